@@ -1,0 +1,185 @@
+"""The demo workspace: the bike-sharing lifecycle, driven through the actions and a real worker.
+
+A data scientist registers ``hour.csv``, trains a model of ``cnt`` on the 2011 rows, predicts
+the 2012 rows, and checks them for drift; the model's owner gets the alert. Jobs and checks
+run on whatever Celery worker is consuming the configured broker; this code only submits and
+waits, as a user of the UI would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from governance import actions as governance
+from governance.models import Dataset, DatasetVersion, PlatformRole, RegisteredModel, Team, TeamRole
+from monitoring.actions import do_request_drift_check
+from monitoring.models import CheckState, DriftCheck
+from runners.actions import do_submit_job
+from runners.models import TERMINAL_STATES, Job, JobKind, JobState
+
+DEMO_PASSWORD = "steward-demo"  # noqa: S105 - printed to the person who runs the demo
+DEMO_DATA = Path(settings.BASE_DIR) / "demo_data" / "bike-sharing" / "hour.csv"
+FEATURES = [
+    "season",
+    "mnth",
+    "hr",
+    "holiday",
+    "weekday",
+    "workingday",
+    "weathersit",
+    "temp",
+    "atemp",
+    "hum",
+    "windspeed",
+]
+TRAINING_SPEC = {
+    "target": "cnt",
+    "features": FEATURES,
+    "categorical": ["season", "mnth", "hr", "weekday", "weathersit"],
+    "epochs": 15,
+    "batch_size": 128,
+    "learning_rate": 0.003,
+    "seed": 7,
+    "where": {"yr": 0},
+}
+# (username, email, platform role or None, team role or None)
+PEOPLE = [
+    ("admin", "admin@example.com", PlatformRole.ADMIN, None),
+    ("olivia", "olivia@example.com", None, TeamRole.MODEL_OWNER),
+    ("dana", "dana@example.com", None, TeamRole.DATA_SCIENTIST),
+    ("aaron", "aaron@example.com", None, TeamRole.APPROVER),
+    ("vera", "vera@example.com", None, TeamRole.VIEWER),
+    ("carl", "carl@example.com", PlatformRole.COMPLIANCE_OFFICER, None),
+]
+
+
+@dataclass
+class DemoResult:
+    training_job: Job
+    inference_job: Job
+    drift_check: DriftCheck
+
+
+class DemoTimeout(RuntimeError):
+    pass
+
+
+def _wait(fetch: Callable[[], object], is_done: Callable[[object], bool], what: str, timeout_s: float, say):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        obj = fetch()
+        progress = getattr(obj, "progress", None)
+        if progress is not None and progress != last:
+            say(f"  {what}: {obj.state} {progress:.0%}")
+            last = progress
+        if is_done(obj):
+            return obj
+        time.sleep(0.5)
+    raise DemoTimeout(f"{what} did not finish in {timeout_s:.0f} s: is a Celery worker running?")
+
+
+def create_people(say: Callable[[str], None] = print) -> dict[str, object]:
+    """The demo team and its people (idempotent); returns users by username."""
+    user_model = get_user_model()
+    admin = user_model.objects.filter(username="admin").first()
+    if admin is None:
+        admin = user_model.objects.create_superuser("admin", "admin@example.com", DEMO_PASSWORD)
+        governance.do_grant_platform_role(user=admin, role=PlatformRole.ADMIN, actor=admin)
+    team = Team.objects.filter(name="Mobility").first() or governance.do_create_team(
+        name="Mobility", description="Demand forecasting for bike sharing", actor=admin
+    )
+    users = {"admin": admin}
+    for username, email, platform_role, team_role in PEOPLE[1:]:
+        user = user_model.objects.filter(username=username).first() or governance.do_create_user(
+            username=username, email=email, password=DEMO_PASSWORD, actor=admin
+        )
+        if platform_role:
+            governance.do_grant_platform_role(user=user, role=platform_role, actor=admin)
+        if team_role:
+            governance.do_set_membership(user=user, team=team, role=team_role, actor=admin)
+        users[username] = user
+    users["team"] = team
+    return users
+
+
+def run_demo(
+    say: Callable[[str], None] = print, timeout_s: float = 900, data_file: Path = DEMO_DATA
+) -> DemoResult:
+    """Run the whole lifecycle once and return its job, inference and drift check rows."""
+    people = create_people(say)
+    dana, olivia, team = people["dana"], people["olivia"], people["team"]
+    dataset = Dataset.objects.filter(name="bike-sharing-hourly").first() or governance.do_create_dataset(
+        team=team, name="bike-sharing-hourly", description="Capital Bikeshare, hourly, 2011-2012", actor=dana
+    )
+    say(f"registering {data_file.name} as a version of {dataset.name}")
+    version = governance.do_register_dataset_version(
+        dataset=dataset,
+        file_path=data_file,
+        filename=data_file.name,
+        source=DatasetVersion.Source.PATH,
+        actor=dana,
+    )
+    model = RegisteredModel.objects.filter(
+        name="bike-demand"
+    ).first() or governance.do_create_registered_model(
+        team=team,
+        name="bike-demand",
+        owner=olivia,
+        description="Hourly rentals (cnt) from calendar and weather",
+        actor=dana,
+    )
+    say("training on the 2011 rows (a real Celery worker runs it)")
+    training = do_submit_job(
+        kind=JobKind.TRAIN, dataset_version=version, registered_model=model, spec=TRAINING_SPEC, actor=dana
+    )
+    training = _wait(
+        lambda: Job.objects.get(pk=training.pk),
+        lambda j: j.state in TERMINAL_STATES,
+        f"training job #{training.pk}",
+        timeout_s,
+        say,
+    )
+    if training.state != JobState.SUCCEEDED:
+        raise RuntimeError(f"training job #{training.pk} {training.state}: {training.error}")
+    model_version = training.output_model_version
+    say(f"registered {model_version}: {', '.join(f'{k}={v:.3g}' for k, v in model_version.metrics.items())}")
+    say("predicting the 2012 rows")
+    inference = do_submit_job(
+        kind=JobKind.INFER,
+        dataset_version=version,
+        model_version=model_version,
+        spec={"where": {"yr": 1}},
+        actor=dana,
+    )
+    inference = _wait(
+        lambda: Job.objects.get(pk=inference.pk),
+        lambda j: j.state in TERMINAL_STATES,
+        f"inference job #{inference.pk}",
+        timeout_s,
+        say,
+    )
+    if inference.state != JobState.SUCCEEDED:
+        raise RuntimeError(f"inference job #{inference.pk} {inference.state}: {inference.error}")
+    say(f"predictions written as {inference.output_dataset_version}")
+    check = do_request_drift_check(
+        model_version=model_version, current_dataset_version=inference.output_dataset_version, actor=dana
+    )
+    check = _wait(
+        lambda: DriftCheck.objects.get(pk=check.pk),
+        lambda c: c.state in (CheckState.SUCCEEDED, CheckState.FAILED),
+        f"drift check #{check.pk}",
+        timeout_s,
+        say,
+    )
+    if check.state != CheckState.SUCCEEDED:
+        raise RuntimeError(f"drift check #{check.pk} failed: {check.error}")
+    drifted = ", ".join(c["column"] for c in check.drifted_columns) or "none"
+    say(f"drift check #{check.pk}: {check.drifted_count} of {len(check.results)} columns drifted ({drifted})")
+    return DemoResult(training, inference, check)

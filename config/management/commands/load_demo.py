@@ -1,0 +1,29 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from config.demo import DEMO_PASSWORD, DemoTimeout, run_demo
+from governance.models import RegisteredModel
+
+
+class Command(BaseCommand):
+    help = (
+        "Load the demo workspace: bike-sharing data, a trained model, predictions, a drift check, an alert."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--timeout", type=float, default=900, help="Seconds to wait for each job.")
+        parser.add_argument(
+            "--if-empty", action="store_true", help="Do nothing when the demo model already has versions."
+        )
+
+    def handle(self, *args, timeout, if_empty, **options):
+        if if_empty and RegisteredModel.objects.filter(name="bike-demand", versions__isnull=False).exists():
+            self.stdout.write("demo workspace already loaded")
+            return
+        try:
+            result = run_demo(say=self.stdout.write, timeout_s=timeout)
+        except (DemoTimeout, RuntimeError) as exc:
+            raise CommandError(str(exc)) from exc
+        alert = result.drift_check.alerts.first()
+        if alert:
+            self.stdout.write(f"alert #{alert.pk} for {alert.owner.username}: {alert.title}")
+        self.stdout.write(self.style.SUCCESS(f"demo loaded; logins use the password {DEMO_PASSWORD!r}"))

@@ -1,0 +1,57 @@
+"""The base API viewset: every queryset restricted to the requesting user, no way around it."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from rest_framework import serializers, viewsets
+
+from governance.permissions import VIEW
+
+
+class RestrictedViewSetMixin:
+    """Restricts ``queryset`` with ``.restrict(user, "view")``; objects out of scope are 404.
+
+    Subclasses may not override ``get_queryset`` (a class-creation error), so no endpoint can
+    forget the restriction; they refine with ``filter_restricted`` instead. Writes are re-checked
+    by the action functions inside their transaction.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "get_queryset" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} overrides get_queryset; override filter_restricted instead")
+
+    def get_queryset(self):
+        return self.filter_restricted(super().get_queryset().restrict(self.request.user, VIEW))
+
+    def filter_restricted(self, queryset):
+        return queryset
+
+
+class RestrictedReadOnlyViewSet(RestrictedViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    pass
+
+
+class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A related-object id that must be visible to the requesting user ("does not exist" otherwise)."""
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return super().get_queryset().restrict(request.user, VIEW)
+
+
+@contextlib.contextmanager
+def staged_upload(uploaded) -> Iterator[Path]:
+    """A local path holding an uploaded file's bytes (Django keeps small uploads in memory)."""
+    if hasattr(uploaded, "temporary_file_path"):
+        yield Path(uploaded.temporary_file_path())
+        return
+    with tempfile.NamedTemporaryFile(suffix=Path(uploaded.name).suffix) as handle:
+        for chunk in uploaded.chunks():
+            handle.write(chunk)
+        handle.flush()
+        yield Path(handle.name)

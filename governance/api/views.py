@@ -1,0 +1,138 @@
+from django.db.models import Max
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from governance import actions
+from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin, staged_upload
+from governance.api.serializers import (
+    AuditEventSerializer,
+    DatasetSerializer,
+    DatasetVersionCreateSerializer,
+    DatasetVersionSerializer,
+    MembershipSerializer,
+    ModelVersionSerializer,
+    RegisteredModelSerializer,
+    TeamSerializer,
+)
+from governance.filtersets import (
+    AuditEventFilterSet,
+    DatasetFilterSet,
+    DatasetVersionFilterSet,
+    ModelVersionFilterSet,
+    RegisteredModelFilterSet,
+)
+from governance.models import (
+    AuditEvent,
+    Dataset,
+    DatasetVersion,
+    Membership,
+    ModelVersion,
+    RegisteredModel,
+    Team,
+)
+
+
+class TeamViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Team.objects.all()
+    serializer_class = TeamSerializer
+
+    def perform_create(self, serializer):
+        serializer.instance = actions.do_create_team(
+            name=serializer.validated_data["name"],
+            description=serializer.validated_data.get("description", ""),
+            actor=self.request.user,
+        )
+
+
+class MembershipViewSet(RestrictedReadOnlyViewSet):
+    queryset = Membership.objects.select_related("user", "team")
+    serializer_class = MembershipSerializer
+    filterset_fields = ["team", "user", "role"]
+
+
+class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Dataset.objects.select_related("created_by").annotate(latest_version=Max("versions__version"))
+    serializer_class = DatasetSerializer
+    filterset_class = DatasetFilterSet
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        dataset = actions.do_create_dataset(
+            team=data["team"],
+            name=data["name"],
+            description=data.get("description", ""),
+            actor=self.request.user,
+        )
+        serializer.instance = self.get_queryset().get(pk=dataset.pk)
+
+
+class DatasetVersionViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = DatasetVersion.objects.select_related("dataset", "created_by")
+    serializer_class = DatasetVersionSerializer
+    filterset_class = DatasetVersionFilterSet
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_serializer_class(self):
+        return DatasetVersionCreateSerializer if self.action == "create" else DatasetVersionSerializer
+
+    @extend_schema(request=DatasetVersionCreateSerializer, responses={201: DatasetVersionSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        common = {"dataset": data["dataset"], "description": data["description"], "actor": request.user}
+        if data.get("file"):
+            with staged_upload(data["file"]) as path:
+                version = actions.do_register_dataset_version(
+                    file_path=path, filename=data["file"].name, source=DatasetVersion.Source.UPLOAD, **common
+                )
+        else:
+            path = actions.resolve_import_path(data["path"])
+            version = actions.do_register_dataset_version(
+                file_path=path, filename=path.name, source=DatasetVersion.Source.PATH, **common
+            )
+        return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The file")})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        version = self.get_object()
+        name = version.original_filename or f"{version.dataset.name}-v{version.version}.{version.format}"
+        return FileResponse(version.path.open("rb"), as_attachment=True, filename=name)
+
+
+class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = RegisteredModel.objects.select_related("owner").annotate(
+        latest_version=Max("versions__version")
+    )
+    serializer_class = RegisteredModelSerializer
+    filterset_class = RegisteredModelFilterSet
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        model = actions.do_create_registered_model(
+            team=data["team"],
+            name=data["name"],
+            owner=data.get("owner") or self.request.user,
+            description=data.get("description", ""),
+            actor=self.request.user,
+        )
+        serializer.instance = self.get_queryset().get(pk=model.pk)
+
+
+class ModelVersionViewSet(RestrictedReadOnlyViewSet):
+    queryset = ModelVersion.objects.select_related("model", "created_by")
+    serializer_class = ModelVersionSerializer
+    filterset_class = ModelVersionFilterSet
+
+
+class AuditEventViewSet(RestrictedReadOnlyViewSet):
+    """Read-only: audit events are written by actions alone, never through the API."""
+
+    queryset = AuditEvent.objects.all()
+    serializer_class = AuditEventSerializer
+    filterset_class = AuditEventFilterSet

@@ -1,0 +1,94 @@
+"""Writing audit events: the only writer of ``AuditEvent`` rows."""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import decimal
+import uuid
+from typing import Any
+
+from django.db import models, transaction
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("steward_request_id", default="")
+
+SYSTEM_ACTOR_LABEL = "system"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    return value
+
+
+def snapshot(obj: models.Model | None) -> dict[str, Any] | None:
+    """A JSON-able dict of ``obj``'s ``audit_fields`` (or all concrete fields), ids for relations."""
+    if obj is None:
+        return None
+    names = getattr(obj, "audit_fields", None) or [f.attname for f in obj._meta.concrete_fields]
+    return {name: _json_value(getattr(obj, name)) for name in names}
+
+
+def _current_task_id() -> str:
+    from celery import current_task
+
+    if current_task and current_task.request and current_task.request.id:
+        return current_task.request.id
+    return ""
+
+
+def record_audit_event(
+    *,
+    actor,
+    action: str,
+    obj: models.Model | None = None,
+    object_type: str | None = None,
+    object_id: str | int | None = None,
+    object_repr: str | None = None,
+    team_id: int | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    on_behalf_of=None,
+):
+    """Append one audit event; must run inside the transaction of the change it records.
+
+    ``actor`` is a user, or None for the system (a Celery task), in which case ``on_behalf_of``
+    names the user who started the work. Object type/id/repr and team default from ``obj``.
+    Raises RuntimeError outside ``transaction.atomic`` so no change commits without its event.
+    """
+    from governance.models import AuditEvent
+
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("record_audit_event must run inside the transaction of the change")
+    if obj is not None:
+        object_type = object_type or obj._meta.model_name
+        object_id = obj.pk if object_id is None else object_id
+        object_repr = object_repr or str(obj)
+        if team_id is None:
+            team_id = _team_id_of(obj)
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_label=actor.get_username() if actor is not None else SYSTEM_ACTOR_LABEL,
+        on_behalf_of=on_behalf_of,
+        on_behalf_of_label=on_behalf_of.get_username() if on_behalf_of is not None else "",
+        action=action,
+        object_type=object_type or "",
+        object_id=str(object_id if object_id is not None else ""),
+        object_repr=(object_repr or "")[:300],
+        team_id=team_id,
+        before=before,
+        after=after,
+        request_id=request_id_var.get(),
+        task_id=_current_task_id(),
+    )
+
+
+def _team_id_of(obj: models.Model) -> int | None:
+    if obj._meta.model_name == "team":
+        return obj.pk
+    if hasattr(obj, "team_id"):
+        return obj.team_id
+    team = getattr(obj, "team", None)
+    return team.pk if team is not None else None

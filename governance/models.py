@@ -1,0 +1,291 @@
+"""Registry (datasets, models, their versions), teams and roles, and the audit log."""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from governance.permissions import RestrictedQuerySet
+
+
+class TeamRole(models.TextChoices):
+    MODEL_OWNER = "model_owner", "Model owner"
+    DATA_SCIENTIST = "data_scientist", "Data scientist"
+    APPROVER = "approver", "Approver"
+    VIEWER = "viewer", "Viewer"
+
+
+class PlatformRole(models.TextChoices):
+    ADMIN = "admin", "Platform admin"
+    COMPLIANCE_OFFICER = "compliance_officer", "Compliance officer"
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "pk"
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's role in one team."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=32, choices=TeamRole.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_role_per_user_and_team")]
+        ordering = ["team__name", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.get_role_display()} in {self.team}"
+
+
+class PlatformRoleGrant(models.Model):
+    """A platform-wide role: admin (everything) or compliance officer (read everything)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="platform_roles"
+    )
+    role = models.CharField(max_length=32, choices=PlatformRole.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "role"], name="one_grant_per_platform_role")]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.get_role_display()}"
+
+
+class DatasetFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    PARQUET = "parquet", "Parquet"
+
+
+class Dataset(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="datasets")
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("name", "team_id", "description")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("dataset_detail", args=[self.pk])
+
+
+class DatasetVersion(models.Model):
+    """An immutable snapshot of a data file: content hash, size, row count and schema."""
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Uploaded"
+        PATH = "path", "Registered from a server path"
+        JOB = "job", "Written by a job"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    file = models.CharField(max_length=500, help_text="Path relative to the artifact root.")
+    original_filename = models.CharField(max_length=255, blank=True)
+    format = models.CharField(max_length=16, choices=DatasetFormat.choices)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    row_count = models.PositiveBigIntegerField()
+    schema = models.JSONField(help_text='Columns in file order: [{"name": ..., "dtype": ...}].')
+    source = models.CharField(max_length=16, choices=Source.choices)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "dataset__team"
+    audit_fields = ("dataset_id", "version", "file", "format", "sha256", "size_bytes", "row_count", "source")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "version"], name="unique_dataset_version_number")
+        ]
+        ordering = ["dataset__name", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} v{self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("dataset_version_detail", args=[self.pk])
+
+    @property
+    def team(self) -> Team:
+        return self.dataset.team
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column["name"] for column in self.schema]
+
+    @property
+    def path(self):
+        return settings.ARTIFACT_ROOT / self.file
+
+
+class RegisteredModel(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="registered_models")
+    name = models.CharField(max_length=200, unique=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_models")
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("name", "team_id", "owner_id", "description")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("model_detail", args=[self.pk])
+
+
+class ModelVersion(models.Model):
+    """An immutable trained artifact with its metrics, signature and the run that produced it."""
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        ARCHIVED = "archived", "Archived"
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    artifact = models.CharField(max_length=500, help_text="Path relative to the artifact root.")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    metrics = models.JSONField(default=dict)
+    signature = models.JSONField(
+        default=dict, help_text='{"task": ..., "target": ..., "features": [...], "categorical": [...]}'
+    )
+    training_spec = models.JSONField(default=dict)
+    training_dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, on_delete=models.PROTECT, related_name="trained_model_versions"
+    )
+    # The run lives in runners/, which governance must not import; lineage holds the typed edge.
+    source_job_id = models.PositiveBigIntegerField(null=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "model__team"
+    audit_fields = (
+        "model_id",
+        "version",
+        "artifact",
+        "sha256",
+        "metrics",
+        "training_dataset_version_id",
+        "source_job_id",
+        "status",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="unique_model_version_number")
+        ]
+        ordering = ["model__name", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} v{self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("model_version_detail", args=[self.pk])
+
+    @property
+    def team(self) -> Team:
+        return self.model.team
+
+    @property
+    def path(self):
+        return settings.ARTIFACT_ROOT / self.artifact
+
+
+class AuditEventQuerySet(RestrictedQuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("audit events are append-only")
+
+    def delete(self):
+        raise PermissionError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """Who (on behalf of whom) did what to which object, with before/after snapshots.
+
+    Written only by ``governance.audit.record_audit_event`` inside the transaction of the change.
+    """
+
+    timestamp = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Text snapshots survive renames and deletions of the user rows.
+    actor_label = models.CharField(max_length=150)
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    on_behalf_of_label = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, db_index=True)
+    object_id = models.CharField(max_length=64, db_index=True)
+    object_repr = models.CharField(max_length=300)
+    team = models.ForeignKey(Team, null=True, on_delete=models.PROTECT, related_name="+")
+    before = models.JSONField(null=True)
+    after = models.JSONField(null=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+    team_scope = "team"
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def get_absolute_url(self) -> str:
+        return reverse("audit_event_detail", args=[self.pk])
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("audit events are append-only")

@@ -1,0 +1,64 @@
+"""Node types and how to find their rows, without importing the apps that own them.
+
+Each node model provides ``objects.restrict(user)`` (governance's RestrictedQuerySet),
+``__str__`` and ``get_absolute_url``; lineage uses only that duck-typed surface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.apps import apps
+
+NODE_MODELS: dict[str, str] = {
+    "dataset_version": "governance.DatasetVersion",
+    "model_version": "governance.ModelVersion",
+    "job": "runners.Job",
+}
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    type: str
+    id: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}:{self.id}"
+
+    @classmethod
+    def parse(cls, key: str) -> NodeRef:
+        """Parse ``"<type>:<id>"``; raises ValueError naming what is wrong."""
+        node_type, _, raw_id = key.partition(":")
+        if node_type not in NODE_MODELS:
+            raise ValueError(f"unknown node type {node_type!r}; one of {', '.join(NODE_MODELS)}")
+        if not raw_id.isdigit():
+            raise ValueError(f"node id must be a positive integer, got {raw_id!r}")
+        return cls(node_type, int(raw_id))
+
+    @classmethod
+    def of(cls, obj) -> NodeRef:
+        label = f"{obj._meta.app_label}.{obj._meta.object_name}"
+        for node_type, model_label in NODE_MODELS.items():
+            if model_label == label:
+                return cls(node_type, obj.pk)
+        raise ValueError(f"{label} is not a lineage node type")
+
+
+def visible_nodes(user, refs: set[NodeRef]) -> dict[NodeRef, dict]:
+    """Describe the nodes among ``refs`` that ``user`` may view: one query per node type."""
+    described: dict[NodeRef, dict] = {}
+    by_type: dict[str, set[int]] = {}
+    for ref in refs:
+        by_type.setdefault(ref.type, set()).add(ref.id)
+    for node_type, ids in by_type.items():
+        model = apps.get_model(NODE_MODELS[node_type])
+        for obj in model.objects.restrict(user).filter(pk__in=ids):
+            ref = NodeRef(node_type, obj.pk)
+            described[ref] = {
+                "id": ref.key,
+                "type": node_type,
+                "label": str(obj),
+                "url": obj.get_absolute_url(),
+            }
+    return described

@@ -1,0 +1,114 @@
+"""Data drift between a reference and a current frame with evidently's ``DataDriftPreset``.
+
+No Django import. Evidently chooses each column's method and threshold by its documented rules
+(K-S / chi-square below 1,000 rows, Wasserstein / Jensen-Shannon above); a column drifted when
+evidently's per-column drift test fails, and the dataset drifted when the share of drifted
+columns reaches ``drift_share`` (evidently's default 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+
+# Evidently holds whole frames in memory and renders every point; above this many rows the
+# human report (and its verdicts) use a seeded random sample of each frame.
+MAX_REPORT_ROWS = 200_000
+
+
+class DriftInputError(ValueError):
+    """The frames cannot be compared; the message names the column or the empty side."""
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    method: str
+    score: float | None
+    threshold: float
+    is_drifted: bool
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    columns: list[ColumnDrift]
+    drift_share: float
+    drifted_count: int
+    drifted_fraction: float
+    is_dataset_drift: bool
+    sampled_rows: int | None
+    html: str
+
+    def columns_as_dicts(self) -> list[dict]:
+        return [asdict(column) for column in self.columns]
+
+
+def _sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return frame.sample(n=MAX_REPORT_ROWS, random_state=seed) if len(frame) > MAX_REPORT_ROWS else frame
+
+
+def compare(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], drift_share: float = 0.5
+) -> DriftResult:
+    """Per-column drift of ``current`` against ``reference`` over ``columns``, plus the HTML report.
+
+    Raises DriftInputError if a side is empty, a column is missing from a side, or a column
+    holds no values on a side (evidently would abort the whole report on it).
+    """
+    if not 0 < drift_share <= 1:
+        raise DriftInputError(f"drift_share must be in (0, 1], got {drift_share}")
+    if reference.empty:
+        raise DriftInputError("the reference data has no rows")
+    if current.empty:
+        raise DriftInputError("the current data has no rows")
+    if not columns:
+        raise DriftInputError("no columns to compare")
+    for side, frame in (("reference", reference), ("current", current)):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise DriftInputError(f"the {side} data lacks column(s) {', '.join(map(repr, missing))}")
+        empty = [c for c in columns if frame[c].isna().all()]
+        if empty:
+            raise DriftInputError(
+                f"column(s) {', '.join(map(repr, empty))} have no values in the {side} data"
+            )
+    sampled = max(len(reference), len(current)) > MAX_REPORT_ROWS
+    reference, current = _sample(reference[columns], 0), _sample(current[columns], 1)
+    snapshot = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True).run(
+        reference_data=reference, current_data=current
+    )
+    payload = snapshot.dict()
+    metrics = {m["id"]: m for m in payload["metrics"]}
+    results = []
+    for test in payload["tests"]:
+        metric = metrics.get(test.get("metric_config", {}).get("metric_id"))
+        config = (metric or {}).get("config", {})
+        if not config.get("type", "").endswith("ValueDrift"):
+            continue
+        score = metric["value"]
+        results.append(
+            ColumnDrift(
+                column=config["column"],
+                method=config["method"],
+                score=None if score is None or math.isnan(score) else float(score),
+                threshold=float(config["threshold"]),
+                is_drifted=test["status"] == "FAIL",
+            )
+        )
+    order = {name: i for i, name in enumerate(columns)}
+    results.sort(key=lambda c: order.get(c.column, len(order)))
+    drifted = sum(c.is_drifted for c in results)
+    fraction = drifted / len(results) if results else 0.0
+    return DriftResult(
+        columns=results,
+        drift_share=drift_share,
+        drifted_count=drifted,
+        drifted_fraction=fraction,
+        is_dataset_drift=bool(results) and fraction >= drift_share,
+        sampled_rows=MAX_REPORT_ROWS if sampled else None,
+        html=snapshot.get_html_str(as_iframe=False),
+    )

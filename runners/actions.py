@@ -1,0 +1,192 @@
+"""Submitting, cancelling and finishing jobs: the one audited way to change a Job's state."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from governance.actions import ensure_can
+from governance.audit import record_audit_event, snapshot
+from governance.models import DatasetVersion, ModelVersion, RegisteredModel
+from governance.permissions import CHANGE, VIEW
+from runners.models import TERMINAL_STATES, Job, JobKind, JobState
+from runners.training import SpecError, parse_spec, where_from_spec
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset"})
+
+
+def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_version: ModelVersion) -> dict:
+    if not isinstance(spec, dict):
+        raise SpecError("spec: expected a JSON object")
+    unknown = sorted(set(spec) - INFERENCE_SPEC_FIELDS)
+    if unknown:
+        raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; allowed: where, output_dataset")
+    columns = dataset_version.column_names
+    missing = [c for c in model_version.signature.get("features", []) if c not in columns]
+    if missing:
+        raise SpecError(
+            f"dataset version lacks the model's feature column(s) {', '.join(map(repr, missing))}"
+        )
+    where_from_spec(spec.get("where"), columns)
+    output = spec.get("output_dataset", "")
+    if not isinstance(output, str) or len(output) > 200:
+        raise SpecError("output_dataset: a dataset name of at most 200 characters")
+    return spec
+
+
+def do_submit_job(
+    *,
+    kind: str,
+    dataset_version: DatasetVersion,
+    spec: Any,
+    actor,
+    registered_model: RegisteredModel | None = None,
+    model_version: ModelVersion | None = None,
+) -> Job:
+    """Validate and queue a training or inference job; the task is sent after commit.
+
+    Training needs ``registered_model`` (the new version goes there) and a spec valid for the
+    dataset's columns; inference needs ``model_version`` and a dataset holding its features.
+    Raises ValidationError naming the bad field or column; PermissionDenied without the right.
+    """
+    if kind == JobKind.TRAIN:
+        if registered_model is None:
+            raise ValidationError({"registered_model": "a training job needs the model to register into"})
+        team_id = registered_model.team_id
+    elif kind == JobKind.INFER:
+        if model_version is None:
+            raise ValidationError({"model_version": "an inference job needs a model version"})
+        team_id = model_version.model.team_id
+    else:
+        raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer"})
+    try:
+        if kind == JobKind.TRAIN:
+            spec = parse_spec(spec, dataset_version.column_names).as_dict()
+        else:
+            spec = _check_inference_spec(spec, dataset_version, model_version)
+    except SpecError as exc:
+        raise ValidationError({"spec": str(exc)}) from exc
+    with transaction.atomic():
+        ensure_can(actor, CHANGE, team_id)
+        ensure_can(actor, VIEW, dataset_version.dataset.team_id)
+        job = Job.objects.create(
+            team_id=team_id,
+            kind=kind,
+            spec=spec,
+            dataset_version=dataset_version,
+            registered_model=registered_model,
+            model_version=model_version,
+            created_by=actor,
+            celery_task_id=str(uuid.uuid4()),
+        )
+        record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
+        transaction.on_commit(lambda: enqueue_job(job.pk))
+    return job
+
+
+def enqueue_job(job_id: int) -> None:
+    """Send the job's task to the broker; a broker outage fails the job with the reason."""
+    from runners.tasks import run_job
+
+    job = Job.objects.get(pk=job_id)
+    try:
+        run_job.apply_async(args=[job_id], task_id=job.celery_task_id, retry=True)
+    except Exception as exc:
+        logger.exception("could not enqueue job %s", job_id)
+        do_fail_job(job_id, f"could not reach the task broker to start the job: {exc}")
+
+
+def do_cancel_job(*, job: Job, actor) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop at its next epoch.
+
+    Raises ValidationError when the job has already finished.
+    """
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        ensure_can(actor, CHANGE, job.team_id)
+        if job.state in TERMINAL_STATES:
+            raise ValidationError({"state": f"job #{job.pk} already {job.state}; nothing to cancel"})
+        before = snapshot(job)
+        if job.state == JobState.QUEUED:
+            job.state = JobState.CANCELLED
+            job.finished_at = timezone.now()
+            job.error = f"cancelled by {actor.get_username()} before it started"
+        job.is_cancel_requested = True
+        job.save(update_fields=["state", "finished_at", "error", "is_cancel_requested"])
+        record_audit_event(actor=actor, action="job.cancel", obj=job, before=before, after=snapshot(job))
+    return job
+
+
+def claim_job(job_id: int) -> bool:
+    """Move a queued job to running with a conditional UPDATE; False if another delivery got it."""
+    with transaction.atomic():
+        now = timezone.now()
+        claimed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+            state=JobState.RUNNING, started_at=now, heartbeat_at=now
+        )
+        if claimed:
+            job = Job.objects.get(pk=job_id)
+            record_audit_event(
+                actor=None,
+                on_behalf_of=job.created_by,
+                action="job.start",
+                obj=job,
+                before={"state": JobState.QUEUED},
+                after={"state": JobState.RUNNING},
+            )
+    return bool(claimed)
+
+
+def _finish(job_id: int, state: str, action: str, **fields) -> bool:
+    """Move a non-terminal job to ``state`` (conditional UPDATE) and audit it; caller's transaction."""
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if job.state in TERMINAL_STATES:
+        return False
+    before = snapshot(job)
+    job.state = state
+    job.finished_at = timezone.now()
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.save()
+    record_audit_event(
+        actor=None, on_behalf_of=job.created_by, action=action, obj=job, before=before, after=snapshot(job)
+    )
+    return True
+
+
+def do_fail_job(job_id: int, reason: str) -> bool:
+    """Mark a job failed with ``reason``; False if it had already finished."""
+    with transaction.atomic():
+        return _finish(job_id, JobState.FAILED, "job.fail", error=reason[:4000])
+
+
+def do_mark_job_cancelled(job_id: int) -> bool:
+    """Record that a running job stopped because a cancel was requested."""
+    with transaction.atomic():
+        return _finish(job_id, JobState.CANCELLED, "job.cancelled", error="cancelled while running")
+
+
+def do_succeed_job(job_id: int, **outputs) -> bool:
+    """Mark a job succeeded with its outputs (caller's transaction holds the outputs' rows)."""
+    with transaction.atomic():
+        return _finish(job_id, JobState.SUCCEEDED, "job.succeed", progress=1.0, **outputs)
+
+
+def do_fail_stale_jobs(timeout_s: int) -> list[int]:
+    """Fail running jobs whose heartbeat is older than ``timeout_s`` seconds (their worker died)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=timeout_s)
+    stale = list(
+        Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    failed = []
+    for job_id in stale:
+        if do_fail_job(job_id, f"no heartbeat from the worker for over {timeout_s} s; the worker was lost"):
+            failed.append(job_id)
+    return failed

@@ -1,0 +1,51 @@
+from rest_framework import serializers
+
+from governance.api.base import RestrictedPrimaryKeyRelatedField
+from governance.models import DatasetVersion, ModelVersion, RegisteredModel
+from runners.models import Job, JobKind
+
+
+class JobSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "team",
+            "kind",
+            "spec",
+            "state",
+            "progress",
+            "metrics",
+            "history",
+            "log_tail",
+            "error",
+            "device",
+            "is_cancel_requested",
+            "dataset_version",
+            "registered_model",
+            "model_version",
+            "output_model_version",
+            "output_dataset_version",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "celery_task_id",
+        ]
+        read_only_fields = fields
+
+
+class JobSubmitSerializer(serializers.Serializer):
+    """Training: ``registered_model`` + ``spec`` {target, features, ...}; inference: ``model_version``."""
+
+    kind = serializers.ChoiceField(choices=JobKind.choices)
+    dataset_version = RestrictedPrimaryKeyRelatedField(queryset=DatasetVersion.objects.all())
+    registered_model = RestrictedPrimaryKeyRelatedField(
+        queryset=RegisteredModel.objects.all(), required=False, allow_null=True
+    )
+    model_version = RestrictedPrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    spec = serializers.JSONField(required=False, default=dict)

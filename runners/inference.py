@@ -1,0 +1,65 @@
+"""Loading a trained artifact and predicting on tabular data. No Django import."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from runners.training import ARTIFACT_FORMAT, TabularMLP, TrainingError, encode_features, select_device
+
+PREDICTION_COLUMN = "prediction"
+
+
+class ArtifactError(ValueError):
+    """The artifact is not a Steward model this version can load."""
+
+
+@dataclass
+class LoadedModel:
+    module: TabularMLP
+    preprocessing: dict[str, Any]
+    signature: dict[str, Any]
+    device: torch.device
+
+
+def load_model(data: bytes) -> LoadedModel:
+    """Load an artifact with ``torch.load(weights_only=True)`` (no code is unpickled)."""
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"not a loadable model artifact ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"artifact format is not {ARTIFACT_FORMAT}")
+    device = select_device()
+    module = TabularMLP(**payload["architecture"])
+    module.load_state_dict(payload["state_dict"])
+    module.to(device).eval()
+    return LoadedModel(module, payload["preprocessing"], payload["signature"], device)
+
+
+def predict(frame: pd.DataFrame, model: LoadedModel, batch_size: int = 65536) -> pd.Series:
+    """Predictions for every row of ``frame``, aligned with its index.
+
+    Regression: values in the target's units. Classification: the predicted class label.
+    Raises TrainingError naming a feature column missing from ``frame``.
+    """
+    if frame.empty:
+        raise TrainingError("no rows to predict on")
+    x = encode_features(frame, model.preprocessing)
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(x[start : start + batch_size]).to(model.device)
+            outputs.append(model.module(batch).cpu())
+    output = torch.cat(outputs)
+    target = model.preprocessing["target"]
+    if target["task"] == "regression":
+        values = output.squeeze(1).numpy().astype(np.float64) * target["std"] + target["mean"]
+        return pd.Series(values, index=frame.index, name=PREDICTION_COLUMN)
+    classes = np.array(target["classes"], dtype=object)
+    return pd.Series(classes[output.argmax(1).numpy()], index=frame.index, name=PREDICTION_COLUMN)

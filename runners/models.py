@@ -1,0 +1,95 @@
+"""Jobs: the database row is the source of truth for a unit of work on a worker."""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from governance.models import DatasetVersion, ModelVersion, RegisteredModel, Team
+from governance.permissions import RestrictedQuerySet
+
+
+class JobKind(models.TextChoices):
+    TRAIN = "train", "Training"
+    INFER = "infer", "Inference"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Job(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=JobKind.choices)
+    spec = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0, help_text="Fraction done, 0 to 1.")
+    log_tail = models.TextField(blank=True)
+    metrics = models.JSONField(default=dict)
+    history = models.JSONField(default=list, help_text="Per-epoch training/validation loss and metrics.")
+    error = models.TextField(blank=True)
+    device = models.CharField(max_length=32, blank=True)
+    is_cancel_requested = models.BooleanField(default=False)
+    # Inputs.
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="input_of_jobs"
+    )
+    registered_model = models.ForeignKey(
+        RegisteredModel, null=True, blank=True, on_delete=models.PROTECT, related_name="training_jobs"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="inference_jobs"
+    )
+    # Outputs.
+    output_model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    output_dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = (
+        "kind",
+        "state",
+        "spec",
+        "dataset_version_id",
+        "registered_model_id",
+        "model_version_id",
+        "output_model_version_id",
+        "output_dataset_version_id",
+        "error",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} job #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("job_detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

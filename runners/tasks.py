@@ -1,0 +1,17 @@
+"""Celery tasks: thin wrappers that take ids and call the plain functions."""
+
+from celery import shared_task
+from django.conf import settings
+
+from runners.actions import do_fail_stale_jobs
+from runners.execute import execute_job
+
+
+@shared_task(name="runners.tasks.run_job")
+def run_job(job_id: int) -> str:
+    return execute_job(job_id)
+
+
+@shared_task(name="runners.tasks.fail_stale_jobs")
+def fail_stale_jobs() -> list[int]:
+    return do_fail_stale_jobs(settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S)

@@ -1,0 +1,369 @@
+"""Training a PyTorch MLP on tabular data. No Django import: tested and run as a plain function.
+
+The artifact is a dict of tensors and plain containers, so ``torch.load(weights_only=True)``
+loads it without unpickling code: the state_dict, the architecture, and the preprocessing
+(feature means/stds, category maps, target scaling or class list) that inference must repeat.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from governance.datafiles import RowFilterError, check_where
+
+ARTIFACT_FORMAT = "steward.tabular_mlp/1"
+# A classification target with at most this many distinct values; more means regression.
+MAX_CLASSES = 50
+
+
+class SpecError(ValueError):
+    """The training spec is invalid for this dataset; the message names the field or column."""
+
+
+def where_from_spec(where: Any, columns: list[str]) -> dict[str, Any]:
+    """Validate a spec's row filter; raises SpecError (see ``governance.datafiles.check_where``)."""
+    try:
+        return check_where(where, columns)
+    except RowFilterError as exc:
+        raise SpecError(str(exc)) from exc
+
+
+class TrainingError(RuntimeError):
+    """The data cannot be trained on; the message names the column and row."""
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    target: str
+    features: list[str]
+    task: str = "auto"
+    categorical: list[str] | None = None
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+    hidden_layers: list[int] = field(default_factory=lambda: [64, 32])
+    validation_fraction: float = 0.2
+    where: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "features": list(self.features),
+            "task": self.task,
+            "categorical": self.categorical,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "seed": self.seed,
+            "hidden_layers": list(self.hidden_layers),
+            "validation_fraction": self.validation_fraction,
+            "where": dict(self.where),
+        }
+
+
+def _bounded(raw: dict, name: str, kind: type, low: float, high: float, default: Any) -> Any:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"{name}: expected a number, got {value!r}")
+    if kind is int and not float(value).is_integer():
+        raise SpecError(f"{name}: expected an integer, got {value!r}")
+    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+        raise SpecError(f"{name}: must be between {low} and {high}, got {value!r}")
+    return kind(value)
+
+
+def parse_spec(raw: Any, columns: list[str]) -> TrainingSpec:
+    """Validate a JSON training spec against the dataset's column names.
+
+    Raises SpecError naming the bad field or the missing column.
+    """
+    if not isinstance(raw, dict):
+        raise SpecError("spec: expected a JSON object")
+    known = set(TrainingSpec.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}")
+    target = raw.get("target")
+    if not isinstance(target, str) or not target:
+        raise SpecError("target: required, the name of the column to predict")
+    if target not in columns:
+        raise SpecError(f"target: column {target!r} is not in the dataset")
+    features = raw.get("features")
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
+        raise SpecError("features: required, a non-empty list of column names")
+    missing = [f for f in features if f not in columns]
+    if missing:
+        raise SpecError(f"features: column(s) {', '.join(map(repr, missing))} not in the dataset")
+    if target in features:
+        raise SpecError(f"features: the target {target!r} cannot also be a feature")
+    if len(set(features)) != len(features):
+        raise SpecError("features: a column is listed twice")
+    task = raw.get("task", "auto")
+    if task not in ("auto", "regression", "classification"):
+        raise SpecError(f"task: one of auto, regression, classification; got {task!r}")
+    categorical = raw.get("categorical")
+    if categorical is not None and (
+        not isinstance(categorical, list) or any(c not in features for c in categorical)
+    ):
+        raise SpecError("categorical: must be a list of names taken from features")
+    hidden = raw.get("hidden_layers", [64, 32])
+    if (
+        not isinstance(hidden, list)
+        or not 1 <= len(hidden) <= 8
+        or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden)
+    ):
+        raise SpecError("hidden_layers: 1 to 8 layer widths, each an integer from 1 to 4096")
+    return TrainingSpec(
+        target=target,
+        features=list(features),
+        task=task,
+        categorical=categorical,
+        epochs=_bounded(raw, "epochs", int, 1, 1000, 20),
+        batch_size=_bounded(raw, "batch_size", int, 1, 65536, 256),
+        learning_rate=_bounded(raw, "learning_rate", float, 1e-7, 10.0, 1e-3),
+        seed=_bounded(raw, "seed", int, 0, 2**31 - 1, 0),
+        hidden_layers=hidden,
+        validation_fraction=_bounded(raw, "validation_fraction", float, 0.05, 0.5, 0.2),
+        where=where_from_spec(raw.get("where"), columns),
+    )
+
+
+class TabularMLP(nn.Module):
+    def __init__(self, input_dim: int, hidden_layers: list[int], output_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_dim
+        for hidden in hidden_layers:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, output_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def select_device() -> torch.device:
+    """CUDA when a GPU is present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fit_preprocessing(frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, Any]:
+    """Learn feature scaling and category maps from the training rows.
+
+    Numeric: mean and std (std 0 -> 1), NaN imputed with the mean. Categorical (non-numeric
+    dtypes, booleans, or listed in ``spec.categorical``): sorted category list, one-hot encoded.
+    Raises TrainingError for infinite values or an all-missing feature.
+    """
+    declared = set(spec.categorical or [])
+    numeric, categorical = {}, {}
+    for column in spec.features:
+        series = frame[column]
+        is_numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+        if column in declared or not is_numeric:
+            categories = sorted({str(v) for v in series.dropna().unique()})
+            categorical[column] = categories
+            continue
+        values = series.astype("float64")
+        if np.isinf(values).any():
+            row = int(np.flatnonzero(np.isinf(values.to_numpy()))[0])
+            raise TrainingError(f"feature {column!r} has an infinite value (data row {row + 1})")
+        if values.isna().all():
+            raise TrainingError(f"feature {column!r} has no values in the training rows")
+        std = float(values.std(ddof=0))
+        numeric[column] = {"mean": float(values.mean()), "std": std if std > 0 else 1.0}
+    return {"features": list(spec.features), "numeric": numeric, "categorical": categorical}
+
+
+def encode_features(frame: pd.DataFrame, preprocessing: dict[str, Any]) -> np.ndarray:
+    """Apply ``preprocessing`` to ``frame`` -> float32 matrix (rows x encoded width).
+
+    Missing numerics become the training mean (0 after scaling); unseen categories encode as
+    all zeros. Raises TrainingError naming a feature column that is absent.
+    """
+    missing = [c for c in preprocessing["features"] if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"column(s) {', '.join(map(repr, missing))} missing from the data")
+    blocks = []
+    for column in preprocessing["features"]:
+        if column in preprocessing["numeric"]:
+            stats = preprocessing["numeric"][column]
+            values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+            values = values.replace([np.inf, -np.inf], np.nan)
+            blocks.append(((values.fillna(stats["mean"]) - stats["mean"]) / stats["std"]).to_numpy()[:, None])
+        else:
+            categories = preprocessing["categorical"][column]
+            index = {c: i for i, c in enumerate(categories)}
+            codes = frame[column].map(lambda v, index=index: index.get(str(v), -1) if pd.notna(v) else -1)
+            one_hot = np.zeros((len(frame), len(categories)), dtype=np.float32)
+            rows = np.flatnonzero(codes.to_numpy() >= 0)
+            one_hot[rows, codes.to_numpy()[rows]] = 1.0
+            blocks.append(one_hot)
+    return np.hstack(blocks).astype(np.float32)
+
+
+def _decide_task(target: pd.Series, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+        return "classification"
+    return "regression"
+
+
+@dataclass
+class TrainingResult:
+    artifact: bytes
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    signature: dict[str, Any]
+    device: str
+
+
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
+
+
+def train(
+    frame: pd.DataFrame, spec: TrainingSpec, on_epoch: ProgressCallback | None = None
+) -> TrainingResult:
+    """Train an MLP regressor or classifier on ``frame`` (already filtered by ``spec.where``).
+
+    Splits rows into train/validation (seeded permutation), minimizes MSE on the standardized
+    target (regression) or cross-entropy (classification) with Adam, and calls
+    ``on_epoch(epoch, epochs, record)`` after each epoch (it may raise to stop training).
+    Metrics on the validation rows, in the target's units: rmse, mae, r2 (regression) or
+    accuracy, log_loss (classification). Raises TrainingError for NaN targets, too few rows,
+    or a classification target with too many classes.
+    """
+    target = frame[spec.target]
+    if target.isna().any():
+        first = int(np.flatnonzero(target.isna().to_numpy())[0])
+        raise TrainingError(
+            f"target column {spec.target!r} has {int(target.isna().sum())} missing value(s) "
+            f"(first at data row {first + 1} of the training rows)"
+        )
+    if len(frame) < 10:
+        raise TrainingError(f"need at least 10 training rows, got {len(frame)}")
+    task = _decide_task(target, spec.task)
+    torch.manual_seed(spec.seed)
+    generator = np.random.default_rng(spec.seed)
+    order = generator.permutation(len(frame))
+    n_val = max(1, round(len(frame) * spec.validation_fraction))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    train_rows = frame.iloc[train_idx]
+    preprocessing = fit_preprocessing(train_rows, spec)
+    x_all = encode_features(frame, preprocessing)
+
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(target):
+            raise TrainingError(f"target column {spec.target!r} is not numeric; use task=classification")
+        y_all = target.astype("float64").to_numpy()
+        if np.isinf(y_all).any():
+            raise TrainingError(f"target column {spec.target!r} has an infinite value")
+        y_mean, y_std = float(y_all[train_idx].mean()), float(y_all[train_idx].std()) or 1.0
+        preprocessing["target"] = {"task": task, "mean": y_mean, "std": y_std}
+        y_tensor = torch.tensor((y_all - y_mean) / y_std, dtype=torch.float32)[:, None]
+        output_dim, loss_fn = 1, nn.MSELoss()
+    else:
+        classes = sorted({str(v) for v in target.unique()})
+        if len(classes) < 2 or len(classes) > MAX_CLASSES:
+            raise TrainingError(
+                f"target column {spec.target!r} has {len(classes)} classes; "
+                f"classification needs 2 to {MAX_CLASSES}"
+            )
+        preprocessing["target"] = {"task": task, "classes": classes}
+        index = {c: i for i, c in enumerate(classes)}
+        y_tensor = torch.tensor([index[str(v)] for v in target], dtype=torch.long)
+        output_dim, loss_fn = len(classes), nn.CrossEntropyLoss()
+
+    device = select_device()
+    architecture = {
+        "input_dim": x_all.shape[1],
+        "hidden_layers": list(spec.hidden_layers),
+        "output_dim": output_dim,
+    }
+    model = TabularMLP(**architecture).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    x_tensor = torch.from_numpy(x_all)
+    x_train, y_train = x_tensor[train_idx].to(device), y_tensor[train_idx].to(device)
+    x_val, y_val = x_tensor[val_idx].to(device), y_tensor[val_idx].to(device)
+
+    history: list[dict[str, float]] = []
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        permutation = torch.randperm(len(x_train), device=device)
+        total = 0.0
+        for start in range(0, len(x_train), spec.batch_size):
+            batch = permutation[start : start + spec.batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x_train[batch]), y_train[batch])
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"training diverged at epoch {epoch} (loss is {loss.item()}); lower learning_rate"
+                )
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        record = {"epoch": epoch, "train_loss": total / len(x_train)}
+        record.update(_evaluate(model, x_val, y_val, loss_fn, preprocessing["target"]))
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch, spec.epochs, record)
+
+    metrics = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
+    metrics.update({"train_rows": float(len(train_idx)), "validation_rows": float(len(val_idx))})
+    signature = {
+        "task": task,
+        "target": spec.target,
+        "features": list(spec.features),
+        "categorical": sorted(preprocessing["categorical"]),
+    }
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "format": ARTIFACT_FORMAT,
+            "architecture": architecture,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "preprocessing": preprocessing,
+            "signature": signature,
+        },
+        buffer,
+    )
+    return TrainingResult(buffer.getvalue(), metrics, history, signature, str(device))
+
+
+def _evaluate(model, x_val, y_val, loss_fn, target_info: dict) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        output = model(x_val)
+        record = {"val_loss": float(loss_fn(output, y_val).item())}
+        if target_info["task"] == "regression":
+            scale = target_info["std"]
+            error = (output - y_val).squeeze(1) * scale
+            truth = y_val.squeeze(1) * scale + target_info["mean"]
+            ss_res = float((error**2).sum())
+            ss_tot = float(((truth - truth.mean()) ** 2).sum()) or 1.0
+            record.update(
+                {
+                    "val_rmse": float(torch.sqrt((error**2).mean())),
+                    "val_mae": float(error.abs().mean()),
+                    "val_r2": 1.0 - ss_res / ss_tot,
+                }
+            )
+        else:
+            record.update(
+                {
+                    "val_accuracy": float((output.argmax(1) == y_val).float().mean()),
+                    "val_log_loss": record["val_loss"],
+                }
+            )
+    return record
