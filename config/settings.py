@@ -174,6 +174,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Bounded publish retries: a broker outage surfaces as a failed job within seconds, not a hang.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 CELERY_BROKER_CONNECTION_TIMEOUT = 4
+# Training/inference jobs can be routed to a queue that only GPU workers consume.
+CELERY_TASK_ROUTES = {"runners.tasks.run_job": {"queue": env.str("STEWARD_JOB_QUEUE", default="celery")}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "fail-stale-jobs": {"task": "runners.tasks.fail_stale_jobs", "schedule": 60.0},
