@@ -118,6 +118,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Finders serve static files without a collectstatic step, so a fresh clone runs with DEBUG off.
 WHITENOISE_USE_FINDERS = True

@@ -29,17 +29,17 @@ from governance.models import (
     Team,
     TeamRole,
 )
-from governance.permissions import CHANGE, MANAGE, Action, can, is_platform_admin
+from governance.permissions import CHANGE, MANAGE, Action, can, is_platform_admin, platform_roles
 
 
 def ensure_can(actor, action: Action, team_id: int | None) -> None:
     """Raise PermissionDenied unless ``actor`` (None = system) may ``action`` on ``team_id``'s objects."""
-    if actor is not None and not can(actor, action, team_id):
+    if actor is not None and not can(actor, action, team_id, fresh=True):
         raise PermissionDenied(f"you may not {action} objects of this team")
 
 
 def _ensure_admin(actor) -> None:
-    if actor is not None and not is_platform_admin(actor):
+    if actor is not None and "admin" not in platform_roles(actor, fresh=True):
         raise PermissionDenied("only a platform admin may do this")
 
 

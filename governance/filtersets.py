@@ -3,10 +3,28 @@
 import django_filters
 from django.db.models import Q
 
+from governance.forms import restrict_choices
 from governance.models import AuditEvent, Dataset, DatasetVersion, ModelVersion, RegisteredModel
 
 
-class AuditEventFilterSet(django_filters.FilterSet):
+class RestrictedFilterSet(django_filters.FilterSet):
+    """A FilterSet whose related-object choices hold only what the requesting user may view.
+
+    Used by the API and the UI alike: ``?dataset=<another team's id>`` is then the same 400 as an
+    unknown id (no existence leak), and no dropdown prints another team's names. The restriction
+    is lazy: no query until a choice is validated or rendered.
+    """
+
+    @property
+    def form(self):
+        if not hasattr(self, "_form"):
+            form = super().form
+            if self.request is not None:
+                restrict_choices(form, self.request.user)
+        return self._form
+
+
+class AuditEventFilterSet(RestrictedFilterSet):
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor (username or system)")
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
     object_type = django_filters.CharFilter()
@@ -29,7 +47,7 @@ class AuditEventFilterSet(django_filters.FilterSet):
         )
 
 
-class DatasetFilterSet(django_filters.FilterSet):
+class DatasetFilterSet(RestrictedFilterSet):
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label="Name")
 
     class Meta:
@@ -37,13 +55,13 @@ class DatasetFilterSet(django_filters.FilterSet):
         fields = ["team", "q"]
 
 
-class DatasetVersionFilterSet(django_filters.FilterSet):
+class DatasetVersionFilterSet(RestrictedFilterSet):
     class Meta:
         model = DatasetVersion
         fields = ["dataset", "source", "format"]
 
 
-class RegisteredModelFilterSet(django_filters.FilterSet):
+class RegisteredModelFilterSet(RestrictedFilterSet):
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label="Name")
 
     class Meta:
@@ -51,7 +69,7 @@ class RegisteredModelFilterSet(django_filters.FilterSet):
         fields = ["team", "owner", "q"]
 
 
-class ModelVersionFilterSet(django_filters.FilterSet):
+class ModelVersionFilterSet(RestrictedFilterSet):
     class Meta:
         model = ModelVersion
         fields = ["model", "status"]

@@ -1,21 +1,16 @@
-from django.http import HttpResponse
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-
-def _tmp(request, pk=None):
-    return HttpResponse("tmp")
-
+from governance import views
 
 urlpatterns = [
-    path(f"{n}/<int:pk>/", _tmp, name=n)
-    for n in [
-        "dataset_detail",
-        "dataset_version_detail",
-        "model_detail",
-        "model_version_detail",
-        "audit_event_detail",
-        "job_detail",
-        "drift_check_detail",
-        "alert_detail",
-    ]
-] + [path("login/", _tmp, name="login"), path("", _tmp, name="dashboard")]
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("datasets/", views.dataset_list, name="dataset_list"),
+    path("datasets/<int:pk>/", views.dataset_detail, name="dataset_detail"),
+    path("dataset-versions/<int:pk>/", views.dataset_version_detail, name="dataset_version_detail"),
+    path("models/", views.model_list, name="model_list"),
+    path("models/<int:pk>/", views.model_detail, name="model_detail"),
+    path("audit/", views.audit_event_list, name="audit_event_list"),
+    path("audit/<int:pk>/", views.audit_event_detail, name="audit_event_detail"),
+]

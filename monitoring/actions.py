@@ -154,7 +154,14 @@ def _raise_alert(check: DriftCheck) -> Alert:
         if severity == Severity.CRITICAL:
             alert.severity = severity
         alert.save()
-        record_audit_event(actor=None, action="alert.repeat", obj=alert, before=before, after=snapshot(alert))
+        record_audit_event(
+            actor=None,
+            on_behalf_of=check.created_by,
+            action="alert.repeat",
+            obj=alert,
+            before=before,
+            after=snapshot(alert),
+        )
         return alert
     alert = Alert.objects.create(
         team_id=check.team_id,
@@ -165,7 +172,9 @@ def _raise_alert(check: DriftCheck) -> Alert:
         title=title,
         summary=summary,
     )
-    record_audit_event(actor=None, action="alert.open", obj=alert, after=snapshot(alert))
+    record_audit_event(
+        actor=None, on_behalf_of=check.created_by, action="alert.open", obj=alert, after=snapshot(alert)
+    )
     from monitoring.notify import send_alert_email
 
     transaction.on_commit(lambda: send_alert_email(alert.pk))
@@ -173,7 +182,7 @@ def _raise_alert(check: DriftCheck) -> Alert:
 
 
 def _ensure_may_handle(actor, alert: Alert) -> None:
-    if actor.pk != alert.owner_id and not can(actor, CHANGE, alert.team_id):
+    if actor.pk != alert.owner_id and not can(actor, CHANGE, alert.team_id, fresh=True):
         raise PermissionDenied(
             "only the model's owner or the team's model owners and data scientists may do this"
         )

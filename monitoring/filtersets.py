@@ -1,15 +1,14 @@
-import django_filters
-
+from governance.filtersets import RestrictedFilterSet
 from monitoring.models import Alert, DriftCheck
 
 
-class DriftCheckFilterSet(django_filters.FilterSet):
+class DriftCheckFilterSet(RestrictedFilterSet):
     class Meta:
         model = DriftCheck
         fields = ["model_version", "state", "is_dataset_drift", "team"]
 
 
-class AlertFilterSet(django_filters.FilterSet):
+class AlertFilterSet(RestrictedFilterSet):
     class Meta:
         model = Alert
         fields = ["state", "severity", "model_version", "owner", "team"]

@@ -1,9 +1,8 @@
-import django_filters
-
+from governance.filtersets import RestrictedFilterSet
 from runners.models import Job
 
 
-class JobFilterSet(django_filters.FilterSet):
+class JobFilterSet(RestrictedFilterSet):
     class Meta:
         model = Job
         fields = ["kind", "state", "team", "dataset_version", "registered_model", "model_version"]

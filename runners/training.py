@@ -176,7 +176,7 @@ def fit_preprocessing(frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, Any]
             continue
         values = series.astype("float64")
         if np.isinf(values).any():
-            row = int(np.flatnonzero(np.isinf(values.to_numpy()))[0])
+            row = int(values.index[np.isinf(values.to_numpy())].min())
             raise TrainingError(f"feature {column!r} has an infinite value (data row {row + 1})")
         if values.isna().all():
             raise TrainingError(f"feature {column!r} has no values in the training rows")
@@ -242,14 +242,16 @@ def train(
     ``on_epoch(epoch, epochs, record)`` after each epoch (it may raise to stop training).
     Metrics on the validation rows, in the target's units: rmse, mae, r2 (regression) or
     accuracy, log_loss (classification). Raises TrainingError for NaN targets, too few rows,
-    or a classification target with too many classes.
+    or a classification target with too many classes. Errors name a data row as the frame's
+    index label + 1: the row of the file for frames from ``governance.datafiles.read_frame``,
+    whose row filter keeps the labels.
     """
     target = frame[spec.target]
     if target.isna().any():
-        first = int(np.flatnonzero(target.isna().to_numpy())[0])
+        first = int(target.index[target.isna().to_numpy()][0])
         raise TrainingError(
             f"target column {spec.target!r} has {int(target.isna().sum())} missing value(s) "
-            f"(first at data row {first + 1} of the training rows)"
+            f"(first at data row {first + 1})"
         )
     if len(frame) < 10:
         raise TrainingError(f"need at least 10 training rows, got {len(frame)}")

@@ -1,1 +1,11 @@
-urlpatterns = []
+from django.urls import path
+
+from runners import views
+
+urlpatterns = [
+    path("jobs/", views.job_list, name="job_list"),
+    path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/progress/", views.job_progress, name="job_progress"),
+    path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
+    path("model-versions/<int:pk>/infer/", views.model_version_infer, name="model_version_infer"),
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,6 +16,9 @@ from rest_framework.test import APIClient
 
 from governance import actions
 from governance.models import DatasetVersion, PlatformRole, TeamRole
+from monitoring import drift
+from monitoring.actions import do_finish_drift_check, do_request_drift_check
+from runners import training
 
 SHARED_DATA = Path(settings.BASE_DIR).parent / "shared" / "data"
 BIKE_HOURLY = (
@@ -36,6 +40,7 @@ BIKE_FEATURES = [
     "hum",
     "windspeed",
 ]
+DRIFT_COLUMNS = [*BIKE_FEATURES, "cnt"]
 PASSWORD = "correct-horse-battery-staple"
 
 
@@ -45,6 +50,12 @@ def _isolated_storage(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.EMAIL_FILE_PATH = str(tmp_path / "mail")
     settings.STEWARD_IMPORT_ROOTS = [SHARED_DATA.resolve(), (Path(settings.BASE_DIR) / "demo_data").resolve()]
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2's million rounds cost 0.2 s per persona; tests need a hash, not its strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _user(username: str):
@@ -148,9 +159,7 @@ def registered_model(team, owner, scientist):
     return actions.do_create_registered_model(team=team, name="bike-demand", owner=owner, actor=scientist)
 
 
-@pytest.fixture
-def training_spec() -> dict:
-    """A small, fast spec: 2011 rows, 3 epochs."""
+def _training_spec() -> dict:
     return {
         "target": "cnt",
         "features": BIKE_FEATURES,
@@ -160,6 +169,12 @@ def training_spec() -> dict:
         "seed": 1,
         "where": {"yr": 0},
     }
+
+
+@pytest.fixture
+def training_spec() -> dict:
+    """A small, fast spec: 2011 rows, 3 epochs."""
+    return _training_spec()
 
 
 @pytest.fixture
@@ -178,3 +193,89 @@ def model_version(dataset_version, registered_model, scientist, training_spec):
     assert execute_job(job.pk) == "succeeded"
     job.refresh_from_db()
     return job.output_model_version
+
+
+# Expensive, database-free results computed once per session; tests register them through the
+# actions (cheap) so each test still starts from an empty database.
+
+
+@pytest.fixture(scope="session")
+def bike_frame() -> pd.DataFrame:
+    return pd.read_csv(BIKE_HOURLY)
+
+
+@pytest.fixture(scope="session")
+def bike_2012_csv(bike_frame, tmp_path_factory) -> Path:
+    """The 8,734 rows of 2012 as their own CSV file (the "current" data of the demo)."""
+    path = tmp_path_factory.mktemp("bike") / "hour-2012.csv"
+    bike_frame[bike_frame["yr"] == 1].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bike_training_result(bike_frame):
+    """``runners.training.train`` on the 2011 rows with the small spec (plain function, no DB)."""
+    spec = training.parse_spec(_training_spec(), list(bike_frame.columns))
+    return training.train(bike_frame[bike_frame["yr"] == 0], spec)
+
+
+@pytest.fixture(scope="session")
+def bike_drift_result(bike_frame):
+    """``monitoring.drift.compare`` of the 2012 rows against the 2011 rows over features + cnt."""
+    return drift.compare(bike_frame[bike_frame["yr"] == 0], bike_frame[bike_frame["yr"] == 1], DRIFT_COLUMNS)
+
+
+@pytest.fixture
+def registered_version(dataset_version, registered_model, scientist, bike_training_result):
+    """A model version registered through the action from the session's trained artifact (no job)."""
+    spec = training.parse_spec(_training_spec(), dataset_version.column_names)
+    return actions.do_register_model_version(
+        model=registered_model,
+        artifact_bytes=bike_training_result.artifact,
+        metrics=bike_training_result.metrics,
+        signature=bike_training_result.signature,
+        training_spec=spec.as_dict(),
+        training_dataset_version=dataset_version,
+        source_job_id=None,
+        actor=None,
+        on_behalf_of=scientist,
+    )
+
+
+@pytest.fixture
+def current_dataset_version(team, scientist, bike_2012_csv) -> DatasetVersion:
+    """The 2012 rows registered as version 1 of dataset ``bike-sharing-2012``."""
+    dataset = actions.do_create_dataset(team=team, name="bike-sharing-2012", actor=scientist)
+    return actions.do_register_dataset_version(
+        dataset=dataset,
+        file_path=bike_2012_csv,
+        filename="hour-2012.csv",
+        source=DatasetVersion.Source.PATH,
+        actor=scientist,
+    )
+
+
+@pytest.fixture
+def drifted_check(registered_version, current_dataset_version, scientist, bike_drift_result):
+    """A finished drift check of the 2012 rows (hum and cnt drift) and the alert it opened."""
+    check = do_request_drift_check(
+        model_version=registered_version, current_dataset_version=current_dataset_version, actor=scientist
+    )
+    return do_finish_drift_check(check.pk, result=bike_drift_result)
+
+
+@pytest.fixture
+def fresh():
+    """The user re-read from the database, as each real request does (no cached roles)."""
+
+    def reload(user):
+        return get_user_model().objects.get(pk=user.pk)
+
+    return reload
+
+
+@pytest.fixture
+def mail_dir(settings) -> Path:
+    """Mail goes through the file backend into this folder (pytest-django would use locmem)."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    return Path(settings.EMAIL_FILE_PATH)

@@ -55,7 +55,12 @@ class MembershipViewSet(RestrictedReadOnlyViewSet):
 
 
 class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    queryset = Dataset.objects.select_related("created_by").annotate(latest_version=Max("versions__version"))
+    # Meta.ordering is dropped from GROUP BY queries: order explicitly for stable pages.
+    queryset = (
+        Dataset.objects.select_related("created_by")
+        .annotate(latest_version=Max("versions__version"))
+        .order_by("name")
+    )
     serializer_class = DatasetSerializer
     filterset_class = DatasetFilterSet
 
@@ -106,8 +111,10 @@ class DatasetVersionViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vie
 
 
 class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    queryset = RegisteredModel.objects.select_related("owner").annotate(
-        latest_version=Max("versions__version")
+    queryset = (
+        RegisteredModel.objects.select_related("owner")
+        .annotate(latest_version=Max("versions__version"))
+        .order_by("name")
     )
     serializer_class = RegisteredModelSerializer
     filterset_class = RegisteredModelFilterSet

@@ -1,0 +1,100 @@
+"""UI forms for jobs. They turn typed text into a spec; ``do_submit_job`` validates the spec."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from governance.forms import ScopedForm, comma_list
+from governance.models import DatasetVersion, RegisteredModel
+
+
+def _json_object(raw: str, name: str) -> dict[str, Any]:
+    """Parse an optional JSON object typed into a text box; ``""`` is ``{}``."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise forms.ValidationError(f"{name}: not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if not isinstance(value, dict):
+        raise forms.ValidationError(f'{name}: expected a JSON object such as {{"yr": 0}}')
+    return value
+
+
+class DatasetVersionChoiceField(forms.ModelChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(queryset=DatasetVersion.objects.select_related("dataset"), **kwargs)
+
+
+class TrainingJobForm(ScopedForm):
+    registered_model = forms.ModelChoiceField(
+        queryset=RegisteredModel.objects.all(), label="Model", help_text="The new version is registered here."
+    )
+    dataset_version = DatasetVersionChoiceField(label="Training data")
+    target = forms.CharField(max_length=200, help_text="The column to predict.")
+    features = forms.CharField(help_text="Column names, separated by commas.")
+    categorical = forms.CharField(
+        required=False, help_text="Features to one-hot encode, separated by commas (optional)."
+    )
+    epochs = forms.IntegerField(initial=20)
+    batch_size = forms.IntegerField(initial=256)
+    learning_rate = forms.FloatField(initial=0.001)
+    seed = forms.IntegerField(initial=0)
+    where = forms.CharField(
+        required=False,
+        label="Row filter",
+        widget=forms.TextInput(attrs={"placeholder": '{"yr": 0}'}),
+        help_text="Train only on rows matching this JSON object of column: value (optional).",
+    )
+
+    def clean_where(self) -> dict[str, Any]:
+        return _json_object(self.cleaned_data["where"], "where")
+
+    def spec(self) -> dict[str, Any]:
+        """The training spec for ``do_submit_job`` (shape of ``runners.training.TrainingSpec``)."""
+        data = self.cleaned_data
+        spec = {
+            "target": data["target"].strip(),
+            "features": comma_list(data["features"]),
+            "epochs": data["epochs"],
+            "batch_size": data["batch_size"],
+            "learning_rate": data["learning_rate"],
+            "seed": data["seed"],
+        }
+        if data["categorical"].strip():
+            spec["categorical"] = comma_list(data["categorical"])
+        if data["where"]:
+            spec["where"] = data["where"]
+        return spec
+
+
+class InferenceJobForm(ScopedForm):
+    dataset_version = DatasetVersionChoiceField(
+        label="Data to predict", help_text="Must hold the model's feature columns."
+    )
+    where = forms.CharField(
+        required=False,
+        label="Row filter",
+        widget=forms.TextInput(attrs={"placeholder": '{"yr": 1}'}),
+        help_text="Predict only rows matching this JSON object of column: value (optional).",
+    )
+    output_dataset = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Dataset to write the predictions to (optional; a default name is derived).",
+    )
+
+    def clean_where(self) -> dict[str, Any]:
+        return _json_object(self.cleaned_data["where"], "where")
+
+    def spec(self) -> dict[str, Any]:
+        """The inference spec for ``do_submit_job``: ``where`` and ``output_dataset`` when given."""
+        spec: dict[str, Any] = {}
+        if self.cleaned_data["where"]:
+            spec["where"] = self.cleaned_data["where"]
+        if self.cleaned_data["output_dataset"].strip():
+            spec["output_dataset"] = self.cleaned_data["output_dataset"].strip()
+        return spec

@@ -1,0 +1,158 @@
+"""Job pages: submit training and inference, follow a job live, cancel it."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from governance.forms import style_filters
+from governance.models import ModelVersion
+from governance.permissions import CHANGE, can
+from governance.views import (
+    call_action,
+    may_create_in_any_team,
+    metric_rows,
+    paginate,
+    perform,
+    pretty_json,
+    table_of,
+    visible_or_404,
+)
+from runners import actions
+from runners.filtersets import JobFilterSet
+from runners.forms import InferenceJobForm, TrainingJobForm
+from runners.models import Job, JobKind
+
+HISTORY_ORDER = ["epoch", "train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "val_accuracy"]
+JOB_RELATIONS = (
+    "created_by",
+    "dataset_version__dataset",
+    "registered_model",
+    "model_version__model",
+    "output_model_version__model",
+    "output_dataset_version__dataset",
+)
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    """Jobs the user may view, filtered by state and kind; POST submits a training job."""
+    form = TrainingJobForm(request.POST or None, user=request.user)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        job, status = call_action(
+            form,
+            lambda: actions.do_submit_job(
+                kind=JobKind.TRAIN,
+                dataset_version=data["dataset_version"],
+                registered_model=data["registered_model"],
+                spec=form.spec(),
+                actor=request.user,
+            ),
+        )
+        if job is not None:
+            messages.success(request, f"Submitted {job}; it starts when a worker picks it up.")
+            return redirect(job)
+    elif request.method == "POST":
+        status = 400
+    queryset = Job.objects.restrict(request.user).select_related(*JOB_RELATIONS)
+    filterset = JobFilterSet(request.GET or None, queryset=queryset, request=request)
+    style_filters(filterset.form)
+    context = {
+        "section": "jobs",
+        "filterset": filterset,
+        "filter_fields": ["state", "kind", "team"],
+        "page_obj": paginate(request, filterset.qs),
+        "form": form,
+        "may_create": may_create_in_any_team(request.user),
+    }
+    return render(request, "runners/job_list.html", context, status=status)
+
+
+def _progress_context(request: HttpRequest, job: Job) -> dict:
+    columns, rows = table_of(job.history, HISTORY_ORDER)
+    return {
+        "job": job,
+        "history_columns": columns,
+        "history_rows": rows,
+        "metrics": metric_rows(job.metrics),
+        "may_change": can(request.user, CHANGE, job.team_id),
+    }
+
+
+def _job_page(request: HttpRequest, job: Job, status: int = 200) -> HttpResponse:
+    context = _progress_context(request, job) | {"section": "jobs", "spec_json": pretty_json(job.spec)}
+    return render(request, "runners/job_detail.html", context, status=status)
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A job's inputs and spec, and its live progress (polled while it runs)."""
+    return _job_page(request, visible_or_404(request, Job.objects.select_related(*JOB_RELATIONS), pk))
+
+
+@login_required
+def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The progress fragment htmx polls every 2 s; once finished it renders without the poll."""
+    job = visible_or_404(request, Job.objects.select_related(*JOB_RELATIONS), pk)
+    return render(request, "htmx/job_progress.html", _progress_context(request, job))
+
+
+@login_required
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST cancels a queued job or asks a running one to stop."""
+    job = visible_or_404(request, Job.objects.select_related(*JOB_RELATIONS), pk)
+    if request.method != "POST":
+        context = {
+            "section": "jobs",
+            "object": job,
+            "question": f"Cancel {job}?",
+            "explanation": "A queued job is cancelled at once; a running one stops after its current epoch.",
+            "confirm_label": "Cancel the job",
+            "cancel_url": job.get_absolute_url(),
+        }
+        return render(request, "generic/confirm.html", context)
+    status = perform(
+        request,
+        lambda: actions.do_cancel_job(job=job, actor=request.user),
+        f"Cancellation of {job} requested.",
+    )
+    if status == 200:
+        return redirect(job)
+    job.refresh_from_db()
+    return _job_page(request, job, status)
+
+
+@login_required
+def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
+    """Predict a dataset version with a model version (an inference job); GET shows the form."""
+    model_version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
+    form = InferenceJobForm(request.POST or None, user=request.user)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        job, status = call_action(
+            form,
+            lambda: actions.do_submit_job(
+                kind=JobKind.INFER,
+                dataset_version=form.cleaned_data["dataset_version"],
+                model_version=model_version,
+                spec=form.spec(),
+                actor=request.user,
+            ),
+        )
+        if job is not None:
+            messages.success(request, f"Submitted {job}.")
+            return redirect(job)
+    elif request.method == "POST":
+        status = 400
+    context = {
+        "section": "models",
+        "title": f"Run inference with {model_version}",
+        "form": form,
+        "submit_label": "Run inference",
+        "cancel_url": model_version.get_absolute_url(),
+    }
+    return render(request, "generic/form.html", context, status=status)

@@ -1,0 +1,96 @@
+"""Two teams' worth of registry, job, drift check and alert rows, built through the actions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from governance import actions
+from governance.models import DatasetVersion
+from monitoring.models import Alert
+from runners.actions import do_submit_job
+
+PERSONAS = ["admin", "owner", "scientist", "approver", "viewer", "outsider", "compliance_officer"]
+
+
+@pytest.fixture
+def world(
+    admin,
+    owner,
+    scientist,
+    approver,
+    viewer,
+    outsider,
+    compliance_officer,
+    team,
+    other_team,
+    dataset,
+    dataset_version,
+    registered_model,
+    registered_version,
+    current_dataset_version,
+    drifted_check,
+    training_spec,
+    bike_training_result,
+    tmp_path,
+):
+    """Mobility (the personas' team) holds the bike rows; Fraud (the outsider's) holds its own.
+
+    Mobility: 2 datasets with 1 version each, 1 model with 1 version, 1 queued job, 1 finished
+    drift check and its open alert. Fraud: 1 dataset, 1 version, 1 model, 1 version, 1 queued job.
+    """
+    payments = tmp_path / "payments.csv"
+    payments.write_text("amount,hour,is_fraud\n12.5,3,0\n990.0,4,1\n15.0,13,0\n")
+    fraud_dataset = actions.do_create_dataset(team=other_team, name="card-payments", actor=outsider)
+    fraud_version = actions.do_register_dataset_version(
+        dataset=fraud_dataset,
+        file_path=payments,
+        filename="payments.csv",
+        source=DatasetVersion.Source.UPLOAD,
+        actor=outsider,
+    )
+    fraud_model = actions.do_create_registered_model(
+        team=other_team, name="fraud-score", owner=outsider, actor=outsider
+    )
+    fraud_model_version = actions.do_register_model_version(
+        model=fraud_model,
+        artifact_bytes=bike_training_result.artifact,
+        metrics={},
+        signature={"task": "classification", "target": "is_fraud", "features": ["amount", "hour"]},
+        training_spec={},
+        training_dataset_version=fraud_version,
+        source_job_id=None,
+        actor=outsider,
+    )
+    fraud_job = do_submit_job(
+        kind="train",
+        dataset_version=fraud_version,
+        registered_model=fraud_model,
+        spec={"target": "is_fraud", "features": ["amount", "hour"]},
+        actor=outsider,
+    )
+    job = do_submit_job(
+        kind="train",
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec=training_spec,
+        actor=scientist,
+    )
+    return SimpleNamespace(
+        team=team,
+        other_team=other_team,
+        dataset=dataset,
+        dataset_version=dataset_version,
+        current_dataset_version=current_dataset_version,
+        model=registered_model,
+        model_version=registered_version,
+        job=job,
+        check=drifted_check,
+        alert=Alert.objects.get(drift_check=drifted_check),
+        fraud_dataset=fraud_dataset,
+        fraud_version=fraud_version,
+        fraud_model=fraud_model,
+        fraud_model_version=fraud_model_version,
+        fraud_job=fraud_job,
+    )

@@ -1,0 +1,579 @@
+"""The registry API: datasets and their versions, models, model versions, teams, memberships, audit."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from governance import actions
+from governance.models import AuditEvent, Dataset, DatasetVersion, Membership, RegisteredModel, Team, TeamRole
+from tests.conftest import ADULT, BIKE_HOURLY
+
+BIKE_SHA256 = "e03de4ee4ef4dc376ac6e04bf829673c6269e8eba5c60fa121640fa2f829504f"
+BIKE_SCHEMA = [
+    {"name": "instant", "dtype": "int64"},
+    {"name": "dteday", "dtype": "object"},
+    {"name": "season", "dtype": "int64"},
+    {"name": "yr", "dtype": "int64"},
+    {"name": "mnth", "dtype": "int64"},
+    {"name": "hr", "dtype": "int64"},
+    {"name": "holiday", "dtype": "int64"},
+    {"name": "weekday", "dtype": "int64"},
+    {"name": "workingday", "dtype": "int64"},
+    {"name": "weathersit", "dtype": "int64"},
+    {"name": "temp", "dtype": "float64"},
+    {"name": "atemp", "dtype": "float64"},
+    {"name": "hum", "dtype": "float64"},
+    {"name": "windspeed", "dtype": "float64"},
+    {"name": "casual", "dtype": "int64"},
+    {"name": "registered", "dtype": "int64"},
+    {"name": "cnt", "dtype": "int64"},
+]
+
+
+def _ids(response) -> list[int]:
+    return [row["id"] for row in response.json()["results"]]
+
+
+# Datasets
+
+
+def test_scientist_creates_a_dataset(client_for, scientist, team):
+    response = client_for(scientist).post(
+        "/api/datasets/", {"team": team.pk, "name": " trips ", "description": "Bike trips"}, format="json"
+    )
+
+    assert response.status_code == 201
+    dataset = Dataset.objects.get()
+    body = response.json()
+    assert body == {
+        "id": dataset.pk,
+        "team": team.pk,
+        "name": "trips",
+        "description": "Bike trips",
+        "created_by": "dana",
+        "created_at": body["created_at"],
+        "latest_version": None,
+    }
+    event = AuditEvent.objects.get(action="dataset.create")
+    assert (event.actor, event.object_id, event.team_id) == (scientist, str(dataset.pk), team.pk)
+    assert event.after == {"name": "trips", "team_id": team.pk, "description": "Bike trips"}
+
+
+def test_dataset_name_taken_is_400_and_nothing_created(client_for, scientist, dataset):
+    events = AuditEvent.objects.count()
+
+    response = client_for(scientist).post(
+        "/api/datasets/", {"team": dataset.team_id, "name": "bike-sharing-hourly"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"name": ["dataset with this name already exists."]}
+    assert Dataset.objects.count() == 1
+    assert AuditEvent.objects.count() == events
+
+
+def test_list_datasets_shows_latest_version_in_constant_queries(
+    client_for, fresh, scientist, team, dataset, dataset_version, django_assert_num_queries
+):
+    other = actions.do_create_dataset(team=team, name="adult-income", actor=scientist)
+    for name in ("a", "b", "c"):
+        actions.do_create_dataset(team=team, name=f"empty-{name}", actor=scientist)
+    client = client_for(fresh(scientist))
+
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (creator joined, max version annotated)
+    with django_assert_num_queries(4):
+        response = client.get("/api/datasets/")
+
+    assert response.status_code == 200
+    assert [
+        (row["name"], row["latest_version"], row["created_by"]) for row in response.json()["results"]
+    ] == [
+        ("adult-income", None, "dana"),
+        ("bike-sharing-hourly", 1, "dana"),
+        ("empty-a", None, "dana"),
+        ("empty-b", None, "dana"),
+        ("empty-c", None, "dana"),
+    ]
+    assert _ids(client.get("/api/datasets/", {"q": "ADULT"})) == [other.pk]
+
+
+def test_upload_csv_registers_version_1_with_hash_schema_and_rows(client_for, scientist, dataset, settings):
+    content = b"station,rentals,temp\nA,3,0.5\nB,4,0.25\nC,5,\n"
+
+    response = client_for(scientist).post(
+        "/api/dataset-versions/",
+        {"dataset": dataset.pk, "file": SimpleUploadedFile("stations.csv", content), "description": "March"},
+        format="multipart",
+    )
+
+    assert response.status_code == 201
+    version = DatasetVersion.objects.get()
+    sha = hashlib.sha256(content).hexdigest()
+    body = response.json()
+    assert body == {
+        "id": version.pk,
+        "dataset": dataset.pk,
+        "dataset_name": "bike-sharing-hourly",
+        "version": 1,
+        "format": "csv",
+        "original_filename": "stations.csv",
+        "sha256": sha,
+        "size_bytes": len(content),
+        "row_count": 3,
+        "schema": [
+            {"name": "station", "dtype": "object"},
+            {"name": "rentals", "dtype": "int64"},
+            {"name": "temp", "dtype": "float64"},
+        ],
+        "source": "upload",
+        "description": "March",
+        "created_by": "dana",
+        "created_at": body["created_at"],
+    }
+    assert version.file == f"datasets/{sha[:2]}/{sha}.csv"
+    assert (settings.ARTIFACT_ROOT / version.file).read_bytes() == content
+    event = AuditEvent.objects.get(action="dataset_version.register")
+    assert event.after["sha256"] == sha
+    assert event.after["row_count"] == 3
+
+
+def test_upload_parquet_registers_its_schema(client_for, scientist, dataset):
+    frame = pd.DataFrame(
+        {"hr": [0, 1, 2, 3], "temp": [0.24, 0.22, 0.22, 0.24], "label": ["a", "b", "a", "b"]}
+    )
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    content = buffer.getvalue()
+
+    response = client_for(scientist).post(
+        "/api/dataset-versions/",
+        {"dataset": dataset.pk, "file": SimpleUploadedFile("hours.parquet", content)},
+        format="multipart",
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["format"], body["row_count"], body["size_bytes"]) == ("parquet", 4, len(content))
+    assert body["sha256"] == hashlib.sha256(content).hexdigest()
+    assert body["schema"] == [
+        {"name": "hr", "dtype": "int64"},
+        {"name": "temp", "dtype": "float64"},
+        {"name": "label", "dtype": "object"},
+    ]
+
+
+def test_register_from_server_path_relative_then_absolute(client_for, scientist, dataset):
+    client = client_for(scientist)
+
+    first = client.post(
+        "/api/dataset-versions/", {"dataset": dataset.pk, "path": "bike-sharing/hour.csv"}, format="json"
+    )
+    second = client.post(
+        "/api/dataset-versions/", {"dataset": dataset.pk, "path": str(BIKE_HOURLY)}, format="json"
+    )
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    for body, number in ((first.json(), 1), (second.json(), 2)):
+        assert body["version"] == number
+        assert body["source"] == "path"
+        assert body["original_filename"] == "hour.csv"
+        assert body["sha256"] == BIKE_SHA256
+        assert (body["row_count"], body["size_bytes"]) == (17379, 1156736)
+        assert body["schema"] == BIKE_SCHEMA
+    assert AuditEvent.objects.filter(action="dataset_version.register").count() == 2
+
+
+def test_register_adult_data_keeps_every_row(client_for, scientist, dataset):
+    """No final newline, values with leading spaces and '?' for missing: all 32,561 rows kept."""
+    response = client_for(scientist).post(
+        "/api/dataset-versions/", {"dataset": dataset.pk, "path": "adult/adult.csv"}, format="json"
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["row_count"] == 32561
+    assert [c["name"] for c in body["schema"]][-1] == "label"
+    assert body["sha256"] == hashlib.sha256(ADULT.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../../../../etc/passwd",
+        "bike-sharing/../../../../../etc/hostname",
+        "bike-sharing/nope.csv",
+    ],
+)
+def test_register_from_path_outside_import_roots_is_400(client_for, scientist, dataset, settings, path):
+    events = AuditEvent.objects.count()
+
+    response = client_for(scientist).post(
+        "/api/dataset-versions/", {"dataset": dataset.pk, "path": path}, format="json"
+    )
+
+    roots = ", ".join(str(root) for root in settings.STEWARD_IMPORT_ROOTS)
+    assert response.status_code == 400
+    assert response.json() == {"path": [f"{path!r} is not a file under the import roots ({roots})"]}
+    assert DatasetVersion.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+
+
+def test_register_symlink_leaving_the_import_roots_is_400(client_for, scientist, dataset, settings, tmp_path):
+    root = tmp_path / "imports"
+    root.mkdir()
+    (root / "escape.csv").symlink_to("/etc/passwd")
+    settings.STEWARD_IMPORT_ROOTS = [root]
+
+    response = client_for(scientist).post(
+        "/api/dataset-versions/", {"dataset": dataset.pk, "path": "escape.csv"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"path": [f"'escape.csv' is not a file under the import roots ({root})"]}
+    assert DatasetVersion.objects.count() == 0
+
+
+@pytest.mark.parametrize("send", ["both", "neither"])
+def test_register_needs_exactly_one_of_file_or_path(client_for, scientist, dataset, send):
+    data = {"dataset": dataset.pk}
+    if send == "both":
+        data |= {"path": "bike-sharing/hour.csv", "file": SimpleUploadedFile("a.csv", b"a\n1\n")}
+
+    response = client_for(scientist).post("/api/dataset-versions/", data, format="multipart")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "non_field_errors": ["send exactly one of file (an upload) or path (a server file)"]
+    }
+    assert DatasetVersion.objects.count() == 0
+
+
+def test_download_returns_the_registered_bytes(client_for, viewer, dataset_version):
+    response = client_for(viewer).get(f"/api/dataset-versions/{dataset_version.pk}/download/")
+
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="hour.csv"'
+    assert b"".join(response.streaming_content) == BIKE_HOURLY.read_bytes()
+
+
+def test_list_dataset_versions_in_constant_queries(
+    client_for, fresh, scientist, dataset, dataset_version, django_assert_num_queries
+):
+    for _ in range(2):
+        actions.do_register_dataset_version(
+            dataset=dataset, file_path=BIKE_HOURLY, filename="hour.csv", source="path", actor=scientist
+        )
+    client = client_for(fresh(scientist))
+
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (dataset and creator joined)
+    with django_assert_num_queries(4):
+        response = client.get("/api/dataset-versions/")
+
+    assert [(row["dataset_name"], row["version"]) for row in response.json()["results"]] == [
+        ("bike-sharing-hourly", 3),
+        ("bike-sharing-hourly", 2),
+        ("bike-sharing-hourly", 1),
+    ]
+
+
+# Models and model versions
+
+
+def test_create_model_for_a_team_member(client_for, scientist, owner, team):
+    response = client_for(scientist).post(
+        "/api/models/", {"team": team.pk, "name": "bike-demand", "owner": "olivia"}, format="json"
+    )
+
+    assert response.status_code == 201
+    model = RegisteredModel.objects.get()
+    body = response.json()
+    assert body == {
+        "id": model.pk,
+        "team": team.pk,
+        "name": "bike-demand",
+        "owner": "olivia",
+        "description": "",
+        "created_at": body["created_at"],
+        "latest_version": None,
+    }
+    event = AuditEvent.objects.get(action="registered_model.create")
+    assert (event.actor, event.after["owner_id"]) == (scientist, owner.pk)
+
+
+def test_model_without_owner_is_owned_by_its_creator(client_for, scientist, team):
+    response = client_for(scientist).post("/api/models/", {"team": team.pk, "name": "m"}, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["owner"] == "dana"
+
+
+def test_model_owner_from_another_team_is_refused(client_for, scientist, team, outsider):
+    events = AuditEvent.objects.count()
+
+    response = client_for(scientist).post(
+        "/api/models/", {"team": team.pk, "name": "m", "owner": "oscar"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"owner": ["oscar is not a member of team Mobility"]}
+    assert RegisteredModel.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+
+
+def test_list_models_in_constant_queries(
+    client_for, fresh, scientist, owner, team, registered_version, django_assert_num_queries
+):
+    for name in ("a", "b"):
+        actions.do_create_registered_model(team=team, name=f"model-{name}", owner=scientist, actor=scientist)
+    client = client_for(fresh(owner))
+
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (owner joined, max version annotated)
+    with django_assert_num_queries(4):
+        response = client.get("/api/models/")
+
+    assert [(row["name"], row["owner"], row["latest_version"]) for row in response.json()["results"]] == [
+        ("bike-demand", "olivia", 1),
+        ("model-a", "dana", None),
+        ("model-b", "dana", None),
+    ]
+
+
+def test_model_version_detail(client_for, viewer, registered_version, dataset_version, bike_training_result):
+    response = client_for(viewer).get(f"/api/model-versions/{registered_version.pk}/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body == {
+        "id": registered_version.pk,
+        "model": registered_version.model_id,
+        "model_name": "bike-demand",
+        "version": 1,
+        "status": "ready",
+        "sha256": hashlib.sha256(bike_training_result.artifact).hexdigest(),
+        "size_bytes": len(bike_training_result.artifact),
+        "metrics": bike_training_result.metrics,
+        "signature": bike_training_result.signature,
+        "training_spec": registered_version.training_spec,
+        "training_dataset_version": dataset_version.pk,
+        "source_job_id": None,
+        "created_by": "dana",
+        "created_at": body["created_at"],
+    }
+    assert body["training_spec"]["where"] == {"yr": 0}
+
+
+def test_list_model_versions_in_constant_queries(
+    client_for, fresh, viewer, registered_version, scientist, bike_training_result, django_assert_num_queries
+):
+    for _ in range(2):
+        actions.do_register_model_version(
+            model=registered_version.model,
+            artifact_bytes=bike_training_result.artifact,
+            metrics={},
+            signature={},
+            training_spec={},
+            training_dataset_version=None,
+            source_job_id=None,
+            actor=scientist,
+        )
+    client = client_for(fresh(viewer))
+
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (model and creator joined)
+    with django_assert_num_queries(4):
+        response = client.get("/api/model-versions/")
+
+    assert [(row["model_name"], row["version"]) for row in response.json()["results"]] == [
+        ("bike-demand", 3),
+        ("bike-demand", 2),
+        ("bike-demand", 1),
+    ]
+
+
+# Teams and memberships
+
+
+def test_admin_creates_a_team(client_for, admin):
+    response = client_for(admin).post(
+        "/api/teams/", {"name": "Risk Models", "slug": "ignored", "description": "Credit"}, format="json"
+    )
+
+    assert response.status_code == 201
+    team = Team.objects.get()
+    assert response.json() == {
+        "id": team.pk,
+        "name": "Risk Models",
+        "slug": "risk-models",
+        "description": "Credit",
+        "created_at": response.json()["created_at"],
+    }
+    assert AuditEvent.objects.filter(action="team.create", object_id=str(team.pk)).count() == 1
+
+
+def test_duplicate_team_name_is_400(client_for, admin, team):
+    response = client_for(admin).post("/api/teams/", {"name": "Mobility"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"name": ["team with this name already exists."]}
+    assert Team.objects.count() == 1
+
+
+def test_teams_list_shows_a_member_only_their_teams(
+    client_for, fresh, admin, scientist, team, other_team, django_assert_num_queries
+):
+    client = client_for(fresh(scientist))
+
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page
+    with django_assert_num_queries(4):
+        response = client.get("/api/teams/")
+
+    assert [row["name"] for row in response.json()["results"]] == ["Mobility"]
+    assert [row["name"] for row in client_for(admin).get("/api/teams/").json()["results"]] == [
+        "Fraud",
+        "Mobility",
+    ]
+
+
+def test_memberships_list_and_filter(
+    client_for, fresh, owner, scientist, viewer, outsider, django_assert_num_queries
+):
+    client = client_for(fresh(viewer))
+
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (user and team joined)
+    with django_assert_num_queries(4):
+        response = client.get("/api/memberships/")
+
+    assert [(row["username"], row["role"]) for row in response.json()["results"]] == [
+        ("dana", "data_scientist"),
+        ("olivia", "model_owner"),
+        ("vera", "viewer"),
+    ]
+    filtered = client.get("/api/memberships/", {"role": TeamRole.MODEL_OWNER})
+    assert [row["username"] for row in filtered.json()["results"]] == ["olivia"]
+
+
+def test_memberships_are_read_only(client_for, admin, team, viewer):
+    membership = Membership.objects.get(user=viewer)
+    client = client_for(admin)
+
+    created = client.post(
+        "/api/memberships/", {"user": viewer.pk, "team": team.pk, "role": "model_owner"}, format="json"
+    )
+    changed = client.patch(f"/api/memberships/{membership.pk}/", {"role": "model_owner"}, format="json")
+
+    assert (created.status_code, changed.status_code) == (405, 405)
+    membership.refresh_from_db()
+    assert membership.role == TeamRole.VIEWER
+
+
+# Audit events
+
+
+def test_audit_events_endpoint_is_read_only(client_for, admin, dataset):
+    event = AuditEvent.objects.get(action="dataset.create")
+    count = AuditEvent.objects.count()
+    client = client_for(admin)
+
+    answers = [
+        client.post("/api/audit-events/", {"action": "forged"}, format="json").status_code,
+        client.put(f"/api/audit-events/{event.pk}/", {"action": "forged"}, format="json").status_code,
+        client.patch(f"/api/audit-events/{event.pk}/", {"action": "forged"}, format="json").status_code,
+        client.delete(f"/api/audit-events/{event.pk}/").status_code,
+    ]
+
+    assert answers == [405, 405, 405, 405]
+    assert AuditEvent.objects.count() == count
+    assert AuditEvent.objects.get(pk=event.pk).action == "dataset.create"
+
+
+def test_audit_events_list_in_constant_queries(
+    client_for, fresh, scientist, compliance_officer, dataset_version, django_assert_num_queries
+):
+    client = client_for(fresh(compliance_officer))
+
+    # 1 platform roles (compliance officer: every team, no membership query), 2 COUNT, 3 the page
+    with django_assert_num_queries(3):
+        response = client.get("/api/audit-events/")
+
+    assert response.json()["count"] == AuditEvent.objects.count()
+    member = client_for(fresh(scientist))
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page
+    with django_assert_num_queries(4):
+        response = member.get("/api/audit-events/")
+    assert {row["team"] for row in response.json()["results"]} == {dataset_version.dataset.team_id}
+
+
+def test_audit_events_filters(client_for, compliance_officer, admin, scientist, owner, dataset_version):
+    client = client_for(compliance_officer)
+    everything = list(AuditEvent.objects.order_by("-timestamp", "-id"))
+
+    def ids(**params) -> list[int]:
+        response = client.get("/api/audit-events/", params)
+        assert response.status_code == 200
+        return _ids(response)
+
+    assert ids(actor="dana") == [e.pk for e in everything if e.actor_label == "dana"]
+    assert [e.action for e in AuditEvent.objects.filter(pk__in=ids(actor="dana"))] == [
+        "dataset_version.register",
+        "dataset.create",
+    ]
+    assert ids(action="membership") == [e.pk for e in everything if e.action == "membership.grant"]
+    assert len(ids(action="membership")) == 2
+    assert ids(object_type="datasetversion") == [AuditEvent.objects.get(action="dataset_version.register").pk]
+    assert ids(object_type="dataset", object_id=str(dataset_version.dataset_id)) == [
+        AuditEvent.objects.get(action="dataset.create").pk
+    ]
+    middle = everything[2]
+    assert ids(since=middle.timestamp.isoformat()) == [
+        e.pk for e in everything if e.timestamp >= middle.timestamp
+    ]
+    assert ids(until=middle.timestamp.isoformat()) == [
+        e.pk for e in everything if e.timestamp < middle.timestamp
+    ]
+    later = everything[0].timestamp + timedelta(seconds=1)
+    assert ids(since=later.isoformat()) == []
+    assert ids(q="OLIVIA") == [AuditEvent.objects.get(action="membership.grant", after__user="olivia").pk]
+    assert ids(q="bike-sharing-hourly v1") == [AuditEvent.objects.get(action="dataset_version.register").pk]
+
+
+def test_audit_events_bad_filter_value_is_400(client_for, compliance_officer):
+    response = client_for(compliance_officer).get("/api/audit-events/", {"since": "yesterday"})
+
+    assert response.status_code == 400
+    assert response.json() == {"since": ["Enter a valid date/time."]}
+
+
+def test_unknown_ids_are_404(client_for, scientist, team):
+    client = client_for(scientist)
+
+    answers = {
+        url: (response.status_code, response.json()["detail"])
+        for url in (
+            "/api/datasets/999/",
+            "/api/dataset-versions/999/",
+            "/api/dataset-versions/999/download/",
+            "/api/models/999/",
+            "/api/model-versions/999/",
+            "/api/teams/999/",
+            "/api/memberships/999/",
+            "/api/audit-events/999/",
+        )
+        for response in [client.get(url)]
+    }
+
+    assert answers == {
+        "/api/datasets/999/": (404, "No Dataset matches the given query."),
+        "/api/dataset-versions/999/": (404, "No DatasetVersion matches the given query."),
+        "/api/dataset-versions/999/download/": (404, "No DatasetVersion matches the given query."),
+        "/api/models/999/": (404, "No RegisteredModel matches the given query."),
+        "/api/model-versions/999/": (404, "No ModelVersion matches the given query."),
+        "/api/teams/999/": (404, "No Team matches the given query."),
+        "/api/memberships/999/": (404, "No Membership matches the given query."),
+        "/api/audit-events/999/": (404, "No AuditEvent matches the given query."),
+    }

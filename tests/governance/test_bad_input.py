@@ -1,0 +1,332 @@
+"""Bad files, bad specs and unknown ids: a 4xx naming the problem, and nothing written."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from governance.models import AuditEvent, DatasetVersion
+from runners.execute import execute_job
+from runners.models import Job, JobState
+from tests.conftest import BIKE_FEATURES
+
+PARQUET_OF_TWO_ROWS = pd.DataFrame({"a": [1, 2]}).to_parquet(index=False)
+
+
+def _upload(client, dataset, name: str, content: bytes):
+    return client.post(
+        "/api/dataset-versions/",
+        {"dataset": dataset.pk, "file": SimpleUploadedFile(name, content)},
+        format="multipart",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty.csv: the file is empty"),
+        ("blank.csv", b"  \n\n", "blank.csv: line 1 has no column names"),
+        ("header.csv", b"station,rentals\r\n", "header.csv: has a header but no data rows"),
+        ("ragged.csv", b"a,b\n1,2\n3,4\n5,6,7\n8,9\n", "ragged.csv: line 4 has 3 fields, the header has 2"),
+        ("gap.csv", b"a,b\n1,2\n\n3,4,5\n", "gap.csv: line 4 has 3 fields, the header has 2"),
+        ("twice.csv", b"hr,temp,hr\n1,0.2,3\n", "twice.csv: line 1: column name 'hr' appears twice"),
+        ("unnamed.csv", b"hr,,temp\n1,2,3\n", "unnamed.csv: line 1: column 2 has no name"),
+        (
+            "image.csv",
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+            "image.csv: not a CSV or Parquet file (binary content)",
+        ),
+        (
+            "fake.parquet",
+            b"a,b\n1,2\n",
+            "fake.parquet: named .parquet but does not start with Parquet's magic bytes",
+        ),
+        (
+            "cut.parquet",
+            PARQUET_OF_TWO_ROWS[: len(PARQUET_OF_TWO_ROWS) // 2],
+            "cut.parquet: unreadable Parquet file (Parquet magic bytes not found in footer. "
+            "Either the file is corrupted or this is not a parquet file.)",
+        ),
+        (
+            "latin1.csv",
+            b"name,city\nJos\xe9,S\xe3o Paulo\n",
+            "latin1.csv: not UTF-8 text (byte 0xe9 at offset 13); upload CSV as UTF-8 or use Parquet",
+        ),
+        (
+            "late-latin1.csv",
+            b"a,b\n" + b"1,2\n" * 20_000 + b"Jos\xe9,3\n",
+            "late-latin1.csv: not UTF-8 text (invalid continuation byte at byte 80007)",
+        ),
+        (
+            "quote.csv",
+            b'a,b\n1,"2\n3,4\n',
+            "quote.csv: not valid CSV (Error tokenizing data. C error: EOF inside string starting at row 1)",
+        ),
+    ],
+)
+def test_bad_file_is_400_naming_the_problem_and_registers_nothing(
+    client_for, scientist, dataset, settings, name, content, message
+):
+    events = AuditEvent.objects.count()
+
+    response = _upload(client_for(scientist), dataset, name, content)
+
+    assert response.status_code == 400
+    assert response.json() == {"file": [message]}
+    assert DatasetVersion.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+    assert not (settings.ARTIFACT_ROOT / "datasets").exists()
+
+
+def test_file_over_the_byte_limit_is_400(client_for, scientist, dataset, settings):
+    settings.STEWARD_MAX_DATASET_BYTES = 10
+    events = AuditEvent.objects.count()
+
+    response = _upload(client_for(scientist), dataset, "big.csv", b"a,b\n1,2\n3,4\n")
+
+    assert response.status_code == 400
+    assert response.json() == {"file": ["big.csv: 12 bytes is more than the limit of 10 bytes"]}
+    assert DatasetVersion.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("rows.csv", b"a\n1\n2\n3\n", "rows.csv: more than the limit of 2 rows"),
+        ("rows.parquet", pd.DataFrame({"a": [1, 2, 3]}).to_parquet(index=False), None),
+    ],
+)
+def test_file_over_the_row_limit_is_400(client_for, scientist, dataset, settings, name, content, message):
+    settings.STEWARD_MAX_DATASET_ROWS = 2
+    events = AuditEvent.objects.count()
+
+    response = _upload(client_for(scientist), dataset, name, content)
+
+    assert response.status_code == 400
+    assert response.json() == {"file": [message or "rows.parquet: 3 rows is more than the limit of 2"]}
+    assert DatasetVersion.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+
+
+def test_registering_from_a_server_path_checks_the_file_too(
+    client_for, scientist, dataset, settings, tmp_path
+):
+    (tmp_path / "ragged.csv").write_bytes(b"a,b\n1,2\n3\n4,5,6\n")
+    settings.STEWARD_IMPORT_ROOTS = [tmp_path]
+
+    response = client_for(scientist).post(
+        "/api/dataset-versions/", {"dataset": dataset.pk, "path": "ragged.csv"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"file": ["ragged.csv: line 4 has 3 fields, the header has 2"]}
+    assert DatasetVersion.objects.count() == 0
+
+
+def test_unknown_ids(client_for, scientist, dataset):
+    client = client_for(scientist)
+    events = AuditEvent.objects.count()
+
+    upload = client.post("/api/dataset-versions/", {"dataset": 999, "path": "adult/adult.csv"}, format="json")
+    job = client.post(
+        "/api/jobs/",
+        {"kind": "train", "dataset_version": 999, "registered_model": 998, "spec": {}},
+        format="json",
+    )
+    check = client.post(
+        "/api/drift-checks/", {"model_version": 997, "current_dataset_version": 996}, format="json"
+    )
+    cancel = client.post("/api/jobs/999/cancel/")
+    acknowledge = client.post("/api/alerts/999/acknowledge/")
+
+    assert (upload.status_code, upload.json()) == (
+        400,
+        {"dataset": ['Invalid pk "999" - object does not exist.']},
+    )
+    assert (job.status_code, job.json()) == (
+        400,
+        {
+            "dataset_version": ['Invalid pk "999" - object does not exist.'],
+            "registered_model": ['Invalid pk "998" - object does not exist.'],
+        },
+    )
+    assert (check.status_code, check.json()) == (
+        400,
+        {
+            "model_version": ['Invalid pk "997" - object does not exist.'],
+            "current_dataset_version": ['Invalid pk "996" - object does not exist.'],
+        },
+    )
+    assert (cancel.status_code, cancel.json()) == (404, {"detail": "No Job matches the given query."})
+    assert (acknowledge.status_code, acknowledge.json()) == (
+        404,
+        {"detail": "No Alert matches the given query."},
+    )
+    assert DatasetVersion.objects.count() == 0
+    assert Job.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+
+
+# Job specs
+
+
+def _spec(**changes) -> dict:
+    spec = {"target": "cnt", "features": ["temp", "hum", "hr"], "epochs": 2, "where": {"yr": 0}}
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key)
+        else:
+            spec[key] = value
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (_spec(features=["temp", "rain", "snow"]), "features: column(s) 'rain', 'snow' not in the dataset"),
+        (_spec(target="rentals"), "target: column 'rentals' is not in the dataset"),
+        (_spec(target=None), "target: required, the name of the column to predict"),
+        (_spec(features=["temp", "cnt"]), "features: the target 'cnt' cannot also be a feature"),
+        (_spec(features=[]), "features: required, a non-empty list of column names"),
+        (_spec(features=["temp", "temp"]), "features: a column is listed twice"),
+        (_spec(epochs=0), "epochs: must be between 1 and 1000, got 0"),
+        (_spec(epochs=1001), "epochs: must be between 1 and 1000, got 1001"),
+        (_spec(epochs=2.5), "epochs: expected an integer, got 2.5"),
+        (_spec(epochs="ten"), "epochs: expected a number, got 'ten'"),
+        (_spec(epochs=True), "epochs: expected a number, got True"),
+        (_spec(learning_rate=0), "learning_rate: must be between 1e-07 and 10.0, got 0"),
+        (_spec(epochz=3), "spec: unknown field(s) epochz"),
+        (_spec(task="ranking"), "task: one of auto, regression, classification; got 'ranking'"),
+        (_spec(categorical=["season"]), "categorical: must be a list of names taken from features"),
+        (_spec(hidden_layers=[64, 0]), "hidden_layers: 1 to 8 layer widths, each an integer from 1 to 4096"),
+        (_spec(where={"year": 2011}), "where: column 'year' is not in the dataset"),
+        (_spec(where={"yr": []}), "where: 'yr' needs a value or a non-empty list of values"),
+        (["cnt"], "spec: expected a JSON object"),
+    ],
+)
+def test_bad_training_spec_is_400_naming_it_and_no_job(
+    client_for, scientist, dataset_version, registered_model, spec, message
+):
+    events = AuditEvent.objects.count()
+
+    response = client_for(scientist).post(
+        "/api/jobs/",
+        {
+            "kind": "train",
+            "dataset_version": dataset_version.pk,
+            "registered_model": registered_model.pk,
+            "spec": spec,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"spec": [message]}
+    assert Job.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+
+
+def test_training_job_without_a_model_is_400(client_for, scientist, dataset_version):
+    response = client_for(scientist).post(
+        "/api/jobs/", {"kind": "train", "dataset_version": dataset_version.pk, "spec": _spec()}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"registered_model": ["a training job needs the model to register into"]}
+    assert Job.objects.count() == 0
+
+
+def test_unknown_job_kind_is_400(client_for, scientist, dataset_version):
+    response = client_for(scientist).post(
+        "/api/jobs/", {"kind": "deploy", "dataset_version": dataset_version.pk}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"kind": ['"deploy" is not a valid choice.']}
+    assert Job.objects.count() == 0
+
+
+def test_inference_on_data_lacking_the_model_features_is_400(
+    client_for, scientist, dataset, registered_version
+):
+    client = client_for(scientist)
+    partial = _upload(client, dataset, "partial.csv", b"hr,temp,hum\n0,0.24,0.81\n1,0.22,0.8\n").json()
+    events = AuditEvent.objects.count()
+
+    response = client.post(
+        "/api/jobs/",
+        {"kind": "infer", "dataset_version": partial["id"], "model_version": registered_version.pk},
+        format="json",
+    )
+
+    missing = [f for f in BIKE_FEATURES if f not in ("hr", "temp", "hum")]
+    assert response.status_code == 400
+    assert response.json() == {
+        "spec": [f"dataset version lacks the model's feature column(s) {', '.join(map(repr, missing))}"]
+    }
+    assert Job.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"epochs": 3}, "spec: unknown field(s) epochs; allowed: where, output_dataset"),
+        ({"where": {"year": 1}}, "where: column 'year' is not in the dataset"),
+        ({"output_dataset": 7}, "output_dataset: a dataset name of at most 200 characters"),
+    ],
+)
+def test_bad_inference_spec_is_400(client_for, scientist, dataset_version, registered_version, spec, message):
+    response = client_for(scientist).post(
+        "/api/jobs/",
+        {
+            "kind": "infer",
+            "dataset_version": dataset_version.pk,
+            "model_version": registered_version.pk,
+            "spec": spec,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"spec": [message]}
+    assert Job.objects.count() == 0
+
+
+def test_missing_target_values_fail_the_training_job_naming_column_and_row(
+    client_for, scientist, dataset, registered_model, bike_frame, training_spec
+):
+    frame = bike_frame.copy()
+    frame["cnt"] = frame["cnt"].astype("float64")
+    # Data rows 9,001 and 9,050 of the file: both in 2012, the rows this job trains on.
+    frame.loc[[9000, 9049], "cnt"] = float("nan")
+    client = client_for(scientist)
+    upload = _upload(client, dataset, "hour-gaps.csv", frame.to_csv(index=False).encode())
+    assert upload.status_code == 201
+    assert upload.json()["row_count"] == 17379
+    spec = training_spec | {"where": {"yr": 1}}
+
+    submitted = client.post(
+        "/api/jobs/",
+        {
+            "kind": "train",
+            "dataset_version": upload.json()["id"],
+            "registered_model": registered_model.pk,
+            "spec": spec,
+        },
+        format="json",
+    )
+    state = execute_job(submitted.json()["id"])
+
+    job = Job.objects.get()
+    assert state == JobState.FAILED
+    assert job.state == JobState.FAILED
+    assert job.error == "target column 'cnt' has 2 missing value(s) (first at data row 9001)"
+    assert job.output_model_version is None
+    assert registered_model.versions.count() == 0
+    assert list(
+        AuditEvent.objects.filter(object_type="job").order_by("id").values_list("action", "actor_label")
+    ) == [("job.submit", "dana"), ("job.start", "system"), ("job.fail", "system")]
+    assert AuditEvent.objects.get(action="job.fail").after["error"] == job.error

@@ -1,0 +1,392 @@
+"""Jobs end to end through ``runners.execute.execute_job`` (the plain function behind the task)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+import config.celery
+from governance.datafiles import read_frame
+from governance.models import AuditEvent, Dataset, ModelVersion
+from runners import tasks, training
+from runners.actions import claim_job, do_submit_job
+from runners.execute import execute_job
+from runners.models import Job, JobKind, JobState
+from tests.conftest import BIKE_FEATURES
+
+
+def _job_events(job) -> list[tuple[str, str]]:
+    return list(
+        AuditEvent.objects.filter(object_type="job", object_id=str(job.pk))
+        .order_by("id")
+        .values_list("action", "actor_label")
+    )
+
+
+@pytest.fixture
+def training_job(dataset_version, registered_model, scientist, training_spec) -> Job:
+    return do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec=training_spec,
+        actor=scientist,
+    )
+
+
+def test_training_job_runs_queued_running_succeeded(
+    training_job, dataset_version, registered_model, settings
+):
+    assert (training_job.state, training_job.progress, training_job.started_at) == (
+        JobState.QUEUED,
+        0.0,
+        None,
+    )
+
+    assert execute_job(training_job.pk) == JobState.SUCCEEDED
+
+    job = Job.objects.get(pk=training_job.pk)
+    version = job.output_model_version
+    assert (job.state, job.progress, job.error) == (JobState.SUCCEEDED, 1.0, "")
+    assert job.created_at <= job.started_at <= job.heartbeat_at <= job.finished_at
+    assert [record["epoch"] for record in job.history] == [1, 2, 3]
+    assert job.metrics == version.metrics
+    assert set(job.metrics) == {"loss", "rmse", "mae", "r2", "train_rows", "validation_rows"}
+    assert job.device == str(training.select_device())
+    lines = job.log_tail.splitlines()
+    assert lines[0] == f"training on 8645 rows, 11 features, device {job.device}"
+    assert [line.split(" ")[:2] for line in lines[1:]] == [
+        ["epoch", "1/3"],
+        ["epoch", "2/3"],
+        ["epoch", "3/3"],
+    ]
+    assert (version.model, version.version, version.source_job_id) == (registered_model, 1, job.pk)
+    assert (version.training_dataset_version, version.training_spec) == (dataset_version, job.spec)
+    assert version.signature == {
+        "task": "regression",
+        "target": "cnt",
+        "features": BIKE_FEATURES,
+        "categorical": ["season", "weathersit"],
+    }
+    assert (
+        hashlib.sha256((settings.ARTIFACT_ROOT / version.artifact).read_bytes()).hexdigest() == version.sha256
+    )
+    assert _job_events(job) == [("job.submit", "dana"), ("job.start", "system"), ("job.succeed", "system")]
+    start, succeed = AuditEvent.objects.filter(action__in=["job.start", "job.succeed"]).order_by("id")
+    assert (start.before, start.after) == ({"state": "queued"}, {"state": "running"})
+    assert (succeed.before["state"], succeed.after["state"]) == ("running", "succeeded")
+    assert succeed.after["output_model_version_id"] == version.pk
+
+
+def test_the_task_is_a_thin_wrapper_over_execute_job(training_job):
+    assert tasks.run_job(training_job.pk) == JobState.SUCCEEDED
+    assert Job.objects.get(pk=training_job.pk).output_model_version.version == 1
+
+
+def test_second_training_job_registers_version_2(training_job, dataset_version, registered_model, scientist):
+    execute_job(training_job.pk)
+    second = do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec=training_job.spec | {"epochs": 1},
+        actor=scientist,
+    )
+
+    assert execute_job(second.pk) == JobState.SUCCEEDED
+    assert [v.version for v in registered_model.versions.all()] == [2, 1]
+
+
+def test_inference_job_writes_predictions_as_a_dataset_version(
+    model_version, dataset_version, scientist, settings
+):
+    job = do_submit_job(
+        kind=JobKind.INFER,
+        dataset_version=dataset_version,
+        model_version=model_version,
+        spec={"where": {"yr": 1}},
+        actor=scientist,
+    )
+
+    assert execute_job(job.pk) == JobState.SUCCEEDED
+
+    job.refresh_from_db()
+    predictions = job.output_dataset_version
+    assert (predictions.dataset.name, predictions.version, predictions.source) == (
+        "bike-demand-predictions",
+        1,
+        "job",
+    )
+    assert predictions.dataset.team == dataset_version.dataset.team
+    assert predictions.row_count == 8734
+    assert predictions.column_names == [*dataset_version.column_names, "prediction"]
+    assert predictions.schema[-1] == {"name": "prediction", "dtype": "float64"}
+    assert predictions.original_filename == f"bike-demand-predictions-job{job.pk}.csv"
+    assert predictions.created_by == scientist
+    assert job.metrics == {"rows": 8734.0}
+    frame = read_frame(predictions.path, predictions.format)
+    assert set(frame["yr"]) == {1}
+    assert int(frame["instant"].iloc[0]) == 8646
+    assert _job_events(job) == [("job.submit", "dana"), ("job.start", "system"), ("job.succeed", "system")]
+
+
+def test_inference_into_a_named_dataset_appends_versions(model_version, dataset_version, scientist):
+    jobs = [
+        do_submit_job(
+            kind=JobKind.INFER,
+            dataset_version=dataset_version,
+            model_version=model_version,
+            spec={"where": {"yr": 1, "mnth": 12}, "output_dataset": "december-forecast"},
+            actor=scientist,
+        )
+        for _ in range(2)
+    ]
+
+    assert [execute_job(job.pk) for job in jobs] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
+    dataset = Dataset.objects.get(name="december-forecast")
+    assert [(v.version, v.row_count) for v in dataset.versions.all()] == [(2, 742), (1, 742)]
+
+
+def test_inference_refuses_a_tampered_artifact(model_version, dataset_version, scientist, settings):
+    (settings.ARTIFACT_ROOT / model_version.artifact).write_bytes(b"swapped weights")
+    job = do_submit_job(
+        kind=JobKind.INFER,
+        dataset_version=dataset_version,
+        model_version=model_version,
+        spec={},
+        actor=scientist,
+    )
+
+    assert execute_job(job.pk) == JobState.FAILED
+
+    job.refresh_from_db()
+    assert job.error == "artifact of bike-demand v1 does not match its recorded sha256"
+    assert job.output_dataset_version is None
+    assert Dataset.objects.filter(name="bike-demand-predictions").count() == 0
+
+
+def test_training_on_a_filter_matching_no_rows_fails(
+    dataset_version, registered_model, scientist, training_spec
+):
+    job = do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec=training_spec | {"where": {"yr": 5}},
+        actor=scientist,
+    )
+
+    assert execute_job(job.pk) == JobState.FAILED
+    assert Job.objects.get(pk=job.pk).error == "no rows of bike-sharing-hourly v1 match where={'yr': 5}"
+    assert ModelVersion.objects.count() == 0
+
+
+def test_executing_a_finished_job_again_does_nothing(training_job):
+    execute_job(training_job.pk)
+    finished = Job.objects.get(pk=training_job.pk)
+    events = AuditEvent.objects.count()
+
+    assert execute_job(training_job.pk) == JobState.SUCCEEDED
+
+    again = Job.objects.get(pk=training_job.pk)
+    assert ModelVersion.objects.count() == 1
+    assert AuditEvent.objects.count() == events
+    assert (again.finished_at, again.log_tail, again.history) == (
+        finished.finished_at,
+        finished.log_tail,
+        finished.history,
+    )
+
+
+def test_redelivered_job_found_running_is_failed_as_worker_lost(training_job):
+    assert claim_job(training_job.pk) is True  # a worker took it, then died without finishing
+
+    assert execute_job(training_job.pk) == JobState.FAILED
+
+    job = Job.objects.get(pk=training_job.pk)
+    assert job.error == "the worker running this job stopped before it finished (killed or lost); resubmit it"
+    assert job.output_model_version is None
+    assert ModelVersion.objects.count() == 0
+    assert _job_events(job) == [("job.submit", "dana"), ("job.start", "system"), ("job.fail", "system")]
+    assert claim_job(training_job.pk) is False
+
+
+def test_missing_job_is_reported_not_raised(db):
+    assert execute_job(424242) == "missing"
+
+
+def test_cancel_a_queued_job_cancels_it_at_once(client_for, training_job, scientist):
+    client = client_for(scientist)
+
+    response = client.post(f"/api/jobs/{training_job.pk}/cancel/")
+    again = client.post(f"/api/jobs/{training_job.pk}/cancel/")
+
+    assert response.status_code == 200
+    assert (response.json()["state"], response.json()["is_cancel_requested"]) == ("cancelled", True)
+    assert response.json()["error"] == "cancelled by dana before it started"
+    assert (again.status_code, again.json()) == (
+        400,
+        {"state": [f"job #{training_job.pk} already cancelled; nothing to cancel"]},
+    )
+    assert execute_job(training_job.pk) == JobState.CANCELLED
+    job = Job.objects.get(pk=training_job.pk)
+    assert (job.started_at, job.history) == (None, [])
+    assert ModelVersion.objects.count() == 0
+    assert _job_events(job) == [("job.submit", "dana"), ("job.cancel", "dana")]
+
+
+def test_cancel_a_running_job_stops_it_after_the_epoch(client_for, training_job, owner, monkeypatch):
+    """The owner presses cancel while epoch 2 finishes; the worker stops at its next check."""
+    answers = []
+    real_train = training.train
+
+    def train_and_press_cancel_at_epoch_2(frame, spec, on_epoch):
+        def on_epoch_with_cancel(epoch, epochs, record):
+            if epoch == 2:
+                answers.append(client_for(owner).post(f"/api/jobs/{training_job.pk}/cancel/"))
+            on_epoch(epoch, epochs, record)
+
+        return real_train(frame, spec, on_epoch_with_cancel)
+
+    monkeypatch.setattr(training, "train", train_and_press_cancel_at_epoch_2)
+
+    assert execute_job(training_job.pk) == JobState.CANCELLED
+
+    (answer,) = answers
+    assert (answer.status_code, answer.json()["state"], answer.json()["is_cancel_requested"]) == (
+        200,
+        "running",
+        True,
+    )
+    job = Job.objects.get(pk=training_job.pk)
+    assert (job.state, job.error) == (JobState.CANCELLED, "cancelled while running")
+    assert [record["epoch"] for record in job.history] == [1]
+    assert job.output_model_version is None
+    assert ModelVersion.objects.count() == 0
+    assert _job_events(job) == [
+        ("job.submit", "dana"),
+        ("job.start", "system"),
+        ("job.cancel", "olivia"),
+        ("job.cancelled", "system"),
+    ]
+
+
+def test_fail_stale_jobs_fails_only_jobs_without_a_recent_heartbeat(
+    training_job, dataset_version, registered_model, scientist, settings
+):
+    settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S = 600
+    alive = do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec=training_job.spec,
+        actor=scientist,
+    )
+    for job in (training_job, alive):
+        claim_job(job.pk)
+    # The worker running training_job last reported two hours ago (a telemetry field, not audited).
+    Job.objects.filter(pk=training_job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=2))
+
+    assert tasks.fail_stale_jobs() == [training_job.pk]
+    assert tasks.fail_stale_jobs() == []
+
+    stale = Job.objects.get(pk=training_job.pk)
+    assert (stale.state, stale.error) == (
+        JobState.FAILED,
+        "no heartbeat from the worker for over 600 s; the worker was lost",
+    )
+    assert Job.objects.get(pk=alive.pk).state == JobState.RUNNING
+    assert _job_events(stale)[-1] == ("job.fail", "system")
+
+
+@pytest.fixture
+def unreachable_broker(settings, monkeypatch):
+    """Point the Celery app at a port nobody listens on; restore it after.
+
+    Celery prefers the CELERY_BROKER_URL environment variable (as CI sets it) over its conf.
+    Kombu keeps pools per broker URL, so forgetting the app's cached pools suffices.
+    """
+    app = config.celery.app
+    url = "redis://127.0.0.1:1/0"
+
+    def forget_pools():
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    saved = app.conf.broker_url
+    settings.CELERY_BROKER_URL = url
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    app.conf.broker_url = url
+    forget_pools()
+    target = app.connection_for_write()
+    assert (target.hostname, target.port) == ("127.0.0.1", 1)
+    yield
+    monkeypatch.undo()
+    app.conf.broker_url = saved
+    forget_pools()
+
+
+def test_broker_outage_fails_the_submitted_job_with_the_reason(
+    client_for,
+    scientist,
+    dataset_version,
+    registered_model,
+    training_spec,
+    unreachable_broker,
+    django_capture_on_commit_callbacks,
+):
+    body = {
+        "kind": "train",
+        "dataset_version": dataset_version.pk,
+        "registered_model": registered_model.pk,
+        "spec": training_spec,
+    }
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = client_for(scientist).post("/api/jobs/", body, format="json")
+        # Nothing is sent before the transaction commits.
+        assert Job.objects.get().state == JobState.QUEUED
+
+    assert response.status_code == 201
+    assert len(callbacks) == 1
+    job = Job.objects.get()
+    assert job.state == JobState.FAILED
+    assert job.error == (
+        "could not reach the task broker to start the job: "
+        "Error 111 connecting to 127.0.0.1:1. Connection refused."
+    )
+    assert _job_events(job) == [("job.submit", "dana"), ("job.fail", "system")]
+    fail = AuditEvent.objects.get(action="job.fail")
+    assert (fail.on_behalf_of, fail.before["state"], fail.after["state"]) == (scientist, "queued", "failed")
+
+
+def test_jobs_list_in_constant_queries(
+    client_for,
+    fresh,
+    viewer,
+    training_job,
+    dataset_version,
+    registered_model,
+    owner,
+    django_assert_num_queries,
+):
+    for actor in (owner, owner):
+        do_submit_job(
+            kind=JobKind.TRAIN,
+            dataset_version=dataset_version,
+            registered_model=registered_model,
+            spec=training_job.spec,
+            actor=actor,
+        )
+    client = client_for(fresh(viewer))
+
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (creator joined)
+    with django_assert_num_queries(4):
+        response = client.get("/api/jobs/")
+
+    assert [row["created_by"] for row in response.json()["results"]] == ["olivia", "olivia", "dana"]
+    assert client.get("/api/jobs/", {"state": "queued"}).json()["count"] == 3
+    assert client.get("/api/jobs/", {"state": "running"}).json()["count"] == 0

@@ -1,0 +1,143 @@
+"""The demo's whole lifecycle through a real Celery worker on the configured broker.
+
+The worker runs in this process (a thread, solo pool) and consumes the broker that settings
+name: kombu's filesystem broker under ``var/`` by default, Redis when CELERY_BROKER_URL says
+so. Nothing is eager: ``run_demo`` submits through the actions and waits on the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
+from django.db import connection
+from django_celery_results.models import TaskResult
+
+import config.celery
+from config.demo import FEATURES, run_demo
+from governance.models import AuditEvent, DatasetVersion
+from lineage.models import LineageEdge
+from monitoring.models import Alert
+from tests.conftest import BIKE_HOURLY
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+# A queue of the tests' own: a development worker consuming the default queue of the same
+# broker (./bin/up) must not take these tasks and run them against its own database.
+QUEUE = "steward-tests"
+
+
+@contextlib.contextmanager
+def _routed_to(app, queue: str):
+    saved = app.conf.task_routes
+    app.conf.update(task_routes={"*": {"queue": queue}})
+    try:
+        yield
+    finally:
+        app.conf.update(task_routes=saved)
+
+
+@pytest.fixture
+def worker():
+    app = config.celery.app
+    with _routed_to(app, QUEUE):
+        assert app.amqp.router.route({}, "runners.tasks.run_job")["queue"].name == QUEUE
+        with app.connection_for_write() as conn:
+            # Left-overs of an interrupted run would name jobs of another database.
+            conn.default_channel.queue_declare(QUEUE)
+            conn.default_channel.queue_purge(QUEUE)
+        with start_worker(
+            app, pool="solo", perform_ping_check=False, queues=[QUEUE], shutdown_timeout=60
+        ) as w:
+            yield w
+
+
+def test_demo_lifecycle_through_a_real_worker(worker, mail_dir):
+    if connection.vendor == "sqlite":
+        # An in-memory test database would be invisible to the worker thread's connection.
+        assert connection.settings_dict["NAME"] == str(settings.VAR_DIR / "test.sqlite3")
+    lines: list[str] = []
+
+    result = run_demo(say=lines.append, timeout_s=600, data_file=BIKE_HOURLY)
+
+    training, inference, check = result.training_job, result.inference_job, result.drift_check
+    version = training.output_model_version
+    predictions = inference.output_dataset_version
+    source = training.dataset_version
+
+    # Training: version 1 of bike-demand, trained on the 2011 rows.
+    assert (training.state, str(version)) == ("succeeded", "bike-demand v1")
+    assert set(version.metrics) == {"loss", "rmse", "mae", "r2", "train_rows", "validation_rows"}
+    assert (version.metrics["train_rows"], version.metrics["validation_rows"]) == (6916.0, 1729.0)
+    assert [record["epoch"] for record in training.history] == list(range(1, 16))
+    # Inference: the 2012 rows, with their predictions, registered as a dataset version.
+    assert (inference.state, str(predictions)) == ("succeeded", "bike-demand-predictions v1")
+    assert predictions.row_count == 8734
+    assert predictions.column_names == [*source.column_names, "prediction"]
+    # Lineage: data -> training -> model version -> inference -> predictions.
+    edges = {
+        (f"{e.source_type}:{e.source_id}", f"{e.target_type}:{e.target_id}", e.relation)
+        for e in LineageEdge.objects.all()
+    }
+    assert edges == {
+        (f"dataset_version:{source.pk}", f"job:{training.pk}", "input"),
+        (f"job:{training.pk}", f"model_version:{version.pk}", "output"),
+        (f"model_version:{version.pk}", f"job:{inference.pk}", "input"),
+        (f"dataset_version:{source.pk}", f"job:{inference.pk}", "input"),
+        (f"job:{inference.pk}", f"dataset_version:{predictions.pk}", "output"),
+    }
+    # Drift: humidity and the 2012 growth in demand.
+    assert check.columns == [*FEATURES, "cnt"]
+    assert [c["column"] for c in check.drifted_columns] == ["hum", "cnt"]
+    assert (check.drifted_count, check.is_dataset_drift) == (2, False)
+    alert = Alert.objects.get()
+    assert (alert.owner.username, alert.state, alert.occurrences) == ("olivia", "open", 1)
+    assert alert.drift_check_id == check.pk
+    (mail,) = list(mail_dir.iterdir())
+    message = mail.read_text()
+    assert "To: olivia@example.com" in message
+    assert f"Subject: [Steward] {alert.title}" in message
+    assert lines[-1] == f"drift check #{check.pk}: 2 of 12 columns drifted (hum, cnt)"
+
+    # The worker ran each task: results stored, and the rows' audit events carry the task id.
+    for task_id, outcome in ((training.celery_task_id, "succeeded"), (inference.celery_task_id, "succeeded")):
+        assert TaskResult.objects.get(task_id=task_id).status == "SUCCESS"
+        assert TaskResult.objects.get(task_id=task_id).result == f'"{outcome}"'
+    assert TaskResult.objects.get(task_id=check.celery_task_id).status == "SUCCESS"
+    by_task = Counter(AuditEvent.objects.exclude(task_id="").values_list("task_id", "action"))
+    assert by_task == {
+        (training.celery_task_id, "job.start"): 1,
+        (training.celery_task_id, "model_version.register"): 1,
+        (training.celery_task_id, "job.succeed"): 1,
+        (inference.celery_task_id, "job.start"): 1,
+        (inference.celery_task_id, "dataset.create"): 1,
+        (inference.celery_task_id, "dataset_version.register"): 1,
+        (inference.celery_task_id, "job.succeed"): 1,
+        (check.celery_task_id, "drift_check.complete"): 1,
+        (check.celery_task_id, "alert.open"): 1,
+    }
+    assert set(AuditEvent.objects.exclude(task_id="").values_list("actor_label", "on_behalf_of_label")) == {
+        ("system", "dana")
+    }
+
+    # Every step has its audit event.
+    assert Counter(AuditEvent.objects.values_list("action", flat=True)) == {
+        "platform_role.grant": 2,  # admin, carl (compliance officer)
+        "team.create": 1,
+        "user.create": 5,
+        "membership.grant": 4,  # olivia, dana, aaron, vera
+        "dataset.create": 2,  # the bike data, the predictions
+        "dataset_version.register": 2,
+        "registered_model.create": 1,
+        "job.submit": 2,
+        "job.start": 2,
+        "model_version.register": 1,
+        "job.succeed": 2,
+        "drift_check.request": 1,
+        "drift_check.complete": 1,
+        "alert.open": 1,
+    }
+    assert DatasetVersion.objects.count() == 2

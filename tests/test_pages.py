@@ -1,0 +1,678 @@
+"""The server-rendered UI: every page for every persona, and each form's happy and refused paths."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from governance.models import AuditEvent, Dataset, DatasetVersion, RegisteredModel
+from monitoring.actions import do_request_drift_check
+from monitoring.execute import execute_drift_check
+from monitoring.models import Alert, AlertState, DriftCheck
+from runners.actions import do_submit_job
+from runners.models import Job, JobKind, JobState
+from tests.conftest import BIKE_FEATURES
+
+IN_TEAM = ["admin", "owner", "scientist", "approver", "viewer", "compliance_officer"]
+PERSONAS = [*IN_TEAM, "outsider"]
+
+
+@pytest.fixture
+def world(model_version, current_dataset_version, scientist):
+    """A trained version (with its job and lineage), a finished drift check with its report, its alert."""
+    check = do_request_drift_check(
+        model_version=model_version, current_dataset_version=current_dataset_version, actor=scientist
+    )
+    assert execute_drift_check(check.pk) == "succeeded"
+    check.refresh_from_db()
+    return {
+        "dataset_version": model_version.training_dataset_version,
+        "model_version": model_version,
+        "job": Job.objects.get(pk=model_version.source_job_id),
+        "check": check,
+        "alert": Alert.objects.get(drift_check=check),
+        "event": AuditEvent.objects.get(
+            action="dataset_version.register", object_id=str(current_dataset_version.pk)
+        ),
+    }
+
+
+def _pages(world) -> list[tuple[str, bool]]:
+    """(url, is about one of the team's objects) for every page of the UI."""
+    dataset_version, model_version = world["dataset_version"], world["model_version"]
+    job, check, alert = world["job"], world["check"], world["alert"]
+    lists = ["dashboard", "dataset_list", "model_list", "job_list", "drift_check_list", "alert_list"]
+    objects = [
+        ("dataset_detail", dataset_version.dataset_id),
+        ("dataset_version_detail", dataset_version.pk),
+        ("model_detail", model_version.model_id),
+        ("model_version_detail", model_version.pk),
+        ("model_version_infer", model_version.pk),
+        ("drift_check_request", model_version.pk),
+        ("job_detail", job.pk),
+        ("job_progress", job.pk),
+        ("job_cancel", job.pk),
+        ("drift_check_detail", check.pk),
+        ("drift_check_report", check.pk),
+        ("alert_detail", alert.pk),
+        ("alert_acknowledge", alert.pk),
+        ("alert_resolve", alert.pk),
+        ("audit_event_detail", world["event"].pk),
+    ]
+    return [(reverse(name), False) for name in [*lists, "audit_event_list"]] + [
+        (reverse(name, args=[pk]), True) for name, pk in objects
+    ]
+
+
+def test_every_page_for_every_persona(client, request, world):
+    pages = _pages(world)
+    assert len(pages) == 22
+    wrong = []
+    for url, _ in pages:
+        response = client.get(url)
+        if response.status_code != 302 or response["Location"] != f"/login/?next={quote(url)}":
+            wrong.append(("anonymous", url, response.status_code))
+    for persona in PERSONAS:
+        client.force_login(request.getfixturevalue(persona))
+        for url, is_team_object in pages:
+            expected = 404 if is_team_object and persona == "outsider" else 200
+            status = client.get(url).status_code
+            if status != expected:
+                wrong.append((persona, url, status))
+        client.logout()
+    assert wrong == []
+
+
+def test_login_page_logs_in_and_logout_is_a_post(client, owner):
+    assert client.get(reverse("login")).status_code == 200
+    response = client.post(
+        reverse("login"), {"username": "olivia", "password": "correct-horse-battery-staple"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    page = client.get("/").content.decode()
+    assert 'action="/logout/"' in page
+    assert client.get(reverse("login")).status_code == 302  # already logged in
+    assert client.post(reverse("logout")).status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_base_layout_has_nav_vendored_htmx_and_the_user(client, owner):
+    client.force_login(owner)
+    page = client.get("/").content.decode()
+    for label, url in [
+        ("Datasets", "/datasets/"),
+        ("Models", "/models/"),
+        ("Jobs", "/jobs/"),
+        ("Drift checks", "/drift-checks/"),
+        ("Alerts", "/alerts/"),
+        ("Audit trail", "/audit/"),
+        ("API docs", "/api/docs/"),
+    ]:
+        assert f'<a href="{url}"' in page
+        assert f">{label}</a>" in page
+    assert '<script src="/static/django_htmx/htmx-2.min.js" defer></script>' in page
+    assert "https://" not in page  # no CDN: the UI works offline
+    assert '<span class="username">olivia</span>' in page
+    assert client.get("/static/steward/steward.css").status_code == 200
+
+
+# Content of the pages -------------------------------------------------------------------------
+
+
+def test_model_version_page_shows_metrics_signature_provenance_and_lineage(client, world, viewer):
+    model_version, job = world["model_version"], world["job"]
+    client.force_login(viewer)
+    page = client.get(model_version.get_absolute_url()).content.decode()
+    assert f'<th>rmse</th><td class="number">{model_version.metrics["rmse"]:.4f}</td>' in page
+    assert "<code>windspeed</code>" in page
+    assert f'<a href="/jobs/{job.pk}/">Training job #{job.pk}</a>' in page
+    assert f'<a href="/dataset-versions/{world["dataset_version"].pk}/">bike-sharing-hourly v1</a>' in page
+    assert f'<a href="/drift-checks/{world["check"].pk}/">#{world["check"].pk}</a>' in page
+    assert world["alert"].title in page
+    # A viewer may look but not change: no drift check or inference form.
+    assert "Run a drift check" not in page
+    assert "Run inference" not in page
+
+
+def test_model_version_page_offers_both_forms_to_a_data_scientist(client, world, scientist):
+    client.force_login(scientist)
+    page = client.get(world["model_version"].get_absolute_url()).content.decode()
+    assert f'action="/model-versions/{world["model_version"].pk}/drift-check/"' in page
+    assert f'action="/model-versions/{world["model_version"].pk}/infer/"' in page
+
+
+def test_drift_check_page_highlights_drifted_columns_and_frames_the_report(client, world, approver):
+    check = world["check"]
+    drifted = [result["column"] for result in check.results if result["is_drifted"]]
+    assert drifted  # the 2012 rows drift from 2011 (demand grew)
+    client.force_login(approver)
+    page = client.get(check.get_absolute_url()).content.decode()
+    assert page.count('<tr class="drifted">') == len(drifted)
+    for column in drifted:
+        assert f'<tr class="drifted">\n                <td><code>{column}</code></td>' in page
+    assert f"{check.drifted_count} of {len(check.results)}</strong> columns drifted" in page
+    assert f'<iframe class="report" src="/drift-checks/{check.pk}/report/"' in page
+    assert 'hx-trigger="every 2s"' not in page  # finished: no polling
+
+    report = client.get(reverse("drift_check_report", args=[check.pk]))
+    assert report.status_code == 200
+    assert report["Content-Type"] == "text/html; charset=utf-8"
+    assert report["X-Frame-Options"] == "SAMEORIGIN"
+    assert report["Content-Security-Policy"].startswith("default-src 'none'; ")  # no network
+    assert b"<html" in b"".join(report.streaming_content)
+
+
+def test_dataset_version_page_shows_schema_hash_download_and_lineage(client, world, compliance_officer):
+    version, job = world["dataset_version"], world["job"]
+    client.force_login(compliance_officer)
+    page = client.get(version.get_absolute_url()).content.decode()
+    assert f"<code>{version.sha256}</code>" in page
+    assert "17,379" in page
+    assert "<td><code>cnt</code></td><td>int64</td>" in page
+    assert f'href="/api/dataset-versions/{version.pk}/download/"' in page
+    assert f'<span class="kind">job</span> <a href="/jobs/{job.pk}/">Training job #{job.pk}</a>' in page
+    assert f'<a href="{world["model_version"].get_absolute_url()}">bike-demand v1</a>' in page
+
+
+def test_job_page_shows_finished_history_and_stops_polling(client, world, scientist):
+    job = world["job"]
+    client.force_login(scientist)
+    page = client.get(job.get_absolute_url()).content.decode()
+    assert '<th class="number">train_loss</th>' in page
+    assert '<th class="number">val_rmse</th>' in page
+    assert page.count('<tr><td class="number">') == 3  # one history row per epoch
+    assert 'hx-trigger="every 2s"' not in page
+    assert "Cancel job" not in page
+    assert "epoch 3/3" in page  # the log tail
+    assert f'<a href="{world["model_version"].get_absolute_url()}">bike-demand v1</a>' in page
+
+
+def test_running_job_fragment_polls_every_two_seconds(client, dataset_version, registered_model, scientist):
+    job = do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec={"target": "cnt", "features": ["temp"], "epochs": 2},
+        actor=scientist,
+    )
+    client.force_login(scientist)
+    fragment = client.get(reverse("job_progress", args=[job.pk]), headers={"HX-Request": "true"})
+    html = fragment.content.decode()
+    assert fragment.status_code == 200
+    assert html.lstrip().startswith("<section")
+    assert f'hx-get="/jobs/{job.pk}/progress/" hx-trigger="every 2s" hx-swap="outerHTML"' in html
+    assert "Cancel job" in html
+
+
+def test_dashboard_opens_on_the_owners_open_alerts(client, drifted_check, owner, viewer):
+    alert = Alert.objects.get(drift_check=drifted_check)
+    client.force_login(owner)
+    page = client.get("/").content.decode()
+    mine = page.index("Unresolved alerts on your models")
+    assert page.index(alert.title) > mine
+    assert page.index(alert.title) < page.index("Recent jobs")
+    client.force_login(viewer)
+    page = client.get("/").content.decode()
+    assert "No unresolved alerts on models you own." in page
+    assert "Other unresolved alerts in your teams" in page
+    assert alert.title in page
+
+
+def test_dashboard_shows_the_admin_who_has_which_role(client, admin, owner, viewer):
+    client.force_login(admin)
+    page = client.get("/").content.decode()
+    assert page.index("Who has which role") < page.index("Unresolved alerts on your models")
+    assert "<tr><td>olivia</td><td>Mobility</td><td>Model owner</td></tr>" in page
+    assert "<tr><td>vera</td><td>Mobility</td><td>Viewer</td></tr>" in page
+    client.force_login(owner)
+    assert "Who has which role" not in client.get("/").content.decode()
+
+
+def test_dashboard_shows_the_compliance_officer_the_latest_audit_events(
+    client, dataset_version, compliance_officer
+):
+    client.force_login(compliance_officer)
+    page = client.get("/").content.decode()
+    assert page.index("Latest audit events") < page.index("Unresolved alerts on your models")
+    assert page.index("<code>dataset_version.register</code>") < page.index("<code>dataset.create</code>")
+
+
+def test_lists_never_show_another_teams_objects(client, drifted_check, outsider):
+    client.force_login(outsider)
+    for name in [
+        "dataset_list",
+        "model_list",
+        "job_list",
+        "drift_check_list",
+        "alert_list",
+        "audit_event_list",
+    ]:
+        page = client.get(reverse(name) + "?state=").content.decode()
+        assert "bike-sharing" not in page, name
+        assert "bike-demand" not in page, name
+        # Nor in the filters' choices.
+        assert "Mobility" not in page, name
+
+
+def test_alert_list_opens_on_open_alerts(client, drifted_check, owner):
+    alert = Alert.objects.get(drift_check=drifted_check)
+    client.force_login(owner)
+    assert alert.title in client.get(reverse("alert_list")).content.decode()
+    client.post(reverse("alert_resolve", args=[alert.pk]))
+    assert alert.title not in client.get(reverse("alert_list")).content.decode()
+    assert alert.title in client.get(reverse("alert_list") + "?state=").content.decode()
+    assert alert.title in client.get(reverse("alert_list") + "?state=resolved").content.decode()
+
+
+# The audit trail ------------------------------------------------------------------------------
+
+
+def test_audit_trail_filters_and_answers_htmx_with_the_table_only(
+    client, dataset_version, compliance_officer
+):
+    client.force_login(compliance_officer)
+    page = client.get(reverse("audit_event_list")).content.decode()
+    assert "<code>dataset_version.register</code>" in page
+    assert "<code>membership.grant</code>" in page
+    assert 'hx-trigger="input delay:400ms, submit"' in page
+
+    fragment = client.get(
+        reverse("audit_event_list"), {"action": "dataset_version."}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert fragment.lstrip().startswith('<div id="audit-table">')
+    assert "<html" not in fragment
+    assert fragment.count("<code>dataset_version.register</code>") == 1
+    assert "membership.grant" not in fragment
+
+    by_actor = client.get(reverse("audit_event_list"), {"actor": "dana", "q": "hourly"}).content.decode()
+    assert by_actor.count("<td>dana</td>") == 2  # created the dataset, registered its version
+
+
+def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_officer):
+    from governance import actions
+
+    for number in range(55):
+        actions.do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
+    client.force_login(compliance_officer)
+    first = client.get(reverse("audit_event_list"), {"action": "dataset."}).content.decode()
+    assert first.count("<code>dataset.create</code>") == 50
+    assert first.index("dataset-54") < first.index("dataset-53")
+    assert "Page 1 of 2 (55 in all)" in first
+    second = client.get(reverse("audit_event_list"), {"action": "dataset.", "page": 2}).content.decode()
+    assert second.count("<code>dataset.create</code>") == 5
+    assert "dataset-00" in second
+
+
+def test_audit_trail_costs_the_same_queries_for_any_number_of_rows(
+    client, admin, team, compliance_officer, django_assert_num_queries
+):
+    from governance import actions
+
+    for number in range(20):
+        actions.do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
+    client.force_login(compliance_officer)
+    # Session, user, platform roles (compliance officers see every team: no membership query),
+    # the page's count, its rows with their team, the teams for the team filter.
+    with django_assert_num_queries(6):
+        response = client.get(reverse("audit_event_list"))
+    assert response.content.decode().count("<code>dataset.create</code>") == 20
+
+
+def test_audit_event_page_shows_before_after_and_changed_keys(
+    client, dataset_version, registered_model, scientist
+):
+    job = do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec={"target": "cnt", "features": ["temp"]},
+        actor=scientist,
+    )
+    client.force_login(scientist)
+    client.post(reverse("job_cancel", args=[job.pk]), headers={"X-Request-ID": "req-cancel-1"})
+    event = AuditEvent.objects.get(action="job.cancel")
+    page = client.get(event.get_absolute_url()).content.decode()
+    assert (
+        '<tr class="diff-changed"><td><code>state</code></td><td>changed</td>'
+        "<td><code>&quot;queued&quot;</code></td><td><code>&quot;cancelled&quot;</code></td></tr>"
+    ) in page
+    assert "<code>req-cancel-1</code>" in page
+    assert f'<a href="/jobs/{job.pk}/">Training job #{job.pk}</a>' in page
+    assert "<dt>Actor</dt><dd>dana</dd>" in page
+    assert page.count('<pre class="json">') == 2
+
+
+# Forms: datasets ------------------------------------------------------------------------------
+
+
+def test_new_dataset_form_creates_it(client, team, scientist):
+    client.force_login(scientist)
+    response = client.post(reverse("dataset_list"), {"team": team.pk, "name": "trips", "description": "raw"})
+    dataset = Dataset.objects.get(name="trips")
+    assert response.status_code == 302
+    assert response["Location"] == dataset.get_absolute_url()
+    assert AuditEvent.objects.filter(action="dataset.create", object_id=str(dataset.pk)).count() == 1
+
+
+def test_new_dataset_form_shows_a_taken_name(client, dataset, scientist):
+    client.force_login(scientist)
+    response = client.post(reverse("dataset_list"), {"team": dataset.team_id, "name": "bike-sharing-hourly"})
+    assert response.status_code == 400
+    assert "a dataset named &#x27;bike-sharing-hourly&#x27; already exists" in response.content.decode()
+    assert Dataset.objects.count() == 1
+
+
+def test_viewer_cannot_create_a_dataset(client, team, viewer):
+    client.force_login(viewer)
+    assert "New dataset" not in client.get(reverse("dataset_list")).content.decode()
+    response = client.post(reverse("dataset_list"), {"team": team.pk, "name": "trips"})
+    assert response.status_code == 403
+    assert "you may not change objects of this team" in response.content.decode()
+    assert not Dataset.objects.exists()
+
+
+def test_outsider_cannot_name_another_teams_team(client, team, outsider):
+    client.force_login(outsider)
+    response = client.post(reverse("dataset_list"), {"team": team.pk, "name": "trips"})
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+    assert not Dataset.objects.exists()
+
+
+def test_upload_registers_the_next_version(client, dataset_version, scientist):
+    client.force_login(scientist)
+    upload = SimpleUploadedFile("small.csv", b"a,b\n1,x\n2,y\n3,z\n", content_type="text/csv")
+    response = client.post(
+        dataset_version.dataset.get_absolute_url(), {"file": upload, "description": "tiny"}
+    )
+    version = DatasetVersion.objects.get(dataset=dataset_version.dataset, version=2)
+    assert response.status_code == 302
+    assert response["Location"] == version.get_absolute_url()
+    assert (version.row_count, version.column_names, version.source) == (3, ["a", "b"], "upload")
+    page = client.get(version.get_absolute_url()).content.decode()
+    assert "Registered bike-sharing-hourly v2 (3 rows)." in page
+
+
+def test_upload_of_a_non_csv_file_shows_why_and_registers_nothing(client, dataset_version, scientist):
+    client.force_login(scientist)
+    upload = SimpleUploadedFile("photo.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", content_type="image/png")
+    response = client.post(dataset_version.dataset.get_absolute_url(), {"file": upload})
+    assert response.status_code == 400
+    assert "photo.png: not a CSV or Parquet file (binary content)" in response.content.decode()
+    assert DatasetVersion.objects.count() == 1
+
+
+def test_viewer_cannot_upload(client, dataset_version, viewer):
+    client.force_login(viewer)
+    page = client.get(dataset_version.dataset.get_absolute_url()).content.decode()
+    assert "Upload a new version" not in page
+    upload = SimpleUploadedFile("small.csv", b"a\n1\n", content_type="text/csv")
+    response = client.post(dataset_version.dataset.get_absolute_url(), {"file": upload})
+    assert response.status_code == 403
+    assert DatasetVersion.objects.count() == 1
+
+
+# Forms: models --------------------------------------------------------------------------------
+
+
+def test_new_model_form_registers_it_with_a_team_member_as_owner(client, team, owner, scientist):
+    client.force_login(scientist)
+    response = client.post(reverse("model_list"), {"team": team.pk, "name": "rides", "owner": owner.pk})
+    model = RegisteredModel.objects.get(name="rides")
+    assert response.status_code == 302
+    assert response["Location"] == model.get_absolute_url()
+    assert model.owner == owner
+
+
+def test_new_model_form_refuses_an_owner_outside_the_team(client, team, admin, outsider):
+    client.force_login(admin)
+    response = client.post(reverse("model_list"), {"team": team.pk, "name": "rides", "owner": outsider.pk})
+    assert response.status_code == 400
+    assert "oscar is not a member of team Mobility" in response.content.decode()
+    assert not RegisteredModel.objects.exists()
+
+
+# Forms: jobs ----------------------------------------------------------------------------------
+
+
+def _training_form(dataset_version, registered_model, **overrides) -> dict:
+    form = {
+        "registered_model": registered_model.pk,
+        "dataset_version": dataset_version.pk,
+        "target": "cnt",
+        "features": ", ".join(BIKE_FEATURES),
+        "categorical": "season, weathersit",
+        "epochs": 3,
+        "batch_size": 128,
+        "learning_rate": 0.003,
+        "seed": 7,
+        "where": '{"yr": 0}',
+    }
+    return form | overrides
+
+
+def test_training_form_submits_a_job(client, dataset_version, registered_model, scientist):
+    client.force_login(scientist)
+    response = client.post(reverse("job_list"), _training_form(dataset_version, registered_model))
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == job.get_absolute_url()
+    assert (job.kind, job.state, job.created_by) == (JobKind.TRAIN, JobState.QUEUED, scientist)
+    assert job.spec["features"] == BIKE_FEATURES
+    assert job.spec["categorical"] == ["season", "weathersit"]
+    assert (job.spec["epochs"], job.spec["batch_size"], job.spec["learning_rate"], job.spec["seed"]) == (
+        3,
+        128,
+        0.003,
+        7,
+    )
+    assert job.spec["where"] == {"yr": 0}
+
+
+def test_training_form_names_the_missing_column_on_its_field(
+    client, dataset_version, registered_model, scientist
+):
+    client.force_login(scientist)
+    response = client.post(
+        reverse("job_list"), _training_form(dataset_version, registered_model, features="temp, rainfall")
+    )
+    assert response.status_code == 400
+    form = response.context["form"]
+    assert form.errors["features"] == ["features: column(s) 'rainfall' not in the dataset"]
+    assert not Job.objects.exists()
+
+
+def test_training_form_rejects_a_where_that_is_not_json(client, dataset_version, registered_model, scientist):
+    client.force_login(scientist)
+    response = client.post(
+        reverse("job_list"), _training_form(dataset_version, registered_model, where="yr=0")
+    )
+    assert response.status_code == 400
+    assert response.context["form"].errors["where"] == [
+        "where: not valid JSON (Expecting value at character 0)"
+    ]
+    assert not Job.objects.exists()
+
+
+def test_viewer_cannot_submit_a_job(client, dataset_version, registered_model, viewer):
+    client.force_login(viewer)
+    assert "Train a model" not in client.get(reverse("job_list")).content.decode()
+    response = client.post(reverse("job_list"), _training_form(dataset_version, registered_model))
+    assert response.status_code == 403
+    assert "you may not change objects of this team" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_cancel_button_cancels_a_queued_job_once(
+    client, dataset_version, registered_model, scientist, viewer
+):
+    job = do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec={"target": "cnt", "features": ["temp"]},
+        actor=scientist,
+    )
+    client.force_login(viewer)
+    refused = client.post(reverse("job_cancel", args=[job.pk]))
+    assert refused.status_code == 403
+    assert "you may not change objects of this team" in refused.content.decode()
+    job.refresh_from_db()
+    assert job.state == JobState.QUEUED
+
+    client.force_login(scientist)
+    response = client.post(reverse("job_cancel", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED
+    again = client.post(reverse("job_cancel", args=[job.pk]))
+    assert again.status_code == 400
+    assert f"job #{job.pk} already cancelled; nothing to cancel" in again.content.decode()
+    assert AuditEvent.objects.filter(action="job.cancel").count() == 1
+
+
+def test_inference_form_submits_a_job(client, registered_version, dataset_version, scientist):
+    client.force_login(scientist)
+    url = reverse("model_version_infer", args=[registered_version.pk])
+    response = client.post(url, {"dataset_version": dataset_version.pk, "where": '{"yr": 1}'})
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == job.get_absolute_url()
+    assert (job.kind, job.model_version, job.spec) == (
+        JobKind.INFER,
+        registered_version,
+        {"where": {"yr": 1}},
+    )
+
+
+def test_inference_form_shows_a_where_on_a_missing_column(
+    client, registered_version, dataset_version, scientist
+):
+    client.force_login(scientist)
+    url = reverse("model_version_infer", args=[registered_version.pk])
+    response = client.post(url, {"dataset_version": dataset_version.pk, "where": '{"year": 2012}'})
+    assert response.status_code == 400
+    assert response.context["form"].errors["where"] == ["where: column 'year' is not in the dataset"]
+    assert not Job.objects.exists()
+
+
+# Forms: drift checks and alerts ---------------------------------------------------------------
+
+
+def test_drift_check_form_requests_a_check(client, registered_version, current_dataset_version, scientist):
+    client.force_login(scientist)
+    url = reverse("drift_check_request", args=[registered_version.pk])
+    response = client.post(url, {"current_dataset_version": current_dataset_version.pk, "drift_share": 0.3})
+    check = DriftCheck.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == check.get_absolute_url()
+    assert (check.model_version, check.current_dataset_version, check.drift_share) == (
+        registered_version,
+        current_dataset_version,
+        0.3,
+    )
+    assert check.columns == [*BIKE_FEATURES, "cnt"]
+    page = client.get(check.get_absolute_url()).content.decode()
+    assert 'hx-trigger="every 2s"' in page  # queued: the verdict section polls
+
+
+def test_drift_check_form_names_an_unknown_column(
+    client, registered_version, current_dataset_version, scientist
+):
+    client.force_login(scientist)
+    url = reverse("drift_check_request", args=[registered_version.pk])
+    response = client.post(
+        url,
+        {"current_dataset_version": current_dataset_version.pk, "columns": "temp, rain", "drift_share": 0.5},
+    )
+    assert response.status_code == 400
+    assert response.context["form"].errors["columns"] == [
+        "'rain' not in the reference dataset version bike-sharing-hourly v1"
+    ]
+    assert not DriftCheck.objects.exists()
+
+
+def test_viewer_cannot_request_a_drift_check(client, registered_version, current_dataset_version, viewer):
+    client.force_login(viewer)
+    url = reverse("drift_check_request", args=[registered_version.pk])
+    response = client.post(url, {"current_dataset_version": current_dataset_version.pk, "drift_share": 0.5})
+    assert response.status_code == 403
+    assert not DriftCheck.objects.exists()
+
+
+def test_owner_acknowledges_then_resolves_an_alert(client, drifted_check, owner):
+    alert = Alert.objects.get(drift_check=drifted_check)
+    client.force_login(owner)
+    page = client.get(alert.get_absolute_url()).content.decode()
+    assert "Acknowledge</button>" in page
+    assert '<tr class="drifted"><td><code>cnt</code></td>' in page
+
+    response = client.post(reverse("alert_acknowledge", args=[alert.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == alert.get_absolute_url()
+    alert.refresh_from_db()
+    assert (alert.state, alert.acknowledged_by) == (AlertState.ACKNOWLEDGED, owner)
+    page = client.get(alert.get_absolute_url()).content.decode()
+    assert f"Alert #{alert.pk} acknowledged." in page
+    assert "Acknowledge</button>" not in page
+
+    again = client.post(reverse("alert_acknowledge", args=[alert.pk]))
+    assert again.status_code == 400
+    assert f"alert #{alert.pk} is acknowledged, not open" in again.content.decode()
+
+    assert client.post(reverse("alert_resolve", args=[alert.pk])).status_code == 302
+    alert.refresh_from_db()
+    assert (alert.state, alert.resolved_by) == (AlertState.RESOLVED, owner)
+
+
+def test_viewer_cannot_acknowledge_an_alert(client, drifted_check, viewer):
+    alert = Alert.objects.get(drift_check=drifted_check)
+    client.force_login(viewer)
+    assert "Acknowledge</button>" not in client.get(alert.get_absolute_url()).content.decode()
+    response = client.post(reverse("alert_acknowledge", args=[alert.pk]))
+    assert response.status_code == 403
+    assert "only the model&#x27;s owner or the team&#x27;s model owners and data scientists" in (
+        response.content.decode()
+    )
+    alert.refresh_from_db()
+    assert alert.state == AlertState.OPEN
+
+
+def test_outsider_cannot_act_on_another_teams_alert(client, drifted_check, outsider):
+    alert = Alert.objects.get(drift_check=drifted_check)
+    client.force_login(outsider)
+    assert client.post(reverse("alert_resolve", args=[alert.pk])).status_code == 404
+    alert.refresh_from_db()
+    assert alert.state == AlertState.OPEN
+
+
+def test_forms_need_csrf(dataset_version, scientist):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(scientist)
+    response = client.post(
+        reverse("dataset_list"), {"team": dataset_version.dataset.team_id, "name": "trips"}
+    )
+    assert response.status_code == 403
+    assert not Dataset.objects.filter(name="trips").exists()
+    page = client.get(dataset_version.dataset.get_absolute_url()).content.decode()
+    assert page.count('name="csrfmiddlewaretoken"') == 2  # upload form and logout
+
+
+def test_owner_choices_are_the_members_of_visible_teams(client, team, owner, scientist, outsider):
+    client.force_login(scientist)
+    form = client.get(reverse("model_list")).context["form"]
+    assert [user.username for user in form.fields["owner"].queryset] == ["dana", "olivia"]
+
+
+def test_json_of_the_audit_event_is_pretty(client, dataset, scientist):
+    event = AuditEvent.objects.get(action="dataset.create")
+    client.force_login(scientist)
+    page = client.get(event.get_absolute_url()).content.decode()
+    assert json.dumps(event.after, indent=2, sort_keys=True).replace('"', "&quot;") in page
