@@ -289,3 +289,155 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("audit events are append-only")
+
+
+class AuditLeaf(models.Model):
+    """An audit event's position in the Merkle tree (RFC 9162), assigned by the sequencer.
+
+    Append-only like the events. Leaf indexes are contiguous from 0 in commit order as the
+    sequencer sees it, independent of event ids (which need not commit in order).
+    """
+
+    leaf_index = models.PositiveBigIntegerField(primary_key=True)
+    event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="leaf")
+    leaf_hash = models.CharField(max_length=64, help_text="Hex SHA-256(0x00 || canonical JSON of the leaf).")
+    sequenced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["leaf_index"]
+
+    def __str__(self) -> str:
+        return f"leaf {self.leaf_index} = event {self.event_id}"
+
+
+class AuditTreeNode(models.Model):
+    """The hash of a complete subtree of 2**level leaves starting at leaf index * 2**level.
+
+    A complete subtree never changes, so each node is written once by the sequencer; proofs
+    read O(log n) of them instead of rehashing the tree.
+    """
+
+    level = models.PositiveSmallIntegerField()
+    index = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["level", "index"], name="unique_audit_tree_node")]
+
+    def __str__(self) -> str:
+        return f"node ({self.level}, {self.index})"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of the tree: (size, root hash, time), Ed25519 over canonical JSON."""
+
+    tree_size = models.PositiveBigIntegerField(unique=True)
+    root_hash = models.CharField(max_length=64)
+    timestamp = models.DateTimeField()
+    signature = models.CharField(max_length=128, help_text="Base64 Ed25519 signature of the checkpoint body.")
+    key_id = models.CharField(max_length=64, help_text="Hex SHA-256 of the signing public key (PEM).")
+
+    class Meta:
+        ordering = ["-tree_size"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at tree size {self.tree_size}"
+
+
+class AuditPersonalData(models.Model):
+    """The salt of an event leaf's commitment to its personal details.
+
+    The leaf hashes a salted commitment to the personal fields instead of the fields, so
+    erasing a person (deleting this salt, redacting the event's personal fields) leaves the tree
+    and every proof intact.
+    """
+
+    event = models.OneToOneField(
+        AuditEvent, primary_key=True, on_delete=models.PROTECT, related_name="personal_data"
+    )
+    salt = models.CharField(max_length=64, help_text="Hex, 32 random bytes.")
+
+    def __str__(self) -> str:
+        return f"personal data of event {self.event_id}"
+
+
+class ApiToken(models.Model):
+    """A per-user API token, stored as a SHA-256 hash; the secret is shown once at creation."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, db_index=True, help_text="First characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    is_read_only = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…) of {self.user}"
+
+
+class ModelAlias(models.Model):
+    """A movable name (``production``, ``staging``) on exactly one version of a model."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="aliases")
+    name = models.SlugField(max_length=64)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "model__team"
+    audit_fields = ("model_id", "name", "model_version_id")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "name"], name="one_version_per_alias")]
+        ordering = ["model__name", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}@{self.name}"
+
+
+class PromotionRequest(models.Model):
+    """A request to move an alias to a version; approved by an approver other than the requester."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="promotion_requests"
+    )
+    alias = models.SlugField(max_length=64, default="production")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    reason = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decision_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "model_version__model__team"
+    audit_fields = (
+        "model_version_id",
+        "alias",
+        "state",
+        "reason",
+        "requested_by_id",
+        "decided_by_id",
+        "decision_reason",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Promote {self.model_version} to {self.alias}"
