@@ -1,0 +1,21 @@
+"""Drift statistics engine: reference profiles, two-sample methods and checks. No Django imports.
+
+- ``profile``: ``build_profile(data) -> DatasetProfile`` (JSON-able, mergeable across chunks).
+- ``methods``: K-S, Wasserstein (normed), PSI, Jensen-Shannon, chi-square, Z and missing-rate tests.
+- ``check``: ``run_check(reference_profile, current_chunks, config) -> CheckResult``.
+"""
+
+from monitoring.engine.check import CheckConfig, CheckResult, ColumnResult, Status, run_check
+from monitoring.engine.profile import ColumnKind, ColumnProfile, DatasetProfile, build_profile
+
+__all__ = [
+    "CheckConfig",
+    "CheckResult",
+    "ColumnKind",
+    "ColumnProfile",
+    "ColumnResult",
+    "DatasetProfile",
+    "Status",
+    "build_profile",
+    "run_check",
+]

@@ -1,0 +1,477 @@
+"""One drift check: stream a current window against a reference profile and decide per column.
+
+``run_check(reference_profile, current_chunks, config)`` reads the current data chunk by chunk into a
+current profile whose memory does not grow with the number of rows (numeric columns are counted on
+the reference's grid, categories are capped, see ``monitoring.engine.profile``), then compares each
+column with ``monitoring.engine.methods``.
+
+Default method and threshold per column follow evidently 0.7's ``_get_default_stattest``
+(``evidently/legacy/calculations/stattests/registry.py``), with ``n_ref`` the reference's usable values
+and ``n_values`` the distinct values of reference and current together:
+
+- numeric: ``n_values <= 5``: chi-square (``n_values > 2``) or Z when ``n_ref <= 1000``, else
+  Jensen-Shannon; ``n_values > 5``: K-S when ``n_ref <= 1000``, else Wasserstein (normed);
+- categorical and boolean: chi-square (``n_values > 2``) or Z when ``n_ref <= 1000``, else
+  Jensen-Shannon;
+- datetime: not compared by value (a later window always moves them); only the missing rate,
+  unless a method is set for the column, which then compares seconds since the epoch.
+
+Beyond evidently (issue 4): a column whose current window has fewer than ``min_sample_size`` usable
+values is ``insufficient_data``, not drift; a change in the missing rate (null, NaN, NaT or +-inf) is
+drift when significant (``missing_rate_alpha``) and at least ``missing_rate_min_change``; categories
+absent from the reference are reported by name and share; a column that fails reports ``error`` and
+the others go on; the dataset drifts when the share of drifted columns among those with a verdict
+(``ok`` or ``drift``) is at least ``drift_share``.
+
+``DEFAULT_MIN_SAMPLE_SIZE`` = 2,000 comes from calibration with no drift and a reference just above
+1,000 rows (where the distance methods take over): the normed Wasserstein distance then crosses 0.1
+in 1-4 % of 2,000-value windows of normal, lognormal, exponential, uniform and Student-t(3) data,
+against 4-9 % at 1,000 and 11 % (normal) at 500. PSI and Jensen-Shannon (up to 20 categories) stay
+far lower. ``tests/monitoring/test_engine.py`` checks the rates at this size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from monitoring.engine import methods
+from monitoring.engine.profile import (
+    DEFAULT_CHUNK_ROWS,
+    ColumnKind,
+    ColumnProfile,
+    DatasetProfile,
+    iter_chunks,
+)
+
+DEFAULT_DRIFT_SHARE = 0.5  # evidently DataDriftPreset's default
+DEFAULT_MIN_SAMPLE_SIZE = 2_000
+DEFAULT_MISSING_RATE_ALPHA = 0.001
+DEFAULT_MISSING_RATE_MIN_CHANGE = 0.05
+SMALL_REFERENCE_ROWS = 1_000  # evidently: p-value tests at or below, distances above
+FEW_VALUES = 5  # evidently: numeric columns with at most this many values are tested as categories
+MAX_UNSEEN_REPORTED = 20
+METHODS = ("ks", "wasserstein", "psi", "jensenshannon", "chisquare", "z", "missing_rate")
+_CATEGORY_METHODS = frozenset({"psi", "jensenshannon", "chisquare", "z", "missing_rate"})
+
+
+class Status(StrEnum):
+    """A column's outcome: tested (``ok``/``drift``), or why it has no verdict."""
+
+    OK = "ok"
+    DRIFT = "drift"
+    INSUFFICIENT_DATA = "insufficient_data"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """What to compare and how; every field has evidently's default or ours (see the module docstring).
+
+    ``methods`` / ``thresholds`` override per column (method names in ``METHODS``); ``columns`` limits
+    the check to those reference columns (None: all). Raises ValueError on an invalid value.
+    """
+
+    drift_share: float = DEFAULT_DRIFT_SHARE
+    min_sample_size: int = DEFAULT_MIN_SAMPLE_SIZE
+    methods: Mapping[str, str] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    columns: tuple[str, ...] | None = None
+    missing_rate_alpha: float = DEFAULT_MISSING_RATE_ALPHA
+    missing_rate_min_change: float = DEFAULT_MISSING_RATE_MIN_CHANGE
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drift_share <= 1:
+            raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
+        if self.min_sample_size < 1:
+            raise ValueError(f"min_sample_size must be at least 1, got {self.min_sample_size}")
+        if self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {self.chunk_rows}")
+        if not 0 < self.missing_rate_alpha < 1 or not 0 <= self.missing_rate_min_change <= 1:
+            raise ValueError("missing_rate_alpha must be in (0, 1) and missing_rate_min_change in [0, 1]")
+        for column, method in self.methods.items():
+            if method not in METHODS:
+                raise ValueError(f"unknown method {method!r} for column {column!r}; choose from {METHODS}")
+        for column, threshold in self.thresholds.items():
+            if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold >= 0):
+                raise ValueError(f"threshold for column {column!r} must be a finite number >= 0")
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> CheckConfig:
+        """Config from a JSON-able mapping with the field names. Raises ValueError on unknown keys."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        values = dict(data)
+        if values.get("columns") is not None:
+            values["columns"] = tuple(values["columns"])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of the fields."""
+        data = asdict(self)
+        data["methods"], data["thresholds"] = dict(self.methods), dict(self.thresholds)
+        data["columns"] = None if self.columns is None else list(self.columns)
+        return data
+
+
+@dataclass(frozen=True)
+class ColumnResult:
+    """The verdict on one column.
+
+    ``score`` is the p-value of a test or the distance, compared with ``threshold`` by evidently's
+    rule (``methods.is_drift``); ``statistic`` is K-S D, chi-square or z. ``is_exact`` is False when a
+    binned summary was used; ``error_bound`` then bounds the error of D (K-S) or of the distance
+    (Wasserstein), or is None where no bound is derived (PSI, Jensen-Shannon). Rates are shares of
+    rows in [0, 1]; ``unseen_categories`` lists up to 20 ``{"value", "share"}`` of the current window.
+    """
+
+    column: str
+    kind: str
+    status: Status
+    message: str = ""
+    method: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    statistic: float | None = None
+    is_exact: bool = True
+    error_bound: float | None = None
+    reference_count: int = 0
+    current_count: int = 0
+    reference_missing_rate: float | None = None
+    current_missing_rate: float | None = None
+    missing_rate_p_value: float | None = None
+    is_missing_rate_drift: bool = False
+    reference_inf_count: int = 0
+    current_inf_count: int = 0
+    unseen_categories: tuple[dict, ...] = ()
+    unseen_share: float | None = None
+
+    @property
+    def is_drifted(self) -> bool:
+        """True when the column drifted (by its value test or its missing rate)."""
+        return self.status == Status.DRIFT
+
+    def to_dict(self) -> dict:
+        """JSON-able dict; non-finite floats become None."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["is_drifted"] = self.is_drifted
+        data["unseen_categories"] = [dict(item) for item in self.unseen_categories]
+        return {key: _json_value(value) for key, value in data.items()}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Per-column results and the dataset verdict (share of drifted columns >= ``drift_share``)."""
+
+    columns: tuple[ColumnResult, ...]
+    reference_rows: int
+    current_rows: int
+    drift_share: float
+    number_of_columns: int
+    number_of_drifted_columns: int
+    share_of_drifted_columns: float
+    is_dataset_drift: bool
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        """Names of the drifted columns, in column order."""
+        return [result.column for result in self.columns if result.is_drifted]
+
+    def column(self, name: str) -> ColumnResult:
+        """The result for one column. Raises KeyError if the check has no such column."""
+        for result in self.columns:
+            if result.column == name:
+                return result
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict with a list of column dicts."""
+        return {
+            "columns": [result.to_dict() for result in self.columns],
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "drift_share": self.drift_share,
+            "number_of_columns": self.number_of_columns,
+            "number_of_drifted_columns": self.number_of_drifted_columns,
+            "share_of_drifted_columns": self.share_of_drifted_columns,
+            "is_dataset_drift": self.is_dataset_drift,
+        }
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value
+
+
+def run_check(
+    reference_profile: DatasetProfile,
+    current_chunks: pd.DataFrame | Iterable[pd.DataFrame],
+    config: CheckConfig | Mapping | None = None,
+) -> CheckResult:
+    """Compare a current window with a reference profile, column by column.
+
+    ``current_chunks``: a DataFrame (read in slices of ``config.chunk_rows``) or an iterable of
+    DataFrame chunks with the reference's column names; it is read once. Memory beyond one chunk is
+    bounded by the reference profile's size. Raises ValueError for an invalid config and TypeError
+    if a chunk is not a DataFrame; everything about a column is reported in its result.
+    """
+    if not isinstance(config, CheckConfig):
+        config = CheckConfig.from_dict(config or {})
+    names = list(config.columns) if config.columns is not None else list(reference_profile.columns)
+    accumulators: dict[str, ColumnProfile] = {}
+    for name in names:
+        reference = reference_profile.columns.get(name)
+        if reference is not None and reference.error is None and reference.kind != ColumnKind.EXCLUDED:
+            accumulators[name] = ColumnProfile.for_current(reference)
+    rows = 0
+    for chunk in iter_chunks(current_chunks, config.chunk_rows):
+        rows += len(chunk)
+        by_name = {str(label): label for label in chunk.columns}
+        for name, current in accumulators.items():
+            if current.error is not None:
+                continue
+            if name not in by_name:
+                current.error = f"column {name!r} is missing from the current data"
+                continue
+            try:
+                current.add(chunk[by_name[name]])
+            except Exception as exc:  # one column's bad values must not stop the others
+                current.error = f"{type(exc).__name__}: {exc}"
+    results = []
+    for name in names:
+        reference = reference_profile.columns.get(name)
+        try:
+            results.append(_evaluate(name, reference, accumulators.get(name), rows, config))
+        except Exception as exc:  # report it on the column; the other columns keep their verdicts
+            kind = reference.kind.value if reference is not None else "unknown"
+            results.append(ColumnResult(name, kind, Status.ERROR, f"{type(exc).__name__}: {exc}"))
+    tested = [r for r in results if r.status in (Status.OK, Status.DRIFT)]
+    drifted = sum(r.is_drifted for r in tested)
+    share = drifted / len(tested) if tested else 0.0
+    return CheckResult(
+        columns=tuple(results),
+        reference_rows=reference_profile.rows,
+        current_rows=rows,
+        drift_share=config.drift_share,
+        number_of_columns=len(tested),
+        number_of_drifted_columns=drifted,
+        share_of_drifted_columns=share,
+        is_dataset_drift=bool(tested) and share >= config.drift_share,
+    )
+
+
+# -- one column -----------------------------------------------------------------------------------
+def _evaluate(
+    name: str,
+    reference: ColumnProfile | None,
+    current: ColumnProfile | None,
+    rows: int,
+    config: CheckConfig,
+) -> ColumnResult:
+    if reference is None:
+        return ColumnResult(name, "unknown", Status.ERROR, f"column {name!r} is not in the reference profile")
+    kind = reference.kind
+    if reference.error is not None:
+        return ColumnResult(name, kind.value, Status.ERROR, f"reference: {reference.error}")
+    if kind == ColumnKind.EXCLUDED:
+        return ColumnResult(name, kind.value, Status.SKIPPED, reference.excluded_reason or "excluded")
+    if current is None or current.error is not None:
+        message = current.error if current is not None else "no current data"
+        return ColumnResult(name, kind.value, Status.ERROR, f"current: {message}")
+    base = {
+        "column": name,
+        "kind": kind.value,
+        "reference_count": reference.count,
+        "current_count": current.count,
+        "reference_inf_count": reference.infinite,
+        "current_inf_count": current.infinite,
+    }
+    if rows < config.min_sample_size:
+        message = f"the current window has {rows} rows; the minimum is {config.min_sample_size}"
+        return ColumnResult(status=Status.INSUFFICIENT_DATA, message=message, **base)
+
+    missing = _missing_rate(reference, current, config)
+    base.update(missing.fields)
+    method = config.methods.get(name)
+    missing_only = method == "missing_rate" or (kind == ColumnKind.DATETIME and method is None)
+    if not missing_only and (reference.count == 0 or current.count == 0):
+        missing_only = reference.count == 0 and current.count == 0
+        if not missing_only and not missing.is_drift:
+            side = "the reference" if reference.count == 0 else "the current window"
+            return ColumnResult(status=Status.INSUFFICIENT_DATA, message=f"{side} has no values", **base)
+    if missing_only or (missing.is_drift and min(reference.count, current.count) == 0):
+        return _missing_only_result(kind, missing, base, config)
+    if current.count < config.min_sample_size:
+        message = f"{current.count} current values; the minimum is {config.min_sample_size}"
+        if missing.is_drift:
+            return _missing_only_result(kind, missing, base, config, note=message)
+        return ColumnResult(status=Status.INSUFFICIENT_DATA, message=message, **base)
+
+    outcome = _value_test(kind, reference, current, method)
+    threshold = config.thresholds.get(name, methods.DEFAULT_THRESHOLDS[outcome.method])
+    value_drift = methods.is_drift(outcome.method, outcome.score, threshold)
+    unseen, unseen_share = _unseen(kind, reference, current)
+    parts = [_describe(outcome.method, outcome.score, threshold, value_drift)]
+    if missing.is_drift:
+        parts.append(missing.message)
+    if unseen_share:
+        parts.append(f"{unseen_share:.1%} of current values are categories unseen in the reference")
+    return ColumnResult(
+        status=Status.DRIFT if value_drift or missing.is_drift else Status.OK,
+        message="; ".join(parts),
+        method=outcome.method,
+        score=outcome.score,
+        threshold=threshold,
+        statistic=outcome.statistic,
+        is_exact=outcome.is_exact,
+        error_bound=outcome.error_bound,
+        unseen_categories=unseen,
+        unseen_share=unseen_share,
+        **base,
+    )
+
+
+@dataclass(frozen=True)
+class _Missing:
+    fields: dict
+    is_drift: bool
+    p_value: float
+    message: str
+
+
+def _missing_rate(reference: ColumnProfile, current: ColumnProfile, config: CheckConfig) -> _Missing:
+    ref_missing, cur_missing = reference.missing + reference.infinite, current.missing + current.infinite
+    ref_rate = ref_missing / reference.rows if reference.rows else None
+    cur_rate = cur_missing / current.rows if current.rows else None
+    if ref_rate is None or cur_rate is None:
+        fields = {"reference_missing_rate": ref_rate, "current_missing_rate": cur_rate}
+        return _Missing(fields, False, 1.0, "")
+    test = methods.missing_rate_test(ref_missing, reference.rows, cur_missing, current.rows)
+    is_drift = (
+        test.score < config.missing_rate_alpha and abs(cur_rate - ref_rate) >= config.missing_rate_min_change
+    )
+    fields = {
+        "reference_missing_rate": ref_rate,
+        "current_missing_rate": cur_rate,
+        "missing_rate_p_value": test.score,
+        "is_missing_rate_drift": is_drift,
+    }
+    message = f"missing rate {ref_rate:.1%} -> {cur_rate:.1%} (p = {test.score:.3g})"
+    return _Missing(fields, is_drift, test.score, message)
+
+
+def _missing_only_result(
+    kind: ColumnKind, missing: _Missing, base: dict, config: CheckConfig, note: str = ""
+) -> ColumnResult:
+    reason = "datetime values are not compared by default" if kind == ColumnKind.DATETIME else ""
+    parts = [part for part in (note, reason, "missing rate compared", missing.message) if part]
+    return ColumnResult(
+        status=Status.DRIFT if missing.is_drift else Status.OK,
+        message="; ".join(parts),
+        method="missing_rate",
+        score=missing.p_value,
+        threshold=config.missing_rate_alpha,
+        **base,
+    )
+
+
+def _describe(method: str, score: float, threshold: float, drifted: bool) -> str:
+    if method in methods.P_VALUE_METHODS:
+        op = ("<=" if method == "ks" else "<") if drifted else ">"
+        return f"{method} p-value {score:.4g} {op} {threshold:.4g}"
+    return f"{method} {score:.4g} {'>=' if drifted else '<'} {threshold:.4g}"
+
+
+def _value_counts(column: ColumnProfile) -> dict[str, float]:
+    # A binned integer column lists its grid values and lumps the rest as one unseen category.
+    return column.category_counts()
+
+
+def _sort_key(key: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(key), key)
+    except ValueError:
+        return (1, 0.0, key)
+
+
+def _value_test(
+    kind: ColumnKind, reference: ColumnProfile, current: ColumnProfile, method: str | None
+) -> methods.MethodResult:
+    numeric = reference.sketch is not None and kind != ColumnKind.CATEGORICAL
+    if numeric:
+        both_exact = reference.sketch.is_exact and current.sketch.is_exact
+        if both_exact:
+            values = np.union1d(
+                reference.sketch.values_and_counts()[0], current.sketch.values_and_counts()[0]
+            )
+            n_values = values.size
+        else:
+            n_values = FEW_VALUES + 1
+    else:
+        ref_counts, cur_counts = _value_counts(reference), _value_counts(current)
+        n_values = len({k for k, v in ref_counts.items() if v} | {k for k, v in cur_counts.items() if v})
+    small = reference.count <= SMALL_REFERENCE_ROWS
+    if method is None:
+        if numeric and n_values > FEW_VALUES:
+            method = "ks" if small else "wasserstein"
+        elif small:
+            method = "chisquare" if n_values > 2 else "z"
+        else:
+            method = "jensenshannon"
+    if not numeric and method not in _CATEGORY_METHODS:
+        raise ValueError(f"method {method!r} does not apply to {kind.value} columns")
+
+    if method == "ks":
+        return methods.ks_test(reference.sketch, current.sketch)
+    if method == "wasserstein":
+        return methods.wasserstein_normed(reference.sketch, current.sketch, reference.std)
+    if method in ("psi", "jensenshannon"):
+        if numeric:
+            integer = reference.integer_dtype and current.integer_dtype
+            ref_share, cur_share, exact = methods.numeric_shares(
+                reference.sketch, current.sketch, integer_dtype=integer
+            )
+        else:
+            ref_share, cur_share, _ = methods.category_shares(ref_counts, cur_counts)
+            exact = True
+        score = (
+            methods.psi(ref_share, cur_share)
+            if method == "psi"
+            else methods.jensen_shannon(ref_share, cur_share)
+        )
+        return methods.MethodResult(method, score, None, exact, 0.0 if exact else None)
+    if numeric and not both_exact:
+        raise ValueError(f"{method} needs categories, and the column has more than 10000 distinct values")
+    ref_counts, cur_counts = _value_counts(reference), _value_counts(current)
+    keys = sorted(set(ref_counts) | set(cur_counts), key=_sort_key)
+    ref = np.array([ref_counts.get(k, 0.0) for k in keys])
+    cur = np.array([cur_counts.get(k, 0.0) for k in keys])
+    if method == "chisquare":
+        return methods.chi_square_contingency(ref, cur)
+    # Evidently's Z-test: the first category (in sorted order) against all the others.
+    return methods.two_proportion_z_test(ref.sum() - ref[0], ref.sum(), cur.sum() - cur[0], cur.sum())
+
+
+def _unseen(
+    kind: ColumnKind, reference: ColumnProfile, current: ColumnProfile
+) -> tuple[tuple[dict, ...], float | None]:
+    if kind not in (ColumnKind.CATEGORICAL, ColumnKind.BOOLEAN) or current.count == 0:
+        return (), None
+    known = {k for k, v in reference.category_counts().items() if v}
+    unseen = {k: v for k, v in _value_counts(current).items() if v and k not in known}
+    total = float(current.count)
+    ranked = sorted(unseen.items(), key=lambda item: (-item[1], item[0]))[:MAX_UNSEEN_REPORTED]
+    listed = tuple({"value": key, "share": value / total} for key, value in ranked)
+    return listed, sum(unseen.values()) / total
