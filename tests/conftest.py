@@ -21,12 +21,16 @@ from monitoring.actions import do_finish_drift_check, do_request_drift_check
 from runners import training
 
 SHARED_DATA = Path(settings.BASE_DIR).parent / "shared" / "data"
-BIKE_HOURLY = (
-    SHARED_DATA / "bike-sharing" / "hour.csv"
-    if (SHARED_DATA / "bike-sharing" / "hour.csv").exists()
-    else Path(settings.BASE_DIR) / "demo_data" / "bike-sharing" / "hour.csv"
-)
-ADULT = SHARED_DATA / "adult" / "adult.csv"
+
+
+def _real_data(relative: str) -> Path:
+    """The shared copy of a data file, else the project's own copy under ``demo_data/``."""
+    shared = SHARED_DATA / relative
+    return shared if shared.exists() else Path(settings.BASE_DIR) / "demo_data" / relative
+
+
+BIKE_HOURLY = _real_data("bike-sharing/hour.csv")
+ADULT = _real_data("adult/adult.csv")
 BIKE_FEATURES = [
     "season",
     "mnth",
