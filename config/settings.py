@@ -138,8 +138,10 @@ STEWARD_IMPORT_ROOTS = [
 ]
 STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=512 * 1024 * 1024)
 STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_000)
-# A running job whose heartbeat is older than this is marked failed (its worker died).
-STEWARD_JOB_HEARTBEAT_TIMEOUT_S = env.int("STEWARD_JOB_HEARTBEAT_TIMEOUT_S", default=600)
+# A running job touches its heartbeat every INTERVAL seconds; one silent for TIMEOUT seconds is
+# failed by beat (its worker died without the broker redelivering the task).
+STEWARD_JOB_HEARTBEAT_INTERVAL_S = env.int("STEWARD_JOB_HEARTBEAT_INTERVAL_S", default=15)
+STEWARD_JOB_HEARTBEAT_TIMEOUT_S = env.int("STEWARD_JOB_HEARTBEAT_TIMEOUT_S", default=90)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
@@ -179,7 +181,7 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 4
 CELERY_TASK_ROUTES = {"runners.tasks.run_job": {"queue": env.str("STEWARD_JOB_QUEUE", default="celery")}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
-    "fail-stale-jobs": {"task": "runners.tasks.fail_stale_jobs", "schedule": 60.0},
+    "fail-stale-jobs": {"task": "runners.tasks.fail_stale_jobs", "schedule": 30.0},
 }
 CELERY_TIMEZONE = TIME_ZONE
 
@@ -194,6 +196,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "governance.api.exceptions.exception_handler",
+    # ?format= is a filter on dataset versions (csv/parquet), not DRF's renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Steward API",

@@ -209,12 +209,15 @@ def resolve_import_path(raw: str) -> Path:
     path = Path(raw).expanduser()
     candidates = [path] if path.is_absolute() else [root / path for root in settings.STEWARD_IMPORT_ROOTS]
     for candidate in candidates:
-        resolved = candidate.resolve()
-        inside = any(resolved.is_relative_to(root) for root in settings.STEWARD_IMPORT_ROOTS)
-        if inside and resolved.is_file():
-            return resolved
-    roots = ", ".join(str(root) for root in settings.STEWARD_IMPORT_ROOTS)
-    raise ValidationError({"path": f"{raw!r} is not a file under the import roots ({roots})"})
+        try:
+            resolved = candidate.resolve()
+            inside = any(resolved.is_relative_to(root) for root in settings.STEWARD_IMPORT_ROOTS)
+            if inside and resolved.is_file():
+                return resolved
+        except (OSError, ValueError):
+            # A name too long for the file system, or a NUL byte: simply not a file we can read.
+            continue
+    raise ValidationError({"path": f"{raw[:200]!r} is not a file under the server's import folders"})
 
 
 def do_create_registered_model(

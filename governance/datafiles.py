@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARQUET_MAGIC = b"PAR1"
@@ -75,8 +76,11 @@ def detect_format(path: Path, filename: str) -> str:
 
 
 def _check_header(path: Path, filename: str) -> list[str]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle), [])
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            header = next(csv.reader(handle), [])
+    except csv.Error as exc:
+        raise DataFileError(f"{filename}: line 1 is not a valid CSV header ({exc})") from exc
     if not header or all(not name.strip() for name in header):
         raise DataFileError(f"{filename}: line 1 has no column names")
     blank = [i + 1 for i, name in enumerate(header) if not name.strip()]
@@ -108,7 +112,11 @@ def read_frame(
             raise DataFileError(f"{filename}: unreadable Parquet file ({exc})") from exc
         if max_rows is not None and metadata.num_rows > max_rows:
             raise DataFileError(f"{filename}: {metadata.num_rows} rows is more than the limit of {max_rows}")
-        frame = pq.read_table(path).to_pandas()
+        try:
+            frame = pq.read_table(path).to_pandas()
+        except (OSError, pa.ArrowException) as exc:
+            # Corrupt pages pass the footer check; duplicate column names fail schema unification.
+            raise DataFileError(f"{filename}: unreadable Parquet data ({exc})") from exc
     else:
         _check_header(path, filename)
         try:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from django.apps import apps
 
+# Ids are 64-bit database keys; a longer number is an error, not an overflow.
+MAX_NODE_ID = 2**63 - 1
+
 NODE_MODELS: dict[str, str] = {
     "dataset_version": "governance.DatasetVersion",
     "model_version": "governance.ModelVersion",
@@ -32,8 +35,8 @@ class NodeRef:
         node_type, _, raw_id = key.partition(":")
         if node_type not in NODE_MODELS:
             raise ValueError(f"unknown node type {node_type!r}; one of {', '.join(NODE_MODELS)}")
-        if not raw_id.isdigit():
-            raise ValueError(f"node id must be a positive integer, got {raw_id!r}")
+        if not (raw_id.isascii() and raw_id.isdigit()) or int(raw_id) > MAX_NODE_ID:
+            raise ValueError(f"node id must be an integer from 0 to {MAX_NODE_ID}, got {raw_id[:30]!r}")
         return cls(node_type, int(raw_id))
 
     @classmethod

@@ -13,7 +13,7 @@ from django.utils import timezone
 from governance.actions import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel
-from governance.permissions import CHANGE, VIEW
+from governance.permissions import CHANGE
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState
 from runners.training import SpecError, parse_spec, where_from_spec
 
@@ -36,8 +36,10 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
         )
     where_from_spec(spec.get("where"), columns)
     output = spec.get("output_dataset", "")
-    if not isinstance(output, str) or len(output) > 200:
-        raise SpecError("output_dataset: a dataset name of at most 200 characters")
+    if not isinstance(output, str) or len(output) > 200 or (output and not output.strip()):
+        raise SpecError("output_dataset: a dataset name of 1 to 200 characters")
+    if output:
+        spec = {**spec, "output_dataset": output.strip()}
     return spec
 
 
@@ -73,9 +75,14 @@ def do_submit_job(
             spec = _check_inference_spec(spec, dataset_version, model_version)
     except SpecError as exc:
         raise ValidationError({"spec": str(exc)}) from exc
+    if dataset_version.dataset.team_id != team_id:
+        # A job's inputs and outputs stay in one team: otherwise another team's rows (and names,
+        # through lineage and related links) would land where that team has no say.
+        raise ValidationError(
+            {"dataset_version": "the dataset version belongs to another team than the model"}
+        )
     with transaction.atomic():
         ensure_can(actor, CHANGE, team_id)
-        ensure_can(actor, VIEW, dataset_version.dataset.team_id)
         job = Job.objects.create(
             team_id=team_id,
             kind=kind,
@@ -113,6 +120,8 @@ def do_cancel_job(*, job: Job, actor) -> Job:
         ensure_can(actor, CHANGE, job.team_id)
         if job.state in TERMINAL_STATES:
             raise ValidationError({"state": f"job #{job.pk} already {job.state}; nothing to cancel"})
+        if job.is_cancel_requested:
+            raise ValidationError({"state": f"job #{job.pk} is already stopping after a cancel request"})
         before = snapshot(job)
         if job.state == JobState.QUEUED:
             job.state = JobState.CANCELLED

@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from governance import datafiles
@@ -58,10 +62,11 @@ def execute_job(job_id: int) -> str:
         return Job.objects.get(pk=job_id).state
     job.refresh_from_db()
     try:
-        if job.kind == JobKind.TRAIN:
-            _run_training(job)
-        else:
-            _run_inference(job)
+        with _heartbeat(job_id):
+            if job.kind == JobKind.TRAIN:
+                _run_training(job)
+            else:
+                _run_inference(job)
     except JobCancelled:
         do_mark_job_cancelled(job_id)
     except USER_ERRORS as exc:
@@ -70,6 +75,39 @@ def execute_job(job_id: int) -> str:
         logger.exception("job %s failed", job_id)
         do_fail_job(job_id, f"internal error: {type(exc).__name__}: {exc}")
     return Job.objects.get(pk=job_id).state
+
+
+@contextmanager
+def _heartbeat(job_id: int) -> Iterator[None]:
+    """Touch the job's heartbeat every STEWARD_JOB_HEARTBEAT_INTERVAL_S while the body runs.
+
+    A worker killed outright (kill -9 of the whole worker: no redelivery on every broker) stops
+    the heartbeat, so beat's ``fail_stale_jobs`` fails the job within the timeout, however long
+    one epoch takes.
+    """
+    if transaction.get_connection().in_atomic_block:
+        # Called inside a caller's transaction (tests drive execute_job that way): the job row
+        # is locked by it, so a second connection's heartbeat would wait on it forever.
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S):
+                Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(heartbeat_at=timezone.now())
+        except DatabaseError:
+            logger.exception("job %s: heartbeat stopped", job_id)
+        finally:
+            close_old_connections()
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _append_log(job_id: int, line: str, **fields) -> None:

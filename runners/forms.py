@@ -11,14 +11,22 @@ from governance.forms import ScopedForm, comma_list
 from governance.models import DatasetVersion, RegisteredModel
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _json_object(raw: str, name: str) -> dict[str, Any]:
     """Parse an optional JSON object typed into a text box; ``""`` is ``{}``."""
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise forms.ValidationError(f"{name}: not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    except ValueError as exc:
+        raise forms.ValidationError(f"{name}: {exc}") from exc
+    except RecursionError as exc:
+        raise forms.ValidationError(f"{name}: nested too deeply") from exc
     if not isinstance(value, dict):
         raise forms.ValidationError(f'{name}: expected a JSON object such as {{"yr": 0}}')
     return value

@@ -171,7 +171,8 @@ def fit_preprocessing(frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, Any]
         series = frame[column]
         is_numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
         if column in declared or not is_numeric:
-            categories = sorted({str(v) for v in series.dropna().unique()})
+            # str() first: list- or dict-valued cells (Parquet nested types) are unhashable.
+            categories = sorted(set(series.dropna().map(str)))
             categorical[column] = categories
             continue
         values = series.astype("float64")
@@ -204,12 +205,19 @@ def encode_features(frame: pd.DataFrame, preprocessing: dict[str, Any]) -> np.nd
         else:
             categories = preprocessing["categorical"][column]
             index = {c: i for i, c in enumerate(categories)}
-            codes = frame[column].map(lambda v, index=index: index.get(str(v), -1) if pd.notna(v) else -1)
+            codes = frame[column].map(lambda v, index=index: -1 if _is_missing(v) else index.get(str(v), -1))
             one_hot = np.zeros((len(frame), len(categories)), dtype=np.float32)
             rows = np.flatnonzero(codes.to_numpy() >= 0)
             one_hot[rows, codes.to_numpy()[rows]] = 1.0
             blocks.append(one_hot)
     return np.hstack(blocks).astype(np.float32)
+
+
+def _is_missing(value: Any) -> bool:
+    # pd.isna on a list-valued cell returns an array; this works for any scalar or container.
+    return (
+        value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def _decide_task(target: pd.Series, requested: str) -> str:
@@ -317,6 +325,11 @@ def train(
             total += loss.item() * len(batch)
         record = {"epoch": epoch, "train_loss": total / len(x_train)}
         record.update(_evaluate(model, x_val, y_val, loss_fn, preprocessing["target"]))
+        if not all(math.isfinite(value) for value in record.values()):
+            raise TrainingError(
+                f"training diverged at epoch {epoch} (a metric is not finite: the target's scale may be "
+                "too large for float32, or lower learning_rate)"
+            )
         history.append(record)
         if on_epoch is not None:
             on_epoch(epoch, spec.epochs, record)

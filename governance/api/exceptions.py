@@ -18,6 +18,10 @@ def exception_handler(exc, context):
         return Response({"file": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, PermissionDenied):
         return Response({"detail": str(exc) or "permission denied"}, status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, RecursionError):
+        return Response(
+            {"detail": "the request body is nested too deeply"}, status=status.HTTP_400_BAD_REQUEST
+        )
     if isinstance(exc, IntegrityError):
         return Response(
             {"detail": "conflicts with a concurrent change; retry the request"},

@@ -275,7 +275,8 @@ def test_inference_on_data_lacking_the_model_features_is_400(
     [
         ({"epochs": 3}, "spec: unknown field(s) epochs; allowed: where, output_dataset"),
         ({"where": {"year": 1}}, "where: column 'year' is not in the dataset"),
-        ({"output_dataset": 7}, "output_dataset: a dataset name of at most 200 characters"),
+        ({"output_dataset": 7}, "output_dataset: a dataset name of 1 to 200 characters"),
+        ({"output_dataset": "   "}, "output_dataset: a dataset name of 1 to 200 characters"),
     ],
 )
 def test_bad_inference_spec_is_400(client_for, scientist, dataset_version, registered_version, spec, message):

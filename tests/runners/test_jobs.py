@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import timedelta
 
 import pytest
@@ -247,6 +248,8 @@ def test_cancel_a_running_job_stops_it_after_the_epoch(client_for, training_job,
         def on_epoch_with_cancel(epoch, epochs, record):
             if epoch == 2:
                 answers.append(client_for(owner).post(f"/api/jobs/{training_job.pk}/cancel/"))
+                # Pressed twice: refused, so the trail holds one cancel request, not two.
+                answers.append(client_for(owner).post(f"/api/jobs/{training_job.pk}/cancel/"))
             on_epoch(epoch, epochs, record)
 
         return real_train(frame, spec, on_epoch_with_cancel)
@@ -255,11 +258,15 @@ def test_cancel_a_running_job_stops_it_after_the_epoch(client_for, training_job,
 
     assert execute_job(training_job.pk) == JobState.CANCELLED
 
-    (answer,) = answers
+    answer, again = answers
     assert (answer.status_code, answer.json()["state"], answer.json()["is_cancel_requested"]) == (
         200,
         "running",
         True,
+    )
+    assert (again.status_code, again.json()) == (
+        400,
+        {"state": [f"job #{training_job.pk} is already stopping after a cancel request"]},
     )
     job = Job.objects.get(pk=training_job.pk)
     assert (job.state, job.error) == (JobState.CANCELLED, "cancelled while running")
@@ -390,3 +397,27 @@ def test_jobs_list_in_constant_queries(
     assert [row["created_by"] for row in response.json()["results"]] == ["olivia", "olivia", "dana"]
     assert client.get("/api/jobs/", {"state": "queued"}).json()["count"] == 3
     assert client.get("/api/jobs/", {"state": "running"}).json()["count"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_beats_its_heartbeat_between_epochs(training_job, settings, monkeypatch):
+    """The heartbeat comes from a thread, not from epochs: one slow epoch is not a dead worker.
+
+    Training is held (bounded wait) until the heartbeat moves past the claim's time; if no
+    thread touched it, the job would fail instead of succeeding.
+    """
+    settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S = 0.05
+    real_train = training.train
+
+    def train_after_a_heartbeat(frame, spec, on_epoch):
+        # The last log line touched the heartbeat; only the thread can move it while we wait.
+        entered = Job.objects.get(pk=training_job.pk).heartbeat_at
+        for _ in range(200):
+            if Job.objects.get(pk=training_job.pk).heartbeat_at > entered:
+                return real_train(frame, spec, on_epoch)
+            threading.Event().wait(0.05)
+        raise training.TrainingError("no heartbeat while the first epoch ran")
+
+    monkeypatch.setattr(training, "train", train_after_a_heartbeat)
+
+    assert execute_job(training_job.pk) == JobState.SUCCEEDED
