@@ -47,6 +47,25 @@ class DriftResult:
         return [asdict(column) for column in self.columns]
 
 
+def _inert(text: str) -> str:
+    """``text`` unable to close or comment out a ``<script>`` element.
+
+    Evidently inlines column names and category values into ``<script>`` blocks of its HTML
+    without escaping ``</``: an uploaded value ``</script><script>...`` would run in the
+    viewer's browser. Look-alike characters keep the report readable.
+    """
+    return text.replace("</", "<\u2215").replace("<!", "<\u01c3")
+
+
+def _inert_frame(frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    frame = frame.rename(columns=names)
+    for column in frame.columns:
+        series = frame[column]
+        if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series)):
+            frame[column] = series.map(lambda v: _inert(v) if isinstance(v, str) else v)
+    return frame
+
+
 def _sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     return frame.sample(n=MAX_REPORT_ROWS, random_state=seed) if len(frame) > MAX_REPORT_ROWS else frame
 
@@ -78,8 +97,10 @@ def compare(
             )
     sampled = max(len(reference), len(current)) > MAX_REPORT_ROWS
     reference, current = _sample(reference[columns], 0), _sample(current[columns], 1)
+    safe_names = {column: _inert(str(column)) for column in columns}
+    original_names = {safe: column for column, safe in safe_names.items()}
     snapshot = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True).run(
-        reference_data=reference, current_data=current
+        reference_data=_inert_frame(reference, safe_names), current_data=_inert_frame(current, safe_names)
     )
     payload = snapshot.dict()
     metrics = {m["id"]: m for m in payload["metrics"]}
@@ -92,7 +113,7 @@ def compare(
         score = metric["value"]
         results.append(
             ColumnDrift(
-                column=config["column"],
+                column=original_names.get(config["column"], config["column"]),
                 method=config["method"],
                 score=None if score is None or math.isnan(score) else float(score),
                 threshold=float(config["threshold"]),
