@@ -1,8 +1,8 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
+from governance.api import access, audit, promotions
 from governance.api import views as governance
 from lineage.api.views import LineageView
 from monitoring.api import views as monitoring
@@ -10,20 +10,35 @@ from runners.api import views as runners
 
 router = DefaultRouter()
 router.register("teams", governance.TeamViewSet)
-router.register("memberships", governance.MembershipViewSet)
+router.register("users", access.UserViewSet)
+router.register("memberships", access.MembershipViewSet)
+router.register("platform-roles", access.PlatformRoleGrantViewSet)
+router.register("tokens", access.ApiTokenViewSet)
 router.register("datasets", governance.DatasetViewSet)
 router.register("dataset-versions", governance.DatasetVersionViewSet)
 router.register("models", governance.RegisteredModelViewSet)
 router.register("model-versions", governance.ModelVersionViewSet)
-router.register("audit-events", governance.AuditEventViewSet)
+router.register("promotion-requests", promotions.PromotionRequestViewSet)
+router.register("audit-events", audit.AuditEventViewSet)
+router.register("audit/checkpoints", audit.AuditCheckpointViewSet)
 router.register("jobs", runners.JobViewSet)
 router.register("drift-checks", monitoring.DriftCheckViewSet)
 router.register("alerts", monitoring.AlertViewSet)
+router.register("monitors", monitoring.MonitorViewSet)
+router.register("notifications", monitoring.NotificationViewSet)
+router.register("channels", monitoring.ChannelViewSet)
+router.register("escalation-policies", monitoring.EscalationPolicyViewSet)
 
 urlpatterns = [
+    # File-like names without the router's trailing slash.
+    path("audit-events/export.csv", audit.export_csv_view, name="auditevent-export-csv"),
+    path("audit-events/export.json", audit.export_json_view, name="auditevent-export-json"),
+    path("audit/consistency/", audit.AuditConsistencyView.as_view(), name="audit_consistency"),
+    path("audit/public-key/", audit.AuditPublicKeyView.as_view(), name="audit_public_key"),
+    path("audit/verifier.py", audit.AuditVerifierView.as_view(), name="audit_verifier"),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
-    path("auth/token/", obtain_auth_token, name="api_token"),
+    path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger_ui"),
 ]

@@ -1,7 +1,8 @@
 """The demo workspace: the bike-sharing lifecycle, driven through the actions and a real worker.
 
 A data scientist registers ``hour.csv``, trains a model of ``cnt`` on the 2011 rows, predicts
-the 2012 rows, and checks them for drift; the model's owner gets the alert. Jobs and checks
+the 2012 rows, and puts a monitor on the model version; its first check of the 2012 predictions
+fires, and the model's owner gets the alert (level 1 of the team's escalation policy). Jobs and checks
 run on whatever Celery worker is consuming the configured broker; this code only submits and
 waits, as a user of the UI would.
 """
@@ -18,11 +19,12 @@ from django.contrib.auth import get_user_model
 
 from governance import actions as governance
 from governance.models import Dataset, DatasetVersion, PlatformRole, RegisteredModel, Team, TeamRole
-from monitoring.actions import do_request_drift_check
-from monitoring.models import CheckState, DriftCheck
+from monitoring.actions import do_create_escalation_policy, do_create_monitor, do_run_monitor
+from monitoring.models import CheckState, DriftCheck, EscalationPolicy
 from runners.actions import do_submit_job
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState
 
+POLICY_NAME = "bike-demand on-call"
 DEMO_PASSWORD = "steward-demo"  # noqa: S105 - printed to the person who runs the demo
 DEMO_DATA = Path(settings.BASE_DIR) / "demo_data" / "bike-sharing" / "hour.csv"
 FEATURES = [
@@ -91,7 +93,8 @@ def create_people(say: Callable[[str], None] = print) -> dict[str, object]:
     admin = user_model.objects.filter(username="admin").first()
     if admin is None:
         admin = user_model.objects.create_superuser("admin", "admin@example.com", DEMO_PASSWORD)
-        governance.do_grant_platform_role(user=admin, role=PlatformRole.ADMIN, actor=admin)
+        # The system bootstraps the first admin: nobody, admins included, grants themselves a role.
+        governance.do_grant_platform_role(user=admin, role=PlatformRole.ADMIN, actor=None)
     team = Team.objects.filter(name="Mobility").first() or governance.do_create_team(
         name="Mobility", description="Demand forecasting for bike sharing", actor=admin
     )
@@ -168,9 +171,27 @@ def run_demo(
     if inference.state != JobState.SUCCEEDED:
         raise RuntimeError(f"inference job #{inference.pk} {inference.state}: {inference.error}")
     say(f"predictions written as {inference.output_dataset_version}")
-    check = do_request_drift_check(
-        model_version=model_version, current_dataset_version=inference.output_dataset_version, actor=dana
+    policy = EscalationPolicy.objects.filter(
+        team=team, name=POLICY_NAME
+    ).first() or do_create_escalation_policy(
+        team=team,
+        name=POLICY_NAME,
+        description="The model's owner first; the team's data scientists if nobody acknowledges.",
+        levels=[
+            {"delay_minutes": 15, "repeat": 1, "users": [olivia]},
+            {"delay_minutes": 30, "role": TeamRole.DATA_SCIENTIST},
+        ],
+        actor=olivia,
     )
+    monitor = do_create_monitor(
+        model_version=model_version,
+        name="predictions",
+        escalation_policy=policy,
+        schedule_minutes=24 * 60,
+        actor=dana,
+    )
+    say(f"{monitor}: checks the newest predictions daily against the 2011 training rows")
+    check = do_run_monitor(monitor=monitor, actor=dana)
     check = _wait(
         lambda: DriftCheck.objects.get(pk=check.pk),
         lambda c: c.state in (CheckState.SUCCEEDED, CheckState.FAILED),
@@ -182,4 +203,7 @@ def run_demo(
         raise RuntimeError(f"drift check #{check.pk} failed: {check.error}")
     drifted = ", ".join(c["column"] for c in check.drifted_columns) or "none"
     say(f"drift check #{check.pk}: {check.drifted_count} of {len(check.results)} columns drifted ({drifted})")
+    alert = check.alerts.first()
+    if alert is not None:
+        say(f"alert #{alert.pk} for {alert.owner.get_username()}: {alert.title}")
     return DemoResult(training, inference, check)

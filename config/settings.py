@@ -5,6 +5,7 @@ task results in the database, artifacts under ``var/artifacts/``. ``DATABASE_URL
 ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis/RabbitMQ.
 """
 
+import datetime
 import secrets
 from pathlib import Path
 
@@ -41,8 +42,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -68,6 +69,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "governance.middleware.RequestIDMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -109,6 +112,21 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
+# Login throttling (django-axes), for the login page and POST /api/auth/token/ alike: the
+# standalone backend refuses a locked-out (username, client address) pair before ModelBackend
+# checks the password. The pair, not the username alone, so nobody can lock a colleague out
+# from elsewhere. The address is REMOTE_ADDR: behind a reverse proxy every client shares the
+# proxy's, which makes the lock per username (stricter, never weaker).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("STEWARD_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("STEWARD_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "governance.lockout.lockout_response"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -142,6 +160,13 @@ STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_00
 # failed by beat (its worker died without the broker redelivering the task).
 STEWARD_JOB_HEARTBEAT_INTERVAL_S = env.int("STEWARD_JOB_HEARTBEAT_INTERVAL_S", default=15)
 STEWARD_JOB_HEARTBEAT_TIMEOUT_S = env.int("STEWARD_JOB_HEARTBEAT_TIMEOUT_S", default=90)
+# Ed25519 key signing audit checkpoints: a PEM in the environment, else this file, generated
+# (mode 0600) on first use. Keep it out of backups of the database it vouches for.
+STEWARD_AUDIT_SIGNING_KEY = env.str("STEWARD_AUDIT_SIGNING_KEY", default="", multiline=True)
+STEWARD_AUDIT_SIGNING_KEY_FILE = env.str(
+    "STEWARD_AUDIT_SIGNING_KEY_FILE", default=str(VAR_DIR / "audit_signing_key.pem")
+)
+STEWARD_AUDIT_SEQUENCE_INTERVAL_S = env.float("STEWARD_AUDIT_SEQUENCE_INTERVAL_S", default=10.0)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
@@ -151,6 +176,13 @@ EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="steward@localhost")
 STEWARD_BASE_URL = env.str("STEWARD_BASE_URL", default="http://127.0.0.1:8000")
+# /metrics answers a Prometheus scraper holding this bearer token (and platform admins and
+# compliance officers logged in); empty: no scraper may read it. See docs/operations.md.
+STEWARD_METRICS_TOKEN = env.str("STEWARD_METRICS_TOKEN", default="")
+# manage.py grafana_sync: the Grafana to provision and the Prometheus it should read.
+STEWARD_GRAFANA_URL = env.str("STEWARD_GRAFANA_URL", default="http://127.0.0.1:3000")
+STEWARD_GRAFANA_TOKEN = env.str("STEWARD_GRAFANA_TOKEN", default="")
+STEWARD_PROMETHEUS_URL = env.str("STEWARD_PROMETHEUS_URL", default="http://127.0.0.1:9090")
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -182,13 +214,26 @@ CELERY_TASK_ROUTES = {"runners.tasks.run_job": {"queue": env.str("STEWARD_JOB_QU
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "fail-stale-jobs": {"task": "runners.tasks.fail_stale_jobs", "schedule": 30.0},
+    # Claims due alert escalations and retries failed deliveries (monitoring.notify).
+    "escalate-alerts": {
+        "task": "monitoring.tasks.escalate_alerts",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    # Expires before the next run is due, so a busy worker never runs a backlog of them.
+    "sequence-audit-events": {
+        "task": "governance.tasks.sequence_audit_events",
+        "schedule": STEWARD_AUDIT_SEQUENCE_INTERVAL_S,
+        "options": {"expires": STEWARD_AUDIT_SEQUENCE_INTERVAL_S},
+    },
 }
 CELERY_TIMEZONE = TIME_ZONE
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First, so unauthenticated requests get 401 with its WWW-Authenticate: Bearer.
+        "governance.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -208,6 +253,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Team and platform roles are both "role" fields: name their enums apart.
+    "ENUM_NAME_OVERRIDES": {
+        "TeamRoleEnum": "governance.models.TeamRole",
+        "PlatformRoleEnum": "governance.models.PlatformRole",
+        # Channels, notifications and alert history each have a "kind" field too.
+        "ChannelKindEnum": "monitoring.models.ChannelKind",
+        "AlertEventKindEnum": "monitoring.models.AlertEventKind",
+        "JobKindEnum": "runners.models.JobKind",
+    },
 }
 
 LOGGING = {

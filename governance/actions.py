@@ -7,29 +7,36 @@ means the system (a Celery task) acting ``on_behalf_of`` the user who started th
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
+from django.utils import timezone
 from django.utils.text import slugify
 
-from governance import artifacts, datafiles
+from governance import artifacts, datafiles, tokens
 from governance.audit import record_audit_event, snapshot
 from governance.models import (
+    ApiToken,
     Dataset,
     DatasetVersion,
     Membership,
+    ModelAlias,
     ModelVersion,
+    PlatformRole,
     PlatformRoleGrant,
+    PromotionRequest,
     RegisteredModel,
     Team,
     TeamRole,
 )
-from governance.permissions import CHANGE, MANAGE, Action, can, is_platform_admin, platform_roles
+from governance.permissions import APPROVE, CHANGE, MANAGE, Action, can, platform_roles
 
 
 def ensure_can(actor, action: Action, team_id: int | None) -> None:
@@ -45,8 +52,6 @@ def _ensure_admin(actor) -> None:
 
 def do_create_user(*, username: str, email: str = "", password: str | None = None, actor):
     """Create a login (platform admins only); ``password=None`` leaves it unusable until set."""
-    from django.contrib.auth import get_user_model
-
     user_model = get_user_model()
     with transaction.atomic():
         _ensure_admin(actor)
@@ -77,17 +82,31 @@ def do_create_team(*, name: str, description: str = "", actor) -> Team:
     return team
 
 
+def _ensure_not_self(actor, user) -> None:
+    # Nobody changes their own roles, admins included: a model owner cannot make themselves
+    # anything else, an admin cannot step out of the last-admin rule by acting on themselves.
+    if actor is not None and actor.pk == user.pk:
+        raise PermissionDenied("you may not change your own roles; ask another admin or model owner")
+
+
+def _ensure_active(user) -> None:
+    # Read inside the transaction: the caller's user object may predate a deactivation.
+    if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+        raise ValidationError({"user": f"{user.get_username()} is deactivated"})
+
+
 def do_set_membership(*, user, team: Team, role: str, actor) -> Membership:
     """Give ``user`` ``role`` in ``team`` (creating or changing the membership).
 
     Allowed for platform admins and the team's model owners; nobody may change their own role.
+    Raises ValidationError for an unknown role or an inactive user.
     """
     if role not in TeamRole.values:
         raise ValidationError({"role": f"unknown role {role!r}; one of {', '.join(TeamRole.values)}"})
     with transaction.atomic():
         ensure_can(actor, MANAGE, team.pk)
-        if actor is not None and actor.pk == user.pk and not is_platform_admin(actor):
-            raise PermissionDenied("you may not change your own role")
+        _ensure_not_self(actor, user)
+        _ensure_active(user)
         membership = Membership.objects.select_for_update().filter(user=user, team=team).first()
         before = {"role": membership.role} if membership else None
         if membership is None:
@@ -107,9 +126,14 @@ def do_set_membership(*, user, team: Team, role: str, actor) -> Membership:
 
 
 def do_grant_platform_role(*, user, role: str, actor) -> PlatformRoleGrant:
-    """Grant a platform-wide role (admin or compliance officer); platform admins only."""
+    """Grant a platform-wide role (admin or compliance officer); platform admins only, never to
+    themselves. Granting a role the user holds changes nothing and writes no event."""
+    if role not in PlatformRole.values:
+        raise ValidationError({"role": f"unknown role {role!r}; one of {', '.join(PlatformRole.values)}"})
     with transaction.atomic():
         _ensure_admin(actor)
+        _ensure_not_self(actor, user)
+        _ensure_active(user)
         grant, created = PlatformRoleGrant.objects.get_or_create(user=user, role=role)
         if created:
             record_audit_event(
@@ -120,6 +144,130 @@ def do_grant_platform_role(*, user, role: str, actor) -> PlatformRoleGrant:
                 after={"user": user.get_username(), "role": role},
             )
     return grant
+
+
+def _lock_platform_admins() -> None:
+    """Lock every row that makes someone a platform admin, in one order (no deadlocks).
+
+    Two admins revoking each other at once would each see the other left; with these rows
+    locked the second waits, and its count (a fresh statement, so it sees the first's commit
+    under READ COMMITTED) finds one admin. SQLite's BEGIN IMMEDIATE already serialises writers.
+    """
+    list(PlatformRoleGrant.objects.select_for_update().filter(role=PlatformRole.ADMIN).order_by("pk"))
+    list(get_user_model().objects.select_for_update().filter(is_superuser=True).order_by("pk"))
+
+
+def active_platform_admins():
+    """Active users who are platform admins: an admin grant, or Django's superuser flag
+    (``manage.py createsuperuser``; no action sets it)."""
+    return (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(
+            Q(is_superuser=True)
+            | Q(pk__in=PlatformRoleGrant.objects.filter(role=PlatformRole.ADMIN).values("user_id"))
+        )
+    )
+
+
+def _ensure_an_admin_remains() -> None:
+    # Checked after the change, inside its transaction: raising rolls back the change and its event.
+    if not active_platform_admins().exists():
+        raise PermissionDenied("the last platform admin cannot be removed or demoted")
+
+
+def do_revoke_membership(*, membership: Membership, actor) -> None:
+    """Remove ``membership`` (platform admins and the team's model owners; never one's own)."""
+    with transaction.atomic():
+        membership = (
+            Membership.objects.select_for_update().select_related("user", "team").get(pk=membership.pk)
+        )
+        ensure_can(actor, MANAGE, membership.team_id)
+        _ensure_not_self(actor, membership.user)
+        user, team = membership.user, membership.team
+        record_audit_event(
+            actor=actor,
+            action="membership.revoke",
+            obj=membership,
+            object_repr=f"{user.get_username()} in {team.name}",
+            before={"user": user.get_username(), "team": team.name, "role": membership.role},
+        )
+        membership.delete()
+
+
+def do_revoke_platform_role(*, grant: PlatformRoleGrant, actor) -> None:
+    """Remove a platform role (platform admins only; never one's own, never the last admin's)."""
+    with transaction.atomic():
+        _ensure_admin(actor)
+        _lock_platform_admins()
+        grant = PlatformRoleGrant.objects.select_for_update().select_related("user").get(pk=grant.pk)
+        _ensure_not_self(actor, grant.user)
+        record_audit_event(
+            actor=actor,
+            action="platform_role.revoke",
+            obj=grant,
+            object_repr=f"{grant.user.get_username()} as {grant.role}",
+            before={"user": grant.user.get_username(), "role": grant.role},
+        )
+        grant.delete()
+        _ensure_an_admin_remains()
+
+
+def do_deactivate_user(*, user, actor):
+    """Stop ``user`` logging in and revoke their API tokens (platform admins only, not oneself).
+
+    The user row, memberships and history stay; ``do_reactivate_user`` undoes it, without the tokens.
+    Raises ValidationError if already deactivated, PermissionDenied for the last platform admin.
+    """
+    user_model = get_user_model()
+    with transaction.atomic():
+        _ensure_admin(actor)
+        _lock_platform_admins()
+        user = user_model.objects.select_for_update().get(pk=user.pk)
+        _ensure_not_self(actor, user)
+        if not user.is_active:
+            raise ValidationError({"user": f"{user.get_username()} is already deactivated"})
+        now = timezone.now()
+        revoked = list(
+            ApiToken.objects.select_for_update()
+            .filter(user=user, revoked_at=None)
+            .values_list("prefix", flat=True)
+        )
+        ApiToken.objects.filter(user=user, revoked_at=None).update(revoked_at=now)
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        record_audit_event(
+            actor=actor,
+            action="user.deactivate",
+            obj=user,
+            object_type="user",
+            before={"is_active": True},
+            after={"is_active": False, "revoked_tokens": sorted(revoked)},
+        )
+        _ensure_an_admin_remains()
+    return user
+
+
+def do_reactivate_user(*, user, actor):
+    """Let a deactivated user log in again (platform admins only). Their old tokens stay revoked."""
+    user_model = get_user_model()
+    with transaction.atomic():
+        _ensure_admin(actor)
+        user = user_model.objects.select_for_update().get(pk=user.pk)
+        _ensure_not_self(actor, user)
+        if user.is_active:
+            raise ValidationError({"user": f"{user.get_username()} is already active"})
+        user.is_active = True
+        user.save(update_fields=["is_active"])
+        record_audit_event(
+            actor=actor,
+            action="user.reactivate",
+            obj=user,
+            object_type="user",
+            before={"is_active": False},
+            after={"is_active": True},
+        )
+    return user
 
 
 def do_create_dataset(*, team: Team, name: str, description: str = "", actor, on_behalf_of=None) -> Dataset:
@@ -281,3 +429,236 @@ def do_register_model_version(
             after=snapshot(version),
         )
     return version
+
+
+# API tokens ------------------------------------------------------------------------------------
+
+
+def do_create_api_token(
+    *,
+    user,
+    name: str,
+    is_read_only: bool = True,
+    expires_at: datetime.datetime | None = None,
+    actor,
+) -> tuple[ApiToken, str]:
+    """Create an API token for ``user`` and return it with its secret, which is never stored.
+
+    Only the user creates their own tokens. Raises ValidationError for a blank name or an expiry
+    in the past; PermissionDenied for anyone else or a deactivated user.
+    """
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "a token needs a name"})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "the expiry must be in the future"})
+    secret = tokens.new_secret()
+    with transaction.atomic():
+        if actor is None or actor.pk != user.pk:
+            raise PermissionDenied("API tokens are created by their own user")
+        _ensure_active(user)
+        token = ApiToken.objects.create(
+            user=user,
+            name=name[:100],
+            prefix=tokens.visible_prefix(secret),
+            key_hash=tokens.hash_secret(secret),
+            is_read_only=is_read_only,
+            expires_at=expires_at,
+        )
+        record_audit_event(
+            actor=actor,
+            action="api_token.create",
+            obj=token,
+            object_repr=f"token {token.prefix}… of {user.get_username()}",
+            after={
+                "user": user.get_username(),
+                "name": token.name,
+                "prefix": token.prefix,
+                "is_read_only": is_read_only,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
+    return token, secret
+
+
+def do_revoke_api_token(*, token: ApiToken, actor) -> ApiToken:
+    """Revoke ``token`` now (its own user only). Raises ValidationError if already revoked."""
+    with transaction.atomic():
+        token = ApiToken.objects.select_for_update().select_related("user").get(pk=token.pk)
+        if actor is None or actor.pk != token.user_id:
+            raise PermissionDenied("API tokens are revoked by their own user")
+        if token.revoked_at is not None:
+            raise ValidationError({"token": f"token {token.prefix}… is already revoked"})
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        record_audit_event(
+            actor=actor,
+            action="api_token.revoke",
+            obj=token,
+            object_repr=f"token {token.prefix}… of {token.user.get_username()}",
+            before={"revoked_at": None},
+            after={"revoked_at": token.revoked_at.isoformat()},
+        )
+    return token
+
+
+# Promotions (four eyes) ------------------------------------------------------------------------
+
+PROMOTION_ALIASES = ("production", "staging")
+
+
+def do_request_promotion(
+    *, model_version: ModelVersion, alias: str = "production", reason: str = "", actor
+) -> PromotionRequest:
+    """Ask for ``model_version`` to hold ``alias``; the team's model owners and data scientists
+    (and platform admins) may ask. An approver other than the requester must approve.
+
+    Raises ValidationError for an unknown alias, an archived version, a version that already
+    holds the alias, or a pending request for the same version and alias.
+    """
+    if alias not in PROMOTION_ALIASES:
+        raise ValidationError({"alias": f"unknown alias {alias!r}; one of {', '.join(PROMOTION_ALIASES)}"})
+    with transaction.atomic():
+        model = RegisteredModel.objects.select_for_update().get(pk=model_version.model_id)
+        if actor is None or not can(actor, CHANGE, model.team_id, fresh=True):
+            raise PermissionDenied("only the team's model owners and data scientists may request a promotion")
+        version = ModelVersion.objects.select_related("model").get(pk=model_version.pk)
+        if version.status != ModelVersion.Status.READY:
+            raise ValidationError({"model_version": f"{version} is {version.status}, not ready"})
+        if ModelAlias.objects.filter(model=model, name=alias, model_version=version).exists():
+            raise ValidationError({"alias": f"{version} already holds {alias}"})
+        pending = PromotionRequest.objects.filter(
+            model_version=version, alias=alias, state=PromotionRequest.State.PENDING
+        ).first()
+        if pending is not None:
+            raise ValidationError(
+                {"alias": f"promotion request #{pending.pk} for {version} to {alias} is pending"}
+            )
+        request = PromotionRequest.objects.create(
+            model_version=version, alias=alias, reason=reason.strip(), requested_by=actor
+        )
+        record_audit_event(
+            actor=actor,
+            action="promotion_request.create",
+            obj=request,
+            team_id=model.team_id,
+            after=snapshot(request),
+        )
+    return request
+
+
+def _lock_pending_request(promotion_request: PromotionRequest) -> tuple[PromotionRequest, RegisteredModel]:
+    """Lock the request's model (the alias's parent), then the request; refuse one not pending."""
+    model_id = ModelVersion.objects.filter(pk=promotion_request.model_version_id).values_list(
+        "model_id", flat=True
+    )[0]
+    model = RegisteredModel.objects.select_for_update().get(pk=model_id)
+    request = (
+        PromotionRequest.objects.select_for_update()
+        .select_related("model_version__model", "requested_by")
+        .get(pk=promotion_request.pk)
+    )
+    return request, model
+
+
+def _ensure_pending(request: PromotionRequest) -> None:
+    if request.state != PromotionRequest.State.PENDING:
+        raise ValidationError({"state": f"promotion request #{request.pk} is {request.state}, not pending"})
+
+
+def _ensure_may_decide(actor, request: PromotionRequest, model: RegisteredModel) -> None:
+    if actor is None or not can(actor, APPROVE, model.team_id, fresh=True):
+        raise PermissionDenied(f"only an approver of team {model.team.name} may decide promotions")
+    if actor.pk == request.requested_by_id:
+        raise PermissionDenied("four eyes: the requester may not decide their own promotion request")
+
+
+_DECISION_EVENTS = {
+    PromotionRequest.State.APPROVED: "promotion_request.approve",
+    PromotionRequest.State.REJECTED: "promotion_request.reject",
+    PromotionRequest.State.CANCELLED: "promotion_request.cancel",
+}
+
+
+def _decide(request: PromotionRequest, state: str, decision_reason: str, actor, model) -> None:
+    before = snapshot(request)
+    request.state = state
+    request.decided_by = actor
+    request.decided_at = timezone.now()
+    request.decision_reason = decision_reason.strip()
+    request.save(update_fields=["state", "decided_by", "decided_at", "decision_reason"])
+    record_audit_event(
+        actor=actor,
+        action=_DECISION_EVENTS[state],
+        obj=request,
+        team_id=model.team_id,
+        before=before,
+        after=snapshot(request),
+    )
+
+
+def do_approve_promotion(
+    *, promotion_request: PromotionRequest, decision_reason: str = "", actor
+) -> PromotionRequest:
+    """Approve a pending request and move its alias to its version, atomically.
+
+    The approver holds the approver role in the model's team and is not the requester. The
+    model row is locked, so concurrent approvals of one alias apply one after the other, and the
+    unique (model, alias) constraint keeps one version per alias whatever happens.
+    """
+    with transaction.atomic():
+        request, model = _lock_pending_request(promotion_request)
+        _ensure_may_decide(actor, request, model)
+        _ensure_pending(request)
+        version = request.model_version
+        if version.status != ModelVersion.Status.READY:
+            raise ValidationError({"model_version": f"{version} is {version.status}, not ready"})
+        _decide(request, PromotionRequest.State.APPROVED, decision_reason, actor, model)
+        _move_alias(model, request.alias, version, actor)
+    return request
+
+
+def _move_alias(model: RegisteredModel, name: str, version: ModelVersion, actor) -> ModelAlias:
+    alias = ModelAlias.objects.select_for_update().filter(model=model, name=name).first()
+    before = snapshot(alias)
+    if alias is None:
+        alias = ModelAlias.objects.create(model=model, name=name, model_version=version)
+    else:
+        alias.model_version = version
+        alias.updated_at = timezone.now()
+        alias.save(update_fields=["model_version", "updated_at"])
+    record_audit_event(
+        actor=actor,
+        action="model_alias.move",
+        obj=alias,
+        object_repr=f"{model.name}@{name} -> v{version.version}",
+        team_id=model.team_id,
+        before=before,
+        after=snapshot(alias),
+    )
+    return alias
+
+
+def do_reject_promotion(
+    *, promotion_request: PromotionRequest, decision_reason: str, actor
+) -> PromotionRequest:
+    """Reject a pending request with a reason (required); same deciders as approval."""
+    if not decision_reason.strip():
+        raise ValidationError({"decision_reason": "a rejection needs a reason"})
+    with transaction.atomic():
+        request, model = _lock_pending_request(promotion_request)
+        _ensure_may_decide(actor, request, model)
+        _ensure_pending(request)
+        _decide(request, PromotionRequest.State.REJECTED, decision_reason, actor, model)
+    return request
+
+
+def do_cancel_promotion(*, promotion_request: PromotionRequest, actor) -> PromotionRequest:
+    """Withdraw a pending request; only its requester may."""
+    with transaction.atomic():
+        request, model = _lock_pending_request(promotion_request)
+        if actor is None or actor.pk != request.requested_by_id:
+            raise PermissionDenied("only the requester may cancel a promotion request")
+        _ensure_pending(request)
+        _decide(request, PromotionRequest.State.CANCELLED, "", actor, model)
+    return request

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.db import models, transaction
 
+from governance import merkle
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("steward_request_id", default="")
 
 SYSTEM_ACTOR_LABEL = "system"
@@ -56,9 +58,12 @@ def record_audit_event(
 
     ``actor`` is a user, or None for the system (a Celery task), in which case ``on_behalf_of``
     names the user who started the work. Object type/id/repr and team default from ``obj``.
-    Raises RuntimeError outside ``transaction.atomic`` so no change commits without its event.
+    The event's salt (``AuditPersonalData``) is written with it: the sequencer later hashes a
+    salted commitment to the personal fields into the event's Merkle leaf (``audit_tree``).
+    Raises RuntimeError outside ``transaction.atomic`` so no change commits without its event,
+    and ValueError when ``before``/``after`` hold values a leaf cannot hash (NaN, infinities).
     """
-    from governance.models import AuditEvent
+    from governance.models import AuditEvent, AuditPersonalData
 
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("record_audit_event must run inside the transaction of the change")
@@ -68,7 +73,9 @@ def record_audit_event(
         object_repr = object_repr or str(obj)
         if team_id is None:
             team_id = _team_id_of(obj)
-    return AuditEvent.objects.create(
+    # Refuse here, rolling the change back, rather than leave an event the sequencer cannot hash.
+    merkle.canonical_json({"before": before, "after": after})
+    event = AuditEvent.objects.create(
         actor=actor,
         actor_label=actor.get_username() if actor is not None else SYSTEM_ACTOR_LABEL,
         on_behalf_of=on_behalf_of,
@@ -83,6 +90,15 @@ def record_audit_event(
         request_id=request_id_var.get(),
         task_id=_current_task_id(),
     )
+    # A plain INSERT: Model.save() would add a third to the cost of every append (bench_audit.py).
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(AuditPersonalData._meta.db_table)} "  # noqa: S608
+            "(event_id, salt) VALUES (%s, %s)",
+            [event.pk, merkle.new_salt().hex()],
+        )
+    return event
 
 
 def _team_id_of(obj: models.Model) -> int | None:

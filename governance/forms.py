@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.db.models import QuerySet
 
-from governance.models import Team
-from governance.permissions import VIEW
+from governance.models import PlatformRole, Team, TeamRole
+from governance.permissions import MANAGE, VIEW
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -111,3 +112,92 @@ def style_filters(form: forms.Form) -> None:
             field.widget.choices = field.choices
         elif isinstance(field, forms.NullBooleanField):
             field.widget.choices = [("unknown", "Any"), ("true", "Yes"), ("false", "No")]
+
+
+# People, roles, tokens, promotions ----------------------------------------------------------
+
+
+class UserCreateForm(forms.Form):
+    username = forms.RegexField(r"^[\w.@+-]{1,150}$", max_length=150, help_text="Letters, digits and @.+-_")
+    email = forms.EmailField(required=False)
+    password = forms.CharField(
+        widget=forms.PasswordInput,
+        required=False,
+        help_text="Leave empty for a login that cannot be used until a password is set.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password") and data.get("username"):
+            candidate = get_user_model()(username=data["username"], email=data.get("email", ""))
+            try:
+                validate_password(data["password"], candidate)
+            except forms.ValidationError as exc:
+                self.add_error("password", exc)
+        return data
+
+
+class TeamCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+
+class MembershipGrantForm(forms.Form):
+    """Give a user a role in a team the requester manages (a new membership or a changed role)."""
+
+    username = forms.CharField(max_length=150)
+    team = forms.ModelChoiceField(queryset=Team.objects.all())
+    # The least powerful role is the default: a careless click should not make an owner.
+    role = forms.ChoiceField(choices=TeamRole.choices, initial=TeamRole.VIEWER)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only teams the requester may manage; the action re-checks inside its transaction.
+        teams = Team.objects.restrict(user, MANAGE)
+        self.fields["team"].queryset = teams
+        if "team" not in self.initial and len(first_two := list(teams[:2])) == 1:
+            self.fields["team"].initial = first_two[0].pk
+
+    def clean_username(self):
+        return _active_user(self.cleaned_data["username"])
+
+
+class PlatformRoleGrantForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    # No default: granting platform-wide rights is always an explicit choice.
+    role = forms.ChoiceField(choices=[("", "---------"), *PlatformRole.choices])
+
+    def clean_username(self):
+        return _active_user(self.cleaned_data["username"])
+
+
+def _active_user(username: str):
+    user = get_user_model().objects.filter(username=username.strip(), is_active=True).first()
+    if user is None:
+        raise forms.ValidationError(f"no active user named {username.strip()!r}")
+    return user
+
+
+class ApiTokenForm(forms.Form):
+    EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"), ("90", "In 90 days")]
+
+    name = forms.CharField(max_length=100, help_text="What uses it, e.g. “nightly retraining”.")
+    is_read_only = forms.BooleanField(
+        required=False, initial=True, label="Read-only", help_text="Refused on any request that changes data."
+    )
+    expires_in_days = forms.TypedChoiceField(
+        choices=EXPIRY_CHOICES, coerce=int, empty_value=None, required=False, label="Expires"
+    )
+
+
+class PromotionRequestForm(forms.Form):
+    alias = forms.ChoiceField(choices=[("production", "production"), ("staging", "staging")])
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="What the approver should know."
+    )
+
+
+class PromotionDecisionForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="Required to reject."
+    )

@@ -795,7 +795,9 @@ class EventResult:
 
     def line(self) -> str:
         name = f"leaf {self.leaf_index}" if self.leaf_index is not None else f"event #{self.position}"
-        return f"{name}: {'ok' if self.is_verified else 'FAILED: ' + self.detail}"
+        if self.is_verified:
+            return f"{name}: ok ({self.detail})" if self.detail else f"{name}: ok"
+        return f"{name}: FAILED: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -894,6 +896,23 @@ def _verify_event(position: int, event: Any, tree_size: int, root_hash: bytes) -
         return EventResult(position, index, False, f"leaf index outside the tree of size {tree_size}")
     if not verify_inclusion(index, tree_size, hashed, path, root_hash):
         return EventResult(position, index, False, "inclusion proof does not reach the checkpoint root")
+    return _verify_personal(position, index, leaf, event)
+
+
+def _verify_personal(position: int, index: int, leaf: Mapping, event: Mapping) -> EventResult:
+    """An event may carry the personal details its leaf commits to, and their salt; both null
+    once the details were erased (the leaf and its proof still verify)."""
+    if "personal" not in event and "salt" not in event:
+        return EventResult(position, index, True, "")
+    personal, salt = event.get("personal"), event.get("salt")
+    if personal is None and salt is None:
+        return EventResult(position, index, True, "personal details erased")
+    try:
+        salt_bytes = bytes.fromhex(salt) if isinstance(salt, str) else b""
+    except ValueError:
+        salt_bytes = b""
+    if not isinstance(personal, Mapping) or not verify_personal_commitment(leaf, personal, salt_bytes):
+        return EventResult(position, index, False, "personal details do not match the leaf's commitment")
     return EventResult(position, index, True, "")
 
 
@@ -903,8 +922,10 @@ def verify_bundle(bundle: Mapping[str, Any]) -> BundleReport:
 
     Bundle shape: ``{"public_key_pem": str, "checkpoint": {"tree_size": int, "root_hash": hex,
     "timestamp": str, "signature": base64}, "events": [{"leaf_index": int, "leaf": {...},
-    "proof": [hex, ...]}, ...]}``. Raises BundleError when the checkpoint part is unusable;
-    a bad event is reported, not raised.
+    "proof": [hex, ...], "personal": {...} | null, "salt": hex | null}, ...]}``. When an event
+    carries ``personal`` and ``salt`` they must match the leaf's ``personal_commitment``; both
+    null (or absent) means the details were erased, which still verifies. Raises BundleError
+    when the checkpoint part is unusable; a bad event is reported, not raised.
     """
     checkpoint = bundle.get("checkpoint")
     pem = bundle.get("public_key_pem")

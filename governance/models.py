@@ -250,13 +250,13 @@ class AuditEvent(models.Model):
     """
 
     timestamp = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    # Text snapshots survive renames and deletions of the user rows.
+    # PROTECT, not SET_NULL: deleting a user must not rewrite the events (and their leaves) that
+    # name them; erase their personal details with audit_tree.do_erase_personal_data instead.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    # Text snapshots survive renames of the user rows.
     actor_label = models.CharField(max_length=150)
     on_behalf_of = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
     )
     on_behalf_of_label = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=64, db_index=True)
@@ -301,6 +301,9 @@ class AuditLeaf(models.Model):
     leaf_index = models.PositiveBigIntegerField(primary_key=True)
     event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="leaf")
     leaf_hash = models.CharField(max_length=64, help_text="Hex SHA-256(0x00 || canonical JSON of the leaf).")
+    personal_commitment = models.CharField(
+        max_length=64, help_text="The leaf's commitment to the personal details; outlives their erasure."
+    )
     sequenced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

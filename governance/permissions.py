@@ -21,7 +21,8 @@ MANAGE: Action = "manage"
 APPROVE: Action = "approve"
 
 # Team role -> actions it allows on the team's objects. "change" registers data, submits jobs,
-# runs drift checks and acknowledges alerts; "manage" changes the team's models and members.
+# runs drift checks, acknowledges alerts and requests promotions; "manage" changes the team's
+# members; "approve" decides promotion requests. docs/permissions.md is the matrix, tested cell by cell.
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "model_owner": frozenset({VIEW, CHANGE, MANAGE}),
     "data_scientist": frozenset({VIEW, CHANGE}),
@@ -62,11 +63,14 @@ def team_scope(
 ) -> set[int] | AllTeams:
     """Ids of the teams on whose objects ``user`` may perform ``action``, or ``ALL_TEAMS``.
 
-    Platform admins may do everything everywhere; compliance officers may view everything.
+    Platform admins may do everything everywhere except approve; compliance officers may view
+    everything.
     One query for memberships (platform roles are cached on the user object).
     """
     roles = platform_roles(user, fresh=fresh)
-    if "admin" in roles or (action == VIEW and "compliance_officer" in roles):
+    # Approval is the one action no platform role implies: four eyes means an approver of the
+    # team decides (issue 3), so an admin approves only through an approver membership.
+    if ("admin" in roles and action != APPROVE) or (action == VIEW and "compliance_officer" in roles):
         return ALL_TEAMS
     if not user.is_authenticated:
         return set()
@@ -103,3 +107,63 @@ class RestrictedQuerySet(models.QuerySet):
         if scope is ALL_TEAMS:
             return self
         return self.filter(**{f"{self.model.team_scope}__in": scope})
+
+
+def visible_users(viewer: AbstractBaseUser | AnonymousUser, queryset: models.QuerySet | None = None):
+    """The users ``viewer`` may see: everyone for admins and compliance officers, otherwise
+    themselves and the members of the teams they may view."""
+    from django.contrib.auth import get_user_model
+
+    from governance.models import Membership
+
+    queryset = get_user_model().objects.all() if queryset is None else queryset
+    scope = team_scope(viewer, VIEW)
+    if scope is ALL_TEAMS:
+        return queryset
+    if not viewer.is_authenticated:
+        return queryset.none()
+    members = Membership.objects.filter(team__in=scope).values("user_id")
+    return queryset.filter(models.Q(pk=viewer.pk) | models.Q(pk__in=members))
+
+
+def _restrict_users(queryset, user, action: Action):
+    if action == VIEW:
+        return visible_users(user, queryset)
+    return queryset if is_platform_admin(user) else queryset.none()
+
+
+def _restrict_platform_role_grants(queryset, user, action: Action):
+    if team_scope(user, action) is ALL_TEAMS:
+        return queryset
+    return queryset.filter(user=user) if action == VIEW and user.is_authenticated else queryset.none()
+
+
+def _restrict_api_tokens(queryset, user, action: Action):
+    # Tokens are personal, even to admins: deactivating a user is how an admin stops theirs.
+    return queryset.filter(user=user) if user.is_authenticated else queryset.none()
+
+
+# Rows that belong to no team, and so have no ``team_scope``: how each is restricted.
+_TEAMLESS_RULES = {
+    "governance.platformrolegrant": _restrict_platform_role_grants,
+    "governance.apitoken": _restrict_api_tokens,
+}
+
+
+def restrict(queryset: models.QuerySet, user: AbstractBaseUser | AnonymousUser, action: Action = VIEW):
+    """``queryset`` cut to the rows ``user`` may perform ``action`` on, for any governed model.
+
+    Team-owned models go through ``RestrictedQuerySet.restrict``; users, platform role grants and
+    API tokens through their rule above. Raises TypeError for a model with neither, so a new model
+    cannot reach the API unrestricted.
+    """
+    from django.contrib.auth import get_user_model
+
+    if hasattr(queryset, "restrict"):
+        return queryset.restrict(user, action)
+    if queryset.model is get_user_model():
+        return _restrict_users(queryset, user, action)
+    rule = _TEAMLESS_RULES.get(queryset.model._meta.label_lower)
+    if rule is None:
+        raise TypeError(f"{queryset.model.__name__} has no team_scope and no restriction rule")
+    return rule(queryset, user, action)

@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from governance import actions
+from governance import actions, audit_tree
 from governance.api.base import staged_upload
 from governance.datafiles import DataFileError
 from governance.filtersets import AuditEventFilterSet, DatasetFilterSet, RegisteredModelFilterSet
@@ -33,6 +33,7 @@ from governance.forms import (
     style_audit_filters,
     style_filters,
 )
+from governance.keyset import InvalidCursor, keyset_page
 from governance.models import AuditEvent, Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
 from governance.permissions import CHANGE, VIEW, can
 from lineage.nodes import NodeRef
@@ -347,17 +348,31 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def audit_event_list(request: HttpRequest) -> HttpResponse:
-    """Audit events newest first, filtered; an htmx request gets only the table."""
+    """Audit events newest first, filtered, in keyset pages (``?before=`` / ``?after=`` cursors,
+    constant cost at any depth); an htmx request gets only the table."""
     filterset = AuditEventFilterSet(
         request.GET or None,
         queryset=AuditEvent.objects.restrict(request.user).select_related("team"),
         request=request,
     )
     style_audit_filters(filterset.form, request.user)
+    status = 200
+    try:
+        page = keyset_page(
+            filterset.qs, before=request.GET.get("before"), after=request.GET.get("after"), size=PAGE_SIZE
+        )
+    except InvalidCursor:
+        messages.error(request, "That page link is broken; here are the newest events.")
+        page, status = keyset_page(filterset.qs, size=PAGE_SIZE), 400
+    filters = request.GET.copy()
+    for cursor in ("before", "after"):
+        filters.pop(cursor, None)
     context = {
         "section": "audit",
         "filterset": filterset,
-        "page_obj": paginate(request, filterset.qs),
+        "page": page,
+        "export_query": filters.urlencode(),
+        "may_audit": audit_tree.may_audit(request.user),
         "presets": [
             ("Role changes", "?action=membership."),
             ("Platform roles", "?action=platform_role."),
@@ -368,8 +383,8 @@ def audit_event_list(request: HttpRequest) -> HttpResponse:
         ],
     }
     if request.htmx:
-        return render(request, "htmx/audit_table.html", context)
-    return render(request, "governance/audit_event_list.html", context)
+        return render(request, "htmx/audit_table.html", context, status=status)
+    return render(request, "governance/audit_event_list.html", context, status=status)
 
 
 def _changes(before: dict | None, after: dict | None) -> list[dict[str, str]]:
@@ -393,8 +408,9 @@ def _changes(before: dict | None, after: dict | None) -> list[dict[str, str]]:
 
 @login_required
 def audit_event_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """One event: who on behalf of whom, the object, before/after side by side and the changed keys."""
-    event = visible_or_404(request, AuditEvent.objects.select_related("team"), pk)
+    """One event: who on behalf of whom, the object, before/after side by side, the changed keys,
+    and whether it verifies against the latest signed checkpoint (``audit_tree.verify_event``)."""
+    event = visible_or_404(request, AuditEvent.objects.select_related("team", "leaf", "personal_data"), pk)
     object_url = None
     if event.object_type in OBJECT_PAGES and event.object_id.isdigit():
         object_url = reverse(OBJECT_PAGES[event.object_type], args=[int(event.object_id)])
@@ -405,5 +421,8 @@ def audit_event_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "before_json": pretty_json(event.before) if event.before is not None else "",
         "after_json": pretty_json(event.after) if event.after is not None else "",
         "changes": _changes(event.before, event.after),
+        "verification": audit_tree.verify_event(event),
+        # Leaf indexes and tree sizes count every team's events: auditors only.
+        "may_audit": audit_tree.may_audit(request.user),
     }
     return render(request, "governance/audit_event_detail.html", context)

@@ -1,30 +1,91 @@
-"""Running a drift check: the plain function behind the Celery task."""
+"""Running a drift check: the plain function behind the Celery task.
+
+The engine (``monitoring.engine``) decides: the window is compared column by column with the
+reference profile (built once per dataset version and row filter, ``monitoring.profiles``). Then:
+
+- prediction drift: the ``prediction`` column of the window against the model's own predictions
+  on the reference rows. Those are computed once, by running the model on the reference rows
+  (``predictor``), and cached as a profile beside the data's. We do not compare with the training
+  target instead: a regression model's predictions are smoother than its target, so that
+  comparison shows "drift" on the training data itself;
+- performance drift, when the window holds labels (the model's target column) beside its
+  predictions: MAE/RMSE or accuracy/F1/ROC AUC against the validation metrics recorded on the
+  model version, or, for metrics training did not record, the same metric on the reference rows;
+- the evidently report, for people, on a bounded sample (``monitoring.drift``); if evidently
+  cannot make it (e.g. a column with no values) the engine's verdicts stand and the reason is shown.
+
+``predictor`` and ``retrainer`` are passed in by the task layer (``monitoring.tasks``), which may
+import ``runners``; this module does not.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from django.core.exceptions import PermissionDenied, ValidationError
 
 from governance import artifacts, datafiles
+from governance.models import DatasetVersion, ModelVersion
 from monitoring import drift
-from monitoring.actions import claim_drift_check, do_finish_drift_check
-from monitoring.models import CheckState, DriftCheck
+from monitoring.actions import (
+    CheckOutcome,
+    claim_drift_check,
+    do_finish_drift_check,
+    do_record_retraining,
+    record_check_progress,
+)
+from monitoring.engine import CheckConfig, build_profile, run_check
+from monitoring.engine import performance as perf
+from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
+from monitoring.models import Alert, AlertEvent, AlertEventKind, AlertState, CheckState, DriftCheck, Monitor
+from monitoring.profiles import ensure_profile, profile_row
 
 logger = logging.getLogger(__name__)
 
+PREDICTION_COLUMN = "prediction"
+# (model version, reference rows) -> predictions aligned with the rows.
+Predictor = Callable[[ModelVersion, pd.DataFrame], pd.Series]
+# (monitor, check) -> id of the submitted training job; raises ValidationError/PermissionDenied.
+Retrainer = Callable[[Monitor, DriftCheck], int]
 
-def _frame(version, where=None):
+USER_ERRORS = (datafiles.DataFileError, datafiles.RowFilterError, FileNotFoundError)
+
+
+def _frame(version: DatasetVersion, where: dict | None = None) -> pd.DataFrame:
     frame = datafiles.read_frame(version.path, version.format, version.original_filename or version.file)
-    return datafiles.apply_where(frame, where) if where else frame
+    return datafiles.apply_where(frame, datafiles.check_where(where, list(frame.columns))) if where else frame
 
 
-def execute_drift_check(check_id: int) -> str:
+class _Once:
+    """A value computed on first use (the reference rows: read only if something needs them)."""
+
+    def __init__(self, compute: Callable[[], Any]):
+        self._compute, self._done, self._value = compute, False, None
+
+    def __call__(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value
+
+
+def execute_drift_check(
+    check_id: int,
+    *,
+    predictor: Predictor | None = None,
+    retrainer: Retrainer | None = None,
+    make_report: bool = True,
+) -> str:
     """Run drift check ``check_id`` once; redelivery of a finished or claimed check does nothing.
 
-    The reference is the model version's training rows (its training spec's ``where`` applied
-    to the training dataset version), the current side the whole current dataset version.
+    Returns the check's state afterwards. A check found running means an earlier delivery's
+    worker died mid-check (tasks are acked late): it is failed with that reason, not re-run.
     """
-    check = DriftCheck.objects.filter(pk=check_id).select_related("model_version").first()
+    check = DriftCheck.objects.filter(pk=check_id).first()
     if check is None:
         return "missing"
     if check.state == CheckState.RUNNING:
@@ -32,21 +93,228 @@ def execute_drift_check(check_id: int) -> str:
         return CheckState.FAILED
     if not claim_drift_check(check_id):
         return check.state
+    check = DriftCheck.objects.select_related(
+        "model_version__model", "monitor", "reference_dataset_version__dataset"
+    ).get(pk=check_id)
     try:
-        reference = _frame(check.reference_dataset_version, check.model_version.training_spec.get("where"))
-        current = _frame(check.current_dataset_version)
-        result = drift.compare(reference, current, check.columns, check.drift_share)
-        html = result.html.encode("utf-8")
-        report = artifacts.store_bytes(html, hashlib.sha256(html).hexdigest(), "reports", ".html")
-        do_finish_drift_check(check_id, result=result, report=report)
-    except (
-        drift.DriftInputError,
-        datafiles.DataFileError,
-        datafiles.RowFilterError,
-        FileNotFoundError,
-    ) as exc:
+        outcome, report = _run(check, predictor, make_report)
+        do_finish_drift_check(check_id, result=outcome, report=report)
+    except USER_ERRORS as exc:
         do_finish_drift_check(check_id, error=str(exc))
     except Exception as exc:
         logger.exception("drift check %s failed", check_id)
         do_finish_drift_check(check_id, error=f"internal error: {type(exc).__name__}: {exc}")
+    if retrainer is not None:
+        _maybe_retrain(check_id, retrainer)
     return DriftCheck.objects.get(pk=check_id).state
+
+
+def _options(check: DriftCheck) -> dict:
+    # Checks queued before monitors existed carry no config: the defaults then.
+    options = {
+        "engine": {"columns": check.columns, "drift_share": check.drift_share},
+        "check_predictions": True,
+        "check_performance": True,
+        "performance_tolerance": 0.1,
+    }
+    options.update(check.config or {})
+    return options
+
+
+def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> tuple[CheckOutcome, str]:
+    options = _options(check)
+    config = CheckConfig.from_dict(options["engine"])
+    reference_rows = _Once(lambda: _frame(check.reference_dataset_version, check.reference_where))
+
+    record_check_progress(check.pk, 0.05, "profiling the reference (once per dataset version)")
+    row = profile_row(check.reference_dataset_version, check.reference_where)
+    profile, _ = ensure_profile(row, lambda: (build_profile(reference_rows()), {}))
+
+    ids = check.window.get("dataset_versions") or [check.current_dataset_version_id]
+    versions = {version.pk: version for version in DatasetVersion.objects.filter(pk__in=ids)}
+    record_check_progress(check.pk, 0.3, f"reading {len(ids)} dataset version(s) of the window")
+    current = pd.concat([_frame(versions[pk]) for pk in ids], ignore_index=True)
+
+    record_check_progress(check.pk, 0.5, f"comparing {len(config.columns or ())} columns")
+    result = run_check(profile, current, config)
+
+    record_check_progress(check.pk, 0.6, "prediction and performance drift")
+    prediction, baseline = _prediction_drift(check, current, config, options, predictor, reference_rows)
+    performance = _performance(check, current, config, options, baseline)
+
+    report, evidently_results, sampled, report_error = "", [], None, ""
+    if make_report:
+        record_check_progress(check.pk, 0.8, "rendering the evidently report")
+        report, evidently_results, sampled, report_error = _report(check, reference_rows(), current)
+    outcome = CheckOutcome(
+        results=[column.to_dict() for column in result.columns],
+        is_dataset_drift=result.is_dataset_drift,
+        drifted_count=result.number_of_drifted_columns,
+        drifted_fraction=result.share_of_drifted_columns,
+        prediction=prediction,
+        performance=performance,
+        is_performance_drift=None if performance is None else performance["status"] == "drift",
+        evidently_results=evidently_results,
+        sampled_rows=sampled,
+        report_error=report_error,
+    )
+    DriftCheck.objects.filter(pk=check.pk).update(reference_profile=row)
+    return outcome, report
+
+
+def _prediction_drift(
+    check: DriftCheck,
+    current: pd.DataFrame,
+    config: CheckConfig,
+    options: dict,
+    predictor: Predictor | None,
+    reference_rows: _Once,
+) -> tuple[dict | None, dict]:
+    """The prediction column's result and the metrics of the predictions on the reference rows."""
+    if not options["check_predictions"] or PREDICTION_COLUMN not in current.columns:
+        return None, {}
+    if predictor is None:
+        message = "no model runtime in this process to predict on the reference rows"
+        return {"column": PREDICTION_COLUMN, "status": "skipped", "message": message, "is_drifted": False}, {}
+    model_version = check.model_version
+    row = profile_row(check.reference_dataset_version, check.reference_where, predictions_of=model_version)
+
+    profile, baseline = ensure_profile(
+        row, lambda: _predictions_profile(model_version, predictor, reference_rows())
+    )
+    methods = {PREDICTION_COLUMN: options["prediction_method"]} if options.get("prediction_method") else {}
+    thresholds = (
+        {PREDICTION_COLUMN: options["prediction_threshold"]}
+        if options.get("prediction_threshold") is not None
+        else {}
+    )
+    prediction_config = CheckConfig(
+        drift_share=config.drift_share,
+        min_sample_size=config.min_sample_size,
+        methods=methods,
+        thresholds=thresholds,
+        columns=(PREDICTION_COLUMN,),
+    )
+    (result,) = run_check(profile, current[[PREDICTION_COLUMN]], prediction_config).columns
+    return result.to_dict(), baseline
+
+
+def _predictions_profile(model_version: ModelVersion, predictor: Predictor, rows: pd.DataFrame) -> tuple:
+    """The profile of the model's predictions on the reference rows, and their metrics there."""
+    predictions = predictor(model_version, rows)
+    profile = build_profile(pd.DataFrame({PREDICTION_COLUMN: predictions.to_numpy()}))
+    return profile, _metrics_on(model_version, rows, predictions)
+
+
+def _metrics_on(model_version: ModelVersion, rows: pd.DataFrame, predictions: pd.Series) -> dict:
+    task, target = model_version.signature.get("task"), model_version.signature.get("target")
+    if not target or target not in rows.columns:
+        return {}
+    truth, predicted = perf.labelled(rows[target], pd.Series(predictions.to_numpy(), index=rows.index))
+    if len(truth) == 0:
+        return {}
+    return {k: v for k, v in perf.compute_metrics(task, truth, predicted).items() if math.isfinite(v)}
+
+
+def _performance(
+    check: DriftCheck, current: pd.DataFrame, config: CheckConfig, options: dict, reference_metrics: dict
+) -> dict | None:
+    """Metrics on the window's labelled rows against their baselines, or None without labels."""
+    model_version = check.model_version
+    task, target = model_version.signature.get("task"), model_version.signature.get("target")
+    if not options["check_performance"] or not target or task not in ("regression", "classification"):
+        return None
+    if target not in current.columns or PREDICTION_COLUMN not in current.columns:
+        return None
+    truth, predicted = perf.labelled(current[target], current[PREDICTION_COLUMN])
+    base = {"task": task, "target": target, "rows": len(truth), "tolerance": options["performance_tolerance"]}
+    if len(truth) == 0:
+        return None
+    minimum = config.min_sample_size or DEFAULT_MIN_SAMPLE_SIZE
+    if len(truth) < minimum:
+        message = f"{len(truth)} labelled rows; the minimum is {minimum}"
+        return base | {"status": "insufficient_data", "message": message, "metrics": {}}
+    metrics = perf.compute_metrics(task, truth, predicted)
+    baselines = {
+        name: (float(value), "validation")
+        for name, value in model_version.metrics.items()
+        if name in metrics and isinstance(value, int | float)
+    }
+    for name, value in reference_metrics.items():
+        baselines.setdefault(name, (float(value), "reference rows"))
+    compared = perf.compare(metrics, baselines, options["performance_tolerance"])
+    for name, value in metrics.items():
+        if name not in compared:
+            compared[name] = {
+                "current": value if math.isfinite(value) else None,
+                "baseline": None,
+                "baseline_source": "",
+                "change": None,
+                "is_degraded": False,
+            }
+    degraded = sorted(name for name, values in compared.items() if values["is_degraded"])
+    message = f"worse than baseline: {', '.join(degraded)}" if degraded else "within tolerance"
+    return base | {"status": "drift" if degraded else "ok", "message": message, "metrics": compared}
+
+
+def _report(
+    check: DriftCheck, reference: pd.DataFrame, current: pd.DataFrame
+) -> tuple[str, list[dict], int | None, str]:
+    """(report path, evidently's per-column verdicts, sampled rows, why there is no report)."""
+    columns = [c for c in check.columns if c in reference.columns and c in current.columns]
+    try:
+        result = drift.compare(reference, current, columns, check.drift_share)
+    except Exception as exc:
+        if not isinstance(exc, drift.DriftInputError):
+            logger.exception("evidently report of drift check %s failed", check.pk)
+        return "", [], None, f"evidently could not make its report: {exc}"
+    html = result.html.encode("utf-8")
+    path = artifacts.store_bytes(html, hashlib.sha256(html).hexdigest(), "reports", ".html")
+    return path, result.columns_as_dicts(), result.sampled_rows, ""
+
+
+def _maybe_retrain(check_id: int, retrainer: Retrainer) -> None:
+    """Submit retraining once per incident round: when this check opened or re-opened the alert."""
+    check = DriftCheck.objects.select_related("monitor").get(pk=check_id)
+    monitor = check.monitor
+    if monitor is None or not monitor.retrain_on_drift or check.state != CheckState.SUCCEEDED:
+        return
+    alert = Alert.objects.filter(
+        dedup_key=monitor.dedup_key, state=AlertState.OPEN, retrain_job_id__isnull=True
+    ).first()
+    opened_here = (
+        alert is not None
+        and AlertEvent.objects.filter(
+            alert=alert, drift_check_id=check_id, kind__in=[AlertEventKind.OPEN, AlertEventKind.REOPEN]
+        ).exists()
+    )
+    if not opened_here:
+        return
+    try:
+        job_id = retrainer(monitor, check)
+    except (ValidationError, PermissionDenied) as exc:
+        reason = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        do_record_retraining(
+            alert_id=alert.pk, check_id=check_id, job_id=None, note=f"not submitted: {reason}"
+        )
+        return
+    do_record_retraining(alert_id=alert.pk, check_id=check_id, job_id=job_id, note=f"training job #{job_id}")
+
+
+def prepare_reference_profiles(monitor_id: int, *, predictor: Predictor | None = None) -> list[str]:
+    """Build a monitor's reference profiles ahead of its first check (the data's, and with a
+    ``predictor`` its model's predictions on the reference rows); returns their states."""
+    monitor = Monitor.objects.select_related("model_version", "reference_dataset_version__dataset").get(
+        pk=monitor_id
+    )
+    reference_rows = _Once(lambda: _frame(monitor.reference_dataset_version, monitor.reference_where))
+    rows = [profile_row(monitor.reference_dataset_version, monitor.reference_where)]
+    ensure_profile(rows[0], lambda: (build_profile(reference_rows()), {}))
+    if predictor is not None and monitor.check_predictions:
+        model_version = monitor.model_version
+        rows.append(profile_row(monitor.reference_dataset_version, monitor.reference_where, model_version))
+
+        ensure_profile(rows[1], lambda: _predictions_profile(model_version, predictor, reference_rows()))
+    for row in rows:
+        row.refresh_from_db()
+    return [row.state for row in rows]

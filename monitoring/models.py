@@ -1,4 +1,12 @@
-"""Drift checks of a model version's data and the alerts they raise for its owner."""
+"""Monitors of model versions, their drift checks, and the alerts, escalations and deliveries they cause.
+
+The tables follow Healthchecks' alerting design (``hc/api/models.py``): a breach changes an
+``Alert`` row and writes an ``AlertEvent`` in the same transaction; the escalation task claims due
+alerts with a conditional UPDATE and writes one ``Notification`` row per delivery, which records
+its own result. ``ReferenceProfile`` caches the drift engine's summary of a reference.
+"""
+
+from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
@@ -6,7 +14,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from governance.models import DatasetVersion, ModelVersion, Team
+from governance.models import Dataset, DatasetVersion, ModelVersion, Team, TeamRole
 from governance.permissions import RestrictedQuerySet
 
 
@@ -17,27 +25,206 @@ class CheckState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class Severity(models.TextChoices):
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class ProfileState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    BUILDING = "building", "Building"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ReferenceProfile(models.Model):
+    """The drift engine's profile (``monitoring.engine.DatasetProfile.to_dict``) of a reference.
+
+    The reference is a dataset version's rows with a row filter (``where``) applied, or, when
+    ``predictions_of`` is set, that model version's predictions on those rows (one column,
+    ``prediction``, plus the baseline metrics on them). Built once, on demand or by the first check
+    that needs it, and reused by every later check. A derived cache, so not audited.
+    """
+
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+    where = models.JSONField(default=dict, blank=True, help_text="Row filter applied before profiling.")
+    predictions_of = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    key = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of (dataset version, where, model)."
+    )
+    state = models.CharField(max_length=16, choices=ProfileState.choices, default=ProfileState.PENDING)
+    profile = models.JSONField(null=True, blank=True)
+    baseline_metrics = models.JSONField(
+        default=dict, blank=True, help_text="Metrics of the predictions on the reference rows."
+    )
+    rows = models.PositiveBigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the current build began.")
+    built_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "dataset_version__dataset__team"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        subject = f"predictions of {self.predictions_of} on " if self.predictions_of_id else ""
+        return f"Profile of {subject}{self.dataset_version}"
+
+
+class CurrentSource(models.TextChoices):
+    PREDICTIONS = "predictions", "The model version's inference outputs"
+    DATASET = "dataset", "Uploaded batches of a dataset"
+
+
+class Monitor(models.Model):
+    """What to check for one model version, where the data comes from, how often, and whom to tell."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="monitors")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="monitors")
+    name = models.CharField(max_length=100)
+    reference_dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+    reference_where = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=16, choices=CurrentSource.choices, default=CurrentSource.PREDICTIONS)
+    current_dataset = models.ForeignKey(
+        Dataset, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    window_versions = models.PositiveSmallIntegerField(
+        default=1, help_text="How many of the source's newest dataset versions one check reads."
+    )
+    columns = models.JSONField(default=list, blank=True)
+    methods = models.JSONField(default=dict, blank=True, help_text="Column -> engine method.")
+    thresholds = models.JSONField(default=dict, blank=True, help_text="Column -> threshold.")
+    drift_share = models.FloatField(default=0.5)
+    min_sample_size = models.PositiveIntegerField(default=2000)
+    check_predictions = models.BooleanField(default=True)
+    check_performance = models.BooleanField(default=True)
+    performance_tolerance = models.FloatField(
+        default=0.1, help_text="Relative worsening of a metric against its baseline that counts as drift."
+    )
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
+    runbook_url = models.URLField(max_length=500, blank=True)
+    escalation_policy = models.ForeignKey(
+        "EscalationPolicy", null=True, blank=True, on_delete=models.PROTECT, related_name="monitors"
+    )
+    schedule_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Run every this many minutes; empty runs only on request."
+    )
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    is_active = models.BooleanField(default=True)
+    auto_resolve_after = models.PositiveSmallIntegerField(
+        default=3, help_text="Resolve the open alert after this many clean checks in a row (0: never)."
+    )
+    reopen_within_hours = models.PositiveIntegerField(
+        default=24, help_text="A breach this soon after resolution re-opens the alert instead of a new one."
+    )
+    retrain_on_drift = models.BooleanField(default=False)
+    retrain_where = models.JSONField(default=dict, blank=True, help_text="Row filter of the retraining job.")
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = (
+        "name",
+        "model_version_id",
+        "reference_dataset_version_id",
+        "reference_where",
+        "source",
+        "current_dataset_id",
+        "window_versions",
+        "columns",
+        "methods",
+        "thresholds",
+        "drift_share",
+        "min_sample_size",
+        "check_predictions",
+        "check_performance",
+        "performance_tolerance",
+        "severity",
+        "runbook_url",
+        "escalation_policy_id",
+        "schedule_minutes",
+        "is_active",
+        "auto_resolve_after",
+        "reopen_within_hours",
+        "retrain_on_drift",
+        "retrain_where",
+    )
+
+    class Meta:
+        ordering = ["model_version_id", "name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "name"], name="unique_monitor_name_per_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"Monitor {self.name} of {self.model_version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("monitor_detail", args=[self.pk])
+
+    @property
+    def dedup_key(self) -> str:
+        return f"monitor:{self.pk}"
+
+
 class DriftCheck(models.Model):
-    """One comparison of a current dataset version against the model version's training data."""
+    """One comparison of current data with a reference: per-column verdicts, prediction and performance."""
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="drift_checks")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="drift_checks")
+    monitor = models.ForeignKey(
+        Monitor, null=True, blank=True, on_delete=models.SET_NULL, related_name="checks"
+    )
     reference_dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
-    current_dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+    reference_where = models.JSONField(default=dict, blank=True)
+    reference_profile = models.ForeignKey(
+        ReferenceProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    current_dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="+", help_text="The window's newest version."
+    )
+    window = models.JSONField(
+        default=dict, blank=True, help_text='{"dataset_versions": [ids], "labels": [...], "rows": n}'
+    )
     columns = models.JSONField(default=list)
+    config = models.JSONField(default=dict, blank=True, help_text="The engine's CheckConfig.")
     drift_share = models.FloatField(
         default=0.5, help_text="Share of drifted columns that means dataset drift."
     )
     state = models.CharField(max_length=16, choices=CheckState.choices, default=CheckState.QUEUED)
+    progress = models.FloatField(default=0.0, help_text="Fraction done, 0 to 1.")
+    stage = models.CharField(max_length=200, blank=True)
     is_dataset_drift = models.BooleanField(null=True)
     drifted_count = models.PositiveIntegerField(null=True)
     drifted_fraction = models.FloatField(null=True)
-    results = models.JSONField(default=list, help_text="Per column: method, score, threshold, is_drifted.")
-    sampled_rows = models.PositiveIntegerField(null=True)
+    results = models.JSONField(
+        default=list, help_text="Per column (engine ColumnResult): method, score, threshold, status, ..."
+    )
+    prediction = models.JSONField(null=True, blank=True, help_text="The prediction column's result.")
+    performance = models.JSONField(null=True, blank=True, help_text="Metrics against the baseline.")
+    is_performance_drift = models.BooleanField(null=True)
+    evidently_results = models.JSONField(
+        default=list, blank=True, help_text="Evidently's verdicts, for people."
+    )
+    sampled_rows = models.PositiveIntegerField(null=True, help_text="Rows per side in the evidently report.")
     report = models.CharField(
         max_length=500, blank=True, help_text="Evidently HTML, relative to artifact root."
     )
+    report_error = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    retrain_job_id = models.PositiveBigIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -50,6 +237,7 @@ class DriftCheck(models.Model):
     team_scope = "team"
     audit_fields = (
         "model_version_id",
+        "monitor_id",
         "reference_dataset_version_id",
         "current_dataset_version_id",
         "columns",
@@ -57,6 +245,7 @@ class DriftCheck(models.Model):
         "state",
         "is_dataset_drift",
         "drifted_count",
+        "is_performance_drift",
         "error",
     )
 
@@ -70,8 +259,139 @@ class DriftCheck(models.Model):
         return reverse("drift_check_detail", args=[self.pk])
 
     @property
+    def is_finished(self) -> bool:
+        return self.state in (CheckState.SUCCEEDED, CheckState.FAILED)
+
+    @property
     def drifted_columns(self) -> list[dict]:
-        return [result for result in self.results if result["is_drifted"]]
+        return [result for result in self.results if result.get("is_drifted")]
+
+    @property
+    def is_breach(self) -> bool:
+        """Whether this finished check raises an alert: a drifted column, prediction or metric."""
+        return bool(
+            self.drifted_count or (self.prediction or {}).get("is_drifted") or self.is_performance_drift
+        )
+
+
+class ChannelKind(models.TextChoices):
+    EMAIL = "email", "Email"
+    WEBHOOK = "webhook", "Webhook (JSON, HMAC-SHA256 signed)"
+    SLACK = "slack", "Slack incoming webhook"
+
+
+class Channel(models.Model):
+    """A delivery route of a team: an email address, a signed JSON webhook, or a Slack webhook.
+
+    An email channel without an address mails the escalation level's target people. A channel
+    that fails permanently is disabled (``is_active`` False, ``disabled_reason``) and its owner told.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="channels")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=ChannelKind.choices)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", help_text="Told when it fails."
+    )
+    email_address = models.EmailField(blank=True)
+    url = models.URLField(max_length=500, blank=True)
+    secret = models.CharField(max_length=128, blank=True, help_text="HMAC key of a webhook channel.")
+    is_active = models.BooleanField(default=True)
+    disabled_reason = models.TextField(blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    # Never the secret: audit events are readable by compliance officers.
+    audit_fields = ("name", "kind", "owner_id", "email_address", "url", "is_active", "disabled_reason")
+
+    class Meta:
+        ordering = ["team__name", "name", "id"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="unique_channel_name_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display().split(' ')[0].lower()})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("channel_detail", args=[self.pk])
+
+
+class EscalationPolicy(models.Model):
+    """Ordered levels; an open, unacknowledged alert moves through them as their delays pass."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="escalation_policies")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("name", "description", "level_specs")
+
+    class Meta:
+        ordering = ["team__name", "name", "id"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="unique_policy_name_per_team")]
+        verbose_name_plural = "escalation policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("escalation_policy_detail", args=[self.pk])
+
+    @property
+    def level_specs(self) -> list[dict]:
+        """The levels as JSON-able dicts (what the audit log records)."""
+        return [level.spec() for level in self.levels.all()]
+
+
+class EscalationLevel(models.Model):
+    """One rung: notify the targets through the channels, ``1 + repeat`` times, ``delay_minutes`` apart,
+    then move to the next level after another ``delay_minutes`` without an acknowledgement."""
+
+    policy = models.ForeignKey(EscalationPolicy, on_delete=models.CASCADE, related_name="levels")
+    position = models.PositiveSmallIntegerField()
+    delay_minutes = models.PositiveIntegerField(default=15)
+    repeat = models.PositiveSmallIntegerField(default=0)
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    owners_of = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="A team's owners."
+    )
+    role = models.CharField(
+        max_length=32, choices=TeamRole.choices, blank=True, help_text="Everyone with this role in the team."
+    )
+    channels = models.ManyToManyField(Channel, blank=True, related_name="levels")
+
+    class Meta:
+        ordering = ["policy_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "position"], name="unique_level_position_per_policy")
+        ]
+
+    def __str__(self) -> str:
+        return f"Level {self.position + 1} of {self.policy}"
+
+    def spec(self) -> dict:
+        return {
+            "delay_minutes": self.delay_minutes,
+            "repeat": self.repeat,
+            "users": sorted(user.pk for user in self.users.all()),
+            "owners_of": self.owners_of_id,
+            "role": self.role,
+            "channels": sorted(channel.pk for channel in self.channels.all()),
+        }
 
 
 class AlertState(models.TextChoices):
@@ -80,45 +400,80 @@ class AlertState(models.TextChoices):
     RESOLVED = "resolved", "Resolved"
 
 
-class Severity(models.TextChoices):
-    WARNING = "warning", "Warning"
-    CRITICAL = "critical", "Critical"
+UNRESOLVED = (AlertState.OPEN, AlertState.ACKNOWLEDGED)
 
 
 class Alert(models.Model):
-    """An incident for a model version's owner; one unresolved alert per model version."""
+    """An incident: one unresolved alert per dedup key (``monitor:<id>``, or ``model_version:<id>``
+    for checks requested without a monitor); repeat breaches append to it."""
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="alerts")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="alerts")
+    monitor = models.ForeignKey(
+        Monitor, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
+    )
+    dedup_key = models.CharField(max_length=64, db_index=True)
     drift_check = models.ForeignKey(DriftCheck, on_delete=models.PROTECT, related_name="alerts")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="alerts")
     state = models.CharField(max_length=16, choices=AlertState.choices, default=AlertState.OPEN)
     severity = models.CharField(max_length=16, choices=Severity.choices)
     title = models.CharField(max_length=300)
     summary = models.TextField()
+    evidence = models.JSONField(default=dict, blank=True)
+    runbook_url = models.URLField(max_length=500, blank=True)
     occurrences = models.PositiveIntegerField(default=1)
+    clean_checks = models.PositiveIntegerField(default=0, help_text="Clean checks in a row since the breach.")
     created_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
+    reopened_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    snoozed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
+    escalation_policy = models.ForeignKey(
+        EscalationPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    escalation_round = models.PositiveSmallIntegerField(
+        default=0, help_text="Incremented when the alert re-opens: escalation starts over in a new round."
+    )
+    escalation_step = models.PositiveIntegerField(default=0, help_text="Steps of this round sent so far.")
+    escalation_level = models.PositiveSmallIntegerField(null=True, blank=True)
+    next_escalation_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    retrain_job_id = models.PositiveBigIntegerField(null=True, blank=True)
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
-    audit_fields = ("model_version_id", "drift_check_id", "owner_id", "state", "severity", "occurrences")
+    audit_fields = (
+        "model_version_id",
+        "monitor_id",
+        "drift_check_id",
+        "owner_id",
+        "state",
+        "severity",
+        "occurrences",
+        "clean_checks",
+        "snoozed_until",
+        "escalation_round",
+        "escalation_step",
+        "escalation_level",
+        "next_escalation_at",
+    )
 
     class Meta:
         ordering = ["-last_seen_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["model_version"],
+                fields=["dedup_key"],
                 condition=Q(state__in=["open", "acknowledged"]),
-                name="one_unresolved_alert_per_model_version",
+                name="one_unresolved_alert_per_dedup_key",
             )
         ]
 
@@ -127,3 +482,102 @@ class Alert(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("alert_detail", args=[self.pk])
+
+    def is_snoozed(self, now=None) -> bool:
+        return self.snoozed_until is not None and self.snoozed_until > (now or timezone.now())
+
+
+class AlertEventKind(models.TextChoices):
+    OPEN = "open", "Opened"
+    REPEAT = "repeat", "Breached again"
+    REOPEN = "reopen", "Re-opened"
+    CLEAN = "clean", "Clean check"
+    ACKNOWLEDGE = "acknowledge", "Acknowledged"
+    SNOOZE = "snooze", "Snoozed"
+    RESOLVE = "resolve", "Resolved"
+    AUTO_RESOLVE = "auto_resolve", "Resolved automatically"
+    ESCALATE = "escalate", "Escalated"
+    RETRAIN = "retrain", "Retraining submitted"
+
+
+class AlertEvent(models.Model):
+    """The alert's own timeline (Healthchecks' ``Flip``): written with each change of the alert."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=AlertEventKind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    drift_check = models.ForeignKey(
+        DriftCheck, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    level = models.PositiveSmallIntegerField(null=True, blank=True)
+    repeat = models.PositiveSmallIntegerField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "alert__team"
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} alert #{self.alert_id} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class NotificationState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    RETRYING = "retrying", "Retrying"
+    FAILED = "failed", "Failed"
+
+
+class Notification(models.Model):
+    """One delivery of one escalation step through one channel (or by email straight to the targets).
+
+    Unique per (alert, round, level, repeat, channel): a step's deliveries are written once, however
+    many workers race for it, and each keeps its attempts, error and result here. ``round`` counts
+    re-openings, so a re-opened alert escalates afresh without colliding with its first round.
+    """
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.ForeignKey(
+        Channel, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
+    )
+    kind = models.CharField(max_length=16, choices=ChannelKind.choices)
+    round = models.PositiveSmallIntegerField(default=0)
+    level = models.PositiveSmallIntegerField()
+    repeat = models.PositiveSmallIntegerField()
+    recipients = models.JSONField(default=list, blank=True, help_text="Email addresses, or target usernames.")
+    state = models.CharField(
+        max_length=16, choices=NotificationState.choices, default=NotificationState.PENDING, db_index=True
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "alert__team"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert", "round", "level", "repeat", "channel"],
+                name="one_notification_per_step_and_channel",
+            ),
+            models.UniqueConstraint(
+                fields=["alert", "round", "level", "repeat"],
+                condition=Q(channel__isnull=True),
+                name="one_direct_email_per_step",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        route = self.channel.name if self.channel_id else "email to targets"
+        return f"Notification #{self.pk} of alert #{self.alert_id} via {route}"

@@ -56,6 +56,46 @@ def _isolated_storage(settings, tmp_path):
     settings.STEWARD_IMPORT_ROOTS = [SHARED_DATA.resolve(), (Path(settings.BASE_DIR) / "demo_data").resolve()]
 
 
+@pytest.fixture(scope="session")
+def audit_signing_key_file(tmp_path_factory) -> Path:
+    """Where the tests' audit checkpoint key lives: generated on first use, once a session."""
+    return tmp_path_factory.mktemp("audit-key") / "audit_signing_key.pem"
+
+
+@pytest.fixture(autouse=True)
+def _audit_signing_key(settings, audit_signing_key_file):
+    """Checkpoints are signed with the session's key, never one under ``var/``."""
+    settings.STEWARD_AUDIT_SIGNING_KEY = ""
+    settings.STEWARD_AUDIT_SIGNING_KEY_FILE = str(audit_signing_key_file)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_maintenance_during_flush():
+    """TEST ONLY: let pytest-django's flush empty the append-only audit tables on PostgreSQL.
+
+    After each transactional test pytest-django TRUNCATEs every table, which the audit tables'
+    trigger refuses (migration 0003). Around that flush alone, and only inside its transaction
+    (``set_config(..., true)`` is SET LOCAL), ``steward.audit_maintenance`` is turned on.
+    Application code never sets it.
+    """
+    from django.db import transaction
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    original = BaseDatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        if self.connection.vendor != "postgresql":
+            return original(self, sql_list)
+        with transaction.atomic(using=self.connection.alias):
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('steward.audit_maintenance', 'on', true)")
+            return original(self, sql_list)
+
+    BaseDatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    BaseDatabaseOperations.execute_sql_flush = original
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """PBKDF2's million rounds cost 0.2 s per persona; tests need a hash, not its strength."""

@@ -14,13 +14,14 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 from django.db import connection
+from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 
 import config.celery
 from config.demo import FEATURES, run_demo
 from governance.models import AuditEvent, DatasetVersion
 from lineage.models import LineageEdge
-from monitoring.models import Alert
+from monitoring.models import Alert, Monitor, Notification, ReferenceProfile
 from tests.conftest import BIKE_HOURLY
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -89,24 +90,46 @@ def test_demo_lifecycle_through_a_real_worker(worker, mail_dir):
         (f"dataset_version:{source.pk}", f"job:{inference.pk}", "input"),
         (f"job:{inference.pk}", f"dataset_version:{predictions.pk}", "output"),
     }
-    # Drift: humidity and the 2012 growth in demand.
+    # Drift, found by the monitor's first check: humidity and the 2012 growth in demand, which
+    # the model trained on 2011 underestimates (performance drift against its validation MAE).
+    monitor = Monitor.objects.get()
+    assert (check.monitor, monitor.reference_where, monitor.schedule_minutes) == (monitor, {"yr": 0}, 1440)
+    assert PeriodicTask.objects.get(name=f"monitor-{monitor.pk}").enabled is True
     assert check.columns == [*FEATURES, "cnt"]
+    assert check.window["labels"] == ["bike-demand-predictions v1"]
     assert [c["column"] for c in check.drifted_columns] == ["hum", "cnt"]
-    assert (check.drifted_count, check.is_dataset_drift) == (2, False)
+    assert (check.drifted_count, check.is_dataset_drift, check.progress) == (2, False, 1.0)
+    assert check.prediction["method"] == "wasserstein"  # the worker predicted the reference rows
+    assert check.performance["status"] == "drift"
+    assert check.performance["metrics"]["mae"]["baseline"] == version.metrics["mae"]
+    # Evidently's verdicts, for people, beside the engine's: the same on every column here.
+    assert [c["is_drifted"] for c in check.evidently_results] == [c["is_drifted"] for c in check.results]
+    assert (settings.ARTIFACT_ROOT / check.report).is_file()
+    assert list(ReferenceProfile.objects.values_list("state", flat=True)) == ["ready", "ready"]
     alert = Alert.objects.get()
-    assert (alert.owner.username, alert.state, alert.occurrences) == ("olivia", "open", 1)
-    assert alert.drift_check_id == check.pk
+    assert (alert.owner.username, alert.state, alert.occurrences, alert.severity) == (
+        "olivia",
+        "open",
+        1,
+        "critical",
+    )
+    assert (alert.drift_check_id, alert.monitor, alert.escalation_level) == (check.pk, monitor, 0)
+    assert list(Notification.objects.values_list("level", "repeat", "recipients", "state")) == [
+        (0, 0, ["olivia@example.com"], "sent")
+    ]
     (mail,) = list(mail_dir.iterdir())
     message = mail.read_text()
     assert "To: olivia@example.com" in message
-    assert f"Subject: [Steward] {alert.title}" in message
-    assert lines[-1] == f"drift check #{check.pk}: 2 of 12 columns drifted (hum, cnt)"
+    assert "Subject: [Steward] Data drift on bike-demand v1: 2 of 12 columns" in message
+    assert lines[-2] == f"drift check #{check.pk}: 2 of 12 columns drifted (hum, cnt)"
+    assert lines[-1] == f"alert #{alert.pk} for olivia: {alert.title}"
 
     # The worker ran each task: results stored, and the rows' audit events carry the task id.
     for task_id, outcome in ((training.celery_task_id, "succeeded"), (inference.celery_task_id, "succeeded")):
         assert TaskResult.objects.get(task_id=task_id).status == "SUCCESS"
         assert TaskResult.objects.get(task_id=task_id).result == f'"{outcome}"'
     assert TaskResult.objects.get(task_id=check.celery_task_id).status == "SUCCESS"
+    assert TaskResult.objects.get(task_name="monitoring.tasks.build_reference_profiles").status == "SUCCESS"
     by_task = Counter(AuditEvent.objects.exclude(task_id="").values_list("task_id", "action"))
     assert by_task == {
         (training.celery_task_id, "job.start"): 1,
@@ -118,9 +141,11 @@ def test_demo_lifecycle_through_a_real_worker(worker, mail_dir):
         (inference.celery_task_id, "job.succeed"): 1,
         (check.celery_task_id, "drift_check.complete"): 1,
         (check.celery_task_id, "alert.open"): 1,
+        (check.celery_task_id, "alert.escalate"): 1,  # level 1 went out once the check committed
     }
     assert set(AuditEvent.objects.exclude(task_id="").values_list("actor_label", "on_behalf_of_label")) == {
-        ("system", "dana")
+        ("system", "dana"),
+        ("system", ""),  # the escalation step: the policy's, on nobody's behalf
     }
 
     # Every step has its audit event.
@@ -136,8 +161,11 @@ def test_demo_lifecycle_through_a_real_worker(worker, mail_dir):
         "job.start": 2,
         "model_version.register": 1,
         "job.succeed": 2,
+        "escalation_policy.create": 1,
+        "monitor.create": 1,
         "drift_check.request": 1,
         "drift_check.complete": 1,
         "alert.open": 1,
+        "alert.escalate": 1,
     }
     assert DatasetVersion.objects.count() == 2

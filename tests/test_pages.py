@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from governance.models import AuditEvent, Dataset, DatasetVersion, RegisteredModel
+from monitoring import actions as monitoring_actions
 from monitoring.actions import do_request_drift_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, DriftCheck
@@ -22,14 +23,32 @@ PERSONAS = [*IN_TEAM, "outsider"]
 
 
 @pytest.fixture
-def world(model_version, current_dataset_version, scientist):
-    """A trained version (with its job and lineage), a finished drift check with its report, its alert."""
+def world(model_version, current_dataset_version, scientist, owner):
+    """A trained version (with its job and lineage), a finished drift check with its report, its
+    alert; a monitor of the version, a webhook channel and an escalation policy using it."""
     check = do_request_drift_check(
         model_version=model_version, current_dataset_version=current_dataset_version, actor=scientist
     )
     assert execute_drift_check(check.pk) == "succeeded"
     check.refresh_from_db()
+    team = model_version.model.team
+    channel = monitoring_actions.do_create_channel(
+        team=team, name="ops", kind="webhook", url="https://hooks.example/steward", actor=owner
+    )
+    policy = monitoring_actions.do_create_escalation_policy(
+        team=team, name="on-call", levels=[{"users": [owner], "channels": [channel]}], actor=owner
+    )
+    monitor = monitoring_actions.do_create_monitor(
+        model_version=model_version,
+        name="hourly",
+        escalation_policy=policy,
+        schedule_minutes=60,
+        actor=scientist,
+    )
     return {
+        "monitor": monitor,
+        "channel": channel,
+        "policy": policy,
         "dataset_version": model_version.training_dataset_version,
         "model_version": model_version,
         "job": Job.objects.get(pk=model_version.source_job_id),
@@ -62,15 +81,33 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("alert_acknowledge", alert.pk),
         ("alert_resolve", alert.pk),
         ("audit_event_detail", world["event"].pk),
+        ("alert_snooze", alert.pk),
+        ("monitor_create", model_version.pk),
+        *[(name, world["monitor"].pk) for name in MONITOR_PAGES],
+        *[(name, world["channel"].pk) for name in CHANNEL_PAGES],
+        ("escalation_policy_detail", world["policy"].pk),
+        ("escalation_policy_edit", world["policy"].pk),
     ]
+    lists += ["channel_list", "escalation_policy_list", "escalation_policy_create"]
     return [(reverse(name), False) for name in [*lists, "audit_event_list"]] + [
         (reverse(name, args=[pk]), True) for name, pk in objects
     ]
 
 
+MONITOR_PAGES = [
+    "monitor_detail",
+    "monitor_edit",
+    "monitor_run",
+    "monitor_pause",
+    "monitor_resume",
+    "monitor_delete",
+]
+CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel_rotate_secret"]
+
+
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 22
+    assert len(pages) == 39
     wrong = []
     for url, _ in pages:
         response = client.get(url)
@@ -110,6 +147,7 @@ def test_base_layout_has_nav_vendored_htmx_and_the_user(client, owner):
         ("Jobs", "/jobs/"),
         ("Drift checks", "/drift-checks/"),
         ("Alerts", "/alerts/"),
+        ("Escalation", "/escalation-policies/"),
         ("Audit trail", "/audit/"),
         ("API docs", "/api/docs/"),
     ]:
@@ -295,6 +333,7 @@ def test_audit_trail_filters_and_answers_htmx_with_the_table_only(
 
 def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_officer):
     from governance import actions
+    from governance.keyset import cursor_of
 
     for number in range(55):
         actions.do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
@@ -302,10 +341,16 @@ def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_o
     first = client.get(reverse("audit_event_list"), {"action": "dataset."}).content.decode()
     assert first.count("<code>dataset.create</code>") == 50
     assert first.index("dataset-54") < first.index("dataset-53")
-    assert "Page 1 of 2 (55 in all)" in first
-    second = client.get(reverse("audit_event_list"), {"action": "dataset.", "page": 2}).content.decode()
+    oldest_shown = AuditEvent.objects.filter(action="dataset.create").order_by("-timestamp", "-id")[49]
+    assert f'href="?action=dataset.&amp;before={cursor_of(oldest_shown)}"' in first
+    assert "Newer" not in first
+    second = client.get(
+        reverse("audit_event_list"), {"action": "dataset.", "before": cursor_of(oldest_shown)}
+    ).content.decode()
     assert second.count("<code>dataset.create</code>") == 5
     assert "dataset-00" in second
+    assert "dataset-05" not in second
+    assert "Older" not in second
 
 
 def test_audit_trail_costs_the_same_queries_for_any_number_of_rows(
@@ -313,14 +358,18 @@ def test_audit_trail_costs_the_same_queries_for_any_number_of_rows(
 ):
     from governance import actions
 
-    for number in range(20):
+    for number in range(60):
         actions.do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
     client.force_login(compliance_officer)
     # Session, user, platform roles (compliance officers see every team: no membership query),
-    # the page's count, its rows with their team, the teams for the team filter.
-    with django_assert_num_queries(6):
+    # the page's rows with their team (keyset: no COUNT), the teams for the team filter.
+    with django_assert_num_queries(5):
         response = client.get(reverse("audit_event_list"))
-    assert response.content.decode().count("<code>dataset.create</code>") == 20
+    assert response.content.decode().count("<code>dataset.create</code>") == 50
+    older = response.context["page"].older
+    with django_assert_num_queries(5):
+        response = client.get(reverse("audit_event_list"), {"before": older})
+    assert response.content.decode().count("<code>dataset.create</code>") == 10
 
 
 def test_audit_event_page_shows_before_after_and_changed_keys(

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rest_framework import serializers, viewsets
 
-from governance.permissions import VIEW
+from governance.permissions import VIEW, restrict
 
 
 class RestrictedViewSetMixin:
-    """Restricts ``queryset`` with ``.restrict(user, "view")``; objects out of scope are 404.
+    """Restricts ``queryset`` with ``permissions.restrict(..., "view")``; objects out of scope are 404.
 
     Subclasses may not override ``get_queryset`` (a class-creation error), so no endpoint can
     forget the restriction; they refine with ``filter_restricted`` instead. Writes are re-checked
@@ -26,7 +26,7 @@ class RestrictedViewSetMixin:
             raise TypeError(f"{cls.__name__} overrides get_queryset; override filter_restricted instead")
 
     def get_queryset(self):
-        return self.filter_restricted(super().get_queryset().restrict(self.request.user, VIEW))
+        return self.filter_restricted(restrict(super().get_queryset(), self.request.user, VIEW))
 
     def filter_restricted(self, queryset):
         return queryset
@@ -41,7 +41,7 @@ class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
 
     def get_queryset(self):
         request = self.context.get("request")
-        return super().get_queryset().restrict(request.user, VIEW)
+        return restrict(super().get_queryset(), request.user, VIEW)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from governance.models import (
     AuditEvent,
     Dataset,
     DatasetVersion,
-    Membership,
     ModelVersion,
     RegisteredModel,
     Team,
@@ -18,15 +17,6 @@ class TeamSerializer(serializers.ModelSerializer):
         model = Team
         fields = ["id", "name", "slug", "description", "created_at"]
         read_only_fields = ["slug", "created_at"]
-
-
-class MembershipSerializer(serializers.ModelSerializer):
-    username = serializers.CharField(source="user.username", read_only=True)
-
-    class Meta:
-        model = Membership
-        fields = ["id", "user", "username", "team", "role", "created_at"]
-        read_only_fields = fields
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -88,19 +78,25 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
         slug_field="username", queryset=get_user_model().objects.all(), required=False
     )
     latest_version = serializers.SerializerMethodField()
+    aliases = serializers.SerializerMethodField()
 
     class Meta:
         model = RegisteredModel
-        fields = ["id", "team", "name", "owner", "description", "created_at", "latest_version"]
+        fields = ["id", "team", "name", "owner", "description", "created_at", "latest_version", "aliases"]
         read_only_fields = ["created_at"]
 
     def get_latest_version(self, model) -> int | None:
         return getattr(model, "latest_version", None)
 
+    def get_aliases(self, model) -> dict[str, int]:
+        """``{"production": 3, "staging": 4}``: alias -> the version number holding it."""
+        return {alias.name: alias.model_version.version for alias in model.aliases.all()}
+
 
 class ModelVersionSerializer(serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.name", read_only=True)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    aliases = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
@@ -117,10 +113,15 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "training_spec",
             "training_dataset_version",
             "source_job_id",
+            "aliases",
             "created_by",
             "created_at",
         ]
         read_only_fields = fields
+
+    def get_aliases(self, version) -> list[str]:
+        """The aliases (``production``, ``staging``) this version holds."""
+        return sorted(alias.name for alias in version.aliases.all())
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

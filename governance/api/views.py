@@ -1,4 +1,4 @@
-from django.db.models import Max
+from django.db.models import Max, Prefetch
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -9,27 +9,23 @@ from rest_framework.response import Response
 from governance import actions
 from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin, staged_upload
 from governance.api.serializers import (
-    AuditEventSerializer,
     DatasetSerializer,
     DatasetVersionCreateSerializer,
     DatasetVersionSerializer,
-    MembershipSerializer,
     ModelVersionSerializer,
     RegisteredModelSerializer,
     TeamSerializer,
 )
 from governance.filtersets import (
-    AuditEventFilterSet,
     DatasetFilterSet,
     DatasetVersionFilterSet,
     ModelVersionFilterSet,
     RegisteredModelFilterSet,
 )
 from governance.models import (
-    AuditEvent,
     Dataset,
     DatasetVersion,
-    Membership,
+    ModelAlias,
     ModelVersion,
     RegisteredModel,
     Team,
@@ -46,12 +42,6 @@ class TeamViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
             description=serializer.validated_data.get("description", ""),
             actor=self.request.user,
         )
-
-
-class MembershipViewSet(RestrictedReadOnlyViewSet):
-    queryset = Membership.objects.select_related("user", "team")
-    serializer_class = MembershipSerializer
-    filterset_fields = ["team", "user", "role"]
 
 
 class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -119,6 +109,9 @@ class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vi
     serializer_class = RegisteredModelSerializer
     filterset_class = RegisteredModelFilterSet
 
+    def filter_restricted(self, queryset):
+        return queryset.prefetch_related(_visible_aliases(self.request.user, "model_version"))
+
     def perform_create(self, serializer):
         data = serializer.validated_data
         model = actions.do_create_registered_model(
@@ -136,10 +129,10 @@ class ModelVersionViewSet(RestrictedReadOnlyViewSet):
     serializer_class = ModelVersionSerializer
     filterset_class = ModelVersionFilterSet
 
+    def filter_restricted(self, queryset):
+        return queryset.prefetch_related(_visible_aliases(self.request.user))
 
-class AuditEventViewSet(RestrictedReadOnlyViewSet):
-    """Read-only: audit events are written by actions alone, never through the API."""
 
-    queryset = AuditEvent.objects.all()
-    serializer_class = AuditEventSerializer
-    filterset_class = AuditEventFilterSet
+def _visible_aliases(user, *related: str) -> Prefetch:
+    """Prefetch of the aliases ``user`` may view (one query for a whole page)."""
+    return Prefetch("aliases", queryset=ModelAlias.objects.restrict(user).select_related(*related))

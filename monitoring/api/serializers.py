@@ -1,8 +1,36 @@
+"""Serializers of the monitoring API. They parse and render; the actions validate business rules."""
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from governance.api.base import RestrictedPrimaryKeyRelatedField
-from governance.models import DatasetVersion, ModelVersion
-from monitoring.models import Alert, DriftCheck
+from governance.models import Dataset, DatasetVersion, ModelVersion, Team, TeamRole
+from governance.permissions import VIEW
+from monitoring.models import (
+    Alert,
+    AlertEvent,
+    Channel,
+    ChannelKind,
+    CurrentSource,
+    DriftCheck,
+    EscalationLevel,
+    EscalationPolicy,
+    Monitor,
+    Notification,
+    Severity,
+)
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class VisibleUserField(serializers.PrimaryKeyRelatedField):
+    """A user id among the members of the teams the requester may view (others: "does not exist")."""
+
+    def get_queryset(self):
+        user = self.context["request"].user
+        teams = Team.objects.restrict(user, VIEW)
+        return get_user_model().objects.filter(memberships__team__in=teams).distinct()
 
 
 class DriftCheckSerializer(serializers.ModelSerializer):
@@ -14,18 +42,30 @@ class DriftCheckSerializer(serializers.ModelSerializer):
             "id",
             "team",
             "model_version",
+            "monitor",
             "reference_dataset_version",
+            "reference_where",
             "current_dataset_version",
+            "window",
             "columns",
+            "config",
             "drift_share",
             "state",
+            "progress",
+            "stage",
             "is_dataset_drift",
             "drifted_count",
             "drifted_fraction",
             "results",
+            "prediction",
+            "performance",
+            "is_performance_drift",
+            "evidently_results",
             "sampled_rows",
             "report_url",
+            "report_error",
             "error",
+            "retrain_job_id",
             "created_at",
             "started_at",
             "finished_at",
@@ -43,10 +83,20 @@ class DriftCheckRequestSerializer(serializers.Serializer):
     drift_share = serializers.FloatField(required=False, default=0.5, min_value=0.0, max_value=1.0)
 
 
+class AlertEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = AlertEvent
+        fields = ["id", "kind", "at", "actor", "drift_check", "level", "repeat", "note"]
+        read_only_fields = fields
+
+
 class AlertSerializer(serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    snoozed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Alert
@@ -54,18 +104,188 @@ class AlertSerializer(serializers.ModelSerializer):
             "id",
             "team",
             "model_version",
+            "monitor",
+            "dedup_key",
             "drift_check",
             "owner",
             "state",
             "severity",
             "title",
             "summary",
+            "evidence",
+            "runbook_url",
             "occurrences",
+            "clean_checks",
             "created_at",
             "last_seen_at",
+            "reopened_at",
             "acknowledged_by",
             "acknowledged_at",
+            "snoozed_until",
+            "snoozed_by",
             "resolved_by",
             "resolved_at",
+            "escalation_policy",
+            "escalation_round",
+            "escalation_step",
+            "escalation_level",
+            "next_escalation_at",
+            "retrain_job_id",
         ]
         read_only_fields = fields
+
+
+class AlertSnoozeSerializer(serializers.Serializer):
+    until = serializers.DateTimeField(help_text="When escalation resumes (at most 30 days ahead).")
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "alert",
+            "channel",
+            "kind",
+            "round",
+            "level",
+            "repeat",
+            "recipients",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "response_code",
+            "error",
+            "created_at",
+            "sent_at",
+        ]
+        read_only_fields = fields
+
+
+class MonitorSerializer(serializers.ModelSerializer):
+    """Read and write shape of a monitor; ``model_version`` is fixed once created."""
+
+    model_version = RestrictedPrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    reference_dataset_version = RestrictedPrimaryKeyRelatedField(
+        queryset=DatasetVersion.objects.all(), required=False, help_text="Default: the training data."
+    )
+    current_dataset = RestrictedPrimaryKeyRelatedField(
+        queryset=Dataset.objects.all(), required=False, allow_null=True
+    )
+    escalation_policy = RestrictedPrimaryKeyRelatedField(
+        queryset=EscalationPolicy.objects.all(), required=False, allow_null=True
+    )
+    source = serializers.ChoiceField(choices=CurrentSource.choices, required=False)
+    severity = serializers.ChoiceField(choices=Severity.choices, required=False)
+    columns = serializers.ListField(child=serializers.CharField(), required=False)
+    methods = serializers.DictField(child=serializers.CharField(), required=False)
+    thresholds = serializers.DictField(child=serializers.FloatField(), required=False)
+    reference_where = serializers.DictField(required=False)
+    retrain_where = serializers.DictField(required=False)
+
+    class Meta:
+        model = Monitor
+        fields = [
+            "id",
+            "team",
+            "model_version",
+            "name",
+            "reference_dataset_version",
+            "reference_where",
+            "source",
+            "current_dataset",
+            "window_versions",
+            "columns",
+            "methods",
+            "thresholds",
+            "drift_share",
+            "min_sample_size",
+            "check_predictions",
+            "check_performance",
+            "performance_tolerance",
+            "severity",
+            "runbook_url",
+            "escalation_policy",
+            "schedule_minutes",
+            "is_active",
+            "auto_resolve_after",
+            "reopen_within_hours",
+            "retrain_on_drift",
+            "retrain_where",
+            "last_checked_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "team", "is_active", "last_checked_at", "created_at", "updated_at"]
+
+
+class ChannelSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Channel
+        fields = [
+            "id",
+            "team",
+            "name",
+            "kind",
+            "owner",
+            "email_address",
+            "url",
+            "is_active",
+            "disabled_reason",
+            "disabled_at",
+            "consecutive_failures",
+            "last_error",
+            "last_error_at",
+            "last_success_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ChannelWriteSerializer(serializers.Serializer):
+    team = RestrictedPrimaryKeyRelatedField(queryset=Team.objects.all())
+    name = serializers.CharField(max_length=100)
+    kind = serializers.ChoiceField(choices=ChannelKind.choices)
+    owner = VisibleUserField(required=False, help_text="Told when the channel fails. Default: you.")
+    email_address = serializers.EmailField(required=False, allow_blank=True, default="")
+    url = serializers.URLField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class ChannelUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    owner = VisibleUserField(required=False)
+    email_address = serializers.EmailField(required=False, allow_blank=True)
+    url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    is_active = serializers.BooleanField(required=False)
+
+
+class ChannelSecretSerializer(ChannelSerializer):
+    """A channel with its HMAC secret: answered on creation and rotation only."""
+
+    class Meta(ChannelSerializer.Meta):
+        fields = [*ChannelSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class EscalationLevelSerializer(serializers.ModelSerializer):
+    users = VisibleUserField(many=True, required=False)
+    owners_of = RestrictedPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
+    role = serializers.ChoiceField(choices=[("", "none"), *TeamRole.choices], required=False)
+    channels = RestrictedPrimaryKeyRelatedField(queryset=Channel.objects.all(), many=True, required=False)
+
+    class Meta:
+        model = EscalationLevel
+        fields = ["position", "delay_minutes", "repeat", "users", "owners_of", "role", "channels"]
+        read_only_fields = ["position"]
+
+
+class EscalationPolicySerializer(serializers.ModelSerializer):
+    team = RestrictedPrimaryKeyRelatedField(queryset=Team.objects.all())
+    levels = EscalationLevelSerializer(many=True)
+
+    class Meta:
+        model = EscalationPolicy
+        fields = ["id", "team", "name", "description", "levels", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]

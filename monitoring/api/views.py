@@ -1,3 +1,10 @@
+"""Monitoring API: drift checks, monitors, alerts, notifications, channels, escalation policies.
+
+Every viewset restricts its queryset through ``RestrictedViewSetMixin`` (another team's object is
+a 404); writes go through ``monitoring.actions``, which re-check the right in their transaction.
+"""
+
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -7,9 +14,29 @@ from rest_framework.response import Response
 from governance import artifacts
 from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
 from monitoring import actions
-from monitoring.api.serializers import AlertSerializer, DriftCheckRequestSerializer, DriftCheckSerializer
-from monitoring.filtersets import AlertFilterSet, DriftCheckFilterSet
-from monitoring.models import Alert, DriftCheck
+from monitoring.api.serializers import (
+    AlertEventSerializer,
+    AlertSerializer,
+    AlertSnoozeSerializer,
+    ChannelSecretSerializer,
+    ChannelSerializer,
+    ChannelUpdateSerializer,
+    ChannelWriteSerializer,
+    DriftCheckRequestSerializer,
+    DriftCheckSerializer,
+    EscalationPolicySerializer,
+    MonitorSerializer,
+    NotificationSerializer,
+)
+from monitoring.filtersets import (
+    AlertFilterSet,
+    ChannelFilterSet,
+    DriftCheckFilterSet,
+    EscalationPolicyFilterSet,
+    MonitorFilterSet,
+    NotificationFilterSet,
+)
+from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
 
 
 class DriftCheckViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -38,7 +65,7 @@ class DriftCheckViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewset
 
 
 class AlertViewSet(RestrictedReadOnlyViewSet):
-    queryset = Alert.objects.select_related("owner", "acknowledged_by", "resolved_by")
+    queryset = Alert.objects.select_related("owner", "acknowledged_by", "resolved_by", "snoozed_by")
     serializer_class = AlertSerializer
     filterset_class = AlertFilterSet
 
@@ -49,9 +76,148 @@ class AlertViewSet(RestrictedReadOnlyViewSet):
             AlertSerializer(actions.do_acknowledge_alert(alert=self.get_object(), actor=request.user)).data
         )
 
+    @extend_schema(request=AlertSnoozeSerializer, responses={200: AlertSerializer})
+    @action(detail=True, methods=["post"])
+    def snooze(self, request, pk=None):
+        alert = self.get_object()
+        body = AlertSnoozeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        alert = actions.do_snooze_alert(alert=alert, until=body.validated_data["until"], actor=request.user)
+        return Response(AlertSerializer(alert).data)
+
     @extend_schema(request=None, responses={200: AlertSerializer})
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
         return Response(
             AlertSerializer(actions.do_resolve_alert(alert=self.get_object(), actor=request.user)).data
         )
+
+    @extend_schema(responses={200: AlertEventSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        alert = self.get_object()
+        return Response(AlertEventSerializer(alert.events.select_related("actor"), many=True).data)
+
+
+class NotificationViewSet(RestrictedReadOnlyViewSet):
+    """Each delivery of an escalation step, with its attempts, error and result."""
+
+    queryset = Notification.objects.all()
+    serializer_class = NotificationSerializer
+    filterset_class = NotificationFilterSet
+
+
+class MonitorViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
+    queryset = Monitor.objects.all()
+    serializer_class = MonitorSerializer
+    filterset_class = MonitorFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def perform_create(self, serializer):
+        data = dict(serializer.validated_data)
+        serializer.instance = actions.do_create_monitor(
+            model_version=data.pop("model_version"), name=data.pop("name"), actor=self.request.user, **data
+        )
+
+    def perform_update(self, serializer):
+        data = dict(serializer.validated_data)
+        if "model_version" in data and data["model_version"] != serializer.instance.model_version:
+            raise ValidationError({"model_version": "a monitor cannot move to another model version"})
+        data.pop("model_version", None)
+        serializer.instance = actions.do_update_monitor(
+            monitor=serializer.instance, actor=self.request.user, **data
+        )
+
+    def perform_destroy(self, instance):
+        actions.do_delete_monitor(monitor=instance, actor=self.request.user)
+
+    @extend_schema(request=None, responses={201: DriftCheckSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request, pk=None):
+        check = actions.do_run_monitor(monitor=self.get_object(), actor=request.user)
+        check.refresh_from_db()
+        return Response(DriftCheckSerializer(check).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: MonitorSerializer})
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return Response(
+            MonitorSerializer(actions.do_pause_monitor(monitor=self.get_object(), actor=request.user)).data
+        )
+
+    @extend_schema(request=None, responses={200: MonitorSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        monitor = actions.do_resume_monitor(monitor=self.get_object(), actor=request.user)
+        return Response(MonitorSerializer(monitor).data)
+
+
+class ChannelViewSet(
+    RestrictedViewSetMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet
+):
+    """Delivery channels. The webhook secret is answered once, on creation and on rotation."""
+
+    queryset = Channel.objects.select_related("owner")
+    serializer_class = ChannelSerializer
+    filterset_class = ChannelFilterSet
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_serializer_class(self):
+        return {"create": ChannelWriteSerializer, "partial_update": ChannelUpdateSerializer}.get(
+            self.action, ChannelSerializer
+        )
+
+    @extend_schema(request=ChannelWriteSerializer, responses={201: ChannelSecretSerializer})
+    def create(self, request, *args, **kwargs):
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        channel = actions.do_create_channel(actor=request.user, **body.validated_data)
+        return Response(ChannelSecretSerializer(channel).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ChannelUpdateSerializer, responses={200: ChannelSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        channel = self.get_object()
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        channel = actions.do_update_channel(channel=channel, actor=request.user, **body.validated_data)
+        return Response(ChannelSerializer(channel).data)
+
+    @extend_schema(request=None, responses={200: ChannelSecretSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request, pk=None):
+        channel = actions.do_rotate_channel_secret(channel=self.get_object(), actor=request.user)
+        return Response(ChannelSecretSerializer(channel).data)
+
+
+class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
+    queryset = EscalationPolicy.objects.prefetch_related("levels__users", "levels__channels")
+    serializer_class = EscalationPolicySerializer
+    filterset_class = EscalationPolicyFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        policy = actions.do_create_escalation_policy(
+            team=data["team"],
+            name=data["name"],
+            description=data.get("description", ""),
+            levels=data["levels"],
+            actor=self.request.user,
+        )
+        serializer.instance = self.get_queryset().get(pk=policy.pk)
+
+    def perform_update(self, serializer):
+        data = serializer.validated_data
+        if "team" in data and data["team"] != serializer.instance.team:
+            raise ValidationError({"team": "a policy cannot move to another team"})
+        policy = actions.do_update_escalation_policy(
+            policy=serializer.instance,
+            actor=self.request.user,
+            name=data.get("name"),
+            description=data.get("description"),
+            levels=data.get("levels"),
+        )
+        serializer.instance = self.get_queryset().get(pk=policy.pk)
+
+    def perform_destroy(self, instance):
+        actions.do_delete_escalation_policy(policy=instance, actor=self.request.user)

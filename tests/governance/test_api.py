@@ -11,7 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from governance import actions
-from governance.models import AuditEvent, Dataset, DatasetVersion, Membership, RegisteredModel, Team, TeamRole
+from governance.models import AuditEvent, Dataset, DatasetVersion, RegisteredModel, Team, TeamRole
 from tests.conftest import ADULT, BIKE_HOURLY
 
 BIKE_SHA256 = "e03de4ee4ef4dc376ac6e04bf829673c6269e8eba5c60fa121640fa2f829504f"
@@ -302,6 +302,7 @@ def test_create_model_for_a_team_member(client_for, scientist, owner, team):
         "description": "",
         "created_at": body["created_at"],
         "latest_version": None,
+        "aliases": {},
     }
     event = AuditEvent.objects.get(action="registered_model.create")
     assert (event.actor, event.after["owner_id"]) == (scientist, owner.pk)
@@ -334,8 +335,9 @@ def test_list_models_in_constant_queries(
         actions.do_create_registered_model(team=team, name=f"model-{name}", owner=scientist, actor=scientist)
     client = client_for(fresh(owner))
 
-    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (owner joined, max version annotated)
-    with django_assert_num_queries(4):
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (owner joined, max version
+    # annotated), 5 the page's aliases (their versions joined)
+    with django_assert_num_queries(5):
         response = client.get("/api/models/")
 
     assert [(row["name"], row["owner"], row["latest_version"]) for row in response.json()["results"]] == [
@@ -363,6 +365,7 @@ def test_model_version_detail(client_for, viewer, registered_version, dataset_ve
         "training_spec": registered_version.training_spec,
         "training_dataset_version": dataset_version.pk,
         "source_job_id": None,
+        "aliases": [],
         "created_by": "dana",
         "created_at": body["created_at"],
     }
@@ -385,8 +388,9 @@ def test_list_model_versions_in_constant_queries(
         )
     client = client_for(fresh(viewer))
 
-    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (model and creator joined)
-    with django_assert_num_queries(4):
+    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (model and creator joined),
+    # 5 the page's aliases
+    with django_assert_num_queries(5):
         response = client.get("/api/model-versions/")
 
     assert [(row["model_name"], row["version"]) for row in response.json()["results"]] == [
@@ -458,20 +462,6 @@ def test_memberships_list_and_filter(
     assert [row["username"] for row in filtered.json()["results"]] == ["olivia"]
 
 
-def test_memberships_are_read_only(client_for, admin, team, viewer):
-    membership = Membership.objects.get(user=viewer)
-    client = client_for(admin)
-
-    created = client.post(
-        "/api/memberships/", {"user": viewer.pk, "team": team.pk, "role": "model_owner"}, format="json"
-    )
-    changed = client.patch(f"/api/memberships/{membership.pk}/", {"role": "model_owner"}, format="json")
-
-    assert (created.status_code, changed.status_code) == (405, 405)
-    membership.refresh_from_db()
-    assert membership.role == TeamRole.VIEWER
-
-
 # Audit events
 
 
@@ -497,14 +487,15 @@ def test_audit_events_list_in_constant_queries(
 ):
     client = client_for(fresh(compliance_officer))
 
-    # 1 platform roles (compliance officer: every team, no membership query), 2 COUNT, 3 the page
-    with django_assert_num_queries(3):
+    # 1 platform roles (compliance officer: every team, no membership query), 2 the page
+    # (cursor pagination: no COUNT over the log)
+    with django_assert_num_queries(2):
         response = client.get("/api/audit-events/")
 
-    assert response.json()["count"] == AuditEvent.objects.count()
+    assert len(response.json()["results"]) == AuditEvent.objects.count()
     member = client_for(fresh(scientist))
-    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page
-    with django_assert_num_queries(4):
+    # 1 platform roles, 2 the user's team roles, 3 the page
+    with django_assert_num_queries(3):
         response = member.get("/api/audit-events/")
     assert {row["team"] for row in response.json()["results"]} == {dataset_version.dataset.team_id}
 

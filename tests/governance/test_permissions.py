@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from governance.models import AuditEvent, Dataset, DatasetVersion, Team
+from governance import actions, tokens
+from governance.models import ApiToken, AuditEvent, Dataset, DatasetVersion, Team
 from monitoring.models import Alert, AlertState, DriftCheck
 from runners.models import Job, JobState
 from tests.conftest import PASSWORD
@@ -99,7 +99,7 @@ def test_audit_trail_shows_the_personas_teams(request, client_for, world, person
     listed = client.get("/api/audit-events/")
     detail = client.get(f"/api/audit-events/{mobility_event.pk}/")
 
-    assert listed.json()["count"] == expected.count()
+    assert listed.json()["next"] is None  # one cursor page holds them all
     assert [row["id"] for row in listed.json()["results"]] == [event.pk for event in expected[:50]]
     assert detail.status_code == (404 if persona == "outsider" else 200)
 
@@ -429,13 +429,13 @@ def test_acknowledge_body_cannot_choose_state_or_person(client_for, world, owner
     assert (alert.state, alert.acknowledged_by, alert.owner) == (AlertState.ACKNOWLEDGED, owner, owner)
 
 
-# Authentication
+# Authentication (tokens in detail: tests/governance/test_tokens.py)
 
 
 def test_token_authenticated_requests_work(world, scientist):
-    token = Token.objects.create(user=scientist)
+    _, secret = actions.do_create_api_token(user=scientist, name="ci", is_read_only=False, actor=scientist)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
 
     listed = client.get("/api/datasets/")
     created = client.post("/api/datasets/", {"team": world.team.pk, "name": "by-token"}, format="json")
@@ -446,23 +446,43 @@ def test_token_authenticated_requests_work(world, scientist):
     assert Dataset.objects.get(name="by-token").created_by == scientist
 
 
-def test_token_endpoint_trades_a_password_for_the_users_token(scientist):
+def test_token_endpoint_trades_a_password_for_a_new_named_token(scientist):
     client = APIClient()
 
-    issued = client.post("/api/auth/token/", {"username": "dana", "password": PASSWORD}, format="json")
+    issued = client.post(
+        "/api/auth/token/",
+        {"username": "dana", "password": PASSWORD, "name": "nightly", "is_read_only": False},
+        format="json",
+    )
     refused = client.post("/api/auth/token/", {"username": "dana", "password": "guess"}, format="json")
 
-    assert issued.status_code == 200
-    assert issued.json() == {"token": Token.objects.get(user=scientist).key}
-    assert refused.status_code == 400
-    assert Token.objects.count() == 1
+    token = ApiToken.objects.get()
+    assert issued.status_code == 201
+    assert issued.json() == {
+        "token": issued.json()["token"],
+        "id": token.pk,
+        "name": "nightly",
+        "prefix": issued.json()["token"][:12],
+        "is_read_only": False,
+        "state": "active",
+        "expires_at": None,
+        "last_used_at": None,
+        "revoked_at": None,
+        "created_at": issued.json()["created_at"],
+    }
+    assert (token.user, token.key_hash) == (scientist, tokens.hash_secret(issued.json()["token"]))
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"non_field_errors": ["Unable to log in with provided credentials."]},
+    )
+    assert ApiToken.objects.count() == 1
 
 
 def test_requests_without_valid_credentials_are_refused(world):
-    """Session authentication comes first, so DRF answers 403 (not 401) without credentials."""
+    """The token class comes first, so DRF answers 401 with ``WWW-Authenticate: Bearer``."""
     anonymous = APIClient()
     forged = APIClient()
-    forged.credentials(HTTP_AUTHORIZATION="Token " + "f" * 40)
+    forged.credentials(HTTP_AUTHORIZATION="Bearer stw_" + "f" * 43)
     count = Dataset.objects.count()
 
     answers = [
@@ -471,9 +491,9 @@ def test_requests_without_valid_credentials_are_refused(world):
         forged.get("/api/datasets/"),
     ]
 
-    assert [(r.status_code, r.json()) for r in answers] == [
-        (403, {"detail": "Authentication credentials were not provided."}),
-        (403, {"detail": "Authentication credentials were not provided."}),
-        (403, {"detail": "Invalid token."}),
+    assert [(r.status_code, r.json(), r["WWW-Authenticate"]) for r in answers] == [
+        (401, {"detail": "Authentication credentials were not provided."}, 'Bearer realm="api"'),
+        (401, {"detail": "Authentication credentials were not provided."}, 'Bearer realm="api"'),
+        (401, {"detail": "Invalid token."}, 'Bearer realm="api"'),
     ]
     assert Dataset.objects.count() == count

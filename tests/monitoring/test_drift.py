@@ -12,8 +12,9 @@ from governance import actions
 from governance.models import AuditEvent, DatasetVersion
 from monitoring import drift
 from monitoring.actions import claim_drift_check, do_request_drift_check
+from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
-from monitoring.models import Alert, AlertState, CheckState, DriftCheck
+from monitoring.models import Alert, AlertState, CheckState, DriftCheck, ReferenceProfile
 from tests.conftest import DRIFT_COLUMNS
 
 WASSERSTEIN = "Wasserstein distance (normed)"
@@ -137,7 +138,7 @@ def test_inputs_that_cannot_be_compared(bike_frame, reference, current, columns,
     assert str(raised.value) == message
 
 
-# Drift checks and alerts
+# Drift checks: the engine decides, evidently reports --------------------------------------------
 
 
 def _request(version, current, actor, **kwargs) -> DriftCheck:
@@ -146,11 +147,12 @@ def _request(version, current, actor, **kwargs) -> DriftCheck:
     )
 
 
-def test_drift_check_opens_an_alert_for_the_owner_and_emails_after_commit(
+def test_check_decides_with_the_engine_and_shows_evidently_beside_it(
     registered_version,
     current_dataset_version,
     scientist,
     owner,
+    bike_frame,
     bike_drift_result,
     mail_dir,
     settings,
@@ -158,38 +160,85 @@ def test_drift_check_opens_an_alert_for_the_owner_and_emails_after_commit(
 ):
     check = _request(registered_version, current_dataset_version, scientist)
     assert check.columns == DRIFT_COLUMNS
+    assert (check.reference_where, check.window["rows"]) == ({"yr": 0}, 8734)
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         state = execute_drift_check(check.pk)
         assert not mail_dir.exists()  # the email waits for the commit
 
     check.refresh_from_db()
+    reference = build_profile(bike_frame[bike_frame["yr"] == 0])
+    expected = run_check(
+        reference, bike_frame[bike_frame["yr"] == 1], CheckConfig(columns=tuple(DRIFT_COLUMNS))
+    )
     assert state == CheckState.SUCCEEDED
-    assert len(callbacks) == 1
-    assert check.results == bike_drift_result.columns_as_dicts()
-    assert [c["column"] for c in check.drifted_columns] == ["hum", "cnt"]
-    assert (check.drifted_count, check.is_dataset_drift, check.error) == (2, False, "")
+    assert len(callbacks) == 2  # the first escalation step, then its delivery
+    assert check.results == [column.to_dict() for column in expected.columns]
+    assert [(c["column"], c["method"], c["threshold"]) for c in check.drifted_columns] == [
+        ("hum", "wasserstein", 0.1),
+        ("cnt", "wasserstein", 0.1),
+    ]
+    assert {c["column"]: c["status"] for c in check.results} == {
+        c: "drift" if c in ("hum", "cnt") else "ok" for c in DRIFT_COLUMNS
+    }
+    assert (check.drifted_count, check.drifted_fraction, check.is_dataset_drift) == (2, 2 / 12, False)
+    assert (check.progress, check.stage, check.error, check.report_error) == (1.0, "done", "", "")
+    # Evidently's verdicts on the same rows, for people, agree column by column.
+    assert check.evidently_results == bike_drift_result.columns_as_dicts()
+    assert [c["is_drifted"] for c in check.evidently_results] == [c["is_drifted"] for c in check.results]
     assert (settings.ARTIFACT_ROOT / check.report).read_text().lstrip().lower().startswith("<!doctype html>")
+    # No prediction column in these rows, and hence no performance either.
+    assert (check.prediction, check.performance, check.is_performance_drift) == (None, None, None)
+
     alert = Alert.objects.get()
     assert (alert.owner, alert.state, alert.severity, alert.occurrences) == (owner, "open", "warning", 1)
     assert (alert.drift_check, alert.model_version, alert.team) == (check, registered_version, check.team)
+    assert (alert.dedup_key, alert.monitor) == (f"model_version:{registered_version.pk}", None)
     assert alert.title == "Data drift on bike-demand v1: 2 of 12 columns"
     hum, cnt = check.drifted_columns
     assert alert.summary.splitlines() == [
-        f"hum: {WASSERSTEIN} = {hum['score']:.4g} (threshold 0.1)",
-        f"cnt: {WASSERSTEIN} = {cnt['score']:.4g} (threshold 0.1)",
+        f"hum: wasserstein = {hum['score']:.4g} (threshold 0.1)",
+        f"cnt: wasserstein = {cnt['score']:.4g} (threshold 0.1)",
     ]
+    assert alert.evidence["report_url"] == f"{settings.STEWARD_BASE_URL}/drift-checks/{check.pk}/report/"
     (mail,) = list(mail_dir.iterdir())
     message = mail.read_text()
     assert "To: olivia@example.com" in message
-    assert "Subject: [Steward] Data drift on bike-demand v1: 2 of 12 columns" in message
     assert alert.summary in message
     assert f"{settings.STEWARD_BASE_URL}{alert.get_absolute_url()}" in message
     assert list(
         AuditEvent.objects.filter(object_type__in=["driftcheck", "alert"])
         .order_by("id")
         .values_list("action", flat=True)
-    ) == ["drift_check.request", "drift_check.complete", "alert.open"]
+    ) == ["drift_check.request", "drift_check.complete", "alert.open", "alert.escalate"]
+
+
+def test_the_reference_profile_is_built_once_and_reused(
+    registered_version, current_dataset_version, scientist
+):
+    first, second = (_request(registered_version, current_dataset_version, scientist) for _ in range(2))
+
+    execute_drift_check(first.pk, make_report=False)
+    profile = ReferenceProfile.objects.get()
+    built_at = profile.built_at
+    execute_drift_check(second.pk, make_report=False)
+
+    profile.refresh_from_db()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (profile.state, profile.rows, profile.where, profile.predictions_of) == (
+        "ready",
+        8645,
+        {"yr": 0},
+        None,
+    )
+    assert (profile.dataset_version, profile.built_at) == (
+        registered_version.training_dataset_version,
+        built_at,
+    )
+    assert first.reference_profile == second.reference_profile == profile
+    assert first.results == second.results
+    assert DatasetProfile.from_dict(profile.profile).rows == 8645
 
 
 def test_a_second_drifting_check_adds_to_the_open_alert(
@@ -198,7 +247,7 @@ def test_a_second_drifting_check_adds_to_the_open_alert(
     checks = [_request(registered_version, current_dataset_version, scientist) for _ in range(2)]
 
     with django_capture_on_commit_callbacks(execute=True):
-        states = [execute_drift_check(check.pk) for check in checks]
+        states = [execute_drift_check(check.pk, make_report=False) for check in checks]
 
     alert = Alert.objects.get()
     assert states == [CheckState.SUCCEEDED, CheckState.SUCCEEDED]
@@ -206,10 +255,7 @@ def test_a_second_drifting_check_adds_to_the_open_alert(
     assert Alert.objects.filter(state__in=["open", "acknowledged"]).count() == 1
     assert list(
         AuditEvent.objects.filter(object_type="alert").values_list("action", flat=True).order_by("id")
-    ) == [
-        "alert.open",
-        "alert.repeat",
-    ]
+    ) == ["alert.open", "alert.repeat", "alert.escalate"]  # the step went out on commit, after both
     assert len(list(mail_dir.iterdir())) == 1
 
 
@@ -221,7 +267,9 @@ def test_after_resolution_new_drift_opens_a_new_alert(
     first = Alert.objects.get()
     do_resolve_alert(alert=first, actor=owner)
 
-    execute_drift_check(_request(registered_version, current_dataset_version, scientist).pk)
+    execute_drift_check(
+        _request(registered_version, current_dataset_version, scientist).pk, make_report=False
+    )
 
     assert list(Alert.objects.order_by("id").values_list("state", "occurrences")) == [
         ("resolved", 1),
@@ -241,16 +289,18 @@ def test_check_without_drift_opens_no_alert(registered_version, dataset, scienti
     )
     check = _request(registered_version, same, scientist)
 
-    assert execute_drift_check(check.pk) == CheckState.SUCCEEDED
+    assert execute_drift_check(check.pk, make_report=False) == CheckState.SUCCEEDED
 
     check.refresh_from_db()
-    assert (check.drifted_count, check.is_dataset_drift) == (0, False)
+    assert (check.drifted_count, check.is_dataset_drift, check.report) == (0, False, "")
+    assert {c["status"] for c in check.results} == {"ok"}
     assert Alert.objects.count() == 0
 
 
-def test_check_on_unusable_data_fails_with_the_reason(
+def test_an_empty_column_is_drift_by_missing_rate_and_the_others_keep_their_verdicts(
     registered_version, dataset, scientist, bike_frame, tmp_path
 ):
+    """Evidently aborts its whole report on a column with no values; the engine does not."""
     path = tmp_path / "no-humidity.csv"
     bike_frame[bike_frame["yr"] == 1].assign(hum=np.nan).to_csv(path, index=False)
     current = actions.do_register_dataset_version(
@@ -262,11 +312,59 @@ def test_check_on_unusable_data_fails_with_the_reason(
     )
     check = _request(registered_version, current, scientist)
 
+    assert execute_drift_check(check.pk) == CheckState.SUCCEEDED
+
+    check.refresh_from_db()
+    hum = next(c for c in check.results if c["column"] == "hum")
+    assert (hum["status"], hum["method"], hum["reference_missing_rate"], hum["current_missing_rate"]) == (
+        "drift",
+        "missing_rate",
+        0.0,
+        1.0,
+    )
+    assert [c["column"] for c in check.drifted_columns] == ["hum", "cnt"]
+    assert check.report_error == (
+        "evidently could not make its report: column(s) 'hum' have no values in the current data"
+    )
+    assert (check.report, check.evidently_results) == ("", [])
+    assert Alert.objects.get().title == "Data drift on bike-demand v1: 2 of 12 columns"
+
+
+def test_too_few_rows_are_insufficient_data_not_drift(
+    registered_version, dataset, scientist, bike_frame, tmp_path
+):
+    path = tmp_path / "few.csv"
+    bike_frame[bike_frame["yr"] == 1].head(500).to_csv(path, index=False)
+    few = actions.do_register_dataset_version(
+        dataset=dataset,
+        file_path=path,
+        filename=path.name,
+        source=DatasetVersion.Source.UPLOAD,
+        actor=scientist,
+    )
+
+    assert (
+        execute_drift_check(_request(registered_version, few, scientist).pk, make_report=False) == "succeeded"
+    )
+
+    check = DriftCheck.objects.get()
+    assert {(c["status"], c["message"]) for c in check.results} == {
+        ("insufficient_data", "the current window has 500 rows; the minimum is 2000")
+    }
+    assert (check.drifted_count, check.is_dataset_drift, Alert.objects.count()) == (0, False, 0)
+
+
+def test_a_missing_file_fails_the_check_with_the_reason(
+    registered_version, current_dataset_version, scientist
+):
+    check = _request(registered_version, current_dataset_version, scientist)
+    current_dataset_version.path.unlink()
+
     assert execute_drift_check(check.pk) == CheckState.FAILED
 
     check.refresh_from_db()
-    assert check.error == "column(s) 'hum' have no values in the current data"
-    assert (check.results, check.report) == ([], "")
+    assert check.error.startswith("[Errno 2] No such file or directory")
+    assert (check.results, check.report, check.progress, check.stage) == ([], "", 1.0, "failed")
     assert Alert.objects.count() == 0
     assert AuditEvent.objects.filter(action="drift_check.fail", object_id=str(check.pk)).count() == 1
 

@@ -1,0 +1,357 @@
+"""Who may do what, through the API: users, memberships, platform roles and API tokens.
+
+Every write calls an action in ``governance.actions``, which re-checks the permission inside its
+transaction and writes the audit event; these views only parse, look up (restricted) and render.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, get_user_model, user_logged_in
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch
+from django.utils import timezone
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance import actions
+from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
+from governance.filtersets import RestrictedFilterSet
+from governance.models import ApiToken, Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
+from governance.permissions import restrict
+
+User = get_user_model()
+
+
+def _active_users():
+    return User.objects.filter(is_active=True)
+
+
+# Users ----------------------------------------------------------------------------------------
+
+
+class UserMembershipSerializer(serializers.ModelSerializer):
+    team_name = serializers.CharField(source="team.name", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "team", "team_name", "role"]
+        read_only_fields = fields
+
+
+class UserSerializer(serializers.ModelSerializer):
+    platform_roles = serializers.SerializerMethodField()
+    memberships = UserMembershipSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = User
+        fields = [
+            "id",
+            "username",
+            "email",
+            "is_active",
+            "date_joined",
+            "last_login",
+            "platform_roles",
+            "memberships",
+        ]
+        read_only_fields = fields
+
+    def get_platform_roles(self, user) -> list[str]:
+        return sorted(grant.role for grant in user.platform_roles.all())
+
+
+class UserCreateSerializer(serializers.Serializer):
+    """A new login. Without ``password`` it cannot log in until one is set (e.g. by a reset)."""
+
+    username = serializers.RegexField(r"^[\w.@+-]{1,150}$", max_length=150)
+    email = serializers.EmailField(required=False, allow_blank=True, default="")
+    password = serializers.CharField(required=False, write_only=True, style={"input_type": "password"})
+
+    def validate(self, attrs):
+        if attrs.get("password"):
+            try:
+                validate_password(attrs["password"], User(username=attrs["username"], email=attrs["email"]))
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"password": exc.messages}) from exc
+        return attrs
+
+
+class UserFilterSet(RestrictedFilterSet):
+    q = filters.CharFilter(field_name="username", lookup_expr="icontains", label="Username")
+
+    class Meta:
+        model = User
+        fields = ["is_active", "q"]
+
+
+class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Users the requester may see; platform admins create, deactivate and reactivate them."""
+
+    queryset = User.objects.order_by("username")
+    serializer_class = UserSerializer
+    filterset_class = UserFilterSet
+
+    def filter_restricted(self, queryset):
+        user = self.request.user
+        return queryset.prefetch_related(
+            Prefetch(
+                "memberships",
+                queryset=Membership.objects.restrict(user).select_related("team").order_by("team__name"),
+            ),
+            Prefetch("platform_roles", queryset=restrict(PlatformRoleGrant.objects.all(), user)),
+        )
+
+    def get_serializer_class(self):
+        return UserCreateSerializer if self.action == "create" else UserSerializer
+
+    @extend_schema(request=UserCreateSerializer, responses={201: UserSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = UserCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = actions.do_create_user(
+            username=data["username"],
+            email=data["email"],
+            password=data.get("password") or None,
+            actor=request.user,
+        )
+        return Response(self._render(user), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: UserSerializer})
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request, pk=None):
+        user = actions.do_deactivate_user(user=self.get_object(), actor=request.user)
+        return Response(self._render(user))
+
+    @extend_schema(request=None, responses={200: UserSerializer})
+    @action(detail=True, methods=["post"])
+    def reactivate(self, request, pk=None):
+        user = actions.do_reactivate_user(user=self.get_object(), actor=request.user)
+        return Response(self._render(user))
+
+    def _render(self, user) -> dict:
+        return UserSerializer(self.get_queryset().get(pk=user.pk), context=self.get_serializer_context()).data
+
+
+# Memberships ----------------------------------------------------------------------------------
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    """``username`` and ``team`` name the membership when it is granted and are fixed after.
+
+    Granting a role to a member of the team changes their role (``do_set_membership``), so the
+    unique (user, team) validator is dropped: a grant is never a 400 for being a change.
+    """
+
+    username = serializers.SlugRelatedField(source="user", slug_field="username", queryset=_active_users())
+    team = RestrictedPrimaryKeyRelatedField(queryset=Team.objects.all())
+    team_name = serializers.CharField(source="team.name", read_only=True)
+    role = serializers.ChoiceField(choices=TeamRole.choices)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "user", "username", "team", "team_name", "role", "created_at"]
+        read_only_fields = ["user", "created_at"]
+        validators = []
+
+
+class MembershipRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=TeamRole.choices)
+
+
+class MembershipFilterSet(RestrictedFilterSet):
+    class Meta:
+        model = Membership
+        fields = ["team", "user", "role"]
+
+
+class MembershipViewSet(
+    RestrictedViewSetMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.ReadOnlyModelViewSet,
+):
+    """Team roles: admins and the team's model owners grant or change (POST; PATCH ``role``)
+    and revoke (DELETE) them; nobody changes their own."""
+
+    queryset = Membership.objects.select_related("user", "team")
+    serializer_class = MembershipSerializer
+    filterset_class = MembershipFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_serializer_class(self):
+        return MembershipRoleSerializer if self.action == "partial_update" else MembershipSerializer
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        membership = actions.do_set_membership(
+            user=data["user"], team=data["team"], role=data["role"], actor=self.request.user
+        )
+        serializer.instance = self.get_queryset().get(pk=membership.pk)
+
+    @extend_schema(request=MembershipRoleSerializer, responses={200: MembershipSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        membership = self.get_object()
+        serializer = MembershipRoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        role = serializer.validated_data["role"]
+        actions.do_set_membership(user=membership.user, team=membership.team, role=role, actor=request.user)
+        return Response(MembershipSerializer(self.get_queryset().get(pk=membership.pk)).data)
+
+    def perform_destroy(self, instance):
+        actions.do_revoke_membership(membership=instance, actor=self.request.user)
+
+
+# Platform roles -------------------------------------------------------------------------------
+
+
+class PlatformRoleGrantSerializer(serializers.ModelSerializer):
+    username = serializers.SlugRelatedField(source="user", slug_field="username", queryset=_active_users())
+    role = serializers.ChoiceField(choices=PlatformRole.choices)
+
+    class Meta:
+        model = PlatformRoleGrant
+        fields = ["id", "user", "username", "role", "created_at"]
+        read_only_fields = ["user", "created_at"]
+        validators = []  # granting a held role is a no-op (do_grant_platform_role), not a 400
+
+
+class PlatformRoleGrantViewSet(
+    RestrictedViewSetMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet
+):
+    """Platform admins and compliance officers see every grant, others their own; admins grant
+    (POST, idempotent) and revoke (DELETE) them, never their own, never the last admin's."""
+
+    queryset = PlatformRoleGrant.objects.select_related("user").order_by("role", "user__username")
+    serializer_class = PlatformRoleGrantSerializer
+    filterset_fields = ["role"]
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        grant = actions.do_grant_platform_role(user=data["user"], role=data["role"], actor=self.request.user)
+        serializer.instance = self.get_queryset().get(pk=grant.pk)
+
+    def perform_destroy(self, instance):
+        actions.do_revoke_platform_role(grant=instance, actor=self.request.user)
+
+
+# API tokens -----------------------------------------------------------------------------------
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "is_read_only",
+            "state",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_state(self, token) -> str:
+        """``active``, ``expired`` or ``revoked``."""
+        if token.revoked_at is not None:
+            return "revoked"
+        if token.expires_at is not None and token.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ApiTokenCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    is_read_only = serializers.BooleanField(default=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class NewApiTokenSerializer(ApiTokenSerializer):
+    """A token as created: the only answer that carries its secret."""
+
+    token = serializers.CharField(read_only=True, help_text="The secret; shown once, store it now.")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = ["token", *ApiTokenSerializer.Meta.fields]
+        read_only_fields = fields
+
+
+def _new_token_response(token: ApiToken, secret: str) -> Response:
+    body = NewApiTokenSerializer(token).data
+    body["token"] = secret
+    return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ApiTokenViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """The requester's own API tokens: create (the secret is in that answer only), list, revoke."""
+
+    queryset = ApiToken.objects.all()
+    serializer_class = ApiTokenSerializer
+
+    def get_serializer_class(self):
+        return ApiTokenCreateSerializer if self.action == "create" else ApiTokenSerializer
+
+    @extend_schema(request=ApiTokenCreateSerializer, responses={201: NewApiTokenSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = ApiTokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        token, secret = actions.do_create_api_token(user=request.user, actor=request.user, **data)
+        return _new_token_response(token, secret)
+
+    @extend_schema(request=None, responses={200: ApiTokenSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        token = actions.do_revoke_api_token(token=self.get_object(), actor=request.user)
+        return Response(ApiTokenSerializer(token).data)
+
+
+BAD_CREDENTIALS = "Unable to log in with provided credentials."
+
+
+class ObtainApiTokenSerializer(ApiTokenCreateSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(write_only=True, style={"input_type": "password"})
+    name = serializers.CharField(max_length=100, default="script")
+
+
+class ObtainApiTokenView(APIView):
+    """Trade a username and password for a new named API token (for scripts).
+
+    Read-only unless ``is_read_only`` is false. Failed attempts count towards the same login
+    throttle as the login page (django-axes): past the limit the answer is 429.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=ObtainApiTokenSerializer, responses={201: NewApiTokenSerializer}, auth=[])
+    def post(self, request):
+        serializer = ObtainApiTokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        # The Django request, not DRF's wrapper: axes marks it, and its middleware answers 429.
+        user = authenticate(request._request, username=data["username"], password=data["password"])
+        if user is None:
+            raise serializers.ValidationError({"non_field_errors": [BAD_CREDENTIALS]})
+        user_logged_in.send(sender=user.__class__, request=request._request, user=user)
+        token, secret = actions.do_create_api_token(
+            user=user,
+            name=data["name"],
+            is_read_only=data["is_read_only"],
+            expires_at=data["expires_at"],
+            actor=user,
+        )
+        return _new_token_response(token, secret)

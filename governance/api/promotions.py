@@ -1,0 +1,109 @@
+"""Four-eyes promotion through the API: request, approve, reject, cancel (``governance.actions``)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from governance import actions
+from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
+from governance.filtersets import RestrictedFilterSet
+from governance.models import ModelVersion, PromotionRequest
+
+
+class PromotionRequestSerializer(serializers.ModelSerializer):
+    model_version = RestrictedPrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    model = serializers.IntegerField(source="model_version.model_id", read_only=True)
+    model_name = serializers.CharField(source="model_version.model.name", read_only=True)
+    version = serializers.IntegerField(source="model_version.version", read_only=True)
+    alias = serializers.ChoiceField(choices=actions.PROMOTION_ALIASES, default="production")
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = PromotionRequest
+        fields = [
+            "id",
+            "model_version",
+            "model",
+            "model_name",
+            "version",
+            "alias",
+            "state",
+            "reason",
+            "requested_by",
+            "created_at",
+            "decided_by",
+            "decided_at",
+            "decision_reason",
+        ]
+        read_only_fields = ["state", "created_at", "decided_at", "decision_reason"]
+
+
+class DecisionSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class RejectionSerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="Why; required.")
+
+
+class PromotionRequestFilterSet(RestrictedFilterSet):
+    class Meta:
+        model = PromotionRequest
+        fields = ["state", "alias", "model_version"]
+
+
+class PromotionRequestViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Requests to move an alias (``production``, ``staging``) to a model version.
+
+    The team's model owners and data scientists request; an approver of the team other than the
+    requester approves (which moves the alias) or rejects with a reason; the requester cancels.
+    """
+
+    queryset = PromotionRequest.objects.select_related("model_version__model", "requested_by", "decided_by")
+    serializer_class = PromotionRequestSerializer
+    filterset_class = PromotionRequestFilterSet
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        request = actions.do_request_promotion(
+            model_version=data["model_version"],
+            alias=data["alias"],
+            reason=data["reason"],
+            actor=self.request.user,
+        )
+        serializer.instance = self.get_queryset().get(pk=request.pk)
+
+    def _answer(self, request_pk: int) -> Response:
+        return Response(PromotionRequestSerializer(self.get_queryset().get(pk=request_pk)).data)
+
+    @extend_schema(request=DecisionSerializer, responses={200: PromotionRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        promotion = self.get_object()
+        serializer = DecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reason = serializer.validated_data["reason"]
+        actions.do_approve_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
+        return self._answer(promotion.pk)
+
+    @extend_schema(request=RejectionSerializer, responses={200: PromotionRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        promotion = self.get_object()
+        serializer = RejectionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reason = serializer.validated_data["reason"]
+        actions.do_reject_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
+        return self._answer(promotion.pk)
+
+    @extend_schema(request=None, responses={200: PromotionRequestSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        promotion = self.get_object()
+        actions.do_cancel_promotion(promotion_request=promotion, actor=request.user)
+        return self._answer(promotion.pk)

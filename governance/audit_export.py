@@ -1,0 +1,167 @@
+"""Exports of the audit trail: CSV for spreadsheets, a JSON bundle for offline verification.
+
+Both stream: rows are read with ``.iterator()`` and written as they come, so a filtered range
+of a million events never sits in memory. Callers pass querysets already restricted with
+``AuditEvent.objects.restrict(user)`` and filtered.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from governance import audit_tree, merkle
+from governance.models import AuditCheckpoint, AuditEvent
+
+CSV_COLUMNS = [
+    "id",
+    "timestamp",
+    "actor",
+    "on_behalf_of",
+    "action",
+    "object_type",
+    "object_id",
+    "object",
+    "team",
+    "request_id",
+    "task_id",
+    "before",
+    "after",
+    "leaf_index",
+]
+# A cell starting with one of these is a formula to Excel, LibreOffice or Sheets (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+CHUNK = 500
+BUNDLE_FORMAT = "steward-audit-bundle/1"
+VERIFIER_PATH = Path(merkle.__file__)
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` with a leading ``'`` when a spreadsheet would run it as a formula (it starts
+    with ``= + - @``, a tab or a carriage return); any other text unchanged."""
+    return "'" + cell if cell.startswith(FORMULA_PREFIXES) else cell
+
+
+def _json_text(value: Any) -> str:
+    return "" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def csv_lines(events: QuerySet[AuditEvent]) -> Iterator[str]:
+    """The header and one CSV line per event (``CSV_COLUMNS``), formulas neutralised.
+
+    ``events`` should select ``team`` and ``leaf``; ``leaf_index`` is empty until sequenced.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(cells: list[Any]) -> str:
+        writer.writerow([neutralise(cell) if isinstance(cell, str) else cell for cell in cells])
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    yield line(CSV_COLUMNS)
+    for event in events.iterator(chunk_size=2_000):
+        leaf = getattr(event, "leaf", None)
+        yield line(
+            [
+                event.pk,
+                audit_tree.iso_timestamp(event.timestamp),
+                event.actor_label,
+                event.on_behalf_of_label,
+                event.action,
+                event.object_type,
+                event.object_id,
+                event.object_repr,
+                event.team.name if event.team is not None else "",
+                event.request_id,
+                event.task_id,
+                _json_text(event.before),
+                _json_text(event.after),
+                "" if leaf is None else leaf.leaf_index,
+            ]
+        )
+
+
+def verifier_sha256() -> str:
+    """Hex SHA-256 of the verifier script served at ``/api/audit/verifier.py``."""
+    return hashlib.sha256(VERIFIER_PATH.read_bytes()).hexdigest()
+
+
+def bundle_chunks(
+    events: QuerySet[AuditEvent],
+    checkpoint: AuditCheckpoint,
+    *,
+    filters: Mapping[str, str],
+    verifier_url: str,
+    public_key_url: str,
+    unsequenced: int,
+) -> Iterator[str]:
+    """A JSON bundle of ``events`` with their inclusion proofs against ``checkpoint``, in pieces.
+
+    Shape (what ``merkle.py verify`` reads): ``{"format", "exported_at", "filters",
+    "how_to_verify", "verifier": {"url", "sha256"}, "public_key_pem", "checkpoint":
+    {tree_size, root_hash, timestamp, signature, key_id}, "events": [{"leaf_index", "leaf",
+    "proof" (hex, leaf level first), "personal" (the committed details, null once erased),
+    "salt" (hex or null), "event_id"}, ...], "unsequenced_events_not_included"}``. Events come
+    in leaf-index order; pass only those with a leaf below the checkpoint's tree size. One node
+    query per ``CHUNK`` events.
+    """
+    key = audit_tree.signing_key()
+    header = {
+        "format": BUNDLE_FORMAT,
+        "exported_at": audit_tree.iso_timestamp(timezone.now()),
+        "filters": dict(filters),
+        "how_to_verify": (
+            f"Download the verifier from {verifier_url} (check its sha256 below), save this file as "
+            "bundle.json and run: python3 merkle.py verify bundle.json (Python 3.10+ with the "
+            "'cryptography' package; nothing else, no network). It checks the checkpoint's "
+            "Ed25519 signature, each event's leaf and personal details, and each RFC 9162 "
+            f"inclusion proof. Compare public_key_pem with the key published at {public_key_url}."
+        ),
+        "verifier": {"url": verifier_url, "sha256": verifier_sha256()},
+        "public_key_pem": key.public_key_pem,
+        "checkpoint": audit_tree.checkpoint_json(checkpoint),
+    }
+    opening = json.dumps(header, ensure_ascii=False, indent=1)
+    yield opening[: opening.rindex("}")].rstrip() + ',\n "events": [\n'
+    first = True
+    chunk: list[AuditEvent] = []
+    for event in events.iterator(chunk_size=2_000):
+        chunk.append(event)
+        if len(chunk) == CHUNK:
+            yield _event_items(chunk, checkpoint.tree_size, first)
+            first, chunk = False, []
+    if chunk:
+        yield _event_items(chunk, checkpoint.tree_size, first)
+    yield f'\n ],\n "unsequenced_events_not_included": {unsequenced}\n}}\n'
+
+
+def _event_items(events: list[AuditEvent], tree_size: int, first: bool) -> str:
+    plans = {event.pk: merkle.inclusion_plan(event.leaf.leaf_index, tree_size) for event in events}
+    nodes = audit_tree.read_nodes(node for plan in plans.values() for node in merkle.plan_nodes(plan))
+    items = []
+    for event in events:
+        personal = getattr(event, "personal_data", None)
+        salt = bytes.fromhex(personal.salt) if personal is not None else None
+        item = {
+            "leaf_index": event.leaf.leaf_index,
+            "leaf": audit_tree.leaf_for(event, salt, commitment=event.leaf.personal_commitment),
+            "proof": [
+                step.hex() for step in merkle.proof_from_plan(plans[event.pk], lambda lv, i: nodes[(lv, i)])
+            ],
+            "personal": audit_tree.personal_details(event) if salt is not None else None,
+            "salt": salt.hex() if salt is not None else None,
+            "event_id": event.pk,
+        }
+        items.append("  " + json.dumps(item, ensure_ascii=False, sort_keys=True))
+    return ("" if first else ",\n") + ",\n".join(items)

@@ -1,0 +1,159 @@
+"""Four-eyes promotion in the web UI: request from a model version's page, decide on the list.
+
+The approver's question comes first: the promotions page opens on the requests awaiting their
+decision. Each button calls an action in ``governance.actions``; a refusal re-renders with the
+reason and its status (403, 400), never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from governance import actions
+from governance.forms import PromotionDecisionForm, PromotionRequestForm
+from governance.models import ModelAlias, ModelVersion, PromotionRequest
+from governance.permissions import APPROVE, CHANGE, can
+from governance.views import call_action, paginate, visible_or_404
+
+RELATIONS = ("model_version__model__team", "requested_by", "decided_by")
+
+
+def promotion_panel(user, version: ModelVersion) -> dict[str, Any]:
+    """Context for ``includes/promotions_panel.html`` on a model version's page."""
+    return {
+        "aliases": ModelAlias.objects.restrict(user)
+        .filter(model=version.model_id)
+        .select_related("model_version"),
+        "promotion_requests": PromotionRequest.objects.restrict(user)
+        .filter(model_version=version)
+        .select_related(*RELATIONS)[:20],
+        "may_request_promotion": can(user, CHANGE, version.model.team_id),
+        "promotion_form": PromotionRequestForm(),
+    }
+
+
+@login_required
+def promotion_request_create(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask for model version ``pk`` to hold an alias; GET shows the form on its own page."""
+    version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
+    form = PromotionRequestForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        promotion, status = call_action(
+            form,
+            lambda: actions.do_request_promotion(
+                model_version=version, alias=data["alias"], reason=data["reason"], actor=request.user
+            ),
+        )
+        if promotion is not None:
+            messages.success(
+                request, f"Requested {version} to {promotion.alias}; an approver must now decide."
+            )
+            return redirect("promotion_detail", pk=promotion.pk)
+    elif request.method == "POST":
+        status = 400
+    context = {
+        "section": "models",
+        "title": f"Promote {version}",
+        "form": form,
+        "submit_label": "Request promotion",
+        "cancel_url": version.get_absolute_url(),
+    }
+    return render(request, "generic/form.html", context, status=status)
+
+
+@login_required
+def promotion_list(request: HttpRequest) -> HttpResponse:
+    """Requests awaiting the user's decision first, then the user's own pending ones, then all."""
+    user = request.user
+    visible = PromotionRequest.objects.restrict(user).select_related(*RELATIONS)
+    pending = visible.filter(state=PromotionRequest.State.PENDING)
+    context = {
+        "section": "promotions",
+        "awaiting": pending.filter(pk__in=PromotionRequest.objects.restrict(user, APPROVE)).exclude(
+            requested_by=user
+        ),
+        "mine": pending.filter(requested_by=user),
+        "page_obj": paginate(request, visible),
+    }
+    return render(request, "governance/promotion_list.html", context)
+
+
+def _detail_page(request: HttpRequest, promotion: PromotionRequest, form=None, status: int = 200):
+    user = request.user
+    is_pending = promotion.state == PromotionRequest.State.PENDING
+    context = {
+        "section": "promotions",
+        "promotion": promotion,
+        "current": ModelAlias.objects.filter(model=promotion.model_version.model_id, name=promotion.alias)
+        .select_related("model_version")
+        .first(),
+        # Mirrors the actions' rules to decide which buttons to show; the actions decide.
+        "may_decide": is_pending
+        and promotion.requested_by_id != user.pk
+        and can(user, APPROVE, promotion.model_version.model.team_id),
+        "may_cancel": is_pending and promotion.requested_by_id == user.pk,
+        "form": form or PromotionDecisionForm(),
+    }
+    return render(request, "governance/promotion_detail.html", context, status=status)
+
+
+@login_required
+def promotion_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One request: the version, the alias and who holds it now, the reasons, the decision."""
+    return _detail_page(
+        request, visible_or_404(request, PromotionRequest.objects.select_related(*RELATIONS), pk)
+    )
+
+
+def _decide(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+    promotion = visible_or_404(request, PromotionRequest.objects.select_related(*RELATIONS), pk)
+    if request.method != "POST":
+        return redirect("promotion_detail", pk=pk)
+    form = PromotionDecisionForm(request.POST)
+    form.is_valid()
+    reason = form.cleaned_data.get("reason", "")
+
+    def run() -> PromotionRequest:
+        if verb == "approve":
+            return actions.do_approve_promotion(
+                promotion_request=promotion, decision_reason=reason, actor=request.user
+            )
+        if verb == "reject":
+            return actions.do_reject_promotion(
+                promotion_request=promotion, decision_reason=reason, actor=request.user
+            )
+        return actions.do_cancel_promotion(promotion_request=promotion, actor=request.user)
+
+    done, status = call_action(form, run)
+    if done is None:
+        promotion.refresh_from_db()
+        return _detail_page(request, promotion, form, status)
+    past = {"approve": "approved", "reject": "rejected", "cancel": "cancelled"}[verb]
+    moved = f"; {promotion.model_version} now holds {promotion.alias}" if verb == "approve" else ""
+    messages.success(request, f"Promotion request #{promotion.pk} {past}{moved}.")
+    return redirect("promotion_detail", pk=pk)
+
+
+@login_required
+def promotion_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    """POST approves (an approver of the team, not the requester); the alias moves at once."""
+    return _decide(request, pk, "approve")
+
+
+@login_required
+def promotion_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    """POST rejects with the reason given (required)."""
+    return _decide(request, pk, "reject")
+
+
+@login_required
+def promotion_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """POST withdraws the requester's own pending request."""
+    return _decide(request, pk, "cancel")

@@ -1,0 +1,156 @@
+"""Prometheus metrics, read from the database when scraped.
+
+A custom collector (prometheus-client's ``Collector`` protocol) computes every value from the rows
+on each scrape, so what it reports is the same whichever web process answers, with any number of
+workers writing: no per-process counters, no multiprocess directory. Each scrape costs a handful
+of aggregate queries (listed per metric below); scrape every 30-60 s.
+
+Job durations come from ``runners``' Job table through ``apps.get_model`` (this module sits at the
+UI layer, like the dashboard, and imports no ``runners`` code).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+
+from django.apps import apps
+from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from monitoring.models import UNRESOLVED, Alert, CheckState, DriftCheck, Notification, Severity
+
+# Seconds; a training job on the demo takes tens of seconds, real ones hours.
+JOB_DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+PREFIX = "steward"
+
+
+def _latest_checks() -> list[DriftCheck]:
+    """The newest succeeded check of each model version (one query)."""
+    newest = (
+        DriftCheck.objects.filter(model_version=OuterRef("model_version"), state=CheckState.SUCCEEDED)
+        .order_by("-finished_at", "-id")
+        .values("pk")[:1]
+    )
+    return list(
+        DriftCheck.objects.filter(pk=Subquery(newest))
+        .select_related("model_version__model")
+        .only(
+            "results",
+            "prediction",
+            "is_dataset_drift",
+            "finished_at",
+            "model_version__version",
+            "model_version__model__name",
+        )
+    )
+
+
+class StewardCollector(Collector):
+    def collect(self) -> Iterator:
+        yield from self._drift()
+        yield from self._checks()
+        yield from self._alerts()
+        yield from self._notifications()
+        yield from self._jobs()
+
+    def _drift(self) -> Iterator:
+        labels = ["model", "model_version", "column", "method"]
+        score = GaugeMetricFamily(
+            f"{PREFIX}_drift_score",
+            "Drift score of a column in the newest check of a model version.",
+            labels=labels,
+        )
+        threshold = GaugeMetricFamily(
+            f"{PREFIX}_drift_threshold", "Threshold the drift score is compared with.", labels=labels
+        )
+        drifted = GaugeMetricFamily(
+            f"{PREFIX}_drift_column_drifted", "1 when the column drifted in the newest check.", labels=labels
+        )
+        dataset = GaugeMetricFamily(
+            f"{PREFIX}_drift_dataset_drifted",
+            "1 when the newest check's share of drifted columns reached drift_share.",
+            labels=["model", "model_version"],
+        )
+        for check in _latest_checks():
+            version = check.model_version
+            model, number = version.model.name, str(version.version)
+            dataset.add_metric([model, number], float(bool(check.is_dataset_drift)))
+            for result in [*check.results, *([check.prediction] if check.prediction else [])]:
+                if result.get("score") is None or result.get("method") is None:
+                    continue
+                values = [model, number, result["column"], result["method"]]
+                score.add_metric(values, float(result["score"]))
+                if result.get("threshold") is not None:
+                    threshold.add_metric(values, float(result["threshold"]))
+                drifted.add_metric(values, float(bool(result.get("is_drifted"))))
+        yield from (score, threshold, drifted, dataset)
+
+    def _checks(self) -> Iterator:
+        family = CounterMetricFamily(f"{PREFIX}_drift_checks", "Drift checks by state.", labels=["state"])
+        counts = dict(DriftCheck.objects.order_by().values_list("state").annotate(n=Count("id")))
+        for state in CheckState.values:
+            family.add_metric([state], float(counts.get(state, 0)))
+        yield family
+
+    def _alerts(self) -> Iterator:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_open_alerts", "Unresolved alerts by severity and state.", labels=["severity", "state"]
+        )
+        rows = Alert.objects.filter(state__in=UNRESOLVED).order_by().values_list("severity", "state")
+        counts = {(severity, state): n for severity, state, n in rows.annotate(n=Count("id"))}
+        for severity in Severity.values:
+            for state in UNRESOLVED:
+                family.add_metric([severity, state], float(counts.get((severity, state), 0)))
+        yield family
+
+    def _notifications(self) -> Iterator:
+        family = CounterMetricFamily(
+            f"{PREFIX}_notifications",
+            "Alert notifications by channel kind and state.",
+            labels=["kind", "state"],
+        )
+        rows = (
+            Notification.objects.order_by()
+            .values_list("kind", "state")
+            .annotate(n=Count("id"))
+            .order_by("kind", "state")
+        )
+        for kind, state, n in rows:
+            family.add_metric([kind, state], float(n))
+        yield family
+
+    def _jobs(self) -> Iterator:
+        job = apps.get_model("runners", "Job")
+        family = HistogramMetricFamily(
+            f"{PREFIX}_job_duration_seconds",
+            "Wall time of finished jobs, by kind and state.",
+            labels=["kind", "state"],
+        )
+        duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+        aggregates = {
+            f"le_{bound}": Count("id", filter=Q(duration__lte=datetime.timedelta(seconds=bound)))
+            for bound in JOB_DURATION_BUCKETS
+        }
+        rows = (
+            job.objects.filter(started_at__isnull=False, finished_at__isnull=False)
+            .annotate(duration=duration)
+            .order_by()
+            .values("kind", "state")
+            .annotate(total=Count("id"), seconds=Sum("duration"), **aggregates)
+            .order_by("kind", "state")
+        )
+        for row in rows:
+            buckets = [(str(float(bound)), row[f"le_{bound}"]) for bound in JOB_DURATION_BUCKETS]
+            buckets.append(("+Inf", row["total"]))
+            seconds = row["seconds"].total_seconds() if row["seconds"] is not None else 0.0
+            family.add_metric([row["kind"], row["state"]], buckets, seconds)
+        yield family
+
+
+def registry() -> CollectorRegistry:
+    """A registry holding only Steward's collector (a fresh one per scrape: nothing process-global)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StewardCollector())
+    return registry

@@ -1,0 +1,151 @@
+"""The compliance officer's audit trail pages: keyset pages, the "verified" mark, export links."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from governance import actions, audit_tree
+from governance.keyset import InvalidCursor, cursor_of, keyset_page, parse_cursor
+from governance.models import AuditEvent
+from tests.governance.audit_helpers import raw_sql
+
+
+def _page(client, **params) -> str:
+    response = client.get(reverse("audit_event_list"), params)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_older_newer_and_newest_links_walk_the_trail(client, admin, team, compliance_officer):
+    for number in range(120):
+        actions.do_create_dataset(team=team, name=f"dataset-{number:03}", actor=admin)
+    client.force_login(compliance_officer)
+    newest_first = list(AuditEvent.objects.filter(action="dataset.create").order_by("-timestamp", "-id"))
+
+    first = client.get(reverse("audit_event_list"), {"action": "dataset."}).context["page"]
+    second = client.get(reverse("audit_event_list"), {"action": "dataset.", "before": first.older}).context[
+        "page"
+    ]
+    third = client.get(reverse("audit_event_list"), {"action": "dataset.", "before": second.older}).context[
+        "page"
+    ]
+    back = client.get(reverse("audit_event_list"), {"action": "dataset.", "after": third.newer}).context[
+        "page"
+    ]
+    top = client.get(reverse("audit_event_list"), {"action": "dataset.", "after": back.newer}).context["page"]
+
+    assert [len(p.rows) for p in (first, second, third)] == [50, 50, 20]
+    assert first.rows + second.rows + third.rows == newest_first
+    assert (first.is_first, first.newer, third.older) == (True, None, None)
+    assert back.rows == second.rows
+    assert (top.rows, top.newer, top.is_first) == (first.rows, None, True)
+    html = _page(client, action="dataset.", before=first.older)
+    assert f'href="?action=dataset.&amp;after={second.newer}"' in html
+    assert 'href="?action=dataset."' in html  # Newest
+
+
+def test_events_with_one_timestamp_are_not_lost_between_pages(admin, team):
+    shared = timezone.now()
+    for number in range(7):
+        AuditEvent.objects.create(
+            timestamp=shared if number % 2 else shared - datetime.timedelta(seconds=number + 1),
+            actor_label="admin",
+            action="dataset.touch",
+            object_repr=f"d{number}",
+        )
+    events = AuditEvent.objects.filter(action="dataset.touch")
+    everything = list(events.order_by("-timestamp", "-id"))
+    assert [e.timestamp == shared for e in everything] == [True, True, True, False, False, False, False]
+    assert parse_cursor(cursor_of(everything[1])) == (shared, everything[1].pk)
+
+    pages, cursor = [], None
+    while True:
+        page = keyset_page(events, before=cursor, size=2)
+        pages.append(page.rows)
+        if page.older is None:
+            break
+        cursor = page.older
+
+    assert [row for rows in pages for row in rows] == everything
+    assert [len(rows) for rows in pages] == [2, 2, 2, 1]
+    with pytest.raises(InvalidCursor, match="not a page cursor: 'x-1'"):
+        keyset_page(events, before="x-1")
+
+
+def test_a_broken_cursor_is_a_400_with_the_newest_events(client, dataset, compliance_officer):
+    client.force_login(compliance_officer)
+
+    response = client.get(reverse("audit_event_list"), {"before": "yesterday"})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "That page link is broken; here are the newest events." in page
+    assert "<code>dataset.create</code>" in page
+
+
+def test_export_links_carry_the_filters_and_the_bundle_is_for_auditors(
+    client, dataset, compliance_officer, scientist
+):
+    client.force_login(compliance_officer)
+    page = _page(client, action="dataset.", q="bike")
+
+    assert 'href="/api/audit-events/export.csv?action=dataset.&amp;q=bike"' in page
+    assert 'href="/api/audit-events/export.json?action=dataset.&amp;q=bike"' in page
+    assert 'href="/api/audit/verifier.py"' in page
+    client.force_login(scientist)
+    page = _page(client, action="dataset.")
+    assert 'href="/api/audit-events/export.csv?action=dataset."' in page
+    assert "export.json" not in page
+
+
+def _event_page(client, event: AuditEvent) -> str:
+    response = client.get(reverse("audit_event_detail", args=[event.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_event_page_marks_a_sequenced_event_verified(
+    client, dataset_version, compliance_officer, scientist
+):
+    event = AuditEvent.objects.get(action="dataset.create")
+    client.force_login(compliance_officer)
+    assert "Not yet sequenced" in _event_page(client, event)
+
+    audit_tree.sequence_audit_events()
+
+    page = _event_page(client, event)
+    assert '<span class="badge badge-succeeded">Verified</span>' in page
+    assert "(leaf 2 of 5)" in page
+    client.force_login(scientist)
+    page = _event_page(client, event)
+    assert '<span class="badge badge-succeeded">Verified</span>' in page
+    assert "(leaf 2 of 5)" not in page  # tree positions count every team's events
+
+
+def test_the_event_page_shows_a_tampered_event_failing(client, dataset, compliance_officer):
+    audit_tree.sequence_audit_events()
+    event = AuditEvent.objects.get(action="dataset.create")
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE governance_auditevent SET object_repr = 'renamed' WHERE id = %s", [event.pk])
+    client.force_login(compliance_officer)
+
+    page = _event_page(client, event)
+
+    assert '<span class="badge badge-failed">Verification failed</span>' in page
+    assert "the event no longer matches its leaf: the proof does not reach the signed root" in page
+
+
+def test_the_event_page_of_an_erased_person_is_verified_with_a_note(client, admin, dataset, scientist):
+    audit_tree.sequence_audit_events()
+    audit_tree.do_erase_personal_data(scientist, actor=admin)
+    client.force_login(admin)
+
+    page = _event_page(client, AuditEvent.objects.get(action="dataset.create"))
+
+    assert '<span class="badge badge-succeeded">Verified</span>' in page
+    assert "personal details erased; the rest of the event is verified" in page
+    assert "dana" not in page.split('<dl class="summary">')[1].split("</dl>")[0]

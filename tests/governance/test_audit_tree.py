@@ -1,0 +1,636 @@
+"""The audit log's Merkle tree: leaves, the sequencer, the signing key, stored proofs, erasure,
+and PostgreSQL's append-only triggers (issue 3)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import threading
+import time
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from django.core.exceptions import PermissionDenied
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+
+import config.celery
+from governance import actions, audit_tree, merkle
+from governance.audit import record_audit_event
+from governance.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditLeaf,
+    AuditPersonalData,
+    AuditTreeNode,
+    TeamRole,
+)
+from tests.governance.audit_helpers import grow_log, raw_sql
+
+needs_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL behaviour (triggers, concurrent writers)"
+)
+
+
+def _leaf_hashes() -> list[bytes]:
+    return [
+        bytes.fromhex(value)
+        for value in AuditLeaf.objects.order_by("leaf_index").values_list("leaf_hash", flat=True)
+    ]
+
+
+def _salt(event: AuditEvent) -> bytes:
+    return bytes.fromhex(AuditPersonalData.objects.get(event=event).salt)
+
+
+# Leaves ---------------------------------------------------------------------------------------
+
+
+def test_a_leaf_holds_the_non_personal_fields_and_a_salted_commitment(dataset, scientist):
+    event = AuditEvent.objects.get(action="dataset.create")
+    salt = _salt(event)
+
+    leaf = audit_tree.leaf_for(event, salt)
+
+    assert leaf == {
+        "id": event.pk,
+        "timestamp": event.timestamp.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"),
+        "action": "dataset.create",
+        "object_type": "dataset",
+        "object_id": str(dataset.pk),
+        "team_id": dataset.team_id,
+        "actor_id": scientist.pk,
+        "on_behalf_of_id": None,
+        "request_id": "",
+        "task_id": "",
+        "personal_commitment": hashlib.sha256(
+            salt
+            + merkle.canonical_json(
+                {
+                    "actor_label": "dana",
+                    "on_behalf_of_label": "",
+                    "object_repr": "bike-sharing-hourly",
+                    "before": None,
+                    "after": event.after,
+                }
+            )
+        ).hexdigest(),
+    }
+    assert b"dana" not in merkle.canonical_json(leaf)
+    # A .values() row gives the same leaf as the model instance.
+    row = AuditEvent.objects.values(*audit_tree.LEAF_FIELDS, *audit_tree.PERSONAL_FIELDS).get(pk=event.pk)
+    assert audit_tree.leaf_for(row, salt) == leaf
+    # Erased details: the stored commitment stands in for them.
+    erased = audit_tree.leaf_for(event, None, commitment=leaf["personal_commitment"])
+    assert erased == leaf
+    with pytest.raises(ValueError, match=f"event {event.pk} has no salt"):
+        audit_tree.leaf_for(event, None)
+
+
+def test_every_event_gets_its_own_salt_in_the_same_transaction(dataset_version, scientist, dataset):
+    salts = dict(AuditPersonalData.objects.values_list("event_id", "salt"))
+
+    assert sorted(salts) == sorted(AuditEvent.objects.values_list("id", flat=True))
+    assert len(salts) == 4
+    assert {len(bytes.fromhex(salt)) for salt in salts.values()} == {32}
+    assert len(set(salts.values())) == 4
+
+    def record_then_give_up() -> None:
+        with transaction.atomic():
+            record_audit_event(actor=scientist, action="dataset.touch", obj=dataset)
+            raise ValueError("caller gave up")
+
+    with pytest.raises(ValueError, match="caller gave up"):
+        record_then_give_up()
+    assert AuditEvent.objects.count() == 4
+    assert AuditPersonalData.objects.count() == 4
+
+
+def test_values_a_leaf_cannot_hash_are_refused_with_the_change(dataset, scientist):
+    with (
+        pytest.raises(ValueError, match="Out of range float values are not JSON compliant"),
+        transaction.atomic(),
+    ):
+        record_audit_event(actor=scientist, action="dataset.touch", obj=dataset, after={"rmse": float("nan")})
+
+    assert not AuditEvent.objects.filter(action="dataset.touch").exists()
+
+
+# The sequencer --------------------------------------------------------------------------------
+
+
+def test_the_sequencer_gives_contiguous_leaves_and_signs_a_checkpoint(dataset_version, compliance_officer):
+    events = list(AuditEvent.objects.order_by("id"))
+
+    run = audit_tree.sequence_audit_events()
+
+    assert (run.sequenced, run.tree_size) == (5, 5)
+    leaves = list(AuditLeaf.objects.order_by("leaf_index"))
+    assert [(leaf.leaf_index, leaf.event_id) for leaf in leaves] == [(i, e.pk) for i, e in enumerate(events)]
+    hashes = []
+    for leaf, event in zip(leaves, events, strict=True):
+        expected = audit_tree.leaf_for(event, _salt(event))
+        hashes.append(merkle.leaf_hash(merkle.canonical_json(expected)))
+        assert (leaf.leaf_hash, leaf.personal_commitment) == (
+            hashes[-1].hex(),
+            expected["personal_commitment"],
+        )
+    nodes = {(n.level, n.index): bytes.fromhex(n.hash) for n in AuditTreeNode.objects.all()}
+    assert nodes == {
+        **{(0, i): hashes[i] for i in range(5)},
+        (1, 0): merkle.node_hash(hashes[0], hashes[1]),
+        (1, 1): merkle.node_hash(hashes[2], hashes[3]),
+        (2, 0): merkle.node_hash(
+            merkle.node_hash(hashes[0], hashes[1]), merkle.node_hash(hashes[2], hashes[3])
+        ),
+    }
+    checkpoint = AuditCheckpoint.objects.get()
+    assert run.checkpoint == checkpoint
+    assert (checkpoint.tree_size, checkpoint.root_hash) == (5, merkle.root(hashes).hex())
+    key = audit_tree.signing_key()
+    assert checkpoint.key_id == key.key_id == hashlib.sha256(key.public_key_pem.encode()).hexdigest()
+    body = merkle.checkpoint_body(5, checkpoint.root_hash, audit_tree.iso_timestamp(checkpoint.timestamp))
+    assert merkle.verify_checkpoint(key.public_key_pem, body, base64.b64decode(checkpoint.signature))
+
+
+def test_a_second_run_with_nothing_new_appends_nothing(dataset_version):
+    audit_tree.sequence_audit_events()
+
+    again = audit_tree.sequence_audit_events()
+
+    assert (again.sequenced, again.tree_size, again.checkpoint) == (0, 4, None)
+    assert list(AuditCheckpoint.objects.values_list("tree_size", flat=True)) == [4]
+    assert AuditLeaf.objects.count() == 4
+
+
+def test_later_runs_extend_the_tree_and_every_pair_of_checkpoints_is_consistent(team, admin):
+    sizes = grow_log(team, admin, [1, 2, 5, 8, 13])
+
+    assert sizes == [1, 2, 5, 8, 13]
+    hashes = _leaf_hashes()
+    roots = dict(AuditCheckpoint.objects.values_list("tree_size", "root_hash"))
+    assert roots == {size: merkle.root(hashes[:size]).hex() for size in sizes}
+    assert AuditTreeNode.objects.count() == 13 + 6 + 3 + 1
+    for first in sizes:
+        for second in sizes:
+            if first <= second:
+                proof = audit_tree.stored_consistency_proof(first, second)
+                assert proof == merkle.consistency_proof(first, hashes[:second])
+                assert merkle.verify_consistency(
+                    first, second, bytes.fromhex(roots[first]), bytes.fromhex(roots[second]), proof
+                )
+
+
+def test_an_event_committed_after_a_higher_id_gets_the_next_leaf(dataset, admin):
+    """Ids are handed out at INSERT, leaves at commit as the sequencer sees it: a lower id that
+    shows up later is appended, never skipped."""
+    audit_tree.sequence_audit_events()
+
+    def event_with_id(pk: int) -> AuditEvent:
+        event = AuditEvent.objects.create(
+            id=pk, actor=admin, actor_label="admin", action="dataset.touch", object_type="dataset"
+        )
+        AuditPersonalData.objects.create(event=event, salt=merkle.new_salt().hex())
+        return event
+
+    later_id = event_with_id(10_000_000)
+    first_run = audit_tree.sequence_audit_events()
+    lower_id = event_with_id(9_000_000)
+    second_run = audit_tree.sequence_audit_events()
+
+    assert (first_run.sequenced, second_run.sequenced, second_run.tree_size) == (1, 1, 5)
+    assert list(AuditLeaf.objects.filter(leaf_index__gte=3).values_list("leaf_index", "event_id")) == [
+        (3, later_id.pk),
+        (4, lower_id.pk),
+    ]
+    assert audit_tree.verify_audit_log().is_ok
+
+
+def test_the_sequencer_works_in_batches_up_to_a_limit(dataset_version, compliance_officer):
+    first = audit_tree.sequence_audit_events(max_events=3, batch_size=2)
+    second = audit_tree.sequence_audit_events(max_events=3, batch_size=2)
+
+    assert [(run.sequenced, run.tree_size) for run in (first, second)] == [(3, 3), (2, 5)]
+    assert list(AuditLeaf.objects.values_list("event_id", flat=True)) == list(
+        AuditEvent.objects.order_by("id").values_list("id", flat=True)
+    )
+    assert list(AuditCheckpoint.objects.order_by("tree_size").values_list("tree_size", flat=True)) == [3, 5]
+
+
+def test_the_sequencer_refuses_a_tree_that_differs_from_its_checkpoint(team, admin):
+    grow_log(team, admin, [3])
+    with raw_sql() as cursor:
+        cursor.execute(
+            'UPDATE governance_audittreenode SET hash = %s WHERE level = 1 AND "index" = 0', ["00" * 32]
+        )
+    actions.do_create_dataset(team=team, name="after-tampering", actor=admin)
+
+    with pytest.raises(
+        audit_tree.AuditTreeError, match="the stored tree's root differs from the checkpoint at tree size 3"
+    ):
+        audit_tree.sequence_audit_events()
+
+    assert AuditLeaf.objects.count() == 3
+    with raw_sql() as cursor:
+        cursor.execute("DELETE FROM governance_auditleaf WHERE leaf_index = 2")
+    with pytest.raises(
+        audit_tree.AuditTreeError, match="the leaf table ends at 2 leaves, the latest checkpoint at 3"
+    ):
+        audit_tree.sequence_audit_events()
+
+
+def _hold_open(ready: threading.Event, release: threading.Event, team, admin, result: dict) -> None:
+    try:
+        with transaction.atomic():
+            result["dataset"] = actions.do_create_dataset(team=team, name="slow-commit", actor=admin)
+            ready.set()
+            release.wait(30)
+    finally:
+        connection.close()
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_uncommitted_lower_id_is_sequenced_after_its_commit(team, admin):
+    audit_tree.sequence_audit_events()
+    ready, release, result = threading.Event(), threading.Event(), {}
+    slow = threading.Thread(target=_hold_open, args=(ready, release, team, admin, result))
+    slow.start()
+    assert ready.wait(30)
+    fast = actions.do_create_dataset(team=team, name="fast-commit", actor=admin)
+
+    while_open = audit_tree.sequence_audit_events()
+    release.set()
+    slow.join(30)
+    after_commit = audit_tree.sequence_audit_events()
+
+    slow_event = AuditEvent.objects.get(action="dataset.create", object_id=str(result["dataset"].pk))
+    fast_event = AuditEvent.objects.get(action="dataset.create", object_id=str(fast.pk))
+    assert slow_event.pk < fast_event.pk
+    assert (while_open.sequenced, after_commit.sequenced) == (1, 1)
+    assert AuditLeaf.objects.get(event=fast_event).leaf_index == 1
+    assert AuditLeaf.objects.get(event=slow_event).leaf_index == 2
+    assert audit_tree.verify_audit_log().is_ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_and_sequencers_leave_one_contiguous_tree(team, admin):
+    """PostgreSQL: the advisory lock orders the sequencers; SQLite: BEGIN IMMEDIATE does."""
+    errors: list[BaseException] = []
+    writing = threading.Event()
+
+    def write(worker: int) -> None:
+        try:
+            for number in range(8):
+                actions.do_create_dataset(team=team, name=f"w{worker}-{number}", actor=admin)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def sequence() -> None:
+        try:
+            while not writing.is_set():
+                audit_tree.sequence_audit_events(batch_size=3)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    sequencers = [threading.Thread(target=sequence) for _ in range(2)]
+    writers = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for thread in sequencers + writers:
+        thread.start()
+    for thread in writers:
+        thread.join(60)
+    writing.set()
+    for thread in sequencers:
+        thread.join(60)
+    audit_tree.sequence_audit_events()
+
+    assert errors == []
+    count = AuditEvent.objects.count()
+    assert count == 1 + 32
+    assert list(AuditLeaf.objects.order_by("leaf_index").values_list("leaf_index", flat=True)) == list(
+        range(count)
+    )
+    assert AuditLeaf.objects.values("event").distinct().count() == count
+    assert audit_tree.verify_audit_log().is_ok
+
+
+@pytest.fixture
+def sequencer_worker():
+    """A real Celery worker (thread, solo pool) on the configured broker, on a queue of its own."""
+    app = config.celery.app
+    queue = "steward-tests-audit"
+    saved = app.conf.task_routes
+    app.conf.update(task_routes={"*": {"queue": queue}})
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_declare(queue)
+            conn.default_channel.queue_purge(queue)
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=30):
+            yield app
+    finally:
+        app.conf.update(task_routes=saved)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_sequencer_task_runs_on_a_real_worker(sequencer_worker, dataset_version):
+    from governance.tasks import sequence_audit_events
+
+    sequence_audit_events.delay()
+    deadline = time.monotonic() + 60
+    while not AuditCheckpoint.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    assert list(AuditCheckpoint.objects.values_list("tree_size", flat=True)) == [4]
+    assert AuditLeaf.objects.count() == AuditEvent.objects.count() == 4
+
+
+def test_beat_runs_the_sequencer_every_ten_seconds(settings):
+    assert settings.CELERY_BEAT_SCHEDULE["sequence-audit-events"] == {
+        "task": "governance.tasks.sequence_audit_events",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
+    }
+
+
+# The signing key ------------------------------------------------------------------------------
+
+
+def test_the_key_file_is_generated_once_with_mode_0600(settings, tmp_path):
+    path = tmp_path / "keys" / "audit.pem"
+    settings.STEWARD_AUDIT_SIGNING_KEY_FILE = str(path)
+
+    first = audit_tree.signing_key()
+    again = audit_tree.signing_key()
+
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text().startswith("-----BEGIN PRIVATE KEY-----\n")
+    assert again.key_id == first.key_id == hashlib.sha256(first.public_key_pem.encode()).hexdigest()
+    assert first.public_key_pem.startswith("-----BEGIN PUBLIC KEY-----\n")
+    assert [p.name for p in path.parent.iterdir()] == ["audit.pem"]
+
+
+def test_a_key_in_the_environment_wins_over_the_file(settings, tmp_path):
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    settings.STEWARD_AUDIT_SIGNING_KEY = pem
+    settings.STEWARD_AUDIT_SIGNING_KEY_FILE = str(tmp_path / "unused.pem")
+
+    loaded = audit_tree.signing_key()
+
+    assert loaded.public_key_pem == merkle.export_public_key_pem(key).decode()
+    assert not (tmp_path / "unused.pem").exists()
+
+
+def test_a_key_that_is_not_ed25519_is_refused(settings):
+    other = ec.generate_private_key(ec.SECP256R1())
+    settings.STEWARD_AUDIT_SIGNING_KEY = other.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    ).decode()
+
+    with pytest.raises(ValueError, match="the audit signing key must be an Ed25519 private key"):
+        audit_tree.signing_key()
+
+
+# Stored proofs --------------------------------------------------------------------------------
+
+
+def test_stored_inclusion_proofs_equal_the_rfc_proofs_for_every_leaf_and_checkpoint(team, admin):
+    sizes = grow_log(team, admin, [3, 6, 13])
+    hashes = _leaf_hashes()
+
+    for size in sizes:
+        for index in range(size):
+            assert audit_tree.stored_inclusion_proof(index, size) == merkle.inclusion_proof(
+                index, hashes[:size]
+            )
+
+
+def test_a_proof_reads_its_nodes_in_one_query(team, admin, django_assert_num_queries):
+    grow_log(team, admin, [13])
+
+    with django_assert_num_queries(1):
+        proof = audit_tree.stored_inclusion_proof(5, 13)
+    with django_assert_num_queries(1):
+        consistency = audit_tree.stored_consistency_proof(5, 13)
+
+    assert (len(proof), len(consistency)) == (4, 5)
+
+
+def test_a_missing_node_is_an_audit_tree_error(team, admin):
+    grow_log(team, admin, [4])
+    with raw_sql() as cursor:
+        cursor.execute('DELETE FROM governance_audittreenode WHERE level = 1 AND "index" = 1')
+
+    with pytest.raises(audit_tree.AuditTreeError, match=r"tree nodes \[\(1, 1\)\] are missing"):
+        audit_tree.stored_inclusion_proof(0, 4)
+
+
+# Erasing a person -----------------------------------------------------------------------------
+
+
+def test_erasing_a_person_redacts_their_details_and_keeps_every_proof(
+    admin, team, scientist, dataset_version
+):
+    actions.do_set_membership(user=scientist, team=team, role=TeamRole.APPROVER, actor=admin)
+    audit_tree.sequence_audit_events()
+    naming_dana = [
+        ("membership.grant", "admin", "[erased] in Mobility", {"user": "[erased]", "team": "Mobility"}),
+        ("dataset.create", "[erased]", "bike-sharing-hourly", None),
+        ("dataset_version.register", "[erased]", "bike-sharing-hourly v1", None),
+        ("membership.grant", "admin", "[erased] in Mobility", {"user": "[erased]", "team": "Mobility"}),
+    ]
+
+    changed = audit_tree.do_erase_personal_data(scientist, actor=admin)
+
+    assert changed == 4
+    events = AuditEvent.objects.exclude(action="team.create").exclude(action="user.erase_personal_data")
+    rows = [
+        (
+            e.action,
+            e.actor_label,
+            e.object_repr,
+            {k: v for k, v in (e.after or {}).items() if k in {"user", "team"}} or None,
+        )
+        for e in events.order_by("id")
+    ]
+    assert rows == naming_dana
+    for event in AuditEvent.objects.all():
+        personal = merkle.canonical_json(audit_tree.personal_details(event))
+        assert b"dana" not in personal
+    assert set(AuditPersonalData.objects.values_list("event__action", flat=True)) == {
+        "team.create",
+        "user.erase_personal_data",
+    }
+    erasure = AuditEvent.objects.get(action="user.erase_personal_data")
+    assert (erasure.actor_label, erasure.object_repr, erasure.after) == (
+        "admin",
+        f"user #{scientist.pk}",
+        {"events": 4, "sequenced_events": 4},
+    )
+    audit_tree.sequence_audit_events()
+    report = audit_tree.verify_audit_log()
+    assert (report.is_ok, report.erased_count, report.leaf_count) == (True, 4, 6)
+    verification = audit_tree.verify_event(
+        AuditEvent.objects.select_related("leaf", "personal_data").get(action="dataset.create")
+    )
+    assert (verification.status, verification.detail) == (
+        "verified",
+        "personal details erased; the rest of the event is verified",
+    )
+
+
+def test_details_erased_before_sequencing_are_committed_to_as_redacted(admin, scientist, dataset):
+    changed = audit_tree.do_erase_personal_data(scientist, actor=admin)
+    audit_tree.sequence_audit_events()
+
+    assert changed == 2
+    assert AuditPersonalData.objects.count() == AuditEvent.objects.count() == 4
+    report = audit_tree.verify_audit_log()
+    assert (report.is_ok, report.erased_count) == (True, 0)
+    assert AuditEvent.objects.get(action="dataset.create").actor_label == "[erased]"
+
+
+def test_only_platform_admins_erase_personal_data(owner, scientist, dataset):
+    audit_tree.sequence_audit_events()
+
+    with pytest.raises(PermissionDenied, match="only a platform admin may erase personal data"):
+        audit_tree.do_erase_personal_data(scientist, actor=owner)
+
+    assert AuditEvent.objects.get(action="dataset.create").actor_label == "dana"
+    assert AuditPersonalData.objects.count() == AuditEvent.objects.count() == 4
+    assert not AuditEvent.objects.filter(action="user.erase_personal_data").exists()
+
+
+def test_the_erase_command(admin, scientist, dataset, capsys):
+    call_command("audit_erase_personal_data", "dana", "--actor", "admin")
+
+    assert capsys.readouterr().out == "erased dana's details from 2 audit events\n"
+    assert AuditEvent.objects.get(action="dataset.create").actor_label == "[erased]"
+
+
+def test_a_username_is_erased_as_a_whole_word_only(admin, team):
+    al = actions.do_create_user(username="al", email="al@example.com", actor=admin)
+    actions.do_create_dataset(team=team, name="al-final totals", actor=admin)
+    actions.do_set_membership(user=al, team=team, role=TeamRole.VIEWER, actor=admin)
+
+    audit_tree.do_erase_personal_data(al, actor=admin)
+
+    assert AuditEvent.objects.get(action="dataset.create").object_repr == "al-final totals"
+    assert AuditEvent.objects.get(action="membership.grant").object_repr == "[erased] in Mobility"
+    assert AuditEvent.objects.get(action="user.create").after == {"username": "[erased]", "email": "[erased]"}
+
+
+# PostgreSQL's triggers ------------------------------------------------------------------------
+
+PROTECTED = {
+    "governance_auditevent": "action = action",
+    "governance_auditleaf": "leaf_hash = leaf_hash",
+    "governance_audittreenode": "hash = hash",
+    "governance_auditcheckpoint": "root_hash = root_hash",
+}
+
+
+@needs_postgres
+@pytest.mark.parametrize("table", list(PROTECTED))
+def test_postgres_refuses_update_delete_and_truncate_of_audit_rows(table, team, admin):
+    grow_log(team, admin, [2])
+    # Table names are this module's constants, not input.
+    statements = {
+        "UPDATE": f"UPDATE {table} SET {PROTECTED[table]}",  # noqa: S608
+        "DELETE": f"DELETE FROM {table}",  # noqa: S608
+        "TRUNCATE": f"TRUNCATE {table} CASCADE",
+    }
+    counts = (AuditEvent.objects.count(), AuditLeaf.objects.count(), AuditCheckpoint.objects.count())
+    with connection.cursor() as cursor:
+        # Check this test's deferred foreign keys now: TRUNCATE refuses tables with pending ones.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+    for operation, statement in statements.items():
+        with (
+            pytest.raises(DatabaseError, match=f"the audit log is append-only: {operation} on "),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(statement)
+
+    assert (AuditEvent.objects.count(), AuditLeaf.objects.count(), AuditCheckpoint.objects.count()) == counts
+
+
+@needs_postgres
+def test_the_erasure_setting_opens_only_the_personal_columns(dataset):
+    event = AuditEvent.objects.get(action="dataset.create")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('steward.audit_erasure', 'on', true)")
+        cursor.execute("UPDATE governance_auditevent SET actor_label = 'x' WHERE id = %s", [event.pk])
+        for statement in (
+            "UPDATE governance_auditevent SET action = 'forged' WHERE id = %s",
+            "UPDATE governance_auditevent SET team_id = NULL WHERE id = %s",
+        ):
+            with (
+                pytest.raises(DatabaseError, match="an erasure may change only the personal columns"),
+                transaction.atomic(),
+            ):
+                cursor.execute(statement, [event.pk])
+        with pytest.raises(DatabaseError, match="append-only: DELETE"), transaction.atomic():
+            cursor.execute("DELETE FROM governance_auditevent WHERE id = %s", [event.pk])
+        cursor.execute("SELECT set_config('steward.audit_erasure', 'off', true)")
+
+    assert AuditEvent.objects.filter(pk=event.pk).values_list("actor_label", "action").get() == (
+        "x",
+        "dataset.create",
+    )
+
+
+@needs_postgres
+def test_the_maintenance_setting_is_off_in_tests_and_app_code(dataset):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('steward.audit_maintenance', true)")
+        assert cursor.fetchone()[0] in (None, "", "off")
+    with (
+        pytest.raises(DatabaseError, match="append-only: DELETE"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM governance_auditevent")
+
+
+def test_deleting_a_user_with_events_is_refused(scientist, dataset):
+    from django.db.models import ProtectedError
+
+    with pytest.raises(ProtectedError, match="protected foreign keys"):
+        scientist.delete()
+
+    assert AuditEvent.objects.get(action="dataset.create").actor_id == scientist.pk
+
+
+@needs_postgres
+def test_postgres_writes_timestamps_exactly_as_leaves_do(admin):
+    """``audit_verify`` lets PostgreSQL format timestamps (``IsoTimestamp``); the text must be
+    what ``iso_timestamp`` writes, microseconds and all."""
+    moments = [
+        datetime.datetime(2026, 3, 1, 12, 0, 0, 0, tzinfo=datetime.UTC),
+        datetime.datetime(2026, 3, 1, 12, 0, 0, 7, tzinfo=datetime.UTC),
+        datetime.datetime(
+            1999, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.timezone(datetime.timedelta(hours=5))
+        ),
+    ]
+    for moment in moments:
+        AuditEvent.objects.create(timestamp=moment, actor_label="admin", action="clock.tick")
+
+    formatted = AuditEvent.objects.filter(action="clock.tick").annotate(
+        iso=audit_tree.IsoTimestamp("timestamp")
+    )
+
+    assert sorted(formatted.values_list("iso", flat=True)) == sorted(
+        audit_tree.iso_timestamp(m) for m in moments
+    )
+    assert audit_tree.iso_timestamp(moments[2]) == "1999-12-31T18:59:59.999999+00:00"

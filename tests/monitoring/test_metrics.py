@@ -1,0 +1,248 @@
+"""``/metrics`` for Prometheus, read from the database on each scrape, and ``manage.py grafana_sync``.
+
+No Grafana server can be installed here, so ``grafana_sync`` runs against a local ``http.server``
+that plays Grafana's HTTP API and records what it was asked; the test checks those requests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import json
+import threading
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from monitoring import grafana
+from monitoring.models import Alert
+from runners.actions import do_submit_job
+from runners.models import Job
+from tests.monitoring.conftest import BREACH, T0, finish_check
+
+TOKEN = "scrape-me-0123456789"
+
+
+@pytest.fixture
+def scrape_token(settings):
+    settings.STEWARD_METRICS_TOKEN = TOKEN
+    return TOKEN
+
+
+def _steward_lines(response) -> list[str]:
+    return [line for line in response.content.decode().splitlines() if line.startswith("steward_")]
+
+
+def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
+    client, scrape_token, monitor, scientist, dataset_version, registered_model, training_spec
+):
+    finish_check(monitor, BREACH, T0, scientist)
+    actions_failed = monitor  # a second, failed check of the same monitor
+    from monitoring.actions import do_finish_drift_check, do_run_monitor
+
+    do_finish_drift_check(do_run_monitor(monitor=actions_failed, actor=scientist).pk, error="disk full")
+    for seconds, state in ((30, "succeeded"), (7200, "succeeded"), (3, "failed")):
+        job = do_submit_job(
+            kind="train",
+            dataset_version=dataset_version,
+            registered_model=registered_model,
+            spec=training_spec,
+            actor=scientist,
+        )
+        # Test set-up: jobs that ran for a known time (the runner is not under test here).
+        Job.objects.filter(pk=job.pk).update(
+            state=state, started_at=T0, finished_at=T0 + datetime.timedelta(seconds=seconds)
+        )
+
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    model = 'model="bike-demand",model_version="1"'
+    buckets = ["1.0", "5.0", "15.0", "60.0", "300.0", "900.0", "3600.0", "14400.0", "86400.0", "+Inf"]
+    succeeded = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+    failed = [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert _steward_lines(response) == [
+        f'steward_drift_score{{column="temp",method="wasserstein",{model}}} 0.0806',
+        f'steward_drift_score{{column="hum",method="wasserstein",{model}}} 0.1713',
+        f'steward_drift_threshold{{column="temp",method="wasserstein",{model}}} 0.1',
+        f'steward_drift_threshold{{column="hum",method="wasserstein",{model}}} 0.1',
+        f'steward_drift_column_drifted{{column="temp",method="wasserstein",{model}}} 0.0',
+        f'steward_drift_column_drifted{{column="hum",method="wasserstein",{model}}} 1.0',
+        f"steward_drift_dataset_drifted{{{model}}} 1.0",
+        'steward_drift_checks_total{state="queued"} 0.0',
+        'steward_drift_checks_total{state="running"} 0.0',
+        'steward_drift_checks_total{state="succeeded"} 1.0',
+        'steward_drift_checks_total{state="failed"} 1.0',
+        'steward_open_alerts{severity="warning",state="open"} 0.0',
+        'steward_open_alerts{severity="warning",state="acknowledged"} 0.0',
+        'steward_open_alerts{severity="critical",state="open"} 1.0',
+        'steward_open_alerts{severity="critical",state="acknowledged"} 0.0',
+        *[
+            f'steward_job_duration_seconds_bucket{{kind="train",le="{le}",state="failed"}} {float(n)}'
+            for le, n in zip(buckets, failed, strict=True)
+        ],
+        'steward_job_duration_seconds_count{kind="train",state="failed"} 1.0',
+        'steward_job_duration_seconds_sum{kind="train",state="failed"} 3.0',
+        *[
+            f'steward_job_duration_seconds_bucket{{kind="train",le="{le}",state="succeeded"}} {float(n)}'
+            for le, n in zip(buckets, succeeded, strict=True)
+        ],
+        'steward_job_duration_seconds_count{kind="train",state="succeeded"} 2.0',
+        'steward_job_duration_seconds_sum{kind="train",state="succeeded"} 7230.0',
+    ]
+    assert Alert.objects.get().severity == "critical"
+
+
+def test_metrics_need_the_token_or_a_platform_wide_role(
+    client, scrape_token, owner, admin, compliance_officer, fresh
+):
+    answers = {"anonymous": client.get("/metrics").status_code}
+    answers["wrong token"] = client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope").status_code
+    for name, user in (("team member", owner), ("admin", admin), ("compliance officer", compliance_officer)):
+        client.force_login(fresh(user))
+        answers[name] = client.get("/metrics").status_code
+        client.logout()
+
+    # Team members would learn other teams' model and column names from these numbers.
+    assert answers == {
+        "anonymous": 401,
+        "wrong token": 401,
+        "team member": 401,
+        "admin": 200,
+        "compliance officer": 200,
+    }
+    assert client.get("/metrics")["WWW-Authenticate"] == 'Bearer realm="steward-metrics"'
+
+
+def test_without_a_configured_token_no_bearer_is_accepted(client, settings, db):
+    settings.STEWARD_METRICS_TOKEN = ""
+
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+
+
+def test_metrics_cost_the_same_queries_for_any_number_of_rows(
+    client, scrape_token, monitor, scientist, django_assert_num_queries
+):
+    for minute in range(3):
+        finish_check(monitor, BREACH, T0 + datetime.timedelta(minutes=minute), scientist)
+
+    # 1 newest check per model version, 2 checks by state, 3 open alerts, 4 notifications, 5 jobs
+    with django_assert_num_queries(5):
+        response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 200
+
+
+# grafana_sync against a stand-in for Grafana's HTTP API ---------------------------------------
+
+
+class FakeGrafana(http.server.BaseHTTPRequestHandler):
+    """Plays the few Grafana endpoints grafana_sync uses; ``existing`` holds datasource uids."""
+
+    requests: list[tuple[str, str, str, dict | None]]
+    existing: set[str]
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> dict | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.requests.append((self.command, self.path, self.headers.get("Authorization", ""), body))
+        return body
+
+    def do_GET(self):
+        self._record()
+        uid = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/api/datasources/uid/") and uid in self.existing:
+            self._answer(200, {"uid": uid, "id": 7})
+        else:
+            self._answer(404, {"message": "Data source not found"})
+
+    def do_POST(self):
+        body = self._record()
+        if self.path == "/api/datasources":
+            self.existing.add(body["uid"])
+            self._answer(200, {"id": 7, "message": "Datasource added"})
+        elif self.path == "/api/dashboards/db":
+            self._answer(200, {"status": "success", "url": "/d/steward-monitoring/steward", "version": 3})
+        else:
+            self._answer(404, {"message": "Not found"})
+
+    def do_PUT(self):
+        self._record()
+        self._answer(200, {"message": "Datasource updated"})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_grafana():
+    handler = type("Handler", (FakeGrafana,), {"requests": [], "existing": set()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_grafana_sync_creates_then_updates_the_datasource_and_the_dashboard(fake_grafana, capsys):
+    url, grafana_api = fake_grafana
+    options = {"grafana_url": url, "token": "glsa_test", "prometheus_url": "http://prometheus:9090"}
+
+    call_command("grafana_sync", **options)
+    call_command("grafana_sync", **options)
+
+    spec = {
+        "uid": "steward-prometheus",
+        "name": "Steward Prometheus",
+        "type": "prometheus",
+        "access": "proxy",
+        "url": "http://prometheus:9090",
+        "isDefault": False,
+        "jsonData": {"httpMethod": "POST", "timeInterval": "30s"},
+    }
+    dashboard = {
+        "dashboard": grafana.dashboard_spec(),
+        "overwrite": True,
+        "message": "manage.py grafana_sync",
+    }
+    bearer = "Bearer glsa_test"
+    assert grafana_api.requests == [
+        ("GET", "/api/datasources/uid/steward-prometheus", bearer, None),
+        ("POST", "/api/datasources", bearer, spec),
+        ("POST", "/api/dashboards/db", bearer, dashboard),
+        ("GET", "/api/datasources/uid/steward-prometheus", bearer, None),
+        ("PUT", "/api/datasources/uid/steward-prometheus", bearer, spec),
+        ("POST", "/api/dashboards/db", bearer, dashboard),
+    ]
+    panels = dashboard["dashboard"]["panels"]
+    assert {p["targets"][0]["expr"].split("(")[0] for p in panels} >= {'steward_drift_score{model=~"$model"}'}
+    assert all(p["datasource"]["uid"] == "steward-prometheus" for p in panels)
+    assert capsys.readouterr().out.splitlines() == [
+        f"datasource steward-prometheus created (Prometheus at http://prometheus:9090); "
+        f"dashboard steward-monitoring at {url}/d/steward-monitoring/steward (version 3)",
+        f"datasource steward-prometheus updated (Prometheus at http://prometheus:9090); "
+        f"dashboard steward-monitoring at {url}/d/steward-monitoring/steward (version 3)",
+    ]
+
+
+def test_grafana_sync_reports_a_refusal(fake_grafana):
+    url, grafana_api = fake_grafana
+    grafana_api.do_GET = lambda self: (self._record(), self._answer(401, {"message": "invalid API key"}))
+
+    with pytest.raises(CommandError) as raised:
+        call_command("grafana_sync", grafana_url=url, token="wrong", prometheus_url="http://p:9090")
+
+    assert str(raised.value) == f"Grafana at {url} refused: HTTP 401: Unauthorized"
