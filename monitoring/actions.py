@@ -107,6 +107,17 @@ class CheckOutcome:
         )
 
 
+MAX_DELAY_MINUTES = 30 * 24 * 60
+# (field, lowest, highest, unit) of a monitor's integer settings.
+MONITOR_BOUNDS = (
+    ("window_versions", 1, 1000, "dataset versions"),
+    ("schedule_minutes", 1, 366 * 24 * 60, "minutes"),
+    ("reopen_within_hours", 0, 366 * 24, "hours"),
+    ("auto_resolve_after", 0, 10_000, "clean checks"),
+    ("min_sample_size", 1, 1_000_000_000, "rows"),
+)
+
+
 def default_columns(model_version: ModelVersion, *versions: DatasetVersion) -> list[str]:
     """The model's features and target that every one of ``versions`` holds, in signature order."""
     wanted = [*model_version.signature.get("features", []), model_version.signature.get("target")]
@@ -988,8 +999,12 @@ def _clean_monitor(monitor: Monitor, actor) -> None:
             )
         except ValidationError as exc:
             errors.update({key: messages[0] for key, messages in exc.message_dict.items()})
-    if monitor.window_versions < 1:
-        errors["window_versions"] = "must be at least 1"
+    # Upper bounds keep every value inside what timedelta and beat's schedules can represent: a
+    # 10**18-minute schedule or reopen window raised OverflowError in beat and in every check.
+    for name, low, high, unit in MONITOR_BOUNDS:
+        value = getattr(monitor, name)
+        if value is not None and not low <= value <= high:
+            errors[name] = f"must be from {low} to {high} {unit}"
     if monitor.schedule_minutes is not None and monitor.schedule_minutes < 1:
         errors["schedule_minutes"] = "must be at least 1 minute, or empty to run only on request"
     if not 0 <= monitor.performance_tolerance < 1:
@@ -1246,8 +1261,8 @@ def _clean_levels(team_id: int, levels: Sequence[dict], actor) -> list[dict]:
         users, channels = list(raw.get("users") or []), list(raw.get("channels") or [])
         owners_of, role = raw.get("owners_of"), raw.get("role") or ""
         problem = None
-        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 1:
-            problem = "delay_minutes must be a whole number of minutes, at least 1"
+        if not isinstance(delay, int) or isinstance(delay, bool) or not 1 <= delay <= MAX_DELAY_MINUTES:
+            problem = f"delay_minutes must be a whole number of minutes from 1 to {MAX_DELAY_MINUTES}"
         elif not isinstance(repeat, int) or isinstance(repeat, bool) or not 0 <= repeat <= 100:
             problem = "repeat must be a whole number from 0 to 100"
         elif role and role not in TeamRole.values:

@@ -14,7 +14,7 @@ from django.db import connection
 
 from governance.models import AuditEvent, TeamRole
 from monitoring import actions, escalation
-from monitoring.models import Alert, Channel, Notification
+from monitoring.models import Alert, Channel, EscalationPolicy, Notification
 from monitoring.notify import run_escalations
 from tests.monitoring.conftest import BREACH, CLEAN, T0, finish_check, mail_subject, minutes
 
@@ -487,3 +487,17 @@ def test_two_checks_finishing_together_make_one_alert(no_broker, monitor, scient
     assert errors == []
     assert list(Alert.objects.values_list("state", "occurrences")) == [("open", 2)]
     assert sorted(Alert.objects.get().events.values_list("kind", flat=True)) == ["escalate", "open", "repeat"]
+
+
+@pytest.mark.parametrize("delay", [0, 30 * 24 * 60 + 1, 10**18])
+def test_a_level_delay_must_be_between_a_minute_and_30_days(team, owner, delay):
+    """10**18 minutes once passed and then broke every escalation run (timedelta overflow)."""
+    with pytest.raises(ValidationError) as raised:
+        actions.do_create_escalation_policy(
+            team=team, name="slow", levels=[{"delay_minutes": delay, "users": [owner]}], actor=owner
+        )
+
+    assert raised.value.message_dict == {
+        "levels": ["level 1: delay_minutes must be a whole number of minutes from 1 to 43200"]
+    }
+    assert EscalationPolicy.objects.count() == 0

@@ -143,6 +143,10 @@ def test_monitor_actions_keep_the_periodic_task_in_step(registered_version, scie
             {"schedule_minutes": ["must be at least 1 minute, or empty to run only on request"]},
         ),
         ({"performance_tolerance": 1.5}, {"performance_tolerance": ["must be in [0, 1)"]}),
+        # Past these, beat's schedule and the reopen window overflowed (a hostile tester's find).
+        ({"schedule_minutes": 10**18}, {"schedule_minutes": ["must be from 1 to 527040 minutes"]}),
+        ({"reopen_within_hours": 10**15}, {"reopen_within_hours": ["must be from 0 to 8784 hours"]}),
+        ({"window_versions": 10**12}, {"window_versions": ["must be from 1 to 1000 dataset versions"]}),
     ],
 )
 def test_monitor_settings_are_checked(registered_version, scientist, options, errors):
