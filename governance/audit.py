@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from django.db import models, transaction
+from django.utils import timezone
 
 from governance import merkle
 
@@ -63,9 +64,10 @@ def record_audit_event(
     Raises RuntimeError outside ``transaction.atomic`` so no change commits without its event,
     and ValueError when ``before``/``after`` hold values a leaf cannot hash (NaN, infinities).
     """
-    from governance.models import AuditEvent, AuditPersonalData
+    from governance.models import AuditEvent
 
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise RuntimeError("record_audit_event must run inside the transaction of the change")
     if obj is not None:
         object_type = object_type or obj._meta.model_name
@@ -75,30 +77,59 @@ def record_audit_event(
             team_id = _team_id_of(obj)
     # Refuse here, rolling the change back, rather than leave an event the sequencer cannot hash.
     merkle.canonical_json({"before": before, "after": after})
-    event = AuditEvent.objects.create(
-        actor=actor,
-        actor_label=actor.get_username() if actor is not None else SYSTEM_ACTOR_LABEL,
-        on_behalf_of=on_behalf_of,
-        on_behalf_of_label=on_behalf_of.get_username() if on_behalf_of is not None else "",
-        action=action,
-        object_type=object_type or "",
-        object_id=str(object_id if object_id is not None else ""),
-        object_repr=(object_repr or "")[:300],
-        team_id=team_id,
-        before=before,
-        after=after,
-        request_id=request_id_var.get(),
-        task_id=_current_task_id(),
-    )
-    # A plain INSERT: Model.save() would add a third to the cost of every append (bench_audit.py).
-    connection = transaction.get_connection()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {connection.ops.quote_name(AuditPersonalData._meta.db_table)} "  # noqa: S608
-            "(event_id, salt) VALUES (%s, %s)",
-            [event.pk, merkle.new_salt().hex()],
-        )
+    values = {
+        "timestamp": timezone.now(),
+        "actor_id": actor.pk if actor is not None else None,
+        "actor_label": actor.get_username() if actor is not None else SYSTEM_ACTOR_LABEL,
+        "on_behalf_of_id": on_behalf_of.pk if on_behalf_of is not None else None,
+        "on_behalf_of_label": on_behalf_of.get_username() if on_behalf_of is not None else "",
+        "action": action,
+        "object_type": object_type or "",
+        "object_id": str(object_id if object_id is not None else ""),
+        "object_repr": (object_repr or "")[:300],
+        "team_id": team_id,
+        "before": before,
+        "after": after,
+        "request_id": request_id_var.get(),
+        "task_id": _current_task_id(),
+    }
+    event = AuditEvent(id=_insert_event_and_salt(connection, values), **values)
+    event._state.adding, event._state.db = False, connection.alias
     return event
+
+
+def _insert_event_and_salt(connection, values: dict[str, Any]) -> int:
+    """INSERT the event and its fresh salt (``AuditPersonalData``); return the event's id.
+
+    Plain statements with each field's own ``get_db_prep_save``: ``Model.save()`` would double
+    the Python cost of every append (``benchmarks/bench_audit.py``). PostgreSQL takes both rows
+    in one statement.
+    """
+    from governance.models import AuditEvent, AuditPersonalData
+
+    quote = connection.ops.quote_name
+    by_attname = {field.attname: field for field in AuditEvent._meta.concrete_fields}
+    fields = [by_attname[attname] for attname in values]
+    params = [field.get_db_prep_save(values[field.attname], connection) for field in fields]
+    event_table = quote(AuditEvent._meta.db_table)
+    salt_table = quote(AuditPersonalData._meta.db_table)
+    insert_event = (
+        f"INSERT INTO {event_table} ({', '.join(quote(field.column) for field in fields)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    salt = merkle.new_salt().hex()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH event AS ({insert_event} RETURNING id) "  # noqa: S608
+                f"INSERT INTO {salt_table} (event_id, salt) SELECT id, %s FROM event RETURNING event_id",
+                [*params, salt],
+            )
+            return cursor.fetchone()[0]
+        cursor.execute(insert_event, params)
+        event_id = connection.ops.last_insert_id(cursor, AuditEvent._meta.db_table, "id")
+        cursor.execute(f"INSERT INTO {salt_table} (event_id, salt) VALUES (%s, %s)", [event_id, salt])  # noqa: S608
+        return event_id
 
 
 def _team_id_of(obj: models.Model) -> int | None:

@@ -16,7 +16,7 @@ import pytest
 
 from governance import actions, audit_tree, merkle
 from governance.models import AuditCheckpoint, AuditEvent
-from tests.governance.audit_helpers import grow_log
+from tests.governance.audit_helpers import grow_log, raw_sql
 
 TREE_URLS = [
     "/api/audit/checkpoints/",
@@ -319,3 +319,19 @@ def test_a_bundle_needs_a_checkpoint(dataset, client_for, compliance_officer):
     response = client_for(compliance_officer).get("/api/audit-events/export.json")
 
     assert (response.status_code, response.json()) == (409, {"detail": "nothing is sequenced yet"})
+
+
+def test_a_row_tampered_in_the_database_fails_the_offline_verifier(
+    log, client_for, compliance_officer, tmp_path
+):
+    client = client_for(compliance_officer)
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE governance_auditevent SET object_id = '999' WHERE id = %s", [log[7].pk])
+
+    bundle = json.loads(_body(client.get("/api/audit-events/export.json")))
+    result = _run_verifier(tmp_path, client, bundle)
+
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert "leaf 7: FAILED: inclusion proof does not reach the checkpoint root" in lines
+    assert lines[-1] == "FAILED: first failing leaf index 7 (1 of 12 events failed)"

@@ -27,12 +27,18 @@ class Command(BaseCommand):
             help="an earlier signing key's public PEM, for checkpoints signed before a key rotation",
         )
         parser.add_argument("--chunk-size", type=int, default=VERIFY_CHUNK, help="rows per database fetch")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="processes hashing leaves on PostgreSQL (default: the CPU count, at most 8; 1 = none)",
+        )
 
-    def handle(self, *args, public_key: list[Path], chunk_size: int, **options) -> None:
+    def handle(self, *args, public_key: list[Path], chunk_size: int, workers: int | None, **options) -> None:
         started = time.perf_counter()
         try:
             pems = [path.read_text() for path in public_key]
-            report = verify_audit_log(public_keys=pems, chunk_size=chunk_size)
+            report = verify_audit_log(public_keys=pems, chunk_size=chunk_size, workers=workers)
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot verify: {exc}") from exc
         *details, verdict = report.lines()
