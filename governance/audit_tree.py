@@ -20,6 +20,7 @@ import base64
 import contextlib
 import datetime
 import functools
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -582,7 +583,7 @@ def verify_audit_log(
         connections.close_all()
         pool = multiprocessing.get_context("fork").Pool(workers)
     try:
-        with _snapshot() as snapshot:
+        with _snapshot() as snapshot, _gc_paused():
             return _verify(keys, chunk_size, pool, snapshot)
     finally:
         if pool is not None:
@@ -692,9 +693,23 @@ def _hash_event_range_job(job: tuple[str | None, int, int, int]) -> list[tuple[i
                         raise ValueError(f"not a snapshot id: {snapshot!r}")
                     # A utility statement takes no bind parameters; the id is checked above.
                     cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            return _hash_event_range(low, high, chunk_size)
+            with _gc_paused():
+                return _hash_event_range(low, high, chunk_size)
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: millions of row tuples would make each of its full
+    collections scan them all again, and verifying creates no reference cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 _EVENT_COLUMNS = LEAF_FIELDS + PERSONAL_FIELDS
@@ -763,7 +778,9 @@ def _check_interior_nodes(report: LogVerification, level_hashes: list[bytes], ch
     expected: dict[int, list[bytes]] = {}
     level, current = 0, level_hashes
     while len(current) > 1:
-        current = [merkle.node_hash(current[i], current[i + 1]) for i in range(0, len(current) - 1, 2)]
+        # Pairs (0, 1), (2, 3), ...; an odd last node has no complete parent yet.
+        pairs = zip(current[0::2], current[1::2], strict=False)
+        current = [merkle.node_hash(left, right) for left, right in pairs]
         level += 1
         expected[level] = current
     rows = (
