@@ -70,6 +70,20 @@ def _people_page(request: HttpRequest, membership_form=None, platform_form=None,
     return render(request, "governance/people.html", context, status=status)
 
 
+def _grant_refusal(user, kind: str | None) -> str:
+    """Why ``user`` may not submit a ``kind`` grant at all ("" when they may try).
+
+    Which team or user they may grant to is the action's to decide; this only spares the
+    username lookup for people who may grant nothing of the kind.
+    """
+    if kind == "platform_role" and not is_platform_admin(user):
+        return "only a platform admin may do this"
+    manages_a_team = is_platform_admin(user) or Team.objects.restrict(user, MANAGE).exists()
+    if kind == "membership" and not manages_a_team:
+        return "you may not manage the members of any team"
+    return ""
+
+
 @login_required
 def people(request: HttpRequest) -> HttpResponse:
     """Platform roles, then every visible team's members; POST grants a team or platform role.
@@ -80,6 +94,11 @@ def people(request: HttpRequest) -> HttpResponse:
         return _people_page(request)
     user = request.user
     kind = request.POST.get("grant")
+    refusal = _grant_refusal(user, kind)
+    if refusal:
+        # Before the form resolves the username, so the answer is the same whether it exists.
+        messages.error(request, refusal)
+        return _people_page(request, status=403)
     if kind == "membership":
         form = MembershipGrantForm(request.POST, user=user, auto_id=MEMBERSHIP_IDS)
         forms = {"membership_form": form}
@@ -275,6 +294,10 @@ def team_detail(request: HttpRequest, pk: int) -> HttpResponse:
     team = visible_or_404(request, Team.objects.all(), pk)
     if request.method != "POST":
         return _team_page(request, team)
+    refusal = _grant_refusal(request.user, "membership")
+    if refusal:
+        messages.error(request, refusal)
+        return _team_page(request, team, status=403)
     form = MembershipGrantForm(request.POST, user=request.user)
     if not form.is_valid():
         return _team_page(request, team, form, status=400)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -51,11 +52,19 @@ def _ensure_admin(actor) -> None:
 
 
 def do_create_user(*, username: str, email: str = "", password: str | None = None, actor):
-    """Create a login (platform admins only); ``password=None`` leaves it unusable until set."""
+    """Create a login (platform admins only); ``password=None`` leaves it unusable until set.
+
+    ``username`` is stored NFKC-normalised, as Django's ``create_user`` and login form do, so
+    ``aaron`` typed in fullwidth letters is ``aaron``. Usernames stay case-sensitive, as
+    ``ModelBackend``'s login is. Raises ValidationError if the normalised name is taken or is no
+    longer a valid username.
+    """
     user_model = get_user_model()
     with transaction.atomic():
         _ensure_admin(actor)
-        if user_model.objects.filter(username=username).exists():
+        username = _valid_username(user_model, username)
+        # The normalised name: the raw one would miss "aaron" and end on the unique constraint.
+        if user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).exists():
             raise ValidationError({"username": f"user {username!r} already exists"})
         user = user_model.objects.create_user(username=username, email=email, password=password)
         record_audit_event(
@@ -66,6 +75,22 @@ def do_create_user(*, username: str, email: str = "", password: str | None = Non
             after={"username": username, "email": email},
         )
     return user
+
+
+def _valid_username(user_model, username: str) -> str:
+    """``username`` NFKC-normalised, then re-validated (ValidationError on ``username``).
+
+    Normalising can lengthen a name (one ligature becomes several letters) or yield characters
+    the username rule refuses (``½`` becomes ``1``, U+2044 fraction slash, ``2``).
+    """
+    username = user_model.normalize_username(username)
+    if not username:
+        raise ValidationError({"username": "a username may not be empty"})
+    try:
+        user_model._meta.get_field(user_model.USERNAME_FIELD).run_validators(username)
+    except ValidationError as exc:
+        raise ValidationError({"username": exc.messages}) from exc
+    return username
 
 
 def do_create_team(*, name: str, description: str = "", actor) -> Team:
@@ -214,9 +239,11 @@ def do_revoke_platform_role(*, grant: PlatformRoleGrant, actor) -> None:
 
 
 def do_deactivate_user(*, user, actor):
-    """Stop ``user`` logging in and revoke their API tokens (platform admins only, not oneself).
+    """Stop ``user`` logging in, end their sessions and revoke their API tokens (platform admins
+    only, not oneself).
 
-    The user row, memberships and history stay; ``do_reactivate_user`` undoes it, without the tokens.
+    The user row, memberships and history stay; ``do_reactivate_user`` undoes it, without the
+    sessions or the tokens.
     Raises ValidationError if already deactivated, PermissionDenied for the last platform admin.
     """
     user_model = get_user_model()
@@ -236,6 +263,7 @@ def do_deactivate_user(*, user, actor):
         ApiToken.objects.filter(user=user, revoked_at=None).update(revoked_at=now)
         user.is_active = False
         user.save(update_fields=["is_active"])
+        _end_sessions(user)
         record_audit_event(
             actor=actor,
             action="user.deactivate",
@@ -246,6 +274,36 @@ def do_deactivate_user(*, user, actor):
         )
         _ensure_an_admin_remains()
     return user
+
+
+def _end_sessions(user) -> int:
+    """Delete every unexpired session of ``user``; returns how many.
+
+    An inactive user's session is merely refused (``ModelBackend.get_user``), so without this
+    reactivation would bring every old session cookie back. Sessions are not indexed by user:
+    this decodes each live session, fine for the number a Steward installation holds. Inside
+    the caller's transaction, so a refused deactivation keeps them. Raises ImproperlyConfigured
+    for a session engine without a database table (cache, file, signed cookies): their sessions
+    cannot be found by user, and deactivating must not silently leave them working.
+    """
+    store_class = import_module(settings.SESSION_ENGINE).SessionStore
+    if not hasattr(store_class, "get_model_class"):
+        raise ImproperlyConfigured(
+            f"SESSION_ENGINE {settings.SESSION_ENGINE!r} keeps no session table; deactivating a "
+            "user needs one (django.contrib.sessions.backends.db or cached_db)"
+        )
+    decoder = store_class()
+    user_id = str(user.pk)
+    live = store_class.get_model_class().objects.filter(expire_date__gt=timezone.now())
+    keys = [
+        row.session_key
+        for row in live.only("session_key", "session_data").iterator()
+        if decoder.decode(row.session_data).get(SESSION_KEY) == user_id
+    ]
+    for key in keys:
+        # The store's own delete: the cached_db engine must drop its cached copy as well.
+        store_class(session_key=key).delete()
+    return len(keys)
 
 
 def do_reactivate_user(*, user, actor):

@@ -1,6 +1,15 @@
-"""Django admin, read-only: every change goes through actions (and their audit events)."""
+"""Django admin, read-only: every change goes through actions (and their audit events).
+
+Django's own User and Group admins are replaced by read-only ones too: through them a superuser
+could set ``is_superuser``/``is_active`` or reset someone's password with no audit event, past the
+last-admin rule, the ban on changing one's own roles and four-eyes approval.
+"""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.http import HttpRequest
 
 from governance.models import (
     AuditEvent,
@@ -14,15 +23,30 @@ from governance.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
+class ReadOnlyMixin:
+    """Refuses add, change and delete (403), which also hides the bulk delete action and
+    UserAdmin's password form; viewing stays."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """A model's admin pages for looking only."""
+
+
+class ReadOnlyUserAdmin(ReadOnlyMixin, UserAdmin):
+    """Users, for looking only: the People pages and the API change them, through actions."""
+
+
+class ReadOnlyGroupAdmin(ReadOnlyMixin, GroupAdmin):
+    """Django groups, for looking only: Steward's roles are memberships and platform role grants."""
 
 
 @admin.register(AuditEvent)
@@ -34,3 +58,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 for model in (Team, Membership, PlatformRoleGrant, Dataset, DatasetVersion, RegisteredModel, ModelVersion):
     admin.site.register(model, ReadOnlyAdmin)
+
+for model, model_admin in ((get_user_model(), ReadOnlyUserAdmin), (Group, ReadOnlyGroupAdmin)):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+    admin.site.register(model, model_admin)

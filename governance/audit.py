@@ -93,18 +93,19 @@ def record_audit_event(
         "request_id": request_id_var.get(),
         "task_id": _current_task_id(),
     }
-    event = AuditEvent(id=_insert_event_and_salt(connection, values), **values)
+    event = AuditEvent(id=_insert_event_and_salt(connection, values, merkle.new_salt().hex()), **values)
     event._state.adding, event._state.db = False, connection.alias
     return event
 
 
-def _insert_event_and_salt(connection, values: dict[str, Any]) -> int:
-    """INSERT the event and its fresh salt (``AuditPersonalData``); return the event's id.
+def _insert_event_and_salt(connection, values: dict[str, Any], salt: str) -> int:
+    """INSERT the event and its fresh salt and tag (``AuditPersonalData``); return the event's id.
 
     Plain statements with each field's own ``get_db_prep_save``: ``Model.save()`` would double
     the Python cost of every append (``benchmarks/bench_audit.py``). PostgreSQL takes both rows
     in one statement.
     """
+    from governance.audit_tree import event_tag
     from governance.models import AuditEvent, AuditPersonalData
 
     quote = connection.ops.quote_name
@@ -117,18 +118,22 @@ def _insert_event_and_salt(connection, values: dict[str, Any]) -> int:
         f"INSERT INTO {event_table} ({', '.join(quote(field.column) for field in fields)}) "  # noqa: S608
         f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
-    salt = merkle.new_salt().hex()
+    tag = event_tag(values, salt)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH event AS ({insert_event} RETURNING id) "  # noqa: S608
-                f"INSERT INTO {salt_table} (event_id, salt) SELECT id, %s FROM event RETURNING event_id",
-                [*params, salt],
+                f"INSERT INTO {salt_table} (event_id, salt, tag) "
+                "SELECT id, %s, %s FROM event RETURNING event_id",
+                [*params, salt, tag],
             )
             return cursor.fetchone()[0]
         cursor.execute(insert_event, params)
         event_id = connection.ops.last_insert_id(cursor, AuditEvent._meta.db_table, "id")
-        cursor.execute(f"INSERT INTO {salt_table} (event_id, salt) VALUES (%s, %s)", [event_id, salt])  # noqa: S608
+        cursor.execute(
+            f"INSERT INTO {salt_table} (event_id, salt, tag) VALUES (%s, %s, %s)",  # noqa: S608
+            [event_id, salt, tag],
+        )
         return event_id
 
 

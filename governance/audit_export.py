@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from governance import audit_tree, merkle
+from governance.keyset import older_than
 from governance.models import AuditCheckpoint, AuditEvent
 
 CSV_COLUMNS = [
@@ -54,11 +55,32 @@ def _json_text(value: Any) -> str:
     return "" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def csv_lines(events: QuerySet[AuditEvent]) -> Iterator[str]:
-    """The header and one CSV line per event (``CSV_COLUMNS``), formulas neutralised.
+def csv_lines(events: QuerySet[AuditEvent], *, with_leaf_index: bool) -> Iterator[str]:
+    """The header and one CSV line per event (``CSV_COLUMNS``), newest first, formulas neutralised.
 
-    ``events`` should select ``team`` and ``leaf``; ``leaf_index`` is empty until sequenced.
+    ``leaf_index`` (empty until sequenced) is a column only ``with_leaf_index``: leaf indexes count
+    every team's events, so they are for auditors (``audit_tree.may_audit``) alone. ``events``
+    should select ``team``, and ``leaf`` when ``with_leaf_index``. The first ``CHUNK`` events are
+    read before this returns, so a query the database refuses raises here, not mid-stream.
     """
+    columns = CSV_COLUMNS if with_leaf_index else [c for c in CSV_COLUMNS if c != "leaf_index"]
+    events = events.order_by("-timestamp", "-id")
+    first = list(events[:CHUNK])
+    rest = older_than(events, first[-1].timestamp, first[-1].pk) if len(first) == CHUNK else None
+    return _csv_stream(_first_then_rest(first, rest), columns)
+
+
+def _first_then_rest(first: list[AuditEvent], rest: QuerySet[AuditEvent] | None) -> Iterator[AuditEvent]:
+    # A streaming response has sent "200" and its headers before its first chunk is produced: an
+    # error there (a value the adapter cannot convert) used to end a 200 after the header row. So
+    # the first chunk is a plain query run by the caller before it builds the response; the rest
+    # continues after its last row (no server-side cursor is left open if nobody reads on).
+    yield from first
+    if rest is not None:
+        yield from rest.iterator(chunk_size=2_000)
+
+
+def _csv_stream(events: Iterator[AuditEvent], columns: list[str]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -69,27 +91,28 @@ def csv_lines(events: QuerySet[AuditEvent]) -> Iterator[str]:
         buffer.truncate()
         return text
 
-    yield line(CSV_COLUMNS)
-    for event in events.iterator(chunk_size=2_000):
-        leaf = getattr(event, "leaf", None)
-        yield line(
-            [
-                event.pk,
-                audit_tree.iso_timestamp(event.timestamp),
-                event.actor_label,
-                event.on_behalf_of_label,
-                event.action,
-                event.object_type,
-                event.object_id,
-                event.object_repr,
-                event.team.name if event.team is not None else "",
-                event.request_id,
-                event.task_id,
-                _json_text(event.before),
-                _json_text(event.after),
-                "" if leaf is None else leaf.leaf_index,
-            ]
-        )
+    with_leaf_index = "leaf_index" in columns
+    yield line(columns)
+    for event in events:
+        cells = [
+            event.pk,
+            audit_tree.iso_timestamp(event.timestamp),
+            event.actor_label,
+            event.on_behalf_of_label,
+            event.action,
+            event.object_type,
+            event.object_id,
+            event.object_repr,
+            event.team.name if event.team is not None else "",
+            event.request_id,
+            event.task_id,
+            _json_text(event.before),
+            _json_text(event.after),
+        ]
+        if with_leaf_index:
+            leaf = getattr(event, "leaf", None)
+            cells.append("" if leaf is None else leaf.leaf_index)
+        yield line(cells)
 
 
 def verifier_sha256() -> str:
@@ -114,7 +137,8 @@ def bundle_chunks(
     "proof" (hex, leaf level first), "personal" (the committed details, null once erased),
     "salt" (hex or null), "event_id"}, ...], "unsequenced_events_not_included"}``. Events come
     in leaf-index order; pass only those with a leaf below the checkpoint's tree size. One node
-    query per ``CHUNK`` events.
+    query per ``CHUNK`` events. The first ``CHUNK`` events are read and the signing key loaded
+    before this returns, so their errors raise here, not mid-stream.
     """
     key = audit_tree.signing_key()
     header = {
@@ -132,11 +156,20 @@ def bundle_chunks(
         "public_key_pem": key.public_key_pem,
         "checkpoint": audit_tree.checkpoint_json(checkpoint),
     }
+    events = events.order_by("leaf__leaf_index")
+    first = list(events[:CHUNK])
+    rest = events.filter(leaf__leaf_index__gt=first[-1].leaf.leaf_index) if len(first) == CHUNK else None
+    return _bundle_stream(header, _first_then_rest(first, rest), checkpoint, unsequenced)
+
+
+def _bundle_stream(
+    header: dict[str, Any], events: Iterator[AuditEvent], checkpoint: AuditCheckpoint, unsequenced: int
+) -> Iterator[str]:
     opening = json.dumps(header, ensure_ascii=False, indent=1)
     yield opening[: opening.rindex("}")].rstrip() + ',\n "events": [\n'
     first = True
     chunk: list[AuditEvent] = []
-    for event in events.iterator(chunk_size=2_000):
+    for event in events:
         chunk.append(event)
         if len(chunk) == CHUNK:
             yield _event_items(chunk, checkpoint.tree_size, first)

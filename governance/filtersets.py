@@ -1,9 +1,14 @@
 """Filters shared by the API and the UI lists."""
 
+import datetime
+
 import django_filters
+from django import forms
 from django.db.models import Q
+from django_filters.fields import IsoDateTimeField
 
 from governance.forms import restrict_choices
+from governance.keyset import MAX_BIGINT, is_utc_representable
 from governance.models import AuditEvent, Dataset, DatasetVersion, ModelVersion, RegisteredModel
 
 
@@ -24,14 +29,53 @@ class RestrictedFilterSet(django_filters.FilterSet):
         return self._form
 
 
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date/time that also exists in UTC: the database stores UTC, and a time at
+    either end of the calendar with an offset would overflow on the way there (a 500)."""
+
+    default_error_messages = {
+        "out_of_range": "Enter a date/time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z "
+        "once converted to UTC.",
+    }
+
+    def to_python(self, value: object) -> datetime.datetime | None:
+        parsed = super().to_python(value)
+        if parsed is not None and not is_utc_representable(parsed):
+            raise forms.ValidationError(self.error_messages["out_of_range"], code="out_of_range")
+        return parsed
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
+class IdFilter(django_filters.NumberFilter):
+    """A row id: a whole number in 1..2**63-1. NumberFilter alone takes any decimal, and one
+    beyond bigint overflows in the database adapter (a 500) instead of failing validation."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_BIGINT)
+        super().__init__(*args, **kwargs)
+
+    def get_max_validator(self) -> None:
+        return None  # max_value above is the bound; NumberFilter's 1e50 would add a second message
+
+
 class AuditEventFilterSet(RestrictedFilterSet):
+    """Audit trail filters for the API list, its exports and the UI page. Every value is
+    validated to fit the database (ids within bigint, times within UTC's range), so bad input is
+    a 400 naming the field, never a 500 when the query runs."""
+
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor (username or system)")
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
     object_type = django_filters.CharFilter()
     object_id = django_filters.CharFilter()
-    team = django_filters.NumberFilter(field_name="team_id")
-    since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    team = IdFilter(field_name="team_id")
+    since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
     q = django_filters.CharFilter(method="search", label="Text")
 
     class Meta:

@@ -158,11 +158,22 @@ class MembershipGrantForm(forms.Form):
         if "team" not in self.initial and len(first_two := list(teams[:2])) == 1:
             self.fields["team"].initial = first_two[0].pk
 
-    def clean_username(self):
-        return _active_user(self.cleaned_data["username"])
+    def clean(self):
+        data = super().clean()
+        # The username is looked up only for a team the requester manages: answering "no such
+        # user" to anyone else would tell them which usernames exist.
+        if "team" in data and "username" in data:
+            try:
+                data["username"] = _active_user(data["username"])
+            except forms.ValidationError as exc:
+                self.add_error("username", exc)
+        return data
 
 
 class PlatformRoleGrantForm(forms.Form):
+    """Make a user admin or compliance officer. For platform admins only: the people page
+    refuses anyone else before validating, so the username is never looked up for them."""
+
     username = forms.CharField(max_length=150)
     # No default: granting platform-wide rights is always an explicit choice.
     role = forms.ChoiceField(choices=[("", "---------"), *PlatformRole.choices])
@@ -172,9 +183,12 @@ class PlatformRoleGrantForm(forms.Form):
 
 
 def _active_user(username: str):
-    user = get_user_model().objects.filter(username=username.strip(), is_active=True).first()
+    # NFKC-normalised as logins and new usernames are (AbstractBaseUser.normalize_username).
+    user_model = get_user_model()
+    username = user_model.normalize_username(username.strip())
+    user = user_model.objects.filter(username=username, is_active=True).first()
     if user is None:
-        raise forms.ValidationError(f"no active user named {username.strip()!r}")
+        raise forms.ValidationError(f"no active user named {username!r}")
     return user
 
 

@@ -14,6 +14,9 @@ from typing import Any
 from django.db.models import Model, QuerySet
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+# The largest id or count every supported database stores (PostgreSQL bigint, SQLite INTEGER).
+# A larger one in a query is an OverflowError in SQLite's adapter, so input is bounded by it.
+MAX_BIGINT = 2**63 - 1
 
 
 class InvalidCursor(ValueError):
@@ -26,15 +29,34 @@ def cursor_of(row: Model) -> str:
     return f"{micros}-{row.pk}"
 
 
+def is_utc_representable(value: datetime.datetime) -> bool:
+    """Whether ``value`` (aware) converts to UTC inside ``datetime``'s years 1..9999.
+
+    ``0001-01-01T00:00+05:00`` and ``9999-12-31T23:59-05:00`` parse but do not convert: the
+    database adapters convert to UTC and raise OverflowError, so such input must be refused first.
+    """
+    try:
+        value.astimezone(datetime.UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def parse_cursor(value: str) -> tuple[datetime.datetime, int]:
     """The ``(timestamp, id)`` a cursor names. Raises InvalidCursor for anything else."""
     micros, separator, pk = value.rpartition("-")
     try:
-        if not separator or not pk.isdigit():
+        if not separator or not pk.isascii() or not pk.isdigit() or int(pk) > MAX_BIGINT:
             raise ValueError(value)
         return EPOCH + datetime.timedelta(microseconds=int(micros)), int(pk)
     except (ValueError, OverflowError) as exc:
         raise InvalidCursor(f"not a page cursor: {value!r}") from exc
+
+
+def older_than(queryset: QuerySet, timestamp: datetime.datetime, pk: int) -> QuerySet:
+    """The rows of ``queryset`` after ``(timestamp, pk)`` in ``-timestamp, -id`` order."""
+    # "timestamp <= t" is the index range; the exclusion drops the rows already shown.
+    return queryset.filter(timestamp__lte=timestamp).exclude(timestamp=timestamp, pk__gte=pk)
 
 
 @dataclass(frozen=True)
@@ -69,9 +91,7 @@ def keyset_page(
             is_first=not has_newer,
         )
     if before:
-        timestamp, pk = parse_cursor(before)
-        # "timestamp <= t" is the index range; the exclusion drops the rows already shown.
-        queryset = queryset.filter(timestamp__lte=timestamp).exclude(timestamp=timestamp, pk__gte=pk)
+        queryset = older_than(queryset, *parse_cursor(before))
     rows = list(queryset.order_by("-timestamp", "-id")[: size + 1])
     has_older = len(rows) > size
     rows = rows[:size]

@@ -93,6 +93,13 @@ def canonical_json(obj: Any) -> bytes:
     return _CANONICAL_ENCODER.encode(obj).encode("utf-8")
 
 
+def canonical_json_text(obj: Any) -> str:
+    """``canonical_json(obj)`` before its UTF-8 encoding, for callers that splice canonical
+    parts into a larger canonical document. Raises as ``canonical_json`` does, except that an
+    unpaired surrogate only fails when the whole text is encoded."""
+    return _CANONICAL_ENCODER.encode(obj)
+
+
 def _split(size: int) -> int:
     """The largest power of two smaller than ``size`` (``size >= 2``), RFC 9162 section 2.1.1."""
     return 1 << ((size - 1).bit_length() - 1)
@@ -658,9 +665,12 @@ def _as_checkpoint(item: Checkpoint | tuple[int, bytes | str] | Mapping[str, Any
     return Checkpoint(_tree_size(size), _hash_bytes(root_hash, "root_hash"))
 
 
-def _vouched_prefix(hashes: Sequence[bytes], checkpoints: Sequence[Checkpoint]) -> tuple[int, int | None]:
+def vouched_prefix(
+    hashes: Sequence[bytes], checkpoints: Iterable[Checkpoint | tuple[int, bytes | str] | Mapping[str, Any]]
+) -> tuple[int, int | None]:
     """(largest checkpoint size up to which ``hashes`` reproduce every signed root, the size of
     the first checkpoint they fail or None). Streams through a CompactRange: O(n), O(log n) memory."""
+    checkpoints = sorted(_as_checkpoint(item) for item in checkpoints)
     frontier = CompactRange()
     vouched = 0
     for size, expected in checkpoints:
@@ -685,6 +695,8 @@ def find_first_mismatch(
     leaf_hashes: Sequence[bytes],
     checkpoints: Iterable[Checkpoint | tuple[int, bytes | str] | Mapping[str, Any]],
     stored_leaf_hashes: Sequence[bytes] | None = None,
+    *,
+    stored_vouched: tuple[int, int | None] | None = None,
 ) -> Mismatch | None:
     """The first bad leaf of a log, or None when everything matches: what ``audit_verify`` names.
 
@@ -699,18 +711,28 @@ def find_first_mismatch(
     they are first authenticated against the same signed roots, then compared one by one with
     the recomputed hashes, so a changed leaf, a deleted one (the rest shift down), an inserted
     one and a truncated tail are each named at their exact index. O(n) hashes, O(log n) extra
-    memory. Raises ValueError for a malformed checkpoint.
+    memory. ``stored_vouched``: ``vouched_prefix(stored_leaf_hashes, checkpoints)`` when the
+    caller has it already (then neither list is hashed again when the two agree). Raises
+    ValueError for a malformed checkpoint.
     """
     signed = sorted(_as_checkpoint(item) for item in checkpoints)
     count = len(leaf_hashes)
-    good, failed_size = _vouched_prefix(leaf_hashes, signed)
-    first_bad_below = None if failed_size is None else min(failed_size, count + 1)
-    known_good = good
     difference = None
     stored_failed_size = None
     if stored_leaf_hashes is not None:
-        trusted, stored_failed_size = _vouched_prefix(stored_leaf_hashes, signed)
         difference = _first_difference(leaf_hashes, stored_leaf_hashes)
+        if stored_vouched is None:
+            stored_vouched = vouched_prefix(stored_leaf_hashes, signed)
+    # Equal lists vouch for the same prefix: hash only one of them.
+    good, failed_size = (
+        stored_vouched
+        if stored_leaf_hashes is not None and difference is None
+        else vouched_prefix(leaf_hashes, signed)
+    )
+    first_bad_below = None if failed_size is None else min(failed_size, count + 1)
+    known_good = good
+    if stored_leaf_hashes is not None:
+        trusted, stored_failed_size = stored_vouched
         agreeing = count if difference is None else difference
         # Recomputed hashes equal to authenticated stored ones are good themselves.
         known_good = max(known_good, min(agreeing, trusted))
@@ -747,9 +769,14 @@ def personal_commitment(personal: Mapping[str, Any], salt: bytes) -> str:
     hashing candidates; its fixed length keeps the split between salt and JSON unambiguous.
     Raises ValueError unless ``salt`` is ``SALT_SIZE`` bytes.
     """
+    return personal_commitment_of_json(canonical_json(dict(personal)), salt)
+
+
+def personal_commitment_of_json(personal_json: bytes, salt: bytes) -> str:
+    """``personal_commitment`` of details already in canonical JSON (``canonical_json``)."""
     if not isinstance(salt, bytes) or len(salt) != SALT_SIZE:
         raise ValueError(f"the salt must be {SALT_SIZE} random bytes")
-    return _sha256(salt + canonical_json(dict(personal))).hexdigest()
+    return _sha256(salt + personal_json).hexdigest()
 
 
 def leaf_object(event_fields: Mapping[str, Any], personal: Mapping[str, Any], salt: bytes) -> dict:
@@ -810,10 +837,18 @@ class BundleReport:
     is_signature_valid: bool
     signature_detail: str
     events: list[EventResult] = field(default_factory=list)
+    key_id: str = ""
+    is_key_pinned: bool = False
+    filters: Mapping[str, Any] | None = None
+    completeness_problem: str = ""
 
     @property
     def is_verified(self) -> bool:
-        return self.is_signature_valid and all(event.is_verified for event in self.events)
+        return (
+            self.is_signature_valid
+            and not self.completeness_problem
+            and all(event.is_verified for event in self.events)
+        )
 
     @property
     def first_failure(self) -> EventResult | None:
@@ -822,9 +857,24 @@ class BundleReport:
 
     def lines(self) -> list[str]:
         signature = "valid" if self.is_signature_valid else f"INVALID ({self.signature_detail})"
+        source = (
+            "pinned with --public-key" if self.is_key_pinned else "the bundle's own; pin it with --public-key"
+        )
+        if self.filters is None:
+            scope = "not stated (no filters field): proves these events, not that the log is complete"
+        elif not self.filters:
+            scope = "the whole log up to tree_size (no filters): completeness checked"
+        else:
+            scope = (
+                "filtered by "
+                + ", ".join(f"{name}={value}" for name, value in sorted(self.filters.items()))
+                + ": proves these events, not that no other event matches"
+            )
         lines = [
+            f"public key: sha256 {self.key_id} ({source})",
             f"checkpoint: tree_size={self.tree_size} root_hash={self.root_hash} "
-            f"timestamp={self.timestamp} signature {signature}"
+            f"timestamp={self.timestamp} signature {signature}",
+            f"scope: {scope}",
         ]
         lines += [event.line() for event in self.events]
         failed = [event for event in self.events if not event.is_verified]
@@ -834,6 +884,8 @@ class BundleReport:
         problems = []
         if not self.is_signature_valid:
             problems.append("the checkpoint signature is invalid")
+        if self.completeness_problem:
+            problems.append(self.completeness_problem)
         first = self.first_failure
         if first is not None:
             name = (
@@ -916,9 +968,42 @@ def _verify_personal(position: int, index: int, leaf: Mapping, event: Mapping) -
     return EventResult(position, index, True, "")
 
 
-def verify_bundle(bundle: Mapping[str, Any]) -> BundleReport:
+def _completeness_problem(events: Sequence[EventResult], tree_size: int, filters: Mapping | None) -> str:
+    """For an unfiltered bundle, which claims the whole log, the leaf indexes must be exactly
+    0..tree_size-1; in any bundle a leaf index may appear once only."""
+    indexes = [event.leaf_index for event in events if event.leaf_index is not None]
+    seen: set[int] = set()
+    repeated = sorted({index for index in indexes if index in seen or seen.add(index)})
+    if repeated:
+        return f"leaf indexes listed twice: {_some(repeated)}"
+    if filters is None or filters:
+        return ""
+    missing = sorted(set(range(tree_size)) - seen)
+    if missing:
+        return f"{len(missing)} leaves of the unfiltered log are missing from the bundle: {_some(missing)}"
+    return ""
+
+
+def _some(numbers: Sequence[int]) -> str:
+    shown = ", ".join(str(number) for number in numbers[:10])
+    return shown + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+
+
+def public_key_id(pem: str) -> str:
+    """The id Steward gives a public key (``key_id`` on checkpoints): hex SHA-256 of its PEM,
+    stripped and ending in one newline."""
+    return _sha256((pem.strip() + "\n").encode("ascii", "replace")).hexdigest()
+
+
+def verify_bundle(bundle: Mapping[str, Any], pinned_public_key_pem: str | None = None) -> BundleReport:
     """Verify an exported bundle offline: the checkpoint's Ed25519 signature, then each event's
     leaf hash (recomputed from ``canonical_json(leaf)``) and inclusion proof against its root.
+
+    The signature is checked with ``pinned_public_key_pem`` when given (the key the auditor
+    obtained apart from the bundle): a bundle re-signed with another key then fails. Without
+    it, the bundle's own key is used and its id printed so that it can be compared. A
+    checkpoint ``key_id`` must name the key used. A bundle of the whole log (``"filters": {}``)
+    must list every leaf below ``tree_size`` exactly once; any other, each at most once.
 
     Bundle shape: ``{"public_key_pem": str, "checkpoint": {"tree_size": int, "root_hash": hex,
     "timestamp": str, "signature": base64}, "events": [{"leaf_index": int, "leaf": {...},
@@ -930,8 +1015,14 @@ def verify_bundle(bundle: Mapping[str, Any]) -> BundleReport:
     checkpoint = bundle.get("checkpoint")
     pem = bundle.get("public_key_pem")
     events = bundle.get("events", [])
+    filters = bundle.get("filters")
     if not isinstance(checkpoint, Mapping) or not isinstance(pem, str) or not isinstance(events, list):
         raise BundleError("a bundle needs public_key_pem (str), checkpoint (object), events (list)")
+    if filters is not None and not isinstance(filters, Mapping):
+        raise BundleError("filters must be a JSON object")
+    if pinned_public_key_pem is not None:
+        pem = pinned_public_key_pem
+    key_id = public_key_id(pem)
     try:
         tree_size = _tree_size(checkpoint.get("tree_size"))
         root_hex = checkpoint.get("root_hash")
@@ -948,13 +1039,27 @@ def verify_bundle(bundle: Mapping[str, Any]) -> BundleReport:
         detail = "" if is_valid else "does not match the public key"
     except (binascii.Error, ValueError) as exc:
         is_valid, detail = False, f"unreadable signature or key: {exc}"
+    named_key = checkpoint.get("key_id")
+    if is_valid and named_key is not None and named_key != key_id:
+        is_valid, detail = False, f"the checkpoint names key {named_key}, not this one"
     results = [_verify_event(i, event, tree_size, root_hash) for i, event in enumerate(events)]
-    return BundleReport(tree_size, root_hash.hex(), timestamp, is_valid, detail, results)
+    return BundleReport(
+        tree_size,
+        root_hash.hex(),
+        timestamp,
+        is_valid,
+        detail,
+        results,
+        key_id=key_id,
+        is_key_pinned=pinned_public_key_pem is not None,
+        filters=filters,
+        completeness_problem=_completeness_problem(results, tree_size, filters),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``merkle.py verify BUNDLE.json``: exit 0 if everything verifies, 1 if anything fails
-    (naming the first failing leaf index), 2 if the bundle cannot be read."""
+    """``merkle.py verify [--public-key PEM] BUNDLE.json``: exit 0 if everything verifies, 1 if
+    anything fails (naming the first failing leaf index), 2 if the bundle or key cannot be read."""
     parser = argparse.ArgumentParser(
         prog="merkle.py",
         description="Verify a Steward audit bundle offline (RFC 9162 Merkle proofs, Ed25519).",
@@ -962,10 +1067,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify", help="verify an exported audit bundle")
     verify.add_argument("bundle", type=Path, help="the bundle JSON file")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="PEM",
+        help="the server's public key obtained apart from the bundle (GET /api/audit/public-key/): "
+        "the checkpoint must be signed with it",
+    )
     args = parser.parse_args(argv)
     try:
-        report = verify_bundle(load_bundle(args.bundle))
-    except (OSError, BundleError) as exc:
+        pinned = args.public_key.read_text(encoding="ascii") if args.public_key is not None else None
+        report = verify_bundle(load_bundle(args.bundle), pinned)
+    except (OSError, BundleError, UnicodeDecodeError) as exc:
         print(f"cannot verify {args.bundle}: {exc}", file=sys.stderr)
         return 2
     for line in report.lines():

@@ -348,20 +348,40 @@ class AuditCheckpoint(models.Model):
 
 
 class AuditPersonalData(models.Model):
-    """The salt of an event leaf's commitment to its personal details.
+    """The salt of an event leaf's commitment to its personal details, and the event's tag.
 
     The leaf hashes a salted commitment to the personal fields instead of the fields, so
     erasing a person (deleting this salt, redacting the event's personal fields) leaves the tree
-    and every proof intact.
+    and every proof intact. The tag (``audit_tree.event_tag``) is an HMAC, under a key derived
+    from the signing key, of the event's non-personal fields and this salt: the sequencer only
+    gives leaves to events that carry a valid one, so a row inserted with database access alone
+    is refused instead of notarised. The salt is unique, so a tag cannot be replayed onto a
+    copied event.
     """
 
     event = models.OneToOneField(
         AuditEvent, primary_key=True, on_delete=models.PROTECT, related_name="personal_data"
     )
-    salt = models.CharField(max_length=64, help_text="Hex, 32 random bytes.")
+    salt = models.CharField(max_length=64, unique=True, help_text="Hex, 32 random bytes.")
+    tag = models.CharField(max_length=64, blank=True, help_text="Hex HMAC-SHA256; see audit_tree.event_tag.")
 
     def __str__(self) -> str:
         return f"personal data of event {self.event_id}"
+
+
+class AuditRejection(models.Model):
+    """An event the sequencer refused to give a leaf: its tag is missing or wrong, so Steward did
+    not write it as it stands (a row inserted or altered in the database). Kept, append-only, so
+    that ``audit_verify`` and the audit trail keep reporting it."""
+
+    event = models.OneToOneField(
+        AuditEvent, primary_key=True, on_delete=models.PROTECT, related_name="rejection"
+    )
+    reason = models.CharField(max_length=200)
+    rejected_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} refused: {self.reason}"
 
 
 class ApiToken(models.Model):

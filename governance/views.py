@@ -33,7 +33,7 @@ from governance.forms import (
     style_audit_filters,
     style_filters,
 )
-from governance.keyset import InvalidCursor, keyset_page
+from governance.keyset import InvalidCursor, KeysetPage, keyset_page
 from governance.models import AuditEvent, Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
 from governance.permissions import CHANGE, VIEW, can
 from lineage.nodes import NodeRef
@@ -349,7 +349,10 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def audit_event_list(request: HttpRequest) -> HttpResponse:
     """Audit events newest first, filtered, in keyset pages (``?before=`` / ``?after=`` cursors,
-    constant cost at any depth); an htmx request gets only the table."""
+    constant cost at any depth); an htmx request gets only the table.
+
+    Invalid filters are a 400 listing no events, with the form's errors and no export links.
+    """
     filterset = AuditEventFilterSet(
         request.GET or None,
         queryset=AuditEvent.objects.restrict(request.user).select_related("team"),
@@ -357,13 +360,18 @@ def audit_event_list(request: HttpRequest) -> HttpResponse:
     )
     style_audit_filters(filterset.form, request.user)
     status = 200
-    try:
-        page = keyset_page(
-            filterset.qs, before=request.GET.get("before"), after=request.GET.get("after"), size=PAGE_SIZE
-        )
-    except InvalidCursor:
-        messages.error(request, "That page link is broken; here are the newest events.")
-        page, status = keyset_page(filterset.qs, size=PAGE_SIZE), 400
+    is_filter_valid = not filterset.is_bound or filterset.is_valid()
+    if not is_filter_valid:
+        # django-filter's .qs skips invalid filters, i.e. would list every event unfiltered.
+        page, status = KeysetPage(rows=[], newer=None, older=None, is_first=True), 400
+    else:
+        try:
+            page = keyset_page(
+                filterset.qs, before=request.GET.get("before"), after=request.GET.get("after"), size=PAGE_SIZE
+            )
+        except InvalidCursor:
+            messages.error(request, "That page link is broken; here are the newest events.")
+            page, status = keyset_page(filterset.qs, size=PAGE_SIZE), 400
     filters = request.GET.copy()
     for cursor in ("before", "after"):
         filters.pop(cursor, None)
@@ -371,6 +379,7 @@ def audit_event_list(request: HttpRequest) -> HttpResponse:
         "section": "audit",
         "filterset": filterset,
         "page": page,
+        "is_filter_valid": is_filter_valid,
         "export_query": filters.urlencode(),
         "may_audit": audit_tree.may_audit(request.user),
         "presets": [

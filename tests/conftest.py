@@ -323,3 +323,11 @@ def mail_dir(settings) -> Path:
     """Mail goes through the file backend into this folder (pytest-django would use locmem)."""
     settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     return Path(settings.EMAIL_FILE_PATH)
+
+
+def mail_count(folder: Path) -> int:
+    """Messages the file backend wrote into ``folder``. Count them, not files: it names a file by
+    the second and the backend object's address, so two sends within one second can share a
+    file, each message followed by a line of 79 dashes."""
+    separator = b"\n" + b"-" * 79 + b"\n"
+    return sum(path.read_bytes().count(separator) for path in folder.iterdir())

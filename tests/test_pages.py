@@ -383,14 +383,14 @@ def test_audit_event_page_shows_before_after_and_changed_keys(
         actor=scientist,
     )
     client.force_login(scientist)
-    client.post(reverse("job_cancel", args=[job.pk]), headers={"X-Request-ID": "req-cancel-1"})
+    cancelled = client.post(reverse("job_cancel", args=[job.pk]))
     event = AuditEvent.objects.get(action="job.cancel")
     page = client.get(event.get_absolute_url()).content.decode()
     assert (
         '<tr class="diff-changed"><td><code>state</code></td><td>changed</td>'
         "<td><code>&quot;queued&quot;</code></td><td><code>&quot;cancelled&quot;</code></td></tr>"
     ) in page
-    assert "<code>req-cancel-1</code>" in page
+    assert f"<code>{cancelled['X-Request-ID']}</code>" in page
     assert f'<a href="/jobs/{job.pk}/">Training job #{job.pk}</a>' in page
     assert "<dt>Actor</dt><dd>dana</dd>" in page
     assert page.count('<pre class="json">') == 2

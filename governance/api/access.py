@@ -6,8 +6,11 @@ transaction and writes the audit event; these views only parse, look up (restric
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.contrib.auth import authenticate, get_user_model, user_logged_in
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.utils import timezone
@@ -23,7 +26,7 @@ from governance import actions
 from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
 from governance.filtersets import RestrictedFilterSet
 from governance.models import ApiToken, Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
-from governance.permissions import restrict
+from governance.permissions import MANAGE, is_platform_admin, restrict
 
 User = get_user_model()
 
@@ -189,6 +192,22 @@ class MembershipViewSet(
     def get_serializer_class(self):
         return MembershipRoleSerializer if self.action == "partial_update" else MembershipSerializer
 
+    def create(self, request, *args, **kwargs):
+        """Refuse a requester who may not manage the team before the username is looked up.
+
+        Otherwise anyone logged in could learn which usernames exist: 403 for a real one, 400
+        "does not exist" for a made-up one. A team out of sight is its own 400, also given alone.
+        """
+        if isinstance(request.data, Mapping):
+            team_field = self.get_serializer().fields["team"]
+            try:
+                team = team_field.run_validation(request.data.get("team", serializers.empty))
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"team": exc.detail}) from exc
+            actions.ensure_can(request.user, MANAGE, team.pk)
+        # Not a mapping: the serializer refuses the whole body without reading any field.
+        return super().create(request, *args, **kwargs)
+
     def perform_create(self, serializer):
         data = serializer.validated_data
         membership = actions.do_set_membership(
@@ -232,6 +251,12 @@ class PlatformRoleGrantViewSet(
     queryset = PlatformRoleGrant.objects.select_related("user").order_by("role", "user__username")
     serializer_class = PlatformRoleGrantSerializer
     filterset_fields = ["role"]
+
+    def create(self, request, *args, **kwargs):
+        """Refuse a non-admin before the username is looked up (see ``MembershipViewSet.create``)."""
+        if not is_platform_admin(request.user):
+            raise PermissionDenied("only a platform admin may do this")
+        return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer):
         data = serializer.validated_data

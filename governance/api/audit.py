@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +26,7 @@ from governance import audit_export, audit_tree
 from governance.api.base import RestrictedReadOnlyViewSet
 from governance.api.serializers import AuditEventSerializer
 from governance.filtersets import AuditEventFilterSet
+from governance.keyset import MAX_BIGINT, is_utc_representable
 from governance.models import AuditCheckpoint, AuditEvent
 
 
@@ -36,16 +39,55 @@ class IsAuditor(BasePermission):
         return audit_tree.may_audit(request.user)
 
 
-class AuditEventPagination(CursorPagination):
+class CheckedCursorPagination(CursorPagination):
+    """DRF's cursor pagination, refusing a cursor whose position the database cannot take.
+
+    DRF decodes the position ``p`` as any string and filters ``<ordering field> < p`` with it, so
+    a forged ``p=abc`` on an integer field is a ValueError and a time beyond UTC's range an
+    OverflowError, both 500s. Such a cursor is DRF's own 404 "Invalid cursor" instead.
+    """
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None and not self.is_valid_position(cursor.position):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
+
+    def is_valid_position(self, position: str) -> bool:
+        """Whether ``position`` is a value of the first ordering field the database accepts."""
+        raise NotImplementedError
+
+
+class AuditEventPagination(CheckedCursorPagination):
     """Keyset pages, newest first: constant cost at any depth, no COUNT over the whole log."""
 
     ordering = ("-timestamp", "-id")
     page_size = 50
 
+    def is_valid_position(self, position: str) -> bool:
+        """An aware ISO date/time that exists in UTC (DRF writes ``str(timestamp)``)."""
+        try:
+            value = parse_datetime(position)
+        except ValueError:  # well-formed but impossible, e.g. month 13
+            return False
+        return value is not None and timezone.is_aware(value) and is_utc_representable(value)
 
-class CheckpointPagination(CursorPagination):
+
+class CheckpointPagination(CheckedCursorPagination):
     ordering = ("-tree_size",)
     page_size = 100
+
+    def is_valid_position(self, position: str) -> bool:
+        """A tree size: ASCII digits, at most bigint."""
+        return position.isascii() and position.isdigit() and int(position) <= MAX_BIGINT
+
+
+class EventVerificationSerializer(serializers.Serializer):
+    """``audit_tree.verify_event``: the leaf recomputed from the event as stored now, checked
+    against the latest checkpoint's signature and root."""
+
+    status = serializers.ChoiceField(choices=["verified", "failed"])
+    detail = serializers.CharField(help_text="Why it failed, or a note (personal details erased).")
 
 
 class CheckpointSerializer(serializers.Serializer):
@@ -69,6 +111,7 @@ class EventProofSerializer(serializers.Serializer):
     proof = serializers.ListField(child=serializers.CharField(), help_text="Hex hashes, leaf level first.")
     checkpoint = CheckpointSerializer()
     personal_data_erased = serializers.BooleanField()
+    verification = EventVerificationSerializer()
 
 
 class ConsistencyProofSerializer(serializers.Serializer):
@@ -78,8 +121,8 @@ class ConsistencyProofSerializer(serializers.Serializer):
 
 
 class ConsistencyQuerySerializer(serializers.Serializer):
-    first = serializers.IntegerField(min_value=1)
-    second = serializers.IntegerField(min_value=1)
+    first = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
+    second = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
 
     def validate(self, attrs: dict) -> dict:
         if attrs["first"] > attrs["second"]:
@@ -87,9 +130,9 @@ class ConsistencyQuerySerializer(serializers.Serializer):
         return attrs
 
 
-def _tree_problem(exc: audit_tree.AuditTreeError) -> Response:
+def _tree_problem(reason: object) -> Response:
     return Response(
-        {"detail": f"the stored audit tree is inconsistent ({exc}); run manage.py audit_verify"},
+        {"detail": f"the stored audit tree is inconsistent ({reason}); run manage.py audit_verify"},
         status=status.HTTP_409_CONFLICT,
     )
 
@@ -105,8 +148,10 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
     def filter_restricted(self, queryset):
         if self.action == "proof":
             return queryset.select_related("leaf", "personal_data")
-        if self.action == "export_csv":
+        if self.action == "export_csv" and audit_tree.may_audit(self.request.user):
             return queryset.select_related("team", "leaf")
+        if self.action == "export_csv":
+            return queryset.select_related("team")
         if self.action == "export_json":
             return queryset.select_related("leaf", "personal_data")
         return queryset
@@ -124,29 +169,32 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
     )
     @action(detail=True, methods=["get"])
     def proof(self, request: Request, pk: str | None = None) -> Response:
-        """The event's leaf and its inclusion proof against the latest signed checkpoint."""
+        """The event's leaf, its inclusion proof against the latest signed checkpoint, and
+        whether they verify: a row altered in the database still gets its proof (the auditor
+        needs it as evidence), marked ``"verification": {"status": "failed", "detail": ...}``."""
         event = self.get_object()
-        try:
-            proof = audit_tree.event_proof(event)
-        except audit_tree.AuditTreeError as exc:
-            return _tree_problem(exc)
-        if proof is None:
+        verification = audit_tree.verify_event(event)
+        if verification.status == "unsequenced":
             return Response(
                 {"detail": "this event is not sequenced yet; the sequencer gives it a leaf within seconds"},
                 status=status.HTTP_409_CONFLICT,
             )
-        return Response(proof.as_json())
+        if verification.proof is None:  # no proof could be built from the stored tree
+            return _tree_problem(verification.detail)
+        body = verification.proof.as_json()
+        body["verification"] = {"status": verification.status, "detail": verification.detail}
+        return Response(body)
 
     @extend_schema(
         operation_id="audit_events_export_csv", filters=True, responses={(200, "text/csv"): OpenApiTypes.STR}
     )
     def export_csv(self, request: Request) -> StreamingHttpResponse:
         """The filtered audit events as CSV, newest first; cells that would be spreadsheet
-        formulas start with a quote."""
-        events = self.filter_queryset(self.get_queryset()).order_by("-timestamp", "-id")
-        response = StreamingHttpResponse(
-            audit_export.csv_lines(events), content_type="text/csv; charset=utf-8"
-        )
+        formulas start with a quote. The ``leaf_index`` column is for compliance officers and
+        platform admins only. Bad filters are a 400 before anything streams."""
+        events = self.filter_queryset(self.get_queryset())
+        lines = audit_export.csv_lines(events, with_leaf_index=audit_tree.may_audit(request.user))
+        response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="audit-{_stamp()}.csv"'
         return response
 
@@ -163,12 +211,12 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
     def export_json(self, request: Request) -> StreamingHttpResponse | Response:
         """The filtered, sequenced events with their leaves and inclusion proofs, the latest
         checkpoint and the public key: everything an auditor needs to verify offline."""
+        filtered = self.filter_queryset(self.get_queryset())  # bad filters: a 400 before anything else
         checkpoint = audit_tree.latest_checkpoint()
         if checkpoint is None:
             return Response({"detail": "nothing is sequenced yet"}, status=status.HTTP_409_CONFLICT)
-        filtered = self.filter_queryset(self.get_queryset())
         chunks = audit_export.bundle_chunks(
-            filtered.filter(leaf__leaf_index__lt=checkpoint.tree_size).order_by("leaf__leaf_index"),
+            filtered.filter(leaf__leaf_index__lt=checkpoint.tree_size),
             checkpoint,
             filters={key: value for key, value in request.query_params.items() if value},
             verifier_url=request.build_absolute_uri("/api/audit/verifier.py"),

@@ -70,6 +70,7 @@ def test_a_proof_is_the_leaf_its_path_and_the_signed_checkpoint(
             "key_id": audit_tree.signing_key().key_id,
         },
         "personal_data_erased": False,
+        "verification": {"status": "verified", "detail": ""},
     }
     assert merkle.verify_inclusion(
         6, 12, leaf_hash, [bytes.fromhex(p) for p in body["proof"]], bytes.fromhex(checkpoint.root_hash)
@@ -248,13 +249,13 @@ def test_the_csv_export_holds_only_what_the_user_may_see(world, client_for, outs
     assert set(AuditEvent.objects.filter(pk__in=ids).values_list("team", flat=True)) == {world.other_team.pk}
 
 
-def _run_verifier(tmp_path: Path, client, bundle: dict) -> subprocess.CompletedProcess[str]:
+def _run_verifier(tmp_path: Path, client, bundle: dict, *options: str) -> subprocess.CompletedProcess[str]:
     verifier = tmp_path / "merkle.py"
     verifier.write_bytes(_body(client.get("/api/audit/verifier.py")))
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
     return subprocess.run(  # noqa: S603 - our own interpreter running the downloaded verifier
-        [sys.executable, "-I", str(verifier), "verify", str(path)],
+        [sys.executable, "-I", str(verifier), "verify", *options, str(path)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -311,7 +312,7 @@ def test_a_bundle_still_verifies_after_a_person_is_erased(
 
     assert result.returncode == 0, result.stdout
     assert bundle["events"][0]["personal"] is None
-    assert result.stdout.splitlines()[1].endswith(": ok (personal details erased)")
+    assert result.stdout.splitlines()[3].endswith(": ok (personal details erased)")
     assert result.stdout.splitlines()[-1] == "OK: 10 of 10 events verified"
 
 
@@ -335,3 +336,34 @@ def test_a_row_tampered_in_the_database_fails_the_offline_verifier(
     lines = result.stdout.splitlines()
     assert "leaf 7: FAILED: inclusion proof does not reach the checkpoint root" in lines
     assert lines[-1] == "FAILED: first failing leaf index 7 (1 of 12 events failed)"
+
+
+def test_a_whole_log_bundle_with_a_pinned_key_names_an_event_deleted_in_the_database(
+    log, client_for, compliance_officer, tmp_path
+):
+    client = client_for(compliance_officer)
+    pinned = tmp_path / "steward.pem"
+    pinned.write_bytes(_body(client.get("/api/audit/public-key/")))
+    intact_bundle = json.loads(_body(client.get("/api/audit-events/export.json")))
+    intact = _run_verifier(tmp_path, client, intact_bundle, "--public-key", str(pinned))
+    with raw_sql() as cursor:
+        for table, column in (
+            ("auditleaf", "event_id"),
+            ("auditpersonaldata", "event_id"),
+            ("auditevent", "id"),
+        ):
+            cursor.execute(f"DELETE FROM governance_{table} WHERE {column} = %s", [log[6].pk])  # noqa: S608
+
+    after_bundle = json.loads(_body(client.get("/api/audit-events/export.json")))
+    after = _run_verifier(tmp_path, client, after_bundle, "--public-key", str(pinned))
+
+    assert intact_bundle["filters"] == {}
+    assert intact.returncode == 0, intact.stdout
+    assert intact.stdout.splitlines()[:3:2] == [
+        f"public key: sha256 {audit_tree.signing_key().key_id} (pinned with --public-key)",
+        "scope: the whole log up to tree_size (no filters): completeness checked",
+    ]
+    assert after.returncode == 1
+    assert after.stdout.splitlines()[-1] == (
+        "FAILED: 1 leaves of the unfiltered log are missing from the bundle: 6"
+    )

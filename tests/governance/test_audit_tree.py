@@ -194,7 +194,8 @@ def test_an_event_committed_after_a_higher_id_gets_the_next_leaf(dataset, admin)
         event = AuditEvent.objects.create(
             id=pk, actor=admin, actor_label="admin", action="dataset.touch", object_type="dataset"
         )
-        AuditPersonalData.objects.create(event=event, salt=merkle.new_salt().hex())
+        salt = merkle.new_salt().hex()
+        AuditPersonalData.objects.create(event=event, salt=salt, tag=audit_tree.event_tag(event, salt))
         return event
 
     later_id = event_with_id(10_000_000)
@@ -527,6 +528,26 @@ def test_a_username_is_erased_as_a_whole_word_only(admin, team):
     assert AuditEvent.objects.get(action="dataset.create").object_repr == "al-final totals"
     assert AuditEvent.objects.get(action="membership.grant").object_repr == "[erased] in Mobility"
     assert AuditEvent.objects.get(action="user.create").after == {"username": "[erased]", "email": "[erased]"}
+
+
+def test_erasing_a_user_named_like_a_role_keeps_other_peoples_grants(admin, team, scientist):
+    """A user called "viewer" is erased from their own events; what other people were granted
+    (``{"role": "viewer"}``) is the platform's vocabulary and stays."""
+    viewer = actions.do_create_user(username="viewer", actor=admin)
+    vera = actions.do_create_user(username="vera", actor=admin)
+    actions.do_set_membership(user=vera, team=team, role=TeamRole.VIEWER, actor=admin)
+    actions.do_set_membership(user=viewer, team=team, role=TeamRole.VIEWER, actor=admin)
+
+    audit_tree.do_erase_personal_data(viewer, actor=admin)
+
+    grants = AuditEvent.objects.filter(action="membership.grant").order_by("id")
+    vera_grant, viewer_grant = grants.filter(object_repr__startswith="vera").get(), grants.last()
+    assert vera_grant.after["role"] == TeamRole.VIEWER
+    assert viewer_grant.after["role"] == TeamRole.VIEWER
+    assert viewer_grant.object_repr.startswith("[erased]")
+    assert (
+        AuditEvent.objects.get(action="user.create", object_id=str(viewer.pk)).after["username"] == "[erased]"
+    )
 
 
 # PostgreSQL's triggers ------------------------------------------------------------------------

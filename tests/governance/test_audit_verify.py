@@ -9,10 +9,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from governance import actions, audit_tree, merkle
-from governance.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditPersonalData
+from governance.audit import record_audit_event
+from governance.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditPersonalData, AuditRejection
 from tests.governance.audit_helpers import grow_log, raw_sql
 
 SIZES = [5, 9, 12]
@@ -207,3 +208,156 @@ def test_forked_workers_verify_the_log_in_one_snapshot(team, admin):
     assert (intact.is_ok, intact.leaf_count, intact.node_count) == (True, 12, 22)
     assert (tampered.mismatch.leaf_index, tampered.mismatch.checkpoint_size) == (6, 9)
     assert tampered.mismatch_event_id == log[6].pk
+
+
+AWKWARD_PAYLOADS = [
+    {"name": 'quote " backslash \\ slash /', "note": "tab\tnewline\ncontrol\x01"},
+    {"ünïcode": "☃ snowman", "emoji": "🚀", "z": [1, 2.5, 1e-07, 10**30, True, False, None]},
+    {"nested": {"b": {"d": [], "c": {}}, "a": ""}, "\u00e9": 1, "e\u0301": 2, "\U0001f600": 3},
+    {"float": 0.1, "neg": -0.0, "big": 1.7976931348623157e308, "int": -(2**63)},
+]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_awkward_payloads_and_erased_events_verify_in_process_and_in_workers(team, admin, scientist):
+    """audit_verify re-encodes each event on its fast path (workers) and in process; both must
+    give the bytes the sequencer hashed for any JSON a payload may hold, or an intact log would
+    look tampered."""
+    # Each payload twice: by the scientist (erased below: the leaf keeps the stored
+    # commitment) and by the system for the admin (details kept: recommitted from the event).
+    for index, payload in enumerate(AWKWARD_PAYLOADS * 2):
+        erased = index < len(AWKWARD_PAYLOADS)
+        with transaction.atomic():
+            record_audit_event(
+                actor=scientist if erased else None,
+                on_behalf_of=None if erased else admin,
+                action="awkward.payload",
+                object_type="note",
+                object_id=f"id-\u2603-{index}",
+                object_repr=f'repr "{index}" \u2028',
+                team_id=None if index % 4 == 3 else team.pk,
+                before=None if index % 4 == 0 else payload,
+                after=payload,
+            )
+    audit_tree.sequence_audit_events()
+    audit_tree.do_erase_personal_data(scientist, actor=admin)
+    audit_tree.sequence_audit_events()
+
+    in_process = audit_tree.verify_audit_log(workers=1)
+    in_workers = audit_tree.verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
+    awkward = list(AuditEvent.objects.filter(action="awkward.payload").order_by("leaf__leaf_index"))
+    with raw_sql() as cursor:
+        cursor.execute(
+            "UPDATE governance_auditevent SET object_repr = 'forged' WHERE id = %s", [awkward[4].pk]
+        )
+    tampered = audit_tree.verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
+
+    erased = AuditEvent.objects.filter(action="awkward.payload", personal_data__isnull=True).count()
+    assert erased == len(AWKWARD_PAYLOADS)
+    assert in_process.is_ok
+    assert in_process.erased_count >= erased
+    assert (in_workers.is_ok, in_workers.leaf_count) == (True, in_process.leaf_count)
+    assert (tampered.mismatch.leaf_index, tampered.mismatch.is_exact) == (awkward[4].leaf.leaf_index, True)
+
+
+# Rows written into the database, not by Steward --------------------------------------------------
+
+
+def _insert_event(cursor, **fields) -> int:
+    """An event row as someone with database access alone would add it (a backdated one)."""
+    values = {
+        "timestamp": "2026-01-01T09:00:00+00:00",
+        "actor_label": "olivia",
+        "on_behalf_of_label": "",
+        "action": "dataset.delete",
+        "object_type": "dataset",
+        "object_id": "1",
+        "object_repr": "bike-sharing",
+        "request_id": "",
+        "task_id": "",
+        **fields,
+    }
+    columns = ", ".join(values)
+    cursor.execute(
+        f"INSERT INTO governance_auditevent ({columns}) VALUES ({', '.join(['%s'] * len(values))})",  # noqa: S608
+        list(values.values()),
+    )
+    return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+
+
+def test_an_event_inserted_in_the_database_is_refused_and_reported(log, team, admin):
+    with raw_sql() as cursor:
+        untagged = _insert_event(cursor)
+        cursor.execute(
+            "INSERT INTO governance_auditpersonaldata (event_id, salt, tag) VALUES (%s, %s, %s)",
+            [untagged, merkle.new_salt().hex(), ""],
+        )
+        saltless = _insert_event(cursor, action="alias.move")
+        forged_tag = _insert_event(cursor, action="promotion.approve")
+        cursor.execute(
+            "INSERT INTO governance_auditpersonaldata (event_id, salt, tag) VALUES (%s, %s, %s)",
+            [forged_tag, merkle.new_salt().hex(), "0" * 64],
+        )
+    before_sequencing = audit_tree.verify_audit_log()
+    actions.do_create_dataset(team=team, name="honest-after-forgery", actor=admin)
+
+    run = audit_tree.sequence_audit_events()
+
+    assert before_sequencing.is_ok is False
+    assert "3 events have no valid tag" in before_sequencing.problems[0]
+    assert (run.sequenced, run.tree_size) == (1, 13)  # only the honest event got a leaf
+    assert not AuditLeaf.objects.filter(event_id__in=[untagged, saltless, forged_tag]).exists()
+    refused = dict(AuditRejection.objects.values_list("event_id", "reason"))
+    assert refused == {
+        untagged: "no tag: not written by Steward",
+        saltless: "no tag: not written by Steward",
+        forged_tag: "wrong tag: inserted or altered in the database",
+    }
+    failure = _failure()
+    assert failure.startswith("FAILED: 3 events have no valid tag and get no leaf: ")
+    assert f"event {forged_tag} (wrong tag: inserted or altered in the database)" in failure
+    verification = audit_tree.verify_event(AuditEvent.objects.get(pk=saltless))
+    assert (verification.status, verification.detail) == (
+        "failed",
+        "the sequencer refused this event: no tag: not written by Steward",
+    )
+    assert audit_tree.sequence_audit_events().sequenced == 0  # refused once, not retried
+
+
+def test_an_event_altered_before_it_is_sequenced_is_refused(log, team, admin):
+    event = actions.do_create_dataset(team=team, name="pending", actor=admin)
+    pending = AuditEvent.objects.filter(leaf__isnull=True).get()
+    with raw_sql() as cursor:
+        cursor.execute(
+            "UPDATE governance_auditevent SET action = 'dataset.delete' WHERE id = %s", [pending.pk]
+        )
+
+    run = audit_tree.sequence_audit_events()
+
+    assert event.pk is not None
+    assert run.sequenced == 0
+    assert AuditRejection.objects.get().reason == "wrong tag: inserted or altered in the database"
+
+
+def test_a_tag_cannot_be_replayed_onto_a_copied_event(log, team, admin):
+    actions.do_create_dataset(team=team, name="original", actor=admin)
+    original = AuditEvent.objects.select_related("personal_data").get(leaf__isnull=True)
+    with raw_sql() as cursor:
+        copy = _insert_event(
+            cursor,
+            timestamp=original.timestamp,
+            action=original.action,
+            object_type=original.object_type,
+            object_id=original.object_id,
+            team_id=original.team_id,
+            actor_id=original.actor_id,
+        )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AuditPersonalData.objects.create(
+            event_id=copy, salt=original.personal_data.salt, tag=original.personal_data.tag
+        )
+
+    audit_tree.sequence_audit_events()
+
+    assert AuditRejection.objects.get().event_id == copy
+    assert AuditLeaf.objects.filter(event=original).exists()

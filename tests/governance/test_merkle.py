@@ -746,15 +746,18 @@ def run_verifier(verifier: Path, bundle: Path) -> subprocess.CompletedProcess[st
 
 def test_offline_verifier_accepts_an_intact_bundle_then_names_the_tampered_leaf(tmp_path):
     verifier, path, bundle = write_bundle(tmp_path)
-    header = (
+    header = [
+        f"public key: sha256 {merkle.public_key_id(bundle['public_key_pem'])} "
+        "(the bundle's own; pin it with --public-key)",
         f"checkpoint: tree_size=21 root_hash={bundle['checkpoint']['root_hash']} "
-        f"timestamp={TIMESTAMP} signature valid"
-    )
+        f"timestamp={TIMESTAMP} signature valid",
+        "scope: not stated (no filters field): proves these events, not that the log is complete",
+    ]
 
     intact = run_verifier(verifier, path)
     assert intact.returncode == 0, intact.stderr
     assert intact.stdout.splitlines() == [
-        header,
+        *header,
         "leaf 3: ok",
         "leaf 7: ok",
         "leaf 8: ok",
@@ -767,7 +770,7 @@ def test_offline_verifier_accepts_an_intact_bundle_then_names_the_tampered_leaf(
     tampered = run_verifier(verifier, path)
     assert tampered.returncode == 1
     assert tampered.stdout.splitlines() == [
-        header,
+        *header,
         "leaf 3: ok",
         "leaf 7: FAILED: inclusion proof does not reach the checkpoint root",
         "leaf 8: ok",
@@ -782,8 +785,79 @@ def test_offline_verifier_fails_a_forged_checkpoint(tmp_path):
     path.write_text(json.dumps(bundle))
     result = run_verifier(verifier, path)
     assert result.returncode == 1
-    assert result.stdout.splitlines()[0].endswith("signature INVALID (does not match the public key)")
+    assert result.stdout.splitlines()[1].endswith("signature INVALID (does not match the public key)")
     assert result.stdout.splitlines()[-1] == "FAILED: the checkpoint signature is invalid"
+
+
+def _resign(bundle: dict, key: Ed25519PrivateKey) -> None:
+    """What a forger with database access does: sign the checkpoint again with a key of their own
+    and put its public half in the bundle."""
+    checkpoint = bundle["checkpoint"]
+    body = merkle.checkpoint_body(
+        checkpoint["tree_size"], bytes.fromhex(checkpoint["root_hash"]), checkpoint["timestamp"]
+    )
+    checkpoint["signature"] = base64.b64encode(merkle.sign_checkpoint(key, body)).decode()
+    bundle["public_key_pem"] = merkle.export_public_key_pem(key).decode()
+
+
+def test_a_pinned_public_key_fails_a_bundle_re_signed_with_another_key(tmp_path):
+    verifier, path, bundle = write_bundle(tmp_path)
+    pinned = tmp_path / "pinned.pem"
+    pinned.write_text(bundle["public_key_pem"])
+    genuine = subprocess.run(  # noqa: S603 - our own interpreter running the file under test
+        [sys.executable, "-I", str(verifier), "verify", "--public-key", str(pinned), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    _resign(bundle, Ed25519PrivateKey.generate())
+    path.write_text(json.dumps(bundle))
+
+    forged = subprocess.run(  # noqa: S603
+        [sys.executable, "-I", str(verifier), "verify", "--public-key", str(pinned), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    unpinned = merkle.verify_bundle(bundle)
+
+    assert genuine.returncode == 0, genuine.stdout
+    assert genuine.stdout.splitlines()[0].endswith("(pinned with --public-key)")
+    assert forged.returncode == 1
+    assert forged.stdout.splitlines()[-1] == "FAILED: the checkpoint signature is invalid"
+    # Unpinned, the forged bundle verifies against its own key, whose id differs from the real one.
+    assert unpinned.is_verified
+    assert unpinned.key_id != merkle.public_key_id(pinned.read_text())
+
+
+def test_a_checkpoint_naming_another_key_fails(tmp_path):
+    _, _, bundle = write_bundle(tmp_path)
+    bundle["checkpoint"]["key_id"] = "ab" * 32
+
+    report = merkle.verify_bundle(bundle)
+
+    assert (report.is_signature_valid, report.signature_detail) == (
+        False,
+        f"the checkpoint names key {'ab' * 32}, not this one",
+    )
+
+
+def test_a_bundle_of_the_whole_log_must_list_every_leaf_once(tmp_path):
+    _, _, bundle = write_bundle(tmp_path)
+    bundle["filters"] = {}
+    report_partial = merkle.verify_bundle(bundle)
+    bundle["filters"] = {"action": "dataset_version.register"}
+    report_filtered = merkle.verify_bundle(bundle)
+    bundle["events"].append(dict(bundle["events"][0]))
+    report_repeated = merkle.verify_bundle(bundle)
+
+    assert report_partial.lines()[-1] == (
+        "FAILED: 17 leaves of the unfiltered log are missing from the bundle: "
+        "0, 1, 2, 4, 5, 6, 9, 10, 11, 12 and 7 more"
+    )
+    assert report_filtered.is_verified
+    assert "filtered by action=dataset_version.register" in report_filtered.lines()[2]
+    assert report_repeated.lines()[-1] == "FAILED: leaf indexes listed twice: 3"
 
 
 def test_offline_verifier_reports_a_malformed_event_and_refuses_an_unreadable_bundle(tmp_path):

@@ -15,7 +15,7 @@ from monitoring.actions import claim_drift_check, do_request_drift_check
 from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, CheckState, DriftCheck, ReferenceProfile
-from tests.conftest import DRIFT_COLUMNS
+from tests.conftest import DRIFT_COLUMNS, mail_count
 
 WASSERSTEIN = "Wasserstein distance (normed)"
 
@@ -256,7 +256,7 @@ def test_a_second_drifting_check_adds_to_the_open_alert(
     assert list(
         AuditEvent.objects.filter(object_type="alert").values_list("action", flat=True).order_by("id")
     ) == ["alert.open", "alert.repeat", "alert.escalate"]  # the step went out on commit, after both
-    assert len(list(mail_dir.iterdir())) == 1
+    assert mail_count(mail_dir) == 1
 
 
 def test_after_resolution_new_drift_opens_a_new_alert(

@@ -16,6 +16,7 @@ from governance.models import AuditEvent, TeamRole
 from monitoring import actions, escalation
 from monitoring.models import Alert, Channel, EscalationPolicy, Notification
 from monitoring.notify import run_escalations
+from tests.conftest import mail_count
 from tests.monitoring.conftest import BREACH, CLEAN, T0, finish_check, mail_subject, minutes
 
 
@@ -378,7 +379,7 @@ def test_a_disabled_channel_is_skipped_and_the_targets_emailed_instead(
 
     assert _sent() == [(0, 0, 0, None, ["olivia@example.com"], "sent")]
     assert receiver.requests == []
-    assert len(list(mail_dir.iterdir())) == 1
+    assert mail_count(mail_dir) == 1
 
 
 # Two workers, one step ------------------------------------------------------------------------
@@ -431,7 +432,7 @@ def test_workers_racing_for_the_same_escalation_send_it_once(
         (0, 1, "people", "sent"),
     ]
     assert [r.json()["escalation"]["repeat"] for r in receiver.requests] == [0, 1]
-    assert len(list(mail_dir.iterdir())) == 2
+    assert mail_count(mail_dir) == 2
     assert AuditEvent.objects.filter(action="alert.escalate").count() == 2
     assert Alert.objects.get().escalation_step == 2
 
