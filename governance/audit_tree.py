@@ -828,6 +828,9 @@ _LEAF_FORMAT = (
     '"personal_commitment":%s,"request_id":%s,"task_id":%s,"team_id":%s,"timestamp":"%s"}'
 )
 _encode_str = json.encoder.encode_basestring
+# The database's own JSON output: one value without surrounding whitespace, which raw_decode
+# reads at half the cost of json.loads (``_json_value`` still refuses anything after it).
+_decode_json = json.JSONDecoder().raw_decode
 
 
 def _leaf_hash_of_row(row: Sequence[Any], salt: bytes | None) -> bytes:
@@ -857,8 +860,8 @@ def _leaf_hash_of_row(row: Sequence[Any], salt: bytes | None) -> bytes:
     if salt is not None:
         personal = _PERSONAL_FORMAT % (
             _encode_str(actor_label),
-            "null" if after is None else merkle.canonical_json_text(json.loads(after)),
-            "null" if before is None else merkle.canonical_json_text(json.loads(before)),
+            "null" if after is None else merkle.canonical_json_text(_json_value(after)),
+            "null" if before is None else merkle.canonical_json_text(_json_value(before)),
             _encode_str(object_repr),
             _encode_str(on_behalf_of_label),
         )
@@ -881,6 +884,13 @@ def _leaf_hash_of_row(row: Sequence[Any], salt: bytes | None) -> bytes:
         iso_timestamp(timestamp),
     )
     return merkle.leaf_hash(text.encode("utf-8"))
+
+
+def _json_value(text: str) -> Any:
+    value, end = _decode_json(text)
+    if end != len(text):
+        raise ValueError(f"extra data after the JSON value at character {end}")
+    return value
 
 
 def _int(value: Any) -> int:
@@ -913,17 +923,28 @@ def _hash_event_range(low: int, high: int, chunk_size: int) -> list[tuple[int, b
     hashed = []
     for row in events.values_list(*columns).iterator(chunk_size=chunk_size):
         event_id = row[2]
-        salt = salts.get(event_id)
-        salt = bytes.fromhex(salt) if salt else None
+        salt_hex = salts.get(event_id)
         try:
-            digest = _leaf_hash_of_row(row, salt)
-        except TypeError:
-            event = dict(zip(_EVENT_COLUMNS, row[2:], strict=True))
-            event["before"] = None if row[-2] is None else json.loads(row[-2])
-            event["after"] = None if row[-1] is None else json.loads(row[-1])
-            digest = _hash_leaf(leaf_for(event, salt, commitment=row[1]))
-        hashed.append((row[0], digest, event_id, salt is None))
+            digest = _row_leaf_hash(row, bytes.fromhex(salt_hex) if salt_hex else None)
+        except ValueError:
+            # A salt or JSON text altered in the database: no leaf hash can match, so the
+            # comparison names this leaf.
+            digest = UNHASHABLE
+        hashed.append((row[0], digest, event_id, salt_hex is None))
     return hashed
+
+
+UNHASHABLE = bytes(merkle.HASH_SIZE)
+
+
+def _row_leaf_hash(row: Sequence[Any], salt: bytes | None) -> bytes:
+    try:
+        return _leaf_hash_of_row(row, salt)
+    except TypeError:
+        event = dict(zip(_EVENT_COLUMNS, row[2:], strict=True))
+        event["before"] = None if row[-2] is None else json.loads(row[-2])
+        event["after"] = None if row[-1] is None else json.loads(row[-1])
+        return _hash_leaf(leaf_for(event, salt, commitment=row[1]))
 
 
 def _known_public_keys(extra: Iterable[str]) -> dict[str, str]:

@@ -361,3 +361,15 @@ def test_a_tag_cannot_be_replayed_onto_a_copied_event(log, team, admin):
 
     assert AuditRejection.objects.get().event_id == copy
     assert AuditLeaf.objects.filter(event=original).exists()
+
+
+def test_an_unreadable_salt_is_named_at_its_leaf_not_a_crash(log):
+    with raw_sql() as cursor:
+        cursor.execute(
+            "UPDATE governance_auditpersonaldata SET salt = 'not hex at all' WHERE event_id = %s", [log[3].pk]
+        )
+
+    assert _failure() == (
+        "FAILED: first bad leaf index 3 (checkpoint at tree size 5 fails); "
+        f"leaf 3 now holds event {log[3].pk}"
+    )
