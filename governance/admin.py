@@ -5,6 +5,7 @@ could set ``is_superuser``/``is_active`` or reset someone's password with no aud
 last-admin rule, the ban on changing one's own roles and four-eyes approval.
 """
 
+from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -63,3 +64,16 @@ for model, model_admin in ((get_user_model(), ReadOnlyUserAdmin), (Group, ReadOn
     if admin.site.is_registered(model):
         admin.site.unregister(model)
     admin.site.register(model, model_admin)
+
+
+# Other apps' admins, registered before this module runs (INSTALLED_APPS order), would let a
+# superuser change unaudited what keeps the audit log honest: the sequencer's beat schedule, the
+# task results, the login lockouts (lifted with ``manage.py axes_reset`` instead).
+for label in ("django_celery_beat", "django_celery_results", "axes"):
+    for model in apps.get_app_config(label).get_models():
+        if admin.site.is_registered(model):
+            model_admin = type(admin.site.get_model_admin(model))
+            admin.site.unregister(model)
+            admin.site.register(
+                model, type(f"ReadOnly{model_admin.__name__}", (ReadOnlyMixin, model_admin), {})
+            )

@@ -93,19 +93,22 @@ def record_audit_event(
         "request_id": request_id_var.get(),
         "task_id": _current_task_id(),
     }
-    event = AuditEvent(id=_insert_event_and_salt(connection, values, merkle.new_salt().hex()), **values)
+    event = AuditEvent(id=_insert_event_and_salt(connection, values), **values)
     event._state.adding, event._state.db = False, connection.alias
     return event
 
 
-def _insert_event_and_salt(connection, values: dict[str, Any], salt: str) -> int:
-    """INSERT the event and its fresh salt and tag (``AuditPersonalData``); return the event's id.
+def _insert_event_and_salt(connection, values: dict[str, Any]) -> int:
+    """INSERT the event, then its fresh salt and tag (``AuditPersonalData``); return the
+    event's id.
 
-    Plain statements with each field's own ``get_db_prep_save``: ``Model.save()`` would double
-    the Python cost of every append (``benchmarks/bench_audit.py``). PostgreSQL takes both rows
-    in one statement.
+    The tag (``audit_tree.event_tag``) hashes the event's leaf as the database stored it: its
+    id, and its JSON as the database normalised it (PostgreSQL returns both from the INSERT;
+    SQLite keeps the text it was given). Plain statements with each field's own
+    ``get_db_prep_save``: ``Model.save()`` and a read-back query would multiply the Python
+    cost of every append (``benchmarks/bench_audit.py``).
     """
-    from governance.audit_tree import event_tag
+    from governance.audit_tree import IsoTimestamp, iso_timestamp, stored_row_tag
     from governance.models import AuditEvent, AuditPersonalData
 
     quote = connection.ops.quote_name
@@ -118,23 +121,29 @@ def _insert_event_and_salt(connection, values: dict[str, Any], salt: str) -> int
         f"INSERT INTO {event_table} ({', '.join(quote(field.column) for field in fields)}) "  # noqa: S608
         f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
-    tag = event_tag(values, salt)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            timestamp_sql = IsoTimestamp.template % {"expressions": quote("timestamp")}
             cursor.execute(
-                f"WITH event AS ({insert_event} RETURNING id) "  # noqa: S608
-                f"INSERT INTO {salt_table} (event_id, salt, tag) "
-                "SELECT id, %s, %s FROM event RETURNING event_id",
-                [*params, salt, tag],
+                f"{insert_event} RETURNING id, {timestamp_sql}, CAST(before AS text), CAST(after AS text)",
+                params,
             )
-            return cursor.fetchone()[0]
-        cursor.execute(insert_event, params)
-        event_id = connection.ops.last_insert_id(cursor, AuditEvent._meta.db_table, "id")
+            event_id, timestamp, before, after = cursor.fetchone()
+        else:
+            cursor.execute(insert_event, params)
+            event_id = connection.ops.last_insert_id(cursor, AuditEvent._meta.db_table, "id")
+            cursor.execute(
+                f"SELECT CAST(before AS text), CAST(after AS text) FROM {event_table} WHERE id = %s",  # noqa: S608
+                [event_id],
+            )
+            (before, after), timestamp = cursor.fetchone(), iso_timestamp(values["timestamp"])
+        stored = {**values, "id": event_id, "timestamp": timestamp, "before": before, "after": after}
+        salt = merkle.new_salt()
         cursor.execute(
             f"INSERT INTO {salt_table} (event_id, salt, tag) VALUES (%s, %s, %s)",  # noqa: S608
-            [event_id, salt, tag],
+            [event_id, salt.hex(), stored_row_tag(stored, salt)],
         )
-        return event_id
+    return event_id
 
 
 def _team_id_of(obj: models.Model) -> int | None:

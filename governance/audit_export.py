@@ -146,11 +146,14 @@ def bundle_chunks(
         "exported_at": audit_tree.iso_timestamp(timezone.now()),
         "filters": dict(filters),
         "how_to_verify": (
-            f"Download the verifier from {verifier_url} (check its sha256 below), save this file as "
-            "bundle.json and run: python3 merkle.py verify bundle.json (Python 3.10+ with the "
-            "'cryptography' package; nothing else, no network). It checks the checkpoint's "
-            "Ed25519 signature, each event's leaf and personal details, and each RFC 9162 "
-            f"inclusion proof. Compare public_key_pem with the key published at {public_key_url}."
+            f"Download the verifier from {verifier_url} (check its sha256 below) and the public key "
+            f"from {public_key_url} (or better, from the operator through another channel) as "
+            "steward.pem, save this file as bundle.json and run: python3 merkle.py verify "
+            "--public-key steward.pem bundle.json (add --complete to require a bundle of the whole "
+            "log; Python 3.10+ with the 'cryptography' package; nothing else, no network). It "
+            "checks the checkpoint's Ed25519 signature with that key, each event's leaf and "
+            "personal details, each RFC 9162 inclusion proof, and for a bundle exported without "
+            "filters that no leaf is missing."
         ),
         "verifier": {"url": verifier_url, "sha256": verifier_sha256()},
         "public_key_pem": key.public_key_pem,

@@ -211,11 +211,6 @@ def _create_key_file(path: Path) -> None:
 
 # --- event tags: only events Steward wrote get leaves ----------------------------------------
 
-# The leaf fields a tag covers: all but the id (not known before PostgreSQL's single INSERT of
-# event and salt; the unique salt binds the tag to one event instead). The personal fields are
-# left out so that erasing a person before the sequencer runs keeps the tag valid.
-TAGGED_FIELDS = tuple(name for name in LEAF_FIELDS if name != "id")
-
 
 @functools.lru_cache(maxsize=8)
 def _tag_key(pem: str) -> bytes:
@@ -227,32 +222,56 @@ def _tag_key(pem: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"steward audit event tag").derive(raw)
 
 
-def event_tag(event: AuditEvent | Mapping[str, Any], salt: str) -> str:
-    """The event's tag: hex HMAC-SHA256 of ``canonical_json`` of its ``TAGGED_FIELDS`` (the
-    timestamp as ``iso_timestamp``) plus ``"salt"`` (hex), keyed by HKDF-SHA256 (RFC 5869,
-    info "steward audit event tag") of the raw Ed25519 signing key.
+def event_tag(leaf_hash: bytes) -> str:
+    """An event's tag: hex HMAC-SHA256 of the hash of the leaf it will get (``leaf_for``: its
+    id, every field, and through the salted commitment its personal details), keyed by
+    HKDF-SHA256 (RFC 5869, info "steward audit event tag") of the raw Ed25519 signing key.
 
-    ``record_audit_event`` stores it beside the salt; the sequencer recomputes it and refuses
-    an event whose tag differs. Only a holder of the signing key can tag, like signing a
-    checkpoint. Rotating the key invalidates the tags of events not yet sequenced: run the
-    sequencer first. Raises as ``signing_key`` does.
+    ``record_audit_event`` computes it from the row as the database stored it and writes it
+    beside the salt; the sequencer recomputes the leaf and refuses an event whose tag differs,
+    so a row inserted, copied or altered in the database before it was sequenced never gets a
+    leaf. Only a holder of the signing key can tag, as only they can sign a checkpoint.
+    Rotating the key invalidates the tags of events not yet sequenced: run the sequencer first.
+    Raises as ``signing_key`` does.
     """
-    if not isinstance(event, Mapping):
-        event = {name: getattr(event, name) for name in TAGGED_FIELDS}
-    fields = {name: event[name] for name in TAGGED_FIELDS}
-    fields["timestamp"] = iso_timestamp(fields["timestamp"])
-    fields["salt"] = salt
-    return hmac.new(_tag_key(_signing_key_pem()), merkle.canonical_json(fields), hashlib.sha256).hexdigest()
+    return hmac.new(_tag_key(_signing_key_pem()), leaf_hash, hashlib.sha256).hexdigest()
 
 
-def _tag_problem(row: Mapping[str, Any]) -> str | None:
-    """Why the sequencer must refuse this row (``personal_data__salt`` / ``__tag`` joined), or None."""
-    salt, tag = row["personal_data__salt"], row["personal_data__tag"]
-    if salt is None or not tag:
+def stored_row_tag(stored: Mapping[str, Any], salt: bytes) -> str:
+    """``event_tag`` of an event given as the database returned it: a mapping with the
+    ``_EVENT_COLUMNS`` names, the timestamp as ``iso_timestamp`` text and before/after as the
+    database's JSON text (or None). Raises ValueError if it cannot be hashed."""
+    row = (None, None, *(stored[name] for name in _EVENT_COLUMNS))
+    return event_tag(_row_leaf_hash(row, salt))
+
+
+def tag_stored_event(event_id: int, salt: str) -> None:
+    """Write the tag of event ``event_id`` beside its salt (hex), from the event as the
+    database now holds it: read back through ``audit_verify``'s own query, so that JSON and
+    timestamps are hashed exactly as the sequencer and ``audit_verify`` will see them. Raises
+    ValueError if the stored event cannot be hashed."""
+    (row,) = _event_rows(event_id, event_id + 1, sequenced=False)
+    tag = event_tag(_row_leaf_hash(row, bytes.fromhex(salt)))
+    AuditPersonalData.objects.filter(event_id=event_id).update(salt=salt, tag=tag)
+
+
+def _tag_problem(row: Mapping[str, Any], digest: bytes | None) -> str | None:
+    """Why the sequencer must refuse this row (``personal_data__salt`` / ``__tag`` joined; its
+    leaf hash ``digest``, None when it has no salt), or None."""
+    if row["personal_data__salt"] is None or not row["personal_data__tag"]:
         return "no tag: not written by Steward"
-    if not hmac.compare_digest(tag, event_tag(row, salt)):
+    if digest is None or not hmac.compare_digest(row["personal_data__tag"], event_tag(digest)):
         return "wrong tag: inserted or altered in the database"
     return None
+
+
+def _row_tag_problem(row: Mapping[str, Any]) -> str | None:
+    salt = row["personal_data__salt"]
+    try:
+        digest = None if salt is None else _hash_leaf(leaf_for(row, bytes.fromhex(salt)))
+    except (TypeError, ValueError):
+        digest = None
+    return _tag_problem(row, digest)
 
 
 # --- checkpoints and stored nodes ------------------------------------------------------------
@@ -386,9 +405,7 @@ def sequence_audit_events(
             )
             if not rows:
                 break
-            accepted = _refuse_untagged(rows, sequenced_at)
-            _append(frontier, accepted, sequenced_at)
-            sequenced += len(accepted)
+            sequenced += _append(frontier, rows, sequenced_at)
             after_id = rows[-1]["id"]
         if not sequenced:
             return SequencerRun(0, frontier.size, None)
@@ -420,27 +437,22 @@ def _restore_frontier() -> tuple[merkle.CompactRange, AuditCheckpoint | None]:
     return frontier, latest
 
 
-def _refuse_untagged(rows: Sequence[dict], rejected_at: datetime.datetime) -> list[dict]:
-    """The rows whose tag is valid; each other one gets an ``AuditRejection`` and a log error,
-    and never a leaf."""
-    accepted, rejections = [], []
+def _append(frontier: merkle.CompactRange, rows: Sequence[dict], sequenced_at: datetime.datetime) -> int:
+    """Append the rows whose tag checks out; each other one gets an ``AuditRejection`` and a log
+    error, never a leaf. Returns the number appended."""
+    leaves, nodes, rejections = [], [], []
     for row in rows:
-        problem = _tag_problem(row)
-        if problem is None:
-            accepted.append(row)
-        else:
-            rejections.append(AuditRejection(event_id=row["id"], reason=problem, rejected_at=rejected_at))
+        try:
+            salt = bytes.fromhex(row["personal_data__salt"]) if row["personal_data__salt"] else None
+            leaf = None if salt is None else leaf_for(row, salt)
+        except (TypeError, ValueError):
+            leaf = None
+        digest = None if leaf is None else _hash_leaf(leaf)
+        problem = _tag_problem(row, digest)
+        if problem is not None:
+            rejections.append(AuditRejection(event_id=row["id"], reason=problem, rejected_at=sequenced_at))
             logger.error("audit event %s refused by the sequencer: %s", row["id"], problem)
-    AuditRejection.objects.bulk_create(rejections)
-    return accepted
-
-
-def _append(frontier: merkle.CompactRange, rows: Sequence[dict], sequenced_at: datetime.datetime) -> None:
-    leaves, nodes = [], []
-    for row in rows:
-        salt = bytes.fromhex(row["personal_data__salt"])
-        leaf = leaf_for(row, salt)
-        digest = _hash_leaf(leaf)
+            continue
         leaves.append(
             AuditLeaf(
                 leaf_index=frontier.size,
@@ -454,8 +466,10 @@ def _append(frontier: merkle.CompactRange, rows: Sequence[dict], sequenced_at: d
             AuditTreeNode(level=level, index=index, hash=value.hex())
             for level, index, value in frontier.append(digest)
         ]
+    AuditRejection.objects.bulk_create(rejections)
     AuditLeaf.objects.bulk_create(leaves)
     AuditTreeNode.objects.bulk_create(nodes, batch_size=5_000)
+    return len(leaves)
 
 
 def _sign_checkpoint(frontier: merkle.CompactRange) -> AuditCheckpoint:
@@ -703,7 +717,14 @@ def _verify(keys: Mapping[str, str], chunk_size: int, pool: Any, snapshot: str |
     rows.sort()
     recomputed = [row[1] for row in rows]
     event_ids = [row[2] for row in rows]
-    report.erased_count = sum(1 for row in rows if row[3])
+    report.erased_count = sum(1 for row in rows if row[3] == "erased")
+    saltless = [row[2] for row in rows if row[3] == "salt missing"]
+    if saltless:
+        report.problems.append(
+            f"{len(saltless)} events lost their salt without an erasure (their details show no "
+            f"{ERASED} mark): events {', '.join(map(str, saltless[:5]))}"
+            + (f" and {len(saltless) - 5} more" if len(saltless) > 5 else "")
+        )
     del rows
     report.leaf_count = len(recomputed)
     report.mismatch = merkle.find_first_mismatch(recomputed, signed, stored, stored_vouched=stored_vouched)
@@ -725,12 +746,11 @@ def _check_unsequenced(report: LogVerification) -> None:
         rows = []
     else:
         pending = AuditEvent.objects.filter(leaf__isnull=True, rejection__isnull=True).order_by("id")
-        rows = pending.values(*LEAF_FIELDS, "personal_data__salt", "personal_data__tag").iterator(
-            chunk_size=VERIFY_CHUNK
-        )
+        rows = pending.values(*LEAF_FIELDS, *PERSONAL_FIELDS, "personal_data__salt", "personal_data__tag")
+        rows = rows.iterator(chunk_size=VERIFY_CHUNK)
     for row in rows:
         report.unsequenced_count += 1
-        problem = _tag_problem(row)
+        problem = _row_tag_problem(row)
         if problem is not None:
             refused.append(f"event {row['id']} ({problem})")
     if refused:
@@ -781,7 +801,7 @@ def _snapshot() -> Iterator[str | None]:
         yield snapshot
 
 
-def _hash_event_range_job(job: tuple[str | None, int, int, int]) -> list[tuple[int, bytes, int, bool]]:
+def _hash_event_range_job(job: tuple[str | None, int, int, int]) -> list[tuple[int, bytes, int, str]]:
     """In a forked worker: ``_hash_event_range`` inside the parent's exported snapshot, on a
     connection of its own."""
     snapshot, low, high, chunk_size = job
@@ -899,8 +919,8 @@ def _int(value: Any) -> int:
     return value
 
 
-def _hash_event_range(low: int, high: int, chunk_size: int) -> list[tuple[int, bytes, int, bool]]:
-    """``(leaf index, hash recomputed from the event, event id, is erased)``
+def _hash_event_range(low: int, high: int, chunk_size: int) -> list[tuple[int, bytes, int, str]]:
+    """``(leaf index, hash recomputed from the event, event id, "" | "erased" | "salt missing")``
     for each sequenced event with ``low <= id < high``.
 
     Events, their leaves and their salts are each read in id order over one index range (merge
@@ -910,18 +930,8 @@ def _hash_event_range(low: int, high: int, chunk_size: int) -> list[tuple[int, b
     salts = dict(
         AuditPersonalData.objects.filter(event_id__gte=low, event_id__lt=high).values_list("event_id", "salt")
     )
-    # The range on the leaf's own event_id column lets its index scan start at ``low`` too.
-    events = AuditEvent.objects.filter(
-        id__gte=low, id__lt=high, leaf__event_id__gte=low, leaf__event_id__lt=high
-    ).order_by()
-    # JSON as text, decoded here: cheaper than the ORM's per-row converters at a million rows.
-    events = events.annotate(before_text=Cast("before", TextField()), after_text=Cast("after", TextField()))
-    columns = [*_LEAF_ROW[:-2], "before_text", "after_text"]
-    if transaction.get_connection().vendor == "postgresql":
-        events = events.annotate(timestamp_iso=IsoTimestamp("timestamp"))
-        columns[columns.index("timestamp")] = "timestamp_iso"
     hashed = []
-    for row in events.values_list(*columns).iterator(chunk_size=chunk_size):
+    for row in _event_rows(low, high).iterator(chunk_size=chunk_size):
         event_id = row[2]
         salt_hex = salts.get(event_id)
         try:
@@ -930,8 +940,31 @@ def _hash_event_range(low: int, high: int, chunk_size: int) -> list[tuple[int, b
             # A salt or JSON text altered in the database: no leaf hash can match, so the
             # comparison names this leaf.
             digest = UNHASHABLE
-        hashed.append((row[0], digest, event_id, salt_hex is None))
+        hashed.append((row[0], digest, event_id, _salt_status(row) if salt_hex is None else ""))
     return hashed
+
+
+def _salt_status(row: Sequence[Any]) -> str:
+    """For an event without a salt: "erased" when its details show the erasure's mark, else
+    "salt missing" (its salt row was removed in the database, not by an erasure)."""
+    personal = row[-5:]
+    return "erased" if any(value is not None and ERASED in value for value in personal) else "salt missing"
+
+
+def _event_rows(low: int, high: int, *, sequenced: bool = True) -> models.QuerySet:
+    """Events with ``low <= id < high`` (only those with a leaf when ``sequenced``) as
+    ``(leaf index, stored commitment, *_EVENT_COLUMNS)`` tuples, before/after as JSON text."""
+    events = AuditEvent.objects.filter(id__gte=low, id__lt=high).order_by()
+    if sequenced:
+        # The range on the leaf's own event_id column lets its index scan start at ``low`` too.
+        events = events.filter(leaf__event_id__gte=low, leaf__event_id__lt=high)
+    # JSON as text, decoded here: cheaper than the ORM's per-row converters at a million rows.
+    events = events.annotate(before_text=Cast("before", TextField()), after_text=Cast("after", TextField()))
+    columns = [*_LEAF_ROW[:-2], "before_text", "after_text"]
+    if transaction.get_connection().vendor == "postgresql":
+        events = events.annotate(timestamp_iso=IsoTimestamp("timestamp"))
+        columns[columns.index("timestamp")] = "timestamp_iso"
+    return events.values_list(*columns)
 
 
 UNHASHABLE = bytes(merkle.HASH_SIZE)
@@ -1060,7 +1093,8 @@ def do_erase_personal_data(user: AbstractBaseUser, *, actor: AbstractBaseUser) -
     object, or by username or e-mail in its description or before/after values) has those
     labels and strings replaced by "[erased]"; a sequenced event also loses its salt, so its
     leaf keeps the stored commitment and stays provable, and ``audit_verify`` counts it as
-    erased. An event not sequenced yet keeps its salt and is later committed to as redacted.
+    erased. An event not sequenced yet keeps its salt, is tagged again as redacted and later
+    committed to as redacted.
     On PostgreSQL the UPDATEs pass the append-only trigger through the transaction-local
     ``steward.audit_erasure`` setting, which allows changes to the personal columns only.
     Records a ``user.erase_personal_data`` event. Platform admins only: raises PermissionDenied.
@@ -1082,6 +1116,10 @@ def do_erase_personal_data(user: AbstractBaseUser, *, actor: AbstractBaseUser) -
                 if event.is_sequenced:
                     sequenced.append(event.pk)
         AuditPersonalData.objects.filter(event_id__in=sequenced).delete()
+        # The others are not sequenced yet: their tags must vouch for the redacted rows.
+        pending = AuditPersonalData.objects.filter(event_id__in=set(changed) - set(sequenced))
+        for event_id, salt in pending.values_list("event_id", "salt"):
+            tag_stored_event(event_id, salt)
         record_audit_event(
             actor=actor,
             action="user.erase_personal_data",

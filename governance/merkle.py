@@ -1021,7 +1021,9 @@ def public_key_id(pem: str) -> str:
     return _sha256((pem.strip() + "\n").encode("ascii", "replace")).hexdigest()
 
 
-def verify_bundle(bundle: Mapping[str, Any], pinned_public_key_pem: str | None = None) -> BundleReport:
+def verify_bundle(
+    bundle: Mapping[str, Any], pinned_public_key_pem: str | None = None, *, require_complete: bool = False
+) -> BundleReport:
     """Verify an exported bundle offline: the checkpoint's Ed25519 signature, then each event's
     leaf hash (recomputed from ``canonical_json(leaf)``) and inclusion proof against its root.
 
@@ -1029,7 +1031,9 @@ def verify_bundle(bundle: Mapping[str, Any], pinned_public_key_pem: str | None =
     obtained apart from the bundle): a bundle re-signed with another key then fails. Without
     it, the bundle's own key is used and its id printed so that it can be compared. A
     checkpoint ``key_id`` must name the key used. A bundle of the whole log (``"filters": {}``)
-    must list every leaf below ``tree_size`` exactly once; any other, each at most once.
+    must list every leaf below ``tree_size`` exactly once; any other, each at most once. The
+    filters are not signed: ``require_complete`` fails any bundle that does not claim the whole
+    log, so that an edited ``filters`` cannot hide a missing event.
 
     Bundle shape: ``{"public_key_pem": str, "checkpoint": {"tree_size": int, "root_hash": hex,
     "timestamp": str, "signature": base64}, "events": [{"leaf_index": int, "leaf": {...},
@@ -1079,12 +1083,16 @@ def verify_bundle(bundle: Mapping[str, Any], pinned_public_key_pem: str | None =
         key_id=key_id,
         is_key_pinned=pinned_public_key_pem is not None,
         filters=filters,
-        completeness_problem=_completeness_problem(results, tree_size, filters),
+        completeness_problem=(
+            "the bundle does not claim the whole log (it has filters), and --complete asks for it"
+            if require_complete and filters != {}
+            else _completeness_problem(results, tree_size, filters)
+        ),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``merkle.py verify [--public-key PEM] BUNDLE.json``: exit 0 if everything verifies, 1 if
+    """``merkle.py verify [--public-key PEM] [--complete] BUNDLE.json``: exit 0 if everything verifies, 1 if
     anything fails (naming the first failing leaf index), 2 if the bundle or key cannot be read."""
     parser = argparse.ArgumentParser(
         prog="merkle.py",
@@ -1100,10 +1108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the server's public key obtained apart from the bundle (GET /api/audit/public-key/): "
         "the checkpoint must be signed with it",
     )
+    verify.add_argument(
+        "--complete",
+        action="store_true",
+        help="fail unless the bundle claims the whole log (exported without filters) and holds it",
+    )
     args = parser.parse_args(argv)
     try:
         pinned = args.public_key.read_text(encoding="ascii") if args.public_key is not None else None
-        report = verify_bundle(load_bundle(args.bundle), pinned)
+        report = verify_bundle(load_bundle(args.bundle), pinned, require_complete=args.complete)
     except (OSError, BundleError, UnicodeDecodeError) as exc:
         print(f"cannot verify {args.bundle}: {exc}", file=sys.stderr)
         return 2

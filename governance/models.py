@@ -353,10 +353,10 @@ class AuditPersonalData(models.Model):
     The leaf hashes a salted commitment to the personal fields instead of the fields, so
     erasing a person (deleting this salt, redacting the event's personal fields) leaves the tree
     and every proof intact. The tag (``audit_tree.event_tag``) is an HMAC, under a key derived
-    from the signing key, of the event's non-personal fields and this salt: the sequencer only
-    gives leaves to events that carry a valid one, so a row inserted with database access alone
-    is refused instead of notarised. The salt is unique, so a tag cannot be replayed onto a
-    copied event.
+    from the signing key, of the hash of the leaf the event will get (its id, every field, and
+    through this salt its personal details): the sequencer only gives leaves to events that
+    carry a valid one, so a row inserted, copied or altered with database access alone is
+    refused instead of notarised.
     """
 
     event = models.OneToOneField(

@@ -1,8 +1,8 @@
 """Only events Steward wrote get leaves (issue 3).
 
-* ``AuditPersonalData.tag``: an HMAC of the event's non-personal fields and its salt under a key
-  derived from the signing key (``audit_tree.event_tag``); the salt becomes unique so a tag
-  cannot be replayed onto a copied event.
+* ``AuditPersonalData.tag``: an HMAC of the hash of the leaf the event will get (its id, fields
+  and salted personal commitment) under a key derived from the signing key
+  (``audit_tree.event_tag``); salts become unique.
 * ``AuditRejection``: events the sequencer refused for a missing or wrong tag; append-only on
   PostgreSQL like the other audit tables.
 * Events not sequenced yet are tagged now, with the server's key, so none of them is refused.
@@ -14,13 +14,12 @@ from django.db import migrations, models
 
 
 def tag_unsequenced_events(apps, schema_editor):
-    from governance.audit_tree import event_tag
+    from governance.audit_tree import tag_stored_event
 
     personal_data_model = apps.get_model("governance", "AuditPersonalData")
-    pending = personal_data_model.objects.filter(event__leaf__isnull=True).select_related("event")
-    for personal in pending.iterator(chunk_size=2000):
-        personal.tag = event_tag(personal.event, personal.salt)
-        personal.save(update_fields=["tag"])
+    pending = personal_data_model.objects.filter(event__leaf__isnull=True).values_list("event_id", "salt")
+    for event_id, salt in list(pending):
+        tag_stored_event(event_id, salt)
 
 
 def create_rejection_triggers(apps, schema_editor):

@@ -409,3 +409,22 @@ def test_the_ui_grant_form_accepts_a_fullwidth_username(client, admin, team, nin
 
     assert response.status_code == 302
     assert Membership.objects.get(user=nina).role == TeamRole.VIEWER
+
+
+def test_a_superuser_cannot_switch_off_the_audit_sequencer_in_the_django_admin(client, admin):
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every_10_s = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(
+        name="audit sequencer", task="governance.tasks.sequence_audit_events", interval=every_10_s
+    )
+    client.force_login(admin)
+
+    page = client.get(f"/admin/django_celery_beat/periodictask/{task.pk}/change/")
+    changed = client.post(
+        f"/admin/django_celery_beat/periodictask/{task.pk}/change/", {"name": task.name, "enabled": ""}
+    )
+    deleted = client.post(f"/admin/django_celery_beat/periodictask/{task.pk}/delete/", {"post": "yes"})
+
+    assert (page.status_code, changed.status_code, deleted.status_code) == (200, 403, 403)
+    assert PeriodicTask.objects.get(pk=task.pk).enabled is True

@@ -281,7 +281,7 @@ def test_a_bundle_verifies_offline_and_names_a_tampered_event(
     assert bundle["checkpoint"] == audit_tree.checkpoint_json(checkpoint)
     assert bundle["public_key_pem"] == audit_tree.signing_key().public_key_pem
     assert bundle["verifier"]["url"] == "http://testserver/api/audit/verifier.py"
-    assert "python3 merkle.py verify bundle.json" in bundle["how_to_verify"]
+    assert "python3 merkle.py verify --public-key steward.pem bundle.json" in bundle["how_to_verify"]
     assert bundle["unsequenced_events_not_included"] == 1
     assert [event["leaf_index"] for event in bundle["events"]] == datasets
     assert len(datasets) == 10

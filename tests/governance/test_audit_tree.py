@@ -195,7 +195,8 @@ def test_an_event_committed_after_a_higher_id_gets_the_next_leaf(dataset, admin)
             id=pk, actor=admin, actor_label="admin", action="dataset.touch", object_type="dataset"
         )
         salt = merkle.new_salt().hex()
-        AuditPersonalData.objects.create(event=event, salt=salt, tag=audit_tree.event_tag(event, salt))
+        AuditPersonalData.objects.create(event=event, salt=salt)
+        audit_tree.tag_stored_event(event.pk, salt)
         return event
 
     later_id = event_with_id(10_000_000)

@@ -324,22 +324,25 @@ def test_an_event_inserted_in_the_database_is_refused_and_reported(log, team, ad
     assert audit_tree.sequence_audit_events().sequenced == 0  # refused once, not retried
 
 
-def test_an_event_altered_before_it_is_sequenced_is_refused(log, team, admin):
-    event = actions.do_create_dataset(team=team, name="pending", actor=admin)
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("action", "'dataset.delete'"), ("after", """'{"name": "altered"}'"""), ("object_repr", "'altered'")],
+)
+def test_an_event_altered_before_it_is_sequenced_is_refused(log, team, admin, column, value):
+    actions.do_create_dataset(team=team, name="pending", actor=admin)
     pending = AuditEvent.objects.filter(leaf__isnull=True).get()
     with raw_sql() as cursor:
-        cursor.execute(
-            "UPDATE governance_auditevent SET action = 'dataset.delete' WHERE id = %s", [pending.pk]
-        )
+        cursor.execute(f"UPDATE governance_auditevent SET {column} = {value} WHERE id = %s", [pending.pk])  # noqa: S608
 
     run = audit_tree.sequence_audit_events()
 
-    assert event.pk is not None
     assert run.sequenced == 0
     assert AuditRejection.objects.get().reason == "wrong tag: inserted or altered in the database"
 
 
 def test_a_tag_cannot_be_replayed_onto_a_copied_event(log, team, admin):
+    """The tag hashes the event's id and every field: copied onto a forged copy of an event (with
+    a fresh salt; the salt itself is unique), it does not fit."""
     actions.do_create_dataset(team=team, name="original", actor=admin)
     original = AuditEvent.objects.select_related("personal_data").get(leaf__isnull=True)
     with raw_sql() as cursor:
@@ -349,18 +352,37 @@ def test_a_tag_cannot_be_replayed_onto_a_copied_event(log, team, admin):
             action=original.action,
             object_type=original.object_type,
             object_id=original.object_id,
+            object_repr="mallory's copy",
             team_id=original.team_id,
             actor_id=original.actor_id,
         )
     with pytest.raises(IntegrityError), transaction.atomic():
-        AuditPersonalData.objects.create(
-            event_id=copy, salt=original.personal_data.salt, tag=original.personal_data.tag
-        )
+        AuditPersonalData.objects.create(event_id=copy, salt=original.personal_data.salt, tag="")
+    AuditPersonalData.objects.create(
+        event_id=copy, salt=merkle.new_salt().hex(), tag=original.personal_data.tag
+    )
 
     audit_tree.sequence_audit_events()
 
     assert AuditRejection.objects.get().event_id == copy
     assert AuditLeaf.objects.filter(event=original).exists()
+
+
+def test_a_salt_moved_to_a_forged_event_is_refused_and_its_loss_reported(log, admin):
+    """Moving a sequenced event's salt and tag onto a forged event: the tag names the first
+    event, and the first one now looks erased without any erasure mark."""
+    with raw_sql() as cursor:
+        forged = _insert_event(cursor, actor_label="admin", object_repr="mallory made admin")
+        cursor.execute(
+            "UPDATE governance_auditpersonaldata SET event_id = %s WHERE event_id = %s", [forged, log[2].pk]
+        )
+
+    audit_tree.sequence_audit_events()
+
+    assert AuditRejection.objects.get().event_id == forged
+    failure = _failure()
+    assert "1 events lost their salt without an erasure (their details show no [erased] mark): " in failure
+    assert failure.endswith(f"events {log[2].pk}")
 
 
 def test_an_unreadable_salt_is_named_at_its_leaf_not_a_crash(log):

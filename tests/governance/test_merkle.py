@@ -860,6 +860,19 @@ def test_a_bundle_of_the_whole_log_must_list_every_leaf_once(tmp_path):
     assert report_repeated.lines()[-1] == "FAILED: leaf indexes listed twice: 3"
 
 
+def test_complete_refuses_a_bundle_whose_filters_were_edited_to_skip_the_completeness_check(tmp_path):
+    _, _, bundle = write_bundle(tmp_path)
+
+    edited = {key: value for key, value in bundle.items() if key != "filters"}
+    without_flag = merkle.verify_bundle(edited)
+    with_flag = merkle.verify_bundle(edited, require_complete=True)
+
+    assert without_flag.is_verified
+    assert with_flag.lines()[-1] == (
+        "FAILED: the bundle does not claim the whole log (it has filters), and --complete asks for it"
+    )
+
+
 def test_offline_verifier_reports_a_malformed_event_and_refuses_an_unreadable_bundle(tmp_path):
     verifier, path, bundle = write_bundle(tmp_path)
     bundle["events"][2]["leaf_index"] = "8"
