@@ -316,21 +316,18 @@ def read_nodes(nodes: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
 
     Raises AuditTreeError if any of them is missing from ``AuditTreeNode``.
     """
-    wanted = set(nodes)
+    wanted = {(int(level), int(index)) for level, index in nodes}
     if not wanted:
         return {}
-    by_level: dict[int, list[int]] = {}
-    for level, index in wanted:
-        by_level.setdefault(level, []).append(index)
-    condition = Q()
-    for level, indexes in by_level.items():
-        condition |= Q(level=level, index__in=indexes)
-    found = {
-        (level, index): bytes.fromhex(value)
-        for level, index, value in AuditTreeNode.objects.filter(condition).values_list(
-            "level", "index", "hash"
+    # Plain SQL with a row-value IN list: the ORM needs longer to compile an OR of ~2 log n
+    # conditions than the database to answer it (half of the 5 ms proof budget).
+    pairs = ", ".join(["(%s, %s)"] * len(wanted))
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            f'SELECT level, "index", hash FROM governance_audittreenode WHERE (level, "index") IN ({pairs})',  # noqa: S608
+            [number for node in sorted(wanted) for number in node],
         )
-    }
+        found = {(level, index): bytes.fromhex(value) for level, index, value in cursor.fetchall()}
     missing = wanted - found.keys()
     if missing:
         raise AuditTreeError(f"tree nodes {sorted(missing)[:5]} are missing from the node table")
