@@ -260,7 +260,8 @@ def _tag_problem(row: Mapping[str, Any], digest: bytes | None) -> str | None:
     leaf hash ``digest``, None when it has no salt), or None."""
     if row["personal_data__salt"] is None or not row["personal_data__tag"]:
         return "no tag: not written by Steward"
-    if digest is None or not hmac.compare_digest(row["personal_data__tag"], event_tag(digest)):
+    tag = str(row["personal_data__tag"]).encode("utf-8", "replace")
+    if digest is None or not hmac.compare_digest(tag, event_tag(digest).encode("ascii")):
         return "wrong tag: inserted or altered in the database"
     return None
 
@@ -269,7 +270,7 @@ def _row_tag_problem(row: Mapping[str, Any]) -> str | None:
     salt = row["personal_data__salt"]
     try:
         digest = None if salt is None else _hash_leaf(leaf_for(row, bytes.fromhex(salt)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         digest = None
     return _tag_problem(row, digest)
 
@@ -301,7 +302,7 @@ def is_checkpoint_signed(checkpoint: AuditCheckpoint, public_keys: Mapping[str, 
         body = merkle.checkpoint_body(
             checkpoint.tree_size, checkpoint.root_hash, iso_timestamp(checkpoint.timestamp)
         )
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):  # columns altered to what no checkpoint holds
         return False
     return merkle.verify_checkpoint(pem, body, signature)
 
@@ -442,7 +443,7 @@ def _append(frontier: merkle.CompactRange, rows: Sequence[dict], sequenced_at: d
         try:
             salt = bytes.fromhex(row["personal_data__salt"]) if row["personal_data__salt"] else None
             leaf = None if salt is None else leaf_for(row, salt)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             leaf = None
         digest = None if leaf is None else _hash_leaf(leaf)
         problem = _tag_problem(row, digest)
@@ -610,7 +611,7 @@ class LogVerification:
         """Human-readable lines; the last starts with "OK:" or "FAILED:"."""
         latest = (
             f"latest tree size {self.latest.tree_size}, root {self.latest.root_hash}, "
-            f"{iso_timestamp(self.latest.timestamp)}"
+            f"{iso_timestamp(self.latest.timestamp) if self.latest.timestamp else 'no readable time'}"
             if self.latest is not None
             else "no checkpoint yet"
         )
@@ -712,6 +713,7 @@ def _verify(keys: Mapping[str, str], chunk_size: int, pool: Any, snapshot: str |
         rows = [row for low, high in ranges for row in _hash_event_range(low, high, chunk_size)]
 
     rows.sort()
+    _check_leaf_table(report, [row[0] for row in rows])
     recomputed = [row[1] for row in rows]
     event_ids = [row[2] for row in rows]
     report.erased_count = sum(1 for row in rows if row[3] == "erased")
@@ -730,6 +732,23 @@ def _verify(keys: Mapping[str, str], chunk_size: int, pool: Any, snapshot: str |
     return report
 
 
+def _check_leaf_table(report: LogVerification, indexes: list[int]) -> None:
+    """The leaves joined to their events must be numbered 0..n-1, be every row of the leaf
+    table, and end where the latest checkpoint does."""
+    if indexes != list(range(len(indexes))):
+        gap = next(position for position, index in enumerate(indexes) if index != position)
+        report.problems.append(
+            f"leaf indexes do not run 0..{len(indexes) - 1}: position {gap} holds leaf {indexes[gap]}"
+        )
+    stray = AuditLeaf.objects.count() - len(indexes)
+    if stray:
+        report.problems.append(f"{stray} leaf rows point at no event")
+    if report.latest is not None and report.latest.tree_size != len(indexes):
+        report.problems.append(
+            f"{len(indexes)} leaves, but the latest checkpoint covers {report.latest.tree_size}"
+        )
+
+
 def _check_unsequenced(report: LogVerification) -> None:
     """Count the events without a leaf, and report those the sequencer refused or will refuse
     (no valid ``event_tag``): rows written into the database, not by Steward."""
@@ -738,14 +757,9 @@ def _check_unsequenced(report: LogVerification) -> None:
         for event_id, reason in AuditRejection.objects.order_by("event_id").values_list("event_id", "reason")
     ]
     report.unsequenced_count = 0
-    # Leaves and refusals name distinct events: equal counts mean none waits (no anti-join).
-    if AuditEvent.objects.count() == AuditLeaf.objects.count() + len(refused):
-        rows = []
-    else:
-        pending = AuditEvent.objects.filter(leaf__isnull=True, rejection__isnull=True).order_by("id")
-        rows = pending.values(*LEAF_FIELDS, *PERSONAL_FIELDS, "personal_data__salt", "personal_data__tag")
-        rows = rows.iterator(chunk_size=VERIFY_CHUNK)
-    for row in rows:
+    pending = AuditEvent.objects.filter(leaf__isnull=True, rejection__isnull=True).order_by("id")
+    rows = pending.values(*LEAF_FIELDS, *PERSONAL_FIELDS, "personal_data__salt", "personal_data__tag")
+    for row in rows.iterator(chunk_size=VERIFY_CHUNK):
         report.unsequenced_count += 1
         problem = _row_tag_problem(row)
         if problem is not None:
@@ -932,10 +946,11 @@ def _hash_event_range(low: int, high: int, chunk_size: int) -> list[tuple[int, b
         event_id = row[2]
         salt_hex = salts.get(event_id)
         try:
-            digest = _row_leaf_hash(row, bytes.fromhex(salt_hex) if salt_hex else None)
-        except ValueError:
-            # A salt or JSON text altered in the database: no leaf hash can match, so the
-            # comparison names this leaf.
+            # Only a missing salt row means erased details; an empty or short salt is refused.
+            digest = _row_leaf_hash(row, None if salt_hex is None else bytes.fromhex(salt_hex))
+        except (TypeError, ValueError, AttributeError):
+            # A salt, JSON text or column altered in the database to something no event holds:
+            # no leaf hash can match, so the comparison names this leaf.
             digest = UNHASHABLE
         hashed.append((row[0], digest, event_id, _salt_status(row) if salt_hex is None else ""))
     return hashed
@@ -945,7 +960,8 @@ def _salt_status(row: Sequence[Any]) -> str:
     """For an event without a salt: "erased" when its details show the erasure's mark, else
     "salt missing" (its salt row was removed in the database, not by an erasure)."""
     personal = row[-5:]
-    return "erased" if any(value is not None and ERASED in value for value in personal) else "salt missing"
+    marked = any(isinstance(value, str) and ERASED in value for value in personal)
+    return "erased" if marked else "salt missing"
 
 
 def _event_rows(low: int, high: int, *, sequenced: bool = True) -> models.QuerySet:

@@ -89,7 +89,9 @@ def test_a_deleted_event_is_named_at_its_leaf_index(log):
 
     assert _failure() == (
         "FAILED: first bad leaf index 3 (checkpoint at tree size 5 fails); "
-        f"leaf 3 now holds event {log[4].pk}"
+        f"leaf 3 now holds event {log[4].pk}; "
+        "leaf indexes do not run 0..10: position 3 holds leaf 4; "
+        "11 leaves, but the latest checkpoint covers 12"
     )
 
 
@@ -125,7 +127,8 @@ def test_a_truncated_tail_is_named(log):
             _delete_event(cursor, event)
 
     assert _failure() == (
-        "FAILED: missing tail: leaves from index 10 are gone (checkpoint at tree size 12 fails)"
+        "FAILED: missing tail: leaves from index 10 are gone (checkpoint at tree size 12 fails); "
+        "10 leaves, but the latest checkpoint covers 12"
     )
 
 
@@ -395,3 +398,44 @@ def test_an_unreadable_salt_is_named_at_its_leaf_not_a_crash(log):
         "FAILED: first bad leaf index 3 (checkpoint at tree size 5 fails); "
         f"leaf 3 now holds event {log[3].pk}"
     )
+
+
+def test_an_emptied_salt_does_not_pass_as_an_erasure(log):
+    """An empty salt is not a missing one: the event is still committed to by its salt, so
+    rewriting its details is named at its leaf."""
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE governance_auditpersonaldata SET salt = '' WHERE event_id = %s", [log[4].pk])
+        cursor.execute("UPDATE governance_auditevent SET actor_label = 'mallory' WHERE id = %s", [log[4].pk])
+
+    assert _failure().startswith("FAILED: first bad leaf index 4 ")
+
+
+def test_renumbered_leaf_rows_are_reported(log):
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE governance_auditleaf SET leaf_index = leaf_index + 100 WHERE leaf_index >= 10")
+
+    assert "leaf indexes do not run 0..11: position 10 holds leaf 110" in _failure()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("request_id", "X'41'"), ("timestamp", "'garbage'"), ("actor_label", "X'41'")]
+)
+def test_columns_no_event_holds_are_named_at_their_leaf_not_a_crash(log, column, value):
+    if connection.vendor == "postgresql":
+        pytest.skip("PostgreSQL's column types refuse these values")
+    with raw_sql() as cursor:
+        cursor.execute(f"UPDATE governance_auditevent SET {column} = {value} WHERE id = %s", [log[7].pk])  # noqa: S608
+
+    assert _failure().startswith("FAILED: first bad leaf index 7 ")
+
+
+def test_a_tag_no_server_writes_is_refused_not_a_crash(log, team, admin):
+    actions.do_create_dataset(team=team, name="waiting", actor=admin)
+    pending = AuditEvent.objects.get(leaf__isnull=True)
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE governance_auditpersonaldata SET tag = 'é' WHERE event_id = %s", [pending.pk])
+
+    run = audit_tree.sequence_audit_events()
+
+    assert run.sequenced == 0
+    assert AuditRejection.objects.get().reason == "wrong tag: inserted or altered in the database"
