@@ -185,6 +185,13 @@ def _load_signing_key(pem: str) -> SigningKey:
 def _key_file_pem(path: Path) -> str:
     if not path.exists():
         _create_key_file(path)
+    return _read_key_file(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_key_file(path: Path, modified_ns: int) -> str:
+    # Every event's tag needs the key (the sequencer checks one per row): read the file once per
+    # version of it, not once per event; a replaced file has a new mtime and is read again.
     return path.read_text()
 
 
@@ -266,13 +273,19 @@ def _tag_problem(row: Mapping[str, Any], digest: bytes | None) -> str | None:
     return None
 
 
-def _row_tag_problem(row: Mapping[str, Any]) -> str | None:
+def _sequencer_leaf(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``leaf_for`` of a sequencer row (``personal_data__salt`` joined), or None when it has no
+    salt or holds values no event written by Steward holds."""
     salt = row["personal_data__salt"]
     try:
-        digest = None if salt is None else _hash_leaf(leaf_for(row, bytes.fromhex(salt)))
+        return None if salt is None else leaf_for(row, bytes.fromhex(salt))
     except (TypeError, ValueError, AttributeError):
-        digest = None
-    return _tag_problem(row, digest)
+        return None
+
+
+def _row_tag_problem(row: Mapping[str, Any]) -> str | None:
+    leaf = _sequencer_leaf(row)
+    return _tag_problem(row, None if leaf is None else _hash_leaf(leaf))
 
 
 # --- checkpoints and stored nodes ------------------------------------------------------------
@@ -440,11 +453,7 @@ def _append(frontier: merkle.CompactRange, rows: Sequence[dict], sequenced_at: d
     error, never a leaf. Returns the number appended."""
     leaves, nodes, rejections = [], [], []
     for row in rows:
-        try:
-            salt = bytes.fromhex(row["personal_data__salt"]) if row["personal_data__salt"] else None
-            leaf = None if salt is None else leaf_for(row, salt)
-        except (TypeError, ValueError, AttributeError):
-            leaf = None
+        leaf = _sequencer_leaf(row)
         digest = None if leaf is None else _hash_leaf(leaf)
         problem = _tag_problem(row, digest)
         if problem is not None:
