@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from governance import actions, audit_tree, merkle
+from governance import actions, merkle
+from governance.audit.erasure import do_erase_personal_data
+from governance.audit.keys import signing_key
+from governance.audit.leaf import iso_timestamp, leaf_for
+from governance.audit.proofs import checkpoint_json, stored_inclusion_proof
 from governance.models import AuditCheckpoint, AuditEvent
 from tests.governance.audit_helpers import grow_log, raw_sql
 
@@ -55,19 +59,19 @@ def test_a_proof_is_the_leaf_its_path_and_the_signed_checkpoint(
     body = response.json()
     checkpoint = AuditCheckpoint.objects.get(tree_size=12)
     event = AuditEvent.objects.get(pk=event.pk)
-    leaf = audit_tree.leaf_for(event, bytes.fromhex(event.personal_data.salt))
+    leaf = leaf_for(event, bytes.fromhex(event.personal_data.salt))
     leaf_hash = merkle.leaf_hash(merkle.canonical_json(leaf))
     assert body == {
         "leaf_index": 6,
         "leaf": leaf,
         "leaf_hash": leaf_hash.hex(),
-        "proof": [step.hex() for step in audit_tree.stored_inclusion_proof(6, 12)],
+        "proof": [step.hex() for step in stored_inclusion_proof(6, 12)],
         "checkpoint": {
             "tree_size": 12,
             "root_hash": checkpoint.root_hash,
-            "timestamp": audit_tree.iso_timestamp(checkpoint.timestamp),
+            "timestamp": iso_timestamp(checkpoint.timestamp),
             "signature": checkpoint.signature,
-            "key_id": audit_tree.signing_key().key_id,
+            "key_id": signing_key().key_id,
         },
         "personal_data_erased": False,
         "verification": {"status": "verified", "detail": ""},
@@ -121,10 +125,10 @@ def test_checkpoints_are_listed_largest_first(log, client_for, compliance_office
     body = client_for(compliance_officer).get("/api/audit/checkpoints/").json()
 
     assert [row["tree_size"] for row in body["results"]] == [12, 9, 5]
-    assert body["results"][2] == audit_tree.checkpoint_json(AuditCheckpoint.objects.get(tree_size=5))
+    assert body["results"][2] == checkpoint_json(AuditCheckpoint.objects.get(tree_size=5))
     assert (body["next"], body["previous"]) == (None, None)
     one = client_for(compliance_officer).get("/api/audit/checkpoints/9/").json()
-    assert one == audit_tree.checkpoint_json(AuditCheckpoint.objects.get(tree_size=9))
+    assert one == checkpoint_json(AuditCheckpoint.objects.get(tree_size=9))
 
 
 def test_a_consistency_proof_links_two_checkpoints(log, client_for, compliance_officer):
@@ -133,8 +137,8 @@ def test_a_consistency_proof_links_two_checkpoints(log, client_for, compliance_o
     body = client.get("/api/audit/consistency/", {"first": 5, "second": 12}).json()
 
     first, second = (AuditCheckpoint.objects.get(tree_size=size) for size in (5, 12))
-    assert body["first"] == audit_tree.checkpoint_json(first)
-    assert body["second"] == audit_tree.checkpoint_json(second)
+    assert body["first"] == checkpoint_json(first)
+    assert body["second"] == checkpoint_json(second)
     assert merkle.verify_consistency(
         5,
         12,
@@ -162,7 +166,7 @@ def test_a_consistency_proof_links_two_checkpoints(log, client_for, compliance_o
 def test_the_public_key_is_published_without_login(api, db):
     response = api.get("/api/audit/public-key/")
 
-    key = audit_tree.signing_key()
+    key = signing_key()
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-pem-file"
     assert response.content.decode() == key.public_key_pem
@@ -278,8 +282,8 @@ def test_a_bundle_verifies_offline_and_names_a_tampered_event(
     datasets = [i for i, event in enumerate(log) if event.action == "dataset.create"]
     assert bundle["format"] == "steward-audit-bundle/1"
     assert bundle["filters"] == {"action": "dataset."}
-    assert bundle["checkpoint"] == audit_tree.checkpoint_json(checkpoint)
-    assert bundle["public_key_pem"] == audit_tree.signing_key().public_key_pem
+    assert bundle["checkpoint"] == checkpoint_json(checkpoint)
+    assert bundle["public_key_pem"] == signing_key().public_key_pem
     assert bundle["verifier"]["url"] == "http://testserver/api/audit/verifier.py"
     assert "python3 merkle.py verify --public-key steward.pem bundle.json" in bundle["how_to_verify"]
     assert bundle["unsequenced_events_not_included"] == 1
@@ -304,7 +308,7 @@ def test_a_bundle_verifies_offline_and_names_a_tampered_event(
 def test_a_bundle_still_verifies_after_a_person_is_erased(
     log, admin, client_for, compliance_officer, tmp_path
 ):
-    audit_tree.do_erase_personal_data(admin, actor=admin)
+    do_erase_personal_data(admin, actor=admin)
     client = client_for(compliance_officer)
 
     bundle = json.loads(_body(client.get("/api/audit-events/export.json", {"action": "dataset."})))
@@ -360,7 +364,7 @@ def test_a_whole_log_bundle_with_a_pinned_key_names_an_event_deleted_in_the_data
     assert intact_bundle["filters"] == {}
     assert intact.returncode == 0, intact.stdout
     assert intact.stdout.splitlines()[:3:2] == [
-        f"public key: sha256 {audit_tree.signing_key().key_id} (pinned with --public-key)",
+        f"public key: sha256 {signing_key().key_id} (pinned with --public-key)",
         "scope: the whole log up to tree_size (no filters): completeness checked",
     ]
     assert after.returncode == 1

@@ -15,7 +15,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from governance import actions, audit_export, audit_tree
+from governance import actions, audit_export
+from governance.audit.sequencer import sequence_audit_events
 from governance.models import AuditEvent
 from tests.governance.audit_helpers import raw_sql
 
@@ -143,7 +144,7 @@ def test_the_bundle_continues_after_its_first_chunk(monkeypatch, team, admin, cl
     monkeypatch.setattr(audit_export, "CHUNK", 2)
     for name in ["a", "b", "c", "d", "e"]:
         actions.do_create_dataset(team=team, name=name, actor=admin)
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     response = client_for(compliance_officer).get("/api/audit-events/export.json", {"action": "dataset."})
 
@@ -156,7 +157,7 @@ def test_the_bundle_continues_after_its_first_chunk(monkeypatch, team, admin, cl
 
 
 def test_the_consistency_proof_bounds_its_tree_sizes(dataset, client_for, compliance_officer):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
     client = client_for(compliance_officer)
 
     answers = [
@@ -185,7 +186,7 @@ def test_the_consistency_proof_bounds_its_tree_sizes(dataset, client_for, compli
     ],
 )
 def test_ids_beyond_bigint_in_paths_are_a_404(dataset, client_for, compliance_officer, url, model):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     response = client_for(compliance_officer).get(url)
 
@@ -199,7 +200,7 @@ def test_ids_beyond_bigint_in_paths_are_a_404(dataset, client_for, compliance_of
 def test_a_checkpoint_cursor_with_a_position_that_is_not_a_tree_size_is_invalid(
     dataset, client_for, compliance_officer, position
 ):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     response = client_for(compliance_officer).get("/api/audit/checkpoints/", {"cursor": _cursor(position)})
 
@@ -207,7 +208,7 @@ def test_a_checkpoint_cursor_with_a_position_that_is_not_a_tree_size_is_invalid(
 
 
 def test_the_cursor_of_the_tester_report_is_invalid(dataset, client_for, compliance_officer):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     response = client_for(compliance_officer).get("/api/audit/checkpoints/?cursor=cD1hYmM%3D")
 
@@ -310,7 +311,7 @@ def test_an_event_page_beyond_bigint_is_a_404(client, dataset, compliance_office
     ],
 )
 def test_only_auditors_get_leaf_indexes_in_the_csv(request, dataset, client_for, persona, has_leaf_index):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
     client = client_for(request.getfixturevalue(persona))
 
     rows = list(
@@ -343,7 +344,7 @@ def test_only_auditors_get_leaf_indexes_in_the_csv(request, dataset, client_for,
 
 
 def test_a_proof_of_a_row_altered_in_the_database_says_it_fails(dataset, client_for, compliance_officer):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
     event = AuditEvent.objects.get(action="dataset.create")
     client = client_for(compliance_officer)
     intact = client.get(f"/api/audit-events/{event.pk}/proof/").json()

@@ -8,7 +8,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from governance import actions, audit_tree
+from governance import actions
+from governance.audit.erasure import do_erase_personal_data
+from governance.audit.sequencer import sequence_audit_events
 from governance.keyset import InvalidCursor, cursor_of, keyset_page, parse_cursor
 from governance.models import AuditEvent
 from tests.governance.audit_helpers import raw_sql
@@ -115,7 +117,7 @@ def test_the_event_page_marks_a_sequenced_event_verified(
     client.force_login(compliance_officer)
     assert "Not yet sequenced" in _event_page(client, event)
 
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     page = _event_page(client, event)
     assert '<span class="badge badge-succeeded">Verified</span>' in page
@@ -127,7 +129,7 @@ def test_the_event_page_marks_a_sequenced_event_verified(
 
 
 def test_the_event_page_shows_a_tampered_event_failing(client, dataset, compliance_officer):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
     event = AuditEvent.objects.get(action="dataset.create")
     with raw_sql() as cursor:
         cursor.execute("UPDATE governance_auditevent SET object_repr = 'renamed' WHERE id = %s", [event.pk])
@@ -140,8 +142,8 @@ def test_the_event_page_shows_a_tampered_event_failing(client, dataset, complian
 
 
 def test_the_event_page_of_an_erased_person_is_verified_with_a_note(client, admin, dataset, scientist):
-    audit_tree.sequence_audit_events()
-    audit_tree.do_erase_personal_data(scientist, actor=admin)
+    sequence_audit_events()
+    do_erase_personal_data(scientist, actor=admin)
     client.force_login(admin)
 
     page = _event_page(client, AuditEvent.objects.get(action="dataset.create"))
