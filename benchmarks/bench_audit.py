@@ -148,13 +148,13 @@ def bench_append(writers: int, appends: int) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
-    from governance import audit_tree
     from governance.audit import record_audit_event
+    from governance.audit.sequencer import sequence_audit_events
     from governance.models import AuditEvent, Team
 
     # The baselines' rows carry no tag, so the sequencer refuses them, as it should, with an
     # error line each: keep those out of the figures.
-    logging.getLogger("governance.audit_tree").setLevel(logging.CRITICAL)
+    logging.getLogger("governance.audit.sequencer").setLevel(logging.CRITICAL)
     user = get_user_model().objects.create_user("writer")
     team = Team.objects.create(name="Bench", slug="bench")
     columns = (
@@ -227,11 +227,11 @@ def bench_append(writers: int, appends: int) -> None:
     def sequencer() -> None:
         try:
             while not stop.is_set():
-                runs.append(audit_tree.sequence_audit_events().sequenced)
+                runs.append(sequence_audit_events().sequenced)
         finally:
             connection.close()
 
-    audit_tree.sequence_audit_events(max_events=10_000_000)
+    sequence_audit_events(max_events=10_000_000)
     beside = threading.Thread(target=sequencer)
     beside.start()
     record_with_sequencer = _run_writers(writers, appends, recorded)
@@ -280,22 +280,23 @@ FROM generate_series(%(start)s, %(stop)s) AS g
 def _salt_and_tag_events_after(last_id: int) -> None:
     """What ``record_audit_event`` writes beside each event: a salt and the event's tag (without
     which the sequencer refuses it) for the events generated after ``last_id``, computed as
-    ``audit_tree.tag_stored_event`` does, in bulk, and COPYed in."""
+    ``audit.keys.tag_stored_event`` does, in bulk, and COPYed in."""
     import secrets
 
     from django.db import connection
 
-    from governance import audit_tree
+    from governance.audit.keys import event_tag
+    from governance.audit.leaf import event_rows, row_leaf_hash
     from governance.models import AuditEvent
 
     low, high = last_id + 1, AuditEvent.objects.latest("id").id + 1
     for start in range(low, high, 100_000):
         # Read a block, then COPY it: the connection cannot run a query while a COPY is open.
         tagged = []
-        for row in audit_tree._event_rows(start, min(start + 100_000, high), sequenced=False):
+        for row in event_rows(start, min(start + 100_000, high), sequenced=False):
             salt = secrets.token_bytes(32)
-            digest = audit_tree._row_leaf_hash(row, salt)
-            tagged.append((row[2], salt.hex(), audit_tree.event_tag(digest)))
+            digest = row_leaf_hash(row, salt)
+            tagged.append((row[2], salt.hex(), event_tag(digest)))
         with (
             connection.cursor() as cursor,
             cursor.cursor.copy("COPY governance_auditpersonaldata (event_id, salt, tag) FROM STDIN") as copy,
@@ -310,7 +311,8 @@ def bench_million(events: int, proofs: int) -> dict:
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
-    from governance import audit_tree
+    from governance.audit.proofs import event_proof, latest_checkpoint, stored_inclusion_proof
+    from governance.audit.sequencer import sequence_audit_events
     from governance.models import AuditEvent, AuditRejection, PlatformRoleGrant, Team
 
     # (a)'s baseline rows carry no tag and were refused, as they should be: start (b) from an
@@ -351,7 +353,7 @@ def bench_million(events: int, proofs: int) -> dict:
     )
 
     started, runs = time.perf_counter(), 0
-    while audit_tree.sequence_audit_events(max_events=50_000, batch_size=10_000).sequenced:
+    while sequence_audit_events(max_events=50_000, batch_size=10_000).sequenced:
         runs += 1
     sequenced_s = time.perf_counter() - started
     total = AuditEvent.objects.count()
@@ -365,7 +367,7 @@ def bench_million(events: int, proofs: int) -> dict:
     with connection.cursor() as cursor:
         for table in ("auditleaf", "audittreenode", "auditcheckpoint"):
             cursor.execute(f"VACUUM ANALYZE governance_{table}")
-    idle_ms = _median_ms(audit_tree.sequence_audit_events, 5)
+    idle_ms = _median_ms(sequence_audit_events, 5)
     print(
         f"  sequencer run with nothing to do        {idle_ms:8.1f} ms  (the anti-join over {total:,} events)"
     )
@@ -397,16 +399,16 @@ def bench_million(events: int, proofs: int) -> dict:
         f"({total / one_worker:,.0f} events/s on one core)"
     )
     rng = random.Random(6962)
-    latest = audit_tree.latest_checkpoint()
+    latest = latest_checkpoint()
     indexes = [rng.randrange(latest.tree_size) for _ in range(proofs)]
     stored_ms = statistics.median(
-        _median_ms(lambda i=i: audit_tree.stored_inclusion_proof(i, latest.tree_size), 1) for i in indexes
+        _median_ms(lambda i=i: stored_inclusion_proof(i, latest.tree_size), 1) for i in indexes
     )
     ids = list(AuditEvent.objects.filter(leaf__leaf_index__in=indexes).values_list("id", flat=True))
 
     def whole_proof(pk: int) -> None:
         event = AuditEvent.objects.select_related("leaf", "personal_data").get(pk=pk)
-        audit_tree.event_proof(event)
+        event_proof(event)
 
     whole_ms = statistics.median(_median_ms(lambda pk=pk: whole_proof(pk), 1) for pk in ids)
     print(

@@ -18,7 +18,10 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from governance import audit_tree, merkle
+from governance import merkle
+from governance.audit.keys import signing_key
+from governance.audit.leaf import iso_timestamp, leaf_for, personal_details
+from governance.audit.proofs import checkpoint_json, read_nodes
 from governance.keyset import older_than
 from governance.models import AuditCheckpoint, AuditEvent
 
@@ -59,7 +62,7 @@ def csv_lines(events: QuerySet[AuditEvent], *, with_leaf_index: bool) -> Iterato
     """The header and one CSV line per event (``CSV_COLUMNS``), newest first, formulas neutralised.
 
     ``leaf_index`` (empty until sequenced) is a column only ``with_leaf_index``: leaf indexes count
-    every team's events, so they are for auditors (``audit_tree.may_audit``) alone. ``events``
+    every team's events, so they are for auditors (``audit.proofs.may_audit``) alone. ``events``
     should select ``team``, and ``leaf`` when ``with_leaf_index``. The first ``CHUNK`` events are
     read before this returns, so a query the database refuses raises here, not mid-stream.
     """
@@ -96,7 +99,7 @@ def _csv_stream(events: Iterator[AuditEvent], columns: list[str]) -> Iterator[st
     for event in events:
         cells = [
             event.pk,
-            audit_tree.iso_timestamp(event.timestamp),
+            iso_timestamp(event.timestamp),
             event.actor_label,
             event.on_behalf_of_label,
             event.action,
@@ -140,10 +143,10 @@ def bundle_chunks(
     query per ``CHUNK`` events. The first ``CHUNK`` events are read and the signing key loaded
     before this returns, so their errors raise here, not mid-stream.
     """
-    key = audit_tree.signing_key()
+    key = signing_key()
     header = {
         "format": BUNDLE_FORMAT,
-        "exported_at": audit_tree.iso_timestamp(timezone.now()),
+        "exported_at": iso_timestamp(timezone.now()),
         "filters": dict(filters),
         "how_to_verify": (
             f"Download the verifier from {verifier_url} (check its sha256 below) and the public key "
@@ -157,7 +160,7 @@ def bundle_chunks(
         ),
         "verifier": {"url": verifier_url, "sha256": verifier_sha256()},
         "public_key_pem": key.public_key_pem,
-        "checkpoint": audit_tree.checkpoint_json(checkpoint),
+        "checkpoint": checkpoint_json(checkpoint),
     }
     events = events.order_by("leaf__leaf_index")
     first = list(events[:CHUNK])
@@ -184,18 +187,18 @@ def _bundle_stream(
 
 def _event_items(events: list[AuditEvent], tree_size: int, first: bool) -> str:
     plans = {event.pk: merkle.inclusion_plan(event.leaf.leaf_index, tree_size) for event in events}
-    nodes = audit_tree.read_nodes(node for plan in plans.values() for node in merkle.plan_nodes(plan))
+    nodes = read_nodes(node for plan in plans.values() for node in merkle.plan_nodes(plan))
     items = []
     for event in events:
         personal = getattr(event, "personal_data", None)
         salt = bytes.fromhex(personal.salt) if personal is not None else None
         item = {
             "leaf_index": event.leaf.leaf_index,
-            "leaf": audit_tree.leaf_for(event, salt, commitment=event.leaf.personal_commitment),
+            "leaf": leaf_for(event, salt, commitment=event.leaf.personal_commitment),
             "proof": [
                 step.hex() for step in merkle.proof_from_plan(plans[event.pk], lambda lv, i: nodes[(lv, i)])
             ],
-            "personal": audit_tree.personal_details(event) if salt is not None else None,
+            "personal": personal_details(event) if salt is not None else None,
             "salt": salt.hex() if salt is not None else None,
             "event_id": event.pk,
         }

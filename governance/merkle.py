@@ -752,12 +752,12 @@ def find_first_mismatch(
     # Equal lists vouch for the same prefix: hash only one of them.
     good, failed_size = (
         stored_vouched
-        if stored_leaf_hashes is not None and difference is None
+        if stored_leaf_hashes is not None and stored_vouched is not None and difference is None
         else vouched_prefix(leaf_hashes, signed)
     )
     first_bad_below = None if failed_size is None else min(failed_size, count + 1)
     known_good = good
-    if stored_leaf_hashes is not None:
+    if stored_leaf_hashes is not None and stored_vouched is not None:
         trusted, stored_failed_size = stored_vouched
         agreeing = count if difference is None else difference
         # Recomputed hashes equal to authenticated stored ones are good themselves.
@@ -999,7 +999,10 @@ def _completeness_problem(events: Sequence[EventResult], tree_size: int, filters
     0..tree_size-1; in any bundle a leaf index may appear once only."""
     indexes = [event.leaf_index for event in events if event.leaf_index is not None]
     seen: set[int] = set()
-    repeated = sorted({index for index in indexes if index in seen or seen.add(index)})
+    twice: set[int] = set()
+    for index in indexes:
+        (twice if index in seen else seen).add(index)
+    repeated = sorted(twice)
     if repeated:
         return f"leaf indexes listed twice: {_some(repeated)}"
     if filters is None or filters:

@@ -22,8 +22,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from governance import actions, audit_tree
+from governance import actions
 from governance.api.base import staged_upload
+from governance.audit.proofs import may_audit
+from governance.audit.verify import verify_event
 from governance.datafiles import DataFileError
 from governance.filtersets import AuditEventFilterSet, DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import (
@@ -381,7 +383,7 @@ def audit_event_list(request: HttpRequest) -> HttpResponse:
         "page": page,
         "is_filter_valid": is_filter_valid,
         "export_query": filters.urlencode(),
-        "may_audit": audit_tree.may_audit(request.user),
+        "may_audit": may_audit(request.user),
         "presets": [
             ("Role changes", "?action=membership."),
             ("Platform roles", "?action=platform_role."),
@@ -418,7 +420,7 @@ def _changes(before: dict | None, after: dict | None) -> list[dict[str, str]]:
 @login_required
 def audit_event_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One event: who on behalf of whom, the object, before/after side by side, the changed keys,
-    and whether it verifies against the latest signed checkpoint (``audit_tree.verify_event``)."""
+    and whether it verifies against the latest signed checkpoint (``audit.verify.verify_event``)."""
     event = visible_or_404(request, AuditEvent.objects.select_related("team", "leaf", "personal_data"), pk)
     object_url = None
     if event.object_type in OBJECT_PAGES and event.object_id.isdigit():
@@ -430,8 +432,8 @@ def audit_event_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "before_json": pretty_json(event.before) if event.before is not None else "",
         "after_json": pretty_json(event.after) if event.after is not None else "",
         "changes": _changes(event.before, event.after),
-        "verification": audit_tree.verify_event(event),
+        "verification": verify_event(event),
         # Leaf indexes and tree sizes count every team's events: auditors only.
-        "may_audit": audit_tree.may_audit(request.user),
+        "may_audit": may_audit(request.user),
     }
     return render(request, "governance/audit_event_detail.html", context)

@@ -2,7 +2,7 @@
 
 Events come through ``RestrictedViewSetMixin`` like every object. The tree itself (proofs,
 checkpoints, consistency proofs, JSON bundles) is for platform admins and compliance officers
-(``audit_tree.may_audit``): tree sizes and leaf indexes count every team's events. The public
+(``audit.proofs.may_audit``): tree sizes and leaf indexes count every team's events. The public
 key and the verifier script are public: an auditor fetches and pins them without an account.
 """
 
@@ -22,21 +22,30 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance import audit_export, audit_tree
+from governance import audit_export
 from governance.api.base import RestrictedReadOnlyViewSet
 from governance.api.serializers import AuditEventSerializer
+from governance.audit.keys import signing_key
+from governance.audit.proofs import (
+    AuditTreeError,
+    checkpoint_json,
+    latest_checkpoint,
+    may_audit,
+    stored_consistency_proof,
+)
+from governance.audit.verify import verify_event
 from governance.filtersets import AuditEventFilterSet
 from governance.keyset import MAX_BIGINT, is_utc_representable
 from governance.models import AuditCheckpoint, AuditEvent
 
 
 class IsAuditor(BasePermission):
-    """Platform admins and compliance officers (``audit_tree.may_audit``)."""
+    """Platform admins and compliance officers (``audit.proofs.may_audit``)."""
 
     message = "only compliance officers and platform admins may read the audit tree"
 
     def has_permission(self, request, view) -> bool:
-        return audit_tree.may_audit(request.user)
+        return may_audit(request.user)
 
 
 class CheckedCursorPagination(CursorPagination):
@@ -83,7 +92,7 @@ class CheckpointPagination(CheckedCursorPagination):
 
 
 class EventVerificationSerializer(serializers.Serializer):
-    """``audit_tree.verify_event``: the leaf recomputed from the event as stored now, checked
+    """``audit.verify.verify_event``: the leaf recomputed from the event as stored now, checked
     against the latest checkpoint's signature and root."""
 
     status = serializers.ChoiceField(choices=["verified", "failed"])
@@ -101,7 +110,7 @@ class CheckpointSerializer(serializers.Serializer):
     key_id = serializers.CharField(help_text="Hex SHA-256 of the public key PEM.")
 
     def to_representation(self, instance: AuditCheckpoint) -> dict:
-        return audit_tree.checkpoint_json(instance)
+        return checkpoint_json(instance)
 
 
 class EventProofSerializer(serializers.Serializer):
@@ -148,7 +157,7 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
     def filter_restricted(self, queryset):
         if self.action == "proof":
             return queryset.select_related("leaf", "personal_data")
-        if self.action == "export_csv" and audit_tree.may_audit(self.request.user):
+        if self.action == "export_csv" and may_audit(self.request.user):
             return queryset.select_related("team", "leaf")
         if self.action == "export_csv":
             return queryset.select_related("team")
@@ -173,7 +182,7 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
         whether they verify: a row altered in the database still gets its proof (the auditor
         needs it as evidence), marked ``"verification": {"status": "failed", "detail": ...}``."""
         event = self.get_object()
-        verification = audit_tree.verify_event(event)
+        verification = verify_event(event)
         if verification.status == "unsequenced":
             return Response(
                 {"detail": "this event is not sequenced yet; the sequencer gives it a leaf within seconds"},
@@ -193,7 +202,7 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
         formulas start with a quote. The ``leaf_index`` column is for compliance officers and
         platform admins only. Bad filters are a 400 before anything streams."""
         events = self.filter_queryset(self.get_queryset())
-        lines = audit_export.csv_lines(events, with_leaf_index=audit_tree.may_audit(request.user))
+        lines = audit_export.csv_lines(events, with_leaf_index=may_audit(request.user))
         response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="audit-{_stamp()}.csv"'
         return response
@@ -212,7 +221,7 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
         """The filtered, sequenced events with their leaves and inclusion proofs, the latest
         checkpoint and the public key: everything an auditor needs to verify offline."""
         filtered = self.filter_queryset(self.get_queryset())  # bad filters: a 400 before anything else
-        checkpoint = audit_tree.latest_checkpoint()
+        checkpoint = latest_checkpoint()
         if checkpoint is None:
             return Response({"detail": "nothing is sequenced yet"}, status=status.HTTP_409_CONFLICT)
         chunks = audit_export.bundle_chunks(
@@ -264,13 +273,13 @@ class AuditConsistencyView(APIView):
                     {"detail": f"no checkpoint at tree size {size}"}, status=status.HTTP_404_NOT_FOUND
                 )
         try:
-            proof = audit_tree.stored_consistency_proof(first, second)
-        except audit_tree.AuditTreeError as exc:
+            proof = stored_consistency_proof(first, second)
+        except AuditTreeError as exc:
             return _tree_problem(exc)
         return Response(
             {
-                "first": audit_tree.checkpoint_json(found[first]),
-                "second": audit_tree.checkpoint_json(found[second]),
+                "first": checkpoint_json(found[first]),
+                "second": checkpoint_json(found[second]),
                 "proof": [step.hex() for step in proof],
             }
         )
@@ -285,7 +294,7 @@ class AuditPublicKeyView(APIView):
 
     @extend_schema(responses={(200, "application/x-pem-file"): OpenApiTypes.STR})
     def get(self, request: Request) -> HttpResponse:
-        key = audit_tree.signing_key()
+        key = signing_key()
         response = HttpResponse(key.public_key_pem, content_type="application/x-pem-file")
         response["X-Audit-Key-Id"] = key.key_id
         return response

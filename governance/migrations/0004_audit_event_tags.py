@@ -14,7 +14,7 @@ from django.db import migrations, models
 
 
 def tag_unsequenced_events(apps, schema_editor):
-    from governance.audit_tree import tag_stored_event
+    from governance.audit.keys import tag_stored_event
 
     personal_data_model = apps.get_model("governance", "AuditPersonalData")
     pending = personal_data_model.objects.filter(event__leaf__isnull=True).values_list("event_id", "salt")

@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from governance import actions, audit_tree
+from governance import actions
+from governance.audit.sequencer import sequence_audit_events
+
+# Hostile values for the audit trail's filters and paths, and the answers they get (issue 3).
+EARLIEST_WITH_OFFSET = "0001-01-01T00:00:00+05:00"  # 0000-12-31T19:00Z: before year 1
+LATEST_WITH_OFFSET = "9999-12-31T23:59:59-05:00"  # 10000-01-01T04:59Z: after year 9999
+BEYOND_BIGINT = "9223372036854775808"  # 2**63
+OUT_OF_UTC = "Enter a date/time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once converted to UTC."
+TOO_BIG = "Ensure this value is less than or equal to 9223372036854775807."
+INVALID_CURSOR = (404, {"detail": "Invalid cursor"})
 
 
 @contextlib.contextmanager
@@ -33,5 +42,5 @@ def grow_log(team, actor, sizes: list[int]) -> list[int]:
     for size in sizes:
         while (count := AuditEvent.objects.count()) < size:
             actions.do_create_dataset(team=team, name=f"log-{count:04}", actor=actor)
-        checkpoints.append(audit_tree.sequence_audit_events().tree_size)
+        checkpoints.append(sequence_audit_events().tree_size)
     return checkpoints

@@ -1,22 +1,42 @@
 """The audit tree over the API: proofs, checkpoints, consistency, the public key, exports, and
-an exported bundle verified offline by the downloaded verifier."""
+an exported bundle verified offline by the downloaded verifier; hostile query strings get a 4xx
+naming the problem, never a 500 from a value the database adapter cannot convert (times beyond
+UTC's range, ids beyond bigint, forged cursor positions), and no events listed or exported under
+invalid filters."""
 
 from __future__ import annotations
 
 import base64
 import csv
+import datetime
 import hashlib
 import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from django.utils import timezone
 
-from governance import actions, audit_tree, merkle
+from governance import actions, audit_export, merkle
+from governance.audit.erasure import do_erase_personal_data
+from governance.audit.keys import signing_key
+from governance.audit.leaf import iso_timestamp, leaf_for
+from governance.audit.proofs import checkpoint_json, stored_inclusion_proof
+from governance.audit.sequencer import sequence_audit_events
 from governance.models import AuditCheckpoint, AuditEvent
-from tests.governance.audit_helpers import grow_log, raw_sql
+from tests.governance.audit_helpers import (
+    BEYOND_BIGINT,
+    EARLIEST_WITH_OFFSET,
+    INVALID_CURSOR,
+    LATEST_WITH_OFFSET,
+    OUT_OF_UTC,
+    TOO_BIG,
+    grow_log,
+    raw_sql,
+)
 
 TREE_URLS = [
     "/api/audit/checkpoints/",
@@ -55,19 +75,19 @@ def test_a_proof_is_the_leaf_its_path_and_the_signed_checkpoint(
     body = response.json()
     checkpoint = AuditCheckpoint.objects.get(tree_size=12)
     event = AuditEvent.objects.get(pk=event.pk)
-    leaf = audit_tree.leaf_for(event, bytes.fromhex(event.personal_data.salt))
+    leaf = leaf_for(event, bytes.fromhex(event.personal_data.salt))
     leaf_hash = merkle.leaf_hash(merkle.canonical_json(leaf))
     assert body == {
         "leaf_index": 6,
         "leaf": leaf,
         "leaf_hash": leaf_hash.hex(),
-        "proof": [step.hex() for step in audit_tree.stored_inclusion_proof(6, 12)],
+        "proof": [step.hex() for step in stored_inclusion_proof(6, 12)],
         "checkpoint": {
             "tree_size": 12,
             "root_hash": checkpoint.root_hash,
-            "timestamp": audit_tree.iso_timestamp(checkpoint.timestamp),
+            "timestamp": iso_timestamp(checkpoint.timestamp),
             "signature": checkpoint.signature,
-            "key_id": audit_tree.signing_key().key_id,
+            "key_id": signing_key().key_id,
         },
         "personal_data_erased": False,
         "verification": {"status": "verified", "detail": ""},
@@ -121,10 +141,10 @@ def test_checkpoints_are_listed_largest_first(log, client_for, compliance_office
     body = client_for(compliance_officer).get("/api/audit/checkpoints/").json()
 
     assert [row["tree_size"] for row in body["results"]] == [12, 9, 5]
-    assert body["results"][2] == audit_tree.checkpoint_json(AuditCheckpoint.objects.get(tree_size=5))
+    assert body["results"][2] == checkpoint_json(AuditCheckpoint.objects.get(tree_size=5))
     assert (body["next"], body["previous"]) == (None, None)
     one = client_for(compliance_officer).get("/api/audit/checkpoints/9/").json()
-    assert one == audit_tree.checkpoint_json(AuditCheckpoint.objects.get(tree_size=9))
+    assert one == checkpoint_json(AuditCheckpoint.objects.get(tree_size=9))
 
 
 def test_a_consistency_proof_links_two_checkpoints(log, client_for, compliance_officer):
@@ -133,8 +153,8 @@ def test_a_consistency_proof_links_two_checkpoints(log, client_for, compliance_o
     body = client.get("/api/audit/consistency/", {"first": 5, "second": 12}).json()
 
     first, second = (AuditCheckpoint.objects.get(tree_size=size) for size in (5, 12))
-    assert body["first"] == audit_tree.checkpoint_json(first)
-    assert body["second"] == audit_tree.checkpoint_json(second)
+    assert body["first"] == checkpoint_json(first)
+    assert body["second"] == checkpoint_json(second)
     assert merkle.verify_consistency(
         5,
         12,
@@ -162,7 +182,7 @@ def test_a_consistency_proof_links_two_checkpoints(log, client_for, compliance_o
 def test_the_public_key_is_published_without_login(api, db):
     response = api.get("/api/audit/public-key/")
 
-    key = audit_tree.signing_key()
+    key = signing_key()
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-pem-file"
     assert response.content.decode() == key.public_key_pem
@@ -278,8 +298,8 @@ def test_a_bundle_verifies_offline_and_names_a_tampered_event(
     datasets = [i for i, event in enumerate(log) if event.action == "dataset.create"]
     assert bundle["format"] == "steward-audit-bundle/1"
     assert bundle["filters"] == {"action": "dataset."}
-    assert bundle["checkpoint"] == audit_tree.checkpoint_json(checkpoint)
-    assert bundle["public_key_pem"] == audit_tree.signing_key().public_key_pem
+    assert bundle["checkpoint"] == checkpoint_json(checkpoint)
+    assert bundle["public_key_pem"] == signing_key().public_key_pem
     assert bundle["verifier"]["url"] == "http://testserver/api/audit/verifier.py"
     assert "python3 merkle.py verify --public-key steward.pem bundle.json" in bundle["how_to_verify"]
     assert bundle["unsequenced_events_not_included"] == 1
@@ -304,7 +324,7 @@ def test_a_bundle_verifies_offline_and_names_a_tampered_event(
 def test_a_bundle_still_verifies_after_a_person_is_erased(
     log, admin, client_for, compliance_officer, tmp_path
 ):
-    audit_tree.do_erase_personal_data(admin, actor=admin)
+    do_erase_personal_data(admin, actor=admin)
     client = client_for(compliance_officer)
 
     bundle = json.loads(_body(client.get("/api/audit-events/export.json", {"action": "dataset."})))
@@ -360,10 +380,292 @@ def test_a_whole_log_bundle_with_a_pinned_key_names_an_event_deleted_in_the_data
     assert intact_bundle["filters"] == {}
     assert intact.returncode == 0, intact.stdout
     assert intact.stdout.splitlines()[:3:2] == [
-        f"public key: sha256 {audit_tree.signing_key().key_id} (pinned with --public-key)",
+        f"public key: sha256 {signing_key().key_id} (pinned with --public-key)",
         "scope: the whole log up to tree_size (no filters): completeness checked",
     ]
     assert after.returncode == 1
     assert after.stdout.splitlines()[-1] == (
         "FAILED: 1 leaves of the unfiltered log are missing from the bundle: 6"
     )
+
+
+# Bad input ----------------------------------------------------------------------------------------
+
+
+def _answer(response) -> tuple[int, dict]:
+    return response.status_code, response.json()
+
+
+def _cursor(position: str) -> str:
+    """A cursor as DRF's CursorPagination encodes one, naming ``position``."""
+    return base64.b64encode(urlencode({"p": position}).encode()).decode()
+
+
+def _text(response) -> str:
+    return b"".join(response.streaming_content).decode()
+
+
+# The API's filters ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "errors"),
+    [
+        ({"since": EARLIEST_WITH_OFFSET}, {"since": [OUT_OF_UTC]}),
+        ({"until": LATEST_WITH_OFFSET}, {"until": [OUT_OF_UTC]}),
+        ({"since": "garbage"}, {"since": ["Enter a valid date/time."]}),
+        ({"team": BEYOND_BIGINT}, {"team": [TOO_BIG]}),
+        ({"team": "99999999999999999999999"}, {"team": [TOO_BIG]}),
+        ({"team": "0"}, {"team": ["Ensure this value is greater than or equal to 1."]}),
+        ({"team": "1.5"}, {"team": ["Enter a whole number."]}),
+        ({"team": "NaN"}, {"team": ["Enter a whole number."]}),
+    ],
+)
+@pytest.mark.parametrize(
+    "url", ["/api/audit-events/", "/api/audit-events/export.csv", "/api/audit-events/export.json"]
+)
+def test_filters_the_database_cannot_take_are_a_400_naming_the_field(
+    dataset, client_for, compliance_officer, url, params, errors
+):
+    response = client_for(compliance_officer).get(url, params)
+
+    assert _answer(response) == (400, errors)
+
+
+@pytest.mark.parametrize("name", ["actor", "action", "object_type", "object_id", "q"])
+def test_a_text_filter_with_a_nul_character_is_a_400(dataset, client_for, viewer, name):
+    # PostgreSQL text cannot hold NUL: psycopg would raise ValueError while running the query.
+    response = client_for(viewer).get("/api/audit-events/", {name: "a\x00b"})
+
+    assert _answer(response) == (400, {name: ["Null characters are not allowed."]})
+
+
+def test_filters_at_the_ends_of_utc_still_work(dataset, client_for, compliance_officer):
+    client = client_for(compliance_officer)
+    everything = list(AuditEvent.objects.order_by("-timestamp", "-id").values_list("id", flat=True))
+
+    answers = [
+        client.get("/api/audit-events/", params).json()["results"]
+        for params in (
+            {"since": "0001-01-01T05:00:00+05:00", "until": "9999-12-31T18:59:59-05:00"},
+            {"until": "0001-01-01T05:00:00+05:00"},
+            {"team": "9223372036854775807"},
+        )
+    ]
+
+    assert [[row["id"] for row in rows] for rows in answers] == [everything, [], []]
+    assert len(everything) == 4  # the team, the scientist's membership, the officer's role, the dataset
+
+
+def test_a_bad_csv_filter_is_a_400_before_anything_streams(dataset, client_for, viewer):
+    response = client_for(viewer).get("/api/audit-events/export.csv", {"until": LATEST_WITH_OFFSET})
+
+    assert response.streaming is False
+    assert _answer(response) == (400, {"until": [OUT_OF_UTC]})
+
+
+def test_the_csv_export_runs_its_query_before_the_response_starts(
+    dataset, client_for, fresh, viewer, django_assert_num_queries
+):
+    client = client_for(fresh(viewer))
+
+    # 1 platform roles (restrict; may_audit reuses them: no leaf_index), 2 the viewer's
+    # memberships, 3 the events with their teams: all before the response streams a byte
+    with django_assert_num_queries(3):
+        response = client.get("/api/audit-events/export.csv")
+    with django_assert_num_queries(0):
+        rows = list(csv.DictReader(io.StringIO(_text(response))))
+
+    assert response.status_code == 200
+    assert [row["id"] for row in rows] == [
+        str(pk)
+        for pk in AuditEvent.objects.restrict(viewer)
+        .order_by("-timestamp", "-id")
+        .values_list("id", flat=True)
+    ]
+
+
+def test_the_csv_export_continues_after_its_first_chunk_across_equal_times(
+    monkeypatch, team, client_for, compliance_officer
+):
+    monkeypatch.setattr(audit_export, "CHUNK", 2)
+    shared = timezone.now()
+    for number in range(7):
+        AuditEvent.objects.create(
+            timestamp=shared if number % 2 else shared - datetime.timedelta(seconds=number + 1),
+            actor_label="admin",
+            action="dataset.touch",
+            object_repr=f"d{number}",
+        )
+
+    response = client_for(compliance_officer).get("/api/audit-events/export.csv", {"action": "dataset."})
+
+    rows = list(csv.DictReader(io.StringIO(_text(response))))
+    assert [row["object"] for row in rows] == ["d5", "d3", "d1", "d0", "d2", "d4", "d6"]
+
+
+def test_the_bundle_continues_after_its_first_chunk(monkeypatch, team, admin, client_for, compliance_officer):
+    monkeypatch.setattr(audit_export, "CHUNK", 2)
+    for name in ["a", "b", "c", "d", "e"]:
+        actions.do_create_dataset(team=team, name=name, actor=admin)
+    sequence_audit_events()
+
+    response = client_for(compliance_officer).get("/api/audit-events/export.json", {"action": "dataset."})
+
+    bundle = json.loads(_text(response))
+    assert [event["leaf_index"] for event in bundle["events"]] == [2, 3, 4, 5, 6]
+    assert [event["personal"]["object_repr"] for event in bundle["events"]] == ["a", "b", "c", "d", "e"]
+
+
+# Ids and tree sizes in paths and query strings -----------------------------------------------
+
+
+def test_the_consistency_proof_bounds_its_tree_sizes(dataset, client_for, compliance_officer):
+    sequence_audit_events()
+    client = client_for(compliance_officer)
+
+    answers = [
+        _answer(client.get("/api/audit/consistency/", params))
+        for params in (
+            {"first": 1, "second": "99999999999999999999999"},
+            {"first": BEYOND_BIGINT, "second": BEYOND_BIGINT},
+            {"first": 1, "second": "9223372036854775807"},
+        )
+    ]
+
+    assert answers == [
+        (400, {"second": [TOO_BIG]}),
+        (400, {"first": [TOO_BIG], "second": [TOO_BIG]}),
+        (404, {"detail": "no checkpoint at tree size 1"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "model"),
+    [
+        (f"/api/audit-events/{BEYOND_BIGINT}/", "AuditEvent"),
+        (f"/api/audit-events/{BEYOND_BIGINT}/proof/", "AuditEvent"),
+        (f"/api/audit/checkpoints/{BEYOND_BIGINT}/", "AuditCheckpoint"),
+        ("/api/audit/checkpoints/99999999999999999999999/", "AuditCheckpoint"),
+    ],
+)
+def test_ids_beyond_bigint_in_paths_are_a_404(dataset, client_for, compliance_officer, url, model):
+    sequence_audit_events()
+
+    response = client_for(compliance_officer).get(url)
+
+    assert _answer(response) == (404, {"detail": f"No {model} matches the given query."})
+
+
+# Forged cursors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("position", ["abc", "-1", "1.5", "١٢", "99999999999999999999999", ""])
+def test_a_checkpoint_cursor_with_a_position_that_is_not_a_tree_size_is_invalid(
+    dataset, client_for, compliance_officer, position
+):
+    sequence_audit_events()
+
+    response = client_for(compliance_officer).get("/api/audit/checkpoints/", {"cursor": _cursor(position)})
+
+    assert _answer(response) == INVALID_CURSOR
+
+
+def test_the_cursor_of_the_tester_report_is_invalid(dataset, client_for, compliance_officer):
+    sequence_audit_events()
+
+    response = client_for(compliance_officer).get("/api/audit/checkpoints/?cursor=cD1hYmM%3D")
+
+    assert _answer(response) == INVALID_CURSOR
+
+
+@pytest.mark.parametrize(
+    "position",
+    [LATEST_WITH_OFFSET, EARLIEST_WITH_OFFSET, "garbage", "2024-13-01 00:00:00+00:00", "2024-05-01 10:00:00"],
+)
+def test_an_event_cursor_with_a_position_that_is_not_a_storable_time_is_invalid(
+    dataset, client_for, viewer, position
+):
+    response = client_for(viewer).get("/api/audit-events/", {"cursor": _cursor(position)})
+
+    assert _answer(response) == INVALID_CURSOR
+
+
+def test_a_well_formed_event_cursor_still_pages(dataset, client_for, viewer):
+    newest = AuditEvent.objects.restrict(viewer).order_by("-timestamp", "-id")
+    position = str(newest[0].timestamp)
+
+    response = client_for(viewer).get("/api/audit-events/", {"cursor": _cursor(position)})
+
+    assert response.status_code == 200
+    assert [row["id"] for row in response.json()["results"]] == [
+        event.pk for event in newest if event.timestamp < newest[0].timestamp
+    ]
+
+
+# What the CSV tells whom -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("persona", "has_leaf_index"),
+    [
+        ("viewer", False),
+        ("scientist", False),
+        ("owner", False),
+        ("compliance_officer", True),
+        ("admin", True),
+    ],
+)
+def test_only_auditors_get_leaf_indexes_in_the_csv(request, dataset, client_for, persona, has_leaf_index):
+    sequence_audit_events()
+    client = client_for(request.getfixturevalue(persona))
+
+    rows = list(
+        csv.reader(io.StringIO(_text(client.get("/api/audit-events/export.csv", {"action": "dataset."}))))
+    )
+
+    leaf_index = AuditEvent.objects.get(action="dataset.create").leaf.leaf_index
+    header = [
+        "id",
+        "timestamp",
+        "actor",
+        "on_behalf_of",
+        "action",
+        "object_type",
+        "object_id",
+        "object",
+        "team",
+        "request_id",
+        "task_id",
+        "before",
+        "after",
+    ]
+    assert rows[0] == header + (["leaf_index"] if has_leaf_index else [])
+    assert len(rows) == 2
+    assert rows[1][4] == "dataset.create"
+    assert rows[1][13:] == ([str(leaf_index)] if has_leaf_index else [])
+
+
+# The proof says whether it verifies ------------------------------------------------------------
+
+
+def test_a_proof_of_a_row_altered_in_the_database_says_it_fails(dataset, client_for, compliance_officer):
+    sequence_audit_events()
+    event = AuditEvent.objects.get(action="dataset.create")
+    client = client_for(compliance_officer)
+    intact = client.get(f"/api/audit-events/{event.pk}/proof/").json()
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE governance_auditevent SET object_id = '999' WHERE id = %s", [event.pk])
+
+    response = client.get(f"/api/audit-events/{event.pk}/proof/")
+
+    assert intact["verification"] == {"status": "verified", "detail": ""}
+    assert response.status_code == 200
+    body = response.json()
+    assert body["verification"] == {
+        "status": "failed",
+        "detail": "the event no longer matches its leaf: the proof does not reach the signed root",
+    }
+    assert body["leaf"]["object_id"] == "999"  # the leaf recomputed from the row as it is now
+    assert (body["leaf_index"], body["proof"]) == (intact["leaf_index"], intact["proof"])
+    assert body["leaf_hash"] != intact["leaf_hash"]

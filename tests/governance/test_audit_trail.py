@@ -1,4 +1,5 @@
-"""The compliance officer's audit trail pages: keyset pages, the "verified" mark, export links."""
+"""The compliance officer's audit trail pages: keyset pages, the "verified" mark, export links;
+an invalid filter lists nothing and offers no export, ids beyond bigint are a 404."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from governance import actions, audit_tree
+from governance import actions
+from governance.audit.erasure import do_erase_personal_data
+from governance.audit.sequencer import sequence_audit_events
 from governance.keyset import InvalidCursor, cursor_of, keyset_page, parse_cursor
 from governance.models import AuditEvent
-from tests.governance.audit_helpers import raw_sql
+from tests.governance.audit_helpers import (
+    BEYOND_BIGINT,
+    EARLIEST_WITH_OFFSET,
+    LATEST_WITH_OFFSET,
+    OUT_OF_UTC,
+    TOO_BIG,
+    raw_sql,
+)
 
 
 def _page(client, **params) -> str:
@@ -115,7 +125,7 @@ def test_the_event_page_marks_a_sequenced_event_verified(
     client.force_login(compliance_officer)
     assert "Not yet sequenced" in _event_page(client, event)
 
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     page = _event_page(client, event)
     assert '<span class="badge badge-succeeded">Verified</span>' in page
@@ -127,7 +137,7 @@ def test_the_event_page_marks_a_sequenced_event_verified(
 
 
 def test_the_event_page_shows_a_tampered_event_failing(client, dataset, compliance_officer):
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
     event = AuditEvent.objects.get(action="dataset.create")
     with raw_sql() as cursor:
         cursor.execute("UPDATE governance_auditevent SET object_repr = 'renamed' WHERE id = %s", [event.pk])
@@ -140,8 +150,8 @@ def test_the_event_page_shows_a_tampered_event_failing(client, dataset, complian
 
 
 def test_the_event_page_of_an_erased_person_is_verified_with_a_note(client, admin, dataset, scientist):
-    audit_tree.sequence_audit_events()
-    audit_tree.do_erase_personal_data(scientist, actor=admin)
+    sequence_audit_events()
+    do_erase_personal_data(scientist, actor=admin)
     client.force_login(admin)
 
     page = _event_page(client, AuditEvent.objects.get(action="dataset.create"))
@@ -149,3 +159,61 @@ def test_the_event_page_of_an_erased_person_is_verified_with_a_note(client, admi
     assert '<span class="badge badge-succeeded">Verified</span>' in page
     assert "personal details erased; the rest of the event is verified" in page
     assert "dana" not in page.split('<dl class="summary">')[1].split("</dl>")[0]
+
+
+# The audit trail page --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"since": "garbage"}, "since", "Enter a valid date/time."),
+        ({"since": EARLIEST_WITH_OFFSET}, "since", OUT_OF_UTC),
+        ({"until": LATEST_WITH_OFFSET, "action": "dataset."}, "until", OUT_OF_UTC),
+        ({"team": BEYOND_BIGINT}, "team", TOO_BIG),
+    ],
+)
+def test_the_page_with_an_invalid_filter_lists_nothing_and_offers_no_export(
+    client, dataset, compliance_officer, params, field, message
+):
+    client.force_login(compliance_officer)
+
+    response = client.get(reverse("audit_event_list"), params)
+
+    assert response.status_code == 400
+    assert response.context["filterset"].form.errors == {field: [message]}
+    assert response.context["page"].rows == []
+    page = response.content.decode()
+    assert "No events listed: correct the filters." in page
+    assert "<code>dataset.create</code>" not in page
+    assert "export.csv" not in page
+    assert "export.json" not in page
+    assert 'href="/api/audit/verifier.py"' in page  # carries no filter
+
+
+def test_the_htmx_table_with_an_invalid_filter_lists_nothing(client, dataset, viewer):
+    client.force_login(viewer)
+
+    response = client.get(reverse("audit_event_list"), {"since": "garbage"}, headers={"HX-Request": "true"})
+
+    assert response.status_code == 400
+    assert " ".join(response.content.decode().split()) == (
+        '<div id="audit-table"> <p class="empty">No events listed: correct the filters.</p> </div>'
+    )
+
+
+def test_a_page_link_naming_an_id_beyond_bigint_is_broken(client, dataset, compliance_officer):
+    client.force_login(compliance_officer)
+
+    response = client.get(reverse("audit_event_list"), {"before": f"1-{BEYOND_BIGINT}"})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "That page link is broken; here are the newest events." in page
+    assert "<code>dataset.create</code>" in page
+
+
+def test_an_event_page_beyond_bigint_is_a_404(client, dataset, compliance_officer):
+    client.force_login(compliance_officer)
+
+    assert client.get(f"/audit/{BEYOND_BIGINT}/").status_code == 404

@@ -11,8 +11,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
-from governance import actions, audit_tree, merkle
+from governance import actions, merkle
 from governance.audit import record_audit_event
+from governance.audit.erasure import do_erase_personal_data
+from governance.audit.keys import signing_key
+from governance.audit.leaf import iso_timestamp, leaf_for
+from governance.audit.sequencer import sequence_audit_events
+from governance.audit.verify import _worker_count, verify_audit_log, verify_event
 from governance.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditPersonalData, AuditRejection
 from tests.governance.audit_helpers import grow_log, raw_sql
 
@@ -51,7 +56,7 @@ def test_an_intact_log_is_ok_with_its_counts(log):
 
     assert lines[:2] == [
         f"leaves: 12; checkpoints: 3 (latest tree size 12, root {latest.root_hash}, "
-        f"{audit_tree.iso_timestamp(latest.timestamp)}); tree nodes: {12 + 6 + 3 + 1}",
+        f"{iso_timestamp(latest.timestamp)}); tree nodes: {12 + 6 + 3 + 1}",
         "events with erased personal details: 0; events not yet sequenced: 0",
     ]
     assert lines[2].startswith(
@@ -107,7 +112,7 @@ def test_an_inserted_event_is_named_at_its_leaf_index(log, admin):
     )
     salt = merkle.new_salt()
     AuditPersonalData.objects.create(event=forged, salt=salt.hex())
-    leaf = audit_tree.leaf_for(AuditEvent.objects.get(pk=forged.pk), salt)
+    leaf = leaf_for(AuditEvent.objects.get(pk=forged.pk), salt)
     AuditLeaf.objects.create(
         leaf_index=7,
         event=forged,
@@ -166,7 +171,7 @@ def test_a_forged_checkpoint_is_reported(log):
 def test_checkpoints_of_an_earlier_key_verify_with_its_public_key(settings, tmp_path, team, admin):
     grow_log(team, admin, [3])
     old_public = tmp_path / "old.pem"
-    old_public.write_text(audit_tree.signing_key().public_key_pem)
+    old_public.write_text(signing_key().public_key_pem)
     new_key = Ed25519PrivateKey.generate()
     settings.STEWARD_AUDIT_SIGNING_KEY = new_key.private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
@@ -183,7 +188,7 @@ def test_verify_audit_log_reports_the_mismatch_as_data(log):
     with raw_sql() as cursor:
         cursor.execute("UPDATE governance_auditevent SET action = 'forged' WHERE id = %s", [log[0].pk])
 
-    report = audit_tree.verify_audit_log(chunk_size=4)
+    report = verify_audit_log(chunk_size=4)
 
     assert report.is_ok is False
     assert (report.mismatch.kind, report.mismatch.leaf_index, report.mismatch.is_exact) == ("leaf", 0, True)
@@ -200,13 +205,13 @@ def test_forked_workers_verify_the_log_in_one_snapshot(team, admin):
     """On PostgreSQL the leaves are hashed by forked workers sharing an exported snapshot (on
     SQLite the same call runs in this process)."""
     grow_log(team, admin, SIZES)
-    assert audit_tree._worker_count(2, 0) == (2 if connection.vendor == "postgresql" else 1)
-    intact = audit_tree.verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
+    assert _worker_count(2, 0) == (2 if connection.vendor == "postgresql" else 1)
+    intact = verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
     log = list(AuditEvent.objects.order_by("leaf__leaf_index"))
     with raw_sql() as cursor:
         cursor.execute("UPDATE governance_auditevent SET object_id = '999' WHERE id = %s", [log[6].pk])
 
-    tampered = audit_tree.verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
+    tampered = verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
 
     assert (intact.is_ok, intact.leaf_count, intact.node_count) == (True, 12, 22)
     assert (tampered.mismatch.leaf_index, tampered.mismatch.checkpoint_size) == (6, 9)
@@ -242,18 +247,18 @@ def test_awkward_payloads_and_erased_events_verify_in_process_and_in_workers(tea
                 before=None if index % 4 == 0 else payload,
                 after=payload,
             )
-    audit_tree.sequence_audit_events()
-    audit_tree.do_erase_personal_data(scientist, actor=admin)
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
+    do_erase_personal_data(scientist, actor=admin)
+    sequence_audit_events()
 
-    in_process = audit_tree.verify_audit_log(workers=1)
-    in_workers = audit_tree.verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
+    in_process = verify_audit_log(workers=1)
+    in_workers = verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
     awkward = list(AuditEvent.objects.filter(action="awkward.payload").order_by("leaf__leaf_index"))
     with raw_sql() as cursor:
         cursor.execute(
             "UPDATE governance_auditevent SET object_repr = 'forged' WHERE id = %s", [awkward[4].pk]
         )
-    tampered = audit_tree.verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
+    tampered = verify_audit_log(workers=2, parallel_min_leaves=0, chunk_size=3)
 
     erased = AuditEvent.objects.filter(action="awkward.payload", personal_data__isnull=True).count()
     assert erased == len(AWKWARD_PAYLOADS)
@@ -301,10 +306,10 @@ def test_an_event_inserted_in_the_database_is_refused_and_reported(log, team, ad
             "INSERT INTO governance_auditpersonaldata (event_id, salt, tag) VALUES (%s, %s, %s)",
             [forged_tag, merkle.new_salt().hex(), "0" * 64],
         )
-    before_sequencing = audit_tree.verify_audit_log()
+    before_sequencing = verify_audit_log()
     actions.do_create_dataset(team=team, name="honest-after-forgery", actor=admin)
 
-    run = audit_tree.sequence_audit_events()
+    run = sequence_audit_events()
 
     assert before_sequencing.is_ok is False
     assert "3 events have no valid tag" in before_sequencing.problems[0]
@@ -319,12 +324,12 @@ def test_an_event_inserted_in_the_database_is_refused_and_reported(log, team, ad
     failure = _failure()
     assert failure.startswith("FAILED: 3 events have no valid tag and get no leaf: ")
     assert f"event {forged_tag} (wrong tag: inserted or altered in the database)" in failure
-    verification = audit_tree.verify_event(AuditEvent.objects.get(pk=saltless))
+    verification = verify_event(AuditEvent.objects.get(pk=saltless))
     assert (verification.status, verification.detail) == (
         "failed",
         "the sequencer refused this event: no tag: not written by Steward",
     )
-    assert audit_tree.sequence_audit_events().sequenced == 0  # refused once, not retried
+    assert sequence_audit_events().sequenced == 0  # refused once, not retried
 
 
 @pytest.mark.parametrize(
@@ -337,7 +342,7 @@ def test_an_event_altered_before_it_is_sequenced_is_refused(log, team, admin, co
     with raw_sql() as cursor:
         cursor.execute(f"UPDATE governance_auditevent SET {column} = {value} WHERE id = %s", [pending.pk])  # noqa: S608
 
-    run = audit_tree.sequence_audit_events()
+    run = sequence_audit_events()
 
     assert run.sequenced == 0
     assert AuditRejection.objects.get().reason == "wrong tag: inserted or altered in the database"
@@ -365,7 +370,7 @@ def test_a_tag_cannot_be_replayed_onto_a_copied_event(log, team, admin):
         event_id=copy, salt=merkle.new_salt().hex(), tag=original.personal_data.tag
     )
 
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     assert AuditRejection.objects.get().event_id == copy
     assert AuditLeaf.objects.filter(event=original).exists()
@@ -380,7 +385,7 @@ def test_a_salt_moved_to_a_forged_event_is_refused_and_its_loss_reported(log, ad
             "UPDATE governance_auditpersonaldata SET event_id = %s WHERE event_id = %s", [forged, log[2].pk]
         )
 
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
 
     assert AuditRejection.objects.get().event_id == forged
     failure = _failure()
@@ -435,7 +440,7 @@ def test_a_tag_no_server_writes_is_refused_not_a_crash(log, team, admin):
     with raw_sql() as cursor:
         cursor.execute("UPDATE governance_auditpersonaldata SET tag = 'é' WHERE event_id = %s", [pending.pk])
 
-    run = audit_tree.sequence_audit_events()
+    run = sequence_audit_events()
 
     assert run.sequenced == 0
     assert AuditRejection.objects.get().reason == "wrong tag: inserted or altered in the database"

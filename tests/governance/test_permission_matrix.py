@@ -24,7 +24,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework.test import APIClient
 
-from governance import actions, audit_tree
+from governance import actions
+from governance.audit.sequencer import sequence_audit_events
 from governance.models import (
     ApiToken,
     AuditEvent,
@@ -467,7 +468,7 @@ def export_audit_csv(ctx: Ctx) -> str:
 
 @check
 def export_audit_bundle(ctx: Ctx) -> str:
-    audit_tree.sequence_audit_events()
+    sequence_audit_events()
     response = ctx.client.get("/api/audit-events/export.json")
     if response.status_code != 200:
         return _refusal(response)

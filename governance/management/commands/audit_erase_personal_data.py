@@ -1,5 +1,5 @@
 """``manage.py audit_erase_personal_data USERNAME --actor ADMIN``: erase a person from the audit
-log's personal details without breaking its Merkle tree (``audit_tree.do_erase_personal_data``)."""
+log's personal details without breaking its Merkle tree (``audit.erasure.do_erase_personal_data``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from governance.audit_tree import do_erase_personal_data
+from governance.audit.erasure import do_erase_personal_data
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from governance.audit_tree import VERIFY_CHUNK, verify_audit_log
+from governance.audit.verify import VERIFY_CHUNK, verify_audit_log
 
 
 class Command(BaseCommand):

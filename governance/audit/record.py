@@ -1,4 +1,5 @@
-"""Writing audit events: the only writer of ``AuditEvent`` rows."""
+"""Writing audit events: the only writer of ``AuditEvent`` rows, and the snapshot of an object
+an event records."""
 
 from __future__ import annotations
 
@@ -6,12 +7,19 @@ import contextvars
 import datetime
 import decimal
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from governance import merkle
+from governance.audit.keys import stored_row_tag
+from governance.audit.leaf import IsoTimestamp, iso_timestamp
+from governance.models import AuditEvent, AuditPersonalData
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("steward_request_id", default="")
 
@@ -44,7 +52,7 @@ def _current_task_id() -> str:
 
 def record_audit_event(
     *,
-    actor,
+    actor: User | None,
     action: str,
     obj: models.Model | None = None,
     object_type: str | None = None,
@@ -53,19 +61,17 @@ def record_audit_event(
     team_id: int | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
-    on_behalf_of=None,
-):
+    on_behalf_of: User | None = None,
+) -> AuditEvent:
     """Append one audit event; must run inside the transaction of the change it records.
 
     ``actor`` is a user, or None for the system (a Celery task), in which case ``on_behalf_of``
     names the user who started the work. Object type/id/repr and team default from ``obj``.
     The event's salt (``AuditPersonalData``) is written with it: the sequencer later hashes a
-    salted commitment to the personal fields into the event's Merkle leaf (``audit_tree``).
+    salted commitment to the personal fields into the event's Merkle leaf (``audit.leaf``).
     Raises RuntimeError outside ``transaction.atomic`` so no change commits without its event,
     and ValueError when ``before``/``after`` hold values a leaf cannot hash (NaN, infinities).
     """
-    from governance.models import AuditEvent
-
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise RuntimeError("record_audit_event must run inside the transaction of the change")
@@ -98,19 +104,16 @@ def record_audit_event(
     return event
 
 
-def _insert_event_and_salt(connection, values: dict[str, Any]) -> int:
+def _insert_event_and_salt(connection: BaseDatabaseWrapper, values: dict[str, Any]) -> int:
     """INSERT the event, then its fresh salt and tag (``AuditPersonalData``); return the
     event's id.
 
-    The tag (``audit_tree.event_tag``) hashes the event's leaf as the database stored it: its
+    The tag (``audit.keys.event_tag``) hashes the event's leaf as the database stored it: its
     id, and its JSON as the database normalised it (PostgreSQL returns both from the INSERT;
     SQLite keeps the text it was given). Plain statements with each field's own
     ``get_db_prep_save``: ``Model.save()`` and a read-back query would multiply the Python
     cost of every append (``benchmarks/bench_audit.py``).
     """
-    from governance.audit_tree import IsoTimestamp, iso_timestamp, stored_row_tag
-    from governance.models import AuditEvent, AuditPersonalData
-
     quote = connection.ops.quote_name
     by_attname = {field.attname: field for field in AuditEvent._meta.concrete_fields}
     fields = [by_attname[attname] for attname in values]
