@@ -8,6 +8,8 @@ its own result. ``ReferenceProfile`` caches the drift engine's summary of a refe
 
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -16,6 +18,7 @@ from django.utils import timezone
 
 from governance.models import Dataset, DatasetVersion, ModelVersion, Team, TeamRole
 from governance.permissions import RestrictedQuerySet
+from monitoring import escalation
 
 
 class CheckState(models.TextChoices):
@@ -384,6 +387,7 @@ class EscalationLevel(models.Model):
         return f"Level {self.position + 1} of {self.policy}"
 
     def spec(self) -> dict:
+        """The level as a JSON-able dict (what the audit log records; user and channel ids sorted)."""
         return {
             "delay_minutes": self.delay_minutes,
             "repeat": self.repeat,
@@ -392,6 +396,10 @@ class EscalationLevel(models.Model):
             "role": self.role,
             "channels": sorted(channel.pk for channel in self.channels.all()),
         }
+
+    def plan(self) -> escalation.Level:
+        """The level as ``monitoring.escalation``'s step arithmetic sees it (delay and repeats)."""
+        return escalation.Level(datetime.timedelta(minutes=self.delay_minutes), self.repeat)
 
 
 class AlertState(models.TextChoices):
@@ -579,5 +587,5 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        route = self.channel.name if self.channel_id else "email to targets"
+        route = self.channel.name if self.channel is not None else "email to targets"
         return f"Notification #{self.pk} of alert #{self.alert_id} via {route}"
