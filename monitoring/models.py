@@ -11,14 +11,43 @@ from __future__ import annotations
 import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from governance.models import Dataset, DatasetVersion, ModelVersion, Team, TeamRole
 from governance.permissions import RestrictedQuerySet
 from monitoring import escalation
+
+# Single-row rules (issue 8): each is checked by the model's ``clean()`` and by a CheckConstraint,
+# defined once here; the actions validate with them before writing.
+
+# (field, lowest, highest, unit) of a monitor's integer settings. The upper bounds keep every value
+# inside what timedelta and beat's schedules can represent: a 10**18-minute schedule or reopen
+# window raised OverflowError in beat and in every check.
+MONITOR_BOUNDS = (
+    ("window_versions", 1, 1000, "dataset versions"),
+    ("schedule_minutes", 1, 366 * 24 * 60, "minutes"),
+    ("reopen_within_hours", 0, 366 * 24, "hours"),
+    ("auto_resolve_after", 0, 10_000, "clean checks"),
+    ("min_sample_size", 1, 1_000_000_000, "rows"),
+)
+MAX_DELAY_MINUTES = 30 * 24 * 60
+MAX_REPEAT = 100
+
+
+def _in_choices(field: str, choices: type[models.TextChoices], name: str) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(**{f"{field}__in": choices.values}), name=name)
+
+
+def _drift_share_valid(share: float) -> bool:
+    """The engine's rule (``CheckConfig``): a share of drifted columns in (0, 1]."""
+    return 0 < share <= 1
+
+
+DRIFT_SHARE_IN_RANGE = Q(drift_share__gt=0, drift_share__lte=1)
 
 
 class CheckState(models.TextChoices):
@@ -168,7 +197,27 @@ class Monitor(models.Model):
     class Meta:
         ordering = ["model_version_id", "name", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["model_version", "name"], name="unique_monitor_name_per_version")
+            models.UniqueConstraint(fields=["model_version", "name"], name="unique_monitor_name_per_version"),
+            *(
+                models.CheckConstraint(
+                    condition=Q(**{f"{name}__gte": low, f"{name}__lte": high})
+                    | Q(**{f"{name}__isnull": True}),
+                    name=f"monitor_{name}_in_range",
+                )
+                for name, low, high, _unit in MONITOR_BOUNDS
+            ),
+            models.CheckConstraint(condition=DRIFT_SHARE_IN_RANGE, name="monitor_drift_share_in_range"),
+            models.CheckConstraint(
+                condition=Q(performance_tolerance__gte=0, performance_tolerance__lt=1),
+                name="monitor_performance_tolerance_in_range",
+            ),
+            # Uploaded batches need their dataset; predictions come from lineage and name none.
+            models.CheckConstraint(
+                condition=Q(source=CurrentSource.DATASET, current_dataset__isnull=False)
+                | Q(source=CurrentSource.PREDICTIONS, current_dataset__isnull=True),
+                name="monitor_source_matches_current_dataset",
+            ),
+            _in_choices("severity", Severity, "monitor_severity_valid"),
         ]
 
     def __str__(self) -> str:
@@ -176,6 +225,28 @@ class Monitor(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("monitor_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        """The rules one monitor row must satisfy by itself (the same as its check constraints).
+
+        Raises ValidationError naming each bad field. Rules that read other rows (the reference's
+        columns, the policy's team, the actor's rights) are the actions'.
+        """
+        errors: dict[str, str] = {}
+        for name, low, high, unit in MONITOR_BOUNDS:
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                errors[name] = f"must be from {low} to {high} {unit}"
+        if not _drift_share_valid(self.drift_share):
+            errors["drift_share"] = f"must be in (0, 1], got {self.drift_share}"
+        if not 0 <= self.performance_tolerance < 1:
+            errors["performance_tolerance"] = "must be in [0, 1)"
+        if self.source == CurrentSource.DATASET and self.current_dataset_id is None:
+            errors["current_dataset"] = "choose the dataset whose uploaded versions are checked"
+        elif self.source == CurrentSource.PREDICTIONS and self.current_dataset_id is not None:
+            errors["current_dataset"] = "a monitor of the model's predictions reads no dataset"
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def dedup_key(self) -> str:
@@ -227,7 +298,10 @@ class DriftCheck(models.Model):
     )
     report_error = models.TextField(blank=True)
     error = models.TextField(blank=True)
-    retrain_job_id = models.PositiveBigIntegerField(null=True, blank=True)
+    # A real key (issue 8): ``retrain_job_id`` is its column; a deleted job leaves NULL.
+    retrain_job = models.ForeignKey(
+        "runners.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -254,12 +328,51 @@ class DriftCheck(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=DRIFT_SHARE_IN_RANGE, name="drift_check_drift_share_in_range"),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=1), name="drift_check_progress_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(drifted_fraction__isnull=True)
+                | Q(drifted_fraction__gte=0, drifted_fraction__lte=1),
+                name="drift_check_drifted_fraction_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(started_at__isnull=True)
+                | Q(finished_at__isnull=True)
+                | Q(finished_at__gte=F("started_at")),
+                name="drift_check_finishes_after_it_starts",
+            ),
+            # A finished check says when (the redelivery guard and the metrics read it).
+            models.CheckConstraint(
+                condition=Q(state__in=[CheckState.QUEUED, CheckState.RUNNING]) | Q(finished_at__isnull=False),
+                name="drift_check_finished_has_finished_at",
+            ),
+            _in_choices("state", CheckState, "drift_check_state_valid"),
+        ]
 
     def __str__(self) -> str:
         return f"Drift check #{self.pk} of {self.model_version}"
 
     def get_absolute_url(self) -> str:
         return reverse("drift_check_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        """The rules one check row must satisfy by itself (its check constraints). Raises ValidationError."""
+        errors: dict[str, str] = {}
+        if not _drift_share_valid(self.drift_share):
+            errors["drift_share"] = f"must be in (0, 1], got {self.drift_share}"
+        if not 0 <= self.progress <= 1:
+            errors["progress"] = f"must be in [0, 1], got {self.progress}"
+        if self.drifted_fraction is not None and not 0 <= self.drifted_fraction <= 1:
+            errors["drifted_fraction"] = f"must be in [0, 1], got {self.drifted_fraction}"
+        if self.started_at and self.finished_at and self.finished_at < self.started_at:
+            errors["finished_at"] = "a check cannot finish before it starts"
+        if self.is_finished and self.finished_at is None:
+            errors["finished_at"] = f"a {self.state} check needs its finishing time"
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def is_finished(self) -> bool:
@@ -318,13 +431,37 @@ class Channel(models.Model):
 
     class Meta:
         ordering = ["team__name", "name", "id"]
-        constraints = [models.UniqueConstraint(fields=["team", "name"], name="unique_channel_name_per_team")]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="unique_channel_name_per_team"),
+            # An email channel has no URL; a webhook or Slack channel posts to an http(s) URL, not an address.
+            models.CheckConstraint(
+                condition=Q(kind=ChannelKind.EMAIL, url="")
+                | (
+                    Q(kind__in=[ChannelKind.WEBHOOK, ChannelKind.SLACK], email_address="")
+                    & (Q(url__startswith="https://") | Q(url__startswith="http://"))
+                ),
+                name="channel_kind_matches_address",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display().split(' ')[0].lower()})"
 
     def get_absolute_url(self) -> str:
         return reverse("channel_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        """The rule one channel row must satisfy by itself (its check constraint). Raises ValidationError."""
+        if self.kind == ChannelKind.EMAIL:
+            if self.url:
+                raise ValidationError({"url": "an email channel has no URL"})
+        elif self.kind in (ChannelKind.WEBHOOK, ChannelKind.SLACK):
+            if self.email_address:
+                raise ValidationError({"email_address": "a webhook channel has no email address"})
+            if not self.url.startswith(("https://", "http://")):
+                raise ValidationError({"url": "a webhook needs an http(s) URL"})
+        else:
+            raise ValidationError({"kind": f"unknown kind {self.kind!r}; one of email, webhook, slack"})
 
 
 class EscalationPolicy(models.Model):
@@ -380,7 +517,17 @@ class EscalationLevel(models.Model):
     class Meta:
         ordering = ["policy_id", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["policy", "position"], name="unique_level_position_per_policy")
+            models.UniqueConstraint(fields=["policy", "position"], name="unique_level_position_per_policy"),
+            models.CheckConstraint(
+                condition=Q(delay_minutes__gte=1, delay_minutes__lte=MAX_DELAY_MINUTES),
+                name="escalation_level_delay_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(repeat__lte=MAX_REPEAT), name="escalation_level_repeat_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(role="") | Q(role__in=TeamRole.values), name="escalation_level_role_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -396,6 +543,18 @@ class EscalationLevel(models.Model):
             "role": self.role,
             "channels": sorted(channel.pk for channel in self.channels.all()),
         }
+
+    def clean(self) -> None:
+        """The rules one level row must satisfy by itself (its check constraints). Raises ValidationError."""
+        errors: dict[str, str] = {}
+        if not 1 <= self.delay_minutes <= MAX_DELAY_MINUTES:
+            errors["delay_minutes"] = f"must be a whole number of minutes from 1 to {MAX_DELAY_MINUTES}"
+        if not 0 <= self.repeat <= MAX_REPEAT:
+            errors["repeat"] = f"must be a whole number from 0 to {MAX_REPEAT}"
+        if self.role and self.role not in TeamRole.values:
+            errors["role"] = f"unknown role {self.role!r}"
+        if errors:
+            raise ValidationError(errors)
 
     def plan(self) -> escalation.Level:
         """The level as ``monitoring.escalation``'s step arithmetic sees it (delay and repeats)."""
@@ -455,7 +614,10 @@ class Alert(models.Model):
     escalation_step = models.PositiveIntegerField(default=0, help_text="Steps of this round sent so far.")
     escalation_level = models.PositiveSmallIntegerField(null=True, blank=True)
     next_escalation_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    retrain_job_id = models.PositiveBigIntegerField(null=True, blank=True)
+    # A real key (issue 8): ``retrain_job_id`` is its column; a deleted job leaves NULL.
+    retrain_job = models.ForeignKey(
+        "runners.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
@@ -482,7 +644,20 @@ class Alert(models.Model):
                 fields=["dedup_key"],
                 condition=Q(state__in=["open", "acknowledged"]),
                 name="one_unresolved_alert_per_dedup_key",
-            )
+            ),
+            models.CheckConstraint(condition=Q(occurrences__gte=1), name="alert_occurs_at_least_once"),
+            models.CheckConstraint(
+                condition=~Q(state=AlertState.ACKNOWLEDGED) | Q(acknowledged_at__isnull=False),
+                name="alert_acknowledged_has_acknowledged_at",
+            ),
+            # A resolved alert says when, and nothing of it is pending: no next step, no snooze.
+            models.CheckConstraint(
+                condition=~Q(state=AlertState.RESOLVED)
+                | Q(resolved_at__isnull=False, next_escalation_at__isnull=True, snoozed_until__isnull=True),
+                name="alert_resolved_is_settled",
+            ),
+            _in_choices("state", AlertState, "alert_state_valid"),
+            _in_choices("severity", Severity, "alert_severity_valid"),
         ]
 
     def __str__(self) -> str:
@@ -490,6 +665,23 @@ class Alert(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("alert_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        """The rules one alert row must satisfy by itself (its check constraints). Raises ValidationError."""
+        errors: dict[str, str] = {}
+        if self.occurrences < 1:
+            errors["occurrences"] = "an alert occurs at least once"
+        if self.state == AlertState.ACKNOWLEDGED and self.acknowledged_at is None:
+            errors["acknowledged_at"] = "an acknowledged alert needs its acknowledgement time"
+        if self.state == AlertState.RESOLVED:
+            if self.resolved_at is None:
+                errors["resolved_at"] = "a resolved alert needs its resolution time"
+            if self.next_escalation_at is not None:
+                errors["next_escalation_at"] = "a resolved alert escalates no further"
+            if self.snoozed_until is not None:
+                errors["snoozed_until"] = "a resolved alert cannot be snoozed"
+        if errors:
+            raise ValidationError(errors)
 
     def is_snoozed(self, now=None) -> bool:
         return self.snoozed_until is not None and self.snoozed_until > (now or timezone.now())
