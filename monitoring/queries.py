@@ -31,6 +31,8 @@ def window_of(monitor: Monitor) -> list[DatasetVersion]:
     oldest first (the order their rows are read in); empty when there is no data yet."""
     if monitor.source == CurrentSource.PREDICTIONS:
         versions = predictions_of(monitor.model_version)
+    elif monitor.current_dataset_id is None:  # excluded by monitor_source_matches_current_dataset
+        return []
     else:
         versions = (
             DatasetVersion.objects.filter(dataset_id=monitor.current_dataset_id)
