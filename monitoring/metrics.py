@@ -5,25 +5,20 @@ on each scrape, so what it reports is the same whichever web process answers, wi
 workers writing: no per-process counters, no multiprocess directory. Each scrape costs a handful
 of aggregate queries (listed per metric below); scrape every 30-60 s.
 
-Job durations come from ``runners``' Job table through ``apps.get_model`` (this module sits at the
-UI layer, like the dashboard, and imports no ``runners`` code).
+Job durations are runners' (``runners.metrics.JobCollector``, registered beside this module's
+collector): monitoring may import runners, never the other way round.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator
 
-from django.apps import apps
-from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from django.db.models import Count, OuterRef, Subquery
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from monitoring.models import UNRESOLVED, Alert, CheckState, DriftCheck, Notification, Severity
-
-# Seconds; a training job on the demo takes tens of seconds, real ones hours.
-JOB_DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-PREFIX = "steward"
+from runners.metrics import PREFIX, JobCollector
 
 
 def _latest_checks() -> list[DriftCheck]:
@@ -48,12 +43,13 @@ def _latest_checks() -> list[DriftCheck]:
 
 
 class StewardCollector(Collector):
+    """Monitoring's metrics: drift scores of each version's newest check, checks, alerts, notifications."""
+
     def collect(self) -> Iterator:
         yield from self._drift()
         yield from self._checks()
         yield from self._alerts()
         yield from self._notifications()
-        yield from self._jobs()
 
     def _drift(self) -> Iterator:
         labels = ["model", "model_version", "column", "method"]
@@ -121,36 +117,10 @@ class StewardCollector(Collector):
             family.add_metric([kind, state], float(n))
         yield family
 
-    def _jobs(self) -> Iterator:
-        job = apps.get_model("runners", "Job")
-        family = HistogramMetricFamily(
-            f"{PREFIX}_job_duration_seconds",
-            "Wall time of finished jobs, by kind and state.",
-            labels=["kind", "state"],
-        )
-        duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-        aggregates = {
-            f"le_{bound}": Count("id", filter=Q(duration__lte=datetime.timedelta(seconds=bound)))
-            for bound in JOB_DURATION_BUCKETS
-        }
-        rows = (
-            job.objects.filter(started_at__isnull=False, finished_at__isnull=False)
-            .annotate(duration=duration)
-            .order_by()
-            .values("kind", "state")
-            .annotate(total=Count("id"), seconds=Sum("duration"), **aggregates)
-            .order_by("kind", "state")
-        )
-        for row in rows:
-            buckets = [(str(float(bound)), row[f"le_{bound}"]) for bound in JOB_DURATION_BUCKETS]
-            buckets.append(("+Inf", row["total"]))
-            seconds = row["seconds"].total_seconds() if row["seconds"] is not None else 0.0
-            family.add_metric([row["kind"], row["state"]], buckets, seconds)
-        yield family
-
 
 def registry() -> CollectorRegistry:
-    """A registry holding only Steward's collector (a fresh one per scrape: nothing process-global)."""
+    """A registry holding only Steward's collectors (a fresh one per scrape: nothing process-global)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StewardCollector())
+    registry.register(JobCollector())
     return registry

@@ -7,22 +7,20 @@ import datetime
 from django.db.models import Q, QuerySet
 
 from governance.models import DatasetVersion, ModelVersion
-from lineage.models import LineageEdge, Relation
+from lineage.nodes import NodeRef
+from lineage.reads import outputs_of_runs_reading
 from monitoring.models import Alert, AlertState, CurrentSource, Monitor
 
 
 def predictions_of(model_version: ModelVersion) -> QuerySet[DatasetVersion]:
     """Dataset versions written by inference jobs of ``model_version``, newest first.
 
-    Read from lineage (model version -[input]-> job -[output]-> dataset version), so monitoring
-    needs nothing from ``runners``. Two queries' worth: the jobs are a subquery.
+    Read from lineage (model version -[input]-> job -[output]-> dataset version) through lineage's
+    public reads, so monitoring needs nothing from ``runners``. One query: the edges are subqueries.
     """
-    jobs = LineageEdge.objects.filter(
-        source_type="model_version", source_id=model_version.pk, target_type="job", relation=Relation.INPUT
-    ).values("target_id")
-    outputs = LineageEdge.objects.filter(
-        source_type="job", source_id__in=jobs, target_type="dataset_version", relation=Relation.OUTPUT
-    ).values("target_id")
+    outputs = outputs_of_runs_reading(
+        NodeRef("model_version", model_version.pk), run_type="job", output_type="dataset_version"
+    )
     return (
         DatasetVersion.objects.filter(pk__in=outputs).select_related("dataset").order_by("-created_at", "-id")
     )
@@ -33,6 +31,8 @@ def window_of(monitor: Monitor) -> list[DatasetVersion]:
     oldest first (the order their rows are read in); empty when there is no data yet."""
     if monitor.source == CurrentSource.PREDICTIONS:
         versions = predictions_of(monitor.model_version)
+    elif monitor.current_dataset_id is None:  # excluded by monitor_source_matches_current_dataset
+        return []
     else:
         versions = (
             DatasetVersion.objects.filter(dataset_id=monitor.current_dataset_id)

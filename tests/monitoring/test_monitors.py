@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from governance.models import AuditEvent
@@ -19,6 +21,7 @@ from monitoring.execute import execute_drift_check, prepare_reference_profiles
 from monitoring.models import Alert, DriftCheck, Monitor, ReferenceProfile
 from monitoring.queries import predictions_of, window_of
 from monitoring.tasks import predict_with_model, run_monitor, submit_retraining
+from runners import actions as runners_actions
 from runners.actions import do_submit_job
 from runners.execute import execute_job
 from runners.models import Job
@@ -325,11 +328,13 @@ def test_retraining_is_submitted_once_when_the_alert_opens(registered_version, s
         model_version=registered_version, name="m", retrain_on_drift=True, actor=scientist
     )
     predict_2012()
-    calls = []
+    calls, submitted = [], []
 
+    # A real job row: retrain_job is a foreign key to runners.Job (issue 8).
     def retrainer(monitor, check):
         calls.append((monitor.pk, check.pk))
-        return 4242
+        submitted.append(submit_retraining(monitor, check))
+        return submitted[-1]
 
     first = actions.do_run_monitor(monitor=monitor, actor=scientist)
     execute_drift_check(first.pk, retrainer=retrainer, make_report=False)
@@ -337,11 +342,12 @@ def test_retraining_is_submitted_once_when_the_alert_opens(registered_version, s
     execute_drift_check(second.pk, retrainer=retrainer, make_report=False)
 
     alert = Alert.objects.get()
+    (job_id,) = submitted
     assert calls == [(monitor.pk, first.pk)]
-    assert (alert.retrain_job_id, DriftCheck.objects.get(pk=first.pk).retrain_job_id) == (4242, 4242)
+    assert (alert.retrain_job_id, DriftCheck.objects.get(pk=first.pk).retrain_job_id) == (job_id, job_id)
     assert list(alert.events.values_list("kind", "note")) == [
         ("open", alert.events.first().note),
-        ("retrain", "training job #4242"),
+        ("retrain", f"training job #{job_id}"),
         ("repeat", alert.events.last().note),
     ]
     assert AuditEvent.objects.filter(action="alert.retrain").count() == 1
@@ -402,3 +408,39 @@ def test_the_scheduled_task_checks_an_active_monitor_only(registered_version, sc
     assert (check.monitor, check.created_by, check.state) == (monitor, scientist, "queued")
     event = AuditEvent.objects.get(action="drift_check.request")
     assert (event.actor_label, event.on_behalf_of) == ("system", scientist)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retrain_job_ids_are_kept_as_foreign_keys_and_dangling_ones_nulled(
+    monkeypatch, registered_version, current_dataset_version, scientist
+):
+    # Committed for real (the migrations run outside a test transaction): nothing goes to a broker.
+    monkeypatch.setattr(actions, "enqueue_drift_check", lambda check_id: None)
+    monkeypatch.setattr(actions, "enqueue_reference_profiles", lambda monitor_id: None)
+    monkeypatch.setattr(runners_actions, "enqueue_job", lambda job_id: None)
+    monitor = actions.do_create_monitor(
+        model_version=registered_version, name="m", retrain_on_drift=True, actor=scientist
+    )
+    kept, dangling = (
+        actions.do_request_drift_check(
+            model_version=registered_version, current_dataset_version=current_dataset_version, actor=scientist
+        )
+        for _ in range(2)
+    )
+    job_id = submit_retraining(monitor, kept)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("monitoring", "0002_monitors_escalation_channels")])
+    # Before issue 8 the column was a bare integer: any number, a deleted job's included.
+    with connection.cursor() as cursor:
+        update = "UPDATE monitoring_driftcheck SET retrain_job_id = %s WHERE id = %s"
+        cursor.execute(update, [job_id, kept.pk])
+        cursor.execute(update, [4242, dangling.pk])
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("monitoring"))
+
+    ids = dict(DriftCheck.objects.values_list("pk", "retrain_job_id"))
+    assert ids == {kept.pk: job_id, dangling.pk: None}
+    assert DriftCheck.objects.get(pk=kept.pk).retrain_job == Job.objects.get(pk=job_id)
+    Job.objects.filter(pk=job_id).delete()
+    assert DriftCheck.objects.get(pk=kept.pk).retrain_job_id is None

@@ -1,0 +1,53 @@
+"""Monitors of model versions, their drift checks, and the alerts, escalations and deliveries they
+cause, one module per concept (issue 8). Django finds models through this package, so it names
+every model; the rest of the code imports them from here.
+
+``monitors`` (Monitor and its bounds), ``checks`` (DriftCheck, ReferenceProfile: the drift engine's
+cached summary of a reference), ``routing`` (Channel, EscalationPolicy, EscalationLevel),
+``alerts`` (Alert, AlertEvent, Notification), ``rules`` (what several share).
+"""
+
+from monitoring.models.alerts import (
+    UNRESOLVED,
+    Alert,
+    AlertEvent,
+    AlertEventKind,
+    AlertState,
+    Notification,
+    NotificationState,
+)
+from monitoring.models.checks import CheckState, DriftCheck, ProfileState, ReferenceProfile
+from monitoring.models.monitors import MONITOR_BOUNDS, CurrentSource, Monitor
+from monitoring.models.routing import (
+    MAX_DELAY_MINUTES,
+    MAX_REPEAT,
+    Channel,
+    ChannelKind,
+    EscalationLevel,
+    EscalationPolicy,
+)
+from monitoring.models.rules import Severity
+
+__all__ = [
+    "MAX_DELAY_MINUTES",
+    "MAX_REPEAT",
+    "MONITOR_BOUNDS",
+    "UNRESOLVED",
+    "Alert",
+    "AlertEvent",
+    "AlertEventKind",
+    "AlertState",
+    "Channel",
+    "ChannelKind",
+    "CheckState",
+    "CurrentSource",
+    "DriftCheck",
+    "EscalationLevel",
+    "EscalationPolicy",
+    "Monitor",
+    "Notification",
+    "NotificationState",
+    "ProfileState",
+    "ReferenceProfile",
+    "Severity",
+]

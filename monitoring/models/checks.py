@@ -1,0 +1,205 @@
+"""Drift checks and the cached reference profiles they compare against."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from governance.models import DatasetVersion, ModelVersion, Team
+from governance.permissions import RestrictedQuerySet
+from monitoring.models.monitors import Monitor
+from monitoring.models.rules import DRIFT_SHARE_IN_RANGE, drift_share_valid, in_choices
+
+
+class CheckState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ProfileState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    BUILDING = "building", "Building"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ReferenceProfile(models.Model):
+    """The drift engine's profile (``monitoring.engine.DatasetProfile.to_dict``) of a reference.
+
+    The reference is a dataset version's rows with a row filter (``where``) applied, or, when
+    ``predictions_of`` is set, that model version's predictions on those rows (one column,
+    ``prediction``, plus the baseline metrics on them). Built once, on demand or by the first check
+    that needs it, and reused by every later check. A derived cache, so not audited.
+    """
+
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+    where = models.JSONField(default=dict, blank=True, help_text="Row filter applied before profiling.")
+    predictions_of = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    key = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of (dataset version, where, model)."
+    )
+    state = models.CharField(max_length=16, choices=ProfileState.choices, default=ProfileState.PENDING)
+    profile = models.JSONField(null=True, blank=True)
+    baseline_metrics = models.JSONField(
+        default=dict, blank=True, help_text="Metrics of the predictions on the reference rows."
+    )
+    rows = models.PositiveBigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the current build began.")
+    built_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "dataset_version__dataset__team"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        subject = f"predictions of {self.predictions_of} on " if self.predictions_of_id else ""
+        return f"Profile of {subject}{self.dataset_version}"
+
+
+class DriftCheck(models.Model):
+    """One comparison of current data with a reference: per-column verdicts, prediction and performance."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="drift_checks")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="drift_checks")
+    monitor = models.ForeignKey(
+        Monitor, null=True, blank=True, on_delete=models.SET_NULL, related_name="checks"
+    )
+    reference_dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+    reference_where = models.JSONField(default=dict, blank=True)
+    reference_profile = models.ForeignKey(
+        ReferenceProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    current_dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="+", help_text="The window's newest version."
+    )
+    window = models.JSONField(
+        default=dict, blank=True, help_text='{"dataset_versions": [ids], "labels": [...], "rows": n}'
+    )
+    columns = models.JSONField(default=list)
+    config = models.JSONField(default=dict, blank=True, help_text="The engine's CheckConfig.")
+    drift_share = models.FloatField(
+        default=0.5, help_text="Share of drifted columns that means dataset drift."
+    )
+    state = models.CharField(max_length=16, choices=CheckState.choices, default=CheckState.QUEUED)
+    progress = models.FloatField(default=0.0, help_text="Fraction done, 0 to 1.")
+    stage = models.CharField(max_length=200, blank=True)
+    is_dataset_drift = models.BooleanField(null=True)
+    drifted_count = models.PositiveIntegerField(null=True)
+    drifted_fraction = models.FloatField(null=True)
+    results = models.JSONField(
+        default=list, help_text="Per column (engine ColumnResult): method, score, threshold, status, ..."
+    )
+    prediction = models.JSONField(null=True, blank=True, help_text="The prediction column's result.")
+    performance = models.JSONField(null=True, blank=True, help_text="Metrics against the baseline.")
+    is_performance_drift = models.BooleanField(null=True)
+    evidently_results = models.JSONField(
+        default=list, blank=True, help_text="Evidently's verdicts, for people."
+    )
+    sampled_rows = models.PositiveIntegerField(null=True, help_text="Rows per side in the evidently report.")
+    report = models.CharField(
+        max_length=500, blank=True, help_text="Evidently HTML, relative to artifact root."
+    )
+    report_error = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    # A real key (issue 8): ``retrain_job_id`` is its column; a deleted job leaves NULL.
+    retrain_job = models.ForeignKey(
+        "runners.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = (
+        "model_version_id",
+        "monitor_id",
+        "reference_dataset_version_id",
+        "current_dataset_version_id",
+        "columns",
+        "drift_share",
+        "state",
+        "is_dataset_drift",
+        "drifted_count",
+        "is_performance_drift",
+        "error",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=DRIFT_SHARE_IN_RANGE, name="drift_check_drift_share_in_range"),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=1), name="drift_check_progress_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(drifted_fraction__isnull=True)
+                | Q(drifted_fraction__gte=0, drifted_fraction__lte=1),
+                name="drift_check_drifted_fraction_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(started_at__isnull=True)
+                | Q(finished_at__isnull=True)
+                | Q(finished_at__gte=F("started_at")),
+                name="drift_check_finishes_after_it_starts",
+            ),
+            # A finished check says when (the redelivery guard and the metrics read it).
+            models.CheckConstraint(
+                condition=Q(state__in=[CheckState.QUEUED, CheckState.RUNNING]) | Q(finished_at__isnull=False),
+                name="drift_check_finished_has_finished_at",
+            ),
+            in_choices("state", CheckState, "drift_check_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Drift check #{self.pk} of {self.model_version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("drift_check_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        """The rules one check row must satisfy by itself (its check constraints). Raises ValidationError."""
+        errors: dict[str, str] = {}
+        if not drift_share_valid(self.drift_share):
+            errors["drift_share"] = f"must be in (0, 1], got {self.drift_share}"
+        if not 0 <= self.progress <= 1:
+            errors["progress"] = f"must be in [0, 1], got {self.progress}"
+        if self.drifted_fraction is not None and not 0 <= self.drifted_fraction <= 1:
+            errors["drifted_fraction"] = f"must be in [0, 1], got {self.drifted_fraction}"
+        if self.started_at and self.finished_at and self.finished_at < self.started_at:
+            errors["finished_at"] = "a check cannot finish before it starts"
+        if self.is_finished and self.finished_at is None:
+            errors["finished_at"] = f"a {self.state} check needs its finishing time"
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (CheckState.SUCCEEDED, CheckState.FAILED)
+
+    @property
+    def drifted_columns(self) -> list[dict]:
+        return [result for result in self.results if result.get("is_drifted")]
+
+    @property
+    def is_breach(self) -> bool:
+        """Whether this finished check raises an alert: a drifted column, prediction or metric."""
+        return bool(
+            self.drifted_count or (self.prediction or {}).get("is_drifted") or self.is_performance_drift
+        )

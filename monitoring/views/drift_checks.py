@@ -1,0 +1,116 @@
+"""Drift check pages: request one of a model version, the list, a check's verdicts, its report."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+
+from governance import artifacts
+from governance.forms import style_filters
+from governance.models import ModelVersion
+from governance.views import call_action, paginate, visible_or_404
+from monitoring import actions
+from monitoring.filtersets import DriftCheckFilterSet
+from monitoring.forms import DriftCheckForm
+from monitoring.models import Alert, DriftCheck
+from monitoring.views.relations import CHECK_RELATIONS
+
+REPORT_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+    "img-src data: blob:; font-src data:; frame-ancestors 'self'"
+)
+
+
+@login_required
+def drift_check_request(request: HttpRequest, pk: int) -> HttpResponse:
+    """Compare a dataset version against a model version's training data; GET shows the form."""
+    version = visible_or_404(
+        request, ModelVersion.objects.select_related("model", "training_dataset_version__dataset"), pk
+    )
+    form = DriftCheckForm(request.POST or None, user=request.user)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        check, status = call_action(
+            form,
+            lambda: actions.do_request_drift_check(
+                model_version=version,
+                current_dataset_version=form.cleaned_data["current_dataset_version"],
+                columns=form.column_list(),
+                drift_share=form.cleaned_data["drift_share"],
+                actor=request.user,
+            ),
+        )
+        if check is not None:
+            messages.success(request, f"Requested {check}; it runs when a worker picks it up.")
+            return redirect(check)
+    elif request.method == "POST":
+        status = 400
+    context = {
+        "section": "models",
+        "title": f"Check {version} for data drift",
+        "form": form,
+        "submit_label": "Run drift check",
+        "cancel_url": version.get_absolute_url(),
+    }
+    return render(request, "generic/form.html", context, status=status)
+
+
+@login_required
+def drift_check_list(request: HttpRequest) -> HttpResponse:
+    """Drift checks newest first, filtered by model version, state, verdict and team."""
+    queryset = DriftCheck.objects.restrict(request.user).select_related(*CHECK_RELATIONS)
+    filterset = DriftCheckFilterSet(request.GET or None, queryset=queryset, request=request)
+    style_filters(filterset.form)
+    context = {"section": "drift", "filterset": filterset, "page_obj": paginate(request, filterset.qs)}
+    return render(request, "monitoring/drift_check_list.html", context)
+
+
+def _side_by_side(check: DriftCheck) -> list[dict]:
+    """Each column's engine verdict with evidently's beside it; drifted (by the engine) first."""
+    evidently = {row["column"]: row for row in check.evidently_results}
+    rows = [dict(result, evidently=evidently.get(result["column"])) for result in check.results]
+    return sorted(rows, key=lambda r: (not r.get("is_drifted"), r["column"]))
+
+
+@login_required
+def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The engine's per-column verdicts (evidently's beside them), prediction and performance
+    drift, the dataset verdict, progress while it runs, and the evidently report."""
+    check = visible_or_404(request, DriftCheck.objects.select_related(*CHECK_RELATIONS, "monitor"), pk)
+    performance = check.performance or {}
+    context = {
+        "section": "drift",
+        "check": check,
+        "is_finished": check.is_finished,
+        "reference_where": json.dumps(check.reference_where or {}),
+        "results": _side_by_side(check),
+        "tested_count": sum(1 for r in check.results if r.get("status", "ok") in ("ok", "drift")),
+        "performance_rows": sorted(performance.get("metrics", {}).items()),
+        "alerts": Alert.objects.restrict(request.user).filter(drift_check=check),
+    }
+    return render(request, "monitoring/drift_check_detail.html", context)
+
+
+@login_required
+@xframe_options_sameorigin
+def drift_check_report(request: HttpRequest, pk: int) -> FileResponse:
+    """The stored evidently HTML, framed by the drift check page.
+
+    The HTML embeds values from uploaded data; its CSP lets its inline scripts render but
+    reach no network at all. (A sandboxed, opaque-origin frame would be stricter, but
+    evidently's scripts read localStorage unguarded and render nothing there.)
+    """
+    check = visible_or_404(request, DriftCheck.objects.all(), pk)
+    path = artifacts.resolve(check.report) if check.report else None
+    if path is None or not path.is_file():
+        raise Http404("this drift check has no report")
+    response = FileResponse(
+        path.open("rb"), content_type="text/html; charset=utf-8", filename=f"drift-check-{check.pk}.html"
+    )
+    response["Content-Security-Policy"] = REPORT_CSP
+    return response

@@ -1,0 +1,132 @@
+"""Escalation policy pages: the list, create and edit (levels in a formset), and a policy's timeline."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from governance.forms import style_filters
+from governance.views import call_action, paginate, visible_or_404
+from monitoring import actions
+from monitoring.escalation_schedule import last_send_after, level_starts
+from monitoring.filtersets import EscalationPolicyFilterSet
+from monitoring.forms import EscalationPolicyForm, level_formset, level_specs
+from monitoring.models import EscalationPolicy, Monitor
+from monitoring.permissions import may_create_routing, may_manage_escalation_policy
+
+
+@login_required
+def escalation_policy_list(request: HttpRequest) -> HttpResponse:
+    """The teams' escalation policies with their levels, and which monitors use them."""
+    user = request.user
+    queryset = (
+        EscalationPolicy.objects.restrict(user)
+        .select_related("team")
+        .prefetch_related("levels__users", "levels__channels", "levels__owners_of", "monitors")
+    )
+    filterset = EscalationPolicyFilterSet(request.GET or None, queryset=queryset, request=request)
+    style_filters(filterset.form)
+    context = {
+        "section": "escalation",
+        "filterset": filterset,
+        "page_obj": paginate(request, filterset.qs),
+        "may_create": may_create_routing(user),
+    }
+    return render(request, "monitoring/escalation_policy_list.html", context)
+
+
+def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> HttpResponse:
+    user = request.user
+    initial = (
+        {"team": policy.team_id, "name": policy.name, "description": policy.description} if policy else None
+    )
+    form = EscalationPolicyForm(request.POST or None, initial=initial, user=user)
+    if policy is not None:
+        form.fields["team"].disabled = True
+    levels = level_formset(request.POST or None, user=user, policy=policy)
+    status = 200
+    if request.method == "POST" and form.is_valid() and levels.is_valid():
+        data, specs = form.cleaned_data, level_specs(levels)
+        if policy is None:
+            saved, status = call_action(
+                form,
+                lambda: actions.do_create_escalation_policy(
+                    team=data["team"],
+                    name=data["name"],
+                    description=data["description"],
+                    levels=specs,
+                    actor=user,
+                ),
+            )
+        else:
+            saved, status = call_action(
+                form,
+                lambda: actions.do_update_escalation_policy(
+                    policy=policy,
+                    name=data["name"],
+                    description=data["description"],
+                    levels=specs,
+                    actor=user,
+                ),
+            )
+        if saved is not None:
+            messages.success(request, f"Saved escalation policy {saved.name}.")
+            return redirect(saved)
+    elif request.method == "POST":
+        status = 400
+    context = {
+        "section": "escalation",
+        "title": f"Edit {policy}" if policy else "New escalation policy",
+        "form": form,
+        "levels": levels,
+        "cancel_url": policy.get_absolute_url() if policy else reverse("escalation_policy_list"),
+    }
+    return render(request, "monitoring/escalation_policy_form.html", context, status=status)
+
+
+@login_required
+def escalation_policy_create(request: HttpRequest) -> HttpResponse:
+    return _policy_form_page(request, None)
+
+
+@login_required
+def escalation_policy_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    return _policy_form_page(
+        request, visible_or_404(request, EscalationPolicy.objects.select_related("team"), pk)
+    )
+
+
+def _minutes(delta: datetime.timedelta) -> int:
+    return int(delta.total_seconds() // 60)
+
+
+@login_required
+def escalation_policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A policy's levels in order, as the timeline an unacknowledged alert follows."""
+    user = request.user
+    policy = visible_or_404(request, EscalationPolicy.objects.select_related("team"), pk)
+    levels = list(policy.levels.select_related("owners_of").prefetch_related("users", "channels"))
+    # The times come from the step arithmetic do_escalate_alert sends with (issue 8: the page
+    # used to add one more delay after the last notification).
+    plans = [level.plan() for level in levels]
+    starts = level_starts(plans)
+    last = last_send_after(plans)
+    timeline = [
+        {"level": level, "starts_after": _minutes(start)} for level, start in zip(levels, starts, strict=True)
+    ]
+    context = {
+        "section": "escalation",
+        "policy": policy,
+        "timeline": timeline,
+        "last_send_after": _minutes(last) if last is not None else None,
+        "monitors": Monitor.objects.restrict(user)
+        .filter(escalation_policy=policy)
+        .select_related("model_version__model"),
+        "may_manage": may_manage_escalation_policy(user, policy),
+    }
+    return render(request, "monitoring/escalation_policy_detail.html", context)

@@ -1,0 +1,59 @@
+"""A model version's page: open alerts, monitors, metrics, signature, lineage, drift checks, jobs."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from governance.models import ModelVersion
+from governance.promotion_views import promotion_panel
+from governance.views import lineage_of, metric_rows, pretty_json, visible_or_404
+from monitoring.forms import DriftCheckForm
+from monitoring.models import UNRESOLVED, Alert, DriftCheck, Monitor
+from monitoring.permissions import may_monitor_model_version
+from monitoring.views.relations import JOB_TABLE_RELATIONS
+from runners.forms import InferenceJobForm
+from runners.models import Job
+
+
+@login_required
+def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A trained version: open alerts, monitors, metrics, signature, lineage, drift checks, jobs."""
+    user = request.user
+    version = visible_or_404(
+        request,
+        ModelVersion.objects.select_related(
+            "model__team", "model__owner", "training_dataset_version__dataset", "created_by"
+        ),
+        pk,
+    )
+    source_job = None
+    if version.source_job_id is not None:
+        source_job = Job.objects.restrict(user).filter(pk=version.source_job_id).first()
+    context = {
+        "section": "models",
+        "version": version,
+        "metrics": metric_rows(version.metrics),
+        "signature": version.signature,
+        "training_spec_json": pretty_json(version.training_spec),
+        "source_job": source_job,
+        "lineage": lineage_of(user, version),
+        "monitors": Monitor.objects.restrict(user)
+        .filter(model_version=version)
+        .select_related("escalation_policy")
+        .annotate(open_alerts=Count("alerts", filter=Q(alerts__state__in=UNRESOLVED))),
+        "drift_checks": DriftCheck.objects.restrict(user)
+        .filter(model_version=version)
+        .select_related("model_version__model", "current_dataset_version__dataset")[:20],
+        "alerts": Alert.objects.restrict(user).filter(model_version=version).select_related("owner")[:20],
+        "inference_jobs": Job.objects.restrict(user)
+        .filter(model_version=version)
+        .select_related(*JOB_TABLE_RELATIONS)[:10],
+        "may_change": may_monitor_model_version(user, version),
+        "drift_form": DriftCheckForm(user=user),
+        "infer_form": InferenceJobForm(user=user),
+        **promotion_panel(user, version),
+    }
+    return render(request, "monitoring/model_version_detail.html", context)

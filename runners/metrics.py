@@ -1,0 +1,52 @@
+"""Prometheus metrics of jobs, read from the database when scraped.
+
+``monitoring.metrics.registry`` registers ``JobCollector`` beside monitoring's own collector, so
+``/metrics`` reports job durations; the job rows belong to runners, so the query lives here
+(issue 8: it used to be read through ``apps.get_model`` to hide the dependency). One aggregate
+query per scrape, whatever the number of jobs.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from runners.models import Job
+
+# Seconds; a training job on the demo takes tens of seconds, real ones hours.
+JOB_DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+PREFIX = "steward"
+
+
+class JobCollector(Collector):
+    """``steward_job_duration_seconds``: wall time of finished jobs, a histogram by kind and state."""
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            f"{PREFIX}_job_duration_seconds",
+            "Wall time of finished jobs, by kind and state.",
+            labels=["kind", "state"],
+        )
+        duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+        aggregates = {
+            f"le_{bound}": Count("id", filter=Q(duration__lte=datetime.timedelta(seconds=bound)))
+            for bound in JOB_DURATION_BUCKETS
+        }
+        rows = (
+            Job.objects.filter(started_at__isnull=False, finished_at__isnull=False)
+            .annotate(duration=duration)
+            .order_by()
+            .values("kind", "state")
+            .annotate(total=Count("id"), seconds=Sum("duration"), **aggregates)
+            .order_by("kind", "state")
+        )
+        for row in rows:
+            buckets = [(str(float(bound)), row[f"le_{bound}"]) for bound in JOB_DURATION_BUCKETS]
+            buckets.append(("+Inf", row["total"]))
+            seconds = row["seconds"].total_seconds() if row["seconds"] is not None else 0.0
+            family.add_metric([row["kind"], row["state"]], buckets, seconds)
+        yield family
