@@ -57,6 +57,7 @@ from governance.views import (
     visible_or_404,
 )
 from monitoring import actions, metrics
+from monitoring.engine import count_tested
 from monitoring.filtersets import (
     AlertFilterSet,
     ChannelFilterSet,
@@ -414,7 +415,7 @@ def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "is_finished": check.is_finished,
         "reference_where": json.dumps(check.reference_where or {}),
         "results": _side_by_side(check),
-        "tested_count": sum(1 for r in check.results if r.get("status", "ok") in ("ok", "drift")),
+        "tested_count": count_tested(check.results),
         "performance_rows": sorted(performance.get("metrics", {}).items()),
         "alerts": Alert.objects.restrict(request.user).filter(drift_check=check),
     }

@@ -36,6 +36,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,19 @@ class Status(StrEnum):
     INSUFFICIENT_DATA = "insufficient_data"
     SKIPPED = "skipped"
     ERROR = "error"
+
+
+# The statuses that give a verdict: the drift share is the drifted fraction of these columns.
+TESTED = frozenset({Status.OK, Status.DRIFT})
+
+
+def count_tested(results: Iterable[Mapping[str, Any]]) -> int:
+    """How many stored column results (``ColumnResult.to_dict``) got a verdict.
+
+    The one count of "columns tested" (issue 8): a result without a ``status`` predates statuses,
+    when every stored column had been tested, so it counts as ``ok``.
+    """
+    return sum(1 for result in results if result.get("status", Status.OK) in TESTED)
 
 
 @dataclass(frozen=True)
@@ -257,7 +271,7 @@ def run_check(
         except Exception as exc:  # report it on the column; the other columns keep their verdicts
             kind = reference.kind.value if reference is not None else "unknown"
             results.append(ColumnResult(name, kind, Status.ERROR, f"{type(exc).__name__}: {exc}"))
-    tested = [r for r in results if r.status in (Status.OK, Status.DRIFT)]
+    tested = [r for r in results if r.status in TESTED]
     drifted = sum(r.is_drifted for r in tested)
     share = drifted / len(tested) if tested else 0.0
     return CheckResult(
