@@ -56,7 +56,18 @@ from governance.views import (
     pretty_json,
     visible_or_404,
 )
-from monitoring import actions, metrics
+from monitoring import metrics
+from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
+from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
+from monitoring.actions.checks import do_request_drift_check, do_run_monitor
+from monitoring.actions.monitors import (
+    do_create_monitor,
+    do_delete_monitor,
+    do_pause_monitor,
+    do_resume_monitor,
+    do_update_monitor,
+)
+from monitoring.actions.policies import do_create_escalation_policy, do_update_escalation_policy
 from monitoring.engine import count_tested
 from monitoring.filtersets import (
     AlertFilterSet,
@@ -200,7 +211,7 @@ def drift_check_request(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         check, status = call_action(
             form,
-            lambda: actions.do_request_drift_check(
+            lambda: do_request_drift_check(
                 model_version=version,
                 current_dataset_version=form.cleaned_data["current_dataset_version"],
                 columns=form.column_list(),
@@ -246,7 +257,7 @@ def monitor_create(request: HttpRequest, pk: int) -> HttpResponse:
         options = form.options()
         monitor, status = call_action(
             form,
-            lambda: actions.do_create_monitor(
+            lambda: do_create_monitor(
                 model_version=version, name=options.pop("name"), actor=request.user, **options
             ),
         )
@@ -302,7 +313,7 @@ def monitor_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         options = form.options()
         changed, status = call_action(
-            form, lambda: actions.do_update_monitor(monitor=monitor, actor=request.user, **options)
+            form, lambda: do_update_monitor(monitor=monitor, actor=request.user, **options)
         )
         if changed is not None:
             messages.success(request, f"Saved {changed}.")
@@ -344,13 +355,13 @@ def _monitor_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
 
     def act():
         if verb == "run":
-            results["check"] = actions.do_run_monitor(monitor=monitor, actor=request.user)
+            results["check"] = do_run_monitor(monitor=monitor, actor=request.user)
         elif verb == "pause":
-            actions.do_pause_monitor(monitor=monitor, actor=request.user)
+            do_pause_monitor(monitor=monitor, actor=request.user)
         elif verb == "resume":
-            actions.do_resume_monitor(monitor=monitor, actor=request.user)
+            do_resume_monitor(monitor=monitor, actor=request.user)
         else:
-            actions.do_delete_monitor(monitor=monitor, actor=request.user)
+            do_delete_monitor(monitor=monitor, actor=request.user)
 
     status = perform(request, act, success.format(monitor=monitor))
     if status != 200:
@@ -487,7 +498,7 @@ def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _alert_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     alert = visible_or_404(request, Alert.objects.select_related(*ALERT_RELATIONS), pk)
-    action = {"acknowledge": actions.do_acknowledge_alert, "resolve": actions.do_resolve_alert}[verb]
+    action = {"acknowledge": do_acknowledge_alert, "resolve": do_resolve_alert}[verb]
     if request.method != "POST":
         context = {
             "section": "alerts",
@@ -537,7 +548,7 @@ def alert_snooze(request: HttpRequest, pk: int) -> HttpResponse:
     until = form.until(timezone.now())
     status = perform(
         request,
-        lambda: actions.do_snooze_alert(alert=alert, until=until, actor=request.user),
+        lambda: do_snooze_alert(alert=alert, until=until, actor=request.user),
         f"Alert #{alert.pk} snoozed until {timezone.localtime(until):%Y-%m-%d %H:%M %Z}.",
     )
     if status == 200:
@@ -559,7 +570,7 @@ def channel_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         channel, status = call_action(
             form,
-            lambda: actions.do_create_channel(
+            lambda: do_create_channel(
                 team=data["team"],
                 name=data["name"],
                 kind=data["kind"],
@@ -612,7 +623,7 @@ def channel_detail(request: HttpRequest, pk: int) -> HttpResponse:
     status = 200
     if request.method == "POST" and form.is_valid():
         changed, status = call_action(
-            form, lambda: actions.do_update_channel(channel=channel, actor=user, **form.cleaned_data)
+            form, lambda: do_update_channel(channel=channel, actor=user, **form.cleaned_data)
         )
         if changed is not None:
             messages.success(request, f"Saved channel {changed.name}.")
@@ -648,16 +659,14 @@ def _channel_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     if verb == "rotate":
 
         def act():
-            rotated = actions.do_rotate_channel_secret(channel=channel, actor=request.user)
+            rotated = do_rotate_channel_secret(channel=channel, actor=request.user)
             request.session[f"channel-secret-{channel.pk}"] = rotated.secret
 
         perform(request, act, "New secret made; it is shown once, below.")
     else:
         perform(
             request,
-            lambda: actions.do_update_channel(
-                channel=channel, actor=request.user, is_active=verb == "enable"
-            ),
+            lambda: do_update_channel(channel=channel, actor=request.user, is_active=verb == "enable"),
             f"Channel {channel.name} {verb}d.",
         )
     return redirect(channel)
@@ -716,7 +725,7 @@ def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> 
         if policy is None:
             saved, status = call_action(
                 form,
-                lambda: actions.do_create_escalation_policy(
+                lambda: do_create_escalation_policy(
                     team=data["team"],
                     name=data["name"],
                     description=data["description"],
@@ -727,7 +736,7 @@ def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> 
         else:
             saved, status = call_action(
                 form,
-                lambda: actions.do_update_escalation_policy(
+                lambda: do_update_escalation_policy(
                     policy=policy,
                     name=data["name"],
                     description=data["description"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -17,6 +17,9 @@ from governance.permissions import CHANGE
 from runners.lifecycle import Lifecycle
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState
 from runners.training import SpecError, parse_spec, where_from_spec
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ def do_submit_job(
     kind: str,
     dataset_version: DatasetVersion,
     spec: Any,
-    actor,
+    actor: User,
     registered_model: RegisteredModel | None = None,
     model_version: ModelVersion | None = None,
 ) -> Job:
@@ -116,7 +119,7 @@ def enqueue_job(job_id: int) -> None:
     JOBS.enqueue(job_id)
 
 
-def do_cancel_job(*, job: Job, actor) -> Job:
+def do_cancel_job(*, job: Job, actor: User) -> Job:
     """Cancel a queued job at once, or ask a running one to stop at its next epoch.
 
     Raises ValidationError when the job has already finished.

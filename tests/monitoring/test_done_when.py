@@ -13,11 +13,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from governance.models import TeamRole
-from monitoring import actions, transports
-from monitoring.execute import execute_drift_check
+from monitoring import transports
+from monitoring.actions.channels import do_create_channel
+from monitoring.actions.checks import do_run_monitor
+from monitoring.actions.monitors import do_create_monitor
+from monitoring.actions.policies import do_create_escalation_policy
+from monitoring.execute import execute_drift_check, predict_with_model, run_escalations
 from monitoring.models import Alert, DriftCheck, Monitor, Notification
-from monitoring.notify import run_escalations
-from monitoring.tasks import predict_with_model
 from runners.actions import do_submit_job
 from runners.execute import execute_job
 from tests.monitoring.conftest import read_mail
@@ -47,9 +49,9 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
     inference.refresh_from_db()
     # The owner routes alerts: level 1 is herself by email and the team's webhook; level 2 the
     # team's data scientists, 15 minutes later.
-    email = actions.do_create_channel(team=team, name="people", kind="email", actor=owner)
-    hook = actions.do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
-    policy = actions.do_create_escalation_policy(
+    email = do_create_channel(team=team, name="people", kind="email", actor=owner)
+    hook = do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
+    policy = do_create_escalation_policy(
         team=team,
         name="drift",
         levels=[
@@ -124,7 +126,7 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
     assert quiet == {"escalated": [], "notifications": {}}
 
     # Another monitor fires, on uploaded 2012 batches; nobody acknowledges it.
-    batches = actions.do_create_monitor(
+    batches = do_create_monitor(
         model_version=registered_version,
         name="batches",
         source="dataset",
@@ -132,7 +134,7 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
         escalation_policy=policy,
         actor=scientist,
     )
-    second = actions.do_run_monitor(monitor=batches, actor=scientist)
+    second = do_run_monitor(monitor=batches, actor=scientist)
     with django_capture_on_commit_callbacks(execute=True):
         execute_drift_check(second.pk, make_report=False)
     unacknowledged = Alert.objects.get(monitor=batches)

@@ -6,8 +6,9 @@ from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
 from governance.models import AuditEvent
-from monitoring import actions
-from monitoring.actions import claim_drift_check, record_check_progress
+from monitoring.actions.channels import do_create_channel
+from monitoring.actions.checks import claim_drift_check, do_request_drift_check, record_check_progress
+from monitoring.actions.monitors import do_create_monitor
 from monitoring.models import Alert, Channel, EscalationPolicy, Monitor
 from tests.monitoring.conftest import BREACH, T0, finish_check
 
@@ -77,7 +78,7 @@ def test_the_monitor_form_names_the_bad_field(client, registered_version, scient
 
 
 def test_a_viewer_cannot_create_pause_or_run_a_monitor(client, registered_version, viewer, scientist):
-    monitor = actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist)
+    monitor = do_create_monitor(model_version=registered_version, name="m", actor=scientist)
     client.force_login(viewer)
     events = AuditEvent.objects.count()
 
@@ -149,7 +150,7 @@ def test_only_model_owners_see_the_new_channel_form(client, team, scientist):
 
 
 def test_an_escalation_policy_is_made_of_levels_in_a_formset(client, team, owner, scientist):
-    channel = actions.do_create_channel(team=team, name="ops", kind="email", actor=owner)
+    channel = do_create_channel(team=team, name="ops", kind="email", actor=owner)
     client.force_login(owner)
     form = {
         "team": team.pk,
@@ -195,7 +196,7 @@ def test_an_escalation_policy_is_made_of_levels_in_a_formset(client, team, owner
 def test_a_running_check_shows_its_progress_and_polls(
     client, registered_version, current_dataset_version, scientist
 ):
-    check = actions.do_request_drift_check(
+    check = do_request_drift_check(
         model_version=registered_version, current_dataset_version=current_dataset_version, actor=scientist
     )
     claim_drift_check(check.pk)
