@@ -87,7 +87,7 @@ def do_submit_job(
     try:
         if kind == JobKind.TRAIN:
             spec = parse_spec(spec, dataset_version.column_names).as_dict()
-        else:
+        elif model_version is not None:  # always, for an inference job (checked above)
             spec = _check_inference_spec(spec, dataset_version, model_version)
     except SpecError as exc:
         raise ValidationError({"spec": str(exc)}) from exc

@@ -22,7 +22,7 @@ from governance.permissions import CHANGE, can
 from monitoring.actions.escalations import do_escalate_alert
 from monitoring.actions.history import add_alert_event
 from monitoring.engine import count_tested
-from monitoring.models import UNRESOLVED, Alert, AlertEventKind, AlertState, DriftCheck, Severity
+from monitoring.models import UNRESOLVED, Alert, AlertEventKind, AlertState, DriftCheck, Monitor, Severity
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -43,6 +43,7 @@ def _evidence(check: DriftCheck) -> dict[str, Any]:
     base = settings.STEWARD_BASE_URL.rstrip("/")
     monitor = check.monitor
     performance = check.performance or {}
+    prediction = check.prediction or {}
     keys = ("column", "kind", "method", "score", "threshold", "status", "message")
     return {
         "check_id": check.pk,
@@ -59,11 +60,7 @@ def _evidence(check: DriftCheck) -> dict[str, Any]:
         "is_dataset_drift": check.is_dataset_drift,
         "columns_tested": count_tested(check.results),
         "drifted_columns": [{key: column.get(key) for key in keys} for column in check.drifted_columns],
-        "prediction": (
-            {key: check.prediction.get(key) for key in keys}
-            if (check.prediction or {}).get("is_drifted")
-            else None
-        ),
+        "prediction": ({key: prediction.get(key) for key in keys} if prediction.get("is_drifted") else None),
         "performance": {
             name: values for name, values in performance.get("metrics", {}).items() if values["is_degraded"]
         },
@@ -101,38 +98,20 @@ def _severity(check: DriftCheck) -> str:
     """Critical when the dataset or its performance drifted; otherwise the monitor's severity."""
     if check.is_dataset_drift or check.is_performance_drift:
         return Severity.CRITICAL
-    return check.monitor.severity if check.monitor_id else Severity.WARNING
+    return check.monitor.severity if check.monitor is not None else Severity.WARNING
 
 
 def record_breach(check: DriftCheck, now: datetime.datetime) -> Alert:
     """Open, add to, or re-open the alert for ``check``'s dedup key (caller's transaction).
 
-    The first escalation step is sent once committed.
+    A repeat only updates the unresolved alert; an alert opened or re-opened (resolved less than
+    the monitor's ``reopen_within_hours`` ago) starts a new escalation round, whose first step
+    (level 1: the owner, without a policy) is sent once committed.
     """
     key = _dedup_key(check)
-    title, summary = _headline(check)
-    severity = _severity(check)
     alert = Alert.objects.select_for_update().filter(dedup_key=key, state__in=UNRESOLVED).first()
     if alert is not None:
-        before = snapshot(alert)
-        alert.occurrences += 1
-        alert.last_seen_at = now
-        alert.drift_check = check
-        alert.title, alert.summary, alert.evidence = title, summary, _evidence(check)
-        alert.clean_checks = 0
-        if severity == Severity.CRITICAL:
-            alert.severity = severity
-        alert.save()
-        add_alert_event(alert, AlertEventKind.REPEAT, at=now, check=check, note=title)
-        record_audit_event(
-            actor=None,
-            on_behalf_of=check.created_by,
-            action="alert.repeat",
-            obj=alert,
-            before=before,
-            after=snapshot(alert),
-        )
-        return alert
+        return _repeat_alert(alert, check, now)
     monitor = check.monitor
     recent = None
     if monitor is not None:
@@ -146,44 +125,14 @@ def record_breach(check: DriftCheck, now: datetime.datetime) -> Alert:
             .order_by("-resolved_at", "-id")
             .first()
         )
-    if recent is not None:
-        alert = recent
-        before = snapshot(alert)
-        alert.state = AlertState.OPEN
-        alert.reopened_at = alert.last_seen_at = now
-        alert.occurrences += 1
-        alert.drift_check = check
-        alert.title, alert.summary, alert.evidence = title, summary, _evidence(check)
-        alert.severity = severity
-        alert.clean_checks = 0
-        alert.acknowledged_by = alert.acknowledged_at = alert.resolved_by = alert.resolved_at = None
-        alert.snoozed_until = alert.snoozed_by = None
-        alert.escalation_policy = monitor.escalation_policy
-        alert.escalation_round += 1
-        alert.escalation_step, alert.escalation_level, alert.next_escalation_at = 0, None, now
-        alert.retrain_job_id = None
-        alert.save()
+    if recent is not None and monitor is not None:
+        before = snapshot(recent)
+        alert = _reopen_alert(recent, monitor, check, now)
         kind, action = AlertEventKind.REOPEN, "alert.reopen"
     else:
-        alert = Alert.objects.create(
-            team_id=check.team_id,
-            model_version=check.model_version,
-            monitor=monitor,
-            dedup_key=key,
-            drift_check=check,
-            owner=check.model_version.model.owner,
-            severity=severity,
-            title=title,
-            summary=summary,
-            evidence=_evidence(check),
-            runbook_url=monitor.runbook_url if monitor else "",
-            escalation_policy=monitor.escalation_policy if monitor else None,
-            created_at=now,
-            last_seen_at=now,
-            next_escalation_at=now,
-        )
+        alert = _open_alert(check, key, now)
         before, kind, action = None, AlertEventKind.OPEN, "alert.open"
-    add_alert_event(alert, kind, at=now, check=check, note=title)
+    add_alert_event(alert, kind, at=now, check=check, note=alert.title)
     record_audit_event(
         actor=None,
         on_behalf_of=check.created_by,
@@ -193,9 +142,76 @@ def record_breach(check: DriftCheck, now: datetime.datetime) -> Alert:
         after=snapshot(alert),
     )
     alert_id = alert.pk
-    # The first escalation step (level 1: the owner, without a policy) goes out once committed.
     transaction.on_commit(lambda: do_escalate_alert(alert_id, now=now))
     return alert
+
+
+def _repeat_alert(alert: Alert, check: DriftCheck, now: datetime.datetime) -> Alert:
+    """One more breach of an unresolved alert: counted, its evidence replaced; escalation goes on."""
+    title, summary = _headline(check)
+    severity = _severity(check)
+    before = snapshot(alert)
+    alert.occurrences += 1
+    alert.last_seen_at = now
+    alert.drift_check = check
+    alert.title, alert.summary, alert.evidence = title, summary, _evidence(check)
+    alert.clean_checks = 0
+    if severity == Severity.CRITICAL:
+        alert.severity = severity
+    alert.save()
+    add_alert_event(alert, AlertEventKind.REPEAT, at=now, check=check, note=title)
+    record_audit_event(
+        actor=None,
+        on_behalf_of=check.created_by,
+        action="alert.repeat",
+        obj=alert,
+        before=before,
+        after=snapshot(alert),
+    )
+    return alert
+
+
+def _reopen_alert(alert: Alert, monitor: Monitor, check: DriftCheck, now: datetime.datetime) -> Alert:
+    """A recently resolved alert open again, as new: handling cleared, a new escalation round."""
+    alert.title, alert.summary = _headline(check)
+    alert.state = AlertState.OPEN
+    alert.reopened_at = alert.last_seen_at = now
+    alert.occurrences += 1
+    alert.drift_check = check
+    alert.evidence = _evidence(check)
+    alert.severity = _severity(check)
+    alert.clean_checks = 0
+    alert.acknowledged_by = alert.acknowledged_at = alert.resolved_by = alert.resolved_at = None
+    alert.snoozed_until = alert.snoozed_by = None
+    alert.escalation_policy = monitor.escalation_policy
+    alert.escalation_round += 1
+    alert.escalation_step, alert.escalation_level, alert.next_escalation_at = 0, None, now
+    alert.retrain_job_id = None
+    alert.save()
+    return alert
+
+
+def _open_alert(check: DriftCheck, key: str, now: datetime.datetime) -> Alert:
+    """A new alert for ``key``, owned by the model's owner, due for its first escalation step now."""
+    monitor = check.monitor
+    title, summary = _headline(check)
+    return Alert.objects.create(
+        team_id=check.team_id,
+        model_version=check.model_version,
+        monitor=monitor,
+        dedup_key=key,
+        drift_check=check,
+        owner=check.model_version.model.owner,
+        severity=_severity(check),
+        title=title,
+        summary=summary,
+        evidence=_evidence(check),
+        runbook_url=monitor.runbook_url if monitor else "",
+        escalation_policy=monitor.escalation_policy if monitor else None,
+        created_at=now,
+        last_seen_at=now,
+        next_escalation_at=now,
+    )
 
 
 def record_clean_check(check: DriftCheck, now: datetime.datetime) -> Alert | None:
@@ -207,7 +223,7 @@ def record_clean_check(check: DriftCheck, now: datetime.datetime) -> Alert | Non
         return None
     before = snapshot(alert)
     alert.clean_checks += 1
-    needed = check.monitor.auto_resolve_after
+    needed = check.monitor.auto_resolve_after if check.monitor is not None else 0
     is_resolved = bool(needed) and alert.clean_checks >= needed
     if is_resolved:
         alert.state = AlertState.RESOLVED

@@ -81,12 +81,12 @@ def do_update_channel(*, channel: Channel, actor: User, **changes: Any) -> Chann
     with transaction.atomic():
         channel = Channel.objects.select_for_update().get(pk=channel.pk)
         ensure_can(actor, MANAGE, channel.team_id)
-        before = snapshot(channel)
+        before, was_active = snapshot(channel), channel.is_active
         for name, value in changes.items():
             setattr(channel, name, value)
-        if changes.get("is_active") is True and not before["is_active"]:
+        if changes.get("is_active") is True and not was_active:
             channel.disabled_reason, channel.disabled_at, channel.consecutive_failures = "", None, 0
-        if changes.get("is_active") is False and before["is_active"]:
+        if changes.get("is_active") is False and was_active:
             channel.disabled_reason = f"disabled by {actor.get_username()}"
             channel.disabled_at = timezone.now()
         _clean_channel(channel)

@@ -41,7 +41,11 @@ def _plans(levels: list[EscalationLevel | None]) -> list[escalation.Level]:
     """The levels' step arithmetic (``monitoring.escalation``)."""
     if levels == [None]:
         return list(DEFAULT_LEVELS)
-    return [escalation.Level(datetime.timedelta(minutes=lv.delay_minutes), lv.repeat) for lv in levels]
+    return [
+        escalation.Level(datetime.timedelta(minutes=lv.delay_minutes), lv.repeat)
+        for lv in levels
+        if lv is not None
+    ]
 
 
 def level_targets(alert: Alert, level: EscalationLevel | None) -> list[User]:

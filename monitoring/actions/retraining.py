@@ -43,7 +43,7 @@ def do_record_retraining(
             action="alert.retrain" if job_id is not None else "alert.retrain_refused",
             obj=alert,
             before=before,
-            after=dict(snapshot(alert), retrain_job_id=job_id, note=note),
+            after=dict(snapshot(alert) or {}, retrain_job_id=job_id, note=note),
         )
     return alert
 
@@ -72,7 +72,7 @@ def submit_retraining(monitor: Monitor, check: DriftCheck) -> int:
     newest = retraining_data(monitor)
     if monitor.created_by is None:
         raise ValidationError("the monitor's creator no longer exists; nobody to submit the job as")
-    spec = dict(model_version.training_spec, where=monitor.retrain_where or {})
+    spec = dict(model_version.training_spec or {}, where=monitor.retrain_where or {})
     job = do_submit_job(
         kind="train",
         dataset_version=newest,
