@@ -19,7 +19,9 @@ from django.contrib.auth import get_user_model
 
 from governance import actions as governance
 from governance.models import Dataset, DatasetVersion, PlatformRole, RegisteredModel, Team, TeamRole
-from monitoring.actions import do_create_escalation_policy, do_create_monitor, do_run_monitor
+from monitoring.actions.checks import do_run_monitor
+from monitoring.actions.monitors import do_create_monitor
+from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.models import CheckState, DriftCheck, EscalationPolicy
 from runners.actions import do_submit_job
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState

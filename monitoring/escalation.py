@@ -46,3 +46,50 @@ def next_due(levels: Sequence[Level], sent: Step, sent_at: datetime.datetime) ->
     if step_at(levels, sent.index + 1) is None:
         return None
     return sent_at + levels[sent.level].delay
+
+
+# When each notification goes out, counted from the alert's opening, derived step by step from
+# step_at and next_due (what do_escalate_alert sends with), so the escalation-policy page cannot
+# disagree with what is sent (issue 8: the page once promised a send 30 minutes after the last one).
+# Times are nominal: a beat that runs late shifts every later step.
+# Any instant will do: next_due adds a delay to a datetime, and only the differences are kept.
+_ANCHOR = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class Send:
+    """One notification step: which ``step`` it is and how long after the alert opened it goes out."""
+
+    step: Step
+    after: datetime.timedelta
+
+
+def schedule(levels: Sequence[Level]) -> list[Send]:
+    """Every step of the policy in order, with its time after opening (the first is at 0).
+
+    ``sum(level.repeat + 1)`` entries; empty for a policy without levels.
+    """
+    sends: list[Send] = []
+    step = step_at(levels, 0)
+    at = _ANCHOR
+    while step is not None:
+        sends.append(Send(step, at - _ANCHOR))
+        due = next_due(levels, step, at)
+        if due is None:
+            break
+        at, step = due, step_at(levels, step.index + 1)
+    return sends
+
+
+def level_starts(levels: Sequence[Level]) -> list[datetime.timedelta]:
+    """When each level's first notification goes out, after opening; one entry per level."""
+    first: dict[int, datetime.timedelta] = {}
+    for send in schedule(levels):
+        first.setdefault(send.step.level, send.after)
+    return [first[position] for position in range(len(levels))]
+
+
+def last_send_after(levels: Sequence[Level]) -> datetime.timedelta | None:
+    """When the last notification goes out, after opening (nothing is sent after it); None without levels."""
+    sends = schedule(levels)
+    return sends[-1].after if sends else None

@@ -1,4 +1,4 @@
-"""Running a drift check: the plain function behind the Celery task.
+"""Monitoring's worker side: running a drift check, and the periodic escalation pass.
 
 The engine (``monitoring.engine``) decides: the window is compared column by column with the
 reference profile (built once per dataset version and row filter, ``monitoring.profiles``). Then:
@@ -14,12 +14,14 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
 - the evidently report, for people, on a bounded sample (``monitoring.drift``); if evidently
   cannot make it (e.g. a column with no values) the engine's verdicts stand and the reason is shown.
 
-``predictor`` and ``retrainer`` are passed in by the task layer (``monitoring.tasks``), which may
-import ``runners``; this module does not.
+``predictor`` (``predict_with_model``: the model runtime of ``runners``) and ``retrainer``
+(``monitoring.actions.retraining.submit_retraining``) are passed in by the task layer, so a check
+can run without them (no prediction drift; no retraining).
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import math
@@ -27,33 +29,36 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
 
 from governance import artifacts, datafiles
 from governance.models import DatasetVersion, ModelVersion
 from monitoring import drift
-from monitoring.actions import (
-    CheckOutcome,
-    claim_drift_check,
-    do_finish_drift_check,
-    do_record_retraining,
-    record_check_progress,
-)
+from monitoring.actions.checks import DRIFT_CHECKS, CheckOutcome, do_finish_drift_check, record_check_progress
+from monitoring.actions.deliveries import deliver_due_notifications
+from monitoring.actions.escalations import do_escalate_alert
+from monitoring.actions.retraining import Retrainer, retrain_if_opened
 from monitoring.engine import CheckConfig, build_profile, run_check
 from monitoring.engine import performance as perf
 from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
-from monitoring.models import Alert, AlertEvent, AlertEventKind, AlertState, CheckState, DriftCheck, Monitor
+from monitoring.models import DriftCheck, Monitor, Notification
 from monitoring.profiles import ensure_profile, profile_row
+from monitoring.queries import due_alert_ids
+from runners import inference
 
 logger = logging.getLogger(__name__)
 
 PREDICTION_COLUMN = "prediction"
 # (model version, reference rows) -> predictions aligned with the rows.
 Predictor = Callable[[ModelVersion, pd.DataFrame], pd.Series]
-# (monitor, check) -> id of the submitted training job; raises ValidationError/PermissionDenied.
-Retrainer = Callable[[Monitor, DriftCheck], int]
 
 USER_ERRORS = (datafiles.DataFileError, datafiles.RowFilterError, FileNotFoundError)
+
+
+def predict_with_model(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Series:
+    """The model version's predictions on ``rows`` (its artifact's sha256 checked first)."""
+    loaded = inference.load_checked(model_version.path.read_bytes(), model_version.sha256, str(model_version))
+    return inference.predict(rows, loaded)
 
 
 def _frame(version: DatasetVersion, where: dict | None = None) -> pd.DataFrame:
@@ -85,28 +90,21 @@ def execute_drift_check(
     Returns the check's state afterwards. A check found running means an earlier delivery's
     worker died mid-check (tasks are acked late): it is failed with that reason, not re-run.
     """
-    check = DriftCheck.objects.filter(pk=check_id).first()
-    if check is None:
-        return "missing"
-    if check.state == CheckState.RUNNING:
-        do_finish_drift_check(check_id, error="the worker running this check stopped before it finished")
-        return CheckState.FAILED
-    if not claim_drift_check(check_id):
-        return check.state
-    check = DriftCheck.objects.select_related(
-        "model_version__model", "monitor", "reference_dataset_version__dataset"
-    ).get(pk=check_id)
-    try:
+    claimed = False
+
+    def body() -> None:
+        nonlocal claimed
+        claimed = True
+        check = DriftCheck.objects.select_related(
+            "model_version__model", "monitor", "reference_dataset_version__dataset"
+        ).get(pk=check_id)
         outcome, report = _run(check, predictor, make_report)
         do_finish_drift_check(check_id, result=outcome, report=report)
-    except USER_ERRORS as exc:
-        do_finish_drift_check(check_id, error=str(exc))
-    except Exception as exc:
-        logger.exception("drift check %s failed", check_id)
-        do_finish_drift_check(check_id, error=f"internal error: {type(exc).__name__}: {exc}")
-    if retrainer is not None:
-        _maybe_retrain(check_id, retrainer)
-    return DriftCheck.objects.get(pk=check_id).state
+
+    state = DRIFT_CHECKS.run(check_id, body, user_errors=USER_ERRORS)
+    if claimed and retrainer is not None:
+        retrain_if_opened(check_id, retrainer)
+    return state
 
 
 def _options(check: DriftCheck) -> dict:
@@ -273,34 +271,6 @@ def _report(
     return path, result.columns_as_dicts(), result.sampled_rows, ""
 
 
-def _maybe_retrain(check_id: int, retrainer: Retrainer) -> None:
-    """Submit retraining once per incident round: when this check opened or re-opened the alert."""
-    check = DriftCheck.objects.select_related("monitor").get(pk=check_id)
-    monitor = check.monitor
-    if monitor is None or not monitor.retrain_on_drift or check.state != CheckState.SUCCEEDED:
-        return
-    alert = Alert.objects.filter(
-        dedup_key=monitor.dedup_key, state=AlertState.OPEN, retrain_job_id__isnull=True
-    ).first()
-    opened_here = (
-        alert is not None
-        and AlertEvent.objects.filter(
-            alert=alert, drift_check_id=check_id, kind__in=[AlertEventKind.OPEN, AlertEventKind.REOPEN]
-        ).exists()
-    )
-    if not opened_here:
-        return
-    try:
-        job_id = retrainer(monitor, check)
-    except (ValidationError, PermissionDenied) as exc:
-        reason = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        do_record_retraining(
-            alert_id=alert.pk, check_id=check_id, job_id=None, note=f"not submitted: {reason}"
-        )
-        return
-    do_record_retraining(alert_id=alert.pk, check_id=check_id, job_id=job_id, note=f"training job #{job_id}")
-
-
 def prepare_reference_profiles(monitor_id: int, *, predictor: Predictor | None = None) -> list[str]:
     """Build a monitor's reference profiles ahead of its first check (the data's, and with a
     ``predictor`` its model's predictions on the reference rows); returns their states."""
@@ -318,3 +288,20 @@ def prepare_reference_profiles(monitor_id: int, *, predictor: Predictor | None =
     for row in rows:
         row.refresh_from_db()
     return [row.state for row in rows]
+
+
+def run_escalations(now: datetime.datetime | None = None) -> dict:
+    """One pass of the escalation task: claim due steps, then retry due deliveries.
+
+    Returns ``{"escalated": [alert ids], "notifications": {id: state}}``; the new steps' deliveries
+    ran on commit of their claims and are included.
+    """
+    now = now or timezone.now()
+    escalated, states = [], {}
+    for alert_id in due_alert_ids(now):
+        ids = do_escalate_alert(alert_id, now=now)
+        if ids:
+            escalated.append(alert_id)
+            states.update(Notification.objects.filter(pk__in=ids).values_list("pk", "state"))
+    states.update(deliver_due_notifications(now))
+    return {"escalated": escalated, "notifications": states}

@@ -1,37 +1,23 @@
-"""Delivering notifications: the periodic escalation pass and each delivery with its recorded result.
+"""What a notification says: its subject, text, webhook payload and Slack body; and the email that
+tells a channel's owner it was disabled.
 
-``run_escalations(now)`` is what beat runs every minute (``monitoring.tasks.escalate_alerts``): it
-claims every due escalation step (``do_escalate_alert``), then retries deliveries whose backoff
-has passed. Each delivery is claimed (pending/retrying -> sending) with a conditional UPDATE, so
-a notification is sent once however many workers run this at the same time; its result is stored
-on the row (``do_record_delivery``). Network I/O happens outside any database transaction.
+Below the actions (issue 8: no import cycle): ``monitoring.actions.deliveries`` claims, sends
+through ``monitoring.transports`` and records; this module only composes and mails.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.utils import timezone
 
-from monitoring.actions import (
-    DeliveryResult,
-    claim_notification,
-    do_escalate_alert,
-    do_record_delivery,
-    release_stale_sending,
-)
-from monitoring.models import Channel, Notification, NotificationState
-from monitoring.queries import due_alert_ids
-from monitoring.transports import TRANSPORTS, Message
+from monitoring.models import Channel, Notification
+from monitoring.transports import Message
 
 logger = logging.getLogger(__name__)
 
-STALE_SENDING = datetime.timedelta(minutes=10)
 EVENT = "alert.notification"
 
 
@@ -115,57 +101,6 @@ def build_message(notification: Notification) -> Message:
         delivery_id=notification.pk,
         event=EVENT,
     )
-
-
-def deliver_notification(notification_id: int, *, now: datetime.datetime | None = None) -> str:
-    """Send one due notification if this worker claims it; returns its state afterwards."""
-    now = now or timezone.now()
-    if not claim_notification(notification_id, now):
-        return Notification.objects.values_list("state", flat=True).get(pk=notification_id)
-    row = Notification.objects.select_related("channel", "alert__model_version__model").get(
-        pk=notification_id
-    )
-    if row.channel is not None and not row.channel.is_active:
-        result = DeliveryResult(ok=False, error=f"channel {row.channel.name} is disabled", permanent=True)
-    else:
-        try:
-            result = TRANSPORTS[row.kind].send(row.channel, row.recipients, build_message(row))
-        except Exception as exc:  # a bug must not leave the row "sending": record it, retry later
-            logger.exception("notification %s: delivery raised", notification_id)
-            result = DeliveryResult(ok=False, error=f"internal error: {type(exc).__name__}: {exc}")
-    return do_record_delivery(notification_id, result, now=now).state
-
-
-def deliver_notifications(ids: Iterable[int], *, now: datetime.datetime | None = None) -> dict[int, str]:
-    """Deliver each notification in turn; ``{id: state}``."""
-    return {pk: deliver_notification(pk, now=now) for pk in ids}
-
-
-def deliver_due_notifications(now: datetime.datetime | None = None) -> dict[int, str]:
-    """Retry deliveries whose backoff has passed (and any pending ones a dead worker left)."""
-    now = now or timezone.now()
-    release_stale_sending(now, STALE_SENDING)
-    due = Notification.objects.filter(
-        state__in=[NotificationState.PENDING, NotificationState.RETRYING], next_attempt_at__lte=now
-    ).order_by("next_attempt_at", "id")
-    return deliver_notifications(list(due.values_list("pk", flat=True)), now=now)
-
-
-def run_escalations(now: datetime.datetime | None = None) -> dict:
-    """One pass of the escalation task: claim due steps, then retry due deliveries.
-
-    Returns ``{"escalated": [alert ids], "notifications": {id: state}}``; the new steps' deliveries
-    ran on commit of their claims and are included.
-    """
-    now = now or timezone.now()
-    escalated, states = [], {}
-    for alert_id in due_alert_ids(now):
-        ids = do_escalate_alert(alert_id, now=now)
-        if ids:
-            escalated.append(alert_id)
-            states.update(Notification.objects.filter(pk__in=ids).values_list("pk", "state"))
-    states.update(deliver_due_notifications(now))
-    return {"escalated": escalated, "notifications": states}
 
 
 def tell_channel_owner(channel_id: int) -> bool:

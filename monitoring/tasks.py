@@ -1,75 +1,24 @@
-"""Celery tasks for monitoring: thin wrappers over plain functions.
-
-This is the one monitoring module that reaches into ``runners`` (DESIGN.md: nothing below the task
-and UI layers imports it): the drift check gets the model runtime to predict on its reference rows
-(``predict_with_model``) and, for monitors that retrain on drift, a way to submit the training job
-(``submit_retraining``). Both are passed to ``execute_drift_check`` as plain callables, so the
-engine, models and actions stay free of ``runners``.
-"""
+"""Celery tasks for monitoring: each takes ids and calls one plain function (``monitoring.execute``,
+``monitoring.actions``), which is tested without Celery."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
-import pandas as pd
 from celery import shared_task
 from django.core.exceptions import ValidationError
 
-from governance.models import DatasetVersion, ModelVersion
-from monitoring.actions import do_run_monitor
-from monitoring.execute import execute_drift_check, prepare_reference_profiles
-from monitoring.models import DriftCheck, Monitor
-from monitoring.notify import run_escalations
+from monitoring.actions.checks import do_run_monitor
+from monitoring.actions.retraining import submit_retraining
+from monitoring.execute import (
+    execute_drift_check,
+    predict_with_model,
+    prepare_reference_profiles,
+    run_escalations,
+)
+from monitoring.models import Monitor
 
 logger = logging.getLogger(__name__)
-
-
-def predict_with_model(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Series:
-    """The model version's predictions on ``rows`` (its artifact's sha256 checked first)."""
-    from runners import inference
-
-    artifact = model_version.path.read_bytes()
-    if hashlib.sha256(artifact).hexdigest() != model_version.sha256:
-        raise inference.ArtifactError(f"artifact of {model_version} does not match its recorded sha256")
-    return inference.predict(rows, inference.load_model(artifact))
-
-
-def submit_retraining(monitor: Monitor, check: DriftCheck) -> int:
-    """Submit a training job of the monitored model on the newest labelled data; returns its id.
-
-    The data is the newest version of the reference's dataset that holds the model's target and
-    features; the spec is the version's training spec with the monitor's ``retrain_where``. The job
-    is submitted as the monitor's creator (their rights are re-checked); the version it registers
-    waits for approval like any other. Raises ValidationError when there is nothing to train on.
-    """
-    from runners.actions import do_submit_job
-
-    model_version = monitor.model_version
-    needed = {model_version.signature.get("target"), *model_version.signature.get("features", [])} - {None}
-    newest = next(
-        (
-            version
-            for version in DatasetVersion.objects.filter(
-                dataset_id=monitor.reference_dataset_version.dataset_id
-            ).order_by("-version")
-            if needed <= set(version.column_names)
-        ),
-        None,
-    )
-    if newest is None:
-        raise ValidationError(f"no version of {monitor.reference_dataset_version.dataset} holds the labels")
-    if monitor.created_by is None:
-        raise ValidationError("the monitor's creator no longer exists; nobody to submit the job as")
-    spec = dict(model_version.training_spec, where=monitor.retrain_where or {})
-    job = do_submit_job(
-        kind="train",
-        dataset_version=newest,
-        registered_model=model_version.model,
-        spec=spec,
-        actor=monitor.created_by,
-    )
-    return job.pk
 
 
 @shared_task(name="monitoring.tasks.run_drift_check")

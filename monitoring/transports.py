@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.mail import send_mail
 
-from monitoring.actions import DeliveryResult
 from monitoring.models import Channel, ChannelKind
 
 TIMEOUT_S = 10
@@ -38,6 +37,16 @@ DELIVERY_HEADER = "X-Steward-Delivery"
 EVENT_HEADER = "X-Steward-Event"
 USER_AGENT = "Steward-Alerts/1"
 RETRYABLE_4XX = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """A transport's answer: ``permanent`` failures are not retried and disable the channel."""
+
+    ok: bool
+    response_code: int | None = None
+    error: str = ""
+    permanent: bool = False
 
 
 @dataclass(frozen=True)

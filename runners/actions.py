@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -14,10 +14,26 @@ from governance.actions import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE
+from runners.lifecycle import Lifecycle
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState
 from runners.training import SpecError, parse_spec, where_from_spec
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
+
+# The job's queue -> running -> finished lifecycle, shared with drift checks (runners.lifecycle).
+JOBS: Lifecycle[Job] = Lifecycle(
+    model=Job,
+    noun="job",
+    task_name="runners.tasks.run_job",
+    terminal=TERMINAL_STATES,
+    broker_error="could not reach the task broker to start the job: {exc}",
+    orphan_error="the worker running this job stopped before it finished (killed or lost); resubmit it",
+    audit_start=True,
+    on_claim=lambda now: {"heartbeat_at": now},
+)
 
 INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset"})
 
@@ -48,7 +64,7 @@ def do_submit_job(
     kind: str,
     dataset_version: DatasetVersion,
     spec: Any,
-    actor,
+    actor: User,
     registered_model: RegisteredModel | None = None,
     model_version: ModelVersion | None = None,
 ) -> Job:
@@ -71,7 +87,7 @@ def do_submit_job(
     try:
         if kind == JobKind.TRAIN:
             spec = parse_spec(spec, dataset_version.column_names).as_dict()
-        else:
+        elif model_version is not None:  # always, for an inference job (checked above)
             spec = _check_inference_spec(spec, dataset_version, model_version)
     except SpecError as exc:
         raise ValidationError({"spec": str(exc)}) from exc
@@ -100,17 +116,10 @@ def do_submit_job(
 
 def enqueue_job(job_id: int) -> None:
     """Send the job's task to the broker; a broker outage fails the job with the reason."""
-    from runners.tasks import run_job
-
-    job = Job.objects.get(pk=job_id)
-    try:
-        run_job.apply_async(args=[job_id], task_id=job.celery_task_id, retry=True)
-    except Exception as exc:
-        logger.exception("could not enqueue job %s", job_id)
-        do_fail_job(job_id, f"could not reach the task broker to start the job: {exc}")
+    JOBS.enqueue(job_id)
 
 
-def do_cancel_job(*, job: Job, actor) -> Job:
+def do_cancel_job(*, job: Job, actor: User) -> Job:
     """Cancel a queued job at once, or ask a running one to stop at its next epoch.
 
     Raises ValidationError when the job has already finished.
@@ -135,67 +144,20 @@ def do_cancel_job(*, job: Job, actor) -> Job:
 
 def claim_job(job_id: int) -> bool:
     """Move a queued job to running with a conditional UPDATE; False if another delivery got it."""
-    with transaction.atomic():
-        now = timezone.now()
-        claimed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
-            state=JobState.RUNNING, started_at=now, heartbeat_at=now
-        )
-        if claimed:
-            job = Job.objects.get(pk=job_id)
-            record_audit_event(
-                actor=None,
-                on_behalf_of=job.created_by,
-                action="job.start",
-                obj=job,
-                before={"state": JobState.QUEUED},
-                after={"state": JobState.RUNNING},
-            )
-    return bool(claimed)
-
-
-def _finish(job_id: int, state: str, action: str, **fields) -> bool:
-    """Move a non-terminal job to ``state`` (conditional UPDATE) and audit it; caller's transaction."""
-    job = Job.objects.select_for_update().get(pk=job_id)
-    if job.state in TERMINAL_STATES:
-        return False
-    before = snapshot(job)
-    job.state = state
-    job.finished_at = timezone.now()
-    for name, value in fields.items():
-        setattr(job, name, value)
-    job.save()
-    record_audit_event(
-        actor=None, on_behalf_of=job.created_by, action=action, obj=job, before=before, after=snapshot(job)
-    )
-    return True
+    return JOBS.claim(job_id)
 
 
 def do_fail_job(job_id: int, reason: str) -> bool:
     """Mark a job failed with ``reason``; False if it had already finished."""
-    with transaction.atomic():
-        return _finish(job_id, JobState.FAILED, "job.fail", error=reason[:4000])
+    return JOBS.fail(job_id, reason)
 
 
-def do_mark_job_cancelled(job_id: int) -> bool:
-    """Record that a running job stopped because a cancel was requested."""
-    with transaction.atomic():
-        return _finish(job_id, JobState.CANCELLED, "job.cancelled", error="cancelled while running")
-
-
-def do_succeed_job(job_id: int, **outputs) -> bool:
+def do_succeed_job(job_id: int, **outputs: Any) -> bool:
     """Mark a job succeeded with its outputs (caller's transaction holds the outputs' rows)."""
     with transaction.atomic():
-        return _finish(job_id, JobState.SUCCEEDED, "job.succeed", progress=1.0, **outputs)
+        return JOBS.finish(job_id, JobState.SUCCEEDED, "job.succeed", progress=1.0, **outputs)[1]
 
 
 def do_fail_stale_jobs(timeout_s: int) -> list[int]:
     """Fail running jobs whose heartbeat is older than ``timeout_s`` seconds (their worker died)."""
-    cutoff = timezone.now() - timezone.timedelta(seconds=timeout_s)
-    stale = list(
-        Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
-    )
-    failed = []
-    for job_id in stale:
-        if do_fail_job(job_id, f"no heartbeat from the worker for over {timeout_s} s; the worker was lost"):
-            failed.append(job_id)
-    return failed
+    return JOBS.fail_stale(timeout_s)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from governance import datafiles
@@ -21,8 +17,9 @@ from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
 from runners import inference, training
-from runners.actions import claim_job, do_fail_job, do_mark_job_cancelled, do_succeed_job
-from runners.models import TERMINAL_STATES, Job, JobKind, JobState
+from runners.actions import JOBS, do_succeed_job
+from runners.lifecycle import Cancelled
+from runners.models import Job, JobKind
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_LINES = 50
@@ -37,77 +34,23 @@ USER_ERRORS = (
 )
 
 
-class JobCancelled(Exception):
-    """A cancel was requested while the job was running."""
-
-
 def execute_job(job_id: int) -> str:
     """Run job ``job_id`` once; safe to call again for the same job (redelivery).
 
     Returns the job's state afterwards. A job found already running means an earlier delivery's
-    worker died mid-run (tasks are acked late), so it is failed with that reason, not re-run.
+    worker died mid-run (tasks are acked late), so it is failed with that reason, not re-run
+    (``runners.lifecycle``).
     """
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None:
-        logger.warning("job %s does not exist; nothing to run", job_id)
-        return "missing"
-    if job.state in TERMINAL_STATES:
-        return job.state
-    if job.state == JobState.RUNNING:
-        do_fail_job(
-            job_id, "the worker running this job stopped before it finished (killed or lost); resubmit it"
-        )
-        return JobState.FAILED
-    if not claim_job(job_id):
-        return Job.objects.get(pk=job_id).state
-    job.refresh_from_db()
-    try:
-        with _heartbeat(job_id):
+
+    def body() -> None:
+        job = Job.objects.get(pk=job_id)
+        with JOBS.heartbeat(job_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S):
             if job.kind == JobKind.TRAIN:
                 _run_training(job)
             else:
                 _run_inference(job)
-    except JobCancelled:
-        do_mark_job_cancelled(job_id)
-    except USER_ERRORS as exc:
-        do_fail_job(job_id, str(exc))
-    except Exception as exc:
-        logger.exception("job %s failed", job_id)
-        do_fail_job(job_id, f"internal error: {type(exc).__name__}: {exc}")
-    return Job.objects.get(pk=job_id).state
 
-
-@contextmanager
-def _heartbeat(job_id: int) -> Iterator[None]:
-    """Touch the job's heartbeat every STEWARD_JOB_HEARTBEAT_INTERVAL_S while the body runs.
-
-    A worker killed outright (kill -9 of the whole worker: no redelivery on every broker) stops
-    the heartbeat, so beat's ``fail_stale_jobs`` fails the job within the timeout, however long
-    one epoch takes.
-    """
-    if transaction.get_connection().in_atomic_block:
-        # Called inside a caller's transaction (tests drive execute_job that way): the job row
-        # is locked by it, so a second connection's heartbeat would wait on it forever.
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S):
-                Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(heartbeat_at=timezone.now())
-        except DatabaseError:
-            logger.exception("job %s: heartbeat stopped", job_id)
-        finally:
-            close_old_connections()
-
-    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return JOBS.run(job_id, body, user_errors=USER_ERRORS)
 
 
 def _append_log(job_id: int, line: str, **fields) -> None:
@@ -119,7 +62,7 @@ def _append_log(job_id: int, line: str, **fields) -> None:
 
 def _check_cancel(job_id: int) -> None:
     if Job.objects.filter(pk=job_id, is_cancel_requested=True).exists():
-        raise JobCancelled
+        raise Cancelled
 
 
 def _load_rows(job: Job, where: dict) -> tuple:
@@ -174,10 +117,7 @@ def _run_training(job: Job) -> None:
 
 def _run_inference(job: Job) -> None:
     model_version = job.model_version
-    artifact = model_version.path.read_bytes()
-    if hashlib.sha256(artifact).hexdigest() != model_version.sha256:
-        raise inference.ArtifactError(f"artifact of {model_version} does not match its recorded sha256")
-    loaded = inference.load_model(artifact)
+    loaded = inference.load_checked(model_version.path.read_bytes(), model_version.sha256, str(model_version))
     _, rows = _load_rows(job, job.spec.get("where"))
     _append_log(
         job.pk,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,14 @@ def load_model(data: bytes) -> LoadedModel:
     module.load_state_dict(payload["state_dict"])
     module.to(device).eval()
     return LoadedModel(module, payload["preprocessing"], payload["signature"], device)
+
+
+def load_checked(data: bytes, sha256: str, name: str) -> LoadedModel:
+    """``load_model`` after checking ``data`` against its recorded hex SHA-256 (``name`` is the
+    version, for the error). Raises ArtifactError when the file changed since registration."""
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ArtifactError(f"artifact of {name} does not match its recorded sha256")
+    return load_model(data)
 
 
 def predict(frame: pd.DataFrame, model: LoadedModel, batch_size: int = 65536) -> pd.Series:

@@ -77,6 +77,27 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # What one row must satisfy, whoever writes it (issue 8); do_submit_job gives the readable errors.
+        constraints = [
+            models.CheckConstraint(condition=models.Q(state__in=JobState.values), name="job_state_valid"),
+            models.CheckConstraint(condition=models.Q(kind__in=JobKind.values), name="job_kind_valid"),
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0.0, progress__lte=1.0), name="job_progress_fraction"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind=JobKind.INFER) | models.Q(registered_model__isnull=False),
+                name="job_train_has_registered_model",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind=JobKind.TRAIN) | models.Q(model_version__isnull=False),
+                name="job_infer_has_model_version",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(finished_at__isnull=True)
+                | models.Q(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]),
+                name="job_finished_only_when_terminal",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job #{self.pk}"

@@ -273,27 +273,7 @@ def train(
     preprocessing = fit_preprocessing(train_rows, spec)
     x_all = encode_features(frame, preprocessing)
 
-    if task == "regression":
-        if not pd.api.types.is_numeric_dtype(target):
-            raise TrainingError(f"target column {spec.target!r} is not numeric; use task=classification")
-        y_all = target.astype("float64").to_numpy()
-        if np.isinf(y_all).any():
-            raise TrainingError(f"target column {spec.target!r} has an infinite value")
-        y_mean, y_std = float(y_all[train_idx].mean()), float(y_all[train_idx].std()) or 1.0
-        preprocessing["target"] = {"task": task, "mean": y_mean, "std": y_std}
-        y_tensor = torch.tensor((y_all - y_mean) / y_std, dtype=torch.float32)[:, None]
-        output_dim, loss_fn = 1, nn.MSELoss()
-    else:
-        classes = sorted({str(v) for v in target.unique()})
-        if len(classes) < 2 or len(classes) > MAX_CLASSES:
-            raise TrainingError(
-                f"target column {spec.target!r} has {len(classes)} classes; "
-                f"classification needs 2 to {MAX_CLASSES}"
-            )
-        preprocessing["target"] = {"task": task, "classes": classes}
-        index = {c: i for i, c in enumerate(classes)}
-        y_tensor = torch.tensor([index[str(v)] for v in target], dtype=torch.long)
-        output_dim, loss_fn = len(classes), nn.CrossEntropyLoss()
+    y_tensor, output_dim, loss_fn, preprocessing["target"] = _encode_target(target, task, spec, train_idx)
 
     device = select_device()
     architecture = {
@@ -342,6 +322,40 @@ def train(
         "features": list(spec.features),
         "categorical": sorted(preprocessing["categorical"]),
     }
+    artifact = _artifact(architecture, model, preprocessing, signature)
+    return TrainingResult(artifact, metrics, history, signature, str(device))
+
+
+def _encode_target(
+    target: pd.Series, task: str, spec: TrainingSpec, train_idx: np.ndarray
+) -> tuple[torch.Tensor, int, nn.Module, dict[str, Any]]:
+    """(target tensor, output width, loss, the target's preprocessing): a regression target is
+    standardised with the training rows' mean and std; class labels become indices."""
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(target):
+            raise TrainingError(f"target column {spec.target!r} is not numeric; use task=classification")
+        y_all = target.astype("float64").to_numpy()
+        if np.isinf(y_all).any():
+            raise TrainingError(f"target column {spec.target!r} has an infinite value")
+        y_mean, y_std = float(y_all[train_idx].mean()), float(y_all[train_idx].std()) or 1.0
+        y_tensor = torch.tensor((y_all - y_mean) / y_std, dtype=torch.float32)[:, None]
+        return y_tensor, 1, nn.MSELoss(), {"task": task, "mean": y_mean, "std": y_std}
+    classes = sorted({str(v) for v in target.unique()})
+    if len(classes) < 2 or len(classes) > MAX_CLASSES:
+        raise TrainingError(
+            f"target column {spec.target!r} has {len(classes)} classes; "
+            f"classification needs 2 to {MAX_CLASSES}"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    y_tensor = torch.tensor([index[str(v)] for v in target], dtype=torch.long)
+    return y_tensor, len(classes), nn.CrossEntropyLoss(), {"task": task, "classes": classes}
+
+
+def _artifact(
+    architecture: dict[str, Any], model: nn.Module, preprocessing: dict[str, Any], signature: dict[str, Any]
+) -> bytes:
+    """The artifact's bytes: ``torch.save`` of plain tensors and JSON-able dicts (loadable with
+    ``torch.load(weights_only=True)``)."""
     buffer = io.BytesIO()
     torch.save(
         {
@@ -353,7 +367,7 @@ def train(
         },
         buffer,
     )
-    return TrainingResult(buffer.getvalue(), metrics, history, signature, str(device))
+    return buffer.getvalue()
 
 
 def _evaluate(model, x_val, y_val, loss_fn, target_info: dict) -> dict[str, float]:

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from governance import actions
 from governance.models import DatasetVersion, PlatformRole, TeamRole
 from monitoring import drift
-from monitoring.actions import do_finish_drift_check, do_request_drift_check
+from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
 from runners import training
 
 SHARED_DATA = Path(settings.BASE_DIR).parent / "shared" / "data"

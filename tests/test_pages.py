@@ -10,8 +10,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from governance.models import AuditEvent, Dataset, DatasetVersion, RegisteredModel
-from monitoring import actions as monitoring_actions
-from monitoring.actions import do_request_drift_check
+from monitoring.actions.channels import do_create_channel
+from monitoring.actions.checks import do_request_drift_check
+from monitoring.actions.monitors import do_create_monitor
+from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, DriftCheck
 from runners.actions import do_submit_job
@@ -32,13 +34,13 @@ def world(model_version, current_dataset_version, scientist, owner):
     assert execute_drift_check(check.pk) == "succeeded"
     check.refresh_from_db()
     team = model_version.model.team
-    channel = monitoring_actions.do_create_channel(
+    channel = do_create_channel(
         team=team, name="ops", kind="webhook", url="https://hooks.example/steward", actor=owner
     )
-    policy = monitoring_actions.do_create_escalation_policy(
+    policy = do_create_escalation_policy(
         team=team, name="on-call", levels=[{"users": [owner], "channels": [channel]}], actor=owner
     )
-    monitor = monitoring_actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=model_version,
         name="hourly",
         escalation_policy=policy,

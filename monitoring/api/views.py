@@ -13,7 +13,21 @@ from rest_framework.response import Response
 
 from governance import artifacts
 from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
-from monitoring import actions
+from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
+from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
+from monitoring.actions.checks import do_request_drift_check, do_run_monitor
+from monitoring.actions.monitors import (
+    do_create_monitor,
+    do_delete_monitor,
+    do_pause_monitor,
+    do_resume_monitor,
+    do_update_monitor,
+)
+from monitoring.actions.policies import (
+    do_create_escalation_policy,
+    do_delete_escalation_policy,
+    do_update_escalation_policy,
+)
 from monitoring.api.serializers import (
     AlertEventSerializer,
     AlertSerializer,
@@ -51,7 +65,7 @@ class DriftCheckViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewset
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        check = actions.do_request_drift_check(actor=request.user, **serializer.validated_data)
+        check = do_request_drift_check(actor=request.user, **serializer.validated_data)
         check.refresh_from_db()
         return Response(DriftCheckSerializer(check).data, status=status.HTTP_201_CREATED)
 
@@ -73,7 +87,7 @@ class AlertViewSet(RestrictedReadOnlyViewSet):
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
         return Response(
-            AlertSerializer(actions.do_acknowledge_alert(alert=self.get_object(), actor=request.user)).data
+            AlertSerializer(do_acknowledge_alert(alert=self.get_object(), actor=request.user)).data
         )
 
     @extend_schema(request=AlertSnoozeSerializer, responses={200: AlertSerializer})
@@ -82,15 +96,13 @@ class AlertViewSet(RestrictedReadOnlyViewSet):
         alert = self.get_object()
         body = AlertSnoozeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        alert = actions.do_snooze_alert(alert=alert, until=body.validated_data["until"], actor=request.user)
+        alert = do_snooze_alert(alert=alert, until=body.validated_data["until"], actor=request.user)
         return Response(AlertSerializer(alert).data)
 
     @extend_schema(request=None, responses={200: AlertSerializer})
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
-        return Response(
-            AlertSerializer(actions.do_resolve_alert(alert=self.get_object(), actor=request.user)).data
-        )
+        return Response(AlertSerializer(do_resolve_alert(alert=self.get_object(), actor=request.user)).data)
 
     @extend_schema(responses={200: AlertEventSerializer(many=True)})
     @action(detail=True, methods=["get"])
@@ -115,7 +127,7 @@ class MonitorViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
-        serializer.instance = actions.do_create_monitor(
+        serializer.instance = do_create_monitor(
             model_version=data.pop("model_version"), name=data.pop("name"), actor=self.request.user, **data
         )
 
@@ -124,17 +136,15 @@ class MonitorViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
         if "model_version" in data and data["model_version"] != serializer.instance.model_version:
             raise ValidationError({"model_version": "a monitor cannot move to another model version"})
         data.pop("model_version", None)
-        serializer.instance = actions.do_update_monitor(
-            monitor=serializer.instance, actor=self.request.user, **data
-        )
+        serializer.instance = do_update_monitor(monitor=serializer.instance, actor=self.request.user, **data)
 
     def perform_destroy(self, instance):
-        actions.do_delete_monitor(monitor=instance, actor=self.request.user)
+        do_delete_monitor(monitor=instance, actor=self.request.user)
 
     @extend_schema(request=None, responses={201: DriftCheckSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
-        check = actions.do_run_monitor(monitor=self.get_object(), actor=request.user)
+        check = do_run_monitor(monitor=self.get_object(), actor=request.user)
         check.refresh_from_db()
         return Response(DriftCheckSerializer(check).data, status=status.HTTP_201_CREATED)
 
@@ -142,13 +152,13 @@ class MonitorViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         return Response(
-            MonitorSerializer(actions.do_pause_monitor(monitor=self.get_object(), actor=request.user)).data
+            MonitorSerializer(do_pause_monitor(monitor=self.get_object(), actor=request.user)).data
         )
 
     @extend_schema(request=None, responses={200: MonitorSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        monitor = actions.do_resume_monitor(monitor=self.get_object(), actor=request.user)
+        monitor = do_resume_monitor(monitor=self.get_object(), actor=request.user)
         return Response(MonitorSerializer(monitor).data)
 
 
@@ -171,7 +181,7 @@ class ChannelViewSet(
     def create(self, request, *args, **kwargs):
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
-        channel = actions.do_create_channel(actor=request.user, **body.validated_data)
+        channel = do_create_channel(actor=request.user, **body.validated_data)
         return Response(ChannelSecretSerializer(channel).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ChannelUpdateSerializer, responses={200: ChannelSerializer})
@@ -179,13 +189,13 @@ class ChannelViewSet(
         channel = self.get_object()
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
-        channel = actions.do_update_channel(channel=channel, actor=request.user, **body.validated_data)
+        channel = do_update_channel(channel=channel, actor=request.user, **body.validated_data)
         return Response(ChannelSerializer(channel).data)
 
     @extend_schema(request=None, responses={200: ChannelSecretSerializer})
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, pk=None):
-        channel = actions.do_rotate_channel_secret(channel=self.get_object(), actor=request.user)
+        channel = do_rotate_channel_secret(channel=self.get_object(), actor=request.user)
         return Response(ChannelSecretSerializer(channel).data)
 
 
@@ -197,7 +207,7 @@ class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        policy = actions.do_create_escalation_policy(
+        policy = do_create_escalation_policy(
             team=data["team"],
             name=data["name"],
             description=data.get("description", ""),
@@ -210,7 +220,7 @@ class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
         data = serializer.validated_data
         if "team" in data and data["team"] != serializer.instance.team:
             raise ValidationError({"team": "a policy cannot move to another team"})
-        policy = actions.do_update_escalation_policy(
+        policy = do_update_escalation_policy(
             policy=serializer.instance,
             actor=self.request.user,
             name=data.get("name"),
@@ -220,4 +230,4 @@ class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
         serializer.instance = self.get_queryset().get(pk=policy.pk)
 
     def perform_destroy(self, instance):
-        actions.do_delete_escalation_policy(policy=instance, actor=self.request.user)
+        do_delete_escalation_policy(policy=instance, actor=self.request.user)

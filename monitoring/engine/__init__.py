@@ -5,7 +5,7 @@
 - ``check``: ``run_check(reference_profile, current_chunks, config) -> CheckResult``.
 """
 
-from monitoring.engine.check import CheckConfig, CheckResult, ColumnResult, Status, run_check
+from monitoring.engine.check import CheckConfig, CheckResult, ColumnResult, Status, count_tested, run_check
 from monitoring.engine.profile import ColumnKind, ColumnProfile, DatasetProfile, build_profile
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "DatasetProfile",
     "Status",
     "build_profile",
+    "count_tested",
     "run_check",
 ]

@@ -36,6 +36,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ from monitoring.engine.profile import (
     DatasetProfile,
     iter_chunks,
 )
+from monitoring.engine.sketch import NumericSketch
 
 DEFAULT_DRIFT_SHARE = 0.5  # evidently DataDriftPreset's default
 DEFAULT_MIN_SAMPLE_SIZE = 2_000
@@ -68,6 +70,19 @@ class Status(StrEnum):
     INSUFFICIENT_DATA = "insufficient_data"
     SKIPPED = "skipped"
     ERROR = "error"
+
+
+# The statuses that give a verdict: the drift share is the drifted fraction of these columns.
+TESTED = frozenset({Status.OK, Status.DRIFT})
+
+
+def count_tested(results: Iterable[Mapping[str, Any]]) -> int:
+    """How many stored column results (``ColumnResult.to_dict``) got a verdict.
+
+    The one count of "columns tested" (issue 8): a result without a ``status`` predates statuses,
+    when every stored column had been tested, so it counts as ``ok``.
+    """
+    return sum(1 for result in results if result.get("status", Status.OK) in TESTED)
 
 
 @dataclass(frozen=True)
@@ -257,7 +272,7 @@ def run_check(
         except Exception as exc:  # report it on the column; the other columns keep their verdicts
             kind = reference.kind.value if reference is not None else "unknown"
             results.append(ColumnResult(name, kind, Status.ERROR, f"{type(exc).__name__}: {exc}"))
-    tested = [r for r in results if r.status in (Status.OK, Status.DRIFT)]
+    tested = [r for r in results if r.status in TESTED]
     drifted = sum(r.is_drifted for r in tested)
     share = drifted / len(tested) if tested else 0.0
     return CheckResult(
@@ -290,7 +305,7 @@ def _evaluate(
     if current is None or current.error is not None:
         message = current.error if current is not None else "no current data"
         return ColumnResult(name, kind.value, Status.ERROR, f"current: {message}")
-    base = {
+    base: dict[str, Any] = {
         "column": name,
         "kind": kind.value,
         "reference_count": reference.count,
@@ -373,7 +388,7 @@ def _missing_rate(reference: ColumnProfile, current: ColumnProfile, config: Chec
 
 
 def _missing_only_result(
-    kind: ColumnKind, missing: _Missing, base: dict, config: CheckConfig, note: str = ""
+    kind: ColumnKind, missing: _Missing, base: dict[str, Any], config: CheckConfig, note: str = ""
 ) -> ColumnResult:
     reason = "datetime values are not compared by default" if kind == ColumnKind.DATETIME else ""
     parts = [part for part in (note, reason, "missing rate compared", missing.message) if part]
@@ -406,16 +421,22 @@ def _sort_key(key: str) -> tuple[int, float, str]:
         return (1, 0.0, key)
 
 
+def _sketches(reference: ColumnProfile, current: ColumnProfile) -> tuple[NumericSketch, NumericSketch]:
+    """Both sides' numeric sketches; ValueError (the column's error) if a profile lacks one."""
+    if reference.sketch is None or current.sketch is None:
+        raise ValueError("a numeric column's profile has no sketch on one side")
+    return reference.sketch, current.sketch
+
+
 def _value_test(
     kind: ColumnKind, reference: ColumnProfile, current: ColumnProfile, method: str | None
 ) -> methods.MethodResult:
     numeric = reference.sketch is not None and kind != ColumnKind.CATEGORICAL
     if numeric:
-        both_exact = reference.sketch.is_exact and current.sketch.is_exact
+        ref_sketch, cur_sketch = _sketches(reference, current)
+        both_exact = ref_sketch.is_exact and cur_sketch.is_exact
         if both_exact:
-            values = np.union1d(
-                reference.sketch.values_and_counts()[0], current.sketch.values_and_counts()[0]
-            )
+            values = np.union1d(ref_sketch.values_and_counts()[0], cur_sketch.values_and_counts()[0])
             n_values = values.size
         else:
             n_values = FEW_VALUES + 1
@@ -434,14 +455,14 @@ def _value_test(
         raise ValueError(f"method {method!r} does not apply to {kind.value} columns")
 
     if method == "ks":
-        return methods.ks_test(reference.sketch, current.sketch)
+        return methods.ks_test(ref_sketch, cur_sketch)
     if method == "wasserstein":
-        return methods.wasserstein_normed(reference.sketch, current.sketch, reference.std)
+        return methods.wasserstein_normed(ref_sketch, cur_sketch, reference.std)
     if method in ("psi", "jensenshannon"):
         if numeric:
             integer = reference.integer_dtype and current.integer_dtype
             ref_share, cur_share, exact = methods.numeric_shares(
-                reference.sketch, current.sketch, integer_dtype=integer
+                ref_sketch, cur_sketch, integer_dtype=integer
             )
         else:
             ref_share, cur_share, _ = methods.category_shares(ref_counts, cur_counts)

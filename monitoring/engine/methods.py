@@ -383,7 +383,7 @@ def numeric_shares(
     n_ref, n_cur = reference.count, current.count
     if n_ref == 0 or n_cur == 0:
         raise ValueError("binned shares need values on both sides")
-    if reference.is_exact and reference.distinct <= 20:
+    if reference.is_exact and reference.distinct is not None and reference.distinct <= 20:
         rv, rc = reference.values_and_counts()
         if current.is_exact:
             cv, cc = current.values_and_counts()

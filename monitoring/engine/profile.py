@@ -292,6 +292,8 @@ class ColumnProfile:
             chunk_mean = float(finite.mean())
             chunk_m2 = float(np.square(finite - chunk_mean).sum())
             self._merge_moments(self.count - finite.size, finite.size, chunk_mean, chunk_m2)
+            if self.sketch is None:
+                raise TypeError(f"column {self.name!r} holds numbers but was profiled without a sketch")
             self.sketch.add_values(finite)
 
     def _track_row_index(self, values: np.ndarray, n_missing: int) -> None:

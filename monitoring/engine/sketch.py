@@ -117,11 +117,14 @@ class NumericSketch:
         *,
         is_binned: bool = False,
     ) -> None:
-        self.edges = np.empty(0) if edges is None else np.asarray(edges, dtype=np.float64)
-        self.atoms = np.zeros(self.edges.size) if atoms is None else np.asarray(atoms, dtype=np.float64)
+        # Plain np.ndarray: merges store integer counts in them as they come.
+        self.edges: np.ndarray = np.empty(0) if edges is None else np.asarray(edges, dtype=np.float64)
+        self.atoms: np.ndarray = (
+            np.zeros(self.edges.size) if atoms is None else np.asarray(atoms, dtype=np.float64)
+        )
         k = max(self.edges.size - 1, 0)
-        self.gaps = np.zeros(k) if gaps is None else np.asarray(gaps, dtype=np.float64)
-        self.offsets = np.zeros(k) if offsets is None else np.asarray(offsets, dtype=np.float64)
+        self.gaps: np.ndarray = np.zeros(k) if gaps is None else np.asarray(gaps, dtype=np.float64)
+        self.offsets: np.ndarray = np.zeros(k) if offsets is None else np.asarray(offsets, dtype=np.float64)
         self.is_binned = is_binned
         self._keep: np.ndarray | None = None
         # Exact smallest and largest value (NaN while empty); a binned grid may extend past them.

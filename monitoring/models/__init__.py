@@ -17,7 +17,7 @@ from monitoring.models.alerts import (
     NotificationState,
 )
 from monitoring.models.checks import CheckState, DriftCheck, ProfileState, ReferenceProfile
-from monitoring.models.monitors import MONITOR_BOUNDS, CurrentSource, Monitor
+from monitoring.models.monitors import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
 from monitoring.models.routing import (
     MAX_DELAY_MINUTES,
     MAX_REPEAT,
@@ -32,6 +32,7 @@ __all__ = [
     "MAX_DELAY_MINUTES",
     "MAX_REPEAT",
     "MONITOR_BOUNDS",
+    "MONITOR_FIELDS",
     "UNRESOLVED",
     "Alert",
     "AlertEvent",

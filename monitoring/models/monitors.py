@@ -16,6 +16,33 @@ from monitoring.models.rules import DRIFT_SHARE_IN_RANGE, Severity, drift_share_
 # (field, lowest, highest, unit) of a monitor's integer settings. The upper bounds keep every value
 # inside what timedelta and beat's schedules can represent: a 10**18-minute schedule or reopen
 # window raised OverflowError in beat and in every check.
+# A monitor's settable fields, the one list (issue 8): the actions accept exactly these, the API
+# serializer exposes them.
+MONITOR_FIELDS = (
+    "name",
+    "reference_dataset_version",
+    "reference_where",
+    "source",
+    "current_dataset",
+    "window_versions",
+    "columns",
+    "methods",
+    "thresholds",
+    "drift_share",
+    "min_sample_size",
+    "check_predictions",
+    "check_performance",
+    "performance_tolerance",
+    "severity",
+    "runbook_url",
+    "escalation_policy",
+    "schedule_minutes",
+    "auto_resolve_after",
+    "reopen_within_hours",
+    "retrain_on_drift",
+    "retrain_where",
+)
+
 MONITOR_BOUNDS = (
     ("window_versions", 1, 1000, "dataset versions"),
     ("schedule_minutes", 1, 366 * 24 * 60, "minutes"),

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from governance.forms import style_filters
 from governance.views import paginate, perform, visible_or_404
-from monitoring import actions
+from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.filtersets import AlertFilterSet
 from monitoring.forms import SnoozeForm
 from monitoring.models import Alert, AlertState, Notification
@@ -59,7 +59,7 @@ def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _alert_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     alert = visible_or_404(request, Alert.objects.select_related(*ALERT_RELATIONS), pk)
-    action = {"acknowledge": actions.do_acknowledge_alert, "resolve": actions.do_resolve_alert}[verb]
+    action = {"acknowledge": do_acknowledge_alert, "resolve": do_resolve_alert}[verb]
     if request.method != "POST":
         context = {
             "section": "alerts",
@@ -109,7 +109,7 @@ def alert_snooze(request: HttpRequest, pk: int) -> HttpResponse:
     until = form.until(timezone.now())
     status = perform(
         request,
-        lambda: actions.do_snooze_alert(alert=alert, until=until, actor=request.user),
+        lambda: do_snooze_alert(alert=alert, until=until, actor=request.user),
         f"Alert #{alert.pk} snoozed until {timezone.localtime(until):%Y-%m-%d %H:%M %Z}.",
     )
     if status == 200:

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 
 from governance.forms import style_filters
 from governance.views import call_action, paginate, perform, visible_or_404
-from monitoring import actions
+from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
 from monitoring.filtersets import ChannelFilterSet
 from monitoring.forms import ChannelEditForm, ChannelForm
 from monitoring.models import Channel, Notification
@@ -27,7 +27,7 @@ def channel_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         channel, status = call_action(
             form,
-            lambda: actions.do_create_channel(
+            lambda: do_create_channel(
                 team=data["team"],
                 name=data["name"],
                 kind=data["kind"],
@@ -79,7 +79,7 @@ def channel_detail(request: HttpRequest, pk: int) -> HttpResponse:
     status = 200
     if request.method == "POST" and form.is_valid():
         changed, status = call_action(
-            form, lambda: actions.do_update_channel(channel=channel, actor=user, **form.cleaned_data)
+            form, lambda: do_update_channel(channel=channel, actor=user, **form.cleaned_data)
         )
         if changed is not None:
             messages.success(request, f"Saved channel {changed.name}.")
@@ -115,16 +115,14 @@ def _channel_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     if verb == "rotate":
 
         def act():
-            rotated = actions.do_rotate_channel_secret(channel=channel, actor=request.user)
+            rotated = do_rotate_channel_secret(channel=channel, actor=request.user)
             request.session[f"channel-secret-{channel.pk}"] = rotated.secret
 
         perform(request, act, "New secret made; it is shown once, below.")
     else:
         perform(
             request,
-            lambda: actions.do_update_channel(
-                channel=channel, actor=request.user, is_active=verb == "enable"
-            ),
+            lambda: do_update_channel(channel=channel, actor=request.user, is_active=verb == "enable"),
             f"Channel {channel.name} {verb}d.",
         )
     return redirect(channel)

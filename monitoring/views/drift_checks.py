@@ -14,7 +14,8 @@ from governance import artifacts
 from governance.forms import style_filters
 from governance.models import ModelVersion
 from governance.views import call_action, paginate, visible_or_404
-from monitoring import actions
+from monitoring.actions.checks import do_request_drift_check
+from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet
 from monitoring.forms import DriftCheckForm
 from monitoring.models import Alert, DriftCheck
@@ -37,7 +38,7 @@ def drift_check_request(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         check, status = call_action(
             form,
-            lambda: actions.do_request_drift_check(
+            lambda: do_request_drift_check(
                 model_version=version,
                 current_dataset_version=form.cleaned_data["current_dataset_version"],
                 columns=form.column_list(),
@@ -89,7 +90,7 @@ def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "is_finished": check.is_finished,
         "reference_where": json.dumps(check.reference_where or {}),
         "results": _side_by_side(check),
-        "tested_count": sum(1 for r in check.results if r.get("status", "ok") in ("ok", "drift")),
+        "tested_count": count_tested(check.results),
         "performance_rows": sorted(performance.get("metrics", {}).items()),
         "alerts": Alert.objects.restrict(request.user).filter(drift_check=check),
     }

@@ -12,8 +12,8 @@ from django.urls import reverse
 
 from governance.forms import style_filters
 from governance.views import call_action, paginate, visible_or_404
-from monitoring import actions
-from monitoring.escalation_schedule import last_send_after, level_starts
+from monitoring.actions.policies import do_create_escalation_policy, do_update_escalation_policy
+from monitoring.escalation import last_send_after, level_starts
 from monitoring.filtersets import EscalationPolicyFilterSet
 from monitoring.forms import EscalationPolicyForm, level_formset, level_specs
 from monitoring.models import EscalationPolicy, Monitor
@@ -55,7 +55,7 @@ def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> 
         if policy is None:
             saved, status = call_action(
                 form,
-                lambda: actions.do_create_escalation_policy(
+                lambda: do_create_escalation_policy(
                     team=data["team"],
                     name=data["name"],
                     description=data["description"],
@@ -66,7 +66,7 @@ def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> 
         else:
             saved, status = call_action(
                 form,
-                lambda: actions.do_update_escalation_policy(
+                lambda: do_update_escalation_policy(
                     policy=policy,
                     name=data["name"],
                     description=data["description"],

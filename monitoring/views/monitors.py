@@ -9,7 +9,14 @@ from django.shortcuts import redirect, render
 
 from governance.models import ModelVersion
 from governance.views import call_action, perform, pretty_json, visible_or_404
-from monitoring import actions
+from monitoring.actions.checks import do_run_monitor
+from monitoring.actions.monitors import (
+    do_create_monitor,
+    do_delete_monitor,
+    do_pause_monitor,
+    do_resume_monitor,
+    do_update_monitor,
+)
 from monitoring.forms import MonitorForm
 from monitoring.models import Alert, DriftCheck, Monitor
 from monitoring.permissions import may_change_monitor
@@ -28,7 +35,7 @@ def monitor_create(request: HttpRequest, pk: int) -> HttpResponse:
         options = form.options()
         monitor, status = call_action(
             form,
-            lambda: actions.do_create_monitor(
+            lambda: do_create_monitor(
                 model_version=version, name=options.pop("name"), actor=request.user, **options
             ),
         )
@@ -84,7 +91,7 @@ def monitor_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         options = form.options()
         changed, status = call_action(
-            form, lambda: actions.do_update_monitor(monitor=monitor, actor=request.user, **options)
+            form, lambda: do_update_monitor(monitor=monitor, actor=request.user, **options)
         )
         if changed is not None:
             messages.success(request, f"Saved {changed}.")
@@ -126,13 +133,13 @@ def _monitor_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
 
     def act():
         if verb == "run":
-            results["check"] = actions.do_run_monitor(monitor=monitor, actor=request.user)
+            results["check"] = do_run_monitor(monitor=monitor, actor=request.user)
         elif verb == "pause":
-            actions.do_pause_monitor(monitor=monitor, actor=request.user)
+            do_pause_monitor(monitor=monitor, actor=request.user)
         elif verb == "resume":
-            actions.do_resume_monitor(monitor=monitor, actor=request.user)
+            do_resume_monitor(monitor=monitor, actor=request.user)
         else:
-            actions.do_delete_monitor(monitor=monitor, actor=request.user)
+            do_delete_monitor(monitor=monitor, actor=request.user)
 
     status = perform(request, act, success.format(monitor=monitor))
     if status != 200:

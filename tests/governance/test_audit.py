@@ -11,12 +11,8 @@ from django.db import connection, transaction
 
 from governance import actions, audit
 from governance.models import AuditEvent, DatasetVersion, ModelVersion, PlatformRole, TeamRole
-from monitoring.actions import (
-    do_acknowledge_alert,
-    do_finish_drift_check,
-    do_request_drift_check,
-    do_resolve_alert,
-)
+from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert
+from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert
 from runners.actions import claim_job, do_cancel_job, do_fail_job, do_submit_job

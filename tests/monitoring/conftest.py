@@ -21,8 +21,8 @@ import pytest
 
 from governance import actions as governance
 from governance.models import DatasetVersion
-from monitoring import actions
-from monitoring.actions import CheckOutcome
+from monitoring.actions.checks import CheckOutcome, do_finish_drift_check, do_run_monitor
+from monitoring.actions.monitors import do_create_monitor
 from monitoring.models import CurrentSource
 
 T0 = datetime.datetime(2025, 6, 2, 9, 0, tzinfo=datetime.UTC)  # in the past: "now" in API calls is later
@@ -68,7 +68,7 @@ CLEAN = CheckOutcome(
 @pytest.fixture
 def monitor(registered_version, current_dataset_version, scientist):
     """A monitor of the bike model on uploaded batches of ``bike-sharing-2012`` (no schedule)."""
-    return actions.do_create_monitor(
+    return do_create_monitor(
         model_version=registered_version,
         name="hourly",
         source=CurrentSource.DATASET,
@@ -79,8 +79,8 @@ def monitor(registered_version, current_dataset_version, scientist):
 
 def finish_check(monitor, outcome: CheckOutcome, now: datetime.datetime, actor):
     """Queue a check of ``monitor`` and record ``outcome`` for it at ``now``."""
-    check = actions.do_run_monitor(monitor=monitor, actor=actor, now=now)
-    return actions.do_finish_drift_check(check.pk, result=outcome, now=now)
+    check = do_run_monitor(monitor=monitor, actor=actor, now=now)
+    return do_finish_drift_check(check.pk, result=outcome, now=now)
 
 
 @pytest.fixture

@@ -9,7 +9,10 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from governance.models import AuditEvent
-from monitoring import actions
+from monitoring.actions.alerts import do_resolve_alert
+from monitoring.actions.channels import do_create_channel
+from monitoring.actions.monitors import do_create_monitor, do_update_monitor
+from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.models import Alert, DriftCheck, EscalationPolicy, Monitor
 from tests.monitoring.conftest import BREACH, T0, finish_check
 
@@ -86,7 +89,7 @@ def test_monitor_api_names_the_bad_field_and_hides_other_teams(
 
 
 def test_escalation_policy_through_the_api(client_for, team, owner, scientist, viewer):
-    channel = actions.do_create_channel(team=team, name="ops", kind="email", actor=owner)
+    channel = do_create_channel(team=team, name="ops", kind="email", actor=owner)
     client = client_for(owner)
     levels = [
         {"delay_minutes": 10, "repeat": 2, "users": [owner.pk], "channels": [channel.pk]},
@@ -183,13 +186,11 @@ def test_escalation_policy_through_the_api(client_for, team, owner, scientist, v
 
 
 def test_a_policy_in_use_cannot_be_deleted(client_for, team, owner, scientist, monitor):
-    policy = actions.do_create_escalation_policy(
-        team=team, name="p", levels=[{"users": [owner]}], actor=owner
-    )
-    actions.do_update_monitor(monitor=monitor, escalation_policy=policy, actor=scientist)
+    policy = do_create_escalation_policy(team=team, name="p", levels=[{"users": [owner]}], actor=owner)
+    do_update_monitor(monitor=monitor, escalation_policy=policy, actor=scientist)
 
     in_use = client_for(owner).delete(f"/api/escalation-policies/{policy.pk}/")
-    actions.do_update_monitor(monitor=monitor, escalation_policy=None, actor=scientist)
+    do_update_monitor(monitor=monitor, escalation_policy=None, actor=scientist)
     unused = client_for(owner).delete(f"/api/escalation-policies/{policy.pk}/")
 
     assert (in_use.status_code, in_use.json()) == (
@@ -237,7 +238,7 @@ def test_notifications_list_is_restricted_and_costs_constant_queries(
     for minute in range(3):
         with django_capture_on_commit_callbacks(execute=True):
             finish_check(monitor, BREACH, T0 + datetime.timedelta(minutes=minute), scientist)
-        actions.do_resolve_alert(
+        do_resolve_alert(
             alert=Alert.objects.get(state="open"), actor=owner, now=T0 + datetime.timedelta(minutes=minute)
         )
     client = client_for(fresh(viewer))
@@ -261,11 +262,11 @@ def test_lists_cost_constant_queries(
     client_for, fresh, team, owner, viewer, registered_version, scientist, path, django_assert_num_queries
 ):
     for name in ("a", "b", "c"):
-        channel = actions.do_create_channel(team=team, name=name, kind="email", actor=owner)
-        actions.do_create_escalation_policy(
+        channel = do_create_channel(team=team, name=name, kind="email", actor=owner)
+        do_create_escalation_policy(
             team=team, name=name, levels=[{"users": [owner], "channels": [channel]}], actor=owner
         )
-        actions.do_create_monitor(model_version=registered_version, name=name, actor=scientist)
+        do_create_monitor(model_version=registered_version, name=name, actor=scientist)
     client = client_for(fresh(viewer))
     # 1 platform roles, 2 team roles, 3 COUNT, 4 the page; policies also prefetch 5 levels, 6 their
     # users and 7 their channels; channels join their owner.

@@ -11,14 +11,17 @@ import socket
 import pytest
 
 from governance.models import AuditEvent
-from monitoring import actions, transports
+from monitoring import transports
+from monitoring.actions.channels import do_create_channel, do_update_channel
+from monitoring.actions.deliveries import claim_notification, deliver_due_notifications
+from monitoring.actions.monitors import do_update_monitor
+from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.models import Alert, Channel, Notification
-from monitoring.notify import deliver_due_notifications
 from tests.monitoring.conftest import BREACH, T0, finish_check, mail_subject, minutes, read_mail
 
 
 def _policy_with(channel, owner, *, delay: int = 15):
-    return actions.do_create_escalation_policy(
+    return do_create_escalation_policy(
         team=channel.team,
         name=f"via {channel.name}",
         levels=[{"delay_minutes": delay, "repeat": 0, "users": [owner], "channels": [channel]}],
@@ -31,9 +34,7 @@ def alert_via(monitor, scientist, owner, django_capture_on_commit_callbacks):
     """Route ``monitor``'s alerts through one channel, then breach at T0 (deliveries run on commit)."""
 
     def make(channel) -> Alert:
-        actions.do_update_monitor(
-            monitor=monitor, escalation_policy=_policy_with(channel, owner), actor=scientist
-        )
+        do_update_monitor(monitor=monitor, escalation_policy=_policy_with(channel, owner), actor=scientist)
         with django_capture_on_commit_callbacks(execute=True):
             finish_check(monitor, BREACH, T0, scientist)
         return Alert.objects.get()
@@ -42,7 +43,7 @@ def alert_via(monitor, scientist, owner, django_capture_on_commit_callbacks):
 
 
 def test_webhook_is_json_signed_with_hmac_sha256(team, owner, receiver, alert_via, settings):
-    hook = actions.do_create_channel(
+    hook = do_create_channel(
         team=team, name="ops", kind="webhook", url=f"{receiver.url}/steward", actor=owner
     )
 
@@ -101,7 +102,7 @@ def test_verify_checks_the_signature_and_its_age(header, body, now, expected):
 
 
 def test_slack_gets_its_text_payload(team, owner, receiver, alert_via):
-    slack = actions.do_create_channel(team=team, name="slack", kind="slack", url=receiver.url, actor=owner)
+    slack = do_create_channel(team=team, name="slack", kind="slack", url=receiver.url, actor=owner)
 
     alert = alert_via(slack)
 
@@ -115,7 +116,7 @@ def test_slack_gets_its_text_payload(team, owner, receiver, alert_via):
 
 
 def test_an_email_channel_with_an_address_mails_that_address(team, owner, alert_via, mail_dir):
-    oncall = actions.do_create_channel(
+    oncall = do_create_channel(
         team=team, name="oncall", kind="email", email_address="oncall@example.com", actor=owner
     )
 
@@ -131,7 +132,7 @@ def test_a_failing_webhook_is_retried_with_backoff_and_its_error_shown(
     team, owner, receiver, alert_via, django_capture_on_commit_callbacks
 ):
     receiver.statuses = [500, 502, 200]
-    hook = actions.do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
+    hook = do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
     alert_via(hook)
     notification = Notification.objects.get()
     assert (notification.state, notification.attempts, notification.response_code) == ("retrying", 1, 500)
@@ -164,7 +165,7 @@ def test_five_failures_disable_the_channel_and_tell_its_owner(
     team, owner, receiver, alert_via, mail_dir, django_capture_on_commit_callbacks
 ):
     receiver.statuses = [503]
-    hook = actions.do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
+    hook = do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
     alert_via(hook)
     at = T0
     for backoff in (1, 2, 4, 8):
@@ -193,7 +194,7 @@ def test_five_failures_disable_the_channel_and_tell_its_owner(
 
 def test_a_gone_webhook_fails_at_once(team, owner, receiver, alert_via, mail_dir):
     receiver.statuses = [404]
-    hook = actions.do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
+    hook = do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
 
     alert_via(hook)
 
@@ -212,7 +213,7 @@ def test_an_unreachable_webhook_is_retried(team, owner, alert_via):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    hook = actions.do_create_channel(
+    hook = do_create_channel(
         team=team, name="ops", kind="webhook", url=f"http://127.0.0.1:{port}/", actor=owner
     )
 
@@ -225,14 +226,14 @@ def test_an_unreachable_webhook_is_retried(team, owner, alert_via):
 
 
 def test_enabling_a_disabled_channel_clears_its_failure(team, owner):
-    hook = actions.do_create_channel(
+    hook = do_create_channel(
         team=team, name="ops", kind="webhook", url="https://example.invalid/", actor=owner
     )
     Channel.objects.filter(pk=hook.pk).update(
         is_active=False, disabled_reason="HTTP 404", consecutive_failures=5
     )
 
-    hook = actions.do_update_channel(channel=hook, is_active=True, actor=owner)
+    hook = do_update_channel(channel=hook, is_active=True, actor=owner)
 
     assert (hook.is_active, hook.disabled_reason, hook.disabled_at, hook.consecutive_failures) == (
         True,
@@ -254,7 +255,7 @@ def test_channel_input_is_checked(team, owner, kind, fields, errors):
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError) as raised:
-        actions.do_create_channel(team=team, **({"name": "x", "kind": kind, "actor": owner} | fields))
+        do_create_channel(team=team, **({"name": "x", "kind": kind, "actor": owner} | fields))
 
     assert raised.value.message_dict == errors
     assert Channel.objects.count() == 0
@@ -264,7 +265,7 @@ def test_the_owner_must_be_in_the_team(team, owner, outsider):
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError) as raised:
-        actions.do_create_channel(team=team, name="x", kind="email", owner=outsider, actor=owner)
+        do_create_channel(team=team, name="x", kind="email", owner=outsider, actor=owner)
 
     assert raised.value.message_dict == {"owner": ["the owner must be a member of the team"]}
 
@@ -311,7 +312,7 @@ def test_api_answers_the_secret_once_on_creation(client_for, team, owner, viewer
 def test_only_model_owners_manage_channels_and_outsiders_see_none(
     client_for, team, owner, scientist, outsider
 ):
-    channel = actions.do_create_channel(team=team, name="ops", kind="email", actor=owner)
+    channel = do_create_channel(team=team, name="ops", kind="email", actor=owner)
     events = AuditEvent.objects.count()
 
     create = client_for(scientist).post("/api/channels/", {"team": team.pk, "name": "mine", "kind": "email"})
@@ -328,12 +329,12 @@ def test_only_model_owners_manage_channels_and_outsiders_see_none(
 
 
 def test_a_delivery_left_sending_by_a_dead_worker_is_sent_again_later(team, owner, receiver, alert_via):
-    hook = actions.do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
+    hook = do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
     alert_via(hook)
     notification = Notification.objects.get()
     # A worker claimed the retry at T0 + 5 min and died before recording the result.
     Notification.objects.filter(pk=notification.pk).update(state="retrying", next_attempt_at=T0 + minutes(5))
-    assert actions.claim_notification(notification.pk, T0 + minutes(5)) is True
+    assert claim_notification(notification.pk, T0 + minutes(5)) is True
 
     still_sending = deliver_due_notifications(T0 + minutes(14))
     released = deliver_due_notifications(T0 + minutes(16))

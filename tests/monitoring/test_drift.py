@@ -11,7 +11,7 @@ from evidently.metrics import DriftedColumnsCount, ValueDrift
 from governance import actions
 from governance.models import AuditEvent, DatasetVersion
 from monitoring import drift
-from monitoring.actions import claim_drift_check, do_request_drift_check
+from monitoring.actions.checks import claim_drift_check, do_request_drift_check
 from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, CheckState, DriftCheck, ReferenceProfile
@@ -262,7 +262,7 @@ def test_a_second_drifting_check_adds_to_the_open_alert(
 def test_after_resolution_new_drift_opens_a_new_alert(
     drifted_check, registered_version, current_dataset_version, owner, scientist
 ):
-    from monitoring.actions import do_resolve_alert
+    from monitoring.actions.alerts import do_resolve_alert
 
     first = Alert.objects.get()
     do_resolve_alert(alert=first, actor=owner)
@@ -523,7 +523,8 @@ def test_drift_checks_and_alerts_lists_in_constant_queries(
     viewer,
     django_assert_num_queries,
 ):
-    from monitoring.actions import do_acknowledge_alert, do_finish_drift_check, do_resolve_alert
+    from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert
+    from monitoring.actions.checks import do_finish_drift_check
 
     do_resolve_alert(alert=Alert.objects.get(), actor=owner)
     for _ in range(2):

@@ -13,9 +13,15 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 
 from governance.models import AuditEvent, TeamRole
-from monitoring import actions, escalation
+from monitoring import escalation
+from monitoring.actions import checks, monitors
+from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
+from monitoring.actions.channels import do_create_channel, do_update_channel
+from monitoring.actions.checks import do_finish_drift_check, do_run_monitor
+from monitoring.actions.monitors import do_update_monitor
+from monitoring.actions.policies import do_create_escalation_policy
+from monitoring.execute import run_escalations
 from monitoring.models import Alert, Channel, EscalationPolicy, Notification
-from monitoring.notify import run_escalations
 from tests.conftest import mail_count
 from tests.monitoring.conftest import BREACH, CLEAN, T0, finish_check, mail_subject, minutes
 
@@ -42,11 +48,9 @@ def test_steps_walk_each_level_with_its_repeats_then_stop():
 def two_level_policy(team, owner, scientist, approver, receiver):
     """Level 1: the model owner by email and the team webhook, twice, 15 min apart. Level 2:
     everyone with the data scientist role, by email, 30 min after level 1's last notification."""
-    webhook = actions.do_create_channel(
-        team=team, name="ops-hook", kind="webhook", url=receiver.url, actor=owner
-    )
-    email = actions.do_create_channel(team=team, name="people", kind="email", actor=owner)
-    return actions.do_create_escalation_policy(
+    webhook = do_create_channel(team=team, name="ops-hook", kind="webhook", url=receiver.url, actor=owner)
+    email = do_create_channel(team=team, name="people", kind="email", actor=owner)
+    return do_create_escalation_policy(
         team=team,
         name="drift on-call",
         levels=[
@@ -59,7 +63,7 @@ def two_level_policy(team, owner, scientist, approver, receiver):
 
 @pytest.fixture
 def escalating(monitor, two_level_policy, scientist):
-    return actions.do_update_monitor(monitor=monitor, escalation_policy=two_level_policy, actor=scientist)
+    return do_update_monitor(monitor=monitor, escalation_policy=two_level_policy, actor=scientist)
 
 
 def _sent() -> list[tuple]:
@@ -143,7 +147,7 @@ def test_acknowledging_stops_the_escalation(
         finish_check(escalating, BREACH, T0, scientist)
     alert = Alert.objects.get()
 
-    actions.do_acknowledge_alert(alert=alert, actor=owner, now=T0 + minutes(5))
+    do_acknowledge_alert(alert=alert, actor=owner, now=T0 + minutes(5))
     with django_capture_on_commit_callbacks(execute=True):
         later = run_escalations(T0 + minutes(60))
 
@@ -171,7 +175,7 @@ def test_snooze_holds_the_next_step_until_it_ends(
         finish_check(escalating, BREACH, T0, scientist)
     alert = Alert.objects.get()
 
-    actions.do_snooze_alert(alert=alert, until=T0 + minutes(40), actor=owner, now=T0 + minutes(1))
+    do_snooze_alert(alert=alert, until=T0 + minutes(40), actor=owner, now=T0 + minutes(1))
     with django_capture_on_commit_callbacks(execute=True):
         while_snoozed = run_escalations(T0 + minutes(39))
     with django_capture_on_commit_callbacks(execute=True):
@@ -204,7 +208,7 @@ def test_snooze_must_end_in_the_next_30_days(monitor, scientist, owner, until, m
     alert = Alert.objects.get()
 
     with pytest.raises(ValidationError) as raised:
-        actions.do_snooze_alert(alert=alert, until=until, actor=owner, now=T0)
+        do_snooze_alert(alert=alert, until=until, actor=owner, now=T0)
 
     assert raised.value.message_dict == {"until": [message]}
     assert Alert.objects.get().snoozed_until is None
@@ -275,7 +279,7 @@ def test_clean_checks_resolve_the_alert_after_the_monitors_count(monitor, scient
 
 
 def test_auto_resolve_zero_never_resolves(monitor, scientist):
-    actions.do_update_monitor(monitor=monitor, auto_resolve_after=0, actor=scientist)
+    do_update_monitor(monitor=monitor, auto_resolve_after=0, actor=scientist)
     finish_check(monitor, BREACH, T0, scientist)
     for step in range(1, 6):
         finish_check(monitor, CLEAN, T0 + minutes(step), scientist)
@@ -289,8 +293,8 @@ def test_a_breach_soon_after_resolution_reopens_and_escalates_in_a_new_round(
     with django_capture_on_commit_callbacks(execute=True):
         finish_check(escalating, BREACH, T0, scientist)
     alert = Alert.objects.get()
-    actions.do_acknowledge_alert(alert=alert, actor=owner, now=T0 + minutes(2))
-    actions.do_resolve_alert(alert=alert, actor=owner, now=T0 + minutes(3))
+    do_acknowledge_alert(alert=alert, actor=owner, now=T0 + minutes(2))
+    do_resolve_alert(alert=alert, actor=owner, now=T0 + minutes(3))
 
     with django_capture_on_commit_callbacks(execute=True):
         finish_check(escalating, BREACH, T0 + minutes(60), scientist)
@@ -323,7 +327,7 @@ def test_a_breach_soon_after_resolution_reopens_and_escalates_in_a_new_round(
 def test_a_breach_long_after_resolution_opens_a_new_alert(monitor, scientist, owner):
     finish_check(monitor, BREACH, T0, scientist)
     first = Alert.objects.get()
-    actions.do_resolve_alert(alert=first, actor=owner, now=T0 + minutes(1))
+    do_resolve_alert(alert=first, actor=owner, now=T0 + minutes(1))
 
     finish_check(monitor, BREACH, T0 + minutes(2 + 24 * 60), scientist)
 
@@ -352,11 +356,9 @@ def test_viewer_may_not_handle_an_alert_and_nothing_changes(monitor, scientist, 
     alert = Alert.objects.get()
     events, audit = alert.events.count(), AuditEvent.objects.count()
     act = {
-        "acknowledge": lambda: actions.do_acknowledge_alert(alert=alert, actor=fresh(viewer), now=T0),
-        "snooze": lambda: actions.do_snooze_alert(
-            alert=alert, until=T0 + minutes(5), actor=fresh(viewer), now=T0
-        ),
-        "resolve": lambda: actions.do_resolve_alert(alert=alert, actor=fresh(viewer), now=T0),
+        "acknowledge": lambda: do_acknowledge_alert(alert=alert, actor=fresh(viewer), now=T0),
+        "snooze": lambda: do_snooze_alert(alert=alert, until=T0 + minutes(5), actor=fresh(viewer), now=T0),
+        "resolve": lambda: do_resolve_alert(alert=alert, actor=fresh(viewer), now=T0),
     }[verb]
 
     with pytest.raises(PermissionDenied):
@@ -372,7 +374,7 @@ def test_a_disabled_channel_is_skipped_and_the_targets_emailed_instead(
     escalating, scientist, owner, receiver, mail_dir, django_capture_on_commit_callbacks
 ):
     for channel in Channel.objects.all():
-        actions.do_update_channel(channel=channel, is_active=False, actor=owner)
+        do_update_channel(channel=channel, is_active=False, actor=owner)
 
     with django_capture_on_commit_callbacks(execute=True):
         finish_check(escalating, BREACH, T0, scientist)
@@ -410,8 +412,8 @@ def _in_threads(count: int, work) -> list[BaseException]:
 def no_broker(monkeypatch):
     """Committed checks would be sent to the broker's shared queue, where a development worker of
     another database could take them: these tests run the functions themselves."""
-    monkeypatch.setattr(actions, "enqueue_drift_check", lambda check_id: None)
-    monkeypatch.setattr(actions, "enqueue_reference_profiles", lambda monitor_id: None)
+    monkeypatch.setattr(checks, "enqueue_drift_check", lambda check_id: None)
+    monkeypatch.setattr(monitors, "enqueue_reference_profiles", lambda monitor_id: None)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -460,10 +462,10 @@ def test_a_level_can_name_another_teams_owners(
     # The platform team's model owner is also a viewer in Mobility, so Mobility's owner may name it.
     do_set_membership(user=outsider, team=other_team, role=TeamRole.MODEL_OWNER, actor=admin)
     do_set_membership(user=owner, team=other_team, role=TeamRole.VIEWER, actor=admin)
-    policy = actions.do_create_escalation_policy(
+    policy = do_create_escalation_policy(
         team=team, name="platform", levels=[{"owners_of": other_team}], actor=owner
     )
-    actions.do_update_monitor(monitor=monitor, escalation_policy=policy, actor=scientist)
+    do_update_monitor(monitor=monitor, escalation_policy=policy, actor=scientist)
 
     with django_capture_on_commit_callbacks(execute=True):
         finish_check(monitor, BREACH, T0, scientist)
@@ -474,14 +476,14 @@ def test_a_level_can_name_another_teams_owners(
 
 @pytest.mark.django_db(transaction=True)
 def test_two_checks_finishing_together_make_one_alert(no_broker, monitor, scientist):
-    checks = [actions.do_run_monitor(monitor=monitor, actor=scientist, now=T0) for _ in range(2)]
+    checks = [do_run_monitor(monitor=monitor, actor=scientist, now=T0) for _ in range(2)]
     pending = list(checks)
     lock = threading.Lock()
 
     def finish() -> None:
         with lock:
             check = pending.pop()
-        actions.do_finish_drift_check(check.pk, result=BREACH, now=T0)
+        do_finish_drift_check(check.pk, result=BREACH, now=T0)
 
     errors = _in_threads(2, finish)
 
@@ -494,7 +496,7 @@ def test_two_checks_finishing_together_make_one_alert(no_broker, monitor, scient
 def test_a_level_delay_must_be_between_a_minute_and_30_days(team, owner, delay):
     """10**18 minutes once passed and then broke every escalation run (timedelta overflow)."""
     with pytest.raises(ValidationError) as raised:
-        actions.do_create_escalation_policy(
+        do_create_escalation_policy(
             team=team, name="slow", levels=[{"delay_minutes": delay, "users": [owner]}], actor=owner
         )
 

@@ -9,7 +9,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from monitoring import actions
+from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert
+from monitoring.actions.channels import do_create_channel
+from monitoring.actions.checks import do_request_drift_check
+from monitoring.actions.monitors import do_create_monitor
+from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.models import Alert, Channel, DriftCheck, EscalationLevel, Monitor
 from tests.monitoring.conftest import BREACH, T0, finish_check
 
@@ -45,7 +49,7 @@ def _refused(row, changes: dict, field: str) -> None:
     ],
 )
 def test_a_monitor_keeps_its_settings_in_range(registered_version, scientist, changes, field):
-    monitor = actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist)
+    monitor = do_create_monitor(model_version=registered_version, name="m", actor=scientist)
     monitor.clean()  # what the action wrote passes
 
     _refused(monitor, changes, field)
@@ -65,7 +69,7 @@ def test_a_monitor_keeps_its_settings_in_range(registered_version, scientist, ch
 def test_a_drift_check_keeps_its_numbers_and_times_consistent(
     registered_version, current_dataset_version, scientist, changes, field
 ):
-    check = actions.do_request_drift_check(
+    check = do_request_drift_check(
         model_version=registered_version, current_dataset_version=current_dataset_version, actor=scientist
     )
     check.clean()
@@ -104,7 +108,7 @@ def test_an_alert_in_a_state_carries_what_the_state_needs(monitor, scientist, ch
     ],
 )
 def test_an_escalation_level_keeps_its_delay_and_repeats_in_range(team, owner, changes, field):
-    policy = actions.do_create_escalation_policy(
+    policy = do_create_escalation_policy(
         team=team, name="p", levels=[{"delay_minutes": 15, "repeat": 1, "users": [owner]}], actor=owner
     )
     level = EscalationLevel.objects.get(policy=policy)
@@ -124,7 +128,7 @@ def test_an_escalation_level_keeps_its_delay_and_repeats_in_range(team, owner, c
 )
 def test_a_channel_kind_matches_its_address(team, owner, kind, changes, field):
     url = "" if kind == "email" else "https://hooks.example/steward"
-    channel = actions.do_create_channel(team=team, name="c", kind=kind, url=url, actor=owner)
+    channel = do_create_channel(team=team, name="c", kind=kind, url=url, actor=owner)
     channel.clean()
 
     _refused(Channel.objects.get(pk=channel.pk), changes, field)
@@ -133,8 +137,8 @@ def test_a_channel_kind_matches_its_address(team, owner, kind, changes, field):
 def test_rows_the_actions_wrote_satisfy_every_rule(monitor, scientist, owner):
     finish_check(monitor, BREACH, T0, scientist)
     alert = Alert.objects.get()
-    actions.do_acknowledge_alert(alert=alert, actor=owner, now=T0)
-    actions.do_resolve_alert(alert=alert, actor=owner, now=T0)
+    do_acknowledge_alert(alert=alert, actor=owner, now=T0)
+    do_resolve_alert(alert=alert, actor=owner, now=T0)
 
     for model in (Monitor, DriftCheck, Alert):
         for row in model.objects.all():

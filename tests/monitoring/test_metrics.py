@@ -38,7 +38,7 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
 ):
     finish_check(monitor, BREACH, T0, scientist)
     actions_failed = monitor  # a second, failed check of the same monitor
-    from monitoring.actions import do_finish_drift_check, do_run_monitor
+    from monitoring.actions.checks import do_finish_drift_check, do_run_monitor
 
     do_finish_drift_check(do_run_monitor(monitor=actions_failed, actor=scientist).pk, error="disk full")
     for seconds, state in ((30, "succeeded"), (7200, "succeeded"), (3, "failed")):

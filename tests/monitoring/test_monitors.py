@@ -14,13 +14,23 @@ from django.db.migrations.executor import MigrationExecutor
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from governance.models import AuditEvent
-from monitoring import actions
+from monitoring.actions import checks, monitors
+from monitoring.actions.checks import do_run_monitor
+from monitoring.actions.monitors import (
+    do_create_monitor,
+    do_delete_monitor,
+    do_pause_monitor,
+    do_resume_monitor,
+    do_update_monitor,
+)
+from monitoring.actions.policies import do_create_escalation_policy
+from monitoring.actions.retraining import submit_retraining
 from monitoring.engine import CheckConfig, build_profile, run_check
 from monitoring.engine import performance as perf
-from monitoring.execute import execute_drift_check, prepare_reference_profiles
+from monitoring.execute import execute_drift_check, predict_with_model, prepare_reference_profiles
 from monitoring.models import Alert, DriftCheck, Monitor, ReferenceProfile
 from monitoring.queries import predictions_of, window_of
-from monitoring.tasks import predict_with_model, run_monitor, submit_retraining
+from monitoring.tasks import run_monitor
 from runners import actions as runners_actions
 from runners.actions import do_submit_job
 from runners.execute import execute_job
@@ -50,7 +60,7 @@ def predict_2012(dataset_version, registered_version, scientist):
 def test_a_new_monitor_takes_the_training_data_as_reference_and_gets_a_beat_schedule(
     registered_version, scientist
 ):
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version, name="hourly", schedule_minutes=60, actor=scientist
     )
 
@@ -81,20 +91,20 @@ def test_a_new_monitor_takes_the_training_data_as_reference_and_gets_a_beat_sche
 
 
 def test_monitor_actions_keep_the_periodic_task_in_step(registered_version, scientist, owner):
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version, name="hourly", schedule_minutes=60, actor=scientist
     )
 
-    actions.do_update_monitor(monitor=monitor, schedule_minutes=15, actor=scientist)
+    do_update_monitor(monitor=monitor, schedule_minutes=15, actor=scientist)
     every = PeriodicTask.objects.get().interval.every
-    actions.do_pause_monitor(monitor=monitor, actor=owner)
+    do_pause_monitor(monitor=monitor, actor=owner)
     paused = PeriodicTask.objects.get().enabled
-    actions.do_resume_monitor(monitor=monitor, actor=owner)
+    do_resume_monitor(monitor=monitor, actor=owner)
     resumed = PeriodicTask.objects.get().enabled
-    actions.do_update_monitor(monitor=monitor, schedule_minutes=None, actor=scientist)
+    do_update_monitor(monitor=monitor, schedule_minutes=None, actor=scientist)
     unscheduled = PeriodicTask.objects.count()
-    actions.do_update_monitor(monitor=monitor, schedule_minutes=5, actor=scientist)
-    actions.do_delete_monitor(monitor=Monitor.objects.get(), actor=owner)
+    do_update_monitor(monitor=monitor, schedule_minutes=5, actor=scientist)
+    do_delete_monitor(monitor=Monitor.objects.get(), actor=owner)
 
     assert (every, paused, resumed, unscheduled) == (15, False, True, 0)
     assert (Monitor.objects.count(), PeriodicTask.objects.count()) == (0, 0)
@@ -154,7 +164,7 @@ def test_monitor_actions_keep_the_periodic_task_in_step(registered_version, scie
 )
 def test_monitor_settings_are_checked(registered_version, scientist, options, errors):
     with pytest.raises(ValidationError) as raised:
-        actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist, **options)
+        do_create_monitor(model_version=registered_version, name="m", actor=scientist, **options)
 
     assert raised.value.message_dict == errors
     assert (Monitor.objects.count(), PeriodicTask.objects.count()) == (0, 0)
@@ -164,12 +174,12 @@ def test_a_policy_of_another_team_is_refused(registered_version, scientist, othe
     from governance.actions import do_set_membership
 
     do_set_membership(user=outsider, team=other_team, role="model_owner", actor=admin)
-    policy = actions.do_create_escalation_policy(
+    policy = do_create_escalation_policy(
         team=other_team, name="theirs", levels=[{"users": [outsider]}], actor=outsider
     )
 
     with pytest.raises(ValidationError) as raised:
-        actions.do_create_monitor(
+        do_create_monitor(
             model_version=registered_version, name="m", escalation_policy=policy, actor=scientist
         )
 
@@ -177,16 +187,16 @@ def test_a_policy_of_another_team_is_refused(registered_version, scientist, othe
 
 
 def test_a_viewer_may_not_create_run_or_pause_a_monitor(registered_version, viewer, fresh, scientist):
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version, name="m", actor=scientist, schedule_minutes=5
     )
     events = AuditEvent.objects.count()
 
     for act in (
-        lambda: actions.do_create_monitor(model_version=registered_version, name="v", actor=fresh(viewer)),
-        lambda: actions.do_run_monitor(monitor=monitor, actor=fresh(viewer)),
-        lambda: actions.do_pause_monitor(monitor=monitor, actor=fresh(viewer)),
-        lambda: actions.do_delete_monitor(monitor=monitor, actor=fresh(viewer)),
+        lambda: do_create_monitor(model_version=registered_version, name="v", actor=fresh(viewer)),
+        lambda: do_run_monitor(monitor=monitor, actor=fresh(viewer)),
+        lambda: do_pause_monitor(monitor=monitor, actor=fresh(viewer)),
+        lambda: do_delete_monitor(monitor=monitor, actor=fresh(viewer)),
     ):
         with pytest.raises(PermissionDenied):
             act()
@@ -199,17 +209,17 @@ def test_a_viewer_may_not_create_run_or_pause_a_monitor(registered_version, view
 def test_the_window_is_the_newest_predictions_of_the_version_found_through_lineage(
     registered_version, scientist, predict_2012
 ):
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version, name="m", window_versions=2, actor=scientist
     )
     with pytest.raises(ValidationError) as raised:
-        actions.do_run_monitor(monitor=monitor, actor=scientist)
+        do_run_monitor(monitor=monitor, actor=scientist)
     assert raised.value.message_dict == {
         "source": ["there are no inference outputs of bike-demand v1 to check yet"]
     }
 
     first, second, third = predict_2012(), predict_2012(), predict_2012()
-    check = actions.do_run_monitor(monitor=monitor, actor=scientist)
+    check = do_run_monitor(monitor=monitor, actor=scientist)
 
     assert list(predictions_of(registered_version)) == [third, second, first]
     assert window_of(monitor) == [second, third]
@@ -228,9 +238,9 @@ def test_the_window_is_the_newest_predictions_of_the_version_found_through_linea
 def test_predictions_drift_and_performance_against_the_training_baseline(
     registered_version, scientist, predict_2012, bike_frame, django_capture_on_commit_callbacks, settings
 ):
-    monitor = actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist)
+    monitor = do_create_monitor(model_version=registered_version, name="m", actor=scientist)
     predictions = predict_2012()
-    check = actions.do_run_monitor(monitor=monitor, actor=scientist)
+    check = do_run_monitor(monitor=monitor, actor=scientist)
     seen = {}
 
     def predictor(model_version, rows):
@@ -299,9 +309,9 @@ def test_predictions_drift_and_performance_against_the_training_baseline(
 
 
 def test_without_a_model_runtime_prediction_drift_is_skipped(registered_version, scientist, predict_2012):
-    monitor = actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist)
+    monitor = do_create_monitor(model_version=registered_version, name="m", actor=scientist)
     predict_2012()
-    check = actions.do_run_monitor(monitor=monitor, actor=scientist)
+    check = do_run_monitor(monitor=monitor, actor=scientist)
 
     execute_drift_check(check.pk, make_report=False)
 
@@ -316,7 +326,7 @@ def test_without_a_model_runtime_prediction_drift_is_skipped(registered_version,
 
 
 def test_profiles_can_be_built_before_the_first_check(registered_version, scientist):
-    monitor = actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist)
+    monitor = do_create_monitor(model_version=registered_version, name="m", actor=scientist)
 
     assert prepare_reference_profiles(monitor.pk, predictor=predict_with_model) == ["ready", "ready"]
     assert prepare_reference_profiles(monitor.pk, predictor=predict_with_model) == ["ready", "ready"]
@@ -324,7 +334,7 @@ def test_profiles_can_be_built_before_the_first_check(registered_version, scient
 
 
 def test_retraining_is_submitted_once_when_the_alert_opens(registered_version, scientist, predict_2012):
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version, name="m", retrain_on_drift=True, actor=scientist
     )
     predict_2012()
@@ -336,9 +346,9 @@ def test_retraining_is_submitted_once_when_the_alert_opens(registered_version, s
         submitted.append(submit_retraining(monitor, check))
         return submitted[-1]
 
-    first = actions.do_run_monitor(monitor=monitor, actor=scientist)
+    first = do_run_monitor(monitor=monitor, actor=scientist)
     execute_drift_check(first.pk, retrainer=retrainer, make_report=False)
-    second = actions.do_run_monitor(monitor=monitor, actor=scientist)
+    second = do_run_monitor(monitor=monitor, actor=scientist)
     execute_drift_check(second.pk, retrainer=retrainer, make_report=False)
 
     alert = Alert.objects.get()
@@ -354,7 +364,7 @@ def test_retraining_is_submitted_once_when_the_alert_opens(registered_version, s
 
 
 def test_submit_retraining_trains_on_the_newest_labelled_data(registered_version, scientist, owner):
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version,
         name="m",
         retrain_on_drift=True,
@@ -375,7 +385,7 @@ def test_submit_retraining_trains_on_the_newest_labelled_data(registered_version
 
 
 def test_a_refused_retraining_is_recorded_on_the_alert(registered_version, scientist, predict_2012):
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version, name="m", retrain_on_drift=True, actor=scientist
     )
     predict_2012()
@@ -384,7 +394,7 @@ def test_a_refused_retraining_is_recorded_on_the_alert(registered_version, scien
         raise PermissionDenied("you may not change objects of this team")
 
     execute_drift_check(
-        actions.do_run_monitor(monitor=monitor, actor=scientist).pk, retrainer=refuse, make_report=False
+        do_run_monitor(monitor=monitor, actor=scientist).pk, retrainer=refuse, make_report=False
     )
 
     alert = Alert.objects.get()
@@ -395,12 +405,12 @@ def test_a_refused_retraining_is_recorded_on_the_alert(registered_version, scien
 
 
 def test_the_scheduled_task_checks_an_active_monitor_only(registered_version, scientist, predict_2012):
-    monitor = actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist)
+    monitor = do_create_monitor(model_version=registered_version, name="m", actor=scientist)
     nothing_yet = run_monitor(monitor.pk)
     predict_2012()
 
     check_id = run_monitor(monitor.pk)
-    actions.do_pause_monitor(monitor=monitor, actor=scientist)
+    do_pause_monitor(monitor=monitor, actor=scientist)
     paused = run_monitor(monitor.pk)
 
     check = DriftCheck.objects.get()
@@ -415,14 +425,14 @@ def test_retrain_job_ids_are_kept_as_foreign_keys_and_dangling_ones_nulled(
     monkeypatch, registered_version, current_dataset_version, scientist
 ):
     # Committed for real (the migrations run outside a test transaction): nothing goes to a broker.
-    monkeypatch.setattr(actions, "enqueue_drift_check", lambda check_id: None)
-    monkeypatch.setattr(actions, "enqueue_reference_profiles", lambda monitor_id: None)
+    monkeypatch.setattr(checks, "enqueue_drift_check", lambda check_id: None)
+    monkeypatch.setattr(monitors, "enqueue_reference_profiles", lambda monitor_id: None)
     monkeypatch.setattr(runners_actions, "enqueue_job", lambda job_id: None)
-    monitor = actions.do_create_monitor(
+    monitor = do_create_monitor(
         model_version=registered_version, name="m", retrain_on_drift=True, actor=scientist
     )
     kept, dangling = (
-        actions.do_request_drift_check(
+        checks.do_request_drift_check(
             model_version=registered_version, current_dataset_version=current_dataset_version, actor=scientist
         )
         for _ in range(2)

@@ -13,13 +13,19 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from governance.models import AuditEvent, TeamRole
-from monitoring import actions, transports
-from monitoring.actions import claim_drift_check, record_check_progress
-from monitoring.escalation_schedule import schedule
-from monitoring.execute import execute_drift_check
+from monitoring import transports
+from monitoring.actions.channels import do_create_channel
+from monitoring.actions.checks import (
+    claim_drift_check,
+    do_request_drift_check,
+    do_run_monitor,
+    record_check_progress,
+)
+from monitoring.actions.monitors import do_create_monitor, do_update_monitor
+from monitoring.actions.policies import do_create_escalation_policy
+from monitoring.escalation import schedule
+from monitoring.execute import execute_drift_check, predict_with_model, run_escalations
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
-from monitoring.notify import run_escalations
-from monitoring.tasks import predict_with_model
 from runners.actions import do_submit_job
 from runners.execute import execute_job
 from tests.monitoring.conftest import BREACH, T0, finish_check, minutes, read_mail
@@ -90,7 +96,7 @@ def test_the_monitor_form_names_the_bad_field(client, registered_version, scient
 
 
 def test_a_viewer_cannot_create_pause_or_run_a_monitor(client, registered_version, viewer, scientist):
-    monitor = actions.do_create_monitor(model_version=registered_version, name="m", actor=scientist)
+    monitor = do_create_monitor(model_version=registered_version, name="m", actor=scientist)
     client.force_login(viewer)
     events = AuditEvent.objects.count()
 
@@ -162,7 +168,7 @@ def test_only_model_owners_see_the_new_channel_form(client, team, scientist):
 
 
 def test_an_escalation_policy_is_made_of_levels_in_a_formset(client, team, owner, scientist):
-    channel = actions.do_create_channel(team=team, name="ops", kind="email", actor=owner)
+    channel = do_create_channel(team=team, name="ops", kind="email", actor=owner)
     client.force_login(owner)
     form = {
         "team": team.pk,
@@ -213,7 +219,7 @@ def test_an_escalation_policy_is_made_of_levels_in_a_formset(client, team, owner
 def test_the_policy_page_states_the_schedule_escalation_sends(
     client, team, owner, scientist, monitor, mail_dir, django_capture_on_commit_callbacks
 ):
-    policy = actions.do_create_escalation_policy(
+    policy = do_create_escalation_policy(
         team=team,
         name="three levels",
         levels=[
@@ -223,7 +229,7 @@ def test_the_policy_page_states_the_schedule_escalation_sends(
         ],
         actor=owner,
     )
-    actions.do_update_monitor(monitor=monitor, escalation_policy=policy, actor=scientist)
+    do_update_monitor(monitor=monitor, escalation_policy=policy, actor=scientist)
     with django_capture_on_commit_callbacks(execute=True):
         finish_check(monitor, BREACH, T0, scientist)
     alert = Alert.objects.get()
@@ -259,7 +265,7 @@ def test_the_policy_page_states_the_schedule_escalation_sends(
 def test_a_running_check_shows_its_progress_and_polls(
     client, registered_version, current_dataset_version, scientist
 ):
-    check = actions.do_request_drift_check(
+    check = do_request_drift_check(
         model_version=registered_version, current_dataset_version=current_dataset_version, actor=scientist
     )
     claim_drift_check(check.pk)
@@ -297,9 +303,9 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
     inference.refresh_from_db()
     # The owner routes alerts: level 1 is herself by email and the team's webhook; level 2 the
     # team's data scientists, 15 minutes later.
-    email = actions.do_create_channel(team=team, name="people", kind="email", actor=owner)
-    hook = actions.do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
-    policy = actions.do_create_escalation_policy(
+    email = do_create_channel(team=team, name="people", kind="email", actor=owner)
+    hook = do_create_channel(team=team, name="ops", kind="webhook", url=receiver.url, actor=owner)
+    policy = do_create_escalation_policy(
         team=team,
         name="drift",
         levels=[
@@ -374,7 +380,7 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
     assert quiet == {"escalated": [], "notifications": {}}
 
     # Another monitor fires, on uploaded 2012 batches; nobody acknowledges it.
-    batches = actions.do_create_monitor(
+    batches = do_create_monitor(
         model_version=registered_version,
         name="batches",
         source="dataset",
@@ -382,7 +388,7 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
         escalation_policy=policy,
         actor=scientist,
     )
-    second = actions.do_run_monitor(monitor=batches, actor=scientist)
+    second = do_run_monitor(monitor=batches, actor=scientist)
     with django_capture_on_commit_callbacks(execute=True):
         execute_drift_check(second.pk, make_report=False)
     unacknowledged = Alert.objects.get(monitor=batches)

@@ -1,0 +1,315 @@
+"""Drift checks: queue one (on request or on a monitor's schedule), run it, record its outcome.
+
+A check follows the one worker lifecycle of ``runners.lifecycle`` (queued -> running -> succeeded
+or failed, once). Its outcome is recorded with the alert it raises or clears, in one transaction
+(``monitoring.actions.alerts``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from governance.actions import ensure_can
+from governance.audit import record_audit_event, snapshot
+from governance.models import DatasetVersion, ModelVersion
+from governance.permissions import CHANGE, VIEW
+from monitoring.actions.alerts import record_breach, record_clean_check
+from monitoring.engine import CheckConfig
+from monitoring.models import CheckState, CurrentSource, DriftCheck, Monitor
+from monitoring.queries import window_of
+from runners.lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+# A check is one run of the shared worker lifecycle; its failures also end its progress bar.
+DRIFT_CHECKS: Lifecycle[DriftCheck] = Lifecycle(
+    model=DriftCheck,
+    noun="drift_check",
+    task_name="monitoring.tasks.run_drift_check",
+    terminal=frozenset({CheckState.SUCCEEDED, CheckState.FAILED}),
+    broker_error="could not reach the task broker to run the check: {exc}",
+    orphan_error="the worker running this check stopped before it finished",
+    on_claim=lambda now: {"stage": "starting"},
+    on_fail={"progress": 1.0, "stage": "failed"},
+)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What a finished check found (built by ``monitoring.execute``).
+
+    ``results``: per-column dicts of the engine (``ColumnResult.to_dict``); ``prediction``: the
+    prediction column's dict or None; ``performance``: ``{"task", "rows", "status", "metrics":
+    {metric: {current, baseline, baseline_source, change, is_degraded}}}`` or None.
+    """
+
+    results: list[dict]
+    is_dataset_drift: bool
+    drifted_count: int
+    drifted_fraction: float
+    prediction: dict | None = None
+    performance: dict | None = None
+    is_performance_drift: bool | None = None
+    evidently_results: list[dict] = field(default_factory=list)
+    sampled_rows: int | None = None
+    report_error: str = ""
+
+    @classmethod
+    def from_evidently(cls, result: Any) -> CheckOutcome:
+        """An outcome whose verdicts are evidently's (a ``monitoring.drift.DriftResult``)."""
+        columns = [
+            dict(column, status="drift" if column["is_drifted"] else "ok")
+            for column in result.columns_as_dicts()
+        ]
+        return cls(
+            results=columns,
+            is_dataset_drift=result.is_dataset_drift,
+            drifted_count=result.drifted_count,
+            drifted_fraction=result.drifted_fraction,
+            evidently_results=result.columns_as_dicts(),
+            sampled_rows=result.sampled_rows,
+        )
+
+
+def default_columns(model_version: ModelVersion, *versions: DatasetVersion) -> list[str]:
+    """The model's features and target that every one of ``versions`` holds, in signature order."""
+    wanted = [*model_version.signature.get("features", []), model_version.signature.get("target")]
+    present = set.intersection(*(set(version.column_names) for version in versions))
+    return [column for column in wanted if column and column in present]
+
+
+def engine_config(
+    columns: list[str],
+    drift_share: float,
+    min_sample_size: int | None = None,
+    methods: dict | None = None,
+    thresholds: dict | None = None,
+) -> dict:
+    """The engine's CheckConfig as a dict. Raises ValidationError naming the bad field."""
+    values: dict[str, Any] = {"columns": tuple(columns), "drift_share": drift_share}
+    if min_sample_size is not None:
+        values["min_sample_size"] = min_sample_size
+    if methods:
+        values["methods"] = dict(methods)
+    if thresholds:
+        values["thresholds"] = dict(thresholds)
+    try:
+        return CheckConfig(**values).to_dict()
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        field_of = {
+            "drift_share": "drift_share",
+            "min_sample_size": "min_sample_size",
+            "threshold": "thresholds",
+        }
+        key = next((field for word, field in field_of.items() if word in message), "methods")
+        raise ValidationError({key: message}) from exc
+
+
+def do_request_drift_check(
+    *,
+    model_version: ModelVersion,
+    current_dataset_version: DatasetVersion,
+    actor: User,
+    columns: list[str] | None = None,
+    drift_share: float = 0.5,
+) -> DriftCheck:
+    """Queue a drift check of ``current_dataset_version`` against the version's training data.
+
+    The reference is the training dataset version with the training spec's row filter. Raises
+    ValidationError when the version has no training dataset, a named column is absent from
+    either side, or ``drift_share`` is outside (0, 1]; PermissionDenied without the right.
+    """
+    reference = model_version.training_dataset_version
+    if reference is None:
+        raise ValidationError(
+            {"model_version": f"{model_version} has no training dataset version to compare to"}
+        )
+    if not 0 < drift_share <= 1:
+        raise ValidationError({"drift_share": f"must be in (0, 1], got {drift_share}"})
+    if columns is None:
+        columns = default_columns(model_version, reference, current_dataset_version)
+    else:
+        for side, version in (("reference", reference), ("current", current_dataset_version)):
+            missing = [c for c in columns if c not in version.column_names]
+            if missing:
+                names = ", ".join(map(repr, missing))
+                raise ValidationError({"columns": f"{names} not in the {side} dataset version {version}"})
+    if not columns:
+        raise ValidationError({"columns": "the two dataset versions share none of the model's columns"})
+    config = {
+        "engine": engine_config(columns, drift_share),
+        "check_predictions": True,
+        "check_performance": True,
+        "performance_tolerance": 0.1,
+    }
+    with transaction.atomic():
+        ensure_can(actor, CHANGE, model_version.model.team_id)
+        ensure_can(actor, VIEW, current_dataset_version.dataset.team_id)
+        check = DriftCheck.objects.create(
+            team_id=model_version.model.team_id,
+            model_version=model_version,
+            reference_dataset_version=reference,
+            reference_where=model_version.training_spec.get("where") or {},
+            current_dataset_version=current_dataset_version,
+            window=_window([current_dataset_version]),
+            columns=columns,
+            config=config,
+            drift_share=drift_share,
+            created_by=actor,
+            celery_task_id=str(uuid.uuid4()),
+        )
+        record_audit_event(actor=actor, action="drift_check.request", obj=check, after=snapshot(check))
+        transaction.on_commit(lambda: enqueue_drift_check(check.pk))
+    return check
+
+
+def _window(versions: Sequence[DatasetVersion]) -> dict[str, Any]:
+    """The window a check compares: its dataset versions' ids and labels, and their rows."""
+    return {
+        "dataset_versions": [version.pk for version in versions],
+        "labels": [str(version) for version in versions],
+        "rows": sum(version.row_count for version in versions),
+    }
+
+
+def do_run_monitor(
+    *, monitor: Monitor, actor: User | None, now: datetime.datetime | None = None
+) -> DriftCheck:
+    """Queue a check of the monitor's current window (``actor=None``: the schedule).
+
+    Raises ValidationError when the source has no data yet; PermissionDenied without the right.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        monitor = (
+            Monitor.objects.select_for_update().select_related("model_version__model").get(pk=monitor.pk)
+        )
+        ensure_can(actor, CHANGE, monitor.team_id)
+        versions = window_of(monitor)
+        if not versions:
+            source = (
+                f"inference outputs of {monitor.model_version}"
+                if monitor.source == CurrentSource.PREDICTIONS
+                else f"versions of dataset {monitor.current_dataset}"
+            )
+            raise ValidationError({"source": f"there are no {source} to check yet"})
+        check = DriftCheck.objects.create(
+            team_id=monitor.team_id,
+            model_version=monitor.model_version,
+            monitor=monitor,
+            reference_dataset_version=monitor.reference_dataset_version,
+            reference_where=monitor.reference_where,
+            current_dataset_version=versions[-1],
+            window=_window(versions),
+            columns=monitor.columns,
+            config={
+                "engine": engine_config(
+                    monitor.columns,
+                    monitor.drift_share,
+                    monitor.min_sample_size,
+                    {k: v for k, v in monitor.methods.items() if k in monitor.columns},
+                    {k: v for k, v in monitor.thresholds.items() if k in monitor.columns},
+                ),
+                "check_predictions": monitor.check_predictions,
+                "check_performance": monitor.check_performance,
+                "performance_tolerance": monitor.performance_tolerance,
+                "prediction_method": monitor.methods.get("prediction"),
+                "prediction_threshold": monitor.thresholds.get("prediction"),
+            },
+            drift_share=monitor.drift_share,
+            created_by=actor or monitor.created_by,
+            created_at=now,
+            celery_task_id=str(uuid.uuid4()),
+        )
+        Monitor.objects.filter(pk=monitor.pk).update(last_checked_at=now)
+        record_audit_event(
+            actor=actor,
+            on_behalf_of=None if actor else monitor.created_by,
+            action="drift_check.request",
+            obj=check,
+            after=snapshot(check),
+        )
+        transaction.on_commit(lambda: enqueue_drift_check(check.pk))
+    return check
+
+
+def enqueue_drift_check(check_id: int) -> None:
+    """Send the check's task; a broker outage fails the check with the reason."""
+    DRIFT_CHECKS.enqueue(check_id)
+
+
+def claim_drift_check(check_id: int) -> bool:
+    """queued -> running with a conditional UPDATE; False if another delivery claimed it."""
+    return DRIFT_CHECKS.claim(check_id)
+
+
+def record_check_progress(check_id: int, progress: float, stage: str) -> None:
+    """Telemetry of a running check (not an audited change, like a job's heartbeat)."""
+    DRIFT_CHECKS.record_progress(check_id, progress=progress, stage=stage[:200])
+
+
+def do_finish_drift_check(
+    check_id: int,
+    *,
+    result: CheckOutcome | Any = None,
+    report: str = "",
+    error: str = "",
+    now: datetime.datetime | None = None,
+) -> DriftCheck:
+    """Record a check's outcome or its error; redelivery of a finished check changes nothing.
+
+    ``result`` is a ``CheckOutcome`` (or an evidently ``DriftResult``, whose verdicts are then used).
+    A breach (a drifted column, prediction or metric) opens, adds to or re-opens the alert of the
+    monitor (or of the model version, for a check without a monitor) in the same transaction; a
+    clean check of a monitor counts towards auto-resolving its open alert.
+    """
+    now = now or timezone.now()
+    if result is None:
+        DRIFT_CHECKS.fail(check_id, error, now=now)
+        return DriftCheck.objects.get(pk=check_id)
+    if not isinstance(result, CheckOutcome):
+        result = CheckOutcome.from_evidently(result)
+    with transaction.atomic():
+        check, changed = DRIFT_CHECKS.finish(
+            check_id,
+            CheckState.SUCCEEDED,
+            "drift_check.complete",
+            now=now,
+            progress=1.0,
+            stage="done",
+            results=result.results,
+            is_dataset_drift=result.is_dataset_drift,
+            drifted_count=result.drifted_count,
+            drifted_fraction=result.drifted_fraction,
+            prediction=result.prediction,
+            performance=result.performance,
+            is_performance_drift=result.is_performance_drift,
+            evidently_results=result.evidently_results,
+            sampled_rows=result.sampled_rows,
+            report=report,
+            report_error=result.report_error[:4000],
+        )
+        if not changed:
+            return check
+        if check.is_breach or check.monitor_id is not None:
+            # Serialise alert decisions per dedup key: two checks finishing together must not
+            # both open an alert (the partial unique constraint would fail the second).
+            if check.monitor_id is not None:
+                Monitor.objects.select_for_update().filter(pk=check.monitor_id).first()
+            else:
+                ModelVersion.objects.select_for_update().filter(pk=check.model_version_id).first()
+        if check.is_breach:
+            record_breach(check, now)
+        elif check.monitor_id is not None:
+            record_clean_check(check, now)
+    return check
