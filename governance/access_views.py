@@ -19,7 +19,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from governance import actions
+from governance.actions.teams import (
+    do_create_team,
+    do_grant_platform_role,
+    do_revoke_membership,
+    do_revoke_platform_role,
+    do_set_membership,
+)
+from governance.actions.tokens import do_create_api_token, do_revoke_api_token
+from governance.actions.users import do_create_user, do_deactivate_user, do_reactivate_user
 from governance.forms import (
     ApiTokenForm,
     MembershipGrantForm,
@@ -113,13 +121,13 @@ def people(request: HttpRequest) -> HttpResponse:
     if kind == "membership":
         done, status = call_action(
             form,
-            lambda: actions.do_set_membership(
+            lambda: do_set_membership(
                 user=data["username"], team=data["team"], role=data["role"], actor=user
             ),
         )
     else:
         done, status = call_action(
-            form, lambda: actions.do_grant_platform_role(user=data["username"], role=data["role"], actor=user)
+            form, lambda: do_grant_platform_role(user=data["username"], role=data["role"], actor=user)
         )
     if done is None:
         return _people_page(request, **forms, status=status)
@@ -144,7 +152,7 @@ def membership_revoke(request: HttpRequest, pk: int) -> HttpResponse:
         )
     status = perform(
         request,
-        lambda: actions.do_revoke_membership(membership=membership, actor=request.user),
+        lambda: do_revoke_membership(membership=membership, actor=request.user),
         f"Removed {membership.user.get_username()} from {membership.team}.",
     )
     return redirect(back) if status == 200 else _team_page(request, membership.team, status=status)
@@ -165,7 +173,7 @@ def platform_role_revoke(request: HttpRequest, pk: int) -> HttpResponse:
         )
     status = perform(
         request,
-        lambda: actions.do_revoke_platform_role(grant=grant, actor=request.user),
+        lambda: do_revoke_platform_role(grant=grant, actor=request.user),
         f"{grant.user.get_username()} is no longer {grant.get_role_display()}.",
     )
     return redirect("people") if status == 200 else _people_page(request, status=status)
@@ -183,7 +191,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         created, status = call_action(
             form,
-            lambda: actions.do_create_user(
+            lambda: do_create_user(
                 username=data["username"],
                 email=data["email"],
                 password=data["password"] or None,
@@ -226,7 +234,7 @@ def _user_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
         return _confirm(
             request, "people", f"{verb.capitalize()} {name}?", explanation, verb.capitalize(), back
         )
-    action = actions.do_deactivate_user if verb == "deactivate" else actions.do_reactivate_user
+    action = do_deactivate_user if verb == "deactivate" else do_reactivate_user
     status = perform(request, lambda: action(user=target, actor=request.user), f"{name} {verb}d.")
     return redirect("user_list") if status == 200 else _user_list_page(request, UserCreateForm(), status)
 
@@ -255,9 +263,7 @@ def team_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         team, status = call_action(
             form,
-            lambda: actions.do_create_team(
-                name=data["name"], description=data["description"], actor=request.user
-            ),
+            lambda: do_create_team(name=data["name"], description=data["description"], actor=request.user),
         )
         if team is not None:
             messages.success(request, f"Created team {team.name}.")
@@ -304,7 +310,7 @@ def team_detail(request: HttpRequest, pk: int) -> HttpResponse:
     data = form.cleaned_data
     membership, status = call_action(
         form,
-        lambda: actions.do_set_membership(
+        lambda: do_set_membership(
             user=data["username"], team=data["team"], role=data["role"], actor=request.user
         ),
     )
@@ -332,7 +338,7 @@ def api_token_list(request: HttpRequest) -> HttpResponse:
             expires_at = timezone.now() + datetime.timedelta(days=data["expires_in_days"])
         created, status = call_action(
             form,
-            lambda: actions.do_create_api_token(
+            lambda: do_create_api_token(
                 user=request.user,
                 name=data["name"],
                 is_read_only=data["is_read_only"],
@@ -377,7 +383,7 @@ def api_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
         )
     status = perform(
         request,
-        lambda: actions.do_revoke_api_token(token=token, actor=request.user),
+        lambda: do_revoke_api_token(token=token, actor=request.user),
         f"Revoked the token {token.name}.",
     )
     return redirect("api_token_list") if status == 200 else _token_page(request, ApiTokenForm(), None, status)

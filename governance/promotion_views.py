@@ -14,7 +14,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from governance import actions
+from governance.actions.promotions import (
+    do_approve_promotion,
+    do_cancel_promotion,
+    do_reject_promotion,
+    do_request_promotion,
+)
 from governance.forms import PromotionDecisionForm, PromotionRequestForm
 from governance.models import ModelAlias, ModelVersion, PromotionRequest
 from governance.permissions import APPROVE, CHANGE, can
@@ -47,7 +52,7 @@ def promotion_request_create(request: HttpRequest, pk: int) -> HttpResponse:
         data = form.cleaned_data
         promotion, status = call_action(
             form,
-            lambda: actions.do_request_promotion(
+            lambda: do_request_promotion(
                 model_version=version, alias=data["alias"], reason=data["reason"], actor=request.user
             ),
         )
@@ -122,14 +127,14 @@ def _decide(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
 
     def run() -> PromotionRequest:
         if verb == "approve":
-            return actions.do_approve_promotion(
+            return do_approve_promotion(
                 promotion_request=promotion, decision_reason=reason, actor=request.user
             )
         if verb == "reject":
-            return actions.do_reject_promotion(
+            return do_reject_promotion(
                 promotion_request=promotion, decision_reason=reason, actor=request.user
             )
-        return actions.do_cancel_promotion(promotion_request=promotion, actor=request.user)
+        return do_cancel_promotion(promotion_request=promotion, actor=request.user)
 
     done, status = call_action(form, run)
     if done is None:

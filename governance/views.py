@@ -22,7 +22,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from governance import actions, audit_tree
+from governance import audit_tree
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+)
 from governance.api.base import staged_upload
 from governance.datafiles import DataFileError
 from governance.filtersets import AuditEventFilterSet, DatasetFilterSet, RegisteredModelFilterSet
@@ -190,7 +195,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         dataset, status = call_action(
             form,
-            lambda: actions.do_create_dataset(
+            lambda: do_create_dataset(
                 team=data["team"], name=data["name"], description=data["description"], actor=request.user
             ),
         )
@@ -228,7 +233,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
         def register() -> DatasetVersion:
             with staged_upload(upload) as path:
-                return actions.do_register_dataset_version(
+                return do_register_dataset_version(
                     dataset=dataset,
                     file_path=path,
                     filename=upload.name,
@@ -289,7 +294,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         model, status = call_action(
             form,
-            lambda: actions.do_create_registered_model(
+            lambda: do_create_registered_model(
                 team=data["team"],
                 name=data["name"],
                 owner=data["owner"],

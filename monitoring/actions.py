@@ -34,7 +34,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from governance import datafiles
-from governance.actions import ensure_can
+from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, Membership, ModelVersion, Team, TeamRole
 from governance.permissions import CHANGE, MANAGE, VIEW, can

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from governance import actions, audit_tree
+from governance import audit_tree
+from governance.actions.registry import do_create_dataset
 
 
 @contextlib.contextmanager
@@ -32,6 +33,6 @@ def grow_log(team, actor, sizes: list[int]) -> list[int]:
     checkpoints = []
     for size in sizes:
         while (count := AuditEvent.objects.count()) < size:
-            actions.do_create_dataset(team=team, name=f"log-{count:04}", actor=actor)
+            do_create_dataset(team=team, name=f"log-{count:04}", actor=actor)
         checkpoints.append(audit_tree.sequence_audit_events().tree_size)
     return checkpoints

@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from governance import actions
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+    do_register_model_version,
+)
 from governance.models import AuditEvent, Dataset, DatasetVersion, RegisteredModel, Team, TeamRole
 from tests.conftest import ADULT, BIKE_HOURLY
 
@@ -81,9 +86,9 @@ def test_dataset_name_taken_is_400_and_nothing_created(client_for, scientist, da
 def test_list_datasets_shows_latest_version_in_constant_queries(
     client_for, fresh, scientist, team, dataset, dataset_version, django_assert_num_queries
 ):
-    other = actions.do_create_dataset(team=team, name="adult-income", actor=scientist)
+    other = do_create_dataset(team=team, name="adult-income", actor=scientist)
     for name in ("a", "b", "c"):
-        actions.do_create_dataset(team=team, name=f"empty-{name}", actor=scientist)
+        do_create_dataset(team=team, name=f"empty-{name}", actor=scientist)
     client = client_for(fresh(scientist))
 
     # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (creator joined, max version annotated)
@@ -267,7 +272,7 @@ def test_list_dataset_versions_in_constant_queries(
     client_for, fresh, scientist, dataset, dataset_version, django_assert_num_queries
 ):
     for _ in range(2):
-        actions.do_register_dataset_version(
+        do_register_dataset_version(
             dataset=dataset, file_path=BIKE_HOURLY, filename="hour.csv", source="path", actor=scientist
         )
     client = client_for(fresh(scientist))
@@ -332,7 +337,7 @@ def test_list_models_in_constant_queries(
     client_for, fresh, scientist, owner, team, registered_version, django_assert_num_queries
 ):
     for name in ("a", "b"):
-        actions.do_create_registered_model(team=team, name=f"model-{name}", owner=scientist, actor=scientist)
+        do_create_registered_model(team=team, name=f"model-{name}", owner=scientist, actor=scientist)
     client = client_for(fresh(owner))
 
     # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (owner joined, max version
@@ -376,7 +381,7 @@ def test_list_model_versions_in_constant_queries(
     client_for, fresh, viewer, registered_version, scientist, bike_training_result, django_assert_num_queries
 ):
     for _ in range(2):
-        actions.do_register_model_version(
+        do_register_model_version(
             model=registered_version.model,
             artifact_bytes=bike_training_result.artifact,
             metrics={},

@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from config.api_urls import router
-from governance import actions
+from governance.actions.promotions import do_request_promotion
+from governance.actions.tokens import do_create_api_token
 from governance.api.base import RestrictedViewSetMixin
 from governance.models import (
     ApiToken,
@@ -29,8 +30,8 @@ from tests.conftest import PASSWORD
 def targets(world, admin, scientist, compliance_officer):
     """One Mobility-side object of every kind the API serves by id, none visible to the outsider."""
     nina = get_user_model().objects.create_user("nina", "nina@example.com", PASSWORD)
-    token, _ = actions.do_create_api_token(user=nina, name="nina's", is_read_only=False, actor=nina)
-    promotion = actions.do_request_promotion(model_version=world.model_version, actor=scientist)
+    token, _ = do_create_api_token(user=nina, name="nina's", is_read_only=False, actor=nina)
+    promotion = do_request_promotion(model_version=world.model_version, actor=scientist)
     return {
         "team": world.team.pk,
         "membership": Membership.objects.get(user=scientist).pk,
@@ -157,8 +158,8 @@ def test_filtering_by_another_teams_object_looks_like_an_unknown_one(client_for,
 def test_server_owned_fields_cannot_be_patched_in(
     client_for, world, admin, scientist, outsider, compliance_officer
 ):
-    token, _ = actions.do_create_api_token(user=scientist, name="ro", actor=scientist)
-    promotion = actions.do_request_promotion(model_version=world.model_version, actor=scientist)
+    token, _ = do_create_api_token(user=scientist, name="ro", actor=scientist)
+    promotion = do_request_promotion(model_version=world.model_version, actor=scientist)
     grant = PlatformRoleGrant.objects.get(user=compliance_officer)
     membership = Membership.objects.get(user=scientist)
     before = _fingerprint()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from governance import actions, audit_tree, merkle
+from governance import audit_tree, merkle
+from governance.actions.registry import do_create_dataset
 from governance.models import AuditCheckpoint, AuditEvent
 from tests.governance.audit_helpers import grow_log, raw_sql
 
@@ -81,7 +82,7 @@ def test_a_proof_is_the_leaf_its_path_and_the_signed_checkpoint(
 
 
 def test_an_unsequenced_event_has_no_proof_yet(log, team, admin, client_for, compliance_officer):
-    dataset = actions.do_create_dataset(team=team, name="fresh", actor=admin)
+    dataset = do_create_dataset(team=team, name="fresh", actor=admin)
     event = AuditEvent.objects.get(action="dataset.create", object_id=str(dataset.pk))
 
     response = client_for(compliance_officer).get(f"/api/audit-events/{event.pk}/proof/")
@@ -186,7 +187,7 @@ def test_the_event_list_is_cursor_paginated_in_constant_queries(
     team, admin, compliance_officer, client_for, fresh, django_assert_num_queries
 ):
     for number in range(60):
-        actions.do_create_dataset(team=team, name=f"d{number:02}", actor=admin)
+        do_create_dataset(team=team, name=f"d{number:02}", actor=admin)
     everything = list(AuditEvent.objects.order_by("-timestamp", "-id").values_list("id", flat=True))
 
     clients = [client_for(fresh(compliance_officer)) for _ in range(2)]
@@ -208,7 +209,7 @@ def test_the_event_list_is_cursor_paginated_in_constant_queries(
 
 def test_the_csv_export_neutralises_formulas_and_follows_filters(team, admin, compliance_officer, client_for):
     for name in ["=1+2", "+cmd", "-2", "@SUM(A1)", "plain"]:
-        actions.do_create_dataset(team=team, name=name, actor=admin)
+        do_create_dataset(team=team, name=name, actor=admin)
 
     response = client_for(compliance_officer).get("/api/audit-events/export.csv", {"action": "dataset."})
 
@@ -266,7 +267,7 @@ def _run_verifier(tmp_path: Path, client, bundle: dict, *options: str) -> subpro
 def test_a_bundle_verifies_offline_and_names_a_tampered_event(
     log, team, admin, client_for, compliance_officer, tmp_path
 ):
-    actions.do_create_dataset(team=team, name="after-the-checkpoint", actor=admin)
+    do_create_dataset(team=team, name="after-the-checkpoint", actor=admin)
     client = client_for(compliance_officer)
 
     response = client.get("/api/audit-events/export.json", {"action": "dataset."})

@@ -15,7 +15,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from governance import actions, audit_export, audit_tree
+from governance import audit_export, audit_tree
+from governance.actions.registry import do_create_dataset
 from governance.models import AuditEvent
 from tests.governance.audit_helpers import raw_sql
 
@@ -142,7 +143,7 @@ def test_the_csv_export_continues_after_its_first_chunk_across_equal_times(
 def test_the_bundle_continues_after_its_first_chunk(monkeypatch, team, admin, client_for, compliance_officer):
     monkeypatch.setattr(audit_export, "CHUNK", 2)
     for name in ["a", "b", "c", "d", "e"]:
-        actions.do_create_dataset(team=team, name=name, actor=admin)
+        do_create_dataset(team=team, name=name, actor=admin)
     audit_tree.sequence_audit_events()
 
     response = client_for(compliance_officer).get("/api/audit-events/export.json", {"action": "dataset."})
