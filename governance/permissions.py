@@ -6,7 +6,7 @@ uses ``RestrictedQuerySet``; API, UI, exports and lineage all go through ``restr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import models
 
@@ -167,3 +167,49 @@ def restrict(queryset: models.QuerySet, user: AbstractBaseUser | AnonymousUser, 
     if rule is None:
         raise TypeError(f"{queryset.model.__name__} has no team_scope and no restriction rule")
     return rule(queryset, user, action)
+
+
+# Rules the UI asks before showing a form or a button, and the actions enforce inside their
+# transaction (``fresh=True``): one definition each, so the page never offers what is refused.
+
+
+def grant_refusal(user: AbstractBaseUser | AnonymousUser, kind: str | None) -> str:
+    """Why ``user`` may not submit a ``kind`` grant (``membership``, ``platform_role``) at all;
+    "" when they may try.
+
+    Which team or user they may grant to is the action's to decide; this only spares the
+    username lookup for people who may grant nothing of the kind.
+    """
+    if kind == "platform_role" and not is_platform_admin(user):
+        return "only a platform admin may do this"
+    if kind == "membership" and not team_scope(user, MANAGE):
+        return "you may not manage the members of any team"
+    return ""
+
+
+def may_request_promotion(
+    user: AbstractBaseUser | AnonymousUser | None, team_id: int, *, fresh: bool = False
+) -> bool:
+    """The team's model owners and data scientists (and platform admins) may ask for a promotion."""
+    return user is not None and can(user, CHANGE, team_id, fresh=fresh)
+
+
+def promotion_decision_refusal(
+    user: AbstractBaseUser | AnonymousUser | None, promotion_request: Any, *, fresh: bool = False
+) -> str:
+    """Why ``user`` may not approve or reject ``promotion_request``; "" when they may.
+
+    Four eyes (issue 3): an approver of the model's team, other than the requester. No platform
+    role implies approval. The request's state is the action's to check.
+    """
+    model = promotion_request.model_version.model
+    if user is None or not can(user, APPROVE, model.team_id, fresh=fresh):
+        return f"only an approver of team {model.team.name} may decide promotions"
+    if user.pk == promotion_request.requested_by_id:
+        return "four eyes: the requester may not decide their own promotion request"
+    return ""
+
+
+def may_cancel_promotion(user: AbstractBaseUser | AnonymousUser | None, promotion_request: Any) -> bool:
+    """Only the requester withdraws their own request."""
+    return user is not None and user.pk == promotion_request.requested_by_id

@@ -46,16 +46,16 @@ from governance.permissions import (
     platform_roles,
     team_scope,
 )
-from governance.promotion_views import promotion_panel
-from governance.views import (
+from governance.views.helpers import (
     call_action,
-    lineage_of,
     metric_rows,
     paginate,
     perform,
     pretty_json,
     visible_or_404,
 )
+from governance.views.promotions import promotion_panel
+from lineage.queries import lineage_of
 from monitoring import actions, metrics
 from monitoring.filtersets import (
     AlertFilterSet,

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from governance.audit import record_audit_event, snapshot
 from governance.models import ModelAlias, ModelVersion, PromotionRequest, RegisteredModel
-from governance.permissions import APPROVE, CHANGE, can
+from governance.permissions import may_cancel_promotion, may_request_promotion, promotion_decision_refusal
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -32,7 +32,7 @@ def do_request_promotion(
         raise ValidationError({"alias": f"unknown alias {alias!r}; one of {', '.join(PROMOTION_ALIASES)}"})
     with transaction.atomic():
         model = RegisteredModel.objects.select_for_update().get(pk=model_version.model_id)
-        if actor is None or not can(actor, CHANGE, model.team_id, fresh=True):
+        if not may_request_promotion(actor, model.team_id, fresh=True):
             raise PermissionDenied("only the team's model owners and data scientists may request a promotion")
         version = ModelVersion.objects.select_related("model").get(pk=model_version.pk)
         if version.status != ModelVersion.Status.READY:
@@ -78,11 +78,10 @@ def _ensure_pending(request: PromotionRequest) -> None:
         raise ValidationError({"state": f"promotion request #{request.pk} is {request.state}, not pending"})
 
 
-def _ensure_may_decide(actor: User | None, request: PromotionRequest, model: RegisteredModel) -> None:
-    if actor is None or not can(actor, APPROVE, model.team_id, fresh=True):
-        raise PermissionDenied(f"only an approver of team {model.team.name} may decide promotions")
-    if actor.pk == request.requested_by_id:
-        raise PermissionDenied("four eyes: the requester may not decide their own promotion request")
+def _ensure_may_decide(actor: User | None, request: PromotionRequest) -> None:
+    refusal = promotion_decision_refusal(actor, request, fresh=True)
+    if refusal:
+        raise PermissionDenied(refusal)
 
 
 _DECISION_EVENTS = {
@@ -120,7 +119,7 @@ def do_approve_promotion(
     """
     with transaction.atomic():
         request, model = _lock_pending_request(promotion_request)
-        _ensure_may_decide(actor, request, model)
+        _ensure_may_decide(actor, request)
         _ensure_pending(request)
         version = request.model_version
         if version.status != ModelVersion.Status.READY:
@@ -159,7 +158,7 @@ def do_reject_promotion(
         raise ValidationError({"decision_reason": "a rejection needs a reason"})
     with transaction.atomic():
         request, model = _lock_pending_request(promotion_request)
-        _ensure_may_decide(actor, request, model)
+        _ensure_may_decide(actor, request)
         _ensure_pending(request)
         _decide(request, PromotionRequest.State.REJECTED, decision_reason, actor, model)
     return request
@@ -169,7 +168,7 @@ def do_cancel_promotion(*, promotion_request: PromotionRequest, actor: User | No
     """Withdraw a pending request; only its requester may."""
     with transaction.atomic():
         request, model = _lock_pending_request(promotion_request)
-        if actor is None or actor.pk != request.requested_by_id:
+        if not may_cancel_promotion(actor, request):
             raise PermissionDenied("only the requester may cancel a promotion request")
         _ensure_pending(request)
         _decide(request, PromotionRequest.State.CANCELLED, "", actor, model)
