@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from governance.actions.registry import (
     do_create_dataset,
@@ -12,7 +13,15 @@ from governance.actions.registry import (
     do_register_dataset_version,
     do_register_model_version,
 )
-from governance.models import DatasetVersion
+from governance.models import (
+    ApiToken,
+    AuditEvent,
+    DatasetVersion,
+    Membership,
+    PlatformRoleGrant,
+    PromotionRequest,
+    Team,
+)
 from monitoring.models import Alert
 from runners.actions import do_submit_job
 
@@ -99,3 +108,9 @@ def world(
         fraud_model_version=fraud_model_version,
         fraud_job=fraud_job,
     )
+
+
+def fingerprint() -> dict:
+    """Every row of the tables an API attack could change, to assert that none changed."""
+    tables = [get_user_model(), Team, Membership, PlatformRoleGrant, ApiToken, PromotionRequest, AuditEvent]
+    return {model.__name__: list(model.objects.order_by("pk").values()) for model in tables}

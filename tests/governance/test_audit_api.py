@@ -368,3 +368,30 @@ def test_a_whole_log_bundle_with_a_pinned_key_names_an_event_deleted_in_the_data
     assert after.stdout.splitlines()[-1] == (
         "FAILED: 1 leaves of the unfiltered log are missing from the bundle: 6"
     )
+
+
+# The audit trail is append-only through the API.
+
+
+@pytest.mark.parametrize("persona", ["admin", "compliance_officer", "scientist"])
+def test_audit_events_cannot_be_created_replaced_changed_or_deleted(request, client_for, world, persona):
+    client = client_for(request.getfixturevalue(persona))
+    event = AuditEvent.objects.filter(team=world.team).first()
+    url = f"/api/audit-events/{event.pk}/"
+    body = {"action": "dataset.delete", "actor_label": "nobody", "after": None}
+    before = list(AuditEvent.objects.order_by("pk").values())
+
+    answers = [
+        client.post("/api/audit-events/", body, format="json"),
+        client.put(url, body, format="json"),
+        client.patch(url, body, format="json"),
+        client.delete(url),
+    ]
+
+    assert [(a.status_code, a.json()["detail"]) for a in answers] == [
+        (405, 'Method "POST" not allowed.'),
+        (405, 'Method "PUT" not allowed.'),
+        (405, 'Method "PATCH" not allowed.'),
+        (405, 'Method "DELETE" not allowed.'),
+    ]
+    assert list(AuditEvent.objects.order_by("pk").values()) == before
