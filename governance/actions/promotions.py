@@ -32,7 +32,7 @@ def do_request_promotion(
         raise ValidationError({"alias": f"unknown alias {alias!r}; one of {', '.join(PROMOTION_ALIASES)}"})
     with transaction.atomic():
         model = RegisteredModel.objects.select_for_update().get(pk=model_version.model_id)
-        if not may_request_promotion(actor, model.team_id, fresh=True):
+        if actor is None or not may_request_promotion(actor, model.team_id, fresh=True):
             raise PermissionDenied("only the team's model owners and data scientists may request a promotion")
         version = ModelVersion.objects.select_related("model").get(pk=model_version.pk)
         if version.status != ModelVersion.Status.READY:
@@ -84,7 +84,7 @@ def _ensure_may_decide(actor: User | None, request: PromotionRequest) -> None:
         raise PermissionDenied(refusal)
 
 
-_DECISION_EVENTS = {
+_DECISION_EVENTS: dict[str, str] = {
     PromotionRequest.State.APPROVED: "promotion_request.approve",
     PromotionRequest.State.REJECTED: "promotion_request.reject",
     PromotionRequest.State.CANCELLED: "promotion_request.cancel",

@@ -13,7 +13,7 @@ from governance.actions.registry import (
     resolve_import_path,
 )
 from governance.actions.teams import do_create_team
-from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin, staged_upload
+from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
 from governance.api.serializers import (
     DatasetSerializer,
     DatasetVersionCreateSerializer,
@@ -22,6 +22,7 @@ from governance.api.serializers import (
     RegisteredModelSerializer,
     TeamSerializer,
 )
+from governance.artifacts import staged_upload
 from governance.filtersets import (
     DatasetFilterSet,
     DatasetVersionFilterSet,

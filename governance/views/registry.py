@@ -15,7 +15,7 @@ from governance.actions.registry import (
     do_create_registered_model,
     do_register_dataset_version,
 )
-from governance.api.base import staged_upload
+from governance.artifacts import staged_upload
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm, style_filters
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
