@@ -34,7 +34,7 @@ from governance.actions.users import do_create_user, do_deactivate_user, do_reac
 from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
 from governance.filtersets import RestrictedFilterSet
 from governance.models import ApiToken, Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
-from governance.permissions import MANAGE, is_platform_admin, restrict
+from governance.permissions import MANAGE, grant_refusal, restrict
 
 User = get_user_model()
 
@@ -262,8 +262,9 @@ class PlatformRoleGrantViewSet(
 
     def create(self, request, *args, **kwargs):
         """Refuse a non-admin before the username is looked up (see ``MembershipViewSet.create``)."""
-        if not is_platform_admin(request.user):
-            raise PermissionDenied("only a platform admin may do this")
+        refusal = grant_refusal(request.user, "platform_role")
+        if refusal:
+            raise PermissionDenied(refusal)
         return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer):
