@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django import forms
 from django.contrib import messages
@@ -137,9 +137,10 @@ def form_view(
     result, status = call_action(form, lambda: action(form.cleaned_data))
     if status != 200:
         return render_page(form, status)
+    done = cast(T, result)  # status 200: the action returned
     if success_message is not None:
-        messages.success(request, success_message(result))  # type: ignore[arg-type]
-    answer = success(result)  # type: ignore[arg-type]
+        messages.success(request, success_message(done))
+    answer = success(done)
     return answer if isinstance(answer, HttpResponse) else redirect(answer)
 
 
