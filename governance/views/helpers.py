@@ -25,7 +25,7 @@ from governance.models import ModelVersion, Team
 from governance.permissions import CHANGE, VIEW, restrict
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 T = TypeVar("T")
 PAGE_SIZE = 50
@@ -35,13 +35,8 @@ HIDDEN_METRICS = {"train_rows", "validation_rows"}
 
 
 def visible_or_404(request: HttpRequest, queryset: QuerySet, pk: int) -> Any:
-    """The row ``pk`` of ``queryset`` if ``request.user`` may view it, else Http404."""
-    return get_object_or_404(queryset.restrict(request.user, VIEW), pk=pk)
-
-
-def visible_row(request: HttpRequest, queryset: QuerySet, pk: int) -> Any:
-    """Row ``pk`` if the user may view it, for rows without a team (users, platform role
-    grants, API tokens: ``permissions.restrict``), else Http404."""
+    """The row ``pk`` of ``queryset`` if ``request.user`` may view it (``permissions.restrict``:
+    team-owned rows, users, platform role grants, API tokens), else Http404."""
     return get_object_or_404(restrict(queryset, request.user, VIEW), pk=pk)
 
 
@@ -163,7 +158,7 @@ def paginate(request: HttpRequest, queryset: QuerySet, per_page: int = PAGE_SIZE
     return Paginator(queryset, per_page).get_page(request.GET.get("page"))
 
 
-def may_create_in_any_team(user: AbstractBaseUser | AnonymousUser) -> bool:
+def may_create_in_any_team(user: User | AnonymousUser) -> bool:
     """Whether to offer "new" forms at all; the action still checks the chosen team."""
     return Team.objects.restrict(user, CHANGE).exists()
 

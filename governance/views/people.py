@@ -30,7 +30,7 @@ from governance.actions.users import do_create_user, do_deactivate_user, do_reac
 from governance.forms import MembershipGrantForm, PlatformRoleGrantForm, TeamCreateForm, UserCreateForm
 from governance.models import Membership, PlatformRoleGrant, Team
 from governance.permissions import MANAGE, grant_refusal, is_platform_admin, restrict
-from governance.views.helpers import confirm_page, form_view, paginate, perform, visible_or_404, visible_row
+from governance.views.helpers import confirm_page, form_view, paginate, perform, visible_or_404
 
 # Who has which role ---------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def membership_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def platform_role_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST revokes a platform role (admins; never the last admin's)."""
-    grant = visible_row(request, PlatformRoleGrant.objects.select_related("user"), pk)
+    grant = visible_or_404(request, PlatformRoleGrant.objects.select_related("user"), pk)
     if request.method != "POST":
         return confirm_page(
             request,
@@ -179,7 +179,7 @@ def _user_list_page(request: HttpRequest, form: forms.Form, status: int) -> Http
 
 
 def _user_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
-    target = visible_row(request, get_user_model().objects.all(), pk)
+    target = visible_or_404(request, get_user_model().objects.all(), pk)
     name = target.get_username()
     if request.method != "POST":
         explanation = (

@@ -16,7 +16,7 @@ from governance.actions.tokens import do_create_api_token, do_revoke_api_token
 from governance.forms import ApiTokenForm
 from governance.models import ApiToken
 from governance.permissions import restrict
-from governance.views.helpers import confirm_page, form_view, perform, visible_row
+from governance.views.helpers import confirm_page, form_view, perform, visible_or_404
 
 
 @login_required
@@ -65,7 +65,7 @@ def _token_page(
 @login_required
 def api_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST revokes one of the user's own tokens (others' are 404)."""
-    token = visible_row(request, ApiToken.objects.all(), pk)
+    token = visible_or_404(request, ApiToken.objects.all(), pk)
     if request.method != "POST":
         return confirm_page(
             request,
