@@ -17,7 +17,13 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from governance import actions as governance
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+)
+from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
+from governance.actions.users import do_create_user
 from governance.models import Dataset, DatasetVersion, PlatformRole, RegisteredModel, Team, TeamRole
 from monitoring.actions.checks import do_run_monitor
 from monitoring.actions.monitors import do_create_monitor
@@ -96,19 +102,19 @@ def create_people(say: Callable[[str], None] = print) -> dict[str, object]:
     if admin is None:
         admin = user_model.objects.create_superuser("admin", "admin@example.com", DEMO_PASSWORD)
         # The system bootstraps the first admin: nobody, admins included, grants themselves a role.
-        governance.do_grant_platform_role(user=admin, role=PlatformRole.ADMIN, actor=None)
-    team = Team.objects.filter(name="Mobility").first() or governance.do_create_team(
+        do_grant_platform_role(user=admin, role=PlatformRole.ADMIN, actor=None)
+    team = Team.objects.filter(name="Mobility").first() or do_create_team(
         name="Mobility", description="Demand forecasting for bike sharing", actor=admin
     )
     users = {"admin": admin}
     for username, email, platform_role, team_role in PEOPLE[1:]:
-        user = user_model.objects.filter(username=username).first() or governance.do_create_user(
+        user = user_model.objects.filter(username=username).first() or do_create_user(
             username=username, email=email, password=DEMO_PASSWORD, actor=admin
         )
         if platform_role:
-            governance.do_grant_platform_role(user=user, role=platform_role, actor=admin)
+            do_grant_platform_role(user=user, role=platform_role, actor=admin)
         if team_role:
-            governance.do_set_membership(user=user, team=team, role=team_role, actor=admin)
+            do_set_membership(user=user, team=team, role=team_role, actor=admin)
         users[username] = user
     users["team"] = team
     return users
@@ -120,20 +126,18 @@ def run_demo(
     """Run the whole lifecycle once and return its job, inference and drift check rows."""
     people = create_people(say)
     dana, olivia, team = people["dana"], people["olivia"], people["team"]
-    dataset = Dataset.objects.filter(name="bike-sharing-hourly").first() or governance.do_create_dataset(
+    dataset = Dataset.objects.filter(name="bike-sharing-hourly").first() or do_create_dataset(
         team=team, name="bike-sharing-hourly", description="Capital Bikeshare, hourly, 2011-2012", actor=dana
     )
     say(f"registering {data_file.name} as a version of {dataset.name}")
-    version = governance.do_register_dataset_version(
+    version = do_register_dataset_version(
         dataset=dataset,
         file_path=data_file,
         filename=data_file.name,
         source=DatasetVersion.Source.PATH,
         actor=dana,
     )
-    model = RegisteredModel.objects.filter(
-        name="bike-demand"
-    ).first() or governance.do_create_registered_model(
+    model = RegisteredModel.objects.filter(name="bike-demand").first() or do_create_registered_model(
         team=team,
         name="bike-demand",
         owner=olivia,

@@ -7,9 +7,11 @@ registration leaves at most an unreferenced file, never a row pointing at a miss
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -45,3 +47,16 @@ def store_bytes(data: bytes, sha256: str, kind: str, suffix: str) -> str:
 def resolve(relative: str) -> Path:
     """Absolute path of a stored artifact."""
     return settings.ARTIFACT_ROOT / relative
+
+
+@contextlib.contextmanager
+def staged_upload(uploaded) -> Iterator[Path]:
+    """A local path holding an uploaded file's bytes (Django keeps small uploads in memory)."""
+    if hasattr(uploaded, "temporary_file_path"):
+        yield Path(uploaded.temporary_file_path())
+        return
+    with tempfile.NamedTemporaryFile(suffix=Path(uploaded.name).suffix) as handle:
+        for chunk in uploaded.chunks():
+            handle.write(chunk)
+        handle.flush()
+        yield Path(handle.name)

@@ -1,11 +1,16 @@
 """Registry (datasets, models, their versions), teams and roles, and the audit log."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from governance.permissions import RestrictedQuerySet
+
+# A SHA-256 digest as Steward stores it: 64 lowercase hex digits (hashlib's hexdigest()).
+SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
 class TeamRole(models.TextChoices):
@@ -48,7 +53,14 @@ class Membership(models.Model):
     team_scope = "team"
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_role_per_user_and_team")]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "team"], name="one_role_per_user_and_team"),
+            models.CheckConstraint(
+                condition=Q(role__in=TeamRole.values),
+                name="membership_role_is_a_team_role",
+                violation_error_message="unknown team role",
+            ),
+        ]
         ordering = ["team__name", "user__username"]
 
     def __str__(self) -> str:
@@ -65,7 +77,14 @@ class PlatformRoleGrant(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "role"], name="one_grant_per_platform_role")]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "role"], name="one_grant_per_platform_role"),
+            models.CheckConstraint(
+                condition=Q(role__in=PlatformRole.values),
+                name="platform_role_grant_role_is_known",
+                violation_error_message="unknown platform role",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} is {self.get_role_display()}"
@@ -129,7 +148,18 @@ class DatasetVersion(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["dataset", "version"], name="unique_dataset_version_number")
+            models.UniqueConstraint(fields=["dataset", "version"], name="unique_dataset_version_number"),
+            # Numbers run 1..n (issue 2); 0 would read as "no version".
+            models.CheckConstraint(
+                condition=Q(version__gte=1),
+                name="dataset_version_number_from_1",
+                violation_error_message="version numbers start at 1",
+            ),
+            models.CheckConstraint(
+                condition=Q(sha256__regex=SHA256_HEX),
+                name="dataset_version_sha256_is_hex",
+                violation_error_message="sha256 must be 64 lowercase hex digits",
+            ),
         ]
         ordering = ["dataset__name", "-version"]
 
@@ -138,6 +168,12 @@ class DatasetVersion(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("dataset_version_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        """The schema lists each column once, by name, in file order (``datafiles.summarize``)."""
+        names = [column.get("name") if isinstance(column, dict) else None for column in self.schema or []]
+        if None in names or len(set(names)) != len(names):
+            raise ValidationError({"schema": "each column appears once, as {name, dtype}"})
 
     @property
     def team(self) -> Team:
@@ -216,7 +252,17 @@ class ModelVersion(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["model", "version"], name="unique_model_version_number")
+            models.UniqueConstraint(fields=["model", "version"], name="unique_model_version_number"),
+            models.CheckConstraint(
+                condition=Q(version__gte=1),
+                name="model_version_number_from_1",
+                violation_error_message="version numbers start at 1",
+            ),
+            models.CheckConstraint(
+                condition=Q(sha256__regex=SHA256_HEX),
+                name="model_version_sha256_is_hex",
+                violation_error_message="sha256 must be 64 lowercase hex digits",
+            ),
         ]
         ordering = ["model__name", "-version"]
 
@@ -251,7 +297,7 @@ class AuditEvent(models.Model):
 
     timestamp = models.DateTimeField(default=timezone.now, db_index=True)
     # PROTECT, not SET_NULL: deleting a user must not rewrite the events (and their leaves) that
-    # name them; erase their personal details with audit_tree.do_erase_personal_data instead.
+    # name them; erase their personal details with governance.audit.erasure.do_erase_personal_data instead.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
     # Text snapshots survive renames of the user rows.
     actor_label = models.CharField(max_length=150)
@@ -352,7 +398,7 @@ class AuditPersonalData(models.Model):
 
     The leaf hashes a salted commitment to the personal fields instead of the fields, so
     erasing a person (deleting this salt, redacting the event's personal fields) leaves the tree
-    and every proof intact. The tag (``audit_tree.event_tag``) is an HMAC, under a key derived
+    and every proof intact. The tag (``governance.audit.keys.event_tag``) is an HMAC, under a key derived
     from the signing key, of the hash of the leaf the event will get (its id, every field, and
     through this salt its personal details): the sequencer only gives leaves to events that
     carry a valid one, so a row inserted, copied or altered with database access alone is
@@ -398,10 +444,30 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(key_hash__regex=SHA256_HEX),
+                name="api_token_key_hash_is_sha256_hex",
+                violation_error_message="key_hash must be a SHA-256 hex digest",
+            ),
+            models.CheckConstraint(
+                condition=Q(revoked_at__isnull=True) | Q(revoked_at__gte=F("created_at")),
+                name="api_token_revoked_after_creation",
+                violation_error_message="a token cannot be revoked before it was created",
+            ),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…) of {self.user}"
+
+    def clean(self) -> None:
+        """A token expires after it was created (``do_create_api_token`` refuses a past expiry).
+
+        Not a database constraint: an expiry is a point in time, and tests move it into the past.
+        """
+        if self.expires_at is not None and self.created_at and self.expires_at <= self.created_at:
+            raise ValidationError({"expires_at": "the expiry must be after the token's creation"})
 
 
 class ModelAlias(models.Model):
@@ -460,6 +526,26 @@ class PromotionRequest(models.Model):
     )
 
     class Meta:
+        constraints = [
+            # Pending until decided: who decided and when are set exactly when it is not pending.
+            models.CheckConstraint(
+                condition=(Q(state="pending") & Q(decided_by__isnull=True) & Q(decided_at__isnull=True))
+                | (~Q(state="pending") & Q(decided_by__isnull=False) & Q(decided_at__isnull=False)),
+                name="promotion_decided_iff_not_pending",
+                violation_error_message="a decided request names who decided and when, a pending one not",
+            ),
+            # Four eyes (issue 3): the requester never approves or rejects; only they cancel.
+            models.CheckConstraint(
+                condition=~Q(state__in=["approved", "rejected"]) | ~Q(decided_by=F("requested_by")),
+                name="promotion_four_eyes",
+                violation_error_message="the requester may not decide their own promotion request",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="cancelled") | Q(decided_by=F("requested_by")),
+                name="promotion_cancelled_by_requester",
+                violation_error_message="only the requester may cancel a promotion request",
+            ),
+        ]
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:

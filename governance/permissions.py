@@ -6,12 +6,12 @@ uses ``RestrictedQuerySet``; API, UI, exports and lineage all go through ``restr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import models
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 Action = Literal["view", "change", "manage", "approve"]
 
@@ -38,7 +38,7 @@ class AllTeams:
 ALL_TEAMS = AllTeams()
 
 
-def platform_roles(user: AbstractBaseUser | AnonymousUser, *, fresh: bool = False) -> set[str]:
+def platform_roles(user: User | AnonymousUser, *, fresh: bool = False) -> set[str]:
     """The platform-wide roles of ``user`` (``{"admin", "compliance_officer"}`` subsets).
 
     Cached on the user object; ``fresh=True`` re-reads (actions re-check inside their transaction).
@@ -50,16 +50,17 @@ def platform_roles(user: AbstractBaseUser | AnonymousUser, *, fresh: bool = Fals
         cached = set(user.platform_roles.values_list("role", flat=True))
         if user.is_superuser:
             cached.add("admin")
-        user._steward_platform_roles = cached
+        # A plain attribute on the user object: it lives as long as the request does.
+        setattr(user, "_steward_platform_roles", cached)  # noqa: B010
     return cached
 
 
-def is_platform_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
+def is_platform_admin(user: User | AnonymousUser) -> bool:
     return "admin" in platform_roles(user)
 
 
 def team_scope(
-    user: AbstractBaseUser | AnonymousUser, action: Action = VIEW, *, fresh: bool = False
+    user: User | AnonymousUser, action: Action = VIEW, *, fresh: bool = False
 ) -> set[int] | AllTeams:
     """Ids of the teams on whose objects ``user`` may perform ``action``, or ``ALL_TEAMS``.
 
@@ -79,7 +80,7 @@ def team_scope(
     }
 
 
-def team_roles(user: AbstractBaseUser, *, fresh: bool = False) -> dict[int, str]:
+def team_roles(user: User, *, fresh: bool = False) -> dict[int, str]:
     """``{team_id: role}`` for ``user``'s memberships, cached on the user object.
 
     One query per request instead of one per ``restrict`` call; ``fresh=True`` re-reads, so the
@@ -88,20 +89,18 @@ def team_roles(user: AbstractBaseUser, *, fresh: bool = False) -> dict[int, str]
     cached = None if fresh else getattr(user, "_steward_team_roles", None)
     if cached is None:
         cached = dict(user.memberships.values_list("team_id", "role"))
-        user._steward_team_roles = cached
+        setattr(user, "_steward_team_roles", cached)  # noqa: B010
     return cached
 
 
-def can(
-    user: AbstractBaseUser | AnonymousUser, action: Action, team_id: int | None, *, fresh: bool = False
-) -> bool:
+def can(user: User | AnonymousUser, action: Action, team_id: int | None, *, fresh: bool = False) -> bool:
     """Whether ``user`` may perform ``action`` on an object of team ``team_id``."""
     scope = team_scope(user, action, fresh=fresh)
-    return scope is ALL_TEAMS or (team_id is not None and team_id in scope)
+    return isinstance(scope, AllTeams) or (team_id is not None and team_id in scope)
 
 
 class RestrictedQuerySet(models.QuerySet):
-    def restrict(self, user: AbstractBaseUser | AnonymousUser, action: Action = VIEW) -> RestrictedQuerySet:
+    def restrict(self, user: User | AnonymousUser, action: Action = VIEW) -> RestrictedQuerySet:
         """Only the rows ``user`` may perform ``action`` on, via the model's ``team_scope`` lookup."""
         scope = team_scope(user, action)
         if scope is ALL_TEAMS:
@@ -109,7 +108,7 @@ class RestrictedQuerySet(models.QuerySet):
         return self.filter(**{f"{self.model.team_scope}__in": scope})
 
 
-def visible_users(viewer: AbstractBaseUser | AnonymousUser, queryset: models.QuerySet | None = None):
+def visible_users(viewer: User | AnonymousUser, queryset: models.QuerySet | None = None):
     """The users ``viewer`` may see: everyone for admins and compliance officers, otherwise
     themselves and the members of the teams they may view."""
     from django.contrib.auth import get_user_model
@@ -150,7 +149,7 @@ _TEAMLESS_RULES = {
 }
 
 
-def restrict(queryset: models.QuerySet, user: AbstractBaseUser | AnonymousUser, action: Action = VIEW):
+def restrict(queryset: models.QuerySet, user: User | AnonymousUser, action: Action = VIEW):
     """``queryset`` cut to the rows ``user`` may perform ``action`` on, for any governed model.
 
     Team-owned models go through ``RestrictedQuerySet.restrict``; users, platform role grants and
@@ -167,3 +166,47 @@ def restrict(queryset: models.QuerySet, user: AbstractBaseUser | AnonymousUser, 
     if rule is None:
         raise TypeError(f"{queryset.model.__name__} has no team_scope and no restriction rule")
     return rule(queryset, user, action)
+
+
+# Rules the UI asks before showing a form or a button, and the actions enforce inside their
+# transaction (``fresh=True``): one definition each, so the page never offers what is refused.
+
+
+def grant_refusal(user: User | AnonymousUser, kind: str | None) -> str:
+    """Why ``user`` may not submit a ``kind`` grant (``membership``, ``platform_role``) at all;
+    "" when they may try.
+
+    Which team or user they may grant to is the action's to decide; this only spares the
+    username lookup for people who may grant nothing of the kind.
+    """
+    if kind == "platform_role" and not is_platform_admin(user):
+        return "only a platform admin may do this"
+    if kind == "membership" and not team_scope(user, MANAGE):
+        return "you may not manage the members of any team"
+    return ""
+
+
+def may_request_promotion(user: User | AnonymousUser | None, team_id: int, *, fresh: bool = False) -> bool:
+    """The team's model owners and data scientists (and platform admins) may ask for a promotion."""
+    return user is not None and can(user, CHANGE, team_id, fresh=fresh)
+
+
+def promotion_decision_refusal(
+    user: User | AnonymousUser | None, promotion_request: Any, *, fresh: bool = False
+) -> str:
+    """Why ``user`` may not approve or reject ``promotion_request``; "" when they may.
+
+    Four eyes (issue 3): an approver of the model's team, other than the requester. No platform
+    role implies approval. The request's state is the action's to check.
+    """
+    model = promotion_request.model_version.model
+    if user is None or not can(user, APPROVE, model.team_id, fresh=fresh):
+        return f"only an approver of team {model.team.name} may decide promotions"
+    if user.pk == promotion_request.requested_by_id:
+        return "four eyes: the requester may not decide their own promotion request"
+    return ""
+
+
+def may_cancel_promotion(user: User | AnonymousUser | None, promotion_request: Any) -> bool:
+    """Only the requester withdraws their own request."""
+    return user is not None and user.pk == promotion_request.requested_by_id

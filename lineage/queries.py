@@ -73,3 +73,20 @@ def _edges_touching(frontier: set[NodeRef], direction: Direction) -> list[Lineag
         else:
             condition |= Q(source_type=ref.type, source_id=ref.id)
     return list(LineageEdge.objects.filter(condition))
+
+
+PANEL_DEPTH = 3
+
+
+def lineage_of(user, obj) -> dict[str, list[dict]]:
+    """Visible nodes upstream and downstream of ``obj`` (a node row), nearest first, for the
+    lineage panel (``includes/lineage.html``): ``{"upstream": [node], "downstream": [node]}``,
+    each node ``{id, type, label, url, distance, kind}``, ``PANEL_DEPTH`` hops at most."""
+    root = NodeRef.of(obj)
+    sides = {}
+    for direction in ("upstream", "downstream"):
+        graph = walk(user, root, direction, PANEL_DEPTH)
+        sides[direction] = [
+            dict(node, kind=node["type"].replace("_", " ")) for node in graph["nodes"] if node["distance"]
+        ]
+    return sides

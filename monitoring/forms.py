@@ -1,7 +1,7 @@
 """UI forms for drift checks, monitors, alerts, channels and escalation policies.
 
 They parse input only; the actions in ``monitoring.actions`` decide who may do what and validate
-business rules (their ValidationError lands on the field it names, ``governance.views.call_action``).
+business rules (their ValidationError lands on the field it names, ``governance.views.helpers.call_action``).
 """
 
 from __future__ import annotations

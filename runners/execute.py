@@ -11,7 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance import datafiles
-from governance.actions import do_create_dataset, do_register_dataset_version, do_register_model_version
+from governance.actions.registry import (
+    do_create_dataset,
+    do_register_dataset_version,
+    do_register_model_version,
+)
 from governance.models import Dataset, DatasetVersion
 from lineage.actions import do_record_edges
 from lineage.models import Relation

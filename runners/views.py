@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from governance.forms import style_filters
 from governance.models import ModelVersion
 from governance.permissions import CHANGE, can
-from governance.views import (
+from governance.views.helpers import (
     call_action,
     may_create_in_any_team,
     metric_rows,

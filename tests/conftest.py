@@ -14,7 +14,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from governance import actions
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+    do_register_model_version,
+)
+from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.models import DatasetVersion, PlatformRole, TeamRole
 from monitoring import drift
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
@@ -116,17 +122,17 @@ def admin(db):
 
 @pytest.fixture
 def team(admin):
-    return actions.do_create_team(name="Mobility", actor=admin)
+    return do_create_team(name="Mobility", actor=admin)
 
 
 @pytest.fixture
 def other_team(admin):
-    return actions.do_create_team(name="Fraud", actor=admin)
+    return do_create_team(name="Fraud", actor=admin)
 
 
 def _member(admin, team, username: str, role: str):
     user = _user(username)
-    actions.do_set_membership(user=user, team=team, role=role, actor=admin)
+    do_set_membership(user=user, team=team, role=role, actor=admin)
     return user
 
 
@@ -161,7 +167,7 @@ def outsider(admin, other_team):
 @pytest.fixture
 def compliance_officer(admin):
     user = _user("carl")
-    actions.do_grant_platform_role(user=user, role=PlatformRole.COMPLIANCE_OFFICER, actor=admin)
+    do_grant_platform_role(user=user, role=PlatformRole.COMPLIANCE_OFFICER, actor=admin)
     return user
 
 
@@ -183,13 +189,13 @@ def client_for():
 
 @pytest.fixture
 def dataset(team, scientist):
-    return actions.do_create_dataset(team=team, name="bike-sharing-hourly", actor=scientist)
+    return do_create_dataset(team=team, name="bike-sharing-hourly", actor=scientist)
 
 
 @pytest.fixture
 def dataset_version(dataset, scientist) -> DatasetVersion:
     """The real bike-sharing hourly file (17,379 rows, 17 columns) as version 1."""
-    return actions.do_register_dataset_version(
+    return do_register_dataset_version(
         dataset=dataset,
         file_path=BIKE_HOURLY,
         filename="hour.csv",
@@ -200,7 +206,7 @@ def dataset_version(dataset, scientist) -> DatasetVersion:
 
 @pytest.fixture
 def registered_model(team, owner, scientist):
-    return actions.do_create_registered_model(team=team, name="bike-demand", owner=owner, actor=scientist)
+    return do_create_registered_model(team=team, name="bike-demand", owner=owner, actor=scientist)
 
 
 def _training_spec() -> dict:
@@ -273,7 +279,7 @@ def bike_drift_result(bike_frame):
 def registered_version(dataset_version, registered_model, scientist, bike_training_result):
     """A model version registered through the action from the session's trained artifact (no job)."""
     spec = training.parse_spec(_training_spec(), dataset_version.column_names)
-    return actions.do_register_model_version(
+    return do_register_model_version(
         model=registered_model,
         artifact_bytes=bike_training_result.artifact,
         metrics=bike_training_result.metrics,
@@ -289,8 +295,8 @@ def registered_version(dataset_version, registered_model, scientist, bike_traini
 @pytest.fixture
 def current_dataset_version(team, scientist, bike_2012_csv) -> DatasetVersion:
     """The 2012 rows registered as version 1 of dataset ``bike-sharing-2012``."""
-    dataset = actions.do_create_dataset(team=team, name="bike-sharing-2012", actor=scientist)
-    return actions.do_register_dataset_version(
+    dataset = do_create_dataset(team=team, name="bike-sharing-2012", actor=scientist)
+    return do_register_dataset_version(
         dataset=dataset,
         file_path=bike_2012_csv,
         filename="hour-2012.csv",

@@ -334,11 +334,11 @@ def test_audit_trail_filters_and_answers_htmx_with_the_table_only(
 
 
 def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_officer):
-    from governance import actions
+    from governance.actions.registry import do_create_dataset
     from governance.keyset import cursor_of
 
     for number in range(55):
-        actions.do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
+        do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
     client.force_login(compliance_officer)
     first = client.get(reverse("audit_event_list"), {"action": "dataset."}).content.decode()
     assert first.count("<code>dataset.create</code>") == 50
@@ -358,10 +358,10 @@ def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_o
 def test_audit_trail_costs_the_same_queries_for_any_number_of_rows(
     client, admin, team, compliance_officer, django_assert_num_queries
 ):
-    from governance import actions
+    from governance.actions.registry import do_create_dataset
 
     for number in range(60):
-        actions.do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
+        do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)
     client.force_login(compliance_officer)
     # Session, user, platform roles (compliance officers see every team: no membership query),
     # the page's rows with their team (keyset: no COUNT), the teams for the team filter.

@@ -22,11 +22,19 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance import actions
+from governance.actions.checks import ensure_can
+from governance.actions.teams import (
+    do_grant_platform_role,
+    do_revoke_membership,
+    do_revoke_platform_role,
+    do_set_membership,
+)
+from governance.actions.tokens import do_create_api_token, do_revoke_api_token
+from governance.actions.users import do_create_user, do_deactivate_user, do_reactivate_user
 from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
 from governance.filtersets import RestrictedFilterSet
 from governance.models import ApiToken, Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
-from governance.permissions import MANAGE, is_platform_admin, restrict
+from governance.permissions import MANAGE, grant_refusal, restrict
 
 User = get_user_model()
 
@@ -118,7 +126,7 @@ class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
         serializer = UserCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user = actions.do_create_user(
+        user = do_create_user(
             username=data["username"],
             email=data["email"],
             password=data.get("password") or None,
@@ -129,13 +137,13 @@ class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
     @extend_schema(request=None, responses={200: UserSerializer})
     @action(detail=True, methods=["post"])
     def deactivate(self, request, pk=None):
-        user = actions.do_deactivate_user(user=self.get_object(), actor=request.user)
+        user = do_deactivate_user(user=self.get_object(), actor=request.user)
         return Response(self._render(user))
 
     @extend_schema(request=None, responses={200: UserSerializer})
     @action(detail=True, methods=["post"])
     def reactivate(self, request, pk=None):
-        user = actions.do_reactivate_user(user=self.get_object(), actor=request.user)
+        user = do_reactivate_user(user=self.get_object(), actor=request.user)
         return Response(self._render(user))
 
     def _render(self, user) -> dict:
@@ -204,13 +212,13 @@ class MembershipViewSet(
                 team = team_field.run_validation(request.data.get("team", serializers.empty))
             except serializers.ValidationError as exc:
                 raise serializers.ValidationError({"team": exc.detail}) from exc
-            actions.ensure_can(request.user, MANAGE, team.pk)
+            ensure_can(request.user, MANAGE, team.pk)
         # Not a mapping: the serializer refuses the whole body without reading any field.
         return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        membership = actions.do_set_membership(
+        membership = do_set_membership(
             user=data["user"], team=data["team"], role=data["role"], actor=self.request.user
         )
         serializer.instance = self.get_queryset().get(pk=membership.pk)
@@ -221,11 +229,11 @@ class MembershipViewSet(
         serializer = MembershipRoleSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         role = serializer.validated_data["role"]
-        actions.do_set_membership(user=membership.user, team=membership.team, role=role, actor=request.user)
+        do_set_membership(user=membership.user, team=membership.team, role=role, actor=request.user)
         return Response(MembershipSerializer(self.get_queryset().get(pk=membership.pk)).data)
 
     def perform_destroy(self, instance):
-        actions.do_revoke_membership(membership=instance, actor=self.request.user)
+        do_revoke_membership(membership=instance, actor=self.request.user)
 
 
 # Platform roles -------------------------------------------------------------------------------
@@ -254,17 +262,18 @@ class PlatformRoleGrantViewSet(
 
     def create(self, request, *args, **kwargs):
         """Refuse a non-admin before the username is looked up (see ``MembershipViewSet.create``)."""
-        if not is_platform_admin(request.user):
-            raise PermissionDenied("only a platform admin may do this")
+        refusal = grant_refusal(request.user, "platform_role")
+        if refusal:
+            raise PermissionDenied(refusal)
         return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        grant = actions.do_grant_platform_role(user=data["user"], role=data["role"], actor=self.request.user)
+        grant = do_grant_platform_role(user=data["user"], role=data["role"], actor=self.request.user)
         serializer.instance = self.get_queryset().get(pk=grant.pk)
 
     def perform_destroy(self, instance):
-        actions.do_revoke_platform_role(grant=instance, actor=self.request.user)
+        do_revoke_platform_role(grant=instance, actor=self.request.user)
 
 
 # API tokens -----------------------------------------------------------------------------------
@@ -333,13 +342,13 @@ class ApiTokenViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.
         serializer = ApiTokenCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        token, secret = actions.do_create_api_token(user=request.user, actor=request.user, **data)
+        token, secret = do_create_api_token(user=request.user, actor=request.user, **data)
         return _new_token_response(token, secret)
 
     @extend_schema(request=None, responses={200: ApiTokenSerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        token = actions.do_revoke_api_token(token=self.get_object(), actor=request.user)
+        token = do_revoke_api_token(token=self.get_object(), actor=request.user)
         return Response(ApiTokenSerializer(token).data)
 
 
@@ -372,7 +381,7 @@ class ObtainApiTokenView(APIView):
         if user is None:
             raise serializers.ValidationError({"non_field_errors": [BAD_CREDENTIALS]})
         user_logged_in.send(sender=user.__class__, request=request._request, user=user)
-        token, secret = actions.do_create_api_token(
+        token, secret = do_create_api_token(
             user=user,
             name=data["name"],
             is_read_only=data["is_read_only"],

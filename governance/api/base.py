@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
 from rest_framework import serializers, viewsets
 
 from governance.permissions import VIEW, restrict
@@ -42,16 +37,3 @@ class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
     def get_queryset(self):
         request = self.context.get("request")
         return restrict(super().get_queryset(), request.user, VIEW)
-
-
-@contextlib.contextmanager
-def staged_upload(uploaded) -> Iterator[Path]:
-    """A local path holding an uploaded file's bytes (Django keeps small uploads in memory)."""
-    if hasattr(uploaded, "temporary_file_path"):
-        yield Path(uploaded.temporary_file_path())
-        return
-    with tempfile.NamedTemporaryFile(suffix=Path(uploaded.name).suffix) as handle:
-        for chunk in uploaded.chunks():
-            handle.write(chunk)
-        handle.flush()
-        yield Path(handle.name)

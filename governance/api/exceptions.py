@@ -1,30 +1,16 @@
-"""Map domain errors to 4xx answers with the precise message, never a 500."""
+"""DRF's exception handler, plus the domain errors of ``governance.errors`` (4xx, never a 500)."""
 
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError
-from rest_framework import status
+from typing import Any
+
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from governance.datafiles import DataFileError
+from governance.errors import error_answer
 
 
-def exception_handler(exc, context):
-    """DRF's handler, plus Django ValidationError/PermissionDenied, DataFileError and races."""
-    if isinstance(exc, ValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-        return Response(detail, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, DataFileError):
-        return Response({"file": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, PermissionDenied):
-        return Response({"detail": str(exc) or "permission denied"}, status=status.HTTP_403_FORBIDDEN)
-    if isinstance(exc, RecursionError):
-        return Response(
-            {"detail": "the request body is nested too deeply"}, status=status.HTTP_400_BAD_REQUEST
-        )
-    if isinstance(exc, IntegrityError):
-        return Response(
-            {"detail": "conflicts with a concurrent change; retry the request"},
-            status=status.HTTP_409_CONFLICT,
-        )
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """The answer ``governance.errors.error_answer`` gives, else DRF's own handling."""
+    answer = error_answer(exc)
+    if answer is not None:
+        return Response(answer.body, status=answer.status)
     return drf_exception_handler(exc, context)

@@ -7,7 +7,13 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from governance import actions
+from governance.actions.promotions import (
+    PROMOTION_ALIASES,
+    do_approve_promotion,
+    do_cancel_promotion,
+    do_reject_promotion,
+    do_request_promotion,
+)
 from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
 from governance.filtersets import RestrictedFilterSet
 from governance.models import ModelVersion, PromotionRequest
@@ -18,7 +24,7 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     model = serializers.IntegerField(source="model_version.model_id", read_only=True)
     model_name = serializers.CharField(source="model_version.model.name", read_only=True)
     version = serializers.IntegerField(source="model_version.version", read_only=True)
-    alias = serializers.ChoiceField(choices=actions.PROMOTION_ALIASES, default="production")
+    alias = serializers.ChoiceField(choices=PROMOTION_ALIASES, default="production")
     reason = serializers.CharField(required=False, allow_blank=True, default="")
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
@@ -70,7 +76,7 @@ class PromotionRequestViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, v
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        request = actions.do_request_promotion(
+        request = do_request_promotion(
             model_version=data["model_version"],
             alias=data["alias"],
             reason=data["reason"],
@@ -88,7 +94,7 @@ class PromotionRequestViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, v
         serializer = DecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         reason = serializer.validated_data["reason"]
-        actions.do_approve_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
+        do_approve_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
         return self._answer(promotion.pk)
 
     @extend_schema(request=RejectionSerializer, responses={200: PromotionRequestSerializer})
@@ -98,12 +104,12 @@ class PromotionRequestViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, v
         serializer = RejectionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         reason = serializer.validated_data["reason"]
-        actions.do_reject_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
+        do_reject_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
         return self._answer(promotion.pk)
 
     @extend_schema(request=None, responses={200: PromotionRequestSerializer})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         promotion = self.get_object()
-        actions.do_cancel_promotion(promotion_request=promotion, actor=request.user)
+        do_cancel_promotion(promotion_request=promotion, actor=request.user)
         return self._answer(promotion.pk)

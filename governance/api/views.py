@@ -6,8 +6,14 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from governance import actions
-from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin, staged_upload
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+    resolve_import_path,
+)
+from governance.actions.teams import do_create_team
+from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
 from governance.api.serializers import (
     DatasetSerializer,
     DatasetVersionCreateSerializer,
@@ -16,6 +22,7 @@ from governance.api.serializers import (
     RegisteredModelSerializer,
     TeamSerializer,
 )
+from governance.artifacts import staged_upload
 from governance.filtersets import (
     DatasetFilterSet,
     DatasetVersionFilterSet,
@@ -37,7 +44,7 @@ class TeamViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
     serializer_class = TeamSerializer
 
     def perform_create(self, serializer):
-        serializer.instance = actions.do_create_team(
+        serializer.instance = do_create_team(
             name=serializer.validated_data["name"],
             description=serializer.validated_data.get("description", ""),
             actor=self.request.user,
@@ -56,7 +63,7 @@ class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.R
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        dataset = actions.do_create_dataset(
+        dataset = do_create_dataset(
             team=data["team"],
             name=data["name"],
             description=data.get("description", ""),
@@ -82,12 +89,12 @@ class DatasetVersionViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vie
         common = {"dataset": data["dataset"], "description": data["description"], "actor": request.user}
         if data.get("file"):
             with staged_upload(data["file"]) as path:
-                version = actions.do_register_dataset_version(
+                version = do_register_dataset_version(
                     file_path=path, filename=data["file"].name, source=DatasetVersion.Source.UPLOAD, **common
                 )
         else:
-            path = actions.resolve_import_path(data["path"])
-            version = actions.do_register_dataset_version(
+            path = resolve_import_path(data["path"])
+            version = do_register_dataset_version(
                 file_path=path, filename=path.name, source=DatasetVersion.Source.PATH, **common
             )
         return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
@@ -114,7 +121,7 @@ class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vi
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        model = actions.do_create_registered_model(
+        model = do_create_registered_model(
             team=data["team"],
             name=data["name"],
             owner=data.get("owner") or self.request.user,

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance.actions import ensure_can
+from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import Membership, Team
 from governance.permissions import MANAGE

@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance.actions import ensure_can
+from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW

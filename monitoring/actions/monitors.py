@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance import datafiles
-from governance.actions import ensure_can
+from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW, can

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from governance.forms import style_filters
-from governance.views import paginate, perform, visible_or_404
+from governance.views.helpers import paginate, perform, visible_or_404
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.filtersets import AlertFilterSet
 from monitoring.forms import SnoozeForm

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from governance.forms import style_filters
-from governance.views import call_action, paginate, perform, visible_or_404
+from governance.views.helpers import call_action, paginate, perform, visible_or_404
 from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
 from monitoring.filtersets import ChannelFilterSet
 from monitoring.forms import ChannelEditForm, ChannelForm

@@ -13,7 +13,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from governance import artifacts
 from governance.forms import style_filters
 from governance.models import ModelVersion
-from governance.views import call_action, paginate, visible_or_404
+from governance.views.helpers import call_action, paginate, visible_or_404
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet

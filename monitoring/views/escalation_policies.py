@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from governance.forms import style_filters
-from governance.views import call_action, paginate, visible_or_404
+from governance.views.helpers import call_action, paginate, visible_or_404
 from monitoring.actions.policies import do_create_escalation_policy, do_update_escalation_policy
 from monitoring.escalation import last_send_after, level_starts
 from monitoring.filtersets import EscalationPolicyFilterSet

@@ -8,8 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from governance.models import ModelVersion
-from governance.promotion_views import promotion_panel
-from governance.views import lineage_of, metric_rows, pretty_json, visible_or_404
+from governance.views.helpers import metric_rows, pretty_json, visible_or_404
+from governance.views.promotions import promotion_panel
+from lineage.queries import lineage_of
 from monitoring.forms import DriftCheckForm
 from monitoring.models import UNRESOLVED, Alert, DriftCheck, Monitor
 from monitoring.permissions import may_monitor_model_version

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from governance.models import ModelVersion
-from governance.views import call_action, perform, pretty_json, visible_or_404
+from governance.views.helpers import call_action, perform, pretty_json, visible_or_404
 from monitoring.actions.checks import do_run_monitor
 from monitoring.actions.monitors import (
     do_create_monitor,

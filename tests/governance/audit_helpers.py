@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from governance import actions
+from governance.actions.registry import do_create_dataset
 from governance.audit.sequencer import sequence_audit_events
 
 # Hostile values for the audit trail's filters and paths, and the answers they get (issue 3).
@@ -41,6 +41,6 @@ def grow_log(team, actor, sizes: list[int]) -> list[int]:
     checkpoints = []
     for size in sizes:
         while (count := AuditEvent.objects.count()) < size:
-            actions.do_create_dataset(team=team, name=f"log-{count:04}", actor=actor)
+            do_create_dataset(team=team, name=f"log-{count:04}", actor=actor)
         checkpoints.append(sequence_audit_events().tree_size)
     return checkpoints

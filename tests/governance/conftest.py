@@ -5,9 +5,23 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from django.contrib.auth import get_user_model
 
-from governance import actions
-from governance.models import DatasetVersion
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+    do_register_model_version,
+)
+from governance.models import (
+    ApiToken,
+    AuditEvent,
+    DatasetVersion,
+    Membership,
+    PlatformRoleGrant,
+    PromotionRequest,
+    Team,
+)
 from monitoring.models import Alert
 from runners.actions import do_submit_job
 
@@ -42,18 +56,18 @@ def world(
     """
     payments = tmp_path / "payments.csv"
     payments.write_text("amount,hour,is_fraud\n12.5,3,0\n990.0,4,1\n15.0,13,0\n")
-    fraud_dataset = actions.do_create_dataset(team=other_team, name="card-payments", actor=outsider)
-    fraud_version = actions.do_register_dataset_version(
+    fraud_dataset = do_create_dataset(team=other_team, name="card-payments", actor=outsider)
+    fraud_version = do_register_dataset_version(
         dataset=fraud_dataset,
         file_path=payments,
         filename="payments.csv",
         source=DatasetVersion.Source.UPLOAD,
         actor=outsider,
     )
-    fraud_model = actions.do_create_registered_model(
+    fraud_model = do_create_registered_model(
         team=other_team, name="fraud-score", owner=outsider, actor=outsider
     )
-    fraud_model_version = actions.do_register_model_version(
+    fraud_model_version = do_register_model_version(
         model=fraud_model,
         artifact_bytes=bike_training_result.artifact,
         metrics={},
@@ -94,3 +108,9 @@ def world(
         fraud_model_version=fraud_model_version,
         fraud_job=fraud_job,
     )
+
+
+def fingerprint() -> dict:
+    """Every row of the tables an API attack could change, to assert that none changed."""
+    tables = [get_user_model(), Team, Membership, PlatformRoleGrant, ApiToken, PromotionRequest, AuditEvent]
+    return {model.__name__: list(model.objects.order_by("pk").values()) for model in tables}

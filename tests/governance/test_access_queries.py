@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 
-from governance import actions
+from governance.actions.promotions import do_request_promotion
+from governance.actions.teams import do_grant_platform_role, do_set_membership
+from governance.actions.tokens import do_create_api_token
 from governance.models import TeamRole
 from tests.conftest import PASSWORD
 
@@ -12,7 +14,7 @@ from tests.conftest import PASSWORD
 def _more_members(admin, team, count: int) -> None:
     for n in range(count):
         user = get_user_model().objects.create_user(f"member{n}", f"m{n}@example.com", PASSWORD)
-        actions.do_set_membership(user=user, team=team, role=TeamRole.VIEWER, actor=admin)
+        do_set_membership(user=user, team=team, role=TeamRole.VIEWER, actor=admin)
 
 
 def test_users_list_in_constant_queries(
@@ -39,7 +41,7 @@ def test_users_list_in_constant_queries(
 def test_platform_roles_list_in_constant_queries(
     client_for, fresh, admin, owner, compliance_officer, django_assert_num_queries
 ):
-    actions.do_grant_platform_role(user=owner, role="compliance_officer", actor=admin)
+    do_grant_platform_role(user=owner, role="compliance_officer", actor=admin)
     client = client_for(fresh(compliance_officer))
 
     # 1 platform roles, 2 COUNT, 3 the page (users joined)
@@ -51,7 +53,7 @@ def test_platform_roles_list_in_constant_queries(
 
 def test_tokens_list_in_constant_queries(client_for, fresh, scientist, django_assert_num_queries):
     for name in ("a", "b", "c"):
-        actions.do_create_api_token(user=scientist, name=name, actor=scientist)
+        do_create_api_token(user=scientist, name=name, actor=scientist)
     client = client_for(fresh(scientist))
 
     # 1 COUNT, 2 the page
@@ -64,8 +66,8 @@ def test_tokens_list_in_constant_queries(client_for, fresh, scientist, django_as
 def test_promotion_requests_list_in_constant_queries(
     client_for, fresh, scientist, approver, registered_version, django_assert_num_queries
 ):
-    actions.do_request_promotion(model_version=registered_version, alias="production", actor=scientist)
-    actions.do_request_promotion(model_version=registered_version, alias="staging", actor=scientist)
+    do_request_promotion(model_version=registered_version, alias="production", actor=scientist)
+    do_request_promotion(model_version=registered_version, alias="staging", actor=scientist)
     client = client_for(fresh(approver))
 
     # 1 platform roles, 2 team roles, 3 COUNT, 4 the page (version, model, people joined)

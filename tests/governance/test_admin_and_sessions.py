@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.test import Client
 from django.urls import reverse
 
-from governance import actions
+from governance.actions.users import do_deactivate_user, do_reactivate_user
 from governance.models import AuditEvent, Membership, PlatformRoleGrant, TeamRole
 from tests.conftest import PASSWORD
 
@@ -151,7 +151,7 @@ def test_deactivation_through_the_ui_ends_the_sessions_too(client, admin, viewer
     client.force_login(admin)
 
     response = client.post(reverse("user_deactivate", args=[viewer.pk]))
-    actions.do_reactivate_user(user=viewer, actor=admin)
+    do_reactivate_user(user=viewer, actor=admin)
 
     assert response.status_code == 302
     assert _sessions_of(viewer) == 0
@@ -164,7 +164,7 @@ def test_a_refused_deactivation_keeps_the_sessions(admin):
     browser.force_login(admin)
 
     with pytest.raises(PermissionDenied, match="the last platform admin"):
-        actions.do_deactivate_user(user=admin, actor=None)
+        do_deactivate_user(user=admin, actor=None)
 
     assert _sessions_of(admin) == 1
     assert browser.get("/").status_code == 200
@@ -175,7 +175,7 @@ def test_deactivation_refuses_a_session_engine_it_cannot_search(settings, admin,
     events = AuditEvent.objects.count()
 
     with pytest.raises(ImproperlyConfigured, match="keeps no session table"):
-        actions.do_deactivate_user(user=viewer, actor=admin)
+        do_deactivate_user(user=viewer, actor=admin)
 
     viewer.refresh_from_db()
     assert viewer.is_active is True

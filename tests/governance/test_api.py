@@ -8,11 +8,29 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from governance import actions
-from governance.models import AuditEvent, Dataset, DatasetVersion, RegisteredModel, Team, TeamRole
+from governance.actions.promotions import do_request_promotion
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+    do_register_model_version,
+)
+from governance.actions.tokens import do_create_api_token
+from governance.models import (
+    AuditEvent,
+    Dataset,
+    DatasetVersion,
+    Membership,
+    PlatformRoleGrant,
+    RegisteredModel,
+    Team,
+    TeamRole,
+)
 from tests.conftest import ADULT, BIKE_HOURLY
+from tests.governance.conftest import fingerprint
 
 BIKE_SHA256 = "e03de4ee4ef4dc376ac6e04bf829673c6269e8eba5c60fa121640fa2f829504f"
 BIKE_SCHEMA = [
@@ -81,9 +99,9 @@ def test_dataset_name_taken_is_400_and_nothing_created(client_for, scientist, da
 def test_list_datasets_shows_latest_version_in_constant_queries(
     client_for, fresh, scientist, team, dataset, dataset_version, django_assert_num_queries
 ):
-    other = actions.do_create_dataset(team=team, name="adult-income", actor=scientist)
+    other = do_create_dataset(team=team, name="adult-income", actor=scientist)
     for name in ("a", "b", "c"):
-        actions.do_create_dataset(team=team, name=f"empty-{name}", actor=scientist)
+        do_create_dataset(team=team, name=f"empty-{name}", actor=scientist)
     client = client_for(fresh(scientist))
 
     # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (creator joined, max version annotated)
@@ -267,7 +285,7 @@ def test_list_dataset_versions_in_constant_queries(
     client_for, fresh, scientist, dataset, dataset_version, django_assert_num_queries
 ):
     for _ in range(2):
-        actions.do_register_dataset_version(
+        do_register_dataset_version(
             dataset=dataset, file_path=BIKE_HOURLY, filename="hour.csv", source="path", actor=scientist
         )
     client = client_for(fresh(scientist))
@@ -332,7 +350,7 @@ def test_list_models_in_constant_queries(
     client_for, fresh, scientist, owner, team, registered_version, django_assert_num_queries
 ):
     for name in ("a", "b"):
-        actions.do_create_registered_model(team=team, name=f"model-{name}", owner=scientist, actor=scientist)
+        do_create_registered_model(team=team, name=f"model-{name}", owner=scientist, actor=scientist)
     client = client_for(fresh(owner))
 
     # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (owner joined, max version
@@ -376,7 +394,7 @@ def test_list_model_versions_in_constant_queries(
     client_for, fresh, viewer, registered_version, scientist, bike_training_result, django_assert_num_queries
 ):
     for _ in range(2):
-        actions.do_register_model_version(
+        do_register_model_version(
             model=registered_version.model,
             artifact_bytes=bike_training_result.artifact,
             metrics={},
@@ -568,3 +586,81 @@ def test_unknown_ids_are_404(client_for, scientist, team):
         "/api/memberships/999/": (404, "No Membership matches the given query."),
         "/api/audit-events/999/": (404, "No AuditEvent matches the given query."),
     }
+
+
+# Mass assignment: fields the server owns are refused (405: no such method) or ignored.
+
+
+def test_server_owned_fields_cannot_be_patched_in(
+    client_for, world, admin, scientist, outsider, compliance_officer
+):
+    token, _ = do_create_api_token(user=scientist, name="ro", actor=scientist)
+    promotion = do_request_promotion(model_version=world.model_version, actor=scientist)
+    grant = PlatformRoleGrant.objects.get(user=compliance_officer)
+    membership = Membership.objects.get(user=scientist)
+    before = fingerprint()
+    evil = {
+        "owner": outsider.pk,
+        "team": world.other_team.pk,
+        "is_staff": True,
+        "is_superuser": True,
+        "role": "admin",
+        "created_by": outsider.pk,
+        "state": "approved",
+        "is_read_only": False,
+        "user": outsider.pk,
+    }
+
+    refused = {
+        url: client_for(user).patch(url, evil, format="json").status_code
+        for url, user in [
+            (f"/api/models/{world.model.pk}/", admin),
+            (f"/api/datasets/{world.dataset.pk}/", admin),
+            (f"/api/teams/{world.team.pk}/", admin),
+            (f"/api/users/{scientist.pk}/", admin),
+            (f"/api/platform-roles/{grant.pk}/", admin),
+            (f"/api/promotion-requests/{promotion.pk}/", admin),
+            (f"/api/tokens/{token.pk}/", scientist),
+            (f"/api/jobs/{world.job.pk}/", admin),
+        ]
+    }
+    assert set(refused.values()) == {405}
+    assert fingerprint() == before
+
+    # A membership's role is changeable; its user and team are not, and "admin" is no team role.
+    bad_role = client_for(admin).patch(f"/api/memberships/{membership.pk}/", evil, format="json")
+    assert (bad_role.status_code, bad_role.json()) == (400, {"role": ['"admin" is not a valid choice.']})
+    changed = client_for(admin).patch(
+        f"/api/memberships/{membership.pk}/", {**evil, "role": "viewer"}, format="json"
+    )
+    membership.refresh_from_db()
+    assert changed.status_code == 200
+    assert (membership.user, membership.team, membership.role) == (scientist, world.team, "viewer")
+    assert list(get_user_model().objects.filter(is_staff=True)) == [admin]
+
+
+def test_posting_server_owned_fields_is_ignored(client_for, admin):
+    response = client_for(admin).post(
+        "/api/teams/",
+        {"name": "Risk", "slug": "chosen", "created_at": "2001-01-01T00:00:00Z", "id": 999},
+        format="json",
+    )
+
+    team = Team.objects.get(name="Risk")
+    assert response.status_code == 201
+    assert (team.slug, team.pk != 999, team.created_at.year > 2001) == ("risk", True, True)
+
+
+def test_a_model_cannot_be_registered_with_an_owner_outside_the_team(client_for, world, scientist, outsider):
+    before = RegisteredModel.objects.count()
+
+    response = client_for(scientist).post(
+        "/api/models/", {"team": world.team.pk, "name": "planted", "owner": "oscar"}, format="json"
+    )
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"owner": ["oscar is not a member of team Mobility"]},
+    )
+    assert RegisteredModel.objects.count() == before
+    assert not Dataset.objects.filter(name="planted").exists()

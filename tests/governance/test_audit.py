@@ -9,7 +9,15 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 
-from governance import actions, audit
+from governance import audit
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+    do_register_model_version,
+)
+from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
+from governance.actions.users import do_create_user
 from governance.models import AuditEvent, DatasetVersion, ModelVersion, PlatformRole, TeamRole
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
@@ -78,32 +86,28 @@ def _ready(act: Callable) -> Callable:
 # Each case: the action, and the events it must write, as (action, actor label).
 CASES: dict[str, tuple[Callable, list[tuple[str, str]]]] = {
     "create user": (
-        _ready(lambda f: actions.do_create_user(username="nina", email="nina@example.com", actor=f.admin)),
+        _ready(lambda f: do_create_user(username="nina", email="nina@example.com", actor=f.admin)),
         [("user.create", "admin")],
     ),
     "create team": (
-        _ready(lambda f: actions.do_create_team(name="Risk", actor=f.admin)),
+        _ready(lambda f: do_create_team(name="Risk", actor=f.admin)),
         [("team.create", "admin")],
     ),
     "grant membership": (
         _ready(
-            lambda f: actions.do_set_membership(
-                user=f.outsider, team=f.team, role=TeamRole.VIEWER, actor=f.owner
-            )
+            lambda f: do_set_membership(user=f.outsider, team=f.team, role=TeamRole.VIEWER, actor=f.owner)
         ),
         [("membership.grant", "olivia")],
     ),
     "change a role": (
         _ready(
-            lambda f: actions.do_set_membership(
-                user=f.scientist, team=f.team, role=TeamRole.APPROVER, actor=f.admin
-            )
+            lambda f: do_set_membership(user=f.scientist, team=f.team, role=TeamRole.APPROVER, actor=f.admin)
         ),
         [("membership.grant", "admin")],
     ),
     "grant platform role": (
         _ready(
-            lambda f: actions.do_grant_platform_role(
+            lambda f: do_grant_platform_role(
                 user=f.owner, role=PlatformRole.COMPLIANCE_OFFICER, actor=f.admin
             )
         ),
@@ -112,20 +116,19 @@ CASES: dict[str, tuple[Callable, list[tuple[str, str]]]] = {
     "grant a platform role twice": (
         _ready(
             lambda f: [
-                actions.do_grant_platform_role(user=f.owner, role=PlatformRole.ADMIN, actor=f.admin)
-                for _ in range(2)
+                do_grant_platform_role(user=f.owner, role=PlatformRole.ADMIN, actor=f.admin) for _ in range(2)
             ]
         ),
         [("platform_role.grant", "admin")],
     ),
     "create dataset": (
-        _ready(lambda f: actions.do_create_dataset(team=f.team, name="trips", actor=f.scientist)),
+        _ready(lambda f: do_create_dataset(team=f.team, name="trips", actor=f.scientist)),
         [("dataset.create", "dana")],
     ),
     "register dataset version": (
         _prepared(
             lambda f: f.dataset,
-            lambda f, dataset: actions.do_register_dataset_version(
+            lambda f, dataset: do_register_dataset_version(
                 dataset=dataset,
                 file_path=f.small_csv,
                 filename="small.csv",
@@ -136,17 +139,13 @@ CASES: dict[str, tuple[Callable, list[tuple[str, str]]]] = {
         [("dataset_version.register", "dana")],
     ),
     "create model": (
-        _ready(
-            lambda f: actions.do_create_registered_model(
-                team=f.team, name="m", owner=f.owner, actor=f.scientist
-            )
-        ),
+        _ready(lambda f: do_create_registered_model(team=f.team, name="m", owner=f.owner, actor=f.scientist)),
         [("registered_model.create", "dana")],
     ),
     "register model version": (
         _prepared(
             lambda f: f.registered_model,
-            lambda f, model: actions.do_register_model_version(
+            lambda f, model: do_register_model_version(
                 model=model,
                 artifact_bytes=b"weights",
                 metrics={},
@@ -222,7 +221,7 @@ def test_permission_denied_registration_leaves_no_event(dataset, viewer, tmp_pat
     since = _last_event_id()
 
     with pytest.raises(PermissionDenied, match="you may not change objects of this team"):
-        actions.do_register_dataset_version(
+        do_register_dataset_version(
             dataset=dataset, file_path=path, filename="small.csv", source="upload", actor=viewer
         )
 
@@ -240,11 +239,11 @@ def test_a_failing_audit_write_rolls_back_the_change(dataset, scientist, tmp_pat
         written.append(audit.record_audit_event(**kwargs))
         raise RuntimeError("audit storage failed")
 
-    monkeypatch.setattr(actions, "record_audit_event", record_then_fail)
+    monkeypatch.setattr("governance.actions.registry.record_audit_event", record_then_fail)
     since = _last_event_id()
 
     with pytest.raises(RuntimeError, match="audit storage failed"):
-        actions.do_register_dataset_version(
+        do_register_dataset_version(
             dataset=dataset, file_path=path, filename="small.csv", source="upload", actor=scientist
         )
 
@@ -369,10 +368,10 @@ def test_concurrent_registrations_number_versions_1_to_n(dataset, registered_mod
         files.append(path)
 
     def register(i: int) -> None:
-        actions.do_register_dataset_version(
+        do_register_dataset_version(
             dataset=dataset, file_path=files[i], filename=files[i].name, source="upload", actor=scientist
         )
-        actions.do_register_model_version(
+        do_register_model_version(
             model=registered_model,
             artifact_bytes=f"weights {i}".encode(),
             metrics={},
@@ -417,7 +416,7 @@ def test_changes_inside_an_outer_transaction_roll_back_with_their_events(dataset
 
     def register_then_give_up():
         with transaction.atomic():
-            actions.do_register_dataset_version(
+            do_register_dataset_version(
                 dataset=dataset, file_path=path, filename="small.csv", source="upload", actor=scientist
             )
             raise ValueError("caller gave up")

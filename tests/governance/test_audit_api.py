@@ -20,7 +20,8 @@ from urllib.parse import urlencode
 import pytest
 from django.utils import timezone
 
-from governance import actions, audit_export, merkle
+from governance import audit_export, merkle
+from governance.actions.registry import do_create_dataset
 from governance.audit.erasure import do_erase_personal_data
 from governance.audit.keys import signing_key
 from governance.audit.leaf import iso_timestamp, leaf_for
@@ -101,7 +102,7 @@ def test_a_proof_is_the_leaf_its_path_and_the_signed_checkpoint(
 
 
 def test_an_unsequenced_event_has_no_proof_yet(log, team, admin, client_for, compliance_officer):
-    dataset = actions.do_create_dataset(team=team, name="fresh", actor=admin)
+    dataset = do_create_dataset(team=team, name="fresh", actor=admin)
     event = AuditEvent.objects.get(action="dataset.create", object_id=str(dataset.pk))
 
     response = client_for(compliance_officer).get(f"/api/audit-events/{event.pk}/proof/")
@@ -206,7 +207,7 @@ def test_the_event_list_is_cursor_paginated_in_constant_queries(
     team, admin, compliance_officer, client_for, fresh, django_assert_num_queries
 ):
     for number in range(60):
-        actions.do_create_dataset(team=team, name=f"d{number:02}", actor=admin)
+        do_create_dataset(team=team, name=f"d{number:02}", actor=admin)
     everything = list(AuditEvent.objects.order_by("-timestamp", "-id").values_list("id", flat=True))
 
     clients = [client_for(fresh(compliance_officer)) for _ in range(2)]
@@ -228,7 +229,7 @@ def test_the_event_list_is_cursor_paginated_in_constant_queries(
 
 def test_the_csv_export_neutralises_formulas_and_follows_filters(team, admin, compliance_officer, client_for):
     for name in ["=1+2", "+cmd", "-2", "@SUM(A1)", "plain"]:
-        actions.do_create_dataset(team=team, name=name, actor=admin)
+        do_create_dataset(team=team, name=name, actor=admin)
 
     response = client_for(compliance_officer).get("/api/audit-events/export.csv", {"action": "dataset."})
 
@@ -286,7 +287,7 @@ def _run_verifier(tmp_path: Path, client, bundle: dict, *options: str) -> subpro
 def test_a_bundle_verifies_offline_and_names_a_tampered_event(
     log, team, admin, client_for, compliance_officer, tmp_path
 ):
-    actions.do_create_dataset(team=team, name="after-the-checkpoint", actor=admin)
+    do_create_dataset(team=team, name="after-the-checkpoint", actor=admin)
     client = client_for(compliance_officer)
 
     response = client.get("/api/audit-events/export.json", {"action": "dataset."})
@@ -507,7 +508,7 @@ def test_the_csv_export_continues_after_its_first_chunk_across_equal_times(
 def test_the_bundle_continues_after_its_first_chunk(monkeypatch, team, admin, client_for, compliance_officer):
     monkeypatch.setattr(audit_export, "CHUNK", 2)
     for name in ["a", "b", "c", "d", "e"]:
-        actions.do_create_dataset(team=team, name=name, actor=admin)
+        do_create_dataset(team=team, name=name, actor=admin)
     sequence_audit_events()
 
     response = client_for(compliance_officer).get("/api/audit-events/export.json", {"action": "dataset."})
@@ -669,3 +670,30 @@ def test_a_proof_of_a_row_altered_in_the_database_says_it_fails(dataset, client_
     assert body["leaf"]["object_id"] == "999"  # the leaf recomputed from the row as it is now
     assert (body["leaf_index"], body["proof"]) == (intact["leaf_index"], intact["proof"])
     assert body["leaf_hash"] != intact["leaf_hash"]
+
+
+# The audit trail is append-only through the API.
+
+
+@pytest.mark.parametrize("persona", ["admin", "compliance_officer", "scientist"])
+def test_audit_events_cannot_be_created_replaced_changed_or_deleted(request, client_for, world, persona):
+    client = client_for(request.getfixturevalue(persona))
+    event = AuditEvent.objects.filter(team=world.team).first()
+    url = f"/api/audit-events/{event.pk}/"
+    body = {"action": "dataset.delete", "actor_label": "nobody", "after": None}
+    before = list(AuditEvent.objects.order_by("pk").values())
+
+    answers = [
+        client.post("/api/audit-events/", body, format="json"),
+        client.put(url, body, format="json"),
+        client.patch(url, body, format="json"),
+        client.delete(url),
+    ]
+
+    assert [(a.status_code, a.json()["detail"]) for a in answers] == [
+        (405, 'Method "POST" not allowed.'),
+        (405, 'Method "PUT" not allowed.'),
+        (405, 'Method "PATCH" not allowed.'),
+        (405, 'Method "DELETE" not allowed.'),
+    ]
+    assert list(AuditEvent.objects.order_by("pk").values()) == before

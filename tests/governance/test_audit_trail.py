@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from governance import actions
+from governance.actions.registry import do_create_dataset
 from governance.audit.erasure import do_erase_personal_data
 from governance.audit.sequencer import sequence_audit_events
 from governance.keyset import InvalidCursor, cursor_of, keyset_page, parse_cursor
@@ -32,7 +32,7 @@ def _page(client, **params) -> str:
 
 def test_older_newer_and_newest_links_walk_the_trail(client, admin, team, compliance_officer):
     for number in range(120):
-        actions.do_create_dataset(team=team, name=f"dataset-{number:03}", actor=admin)
+        do_create_dataset(team=team, name=f"dataset-{number:03}", actor=admin)
     client.force_login(compliance_officer)
     newest_first = list(AuditEvent.objects.filter(action="dataset.create").order_by("-timestamp", "-id"))
 

@@ -19,7 +19,10 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
 import config.celery
-from governance import actions, merkle
+from governance import merkle
+from governance.actions.registry import do_create_dataset
+from governance.actions.teams import do_set_membership
+from governance.actions.users import do_create_user
 from governance.audit import record_audit_event
 from governance.audit.erasure import do_erase_personal_data
 from governance.audit.keys import signing_key, tag_stored_event
@@ -242,7 +245,7 @@ def test_the_sequencer_refuses_a_tree_that_differs_from_its_checkpoint(team, adm
         cursor.execute(
             'UPDATE governance_audittreenode SET hash = %s WHERE level = 1 AND "index" = 0', ["00" * 32]
         )
-    actions.do_create_dataset(team=team, name="after-tampering", actor=admin)
+    do_create_dataset(team=team, name="after-tampering", actor=admin)
 
     with pytest.raises(
         AuditTreeError, match="the stored tree's root differs from the checkpoint at tree size 3"
@@ -259,7 +262,7 @@ def test_the_sequencer_refuses_a_tree_that_differs_from_its_checkpoint(team, adm
 def _hold_open(ready: threading.Event, release: threading.Event, team, admin, result: dict) -> None:
     try:
         with transaction.atomic():
-            result["dataset"] = actions.do_create_dataset(team=team, name="slow-commit", actor=admin)
+            result["dataset"] = do_create_dataset(team=team, name="slow-commit", actor=admin)
             ready.set()
             release.wait(30)
     finally:
@@ -274,7 +277,7 @@ def test_an_uncommitted_lower_id_is_sequenced_after_its_commit(team, admin):
     slow = threading.Thread(target=_hold_open, args=(ready, release, team, admin, result))
     slow.start()
     assert ready.wait(30)
-    fast = actions.do_create_dataset(team=team, name="fast-commit", actor=admin)
+    fast = do_create_dataset(team=team, name="fast-commit", actor=admin)
 
     while_open = sequence_audit_events()
     release.set()
@@ -299,7 +302,7 @@ def test_concurrent_writers_and_sequencers_leave_one_contiguous_tree(team, admin
     def write(worker: int) -> None:
         try:
             for number in range(8):
-                actions.do_create_dataset(team=team, name=f"w{worker}-{number}", actor=admin)
+                do_create_dataset(team=team, name=f"w{worker}-{number}", actor=admin)
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -451,7 +454,7 @@ def test_a_missing_node_is_an_audit_tree_error(team, admin):
 def test_erasing_a_person_redacts_their_details_and_keeps_every_proof(
     admin, team, scientist, dataset_version
 ):
-    actions.do_set_membership(user=scientist, team=team, role=TeamRole.APPROVER, actor=admin)
+    do_set_membership(user=scientist, team=team, role=TeamRole.APPROVER, actor=admin)
     sequence_audit_events()
     naming_dana = [
         ("membership.grant", "admin", "[erased] in Mobility", {"user": "[erased]", "team": "Mobility"}),
@@ -529,9 +532,9 @@ def test_the_erase_command(admin, scientist, dataset, capsys):
 
 
 def test_a_username_is_erased_as_a_whole_word_only(admin, team):
-    al = actions.do_create_user(username="al", email="al@example.com", actor=admin)
-    actions.do_create_dataset(team=team, name="al-final totals", actor=admin)
-    actions.do_set_membership(user=al, team=team, role=TeamRole.VIEWER, actor=admin)
+    al = do_create_user(username="al", email="al@example.com", actor=admin)
+    do_create_dataset(team=team, name="al-final totals", actor=admin)
+    do_set_membership(user=al, team=team, role=TeamRole.VIEWER, actor=admin)
 
     do_erase_personal_data(al, actor=admin)
 
@@ -543,10 +546,10 @@ def test_a_username_is_erased_as_a_whole_word_only(admin, team):
 def test_erasing_a_user_named_like_a_role_keeps_other_peoples_grants(admin, team, scientist):
     """A user called "viewer" is erased from their own events; what other people were granted
     (``{"role": "viewer"}``) is the platform's vocabulary and stays."""
-    viewer = actions.do_create_user(username="viewer", actor=admin)
-    vera = actions.do_create_user(username="vera", actor=admin)
-    actions.do_set_membership(user=vera, team=team, role=TeamRole.VIEWER, actor=admin)
-    actions.do_set_membership(user=viewer, team=team, role=TeamRole.VIEWER, actor=admin)
+    viewer = do_create_user(username="viewer", actor=admin)
+    vera = do_create_user(username="vera", actor=admin)
+    do_set_membership(user=vera, team=team, role=TeamRole.VIEWER, actor=admin)
+    do_set_membership(user=viewer, team=team, role=TeamRole.VIEWER, actor=admin)
 
     do_erase_personal_data(viewer, actor=admin)
 

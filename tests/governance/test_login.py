@@ -14,7 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from governance import actions
+from governance.actions.promotions import do_request_promotion
+from governance.actions.tokens import do_create_api_token
 from governance.models import (
     ApiToken,
     AuditEvent,
@@ -115,8 +116,8 @@ def test_login_itself_needs_csrf(scientist):
 @pytest.fixture
 def targets(admin, team, viewer, compliance_officer, scientist, registered_version):
     """The objects each form acts on, with a pending request and one of dana's tokens."""
-    token, _ = actions.do_create_api_token(user=admin, name="admin's", actor=admin)
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
+    token, _ = do_create_api_token(user=admin, name="admin's", actor=admin)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
     return {
         "membership": Membership.objects.get(user=viewer),
         "grant": PlatformRoleGrant.objects.get(role=PlatformRole.COMPLIANCE_OFFICER),

@@ -8,7 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from governance import actions
+from governance.actions.promotions import do_request_promotion
+from governance.actions.tokens import do_create_api_token
 from governance.models import (
     ApiToken,
     AuditEvent,
@@ -26,8 +27,8 @@ MOBILITY_SIDE = {"admin", "owner", "scientist", "approver", "viewer", "complianc
 @pytest.fixture
 def pages(admin, owner, scientist, approver, viewer, outsider, compliance_officer, registered_version):
     """(url, the personas who get 200; everyone else 404) for every new page."""
-    token, _ = actions.do_create_api_token(user=admin, name="admin's", actor=admin)
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
+    token, _ = do_create_api_token(user=admin, name="admin's", actor=admin)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
     membership = Membership.objects.get(user=viewer)
     grant = PlatformRoleGrant.objects.get(role=PlatformRole.COMPLIANCE_OFFICER)
     everyone = set(PERSONAS)
@@ -68,7 +69,7 @@ def test_every_new_page_for_every_persona(client, request, pages):
 def test_decision_urls_of_another_team_are_404_and_change_nothing(
     client, outsider, scientist, registered_version
 ):
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
     client.force_login(outsider)
     events = AuditEvent.objects.count()
 

@@ -24,7 +24,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework.test import APIClient
 
-from governance import actions
+from governance.actions.promotions import do_request_promotion
+from governance.actions.registry import do_register_model_version
+from governance.actions.teams import do_set_membership
+from governance.actions.tokens import do_create_api_token
 from governance.audit.sequencer import sequence_audit_events
 from governance.models import (
     ApiToken,
@@ -99,8 +102,8 @@ def matrix_world(world, admin, scientist, bike_training_result):
     """``world``, and: sam (a Mobility data scientist who is no persona) with pending requests
     to promote v1 to production and v2 to staging; nina, who belongs to no team, with a token."""
     sam = get_user_model().objects.create_user("sam", "sam@example.com", PASSWORD)
-    actions.do_set_membership(user=sam, team=world.team, role=TeamRole.DATA_SCIENTIST, actor=admin)
-    version_2 = actions.do_register_model_version(
+    do_set_membership(user=sam, team=world.team, role=TeamRole.DATA_SCIENTIST, actor=admin)
+    version_2 = do_register_model_version(
         model=world.model,
         artifact_bytes=bike_training_result.artifact,
         metrics={},
@@ -111,12 +114,12 @@ def matrix_world(world, admin, scientist, bike_training_result):
         actor=scientist,
     )
     nina = get_user_model().objects.create_user("nina", "nina@example.com", PASSWORD)
-    world.production_request = actions.do_request_promotion(
+    world.production_request = do_request_promotion(
         model_version=world.model_version, alias="production", actor=sam
     )
-    world.staging_request = actions.do_request_promotion(model_version=version_2, alias="staging", actor=sam)
+    world.staging_request = do_request_promotion(model_version=version_2, alias="staging", actor=sam)
     world.nina = nina
-    world.nina_token, _ = actions.do_create_api_token(user=nina, name="nina's", actor=nina)
+    world.nina_token, _ = do_create_api_token(user=nina, name="nina's", actor=nina)
     return world
 
 

@@ -6,7 +6,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from governance import actions, tokens
+from governance import tokens
+from governance.actions.tokens import do_create_api_token
 from governance.models import ApiToken, AuditEvent, Dataset, DatasetVersion, Team
 from monitoring.models import Alert, AlertState, DriftCheck
 from runners.models import Job, JobState
@@ -433,7 +434,7 @@ def test_acknowledge_body_cannot_choose_state_or_person(client_for, world, owner
 
 
 def test_token_authenticated_requests_work(world, scientist):
-    _, secret = actions.do_create_api_token(user=scientist, name="ci", is_read_only=False, actor=scientist)
+    _, secret = do_create_api_token(user=scientist, name="ci", is_read_only=False, actor=scientist)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
 

@@ -10,7 +10,14 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.urls import reverse
 
-from governance import actions
+from governance.actions.promotions import (
+    do_approve_promotion,
+    do_cancel_promotion,
+    do_reject_promotion,
+    do_request_promotion,
+)
+from governance.actions.registry import do_register_model_version
+from governance.actions.teams import do_grant_platform_role, do_set_membership
 from governance.models import AuditEvent, ModelAlias, PlatformRole, PromotionRequest, TeamRole
 from tests.conftest import PASSWORD
 
@@ -20,7 +27,7 @@ NOT_APPROVER = "only an approver of team Mobility may decide promotions"
 
 @pytest.fixture
 def version_2(registered_version, scientist, bike_training_result):
-    return actions.do_register_model_version(
+    return do_register_model_version(
         model=registered_version.model,
         artifact_bytes=bike_training_result.artifact,
         metrics={"rmse": 1.0},
@@ -133,12 +140,12 @@ def test_request_then_approval_by_another_approver_moves_the_alias(
 def test_promoting_a_newer_version_moves_the_one_alias(
     client_for, scientist, owner, approver, registered_version, version_2
 ):
-    first = actions.do_request_promotion(model_version=registered_version, actor=scientist)
-    actions.do_approve_promotion(promotion_request=first, actor=approver)
-    second = actions.do_request_promotion(model_version=version_2, actor=owner)
+    first = do_request_promotion(model_version=registered_version, actor=scientist)
+    do_approve_promotion(promotion_request=first, actor=approver)
+    second = do_request_promotion(model_version=version_2, actor=owner)
     last = _last_id()
 
-    actions.do_approve_promotion(promotion_request=second, actor=approver)
+    do_approve_promotion(promotion_request=second, actor=approver)
 
     alias = ModelAlias.objects.get()
     assert alias.model_version == version_2
@@ -153,8 +160,8 @@ def test_promoting_a_newer_version_moves_the_one_alias(
 
 def test_production_and_staging_are_separate_aliases(scientist, approver, registered_version, version_2):
     for version, alias in ((registered_version, "production"), (version_2, "staging")):
-        request = actions.do_request_promotion(model_version=version, alias=alias, actor=scientist)
-        actions.do_approve_promotion(promotion_request=request, actor=approver)
+        request = do_request_promotion(model_version=version, alias=alias, actor=scientist)
+        do_approve_promotion(promotion_request=request, actor=approver)
 
     assert sorted(ModelAlias.objects.values_list("name", "model_version__version")) == [
         ("production", 1),
@@ -167,11 +174,9 @@ def test_approving_your_own_promotion_is_refused_even_for_an_admin_approver(
 ):
     """An admin who is also the team's approver requested: the four-eyes rule still holds."""
     root = get_user_model().objects.create_user("root", "root@example.com", PASSWORD)
-    actions.do_grant_platform_role(user=root, role=PlatformRole.ADMIN, actor=admin)
-    actions.do_set_membership(
-        user=admin, team=registered_version.model.team, role=TeamRole.APPROVER, actor=root
-    )
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=admin)
+    do_grant_platform_role(user=root, role=PlatformRole.ADMIN, actor=admin)
+    do_set_membership(user=admin, team=registered_version.model.team, role=TeamRole.APPROVER, actor=root)
+    promotion = do_request_promotion(model_version=registered_version, actor=admin)
     before = _state()
 
     response = client_for(admin).post(f"/api/promotion-requests/{promotion.pk}/approve/", {}, format="json")
@@ -187,10 +192,8 @@ def test_approving_your_own_promotion_is_refused_even_for_an_admin_approver(
 def test_a_requester_made_approver_later_still_cannot_approve_their_request(
     client_for, owner, scientist, registered_version
 ):
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
-    actions.do_set_membership(
-        user=scientist, team=registered_version.model.team, role=TeamRole.APPROVER, actor=owner
-    )
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
+    do_set_membership(user=scientist, team=registered_version.model.team, role=TeamRole.APPROVER, actor=owner)
     before = _state()
 
     response = client_for(scientist).post(
@@ -203,7 +206,7 @@ def test_a_requester_made_approver_later_still_cannot_approve_their_request(
 
 @pytest.mark.parametrize("persona", ["admin", "owner", "viewer", "compliance_officer"])
 def test_only_approvers_decide(request, client_for, scientist, registered_version, persona):
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
     client = client_for(request.getfixturevalue(persona))
     before = _state()
 
@@ -215,7 +218,7 @@ def test_only_approvers_decide(request, client_for, scientist, registered_versio
 
 
 def test_rejection_needs_a_reason_and_keeps_it(client_for, scientist, approver, registered_version):
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
     client = client_for(approver)
     before = _state()
 
@@ -226,7 +229,7 @@ def test_rejection_needs_a_reason_and_keeps_it(client_for, scientist, approver, 
     assert (blank.status_code, blank.json()) == (400, {"reason": ["This field may not be blank."]})
     assert _state() == before
     with pytest.raises(ValidationError, match="a rejection needs a reason"):
-        actions.do_reject_promotion(promotion_request=promotion, decision_reason=" ", actor=approver)
+        do_reject_promotion(promotion_request=promotion, decision_reason=" ", actor=approver)
 
     rejected = client.post(
         f"/api/promotion-requests/{promotion.pk}/reject/",
@@ -245,7 +248,7 @@ def test_rejection_needs_a_reason_and_keeps_it(client_for, scientist, approver, 
 
 
 def test_only_the_requester_cancels(client_for, scientist, owner, approver, registered_version):
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
     before = _state()
 
     others = [
@@ -262,8 +265,8 @@ def test_only_the_requester_cancels(client_for, scientist, owner, approver, regi
 
 
 def test_a_decided_request_cannot_be_decided_again(client_for, scientist, approver, registered_version):
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
-    actions.do_cancel_promotion(promotion_request=promotion, actor=scientist)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
+    do_cancel_promotion(promotion_request=promotion, actor=scientist)
     before = _state()
 
     approved = client_for(approver).post(
@@ -296,7 +299,7 @@ def test_requests_are_validated(client_for, scientist, approver, registered_vers
         {"alias": [f"promotion request #{first.json()['id']} for bike-demand v1 to production is pending"]},
     )
     assert _state() == before
-    actions.do_approve_promotion(promotion_request=PromotionRequest.objects.get(), actor=approver)
+    do_approve_promotion(promotion_request=PromotionRequest.objects.get(), actor=approver)
     holds = client.post("/api/promotion-requests/", {"model_version": registered_version.pk}, format="json")
     assert (holds.status_code, holds.json()) == (400, {"alias": ["bike-demand v1 already holds production"]})
 
@@ -326,9 +329,9 @@ def test_the_body_cannot_set_state_people_or_decision(
 
 
 def test_requests_list_filters_by_state(client_for, scientist, approver, registered_version, version_2):
-    done = actions.do_request_promotion(model_version=registered_version, actor=scientist)
-    actions.do_approve_promotion(promotion_request=done, actor=approver)
-    open_ = actions.do_request_promotion(model_version=version_2, actor=scientist)
+    done = do_request_promotion(model_version=registered_version, actor=scientist)
+    do_approve_promotion(promotion_request=done, actor=approver)
+    open_ = do_request_promotion(model_version=version_2, actor=scientist)
 
     response = client_for(approver).get("/api/promotion-requests/", {"state": "pending"})
 
@@ -344,10 +347,10 @@ def test_concurrent_approvals_of_one_alias_apply_one_after_the_other(
     approvers = []
     for name in ("aaron", "abe"):
         user = get_user_model().objects.create_user(name, f"{name}@example.com", PASSWORD)
-        actions.do_set_membership(user=user, team=team, role=TeamRole.APPROVER, actor=admin)
+        do_set_membership(user=user, team=team, role=TeamRole.APPROVER, actor=admin)
         approvers.append(user)
     requests = [
-        actions.do_request_promotion(model_version=version, actor=scientist)
+        do_request_promotion(model_version=version, actor=scientist)
         for version in (registered_version, version_2)
     ]
     barrier = threading.Barrier(2)
@@ -356,7 +359,7 @@ def test_concurrent_approvals_of_one_alias_apply_one_after_the_other(
     def approve(promotion, approver) -> None:
         try:
             barrier.wait(timeout=10)
-            actions.do_approve_promotion(promotion_request=promotion, actor=approver)
+            do_approve_promotion(promotion_request=promotion, actor=approver)
             outcomes.append("approved")
         except Exception as exc:  # reported in the assertion below
             outcomes.append(repr(exc))
@@ -415,7 +418,7 @@ def test_request_from_the_version_page_then_approve_on_the_promotions_page(
 
 
 def test_rejecting_in_the_ui_without_a_reason_shows_why(client, scientist, approver, registered_version):
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=scientist)
+    promotion = do_request_promotion(model_version=registered_version, actor=scientist)
     client.force_login(approver)
 
     response = client.post(reverse("promotion_reject", args=[promotion.pk]), {"reason": ""})
@@ -428,11 +431,9 @@ def test_rejecting_in_the_ui_without_a_reason_shows_why(client, scientist, appro
 
 def test_approving_ones_own_request_in_the_ui_is_403(client, admin, registered_version):
     root = get_user_model().objects.create_user("root", "root@example.com", PASSWORD)
-    actions.do_grant_platform_role(user=root, role=PlatformRole.ADMIN, actor=admin)
-    actions.do_set_membership(
-        user=admin, team=registered_version.model.team, role=TeamRole.APPROVER, actor=root
-    )
-    promotion = actions.do_request_promotion(model_version=registered_version, actor=admin)
+    do_grant_platform_role(user=root, role=PlatformRole.ADMIN, actor=admin)
+    do_set_membership(user=admin, team=registered_version.model.team, role=TeamRole.APPROVER, actor=root)
+    promotion = do_request_promotion(model_version=registered_version, actor=admin)
     client.force_login(admin)
 
     page = client.get(reverse("promotion_detail", args=[promotion.pk])).content.decode()

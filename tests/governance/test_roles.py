@@ -10,7 +10,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from rest_framework.test import APIClient
 
-from governance import actions
+from governance.actions.checks import active_platform_admins
+from governance.actions.teams import do_grant_platform_role, do_revoke_platform_role, do_set_membership
+from governance.actions.tokens import do_create_api_token
+from governance.actions.users import do_deactivate_user
 from governance.models import AuditEvent, Membership, PlatformRole, PlatformRoleGrant, TeamRole
 from tests.conftest import PASSWORD
 
@@ -33,7 +36,7 @@ def nina(db):
 def root(admin):
     """A second platform admin, by grant (``admin`` is one by the superuser flag)."""
     user = _user("root")
-    actions.do_grant_platform_role(user=user, role=PlatformRole.ADMIN, actor=admin)
+    do_grant_platform_role(user=user, role=PlatformRole.ADMIN, actor=admin)
     return user
 
 
@@ -169,7 +172,7 @@ def test_membership_put_is_not_offered_and_patch_cannot_move_it_to_another_user_
 
 
 def test_granting_a_role_to_a_deactivated_user_is_refused(client_for, admin, team, nina):
-    actions.do_deactivate_user(user=nina, actor=admin)
+    do_deactivate_user(user=nina, actor=admin)
     before = _state()
 
     response = client_for(admin).post(
@@ -181,7 +184,7 @@ def test_granting_a_role_to_a_deactivated_user_is_refused(client_for, admin, tea
         {"username": ["Object with username=nina does not exist."]},
     )
     with pytest.raises(ValidationError, match="nina is deactivated"):
-        actions.do_set_membership(user=nina, team=team, role=TeamRole.VIEWER, actor=admin)
+        do_set_membership(user=nina, team=team, role=TeamRole.VIEWER, actor=admin)
     assert _state() == before
 
 
@@ -213,7 +216,7 @@ def test_model_owner_cannot_make_themselves_approver_or_admin(client_for, owner,
 
 
 def test_model_owner_of_one_team_cannot_raise_their_role_in_another(client_for, admin, owner, other_team):
-    actions.do_set_membership(user=owner, team=other_team, role=TeamRole.VIEWER, actor=admin)
+    do_set_membership(user=owner, team=other_team, role=TeamRole.VIEWER, actor=admin)
     fraud = Membership.objects.get(user=owner, team=other_team)
     before = _state()
 
@@ -262,27 +265,27 @@ def test_an_admin_can_be_revoked_while_another_remains(client_for, admin, root):
     assert _events(last) == [
         ("platform_role.revoke", "admin", "root as admin", {"user": "root", "role": "admin"}, None)
     ]
-    assert list(actions.active_platform_admins().values_list("username", flat=True)) == ["admin"]
+    assert list(active_platform_admins().values_list("username", flat=True)) == ["admin"]
 
 
 def test_the_last_admin_cannot_be_revoked_or_deactivated(admin, root):
     """root is the only admin once the superuser is deactivated; even the system cannot remove them."""
-    actions.do_deactivate_user(user=admin, actor=root)
+    do_deactivate_user(user=admin, actor=root)
     grant = PlatformRoleGrant.objects.get(user=root)
     before = _state()
 
     with pytest.raises(PermissionDenied, match=LAST_ADMIN):
-        actions.do_revoke_platform_role(grant=grant, actor=None)
+        do_revoke_platform_role(grant=grant, actor=None)
     with pytest.raises(PermissionDenied, match=LAST_ADMIN):
-        actions.do_deactivate_user(user=root, actor=None)
+        do_deactivate_user(user=root, actor=None)
 
     assert _state() == before
-    assert list(actions.active_platform_admins().values_list("username", flat=True)) == ["root"]
+    assert list(active_platform_admins().values_list("username", flat=True)) == ["root"]
 
 
 def test_the_last_admin_cannot_revoke_themselves_either(client_for, admin, root):
     """Through the API an admin acts on another admin, who is then not the last: self is refused."""
-    actions.do_deactivate_user(user=admin, actor=root)
+    do_deactivate_user(user=admin, actor=root)
     before = _state()
     grant = PlatformRoleGrant.objects.get(user=root)
 
@@ -299,8 +302,8 @@ def test_two_admins_revoking_each_other_at_once_leave_one_admin():
     system_admin = user_model.objects.create_superuser("boot", "boot@example.com", PASSWORD)
     first, second = _user("first"), _user("second")
     for user in (first, second):
-        actions.do_grant_platform_role(user=user, role=PlatformRole.ADMIN, actor=system_admin)
-    actions.do_deactivate_user(user=system_admin, actor=first)
+        do_grant_platform_role(user=user, role=PlatformRole.ADMIN, actor=system_admin)
+    do_deactivate_user(user=system_admin, actor=first)
     grants = {user.username: PlatformRoleGrant.objects.get(user=user) for user in (first, second)}
     barrier = threading.Barrier(2)
     outcomes: dict[str, str] = {}
@@ -309,7 +312,7 @@ def test_two_admins_revoking_each_other_at_once_leave_one_admin():
         try:
             actor = user_model.objects.get(username=actor_name)
             barrier.wait(timeout=10)
-            actions.do_revoke_platform_role(grant=grants[target_name], actor=actor)
+            do_revoke_platform_role(grant=grants[target_name], actor=actor)
             outcomes[actor_name] = "revoked"
         except PermissionDenied as exc:
             outcomes[actor_name] = str(exc)
@@ -329,7 +332,7 @@ def test_two_admins_revoking_each_other_at_once_leave_one_admin():
     # IMMEDIATE), or passes that check, waits on the lock and finds no admin would remain.
     assert sorted(outcomes) == ["first", "second"]
     assert sorted(outcomes.values()) in ([ONLY_ADMIN, "revoked"], ["revoked", LAST_ADMIN])
-    assert actions.active_platform_admins().count() == 1
+    assert active_platform_admins().count() == 1
     assert AuditEvent.objects.filter(action="platform_role.revoke").count() == 1
 
 
@@ -478,7 +481,7 @@ def test_users_list_shows_the_people_of_ones_teams(
 def test_a_user_shows_only_the_memberships_the_viewer_may_see(
     client_for, admin, scientist, other_team, outsider
 ):
-    actions.do_set_membership(user=scientist, team=other_team, role=TeamRole.VIEWER, actor=admin)
+    do_set_membership(user=scientist, team=other_team, role=TeamRole.VIEWER, actor=admin)
 
     seen_by_outsider = client_for(outsider).get(f"/api/users/{scientist.pk}/").json()
     seen_by_admin = client_for(admin).get(f"/api/users/{scientist.pk}/").json()
@@ -493,7 +496,7 @@ def test_a_user_shows_only_the_memberships_the_viewer_may_see(
 def test_deactivation_stops_sessions_and_tokens_and_reactivation_not_the_tokens(
     client, client_for, admin, scientist
 ):
-    _, secret = actions.do_create_api_token(user=scientist, name="ci", actor=scientist)
+    _, secret = do_create_api_token(user=scientist, name="ci", actor=scientist)
     token = scientist.api_tokens.get()
     client.force_login(scientist)
     last = _last_id()

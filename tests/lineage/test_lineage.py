@@ -7,7 +7,9 @@ from types import SimpleNamespace
 import pytest
 from django.core.exceptions import ValidationError
 
-from governance import actions
+from governance.actions.registry import do_create_dataset, do_register_dataset_version
+from governance.actions.teams import do_set_membership
+from governance.actions.users import do_create_user
 from governance.models import DatasetVersion, TeamRole
 from lineage.models import LineageEdge
 from runners.actions import do_submit_job
@@ -169,11 +171,11 @@ def test_a_job_cannot_join_two_teams_graphs(model_version, admin, team, other_te
     Refused: a job's inputs and outputs stay in one team, so no lineage edge ever links two
     teams' objects (and no page of one team names the other's data).
     """
-    bridget = actions.do_create_user(username="bridget", actor=admin)
+    bridget = do_create_user(username="bridget", actor=admin)
     for each in (team, other_team):
-        actions.do_set_membership(user=bridget, team=each, role=TeamRole.DATA_SCIENTIST, actor=admin)
-    fraud_copy = actions.do_register_dataset_version(
-        dataset=actions.do_create_dataset(team=other_team, name="fraud-copy", actor=outsider),
+        do_set_membership(user=bridget, team=each, role=TeamRole.DATA_SCIENTIST, actor=admin)
+    fraud_copy = do_register_dataset_version(
+        dataset=do_create_dataset(team=other_team, name="fraud-copy", actor=outsider),
         file_path=bike_2012_csv,
         filename="hour-2012.csv",
         source=DatasetVersion.Source.PATH,

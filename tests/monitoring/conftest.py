@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from governance import actions as governance
+from governance.actions.registry import do_register_dataset_version
 from governance.models import DatasetVersion
 from monitoring.actions.checks import CheckOutcome, do_finish_drift_check, do_run_monitor
 from monitoring.actions.monitors import do_create_monitor
@@ -90,7 +90,7 @@ def batch_version(current_dataset_version, scientist, bike_frame, tmp_path):
     def make(rows: int, **changes) -> DatasetVersion:
         path = tmp_path / f"batch-{rows}.csv"
         bike_frame[bike_frame["yr"] == 1].head(rows).assign(**changes).to_csv(path, index=False)
-        return governance.do_register_dataset_version(
+        return do_register_dataset_version(
             dataset=current_dataset_version.dataset,
             file_path=path,
             filename=path.name,

@@ -8,7 +8,7 @@ import pytest
 from evidently import Report
 from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-from governance import actions
+from governance.actions.registry import do_register_dataset_version, do_register_model_version
 from governance.models import AuditEvent, DatasetVersion
 from monitoring import drift
 from monitoring.actions.checks import claim_drift_check, do_request_drift_check
@@ -280,7 +280,7 @@ def test_after_resolution_new_drift_opens_a_new_alert(
 def test_check_without_drift_opens_no_alert(registered_version, dataset, scientist, bike_frame, tmp_path):
     path = tmp_path / "hour-2011.csv"
     bike_frame[bike_frame["yr"] == 0].to_csv(path, index=False)
-    same = actions.do_register_dataset_version(
+    same = do_register_dataset_version(
         dataset=dataset,
         file_path=path,
         filename=path.name,
@@ -303,7 +303,7 @@ def test_an_empty_column_is_drift_by_missing_rate_and_the_others_keep_their_verd
     """Evidently aborts its whole report on a column with no values; the engine does not."""
     path = tmp_path / "no-humidity.csv"
     bike_frame[bike_frame["yr"] == 1].assign(hum=np.nan).to_csv(path, index=False)
-    current = actions.do_register_dataset_version(
+    current = do_register_dataset_version(
         dataset=dataset,
         file_path=path,
         filename=path.name,
@@ -335,7 +335,7 @@ def test_too_few_rows_are_insufficient_data_not_drift(
 ):
     path = tmp_path / "few.csv"
     bike_frame[bike_frame["yr"] == 1].head(500).to_csv(path, index=False)
-    few = actions.do_register_dataset_version(
+    few = do_register_dataset_version(
         dataset=dataset,
         file_path=path,
         filename=path.name,
@@ -417,7 +417,7 @@ def test_request_names_unknown_columns_and_bad_shares(
 def test_model_version_without_training_data_cannot_be_checked(
     client_for, scientist, registered_model, current_dataset_version
 ):
-    version = actions.do_register_model_version(
+    version = do_register_model_version(
         model=registered_model,
         artifact_bytes=b"weights",
         metrics={},

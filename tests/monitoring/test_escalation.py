@@ -457,7 +457,7 @@ def test_workers_racing_to_deliver_a_retry_send_it_once(no_broker, escalating, s
 def test_a_level_can_name_another_teams_owners(
     monitor, team, other_team, owner, scientist, outsider, admin, django_capture_on_commit_callbacks
 ):
-    from governance.actions import do_set_membership
+    from governance.actions.teams import do_set_membership
 
     # The platform team's model owner is also a viewer in Mobility, so Mobility's owner may name it.
     do_set_membership(user=outsider, team=other_team, role=TeamRole.MODEL_OWNER, actor=admin)

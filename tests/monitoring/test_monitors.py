@@ -171,7 +171,7 @@ def test_monitor_settings_are_checked(registered_version, scientist, options, er
 
 
 def test_a_policy_of_another_team_is_refused(registered_version, scientist, other_team, outsider, admin):
-    from governance.actions import do_set_membership
+    from governance.actions.teams import do_set_membership
 
     do_set_membership(user=outsider, team=other_team, role="model_owner", actor=admin)
     policy = do_create_escalation_policy(

@@ -1,29 +1,44 @@
 """Four-eyes promotion in the web UI: request from a model version's page, decide on the list.
 
 The approver's question comes first: the promotions page opens on the requests awaiting their
-decision. Each button calls an action in ``governance.actions``; a refusal re-renders with the
-reason and its status (403, 400), never a 500.
+decision. Each button calls an action in ``governance.actions.promotions``; a refusal re-renders
+with the reason and its status (403, 400), never a 500. Who may see which button is asked of
+``governance.permissions``, the rules the actions enforce.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.contrib import messages
+from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
-from governance import actions
+from governance.actions.promotions import (
+    do_approve_promotion,
+    do_cancel_promotion,
+    do_reject_promotion,
+    do_request_promotion,
+)
 from governance.forms import PromotionDecisionForm, PromotionRequestForm
 from governance.models import ModelAlias, ModelVersion, PromotionRequest
-from governance.permissions import APPROVE, CHANGE, can
-from governance.views import call_action, paginate, visible_or_404
+from governance.permissions import (
+    APPROVE,
+    may_cancel_promotion,
+    may_request_promotion,
+    promotion_decision_refusal,
+)
+from governance.views.helpers import form_view, paginate, visible_or_404
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 RELATIONS = ("model_version__model__team", "requested_by", "decided_by")
 
 
-def promotion_panel(user, version: ModelVersion) -> dict[str, Any]:
+def promotion_panel(user: AbstractBaseUser | AnonymousUser, version: ModelVersion) -> dict[str, Any]:
     """Context for ``includes/promotions_panel.html`` on a model version's page."""
     return {
         "aliases": ModelAlias.objects.restrict(user)
@@ -32,7 +47,7 @@ def promotion_panel(user, version: ModelVersion) -> dict[str, Any]:
         "promotion_requests": PromotionRequest.objects.restrict(user)
         .filter(model_version=version)
         .select_related(*RELATIONS)[:20],
-        "may_request_promotion": can(user, CHANGE, version.model.team_id),
+        "may_request_promotion": may_request_promotion(user, version.model.team_id),
         "promotion_form": PromotionRequestForm(),
     }
 
@@ -41,31 +56,24 @@ def promotion_panel(user, version: ModelVersion) -> dict[str, Any]:
 def promotion_request_create(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask for model version ``pk`` to hold an alias; GET shows the form on its own page."""
     version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
-    form = PromotionRequestForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        promotion, status = call_action(
-            form,
-            lambda: actions.do_request_promotion(
-                model_version=version, alias=data["alias"], reason=data["reason"], actor=request.user
-            ),
-        )
-        if promotion is not None:
-            messages.success(
-                request, f"Requested {version} to {promotion.alias}; an approver must now decide."
-            )
-            return redirect("promotion_detail", pk=promotion.pk)
-    elif request.method == "POST":
-        status = 400
-    context = {
-        "section": "models",
-        "title": f"Promote {version}",
-        "form": form,
-        "submit_label": "Request promotion",
-        "cancel_url": version.get_absolute_url(),
-    }
-    return render(request, "generic/form.html", context, status=status)
+    return form_view(
+        request,
+        PromotionRequestForm(request.POST or None),
+        lambda data: do_request_promotion(
+            model_version=version, alias=data["alias"], reason=data["reason"], actor=request.user
+        ),
+        success=lambda promotion: reverse("promotion_detail", args=[promotion.pk]),
+        success_message=lambda promotion: (
+            f"Requested {version} to {promotion.alias}; an approver must now decide."
+        ),
+        template="generic/form.html",
+        context=lambda: {
+            "section": "models",
+            "title": f"Promote {version}",
+            "submit_label": "Request promotion",
+            "cancel_url": version.get_absolute_url(),
+        },
+    )
 
 
 @login_required
@@ -76,6 +84,7 @@ def promotion_list(request: HttpRequest) -> HttpResponse:
     pending = visible.filter(state=PromotionRequest.State.PENDING)
     context = {
         "section": "promotions",
+        # The queryset form of ``promotion_decision_refusal``: approvers of the team, not the requester.
         "awaiting": pending.filter(pk__in=PromotionRequest.objects.restrict(user, APPROVE)).exclude(
             requested_by=user
         ),
@@ -85,7 +94,9 @@ def promotion_list(request: HttpRequest) -> HttpResponse:
     return render(request, "governance/promotion_list.html", context)
 
 
-def _detail_page(request: HttpRequest, promotion: PromotionRequest, form=None, status: int = 200):
+def _detail_page(
+    request: HttpRequest, promotion: PromotionRequest, form: forms.Form | None = None, status: int = 200
+) -> HttpResponse:
     user = request.user
     is_pending = promotion.state == PromotionRequest.State.PENDING
     context = {
@@ -94,11 +105,9 @@ def _detail_page(request: HttpRequest, promotion: PromotionRequest, form=None, s
         "current": ModelAlias.objects.filter(model=promotion.model_version.model_id, name=promotion.alias)
         .select_related("model_version")
         .first(),
-        # Mirrors the actions' rules to decide which buttons to show; the actions decide.
-        "may_decide": is_pending
-        and promotion.requested_by_id != user.pk
-        and can(user, APPROVE, promotion.model_version.model.team_id),
-        "may_cancel": is_pending and promotion.requested_by_id == user.pk,
+        # Which buttons to show; the actions ask the same rules again inside their transaction.
+        "may_decide": is_pending and not promotion_decision_refusal(user, promotion),
+        "may_cancel": is_pending and may_cancel_promotion(user, promotion),
         "form": form or PromotionDecisionForm(),
     }
     return render(request, "governance/promotion_detail.html", context, status=status)
@@ -112,33 +121,39 @@ def promotion_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+PAST = {"approve": "approved", "reject": "rejected", "cancel": "cancelled"}
+
+
 def _decide(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     promotion = visible_or_404(request, PromotionRequest.objects.select_related(*RELATIONS), pk)
     if request.method != "POST":
         return redirect("promotion_detail", pk=pk)
-    form = PromotionDecisionForm(request.POST)
-    form.is_valid()
-    reason = form.cleaned_data.get("reason", "")
 
-    def run() -> PromotionRequest:
+    def run(data: dict[str, Any]) -> PromotionRequest:
+        reason = data.get("reason", "")
         if verb == "approve":
-            return actions.do_approve_promotion(
+            return do_approve_promotion(
                 promotion_request=promotion, decision_reason=reason, actor=request.user
             )
         if verb == "reject":
-            return actions.do_reject_promotion(
+            return do_reject_promotion(
                 promotion_request=promotion, decision_reason=reason, actor=request.user
             )
-        return actions.do_cancel_promotion(promotion_request=promotion, actor=request.user)
+        return do_cancel_promotion(promotion_request=promotion, actor=request.user)
 
-    done, status = call_action(form, run)
-    if done is None:
+    def refused(form: forms.Form, status: int) -> HttpResponse:
         promotion.refresh_from_db()
         return _detail_page(request, promotion, form, status)
-    past = {"approve": "approved", "reject": "rejected", "cancel": "cancelled"}[verb]
+
     moved = f"; {promotion.model_version} now holds {promotion.alias}" if verb == "approve" else ""
-    messages.success(request, f"Promotion request #{promotion.pk} {past}{moved}.")
-    return redirect("promotion_detail", pk=pk)
+    return form_view(
+        request,
+        PromotionDecisionForm(request.POST),
+        run,
+        success=lambda done: redirect("promotion_detail", pk=pk),
+        success_message=lambda done: f"Promotion request #{promotion.pk} {PAST[verb]}{moved}.",
+        render_page=refused,
+    )
 
 
 @login_required

@@ -1,0 +1,274 @@
+"""Who has which role: platform roles, team memberships, users and teams (the admin pages).
+
+Like every page they parse input, call an action (which re-checks the permission inside its
+transaction and writes the audit event) and render; lists come through ``restrict``. Everyone
+may look at the people they may see; only platform admins and, for their team's roles, model
+owners get the forms, and the actions refuse everyone else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Prefetch
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from governance.actions.teams import (
+    do_create_team,
+    do_grant_platform_role,
+    do_revoke_membership,
+    do_revoke_platform_role,
+    do_set_membership,
+)
+from governance.actions.users import do_create_user, do_deactivate_user, do_reactivate_user
+from governance.forms import MembershipGrantForm, PlatformRoleGrantForm, TeamCreateForm, UserCreateForm
+from governance.models import Membership, PlatformRoleGrant, Team
+from governance.permissions import MANAGE, grant_refusal, is_platform_admin, restrict
+from governance.views.helpers import confirm_page, form_view, paginate, perform, visible_or_404
+
+# Who has which role ---------------------------------------------------------------------------
+
+# The page holds two forms with a "username" field: distinct element ids, same field names.
+MEMBERSHIP_IDS, PLATFORM_IDS = "id_membership_%s", "id_platform_%s"
+
+
+def _people_page(
+    request: HttpRequest,
+    membership_form: forms.Form | None = None,
+    platform_form: forms.Form | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    user = request.user
+    context = {
+        "section": "people",
+        "grants": restrict(PlatformRoleGrant.objects.select_related("user"), user).order_by(
+            "role", "user__username"
+        ),
+        "memberships": Membership.objects.restrict(user).select_related("user", "team"),
+        "manageable_team_ids": set(Team.objects.restrict(user, MANAGE).values_list("pk", flat=True)),
+        "is_admin": is_platform_admin(user),
+        "membership_form": membership_form or MembershipGrantForm(user=user, auto_id=MEMBERSHIP_IDS),
+        "platform_form": platform_form or PlatformRoleGrantForm(auto_id=PLATFORM_IDS),
+    }
+    return render(request, "governance/people.html", context, status=status)
+
+
+@login_required
+def people(request: HttpRequest) -> HttpResponse:
+    """Platform roles, then every visible team's members; POST grants a team or platform role.
+
+    The submit button's ``grant`` value (``membership`` or ``platform_role``) names the form.
+    """
+    if request.method != "POST":
+        return _people_page(request)
+    user = request.user
+    kind = request.POST.get("grant")
+    refusal = grant_refusal(user, kind)
+    if refusal:
+        # Before the form resolves the username, so the answer is the same whether it exists.
+        messages.error(request, refusal)
+        return _people_page(request, status=403)
+    if kind == "membership":
+        return form_view(
+            request,
+            MembershipGrantForm(request.POST, user=user, auto_id=MEMBERSHIP_IDS),
+            lambda data: do_set_membership(
+                user=data["username"], team=data["team"], role=data["role"], actor=user
+            ),
+            success=lambda done: "people",
+            success_message=lambda done: (
+                f"{done.user.get_username()} is now {done.get_role_display()} in {done.team}."
+            ),
+            render_page=lambda form, status: _people_page(request, membership_form=form, status=status),
+        )
+    if kind == "platform_role":
+        return form_view(
+            request,
+            PlatformRoleGrantForm(request.POST, auto_id=PLATFORM_IDS),
+            lambda data: do_grant_platform_role(user=data["username"], role=data["role"], actor=user),
+            success=lambda done: "people",
+            success_message=lambda done: f"{done.user.get_username()} is now {done.get_role_display()}.",
+            render_page=lambda form, status: _people_page(request, platform_form=form, status=status),
+        )
+    return _people_page(request, status=400)
+
+
+@login_required
+def membership_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST removes a team role (admins and the team's model owners)."""
+    membership = visible_or_404(request, Membership.objects.select_related("user", "team"), pk)
+    back = reverse("team_detail", args=[membership.team_id])
+    if request.method != "POST":
+        return confirm_page(
+            request,
+            "people",
+            f"Remove {membership.user.get_username()} from {membership.team}?",
+            f"They are {membership.get_role_display()} there and lose that role's rights at once.",
+            "Remove",
+            back,
+        )
+    status = perform(
+        request,
+        lambda: do_revoke_membership(membership=membership, actor=request.user),
+        f"Removed {membership.user.get_username()} from {membership.team}.",
+    )
+    return redirect(back) if status == 200 else _team_page(request, membership.team, status=status)
+
+
+@login_required
+def platform_role_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST revokes a platform role (admins; never the last admin's)."""
+    grant = visible_or_404(request, PlatformRoleGrant.objects.select_related("user"), pk)
+    if request.method != "POST":
+        return confirm_page(
+            request,
+            "people",
+            f"Revoke {grant.get_role_display()} from {grant.user.get_username()}?",
+            "",
+            "Revoke",
+            reverse("people"),
+        )
+    status = perform(
+        request,
+        lambda: do_revoke_platform_role(grant=grant, actor=request.user),
+        f"{grant.user.get_username()} is no longer {grant.get_role_display()}.",
+    )
+    return redirect("people") if status == 200 else _people_page(request, status=status)
+
+
+# Users ----------------------------------------------------------------------------------------
+
+
+@login_required
+def user_list(request: HttpRequest) -> HttpResponse:
+    """Users the viewer may see with their roles; POST creates a login (platform admins)."""
+    return form_view(
+        request,
+        UserCreateForm(request.POST or None),
+        lambda data: do_create_user(
+            username=data["username"],
+            email=data["email"],
+            password=data["password"] or None,
+            actor=request.user,
+        ),
+        success=lambda created: "user_list",
+        success_message=lambda created: f"Created user {created.get_username()}.",
+        render_page=lambda form, status: _user_list_page(request, form, status),
+    )
+
+
+def _user_list_page(request: HttpRequest, form: forms.Form, status: int) -> HttpResponse:
+    user = request.user
+    users = restrict(get_user_model().objects.order_by("username"), user).prefetch_related(
+        Prefetch("memberships", queryset=Membership.objects.restrict(user).select_related("team")),
+        Prefetch("platform_roles", queryset=restrict(PlatformRoleGrant.objects.all(), user)),
+    )
+    context = {
+        "section": "people",
+        "page_obj": paginate(request, users),
+        "form": form,
+        "is_admin": is_platform_admin(user),
+    }
+    return render(request, "governance/user_list.html", context, status=status)
+
+
+def _user_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+    target = visible_or_404(request, get_user_model().objects.all(), pk)
+    name = target.get_username()
+    if request.method != "POST":
+        explanation = (
+            "They can no longer log in, and their API tokens are revoked. History is kept."
+            if verb == "deactivate"
+            else "They can log in again; their old API tokens stay revoked."
+        )
+        back = reverse("user_list")
+        return confirm_page(
+            request, "people", f"{verb.capitalize()} {name}?", explanation, verb.capitalize(), back
+        )
+    action = do_deactivate_user if verb == "deactivate" else do_reactivate_user
+    status = perform(request, lambda: action(user=target, actor=request.user), f"{name} {verb}d.")
+    return redirect("user_list") if status == 200 else _user_list_page(request, UserCreateForm(), status)
+
+
+@login_required
+def user_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST deactivates the user (platform admins; not oneself)."""
+    return _user_transition(request, pk, "deactivate")
+
+
+@login_required
+def user_reactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST lets a deactivated user log in again (platform admins)."""
+    return _user_transition(request, pk, "reactivate")
+
+
+# Teams ----------------------------------------------------------------------------------------
+
+
+@login_required
+def team_list(request: HttpRequest) -> HttpResponse:
+    """Teams the viewer may see with their member counts; POST creates one (platform admins)."""
+
+    def page() -> dict[str, Any]:
+        teams = Team.objects.restrict(request.user).annotate(member_count=Count("memberships"))
+        return {
+            "section": "people",
+            "page_obj": paginate(request, teams.order_by("name")),
+            "is_admin": is_platform_admin(request.user),
+        }
+
+    return form_view(
+        request,
+        TeamCreateForm(request.POST or None),
+        lambda data: do_create_team(name=data["name"], description=data["description"], actor=request.user),
+        success=lambda team: reverse("team_detail", args=[team.pk]),
+        success_message=lambda team: f"Created team {team.name}.",
+        template="governance/team_list.html",
+        context=page,
+    )
+
+
+def _team_page(
+    request: HttpRequest, team: Team, form: forms.Form | None = None, status: int = 200
+) -> HttpResponse:
+    may_manage = Team.objects.restrict(request.user, MANAGE).filter(pk=team.pk).exists()
+    context = {
+        "section": "people",
+        "team": team,
+        "memberships": team.memberships.restrict(request.user)
+        .select_related("user")
+        .order_by("user__username"),
+        "may_manage": may_manage,
+        "form": form or MembershipGrantForm(user=request.user, initial={"team": team.pk}),
+    }
+    return render(request, "governance/team_detail.html", context, status=status)
+
+
+@login_required
+def team_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A team's members and roles; POST adds a member or changes a role (admins, model owners)."""
+    team = visible_or_404(request, Team.objects.all(), pk)
+    if request.method != "POST":
+        return _team_page(request, team)
+    refusal = grant_refusal(request.user, "membership")
+    if refusal:
+        messages.error(request, refusal)
+        return _team_page(request, team, status=403)
+    return form_view(
+        request,
+        MembershipGrantForm(request.POST, user=request.user),
+        lambda data: do_set_membership(
+            user=data["username"], team=data["team"], role=data["role"], actor=request.user
+        ),
+        success=lambda done: reverse("team_detail", args=[done.team_id]),
+        success_message=lambda done: (
+            f"{done.user.get_username()} is now {done.get_role_display()} in {done.team}."
+        ),
+        render_page=lambda form, status: _team_page(request, team, form, status=status),
+    )

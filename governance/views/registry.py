@@ -1,0 +1,188 @@
+"""Registry pages: datasets and their versions, registered models and their versions' metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+from governance.actions.registry import (
+    do_create_dataset,
+    do_create_registered_model,
+    do_register_dataset_version,
+)
+from governance.artifacts import staged_upload
+from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
+from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm, style_filters
+from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
+from governance.permissions import CHANGE, can
+from governance.views.helpers import (
+    form_view,
+    may_create_in_any_team,
+    metric_columns,
+    paginate,
+    visible_or_404,
+)
+
+# Datasets -------------------------------------------------------------------------------------
+
+
+@login_required
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    """Datasets the user may view, filtered by team and name; POST creates a dataset."""
+
+    def page() -> dict[str, Any]:
+        queryset = (
+            Dataset.objects.restrict(request.user)
+            .select_related("team")
+            .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
+            .order_by("name")
+        )
+        filterset = DatasetFilterSet(request.GET or None, queryset=queryset, request=request)
+        style_filters(filterset.form)
+        return {
+            "section": "datasets",
+            "filterset": filterset,
+            "page_obj": paginate(request, filterset.qs),
+            "may_create": may_create_in_any_team(request.user),
+        }
+
+    return form_view(
+        request,
+        DatasetForm(request.POST or None, user=request.user),
+        lambda data: do_create_dataset(
+            team=data["team"], name=data["name"], description=data["description"], actor=request.user
+        ),
+        success=lambda dataset: dataset,
+        success_message=lambda dataset: f"Created dataset {dataset.name}.",
+        template="governance/dataset_list.html",
+        context=page,
+    )
+
+
+@login_required
+def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A dataset's versions; POST uploads a file as its next version."""
+    dataset = visible_or_404(request, Dataset.objects.select_related("team", "created_by"), pk)
+
+    def register(data: dict[str, Any]) -> DatasetVersion:
+        upload = data["file"]
+        with staged_upload(upload) as path:
+            return do_register_dataset_version(
+                dataset=dataset,
+                file_path=path,
+                filename=upload.name,
+                source=DatasetVersion.Source.UPLOAD,
+                description=data["description"],
+                actor=request.user,
+            )
+
+    def page() -> dict[str, Any]:
+        versions = DatasetVersion.objects.restrict(request.user).filter(dataset=dataset)
+        return {
+            "section": "datasets",
+            "dataset": dataset,
+            "versions": versions.select_related("created_by"),
+            "may_change": can(request.user, CHANGE, dataset.team_id),
+        }
+
+    return form_view(
+        request,
+        DatasetVersionUploadForm(request.POST or None, request.FILES or None),
+        register,
+        success=lambda version: version,
+        success_message=lambda version: f"Registered {version} ({version.row_count:,} rows).",
+        template="governance/dataset_detail.html",
+        context=page,
+    )
+
+
+@login_required
+def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One immutable file: schema, hash, size, provenance, and what was made from it.
+
+    The lineage panel is the ``lineage_panel`` template tag of the lineage app: governance
+    imports no other app (issue 8 layering).
+    """
+    version = visible_or_404(
+        request, DatasetVersion.objects.select_related("dataset__team", "created_by"), pk
+    )
+    trained = (
+        ModelVersion.objects.restrict(request.user)
+        .filter(training_dataset_version=version)
+        .select_related("model")
+    )
+    context = {
+        "section": "datasets",
+        "version": version,
+        "download_url": reverse("datasetversion-download", args=[version.pk]),
+        "trained_model_versions": trained,
+    }
+    return render(request, "governance/dataset_version_detail.html", context)
+
+
+# Models ---------------------------------------------------------------------------------------
+
+
+@login_required
+def model_list(request: HttpRequest) -> HttpResponse:
+    """Registered models the user may view; POST registers a new model name."""
+
+    def page() -> dict[str, Any]:
+        queryset = (
+            RegisteredModel.objects.restrict(request.user)
+            .select_related("team", "owner")
+            .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
+            .order_by("name")
+        )
+        filterset = RegisteredModelFilterSet(request.GET or None, queryset=queryset, request=request)
+        style_filters(filterset.form)
+        return {
+            "section": "models",
+            "filterset": filterset,
+            "page_obj": paginate(request, filterset.qs),
+            "may_create": may_create_in_any_team(request.user),
+        }
+
+    return form_view(
+        request,
+        RegisteredModelForm(request.POST or None, user=request.user),
+        lambda data: do_create_registered_model(
+            team=data["team"],
+            name=data["name"],
+            owner=data["owner"],
+            description=data["description"],
+            actor=request.user,
+        ),
+        success=lambda model: model,
+        success_message=lambda model: f"Registered model {model.name}.",
+        template="governance/model_list.html",
+        context=page,
+    )
+
+
+@login_required
+def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A model's versions side by side with their validation metrics, and its training jobs."""
+    model = visible_or_404(request, RegisteredModel.objects.select_related("team", "owner"), pk)
+    versions = list(
+        ModelVersion.objects.restrict(request.user)
+        .filter(model=model)
+        .select_related("training_dataset_version__dataset")
+    )
+    columns = metric_columns(versions)
+    context = {
+        "section": "models",
+        "model": model,
+        "metric_columns": columns,
+        "version_rows": [(v, [v.metrics.get(c) for c in columns]) for v in versions],
+        # The reverse accessor keeps governance from importing runners (DESIGN: layers).
+        "training_jobs": model.training_jobs.restrict(request.user).select_related(
+            "created_by", "registered_model", "dataset_version__dataset"
+        )[:10],
+    }
+    return render(request, "governance/model_detail.html", context)
