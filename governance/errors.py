@@ -9,6 +9,7 @@ bug and stays a 500.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -26,7 +27,7 @@ class ErrorAnswer:
     """``status`` and ``body``: ``{"detail": message or [messages]}`` or ``{field: [messages]}``."""
 
     status: int
-    body: dict[str, str | list[str]]
+    body: Mapping[str, str | list[str]]
 
     def messages_by_field(self) -> dict[str, list[str]]:
         """The body with every value a list of messages, for forms and flash messages."""

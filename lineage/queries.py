@@ -27,9 +27,9 @@ def walk(user, root: NodeRef, direction: Direction = "both", depth: int = 3) -> 
         # Two separate walks: one mixed walk would also reach siblings (other outputs of inputs).
         up, down = walk(user, root, "upstream", depth), walk(user, root, "downstream", depth)
         nodes = {node["id"]: node for node in down["nodes"]} | {node["id"]: node for node in up["nodes"]}
-        edges = {(e["source"], e["target"], e["relation"]): e for e in up["edges"] + down["edges"]}
+        both = {(e["source"], e["target"], e["relation"]): e for e in up["edges"] + down["edges"]}
         ordered = sorted(nodes.values(), key=lambda node: node["distance"])
-        return {"root": root.key, "nodes": ordered, "edges": list(edges.values())}
+        return {"root": root.key, "nodes": ordered, "edges": list(both.values())}
     seen = visible_nodes(user, {root})
     if root not in seen:
         raise LookupError(f"no lineage node {root.key}")
@@ -61,8 +61,8 @@ def walk(user, root: NodeRef, direction: Direction = "both", depth: int = 3) -> 
                         distance[ref] = hop
                         next_frontier.add(ref)
         frontier = next_frontier
-    nodes = [dict(seen[ref], distance=dist) for ref, dist in sorted(distance.items(), key=lambda i: i[1])]
-    return {"root": root.key, "nodes": nodes, "edges": list(edges.values())}
+    reached = [dict(seen[ref], distance=dist) for ref, dist in sorted(distance.items(), key=lambda i: i[1])]
+    return {"root": root.key, "nodes": reached, "edges": list(edges.values())}
 
 
 def _edges_touching(frontier: set[NodeRef], direction: Direction) -> list[LineageEdge]:

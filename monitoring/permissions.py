@@ -15,12 +15,12 @@ from governance.models import Team
 from governance.permissions import ALL_TEAMS, CHANGE, MANAGE, VIEW, can, team_scope
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
     from governance.models import ModelVersion
     from monitoring.models import Alert, Channel, EscalationPolicy, Monitor
 
-    Person = AbstractBaseUser | AnonymousUser
+    Person = User | AnonymousUser
 
 
 def may_handle_alert(user: Person, alert: Alert, *, fresh: bool = False) -> bool:

@@ -21,7 +21,7 @@ from governance.models import AuditCheckpoint, AuditEvent
 from governance.permissions import platform_roles
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 
 class AuditTreeError(RuntimeError):
@@ -158,7 +158,7 @@ def event_proof(event: AuditEvent, checkpoint: AuditCheckpoint | None = None) ->
     )
 
 
-def may_audit(user: AbstractBaseUser | AnonymousUser) -> bool:
+def may_audit(user: User | AnonymousUser) -> bool:
     """Whether ``user`` may read the tree itself (proofs, checkpoints, bundles): platform admins
     and compliance officers. Tree sizes and leaf indexes count every team's events, so team
     members see their events but not the tree."""
