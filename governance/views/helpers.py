@@ -104,6 +104,7 @@ def form_view(
     template: str | None = None,
     context: Callable[[], dict[str, Any]] | None = None,
     render_page: Callable[[forms.Form, int], HttpResponse] | None = None,
+    also: Sequence[forms.Form | forms.BaseFormSet] = (),
 ) -> HttpResponse:
     """The one shape of a UI form page: GET shows the form, POST validates it, runs the action,
     and redirects on success or re-renders the page with the reasons.
@@ -116,6 +117,8 @@ def form_view(
     URL) or an HttpResponse. The page is either ``template`` rendered with ``context()`` plus
     ``form`` (``context`` is called only when the page is shown, so its queries are not made for
     a redirect) or, for pages with their own renderer, ``render_page(form, status)``.
+    ``also`` are further forms or formsets posted with ``form`` (an escalation policy's levels):
+    every one must be valid before the action runs.
     """
     if render_page is None:
         if template is None:
@@ -127,7 +130,7 @@ def form_view(
 
     if request.method != "POST":
         return render_page(form, 200)
-    if not form.is_valid():
+    if not all(each.is_valid() for each in (form, *also)):
         return render_page(form, 400)
     result, status = call_action(form, lambda: action(form.cleaned_data))
     if status != 200:
@@ -137,6 +140,40 @@ def form_view(
         messages.success(request, success_message(done))
     answer = success(done)
     return answer if isinstance(answer, HttpResponse) else redirect(answer)
+
+
+def form_page(section: str, title: str, submit_label: str, back: str) -> dict[str, Any]:
+    """The context of ``generic/form.html`` (plus ``form``, which ``form_view`` adds)."""
+    return {"section": section, "title": title, "submit_label": submit_label, "cancel_url": back}
+
+
+def button_view(
+    request: HttpRequest,
+    action: Callable[[], T],
+    *,
+    section: str,
+    question: str,
+    explanation: str = "",
+    label: str,
+    back: str,
+    success_message: str,
+    success: Callable[[T], Any] | None = None,
+    refused: Callable[[int], HttpResponse] | None = None,
+) -> HttpResponse:
+    """The one shape of a button that changes state: GET asks first (``confirm_page``), POST runs
+    ``action()`` through ``perform`` (the outcome as a flash message).
+
+    On success the answer redirects to ``success(result)`` (anything ``redirect()`` takes), else to
+    ``back``; on a refusal it is ``refused(status)`` (the object's page re-rendered with the
+    status ``governance.errors`` gives), else a redirect to ``back``.
+    """
+    if request.method != "POST":
+        return confirm_page(request, section, question, explanation, label, back)
+    results: list[T] = []
+    status = perform(request, lambda: results.append(action()), success_message)
+    if status == 200:
+        return redirect(success(results[0]) if success is not None else back)
+    return refused(status) if refused is not None else redirect(back)
 
 
 def confirm_page(
