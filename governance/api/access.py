@@ -31,7 +31,11 @@ from governance.actions.teams import (
 )
 from governance.actions.tokens import do_create_api_token, do_revoke_api_token
 from governance.actions.users import do_create_user, do_deactivate_user, do_reactivate_user
-from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
+from governance.api.base import (
+    RestrictedCreateViewSet,
+    RestrictedPrimaryKeyRelatedField,
+    RestrictedViewSetMixin,
+)
 from governance.filtersets import RestrictedFilterSet
 from governance.models import ApiToken, Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
 from governance.permissions import MANAGE, grant_refusal, restrict
@@ -101,7 +105,7 @@ class UserFilterSet(RestrictedFilterSet):
         fields = ["is_active", "q"]
 
 
-class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class UserViewSet(RestrictedCreateViewSet):
     """Users the requester may see; platform admins create, deactivate and reactivate them."""
 
     queryset = User.objects.order_by("username")
@@ -147,7 +151,7 @@ class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
         return Response(self._render(user))
 
     def _render(self, user) -> dict:
-        return UserSerializer(self.get_queryset().get(pk=user.pk), context=self.get_serializer_context()).data
+        return UserSerializer(self.refetch(user), context=self.get_serializer_context()).data
 
 
 # Memberships ----------------------------------------------------------------------------------
@@ -221,7 +225,7 @@ class MembershipViewSet(
         membership = do_set_membership(
             user=data["user"], team=data["team"], role=data["role"], actor=self.request.user
         )
-        serializer.instance = self.get_queryset().get(pk=membership.pk)
+        serializer.instance = self.refetch(membership)
 
     @extend_schema(request=MembershipRoleSerializer, responses={200: MembershipSerializer})
     def partial_update(self, request, *args, **kwargs):
@@ -230,7 +234,7 @@ class MembershipViewSet(
         serializer.is_valid(raise_exception=True)
         role = serializer.validated_data["role"]
         do_set_membership(user=membership.user, team=membership.team, role=role, actor=request.user)
-        return Response(MembershipSerializer(self.get_queryset().get(pk=membership.pk)).data)
+        return Response(MembershipSerializer(self.refetch(membership)).data)
 
     def perform_destroy(self, instance):
         do_revoke_membership(membership=instance, actor=self.request.user)
@@ -270,7 +274,7 @@ class PlatformRoleGrantViewSet(
     def perform_create(self, serializer):
         data = serializer.validated_data
         grant = do_grant_platform_role(user=data["user"], role=data["role"], actor=self.request.user)
-        serializer.instance = self.get_queryset().get(pk=grant.pk)
+        serializer.instance = self.refetch(grant)
 
     def perform_destroy(self, instance):
         do_revoke_platform_role(grant=instance, actor=self.request.user)
@@ -328,7 +332,7 @@ def _new_token_response(token: ApiToken, secret: str) -> Response:
     return Response(body, status=status.HTTP_201_CREATED)
 
 
-class ApiTokenViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class ApiTokenViewSet(RestrictedCreateViewSet):
     """The requester's own API tokens: create (the secret is in that answer only), list, revoke."""
 
     queryset = ApiToken.objects.all()

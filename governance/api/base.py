@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers, viewsets
 
 from governance.permissions import VIEW, restrict
 
@@ -26,9 +26,27 @@ class RestrictedViewSetMixin:
     def filter_restricted(self, queryset):
         return queryset
 
+    def refetch(self, obj):
+        """``obj`` as this viewset answers it after a write: re-read through the restricted
+        queryset, with its annotations and prefetches (``DoesNotExist`` if now out of scope)."""
+        return self.get_queryset().get(pk=obj.pk)
+
 
 class RestrictedReadOnlyViewSet(RestrictedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     pass
+
+
+# List, detail and create; the subclass's create or perform_create calls the action. (No
+# docstring: drf-spectacular describes operations with the first docstring in the MRO, the mixin's.)
+class RestrictedCreateViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    pass
+
+
+class UsernameField(serializers.SlugRelatedField):
+    """A user, read-only, shown by username (who created, owns, decided or acknowledged)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="username", read_only=True, **kwargs)
 
 
 class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):

@@ -1,7 +1,7 @@
 from django.db.models import Max, Prefetch
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -13,7 +13,7 @@ from governance.actions.registry import (
     resolve_import_path,
 )
 from governance.actions.teams import do_create_team
-from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
+from governance.api.base import RestrictedCreateViewSet, RestrictedReadOnlyViewSet
 from governance.api.serializers import (
     DatasetSerializer,
     DatasetVersionCreateSerializer,
@@ -39,7 +39,7 @@ from governance.models import (
 )
 
 
-class TeamViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class TeamViewSet(RestrictedCreateViewSet):
     queryset = Team.objects.all()
     serializer_class = TeamSerializer
 
@@ -51,7 +51,7 @@ class TeamViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
         )
 
 
-class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class DatasetViewSet(RestrictedCreateViewSet):
     # Meta.ordering is dropped from GROUP BY queries: order explicitly for stable pages.
     queryset = (
         Dataset.objects.select_related("created_by")
@@ -69,10 +69,10 @@ class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.R
             description=data.get("description", ""),
             actor=self.request.user,
         )
-        serializer.instance = self.get_queryset().get(pk=dataset.pk)
+        serializer.instance = self.refetch(dataset)
 
 
-class DatasetVersionViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class DatasetVersionViewSet(RestrictedCreateViewSet):
     queryset = DatasetVersion.objects.select_related("dataset", "created_by")
     serializer_class = DatasetVersionSerializer
     filterset_class = DatasetVersionFilterSet
@@ -107,7 +107,7 @@ class DatasetVersionViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vie
         return FileResponse(version.path.open("rb"), as_attachment=True, filename=name)
 
 
-class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class RegisteredModelViewSet(RestrictedCreateViewSet):
     queryset = (
         RegisteredModel.objects.select_related("owner")
         .annotate(latest_version=Max("versions__version"))
@@ -128,7 +128,7 @@ class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vi
             description=data.get("description", ""),
             actor=self.request.user,
         )
-        serializer.instance = self.get_queryset().get(pk=model.pk)
+        serializer.instance = self.refetch(model)
 
 
 class ModelVersionViewSet(RestrictedReadOnlyViewSet):

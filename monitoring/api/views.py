@@ -12,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from governance import artifacts
-from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
+from governance.api.base import RestrictedCreateViewSet, RestrictedReadOnlyViewSet, RestrictedViewSetMixin
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
 from monitoring.actions.checks import do_request_drift_check, do_run_monitor
@@ -53,7 +53,7 @@ from monitoring.filtersets import (
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
 
 
-class DriftCheckViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class DriftCheckViewSet(RestrictedCreateViewSet):
     queryset = DriftCheck.objects.all()
     serializer_class = DriftCheckSerializer
     filterset_class = DriftCheckFilterSet
@@ -214,7 +214,7 @@ class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
             levels=data["levels"],
             actor=self.request.user,
         )
-        serializer.instance = self.get_queryset().get(pk=policy.pk)
+        serializer.instance = self.refetch(policy)
 
     def perform_update(self, serializer):
         data = serializer.validated_data
@@ -227,7 +227,7 @@ class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
             description=data.get("description"),
             levels=data.get("levels"),
         )
-        serializer.instance = self.get_queryset().get(pk=policy.pk)
+        serializer.instance = self.refetch(policy)
 
     def perform_destroy(self, instance):
         do_delete_escalation_policy(policy=instance, actor=self.request.user)

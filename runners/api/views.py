@@ -1,16 +1,16 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from governance.api.base import RestrictedViewSetMixin
+from governance.api.base import RestrictedCreateViewSet
 from runners import actions
 from runners.api.serializers import JobSerializer, JobSubmitSerializer
 from runners.filtersets import JobFilterSet
 from runners.models import Job
 
 
-class JobViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class JobViewSet(RestrictedCreateViewSet):
     """Submit training and inference jobs, follow their progress, cancel them."""
 
     queryset = Job.objects.select_related("created_by")
