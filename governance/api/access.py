@@ -122,14 +122,11 @@ class UserViewSet(RestrictedCreateViewSet):
             Prefetch("platform_roles", queryset=restrict(PlatformRoleGrant.objects.all(), user)),
         )
 
-    def get_serializer_class(self):
-        return UserCreateSerializer if self.action == "create" else UserSerializer
+    action_serializers = {"create": UserCreateSerializer}
 
     @extend_schema(request=UserCreateSerializer, responses={201: UserSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = UserCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(request, UserCreateSerializer)
         user = do_create_user(
             username=data["username"],
             email=data["email"],
@@ -201,8 +198,7 @@ class MembershipViewSet(
     filterset_class = MembershipFilterSet
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def get_serializer_class(self):
-        return MembershipRoleSerializer if self.action == "partial_update" else MembershipSerializer
+    action_serializers = {"partial_update": MembershipRoleSerializer}
 
     def create(self, request, *args, **kwargs):
         """Refuse a requester who may not manage the team before the username is looked up.
@@ -230,9 +226,8 @@ class MembershipViewSet(
     @extend_schema(request=MembershipRoleSerializer, responses={200: MembershipSerializer})
     def partial_update(self, request, *args, **kwargs):
         membership = self.get_object()
-        serializer = MembershipRoleSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        role = serializer.validated_data["role"]
+        data = self.validated(request, MembershipRoleSerializer)
+        role = data["role"]
         do_set_membership(user=membership.user, team=membership.team, role=role, actor=request.user)
         return Response(MembershipSerializer(self.refetch(membership)).data)
 
@@ -338,14 +333,11 @@ class ApiTokenViewSet(RestrictedCreateViewSet):
     queryset = ApiToken.objects.all()
     serializer_class = ApiTokenSerializer
 
-    def get_serializer_class(self):
-        return ApiTokenCreateSerializer if self.action == "create" else ApiTokenSerializer
+    action_serializers = {"create": ApiTokenCreateSerializer}
 
     @extend_schema(request=ApiTokenCreateSerializer, responses={201: NewApiTokenSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = ApiTokenCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(request, ApiTokenCreateSerializer)
         token, secret = do_create_api_token(user=request.user, actor=request.user, **data)
         return _new_token_response(token, secret)
 

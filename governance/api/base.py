@@ -20,8 +20,22 @@ class RestrictedViewSetMixin:
         if "get_queryset" in cls.__dict__:
             raise TypeError(f"{cls.__name__} overrides get_queryset; override filter_restricted instead")
 
+    # Serializers by action where the body differs from the answer (a create's input, say).
+    action_serializers: dict[str, type[serializers.BaseSerializer]] = {}
+
     def get_queryset(self):
         return self.filter_restricted(restrict(super().get_queryset(), self.request.user, VIEW))
+
+    def get_serializer_class(self):
+        return self.action_serializers.get(self.action) or super().get_serializer_class()
+
+    def validated(self, request, serializer_class=None):
+        """The request body checked by ``serializer_class`` (default: this action's serializer);
+        a 400 if invalid."""
+        serializer_class = serializer_class or self.get_serializer_class()
+        serializer = serializer_class(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
     def filter_restricted(self, queryset):
         return queryset

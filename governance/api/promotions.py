@@ -97,9 +97,8 @@ class PromotionRequestViewSet(RestrictedCreateViewSet):
     def _decide(self, request, reasons: type[serializers.Serializer], decide: Callable[..., Any]) -> Response:
         """Approve or reject: the reason checked by ``reasons``, then ``decide(...)`` (an action)."""
         promotion = self.get_object()
-        serializer = reasons(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        reason = serializer.validated_data["reason"]
+        data = self.validated(request, reasons)
+        reason = data["reason"]
         decide(promotion_request=promotion, decision_reason=reason, actor=request.user)
         return self._answer(promotion)
 

@@ -78,14 +78,11 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
     filterset_class = DatasetVersionFilterSet
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
-    def get_serializer_class(self):
-        return DatasetVersionCreateSerializer if self.action == "create" else DatasetVersionSerializer
+    action_serializers = {"create": DatasetVersionCreateSerializer}
 
     @extend_schema(request=DatasetVersionCreateSerializer, responses={201: DatasetVersionSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(request)
         common = {"dataset": data["dataset"], "description": data["description"], "actor": request.user}
         if data.get("file"):
             with staged_upload(data["file"]) as path:

@@ -17,14 +17,12 @@ class JobViewSet(RestrictedCreateViewSet):
     serializer_class = JobSerializer
     filterset_class = JobFilterSet
 
-    def get_serializer_class(self):
-        return JobSubmitSerializer if self.action == "create" else JobSerializer
+    action_serializers = {"create": JobSubmitSerializer}
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        job = actions.do_submit_job(actor=request.user, **serializer.validated_data)
+        data = self.validated(request)
+        job = actions.do_submit_job(actor=request.user, **data)
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
