@@ -8,15 +8,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from governance.forms import style_filters
 from governance.models import ModelVersion
 from governance.views.helpers import (
     button_view,
+    filtered_list,
     form_page,
     form_view,
     may_create_in_any_team,
     metric_rows,
-    paginate,
     pretty_json,
     table_of,
     visible_or_404,
@@ -44,13 +43,10 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
     def page() -> dict[str, Any]:
         queryset = Job.objects.restrict(request.user).select_related(*JOB_RELATIONS)
-        filterset = JobFilterSet(request.GET or None, queryset=queryset, request=request)
-        style_filters(filterset.form)
         return {
             "section": "jobs",
-            "filterset": filterset,
+            **filtered_list(request, JobFilterSet, queryset),
             "filter_fields": ["state", "kind", "team"],
-            "page_obj": paginate(request, filterset.qs),
             "may_create": may_create_in_any_team(request.user),
         }
 

@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from governance.errors import DETAIL, error_answer
+from governance.forms import style_filters
 from governance.models import ModelVersion, Team
 from governance.permissions import CHANGE, VIEW, restrict
 
@@ -193,6 +194,15 @@ def confirm_page(
 def paginate(request: HttpRequest, queryset: QuerySet, per_page: int = PAGE_SIZE) -> Page:
     """The page of ``queryset`` named by ``?page=`` (the last page when out of range)."""
     return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def filtered_list(
+    request: HttpRequest, filterset_class: type, queryset: QuerySet, data: Any = None
+) -> dict[str, Any]:
+    """A list page's ``filterset`` (``data``, default the query string) and ``page_obj``."""
+    filterset = filterset_class(data or request.GET or None, queryset=queryset, request=request)
+    style_filters(filterset.form)
+    return {"filterset": filterset, "page_obj": paginate(request, filterset.qs)}
 
 
 def may_create_in_any_team(user: User | AnonymousUser) -> bool:

@@ -17,14 +17,14 @@ from governance.actions.registry import (
 )
 from governance.artifacts import staged_upload
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
-from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm, style_filters
+from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE, can
 from governance.views.helpers import (
+    filtered_list,
     form_view,
     may_create_in_any_team,
     metric_columns,
-    paginate,
     visible_or_404,
 )
 
@@ -42,12 +42,9 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
             .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
             .order_by("name")
         )
-        filterset = DatasetFilterSet(request.GET or None, queryset=queryset, request=request)
-        style_filters(filterset.form)
         return {
             "section": "datasets",
-            "filterset": filterset,
-            "page_obj": paginate(request, filterset.qs),
+            **filtered_list(request, DatasetFilterSet, queryset),
             "may_create": may_create_in_any_team(request.user),
         }
 
@@ -139,12 +136,9 @@ def model_list(request: HttpRequest) -> HttpResponse:
             .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
             .order_by("name")
         )
-        filterset = RegisteredModelFilterSet(request.GET or None, queryset=queryset, request=request)
-        style_filters(filterset.form)
         return {
             "section": "models",
-            "filterset": filterset,
-            "page_obj": paginate(request, filterset.qs),
+            **filtered_list(request, RegisteredModelFilterSet, queryset),
             "may_create": may_create_in_any_team(request.user),
         }
 

@@ -7,8 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
-from governance.forms import style_filters
-from governance.views.helpers import button_view, form_page, paginate, perform, visible_or_404
+from governance.views.helpers import button_view, filtered_list, form_page, perform, visible_or_404
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.filtersets import AlertFilterSet
 from monitoring.forms import SnoozeForm
@@ -23,9 +22,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     data = request.GET.copy()
     data.setdefault("state", AlertState.OPEN)
     queryset = Alert.objects.restrict(request.user).select_related(*ALERT_RELATIONS)
-    filterset = AlertFilterSet(data, queryset=queryset, request=request)
-    style_filters(filterset.form)
-    context = {"section": "alerts", "filterset": filterset, "page_obj": paginate(request, filterset.qs)}
+    context = {"section": "alerts", **filtered_list(request, AlertFilterSet, queryset, data)}
     return render(request, "monitoring/alert_list.html", context)
 
 

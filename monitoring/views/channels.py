@@ -8,8 +8,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 
-from governance.forms import style_filters
-from governance.views.helpers import button_view, form_view, paginate, visible_or_404
+from governance.views.helpers import button_view, filtered_list, form_view, visible_or_404
 from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
 from monitoring.filtersets import ChannelFilterSet
 from monitoring.forms import ChannelEditForm, ChannelForm
@@ -35,12 +34,9 @@ def channel_list(request: HttpRequest) -> HttpResponse:
             .select_related("team", "owner")
             .order_by("is_active", "team__name", "name")
         )
-        filterset = ChannelFilterSet(request.GET or None, queryset=queryset, request=request)
-        style_filters(filterset.form)
         return {
             "section": "channels",
-            "filterset": filterset,
-            "page_obj": paginate(request, filterset.qs),
+            **filtered_list(request, ChannelFilterSet, queryset),
             "may_create": may_create_routing(user),
         }
 

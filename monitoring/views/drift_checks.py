@@ -10,9 +10,8 @@ from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from governance import artifacts
-from governance.forms import style_filters
 from governance.models import ModelVersion
-from governance.views.helpers import form_page, form_view, paginate, visible_or_404
+from governance.views.helpers import filtered_list, form_page, form_view, visible_or_404
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet
@@ -56,9 +55,7 @@ def drift_check_request(request: HttpRequest, pk: int) -> HttpResponse:
 def drift_check_list(request: HttpRequest) -> HttpResponse:
     """Drift checks newest first, filtered by model version, state, verdict and team."""
     queryset = DriftCheck.objects.restrict(request.user).select_related(*CHECK_RELATIONS)
-    filterset = DriftCheckFilterSet(request.GET or None, queryset=queryset, request=request)
-    style_filters(filterset.form)
-    context = {"section": "drift", "filterset": filterset, "page_obj": paginate(request, filterset.qs)}
+    context = {"section": "drift", **filtered_list(request, DriftCheckFilterSet, queryset)}
     return render(request, "monitoring/drift_check_list.html", context)
 
 

@@ -10,8 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from governance.forms import style_filters
-from governance.views.helpers import form_view, paginate, visible_or_404
+from governance.views.helpers import filtered_list, form_view, visible_or_404
 from monitoring.actions.policies import do_create_escalation_policy, do_update_escalation_policy
 from monitoring.escalation import last_send_after, level_starts
 from monitoring.filtersets import EscalationPolicyFilterSet
@@ -29,12 +28,9 @@ def escalation_policy_list(request: HttpRequest) -> HttpResponse:
         .select_related("team")
         .prefetch_related("levels__users", "levels__channels", "levels__owners_of", "monitors")
     )
-    filterset = EscalationPolicyFilterSet(request.GET or None, queryset=queryset, request=request)
-    style_filters(filterset.form)
     context = {
         "section": "escalation",
-        "filterset": filterset,
-        "page_obj": paginate(request, filterset.qs),
+        **filtered_list(request, EscalationPolicyFilterSet, queryset),
         "may_create": may_create_routing(user),
     }
     return render(request, "monitoring/escalation_policy_list.html", context)
