@@ -58,6 +58,8 @@ TRAINING_SPEC = {
     "seed": 7,
     "where": {"yr": 0},
 }
+PREDICT_SPEC = {"where": {"yr": 1}}
+JOB_NOUNS = {JobKind.TRAIN: "training", JobKind.INFER: "inference"}
 # (username, email, platform role or None, team role or None)
 PEOPLE = [
     ("admin", "admin@example.com", PlatformRole.ADMIN, None),
@@ -127,33 +129,16 @@ def run_demo(
     people = create_people(say)
     dana, olivia, team = people["dana"], people["olivia"], people["team"]
     version, model = _register_data(team, dana, olivia, data_file, say)
+    inputs = {"dataset_version": version, "actor": dana}
     say("training on the 2011 rows (a real Celery worker runs it)")
     training = _run_job(
-        do_submit_job(
-            kind=JobKind.TRAIN,
-            dataset_version=version,
-            registered_model=model,
-            spec=TRAINING_SPEC,
-            actor=dana,
-        ),
-        "training",
-        timeout_s,
-        say,
+        timeout_s, say, kind=JobKind.TRAIN, registered_model=model, spec=TRAINING_SPEC, **inputs
     )
     model_version = training.output_model_version
     say(f"registered {model_version}: {', '.join(f'{k}={v:.3g}' for k, v in model_version.metrics.items())}")
     say("predicting the 2012 rows")
     inference = _run_job(
-        do_submit_job(
-            kind=JobKind.INFER,
-            dataset_version=version,
-            model_version=model_version,
-            spec={"where": {"yr": 1}},
-            actor=dana,
-        ),
-        "inference",
-        timeout_s,
-        say,
+        timeout_s, say, kind=JobKind.INFER, model_version=model_version, spec=PREDICT_SPEC, **inputs
     )
     say(f"predictions written as {inference.output_dataset_version}")
     check = _check_predictions(team, dana, olivia, model_version, timeout_s, say)
@@ -183,8 +168,10 @@ def _register_data(team, dana, olivia, data_file: Path, say) -> tuple[DatasetVer
     return version, model
 
 
-def _run_job(job: Job, kind: str, timeout_s: float, say) -> Job:
-    """Wait for a submitted job to finish; RuntimeError unless it succeeded."""
+def _run_job(timeout_s: float, say, **submission) -> Job:
+    """Submit a job (``do_submit_job(**submission)``) and wait for it; RuntimeError unless it succeeded."""
+    job = do_submit_job(**submission)
+    kind = JOB_NOUNS[submission["kind"]]
     job = _wait(
         lambda: Job.objects.get(pk=job.pk),
         lambda j: j.state in TERMINAL_STATES,
