@@ -1,4 +1,4 @@
-from django.db.models import Max, Prefetch
+from django.db.models import Prefetch
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -37,6 +37,7 @@ from governance.models import (
     RegisteredModel,
     Team,
 )
+from governance.queries import by_name_with_versions
 
 
 class TeamViewSet(RestrictedCreateViewSet):
@@ -52,12 +53,7 @@ class TeamViewSet(RestrictedCreateViewSet):
 
 
 class DatasetViewSet(RestrictedCreateViewSet):
-    # Meta.ordering is dropped from GROUP BY queries: order explicitly for stable pages.
-    queryset = (
-        Dataset.objects.select_related("created_by")
-        .annotate(latest_version=Max("versions__version"))
-        .order_by("name")
-    )
+    queryset = by_name_with_versions(Dataset.objects.select_related("created_by"))
     serializer_class = DatasetSerializer
     filterset_class = DatasetFilterSet
 
@@ -105,11 +101,7 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
 
 
 class RegisteredModelViewSet(RestrictedCreateViewSet):
-    queryset = (
-        RegisteredModel.objects.select_related("owner")
-        .annotate(latest_version=Max("versions__version"))
-        .order_by("name")
-    )
+    queryset = by_name_with_versions(RegisteredModel.objects.select_related("owner"))
     serializer_class = RegisteredModelSerializer
     filterset_class = RegisteredModelFilterSet
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -20,6 +19,7 @@ from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE, can
+from governance.queries import by_name_with_versions
 from governance.views.helpers import (
     filtered_list,
     form_view,
@@ -36,12 +36,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     """Datasets the user may view, filtered by team and name; POST creates a dataset."""
 
     def page() -> dict[str, Any]:
-        queryset = (
-            Dataset.objects.restrict(request.user)
-            .select_related("team")
-            .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
-            .order_by("name")
-        )
+        queryset = by_name_with_versions(Dataset.objects.restrict(request.user).select_related("team"))
         return {
             "section": "datasets",
             **filtered_list(request, DatasetFilterSet, queryset),
@@ -130,11 +125,8 @@ def model_list(request: HttpRequest) -> HttpResponse:
     """Registered models the user may view; POST registers a new model name."""
 
     def page() -> dict[str, Any]:
-        queryset = (
-            RegisteredModel.objects.restrict(request.user)
-            .select_related("team", "owner")
-            .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
-            .order_by("name")
+        queryset = by_name_with_versions(
+            RegisteredModel.objects.restrict(request.user).select_related("team", "owner")
         )
         return {
             "section": "models",
