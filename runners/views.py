@@ -61,7 +61,6 @@ def job_list(request: HttpRequest) -> HttpResponse:
             spec=form.spec(),
             actor=request.user,
         ),
-        success=lambda job: job,
         success_message=lambda job: f"Submitted {job}; it starts when a worker picks it up.",
         template="runners/job_list.html",
         context=page,
@@ -134,7 +133,6 @@ def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
             spec=form.spec(),
             actor=request.user,
         ),
-        success=lambda job: job,
         success_message=lambda job: f"Submitted {job}.",
         template="generic/form.html",
         context=lambda: form_page(

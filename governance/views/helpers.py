@@ -100,7 +100,7 @@ def form_view(
     form: forms.Form,
     action: Callable[[dict[str, Any]], T],
     *,
-    success: Callable[[T], Any],
+    success: Callable[[T], Any] | None = None,
     success_message: Callable[[T], str] | None = None,
     template: str | None = None,
     context: Callable[[], dict[str, Any]] | None = None,
@@ -114,10 +114,11 @@ def form_view(
     ``action(cleaned_data)`` calls a ``do_<verb>_<noun>`` action and returns its result; a domain
     error (``governance.errors``) lands on the form's fields with its status (400, 403, 409), an
     invalid form is a 400 without calling it. On success ``success_message(result)`` is flashed
-    and ``success(result)`` is answered: anything ``redirect()`` takes (a model, a URL name, a
-    URL) or an HttpResponse. The page is either ``template`` rendered with ``context()`` plus
-    ``form`` (``context`` is called only when the page is shown, so its queries are not made for
-    a redirect) or, for pages with their own renderer, ``render_page(form, status)``.
+    and ``success(result)`` is answered (default: a redirect to the result): anything
+    ``redirect()`` takes (a model, a URL name, a URL) or an HttpResponse. The page is either
+    ``template`` rendered with ``context()`` plus ``form`` (``context`` is called only when the
+    page is shown, so its queries are not made for a redirect) or, for pages with their own
+    renderer, ``render_page(form, status)``.
     ``also`` are further forms or formsets posted with ``form`` (an escalation policy's levels):
     every one must be valid before the action runs.
     """
@@ -139,7 +140,7 @@ def form_view(
     done = cast(T, result)  # status 200: the action returned
     if success_message is not None:
         messages.success(request, success_message(done))
-    answer = success(done)
+    answer = success(done) if success is not None else done
     return answer if isinstance(answer, HttpResponse) else redirect(answer)
 
 

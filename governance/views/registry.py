@@ -49,7 +49,6 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
         lambda data: do_create_dataset(
             team=data["team"], name=data["name"], description=data["description"], actor=request.user
         ),
-        success=lambda dataset: dataset,
         success_message=lambda dataset: f"Created dataset {dataset.name}.",
         template="governance/dataset_list.html",
         context=page,
@@ -86,7 +85,6 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         DatasetVersionUploadForm(request.POST or None, request.FILES or None),
         register,
-        success=lambda version: version,
         success_message=lambda version: f"Registered {version} ({version.row_count:,} rows).",
         template="governance/dataset_detail.html",
         context=page,
@@ -144,7 +142,6 @@ def model_list(request: HttpRequest) -> HttpResponse:
             description=data["description"],
             actor=request.user,
         ),
-        success=lambda model: model,
         success_message=lambda model: f"Registered model {model.name}.",
         template="governance/model_list.html",
         context=page,

@@ -87,7 +87,6 @@ def channel_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         ChannelEditForm(request.POST or None, initial=initial, user=user),
         lambda data: do_update_channel(channel=channel, actor=user, **data),
-        success=lambda changed: changed,
         success_message=lambda changed: f"Saved channel {changed.name}.",
         template="monitoring/channel_detail.html",
         context=page,

@@ -42,7 +42,6 @@ def drift_check_request(request: HttpRequest, pk: int) -> HttpResponse:
             drift_share=data["drift_share"],
             actor=request.user,
         ),
-        success=lambda check: check,
         success_message=lambda check: f"Requested {check}; it runs when a worker picks it up.",
         template="generic/form.html",
         context=lambda: form_page(

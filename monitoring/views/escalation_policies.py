@@ -56,7 +56,6 @@ def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> 
         request,
         form,
         save,
-        success=lambda saved: saved,
         success_message=lambda saved: f"Saved escalation policy {saved.name}.",
         template="monitoring/escalation_policy_form.html",
         context=lambda: {

@@ -43,7 +43,6 @@ def monitor_create(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         form,
         create,
-        success=lambda monitor: monitor,
         success_message=lambda monitor: f"Created {monitor}.",
         template="generic/form.html",
         context=lambda: form_page(
@@ -89,7 +88,6 @@ def monitor_edit(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         form,
         lambda data: do_update_monitor(monitor=monitor, actor=request.user, **form.options()),
-        success=lambda changed: changed,
         success_message=lambda changed: f"Saved {changed}.",
         template="generic/form.html",
         context=lambda: form_page("models", f"Edit {monitor}", "Save monitor", monitor.get_absolute_url()),
