@@ -58,6 +58,8 @@ TRAINING_SPEC = {
     "seed": 7,
     "where": {"yr": 0},
 }
+PREDICT_SPEC = {"where": {"yr": 1}}
+JOB_NOUNS = {JobKind.TRAIN: "training", JobKind.INFER: "inference"}
 # (username, email, platform role or None, team role or None)
 PEOPLE = [
     ("admin", "admin@example.com", PlatformRole.ADMIN, None),
@@ -126,6 +128,25 @@ def run_demo(
     """Run the whole lifecycle once and return its job, inference and drift check rows."""
     people = create_people(say)
     dana, olivia, team = people["dana"], people["olivia"], people["team"]
+    version, model = _register_data(team, dana, olivia, data_file, say)
+    inputs = {"dataset_version": version, "actor": dana}
+    say("training on the 2011 rows (a real Celery worker runs it)")
+    training = _run_job(
+        timeout_s, say, kind=JobKind.TRAIN, registered_model=model, spec=TRAINING_SPEC, **inputs
+    )
+    model_version = training.output_model_version
+    say(f"registered {model_version}: {', '.join(f'{k}={v:.3g}' for k, v in model_version.metrics.items())}")
+    say("predicting the 2012 rows")
+    inference = _run_job(
+        timeout_s, say, kind=JobKind.INFER, model_version=model_version, spec=PREDICT_SPEC, **inputs
+    )
+    say(f"predictions written as {inference.output_dataset_version}")
+    check = _check_predictions(team, dana, olivia, model_version, timeout_s, say)
+    return DemoResult(training, inference, check)
+
+
+def _register_data(team, dana, olivia, data_file: Path, say) -> tuple[DatasetVersion, RegisteredModel]:
+    """The bike-sharing dataset (idempotent), ``data_file`` as its next version, the model."""
     dataset = Dataset.objects.filter(name="bike-sharing-hourly").first() or do_create_dataset(
         team=team, name="bike-sharing-hourly", description="Capital Bikeshare, hourly, 2011-2012", actor=dana
     )
@@ -144,39 +165,27 @@ def run_demo(
         description="Hourly rentals (cnt) from calendar and weather",
         actor=dana,
     )
-    say("training on the 2011 rows (a real Celery worker runs it)")
-    training = do_submit_job(
-        kind=JobKind.TRAIN, dataset_version=version, registered_model=model, spec=TRAINING_SPEC, actor=dana
-    )
-    training = _wait(
-        lambda: Job.objects.get(pk=training.pk),
+    return version, model
+
+
+def _run_job(timeout_s: float, say, **submission) -> Job:
+    """Submit a job (``do_submit_job(**submission)``) and wait for it; RuntimeError unless it succeeded."""
+    job = do_submit_job(**submission)
+    kind = JOB_NOUNS[submission["kind"]]
+    job = _wait(
+        lambda: Job.objects.get(pk=job.pk),
         lambda j: j.state in TERMINAL_STATES,
-        f"training job #{training.pk}",
+        f"{kind} job #{job.pk}",
         timeout_s,
         say,
     )
-    if training.state != JobState.SUCCEEDED:
-        raise RuntimeError(f"training job #{training.pk} {training.state}: {training.error}")
-    model_version = training.output_model_version
-    say(f"registered {model_version}: {', '.join(f'{k}={v:.3g}' for k, v in model_version.metrics.items())}")
-    say("predicting the 2012 rows")
-    inference = do_submit_job(
-        kind=JobKind.INFER,
-        dataset_version=version,
-        model_version=model_version,
-        spec={"where": {"yr": 1}},
-        actor=dana,
-    )
-    inference = _wait(
-        lambda: Job.objects.get(pk=inference.pk),
-        lambda j: j.state in TERMINAL_STATES,
-        f"inference job #{inference.pk}",
-        timeout_s,
-        say,
-    )
-    if inference.state != JobState.SUCCEEDED:
-        raise RuntimeError(f"inference job #{inference.pk} {inference.state}: {inference.error}")
-    say(f"predictions written as {inference.output_dataset_version}")
+    if job.state != JobState.SUCCEEDED:
+        raise RuntimeError(f"{kind} job #{job.pk} {job.state}: {job.error}")
+    return job
+
+
+def _check_predictions(team, dana, olivia, model_version, timeout_s: float, say) -> DriftCheck:
+    """The on-call policy (idempotent), a daily monitor of the model version, and its first check."""
     policy = EscalationPolicy.objects.filter(
         team=team, name=POLICY_NAME
     ).first() or do_create_escalation_policy(
@@ -212,4 +221,4 @@ def run_demo(
     alert = check.alerts.first()
     if alert is not None:
         say(f"alert #{alert.pk} for {alert.owner.get_username()}: {alert.title}")
-    return DemoResult(training, inference, check)
+    return check

@@ -255,14 +255,7 @@ def train(
     whose row filter keeps the labels.
     """
     target = frame[spec.target]
-    if target.isna().any():
-        first = int(target.index[target.isna().to_numpy()][0])
-        raise TrainingError(
-            f"target column {spec.target!r} has {int(target.isna().sum())} missing value(s) "
-            f"(first at data row {first + 1})"
-        )
-    if len(frame) < 10:
-        raise TrainingError(f"need at least 10 training rows, got {len(frame)}")
+    _check_rows(frame, spec)
     task = _decide_task(target, spec.task)
     torch.manual_seed(spec.seed)
     generator = np.random.default_rng(spec.seed)
@@ -289,21 +282,8 @@ def train(
 
     history: list[dict[str, float]] = []
     for epoch in range(1, spec.epochs + 1):
-        model.train()
-        permutation = torch.randperm(len(x_train), device=device)
-        total = 0.0
-        for start in range(0, len(x_train), spec.batch_size):
-            batch = permutation[start : start + spec.batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(x_train[batch]), y_train[batch])
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"training diverged at epoch {epoch} (loss is {loss.item()}); lower learning_rate"
-                )
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        record = {"epoch": epoch, "train_loss": total / len(x_train)}
+        train_loss = _train_epoch(model, optimizer, loss_fn, x_train, y_train, spec.batch_size, epoch)
+        record = {"epoch": epoch, "train_loss": train_loss}
         record.update(_evaluate(model, x_val, y_val, loss_fn, preprocessing["target"]))
         if not all(math.isfinite(value) for value in record.values()):
             raise TrainingError(
@@ -324,6 +304,47 @@ def train(
     }
     artifact = _artifact(architecture, model, preprocessing, signature)
     return TrainingResult(artifact, metrics, history, signature, str(device))
+
+
+def _check_rows(frame: pd.DataFrame, spec: TrainingSpec) -> None:
+    """TrainingError for a missing target value (naming its data row) or fewer than 10 rows."""
+    target = frame[spec.target]
+    if target.isna().any():
+        first = int(target.index[target.isna().to_numpy()][0])
+        raise TrainingError(
+            f"target column {spec.target!r} has {int(target.isna().sum())} missing value(s) "
+            f"(first at data row {first + 1})"
+        )
+    if len(frame) < 10:
+        raise TrainingError(f"need at least 10 training rows, got {len(frame)}")
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    batch_size: int,
+    epoch: int,
+) -> float:
+    """One pass over the training rows in shuffled mini-batches; the mean training loss per row.
+    TrainingError when a batch's loss is not finite."""
+    model.train()
+    permutation = torch.randperm(len(x_train), device=x_train.device)
+    total = 0.0
+    for start in range(0, len(x_train), batch_size):
+        batch = permutation[start : start + batch_size]
+        optimizer.zero_grad()
+        loss = loss_fn(model(x_train[batch]), y_train[batch])
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged at epoch {epoch} (loss is {loss.item()}); lower learning_rate"
+            )
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(x_train)
 
 
 def _encode_target(

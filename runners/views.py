@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from django.contrib import messages
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 
-from governance.forms import style_filters
 from governance.models import ModelVersion
-from governance.permissions import CHANGE, can
 from governance.views.helpers import (
-    call_action,
+    button_view,
+    filtered_list,
+    form_page,
+    form_view,
     may_create_in_any_team,
     metric_rows,
-    paginate,
-    perform,
     pretty_json,
     table_of,
     visible_or_404,
@@ -24,6 +24,7 @@ from runners import actions
 from runners.filtersets import JobFilterSet
 from runners.forms import InferenceJobForm, TrainingJobForm
 from runners.models import Job, JobKind
+from runners.permissions import may_cancel_job
 
 HISTORY_ORDER = ["epoch", "train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "val_accuracy"]
 JOB_RELATIONS = (
@@ -39,37 +40,31 @@ JOB_RELATIONS = (
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
     """Jobs the user may view, filtered by state and kind; POST submits a training job."""
+
+    def page() -> dict[str, Any]:
+        queryset = Job.objects.restrict(request.user).select_related(*JOB_RELATIONS)
+        return {
+            "section": "jobs",
+            **filtered_list(request, JobFilterSet, queryset),
+            "filter_fields": ["state", "kind", "team"],
+            "may_create": may_create_in_any_team(request.user),
+        }
+
     form = TrainingJobForm(request.POST or None, user=request.user)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        job, status = call_action(
-            form,
-            lambda: actions.do_submit_job(
-                kind=JobKind.TRAIN,
-                dataset_version=data["dataset_version"],
-                registered_model=data["registered_model"],
-                spec=form.spec(),
-                actor=request.user,
-            ),
-        )
-        if job is not None:
-            messages.success(request, f"Submitted {job}; it starts when a worker picks it up.")
-            return redirect(job)
-    elif request.method == "POST":
-        status = 400
-    queryset = Job.objects.restrict(request.user).select_related(*JOB_RELATIONS)
-    filterset = JobFilterSet(request.GET or None, queryset=queryset, request=request)
-    style_filters(filterset.form)
-    context = {
-        "section": "jobs",
-        "filterset": filterset,
-        "filter_fields": ["state", "kind", "team"],
-        "page_obj": paginate(request, filterset.qs),
-        "form": form,
-        "may_create": may_create_in_any_team(request.user),
-    }
-    return render(request, "runners/job_list.html", context, status=status)
+    return form_view(
+        request,
+        form,
+        lambda data: actions.do_submit_job(
+            kind=JobKind.TRAIN,
+            dataset_version=data["dataset_version"],
+            registered_model=data["registered_model"],
+            spec=form.spec(),
+            actor=request.user,
+        ),
+        success_message=lambda job: f"Submitted {job}; it starts when a worker picks it up.",
+        template="runners/job_list.html",
+        context=page,
+    )
 
 
 def _progress_context(request: HttpRequest, job: Job) -> dict:
@@ -79,7 +74,7 @@ def _progress_context(request: HttpRequest, job: Job) -> dict:
         "history_columns": columns,
         "history_rows": rows,
         "metrics": metric_rows(job.metrics),
-        "may_change": can(request.user, CHANGE, job.team_id),
+        "may_change": may_cancel_job(request.user, job),
     }
 
 
@@ -105,25 +100,22 @@ def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST cancels a queued job or asks a running one to stop."""
     job = visible_or_404(request, Job.objects.select_related(*JOB_RELATIONS), pk)
-    if request.method != "POST":
-        context = {
-            "section": "jobs",
-            "object": job,
-            "question": f"Cancel {job}?",
-            "explanation": "A queued job is cancelled at once; a running one stops after its current epoch.",
-            "confirm_label": "Cancel the job",
-            "cancel_url": job.get_absolute_url(),
-        }
-        return render(request, "generic/confirm.html", context)
-    status = perform(
+
+    def refused(status: int) -> HttpResponse:
+        job.refresh_from_db()
+        return _job_page(request, job, status)
+
+    return button_view(
         request,
         lambda: actions.do_cancel_job(job=job, actor=request.user),
-        f"Cancellation of {job} requested.",
+        section="jobs",
+        question=f"Cancel {job}?",
+        explanation="A queued job is cancelled at once; a running one stops after its current epoch.",
+        label="Cancel the job",
+        back=job.get_absolute_url(),
+        success_message=f"Cancellation of {job} requested.",
+        refused=refused,
     )
-    if status == 200:
-        return redirect(job)
-    job.refresh_from_db()
-    return _job_page(request, job, status)
 
 
 @login_required
@@ -131,28 +123,19 @@ def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
     """Predict a dataset version with a model version (an inference job); GET shows the form."""
     model_version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
     form = InferenceJobForm(request.POST or None, user=request.user)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        job, status = call_action(
-            form,
-            lambda: actions.do_submit_job(
-                kind=JobKind.INFER,
-                dataset_version=form.cleaned_data["dataset_version"],
-                model_version=model_version,
-                spec=form.spec(),
-                actor=request.user,
-            ),
-        )
-        if job is not None:
-            messages.success(request, f"Submitted {job}.")
-            return redirect(job)
-    elif request.method == "POST":
-        status = 400
-    context = {
-        "section": "models",
-        "title": f"Run inference with {model_version}",
-        "form": form,
-        "submit_label": "Run inference",
-        "cancel_url": model_version.get_absolute_url(),
-    }
-    return render(request, "generic/form.html", context, status=status)
+    return form_view(
+        request,
+        form,
+        lambda data: actions.do_submit_job(
+            kind=JobKind.INFER,
+            dataset_version=data["dataset_version"],
+            model_version=model_version,
+            spec=form.spec(),
+            actor=request.user,
+        ),
+        success_message=lambda job: f"Submitted {job}.",
+        template="generic/form.html",
+        context=lambda: form_page(
+            "models", f"Run inference with {model_version}", "Run inference", model_version.get_absolute_url()
+        ),
+    )

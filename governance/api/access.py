@@ -31,7 +31,11 @@ from governance.actions.teams import (
 )
 from governance.actions.tokens import do_create_api_token, do_revoke_api_token
 from governance.actions.users import do_create_user, do_deactivate_user, do_reactivate_user
-from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
+from governance.api.base import (
+    RestrictedCreateViewSet,
+    RestrictedPrimaryKeyRelatedField,
+    RestrictedViewSetMixin,
+)
 from governance.filtersets import RestrictedFilterSet
 from governance.models import ApiToken, Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
 from governance.permissions import MANAGE, grant_refusal, restrict
@@ -101,7 +105,7 @@ class UserFilterSet(RestrictedFilterSet):
         fields = ["is_active", "q"]
 
 
-class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class UserViewSet(RestrictedCreateViewSet):
     """Users the requester may see; platform admins create, deactivate and reactivate them."""
 
     queryset = User.objects.order_by("username")
@@ -118,14 +122,11 @@ class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
             Prefetch("platform_roles", queryset=restrict(PlatformRoleGrant.objects.all(), user)),
         )
 
-    def get_serializer_class(self):
-        return UserCreateSerializer if self.action == "create" else UserSerializer
+    action_serializers = {"create": UserCreateSerializer}
 
     @extend_schema(request=UserCreateSerializer, responses={201: UserSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = UserCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(request, UserCreateSerializer)
         user = do_create_user(
             username=data["username"],
             email=data["email"],
@@ -147,7 +148,7 @@ class UserViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
         return Response(self._render(user))
 
     def _render(self, user) -> dict:
-        return UserSerializer(self.get_queryset().get(pk=user.pk), context=self.get_serializer_context()).data
+        return UserSerializer(self.refetch(user), context=self.get_serializer_context()).data
 
 
 # Memberships ----------------------------------------------------------------------------------
@@ -197,8 +198,7 @@ class MembershipViewSet(
     filterset_class = MembershipFilterSet
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    def get_serializer_class(self):
-        return MembershipRoleSerializer if self.action == "partial_update" else MembershipSerializer
+    action_serializers = {"partial_update": MembershipRoleSerializer}
 
     def create(self, request, *args, **kwargs):
         """Refuse a requester who may not manage the team before the username is looked up.
@@ -221,16 +221,15 @@ class MembershipViewSet(
         membership = do_set_membership(
             user=data["user"], team=data["team"], role=data["role"], actor=self.request.user
         )
-        serializer.instance = self.get_queryset().get(pk=membership.pk)
+        serializer.instance = self.refetch(membership)
 
     @extend_schema(request=MembershipRoleSerializer, responses={200: MembershipSerializer})
     def partial_update(self, request, *args, **kwargs):
         membership = self.get_object()
-        serializer = MembershipRoleSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        role = serializer.validated_data["role"]
+        data = self.validated(request, MembershipRoleSerializer)
+        role = data["role"]
         do_set_membership(user=membership.user, team=membership.team, role=role, actor=request.user)
-        return Response(MembershipSerializer(self.get_queryset().get(pk=membership.pk)).data)
+        return Response(MembershipSerializer(self.refetch(membership)).data)
 
     def perform_destroy(self, instance):
         do_revoke_membership(membership=instance, actor=self.request.user)
@@ -270,7 +269,7 @@ class PlatformRoleGrantViewSet(
     def perform_create(self, serializer):
         data = serializer.validated_data
         grant = do_grant_platform_role(user=data["user"], role=data["role"], actor=self.request.user)
-        serializer.instance = self.get_queryset().get(pk=grant.pk)
+        serializer.instance = self.refetch(grant)
 
     def perform_destroy(self, instance):
         do_revoke_platform_role(grant=instance, actor=self.request.user)
@@ -328,20 +327,17 @@ def _new_token_response(token: ApiToken, secret: str) -> Response:
     return Response(body, status=status.HTTP_201_CREATED)
 
 
-class ApiTokenViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class ApiTokenViewSet(RestrictedCreateViewSet):
     """The requester's own API tokens: create (the secret is in that answer only), list, revoke."""
 
     queryset = ApiToken.objects.all()
     serializer_class = ApiTokenSerializer
 
-    def get_serializer_class(self):
-        return ApiTokenCreateSerializer if self.action == "create" else ApiTokenSerializer
+    action_serializers = {"create": ApiTokenCreateSerializer}
 
     @extend_schema(request=ApiTokenCreateSerializer, responses={201: NewApiTokenSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = ApiTokenCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(request, ApiTokenCreateSerializer)
         token, secret = do_create_api_token(user=request.user, actor=request.user, **data)
         return _new_token_response(token, secret)
 

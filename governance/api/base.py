@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers, viewsets
 
 from governance.permissions import VIEW, restrict
 
@@ -20,15 +20,47 @@ class RestrictedViewSetMixin:
         if "get_queryset" in cls.__dict__:
             raise TypeError(f"{cls.__name__} overrides get_queryset; override filter_restricted instead")
 
+    # Serializers by action where the body differs from the answer (a create's input, say).
+    action_serializers: dict[str, type[serializers.BaseSerializer]] = {}
+
     def get_queryset(self):
         return self.filter_restricted(restrict(super().get_queryset(), self.request.user, VIEW))
+
+    def get_serializer_class(self):
+        return self.action_serializers.get(self.action) or super().get_serializer_class()
+
+    def validated(self, request, serializer_class=None):
+        """The request body checked by ``serializer_class`` (default: this action's serializer);
+        a 400 if invalid."""
+        serializer_class = serializer_class or self.get_serializer_class()
+        serializer = serializer_class(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
     def filter_restricted(self, queryset):
         return queryset
 
+    def refetch(self, obj):
+        """``obj`` as this viewset answers it after a write: re-read through the restricted
+        queryset, with its annotations and prefetches (``DoesNotExist`` if now out of scope)."""
+        return self.get_queryset().get(pk=obj.pk)
+
 
 class RestrictedReadOnlyViewSet(RestrictedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     pass
+
+
+# List, detail and create; the subclass's create or perform_create calls the action. (No
+# docstring: drf-spectacular describes operations with the first docstring in the MRO, the mixin's.)
+class RestrictedCreateViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    pass
+
+
+class UsernameField(serializers.SlugRelatedField):
+    """A user, read-only, shown by username (who created, owns, decided or acknowledged)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="username", read_only=True, **kwargs)
 
 
 class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):

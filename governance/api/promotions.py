@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -14,7 +17,11 @@ from governance.actions.promotions import (
     do_reject_promotion,
     do_request_promotion,
 )
-from governance.api.base import RestrictedPrimaryKeyRelatedField, RestrictedViewSetMixin
+from governance.api.base import (
+    RestrictedCreateViewSet,
+    RestrictedPrimaryKeyRelatedField,
+    UsernameField,
+)
 from governance.filtersets import RestrictedFilterSet
 from governance.models import ModelVersion, PromotionRequest
 
@@ -26,8 +33,8 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="model_version.version", read_only=True)
     alias = serializers.ChoiceField(choices=PROMOTION_ALIASES, default="production")
     reason = serializers.CharField(required=False, allow_blank=True, default="")
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requested_by = UsernameField()
+    decided_by = UsernameField()
 
     class Meta:
         model = PromotionRequest
@@ -63,7 +70,7 @@ class PromotionRequestFilterSet(RestrictedFilterSet):
         fields = ["state", "alias", "model_version"]
 
 
-class PromotionRequestViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class PromotionRequestViewSet(RestrictedCreateViewSet):
     """Requests to move an alias (``production``, ``staging``) to a model version.
 
     The team's model owners and data scientists request; an approver of the team other than the
@@ -82,34 +89,32 @@ class PromotionRequestViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, v
             reason=data["reason"],
             actor=self.request.user,
         )
-        serializer.instance = self.get_queryset().get(pk=request.pk)
+        serializer.instance = self.refetch(request)
 
-    def _answer(self, request_pk: int) -> Response:
-        return Response(PromotionRequestSerializer(self.get_queryset().get(pk=request_pk)).data)
+    def _answer(self, promotion: PromotionRequest) -> Response:
+        return Response(PromotionRequestSerializer(self.refetch(promotion)).data)
+
+    def _decide(self, request, reasons: type[serializers.Serializer], decide: Callable[..., Any]) -> Response:
+        """Approve or reject: the reason checked by ``reasons``, then ``decide(...)`` (an action)."""
+        promotion = self.get_object()
+        data = self.validated(request, reasons)
+        reason = data["reason"]
+        decide(promotion_request=promotion, decision_reason=reason, actor=request.user)
+        return self._answer(promotion)
 
     @extend_schema(request=DecisionSerializer, responses={200: PromotionRequestSerializer})
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
-        promotion = self.get_object()
-        serializer = DecisionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        reason = serializer.validated_data["reason"]
-        do_approve_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
-        return self._answer(promotion.pk)
+        return self._decide(request, DecisionSerializer, do_approve_promotion)
 
     @extend_schema(request=RejectionSerializer, responses={200: PromotionRequestSerializer})
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
-        promotion = self.get_object()
-        serializer = RejectionSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        reason = serializer.validated_data["reason"]
-        do_reject_promotion(promotion_request=promotion, decision_reason=reason, actor=request.user)
-        return self._answer(promotion.pk)
+        return self._decide(request, RejectionSerializer, do_reject_promotion)
 
     @extend_schema(request=None, responses={200: PromotionRequestSerializer})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         promotion = self.get_object()
         do_cancel_promotion(promotion_request=promotion, actor=request.user)
-        return self._answer(promotion.pk)
+        return self._answer(promotion)

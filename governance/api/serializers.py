@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from governance.api.base import RestrictedPrimaryKeyRelatedField
+from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import (
     AuditEvent,
     Dataset,
@@ -21,7 +21,7 @@ class TeamSerializer(serializers.ModelSerializer):
 
 class DatasetSerializer(serializers.ModelSerializer):
     team = RestrictedPrimaryKeyRelatedField(queryset=Team.objects.all())
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = UsernameField()
     latest_version = serializers.SerializerMethodField()
 
     class Meta:
@@ -35,7 +35,7 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 class DatasetVersionSerializer(serializers.ModelSerializer):
     dataset_name = serializers.CharField(source="dataset.name", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = UsernameField()
 
     class Meta:
         model = DatasetVersion
@@ -95,7 +95,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
 class ModelVersionSerializer(serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.name", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = UsernameField()
     aliases = serializers.SerializerMethodField()
 
     class Meta:

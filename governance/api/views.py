@@ -1,7 +1,7 @@
-from django.db.models import Max, Prefetch
+from django.db.models import Prefetch
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -13,7 +13,7 @@ from governance.actions.registry import (
     resolve_import_path,
 )
 from governance.actions.teams import do_create_team
-from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
+from governance.api.base import RestrictedCreateViewSet, RestrictedReadOnlyViewSet
 from governance.api.serializers import (
     DatasetSerializer,
     DatasetVersionCreateSerializer,
@@ -37,9 +37,10 @@ from governance.models import (
     RegisteredModel,
     Team,
 )
+from governance.queries import by_name_with_versions
 
 
-class TeamViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class TeamViewSet(RestrictedCreateViewSet):
     queryset = Team.objects.all()
     serializer_class = TeamSerializer
 
@@ -51,13 +52,8 @@ class TeamViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.Read
         )
 
 
-class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    # Meta.ordering is dropped from GROUP BY queries: order explicitly for stable pages.
-    queryset = (
-        Dataset.objects.select_related("created_by")
-        .annotate(latest_version=Max("versions__version"))
-        .order_by("name")
-    )
+class DatasetViewSet(RestrictedCreateViewSet):
+    queryset = by_name_with_versions(Dataset.objects.select_related("created_by"))
     serializer_class = DatasetSerializer
     filterset_class = DatasetFilterSet
 
@@ -69,23 +65,20 @@ class DatasetViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.R
             description=data.get("description", ""),
             actor=self.request.user,
         )
-        serializer.instance = self.get_queryset().get(pk=dataset.pk)
+        serializer.instance = self.refetch(dataset)
 
 
-class DatasetVersionViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class DatasetVersionViewSet(RestrictedCreateViewSet):
     queryset = DatasetVersion.objects.select_related("dataset", "created_by")
     serializer_class = DatasetVersionSerializer
     filterset_class = DatasetVersionFilterSet
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
-    def get_serializer_class(self):
-        return DatasetVersionCreateSerializer if self.action == "create" else DatasetVersionSerializer
+    action_serializers = {"create": DatasetVersionCreateSerializer}
 
     @extend_schema(request=DatasetVersionCreateSerializer, responses={201: DatasetVersionSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(request)
         common = {"dataset": data["dataset"], "description": data["description"], "actor": request.user}
         if data.get("file"):
             with staged_upload(data["file"]) as path:
@@ -107,12 +100,8 @@ class DatasetVersionViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vie
         return FileResponse(version.path.open("rb"), as_attachment=True, filename=name)
 
 
-class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    queryset = (
-        RegisteredModel.objects.select_related("owner")
-        .annotate(latest_version=Max("versions__version"))
-        .order_by("name")
-    )
+class RegisteredModelViewSet(RestrictedCreateViewSet):
+    queryset = by_name_with_versions(RegisteredModel.objects.select_related("owner"))
     serializer_class = RegisteredModelSerializer
     filterset_class = RegisteredModelFilterSet
 
@@ -128,7 +117,7 @@ class RegisteredModelViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, vi
             description=data.get("description", ""),
             actor=self.request.user,
         )
-        serializer.instance = self.get_queryset().get(pk=model.pk)
+        serializer.instance = self.refetch(model)
 
 
 class ModelVersionViewSet(RestrictedReadOnlyViewSet):

@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from governance.errors import DETAIL, error_answer
+from governance.forms import style_filters
 from governance.models import ModelVersion, Team
 from governance.permissions import CHANGE, VIEW, restrict
 
@@ -99,11 +100,12 @@ def form_view(
     form: forms.Form,
     action: Callable[[dict[str, Any]], T],
     *,
-    success: Callable[[T], Any],
+    success: Callable[[T], Any] | None = None,
     success_message: Callable[[T], str] | None = None,
     template: str | None = None,
     context: Callable[[], dict[str, Any]] | None = None,
     render_page: Callable[[forms.Form, int], HttpResponse] | None = None,
+    also: Sequence[forms.Form | forms.BaseFormSet] = (),
 ) -> HttpResponse:
     """The one shape of a UI form page: GET shows the form, POST validates it, runs the action,
     and redirects on success or re-renders the page with the reasons.
@@ -112,10 +114,13 @@ def form_view(
     ``action(cleaned_data)`` calls a ``do_<verb>_<noun>`` action and returns its result; a domain
     error (``governance.errors``) lands on the form's fields with its status (400, 403, 409), an
     invalid form is a 400 without calling it. On success ``success_message(result)`` is flashed
-    and ``success(result)`` is answered: anything ``redirect()`` takes (a model, a URL name, a
-    URL) or an HttpResponse. The page is either ``template`` rendered with ``context()`` plus
-    ``form`` (``context`` is called only when the page is shown, so its queries are not made for
-    a redirect) or, for pages with their own renderer, ``render_page(form, status)``.
+    and ``success(result)`` is answered (default: a redirect to the result): anything
+    ``redirect()`` takes (a model, a URL name, a URL) or an HttpResponse. The page is either
+    ``template`` rendered with ``context()`` plus ``form`` (``context`` is called only when the
+    page is shown, so its queries are not made for a redirect) or, for pages with their own
+    renderer, ``render_page(form, status)``.
+    ``also`` are further forms or formsets posted with ``form`` (an escalation policy's levels):
+    every one must be valid before the action runs.
     """
     if render_page is None:
         if template is None:
@@ -127,7 +132,7 @@ def form_view(
 
     if request.method != "POST":
         return render_page(form, 200)
-    if not form.is_valid():
+    if not all(each.is_valid() for each in (form, *also)):
         return render_page(form, 400)
     result, status = call_action(form, lambda: action(form.cleaned_data))
     if status != 200:
@@ -135,8 +140,42 @@ def form_view(
     done = cast(T, result)  # status 200: the action returned
     if success_message is not None:
         messages.success(request, success_message(done))
-    answer = success(done)
+    answer = success(done) if success is not None else done
     return answer if isinstance(answer, HttpResponse) else redirect(answer)
+
+
+def form_page(section: str, title: str, submit_label: str, back: str) -> dict[str, Any]:
+    """The context of ``generic/form.html`` (plus ``form``, which ``form_view`` adds)."""
+    return {"section": section, "title": title, "submit_label": submit_label, "cancel_url": back}
+
+
+def button_view(
+    request: HttpRequest,
+    action: Callable[[], T],
+    *,
+    section: str,
+    question: str,
+    explanation: str = "",
+    label: str,
+    back: str,
+    success_message: str,
+    success: Callable[[T], Any] | None = None,
+    refused: Callable[[int], HttpResponse] | None = None,
+) -> HttpResponse:
+    """The one shape of a button that changes state: GET asks first (``confirm_page``), POST runs
+    ``action()`` through ``perform`` (the outcome as a flash message).
+
+    On success the answer redirects to ``success(result)`` (anything ``redirect()`` takes), else to
+    ``back``; on a refusal it is ``refused(status)`` (the object's page re-rendered with the
+    status ``governance.errors`` gives), else a redirect to ``back``.
+    """
+    if request.method != "POST":
+        return confirm_page(request, section, question, explanation, label, back)
+    results: list[T] = []
+    status = perform(request, lambda: results.append(action()), success_message)
+    if status == 200:
+        return redirect(success(results[0]) if success is not None else back)
+    return refused(status) if refused is not None else redirect(back)
 
 
 def confirm_page(
@@ -156,6 +195,15 @@ def confirm_page(
 def paginate(request: HttpRequest, queryset: QuerySet, per_page: int = PAGE_SIZE) -> Page:
     """The page of ``queryset`` named by ``?page=`` (the last page when out of range)."""
     return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def filtered_list(
+    request: HttpRequest, filterset_class: type, queryset: QuerySet, data: Any = None
+) -> dict[str, Any]:
+    """A list page's ``filterset`` (``data``, default the query string) and ``page_obj``."""
+    filterset = filterset_class(data or request.GET or None, queryset=queryset, request=request)
+    style_filters(filterset.form)
+    return {"filterset": filterset, "page_obj": paginate(request, filterset.qs)}
 
 
 def may_create_in_any_team(user: User | AnonymousUser) -> bool:

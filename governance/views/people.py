@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 
 from governance.actions.teams import (
@@ -30,7 +30,7 @@ from governance.actions.users import do_create_user, do_deactivate_user, do_reac
 from governance.forms import MembershipGrantForm, PlatformRoleGrantForm, TeamCreateForm, UserCreateForm
 from governance.models import Membership, PlatformRoleGrant, Team
 from governance.permissions import MANAGE, grant_refusal, is_platform_admin, restrict
-from governance.views.helpers import confirm_page, form_view, paginate, perform, visible_or_404
+from governance.views.helpers import button_view, form_view, paginate, visible_or_404
 
 # Who has which role ---------------------------------------------------------------------------
 
@@ -103,43 +103,33 @@ def people(request: HttpRequest) -> HttpResponse:
 def membership_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST removes a team role (admins and the team's model owners)."""
     membership = visible_or_404(request, Membership.objects.select_related("user", "team"), pk)
-    back = reverse("team_detail", args=[membership.team_id])
-    if request.method != "POST":
-        return confirm_page(
-            request,
-            "people",
-            f"Remove {membership.user.get_username()} from {membership.team}?",
-            f"They are {membership.get_role_display()} there and lose that role's rights at once.",
-            "Remove",
-            back,
-        )
-    status = perform(
+    return button_view(
         request,
         lambda: do_revoke_membership(membership=membership, actor=request.user),
-        f"Removed {membership.user.get_username()} from {membership.team}.",
+        section="people",
+        question=f"Remove {membership.user.get_username()} from {membership.team}?",
+        explanation=f"They are {membership.get_role_display()} there and lose that role's rights at once.",
+        label="Remove",
+        back=reverse("team_detail", args=[membership.team_id]),
+        success_message=f"Removed {membership.user.get_username()} from {membership.team}.",
+        refused=lambda status: _team_page(request, membership.team, status=status),
     )
-    return redirect(back) if status == 200 else _team_page(request, membership.team, status=status)
 
 
 @login_required
 def platform_role_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST revokes a platform role (admins; never the last admin's)."""
     grant = visible_or_404(request, PlatformRoleGrant.objects.select_related("user"), pk)
-    if request.method != "POST":
-        return confirm_page(
-            request,
-            "people",
-            f"Revoke {grant.get_role_display()} from {grant.user.get_username()}?",
-            "",
-            "Revoke",
-            reverse("people"),
-        )
-    status = perform(
+    return button_view(
         request,
         lambda: do_revoke_platform_role(grant=grant, actor=request.user),
-        f"{grant.user.get_username()} is no longer {grant.get_role_display()}.",
+        section="people",
+        question=f"Revoke {grant.get_role_display()} from {grant.user.get_username()}?",
+        label="Revoke",
+        back=reverse("people"),
+        success_message=f"{grant.user.get_username()} is no longer {grant.get_role_display()}.",
+        refused=lambda status: _people_page(request, status=status),
     )
-    return redirect("people") if status == 200 else _people_page(request, status=status)
 
 
 # Users ----------------------------------------------------------------------------------------
@@ -181,19 +171,23 @@ def _user_list_page(request: HttpRequest, form: forms.Form, status: int) -> Http
 def _user_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     target = visible_or_404(request, get_user_model().objects.all(), pk)
     name = target.get_username()
-    if request.method != "POST":
-        explanation = (
-            "They can no longer log in, and their API tokens are revoked. History is kept."
-            if verb == "deactivate"
-            else "They can log in again; their old API tokens stay revoked."
-        )
-        back = reverse("user_list")
-        return confirm_page(
-            request, "people", f"{verb.capitalize()} {name}?", explanation, verb.capitalize(), back
-        )
+    explanation = (
+        "They can no longer log in, and their API tokens are revoked. History is kept."
+        if verb == "deactivate"
+        else "They can log in again; their old API tokens stay revoked."
+    )
     action = do_deactivate_user if verb == "deactivate" else do_reactivate_user
-    status = perform(request, lambda: action(user=target, actor=request.user), f"{name} {verb}d.")
-    return redirect("user_list") if status == 200 else _user_list_page(request, UserCreateForm(), status)
+    return button_view(
+        request,
+        lambda: action(user=target, actor=request.user),
+        section="people",
+        question=f"{verb.capitalize()} {name}?",
+        explanation=explanation,
+        label=verb.capitalize(),
+        back=reverse("user_list"),
+        success_message=f"{name} {verb}d.",
+        refused=lambda status: _user_list_page(request, UserCreateForm(), status),
+    )
 
 
 @login_required

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -17,14 +16,15 @@ from governance.actions.registry import (
 )
 from governance.artifacts import staged_upload
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
-from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm, style_filters
+from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE, can
+from governance.queries import by_name_with_versions
 from governance.views.helpers import (
+    filtered_list,
     form_view,
     may_create_in_any_team,
     metric_columns,
-    paginate,
     visible_or_404,
 )
 
@@ -36,18 +36,10 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     """Datasets the user may view, filtered by team and name; POST creates a dataset."""
 
     def page() -> dict[str, Any]:
-        queryset = (
-            Dataset.objects.restrict(request.user)
-            .select_related("team")
-            .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
-            .order_by("name")
-        )
-        filterset = DatasetFilterSet(request.GET or None, queryset=queryset, request=request)
-        style_filters(filterset.form)
+        queryset = by_name_with_versions(Dataset.objects.restrict(request.user).select_related("team"))
         return {
             "section": "datasets",
-            "filterset": filterset,
-            "page_obj": paginate(request, filterset.qs),
+            **filtered_list(request, DatasetFilterSet, queryset),
             "may_create": may_create_in_any_team(request.user),
         }
 
@@ -57,7 +49,6 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
         lambda data: do_create_dataset(
             team=data["team"], name=data["name"], description=data["description"], actor=request.user
         ),
-        success=lambda dataset: dataset,
         success_message=lambda dataset: f"Created dataset {dataset.name}.",
         template="governance/dataset_list.html",
         context=page,
@@ -94,7 +85,6 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         DatasetVersionUploadForm(request.POST or None, request.FILES or None),
         register,
-        success=lambda version: version,
         success_message=lambda version: f"Registered {version} ({version.row_count:,} rows).",
         template="governance/dataset_detail.html",
         context=page,
@@ -133,18 +123,12 @@ def model_list(request: HttpRequest) -> HttpResponse:
     """Registered models the user may view; POST registers a new model name."""
 
     def page() -> dict[str, Any]:
-        queryset = (
-            RegisteredModel.objects.restrict(request.user)
-            .select_related("team", "owner")
-            .annotate(version_count=Count("versions"), latest_version=Max("versions__version"))
-            .order_by("name")
+        queryset = by_name_with_versions(
+            RegisteredModel.objects.restrict(request.user).select_related("team", "owner")
         )
-        filterset = RegisteredModelFilterSet(request.GET or None, queryset=queryset, request=request)
-        style_filters(filterset.form)
         return {
             "section": "models",
-            "filterset": filterset,
-            "page_obj": paginate(request, filterset.qs),
+            **filtered_list(request, RegisteredModelFilterSet, queryset),
             "may_create": may_create_in_any_team(request.user),
         }
 
@@ -158,7 +142,6 @@ def model_list(request: HttpRequest) -> HttpResponse:
             description=data["description"],
             actor=request.user,
         ),
-        success=lambda model: model,
         success_message=lambda model: f"Registered model {model.name}.",
         template="governance/model_list.html",
         context=page,

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
@@ -16,7 +16,7 @@ from governance.actions.tokens import do_create_api_token, do_revoke_api_token
 from governance.forms import ApiTokenForm
 from governance.models import ApiToken
 from governance.permissions import restrict
-from governance.views.helpers import confirm_page, form_view, perform, visible_or_404
+from governance.views.helpers import button_view, form_view, visible_or_404
 
 
 @login_required
@@ -66,18 +66,14 @@ def _token_page(
 def api_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST revokes one of the user's own tokens (others' are 404)."""
     token = visible_or_404(request, ApiToken.objects.all(), pk)
-    if request.method != "POST":
-        return confirm_page(
-            request,
-            "tokens",
-            f"Revoke the token {token.name} ({token.prefix}…)?",
-            "Requests with it are refused from now on. This cannot be undone.",
-            "Revoke",
-            reverse("api_token_list"),
-        )
-    status = perform(
+    return button_view(
         request,
         lambda: do_revoke_api_token(token=token, actor=request.user),
-        f"Revoked the token {token.name}.",
+        section="tokens",
+        question=f"Revoke the token {token.name} ({token.prefix}…)?",
+        explanation="Requests with it are refused from now on. This cannot be undone.",
+        label="Revoke",
+        back=reverse("api_token_list"),
+        success_message=f"Revoked the token {token.name}.",
+        refused=lambda status: _token_page(request, ApiTokenForm(), None, status),
     )
-    return redirect("api_token_list") if status == 200 else _token_page(request, ApiTokenForm(), None, status)

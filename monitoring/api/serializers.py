@@ -5,7 +5,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from governance.api.base import RestrictedPrimaryKeyRelatedField
+from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import Dataset, DatasetVersion, ModelVersion, Team, TeamRole
 from governance.permissions import VIEW
 from monitoring.models import (
@@ -85,7 +85,7 @@ class DriftCheckRequestSerializer(serializers.Serializer):
 
 
 class AlertEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor = UsernameField()
 
     class Meta:
         model = AlertEvent
@@ -94,10 +94,10 @@ class AlertEventSerializer(serializers.ModelSerializer):
 
 
 class AlertSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    snoozed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = UsernameField()
+    acknowledged_by = UsernameField()
+    resolved_by = UsernameField()
+    snoozed_by = UsernameField()
 
     class Meta:
         model = Alert
@@ -200,7 +200,7 @@ class MonitorSerializer(serializers.ModelSerializer):
 
 
 class ChannelSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = UsernameField()
 
     class Meta:
         model = Channel

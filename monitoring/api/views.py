@@ -12,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from governance import artifacts
-from governance.api.base import RestrictedReadOnlyViewSet, RestrictedViewSetMixin
+from governance.api.base import RestrictedCreateViewSet, RestrictedReadOnlyViewSet, RestrictedViewSetMixin
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
 from monitoring.actions.checks import do_request_drift_check, do_run_monitor
@@ -53,19 +53,17 @@ from monitoring.filtersets import (
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
 
 
-class DriftCheckViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class DriftCheckViewSet(RestrictedCreateViewSet):
     queryset = DriftCheck.objects.all()
     serializer_class = DriftCheckSerializer
     filterset_class = DriftCheckFilterSet
 
-    def get_serializer_class(self):
-        return DriftCheckRequestSerializer if self.action == "create" else DriftCheckSerializer
+    action_serializers = {"create": DriftCheckRequestSerializer}
 
     @extend_schema(request=DriftCheckRequestSerializer, responses={201: DriftCheckSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        check = do_request_drift_check(actor=request.user, **serializer.validated_data)
+        data = self.validated(request)
+        check = do_request_drift_check(actor=request.user, **data)
         check.refresh_from_db()
         return Response(DriftCheckSerializer(check).data, status=status.HTTP_201_CREATED)
 
@@ -94,9 +92,8 @@ class AlertViewSet(RestrictedReadOnlyViewSet):
     @action(detail=True, methods=["post"])
     def snooze(self, request, pk=None):
         alert = self.get_object()
-        body = AlertSnoozeSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        alert = do_snooze_alert(alert=alert, until=body.validated_data["until"], actor=request.user)
+        data = self.validated(request, AlertSnoozeSerializer)
+        alert = do_snooze_alert(alert=alert, until=data["until"], actor=request.user)
         return Response(AlertSerializer(alert).data)
 
     @extend_schema(request=None, responses={200: AlertSerializer})
@@ -172,24 +169,19 @@ class ChannelViewSet(
     filterset_class = ChannelFilterSet
     http_method_names = ["get", "post", "patch", "head", "options"]
 
-    def get_serializer_class(self):
-        return {"create": ChannelWriteSerializer, "partial_update": ChannelUpdateSerializer}.get(
-            self.action, ChannelSerializer
-        )
+    action_serializers = {"create": ChannelWriteSerializer, "partial_update": ChannelUpdateSerializer}
 
     @extend_schema(request=ChannelWriteSerializer, responses={201: ChannelSecretSerializer})
     def create(self, request, *args, **kwargs):
-        body = self.get_serializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        channel = do_create_channel(actor=request.user, **body.validated_data)
+        data = self.validated(request)
+        channel = do_create_channel(actor=request.user, **data)
         return Response(ChannelSecretSerializer(channel).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ChannelUpdateSerializer, responses={200: ChannelSerializer})
     def partial_update(self, request, *args, **kwargs):
         channel = self.get_object()
-        body = self.get_serializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        channel = do_update_channel(channel=channel, actor=request.user, **body.validated_data)
+        data = self.validated(request)
+        channel = do_update_channel(channel=channel, actor=request.user, **data)
         return Response(ChannelSerializer(channel).data)
 
     @extend_schema(request=None, responses={200: ChannelSecretSerializer})
@@ -214,7 +206,7 @@ class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
             levels=data["levels"],
             actor=self.request.user,
         )
-        serializer.instance = self.get_queryset().get(pk=policy.pk)
+        serializer.instance = self.refetch(policy)
 
     def perform_update(self, serializer):
         data = serializer.validated_data
@@ -227,7 +219,7 @@ class EscalationPolicyViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
             description=data.get("description"),
             levels=data.get("levels"),
         )
-        serializer.instance = self.get_queryset().get(pk=policy.pk)
+        serializer.instance = self.refetch(policy)
 
     def perform_destroy(self, instance):
         do_delete_escalation_policy(policy=instance, actor=self.request.user)

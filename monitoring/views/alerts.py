@@ -7,8 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
-from governance.forms import style_filters
-from governance.views.helpers import paginate, perform, visible_or_404
+from governance.views.helpers import button_view, filtered_list, form_page, perform, visible_or_404
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.filtersets import AlertFilterSet
 from monitoring.forms import SnoozeForm
@@ -23,9 +22,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     data = request.GET.copy()
     data.setdefault("state", AlertState.OPEN)
     queryset = Alert.objects.restrict(request.user).select_related(*ALERT_RELATIONS)
-    filterset = AlertFilterSet(data, queryset=queryset, request=request)
-    style_filters(filterset.form)
-    context = {"section": "alerts", "filterset": filterset, "page_obj": paginate(request, filterset.qs)}
+    context = {"section": "alerts", **filtered_list(request, AlertFilterSet, queryset, data)}
     return render(request, "monitoring/alert_list.html", context)
 
 
@@ -57,23 +54,25 @@ def alert_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _alert_page(request, visible_or_404(request, Alert.objects.select_related(*ALERT_RELATIONS), pk))
 
 
-def _alert_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+def _alert_button(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     alert = visible_or_404(request, Alert.objects.select_related(*ALERT_RELATIONS), pk)
     action = {"acknowledge": do_acknowledge_alert, "resolve": do_resolve_alert}[verb]
-    if request.method != "POST":
-        context = {
-            "section": "alerts",
-            "object": alert,
-            "question": f"{verb.capitalize()} alert #{alert.pk}?",
-            "explanation": alert.title,
-            "confirm_label": verb.capitalize(),
-            "cancel_url": alert.get_absolute_url(),
-        }
-        return render(request, "generic/confirm.html", context)
     past = "acknowledged" if verb == "acknowledge" else "resolved"
-    status = perform(request, lambda: action(alert=alert, actor=request.user), f"Alert #{alert.pk} {past}.")
-    if status == 200:
-        return redirect(alert)
+    return button_view(
+        request,
+        lambda: action(alert=alert, actor=request.user),
+        section="alerts",
+        question=f"{verb.capitalize()} alert #{alert.pk}?",
+        explanation=alert.title,
+        label=verb.capitalize(),
+        back=alert.get_absolute_url(),
+        success_message=f"Alert #{alert.pk} {past}.",
+        refused=lambda status: _refused(request, alert, status),
+    )
+
+
+def _refused(request: HttpRequest, alert: Alert, status: int) -> HttpResponse:
+    """The alert's page as it is now, with the refusal's status."""
     alert.refresh_from_db()
     return _alert_page(request, alert, status)
 
@@ -81,13 +80,13 @@ def _alert_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
 @login_required
 def alert_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST moves an open alert to acknowledged (stops escalation)."""
-    return _alert_transition(request, pk, "acknowledge")
+    return _alert_button(request, pk, "acknowledge")
 
 
 @login_required
 def alert_resolve(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST resolves an open or acknowledged alert."""
-    return _alert_transition(request, pk, "resolve")
+    return _alert_button(request, pk, "resolve")
 
 
 @login_required
@@ -96,14 +95,8 @@ def alert_snooze(request: HttpRequest, pk: int) -> HttpResponse:
     alert = visible_or_404(request, Alert.objects.select_related(*ALERT_RELATIONS), pk)
     form = SnoozeForm(request.POST or None)
     if request.method != "POST":
-        context = {
-            "section": "alerts",
-            "title": f"Snooze alert #{alert.pk}",
-            "form": form,
-            "submit_label": "Snooze",
-            "cancel_url": alert.get_absolute_url(),
-        }
-        return render(request, "generic/form.html", context)
+        context = form_page("alerts", f"Snooze alert #{alert.pk}", "Snooze", alert.get_absolute_url())
+        return render(request, "generic/form.html", dict(context, form=form))
     if not form.is_valid():
         return _alert_page(request, alert, 400, snooze_form=form)
     until = form.until(timezone.now())
@@ -112,7 +105,4 @@ def alert_snooze(request: HttpRequest, pk: int) -> HttpResponse:
         lambda: do_snooze_alert(alert=alert, until=until, actor=request.user),
         f"Alert #{alert.pk} snoozed until {timezone.localtime(until):%Y-%m-%d %H:%M %Z}.",
     )
-    if status == 200:
-        return redirect(alert)
-    alert.refresh_from_db()
-    return _alert_page(request, alert, status)
+    return redirect(alert) if status == 200 else _refused(request, alert, status)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from governance import artifacts
-from governance.forms import style_filters
 from governance.models import ModelVersion
-from governance.views.helpers import call_action, paginate, visible_or_404
+from governance.views.helpers import filtered_list, form_page, form_view, visible_or_404
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet
@@ -34,40 +32,29 @@ def drift_check_request(request: HttpRequest, pk: int) -> HttpResponse:
         request, ModelVersion.objects.select_related("model", "training_dataset_version__dataset"), pk
     )
     form = DriftCheckForm(request.POST or None, user=request.user)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        check, status = call_action(
-            form,
-            lambda: do_request_drift_check(
-                model_version=version,
-                current_dataset_version=form.cleaned_data["current_dataset_version"],
-                columns=form.column_list(),
-                drift_share=form.cleaned_data["drift_share"],
-                actor=request.user,
-            ),
-        )
-        if check is not None:
-            messages.success(request, f"Requested {check}; it runs when a worker picks it up.")
-            return redirect(check)
-    elif request.method == "POST":
-        status = 400
-    context = {
-        "section": "models",
-        "title": f"Check {version} for data drift",
-        "form": form,
-        "submit_label": "Run drift check",
-        "cancel_url": version.get_absolute_url(),
-    }
-    return render(request, "generic/form.html", context, status=status)
+    return form_view(
+        request,
+        form,
+        lambda data: do_request_drift_check(
+            model_version=version,
+            current_dataset_version=data["current_dataset_version"],
+            columns=form.column_list(),
+            drift_share=data["drift_share"],
+            actor=request.user,
+        ),
+        success_message=lambda check: f"Requested {check}; it runs when a worker picks it up.",
+        template="generic/form.html",
+        context=lambda: form_page(
+            "models", f"Check {version} for data drift", "Run drift check", version.get_absolute_url()
+        ),
+    )
 
 
 @login_required
 def drift_check_list(request: HttpRequest) -> HttpResponse:
     """Drift checks newest first, filtered by model version, state, verdict and team."""
     queryset = DriftCheck.objects.restrict(request.user).select_related(*CHECK_RELATIONS)
-    filterset = DriftCheckFilterSet(request.GET or None, queryset=queryset, request=request)
-    style_filters(filterset.form)
-    context = {"section": "drift", "filterset": filterset, "page_obj": paginate(request, filterset.qs)}
+    context = {"section": "drift", **filtered_list(request, DriftCheckFilterSet, queryset)}
     return render(request, "monitoring/drift_check_list.html", context)
 
 

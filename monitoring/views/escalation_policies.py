@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 
-from governance.forms import style_filters
-from governance.views.helpers import call_action, paginate, visible_or_404
+from governance.views.helpers import filtered_list, form_view, visible_or_404
 from monitoring.actions.policies import do_create_escalation_policy, do_update_escalation_policy
 from monitoring.escalation import last_send_after, level_starts
 from monitoring.filtersets import EscalationPolicyFilterSet
@@ -29,12 +28,9 @@ def escalation_policy_list(request: HttpRequest) -> HttpResponse:
         .select_related("team")
         .prefetch_related("levels__users", "levels__channels", "levels__owners_of", "monitors")
     )
-    filterset = EscalationPolicyFilterSet(request.GET or None, queryset=queryset, request=request)
-    style_filters(filterset.form)
     context = {
         "section": "escalation",
-        "filterset": filterset,
-        "page_obj": paginate(request, filterset.qs),
+        **filtered_list(request, EscalationPolicyFilterSet, queryset),
         "may_create": may_create_routing(user),
     }
     return render(request, "monitoring/escalation_policy_list.html", context)
@@ -49,44 +45,27 @@ def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> 
     if policy is not None:
         form.fields["team"].disabled = True
     levels = level_formset(request.POST or None, user=user, policy=policy)
-    status = 200
-    if request.method == "POST" and form.is_valid() and levels.is_valid():
-        data, specs = form.cleaned_data, level_specs(levels)
+
+    def save(data: dict[str, Any]) -> EscalationPolicy:
+        fields = {"name": data["name"], "description": data["description"], "levels": level_specs(levels)}
         if policy is None:
-            saved, status = call_action(
-                form,
-                lambda: do_create_escalation_policy(
-                    team=data["team"],
-                    name=data["name"],
-                    description=data["description"],
-                    levels=specs,
-                    actor=user,
-                ),
-            )
-        else:
-            saved, status = call_action(
-                form,
-                lambda: do_update_escalation_policy(
-                    policy=policy,
-                    name=data["name"],
-                    description=data["description"],
-                    levels=specs,
-                    actor=user,
-                ),
-            )
-        if saved is not None:
-            messages.success(request, f"Saved escalation policy {saved.name}.")
-            return redirect(saved)
-    elif request.method == "POST":
-        status = 400
-    context = {
-        "section": "escalation",
-        "title": f"Edit {policy}" if policy else "New escalation policy",
-        "form": form,
-        "levels": levels,
-        "cancel_url": policy.get_absolute_url() if policy else reverse("escalation_policy_list"),
-    }
-    return render(request, "monitoring/escalation_policy_form.html", context, status=status)
+            return do_create_escalation_policy(team=data["team"], actor=user, **fields)
+        return do_update_escalation_policy(policy=policy, actor=user, **fields)
+
+    return form_view(
+        request,
+        form,
+        save,
+        success_message=lambda saved: f"Saved escalation policy {saved.name}.",
+        template="monitoring/escalation_policy_form.html",
+        context=lambda: {
+            "section": "escalation",
+            "title": f"Edit {policy}" if policy else "New escalation policy",
+            "levels": levels,
+            "cancel_url": policy.get_absolute_url() if policy else reverse("escalation_policy_list"),
+        },
+        also=[levels],
+    )
 
 
 @login_required

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from django.contrib import messages
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 
 from governance.models import ModelVersion
-from governance.views.helpers import call_action, perform, pretty_json, visible_or_404
+from governance.views.helpers import button_view, form_page, form_view, pretty_json, visible_or_404
 from monitoring.actions.checks import do_run_monitor
 from monitoring.actions.monitors import (
     do_create_monitor,
@@ -30,28 +32,23 @@ def monitor_create(request: HttpRequest, pk: int) -> HttpResponse:
         request, ModelVersion.objects.select_related("model", "training_dataset_version__dataset"), pk
     )
     form = MonitorForm(request.POST or None, user=request.user)
-    status = 200
-    if request.method == "POST" and form.is_valid():
+
+    def create(data: dict[str, Any]) -> Monitor:
         options = form.options()
-        monitor, status = call_action(
-            form,
-            lambda: do_create_monitor(
-                model_version=version, name=options.pop("name"), actor=request.user, **options
-            ),
+        return do_create_monitor(
+            model_version=version, name=options.pop("name"), actor=request.user, **options
         )
-        if monitor is not None:
-            messages.success(request, f"Created {monitor}.")
-            return redirect(monitor)
-    elif request.method == "POST":
-        status = 400
-    context = {
-        "section": "models",
-        "title": f"New monitor of {version}",
-        "form": form,
-        "submit_label": "Create monitor",
-        "cancel_url": version.get_absolute_url(),
-    }
-    return render(request, "generic/form.html", context, status=status)
+
+    return form_view(
+        request,
+        form,
+        create,
+        success_message=lambda monitor: f"Created {monitor}.",
+        template="generic/form.html",
+        context=lambda: form_page(
+            "models", f"New monitor of {version}", "Create monitor", version.get_absolute_url()
+        ),
+    )
 
 
 @login_required
@@ -87,86 +84,57 @@ def monitor_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a monitor's settings (and its schedule)."""
     monitor = visible_or_404(request, Monitor.objects.select_related(*MONITOR_RELATIONS), pk)
     form = MonitorForm.for_monitor(monitor, request.POST or None, user=request.user)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        options = form.options()
-        changed, status = call_action(
-            form, lambda: do_update_monitor(monitor=monitor, actor=request.user, **options)
-        )
-        if changed is not None:
-            messages.success(request, f"Saved {changed}.")
-            return redirect(changed)
-    elif request.method == "POST":
-        status = 400
-    context = {
-        "section": "models",
-        "title": f"Edit {monitor}",
-        "form": form,
-        "submit_label": "Save monitor",
-        "cancel_url": monitor.get_absolute_url(),
-    }
-    return render(request, "generic/form.html", context, status=status)
+    return form_view(
+        request,
+        form,
+        lambda data: do_update_monitor(monitor=monitor, actor=request.user, **form.options()),
+        success_message=lambda changed: f"Saved {changed}.",
+        template="generic/form.html",
+        context=lambda: form_page("models", f"Edit {monitor}", "Save monitor", monitor.get_absolute_url()),
+    )
 
 
-MONITOR_VERBS = {
-    "run": ("Run", "Queued a check of {monitor}."),
-    "pause": ("Pause", "Paused {monitor}: its schedule stops."),
-    "resume": ("Resume", "Resumed {monitor}."),
-    "delete": ("Delete", "Deleted {monitor}."),
+# verb: (label, action, success message, where a success goes)
+MONITOR_BUTTONS: dict[str, tuple[str, Callable[..., Any], str, Callable[[Monitor, Any], Any]]] = {
+    "run": ("Run", do_run_monitor, "Queued a check of {monitor}.", lambda monitor, check: check),
+    "pause": ("Pause", do_pause_monitor, "Paused {monitor}: its schedule stops.", lambda monitor, _: monitor),
+    "resume": ("Resume", do_resume_monitor, "Resumed {monitor}.", lambda monitor, _: monitor),
+    "delete": ("Delete", do_delete_monitor, "Deleted {monitor}.", lambda monitor, _: monitor.model_version),
 }
 
 
-def _monitor_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+def _monitor_button(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
     monitor = visible_or_404(request, Monitor.objects.select_related(*MONITOR_RELATIONS), pk)
-    label, success = MONITOR_VERBS[verb]
-    if request.method != "POST":
-        context = {
-            "section": "models",
-            "object": monitor,
-            "question": f"{label} {monitor}?",
-            "explanation": "Its checks and alerts stay." if verb == "delete" else "",
-            "confirm_label": label,
-            "cancel_url": monitor.get_absolute_url(),
-        }
-        return render(request, "generic/confirm.html", context)
-    results = {}
-
-    def act():
-        if verb == "run":
-            results["check"] = do_run_monitor(monitor=monitor, actor=request.user)
-        elif verb == "pause":
-            do_pause_monitor(monitor=monitor, actor=request.user)
-        elif verb == "resume":
-            do_resume_monitor(monitor=monitor, actor=request.user)
-        else:
-            do_delete_monitor(monitor=monitor, actor=request.user)
-
-    status = perform(request, act, success.format(monitor=monitor))
-    if status != 200:
-        return redirect(monitor)
-    if verb == "run":
-        return redirect(results["check"])
-    if verb == "delete":
-        return redirect(monitor.model_version)
-    return redirect(monitor)
+    label, action, success_message, success = MONITOR_BUTTONS[verb]
+    return button_view(
+        request,
+        lambda: action(monitor=monitor, actor=request.user),
+        section="models",
+        question=f"{label} {monitor}?",
+        explanation="Its checks and alerts stay." if verb == "delete" else "",
+        label=label,
+        back=monitor.get_absolute_url(),
+        success_message=success_message.format(monitor=monitor),
+        success=lambda result: success(monitor, result),
+    )
 
 
 @login_required
 def monitor_run(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks to confirm; POST queues a check of the monitor's window now."""
-    return _monitor_action(request, pk, "run")
+    return _monitor_button(request, pk, "run")
 
 
 @login_required
 def monitor_pause(request: HttpRequest, pk: int) -> HttpResponse:
-    return _monitor_action(request, pk, "pause")
+    return _monitor_button(request, pk, "pause")
 
 
 @login_required
 def monitor_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    return _monitor_action(request, pk, "resume")
+    return _monitor_button(request, pk, "resume")
 
 
 @login_required
 def monitor_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    return _monitor_action(request, pk, "delete")
+    return _monitor_button(request, pk, "delete")

@@ -1,12 +1,12 @@
 from rest_framework import serializers
 
-from governance.api.base import RestrictedPrimaryKeyRelatedField
+from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel
 from runners.models import Job, JobKind
 
 
 class JobSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = UsernameField()
 
     class Meta:
         model = Job

@@ -1,30 +1,28 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from governance.api.base import RestrictedViewSetMixin
+from governance.api.base import RestrictedCreateViewSet
 from runners import actions
 from runners.api.serializers import JobSerializer, JobSubmitSerializer
 from runners.filtersets import JobFilterSet
 from runners.models import Job
 
 
-class JobViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class JobViewSet(RestrictedCreateViewSet):
     """Submit training and inference jobs, follow their progress, cancel them."""
 
     queryset = Job.objects.select_related("created_by")
     serializer_class = JobSerializer
     filterset_class = JobFilterSet
 
-    def get_serializer_class(self):
-        return JobSubmitSerializer if self.action == "create" else JobSerializer
+    action_serializers = {"create": JobSubmitSerializer}
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer})
     def create(self, request, *args, **kwargs):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        job = actions.do_submit_job(actor=request.user, **serializer.validated_data)
+        data = self.validated(request)
+        job = actions.do_submit_job(actor=request.user, **data)
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

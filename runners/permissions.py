@@ -1,0 +1,27 @@
+"""Who may do what to runners' jobs: predicates, no state change.
+
+One definition per rule (issue 8): the job pages and the progress fragment (through the
+``may_change`` flag the views put in their context) ask these instead of calling ``can`` inline;
+``do_cancel_job`` checks the same team action inside its transaction. Which team role allows
+which action is decided once, in ``governance.permissions`` (``ROLE_ACTIONS``); this module only
+says which action a job needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from governance.permissions import CHANGE, can
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
+
+    from runners.models import Job
+
+    Person = User | AnonymousUser
+
+
+def may_cancel_job(user: Person, job: Job, *, fresh: bool = False) -> bool:
+    """Cancel ``job`` (queued) or ask it to stop (running): whoever may change the team's objects
+    (model owners and data scientists)."""
+    return can(user, CHANGE, job.team_id, fresh=fresh)
