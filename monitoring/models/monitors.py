@@ -43,6 +43,9 @@ MONITOR_FIELDS = (
     "retrain_where",
 )
 
+# The settable fields that are relations (audited as ids).
+MONITOR_RELATIONS = frozenset({"reference_dataset_version", "current_dataset", "escalation_policy"})
+
 MONITOR_BOUNDS = (
     ("window_versions", 1, 1000, "dataset versions"),
     ("schedule_minutes", 1, 366 * 24 * 60, "minutes"),
@@ -111,31 +114,12 @@ class Monitor(models.Model):
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
+    # What an audit event records of a monitor: its settings (relations by id), where it runs, and
+    # whether it is active; derived from MONITOR_FIELDS so the two lists cannot drift apart.
     audit_fields = (
-        "name",
         "model_version_id",
-        "reference_dataset_version_id",
-        "reference_where",
-        "source",
-        "current_dataset_id",
-        "window_versions",
-        "columns",
-        "methods",
-        "thresholds",
-        "drift_share",
-        "min_sample_size",
-        "check_predictions",
-        "check_performance",
-        "performance_tolerance",
-        "severity",
-        "runbook_url",
-        "escalation_policy_id",
-        "schedule_minutes",
+        *(f"{name}_id" if name in MONITOR_RELATIONS else name for name in MONITOR_FIELDS),
         "is_active",
-        "auto_resolve_after",
-        "reopen_within_hours",
-        "retrain_on_drift",
-        "retrain_where",
     )
 
     class Meta:
