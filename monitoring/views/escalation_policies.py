@@ -15,7 +15,7 @@ from monitoring.actions.policies import do_create_escalation_policy, do_update_e
 from monitoring.escalation import last_send_after, level_starts
 from monitoring.filtersets import EscalationPolicyFilterSet
 from monitoring.forms import EscalationPolicyForm, level_formset, level_specs
-from monitoring.models import EscalationPolicy, Monitor
+from monitoring.models import EscalationLevel, EscalationPolicy, Monitor
 from monitoring.permissions import may_create_routing, may_manage_escalation_policy
 
 
@@ -33,7 +33,20 @@ def escalation_policy_list(request: HttpRequest) -> HttpResponse:
         **filtered_list(request, EscalationPolicyFilterSet, queryset),
         "may_create": may_create_routing(user),
     }
+    # Each level with the minute it starts, from the same arithmetic as the detail page (the list
+    # used to print each level's delay as if it were its start).
+    for policy in context["page_obj"]:
+        policy.timeline = _timeline(list(policy.levels.all()))
     return render(request, "monitoring/escalation_policy_list.html", context)
+
+
+def _timeline(levels: list[EscalationLevel]) -> list[dict]:
+    """``[{"level", "starts_after"}]``: when each level's first notification goes out, in minutes
+    after the alert opens (``monitoring.escalation.level_starts``, what do_escalate_alert sends)."""
+    starts = level_starts([level.plan() for level in levels])
+    return [
+        {"level": level, "starts_after": _minutes(start)} for level, start in zip(levels, starts, strict=True)
+    ]
 
 
 def _policy_form_page(request: HttpRequest, policy: EscalationPolicy | None) -> HttpResponse:
@@ -92,12 +105,8 @@ def escalation_policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     levels = list(policy.levels.select_related("owners_of").prefetch_related("users", "channels"))
     # The times come from the step arithmetic do_escalate_alert sends with (issue 8: the page
     # used to add one more delay after the last notification).
-    plans = [level.plan() for level in levels]
-    starts = level_starts(plans)
-    last = last_send_after(plans)
-    timeline = [
-        {"level": level, "starts_after": _minutes(start)} for level, start in zip(levels, starts, strict=True)
-    ]
+    last = last_send_after([level.plan() for level in levels])
+    timeline = _timeline(levels)
     context = {
         "section": "escalation",
         "policy": policy,
