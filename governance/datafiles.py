@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,8 +173,47 @@ def write_frame(frame: pd.DataFrame, fmt: str) -> bytes:
     return frame.to_csv(index=False).encode("utf-8")
 
 
+def unstorable(value: Any) -> str | None:
+    """Why a JSON value cannot be stored as typed, or None: a NaN or infinite number, or a NUL
+    character in a string or key (PostgreSQL's jsonb refuses both; SQLite's JSON check refuses the
+    first). Walks lists and objects."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    if isinstance(value, str) and "\x00" in value:
+        return "text may not contain NUL characters"
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() for p in (unstorable(k), unstorable(v)) if p), None)
+    if isinstance(value, list):
+        return next((p for item in value if (p := unstorable(item))), None)
+    return None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def loads_json_object(text: str) -> dict[str, Any]:
+    """Parse ``text`` as a JSON object a user typed, strictly: no NaN/Infinity tokens, no number
+    beyond a float's range, no NUL character (``unstorable``). Raises ValueError saying why."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    problem = unstorable(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def check_where(where: Any, columns: list[str]) -> dict[str, Any]:
-    """Validate a row filter ``{column: value or [values]}`` against the dataset's columns."""
+    """Validate a row filter ``{column: value or [values]}`` against the dataset's columns.
+
+    Values are text, numbers or booleans that can be stored (``unstorable``). Raises RowFilterError.
+    """
     if where is None:
         return {}
     if not isinstance(where, dict):
@@ -183,6 +224,9 @@ def check_where(where: Any, columns: list[str]) -> dict[str, Any]:
         values = value if isinstance(value, list) else [value]
         if not values or not all(isinstance(v, str | int | float | bool) for v in values):
             raise RowFilterError(f"where: {column!r} needs a value or a non-empty list of values")
+        problem = unstorable(values)
+        if problem:
+            raise RowFilterError(f"where: {column!r}: {problem}")
     return dict(where)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 
 from governance.datafiles import DataFileError
 
@@ -48,4 +48,8 @@ def error_answer(exc: BaseException) -> ErrorAnswer | None:
         return ErrorAnswer(400, {DETAIL: "the request body is nested too deeply"})
     if isinstance(exc, IntegrityError):
         return ErrorAnswer(409, {DETAIL: CONFLICT})
+    if isinstance(exc, DataError):
+        # The last line of defence: a value the database cannot store (a NUL in text, a number out
+        # of a column's range) that validation let through is the client's input, not a 500.
+        return ErrorAnswer(400, {DETAIL: "a value in the request cannot be stored"})
     return None

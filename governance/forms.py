@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.db.models import QuerySet
 
+from governance.datafiles import loads_json_object
 from governance.models import PlatformRole, Team, TeamRole
 from governance.permissions import MANAGE, VIEW
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
+
+
+class JSONObjectField(forms.CharField):
+    """A JSON object typed into a text box; blank is ``{}``. Parsed strictly
+    (``governance.datafiles.loads_json_object``): NaN, Infinity, numbers beyond a float's range and
+    NUL characters are refused here, not by the database as a 500."""
+
+    widget = forms.Textarea(attrs={"rows": 2})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(*args, **kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return json.dumps(value) if isinstance(value, dict) else value
+
+    def to_python(self, value: Any) -> dict[str, Any]:
+        value = super().to_python(value)
+        if not value or not value.strip():
+            return {}
+        try:
+            return loads_json_object(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
 
 def visible_users(user: AbstractBaseUser) -> QuerySet:

@@ -7,12 +7,11 @@ business rules (their ValidationError lands on the field it names, ``governance.
 from __future__ import annotations
 
 import datetime
-import json
 
 from django import forms
 from django.contrib.auth import get_user_model
 
-from governance.forms import ScopedForm, comma_list
+from governance.forms import JSONObjectField, ScopedForm, comma_list
 from governance.models import Dataset, DatasetVersion, Team, TeamRole
 from monitoring.models import Channel, ChannelKind, CurrentSource, EscalationPolicy, Monitor, Severity
 
@@ -34,33 +33,6 @@ class DriftCheckForm(ScopedForm):
     def column_list(self) -> list[str] | None:
         """The typed columns, or None for the action's default."""
         return comma_list(self.cleaned_data["columns"]) or None
-
-
-class JSONObjectField(forms.CharField):
-    """A JSON object typed into a text box; blank means ``{}``."""
-
-    widget = forms.Textarea(attrs={"rows": 2})
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("required", False)
-        super().__init__(*args, **kwargs)
-
-    def prepare_value(self, value):
-        return json.dumps(value) if isinstance(value, dict) else value
-
-    def to_python(self, value):
-        value = super().to_python(value)
-        if not value or not value.strip():
-            return {}
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(
-                f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from exc
-        if not isinstance(parsed, dict):
-            raise forms.ValidationError('expected a JSON object, e.g. {"hum": 0.2}')
-        return parsed
 
 
 class MonitorForm(ScopedForm):

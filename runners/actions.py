@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
+from governance.datafiles import unstorable
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE
 from runners.lifecycle import Lifecycle
@@ -54,6 +55,8 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
     output = spec.get("output_dataset", "")
     if not isinstance(output, str) or len(output) > 200 or (output and not output.strip()):
         raise SpecError("output_dataset: a dataset name of 1 to 200 characters")
+    if unstorable(output):
+        raise SpecError(f"output_dataset: {unstorable(output)}")
     if output:
         spec = {**spec, "output_dataset": output.strip()}
     return spec

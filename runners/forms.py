@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
 
-from governance.forms import ScopedForm, comma_list
+from governance.forms import JSONObjectField, ScopedForm, comma_list
 from governance.models import DatasetVersion, RegisteredModel
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _json_object(raw: str, name: str) -> dict[str, Any]:
-    """Parse an optional JSON object typed into a text box; ``""`` is ``{}``."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise forms.ValidationError(f"{name}: not valid JSON ({exc.msg} at character {exc.pos})") from exc
-    except ValueError as exc:
-        raise forms.ValidationError(f"{name}: {exc}") from exc
-    except RecursionError as exc:
-        raise forms.ValidationError(f"{name}: nested too deeply") from exc
-    if not isinstance(value, dict):
-        raise forms.ValidationError(f'{name}: expected a JSON object such as {{"yr": 0}}')
-    return value
 
 
 class DatasetVersionChoiceField(forms.ModelChoiceField):
@@ -51,15 +29,11 @@ class TrainingJobForm(ScopedForm):
     batch_size = forms.IntegerField(initial=256)
     learning_rate = forms.FloatField(initial=0.001)
     seed = forms.IntegerField(initial=0)
-    where = forms.CharField(
-        required=False,
+    where = JSONObjectField(
         label="Row filter",
         widget=forms.TextInput(attrs={"placeholder": '{"yr": 0}'}),
         help_text="Train only on rows matching this JSON object of column: value (optional).",
     )
-
-    def clean_where(self) -> dict[str, Any]:
-        return _json_object(self.cleaned_data["where"], "where")
 
     def spec(self) -> dict[str, Any]:
         """The training spec for ``do_submit_job`` (shape of ``runners.training.TrainingSpec``)."""
@@ -83,8 +57,7 @@ class InferenceJobForm(ScopedForm):
     dataset_version = DatasetVersionChoiceField(
         label="Data to predict", help_text="Must hold the model's feature columns."
     )
-    where = forms.CharField(
-        required=False,
+    where = JSONObjectField(
         label="Row filter",
         widget=forms.TextInput(attrs={"placeholder": '{"yr": 1}'}),
         help_text="Predict only rows matching this JSON object of column: value (optional).",
@@ -94,9 +67,6 @@ class InferenceJobForm(ScopedForm):
         max_length=200,
         help_text="Dataset to write the predictions to (optional; a default name is derived).",
     )
-
-    def clean_where(self) -> dict[str, Any]:
-        return _json_object(self.cleaned_data["where"], "where")
 
     def spec(self) -> dict[str, Any]:
         """The inference spec for ``do_submit_job``: ``where`` and ``output_dataset`` when given."""
