@@ -22,9 +22,7 @@ from governance.actions.registry import (
 )
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.models import DatasetVersion, PlatformRole, TeamRole
-from monitoring import drift
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
-from runners import training
 
 SHARED_DATA = Path(settings.BASE_DIR).parent / "shared" / "data"
 
@@ -265,6 +263,8 @@ def bike_2012_csv(bike_frame, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bike_training_result(bike_frame):
     """``runners.training.train`` on the 2011 rows with the small spec (plain function, no DB)."""
+    from runners import training  # torch: imported by the tests that train, not by every run
+
     spec = training.parse_spec(_training_spec(), list(bike_frame.columns))
     return training.train(bike_frame[bike_frame["yr"] == 0], spec)
 
@@ -272,12 +272,16 @@ def bike_training_result(bike_frame):
 @pytest.fixture(scope="session")
 def bike_drift_result(bike_frame):
     """``monitoring.drift.compare`` of the 2012 rows against the 2011 rows over features + cnt."""
+    from monitoring import drift  # evidently: imported by the tests that compare, not by every run
+
     return drift.compare(bike_frame[bike_frame["yr"] == 0], bike_frame[bike_frame["yr"] == 1], DRIFT_COLUMNS)
 
 
 @pytest.fixture
 def registered_version(dataset_version, registered_model, scientist, bike_training_result):
     """A model version registered through the action from the session's trained artifact (no job)."""
+    from runners import training
+
     spec = training.parse_spec(_training_spec(), dataset_version.column_names)
     return do_register_model_version(
         model=registered_model,

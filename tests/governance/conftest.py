@@ -23,7 +23,6 @@ from governance.models import (
     Team,
 )
 from monitoring.models import Alert
-from runners.actions import do_submit_job
 
 PERSONAS = ["admin", "owner", "scientist", "approver", "viewer", "outsider", "compliance_officer"]
 
@@ -54,6 +53,8 @@ def world(
     Mobility: 2 datasets with 1 version each, 1 model with 1 version, 1 queued job, 1 finished
     drift check and its open alert. Fraud: 1 dataset, 1 version, 1 model, 1 version, 1 queued job.
     """
+    from runners.actions import do_submit_job  # imports torch (runners.training); only world needs it
+
     payments = tmp_path / "payments.csv"
     payments.write_text("amount,hour,is_fraud\n12.5,3,0\n990.0,4,1\n15.0,13,0\n")
     fraud_dataset = do_create_dataset(team=other_team, name="card-payments", actor=outsider)
