@@ -6,6 +6,8 @@ copy under ``demo_data/`` when the shared folder is absent.
 
 from __future__ import annotations
 
+import email
+import email.policy
 from pathlib import Path
 
 import pandas as pd
@@ -335,9 +337,23 @@ def mail_dir(settings) -> Path:
     return Path(settings.EMAIL_FILE_PATH)
 
 
+MAIL_SEPARATOR = b"\n" + b"-" * 79 + b"\n"
+
+
+def sent_mail(folder: Path) -> list[email.message.EmailMessage]:
+    """Every message the file backend wrote into ``folder``, headers unfolded.
+
+    It names a file by the second and the backend object's address, and CPython reuses a freed
+    backend's address: two sends within one second can share a file (a test that read one message
+    per file failed now and then). Each message is followed by a line of 79 dashes; split on it.
+    """
+    return [
+        email.message_from_bytes(chunk, policy=email.policy.default)
+        for path in sorted(folder.iterdir())
+        for chunk in path.read_bytes().split(MAIL_SEPARATOR)[:-1]
+    ]
+
+
 def mail_count(folder: Path) -> int:
-    """Messages the file backend wrote into ``folder``. Count them, not files: it names a file by
-    the second and the backend object's address, so two sends within one second can share a
-    file, each message followed by a line of 79 dashes."""
-    separator = b"\n" + b"-" * 79 + b"\n"
-    return sum(path.read_bytes().count(separator) for path in folder.iterdir())
+    """Messages the file backend wrote into ``folder`` (not files: see ``sent_mail``)."""
+    return len(sent_mail(folder))

@@ -8,14 +8,11 @@ the machine.
 from __future__ import annotations
 
 import datetime
-import email
-import email.policy
 import http.server
 import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -30,15 +27,6 @@ T0 = datetime.datetime(2025, 6, 2, 9, 0, tzinfo=datetime.UTC)  # in the past: "n
 
 def minutes(n: float) -> datetime.timedelta:
     return datetime.timedelta(minutes=n)
-
-
-def read_mail(path: Path) -> email.message.EmailMessage:
-    """A message the file email backend wrote (one per file here), headers unfolded."""
-    return email.message_from_string(path.read_text(), policy=email.policy.default)
-
-
-def mail_subject(path: Path) -> str:
-    return str(read_mail(path)["Subject"])
 
 
 HUM_DRIFT = {
@@ -109,6 +97,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    received_at: datetime.datetime  # the receiver checks a signature's age against this
 
     def json(self):
         return json.loads(self.body)
@@ -134,7 +123,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with self.receiver.lock:
-            self.receiver.requests.append(Received(self.path, dict(self.headers), body))
+            self.receiver.requests.append(
+                Received(self.path, dict(self.headers), body, datetime.datetime.now(datetime.UTC))
+            )
         status = self.receiver.next_status()
         payload = b"ok" if status < 400 else b"no_service"
         self.send_response(status)
