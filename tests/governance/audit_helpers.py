@@ -1,4 +1,5 @@
-"""Helpers shared by the audit tree tests: raw SQL as an attacker with database access."""
+"""Helpers shared by the audit tree tests: raw SQL as an attacker with database access, a log grown
+to given checkpoint sizes, hostile filter values and a response's body."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def grow_log(team, actor, sizes: list[int]) -> list[int]:
             do_create_dataset(team=team, name=f"log-{count:04}", actor=actor)
         checkpoints.append(sequence_audit_events().tree_size)
     return checkpoints
+
+
+def body(response) -> bytes:
+    """A response's bytes, streamed (exports) or not."""
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def streamed_text(response) -> str:
+    """A streamed response's text (fails on a response that is not streamed)."""
+    return b"".join(response.streaming_content).decode()
+
+
+def answer(response) -> tuple[int, dict]:
+    return response.status_code, response.json()

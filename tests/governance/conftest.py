@@ -23,6 +23,7 @@ from governance.models import (
     Team,
 )
 from monitoring.models import Alert
+from tests.governance.audit_helpers import grow_log
 
 PERSONAS = ["admin", "owner", "scientist", "approver", "viewer", "outsider", "compliance_officer"]
 
@@ -115,3 +116,11 @@ def fingerprint() -> dict:
     """Every row of the tables an API attack could change, to assert that none changed."""
     tables = [get_user_model(), Team, Membership, PlatformRoleGrant, ApiToken, PromotionRequest, AuditEvent]
     return {model.__name__: list(model.objects.order_by("pk").values()) for model in tables}
+
+
+@pytest.fixture
+def log(team, admin, compliance_officer) -> list[AuditEvent]:
+    """Twelve events in checkpoints of 5, 9 and 12, in leaf order: the team, the officer's
+    platform role, then ten datasets."""
+    grow_log(team, admin, [5, 9, 12])
+    return list(AuditEvent.objects.order_by("leaf__leaf_index"))
