@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import pytest
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
@@ -19,6 +20,10 @@ BEYOND_BIGINT = "9223372036854775808"  # 2**63
 OUT_OF_UTC = "Enter a date/time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once converted to UTC."
 TOO_BIG = "Ensure this value is less than or equal to 9223372036854775807."
 INVALID_CURSOR = (404, {"detail": "Invalid cursor"})
+
+needs_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL behaviour (triggers, concurrent writers)"
+)
 
 
 @contextlib.contextmanager
