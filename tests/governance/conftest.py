@@ -124,3 +124,8 @@ def log(team, admin, compliance_officer) -> list[AuditEvent]:
     platform role, then ten datasets."""
     grow_log(team, admin, [5, 9, 12])
     return list(AuditEvent.objects.order_by("leaf__leaf_index"))
+
+
+def result_ids(response) -> list[int]:
+    """The ids of a paginated list response's page, in order."""
+    return [row["id"] for row in response.json()["results"]]

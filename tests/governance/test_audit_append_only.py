@@ -9,15 +9,8 @@ import datetime
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from governance.audit.leaf import (
-    IsoTimestamp,
-    iso_timestamp,
-)
-from governance.models import (
-    AuditCheckpoint,
-    AuditEvent,
-    AuditLeaf,
-)
+from governance.audit.leaf import IsoTimestamp, iso_timestamp
+from governance.models import AuditCheckpoint, AuditEvent, AuditLeaf
 from tests.governance.audit_helpers import grow_log, needs_postgres
 
 PROTECTED = {

@@ -12,16 +12,10 @@ from governance.actions.registry import do_create_dataset
 from governance.actions.teams import do_set_membership
 from governance.actions.users import do_create_user
 from governance.audit.erasure import do_erase_personal_data
-from governance.audit.leaf import (
-    personal_details,
-)
+from governance.audit.leaf import personal_details
 from governance.audit.sequencer import sequence_audit_events
 from governance.audit.verify import verify_audit_log, verify_event
-from governance.models import (
-    AuditEvent,
-    AuditPersonalData,
-    TeamRole,
-)
+from governance.models import AuditEvent, AuditPersonalData, TeamRole
 
 
 def test_erasing_a_person_redacts_their_details_and_keeps_every_proof(

@@ -15,12 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from governance import merkle
-from tests.governance.merkle_helpers import (
-    MERKLE_SOURCE,
-    TIMESTAMP,
-    leaf_hashes,
-    naive_mth,
-)
+from tests.governance.merkle_helpers import MERKLE_SOURCE, TIMESTAMP, leaf_hashes, naive_mth
 
 # --- finding the first bad leaf (audit_verify) --------------------------------------------
 
