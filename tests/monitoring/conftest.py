@@ -13,7 +13,9 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from governance.actions.registry import do_register_dataset_version
@@ -71,19 +73,26 @@ def finish_check(monitor, outcome: CheckOutcome, now: datetime.datetime, actor):
     return do_finish_drift_check(check.pk, result=outcome, now=now)
 
 
+def register_frame(dataset, frame: pd.DataFrame, path: Path, actor) -> DatasetVersion:
+    """Write ``frame`` to ``path`` as CSV and register it as the next uploaded version of ``dataset``."""
+    frame.to_csv(path, index=False)
+    return do_register_dataset_version(
+        dataset=dataset,
+        file_path=path,
+        filename=path.name,
+        source=DatasetVersion.Source.UPLOAD,
+        actor=actor,
+    )
+
+
 @pytest.fixture
 def batch_version(current_dataset_version, scientist, bike_frame, tmp_path):
     """Add a version of ``bike-sharing-2012`` holding ``rows`` of its rows; returns the version."""
 
     def make(rows: int, **changes) -> DatasetVersion:
-        path = tmp_path / f"batch-{rows}.csv"
-        bike_frame[bike_frame["yr"] == 1].head(rows).assign(**changes).to_csv(path, index=False)
-        return do_register_dataset_version(
-            dataset=current_dataset_version.dataset,
-            file_path=path,
-            filename=path.name,
-            source=DatasetVersion.Source.UPLOAD,
-            actor=scientist,
+        rows_of_2012 = bike_frame[bike_frame["yr"] == 1].head(rows).assign(**changes)
+        return register_frame(
+            current_dataset_version.dataset, rows_of_2012, tmp_path / f"batch-{rows}.csv", scientist
         )
 
     return make
