@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -357,3 +360,28 @@ def sent_mail(folder: Path) -> list[email.message.EmailMessage]:
 def mail_count(folder: Path) -> int:
     """Messages the file backend wrote into ``folder`` (not files: see ``sent_mail``)."""
     return len(sent_mail(folder))
+
+
+def wrong_page_answers(
+    client,
+    request,
+    pages: Iterable[tuple[str, Any]],
+    personas: Iterable[str],
+    expected: Callable[[str, Any], int],
+) -> list[tuple[str, str, int]]:
+    """Render every page anonymously, then as each persona; return each (who, url, status) that is
+    not what it should be. Anonymous: a redirect to the login page. A persona: ``expected(persona,
+    rule)``, ``rule`` being the page's second item (who may see it)."""
+    wrong = []
+    for url, _ in pages:
+        response = client.get(url)
+        if response.status_code != 302 or response["Location"] != f"/login/?next={quote(url)}":
+            wrong.append(("anonymous", url, response.status_code))
+    for persona in personas:
+        client.force_login(request.getfixturevalue(persona))
+        for url, rule in pages:
+            status = client.get(url).status_code
+            if status != expected(persona, rule):
+                wrong.append((persona, url, status))
+        client.logout()
+    return wrong

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 
 import pytest
 from django.urls import reverse
@@ -17,6 +16,7 @@ from monitoring.execute import execute_drift_check
 from monitoring.models import Alert
 from runners.actions import do_submit_job
 from runners.models import Job, JobKind
+from tests.conftest import wrong_page_answers
 
 IN_TEAM = ["admin", "owner", "scientist", "approver", "viewer", "compliance_officer"]
 PERSONAS = [*IN_TEAM, "outsider"]
@@ -108,20 +108,11 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
     assert len(pages) == 39
-    wrong = []
-    for url, _ in pages:
-        response = client.get(url)
-        if response.status_code != 302 or response["Location"] != f"/login/?next={quote(url)}":
-            wrong.append(("anonymous", url, response.status_code))
-    for persona in PERSONAS:
-        client.force_login(request.getfixturevalue(persona))
-        for url, is_team_object in pages:
-            expected = 404 if is_team_object and persona == "outsider" else 200
-            status = client.get(url).status_code
-            if status != expected:
-                wrong.append((persona, url, status))
-        client.logout()
-    assert wrong == []
+
+    def expected(persona: str, is_team_object: bool) -> int:
+        return 404 if is_team_object and persona == "outsider" else 200
+
+    assert wrong_page_answers(client, request, pages, PERSONAS, expected) == []
 
 
 def test_login_page_logs_in_and_logout_is_a_post(client, owner):
