@@ -233,19 +233,26 @@ def training_spec() -> dict:
 @pytest.fixture
 def model_version(dataset_version, registered_model, scientist, training_spec):
     """A model version trained by running the training job's plain function (no broker)."""
-    from runners.actions import do_submit_job
-    from runners.execute import execute_job
-
-    job = do_submit_job(
+    job = run_job(
         kind="train",
         dataset_version=dataset_version,
         registered_model=registered_model,
         spec=training_spec,
         actor=scientist,
     )
+    return job.output_model_version
+
+
+def run_job(**submit):
+    """Submit a job through ``do_submit_job(**submit)`` and run the worker's plain function on it
+    (no broker); it must succeed. Returns the job re-read. Imports torch on first use."""
+    from runners.actions import do_submit_job
+    from runners.execute import execute_job
+
+    job = do_submit_job(**submit)
     assert execute_job(job.pk) == "succeeded"
     job.refresh_from_db()
-    return job.output_model_version
+    return job
 
 
 # Expensive, database-free results computed once per session; tests register them through the

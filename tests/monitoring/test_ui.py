@@ -25,9 +25,7 @@ from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.escalation import schedule
 from monitoring.execute import execute_drift_check, predict_with_model, run_escalations
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
-from runners.actions import do_submit_job
-from runners.execute import execute_job
-from tests.conftest import sent_mail
+from tests.conftest import run_job, sent_mail
 from tests.monitoring.conftest import BREACH, T0, finish_check, minutes
 
 MONITOR_FORM = {
@@ -292,15 +290,13 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
     django_capture_on_commit_callbacks,
 ):
     # The data scientist predicts the 2012 rows with the model trained on 2011.
-    inference = do_submit_job(
+    inference = run_job(
         kind="infer",
         dataset_version=dataset_version,
         model_version=registered_version,
         spec={"where": {"yr": 1}},
         actor=scientist,
     )
-    assert execute_job(inference.pk) == "succeeded"
-    inference.refresh_from_db()
     # The owner routes alerts: level 1 is herself by email and the team's webhook; level 2 the
     # team's data scientists, 15 minutes later.
     email = do_create_channel(team=team, name="people", kind="email", actor=owner)
