@@ -212,7 +212,8 @@ def registered_model(team, owner, scientist):
     return do_create_registered_model(team=team, name="bike-demand", owner=owner, actor=scientist)
 
 
-def _training_spec() -> dict:
+def small_training_spec() -> dict:
+    """The raw spec of ``training_spec``, for tests that parse it themselves."""
     return {
         "target": "cnt",
         "features": BIKE_FEATURES,
@@ -227,7 +228,7 @@ def _training_spec() -> dict:
 @pytest.fixture
 def training_spec() -> dict:
     """A small, fast spec: 2011 rows, 3 epochs."""
-    return _training_spec()
+    return small_training_spec()
 
 
 @pytest.fixture
@@ -277,7 +278,7 @@ def bike_training_result(bike_frame):
     """``runners.training.train`` on the 2011 rows with the small spec (plain function, no DB)."""
     from runners import training  # torch: imported by the tests that train, not by every run
 
-    spec = training.parse_spec(_training_spec(), list(bike_frame.columns))
+    spec = training.parse_spec(small_training_spec(), list(bike_frame.columns))
     return training.train(bike_frame[bike_frame["yr"] == 0], spec)
 
 
@@ -294,7 +295,7 @@ def registered_version(dataset_version, registered_model, scientist, bike_traini
     """A model version registered through the action from the session's trained artifact (no job)."""
     from runners import training
 
-    spec = training.parse_spec(_training_spec(), dataset_version.column_names)
+    spec = training.parse_spec(small_training_spec(), dataset_version.column_names)
     return do_register_model_version(
         model=registered_model,
         artifact_bytes=bike_training_result.artifact,

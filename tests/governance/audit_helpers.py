@@ -4,14 +4,17 @@ to given checkpoint sizes, hostile filter values and a response's body."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Iterator
 
 import pytest
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
+from django.utils import timezone
 
 from governance.actions.registry import do_create_dataset
 from governance.audit.sequencer import sequence_audit_events
+from governance.models import AuditEvent
 
 # Hostile values for the audit trail's filters and paths, and the answers they get (issue 3).
 EARLIEST_WITH_OFFSET = "0001-01-01T00:00:00+05:00"  # 0000-12-31T19:00Z: before year 1
@@ -64,3 +67,18 @@ def streamed_text(response) -> str:
 
 def answer(response) -> tuple[int, dict]:
     return response.status_code, response.json()
+
+
+def create_events_sharing_a_timestamp() -> datetime.datetime:
+    """Seven ``dataset.touch`` events written straight to the table: the odd ones share one
+    timestamp (returned), the even ones are 1 to 7 s older, so a page boundary falls among equal
+    times."""
+    shared = timezone.now()
+    for number in range(7):
+        AuditEvent.objects.create(
+            timestamp=shared if number % 2 else shared - datetime.timedelta(seconds=number + 1),
+            actor_label="admin",
+            action="dataset.touch",
+            object_repr=f"d{number}",
+        )
+    return shared

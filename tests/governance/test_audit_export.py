@@ -5,7 +5,6 @@ verifier, and both streamed in chunks after their query ran."""
 from __future__ import annotations
 
 import csv
-import datetime
 import io
 import json
 import subprocess
@@ -13,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
 from governance import audit_export
 from governance.actions.registry import do_create_dataset
@@ -27,6 +25,7 @@ from tests.governance.audit_helpers import (
     OUT_OF_UTC,
     answer,
     body,
+    create_events_sharing_a_timestamp,
     raw_sql,
     streamed_text,
 )
@@ -236,14 +235,7 @@ def test_the_csv_export_continues_after_its_first_chunk_across_equal_times(
     monkeypatch, team, client_for, compliance_officer
 ):
     monkeypatch.setattr(audit_export, "CHUNK", 2)
-    shared = timezone.now()
-    for number in range(7):
-        AuditEvent.objects.create(
-            timestamp=shared if number % 2 else shared - datetime.timedelta(seconds=number + 1),
-            actor_label="admin",
-            action="dataset.touch",
-            object_repr=f"d{number}",
-        )
+    create_events_sharing_a_timestamp()
 
     response = client_for(compliance_officer).get("/api/audit-events/export.csv", {"action": "dataset."})
 
