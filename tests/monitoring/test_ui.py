@@ -289,6 +289,7 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
     mail_dir,
     django_capture_on_commit_callbacks,
 ):
+    # One user journey read top to bottom (issue 8 allows it past 80 lines): each step needs the last.
     # The data scientist predicts the 2012 rows with the model trained on 2011.
     inference = run_job(
         kind="infer",
