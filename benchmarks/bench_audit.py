@@ -142,31 +142,23 @@ def _run_writers(writers: int, appends: int, append: Callable[[int, int], None])
     return writers * appends / elapsed
 
 
-def bench_append(writers: int, appends: int) -> None:
-    import logging
+def _append_variants(user, team) -> dict[str, Callable[[int, int], None]]:
+    """The three ways to append an event, each in its own transaction: ``plain`` raw SQL INSERT,
+    ``orm`` ``AuditEvent.objects.create``, ``record`` the app's ``record_audit_event``."""
+    import json
 
-    from django.contrib.auth import get_user_model
     from django.db import connection, transaction
+    from django.utils import timezone
 
     from governance.audit import record_audit_event
-    from governance.audit.sequencer import sequence_audit_events
-    from governance.models import AuditEvent, Team
+    from governance.models import AuditEvent
 
-    # The baselines' rows carry no tag, so the sequencer refuses them, as it should, with an
-    # error line each: keep those out of the figures.
-    logging.getLogger("governance.audit.sequencer").setLevel(logging.CRITICAL)
-    user = get_user_model().objects.create_user("writer")
-    team = Team.objects.create(name="Bench", slug="bench")
     columns = (
         "timestamp, actor_id, actor_label, on_behalf_of_id, on_behalf_of_label, action, object_type, "
         "object_id, object_repr, team_id, before, after, request_id, task_id"
     )
 
     def plain_insert(writer: int, i: int) -> None:
-        import json
-
-        from django.utils import timezone
-
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO governance_auditevent ({columns}) "  # noqa: S608 - constant columns
@@ -209,18 +201,18 @@ def bench_append(writers: int, appends: int) -> None:
                 after=_payload(i),
             )
 
-    print(
-        f"(a) append throughput, {writers} writers (threads) x {appends} appends, one transaction each;"
-        " median of 3 interleaved rounds"
-    )
-    _run_writers(writers, max(appends // 10, 10), recorded)  # warm-up: connections, caches
-    # Interleaved rounds, so load from other processes on the machine hits every variant alike.
-    rounds: dict[str, list[float]] = {"plain": [], "orm": [], "record": []}
-    for _ in range(3):
-        rounds["plain"].append(_run_writers(writers, appends, plain_insert))
-        rounds["orm"].append(_run_writers(writers, appends, orm_create))
-        rounds["record"].append(_run_writers(writers, appends, recorded))
-    plain, orm, record = (statistics.median(rounds[name]) for name in ("plain", "orm", "record"))
+    return {"plain": plain_insert, "orm": orm_create, "record": recorded}
+
+
+def _rate_with_sequencer_beside(
+    writers: int, appends: int, append: Callable[[int, int], None]
+) -> tuple[float, list[int]]:
+    """Appends per second while the sequencer runs in a loop in another thread; and the number of
+    events each of its runs sequenced."""
+    from django.db import connection
+
+    from governance.audit.sequencer import sequence_audit_events
+
     stop = threading.Event()
     runs: list[int] = []
 
@@ -234,9 +226,38 @@ def bench_append(writers: int, appends: int) -> None:
     sequence_audit_events(max_events=10_000_000)
     beside = threading.Thread(target=sequencer)
     beside.start()
-    record_with_sequencer = _run_writers(writers, appends, recorded)
+    rate = _run_writers(writers, appends, append)
     stop.set()
     beside.join()
+    return rate, runs
+
+
+def bench_append(writers: int, appends: int) -> None:
+    import logging
+
+    from django.contrib.auth import get_user_model
+
+    from governance.models import Team
+
+    # The baselines' rows carry no tag, so the sequencer refuses them, as it should, with an
+    # error line each: keep those out of the figures.
+    logging.getLogger("governance.audit.sequencer").setLevel(logging.CRITICAL)
+    user = get_user_model().objects.create_user("writer")
+    team = Team.objects.create(name="Bench", slug="bench")
+    variants = _append_variants(user, team)
+
+    print(
+        f"(a) append throughput, {writers} writers (threads) x {appends} appends, one transaction each;"
+        " median of 3 interleaved rounds"
+    )
+    _run_writers(writers, max(appends // 10, 10), variants["record"])  # warm-up: connections, caches
+    # Interleaved rounds, so load from other processes on the machine hits every variant alike.
+    rounds: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(3):
+        for name, append in variants.items():
+            rounds[name].append(_run_writers(writers, appends, append))
+    plain, orm, record = (statistics.median(rounds[name]) for name in ("plain", "orm", "record"))
+    record_with_sequencer, runs = _rate_with_sequencer_beside(writers, appends, variants["record"])
     print(f"  plain INSERT (raw SQL)                 {plain:9,.0f} appends/s")
     print(f"  plain INSERT (ORM create)              {orm:9,.0f} appends/s")
     print(f"  record_audit_event                     {record:9,.0f} appends/s")
@@ -305,29 +326,24 @@ def _salt_and_tag_events_after(last_id: int) -> None:
                 copy.write_row(values)
 
 
-def bench_million(events: int, proofs: int) -> dict:
-    import random
-
-    from django.contrib.auth import get_user_model
+def _empty_the_log() -> None:
+    """(a)'s baseline rows carry no tag and were refused, as they should be: start (b) from an
+    empty log (this scratch database only) so that audit_verify times an intact one."""
     from django.db import connection, transaction
 
-    from governance.audit.proofs import event_proof, latest_checkpoint, stored_inclusion_proof
-    from governance.audit.sequencer import sequence_audit_events
-    from governance.models import AuditEvent, AuditRejection, PlatformRoleGrant, Team
-
-    # (a)'s baseline rows carry no tag and were refused, as they should be: start (b) from an
-    # empty log (this scratch database only) so that audit_verify times an intact one.
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT set_config('steward.audit_maintenance', 'on', true)")
         cursor.execute(
             "TRUNCATE governance_auditrejection, governance_auditleaf, governance_auditpersonaldata, "
             "governance_audittreenode, governance_auditcheckpoint, governance_auditevent"
         )
-    users = [get_user_model().objects.create_user(f"user{i}") for i in range(20)]
-    teams = [Team.objects.create(name=f"Team {i}", slug=f"team-{i}") for i in range(10)]
-    existing = AuditEvent.objects.count()
-    last_before = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    print(f"\n(b) {events:,} events (plus {existing:,} written by the set-up) on PostgreSQL")
+
+
+def _generate_events(events: int, users: list, teams: list, last_before: int) -> None:
+    """Bulk-insert ``events`` events by 250,000 with INSERT ... SELECT generate_series, then their
+    salts and tags; vacuum."""
+    from django.db import connection
+
     started = time.perf_counter()
     with connection.cursor() as cursor:
         for start in range(1, events + 1, 250_000):
@@ -352,6 +368,15 @@ def bench_million(events: int, proofs: int) -> dict:
         f"{time.perf_counter() - started:8.1f} s"
     )
 
+
+def _sequence_everything(last_before: int) -> int:
+    """Run the real sequencer until nothing is left; then time a run with nothing to do. Returns
+    the number of events in the log. Raises ``RuntimeError`` if it refused a generated event."""
+    from django.db import connection
+
+    from governance.audit.sequencer import sequence_audit_events
+    from governance.models import AuditEvent, AuditRejection
+
     started, runs = time.perf_counter(), 0
     while sequence_audit_events(max_events=50_000, batch_size=10_000).sequenced:
         runs += 1
@@ -371,23 +396,29 @@ def bench_million(events: int, proofs: int) -> dict:
     print(
         f"  sequencer run with nothing to do        {idle_ms:8.1f} ms  (the anti-join over {total:,} events)"
     )
+    return total
 
-    # As an operator runs it: a fresh process (Django start-up included), in the scratch database.
-    def verify_s(*options: str) -> float:
-        started = time.perf_counter()
-        result = subprocess.run(  # noqa: S603 - our interpreter, our manage.py
-            [sys.executable, str(ROOT / "manage.py"), "audit_verify", *options],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        elapsed = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"audit_verify failed: {result.stderr or result.stdout}")
-        return elapsed
 
-    timings = [verify_s() for _ in range(3)]
-    one_worker = verify_s("--workers", "1")
+def _audit_verify_s(*options: str) -> float:
+    """Seconds ``manage.py audit_verify`` takes as an operator runs it: a fresh process (Django
+    start-up included), in the scratch database. Raises ``RuntimeError`` if it fails."""
+    started = time.perf_counter()
+    result = subprocess.run(  # noqa: S603 - our interpreter, our manage.py
+        [sys.executable, str(ROOT / "manage.py"), "audit_verify", *options],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"audit_verify failed: {result.stderr or result.stdout}")
+    return elapsed
+
+
+def _time_audit_verify(total: int) -> float:
+    """Best of three ``audit_verify`` runs (printed with one on a single worker)."""
+    timings = [_audit_verify_s() for _ in range(3)]
+    one_worker = _audit_verify_s("--workers", "1")
     best = min(timings)
     print(
         f"  manage.py audit_verify                  {best:8.2f} s   (best of 3, median "
@@ -398,6 +429,17 @@ def bench_million(events: int, proofs: int) -> dict:
         f"  manage.py audit_verify --workers 1      {one_worker:8.2f} s   "
         f"({total / one_worker:,.0f} events/s on one core)"
     )
+    return best
+
+
+def _time_proofs(proofs: int) -> tuple[float, float]:
+    """Median milliseconds of ``proofs`` random inclusion proofs: from the stored nodes alone,
+    and the API's whole ``event_proof``."""
+    import random
+
+    from governance.audit.proofs import event_proof, latest_checkpoint, stored_inclusion_proof
+    from governance.models import AuditEvent
+
     rng = random.Random(6962)
     latest = latest_checkpoint()
     indexes = [rng.randrange(latest.tree_size) for _ in range(proofs)]
@@ -419,6 +461,24 @@ def bench_million(events: int, proofs: int) -> dict:
         f"  inclusion proof, event_proof (3 queries) {whole_ms:7.3f} ms"
         "  (event + leaf + salt, checkpoint, nodes)"
     )
+    return stored_ms, whole_ms
+
+
+def bench_million(events: int, proofs: int) -> dict:
+    from django.contrib.auth import get_user_model
+
+    from governance.models import AuditEvent, PlatformRoleGrant, Team
+
+    _empty_the_log()
+    users = [get_user_model().objects.create_user(f"user{i}") for i in range(20)]
+    teams = [Team.objects.create(name=f"Team {i}", slug=f"team-{i}") for i in range(10)]
+    existing = AuditEvent.objects.count()
+    last_before = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    print(f"\n(b) {events:,} events (plus {existing:,} written by the set-up) on PostgreSQL")
+    _generate_events(events, users, teams, last_before)
+    total = _sequence_everything(last_before)
+    best = _time_audit_verify(total)
+    stored_ms, whole_ms = _time_proofs(proofs)
     officer = get_user_model().objects.create_user("carl")
     PlatformRoleGrant.objects.create(user=officer, role="compliance_officer")
     return {

@@ -66,19 +66,9 @@ def median_ms(action: Callable[[int], object], indexes: list[int]) -> float:
     return statistics.median(timings) / 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--leaves", type=int, default=1_000_000)
-    parser.add_argument("--proofs", type=int, default=1_000)
-    parser.add_argument("--checkpoint-every", type=int, default=1_000)
-    args = parser.parse_args()
-    merkle = load_merkle()
-    n = args.leaves
-    rng = random.Random(6962)
-    salt = b"bench"
-    print(f"Merkle benchmark: {n:,} leaves, Python {sys.version.split()[0]}")
-
-    # 1. Recompute every leaf hash from canonical JSON (objects built outside the timing).
+def hash_every_leaf(merkle: ModuleType, n: int, salt: bytes) -> tuple[list[bytes], float]:
+    """Step 1: recompute every leaf hash from canonical JSON (objects built outside the timing).
+    Returns the hashes and the seconds spent."""
     hashing_s, json_bytes = 0.0, 0
     hashes: list[bytes] = []
     for start in range(0, n, CHUNK):
@@ -89,8 +79,15 @@ def main() -> None:
         hashing_s += time.perf_counter() - started
         json_bytes += sum(map(len, encoded))
     print(f"  canonical JSON + leaf hash  {hashing_s:8.3f} s   ({json_bytes / n:.0f} bytes of JSON a leaf)")
+    return hashes, hashing_s
 
-    # 2. Roots three ways, and the trees that serve proofs.
+
+def build_trees(
+    merkle: ModuleType, hashes: list[bytes]
+) -> tuple[bytes, object, dict[tuple[int, int], bytes]]:
+    """Step 2: roots three ways, and the trees that serve proofs. Returns the root, the
+    in-memory ``MerkleTree`` and the sequencer's node table ``{(level, index): hash}``."""
+    n = len(hashes)
     root_s, root = seconds(lambda: merkle.root(hashes))
     frontier = merkle.CompactRange()
     extend_s, _ = seconds(lambda: frontier.extend(hashes))
@@ -114,11 +111,16 @@ def main() -> None:
         f"  sequencer, append each leaf {sequence_s:7.3f} s   "
         f"({n / sequence_s:,.0f} leaves/s, {len(node_table):,} nodes to store)"
     )
+    return root, tree, node_table
 
-    # 3. audit_verify's pure core: signed roots every N leaves plus the stored leaf hashes.
+
+def find_mismatches(merkle: ModuleType, hashes: list[bytes], every: int, rng: random.Random) -> float:
+    """Step 3: audit_verify's pure core, signed roots every ``every`` leaves plus the stored leaf
+    hashes; an intact log, then one tampered leaf found exactly. Returns the intact run's seconds."""
+    n = len(hashes)
     checkpoints = []
     prefix = merkle.CompactRange()
-    for size in range(args.checkpoint_every, n + 1, args.checkpoint_every):
+    for size in range(every, n + 1, every):
         prefix.extend(hashes[prefix.size : size])
         checkpoints.append((size, prefix.root()))
     stored = list(hashes)
@@ -129,12 +131,18 @@ def main() -> None:
     tampered[bad] = merkle.leaf_hash(b"tampered")
     locate_s, found = seconds(lambda: merkle.find_first_mismatch(tampered, checkpoints, stored))
     assert (found.leaf_index, found.is_exact) == (bad, True)
-    verify_s = hashing_s + check_s
     print(f"  find_first_mismatch, ok    {check_s:8.3f} s   ({len(checkpoints):,} checkpoints)")
     print(f"  find_first_mismatch, bad   {locate_s:8.3f} s   -> {found}")
+    return check_s
 
-    # 4. Proofs at full size: from the in-memory tree and from a node table (dict lookups).
-    indexes = [rng.randrange(n) for _ in range(args.proofs)]
+
+def time_proofs(
+    merkle, hashes, root, tree, node_table, count: int, rng: random.Random
+) -> tuple[float, float, float]:
+    """Step 4: proofs at full size, from the in-memory tree and from a node table (dict lookups).
+    Returns the median milliseconds of (tree proof, node-table proof, verification)."""
+    n = len(hashes)
+    indexes = [rng.randrange(n) for _ in range(count)]
     proofs = {i: tree.inclusion_proof(i) for i in indexes}
     tree_proof_ms = median_ms(tree.inclusion_proof, indexes)
 
@@ -145,13 +153,18 @@ def main() -> None:
     assert all(from_table(i) == proofs[i] for i in indexes[:50])
     table_proof_ms = median_ms(from_table, indexes)
     verify_ms = median_ms(lambda i: merkle.verify_inclusion(i, n, hashes[i], proofs[i], root), indexes)
-    olds = [rng.randrange(1, n) for _ in range(args.proofs)]
+    olds = [rng.randrange(1, n) for _ in range(count)]
     consistency_ms = median_ms(tree.consistency_proof, olds)
     print(f"  inclusion proof, MerkleTree {tree_proof_ms:8.4f} ms  (median of {len(indexes):,})")
     print(f"  inclusion proof, node table {table_proof_ms:8.4f} ms")
     print(f"  inclusion proof, verify     {verify_ms:8.4f} ms")
     print(f"  consistency proof           {consistency_ms:8.4f} ms")
+    return tree_proof_ms, table_proof_ms, verify_ms
 
+
+def report_goals(
+    n: int, verify_s: float, tree_proof_ms: float, table_proof_ms: float, verify_ms: float
+) -> None:
     print("Against the goals (measured / goal; below 1 meets it):")
     print(
         f"  audit_verify core over {n:,} events: {verify_s:.2f} s / {GOAL_VERIFY_S:.0f} s"
@@ -169,6 +182,26 @@ def main() -> None:
         f"  inclusion proof verification:            {verify_ms:.4f} ms / {GOAL_PROOF_MS:.0f} ms"
         f" = {verify_ms / GOAL_PROOF_MS:.4f}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", type=int, default=1_000_000)
+    parser.add_argument("--proofs", type=int, default=1_000)
+    parser.add_argument("--checkpoint-every", type=int, default=1_000)
+    args = parser.parse_args()
+    merkle = load_merkle()
+    n = args.leaves
+    rng = random.Random(6962)
+    print(f"Merkle benchmark: {n:,} leaves, Python {sys.version.split()[0]}")
+
+    hashes, hashing_s = hash_every_leaf(merkle, n, salt=b"bench")
+    root, tree, node_table = build_trees(merkle, hashes)
+    check_s = find_mismatches(merkle, hashes, args.checkpoint_every, rng)
+    tree_proof_ms, table_proof_ms, verify_ms = time_proofs(
+        merkle, hashes, root, tree, node_table, args.proofs, rng
+    )
+    report_goals(n, hashing_s + check_s, tree_proof_ms, table_proof_ms, verify_ms)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ copy under ``demo_data/`` when the shared folder is absent.
 
 from __future__ import annotations
 
+import email
+import email.policy
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -22,9 +27,7 @@ from governance.actions.registry import (
 )
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.models import DatasetVersion, PlatformRole, TeamRole
-from monitoring import drift
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
-from runners import training
 
 SHARED_DATA = Path(settings.BASE_DIR).parent / "shared" / "data"
 
@@ -209,7 +212,8 @@ def registered_model(team, owner, scientist):
     return do_create_registered_model(team=team, name="bike-demand", owner=owner, actor=scientist)
 
 
-def _training_spec() -> dict:
+def small_training_spec() -> dict:
+    """The raw spec of ``training_spec``, for tests that parse it themselves."""
     return {
         "target": "cnt",
         "features": BIKE_FEATURES,
@@ -224,25 +228,32 @@ def _training_spec() -> dict:
 @pytest.fixture
 def training_spec() -> dict:
     """A small, fast spec: 2011 rows, 3 epochs."""
-    return _training_spec()
+    return small_training_spec()
 
 
 @pytest.fixture
 def model_version(dataset_version, registered_model, scientist, training_spec):
     """A model version trained by running the training job's plain function (no broker)."""
-    from runners.actions import do_submit_job
-    from runners.execute import execute_job
-
-    job = do_submit_job(
+    job = run_job(
         kind="train",
         dataset_version=dataset_version,
         registered_model=registered_model,
         spec=training_spec,
         actor=scientist,
     )
+    return job.output_model_version
+
+
+def run_job(**submit):
+    """Submit a job through ``do_submit_job(**submit)`` and run the worker's plain function on it
+    (no broker); it must succeed. Returns the job re-read. Imports torch on first use."""
+    from runners.actions import do_submit_job
+    from runners.execute import execute_job
+
+    job = do_submit_job(**submit)
     assert execute_job(job.pk) == "succeeded"
     job.refresh_from_db()
-    return job.output_model_version
+    return job
 
 
 # Expensive, database-free results computed once per session; tests register them through the
@@ -265,20 +276,26 @@ def bike_2012_csv(bike_frame, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bike_training_result(bike_frame):
     """``runners.training.train`` on the 2011 rows with the small spec (plain function, no DB)."""
-    spec = training.parse_spec(_training_spec(), list(bike_frame.columns))
+    from runners import training  # torch: imported by the tests that train, not by every run
+
+    spec = training.parse_spec(small_training_spec(), list(bike_frame.columns))
     return training.train(bike_frame[bike_frame["yr"] == 0], spec)
 
 
 @pytest.fixture(scope="session")
 def bike_drift_result(bike_frame):
     """``monitoring.drift.compare`` of the 2012 rows against the 2011 rows over features + cnt."""
+    from monitoring import drift  # evidently: imported by the tests that compare, not by every run
+
     return drift.compare(bike_frame[bike_frame["yr"] == 0], bike_frame[bike_frame["yr"] == 1], DRIFT_COLUMNS)
 
 
 @pytest.fixture
 def registered_version(dataset_version, registered_model, scientist, bike_training_result):
     """A model version registered through the action from the session's trained artifact (no job)."""
-    spec = training.parse_spec(_training_spec(), dataset_version.column_names)
+    from runners import training
+
+    spec = training.parse_spec(small_training_spec(), dataset_version.column_names)
     return do_register_model_version(
         model=registered_model,
         artifact_bytes=bike_training_result.artifact,
@@ -331,9 +348,48 @@ def mail_dir(settings) -> Path:
     return Path(settings.EMAIL_FILE_PATH)
 
 
+MAIL_SEPARATOR = b"\n" + b"-" * 79 + b"\n"
+
+
+def sent_mail(folder: Path) -> list[email.message.EmailMessage]:
+    """Every message the file backend wrote into ``folder``, headers unfolded.
+
+    It names a file by the second and the backend object's address, and CPython reuses a freed
+    backend's address: two sends within one second can share a file (a test that read one message
+    per file failed now and then). Each message is followed by a line of 79 dashes; split on it.
+    """
+    return [
+        email.message_from_bytes(chunk, policy=email.policy.default)
+        for path in sorted(folder.iterdir())
+        for chunk in path.read_bytes().split(MAIL_SEPARATOR)[:-1]
+    ]
+
+
 def mail_count(folder: Path) -> int:
-    """Messages the file backend wrote into ``folder``. Count them, not files: it names a file by
-    the second and the backend object's address, so two sends within one second can share a
-    file, each message followed by a line of 79 dashes."""
-    separator = b"\n" + b"-" * 79 + b"\n"
-    return sum(path.read_bytes().count(separator) for path in folder.iterdir())
+    """Messages the file backend wrote into ``folder`` (not files: see ``sent_mail``)."""
+    return len(sent_mail(folder))
+
+
+def wrong_page_answers(
+    client,
+    request,
+    pages: Iterable[tuple[str, Any]],
+    personas: Iterable[str],
+    expected: Callable[[str, Any], int],
+) -> list[tuple[str, str, int]]:
+    """Render every page anonymously, then as each persona; return each (who, url, status) that is
+    not what it should be. Anonymous: a redirect to the login page. A persona: ``expected(persona,
+    rule)``, ``rule`` being the page's second item (who may see it)."""
+    wrong = []
+    for url, _ in pages:
+        response = client.get(url)
+        if response.status_code != 302 or response["Location"] != f"/login/?next={quote(url)}":
+            wrong.append(("anonymous", url, response.status_code))
+    for persona in personas:
+        client.force_login(request.getfixturevalue(persona))
+        for url, rule in pages:
+            status = client.get(url).status_code
+            if status != expected(persona, rule):
+                wrong.append((persona, url, status))
+        client.logout()
+    return wrong

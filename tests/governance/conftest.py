@@ -23,7 +23,7 @@ from governance.models import (
     Team,
 )
 from monitoring.models import Alert
-from runners.actions import do_submit_job
+from tests.governance.audit_helpers import grow_log
 
 PERSONAS = ["admin", "owner", "scientist", "approver", "viewer", "outsider", "compliance_officer"]
 
@@ -54,6 +54,8 @@ def world(
     Mobility: 2 datasets with 1 version each, 1 model with 1 version, 1 queued job, 1 finished
     drift check and its open alert. Fraud: 1 dataset, 1 version, 1 model, 1 version, 1 queued job.
     """
+    from runners.actions import do_submit_job  # imports torch (runners.training); only world needs it
+
     payments = tmp_path / "payments.csv"
     payments.write_text("amount,hour,is_fraud\n12.5,3,0\n990.0,4,1\n15.0,13,0\n")
     fraud_dataset = do_create_dataset(team=other_team, name="card-payments", actor=outsider)
@@ -114,3 +116,16 @@ def fingerprint() -> dict:
     """Every row of the tables an API attack could change, to assert that none changed."""
     tables = [get_user_model(), Team, Membership, PlatformRoleGrant, ApiToken, PromotionRequest, AuditEvent]
     return {model.__name__: list(model.objects.order_by("pk").values()) for model in tables}
+
+
+@pytest.fixture
+def log(team, admin, compliance_officer) -> list[AuditEvent]:
+    """Twelve events in checkpoints of 5, 9 and 12, in leaf order: the team, the officer's
+    platform role, then ten datasets."""
+    grow_log(team, admin, [5, 9, 12])
+    return list(AuditEvent.objects.order_by("leaf__leaf_index"))
+
+
+def result_ids(response) -> list[int]:
+    """The ids of a paginated list response's page, in order."""
+    return [row["id"] for row in response.json()["results"]]

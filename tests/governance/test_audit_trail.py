@@ -3,11 +3,8 @@ an invalid filter lists nothing and offers no export, ids beyond bigint are a 40
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
 from governance.actions.registry import do_create_dataset
 from governance.audit.erasure import do_erase_personal_data
@@ -20,6 +17,7 @@ from tests.governance.audit_helpers import (
     LATEST_WITH_OFFSET,
     OUT_OF_UTC,
     TOO_BIG,
+    create_events_sharing_a_timestamp,
     raw_sql,
 )
 
@@ -59,14 +57,7 @@ def test_older_newer_and_newest_links_walk_the_trail(client, admin, team, compli
 
 
 def test_events_with_one_timestamp_are_not_lost_between_pages(admin, team):
-    shared = timezone.now()
-    for number in range(7):
-        AuditEvent.objects.create(
-            timestamp=shared if number % 2 else shared - datetime.timedelta(seconds=number + 1),
-            actor_label="admin",
-            action="dataset.touch",
-            object_repr=f"d{number}",
-        )
+    shared = create_events_sharing_a_timestamp()
     events = AuditEvent.objects.filter(action="dataset.touch")
     everything = list(events.order_by("-timestamp", "-id"))
     assert [e.timestamp == shared for e in everything] == [True, True, True, False, False, False, False]

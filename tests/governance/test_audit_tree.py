@@ -1,5 +1,5 @@
-"""The audit log's Merkle tree: leaves, the sequencer, the signing key, stored proofs, erasure,
-and PostgreSQL's append-only triggers (issue 3)."""
+"""The audit log's Merkle tree: leaves, the sequencer, the signing key and stored proofs (issue 3).
+Erasure and the append-only triggers: test_audit_erasure.py, test_audit_append_only.py."""
 
 from __future__ import annotations
 
@@ -14,42 +14,30 @@ from celery.contrib.testing.worker import start_worker
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from django.core.exceptions import PermissionDenied
-from django.core.management import call_command
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 
 import config.celery
 from governance import merkle
 from governance.actions.registry import do_create_dataset
-from governance.actions.teams import do_set_membership
-from governance.actions.users import do_create_user
 from governance.audit import record_audit_event
-from governance.audit.erasure import do_erase_personal_data
 from governance.audit.keys import signing_key, tag_stored_event
 from governance.audit.leaf import (
     LEAF_FIELDS,
     PERSONAL_FIELDS,
-    IsoTimestamp,
     iso_timestamp,
     leaf_for,
-    personal_details,
 )
 from governance.audit.proofs import AuditTreeError, stored_consistency_proof, stored_inclusion_proof
 from governance.audit.sequencer import sequence_audit_events
-from governance.audit.verify import verify_audit_log, verify_event
+from governance.audit.verify import verify_audit_log
 from governance.models import (
     AuditCheckpoint,
     AuditEvent,
     AuditLeaf,
     AuditPersonalData,
     AuditTreeNode,
-    TeamRole,
 )
-from tests.governance.audit_helpers import grow_log, raw_sql
-
-needs_postgres = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="PostgreSQL behaviour (triggers, concurrent writers)"
-)
+from tests.governance.audit_helpers import grow_log, needs_postgres, raw_sql
 
 
 def _leaf_hashes() -> list[bytes]:
@@ -446,221 +434,3 @@ def test_a_missing_node_is_an_audit_tree_error(team, admin):
 
     with pytest.raises(AuditTreeError, match=r"tree nodes \[\(1, 1\)\] are missing"):
         stored_inclusion_proof(0, 4)
-
-
-# Erasing a person -----------------------------------------------------------------------------
-
-
-def test_erasing_a_person_redacts_their_details_and_keeps_every_proof(
-    admin, team, scientist, dataset_version
-):
-    do_set_membership(user=scientist, team=team, role=TeamRole.APPROVER, actor=admin)
-    sequence_audit_events()
-    naming_dana = [
-        ("membership.grant", "admin", "[erased] in Mobility", {"user": "[erased]", "team": "Mobility"}),
-        ("dataset.create", "[erased]", "bike-sharing-hourly", None),
-        ("dataset_version.register", "[erased]", "bike-sharing-hourly v1", None),
-        ("membership.grant", "admin", "[erased] in Mobility", {"user": "[erased]", "team": "Mobility"}),
-    ]
-
-    changed = do_erase_personal_data(scientist, actor=admin)
-
-    assert changed == 4
-    events = AuditEvent.objects.exclude(action="team.create").exclude(action="user.erase_personal_data")
-    rows = [
-        (
-            e.action,
-            e.actor_label,
-            e.object_repr,
-            {k: v for k, v in (e.after or {}).items() if k in {"user", "team"}} or None,
-        )
-        for e in events.order_by("id")
-    ]
-    assert rows == naming_dana
-    for event in AuditEvent.objects.all():
-        personal = merkle.canonical_json(personal_details(event))
-        assert b"dana" not in personal
-    assert set(AuditPersonalData.objects.values_list("event__action", flat=True)) == {
-        "team.create",
-        "user.erase_personal_data",
-    }
-    erasure = AuditEvent.objects.get(action="user.erase_personal_data")
-    assert (erasure.actor_label, erasure.object_repr, erasure.after) == (
-        "admin",
-        f"user #{scientist.pk}",
-        {"events": 4, "sequenced_events": 4},
-    )
-    sequence_audit_events()
-    report = verify_audit_log()
-    assert (report.is_ok, report.erased_count, report.leaf_count) == (True, 4, 6)
-    verification = verify_event(
-        AuditEvent.objects.select_related("leaf", "personal_data").get(action="dataset.create")
-    )
-    assert (verification.status, verification.detail) == (
-        "verified",
-        "personal details erased; the rest of the event is verified",
-    )
-
-
-def test_details_erased_before_sequencing_are_committed_to_as_redacted(admin, scientist, dataset):
-    changed = do_erase_personal_data(scientist, actor=admin)
-    sequence_audit_events()
-
-    assert changed == 2
-    assert AuditPersonalData.objects.count() == AuditEvent.objects.count() == 4
-    report = verify_audit_log()
-    assert (report.is_ok, report.erased_count) == (True, 0)
-    assert AuditEvent.objects.get(action="dataset.create").actor_label == "[erased]"
-
-
-def test_only_platform_admins_erase_personal_data(owner, scientist, dataset):
-    sequence_audit_events()
-
-    with pytest.raises(PermissionDenied, match="only a platform admin may erase personal data"):
-        do_erase_personal_data(scientist, actor=owner)
-
-    assert AuditEvent.objects.get(action="dataset.create").actor_label == "dana"
-    assert AuditPersonalData.objects.count() == AuditEvent.objects.count() == 4
-    assert not AuditEvent.objects.filter(action="user.erase_personal_data").exists()
-
-
-def test_the_erase_command(admin, scientist, dataset, capsys):
-    call_command("audit_erase_personal_data", "dana", "--actor", "admin")
-
-    assert capsys.readouterr().out == "erased dana's details from 2 audit events\n"
-    assert AuditEvent.objects.get(action="dataset.create").actor_label == "[erased]"
-
-
-def test_a_username_is_erased_as_a_whole_word_only(admin, team):
-    al = do_create_user(username="al", email="al@example.com", actor=admin)
-    do_create_dataset(team=team, name="al-final totals", actor=admin)
-    do_set_membership(user=al, team=team, role=TeamRole.VIEWER, actor=admin)
-
-    do_erase_personal_data(al, actor=admin)
-
-    assert AuditEvent.objects.get(action="dataset.create").object_repr == "al-final totals"
-    assert AuditEvent.objects.get(action="membership.grant").object_repr == "[erased] in Mobility"
-    assert AuditEvent.objects.get(action="user.create").after == {"username": "[erased]", "email": "[erased]"}
-
-
-def test_erasing_a_user_named_like_a_role_keeps_other_peoples_grants(admin, team, scientist):
-    """A user called "viewer" is erased from their own events; what other people were granted
-    (``{"role": "viewer"}``) is the platform's vocabulary and stays."""
-    viewer = do_create_user(username="viewer", actor=admin)
-    vera = do_create_user(username="vera", actor=admin)
-    do_set_membership(user=vera, team=team, role=TeamRole.VIEWER, actor=admin)
-    do_set_membership(user=viewer, team=team, role=TeamRole.VIEWER, actor=admin)
-
-    do_erase_personal_data(viewer, actor=admin)
-
-    grants = AuditEvent.objects.filter(action="membership.grant").order_by("id")
-    vera_grant, viewer_grant = grants.filter(object_repr__startswith="vera").get(), grants.last()
-    assert vera_grant.after["role"] == TeamRole.VIEWER
-    assert viewer_grant.after["role"] == TeamRole.VIEWER
-    assert viewer_grant.object_repr.startswith("[erased]")
-    assert (
-        AuditEvent.objects.get(action="user.create", object_id=str(viewer.pk)).after["username"] == "[erased]"
-    )
-
-
-# PostgreSQL's triggers ------------------------------------------------------------------------
-
-PROTECTED = {
-    "governance_auditevent": "action = action",
-    "governance_auditleaf": "leaf_hash = leaf_hash",
-    "governance_audittreenode": "hash = hash",
-    "governance_auditcheckpoint": "root_hash = root_hash",
-}
-
-
-@needs_postgres
-@pytest.mark.parametrize("table", list(PROTECTED))
-def test_postgres_refuses_update_delete_and_truncate_of_audit_rows(table, team, admin):
-    grow_log(team, admin, [2])
-    # Table names are this module's constants, not input.
-    statements = {
-        "UPDATE": f"UPDATE {table} SET {PROTECTED[table]}",  # noqa: S608
-        "DELETE": f"DELETE FROM {table}",  # noqa: S608
-        "TRUNCATE": f"TRUNCATE {table} CASCADE",
-    }
-    counts = (AuditEvent.objects.count(), AuditLeaf.objects.count(), AuditCheckpoint.objects.count())
-    with connection.cursor() as cursor:
-        # Check this test's deferred foreign keys now: TRUNCATE refuses tables with pending ones.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-
-    for operation, statement in statements.items():
-        with (
-            pytest.raises(DatabaseError, match=f"the audit log is append-only: {operation} on "),
-            transaction.atomic(),
-            connection.cursor() as cursor,
-        ):
-            cursor.execute(statement)
-
-    assert (AuditEvent.objects.count(), AuditLeaf.objects.count(), AuditCheckpoint.objects.count()) == counts
-
-
-@needs_postgres
-def test_the_erasure_setting_opens_only_the_personal_columns(dataset):
-    event = AuditEvent.objects.get(action="dataset.create")
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('steward.audit_erasure', 'on', true)")
-        cursor.execute("UPDATE governance_auditevent SET actor_label = 'x' WHERE id = %s", [event.pk])
-        for statement in (
-            "UPDATE governance_auditevent SET action = 'forged' WHERE id = %s",
-            "UPDATE governance_auditevent SET team_id = NULL WHERE id = %s",
-        ):
-            with (
-                pytest.raises(DatabaseError, match="an erasure may change only the personal columns"),
-                transaction.atomic(),
-            ):
-                cursor.execute(statement, [event.pk])
-        with pytest.raises(DatabaseError, match="append-only: DELETE"), transaction.atomic():
-            cursor.execute("DELETE FROM governance_auditevent WHERE id = %s", [event.pk])
-        cursor.execute("SELECT set_config('steward.audit_erasure', 'off', true)")
-
-    assert AuditEvent.objects.filter(pk=event.pk).values_list("actor_label", "action").get() == (
-        "x",
-        "dataset.create",
-    )
-
-
-@needs_postgres
-def test_the_maintenance_setting_is_off_in_tests_and_app_code(dataset):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('steward.audit_maintenance', true)")
-        assert cursor.fetchone()[0] in (None, "", "off")
-    with (
-        pytest.raises(DatabaseError, match="append-only: DELETE"),
-        transaction.atomic(),
-        connection.cursor() as cursor,
-    ):
-        cursor.execute("DELETE FROM governance_auditevent")
-
-
-def test_deleting_a_user_with_events_is_refused(scientist, dataset):
-    from django.db.models import ProtectedError
-
-    with pytest.raises(ProtectedError, match="protected foreign keys"):
-        scientist.delete()
-
-    assert AuditEvent.objects.get(action="dataset.create").actor_id == scientist.pk
-
-
-@needs_postgres
-def test_postgres_writes_timestamps_exactly_as_leaves_do(admin):
-    """``audit_verify`` lets PostgreSQL format timestamps (``IsoTimestamp``); the text must be
-    what ``iso_timestamp`` writes, microseconds and all."""
-    moments = [
-        datetime.datetime(2026, 3, 1, 12, 0, 0, 0, tzinfo=datetime.UTC),
-        datetime.datetime(2026, 3, 1, 12, 0, 0, 7, tzinfo=datetime.UTC),
-        datetime.datetime(
-            1999, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.timezone(datetime.timedelta(hours=5))
-        ),
-    ]
-    for moment in moments:
-        AuditEvent.objects.create(timestamp=moment, actor_label="admin", action="clock.tick")
-
-    formatted = AuditEvent.objects.filter(action="clock.tick").annotate(iso=IsoTimestamp("timestamp"))
-
-    assert sorted(formatted.values_list("iso", flat=True)) == sorted(iso_timestamp(m) for m in moments)
-    assert iso_timestamp(moments[2]) == "1999-12-31T18:59:59.999999+00:00"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
@@ -19,6 +17,7 @@ from governance.models import (
     Team,
     TeamRole,
 )
+from tests.conftest import wrong_page_answers
 from tests.governance.conftest import PERSONAS
 
 MOBILITY_SIDE = {"admin", "owner", "scientist", "approver", "viewer", "compliance_officer"}
@@ -50,20 +49,10 @@ def pages(admin, owner, scientist, approver, viewer, outsider, compliance_office
 
 
 def test_every_new_page_for_every_persona(client, request, pages):
-    wrong = []
-    for url, _ in pages:
-        response = client.get(url)
-        if response.status_code != 302 or response["Location"] != f"/login/?next={quote(url)}":
-            wrong.append(("anonymous", url, response.status_code))
-    for persona in PERSONAS:
-        client.force_login(request.getfixturevalue(persona))
-        for url, allowed in pages:
-            expected = 200 if persona in allowed else 404
-            status = client.get(url).status_code
-            if status != expected:
-                wrong.append((persona, url, status))
-        client.logout()
-    assert wrong == []
+    def expected(persona: str, allowed: set[str]) -> int:
+        return 200 if persona in allowed else 404
+
+    assert wrong_page_answers(client, request, pages, PERSONAS, expected) == []
 
 
 def test_decision_urls_of_another_team_are_404_and_change_nothing(

@@ -8,8 +8,6 @@ the machine.
 from __future__ import annotations
 
 import datetime
-import email
-import email.policy
 import http.server
 import json
 import threading
@@ -17,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from governance.actions.registry import do_register_dataset_version
@@ -30,15 +29,6 @@ T0 = datetime.datetime(2025, 6, 2, 9, 0, tzinfo=datetime.UTC)  # in the past: "n
 
 def minutes(n: float) -> datetime.timedelta:
     return datetime.timedelta(minutes=n)
-
-
-def read_mail(path: Path) -> email.message.EmailMessage:
-    """A message the file email backend wrote (one per file here), headers unfolded."""
-    return email.message_from_string(path.read_text(), policy=email.policy.default)
-
-
-def mail_subject(path: Path) -> str:
-    return str(read_mail(path)["Subject"])
 
 
 HUM_DRIFT = {
@@ -83,19 +73,26 @@ def finish_check(monitor, outcome: CheckOutcome, now: datetime.datetime, actor):
     return do_finish_drift_check(check.pk, result=outcome, now=now)
 
 
+def register_frame(dataset, frame: pd.DataFrame, path: Path, actor) -> DatasetVersion:
+    """Write ``frame`` to ``path`` as CSV and register it as the next uploaded version of ``dataset``."""
+    frame.to_csv(path, index=False)
+    return do_register_dataset_version(
+        dataset=dataset,
+        file_path=path,
+        filename=path.name,
+        source=DatasetVersion.Source.UPLOAD,
+        actor=actor,
+    )
+
+
 @pytest.fixture
 def batch_version(current_dataset_version, scientist, bike_frame, tmp_path):
     """Add a version of ``bike-sharing-2012`` holding ``rows`` of its rows; returns the version."""
 
     def make(rows: int, **changes) -> DatasetVersion:
-        path = tmp_path / f"batch-{rows}.csv"
-        bike_frame[bike_frame["yr"] == 1].head(rows).assign(**changes).to_csv(path, index=False)
-        return do_register_dataset_version(
-            dataset=current_dataset_version.dataset,
-            file_path=path,
-            filename=path.name,
-            source=DatasetVersion.Source.UPLOAD,
-            actor=scientist,
+        rows_of_2012 = bike_frame[bike_frame["yr"] == 1].head(rows).assign(**changes)
+        return register_frame(
+            current_dataset_version.dataset, rows_of_2012, tmp_path / f"batch-{rows}.csv", scientist
         )
 
     return make
@@ -109,6 +106,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    received_at: datetime.datetime  # the receiver checks a signature's age against this
 
     def json(self):
         return json.loads(self.body)
@@ -134,7 +132,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with self.receiver.lock:
-            self.receiver.requests.append(Received(self.path, dict(self.headers), body))
+            self.receiver.requests.append(
+                Received(self.path, dict(self.headers), body, datetime.datetime.now(datetime.UTC))
+            )
         status = self.receiver.next_status()
         payload = b"ok" if status < 400 else b"no_service"
         self.send_response(status)

@@ -13,7 +13,7 @@ from monitoring.actions.alerts import do_resolve_alert
 from monitoring.actions.channels import do_create_channel
 from monitoring.actions.monitors import do_create_monitor, do_update_monitor
 from monitoring.actions.policies import do_create_escalation_policy
-from monitoring.models import Alert, DriftCheck, EscalationPolicy, Monitor
+from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor
 from tests.monitoring.conftest import BREACH, T0, finish_check
 
 
@@ -88,13 +88,20 @@ def test_monitor_api_names_the_bad_field_and_hides_other_teams(
     assert (Monitor.objects.count(), DriftCheck.objects.count()) == (1, 0)
 
 
-def test_escalation_policy_through_the_api(client_for, team, owner, scientist, viewer):
+def _two_levels(team, owner) -> list[dict]:
+    """Level 1: the owner and an email channel, 10 minutes, twice more; level 2: the team's owners
+    and its data scientists after 30 minutes."""
     channel = do_create_channel(team=team, name="ops", kind="email", actor=owner)
-    client = client_for(owner)
-    levels = [
+    return [
         {"delay_minutes": 10, "repeat": 2, "users": [owner.pk], "channels": [channel.pk]},
         {"delay_minutes": 30, "owners_of": team.pk, "role": "data_scientist"},
     ]
+
+
+def test_escalation_policy_is_created_and_replaced_through_the_api(client_for, team, owner, scientist):
+    levels = _two_levels(team, owner)
+    channel = Channel.objects.get()
+    client = client_for(owner)
 
     created = client.post(
         "/api/escalation-policies/", {"team": team.pk, "name": "on-call", "levels": levels}, format="json"
@@ -103,19 +110,6 @@ def test_escalation_policy_through_the_api(client_for, team, owner, scientist, v
     replaced = client.patch(
         f"/api/escalation-policies/{policy_id}/",
         {"levels": [{"delay_minutes": 5, "users": [scientist.pk]}]},
-        format="json",
-    )
-    refused = client_for(scientist).post(
-        "/api/escalation-policies/", {"team": team.pk, "name": "mine", "levels": levels}, format="json"
-    )
-    no_target = client.post(
-        "/api/escalation-policies/",
-        {"team": team.pk, "name": "empty", "levels": [{"delay_minutes": 5}]},
-        format="json",
-    )
-    outsider_user = client.post(
-        "/api/escalation-policies/",
-        {"team": team.pk, "name": "stranger", "levels": [{"users": [viewer.pk + 1000]}]},
         format="json",
     )
 
@@ -154,15 +148,6 @@ def test_escalation_policy_through_the_api(client_for, team, owner, scientist, v
             }
         ],
     )
-    assert (refused.status_code, refused.json()) == (
-        403,
-        {"detail": "you may not manage objects of this team"},
-    )
-    assert (no_target.status_code, no_target.json()) == (
-        400,
-        {"levels": ["level 1: name at least one target (a user, a team's owners, a role) or a channel"]},
-    )
-    assert outsider_user.status_code == 400
     assert list(EscalationPolicy.objects.values_list("name", flat=True)) == ["on-call"]
     event = AuditEvent.objects.filter(action="escalation_policy.update").get()
     assert event.before["level_specs"][0] == {
@@ -183,6 +168,36 @@ def test_escalation_policy_through_the_api(client_for, team, owner, scientist, v
             "channels": [],
         }
     ]
+
+
+def test_escalation_policy_refusals_through_the_api(client_for, team, owner, scientist, viewer):
+    levels = _two_levels(team, owner)
+    client = client_for(owner)
+
+    refused = client_for(scientist).post(
+        "/api/escalation-policies/", {"team": team.pk, "name": "mine", "levels": levels}, format="json"
+    )
+    no_target = client.post(
+        "/api/escalation-policies/",
+        {"team": team.pk, "name": "empty", "levels": [{"delay_minutes": 5}]},
+        format="json",
+    )
+    outsider_user = client.post(
+        "/api/escalation-policies/",
+        {"team": team.pk, "name": "stranger", "levels": [{"users": [viewer.pk + 1000]}]},
+        format="json",
+    )
+
+    assert (refused.status_code, refused.json()) == (
+        403,
+        {"detail": "you may not manage objects of this team"},
+    )
+    assert (no_target.status_code, no_target.json()) == (
+        400,
+        {"levels": ["level 1: name at least one target (a user, a team's owners, a role) or a channel"]},
+    )
+    assert outsider_user.status_code == 400
+    assert EscalationPolicy.objects.count() == 0
 
 
 def test_a_policy_in_use_cannot_be_deleted(client_for, team, owner, scientist, monitor):

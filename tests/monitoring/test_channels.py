@@ -17,7 +17,8 @@ from monitoring.actions.deliveries import claim_notification, deliver_due_notifi
 from monitoring.actions.monitors import do_update_monitor
 from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.models import Alert, Channel, Notification
-from tests.monitoring.conftest import BREACH, T0, finish_check, mail_subject, minutes, read_mail
+from tests.conftest import sent_mail
+from tests.monitoring.conftest import BREACH, T0, finish_check, minutes
 
 
 def _policy_with(channel, owner, *, delay: int = 15):
@@ -58,7 +59,7 @@ def test_webhook_is_json_signed_with_hmac_sha256(team, owner, receiver, alert_vi
     ).hexdigest()
     assert len(hook.secret) == 64
     assert signature == f"t={timestamp},v1={expected}"
-    assert transports.verify(hook.secret, signature, request.body, datetime.datetime.now(datetime.UTC))
+    assert transports.verify(hook.secret, signature, request.body, request.received_at)
     assert (request.path, request.headers["Content-Type"]) == ("/steward", "application/json")
     assert request.headers["X-Steward-Delivery"] == str(notification.pk)
     assert request.headers["X-Steward-Event"] == "alert.notification"
@@ -122,8 +123,7 @@ def test_an_email_channel_with_an_address_mails_that_address(team, owner, alert_
 
     alert = alert_via(oncall)
 
-    (path,) = mail_dir.iterdir()
-    message = read_mail(path)
+    (message,) = sent_mail(mail_dir)
     assert (message["To"], message["Subject"]) == ("oncall@example.com", f"[Steward] {alert.title}")
     assert list(Notification.objects.values_list("recipients", "state")) == [(["oncall@example.com"], "sent")]
 
@@ -181,8 +181,7 @@ def test_five_failures_disable_the_channel_and_tell_its_owner(
         f"HTTP 503 from {receiver.url}: no_service (after 5 attempts, notification #{notification.pk})"
     )
     assert len(receiver.requests) == 5
-    (told,) = [path for path in mail_dir.iterdir() if "Channel" in mail_subject(path)]
-    message = read_mail(told)
+    (message,) = [m for m in sent_mail(mail_dir) if "Channel" in m["Subject"]]
     assert (message["To"], message["Subject"]) == ("olivia@example.com", "[Steward] Channel ops was disabled")
     assert hook.disabled_reason in message.get_content()
     assert list(

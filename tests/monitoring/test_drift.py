@@ -8,14 +8,15 @@ import pytest
 from evidently import Report
 from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-from governance.actions.registry import do_register_dataset_version, do_register_model_version
-from governance.models import AuditEvent, DatasetVersion
+from governance.actions.registry import do_register_model_version
+from governance.models import AuditEvent
 from monitoring import drift
 from monitoring.actions.checks import claim_drift_check, do_request_drift_check
 from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, CheckState, DriftCheck, ReferenceProfile
 from tests.conftest import DRIFT_COLUMNS, mail_count
+from tests.monitoring.conftest import register_frame
 
 WASSERSTEIN = "Wasserstein distance (normed)"
 
@@ -278,15 +279,7 @@ def test_after_resolution_new_drift_opens_a_new_alert(
 
 
 def test_check_without_drift_opens_no_alert(registered_version, dataset, scientist, bike_frame, tmp_path):
-    path = tmp_path / "hour-2011.csv"
-    bike_frame[bike_frame["yr"] == 0].to_csv(path, index=False)
-    same = do_register_dataset_version(
-        dataset=dataset,
-        file_path=path,
-        filename=path.name,
-        source=DatasetVersion.Source.UPLOAD,
-        actor=scientist,
-    )
+    same = register_frame(dataset, bike_frame[bike_frame["yr"] == 0], tmp_path / "hour-2011.csv", scientist)
     check = _request(registered_version, same, scientist)
 
     assert execute_drift_check(check.pk, make_report=False) == CheckState.SUCCEEDED
@@ -301,14 +294,8 @@ def test_an_empty_column_is_drift_by_missing_rate_and_the_others_keep_their_verd
     registered_version, dataset, scientist, bike_frame, tmp_path
 ):
     """Evidently aborts its whole report on a column with no values; the engine does not."""
-    path = tmp_path / "no-humidity.csv"
-    bike_frame[bike_frame["yr"] == 1].assign(hum=np.nan).to_csv(path, index=False)
-    current = do_register_dataset_version(
-        dataset=dataset,
-        file_path=path,
-        filename=path.name,
-        source=DatasetVersion.Source.UPLOAD,
-        actor=scientist,
+    current = register_frame(
+        dataset, bike_frame[bike_frame["yr"] == 1].assign(hum=np.nan), tmp_path / "no-humidity.csv", scientist
     )
     check = _request(registered_version, current, scientist)
 
@@ -333,14 +320,8 @@ def test_an_empty_column_is_drift_by_missing_rate_and_the_others_keep_their_verd
 def test_too_few_rows_are_insufficient_data_not_drift(
     registered_version, dataset, scientist, bike_frame, tmp_path
 ):
-    path = tmp_path / "few.csv"
-    bike_frame[bike_frame["yr"] == 1].head(500).to_csv(path, index=False)
-    few = do_register_dataset_version(
-        dataset=dataset,
-        file_path=path,
-        filename=path.name,
-        source=DatasetVersion.Source.UPLOAD,
-        actor=scientist,
+    few = register_frame(
+        dataset, bike_frame[bike_frame["yr"] == 1].head(500), tmp_path / "few.csv", scientist
     )
 
     assert (

@@ -22,8 +22,8 @@ from monitoring.actions.monitors import do_update_monitor
 from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.execute import run_escalations
 from monitoring.models import Alert, Channel, EscalationPolicy, Notification
-from tests.conftest import mail_count
-from tests.monitoring.conftest import BREACH, CLEAN, T0, finish_check, mail_subject, minutes
+from tests.conftest import mail_count, sent_mail
+from tests.monitoring.conftest import BREACH, CLEAN, T0, finish_check, minutes
 
 
 def test_steps_walk_each_level_with_its_repeats_then_stop():
@@ -126,7 +126,7 @@ def test_unacknowledged_alert_repeats_then_moves_up_a_level_then_stops(
         {"round": 0, "level": 0, "repeat": 0, "targets": ["olivia"]},
         {"round": 0, "level": 0, "repeat": 1, "targets": ["olivia"]},
     ]
-    subjects = sorted(mail_subject(path) for path in mail_dir.iterdir())
+    subjects = sorted(message["Subject"] for message in sent_mail(mail_dir))
     assert subjects == [
         f"[Steward] {alert.title}",
         f"[Steward] {alert.title} (escalated to level 2)",

@@ -32,10 +32,8 @@ from monitoring.models import Alert, DriftCheck, Monitor, ReferenceProfile
 from monitoring.queries import predictions_of, window_of
 from monitoring.tasks import run_monitor
 from runners import actions as runners_actions
-from runners.actions import do_submit_job
-from runners.execute import execute_job
 from runners.models import Job
-from tests.conftest import BIKE_FEATURES, DRIFT_COLUMNS
+from tests.conftest import BIKE_FEATURES, DRIFT_COLUMNS, run_job
 
 
 @pytest.fixture
@@ -43,15 +41,13 @@ def predict_2012(dataset_version, registered_version, scientist):
     """Run an inference job of the bike model on the 2012 rows (plain function, no broker)."""
 
     def run():
-        job = do_submit_job(
+        job = run_job(
             kind="infer",
             dataset_version=dataset_version,
             model_version=registered_version,
             spec={"where": {"yr": 1}},
             actor=scientist,
         )
-        assert execute_job(job.pk) == "succeeded"
-        job.refresh_from_db()
         return job.output_dataset_version
 
     return run

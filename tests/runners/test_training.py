@@ -13,7 +13,7 @@ import torch
 
 from governance import datafiles
 from runners import inference, training
-from tests.conftest import ADULT, BIKE_FEATURES
+from tests.conftest import ADULT, BIKE_FEATURES, small_training_spec
 
 REGRESSION_METRICS = {"loss", "rmse", "mae", "r2", "train_rows", "validation_rows"}
 
@@ -33,16 +33,7 @@ def adult_result(adult_frame):
 
 
 def _spec(frame: pd.DataFrame, **changes) -> training.TrainingSpec:
-    raw = {
-        "target": "cnt",
-        "features": BIKE_FEATURES,
-        "categorical": ["season", "weathersit"],
-        "epochs": 3,
-        "batch_size": 256,
-        "seed": 1,
-        "where": {"yr": 0},
-    }
-    return training.parse_spec(raw | changes, list(frame.columns))
+    return training.parse_spec(small_training_spec() | changes, list(frame.columns))
 
 
 def test_regression_on_the_2011_rows(bike_training_result):
