@@ -17,7 +17,7 @@ from governance.models import DatasetVersion, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE
 from runners.lifecycle import Lifecycle
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState
-from runners.training import SpecError, parse_spec, where_from_spec
+from runners.specs import SpecError, parse_spec, where_from_spec
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

@@ -24,13 +24,14 @@ from runners import inference, training
 from runners.actions import JOBS, do_succeed_job
 from runners.lifecycle import Cancelled
 from runners.models import Job, JobKind
+from runners.specs import SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_LINES = 50
 
 # Errors that mean the input is wrong: the job fails with the message, no traceback needed.
 USER_ERRORS = (
-    training.SpecError,
+    SpecError,
     training.TrainingError,
     inference.ArtifactError,
     datafiles.DataFileError,
@@ -80,7 +81,7 @@ def _load_rows(job: Job, where: dict) -> tuple:
 
 def _run_training(job: Job) -> None:
     _, rows = _load_rows(job, job.spec.get("where"))
-    spec = training.parse_spec(job.spec, list(rows.columns))
+    spec = parse_spec(job.spec, list(rows.columns))
     device = training.select_device()
     _append_log(
         job.pk,
@@ -176,5 +177,5 @@ def _predictions_dataset(job: Job) -> Dataset:
             on_behalf_of=job.created_by,
         )
     if dataset.team_id != job.team_id:
-        raise training.SpecError(f"output_dataset: {name!r} belongs to another team")
+        raise SpecError(f"output_dataset: {name!r} belongs to another team")
     return dataset

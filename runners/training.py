@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,124 +18,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from governance.datafiles import RowFilterError, check_where
+from runners.specs import TrainingSpec
 
 ARTIFACT_FORMAT = "steward.tabular_mlp/1"
 # A classification target with at most this many distinct values; more means regression.
 MAX_CLASSES = 50
 
 
-class SpecError(ValueError):
-    """The training spec is invalid for this dataset; the message names the field or column."""
-
-
-def where_from_spec(where: Any, columns: list[str]) -> dict[str, Any]:
-    """Validate a spec's row filter; raises SpecError (see ``governance.datafiles.check_where``)."""
-    try:
-        return check_where(where, columns)
-    except RowFilterError as exc:
-        raise SpecError(str(exc)) from exc
-
-
 class TrainingError(RuntimeError):
     """The data cannot be trained on; the message names the column and row."""
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    target: str
-    features: list[str]
-    task: str = "auto"
-    categorical: list[str] | None = None
-    epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    seed: int = 0
-    hidden_layers: list[int] = field(default_factory=lambda: [64, 32])
-    validation_fraction: float = 0.2
-    where: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "features": list(self.features),
-            "task": self.task,
-            "categorical": self.categorical,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "seed": self.seed,
-            "hidden_layers": list(self.hidden_layers),
-            "validation_fraction": self.validation_fraction,
-            "where": dict(self.where),
-        }
-
-
-def _bounded(raw: dict, name: str, kind: type, low: float, high: float, default: Any) -> Any:
-    value = raw.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(f"{name}: expected a number, got {value!r}")
-    if kind is int and not float(value).is_integer():
-        raise SpecError(f"{name}: expected an integer, got {value!r}")
-    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
-        raise SpecError(f"{name}: must be between {low} and {high}, got {value!r}")
-    return kind(value)
-
-
-def parse_spec(raw: Any, columns: list[str]) -> TrainingSpec:
-    """Validate a JSON training spec against the dataset's column names.
-
-    Raises SpecError naming the bad field or the missing column.
-    """
-    if not isinstance(raw, dict):
-        raise SpecError("spec: expected a JSON object")
-    known = set(TrainingSpec.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}")
-    target = raw.get("target")
-    if not isinstance(target, str) or not target:
-        raise SpecError("target: required, the name of the column to predict")
-    if target not in columns:
-        raise SpecError(f"target: column {target!r} is not in the dataset")
-    features = raw.get("features")
-    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
-        raise SpecError("features: required, a non-empty list of column names")
-    missing = [f for f in features if f not in columns]
-    if missing:
-        raise SpecError(f"features: column(s) {', '.join(map(repr, missing))} not in the dataset")
-    if target in features:
-        raise SpecError(f"features: the target {target!r} cannot also be a feature")
-    if len(set(features)) != len(features):
-        raise SpecError("features: a column is listed twice")
-    task = raw.get("task", "auto")
-    if task not in ("auto", "regression", "classification"):
-        raise SpecError(f"task: one of auto, regression, classification; got {task!r}")
-    categorical = raw.get("categorical")
-    if categorical is not None and (
-        not isinstance(categorical, list) or any(c not in features for c in categorical)
-    ):
-        raise SpecError("categorical: must be a list of names taken from features")
-    hidden = raw.get("hidden_layers", [64, 32])
-    if (
-        not isinstance(hidden, list)
-        or not 1 <= len(hidden) <= 8
-        or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden)
-    ):
-        raise SpecError("hidden_layers: 1 to 8 layer widths, each an integer from 1 to 4096")
-    return TrainingSpec(
-        target=target,
-        features=list(features),
-        task=task,
-        categorical=categorical,
-        epochs=_bounded(raw, "epochs", int, 1, 1000, 20),
-        batch_size=_bounded(raw, "batch_size", int, 1, 65536, 256),
-        learning_rate=_bounded(raw, "learning_rate", float, 1e-7, 10.0, 1e-3),
-        seed=_bounded(raw, "seed", int, 0, 2**31 - 1, 0),
-        hidden_layers=hidden,
-        validation_fraction=_bounded(raw, "validation_fraction", float, 0.05, 0.5, 0.2),
-        where=where_from_spec(raw.get("where"), columns),
-    )
 
 
 class TabularMLP(nn.Module):

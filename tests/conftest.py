@@ -28,6 +28,7 @@ from governance.actions.registry import (
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.models import DatasetVersion, PlatformRole, TeamRole
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
+from runners.specs import parse_spec
 
 SHARED_DATA = Path(settings.BASE_DIR).parent / "shared" / "data"
 
@@ -278,7 +279,7 @@ def bike_training_result(bike_frame):
     """``runners.training.train`` on the 2011 rows with the small spec (plain function, no DB)."""
     from runners import training  # torch: imported by the tests that train, not by every run
 
-    spec = training.parse_spec(small_training_spec(), list(bike_frame.columns))
+    spec = parse_spec(small_training_spec(), list(bike_frame.columns))
     return training.train(bike_frame[bike_frame["yr"] == 0], spec)
 
 
@@ -293,9 +294,7 @@ def bike_drift_result(bike_frame):
 @pytest.fixture
 def registered_version(dataset_version, registered_model, scientist, bike_training_result):
     """A model version registered through the action from the session's trained artifact (no job)."""
-    from runners import training
-
-    spec = training.parse_spec(small_training_spec(), dataset_version.column_names)
+    spec = parse_spec(small_training_spec(), dataset_version.column_names)
     return do_register_model_version(
         model=registered_model,
         artifact_bytes=bike_training_result.artifact,

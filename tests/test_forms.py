@@ -158,9 +158,7 @@ def test_training_form_rejects_a_where_that_is_not_json(client, dataset_version,
         reverse("job_list"), _training_form(dataset_version, registered_model, where="yr=0")
     )
     assert response.status_code == 400
-    assert response.context["form"].errors["where"] == [
-        "where: not valid JSON (Expecting value at character 0)"
-    ]
+    assert response.context["form"].errors["where"] == ["not valid JSON: Expecting value (line 1, column 1)"]
     assert not Job.objects.exists()
 
 

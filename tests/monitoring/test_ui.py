@@ -82,7 +82,7 @@ def test_the_monitor_form_names_the_bad_field(client, registered_version, scient
 
     assert response.status_code == 400
     assert (
-        "not JSON: Expecting property name enclosed in double quotes (line 1, column 2)"
+        "not valid JSON: Expecting property name enclosed in double quotes (line 1, column 2)"
         in response.content.decode()
     )
     assert unknown.status_code == 400
@@ -252,6 +252,13 @@ def test_the_policy_page_states_the_schedule_escalation_sends(
     plans = [level.plan() for level in policy.levels.all()]
     assert [(T0 + send.after, send.step.level, send.step.repeat) for send in schedule(plans)] == sent
     assert re.findall(r'<td class="number">(\d+)</td>', page) == ["0", "30", "60"]
+    # The list says the same: each level from when it starts, with its sends (it used to print each
+    # level's delay as if it were its start).
+    listed = client.get(reverse("escalation_policy_list")).content.decode()
+    assert (
+        f"1: {owner.username} from 0 min, 2 sends 15 min apart; 2: data scientists from 30 min; "
+        f"3: {owner.username} from 60 min, 3 sends 5 min apart"
+    ) in re.sub(r"\s+", " ", listed)
     assert (
         "Without an acknowledgement the last notification goes out 70 minutes after the alert opens; "
         "nothing more is sent after it." in page

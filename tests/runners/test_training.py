@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from governance import datafiles
-from runners import inference, training
+from runners import inference, specs, training
 from tests.conftest import ADULT, BIKE_FEATURES, small_training_spec
 
 REGRESSION_METRICS = {"loss", "rmse", "mae", "r2", "train_rows", "validation_rows"}
@@ -26,14 +26,12 @@ def adult_frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def adult_result(adult_frame):
     features = [c for c in adult_frame.columns if c != "label"]
-    spec = training.parse_spec(
-        {"target": "label", "features": features, "epochs": 2}, list(adult_frame.columns)
-    )
+    spec = specs.parse_spec({"target": "label", "features": features, "epochs": 2}, list(adult_frame.columns))
     return training.train(adult_frame, spec)
 
 
-def _spec(frame: pd.DataFrame, **changes) -> training.TrainingSpec:
-    return training.parse_spec(small_training_spec() | changes, list(frame.columns))
+def _spec(frame: pd.DataFrame, **changes) -> specs.TrainingSpec:
+    return specs.parse_spec(small_training_spec() | changes, list(frame.columns))
 
 
 def test_regression_on_the_2011_rows(bike_training_result):
@@ -212,14 +210,14 @@ TEMP = {"target": "cnt", "features": ["temp"]}
     ],
 )
 def test_spec_errors_name_the_field(bike_frame, raw, message):
-    with pytest.raises(training.SpecError) as raised:
-        training.parse_spec(raw, list(bike_frame.columns))
+    with pytest.raises(specs.SpecError) as raised:
+        specs.parse_spec(raw, list(bike_frame.columns))
 
     assert str(raised.value) == message
 
 
 def test_spec_round_trips_with_defaults(bike_frame):
-    spec = training.parse_spec({"target": "cnt", "features": ["temp", "hr"]}, list(bike_frame.columns))
+    spec = specs.parse_spec({"target": "cnt", "features": ["temp", "hr"]}, list(bike_frame.columns))
 
     assert spec.as_dict() == {
         "target": "cnt",
@@ -234,7 +232,7 @@ def test_spec_round_trips_with_defaults(bike_frame):
         "validation_fraction": 0.2,
         "where": {},
     }
-    assert training.parse_spec(spec.as_dict(), list(bike_frame.columns)) == spec
+    assert specs.parse_spec(spec.as_dict(), list(bike_frame.columns)) == spec
 
 
 def test_missing_targets_are_named_by_their_data_row(bike_frame):
