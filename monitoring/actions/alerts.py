@@ -285,13 +285,14 @@ def do_snooze_alert(
     ``until`` is not in the future.
     """
     now = now or timezone.now()
-    if until <= now:
-        raise ValidationError({"until": "must be in the future"})
-    if until > now + MAX_SNOOZE:
-        raise ValidationError({"until": "must be at most 30 days ahead"})
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert.pk)
+        # Who may first, then what: someone who may not snooze hears that, whatever they asked for.
         _ensure_may_handle(actor, alert)
+        if until <= now:
+            raise ValidationError({"until": "must be in the future"})
+        if until > now + MAX_SNOOZE:
+            raise ValidationError({"until": "must be at most 30 days ahead"})
         if alert.state == AlertState.RESOLVED:
             raise ValidationError({"state": f"alert #{alert.pk} is resolved; nothing to snooze"})
         before = snapshot(alert)

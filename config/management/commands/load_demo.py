@@ -20,10 +20,7 @@ class Command(BaseCommand):
             self.stdout.write("demo workspace already loaded")
             return
         try:
-            result = run_demo(say=self.stdout.write, timeout_s=timeout)
+            run_demo(say=self.stdout.write, timeout_s=timeout)
         except (DemoTimeout, RuntimeError) as exc:
             raise CommandError(str(exc)) from exc
-        alert = result.drift_check.alerts.first()
-        if alert:
-            self.stdout.write(f"alert #{alert.pk} for {alert.owner.username}: {alert.title}")
         self.stdout.write(self.style.SUCCESS(f"demo loaded; logins use the password {DEMO_PASSWORD!r}"))
