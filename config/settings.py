@@ -160,6 +160,13 @@ STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_00
 # failed by beat (its worker died without the broker redelivering the task).
 STEWARD_JOB_HEARTBEAT_INTERVAL_S = env.int("STEWARD_JOB_HEARTBEAT_INTERVAL_S", default=15)
 STEWARD_JOB_HEARTBEAT_TIMEOUT_S = env.int("STEWARD_JOB_HEARTBEAT_TIMEOUT_S", default=90)
+# Jobs and drift checks (issue 16). A queued row whose task never reached the broker, or reached it
+# longer than REDISPATCH_AFTER seconds ago, is sent again by beat; one sent MAX_DISPATCHES times is
+# failed (no worker takes its queue). A delivery finding its row running on a dead worker runs it
+# again until it has been claimed MAX_ATTEMPTS times, then fails it.
+STEWARD_JOB_REDISPATCH_AFTER_S = env.int("STEWARD_JOB_REDISPATCH_AFTER_S", default=300)
+STEWARD_JOB_MAX_DISPATCHES = env.int("STEWARD_JOB_MAX_DISPATCHES", default=12)
+STEWARD_JOB_MAX_ATTEMPTS = env.int("STEWARD_JOB_MAX_ATTEMPTS", default=3)
 # Ed25519 key signing audit checkpoints: a PEM in the environment, else this file, generated
 # (mode 0600) on first use. Keep it out of backups of the database it vouches for.
 STEWARD_AUDIT_SIGNING_KEY = env.str("STEWARD_AUDIT_SIGNING_KEY", default="", multiline=True)
@@ -201,12 +208,14 @@ CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # The Job row is the source of truth; late acks + reject on worker loss mean a killed worker's
-# task is redelivered, and the task then finds the job running without a live worker and fails it.
+# task is redelivered; the task then leaves a job running on a live worker (fresh heartbeat) alone
+# and runs one whose worker died again, up to STEWARD_JOB_MAX_ATTEMPTS (runners.lifecycle).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Bounded publish retries: a broker outage surfaces as a failed job within seconds, not a hang.
+# Bounded publish retries: a broker outage leaves the job queued with its dispatch_error within
+# seconds, not a hang; beat's redispatch sends it once the broker is back (issue 16).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 CELERY_BROKER_CONNECTION_TIMEOUT = 4
 # Training/inference jobs can be routed to a queue that only GPU workers consume.
@@ -214,6 +223,17 @@ CELERY_TASK_ROUTES = {"runners.tasks.run_job": {"queue": env.str("STEWARD_JOB_QU
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "fail-stale-jobs": {"task": "runners.tasks.fail_stale_jobs", "schedule": 30.0},
+    # Re-sends queued jobs and checks that have no live delivery (a broker outage, a lost message).
+    "redispatch-queued-jobs": {
+        "task": "runners.tasks.redispatch_queued_jobs",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
+    "redispatch-queued-drift-checks": {
+        "task": "monitoring.tasks.redispatch_queued_drift_checks",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
     # Claims due alert escalations and retries failed deliveries (monitoring.notify).
     "escalate-alerts": {
         "task": "monitoring.tasks.escalate_alerts",

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+from django.conf import settings
 from django.utils import timezone
 
 from governance import artifacts, datafiles
@@ -87,19 +88,22 @@ def execute_drift_check(
 ) -> str:
     """Run drift check ``check_id`` once; redelivery of a finished or claimed check does nothing.
 
-    Returns the check's state afterwards. A check found running means an earlier delivery's
-    worker died mid-check (tasks are acked late): it is failed with that reason, not re-run.
+    Returns the check's state afterwards. A check found running is left alone while its heartbeat
+    is fresh and run again when its worker died (``runners.lifecycle``); its outcome is recorded
+    only while it still runs under this delivery's attempt.
     """
     claimed = False
 
-    def body() -> None:
+    def body(attempt: int) -> None:
         nonlocal claimed
         claimed = True
         check = DriftCheck.objects.select_related(
             "model_version__model", "monitor", "reference_dataset_version__dataset"
         ).get(pk=check_id)
-        outcome, report = _run(check, predictor, make_report)
-        do_finish_drift_check(check_id, result=outcome, report=report)
+        with DRIFT_CHECKS.heartbeat(check_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S):
+            outcome, report = _run(check, predictor, make_report)
+        with DRIFT_CHECKS.fenced(check_id, attempt):
+            do_finish_drift_check(check_id, result=outcome, report=report)
 
     state = DRIFT_CHECKS.run(check_id, body, user_errors=USER_ERRORS)
     if claimed and retrainer is not None:

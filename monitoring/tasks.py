@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from monitoring.actions.checks import do_run_monitor
+from monitoring.actions.checks import do_redispatch_queued_drift_checks, do_run_monitor
 from monitoring.actions.retraining import submit_retraining
 from monitoring.execute import (
     execute_drift_check,
@@ -24,6 +25,13 @@ logger = logging.getLogger(__name__)
 @shared_task(name="monitoring.tasks.run_drift_check")
 def run_drift_check(check_id: int) -> str:
     return execute_drift_check(check_id, predictor=predict_with_model, retrainer=submit_retraining)
+
+
+@shared_task(name="monitoring.tasks.redispatch_queued_drift_checks")
+def redispatch_queued_drift_checks() -> list[int]:
+    return do_redispatch_queued_drift_checks(
+        settings.STEWARD_JOB_REDISPATCH_AFTER_S, settings.STEWARD_JOB_MAX_DISPATCHES
+    )
 
 
 @shared_task(name="monitoring.tasks.run_monitor")

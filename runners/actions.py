@@ -31,9 +31,14 @@ JOBS: Lifecycle[Job] = Lifecycle(
     task_name="runners.tasks.run_job",
     terminal=TERMINAL_STATES,
     broker_error="could not reach the task broker to start the job: {exc}",
-    orphan_error="the worker running this job stopped before it finished (killed or lost); resubmit it",
+    orphan_error=(
+        "the worker running this job stopped before it finished (killed or lost) "
+        "on each of {attempts} attempts; resubmit it"
+    ),
+    undelivered_error=(
+        "sent to the task queue {count} times and no worker started it; is a worker consuming its queue?"
+    ),
     audit_start=True,
-    on_claim=lambda now: {"heartbeat_at": now},
 )
 
 INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset"})
@@ -117,9 +122,15 @@ def do_submit_job(
     return job
 
 
-def enqueue_job(job_id: int) -> None:
-    """Send the job's task to the broker; a broker outage fails the job with the reason."""
-    JOBS.enqueue(job_id)
+def enqueue_job(job_id: int) -> bool:
+    """Send the job's task to the broker; a broker outage leaves it queued with ``dispatch_error``
+    for ``do_redispatch_queued_jobs`` to send again (issue 16). True if it was sent."""
+    return JOBS.enqueue(job_id)
+
+
+def do_redispatch_queued_jobs(after_s: int, max_dispatches: int) -> list[int]:
+    """Send again queued jobs with no live delivery; fail those sent ``max_dispatches`` times."""
+    return JOBS.redispatch(after_s, max_dispatches)
 
 
 def do_cancel_job(*, job: Job, actor: User) -> Job:
@@ -156,7 +167,8 @@ def do_fail_job(job_id: int, reason: str) -> bool:
 
 
 def do_succeed_job(job_id: int, **outputs: Any) -> bool:
-    """Mark a job succeeded with its outputs (caller's transaction holds the outputs' rows)."""
+    """Mark a job succeeded with its outputs (caller's transaction holds the outputs' rows: a run
+    opens it with ``JOBS.fenced``, so it commits only under the run's own claim)."""
     with transaction.atomic():
         return JOBS.finish(job_id, JobState.SUCCEEDED, "job.succeed", progress=1.0, **outputs)[1]
 

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from governance import datafiles
@@ -42,18 +41,18 @@ USER_ERRORS = (
 def execute_job(job_id: int) -> str:
     """Run job ``job_id`` once; safe to call again for the same job (redelivery).
 
-    Returns the job's state afterwards. A job found already running means an earlier delivery's
-    worker died mid-run (tasks are acked late), so it is failed with that reason, not re-run
-    (``runners.lifecycle``).
+    Returns the job's state afterwards. A job found running is left alone while its heartbeat is
+    fresh, and run again (a new attempt) when its worker died (``runners.lifecycle``). The
+    outputs are registered only while the job still runs under this delivery's attempt.
     """
 
-    def body() -> None:
+    def body(attempt: int) -> None:
         job = Job.objects.get(pk=job_id)
         with JOBS.heartbeat(job_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S):
             if job.kind == JobKind.TRAIN:
-                _run_training(job)
+                _run_training(job, attempt)
             else:
-                _run_inference(job)
+                _run_inference(job, attempt)
 
     return JOBS.run(job_id, body, user_errors=USER_ERRORS)
 
@@ -79,7 +78,7 @@ def _load_rows(job: Job, where: dict) -> tuple:
     return frame, rows
 
 
-def _run_training(job: Job) -> None:
+def _run_training(job: Job, attempt: int) -> None:
     _, rows = _load_rows(job, job.spec.get("where"))
     spec = parse_spec(job.spec, list(rows.columns))
     device = training.select_device()
@@ -98,7 +97,7 @@ def _run_training(job: Job) -> None:
         )
 
     result = training.train(rows, spec, on_epoch)
-    with transaction.atomic():
+    with JOBS.fenced(job.pk, attempt):
         version = do_register_model_version(
             model=job.registered_model,
             artifact_bytes=result.artifact,
@@ -120,7 +119,7 @@ def _run_training(job: Job) -> None:
         do_succeed_job(job.pk, output_model_version=version, metrics=result.metrics, device=result.device)
 
 
-def _run_inference(job: Job) -> None:
+def _run_inference(job: Job, attempt: int) -> None:
     model_version = job.model_version
     loaded = inference.load_checked(model_version.path.read_bytes(), model_version.sha256, str(model_version))
     _, rows = _load_rows(job, job.spec.get("where"))
@@ -138,7 +137,7 @@ def _run_inference(job: Job) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"predictions.{fmt}"
         path.write_bytes(datafiles.write_frame(output, fmt))
-        with transaction.atomic():
+        with JOBS.fenced(job.pk, attempt):
             dataset = _predictions_dataset(job)
             predictions = do_register_dataset_version(
                 dataset=dataset,

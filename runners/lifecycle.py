@@ -1,14 +1,19 @@
 """One lifecycle for every row a worker runs (a Job, a DriftCheck): NetBox's ``JobRunner`` idea.
 
-The database row is the source of truth; Celery only delivers its id. A ``Lifecycle`` is
-parameterised by the model, its state values and the name of its task, and gives every kind:
+The database row is the source of truth; Celery only delivers its id (issue 16: never lost, never
+twice). A ``Lifecycle`` is parameterised by the model, its state values and the name of its task,
+and gives every kind:
 
-- ``enqueue``: send the task (called after commit); a broker outage fails the row with the reason;
-- ``begin``: the start of a delivery: a missing or finished row is left alone, a row found
-  ``running`` was orphaned by a worker that died mid-run (tasks are acked late) and is failed,
-  not re-run; otherwise queued -> running with a conditional UPDATE, so one delivery runs it;
+- ``enqueue``: send the task (called after commit) and record the send on the row
+  (``dispatch_count``, ``dispatched_at``); a broker outage leaves the row queued with its
+  ``dispatch_error``, and ``redispatch`` (beat) sends queued rows with no live delivery again;
+- ``begin``: the start of a delivery: a missing or finished row is left alone; a row found
+  ``running`` with a fresh heartbeat is another delivery's (left alone); one whose heartbeat is
+  stale lost its worker and is claimed again, up to ``STEWARD_JOB_MAX_ATTEMPTS``, then failed;
+  otherwise queued -> running with a conditional UPDATE, so one delivery runs it. Each claim bumps
+  ``attempt``, the fencing token: ``fenced`` refuses the success of a run that lost its claim;
 - ``run``: ``begin``, the body, and its end: cancelled, failed with the message of an input error,
-  or failed with an internal error (logged with its traceback);
+  or failed with an internal error (logged with its traceback), each only under its own claim;
 - ``finish`` / ``fail``: a non-terminal row moves to a terminal state once, with its audit event;
 - ``record_progress``, ``heartbeat`` and ``fail_stale``: telemetry of a running row, and the sweep
   of rows whose worker went silent.
@@ -27,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from celery import current_app
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections, models, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from governance.audit import record_audit_event, snapshot
@@ -44,16 +51,24 @@ class Cancelled(Exception):
     """A cancel was requested while the row was running: ``run`` records it as cancelled."""
 
 
+class ClaimLost(Exception):
+    """The row is no longer running under this run's claim (another delivery re-claimed it, or it
+    finished): raised by ``fenced`` so the run's outcome is not written."""
+
+
 @dataclass(frozen=True)
 class Lifecycle(Generic[Row]):
     """The lifecycle of ``model`` rows (fields ``state``, ``started_at``, ``finished_at``, ``error``,
-    ``created_by``, ``celery_task_id``) run by the Celery task named ``task_name``.
+    ``created_by``, ``celery_task_id``, ``heartbeat_at``, ``attempt``, ``dispatch_count``,
+    ``dispatched_at``, ``dispatch_error``) run by the Celery task named ``task_name``.
 
-    ``noun`` prefixes the audit actions (``<noun>.start``, ``<noun>.fail``); ``terminal`` are the
-    final states; ``on_claim`` / ``on_fail`` are extra fields set when claimed / failed.
-    ``audit_start``: whether the claim writes an audit event (jobs do; a drift check's start is
-    telemetry). ``broker_error`` / ``orphan_error`` say why a row failed (the broker was
-    unreachable: ``{exc}`` is filled in; the worker running it died).
+    ``noun`` prefixes the audit actions (``<noun>.start``, ``<noun>.retry``, ``<noun>.fail``);
+    ``terminal`` are the final states; ``on_claim`` / ``on_fail`` are extra fields set when claimed
+    / failed. ``audit_start``: whether the first claim writes an audit event (jobs do; a drift
+    check's start is telemetry; a retry is always audited). ``broker_error``: the row's
+    ``dispatch_error`` when the broker is unreachable (``{exc}`` is filled in); ``orphan_error``:
+    why a row whose worker died on every attempt failed (``{attempts}``); ``undelivered_error``:
+    why a row sent ``{count}`` times that no worker started failed.
     """
 
     model: type[Row]
@@ -62,6 +77,7 @@ class Lifecycle(Generic[Row]):
     terminal: frozenset[str]
     broker_error: str
     orphan_error: str
+    undelivered_error: str
     audit_start: bool = False
     on_claim: Callable[[datetime.datetime], dict[str, Any]] = field(default=lambda now: {})
     on_fail: dict[str, Any] = field(default_factory=dict)
@@ -70,27 +86,69 @@ class Lifecycle(Generic[Row]):
     def rows(self) -> models.QuerySet[Row]:
         return self.model._default_manager.all()
 
-    def enqueue(self, row_id: int) -> None:
-        """Send the row's task to the broker (under its ``celery_task_id``); fail the row if it can't.
+    def enqueue(self, row_id: int) -> bool:
+        """Send the row's task to the broker (under its ``celery_task_id``); True if it was sent.
 
-        Sent by name, so this layer does not import the task modules above it.
+        Sent by name, so this layer does not import the task modules above it. The send is
+        recorded on the row (delivery telemetry, not audited); a failed send only records its
+        error: the row stays queued and ``redispatch`` sends it later (issue 16).
         """
         task_id = self.rows.values_list("celery_task_id", flat=True).get(pk=row_id)
         try:
             current_app.send_task(self.task_name, args=[row_id], task_id=task_id, retry=True)
         except Exception as exc:
-            logger.exception("could not enqueue %s %s", self.noun, row_id)
-            self.fail(row_id, self.broker_error.format(exc=exc))
+            logger.warning("could not enqueue %s %s: %s", self.noun, row_id, exc)
+            self.rows.filter(pk=row_id).update(dispatch_error=self.broker_error.format(exc=exc)[:4000])
+            return False
+        self.rows.filter(pk=row_id).update(
+            dispatch_count=F("dispatch_count") + 1, dispatched_at=timezone.now(), dispatch_error=""
+        )
+        return True
+
+    def redispatch(self, after_s: int, max_dispatches: int) -> list[int]:
+        """Send again the queued rows with no live delivery; returns the ids sent.
+
+        A row has none when its task never reached the broker or reached it over ``after_s``
+        seconds ago (lost in a broker restart, or no worker took it). A row already sent
+        ``max_dispatches`` times is failed instead. Stops at the first failed send: the broker is
+        down, the next run retries. A duplicate message is harmless: the claim runs a row once.
+        """
+        cutoff = timezone.now() - datetime.timedelta(seconds=after_s)
+        due = (
+            self.rows.filter(state=QUEUED)
+            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=cutoff))
+            .order_by("pk")
+            .values_list("pk", "dispatch_count")
+        )
+        sent = []
+        for row_id, count in due:
+            if count >= max_dispatches:
+                self.fail(row_id, self.undelivered_error.format(count=count), expect={"state": QUEUED})
+            elif self.enqueue(row_id):
+                sent.append(row_id)
+            else:
+                break
+        return sent
 
     def claim(self, row_id: int) -> bool:
         """queued -> running with a conditional UPDATE; False if another delivery claimed it."""
+        return self._claim(row_id) is not None
+
+    def _claim(self, row_id: int) -> int | None:
+        """queued -> running, bumping ``attempt``: the attempt claimed, or None."""
         with transaction.atomic():
             now = timezone.now()
             claimed = self.rows.filter(pk=row_id, state=QUEUED).update(
-                state=RUNNING, started_at=now, **self.on_claim(now)
+                state=RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                attempt=F("attempt") + 1,
+                **self.on_claim(now),
             )
-            if claimed and self.audit_start:
-                row = self.rows.get(pk=row_id)
+            if not claimed:
+                return None
+            row = self.rows.get(pk=row_id)
+            if self.audit_start:
                 record_audit_event(
                     actor=None,
                     on_behalf_of=getattr(row, "created_by", None),
@@ -99,56 +157,116 @@ class Lifecycle(Generic[Row]):
                     before={"state": QUEUED},
                     after={"state": RUNNING},
                 )
-        return bool(claimed)
+        return int(getattr(row, "attempt"))  # noqa: B009 - the model is generic here
 
-    def begin(self, row_id: int) -> str | None:
-        """Start a delivery of the row: None when this delivery claimed it (run it now), otherwise
-        the state to report (``missing``, its terminal state, ``failed`` for an orphan)."""
-        state = self.rows.filter(pk=row_id).values_list("state", flat=True).first()
-        if state is None:
+    def _reclaim(self, row_id: int, attempt: int, heartbeat_at: datetime.datetime | None) -> int | None:
+        """Claim a running row whose worker died (its heartbeat as read is stale): attempt + 1,
+        audited as ``<noun>.retry``; None if another delivery or the run itself moved it first."""
+        with transaction.atomic():
+            now = timezone.now()
+            claimed = self.rows.filter(
+                pk=row_id, state=RUNNING, attempt=attempt, heartbeat_at=heartbeat_at
+            ).update(started_at=now, heartbeat_at=now, attempt=attempt + 1)
+            if not claimed:
+                return None
+            row = self.rows.get(pk=row_id)
+            record_audit_event(
+                actor=None,
+                on_behalf_of=getattr(row, "created_by", None),
+                action=f"{self.noun}.retry",
+                obj=row,
+                before={"state": RUNNING, "attempt": attempt},
+                after={"state": RUNNING, "attempt": attempt + 1},
+            )
+        return attempt + 1
+
+    def begin(self, row_id: int) -> int | str:
+        """Start a delivery of the row: the attempt this delivery claimed (run it now), otherwise
+        the state to report (``missing``, its terminal state, ``running`` on a live worker, or
+        ``failed`` when its worker died on the last allowed attempt)."""
+        found = self.rows.filter(pk=row_id).values_list("state", "attempt", "heartbeat_at").first()
+        if found is None:
             logger.warning("%s %s does not exist; nothing to run", self.noun, row_id)
             return MISSING
+        state, attempt, heartbeat_at = found
         if state in self.terminal:
             return state
         if state == RUNNING:
-            self.fail(row_id, self.orphan_error)
-            return FAILED
-        if not self.claim(row_id):
+            timeout = datetime.timedelta(seconds=settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S)
+            if heartbeat_at is not None and heartbeat_at >= timezone.now() - timeout:
+                return RUNNING  # a duplicate delivery: its worker is alive
+            if attempt >= settings.STEWARD_JOB_MAX_ATTEMPTS:
+                reason = self.orphan_error.format(attempts=attempt)
+                self.fail(row_id, reason, expect={"state": RUNNING, "attempt": attempt})
+                return self.rows.values_list("state", flat=True).get(pk=row_id)
+            claimed = self._reclaim(row_id, attempt, heartbeat_at)
+        else:
+            claimed = self._claim(row_id)
+        if claimed is None:
             return self.rows.values_list("state", flat=True).get(pk=row_id)
-        return None
+        return claimed
 
-    def run(self, row_id: int, body: Callable[[], None], *, user_errors: tuple[type[Exception], ...]) -> str:
-        """Run ``body`` once for this delivery (see ``begin``); returns the row's state afterwards.
+    @contextmanager
+    def fenced(self, row_id: int, attempt: int) -> Iterator[None]:
+        """A transaction that writes a run's outcome only while the row is still running under
+        ``attempt`` (the fencing token of its claim): the row is locked and compared first, and
+        ``ClaimLost`` is raised before anything is written otherwise."""
+        with transaction.atomic():
+            found = self.rows.select_for_update().filter(pk=row_id).values_list("state", "attempt").first()
+            if found != (RUNNING, attempt):
+                raise ClaimLost(f"{self.noun} {row_id} is {found}, no longer running as attempt {attempt}")
+            yield
 
-        ``body`` records success itself (with its outputs, in its own transaction). ``Cancelled``
-        marks the row cancelled; one of ``user_errors`` fails it with its message; anything else
-        fails it as an internal error, logged with its traceback.
+    def run(
+        self, row_id: int, body: Callable[[int], None], *, user_errors: tuple[type[Exception], ...]
+    ) -> str:
+        """Run ``body(attempt)`` once for this delivery (see ``begin``); returns the row's state after.
+
+        ``body`` records success itself, inside ``fenced(row_id, attempt)`` with its outputs.
+        ``Cancelled`` marks the row cancelled; one of ``user_errors`` fails it with its message;
+        anything else fails it as an internal error, logged with its traceback. Each outcome is
+        written only under this run's claim: a run that lost it (``ClaimLost``) writes nothing.
         """
-        state = self.begin(row_id)
-        if state is not None:
-            return state
+        attempt = self.begin(row_id)
+        if isinstance(attempt, str):
+            return attempt
+        own = {"state": RUNNING, "attempt": attempt}
         try:
-            body()
+            body(attempt)
+        except ClaimLost as exc:
+            logger.warning("%s; its outcome is dropped", exc)
         except Cancelled:
             with transaction.atomic():
-                self.finish(row_id, CANCELLED, f"{self.noun}.cancelled", error="cancelled while running")
+                self.finish(
+                    row_id, CANCELLED, f"{self.noun}.cancelled", expect=own, error="cancelled while running"
+                )
         except user_errors as exc:
-            self.fail(row_id, str(exc))
+            self.fail(row_id, str(exc), expect=own)
         except Exception as exc:
             logger.exception("%s %s failed", self.noun, row_id)
-            self.fail(row_id, f"internal error: {type(exc).__name__}: {exc}")
+            self.fail(row_id, f"internal error: {type(exc).__name__}: {exc}", expect=own)
         return self.rows.values_list("state", flat=True).get(pk=row_id)
 
     def finish(
-        self, row_id: int, state: str, action: str, *, now: datetime.datetime | None = None, **fields: Any
+        self,
+        row_id: int,
+        state: str,
+        action: str,
+        *,
+        now: datetime.datetime | None = None,
+        expect: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> tuple[Row, bool]:
         """Move a non-terminal row to ``state`` with ``fields`` and audit it (caller's transaction).
 
         Returns the (locked) row and whether it changed: a finished row is final, so a redelivery
-        or a late second outcome changes nothing.
+        or a late second outcome changes nothing; nor does a row whose fields differ from
+        ``expect`` (e.g. ``{"state": "running", "attempt": 2}``: another claim owns it now).
         """
         row = self.rows.select_for_update().get(pk=row_id)
         if getattr(row, "state") in self.terminal:  # noqa: B009 - the model is generic here
+            return row, False
+        if any(getattr(row, name) != value for name, value in (expect or {}).items()):
             return row, False
         before = snapshot(row)
         setattr(row, "state", state)  # noqa: B010
@@ -166,11 +284,25 @@ class Lifecycle(Generic[Row]):
         )
         return row, True
 
-    def fail(self, row_id: int, reason: str, *, now: datetime.datetime | None = None) -> bool:
-        """Fail the row with ``reason`` (``<noun>.fail``); False if it had already finished."""
+    def fail(
+        self,
+        row_id: int,
+        reason: str,
+        *,
+        now: datetime.datetime | None = None,
+        expect: dict[str, Any] | None = None,
+    ) -> bool:
+        """Fail the row with ``reason`` (``<noun>.fail``); False if it had already finished (or
+        differs from ``expect``, see ``finish``)."""
         with transaction.atomic():
             _, changed = self.finish(
-                row_id, FAILED, f"{self.noun}.fail", now=now, error=reason[:4000], **self.on_fail
+                row_id,
+                FAILED,
+                f"{self.noun}.fail",
+                now=now,
+                expect=expect,
+                error=reason[:4000],
+                **self.on_fail,
             )
         return changed
 

@@ -60,6 +60,13 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
+    # Delivery telemetry (issue 16: the row is the truth, Celery only delivers): not audited.
+    dispatch_count = models.PositiveIntegerField(default=0, help_text="Times its task reached the broker.")
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time its task reached the broker."
+    )
+    dispatch_error = models.TextField(blank=True, help_text="Why the last send to the broker failed.")
+    attempt = models.PositiveIntegerField(default=0, help_text="Claims so far; fences a run's success.")
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"

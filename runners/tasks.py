@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from runners.actions import do_fail_stale_jobs
+from runners.actions import do_fail_stale_jobs, do_redispatch_queued_jobs
 from runners.execute import execute_job
 
 
@@ -15,3 +15,10 @@ def run_job(job_id: int) -> str:
 @shared_task(name="runners.tasks.fail_stale_jobs")
 def fail_stale_jobs() -> list[int]:
     return do_fail_stale_jobs(settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S)
+
+
+@shared_task(name="runners.tasks.redispatch_queued_jobs")
+def redispatch_queued_jobs() -> list[int]:
+    return do_redispatch_queued_jobs(
+        settings.STEWARD_JOB_REDISPATCH_AFTER_S, settings.STEWARD_JOB_MAX_DISPATCHES
+    )

@@ -37,7 +37,8 @@ DRIFT_CHECKS: Lifecycle[DriftCheck] = Lifecycle(
     task_name="monitoring.tasks.run_drift_check",
     terminal=frozenset({CheckState.SUCCEEDED, CheckState.FAILED}),
     broker_error="could not reach the task broker to run the check: {exc}",
-    orphan_error="the worker running this check stopped before it finished",
+    orphan_error="the worker running this check stopped before it finished, on each of {attempts} attempts",
+    undelivered_error="sent to the task queue {count} times and no worker started it",
     on_claim=lambda now: {"stage": "starting"},
     on_fail={"progress": 1.0, "stage": "failed"},
 )
@@ -243,9 +244,15 @@ def do_run_monitor(
     return check
 
 
-def enqueue_drift_check(check_id: int) -> None:
-    """Send the check's task; a broker outage fails the check with the reason."""
-    DRIFT_CHECKS.enqueue(check_id)
+def enqueue_drift_check(check_id: int) -> bool:
+    """Send the check's task; a broker outage leaves it queued with ``dispatch_error`` for
+    ``do_redispatch_queued_drift_checks`` (issue 16). True if it was sent."""
+    return DRIFT_CHECKS.enqueue(check_id)
+
+
+def do_redispatch_queued_drift_checks(after_s: int, max_dispatches: int) -> list[int]:
+    """Send again queued checks with no live delivery; fail those sent ``max_dispatches`` times."""
+    return DRIFT_CHECKS.redispatch(after_s, max_dispatches)
 
 
 def claim_drift_check(check_id: int) -> bool:

@@ -124,6 +124,14 @@ class DriftCheck(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
+    # The lifecycle's delivery and liveness telemetry, as on a Job (runners.lifecycle, issue 16).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatch_count = models.PositiveIntegerField(default=0, help_text="Times its task reached the broker.")
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time its task reached the broker."
+    )
+    dispatch_error = models.TextField(blank=True, help_text="Why the last send to the broker failed.")
+    attempt = models.PositiveIntegerField(default=0, help_text="Claims so far; fences a run's success.")
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"

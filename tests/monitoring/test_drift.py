@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pandas as pd
 import pytest
+from django.utils import timezone
 from evidently import Report
 from evidently.metrics import DriftedColumnsCount, ValueDrift
 
@@ -358,15 +361,39 @@ def test_running_a_finished_check_again_does_nothing(drifted_check):
     assert Alert.objects.get().occurrences == 1
 
 
-def test_redelivered_check_found_running_fails(registered_version, current_dataset_version, scientist):
+def test_redelivered_check_running_on_a_live_worker_is_left_alone(
+    registered_version, current_dataset_version, scientist
+):
+    # Issue 16 changed this contract: a redelivery used to fail a check its live worker was running.
     check = _request(registered_version, current_dataset_version, scientist)
     assert claim_drift_check(check.pk) is True
+    events = AuditEvent.objects.count()
 
-    assert execute_drift_check(check.pk) == CheckState.FAILED
+    assert execute_drift_check(check.pk) == CheckState.RUNNING
 
     check.refresh_from_db()
-    assert check.error == "the worker running this check stopped before it finished"
+    assert (check.state, check.attempt, check.error) == (CheckState.RUNNING, 1, "")
+    assert AuditEvent.objects.count() == events
     assert Alert.objects.count() == 0
+
+
+def test_redelivered_check_whose_worker_died_runs_again(
+    registered_version, current_dataset_version, scientist
+):
+    check = _request(registered_version, current_dataset_version, scientist)
+    assert claim_drift_check(check.pk) is True
+    # Test set-up: its worker last beat two hours ago (telemetry, not audited).
+    DriftCheck.objects.filter(pk=check.pk).update(heartbeat_at=timezone.now() - datetime.timedelta(hours=2))
+
+    assert execute_drift_check(check.pk, make_report=False) == CheckState.SUCCEEDED
+
+    check.refresh_from_db()
+    assert (check.attempt, check.progress) == (2, 1.0)
+    assert list(
+        AuditEvent.objects.filter(object_type="driftcheck", object_id=str(check.pk))
+        .order_by("id")
+        .values_list("action", flat=True)
+    ) == ["drift_check.request", "drift_check.retry", "drift_check.complete"]
 
 
 def test_request_names_unknown_columns_and_bad_shares(

@@ -12,8 +12,9 @@ from django.utils import timezone
 import config.celery
 from governance.datafiles import read_frame
 from governance.models import AuditEvent, Dataset, ModelVersion
+from lineage.models import LineageEdge
 from runners import tasks, training
-from runners.actions import claim_job, do_submit_job
+from runners.actions import JOBS, claim_job, do_submit_job
 from runners.execute import execute_job
 from runners.models import Job, JobKind, JobState
 from tests.conftest import BIKE_FEATURES
@@ -202,17 +203,111 @@ def test_executing_a_finished_job_again_does_nothing(training_job):
     )
 
 
-def test_redelivered_job_found_running_is_failed_as_worker_lost(training_job):
-    assert claim_job(training_job.pk) is True  # a worker took it, then died without finishing
+def test_duplicate_delivery_of_a_job_running_on_a_live_worker_does_nothing(training_job):
+    # Issue 16 changed this contract: a redelivery used to fail a running job as orphaned, even
+    # while its worker was still training it (Redis redelivers after its visibility timeout).
+    assert claim_job(training_job.pk) is True  # a live worker took it; its heartbeat is fresh
+    claimed = Job.objects.get(pk=training_job.pk)
+    events = AuditEvent.objects.count()
+
+    assert execute_job(training_job.pk) == JobState.RUNNING
+
+    job = Job.objects.get(pk=training_job.pk)
+    assert (job.state, job.attempt, job.error) == (JobState.RUNNING, 1, "")
+    assert (job.started_at, job.heartbeat_at) == (claimed.started_at, claimed.heartbeat_at)
+    assert AuditEvent.objects.count() == events
+    assert ModelVersion.objects.count() == 0
+
+
+def _worker_died(job_id: int) -> None:
+    """Test set-up: the worker running the job last beat two hours ago (telemetry, not audited)."""
+    Job.objects.filter(pk=job_id).update(heartbeat_at=timezone.now() - timedelta(hours=2))
+
+
+def test_delivery_of_a_job_whose_worker_died_runs_it_again_as_attempt_2(training_job):
+    assert claim_job(training_job.pk) is True
+    _worker_died(training_job.pk)
+
+    assert execute_job(training_job.pk) == JobState.SUCCEEDED
+
+    job = Job.objects.get(pk=training_job.pk)
+    assert (job.attempt, job.output_model_version.version) == (2, 1)
+    assert ModelVersion.objects.count() == 1
+    assert _job_events(job) == [
+        ("job.submit", "dana"),
+        ("job.start", "system"),
+        ("job.retry", "system"),
+        ("job.succeed", "system"),
+    ]
+    retry = AuditEvent.objects.get(action="job.retry")
+    assert (retry.before, retry.after) == (
+        {"state": "running", "attempt": 1},
+        {"state": "running", "attempt": 2},
+    )
+
+
+class WorkerKilled(BaseException):
+    """Stands for the worker process dying mid-run: nothing in it catches this, like a kill -9."""
+
+
+def test_a_job_whose_worker_always_dies_fails_after_the_bounded_attempts(training_job, settings, monkeypatch):
+    settings.STEWARD_JOB_MAX_ATTEMPTS = 2
+
+    def die(frame, spec, on_epoch):
+        raise WorkerKilled
+
+    monkeypatch.setattr(training, "train", die)
+    for attempt in (1, 2):
+        with pytest.raises(WorkerKilled):
+            execute_job(training_job.pk)
+        assert Job.objects.get(pk=training_job.pk).attempt == attempt
+        _worker_died(training_job.pk)
 
     assert execute_job(training_job.pk) == JobState.FAILED
 
     job = Job.objects.get(pk=training_job.pk)
-    assert job.error == "the worker running this job stopped before it finished (killed or lost); resubmit it"
-    assert job.output_model_version is None
+    assert (job.state, job.attempt) == (JobState.FAILED, 2)
+    assert job.error == (
+        "the worker running this job stopped before it finished (killed or lost) on each of 2 attempts; "
+        "resubmit it"
+    )
     assert ModelVersion.objects.count() == 0
-    assert _job_events(job) == [("job.submit", "dana"), ("job.start", "system"), ("job.fail", "system")]
-    assert claim_job(training_job.pk) is False
+    assert _job_events(job) == [
+        ("job.submit", "dana"),
+        ("job.start", "system"),
+        ("job.retry", "system"),
+        ("job.fail", "system"),
+    ]
+    assert execute_job(training_job.pk) == JobState.FAILED
+
+
+def test_a_late_finisher_that_lost_its_claim_writes_nothing(training_job, monkeypatch):
+    """Attempt 1 trains on while its heartbeat looked dead; attempt 2 re-claims the job; attempt 1
+    then tries to register its version: refused (the fencing token of issue 16)."""
+    real_train = training.train
+    second_delivery = []
+
+    def train_then_lose_the_claim(frame, spec, on_epoch):
+        result = real_train(frame, spec, on_epoch)
+        _worker_died(training_job.pk)
+        second_delivery.append(JOBS.begin(training_job.pk))  # another worker's delivery claims it
+        return result
+
+    monkeypatch.setattr(training, "train", train_then_lose_the_claim)
+
+    assert execute_job(training_job.pk) == JobState.RUNNING
+
+    job = Job.objects.get(pk=training_job.pk)
+    assert second_delivery == [2]
+    assert (job.state, job.attempt, job.output_model_version, job.finished_at) == (
+        JobState.RUNNING,
+        2,
+        None,
+        None,
+    )
+    assert ModelVersion.objects.count() == 0
+    assert LineageEdge.objects.count() == 0
+    assert _job_events(job) == [("job.submit", "dana"), ("job.start", "system"), ("job.retry", "system")]
 
 
 def test_missing_job_is_reported_not_raised(db):
@@ -336,7 +431,7 @@ def unreachable_broker(settings, monkeypatch):
     forget_pools()
 
 
-def test_broker_outage_fails_the_submitted_job_with_the_reason(
+def test_broker_outage_leaves_the_submitted_job_queued_with_the_dispatch_error(
     client_for,
     scientist,
     dataset_version,
@@ -345,6 +440,8 @@ def test_broker_outage_fails_the_submitted_job_with_the_reason(
     unreachable_broker,
     django_capture_on_commit_callbacks,
 ):
+    # Issue 16 changed this contract: a broker outage used to fail the job at once; now the row
+    # stays queued, records the failed send, and the sweeper sends it when the broker is back.
     body = {
         "kind": "train",
         "dataset_version": dataset_version.pk,
@@ -355,19 +452,46 @@ def test_broker_outage_fails_the_submitted_job_with_the_reason(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = client_for(scientist).post("/api/jobs/", body, format="json")
         # Nothing is sent before the transaction commits.
-        assert Job.objects.get().state == JobState.QUEUED
+        assert Job.objects.get().dispatch_error == ""
 
     assert response.status_code == 201
     assert len(callbacks) == 1
     job = Job.objects.get()
-    assert job.state == JobState.FAILED
-    assert job.error == (
+    assert (job.state, job.error, job.dispatch_count, job.dispatched_at) == (JobState.QUEUED, "", 0, None)
+    assert job.dispatch_error == (
         "could not reach the task broker to start the job: "
         "Error 111 connecting to 127.0.0.1:1. Connection refused."
     )
-    assert _job_events(job) == [("job.submit", "dana"), ("job.fail", "system")]
-    fail = AuditEvent.objects.get(action="job.fail")
-    assert (fail.on_behalf_of, fail.before["state"], fail.after["state"]) == (scientist, "queued", "failed")
+    assert _job_events(job) == [("job.submit", "dana")]
+
+
+def test_the_sweeper_fails_a_job_sent_too_often_and_stops_at_a_down_broker(
+    training_job, dataset_version, registered_model, scientist, settings, unreachable_broker
+):
+    settings.STEWARD_JOB_MAX_DISPATCHES = 3
+    never_sent = do_submit_job(
+        kind=JobKind.TRAIN,
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec=training_job.spec,
+        actor=scientist,
+    )
+    # Test set-up: sent 3 times, the last an hour ago, and no worker ever took it.
+    Job.objects.filter(pk=training_job.pk).update(
+        dispatch_count=3, dispatched_at=timezone.now() - timedelta(hours=1)
+    )
+
+    assert tasks.redispatch_queued_jobs() == []
+
+    lost, waiting = Job.objects.get(pk=training_job.pk), Job.objects.get(pk=never_sent.pk)
+    assert (lost.state, lost.dispatch_count) == (JobState.FAILED, 3)
+    assert lost.error == (
+        "sent to the task queue 3 times and no worker started it; is a worker consuming its queue?"
+    )
+    assert _job_events(lost) == [("job.submit", "dana"), ("job.fail", "system")]
+    assert (waiting.state, waiting.dispatch_count) == (JobState.QUEUED, 0)
+    assert waiting.dispatch_error.startswith("could not reach the task broker to start the job: Error 111")
+    assert _job_events(waiting) == [("job.submit", "dana")]
 
 
 def test_jobs_list_in_constant_queries(
