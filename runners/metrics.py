@@ -2,8 +2,9 @@
 
 ``monitoring.metrics.registry`` registers ``JobCollector`` beside monitoring's own collector, so
 ``/metrics`` reports job durations; the job rows belong to runners, so the query lives here
-(issue 8: it used to be read through ``apps.get_model`` to hide the dependency). One aggregate
-query per scrape, whatever the number of jobs.
+(issue 8: it used to be read through ``apps.get_model`` to hide the dependency). Two aggregate
+queries per scrape, whatever the number of jobs: durations, and delivery (issue 16: a job queued
+too long, and how often tasks were sent, show here).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterator
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
-from prometheus_client.core import HistogramMetricFamily
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from runners.models import Job
@@ -23,9 +25,29 @@ PREFIX = "steward"
 
 
 class JobCollector(Collector):
-    """``steward_job_duration_seconds``: wall time of finished jobs, a histogram by kind and state."""
+    """``steward_job_duration_seconds``: wall time of finished jobs, a histogram by kind and state;
+    ``steward_job_queued_oldest_age_seconds``: how long the oldest queued job has waited (0 when
+    none is queued); ``steward_job_dispatches_total``: sends of job tasks to the broker."""
 
-    def collect(self) -> Iterator[HistogramMetricFamily]:
+    def collect(self) -> Iterator[HistogramMetricFamily | GaugeMetricFamily | CounterMetricFamily]:
+        yield self._durations()
+        delivery = Job.objects.aggregate(
+            oldest=Min("created_at", filter=Q(state="queued")), dispatches=Sum("dispatch_count")
+        )
+        oldest = delivery["oldest"]
+        age = (timezone.now() - oldest).total_seconds() if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            f"{PREFIX}_job_queued_oldest_age_seconds",
+            "Seconds the oldest queued job has waited for a worker; 0 when none is queued.",
+            value=max(age, 0.0),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_job_dispatches",
+            "Times job tasks were sent to the broker (first sends and re-sends by the sweeper).",
+            value=delivery["dispatches"] or 0,
+        )
+
+    def _durations(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(
             f"{PREFIX}_job_duration_seconds",
             "Wall time of finished jobs, by kind and state.",
@@ -49,4 +71,4 @@ class JobCollector(Collector):
             buckets.append(("+Inf", row["total"]))
             seconds = row["seconds"].total_seconds() if row["seconds"] is not None else 0.0
             family.add_metric([row["kind"], row["state"]], buckets, seconds)
-        yield family
+        return family

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from monitoring import grafana
 from monitoring.models import Alert
@@ -90,8 +91,38 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         ],
         'steward_job_duration_seconds_count{kind="train",state="succeeded"} 2.0',
         'steward_job_duration_seconds_sum{kind="train",state="succeeded"} 7230.0',
+        "steward_job_queued_oldest_age_seconds 0.0",
+        "steward_job_dispatches_total 0.0",
     ]
     assert Alert.objects.get().severity == "critical"
+
+
+def test_metrics_show_how_long_the_oldest_job_has_waited_and_the_dispatches(
+    client, scrape_token, scientist, dataset_version, registered_model, training_spec, monkeypatch
+):
+    """Queued too long is visible (issue 16): a job the broker lost, or that no worker takes."""
+    now = T0 + datetime.timedelta(hours=1)
+    ages_and_sends = ((1800, 3, "queued"), (600, 1, "queued"), (7200, 2, "succeeded"))
+    for age, sends, state in ages_and_sends:
+        job = do_submit_job(
+            kind="train",
+            dataset_version=dataset_version,
+            registered_model=registered_model,
+            spec=training_spec,
+            actor=scientist,
+        )
+        # Test set-up: when each job was submitted and how often its task was sent.
+        Job.objects.filter(pk=job.pk).update(
+            state=state, created_at=now - datetime.timedelta(seconds=age), dispatch_count=sends
+        )
+    monkeypatch.setattr(timezone, "now", lambda: now)  # the scrape's clock
+
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert [line for line in _steward_lines(response) if "duration" not in line][-2:] == [
+        "steward_job_queued_oldest_age_seconds 1800.0",
+        "steward_job_dispatches_total 6.0",
+    ]
 
 
 def test_metrics_need_the_token_or_a_platform_wide_role(
@@ -127,8 +158,9 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
     for minute in range(3):
         finish_check(monitor, BREACH, T0 + datetime.timedelta(minutes=minute), scientist)
 
-    # 1 newest check per model version, 2 checks by state, 3 open alerts, 4 notifications, 5 jobs
-    with django_assert_num_queries(5):
+    # 1 newest check per model version, 2 checks by state, 3 open alerts, 4 notifications,
+    # 5 job durations, 6 oldest queued job and dispatches
+    with django_assert_num_queries(6):
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200
