@@ -33,6 +33,10 @@ class JobSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "celery_task_id",
+            "attempt",
+            "dispatch_count",
+            "dispatched_at",
+            "dispatch_error",
         ]
         read_only_fields = fields
 

@@ -99,12 +99,15 @@ def test_a_job_submitted_while_the_broker_is_down_runs_once_it_is_back(
     }
     redis_broker.stop()
 
-    response = client_for(scientist).post("/api/jobs/", body, format="json")
+    client = client_for(scientist)
+
+    response = client.post("/api/jobs/", body, format="json")
 
     assert (response.status_code, response.json()["state"]) == (201, "queued")
     job = Job.objects.get()
-    assert (job.state, job.dispatch_count, job.dispatched_at) == (JobState.QUEUED, 0, None)
-    assert job.dispatch_error == (
+    shown = client.get(f"/api/jobs/{job.pk}/").json()
+    assert (shown["state"], shown["dispatch_count"], shown["dispatched_at"]) == ("queued", 0, None)
+    assert shown["dispatch_error"] == (
         "could not reach the task broker to start the job: "
         f"Error 111 connecting to 127.0.0.1:{redis_broker.port}. Connection refused."
     )
