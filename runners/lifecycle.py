@@ -343,8 +343,22 @@ class Lifecycle(Generic[Row]):
             thread.join()
 
     def fail_stale(self, timeout_s: int) -> list[int]:
-        """Fail running rows whose heartbeat is older than ``timeout_s`` seconds (their worker died)."""
+        """Recover running rows whose heartbeat is older than ``timeout_s`` seconds (their worker
+        died); returns the ids failed.
+
+        A row with attempts left (``STEWARD_JOB_MAX_ATTEMPTS``) is sent again: the delivery finds
+        its heartbeat stale and claims it as the next attempt (``begin``), so a killed worker's job
+        runs again elsewhere (issue 16) even when the broker redelivered its task too early, while
+        the heartbeat still looked alive. A send that fails is tried again on the next sweep. A row
+        on its last attempt is failed with the reason.
+        """
         cutoff = timezone.now() - datetime.timedelta(seconds=timeout_s)
-        stale = list(self.rows.filter(state=RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True))
+        stale = self.rows.filter(state=RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "attempt")
         reason = f"no heartbeat from the worker for over {timeout_s} s; the worker was lost"
-        return [row_id for row_id in stale if self.fail(row_id, reason)]
+        failed = []
+        for row_id, attempt in list(stale):
+            if attempt < settings.STEWARD_JOB_MAX_ATTEMPTS:
+                self.enqueue(row_id)
+            elif self.fail(row_id, reason, expect={"state": RUNNING, "attempt": attempt}):
+                failed.append(row_id)
+        return failed

@@ -380,6 +380,8 @@ def test_fail_stale_jobs_fails_only_jobs_without_a_recent_heartbeat(
     training_job, dataset_version, registered_model, scientist, settings
 ):
     settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S = 600
+    # On its last attempt (issue 16: with attempts left the sweep sends the job again instead).
+    settings.STEWARD_JOB_MAX_ATTEMPTS = 1
     alive = do_submit_job(
         kind=JobKind.TRAIN,
         dataset_version=dataset_version,
@@ -402,6 +404,32 @@ def test_fail_stale_jobs_fails_only_jobs_without_a_recent_heartbeat(
     )
     assert Job.objects.get(pk=alive.pk).state == JobState.RUNNING
     assert _job_events(stale)[-1] == ("job.fail", "system")
+
+
+def test_the_stale_sweep_sends_a_job_with_attempts_left_again_and_its_delivery_runs_it(
+    training_job, settings, monkeypatch
+):
+    # Issue 16: a killed worker's task may be redelivered while its heartbeat still looks alive
+    # (that delivery does nothing); once the heartbeat is stale, the sweep sends the job again.
+    settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S = 600
+    sent = []
+    monkeypatch.setattr(config.celery.app, "send_task", lambda name, **options: sent.append((name, options)))
+    assert claim_job(training_job.pk) is True
+    _worker_died(training_job.pk)
+    events = AuditEvent.objects.count()
+
+    assert tasks.fail_stale_jobs() == []
+
+    job = Job.objects.get(pk=training_job.pk)
+    assert sent == [
+        ("runners.tasks.run_job", {"args": [job.pk], "task_id": job.celery_task_id, "retry": True})
+    ]
+    assert (job.state, job.attempt, job.dispatch_count) == (JobState.RUNNING, 1, 1)
+    assert AuditEvent.objects.count() == events  # a send is delivery telemetry, not a change
+    assert execute_job(job.pk) == JobState.SUCCEEDED
+    job.refresh_from_db()
+    assert (job.attempt, ModelVersion.objects.count()) == (2, 1)
+    assert [action for action, _ in _job_events(job)][-2:] == ["job.retry", "job.succeed"]
 
 
 @pytest.fixture
