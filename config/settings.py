@@ -229,6 +229,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 30.0},
     },
+    # A drift check's worker that died mid-check: its check runs again, or fails on its last attempt.
+    "recover-stale-drift-checks": {
+        "task": "monitoring.tasks.recover_stale_drift_checks",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
     "redispatch-queued-drift-checks": {
         "task": "monitoring.tasks.redispatch_queued_drift_checks",
         "schedule": 30.0,

@@ -9,7 +9,11 @@ from celery import shared_task
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from monitoring.actions.checks import do_redispatch_queued_drift_checks, do_run_monitor
+from monitoring.actions.checks import (
+    do_recover_stale_drift_checks,
+    do_redispatch_queued_drift_checks,
+    do_run_monitor,
+)
 from monitoring.actions.retraining import submit_retraining
 from monitoring.execute import (
     execute_drift_check,
@@ -32,6 +36,11 @@ def redispatch_queued_drift_checks() -> list[int]:
     return do_redispatch_queued_drift_checks(
         settings.STEWARD_JOB_REDISPATCH_AFTER_S, settings.STEWARD_JOB_MAX_DISPATCHES
     )
+
+
+@shared_task(name="monitoring.tasks.recover_stale_drift_checks")
+def recover_stale_drift_checks() -> list[int]:
+    return do_recover_stale_drift_checks(settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S)
 
 
 @shared_task(name="monitoring.tasks.run_monitor")

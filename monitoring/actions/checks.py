@@ -255,6 +255,12 @@ def do_redispatch_queued_drift_checks(after_s: int, max_dispatches: int) -> list
     return DRIFT_CHECKS.redispatch(after_s, max_dispatches)
 
 
+def do_recover_stale_drift_checks(timeout_s: int) -> list[int]:
+    """Send again running checks whose worker went silent for ``timeout_s`` seconds, or fail them
+    on their last attempt (``Lifecycle.fail_stale``); returns the ids failed."""
+    return DRIFT_CHECKS.fail_stale(timeout_s)
+
+
 def claim_drift_check(check_id: int) -> bool:
     """queued -> running with a conditional UPDATE; False if another delivery claimed it."""
     return DRIFT_CHECKS.claim(check_id)

@@ -11,9 +11,10 @@ from django.utils import timezone
 from evidently import Report
 from evidently.metrics import DriftedColumnsCount, ValueDrift
 
+import config.celery
 from governance.actions.registry import do_register_model_version
 from governance.models import AuditEvent
-from monitoring import drift
+from monitoring import drift, tasks
 from monitoring.actions.checks import claim_drift_check, do_request_drift_check
 from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
@@ -394,6 +395,33 @@ def test_redelivered_check_whose_worker_died_runs_again(
         .order_by("id")
         .values_list("action", flat=True)
     ) == ["drift_check.request", "drift_check.retry", "drift_check.complete"]
+
+
+def test_the_stale_sweep_sends_a_check_whose_worker_died_again_or_fails_it_on_its_last_attempt(
+    registered_version, current_dataset_version, scientist, settings, monkeypatch
+):
+    # Issue 16: a check's task redelivered while its heartbeat looked alive does nothing, so the
+    # sweep is what brings back a check whose worker died.
+    settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S = 90
+    sent = []
+    monkeypatch.setattr(config.celery.app, "send_task", lambda name, **options: sent.append(name))
+    retried, last = (_request(registered_version, current_dataset_version, scientist) for _ in range(2))
+    for check in (retried, last):
+        assert claim_drift_check(check.pk) is True
+    DriftCheck.objects.filter(pk=last.pk).update(attempt=settings.STEWARD_JOB_MAX_ATTEMPTS)
+    DriftCheck.objects.update(heartbeat_at=timezone.now() - datetime.timedelta(hours=2))
+
+    assert tasks.recover_stale_drift_checks() == [last.pk]
+
+    assert sent == ["monitoring.tasks.run_drift_check"]
+    assert DriftCheck.objects.get(pk=retried.pk).state == CheckState.RUNNING
+    failed = DriftCheck.objects.get(pk=last.pk)
+    assert (failed.state, failed.error) == (
+        CheckState.FAILED,
+        "no heartbeat from the worker for over 90 s; the worker was lost",
+    )
+    assert execute_drift_check(retried.pk, make_report=False) == CheckState.SUCCEEDED
+    assert DriftCheck.objects.get(pk=retried.pk).attempt == 2
 
 
 def test_request_names_unknown_columns_and_bad_shares(
