@@ -108,18 +108,29 @@ class Lifecycle(Generic[Row]):
     def redispatch(self, after_s: int, max_dispatches: int) -> list[int]:
         """Send again the queued rows with no live delivery; returns the ids sent.
 
-        A row has none when its task never reached the broker or reached it over ``after_s``
-        seconds ago (lost in a broker restart, or no worker took it). A row already sent
+        A row has none when its task never reached the broker, or reached it long enough ago that
+        it may have been lost (a broker restart) or no worker takes its queue: ``after_s`` seconds
+        after the first send, then twice as long after each further one, so a row merely waiting
+        behind long jobs gets a duplicate message every doubling of its wait, not every
+        ``after_s`` (with the defaults, 12 sends cover about two weeks). A row already sent
         ``max_dispatches`` times is failed instead. Stops at the first failed send: the broker is
         down, the next run retries. A duplicate message is harmless: the claim runs a row once.
         """
-        cutoff = timezone.now() - datetime.timedelta(seconds=after_s)
-        due = (
+        now = timezone.now()
+        candidates = (
             self.rows.filter(state=QUEUED)
-            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=cutoff))
+            .filter(
+                Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - datetime.timedelta(seconds=after_s))
+            )
             .order_by("pk")
-            .values_list("pk", "dispatch_count")
+            .values_list("pk", "dispatch_count", "dispatched_at")
         )
+        due = [
+            (row_id, count)
+            for row_id, count, dispatched_at in candidates
+            if dispatched_at is None
+            or now - dispatched_at >= datetime.timedelta(seconds=after_s * 2 ** min(max(count - 1, 0), 30))
+        ]
         sent = []
         for row_id, count in due:
             if count >= max_dispatches:

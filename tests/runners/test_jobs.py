@@ -522,6 +522,30 @@ def test_the_sweeper_fails_a_job_sent_too_often_and_stops_at_a_down_broker(
     assert _job_events(waiting) == [("job.submit", "dana")]
 
 
+def test_the_sweeper_backs_off_a_job_that_waits_behind_others(training_job, settings, monkeypatch):
+    # A queued job is sent again after 300 s, then after 600 s, 1,200 s...: one waiting behind long
+    # jobs gets a duplicate message per doubling of its wait, not every 300 s (issue 16).
+    settings.STEWARD_JOB_REDISPATCH_AFTER_S = 300
+    sent = []
+    monkeypatch.setattr(config.celery.app, "send_task", lambda name, **options: sent.append(options["args"]))
+    waits = {}
+    for count, seconds_ago in ((1, 299), (1, 301), (2, 599), (2, 601), (3, 1199), (3, 1201)):
+        Job.objects.filter(pk=training_job.pk).update(
+            dispatch_count=count, dispatched_at=timezone.now() - timedelta(seconds=seconds_ago)
+        )
+        waits[(count, seconds_ago)] = tasks.redispatch_queued_jobs() == [training_job.pk]
+
+    assert waits == {
+        (1, 299): False,
+        (1, 301): True,
+        (2, 599): False,
+        (2, 601): True,
+        (3, 1199): False,
+        (3, 1201): True,
+    }
+    assert sent == [[training_job.pk]] * 3
+
+
 def test_jobs_list_in_constant_queries(
     client_for,
     fresh,
