@@ -100,7 +100,7 @@ def execute_drift_check(
         check = DriftCheck.objects.select_related(
             "model_version__model", "monitor", "reference_dataset_version__dataset"
         ).get(pk=check_id)
-        with DRIFT_CHECKS.heartbeat(check_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S):
+        with DRIFT_CHECKS.heartbeat(check_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S, attempt):
             outcome, report = _run(check, predictor, make_report)
         with DRIFT_CHECKS.fenced(check_id, attempt):
             do_finish_drift_check(check_id, result=outcome, report=report)

@@ -39,6 +39,9 @@ JOBS: Lifecycle[Job] = Lifecycle(
         "sent to the task queue {count} times and no worker started it; is a worker consuming its queue?"
     ),
     audit_start=True,
+    cancel_flag="is_cancel_requested",
+    # Each attempt starts its telemetry afresh: a dead attempt's epochs are not this one's.
+    on_claim=lambda now: {"progress": 0.0, "history": [], "metrics": {}},
 )
 
 INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset"})

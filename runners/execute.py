@@ -21,7 +21,7 @@ from lineage.models import Relation
 from lineage.nodes import NodeRef
 from runners import inference, training
 from runners.actions import JOBS, do_succeed_job
-from runners.lifecycle import Cancelled
+from runners.lifecycle import Cancelled, ClaimLost
 from runners.models import Job, JobKind
 from runners.specs import SpecError, parse_spec
 
@@ -48,7 +48,7 @@ def execute_job(job_id: int) -> str:
 
     def body(attempt: int) -> None:
         job = Job.objects.get(pk=job_id)
-        with JOBS.heartbeat(job_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S):
+        with JOBS.heartbeat(job_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S, attempt):
             if job.kind == JobKind.TRAIN:
                 _run_training(job, attempt)
             else:
@@ -57,11 +57,17 @@ def execute_job(job_id: int) -> str:
     return JOBS.run(job_id, body, user_errors=USER_ERRORS)
 
 
-def _append_log(job_id: int, line: str, **fields) -> None:
-    """Append a log line and update telemetry (progress, heartbeat); not an audited change."""
+def _append_log(job_id: int, attempt: int, line: str, **fields) -> None:
+    """Append a log line and update telemetry (progress, heartbeat); not an audited change.
+
+    Raises ClaimLost when the job no longer runs under ``attempt`` (another delivery took it over
+    after this worker looked dead): the run stops instead of training on for nothing.
+    """
     job = Job.objects.only("log_tail").get(pk=job_id)
     lines = ([*job.log_tail.splitlines(), line])[-LOG_TAIL_LINES:]
-    Job.objects.filter(pk=job_id).update(log_tail="\n".join(lines), heartbeat_at=timezone.now(), **fields)
+    fields |= {"log_tail": "\n".join(lines), "heartbeat_at": timezone.now()}
+    if not JOBS.record_progress(job_id, attempt, **fields):
+        raise ClaimLost(f"job {job_id} no longer runs as attempt {attempt}")
 
 
 def _check_cancel(job_id: int) -> None:
@@ -84,6 +90,7 @@ def _run_training(job: Job, attempt: int) -> None:
     device = training.select_device()
     _append_log(
         job.pk,
+        attempt,
         f"training on {len(rows)} rows, {len(spec.features)} features, device {device}",
         device=str(device),
     )
@@ -93,7 +100,11 @@ def _run_training(job: Job, attempt: int) -> None:
         summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
         history = [*Job.objects.get(pk=job.pk).history, record]
         _append_log(
-            job.pk, f"epoch {epoch}/{epochs} {summary}", progress=epoch / epochs * 0.95, history=history
+            job.pk,
+            attempt,
+            f"epoch {epoch}/{epochs} {summary}",
+            progress=epoch / epochs * 0.95,
+            history=history,
         )
 
     result = training.train(rows, spec, on_epoch)
@@ -125,6 +136,7 @@ def _run_inference(job: Job, attempt: int) -> None:
     _, rows = _load_rows(job, job.spec.get("where"))
     _append_log(
         job.pk,
+        attempt,
         f"predicting {len(rows)} rows with {model_version} on {loaded.device}",
         device=str(loaded.device),
         progress=0.1,
@@ -133,7 +145,7 @@ def _run_inference(job: Job, attempt: int) -> None:
     output = rows.copy()
     output[inference.PREDICTION_COLUMN] = inference.predict(rows, loaded)
     fmt = job.dataset_version.format
-    _append_log(job.pk, f"writing {len(output)} predictions", progress=0.8)
+    _append_log(job.pk, attempt, f"writing {len(output)} predictions", progress=0.8)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"predictions.{fmt}"
         path.write_bytes(datafiles.write_frame(output, fmt))

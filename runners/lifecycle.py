@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class Lifecycle(Generic[Row]):
     orphan_error: str
     undelivered_error: str
     audit_start: bool = False
+    # The row's "a person asked to cancel" flag, if its kind can be cancelled: a row whose worker
+    # died after the request ends cancelled instead of running again.
+    cancel_flag: str | None = None
     on_claim: Callable[[datetime.datetime], dict[str, Any]] = field(default=lambda now: {})
     on_fail: dict[str, Any] = field(default_factory=dict)
 
@@ -93,7 +97,13 @@ class Lifecycle(Generic[Row]):
         recorded on the row (delivery telemetry, not audited); a failed send only records its
         error: the row stays queued and ``redispatch`` sends it later (issue 16).
         """
-        task_id = self.rows.values_list("celery_task_id", flat=True).get(pk=row_id)
+        task_id, sends = self.rows.values_list("celery_task_id", "dispatch_count").get(pk=row_id)
+        if sends:
+            # A re-send gets its own task id: Celery keeps results by id, and a delivery of the
+            # earlier message that returned while the row ran elsewhere stored SUCCESS under it,
+            # after which Celery treats a worker lost under that id as done and stops re-queuing.
+            task_id = str(uuid.uuid4())
+            self.rows.filter(pk=row_id).update(celery_task_id=task_id)
         try:
             current_app.send_task(self.task_name, args=[row_id], task_id=task_id, retry=True)
         except Exception as exc:
@@ -177,7 +187,7 @@ class Lifecycle(Generic[Row]):
             now = timezone.now()
             claimed = self.rows.filter(
                 pk=row_id, state=RUNNING, attempt=attempt, heartbeat_at=heartbeat_at
-            ).update(started_at=now, heartbeat_at=now, attempt=attempt + 1)
+            ).update(started_at=now, heartbeat_at=now, attempt=attempt + 1, **self.on_claim(now))
             if not claimed:
                 return None
             row = self.rows.get(pk=row_id)
@@ -206,6 +216,8 @@ class Lifecycle(Generic[Row]):
             timeout = datetime.timedelta(seconds=settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S)
             if heartbeat_at is not None and heartbeat_at >= timezone.now() - timeout:
                 return RUNNING  # a duplicate delivery: its worker is alive
+            if self._cancel_orphan(row_id, attempt):
+                return CANCELLED
             if attempt >= settings.STEWARD_JOB_MAX_ATTEMPTS:
                 reason = self.orphan_error.format(attempts=attempt)
                 self.fail(row_id, reason, expect={"state": RUNNING, "attempt": attempt})
@@ -317,12 +329,18 @@ class Lifecycle(Generic[Row]):
             )
         return changed
 
-    def record_progress(self, row_id: int, **fields: Any) -> int:
-        """Telemetry of a running row (progress, stage, heartbeat): not an audited change."""
-        return self.rows.filter(pk=row_id, state=RUNNING).update(**fields)
+    def record_progress(self, row_id: int, attempt: int | None = None, **fields: Any) -> int:
+        """Telemetry of a running row (progress, stage, heartbeat): not an audited change. With
+        ``attempt``, only while the row still runs under it: a run that lost its claim neither
+        keeps the row looking alive nor mixes its progress into the next attempt's. Returns the
+        number of rows written (0 or 1)."""
+        rows = self.rows.filter(pk=row_id, state=RUNNING)
+        if attempt is not None:
+            rows = rows.filter(attempt=attempt)
+        return rows.update(**fields)
 
     @contextmanager
-    def heartbeat(self, row_id: int, interval_s: float) -> Iterator[None]:
+    def heartbeat(self, row_id: int, interval_s: float, attempt: int) -> Iterator[None]:
         """Touch the row's ``heartbeat_at`` every ``interval_s`` from a thread while the body runs.
 
         A worker killed outright (kill -9 of the whole worker: no redelivery on every broker) stops
@@ -339,7 +357,7 @@ class Lifecycle(Generic[Row]):
         def beat() -> None:
             try:
                 while not stop.wait(interval_s):
-                    self.record_progress(row_id, heartbeat_at=timezone.now())
+                    self.record_progress(row_id, attempt, heartbeat_at=timezone.now())
             except DatabaseError:
                 logger.exception("%s %s: heartbeat stopped", self.noun, row_id)
             finally:
@@ -361,15 +379,37 @@ class Lifecycle(Generic[Row]):
         its heartbeat stale and claims it as the next attempt (``begin``), so a killed worker's job
         runs again elsewhere (issue 16) even when the broker redelivered its task too early, while
         the heartbeat still looked alive. A send that fails is tried again on the next sweep. A row
-        on its last attempt is failed with the reason.
+        someone asked to cancel is cancelled; one on its last attempt is failed with the reason.
         """
         cutoff = timezone.now() - datetime.timedelta(seconds=timeout_s)
         stale = self.rows.filter(state=RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "attempt")
-        reason = f"no heartbeat from the worker for over {timeout_s} s; the worker was lost"
+        most = settings.STEWARD_JOB_MAX_ATTEMPTS
         failed = []
         for row_id, attempt in list(stale):
-            if attempt < settings.STEWARD_JOB_MAX_ATTEMPTS:
+            if self._cancel_orphan(row_id, attempt):
+                continue
+            if attempt < most:
                 self.enqueue(row_id)
-            elif self.fail(row_id, reason, expect={"state": RUNNING, "attempt": attempt}):
+                continue
+            reason = (
+                f"no heartbeat from the worker for over {timeout_s} s on its last attempt "
+                f"({attempt} of {most}); the worker was lost"
+            )
+            if self.fail(row_id, reason, expect={"state": RUNNING, "attempt": attempt}):
                 failed.append(row_id)
         return failed
+
+    def _cancel_orphan(self, row_id: int, attempt: int) -> bool:
+        """Cancel a running row whose worker died after someone asked to cancel it (rather than
+        run it again); True if it was cancelled."""
+        if self.cancel_flag is None or not self.rows.filter(pk=row_id, **{self.cancel_flag: True}).exists():
+            return False
+        with transaction.atomic():
+            _, changed = self.finish(
+                row_id,
+                CANCELLED,
+                f"{self.noun}.cancelled",
+                expect={"state": RUNNING, "attempt": attempt},
+                error="cancelled; its worker was lost before it stopped",
+            )
+        return changed

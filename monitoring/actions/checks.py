@@ -39,7 +39,7 @@ DRIFT_CHECKS: Lifecycle[DriftCheck] = Lifecycle(
     broker_error="could not reach the task broker to run the check: {exc}",
     orphan_error="the worker running this check stopped before it finished, on each of {attempts} attempts",
     undelivered_error="sent to the task queue {count} times and no worker started it",
-    on_claim=lambda now: {"stage": "starting"},
+    on_claim=lambda now: {"stage": "starting", "progress": 0.0},
     on_fail={"progress": 1.0, "stage": "failed"},
 )
 

@@ -67,6 +67,11 @@ class DriftCheckSerializer(serializers.ModelSerializer):
             "report_error",
             "error",
             "retrain_job_id",
+            # Delivery (issue 16): why a check still waits, and how often it was sent and run.
+            "attempt",
+            "dispatch_count",
+            "dispatched_at",
+            "dispatch_error",
             "created_at",
             "started_at",
             "finished_at",

@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
 import config.celery
@@ -14,7 +15,7 @@ from governance.datafiles import read_frame
 from governance.models import AuditEvent, Dataset, ModelVersion
 from lineage.models import LineageEdge
 from runners import tasks, training
-from runners.actions import JOBS, claim_job, do_submit_job
+from runners.actions import JOBS, claim_job, do_cancel_job, do_submit_job
 from runners.execute import execute_job
 from runners.models import Job, JobKind, JobState
 from tests.conftest import BIKE_FEATURES
@@ -226,12 +227,16 @@ def _worker_died(job_id: int) -> None:
 
 def test_delivery_of_a_job_whose_worker_died_runs_it_again_as_attempt_2(training_job):
     assert claim_job(training_job.pk) is True
+    # The dead attempt got through an epoch before its worker died.
+    Job.objects.filter(pk=training_job.pk).update(history=[{"epoch": 1, "train_loss": 9.9}], progress=0.4)
     _worker_died(training_job.pk)
 
     assert execute_job(training_job.pk) == JobState.SUCCEEDED
 
     job = Job.objects.get(pk=training_job.pk)
     assert (job.attempt, job.output_model_version.version) == (2, 1)
+    # The retry's own epochs only (a hostile tester saw both attempts' interleaved).
+    assert [record["epoch"] for record in job.history] == list(range(1, job.spec["epochs"] + 1))
     assert ModelVersion.objects.count() == 1
     assert _job_events(job) == [
         ("job.submit", "dana"),
@@ -308,6 +313,55 @@ def test_a_late_finisher_that_lost_its_claim_writes_nothing(training_job, monkey
     assert ModelVersion.objects.count() == 0
     assert LineageEdge.objects.count() == 0
     assert _job_events(job) == [("job.submit", "dana"), ("job.start", "system"), ("job.retry", "system")]
+
+
+def test_a_run_that_lost_its_claim_stops_at_its_next_epoch_and_writes_no_telemetry(training_job, monkeypatch):
+    # Its heartbeat and epochs would otherwise keep the job looking alive and mix its history into
+    # the attempt that took over (issue 16, hostile tester).
+    def train_after_a_takeover(frame, spec, on_epoch):
+        Job.objects.filter(pk=training_job.pk).update(attempt=F("attempt") + 1)  # another worker's claim
+        on_epoch(1, spec.epochs, {"epoch": 1, "train_loss": 1.0})
+        raise AssertionError("the run went on after losing its claim")
+
+    monkeypatch.setattr(training, "train", train_after_a_takeover)
+
+    assert execute_job(training_job.pk) == JobState.RUNNING
+
+    job = Job.objects.get(pk=training_job.pk)
+    assert (job.attempt, job.history, job.progress) == (2, [], 0.0)
+    assert "epoch 1/" not in job.log_tail
+    assert ModelVersion.objects.count() == 0
+
+
+@pytest.mark.parametrize("recovered_by", ["delivery", "stale sweep"])
+def test_a_job_cancelled_while_its_worker_was_dying_ends_cancelled_not_retried(
+    training_job, owner, settings, monkeypatch, recovered_by
+):
+    settings.STEWARD_JOB_HEARTBEAT_TIMEOUT_S = 600
+    sent = []
+    monkeypatch.setattr(config.celery.app, "send_task", lambda name, **options: sent.append(name))
+    assert claim_job(training_job.pk) is True
+    do_cancel_job(job=training_job, actor=owner)
+    _worker_died(training_job.pk)
+
+    if recovered_by == "delivery":
+        assert execute_job(training_job.pk) == JobState.CANCELLED
+    else:
+        assert tasks.fail_stale_jobs() == []
+
+    job = Job.objects.get(pk=training_job.pk)
+    assert (job.state, job.attempt, job.error) == (
+        JobState.CANCELLED,
+        1,
+        "cancelled; its worker was lost before it stopped",
+    )
+    assert sent == []
+    assert [action for action, _ in _job_events(job)] == [
+        "job.submit",
+        "job.start",
+        "job.cancel",
+        "job.cancelled",
+    ]
 
 
 def test_missing_job_is_reported_not_raised(db):
@@ -400,7 +454,7 @@ def test_fail_stale_jobs_fails_only_jobs_without_a_recent_heartbeat(
     stale = Job.objects.get(pk=training_job.pk)
     assert (stale.state, stale.error) == (
         JobState.FAILED,
-        "no heartbeat from the worker for over 600 s; the worker was lost",
+        "no heartbeat from the worker for over 600 s on its last attempt (1 of 1); the worker was lost",
     )
     assert Job.objects.get(pk=alive.pk).state == JobState.RUNNING
     assert _job_events(stale)[-1] == ("job.fail", "system")
@@ -415,6 +469,7 @@ def test_the_stale_sweep_sends_a_job_with_attempts_left_again_and_its_delivery_r
     sent = []
     monkeypatch.setattr(config.celery.app, "send_task", lambda name, **options: sent.append((name, options)))
     assert claim_job(training_job.pk) is True
+    Job.objects.filter(pk=training_job.pk).update(dispatch_count=1)  # its first send reached the broker
     _worker_died(training_job.pk)
     events = AuditEvent.objects.count()
 
@@ -424,7 +479,9 @@ def test_the_stale_sweep_sends_a_job_with_attempts_left_again_and_its_delivery_r
     assert sent == [
         ("runners.tasks.run_job", {"args": [job.pk], "task_id": job.celery_task_id, "retry": True})
     ]
-    assert (job.state, job.attempt, job.dispatch_count) == (JobState.RUNNING, 1, 1)
+    assert (job.state, job.attempt, job.dispatch_count) == (JobState.RUNNING, 1, 2)
+    # A re-send has its own task id (Celery keeps results by id: see Lifecycle.enqueue).
+    assert job.celery_task_id != training_job.celery_task_id
     assert AuditEvent.objects.count() == events  # a send is delivery telemetry, not a change
     assert execute_job(job.pk) == JobState.SUCCEEDED
     job.refresh_from_db()
