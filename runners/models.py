@@ -25,7 +25,24 @@ class JobState(models.TextChoices):
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
-class Job(models.Model):
+class Delivered(models.Model):
+    """The delivery and liveness fields of a row ``runners.lifecycle.Lifecycle`` runs (a Job, a
+    DriftCheck), defined once: the row is the truth, Celery only delivers (issue 16). Telemetry,
+    not audited changes."""
+
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatch_count = models.PositiveIntegerField(default=0, help_text="Times its task reached the broker.")
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time its task reached the broker."
+    )
+    dispatch_error = models.TextField(blank=True, help_text="Why the last send to the broker failed.")
+    attempt = models.PositiveIntegerField(default=0, help_text="Claims so far; fences a run's success.")
+
+    class Meta:
+        abstract = True
+
+
+class Job(Delivered):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
     kind = models.CharField(max_length=16, choices=JobKind.choices)
     spec = models.JSONField(default=dict)
@@ -58,15 +75,7 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
-    # Delivery telemetry (issue 16: the row is the truth, Celery only delivers): not audited.
-    dispatch_count = models.PositiveIntegerField(default=0, help_text="Times its task reached the broker.")
-    dispatched_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last time its task reached the broker."
-    )
-    dispatch_error = models.TextField(blank=True, help_text="Why the last send to the broker failed.")
-    attempt = models.PositiveIntegerField(default=0, help_text="Claims so far; fences a run's success.")
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"

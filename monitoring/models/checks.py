@@ -13,6 +13,7 @@ from governance.models import DatasetVersion, ModelVersion, Team
 from governance.permissions import RestrictedQuerySet
 from monitoring.models.monitors import Monitor
 from monitoring.models.rules import DRIFT_SHARE_IN_RANGE, drift_share_valid, in_choices
+from runners.models import Delivered
 
 
 class CheckState(models.TextChoices):
@@ -68,7 +69,7 @@ class ReferenceProfile(models.Model):
         return f"Profile of {subject}{self.dataset_version}"
 
 
-class DriftCheck(models.Model):
+class DriftCheck(Delivered):
     """One comparison of current data with a reference: per-column verdicts, prediction and performance."""
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="drift_checks")
@@ -124,14 +125,6 @@ class DriftCheck(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
-    # The lifecycle's delivery and liveness telemetry, as on a Job (runners.lifecycle, issue 16).
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    dispatch_count = models.PositiveIntegerField(default=0, help_text="Times its task reached the broker.")
-    dispatched_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last time its task reached the broker."
-    )
-    dispatch_error = models.TextField(blank=True, help_text="Why the last send to the broker failed.")
-    attempt = models.PositiveIntegerField(default=0, help_text="Claims so far; fences a run's success.")
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
