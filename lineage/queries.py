@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
-from lineage.models import LineageEdge
+from lineage.models import LineageEdge, Relation
 from lineage.nodes import NodeRef, visible_nodes
 
 Direction = Literal["upstream", "downstream", "both"]
@@ -90,3 +90,22 @@ def lineage_of(user, obj) -> dict[str, list[dict]]:
             dict(node, kind=node["type"].replace("_", " ")) for node in graph["nodes"] if node["distance"]
         ]
     return sides
+
+
+# Unrestricted reads for other apps' system code (issue 8: monitoring used to query LineageEdge
+# itself); callers restrict what they show people, this only follows edges.
+def outputs_of_runs_reading(source: NodeRef, *, run_type: str, output_type: str) -> QuerySet:
+    """Ids of the ``output_type`` nodes written by ``run_type`` nodes that read ``source``:
+    ``source -[input]-> run -[output]-> output``.
+
+    A lazy values queryset of ``target_id``, to use as a subquery (``pk__in=``): the whole walk is
+    one SQL statement, with the runs as a nested subquery. Example: the dataset versions inference
+    jobs wrote from a model version, ``outputs_of_runs_reading(NodeRef("model_version", 7),
+    run_type="job", output_type="dataset_version")``.
+    """
+    runs = LineageEdge.objects.filter(
+        source_type=source.type, source_id=source.id, target_type=run_type, relation=Relation.INPUT
+    ).values("target_id")
+    return LineageEdge.objects.filter(
+        source_type=run_type, source_id__in=runs, target_type=output_type, relation=Relation.OUTPUT
+    ).values("target_id")

@@ -8,7 +8,7 @@ from django.db.models import Q, QuerySet
 
 from governance.models import DatasetVersion, ModelVersion
 from lineage.nodes import NodeRef
-from lineage.reads import outputs_of_runs_reading
+from lineage.queries import outputs_of_runs_reading
 from monitoring.models import Alert, AlertState, CurrentSource, Monitor
 
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -41,19 +40,10 @@ def visible_or_404(request: HttpRequest, queryset: QuerySet, pk: int) -> Any:
     return get_object_or_404(restrict(queryset, request.user, VIEW), pk=pk)
 
 
-def add_action_errors(form: forms.Form, exc: ValidationError) -> None:
-    """Attach an action's ValidationError to the form fields it names, others to the whole form.
-
-    A message keyed by something the form lacks but starting ``"<field>: "`` goes to that field:
-    the training spec's errors arrive as ``{"spec": "epochs: must be between ..."}``.
-    """
-    if not hasattr(exc, "error_dict"):
-        form.add_error(None, exc.messages)
-        return
-    _add_errors(form, exc.message_dict)
-
-
 def _add_errors(form: forms.Form, errors: Mapping[str, list[str]]) -> None:
+    """Attach an action's errors to the form fields they name, others to the whole form. A message
+    keyed by something the form lacks but starting ``"<field>: "`` goes to that field: the training
+    spec's errors arrive as ``{"spec": ["epochs: must be between ..."]}``."""
     for key, field_errors in errors.items():
         for message in field_errors:
             prefix = message.split(":", 1)[0]
