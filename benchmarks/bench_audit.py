@@ -243,7 +243,7 @@ def bench_append(writers: int, appends: int) -> None:
     # error line each: keep those out of the figures.
     logging.getLogger("governance.audit.sequencer").setLevel(logging.CRITICAL)
     user = get_user_model().objects.create_user("writer")
-    team = Team.objects.create(name="Bench", slug="bench")
+    team = Team.objects.create(name="Bench", name_key="bench", slug="bench")
     variants = _append_variants(user, team)
 
     print(
@@ -471,7 +471,7 @@ def bench_million(events: int, proofs: int) -> dict:
 
     _empty_the_log()
     users = [get_user_model().objects.create_user(f"user{i}") for i in range(20)]
-    teams = [Team.objects.create(name=f"Team {i}", slug=f"team-{i}") for i in range(10)]
+    teams = [Team.objects.create(name=f"Team {i}", name_key=f"team {i}", slug=f"team-{i}") for i in range(10)]
     existing = AuditEvent.objects.count()
     last_before = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
     print(f"\n(b) {events:,} events (plus {existing:,} written by the set-up) on PostgreSQL")

@@ -25,10 +25,21 @@ class PlatformRole(models.TextChoices):
     COMPLIANCE_OFFICER = "compliance_officer", "Compliance officer"
 
 
+def default_protected_aliases() -> list[str]:
+    """Aliases that move only through an approved promotion request unless a team says otherwise."""
+    return ["production"]
+
+
 class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
+    # governance.names.name_key(name): "Risk" and its fullwidth twin are one team name.
+    name_key = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    protected_aliases = models.JSONField(
+        default=default_protected_aliases,
+        help_text="Alias names that move only through an approved promotion request (four eyes).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = RestrictedQuerySet.as_manager()
@@ -97,8 +108,13 @@ class DatasetFormat(models.TextChoices):
 
 class Dataset(models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="datasets")
-    name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200)
+    # governance.names.name_key(name); unique per team, so "exists" tells nothing about other teams.
+    name_key = models.CharField(max_length=200, db_index=True)
     description = models.TextField(blank=True)
+    is_schema_locked = models.BooleanField(
+        default=False, help_text="Refuse a new version whose columns differ from the latest version's."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -106,9 +122,12 @@ class Dataset(models.Model):
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
-    audit_fields = ("name", "team_id", "description")
+    audit_fields = ("name", "team_id", "description", "is_schema_locked")
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name_key"], name="unique_dataset_name_per_team"),
+        ]
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -136,6 +155,12 @@ class DatasetVersion(models.Model):
     row_count = models.PositiveBigIntegerField()
     schema = models.JSONField(help_text='Columns in file order: [{"name": ..., "dtype": ...}].')
     source = models.CharField(max_length=16, choices=Source.choices)
+    schema_change = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Against the previous version: {"added": [...], "removed": [...], "retyped": '
+        '[{"name", "from", "to"}]}; empty when the columns are the same (or for version 1).',
+    )
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -190,16 +215,30 @@ class DatasetVersion(models.Model):
 
 class RegisteredModel(models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="registered_models")
-    name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200)
+    # governance.names.name_key(name); unique per team (no cross-team existence oracle).
+    name_key = models.CharField(max_length=200, db_index=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_models")
     description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True, help_text="MLflow-style tags: {key: value}, strings.")
+    archived_at = models.DateTimeField(null=True, blank=True)
+    # Soft delete: the row stays for the audit trail, jobs and lineage; the name is free again.
+    deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
-    audit_fields = ("name", "team_id", "owner_id", "description")
+    audit_fields = ("name", "team_id", "owner_id", "description", "tags", "archived_at", "deleted_at")
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "name_key"],
+                condition=Q(deleted_at__isnull=True),
+                name="unique_model_name_per_team",
+            ),
+        ]
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -215,6 +254,16 @@ class ModelVersion(models.Model):
     class Status(models.TextChoices):
         READY = "ready", "Ready"
         ARCHIVED = "archived", "Archived"
+        # Soft delete (MLflow's semantics): the number is never reused and the row stays for the
+        # audit trail and lineage, but it is gone from lists, searches and aliases.
+        DELETED = "deleted", "Deleted"
+
+    class Flavor(models.TextChoices):
+        STEWARD_TABULAR = "steward_tabular", "Steward tabular (torch state dict + preprocessing)"
+        PYTORCH_STATE_DICT = "pytorch_state_dict", "PyTorch state dict"
+        MLFLOW_MODEL = "mlflow_model", "MLflow model directory (MLmodel)"
+        ONNX = "onnx", "ONNX"
+        UNKNOWN = "unknown", "Unknown"
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
     version = models.PositiveIntegerField()
@@ -232,10 +281,27 @@ class ModelVersion(models.Model):
     # The run lives in runners/, which governance must not import; lineage holds the typed edge.
     source_job_id = models.PositiveBigIntegerField(null=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    flavor = models.CharField(max_length=32, choices=Flavor.choices, default=Flavor.STEWARD_TABULAR)
+    flavor_details = models.JSONField(
+        default=dict, blank=True, help_text="What detection read: MLmodel flavors, loader module, files."
+    )
+    executes_code = models.BooleanField(
+        default=False,
+        help_text="Loading it runs code (pickle/cloudpickle): only ever loaded inside a job's subprocess.",
+    )
+    is_directory = models.BooleanField(default=False, help_text="The artifact is a directory, not one file.")
+    source = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Where it came from: an upload, a path, an MLflow URI.",
+    )
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True, help_text="MLflow-style tags: {key: value}, strings.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "model__team"
@@ -248,6 +314,10 @@ class ModelVersion(models.Model):
         "training_dataset_version_id",
         "source_job_id",
         "status",
+        "flavor",
+        "executes_code",
+        "description",
+        "tags",
     )
 
     class Meta:
@@ -474,7 +544,8 @@ class ModelAlias(models.Model):
     """A movable name (``production``, ``staging``) on exactly one version of a model."""
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="aliases")
-    name = models.SlugField(max_length=64)
+    # MLflow's alias rule (letters, digits, _ and -; not "latest", not "v<digits>"), checked in the action.
+    name = models.CharField(max_length=255)
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -502,7 +573,7 @@ class PromotionRequest(models.Model):
     model_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, related_name="promotion_requests"
     )
-    alias = models.SlugField(max_length=64, default="production")
+    alias = models.CharField(max_length=255, default="production")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     reason = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

@@ -28,7 +28,7 @@ def test_new_dataset_form_shows_a_taken_name(client, dataset, scientist):
     client.force_login(scientist)
     response = client.post(reverse("dataset_list"), {"team": dataset.team_id, "name": "bike-sharing-hourly"})
     assert response.status_code == 400
-    assert "a dataset named &#x27;bike-sharing-hourly&#x27; already exists" in response.content.decode()
+    assert "already has a dataset named &#x27;bike-sharing-hourly&#x27;" in response.content.decode()
     assert Dataset.objects.count() == 1
 
 

@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 
 from governance.models import PlatformRole, PlatformRoleGrant
+from governance.names import InvalidName, check_name
 from governance.permissions import Action, can, platform_roles
 
 if TYPE_CHECKING:
@@ -70,3 +71,12 @@ def ensure_an_admin_remains() -> None:
     # Checked after the change, inside its transaction: raising rolls back the change and its event.
     if not active_platform_admins().exists():
         raise PermissionDenied("the last platform admin cannot be removed or demoted")
+
+
+def checked_name(raw: str, *, noun: str, max_length: int = 200, field: str = "name") -> str:
+    """``raw`` under the name rule (``governance.names.check_name``), NFC-normalised; a
+    ValidationError on ``field`` naming the broken rule otherwise."""
+    try:
+        return check_name(raw, noun=noun, max_length=max_length)
+    except InvalidName as exc:
+        raise ValidationError({field: str(exc)}) from exc

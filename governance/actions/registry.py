@@ -12,28 +12,35 @@ from django.db import transaction
 from django.db.models import Max
 
 from governance import artifacts, datafiles
-from governance.actions.checks import ensure_can
+from governance.actions.checks import checked_name, ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import Dataset, DatasetVersion, Membership, ModelVersion, RegisteredModel, Team
+from governance.names import name_key
 from governance.permissions import CHANGE
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
+# The name rule's collision clause, said wherever a name is refused as taken.
+SAME_NAME = " (names are compared ignoring case and character width: NFKC case folding)"
+
+
 def do_create_dataset(
     *, team: Team, name: str, description: str = "", actor: User | None, on_behalf_of: User | None = None
 ) -> Dataset:
-    """Register a dataset name for ``team``. Raises ValidationError if the name is taken."""
-    name = name.strip()
-    if not name:
-        raise ValidationError({"name": "a dataset needs a name"})
+    """Register a dataset name for ``team``. Raises ValidationError if the name breaks the name
+    rule (``governance.names``) or the team already has it under NFKC case folding."""
+    name = checked_name(name, noun="dataset name")
     with transaction.atomic():
         ensure_can(actor, CHANGE, team.pk)
-        if Dataset.objects.filter(name=name).exists():
-            raise ValidationError({"name": f"a dataset named {name!r} already exists"})
+        key = name_key(name)
+        if Dataset.objects.filter(team=team, name_key=key).exists():
+            raise ValidationError(
+                {"name": f"team {team.name} already has a dataset named {name!r}{SAME_NAME}"}
+            )
         dataset = Dataset.objects.create(
-            team=team, name=name, description=description, created_by=actor or on_behalf_of
+            team=team, name=name, name_key=key, description=description, created_by=actor or on_behalf_of
         )
         record_audit_event(
             actor=actor,
@@ -124,17 +131,20 @@ def resolve_import_path(raw: str) -> Path:
 def do_create_registered_model(
     *, team: Team, name: str, owner, description: str = "", actor: User | None
 ) -> RegisteredModel:
-    """Register a model name for ``team`` owned by ``owner`` (who must belong to the team)."""
-    name = name.strip()
-    if not name:
-        raise ValidationError({"name": "a model needs a name"})
+    """Register a model name for ``team`` owned by ``owner`` (who must belong to the team).
+
+    Raises ValidationError if the name breaks the name rule or the team already has it."""
+    name = checked_name(name, noun="model name")
     with transaction.atomic():
         ensure_can(actor, CHANGE, team.pk)
         if not Membership.objects.filter(user=owner, team=team).exists():
             raise ValidationError({"owner": f"{owner.get_username()} is not a member of team {team.name}"})
-        if RegisteredModel.objects.filter(name=name).exists():
-            raise ValidationError({"name": f"a model named {name!r} already exists"})
-        model = RegisteredModel.objects.create(team=team, name=name, owner=owner, description=description)
+        key = name_key(name)
+        if RegisteredModel.objects.filter(team=team, name_key=key).exists():
+            raise ValidationError({"name": f"team {team.name} already has a model named {name!r}{SAME_NAME}"})
+        model = RegisteredModel.objects.create(
+            team=team, name=name, name_key=key, owner=owner, description=description
+        )
         record_audit_event(actor=actor, action="registered_model.create", obj=model, after=snapshot(model))
     return model
 

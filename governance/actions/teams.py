@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from governance.actions.checks import (
+    checked_name,
     ensure_active,
     ensure_admin,
     ensure_an_admin_remains,
@@ -22,6 +23,7 @@ from governance.actions.checks import (
 )
 from governance.audit import record_audit_event, snapshot
 from governance.models import Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
+from governance.names import name_key
 from governance.permissions import MANAGE
 
 if TYPE_CHECKING:
@@ -29,15 +31,20 @@ if TYPE_CHECKING:
 
 
 def do_create_team(*, name: str, description: str = "", actor: User | None) -> Team:
-    """Create a team (platform admins only). Raises ValidationError if the name or slug is taken."""
+    """Create a team (platform admins only). Raises ValidationError if the name breaks the name
+    rule (``governance.names``) or is taken (under NFKC case folding) or its slug is."""
+    name = checked_name(name, noun="team name", max_length=100)
     slug = slugify(name)
     if not slug:
         raise ValidationError({"name": "a team name needs at least one letter or digit"})
     with transaction.atomic():
         ensure_admin(actor)
-        if Team.objects.filter(slug=slug).exists() or Team.objects.filter(name=name).exists():
-            raise ValidationError({"name": f"a team named {name!r} already exists"})
-        team = Team.objects.create(name=name, slug=slug, description=description)
+        key = name_key(name)
+        if Team.objects.filter(slug=slug).exists() or Team.objects.filter(name_key=key).exists():
+            raise ValidationError(
+                {"name": f"a team named {name!r} already exists (names are compared ignoring case and width)"}
+            )
+        team = Team.objects.create(name=name, name_key=key, slug=slug, description=description)
         record_audit_event(actor=actor, action="team.create", obj=team, after=snapshot(team))
     return team
 

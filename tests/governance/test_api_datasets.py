@@ -39,7 +39,7 @@ BIKE_SCHEMA = [
 
 def test_scientist_creates_a_dataset(client_for, scientist, team):
     response = client_for(scientist).post(
-        "/api/datasets/", {"team": team.pk, "name": " trips ", "description": "Bike trips"}, format="json"
+        "/api/datasets/", {"team": team.pk, "name": "trips", "description": "Bike trips"}, format="json"
     )
 
     assert response.status_code == 201
@@ -56,18 +56,32 @@ def test_scientist_creates_a_dataset(client_for, scientist, team):
     }
     event = AuditEvent.objects.get(action="dataset.create")
     assert (event.actor, event.object_id, event.team_id) == (scientist, str(dataset.pk), team.pk)
-    assert event.after == {"name": "trips", "team_id": team.pk, "description": "Bike trips"}
+    assert event.after == {
+        "name": "trips",
+        "team_id": team.pk,
+        "description": "Bike trips",
+        "is_schema_locked": False,
+    }
+
+
+FULLWIDTH_NAME = "\uff22\uff29\uff2b\uff25-sharing-hourly"
 
 
 def test_dataset_name_taken_is_400_and_nothing_created(client_for, scientist, dataset):
     events = AuditEvent.objects.count()
 
+    # Fullwidth capitals (U+FF22...) collide with the name under NFKC case folding.
     response = client_for(scientist).post(
-        "/api/datasets/", {"team": dataset.team_id, "name": "bike-sharing-hourly"}, format="json"
+        "/api/datasets/", {"team": dataset.team_id, "name": FULLWIDTH_NAME}, format="json"
     )
 
     assert response.status_code == 400
-    assert response.json() == {"name": ["dataset with this name already exists."]}
+    assert response.json() == {
+        "name": [
+            f"team {dataset.team.name} already has a dataset named {FULLWIDTH_NAME!r} "
+            "(names are compared ignoring case and character width: NFKC case folding)"
+        ]
+    }
     assert Dataset.objects.count() == 1
     assert AuditEvent.objects.count() == events
 

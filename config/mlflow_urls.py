@@ -1,0 +1,14 @@
+"""The MLflow REST API's URL space: registry routes from governance, tracking and artifact routes
+from runners. Whatever neither serves is a JSON 404 ``ENDPOINT_NOT_FOUND`` (governance's
+catch-all, added in governance.api.mlflow.urls), which the client needs to fall back between routes."""
+
+from django.urls import include, path
+
+from governance.api.mlflow import urls as registry
+from runners.api.mlflow import urls as tracking
+
+urlpatterns = [
+    path("api/2.0/mlflow-artifacts/", include(tracking.artifact_urlpatterns)),
+    path("api/2.0/mlflow/", include(tracking.urlpatterns)),
+    path("api/2.0/mlflow/", include(registry.urlpatterns)),
+]

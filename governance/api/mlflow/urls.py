@@ -1,0 +1,3 @@
+"""Registry routes of the MLflow REST API, under ``/api/2.0/mlflow/``."""
+
+urlpatterns: list = []
