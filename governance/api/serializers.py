@@ -35,6 +35,20 @@ class ProtectedAliasesSerializer(serializers.Serializer):
     )
 
 
+class StrictSerializer(serializers.Serializer):
+    """A write body whose unknown keys are a 400 naming them (a PATCH of ``owner`` or ``team`` is
+    refused, not silently ignored)."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {key: ["not a field that can be changed here"] for key in unknown}
+                )
+        return super().to_internal_value(data)
+
+
 class TagsField(serializers.JSONField):
     """``{key: value}`` tags; a JSON object, or its JSON text in a multipart form. Limits are the
     action's (``governance.limits``)."""
@@ -101,7 +115,7 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DatasetUpdateSerializer(serializers.Serializer):
+class DatasetUpdateSerializer(StrictSerializer):
     """PATCH of a dataset: any of ``description`` and ``is_schema_locked``."""
 
     description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
@@ -196,7 +210,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         return sorted(alias.name for alias in version.aliases.all())
 
 
-class RegisteredModelUpdateSerializer(serializers.Serializer):
+class RegisteredModelUpdateSerializer(StrictSerializer):
     """PATCH of a model: a new ``name`` (a rename) and/or ``description``; tags have their own
     endpoints (``PUT/DELETE .../tags/<key>/``)."""
 
@@ -223,7 +237,7 @@ class ModelVersionCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class ModelVersionUpdateSerializer(serializers.Serializer):
+class ModelVersionUpdateSerializer(StrictSerializer):
     description = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 

@@ -101,6 +101,7 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     trained = (
         ModelVersion.objects.restrict(request.user)
         .filter(training_dataset_version=version)
+        .exclude(status=ModelVersion.Status.DELETED)
         .select_related("model")
     )
     context = {
@@ -121,7 +122,9 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
     def page() -> dict[str, Any]:
         queryset = by_name_with_versions(
-            RegisteredModel.objects.restrict(request.user).select_related("team", "owner")
+            RegisteredModel.objects.restrict(request.user)
+            .filter(deleted_at__isnull=True)
+            .select_related("team", "owner")
         )
         return {
             "section": "models",
@@ -148,10 +151,14 @@ def model_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A model's versions side by side with their validation metrics, and its training jobs."""
-    model = visible_or_404(request, RegisteredModel.objects.select_related("team", "owner"), pk)
+    # Deleted models and versions are gone from the pages (their rows stay for audit and lineage).
+    model = visible_or_404(
+        request, RegisteredModel.objects.filter(deleted_at__isnull=True).select_related("team", "owner"), pk
+    )
     versions = list(
         ModelVersion.objects.restrict(request.user)
         .filter(model=model)
+        .exclude(status=ModelVersion.Status.DELETED)
         .select_related("training_dataset_version__dataset")
     )
     columns = metric_columns(versions)

@@ -241,7 +241,8 @@ def test_a_version_from_a_source_folder_inside_the_import_roots(
     )
 
     body = _registered(inside)
-    assert (body["is_directory"], body["source"], body["flavor"]) == (True, "exported", "unknown")
+    assert (body["is_directory"], body["source"], body["flavor"]) == (True, "exported", "pytorch_state_dict")
+    assert (body["executes_code"], body["flavor_details"]["file"]) == (False, "weights.pt")
     assert outside.json() == {"source": ["'/etc' is not a file or folder under the server's import folders"]}
     assert unknown_scheme.status_code == 400
     version = ModelVersion.objects.get(pk=body["id"])
@@ -266,3 +267,16 @@ def test_exactly_one_of_artifact_or_source(client_for, scientist, registered_mod
     message = ["send exactly one of artifact (an upload) or source (a server path or URI)"]
     assert neither.json() == {"non_field_errors": message}
     assert both.json() == {"non_field_errors": message}
+
+
+def test_a_folder_with_one_pickle_of_code_among_its_files_executes_code(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(_torch_bytes({"w": torch.zeros(2)}))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "model.pkl").write_bytes(
+        b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94."
+    )
+
+    detected = flavors.detect(tmp_path)
+
+    assert (detected.flavor, detected.executes_code) == ("unknown", True)
+    assert detected.details["files_executing_code"] == ["sub/model.pkl"]

@@ -220,3 +220,17 @@ def test_viewers_and_other_teams_change_nothing(client_for, viewer, outsider, sc
 
     assert answers == [403, 403, 403, 403, 403, 404, 404]
     assert _actions(since) == []
+
+
+def test_a_patch_of_a_field_that_cannot_change_is_refused_naming_it(
+    client_for, owner, outsider, registered_model
+):
+    response = client_for(owner).patch(
+        f"/api/models/{registered_model.pk}/", {"description": "x", "owner": outsider.username}, format="json"
+    )
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"owner": ["not a field that can be changed here"]},
+    )
+    assert RegisteredModel.objects.get().description == ""
