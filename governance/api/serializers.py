@@ -144,6 +144,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
     latest_version = serializers.SerializerMethodField()
     aliases = serializers.SerializerMethodField()
     tags = TagsField(required=False, default=dict)
+    status = serializers.SerializerMethodField()
 
     class Meta:
         model = RegisteredModel
@@ -154,6 +155,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             "owner",
             "description",
             "tags",
+            "status",
             "archived_at",
             "created_at",
             "updated_at",
@@ -165,6 +167,10 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
     def get_latest_version(self, model) -> int | None:
         return getattr(model, "latest_version", None)
+
+    def get_status(self, model) -> str:
+        """``ready`` or ``archived`` (deleted models are not served)."""
+        return "archived" if model.archived_at else "ready"
 
     def get_aliases(self, model) -> dict[str, int]:
         """``{"production": 3, "staging": 4}``: alias -> the version number holding it."""

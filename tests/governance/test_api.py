@@ -40,6 +40,7 @@ def test_create_model_for_a_team_member(client_for, scientist, owner, team):
         "owner": "olivia",
         "description": "",
         "tags": {},
+        "status": "ready",
         "archived_at": None,
         "created_at": body["created_at"],
         "updated_at": body["updated_at"],

@@ -280,3 +280,33 @@ def test_a_folder_with_one_pickle_of_code_among_its_files_executes_code(tmp_path
 
     assert (detected.flavor, detected.executes_code) == ("unknown", True)
     assert detected.details["files_executing_code"] == ["sub/model.pkl"]
+
+
+def test_a_registered_resolver_serves_its_scheme_with_run_and_metrics(
+    client_for, scientist, registered_model, tmp_path
+):
+    from governance.sources import ResolvedSource, register_source_resolver, unregister_source_resolver
+
+    (tmp_path / "run7").mkdir()
+    (tmp_path / "run7" / "model.onnx").write_bytes(_onnx_header())
+    seen = []
+
+    def exported(source, *, actor):
+        seen.append((source, actor))
+        return ResolvedSource(
+            path=tmp_path / "run7", source_job_id=7, metrics={"rmse": 1.5}, params={"lr": "0.1"}
+        )
+
+    register_source_resolver("exported", exported)
+    try:
+        response = client_for(scientist).post(
+            "/api/model-versions/", {"model": registered_model.pk, "source": "exported:/run7"}, format="json"
+        )
+    finally:
+        unregister_source_resolver("exported")
+
+    body = _registered(response)
+    assert seen == [("exported:/run7", scientist)]
+    assert (body["source"], body["source_job_id"], body["metrics"]) == ("exported:/run7", 7, {"rmse": 1.5})
+    assert body["training_spec"] == {"params": {"lr": "0.1"}}
+    assert (body["flavor"], body["is_directory"]) == ("onnx", True)

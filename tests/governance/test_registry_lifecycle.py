@@ -122,12 +122,12 @@ def test_an_archived_model_takes_no_version_and_no_alias_until_unarchived(
     version = upload_version(client, registered_model, b"2")
 
     assert archived.status_code == 200
-    assert archived.json()["archived_at"]
+    assert (archived.json()["status"], bool(archived.json()["archived_at"])) == ("archived", True)
     assert no_version.json() == {"model": ["model bike-demand is archived; unarchive it to add versions"]}
     assert no_alias.json() == {
         "model": ["model bike-demand is archived; an archived model takes no new alias"]
     }
-    assert unarchived.json()["archived_at"] is None
+    assert (unarchived.json()["status"], unarchived.json()["archived_at"]) == ("ready", None)
     assert version.status_code == 201
     assert (
         AuditEvent.objects.filter(
