@@ -310,3 +310,13 @@ def test_a_registered_resolver_serves_its_scheme_with_run_and_metrics(
     assert (body["source"], body["source_job_id"], body["metrics"]) == ("exported:/run7", 7, {"rmse": 1.5})
     assert body["training_spec"] == {"params": {"lr": "0.1"}}
     assert (body["flavor"], body["is_directory"]) == ("onnx", True)
+
+
+def test_a_corrupt_archive_is_a_400_not_a_500(client_for, scientist, registered_model):
+    gz = upload_version(client_for(scientist), registered_model, b"\x1f\x8b\x08\x00broken", "model.tar.gz")
+    zipped = upload_version(client_for(scientist), registered_model, b"PK\x03\x04broken", "model.zip")
+
+    assert gz.status_code == 400
+    assert gz.json()["artifact"][0].startswith("not a readable tar archive")
+    assert zipped.json() == {"artifact": ["not a readable zip archive (File is not a zip file)"]}
+    assert not ModelVersion.objects.exists()
