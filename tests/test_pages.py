@@ -69,6 +69,8 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("dataset_detail", dataset_version.dataset_id),
         ("dataset_version_detail", dataset_version.pk),
         ("model_detail", model_version.model_id),
+        ("model_archive", model_version.model_id),
+        ("model_delete", model_version.model_id),
         ("model_version_detail", model_version.pk),
         ("model_version_infer", model_version.pk),
         ("drift_check_request", model_version.pk),
@@ -107,7 +109,7 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 39
+    assert len(pages) == 41
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200
@@ -323,7 +325,7 @@ def test_audit_trail_filters_and_answers_htmx_with_the_table_only(
 
 
 def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_officer):
-    from governance.actions.registry import do_create_dataset
+    from governance.actions.datasets import do_create_dataset
     from governance.keyset import cursor_of
 
     for number in range(55):
@@ -347,7 +349,7 @@ def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_o
 def test_audit_trail_costs_the_same_queries_for_any_number_of_rows(
     client, admin, team, compliance_officer, django_assert_num_queries
 ):
-    from governance.actions.registry import do_create_dataset
+    from governance.actions.datasets import do_create_dataset
 
     for number in range(60):
         do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from governance.actions.registry import do_create_dataset, do_register_dataset_version
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.models import AuditEvent, Dataset, DatasetVersion
 from tests.conftest import ADULT, BIKE_HOURLY
 from tests.governance.conftest import result_ids
@@ -50,6 +50,7 @@ def test_scientist_creates_a_dataset(client_for, scientist, team):
         "team": team.pk,
         "name": "trips",
         "description": "Bike trips",
+        "is_schema_locked": False,
         "created_by": "dana",
         "created_at": body["created_at"],
         "latest_version": None,
@@ -139,6 +140,7 @@ def test_upload_csv_registers_version_1_with_hash_schema_and_rows(client_for, sc
             {"name": "rentals", "dtype": "int64"},
             {"name": "temp", "dtype": "float64"},
         ],
+        "schema_change": {},
         "source": "upload",
         "description": "March",
         "created_by": "dana",
