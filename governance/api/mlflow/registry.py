@@ -53,7 +53,14 @@ from governance.api.mlflow.base import (
     param_list,
     require,
 )
-from governance.api.mlflow.search import Clause, apply_tag_clause, page, parse_filter, parse_order_by, string_q
+from governance.api.mlflow.search import (
+    Clause,
+    apply_tag_clause,
+    page,
+    parse_filter,
+    parse_order_by,
+    string_q,
+)
 from governance.models import ModelAlias, ModelVersion, RegisteredModel
 from governance.names import name_key
 

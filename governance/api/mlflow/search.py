@@ -254,7 +254,11 @@ def after_page_token(queryset: QuerySet, order: list[tuple[str, bool]], token: s
 
 
 def parse_order_by(
-    clauses: list[str], *, fields: dict[str, str], default: list[tuple[str, bool]], ties: list[tuple[str, bool]]
+    clauses: list[str],
+    *,
+    fields: dict[str, str],
+    default: list[tuple[str, bool]],
+    ties: list[tuple[str, bool]],
 ) -> list[tuple[str, bool]]:
     """``order_by`` clauses (``"name ASC"``, ``"last_updated_timestamp DESC"``) as (field path,
     descending) pairs, then ``ties`` not already ordered on. ``fields`` maps MLflow's names to
