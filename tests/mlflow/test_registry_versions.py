@@ -182,3 +182,13 @@ def test_outsider_sees_no_versions(mlflow_client, model_name, source, use_token,
     assert no_alias.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert mlflow_client.search_model_versions(f"name = '{model_name}'") == []
     assert not ModelAlias.objects.exists()
+
+
+def test_register_model_creates_the_model_once_then_versions(mlflow_env, source, scientist):
+    import mlflow
+
+    first = mlflow.register_model(source, "registered-by-fluent")
+    # The second call meets RESOURCE_ALREADY_EXISTS on create, which the client tolerates.
+    second = mlflow.register_model(source, "registered-by-fluent")
+    assert (first.version, second.version) == ("1", "2")
+    assert ModelVersion.objects.filter(model__name="registered-by-fluent").count() == 2
