@@ -426,16 +426,22 @@ def do_log_batch(
         job.tags.update(new_tags)
         if "mlflow.runName" in new_tags:
             job.run_name = new_tags["mlflow.runName"][:RUN_NAME_MAX]
-        RunMetric.objects.bulk_create(
-            RunMetric(
-                job=job,
-                key=p.key,
-                value=None if math.isnan(p.value) else p.value,
-                timestamp_ms=p.timestamp_ms,
-                step=p.step,
+        # The same point logged again is one point, as in MLflow's SQL store (whose key is
+        # run, key, timestamp, step, value): MLflow 3 re-sends a run's metrics for a logged model.
+        seen = set()
+        if points:
+            seen = set(
+                RunMetric.objects.filter(job=job, key__in={p.key for p in points}).values_list(
+                    "key", "timestamp_ms", "step", "value"
+                )
             )
-            for p in points
-        )
+        fresh = []
+        for p in points:
+            point = (p.key, p.timestamp_ms, p.step, None if math.isnan(p.value) else p.value)
+            if point not in seen:
+                seen.add(point)
+                fresh.append(RunMetric(job=job, key=point[0], value=point[3], timestamp_ms=point[1], step=point[2]))
+        RunMetric.objects.bulk_create(fresh)
         for key in {p.key for p in points}:
             latest = (
                 RunMetric.objects.filter(job=job, key=key).order_by("-step", "-timestamp_ms", "-id").first()
