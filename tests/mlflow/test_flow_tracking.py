@@ -155,7 +155,14 @@ def test_pytorch_model_logged_with_a_steward_dataset_input(
         mlflow.log_input(
             mlflow.data.from_pandas(bike_rows, name="hour.csv", digest=dataset_version.sha256), context="training"
         )
-        info = mlflow.pytorch.log_model(net, name="net", registered_model_name="bike-torch-net")
+        # The pickle format: the whole module pickled, so loading it executes code.
+        info = mlflow.pytorch.log_model(
+            net,
+            name="net",
+            registered_model_name="bike-torch-net",
+            serialization_format="pickle",
+            input_example=X[:2].numpy(),
+        )
 
     job = Job.objects.get(mlflow_run_id=run.info.run_id)
     assert RunInput.objects.get(job=job).dataset_version == dataset_version
