@@ -16,7 +16,7 @@ with ``..``, ``.``, empty segments, a backslash or a NUL is a ValidationError (4
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -66,7 +66,9 @@ def checked_path(raw: Any) -> list[str]:
         raise ValidationError({"path": "an artifact path is a string"})
     path = raw.strip("/")
     if "\\" in path or "\x00" in path:
-        raise ValidationError({"path": f"{raw[:200]!r}: backslashes and NUL are not allowed in artifact paths"})
+        raise ValidationError(
+            {"path": f"{raw[:200]!r}: backslashes and NUL are not allowed in artifact paths"}
+        )
     parts = path.split("/") if path else []
     if any(part in ("", ".", "..") for part in parts):
         raise ValidationError({"path": f"{raw[:200]!r}: artifact paths may not contain '..', '.' or '//'"})
@@ -84,9 +86,7 @@ def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
             raise ValidationError({"path": "a registered model version's files are immutable"})
         if not parts[2].isdigit():
             raise missing
-        version = (
-            ModelVersion.objects.restrict(user).select_related("model").filter(pk=int(parts[2])).first()
-        )
+        version = ModelVersion.objects.restrict(user).select_related("model").filter(pk=int(parts[2])).first()
         if version is None or version.status == ModelVersion.Status.DELETED:
             raise missing
         return ArtifactPlace(relative="/".join(parts[3:]), team_id=version.model.team_id, version=version)

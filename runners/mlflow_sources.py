@@ -55,7 +55,10 @@ def resolve_models_uri(source: str, *, actor: User | None) -> ResolvedSource:
     model_id = source.removeprefix("models:").strip("/")
     if not model_id.startswith("m-") or "/" in model_id:
         raise ValidationError(
-            {"source": "models:/ sources name a logged model (models:/m-...); register other versions by path"}
+            {
+                "source": "models:/ sources name a logged model (models:/m-...); "
+                "register other versions by path"
+            }
         )
     models = LoggedModel.objects.select_related("source_run").filter(pk=model_id, deleted_at__isnull=True)
     if actor is not None:

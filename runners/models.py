@@ -300,7 +300,9 @@ class LoggedModel(models.Model):
     )
     name = models.CharField(max_length=500)
     model_type = models.CharField(max_length=500, blank=True)
-    status = models.CharField(max_length=32, choices=LoggedModelStatus.choices, default=LoggedModelStatus.PENDING)
+    status = models.CharField(
+        max_length=32, choices=LoggedModelStatus.choices, default=LoggedModelStatus.PENDING
+    )
     status_message = models.TextField(blank=True)
     artifact_location = models.CharField(max_length=1000)
     params = models.JSONField(default=dict)

@@ -71,7 +71,7 @@ STATUS_TO_STATE = {
     "FAILED": JobState.FAILED,
     "KILLED": JobState.CANCELLED,
 }
-STATE_TO_STATUS = {state: status for status, state in STATUS_TO_STATE.items()}
+STATE_TO_STATUS: dict[str, str] = {state.value: status for status, state in STATUS_TO_STATE.items()}
 
 
 class NameTaken(ValidationError):
@@ -110,9 +110,7 @@ def _checked_value(value: Any, field: str, limit: int) -> str:
 
 
 def _checked_tags(tags: dict[str, Any] | None, field: str = "tags") -> dict[str, str]:
-    return {
-        _checked_key(k, field): _checked_value(v, field, TAG_VALUE_MAX) for k, v in (tags or {}).items()
-    }
+    return {_checked_key(k, field): _checked_value(v, field, TAG_VALUE_MAX) for k, v in (tags or {}).items()}
 
 
 # --- Experiments ---------------------------------------------------------------------------
@@ -127,7 +125,9 @@ def _ensure_name_free(team_id: int, name: str, exclude_pk: int | None = None) ->
     if exclude_pk is not None:
         taken = taken.exclude(pk=exclude_pk)
     if taken.exists():
-        raise NameTaken({"name": f"your team already has an experiment named {name!r} (names ignore case and width)"})
+        raise NameTaken(
+            {"name": f"your team already has an experiment named {name!r} (names ignore case and width)"}
+        )
 
 
 def do_create_experiment(
@@ -171,7 +171,9 @@ def _save_experiment(experiment: Experiment, fields: list[str], action: str | No
     experiment.updated_at = timezone.now()
     experiment.save(update_fields=[*fields, "updated_at"])
     if action:
-        record_audit_event(actor=actor, action=action, obj=experiment, before=before, after=snapshot(experiment))
+        record_audit_event(
+            actor=actor, action=action, obj=experiment, before=before, after=snapshot(experiment)
+        )
 
 
 def do_rename_experiment(*, experiment: Experiment, new_name: str, actor: User) -> Experiment:
@@ -247,7 +249,9 @@ def do_start_run(
         experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
         ensure_can(actor, CHANGE, experiment.team_id)
         if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
-            raise ValidationError({"experiment_id": f"experiment {experiment.name!r} is deleted; restore it first"})
+            raise ValidationError(
+                {"experiment_id": f"experiment {experiment.name!r} is deleted; restore it first"}
+            )
         run_id = uuid.uuid4().hex
         if not run_name:
             run_name = f"run-{run_id[:8]}"
@@ -282,7 +286,12 @@ def _run_record(job: Job) -> dict[str, Any]:
 
 
 def do_update_run(
-    *, job: Job, status: str | None = None, end_time_ms: int | None = None, run_name: str | None = None, actor: User
+    *,
+    job: Job,
+    status: str | None = None,
+    end_time_ms: int | None = None,
+    run_name: str | None = None,
+    actor: User,
 ) -> Job:
     """Rename a run and/or move it to an MLflow status (RUNNING, FINISHED, FAILED, KILLED).
 
@@ -290,7 +299,9 @@ def do_update_run(
     again is a no-op). Ending a run is audited (``run.end``) with its parameters and metrics, and
     records the lineage edges to the model versions registered from it."""
     if status is not None and status not in STATUS_TO_STATE:
-        raise ValidationError({"status": f"unknown run status {status!r}; one of {', '.join(STATUS_TO_STATE)}"})
+        raise ValidationError(
+            {"status": f"unknown run status {status!r}; one of {', '.join(STATUS_TO_STATE)}"}
+        )
     with transaction.atomic():
         job = _locked_run(job, actor)
         before = snapshot(job)
@@ -304,7 +315,10 @@ def do_update_run(
         if state is not None and state != job.state:
             if job.state in TERMINAL_STATES:
                 raise ValidationError(
-                    {"status": f"run {job.mlflow_run_id} already ended {STATE_TO_STATUS[job.state]}; it cannot become {status}"}
+                    {
+                        "status": f"run {job.mlflow_run_id} already ended {STATE_TO_STATUS[job.state]}; "
+                        f"it cannot become {status}"
+                    }
                 )
             job.state = state
             fields.append("state")
@@ -331,7 +345,11 @@ def do_set_run_lifecycle(*, job: Job, deleted: bool, actor: User) -> Job:
         job.deleted_at = timezone.now() if deleted else None
         job.save(update_fields=["deleted_at"])
         record_audit_event(
-            actor=actor, action="run.delete" if deleted else "run.restore", obj=job, before=before, after=snapshot(job)
+            actor=actor,
+            action="run.delete" if deleted else "run.restore",
+            obj=job,
+            before=before,
+            after=snapshot(job),
         )
     return job
 
@@ -412,7 +430,9 @@ def do_log_batch(
     for raw in tags:
         if not isinstance(raw, dict):
             raise ValidationError({"tags": "each tag is an object with key and value"})
-        new_tags[_checked_key(raw.get("key"), "tags")] = _checked_value(raw.get("value"), "tags", TAG_VALUE_MAX)
+        new_tags[_checked_key(raw.get("key"), "tags")] = _checked_value(
+            raw.get("value"), "tags", TAG_VALUE_MAX
+        )
     with transaction.atomic():
         job = _locked_run(job, actor)
         if job.deleted_at is not None:
@@ -420,7 +440,10 @@ def do_log_batch(
         for key, value in new_params.items():
             if key in job.params and job.params[key] != value:
                 raise ValidationError(
-                    {"params": f"parameter {key!r} is already {job.params[key]!r}; a parameter is logged once"}
+                    {
+                        "params": f"parameter {key!r} is already {job.params[key]!r}; "
+                        "a parameter is logged once"
+                    }
                 )
         job.params.update(new_params)
         job.tags.update(new_tags)
@@ -440,7 +463,9 @@ def do_log_batch(
             point = (p.key, p.timestamp_ms, p.step, None if math.isnan(p.value) else p.value)
             if point not in seen:
                 seen.add(point)
-                fresh.append(RunMetric(job=job, key=point[0], value=point[3], timestamp_ms=point[1], step=point[2]))
+                fresh.append(
+                    RunMetric(job=job, key=point[0], value=point[3], timestamp_ms=point[1], step=point[2])
+                )
         RunMetric.objects.bulk_create(fresh)
         for key in {p.key for p in points}:
             latest = (
@@ -549,9 +574,7 @@ def record_run_outputs(job: Job) -> None:
     registration (the logged model's ``mlflow.modelVersions`` tag, the run's end): governance
     registers the version and cannot import lineage's callers."""
     versions = ModelVersion.objects.filter(source_job_id=job.pk).values_list("pk", flat=True)
-    do_record_edges(
-        (NodeRef.of(job), NodeRef("model_version", pk), Relation.OUTPUT) for pk in versions
-    )
+    do_record_edges((NodeRef.of(job), NodeRef("model_version", pk), Relation.OUTPUT) for pk in versions)
 
 
 # --- Logged models (MLflow 3) --------------------------------------------------------------
@@ -572,7 +595,8 @@ def do_create_logged_model(
     artifacts``. Audited (``logged_model.create``)."""
     tags = _checked_tags(tags)
     params = {
-        _checked_key(k, "params"): _checked_value(v, "params", PARAM_VALUE_MAX) for k, v in (params or {}).items()
+        _checked_key(k, "params"): _checked_value(v, "params", PARAM_VALUE_MAX)
+        for k, v in (params or {}).items()
     }
     model_id = f"m-{uuid.uuid4().hex}"
     name = _checked_value(name or f"model-{model_id[2:10]}", "name", 500)
@@ -605,14 +629,18 @@ def do_finalize_logged_model(*, model: LoggedModel, status: str, actor: User) ->
     """Set a logged model's status (READY once its artifacts are uploaded, or UPLOAD_FAILED);
     audited (``logged_model.finalize``)."""
     if status not in LoggedModelStatus.values:
-        raise ValidationError({"status": f"unknown status {status!r}; one of {', '.join(LoggedModelStatus.values)}"})
+        raise ValidationError(
+            {"status": f"unknown status {status!r}; one of {', '.join(LoggedModelStatus.values)}"}
+        )
     with transaction.atomic():
         model = _locked_logged_model(model, actor)
         before = snapshot(model)
         model.status = status
         model.updated_at = timezone.now()
         model.save(update_fields=["status", "updated_at"])
-        record_audit_event(actor=actor, action="logged_model.finalize", obj=model, before=before, after=snapshot(model))
+        record_audit_event(
+            actor=actor, action="logged_model.finalize", obj=model, before=before, after=snapshot(model)
+        )
     return model
 
 
@@ -630,7 +658,8 @@ def do_update_logged_model(
     recorded."""
     set_tags = _checked_tags(set_tags)
     params = {
-        _checked_key(k, "params"): _checked_value(v, "params", PARAM_VALUE_MAX) for k, v in (params or {}).items()
+        _checked_key(k, "params"): _checked_value(v, "params", PARAM_VALUE_MAX)
+        for k, v in (params or {}).items()
     }
     with transaction.atomic():
         model = _locked_logged_model(model, actor)
@@ -653,6 +682,7 @@ def do_delete_logged_model(*, model: LoggedModel, actor: User) -> LoggedModel:
             before = snapshot(model)
             model.deleted_at = timezone.now()
             model.save(update_fields=["deleted_at"])
-            record_audit_event(actor=actor, action="logged_model.delete", obj=model, before=before, after=snapshot(model))
+            record_audit_event(
+                actor=actor, action="logged_model.delete", obj=model, before=before, after=snapshot(model)
+            )
     return model
-

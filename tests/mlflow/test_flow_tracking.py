@@ -6,6 +6,7 @@ proxy predicts what the logged model predicted."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,9 @@ def last_event_id() -> int:
     return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
-def test_sklearn_run_logged_registered_and_loaded_by_alias(mlflow_env, mlflow_client, bike_rows, tmp_path, team):
+def test_sklearn_run_logged_registered_and_loaded_by_alias(
+    mlflow_env, mlflow_client, bike_rows, tmp_path, team
+):
     import mlflow
     import mlflow.sklearn
     from sklearn.linear_model import LinearRegression
@@ -69,12 +72,18 @@ def test_sklearn_run_logged_registered_and_loaded_by_alias(mlflow_env, mlflow_cl
 
     # The run is a tracked job with its params, tags, latest metrics and full metric history.
     job = Job.objects.get(mlflow_run_id=run.info.run_id)
-    assert (job.kind, job.state, job.team, job.run_name) == (JobKind.TRACKED, JobState.SUCCEEDED, team, "linear-baseline")
+    assert (job.kind, job.state, job.team, job.run_name) == (
+        JobKind.TRACKED,
+        JobState.SUCCEEDED,
+        team,
+        "linear-baseline",
+    )
     assert job.experiment.name == "bike-demand-experiments"
     assert str(job.experiment_id) == experiment.experiment_id
     assert job.params == {"model": "linear", "features": ",".join(FEATURES), "rows": "400"}
     assert job.tags["stage"] == "baseline"
-    assert job.metrics["loss"] == 3.5 and job.metrics["rmse_train"] == 120.5
+    assert job.metrics["loss"] == 3.5
+    assert job.metrics["rmse_train"] == 120.5
     assert job.metrics["nan_metric"] == "NaN"
     assert list(RunMetric.objects.filter(job=job, key="loss").values_list("step", "value")) == [
         (0, 9.0),
@@ -84,20 +93,24 @@ def test_sklearn_run_logged_registered_and_loaded_by_alias(mlflow_env, mlflow_cl
     history = mlflow_client.get_metric_history(run.info.run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(0, 9.0), (1, 5.0), (2, 3.5)]
     nan_history = mlflow_client.get_metric_history(run.info.run_id, "nan_metric")
-    assert len(nan_history) == 1 and math.isnan(nan_history[0].value)
+    assert len(nan_history) == 1
+    assert math.isnan(nan_history[0].value)
 
     # Artifacts went through the proxy and list back.
     listed = sorted(f.path for f in mlflow_client.list_artifacts(run.info.run_id))
     assert listed == ["notes.txt", "plots"]
     assert [f.path for f in mlflow_client.list_artifacts(run.info.run_id, "plots")] == ["plots/residuals.csv"]
-    downloaded = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="notes.txt", dst_path=str(tmp_path / "dl"))
-    assert open(downloaded).read() == "trained on the first 400 hours\n"
+    downloaded = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="notes.txt", dst_path=str(tmp_path / "dl")
+    )
+    assert Path(downloaded).read_text() == "trained on the first 400 hours\n"
 
     # The input dataset matched no Steward dataset version: an external dataset, edge to the run.
     run_input = RunInput.objects.get(job=job)
     assert (run_input.name, run_input.context, run_input.dataset_version) == ("bike-400", "training", None)
     external = ExternalDataset.objects.get()
-    assert run_input.external_dataset == external and external.team == team
+    assert run_input.external_dataset == external
+    assert external.team == team
 
     # The logged model and the registered version: run, metrics, params, flavor.
     logged = LoggedModel.objects.get(pk=info.model_id)
@@ -111,7 +124,9 @@ def test_sklearn_run_logged_registered_and_loaded_by_alias(mlflow_env, mlflow_cl
     assert (version.flavor, version.executes_code, version.is_directory) == ("mlflow_model", True, True)
 
     # Lineage: external dataset -> run -> model version.
-    edges = set(LineageEdge.objects.values_list("source_type", "source_id", "target_type", "target_id", "relation"))
+    edges = set(
+        LineageEdge.objects.values_list("source_type", "source_id", "target_type", "target_id", "relation")
+    )
     assert edges == {
         ("external_dataset", external.pk, "job", job.pk, "input"),
         ("job", job.pk, "model_version", version.pk, "output"),
@@ -128,7 +143,8 @@ def test_sklearn_run_logged_registered_and_loaded_by_alias(mlflow_env, mlflow_cl
         "run.end",
     ]
     end = AuditEvent.objects.get(action="run.end")
-    assert end.after["params"]["model"] == "linear" and end.after["metrics"]["loss"] == 3.5
+    assert end.after["params"]["model"] == "linear"
+    assert end.after["metrics"]["loss"] == 3.5
 
     # Flow 4: an unprotected alias, then load by alias through the artifact proxy.
     mlflow_client.set_registered_model_alias("bike-linear", "champion", "1")
@@ -153,7 +169,8 @@ def test_pytorch_model_logged_with_a_steward_dataset_input(
         mlflow.log_metric("loss", 0.5, step=1)
         # The digest is the Steward dataset version's sha256: the input links to it.
         mlflow.log_input(
-            mlflow.data.from_pandas(bike_rows, name="hour.csv", digest=dataset_version.sha256), context="training"
+            mlflow.data.from_pandas(bike_rows, name="hour.csv", digest=dataset_version.sha256),
+            context="training",
         )
         # The pickle format: the whole module pickled, so loading it executes code.
         info = mlflow.pytorch.log_model(

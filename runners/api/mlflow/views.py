@@ -35,8 +35,8 @@ from runners.api.mlflow.serialize import (
     run_info_json,
     run_json,
 )
-from runners.tracking import STATE_TO_STATUS
 from runners.models import Experiment, Job, JobKind, LifecycleStage, LoggedModel, LoggedModelStatus
+from runners.tracking import STATE_TO_STATUS
 
 SEARCH_MAX = 1000
 HISTORY_MAX = 25_000
@@ -48,7 +48,9 @@ HISTORY_MAX = 25_000
 def _experiment(request: HttpRequest, experiment_id: Any) -> Experiment:
     raw = str(experiment_id)
     experiment = (
-        Experiment.objects.restrict(request.user).filter(pk=int(raw)).first() if raw.isdigit() and len(raw) < 19 else None
+        Experiment.objects.restrict(request.user).filter(pk=int(raw)).first()
+        if raw.isdigit() and len(raw) < 19
+        else None
     )
     if experiment is None:
         raise ResourceDoesNotExist(f"No experiment with id={raw[:100]} that you may see.")
@@ -121,7 +123,7 @@ def get_experiment_by_name(request: HttpRequest, params: Params) -> dict:
         # The same name in several of the user's teams: the default team's wins, else say why.
         try:
             team = default_team(request.user)
-        except Exception:  # noqa: BLE001 (no single default team: the message below says what to do)
+        except Exception:
             team = None
         found = [e for e in found if team is not None and e.team_id == team.pk] or found
         if len(found) > 1:
@@ -160,7 +162,9 @@ def search_experiments(request: HttpRequest, params: Params) -> dict:
         # not ignored.
         match = EXPERIMENT_FILTER.match(text)
         if match is None:
-            raise InvalidParameterValue(f"Unsupported experiment filter {text[:200]!r}: only name comparisons.")
+            raise InvalidParameterValue(
+                f"Unsupported experiment filter {text[:200]!r}: only name comparisons."
+            )
         op, value = match.group(1).upper(), match.group(2)
         experiments = _string_filter(experiments, "name", op, value)
     max_results = int_param(params, "max_results", 1000)
@@ -191,7 +195,9 @@ def _string_filter(queryset, field: str, op: str, value: str):
 def update_experiment(request: HttpRequest, params: Params) -> dict:
     experiment = _experiment(request, require(params, "experiment_id"))
     try:
-        tracking.do_rename_experiment(experiment=experiment, new_name=require(params, "new_name"), actor=request.user)
+        tracking.do_rename_experiment(
+            experiment=experiment, new_name=require(params, "new_name"), actor=request.user
+        )
     except tracking.NameTaken as exc:
         raise ResourceAlreadyExists(" ".join(exc.messages)) from None
     return {}
@@ -215,7 +221,10 @@ def restore_experiment(request: HttpRequest, params: Params) -> dict:
 def set_experiment_tag(request: HttpRequest, params: Params) -> dict:
     experiment = _experiment(request, require(params, "experiment_id"))
     tracking.do_set_experiment_tag(
-        experiment=experiment, key=require(params, "key"), value=optional_str(params, "value"), actor=request.user
+        experiment=experiment,
+        key=require(params, "key"),
+        value=optional_str(params, "value"),
+        actor=request.user,
     )
     return {}
 
@@ -223,7 +232,9 @@ def set_experiment_tag(request: HttpRequest, params: Params) -> dict:
 @mlflow_endpoint("POST")
 def delete_experiment_tag(request: HttpRequest, params: Params) -> dict:
     experiment = _experiment(request, require(params, "experiment_id"))
-    tracking.do_set_experiment_tag(experiment=experiment, key=require(params, "key"), value=None, actor=request.user)
+    tracking.do_set_experiment_tag(
+        experiment=experiment, key=require(params, "key"), value=None, actor=request.user
+    )
     return {}
 
 
@@ -320,7 +331,9 @@ def log_batch(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("POST")
 def log_inputs(request: HttpRequest, params: Params) -> dict:
-    tracking.do_log_inputs(job=_run(request, params), datasets=param_list(params, "datasets"), actor=request.user)
+    tracking.do_log_inputs(
+        job=_run(request, params), datasets=param_list(params, "datasets"), actor=request.user
+    )
     return {}
 
 
@@ -332,7 +345,9 @@ def log_outputs(request: HttpRequest, params: Params) -> dict:
     for output in param_list(params, "models"):
         model_id = output.get("model_id") if isinstance(output, dict) else None
         if not isinstance(model_id, str) or _logged_model(request, model_id).source_run_id != job.pk:
-            raise InvalidParameterValue(f"Model output {str(model_id)[:100]!r} is not a logged model of this run.")
+            raise InvalidParameterValue(
+                f"Model output {str(model_id)[:100]!r} is not a logged model of this run."
+            )
     return {}
 
 
@@ -343,7 +358,9 @@ def log_model(request: HttpRequest, params: Params) -> dict:
     model_json = optional_str(params, "model_json")
     history = job.tags.get("mlflow.log-model.history", "")
     value = f"[{model_json}]" if not history else history[:-1] + f", {model_json}]"
-    tracking.do_log_batch(job=job, tags=[{"key": "mlflow.log-model.history", "value": value}], actor=request.user)
+    tracking.do_log_batch(
+        job=job, tags=[{"key": "mlflow.log-model.history", "value": value}], actor=request.user
+    )
     return {}
 
 
@@ -356,7 +373,9 @@ def get_metric_history(request: HttpRequest, params: Params) -> dict:
         raise InvalidParameterValue(f"max_results must be between 1 and {HISTORY_MAX}.")
     offset = page_offset(optional_str(params, "page_token"))
     points = list(
-        job.metric_history.filter(key=key).order_by("step", "timestamp_ms", "id")[offset : offset + max_results + 1]
+        job.metric_history.filter(key=key).order_by("step", "timestamp_ms", "id")[
+            offset : offset + max_results + 1
+        ]
     )
     answer: dict[str, Any] = {"metrics": [metric_json(p) for p in points[:max_results]]}
     if len(points) > max_results:
@@ -382,7 +401,9 @@ def _run_filter(text: str) -> list[tuple[str, str, str, str]]:
         if match is None:
             raise InvalidParameterValue(f"Unsupported run filter at {text[position : position + 60]!r}.")
         value = match["value"]
-        clauses.append((match["kind"].lower().rstrip("s"), match["key"].strip("`"), match["op"].upper(), value))
+        clauses.append(
+            (match["kind"].lower().rstrip("s"), match["key"].strip("`"), match["op"].upper(), value)
+        )
         position = match.end()
     return clauses
 
@@ -398,8 +419,14 @@ def _run_matches(job: Job, clauses: list[tuple[str, str, str, str]]) -> bool:
             wanted = raw[1:-1] if raw[0] in "'\"" else raw
             if kind == "attribute":
                 if key not in RUN_ATTRIBUTES:
-                    raise InvalidParameterValue(f"Unsupported run attribute {key!r}: {', '.join(RUN_ATTRIBUTES)}.")
-                current = {"run_name": job.run_name, "run_id": job.mlflow_run_id, "status": STATE_TO_STATUS[job.state]}[key]
+                    raise InvalidParameterValue(
+                        f"Unsupported run attribute {key!r}: {', '.join(RUN_ATTRIBUTES)}."
+                    )
+                current = {
+                    "run_name": job.run_name,
+                    "run_id": job.mlflow_run_id,
+                    "status": STATE_TO_STATUS[job.state],
+                }[key]
             else:
                 current = (job.params if kind == "param" else job.tags).get(key)
             if current is None:
@@ -440,7 +467,9 @@ def search_runs(request: HttpRequest, params: Params) -> dict:
     clauses = _run_filter(optional_str(params, "filter"))
     offset = page_offset(optional_str(params, "page_token"))
     matching = [
-        job for job in jobs.select_related("created_by").order_by("-started_at", "-id") if _run_matches(job, clauses)
+        job
+        for job in jobs.select_related("created_by").order_by("-started_at", "-id")
+        if _run_matches(job, clauses)
     ]
     page = matching[offset : offset + max_results]
     answer: dict[str, Any] = {"runs": [run_json(job) for job in page]}
@@ -483,7 +512,11 @@ def finalize_logged_model(request: HttpRequest, params: Params) -> dict:
     status = params.get("status")
     if isinstance(status, int):
         # The proto's enum number: 1 pending, 2 ready, 3 upload failed.
-        status = {1: LoggedModelStatus.PENDING, 2: LoggedModelStatus.READY, 3: LoggedModelStatus.UPLOAD_FAILED}.get(status)
+        status = {
+            1: LoggedModelStatus.PENDING,
+            2: LoggedModelStatus.READY,
+            3: LoggedModelStatus.UPLOAD_FAILED,
+        }.get(status)
     model = tracking.do_finalize_logged_model(
         model=_logged_model(request, params["model_id"]), status=str(status), actor=request.user
     )
@@ -535,15 +568,21 @@ def search_logged_models(request: HttpRequest, params: Params) -> dict:
     while position < len(text):
         match = LOGGED_MODEL_FILTER.match(text, position)
         if match is None:
-            raise InvalidParameterValue(f"Unsupported logged model filter at {text[position : position + 60]!r}.")
+            raise InvalidParameterValue(
+                f"Unsupported logged model filter at {text[position : position + 60]!r}."
+            )
         key, value = match["key"].lower(), match["value"]
-        models = models.filter(**({"source_run__mlflow_run_id": value} if key == "source_run_id" else {key: value}))
+        models = models.filter(
+            **({"source_run__mlflow_run_id": value} if key == "source_run_id" else {key: value})
+        )
         position = match.end()
     max_results = int_param(params, "max_results", 100)
     if not 1 <= max_results <= SEARCH_MAX:
         raise InvalidParameterValue(f"max_results must be between 1 and {SEARCH_MAX}.")
     offset = page_offset(optional_str(params, "page_token"))
-    page = list(models.select_related("source_run").order_by("-created_at", "id")[offset : offset + max_results + 1])
+    page = list(
+        models.select_related("source_run").order_by("-created_at", "id")[offset : offset + max_results + 1]
+    )
     answer: dict[str, Any] = {"models": [logged_model_json(m) for m in page[:max_results]]}
     if len(page) > max_results:
         answer["next_page_token"] = page_token(offset + max_results)
