@@ -2,11 +2,13 @@
 <path>``, ``models:/<logged model id>`` and ``mlflow-artifacts:/<path>``. Registered with
 ``governance.sources.register_source_resolver`` in ``RunnersConfig.ready`` (governance never
 imports runners). Each returns the local directory or file, the run (job) that produced it and
-the run's latest metrics and parameters, so the version records its run, metrics and parameters;
+the run's latest metrics and parameters, so the version records its run, metrics and parameters,
+and records the lineage edge run -> version in the registration's transaction;
 the actor must be able to view what the source names (else ObjectDoesNotExist, a 404)."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -14,7 +16,7 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from governance.sources import ResolvedSource
 from runners.mlflow_artifacts import ArtifactPlace, checked_path, locate
 from runners.models import Job, JobKind, LoggedModel
-from runners.tracking import artifact_dir, run_artifact_location
+from runners.tracking import artifact_dir, do_record_run_output, run_artifact_location
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -25,7 +27,12 @@ def _run_record(job: Job | None, extra_params: dict[str, Any] | None = None) -> 
         return {"source_job_id": None, "metrics": {}, "params": dict(extra_params or {})}
     # Non-finite metrics (stored as "NaN"/"Infinity" strings) are left out of the version's metrics.
     metrics = {key: value for key, value in job.metrics.items() if isinstance(value, int | float)}
-    return {"source_job_id": job.pk, "metrics": metrics, "params": {**job.params, **(extra_params or {})}}
+    return {
+        "source_job_id": job.pk,
+        "metrics": metrics,
+        "params": {**job.params, **(extra_params or {})},
+        "on_registered": functools.partial(do_record_run_output, job.pk),
+    }
 
 
 def _existing(path, source: str):

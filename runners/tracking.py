@@ -297,7 +297,7 @@ def do_update_run(
 
     A finished run's state is final: another terminal status is a ValidationError (the same one
     again is a no-op). Ending a run is audited (``run.end``) with its parameters and metrics, and
-    records the lineage edges to the model versions registered from it."""
+    """
     if status is not None and status not in STATUS_TO_STATE:
         raise ValidationError(
             {"status": f"unknown run status {status!r}; one of {', '.join(STATUS_TO_STATE)}"}
@@ -331,7 +331,6 @@ def do_update_run(
             job.save(update_fields=fields)
         if ended:
             record_audit_event(actor=actor, action="run.end", obj=job, before=before, after=_run_record(job))
-            record_run_outputs(job)
     return job
 
 
@@ -568,13 +567,12 @@ def do_log_inputs(*, job: Job, datasets: list[Any], actor: User) -> list[RunInpu
     return created
 
 
-def record_run_outputs(job: Job) -> None:
-    """Record the lineage edges run -> model version for every version registered from ``job``
-    (``ModelVersion.source_job_id``); idempotent. Called where the MLflow flow passes after a
-    registration (the logged model's ``mlflow.modelVersions`` tag, the run's end): governance
-    registers the version and cannot import lineage's callers."""
-    versions = ModelVersion.objects.filter(source_job_id=job.pk).values_list("pk", flat=True)
-    do_record_edges((NodeRef.of(job), NodeRef("model_version", pk), Relation.OUTPUT) for pk in versions)
+def do_record_run_output(job_id: int, version: ModelVersion) -> None:
+    """Record the lineage edge run -> model version for a version registered from run ``job_id``
+    (its artifacts or its logged model). Runs inside the registration's transaction
+    (``governance.sources.ResolvedSource.on_registered``); the registration's own audit event
+    covers it, like the edges a training job records."""
+    do_record_edges([(NodeRef("job", job_id), NodeRef.of(version), Relation.OUTPUT)])
 
 
 # --- Logged models (MLflow 3) --------------------------------------------------------------
@@ -653,9 +651,7 @@ def do_update_logged_model(
     actor: User,
 ) -> LoggedModel:
     """Set tags, delete one tag (missing: no-op) or add parameters of a logged model. Not audited
-    (metadata the client attaches, like run tags); when the client tags the model with the
-    versions registered from it (``mlflow.modelVersions``) the run -> version lineage edges are
-    recorded."""
+    (metadata the client attaches, like run tags)."""
     set_tags = _checked_tags(set_tags)
     params = {
         _checked_key(k, "params"): _checked_value(v, "params", PARAM_VALUE_MAX)
@@ -669,8 +665,6 @@ def do_update_logged_model(
         model.params.update(params)
         model.updated_at = timezone.now()
         model.save(update_fields=["tags", "params", "updated_at"])
-        if model.source_run is not None and "mlflow.modelVersions" in set_tags:
-            record_run_outputs(model.source_run)
     return model
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from governance.models import AuditEvent, ModelVersion
 from lineage.models import LineageEdge
@@ -200,3 +201,44 @@ def test_pytorch_model_logged_with_a_steward_dataset_input(
     with torch.no_grad():
         expected = net(torch.tensor(probe.to_numpy())).numpy()
     np.testing.assert_allclose(np.asarray(loaded.predict(probe)).reshape(-1), expected.reshape(-1), rtol=1e-5)
+
+
+def test_version_registered_from_a_finished_runs_artifacts(
+    mlflow_env, mlflow_client, sklearn_model_dir, use_token, outsider
+):
+    import mlflow
+
+    mlflow.set_experiment("exported-models")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("r2", 0.9)
+        mlflow.log_param("fit", "ols")
+        mlflow.log_artifacts(str(sklearn_model_dir), artifact_path="exported")
+    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    assert job.state == JobState.SUCCEEDED
+
+    registered = mlflow.register_model(f"runs:/{run.info.run_id}/exported", "bike-exported")
+    version = ModelVersion.objects.get(model__name="bike-exported")
+    assert registered.version == "1"
+    assert (version.source, version.source_job_id, version.metrics) == (
+        f"runs:/{run.info.run_id}/exported",
+        job.pk,
+        {"r2": 0.9},
+    )
+    assert version.training_spec == {"params": {"fit": "ols"}}
+    assert LineageEdge.objects.filter(
+        source_type="job",
+        source_id=job.pk,
+        target_type="model_version",
+        target_id=version.pk,
+        relation="output",
+    ).exists()
+    loaded = mlflow.pyfunc.load_model("models:/bike-exported/1")
+    np.testing.assert_allclose(loaded.predict(np.array([[3.0]])), [7.0])
+
+    # Another team cannot register a version from this run: the run does not exist for them.
+    use_token(outsider)
+    mlflow_client.create_registered_model("outsider-model")
+    with pytest.raises(MlflowException) as hidden:
+        mlflow_client.create_model_version("outsider-model", f"runs:/{run.info.run_id}/exported")
+    assert hidden.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert not ModelVersion.objects.filter(model__name="outsider-model").exists()
