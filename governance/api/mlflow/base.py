@@ -40,7 +40,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth import authenticate
 from django.core.exceptions import (
@@ -57,6 +57,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from governance.api.authentication import InvalidToken, authenticate_secret, record_use
 from governance.errors import CONFLICT
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +130,11 @@ def endpoint_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonR
         f"Steward's MLflow API has no endpoint {request.method} {request.path}.",
         404,
     )
+
+
+def actor(request: HttpRequest) -> User:
+    """The user ``mlflow_endpoint`` authenticated (never anonymous inside an endpoint)."""
+    return cast("User", request.user)
 
 
 def ms(moment: datetime.datetime | None) -> int | None:

@@ -27,8 +27,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
 from governance.api.mlflow.base import InvalidParameterValue
 
@@ -201,7 +202,8 @@ def string_q(field: str, comparator: str, value: Any) -> Q:
 def apply_tag_clause(queryset: QuerySet, index: int, clause: Clause) -> QuerySet:
     """Filter on tag ``clause.key`` of the JSON ``tags`` column; a missing tag satisfies ``!=``."""
     alias = f"_tag{index}"
-    queryset = queryset.annotate(**{alias: KeyTextTransform(clause.key, "tags")})
+    # Cast: a bare key transform compares its right-hand side as JSON (Django's KeyTransformExact).
+    queryset = queryset.annotate(**{alias: Cast(KeyTextTransform(clause.key, "tags"), TextField())})
     if clause.comparator == "!=":
         return queryset.filter(Q(**{f"{alias}__isnull": True}) | ~Q(**{alias: clause.value}))
     return queryset.filter(string_q(alias, clause.comparator, clause.value))
