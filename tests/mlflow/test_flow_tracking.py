@@ -216,22 +216,29 @@ def test_version_registered_from_a_finished_runs_artifacts(
     job = Job.objects.get(mlflow_run_id=run.info.run_id)
     assert job.state == JobState.SUCCEEDED
 
+    # The client turns runs:/ into the run's artifact URI (mlflow-artifacts:/...); a runs:/
+    # source given directly resolves too. Both versions have the run, its metrics and parameters.
     registered = mlflow.register_model(f"runs:/{run.info.run_id}/exported", "bike-exported")
-    version = ModelVersion.objects.get(model__name="bike-exported")
-    assert registered.version == "1"
-    assert (version.source, version.source_job_id, version.metrics) == (
+    direct = mlflow_client.create_model_version("bike-exported", f"runs:/{run.info.run_id}/exported")
+    assert (registered.version, direct.version) == ("1", "2")
+    experiment_id = run.info.experiment_id
+    expected_sources = [
+        f"mlflow-artifacts:/experiments/{experiment_id}/{run.info.run_id}/artifacts/exported",
         f"runs:/{run.info.run_id}/exported",
-        job.pk,
-        {"r2": 0.9},
-    )
-    assert version.training_spec == {"params": {"fit": "ols"}}
-    assert LineageEdge.objects.filter(
-        source_type="job",
-        source_id=job.pk,
-        target_type="model_version",
-        target_id=version.pk,
-        relation="output",
-    ).exists()
+    ]
+    versions = list(ModelVersion.objects.filter(model__name="bike-exported").order_by("version"))
+    assert [v.source for v in versions] == expected_sources
+    for version in versions:
+        assert (version.source_job_id, version.metrics) == (job.pk, {"r2": 0.9})
+        assert version.training_spec == {"params": {"fit": "ols"}}
+        assert version.sha256 == versions[0].sha256
+        assert LineageEdge.objects.filter(
+            source_type="job",
+            source_id=job.pk,
+            target_type="model_version",
+            target_id=version.pk,
+            relation="output",
+        ).exists()
     loaded = mlflow.pyfunc.load_model("models:/bike-exported/1")
     np.testing.assert_allclose(loaded.predict(np.array([[3.0]])), [7.0])
 
