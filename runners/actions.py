@@ -144,6 +144,8 @@ def do_cancel_job(*, job: Job, actor: User) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         ensure_can(actor, CHANGE, job.team_id)
+        if job.kind == JobKind.TRACKED:
+            raise ValidationError({"kind": f"{job} runs outside Steward; its MLflow client ends it"})
         if job.state in TERMINAL_STATES:
             raise ValidationError({"state": f"job #{job.pk} already {job.state}; nothing to cancel"})
         if job.is_cancel_requested:

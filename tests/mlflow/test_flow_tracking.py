@@ -38,7 +38,7 @@ def last_event_id() -> int:
 
 
 def test_sklearn_run_logged_registered_and_loaded_by_alias(
-    mlflow_env, mlflow_client, bike_rows, tmp_path, team
+    mlflow_env, mlflow_client, bike_rows, tmp_path, team, scientist, outsider, client_for
 ):
     import mlflow
     import mlflow.sklearn
@@ -132,6 +132,18 @@ def test_sklearn_run_logged_registered_and_loaded_by_alias(
         ("external_dataset", external.pk, "job", job.pk, "input"),
         ("job", job.pk, "model_version", version.pk, "output"),
     }
+    # Steward's lineage API walks it back from the version, to the team and not to outsiders.
+    graph = client_for(scientist).get(
+        "/api/lineage/", {"node": f"model_version:{version.pk}", "direction": "upstream"}
+    )
+    assert {node["id"] for node in graph.json()["nodes"]} == {
+        f"model_version:{version.pk}",
+        f"job:{job.pk}",
+        f"external_dataset:{external.pk}",
+    }
+    assert (
+        client_for(outsider).get("/api/lineage/", {"node": f"model_version:{version.pk}"}).status_code == 404
+    )
     # Audited: the experiment, the run's start and end, its input, the logged model, the version.
     assert actions(before) == [
         "experiment.create",

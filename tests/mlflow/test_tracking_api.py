@@ -263,3 +263,26 @@ def test_logged_model_create_finalize_search_and_tags(mlflow_client, run):
     with pytest.raises(MlflowException) as missing:
         mlflow_client.get_logged_model("m-" + "0" * 32)
     assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_the_run_page_shows_a_tracked_run_to_its_team_only(mlflow_client, run, scientist, outsider, client):
+    mlflow_client.log_param(run.info.run_id, "depth", "7")
+    mlflow_client.log_metric(run.info.run_id, "rmse", 41.5)
+    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    client.force_login(scientist)
+    page = client.get(job.get_absolute_url())
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert run.info.run_id in body
+    assert "tracking-rules" in body
+    assert "&quot;depth&quot;: &quot;7&quot;" in body
+    assert "41.5" in body
+    assert "Cancel job" not in body  # its MLflow client ends it
+    assert client.post(f"{job.get_absolute_url()}cancel/").status_code == 400
+    job.refresh_from_db()
+    assert (job.state, job.is_cancel_requested) == ("running", False)
+    jobs = client.get("/jobs/")
+    assert jobs.status_code == 200
+    assert "tracking-rules" in jobs.content.decode()
+    client.force_login(outsider)
+    assert client.get(job.get_absolute_url()).status_code == 404
