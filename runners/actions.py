@@ -42,6 +42,7 @@ JOBS: Lifecycle[Job] = Lifecycle(
     cancel_flag="is_cancel_requested",
     # Each attempt starts its telemetry afresh: a dead attempt's epochs are not this one's.
     on_claim=lambda now: {"progress": 0.0, "history": [], "metrics": {}},
+    not_run={"kind": JobKind.TRACKED},
 )
 
 INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset"})

@@ -25,7 +25,7 @@ from governance.actions.checks import ensure_can
 from governance.models import ModelVersion
 from governance.permissions import CHANGE
 from runners.models import Job, JobKind, LoggedModel
-from runners.tracking import artifact_dir, run_artifact_location
+from runners.tracking import artifact_dir, run_artifact_location, run_pk
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -110,7 +110,7 @@ def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
         elif parts[3] == "artifacts":
             run = (
                 Job.objects.restrict(user)
-                .filter(kind=JobKind.TRACKED, mlflow_run_id=parts[2], experiment_id=experiment_id)
+                .filter(kind=JobKind.TRACKED, pk=run_pk(parts[2]) or 0, experiment_id=experiment_id)
                 .first()
             )
             if run is None:

@@ -16,7 +16,7 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from governance.sources import ResolvedSource
 from runners.mlflow_artifacts import ArtifactPlace, checked_path, locate
 from runners.models import Job, JobKind, LoggedModel
-from runners.tracking import artifact_dir, do_record_run_output, run_artifact_location
+from runners.tracking import artifact_dir, do_record_run_output, run_artifact_location, run_pk
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -46,7 +46,7 @@ def resolve_runs_uri(source: str, *, actor: User | None) -> ResolvedSource:
     rest = source.removeprefix("runs:").lstrip("/")
     run_id, _, relative = rest.partition("/")
     checked_path(relative)
-    run = Job.objects.filter(kind=JobKind.TRACKED, mlflow_run_id=run_id)
+    run = Job.objects.filter(kind=JobKind.TRACKED, pk=run_pk(run_id) or 0)
     if actor is not None:
         run = run.restrict(actor)
     job = run.first()

@@ -82,7 +82,6 @@ class Job(Delivered):
     experiment = models.ForeignKey(
         "Experiment", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
-    mlflow_run_id = models.CharField(max_length=32, null=True, blank=True, unique=True)
     run_name = models.CharField(max_length=250, blank=True)
     params = models.JSONField(default=dict, help_text="MLflow parameters: key -> value, set once.")
     tags = models.JSONField(default=dict, help_text="MLflow run tags: key -> value.")
@@ -101,7 +100,6 @@ class Job(Delivered):
         "output_dataset_version_id",
         "error",
         "experiment_id",
-        "mlflow_run_id",
         "run_name",
         "deleted_at",
     )
@@ -128,8 +126,7 @@ class Job(Delivered):
                 name="job_untracked_has_dataset_version",
             ),
             models.CheckConstraint(
-                condition=~models.Q(kind=JobKind.TRACKED)
-                | models.Q(experiment__isnull=False, mlflow_run_id__isnull=False),
+                condition=~models.Q(kind=JobKind.TRACKED) | models.Q(experiment__isnull=False),
                 name="job_tracked_has_experiment",
             ),
             models.CheckConstraint(
@@ -146,6 +143,12 @@ class Job(Delivered):
 
     def get_absolute_url(self) -> str:
         return reverse("job_detail", args=[self.pk])
+
+    @property
+    def mlflow_run_id(self) -> str:
+        """A tracked run's MLflow run id: its job id, so the registry's ``run_id`` (the version's
+        ``source_job_id``) and the tracking API name the same run."""
+        return str(self.pk)
 
     @property
     def is_finished(self) -> bool:

@@ -78,6 +78,12 @@ class NameTaken(ValidationError):
     """A name the team already uses (MLflow's RESOURCE_ALREADY_EXISTS)."""
 
 
+def run_pk(run_id: object) -> int | None:
+    """The job id an MLflow run id names (its decimal digits), None when it cannot name one."""
+    text = str(run_id)
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
+
+
 def artifact_dir(location: str) -> Path:
     """The local directory of an ``mlflow-artifacts:/<path>`` location under ARTIFACT_ROOT/mlflow."""
     return settings.ARTIFACT_ROOT / "mlflow" / location.removeprefix("mlflow-artifacts:/").strip("/")
@@ -252,17 +258,12 @@ def do_start_run(
             raise ValidationError(
                 {"experiment_id": f"experiment {experiment.name!r} is deleted; restore it first"}
             )
-        run_id = uuid.uuid4().hex
-        if not run_name:
-            run_name = f"run-{run_id[:8]}"
-        tags.setdefault("mlflow.runName", run_name)
         started = _ms_to_datetime(start_time_ms)
         job = Job.objects.create(
             team_id=experiment.team_id,
             kind=JobKind.TRACKED,
             state=JobState.RUNNING,
             experiment=experiment,
-            mlflow_run_id=run_id,
             run_name=run_name,
             tags=tags,
             created_by=actor,
@@ -270,6 +271,10 @@ def do_start_run(
             started_at=started,
             heartbeat_at=timezone.now(),
         )
+        if not job.run_name:
+            job.run_name = f"run-{job.pk}"
+        job.tags.setdefault("mlflow.runName", job.run_name)
+        job.save(update_fields=["run_name", "tags"])
         record_audit_event(actor=actor, action="run.start", obj=job, after=snapshot(job))
     return job
 

@@ -72,7 +72,7 @@ def test_sklearn_run_logged_registered_and_loaded_by_alias(
         )
 
     # The run is a tracked job with its params, tags, latest metrics and full metric history.
-    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    job = Job.objects.get(pk=int(run.info.run_id))
     assert (job.kind, job.state, job.team, job.run_name) == (
         JobKind.TRACKED,
         JobState.SUCCEEDED,
@@ -194,7 +194,7 @@ def test_pytorch_model_logged_with_a_steward_dataset_input(
             input_example=X[:2].numpy(),
         )
 
-    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    job = Job.objects.get(pk=int(run.info.run_id))
     assert RunInput.objects.get(job=job).dataset_version == dataset_version
     assert not ExternalDataset.objects.exists()
     version = ModelVersion.objects.get(model__name="bike-torch-net")
@@ -225,7 +225,7 @@ def test_version_registered_from_a_finished_runs_artifacts(
         mlflow.log_metric("r2", 0.9)
         mlflow.log_param("fit", "ols")
         mlflow.log_artifacts(str(sklearn_model_dir), artifact_path="exported")
-    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    job = Job.objects.get(pk=int(run.info.run_id))
     assert job.state == JobState.SUCCEEDED
 
     # The client turns runs:/ into the run's artifact URI (mlflow-artifacts:/...); a runs:/

@@ -4,13 +4,17 @@ limits), each denial asserting that nothing changed."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import math
 
 import pytest
 import requests
+from django.utils import timezone
 from mlflow.exceptions import MlflowException
 
 from governance.models import AuditEvent
+from runners.actions import do_fail_stale_jobs, do_redispatch_queued_jobs
 from runners.models import Experiment, Job, LoggedModel, RunMetric
 from runners.tracking import artifact_dir, run_artifact_location
 
@@ -190,7 +194,7 @@ def test_another_team_cannot_read_the_run_or_its_artifacts(
     with pytest.raises(MlflowException) as refused:
         mlflow_client.log_metric(run.info.run_id, "x", 1.0)
     assert refused.value.error_code == "RESOURCE_DOES_NOT_EXIST"
-    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    job = Job.objects.get(pk=int(run.info.run_id))
     assert not (artifact_dir(run_artifact_location(job)) / "planted.txt").exists()
     assert not RunMetric.objects.exists()
 
@@ -208,7 +212,7 @@ def test_artifact_proxy_refuses_traversal_and_oversized_uploads(
     mlflow_env, steward_server, run, settings, tmp_path
 ):
     token = mlflow_env["MLFLOW_TRACKING_TOKEN"]
-    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    job = Job.objects.get(pk=int(run.info.run_id))
     root = artifact_dir(run_artifact_location(job))
     for endpoint in (f"{artifact_url(run)}/%2E%2E/%2E%2E/escaped.txt", f"{artifact_url(run)}/a//b.txt"):
         answer = call(steward_server, token, "PUT", endpoint, data=b"x")
@@ -268,7 +272,7 @@ def test_logged_model_create_finalize_search_and_tags(mlflow_client, run):
 def test_the_run_page_shows_a_tracked_run_to_its_team_only(mlflow_client, run, scientist, outsider, client):
     mlflow_client.log_param(run.info.run_id, "depth", "7")
     mlflow_client.log_metric(run.info.run_id, "rmse", 41.5)
-    job = Job.objects.get(mlflow_run_id=run.info.run_id)
+    job = Job.objects.get(pk=int(run.info.run_id))
     client.force_login(scientist)
     page = client.get(job.get_absolute_url())
     assert page.status_code == 200
@@ -286,3 +290,44 @@ def test_the_run_page_shows_a_tracked_run_to_its_team_only(mlflow_client, run, s
     assert "tracking-rules" in jobs.content.decode()
     client.force_login(outsider)
     assert client.get(job.get_absolute_url()).status_code == 404
+
+
+def test_a_versions_files_download_through_the_proxy_to_its_team_only(
+    mlflow_env, steward_server, registered_version, api_token, outsider
+):
+    token = mlflow_env["MLFLOW_TRACKING_TOKEN"]
+    root = f"steward/model-versions/{registered_version.pk}"
+    listing = call(steward_server, token, "GET", "/api/2.0/mlflow-artifacts/artifacts", params={"path": root})
+    assert listing.status_code == 200
+    (entry,) = listing.json()["files"]
+    assert (entry["is_dir"], entry["file_size"]) == (False, registered_version.size_bytes)
+    download = call(
+        steward_server, token, "GET", f"/api/2.0/mlflow-artifacts/artifacts/{root}/{entry['path']}"
+    )
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == registered_version.sha256
+    # Immutable: no upload into a registered version.
+    planted = call(
+        steward_server, token, "PUT", f"/api/2.0/mlflow-artifacts/artifacts/{root}/extra.bin", data=b"x"
+    )
+    assert planted.status_code == 400
+    # Another team's user: the version does not exist for them.
+    outsider_token = api_token(outsider)
+    hidden = call(
+        steward_server, outsider_token, "GET", f"/api/2.0/mlflow-artifacts/artifacts/{root}/{entry['path']}"
+    )
+    assert (hidden.status_code, hidden.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+    hidden_list = call(
+        steward_server, outsider_token, "GET", "/api/2.0/mlflow-artifacts/artifacts", params={"path": root}
+    )
+    assert hidden_list.status_code == 404
+
+
+def test_the_stale_sweep_leaves_a_quiet_tracked_run_running(run):
+    # A tracked run runs outside Steward: no heartbeat to miss, nothing to re-send to a worker.
+    job = Job.objects.get(pk=int(run.info.run_id))
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - datetime.timedelta(hours=2))
+    assert do_fail_stale_jobs(90) == []
+    assert do_redispatch_queued_jobs(0, 12) == []
+    job.refresh_from_db()
+    assert (job.state, job.attempt, job.dispatch_count) == ("running", 0, 0)

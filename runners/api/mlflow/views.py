@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpRequest
 
@@ -64,7 +65,7 @@ def _run(request: HttpRequest, params: Params) -> Job:
     job = (
         Job.objects.restrict(request.user)
         .select_related("created_by")
-        .filter(kind=JobKind.TRACKED, mlflow_run_id=run_id)
+        .filter(kind=JobKind.TRACKED, pk=tracking.run_pk(run_id) or 0)
         .first()
     )
     if job is None:
@@ -123,7 +124,7 @@ def get_experiment_by_name(request: HttpRequest, params: Params) -> dict:
         # The same name in several of the user's teams: the default team's wins, else say why.
         try:
             team = default_team(request.user)
-        except Exception:
+        except ValidationError:  # no single default team: the message below says what to do
             team = None
         found = [e for e in found if team is not None and e.team_id == team.pk] or found
         if len(found) > 1:
@@ -573,7 +574,7 @@ def search_logged_models(request: HttpRequest, params: Params) -> dict:
             )
         key, value = match["key"].lower(), match["value"]
         models = models.filter(
-            **({"source_run__mlflow_run_id": value} if key == "source_run_id" else {key: value})
+            **({"source_run_id": tracking.run_pk(value) or 0} if key == "source_run_id" else {key: value})
         )
         position = match.end()
     max_results = int_param(params, "max_results", 100)
