@@ -17,6 +17,8 @@ NODE_MODELS: dict[str, str] = {
     "dataset_version": "governance.DatasetVersion",
     "model_version": "governance.ModelVersion",
     "job": "runners.Job",
+    # A dataset an MLflow run read that matches no Steward dataset version (issue 9).
+    "external_dataset": "runners.ExternalDataset",
 }
 
 

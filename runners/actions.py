@@ -42,6 +42,7 @@ JOBS: Lifecycle[Job] = Lifecycle(
     cancel_flag="is_cancel_requested",
     # Each attempt starts its telemetry afresh: a dead attempt's epochs are not this one's.
     on_claim=lambda now: {"progress": 0.0, "history": [], "metrics": {}},
+    not_run={"kind": JobKind.TRACKED},
 )
 
 INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset"})
@@ -144,6 +145,8 @@ def do_cancel_job(*, job: Job, actor: User) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         ensure_can(actor, CHANGE, job.team_id)
+        if job.kind == JobKind.TRACKED:
+            raise ValidationError({"kind": f"{job} runs outside Steward; its MLflow client ends it"})
         if job.state in TERMINAL_STATES:
             raise ValidationError({"state": f"job #{job.pk} already {job.state}; nothing to cancel"})
         if job.is_cancel_requested:

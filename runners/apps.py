@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class RunnersConfig(AppConfig):
     name = "runners"
     verbose_name = "Runners"
+
+    def ready(self) -> None:
+        # Versions registered from MLflow runs resolve through runners (issue 9): governance
+        # keeps a table of resolvers and never imports runners.
+        from governance.sources import register_source_resolver
+        from runners import mlflow_sources
+
+        register_source_resolver("runs", mlflow_sources.resolve_runs_uri)
+        register_source_resolver("models", mlflow_sources.resolve_models_uri)
+        register_source_resolver("mlflow-artifacts", mlflow_sources.resolve_mlflow_artifacts_uri)

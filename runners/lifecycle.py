@@ -85,10 +85,17 @@ class Lifecycle(Generic[Row]):
     cancel_flag: str | None = None
     on_claim: Callable[[datetime.datetime], dict[str, Any]] = field(default=lambda now: {})
     on_fail: dict[str, Any] = field(default_factory=dict)
+    # Rows of the model this lifecycle does not run (tracked MLflow runs run outside Steward: no
+    # delivery, no stale sweep; their client ends them), as ``exclude()`` lookups.
+    not_run: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows(self) -> models.QuerySet[Row]:
-        return self.model._default_manager.all()
+        return (
+            self.model._default_manager.exclude(**self.not_run)
+            if self.not_run
+            else self.model._default_manager.all()
+        )
 
     def enqueue(self, row_id: int) -> bool:
         """Send the row's task to the broker (under its ``celery_task_id``); True if it was sent.

@@ -12,6 +12,8 @@ from governance.permissions import RestrictedQuerySet
 class JobKind(models.TextChoices):
     TRAIN = "train", "Training"
     INFER = "infer", "Inference"
+    # A run an MLflow client logs to Steward (issue 9): it runs elsewhere, Steward records it.
+    TRACKED = "tracked", "Tracked run"
 
 
 class JobState(models.TextChoices):
@@ -54,9 +56,9 @@ class Job(Delivered):
     error = models.TextField(blank=True)
     device = models.CharField(max_length=32, blank=True)
     is_cancel_requested = models.BooleanField(default=False)
-    # Inputs.
+    # Inputs (a tracked run's inputs are its RunInput rows, so it may have no dataset version).
     dataset_version = models.ForeignKey(
-        DatasetVersion, on_delete=models.PROTECT, related_name="input_of_jobs"
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="input_of_jobs"
     )
     registered_model = models.ForeignKey(
         RegisteredModel, null=True, blank=True, on_delete=models.PROTECT, related_name="training_jobs"
@@ -76,6 +78,14 @@ class Job(Delivered):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
+    # A tracked run's MLflow identity and data (issue 9); empty for Steward's own jobs.
+    experiment = models.ForeignKey(
+        "Experiment", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    run_name = models.CharField(max_length=250, blank=True)
+    params = models.JSONField(default=dict, help_text="MLflow parameters: key -> value, set once.")
+    tags = models.JSONField(default=dict, help_text="MLflow run tags: key -> value.")
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="MLflow's deleted lifecycle stage.")
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
@@ -89,6 +99,9 @@ class Job(Delivered):
         "output_model_version_id",
         "output_dataset_version_id",
         "error",
+        "experiment_id",
+        "run_name",
+        "deleted_at",
     )
 
     class Meta:
@@ -101,12 +114,20 @@ class Job(Delivered):
                 condition=models.Q(progress__gte=0.0, progress__lte=1.0), name="job_progress_fraction"
             ),
             models.CheckConstraint(
-                condition=models.Q(kind=JobKind.INFER) | models.Q(registered_model__isnull=False),
+                condition=~models.Q(kind=JobKind.TRAIN) | models.Q(registered_model__isnull=False),
                 name="job_train_has_registered_model",
             ),
             models.CheckConstraint(
-                condition=models.Q(kind=JobKind.TRAIN) | models.Q(model_version__isnull=False),
+                condition=~models.Q(kind=JobKind.INFER) | models.Q(model_version__isnull=False),
                 name="job_infer_has_model_version",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind=JobKind.TRACKED) | models.Q(dataset_version__isnull=False),
+                name="job_untracked_has_dataset_version",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind=JobKind.TRACKED) | models.Q(experiment__isnull=False),
+                name="job_tracked_has_experiment",
             ),
             models.CheckConstraint(
                 condition=models.Q(finished_at__isnull=True)
@@ -116,10 +137,18 @@ class Job(Delivered):
         ]
 
     def __str__(self) -> str:
+        if self.kind == JobKind.TRACKED:
+            return f"Tracked run {self.run_name or self.mlflow_run_id} (#{self.pk})"
         return f"{self.get_kind_display()} job #{self.pk}"
 
     def get_absolute_url(self) -> str:
         return reverse("job_detail", args=[self.pk])
+
+    @property
+    def mlflow_run_id(self) -> str:
+        """A tracked run's MLflow run id: its job id, so the registry's ``run_id`` (the version's
+        ``source_job_id``) and the tracking API name the same run."""
+        return str(self.pk)
 
     @property
     def is_finished(self) -> bool:
@@ -130,3 +159,173 @@ class Job(Delivered):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class LifecycleStage(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DELETED = "deleted", "Deleted"
+
+
+class Experiment(models.Model):
+    """An MLflow experiment: a team's named group of tracked runs (issue 9)."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="experiments")
+    name = models.CharField(max_length=500)
+    # governance.names.name_key(name): unique per team, like datasets and models.
+    name_key = models.CharField(max_length=500)
+    artifact_location = models.CharField(max_length=1000, blank=True)
+    tags = models.JSONField(default=dict)
+    lifecycle_stage = models.CharField(
+        max_length=16, choices=LifecycleStage.choices, default=LifecycleStage.ACTIVE
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="experiments"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("team_id", "name", "artifact_location", "tags", "lifecycle_stage")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name_key"], name="unique_experiment_name_per_team"),
+            models.CheckConstraint(
+                condition=models.Q(lifecycle_stage__in=LifecycleStage.values),
+                name="experiment_lifecycle_stage_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RunMetric(models.Model):
+    """One point of a tracked run's metric history (MLflow's ``Metric``). ``value`` NULL is NaN
+    (SQLite cannot store NaN; MLflow allows it); ``Job.metrics`` keeps each key's latest value."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metric_history")
+    key = models.CharField(max_length=250)
+    value = models.FloatField(null=True)
+    timestamp_ms = models.BigIntegerField()
+    step = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["step", "timestamp_ms", "id"]
+        indexes = [models.Index(fields=["job", "key", "step", "timestamp_ms"], name="run_metric_history_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value} @ step {self.step}"
+
+
+class ExternalDataset(models.Model):
+    """A dataset a tracked run read that matches no Steward dataset version (by digest): known
+    only by what the MLflow client said about it. A lineage node (``external_dataset``)."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="external_datasets")
+    name = models.CharField(max_length=500)
+    digest = models.CharField(max_length=64)
+    source_type = models.CharField(max_length=64, blank=True)
+    source = models.TextField(blank=True)
+    schema = models.TextField(blank=True)
+    first_run = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name", "digest"], name="unique_external_dataset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.digest}, external)"
+
+    def get_absolute_url(self) -> str:
+        # No page of its own: the run that first read it says where it came from.
+        return self.first_run.get_absolute_url()
+
+
+class RunInput(models.Model):
+    """A dataset a tracked run logged as input (``mlflow.log_input``), linked to the Steward
+    dataset version with that digest (sha256) when one is visible to the run's team, else to an
+    external dataset."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="run_inputs")
+    name = models.CharField(max_length=500)
+    digest = models.CharField(max_length=64)
+    source_type = models.CharField(max_length=64, blank=True)
+    source = models.TextField(blank=True)
+    schema = models.TextField(blank=True)
+    profile = models.TextField(blank=True)
+    context = models.CharField(max_length=250, blank=True)
+    tags = models.JSONField(default=dict)
+    dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    external_dataset = models.ForeignKey(
+        ExternalDataset, null=True, blank=True, on_delete=models.PROTECT, related_name="inputs"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "name", "digest", "context"], name="unique_run_input"),
+            models.CheckConstraint(
+                condition=models.Q(dataset_version__isnull=True) ^ models.Q(external_dataset__isnull=True),
+                name="run_input_links_one_dataset",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.digest})"
+
+
+class LoggedModelStatus(models.TextChoices):
+    # MLflow's LoggedModelStatus names (mlflow/protos/service.proto).
+    PENDING = "LOGGED_MODEL_PENDING", "Pending"
+    READY = "LOGGED_MODEL_READY", "Ready"
+    UPLOAD_FAILED = "LOGGED_MODEL_UPLOAD_FAILED", "Upload failed"
+
+
+class LoggedModel(models.Model):
+    """An MLflow 3 logged model (``mlflow.<flavor>.log_model``): artifacts a run produced, under
+    ``artifact_location``, before (and apart from) any registered model version."""
+
+    id = models.CharField(primary_key=True, max_length=40)  # "m-" + 32 hex digits
+    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="logged_models")
+    source_run = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.PROTECT, related_name="logged_models"
+    )
+    name = models.CharField(max_length=500)
+    model_type = models.CharField(max_length=500, blank=True)
+    status = models.CharField(
+        max_length=32, choices=LoggedModelStatus.choices, default=LoggedModelStatus.PENDING
+    )
+    status_message = models.TextField(blank=True)
+    artifact_location = models.CharField(max_length=1000)
+    params = models.JSONField(default=dict)
+    tags = models.JSONField(default=dict)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "experiment__team"
+    audit_fields = ("experiment_id", "source_run_id", "name", "model_type", "status", "artifact_location")
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=LoggedModelStatus.values), name="logged_model_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"

@@ -23,5 +23,5 @@ if TYPE_CHECKING:
 
 def may_cancel_job(user: Person, job: Job, *, fresh: bool = False) -> bool:
     """Cancel ``job`` (queued) or ask it to stop (running): whoever may change the team's objects
-    (model owners and data scientists)."""
-    return can(user, CHANGE, job.team_id, fresh=fresh)
+    (model owners and data scientists). A tracked run is ended by its MLflow client, not here."""
+    return job.kind != "tracked" and can(user, CHANGE, job.team_id, fresh=fresh)

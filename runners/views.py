@@ -34,6 +34,7 @@ JOB_RELATIONS = (
     "model_version__model",
     "output_model_version__model",
     "output_dataset_version__dataset",
+    "experiment",
 )
 
 
@@ -79,7 +80,12 @@ def _progress_context(request: HttpRequest, job: Job) -> dict:
 
 
 def _job_page(request: HttpRequest, job: Job, status: int = 200) -> HttpResponse:
-    context = _progress_context(request, job) | {"section": "jobs", "spec_json": pretty_json(job.spec)}
+    context = _progress_context(request, job) | {
+        "section": "jobs",
+        "spec_json": pretty_json(job.spec),
+        "params_json": pretty_json(job.params),
+        "run_inputs": job.run_inputs.select_related("dataset_version__dataset", "external_dataset"),
+    }
     return render(request, "runners/job_detail.html", context, status=status)
 
 

@@ -181,18 +181,22 @@ def do_register_model_version_from_source(
     from governance.sources import resolve_source
 
     resolved = resolve_source(source, actor=actor)
-    return do_register_model_version_from_artifact(
-        model=model,
-        artifact_path=resolved.path,
-        source=source,
-        source_job_id=resolved.source_job_id,
-        metrics=resolved.metrics,
-        training_spec={"params": resolved.params} if resolved.params else None,
-        description=description,
-        tags=tags,
-        actor=actor,
-        on_behalf_of=on_behalf_of,
-    )
+    with transaction.atomic():
+        version = do_register_model_version_from_artifact(
+            model=model,
+            artifact_path=resolved.path,
+            source=source,
+            source_job_id=resolved.source_job_id,
+            metrics=resolved.metrics,
+            training_spec={"params": resolved.params} if resolved.params else None,
+            description=description,
+            tags=tags,
+            actor=actor,
+            on_behalf_of=on_behalf_of,
+        )
+        if resolved.on_registered is not None:
+            resolved.on_registered(version)
+    return version
 
 
 def _lock_version(version: ModelVersion, actor: User | None) -> tuple[RegisteredModel, ModelVersion]:

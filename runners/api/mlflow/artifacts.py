@@ -1,0 +1,130 @@
+"""The artifact proxy, ``/api/2.0/mlflow-artifacts/artifacts/<path>`` (issue 9): what MLflow's
+``mlflow-artifacts:/`` repository calls (``mlflow/store/artifact/http_artifact_repo.py``).
+
+* ``PUT artifacts/<path>``: the body is the file, streamed to a temporary file beside its target
+  and renamed into place (never half a file); refused past ``STEWARD_MAX_MODEL_BYTES``.
+* ``GET artifacts/<path>``: the file, streamed.
+* ``GET artifacts?path=<dir>``: ``{"files": [{"path": name, "is_dir", "file_size"}]}`` directly
+  under the directory (names relative to it, as MLflow's server answers).
+
+Which paths exist and who may read or write them: ``runners.mlflow_artifacts.locate`` (RBAC: an
+invisible owner is a 404; a path with ``..`` a 400). Authentication and the error body are the
+MLflow API's (``governance.api.mlflow.base``); the body is not JSON, so these views authenticate
+and answer errors themselves through the same functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from governance.api.mlflow.base import _answer_for, _authenticate, endpoint_not_found
+from governance.artifacts import open_version_file, version_files
+from runners.mlflow_artifacts import ArtifactPlace, locate
+
+CHUNK = 1024 * 1024
+
+
+def _artifact_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            request.user = _authenticate(request, writes=request.method not in ("GET", "HEAD"))
+            return view(request, *args, **kwargs)
+        except Exception as exc:
+            return _answer_for(request, exc)
+
+    return wrapped
+
+
+def _upload(request: HttpRequest, path: str) -> HttpResponse:
+    place = locate(path, request.user, writes=True)
+    if not place.relative:
+        raise ValidationError({"path": "name a file to upload under the run's or model's artifacts"})
+    limit = settings.STEWARD_MAX_MODEL_BYTES
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise ValidationError(
+            {"path": f"an artifact file has at most {limit} bytes; this one has {declared}"}
+        )
+    target = place.local_path
+    if target.is_dir():
+        raise ValidationError({"path": f"{place.relative!r} is a directory"})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        written = 0
+        with os.fdopen(fd, "wb") as handle:
+            while chunk := request.read(CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise ValidationError({"path": f"an artifact file has at most {limit} bytes"})
+                handle.write(chunk)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return JsonResponse({})
+
+
+def _download(request: HttpRequest, path: str) -> HttpResponse:
+    place = locate(path, request.user)
+    name = place.relative.rsplit("/", 1)[-1] or "artifact"
+    if place.version is not None:
+        handle = open_version_file(place.version, place.relative)
+        return FileResponse(handle, as_attachment=True, filename=name)
+    local = place.local_path
+    if not local.is_file():
+        raise ObjectDoesNotExist(f"no artifact file {path[:200]!r}")
+    return FileResponse(local.open("rb"), as_attachment=True, filename=name)
+
+
+@_artifact_view
+def artifact(request: HttpRequest, path: str) -> HttpResponse:
+    """``PUT`` uploads, ``GET`` downloads one artifact file."""
+    if request.method == "PUT":
+        return _upload(request, path)
+    if request.method == "GET":
+        return _download(request, path)
+    return endpoint_not_found(request)
+
+
+def _children(place: ArtifactPlace) -> list[dict[str, Any]]:
+    if place.version is not None:
+        prefix = f"{place.relative}/" if place.relative else ""
+        entries: dict[str, dict[str, Any]] = {}
+        for relative, size in version_files(place.version):
+            if not relative.startswith(prefix):
+                continue
+            head, _, rest = relative[len(prefix) :].partition("/")
+            entries[head] = (
+                {"path": head, "is_dir": True} if rest else {"path": head, "is_dir": False, "file_size": size}
+            )
+        return [entries[name] for name in sorted(entries)]
+    local = place.local_path
+    if not local.is_dir():
+        return []
+    return [
+        {"path": item.name, "is_dir": True}
+        if item.is_dir()
+        else {"path": item.name, "is_dir": False, "file_size": item.stat().st_size}
+        for item in sorted(local.iterdir())
+        if not item.name.startswith(".incoming-") and not item.is_symlink()
+    ]
+
+
+@_artifact_view
+def list_artifacts(request: HttpRequest) -> HttpResponse:
+    """``GET artifacts?path=<dir>``: the entries directly under ``dir``."""
+    if request.method != "GET":
+        return endpoint_not_found(request)
+    return JsonResponse({"files": _children(locate(request.GET.get("path", ""), request.user))})
