@@ -17,11 +17,8 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from governance.actions.registry import (
-    do_create_dataset,
-    do_create_registered_model,
-    do_register_dataset_version,
-)
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.actions.users import do_create_user
 from governance.models import Dataset, DatasetVersion, PlatformRole, RegisteredModel, Team, TeamRole

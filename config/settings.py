@@ -156,6 +156,8 @@ STEWARD_IMPORT_ROOTS = [
 ]
 STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=512 * 1024 * 1024)
 STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_000)
+# A model version's upload (a file, or an archive's extracted content): refused past this size.
+STEWARD_MAX_MODEL_BYTES = env.int("STEWARD_MAX_MODEL_BYTES", default=2 * 1024 * 1024 * 1024)
 # A running job touches its heartbeat every INTERVAL seconds; one silent for TIMEOUT seconds is
 # failed by beat (its worker died without the broker redelivering the task).
 STEWARD_JOB_HEARTBEAT_INTERVAL_S = env.int("STEWARD_JOB_HEARTBEAT_INTERVAL_S", default=15)

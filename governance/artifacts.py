@@ -8,13 +8,20 @@ registration leaves at most an unreferenced file, never a row pointing at a miss
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import shutil
+import stat
+import tarfile
 import tempfile
+import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 
 
 def store_file(source: Path, sha256: str, kind: str, suffix: str) -> str:
@@ -60,3 +67,264 @@ def staged_upload(uploaded) -> Iterator[Path]:
             handle.write(chunk)
         handle.flush()
         yield Path(handle.name)
+
+
+# --- Model artifacts: files and directories (issue 9) ---------------------------------------
+
+_CHUNK = 1024 * 1024
+# An archive with more members than this is refused (a zip bomb of empty files costs inodes too).
+MAX_ARCHIVE_MEMBERS = 10_000
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+class ArtifactRefused(ValidationError):
+    """An upload or archive Steward will not store (too large, unsafe member); a 400 on ``artifact``."""
+
+    def __init__(self, message: str):
+        super().__init__({"artifact": message})
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_suffix(path: Path) -> str:
+    """``path``'s last suffix if it is short and plain (``.pt``, ``.onnx``), else ""."""
+    suffix = path.suffix.lower()
+    return suffix if len(suffix) <= 10 and suffix[1:].isalnum() else ""
+
+
+def directory_manifest(path: Path) -> list[tuple[str, str, int]]:
+    """``[(relative posix path, file sha256, size)]`` of every file under ``path``, sorted by path.
+
+    Raises ArtifactRefused for a symbolic link (its target is outside what was given) or
+    anything that is neither a file nor a directory."""
+    manifest = []
+    for item in sorted(path.rglob("*")):
+        if item.is_symlink():
+            raise ArtifactRefused(f"{item.relative_to(path).as_posix()!r} is a link; links are not stored")
+        if item.is_file():
+            manifest.append((item.relative_to(path).as_posix(), file_sha256(item), item.stat().st_size))
+        elif not item.is_dir():
+            raise ArtifactRefused(f"{item.relative_to(path).as_posix()!r} is not a regular file")
+    return sorted(manifest)
+
+
+def manifest_sha256(manifest: list[tuple[str, str, int]]) -> str:
+    """A directory's sha256: SHA-256 over its sorted ``relative path NUL file sha256 LF`` lines."""
+    digest = hashlib.sha256()
+    for relative, sha, _size in sorted(manifest):
+        digest.update(f"{relative}\0{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def store_directory(path: Path, kind: str) -> tuple[str, str, int]:
+    """Copy the directory ``path`` into the store under its manifest's sha256.
+
+    Returns ``(relative path of the stored directory, sha256, total size in bytes)``. Copied to a
+    temporary directory and renamed into place, like ``store_file``. ArtifactRefused for links.
+    """
+    manifest = directory_manifest(path)
+    sha256 = manifest_sha256(manifest)
+    relative = Path(kind) / sha256[:2] / sha256
+    target = settings.ARTIFACT_ROOT / relative
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
+        try:
+            for rel, _sha, _size in manifest:
+                destination = tmp / rel
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path / rel, destination)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                # Another registration stored the same content first: theirs is identical.
+                if not target.exists():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return relative.as_posix(), sha256, sum(size for _rel, _sha, size in manifest)
+
+
+def version_files(version) -> list[tuple[str, int]]:
+    """``[(relative path, size in bytes)]`` of a model version's stored artifact, sorted: every
+    file of a directory version, or the one file of a file version (under its stored name)."""
+    root = settings.ARTIFACT_ROOT / version.artifact
+    if version.is_directory:
+        return [
+            (item.relative_to(root).as_posix(), item.stat().st_size)
+            for item in sorted(root.rglob("*"))
+            if item.is_file() and not item.is_symlink()
+        ]
+    return [(root.name, root.stat().st_size)] if root.is_file() else []
+
+
+def open_version_file(version, relative_path: str) -> BinaryIO:
+    """The stored file ``relative_path`` of a model version, open for binary reading.
+
+    ValidationError for an absolute path or one with ``..`` (or resolving outside the version);
+    ``ObjectDoesNotExist`` when there is no such file."""
+    pure = PurePosixPath(relative_path)
+    if (
+        relative_path.startswith(("/", "\\"))
+        or pure.is_absolute()
+        or ".." in pure.parts
+        or "\\" in relative_path
+    ):
+        raise ValidationError({"path": f"{relative_path[:200]!r} is not a path inside the artifact"})
+    root = (settings.ARTIFACT_ROOT / version.artifact).resolve()
+    if version.is_directory:
+        candidate = (root / pure).resolve()
+        if not candidate.is_relative_to(root):
+            raise ValidationError({"path": f"{relative_path[:200]!r} is not a path inside the artifact"})
+    else:
+        candidate = root if pure.as_posix() in (root.name, "") else root / "missing"
+    if not candidate.is_file():
+        raise ObjectDoesNotExist(f"no file {relative_path[:200]!r} in {version}")
+    return candidate.open("rb")
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedModel:
+    """An uploaded model on local disk: a file, or the directory an archive was extracted into;
+    ``sha256`` and ``size_bytes`` of the upload as received (computed while streaming)."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+def is_archive_name(name: str) -> bool:
+    """Whether an upload named ``name`` is a directory sent as an archive (.tar, .tar.gz, .tgz, .zip)."""
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+@contextlib.contextmanager
+def staged_model_upload(uploaded, *, max_bytes: int | None = None) -> Iterator[StagedModel]:
+    """Stream an uploaded model to a temporary place, hashing and counting while writing; an
+    archive (by its name) is extracted safely into a temporary directory (``extract_archive``).
+
+    ArtifactRefused past ``max_bytes`` (default ``settings.STEWARD_MAX_MODEL_BYTES``) or for an
+    unsafe archive. Everything temporary is removed on exit.
+    """
+    limit = settings.STEWARD_MAX_MODEL_BYTES if max_bytes is None else max_bytes
+    name = Path(uploaded.name or "model").name
+    with tempfile.TemporaryDirectory(prefix="steward-upload-") as work:
+        received = Path(work) / (
+            "upload" + (".zip" if name.lower().endswith(".zip") else safe_suffix(Path(name)))
+        )
+        digest = hashlib.sha256()
+        size = 0
+        with received.open("wb") as handle:
+            for chunk in uploaded.chunks(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ArtifactRefused(f"the upload is larger than the limit of {limit} bytes")
+                digest.update(chunk)
+                handle.write(chunk)
+        if is_archive_name(name):
+            target = Path(work) / "extracted"
+            extract_archive(received, name, target, max_bytes=limit)
+            yield StagedModel(target, digest.hexdigest(), size)
+        else:
+            named = Path(work) / name
+            received.rename(named)
+            yield StagedModel(named, digest.hexdigest(), size)
+
+
+def _member_refusal(name: str) -> str:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if name.startswith(("/", "\\")) or pure.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return f"archive member {name[:200]!r} has an absolute path"
+    if ".." in pure.parts:
+        return f"archive member {name[:200]!r} leaves the archive's folder (..)"
+    return ""
+
+
+def extract_archive(archive: Path, name: str, target: Path, *, max_bytes: int) -> None:
+    """Extract the .tar/.tar.gz/.tgz/.zip ``archive`` (``name`` says which) into ``target``.
+
+    Every member is checked before anything is written: no absolute path, no ``..``, no link
+    (symbolic or hard), no device or fifo, at most MAX_ARCHIVE_MEMBERS members and ``max_bytes``
+    in all (zip sizes are also counted while writing). ArtifactRefused otherwise.
+    """
+    target.mkdir(parents=True)
+    if name.lower().endswith(".zip"):
+        _extract_zip(archive, target, max_bytes)
+    else:
+        _extract_tar(archive, target, max_bytes)
+
+
+def _extract_tar(archive: Path, target: Path, max_bytes: int) -> None:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_ARCHIVE_MEMBERS:
+                raise ArtifactRefused(f"the archive has more than {MAX_ARCHIVE_MEMBERS} members")
+            total = 0
+            for member in members:
+                refusal = _member_refusal(member.name)
+                if not refusal and (member.issym() or member.islnk()):
+                    refusal = f"archive member {member.name[:200]!r} is a link; links are refused"
+                if not refusal and not (member.isfile() or member.isdir()):
+                    refusal = f"archive member {member.name[:200]!r} is not a file or folder"
+                if refusal:
+                    raise ArtifactRefused(refusal)
+                total += member.size
+                if total > max_bytes:
+                    raise ArtifactRefused(
+                        f"the archive's content is larger than the limit of {max_bytes} bytes"
+                    )
+            for member in members:
+                if member.isdir():
+                    (target / member.name).mkdir(parents=True, exist_ok=True)
+                    continue
+                destination = target / member.name
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is None:
+                    raise ArtifactRefused(f"archive member {member.name[:200]!r} cannot be read")
+                with source, destination.open("wb") as handle:
+                    shutil.copyfileobj(source, handle, _CHUNK)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ArtifactRefused(f"not a readable tar archive ({str(exc)[:200]})") from exc
+
+
+def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            infos = zipped.infolist()
+            if len(infos) > MAX_ARCHIVE_MEMBERS:
+                raise ArtifactRefused(f"the archive has more than {MAX_ARCHIVE_MEMBERS} members")
+            for info in infos:
+                refusal = _member_refusal(info.filename)
+                # The Unix mode lives in the high 16 bits of external_attr: 0o120000 is a symlink.
+                if not refusal and stat.S_ISLNK(info.external_attr >> 16):
+                    refusal = f"archive member {info.filename[:200]!r} is a link; links are refused"
+                if refusal:
+                    raise ArtifactRefused(refusal)
+            written = 0
+            for info in infos:
+                destination = target / info.filename
+                if info.is_dir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                # Counted while writing: the sizes a zip declares are not to be trusted.
+                with zipped.open(info) as source, destination.open("wb") as handle:
+                    for chunk in iter(lambda: source.read(_CHUNK), b""):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ArtifactRefused(
+                                f"the archive's content is larger than the limit of {max_bytes} bytes"
+                            )
+                        handle.write(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ArtifactRefused(f"not a readable zip archive ({str(exc)[:200]})") from exc

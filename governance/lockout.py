@@ -20,6 +20,11 @@ def lockout_response(
     request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict | None = None
 ) -> HttpResponse:
     status = settings.AXES_HTTP_RESPONSE_CODE
+    if request.path.startswith("/api/2.0/mlflow"):
+        # MLflow's error shape (Basic auth on the MLflow API, issue 9); 429 is its REQUEST_LIMIT_EXCEEDED.
+        return JsonResponse(
+            {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": lockout_message()}, status=status
+        )
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": lockout_message()}, status=status)
     response = TemplateResponse(request, "registration/locked_out.html", {"message": lockout_message()})

@@ -10,11 +10,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from governance import datafiles
-from governance.actions.registry import (
-    do_create_dataset,
-    do_register_dataset_version,
-    do_register_model_version,
-)
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.model_versions import do_register_model_version
 from governance.models import Dataset, DatasetVersion
 from lineage.actions import do_record_edges
 from lineage.models import Relation

@@ -20,12 +20,9 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from config.demo import FEATURES as DEMO_FEATURES
-from governance.actions.registry import (
-    do_create_dataset,
-    do_create_registered_model,
-    do_register_dataset_version,
-    do_register_model_version,
-)
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.model_versions import do_register_model_version
+from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.models import DatasetVersion, PlatformRole, TeamRole
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check

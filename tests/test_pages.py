@@ -323,7 +323,7 @@ def test_audit_trail_filters_and_answers_htmx_with_the_table_only(
 
 
 def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_officer):
-    from governance.actions.registry import do_create_dataset
+    from governance.actions.datasets import do_create_dataset
     from governance.keyset import cursor_of
 
     for number in range(55):
@@ -347,7 +347,7 @@ def test_audit_trail_is_paginated_newest_first(client, admin, team, compliance_o
 def test_audit_trail_costs_the_same_queries_for_any_number_of_rows(
     client, admin, team, compliance_officer, django_assert_num_queries
 ):
-    from governance.actions.registry import do_create_dataset
+    from governance.actions.datasets import do_create_dataset
 
     for number in range(60):
         do_create_dataset(team=team, name=f"dataset-{number:02}", actor=admin)

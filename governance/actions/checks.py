@@ -5,11 +5,13 @@ Called inside the action's transaction, so they read what the transaction will c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q
+from django.db import models
+from django.db.models import Max, Q
 
 from governance.models import PlatformRole, PlatformRoleGrant
 from governance.names import InvalidName, check_name
@@ -80,3 +82,41 @@ def checked_name(raw: str, *, noun: str, max_length: int = 200, field: str = "na
         return check_name(raw, noun=noun, max_length=max_length)
     except InvalidName as exc:
         raise ValidationError({field: str(exc)}) from exc
+
+
+# The name rule's collision clause, said wherever a name is refused as taken.
+SAME_NAME = " (names are compared ignoring case and character width: NFKC case folding)"
+
+
+def next_version(model: type[models.Model], parent_field: str, parent: models.Model) -> int:
+    """The next version number under ``parent``: one more than the highest ever given, deleted
+    versions included (a number is never reused). Call with the parent row locked."""
+    highest = model._default_manager.filter(**{parent_field: parent}).aggregate(Max("version"))[
+        "version__max"
+    ]
+    return (highest or 0) + 1
+
+
+ALIAS_RE = re.compile(r"^[\w\-]+$")
+ALIAS_MAX = 255
+
+
+def check_alias_name(alias: Any) -> str:
+    """``alias`` under MLflow's alias rule: letters, digits, ``_`` and ``-``, at most 255
+    characters, not ``latest`` and not ``v<digits>`` (those name versions). ValidationError on
+    ``alias`` otherwise."""
+    if not isinstance(alias, str) or not alias:
+        raise ValidationError({"alias": "an alias is a non-empty string"})
+    if len(alias) > ALIAS_MAX:
+        raise ValidationError(
+            {"alias": f"an alias has at most {ALIAS_MAX} characters, this one has {len(alias)}"}
+        )
+    if not ALIAS_RE.fullmatch(alias):
+        raise ValidationError(
+            {"alias": f"alias {alias!r} may contain only letters, digits, underscores and hyphens"}
+        )
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise ValidationError(
+            {"alias": f"alias {alias!r} is reserved: 'latest' and 'v<number>' name versions"}
+        )
+    return alias

@@ -1,4 +1,5 @@
-"""Four-eyes promotion: request, approve (the alias moves in the same transaction), reject, cancel."""
+"""Four-eyes promotion of any alias: request, approve (the alias moves in the same transaction),
+reject, cancel. Which aliases need it is the team's ``protected_aliases`` (``actions.aliases``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from governance.actions.checks import check_alias_name
 from governance.audit import record_audit_event, snapshot
 from governance.models import ModelAlias, ModelVersion, PromotionRequest, RegisteredModel
 from governance.permissions import may_cancel_promotion, may_request_promotion, promotion_decision_refusal
@@ -16,46 +18,69 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
-PROMOTION_ALIASES = ("production", "staging")
+def ensure_may_hold_alias(model: RegisteredModel, version: ModelVersion) -> None:
+    """ValidationError unless ``version`` (of ``model``) may take an alias: the model is not
+    archived or deleted and the version is ready (not archived, not deleted)."""
+    if model.deleted_at is not None:
+        raise ValidationError({"model": f"model {model.name} is deleted"})
+    if model.archived_at is not None:
+        raise ValidationError(
+            {"model": f"model {model.name} is archived; an archived model takes no new alias"}
+        )
+    if version.status != ModelVersion.Status.READY:
+        raise ValidationError({"model_version": f"{version} is {version.status}, not ready"})
+
+
+def open_promotion_request(
+    *, model: RegisteredModel, version: ModelVersion, alias: str, reason: str, actor: User
+) -> tuple[PromotionRequest, bool]:
+    """The pending request for ``version`` to hold ``alias`` (created, audited, if none is pending)
+    and whether it was created. The caller holds the model's lock in its transaction and has
+    checked the alias name and that the version may hold an alias."""
+    pending = PromotionRequest.objects.filter(
+        model_version=version, alias=alias, state=PromotionRequest.State.PENDING
+    ).first()
+    if pending is not None:
+        return pending, False
+    request = PromotionRequest.objects.create(
+        model_version=version, alias=alias, reason=reason.strip(), requested_by=actor
+    )
+    record_audit_event(
+        actor=actor,
+        action="promotion_request.create",
+        obj=request,
+        team_id=model.team_id,
+        after=snapshot(request),
+    )
+    return request, True
 
 
 def do_request_promotion(
     *, model_version: ModelVersion, alias: str = "production", reason: str = "", actor: User | None
 ) -> PromotionRequest:
-    """Ask for ``model_version`` to hold ``alias``; the team's model owners and data scientists
-    (and platform admins) may ask. An approver other than the requester must approve.
+    """Ask for ``model_version`` to hold ``alias`` (any name under MLflow's alias rule,
+    ``checks.check_alias_name``); the team's model owners and data scientists (and platform
+    admins) may ask. An approver other than the requester must approve.
 
-    Raises ValidationError for an unknown alias, an archived version, a version that already
-    holds the alias, or a pending request for the same version and alias.
+    Raises ValidationError for an invalid alias name, an archived or deleted version or model, a
+    version that already holds the alias, or a pending request for the same version and alias.
     """
-    if alias not in PROMOTION_ALIASES:
-        raise ValidationError({"alias": f"unknown alias {alias!r}; one of {', '.join(PROMOTION_ALIASES)}"})
+    alias = check_alias_name(alias)
     with transaction.atomic():
         model = RegisteredModel.objects.select_for_update().get(pk=model_version.model_id)
         if actor is None or not may_request_promotion(actor, model.team_id, fresh=True):
             raise PermissionDenied("only the team's model owners and data scientists may request a promotion")
         version = ModelVersion.objects.select_related("model").get(pk=model_version.pk)
-        if version.status != ModelVersion.Status.READY:
-            raise ValidationError({"model_version": f"{version} is {version.status}, not ready"})
+        ensure_may_hold_alias(model, version)
         if ModelAlias.objects.filter(model=model, name=alias, model_version=version).exists():
             raise ValidationError({"alias": f"{version} already holds {alias}"})
-        pending = PromotionRequest.objects.filter(
-            model_version=version, alias=alias, state=PromotionRequest.State.PENDING
-        ).first()
-        if pending is not None:
+        request, created = open_promotion_request(
+            model=model, version=version, alias=alias, reason=reason, actor=actor
+        )
+        if not created:
             raise ValidationError(
-                {"alias": f"promotion request #{pending.pk} for {version} to {alias} is pending"}
+                {"alias": f"promotion request #{request.pk} for {version} to {alias} is pending"}
             )
-        request = PromotionRequest.objects.create(
-            model_version=version, alias=alias, reason=reason.strip(), requested_by=actor
-        )
-        record_audit_event(
-            actor=actor,
-            action="promotion_request.create",
-            obj=request,
-            team_id=model.team_id,
-            after=snapshot(request),
-        )
     return request
 
 
@@ -122,14 +147,16 @@ def do_approve_promotion(
         _ensure_may_decide(actor, request)
         _ensure_pending(request)
         version = request.model_version
-        if version.status != ModelVersion.Status.READY:
-            raise ValidationError({"model_version": f"{version} is {version.status}, not ready"})
+        ensure_may_hold_alias(model, version)
         _decide(request, PromotionRequest.State.APPROVED, decision_reason, actor, model)
-        _move_alias(model, request.alias, version, actor)
+        move_alias(model, request.alias, version, actor)
     return request
 
 
-def _move_alias(model: RegisteredModel, name: str, version: ModelVersion, actor: User | None) -> ModelAlias:
+def move_alias(model: RegisteredModel, name: str, version: ModelVersion, actor: User | None) -> ModelAlias:
+    """Point alias ``name`` of ``model`` at ``version`` (created if new), audited as
+    ``model_alias.move``; bumps the model's ``updated_at``. The caller holds the model's lock and
+    has decided that the move is allowed (approval, or an unprotected alias)."""
     alias = ModelAlias.objects.select_for_update().filter(model=model, name=name).first()
     before = snapshot(alias)
     if alias is None:
@@ -138,6 +165,8 @@ def _move_alias(model: RegisteredModel, name: str, version: ModelVersion, actor:
         alias.model_version = version
         alias.updated_at = timezone.now()
         alias.save(update_fields=["model_version", "updated_at"])
+    model.updated_at = timezone.now()
+    model.save(update_fields=["updated_at"])
     record_audit_event(
         actor=actor,
         action="model_alias.move",

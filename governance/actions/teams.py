@@ -24,7 +24,7 @@ from governance.actions.checks import (
 from governance.audit import record_audit_event, snapshot
 from governance.models import Membership, PlatformRole, PlatformRoleGrant, Team, TeamRole
 from governance.names import name_key
-from governance.permissions import MANAGE
+from governance.permissions import CHANGE, MANAGE, ROLE_ACTIONS, can, team_roles
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -135,3 +135,34 @@ def do_revoke_platform_role(*, grant: PlatformRoleGrant, actor: User | None) -> 
         )
         grant.delete()
         ensure_an_admin_remains()
+
+
+# The tag that names the team (by slug) of an MLflow experiment or registered model (issue 9).
+TEAM_TAG = "steward.team"
+
+
+def default_team(user: User, *, team_slug: str | None = None) -> Team:
+    """The team a new object of ``user``'s belongs to when the caller (the MLflow API) names none.
+
+    ``team_slug`` (the ``steward.team`` tag) wins: it must be a team where ``user`` may change
+    objects. Without it, the one team where ``user`` holds a role with CHANGE (model owner, data
+    scientist). Raises ValidationError on ``steward.team`` when the slug names no such team, or when
+    ``user`` has none or several such teams (naming them, so the caller knows what to tag).
+    A platform admin may name any team, but gets a default only from their own memberships.
+    """
+    if team_slug is not None and team_slug != "":
+        team = Team.objects.filter(slug=team_slug).first()
+        if team is None or not can(user, CHANGE, team.pk):
+            raise ValidationError(
+                {TEAM_TAG: f"you have no team with slug {team_slug!r} where you may create objects"}
+            )
+        return team
+    team_ids = sorted(team_id for team_id, role in team_roles(user).items() if CHANGE in ROLE_ACTIONS[role])
+    if len(team_ids) == 1:
+        return Team.objects.get(pk=team_ids[0])
+    if not team_ids:
+        raise ValidationError({TEAM_TAG: "you are in no team where you may create objects"})
+    slugs = ", ".join(Team.objects.filter(pk__in=team_ids).order_by("slug").values_list("slug", flat=True))
+    raise ValidationError(
+        {TEAM_TAG: f"you may create objects in several teams ({slugs}): name one with the tag {TEAM_TAG}"}
+    )

@@ -45,26 +45,45 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             secret = header[1].decode()
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid token.") from exc
-        token = ApiToken.objects.select_related("user").filter(key_hash=tokens.hash_secret(secret)).first()
-        now = timezone.now()
-        if token is None:
-            raise exceptions.AuthenticationFailed("Invalid token.")
-        if token.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("This token was revoked.")
-        if token.expires_at is not None and token.expires_at <= now:
-            raise exceptions.AuthenticationFailed(f"This token expired at {token.expires_at.isoformat()}.")
-        if not token.user.is_active:
-            raise exceptions.AuthenticationFailed("This token's user is deactivated.")
+        try:
+            token = authenticate_secret(secret)
+        except InvalidToken as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from exc
         if token.is_read_only and request.method not in SAFE_METHODS:
             raise ReadOnlyToken()
-        _record_use(token, now)
+        record_use(token, timezone.now())
         return token.user, token
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
 
 
-def _record_use(token: ApiToken, now: datetime.datetime) -> None:
+class InvalidToken(Exception):
+    """A secret that authenticates nobody; the message says why (unknown, revoked, expired...)."""
+
+
+def authenticate_secret(secret: str) -> ApiToken:
+    """The live ``ApiToken`` (with its ``user``) whose secret is ``secret``, in one query.
+
+    Shared by DRF's ``ApiTokenAuthentication`` and the MLflow API (``governance.api.mlflow.base``),
+    so both doors accept and refuse the same tokens. Raises ``InvalidToken`` naming the reason.
+    The read-only rule and ``record_use`` are the caller's: only the caller knows whether its
+    endpoint writes, and a refused write is not a use.
+    """
+    token = ApiToken.objects.select_related("user").filter(key_hash=tokens.hash_secret(secret)).first()
+    now = timezone.now()
+    if token is None:
+        raise InvalidToken("Invalid token.")
+    if token.revoked_at is not None:
+        raise InvalidToken("This token was revoked.")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise InvalidToken(f"This token expired at {token.expires_at.isoformat()}.")
+    if not token.user.is_active:
+        raise InvalidToken("This token's user is deactivated.")
+    return token
+
+
+def record_use(token: ApiToken, now: datetime.datetime) -> None:
     """Set ``last_used_at`` when it is unset or older than a minute: one conditional UPDATE.
 
     Not audited: it is usage telemetry, not a change anyone made; an event per request would

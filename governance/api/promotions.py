@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from governance.actions.checks import check_alias_name
 from governance.actions.promotions import (
-    PROMOTION_ALIASES,
     do_approve_promotion,
     do_cancel_promotion,
     do_reject_promotion,
@@ -26,12 +27,20 @@ from governance.filtersets import RestrictedFilterSet
 from governance.models import ModelVersion, PromotionRequest
 
 
+def _alias_rule(value: str) -> None:
+    """MLflow's alias rule (``actions.checks.check_alias_name``) as a serializer validator."""
+    try:
+        check_alias_name(value)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(exc.message_dict["alias"]) from exc
+
+
 class PromotionRequestSerializer(serializers.ModelSerializer):
     model_version = RestrictedPrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
     model = serializers.IntegerField(source="model_version.model_id", read_only=True)
     model_name = serializers.CharField(source="model_version.model.name", read_only=True)
     version = serializers.IntegerField(source="model_version.version", read_only=True)
-    alias = serializers.ChoiceField(choices=PROMOTION_ALIASES, default="production")
+    alias = serializers.CharField(default="production", max_length=255, validators=[_alias_rule])
     reason = serializers.CharField(required=False, allow_blank=True, default="")
     requested_by = UsernameField()
     decided_by = UsernameField()
@@ -71,7 +80,7 @@ class PromotionRequestFilterSet(RestrictedFilterSet):
 
 
 class PromotionRequestViewSet(RestrictedCreateViewSet):
-    """Requests to move an alias (``production``, ``staging``) to a model version.
+    """Requests to move an alias (any name; the team's protected ones need this) to a model version.
 
     The team's model owners and data scientists request; an approver of the team other than the
     requester approves (which moves the alias) or rejects with a reason; the requester cancels.

@@ -6,12 +6,8 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from governance.actions.registry import (
-    do_create_dataset,
-    do_create_registered_model,
-    do_register_dataset_version,
-    resolve_import_path,
-)
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version, resolve_import_path
+from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_create_team
 from governance.api.base import RestrictedCreateViewSet, RestrictedReadOnlyViewSet
 from governance.api.serializers import (

@@ -9,11 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from governance.actions.registry import (
-    do_create_dataset,
-    do_create_registered_model,
-    do_register_dataset_version,
-)
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.registered_models import do_create_registered_model
 from governance.artifacts import staged_upload
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from governance.actions.registry import do_create_dataset
+from governance.actions.datasets import do_create_dataset
 from governance.audit.sequencer import sequence_audit_events
 from governance.models import AuditEvent
 

@@ -7,12 +7,9 @@ from types import SimpleNamespace
 import pytest
 from django.contrib.auth import get_user_model
 
-from governance.actions.registry import (
-    do_create_dataset,
-    do_create_registered_model,
-    do_register_dataset_version,
-    do_register_model_version,
-)
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.model_versions import do_register_model_version
+from governance.actions.registered_models import do_create_registered_model
 from governance.models import (
     ApiToken,
     AuditEvent,

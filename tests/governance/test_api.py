@@ -7,11 +7,9 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 
+from governance.actions.model_versions import do_register_model_version
 from governance.actions.promotions import do_request_promotion
-from governance.actions.registry import (
-    do_create_registered_model,
-    do_register_model_version,
-)
+from governance.actions.registered_models import do_create_registered_model
 from governance.actions.tokens import do_create_api_token
 from governance.models import (
     AuditEvent,

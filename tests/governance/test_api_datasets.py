@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from governance.actions.registry import do_create_dataset, do_register_dataset_version
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.models import AuditEvent, Dataset, DatasetVersion
 from tests.conftest import ADULT, BIKE_HOURLY
 from tests.governance.conftest import result_ids

@@ -10,12 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 
 from governance import audit
-from governance.actions.registry import (
-    do_create_dataset,
-    do_create_registered_model,
-    do_register_dataset_version,
-    do_register_model_version,
-)
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.model_versions import do_register_model_version
+from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.actions.users import do_create_user
 from governance.models import AuditEvent, DatasetVersion, ModelVersion, PlatformRole, TeamRole
@@ -239,7 +236,7 @@ def test_a_failing_audit_write_rolls_back_the_change(dataset, scientist, tmp_pat
         written.append(audit.record_audit_event(**kwargs))
         raise RuntimeError("audit storage failed")
 
-    monkeypatch.setattr("governance.actions.registry.record_audit_event", record_then_fail)
+    monkeypatch.setattr("governance.actions.datasets.record_audit_event", record_then_fail)
     since = _last_event_id()
 
     with pytest.raises(RuntimeError, match="audit storage failed"):

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import pytest
 
 from governance import merkle
-from governance.actions.registry import do_create_dataset
+from governance.actions.datasets import do_create_dataset
 from governance.audit.keys import signing_key
 from governance.audit.leaf import iso_timestamp, leaf_for
 from governance.audit.proofs import checkpoint_json, stored_inclusion_proof

@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 
 from governance import merkle
-from governance.actions.registry import do_create_dataset
+from governance.actions.datasets import do_create_dataset
 from governance.actions.teams import do_set_membership
 from governance.actions.users import do_create_user
 from governance.audit.erasure import do_erase_personal_data

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from governance import audit_export
-from governance.actions.registry import do_create_dataset
+from governance.actions.datasets import do_create_dataset
 from governance.audit.erasure import do_erase_personal_data
 from governance.audit.keys import signing_key
 from governance.audit.proofs import checkpoint_json

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from governance.actions.registry import do_create_dataset
+from governance.actions.datasets import do_create_dataset
 from governance.audit.erasure import do_erase_personal_data
 from governance.audit.sequencer import sequence_audit_events
 from governance.keyset import InvalidCursor, cursor_of, keyset_page, parse_cursor

@@ -18,7 +18,7 @@ from django.db import connection, transaction
 
 import config.celery
 from governance import merkle
-from governance.actions.registry import do_create_dataset
+from governance.actions.datasets import do_create_dataset
 from governance.audit import record_audit_event
 from governance.audit.keys import signing_key, tag_stored_event
 from governance.audit.leaf import (

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
 from governance import merkle
-from governance.actions.registry import do_create_dataset
+from governance.actions.datasets import do_create_dataset
 from governance.audit import record_audit_event
 from governance.audit.erasure import do_erase_personal_data
 from governance.audit.keys import signing_key

@@ -24,8 +24,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework.test import APIClient
 
+from governance.actions.model_versions import do_register_model_version
 from governance.actions.promotions import do_request_promotion
-from governance.actions.registry import do_register_model_version
 from governance.actions.teams import do_set_membership
 from governance.actions.tokens import do_create_api_token
 from governance.audit.sequencer import sequence_audit_events

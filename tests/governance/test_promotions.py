@@ -10,13 +10,13 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.urls import reverse
 
+from governance.actions.model_versions import do_register_model_version
 from governance.actions.promotions import (
     do_approve_promotion,
     do_cancel_promotion,
     do_reject_promotion,
     do_request_promotion,
 )
-from governance.actions.registry import do_register_model_version
 from governance.actions.teams import do_grant_platform_role, do_set_membership
 from governance.models import AuditEvent, ModelAlias, PlatformRole, PromotionRequest, TeamRole
 from tests.conftest import PASSWORD
@@ -285,15 +285,19 @@ def test_requests_are_validated(client_for, scientist, approver, registered_vers
     first = client.post("/api/promotion-requests/", {"model_version": registered_version.pk}, format="json")
     before = _state()
 
-    unknown = client.post(
-        "/api/promotion-requests/", {"model_version": registered_version.pk, "alias": "canary"}, format="json"
+    invalid = client.post(
+        "/api/promotion-requests/", {"model_version": registered_version.pk, "alias": "v2"}, format="json"
     )
     duplicate = client.post(
         "/api/promotion-requests/", {"model_version": registered_version.pk}, format="json"
     )
 
     assert first.status_code == 201
-    assert (unknown.status_code, unknown.json()) == (400, {"alias": ['"canary" is not a valid choice.']})
+    # Any alias name under MLflow's rule (issue 9); "v<number>" names a version, so it is not one.
+    assert (invalid.status_code, invalid.json()) == (
+        400,
+        {"alias": ["alias 'v2' is reserved: 'latest' and 'v<number>' name versions"]},
+    )
     assert (duplicate.status_code, duplicate.json()) == (
         400,
         {"alias": [f"promotion request #{first.json()['id']} for bike-demand v1 to production is pending"]},

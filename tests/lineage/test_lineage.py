@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from django.core.exceptions import ValidationError
 
-from governance.actions.registry import do_create_dataset, do_register_dataset_version
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.teams import do_set_membership
 from governance.actions.users import do_create_user
 from governance.models import DatasetVersion, TeamRole

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from governance.actions.registry import do_register_dataset_version
+from governance.actions.datasets import do_register_dataset_version
 from governance.models import DatasetVersion
 from monitoring.actions.checks import CheckOutcome, do_finish_drift_check, do_run_monitor
 from monitoring.actions.monitors import do_create_monitor

@@ -12,7 +12,7 @@ from evidently import Report
 from evidently.metrics import DriftedColumnsCount, ValueDrift
 
 import config.celery
-from governance.actions.registry import do_register_model_version
+from governance.actions.model_versions import do_register_model_version
 from governance.models import AuditEvent
 from monitoring import drift, tasks
 from monitoring.actions.checks import claim_drift_check, do_request_drift_check

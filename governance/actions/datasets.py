@@ -1,0 +1,200 @@
+"""Datasets and their versions (files): create, update, register a version (schema change checked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from governance import artifacts, datafiles
+from governance.actions.checks import SAME_NAME, checked_name, ensure_can, next_version
+from governance.audit import record_audit_event, snapshot
+from governance.limits import checked_description
+from governance.models import Dataset, DatasetVersion, Team
+from governance.names import name_key
+from governance.permissions import CHANGE
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+def do_create_dataset(
+    *, team: Team, name: str, description: str = "", actor: User | None, on_behalf_of: User | None = None
+) -> Dataset:
+    """Register a dataset name for ``team``. Raises ValidationError if the name breaks the name
+    rule (``governance.names``), the description is over ``limits.DESCRIPTION_MAX``, or the team
+    already has the name under NFKC case folding (other teams' names are never consulted)."""
+    name = checked_name(name, noun="dataset name")
+    description = checked_description(description)
+    with transaction.atomic():
+        ensure_can(actor, CHANGE, team.pk)
+        key = name_key(name)
+        if Dataset.objects.filter(team=team, name_key=key).exists():
+            raise ValidationError(
+                {"name": f"team {team.name} already has a dataset named {name!r}{SAME_NAME}"}
+            )
+        dataset = Dataset.objects.create(
+            team=team, name=name, name_key=key, description=description, created_by=actor or on_behalf_of
+        )
+        record_audit_event(
+            actor=actor,
+            on_behalf_of=on_behalf_of,
+            action="dataset.create",
+            obj=dataset,
+            after=snapshot(dataset),
+        )
+    return dataset
+
+
+def do_update_dataset(
+    *,
+    dataset: Dataset,
+    description: str | None = None,
+    is_schema_locked: bool | None = None,
+    actor: User | None,
+) -> Dataset:
+    """Change a dataset's description and/or schema lock (None leaves a field as it is).
+
+    Audited as ``dataset.update``; no event when nothing changes.
+    """
+    if description is not None:
+        description = checked_description(description)
+    with transaction.atomic():
+        dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        ensure_can(actor, CHANGE, dataset.team_id)
+        before = snapshot(dataset)
+        if description is not None:
+            dataset.description = description
+        if is_schema_locked is not None:
+            dataset.is_schema_locked = bool(is_schema_locked)
+        if snapshot(dataset) != before:
+            dataset.save(update_fields=["description", "is_schema_locked"])
+            record_audit_event(
+                actor=actor, action="dataset.update", obj=dataset, before=before, after=snapshot(dataset)
+            )
+    return dataset
+
+
+def schema_change(previous: list[dict[str, Any]] | None, current: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"added": [names], "removed": [names], "retyped": [{name, from, to}]}`` from ``previous``
+    to ``current`` (schemas as ``datafiles.summarize`` writes them); {} when the columns and their
+    types are the same, or when there is no previous version."""
+    if previous is None:
+        return {}
+    old = {column["name"]: column.get("dtype") for column in previous}
+    new = {column["name"]: column.get("dtype") for column in current}
+    added = [name for name in new if name not in old]
+    removed = [name for name in old if name not in new]
+    retyped = [
+        {"name": name, "from": old[name], "to": new[name]}
+        for name in new
+        if name in old and old[name] != new[name]
+    ]
+    if not (added or removed or retyped):
+        return {}
+    return {"added": added, "removed": removed, "retyped": retyped}
+
+
+def describe_schema_change(change: dict[str, Any]) -> str:
+    """``change`` in words: "added a, b; removed c; retyped d (int64 -> float64)"."""
+    parts = []
+    if change.get("added"):
+        parts.append("added " + ", ".join(change["added"]))
+    if change.get("removed"):
+        parts.append("removed " + ", ".join(change["removed"]))
+    if change.get("retyped"):
+        parts.append(
+            "retyped "
+            + ", ".join(f"{item['name']} ({item['from']} -> {item['to']})" for item in change["retyped"])
+        )
+    return "; ".join(parts)
+
+
+def do_register_dataset_version(
+    *,
+    dataset: Dataset,
+    file_path: Path,
+    filename: str,
+    source: str,
+    description: str = "",
+    actor: User | None,
+    on_behalf_of: User | None = None,
+) -> DatasetVersion:
+    """Validate a CSV/Parquet file, store it by content hash and register it as the next version.
+
+    ``file_path`` is a readable local file (an upload's temporary file, an allowed server path,
+    or a job's output). The version's ``schema_change`` records how its columns differ from the
+    previous version's. Raises ``datafiles.DataFileError`` (nothing registered) when the file is
+    not valid; ValidationError on ``schema`` naming the added/removed/retyped columns when the
+    dataset is schema-locked and the columns differ; PermissionDenied when the actor may not
+    change the dataset's team.
+    """
+    description = checked_description(description)
+    ensure_can(actor, CHANGE, dataset.team_id)
+    summary = datafiles.summarize(
+        file_path,
+        filename,
+        max_bytes=settings.STEWARD_MAX_DATASET_BYTES,
+        max_rows=settings.STEWARD_MAX_DATASET_ROWS,
+    )
+    stored = artifacts.store_file(file_path, summary.sha256, "datasets", f".{summary.format}")
+    with transaction.atomic():
+        # Lock the parent so two registrations racing for the same dataset get 1..n without gaps.
+        dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        ensure_can(actor, CHANGE, dataset.team_id)
+        previous = DatasetVersion.objects.filter(dataset=dataset).order_by("-version").first()
+        change = schema_change(previous.schema if previous else None, summary.schema)
+        if change and dataset.is_schema_locked:
+            raise ValidationError(
+                {
+                    "schema": f"dataset {dataset.name} is schema-locked and this file's columns differ "
+                    f"from version {previous.version if previous else 0}'s: {describe_schema_change(change)}"
+                }
+            )
+        version = DatasetVersion.objects.create(
+            dataset=dataset,
+            version=next_version(DatasetVersion, "dataset", dataset),
+            file=stored,
+            original_filename=filename[:255],
+            format=summary.format,
+            sha256=summary.sha256,
+            size_bytes=summary.size_bytes,
+            row_count=summary.row_count,
+            schema=summary.schema,
+            schema_change=change,
+            source=source,
+            description=description,
+            created_by=actor or on_behalf_of,
+            created_at=timezone.now(),
+        )
+        record_audit_event(
+            actor=actor,
+            on_behalf_of=on_behalf_of,
+            action="dataset_version.register",
+            obj=version,
+            after=snapshot(version),
+        )
+    return version
+
+
+def resolve_import_path(raw: str) -> Path:
+    """The absolute path of a server-side file inside one of ``STEWARD_IMPORT_ROOTS``.
+
+    Raises ValidationError for a path outside them (no reading arbitrary server files) or missing.
+    """
+    path = Path(raw).expanduser()
+    candidates = [path] if path.is_absolute() else [root / path for root in settings.STEWARD_IMPORT_ROOTS]
+    for candidate in candidates:
+        try:
+            resolved = candidate.resolve()
+            inside = any(resolved.is_relative_to(root) for root in settings.STEWARD_IMPORT_ROOTS)
+            if inside and resolved.is_file():
+                return resolved
+        except (OSError, ValueError):
+            # A name too long for the file system, or a NUL byte: simply not a file we can read.
+            continue
+    raise ValidationError({"path": f"{raw[:200]!r} is not a file under the server's import folders"})
