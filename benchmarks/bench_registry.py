@@ -407,10 +407,10 @@ def measure(base: str, headers: dict[str, str], read: Read, threads: int, second
     seconds not counted)."""
     check = _session(headers).get(base + read.request(random.Random(0))[0], params=read.request(random.Random(0))[1], timeout=60)
     if check.status_code != 200:
-        raise RuntimeError(f"{read.api} {read.op}: {check.status_code} {check.text[:500]}")
+        raise RuntimeError(f"{read.api} {read.op}: {check.status_code} {check.text[:200]}")
     rows = read.rows(check.json())
     if rows != read.expected_rows:
-        raise RuntimeError(f"{read.api} {read.op}: {rows} rows, expected {read.expected_rows}: {check.text[:500]}")
+        raise RuntimeError(f"{read.api} {read.op}: {rows} rows, expected {read.expected_rows}: {check.text[:200]}")
 
     def work(index: int, result: Result) -> None:
         rng = random.Random(index)
@@ -509,7 +509,9 @@ def _in_process_client(secret: str):
     return Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
 
 
-def queries_per_request(secret: str, all_reads: list[Read]) -> list[tuple[str, str, int, float, float]]:
+def queries_per_request(
+    secret: str, all_reads: list[Read], show_sql: bool = False
+) -> list[tuple[str, str, int, float, float]]:
     """(api, op, queries, SQL ms, total ms) of one in-process request of each read (after one
     warm-up request): the query count is the constant the issue asks to state."""
     from django.db import connection
@@ -527,13 +529,38 @@ def queries_per_request(secret: str, all_reads: list[Read]) -> list[tuple[str, s
         if response.status_code != 200:
             raise RuntimeError(f"{read.api} {read.op} in process: {response.status_code} {response.content[:300]!r}")
         sql_ms = sum(float(q["time"]) for q in queries.captured_queries) * 1000
+        if show_sql:
+            print(f"  -- {read.api}, {read.op}: {path} {params}")
+            for query in queries.captured_queries:
+                print(f"     {query['time']}s  {query['sql'][:300]}")
         rows.append((read.api, read.op, len(queries), sql_ms, total_ms))
     return rows
 
 
-def profile(secret: str, read: Read, requests_: int, top: int) -> str:
-    """cProfile of ``requests_`` in-process requests of ``read``: the top functions by cumulative
-    time, as pstats prints them."""
+def _package(filename: str, function: str) -> str:
+    """Where a profiled function lives: a Steward app, an installed package, the standard
+    library, or C code (named after what it belongs to)."""
+    if filename == "~":  # C code: "<method 'execute' of 'psycopg...' objects>" and the like
+        for known in ("psycopg", "json", "sha256", "uuid"):
+            if known in function:
+                return f"C: {known}"
+        return "C: other builtins"
+    path = Path(filename)
+    if "site-packages" in path.parts:
+        parts = path.parts[path.parts.index("site-packages") + 1 :]
+        if parts[0] == "django" and len(parts) > 2:
+            return f"django.{parts[1]}"
+        return parts[0].removesuffix(".py")
+    with contextlib.suppress(ValueError):
+        relative = path.relative_to(ROOT)
+        return ".".join(relative.parts[:2]).removesuffix(".py")
+    return f"stdlib: {path.stem}"
+
+
+def profile(secret: str, read: Read, requests_: int, top: int) -> list[str]:
+    """cProfile of ``requests_`` in-process requests of ``read``: self time per request grouped by
+    package (sums to the whole), then the functions with the most self time. Milliseconds per
+    request, profiler overhead included (it inflates Python-heavy code, not SQL)."""
     client = _in_process_client(secret)
     rng = random.Random(2)
     client.get(*read.request(rng))
@@ -542,13 +569,24 @@ def profile(secret: str, read: Read, requests_: int, top: int) -> str:
     for _ in range(requests_):
         client.get(*read.request(rng))
     profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("cumulative")
-    stats.print_stats(top)
-    lines = out.getvalue().splitlines()
-    # Drop pstats' header down to the column titles.
-    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-    return "\n".join(line for line in lines[start:] if line.strip())
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    by_package: dict[str, float] = {}
+    functions = []
+    for (filename, line, function), (_cc, _nc, tottime, _ct, _callers) in stats.items():
+        package = _package(filename, function)
+        by_package[package] = by_package.get(package, 0.0) + tottime
+        functions.append((tottime, f"{Path(filename).name}:{line}({function})" if filename != "~" else function))
+    total = sum(by_package.values())
+    per = 1000 / requests_
+    lines = [f"  {total * per:6.2f} ms per request in all; self time by package:"]
+    ranked = sorted(by_package.items(), key=lambda item: -item[1])
+    shown = [f"{name} {seconds * per:.2f}" for name, seconds in ranked[:top] if seconds * per >= 0.05]
+    for start in range(0, len(shown), 4):
+        lines.append("    " + ";  ".join(shown[start : start + 4]))
+    lines.append("  functions with the most self time (ms per request):")
+    for tottime, where in sorted(functions, reverse=True)[:top]:
+        lines.append(f"    {tottime * per:6.3f}  {where[:110]}")
+    return lines
 
 
 # Report ------------------------------------------------------------------------------------------
@@ -588,8 +626,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     )
     parser.add_argument("--other-teams", type=int, default=3, help="teams besides the benchmark user's")
     parser.add_argument("--profile-requests", type=int, default=200)
-    parser.add_argument("--profile-top", type=int, default=18)
+    parser.add_argument("--profile-top", type=int, default=12)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--show-sql", action="store_true", help="print each in-process request's SQL")
     parser.add_argument("--only", choices=["mlflow", "steward"], help="one server only (development)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
@@ -691,13 +730,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             all_reads = catalogue["mlflow"] + catalogue["own"]
             print("\n(c) Steward in process (Django test Client, one request after a warm-up)")
             print(f"  {'':48} {'queries':>7} {'SQL ms':>8} {'total ms':>9}")
-            for api, op, count, sql_ms, total_ms in queries_per_request(secret, all_reads):
+            for api, op, count, sql_ms, total_ms in queries_per_request(secret, all_reads, args.show_sql):
                 print(f"  {api + ', ' + op:48} {count:7} {sql_ms:8.2f} {total_ms:9.2f}")
             print(f"\n  where the time goes: cProfile of {args.profile_requests} in-process requests each")
             for read in all_reads:
                 print(f"\n  -- {read.api}, {read.op}")
                 try:
-                    print(profile(secret, read, args.profile_requests, args.profile_top))
+                    print("\n".join(profile(secret, read, args.profile_requests, args.profile_top)))
                 except Exception as exc:  # noqa: BLE001 - a report line, not a crash
                     print(f"  not profiled: {exc}")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other processes share these CPUs)")
