@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import io
 import os
 import pstats
 import random
 import secrets
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,8 +73,10 @@ def ensure_mlflow_venv() -> Path:
     if missing (a few minutes, once). The venv is gitignored."""
     executable = BASELINE_VENV / "bin" / "mlflow"
     if not executable.exists():
-        print(f"creating {BASELINE_VENV.relative_to(ROOT)} with mlflow=={MLFLOW_VERSION} (once)...", flush=True)
-        subprocess.run(["python3", "-m", "venv", str(BASELINE_VENV)], check=True)  # noqa: S607
+        print(
+            f"creating {BASELINE_VENV.relative_to(ROOT)} with mlflow=={MLFLOW_VERSION} (once)...", flush=True
+        )
+        subprocess.run(["python3", "-m", "venv", str(BASELINE_VENV)], check=True)  # noqa: S603, S607
         subprocess.run(  # noqa: S603 - the venv's own pip
             [str(BASELINE_VENV / "bin" / "pip"), "install", "-q", f"mlflow=={MLFLOW_VERSION}"], check=True
         )
@@ -109,7 +109,9 @@ class Server:
                 requests.get(self.url + path, timeout=2)
                 return
             time.sleep(0.3)
-        raise RuntimeError(f"{self.name} did not answer in {timeout_s:.0f} s:\n{self.log.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"{self.name} did not answer in {timeout_s:.0f} s:\n{self.log.read_text()[-3000:]}"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -360,7 +362,9 @@ def _timed(session, result: Result, method: str, url: str, **kwargs) -> object:
     result.requests += 1
     if response.status_code != 200:
         result.errors += 1
-        result.first_error = result.first_error or f"{method} {url} {kwargs}: {response.status_code} {response.text[:300]}"
+        result.first_error = (
+            result.first_error or f"{method} {url} {kwargs}: {response.status_code} {response.text[:300]}"
+        )
         return None
     return response.json()
 
@@ -369,7 +373,14 @@ def model_name(i: int) -> str:
     return f"bench-{i:04d}"
 
 
-def fill(base: str, headers: dict[str, str], models: int, versions: int, threads: int, source: Callable[[str, int], str]) -> Result:
+def fill(
+    base: str,
+    headers: dict[str, str],
+    models: int,
+    versions: int,
+    threads: int,
+    source: Callable[[str, int], str],
+) -> Result:
     """Create ``models`` registered models with ``versions`` versions each through the MLflow API,
     model ``i`` by thread ``i % threads``. Each request counts as one write."""
 
@@ -402,15 +413,21 @@ class Read:
     expected_rows: int
 
 
-def measure(base: str, headers: dict[str, str], read: Read, threads: int, seconds: float, warmup: float) -> Result:
+def measure(
+    base: str, headers: dict[str, str], read: Read, threads: int, seconds: float, warmup: float
+) -> Result:
     """``threads`` threads sending ``read`` requests back to back for ``seconds`` (after ``warmup``
     seconds not counted)."""
-    check = _session(headers).get(base + read.request(random.Random(0))[0], params=read.request(random.Random(0))[1], timeout=60)
+    check = _session(headers).get(
+        base + read.request(random.Random(0))[0], params=read.request(random.Random(0))[1], timeout=60
+    )
     if check.status_code != 200:
         raise RuntimeError(f"{read.api} {read.op}: {check.status_code} {check.text[:200]}")
     rows = read.rows(check.json())
     if rows != read.expected_rows:
-        raise RuntimeError(f"{read.api} {read.op}: {rows} rows, expected {read.expected_rows}: {check.text[:200]}")
+        raise RuntimeError(
+            f"{read.api} {read.op}: {rows} rows, expected {read.expected_rows}: {check.text[:200]}"
+        )
 
     def work(index: int, result: Result) -> None:
         rng = random.Random(index)
@@ -527,7 +544,9 @@ def queries_per_request(
             response = client.get(path, params)
             total_ms = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
-            raise RuntimeError(f"{read.api} {read.op} in process: {response.status_code} {response.content[:300]!r}")
+            raise RuntimeError(
+                f"{read.api} {read.op} in process: {response.status_code} {response.content[:300]!r}"
+            )
         sql_ms = sum(float(q["time"]) for q in queries.captured_queries) * 1000
         if show_sql:
             print(f"  -- {read.api}, {read.op}: {path} {params}")
@@ -557,17 +576,16 @@ def _package(filename: str, function: str) -> str:
     return f"stdlib: {path.stem}"
 
 
-def profile(secret: str, read: Read, requests_: int, top: int) -> list[str]:
-    """cProfile of ``requests_`` in-process requests of ``read``: self time per request grouped by
-    package (sums to the whole), then the functions with the most self time. Milliseconds per
-    request, profiler overhead included (it inflates Python-heavy code, not SQL)."""
-    client = _in_process_client(secret)
-    rng = random.Random(2)
-    client.get(*read.request(rng))
+def profile(call: Callable[[int], object], requests_: int, top: int) -> list[str]:
+    """cProfile of ``call(0) .. call(requests_ - 1)`` (in-process requests, after one warm-up
+    ``call(-1)``): self time per request grouped by package (sums to the whole), then the functions
+    with the most self time. Milliseconds per request, profiler overhead included (it inflates
+    Python-heavy code, not SQL)."""
+    call(-1)
     profiler = cProfile.Profile()
     profiler.enable()
-    for _ in range(requests_):
-        client.get(*read.request(rng))
+    for i in range(requests_):
+        call(i)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     by_package: dict[str, float] = {}
@@ -575,7 +593,9 @@ def profile(secret: str, read: Read, requests_: int, top: int) -> list[str]:
     for (filename, line, function), (_cc, _nc, tottime, _ct, _callers) in stats.items():
         package = _package(filename, function)
         by_package[package] = by_package.get(package, 0.0) + tottime
-        functions.append((tottime, f"{Path(filename).name}:{line}({function})" if filename != "~" else function))
+        functions.append(
+            (tottime, f"{Path(filename).name}:{line}({function})" if filename != "~" else function)
+        )
     total = sum(by_package.values())
     per = 1000 / requests_
     lines = [f"  {total * per:6.2f} ms per request in all; self time by package:"]
@@ -587,6 +607,24 @@ def profile(secret: str, read: Read, requests_: int, top: int) -> list[str]:
     for tottime, where in sorted(functions, reverse=True)[:top]:
         lines.append(f"    {tottime * per:6.3f}  {where[:110]}")
     return lines
+
+
+def _writes(client, source: str) -> dict[str, Callable[[int], object]]:
+    """In-process writes through the MLflow API, for the profile: ``call(i)`` creates model
+    ``profile-<i>``, or a version of model ``profile-versions``. Raises RuntimeError on a refusal."""
+
+    def post(path: str, body: dict) -> None:
+        response = client.post(f"{MLFLOW}/{path}", body, content_type="application/json")
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} in process: {response.status_code} {response.content[:300]!r}")
+
+    post("registered-models/create", {"name": "profile-versions"})
+    return {
+        "create a registered model": lambda i: post("registered-models/create", {"name": f"profile-{i}"}),
+        "create a model version": lambda i: post(
+            "model-versions/create", {"name": "profile-versions", "source": source}
+        ),
+    }
 
 
 # Report ------------------------------------------------------------------------------------------
@@ -601,15 +639,14 @@ def _row(label: str, result: Result, baseline: Result | None, goal_ratio: float,
         verdict = "meets goal" if ok else "MISSES goal"
     errors = f"  {result.errors} errors" if result.errors else ""
     ratio_text = f"{ratio:6.2f}x" if baseline is not None else "   base"
-    return (
-        f"  {label:40} {result.rate:9,.0f}/s {result.percentile_ms(0.5):8.1f} {p95:8.1f}   {ratio_text}  {verdict}{errors}"
-    )
+    p50 = result.percentile_ms(0.5)
+    return f"  {label:40} {result.rate:9,.0f}/s {p50:8.1f} {p95:8.1f}   {ratio_text}  {verdict}{errors}"
 
 
 HEADER = f"  {'':40} {'req/s':>11} {'p50 ms':>8} {'p95 ms':>8}   {'ratio':>7}"
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--versions", type=int, default=5)
@@ -642,13 +679,17 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     workdir = Path(tempfile.mkdtemp(prefix="bench_registry_"))
     try:
         print(
-            f"Registry benchmark: {args.models:,} models x {args.versions} versions, {args.threads} client threads,"
+            f"Registry benchmark: {args.models:,} models x {args.versions} versions,"
+            f" {args.threads} client threads,"
             f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start"
         )
         mlflow = start_mlflow(workdir, args.mlflow_workers) if with_mlflow else None
         if mlflow:
             servers.append(mlflow)
-            print(f"  baseline: mlflow {MLFLOW_VERSION} server, sqlite, {args.mlflow_workers} workers ({mlflow.url})")
+            print(
+                f"  baseline: mlflow {MLFLOW_VERSION} server, sqlite,"
+                f" {args.mlflow_workers} workers ({mlflow.url})"
+            )
         steward = secret = None
         if with_steward:
             _recreate_database(url)
@@ -665,18 +706,28 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             )
         steward_headers = {"Authorization": f"Bearer {secret}"} if secret else {}
 
-        print(f"\n(a) fill through the MLflow API: {args.models * (1 + args.versions):,} writes, {args.threads} threads")
+        print(
+            f"\n(a) fill through the MLflow API: {args.models * (1 + args.versions):,} writes,"
+            f" {args.threads} threads"
+        )
         print(HEADER)
         base_fill = None
         if mlflow:
             base_fill = fill(
-                mlflow.url, {}, args.models, args.versions, args.threads, lambda name, v: f"s3://bench/{name}/{v}"
+                mlflow.url,
+                {},
+                args.models,
+                args.versions,
+                args.threads,
+                lambda name, v: f"s3://bench/{name}/{v}",
             )
             print(_row("MLflow server", base_fill, None, GOAL_WRITE_RATIO, False))
             if base_fill.errors:
                 print(f"    first error: {base_fill.first_error}")
         if steward:
-            own_fill = fill(steward.url, steward_headers, args.models, args.versions, args.threads, lambda name, v: source)
+            own_fill = fill(
+                steward.url, steward_headers, args.models, args.versions, args.threads, lambda name, v: source
+            )
             print(_row("Steward MLflow API", own_fill, base_fill, GOAL_WRITE_RATIO, False))
             if own_fill.errors:
                 print(f"    first error: {own_fill.first_error}")
@@ -698,7 +749,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 workers, threads = (int(part) for part in config.split("x"))
                 candidate = start_steward(workdir, workers, threads)
                 try:
-                    result = measure(candidate.url, steward_headers, probe, args.threads, args.seconds, args.warmup)
+                    result = measure(
+                        candidate.url, steward_headers, probe, args.threads, args.seconds, args.warmup
+                    )
                 finally:
                     candidate.stop()
                 print(_row(f"{workers} workers x {threads} threads", result, None, GOAL_READ_RATIO, True))
@@ -720,7 +773,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 print(_row("Steward, MLflow API", result, baseline, GOAL_READ_RATIO, True))
                 own = catalogue["own"][index]
                 try:
-                    result = measure(steward.url, steward_headers, own, args.threads, args.seconds, args.warmup)
+                    result = measure(
+                        steward.url, steward_headers, own, args.threads, args.seconds, args.warmup
+                    )
                 except RuntimeError as exc:
                     print(f"  {'Steward, own API':40} not measured: {exc}")
                 else:
@@ -733,12 +788,22 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             for api, op, count, sql_ms, total_ms in queries_per_request(secret, all_reads, args.show_sql):
                 print(f"  {api + ', ' + op:48} {count:7} {sql_ms:8.2f} {total_ms:9.2f}")
             print(f"\n  where the time goes: cProfile of {args.profile_requests} in-process requests each")
+            client = _in_process_client(secret)
             for read in all_reads:
                 print(f"\n  -- {read.api}, {read.op}")
-                try:
-                    print("\n".join(profile(secret, read, args.profile_requests, args.profile_top)))
-                except Exception as exc:  # noqa: BLE001 - a report line, not a crash
-                    print(f"  not profiled: {exc}")
+                rng = random.Random(2)
+                print(
+                    "\n".join(
+                        profile(
+                            lambda _i, r=read, g=rng: client.get(*r.request(g)),
+                            args.profile_requests,
+                            args.profile_top,
+                        )
+                    )
+                )
+            for label, call in _writes(client, source).items():
+                print(f"\n  -- MLflow API, {label}")
+                print("\n".join(profile(call, args.profile_requests, args.profile_top)))
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other processes share these CPUs)")
     finally:
         for server in servers:
