@@ -38,9 +38,10 @@ __all__ = [
 class AliasProtected(PermissionDenied):
     """Setting a protected alias: the promotion request that will move it is ``promotion_request``."""
 
-    def __init__(self, message: str, promotion_request: PromotionRequest):
+    def __init__(self, message: str, promotion_request: PromotionRequest, approvers: list[str]):
         super().__init__(message)
         self.promotion_request = promotion_request
+        self.approvers = approvers
 
 
 def team_approvers(team_id: int) -> list[str]:
@@ -104,6 +105,7 @@ def do_set_alias(
         f"is pending; who may approve it: {', '.join(approvers) or 'no approver yet in this team'} "
         "(any approver of the team other than the requester)",
         request,
+        approvers,
     )
 
 

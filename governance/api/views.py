@@ -1,24 +1,57 @@
 from django.db.models import Prefetch
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from governance.actions.datasets import do_create_dataset, do_register_dataset_version, resolve_import_path
-from governance.actions.registered_models import do_create_registered_model
+from governance.actions.aliases import AliasProtected, do_delete_alias, do_set_alias, do_set_protected_aliases
+from governance.actions.datasets import (
+    do_create_dataset,
+    do_register_dataset_version,
+    do_update_dataset,
+    resolve_import_path,
+)
+from governance.actions.model_versions import (
+    do_archive_model_version,
+    do_delete_model_version,
+    do_delete_model_version_tag,
+    do_register_model_version_from_artifact,
+    do_register_model_version_from_source,
+    do_set_model_version_tag,
+    do_unarchive_model_version,
+    do_update_model_version,
+)
+from governance.actions.registered_models import (
+    do_archive_registered_model,
+    do_create_registered_model,
+    do_delete_registered_model,
+    do_delete_registered_model_tag,
+    do_rename_registered_model,
+    do_set_registered_model_tag,
+    do_unarchive_registered_model,
+    do_update_registered_model,
+)
 from governance.actions.teams import do_create_team
-from governance.api.base import RestrictedCreateViewSet, RestrictedReadOnlyViewSet
+from governance.api.base import RestrictedCreateViewSet
 from governance.api.serializers import (
+    AliasProtectedSerializer,
+    AliasTargetSerializer,
     DatasetSerializer,
+    DatasetUpdateSerializer,
     DatasetVersionCreateSerializer,
     DatasetVersionSerializer,
+    ModelVersionCreateSerializer,
     ModelVersionSerializer,
+    ModelVersionUpdateSerializer,
+    ProtectedAliasesSerializer,
     RegisteredModelSerializer,
+    RegisteredModelUpdateSerializer,
+    TagValueSerializer,
     TeamSerializer,
 )
-from governance.artifacts import staged_upload
+from governance.artifacts import staged_model_upload, staged_upload
 from governance.filtersets import (
     DatasetFilterSet,
     DatasetVersionFilterSet,
@@ -35,6 +68,15 @@ from governance.models import (
 )
 from governance.queries import by_name_with_versions
 
+TAG_KEY = OpenApiParameter("key", str, OpenApiParameter.PATH, description="The tag's key.")
+ALIAS = OpenApiParameter("alias", str, OpenApiParameter.PATH, description="The alias name.")
+WITH_VERSIONS = OpenApiParameter(
+    "with_versions",
+    bool,
+    OpenApiParameter.QUERY,
+    description="Delete the model's live versions too (soft); without it a model with versions is refused.",
+)
+
 
 class TeamViewSet(RestrictedCreateViewSet):
     queryset = Team.objects.all()
@@ -46,6 +88,15 @@ class TeamViewSet(RestrictedCreateViewSet):
             description=serializer.validated_data.get("description", ""),
             actor=self.request.user,
         )
+
+    @extend_schema(request=ProtectedAliasesSerializer, responses={200: TeamSerializer})
+    @action(detail=True, methods=["put"], url_path="protected-aliases")
+    def protected_aliases(self, request, pk=None):
+        """Set the aliases that move only through an approved promotion request (team managers)."""
+        team = self.get_object()
+        data = self.validated(request, ProtectedAliasesSerializer)
+        do_set_protected_aliases(team=team, aliases=data["protected_aliases"], actor=request.user)
+        return Response(TeamSerializer(self.refetch(team)).data)
 
 
 class DatasetViewSet(RestrictedCreateViewSet):
@@ -62,6 +113,19 @@ class DatasetViewSet(RestrictedCreateViewSet):
             actor=self.request.user,
         )
         serializer.instance = self.refetch(dataset)
+
+    @extend_schema(request=DatasetUpdateSerializer, responses={200: DatasetSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Change the description and/or the schema lock."""
+        dataset = self.get_object()
+        data = self.validated(request, DatasetUpdateSerializer)
+        do_update_dataset(
+            dataset=dataset,
+            description=data.get("description"),
+            is_schema_locked=data.get("is_schema_locked"),
+            actor=request.user,
+        )
+        return Response(DatasetSerializer(self.refetch(dataset)).data)
 
 
 class DatasetVersionViewSet(RestrictedCreateViewSet):
@@ -96,8 +160,20 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
         return FileResponse(version.path.open("rb"), as_attachment=True, filename=name)
 
 
+def _alias_protected(exc: AliasProtected) -> Response:
+    """403 naming the promotion request that will move the protected alias and its approvers."""
+    body = {"detail": str(exc), "promotion_request": exc.promotion_request.pk, "approvers": exc.approvers}
+    return Response(body, status=status.HTTP_403_FORBIDDEN)
+
+
 class RegisteredModelViewSet(RestrictedCreateViewSet):
-    queryset = by_name_with_versions(RegisteredModel.objects.select_related("owner"))
+    """Registered models: create, read, PATCH (name, description), DELETE (soft;
+    ``?with_versions=true`` for a model with versions), archive/unarchive, tags and aliases."""
+
+    # Deleted models are gone from the API (the rows stay for the audit trail and lineage).
+    queryset = by_name_with_versions(
+        RegisteredModel.objects.filter(deleted_at__isnull=True).select_related("owner")
+    )
     serializer_class = RegisteredModelSerializer
     filterset_class = RegisteredModelFilterSet
 
@@ -111,18 +187,174 @@ class RegisteredModelViewSet(RestrictedCreateViewSet):
             name=data["name"],
             owner=data.get("owner") or self.request.user,
             description=data.get("description", ""),
+            tags=data.get("tags") or {},
             actor=self.request.user,
         )
         serializer.instance = self.refetch(model)
 
+    def _answer(self, model) -> Response:
+        return Response(
+            RegisteredModelSerializer(self.refetch(model), context=self.get_serializer_context()).data
+        )
 
-class ModelVersionViewSet(RestrictedReadOnlyViewSet):
-    queryset = ModelVersion.objects.select_related("model", "created_by")
+    @extend_schema(request=RegisteredModelUpdateSerializer, responses={200: RegisteredModelSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Rename (``name``) and/or set the ``description``."""
+        model = self.get_object()
+        data = self.validated(request, RegisteredModelUpdateSerializer)
+        if "name" in data and data["name"] != model.name:
+            model = do_rename_registered_model(model=model, new_name=data["name"], actor=request.user)
+        if "description" in data:
+            model = do_update_registered_model(
+                model=model, description=data["description"], actor=request.user
+            )
+        return self._answer(model)
+
+    @extend_schema(parameters=[WITH_VERSIONS], responses={204: None})
+    def destroy(self, request, *args, **kwargs):
+        """Soft-delete the model (and with ``?with_versions=true`` its versions)."""
+        model = self.get_object()
+        flag = request.query_params.get("with_versions", "false").lower()
+        if flag not in ("true", "false", "1", "0"):
+            return Response({"with_versions": ["true or false"]}, status=status.HTTP_400_BAD_REQUEST)
+        do_delete_registered_model(model=model, with_versions=flag in ("true", "1"), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: RegisteredModelSerializer})
+    @action(detail=True, methods=["post"])
+    def archive(self, request, pk=None):
+        return self._answer(do_archive_registered_model(model=self.get_object(), actor=request.user))
+
+    @extend_schema(request=None, responses={200: RegisteredModelSerializer})
+    @action(detail=True, methods=["post"])
+    def unarchive(self, request, pk=None):
+        return self._answer(do_unarchive_registered_model(model=self.get_object(), actor=request.user))
+
+    @extend_schema(
+        methods=["PUT"],
+        parameters=[TAG_KEY],
+        request=TagValueSerializer,
+        responses={200: RegisteredModelSerializer},
+    )
+    @extend_schema(methods=["DELETE"], parameters=[TAG_KEY], request=None, responses={204: None})
+    @action(detail=True, methods=["put", "delete"], url_path=r"tags/(?P<key>[^/]+)")
+    def tag(self, request, pk=None, key=""):
+        """Set (PUT ``{"value": ...}``) or delete a tag."""
+        model = self.get_object()
+        if request.method == "DELETE":
+            do_delete_registered_model_tag(model=model, key=key, actor=request.user)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        data = self.validated(request, TagValueSerializer)
+        return self._answer(
+            do_set_registered_model_tag(model=model, key=key, value=data["value"], actor=request.user)
+        )
+
+    @extend_schema(
+        methods=["PUT"],
+        parameters=[ALIAS],
+        request=AliasTargetSerializer,
+        responses={200: RegisteredModelSerializer, 403: AliasProtectedSerializer},
+    )
+    @extend_schema(methods=["DELETE"], parameters=[ALIAS], request=None, responses={204: None})
+    @action(detail=True, methods=["put", "delete"], url_path=r"aliases/(?P<alias>[^/]+)")
+    def alias(self, request, pk=None, alias=""):
+        """Point an alias at a version (PUT ``{"version": n}``) or remove it. A protected alias
+        answers 403 with the promotion request it opened and who may approve it."""
+        model = self.get_object()
+        if request.method == "DELETE":
+            do_delete_alias(model=model, alias=alias, actor=request.user)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        data = self.validated(request, AliasTargetSerializer)
+        try:
+            do_set_alias(model=model, alias=alias, version=data["version"], actor=request.user)
+        except AliasProtected as exc:
+            return _alias_protected(exc)
+        return self._answer(model)
+
+
+class ModelVersionViewSet(RestrictedCreateViewSet):
+    """Model versions: register (upload or source), read, PATCH (description), DELETE (soft: the
+    number is never reused, its aliases go), archive/unarchive and tags."""
+
+    queryset = (
+        ModelVersion.objects.exclude(status=ModelVersion.Status.DELETED)
+        .filter(model__deleted_at__isnull=True)
+        .select_related("model", "created_by")
+    )
     serializer_class = ModelVersionSerializer
     filterset_class = ModelVersionFilterSet
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    action_serializers = {"create": ModelVersionCreateSerializer}
 
     def filter_restricted(self, queryset):
         return queryset.prefetch_related(_visible_aliases(self.request.user))
+
+    def _answer(self, version, code: int = status.HTTP_200_OK) -> Response:
+        return Response(ModelVersionSerializer(self.refetch(version)).data, status=code)
+
+    @extend_schema(request=ModelVersionCreateSerializer, responses={201: ModelVersionSerializer})
+    def create(self, request, *args, **kwargs):
+        """Register the next version from an uploaded ``artifact`` or a ``source``."""
+        data = self.validated(request)
+        common = {
+            "model": data["model"],
+            "description": data["description"],
+            "tags": data["tags"],
+            "actor": request.user,
+        }
+        if data.get("artifact"):
+            upload = data["artifact"]
+            with staged_model_upload(upload) as staged:
+                version = do_register_model_version_from_artifact(
+                    artifact_path=staged.path, source=f"upload:{upload.name}"[:1000], **common
+                )
+        else:
+            version = do_register_model_version_from_source(source=data["source"], **common)
+        return self._answer(version, status.HTTP_201_CREATED)
+
+    @extend_schema(request=ModelVersionUpdateSerializer, responses={200: ModelVersionSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Set the ``description``."""
+        version = self.get_object()
+        data = self.validated(request, ModelVersionUpdateSerializer)
+        return self._answer(
+            do_update_model_version(version=version, description=data["description"], actor=request.user)
+        )
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, *args, **kwargs):
+        """Soft-delete the version; its aliases are removed with it."""
+        do_delete_model_version(version=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: ModelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def archive(self, request, pk=None):
+        return self._answer(do_archive_model_version(version=self.get_object(), actor=request.user))
+
+    @extend_schema(request=None, responses={200: ModelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def unarchive(self, request, pk=None):
+        return self._answer(do_unarchive_model_version(version=self.get_object(), actor=request.user))
+
+    @extend_schema(
+        methods=["PUT"],
+        parameters=[TAG_KEY],
+        request=TagValueSerializer,
+        responses={200: ModelVersionSerializer},
+    )
+    @extend_schema(methods=["DELETE"], parameters=[TAG_KEY], request=None, responses={204: None})
+    @action(detail=True, methods=["put", "delete"], url_path=r"tags/(?P<key>[^/]+)")
+    def tag(self, request, pk=None, key=""):
+        """Set (PUT ``{"value": ...}``) or delete a tag."""
+        version = self.get_object()
+        if request.method == "DELETE":
+            do_delete_model_version_tag(version=version, key=key, actor=request.user)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        data = self.validated(request, TagValueSerializer)
+        return self._answer(
+            do_set_model_version_tag(version=version, key=key, value=data["value"], actor=request.user)
+        )
 
 
 def _visible_aliases(user, *related: str) -> Prefetch:

@@ -87,7 +87,11 @@ def sklearn_model_dir(tmp_path_factory) -> Path:
 
     model = LinearRegression().fit(np.array([[0.0], [1.0], [2.0]]), np.array([1.0, 3.0, 5.0]))
     path = tmp_path_factory.mktemp("sklearn-model") / "model"
-    mlflow.sklearn.save_model(model, path)
+    # cloudpickle: the default (skops) needs a package Steward does not install; a pickle flavor
+    # is also the case Steward must mark as executing code when loaded.
+    mlflow.sklearn.save_model(
+        model, path, serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE
+    )
     return path
 
 

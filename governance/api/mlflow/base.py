@@ -40,7 +40,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth import authenticate
 from django.core.exceptions import (
@@ -58,6 +58,9 @@ from django.views.decorators.csrf import csrf_exempt
 from governance.api.authentication import InvalidToken, authenticate_secret, record_use
 from governance.errors import CONFLICT
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
 
 Params = dict[str, Any]
@@ -73,6 +76,7 @@ ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
 RESOURCE_CONFLICT = "RESOURCE_CONFLICT"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 
+NUL_REFUSED = "The request holds a NUL character, which no field accepts."
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CREDENTIALS_NEEDED = (
     "Authentication required: set MLFLOW_TRACKING_TOKEN to a Steward API token "
@@ -129,6 +133,11 @@ def endpoint_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonR
     )
 
 
+def actor(request: HttpRequest) -> User:
+    """The user ``mlflow_endpoint`` authenticated (never anonymous inside an endpoint)."""
+    return cast("User", request.user)
+
+
 def ms(moment: datetime.datetime | None) -> int | None:
     """``moment`` as integer milliseconds since the Unix epoch (MLflow's timestamps), None stays None."""
     if moment is None:
@@ -143,6 +152,9 @@ def require(params: Params, name: str) -> str:
         value = value[0] if len(value) == 1 else None
     if value is None or value == "":
         raise InvalidParameterValue(f"Missing value for required parameter '{name}'.")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # A hand-written body may send ``"version": 1``; MLflow's client sends the string.
+        return str(value)
     if not isinstance(value, str):
         raise InvalidParameterValue(f"Parameter '{name}' must be a string, got {type(value).__name__}.")
     return value
@@ -187,11 +199,17 @@ def int_param(params: Params, name: str, default: int) -> int:
 def _parse(request: HttpRequest) -> Params:
     """The request's fields: the query string for GET (repeated keys become lists), the JSON
     object of the body otherwise (MLflow's client sends one on POST, PATCH and DELETE)."""
-    if request.method in SAFE_METHODS:
-        return {key: values[0] if len(values) == 1 else values for key, values in request.GET.lists()}
+    if request.method in SAFE_METHODS or not request.body.strip():
+        params: Params = {}
+        for key, values in request.GET.lists():
+            if any("\x00" in value for value in values):
+                raise InvalidParameterValue(NUL_REFUSED)
+            params[key] = values[0] if len(values) == 1 else values
+        return params
     body = request.body
-    if not body.strip():
-        return {key: values[0] if len(values) == 1 else values for key, values in request.GET.lists()}
+    # JSON writes a NUL as \u0000; no text column stores one (PostgreSQL refuses it outright).
+    if b"\\u0000" in body:
+        raise InvalidParameterValue(NUL_REFUSED)
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

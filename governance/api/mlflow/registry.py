@@ -46,6 +46,7 @@ from governance.api.mlflow.base import (
     Params,
     ResourceAlreadyExists,
     ResourceDoesNotExist,
+    actor,
     int_param,
     mlflow_endpoint,
     ms,
@@ -68,8 +69,17 @@ MODELS_MAX_RESULTS = 1000
 MODELS_DEFAULT_RESULTS = 100
 # MLflow's proto default and server threshold for version searches (the client sends 1,000).
 VERSIONS_MAX_RESULTS = 200_000
-STAGE_OF_STATUS = {ModelVersion.Status.READY: "None", ModelVersion.Status.ARCHIVED: "Archived"}
-STATUS_OF_STAGE = {"none": ModelVersion.Status.READY, "archived": ModelVersion.Status.ARCHIVED}
+STAGE_OF_STATUS: dict[str, str] = {
+    ModelVersion.Status.READY: "None",
+    ModelVersion.Status.ARCHIVED: "Archived",
+}
+STATUS_OF_STAGE: dict[str, str] = {
+    "none": ModelVersion.Status.READY,
+    "archived": ModelVersion.Status.ARCHIVED,
+}
+# The columns' range (PositiveIntegerField, PositiveBigIntegerField): beyond it nothing can match.
+VERSION_NUMBER_MAX = 2**31 - 1
+RUN_ID_MAX = 2**63 - 1
 ARTIFACT_URI = "mlflow-artifacts:/steward/model-versions/{pk}"
 
 
@@ -132,8 +142,8 @@ def _version_number(version: Any) -> int:
         number = int(str(version))
     except ValueError:
         raise InvalidParameterValue(f"Parameter 'version' must be an integer, got {version!r}.") from None
-    if number < 1:
-        raise InvalidParameterValue(f"Parameter 'version' must be at least 1, got {number}.")
+    if not 1 <= number <= VERSION_NUMBER_MAX:
+        raise InvalidParameterValue(f"Parameter 'version' must be between 1 and {VERSION_NUMBER_MAX}.")
     return number
 
 
@@ -255,50 +265,50 @@ def _refuse_team_tag(key: str) -> None:
 def create_registered_model(request: HttpRequest, params: Params) -> dict:
     name = require(params, "name")
     tags = _tags_param(params)
-    team = default_team(request.user, team_slug=tags.pop(TEAM_TAG, None))
-    if visible_models(request.user).filter(team=team, name_key=name_key(name)).exists():
+    team = default_team(actor(request), team_slug=tags.pop(TEAM_TAG, None))
+    if visible_models(actor(request)).filter(team=team, name_key=name_key(name)).exists():
         raise ResourceAlreadyExists(f"Registered Model (name={name}) already exists.")
     model = do_create_registered_model(
         team=team,
         name=name,
-        owner=request.user,
+        owner=actor(request),
         description=optional_str(params, "description"),
         tags=tags,
-        actor=request.user,
+        actor=actor(request),
     )
     return {"registered_model": registered_model_json(model)}
 
 
 @mlflow_endpoint("GET")
 def get_registered_model(request: HttpRequest, params: Params) -> dict:
-    return {"registered_model": registered_model_json(lookup_model(request.user, require(params, "name")))}
+    return {"registered_model": registered_model_json(lookup_model(actor(request), require(params, "name")))}
 
 
 @mlflow_endpoint("POST")
 def rename_registered_model(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     new_name = require(params, "new_name")
-    taken = visible_models(request.user).filter(team=model.team, name_key=name_key(new_name))
+    taken = visible_models(actor(request)).filter(team=model.team, name_key=name_key(new_name))
     if taken.exclude(pk=model.pk).exists():
         raise ResourceAlreadyExists(f"Registered Model (name={new_name}) already exists.")
-    model = do_rename_registered_model(model=model, new_name=new_name, actor=request.user)
+    model = do_rename_registered_model(model=model, new_name=new_name, actor=actor(request))
     return {"registered_model": registered_model_json(model)}
 
 
 @mlflow_endpoint("PATCH")
 def update_registered_model(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     model = do_update_registered_model(
-        model=model, description=optional_str(params, "description"), actor=request.user
+        model=model, description=optional_str(params, "description"), actor=actor(request)
     )
     return {"registered_model": registered_model_json(model)}
 
 
 @mlflow_endpoint("DELETE")
 def delete_registered_model(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     # MLflow deletes a model with its versions; the call itself is the explicit request.
-    do_delete_registered_model(model=model, with_versions=True, actor=request.user)
+    do_delete_registered_model(model=model, with_versions=True, actor=actor(request))
     return {}
 
 
@@ -341,7 +351,7 @@ def search_registered_models(request: HttpRequest, params: Params) -> dict:
         default=[("name", False)],
         ties=[("name", False), ("id", False)],
     )
-    queryset = _filter_models(visible_models(request.user).select_related("team"), clauses)
+    queryset = _filter_models(visible_models(actor(request)).select_related("team"), clauses)
     models, token = page(queryset, order, max_results, optional_str(params, "page_token"))
     answer: dict[str, Any] = {"registered_models": registered_models_json(models)}
     if token:
@@ -351,7 +361,7 @@ def search_registered_models(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("GET", "POST")
 def get_latest_versions(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     stages = [str(stage).lower() for stage in param_list(params, "stages")] or list(STATUS_OF_STAGE)
     versions = []
     for stage in stages:
@@ -367,19 +377,21 @@ def get_latest_versions(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("POST")
 def set_registered_model_tag(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     key = require(params, "key")
     _refuse_team_tag(key)
-    do_set_registered_model_tag(model=model, key=key, value=optional_str(params, "value"), actor=request.user)
+    do_set_registered_model_tag(
+        model=model, key=key, value=optional_str(params, "value"), actor=actor(request)
+    )
     return {}
 
 
 @mlflow_endpoint("DELETE")
 def delete_registered_model_tag(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     key = require(params, "key")
     _refuse_team_tag(key)
-    do_delete_registered_model_tag(model=model, key=key, actor=request.user)
+    do_delete_registered_model_tag(model=model, key=key, actor=actor(request))
     return {}
 
 
@@ -388,21 +400,21 @@ def delete_registered_model_tag(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("POST")
 def set_registered_model_alias(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
-    do_set_alias(model=version.model, alias=require(params, "alias"), version=version, actor=request.user)
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    do_set_alias(model=version.model, alias=require(params, "alias"), version=version, actor=actor(request))
     return {}
 
 
 @mlflow_endpoint("DELETE")
 def delete_registered_model_alias(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
-    do_delete_alias(model=model, alias=require(params, "alias"), actor=request.user)
+    model = lookup_model(actor(request), require(params, "name"))
+    do_delete_alias(model=model, alias=require(params, "alias"), actor=actor(request))
     return {}
 
 
 @mlflow_endpoint("GET")
 def get_model_version_by_alias(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     alias = require(params, "alias")
     found = ModelAlias.objects.filter(model=model, name=alias).select_related("model_version").first()
     if found is None:
@@ -418,7 +430,7 @@ def get_model_version_by_alias(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("POST")
 def create_model_version(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(request.user, require(params, "name"))
+    model = lookup_model(actor(request), require(params, "name"))
     source = optional_str(params, "source")
     model_id = optional_str(params, "model_id")
     if not source and model_id:
@@ -430,7 +442,7 @@ def create_model_version(request: HttpRequest, params: Params) -> dict:
         source=source,
         description=optional_str(params, "description"),
         tags=_tags_param(params),
-        actor=request.user,
+        actor=actor(request),
     )
     version.model = model
     return {"model_version": model_version_json(version, aliases=[])}
@@ -438,16 +450,16 @@ def create_model_version(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("GET")
 def get_model_version(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
     return {"model_version": model_version_json(version, aliases=_version_aliases(version))}
 
 
 @mlflow_endpoint("PATCH")
 def update_model_version(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
     model = version.model
     version = do_update_model_version(
-        version=version, description=optional_str(params, "description"), actor=request.user
+        version=version, description=optional_str(params, "description"), actor=actor(request)
     )
     version.model = model
     return {"model_version": model_version_json(version, aliases=_version_aliases(version))}
@@ -455,20 +467,20 @@ def update_model_version(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("DELETE")
 def delete_model_version(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
-    do_delete_model_version(version=version, actor=request.user)
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    do_delete_model_version(version=version, actor=actor(request))
     return {}
 
 
 @mlflow_endpoint("POST")
 def transition_model_version_stage(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
     stage = require(params, "stage").lower()
     model = version.model
     if stage == "archived":
-        version = do_archive_model_version(version=version, actor=request.user)
+        version = do_archive_model_version(version=version, actor=actor(request))
     elif stage == "none":
-        version = do_unarchive_model_version(version=version, actor=request.user)
+        version = do_unarchive_model_version(version=version, actor=actor(request))
     else:
         raise InvalidParameterValue(
             f"Stage {params['stage']!r}: Steward replaces stages with aliases; set the alias "
@@ -481,23 +493,23 @@ def transition_model_version_stage(request: HttpRequest, params: Params) -> dict
 
 @mlflow_endpoint("GET")
 def get_model_version_download_uri(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
     return {"artifact_uri": ARTIFACT_URI.format(pk=version.pk)}
 
 
 @mlflow_endpoint("POST")
 def set_model_version_tag(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
     do_set_model_version_tag(
-        version=version, key=require(params, "key"), value=optional_str(params, "value"), actor=request.user
+        version=version, key=require(params, "key"), value=optional_str(params, "value"), actor=actor(request)
     )
     return {}
 
 
 @mlflow_endpoint("DELETE")
 def delete_model_version_tag(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(request.user, require(params, "name"), require(params, "version"))
-    do_delete_model_version_tag(version=version, key=require(params, "key"), actor=request.user)
+    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    do_delete_model_version_tag(version=version, key=require(params, "key"), actor=actor(request))
     return {}
 
 
@@ -519,7 +531,7 @@ NUMERIC_LOOKUPS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 
 def _run_ids(values: list[str]) -> list[int]:
     # Steward's run ids are integers; another id names no Steward run, so matches nothing.
-    return [int(value) for value in values if value.isdigit()]
+    return [int(value) for value in values if value.isdigit() and int(value) <= RUN_ID_MAX]
 
 
 def _filter_versions(queryset: QuerySet, clauses: list[Clause]) -> QuerySet:
@@ -533,6 +545,8 @@ def _filter_versions(queryset: QuerySet, clauses: list[Clause]) -> QuerySet:
             queryset = queryset.filter(string_q("source", clause.comparator, value))
         elif clause.key == "version_number":
             number = _version_number(value) if isinstance(value, str) else value
+            if abs(number) > VERSION_NUMBER_MAX:
+                raise InvalidParameterValue(f"version_number {number} is out of range.")
             if clause.comparator == "!=":
                 queryset = queryset.exclude(version=number)
             else:
@@ -557,7 +571,7 @@ def search_model_versions(request: HttpRequest, params: Params) -> dict:
         ties=[("model__name", False), ("version", True), ("id", False)],
     )
     queryset = _filter_versions(
-        visible_versions(request.user).select_related("model").only(*VERSION_MESSAGE_FIELDS, "model__name"),
+        visible_versions(actor(request)).select_related("model").only(*VERSION_MESSAGE_FIELDS, "model__name"),
         clauses,
     )
     versions, token = page(queryset, order, max_results, optional_str(params, "page_token"))

@@ -27,8 +27,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
 from governance.api.mlflow.base import InvalidParameterValue
 
@@ -201,7 +202,8 @@ def string_q(field: str, comparator: str, value: Any) -> Q:
 def apply_tag_clause(queryset: QuerySet, index: int, clause: Clause) -> QuerySet:
     """Filter on tag ``clause.key`` of the JSON ``tags`` column; a missing tag satisfies ``!=``."""
     alias = f"_tag{index}"
-    queryset = queryset.annotate(**{alias: KeyTextTransform(clause.key, "tags")})
+    # Cast: a bare key transform compares its right-hand side as JSON (Django's KeyTransformExact).
+    queryset = queryset.annotate(**{alias: Cast(KeyTextTransform(clause.key, "tags"), TextField())})
     if clause.comparator == "!=":
         return queryset.filter(Q(**{f"{alias}__isnull": True}) | ~Q(**{alias: clause.value}))
     return queryset.filter(string_q(alias, clause.comparator, clause.value))
@@ -254,7 +256,11 @@ def after_page_token(queryset: QuerySet, order: list[tuple[str, bool]], token: s
 
 
 def parse_order_by(
-    clauses: list[str], *, fields: dict[str, str], default: list[tuple[str, bool]], ties: list[tuple[str, bool]]
+    clauses: list[str],
+    *,
+    fields: dict[str, str],
+    default: list[tuple[str, bool]],
+    ties: list[tuple[str, bool]],
 ) -> list[tuple[str, bool]]:
     """``order_by`` clauses (``"name ASC"``, ``"last_updated_timestamp DESC"``) as (field path,
     descending) pairs, then ``ties`` not already ordered on. ``fields`` maps MLflow's names to
