@@ -1,7 +1,7 @@
 """Benchmark of the model registry against MLflow 3.17's own server, side by side (issue 9's speed goal).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/steward .venv/bin/python benchmarks/bench_registry.py
-    ... --models 1000 --versions 5 --threads 8 --seconds 10 --steward-workers 4 --steward-threads 2
+    ... --models 1000 --versions 5 --threads 8 --seconds 10 --steward-workers 2 --steward-threads 4
 
 Same data, same machine, one run:
 
@@ -302,6 +302,14 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     first_error: str = ""
 
+    def add(self, other: Result) -> None:
+        """Fold ``other`` (a later slice of the same measurement) into this one."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.elapsed += other.elapsed
+        self.latencies.extend(other.latencies)
+        self.first_error = self.first_error or other.first_error
+
     @property
     def rate(self) -> float:
         return self.requests / self.elapsed if self.elapsed else 0.0
@@ -344,14 +352,15 @@ def _collect(threads: int, work: Callable[[int, Result], None]) -> Result:
     started = time.perf_counter()
     for thread in pool:
         thread.join()
-    merged = Result(elapsed=time.perf_counter() - started)
+    wall = time.perf_counter() - started
     if crashes:
         raise crashes[0]
+    merged = Result()
     for part in parts:
-        merged.requests += part.requests
-        merged.errors += part.errors
-        merged.latencies.extend(part.latencies)
-        merged.first_error = merged.first_error or part.first_error
+        merged.add(part)
+    # A thread that timed its own window (after a warm-up) says so; else the wall time.
+    windows = [part.elapsed for part in parts if part.elapsed]
+    merged.elapsed = max(windows) if windows else wall
     return merged
 
 
@@ -376,17 +385,17 @@ def model_name(i: int) -> str:
 def fill(
     base: str,
     headers: dict[str, str],
-    models: int,
+    models: range,
     versions: int,
     threads: int,
     source: Callable[[str, int], str],
 ) -> Result:
-    """Create ``models`` registered models with ``versions`` versions each through the MLflow API,
-    model ``i`` by thread ``i % threads``. Each request counts as one write."""
+    """Create registered models ``models`` (numbers) with ``versions`` versions each through the
+    MLflow API, the ``index``-th of them by thread ``index % threads``. Each request is one write."""
 
     def work(index: int, result: Result) -> None:
         session = _session(headers)
-        for i in range(index, models, threads):
+        for i in models[index::threads]:
             name = model_name(i)
             _timed(session, result, "POST", f"{base}{MLFLOW}/registered-models/create", json={"name": name})
             for v in range(1, versions + 1):
@@ -418,19 +427,9 @@ def measure(
 ) -> Result:
     """``threads`` threads sending ``read`` requests back to back for ``seconds`` (after ``warmup``
     seconds not counted)."""
-    check = _session(headers).get(
-        base + read.request(random.Random(0))[0], params=read.request(random.Random(0))[1], timeout=60
-    )
-    if check.status_code != 200:
-        raise RuntimeError(f"{read.api} {read.op}: {check.status_code} {check.text[:200]}")
-    rows = read.rows(check.json())
-    if rows != read.expected_rows:
-        raise RuntimeError(
-            f"{read.api} {read.op}: {rows} rows, expected {read.expected_rows}: {check.text[:200]}"
-        )
 
     def work(index: int, result: Result) -> None:
-        rng = random.Random(index)
+        rng = random.Random(index + int(time.time()))
         session = _session(headers)
         warm_until = time.perf_counter() + warmup
         while time.perf_counter() < warm_until:
@@ -443,9 +442,21 @@ def measure(
             _timed(session, result, "GET", base + path, params=params)
         result.elapsed = time.perf_counter() - started
 
-    result = _collect(threads, work)
-    # The measured window, not the warm-up: requests over the measuring threads' own time.
-    return result
+    return _collect(threads, work)
+
+
+def check(base: str, headers: dict[str, str], read: Read) -> None:
+    """One request of ``read``; RuntimeError unless it answers 200 with the expected rows."""
+    check = _session(headers).get(
+        base + read.request(random.Random(0))[0], params=read.request(random.Random(0))[1], timeout=60
+    )
+    if check.status_code != 200:
+        raise RuntimeError(f"{read.api} {read.op}: {check.status_code} {check.text[:200]}")
+    rows = read.rows(check.json())
+    if rows != read.expected_rows:
+        raise RuntimeError(
+            f"{read.api} {read.op}: {rows} rows, expected {read.expected_rows}: {check.text[:200]}"
+        )
 
 
 def reads(models: int, versions: int, ids: dict[str, int] | None) -> dict[str, list[Read]]:
@@ -652,10 +663,16 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=8, help="client threads, fill and reads")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per read operation")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each slice")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="slices per read, alternating the servers (seconds split among them)",
+    )
     parser.add_argument("--mlflow-workers", type=int, default=2)
-    parser.add_argument("--steward-workers", type=int, default=4)
-    parser.add_argument("--steward-threads", type=int, default=2)
+    parser.add_argument("--steward-workers", type=int, default=2)
+    parser.add_argument("--steward-threads", type=int, default=4)
     parser.add_argument(
         "--sweep",
         default="",
@@ -711,26 +728,25 @@ def main() -> None:
             f" {args.threads} threads"
         )
         print(HEADER)
-        base_fill = None
+        # In chunks of 100 models, alternating servers, so that load from other processes on the
+        # machine hits both alike.
+        targets = []
         if mlflow:
-            base_fill = fill(
-                mlflow.url,
-                {},
-                args.models,
-                args.versions,
-                args.threads,
-                lambda name, v: f"s3://bench/{name}/{v}",
-            )
-            print(_row("MLflow server", base_fill, None, GOAL_WRITE_RATIO, False))
-            if base_fill.errors:
-                print(f"    first error: {base_fill.first_error}")
+            targets.append(("MLflow server", mlflow.url, {}, lambda name, v: f"s3://bench/{name}/{v}"))
         if steward:
-            own_fill = fill(
-                steward.url, steward_headers, args.models, args.versions, args.threads, lambda name, v: source
+            targets.append(("Steward MLflow API", steward.url, steward_headers, lambda name, v: source))
+        fills = {label: Result() for label, *_ in targets}
+        for start in range(0, args.models, 100):
+            chunk = range(start, min(start + 100, args.models))
+            for label, base, headers, make_source_uri in targets:
+                fills[label].add(fill(base, headers, chunk, args.versions, args.threads, make_source_uri))
+        base_fill = fills.get("MLflow server")
+        for label, result in fills.items():
+            print(
+                _row(label, result, base_fill if result is not base_fill else None, GOAL_WRITE_RATIO, False)
             )
-            print(_row("Steward MLflow API", own_fill, base_fill, GOAL_WRITE_RATIO, False))
-            if own_fill.errors:
-                print(f"    first error: {own_fill.first_error}")
+            if result.errors:
+                print(f"    first error: {result.first_error}")
 
         ids = None
         if with_steward:
@@ -757,29 +773,42 @@ def main() -> None:
                 print(_row(f"{workers} workers x {threads} threads", result, None, GOAL_READ_RATIO, True))
 
         print(
-            f"\n(b) reads, {args.threads} threads x {args.seconds:.0f} s each, keep-alive sessions;"
+            f"\n(b) reads, {args.threads} threads x {args.seconds:.0f} s each in {args.rounds} slices"
+            " alternating the servers, keep-alive sessions;"
             f" ratio = Steward / MLflow server; goal >= {GOAL_READ_RATIO:.0f}x, p95 <= {GOAL_P95_MS:.0f} ms"
         )
         print(HEADER)
         catalogue = reads(args.models, args.versions, ids)
         for index, read in enumerate(catalogue["mlflow"]):
             print(f"  {read.op}")
-            baseline = None
+            # (label, server, headers, read) of each contender; a contender whose answer is not
+            # the expected rows (an API not there yet) is reported, not measured.
+            contenders = []
             if mlflow:
-                baseline = measure(mlflow.url, {}, read, args.threads, args.seconds, args.warmup)
-                print(_row("MLflow server", baseline, None, GOAL_READ_RATIO, True))
+                contenders.append(("MLflow server", mlflow.url, {}, read))
             if steward:
-                result = measure(steward.url, steward_headers, read, args.threads, args.seconds, args.warmup)
-                print(_row("Steward, MLflow API", result, baseline, GOAL_READ_RATIO, True))
-                own = catalogue["own"][index]
+                contenders.append(("Steward, MLflow API", steward.url, steward_headers, read))
+                contenders.append(("Steward, own API", steward.url, steward_headers, catalogue["own"][index]))
+            measured = []
+            for label, base, headers, each in contenders:
                 try:
-                    result = measure(
-                        steward.url, steward_headers, own, args.threads, args.seconds, args.warmup
-                    )
+                    check(base, headers, each)
                 except RuntimeError as exc:
-                    print(f"  {'Steward, own API':40} not measured: {exc}")
+                    print(f"  {label:40} not measured: {str(exc)[:160]}")
                 else:
-                    print(_row("Steward, own API", result, baseline, GOAL_READ_RATIO, True))
+                    measured.append((label, base, headers, each))
+            # Rounds alternating the contenders, so load from other processes hits them alike.
+            results = {label: Result() for label, *_ in measured}
+            for _ in range(args.rounds):
+                for label, base, headers, each in measured:
+                    results[label].add(
+                        measure(base, headers, each, args.threads, args.seconds / args.rounds, args.warmup)
+                    )
+            baseline = results.get("MLflow server")
+            for label, result in results.items():
+                print(
+                    _row(label, result, baseline if result is not baseline else None, GOAL_READ_RATIO, True)
+                )
 
         if with_steward and secret and not args.no_profile:
             all_reads = catalogue["mlflow"] + catalogue["own"]
