@@ -53,6 +53,7 @@ from django.core.exceptions import (
 from django.db import DataError, IntegrityError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from governance.api.authentication import InvalidToken, authenticate_secret, record_use
@@ -136,6 +137,25 @@ def endpoint_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonR
 def actor(request: HttpRequest) -> User:
     """The user ``mlflow_endpoint`` authenticated (never anonymous inside an endpoint)."""
     return cast("User", request.user)
+
+
+MLFLOW_PREFIX = "/api/2.0/mlflow"
+
+
+def bad_request(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
+    """Django's ``handler400`` (a bad Host header, a malformed request caught before any view):
+    MLflow's JSON under the MLflow prefixes, Django's own answer elsewhere."""
+    if request.path.startswith(MLFLOW_PREFIX):
+        return error_response(INVALID_PARAMETER_VALUE, "Bad request.", 400)
+    return defaults.bad_request(request, exception, **kwargs)
+
+
+def server_error(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    """Django's ``handler500`` (a failure outside an endpoint, in a middleware): MLflow's JSON under
+    the MLflow prefixes, Django's own page elsewhere."""
+    if request.path.startswith(MLFLOW_PREFIX):
+        return error_response(INTERNAL_ERROR, "Internal error; the server log has the details.", 500)
+    return defaults.server_error(request, **kwargs)
 
 
 def ms(moment: datetime.datetime | None) -> int | None:

@@ -359,7 +359,8 @@ def search_registered_models(request: HttpRequest, params: Params) -> dict:
     return answer
 
 
-@mlflow_endpoint("GET", "POST")
+# A read, whichever method: the client tries POST first, then GET (call_endpoints).
+@mlflow_endpoint("GET", "POST", writes=False)
 def get_latest_versions(request: HttpRequest, params: Params) -> dict:
     model = lookup_model(actor(request), require(params, "name"))
     stages = [str(stage).lower() for stage in param_list(params, "stages")] or list(STATUS_OF_STAGE)
