@@ -72,6 +72,7 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
     queryset = DatasetVersion.objects.select_related("dataset", "created_by")
     serializer_class = DatasetVersionSerializer
     filterset_class = DatasetVersionFilterSet
+    ordering = ("-created_at", "-id")  # newest first; unchanging, unique keys for cursor pages
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     action_serializers = {"create": DatasetVersionCreateSerializer}
@@ -124,6 +125,7 @@ class ModelVersionViewSet(RestrictedReadOnlyViewSet):
     queryset = ModelVersion.objects.select_related("model", "created_by")
     serializer_class = ModelVersionSerializer
     filterset_class = ModelVersionFilterSet
+    ordering = ("-created_at", "-id")  # newest first; unchanging, unique keys for cursor pages
 
     def filter_restricted(self, queryset):
         return queryset.prefetch_related(_visible_aliases(self.request.user))
