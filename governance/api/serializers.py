@@ -50,6 +50,7 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
             "size_bytes",
             "row_count",
             "schema",
+            "schema_change",
             "source",
             "description",
             "created_by",
