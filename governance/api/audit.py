@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance import audit_export
-from governance.api.base import RestrictedReadOnlyViewSet
+from governance.api.base import KnownQueryParamsMixin, RestrictedReadOnlyViewSet
 from governance.api.pagination import KeysetCursorPagination
 from governance.api.serializers import AuditEventSerializer
 from governance.audit.keys import signing_key
@@ -201,7 +201,7 @@ def _stamp() -> str:
     return timezone.now().strftime("%Y%m%dT%H%M%SZ")
 
 
-class AuditCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
+class AuditCheckpointViewSet(KnownQueryParamsMixin, viewsets.ReadOnlyModelViewSet):
     """Every signed checkpoint, largest tree first; ``/api/audit/checkpoints/{tree_size}/``."""
 
     queryset = AuditCheckpoint.objects.all()

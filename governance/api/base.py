@@ -9,21 +9,9 @@ from rest_framework.exceptions import ParseError
 from governance.permissions import VIEW, restrict
 
 
-class RestrictedViewSetMixin:
-    """Restricts ``queryset`` with ``permissions.restrict(..., "view")``; objects out of scope are 404.
+class KnownQueryParamsMixin:
+    """Refuses a list's query parameter that nothing reads (400 naming it and the known ones)."""
 
-    Subclasses may not override ``get_queryset`` (a class-creation error), so no endpoint can
-    forget the restriction; they refine with ``filter_restricted`` instead. Writes are re-checked
-    by the action functions inside their transaction.
-    """
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "get_queryset" in cls.__dict__:
-            raise TypeError(f"{cls.__name__} overrides get_queryset; override filter_restricted instead")
-
-    # Serializers by action where the body differs from the answer (a create's input, say).
-    action_serializers: dict[str, type[serializers.BaseSerializer]] = {}
     # Actions whose query string is checked: a parameter nothing reads is a 400, not ignored (a
     # misspelt filter would otherwise list everything; issue 9).
     checked_query_actions: frozenset[str] = frozenset({"list"})
@@ -58,6 +46,23 @@ class RestrictedViewSetMixin:
         if self.paginator is not None:
             known |= self.paginator.query_params()
         return known
+
+
+class RestrictedViewSetMixin(KnownQueryParamsMixin):
+    """Restricts ``queryset`` with ``permissions.restrict(..., "view")``; objects out of scope are 404.
+
+    Subclasses may not override ``get_queryset`` (a class-creation error), so no endpoint can
+    forget the restriction; they refine with ``filter_restricted`` instead. Writes are re-checked
+    by the action functions inside their transaction.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "get_queryset" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} overrides get_queryset; override filter_restricted instead")
+
+    # Serializers by action where the body differs from the answer (a create's input, say).
+    action_serializers: dict[str, type[serializers.BaseSerializer]] = {}
 
     def get_queryset(self):
         return self.filter_restricted(restrict(super().get_queryset(), self.request.user, VIEW))

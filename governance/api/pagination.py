@@ -130,7 +130,8 @@ class KeysetCursorPagination(CursorPagination):
         return json.dumps([_plain(getattr(instance, attribute)) for attribute in self.key_attributes])
 
     def encode_cursor(self, cursor: Cursor) -> str:
-        token = signing.dumps({"p": cursor.position, "r": int(cursor.reverse)}, salt=_SALT, compress=True)
+        payload = {"o": self.ordering, "p": cursor.position, "r": int(cursor.reverse)}
+        token = signing.dumps(payload, salt=_SALT, compress=True)
         return replace_query_param(self.base_url, self.cursor_query_param, token)
 
     def decode_cursor(self, request: Request) -> Cursor | None:
@@ -140,8 +141,8 @@ class KeysetCursorPagination(CursorPagination):
         try:
             payload = signing.loads(token, salt=_SALT)
             position, reverse = payload["p"], bool(payload["r"])
-            if position is not None and len(json.loads(position)) != len(self.ordering):
-                raise ValueError("a cursor of another ordering")
+            if tuple(payload["o"]) != self.ordering:
+                raise ValueError("a cursor of a list in another order")
         except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
             raise NotFound(self.invalid_cursor_message) from exc
         return Cursor(offset=0, reverse=reverse, position=position)
