@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 # The largest id or count every supported database stores (PostgreSQL bigint, SQLite INTEGER).
@@ -25,7 +25,7 @@ class InvalidCursor(ValueError):
     """A ``before``/``after`` value that is not a cursor this module wrote."""
 
 
-def cursor_of(row: Model) -> str:
+def cursor_of(row: Any) -> str:
     """``"<microseconds since the epoch>-<id>"`` of ``row``: exact, URL-safe, opaque enough."""
     micros = (row.timestamp - EPOCH) // datetime.timedelta(microseconds=1)
     return f"{micros}-{row.pk}"

@@ -15,11 +15,12 @@ import datetime
 import decimal
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import F, Model, QuerySet
+from django.db.models import F, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination, _reverse_ordering
 from rest_framework.request import Request
@@ -55,7 +56,6 @@ class KeysetCursorPagination(CursorPagination):
     max_page_size = MAX_PAGE_SIZE
     page_size_query_param = "page_size"
     page_size_query_description = f"Rows per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."
-    ordering = None
 
     def query_params(self) -> set[str]:
         """The query parameters this pagination reads."""
@@ -86,7 +86,7 @@ class KeysetCursorPagination(CursorPagination):
             ordering.append("-pk" if descending else "pk")
         return tuple(ordering)
 
-    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list[Model]:
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list[Any]:
         self.request = request
         self.page_size = self.get_page_size(request)
         self.base_url = request.build_absolute_uri()
@@ -105,14 +105,15 @@ class KeysetCursorPagination(CursorPagination):
             queryset = queryset.annotate(**paths)
         self.cursor = self.decode_cursor(request)
         reverse = bool(self.cursor and self.cursor.reverse)
-        position = self.cursor.position if self.cursor else None
+        # DRF's stubs type the position as an int; here it is the key's JSON.
+        position: Any = self.cursor.position if self.cursor else None
         ordering = _reverse_ordering(self.ordering) if reverse else self.ordering
         queryset = queryset.order_by(*ordering)
         if position is not None:
             queryset = seek(queryset, ordering, json.loads(position))
         rows = list(queryset[: self.page_size + 1])
         self.page = rows[: self.page_size]
-        following = None
+        following: Any = None
         if len(rows) > self.page_size:  # the extra row: another page follows
             following = self._get_position_from_instance(rows[-1], self.ordering)
         if reverse:
@@ -125,14 +126,14 @@ class KeysetCursorPagination(CursorPagination):
         self.display_page_controls = (self.has_previous or self.has_next) and self.template is not None
         return self.page
 
-    def _get_position_from_instance(self, instance: Model, ordering: tuple[str, ...]) -> str:
+    def _get_position_from_instance(self, instance: Any, ordering: Sequence[str]) -> str:
         """The row's whole key as canonical JSON (comparable as a string, exact when decoded)."""
         return json.dumps([_plain(getattr(instance, attribute)) for attribute in self.key_attributes])
 
     def encode_cursor(self, cursor: Cursor) -> str:
         payload = {"o": self.ordering, "p": cursor.position, "r": int(cursor.reverse)}
         token = signing.dumps(payload, salt=_SALT, compress=True)
-        return replace_query_param(self.base_url, self.cursor_query_param, token)
+        return replace_query_param(str(self.base_url), self.cursor_query_param, token)
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         token = request.query_params.get(self.cursor_query_param)

@@ -139,6 +139,7 @@ def test_upload_csv_registers_version_1_with_hash_schema_and_rows(client_for, sc
             {"name": "rentals", "dtype": "int64"},
             {"name": "temp", "dtype": "float64"},
         ],
+        "schema_change": {},
         "source": "upload",
         "description": "March",
         "created_by": "dana",
