@@ -44,6 +44,7 @@ ENDPOINTS = {
     "/api/memberships/{id}/",
     "/api/model-versions/",
     "/api/model-versions/{id}/",
+    "/api/model-versions/compare/",
     "/api/models/",
     "/api/models/{id}/",
     "/api/monitors/",
