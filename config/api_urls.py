@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from governance.api import access, audit, promotions
+from governance.api import access, audit, compare, promotions
 from governance.api import views as governance
 from lineage.api.views import LineageView
 from monitoring.api import views as monitoring
@@ -36,6 +36,8 @@ urlpatterns = [
     path("audit/consistency/", audit.AuditConsistencyView.as_view(), name="audit_consistency"),
     path("audit/public-key/", audit.AuditPublicKeyView.as_view(), name="audit_public_key"),
     path("audit/verifier.py", audit.AuditVerifierView.as_view(), name="audit_verifier"),
+    # Before the router, whose detail route would read "compare" as a version id.
+    path("model-versions/compare/", compare.ModelVersionCompareView.as_view(), name="modelversion-compare"),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),

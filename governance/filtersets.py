@@ -1,6 +1,7 @@
 """Filters shared by the API and the UI lists."""
 
 import datetime
+import unicodedata
 
 import django_filters
 from django import forms
@@ -91,12 +92,23 @@ class AuditEventFilterSet(RestrictedFilterSet):
         )
 
 
+class NfcCharFilter(django_filters.CharFilter):
+    """A name as stored: NFC-normalised first (``governance.names``), so a decomposed "é" finds
+    the name typed with a composed one."""
+
+    def filter(self, qs, value):
+        return super().filter(qs, unicodedata.normalize("NFC", value) if value else value)
+
+
 class DatasetFilterSet(RestrictedFilterSet):
-    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label="Name")
+    # Get by name: names are unique per team, so one row per team at most.
+    name = NfcCharFilter(field_name="name", label="Name (exact)")
+    prefix = NfcCharFilter(field_name="name", lookup_expr="startswith", label="Name starts with")
+    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label="Name contains")
 
     class Meta:
         model = Dataset
-        fields = ["team", "q"]
+        fields = ["team", "name", "prefix", "q"]
 
 
 class DatasetVersionFilterSet(RestrictedFilterSet):
@@ -106,11 +118,13 @@ class DatasetVersionFilterSet(RestrictedFilterSet):
 
 
 class RegisteredModelFilterSet(RestrictedFilterSet):
-    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label="Name")
+    name = NfcCharFilter(field_name="name", label="Name (exact)")
+    prefix = NfcCharFilter(field_name="name", lookup_expr="startswith", label="Name starts with")
+    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains", label="Name contains")
 
     class Meta:
         model = RegisteredModel
-        fields = ["team", "owner", "q"]
+        fields = ["team", "owner", "name", "prefix", "q"]
 
 
 class ModelVersionFilterSet(RestrictedFilterSet):

@@ -1,4 +1,5 @@
-"""Keyset ("seek") pagination by ``(timestamp, id)`` descending, for the audit trail.
+"""Keyset ("seek") pagination: ``seek`` for any unique ordering (the API's cursor pages use it),
+and pages by ``(timestamp, id)`` descending for the audit trail's UI.
 
 A page is ``WHERE (timestamp, id) < cursor ORDER BY timestamp DESC, id DESC LIMIT n + 1``: an
 index range scan whose cost does not grow with the page's depth, and no COUNT over the table,
@@ -8,10 +9,11 @@ so the first page and the ten-thousandth cost the same at a million events.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Model, QuerySet
+from django.db.models import Q, QuerySet
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 # The largest id or count every supported database stores (PostgreSQL bigint, SQLite INTEGER).
@@ -23,7 +25,7 @@ class InvalidCursor(ValueError):
     """A ``before``/``after`` value that is not a cursor this module wrote."""
 
 
-def cursor_of(row: Model) -> str:
+def cursor_of(row: Any) -> str:
     """``"<microseconds since the epoch>-<id>"`` of ``row``: exact, URL-safe, opaque enough."""
     micros = (row.timestamp - EPOCH) // datetime.timedelta(microseconds=1)
     return f"{micros}-{row.pk}"
@@ -53,10 +55,28 @@ def parse_cursor(value: str) -> tuple[datetime.datetime, int]:
         raise InvalidCursor(f"not a page cursor: {value!r}") from exc
 
 
+def seek(queryset: QuerySet, ordering: Sequence[str], key: Sequence[Any]) -> QuerySet:
+    """The rows of ``queryset`` strictly after ``key`` in ``ordering`` (lexicographic order).
+
+    ``ordering`` is field names or lookup paths, ``-`` for descending, ending in a unique key (an
+    id) so that "after" is exact; ``key`` holds the last row's values, one per field. The first
+    field's ``>=`` (``<=`` descending) is the index range; the OR keeps the rows strictly after.
+    Rows inserted meanwhile land before or after ``key``, never shift what follows it (no
+    duplicates, no skips, unlike an offset).
+    """
+    after, equal = Q(), Q()
+    for field, value in zip(ordering, key, strict=True):
+        name = field.removeprefix("-")
+        after |= equal & Q(**{f"{name}__{'lt' if field.startswith('-') else 'gt'}": value})
+        equal &= Q(**{name: value})
+    first = ordering[0].removeprefix("-")
+    within = Q(**{f"{first}__{'lte' if ordering[0].startswith('-') else 'gte'}": key[0]})
+    return queryset.filter(within & after)
+
+
 def older_than(queryset: QuerySet, timestamp: datetime.datetime, pk: int) -> QuerySet:
     """The rows of ``queryset`` after ``(timestamp, pk)`` in ``-timestamp, -id`` order."""
-    # "timestamp <= t" is the index range; the exclusion drops the rows already shown.
-    return queryset.filter(timestamp__lte=timestamp).exclude(timestamp=timestamp, pk__gte=pk)
+    return seek(queryset, ("-timestamp", "-id"), (timestamp, pk))
 
 
 @dataclass(frozen=True)
@@ -80,7 +100,7 @@ def keyset_page(
     """
     if after:
         timestamp, pk = parse_cursor(after)
-        newer_rows = queryset.filter(timestamp__gte=timestamp).exclude(timestamp=timestamp, pk__lte=pk)
+        newer_rows = seek(queryset, ("timestamp", "id"), (timestamp, pk))
         rows = list(newer_rows.order_by("timestamp", "id")[: size + 1])
         has_newer = len(rows) > size
         rows = rows[:size][::-1]

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from governance.views import audit, people, promotions, registry, tokens
+from governance.views import audit, compare, people, promotions, registry, tokens
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("models/<int:pk>/", registry.model_detail, name="model_detail"),
     path("models/<int:pk>/archive/", registry.model_archive, name="model_archive"),
     path("models/<int:pk>/delete/", registry.model_delete, name="model_delete"),
+    path("model-versions/compare/", compare.model_version_compare, name="model_version_compare"),
     path("audit/", audit.audit_event_list, name="audit_event_list"),
     path("audit/<int:pk>/", audit.audit_event_detail, name="audit_event_detail"),
     # People and roles (admin pages), the user's API tokens, four-eyes promotion.

@@ -47,6 +47,7 @@ ENDPOINTS = {
     "/api/model-versions/{id}/archive/",
     "/api/model-versions/{id}/tags/{key}/",
     "/api/model-versions/{id}/unarchive/",
+    "/api/model-versions/compare/",
     "/api/models/",
     "/api/models/{id}/",
     "/api/models/{id}/aliases/{alias}/",

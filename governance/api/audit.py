@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance import audit_export
-from governance.api.base import RestrictedReadOnlyViewSet
+from governance.api.base import KnownQueryParamsMixin, RestrictedReadOnlyViewSet
+from governance.api.pagination import KeysetCursorPagination
 from governance.api.serializers import AuditEventSerializer
 from governance.audit.keys import signing_key
 from governance.audit.proofs import (
@@ -35,7 +33,7 @@ from governance.audit.proofs import (
 )
 from governance.audit.verify import verify_event
 from governance.filtersets import AuditEventFilterSet
-from governance.keyset import MAX_BIGINT, is_utc_representable
+from governance.keyset import MAX_BIGINT
 from governance.models import AuditCheckpoint, AuditEvent
 
 
@@ -48,47 +46,8 @@ class IsAuditor(BasePermission):
         return may_audit(request.user)
 
 
-class CheckedCursorPagination(CursorPagination):
-    """DRF's cursor pagination, refusing a cursor whose position the database cannot take.
-
-    DRF decodes the position ``p`` as any string and filters ``<ordering field> < p`` with it, so
-    a forged ``p=abc`` on an integer field is a ValueError and a time beyond UTC's range an
-    OverflowError, both 500s. Such a cursor is DRF's own 404 "Invalid cursor" instead.
-    """
-
-    def decode_cursor(self, request: Request) -> Cursor | None:
-        cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None and not self.is_valid_position(cursor.position):
-            raise NotFound(self.invalid_cursor_message)
-        return cursor
-
-    def is_valid_position(self, position: str) -> bool:
-        """Whether ``position`` is a value of the first ordering field the database accepts."""
-        raise NotImplementedError
-
-
-class AuditEventPagination(CheckedCursorPagination):
-    """Keyset pages, newest first: constant cost at any depth, no COUNT over the whole log."""
-
-    ordering = ("-timestamp", "-id")
-    page_size = 50
-
-    def is_valid_position(self, position: str) -> bool:
-        """An aware ISO date/time that exists in UTC (DRF writes ``str(timestamp)``)."""
-        try:
-            value = parse_datetime(position)
-        except ValueError:  # well-formed but impossible, e.g. month 13
-            return False
-        return value is not None and timezone.is_aware(value) and is_utc_representable(value)
-
-
-class CheckpointPagination(CheckedCursorPagination):
-    ordering = ("-tree_size",)
+class CheckpointPagination(KeysetCursorPagination):
     page_size = 100
-
-    def is_valid_position(self, position: str) -> bool:
-        """A tree size: ASCII digits, at most bigint."""
-        return position.isascii() and position.isdigit() and int(position) <= MAX_BIGINT
 
 
 class EventVerificationSerializer(serializers.Serializer):
@@ -152,7 +111,8 @@ class AuditEventViewSet(RestrictedReadOnlyViewSet):
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer
     filterset_class = AuditEventFilterSet
-    pagination_class = AuditEventPagination
+    # Newest first; keyset pages cost the same at any depth, no COUNT over the whole log.
+    ordering = ("-timestamp", "-id")
 
     def filter_restricted(self, queryset):
         if self.action == "proof":
@@ -241,7 +201,7 @@ def _stamp() -> str:
     return timezone.now().strftime("%Y%m%dT%H%M%SZ")
 
 
-class AuditCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
+class AuditCheckpointViewSet(KnownQueryParamsMixin, viewsets.ReadOnlyModelViewSet):
     """Every signed checkpoint, largest tree first; ``/api/audit/checkpoints/{tree_size}/``."""
 
     queryset = AuditCheckpoint.objects.all()

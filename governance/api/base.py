@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import ParseError
 
 from governance.permissions import VIEW, restrict
 
 
-class RestrictedViewSetMixin:
+class KnownQueryParamsMixin:
+    """Refuses a list's query parameter that nothing reads (400 naming it and the known ones)."""
+
+    # Actions whose query string is checked: a parameter nothing reads is a 400, not ignored (a
+    # misspelt filter would otherwise list everything; issue 9).
+    checked_query_actions: frozenset[str] = frozenset({"list"})
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if self.action in self.checked_query_actions:
+            unknown = sorted(set(request.query_params) - self.known_query_params())
+            if unknown:
+                known = ", ".join(sorted(self.known_query_params()))
+                raise ParseError(f"unknown query parameter(s): {', '.join(unknown)}; known: {known}")
+
+    def known_query_params(self) -> set[str]:
+        """What this list reads from the query string: its filters (each form field's names,
+        suffixes included), its pagination's, and any filter backend's own (ordering, search)."""
+        known: set[str] = set()
+        for backend in self.filter_backends:
+            if issubclass(backend, DjangoFilterBackend):
+                filterset_class = backend().get_filterset_class(self, self.get_queryset())
+                for name, field in filterset_class().form.fields.items() if filterset_class else ():
+                    suffixes = getattr(field.widget, "suffixes", None)
+                    known |= (
+                        {f"{name}_{suffix}" if suffix else name for suffix in suffixes}
+                        if suffixes
+                        else {name}
+                    )
+            known |= {
+                getattr(backend, attribute)
+                for attribute in ("ordering_param", "search_param")
+                if hasattr(backend, attribute)
+            }
+        if self.paginator is not None:
+            known |= self.paginator.query_params()
+        return known
+
+
+class RestrictedViewSetMixin(KnownQueryParamsMixin):
     """Restricts ``queryset`` with ``permissions.restrict(..., "view")``; objects out of scope are 404.
 
     Subclasses may not override ``get_queryset`` (a class-creation error), so no endpoint can

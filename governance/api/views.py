@@ -132,6 +132,7 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
     queryset = DatasetVersion.objects.select_related("dataset", "created_by")
     serializer_class = DatasetVersionSerializer
     filterset_class = DatasetVersionFilterSet
+    ordering = ("-created_at", "-id")  # newest first; unchanging, unique keys for cursor pages
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     action_serializers = {"create": DatasetVersionCreateSerializer}
@@ -285,6 +286,7 @@ class ModelVersionViewSet(RestrictedCreateViewSet):
     filterset_class = ModelVersionFilterSet
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     action_serializers = {"create": ModelVersionCreateSerializer}
+    ordering = ("-created_at", "-id")  # newest first; unchanging, unique keys for cursor pages
 
     def filter_restricted(self, queryset):
         return queryset.prefetch_related(_visible_aliases(self.request.user))

@@ -53,6 +53,10 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .filter(model_version=version)
         .select_related(*JOB_TABLE_RELATIONS)[:10],
         "may_change": may_monitor_model_version(user, version),
+        # "Compare with...": the model's other versions (same team, so visible).
+        "other_versions": version.model.versions.exclude(pk=version.pk)
+        .exclude(status=ModelVersion.Status.DELETED)
+        .order_by("-version"),
         "drift_form": DriftCheckForm(user=user),
         "infer_form": InferenceJobForm(user=user),
         **promotion_panel(user, version),

@@ -623,13 +623,13 @@ def test_jobs_list_in_constant_queries(
         )
     client = client_for(fresh(viewer))
 
-    # 1 platform roles, 2 the user's team roles, 3 COUNT, 4 the page (creator joined)
-    with django_assert_num_queries(4):
+    # 1 platform roles, 2 the user's team roles, 3 the page (creator joined)
+    with django_assert_num_queries(3):
         response = client.get("/api/jobs/")
 
     assert [row["created_by"] for row in response.json()["results"]] == ["olivia", "olivia", "dana"]
-    assert client.get("/api/jobs/", {"state": "queued"}).json()["count"] == 3
-    assert client.get("/api/jobs/", {"state": "running"}).json()["count"] == 0
+    assert len(client.get("/api/jobs/", {"state": "queued"}).json()["results"]) == 3
+    assert client.get("/api/jobs/", {"state": "running"}).json()["results"] == []
 
 
 @pytest.mark.django_db(transaction=True)
