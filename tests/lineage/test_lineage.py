@@ -206,7 +206,8 @@ def test_a_job_cannot_join_two_teams_graphs(model_version, admin, team, other_te
             {"node": "pipeline:1"},
             {
                 "node": [
-                    "unknown node type 'pipeline'; one of dataset_version, model_version, job, external_dataset"
+                    "unknown node type 'pipeline'; "
+                    "one of dataset_version, model_version, job, external_dataset"
                 ]
             },
         ),
