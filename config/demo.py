@@ -155,7 +155,8 @@ def _register_data(team, dana, olivia, data_file: Path, say) -> tuple[DatasetVer
         source=DatasetVersion.Source.PATH,
         actor=dana,
     )
-    model = RegisteredModel.objects.filter(name="bike-demand").first() or do_create_registered_model(
+    live = RegisteredModel.objects.filter(team=team, name="bike-demand", deleted_at__isnull=True)
+    model = live.first() or do_create_registered_model(
         team=team,
         name="bike-demand",
         owner=olivia,

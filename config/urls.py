@@ -9,3 +9,8 @@ urlpatterns = [
     path("", include("runners.urls")),
     path("", include("monitoring.urls")),
 ]
+
+# JSON in MLflow's shape for requests under /api/2.0/mlflow* that fail before reaching a view;
+# Django's own answers everywhere else.
+handler400 = "governance.api.mlflow.base.bad_request"
+handler500 = "governance.api.mlflow.base.server_error"

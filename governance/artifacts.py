@@ -16,6 +16,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -293,7 +294,7 @@ def _extract_tar(archive: Path, target: Path, max_bytes: int) -> None:
                     raise ArtifactRefused(f"archive member {member.name[:200]!r} cannot be read")
                 with source, destination.open("wb") as handle:
                     shutil.copyfileobj(source, handle, _CHUNK)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise ArtifactRefused(f"not a readable tar archive ({str(exc)[:200]})") from exc
 
 
@@ -326,5 +327,6 @@ def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
                                 f"the archive's content is larger than the limit of {max_bytes} bytes"
                             )
                         handle.write(chunk)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks.
         raise ArtifactRefused(f"not a readable zip archive ({str(exc)[:200]})") from exc

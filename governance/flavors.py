@@ -64,7 +64,7 @@ def detect(path: Path) -> Detected:
     if path.is_dir():
         if (path / "MLmodel").is_file():
             return _mlflow_model(path)
-        return Detected(UNKNOWN, _dir_has_pickles(path), {"files": _some_files(path)})
+        return _plain_directory(path)
     try:
         with path.open("rb") as handle:
             head = handle.read(16)
@@ -209,19 +209,20 @@ def _mlflow_model(path: Path) -> Detected:
     return Detected(MLFLOW_MODEL, any(executes.values()) or not flavors, details)
 
 
-def _some_files(path: Path, limit: int = 20) -> list[str]:
-    files = []
-    for item in sorted(path.rglob("*")):
-        if item.is_file():
-            files.append(item.relative_to(path).as_posix())
-            if len(files) >= limit:
-                break
-    return files
+# A directory without MLmodel: at most this many files are looked at one by one.
+_MAX_DIRECTORY_FILES = 50
 
 
-def _dir_has_pickles(path: Path) -> bool:
-    return any(
-        item.suffix.lower() in (".pkl", ".pickle", ".joblib", ".pt", ".pth")
-        for item in path.rglob("*")
-        if item.is_file()
-    )
+def _plain_directory(path: Path) -> Detected:
+    """A folder of files: one file is that file's flavor; several are ``unknown``, executing
+    code if any of them would (or if there are too many to look at)."""
+    files = sorted(item for item in path.rglob("*") if item.is_file() and not item.is_symlink())
+    names = [item.relative_to(path).as_posix() for item in files]
+    if len(files) > _MAX_DIRECTORY_FILES:
+        return Detected(UNKNOWN, True, {"files": names[:20], "reason": "too many files to inspect"})
+    found = {name: detect(item) for name, item in zip(names, files, strict=True)}
+    executes = sorted(name for name, detected in found.items() if detected.executes_code)
+    if len(found) == 1:
+        ((name, only),) = found.items()
+        return Detected(only.flavor, only.executes_code, {**only.details, "file": name})
+    return Detected(UNKNOWN, bool(executes), {"files": names[:20], "files_executing_code": executes[:20]})

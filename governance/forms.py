@@ -231,7 +231,13 @@ class ApiTokenForm(forms.Form):
 
 
 class PromotionRequestForm(forms.Form):
-    alias = forms.ChoiceField(choices=[("production", "production"), ("staging", "staging")])
+    # Any alias name; the action checks MLflow's alias rule (issue 9).
+    alias = forms.CharField(
+        max_length=255,
+        initial="production",
+        strip=False,
+        help_text="Letters, digits, _ and -; the team's protected aliases move only this way.",
+    )
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="What the approver should know."
     )

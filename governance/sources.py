@@ -46,6 +46,11 @@ def register_source_resolver(scheme: str, resolver: Resolver) -> None:
     _RESOLVERS[scheme.lower()] = resolver
 
 
+def unregister_source_resolver(scheme: str) -> None:
+    """Stop serving ``<scheme>:`` sources (no-op if none was registered)."""
+    _RESOLVERS.pop(scheme.lower(), None)
+
+
 def resolve_source(source: str, *, actor: User | None) -> ResolvedSource:
     """The local content ``source`` names: a registered scheme's resolver, else a path inside
     the import roots (``file:`` URIs too). ValidationError on ``source`` naming why otherwise."""

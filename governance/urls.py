@@ -11,6 +11,8 @@ urlpatterns = [
     path("dataset-versions/<int:pk>/", registry.dataset_version_detail, name="dataset_version_detail"),
     path("models/", registry.model_list, name="model_list"),
     path("models/<int:pk>/", registry.model_detail, name="model_detail"),
+    path("models/<int:pk>/archive/", registry.model_archive, name="model_archive"),
+    path("models/<int:pk>/delete/", registry.model_delete, name="model_delete"),
     path("audit/", audit.audit_event_list, name="audit_event_list"),
     path("audit/<int:pk>/", audit.audit_event_detail, name="audit_event_detail"),
     # People and roles (admin pages), the user's API tokens, four-eyes promotion.

@@ -13,6 +13,7 @@ from governance import datafiles
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
 from governance.models import Dataset, DatasetVersion
+from governance.names import name_key
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
@@ -175,7 +176,8 @@ def _run_inference(job: Job, attempt: int) -> None:
 
 def _predictions_dataset(job: Job) -> Dataset:
     name = job.spec.get("output_dataset") or f"{job.model_version.model.name}-predictions"
-    dataset = Dataset.objects.select_for_update().filter(name=name).first()
+    # Names are unique per team (issue 9): another team's dataset of that name is none of this job's business.
+    dataset = Dataset.objects.select_for_update().filter(team_id=job.team_id, name_key=name_key(name)).first()
     if dataset is None:
         return do_create_dataset(
             team=job.team,
@@ -184,6 +186,4 @@ def _predictions_dataset(job: Job) -> Dataset:
             actor=None,
             on_behalf_of=job.created_by,
         )
-    if dataset.team_id != job.team_id:
-        raise SpecError(f"output_dataset: {name!r} belongs to another team")
     return dataset

@@ -69,6 +69,8 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("dataset_detail", dataset_version.dataset_id),
         ("dataset_version_detail", dataset_version.pk),
         ("model_detail", model_version.model_id),
+        ("model_archive", model_version.model_id),
+        ("model_delete", model_version.model_id),
         ("model_version_detail", model_version.pk),
         ("model_version_infer", model_version.pk),
         ("drift_check_request", model_version.pk),
@@ -107,7 +109,7 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 39
+    assert len(pages) == 41
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200

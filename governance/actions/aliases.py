@@ -75,6 +75,9 @@ def do_set_alias(
     raised naming its id and the team's approvers. A version that already holds the alias is
     returned unchanged. Raises ValidationError for an invalid alias name, an unknown, archived or
     deleted version, an archived or deleted model; PermissionDenied without CHANGE.
+
+    Call it outside any transaction of the caller's: the request must commit before the refusal
+    (an outer ``atomic`` would roll it back with the exception).
     """
     alias = check_alias_name(alias)
     with transaction.atomic():

@@ -40,7 +40,8 @@ def lock_live_model(model: RegisteredModel, actor: User | None) -> RegisteredMod
 
     Every write under a model takes this lock first (one order: model, then its versions and aliases).
     """
-    locked = RegisteredModel.objects.select_for_update().select_related("team").get(pk=model.pk)
+    # of=("self",): lock the model row only, not its team's (writes to a team's models run in parallel).
+    locked = RegisteredModel.objects.select_for_update(of=("self",)).select_related("team").get(pk=model.pk)
     ensure_can(actor, CHANGE, locked.team_id)
     if locked.deleted_at is not None:
         raise ValidationError({"model": f"model {locked.name} is deleted"})

@@ -35,6 +35,20 @@ class ProtectedAliasesSerializer(serializers.Serializer):
     )
 
 
+class StrictSerializer(serializers.Serializer):
+    """A write body whose unknown keys are a 400 naming them (a PATCH of ``owner`` or ``team`` is
+    refused, not silently ignored)."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {key: ["not a field that can be changed here"] for key in unknown}
+                )
+        return super().to_internal_value(data)
+
+
 class TagsField(serializers.JSONField):
     """``{key: value}`` tags; a JSON object, or its JSON text in a multipart form. Limits are the
     action's (``governance.limits``)."""
@@ -101,7 +115,7 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DatasetUpdateSerializer(serializers.Serializer):
+class DatasetUpdateSerializer(StrictSerializer):
     """PATCH of a dataset: any of ``description`` and ``is_schema_locked``."""
 
     description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
@@ -130,6 +144,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
     latest_version = serializers.SerializerMethodField()
     aliases = serializers.SerializerMethodField()
     tags = TagsField(required=False, default=dict)
+    status = serializers.SerializerMethodField()
 
     class Meta:
         model = RegisteredModel
@@ -140,6 +155,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             "owner",
             "description",
             "tags",
+            "status",
             "archived_at",
             "created_at",
             "updated_at",
@@ -151,6 +167,10 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
     def get_latest_version(self, model) -> int | None:
         return getattr(model, "latest_version", None)
+
+    def get_status(self, model) -> str:
+        """``ready`` or ``archived`` (deleted models are not served)."""
+        return "archived" if model.archived_at else "ready"
 
     def get_aliases(self, model) -> dict[str, int]:
         """``{"production": 3, "staging": 4}``: alias -> the version number holding it."""
@@ -196,7 +216,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         return sorted(alias.name for alias in version.aliases.all())
 
 
-class RegisteredModelUpdateSerializer(serializers.Serializer):
+class RegisteredModelUpdateSerializer(StrictSerializer):
     """PATCH of a model: a new ``name`` (a rename) and/or ``description``; tags have their own
     endpoints (``PUT/DELETE .../tags/<key>/``)."""
 
@@ -223,7 +243,7 @@ class ModelVersionCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class ModelVersionUpdateSerializer(serializers.Serializer):
+class ModelVersionUpdateSerializer(StrictSerializer):
     description = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 

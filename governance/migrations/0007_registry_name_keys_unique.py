@@ -18,6 +18,9 @@ def fill_name_keys(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    # The keys are filled (and committed) before the unique indexes are built: PostgreSQL refuses
+    # CREATE INDEX on a table with pending trigger events from updates in the same transaction.
+    atomic = False
 
     dependencies = [
         ('governance', '0006_registry_names_tags_flavors'),
@@ -25,7 +28,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(fill_name_keys, migrations.RunPython.noop),
+        migrations.RunPython(fill_name_keys, migrations.RunPython.noop, atomic=True),
         migrations.AlterField(
             model_name='dataset',
             name='name_key',

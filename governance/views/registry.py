@@ -10,7 +10,12 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.actions.registered_models import do_create_registered_model
+from governance.actions.registered_models import (
+    do_archive_registered_model,
+    do_create_registered_model,
+    do_delete_registered_model,
+    do_unarchive_registered_model,
+)
 from governance.artifacts import staged_upload
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm
@@ -18,6 +23,7 @@ from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredM
 from governance.permissions import CHANGE, can
 from governance.queries import by_name_with_versions
 from governance.views.helpers import (
+    button_view,
     filtered_list,
     form_view,
     may_create_in_any_team,
@@ -101,6 +107,7 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     trained = (
         ModelVersion.objects.restrict(request.user)
         .filter(training_dataset_version=version)
+        .exclude(status=ModelVersion.Status.DELETED)
         .select_related("model")
     )
     context = {
@@ -121,7 +128,9 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
     def page() -> dict[str, Any]:
         queryset = by_name_with_versions(
-            RegisteredModel.objects.restrict(request.user).select_related("team", "owner")
+            RegisteredModel.objects.restrict(request.user)
+            .filter(deleted_at__isnull=True)
+            .select_related("team", "owner")
         )
         return {
             "section": "models",
@@ -148,16 +157,21 @@ def model_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A model's versions side by side with their validation metrics, and its training jobs."""
-    model = visible_or_404(request, RegisteredModel.objects.select_related("team", "owner"), pk)
+    # Deleted models and versions are gone from the pages (their rows stay for audit and lineage).
+    model = visible_or_404(
+        request, RegisteredModel.objects.filter(deleted_at__isnull=True).select_related("team", "owner"), pk
+    )
     versions = list(
         ModelVersion.objects.restrict(request.user)
         .filter(model=model)
+        .exclude(status=ModelVersion.Status.DELETED)
         .select_related("training_dataset_version__dataset")
     )
     columns = metric_columns(versions)
     context = {
         "section": "models",
         "model": model,
+        "may_change": can(request.user, CHANGE, model.team_id),
         "metric_columns": columns,
         "version_rows": [(v, [v.metrics.get(c) for c in columns]) for v in versions],
         # The reverse accessor keeps governance from importing runners (DESIGN: layers).
@@ -166,3 +180,53 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         )[:10],
     }
     return render(request, "governance/model_detail.html", context)
+
+
+def _live_model(request: HttpRequest, pk: int) -> RegisteredModel:
+    return visible_or_404(request, RegisteredModel.objects.filter(deleted_at__isnull=True), pk)
+
+
+@login_required
+def model_archive(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST archives (or, archived, unarchives) the model."""
+    model = _live_model(request, pk)
+    if model.archived_at is None:
+        verb, action, explanation = (
+            "Archive",
+            do_archive_registered_model,
+            "It stays readable; it takes no new version and no new alias until unarchived.",
+        )
+    else:
+        verb, action, explanation = (
+            "Unarchive",
+            do_unarchive_registered_model,
+            "It takes versions and aliases again.",
+        )
+    return button_view(
+        request,
+        lambda: action(model=model, actor=request.user),
+        section="models",
+        question=f"{verb} the model {model.name}?",
+        explanation=explanation,
+        label=verb,
+        back=model.get_absolute_url(),
+        success_message=f"{verb}d the model {model.name}.",
+    )
+
+
+@login_required
+def model_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST deletes the model and its versions (soft: kept for the audit trail)."""
+    model = _live_model(request, pk)
+    return button_view(
+        request,
+        lambda: do_delete_registered_model(model=model, with_versions=True, actor=request.user),
+        section="models",
+        question=f"Delete the model {model.name} and its versions?",
+        explanation="Its versions and aliases go too; the records stay in the audit trail and lineage, "
+        "version numbers are never reused and the name becomes free.",
+        label="Delete",
+        back=model.get_absolute_url(),
+        success_message=f"Deleted the model {model.name}.",
+        success=lambda _model: reverse("model_list"),
+    )

@@ -39,7 +39,11 @@ def test_create_model_for_a_team_member(client_for, scientist, owner, team):
         "name": "bike-demand",
         "owner": "olivia",
         "description": "",
+        "tags": {},
+        "status": "ready",
+        "archived_at": None,
         "created_at": body["created_at"],
+        "updated_at": body["updated_at"],
         "latest_version": None,
         "aliases": {},
     }
@@ -104,9 +108,17 @@ def test_model_version_detail(client_for, viewer, registered_version, dataset_ve
         "training_spec": registered_version.training_spec,
         "training_dataset_version": dataset_version.pk,
         "source_job_id": None,
+        "flavor": "steward_tabular",
+        "flavor_details": {},
+        "executes_code": False,
+        "is_directory": False,
+        "source": "",
+        "description": "",
+        "tags": {},
         "aliases": [],
         "created_by": "dana",
         "created_at": body["created_at"],
+        "updated_at": body["updated_at"],
     }
     assert body["training_spec"]["where"] == {"yr": 0}
 
@@ -154,6 +166,7 @@ def test_admin_creates_a_team(client_for, admin):
         "name": "Risk Models",
         "slug": "risk-models",
         "description": "Credit",
+        "protected_aliases": ["production"],
         "created_at": response.json()["created_at"],
     }
     assert AuditEvent.objects.filter(action="team.create", object_id=str(team.pk)).count() == 1
@@ -345,7 +358,10 @@ def test_server_owned_fields_cannot_be_patched_in(
             (f"/api/jobs/{world.job.pk}/", admin),
         ]
     }
-    assert set(refused.values()) == {405}
+    # Models and datasets take a PATCH of their description (issue 9): other keys are a 400.
+    patchable = {f"/api/models/{world.model.pk}/", f"/api/datasets/{world.dataset.pk}/"}
+    assert {url: code for url, code in refused.items() if url in patchable} == dict.fromkeys(patchable, 400)
+    assert {code for url, code in refused.items() if url not in patchable} == {405}
     assert fingerprint() == before
 
     # A membership's role is changeable; its user and team are not, and "admin" is no team role.

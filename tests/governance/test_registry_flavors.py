@@ -241,7 +241,8 @@ def test_a_version_from_a_source_folder_inside_the_import_roots(
     )
 
     body = _registered(inside)
-    assert (body["is_directory"], body["source"], body["flavor"]) == (True, "exported", "unknown")
+    assert (body["is_directory"], body["source"], body["flavor"]) == (True, "exported", "pytorch_state_dict")
+    assert (body["executes_code"], body["flavor_details"]["file"]) == (False, "weights.pt")
     assert outside.json() == {"source": ["'/etc' is not a file or folder under the server's import folders"]}
     assert unknown_scheme.status_code == 400
     version = ModelVersion.objects.get(pk=body["id"])
@@ -266,3 +267,56 @@ def test_exactly_one_of_artifact_or_source(client_for, scientist, registered_mod
     message = ["send exactly one of artifact (an upload) or source (a server path or URI)"]
     assert neither.json() == {"non_field_errors": message}
     assert both.json() == {"non_field_errors": message}
+
+
+def test_a_folder_with_one_pickle_of_code_among_its_files_executes_code(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(_torch_bytes({"w": torch.zeros(2)}))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "model.pkl").write_bytes(
+        b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94."
+    )
+
+    detected = flavors.detect(tmp_path)
+
+    assert (detected.flavor, detected.executes_code) == ("unknown", True)
+    assert detected.details["files_executing_code"] == ["sub/model.pkl"]
+
+
+def test_a_registered_resolver_serves_its_scheme_with_run_and_metrics(
+    client_for, scientist, registered_model, tmp_path
+):
+    from governance.sources import ResolvedSource, register_source_resolver, unregister_source_resolver
+
+    (tmp_path / "run7").mkdir()
+    (tmp_path / "run7" / "model.onnx").write_bytes(_onnx_header())
+    seen = []
+
+    def exported(source, *, actor):
+        seen.append((source, actor))
+        return ResolvedSource(
+            path=tmp_path / "run7", source_job_id=7, metrics={"rmse": 1.5}, params={"lr": "0.1"}
+        )
+
+    register_source_resolver("exported", exported)
+    try:
+        response = client_for(scientist).post(
+            "/api/model-versions/", {"model": registered_model.pk, "source": "exported:/run7"}, format="json"
+        )
+    finally:
+        unregister_source_resolver("exported")
+
+    body = _registered(response)
+    assert seen == [("exported:/run7", scientist)]
+    assert (body["source"], body["source_job_id"], body["metrics"]) == ("exported:/run7", 7, {"rmse": 1.5})
+    assert body["training_spec"] == {"params": {"lr": "0.1"}}
+    assert (body["flavor"], body["is_directory"]) == ("onnx", True)
+
+
+def test_a_corrupt_archive_is_a_400_not_a_500(client_for, scientist, registered_model):
+    gz = upload_version(client_for(scientist), registered_model, b"\x1f\x8b\x08\x00broken", "model.tar.gz")
+    zipped = upload_version(client_for(scientist), registered_model, b"PK\x03\x04broken", "model.zip")
+
+    assert gz.status_code == 400
+    assert gz.json()["artifact"][0].startswith("not a readable tar archive")
+    assert zipped.json() == {"artifact": ["not a readable zip archive (File is not a zip file)"]}
+    assert not ModelVersion.objects.exists()

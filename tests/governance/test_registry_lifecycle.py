@@ -122,12 +122,12 @@ def test_an_archived_model_takes_no_version_and_no_alias_until_unarchived(
     version = upload_version(client, registered_model, b"2")
 
     assert archived.status_code == 200
-    assert archived.json()["archived_at"]
+    assert (archived.json()["status"], bool(archived.json()["archived_at"])) == ("archived", True)
     assert no_version.json() == {"model": ["model bike-demand is archived; unarchive it to add versions"]}
     assert no_alias.json() == {
         "model": ["model bike-demand is archived; an archived model takes no new alias"]
     }
-    assert unarchived.json()["archived_at"] is None
+    assert (unarchived.json()["status"], unarchived.json()["archived_at"]) == ("ready", None)
     assert version.status_code == 201
     assert (
         AuditEvent.objects.filter(
@@ -220,3 +220,17 @@ def test_viewers_and_other_teams_change_nothing(client_for, viewer, outsider, sc
 
     assert answers == [403, 403, 403, 403, 403, 404, 404]
     assert _actions(since) == []
+
+
+def test_a_patch_of_a_field_that_cannot_change_is_refused_naming_it(
+    client_for, owner, outsider, registered_model
+):
+    response = client_for(owner).patch(
+        f"/api/models/{registered_model.pk}/", {"description": "x", "owner": outsider.username}, format="json"
+    )
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"owner": ["not a field that can be changed here"]},
+    )
+    assert RegisteredModel.objects.get().description == ""

@@ -139,3 +139,26 @@ def test_tag_limits_name_the_key_and_the_limit(client_for, scientist, registered
     assert not_a_string.json() == {"tags": ["the value of tag 'k' must be a string"]}
     assert fine.status_code == 200
     assert RegisteredModel.objects.filter(name="tagged").count() == 0
+
+
+def test_an_inference_job_writes_into_its_own_teams_dataset_whatever_other_teams_hold(
+    registered_version, dataset_version, scientist, outsider, other_team
+):
+    from governance.actions.datasets import do_create_dataset
+    from runners.actions import do_submit_job
+    from runners.execute import execute_job
+    from runners.models import JobKind, JobState
+
+    theirs = do_create_dataset(team=other_team, name="December-Forecast", actor=outsider)
+    job = do_submit_job(
+        kind=JobKind.INFER,
+        dataset_version=dataset_version,
+        model_version=registered_version,
+        spec={"where": {"yr": 1, "mnth": 12}, "output_dataset": "december-forecast"},
+        actor=scientist,
+    )
+
+    assert execute_job(job.pk) == JobState.SUCCEEDED
+    job.refresh_from_db()
+    assert job.output_dataset_version.dataset.team_id == job.team_id
+    assert not theirs.versions.exists()

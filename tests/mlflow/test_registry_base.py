@@ -56,3 +56,13 @@ def test_failed_basic_logins_count_towards_the_lockout(steward_server, scientist
     assert (second.status_code, second.json()["error_code"]) == (429, "REQUEST_LIMIT_EXCEEDED")
     locked = requests.get(url, headers=basic(PASSWORD), timeout=30)
     assert (locked.status_code, locked.json()["error_code"]) == (429, "REQUEST_LIMIT_EXCEEDED")
+
+
+def test_a_request_refused_before_any_view_is_still_json(client, settings):
+    # A Host header not in ALLOWED_HOSTS is refused by Django's middleware, before URL routing.
+    settings.DEBUG = False
+    response = client.get("/api/2.0/mlflow/registered-models/search", HTTP_HOST="evil.example")
+    assert (response.status_code, response["Content-Type"]) == (400, "application/json")
+    assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    # Elsewhere Django answers as before.
+    assert client.get("/models/", HTTP_HOST="evil.example")["Content-Type"].startswith("text/html")

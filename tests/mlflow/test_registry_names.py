@@ -55,3 +55,30 @@ def test_name_lookup_folds_case_and_width(client, two_models, scientist):
         "/api/2.0/mlflow/registered-models/get", {"name": fullwidth_upper}, **bearer(scientist)
     )
     assert response.json()["registered_model"]["name"] == "shared"
+
+
+def test_values_no_column_can_hold_are_invalid_parameter_value(client, two_models, scientist):
+    _, secret = do_create_api_token(user=scientist, name="rw", is_read_only=False, actor=scientist)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+    answers = [
+        client.get("/api/2.0/mlflow/model-versions/get", {"name": "shared", "version": "9" * 30}, **headers),
+        client.get("/api/2.0/mlflow/registered-models/get", {"name": "sha\x00red"}, **headers),
+        client.get(
+            "/api/2.0/mlflow/model-versions/search", {"filter": f"version_number > {'9' * 30}"}, **headers
+        ),
+        client.post(
+            "/api/2.0/mlflow/registered-models/create",
+            '{"name": "a\\u0000b"}',
+            content_type="application/json",
+            **headers,
+        ),
+        client.post(
+            "/api/2.0/mlflow/registered-models/create", "[1, 2]", content_type="application/json", **headers
+        ),
+        client.post(
+            "/api/2.0/mlflow/registered-models/create", "{", content_type="application/json", **headers
+        ),
+    ]
+    assert [(a.status_code, a.json()["error_code"]) for a in answers] == [
+        (400, "INVALID_PARAMETER_VALUE")
+    ] * 6

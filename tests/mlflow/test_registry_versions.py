@@ -160,7 +160,7 @@ def test_transition_stage_archives_or_names_the_alias(mlflow_client, model_name,
 
 
 def test_get_latest_versions_answers_get_and_post(
-    steward_server, mlflow_env, model_name, source, mlflow_client
+    steward_server, mlflow_env, model_name, source, mlflow_client, api_token, scientist
 ):
     mlflow_client.create_model_version(model_name, source)
     url = steward_server.url + "/api/2.0/mlflow/registered-models/get-latest-versions"
@@ -169,6 +169,9 @@ def test_get_latest_versions_answers_get_and_post(
     by_post = requests.post(url, json={"name": model_name, "stages": ["None"]}, headers=headers, timeout=30)
     assert [v["version"] for v in by_get.json()["model_versions"]] == ["1"]
     assert by_post.json()["model_versions"] == by_get.json()["model_versions"]
+    # A read even as POST: a read-only token may call it.
+    read_only = {"Authorization": f"Bearer {api_token(scientist, read_only=True)}"}
+    assert requests.post(url, json={"name": model_name}, headers=read_only, timeout=30).status_code == 200
 
 
 def test_outsider_sees_no_versions(mlflow_client, model_name, source, use_token, outsider):
@@ -182,3 +185,13 @@ def test_outsider_sees_no_versions(mlflow_client, model_name, source, use_token,
     assert no_alias.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert mlflow_client.search_model_versions(f"name = '{model_name}'") == []
     assert not ModelAlias.objects.exists()
+
+
+def test_register_model_creates_the_model_once_then_versions(mlflow_env, source, scientist):
+    import mlflow
+
+    first = mlflow.register_model(source, "registered-by-fluent")
+    # The second call meets RESOURCE_ALREADY_EXISTS on create, which the client tolerates.
+    second = mlflow.register_model(source, "registered-by-fluent")
+    assert (first.version, second.version) == ("1", "2")
+    assert ModelVersion.objects.filter(model__name="registered-by-fluent").count() == 2

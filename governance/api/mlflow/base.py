@@ -53,6 +53,7 @@ from django.core.exceptions import (
 from django.db import DataError, IntegrityError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from governance.api.authentication import InvalidToken, authenticate_secret, record_use
@@ -76,6 +77,7 @@ ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
 RESOURCE_CONFLICT = "RESOURCE_CONFLICT"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 
+NUL_REFUSED = "The request holds a NUL character, which no field accepts."
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CREDENTIALS_NEEDED = (
     "Authentication required: set MLFLOW_TRACKING_TOKEN to a Steward API token "
@@ -137,6 +139,25 @@ def actor(request: HttpRequest) -> User:
     return cast("User", request.user)
 
 
+MLFLOW_PREFIX = "/api/2.0/mlflow"
+
+
+def bad_request(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
+    """Django's ``handler400`` (a bad Host header, a malformed request caught before any view):
+    MLflow's JSON under the MLflow prefixes, Django's own answer elsewhere."""
+    if request.path.startswith(MLFLOW_PREFIX):
+        return error_response(INVALID_PARAMETER_VALUE, "Bad request.", 400)
+    return defaults.bad_request(request, exception, **kwargs)
+
+
+def server_error(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    """Django's ``handler500`` (a failure outside an endpoint, in a middleware): MLflow's JSON under
+    the MLflow prefixes, Django's own page elsewhere."""
+    if request.path.startswith(MLFLOW_PREFIX):
+        return error_response(INTERNAL_ERROR, "Internal error; the server log has the details.", 500)
+    return defaults.server_error(request, **kwargs)
+
+
 def ms(moment: datetime.datetime | None) -> int | None:
     """``moment`` as integer milliseconds since the Unix epoch (MLflow's timestamps), None stays None."""
     if moment is None:
@@ -151,6 +172,9 @@ def require(params: Params, name: str) -> str:
         value = value[0] if len(value) == 1 else None
     if value is None or value == "":
         raise InvalidParameterValue(f"Missing value for required parameter '{name}'.")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # A hand-written body may send ``"version": 1``; MLflow's client sends the string.
+        return str(value)
     if not isinstance(value, str):
         raise InvalidParameterValue(f"Parameter '{name}' must be a string, got {type(value).__name__}.")
     return value
@@ -195,11 +219,17 @@ def int_param(params: Params, name: str, default: int) -> int:
 def _parse(request: HttpRequest) -> Params:
     """The request's fields: the query string for GET (repeated keys become lists), the JSON
     object of the body otherwise (MLflow's client sends one on POST, PATCH and DELETE)."""
-    if request.method in SAFE_METHODS:
-        return {key: values[0] if len(values) == 1 else values for key, values in request.GET.lists()}
+    if request.method in SAFE_METHODS or not request.body.strip():
+        params: Params = {}
+        for key, values in request.GET.lists():
+            if any("\x00" in value for value in values):
+                raise InvalidParameterValue(NUL_REFUSED)
+            params[key] = values[0] if len(values) == 1 else values
+        return params
     body = request.body
-    if not body.strip():
-        return {key: values[0] if len(values) == 1 else values for key, values in request.GET.lists()}
+    # JSON writes a NUL as \u0000; no text column stores one (PostgreSQL refuses it outright).
+    if b"\\u0000" in body:
+        raise InvalidParameterValue(NUL_REFUSED)
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

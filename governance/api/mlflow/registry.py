@@ -77,6 +77,9 @@ STATUS_OF_STAGE: dict[str, str] = {
     "none": ModelVersion.Status.READY,
     "archived": ModelVersion.Status.ARCHIVED,
 }
+# The columns' range (PositiveIntegerField, PositiveBigIntegerField): beyond it nothing can match.
+VERSION_NUMBER_MAX = 2**31 - 1
+RUN_ID_MAX = 2**63 - 1
 ARTIFACT_URI = "mlflow-artifacts:/steward/model-versions/{pk}"
 
 
@@ -139,8 +142,8 @@ def _version_number(version: Any) -> int:
         number = int(str(version))
     except ValueError:
         raise InvalidParameterValue(f"Parameter 'version' must be an integer, got {version!r}.") from None
-    if number < 1:
-        raise InvalidParameterValue(f"Parameter 'version' must be at least 1, got {number}.")
+    if not 1 <= number <= VERSION_NUMBER_MAX:
+        raise InvalidParameterValue(f"Parameter 'version' must be between 1 and {VERSION_NUMBER_MAX}.")
     return number
 
 
@@ -330,7 +333,8 @@ def search_registered_models(request: HttpRequest, params: Params) -> dict:
     return answer
 
 
-@mlflow_endpoint("GET", "POST")
+# A read, whichever method: the client tries POST first, then GET (call_endpoints).
+@mlflow_endpoint("GET", "POST", writes=False)
 def get_latest_versions(request: HttpRequest, params: Params) -> dict:
     model = lookup_model(actor(request), require(params, "name"))
     stages = [str(stage).lower() for stage in param_list(params, "stages")] or list(STATUS_OF_STAGE)
@@ -502,7 +506,7 @@ NUMERIC_LOOKUPS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 
 def _run_ids(values: list[str]) -> list[int]:
     # Steward's run ids are integers; another id names no Steward run, so matches nothing.
-    return [int(value) for value in values if value.isdigit()]
+    return [int(value) for value in values if value.isdigit() and int(value) <= RUN_ID_MAX]
 
 
 def _filter_versions(queryset: QuerySet, clauses: list[Clause]) -> QuerySet:
@@ -516,6 +520,8 @@ def _filter_versions(queryset: QuerySet, clauses: list[Clause]) -> QuerySet:
             queryset = queryset.filter(string_q("source", clause.comparator, value))
         elif clause.key == "version_number":
             number = _version_number(value) if isinstance(value, str) else value
+            if abs(number) > VERSION_NUMBER_MAX:
+                raise InvalidParameterValue(f"version_number {number} is out of range.")
             if clause.comparator == "!=":
                 queryset = queryset.exclude(version=number)
             else:
