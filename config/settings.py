@@ -103,6 +103,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so a Celery worker thread in the tests sees the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# Persistent connections: opening a PostgreSQL connection per request (Django's default, 0) costs
+# more than a whole registry read (benchmarks/bench_registry.py). Each web thread keeps its own for
+# this many seconds; the health check (one round trip per request that uses it) replaces a
+# connection the server dropped instead of failing the request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("STEWARD_DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
