@@ -204,7 +204,12 @@ def test_a_job_cannot_join_two_teams_graphs(model_version, admin, team, other_te
         ({}, {"node": ["This field is required."]}),
         (
             {"node": "pipeline:1"},
-            {"node": ["unknown node type 'pipeline'; one of dataset_version, model_version, job, external_dataset"]},
+            {
+                "node": [
+                    "unknown node type 'pipeline'; "
+                    "one of dataset_version, model_version, job, external_dataset"
+                ]
+            },
         ),
         (
             {"node": "model_version:abc"},
