@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import unicodedata
 
-from governance.actions.registry import do_create_dataset, do_create_registered_model
+from governance.actions.datasets import do_create_dataset
+from governance.actions.registered_models import do_create_registered_model
 from governance.models import DatasetVersion, RegisteredModel
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from governance.actions.registry import do_create_dataset, do_create_registered_model
+from governance.actions.datasets import do_create_dataset
+from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_create_team, do_set_membership
 from governance.models import RegisteredModel, TeamRole
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from governance.actions.registry import do_create_registered_model, do_register_model_version
+from governance.actions.model_versions import do_register_model_version
+from governance.actions.registered_models import do_create_registered_model
 
 SIGNATURE = {"task": "regression", "target": "cnt", "features": ["hr", "temp"], "categorical": []}
 
@@ -178,25 +179,30 @@ def test_the_compare_page_is_a_404_for_an_outsider_and_a_400_without_ids(client,
 
 
 def test_dataset_pages_flag_a_version_whose_schema_changed(
-    client, viewer, dataset, dataset_version, scientist
+    client, viewer, dataset, dataset_version, scientist, tmp_path
 ):
-    from governance.actions.registry import do_register_dataset_version
+    import pandas as pd
+
+    from governance.actions.datasets import do_register_dataset_version
     from governance.models import DatasetVersion
 
+    # The next file renames hum and makes cnt fractional: the action records the change.
+    frame = pd.read_csv(dataset_version.path).rename(columns={"hum": "humidity_pct"})
+    frame["cnt"] = frame["cnt"] / 2
+    changed = tmp_path / "hour.csv"
+    frame.to_csv(changed, index=False)
     second = do_register_dataset_version(
         dataset=dataset,
-        file_path=dataset_version.path,
+        file_path=changed,
         filename="hour.csv",
         source=DatasetVersion.Source.UPLOAD,
         actor=scientist,
     )
-    change = {
+    assert second.schema_change == {
         "added": ["humidity_pct"],
         "removed": ["hum"],
         "retyped": [{"name": "cnt", "from": "int64", "to": "float64"}],
     }
-    # Written by the registering action once it compares schemas (H1); set here to test the display.
-    DatasetVersion.objects.filter(pk=second.pk).update(schema_change=change)
     client.force_login(viewer)
 
     version_page = client.get(second.get_absolute_url()).content.decode()
