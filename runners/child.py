@@ -153,12 +153,12 @@ def _gpu_usage(started: float) -> dict[str, float | None]:
 
 def main(argv: list[str]) -> int:
     """Run the task in ``argv[1]``; 0 with a result (or a stop at the soft limit), 1 otherwise."""
+    stop_requested = [False]
+    signal.signal(signal.SIGUSR1, lambda signum, frame: stop_requested.__setitem__(0, True))
     task = json.loads(Path(argv[1]).read_text())
     report = Reporter(os.fdopen(os.dup(1), "w"))
     os.dup2(2, 1)  # libraries' prints go to the log, not into the events
     _die_with_parent()
-    stop_requested = [False]
-    signal.signal(signal.SIGUSR1, lambda signum, frame: stop_requested.__setitem__(0, True))
     started = time.monotonic()
     from runners.inference import ArtifactError
     from runners.training import TrainingError

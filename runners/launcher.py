@@ -168,6 +168,7 @@ class Launch:
         pgid = process.pid  # start_new_session: the child leads its own group
         ended: dict[str, Any] = {}
         soft_sent = False
+        reported = False  # the child's first event: its SIGUSR1 handler is installed
         exited = eof = False
         exited_polls = 0
         try:
@@ -179,6 +180,7 @@ class Launch:
                         event = events.get(timeout=wait)
                     except queue.Empty:
                         break
+                    reported = True
                     if event is None:
                         eof = True
                     elif event.get("event") in ("result", "error", "stopped", "usage"):
@@ -211,6 +213,7 @@ class Launch:
                 if (
                     limits.soft_wall_time_s is not None
                     and elapsed > limits.soft_wall_time_s
+                    and reported
                     and not soft_sent
                 ):
                     # Asks the child to save a checkpoint and stop after its current epoch.
