@@ -85,8 +85,15 @@ def _train(task: dict[str, Any], report: Reporter, stop_requested: list[bool]) -
     )
     resume = None
     if task.get("resume"):
-        resume = torch.load(task["resume"], map_location="cpu", weights_only=True)
-        report("resumed", epoch=int(resume["epoch"]), history=resume["history"])
+        try:
+            resume = torch.load(task["resume"], map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: training from the start is still right
+            report(
+                "log",
+                message=f"checkpoint {Path(task['resume']).name} unreadable ({exc}); starting at epoch 1",
+            )
+        else:
+            report("resumed", epoch=int(resume["epoch"]), history=resume["history"])
     folder = Path(task["checkpoint_dir"])
 
     def on_checkpoint(epoch: int, state: dict[str, Any]) -> None:

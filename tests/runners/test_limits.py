@@ -4,8 +4,11 @@ process group by the worker (``runners.launcher``)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings
 
 from governance.models import ModelVersion
 from runners.actions import do_submit_job
@@ -125,3 +128,17 @@ def test_the_soft_wall_time_saves_a_checkpoint_and_stops(
     saved = sorted(path.name for path in checkpoint_folder(job.pk).iterdir())
     assert saved == [f"epoch-{epochs:05d}.pt"]
     assert ModelVersion.objects.count() == 0
+
+
+def test_the_worker_s_job_path_never_loads_torch():
+    """CUDA is only ever initialised in a job's child: the worker's modules do not import torch."""
+    script = (
+        "import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); "
+        "import django; django.setup(); import runners.execute, runners.tasks, runners.launcher; "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))"
+    )
+    done = subprocess.run(  # noqa: S603 - our interpreter running a fixed script
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=settings.BASE_DIR
+    )
+
+    assert done.stdout.strip().splitlines()[-1] == "[]"
