@@ -6,6 +6,7 @@ task results in the database, artifacts under ``var/artifacts/``. ``DATABASE_URL
 """
 
 import datetime
+import os
 import secrets
 from pathlib import Path
 
@@ -175,6 +176,19 @@ STEWARD_JOB_HEARTBEAT_TIMEOUT_S = env.int("STEWARD_JOB_HEARTBEAT_TIMEOUT_S", def
 STEWARD_JOB_REDISPATCH_AFTER_S = env.int("STEWARD_JOB_REDISPATCH_AFTER_S", default=300)
 STEWARD_JOB_MAX_DISPATCHES = env.int("STEWARD_JOB_MAX_DISPATCHES", default=12)
 STEWARD_JOB_MAX_ATTEMPTS = env.int("STEWARD_JOB_MAX_ATTEMPTS", default=3)
+# Per-job limits (issue 16): a spec's "limits" may ask for less or more than the default, up to the
+# maximum (a team's entry in STEWARD_JOB_TEAM_LIMITS, JSON {"team-slug": {"memory_mb": ...}},
+# replaces the platform's maximum for that team). Soft wall time 0: none by default. A cancelled or
+# over-limit job's process group gets SIGTERM, then SIGKILL after KILL_GRACE seconds.
+STEWARD_JOB_WALL_TIME_S = env.int("STEWARD_JOB_WALL_TIME_S", default=24 * 3600)
+STEWARD_JOB_MAX_WALL_TIME_S = env.int("STEWARD_JOB_MAX_WALL_TIME_S", default=7 * 24 * 3600)
+STEWARD_JOB_SOFT_WALL_TIME_S = env.int("STEWARD_JOB_SOFT_WALL_TIME_S", default=0)
+STEWARD_JOB_MEMORY_MB = env.int("STEWARD_JOB_MEMORY_MB", default=8192)
+STEWARD_JOB_MAX_MEMORY_MB = env.int("STEWARD_JOB_MAX_MEMORY_MB", default=65536)
+STEWARD_JOB_THREADS = env.int("STEWARD_JOB_THREADS", default=min(4, os.cpu_count() or 1))
+STEWARD_JOB_MAX_THREADS = env.int("STEWARD_JOB_MAX_THREADS", default=os.cpu_count() or 1)
+STEWARD_JOB_TEAM_LIMITS = env.json("STEWARD_JOB_TEAM_LIMITS", default={})
+STEWARD_JOB_KILL_GRACE_S = env.float("STEWARD_JOB_KILL_GRACE_S", default=2.0)
 # Ed25519 key signing audit checkpoints: a PEM in the environment, else this file, generated
 # (mode 0600) on first use. Keep it out of backups of the database it vouches for.
 STEWARD_AUDIT_SIGNING_KEY = env.str("STEWARD_AUDIT_SIGNING_KEY", default="", multiline=True)

@@ -6,6 +6,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -13,11 +14,12 @@ from django.utils import timezone
 from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.datafiles import unstorable
-from governance.models import DatasetVersion, ModelVersion, RegisteredModel
+from governance.models import DatasetVersion, ModelVersion, RegisteredModel, Team
 from governance.permissions import CHANGE
+from runners.launcher import Limits
 from runners.lifecycle import Lifecycle
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState
-from runners.specs import SpecError, parse_spec, where_from_spec
+from runners.specs import SpecError, parse_limits, parse_spec, where_from_spec
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -45,7 +47,37 @@ JOBS: Lifecycle[Job] = Lifecycle(
     not_run={"kind": JobKind.TRACKED},
 )
 
-INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset"})
+INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits"})
+
+
+def limit_maxima(team: Team) -> dict[str, int]:
+    """The most a job of ``team`` may ask for in its spec's ``limits`` (issue 16): the platform's
+    maxima, each replaced by the team's own in ``STEWARD_JOB_TEAM_LIMITS`` when it has one."""
+    platform = {
+        "wall_time_s": settings.STEWARD_JOB_MAX_WALL_TIME_S,
+        "soft_wall_time_s": settings.STEWARD_JOB_MAX_WALL_TIME_S,
+        "memory_mb": settings.STEWARD_JOB_MAX_MEMORY_MB,
+        "threads": settings.STEWARD_JOB_MAX_THREADS,
+    }
+    return platform | dict(settings.STEWARD_JOB_TEAM_LIMITS.get(team.slug, {}))
+
+
+def job_limits(job: Job) -> Limits:
+    """The limits ``job`` runs under: its spec's ``limits``, else the settings' defaults, each
+    bounded by ``limit_maxima`` (a maximum lowered after submission still applies)."""
+    asked = job.spec.get("limits") or {}
+    most = limit_maxima(job.team)
+
+    def pick(name: str, default: int) -> int | None:
+        value = asked.get(name, default) or None
+        return None if value is None else min(value, most[name])
+
+    return Limits(
+        wall_time_s=pick("wall_time_s", settings.STEWARD_JOB_WALL_TIME_S),
+        soft_wall_time_s=pick("soft_wall_time_s", settings.STEWARD_JOB_SOFT_WALL_TIME_S),
+        memory_mb=pick("memory_mb", settings.STEWARD_JOB_MEMORY_MB),
+        threads=pick("threads", settings.STEWARD_JOB_THREADS) or 1,
+    )
 
 
 def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_version: ModelVersion) -> dict:
@@ -53,7 +85,10 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
         raise SpecError("spec: expected a JSON object")
     unknown = sorted(set(spec) - INFERENCE_SPEC_FIELDS)
     if unknown:
-        raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; allowed: where, output_dataset")
+        raise SpecError(
+            f"spec: unknown field(s) {', '.join(unknown)}; allowed: where, output_dataset, limits"
+        )
+    parse_limits(spec.get("limits"), limit_maxima(model_version.model.team))
     columns = dataset_version.column_names
     missing = [c for c in model_version.signature.get("features", []) if c not in columns]
     if missing:
@@ -98,7 +133,8 @@ def do_submit_job(
         raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer"})
     try:
         if kind == JobKind.TRAIN:
-            spec = parse_spec(spec, dataset_version.column_names).as_dict()
+            maxima = limit_maxima(Team.objects.get(pk=team_id))
+            spec = parse_spec(spec, dataset_version.column_names, maxima=maxima).as_dict()
         elif model_version is not None:  # always, for an inference job (checked above)
             spec = _check_inference_spec(spec, dataset_version, model_version)
     except SpecError as exc:
@@ -138,7 +174,8 @@ def do_redispatch_queued_jobs(after_s: int, max_dispatches: int) -> list[int]:
 
 
 def do_cancel_job(*, job: Job, actor: User) -> Job:
-    """Cancel a queued job at once, or ask a running one to stop at its next epoch.
+    """Cancel a queued job at once, or ask a running one to stop: its worker polls the flag and
+    kills the job's process group (``runners.execute``; cancelled within seconds).
 
     Raises ValidationError when the job has already finished.
     """

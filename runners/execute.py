@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from governance import datafiles
@@ -17,31 +22,30 @@ from governance.names import name_key
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
-from runners import inference, training
-from runners.actions import JOBS, do_succeed_job
-from runners.lifecycle import Cancelled, ClaimLost
+from runners import launcher
+from runners.actions import JOBS, do_succeed_job, job_limits
+from runners.lifecycle import RUNNING, Cancelled, ClaimLost
 from runners.models import Job, JobKind
 from runners.specs import SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_LINES = 50
+# How often the worker checks a running job's cancel flag and claim, and samples its memory.
+POLL_S = 0.5
 
 # Errors that mean the input is wrong: the job fails with the message, no traceback needed.
-USER_ERRORS = (
-    SpecError,
-    training.TrainingError,
-    inference.ArtifactError,
-    datafiles.DataFileError,
-    FileNotFoundError,
-)
+# The compute runs in a child process (runners.launcher), which reports its errors as messages.
+USER_ERRORS = (SpecError, launcher.ComputeError, datafiles.DataFileError, FileNotFoundError)
 
 
 def execute_job(job_id: int) -> str:
     """Run job ``job_id`` once; safe to call again for the same job (redelivery).
 
     Returns the job's state afterwards. A job found running is left alone while its heartbeat is
-    fresh, and run again (a new attempt) when its worker died (``runners.lifecycle``). The
-    outputs are registered only while the job still runs under this delivery's attempt.
+    fresh, and run again (a new attempt) when its worker died (``runners.lifecycle``); a training
+    job's new attempt resumes from its latest checkpoint. The compute runs in a child process
+    (``runners.launcher``); this worker keeps every database write. The outputs are registered
+    only while the job still runs under this delivery's attempt.
     """
 
     def body(attempt: int) -> None:
@@ -55,7 +59,12 @@ def execute_job(job_id: int) -> str:
     return JOBS.run(job_id, body, user_errors=USER_ERRORS)
 
 
-def _append_log(job_id: int, attempt: int, line: str, **fields) -> None:
+def checkpoint_folder(job_id: int) -> Path:
+    """Where job ``job_id``'s training checkpoints live in the artifact store."""
+    return Path(settings.ARTIFACT_ROOT) / "checkpoints" / f"job-{job_id}"
+
+
+def _append_log(job_id: int, attempt: int, line: str, **fields: Any) -> None:
     """Append a log line and update telemetry (progress, heartbeat); not an audited change.
 
     Raises ClaimLost when the job no longer runs under ``attempt`` (another delivery took it over
@@ -68,33 +77,83 @@ def _append_log(job_id: int, attempt: int, line: str, **fields) -> None:
         raise ClaimLost(f"job {job_id} no longer runs as attempt {attempt}")
 
 
-def _check_cancel(job_id: int) -> None:
-    if Job.objects.filter(pk=job_id, is_cancel_requested=True).exists():
-        raise Cancelled
+def _checker(job_id: int, attempt: int) -> Callable[[], None]:
+    """What the launcher runs every poll: Cancelled on a cancel request, ClaimLost when another
+    delivery took the job over; either stops the child's process group."""
+
+    def check() -> None:
+        found = Job.objects.filter(pk=job_id).values_list("is_cancel_requested", "state", "attempt").first()
+        if found is None or found[1:] != (RUNNING, attempt):
+            raise ClaimLost(f"job {job_id} is {found}, no longer running as attempt {attempt}")
+        if found[0]:
+            raise Cancelled
+
+    return check
 
 
-def _load_rows(job: Job, where: dict) -> tuple:
+def _launch(
+    job: Job, attempt: int, task: dict[str, Any], workdir: Path, on_event: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Run ``task`` in a child process under the job's limits; its usage is added to the job's
+    accounting whatever the outcome. Returns the child's result event."""
+    limits = job_limits(job)
+    Job.objects.filter(pk=job.pk, attempt=attempt).update(limits=limits.as_dict())
+    run = launcher.Launch(task, limits, workdir)
+    try:
+        return run.run(
+            on_event, _checker(job.pk, attempt), poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S
+        )
+    finally:
+        _record_usage(job.pk, attempt, run.usage)
+
+
+def _record_usage(job_id: int, attempt: int, usage: launcher.Usage) -> None:
+    """Add an attempt's resource use to the job's accounting (telemetry, not audited)."""
+    zero = Value(0.0)
+    fields: dict[str, Any] = {
+        "wall_time_s": Coalesce(F("wall_time_s"), zero) + usage.wall_time_s,
+        "cpu_time_s": Coalesce(F("cpu_time_s"), zero) + usage.cpu_time_s,
+        "peak_rss_mb": Greatest(Coalesce(F("peak_rss_mb"), zero), Value(usage.peak_rss_mb)),
+    }
+    if usage.rows_read is not None and usage.bytes_read is not None:
+        fields["rows_read"] = Coalesce(F("rows_read"), Value(0)) + usage.rows_read
+        fields["bytes_read"] = Coalesce(F("bytes_read"), Value(0)) + usage.bytes_read
+    if usage.gpu_time_s is not None:
+        fields["gpu_time_s"] = Coalesce(F("gpu_time_s"), zero) + usage.gpu_time_s
+        fields["peak_gpu_mem_mb"] = Greatest(
+            Coalesce(F("peak_gpu_mem_mb"), zero), Value(usage.peak_gpu_mem_mb)
+        )
+    Job.objects.filter(pk=job_id, attempt=attempt).update(**fields)
+
+
+def _data_task(job: Job) -> dict[str, Any]:
     version = job.dataset_version
-    frame = datafiles.read_frame(version.path, version.format, version.original_filename or version.file)
-    rows = datafiles.apply_where(frame, where or {})
-    if rows.empty:
-        raise training.TrainingError(f"no rows of {version} match where={where}")
-    return frame, rows
+    return {
+        "path": str(version.path),
+        "format": version.format,
+        "filename": version.original_filename or version.file,
+        "name": str(version),
+        "where": job.spec.get("where") or {},
+    }
 
 
-def _run_training(job: Job, attempt: int) -> None:
-    _, rows = _load_rows(job, job.spec.get("where"))
-    spec = parse_spec(job.spec, list(rows.columns))
-    device = training.select_device()
-    _append_log(
-        job.pk,
-        attempt,
-        f"training on {len(rows)} rows, {len(spec.features)} features, device {device}",
-        device=str(device),
-    )
-
-    def on_epoch(epoch: int, epochs: int, record: dict) -> None:
-        _check_cancel(job.pk)
+def _on_training_event(job: Job, attempt: int, event: dict[str, Any]) -> None:
+    """Turn one event of the training child into the job's log, progress and history."""
+    kind = event.get("event")
+    if kind == "log":
+        extra = {"device": event["device"]} if "device" in event else {}
+        _append_log(job.pk, attempt, event["message"], **extra)
+    elif kind == "resumed":
+        epoch = event["epoch"]
+        _append_log(
+            job.pk,
+            attempt,
+            f"resuming from epoch {epoch} (its checkpoint: model, optimizer and preprocessing)",
+            history=event["history"],
+        )
+    elif kind == "epoch":
+        epoch, epochs, record = event["epoch"], event["epochs"], event["record"]
+        _checker(job.pk, attempt)()
         summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
         history = [*Job.objects.get(pk=job.pk).history, record]
         _append_log(
@@ -104,14 +163,32 @@ def _run_training(job: Job, attempt: int) -> None:
             progress=epoch / epochs * 0.95,
             history=history,
         )
+    elif kind == "checkpoint":
+        _append_log(job.pk, attempt, f"checkpoint saved at epoch {event['epoch']}")
 
-    result = training.train(rows, spec, on_epoch)
+
+def _run_training(job: Job, attempt: int) -> None:
+    spec = parse_spec(job.spec, job.dataset_version.column_names)
+    folder = checkpoint_folder(job.pk)
+    resume = launcher.latest_checkpoint(folder)
+    with tempfile.TemporaryDirectory(prefix=f"steward-job-{job.pk}-") as tmp:
+        task = {
+            "kind": "train",
+            "data": _data_task(job),
+            "spec": spec.as_dict(),
+            "checkpoint_dir": str(folder),
+            "checkpoint_every": spec.checkpoint_every,
+            "resume": str(resume) if resume else None,
+            "output": str(Path(tmp) / "model.pt"),
+        }
+        result = _launch(job, attempt, task, Path(tmp), lambda event: _on_training_event(job, attempt, event))
+        artifact = Path(result["artifact"]).read_bytes()
     with JOBS.fenced(job.pk, attempt):
         version = do_register_model_version(
             model=job.registered_model,
-            artifact_bytes=result.artifact,
-            metrics=result.metrics,
-            signature=result.signature,
+            artifact_bytes=artifact,
+            metrics=result["metrics"],
+            signature=result["signature"],
             training_spec=spec.as_dict(),
             training_dataset_version=job.dataset_version,
             source_job_id=job.pk,
@@ -125,28 +202,38 @@ def _run_training(job: Job, attempt: int) -> None:
                 (job_node, NodeRef("model_version", version.pk), Relation.OUTPUT),
             ]
         )
-        do_succeed_job(job.pk, output_model_version=version, metrics=result.metrics, device=result.device)
+        do_succeed_job(
+            job.pk, output_model_version=version, metrics=result["metrics"], device=result["device"]
+        )
+    # The version is registered: the checkpoints have served (kept after a failure, for a look).
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _on_inference_event(job: Job, attempt: int, event: dict[str, Any]) -> None:
+    if event.get("event") == "log":
+        progress = 0.8 if event["message"].startswith("writing") else 0.1
+        extra = {"device": event["device"]} if "device" in event else {}
+        _append_log(job.pk, attempt, event["message"], progress=progress, **extra)
 
 
 def _run_inference(job: Job, attempt: int) -> None:
     model_version = job.model_version
-    loaded = inference.load_checked(model_version.path.read_bytes(), model_version.sha256, str(model_version))
-    _, rows = _load_rows(job, job.spec.get("where"))
-    _append_log(
-        job.pk,
-        attempt,
-        f"predicting {len(rows)} rows with {model_version} on {loaded.device}",
-        device=str(loaded.device),
-        progress=0.1,
-    )
-    _check_cancel(job.pk)
-    output = rows.copy()
-    output[inference.PREDICTION_COLUMN] = inference.predict(rows, loaded)
     fmt = job.dataset_version.format
-    _append_log(job.pk, attempt, f"writing {len(output)} predictions", progress=0.8)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"steward-job-{job.pk}-") as tmp:
         path = Path(tmp) / f"predictions.{fmt}"
-        path.write_bytes(datafiles.write_frame(output, fmt))
+        task = {
+            "kind": "infer",
+            "data": _data_task(job),
+            "model": {
+                "path": str(model_version.path),
+                "sha256": model_version.sha256,
+                "name": str(model_version),
+            },
+            "output": str(path),
+        }
+        result = _launch(
+            job, attempt, task, Path(tmp), lambda event: _on_inference_event(job, attempt, event)
+        )
         with JOBS.fenced(job.pk, attempt):
             dataset = _predictions_dataset(job)
             predictions = do_register_dataset_version(
@@ -169,8 +256,8 @@ def _run_inference(job: Job, attempt: int) -> None:
             do_succeed_job(
                 job.pk,
                 output_dataset_version=predictions,
-                metrics={"rows": float(len(output))},
-                device=str(loaded.device),
+                metrics={"rows": float(result["rows"])},
+                device=str(result["device"]),
             )
 
 

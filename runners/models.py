@@ -86,6 +86,16 @@ class Job(Delivered):
     params = models.JSONField(default=dict, help_text="MLflow parameters: key -> value, set once.")
     tags = models.JSONField(default=dict, help_text="MLflow run tags: key -> value.")
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="MLflow's deleted lifecycle stage.")
+    # Limits and accounting (issue 16): telemetry written by the worker, summed over attempts
+    # (peaks: the largest). Null until measured; GPU figures stay null without a GPU.
+    limits = models.JSONField(default=dict, help_text="The limits the last attempt ran under.")
+    wall_time_s = models.FloatField(null=True, blank=True, help_text="Seconds the compute ran.")
+    cpu_time_s = models.FloatField(null=True, blank=True, help_text="User + system CPU seconds.")
+    peak_rss_mb = models.FloatField(null=True, blank=True, help_text="Peak resident memory, MB.")
+    rows_read = models.BigIntegerField(null=True, blank=True)
+    bytes_read = models.BigIntegerField(null=True, blank=True)
+    gpu_time_s = models.FloatField(null=True, blank=True)
+    peak_gpu_mem_mb = models.FloatField(null=True, blank=True)
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"

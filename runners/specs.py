@@ -38,6 +38,8 @@ class TrainingSpec:
     hidden_layers: list[int] = field(default_factory=lambda: [64, 32])
     validation_fraction: float = 0.2
     where: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 1
+    limits: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +54,8 @@ class TrainingSpec:
             "hidden_layers": list(self.hidden_layers),
             "validation_fraction": self.validation_fraction,
             "where": dict(self.where),
+            "checkpoint_every": self.checkpoint_every,
+            "limits": dict(self.limits),
         }
 
 
@@ -66,10 +70,49 @@ def _bounded(raw: dict, name: str, kind: type, low: float, high: float, default:
     return kind(value)
 
 
-def parse_spec(raw: Any, columns: list[str]) -> TrainingSpec:
+# The per-job limits a spec may ask for (issue 16), their units and smallest values.
+LIMIT_FIELDS = {
+    "wall_time_s": ("s", 1),
+    "soft_wall_time_s": ("s", 1),
+    "memory_mb": ("MB", 64),
+    "threads": ("", 1),
+}
+
+
+def parse_limits(raw: Any, maxima: dict[str, int] | None = None) -> dict[str, int]:
+    """Validate a spec's ``limits`` object: ``{wall_time_s, soft_wall_time_s, memory_mb, threads}``,
+    each optional, a positive integer, at most ``maxima[name]`` (the settings' bounds; None: not
+    checked here). The soft wall time must be below the hard one. Raises SpecError naming
+    ``limits.<name>`` and the maximum."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError("limits: expected a JSON object")
+    unknown = sorted(set(raw) - set(LIMIT_FIELDS))
+    if unknown:
+        raise SpecError(f"limits: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(LIMIT_FIELDS)}")
+    limits = {}
+    for name, value in raw.items():
+        unit, low = LIMIT_FIELDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SpecError(f"limits.{name}: expected an integer of at least {low}, got {value!r}")
+        most = (maxima or {}).get(name)
+        if most is not None and value > most:
+            raise SpecError(
+                f"limits.{name}: at most {most}{' ' + unit if unit else ''} on this platform, got {value}"
+            )
+        limits[name] = value
+    soft, hard = limits.get("soft_wall_time_s"), limits.get("wall_time_s")
+    if soft is not None and hard is not None and soft >= hard:
+        raise SpecError(f"limits.soft_wall_time_s: must be below wall_time_s ({hard} s), got {soft}")
+    return limits
+
+
+def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = None) -> TrainingSpec:
     """Validate a JSON training spec against the dataset's column names.
 
-    Raises SpecError naming the bad field or the missing column.
+    ``maxima``: the platform's bounds on ``limits`` (see ``parse_limits``). Raises SpecError
+    naming the bad field or the missing column.
     """
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a JSON object")
@@ -119,4 +162,6 @@ def parse_spec(raw: Any, columns: list[str]) -> TrainingSpec:
         hidden_layers=hidden,
         validation_fraction=_bounded(raw, "validation_fraction", float, 0.05, 0.5, 0.2),
         where=where_from_spec(raw.get("where"), columns),
+        checkpoint_every=_bounded(raw, "checkpoint_every", int, 0, 1000, 1),
+        limits=parse_limits(raw.get("limits"), maxima),
     )

@@ -21,12 +21,21 @@ from torch import nn
 from runners.specs import TrainingSpec
 
 ARTIFACT_FORMAT = "steward.tabular_mlp/1"
+CHECKPOINT_FORMAT = "steward.tabular_mlp.checkpoint/1"
 # A classification target with at most this many distinct values; more means regression.
 MAX_CLASSES = 50
 
 
 class TrainingError(RuntimeError):
     """The data cannot be trained on; the message names the column and row."""
+
+
+class TrainingStopped(Exception):
+    """Training was asked to stop (``should_stop``) and stopped after ``epoch`` with a checkpoint."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"stopped after epoch {epoch}")
+        self.epoch = epoch
 
 
 class TabularMLP(nn.Module):
@@ -129,10 +138,19 @@ class TrainingResult:
 
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
+# Called with (epoch, checkpoint) where the checkpoint is torch.save-able, weights_only-loadable.
+CheckpointCallback = Callable[[int, dict[str, Any]], None]
 
 
 def train(
-    frame: pd.DataFrame, spec: TrainingSpec, on_epoch: ProgressCallback | None = None
+    frame: pd.DataFrame,
+    spec: TrainingSpec,
+    on_epoch: ProgressCallback | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: CheckpointCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """Train an MLP regressor or classifier on ``frame`` (already filtered by ``spec.where``).
 
@@ -144,6 +162,12 @@ def train(
     or a classification target with too many classes. Errors name a data row as the frame's
     index label + 1: the row of the file for frames from ``governance.datafiles.read_frame``,
     whose row filter keeps the labels.
+
+    Checkpoints (issue 16): every ``checkpoint_every`` epochs (0: never) ``on_checkpoint(epoch,
+    state)`` gets the model and optimizer state, the epoch, the history, the preprocessing and
+    torch's random state; ``resume`` (such a state) continues after its epoch, so a resumed run
+    ends with the same model as an uninterrupted one on the CPU. When ``should_stop()`` turns true
+    the run saves a checkpoint after the current epoch and raises TrainingStopped.
     """
     target = frame[spec.target]
     _check_rows(frame, spec)
@@ -172,7 +196,17 @@ def train(
     x_val, y_val = x_tensor[val_idx].to(device), y_tensor[val_idx].to(device)
 
     history: list[dict[str, float]] = []
-    for epoch in range(1, spec.epochs + 1):
+    first = 1
+    if resume is not None:
+        if resume.get("format") != CHECKPOINT_FORMAT or resume.get("architecture") != architecture:
+            raise TrainingError("the checkpoint does not match this job's model; it cannot be resumed")
+        model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        torch.set_rng_state(resume["rng_state"])
+        history = list(resume["history"])
+        preprocessing = resume["preprocessing"]
+        first = int(resume["epoch"]) + 1
+    for epoch in range(first, spec.epochs + 1):
         train_loss = _train_epoch(model, optimizer, loss_fn, x_train, y_train, spec.batch_size, epoch)
         record = {"epoch": epoch, "train_loss": train_loss}
         record.update(_evaluate(model, x_val, y_val, loss_fn, preprocessing["target"]))
@@ -184,6 +218,13 @@ def train(
         history.append(record)
         if on_epoch is not None:
             on_epoch(epoch, spec.epochs, record)
+        stopping = should_stop is not None and should_stop() and epoch < spec.epochs
+        if on_checkpoint is not None and (
+            stopping or (checkpoint_every and epoch % checkpoint_every == 0 and epoch < spec.epochs)
+        ):
+            on_checkpoint(epoch, _checkpoint(epoch, architecture, model, optimizer, preprocessing, history))
+        if stopping:
+            raise TrainingStopped(epoch)
 
     metrics = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
     metrics.update({"train_rows": float(len(train_idx)), "validation_rows": float(len(val_idx))})
@@ -280,6 +321,27 @@ def _artifact(
         buffer,
     )
     return buffer.getvalue()
+
+
+def _checkpoint(
+    epoch: int,
+    architecture: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    preprocessing: dict[str, Any],
+    history: list[dict[str, float]],
+) -> dict[str, Any]:
+    """A resumable training state: plain containers and tensors (``torch.load(weights_only=True)``)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "architecture": architecture,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "rng_state": torch.get_rng_state(),
+        "preprocessing": preprocessing,
+        "history": list(history),
+    }
 
 
 def _evaluate(model, x_val, y_val, loss_fn, target_info: dict) -> dict[str, float]:

@@ -37,6 +37,14 @@ class JobSerializer(serializers.ModelSerializer):
             "dispatch_count",
             "dispatched_at",
             "dispatch_error",
+            "limits",
+            "wall_time_s",
+            "cpu_time_s",
+            "peak_rss_mb",
+            "rows_read",
+            "bytes_read",
+            "gpu_time_s",
+            "peak_gpu_mem_mb",
         ]
         read_only_fields = fields
 

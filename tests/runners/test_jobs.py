@@ -14,7 +14,7 @@ import config.celery
 from governance.datafiles import read_frame
 from governance.models import AuditEvent, Dataset, ModelVersion
 from lineage.models import LineageEdge
-from runners import tasks, training
+from runners import launcher, tasks, training
 from runners.actions import JOBS, claim_job, do_cancel_job, do_submit_job
 from runners.execute import execute_job
 from runners.models import Job, JobKind, JobState
@@ -61,11 +61,26 @@ def test_training_job_runs_queued_running_succeeded(
     assert job.device == str(training.select_device())
     lines = job.log_tail.splitlines()
     assert lines[0] == f"training on 8645 rows, 11 features, device {job.device}"
-    assert [line.split(" ")[:2] for line in lines[1:]] == [
-        ["epoch", "1/3"],
-        ["epoch", "2/3"],
-        ["epoch", "3/3"],
+    assert lines[1:] == [
+        *[line for line in lines[1:] if line.startswith("epoch 1/3 ")],
+        "checkpoint saved at epoch 1",
+        *[line for line in lines[1:] if line.startswith("epoch 2/3 ")],
+        "checkpoint saved at epoch 2",
+        *[line for line in lines[1:] if line.startswith("epoch 3/3 ")],
     ]
+    # Accounting (issue 16): the child read the whole file, ran and used memory; no GPU here.
+    assert (job.rows_read, job.bytes_read) == (17379, dataset_version.path.stat().st_size)
+    assert min(job.wall_time_s, job.cpu_time_s, job.peak_rss_mb) > 0
+    if job.device == "cpu":
+        assert (job.gpu_time_s, job.peak_gpu_mem_mb) == (None, None)
+    assert job.limits == {
+        "wall_time_s": 86400,
+        "soft_wall_time_s": None,
+        "memory_mb": 8192,
+        "threads": settings.STEWARD_JOB_THREADS,
+    }
+    # The checkpoints served their purpose once the version is registered.
+    assert not (settings.ARTIFACT_ROOT / "checkpoints" / f"job-{job.pk}").exists()
     assert (version.model, version.version, version.source_job_id) == (registered_model, 1, job.pk)
     assert (version.training_dataset_version, version.training_spec) == (dataset_version, job.spec)
     assert version.signature == {
@@ -258,10 +273,10 @@ class WorkerKilled(BaseException):
 def test_a_job_whose_worker_always_dies_fails_after_the_bounded_attempts(training_job, settings, monkeypatch):
     settings.STEWARD_JOB_MAX_ATTEMPTS = 2
 
-    def die(frame, spec, on_epoch):
+    def die(self, on_event, check, **options):
         raise WorkerKilled
 
-    monkeypatch.setattr(training, "train", die)
+    monkeypatch.setattr(launcher.Launch, "run", die)
     for attempt in (1, 2):
         with pytest.raises(WorkerKilled):
             execute_job(training_job.pk)
@@ -289,16 +304,16 @@ def test_a_job_whose_worker_always_dies_fails_after_the_bounded_attempts(trainin
 def test_a_late_finisher_that_lost_its_claim_writes_nothing(training_job, monkeypatch):
     """Attempt 1 trains on while its heartbeat looked dead; attempt 2 re-claims the job; attempt 1
     then tries to register its version: refused (the fencing token of issue 16)."""
-    real_train = training.train
+    real_run = launcher.Launch.run
     second_delivery = []
 
-    def train_then_lose_the_claim(frame, spec, on_epoch):
-        result = real_train(frame, spec, on_epoch)
+    def train_then_lose_the_claim(self, on_event, check, **options):
+        result = real_run(self, on_event, check, **options)
         _worker_died(training_job.pk)
         second_delivery.append(JOBS.begin(training_job.pk))  # another worker's delivery claims it
         return result
 
-    monkeypatch.setattr(training, "train", train_then_lose_the_claim)
+    monkeypatch.setattr(launcher.Launch, "run", train_then_lose_the_claim)
 
     assert execute_job(training_job.pk) == JobState.RUNNING
 
@@ -315,15 +330,16 @@ def test_a_late_finisher_that_lost_its_claim_writes_nothing(training_job, monkey
     assert _job_events(job) == [("job.submit", "dana"), ("job.start", "system"), ("job.retry", "system")]
 
 
-def test_a_run_that_lost_its_claim_stops_at_its_next_epoch_and_writes_no_telemetry(training_job, monkeypatch):
+def test_a_run_that_lost_its_claim_stops_its_child_and_writes_no_telemetry(training_job, monkeypatch):
     # Its heartbeat and epochs would otherwise keep the job looking alive and mix its history into
     # the attempt that took over (issue 16, hostile tester).
-    def train_after_a_takeover(frame, spec, on_epoch):
-        Job.objects.filter(pk=training_job.pk).update(attempt=F("attempt") + 1)  # another worker's claim
-        on_epoch(1, spec.epochs, {"epoch": 1, "train_loss": 1.0})
-        raise AssertionError("the run went on after losing its claim")
+    real_run = launcher.Launch.run
 
-    monkeypatch.setattr(training, "train", train_after_a_takeover)
+    def train_after_a_takeover(self, on_event, check, **options):
+        Job.objects.filter(pk=training_job.pk).update(attempt=F("attempt") + 1)  # another worker's claim
+        return real_run(self, on_event, check, **options)
+
+    monkeypatch.setattr(launcher.Launch, "run", train_after_a_takeover)
 
     assert execute_job(training_job.pk) == JobState.RUNNING
 
@@ -388,22 +404,22 @@ def test_cancel_a_queued_job_cancels_it_at_once(client_for, training_job, scient
     assert _job_events(job) == [("job.submit", "dana"), ("job.cancel", "dana")]
 
 
-def test_cancel_a_running_job_stops_it_after_the_epoch(client_for, training_job, owner, monkeypatch):
-    """The owner presses cancel while epoch 2 finishes; the worker stops at its next check."""
+def test_cancel_a_running_job_stops_it_at_the_next_check(client_for, training_job, owner, monkeypatch):
+    """The owner presses cancel as epoch 2 is reported; the worker stops the child at once."""
     answers = []
-    real_train = training.train
+    real_run = launcher.Launch.run
 
-    def train_and_press_cancel_at_epoch_2(frame, spec, on_epoch):
-        def on_epoch_with_cancel(epoch, epochs, record):
-            if epoch == 2:
+    def train_and_press_cancel_at_epoch_2(self, on_event, check, **options):
+        def on_event_with_cancel(event):
+            if event.get("event") == "epoch" and event["epoch"] == 2:
                 answers.append(client_for(owner).post(f"/api/jobs/{training_job.pk}/cancel/"))
                 # Pressed twice: refused, so the trail holds one cancel request, not two.
                 answers.append(client_for(owner).post(f"/api/jobs/{training_job.pk}/cancel/"))
-            on_epoch(epoch, epochs, record)
+            on_event(event)
 
-        return real_train(frame, spec, on_epoch_with_cancel)
+        return real_run(self, on_event_with_cancel, check, **options)
 
-    monkeypatch.setattr(training, "train", train_and_press_cancel_at_epoch_2)
+    monkeypatch.setattr(launcher.Launch, "run", train_and_press_cancel_at_epoch_2)
 
     assert execute_job(training_job.pk) == JobState.CANCELLED
 
@@ -640,17 +656,17 @@ def test_a_running_job_beats_its_heartbeat_between_epochs(training_job, settings
     thread touched it, the job would fail instead of succeeding.
     """
     settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S = 0.05
-    real_train = training.train
+    real_run = launcher.Launch.run
 
-    def train_after_a_heartbeat(frame, spec, on_epoch):
-        # The last log line touched the heartbeat; only the thread can move it while we wait.
+    def train_after_a_heartbeat(self, on_event, check, **options):
+        # The claim touched the heartbeat; only the thread can move it while we wait.
         entered = Job.objects.get(pk=training_job.pk).heartbeat_at
         for _ in range(200):
             if Job.objects.get(pk=training_job.pk).heartbeat_at > entered:
-                return real_train(frame, spec, on_epoch)
+                return real_run(self, on_event, check, **options)
             threading.Event().wait(0.05)
-        raise training.TrainingError("no heartbeat while the first epoch ran")
+        raise launcher.ComputeError("no heartbeat while the first epoch ran")
 
-    monkeypatch.setattr(training, "train", train_after_a_heartbeat)
+    monkeypatch.setattr(launcher.Launch, "run", train_after_a_heartbeat)
 
     assert execute_job(training_job.pk) == JobState.SUCCEEDED

@@ -231,6 +231,8 @@ def test_spec_round_trips_with_defaults(bike_frame):
         "hidden_layers": [64, 32],
         "validation_fraction": 0.2,
         "where": {},
+        "checkpoint_every": 1,
+        "limits": {},
     }
     assert specs.parse_spec(spec.as_dict(), list(bike_frame.columns)) == spec
 

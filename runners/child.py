@@ -1,0 +1,195 @@
+"""The compute of one job, run by ``runners.launcher`` as ``python -m runners.child <task.json>``.
+
+No Django import and no database: it reads the rows file, trains or predicts, writes the artifact
+or the predictions to the path it was given, and reports JSON lines on its stdout (anything else
+printed goes to stderr):
+
+- ``{"event": "log", "message", "device"?}``; ``{"event": "data", "rows_read", "bytes_read"}``
+- ``{"event": "resumed", "epoch", "history"}``; ``{"event": "epoch", "epoch", "epochs", "record"}``
+- ``{"event": "checkpoint", "epoch", "path"}``; ``{"event": "stopped", "epoch", "checkpoint"}``
+  (asked to stop by SIGUSR1: the soft time limit)
+- ``{"event": "result", ...}`` (training: ``artifact``, ``metrics``, ``signature``, ``device``;
+  inference: ``rows``, ``device``) or ``{"event": "error", "message", "is_user_error"}``
+- ``{"event": "usage", "gpu_time_s", "peak_gpu_mem_mb"}`` (None without a GPU) before it exits.
+
+The task (JSON): ``kind`` (train / infer), ``data`` {path, format, filename, name, where},
+``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
+``checkpoint_every``, ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256, name}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from governance import datafiles
+from runners.specs import SpecError, parse_spec
+
+CHECKPOINT_NAME = "epoch-{epoch:05d}.pt"
+PR_SET_PDEATHSIG = 1
+
+
+class Reporter:
+    """Writes events as JSON lines on the stream the parent reads."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+        self.stream.flush()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the worker that started it dies: a killed worker
+    leaves no compute running on (the process group is not the worker's)."""
+    # Not Linux: no prctl; the parent's kill of the group is then the only stop.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:
+        os._exit(1)  # the parent died before we asked
+
+
+def _load_rows(data: dict[str, Any], report: Reporter) -> Any:
+    from runners.training import TrainingError
+
+    path = Path(data["path"])
+    frame = datafiles.read_frame(path, data["format"], data.get("filename") or path.name)
+    report("data", rows_read=len(frame), bytes_read=path.stat().st_size)
+    rows = datafiles.apply_where(frame, data.get("where") or {})
+    if rows.empty:
+        raise TrainingError(f"no rows of {data['name']} match where={data.get('where') or {}}")
+    return rows
+
+
+def _train(task: dict[str, Any], report: Reporter, stop_requested: list[bool]) -> None:
+    import torch
+
+    from runners import training
+
+    rows = _load_rows(task["data"], report)
+    spec = parse_spec(task["spec"], list(rows.columns))
+    device = training.select_device()
+    report(
+        "log",
+        message=f"training on {len(rows)} rows, {len(spec.features)} features, device {device}",
+        device=str(device),
+    )
+    resume = None
+    if task.get("resume"):
+        try:
+            resume = torch.load(task["resume"], map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: training from the start is still right
+            report(
+                "log",
+                message=f"checkpoint {Path(task['resume']).name} unreadable ({exc}); starting at epoch 1",
+            )
+        else:
+            report("resumed", epoch=int(resume["epoch"]), history=resume["history"])
+    folder = Path(task["checkpoint_dir"])
+
+    def on_checkpoint(epoch: int, state: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CHECKPOINT_NAME.format(epoch=epoch)
+        partial = path.with_suffix(".partial")
+        torch.save(state, partial)
+        os.replace(partial, path)  # a worker killed mid-write leaves no torn checkpoint
+        for older in folder.glob("epoch-*.pt"):
+            if older != path:
+                older.unlink(missing_ok=True)
+        report("checkpoint", epoch=epoch, path=str(path))
+
+    try:
+        result = training.train(
+            rows,
+            spec,
+            lambda epoch, epochs, record: report("epoch", epoch=epoch, epochs=epochs, record=record),
+            resume=resume,
+            checkpoint_every=int(task.get("checkpoint_every") or 0),
+            on_checkpoint=on_checkpoint,
+            should_stop=lambda: stop_requested[0],
+        )
+    except training.TrainingStopped as stopped:
+        report("stopped", epoch=stopped.epoch, checkpoint=str(folder))
+        return
+    Path(task["output"]).write_bytes(result.artifact)
+    report(
+        "result",
+        artifact=task["output"],
+        metrics=result.metrics,
+        signature=result.signature,
+        device=result.device,
+    )
+
+
+def _infer(task: dict[str, Any], report: Reporter) -> None:
+    from runners import inference
+
+    model = task["model"]
+    loaded = inference.load_checked(Path(model["path"]).read_bytes(), model["sha256"], model["name"])
+    rows = _load_rows(task["data"], report)
+    report(
+        "log",
+        message=f"predicting {len(rows)} rows with {model['name']} on {loaded.device}",
+        device=str(loaded.device),
+    )
+    output = rows.copy()
+    output[inference.PREDICTION_COLUMN] = inference.predict(rows, loaded)
+    report("log", message=f"writing {len(output)} predictions")
+    Path(task["output"]).write_bytes(datafiles.write_frame(output, task["data"]["format"]))
+    report("result", rows=len(output), device=str(loaded.device))
+
+
+def _gpu_usage(started: float) -> dict[str, float | None]:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return {"gpu_time_s": None, "peak_gpu_mem_mb": None}
+    return {
+        "gpu_time_s": time.monotonic() - started,
+        "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / 2**20,
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Run the task in ``argv[1]``; 0 with a result (or a stop at the soft limit), 1 otherwise."""
+    stop_requested = [False]
+    signal.signal(signal.SIGUSR1, lambda signum, frame: stop_requested.__setitem__(0, True))
+    task = json.loads(Path(argv[1]).read_text())
+    report = Reporter(os.fdopen(os.dup(1), "w"))
+    os.dup2(2, 1)  # libraries' prints go to the log, not into the events
+    _die_with_parent()
+    started = time.monotonic()
+    from runners.inference import ArtifactError
+    from runners.training import TrainingError
+
+    user_errors = (SpecError, TrainingError, ArtifactError, datafiles.DataFileError, FileNotFoundError)
+    try:
+        import torch
+
+        torch.set_num_threads(int(task["threads"]))
+        if task["kind"] == "train":
+            _train(task, report, stop_requested)
+        else:
+            _infer(task, report)
+        return 0
+    except user_errors as exc:
+        report("error", message=str(exc), is_user_error=True)
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        report("error", message=f"internal error: {type(exc).__name__}: {exc}", is_user_error=False)
+        return 1
+    finally:
+        report("usage", **_gpu_usage(started))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,304 @@
+"""Running a job's compute in a child process, in its own process group (issue 16). No Django import.
+
+The worker (``runners.execute``) is the parent: it keeps every database write, and hands the
+compute to ``python -m runners.child <task.json>``, a fresh interpreter started with
+``start_new_session=True``. A fresh interpreter rather than ``multiprocessing``'s spawn context:
+its process group is set by the kernel at exec (spawn cannot ask for a new session), nothing of
+the worker (Django connections, Celery's state, signal handlers) is inherited or pickled, and the
+protocol is plain JSON, so a model that executes code on load only ever runs there. The parent
+never imports torch: CUDA is initialised, if at all, in the child.
+
+The child writes JSON-lines events on its stdout (see ``runners.child``); the parent reads them
+from a thread and, every ``poll_s``, calls its ``check`` (cancel, lost claim), samples the group's
+resident memory from ``/proc`` and enforces the wall-time limits. Stopping is SIGTERM to the
+group, then SIGKILL after ``grace_s``. Resource use comes from ``os.wait4`` (the child's user +
+system CPU seconds and peak RSS) and the samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+CHECKPOINT_GLOB = "epoch-*.pt"
+STDERR_TAIL_CHARS = 2000
+PAGE_MB = 1024.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run may use: seconds of wall time (``soft_wall_time_s``: asked to checkpoint and
+    stop; ``wall_time_s``: killed), resident megabytes of the whole process group, and CPU threads.
+    None: no limit."""
+
+    wall_time_s: float | None = None
+    soft_wall_time_s: float | None = None
+    memory_mb: int | None = None
+    threads: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Usage:
+    """What one run used (issue 16 accounting): wall and CPU seconds, peak resident megabytes of
+    the process group, rows and bytes of input read, GPU seconds and peak GPU megabytes (None
+    without a GPU)."""
+
+    wall_time_s: float = 0.0
+    cpu_time_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    rows_read: int | None = None
+    bytes_read: int | None = None
+    gpu_time_s: float | None = None
+    peak_gpu_mem_mb: float | None = None
+
+
+class ComputeError(Exception):
+    """The child stopped without a result; ``str()`` is the message for the job's owner.
+
+    ``is_user_error``: the input is wrong (spec, data, artifact) rather than the platform.
+    """
+
+    def __init__(self, message: str, *, is_user_error: bool = True):
+        super().__init__(message)
+        self.is_user_error = is_user_error
+
+
+class LimitExceeded(ComputeError):
+    """The run went over one of its ``Limits`` and was stopped."""
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint file in ``folder`` (``epoch-NNNNN.pt``), or None."""
+    found = sorted(folder.glob(CHECKPOINT_GLOB)) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident megabytes of every process in group ``pgid`` (``VmRSS`` in ``/proc/<pid>/status``);
+    0 where ``/proc`` is not available."""
+    total_kb = 0
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # Fields after the command (which may hold spaces and parentheses): state, ppid, pgrp.
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    return total_kb / PAGE_MB
+
+
+class Launch:
+    """One run of ``task`` (a JSON-able dict for ``runners.child``) in a child process.
+
+    ``run`` returns the child's result event; ``usage`` holds what it used afterwards, whether
+    ``run`` returned or raised.
+    """
+
+    def __init__(self, task: dict[str, Any], limits: Limits, workdir: Path):
+        self.task = {**task, "threads": limits.threads}
+        self.limits = limits
+        self.workdir = workdir
+        self.usage = Usage()
+
+    def run(
+        self,
+        on_event: Callable[[dict[str, Any]], None],
+        check: Callable[[], None],
+        *,
+        poll_s: float = 0.5,
+        grace_s: float = 2.0,
+    ) -> dict[str, Any]:
+        """Start the child and follow it to its end; returns its ``result`` event.
+
+        ``on_event(event)`` gets each progress event (``log``, ``data``, ``epoch``, ``resumed``,
+        ``checkpoint``) in the order written; ``check()`` runs at least every ``poll_s`` seconds.
+        Whatever either raises (a cancel, a lost claim) stops the child's group (SIGTERM, SIGKILL
+        after ``grace_s``) and propagates. Raises ComputeError with the child's own message when it
+        reports an error or dies without a result, LimitExceeded when it went over ``limits``.
+        """
+        task_file = self.workdir / "task.json"
+        task_file.write_text(json.dumps(self.task))
+        threads = str(self.limits.threads)
+        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        with open(self.workdir / "child.stderr", "w+b") as stderr:
+            process = subprocess.Popen(  # noqa: S603 - our interpreter, our module, our file
+                [sys.executable, "-m", "runners.child", str(task_file)],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                env=env,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            return self._follow(process, stderr, on_event, check, poll_s, grace_s)
+
+    def _follow(
+        self,
+        process: subprocess.Popen[bytes],
+        stderr: BinaryIO,
+        on_event: Callable[[dict[str, Any]], None],
+        check: Callable[[], None],
+        poll_s: float,
+        grace_s: float,
+    ) -> dict[str, Any]:
+        events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        reader = threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True)
+        reader.start()
+        started = time.monotonic()
+        pgid = process.pid  # start_new_session: the child leads its own group
+        ended: dict[str, Any] = {}
+        soft_sent = False
+        reported = False  # the child's first event: its SIGUSR1 handler is installed
+        exited = eof = False
+        exited_polls = 0
+        try:
+            while not (exited and eof):
+                exited = self._reap(process, block=False)
+                deadline = time.monotonic() + poll_s
+                while not eof and (wait := deadline - time.monotonic()) > 0:
+                    try:
+                        event = events.get(timeout=wait)
+                    except queue.Empty:
+                        break
+                    reported = True
+                    if event is None:
+                        eof = True
+                    elif event.get("event") in ("result", "error", "stopped", "usage"):
+                        ended[event["event"]] = event
+                    else:
+                        if event.get("event") == "data":
+                            self.usage.rows_read = int(event["rows_read"])
+                            self.usage.bytes_read = int(event["bytes_read"])
+                        on_event(event)
+                if exited:
+                    exited_polls += 1
+                    if exited_polls > 2:
+                        # Something the child started still holds its output open.
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pgid, signal.SIGKILL)
+                    continue
+                if eof:
+                    time.sleep(min(poll_s, 0.05))
+                check()
+                self.usage.peak_rss_mb = max(self.usage.peak_rss_mb, group_rss_mb(pgid))
+                elapsed = time.monotonic() - started
+                limits = self.limits
+                if limits.memory_mb is not None and self.usage.peak_rss_mb > limits.memory_mb:
+                    raise LimitExceeded(
+                        f"exceeded the memory limit of {limits.memory_mb} MB "
+                        f"(peak {self.usage.peak_rss_mb:.0f} MB); stopped"
+                    )
+                if limits.wall_time_s is not None and elapsed > limits.wall_time_s:
+                    raise LimitExceeded(f"exceeded the wall time limit of {limits.wall_time_s:g} s; killed")
+                if (
+                    limits.soft_wall_time_s is not None
+                    and elapsed > limits.soft_wall_time_s
+                    and reported
+                    and not soft_sent
+                ):
+                    # Asks the child to save a checkpoint and stop after its current epoch.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pgid, signal.SIGUSR1)
+                    soft_sent = True
+        except BaseException:
+            self._stop(process, pgid, grace_s)
+            raise
+        finally:
+            if not exited:
+                self._stop(process, pgid, grace_s)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)  # anything the child left behind in its group
+            self.usage.wall_time_s = time.monotonic() - started
+            reader.join(timeout=grace_s)
+        return self._outcome(process, stderr, ended)
+
+    def _reap(self, process: subprocess.Popen[bytes], *, block: bool) -> bool:
+        """Collect the child's exit status and resource use (``os.wait4``); True once it exited."""
+        if process.returncode is not None:
+            return True
+        try:
+            pid, status, rusage = os.wait4(process.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            process.returncode = -1
+            return True
+        if pid == 0:
+            return False
+        process.returncode = os.waitstatus_to_exitcode(status)
+        self.usage.cpu_time_s = rusage.ru_utime + rusage.ru_stime
+        # ru_maxrss is in kilobytes on Linux: the largest single process of the run.
+        self.usage.peak_rss_mb = max(self.usage.peak_rss_mb, rusage.ru_maxrss / PAGE_MB)
+        return True
+
+    def _stop(self, process: subprocess.Popen[bytes], pgid: int, grace_s: float) -> None:
+        """SIGTERM to the group, SIGKILL after ``grace_s``; reaps the child."""
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if self._reap(process, block=False):
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        self._reap(process, block=True)
+
+    def _outcome(
+        self, process: subprocess.Popen[bytes], stderr: BinaryIO, ended: dict[str, Any]
+    ) -> dict[str, Any]:
+        if "usage" in ended:
+            self.usage.gpu_time_s = ended["usage"].get("gpu_time_s")
+            self.usage.peak_gpu_mem_mb = ended["usage"].get("peak_gpu_mem_mb")
+        if "result" in ended and process.returncode == 0:
+            return ended["result"]
+        if "stopped" in ended:
+            epochs = ended["stopped"]["epoch"]
+            raise LimitExceeded(
+                f"stopped at the soft time limit of {self.limits.soft_wall_time_s:g} s after "
+                f"{epochs} epoch{'s' if epochs != 1 else ''}; checkpoint saved"
+            )
+        if "error" in ended:
+            error = ended["error"]
+            raise ComputeError(str(error["message"]), is_user_error=bool(error.get("is_user_error")))
+        stderr.seek(0)
+        tail = stderr.read().decode("utf-8", "replace")[-STDERR_TAIL_CHARS:].strip()
+        code = process.returncode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with {code}"
+        raise ComputeError(
+            f"internal error: the job's process {how} without a result"
+            + (f"; its last output: {tail}" if tail else ""),
+            is_user_error=False,
+        )
+
+
+def _read_events(stream: Any, events: queue.Queue[dict[str, Any] | None]) -> None:
+    """Parse the child's JSON lines into ``events``; None at the end of its output."""
+    try:
+        for raw in stream:
+            with contextlib.suppress(ValueError):
+                event = json.loads(raw)
+                if isinstance(event, dict):
+                    events.put(event)
+    finally:
+        events.put(None)
