@@ -128,6 +128,16 @@ def do_submit_job(
     elif kind == JobKind.INFER:
         if model_version is None:
             raise ValidationError({"model_version": "an inference job needs a model version"})
+        if model_version.flavor != ModelVersion.Flavor.STEWARD_TABULAR:
+            # Only Steward's own artifact loads without running code (weights_only); an MLflow
+            # model directory, ONNX or a bare state dict needs its own runtime (issue 17).
+            raise ValidationError(
+                {
+                    "model_version": f"{model_version} is a {model_version.get_flavor_display()} model; "
+                    "inference jobs run Steward's tabular models only (load other flavors with their "
+                    "own runtime, e.g. mlflow.pyfunc.load_model)"
+                }
+            )
         team_id = model_version.model.team_id
     else:
         raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer"})

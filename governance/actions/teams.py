@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -147,7 +147,8 @@ def default_team(user: User, *, team_slug: str | None = None) -> Team:
     ``team_slug`` (the ``steward.team`` tag) wins: it must be a team where ``user`` may change
     objects. Without it, the one team where ``user`` holds a role with CHANGE (model owner, data
     scientist). Raises ValidationError on ``steward.team`` when the slug names no such team, or when
-    ``user`` has none or several such teams (naming them, so the caller knows what to tag).
+    ``user`` has several such teams (naming them, so the caller knows what to tag); PermissionDenied
+    when ``user`` has none.
     A platform admin may name any team, but gets a default only from their own memberships.
     """
     if team_slug is not None and team_slug != "":
@@ -161,7 +162,10 @@ def default_team(user: User, *, team_slug: str | None = None) -> Team:
     if len(team_ids) == 1:
         return Team.objects.get(pk=team_ids[0])
     if not team_ids:
-        raise ValidationError({TEAM_TAG: "you are in no team where you may create objects"})
+        # A permission refusal (403), not bad input: no tag would help a viewer or an approver.
+        raise PermissionDenied(
+            "you hold no role that may create objects in any team (model owner or data scientist)"
+        )
     slugs = ", ".join(Team.objects.filter(pk__in=team_ids).order_by("slug").values_list("slug", flat=True))
     raise ValidationError(
         {TEAM_TAG: f"you may create objects in several teams ({slugs}): name one with the tag {TEAM_TAG}"}

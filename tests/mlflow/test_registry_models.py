@@ -148,6 +148,12 @@ def test_viewer_may_read_but_not_write(mlflow_client, use_token, viewer):
         mlflow_client.set_registered_model_tag("viewed", "k", "v")
     assert refused.value.error_code == "PERMISSION_DENIED"
     assert RegisteredModel.objects.get(name="viewed").tags == {}
+    # Creating is refused as a permission (no steward.team tag would help a viewer).
+    with pytest.raises(MlflowException) as no_team:
+        mlflow_client.create_registered_model("by-a-viewer")
+    assert no_team.value.error_code == "PERMISSION_DENIED"
+    assert "no role that may create objects in any team" in no_team.value.message
+    assert not RegisteredModel.objects.filter(name="by-a-viewer").exists()
 
 
 def test_basic_auth_works(mlflow_client, mlflow_env, monkeypatch, scientist):

@@ -179,3 +179,37 @@ def test_missing_target_values_fail_the_training_job_naming_column_and_row(
         AuditEvent.objects.filter(object_type="job").order_by("id").values_list("action", "actor_label")
     ) == [("job.submit", "dana"), ("job.start", "system"), ("job.fail", "system")]
     assert AuditEvent.objects.get(action="job.fail").after["error"] == job.error
+
+
+def test_inference_with_a_model_of_another_flavor_is_400_and_no_job(
+    client_for, scientist, dataset_version, registered_model, tmp_path
+):
+    """Only Steward's tabular artifact loads without running code; a bare state dict (or an MLflow
+    model directory) is refused at submission, not failed later inside the worker."""
+    import torch
+
+    from governance.actions.model_versions import do_register_model_version_from_artifact
+
+    weights = tmp_path / "weights.pt"
+    torch.save({"layer.weight": torch.zeros(2, 2)}, weights)
+    version = do_register_model_version_from_artifact(
+        model=registered_model, artifact_path=weights, source="upload", actor=scientist
+    )
+    assert version.flavor == "pytorch_state_dict"
+    events = AuditEvent.objects.count()
+
+    response = client_for(scientist).post(
+        "/api/jobs/",
+        {"kind": "infer", "dataset_version": dataset_version.pk, "model_version": version.pk},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "model_version": [
+            f"{version} is a PyTorch state dict model; inference jobs run Steward's tabular models only "
+            "(load other flavors with their own runtime, e.g. mlflow.pyfunc.load_model)"
+        ]
+    }
+    assert Job.objects.count() == 0
+    assert AuditEvent.objects.count() == events

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest
 
@@ -110,7 +110,7 @@ def lookup_model(user, name: str) -> RegisteredModel:
         raise ResourceDoesNotExist(f"Registered Model with name={name} not found")
     try:
         team = default_team(user)
-    except ValidationError:
+    except (ValidationError, PermissionDenied):  # no single default team
         team = None
     for model in found:
         if team is not None and model.team_id == team.pk:

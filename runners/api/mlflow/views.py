@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import HttpRequest
 
@@ -124,7 +124,7 @@ def get_experiment_by_name(request: HttpRequest, params: Params) -> dict:
         # The same name in several of the user's teams: the default team's wins, else say why.
         try:
             team = default_team(request.user)
-        except ValidationError:  # no single default team: the message below says what to do
+        except (ValidationError, PermissionDenied):  # no single default team: see the message below
             team = None
         found = [e for e in found if team is not None and e.team_id == team.pk] or found
         if len(found) > 1:
