@@ -254,13 +254,23 @@ def extract_archive(archive: Path, name: str, target: Path, *, max_bytes: int) -
 
     Every member is checked before anything is written: no absolute path, no ``..``, no link
     (symbolic or hard), no device or fifo, at most MAX_ARCHIVE_MEMBERS members and ``max_bytes``
-    in all (zip sizes are also counted while writing). ArtifactRefused otherwise.
+    in all (zip sizes are also counted while writing), at least one file (an empty archive has
+    nothing to register). ArtifactRefused otherwise.
     """
     target.mkdir(parents=True)
     if name.lower().endswith(".zip"):
         _extract_zip(archive, target, max_bytes)
     else:
         _extract_tar(archive, target, max_bytes)
+    if not any(item.is_file() for item in target.rglob("*")):
+        raise ArtifactRefused("the archive holds no file: nothing to register")
+
+
+def _reason(exc: BaseException) -> str:
+    # An OSError's text names the server's temporary path; its strerror alone says what failed.
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)[:200]
 
 
 def _extract_tar(archive: Path, target: Path, max_bytes: int) -> None:
@@ -295,7 +305,7 @@ def _extract_tar(archive: Path, target: Path, max_bytes: int) -> None:
                 with source, destination.open("wb") as handle:
                     shutil.copyfileobj(source, handle, _CHUNK)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise ArtifactRefused(f"not a readable tar archive ({str(exc)[:200]})") from exc
+        raise ArtifactRefused(f"not a readable tar archive ({_reason(exc)})") from exc
 
 
 def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
@@ -329,4 +339,4 @@ def _extract_zip(archive: Path, target: Path, max_bytes: int) -> None:
                         handle.write(chunk)
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) as exc:
         # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks.
-        raise ArtifactRefused(f"not a readable zip archive ({str(exc)[:200]})") from exc
+        raise ArtifactRefused(f"not a readable zip archive ({_reason(exc)})") from exc

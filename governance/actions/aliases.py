@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance.actions.checks import check_alias_name, ensure_can
+from governance.actions.checks import check_alias_name, ensure_can, is_protected_alias
 from governance.actions.promotions import ensure_may_hold_alias, move_alias, open_promotion_request
 from governance.actions.registered_models import lock_live_model
 from governance.audit import record_audit_event, snapshot
@@ -87,7 +87,7 @@ def do_set_alias(
         if current is not None and current.model_version_id == target.pk:
             return current
         ensure_may_hold_alias(model, target)
-        if alias not in model.team.protected_aliases:
+        if not is_protected_alias(model.team.protected_aliases, alias):
             return move_alias(model, alias, target, actor)
         if actor is None:
             raise PermissionDenied(
@@ -120,7 +120,7 @@ def do_delete_alias(*, model: RegisteredModel, alias: str, actor: User | None) -
     """
     with transaction.atomic():
         model = lock_live_model(model, actor)
-        if alias in model.team.protected_aliases:
+        if is_protected_alias(model.team.protected_aliases, alias):
             raise PermissionDenied(
                 f"alias {alias!r} is protected in team {model.team.name}: it moves only through an "
                 "approved promotion request and cannot be deleted directly"
@@ -141,16 +141,44 @@ def do_delete_alias(*, model: RegisteredModel, alias: str, actor: User | None) -
         model.save(update_fields=["updated_at"])
 
 
+def _ensure_unheld(team: Team, new: list[str]) -> None:
+    leaving = [name for name in team.protected_aliases if not is_protected_alias(new, name)]
+    if not leaving:
+        return
+    held = sorted(
+        {
+            f"{alias.model.name}@{alias.name}"
+            for alias in ModelAlias.objects.filter(model__team=team, model__deleted_at__isnull=True)
+            .select_related("model")
+            .only("name", "model__name")
+            if is_protected_alias(leaving, alias.name)
+        }
+    )
+    if held:
+        raise ValidationError(
+            {
+                "protected_aliases": f"{', '.join(repr(n) for n in leaving)} cannot stop being protected "
+                f"while models of team {team.name} hold it: {', '.join(held)}; a protected alias "
+                "leaves the list only when no live model holds it"
+            }
+        )
+
+
 def do_set_protected_aliases(*, team: Team, aliases: list[str], actor: User | None) -> Team:
     """Set which of ``team``'s aliases move only through four eyes (each under the alias rule;
     stored sorted, without duplicates). Team management (MANAGE) only; audited
-    ``team.set_protected_aliases``."""
+    ``team.set_protected_aliases``.
+
+    Adding is always allowed. An alias may not leave the list while a live model of the team
+    holds it (ValidationError naming the models): otherwise whoever manages the team could
+    unprotect it, move it alone and protect it again, bypassing four eyes (admins included)."""
     if not isinstance(aliases, list | tuple):
         raise ValidationError({"protected_aliases": "a list of alias names"})
     checked = sorted({check_alias_name(alias) for alias in aliases})
     with transaction.atomic():
         team = Team.objects.select_for_update().get(pk=team.pk)
         ensure_can(actor, MANAGE, team.pk)
+        _ensure_unheld(team, checked)
         if sorted(team.protected_aliases) != checked:
             before = snapshot(team)
             team.protected_aliases = checked

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import Max, Q
 
 from governance.models import PlatformRole, PlatformRoleGrant
-from governance.names import InvalidName, check_name
+from governance.names import InvalidName, check_name, name_key
 from governance.permissions import Action, can, platform_roles
 
 if TYPE_CHECKING:
@@ -120,3 +120,11 @@ def check_alias_name(alias: Any) -> str:
             {"alias": f"alias {alias!r} is reserved: 'latest' and 'v<number>' name versions"}
         )
     return alias
+
+
+def is_protected_alias(protected: list[str], alias: str) -> bool:
+    """Whether ``alias`` is one of ``protected`` (a team's ``protected_aliases``), compared under
+    NFKC case folding like names: "Production" and its fullwidth twin are "production" too, so a
+    look-alike cannot slip past four eyes."""
+    key = name_key(alias)
+    return any(name_key(name) == key for name in protected)

@@ -11,12 +11,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from governance import artifacts, flavors
-from governance.actions.checks import ensure_can, next_version
+from governance.actions.checks import ensure_can, is_protected_alias, next_version
 from governance.actions.registered_models import lock_live_model
 from governance.audit import record_audit_event, snapshot
 from governance.limits import checked_description, checked_tag, checked_tags
@@ -233,10 +233,12 @@ def do_update_model_version(*, version: ModelVersion, description: str, actor: U
 
 def do_archive_model_version(*, version: ModelVersion, actor: User | None) -> ModelVersion:
     """Archive a ready version: it stays readable (and keeps the aliases it holds) but takes no
-    new alias. An archived version changes nothing (no event)."""
+    new alias. An archived version changes nothing (no event). PermissionDenied if it holds a
+    protected alias (promote another version first)."""
     with transaction.atomic():
         model, version = _lock_version(version, actor)
         if version.status == ModelVersion.Status.READY:
+            ensure_holds_no_protected_alias(model, version, "archived")
             before = snapshot(version)
             version.status = ModelVersion.Status.ARCHIVED
             _save_version(model, version, ["status"], "model_version.archive", before, actor)
@@ -254,12 +256,31 @@ def do_unarchive_model_version(*, version: ModelVersion, actor: User | None) -> 
     return version
 
 
+def ensure_holds_no_protected_alias(model: RegisteredModel, version: ModelVersion, doing: str) -> None:
+    """PermissionDenied if ``version`` holds one of its team's protected aliases: deleting or
+    archiving it would take the alias away without four eyes. ``doing`` ("deleted", "archived")
+    completes the message."""
+    held = [
+        name
+        for name in ModelAlias.objects.filter(model_version=version)
+        .order_by("name")
+        .values_list("name", flat=True)
+        if is_protected_alias(model.team.protected_aliases, name)
+    ]
+    if held:
+        raise PermissionDenied(
+            f"{version} holds the protected alias {held[0]!r} of team {model.team.name}, so it cannot be "
+            f"{doing}: promote another version to {held[0]!r} first (an approved promotion request)"
+        )
+
+
 def soft_delete_version(model: RegisteredModel, version: ModelVersion, actor: User | None) -> None:
     """Mark ``version`` deleted and remove the aliases it holds, each with its audit event.
 
     The caller holds the model's lock inside its transaction (``do_delete_model_version``,
-    ``do_delete_registered_model``).
+    ``do_delete_registered_model``). PermissionDenied if it holds a protected alias.
     """
+    ensure_holds_no_protected_alias(model, version, "deleted")
     for alias in ModelAlias.objects.select_for_update().filter(model_version=version).order_by("name"):
         before = snapshot(alias)
         record_audit_event(
@@ -278,8 +299,9 @@ def soft_delete_version(model: RegisteredModel, version: ModelVersion, actor: Us
 
 def do_delete_model_version(*, version: ModelVersion, actor: User | None) -> ModelVersion:
     """Soft-delete a version (MLflow's semantics): its number is never given again, the aliases
-    it holds are removed in the same transaction (protected ones included: an alias cannot point
-    at nothing), the row stays for the audit trail and lineage. ValidationError if already deleted."""
+    it holds are removed in the same transaction, the row stays for the audit trail and lineage.
+    ValidationError if already deleted; PermissionDenied if it holds a protected alias (promote
+    another version first)."""
     with transaction.atomic():
         model, version = _lock_version(version, actor)
         soft_delete_version(model, version, actor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from governance.actions.checks import SAME_NAME, checked_name, ensure_can
@@ -24,14 +24,35 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
+class NameTaken(ValidationError):
+    """The team already has a live model by that name (also raised for the loser of a race to
+    create or rename one: the unique constraint's refusal is this, not a database error)."""
+
+
+# "/" and ":" break MLflow's model URIs (models:/<name>/<version>, models:/<name>@<alias>), so a
+# model name may not hold them (MLflow refuses them too); datasets and teams may.
+_URI_CHARS = ("/", ":")
+
+
+def checked_model_name(raw: str) -> str:
+    """``raw`` under the name rule, without "/" or ":"; ValidationError on ``name`` otherwise."""
+    name = checked_name(raw, noun="model name")
+    for char in _URI_CHARS:
+        if char in name:
+            raise ValidationError(
+                {"name": f"a model name may not contain {char!r}: it breaks models:/ URIs ({name!r})"}
+            )
+    return name
+
+
 def _ensure_name_free(team: Team, name: str, *, exclude_pk: int | None = None) -> str:
-    """The name's key; ValidationError if ``team`` (only it) has a live model by that key."""
+    """The name's key; NameTaken if ``team`` (only it) has a live model by that key."""
     key = name_key(name)
     taken = RegisteredModel.objects.filter(team=team, name_key=key, deleted_at__isnull=True)
     if exclude_pk is not None:
         taken = taken.exclude(pk=exclude_pk)
     if taken.exists():
-        raise ValidationError({"name": f"team {team.name} already has a model named {name!r}{SAME_NAME}"})
+        raise NameTaken({"name": f"team {team.name} already has a model named {name!r}{SAME_NAME}"})
     return key
 
 
@@ -64,11 +85,22 @@ def do_create_registered_model(
 ) -> RegisteredModel:
     """Register a model name for ``team`` owned by ``owner`` (who must belong to the team).
 
-    Raises ValidationError if the name breaks the name rule, the team already has it, the owner
-    is not a member, or the description or a tag is over its limit (``governance.limits``)."""
-    name = checked_name(name, noun="model name")
+    Raises ValidationError if the name breaks the name rule (``checked_model_name``), the owner
+    is not a member, or the description or a tag is over its limit (``governance.limits``);
+    NameTaken (a ValidationError) if the team already has it, a concurrent create included."""
+    name = checked_model_name(name)
     description = checked_description(description)
     tags = checked_tags(tags)
+    try:
+        return _create(team, name, owner, description, tags, actor)
+    except IntegrityError:
+        # Two creates raced past the check; the unique (team, name_key) constraint refused the
+        # second. Said as the same refusal the check gives, once the winner's row is visible.
+        _ensure_name_free(team, name)
+        raise
+
+
+def _create(team: Team, name: str, owner, description: str, tags: dict[str, str], actor: User | None):
     with transaction.atomic():
         ensure_can(actor, CHANGE, team.pk)
         if not Membership.objects.filter(user=owner, team=team).exists():
@@ -100,8 +132,9 @@ def do_update_registered_model(
 def do_rename_registered_model(
     *, model: RegisteredModel, new_name: str, actor: User | None
 ) -> RegisteredModel:
-    """Rename the model; the new name follows the name rule and is free in the model's team."""
-    new_name = checked_name(new_name, noun="model name")
+    """Rename the model; the new name follows the name rule (``checked_model_name``) and is free
+    in the model's team (NameTaken otherwise)."""
+    new_name = checked_model_name(new_name)
     with transaction.atomic():
         model = lock_live_model(model, actor)
         key = _ensure_name_free(model.team, new_name, exclude_pk=model.pk)

@@ -5,8 +5,8 @@ an offset of rows that share it: a row inserted among those ties while a client 
 the offset, so a row is shown twice. Here the cursor holds the last row's whole key (every
 ordering field, ending in the id) and the next page is ``governance.keyset.seek`` after it, so
 pages are exact under concurrent inserts; DRF's link building is kept as is (with unique
-positions its offset is always 0). Cursors are signed: a forged or edited one is DRF's
-404 "Invalid cursor", never a value the database cannot take.
+positions its offset is always 0). Cursors are signed: a forged or edited one is a 400
+"Invalid cursor" on ``cursor``, never a value the database cannot take.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import F, QuerySet
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import Cursor, CursorPagination, _reverse_ordering
 from rest_framework.request import Request
 from rest_framework.utils.urls import replace_query_param
@@ -145,5 +145,6 @@ class KeysetCursorPagination(CursorPagination):
             if tuple(payload["o"]) != self.ordering:
                 raise ValueError("a cursor of a list in another order")
         except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
-            raise NotFound(self.invalid_cursor_message) from exc
+            # A 400 naming the parameter: the request is wrong, the list exists.
+            raise ValidationError({self.cursor_query_param: [str(self.invalid_cursor_message)]}) from exc
         return Cursor(offset=0, reverse=reverse, position=position)

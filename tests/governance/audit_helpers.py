@@ -22,7 +22,7 @@ LATEST_WITH_OFFSET = "9999-12-31T23:59:59-05:00"  # 10000-01-01T04:59Z: after ye
 BEYOND_BIGINT = "9223372036854775808"  # 2**63
 OUT_OF_UTC = "Enter a date/time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once converted to UTC."
 TOO_BIG = "Ensure this value is less than or equal to 9223372036854775807."
-INVALID_CURSOR = (404, {"detail": "Invalid cursor"})
+INVALID_CURSOR = (400, {"cursor": ["Invalid cursor"]})
 
 needs_postgres = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="PostgreSQL behaviour (triggers, concurrent writers)"

@@ -112,7 +112,7 @@ def test_a_page_size_outside_one_to_a_thousand_is_a_400_naming_the_limit(client_
 def test_a_forged_cursor_is_invalid(client_for, viewer, cursor):
     response = client_for(viewer).get("/api/models/", {"cursor": cursor})
 
-    assert (response.status_code, response.json()) == (404, {"detail": "Invalid cursor"})
+    assert (response.status_code, response.json()) == (400, {"cursor": ["Invalid cursor"]})
 
 
 def test_a_cursor_of_another_list_is_invalid(client_for, admin, team):
@@ -123,7 +123,7 @@ def test_a_cursor_of_another_list_is_invalid(client_for, admin, team):
 
     response = client.get("/api/audit-events/", {"cursor": cursor})
 
-    assert (response.status_code, response.json()) == (404, {"detail": "Invalid cursor"})
+    assert (response.status_code, response.json()) == (400, {"cursor": ["Invalid cursor"]})
 
 
 @pytest.mark.parametrize("url", LISTS)

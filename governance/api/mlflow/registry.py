@@ -33,6 +33,7 @@ from governance.actions.model_versions import (
     do_update_model_version,
 )
 from governance.actions.registered_models import (
+    NameTaken,
     do_create_registered_model,
     do_delete_registered_model,
     do_delete_registered_model_tag,
@@ -137,14 +138,19 @@ def lookup_version(user, name: str, version: Any) -> ModelVersion:
     return found
 
 
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit() is true for "²" and Arabic-Indic digits; ids are written in ASCII only.
+    return text.isascii() and text.isdigit()
+
+
 def _version_number(version: Any) -> int:
-    try:
-        number = int(str(version))
-    except ValueError:
-        raise InvalidParameterValue(f"Parameter 'version' must be an integer, got {version!r}.") from None
-    if not 1 <= number <= VERSION_NUMBER_MAX:
+    text = str(version)
+    if not _ascii_digits(text.removeprefix("-")):
+        raise InvalidParameterValue(f"Parameter 'version' must be an integer, got {version!r}.")
+    # The length first: int() refuses strings of more than 4,300 digits.
+    if len(text) > 12 or not 1 <= int(text) <= VERSION_NUMBER_MAX:
         raise InvalidParameterValue(f"Parameter 'version' must be between 1 and {VERSION_NUMBER_MAX}.")
-    return number
+    return int(text)
 
 
 # Answers in MLflow's JSON shapes.
@@ -266,16 +272,19 @@ def create_registered_model(request: HttpRequest, params: Params) -> dict:
     name = require(params, "name")
     tags = _tags_param(params)
     team = default_team(actor(request), team_slug=tags.pop(TEAM_TAG, None))
-    if visible_models(actor(request)).filter(team=team, name_key=name_key(name)).exists():
-        raise ResourceAlreadyExists(f"Registered Model (name={name}) already exists.")
-    model = do_create_registered_model(
-        team=team,
-        name=name,
-        owner=actor(request),
-        description=optional_str(params, "description"),
-        tags=tags,
-        actor=actor(request),
-    )
+    try:
+        model = do_create_registered_model(
+            team=team,
+            name=name,
+            owner=actor(request),
+            description=optional_str(params, "description"),
+            tags=tags,
+            actor=actor(request),
+        )
+    except NameTaken:
+        # MLflow's code for a taken name, racing losers included: the client's register_model
+        # tolerates only this one.
+        raise ResourceAlreadyExists(f"Registered Model (name={name}) already exists.") from None
     return {"registered_model": registered_model_json(model)}
 
 
@@ -288,10 +297,10 @@ def get_registered_model(request: HttpRequest, params: Params) -> dict:
 def rename_registered_model(request: HttpRequest, params: Params) -> dict:
     model = lookup_model(actor(request), require(params, "name"))
     new_name = require(params, "new_name")
-    taken = visible_models(actor(request)).filter(team=model.team, name_key=name_key(new_name))
-    if taken.exclude(pk=model.pk).exists():
-        raise ResourceAlreadyExists(f"Registered Model (name={new_name}) already exists.")
-    model = do_rename_registered_model(model=model, new_name=new_name, actor=actor(request))
+    try:
+        model = do_rename_registered_model(model=model, new_name=new_name, actor=actor(request))
+    except NameTaken:
+        raise ResourceAlreadyExists(f"Registered Model (name={new_name}) already exists.") from None
     return {"registered_model": registered_model_json(model)}
 
 
@@ -532,7 +541,11 @@ NUMERIC_LOOKUPS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 
 def _run_ids(values: list[str]) -> list[int]:
     # Steward's run ids are integers; another id names no Steward run, so matches nothing.
-    return [int(value) for value in values if value.isdigit() and int(value) <= RUN_ID_MAX]
+    return [
+        int(value)
+        for value in values
+        if _ascii_digits(value) and len(value) <= 19 and int(value) <= RUN_ID_MAX
+    ]
 
 
 def _filter_versions(queryset: QuerySet, clauses: list[Clause]) -> QuerySet:

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import models
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -216,10 +217,38 @@ def _encode_value(value: Any) -> Any:
     return {"t": value.isoformat()} if isinstance(value, datetime.datetime) else value
 
 
-def _decode_value(value: Any) -> Any:
-    if isinstance(value, dict) and "t" in value:
-        return datetime.datetime.fromisoformat(value["t"])
-    return value
+_NOT_OURS = "Invalid page_token: not a page token of this search."
+_INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _decode_value(value: Any, field: Any) -> Any:
+    """``value`` read back as the type of ``field`` (the model field it sorts on); ValueError if
+    it is not one: a forged value must never reach the database as something it cannot take."""
+    if isinstance(field, models.DateTimeField):
+        if not (isinstance(value, dict) and set(value) == {"t"} and isinstance(value["t"], str)):
+            raise ValueError("not a timestamp")
+        moment = datetime.datetime.fromisoformat(value["t"])
+        if moment.tzinfo is None:
+            raise ValueError("a timestamp without its zone")
+        return moment
+    if isinstance(field, models.IntegerField | models.AutoField | models.BigAutoField):
+        if type(value) is not int or not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise ValueError("not an integer")
+        return value
+    if isinstance(field, models.CharField | models.TextField):
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        value.encode()  # a lone surrogate is refused here, not by the database driver
+        return value
+    raise ValueError("a field no token sorts on")
+
+
+def _field(model: Any, path: str) -> Any:
+    field = None
+    for part in path.split("__"):
+        field = model._meta.get_field(part)
+        model = field.related_model
+    return field
 
 
 def make_page_token(order: list[tuple[str, bool]], row: Any) -> str:
@@ -240,12 +269,32 @@ def after_page_token(queryset: QuerySet, order: list[tuple[str, bool]], token: s
     b > y) or ... InvalidParameterValue for a token that is not one of ours or another order's."""
     try:
         payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        values = [_decode_value(value) for value in payload["v"]]
-        token_order = [(field, bool(desc)) for field, desc in payload["o"]]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidParameterValue(f"Invalid page_token {token[:40]!r}.") from None
-    if token_order != order or len(values) != len(order):
+    except (ValueError, binascii.Error, UnicodeError):
+        raise InvalidParameterValue(_NOT_OURS) from None
+    # The whole shape is checked: {"o": [[field, descending], ...], "v": [value, ...]}.
+    if not (
+        isinstance(payload, dict)
+        and set(payload) == {"o", "v"}
+        and isinstance(payload["o"], list)
+        and isinstance(payload["v"], list)
+        and all(
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], bool)
+            for pair in payload["o"]
+        )
+    ):
+        raise InvalidParameterValue(_NOT_OURS)
+    if [tuple(pair) for pair in payload["o"]] != order or len(payload["v"]) != len(order):
         raise InvalidParameterValue("Invalid page_token: it belongs to a search with another order_by.")
+    try:
+        values = [
+            _decode_value(value, _field(queryset.model, field))
+            for value, (field, _) in zip(payload["v"], order, strict=True)
+        ]
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidParameterValue(_NOT_OURS) from None
     after = Q()
     for position, (field, descending) in enumerate(order):
         step = Q(**{f"{field}__{'lt' if descending else 'gt'}": values[position]})
