@@ -15,4 +15,7 @@ urlpatterns = [
     path("api/2.0/mlflow/", include(registry.urlpatterns)),
     # The prefixes themselves, without their slash: JSON too, never Django's HTML 404.
     re_path(r"^api/2\.0/mlflow(?:-artifacts)?$", endpoint_not_found),
+    # MLflow's other API spaces (3.0 endpoints, the UI's ajax-api): Steward serves none, and the
+    # client falls back only on a JSON ENDPOINT_NOT_FOUND.
+    re_path(r"^(?:api/3\.0/mlflow|ajax-api/[23]\.0/mlflow)(?:[/-].*)?$", endpoint_not_found),
 ]

@@ -8,6 +8,7 @@ task results in the database, artifacts under ``var/artifacts/``. ``DATABASE_URL
 import datetime
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import environ
@@ -107,8 +108,11 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Persistent connections: opening a PostgreSQL connection per request (Django's default, 0) costs
 # more than a whole registry read (benchmarks/bench_registry.py). Each web thread keeps its own for
 # this many seconds; the health check (one round trip per request that uses it) replaces a
-# connection the server dropped instead of failing the request.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("STEWARD_DB_CONN_MAX_AGE", default=60)
+# connection the server dropped instead of failing the request. Only under gunicorn (a fixed pool of
+# threads): the dev server starts a thread per request, and each would keep an idle connection
+# until PostgreSQL refuses more clients, so with DEBUG or runserver the default is 0.
+_DEV_SERVER = DEBUG or (len(sys.argv) > 1 and sys.argv[1] == "runserver")
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("STEWARD_DB_CONN_MAX_AGE", default=0 if _DEV_SERVER else 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -24,8 +24,8 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from governance.actions.checks import ensure_can
 from governance.models import ModelVersion
 from governance.permissions import CHANGE
-from runners.models import Job, JobKind, LoggedModel
-from runners.tracking import artifact_dir, run_artifact_location, run_pk
+from runners.models import Job, JobKind, LoggedModel, LoggedModelStatus
+from runners.tracking import artifact_dir, decimal_pk, run_artifact_location, run_pk
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -84,14 +84,15 @@ def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
     if len(parts) >= 3 and parts[:2] == ["steward", "model-versions"]:
         if writes:
             raise ValidationError({"path": "a registered model version's files are immutable"})
-        if not parts[2].isdigit():
+        version_pk = decimal_pk(parts[2])
+        if version_pk is None:
             raise missing
-        version = ModelVersion.objects.restrict(user).select_related("model").filter(pk=int(parts[2])).first()
+        version = ModelVersion.objects.restrict(user).select_related("model").filter(pk=version_pk).first()
         if version is None or version.status == ModelVersion.Status.DELETED:
             raise missing
         return ArtifactPlace(relative="/".join(parts[3:]), team_id=version.model.team_id, version=version)
-    if len(parts) >= 4 and parts[0] == "experiments" and parts[1].isdigit():
-        experiment_id = int(parts[1])
+    experiment_id = decimal_pk(parts[1]) if len(parts) >= 4 and parts[0] == "experiments" else None
+    if experiment_id is not None:
         if parts[2] == "models" and len(parts) >= 5 and parts[4] == "artifacts":
             model = (
                 LoggedModel.objects.restrict(user)
@@ -101,6 +102,10 @@ def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
             )
             if model is None:
                 raise missing
+            if writes and model.status == LoggedModelStatus.READY:
+                raise ValidationError(
+                    {"path": f"logged model {model.pk} is finalized: its artifacts are read-only"}
+                )
             place = ArtifactPlace(
                 relative="/".join(parts[5:]),
                 team_id=model.experiment.team_id,

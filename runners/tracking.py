@@ -29,7 +29,7 @@ from django.utils import timezone
 from governance.actions.checks import checked_name, ensure_can
 from governance.actions.teams import TEAM_TAG, default_team
 from governance.audit import record_audit_event, snapshot
-from governance.models import DatasetVersion, ModelVersion
+from governance.models import DatasetVersion, ModelVersion, Team
 from governance.names import name_key
 from governance.permissions import CHANGE
 from lineage.actions import do_record_edges
@@ -78,10 +78,17 @@ class NameTaken(ValidationError):
     """A name the team already uses (MLflow's RESOURCE_ALREADY_EXISTS)."""
 
 
+def decimal_pk(raw: object) -> int | None:
+    """The primary key a decimal id names (ASCII digits only, at most 18 of them so it fits a
+    64-bit column), None when it cannot name one. ``str.isdigit`` alone is not enough: it is true
+    for "²" (which ``int`` refuses) and for Arabic-Indic digits (which ``int`` accepts)."""
+    text = str(raw)
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
+
+
 def run_pk(run_id: object) -> int | None:
     """The job id an MLflow run id names (its decimal digits), None when it cannot name one."""
-    text = str(run_id)
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
+    return decimal_pk(run_id)
 
 
 def artifact_dir(location: str) -> Path:
@@ -258,6 +265,7 @@ def do_start_run(
             raise ValidationError(
                 {"experiment_id": f"experiment {experiment.name!r} is deleted; restore it first"}
             )
+        _check_team_tag(tags, experiment.team)
         started = _ms_to_datetime(start_time_ms)
         job = Job.objects.create(
             team_id=experiment.team_id,
@@ -277,6 +285,15 @@ def do_start_run(
         job.save(update_fields=["run_name", "tags"])
         record_audit_event(actor=actor, action="run.start", obj=job, after=snapshot(job))
     return job
+
+
+def _check_team_tag(tags: dict[str, str], team: Team) -> None:
+    # A run lives in its experiment's team; a steward.team tag naming another would mislead every
+    # reader (and default_team would honour it elsewhere), so it may only repeat the team's slug.
+    if TEAM_TAG in tags and tags[TEAM_TAG] != team.slug:
+        raise ValidationError(
+            {"tags": f"{TEAM_TAG} is {tags[TEAM_TAG]!r} but the run is in team {team.slug!r}"}
+        )
 
 
 def _locked_run(job: Job, actor: User) -> Job:
@@ -381,7 +398,8 @@ def parse_metric(raw: Any) -> MetricPoint:
     try:
         timestamp = int(raw.get("timestamp") or timezone.now().timestamp() * 1000)
         step = int(raw.get("step") or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError: JSON's 1e400 is an infinite float.
         raise ValidationError({"metrics": f"metric {key!r}: timestamp and step must be integers"}) from None
     if not (-(2**63) <= timestamp < 2**63 and -(2**63) <= step < 2**63):
         raise ValidationError({"metrics": f"metric {key!r}: timestamp and step must fit 64 bits"})
@@ -429,7 +447,11 @@ def do_log_batch(
         if not isinstance(raw, dict):
             raise ValidationError({"params": "each parameter is an object with key and value"})
         key = _checked_key(raw.get("key"), "params")
-        new_params[key] = _checked_value(raw.get("value"), "params", PARAM_VALUE_MAX)
+        value = _checked_value(raw.get("value"), "params", PARAM_VALUE_MAX)
+        if key in new_params and new_params[key] != value:
+            # As MLflow: one batch may not give a parameter two values (it is logged once).
+            raise ValidationError({"params": f"parameter {key!r} is given twice with different values"})
+        new_params[key] = value
     new_tags: dict[str, str] = {}
     for raw in tags:
         if not isinstance(raw, dict):
@@ -449,6 +471,7 @@ def do_log_batch(
                         "a parameter is logged once"
                     }
                 )
+        _check_team_tag(new_tags, job.team)
         job.params.update(new_params)
         job.tags.update(new_tags)
         if "mlflow.runName" in new_tags:

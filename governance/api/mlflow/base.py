@@ -208,12 +208,17 @@ def int_param(params: Params, name: str, default: int) -> int:
         value = value[0]
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
-        raise InvalidParameterValue(f"Parameter '{name}' must be an integer, got {value!r}.")
+    refused = InvalidParameterValue(f"Parameter '{name}' must be a 64-bit integer, got {str(value)[:40]!r}.")
+    # Not bool (an int subclass); strings of ASCII digits only (int() takes Arabic-Indic digits).
+    if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):
+        raise refused
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidParameterValue(f"Parameter '{name}' must be an integer, got {value!r}.") from None
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e400 is infinite
+        raise refused from None
+    if not -(2**63) <= number < 2**63:
+        raise refused
+    return number
 
 
 def _parse(request: HttpRequest) -> Params:

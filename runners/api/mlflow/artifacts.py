@@ -2,7 +2,8 @@
 ``mlflow-artifacts:/`` repository calls (``mlflow/store/artifact/http_artifact_repo.py``).
 
 * ``PUT artifacts/<path>``: the body is the file, streamed to a temporary file beside its target
-  and renamed into place (never half a file); refused past ``STEWARD_MAX_MODEL_BYTES``.
+  and renamed into place only when all ``Content-Length`` bytes came (never half a file); refused
+  past ``STEWARD_MAX_MODEL_BYTES``, without a ``Content-Length`` (411), or when the body ends early.
 * ``GET artifacts/<path>``: the file, streamed.
 * ``GET artifacts?path=<dir>``: ``{"files": [{"path": name, "is_dir", "file_size"}]}`` directly
   under the directory (names relative to it, as MLflow's server answers).
@@ -26,9 +27,10 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from governance.api.mlflow.base import _answer_for, _authenticate, endpoint_not_found
+from governance.api.mlflow.base import MlflowError, _answer_for, _authenticate, endpoint_not_found
 from governance.artifacts import open_version_file, version_files
 from runners.mlflow_artifacts import ArtifactPlace, locate
+from runners.tracking import decimal_pk
 
 CHUNK = 1024 * 1024
 
@@ -51,14 +53,27 @@ def _upload(request: HttpRequest, path: str) -> HttpResponse:
     if not place.relative:
         raise ValidationError({"path": "name a file to upload under the run's or model's artifacts"})
     limit = settings.STEWARD_MAX_MODEL_BYTES
-    declared = request.META.get("CONTENT_LENGTH") or ""
-    if declared.isdigit() and int(declared) > limit:
+    # The length is required: without it (a chunked body) Django's WSGI request reads nothing, and
+    # with it a body that ends early is told apart from a complete file.
+    declared = decimal_pk(request.META.get("CONTENT_LENGTH") or "")
+    if declared is None:
+        raise MlflowError(
+            "LENGTH_REQUIRED",
+            "An artifact upload needs a Content-Length header (chunked bodies are not read).",
+            411,
+        )
+    if declared > limit:
         raise ValidationError(
             {"path": f"an artifact file has at most {limit} bytes; this one has {declared}"}
         )
     target = place.local_path
     if target.is_dir():
         raise ValidationError({"path": f"{place.relative!r} is a directory"})
+    for parent in target.relative_to(place.root).parents if place.root else ():
+        if (place.root / parent).is_file():
+            raise ValidationError(
+                {"path": f"{place.relative!r}: {parent.as_posix()!r} is a file, not a directory"}
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
     try:
@@ -69,6 +84,11 @@ def _upload(request: HttpRequest, path: str) -> HttpResponse:
                 if written > limit:
                     raise ValidationError({"path": f"an artifact file has at most {limit} bytes"})
                 handle.write(chunk)
+        if written != declared:
+            # The client went away mid-upload: keep whatever file was there.
+            raise ValidationError(
+                {"path": f"the upload ended after {written} of {declared} bytes; nothing was stored"}
+            )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

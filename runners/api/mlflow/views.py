@@ -48,11 +48,8 @@ HISTORY_MAX = 25_000
 
 def _experiment(request: HttpRequest, experiment_id: Any) -> Experiment:
     raw = str(experiment_id)
-    experiment = (
-        Experiment.objects.restrict(request.user).filter(pk=int(raw)).first()
-        if raw.isdigit() and len(raw) < 19
-        else None
-    )
+    pk = tracking.decimal_pk(raw)
+    experiment = Experiment.objects.restrict(request.user).filter(pk=pk).first() if pk is not None else None
     if experiment is None:
         raise ResourceDoesNotExist(f"No experiment with id={raw[:100]} that you may see.")
     return experiment
