@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-BENCH_DB = "steward_bench"
+BENCH_DB = os.environ.get("STEWARD_BENCH_DB", "steward_bench")  # a scratch database: dropped at the end
 MLFLOW_VERSION = "3.17.2"
 BASELINE_VENV = ROOT / "benchmarks" / "mlflow_baseline" / ".venv"
 GOAL_READ_RATIO = 5.0

@@ -47,11 +47,7 @@ def platform_roles(user: User | AnonymousUser, *, fresh: bool = False) -> set[st
         return set()
     cached = None if fresh else getattr(user, "_steward_platform_roles", None)
     if cached is None:
-        cached = set(user.platform_roles.values_list("role", flat=True))
-        if user.is_superuser:
-            cached.add("admin")
-        # A plain attribute on the user object: it lives as long as the request does.
-        setattr(user, "_steward_platform_roles", cached)  # noqa: B010
+        cached, _teams = _load_roles(user)
     return cached
 
 
@@ -66,7 +62,7 @@ def team_scope(
 
     Platform admins may do everything everywhere except approve; compliance officers may view
     everything.
-    One query for memberships (platform roles are cached on the user object).
+    One query for platform grants and memberships together, cached on the user object.
     """
     roles = platform_roles(user, fresh=fresh)
     # Approval is the one action no platform role implies: four eyes means an approver of the
@@ -75,9 +71,8 @@ def team_scope(
         return ALL_TEAMS
     if not user.is_authenticated:
         return set()
-    return {
-        team_id for team_id, role in team_roles(user, fresh=fresh).items() if action in ROLE_ACTIONS[role]
-    }
+    # platform_roles above read the memberships with the grants (and re-read both when fresh).
+    return {team_id for team_id, role in team_roles(user).items() if action in ROLE_ACTIONS[role]}
 
 
 def team_roles(user: User, *, fresh: bool = False) -> dict[int, str]:
@@ -88,9 +83,38 @@ def team_roles(user: User, *, fresh: bool = False) -> dict[int, str]:
     """
     cached = None if fresh else getattr(user, "_steward_team_roles", None)
     if cached is None:
-        cached = dict(user.memberships.values_list("team_id", "role"))
-        setattr(user, "_steward_team_roles", cached)  # noqa: B010
+        _platform, cached = _load_roles(user)
     return cached
+
+
+def _load_roles(user: User) -> tuple[set[str], dict[int, str]]:
+    """``user``'s platform roles and ``{team_id: role}``, read in one query (grants UNION ALL
+    memberships: every authenticated request needs both) and cached on the user object, a plain
+    attribute that lives as long as the request does."""
+    from django.db.models import BigIntegerField, Value
+    from django.db.models.functions import Cast
+
+    from governance.models import Membership, PlatformRoleGrant
+
+    grants = (
+        PlatformRoleGrant.objects.filter(user=user)
+        .annotate(no_team=Cast(Value(None), BigIntegerField()))
+        .order_by()
+        .values_list("no_team", "role")
+    )
+    memberships = Membership.objects.filter(user=user).order_by().values_list("team_id", "role")
+    platform: set[str] = set()
+    teams: dict[int, str] = {}
+    for team_id, role in grants.union(memberships, all=True):
+        if team_id is None:
+            platform.add(role)
+        else:
+            teams[team_id] = role
+    if user.is_superuser:
+        platform.add("admin")
+    setattr(user, "_steward_platform_roles", platform)  # noqa: B010
+    setattr(user, "_steward_team_roles", teams)  # noqa: B010
+    return platform, teams
 
 
 def can(user: User | AnonymousUser, action: Action, team_id: int | None, *, fresh: bool = False) -> bool:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 
 def by_name_with_versions(queryset: QuerySet) -> QuerySet:
     """Datasets or registered models ordered by name, each annotated with ``latest_version`` (the
     highest version number, None before the first) and ``version_count``.
 
-    Meta.ordering is dropped from GROUP BY queries, so the order is explicit for stable pages.
+    Both are correlated subqueries, not a GROUP BY over a join of every version: the database
+    works them out only for the rows of the page (from the (parent, version) unique index),
+    whatever the number of versions in the registry.
     """
+    relation = queryset.model._meta.get_field("versions")
+    versions = relation.related_model._default_manager.filter(**{relation.field.name: OuterRef("pk")})
+    counted = versions.order_by().values(relation.field.name).annotate(n=Count("pk")).values("n")
     return queryset.annotate(
-        version_count=Count("versions"), latest_version=Max("versions__version")
+        version_count=Coalesce(Subquery(counted, output_field=IntegerField()), Value(0)),
+        latest_version=Subquery(versions.order_by("-version").values("version")[:1]),
     ).order_by("name")

@@ -21,9 +21,14 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
-def ensure_can(actor: User | None, action: Action, team_id: int | None) -> None:
-    """Raise PermissionDenied unless ``actor`` (None = system) may ``action`` on ``team_id``'s objects."""
-    if actor is not None and not can(actor, action, team_id, fresh=True):
+def ensure_can(actor: User | None, action: Action, team_id: int | None, *, fresh: bool = True) -> None:
+    """Raise PermissionDenied unless ``actor`` (None = system) may ``action`` on ``team_id``'s objects.
+
+    ``fresh`` (the default, for the check that binds, inside the action's transaction) re-reads
+    the roles; ``fresh=False`` uses the roles the request already read, for an early refusal
+    before costly work that a fresh check inside the transaction repeats anyway.
+    """
+    if actor is not None and not can(actor, action, team_id, fresh=fresh):
         raise PermissionDenied(f"you may not {action} objects of this team")
 
 

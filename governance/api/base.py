@@ -24,9 +24,20 @@ class KnownQueryParamsMixin:
                 known = ", ".join(sorted(self.known_query_params()))
                 raise ParseError(f"unknown query parameter(s): {', '.join(unknown)}; known: {known}")
 
-    def known_query_params(self) -> set[str]:
+    def known_query_params(self) -> frozenset[str]:
         """What this list reads from the query string: its filters (each form field's names,
-        suffixes included), its pagination's, and any filter backend's own (ordering, search)."""
+        suffixes included), its pagination's, and any filter backend's own (ordering, search).
+
+        The same for every request to the view class, so worked out once per class: building the
+        filter form on each request cost more than the page's query."""
+        cls = type(self)
+        known = cls.__dict__.get("_known_query_params")
+        if known is None:
+            known = frozenset(self._read_query_params())
+            cls._known_query_params = known  # type: ignore[attr-defined]
+        return known
+
+    def _read_query_params(self) -> set[str]:
         known: set[str] = set()
         for backend in self.filter_backends:
             if issubclass(backend, DjangoFilterBackend):

@@ -1,6 +1,12 @@
+import datetime
 import json
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db.models import Manager, QuerySet
+from django.utils import timezone
 from rest_framework import serializers
 
 from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
@@ -8,10 +14,12 @@ from governance.models import (
     AuditEvent,
     Dataset,
     DatasetVersion,
+    ModelAlias,
     ModelVersion,
     RegisteredModel,
     Team,
 )
+from governance.permissions import VIEW, restrict
 
 # Names are checked by the name rule in the actions, never trimmed here: "model " is refused, not
 # silently stored as "model" (issue 9).
@@ -136,7 +144,66 @@ class DatasetVersionCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class RegisteredModelSerializer(serializers.ModelSerializer):
+def iso_datetime(value: datetime.datetime | None) -> str | None:
+    """``value`` as DRF's ``DateTimeField`` answers it (ISO 8601 in the current time zone, UTC
+    written ``Z``), without building a field per value: the registry lists' hot path."""
+    if value is None:
+        return None
+    text = value.astimezone(timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _rows(data: Iterable[Any] | Manager | QuerySet) -> list[Any]:
+    return list(data.all() if isinstance(data, Manager) else data)
+
+
+class AliasPageSerializer(serializers.ListSerializer):
+    """A page of models or versions: their aliases are read in one query for the whole page
+    (``child.load_aliases``), then each row is written by the child."""
+
+    def to_representation(self, data: Any) -> list[dict[str, Any]]:
+        rows = _rows(data)
+        self.child.load_aliases(rows)  # type: ignore[union-attr]
+        return [self.child.to_representation(row) for row in rows]  # type: ignore[union-attr]
+
+
+class _AliasesOfRows:
+    """Aliases of a page of rows in one query, kept on each row as ``_api_aliases``.
+
+    Restricted to what the requesting user may view when the serializer has the request (an
+    alias is its model's team's, so a visible row's aliases are visible anyway).
+    """
+
+    context: dict[str, Any]
+    alias_key = ""  # the ModelAlias field naming the row: "model_id" or "model_version_id"
+
+    def _aliases(self) -> QuerySet:
+        request = self.context.get("request") if hasattr(self, "context") else None
+        queryset = ModelAlias.objects.all()
+        return restrict(queryset, request.user, VIEW) if request is not None else queryset
+
+    def load_aliases(self, rows: list[Any]) -> None:
+        found: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        if rows:
+            for key, name, number in (
+                self._aliases()
+                .filter(**{f"{self.alias_key}__in": [row.pk for row in rows]})
+                .order_by("name")
+                .values_list(self.alias_key, "name", "model_version__version")
+            ):
+                found[key].append((name, number))
+        for row in rows:
+            row._api_aliases = found.get(row.pk, [])
+
+    def aliases_of(self, row: Any) -> list[tuple[str, int]]:
+        """``[(alias, version number)]`` of ``row``, by alias name (one query unless its page
+        loaded them)."""
+        if not hasattr(row, "_api_aliases"):
+            self.load_aliases([row])
+        return row._api_aliases
+
+
+class RegisteredModelSerializer(_AliasesOfRows, serializers.ModelSerializer):
     team = RestrictedPrimaryKeyRelatedField(queryset=Team.objects.all())
     owner = serializers.SlugRelatedField(
         slug_field="username", queryset=get_user_model().objects.all(), required=False
@@ -146,8 +213,11 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
     tags = TagsField(required=False, default=dict)
     status = serializers.SerializerMethodField()
 
+    alias_key = "model_id"
+
     class Meta:
         model = RegisteredModel
+        list_serializer_class = AliasPageSerializer
         fields = [
             "id",
             "team",
@@ -165,6 +235,25 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "updated_at", "archived_at"]
         extra_kwargs = {"name": UNTRIMMED, "description": UNTRIMMED}
 
+    def to_representation(self, instance: RegisteredModel) -> dict[str, Any]:
+        """The fields above written out (the answer of DRF's generic path, field for field:
+        tests/governance/test_api_reads_serializers.py checks it), at a fraction of its cost on
+        a page of 1,000 rows."""
+        return {
+            "id": instance.pk,
+            "team": instance.team_id,
+            "name": instance.name,
+            "owner": instance.owner.username,
+            "description": instance.description,
+            "tags": instance.tags,
+            "status": self.get_status(instance),
+            "archived_at": iso_datetime(instance.archived_at),
+            "created_at": iso_datetime(instance.created_at),
+            "updated_at": iso_datetime(instance.updated_at),
+            "latest_version": self.get_latest_version(instance),
+            "aliases": self.get_aliases(instance),
+        }
+
     def get_latest_version(self, model) -> int | None:
         return getattr(model, "latest_version", None)
 
@@ -174,16 +263,19 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
     def get_aliases(self, model) -> dict[str, int]:
         """``{"production": 3, "staging": 4}``: alias -> the version number holding it."""
-        return {alias.name: alias.model_version.version for alias in model.aliases.all()}
+        return dict(self.aliases_of(model))
 
 
-class ModelVersionSerializer(serializers.ModelSerializer):
+class ModelVersionSerializer(_AliasesOfRows, serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.name", read_only=True)
     created_by = UsernameField()
     aliases = serializers.SerializerMethodField()
 
+    alias_key = "model_version_id"
+
     class Meta:
         model = ModelVersion
+        list_serializer_class = AliasPageSerializer
         fields = [
             "id",
             "model",
@@ -211,9 +303,38 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance: ModelVersion) -> dict[str, Any]:
+        """The fields above written out, as ``RegisteredModelSerializer.to_representation``."""
+        created_by = instance.created_by
+        return {
+            "id": instance.pk,
+            "model": instance.model_id,
+            "model_name": instance.model.name,
+            "version": instance.version,
+            "status": str(instance.status),
+            "sha256": instance.sha256,
+            "size_bytes": instance.size_bytes,
+            "metrics": instance.metrics,
+            "signature": instance.signature,
+            "training_spec": instance.training_spec,
+            "training_dataset_version": instance.training_dataset_version_id,
+            "source_job_id": instance.source_job_id,
+            "flavor": str(instance.flavor),
+            "flavor_details": instance.flavor_details,
+            "executes_code": instance.executes_code,
+            "is_directory": instance.is_directory,
+            "source": instance.source,
+            "description": instance.description,
+            "tags": instance.tags,
+            "aliases": self.get_aliases(instance),
+            "created_by": created_by.username if created_by is not None else None,
+            "created_at": iso_datetime(instance.created_at),
+            "updated_at": iso_datetime(instance.updated_at),
+        }
+
     def get_aliases(self, version) -> list[str]:
         """The aliases (``production``, ``staging``) this version holds."""
-        return sorted(alias.name for alias in version.aliases.all())
+        return [name for name, _number in self.aliases_of(version)]
 
 
 class RegisteredModelUpdateSerializer(StrictSerializer):

@@ -65,7 +65,7 @@ def test_registry_lists_cost_the_same_queries_for_one_row_or_a_thousand(
     client = client_for(fresh(scientist))
 
     for url in ("/api/models/", "/api/datasets/", "/api/model-versions/", "/api/dataset-versions/"):
-        # 1 platform roles, 2 team roles, 3 the page, 4 its aliases (models and versions)
+        # 1 platform and team roles (one UNION), 2 the page, 3 its aliases (models and versions)
         with django_assert_max_num_queries(4):
             one = client.get(url, {"page_size": 1})
         with django_assert_max_num_queries(4):

@@ -196,10 +196,11 @@ VERSION_MESSAGE_FIELDS = (
 )
 
 
-def registered_models_json(models: list[RegisteredModel]) -> list[dict[str, Any]]:
+def registered_models_json(models: list[RegisteredModel], *, created: bool = False) -> list[dict[str, Any]]:
     """MLflow's ``RegisteredModel`` messages for ``models``: two queries whatever their number (the
-    latest ready and archived version of each, and their aliases)."""
-    ids = [model.pk for model in models]
+    latest ready and archived version of each, and their aliases); none for models ``created`` by
+    this request, which have neither yet."""
+    ids = [] if created else [model.pk for model in models]
     latest: dict[int, dict[str, ModelVersion]] = defaultdict(dict)
     # Only each model's latest version per status, picked by the database (the unique
     # (model, version) index answers the subquery), not every version of every model.
@@ -211,13 +212,15 @@ def registered_models_json(models: list[RegisteredModel]) -> list[dict[str, Any]
         .filter(version=Subquery(newest.values("version")[:1]))
         .only(*VERSION_MESSAGE_FIELDS)
     )
-    for version in live:
+    for version in live if ids else ():
         latest[version.model_id][version.status] = version
     aliases: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for model_id, alias, number in (
         ModelAlias.objects.filter(model_id__in=ids)
         .order_by("name")
         .values_list("model_id", "name", "model_version__version")
+        if ids
+        else ()
     ):
         aliases[model_id].append((alias, number))
     answer = []
@@ -285,7 +288,7 @@ def create_registered_model(request: HttpRequest, params: Params) -> dict:
         # MLflow's code for a taken name, racing losers included: the client's register_model
         # tolerates only this one.
         raise ResourceAlreadyExists(f"Registered Model (name={name}) already exists.") from None
-    return {"registered_model": registered_model_json(model)}
+    return {"registered_model": registered_models_json([model], created=True)[0]}
 
 
 @mlflow_endpoint("GET")
