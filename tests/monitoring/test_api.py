@@ -264,8 +264,8 @@ def test_notifications_list_is_restricted_and_costs_constant_queries(
         )
     client = client_for(fresh(viewer))
 
-    # 1 platform roles, 2 the user's team roles, 3 the page
-    with django_assert_num_queries(3):
+    # 1 platform and team roles (one UNION), 2 the page
+    with django_assert_num_queries(2):
         listed = client.get("/api/notifications/")
 
     body = listed.json()
@@ -289,9 +289,9 @@ def test_lists_cost_constant_queries(
         )
         do_create_monitor(model_version=registered_version, name=name, actor=scientist)
     client = client_for(fresh(viewer))
-    # 1 platform roles, 2 team roles, 3 the page; policies also prefetch 4 levels, 5 their
-    # users and 6 their channels; channels join their owner.
-    expected = 6 if path == "/api/escalation-policies/" else 3
+    # 1 platform and team roles (one UNION), 2 the page; policies also prefetch 3 levels, 4 their
+    # users and 5 their channels; channels join their owner.
+    expected = 5 if path == "/api/escalation-policies/" else 2
 
     with django_assert_num_queries(expected):
         listed = client.get(path)

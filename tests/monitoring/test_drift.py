@@ -570,11 +570,11 @@ def test_drift_checks_and_alerts_lists_in_constant_queries(
     do_acknowledge_alert(alert=Alert.objects.get(state="open"), actor=scientist)
     checks_client, alerts_client = client_for(fresh(viewer)), client_for(fresh(viewer))
 
-    # 1 platform roles, 2 the user's team roles, 3 the page
-    with django_assert_num_queries(3):
+    # 1 platform and team roles (one UNION), 2 the page
+    with django_assert_num_queries(2):
         checks = checks_client.get("/api/drift-checks/")
-    # 1 platform roles, 2 the user's team roles, 3 the page (owner, acknowledger, resolver joined)
-    with django_assert_num_queries(3):
+    # 1 platform and team roles (one UNION), 2 the page (owner, acknowledger, resolver joined)
+    with django_assert_num_queries(2):
         alerts = alerts_client.get("/api/alerts/")
 
     assert len(checks.json()["results"]) == 3
