@@ -143,9 +143,7 @@ def do_register_model_version_from_artifact(
     else:
         raise ValidationError({"artifact": f"{artifact_path.name!r} is neither a file nor a directory"})
     detected = flavors.detect(artifact_path)
-    # No savepoint when a caller's transaction is open (from_source's): nothing catches a failure
-    # half-way, it rolls the caller's transaction back as a whole (two round trips fewer).
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():
         model = _lock_model_for_new_version(model, actor)
         return _create_version(
             model,
