@@ -193,6 +193,24 @@ STEWARD_JOB_THREADS = env.int("STEWARD_JOB_THREADS", default=min(4, os.cpu_count
 STEWARD_JOB_MAX_THREADS = env.int("STEWARD_JOB_MAX_THREADS", default=os.cpu_count() or 1)
 STEWARD_JOB_TEAM_LIMITS = env.json("STEWARD_JOB_TEAM_LIMITS", default={})
 STEWARD_JOB_KILL_GRACE_S = env.float("STEWARD_JOB_KILL_GRACE_S", default=2.0)
+# Resource classes (issue 16): what a job may ask for. Each names the Celery queue its jobs go to
+# (workers started for it consume that queue: `celery -A config worker -Q gpu`), the GPUs a job of
+# the class may use, its price per hour of wall time in STEWARD_CURRENCY (accounting and budgets)
+# and the backend that runs it (local: a child of the worker; ray: a Ray cluster, see
+# STEWARD_RAY_ADDRESS). The "cpu" class goes to Celery's default queue, so a plain worker runs it.
+STEWARD_RESOURCE_CLASSES = env.json(
+    "STEWARD_RESOURCE_CLASSES",
+    default={
+        "cpu": {"queue": env.str("STEWARD_JOB_QUEUE", default="celery"), "gpus": 0, "price_per_hour": 0.10},
+        "gpu": {"queue": "gpu", "gpus": 1, "price_per_hour": 2.50},
+        "gpu-2": {"queue": "gpu-2", "gpus": 2, "price_per_hour": 5.00},
+        "gpu-4": {"queue": "gpu-4", "gpus": 4, "price_per_hour": 10.00},
+    },
+)
+STEWARD_DEFAULT_RESOURCE_CLASS = env.str("STEWARD_DEFAULT_RESOURCE_CLASS", default="cpu")
+STEWARD_CURRENCY = env.str("STEWARD_CURRENCY", default="USD")
+# The Ray cluster the "ray" backend submits to (its dashboard/Jobs API address); empty: none.
+STEWARD_RAY_ADDRESS = env.str("STEWARD_RAY_ADDRESS", default="")
 # Ed25519 key signing audit checkpoints: a PEM in the environment, else this file, generated
 # (mode 0600) on first use. Keep it out of backups of the database it vouches for.
 STEWARD_AUDIT_SIGNING_KEY = env.str("STEWARD_AUDIT_SIGNING_KEY", default="", multiline=True)

@@ -18,10 +18,20 @@ class JobKind(models.TextChoices):
 
 class JobState(models.TextChoices):
     QUEUED = "queued", "Queued"
+    # Waiting for a person (issue 16): its team passed its budget; an owner releases it to queued.
+    HELD = "held", "Held"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+
+
+class JobBackend(models.TextChoices):
+    """Where a job's compute runs (issue 16); the job row, logs, cancel and accounting stay Steward's."""
+
+    LOCAL = "local", "Local worker"  # a child process of the Celery worker (runners.launcher)
+    RAY = "ray", "Ray cluster"  # handed to a Ray cluster through the Ray Jobs API
+    KUBERNETES = "kubernetes", "Kubernetes"  # a Job / PyTorchJob manifest (documented, not run here)
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
@@ -96,6 +106,24 @@ class Job(Delivered):
     bytes_read = models.BigIntegerField(null=True, blank=True)
     gpu_time_s = models.FloatField(null=True, blank=True)
     peak_gpu_mem_mb = models.FloatField(null=True, blank=True)
+    # Resources and scheduling (issue 16): the class picks the queue (and so the workers), the
+    # price and the backend; see STEWARD_RESOURCE_CLASSES.
+    resource_class = models.CharField(max_length=32, default="cpu")
+    gpus = models.PositiveSmallIntegerField(default=0, help_text="GPUs the job asked for.")
+    backend = models.CharField(max_length=16, choices=JobBackend.choices, default=JobBackend.LOCAL)
+    backend_job_id = models.CharField(
+        max_length=255, blank=True, help_text="The backend's id of the run (a Ray submission id)."
+    )
+    not_before = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="Not sent to a worker before this time (a window)."
+    )
+    schedule = models.ForeignKey(
+        "JobSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    cost = models.FloatField(
+        null=True, blank=True, help_text="Price of the resources used, STEWARD_CURRENCY."
+    )
+    hold_reason = models.TextField(blank=True, help_text="Why the job is held; empty unless held.")
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
@@ -112,6 +140,12 @@ class Job(Delivered):
         "experiment_id",
         "run_name",
         "deleted_at",
+        "resource_class",
+        "gpus",
+        "backend",
+        "not_before",
+        "schedule_id",
+        "hold_reason",
     )
 
     class Meta:
@@ -143,6 +177,13 @@ class Job(Delivered):
                 condition=models.Q(finished_at__isnull=True)
                 | models.Q(state__in=[JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]),
                 name="job_finished_only_when_terminal",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(backend__in=JobBackend.values), name="job_backend_valid"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(state=JobState.HELD) | ~models.Q(hold_reason=""),
+                name="job_held_has_reason",
             ),
         ]
 
@@ -339,3 +380,84 @@ class LoggedModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+
+class JobSchedule(models.Model):
+    """A recurring job (issue 16): retraining or batch scoring on a cron schedule. Each firing
+    submits a job through the same action as a person would (RBAC, limits, budget, audit), on the
+    dataset's latest version at that time; ``periodic_task`` is its django-celery-beat entry."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="job_schedules")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=JobKind.choices)
+    dataset = models.ForeignKey("governance.Dataset", on_delete=models.PROTECT, related_name="job_schedules")
+    registered_model = models.ForeignKey(
+        RegisteredModel, null=True, blank=True, on_delete=models.PROTECT, related_name="job_schedules"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="job_schedules"
+    )
+    spec = models.JSONField(default=dict)
+    cron = models.CharField(max_length=100, help_text="Five cron fields: minute hour day month weekday.")
+    cron_timezone = models.CharField(max_length=64, default="UTC")
+    is_enabled = models.BooleanField(default=True)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = (
+        "name",
+        "kind",
+        "dataset_id",
+        "registered_model_id",
+        "model_version_id",
+        "spec",
+        "cron",
+        "cron_timezone",
+        "is_enabled",
+    )
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="unique_job_schedule_name_per_team"),
+            models.CheckConstraint(
+                condition=models.Q(kind__in=[JobKind.TRAIN, JobKind.INFER]), name="job_schedule_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Budget(models.Model):
+    """A team's monthly spend limit on jobs (issue 16), in STEWARD_CURRENCY. Passing it alerts the
+    team's owners through the escalation policy and, when ``holds_jobs``, holds new jobs until an
+    owner releases them. ``breached_month``: the first day of the month it was last passed in
+    (so the alert is raised once a month)."""
+
+    team = models.OneToOneField(Team, on_delete=models.PROTECT, related_name="budget")
+    monthly_limit = models.DecimalField(max_digits=14, decimal_places=2)
+    holds_jobs = models.BooleanField(default=True)
+    breached_month = models.DateField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("team_id", "monthly_limit", "holds_jobs")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(monthly_limit__gte=0), name="budget_limit_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Budget of {self.team}"
