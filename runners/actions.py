@@ -18,8 +18,8 @@ from governance.models import DatasetVersion, ModelVersion, RegisteredModel, Tea
 from governance.permissions import CHANGE
 from runners.launcher import Limits
 from runners.lifecycle import Lifecycle
-from runners.models import TERMINAL_STATES, Job, JobKind, JobState
-from runners.specs import SpecError, parse_limits, parse_spec, where_from_spec
+from runners.models import TERMINAL_STATES, Job, JobBackend, JobKind, JobState
+from runners.specs import SpecError, parse_limits, parse_spec, split_backend, where_from_spec
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -80,6 +80,28 @@ def job_limits(job: Job) -> Limits:
     )
 
 
+def job_backend(asked: str | None, resource_class: str) -> str:
+    """Where a job runs (issue 16): the spec's ``backend``, else its resource class's
+    (``STEWARD_RESOURCE_CLASSES[cls]["backend"]``), else local.
+
+    Raises SpecError naming ``backend`` when it is ray and no cluster is configured
+    (``STEWARD_RAY_ADDRESS``), or kubernetes (this deployment renders manifests, submits none).
+    """
+    configured = settings.STEWARD_RESOURCE_CLASSES.get(resource_class, {}).get("backend")
+    backend = asked or configured or JobBackend.LOCAL
+    whence = "" if asked else f" (resource class {resource_class!r}'s default)"
+    if backend == JobBackend.RAY and not settings.STEWARD_RAY_ADDRESS:
+        raise SpecError(
+            f"backend: 'ray'{whence} needs a Ray cluster and this deployment has none "
+            "(STEWARD_RAY_ADDRESS is not set); use 'local'"
+        )
+    if backend == JobBackend.KUBERNETES:
+        raise SpecError(f"backend: 'kubernetes'{whence}: this deployment does not submit to Kubernetes")
+    if backend not in JobBackend.values:
+        raise SpecError(f"backend: resource class {resource_class!r} names an unknown backend {backend!r}")
+    return str(backend)
+
+
 def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_version: ModelVersion) -> dict:
     if not isinstance(spec, dict):
         raise SpecError("spec: expected a JSON object")
@@ -119,6 +141,7 @@ def do_submit_job(
 
     Training needs ``registered_model`` (the new version goes there) and a spec valid for the
     dataset's columns; inference needs ``model_version`` and a dataset holding its features.
+    Either spec may name its ``backend`` (see ``job_backend``), stored on the job, not the spec.
     Raises ValidationError naming the bad field or column; PermissionDenied without the right.
     """
     if kind == JobKind.TRAIN:
@@ -142,6 +165,8 @@ def do_submit_job(
     else:
         raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer"})
     try:
+        asked_backend, spec = split_backend(spec)
+        backend = job_backend(asked_backend, settings.STEWARD_DEFAULT_RESOURCE_CLASS)
         if kind == JobKind.TRAIN:
             maxima = limit_maxima(Team.objects.get(pk=team_id))
             spec = parse_spec(spec, dataset_version.column_names, maxima=maxima).as_dict()
@@ -166,6 +191,7 @@ def do_submit_job(
             model_version=model_version,
             created_by=actor,
             celery_task_id=str(uuid.uuid4()),
+            backend=backend,
         )
         record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
         transaction.on_commit(lambda: enqueue_job(job.pk))

@@ -10,7 +10,9 @@ printed goes to stderr):
   (asked to stop by SIGUSR1: the soft time limit)
 - ``{"event": "result", ...}`` (training: ``artifact``, ``metrics``, ``signature``, ``device``;
   inference: ``rows``, ``device``) or ``{"event": "error", "message", "is_user_error"}``
-- ``{"event": "usage", "gpu_time_s", "peak_gpu_mem_mb"}`` (None without a GPU) before it exits.
+- ``{"event": "usage", "gpu_time_s", "peak_gpu_mem_mb", "cpu_time_s", "peak_rss_mb"}`` before it
+  exits (GPU figures None without a GPU; CPU seconds and peak RSS of this process and its
+  children, for a parent that cannot ``wait4`` it: the Ray backend).
 
 The task (JSON): ``kind`` (train / infer), ``data`` {path, format, filename, name, where},
 ``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
@@ -23,6 +25,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -158,6 +161,16 @@ def _gpu_usage(started: float) -> dict[str, float | None]:
     }
 
 
+def _own_usage() -> dict[str, float]:
+    """User + system CPU seconds and the largest resident MB of this process and its children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "cpu_time_s": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+        # ru_maxrss is in kilobytes on Linux.
+        "peak_rss_mb": max(own.ru_maxrss, children.ru_maxrss) / 1024.0,
+    }
+
+
 def main(argv: list[str]) -> int:
     """Run the task in ``argv[1]``; 0 with a result (or a stop at the soft limit), 1 otherwise."""
     stop_requested = [False]
@@ -188,7 +201,7 @@ def main(argv: list[str]) -> int:
         report("error", message=f"internal error: {type(exc).__name__}: {exc}", is_user_error=False)
         return 1
     finally:
-        report("usage", **_gpu_usage(started))
+        report("usage", **_gpu_usage(started), **_own_usage())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from governance.names import name_key
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
-from runners import launcher
+from runners import launcher, ray_backend
 from runners.actions import JOBS, do_succeed_job, job_limits
 from runners.lifecycle import RUNNING, Cancelled, ClaimLost
-from runners.models import Job, JobKind
+from runners.models import Job, JobBackend, JobKind
 from runners.specs import SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
@@ -91,14 +92,65 @@ def _checker(job_id: int, attempt: int) -> Callable[[], None]:
     return check
 
 
+def _ray_submission(job: Job, attempt: int) -> str:
+    """The Ray submission id of the job's ``attempt`` (``ray_backend.submission_id``)."""
+    return ray_backend.submission_id(job.pk, attempt, job.created_at.strftime("%Y%m%dT%H%M%S%f"))
+
+
+@contextmanager
+def _workdir(job: Job, attempt: int) -> Iterator[Path]:
+    """The folder of one attempt's task file and outputs, removed afterwards.
+
+    A local run's is a temporary folder; a Ray run's is in the artifact store, which the Ray
+    nodes share (docs/operations.md), named after its submission, so that a redelivery that
+    follows the same submission finds the outputs it writes.
+    """
+    if job.backend != JobBackend.RAY:
+        with tempfile.TemporaryDirectory(prefix=f"steward-job-{job.pk}-") as tmp:
+            yield Path(tmp)
+        return
+    folder = Path(settings.ARTIFACT_ROOT) / "ray" / _ray_submission(job, attempt)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _runner(
+    job: Job, attempt: int, task: dict[str, Any], limits: launcher.Limits, workdir: Path
+) -> launcher.Launch | ray_backend.RayLaunch:
+    """The job's backend for one attempt: a child of this worker, or a Ray job (issue 16)."""
+    if job.backend != JobBackend.RAY:
+        return launcher.Launch(task, limits, workdir)
+    if not settings.STEWARD_RAY_ADDRESS:
+        raise launcher.ComputeError(
+            "the job runs on the ray backend but STEWARD_RAY_ADDRESS is not set on this worker",
+            is_user_error=False,
+        )
+    submission = _ray_submission(job, attempt)
+    # Written before the submission: a worker that dies right after it leaves the id behind.
+    if not JOBS.record_progress(job.pk, attempt, backend_job_id=submission):
+        raise ClaimLost(f"job {job.pk} no longer runs as attempt {attempt}")
+    return ray_backend.RayLaunch(
+        task,
+        limits,
+        workdir,
+        address=settings.STEWARD_RAY_ADDRESS,
+        submission=submission,
+        gpus=job.gpus,
+        earlier_submissions=[_ray_submission(job, earlier) for earlier in range(1, attempt)],
+    )
+
+
 def _launch(
     job: Job, attempt: int, task: dict[str, Any], workdir: Path, on_event: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Run ``task`` in a child process under the job's limits; its usage is added to the job's
+    """Run ``task`` on the job's backend under its limits; its usage is added to the job's
     accounting whatever the outcome. Returns the child's result event."""
     limits = job_limits(job)
     Job.objects.filter(pk=job.pk, attempt=attempt).update(limits=limits.as_dict())
-    run = launcher.Launch(task, limits, workdir)
+    run = _runner(job, attempt, task, limits, workdir)
     try:
         return run.run(
             on_event, _checker(job.pk, attempt), poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S
@@ -171,7 +223,7 @@ def _run_training(job: Job, attempt: int) -> None:
     spec = parse_spec(job.spec, job.dataset_version.column_names)
     folder = checkpoint_folder(job.pk)
     resume = launcher.latest_checkpoint(folder)
-    with tempfile.TemporaryDirectory(prefix=f"steward-job-{job.pk}-") as tmp:
+    with _workdir(job, attempt) as tmp:
         task = {
             "kind": "train",
             "data": _data_task(job),
@@ -219,7 +271,7 @@ def _on_inference_event(job: Job, attempt: int, event: dict[str, Any]) -> None:
 def _run_inference(job: Job, attempt: int) -> None:
     model_version = job.model_version
     fmt = job.dataset_version.format
-    with tempfile.TemporaryDirectory(prefix=f"steward-job-{job.pk}-") as tmp:
+    with _workdir(job, attempt) as tmp:
         path = Path(tmp) / f"predictions.{fmt}"
         task = {
             "kind": "infer",

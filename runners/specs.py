@@ -108,6 +108,25 @@ def parse_limits(raw: Any, maxima: dict[str, int] | None = None) -> dict[str, in
     return limits
 
 
+# Where a job's compute may run (issue 16): runners.models.JobBackend's values.
+BACKENDS = ("local", "ray", "kubernetes")
+
+
+def split_backend(raw: Any) -> tuple[str | None, Any]:
+    """Take the optional ``backend`` out of a job's spec: returns (backend or None, the rest).
+
+    The backend is the job's (``Job.backend``), not the training's: the rest is what the spec's
+    own parser sees. Raises SpecError naming ``backend`` and its allowed values.
+    """
+    if not isinstance(raw, dict) or "backend" not in raw:
+        return None, raw
+    rest = {key: value for key, value in raw.items() if key != "backend"}
+    backend = raw["backend"]
+    if backend not in BACKENDS:
+        raise SpecError(f"backend: one of {', '.join(BACKENDS)}; got {backend!r}")
+    return backend, rest
+
+
 def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = None) -> TrainingSpec:
     """Validate a JSON training spec against the dataset's column names.
 

@@ -45,6 +45,8 @@ class JobSerializer(serializers.ModelSerializer):
             "bytes_read",
             "gpu_time_s",
             "peak_gpu_mem_mb",
+            "backend",
+            "backend_job_id",
         ]
         read_only_fields = fields
 
