@@ -115,7 +115,11 @@ def ray_address() -> Iterator[str]:
 
 @pytest.fixture
 def ray_settings(settings, ray_address):
+    """Jobs go to the test's head; they ask for what its 2 CPUs and this machine have (an
+    entry point asking for more stays PENDING until Ray's start timeout)."""
     settings.STEWARD_RAY_ADDRESS = ray_address
+    settings.STEWARD_JOB_THREADS = 1
+    settings.STEWARD_JOB_MEMORY_MB = 1024
     return settings
 
 
@@ -288,6 +292,21 @@ def test_a_ray_training_job_on_bad_data_fails_with_the_child_s_message(
     assert str(_ray_job(ray_settings.STEWARD_RAY_ADDRESS, job.backend_job_id).status) == "FAILED"
     assert job.wall_time_s > 0
     assert job.cpu_time_s > 0
+    assert ModelVersion.objects.count() == 0
+
+
+def test_a_ray_job_over_its_wall_time_is_stopped_on_ray_and_failed(
+    ray_settings, client_for, scientist, dataset_version, registered_model, training_spec
+):
+    spec = training_spec | {"epochs": 1000, "batch_size": 1, "limits": {"wall_time_s": 1}, "backend": "ray"}
+    submitted = _submit(client_for(scientist), dataset_version.pk, registered_model, spec)
+
+    assert execute_job(submitted["id"]) == JobState.FAILED
+
+    job = Job.objects.get(pk=submitted["id"])
+    assert job.error == "exceeded the wall time limit of 1 s; killed"
+    assert str(_ray_job(ray_settings.STEWARD_RAY_ADDRESS, job.backend_job_id).status) == "STOPPED"
+    assert job.wall_time_s >= 1
     assert ModelVersion.objects.count() == 0
 
 
