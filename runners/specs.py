@@ -108,6 +108,23 @@ def parse_limits(raw: Any, maxima: dict[str, int] | None = None) -> dict[str, in
     return limits
 
 
+# Fields a spec may carry that say where and when the job runs, not what it computes (issue 16):
+# ``parse_spec`` lets them through untouched; ``runners.actions`` validates them at submission
+# (``runners.windows`` for the start window, ``parse_backend`` for the backend).
+SUBMISSION_FIELDS = frozenset({"start_window", "not_before", "backend"})
+BACKENDS = ("local", "ray", "kubernetes")
+
+
+def parse_backend(raw: Any) -> str:
+    """A spec's ``backend``: where the job's compute runs, one of ``BACKENDS`` (default local).
+    Raises SpecError naming ``backend``; whether this deployment offers it is the caller's rule."""
+    if raw is None:
+        return "local"
+    if raw not in BACKENDS:
+        raise SpecError(f"backend: one of {', '.join(BACKENDS)}; got {raw!r}")
+    return str(raw)
+
+
 def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = None) -> TrainingSpec:
     """Validate a JSON training spec against the dataset's column names.
 
@@ -116,7 +133,7 @@ def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = 
     """
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a JSON object")
-    known = set(TrainingSpec.__dataclass_fields__)
+    known = set(TrainingSpec.__dataclass_fields__) | SUBMISSION_FIELDS
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}")
