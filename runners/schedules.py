@@ -273,7 +273,8 @@ def do_fire_job_schedule(schedule_id: int, *, now: datetime.datetime | None = No
     now = now or timezone.now()
     with transaction.atomic():
         schedule = (
-            JobSchedule.objects.select_for_update()
+            # Lock the schedule row only: PostgreSQL cannot lock the nullable side of the joins.
+            JobSchedule.objects.select_for_update(of=("self",))
             .select_related("registered_model", "model_version__model", "dataset", "created_by", "team")
             .filter(pk=schedule_id)
             .first()
