@@ -211,6 +211,18 @@ STEWARD_DEFAULT_RESOURCE_CLASS = env.str("STEWARD_DEFAULT_RESOURCE_CLASS", defau
 STEWARD_CURRENCY = env.str("STEWARD_CURRENCY", default="USD")
 # The Ray cluster the "ray" backend submits to (its dashboard/Jobs API address); empty: none.
 STEWARD_RAY_ADDRESS = env.str("STEWARD_RAY_ADDRESS", default="")
+# Kubernetes (issue 16): GET /api/jobs/<id>/kubernetes-manifest/ renders a job as a batch/v1 Job
+# (a Kubeflow PyTorchJob past one GPU) running IMAGE in NAMESPACE, artifacts on the PVC
+# ARTIFACTS_CLAIM mounted where STEWARD_ARTIFACT_ROOT is, at most GPUS_PER_NODE GPUs per pod.
+# Steward does not submit it: a spec's "backend": "kubernetes" is refused unless SUBMIT is on, and
+# then the job is left queued, never sent to Celery, for the deployment's own submitter to run.
+STEWARD_KUBERNETES_SUBMIT = env.bool("STEWARD_KUBERNETES_SUBMIT", default=False)
+STEWARD_KUBERNETES_IMAGE = env.str("STEWARD_KUBERNETES_IMAGE", default="steward:latest")
+STEWARD_KUBERNETES_NAMESPACE = env.str("STEWARD_KUBERNETES_NAMESPACE", default="steward")
+STEWARD_KUBERNETES_ARTIFACTS_CLAIM = env.str(
+    "STEWARD_KUBERNETES_ARTIFACTS_CLAIM", default="steward-artifacts"
+)
+STEWARD_KUBERNETES_GPUS_PER_NODE = env.int("STEWARD_KUBERNETES_GPUS_PER_NODE", default=8)
 # Ed25519 key signing audit checkpoints: a PEM in the environment, else this file, generated
 # (mode 0600) on first use. Keep it out of backups of the database it vouches for.
 STEWARD_AUDIT_SIGNING_KEY = env.str("STEWARD_AUDIT_SIGNING_KEY", default="", multiline=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from governance.actions.checks import ensure_can
@@ -16,10 +19,18 @@ from governance.audit import record_audit_event, snapshot
 from governance.datafiles import unstorable
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel, Team
 from governance.permissions import CHANGE
+from runners import kubernetes, windows
 from runners.launcher import Limits
 from runners.lifecycle import Lifecycle
-from runners.models import TERMINAL_STATES, Job, JobBackend, JobKind, JobState
-from runners.specs import SpecError, parse_limits, parse_spec, split_backend, where_from_spec
+from runners.models import TERMINAL_STATES, Job, JobBackend, JobKind, JobSchedule, JobState
+from runners.specs import (
+    SUBMISSION_FIELDS,
+    SpecError,
+    parse_limits,
+    parse_spec,
+    split_backend,
+    where_from_spec,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -45,9 +56,10 @@ JOBS: Lifecycle[Job] = Lifecycle(
     # Each attempt starts its telemetry afresh: a dead attempt's epochs are not this one's.
     on_claim=lambda now: {"progress": 0.0, "history": [], "metrics": {}},
     not_run={"kind": JobKind.TRACKED},
+    deliverable=lambda now: _deliverable(now),
 )
 
-INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits"})
+INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits"}) | SUBMISSION_FIELDS
 
 
 def limit_maxima(team: Team) -> dict[str, int]:
@@ -95,11 +107,42 @@ def job_backend(asked: str | None, resource_class: str) -> str:
             f"backend: 'ray'{whence} needs a Ray cluster and this deployment has none "
             "(STEWARD_RAY_ADDRESS is not set); use 'local'"
         )
-    if backend == JobBackend.KUBERNETES:
-        raise SpecError(f"backend: 'kubernetes'{whence}: this deployment does not submit to Kubernetes")
+    if backend == JobBackend.KUBERNETES and not settings.STEWARD_KUBERNETES_SUBMIT:
+        raise SpecError(
+            f"backend: 'kubernetes'{whence}: this deployment does not submit to Kubernetes; fetch the "
+            "manifest of a submitted job (GET /api/jobs/<id>/kubernetes-manifest/) and apply it yourself"
+        )
     if backend not in JobBackend.values:
         raise SpecError(f"backend: resource class {resource_class!r} names an unknown backend {backend!r}")
     return str(backend)
+
+
+def kubernetes_manifest(job: Job) -> str:
+    """The Kubernetes manifest of ``job`` as YAML (``runners.kubernetes``): its limits
+    (``job_limits``), GPUs and team, the image, namespace and volume in the settings. Raises
+    ValidationError for a tracked run (it ran elsewhere) or GPUs that do not split over nodes."""
+    if job.kind == JobKind.TRACKED:
+        raise ValidationError({"kind": f"{job} ran outside Steward; it has no manifest"})
+    limits = job_limits(job)
+    inputs = kubernetes.ManifestInputs(
+        job_id=job.pk,
+        team=job.team.slug,
+        kind=job.kind,
+        image=settings.STEWARD_KUBERNETES_IMAGE,
+        namespace=settings.STEWARD_KUBERNETES_NAMESPACE,
+        artifacts_claim=settings.STEWARD_KUBERNETES_ARTIFACTS_CLAIM,
+        artifact_root=str(settings.ARTIFACT_ROOT),
+        threads=limits.threads,
+        memory_mb=limits.memory_mb,
+        wall_time_s=None if limits.wall_time_s is None else int(limits.wall_time_s),
+        gpus=job.gpus,
+        max_attempts=settings.STEWARD_JOB_MAX_ATTEMPTS,
+        gpus_per_node=settings.STEWARD_KUBERNETES_GPUS_PER_NODE,
+    )
+    try:
+        return kubernetes.to_yaml(kubernetes.manifest(inputs))
+    except kubernetes.ManifestError as exc:
+        raise ValidationError({"gpus": str(exc)}) from exc
 
 
 def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_version: ModelVersion) -> dict:
@@ -107,9 +150,8 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
         raise SpecError("spec: expected a JSON object")
     unknown = sorted(set(spec) - INFERENCE_SPEC_FIELDS)
     if unknown:
-        raise SpecError(
-            f"spec: unknown field(s) {', '.join(unknown)}; allowed: where, output_dataset, limits"
-        )
+        allowed = ", ".join(sorted(INFERENCE_SPEC_FIELDS | {"backend"}))
+        raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; allowed: {allowed}")
     parse_limits(spec.get("limits"), limit_maxima(model_version.model.team))
     columns = dataset_version.column_names
     missing = [c for c in model_version.signature.get("features", []) if c not in columns]
@@ -128,21 +170,34 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
     return spec
 
 
-def do_submit_job(
+@dataclass(frozen=True)
+class Submission:
+    """What ``check_submission`` found valid: the job's team, its spec as stored (training
+    parameters normalised, window and backend fields kept), when it may start and where it runs."""
+
+    team_id: int
+    spec: dict[str, Any]
+    not_before: datetime.datetime | None
+    backend: str
+
+
+def check_submission(
     *,
     kind: str,
     dataset_version: DatasetVersion,
     spec: Any,
-    actor: User,
     registered_model: RegisteredModel | None = None,
     model_version: ModelVersion | None = None,
-) -> Job:
-    """Validate and queue a training or inference job; the task is sent after commit.
+    now: datetime.datetime | None = None,
+) -> Submission:
+    """Validate a training or inference job before it is queued (``do_submit_job``; a job
+    schedule checks its template with it too). No permission check: the caller's action does it.
 
     Training needs ``registered_model`` (the new version goes there) and a spec valid for the
     dataset's columns; inference needs ``model_version`` and a dataset holding its features.
     Either spec may name its ``backend`` (see ``job_backend``), stored on the job, not the spec.
-    Raises ValidationError naming the bad field or column; PermissionDenied without the right.
+    The spec's ``start_window`` / ``not_before`` give ``not_before`` (``now`` inside the window,
+    else its next opening; ``runners.windows``). Raises ValidationError naming the bad field or column.
     """
     if kind == JobKind.TRAIN:
         if registered_model is None:
@@ -169,9 +224,10 @@ def do_submit_job(
         backend = job_backend(asked_backend, settings.STEWARD_DEFAULT_RESOURCE_CLASS)
         if kind == JobKind.TRAIN:
             maxima = limit_maxima(Team.objects.get(pk=team_id))
-            spec = parse_spec(spec, dataset_version.column_names, maxima=maxima).as_dict()
+            checked = parse_spec(spec, dataset_version.column_names, maxima=maxima).as_dict()
         elif model_version is not None:  # always, for an inference job (checked above)
-            spec = _check_inference_spec(spec, dataset_version, model_version)
+            checked = _check_inference_spec(spec, dataset_version, model_version)
+        window, not_before = windows.start_time(spec, now or timezone.now())
     except SpecError as exc:
         raise ValidationError({"spec": str(exc)}) from exc
     if dataset_version.dataset.team_id != team_id:
@@ -180,22 +236,61 @@ def do_submit_job(
         raise ValidationError(
             {"dataset_version": "the dataset version belongs to another team than the model"}
         )
+    checked = {key: value for key, value in checked.items() if key not in SUBMISSION_FIELDS}
+    return Submission(team_id=team_id, spec=checked | window, not_before=not_before, backend=backend)
+
+
+def do_submit_job(
+    *,
+    kind: str,
+    dataset_version: DatasetVersion,
+    spec: Any,
+    actor: User,
+    registered_model: RegisteredModel | None = None,
+    model_version: ModelVersion | None = None,
+    schedule: JobSchedule | None = None,
+    now: datetime.datetime | None = None,
+) -> Job:
+    """Validate and queue a training or inference job; the task is sent after commit, or, when
+    the spec asks for a start window, by the sweeper once the window opens (issue 16).
+
+    ``schedule``: the recurring job that fired it; ``now``: the submission time (tests pass it to
+    place a job inside or outside its window). See ``check_submission`` for the rules. Raises
+    ValidationError naming the bad field or column; PermissionDenied without the right.
+    """
+    submission = check_submission(
+        kind=kind,
+        dataset_version=dataset_version,
+        spec=spec,
+        registered_model=registered_model,
+        model_version=model_version,
+        now=now,
+    )
     with transaction.atomic():
-        ensure_can(actor, CHANGE, team_id)
+        ensure_can(actor, CHANGE, submission.team_id)
         job = Job.objects.create(
-            team_id=team_id,
+            team_id=submission.team_id,
             kind=kind,
-            spec=spec,
+            spec=submission.spec,
             dataset_version=dataset_version,
             registered_model=registered_model,
             model_version=model_version,
             created_by=actor,
             celery_task_id=str(uuid.uuid4()),
-            backend=backend,
+            backend=submission.backend,
+            not_before=submission.not_before,
+            schedule=schedule,
         )
         record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
+        # enqueue sends nothing before the job is deliverable (its window, its backend).
         transaction.on_commit(lambda: enqueue_job(job.pk))
     return job
+
+
+def _deliverable(now: datetime.datetime) -> Q:
+    """Jobs Celery may deliver at ``now``: their start window has opened, and no Kubernetes
+    submitter runs them (``STEWARD_KUBERNETES_SUBMIT``)."""
+    return (Q(not_before__isnull=True) | Q(not_before__lte=now)) & ~Q(backend=JobBackend.KUBERNETES)
 
 
 def enqueue_job(job_id: int) -> bool:

@@ -1,8 +1,14 @@
 from governance.filtersets import RestrictedFilterSet
-from runners.models import Job
+from runners.models import Job, JobSchedule
 
 
 class JobFilterSet(RestrictedFilterSet):
     class Meta:
         model = Job
-        fields = ["kind", "state", "team", "dataset_version", "registered_model", "model_version"]
+        fields = ["kind", "state", "team", "dataset_version", "registered_model", "model_version", "schedule"]
+
+
+class JobScheduleFilterSet(RestrictedFilterSet):
+    class Meta:
+        model = JobSchedule
+        fields = ["kind", "team", "is_enabled", "dataset", "registered_model", "model_version"]

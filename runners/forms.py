@@ -7,7 +7,8 @@ from typing import Any
 from django import forms
 
 from governance.forms import JSONObjectField, ScopedForm, comma_list
-from governance.models import DatasetVersion, RegisteredModel
+from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
+from runners.models import JobKind
 
 
 class DatasetVersionChoiceField(forms.ModelChoiceField):
@@ -76,3 +77,39 @@ class InferenceJobForm(ScopedForm):
         if self.cleaned_data["output_dataset"].strip():
             spec["output_dataset"] = self.cleaned_data["output_dataset"].strip()
         return spec
+
+
+class JobScheduleForm(ScopedForm):
+    """A recurring job: a model (training) or model version (inference), a dataset whose latest
+    version each firing uses, the spec as JSON and a cron expression."""
+
+    name = forms.CharField(max_length=200)
+    kind = forms.ChoiceField(choices=[(JobKind.TRAIN, "Training"), (JobKind.INFER, "Inference")])
+    dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.all(), help_text="Each run uses its latest version."
+    )
+    registered_model = forms.ModelChoiceField(
+        queryset=RegisteredModel.objects.filter(deleted_at__isnull=True),
+        required=False,
+        label="Model",
+        help_text="Training: the new versions are registered here.",
+    )
+    model_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.select_related("model"), required=False, help_text="Inference."
+    )
+    spec = JSONObjectField(
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": '{"target": "cnt", "features": ["temp", "hum"]}'}
+        ),
+        help_text='The job\'s spec, as for a job; may add "start_window" to start off-peak.',
+    )
+    cron = forms.CharField(
+        max_length=100,
+        initial="0 2 * * 1",
+        help_text="minute hour day-of-month month day-of-week (here: Mondays at 02:00).",
+    )
+    cron_timezone = forms.CharField(max_length=64, initial="UTC", label="Timezone", help_text="An IANA name.")
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of ``do_create_job_schedule``."""
+        return dict(self.cleaned_data)

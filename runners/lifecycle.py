@@ -88,6 +88,9 @@ class Lifecycle(Generic[Row]):
     # Rows of the model this lifecycle does not run (tracked MLflow runs run outside Steward: no
     # delivery, no stale sweep; their client ends them), as ``exclude()`` lookups.
     not_run: dict[str, Any] = field(default_factory=dict)
+    # Rows that may be sent to the broker at ``now`` (issue 16: a job waiting for its start
+    # window, or one a Kubernetes submitter runs, is not), as a ``filter()`` condition; None: all.
+    deliverable: Callable[[datetime.datetime], Q] | None = None
 
     @property
     def rows(self) -> models.QuerySet[Row]:
@@ -98,13 +101,22 @@ class Lifecycle(Generic[Row]):
         )
 
     def enqueue(self, row_id: int) -> bool:
-        """Send the row's task to the broker (under its ``celery_task_id``); True if it was sent.
+        """Send the row's task to the broker (under its ``celery_task_id``); True if it was sent,
+        False if the broker could not be reached or the row is not ``deliverable`` yet.
 
         Sent by name, so this layer does not import the task modules above it. The send is
         recorded on the row (delivery telemetry, not audited); a failed send only records its
         error: the row stays queued and ``redispatch`` sends it later (issue 16).
         """
-        task_id, sends = self.rows.values_list("celery_task_id", "dispatch_count").get(pk=row_id)
+        rows = self.rows.filter(pk=row_id)
+        if self.deliverable is not None:
+            rows = rows.filter(self.deliverable(timezone.now()))
+        found = rows.values_list("celery_task_id", "dispatch_count").first()
+        if found is None:
+            # Not due yet (its window has not opened): ``redispatch`` sends it once it is.
+            logger.info("%s %s is not due for delivery; not sent", self.noun, row_id)
+            return False
+        task_id, sends = found
         if sends:
             # A re-send gets its own task id: Celery keeps results by id, and a delivery of the
             # earlier message that returned while the row ran elsewhere stored SUCCESS under it,
@@ -134,9 +146,11 @@ class Lifecycle(Generic[Row]):
         down, the next run retries. A duplicate message is harmless: the claim runs a row once.
         """
         now = timezone.now()
+        queued = self.rows.filter(state=QUEUED)
+        if self.deliverable is not None:
+            queued = queued.filter(self.deliverable(now))
         candidates = (
-            self.rows.filter(state=QUEUED)
-            .filter(
+            queued.filter(
                 Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - datetime.timedelta(seconds=after_s))
             )
             .order_by("pk")

@@ -13,6 +13,7 @@ import datetime
 from collections.abc import Iterator
 
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -27,19 +28,34 @@ PREFIX = "steward"
 class JobCollector(Collector):
     """``steward_job_duration_seconds``: wall time of finished jobs, a histogram by kind and state;
     ``steward_job_queued_oldest_age_seconds``: how long the oldest queued job has waited (0 when
-    none is queued); ``steward_job_dispatches_total``: sends of job tasks to the broker."""
+    none is queued; a job waiting for its start window does not count until it opens);
+    ``steward_job_waiting_for_window``: queued jobs whose window has not opened;
+    ``steward_job_dispatches_total``: sends of job tasks to the broker."""
 
     def collect(self) -> Iterator[HistogramMetricFamily | GaugeMetricFamily | CounterMetricFamily]:
         yield self._durations()
+        now = timezone.now()
+        # A job waiting for its start window is not waiting for a worker: it counts from the
+        # window's opening (issue 16), so an off-peak job does not look like a stuck queue.
+        due = Q(not_before__isnull=True) | Q(not_before__lte=now)
+        waiting_since = Greatest("created_at", Coalesce("not_before", "created_at"))
         delivery = Job.objects.aggregate(
-            oldest=Min("created_at", filter=Q(state="queued")), dispatches=Sum("dispatch_count")
+            oldest=Min(waiting_since, filter=Q(state="queued") & due),
+            for_window=Count("id", filter=Q(state="queued", not_before__gt=now)),
+            dispatches=Sum("dispatch_count"),
         )
         oldest = delivery["oldest"]
-        age = (timezone.now() - oldest).total_seconds() if oldest is not None else 0.0
+        age = (now - oldest).total_seconds() if oldest is not None else 0.0
         yield GaugeMetricFamily(
             f"{PREFIX}_job_queued_oldest_age_seconds",
-            "Seconds the oldest queued job has waited for a worker; 0 when none is queued.",
+            "Seconds the oldest queued job has waited for a worker (from its start window's "
+            "opening, if it asked for one); 0 when none is queued.",
             value=max(age, 0.0),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_job_waiting_for_window",
+            "Queued jobs whose start window has not opened yet (not sent to a worker before).",
+            value=delivery["for_window"],
         )
         yield CounterMetricFamily(
             f"{PREFIX}_job_dispatches",

@@ -1,5 +1,8 @@
 """Jobs: the database row is the source of truth for a unit of work on a worker."""
 
+import datetime
+import zoneinfo
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -206,6 +209,23 @@ class Job(Delivered):
         return self.state in TERMINAL_STATES
 
     @property
+    def waits_for_window_until(self) -> datetime.datetime | None:
+        """When a queued job's start window opens, in the window's timezone; None once it may start."""
+        if self.state != JobState.QUEUED or self.not_before is None or self.not_before <= timezone.now():
+            return None
+        zone = (self.spec.get("start_window") or {}).get("timezone", "UTC")
+        try:
+            return self.not_before.astimezone(zoneinfo.ZoneInfo(zone))
+        except zoneinfo.ZoneInfoNotFoundError:  # a zone the system's tz database has since lost
+            return self.not_before
+
+    @property
+    def state_detail(self) -> str:
+        """A line saying why a queued job is not running yet, for its page and the API; else empty."""
+        until = self.waits_for_window_until
+        return f"waits for its window until {until.isoformat()}" if until is not None else ""
+
+    @property
     def duration_s(self) -> float | None:
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
@@ -405,6 +425,10 @@ class JobSchedule(models.Model):
         "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     last_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The last firing and what came of it (a job submitted, or why none was): telemetry for its
+    # page; each firing's audit event is the record.
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -433,6 +457,9 @@ class JobSchedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("job_schedule_detail", args=[self.pk])
 
 
 class Budget(models.Model):

@@ -16,7 +16,7 @@ from governance.permissions import CHANGE, can
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
 
-    from runners.models import Job
+    from runners.models import Job, JobSchedule
 
     Person = User | AnonymousUser
 
@@ -25,3 +25,9 @@ def may_cancel_job(user: Person, job: Job, *, fresh: bool = False) -> bool:
     """Cancel ``job`` (queued) or ask it to stop (running): whoever may change the team's objects
     (model owners and data scientists). A tracked run is ended by its MLflow client, not here."""
     return job.kind != "tracked" and can(user, CHANGE, job.team_id, fresh=fresh)
+
+
+def may_change_job_schedule(user: Person, schedule: JobSchedule, *, fresh: bool = False) -> bool:
+    """Pause, resume, change or delete a job schedule: whoever may change the team's objects
+    (``runners.schedules`` checks the same inside its transactions)."""
+    return can(user, CHANGE, schedule.team_id, fresh=fresh)

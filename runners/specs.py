@@ -127,6 +127,12 @@ def split_backend(raw: Any) -> tuple[str | None, Any]:
     return backend, rest
 
 
+# Fields a spec may carry that say where and when the job runs, not what it computes (issue 16):
+# ``parse_spec`` lets them through untouched; ``runners.actions`` validates them at submission
+# (``runners.windows`` for the start window). The backend is taken out first (``split_backend``).
+SUBMISSION_FIELDS = frozenset({"start_window", "not_before"})
+
+
 def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = None) -> TrainingSpec:
     """Validate a JSON training spec against the dataset's column names.
 
@@ -135,7 +141,7 @@ def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = 
     """
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a JSON object")
-    known = set(TrainingSpec.__dataclass_fields__)
+    known = set(TrainingSpec.__dataclass_fields__) | SUBMISSION_FIELDS
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}")

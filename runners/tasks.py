@@ -5,6 +5,7 @@ from django.conf import settings
 
 from runners.actions import do_fail_stale_jobs, do_redispatch_queued_jobs
 from runners.execute import execute_job
+from runners.schedules import do_fire_job_schedule
 
 
 @shared_task(name="runners.tasks.run_job")
@@ -22,3 +23,10 @@ def redispatch_queued_jobs() -> list[int]:
     return do_redispatch_queued_jobs(
         settings.STEWARD_JOB_REDISPATCH_AFTER_S, settings.STEWARD_JOB_MAX_DISPATCHES
     )
+
+
+@shared_task(name="runners.tasks.fire_job_schedule")
+def fire_job_schedule(schedule_id: int) -> int | None:
+    """Beat's call at each cron time of a job schedule: the id of the job submitted, or None."""
+    job = do_fire_job_schedule(schedule_id)
+    return job.pk if job is not None else None

@@ -5,6 +5,17 @@ from runners import views
 urlpatterns = [
     path("jobs/", views.job_list, name="job_list"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
+    path("jobs/schedules/", views.job_schedule_list, name="job_schedule_list"),
+    path("jobs/schedules/<int:pk>/", views.job_schedule_detail, name="job_schedule_detail"),
+    *[
+        path(
+            f"jobs/schedules/<int:pk>/{verb}/",
+            views.job_schedule_button,
+            {"verb": verb},
+            name=f"job_schedule_{verb}",
+        )
+        for verb in views.SCHEDULE_BUTTONS
+    ],
     path("jobs/<int:pk>/progress/", views.job_progress, name="job_progress"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("model-versions/<int:pk>/infer/", views.model_version_infer, name="model_version_infer"),

@@ -20,11 +20,11 @@ from governance.views.helpers import (
     table_of,
     visible_or_404,
 )
-from runners import actions
-from runners.filtersets import JobFilterSet
-from runners.forms import InferenceJobForm, TrainingJobForm
-from runners.models import Job, JobKind
-from runners.permissions import may_cancel_job
+from runners import actions, schedules
+from runners.filtersets import JobFilterSet, JobScheduleFilterSet
+from runners.forms import InferenceJobForm, JobScheduleForm, TrainingJobForm
+from runners.models import Job, JobKind, JobSchedule
+from runners.permissions import may_cancel_job, may_change_job_schedule
 
 HISTORY_ORDER = ["epoch", "train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "val_accuracy"]
 JOB_RELATIONS = (
@@ -35,6 +35,7 @@ JOB_RELATIONS = (
     "output_model_version__model",
     "output_dataset_version__dataset",
     "experiment",
+    "schedule",
 )
 
 
@@ -144,4 +145,73 @@ def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
         context=lambda: form_page(
             "models", f"Run inference with {model_version}", "Run inference", model_version.get_absolute_url()
         ),
+    )
+
+
+SCHEDULE_RELATIONS = ("team", "dataset", "registered_model", "model_version__model", "last_job", "created_by")
+
+
+@login_required
+def job_schedule_list(request: HttpRequest) -> HttpResponse:
+    """Recurring jobs the user may view; POST creates one."""
+
+    def page() -> dict[str, Any]:
+        queryset = JobSchedule.objects.restrict(request.user).select_related(*SCHEDULE_RELATIONS)
+        return {
+            "section": "jobs",
+            **filtered_list(request, JobScheduleFilterSet, queryset),
+            "filter_fields": ["kind", "team", "is_enabled"],
+            "may_create": may_create_in_any_team(request.user),
+        }
+
+    form = JobScheduleForm(request.POST or None, user=request.user)
+    return form_view(
+        request,
+        form,
+        lambda data: schedules.do_create_job_schedule(actor=request.user, **form.options()),
+        success_message=lambda schedule: (
+            f"Created {schedule}; it fires on {schedule.cron} ({schedule.cron_timezone})."
+        ),
+        template="runners/job_schedule_list.html",
+        context=page,
+    )
+
+
+@login_required
+def job_schedule_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A schedule's template, its last firing and the jobs it submitted."""
+    schedule = visible_or_404(request, JobSchedule.objects.select_related(*SCHEDULE_RELATIONS), pk)
+    context = {
+        "section": "jobs",
+        "schedule": schedule,
+        "spec_json": pretty_json(schedule.spec),
+        "jobs": schedule.jobs.select_related(*JOB_RELATIONS)[:20],
+        "may_change": may_change_job_schedule(request.user, schedule),
+    }
+    return render(request, "runners/job_schedule_detail.html", context)
+
+
+# verb: (label, action, success message)
+SCHEDULE_BUTTONS = {
+    "pause": ("Pause", schedules.do_pause_job_schedule, "Paused {schedule}: it stops firing."),
+    "resume": ("Resume", schedules.do_resume_job_schedule, "Resumed {schedule}."),
+    "delete": ("Delete", schedules.do_delete_job_schedule, "Deleted {schedule}."),
+}
+
+
+@login_required
+def job_schedule_button(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+    """GET asks to confirm; POST pauses, resumes or deletes the schedule."""
+    schedule = visible_or_404(request, JobSchedule.objects.select_related(*SCHEDULE_RELATIONS), pk)
+    label, action, message = SCHEDULE_BUTTONS[verb]
+    return button_view(
+        request,
+        lambda: action(schedule=schedule, actor=request.user),
+        section="jobs",
+        question=f"{label} {schedule}?",
+        explanation="The jobs it submitted stay." if verb == "delete" else "",
+        label=label,
+        back=schedule.get_absolute_url(),
+        success_message=message.format(schedule=schedule),
+        success=lambda _: "job_schedule_list" if verb == "delete" else schedule.get_absolute_url(),
     )

@@ -16,6 +16,7 @@ from monitoring.execute import execute_drift_check
 from monitoring.models import Alert
 from runners.actions import do_submit_job
 from runners.models import Job, JobKind
+from runners.schedules import do_create_job_schedule
 from tests.conftest import wrong_page_answers
 
 IN_TEAM = ["admin", "owner", "scientist", "approver", "viewer", "compliance_officer"]
@@ -45,8 +46,18 @@ def world(model_version, current_dataset_version, scientist, owner):
         schedule_minutes=60,
         actor=scientist,
     )
+    job_schedule = do_create_job_schedule(
+        name="weekly",
+        kind="train",
+        dataset=model_version.training_dataset_version.dataset,
+        registered_model=model_version.model,
+        spec=model_version.training_spec,
+        cron="0 2 * * 1",
+        actor=scientist,
+    )
     return {
         "monitor": monitor,
+        "job_schedule": job_schedule,
         "channel": channel,
         "policy": policy,
         "dataset_version": model_version.training_dataset_version,
@@ -65,6 +76,7 @@ def _pages(world) -> list[tuple[str, bool]]:
     dataset_version, model_version = world["dataset_version"], world["model_version"]
     job, check, alert = world["job"], world["check"], world["alert"]
     lists = ["dashboard", "dataset_list", "model_list", "job_list", "drift_check_list", "alert_list"]
+    lists.append("job_schedule_list")
     objects = [
         ("dataset_detail", dataset_version.dataset_id),
         ("dataset_version_detail", dataset_version.pk),
@@ -89,6 +101,7 @@ def _pages(world) -> list[tuple[str, bool]]:
         *[(name, world["channel"].pk) for name in CHANNEL_PAGES],
         ("escalation_policy_detail", world["policy"].pk),
         ("escalation_policy_edit", world["policy"].pk),
+        *[(name, world["job_schedule"].pk) for name in JOB_SCHEDULE_PAGES],
     ]
     lists += ["channel_list", "escalation_policy_list", "escalation_policy_create"]
     return [(reverse(name), False) for name in [*lists, "audit_event_list"]] + [
@@ -104,12 +117,18 @@ MONITOR_PAGES = [
     "monitor_resume",
     "monitor_delete",
 ]
+JOB_SCHEDULE_PAGES = [
+    "job_schedule_detail",
+    "job_schedule_pause",
+    "job_schedule_resume",
+    "job_schedule_delete",
+]
 CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel_rotate_secret"]
 
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 41
+    assert len(pages) == 46
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200

@@ -6,7 +6,6 @@ serializer takes its fields from too.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW, can
 from monitoring.actions.checks import default_columns, engine_config
 from monitoring.models import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
+from runners.beat import keep_periodic_task
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -101,29 +101,16 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
 
 def _sync_schedule(monitor: Monitor) -> None:
     """Create, update or delete the monitor's django-celery-beat PeriodicTask (caller's transaction)."""
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    task = monitor.periodic_task
-    if monitor.schedule_minutes is None:
-        if task is not None:
-            monitor.periodic_task = None
-            monitor.save(update_fields=["periodic_task"])
-            task.delete()
-        return
-    interval = IntervalSchedule.objects.filter(
-        every=monitor.schedule_minutes, period=IntervalSchedule.MINUTES
-    ).first() or IntervalSchedule.objects.create(
-        every=monitor.schedule_minutes, period=IntervalSchedule.MINUTES
+    task = keep_periodic_task(
+        monitor.periodic_task,
+        name=f"monitor-{monitor.pk}",
+        task_name=RUN_MONITOR_TASK,
+        args=[monitor.pk],
+        is_enabled=monitor.is_active,
+        description=str(monitor),
+        every_minutes=monitor.schedule_minutes,
     )
-    if task is None:
-        task = PeriodicTask(name=f"monitor-{monitor.pk}")
-    task.task = RUN_MONITOR_TASK
-    task.interval = interval
-    task.args = json.dumps([monitor.pk])
-    task.enabled = monitor.is_active
-    task.description = str(monitor)[:200]
-    task.save()
-    if monitor.periodic_task_id != task.pk:
+    if monitor.periodic_task_id != (task.pk if task is not None else None):
         monitor.periodic_task = task
         monitor.save(update_fields=["periodic_task"])
 

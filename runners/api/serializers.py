@@ -1,12 +1,15 @@
 from rest_framework import serializers
 
 from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
-from governance.models import DatasetVersion, ModelVersion, RegisteredModel
-from runners.models import Job, JobKind
+from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
+from runners.models import Job, JobKind, JobSchedule
 
 
 class JobSerializer(serializers.ModelSerializer):
     created_by = UsernameField()
+    state_detail = serializers.CharField(
+        read_only=True, help_text='Why a queued job is not running yet: "waits for its window until <time>".'
+    )
 
     class Meta:
         model = Job
@@ -47,6 +50,9 @@ class JobSerializer(serializers.ModelSerializer):
             "peak_gpu_mem_mb",
             "backend",
             "backend_job_id",
+            "not_before",
+            "state_detail",
+            "schedule",
         ]
         read_only_fields = fields
 
@@ -63,3 +69,55 @@ class JobSubmitSerializer(serializers.Serializer):
         queryset=ModelVersion.objects.all(), required=False, allow_null=True
     )
     spec = serializers.JSONField(required=False, default=dict)
+
+
+class JobScheduleSerializer(serializers.ModelSerializer):
+    """A recurring job: the template of the jobs it submits and its cron schedule. The kind is
+    fixed once created; pause and resume switch ``is_enabled``."""
+
+    kind = serializers.ChoiceField(choices=[JobKind.TRAIN, JobKind.INFER])
+    dataset = RestrictedPrimaryKeyRelatedField(
+        queryset=Dataset.objects.all(), help_text="Each firing runs on its latest version."
+    )
+    registered_model = RestrictedPrimaryKeyRelatedField(
+        queryset=RegisteredModel.objects.all(), required=False, allow_null=True, help_text="Training."
+    )
+    model_version = RestrictedPrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True, help_text="Inference."
+    )
+    spec = serializers.JSONField(required=False, default=dict)
+    cron = serializers.CharField(
+        max_length=100, help_text="Five fields: minute hour day-of-month month day-of-week."
+    )
+    cron_timezone = serializers.CharField(max_length=64, required=False, default="UTC")
+    created_by = UsernameField()
+
+    class Meta:
+        model = JobSchedule
+        fields = [
+            "id",
+            "team",
+            "name",
+            "kind",
+            "dataset",
+            "registered_model",
+            "model_version",
+            "spec",
+            "cron",
+            "cron_timezone",
+            "is_enabled",
+            "last_job",
+            "last_fired_at",
+            "last_outcome",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = [
+            "id",
+            "team",
+            "is_enabled",
+            "last_job",
+            "last_fired_at",
+            "last_outcome",
+            "created_at",
+        ]

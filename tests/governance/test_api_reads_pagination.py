@@ -27,6 +27,7 @@ LISTS = [
     "/api/audit-events/",
     "/api/audit/checkpoints/",
     "/api/jobs/",
+    "/api/job-schedules/",
     "/api/drift-checks/",
     "/api/alerts/",
     "/api/monitors/",

@@ -16,6 +16,7 @@ from governance.actions.tokens import do_create_api_token
 from governance.api.base import RestrictedViewSetMixin
 from governance.models import AuditEvent, DatasetVersion, Membership, PlatformRole, PlatformRoleGrant
 from runners.models import Job
+from runners.schedules import do_create_job_schedule
 from tests.conftest import PASSWORD
 from tests.governance.conftest import fingerprint
 
@@ -26,6 +27,15 @@ def targets(world, admin, scientist, compliance_officer):
     nina = get_user_model().objects.create_user("nina", "nina@example.com", PASSWORD)
     token, _ = do_create_api_token(user=nina, name="nina's", is_read_only=False, actor=nina)
     promotion = do_request_promotion(model_version=world.model_version, actor=scientist)
+    schedule = do_create_job_schedule(
+        name="weekly",
+        kind="train",
+        dataset=world.dataset,
+        registered_model=world.model,
+        spec=world.model_version.training_spec,
+        cron="0 2 * * 1",
+        actor=scientist,
+    )
     return {
         "team": world.team.pk,
         "membership": Membership.objects.get(user=scientist).pk,
@@ -41,6 +51,7 @@ def targets(world, admin, scientist, compliance_officer):
         "job": world.job.pk,
         "driftcheck": world.check.pk,
         "alert": world.alert.pk,
+        "jobschedule": schedule.pk,
     }
 
 

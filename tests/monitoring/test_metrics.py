@@ -92,6 +92,7 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         'steward_job_duration_seconds_count{kind="train",state="succeeded"} 2.0',
         'steward_job_duration_seconds_sum{kind="train",state="succeeded"} 7230.0',
         "steward_job_queued_oldest_age_seconds 0.0",
+        "steward_job_waiting_for_window 0.0",
         "steward_job_dispatches_total 0.0",
     ]
     assert Alert.objects.get().severity == "critical"
@@ -115,12 +116,27 @@ def test_metrics_show_how_long_the_oldest_job_has_waited_and_the_dispatches(
         Job.objects.filter(pk=job.pk).update(
             state=state, created_at=now - datetime.timedelta(seconds=age), dispatch_count=sends
         )
+    # Jobs that asked for a start window (issue 16), submitted 5 hours ago: one whose window opens
+    # in an hour (not waiting for a worker yet), one whose window opened 900 s ago (waiting since).
+    for opens_in in (3600, -900):
+        job = do_submit_job(
+            kind="train",
+            dataset_version=dataset_version,
+            registered_model=registered_model,
+            spec=training_spec,
+            actor=scientist,
+        )
+        Job.objects.filter(pk=job.pk).update(
+            created_at=now - datetime.timedelta(hours=5),
+            not_before=now + datetime.timedelta(seconds=opens_in),
+        )
     monkeypatch.setattr(timezone, "now", lambda: now)  # the scrape's clock
 
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
-    assert [line for line in _steward_lines(response) if "duration" not in line][-2:] == [
+    assert [line for line in _steward_lines(response) if "duration" not in line][-3:] == [
         "steward_job_queued_oldest_age_seconds 1800.0",
+        "steward_job_waiting_for_window 1.0",
         "steward_job_dispatches_total 6.0",
     ]
 

@@ -188,7 +188,11 @@ def test_backend_ray_without_a_cluster_is_a_400_naming_it(
     ("backend", "message"),
     [
         ("slurm", "backend: one of local, ray, kubernetes; got 'slurm'"),
-        ("kubernetes", "backend: 'kubernetes': this deployment does not submit to Kubernetes"),
+        (
+            "kubernetes",
+            "backend: 'kubernetes': this deployment does not submit to Kubernetes; fetch the manifest "
+            "of a submitted job (GET /api/jobs/<id>/kubernetes-manifest/) and apply it yourself",
+        ),
     ],
 )
 def test_an_unknown_or_unsubmittable_backend_is_a_400(
