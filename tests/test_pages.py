@@ -64,7 +64,7 @@ def _pages(world) -> list[tuple[str, bool]]:
     """(url, is about one of the team's objects) for every page of the UI."""
     dataset_version, model_version = world["dataset_version"], world["model_version"]
     job, check, alert = world["job"], world["check"], world["alert"]
-    lists = ["dashboard", "dataset_list", "model_list", "job_list", "drift_check_list", "alert_list"]
+    lists = ["dashboard", "dataset_list", "model_list", "job_list", "usage", "drift_check_list", "alert_list"]
     objects = [
         ("dataset_detail", dataset_version.dataset_id),
         ("dataset_version_detail", dataset_version.pk),
@@ -77,6 +77,7 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("job_detail", job.pk),
         ("job_progress", job.pk),
         ("job_cancel", job.pk),
+        ("job_release", job.pk),
         ("drift_check_detail", check.pk),
         ("drift_check_report", check.pk),
         ("alert_detail", alert.pk),
@@ -109,7 +110,7 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 41
+    assert len(pages) == 43
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200
@@ -138,6 +139,7 @@ def test_base_layout_has_nav_vendored_htmx_and_the_user(client, owner):
         ("Datasets", "/datasets/"),
         ("Models", "/models/"),
         ("Jobs", "/jobs/"),
+        ("Usage", "/usage/"),
         ("Drift checks", "/drift-checks/"),
         ("Alerts", "/alerts/"),
         ("Escalation", "/escalation-policies/"),
@@ -279,6 +281,7 @@ def test_lists_never_show_another_teams_objects(client, drifted_check, outsider)
         "dataset_list",
         "model_list",
         "job_list",
+        "usage",
         "drift_check_list",
         "alert_list",
         "audit_event_list",
