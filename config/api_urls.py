@@ -23,6 +23,7 @@ router.register("audit-events", audit.AuditEventViewSet)
 router.register("audit/checkpoints", audit.AuditCheckpointViewSet)
 router.register("jobs", runners.JobViewSet)
 router.register("job-schedules", runners.JobScheduleViewSet)
+router.register("budgets", runners.BudgetViewSet)
 router.register("drift-checks", monitoring.DriftCheckViewSet)
 router.register("alerts", monitoring.AlertViewSet)
 router.register("monitors", monitoring.MonitorViewSet)
@@ -41,6 +42,7 @@ urlpatterns = [
     path("model-versions/compare/", compare.ModelVersionCompareView.as_view(), name="modelversion-compare"),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
+    path("usage/", runners.UsageView.as_view(), name="usage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger_ui"),

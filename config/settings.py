@@ -302,6 +302,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60.0},
     },
+    # Alerts a team's owners when its job cost passes its budget, once a month (issue 16).
+    "check-budgets": {
+        "task": "monitoring.tasks.check_budgets",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
     # Expires before the next run is due, so a busy worker never runs a backlog of them.
     "sequence-audit-events": {
         "task": "governance.tasks.sequence_audit_events",

@@ -13,7 +13,7 @@ class DriftCheckFilterSet(RestrictedFilterSet):
 class AlertFilterSet(RestrictedFilterSet):
     class Meta:
         model = Alert
-        fields = ["state", "severity", "model_version", "monitor", "owner", "team"]
+        fields = ["kind", "state", "severity", "model_version", "monitor", "owner", "team"]
 
 
 class MonitorFilterSet(RestrictedFilterSet):

@@ -13,7 +13,7 @@ import logging
 from django.conf import settings
 from django.core.mail import send_mail
 
-from monitoring.models import Channel, Notification
+from monitoring.models import AlertKind, Channel, Notification
 from monitoring.transports import Message
 
 logger = logging.getLogger(__name__)
@@ -37,18 +37,19 @@ def build_message(notification: Notification) -> Message:
     window = evidence.get("window") or {}
     reference = evidence.get("reference") or {}
     alert_url = _link(alert.get_absolute_url())
+    is_budget = alert.kind == AlertKind.BUDGET
     links = [
         ("Alert", alert_url),
         ("Drift check", evidence.get("check_url", "")),
         ("Evidently report", evidence.get("report_url", "")),
+        ("Usage", evidence.get("usage_url", "")),
         ("Runbook", alert.runbook_url),
     ]
-    lines = [
-        f"{alert.title}{suffix}",
-        "",
-        f"Severity: {alert.get_severity_display()}",
-        f"Model version: {alert.model_version}",
-    ]
+    lines = [f"{alert.title}{suffix}", "", f"Severity: {alert.get_severity_display()}"]
+    if is_budget:
+        lines.append(f"Team: {evidence.get('team', '')}, month {evidence.get('month', '')}")
+    else:
+        lines.append(f"Model version: {alert.model_version}")
     if evidence.get("monitor"):
         lines.append(f"Monitor: {evidence['monitor']}")
     if window.get("dataset_versions"):
@@ -60,7 +61,7 @@ def build_message(notification: Notification) -> Message:
     lines += [
         f"Seen {alert.occurrences} time(s); escalation level {notification.level + 1}",
         "",
-        "Findings (method = score, threshold):",
+        "Spend (this month, budget):" if is_budget else "Findings (method = score, threshold):",
         alert.summary,
         "",
         *(f"{label}: {url}" for label, url in links if url),
@@ -74,7 +75,8 @@ def build_message(notification: Notification) -> Message:
             "title": alert.title,
             "state": alert.state,
             "severity": alert.severity,
-            "model_version": str(alert.model_version),
+            "kind": alert.kind,
+            "model_version": str(alert.model_version) if alert.model_version_id else None,
             "model_version_id": alert.model_version_id,
             "monitor_id": alert.monitor_id,
             "occurrences": alert.occurrences,

@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from monitoring.actions.budgets import do_check_budgets
 from monitoring.actions.checks import (
     do_recover_stale_drift_checks,
     do_redispatch_queued_drift_checks,
@@ -68,3 +69,9 @@ def build_reference_profiles(monitor_id: int) -> list[str]:
 def escalate_alerts() -> dict:
     result = run_escalations()
     return {"escalated": result["escalated"], "notifications": len(result["notifications"])}
+
+
+@shared_task(name="monitoring.tasks.check_budgets")
+def check_budgets() -> list[int]:
+    """Beat, every minute: alert the teams that passed their budget this month (once a month)."""
+    return do_check_budgets()

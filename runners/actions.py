@@ -18,8 +18,9 @@ from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.datafiles import unstorable
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel, Team
-from governance.permissions import CHANGE
+from governance.permissions import CHANGE, MANAGE
 from runners import kubernetes, windows
+from runners.budgets import hold_reason
 from runners.launcher import Limits
 from runners.lifecycle import Lifecycle
 from runners.models import TERMINAL_STATES, Job, JobBackend, JobKind, JobSchedule, JobState
@@ -268,6 +269,8 @@ def do_submit_job(
     )
     with transaction.atomic():
         ensure_can(actor, CHANGE, submission.team_id)
+        # A team past its budget (issue 16): the job waits, held, for an owner to release it.
+        held = hold_reason(Team.objects.get(pk=submission.team_id))
         job = Job.objects.create(
             team_id=submission.team_id,
             kind=kind,
@@ -280,10 +283,33 @@ def do_submit_job(
             backend=submission.backend,
             not_before=submission.not_before,
             schedule=schedule,
+            state=JobState.HELD if held else JobState.QUEUED,
+            hold_reason=held,
         )
         record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
         # enqueue sends nothing before the job is deliverable (its window, its backend).
-        transaction.on_commit(lambda: enqueue_job(job.pk))
+        if not held:
+            transaction.on_commit(lambda: enqueue_job(job.pk))
+    return job
+
+
+def do_release_job(*, job: Job, actor: User) -> Job:
+    """Release a job held by its team's budget: held -> queued, sent to a worker after commit.
+
+    Only the team's model owners and platform admins (``manage``) may: they decide to spend past
+    the budget. Raises ValidationError when the job is not held; PermissionDenied otherwise.
+    """
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        ensure_can(actor, MANAGE, job.team_id)
+        if job.state != JobState.HELD:
+            raise ValidationError({"state": f"job #{job.pk} is {job.state}, not held; nothing to release"})
+        before = snapshot(job)
+        job.state, job.hold_reason = JobState.QUEUED, ""
+        job.save(update_fields=["state", "hold_reason"])
+        record_audit_event(actor=actor, action="job.release", obj=job, before=before, after=snapshot(job))
+        job_id = job.pk
+        transaction.on_commit(lambda: enqueue_job(job_id))
     return job
 
 
@@ -305,7 +331,7 @@ def do_redispatch_queued_jobs(after_s: int, max_dispatches: int) -> list[int]:
 
 
 def do_cancel_job(*, job: Job, actor: User) -> Job:
-    """Cancel a queued job at once, or ask a running one to stop: its worker polls the flag and
+    """Cancel a queued or held job at once, or ask a running one to stop: its worker polls the flag and
     kills the job's process group (``runners.execute``; cancelled within seconds).
 
     Raises ValidationError when the job has already finished.
@@ -320,12 +346,13 @@ def do_cancel_job(*, job: Job, actor: User) -> Job:
         if job.is_cancel_requested:
             raise ValidationError({"state": f"job #{job.pk} is already stopping after a cancel request"})
         before = snapshot(job)
-        if job.state == JobState.QUEUED:
+        if job.state in (JobState.QUEUED, JobState.HELD):
             job.state = JobState.CANCELLED
             job.finished_at = timezone.now()
             job.error = f"cancelled by {actor.get_username()} before it started"
+            job.hold_reason = ""
         job.is_cancel_requested = True
-        job.save(update_fields=["state", "finished_at", "error", "is_cancel_requested"])
+        job.save(update_fields=["state", "finished_at", "error", "is_cancel_requested", "hold_reason"])
         record_audit_event(actor=actor, action="job.cancel", obj=job, before=before, after=snapshot(job))
     return job
 

@@ -23,7 +23,7 @@ from governance.names import name_key
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
-from runners import launcher, ray_backend
+from runners import accounting, launcher, ray_backend
 from runners.actions import JOBS, do_succeed_job, job_limits
 from runners.lifecycle import RUNNING, Cancelled, ClaimLost
 from runners.models import Job, JobBackend, JobKind
@@ -160,9 +160,13 @@ def _launch(
 
 
 def _record_usage(job_id: int, attempt: int, usage: launcher.Usage) -> None:
-    """Add an attempt's resource use to the job's accounting (telemetry, not audited)."""
+    """Add an attempt's resource use and its cost to the job's accounting (telemetry, not
+    audited): a failed, cancelled or lost attempt's compute is paid for too (issue 16)."""
     zero = Value(0.0)
+    resource_class = Job.objects.values_list("resource_class", flat=True).get(pk=job_id)
+    cost = accounting.job_cost(usage.wall_time_s, accounting.price_per_hour(resource_class))
     fields: dict[str, Any] = {
+        "cost": Coalesce(F("cost"), zero) + cost,
         "wall_time_s": Coalesce(F("wall_time_s"), zero) + usage.wall_time_s,
         "cpu_time_s": Coalesce(F("cpu_time_s"), zero) + usage.cpu_time_s,
         "peak_rss_mb": Greatest(Coalesce(F("peak_rss_mb"), zero), Value(usage.peak_rss_mb)),

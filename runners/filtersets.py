@@ -1,5 +1,5 @@
 from governance.filtersets import RestrictedFilterSet
-from runners.models import Job, JobSchedule
+from runners.models import Budget, Job, JobSchedule
 
 
 class JobFilterSet(RestrictedFilterSet):
@@ -12,3 +12,9 @@ class JobScheduleFilterSet(RestrictedFilterSet):
     class Meta:
         model = JobSchedule
         fields = ["kind", "team", "is_enabled", "dataset", "registered_model", "model_version"]
+
+
+class BudgetFilterSet(RestrictedFilterSet):
+    class Meta:
+        model = Budget
+        fields = ["team"]

@@ -7,7 +7,8 @@ from typing import Any
 from django import forms
 
 from governance.forms import JSONObjectField, ScopedForm, comma_list
-from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
+from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
+from governance.permissions import MANAGE
 from runners.models import JobKind
 
 
@@ -113,3 +114,23 @@ class JobScheduleForm(ScopedForm):
     def options(self) -> dict[str, Any]:
         """The keyword arguments of ``do_create_job_schedule``."""
         return dict(self.cleaned_data)
+
+
+class BudgetForm(ScopedForm):
+    """A team's monthly budget (set, or changed if it has one); teams the user manages only."""
+
+    team = forms.ModelChoiceField(queryset=Team.objects.all())
+    monthly_limit = forms.DecimalField(min_value=0, max_digits=14, decimal_places=2, label="Monthly limit")
+    holds_jobs = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Hold new jobs once passed",
+        help_text="Until an owner releases them.",
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, user=user, **kwargs)
+        field = self.fields["team"]
+        field.queryset = Team.objects.restrict(user, MANAGE)  # type: ignore[attr-defined]
+        teams = list(field.queryset[:2])  # type: ignore[attr-defined]
+        field.initial = teams[0].pk if len(teams) == 1 else None

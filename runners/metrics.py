@@ -2,9 +2,10 @@
 
 ``monitoring.metrics.registry`` registers ``JobCollector`` beside monitoring's own collector, so
 ``/metrics`` reports job durations; the job rows belong to runners, so the query lives here
-(issue 8: it used to be read through ``apps.get_model`` to hide the dependency). Two aggregate
-queries per scrape, whatever the number of jobs: durations, and delivery (issue 16: a job queued
-too long, and how often tasks were sent, show here).
+(issue 8: it used to be read through ``apps.get_model`` to hide the dependency). Four aggregate
+queries per scrape, whatever the number of jobs: durations; accounting (issue 16: cost, CPU and
+GPU seconds per team and resource class); budgets with their month-to-date spend; and delivery
+(issue 16: a job queued too long, and how often tasks were sent, show here).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from runners.accounting import accounted_jobs, budget_lines
 from runners.models import Job
 
 # Seconds; a training job on the demo takes tens of seconds, real ones hours.
@@ -30,10 +33,15 @@ class JobCollector(Collector):
     ``steward_job_queued_oldest_age_seconds``: how long the oldest queued job has waited (0 when
     none is queued; a job waiting for its start window does not count until it opens);
     ``steward_job_waiting_for_window``: queued jobs whose window has not opened;
-    ``steward_job_dispatches_total``: sends of job tasks to the broker."""
+    ``steward_job_dispatches_total``: sends of job tasks to the broker;
+    ``steward_job_cost_total``, ``steward_job_cpu_seconds_total``, ``steward_job_gpu_seconds_total``
+    by team and resource class; ``steward_team_budget_limit`` and ``steward_team_budget_spent``
+    (this month so far) by team, in ``STEWARD_CURRENCY``."""
 
     def collect(self) -> Iterator[HistogramMetricFamily | GaugeMetricFamily | CounterMetricFamily]:
         yield self._durations()
+        yield from self._accounting()
+        yield from self._budgets()
         now = timezone.now()
         # A job waiting for its start window is not waiting for a worker: it counts from the
         # window's opening (issue 16), so an off-peak job does not look like a stuck queue.
@@ -88,3 +96,42 @@ class JobCollector(Collector):
             seconds = row["seconds"].total_seconds() if row["seconds"] is not None else 0.0
             family.add_metric([row["kind"], row["state"]], buckets, seconds)
         return family
+
+    def _accounting(self) -> Iterator[CounterMetricFamily]:
+        labels = ["team", "resource_class"]
+        currency = settings.STEWARD_CURRENCY
+        cost = CounterMetricFamily(
+            f"{PREFIX}_job_cost",
+            f"Cost of jobs' compute, {currency}, by team and resource class.",
+            labels=labels,
+        )
+        cpu = CounterMetricFamily(
+            f"{PREFIX}_job_cpu_seconds", "CPU seconds (user + system) jobs used.", labels=labels
+        )
+        gpu = CounterMetricFamily(f"{PREFIX}_job_gpu_seconds", "GPU seconds jobs used.", labels=labels)
+        rows = (
+            accounted_jobs()
+            .values_list("team__slug", "resource_class")
+            .annotate(cost=Sum("cost"), cpu=Sum("cpu_time_s"), gpu=Sum("gpu_time_s"))
+            .order_by("team__slug", "resource_class")
+        )
+        for team, resource_class, spent, cpu_s, gpu_s in rows:
+            cost.add_metric([team, resource_class], spent or 0.0)
+            cpu.add_metric([team, resource_class], cpu_s or 0.0)
+            gpu.add_metric([team, resource_class], gpu_s or 0.0)
+        yield from (cost, cpu, gpu)
+
+    def _budgets(self) -> Iterator[GaugeMetricFamily]:
+        currency = settings.STEWARD_CURRENCY
+        limit = GaugeMetricFamily(
+            f"{PREFIX}_team_budget_limit", f"A team's monthly budget, {currency}.", labels=["team"]
+        )
+        spent = GaugeMetricFamily(
+            f"{PREFIX}_team_budget_spent",
+            f"A team's job cost this month so far, {currency} (jobs count in their submission month).",
+            labels=["team"],
+        )
+        for line in budget_lines(None):
+            limit.add_metric([line["team"].slug], float(line["limit"]))
+            spent.add_metric([line["team"].slug], line["spent"])
+        yield from (limit, spent)

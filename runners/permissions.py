@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from governance.permissions import CHANGE, can
+from governance.permissions import CHANGE, MANAGE, can
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
@@ -31,3 +31,14 @@ def may_change_job_schedule(user: Person, schedule: JobSchedule, *, fresh: bool 
     """Pause, resume, change or delete a job schedule: whoever may change the team's objects
     (``runners.schedules`` checks the same inside its transactions)."""
     return can(user, CHANGE, schedule.team_id, fresh=fresh)
+
+
+def may_release_job(user: Person, job: Job, *, fresh: bool = False) -> bool:
+    """Release ``job`` held by its team's budget: the team's model owners and platform admins
+    (``manage``), who decide to spend past the budget."""
+    return job.state == "held" and can(user, MANAGE, job.team_id, fresh=fresh)
+
+
+def may_manage_budget(user: Person, team_id: int, *, fresh: bool = False) -> bool:
+    """Set, change or remove team ``team_id``'s budget: its model owners and platform admins."""
+    return can(user, MANAGE, team_id, fresh=fresh)

@@ -18,5 +18,7 @@ urlpatterns = [
     ],
     path("jobs/<int:pk>/progress/", views.job_progress, name="job_progress"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
+    path("jobs/<int:pk>/release/", views.job_release, name="job_release"),
+    path("usage/", views.usage, name="usage"),
     path("model-versions/<int:pk>/infer/", views.model_version_infer, name="model_version_infer"),
 ]

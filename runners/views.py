@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from governance.models import ModelVersion
+from governance.permissions import ALL_TEAMS, MANAGE, VIEW, team_scope
 from governance.views.helpers import (
     button_view,
     filtered_list,
@@ -20,11 +23,12 @@ from governance.views.helpers import (
     table_of,
     visible_or_404,
 )
-from runners import actions, schedules
+from runners import actions, budgets, schedules
+from runners.accounting import budget_lines, month_start, usage_rows
 from runners.filtersets import JobFilterSet, JobScheduleFilterSet
-from runners.forms import InferenceJobForm, JobScheduleForm, TrainingJobForm
+from runners.forms import BudgetForm, InferenceJobForm, JobScheduleForm, TrainingJobForm
 from runners.models import Job, JobKind, JobSchedule
-from runners.permissions import may_cancel_job, may_change_job_schedule
+from runners.permissions import may_cancel_job, may_change_job_schedule, may_release_job
 
 HISTORY_ORDER = ["epoch", "train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "val_accuracy"]
 JOB_RELATIONS = (
@@ -77,6 +81,7 @@ def _progress_context(request: HttpRequest, job: Job) -> dict:
         "history_rows": rows,
         "metrics": metric_rows(job.metrics),
         "may_change": may_cancel_job(request.user, job),
+        "may_release": may_release_job(request.user, job),
     }
 
 
@@ -86,6 +91,7 @@ def _job_page(request: HttpRequest, job: Job, status: int = 200) -> HttpResponse
         "spec_json": pretty_json(job.spec),
         "params_json": pretty_json(job.params),
         "run_inputs": job.run_inputs.select_related("dataset_version__dataset", "external_dataset"),
+        "currency": settings.STEWARD_CURRENCY,
     }
     return render(request, "runners/job_detail.html", context, status=status)
 
@@ -122,6 +128,74 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         back=job.get_absolute_url(),
         success_message=f"Cancellation of {job} requested.",
         refused=refused,
+    )
+
+
+@login_required
+def job_release(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks to confirm; POST releases a job its team's budget held (model owners)."""
+    job = visible_or_404(request, Job.objects.select_related(*JOB_RELATIONS), pk)
+
+    def refused(status: int) -> HttpResponse:
+        job.refresh_from_db()
+        return _job_page(request, job, status)
+
+    return button_view(
+        request,
+        lambda: actions.do_release_job(job=job, actor=request.user),
+        section="jobs",
+        question=f"Release {job}?",
+        explanation=f"{job.hold_reason}. Released, it is queued and runs, past the budget.",
+        label="Release the job",
+        back=job.get_absolute_url(),
+        success_message=f"Released {job}; it starts when a worker picks it up.",
+        refused=refused,
+    )
+
+
+def _month_param(request: HttpRequest) -> datetime.date:
+    """``?month=YYYY-MM``, else this month (a malformed month shows this month too)."""
+    try:
+        return datetime.datetime.strptime(request.GET.get("month", ""), "%Y-%m").date()
+    except ValueError:
+        return month_start()
+
+
+@login_required
+def usage(request: HttpRequest) -> HttpResponse:
+    """A month's job cost per team and per model, and each team's budget line; POST sets a
+    team's budget (its model owners and platform admins)."""
+    month = _month_param(request)
+    team_slug = request.GET.get("team") or None
+
+    def page() -> dict[str, Any]:
+        scope = team_scope(request.user, VIEW)
+        lines = budget_lines(None if scope is ALL_TEAMS else sorted(scope))
+        return {
+            "section": "usage",
+            "month": f"{month:%Y-%m}",
+            "team_slug": team_slug or "",
+            "per_team": usage_rows(request.user, group_by=["team"], month=month, team_slug=team_slug),
+            "per_model": usage_rows(request.user, group_by=["model"], month=month, team_slug=team_slug),
+            "budgets": [line for line in lines if not team_slug or line["team"].slug == team_slug],
+            "is_this_month": month == month_start(),
+            "may_set_budget": bool(team_scope(request.user, MANAGE)),
+        }
+
+    form = BudgetForm(request.POST or None, user=request.user)
+    return form_view(
+        request,
+        form,
+        lambda data: budgets.do_set_budget(
+            team=data["team"],
+            monthly_limit=data["monthly_limit"],
+            holds_jobs=data["holds_jobs"],
+            actor=request.user,
+        ),
+        success=lambda budget: "usage",
+        success_message=lambda budget: f"Budget of {budget.team} set to {budget.monthly_limit} a month.",
+        template="runners/usage.html",
+        context=page,
     )
 
 

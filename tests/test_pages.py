@@ -75,7 +75,7 @@ def _pages(world) -> list[tuple[str, bool]]:
     """(url, is about one of the team's objects) for every page of the UI."""
     dataset_version, model_version = world["dataset_version"], world["model_version"]
     job, check, alert = world["job"], world["check"], world["alert"]
-    lists = ["dashboard", "dataset_list", "model_list", "job_list", "drift_check_list", "alert_list"]
+    lists = ["dashboard", "dataset_list", "model_list", "job_list", "usage", "drift_check_list", "alert_list"]
     lists.append("job_schedule_list")
     objects = [
         ("dataset_detail", dataset_version.dataset_id),
@@ -89,6 +89,7 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("job_detail", job.pk),
         ("job_progress", job.pk),
         ("job_cancel", job.pk),
+        ("job_release", job.pk),
         ("drift_check_detail", check.pk),
         ("drift_check_report", check.pk),
         ("alert_detail", alert.pk),
@@ -157,6 +158,7 @@ def test_base_layout_has_nav_vendored_htmx_and_the_user(client, owner):
         ("Datasets", "/datasets/"),
         ("Models", "/models/"),
         ("Jobs", "/jobs/"),
+        ("Usage", "/usage/"),
         ("Drift checks", "/drift-checks/"),
         ("Alerts", "/alerts/"),
         ("Escalation", "/escalation-policies/"),
@@ -298,6 +300,7 @@ def test_lists_never_show_another_teams_objects(client, drifted_check, outsider)
         "dataset_list",
         "model_list",
         "job_list",
+        "usage",
         "drift_check_list",
         "alert_list",
         "audit_event_list",

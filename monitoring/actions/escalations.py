@@ -17,7 +17,15 @@ from governance.models import Membership, TeamRole
 from monitoring import escalation
 from monitoring.actions.deliveries import deliver_notifications
 from monitoring.actions.history import add_alert_event
-from monitoring.models import Alert, AlertEventKind, AlertState, ChannelKind, EscalationLevel, Notification
+from monitoring.models import (
+    Alert,
+    AlertEventKind,
+    AlertKind,
+    AlertState,
+    ChannelKind,
+    EscalationLevel,
+    Notification,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -46,9 +54,14 @@ def _plans(levels: list[EscalationLevel | None]) -> list[escalation.Level]:
 
 def level_targets(alert: Alert, level: EscalationLevel | None) -> list[User]:
     """The people a level notifies: its users, a team's model owners, and the alert team's members
-    with its role; the model's owner when there is no policy. Sorted by username."""
+    with its role. Without a policy: the model's owner for a drift alert, the team's model owners
+    for a budget alert (they decide to spend more), else the budget's owner. Sorted by username."""
     if level is None:
-        return [alert.owner]
+        if alert.kind != AlertKind.BUDGET:
+            return [alert.owner]
+        owners = Membership.objects.filter(team_id=alert.team_id, role=TeamRole.MODEL_OWNER)
+        team_owners = [membership.user for membership in owners.select_related("user")] or [alert.owner]
+        return sorted(team_owners, key=lambda user: user.get_username())
     people = {user.pk: user for user in level.users.all()}
     memberships = Membership.objects.none()
     if level.owners_of_id is not None:

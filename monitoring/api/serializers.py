@@ -108,6 +108,7 @@ class AlertSerializer(serializers.ModelSerializer):
         model = Alert
         fields = [
             "id",
+            "kind",
             "team",
             "model_version",
             "monitor",

@@ -32,17 +32,30 @@ class AlertState(models.TextChoices):
 UNRESOLVED = (AlertState.OPEN, AlertState.ACKNOWLEDGED)
 
 
+class AlertKind(models.TextChoices):
+    DRIFT = "drift", "Drift"
+    # A team's month-to-date job cost passed its budget (issue 16): no model version, no check.
+    BUDGET = "budget", "Budget"
+
+
 class Alert(models.Model):
     """An incident: one unresolved alert per dedup key (``monitor:<id>``, or ``model_version:<id>``
-    for checks requested without a monitor); repeat breaches append to it."""
+    for checks requested without a monitor, ``budget:<team id>:<YYYY-MM>`` for a team past its
+    budget); repeat breaches append to it. A drift alert has its model version and check; a
+    budget alert has neither."""
 
+    kind = models.CharField(max_length=16, choices=AlertKind.choices, default=AlertKind.DRIFT)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="alerts")
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="alerts")
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="alerts"
+    )
     monitor = models.ForeignKey(
         Monitor, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
     )
     dedup_key = models.CharField(max_length=64, db_index=True)
-    drift_check = models.ForeignKey(DriftCheck, on_delete=models.PROTECT, related_name="alerts")
+    drift_check = models.ForeignKey(
+        DriftCheck, null=True, blank=True, on_delete=models.PROTECT, related_name="alerts"
+    )
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="alerts")
     state = models.CharField(max_length=16, choices=AlertState.choices, default=AlertState.OPEN)
     severity = models.CharField(max_length=16, choices=Severity.choices)
@@ -84,6 +97,7 @@ class Alert(models.Model):
     objects = RestrictedQuerySet.as_manager()
     team_scope = "team"
     audit_fields = (
+        "kind",
         "model_version_id",
         "monitor_id",
         "drift_check_id",
@@ -118,6 +132,12 @@ class Alert(models.Model):
                 | Q(resolved_at__isnull=False, next_escalation_at__isnull=True, snoozed_until__isnull=True),
                 name="alert_resolved_is_settled",
             ),
+            models.CheckConstraint(
+                condition=~Q(kind=AlertKind.DRIFT)
+                | Q(model_version__isnull=False, drift_check__isnull=False),
+                name="alert_drift_has_model_version_and_check",
+            ),
+            in_choices("kind", AlertKind, "alert_kind_valid"),
             in_choices("state", AlertState, "alert_state_valid"),
             in_choices("severity", Severity, "alert_severity_valid"),
         ]
@@ -131,6 +151,8 @@ class Alert(models.Model):
     def clean(self) -> None:
         """The rules one alert row must satisfy by itself (its check constraints). Raises ValidationError."""
         errors: dict[str, str] = {}
+        if self.kind == AlertKind.DRIFT and (self.model_version_id is None or self.drift_check_id is None):
+            errors["drift_check"] = "a drift alert needs its model version and drift check"
         if self.occurrences < 1:
             errors["occurrences"] = "an alert occurs at least once"
         if self.state == AlertState.ACKNOWLEDGED and self.acknowledged_at is None:

@@ -33,7 +33,8 @@ def _alert_page(request: HttpRequest, alert: Alert, status: int = 200, snooze_fo
         "alert": alert,
         "check": check,
         "evidence": alert.evidence or {},
-        "drifted": check.drifted_columns,
+        # A budget alert (issue 16) has no check: its evidence is the team's spend.
+        "drifted": check.drifted_columns if check is not None else [],
         # Which buttons to show; the action re-checks the same predicate in its transaction.
         "may_handle": may_handle_alert(request.user, alert),
         "is_snoozed": alert.is_snoozed(),

@@ -1,8 +1,11 @@
+import datetime
+
 from rest_framework import serializers
 
 from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
-from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
-from runners.models import Job, JobKind, JobSchedule
+from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
+from runners.accounting import DIMENSIONS
+from runners.models import Budget, Job, JobKind, JobSchedule
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -53,6 +56,9 @@ class JobSerializer(serializers.ModelSerializer):
             "not_before",
             "state_detail",
             "schedule",
+            "resource_class",
+            "cost",
+            "hold_reason",
         ]
         read_only_fields = fields
 
@@ -121,3 +127,56 @@ class JobScheduleSerializer(serializers.ModelSerializer):
             "last_outcome",
             "created_at",
         ]
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    """The query string of ``GET /api/usage/``."""
+
+    group_by = serializers.CharField(
+        default="team", help_text="Comma-separated: team, model, month (model rows name their team)."
+    )
+    month = serializers.RegexField(
+        r"^\d{4}-(0[1-9]|1[0-2])$", required=False, help_text="YYYY-MM: only jobs submitted that month."
+    )
+    team = serializers.SlugField(required=False, help_text="A team's slug: only its jobs.")
+
+    def validate_group_by(self, value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in DIMENSIONS]
+        if not names or unknown:
+            wrong = ", ".join(unknown) or "empty"
+            raise serializers.ValidationError(
+                f"one or more of {', '.join(DIMENSIONS)}, comma-separated; not {wrong}"
+            )
+        return list(dict.fromkeys(names))
+
+    def validate_month(self, value: str) -> datetime.date:
+        year, month = value.split("-")
+        return datetime.date(int(year), int(month), 1)
+
+
+class UsageRowSerializer(serializers.Serializer):
+    """One row of the usage rollup; a dimension not grouped by is null."""
+
+    team = serializers.CharField(allow_null=True)
+    model = serializers.CharField(allow_null=True)
+    month = serializers.CharField(allow_null=True, help_text="YYYY-MM")
+    jobs = serializers.IntegerField()
+    wall_time_s = serializers.FloatField()
+    cpu_time_s = serializers.FloatField()
+    gpu_time_s = serializers.FloatField()
+    cost = serializers.FloatField()
+    currency = serializers.CharField()
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    """A team's monthly budget; ``team`` is fixed once created."""
+
+    team = RestrictedPrimaryKeyRelatedField(queryset=Team.objects.all())
+    created_by = UsernameField()
+    monthly_limit = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0)
+
+    class Meta:
+        model = Budget
+        fields = ["id", "team", "monthly_limit", "holds_jobs", "breached_month", "created_by", "updated_at"]
+        read_only_fields = ["id", "breached_month", "created_by", "updated_at"]

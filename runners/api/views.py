@@ -1,15 +1,25 @@
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from governance.api.base import RestrictedCreateViewSet, RestrictedViewSetMixin
-from runners import actions, schedules
-from runners.api.serializers import JobScheduleSerializer, JobSerializer, JobSubmitSerializer
-from runners.filtersets import JobFilterSet, JobScheduleFilterSet
-from runners.models import Job, JobSchedule
+from runners import actions, budgets, schedules
+from runners.accounting import usage_rows
+from runners.api.serializers import (
+    BudgetSerializer,
+    JobScheduleSerializer,
+    JobSerializer,
+    JobSubmitSerializer,
+    UsageQuerySerializer,
+    UsageRowSerializer,
+)
+from runners.filtersets import BudgetFilterSet, JobFilterSet, JobScheduleFilterSet
+from runners.models import Budget, Job, JobSchedule
 
 
 class JobViewSet(RestrictedCreateViewSet):
@@ -44,6 +54,13 @@ class JobViewSet(RestrictedCreateViewSet):
         """The job as a Kubernetes manifest to apply (``kubectl apply -f``); Steward does not submit it."""
         manifest = actions.kubernetes_manifest(self.get_object())
         return HttpResponse(manifest, content_type="application/yaml")
+
+    @extend_schema(request=None, responses={200: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def release(self, request, pk=None):
+        """Release a job its team's budget held (model owners and platform admins)."""
+        job = actions.do_release_job(job=self.get_object(), actor=request.user)
+        return Response(JobSerializer(job).data)
 
 
 class JobScheduleViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
@@ -80,3 +97,63 @@ class JobScheduleViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
     def resume(self, request, pk=None):
         schedule = schedules.do_resume_job_schedule(schedule=self.get_object(), actor=request.user)
         return Response(JobScheduleSerializer(schedule).data)
+
+
+class UsageView(APIView):
+    """Jobs' usage and cost rolled up by team, model and/or month, over the jobs you may view."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("group_by", str, description="team, model, month; comma-separated"),
+            OpenApiParameter("month", str, description="YYYY-MM"),
+            OpenApiParameter("team", str, description="a team's slug"),
+        ],
+        responses={200: UsageRowSerializer(many=True)},
+    )
+    def get(self, request):
+        unknown = sorted(set(request.query_params) - set(UsageQuerySerializer().fields))
+        if unknown:
+            raise ParseError(
+                f"unknown query parameter(s): {', '.join(unknown)}; known: group_by, month, team"
+            )
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        rows = usage_rows(
+            request.user, group_by=params["group_by"], month=params.get("month"), team_slug=params.get("team")
+        )
+        return Response(rows)
+
+
+class BudgetViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
+    """Teams' monthly budgets: one per team, set by its model owners or a platform admin."""
+
+    queryset = Budget.objects.select_related("created_by")
+    serializer_class = BudgetSerializer
+    filterset_class = BudgetFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        budget = budgets.do_create_budget(
+            team=data["team"],
+            monthly_limit=data["monthly_limit"],
+            holds_jobs=data.get("holds_jobs", True),
+            actor=self.request.user,
+        )
+        serializer.instance = self.refetch(budget)
+
+    def perform_update(self, serializer):
+        data = serializer.validated_data
+        if "team" in data and data["team"] != serializer.instance.team:
+            raise ValidationError({"team": "a budget cannot move to another team"})
+        budget = budgets.do_update_budget(
+            budget=serializer.instance,
+            actor=self.request.user,
+            monthly_limit=data.get("monthly_limit"),
+            holds_jobs=data.get("holds_jobs"),
+        )
+        serializer.instance = self.refetch(budget)
+
+    def perform_destroy(self, instance):
+        budgets.do_delete_budget(budget=instance, actor=self.request.user)

@@ -45,7 +45,9 @@ from governance.models import (
     TeamRole,
 )
 from monitoring.models import Alert, DriftCheck
-from runners.models import Job
+from runners.actions import do_submit_job
+from runners.budgets import do_create_budget, do_delete_budget
+from runners.models import Budget, Job
 from tests.conftest import PASSWORD
 from tests.governance.conftest import PERSONAS
 
@@ -120,6 +122,17 @@ def matrix_world(world, admin, scientist, bike_training_result):
     world.staging_request = do_request_promotion(model_version=version_2, alias="staging", actor=sam)
     world.nina = nina
     world.nina_token, _ = do_create_api_token(user=nina, name="nina's", actor=nina)
+    # A job held by a spent budget (a limit of 0), then the budget removed: other rows submit freely.
+    budget = do_create_budget(team=world.team, monthly_limit="0", actor=admin)
+    world.held_job = do_submit_job(
+        kind="train",
+        dataset_version=world.dataset_version,
+        registered_model=world.model,
+        spec={"target": "cnt", "features": ["temp", "hr"], "epochs": 1},
+        actor=scientist,
+    )
+    assert world.held_job.state == "held"
+    do_delete_budget(budget=budget, actor=admin)
     return world
 
 
@@ -141,6 +154,7 @@ def _fingerprint() -> dict[str, list[dict]]:
         Job,
         DriftCheck,
         Alert,
+        Budget,
     ]
     return {model.__name__: list(model.objects.order_by("pk").values()) for model in models}
 
@@ -307,6 +321,18 @@ def request_drift_check(ctx: Ctx) -> str:
 def handle_alert(ctx: Ctx) -> str:
     url = f"/api/alerts/{ctx.world.alert.pk}/acknowledge/"
     return _write(ctx, lambda: ctx.client.post(url), 200, "alert.acknowledge")
+
+
+@check
+def set_budget(ctx: Ctx) -> str:
+    body = {"team": ctx.world.team.pk, "monthly_limit": "100.00"}
+    return _write(ctx, lambda: ctx.client.post("/api/budgets/", body, format="json"), 201, "budget.create")
+
+
+@check
+def release_held_job(ctx: Ctx) -> str:
+    url = f"/api/jobs/{ctx.world.held_job.pk}/release/"
+    return _write(ctx, lambda: ctx.client.post(url), 200, "job.release")
 
 
 # Promotions.

@@ -18,6 +18,7 @@ from django.utils import timezone
 from monitoring import grafana
 from monitoring.models import Alert
 from runners.actions import do_submit_job
+from runners.budgets import do_create_budget
 from runners.models import Job
 from tests.monitoring.conftest import BREACH, T0, finish_check
 
@@ -35,7 +36,7 @@ def _steward_lines(response) -> list[str]:
 
 
 def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
-    client, scrape_token, monitor, scientist, dataset_version, registered_model, training_spec
+    client, scrape_token, monitor, scientist, owner, dataset_version, registered_model, training_spec
 ):
     finish_check(monitor, BREACH, T0, scientist)
     actions_failed = monitor  # a second, failed check of the same monitor
@@ -52,8 +53,13 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         )
         # Test set-up: jobs that ran for a known time (the runner is not under test here).
         Job.objects.filter(pk=job.pk).update(
-            state=state, started_at=T0, finished_at=T0 + datetime.timedelta(seconds=seconds)
+            state=state,
+            started_at=T0,
+            finished_at=T0 + datetime.timedelta(seconds=seconds),
+            cpu_time_s=seconds / 2,
+            cost=seconds / 4,
         )
+    do_create_budget(team=registered_model.team, monthly_limit="2000", actor=owner)
 
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
@@ -91,6 +97,12 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         ],
         'steward_job_duration_seconds_count{kind="train",state="succeeded"} 2.0',
         'steward_job_duration_seconds_sum{kind="train",state="succeeded"} 7230.0',
+        # Accounting (issue 16): totals by team and class; the budget and this month's spend.
+        'steward_job_cost_total{resource_class="cpu",team="mobility"} 1808.25',
+        'steward_job_cpu_seconds_total{resource_class="cpu",team="mobility"} 3616.5',
+        'steward_job_gpu_seconds_total{resource_class="cpu",team="mobility"} 0.0',
+        'steward_team_budget_limit{team="mobility"} 2000.0',
+        'steward_team_budget_spent{team="mobility"} 1808.25',
         "steward_job_queued_oldest_age_seconds 0.0",
         "steward_job_waiting_for_window 0.0",
         "steward_job_dispatches_total 0.0",
@@ -175,8 +187,9 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
         finish_check(monitor, BREACH, T0 + datetime.timedelta(minutes=minute), scientist)
 
     # 1 newest check per model version, 2 checks by state, 3 open alerts, 4 notifications,
-    # 5 job durations, 6 oldest queued job and dispatches
-    with django_assert_num_queries(6):
+    # 5 job durations, 6 usage by team and class, 7 budgets with this month's spend,
+    # 8 oldest queued job and dispatches
+    with django_assert_num_queries(8):
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200

@@ -133,8 +133,9 @@ def test_submitting_to_kubernetes_is_refused_unless_the_deployment_enables_it(
         400,
         {
             "spec": [
-                "backend: 'kubernetes': this deployment does not submit to Kubernetes; fetch the manifest of a "
-                "submitted job (GET /api/jobs/<id>/kubernetes-manifest/) and apply it yourself"
+                "backend: 'kubernetes': this deployment does not submit to Kubernetes; "
+                "fetch the manifest of a submitted job (GET /api/jobs/<id>/kubernetes-manifest/) "
+                "and apply it yourself"
             ]
         },
     )

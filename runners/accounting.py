@@ -1,0 +1,178 @@
+"""Accounting (issue 16): what a job's compute costs, and the rollups of cost per team, model and
+month that the API, the usage page, ``/metrics`` and the budgets read.
+
+A job counts in the month it was submitted (``created_at``, in ``TIME_ZONE``): its cost grows with
+each attempt, but it stays in one month's rollup. Tracked MLflow runs ran elsewhere and are left
+out: their cost stays null.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db.models import Count, F, FloatField, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, TruncMonth
+from django.utils import timezone
+
+from runners.models import Budget, Job, JobKind
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
+
+logger = logging.getLogger(__name__)
+
+SECONDS_PER_HOUR = 3600.0
+# What a usage row may be grouped by; a model's rows also name its team (names are per team).
+DIMENSIONS = ("team", "model", "month")
+
+
+def job_cost(wall_time_s: float, price_per_hour: float) -> float:
+    """The cost of ``wall_time_s`` seconds of a resource class priced ``price_per_hour``.
+
+    ``cost = wall_time_s / 3600 * price_per_hour``, in ``STEWARD_CURRENCY``: a GPU class's price
+    already covers its GPUs (and the CPU and memory that go with them), so only wall time counts.
+    Raises ValueError for a negative time or price.
+    """
+    if wall_time_s < 0 or price_per_hour < 0:
+        raise ValueError(f"wall time ({wall_time_s} s) and price ({price_per_hour}/h) must not be negative")
+    return wall_time_s / SECONDS_PER_HOUR * price_per_hour
+
+
+def price_per_hour(resource_class: str) -> float:
+    """The price of an hour of wall time of ``resource_class`` (``STEWARD_RESOURCE_CLASSES``).
+
+    A class no longer in the settings is priced 0 and logged: the compute already ran, and the
+    accounting must not fail the job for an operator's settings change.
+    """
+    found = settings.STEWARD_RESOURCE_CLASSES.get(resource_class)
+    if found is None:
+        logger.warning("resource class %r has no price in STEWARD_RESOURCE_CLASSES; priced 0", resource_class)
+        return 0.0
+    return float(found.get("price_per_hour", 0.0))
+
+
+def month_start(moment: datetime.datetime | None = None) -> datetime.date:
+    """The first day of ``moment``'s month (default: now) in ``TIME_ZONE``."""
+    return timezone.localtime(moment or timezone.now()).date().replace(day=1)
+
+
+def month_bounds(first_day: datetime.date) -> tuple[datetime.datetime, datetime.datetime]:
+    """The aware start of ``first_day``'s month and of the next one, in ``TIME_ZONE``."""
+    following = (first_day.replace(day=28) + datetime.timedelta(days=4)).replace(day=1)
+    zone = timezone.get_current_timezone()
+    return (
+        datetime.datetime.combine(first_day, datetime.time.min, tzinfo=zone),
+        datetime.datetime.combine(following, datetime.time.min, tzinfo=zone),
+    )
+
+
+def accounted_jobs() -> QuerySet[Job]:
+    """The jobs whose compute Steward paid for: all but tracked runs, unordered (for aggregates)."""
+    return Job.objects.exclude(kind=JobKind.TRACKED).order_by()
+
+
+def month_to_date_cost(team_id: int, now: datetime.datetime | None = None) -> float:
+    """What team ``team_id``'s jobs submitted this month have cost so far, in ``STEWARD_CURRENCY``."""
+    start, end = month_bounds(month_start(now))
+    spent = accounted_jobs().filter(team_id=team_id, created_at__gte=start, created_at__lt=end)
+    return float(spent.aggregate(cost=Sum("cost"))["cost"] or 0.0)
+
+
+def is_over_budget(spent: float, budget: Budget) -> bool:
+    """Whether ``spent`` has reached ``budget``'s monthly limit (a limit of 0 holds everything)."""
+    return Decimal(str(spent)) >= budget.monthly_limit
+
+
+def _summed(field: str) -> Coalesce:
+    return Coalesce(Sum(field), Value(0.0), output_field=FloatField())
+
+
+def usage_rows(
+    user: User | AnonymousUser,
+    *,
+    group_by: Sequence[str] = ("team",),
+    month: datetime.date | None = None,
+    team_slug: str | None = None,
+) -> list[dict[str, Any]]:
+    """Usage rolled up by ``group_by`` (a subset of ``DIMENSIONS``) over the jobs ``user`` may view.
+
+    Each row: ``{team, model, month, jobs, wall_time_s, cpu_time_s, gpu_time_s, cost, currency}``;
+    a dimension not grouped by is None (``model`` groups by team too), ``month`` reads
+    ``YYYY-MM``, times are seconds, ``cost`` is in ``currency``. ``month`` (a first day) and
+    ``team_slug`` narrow the jobs. One query. Raises ValueError for an unknown dimension.
+    """
+    unknown = sorted(set(group_by) - set(DIMENSIONS))
+    if unknown or not group_by:
+        raise ValueError(f"group_by: one or more of {', '.join(DIMENSIONS)}; not {', '.join(unknown)}")
+    jobs = Job.objects.restrict(user).exclude(kind=JobKind.TRACKED).order_by()
+    if month is not None:
+        start, end = month_bounds(month)
+        jobs = jobs.filter(created_at__gte=start, created_at__lt=end)
+    if team_slug:
+        jobs = jobs.filter(team__slug=team_slug)
+    keys: dict[str, Any] = {}
+    if "team" in group_by or "model" in group_by:
+        keys["team_key"] = F("team__slug")
+    if "model" in group_by:
+        keys["model_key"] = Coalesce(F("registered_model__name"), F("model_version__model__name"))
+    if "month" in group_by:
+        keys["month_key"] = TruncMonth("created_at")
+    rows = (
+        jobs.values(**keys)
+        .annotate(
+            jobs=Count("id"),
+            wall_time_s=_summed("wall_time_s"),
+            cpu_time_s=_summed("cpu_time_s"),
+            gpu_time_s=_summed("gpu_time_s"),
+            cost=_summed("cost"),
+        )
+        .order_by(*keys)
+    )
+    currency = settings.STEWARD_CURRENCY
+    return [
+        {
+            "team": row.get("team_key"),
+            "model": row.get("model_key"),
+            "month": row["month_key"].strftime("%Y-%m") if row.get("month_key") else None,
+            "jobs": row["jobs"],
+            "wall_time_s": row["wall_time_s"],
+            "cpu_time_s": row["cpu_time_s"],
+            "gpu_time_s": row["gpu_time_s"],
+            "cost": row["cost"],
+            "currency": currency,
+        }
+        for row in rows
+    ]
+
+
+def budget_lines(
+    team_ids: Sequence[int] | None, now: datetime.datetime | None = None
+) -> list[dict[str, Any]]:
+    """Each budget of ``team_ids`` (None: every team) with its month-to-date spend, in one query:
+    ``{budget, team, limit, spent, is_over, holds_jobs, month}`` sorted by team slug."""
+    first_day = month_start(now)
+    start, end = month_bounds(first_day)
+    # Tracked runs' cost is null, so the sum leaves them out without a condition.
+    this_month = Q(team__jobs__created_at__gte=start, team__jobs__created_at__lt=end)
+    budgets = Budget.objects.select_related("team").annotate(
+        spent=Coalesce(Sum("team__jobs__cost", filter=this_month), Value(0.0), output_field=FloatField())
+    )
+    if team_ids is not None:
+        budgets = budgets.filter(team_id__in=team_ids)
+    return [
+        {
+            "budget": budget,
+            "team": budget.team,
+            "limit": budget.monthly_limit,
+            "spent": budget.spent,
+            "is_over": is_over_budget(budget.spent, budget),
+            "holds_jobs": budget.holds_jobs,
+            "month": first_day.strftime("%Y-%m"),
+        }
+        for budget in budgets.order_by("team__slug")
+    ]
