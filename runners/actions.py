@@ -19,7 +19,7 @@ from governance.permissions import CHANGE
 from runners.launcher import Limits
 from runners.lifecycle import Lifecycle
 from runners.models import TERMINAL_STATES, Job, JobKind, JobState
-from runners.specs import SpecError, parse_limits, parse_spec, where_from_spec
+from runners.specs import SpecError, parse_limits, parse_resources, parse_spec, where_from_spec
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -45,9 +45,25 @@ JOBS: Lifecycle[Job] = Lifecycle(
     # Each attempt starts its telemetry afresh: a dead attempt's epochs are not this one's.
     on_claim=lambda now: {"progress": 0.0, "history": [], "metrics": {}},
     not_run={"kind": JobKind.TRACKED},
+    # Each job goes to its resource class's queue, on the first send and on every re-send.
+    queue_field="resource_class",
+    queue_for=lambda resource_class: job_queue(resource_class),
 )
 
-INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits"})
+INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits", "resources"})
+
+
+def job_queue(resource_class: str) -> str:
+    """The Celery queue of ``resource_class`` (``STEWARD_RESOURCE_CLASSES[...]["queue"]``), read at
+    each send so a re-send follows the settings. Raises LookupError when the class is no longer
+    offered: the job fails with that reason rather than run on a worker of another class."""
+    found = settings.STEWARD_RESOURCE_CLASSES.get(resource_class)
+    if found is None:
+        raise LookupError(
+            f"resource class {resource_class!r} is no longer offered (STEWARD_RESOURCE_CLASSES: "
+            f"{', '.join(sorted(settings.STEWARD_RESOURCE_CLASSES))}); resubmit with another class"
+        )
+    return str(found["queue"])
 
 
 def limit_maxima(team: Team) -> dict[str, int]:
@@ -86,9 +102,12 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
     unknown = sorted(set(spec) - INFERENCE_SPEC_FIELDS)
     if unknown:
         raise SpecError(
-            f"spec: unknown field(s) {', '.join(unknown)}; allowed: where, output_dataset, limits"
+            f"spec: unknown field(s) {', '.join(unknown)}; allowed: where, output_dataset, limits, resources"
         )
     parse_limits(spec.get("limits"), limit_maxima(model_version.model.team))
+    resources = parse_resources(
+        spec.get("resources"), settings.STEWARD_RESOURCE_CLASSES, settings.STEWARD_DEFAULT_RESOURCE_CLASS
+    )
     columns = dataset_version.column_names
     missing = [c for c in model_version.signature.get("features", []) if c not in columns]
     if missing:
@@ -103,7 +122,7 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
         raise SpecError(f"output_dataset: {unstorable(output)}")
     if output:
         spec = {**spec, "output_dataset": output.strip()}
-    return spec
+    return {**spec, "resources": resources}
 
 
 def do_submit_job(
@@ -119,6 +138,8 @@ def do_submit_job(
 
     Training needs ``registered_model`` (the new version goes there) and a spec valid for the
     dataset's columns; inference needs ``model_version`` and a dataset holding its features.
+    Either spec may ask for ``resources`` (a class of ``STEWARD_RESOURCE_CLASSES`` and its GPUs,
+    ``runners.specs.parse_resources``): stored on the job, they pick its queue.
     Raises ValidationError naming the bad field or column; PermissionDenied without the right.
     """
     if kind == JobKind.TRAIN:
@@ -144,7 +165,13 @@ def do_submit_job(
     try:
         if kind == JobKind.TRAIN:
             maxima = limit_maxima(Team.objects.get(pk=team_id))
-            spec = parse_spec(spec, dataset_version.column_names, maxima=maxima).as_dict()
+            spec = parse_spec(
+                spec,
+                dataset_version.column_names,
+                maxima=maxima,
+                classes=settings.STEWARD_RESOURCE_CLASSES,
+                default_class=settings.STEWARD_DEFAULT_RESOURCE_CLASS,
+            ).as_dict()
         elif model_version is not None:  # always, for an inference job (checked above)
             spec = _check_inference_spec(spec, dataset_version, model_version)
     except SpecError as exc:
@@ -166,6 +193,8 @@ def do_submit_job(
             model_version=model_version,
             created_by=actor,
             celery_task_id=str(uuid.uuid4()),
+            resource_class=spec["resources"]["class"],
+            gpus=spec["resources"]["gpus"],
         )
         record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
         transaction.on_commit(lambda: enqueue_job(job.pk))
