@@ -451,3 +451,24 @@ def test_each_job_runs_on_a_worker_of_its_class_s_queue_only(
     # The workers ran training and registered versions without loading torch (no CUDA in them).
     for process in class_workers.values():
         assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()
+
+
+def test_the_soft_time_limit_stops_every_rank_at_one_epoch_with_one_checkpoint(tmp_path):
+    """SIGUSR1 goes to the ranks, not to torchrun (it would die of it); they agree to stop."""
+    task = _task(tmp_path, checkpoint_every=0)
+    task["spec"] = task["spec"] | {"epochs": 1000, "batch_size": 64}
+    run = launcher.Launch(task, launcher.Limits(soft_wall_time_s=1, threads=2), tmp_path, ["0", "1"])
+    epochs: list[int] = []
+
+    with pytest.raises(launcher.LimitExceeded) as stopped:
+        run.run(
+            lambda event: epochs.append(event["epoch"]) if event["event"] == "epoch" else None, lambda: None
+        )
+
+    last = epochs[-1]
+    after = f"{last} epoch{'s' if last > 1 else ''}"
+    assert str(stopped.value) == f"stopped at the soft time limit of 1 s after {after}; checkpoint saved"
+    assert epochs == list(range(1, last + 1))
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == [f"epoch-{last:05d}.pt"]
+    saved = torch.load(tmp_path / "checkpoints" / f"epoch-{last:05d}.pt", weights_only=True)
+    assert (saved["epoch"], len(saved["history"])) == (last, last)
