@@ -121,7 +121,7 @@ def test_inference_on_data_lacking_the_model_features_is_400(
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"epochs": 3}, "spec: unknown field(s) epochs; allowed: where, output_dataset, limits"),
+        ({"epochs": 3}, "spec: unknown field(s) epochs; allowed: where, output_dataset, limits, resources"),
         ({"where": {"year": 1}}, "where: column 'year' is not in the dataset"),
         ({"output_dataset": 7}, "output_dataset: a dataset name of 1 to 200 characters"),
         ({"output_dataset": "   "}, "output_dataset: a dataset name of 1 to 200 characters"),
