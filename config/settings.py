@@ -208,6 +208,10 @@ STEWARD_RESOURCE_CLASSES = env.json(
     },
 )
 STEWARD_DEFAULT_RESOURCE_CLASS = env.str("STEWARD_DEFAULT_RESOURCE_CLASS", default="cpu")
+# This worker's GPU slot: the CUDA devices (indices or UUIDs, comma-separated) its jobs may use;
+# a job asking for N GPUs sees the first N (CUDA_VISIBLE_DEVICES), a CPU job none. Set it on each
+# worker started for a GPU class's queue: `STEWARD_WORKER_GPUS=0,1 celery ... -Q gpu-2`.
+STEWARD_WORKER_GPUS = env.str("STEWARD_WORKER_GPUS", default="")
 STEWARD_CURRENCY = env.str("STEWARD_CURRENCY", default="USD")
 # The Ray cluster the "ray" backend submits to (its dashboard/Jobs API address); empty: none.
 STEWARD_RAY_ADDRESS = env.str("STEWARD_RAY_ADDRESS", default="")
@@ -274,8 +278,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # seconds, not a hang; beat's redispatch sends it once the broker is back (issue 16).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 CELERY_BROKER_CONNECTION_TIMEOUT = 4
-# Training/inference jobs can be routed to a queue that only GPU workers consume.
-CELERY_TASK_ROUTES = {"runners.tasks.run_job": {"queue": env.str("STEWARD_JOB_QUEUE", default="celery")}}
+# No static route for runners.tasks.run_job: each job is sent to its resource class's queue
+# (STEWARD_RESOURCE_CLASSES; runners.actions.job_queue). Drift checks use the default queue.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "fail-stale-jobs": {"task": "runners.tasks.fail_stale_jobs", "schedule": 30.0},

@@ -45,7 +45,8 @@ from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
 from monitoring.models import DriftCheck, Monitor, Notification
 from monitoring.profiles import ensure_profile, profile_row
 from monitoring.queries import due_alert_ids
-from runners import inference
+from runners.execute import predict_in_child
+from runners.launcher import ComputeError
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +54,14 @@ PREDICTION_COLUMN = "prediction"
 # (model version, reference rows) -> predictions aligned with the rows.
 Predictor = Callable[[ModelVersion, pd.DataFrame], pd.Series]
 
-USER_ERRORS = (datafiles.DataFileError, datafiles.RowFilterError, FileNotFoundError)
+# ComputeError: the model's child stopped with its message (e.g. the artifact changed on disk).
+USER_ERRORS = (datafiles.DataFileError, datafiles.RowFilterError, FileNotFoundError, ComputeError)
 
 
 def predict_with_model(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Series:
-    """The model version's predictions on ``rows`` (its artifact's sha256 checked first)."""
-    loaded = inference.load_checked(model_version.path.read_bytes(), model_version.sha256, str(model_version))
-    return inference.predict(rows, loaded)
+    """The model version's predictions on ``rows`` (its artifact's sha256 checked first), made in
+    a child process: the worker never loads torch (issue 16, ``runners.execute.predict_in_child``)."""
+    return predict_in_child(model_version, rows)
 
 
 def _frame(version: DatasetVersion, where: dict | None = None) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from runners.specs import (
     SUBMISSION_FIELDS,
     SpecError,
     parse_limits,
+    parse_resources,
     parse_spec,
     split_backend,
     where_from_spec,
@@ -58,9 +59,25 @@ JOBS: Lifecycle[Job] = Lifecycle(
     on_claim=lambda now: {"progress": 0.0, "history": [], "metrics": {}},
     not_run={"kind": JobKind.TRACKED},
     deliverable=lambda now: _deliverable(now),
+    # Each job goes to its resource class's queue, on the first send and on every re-send.
+    queue_field="resource_class",
+    queue_for=lambda resource_class: job_queue(resource_class),
 )
 
-INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits"}) | SUBMISSION_FIELDS
+INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits", "resources"}) | SUBMISSION_FIELDS
+
+
+def job_queue(resource_class: str) -> str:
+    """The Celery queue of ``resource_class`` (``STEWARD_RESOURCE_CLASSES[...]["queue"]``), read at
+    each send so a re-send follows the settings. Raises LookupError when the class is no longer
+    offered: the job fails with that reason rather than run on a worker of another class."""
+    found = settings.STEWARD_RESOURCE_CLASSES.get(resource_class)
+    if found is None:
+        raise LookupError(
+            f"resource class {resource_class!r} is no longer offered (STEWARD_RESOURCE_CLASSES: "
+            f"{', '.join(sorted(settings.STEWARD_RESOURCE_CLASSES))}); resubmit with another class"
+        )
+    return str(found["queue"])
 
 
 def limit_maxima(team: Team) -> dict[str, int]:
@@ -154,6 +171,9 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
         allowed = ", ".join(sorted(INFERENCE_SPEC_FIELDS | {"backend"}))
         raise SpecError(f"spec: unknown field(s) {', '.join(unknown)}; allowed: {allowed}")
     parse_limits(spec.get("limits"), limit_maxima(model_version.model.team))
+    resources = parse_resources(
+        spec.get("resources"), settings.STEWARD_RESOURCE_CLASSES, settings.STEWARD_DEFAULT_RESOURCE_CLASS
+    )
     columns = dataset_version.column_names
     missing = [c for c in model_version.signature.get("features", []) if c not in columns]
     if missing:
@@ -168,7 +188,7 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
         raise SpecError(f"output_dataset: {unstorable(output)}")
     if output:
         spec = {**spec, "output_dataset": output.strip()}
-    return spec
+    return {**spec, "resources": resources}
 
 
 @dataclass(frozen=True)
@@ -196,9 +216,12 @@ def check_submission(
 
     Training needs ``registered_model`` (the new version goes there) and a spec valid for the
     dataset's columns; inference needs ``model_version`` and a dataset holding its features.
-    Either spec may name its ``backend`` (see ``job_backend``), stored on the job, not the spec.
-    The spec's ``start_window`` / ``not_before`` give ``not_before`` (``now`` inside the window,
-    else its next opening; ``runners.windows``). Raises ValidationError naming the bad field or column.
+    Either spec may ask for ``resources`` (a class of ``STEWARD_RESOURCE_CLASSES`` and its GPUs,
+    ``runners.specs.parse_resources``): stored on the job, they pick its queue. Either may name
+    its ``backend`` (see ``job_backend``; the class's own by default), stored on the job, not the
+    spec. The spec's ``start_window`` / ``not_before`` give ``not_before`` (``now`` inside the
+    window, else its next opening; ``runners.windows``). Raises ValidationError naming the bad
+    field or column.
     """
     if kind == JobKind.TRAIN:
         if registered_model is None:
@@ -222,12 +245,18 @@ def check_submission(
         raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer"})
     try:
         asked_backend, spec = split_backend(spec)
-        backend = job_backend(asked_backend, settings.STEWARD_DEFAULT_RESOURCE_CLASS)
         if kind == JobKind.TRAIN:
             maxima = limit_maxima(Team.objects.get(pk=team_id))
-            checked = parse_spec(spec, dataset_version.column_names, maxima=maxima).as_dict()
+            checked = parse_spec(
+                spec,
+                dataset_version.column_names,
+                maxima=maxima,
+                classes=settings.STEWARD_RESOURCE_CLASSES,
+                default_class=settings.STEWARD_DEFAULT_RESOURCE_CLASS,
+            ).as_dict()
         elif model_version is not None:  # always, for an inference job (checked above)
             checked = _check_inference_spec(spec, dataset_version, model_version)
+        backend = job_backend(asked_backend, checked["resources"]["class"])
         window, not_before = windows.start_time(spec, now or timezone.now())
     except SpecError as exc:
         raise ValidationError({"spec": str(exc)}) from exc
@@ -285,6 +314,8 @@ def do_submit_job(
             schedule=schedule,
             state=JobState.HELD if held else JobState.QUEUED,
             hold_reason=held,
+            resource_class=submission.spec["resources"]["class"],
+            gpus=submission.spec["resources"]["gpus"],
         )
         record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
         # enqueue sends nothing before the job is deliverable (its window, its backend).

@@ -14,6 +14,10 @@ printed goes to stderr):
   exits (GPU figures None without a GPU; CPU seconds and peak RSS of this process and its
   children, for a parent that cannot ``wait4`` it: the Ray backend).
 
+Under torchrun (a training job on several GPUs, ``runners.launcher``) every rank runs this
+module: each joins the process group and trains its share (``runners.training``); rank 0 alone
+reports events, writes checkpoints and the artifact; another rank reports only its error.
+
 The task (JSON): ``kind`` (train / infer), ``data`` {path, format, filename, name, where},
 ``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
 ``checkpoint_every``, ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256, name}.
@@ -41,14 +45,23 @@ PR_SET_PDEATHSIG = 1
 
 
 class Reporter:
-    """Writes events as JSON lines on the stream the parent reads."""
+    """Writes events as JSON lines on the stream the parent reads; ``only``: the events written
+    (None: all; a DDP rank other than 0 writes only its ``error``)."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO, only: frozenset[str] | None = None):
         self.stream = stream
+        self.only = only
 
     def __call__(self, event: str, **fields: Any) -> None:
+        if self.only is not None and event not in self.only:
+            return
         self.stream.write(json.dumps({"event": event, **fields}) + "\n")
         self.stream.flush()
+
+
+def _rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun set them in the environment; (0, 1) outside torchrun."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _die_with_parent() -> None:
@@ -78,6 +91,14 @@ def _train(task: dict[str, Any], report: Reporter, stop_requested: list[bool]) -
 
     from runners import training
 
+    rank, world_size = _rank()
+    if world_size > 1:
+        backend = training.init_distributed()
+        report(
+            "log",
+            message=f"DDP under torchrun: world size {world_size}, backend {backend}, "
+            f"{torch.get_num_threads()} thread(s) per rank",
+        )
     rows = _load_rows(task["data"], report)
     spec = parse_spec(task["spec"], list(rows.columns))
     device = training.select_device()
@@ -123,6 +144,8 @@ def _train(task: dict[str, Any], report: Reporter, stop_requested: list[bool]) -
     except training.TrainingStopped as stopped:
         report("stopped", epoch=stopped.epoch, checkpoint=str(folder))
         return
+    if rank != 0:
+        return  # the same weights as rank 0's: one artifact, written once
     Path(task["output"]).write_bytes(result.artifact)
     report(
         "result",
@@ -151,12 +174,15 @@ def _infer(task: dict[str, Any], report: Reporter) -> None:
     report("result", rows=len(output), device=str(loaded.device))
 
 
-def _gpu_usage(started: float) -> dict[str, float | None]:
+def _gpu_usage(started: float, world_size: int) -> dict[str, float | None]:
+    """GPU seconds (the run's wall time on each of its ``world_size`` GPUs: a rank holds its GPU
+    throughout) and this process's peak GPU memory in MB (rank 0's under DDP, where each rank's
+    share is alike); None when CUDA was never initialised here (no GPU, or a CPU job)."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
         return {"gpu_time_s": None, "peak_gpu_mem_mb": None}
     return {
-        "gpu_time_s": time.monotonic() - started,
+        "gpu_time_s": (time.monotonic() - started) * world_size,
         "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / 2**20,
     }
 
@@ -176,7 +202,8 @@ def main(argv: list[str]) -> int:
     stop_requested = [False]
     signal.signal(signal.SIGUSR1, lambda signum, frame: stop_requested.__setitem__(0, True))
     task = json.loads(Path(argv[1]).read_text())
-    report = Reporter(os.fdopen(os.dup(1), "w"))
+    rank, world_size = _rank()
+    report = Reporter(os.fdopen(os.dup(1), "w"), None if rank == 0 else frozenset({"error"}))
     os.dup2(2, 1)  # libraries' prints go to the log, not into the events
     _die_with_parent()
     started = time.monotonic()
@@ -187,7 +214,8 @@ def main(argv: list[str]) -> int:
     try:
         import torch
 
-        torch.set_num_threads(int(task["threads"]))
+        # Explicit in every rank: the job's threads shared out (torch's default is every core).
+        torch.set_num_threads(max(1, int(task["threads"]) // world_size))
         if task["kind"] == "train":
             _train(task, report, stop_requested)
         else:
@@ -201,7 +229,14 @@ def main(argv: list[str]) -> int:
         report("error", message=f"internal error: {type(exc).__name__}: {exc}", is_user_error=False)
         return 1
     finally:
-        report("usage", **_gpu_usage(started), **_own_usage())
+        report("usage", **_gpu_usage(started, world_size), **_own_usage())
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

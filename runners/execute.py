@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from django.conf import settings
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
@@ -18,7 +20,7 @@ from django.utils import timezone
 from governance import datafiles
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
-from governance.models import Dataset, DatasetVersion
+from governance.models import Dataset, DatasetVersion, ModelVersion
 from governance.names import name_key
 from lineage.actions import do_record_edges
 from lineage.models import Relation
@@ -31,6 +33,8 @@ from runners.specs import SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_LINES = 50
+# The column the child's inference adds (runners.inference, which this module does not import).
+PREDICTION_COLUMN = "prediction"
 # How often the worker checks a running job's cancel flag and claim, and samples its memory.
 POLL_S = 0.5
 
@@ -39,8 +43,12 @@ POLL_S = 0.5
 USER_ERRORS = (SpecError, launcher.ComputeError, datafiles.DataFileError, FileNotFoundError)
 
 
-def execute_job(job_id: int) -> str:
+def execute_job(job_id: int, worker: str = "") -> str:
     """Run job ``job_id`` once; safe to call again for the same job (redelivery).
+
+    ``worker``: the name of the worker running it (Celery's node name), shown in the job's log;
+    the host's name by default. The child sees the GPUs of this worker's slot the job asked for
+    (``STEWARD_WORKER_GPUS``, ``runners.launcher.visible_devices``).
 
     Returns the job's state afterwards. A job found running is left alone while its heartbeat is
     fresh, and run again (a new attempt) when its worker died (``runners.lifecycle``); a training
@@ -51,11 +59,23 @@ def execute_job(job_id: int) -> str:
 
     def body(attempt: int) -> None:
         job = Job.objects.get(pk=job_id)
+        if job.backend == JobBackend.RAY:
+            # The cluster places the run and gives it its GPUs; this worker's slot is not used.
+            devices: list[str] = []
+            gpus = f"{job.gpus} GPU(s) from the Ray cluster" if job.gpus else "no GPU"
+        else:
+            devices = launcher.visible_devices(settings.STEWARD_WORKER_GPUS, job.gpus)
+            gpus = f"GPU(s) {','.join(devices)}" if devices else "no GPU"
+        _append_log(
+            job_id,
+            attempt,
+            f"running on {worker or socket.gethostname()}: class {job.resource_class}, {gpus}",
+        )
         with JOBS.heartbeat(job_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S, attempt):
             if job.kind == JobKind.TRAIN:
-                _run_training(job, attempt)
+                _run_training(job, attempt, devices)
             else:
-                _run_inference(job, attempt)
+                _run_inference(job, attempt, devices)
 
     return JOBS.run(job_id, body, user_errors=USER_ERRORS)
 
@@ -118,11 +138,11 @@ def _workdir(job: Job, attempt: int) -> Iterator[Path]:
 
 
 def _runner(
-    job: Job, attempt: int, task: dict[str, Any], limits: launcher.Limits, workdir: Path
+    job: Job, attempt: int, task: dict[str, Any], limits: launcher.Limits, workdir: Path, devices: list[str]
 ) -> launcher.Launch | ray_backend.RayLaunch:
     """The job's backend for one attempt: a child of this worker, or a Ray job (issue 16)."""
     if job.backend != JobBackend.RAY:
-        return launcher.Launch(task, limits, workdir)
+        return launcher.Launch(task, limits, workdir, devices)
     if not settings.STEWARD_RAY_ADDRESS:
         raise launcher.ComputeError(
             "the job runs on the ray backend but STEWARD_RAY_ADDRESS is not set on this worker",
@@ -144,13 +164,19 @@ def _runner(
 
 
 def _launch(
-    job: Job, attempt: int, task: dict[str, Any], workdir: Path, on_event: Callable[[dict[str, Any]], None]
+    job: Job,
+    attempt: int,
+    task: dict[str, Any],
+    workdir: Path,
+    on_event: Callable[[dict[str, Any]], None],
+    devices: list[str],
 ) -> dict[str, Any]:
-    """Run ``task`` on the job's backend under its limits; its usage is added to the job's
-    accounting whatever the outcome. Returns the child's result event."""
+    """Run ``task`` on the job's backend under its limits, seeing ``devices`` only (a local run;
+    Ray gives its own GPUs); its usage is added to the job's accounting whatever the outcome.
+    Returns the child's result event."""
     limits = job_limits(job)
     Job.objects.filter(pk=job.pk, attempt=attempt).update(limits=limits.as_dict())
-    run = _runner(job, attempt, task, limits, workdir)
+    run = _runner(job, attempt, task, limits, workdir, devices)
     try:
         return run.run(
             on_event, _checker(job.pk, attempt), poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S
@@ -223,7 +249,7 @@ def _on_training_event(job: Job, attempt: int, event: dict[str, Any]) -> None:
         _append_log(job.pk, attempt, f"checkpoint saved at epoch {event['epoch']}")
 
 
-def _run_training(job: Job, attempt: int) -> None:
+def _run_training(job: Job, attempt: int, devices: list[str]) -> None:
     spec = parse_spec(job.spec, job.dataset_version.column_names)
     folder = checkpoint_folder(job.pk)
     resume = launcher.latest_checkpoint(folder)
@@ -237,7 +263,9 @@ def _run_training(job: Job, attempt: int) -> None:
             "resume": str(resume) if resume else None,
             "output": str(Path(tmp) / "model.pt"),
         }
-        result = _launch(job, attempt, task, Path(tmp), lambda event: _on_training_event(job, attempt, event))
+        result = _launch(
+            job, attempt, task, Path(tmp), lambda event: _on_training_event(job, attempt, event), devices
+        )
         artifact = Path(result["artifact"]).read_bytes()
     with JOBS.fenced(job.pk, attempt):
         version = do_register_model_version(
@@ -272,7 +300,7 @@ def _on_inference_event(job: Job, attempt: int, event: dict[str, Any]) -> None:
         _append_log(job.pk, attempt, event["message"], progress=progress, **extra)
 
 
-def _run_inference(job: Job, attempt: int) -> None:
+def _run_inference(job: Job, attempt: int, devices: list[str]) -> None:
     model_version = job.model_version
     fmt = job.dataset_version.format
     with _workdir(job, attempt) as tmp:
@@ -288,7 +316,7 @@ def _run_inference(job: Job, attempt: int) -> None:
             "output": str(path),
         }
         result = _launch(
-            job, attempt, task, Path(tmp), lambda event: _on_inference_event(job, attempt, event)
+            job, attempt, task, Path(tmp), lambda event: _on_inference_event(job, attempt, event), devices
         )
         with JOBS.fenced(job.pk, attempt):
             dataset = _predictions_dataset(job)
@@ -330,3 +358,42 @@ def _predictions_dataset(job: Job) -> Dataset:
             on_behalf_of=job.created_by,
         )
     return dataset
+
+
+def predict_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Series:
+    """The model version's predictions on ``rows``, aligned with their index, computed in a child
+    process (``runners.launcher``) so that torch, and CUDA with it, is never loaded in the worker
+    (issue 16); on the CPU (a drift check holds no GPU slot), under the settings' default limits.
+
+    The artifact's sha256 is checked first. Raises ``launcher.ComputeError`` with the child's
+    message (a changed artifact, a missing feature column, no rows).
+    """
+    limits = launcher.Limits(
+        wall_time_s=settings.STEWARD_JOB_WALL_TIME_S or None,
+        memory_mb=settings.STEWARD_JOB_MEMORY_MB or None,
+        threads=settings.STEWARD_JOB_THREADS,
+    )
+    with tempfile.TemporaryDirectory(prefix="steward-predict-") as tmp:
+        source, output = Path(tmp) / "rows.parquet", Path(tmp) / "predictions.parquet"
+        source.write_bytes(datafiles.write_frame(rows, "parquet"))
+        task = {
+            "kind": "infer",
+            "data": {
+                "path": str(source),
+                "format": "parquet",
+                "filename": source.name,
+                "name": f"the rows given to {model_version}",
+                "where": {},
+            },
+            "model": {
+                "path": str(model_version.path),
+                "sha256": model_version.sha256,
+                "name": str(model_version),
+            },
+            "output": str(output),
+        }
+        launcher.Launch(task, limits, Path(tmp)).run(
+            lambda event: None, lambda: None, poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S
+        )
+        predicted = datafiles.read_frame(output, "parquet", output.name)[PREDICTION_COLUMN]
+    return pd.Series(predicted.to_numpy(), index=rows.index, name=PREDICTION_COLUMN)

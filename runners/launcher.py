@@ -8,11 +8,19 @@ the worker (Django connections, Celery's state, signal handlers) is inherited or
 protocol is plain JSON, so a model that executes code on load only ever runs there. The parent
 never imports torch: CUDA is initialised, if at all, in the child.
 
+GPUs (issue 16): the child sees only the devices it was given (``CUDA_VISIBLE_DEVICES``; none, an
+empty string, for a CPU job). A training job given several devices runs under torchrun
+(``python -m torch.distributed.run --standalone``): one rank per device, DDP in
+``runners.training``. torchrun starts each rank in a session of its own, so the run is the tree
+of processes under the child, in as many process groups: every group seen is stopped, and the
+memory limit counts them all.
+
 The child writes JSON-lines events on its stdout (see ``runners.child``); the parent reads them
-from a thread and, every ``poll_s``, calls its ``check`` (cancel, lost claim), samples the group's
+from a thread and, every ``poll_s``, calls its ``check`` (cancel, lost claim), samples the run's
 resident memory from ``/proc`` and enforces the wall-time limits. Stopping is SIGTERM to the
-group, then SIGKILL after ``grace_s``. Resource use comes from ``os.wait4`` (the child's user +
-system CPU seconds and peak RSS) and the samples.
+run's groups, then SIGKILL after ``grace_s``. Resource use comes from ``os.wait4`` (the child's
+user + system CPU seconds and peak RSS; with torchrun, that of torchrun and the ranks it reaped)
+and the samples.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -87,25 +95,74 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident megabytes of every process in group ``pgid`` (``VmRSS`` in ``/proc/<pid>/status``);
-    0 where ``/proc`` is not available."""
-    total_kb = 0
+def visible_devices(worker_gpus: str, gpus: int) -> list[str]:
+    """The devices a job asking for ``gpus`` GPUs gets on a worker whose slot holds
+    ``worker_gpus`` (``STEWARD_WORKER_GPUS``: comma-separated CUDA device indices or UUIDs): the
+    first ``gpus`` of them; none for a CPU job. Raises ComputeError when the slot has fewer (a
+    worker consuming a GPU class's queue without its devices)."""
+    if gpus == 0:
+        return []
+    slot = [device.strip() for device in worker_gpus.split(",") if device.strip()]
+    if len(slot) < gpus:
+        raise ComputeError(
+            f"the job asks for {gpus} GPU{'s' if gpus != 1 else ''} and this worker's slot has "
+            f"{len(slot)} (STEWARD_WORKER_GPUS={worker_gpus!r}); start the workers of its class's "
+            "queue with their devices",
+            is_user_error=False,
+        )
+    return slot[:gpus]
+
+
+def _processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process, from ``/proc``; [] without it."""
+    found = []
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
             # Fields after the command (which may hold spaces and parentheses): state, ppid, pgrp.
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            found.append((int(entry.name), int(fields[1]), int(fields[2])))
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    return found
+
+
+def run_processes(leader: int) -> list[tuple[int, int]]:
+    """(pid, process group) of the processes of the run led by ``leader``: those of its group and
+    their descendants (torchrun's ranks, each in a group of its own)."""
+    table = _processes()
+    members = {pid for pid, _, group in table if group == leader}
+    children: dict[int, list[int]] = {}
+    for pid, parent, _ in table:
+        children.setdefault(parent, []).append(pid)
+    todo = list(members)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in members:
+                members.add(child)
+                todo.append(child)
+    return [(pid, group) for pid, _, group in table if pid in members]
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident megabytes of ``pids`` together (``VmRSS`` in ``/proc/<pid>/status``)."""
+    total_kb = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
                     break
         except (OSError, IndexError, ValueError):
-            continue  # the process ended while we looked
+            continue
     return total_kb / PAGE_MB
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident megabytes of the run led by ``pgid`` (its group and descendants); 0 where
+    ``/proc`` is not available."""
+    return rss_mb([pid for pid, _ in run_processes(pgid)])
 
 
 class Launch:
@@ -113,13 +170,31 @@ class Launch:
 
     ``run`` returns the child's result event; ``usage`` holds what it used afterwards, whether
     ``run`` returned or raised.
+
+    ``devices``: the GPUs the run may use (``visible_devices``); a training task given more than
+    one runs under torchrun, one rank per device (on a host without CUDA, ranks on the CPU).
     """
 
-    def __init__(self, task: dict[str, Any], limits: Limits, workdir: Path):
+    def __init__(self, task: dict[str, Any], limits: Limits, workdir: Path, devices: Sequence[str] = ()):
         self.task = {**task, "threads": limits.threads}
         self.limits = limits
         self.workdir = workdir
+        self.devices = list(devices)
+        self.ranks = len(self.devices) if task.get("kind") == "train" and len(self.devices) > 1 else 1
         self.usage = Usage()
+        self._groups: set[int] = set()  # every process group of the run seen so far
+
+    def command(self, task_file: Path) -> list[str]:
+        """The child's command line: ``python -m runners.child <task.json>``, under torchrun
+        (``--standalone``: one node, its own rendezvous) when the run has several ranks."""
+        child = ["-m", "runners.child", str(task_file)]
+        if self.ranks == 1:
+            return [sys.executable, *child]
+        return [
+            sys.executable,
+            *["-m", "torch.distributed.run", "--standalone", "--nnodes", "1"],
+            *["--nproc_per_node", str(self.ranks), *child],
+        ]
 
     def run(
         self,
@@ -139,11 +214,17 @@ class Launch:
         """
         task_file = self.workdir / "task.json"
         task_file.write_text(json.dumps(self.task))
-        threads = str(self.limits.threads)
-        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        # Each rank gets its share of the job's threads (runners.child sets torch's count to it).
+        threads = str(max(1, self.limits.threads // self.ranks))
+        env = os.environ | {
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            # Always set: an empty list hides every GPU from a CPU job on a GPU host.
+            "CUDA_VISIBLE_DEVICES": ",".join(self.devices),
+        }
         with open(self.workdir / "child.stderr", "w+b") as stderr:
             process = subprocess.Popen(  # noqa: S603 - our interpreter, our module, our file
-                [sys.executable, "-m", "runners.child", str(task_file)],
+                self.command(task_file),
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,
@@ -194,13 +275,16 @@ class Launch:
                     exited_polls += 1
                     if exited_polls > 2:
                         # Something the child started still holds its output open.
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(pgid, signal.SIGKILL)
+                        for group in self._groups | {pgid}:
+                            with contextlib.suppress(ProcessLookupError, PermissionError):
+                                os.killpg(group, signal.SIGKILL)
                     continue
                 if eof:
                     time.sleep(min(poll_s, 0.05))
                 check()
-                self.usage.peak_rss_mb = max(self.usage.peak_rss_mb, group_rss_mb(pgid))
+                running = run_processes(pgid)
+                self._groups.update(group for _, group in running)
+                self.usage.peak_rss_mb = max(self.usage.peak_rss_mb, rss_mb([pid for pid, _ in running]))
                 elapsed = time.monotonic() - started
                 limits = self.limits
                 if limits.memory_mb is not None and self.usage.peak_rss_mb > limits.memory_mb:
@@ -216,9 +300,11 @@ class Launch:
                     and reported
                     and not soft_sent
                 ):
-                    # Asks the child to save a checkpoint and stop after its current epoch.
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pgid, signal.SIGUSR1)
+                    # Asks the child to save a checkpoint and stop after its current epoch: under
+                    # torchrun, its ranks (torchrun itself would die of the signal).
+                    for group in self._groups - {pgid} if self.ranks > 1 else {pgid}:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(group, signal.SIGUSR1)
                     soft_sent = True
         except BaseException:
             self._stop(process, pgid, grace_s)
@@ -226,8 +312,9 @@ class Launch:
         finally:
             if not exited:
                 self._stop(process, pgid, grace_s)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)  # anything the child left behind in its group
+            for group in self._groups | {pgid}:  # anything the run left behind in its groups
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(group, signal.SIGKILL)
             self.usage.wall_time_s = time.monotonic() - started
             reader.join(timeout=grace_s)
         return self._outcome(process, stderr, ended)
@@ -250,18 +337,21 @@ class Launch:
         return True
 
     def _stop(self, process: subprocess.Popen[bytes], pgid: int, grace_s: float) -> None:
-        """SIGTERM to the group, SIGKILL after ``grace_s``; reaps the child."""
+        """SIGTERM to the run's groups, SIGKILL after ``grace_s``; reaps the child."""
         if process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
+        self._groups.update(group for _, group in run_processes(pgid))
+        for group in self._groups | {pgid}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             if self._reap(process, block=False):
                 return
             time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+        for group in self._groups | {pgid}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
         self._reap(process, block=True)
 
     def _outcome(

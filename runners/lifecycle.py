@@ -91,6 +91,11 @@ class Lifecycle(Generic[Row]):
     # Rows that may be sent to the broker at ``now`` (issue 16: a job waiting for its start
     # window, or one a Kubernetes submitter runs, is not), as a ``filter()`` condition; None: all.
     deliverable: Callable[[datetime.datetime], Q] | None = None
+    # Routing: the queue of a row's task is ``queue_for(<the row's queue_field>)``, read at each
+    # send (a job's resource class -> its queue). None: Celery's default routing. ``queue_for``
+    # raises LookupError (its message: the reason) for a row no queue takes: the row fails.
+    queue_field: str | None = None
+    queue_for: Callable[[Any], str] | None = None
 
     @property
     def rows(self) -> models.QuerySet[Row]:
@@ -104,19 +109,28 @@ class Lifecycle(Generic[Row]):
         """Send the row's task to the broker (under its ``celery_task_id``); True if it was sent,
         False if the broker could not be reached or the row is not ``deliverable`` yet.
 
-        Sent by name, so this layer does not import the task modules above it. The send is
+        Sent by name, so this layer does not import the task modules above it, to the row's queue
+        (``queue_field`` / ``queue_for``; a row no queue takes is failed instead). The send is
         recorded on the row (delivery telemetry, not audited); a failed send only records its
         error: the row stays queued and ``redispatch`` sends it later (issue 16).
         """
         rows = self.rows.filter(pk=row_id)
         if self.deliverable is not None:
             rows = rows.filter(self.deliverable(timezone.now()))
-        found = rows.values_list("celery_task_id", "dispatch_count").first()
+        fields = ["celery_task_id", "dispatch_count", *([self.queue_field] if self.queue_field else [])]
+        found = rows.values_list(*fields).first()
         if found is None:
             # Not due yet (its window has not opened): ``redispatch`` sends it once it is.
             logger.info("%s %s is not due for delivery; not sent", self.noun, row_id)
             return False
-        task_id, sends = found
+        task_id, sends, *route = found
+        queue = None
+        if self.queue_for is not None and route:
+            try:
+                queue = self.queue_for(route[0])
+            except LookupError as exc:
+                self.fail(row_id, str(exc.args[0] if exc.args else exc))
+                return False
         if sends:
             # A re-send gets its own task id: Celery keeps results by id, and a delivery of the
             # earlier message that returned while the row ran elsewhere stored SUCCESS under it,
@@ -124,7 +138,8 @@ class Lifecycle(Generic[Row]):
             task_id = str(uuid.uuid4())
             self.rows.filter(pk=row_id).update(celery_task_id=task_id)
         try:
-            current_app.send_task(self.task_name, args=[row_id], task_id=task_id, retry=True)
+            routing = {"queue": queue} if queue else {}
+            current_app.send_task(self.task_name, args=[row_id], task_id=task_id, retry=True, **routing)
         except Exception as exc:
             logger.warning("could not enqueue %s %s: %s", self.noun, row_id, exc)
             self.rows.filter(pk=row_id).update(dispatch_error=self.broker_error.format(exc=exc)[:4000])
@@ -168,8 +183,9 @@ class Lifecycle(Generic[Row]):
                 self.fail(row_id, self.undelivered_error.format(count=count), expect={"state": QUEUED})
             elif self.enqueue(row_id):
                 sent.append(row_id)
-            else:
+            elif self.rows.filter(pk=row_id, state=QUEUED).exists():
                 break
+            # else: the row could not be routed and was failed; the broker may well be up.
         return sent
 
     def claim(self, row_id: int) -> bool:

@@ -40,6 +40,7 @@ class TrainingSpec:
     where: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 1
     limits: dict[str, int] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class TrainingSpec:
             "where": dict(self.where),
             "checkpoint_every": self.checkpoint_every,
             "limits": dict(self.limits),
+            "resources": dict(self.resources),
         }
 
 
@@ -133,11 +135,61 @@ def split_backend(raw: Any) -> tuple[str | None, Any]:
 SUBMISSION_FIELDS = frozenset({"start_window", "not_before"})
 
 
-def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = None) -> TrainingSpec:
+RESOURCE_FIELDS = ("class", "gpus")
+
+
+def parse_resources(
+    raw: Any, classes: dict[str, dict[str, Any]] | None, default_class: str = ""
+) -> dict[str, Any]:
+    """Validate a spec's ``resources`` object: ``{"class": name, "gpus": N}``, both optional.
+
+    ``classes``: the platform's resource classes (``STEWARD_RESOURCE_CLASSES``: name -> ``{"gpus":
+    most GPUs, ...}``); the class defaults to ``default_class`` and the GPUs to the class's own
+    count. A class without GPUs takes 0; one with G GPUs takes 1 to G. With ``classes`` None (a
+    stored spec, validated at submission: the classes may have changed since) only the shape is
+    checked and it is returned as it is. Returns ``{"class", "gpus"}``; raises SpecError naming
+    ``resources.class`` or ``resources.gpus`` and the allowed values.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError("resources: expected a JSON object")
+    unknown = sorted(set(raw) - set(RESOURCE_FIELDS))
+    if unknown:
+        raise SpecError(f"resources: unknown field(s) {', '.join(unknown)}; allowed: class, gpus")
+    name = raw.get("class", default_class)
+    gpus = raw.get("gpus")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+        raise SpecError(f"resources.gpus: expected a whole number of GPUs, got {gpus!r}")
+    if classes is None:
+        if "class" in raw and not isinstance(name, str):
+            raise SpecError(f"resources.class: expected a name, got {name!r}")
+        return dict(raw)
+    if not isinstance(name, str) or name not in classes:
+        raise SpecError(f"resources.class: unknown class {name!r}; one of {', '.join(sorted(classes))}")
+    most = int(classes[name].get("gpus", 0))
+    if gpus is None:
+        gpus = most
+    if most == 0 and gpus != 0:
+        raise SpecError(f"resources.gpus: class {name!r} has no GPUs, so 0; got {gpus}")
+    if most > 0 and not 1 <= gpus <= most:
+        raise SpecError(f"resources.gpus: class {name!r} offers 1 to {most} GPUs; got {gpus}")
+    return {"class": name, "gpus": gpus}
+
+
+def parse_spec(
+    raw: Any,
+    columns: list[str],
+    *,
+    maxima: dict[str, int] | None = None,
+    classes: dict[str, dict[str, Any]] | None = None,
+    default_class: str = "",
+) -> TrainingSpec:
     """Validate a JSON training spec against the dataset's column names.
 
-    ``maxima``: the platform's bounds on ``limits`` (see ``parse_limits``). Raises SpecError
-    naming the bad field or the missing column.
+    ``maxima``: the platform's bounds on ``limits`` (see ``parse_limits``); ``classes`` and
+    ``default_class``: the resource classes ``resources`` may name (see ``parse_resources``).
+    Raises SpecError naming the bad field or the missing column.
     """
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a JSON object")
@@ -189,4 +241,5 @@ def parse_spec(raw: Any, columns: list[str], *, maxima: dict[str, int] | None = 
         where=where_from_spec(raw.get("where"), columns),
         checkpoint_every=_bounded(raw, "checkpoint_every", int, 0, 1000, 1),
         limits=parse_limits(raw.get("limits"), maxima),
+        resources=parse_resources(raw.get("resources"), classes, default_class),
     )

@@ -1,6 +1,6 @@
 """Celery tasks: thin wrappers that take ids and call the plain functions."""
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from runners.actions import do_fail_stale_jobs, do_redispatch_queued_jobs
@@ -8,9 +8,9 @@ from runners.execute import execute_job
 from runners.schedules import do_fire_job_schedule
 
 
-@shared_task(name="runners.tasks.run_job")
-def run_job(job_id: int) -> str:
-    return execute_job(job_id)
+@shared_task(bind=True, name="runners.tasks.run_job")
+def run_job(self: Task, job_id: int) -> str:
+    return execute_job(job_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="runners.tasks.fail_stale_jobs")

@@ -3,20 +3,29 @@
 The artifact is a dict of tensors and plain containers, so ``torch.load(weights_only=True)``
 loads it without unpickling code: the state_dict, the architecture, and the preprocessing
 (feature means/stds, category maps, target scaling or class list) that inference must repeat.
+
+Several GPUs on one node (issue 16): started by torchrun, each rank calls ``init_distributed``
+and then ``train`` as usual: the model is wrapped in DistributedDataParallel, each rank trains
+on its DistributedSampler share of every epoch, and rank 0 alone writes checkpoints (the
+caller's ``on_checkpoint``). Every rank ends with the same weights, hence the same artifact.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler
 
 from runners.specs import TrainingSpec
 
@@ -54,8 +63,39 @@ class TabularMLP(nn.Module):
 
 
 def select_device() -> torch.device:
-    """CUDA when a GPU is present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when a GPU is present (under torchrun, the rank's own: ``cuda:<LOCAL_RANK>``), else CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if dist.is_available() and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cuda")
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless its process group is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> str:
+    """Join the job's process group as torchrun's environment says (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``/``MASTER_PORT``); returns the backend: NCCL with CUDA, gloo without (the
+    ranks then run on the CPU). Raises RuntimeError when the rendezvous fails."""
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return backend
+
+
+def _all_ranks(values: list[float], device: torch.device, op: Any = None) -> list[float]:
+    """``values`` reduced over the ranks (sum, or ``op``); as they are in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
+    return [float(value) for value in tensor.tolist()]
 
 
 def fit_preprocessing(frame: pd.DataFrame, spec: TrainingSpec) -> dict[str, Any]:
@@ -168,6 +208,12 @@ def train(
     torch's random state; ``resume`` (such a state) continues after its epoch, so a resumed run
     ends with the same model as an uninterrupted one on the CPU. When ``should_stop()`` turns true
     the run saves a checkpoint after the current epoch and raises TrainingStopped.
+
+    Under DDP (``init_distributed`` called first) each rank takes ``batch_size / world size``
+    rows per step, so a step averages ``batch_size`` rows over the ranks as in one process; the
+    training loss is the mean over all ranks; the ranks stop together when any was asked to;
+    rank 0 alone calls ``on_checkpoint``. The model matches a single process's in quality, not
+    bit for bit (another order of the rows).
     """
     target = frame[spec.target]
     _check_rows(frame, spec)
@@ -184,6 +230,7 @@ def train(
     y_tensor, output_dim, loss_fn, preprocessing["target"] = _encode_target(target, task, spec, train_idx)
 
     device = select_device()
+    rank, world_size = world()
     architecture = {
         "input_dim": x_all.shape[1],
         "hidden_layers": list(spec.hidden_layers),
@@ -206,8 +253,17 @@ def train(
         history = list(resume["history"])
         preprocessing = resume["preprocessing"]
         first = int(resume["epoch"]) + 1
+    # Wrapped after loading: DDP broadcasts rank 0's weights, the same checkpoint on every rank.
+    net: nn.Module = model
+    if world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     for epoch in range(first, spec.epochs + 1):
-        train_loss = _train_epoch(model, optimizer, loss_fn, x_train, y_train, spec.batch_size, epoch)
+        if world_size > 1:
+            train_loss = _train_epoch_ddp(
+                net, optimizer, loss_fn, x_train, y_train, spec, epoch, (rank, world_size)
+            )
+        else:
+            train_loss = _train_epoch(model, optimizer, loss_fn, x_train, y_train, spec.batch_size, epoch)
         record = {"epoch": epoch, "train_loss": train_loss}
         record.update(_evaluate(model, x_val, y_val, loss_fn, preprocessing["target"]))
         if not all(math.isfinite(value) for value in record.values()):
@@ -219,8 +275,12 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch, spec.epochs, record)
         stopping = should_stop is not None and should_stop() and epoch < spec.epochs
-        if on_checkpoint is not None and (
-            stopping or (checkpoint_every and epoch % checkpoint_every == 0 and epoch < spec.epochs)
+        if world_size > 1:  # the signal reaches the ranks apart: they stop at the same epoch
+            stopping = _all_ranks([float(stopping)], device, dist.ReduceOp.MAX)[0] > 0
+        if (
+            on_checkpoint is not None
+            and rank == 0
+            and (stopping or (checkpoint_every and epoch % checkpoint_every == 0 and epoch < spec.epochs))
         ):
             on_checkpoint(epoch, _checkpoint(epoch, architecture, model, optimizer, preprocessing, history))
         if stopping:
@@ -277,6 +337,45 @@ def _train_epoch(
         optimizer.step()
         total += loss.item() * len(batch)
     return total / len(x_train)
+
+
+def _train_epoch_ddp(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    spec: TrainingSpec,
+    epoch: int,
+    place: tuple[int, int],
+) -> float:
+    """One DDP pass: this rank's DistributedSampler share of the training rows (shuffled with the
+    spec's seed and the epoch), in batches of ``batch_size / world size``; the mean training loss
+    per row over all ranks. TrainingError when a batch's loss is not finite."""
+    rank, world_size = place
+    # The sampler reads only len() of its dataset: the training rows' positions stand in for it.
+    positions = cast("Dataset[int]", range(len(x_train)))
+    sampler: DistributedSampler[int] = DistributedSampler(
+        positions, num_replicas=world_size, rank=rank, shuffle=True, seed=spec.seed
+    )
+    sampler.set_epoch(epoch)
+    indices = torch.tensor(list(sampler), dtype=torch.long, device=x_train.device)
+    step = max(1, spec.batch_size // world_size)
+    net.train()
+    total = 0.0
+    for start in range(0, len(indices), step):
+        batch = indices[start : start + step]
+        optimizer.zero_grad()
+        loss = loss_fn(net(x_train[batch]), y_train[batch])
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged at epoch {epoch} (loss is {loss.item()}); lower learning_rate"
+            )
+        loss.backward()  # DDP averages the gradients over the ranks here
+        optimizer.step()
+        total += loss.item() * len(batch)
+    summed, rows = _all_ranks([total, float(len(indices))], x_train.device)
+    return summed / rows
 
 
 def _encode_target(

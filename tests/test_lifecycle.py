@@ -42,8 +42,10 @@ def _routed_to(app, queue: str):
 
 
 @pytest.fixture
-def worker():
+def worker(settings):
     app = config.celery.app
+    # Jobs go to their resource class's queue (issue 16), past the routes: the tests' own too.
+    settings.STEWARD_RESOURCE_CLASSES = {"cpu": {"queue": QUEUE, "gpus": 0, "price_per_hour": 0.10}}
     with _routed_to(app, QUEUE):
         assert app.amqp.router.route({}, "runners.tasks.run_job")["queue"].name == QUEUE
         with app.connection_for_write() as conn:

@@ -28,6 +28,8 @@ class JobSerializer(serializers.ModelSerializer):
             "log_tail",
             "error",
             "device",
+            "resource_class",
+            "gpus",
             "is_cancel_requested",
             "dataset_version",
             "registered_model",

@@ -124,7 +124,7 @@ def test_inference_on_data_lacking_the_model_features_is_400(
         (
             {"epochs": 3},
             "spec: unknown field(s) epochs; "
-            "allowed: backend, limits, not_before, output_dataset, start_window, where",
+            "allowed: backend, limits, not_before, output_dataset, resources, start_window, where",
         ),
         ({"where": {"year": 1}}, "where: column 'year' is not in the dataset"),
         ({"output_dataset": 7}, "output_dataset: a dataset name of 1 to 200 characters"),

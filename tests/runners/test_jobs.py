@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 from datetime import timedelta
 
@@ -60,6 +61,9 @@ def test_training_job_runs_queued_running_succeeded(
     assert set(job.metrics) == {"loss", "rmse", "mae", "r2", "train_rows", "validation_rows"}
     assert job.device == str(training.select_device())
     lines = job.log_tail.splitlines()
+    assert lines[0] == f"running on {socket.gethostname()}: class cpu, no GPU"
+    assert (job.resource_class, job.gpus) == ("cpu", 0)
+    lines = lines[1:]
     assert lines[0] == f"training on 8645 rows, 11 features, device {job.device}"
     assert lines[1:] == [
         *[line for line in lines[1:] if line.startswith("epoch 1/3 ")],
@@ -493,7 +497,11 @@ def test_the_stale_sweep_sends_a_job_with_attempts_left_again_and_its_delivery_r
 
     job = Job.objects.get(pk=training_job.pk)
     assert sent == [
-        ("runners.tasks.run_job", {"args": [job.pk], "task_id": job.celery_task_id, "retry": True})
+        # The re-send goes to the job's resource class's queue, as the first send did.
+        (
+            "runners.tasks.run_job",
+            {"args": [job.pk], "task_id": job.celery_task_id, "retry": True, "queue": "celery"},
+        )
     ]
     assert (job.state, job.attempt, job.dispatch_count) == (JobState.RUNNING, 1, 2)
     # A re-send has its own task id (Celery keeps results by id: see Lifecycle.enqueue).

@@ -131,10 +131,13 @@ def test_the_soft_wall_time_saves_a_checkpoint_and_stops(
 
 
 def test_the_worker_s_job_path_never_loads_torch():
-    """CUDA is only ever initialised in a job's child: the worker's modules do not import torch."""
+    """CUDA is only ever initialised in a job's child: the worker's modules, the drift checks' among
+    them (every task module Celery loads), do not import torch."""
     script = (
         "import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); "
         "import django; django.setup(); import runners.execute, runners.tasks, runners.launcher; "
+        "import monitoring.execute, monitoring.tasks, config.celery; "
+        "config.celery.app.loader.import_default_modules(); "
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))"
     )
     done = subprocess.run(  # noqa: S603 - our interpreter running a fixed script

@@ -233,6 +233,7 @@ def test_spec_round_trips_with_defaults(bike_frame):
         "where": {},
         "checkpoint_every": 1,
         "limits": {},
+        "resources": {},
     }
     assert specs.parse_spec(spec.as_dict(), list(bike_frame.columns)) == spec
 
