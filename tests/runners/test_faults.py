@@ -204,7 +204,10 @@ def test_two_workers_many_jobs_each_runs_exactly_once(workers, submit, tiny_spec
     assert [_actions(job_id) for job_id in ids] == [["job.submit", "job.start", "job.succeed"]] * 12
     # Both workers took a share (each holds one unacknowledged message at a time), one run per job.
     runs = Counter(
-        name for name in ("w1", "w2") for job in jobs if f"[{job.celery_task_id}] received" in workers.log(name)
+        name
+        for name in ("w1", "w2")
+        for job in jobs
+        if f"[{job.celery_task_id}] received" in workers.log(name)
     )
     assert set(runs) == {"w1", "w2"}
     assert sum(runs.values()) == 12
@@ -238,9 +241,10 @@ def test_duplicate_and_late_deliveries_change_neither_a_finished_nor_a_running_j
     (finished_late, finished_duplicate), (running_late, running_duplicate) = sends.values()
     _wait_until(
         "delivered",
-        lambda: (len(workers.results(finished_late)), len(workers.results(finished_duplicate)))
-        == (2, 1)
-        and (len(workers.results(running_late)), len(workers.results(running_duplicate))) == (1, 1),
+        lambda: (
+            (len(workers.results(finished_late)), len(workers.results(finished_duplicate))) == (2, 1)
+            and (len(workers.results(running_late)), len(workers.results(running_duplicate))) == (1, 1)
+        ),
     )
     assert workers.results(finished_late) == ["succeeded", "succeeded"]  # the original run, the late one
     assert workers.results(finished_duplicate) == ["succeeded"]
