@@ -169,10 +169,20 @@ STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=512 * 1
 STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_000)
 # A model version's upload (a file, or an archive's extracted content): refused past this size.
 STEWARD_MAX_MODEL_BYTES = env.int("STEWARD_MAX_MODEL_BYTES", default=2 * 1024 * 1024 * 1024)
-# A running job touches its heartbeat every INTERVAL seconds; one silent for TIMEOUT seconds is
-# failed by beat (its worker died without the broker redelivering the task).
-STEWARD_JOB_HEARTBEAT_INTERVAL_S = env.int("STEWARD_JOB_HEARTBEAT_INTERVAL_S", default=15)
-STEWARD_JOB_HEARTBEAT_TIMEOUT_S = env.int("STEWARD_JOB_HEARTBEAT_TIMEOUT_S", default=90)
+# A running job or drift check touches its heartbeat every INTERVAL seconds, from a thread of its
+# worker that beats whatever the child computes; one silent for TIMEOUT seconds lost its worker, and
+# beat's stale sweeps (every STALE_SWEEP seconds, jobs and drift checks alike) send it again to run
+# elsewhere. Issue 16's goal, a dead worker's job running again within 30 s: its last beat came
+# before the death, so the row is stale at most TIMEOUT after it, and the next sweep follows within
+# STALE_SWEEP: worst case TIMEOUT + STALE_SWEEP = 4 x 5 + 5 = 25 s, plus a delivery and the claim
+# (milliseconds).
+# TIMEOUT = 4 beats: a live worker is judged dead only after 3 missed beats in a row (15 s of a
+# stalled database write or a paused process), so a slow epoch never looks like a death.
+STEWARD_JOB_HEARTBEAT_INTERVAL_S = env.int("STEWARD_JOB_HEARTBEAT_INTERVAL_S", default=5)
+STEWARD_JOB_HEARTBEAT_TIMEOUT_S = env.int(
+    "STEWARD_JOB_HEARTBEAT_TIMEOUT_S", default=4 * STEWARD_JOB_HEARTBEAT_INTERVAL_S
+)
+STEWARD_JOB_STALE_SWEEP_S = env.int("STEWARD_JOB_STALE_SWEEP_S", default=5)
 # Jobs and drift checks (issue 16). A queued row whose task never reached the broker, or reached it
 # longer than REDISPATCH_AFTER seconds ago, is sent again by beat; one sent MAX_DISPATCHES times is
 # failed (no worker takes its queue). A delivery finding its row running on a dead worker runs it
@@ -282,7 +292,13 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 4
 # (STEWARD_RESOURCE_CLASSES; runners.actions.job_queue). Drift checks use the default queue.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
-    "fail-stale-jobs": {"task": "runners.tasks.fail_stale_jobs", "schedule": 30.0},
+    # A job or drift check whose worker died runs again elsewhere (see STEWARD_JOB_STALE_SWEEP_S):
+    # one indexed query per sweep when nothing is stale.
+    "fail-stale-jobs": {
+        "task": "runners.tasks.fail_stale_jobs",
+        "schedule": float(STEWARD_JOB_STALE_SWEEP_S),
+        "options": {"expires": float(STEWARD_JOB_STALE_SWEEP_S)},
+    },
     # Re-sends queued jobs and checks that have no live delivery (a broker outage, a lost message).
     "redispatch-queued-jobs": {
         "task": "runners.tasks.redispatch_queued_jobs",
@@ -292,8 +308,8 @@ CELERY_BEAT_SCHEDULE = {
     # A drift check's worker that died mid-check: its check runs again, or fails on its last attempt.
     "recover-stale-drift-checks": {
         "task": "monitoring.tasks.recover_stale_drift_checks",
-        "schedule": 30.0,
-        "options": {"expires": 30.0},
+        "schedule": float(STEWARD_JOB_STALE_SWEEP_S),
+        "options": {"expires": float(STEWARD_JOB_STALE_SWEEP_S)},
     },
     "redispatch-queued-drift-checks": {
         "task": "monitoring.tasks.redispatch_queued_drift_checks",
