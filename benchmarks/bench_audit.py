@@ -30,7 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from scratch_db import drop_database, recreate_database, scratch_url  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -43,41 +44,8 @@ GOAL_PROOF_MS = 5.0
 GOAL_PAGE_MS = 100.0
 
 
-def _scratch_url(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-
-
-def _admin_connection(url: str):
-    import psycopg
-
-    parts = urlsplit(url)
-    return psycopg.connect(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=parts.username,
-        password=parts.password,
-        dbname="postgres",
-        autocommit=True,
-    )
-
-
-def _recreate_database(url: str) -> None:
-    with _admin_connection(url) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-
-
-def _drop_database(url: str) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with _admin_connection(url) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-
-
 def _setup_django(url: str, workdir: Path) -> None:
-    os.environ["DATABASE_URL"] = _scratch_url(url)
+    os.environ["DATABASE_URL"] = scratch_url(url, BENCH_DB)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["STEWARD_AUDIT_SIGNING_KEY_FILE"] = str(workdir / "audit_signing_key.pem")
     os.environ["STEWARD_VAR_DIR"] = str(workdir / "var")
@@ -553,7 +521,7 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("set DATABASE_URL to a PostgreSQL server (the scratch database is created beside it)")
-    _recreate_database(url)
+    recreate_database(url, BENCH_DB)
     try:
         with tempfile.TemporaryDirectory() as workdir:
             _setup_django(url, Path(workdir))
@@ -571,7 +539,7 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.2f} at the end (other processes share these CPUs)")
     finally:
         if not args.keep:
-            _drop_database(url)
+            drop_database(url, BENCH_DB)
 
 
 if __name__ == "__main__":

@@ -46,9 +46,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from celery import shared_task
+from scratch_db import drop_database, recreate_database, scratch_url  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -96,44 +96,12 @@ def _launch_alone(task: dict[str, Any], limits: dict[str, Any]) -> None:
 # Scratch database, users, data -------------------------------------------------------------------
 
 
-def _scratch_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{BENCH_DB}"))
-
-
-def _admin_connection(url: str):
-    import psycopg
-
-    parts = urlsplit(url)
-    return psycopg.connect(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=parts.username,
-        password=parts.password,
-        dbname="postgres",
-        autocommit=True,
-    )
-
-
-def _recreate_database(url: str) -> None:
-    with _admin_connection(url) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-
-
-def _drop_database(url: str) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with _admin_connection(url) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-
-
 def _setup_django(url: str, broker: str, workdir: Path) -> None:
     """Point this process and, through the environment, its workers and beat at the scratch
     database, a scratch var/ and the broker; production settings; migrate."""
     os.environ.update(
         {
-            "DATABASE_URL": _scratch_url(url),
+            "DATABASE_URL": scratch_url(url, BENCH_DB),
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "STEWARD_VAR_DIR": str(workdir / "var"),
             "STEWARD_AUDIT_SIGNING_KEY_FILE": str(workdir / "audit_signing_key.pem"),
@@ -550,7 +518,7 @@ def main() -> None:
     print(
         f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs"
     )
-    _recreate_database(url)
+    recreate_database(url, BENCH_DB)
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
         workdir = Path(tmp)
         fleet = Fleet(workdir)
@@ -567,7 +535,7 @@ def main() -> None:
         finally:
             fleet.stop()
             if not args.keep:
-                _drop_database(url)
+                drop_database(url, BENCH_DB)
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

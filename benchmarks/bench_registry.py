@@ -43,7 +43,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from scratch_db import drop_database, recreate_database, scratch_url  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -194,44 +195,12 @@ def start_steward(workdir: Path, workers: int, threads: int) -> Server:
 # Steward's scratch database and its users ----------------------------------------------------
 
 
-def _scratch_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{BENCH_DB}"))
-
-
-def _admin_connection(url: str):
-    import psycopg
-
-    parts = urlsplit(url)
-    return psycopg.connect(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=parts.username,
-        password=parts.password,
-        dbname="postgres",
-        autocommit=True,
-    )
-
-
-def _recreate_database(url: str) -> None:
-    with _admin_connection(url) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-
-
-def _drop_database(url: str) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with _admin_connection(url) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-
-
 def setup_django(url: str, workdir: Path) -> None:
     """Point this process (and, through the environment, the gunicorn it starts) at the scratch
     database and a scratch var/, then migrate."""
     sources = workdir / "sources"
     sources.mkdir()
-    os.environ["DATABASE_URL"] = _scratch_url(url)
+    os.environ["DATABASE_URL"] = scratch_url(url, BENCH_DB)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["STEWARD_VAR_DIR"] = str(workdir / "var")
     os.environ["STEWARD_AUDIT_SIGNING_KEY_FILE"] = str(workdir / "audit_signing_key.pem")
@@ -709,7 +678,7 @@ def main() -> None:
             )
         steward = secret = None
         if with_steward:
-            _recreate_database(url)
+            recreate_database(url, BENCH_DB)
             setup_django(url, workdir)
             source = str(make_source(workdir))
             secret = make_users(args.other_teams)
@@ -839,7 +808,7 @@ def main() -> None:
             server.stop()
         if with_steward and not args.keep:
             with contextlib.suppress(Exception):
-                _drop_database(url)
+                drop_database(url, BENCH_DB)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
