@@ -77,7 +77,7 @@ def execute_job(job_id: int, worker: str = "") -> str:
             else:
                 _run_inference(job, attempt, devices)
 
-    return JOBS.run(job_id, body, user_errors=USER_ERRORS)
+    return JOBS.run(job_id, body, user_errors=USER_ERRORS, retry_errors=(launcher.ComputeLost,))
 
 
 def checkpoint_folder(job_id: int) -> Path:

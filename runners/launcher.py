@@ -85,6 +85,15 @@ class ComputeError(Exception):
         self.is_user_error = is_user_error
 
 
+class ComputeLost(ComputeError):
+    """The compute ended without an answer (no result, error or stop event): killed by a signal
+    it did not get from us (the kernel's OOM killer, an operator, a lost node) or crashed. Not the
+    input's fault, so the job runs again from its checkpoint while attempts remain."""
+
+    def __init__(self, message: str):
+        super().__init__(message, is_user_error=False)
+
+
 class LimitExceeded(ComputeError):
     """The run went over one of its ``Limits`` and was stopped."""
 
@@ -375,10 +384,8 @@ class Launch:
         tail = stderr.read().decode("utf-8", "replace")[-STDERR_TAIL_CHARS:].strip()
         code = process.returncode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with {code}"
-        raise ComputeError(
-            f"internal error: the job's process {how} without a result"
-            + (f"; its last output: {tail}" if tail else ""),
-            is_user_error=False,
+        raise ComputeLost(
+            f"the job's process {how} without a result" + (f"; its last output: {tail}" if tail else "")
         )
 
 

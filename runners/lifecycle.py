@@ -278,14 +278,22 @@ class Lifecycle(Generic[Row]):
             yield
 
     def run(
-        self, row_id: int, body: Callable[[int], None], *, user_errors: tuple[type[Exception], ...]
+        self,
+        row_id: int,
+        body: Callable[[int], None],
+        *,
+        user_errors: tuple[type[Exception], ...],
+        retry_errors: tuple[type[Exception], ...] = (),
     ) -> str:
         """Run ``body(attempt)`` once for this delivery (see ``begin``); returns the row's state after.
 
         ``body`` records success itself, inside ``fenced(row_id, attempt)`` with its outputs.
-        ``Cancelled`` marks the row cancelled; one of ``user_errors`` fails it with its message;
-        anything else fails it as an internal error, logged with its traceback. Each outcome is
-        written only under this run's claim: a run that lost it (``ClaimLost``) writes nothing.
+        ``Cancelled`` marks the row cancelled; one of ``retry_errors`` (the compute died without
+        an answer: killed by a signal, crashed) queues the row again for its next attempt while
+        attempts remain (``retry``), else fails it; one of ``user_errors`` fails it with its
+        message; anything else fails it as an internal error, logged with its traceback. Each
+        outcome is written only under this run's claim: a run that lost it (``ClaimLost``) writes
+        nothing.
         """
         attempt = self.begin(row_id)
         if isinstance(attempt, str):
@@ -295,6 +303,8 @@ class Lifecycle(Generic[Row]):
             body(attempt)
         except ClaimLost as exc:
             logger.warning("%s; its outcome is dropped", exc)
+        except retry_errors as exc:
+            self.retry(row_id, attempt, str(exc))
         except Cancelled:
             with transaction.atomic():
                 self.finish(
@@ -306,6 +316,40 @@ class Lifecycle(Generic[Row]):
             logger.exception("%s %s failed", self.noun, row_id)
             self.fail(row_id, f"internal error: {type(exc).__name__}: {exc}", expect=own)
         return self.rows.values_list("state", flat=True).get(pk=row_id)
+
+    def retry(self, row_id: int, attempt: int, reason: str) -> bool:
+        """Queue a running row again after its compute died under ``attempt`` (``reason``): the
+        next delivery claims it as attempt + 1 (a training job resumes from its checkpoint).
+        Audited as ``<noun>.retry`` with the reason; sent to the broker after commit. On the last
+        allowed attempt (``STEWARD_JOB_MAX_ATTEMPTS``) the row fails instead, naming the reason and
+        the attempts; a row someone asked to cancel is cancelled. False if the row no longer ran
+        under ``attempt`` (nothing written)."""
+        most = settings.STEWARD_JOB_MAX_ATTEMPTS
+        if self._cancel_orphan(row_id, attempt):
+            return True
+        if attempt >= most:
+            return self.fail(
+                row_id,
+                f"{reason} (attempt {attempt} of {most}; not retried again)",
+                expect={"state": RUNNING, "attempt": attempt},
+            )
+        with transaction.atomic():
+            requeued = self.rows.filter(pk=row_id, state=RUNNING, attempt=attempt).update(
+                state=QUEUED, heartbeat_at=None, dispatched_at=None
+            )
+            if not requeued:
+                return False
+            row = self.rows.get(pk=row_id)
+            record_audit_event(
+                actor=None,
+                on_behalf_of=getattr(row, "created_by", None),
+                action=f"{self.noun}.retry",
+                obj=row,
+                before={"state": RUNNING, "attempt": attempt},
+                after={"state": QUEUED, "attempt": attempt, "reason": reason[:2000]},
+            )
+            transaction.on_commit(lambda: self.enqueue(row_id))
+        return True
 
     def finish(
         self,

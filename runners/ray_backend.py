@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runners.launcher import ComputeError, LimitExceeded, Limits, Usage
+from runners.launcher import ComputeError, ComputeLost, LimitExceeded, Limits, Usage
 
 if TYPE_CHECKING:
     from ray.job_submission import JobInfo, JobSubmissionClient
@@ -276,9 +276,8 @@ class RayLaunch:
         with contextlib.suppress(Exception):
             message = client.get_job_info(self.submission).message or ""
         tail = "\n".join(self.log_tail[-5:])
-        raise ComputeError(
-            f"internal error: Ray job {self.submission} ended {status} without a result"
+        raise ComputeLost(
+            f"Ray job {self.submission} ended {status} without a result"
             + (f" ({message})" if message else "")
-            + (f"; its last output: {tail}" if tail else ""),
-            is_user_error=False,
+            + (f"; its last output: {tail}" if tail else "")
         )
