@@ -56,6 +56,22 @@ def price_per_hour(resource_class: str) -> float:
     return float(found.get("price_per_hour", 0.0))
 
 
+# Months a rollup may ask for: far enough from years 1 and 9999 that month_bounds cannot overflow.
+FIRST_YEAR, LAST_YEAR = 1970, 8999
+
+
+def parse_month(text: str) -> datetime.date:
+    """``YYYY-MM`` (ASCII digits, year 1970 to 8999) as the first day of that month. Raises
+    ValueError naming the expected form otherwise."""
+    parts = text.split("-") if isinstance(text, str) else []
+    if not (len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts) and len(parts[0]) == 4):
+        raise ValueError(f"a month as YYYY-MM, e.g. 2026-12; got {text!r}")
+    year, month = int(parts[0]), int(parts[1])
+    if len(parts[1]) != 2 or not 1 <= month <= 12 or not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"a month as YYYY-MM between {FIRST_YEAR}-01 and {LAST_YEAR}-12; got {text!r}")
+    return datetime.date(year, month, 1)
+
+
 def month_start(moment: datetime.datetime | None = None) -> datetime.date:
     """The first day of ``moment``'s month (default: now) in ``TIME_ZONE``."""
     return timezone.localtime(moment or timezone.now()).date().replace(day=1)

@@ -127,8 +127,9 @@ def job_backend(asked: str | None, resource_class: str) -> str:
         )
     if backend == JobBackend.KUBERNETES and not settings.STEWARD_KUBERNETES_SUBMIT:
         raise SpecError(
-            f"backend: 'kubernetes'{whence}: this deployment does not submit to Kubernetes; fetch the "
-            "manifest of a submitted job (GET /api/jobs/<id>/kubernetes-manifest/) and apply it yourself"
+            f"backend: 'kubernetes'{whence}: this deployment does not submit to Kubernetes "
+            "(STEWARD_KUBERNETES_SUBMIT is off); use 'local' or 'ray' (GET /api/jobs/<id>/kubernetes-"
+            "manifest/ shows the manifest of any job)"
         )
     if backend not in JobBackend.values:
         raise SpecError(f"backend: resource class {resource_class!r} names an unknown backend {backend!r}")
@@ -226,10 +227,23 @@ def check_submission(
     if kind == JobKind.TRAIN:
         if registered_model is None:
             raise ValidationError({"registered_model": "a training job needs the model to register into"})
+        # The registry would refuse the version at the end (issue 9): refuse the job before it
+        # runs and is paid for.
+        if registered_model.deleted_at is not None:
+            raise ValidationError({"registered_model": f"model {registered_model.name} was deleted"})
+        if registered_model.archived_at is not None:
+            raise ValidationError(
+                {
+                    "registered_model": f"model {registered_model.name} is archived; "
+                    "unarchive it to train new versions"
+                }
+            )
         team_id = registered_model.team_id
     elif kind == JobKind.INFER:
         if model_version is None:
             raise ValidationError({"model_version": "an inference job needs a model version"})
+        if model_version.status == ModelVersion.Status.DELETED or model_version.model.deleted_at is not None:
+            raise ValidationError({"model_version": f"{model_version} was deleted"})
         if model_version.flavor != ModelVersion.Flavor.STEWARD_TABULAR:
             # Only Steward's own artifact loads without running code (weights_only); an MLflow
             # model directory, ONNX or a bare state dict needs its own runtime (issue 17).

@@ -26,6 +26,9 @@ class Cron:
     def parse(cls, expression: str, timezone: str = "UTC") -> Cron:
         """Split a five-field cron string; raises ValueError unless it has exactly five fields
         (the fields' values are checked by ``celery.schedules.crontab``, see ``check``)."""
+        if not expression.isascii():
+            # int() reads a full-width digit as its ASCII one: celery would accept what cron does not.
+            raise ValueError(f"ASCII characters only: {expression!r}")
         fields = expression.split()
         if len(fields) != 5:
             raise ValueError(
@@ -38,6 +41,12 @@ class Cron:
         """Raise ValueError when celery's crontab parser refuses a field (``61``, ``*/0``, ``mon-xyz``)."""
         from celery.schedules import crontab
 
+        # django-celery-beat stores each field in a column of its own length (64 for the month
+        # and the day of week): a longer field would fail at the database, not here.
+        for name in ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"):
+            most = CrontabSchedule._meta.get_field(name).max_length
+            if most is not None and len(getattr(self, name)) > most:
+                raise ValueError(f"the {name.replace('_', '-')} field is longer than {most} characters")
         crontab(
             minute=self.minute,
             hour=self.hour,

@@ -40,7 +40,8 @@ def _clean_limit(value: Any) -> Decimal:
         raise ValidationError({"monthly_limit": f"a number from 0 to {MAX_LIMIT}"})
     if limit != limit.quantize(Decimal("0.01")):
         raise ValidationError({"monthly_limit": "at most two decimals"})
-    return limit.quantize(Decimal("0.01"))
+    # copy_abs: "-0" is zero, and the audit trail must record what the row holds (0.00).
+    return limit.quantize(Decimal("0.01")).copy_abs()
 
 
 def do_create_budget(*, team: Team, monthly_limit: Any, actor: User, holds_jobs: bool = True) -> Budget:
@@ -71,6 +72,8 @@ def do_update_budget(
             budget.monthly_limit = limit
         if holds_jobs is not None:
             budget.holds_jobs = holds_jobs
+        if snapshot(budget) == before:
+            return budget  # nothing changed: nothing to record
         budget.updated_at = timezone.now()
         budget.save()
         record_audit_event(
@@ -107,7 +110,7 @@ def hold_reason(team: Team, now: datetime.datetime | None = None) -> str:
         return ""
     currency = settings.STEWARD_CURRENCY
     return (
-        f"held: team {team.slug} has spent {spent:.2f} {currency} of its {budget.monthly_limit} "
+        f"held: team {team.slug} has spent {spent:.4f} {currency} of its {budget.monthly_limit} "
         f"{currency} budget for {month_start(now):%Y-%m}; a model owner of {team.slug} or a platform "
         "admin can release it"
     )

@@ -221,9 +221,21 @@ class Job(Delivered):
 
     @property
     def state_detail(self) -> str:
-        """A line saying why a queued job is not running yet, for its page and the API; else empty."""
+        """A line saying why a held or queued job is not running yet, for its page, the API and
+        the message after submitting; else empty."""
+        if self.state == JobState.HELD:
+            return self.hold_reason  # "held: <why>"
+        if self.state != JobState.QUEUED or self.kind == JobKind.TRACKED:
+            return ""
         until = self.waits_for_window_until
-        return f"waits for its window until {until.isoformat()}" if until is not None else ""
+        if until is not None:
+            return f"waits for its window until {until.isoformat()}"
+        queue = settings.STEWARD_RESOURCE_CLASSES.get(self.resource_class, {}).get("queue", "?")
+        # A class whose workers are not started leaves its jobs queued: say which queue to serve.
+        return (
+            f"waits for a worker of resource class {self.resource_class!r} "
+            f"(Celery queue {queue!r}: celery -A config worker -Q {queue})"
+        )
 
     @property
     def duration_s(self) -> float | None:

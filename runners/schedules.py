@@ -174,6 +174,9 @@ def do_update_job_schedule(*, schedule: JobSchedule, actor: User, **changes: Any
         schedule = JobSchedule.objects.select_for_update().get(pk=schedule.pk)
         ensure_can(actor, CHANGE, schedule.team_id)
         before = snapshot(schedule)
+        if set(changes) == {"is_enabled"} and schedule.is_enabled == changes["is_enabled"]:
+            state = "running" if schedule.is_enabled else "paused"
+            raise ValidationError({"is_enabled": f"{schedule} is already {state}"})
         for name, value in changes.items():
             setattr(schedule, name, value)
         if set(changes) != {"is_enabled"}:
@@ -183,6 +186,8 @@ def do_update_job_schedule(*, schedule: JobSchedule, actor: User, **changes: Any
                 raise ValidationError(
                     {"name": f"the team already has a job schedule named {schedule.name!r}"}
                 )
+        if snapshot(schedule) == before:
+            return schedule  # nothing changed: nothing to record
         schedule.save()
         _sync_periodic_task(schedule)
         action = "job_schedule.update"

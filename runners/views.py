@@ -6,6 +6,7 @@ import datetime
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -24,7 +25,7 @@ from governance.views.helpers import (
     visible_or_404,
 )
 from runners import actions, budgets, schedules
-from runners.accounting import budget_lines, month_start, usage_rows
+from runners.accounting import budget_lines, month_start, parse_month, usage_rows
 from runners.filtersets import JobFilterSet, JobScheduleFilterSet
 from runners.forms import BudgetForm, InferenceJobForm, JobScheduleForm, TrainingJobForm
 from runners.models import Job, JobKind, JobSchedule
@@ -67,7 +68,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
             spec=form.spec(),
             actor=request.user,
         ),
-        success_message=lambda job: f"Submitted {job}; it starts when a worker picks it up.",
+        success_message=lambda job: f"Submitted {job}: {job.state_detail}.",
         template="runners/job_list.html",
         context=page,
     )
@@ -154,10 +155,15 @@ def job_release(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _month_param(request: HttpRequest) -> datetime.date:
-    """``?month=YYYY-MM``, else this month (a malformed month shows this month too)."""
+    """``?month=YYYY-MM``, else this month; a malformed month shows this month with a message
+    saying why (``runners.accounting.parse_month``)."""
+    asked = request.GET.get("month")
+    if not asked:
+        return month_start()
     try:
-        return datetime.datetime.strptime(request.GET.get("month", ""), "%Y-%m").date()
-    except ValueError:
+        return parse_month(asked)
+    except ValueError as exc:
+        messages.error(request, f"month: {exc}; showing this month")
         return month_start()
 
 
@@ -214,7 +220,7 @@ def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
             spec=form.spec(),
             actor=request.user,
         ),
-        success_message=lambda job: f"Submitted {job}.",
+        success_message=lambda job: f"Submitted {job}: {job.state_detail}.",
         template="generic/form.html",
         context=lambda: form_page(
             "models", f"Run inference with {model_version}", "Run inference", model_version.get_absolute_url()

@@ -13,6 +13,7 @@ No Django import: the API validates specs with it, and it is tested with plain d
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import zoneinfo
 from typing import Any
@@ -22,6 +23,8 @@ from runners.specs import SpecError
 # The spec fields this module reads; they do not reach the training or inference engine.
 WINDOW_FIELDS = frozenset({"start_window", "not_before"})
 WINDOW_KEYS = ("start", "end", "timezone")
+MOST_PAST = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+MOST_FUTURE = datetime.datetime(9000, 1, 1, tzinfo=datetime.UTC)
 CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -30,10 +33,16 @@ def parse_timezone(name: Any, field: str) -> zoneinfo.ZoneInfo:
     ``field`` when it is not a string naming a zone of the system's tz database."""
     if not isinstance(name, str) or not name or len(name) > 64:
         raise SpecError(f"{field}: an IANA timezone name such as 'Europe/Paris', got {name!r}")
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise SpecError(f"{field}: unknown timezone {name!r} (an IANA name such as 'Europe/Paris')") from exc
+    # Only the tz database's own names: ZoneInfo also opens "localtime" (whatever zone the server
+    # runs in), "posix/..." and "right/..." (leap-second clocks) files.
+    if name not in _zone_names():
+        raise SpecError(f"{field}: unknown timezone {name!r} (an IANA name such as 'Europe/Paris')")
+    return zoneinfo.ZoneInfo(name)
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones() - {"localtime", "Factory"})
 
 
 def _clock(value: Any, field: str) -> datetime.time:
@@ -78,6 +87,9 @@ def parse_not_before(raw: Any) -> datetime.datetime:
         raise SpecError(f"not_before: not an ISO 8601 time: {raw!r}") from exc
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise SpecError(f"not_before: give the UTC offset (e.g. +01:00 or Z): {raw!r}")
+    if not MOST_PAST <= moment <= MOST_FUTURE:
+        # Far enough from year 1 and 9999 that converting to UTC (and the database) cannot overflow.
+        raise SpecError(f"not_before: between years 1970 and 9000, got {raw!r}")
     return moment
 
 

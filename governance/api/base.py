@@ -67,6 +67,10 @@ class RestrictedViewSetMixin(KnownQueryParamsMixin):
     by the action functions inside their transaction.
     """
 
+    # Ids are ASCII digits: Python's int() also reads Arabic-Indic or full-width digits, which would make
+    # several URLs name one object (and audit trails quote ids as the client wrote them).
+    lookup_value_regex = "[0-9]+"
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "get_queryset" in cls.__dict__:

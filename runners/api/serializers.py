@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
-from runners.accounting import DIMENSIONS
+from runners.accounting import DIMENSIONS, parse_month
 from runners.models import Budget, Job, JobKind, JobSchedule
 
 
@@ -137,8 +137,8 @@ class UsageQuerySerializer(serializers.Serializer):
     group_by = serializers.CharField(
         default="team", help_text="Comma-separated: team, model, month (model rows name their team)."
     )
-    month = serializers.RegexField(
-        r"^\d{4}-(0[1-9]|1[0-2])$", required=False, help_text="YYYY-MM: only jobs submitted that month."
+    month = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="YYYY-MM: only jobs submitted that month."
     )
     team = serializers.SlugField(required=False, help_text="A team's slug: only its jobs.")
 
@@ -153,8 +153,10 @@ class UsageQuerySerializer(serializers.Serializer):
         return list(dict.fromkeys(names))
 
     def validate_month(self, value: str) -> datetime.date:
-        year, month = value.split("-")
-        return datetime.date(int(year), int(month), 1)
+        try:
+            return parse_month(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
 
 class UsageRowSerializer(serializers.Serializer):

@@ -133,9 +133,9 @@ def test_submitting_to_kubernetes_is_refused_unless_the_deployment_enables_it(
         400,
         {
             "spec": [
-                "backend: 'kubernetes': this deployment does not submit to Kubernetes; "
-                "fetch the manifest of a submitted job (GET /api/jobs/<id>/kubernetes-manifest/) "
-                "and apply it yourself"
+                "backend: 'kubernetes': this deployment does not submit to Kubernetes "
+                "(STEWARD_KUBERNETES_SUBMIT is off); use 'local' or 'ray' (GET /api/jobs/<id>/kubernetes-"
+                "manifest/ shows the manifest of any job)"
             ]
         },
     )
@@ -161,12 +161,8 @@ def test_an_enabled_kubernetes_job_is_left_to_its_submitter_never_sent_to_celery
     assert (response.status_code, response.json()["backend"]) == (201, "kubernetes")
     assert tasks.redispatch_queued_jobs() == []
     job = Job.objects.get()
-    assert (job.backend, job.state, job.dispatch_count, job.spec["backend"]) == (
-        JobBackend.KUBERNETES,
-        JobState.QUEUED,
-        0,
-        "kubernetes",
-    )
+    assert (job.backend, job.state, job.dispatch_count) == (JobBackend.KUBERNETES, JobState.QUEUED, 0)
+    assert "backend" not in job.spec  # the job's, not the computation's
 
 
 def test_a_bad_backend_is_a_400_naming_it(

@@ -190,8 +190,9 @@ def test_backend_ray_without_a_cluster_is_a_400_naming_it(
         ("slurm", "backend: one of local, ray, kubernetes; got 'slurm'"),
         (
             "kubernetes",
-            "backend: 'kubernetes': this deployment does not submit to Kubernetes; fetch the manifest "
-            "of a submitted job (GET /api/jobs/<id>/kubernetes-manifest/) and apply it yourself",
+            "backend: 'kubernetes': this deployment does not submit to Kubernetes "
+            "(STEWARD_KUBERNETES_SUBMIT is off); use 'local' or 'ray' (GET /api/jobs/<id>/kubernetes-"
+            "manifest/ shows the manifest of any job)",
         ),
     ],
 )

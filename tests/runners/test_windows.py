@@ -133,7 +133,12 @@ def test_a_job_inside_its_window_is_sent_at_once(
         )
 
     job.refresh_from_db()
-    assert (job.not_before, job.dispatch_count, job.state_detail) == (inside, 1, "")
+    assert (job.not_before, job.dispatch_count, job.state_detail) == (
+        inside,
+        1,
+        "waits for a worker of resource class 'cpu' "
+        "(Celery queue 'celery': celery -A config worker -Q celery)",
+    )
     assert job.spec["start_window"] == {"start": "00:00", "end": "23:59", "timezone": "UTC"}
 
 
