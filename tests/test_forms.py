@@ -209,7 +209,7 @@ def test_inference_form_submits_a_job(client, registered_version, dataset_versio
     assert (job.kind, job.model_version, job.spec) == (
         JobKind.INFER,
         registered_version,
-        {"where": {"yr": 1}},
+        {"where": {"yr": 1}, "resources": {"class": "cpu", "gpus": 0}},
     )
 
 

@@ -15,6 +15,7 @@ from governance.actions.promotions import do_request_promotion
 from governance.actions.tokens import do_create_api_token
 from governance.api.base import RestrictedViewSetMixin
 from governance.models import AuditEvent, DatasetVersion, Membership, PlatformRole, PlatformRoleGrant
+from runners.budgets import do_create_budget
 from runners.models import Job
 from runners.schedules import do_create_job_schedule
 from tests.conftest import PASSWORD
@@ -36,6 +37,7 @@ def targets(world, admin, scientist, compliance_officer):
         cron="0 2 * * 1",
         actor=scientist,
     )
+    budget = do_create_budget(team=world.team, monthly_limit="100", actor=admin)
     return {
         "team": world.team.pk,
         "membership": Membership.objects.get(user=scientist).pk,
@@ -52,6 +54,7 @@ def targets(world, admin, scientist, compliance_officer):
         "driftcheck": world.check.pk,
         "alert": world.alert.pk,
         "jobschedule": schedule.pk,
+        "budget": budget.pk,
     }
 
 
