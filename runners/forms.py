@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from governance.forms import JSONObjectField, ScopedForm, comma_list
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
@@ -36,6 +37,21 @@ class TrainingJobForm(ScopedForm):
         widget=forms.TextInput(attrs={"placeholder": '{"yr": 0}'}),
         help_text="Train only on rows matching this JSON object of column: value (optional).",
     )
+    resource_class = forms.ChoiceField(
+        required=False,
+        label="Resource class",
+        help_text="Where it runs: its workers, GPUs and price (the API adds GPUs, limits, start windows).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Read per form: the classes are settings, and tests and deployments change them.
+        field = self.fields["resource_class"]
+        field.choices = [  # type: ignore[attr-defined]
+            (name, f"{name} ({found.get('gpus', 0)} GPU, {found.get('price_per_hour', 0)}/h)")
+            for name, found in settings.STEWARD_RESOURCE_CLASSES.items()
+        ]
+        field.initial = settings.STEWARD_DEFAULT_RESOURCE_CLASS
 
     def spec(self) -> dict[str, Any]:
         """The training spec for ``do_submit_job`` (shape of ``runners.training.TrainingSpec``)."""
@@ -52,6 +68,7 @@ class TrainingJobForm(ScopedForm):
             spec["categorical"] = comma_list(data["categorical"])
         if data["where"]:
             spec["where"] = data["where"]
+        spec["resources"] = {"class": data["resource_class"] or settings.STEWARD_DEFAULT_RESOURCE_CLASS}
         return spec
 
 

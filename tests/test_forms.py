@@ -137,6 +137,24 @@ def test_training_form_submits_a_job(client, dataset_version, registered_model, 
         7,
     )
     assert job.spec["where"] == {"yr": 0}
+    assert (job.resource_class, job.gpus) == ("cpu", 0)
+
+
+def test_training_form_asks_for_a_resource_class_and_says_which_queue_the_job_waits_for(
+    client, dataset_version, registered_model, scientist
+):
+    client.force_login(scientist)
+    response = client.post(
+        reverse("job_list"),
+        _training_form(dataset_version, registered_model, resource_class="gpu"),
+        follow=True,
+    )
+    job = Job.objects.get()
+    assert (job.resource_class, job.gpus, job.spec["resources"]) == ("gpu", 1, {"class": "gpu", "gpus": 1})
+    assert (
+        f"Submitted {job}: waits for a worker of resource class &#x27;gpu&#x27; "
+        "(Celery queue &#x27;gpu&#x27;: celery -A config worker -Q gpu)."
+    ) in response.content.decode()
 
 
 def test_training_form_names_the_missing_column_on_its_field(

@@ -324,6 +324,22 @@ def handle_alert(ctx: Ctx) -> str:
 
 
 @check
+def create_job_schedule(ctx: Ctx) -> str:
+    w = ctx.world
+    body = {
+        "name": f"nightly by {ctx.persona}",
+        "kind": "train",
+        "dataset": w.dataset_version.dataset_id,
+        "registered_model": w.model.pk,
+        "spec": {"target": "cnt", "features": ["temp", "hr"], "epochs": 1},
+        "cron": "0 2 * * *",
+    }
+    return _write(
+        ctx, lambda: ctx.client.post("/api/job-schedules/", body, format="json"), 201, "job_schedule.create"
+    )
+
+
+@check
 def set_budget(ctx: Ctx) -> str:
     body = {"team": ctx.world.team.pk, "monthly_limit": "100.00"}
     return _write(ctx, lambda: ctx.client.post("/api/budgets/", body, format="json"), 201, "budget.create")
