@@ -168,12 +168,6 @@ def rss_mb(pids: list[int]) -> float:
     return total_kb / PAGE_MB
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident megabytes of the run led by ``pgid`` (its group and descendants); 0 where
-    ``/proc`` is not available."""
-    return rss_mb([pid for pid, _ in run_processes(pgid)])
-
-
 class Launch:
     """One run of ``task`` (a JSON-able dict for ``runners.child``) in a child process.
 

@@ -18,10 +18,8 @@ import re
 import zoneinfo
 from typing import Any
 
-from runners.specs import SpecError
+from runners.specs import SUBMISSION_FIELDS, SpecError
 
-# The spec fields this module reads; they do not reach the training or inference engine.
-WINDOW_FIELDS = frozenset({"start_window", "not_before"})
 WINDOW_KEYS = ("start", "end", "timezone")
 MOST_PAST = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 MOST_FUTURE = datetime.datetime(9000, 1, 1, tzinfo=datetime.UTC)
@@ -124,7 +122,8 @@ def start_time(
     and the instant the job may be sent (``now`` inside a window; None when the spec asks for
     neither). Raises SpecError naming the field; asking for both is refused (which would win?).
     """
-    asked = WINDOW_FIELDS & set(spec)
+    # The spec fields this module reads (they do not reach the training or inference engine).
+    asked = SUBMISSION_FIELDS & set(spec)
     if not asked:
         return {}, None
     if len(asked) == 2:
