@@ -237,6 +237,25 @@ STEWARD_KUBERNETES_ARTIFACTS_CLAIM = env.str(
     "STEWARD_KUBERNETES_ARTIFACTS_CLAIM", default="steward-artifacts"
 )
 STEWARD_KUBERNETES_GPUS_PER_NODE = env.int("STEWARD_KUBERNETES_GPUS_PER_NODE", default=8)
+# Workloads (issue 17). Code runs (a team's own code versions) reach Steward's MLflow API at
+# STEWARD_API_URL with a token scoped to the run; a code version is an uploaded archive (at most
+# CODE_MAX_BYTES) or a directory under one of STEWARD_CODE_ROOTS (the shipped templates are).
+STEWARD_API_URL = env.str("STEWARD_API_URL", default="http://127.0.0.1:8000")
+STEWARD_CODE_ROOTS = [
+    Path(root).resolve()
+    for root in env.list("STEWARD_CODE_ROOTS", default=[str(BASE_DIR / "runners" / "workloads")])
+]
+STEWARD_CODE_MAX_BYTES = env.int("STEWARD_CODE_MAX_BYTES", default=50 * 2**20)
+# A job's whole log (stdout and stderr of its code, Steward's own lines) is kept up to this size.
+STEWARD_JOB_LOG_MAX_BYTES = env.int("STEWARD_JOB_LOG_MAX_BYTES", default=10 * 2**20)
+# How user code is confined: "bwrap" (bubblewrap: own mount, PID, IPC and network namespaces,
+# uid 65534, only its inputs, output and temporary folders, network only to STEWARD_API_URL),
+# "none" (a clean environment and its own process group only; docs/operations.md says what then
+# holds), or "auto" (bwrap when the host allows it).
+STEWARD_SANDBOX = env.str("STEWARD_SANDBOX", default="auto")
+STEWARD_SANDBOX_UID = env.int("STEWARD_SANDBOX_UID", default=65534)
+# Online prediction: the share of requests logged as Prediction rows (1.0: every one).
+STEWARD_PREDICTION_LOG_SAMPLE = env.float("STEWARD_PREDICTION_LOG_SAMPLE", default=1.0)
 # Ed25519 key signing audit checkpoints: a PEM in the environment, else this file, generated
 # (mode 0600) on first use. Keep it out of backups of the database it vouches for.
 STEWARD_AUDIT_SIGNING_KEY = env.str("STEWARD_AUDIT_SIGNING_KEY", default="", multiline=True)

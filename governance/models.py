@@ -500,6 +500,12 @@ class AuditRejection(models.Model):
         return f"event {self.event_id} refused: {self.reason}"
 
 
+class TokenScope(models.TextChoices):
+    USER = "user", "Everything its user may do"
+    JOB = "job", "One code run"
+    PREDICT = "predict", "Predict with one model"
+
+
 class ApiToken(models.Model):
     """A per-user API token, stored as a SHA-256 hash; the secret is shown once at creation."""
 
@@ -512,9 +518,27 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # What the token may do (issue 17): everything its user may (``user``); only what one code
+    # run was given and only to that run (``job``: ``job_id`` is the runners.Job, a plain id as
+    # governance imports no other app; made when the run starts, revoked when it ends); or only
+    # predict with one model (``predict``: ``registered_model``).
+    scope = models.CharField(max_length=8, choices=TokenScope.choices, default=TokenScope.USER)
+    job_id = models.PositiveBigIntegerField(null=True, blank=True)
+    registered_model = models.ForeignKey(
+        "RegisteredModel", null=True, blank=True, on_delete=models.CASCADE, related_name="prediction_tokens"
+    )
 
     class Meta:
         constraints = [
+            models.CheckConstraint(condition=Q(scope__in=TokenScope.values), name="api_token_scope_valid"),
+            models.CheckConstraint(
+                condition=~Q(scope=TokenScope.JOB) | Q(job_id__isnull=False),
+                name="api_token_job_scope_has_job",
+            ),
+            models.CheckConstraint(
+                condition=~Q(scope=TokenScope.PREDICT) | Q(registered_model__isnull=False),
+                name="api_token_predict_scope_has_model",
+            ),
             models.CheckConstraint(
                 condition=Q(key_hash__regex=SHA256_HEX),
                 name="api_token_key_hash_is_sha256_hex",

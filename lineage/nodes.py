@@ -19,6 +19,8 @@ NODE_MODELS: dict[str, str] = {
     "job": "runners.Job",
     # A dataset an MLflow run read that matches no Steward dataset version (issue 9).
     "external_dataset": "runners.ExternalDataset",
+    # The code a code run ran (issue 17): code version + dataset versions -> job -> outputs.
+    "code_version": "runners.CodeVersion",
 }
 
 

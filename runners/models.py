@@ -17,6 +17,9 @@ class JobKind(models.TextChoices):
     INFER = "infer", "Inference"
     # A run an MLflow client logs to Steward (issue 9): it runs elsewhere, Steward records it.
     TRACKED = "tracked", "Tracked run"
+    # A user's own code version run by a worker in a sandbox (issue 17): it logs through the
+    # MLflow API with a token scoped to the job; training, data preparation, evaluation alike.
+    CODE = "code", "Code run"
 
 
 class JobState(models.TextChoices):
@@ -79,6 +82,12 @@ class Job(Delivered):
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="inference_jobs"
     )
+    # A code run's code (issue 17): its version and the MLproject entry point it runs; its
+    # dataset versions (inputs and, for data preparation, outputs) are JobDataset rows.
+    code_version = models.ForeignKey(
+        "CodeVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    entry_point = models.CharField(max_length=100, blank=True)
     # Outputs.
     output_model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -149,6 +158,8 @@ class Job(Delivered):
         "not_before",
         "schedule_id",
         "hold_reason",
+        "code_version_id",
+        "entry_point",
     )
 
     class Meta:
@@ -169,8 +180,13 @@ class Job(Delivered):
                 name="job_infer_has_model_version",
             ),
             models.CheckConstraint(
-                condition=models.Q(kind=JobKind.TRACKED) | models.Q(dataset_version__isnull=False),
-                name="job_untracked_has_dataset_version",
+                condition=models.Q(kind__in=[JobKind.TRACKED, JobKind.CODE])
+                | models.Q(dataset_version__isnull=False),
+                name="job_train_infer_has_dataset_version",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind=JobKind.CODE) | models.Q(code_version__isnull=False),
+                name="job_code_has_code_version",
             ),
             models.CheckConstraint(
                 condition=~models.Q(kind=JobKind.TRACKED) | models.Q(experiment__isnull=False),
@@ -500,3 +516,223 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         return f"Budget of {self.team}"
+
+
+class CodeProject(models.Model):
+    """A team's named, versioned body of code (issue 17): its versions are what code runs run.
+    Like a dataset to its versions; MLflow Projects' ``MLproject`` file declares entry points."""
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="code_projects")
+    name = models.CharField(max_length=200)
+    # governance.names.name_key(name): unique per team, like datasets and models.
+    name_key = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("team_id", "name", "description")
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name_key"], name="unique_code_project_name_per_team"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("code_project_detail", args=[self.pk])
+
+
+class CodeSource(models.TextChoices):
+    UPLOAD = "upload", "Uploaded archive"
+    DIRECTORY = "directory", "Directory under an allowed root"
+    TEMPLATE = "template", "Steward template"
+
+
+class CodeVersion(models.Model):
+    """An immutable snapshot of a code project (issue 17): a canonical archive of its files in
+    the artifact store (``file``, content-addressed by ``sha256``), the file manifest, and the
+    entry points and declared parameters read from its ``MLproject`` file. A lineage node
+    (``code_version``): code version + dataset versions -> job -> model version."""
+
+    project = models.ForeignKey(CodeProject, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file = models.CharField(max_length=500, help_text="The archive, relative to the artifact root.")
+    size_bytes = models.BigIntegerField()
+    source = models.CharField(max_length=16, choices=CodeSource.choices, default=CodeSource.UPLOAD)
+    source_path = models.CharField(max_length=1000, blank=True, help_text="The directory it was read from.")
+    # [{"path", "size", "sha256"}] sorted by path.
+    files = models.JSONField(default=list)
+    # {name: {"command": str, "parameters": {name: {"type", "default"}}}} from MLproject.
+    entry_points = models.JSONField(default=dict)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "project__team"
+    audit_fields = ("project_id", "version", "sha256", "source", "source_path", "entry_points")
+
+    class Meta:
+        ordering = ["project__name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="unique_code_version_number"),
+            models.CheckConstraint(condition=models.Q(version__gte=1), name="code_version_number_positive"),
+            models.CheckConstraint(
+                condition=models.Q(source__in=CodeSource.values), name="code_version_source_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.name} v{self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("code_version_detail", args=[self.pk])
+
+    @property
+    def path(self):
+        """The archive's absolute path in the artifact store."""
+        from pathlib import Path
+
+        return Path(settings.ARTIFACT_ROOT) / self.file
+
+
+class JobDatasetRole(models.TextChoices):
+    INPUT = "input", "Input"
+    OUTPUT = "output", "Output"
+
+
+class JobDataset(models.Model):
+    """A dataset version a code run reads (given to it as a local file under ``name``) or, for
+    data preparation, one it produced (registered when it succeeds) (issue 17)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="datasets")
+    role = models.CharField(max_length=8, choices=JobDatasetRole.choices)
+    name = models.CharField(max_length=100, help_text="The input's or output's name in the run.")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["role", "name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "role", "name"], name="unique_job_dataset_name"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=JobDatasetRole.values), name="job_dataset_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.name}: {self.dataset_version}"
+
+
+class JobLogChunk(models.Model):
+    """A piece of a job's output, in order (issue 17): the whole log, not a tail, bounded by
+    ``STEWARD_JOB_LOG_MAX_BYTES``; the job page follows it by ``seq``. Telemetry, not audited."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_chunks")
+    seq = models.PositiveIntegerField(help_text="Order within the job, from 1.")
+    attempt = models.PositiveIntegerField(default=0)
+    stream = models.CharField(max_length=8, default="stdout", help_text="stdout, stderr or steward.")
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="unique_job_log_chunk_seq")]
+
+    def __str__(self) -> str:
+        return f"log of job #{self.job_id} [{self.seq}]"
+
+
+class ServingPolicy(models.Model):
+    """How predict requests to ``registered_model@alias`` are served (issue 17): the alias's
+    version answers; ``canary_version`` answers ``canary_percent`` % of requests instead;
+    ``shadow_version`` scores every request too, logged and never returned. Changed through an
+    audited action."""
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.PROTECT, related_name="serving_policies"
+    )
+    alias = models.CharField(max_length=255)
+    canary_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    canary_percent = models.PositiveSmallIntegerField(default=0)
+    shadow_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "registered_model__team"
+    audit_fields = (
+        "registered_model_id",
+        "alias",
+        "canary_version_id",
+        "canary_percent",
+        "shadow_version_id",
+    )
+
+    class Meta:
+        ordering = ["registered_model", "alias"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "alias"], name="one_serving_policy_per_alias"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(canary_percent__lte=100), name="serving_canary_percent_at_most_100"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(canary_percent=0) | models.Q(canary_version__isnull=False),
+                name="serving_canary_percent_needs_version",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"serving of {self.registered_model}@{self.alias}"
+
+
+class PredictionRole(models.TextChoices):
+    SERVED = "served", "Served (returned)"
+    SHADOW = "shadow", "Shadow (logged only)"
+
+
+class Prediction(models.Model):
+    """One row scored by online prediction (issue 17), logged when sampled
+    (``STEWARD_PREDICTION_LOG_SAMPLE``): monitors read them as current data, and late labels join
+    on ``prediction_id``. A shadow version's score of the same row has the same id, role shadow."""
+
+    prediction_id = models.UUIDField(db_index=True)
+    registered_model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    alias = models.CharField(max_length=255, blank=True, help_text="Empty when asked by version.")
+    role = models.CharField(max_length=8, choices=PredictionRole.choices, default=PredictionRole.SERVED)
+    is_canary = models.BooleanField(default=False)
+    features = models.JSONField(help_text="The row as sent: column -> value.")
+    output = models.JSONField(help_text="The prediction.")
+    latency_ms = models.FloatField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "registered_model__team"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["model_version", "created_at"], name="prediction_version_time_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["prediction_id", "role"], name="unique_prediction_id_role"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=PredictionRole.values), name="prediction_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction {self.prediction_id} by {self.model_version}"

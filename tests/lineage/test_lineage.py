@@ -207,7 +207,7 @@ def test_a_job_cannot_join_two_teams_graphs(model_version, admin, team, other_te
             {
                 "node": [
                     "unknown node type 'pipeline'; "
-                    "one of dataset_version, model_version, job, external_dataset"
+                    "one of dataset_version, model_version, job, external_dataset, code_version"
                 ]
             },
         ),
