@@ -12,7 +12,7 @@ from django.utils import timezone
 from governance import tokens
 from governance.actions.checks import ensure_active
 from governance.audit import record_audit_event
-from governance.models import ApiToken
+from governance.models import ApiToken, TokenScope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -84,3 +84,57 @@ def do_revoke_api_token(*, token: ApiToken, actor: User | None) -> ApiToken:
             after={"revoked_at": token.revoked_at.isoformat()},
         )
     return token
+
+
+def do_issue_job_token(
+    *, job_id: int, user: User, expires_at: datetime.datetime, actor: User | None = None
+) -> tuple[ApiToken, str]:
+    """A read-write token scoped to code run ``job_id`` (issue 17), acting for ``user`` (who
+    submitted the run), valid until ``expires_at`` (the run's hard wall time). Returns it with its
+    secret, which goes only into the run's environment. Issued by the system (``actor`` None) when
+    an attempt starts; what it may do is decided where it is used (``TokenScope.JOB``).
+    """
+    secret = tokens.new_secret()
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user,
+            name=f"job {job_id}",
+            prefix=tokens.visible_prefix(secret),
+            key_hash=tokens.hash_secret(secret),
+            is_read_only=False,
+            expires_at=expires_at,
+            scope=TokenScope.JOB,
+            job_id=job_id,
+        )
+        record_audit_event(
+            actor=actor,
+            on_behalf_of=user,
+            action="api_token.issue_job_token",
+            obj=token,
+            object_repr=f"token {token.prefix}… of job #{job_id}",
+            after={"job": job_id, "prefix": token.prefix, "expires_at": expires_at.isoformat()},
+        )
+    return token, secret
+
+
+def do_revoke_job_tokens(*, job_id: int, actor: User | None = None) -> int:
+    """Revoke every live token of code run ``job_id`` (its attempt ended, or a new attempt starts);
+    returns how many. One audit event per token revoked."""
+    revoked = 0
+    with transaction.atomic():
+        now = timezone.now()
+        for token in ApiToken.objects.select_for_update().filter(
+            scope=TokenScope.JOB, job_id=job_id, revoked_at__isnull=True
+        ):
+            token.revoked_at = now
+            token.save(update_fields=["revoked_at"])
+            record_audit_event(
+                actor=actor,
+                action="api_token.revoke",
+                obj=token,
+                object_repr=f"token {token.prefix}… of job #{job_id}",
+                before={"revoked_at": None},
+                after={"revoked_at": now.isoformat()},
+            )
+            revoked += 1
+    return revoked
