@@ -163,7 +163,12 @@ def _restrict_platform_role_grants(queryset, user, action: Action):
 
 def _restrict_api_tokens(queryset, user, action: Action):
     # Tokens are personal, even to admins: deactivating a user is how an admin stops theirs.
-    return queryset.filter(user=user) if user.is_authenticated else queryset.none()
+    # Only personal tokens (scope user): a code run's token lives and dies with its run (issue 17).
+    from governance.models import TokenScope  # governance.models imports this module
+
+    if not user.is_authenticated:
+        return queryset.none()
+    return queryset.filter(user=user, scope=TokenScope.USER)
 
 
 # Rows that belong to no team, and so have no ``team_scope``: how each is restricted.

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ResolvedSource:
     """A source's local ``path`` (file or directory), the Steward job that produced it (if any),
-    and the metrics and parameters to record with the version. ``on_registered(version)``, when
+    the metrics and parameters to record with the version, and the dataset version it was trained
+    on (``training_dataset_version_id``, when the job says). ``on_registered(version)``, when
     set, runs inside the registration's transaction: the resolver's app records what it knows of
     the new version (runners: the lineage edge run -> version), which governance cannot import."""
 
@@ -31,6 +32,7 @@ class ResolvedSource:
     source_job_id: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    training_dataset_version_id: int | None = None
     on_registered: Callable[[Any], None] | None = None
 
 

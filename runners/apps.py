@@ -8,9 +8,12 @@ class RunnersConfig(AppConfig):
     def ready(self) -> None:
         # Versions registered from MLflow runs resolve through runners (issue 9): governance
         # keeps a table of resolvers and never imports runners.
+        from governance.job_scope import register_job_scope_loader
         from governance.sources import register_source_resolver
-        from runners import mlflow_sources
+        from runners import mlflow_sources, tracking
 
         register_source_resolver("runs", mlflow_sources.resolve_runs_uri)
         register_source_resolver("models", mlflow_sources.resolve_models_uri)
         register_source_resolver("mlflow-artifacts", mlflow_sources.resolve_mlflow_artifacts_uri)
+        # A job token's scope is its code run's (issue 17); governance reads it through this.
+        register_job_scope_loader(tracking.job_scope_of)

@@ -24,11 +24,13 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from governance.actions.checks import ensure_can
 from governance.models import ModelVersion
 from governance.permissions import CHANGE
-from runners.models import Job, JobKind, LoggedModel, LoggedModelStatus
-from runners.tracking import artifact_dir, decimal_pk, run_artifact_location, run_pk
+from runners.models import Job, LoggedModel, LoggedModelStatus
+from runners.tracking import artifact_dir, decimal_pk, mlflow_runs, run_artifact_location, run_pk
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+    from governance.job_scope import JobScope
 
 NOT_FOUND = "no artifact {path!r} that you may see"
 
@@ -75,10 +77,14 @@ def checked_path(raw: Any) -> list[str]:
     return parts
 
 
-def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
+def locate(
+    raw_path: str, user: User, *, writes: bool = False, job_scope: JobScope | None = None
+) -> ArtifactPlace:
     """Resolve an artifact path for ``user``; ``writes`` asks for CHANGE on the team (and refuses
-    registered versions, which are immutable). Raises ValidationError for a malformed path,
-    ObjectDoesNotExist for an unknown or invisible owner, PermissionDenied for a write without CHANGE."""
+    registered versions, which are immutable). With ``job_scope`` (a job token, issue 17) only
+    its run's, its logged models' and its model versions' files are reachable. Raises
+    ValidationError for a malformed path, ObjectDoesNotExist for an unknown or invisible owner,
+    PermissionDenied for a write without CHANGE or outside the job's scope."""
     parts = checked_path(raw_path)
     missing = ObjectDoesNotExist(NOT_FOUND.format(path=raw_path[:200]))
     if len(parts) >= 3 and parts[:2] == ["steward", "model-versions"]:
@@ -88,10 +94,14 @@ def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
         if version_pk is None:
             raise missing
         version = ModelVersion.objects.restrict(user).select_related("model").filter(pk=version_pk).first()
+        if job_scope is not None:
+            job_scope.ensure_output(version.source_job_id if version else None, f"model version {parts[2]!r}")
         if version is None or version.status == ModelVersion.Status.DELETED:
             raise missing
         return ArtifactPlace(relative="/".join(parts[3:]), team_id=version.model.team_id, version=version)
     experiment_id = decimal_pk(parts[1]) if len(parts) >= 4 and parts[0] == "experiments" else None
+    if job_scope is not None:
+        job_scope.ensure_experiment(experiment_id, parts[1] if len(parts) > 1 else raw_path[:100])
     if experiment_id is not None:
         if parts[2] == "models" and len(parts) >= 5 and parts[4] == "artifacts":
             model = (
@@ -100,6 +110,8 @@ def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
                 .filter(pk=parts[3], experiment_id=experiment_id, deleted_at__isnull=True)
                 .first()
             )
+            if job_scope is not None:
+                job_scope.ensure_output(model.source_run_id if model else None, f"logged model {parts[3]!r}")
             if model is None:
                 raise missing
             if writes and model.status == LoggedModelStatus.READY:
@@ -113,9 +125,12 @@ def locate(raw_path: str, user: User, *, writes: bool = False) -> ArtifactPlace:
                 logged_model=model,
             )
         elif parts[3] == "artifacts":
+            if job_scope is not None:
+                job_scope.ensure_run(run_pk(parts[2]), parts[2])
             run = (
-                Job.objects.restrict(user)
-                .filter(kind=JobKind.TRACKED, pk=run_pk(parts[2]) or 0, experiment_id=experiment_id)
+                mlflow_runs()
+                .restrict(user)
+                .filter(pk=run_pk(parts[2]) or 0, experiment_id=experiment_id)
                 .first()
             )
             if run is None:

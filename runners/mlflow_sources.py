@@ -15,11 +15,30 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 
 from governance.sources import ResolvedSource
 from runners.mlflow_artifacts import ArtifactPlace, checked_path, locate
-from runners.models import Job, JobKind, LoggedModel
-from runners.tracking import artifact_dir, do_record_run_output, run_artifact_location, run_pk
+from runners.models import Job, JobDataset, JobDatasetRole, JobKind, LoggedModel
+from runners.tracking import artifact_dir, do_record_run_output, mlflow_runs, run_artifact_location, run_pk
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+# The input a code run's model versions name as their training data, when the run has one.
+TRAIN_INPUT = "train"
+
+
+def training_input(job: Job) -> int | None:
+    """The dataset version a code run trained on (issue 17), the reference drift monitors of its
+    model versions compare with: its input named ``train`` if it has one, else its first input
+    in the order the submission gave them; None for a tracked run or a run without inputs."""
+    if job.kind != JobKind.CODE:
+        return None
+    inputs = list(
+        JobDataset.objects.filter(job=job, role=JobDatasetRole.INPUT)
+        .order_by("id")
+        .values_list("name", "dataset_version_id")
+    )
+    named = [version_id for name, version_id in inputs if name == TRAIN_INPUT]
+    ordered = named or [version_id for _, version_id in inputs]
+    return ordered[0] if ordered else None
 
 
 def _run_record(job: Job | None, extra_params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -31,6 +50,7 @@ def _run_record(job: Job | None, extra_params: dict[str, Any] | None = None) -> 
         "source_job_id": job.pk,
         "metrics": metrics,
         "params": {**job.params, **(extra_params or {})},
+        "training_dataset_version_id": training_input(job),
         "on_registered": functools.partial(do_record_run_output, job.pk),
     }
 
@@ -46,7 +66,7 @@ def resolve_runs_uri(source: str, *, actor: User | None) -> ResolvedSource:
     rest = source.removeprefix("runs:").lstrip("/")
     run_id, _, relative = rest.partition("/")
     checked_path(relative)
-    run = Job.objects.filter(kind=JobKind.TRACKED, pk=run_pk(run_id) or 0)
+    run = mlflow_runs().filter(pk=run_pk(run_id) or 0)
     if actor is not None:
         run = run.restrict(actor)
     job = run.first()

@@ -29,9 +29,10 @@ from django.utils import timezone
 from governance.actions.checks import checked_name, ensure_can
 from governance.actions.teams import TEAM_TAG, default_team
 from governance.audit import record_audit_event, snapshot
+from governance.job_scope import JobScope
 from governance.models import DatasetVersion, ModelVersion, Team
 from governance.names import name_key
-from governance.permissions import CHANGE
+from governance.permissions import CHANGE, RestrictedQuerySet
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
@@ -71,11 +72,36 @@ STATUS_TO_STATE = {
     "FAILED": JobState.FAILED,
     "KILLED": JobState.CANCELLED,
 }
-STATE_TO_STATUS: dict[str, str] = {state.value: status for status, state in STATUS_TO_STATE.items()}
+STATE_TO_STATUS: dict[str, str] = {
+    **{state.value: status for status, state in STATUS_TO_STATE.items()},
+    JobState.HELD.value: "SCHEDULED",  # a held code run waits, as a queued one
+}
+# What MLflow calls a run (issue 17): a tracked run, or a code run (with its experiment), whose
+# code logs through its job token. The code's own end status is this tag, never the job's state.
+RUN_KINDS = (JobKind.TRACKED, JobKind.CODE)
+CODE_STATUS_TAG = "steward.code_status"
 
 
 class NameTaken(ValidationError):
     """A name the team already uses (MLflow's RESOURCE_ALREADY_EXISTS)."""
+
+
+def mlflow_runs() -> RestrictedQuerySet:
+    """The jobs the MLflow API serves as runs: tracked runs and code runs that have an experiment."""
+    return Job.objects.filter(kind__in=RUN_KINDS, experiment__isnull=False)
+
+
+def job_scope_of(job_id: int) -> JobScope | None:
+    """The scope of code run ``job_id``'s token (``governance.job_scope``); None if no such run.
+    Registered as governance's job scope loader in ``RunnersConfig.ready``."""
+    found = (
+        Job.objects.filter(pk=job_id, kind=JobKind.CODE).values("team_id", "experiment_id", "state").first()
+    )
+    if found is None:
+        return None
+    return JobScope(
+        job_id=job_id, team_id=found["team_id"], experiment_id=found["experiment_id"], state=found["state"]
+    )
 
 
 def decimal_pk(raw: object) -> int | None:
@@ -297,8 +323,11 @@ def _check_team_tag(tags: dict[str, str], team: Team) -> None:
 
 
 def _locked_run(job: Job, actor: User) -> Job:
-    job = Job.objects.select_for_update().get(pk=job.pk, kind=JobKind.TRACKED)
+    job = mlflow_runs().select_for_update().get(pk=job.pk)
     ensure_can(actor, CHANGE, job.team_id)
+    if job.kind == JobKind.CODE and job.state != JobState.RUNNING:
+        # What a code run logged is final once the worker ended it (or before it starts).
+        raise ValidationError({"run_id": f"code run {job.mlflow_run_id} is {job.state}, not running"})
     return job
 
 
@@ -318,7 +347,9 @@ def do_update_run(
     """Rename a run and/or move it to an MLflow status (RUNNING, FINISHED, FAILED, KILLED).
 
     A finished run's state is final: another terminal status is a ValidationError (the same one
-    again is a no-op). Ending a run is audited (``run.end``) with its parameters and metrics, and
+    again is a no-op). Ending a run is audited (``run.end``) with its parameters and metrics.
+    A code run's state is the worker's (issue 17): the status its code sends (``mlflow.end_run``)
+    is kept as the tag ``steward.code_status`` and the job stays as it is.
     """
     if status is not None and status not in STATUS_TO_STATE:
         raise ValidationError(
@@ -332,6 +363,13 @@ def do_update_run(
             job.run_name = _checked_value(run_name, "run_name", RUN_NAME_MAX)
             job.tags["mlflow.runName"] = job.run_name
             fields += ["run_name", "tags"]
+        if job.kind == JobKind.CODE:
+            if status:
+                job.tags[CODE_STATUS_TAG] = status
+                fields.append("tags")
+            if fields:
+                job.save(update_fields=sorted(set(fields)))
+            return job
         state = STATUS_TO_STATE[status] if status else None
         ended = False
         if state is not None and state != job.state:
@@ -357,9 +395,14 @@ def do_update_run(
 
 
 def do_set_run_lifecycle(*, job: Job, deleted: bool, actor: User) -> Job:
-    """Delete (soft, MLflow's lifecycle stage) or restore a run; audited."""
+    """Delete (soft, MLflow's lifecycle stage) or restore a run; audited. A code run is a job
+    like any other (issue 17): ValidationError, it is cancelled or kept, not deleted."""
     with transaction.atomic():
         job = _locked_run(job, actor)
+        if job.kind == JobKind.CODE:
+            raise ValidationError(
+                {"run_id": f"code run {job.mlflow_run_id} is a job: cancel it instead of deleting it"}
+            )
         if (job.deleted_at is not None) == deleted:
             return job
         before = snapshot(job)

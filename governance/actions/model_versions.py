@@ -26,6 +26,8 @@ from governance.permissions import CHANGE
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from governance.job_scope import JobScope
+
 
 def _lock_model_for_new_version(model: RegisteredModel, actor: User | None) -> RegisteredModel:
     model = lock_live_model(model, actor)
@@ -114,11 +116,12 @@ def do_register_model_version_from_artifact(
     training_spec: dict[str, Any] | None = None,
     description: str = "",
     tags: dict[str, str] | None = None,
+    training_dataset_version_id: int | None = None,
     actor: User | None,
     on_behalf_of: User | None = None,
 ) -> ModelVersion:
     """Register a model file or directory (an upload, a server path, an MLflow run's artifacts)
-    as the model's next version.
+    as the model's next version (trained on ``training_dataset_version_id`` when known).
 
     The content is stored content-addressed (a directory under the sha256 of its manifest,
     ``artifacts.store_directory``); its flavor and whether loading it executes code are detected
@@ -155,7 +158,7 @@ def do_register_model_version_from_artifact(
             metrics=metrics or {},
             signature={},
             training_spec=training_spec or {},
-            training_dataset_version=None,
+            training_dataset_version_id=training_dataset_version_id,
             source_job_id=source_job_id,
             flavor=detected.flavor,
             flavor_details=detected.details,
@@ -175,13 +178,20 @@ def do_register_model_version_from_source(
     tags: dict[str, str] | None = None,
     actor: User | None,
     on_behalf_of: User | None = None,
+    job_scope: JobScope | None = None,
 ) -> ModelVersion:
     """Register what ``source`` names (a path inside ``STEWARD_IMPORT_ROOTS``, or a URI a resolver
-    was registered for, ``governance.sources``) as the model's next version, with the run and
-    metrics the resolver reports. ValidationError when the source does not resolve."""
+    was registered for, ``governance.sources``) as the model's next version, with the run,
+    metrics and training dataset version the resolver reports. ValidationError when the source
+    does not resolve. With ``job_scope`` (a job token registers, issue 17) the model must be in
+    the job's team and the source an output of its run, else PermissionDenied naming the rule,
+    before anything is copied."""
     from governance.sources import resolve_source
 
     resolved = resolve_source(source, actor=actor)
+    if job_scope is not None:
+        job_scope.ensure_team(model.team_id, f"model {model.name!r}")
+        job_scope.ensure_output(resolved.source_job_id, f"source {source[:200]!r}")
     with transaction.atomic():
         version = do_register_model_version_from_artifact(
             model=model,
@@ -190,6 +200,7 @@ def do_register_model_version_from_source(
             source_job_id=resolved.source_job_id,
             metrics=resolved.metrics,
             training_spec={"params": resolved.params} if resolved.params else None,
+            training_dataset_version_id=resolved.training_dataset_version_id,
             description=description,
             tags=tags,
             actor=actor,

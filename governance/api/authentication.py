@@ -15,7 +15,8 @@ from rest_framework import authentication, exceptions
 from rest_framework.permissions import SAFE_METHODS
 
 from governance import tokens
-from governance.models import ApiToken
+from governance.job_scope import refusal
+from governance.models import ApiToken, TokenScope
 
 KEYWORDS = ("bearer", "token")
 # last_used_at is written at most this often per token, not on every request.
@@ -26,12 +27,17 @@ class ReadOnlyToken(exceptions.PermissionDenied):
     default_detail = "this API token is read-only; use a read-write token to change anything"
 
 
+class JobTokenRefused(exceptions.PermissionDenied):
+    """A job token on Steward's own API: it serves only its run's MLflow API (issue 17)."""
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     """Authenticates ``ApiToken`` secrets; ``request.auth`` is the ``ApiToken``.
 
     A missing header leaves the request to the next class (the session). A wrong, revoked or
     expired token, or one of a deactivated user, is 401 with the reason; a read-only token on
-    POST/PUT/PATCH/DELETE is 403. As the first class it also names the scheme in
+    POST/PUT/PATCH/DELETE is 403, and so is a job token on any endpoint (``governance.job_scope``:
+    it may only use the MLflow API of its own run). As the first class it also names the scheme in
     ``WWW-Authenticate``, which makes DRF answer unauthenticated requests 401, not 403.
     """
 
@@ -49,6 +55,8 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             token = authenticate_secret(secret)
         except InvalidToken as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from exc
+        if token.scope == TokenScope.JOB:
+            raise JobTokenRefused(refusal(token.job_id))
         if token.is_read_only and request.method not in SAFE_METHODS:
             raise ReadOnlyToken()
         record_use(token, timezone.now())

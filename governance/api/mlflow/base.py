@@ -16,6 +16,8 @@ Authentication (``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME/PASSWORD
 Django's ``authenticate()``, so a failed password counts towards django-axes' login lockout like the
 login page's. A session cookie does not authenticate here (so CSRF cannot apply: the views are
 CSRF-exempt). A read-only token is refused on an endpoint that writes (403 PERMISSION_DENIED).
+A code run's job token (issue 17) reaches only endpoints marked ``for_job_token``, which keep to
+its scope (``governance.job_scope``; ``job_scope(request)``), and is 401 once its run stopped.
 
 Errors (MLflow's ``{"error_code", "message"}`` body, ``mlflow/exceptions.py`` statuses): Django's
 ValidationError -> 400 INVALID_PARAMETER_VALUE naming the field; PermissionDenied -> 403
@@ -58,6 +60,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from governance.api.authentication import InvalidToken, authenticate_secret, record_use
 from governance.errors import CONFLICT
+from governance.job_scope import JobScope, load_job_scope
+from governance.models import TokenScope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -132,6 +136,11 @@ def endpoint_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonR
         f"Steward's MLflow API has no endpoint {request.method} {request.path}.",
         404,
     )
+
+
+def job_scope(request: HttpRequest) -> JobScope | None:
+    """The scope of the job token the request authenticated with; None for any other credential."""
+    return getattr(request, "job_scope", None)
 
 
 def actor(request: HttpRequest) -> User:
@@ -245,7 +254,11 @@ def _parse(request: HttpRequest) -> Params:
 
 
 def _authenticate(request: HttpRequest, *, writes: bool) -> Any:
-    """The user the request's credentials name: Bearer token (one query) or Basic password."""
+    """The user the request's credentials name: Bearer token (one query) or Basic password.
+
+    A job token also sets ``request.job_scope`` (``governance.job_scope``; one more query), and
+    is Unauthenticated once its run is no longer running."""
+    request.job_scope = None  # type: ignore[attr-defined]
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()
@@ -257,6 +270,12 @@ def _authenticate(request: HttpRequest, *, writes: bool) -> Any:
             raise Unauthenticated(str(exc)) from None
         if token.is_read_only and writes:
             raise PermissionDenied("this API token is read-only; use a read-write token to change anything")
+        if token.scope == TokenScope.JOB:
+            scope = load_job_scope(token.job_id)
+            if scope is None or not scope.is_live:
+                state = scope.state if scope is not None else "gone"
+                raise Unauthenticated(f"This job token's run (job #{token.job_id}) is not running ({state}).")
+            request.job_scope = scope  # type: ignore[attr-defined]
         record_use(token, timezone.now())
         return token.user
     if scheme == "basic" and credentials:
@@ -303,7 +322,7 @@ def _answer_for(request: HttpRequest, exc: Exception) -> JsonResponse:
 
 
 def mlflow_endpoint(
-    *methods: str, writes: bool | None = None
+    *methods: str, writes: bool | None = None, for_job_token: bool = False
 ) -> Callable[[View], Callable[..., HttpResponse]]:
     """Make ``view(request, params) -> dict`` an MLflow API endpoint answering ``methods``.
 
@@ -312,6 +331,8 @@ def mlflow_endpoint(
     (``runs/search``, ``experiments/search``...). Another method gets ENDPOINT_NOT_FOUND, so one
     path may route several methods to several views (see ``by_method``).
     ``request.user`` is the authenticated user inside the view; its answer is sent as JSON (200).
+    ``for_job_token``: a job token may call it (the view then keeps to ``job_scope(request)``);
+    otherwise a job token gets 403 PERMISSION_DENIED naming the rule (``governance.job_scope``).
     """
     allowed = frozenset(method.upper() for method in methods)
     is_write = writes if writes is not None else not allowed <= SAFE_METHODS
@@ -324,6 +345,9 @@ def mlflow_endpoint(
                 return endpoint_not_found(request)
             try:
                 request.user = _authenticate(request, writes=is_write)
+                scope = job_scope(request)
+                if scope is not None and not for_job_token:
+                    raise scope.refuse(f"{request.method} {request.path[:200]} is not open to it")
                 params = _parse(request)
                 if kwargs:
                     params.update(kwargs)

@@ -11,6 +11,10 @@ aliases: ``transition-stage`` to "Archived" archives, to "None" unarchives, to "
 "Production" is refused naming the alias to use. ``delete`` of a model deletes its versions with it,
 as MLflow does (each version's deletion audited). A model the user may not view answers
 RESOURCE_DOES_NOT_EXIST, exactly as one that does not exist.
+
+A job token (issue 17, ``governance.job_scope``) may create a registered model in its job's team,
+register versions from its run's output, and read, describe and tag the versions it registered;
+the other endpoints refuse it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from governance.api.mlflow.base import (
     ResourceDoesNotExist,
     actor,
     int_param,
+    job_scope,
     mlflow_endpoint,
     ms,
     optional_str,
@@ -63,7 +68,7 @@ from governance.api.mlflow.search import (
     parse_order_by,
     string_q,
 )
-from governance.models import ModelAlias, ModelVersion, RegisteredModel
+from governance.models import ModelAlias, ModelVersion, RegisteredModel, Team
 from governance.names import name_key
 
 MODELS_MAX_RESULTS = 1000
@@ -99,12 +104,14 @@ def visible_versions(user) -> QuerySet[ModelVersion]:
     )
 
 
-def lookup_model(user, name: str) -> RegisteredModel:
+def lookup_model(user, name: str, *, team_id: int | None = None) -> RegisteredModel:
     """The live model named ``name`` (under the name rule's NFKC case folding) that ``user`` may
-    view. When several teams ``user`` sees hold the name, the one of ``user``'s default team wins;
-    without one, InvalidParameterValue names the teams. ResourceDoesNotExist otherwise, whether the
-    model is missing or in a team ``user`` does not see."""
-    found = list(visible_models(user).filter(name_key=name_key(name)).select_related("team"))
+    view (in team ``team_id`` only, when given: a job token's). When several teams ``user`` sees
+    hold the name, the one of ``user``'s default team wins; without one, InvalidParameterValue
+    names the teams. ResourceDoesNotExist otherwise, whether the model is missing or in a team
+    ``user`` does not see."""
+    models = visible_models(user) if team_id is None else visible_models(user).filter(team_id=team_id)
+    found = list(models.filter(name_key=name_key(name)).select_related("team"))
     if len(found) == 1:
         return found[0]
     if not found:
@@ -123,9 +130,9 @@ def lookup_model(user, name: str) -> RegisteredModel:
     )
 
 
-def lookup_version(user, name: str, version: Any) -> ModelVersion:
+def lookup_version(user, name: str, version: Any, *, team_id: int | None = None) -> ModelVersion:
     """Version ``version`` (a number, as text or int) of model ``name``, not deleted."""
-    model = lookup_model(user, name)
+    model = lookup_model(user, name, team_id=team_id)
     number = _version_number(version)
     found = (
         ModelVersion.objects.filter(model=model, version=number)
@@ -136,6 +143,24 @@ def lookup_version(user, name: str, version: Any) -> ModelVersion:
         raise ResourceDoesNotExist(f"Model Version (name={name}, version={version}) not found")
     found.model = model
     return found
+
+
+def request_version(request: HttpRequest, params: Params) -> ModelVersion:
+    """The version the request's ``name`` and ``version`` name; for a job token, only one its run
+    registered (another, or a missing one, is the same PermissionDenied: no existence oracle)."""
+    name, number = require(params, "name"), require(params, "version")
+    scope = job_scope(request)
+    if scope is None:
+        return lookup_version(actor(request), name, number)
+    try:
+        version: ModelVersion | None = lookup_version(actor(request), name, number, team_id=scope.team_id)
+    except ResourceDoesNotExist:
+        version = None
+    scope.ensure_output(
+        version.source_job_id if version else None, f"version {number[:20]} of {name[:100]!r}"
+    )
+    assert version is not None
+    return version
 
 
 def _ascii_digits(text: str) -> bool:
@@ -270,11 +295,19 @@ def _refuse_team_tag(key: str) -> None:
 # Registered models.
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def create_registered_model(request: HttpRequest, params: Params) -> dict:
     name = require(params, "name")
     tags = _tags_param(params)
-    team = default_team(actor(request), team_slug=tags.pop(TEAM_TAG, None))
+    scope = job_scope(request)
+    if scope is None:
+        team = default_team(actor(request), team_slug=tags.pop(TEAM_TAG, None))
+    else:
+        # A job token registers into its job's team, whatever the user's default.
+        team = Team.objects.get(pk=scope.team_id)
+        slug = tags.pop(TEAM_TAG, team.slug)
+        if slug != team.slug:
+            raise scope.refuse(f"team {slug[:100]!r} is not the job's team")
     try:
         model = do_create_registered_model(
             team=team,
@@ -441,9 +474,10 @@ def get_model_version_by_alias(request: HttpRequest, params: Params) -> dict:
 # Model versions.
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def create_model_version(request: HttpRequest, params: Params) -> dict:
-    model = lookup_model(actor(request), require(params, "name"))
+    scope = job_scope(request)
+    model = lookup_model(actor(request), require(params, "name"), team_id=scope.team_id if scope else None)
     source = optional_str(params, "source")
     model_id = optional_str(params, "model_id")
     if not source and model_id:
@@ -456,20 +490,21 @@ def create_model_version(request: HttpRequest, params: Params) -> dict:
         description=optional_str(params, "description"),
         tags=_tags_param(params),
         actor=actor(request),
+        job_scope=scope,
     )
     version.model = model
     return {"model_version": model_version_json(version, aliases=[])}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_model_version(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    version = request_version(request, params)
     return {"model_version": model_version_json(version, aliases=_version_aliases(version))}
 
 
-@mlflow_endpoint("PATCH")
+@mlflow_endpoint("PATCH", for_job_token=True)
 def update_model_version(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    version = request_version(request, params)
     model = version.model
     version = do_update_model_version(
         version=version, description=optional_str(params, "description"), actor=actor(request)
@@ -504,24 +539,24 @@ def transition_model_version_stage(request: HttpRequest, params: Params) -> dict
     return {"model_version": model_version_json(version, aliases=_version_aliases(version))}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_model_version_download_uri(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    version = request_version(request, params)
     return {"artifact_uri": ARTIFACT_URI.format(pk=version.pk)}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def set_model_version_tag(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    version = request_version(request, params)
     do_set_model_version_tag(
         version=version, key=require(params, "key"), value=optional_str(params, "value"), actor=actor(request)
     )
     return {}
 
 
-@mlflow_endpoint("DELETE")
+@mlflow_endpoint("DELETE", for_job_token=True)
 def delete_model_version_tag(request: HttpRequest, params: Params) -> dict:
-    version = lookup_version(actor(request), require(params, "name"), require(params, "version"))
+    version = request_version(request, params)
     do_delete_model_version_tag(version=version, key=require(params, "key"), actor=actor(request))
     return {}
 
@@ -577,7 +612,7 @@ def _filter_versions(queryset: QuerySet, clauses: list[Clause]) -> QuerySet:
     return queryset
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def search_model_versions(request: HttpRequest, params: Params) -> dict:
     clauses = parse_filter(optional_str(params, "filter"), attributes=VERSION_ATTRIBUTES)
     max_results = _max_results(params, default=VERSIONS_MAX_RESULTS, maximum=VERSIONS_MAX_RESULTS)
@@ -587,9 +622,12 @@ def search_model_versions(request: HttpRequest, params: Params) -> dict:
         default=[("updated_at", True), ("model__name", False), ("version", True)],
         ties=[("model__name", False), ("version", True), ("id", False)],
     )
+    visible = visible_versions(actor(request))
+    scope = job_scope(request)
+    if scope is not None:
+        visible = visible.filter(source_job_id=scope.job_id)  # a job token: its own versions only
     queryset = _filter_versions(
-        visible_versions(actor(request)).select_related("model").only(*VERSION_MESSAGE_FIELDS, "model__name"),
-        clauses,
+        visible.select_related("model").only(*VERSION_MESSAGE_FIELDS, "model__name"), clauses
     )
     versions, token = page(queryset, order, max_results, optional_str(params, "page_token"))
     # MLflow's search does not fill in aliases either (the notes' §1.2).

@@ -11,7 +11,8 @@
 Which paths exist and who may read or write them: ``runners.mlflow_artifacts.locate`` (RBAC: an
 invisible owner is a 404; a path with ``..`` a 400). Authentication and the error body are the
 MLflow API's (``governance.api.mlflow.base``); the body is not JSON, so these views authenticate
-and answer errors themselves through the same functions.
+and answer errors themselves through the same functions. A job token reaches only its own run's
+files (``locate``'s ``job_scope``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from governance.api.mlflow.base import MlflowError, _answer_for, _authenticate, endpoint_not_found
+from governance.api.mlflow.base import MlflowError, _answer_for, _authenticate, endpoint_not_found, job_scope
 from governance.artifacts import open_version_file, version_files
 from runners.mlflow_artifacts import ArtifactPlace, locate
 from runners.tracking import decimal_pk
@@ -49,7 +50,7 @@ def _artifact_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 
 
 def _upload(request: HttpRequest, path: str) -> HttpResponse:
-    place = locate(path, request.user, writes=True)
+    place = locate(path, request.user, writes=True, job_scope=job_scope(request))
     if not place.relative:
         raise ValidationError({"path": "name a file to upload under the run's or model's artifacts"})
     limit = settings.STEWARD_MAX_MODEL_BYTES
@@ -97,7 +98,7 @@ def _upload(request: HttpRequest, path: str) -> HttpResponse:
 
 
 def _download(request: HttpRequest, path: str) -> HttpResponse:
-    place = locate(path, request.user)
+    place = locate(path, request.user, job_scope=job_scope(request))
     name = place.relative.rsplit("/", 1)[-1] or "artifact"
     if place.version is not None:
         handle = open_version_file(place.version, place.relative)
@@ -147,4 +148,6 @@ def list_artifacts(request: HttpRequest) -> HttpResponse:
     """``GET artifacts?path=<dir>``: the entries directly under ``dir``."""
     if request.method != "GET":
         return endpoint_not_found(request)
-    return JsonResponse({"files": _children(locate(request.GET.get("path", ""), request.user))})
+    return JsonResponse(
+        {"files": _children(locate(request.GET.get("path", ""), request.user, job_scope=job_scope(request)))}
+    )

@@ -1,5 +1,7 @@
 """Tracking endpoints of Steward's MLflow API (issue 9): experiments, runs, metric history,
-inputs and logged models. Thin: parse the client's fields, look the object up among those the
+inputs and logged models. A run is a tracked run or a code run (issue 17, ``mlflow_runs``); the
+endpoints a job token may call say ``for_job_token`` and keep to its scope
+(``governance.job_scope``). Thin: parse the client's fields, look the object up among those the
 user may view (an invisible one is RESOURCE_DOES_NOT_EXIST), call ``runners.tracking``'s action,
 answer MLflow's JSON. Authentication, parsing and the error body are governance's
 (``governance.api.mlflow.base``)."""
@@ -20,6 +22,7 @@ from governance.api.mlflow.base import (
     ResourceAlreadyExists,
     ResourceDoesNotExist,
     int_param,
+    job_scope,
     mlflow_endpoint,
     optional_str,
     param_list,
@@ -36,8 +39,8 @@ from runners.api.mlflow.serialize import (
     run_info_json,
     run_json,
 )
-from runners.models import Experiment, Job, JobKind, LifecycleStage, LoggedModel, LoggedModelStatus
-from runners.tracking import STATE_TO_STATUS
+from runners.models import Experiment, Job, LifecycleStage, LoggedModel, LoggedModelStatus
+from runners.tracking import STATE_TO_STATUS, mlflow_runs
 
 SEARCH_MAX = 1000
 HISTORY_MAX = 25_000
@@ -49,6 +52,9 @@ HISTORY_MAX = 25_000
 def _experiment(request: HttpRequest, experiment_id: Any) -> Experiment:
     raw = str(experiment_id)
     pk = tracking.decimal_pk(raw)
+    scope = job_scope(request)
+    if scope is not None:
+        scope.ensure_experiment(pk, raw)
     experiment = Experiment.objects.restrict(request.user).filter(pk=pk).first() if pk is not None else None
     if experiment is None:
         raise ResourceDoesNotExist(f"No experiment with id={raw[:100]} that you may see.")
@@ -59,10 +65,14 @@ def _run(request: HttpRequest, params: Params) -> Job:
     run_id = params.get("run_id") or params.get("run_uuid")
     if not run_id or not isinstance(run_id, str):
         raise InvalidParameterValue("Missing value for required parameter 'run_id'.")
+    scope = job_scope(request)
+    if scope is not None:
+        scope.ensure_run(tracking.run_pk(run_id), run_id)
     job = (
-        Job.objects.restrict(request.user)
+        mlflow_runs()
+        .restrict(request.user)
         .select_related("created_by")
-        .filter(kind=JobKind.TRACKED, pk=tracking.run_pk(run_id) or 0)
+        .filter(pk=tracking.run_pk(run_id) or 0)
         .first()
     )
     if job is None:
@@ -77,6 +87,10 @@ def _logged_model(request: HttpRequest, model_id: str) -> LoggedModel:
         .filter(pk=model_id, deleted_at__isnull=True)
         .first()
     )
+    scope = job_scope(request)
+    if scope is not None:
+        # Missing or another run's: the same refusal, so a job token learns nothing of others.
+        scope.ensure_output(model.source_run_id if model else None, f"logged model {model_id[:100]!r}")
     if model is None:
         raise ResourceDoesNotExist(f"Logged model with id={model_id[:100]} not found.")
     return model
@@ -108,15 +122,21 @@ def create_experiment(request: HttpRequest, params: Params) -> dict:
     return {"experiment_id": str(experiment.pk)}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_experiment(request: HttpRequest, params: Params) -> dict:
     return {"experiment": experiment_json(_experiment(request, require(params, "experiment_id")))}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_experiment_by_name(request: HttpRequest, params: Params) -> dict:
     name = require(params, "experiment_name")
-    found = list(Experiment.objects.restrict(request.user).filter(name_key=name_key(name))[:10])
+    experiments = Experiment.objects.restrict(request.user)
+    scope = job_scope(request)
+    if scope is not None:
+        experiments = experiments.filter(pk=scope.experiment_id or 0)
+        if not experiments.filter(name_key=name_key(name)).exists():
+            raise scope.refuse(f"experiment {name[:100]!r} is not its run's")
+    found = list(experiments.filter(name_key=name_key(name))[:10])
     if len(found) > 1:
         # The same name in several of the user's teams: the default team's wins, else say why.
         try:
@@ -149,11 +169,14 @@ EXPERIMENT_FILTER = re.compile(
 )
 
 
-@mlflow_endpoint("POST", "GET", writes=False)
+@mlflow_endpoint("POST", "GET", writes=False, for_job_token=True)
 def search_experiments(request: HttpRequest, params: Params) -> dict:
     experiments = Experiment.objects.restrict(request.user).filter(
         _view_type_filter(str(params.get("view_type") or ""))
     )
+    scope = job_scope(request)
+    if scope is not None:
+        experiments = experiments.filter(pk=scope.experiment_id or 0)  # its own experiment only
     text = optional_str(params, "filter")
     if text:
         # The filter the client's set_experiment/search by name sends; anything else is refused,
@@ -259,12 +282,12 @@ def create_run(request: HttpRequest, params: Params) -> dict:
     return {"run": run_json(job)}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_run(request: HttpRequest, params: Params) -> dict:
     return {"run": run_json(_run(request, params))}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def update_run(request: HttpRequest, params: Params) -> dict:
     job = tracking.do_update_run(
         job=_run(request, params),
@@ -288,34 +311,34 @@ def restore_run(request: HttpRequest, params: Params) -> dict:
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def log_metric(request: HttpRequest, params: Params) -> dict:
     metric = {k: params.get(k) for k in ("key", "value", "timestamp", "step")}
     tracking.do_log_batch(job=_run(request, params), metrics=[metric], actor=request.user)
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def log_param(request: HttpRequest, params: Params) -> dict:
     param = {"key": require(params, "key"), "value": params.get("value")}
     tracking.do_log_batch(job=_run(request, params), params=[param], actor=request.user)
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def set_tag(request: HttpRequest, params: Params) -> dict:
     tag = {"key": require(params, "key"), "value": params.get("value")}
     tracking.do_log_batch(job=_run(request, params), tags=[tag], actor=request.user)
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def delete_tag(request: HttpRequest, params: Params) -> dict:
     tracking.do_delete_run_tag(job=_run(request, params), key=require(params, "key"), actor=request.user)
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def log_batch(request: HttpRequest, params: Params) -> dict:
     tracking.do_log_batch(
         job=_run(request, params),
@@ -327,7 +350,7 @@ def log_batch(request: HttpRequest, params: Params) -> dict:
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def log_inputs(request: HttpRequest, params: Params) -> dict:
     tracking.do_log_inputs(
         job=_run(request, params), datasets=param_list(params, "datasets"), actor=request.user
@@ -335,7 +358,7 @@ def log_inputs(request: HttpRequest, params: Params) -> dict:
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def log_outputs(request: HttpRequest, params: Params) -> dict:
     # A logged model's run is recorded when the model is created (source_run_id); the outputs
     # call only confirms it, so it checks the models belong to the run and changes nothing.
@@ -349,7 +372,7 @@ def log_outputs(request: HttpRequest, params: Params) -> dict:
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def log_model(request: HttpRequest, params: Params) -> dict:
     # MLflow 2's run-level model record (an "mlflow.log-model.history" tag): kept as that tag.
     job = _run(request, params)
@@ -362,7 +385,7 @@ def log_model(request: HttpRequest, params: Params) -> dict:
     return {}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_metric_history(request: HttpRequest, params: Params) -> dict:
     job = _run(request, params)
     key = require(params, "metric_key")
@@ -445,12 +468,15 @@ def _run_matches(job: Job, clauses: list[tuple[str, str, str, str]]) -> bool:
     return True
 
 
-@mlflow_endpoint("POST", writes=False)
+@mlflow_endpoint("POST", writes=False, for_job_token=True)
 def search_runs(request: HttpRequest, params: Params) -> dict:
     ids = [str(i) for i in param_list(params, "experiment_ids")]
     experiments = [_experiment(request, i).pk for i in ids]
     view_type = str(params.get("run_view_type") or "ACTIVE_ONLY")
-    jobs = Job.objects.restrict(request.user).filter(kind=JobKind.TRACKED, experiment_id__in=experiments)
+    jobs = mlflow_runs().restrict(request.user).filter(experiment_id__in=experiments)
+    scope = job_scope(request)
+    if scope is not None:
+        jobs = jobs.filter(pk=scope.job_id)  # its own run only
     if view_type in ("ACTIVE_ONLY", "1"):
         jobs = jobs.filter(deleted_at__isnull=True)
     elif view_type in ("DELETED_ONLY", "2"):
@@ -483,10 +509,13 @@ def _params_dict(params: Params, field: str = "params") -> dict[str, Any]:
     return _tags(params, field)
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def create_logged_model(request: HttpRequest, params: Params) -> dict:
     experiment = _experiment(request, require(params, "experiment_id"))
     run_id = optional_str(params, "source_run_id")
+    scope = job_scope(request)
+    if scope is not None and not run_id:
+        raise scope.refuse("a logged model it creates names its run as source_run_id")
     source_run = _run(request, {"run_id": run_id}) if run_id else None
     model = tracking.do_create_logged_model(
         experiment=experiment,
@@ -500,12 +529,12 @@ def create_logged_model(request: HttpRequest, params: Params) -> dict:
     return {"model": logged_model_json(model)}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_logged_model(request: HttpRequest, params: Params) -> dict:
     return {"model": logged_model_json(_logged_model(request, params["model_id"]))}
 
 
-@mlflow_endpoint("PATCH")
+@mlflow_endpoint("PATCH", for_job_token=True)
 def finalize_logged_model(request: HttpRequest, params: Params) -> dict:
     status = params.get("status")
     if isinstance(status, int):
@@ -521,13 +550,13 @@ def finalize_logged_model(request: HttpRequest, params: Params) -> dict:
     return {"model": logged_model_json(model)}
 
 
-@mlflow_endpoint("DELETE")
+@mlflow_endpoint("DELETE", for_job_token=True)
 def delete_logged_model(request: HttpRequest, params: Params) -> dict:
     tracking.do_delete_logged_model(model=_logged_model(request, params["model_id"]), actor=request.user)
     return {}
 
 
-@mlflow_endpoint("PATCH")
+@mlflow_endpoint("PATCH", for_job_token=True)
 def set_logged_model_tags(request: HttpRequest, params: Params) -> dict:
     tracking.do_update_logged_model(
         model=_logged_model(request, params["model_id"]), set_tags=_tags(params), actor=request.user
@@ -535,7 +564,7 @@ def set_logged_model_tags(request: HttpRequest, params: Params) -> dict:
     return {}
 
 
-@mlflow_endpoint("DELETE")
+@mlflow_endpoint("DELETE", for_job_token=True)
 def delete_logged_model_tag(request: HttpRequest, params: Params) -> dict:
     tracking.do_update_logged_model(
         model=_logged_model(request, params["model_id"]), delete_tag=params["tag_key"], actor=request.user
@@ -543,7 +572,7 @@ def delete_logged_model_tag(request: HttpRequest, params: Params) -> dict:
     return {}
 
 
-@mlflow_endpoint("POST")
+@mlflow_endpoint("POST", for_job_token=True)
 def log_logged_model_params(request: HttpRequest, params: Params) -> dict:
     tracking.do_update_logged_model(
         model=_logged_model(request, params["model_id"]), params=_params_dict(params), actor=request.user
@@ -556,12 +585,15 @@ LOGGED_MODEL_FILTER = re.compile(
 )
 
 
-@mlflow_endpoint("POST", writes=False)
+@mlflow_endpoint("POST", writes=False, for_job_token=True)
 def search_logged_models(request: HttpRequest, params: Params) -> dict:
     ids = [str(i) for i in param_list(params, "experiment_ids")]
     models = LoggedModel.objects.restrict(request.user).filter(
         experiment_id__in=[_experiment(request, i).pk for i in ids], deleted_at__isnull=True
     )
+    scope = job_scope(request)
+    if scope is not None:
+        models = models.filter(source_run_id=scope.job_id)  # its own logged models only
     text, position = optional_str(params, "filter"), 0
     while position < len(text):
         match = LOGGED_MODEL_FILTER.match(text, position)
