@@ -26,9 +26,16 @@ from runners.models import (
     JobDatasetRole,
     JobKind,
     JobState,
+    RunInput,
     RunMetric,
 )
-from runners.tracking import CODE_STATUS_TAG, artifact_dir, do_create_experiment, run_artifact_location
+from runners.tracking import (
+    CODE_STATUS_TAG,
+    artifact_dir,
+    do_create_experiment,
+    do_create_logged_model,
+    run_artifact_location,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,15 +183,29 @@ def test_code_logs_to_its_own_run_and_registers_a_version(
     assert (event.actor_id, event.on_behalf_of_id) == (scientist.pk, None)
     assert AuditEvent.objects.count() > events_before
 
-    # The code may read back the version it registered (the client polls it).
+    # The code may read back the version it registered (the client polls it), not promote it.
     again = mlflow_client.get_model_version("bike-code-model", "1")
     assert again.run_id == str(code_run.pk)
+    for attempt in (
+        lambda: mlflow_client.set_registered_model_alias("bike-code-model", "production", "1"),
+        lambda: mlflow_client.delete_model_version("bike-code-model", "1"),
+        lambda: mlflow_client.transition_model_version_stage("bike-code-model", "1", "Archived"),
+    ):
+        with pytest.raises(MlflowException) as excinfo:
+            attempt()
+        refused(excinfo, code_run)
+    version.refresh_from_db()
+    assert (version.status, version.aliases.count()) == (ModelVersion.Status.READY, 0)
 
 
-def test_start_run_resumes_and_params_are_set_once(code_env, code_run, mlflow_client):
+def test_start_run_resumes_and_params_are_set_once(code_env, code_run, mlflow_client, dataset_version):
     import mlflow
+    import pandas as pd
 
     with mlflow.start_run():
+        # An input logged with the file's sha256 as digest links to that dataset version.
+        frame = pd.DataFrame({"hr": [0, 1], "cnt": [16, 40]})
+        mlflow.log_input(mlflow.data.from_pandas(frame, name="bike", digest=dataset_version.sha256))
         mlflow.log_param("lr", "0.1")
         with pytest.raises(MlflowException) as changed:
             mlflow.log_param("lr", "0.2")
@@ -199,6 +220,9 @@ def test_start_run_resumes_and_params_are_set_once(code_env, code_run, mlflow_cl
         "fit",
     )
     assert Job.objects.filter(kind=JobKind.TRACKED).count() == 0
+    assert list(RunInput.objects.filter(job=code_run).values_list("name", "dataset_version")) == [
+        ("bike", dataset_version.pk)
+    ]
 
 
 def test_searches_answer_only_its_own_run_and_experiment(
@@ -226,6 +250,14 @@ def test_everything_outside_its_run_is_refused(
         with pytest.raises(MlflowException) as excinfo:
             attempt()
         refused(excinfo, code_run)
+    theirs = do_create_logged_model(experiment=experiment, source_run=other, actor=scientist)
+    with pytest.raises(MlflowException) as excinfo:
+        mlflow_client.get_logged_model(theirs.pk)
+    refused(excinfo, code_run)
+    with pytest.raises(MlflowException) as excinfo:
+        mlflow_client.finalize_logged_model(theirs.pk, "READY")
+    refused(excinfo, code_run)
+    assert mlflow_client.search_logged_models([str(experiment.pk)]) == []
     # Creating experiments and runs, deleting its own run.
     with pytest.raises(MlflowException) as excinfo:
         mlflow_client.create_experiment("elsewhere")
