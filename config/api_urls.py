@@ -7,6 +7,7 @@ from governance.api import views as governance
 from lineage.api.views import LineageView
 from monitoring.api import views as monitoring
 from runners.api import views as runners
+from runners.api.log_standin import JobLogStandInView
 
 router = DefaultRouter()
 router.register("teams", governance.TeamViewSet)
@@ -41,6 +42,8 @@ urlpatterns = [
     # Before the router, whose detail route would read "compare" as a version id.
     path("model-versions/compare/", compare.ModelVersionCompareView.as_view(), name="modelversion-compare"),
     path("", include(router.urls)),
+    # STAND-IN until the coderun slice's log action (matched first, above) is merged: delete then.
+    path("jobs/<int:pk>/log/", JobLogStandInView.as_view(), name="job-log-standin"),
     path("lineage/", LineageView.as_view(), name="lineage"),
     path("usage/", runners.UsageView.as_view(), name="usage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
