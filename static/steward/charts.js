@@ -18,6 +18,9 @@
     validation: "#c0541b", test: "#1e7b46", eval: "#1e7b46" };
   var COLOURS = ["#1f5fbf", "#c0541b", "#1e7b46", "#7a3fb0", "#8a5a00", "#0f7c8c"];
   var HEIGHT = 220;
+  // Steps are whole numbers: ticks at 1, 2, 5 times powers of ten, never between two steps.
+  var STEP_TICKS = [];
+  for (var power = 1; power <= 1e15; power *= 10) STEP_TICKS.push(power, 2 * power, 5 * power);
 
   function chartName(key) {
     var match = key.match(ROLE);
@@ -179,7 +182,7 @@
       width: Math.max(canvas.clientWidth, 240),
       height: HEIGHT,
       scales: { x: { time: false } },
-      axes: [{ label: "step" }, {}],
+      axes: [{ label: "step", incrs: STEP_TICKS }, {}],
       series: [{ label: "step" }].concat(keys.map(function (key, index) {
         return { label: key, stroke: colour(key, index), width: 1.5, points: { show: false } };
       })),
