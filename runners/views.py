@@ -30,6 +30,7 @@ from runners.filtersets import JobFilterSet, JobScheduleFilterSet
 from runners.forms import BudgetForm, InferenceJobForm, JobScheduleForm, TrainingJobForm
 from runners.models import Job, JobKind, JobSchedule
 from runners.permissions import may_cancel_job, may_change_job_schedule, may_release_job
+from runners.queries import SERIES_POINTS_MAX
 
 HISTORY_ORDER = ["epoch", "train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "val_accuracy"]
 JOB_RELATIONS = (
@@ -93,13 +94,15 @@ def _job_page(request: HttpRequest, job: Job, status: int = 200) -> HttpResponse
         "params_json": pretty_json(job.params),
         "run_inputs": job.run_inputs.select_related("dataset_version__dataset", "external_dataset"),
         "currency": settings.STEWARD_CURRENCY,
+        "series_points_max": SERIES_POINTS_MAX,
     }
     return render(request, "runners/job_detail.html", context, status=status)
 
 
 @login_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """A job's inputs and spec, and its live progress (polled while it runs)."""
+    """A job's inputs and spec, and its live progress (polled while it runs); its log streams
+    and its metrics plot by step (static/steward/job_log.js and charts.js poll the API)."""
     return _job_page(request, visible_or_404(request, Job.objects.select_related(*JOB_RELATIONS), pk))
 
 

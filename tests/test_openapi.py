@@ -42,6 +42,7 @@ ENDPOINTS = {
     "/api/jobs/{id}/",
     "/api/jobs/{id}/cancel/",
     "/api/jobs/{id}/kubernetes-manifest/",
+    "/api/jobs/{id}/metrics/",
     "/api/job-schedules/",
     "/api/job-schedules/{id}/",
     "/api/job-schedules/{id}/pause/",

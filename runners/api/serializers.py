@@ -184,3 +184,56 @@ class BudgetSerializer(serializers.ModelSerializer):
         model = Budget
         fields = ["id", "team", "monthly_limit", "holds_jobs", "breached_month", "created_by", "updated_at"]
         read_only_fields = ["id", "breached_month", "created_by", "updated_at"]
+
+
+class CursorField(serializers.IntegerField):
+    """A non-negative integer written in ASCII digits (``int()`` would also read Arabic-Indic or
+    full-width digits, two spellings of one cursor)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=0, max_value=2**63 - 1, **kwargs)
+
+    def to_internal_value(self, data):
+        text = str(data)
+        if not (text.isascii() and text.isdigit() and len(text) <= 19):
+            raise serializers.ValidationError("a non-negative integer in ASCII digits")
+        return super().to_internal_value(text)
+
+
+class MetricSeriesQuerySerializer(serializers.Serializer):
+    """The query string of ``GET /api/jobs/<id>/metrics/``: the previous answer's ``next``, or
+    nothing for all the points."""
+
+    after = CursorField(default=0, help_text="The last logged point's id already held (next.after).")
+    after_epoch = CursorField(
+        default=0, help_text="Per-epoch history records already held (next.after_epoch)."
+    )
+    attempt = CursorField(
+        required=False, help_text="The attempt those were read in (next.attempt); another one resets."
+    )
+
+
+class MetricPointSerializer(serializers.Serializer):
+    step = serializers.IntegerField(help_text="The step (the epoch for per-epoch history).")
+    value = serializers.FloatField(allow_null=True, help_text="null for NaN and infinities.")
+    timestamp_ms = serializers.IntegerField(
+        allow_null=True, help_text="When the run logged it; null for per-epoch history."
+    )
+
+
+class MetricSeriesCursorSerializer(serializers.Serializer):
+    after = serializers.IntegerField()
+    after_epoch = serializers.IntegerField()
+    attempt = serializers.IntegerField()
+
+
+class MetricSeriesSerializer(serializers.Serializer):
+    series = serializers.DictField(
+        child=serializers.ListField(child=MetricPointSerializer()),
+        help_text="Metric key -> its new points by step; at most 1,000 a series (thinned evenly).",
+    )
+    next = MetricSeriesCursorSerializer(help_text="The query of the next poll.")
+    reset = serializers.BooleanField(help_text="The job started another attempt: replace what you hold.")
+    series_left_out = serializers.IntegerField(help_text="Logged keys past the first 100 not answered.")
+    state = serializers.CharField(help_text="The job's state (as on the job).")
+    finished = serializers.BooleanField(help_text="The job is in a final state (the job page stops polling).")

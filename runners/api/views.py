@@ -15,11 +15,23 @@ from runners.api.serializers import (
     JobScheduleSerializer,
     JobSerializer,
     JobSubmitSerializer,
+    MetricSeriesQuerySerializer,
+    MetricSeriesSerializer,
     UsageQuerySerializer,
     UsageRowSerializer,
 )
 from runners.filtersets import BudgetFilterSet, JobFilterSet, JobScheduleFilterSet
 from runners.models import Budget, Job, JobSchedule
+from runners.queries import SeriesCursor, metric_series
+
+
+def refuse_unknown_query_params(request, serializer_class) -> None:
+    """A 400 naming the query parameters ``serializer_class`` does not read (a misspelt one would
+    otherwise be ignored) and the ones it does."""
+    known = list(serializer_class().fields)
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        raise ParseError(f"unknown query parameter(s): {', '.join(unknown)}; known: {', '.join(known)}")
 
 
 class JobViewSet(RestrictedCreateViewSet):
@@ -61,6 +73,18 @@ class JobViewSet(RestrictedCreateViewSet):
         """Release a job its team's budget held (model owners and platform admins)."""
         job = actions.do_release_job(job=self.get_object(), actor=request.user)
         return Response(JobSerializer(job).data)
+
+    @extend_schema(parameters=[MetricSeriesQuerySerializer], responses={200: MetricSeriesSerializer})
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        """The job's metric series for charts (issue 17): logged points by step and per-epoch
+        history, at most 1,000 points per series per answer; poll with the answer's ``next``."""
+        job = self.get_object()  # first: an invisible job is a 404 whatever the query
+        refuse_unknown_query_params(request, MetricSeriesQuerySerializer)
+        query = MetricSeriesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        answer = metric_series(job, SeriesCursor(**query.validated_data))
+        return Response({**answer, "state": job.state, "finished": job.is_finished})
 
 
 class JobScheduleViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
@@ -111,11 +135,7 @@ class UsageView(APIView):
         responses={200: UsageRowSerializer(many=True)},
     )
     def get(self, request):
-        unknown = sorted(set(request.query_params) - set(UsageQuerySerializer().fields))
-        if unknown:
-            raise ParseError(
-                f"unknown query parameter(s): {', '.join(unknown)}; known: group_by, month, team"
-            )
+        refuse_unknown_query_params(request, UsageQuerySerializer)
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
