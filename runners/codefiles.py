@@ -218,9 +218,7 @@ def _read_zip(data: bytes, add: Any) -> None:
                 if stat.S_ISLNK(kind):
                     raise CodeError(f"archive member {info.filename[:200]!r}: links are not accepted")
                 if kind and not stat.S_ISREG(kind):
-                    raise CodeError(
-                        f"archive member {info.filename[:200]!r}: only regular files are accepted"
-                    )
+                    raise CodeError(f"archive member {info.filename[:200]!r}: {ONLY_FILES}")
                 _checked_member(info.filename)
                 with archive.open(info) as reader:
                     add(info.filename, reader)
