@@ -293,3 +293,53 @@ def materialize(version: CodeVersion, destination: Path) -> Path:
     if written != [entry["path"] for entry in version.files]:
         raise ArtifactChanged(f"the archive of code version {version} does not hold its manifest's files")
     return destination
+
+
+def read_upload(uploaded: Any) -> bytes:
+    """An uploaded archive's bytes (a Django ``UploadedFile``), refused with a ValidationError
+    on ``archive`` past ``STEWARD_CODE_MAX_BYTES`` before the rest is read."""
+    limit = settings.STEWARD_CODE_MAX_BYTES
+    parts, size = [], 0
+    for chunk in uploaded.chunks():
+        size += len(chunk)
+        if size > limit:
+            raise ValidationError({"archive": f"the archive is larger than the limit of {limit} bytes"})
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def file_content(version: CodeVersion, path: str) -> dict[str, Any]:
+    """``{"path", "size", "sha256", "is_text", "text", "note"}`` of a version's file: its text
+    when it reads as UTF-8, else None and a note. ObjectDoesNotExist for an unknown path,
+    ArtifactChanged for a tampered archive."""
+    content = version_file(version, path)
+    entry = next(entry for entry in version.files if entry["path"] == path)
+    text = codefiles.is_text(content)
+    return {
+        "path": path,
+        "size": entry["size"],
+        "sha256": entry["sha256"],
+        "is_text": text,
+        "text": content.decode("utf-8") if text else None,
+        "note": "" if text else "binary file: its text is not shown",
+    }
+
+
+def compared(a: CodeVersion, b: CodeVersion) -> dict[str, Any]:
+    """Two versions file by file, for the API and the diff page: ``{"a": {id, project, version,
+    sha256}, "b": ..., "counts": {added, removed, changed, same}, "files": rows}`` with rows from
+    ``codefiles.compare``. ArtifactChanged when either archive was tampered with."""
+    rows = codefiles.compare(version_files(a), version_files(b))
+    counts = dict.fromkeys(("added", "removed", "changed", "same"), 0)
+    for row in rows:
+        counts[row["status"]] += 1
+
+    def side(version: CodeVersion) -> dict[str, Any]:
+        return {
+            "id": version.pk,
+            "project": version.project.name,
+            "version": version.version,
+            "sha256": version.sha256,
+        }
+
+    return {"a": side(a), "b": side(b), "counts": counts, "files": rows}

@@ -6,7 +6,6 @@ querysets of ``RestrictedViewSetMixin`` (another team's project or version is a 
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -24,7 +23,7 @@ from governance.keyset import MAX_BIGINT
 from governance.models import Team
 from governance.permissions import VIEW, restrict
 from governance.queries import by_name_with_versions
-from runners import code_versions, codefiles
+from runners import code_versions
 from runners.filtersets import CodeProjectFilterSet, CodeVersionFilterSet
 from runners.models import CodeProject, CodeVersion
 
@@ -128,36 +127,6 @@ class CodeFileContentSerializer(serializers.Serializer):
     note = serializers.CharField(help_text="Why the text is not shown, if it is not.")
 
 
-def read_upload(uploaded) -> bytes:
-    """An uploaded archive's bytes, refused (400 on ``archive``) past ``STEWARD_CODE_MAX_BYTES``
-    before it is all read."""
-    limit = settings.STEWARD_CODE_MAX_BYTES
-    parts, size = [], 0
-    for chunk in uploaded.chunks():
-        size += len(chunk)
-        if size > limit:
-            raise serializers.ValidationError(
-                {"archive": [f"the archive is larger than the limit of {limit} bytes"]}
-            )
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def file_content(version: CodeVersion, path: str) -> dict:
-    """The answer of a version's file: text when it reads as UTF-8, else a note."""
-    content = code_versions.version_file(version, path)
-    entry = next(entry for entry in version.files if entry["path"] == path)
-    text = codefiles.is_text(content)
-    return {
-        "path": path,
-        "size": entry["size"],
-        "sha256": entry["sha256"],
-        "is_text": text,
-        "text": content.decode("utf-8") if text else None,
-        "note": "" if text else "binary file: its text is not shown",
-    }
-
-
 class CodeProjectViewSet(RestrictedCreateViewSet):
     """Code projects: a team's named body of code, whose versions code runs run."""
 
@@ -193,7 +162,7 @@ class CodeVersionViewSet(RestrictedCreateViewSet):
         upload = data.get("archive")
         version = code_versions.do_register_code_version(
             data["project"],
-            archive=read_upload(upload) if upload is not None else None,
+            archive=code_versions.read_upload(upload) if upload is not None else None,
             directory=data.get("directory"),
             template=data.get("template"),
             description=data["description"],
@@ -216,7 +185,7 @@ class CodeVersionViewSet(RestrictedCreateViewSet):
         """One file of the version: its text, or a note for a binary file."""
         version = self.get_object()
         try:
-            return Response(file_content(version, path))
+            return Response(code_versions.file_content(version, path))
         except ObjectDoesNotExist as exc:
             raise NotFound(str(exc)) from exc
         except code_versions.ArtifactChanged as exc:
@@ -246,28 +215,9 @@ class CodeVersionCompareView(APIView):
         a = get_object_or_404(versions, pk=query.validated_data["a"])
         b = get_object_or_404(versions, pk=query.validated_data["b"])
         try:
-            return Response(compared(a, b))
+            return Response(code_versions.compared(a, b))
         except code_versions.ArtifactChanged as exc:
             return artifact_changed(exc)
-
-
-def compared(a: CodeVersion, b: CodeVersion) -> dict:
-    """``{"a": {id, project, version, sha256}, "b": ..., "counts": {status: n}, "files": rows}``
-    (rows from ``codefiles.compare``)."""
-    rows = codefiles.compare(code_versions.version_files(a), code_versions.version_files(b))
-    counts = {name: 0 for name in ("added", "removed", "changed", "same")}
-    for row in rows:
-        counts[row["status"]] += 1
-
-    def side(version: CodeVersion) -> dict:
-        return {
-            "id": version.pk,
-            "project": version.project.name,
-            "version": version.version,
-            "sha256": version.sha256,
-        }
-
-    return {"a": side(a), "b": side(b), "counts": counts, "files": rows}
 
 
 class CodeTemplateSerializer(serializers.Serializer):
