@@ -390,6 +390,8 @@ SPECTACULAR_SETTINGS = {
         "ChannelKindEnum": "monitoring.models.ChannelKind",
         "AlertEventKindEnum": "monitoring.models.AlertEventKind",
         "JobKindEnum": "runners.models.JobKind",
+        # Dataset versions have a "source" too (upload, path).
+        "CodeSourceEnum": "runners.models.CodeSource",
     },
 }
 
