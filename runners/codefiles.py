@@ -87,14 +87,18 @@ def collect(root: Path, max_bytes: int) -> dict[str, bytes]:
                 if target.is_dir():
                     continue
             try:
-                mode = path.stat().st_mode
-                if not stat.S_ISREG(mode):
+                info = path.stat()
+                if not stat.S_ISREG(info.st_mode):
                     raise CodeError(f"{relative}: not a regular file")
-                data = path.read_bytes()
+                # Refused before reading: a huge file in a root must not be loaded to find out.
+                if total + info.st_size > max_bytes:
+                    raise CodeError(f"the code is larger than {max_bytes} bytes")
+                with path.open("rb") as handle:
+                    data = handle.read(max_bytes - total + 1)
             except OSError as exc:
                 raise CodeError(f"{relative}: cannot be read ({exc.strerror or exc})") from exc
             total += len(data)
-            if total > max_bytes:
+            if total > max_bytes:  # the file grew while being read
                 raise CodeError(f"the code is larger than {max_bytes} bytes")
             found[str(relative)] = data
             if len(found) > MAX_FILES:

@@ -211,3 +211,23 @@ def test_unpack_refuses_a_folder_that_already_holds_something(tmp_path):
     with pytest.raises(codefiles.CodeError, match="is not empty"):
         codefiles.unpack(codefiles.pack(FILES).data, destination)
     assert not (tmp_path / "elsewhere.py").exists()
+
+
+def test_a_folder_larger_than_the_limit_is_refused_before_its_files_are_read(
+    settings, client_for, project, scientist, tmp_path
+):
+    root = tmp_path / "root"
+    settings.STEWARD_CODE_ROOTS = [root.resolve()]
+    settings.STEWARD_CODE_MAX_BYTES = 1000
+    (root / "big").mkdir(parents=True)
+    (root / "big" / "train.py").write_text("print(1)\n")
+    with (root / "big" / "weights.bin").open("wb") as handle:
+        handle.truncate(10 * 2**30)  # 10 GiB, sparse: reading it would take the test's memory
+
+    answer = client_for(scientist).post(
+        "/api/code-versions/", {"project": project.pk, "directory": "big"}, format="json"
+    )
+
+    assert answer.status_code == 400
+    assert answer.json() == {"directory": ["the code is larger than 1000 bytes"]}
+    assert CodeVersion.objects.count() == 0

@@ -448,3 +448,29 @@ def test_an_uploads_top_folder_is_taken_off_once(client_for, project, scientist)
     assert code_versions.version_files(from_zip) == FILES
     assert nested.status_code == 400
     assert nested.json() == {"archive": ["no MLproject file and no top-level .py file to run"]}
+
+
+def test_the_lists_take_a_fixed_number_of_queries(
+    client_for, project, scientist, viewer, django_assert_num_queries
+):
+    for i in range(3):
+        do_register_code_version(
+            project, archive=zip_of({"run.py": f"print({i})\n".encode()}), actor=scientist
+        )
+        do_create_code_project(team=project.team, name=f"other-{i}", actor=scientist)
+    client = client_for(viewer)
+
+    # 1: the viewer's platform roles and memberships; 2: the page (projects with their version
+    # count and latest version as subqueries; versions joined to their project and creator).
+    with django_assert_num_queries(2):
+        projects = client.get("/api/code-projects/")
+    with django_assert_num_queries(2):
+        versions = client.get("/api/code-versions/", {"project": project.pk})
+
+    assert [row["name"] for row in projects.json()["results"]] == [
+        "bike-trainer",
+        "other-0",
+        "other-1",
+        "other-2",
+    ]
+    assert [row["version"] for row in versions.json()["results"]] == [3, 2, 1]
