@@ -6,6 +6,7 @@ from governance.api import access, audit, compare, promotions
 from governance.api import views as governance
 from lineage.api.views import LineageView
 from monitoring.api import views as monitoring
+from runners.api import code as code
 from runners.api import views as runners
 
 router = DefaultRouter()
@@ -24,6 +25,8 @@ router.register("audit/checkpoints", audit.AuditCheckpointViewSet)
 router.register("jobs", runners.JobViewSet)
 router.register("job-schedules", runners.JobScheduleViewSet)
 router.register("budgets", runners.BudgetViewSet)
+router.register("code-projects", code.CodeProjectViewSet)
+router.register("code-versions", code.CodeVersionViewSet)
 router.register("drift-checks", monitoring.DriftCheckViewSet)
 router.register("alerts", monitoring.AlertViewSet)
 router.register("monitors", monitoring.MonitorViewSet)
@@ -40,6 +43,13 @@ urlpatterns = [
     path("audit/verifier.py", audit.AuditVerifierView.as_view(), name="audit_verifier"),
     # Before the router, whose detail route would read "compare" as a version id.
     path("model-versions/compare/", compare.ModelVersionCompareView.as_view(), name="modelversion-compare"),
+    path("code-versions/compare/", code.CodeVersionCompareView.as_view(), name="codeversion-compare"),
+    path(
+        "code-versions/<int:pk>/files/<path:path>",
+        code.CodeVersionViewSet.as_view({"get": "file"}),
+        name="codeversion-file",
+    ),
+    path("code-templates/", code.CodeTemplateListView.as_view(), name="code-templates"),
     path("", include(router.urls)),
     # STAND-IN until the coderun slice's log action (matched first, above) is merged: delete then.
     path("lineage/", LineageView.as_view(), name="lineage"),

@@ -246,6 +246,8 @@ STEWARD_CODE_ROOTS = [
     for root in env.list("STEWARD_CODE_ROOTS", default=[str(BASE_DIR / "runners" / "workloads")])
 ]
 STEWARD_CODE_MAX_BYTES = env.int("STEWARD_CODE_MAX_BYTES", default=50 * 2**20)
+# The shipped templates: each folder here is one (``source=template`` code versions).
+STEWARD_CODE_TEMPLATES_DIR = BASE_DIR / "runners" / "workloads"
 # A job's whole log (stdout and stderr of its code, Steward's own lines) is kept up to this size.
 STEWARD_JOB_LOG_MAX_BYTES = env.int("STEWARD_JOB_LOG_MAX_BYTES", default=10 * 2**20)
 # How user code is confined: "bwrap" (bubblewrap: own mount, PID, IPC and network namespaces,
@@ -388,6 +390,8 @@ SPECTACULAR_SETTINGS = {
         "ChannelKindEnum": "monitoring.models.ChannelKind",
         "AlertEventKindEnum": "monitoring.models.AlertEventKind",
         "JobKindEnum": "runners.models.JobKind",
+        # Dataset versions have a "source" too (upload, path).
+        "CodeSourceEnum": "runners.models.CodeSource",
     },
 }
 

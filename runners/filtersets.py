@@ -1,5 +1,5 @@
-from governance.filtersets import RestrictedFilterSet
-from runners.models import Budget, Job, JobSchedule
+from governance.filtersets import NfcCharFilter, RestrictedFilterSet
+from runners.models import Budget, CodeProject, CodeVersion, Job, JobSchedule
 
 
 class JobFilterSet(RestrictedFilterSet):
@@ -18,3 +18,18 @@ class BudgetFilterSet(RestrictedFilterSet):
     class Meta:
         model = Budget
         fields = ["team"]
+
+
+class CodeProjectFilterSet(RestrictedFilterSet):
+    # Get by name: names are unique per team, so one row per team at most.
+    name = NfcCharFilter(field_name="name", label="Name (exact)")
+
+    class Meta:
+        model = CodeProject
+        fields = ["team", "name"]
+
+
+class CodeVersionFilterSet(RestrictedFilterSet):
+    class Meta:
+        model = CodeVersion
+        fields = ["project", "source"]

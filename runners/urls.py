@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runners import views
+from runners import code_views, views
 
 urlpatterns = [
     path("jobs/", views.job_list, name="job_list"),
@@ -20,5 +20,10 @@ urlpatterns = [
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/release/", views.job_release, name="job_release"),
     path("usage/", views.usage, name="usage"),
+    path("code/", code_views.code_project_list, name="code_project_list"),
+    path("code/<int:pk>/", code_views.code_project_detail, name="code_project_detail"),
+    path("code-versions/compare/", code_views.code_version_compare, name="code_version_compare"),
+    path("code-versions/<int:pk>/", code_views.code_version_detail, name="code_version_detail"),
+    path("code-versions/<int:pk>/files/<path:path>", code_views.code_version_file, name="code_version_file"),
     path("model-versions/<int:pk>/infer/", views.model_version_infer, name="model_version_infer"),
 ]

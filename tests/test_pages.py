@@ -15,9 +15,11 @@ from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert
 from runners.actions import do_submit_job
+from runners.code_versions import do_create_code_project, do_register_code_version
 from runners.models import Job, JobKind
 from runners.schedules import do_create_job_schedule
 from tests.conftest import wrong_page_answers
+from tests.runners.code_helpers import FILES, zip_of
 
 IN_TEAM = ["admin", "owner", "scientist", "approver", "viewer", "compliance_officer"]
 PERSONAS = [*IN_TEAM, "outsider"]
@@ -55,7 +57,10 @@ def world(model_version, current_dataset_version, scientist, owner):
         cron="0 2 * * 1",
         actor=scientist,
     )
+    code_project = do_create_code_project(team=team, name="trainer", actor=scientist)
     return {
+        "code_project": code_project,
+        "code_version": do_register_code_version(code_project, archive=zip_of(FILES), actor=scientist),
         "monitor": monitor,
         "job_schedule": job_schedule,
         "channel": channel,
@@ -104,10 +109,18 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("escalation_policy_edit", world["policy"].pk),
         *[(name, world["job_schedule"].pk) for name in JOB_SCHEDULE_PAGES],
     ]
-    lists += ["channel_list", "escalation_policy_list", "escalation_policy_create"]
-    return [(reverse(name), False) for name in [*lists, "audit_event_list"]] + [
-        (reverse(name, args=[pk]), True) for name, pk in objects
+    lists += ["channel_list", "escalation_policy_list", "escalation_policy_create", "code_project_list"]
+    code_version = world["code_version"]
+    objects += [("code_project_detail", world["code_project"].pk), ("code_version_detail", code_version.pk)]
+    code_pages = [
+        reverse("code_version_file", args=[code_version.pk, "lib/features.py"]),
+        f"{reverse('code_version_compare')}?a={code_version.pk}&b={code_version.pk}",
     ]
+    return (
+        [(reverse(name), False) for name in [*lists, "audit_event_list"]]
+        + [(reverse(name, args=[pk]), True) for name, pk in objects]
+        + [(url, True) for url in code_pages]
+    )
 
 
 MONITOR_PAGES = [
@@ -129,7 +142,7 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 48
+    assert len(pages) == 53
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200
@@ -158,6 +171,7 @@ def test_base_layout_has_nav_vendored_htmx_and_the_user(client, owner):
         ("Datasets", "/datasets/"),
         ("Models", "/models/"),
         ("Jobs", "/jobs/"),
+        ("Code", "/code/"),
         ("Usage", "/usage/"),
         ("Drift checks", "/drift-checks/"),
         ("Alerts", "/alerts/"),

@@ -16,10 +16,12 @@ from governance.actions.tokens import do_create_api_token
 from governance.api.base import RestrictedViewSetMixin
 from governance.models import AuditEvent, DatasetVersion, Membership, PlatformRole, PlatformRoleGrant
 from runners.budgets import do_create_budget
+from runners.code_versions import do_create_code_project, do_register_code_version
 from runners.models import Job
 from runners.schedules import do_create_job_schedule
 from tests.conftest import PASSWORD
 from tests.governance.conftest import fingerprint
+from tests.runners.code_helpers import zip_of
 
 
 @pytest.fixture
@@ -38,6 +40,10 @@ def targets(world, admin, scientist, compliance_officer):
         actor=scientist,
     )
     budget = do_create_budget(team=world.team, monthly_limit="100", actor=admin)
+    code_project = do_create_code_project(team=world.team, name="trainer", actor=scientist)
+    code_version = do_register_code_version(
+        code_project, archive=zip_of({"train.py": b"print(1)\n"}), actor=scientist
+    )
     return {
         "team": world.team.pk,
         "membership": Membership.objects.get(user=scientist).pk,
@@ -55,6 +61,8 @@ def targets(world, admin, scientist, compliance_officer):
         "alert": world.alert.pk,
         "jobschedule": schedule.pk,
         "budget": budget.pk,
+        "codeproject": code_project.pk,
+        "codeversion": code_version.pk,
     }
 
 

@@ -47,9 +47,11 @@ from governance.models import (
 from monitoring.models import Alert, DriftCheck
 from runners.actions import do_submit_job
 from runners.budgets import do_create_budget, do_delete_budget
-from runners.models import Budget, Job
+from runners.code_versions import do_create_code_project, do_register_code_version
+from runners.models import Budget, CodeProject, CodeVersion, Job
 from tests.conftest import PASSWORD
 from tests.governance.conftest import PERSONAS
+from tests.runners.code_helpers import FILES, upload, zip_of
 
 DOC = Path(settings.BASE_DIR) / "docs" / "permissions.md"
 COLUMNS = {
@@ -133,6 +135,8 @@ def matrix_world(world, admin, scientist, bike_training_result):
     )
     assert world.held_job.state == "held"
     do_delete_budget(budget=budget, actor=admin)
+    world.code_project = do_create_code_project(team=world.team, name="trainer", actor=scientist)
+    world.code_version = do_register_code_version(world.code_project, archive=zip_of(FILES), actor=scientist)
     return world
 
 
@@ -155,6 +159,8 @@ def _fingerprint() -> dict[str, list[dict]]:
         DriftCheck,
         Alert,
         Budget,
+        CodeProject,
+        CodeVersion,
     ]
     return {model.__name__: list(model.objects.order_by("pk").values()) for model in models}
 
@@ -233,6 +239,8 @@ def view_registry(ctx: Ctx) -> str:
             "/api/dataset-versions/": [w.dataset_version.pk],
             "/api/models/": [w.model.pk],
             "/api/model-versions/": [w.model_version.pk],
+            "/api/code-projects/": [w.code_project.pk],
+            "/api/code-versions/": [w.code_version.pk],
             "/api/promotion-requests/": [w.production_request.pk],
         },
     )
@@ -293,6 +301,22 @@ def register_model(ctx: Ctx) -> str:
     body = {"team": ctx.world.team.pk, "name": "new-model", "owner": "olivia"}
     return _write(
         ctx, lambda: ctx.client.post("/api/models/", body, format="json"), 201, "registered_model.create"
+    )
+
+
+@check
+def create_code_project(ctx: Ctx) -> str:
+    body = {"team": ctx.world.team.pk, "name": "new-code"}
+    return _write(
+        ctx, lambda: ctx.client.post("/api/code-projects/", body, format="json"), 201, "code_project.create"
+    )
+
+
+@check
+def register_code_version(ctx: Ctx) -> str:
+    archive = zip_of({**FILES, "train.py": f"print({ctx.persona!r})\n".encode()})
+    return _write(
+        ctx, lambda: upload(ctx.client, ctx.world.code_project.pk, archive), 201, "code_version.register"
     )
 
 
