@@ -125,7 +125,11 @@ def worker_secrets(monkeypatch, settings, audit_signing_key_file):
 def other_teams_artifact(other_team, outsider) -> Path:
     dataset = do_create_dataset(team=other_team, name="fraud-cases", actor=outsider)
     version = do_register_dataset_version(
-        dataset=dataset, file_path=BIKE_HOURLY, filename="hour.csv", source=DatasetVersion.Source.PATH, actor=outsider
+        dataset=dataset,
+        file_path=BIKE_HOURLY,
+        filename="hour.csv",
+        source=DatasetVersion.Source.PATH,
+        actor=outsider,
     )
     return version.path
 
@@ -181,7 +185,9 @@ def test_unsandboxed_code_still_gets_a_clean_environment(team, scientist, worker
         if cat /proc/{os.getpid()}/environ >/dev/null 2>&1; then echo "read worker environ"; else echo "no worker environ"; fi
         grep '^Uid:' /proc/self/status
     """
-    code = make_code_version(team, scientist, {"probe.sh": script, "MLproject": "entry_points: {main: {command: sh probe.sh}}"})
+    code = make_code_version(
+        team, scientist, {"probe.sh": script, "MLproject": "entry_points: {main: {command: sh probe.sh}}"}
+    )
     job = do_submit_code_run(code_version=code, entry_point="main", actor=scientist)
     assert execute_job(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
     out = "".join(JobLogChunk.objects.filter(job=job, stream="stdout").values_list("text", flat=True))
