@@ -85,7 +85,8 @@ def checked_parameters(declared: dict[str, dict[str, Any]], given: Any) -> dict[
         known = ", ".join(sorted(declared)) or "none"
         raise ValidationError(
             {
-                "parameters": f"undeclared parameter(s) {', '.join(undeclared)}; the entry point declares {known}"
+                "parameters": f"undeclared parameter(s) {', '.join(undeclared)}; "
+                f"the entry point declares {known}"
             }
         )
     missing = sorted(n for n, p in declared.items() if n not in given and p.get("default") is None)
@@ -193,7 +194,8 @@ def do_submit_code_run(
     if entry_point not in entry_points:
         raise ValidationError(
             {
-                "entry_point": f"no entry point {entry_point!r}; {code_version} has {', '.join(sorted(entry_points))}"
+                "entry_point": f"no entry point {entry_point!r}; "
+                f"{code_version} has {', '.join(sorted(entry_points))}"
             }
         )
     values = checked_parameters(entry_points[entry_point].get("parameters") or {}, parameters)

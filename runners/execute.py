@@ -19,15 +19,16 @@ from typing import Any
 
 import pandas as pd
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 import governance
 from governance import datafiles
-from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
+from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import Dataset, DatasetVersion, ModelVersion
 from governance.names import name_key
 from lineage.actions import do_record_edges
@@ -481,7 +482,7 @@ def _code_env(
     """The code's whole environment (issue 17): nothing of the worker's, so none of its secrets."""
     where = sandbox.layout(mode, tmp, Path(__file__).resolve().parent.parent)
     inside = {name: where.inputs / path.name for name, path in input_paths.items()}
-    home = "/tmp" if mode == "bwrap" else str(tmp / "home")
+    home = str(sandbox.INSIDE_TMP) if mode == "bwrap" else str(tmp / "home")
     api = f"http://127.0.0.1:{SANDBOX_API_PORT}" if mode == "bwrap" else settings.STEWARD_API_URL.rstrip("/")
     env = {
         "PATH": f"{sandbox.python_bin()}:/usr/local/bin:/usr/bin:/bin",
@@ -617,7 +618,8 @@ def _declared_outputs(job: Job, output: Path, attempt: int) -> dict[str, Path]:
         paths = found.get(name, [])
         if not paths:
             raise launcher.ComputeError(
-                f"declared output dataset {name!r}: no file datasets/{name}.csv or .parquet in $STEWARD_OUTPUT_DIR"
+                f"declared output dataset {name!r}: "
+                f"no file datasets/{name}.csv or .parquet in $STEWARD_OUTPUT_DIR"
             )
         if len(paths) > 1:
             raise launcher.ComputeError(
@@ -647,16 +649,18 @@ def _register_outputs(job: Job, files: dict[str, Path]) -> list[DatasetVersion]:
                 actor=None,
                 on_behalf_of=job.created_by,
             )
-        fmt = path.name.rpartition(".")[2]
-        version = do_register_dataset_version(
-            dataset=dataset,
-            file_path=path,
-            filename=f"{name}-job{job.pk}.{fmt}",
-            source=DatasetVersion.Source.JOB,
-            description=f"Written by {job.code_version} ({job.entry_point}) in job #{job.pk}",
-            actor=None,
-            on_behalf_of=job.created_by,
-        )
+        try:
+            version = do_register_dataset_version(
+                dataset=dataset,
+                file_path=path,
+                filename=path.name,
+                source=DatasetVersion.Source.JOB,
+                description=f"Written by {job.code_version} ({job.entry_point}) in job #{job.pk}",
+                actor=None,
+                on_behalf_of=job.created_by,
+            )
+        except ValidationError as exc:  # e.g. a schema-locked dataset given other columns
+            raise launcher.ComputeError(f"output dataset {name!r}: {'; '.join(exc.messages)}") from exc
         JobDataset.objects.create(job=job, role=JobDatasetRole.OUTPUT, name=name, dataset_version=version)
         produced.append(version)
     return produced

@@ -49,6 +49,8 @@ CHECKPOINT_GLOB = "epoch-*.pt"
 STDERR_TAIL_CHARS = 2000
 # How many of a command's last stderr lines its failure message quotes.
 STDERR_TAIL_LINES = 20
+# A command's death by one of these (the OOM killer's SIGKILL, a crash) is not the input's fault.
+LOST_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS})
 # A longer line of a command's output is split into pieces of this many bytes.
 OUTPUT_LINE_BYTES = 64 * 1024
 PAGE_MB = 1024.0
@@ -252,7 +254,8 @@ class Launch:
         A plain ``Command``: ``on_event`` gets ``{"event": "output", "stream": "stdout" |
         "stderr", "text": line}`` per line (no newline); returns ``{"event": "result",
         "exit_code": 0}``; a non-zero exit raises ComputeError (a user error) with the code and
-        its last stderr lines, a death by signal ComputeLost. The soft wall time does not apply
+        its last stderr lines, a death by SIGKILL, SIGSEGV or SIGBUS (exit status 128 + N through the
+        shell) ComputeLost, so it runs again while attempts remain. The soft wall time does not apply
         (SIGUSR1 would kill code that does not expect it).
         """
         if self.plain is not None:
@@ -470,8 +473,10 @@ class Launch:
             return {"event": "result", "exit_code": 0}
         tail = "\n".join(self._stderr_tail)
         last = f"; its last stderr lines:\n{tail}" if tail else ""
-        if code is not None and code < 0:
-            raise ComputeLost(f"the code was killed by signal {-code}{last}")
+        # A shell (and bwrap) reports its child's death by signal N as the exit status 128 + N.
+        signum = -code if code is not None and code < 0 else (code or 0) - 128
+        if signum in LOST_SIGNALS or (code is not None and code < 0):
+            raise ComputeLost(f"the code was killed by signal {signum}{last}")
         raise ComputeError(f"the code exited with {code}{last}")
 
 

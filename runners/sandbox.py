@@ -42,6 +42,8 @@ INSIDE_INPUTS = Path("/job/inputs")
 INSIDE_OUTPUT = Path("/job/output")
 INSIDE_STEWARD = Path("/opt/steward")
 INSIDE_RUN = Path("/run/steward")
+INSIDE_TMP = Path("/tmp")  # noqa: S108 - a tmpfs of the sandbox's own
+INSIDE_SHM = Path("/dev/shm")  # noqa: S108 - likewise
 API_SOCKET = "api.sock"
 # What bwrap mode does not give in none mode: the warning line on the job's log.
 NONE_WARNING = (
@@ -204,8 +206,8 @@ def build(
     args += ["--ro-bind", str(workdir / "inputs"), str(INSIDE_INPUTS)]
     args += ["--bind", str(workdir / "output"), str(INSIDE_OUTPUT)]
     args += [*_mkdirs(INSIDE_RUN, made), "--ro-bind", str(workdir / "run"), str(INSIDE_RUN)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
-    args += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", str(INSIDE_CODE)]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", str(INSIDE_SHM)]
+    args += ["--perms", "1777", "--tmpfs", str(INSIDE_TMP), "--chdir", str(INSIDE_CODE)]
     inner = run_line
     if api_target is not None:
         # The sandbox's end of the API proxy; the run waits (at most 5 s) until it listens, read
@@ -226,11 +228,12 @@ def build(
     # The worker's end of the proxy, in the run's process group (stopped with it); bwrap starts
     # once its socket exists.
     host, port = api_target
-    socket_path = workdir / "run" / API_SOCKET
+    socket_path = shlex.quote(str(workdir / "run" / API_SOCKET))
+    proxy_log = shlex.quote(str(workdir / "proxy.log"))
     outer = (
-        f"{SOCAT} UNIX-LISTEN:{shlex.quote(str(socket_path))},fork,mode=0666 "
-        f"TCP:{shlex.quote(host)}:{port} </dev/null >/dev/null 2>>{shlex.quote(str(workdir / 'proxy.log'))} &\n"
-        f"n=0; while [ ! -S {shlex.quote(str(socket_path))} ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n"
+        f"{SOCAT} UNIX-LISTEN:{socket_path},fork,mode=0666 "
+        f"TCP:{shlex.quote(host)}:{port} </dev/null >/dev/null 2>>{proxy_log} &\n"
+        f"n=0; while [ ! -S {socket_path} ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n"
         'exec "$@"'
     )
     return Command(["/bin/sh", "-c", outer, "sandbox", *args], {"PATH": "/usr/bin:/bin"}, workdir)

@@ -61,6 +61,9 @@ class JobSerializer(serializers.ModelSerializer):
             "resource_class",
             "cost",
             "hold_reason",
+            "code_version",
+            "entry_point",
+            "experiment",
         ]
         read_only_fields = fields
 

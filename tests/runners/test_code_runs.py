@@ -4,13 +4,17 @@ worker's plain function ``execute_job``, with the real bike data."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pandas as pd
 import pytest
+from django.db import connection
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.models import ApiToken, Dataset, DatasetVersion
 from lineage.models import LineageEdge
+from runners.actions import do_cancel_job
 from runners.code_runs import do_submit_code_run
 from runners.execute import execute_job
 from runners.models import Job, JobDatasetRole, JobLogChunk
@@ -143,7 +147,7 @@ def test_a_missing_or_malformed_output_fails_the_run_and_registers_nothing(team,
     )
     assert execute_job(empty.pk) == "failed"
     empty.refresh_from_db()
-    assert "clean-job" in empty.error and "empty" in empty.error.lower()
+    assert empty.error == "clean.csv: the file is empty"
     assert DatasetVersion.objects.count() == versions
     assert not Dataset.objects.filter(name="clean").exists()
 
@@ -194,7 +198,7 @@ def test_the_wall_time_limit_stops_a_run(team, scientist):
     assert execute_job(job.pk) == "failed"
     job.refresh_from_db()
     assert job.error == "exceeded the wall time limit of 3 s; killed"
-    assert job.wall_time_s is not None and job.wall_time_s < 60
+    assert job.wall_time_s is not None
     # The run's token ended with it.
     assert not ApiToken.objects.filter(job_id=job.pk, revoked_at__isnull=True).exists()
     assert ApiToken.objects.filter(job_id=job.pk).count() == 1
@@ -230,7 +234,11 @@ def test_the_log_api_pages_by_seq_and_serves_the_whole_text(team, scientist, out
         team,
         scientist,
         {
-            "lines.py": "import sys\nfor i in range(3000):\n    print(f'line {i}', file=sys.stderr if i % 1000 == 999 else sys.stdout)\n"
+            "lines.py": """
+                import sys
+                for i in range(3000):
+                    print(f"line {i}", file=sys.stderr if i % 1000 == 999 else sys.stdout)
+            """
         },
     )
     job = do_submit_code_run(code_version=code, entry_point="lines.py", actor=scientist)
@@ -277,12 +285,13 @@ def test_a_log_over_the_bound_is_truncated_with_a_note(team, scientist, client_f
     kept = "".join(c.text for c in chunks[:-1])
     assert len(kept.encode()) <= 4000
     numbers = [line for line in kept.splitlines() if line.isdigit()]
-    assert numbers == [f"{i:05d}" for i in range(len(numbers))] and numbers
+    assert numbers
+    assert numbers == [f"{i:05d}" for i in range(len(numbers))]
     page = client_for(scientist).get(f"/api/jobs/{job.pk}/log/").json()
     assert page["truncated"] is True
     job.refresh_from_db()
     # The tail goes on past the bound.
-    assert job.log_tail.splitlines()[-1].startswith("01999") or "01999" in job.log_tail
+    assert job.log_tail.splitlines()[-1] == "01999"
 
 
 @pytest.mark.django_db
@@ -341,7 +350,126 @@ def test_code_runs_are_submitted_through_the_jobs_api(
     )
     jobs = Job.objects.count()
     answer = client.post("/api/jobs/", body | {"inputs": {"hours": foreign.pk}}, format="json")
-    assert answer.status_code == 400 and "does not exist" in json.dumps(answer.json())
+    assert answer.status_code == 400
+    assert "does not exist" in json.dumps(answer.json())
     assert client_for(viewer).post("/api/jobs/", body, format="json").status_code == 403
     assert client_for(outsider).post("/api/jobs/", body, format="json").status_code == 400
     assert Job.objects.count() == jobs
+
+
+TRAIN = {
+    "MLproject": """
+        name: bike-train
+        entry_points:
+          main:
+            parameters:
+              data: {type: path}
+              epochs: {type: int, default: 3}
+              lr: {type: float, default: 0.05}
+            command: "python train.py --data {data} --epochs {epochs} --lr {lr}"
+    """,
+    "train.py": """
+        import argparse, os
+        import mlflow
+        import pandas as pd
+        import torch
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--data")
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--lr", type=float)
+        args = parser.parse_args()
+        torch.set_num_threads(int(os.environ["STEWARD_THREADS"]))
+        torch.manual_seed(0)
+        frame = pd.read_csv(args.data)
+        features = ["temp", "hum", "windspeed", "hr"]
+        x = torch.tensor(frame[features].to_numpy(), dtype=torch.float32)
+        x = (x - x.mean(0)) / x.std(0)
+        y = torch.tensor(frame["cnt"].to_numpy(), dtype=torch.float32)
+        y = (y - y.mean()) / y.std()
+        model = torch.nn.Linear(len(features), 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+        with mlflow.start_run() as run:
+            print(f"run {run.info.run_id} of experiment {run.info.experiment_id}")
+            mlflow.log_params({"epochs": args.epochs, "lr": args.lr, "rows": len(frame)})
+            for epoch in range(args.epochs):
+                optimizer.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x).squeeze(1), y)
+                loss.backward()
+                optimizer.step()
+                mlflow.log_metric("train_loss", float(loss), step=epoch)
+                print(f"epoch {epoch} loss {float(loss):.4f}")
+            path = os.path.join(os.environ["TMPDIR"], "weights.txt")
+            with open(path, "w") as handle:
+                handle.write(" ".join(f"{w:.6f}" for w in model.weight.detach().flatten().tolist()))
+            mlflow.log_artifact(path)
+    """,
+}
+
+
+# Remove at merge with the jobtoken work (issue 17): until then the tracking API answers the
+# run's first call, GetRun, with RESOURCE_DOES_NOT_EXIST (a code run is not yet an MLflow run).
+@pytest.mark.xfail(reason="needs the jobtoken slice: code runs as MLflow runs", strict=False)
+@pytest.mark.django_db(transaction=True)
+def test_a_training_script_logs_to_its_run_through_the_mlflow_client(
+    team, scientist, dataset_version, live_server, settings
+):
+    """The user's script trains on the real bike data and logs params, metrics with steps and an
+    artifact with the real mlflow client, through the sandbox's proxy, with its job's token.
+    The tracking endpoints accept a code run as an MLflow run and scope the token to it in the
+    ``jobtoken`` work of issue 17: until it is merged, this run's MLflow calls are refused."""
+    settings.STEWARD_API_URL = live_server.url
+    code = make_code_version(team, scientist, TRAIN)
+    job = do_submit_code_run(
+        code_version=code,
+        entry_point="main",
+        parameters={"data": "hours", "epochs": 4},
+        inputs={"hours": dataset_version},
+        experiment_name="bike training",
+        actor=scientist,
+    )
+    state = execute_job(job.pk)
+    job.refresh_from_db()
+    log = _log(job)
+    assert "running main: python train.py --data /job/inputs/hours.csv --epochs 4 --lr 0.05" in log or (
+        "--data " in log and "hours.csv --epochs 4 --lr 0.05" in log
+    )
+    # Needs jobtoken (issue 17): the tracking API takes the code run as the MLflow run.
+    assert state == "succeeded", job.error
+    assert f"run {job.pk} of experiment {job.experiment_id}\n" in log
+    assert job.params == {"epochs": "4", "lr": "0.05", "rows": "17379"}
+    history = list(job.metric_history.filter(key="train_loss").values_list("step", flat=True))
+    assert history == [0, 1, 2, 3]
+    losses = [line.split()[-1] for line in log.splitlines() if line.startswith("epoch ")]
+    assert [f"{v:.4f}" for v in job.metric_history.values_list("value", flat=True)] == losses
+    assert not ApiToken.objects.filter(job_id=job.pk, revoked_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_a_running_code_run(team, owner, scientist):
+    """A cancel request from another connection stops the run's process group within polls."""
+    code = make_code_version(
+        team,
+        scientist,
+        {"wait.py": "import time\nprint('ready', flush=True)\ntime.sleep(120)\nprint('woke')\n"},
+    )
+    job = do_submit_code_run(code_version=code, entry_point="wait.py", actor=scientist)
+
+    def cancel_when_ready() -> None:
+        try:
+            for _ in range(600):
+                if JobLogChunk.objects.filter(job_id=job.pk, text__contains="ready").exists():
+                    do_cancel_job(job=Job.objects.get(pk=job.pk), actor=owner)
+                    return
+                time.sleep(0.1)
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel_when_ready)
+    canceller.start()
+    state = execute_job(job.pk)
+    canceller.join()
+    job.refresh_from_db()
+    assert (state, job.error) == ("cancelled", "cancelled while running")
+    assert "woke" not in _log(job)
+    assert not ApiToken.objects.filter(job_id=job.pk, revoked_at__isnull=True).exists()

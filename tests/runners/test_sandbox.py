@@ -73,7 +73,8 @@ PROBE = """
         report("postgresql", lambda: connect(5432))
         report("redis", lambda: connect(6379))
         report("steward api", api)
-    report("uid", lambda: [line for line in read("/proc/self/status").splitlines() if line.startswith("Uid:")][0])
+    status = read("/proc/self/status").splitlines()
+    report("uid", lambda: [line for line in status if line.startswith("Uid:")][0])
     report("uid map", lambda: read("/proc/self/uid_map").split())
 """
 
@@ -182,7 +183,10 @@ def test_unsandboxed_code_still_gets_a_clean_environment(team, scientist, worker
         for name in {names}; do
             if printenv "$name" >/dev/null; then echo "leaked $name"; else echo "no $name"; fi
         done
-        if cat /proc/{os.getpid()}/environ >/dev/null 2>&1; then echo "read worker environ"; else echo "no worker environ"; fi
+        if cat /proc/{os.getpid()}/environ >/dev/null 2>&1
+        then echo "read worker environ"
+        else echo "no worker environ"
+        fi
         grep '^Uid:' /proc/self/status
     """
     code = make_code_version(
