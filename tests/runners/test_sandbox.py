@@ -167,7 +167,7 @@ def test_sandboxed_code_gets_no_secret_and_only_the_api(
         # No user namespace: the uid inside is the uid outside (not root mapped to 65534).
         assert probes["uid map"]["got"] == ["0", "0", "4294967295"]
     log = "".join(JobLogChunk.objects.filter(job=job).values_list("text", flat=True))
-    for secret in [*SECRETS.values(), "signing-file-4711"]:
+    for secret in [*SECRETS.values(), "signing-file-4711", settings.SECRET_KEY]:
         assert secret not in log
     assert "sandbox: bwrap" in log
 
@@ -204,3 +204,13 @@ def test_unsandboxed_code_still_gets_a_clean_environment(team, scientist, worker
     assert "sandbox: none (bubblewrap is not usable here)" in log
     for secret in SECRETS.values():
         assert secret not in log
+
+
+def test_auto_falls_back_to_none_where_bubblewrap_cannot_run_and_bwrap_refuses(tmp_path):
+    missing = str(tmp_path / "no-bwrap")
+    assert sandbox.resolve_mode("auto", bwrap=missing) == "none"
+    assert sandbox.resolve_mode("none", bwrap=missing) == "none"
+    with pytest.raises(sandbox.SandboxError, match=r"STEWARD_SANDBOX=bwrap but .*no-bwrap"):
+        sandbox.resolve_mode("bwrap", bwrap=missing)
+    with pytest.raises(sandbox.SandboxError, match="STEWARD_SANDBOX is 'docker'; one of auto, bwrap, none"):
+        sandbox.resolve_mode("docker")
