@@ -449,7 +449,7 @@ def _chown(path: Path, uid: int | None) -> None:
         os.chown(path, uid, uid)
 
 
-def _prepare_workdir(job: Job, tmp: Path, mode: str, uid: int | None) -> dict[str, Path]:
+def _prepare_workdir(job: Job, tmp: Path, uid: int | None) -> dict[str, Path]:
     """Lay out one attempt's folders: ``code/`` (the code, read-only to it), ``inputs/<name>.<format>``
     (copies, read-only), ``output/`` (its own), ``run/`` (the API socket), ``home/``. Returns
     {input name: host path}."""
@@ -532,7 +532,7 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
         seconds=(limits.wall_time_s or settings.STEWARD_JOB_MAX_WALL_TIME_S or 86400) + 300
     )
     with _workdir(job, attempt) as tmp:
-        input_paths = _prepare_workdir(job, tmp, mode, uid)
+        input_paths = _prepare_workdir(job, tmp, uid)
         # One token per attempt: a new attempt ends the previous one's.
         do_revoke_job_tokens(job_id=job.pk)
         _, token = do_issue_job_token(job_id=job.pk, user=job.created_by, expires_at=expires)
