@@ -38,6 +38,7 @@ urlpatterns = [
     # File-like names without the router's trailing slash.
     path("audit-events/export.csv", audit.export_csv_view, name="auditevent-export-csv"),
     path("audit-events/export.json", audit.export_json_view, name="auditevent-export-json"),
+    path("jobs/<int:pk>/log.txt", runners.JobViewSet.as_view({"get": "log_text"}), name="job-log-text"),
     path("audit/consistency/", audit.AuditConsistencyView.as_view(), name="audit_consistency"),
     path("audit/public-key/", audit.AuditPublicKeyView.as_view(), name="audit_public_key"),
     path("audit/verifier.py", audit.AuditVerifierView.as_view(), name="audit_verifier"),

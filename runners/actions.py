@@ -312,29 +312,41 @@ def do_submit_job(
     )
     with transaction.atomic():
         ensure_can(actor, CHANGE, submission.team_id)
-        # A team past its budget (issue 16): the job waits, held, for an owner to release it.
-        held = hold_reason(Team.objects.get(pk=submission.team_id))
-        job = Job.objects.create(
-            team_id=submission.team_id,
+        return queue_job(
+            submission,
             kind=kind,
-            spec=submission.spec,
+            actor=actor,
             dataset_version=dataset_version,
             registered_model=registered_model,
             model_version=model_version,
-            created_by=actor,
-            celery_task_id=str(uuid.uuid4()),
-            backend=submission.backend,
-            not_before=submission.not_before,
             schedule=schedule,
-            state=JobState.HELD if held else JobState.QUEUED,
-            hold_reason=held,
-            resource_class=submission.spec["resources"]["class"],
-            gpus=submission.spec["resources"]["gpus"],
         )
-        record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
-        # enqueue sends nothing before the job is deliverable (its window, its backend).
-        if not held:
-            transaction.on_commit(lambda: enqueue_job(job.pk))
+
+
+def queue_job(submission: Submission, *, kind: str, actor: User, **fields: Any) -> Job:
+    """Write the job ``submission`` describes (caller's transaction, permission already checked):
+    held when its team is past its budget, else queued and sent after commit; its ``job.submit``
+    audit event. ``fields``: the kind's own columns (inputs, model, code version, schedule)."""
+    # A team past its budget (issue 16): the job waits, held, for an owner to release it.
+    held = hold_reason(Team.objects.get(pk=submission.team_id))
+    job = Job.objects.create(
+        team_id=submission.team_id,
+        kind=kind,
+        spec=submission.spec,
+        created_by=actor,
+        celery_task_id=str(uuid.uuid4()),
+        backend=submission.backend,
+        not_before=submission.not_before,
+        state=JobState.HELD if held else JobState.QUEUED,
+        hold_reason=held,
+        resource_class=submission.spec["resources"]["class"],
+        gpus=submission.spec["resources"]["gpus"],
+        **fields,
+    )
+    record_audit_event(actor=actor, action="job.submit", obj=job, after=snapshot(job))
+    # enqueue sends nothing before the job is deliverable (its window, its backend).
+    if not held:
+        transaction.on_commit(lambda: enqueue_job(job.pk))
     return job
 
 

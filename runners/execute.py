@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
+import os
 import shutil
 import socket
+import stat
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,26 +18,29 @@ from typing import Any
 
 import pandas as pd
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+import governance
 from governance import datafiles
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
+from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import Dataset, DatasetVersion, ModelVersion
 from governance.names import name_key
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
-from runners import accounting, launcher, ray_backend
+from runners import accounting, code_runs, code_versions, joblog, launcher, ray_backend, sandbox
 from runners.actions import JOBS, do_succeed_job, job_limits
 from runners.lifecycle import RUNNING, Cancelled, ClaimLost
-from runners.models import Job, JobBackend, JobKind
+from runners.models import CodeVersion, Job, JobBackend, JobDataset, JobDatasetRole, JobKind
 from runners.specs import SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
-LOG_TAIL_LINES = 50
+LOG_TAIL_LINES = joblog.LOG_TAIL_LINES
 # The column the child's inference adds (runners.inference, which this module does not import).
 PREDICTION_COLUMN = "prediction"
 # How often the worker checks a running job's cancel flag and claim, and samples its memory.
@@ -74,6 +82,8 @@ def execute_job(job_id: int, worker: str = "") -> str:
         with JOBS.heartbeat(job_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S, attempt):
             if job.kind == JobKind.TRAIN:
                 _run_training(job, attempt, devices)
+            elif job.kind == JobKind.CODE:
+                _run_code(job, attempt, devices)
             else:
                 _run_inference(job, attempt, devices)
 
@@ -86,16 +96,13 @@ def checkpoint_folder(job_id: int) -> Path:
 
 
 def _append_log(job_id: int, attempt: int, line: str, **fields: Any) -> None:
-    """Append a log line and update telemetry (progress, heartbeat); not an audited change.
+    """Append one of Steward's own lines to the job's log (``runners.joblog``, stream
+    ``steward``) and update telemetry (progress, heartbeat); not an audited change.
 
     Raises ClaimLost when the job no longer runs under ``attempt`` (another delivery took it over
     after this worker looked dead): the run stops instead of training on for nothing.
     """
-    job = Job.objects.only("log_tail").get(pk=job_id)
-    lines = ([*job.log_tail.splitlines(), line])[-LOG_TAIL_LINES:]
-    fields |= {"log_tail": "\n".join(lines), "heartbeat_at": timezone.now()}
-    if not JOBS.record_progress(job_id, attempt, **fields):
-        raise ClaimLost(f"job {job_id} no longer runs as attempt {attempt}")
+    joblog.write_log(job_id, attempt, [(joblog.STEWARD_STREAM, line)], **fields)
 
 
 def _checker(job_id: int, attempt: int) -> Callable[[], None]:
@@ -138,11 +145,17 @@ def _workdir(job: Job, attempt: int) -> Iterator[Path]:
 
 
 def _runner(
-    job: Job, attempt: int, task: dict[str, Any], limits: launcher.Limits, workdir: Path, devices: list[str]
+    job: Job,
+    attempt: int,
+    task: dict[str, Any],
+    limits: launcher.Limits,
+    workdir: Path,
+    devices: list[str],
+    command: launcher.Command | None = None,
 ) -> launcher.Launch | ray_backend.RayLaunch:
     """The job's backend for one attempt: a child of this worker, or a Ray job (issue 16)."""
     if job.backend != JobBackend.RAY:
-        return launcher.Launch(task, limits, workdir, devices)
+        return launcher.Launch(task, limits, workdir, devices, command=command)
     if not settings.STEWARD_RAY_ADDRESS:
         raise launcher.ComputeError(
             "the job runs on the ray backend but STEWARD_RAY_ADDRESS is not set on this worker",
@@ -170,17 +183,26 @@ def _launch(
     workdir: Path,
     on_event: Callable[[dict[str, Any]], None],
     devices: list[str],
+    *,
+    command: launcher.Command | None = None,
+    every_poll: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``task`` on the job's backend under its limits, seeing ``devices`` only (a local run;
-    Ray gives its own GPUs); its usage is added to the job's accounting whatever the outcome.
-    Returns the child's result event."""
+    """Run ``task`` (or a code run's ``command``) on the job's backend under its limits, seeing
+    ``devices`` only (a local run; Ray gives its own GPUs); its usage is added to the job's
+    accounting whatever the outcome. ``every_poll`` runs before each cancel/claim check (a code
+    run writes its buffered log then). Returns the child's result event."""
     limits = job_limits(job)
     Job.objects.filter(pk=job.pk, attempt=attempt).update(limits=limits.as_dict())
-    run = _runner(job, attempt, task, limits, workdir, devices)
+    run = _runner(job, attempt, task, limits, workdir, devices, command)
+    checker = _checker(job.pk, attempt)
+
+    def check() -> None:
+        if every_poll is not None:
+            every_poll()
+        checker()
+
     try:
-        return run.run(
-            on_event, _checker(job.pk, attempt), poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S
-        )
+        return run.run(on_event, check, poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S)
     finally:
         _record_usage(job.pk, attempt, run.usage)
 
@@ -397,3 +419,240 @@ def predict_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Seri
         )
         predicted = datafiles.read_frame(output, "parquet", output.name)[PREDICTION_COLUMN]
     return pd.Series(predicted.to_numpy(), index=rows.index, name=PREDICTION_COLUMN)
+
+
+# A code run's API proxy listens on this loopback port inside its sandbox (its own network).
+SANDBOX_API_PORT = 5000
+OUTPUT_FORMATS = ("csv", "parquet")
+
+
+def materialize_code(version: CodeVersion, destination: Path) -> None:
+    """Write ``version``'s files into ``destination`` (created) after checking the archive's
+    sha256 (``runners.code_versions.materialize``). Raises ComputeError, not the run's fault, when
+    the stored archive changed or is missing."""
+    try:
+        code_versions.materialize(version, destination)
+    except (code_versions.ArtifactChanged, OSError) as exc:
+        raise launcher.ComputeError(f"{version}: {exc}", is_user_error=False) from exc
+
+
+def _chown(path: Path, uid: int | None) -> None:
+    if uid is not None:
+        os.chown(path, uid, uid)
+
+
+def _prepare_workdir(job: Job, tmp: Path, uid: int | None) -> dict[str, Path]:
+    """Lay out one attempt's folders: ``code/`` (the code, read-only to it), ``inputs/<name>.<format>``
+    (copies, read-only), ``output/`` (its own), ``run/`` (the API socket), ``home/``. Returns
+    {input name: host path}."""
+    tmp.chmod(0o711)  # the code's user crosses it (none mode) but cannot list it
+    code = tmp / "code"
+    materialize_code(job.code_version, code)
+    inputs = tmp / "inputs"
+    inputs.mkdir(mode=0o755)
+    paths = {}
+    for item in job.datasets.filter(role=JobDatasetRole.INPUT).select_related("dataset_version"):
+        version = item.dataset_version
+        target = inputs / f"{item.name}.{version.format}"
+        # A copy, not a hard link: in none mode a link would let the code write the stored file.
+        shutil.copyfile(version.path, target)
+        target.chmod(0o444)
+        paths[item.name] = target
+    for folder in (tmp / "output", tmp / "output" / "datasets", tmp / "home"):
+        folder.mkdir(mode=0o755)
+        _chown(folder, uid)
+    (tmp / "run").mkdir(mode=0o755)
+    for path in code.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    code.chmod(0o755)
+    return paths
+
+
+def _code_env(
+    job: Job, mode: str, tmp: Path, devices: list[str], threads: int, token: str, input_paths: dict[str, Path]
+) -> dict[str, str]:
+    """The code's whole environment (issue 17): nothing of the worker's, so none of its secrets."""
+    where = sandbox.layout(mode, tmp, Path(__file__).resolve().parent.parent)
+    inside = {name: where.inputs / path.name for name, path in input_paths.items()}
+    home = str(sandbox.INSIDE_TMP) if mode == "bwrap" else str(tmp / "home")
+    api = f"http://127.0.0.1:{SANDBOX_API_PORT}" if mode == "bwrap" else settings.STEWARD_API_URL.rstrip("/")
+    env = {
+        "PATH": f"{sandbox.python_bin()}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": home,
+        "USER": "steward-job",
+        "LOGNAME": "steward-job",
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(where.steward),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "STEWARD_THREADS": str(threads),
+        # Always set: an empty list hides every GPU from a CPU job on a GPU host.
+        "CUDA_VISIBLE_DEVICES": ",".join(devices),
+        "STEWARD_JOB_ID": str(job.pk),
+        "STEWARD_INPUTS_DIR": str(where.inputs),
+        "STEWARD_OUTPUT_DIR": str(where.output),
+        "MLFLOW_TRACKING_URI": api,
+        "MLFLOW_TRACKING_TOKEN": token,
+        "MLFLOW_RUN_ID": job.mlflow_run_id,
+        "MLFLOW_EXPERIMENT_ID": str(job.experiment_id or ""),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    }
+    return env | {code_runs.input_variable(name): str(path) for name, path in inside.items()}
+
+
+def _api_target() -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(settings.STEWARD_API_URL)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed.hostname or "127.0.0.1", port
+
+
+def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
+    """Run a code version's entry point in the sandbox (issue 17); at success register the
+    dataset versions it declared, with lineage, in one fenced transaction."""
+    try:
+        mode = sandbox.resolve_mode(settings.STEWARD_SANDBOX)
+    except sandbox.SandboxError as exc:
+        raise launcher.ComputeError(str(exc), is_user_error=False) from exc
+    uid = settings.STEWARD_SANDBOX_UID if os.geteuid() == 0 else None
+    if mode == "none":
+        as_user = f" as uid {uid}" if uid is not None else ""
+        _append_log(job.pk, attempt, sandbox.NONE_WARNING.format(as_user=as_user))
+    limits = job_limits(job)
+    expires = timezone.now() + datetime.timedelta(
+        seconds=(limits.wall_time_s or settings.STEWARD_JOB_MAX_WALL_TIME_S or 86400) + 300
+    )
+    with _workdir(job, attempt) as tmp:
+        input_paths = _prepare_workdir(job, tmp, uid)
+        # One token per attempt: a new attempt ends the previous one's.
+        do_revoke_job_tokens(job_id=job.pk)
+        _, token = do_issue_job_token(job_id=job.pk, user=job.created_by, expires_at=expires)
+        try:
+            env = _code_env(job, mode, tmp, devices, limits.threads, token, input_paths)
+            where = sandbox.layout(mode, tmp, Path(__file__).resolve().parent.parent)
+            entry = job.code_version.entry_points[job.entry_point]
+            parameters = job.spec.get("parameters") or {}
+            declared = entry.get("parameters") or {}
+            # A path parameter naming an input is that input's file (issue 17).
+            paths = {
+                pname: str(where.inputs / input_paths[value].name)
+                for pname, value in parameters.items()
+                if declared.get(pname, {}).get("type") == "path" and value in input_paths
+            }
+            line = code_runs.command_line(entry["command"], parameters, paths)
+            _append_log(job.pk, attempt, f"sandbox: {mode}; running {job.entry_point}: {line}")
+            command = sandbox.build(
+                mode,
+                run_line=line,
+                env=env,
+                workdir=tmp,
+                steward_packages=[
+                    Path(__file__).resolve().parent,
+                    Path(governance.__file__).resolve().parent,
+                ],
+                api_target=_api_target(),
+                api_port=SANDBOX_API_PORT,
+                uid=settings.STEWARD_SANDBOX_UID,
+            )
+            buffer = joblog.LogBuffer(job.pk, attempt)
+
+            def on_event(event: dict[str, Any]) -> None:
+                if event.get("event") == "output":
+                    buffer.add(event["stream"], event["text"])
+
+            try:
+                _launch(
+                    job,
+                    attempt,
+                    {"kind": "code"},
+                    tmp,
+                    on_event,
+                    devices,
+                    command=command,
+                    every_poll=buffer.flush,
+                )
+            finally:
+                with contextlib.suppress(ClaimLost):
+                    buffer.flush()
+        finally:
+            do_revoke_job_tokens(job_id=job.pk)
+        outputs = _declared_outputs(job, tmp / "output", attempt)
+        with JOBS.fenced(job.pk, attempt):
+            produced = _register_outputs(job, outputs)
+            job_node = NodeRef("job", job.pk)
+            edges = [(NodeRef("code_version", job.code_version_id), job_node, Relation.INPUT)]
+            edges += [
+                (NodeRef("dataset_version", item.dataset_version_id), job_node, Relation.INPUT)
+                for item in job.datasets.filter(role=JobDatasetRole.INPUT)
+            ]
+            edges += [(job_node, NodeRef("dataset_version", v.pk), Relation.OUTPUT) for v in produced]
+            do_record_edges(edges)
+            do_succeed_job(job.pk, output_dataset_version=produced[0] if produced else None)
+
+
+def _declared_outputs(job: Job, output: Path, attempt: int) -> dict[str, Path]:
+    """The files of the run's declared output datasets (``output/datasets/<name>.csv|.parquet``).
+    Raises ComputeError naming a declared one that is missing, given twice, or not a plain file;
+    logs and ignores undeclared files."""
+    declared = (job.spec.get("outputs") or {}).get("datasets") or []
+    folder = output / "datasets"
+    found: dict[str, list[Path]] = {}
+    if folder.is_dir() and not folder.is_symlink():
+        for path in sorted(folder.iterdir()):
+            stem, _, suffix = path.name.rpartition(".")
+            if stem in declared and suffix in OUTPUT_FORMATS:
+                found.setdefault(stem, []).append(path)
+            else:
+                _append_log(job.pk, attempt, f"output datasets/{path.name} is not a declared output; ignored")
+    files = {}
+    for name in declared:
+        paths = found.get(name, [])
+        if not paths:
+            raise launcher.ComputeError(
+                f"declared output dataset {name!r}: "
+                f"no file datasets/{name}.csv or .parquet in $STEWARD_OUTPUT_DIR"
+            )
+        if len(paths) > 1:
+            raise launcher.ComputeError(
+                f"declared output dataset {name!r}: both a .csv and a .parquet; write one"
+            )
+        info = paths[0].lstat()
+        # Not a link nor a second name of another file: the worker reads it with its own rights.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise launcher.ComputeError(f"output datasets/{paths[0].name}: not a regular file")
+        files[name] = paths[0]
+    return files
+
+
+def _register_outputs(job: Job, files: dict[str, Path]) -> list[DatasetVersion]:
+    """Register each output file as the next version of the team's dataset of its name (created
+    if absent), on behalf of the submitter; the caller's fenced transaction holds them all."""
+    produced = []
+    for name, path in files.items():
+        dataset = (
+            Dataset.objects.select_for_update().filter(team_id=job.team_id, name_key=name_key(name)).first()
+        )
+        if dataset is None:
+            dataset = do_create_dataset(
+                team=job.team,
+                name=name,
+                description=f"Written by code run #{job.pk}",
+                actor=None,
+                on_behalf_of=job.created_by,
+            )
+        try:
+            version = do_register_dataset_version(
+                dataset=dataset,
+                file_path=path,
+                filename=path.name,
+                source=DatasetVersion.Source.JOB,
+                description=f"Written by {job.code_version} ({job.entry_point}) in job #{job.pk}",
+                actor=None,
+                on_behalf_of=job.created_by,
+            )
+        except ValidationError as exc:  # e.g. a schema-locked dataset given other columns
+            raise launcher.ComputeError(f"output dataset {name!r}: {'; '.join(exc.messages)}") from exc
+        JobDataset.objects.create(job=job, role=JobDatasetRole.OUTPUT, name=name, dataset_version=version)
+        produced.append(version)
+    return produced

@@ -15,6 +15,11 @@ empty string, for a CPU job). A training job given several devices runs under to
 of processes under the child, in as many process groups: every group seen is stopped, and the
 memory limit counts them all.
 
+A run may also be a plain ``Command`` (issue 17: a user's code, usually inside
+``runners.sandbox``): its stdout and stderr are log streams, each line an ``output`` event, and
+its exit status is the outcome (0: success). The process group, limits, cancel and usage are the
+same code for both.
+
 The child writes JSON-lines events on its stdout (see ``runners.child``); the parent reads them
 from a thread and, every ``poll_s``, calls its ``check`` (cancel, lost claim), samples the run's
 resident memory from ``/proc`` and enforces the wall-time limits. Stopping is SIGTERM to the
@@ -25,6 +30,7 @@ and the samples.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -41,6 +47,12 @@ from typing import Any, BinaryIO
 
 CHECKPOINT_GLOB = "epoch-*.pt"
 STDERR_TAIL_CHARS = 2000
+# How many of a command's last stderr lines its failure message quotes.
+STDERR_TAIL_LINES = 20
+# A command's death by one of these (the OOM killer's SIGKILL, a crash) is not the input's fault.
+LOST_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS})
+# A longer line of a command's output is split into pieces of this many bytes.
+OUTPUT_LINE_BYTES = 64 * 1024
 PAGE_MB = 1024.0
 
 
@@ -72,6 +84,19 @@ class Usage:
     bytes_read: int | None = None
     gpu_time_s: float | None = None
     peak_gpu_mem_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A plain command to run instead of ``runners.child`` (issue 17): ``argv`` with exactly
+    ``env`` (nothing of the worker's environment is added) in ``cwd``; ``user``/``group``: the
+    uid/gid to run it as (None: the worker's own)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    user: int | None = None
+    group: int | None = None
 
 
 class ComputeError(Exception):
@@ -178,13 +203,24 @@ class Launch:
     one runs under torchrun, one rank per device (on a host without CUDA, ranks on the CPU).
     """
 
-    def __init__(self, task: dict[str, Any], limits: Limits, workdir: Path, devices: Sequence[str] = ()):
+    def __init__(
+        self,
+        task: dict[str, Any],
+        limits: Limits,
+        workdir: Path,
+        devices: Sequence[str] = (),
+        *,
+        command: Command | None = None,
+    ):
         self.task = {**task, "threads": limits.threads}
         self.limits = limits
         self.workdir = workdir
         self.devices = list(devices)
         self.ranks = len(self.devices) if task.get("kind") == "train" and len(self.devices) > 1 else 1
         self.usage = Usage()
+        # A plain command (``Command``) rather than runners.child: ``task`` is then unused.
+        self.plain = command
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._groups: set[int] = set()  # every process group of the run seen so far
 
     def command(self, task_file: Path) -> list[str]:
@@ -214,7 +250,16 @@ class Launch:
         Whatever either raises (a cancel, a lost claim) stops the child's group (SIGTERM, SIGKILL
         after ``grace_s``) and propagates. Raises ComputeError with the child's own message when it
         reports an error or dies without a result, LimitExceeded when it went over ``limits``.
+
+        A plain ``Command``: ``on_event`` gets ``{"event": "output", "stream": "stdout" |
+        "stderr", "text": line}`` per line (no newline); returns ``{"event": "result",
+        "exit_code": 0}``; a non-zero exit raises ComputeError (a user error) with the code and
+        its last stderr lines, a death by SIGKILL, SIGSEGV or SIGBUS (exit status 128 + N through the
+        shell) ComputeLost, so it runs again while attempts remain. The soft wall time does not apply
+        (SIGUSR1 would kill code that does not expect it).
         """
+        if self.plain is not None:
+            return self._run_plain(self.plain, on_event, check, poll_s, grace_s)
         task_file = self.workdir / "task.json"
         task_file.write_text(json.dumps(self.task))
         # Each rank gets its share of the job's threads (runners.child sets torch's count to it).
@@ -236,6 +281,33 @@ class Launch:
             )
             return self._follow(process, stderr, on_event, check, poll_s, grace_s)
 
+    def _run_plain(
+        self,
+        command: Command,
+        on_event: Callable[[dict[str, Any]], None],
+        check: Callable[[], None],
+        poll_s: float,
+        grace_s: float,
+    ) -> dict[str, Any]:
+        with open(self.workdir / "child.stderr", "w+b") as unused:
+            process = subprocess.Popen(  # noqa: S603 - the sandbox's argv, never a shell string
+                command.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=command.env,
+                cwd=command.cwd,
+                user=command.user,
+                group=command.group,
+                extra_groups=[] if command.group is not None else None,
+            )
+            readers = [
+                (_read_lines, (process.stdout, "stdout")),
+                (_read_lines, (process.stderr, "stderr")),
+            ]
+            return self._follow(process, unused, on_event, check, poll_s, grace_s, readers)
+
     def _follow(
         self,
         process: subprocess.Popen[bytes],
@@ -244,10 +316,16 @@ class Launch:
         check: Callable[[], None],
         poll_s: float,
         grace_s: float,
+        sources: list[tuple[Callable[..., None], tuple[Any, ...]]] | None = None,
     ) -> dict[str, Any]:
         events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        reader = threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True)
-        reader.start()
+        sources = sources or [(_read_events, (process.stdout,))]
+        readers = [
+            threading.Thread(target=target, args=(*args, events), daemon=True) for target, args in sources
+        ]
+        for reader in readers:
+            reader.start()
+        open_streams = len(readers)
         started = time.monotonic()
         pgid = process.pid  # start_new_session: the child leads its own group
         ended: dict[str, Any] = {}
@@ -266,10 +344,13 @@ class Launch:
                         break
                     reported = True
                     if event is None:
-                        eof = True
+                        open_streams -= 1
+                        eof = open_streams == 0
                     elif event.get("event") in ("result", "error", "stopped", "usage"):
                         ended[event["event"]] = event
                     else:
+                        if event.get("event") == "output" and event["stream"] == "stderr":
+                            self._stderr_tail.append(event["text"])
                         if event.get("event") == "data":
                             self.usage.rows_read = int(event["rows_read"])
                             self.usage.bytes_read = int(event["bytes_read"])
@@ -298,7 +379,8 @@ class Launch:
                 if limits.wall_time_s is not None and elapsed > limits.wall_time_s:
                     raise LimitExceeded(f"exceeded the wall time limit of {limits.wall_time_s:g} s; killed")
                 if (
-                    limits.soft_wall_time_s is not None
+                    self.plain is None
+                    and limits.soft_wall_time_s is not None
                     and elapsed > limits.soft_wall_time_s
                     and reported
                     and not soft_sent
@@ -319,7 +401,10 @@ class Launch:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(group, signal.SIGKILL)
             self.usage.wall_time_s = time.monotonic() - started
-            reader.join(timeout=grace_s)
+            for reader in readers:
+                reader.join(timeout=grace_s)
+        if self.plain is not None:
+            return self._plain_outcome(process)
         return self._outcome(process, stderr, ended)
 
     def _reap(self, process: subprocess.Popen[bytes], *, block: bool) -> bool:
@@ -381,6 +466,29 @@ class Launch:
         raise ComputeLost(
             f"the job's process {how} without a result" + (f"; its last output: {tail}" if tail else "")
         )
+
+    def _plain_outcome(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+        code = process.returncode
+        if code == 0:
+            return {"event": "result", "exit_code": 0}
+        tail = "\n".join(self._stderr_tail)
+        last = f"; its last stderr lines:\n{tail}" if tail else ""
+        # A shell (and bwrap) reports its child's death by signal N as the exit status 128 + N.
+        signum = -code if code is not None and code < 0 else (code or 0) - 128
+        if signum in LOST_SIGNALS or (code is not None and code < 0):
+            raise ComputeLost(f"the code was killed by signal {signum}{last}")
+        raise ComputeError(f"the code exited with {code}{last}")
+
+
+def _read_lines(stream: Any, name: str, events: queue.Queue[dict[str, Any] | None]) -> None:
+    """Turn each line of a command's ``name`` stream into an ``output`` event; None at its end.
+    Bytes that are not UTF-8 are replaced; a line longer than ``OUTPUT_LINE_BYTES`` is split."""
+    try:
+        while raw := stream.readline(OUTPUT_LINE_BYTES):
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            events.put({"event": "output", "stream": name, "text": text})
+    finally:
+        events.put(None)
 
 
 def _read_events(stream: Any, events: queue.Queue[dict[str, Any] | None]) -> None:

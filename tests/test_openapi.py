@@ -50,6 +50,8 @@ ENDPOINTS = {
     "/api/jobs/{id}/cancel/",
     "/api/jobs/{id}/kubernetes-manifest/",
     "/api/jobs/{id}/metrics/",
+    "/api/jobs/{id}/log/",
+    "/api/jobs/{id}/log.txt",
     "/api/job-schedules/",
     "/api/job-schedules/{id}/",
     "/api/job-schedules/{id}/pause/",

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
 from runners.accounting import DIMENSIONS, parse_month
-from runners.models import Budget, Job, JobKind, JobSchedule
+from runners.models import Budget, CodeVersion, Job, JobKind, JobLogChunk, JobSchedule
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -61,6 +61,9 @@ class JobSerializer(serializers.ModelSerializer):
             "resource_class",
             "cost",
             "hold_reason",
+            "code_version",
+            "entry_point",
+            "experiment",
         ]
         read_only_fields = fields
 
@@ -77,6 +80,43 @@ class JobSubmitSerializer(serializers.Serializer):
         queryset=ModelVersion.objects.all(), required=False, allow_null=True
     )
     spec = serializers.JSONField(required=False, default=dict)
+
+
+class CodeRunSubmitSerializer(serializers.Serializer):
+    """A code run (issue 17): an entry point of a code version with its parameters, its input
+    dataset versions by name, the datasets it writes, its experiment and ``spec`` (limits,
+    resources, backend, start window)."""
+
+    kind = serializers.ChoiceField(choices=[JobKind.CODE])
+    code_version = RestrictedPrimaryKeyRelatedField(queryset=CodeVersion.objects.all())
+    entry_point = serializers.CharField(max_length=100)
+    parameters = serializers.JSONField(required=False, default=dict)
+    inputs = serializers.DictField(
+        child=RestrictedPrimaryKeyRelatedField(queryset=DatasetVersion.objects.all()),
+        required=False,
+        default=dict,
+        help_text="name -> dataset version id; the code finds it at $STEWARD_INPUT_<NAME>.",
+    )
+    outputs = serializers.JSONField(required=False, default=dict, help_text='{"datasets": [names]}')
+    experiment_name = serializers.CharField(required=False, allow_null=True, max_length=500)
+    spec = serializers.JSONField(required=False, default=dict)
+
+
+class JobLogChunkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobLogChunk
+        fields = ["seq", "attempt", "stream", "text", "created_at"]
+        read_only_fields = fields
+
+
+class JobLogSerializer(serializers.Serializer):
+    """A page of a job's log after ``after``: ``next`` is the ``after`` of the next page."""
+
+    chunks = JobLogChunkSerializer(many=True)
+    next = serializers.IntegerField()
+    state = serializers.CharField()
+    finished = serializers.BooleanField()
+    truncated = serializers.BooleanField()
 
 
 class JobScheduleSerializer(serializers.ModelSerializer):

@@ -1,6 +1,6 @@
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
@@ -8,10 +8,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.api.base import RestrictedCreateViewSet, RestrictedViewSetMixin
-from runners import actions, budgets, schedules
+from runners import actions, budgets, code_runs, joblog, schedules
 from runners.accounting import usage_rows
 from runners.api.serializers import (
     BudgetSerializer,
+    CodeRunSubmitSerializer,
+    JobLogSerializer,
     JobScheduleSerializer,
     JobSerializer,
     JobSubmitSerializer,
@@ -21,7 +23,7 @@ from runners.api.serializers import (
     UsageRowSerializer,
 )
 from runners.filtersets import BudgetFilterSet, JobFilterSet, JobScheduleFilterSet
-from runners.models import Budget, Job, JobSchedule
+from runners.models import Budget, Job, JobKind, JobSchedule
 from runners.queries import SeriesCursor, metric_series
 
 
@@ -43,12 +45,60 @@ class JobViewSet(RestrictedCreateViewSet):
 
     action_serializers = {"create": JobSubmitSerializer}
 
-    @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer})
+    @extend_schema(
+        request={
+            "application/json": PolymorphicProxySerializer(
+                component_name="JobSubmission",
+                serializers=[JobSubmitSerializer, CodeRunSubmitSerializer],
+                resource_type_field_name="kind",
+            )
+        },
+        responses={201: JobSerializer},
+    )
     def create(self, request, *args, **kwargs):
-        data = self.validated(request)
-        job = actions.do_submit_job(actor=request.user, **data)
+        if isinstance(request.data, dict) and request.data.get("kind") == JobKind.CODE:
+            data = dict(self.validated(request, CodeRunSubmitSerializer))
+            data.pop("kind")
+            job = code_runs.do_submit_code_run(actor=request.user, **data)
+        else:
+            job = actions.do_submit_job(actor=request.user, **self.validated(request))
         job.refresh_from_db()
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="the last seq already read (0: from the start)")
+        ],
+        responses={200: JobLogSerializer},
+    )
+    @action(detail=True, methods=["get"])
+    def log(self, request, pk=None):
+        """The job's log after ``after``, at most 1,000 chunks; follow with ``next``."""
+        unknown = sorted(set(request.query_params) - {"after"})
+        if unknown:
+            raise ParseError(f"unknown query parameter(s): {', '.join(unknown)}; known: after")
+        raw = request.query_params.get("after", "0")
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+            raise ParseError(f"after: a chunk's seq, a whole number of 0 or more; got {raw!r}")
+        after = int(raw)
+        job = self.get_object()
+        chunks = joblog.chunks_after(job.pk, after)
+        body = {
+            "chunks": chunks,
+            "next": chunks[-1].seq if chunks else after,
+            "state": job.state,
+            "finished": job.is_finished,
+            "truncated": joblog.log_state(job.pk).is_truncated,
+        }
+        return Response(JobLogSerializer(body).data)
+
+    @extend_schema(responses={(200, "text/plain"): OpenApiResponse(description="The whole log as text")})
+    def log_text(self, request, pk=None):
+        """The job's whole stored log as plain text, streamed."""
+        job = self.get_object()
+        response = StreamingHttpResponse(joblog.whole_log(job.pk), content_type="text/plain; charset=utf-8")
+        response["Content-Disposition"] = f'inline; filename="job-{job.pk}.log"'
+        return response
 
     @extend_schema(request=None, responses={200: JobSerializer})
     @action(detail=True, methods=["post"])

@@ -1,0 +1,157 @@
+"""A job's whole log (issue 17): its code's stdout and stderr and Steward's own lines, stored in
+order as ``JobLogChunk`` rows, bounded by ``STEWARD_JOB_LOG_MAX_BYTES``; ``Job.log_tail`` keeps
+the last ``LOG_TAIL_LINES`` lines for the pages that show a glance. Telemetry, not audited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Func, IntegerField, Max, Q, Sum
+from django.utils import timezone
+
+from runners.actions import JOBS
+from runners.lifecycle import ClaimLost
+from runners.models import Job, JobLogChunk
+
+LOG_TAIL_LINES = 50
+STEWARD_STREAM = "steward"
+TRUNCATED_NOTE = "log truncated at {limit} bytes; later output is not kept"
+TRUNCATED_PREFIX = "log truncated at "
+PAGE_CHUNKS = 1000
+
+
+class OctetLength(Func):
+    """Bytes of a text column in UTF-8 (PostgreSQL's ``OCTET_LENGTH``; SQLite counts a blob)."""
+
+    function = "OCTET_LENGTH"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra)
+
+
+@dataclass(frozen=True)
+class LogState:
+    """Where a job's stored log stands: its last ``seq`` (0: none), its size in bytes, and
+    whether it was cut at the bound."""
+
+    last_seq: int
+    size_bytes: int
+    is_truncated: bool
+
+
+def log_state(job_id: int) -> LogState:
+    """The job's ``LogState``, in one query."""
+    found = JobLogChunk.objects.filter(job_id=job_id).aggregate(
+        last=Max("seq"),
+        size=Sum(OctetLength("text")),
+        notes=Count("pk", filter=Q(stream=STEWARD_STREAM, text__startswith=TRUNCATED_PREFIX)),
+    )
+    return LogState(found["last"] or 0, found["size"] or 0, bool(found["notes"]))
+
+
+def _grouped(lines: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """Consecutive lines of one stream together: one chunk each."""
+    groups: list[tuple[str, list[str]]] = []
+    for stream, text in lines:
+        if groups and groups[-1][0] == stream:
+            groups[-1][1].append(text)
+        else:
+            groups.append((stream, [text]))
+    return groups
+
+
+def write_log(job_id: int, attempt: int, lines: Sequence[tuple[str, str]], **fields: Any) -> None:
+    """Append ``lines`` ([(stream, text)], text without its newline) to the job's log as
+    attempt ``attempt``: one insert (consecutive lines of a stream make one chunk, each line
+    ending in a newline), ``log_tail`` and ``heartbeat_at`` updated with ``fields`` (progress,
+    history: telemetry). Past ``STEWARD_JOB_LOG_MAX_BYTES`` the lines that do not fit are dropped
+    and one ``steward`` chunk says so; nothing is stored after it (the tail still moves).
+
+    Raises ClaimLost when the job no longer runs under ``attempt``: nothing is written.
+    """
+    limit = settings.STEWARD_JOB_LOG_MAX_BYTES
+    with transaction.atomic():
+        job = Job.objects.only("log_tail").get(pk=job_id)
+        tail = [*job.log_tail.splitlines(), *(text for _, text in lines)][-LOG_TAIL_LINES:]
+        fields |= {"log_tail": "\n".join(tail), "heartbeat_at": timezone.now()}
+        if not JOBS.record_progress(job_id, attempt, **fields):
+            raise ClaimLost(f"job {job_id} no longer runs as attempt {attempt}")
+        if not lines:
+            return
+        state = log_state(job_id)
+        if state.is_truncated:
+            return
+        seq, size, now = state.last_seq, state.size_bytes, timezone.now()
+        chunks = []
+        for stream, texts in _grouped(lines):
+            kept = []
+            for text in texts:
+                size += len(text.encode("utf-8")) + 1
+                if size > limit:
+                    break
+                kept.append(text + "\n")
+            if kept:
+                seq += 1
+                chunks.append(
+                    JobLogChunk(
+                        job_id=job_id,
+                        seq=seq,
+                        attempt=attempt,
+                        stream=stream,
+                        text="".join(kept),
+                        created_at=now,
+                    )
+                )
+            if size > limit:
+                seq += 1
+                note = TRUNCATED_NOTE.format(limit=limit) + "\n"
+                chunks.append(
+                    JobLogChunk(
+                        job_id=job_id,
+                        seq=seq,
+                        attempt=attempt,
+                        stream=STEWARD_STREAM,
+                        text=note,
+                        created_at=now,
+                    )
+                )
+                break
+        JobLogChunk.objects.bulk_create(chunks)
+
+
+def chunks_after(job_id: int, after: int, limit: int = PAGE_CHUNKS) -> list[JobLogChunk]:
+    """At most ``limit`` chunks of the job with ``seq > after``, in order."""
+    return list(JobLogChunk.objects.filter(job_id=job_id, seq__gt=after).order_by("seq")[:limit])
+
+
+def whole_log(job_id: int) -> Iterator[str]:
+    """The job's whole stored log as text, read a page of chunks at a time."""
+    after = 0
+    while page := chunks_after(job_id, after):
+        for chunk in page:
+            yield chunk.text
+        after = page[-1].seq
+
+
+class LogBuffer:
+    """Lines of a running code run gathered between two polls, written by ``flush`` in one
+    insert (``write_log``)."""
+
+    def __init__(self, job_id: int, attempt: int):
+        self.job_id = job_id
+        self.attempt = attempt
+        self.lines: list[tuple[str, str]] = []
+
+    def add(self, stream: str, text: str) -> None:
+        self.lines.append((stream, text))
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        lines, self.lines = self.lines, []
+        write_log(self.job_id, self.attempt, lines)
