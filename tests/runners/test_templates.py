@@ -25,9 +25,6 @@ from runners import codefiles
 from runners.models import Job, JobState, RunMetric
 from tests.conftest import BIKE_FEATURES, BIKE_HOURLY
 
-# The live Steward and the real mlflow client pointed at it, as the MLflow API tests use them.
-from tests.mlflow.conftest import api_token, mlflow_client, mlflow_env, steward_server  # noqa: F401
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WORKLOADS = Path(settings.BASE_DIR) / "runners" / "workloads"
@@ -53,7 +50,7 @@ def run_template(
     parameters: dict[str, object],
     *,
     run_id: str,
-    mlflow_env: dict[str, str],
+    env_of: dict[str, str],
     inputs: dict[str, Path],
     output: Path,
     threads: int = 1,
@@ -68,8 +65,8 @@ def run_template(
         "STEWARD_THREADS": str(threads),
         "STEWARD_OUTPUT_DIR": str(output),
         "STEWARD_INPUTS_DIR": str(next(iter(inputs.values())).parent) if inputs else str(output),
-        "MLFLOW_TRACKING_URI": mlflow_env["MLFLOW_TRACKING_URI"],
-        "MLFLOW_TRACKING_TOKEN": mlflow_env["MLFLOW_TRACKING_TOKEN"],
+        "MLFLOW_TRACKING_URI": env_of["MLFLOW_TRACKING_URI"],
+        "MLFLOW_TRACKING_TOKEN": env_of["MLFLOW_TRACKING_TOKEN"],
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_RUN_ID": run_id,
     }
@@ -85,10 +82,10 @@ def run_template(
     )
 
 
-def start_run(mlflow_client, experiment: str) -> str:
+def start_run(client, experiment: str) -> str:
     """A tracked run of the scientist started through the MLflow API (the job the code logs to)."""
-    experiment_id = mlflow_client.create_experiment(experiment)
-    return mlflow_client.create_run(experiment_id).info.run_id
+    experiment_id = client.create_experiment(experiment)
+    return client.create_run(experiment_id).info.run_id
 
 
 def succeeded(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -111,7 +108,7 @@ def test_tabular_template_trains_registers_and_predicts(mlflow_env, mlflow_clien
                 "model_name": "bike-template",
             },
             run_id=run_id,
-            mlflow_env=mlflow_env,
+            env_of=mlflow_env,
             inputs={"train": BIKE_HOURLY},
             output=tmp_path / "train-out",
         )
@@ -153,7 +150,7 @@ def test_tabular_template_trains_registers_and_predicts(mlflow_env, mlflow_clien
             "predict",
             {"model_uri": "models:/bike-template/1"},
             run_id=predict_run,
-            mlflow_env=mlflow_env,
+            env_of=mlflow_env,
             inputs={"data": data},
             output=tmp_path / "predict-out",
         )
@@ -173,7 +170,7 @@ def test_tabular_template_names_a_missing_column(mlflow_env, mlflow_client, tmp_
         "train",
         {"target": "cnt", "features": "temp,no_such_column", "epochs": 1},
         run_id=run_id,
-        mlflow_env=mlflow_env,
+        env_of=mlflow_env,
         inputs={"train": BIKE_HOURLY},
         output=tmp_path / "out",
     )
@@ -197,3 +194,72 @@ def test_threads_come_from_the_environment(tmp_path):
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False, timeout=120
     )
     assert "STEWARD_THREADS: expected a positive integer, got 'many'" in refused.stderr
+
+
+def test_vision_template_prepares_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path):
+    # A data preparation run writes scikit-learn's digits as a dataset.
+    prepare_run = start_run(mlflow_client, "vision-prepare")
+    succeeded(
+        run_template(
+            "vision",
+            "prepare",
+            {},
+            run_id=prepare_run,
+            env_of=mlflow_env,
+            inputs={},
+            output=tmp_path / "prep",
+        )
+    )
+    digits_csv = tmp_path / "prep" / "datasets" / "digits.csv"
+    digits = pd.read_csv(digits_csv)
+    assert digits.shape == (1797, 65)
+    assert list(digits.columns) == [*(f"p{i}" for i in range(64)), "label"]
+    assert sorted(digits["label"].unique()) == list(range(10))
+
+    run_id = start_run(mlflow_client, "vision-train")
+    epochs = 4
+    succeeded(
+        run_template(
+            "vision",
+            "train",
+            {"epochs": epochs, "model_name": "digits-cnn"},
+            run_id=run_id,
+            env_of=mlflow_env,
+            inputs={"train": digits_csv},
+            output=tmp_path / "train",
+        )
+    )
+    job = Job.objects.get(pk=int(run_id))
+    assert job.state == JobState.SUCCEEDED
+    assert job.params["epochs"] == str(epochs)
+    history = RunMetric.objects.filter(job=job, key="val_accuracy").order_by("step")
+    assert list(history.values_list("step", flat=True)) == [1, 2, 3, 4]
+    assert job.metrics["accuracy"] > 0.9
+    assert set(job.metrics) >= {f"recall_{digit}" for digit in range(10)}
+
+    # Registered with mlflow.pytorch: a model whose loading executes code.
+    version = ModelVersion.objects.get(model__name="digits-cnn")
+    assert (version.version, version.flavor, version.executes_code) == (1, "mlflow_model", True)
+    assert "pytorch" in version.flavor_details["flavors"]
+    assert version.source_job_id == job.pk
+
+    # Batch inference with the registered version on images it did not see in that order.
+    sample = digits.sample(300, random_state=7)
+    data = tmp_path / "sample.csv"
+    sample.to_csv(data, index=False)
+    predict_run = start_run(mlflow_client, "vision-predict")
+    succeeded(
+        run_template(
+            "vision",
+            "predict",
+            {"model_uri": "models:/digits-cnn/1"},
+            run_id=predict_run,
+            env_of=mlflow_env,
+            inputs={"data": data},
+            output=tmp_path / "predict",
+        )
+    )
+    predictions = pd.read_csv(tmp_path / "predict" / "datasets" / "predictions.csv")
+    assert len(predictions) == 300
+    assert predictions["confidence"].between(0, 1).all()
+    assert (predictions["prediction"] == predictions["label"]).mean() > 0.9
