@@ -263,3 +263,63 @@ def test_vision_template_prepares_trains_registers_and_predicts(mlflow_env, mlfl
     assert len(predictions) == 300
     assert predictions["confidence"].between(0, 1).all()
     assert (predictions["prediction"] == predictions["label"]).mean() > 0.9
+
+
+def test_text_template_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path):
+    corpus = pd.read_csv(SPAM)
+    assert corpus.shape == (6046, 2)
+    assert corpus["label"].value_counts().to_dict() == {"ham": 4150, "spam": 1896}
+
+    run_id = start_run(mlflow_client, "text-train")
+    succeeded(
+        run_template(
+            "text",
+            "train",
+            {"epochs": 3, "model_name": "spam-filter"},
+            run_id=run_id,
+            env_of=mlflow_env,
+            inputs={"train": SPAM},
+            output=tmp_path / "train",
+        )
+    )
+    job = Job.objects.get(pk=int(run_id))
+    assert job.state == JobState.SUCCEEDED
+    assert job.params["classes"] == "ham,spam"
+    history = RunMetric.objects.filter(job=job, key="val_accuracy").order_by("step")
+    assert list(history.values_list("step", flat=True)) == [1, 2, 3]
+    # Spam is caught and ham let through on the held-out fifth of the corpus.
+    assert job.metrics["accuracy"] > 0.9
+    assert job.metrics["recall_spam"] > 0.8
+    assert job.metrics["precision_spam"] > 0.8
+
+    version = ModelVersion.objects.get(model__name="spam-filter")
+    assert (version.flavor, version.executes_code, version.source_job_id) == ("mlflow_model", True, job.pk)
+
+    # The reference rows carry the numeric text features a drift monitor compares.
+    reference = pd.read_csv(tmp_path / "train" / "datasets" / "reference.csv")
+    assert len(reference) == round(len(corpus) * 0.2)
+    assert list(reference.columns) == ["text", "label", "chars", "tokens", "prediction"]
+    assert (reference["prediction"] == reference["label"]).mean() == pytest.approx(job.metrics["accuracy"])
+    assert (reference["chars"] == reference["text"].fillna("").str.len()).all()
+
+    # Batch inference on unlabelled messages.
+    messages = corpus.drop(columns=["label"]).iloc[::20]
+    data = tmp_path / "messages.csv"
+    messages.to_csv(data, index=False)
+    predict_run = start_run(mlflow_client, "text-predict")
+    succeeded(
+        run_template(
+            "text",
+            "predict",
+            {"model_uri": "models:/spam-filter/1"},
+            run_id=predict_run,
+            env_of=mlflow_env,
+            inputs={"data": data},
+            output=tmp_path / "predict",
+        )
+    )
+    predictions = pd.read_csv(tmp_path / "predict" / "datasets" / "predictions.csv")
+    assert list(predictions.columns) == ["text", "chars", "tokens", "prediction", "confidence"]
+    assert len(predictions) == len(messages)
+    truth = corpus["label"].iloc[::20].to_numpy()
+    assert (predictions["prediction"].to_numpy() == truth).mean() > 0.9
