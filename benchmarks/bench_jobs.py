@@ -96,12 +96,13 @@ def _launch_alone(task: dict[str, Any], limits: dict[str, Any]) -> None:
 # Scratch database, users, data -------------------------------------------------------------------
 
 
-def _setup_django(url: str, broker: str, workdir: Path) -> None:
+def _setup_django(url: str, broker: str, workdir: Path, database: str = BENCH_DB) -> None:
     """Point this process and, through the environment, its workers and beat at the scratch
-    database, a scratch var/ and the broker; production settings; migrate."""
+    database (``database`` on ``url``'s server), a scratch var/ and the broker; production
+    settings; migrate."""
     os.environ.update(
         {
-            "DATABASE_URL": scratch_url(url, BENCH_DB),
+            "DATABASE_URL": scratch_url(url, database),
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "STEWARD_VAR_DIR": str(workdir / "var"),
             "STEWARD_AUDIT_SIGNING_KEY_FILE": str(workdir / "audit_signing_key.pem"),
@@ -244,7 +245,13 @@ class Fleet:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                env=os.environ.copy(),
+                # The worker imports this module (-I), which imports scratch_db beside it.
+                env=os.environ
+                | {
+                    "PYTHONPATH": os.pathsep.join(
+                        filter(None, [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")])
+                    )
+                },
                 start_new_session=True,
             )
         self.processes[name] = process

@@ -10,9 +10,10 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +96,15 @@ def checkpoint_folder(job_id: int) -> Path:
     return Path(settings.ARTIFACT_ROOT) / "checkpoints" / f"job-{job_id}"
 
 
-def _append_log(job_id: int, attempt: int, line: str, **fields: Any) -> None:
-    """Append one of Steward's own lines to the job's log (``runners.joblog``, stream
-    ``steward``) and update telemetry (progress, heartbeat); not an audited change.
+def _append_log(job_id: int, attempt: int, line: str | list[str], **fields: Any) -> None:
+    """Append a log line (or several) and update telemetry (progress, heartbeat) in one write;
+    not an audited change.
 
     Raises ClaimLost when the job no longer runs under ``attempt`` (another delivery took it over
     after this worker looked dead): the run stops instead of training on for nothing.
     """
-    joblog.write_log(job_id, attempt, [(joblog.STEWARD_STREAM, line)], **fields)
+    lines = [line] if isinstance(line, str) else line
+    joblog.write_log(job_id, attempt, [(joblog.STEWARD_STREAM, text) for text in lines], **fields)
 
 
 def _checker(job_id: int, attempt: int) -> Callable[[], None]:
@@ -241,34 +243,63 @@ def _data_task(job: Job) -> dict[str, Any]:
     }
 
 
-def _on_training_event(job: Job, attempt: int, event: dict[str, Any]) -> None:
-    """Turn one event of the training child into the job's log, progress and history."""
-    kind = event.get("event")
-    if kind == "log":
-        extra = {"device": event["device"]} if "device" in event else {}
-        _append_log(job.pk, attempt, event["message"], **extra)
-    elif kind == "resumed":
-        epoch = event["epoch"]
-        _append_log(
-            job.pk,
-            attempt,
-            f"resuming from epoch {epoch} (its checkpoint: model, optimizer and preprocessing)",
-            history=event["history"],
-        )
-    elif kind == "epoch":
-        epoch, epochs, record = event["epoch"], event["epochs"], event["record"]
-        _checker(job.pk, attempt)()
-        summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
-        history = [*Job.objects.get(pk=job.pk).history, record]
-        _append_log(
-            job.pk,
-            attempt,
-            f"epoch {epoch}/{epochs} {summary}",
-            progress=epoch / epochs * 0.95,
-            history=history,
-        )
-    elif kind == "checkpoint":
-        _append_log(job.pk, attempt, f"checkpoint saved at epoch {event['epoch']}")
+class _TrainingProgress:
+    """Turns the training child's events into the job's log, progress and history (issue 17).
+
+    Epochs and checkpoints that come faster than ``POLL_S`` are written together: one read of the
+    log tail and one UPDATE per poll instead of a history re-read and two read-and-writes per
+    epoch. The history is kept here, read from the row once. Each epoch is still checked against
+    a cancel request and a lost claim when it arrives (one SELECT): an epoch reported after the
+    cancel is not recorded, those before it are. ``flush()`` writes what is pending; the run
+    calls it when the child ends.
+    """
+
+    def __init__(self, job_id: int, attempt: int):
+        self.job_id, self.attempt = job_id, attempt
+        self.history: list[dict[str, Any]] | None = None
+        self.lines: list[str] = []
+        self.fields: dict[str, Any] = {}
+        self.written = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "log":
+            self.lines.append(event["message"])
+            if "device" in event:
+                self.fields["device"] = event["device"]
+            self.flush()
+        elif kind == "resumed":
+            self.history = list(event["history"])
+            self.lines.append(
+                f"resuming from epoch {event['epoch']} (its checkpoint: model, optimizer and preprocessing)"
+            )
+            self.fields["history"] = self.history
+            self.flush()
+        elif kind == "epoch":
+            epoch, epochs, record = event["epoch"], event["epochs"], event["record"]
+            try:
+                _checker(self.job_id, self.attempt)()
+            except Cancelled:
+                self.flush()  # the epochs reported before the cancel request stand
+                raise
+            if self.history is None:
+                self.history = list(Job.objects.values_list("history", flat=True).get(pk=self.job_id))
+            self.history.append(record)
+            summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
+            self.lines.append(f"epoch {epoch}/{epochs} {summary}")
+            self.fields |= {"progress": epoch / epochs * 0.95, "history": self.history}
+            if time.monotonic() - self.written >= POLL_S:
+                self.flush()
+        elif kind == "checkpoint":
+            self.lines.append(f"checkpoint saved at epoch {event['epoch']}")
+
+    def flush(self) -> None:
+        if not self.lines and not self.fields:
+            return
+        lines, fields = self.lines, self.fields
+        self.lines, self.fields = [], {}
+        _append_log(self.job_id, self.attempt, lines, **fields)
+        self.written = time.monotonic()
 
 
 def _run_training(job: Job, attempt: int, devices: list[str]) -> None:
@@ -285,9 +316,12 @@ def _run_training(job: Job, attempt: int, devices: list[str]) -> None:
             "resume": str(resume) if resume else None,
             "output": str(Path(tmp) / "model.pt"),
         }
-        result = _launch(
-            job, attempt, task, Path(tmp), lambda event: _on_training_event(job, attempt, event), devices
-        )
+        progress = _TrainingProgress(job.pk, attempt)
+        try:
+            result = _launch(job, attempt, task, Path(tmp), progress, devices)
+        finally:
+            with suppress(ClaimLost):  # the attempt's end says why; its last epochs are telemetry
+                progress.flush()
         artifact = Path(result["artifact"]).read_bytes()
     with JOBS.fenced(job.pk, attempt):
         version = do_register_model_version(

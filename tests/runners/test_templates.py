@@ -1,0 +1,325 @@
+"""Issue 17's templates (tabular, vision, text), each entry point run as its ``MLproject`` says.
+
+Until code runs land, each entry point's command runs here as a subprocess with the environment a
+code run gives it (``runners.workload_env``: STEWARD_THREADS, STEWARD_INPUT_<NAME>,
+STEWARD_OUTPUT_DIR, MLFLOW_TRACKING_URI/TOKEN, MLFLOW_RUN_ID of a run started through the MLflow
+API) against a live Steward, on the real data: the bike-sharing hours, scikit-learn's digits and
+the SpamAssassin corpus under ``demo_data/``. Nothing else of the test process leaks into it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from django.conf import settings
+
+from governance.models import ModelVersion
+from runners import codefiles
+from runners.models import Job, JobState, RunMetric
+from tests.conftest import BIKE_FEATURES, BIKE_HOURLY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WORKLOADS = Path(settings.BASE_DIR) / "runners" / "workloads"
+SPAM = Path(settings.BASE_DIR) / "demo_data" / "spam-assassin" / "spam-assassin.csv"
+
+
+def command_of(template: str, entry_point: str, parameters: dict[str, object]) -> str:
+    """The entry point's command with its parameters filled in as MLflow Projects does: each
+    ``{name}`` replaced by the shell-quoted value, defaults for those not given."""
+    folder = WORKLOADS / template
+    files = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    entry = codefiles.entry_points(files)[entry_point]
+    values = {name: spec["default"] for name, spec in entry["parameters"].items()}
+    values.update(parameters)
+    missing = [name for name, value in values.items() if value is None]
+    assert not missing, f"parameters without a value: {missing}"
+    return re.sub(r"\{(\w+)\}", lambda m: shlex.quote(str(values[m.group(1)])), entry["command"])
+
+
+def run_template(
+    template: str,
+    entry_point: str,
+    parameters: dict[str, object],
+    *,
+    run_id: str,
+    env_of: dict[str, str],
+    inputs: dict[str, Path],
+    output: Path,
+    threads: int = 1,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``template``'s ``entry_point`` as a code run would: /bin/sh, cwd the template's folder,
+    a clean environment (no DATABASE_URL, no secret key) naming the inputs, output and run."""
+    output.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(output),
+        "PYTHONPATH": str(settings.BASE_DIR),  # the sandbox's read-only bind of runners/, governance/
+        "STEWARD_THREADS": str(threads),
+        "STEWARD_OUTPUT_DIR": str(output),
+        "STEWARD_INPUTS_DIR": str(next(iter(inputs.values())).parent) if inputs else str(output),
+        "MLFLOW_TRACKING_URI": env_of["MLFLOW_TRACKING_URI"],
+        "MLFLOW_TRACKING_TOKEN": env_of["MLFLOW_TRACKING_TOKEN"],
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_RUN_ID": run_id,
+    }
+    env |= {f"STEWARD_INPUT_{name.upper()}": str(path) for name, path in inputs.items()}
+    return subprocess.run(  # noqa: S603 - the template's own command, as its MLproject says
+        ["/bin/sh", "-c", command_of(template, entry_point, parameters)],
+        cwd=WORKLOADS / template,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def start_run(client, experiment: str) -> str:
+    """A tracked run of the scientist started through the MLflow API (the job the code logs to)."""
+    experiment_id = client.create_experiment(experiment)
+    return client.create_run(experiment_id).info.run_id
+
+
+def succeeded(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return done
+
+
+def test_tabular_template_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path, team):
+    run_id = start_run(mlflow_client, "tabular-template")
+    epochs = 3
+    done = succeeded(
+        run_template(
+            "tabular",
+            "train",
+            {
+                "target": "cnt",
+                "features": ",".join(BIKE_FEATURES),
+                "categorical": "season,weathersit",
+                "epochs": epochs,
+                "model_name": "bike-template",
+            },
+            run_id=run_id,
+            env_of=mlflow_env,
+            inputs={"train": BIKE_HOURLY},
+            output=tmp_path / "train-out",
+        )
+    )
+    assert "1 thread(s)" in done.stdout
+
+    # The run is the job: parameters, per-epoch metrics with their steps, the evaluation.
+    job = Job.objects.get(pk=int(run_id))
+    assert job.state == JobState.SUCCEEDED
+    assert job.params["target"] == "cnt"
+    assert job.params["features"] == ",".join(BIKE_FEATURES)
+    assert job.params["threads"] == "1"
+    steps = list(
+        RunMetric.objects.filter(job=job, key="val_rmse").order_by("step").values_list("step", flat=True)
+    )
+    assert steps == [1, 2, 3]
+    assert list(
+        RunMetric.objects.filter(job=job, key="train_loss").values_list("step", flat=True).order_by("step")
+    ) == [1, 2, 3]
+    # The validation split's error in rentals per hour: the data's own spread is 181.
+    assert 0.3 < job.metrics["r2"] < 1.0
+    assert 0 < job.metrics["rmse"] < float(pd.read_csv(BIKE_HOURLY)["cnt"].std())
+
+    # The version: Steward's own tabular flavor (no code runs to load it), from this run.
+    version = ModelVersion.objects.get(model__name="bike-template")
+    assert (version.version, version.flavor, version.executes_code) == (1, "steward_tabular", False)
+    assert version.source_job_id == job.pk
+    assert version.model.team == team
+    assert version.metrics["r2"] == job.metrics["r2"]
+
+    # Batch inference with that version, by its models:/ URI, in another run.
+    predict_run = start_run(mlflow_client, "tabular-template-predict")
+    rows = pd.read_csv(BIKE_HOURLY).iloc[:200]
+    data = tmp_path / "rows.csv"
+    rows.to_csv(data, index=False)
+    succeeded(
+        run_template(
+            "tabular",
+            "predict",
+            {"model_uri": "models:/bike-template/1"},
+            run_id=predict_run,
+            env_of=mlflow_env,
+            inputs={"data": data},
+            output=tmp_path / "predict-out",
+        )
+    )
+    predictions = pd.read_csv(tmp_path / "predict-out" / "datasets" / "predictions.csv")
+    assert len(predictions) == 200
+    assert list(predictions.columns) == [*rows.columns, "prediction"]
+    assert predictions["prediction"].notna().all()
+    # Predictions follow the hours' demand: correlated with the truth, not a constant.
+    assert predictions["prediction"].corr(predictions["cnt"]) > 0.5
+
+
+def test_tabular_template_names_a_missing_column(mlflow_env, mlflow_client, tmp_path):
+    run_id = start_run(mlflow_client, "tabular-template-bad")
+    done = run_template(
+        "tabular",
+        "train",
+        {"target": "cnt", "features": "temp,no_such_column", "epochs": 1},
+        run_id=run_id,
+        env_of=mlflow_env,
+        inputs={"train": BIKE_HOURLY},
+        output=tmp_path / "out",
+    )
+    assert done.returncode == 2
+    assert "features: column(s) 'no_such_column' not in the dataset" in done.stderr
+    assert not ModelVersion.objects.exists()
+
+
+def test_threads_come_from_the_environment(tmp_path):
+    probe = (
+        "from runners import workload_env; import torch; "
+        "workload_env.set_torch_threads(); print(torch.get_num_threads())"
+    )
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(settings.BASE_DIR), "STEWARD_THREADS": "2"}
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "2"
+    env["STEWARD_THREADS"] = "many"
+    refused = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert "STEWARD_THREADS: expected a positive integer, got 'many'" in refused.stderr
+
+
+def test_vision_template_prepares_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path):
+    # A data preparation run writes scikit-learn's digits as a dataset.
+    prepare_run = start_run(mlflow_client, "vision-prepare")
+    succeeded(
+        run_template(
+            "vision",
+            "prepare",
+            {},
+            run_id=prepare_run,
+            env_of=mlflow_env,
+            inputs={},
+            output=tmp_path / "prep",
+        )
+    )
+    digits_csv = tmp_path / "prep" / "datasets" / "digits.csv"
+    digits = pd.read_csv(digits_csv)
+    assert digits.shape == (1797, 65)
+    assert list(digits.columns) == [*(f"p{i}" for i in range(64)), "label"]
+    assert sorted(digits["label"].unique()) == list(range(10))
+
+    run_id = start_run(mlflow_client, "vision-train")
+    epochs = 4
+    succeeded(
+        run_template(
+            "vision",
+            "train",
+            {"epochs": epochs, "model_name": "digits-cnn"},
+            run_id=run_id,
+            env_of=mlflow_env,
+            inputs={"train": digits_csv},
+            output=tmp_path / "train",
+        )
+    )
+    job = Job.objects.get(pk=int(run_id))
+    assert job.state == JobState.SUCCEEDED
+    assert job.params["epochs"] == str(epochs)
+    history = RunMetric.objects.filter(job=job, key="val_accuracy").order_by("step")
+    assert list(history.values_list("step", flat=True)) == [1, 2, 3, 4]
+    assert job.metrics["accuracy"] > 0.9
+    assert set(job.metrics) >= {f"recall_{digit}" for digit in range(10)}
+
+    # Registered with mlflow.pytorch: a model whose loading executes code.
+    version = ModelVersion.objects.get(model__name="digits-cnn")
+    assert (version.version, version.flavor, version.executes_code) == (1, "mlflow_model", True)
+    assert "pytorch" in version.flavor_details["flavors"]
+    assert version.source_job_id == job.pk
+
+    # Batch inference with the registered version on images it did not see in that order.
+    sample = digits.sample(300, random_state=7)
+    data = tmp_path / "sample.csv"
+    sample.to_csv(data, index=False)
+    predict_run = start_run(mlflow_client, "vision-predict")
+    succeeded(
+        run_template(
+            "vision",
+            "predict",
+            {"model_uri": "models:/digits-cnn/1"},
+            run_id=predict_run,
+            env_of=mlflow_env,
+            inputs={"data": data},
+            output=tmp_path / "predict",
+        )
+    )
+    predictions = pd.read_csv(tmp_path / "predict" / "datasets" / "predictions.csv")
+    assert len(predictions) == 300
+    assert predictions["confidence"].between(0, 1).all()
+    assert (predictions["prediction"] == predictions["label"]).mean() > 0.9
+
+
+def test_text_template_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path):
+    corpus = pd.read_csv(SPAM)
+    assert corpus.shape == (6046, 2)
+    assert corpus["label"].value_counts().to_dict() == {"ham": 4150, "spam": 1896}
+
+    run_id = start_run(mlflow_client, "text-train")
+    succeeded(
+        run_template(
+            "text",
+            "train",
+            {"epochs": 3, "model_name": "spam-filter"},
+            run_id=run_id,
+            env_of=mlflow_env,
+            inputs={"train": SPAM},
+            output=tmp_path / "train",
+        )
+    )
+    job = Job.objects.get(pk=int(run_id))
+    assert job.state == JobState.SUCCEEDED
+    assert job.params["classes"] == "ham,spam"
+    history = RunMetric.objects.filter(job=job, key="val_accuracy").order_by("step")
+    assert list(history.values_list("step", flat=True)) == [1, 2, 3]
+    # Spam is caught and ham let through on the held-out fifth of the corpus.
+    assert job.metrics["accuracy"] > 0.9
+    assert job.metrics["recall_spam"] > 0.8
+    assert job.metrics["precision_spam"] > 0.8
+
+    version = ModelVersion.objects.get(model__name="spam-filter")
+    assert (version.flavor, version.executes_code, version.source_job_id) == ("mlflow_model", True, job.pk)
+
+    # The reference rows carry the numeric text features a drift monitor compares.
+    reference = pd.read_csv(tmp_path / "train" / "datasets" / "reference.csv")
+    assert len(reference) == round(len(corpus) * 0.2)
+    assert list(reference.columns) == ["text", "label", "chars", "tokens", "prediction"]
+    assert (reference["prediction"] == reference["label"]).mean() == pytest.approx(job.metrics["accuracy"])
+    assert (reference["chars"] == reference["text"].fillna("").str.len()).all()
+
+    # Batch inference on unlabelled messages.
+    messages = corpus.drop(columns=["label"]).iloc[::20]
+    data = tmp_path / "messages.csv"
+    messages.to_csv(data, index=False)
+    predict_run = start_run(mlflow_client, "text-predict")
+    succeeded(
+        run_template(
+            "text",
+            "predict",
+            {"model_uri": "models:/spam-filter/1"},
+            run_id=predict_run,
+            env_of=mlflow_env,
+            inputs={"data": data},
+            output=tmp_path / "predict",
+        )
+    )
+    predictions = pd.read_csv(tmp_path / "predict" / "datasets" / "predictions.csv")
+    assert list(predictions.columns) == ["text", "chars", "tokens", "prediction", "confidence"]
+    assert len(predictions) == len(messages)
+    truth = corpus["label"].iloc[::20].to_numpy()
+    assert (predictions["prediction"].to_numpy() == truth).mean() > 0.9
