@@ -8,6 +8,10 @@ pyfunc) is only ever loaded inside a job's subprocess.
 
 from __future__ import annotations
 
+import collections
+import io
+import json
+import pickle
 import pickletools
 import zipfile
 from dataclasses import dataclass, field
@@ -127,8 +131,58 @@ def _classify_pickle(data: bytes, details: dict[str, Any]) -> Detected:
     present = set(strings)
     steward = next((s for s in strings if s.startswith(STEWARD_FORMAT_PREFIX)), None)
     if steward and present >= STEWARD_KEYS:
-        return Detected(STEWARD_TABULAR, False, {**details, "format": steward})
+        signature = steward_signature(data)
+        extra = {"signature": signature} if signature is not None else {}
+        return Detected(STEWARD_TABULAR, False, {**details, "format": steward, **extra})
     return Detected(PYTORCH_STATE_DICT, False, details)
+
+
+class _Inert:
+    """Stands in for a torch global (a tensor rebuilder, a storage type, a device) while the
+    plain fields of a Steward artifact are read: built from anything, it does nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _PlainFieldsUnpickler(pickle.Unpickler):
+    """Reads a state-dict pickle whose globals ``_classify_pickle`` found safe, without torch:
+    every torch global becomes ``_Inert`` and every tensor storage None, so the containers,
+    strings and numbers around them come out as they are and nothing from the artifact runs
+    (``find_class`` never imports what a pickle names)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        if full == "collections.OrderedDict":
+            return collections.OrderedDict
+        if full in ("builtins.set", "builtins.frozenset"):
+            return set if name == "set" else frozenset
+        if _is_safe_global(full):
+            return _Inert
+        raise pickle.UnpicklingError(f"{full} is not read")
+
+    def persistent_load(self, pid: Any) -> None:
+        return None
+
+
+def steward_signature(data: bytes) -> dict[str, Any] | None:
+    """The ``signature`` (``{"task", "target", "features", "categorical"}``) of a Steward tabular
+    artifact's pickle ``data`` (``runners.training``), read without torch and without running
+    anything (``_PlainFieldsUnpickler``); None when it has none or it is not plain JSON."""
+    try:
+        payload = _PlainFieldsUnpickler(io.BytesIO(data)).load()
+    except Exception:  # a torn or odd pickle: detection still stands, the signature is unknown
+        return None
+    signature = payload.get("signature") if isinstance(payload, dict) else None
+    if not isinstance(signature, dict):
+        return None
+    try:
+        return json.loads(json.dumps(signature, allow_nan=False))
+    except (TypeError, ValueError):
+        return None
 
 
 def _torch_zip(path: Path) -> Detected:

@@ -2,6 +2,8 @@
 
 import hashlib
 import io
+import os
+import pickle
 import tarfile
 import zipfile
 from pathlib import Path
@@ -68,6 +70,18 @@ def test_stewards_own_training_artifact_is_steward_tabular(
 
     assert (body["flavor"], body["executes_code"]) == ("steward_tabular", False)
     assert body["flavor_details"]["format"] == "steward.tabular_mlp/1"
+    # Its input schema is read from the artifact (without torch, nothing run), as training gave it.
+    assert body["signature"] == bike_training_result.signature
+    assert body["signature"]["target"] == "cnt"
+
+
+def test_a_steward_artifact_naming_an_unsafe_global_gives_no_signature():
+    """The signature reader refuses any global that is not a tensor rebuilder: a pickle naming
+    os.system is read as no signature, and os.system is never called."""
+    evil = pickle.dumps({"signature": {"target": "x"}, "run": os.system})  # GLOBAL posix.system
+
+    assert flavors.steward_signature(evil) is None
+    assert flavors.steward_signature(b"not a pickle") is None
 
 
 def test_an_mlflow_sklearn_model_directory_uploaded_as_an_archive(
