@@ -1,10 +1,12 @@
-"""Issue 17's templates (tabular, vision, text), each entry point run as its ``MLproject`` says.
+"""Issue 17's templates (tabular, vision, text) on the real data: the bike-sharing hours,
+scikit-learn's digits and the SpamAssassin corpus under ``demo_data/``.
 
-Until code runs land, each entry point's command runs here as a subprocess with the environment a
-code run gives it (``runners.workload_env``: STEWARD_THREADS, STEWARD_INPUT_<NAME>,
-STEWARD_OUTPUT_DIR, MLFLOW_TRACKING_URI/TOKEN, MLFLOW_RUN_ID of a run started through the MLflow
-API) against a live Steward, on the real data: the bike-sharing hours, scikit-learn's digits and
-the SpamAssassin corpus under ``demo_data/``. Nothing else of the test process leaks into it.
+Preparation and training run as users run them: the template registered as a code version, a
+code run submitted through ``do_submit_code_run`` and run by the worker's ``execute_job`` in its
+sandbox, logging to its own job through the live Steward with its job token. The ``predict``
+entry points, which read a registered model by its ``models:/`` URI, run here as a subprocess
+with a scientist's token (a person's own use of the template, outside a job), with the
+environment a code run gives (``runners.workload_env``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import pandas as pd
 import pytest
 from django.conf import settings
 
-from governance.models import ModelVersion
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.models import DatasetVersion, ModelVersion
 from runners import codefiles
-from runners.models import Job, JobState, RunMetric
+from runners.code_runs import do_submit_code_run
+from runners.code_versions import do_create_code_project, do_register_code_version
+from runners.execute import execute_job
+from runners.models import Job, JobDatasetRole, JobState, RunMetric
 from tests.conftest import BIKE_FEATURES, BIKE_HOURLY
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,6 +88,56 @@ def run_template(
     )
 
 
+def code_run(
+    team,
+    user,
+    template: str,
+    entry_point: str,
+    parameters: dict[str, object],
+    inputs: dict[str, DatasetVersion],
+    outputs: list[str] | None = None,
+) -> Job:
+    """Register ``template`` as a code version of ``team`` (once per project), run its
+    ``entry_point`` as a code run of ``user`` through the worker's plain function, and return the
+    job re-read; it must succeed."""
+    from runners.models import CodeProject
+
+    project = CodeProject.objects.filter(team=team, name=f"{template}-template").first()
+    if project is None:
+        project = do_create_code_project(team=team, name=f"{template}-template", actor=user)
+    version = project.versions.order_by("-version").first() or do_register_code_version(
+        project, template=template, actor=user
+    )
+    job = do_submit_code_run(
+        code_version=version,
+        entry_point=entry_point,
+        parameters=parameters,
+        inputs=inputs,
+        outputs={"datasets": outputs or []},
+        spec={"limits": {"threads": 1}},
+        actor=user,
+    )
+    state = execute_job(job.pk)
+    job.refresh_from_db()
+    assert state == "succeeded", f"{job.error}\n{job.log_tail}"
+    return job
+
+
+def dataset_of(team, user, name: str, path: Path) -> DatasetVersion:
+    """A version of a new dataset ``name`` holding the file at ``path``."""
+    dataset = do_create_dataset(team=team, name=name, actor=user)
+    return do_register_dataset_version(
+        dataset=dataset, file_path=path, filename=path.name, source=DatasetVersion.Source.UPLOAD, actor=user
+    )
+
+
+@pytest.fixture
+def code_runs_reach(steward_server, settings):
+    """Code runs' code reaches the live Steward (the sandbox proxies to STEWARD_API_URL)."""
+    settings.STEWARD_API_URL = steward_server.url
+    return steward_server
+
+
 def start_run(client, experiment: str) -> str:
     """A tracked run of the scientist started through the MLflow API (the job the code logs to)."""
     experiment_id = client.create_experiment(experiment)
@@ -93,30 +149,27 @@ def succeeded(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedPro
     return done
 
 
-def test_tabular_template_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path, team):
-    run_id = start_run(mlflow_client, "tabular-template")
+def test_tabular_template_trains_registers_and_predicts(
+    code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist, dataset_version
+):
     epochs = 3
-    done = succeeded(
-        run_template(
-            "tabular",
-            "train",
-            {
-                "target": "cnt",
-                "features": ",".join(BIKE_FEATURES),
-                "categorical": "season,weathersit",
-                "epochs": epochs,
-                "model_name": "bike-template",
-            },
-            run_id=run_id,
-            env_of=mlflow_env,
-            inputs={"train": BIKE_HOURLY},
-            output=tmp_path / "train-out",
-        )
+    job = code_run(
+        team,
+        scientist,
+        "tabular",
+        "train",
+        {
+            "target": "cnt",
+            "features": ",".join(BIKE_FEATURES),
+            "categorical": "season,weathersit",
+            "epochs": epochs,
+            "model_name": "bike-template",
+        },
+        {"train": dataset_version},
     )
-    assert "1 thread(s)" in done.stdout
+    assert "1 thread(s)" in job.log_tail
 
     # The run is the job: parameters, per-epoch metrics with their steps, the evaluation.
-    job = Job.objects.get(pk=int(run_id))
     assert job.state == JobState.SUCCEEDED
     assert job.params["target"] == "cnt"
     assert job.params["features"] == ",".join(BIKE_FEATURES)
@@ -132,12 +185,16 @@ def test_tabular_template_trains_registers_and_predicts(mlflow_env, mlflow_clien
     assert 0.3 < job.metrics["r2"] < 1.0
     assert 0 < job.metrics["rmse"] < float(pd.read_csv(BIKE_HOURLY)["cnt"].std())
 
-    # The version: Steward's own tabular flavor (no code runs to load it), from this run.
+    # The version: Steward's own tabular flavor (no code runs to load it), from this run, with
+    # the input schema its artifact holds and the run's input as its training data.
     version = ModelVersion.objects.get(model__name="bike-template")
     assert (version.version, version.flavor, version.executes_code) == (1, "steward_tabular", False)
     assert version.source_job_id == job.pk
     assert version.model.team == team
     assert version.metrics["r2"] == job.metrics["r2"]
+    assert version.signature["target"] == "cnt"
+    assert version.signature["features"] == BIKE_FEATURES
+    assert version.training_dataset_version == dataset_version
 
     # Batch inference with that version, by its models:/ URI, in another run.
     predict_run = start_run(mlflow_client, "tabular-template-predict")
@@ -163,19 +220,18 @@ def test_tabular_template_trains_registers_and_predicts(mlflow_env, mlflow_clien
     assert predictions["prediction"].corr(predictions["cnt"]) > 0.5
 
 
-def test_tabular_template_names_a_missing_column(mlflow_env, mlflow_client, tmp_path):
-    run_id = start_run(mlflow_client, "tabular-template-bad")
-    done = run_template(
-        "tabular",
-        "train",
-        {"target": "cnt", "features": "temp,no_such_column", "epochs": 1},
-        run_id=run_id,
-        env_of=mlflow_env,
-        inputs={"train": BIKE_HOURLY},
-        output=tmp_path / "out",
-    )
-    assert done.returncode == 2
-    assert "features: column(s) 'no_such_column' not in the dataset" in done.stderr
+def test_tabular_template_names_a_missing_column(code_runs_reach, team, scientist, dataset_version):
+    with pytest.raises(AssertionError, match="features: column\\(s\\) 'no_such_column' not in the dataset"):
+        code_run(
+            team,
+            scientist,
+            "tabular",
+            "train",
+            {"target": "cnt", "features": "temp,no_such_column", "epochs": 1},
+            {"train": dataset_version},
+        )
+    job = Job.objects.get(kind="code")
+    assert (job.state, "exited with 2" in job.error) == (JobState.FAILED, True), job.error
     assert not ModelVersion.objects.exists()
 
 
@@ -196,40 +252,29 @@ def test_threads_come_from_the_environment(tmp_path):
     assert "STEWARD_THREADS: expected a positive integer, got 'many'" in refused.stderr
 
 
-def test_vision_template_prepares_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path):
-    # A data preparation run writes scikit-learn's digits as a dataset.
-    prepare_run = start_run(mlflow_client, "vision-prepare")
-    succeeded(
-        run_template(
-            "vision",
-            "prepare",
-            {},
-            run_id=prepare_run,
-            env_of=mlflow_env,
-            inputs={},
-            output=tmp_path / "prep",
-        )
-    )
-    digits_csv = tmp_path / "prep" / "datasets" / "digits.csv"
+def test_vision_template_prepares_trains_registers_and_predicts(
+    code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist
+):
+    # A data preparation run writes scikit-learn's digits as a dataset version of the team.
+    prepare = code_run(team, scientist, "vision", "prepare", {}, {}, outputs=["digits"])
+    prepared = prepare.datasets.get(role=JobDatasetRole.OUTPUT).dataset_version
+    assert (prepared.dataset.name, prepared.row_count) == ("digits", 1797)
+    digits_csv = prepared.path
     digits = pd.read_csv(digits_csv)
     assert digits.shape == (1797, 65)
     assert list(digits.columns) == [*(f"p{i}" for i in range(64)), "label"]
     assert sorted(digits["label"].unique()) == list(range(10))
 
-    run_id = start_run(mlflow_client, "vision-train")
+    # A training run reads that version.
     epochs = 4
-    succeeded(
-        run_template(
-            "vision",
-            "train",
-            {"epochs": epochs, "model_name": "digits-cnn"},
-            run_id=run_id,
-            env_of=mlflow_env,
-            inputs={"train": digits_csv},
-            output=tmp_path / "train",
-        )
+    job = code_run(
+        team,
+        scientist,
+        "vision",
+        "train",
+        {"epochs": epochs, "model_name": "digits-cnn"},
+        {"train": prepared},
     )
-    job = Job.objects.get(pk=int(run_id))
     assert job.state == JobState.SUCCEEDED
     assert job.params["epochs"] == str(epochs)
     history = RunMetric.objects.filter(job=job, key="val_accuracy").order_by("step")
@@ -242,6 +287,7 @@ def test_vision_template_prepares_trains_registers_and_predicts(mlflow_env, mlfl
     assert (version.version, version.flavor, version.executes_code) == (1, "mlflow_model", True)
     assert "pytorch" in version.flavor_details["flavors"]
     assert version.source_job_id == job.pk
+    assert version.training_dataset_version == prepared
 
     # Batch inference with the registered version on images it did not see in that order.
     sample = digits.sample(300, random_state=7)
@@ -265,24 +311,23 @@ def test_vision_template_prepares_trains_registers_and_predicts(mlflow_env, mlfl
     assert (predictions["prediction"] == predictions["label"]).mean() > 0.9
 
 
-def test_text_template_trains_registers_and_predicts(mlflow_env, mlflow_client, tmp_path):
+def test_text_template_trains_registers_and_predicts(
+    code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist
+):
     corpus = pd.read_csv(SPAM)
     assert corpus.shape == (6046, 2)
     assert corpus["label"].value_counts().to_dict() == {"ham": 4150, "spam": 1896}
 
-    run_id = start_run(mlflow_client, "text-train")
-    succeeded(
-        run_template(
-            "text",
-            "train",
-            {"epochs": 3, "model_name": "spam-filter"},
-            run_id=run_id,
-            env_of=mlflow_env,
-            inputs={"train": SPAM},
-            output=tmp_path / "train",
-        )
+    spam = dataset_of(team, scientist, "spam-assassin", SPAM)
+    job = code_run(
+        team,
+        scientist,
+        "text",
+        "train",
+        {"epochs": 3, "model_name": "spam-filter"},
+        {"train": spam},
+        outputs=["reference"],
     )
-    job = Job.objects.get(pk=int(run_id))
     assert job.state == JobState.SUCCEEDED
     assert job.params["classes"] == "ham,spam"
     history = RunMetric.objects.filter(job=job, key="val_accuracy").order_by("step")
@@ -296,7 +341,8 @@ def test_text_template_trains_registers_and_predicts(mlflow_env, mlflow_client, 
     assert (version.flavor, version.executes_code, version.source_job_id) == ("mlflow_model", True, job.pk)
 
     # The reference rows carry the numeric text features a drift monitor compares.
-    reference = pd.read_csv(tmp_path / "train" / "datasets" / "reference.csv")
+    reference_version = job.datasets.get(role=JobDatasetRole.OUTPUT).dataset_version
+    reference = pd.read_csv(reference_version.path)
     assert len(reference) == round(len(corpus) * 0.2)
     assert list(reference.columns) == ["text", "label", "chars", "tokens", "prediction"]
     assert (reference["prediction"] == reference["label"]).mean() == pytest.approx(job.metrics["accuracy"])
