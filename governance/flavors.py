@@ -185,6 +185,36 @@ def steward_signature(data: bytes) -> dict[str, Any] | None:
         return None
 
 
+# MLflow column types (mlflow.types.DataType) a drift check treats as categories.
+_CATEGORICAL_MLFLOW_TYPES = {"string", "boolean", "binary"}
+
+
+def signature_of(detected: Detected) -> dict[str, Any]:
+    """Steward's signature of a detected model (``{"features", "categorical"}``, plus ``task``
+    and ``target`` where the artifact says them): a Steward tabular artifact's own, or the column
+    names and types of an MLflow model's input schema (``MLmodel``'s ``signature.inputs``, a JSON
+    list of ``{"name", "type"}``); ``{}`` when neither says (a tensor-based MLflow signature, no
+    signature, another flavor). Drift checks and online prediction read features from it."""
+    if detected.flavor == STEWARD_TABULAR:
+        return dict(detected.details.get("signature") or {})
+    if detected.flavor != MLFLOW_MODEL:
+        return {}
+    raw = (detected.details.get("signature") or {}).get("inputs")
+    try:
+        columns = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    if not isinstance(columns, list):
+        return {}
+    named = [c for c in columns if isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"]]
+    if not named or len(named) != len(columns):
+        return {}  # a tensor spec (no names) describes no columns
+    return {
+        "features": [c["name"] for c in named],
+        "categorical": [c["name"] for c in named if c.get("type") in _CATEGORICAL_MLFLOW_TYPES],
+    }
+
+
 def _torch_zip(path: Path) -> Detected:
     try:
         with zipfile.ZipFile(path) as archive:

@@ -156,11 +156,9 @@ def do_register_model_version_from_artifact(
             sha256=sha256,
             size_bytes=size,
             metrics=metrics or {},
-            # A Steward tabular artifact carries its own input schema (read without loading it):
-            # drift checks and online prediction need it whichever door registered the version.
-            signature=(
-                detected.details.get("signature", {}) if detected.flavor == flavors.STEWARD_TABULAR else {}
-            ),
+            # The input schema the artifact declares (read without loading it): drift checks and
+            # online prediction need it whichever door registered the version.
+            signature=flavors.signature_of(detected),
             training_spec=training_spec or {},
             training_dataset_version_id=training_dataset_version_id,
             source_job_id=source_job_id,

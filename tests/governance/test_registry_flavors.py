@@ -116,6 +116,32 @@ def test_an_mlflow_sklearn_model_directory_uploaded_as_an_archive(
     assert body["sha256"] == expected
 
 
+def test_an_mlflow_models_column_signature_becomes_its_features(
+    client_for, scientist, registered_model, tmp_path, bike_frame
+):
+    """The input schema an MLflow model declares names its features (string columns are
+    categorical), so a drift check of a version logged by users' code knows what to compare."""
+    mlflow_sklearn = pytest.importorskip("mlflow.sklearn")
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    rows = bike_frame[["temp", "hum", "hr"]].head(50).assign(weekday_name="mon")
+    model = LinearRegression().fit(rows[["temp", "hum", "hr"]], bike_frame["cnt"].head(50))
+    signature = infer_signature(rows, model.predict(rows[["temp", "hum", "hr"]]))
+    mlflow_sklearn.save_model(
+        model, str(tmp_path / "sk"), serialization_format="cloudpickle", signature=signature
+    )
+
+    body = _registered(
+        upload_version(client_for(scientist), registered_model, _tar_gz(tmp_path / "sk"), "model.tar.gz")
+    )
+
+    assert body["signature"] == {
+        "features": ["temp", "hum", "hr", "weekday_name"],
+        "categorical": ["weekday_name"],
+    }
+
+
 def test_a_custom_pyfunc_executes_code(tmp_path):
     pyfunc = pytest.importorskip("mlflow.pyfunc")
 
