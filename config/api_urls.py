@@ -6,6 +6,7 @@ from governance.api import access, audit, compare, promotions
 from governance.api import views as governance
 from lineage.api.views import LineageView
 from monitoring.api import views as monitoring
+from runners.api import serving
 from runners.api import views as runners
 
 router = DefaultRouter()
@@ -24,6 +25,7 @@ router.register("audit/checkpoints", audit.AuditCheckpointViewSet)
 router.register("jobs", runners.JobViewSet)
 router.register("job-schedules", runners.JobScheduleViewSet)
 router.register("budgets", runners.BudgetViewSet)
+router.register("serving-policies", serving.ServingPolicyViewSet)
 router.register("drift-checks", monitoring.DriftCheckViewSet)
 router.register("alerts", monitoring.AlertViewSet)
 router.register("monitors", monitoring.MonitorViewSet)
@@ -40,6 +42,20 @@ urlpatterns = [
     path("audit/verifier.py", audit.AuditVerifierView.as_view(), name="audit_verifier"),
     # Before the router, whose detail route would read "compare" as a version id.
     path("model-versions/compare/", compare.ModelVersionCompareView.as_view(), name="modelversion-compare"),
+    # Online prediction (issue 17): by the model's name, as MLflow's clients name models.
+    path(
+        "models/<str:name>/aliases/<str:alias>/predict",
+        serving.PredictByAliasView.as_view(),
+        name="predict_by_alias",
+    ),
+    path(
+        "models/<str:name>/versions/<int:version>/predict",
+        serving.PredictByVersionView.as_view(),
+        name="predict_by_version",
+    ),
+    path(
+        "models/<int:pk>/prediction-tokens/", serving.PredictionTokenView.as_view(), name="prediction_tokens"
+    ),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
     path("usage/", runners.UsageView.as_view(), name="usage-api"),

@@ -312,6 +312,7 @@ def _run_inference(job: Job, attempt: int, devices: list[str]) -> None:
                 "path": str(model_version.path),
                 "sha256": model_version.sha256,
                 "name": str(model_version),
+                "flavor": model_version.flavor,
             },
             "output": str(path),
         }
@@ -389,6 +390,7 @@ def predict_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Seri
                 "path": str(model_version.path),
                 "sha256": model_version.sha256,
                 "name": str(model_version),
+                "flavor": model_version.flavor,
             },
             "output": str(output),
         }

@@ -15,7 +15,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.permissions import SAFE_METHODS
 
 from governance import tokens
-from governance.models import ApiToken
+from governance.models import ApiToken, TokenScope
 
 KEYWORDS = ("bearer", "token")
 # last_used_at is written at most this often per token, not on every request.
@@ -24,6 +24,18 @@ LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
 
 class ReadOnlyToken(exceptions.PermissionDenied):
     default_detail = "this API token is read-only; use a read-write token to change anything"
+
+
+class PredictOnlyToken(exceptions.PermissionDenied):
+    default_detail = "a prediction token may only call the predict endpoints of its model"
+
+
+def accepts_prediction_tokens(request) -> bool:
+    """Whether the view ``request`` resolved to takes prediction tokens (its class sets
+    ``accepts_prediction_tokens``; issue 17): the predict endpoints only."""
+    match = getattr(getattr(request, "_request", request), "resolver_match", None)
+    view = getattr(getattr(match, "func", None), "cls", None)
+    return bool(getattr(view, "accepts_prediction_tokens", False))
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -51,6 +63,8 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(str(exc)) from exc
         if token.is_read_only and request.method not in SAFE_METHODS:
             raise ReadOnlyToken()
+        if token.scope == TokenScope.PREDICT and not accepts_prediction_tokens(request):
+            raise PredictOnlyToken()
         record_use(token, timezone.now())
         return token.user, token
 

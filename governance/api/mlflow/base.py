@@ -58,6 +58,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from governance.api.authentication import InvalidToken, authenticate_secret, record_use
 from governance.errors import CONFLICT
+from governance.models import TokenScope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -257,6 +258,8 @@ def _authenticate(request: HttpRequest, *, writes: bool) -> Any:
             raise Unauthenticated(str(exc)) from None
         if token.is_read_only and writes:
             raise PermissionDenied("this API token is read-only; use a read-write token to change anything")
+        if token.scope == TokenScope.PREDICT:  # issue 17: it predicts with its model, nothing else
+            raise PermissionDenied("a prediction token may only call the predict endpoints of its model")
         record_use(token, timezone.now())
         return token.user
     if scheme == "basic" and credentials:

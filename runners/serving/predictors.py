@@ -1,0 +1,158 @@
+"""Load a registered model version of any flavor as a predictor ``predict(frame) -> Series``.
+
+A plain engine: no Django. Steward's own artifact (``steward_tabular``) loads with
+``torch.load(weights_only=True)``, which runs no code from it, so the web process may load it.
+An MLflow model directory loads through ``mlflow.pyfunc.load_model``: that unpickles (sklearn,
+pytorch, custom pyfunc) and so EXECUTES the artifact's code; it is only ever called inside a job's
+child process or a model-server process (``runners.serving.server``), never the web or worker.
+torch and mlflow are imported inside the functions that need them (tests/test_web_imports.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STEWARD_TABULAR = "steward_tabular"
+MLFLOW_MODEL = "mlflow_model"
+PREDICTABLE_FLAVORS = (STEWARD_TABULAR, MLFLOW_MODEL)
+PREDICTION_COLUMN = "prediction"
+
+
+class PredictorError(ValueError):
+    """The version cannot be loaded or cannot predict on these rows; the message says why."""
+
+
+@dataclass
+class Predictor:
+    """A loaded model: ``predict(frame)`` is one prediction per row of ``frame``, aligned with its
+    index (regression: the target's units; classification: the class label); ``name`` is the
+    version, ``device`` where it runs. Raises PredictorError for rows it cannot score."""
+
+    name: str
+    flavor: str
+    device: str
+    score: Callable[[pd.DataFrame], pd.Series] = field(repr=False)
+
+    def predict(self, frame: pd.DataFrame) -> pd.Series:
+        if frame.empty:
+            raise PredictorError("no rows to predict on")
+        try:
+            return self.score(frame)
+        except PredictorError:
+            raise
+        except Exception as exc:  # the model's own error on these rows is the caller's input problem
+            raise PredictorError(f"{self.name} could not predict: {type(exc).__name__}: {exc}") from exc
+
+
+def refusal(flavor: str) -> str:
+    """Why a version of ``flavor`` cannot predict (a bare state dict has no architecture; ONNX
+    and unknown files have no runtime here); "" when it can."""
+    if flavor in PREDICTABLE_FLAVORS:
+        return ""
+    reasons = {
+        "pytorch_state_dict": "a bare PyTorch state dict holds weights without the model's code",
+        "onnx": "Steward ships no ONNX runtime",
+        "unknown": "Steward does not recognise the artifact",
+    }
+    return (
+        f"a {flavor} model cannot predict: {reasons.get(flavor, 'no loader for it')}; register an "
+        "MLflow model directory (MLmodel) or a Steward tabular model"
+    )
+
+
+def load(path: Path, *, flavor: str, sha256: str, name: str) -> Predictor:
+    """The predictor of the version stored at ``path`` (its recorded ``sha256``, checked before
+    loading a file). ``steward_tabular`` never runs artifact code; ``mlflow_model`` runs it, so
+    call it only in a child or model-server process. Raises PredictorError for a flavor that
+    cannot predict, a changed artifact or one that does not load."""
+    why = refusal(flavor)
+    if why:
+        raise PredictorError(why)
+    path = Path(path)
+    if flavor == STEWARD_TABULAR:
+        return _load_tabular(path, sha256, name)
+    return _load_mlflow(path, name)
+
+
+def _load_tabular(path: Path, sha256: str, name: str) -> Predictor:
+    from runners import inference
+
+    try:
+        loaded = inference.load_checked(path.read_bytes(), sha256, name)
+    except (OSError, inference.ArtifactError) as exc:
+        raise PredictorError(str(exc)) from exc
+
+    def score(frame: pd.DataFrame) -> pd.Series:
+        from runners.training import TrainingError
+
+        try:
+            return inference.predict(frame, loaded)
+        except TrainingError as exc:
+            raise PredictorError(str(exc)) from exc
+
+    return Predictor(name, STEWARD_TABULAR, str(loaded.device), score)
+
+
+def _load_mlflow(path: Path, name: str) -> Predictor:
+    try:
+        import mlflow.pyfunc
+    except ImportError as exc:  # pragma: no cover - mlflow-skinny is a dependency
+        raise PredictorError(f"mlflow is not installed here, {name} cannot load ({exc})") from exc
+    try:
+        model = mlflow.pyfunc.load_model(str(path))
+    except Exception as exc:  # a missing flavor package, a torn directory: the version cannot load
+        raise PredictorError(f"{name} does not load: {type(exc).__name__}: {exc}") from exc
+    columns = input_columns(model.metadata.get_input_schema())
+
+    def score(frame: pd.DataFrame) -> pd.Series:
+        inputs = frame[columns] if columns else frame
+        return as_series(model.predict(inputs), frame.index)
+
+    return Predictor(name, MLFLOW_MODEL, "cpu", score)
+
+
+def input_columns(schema: Any) -> list[str]:
+    """The named input columns of an MLflow schema (its ``input_names()``); [] for a tensor
+    signature or none, where the model gets the rows as sent."""
+    if schema is None or not getattr(schema, "has_input_names", lambda: False)():
+        return []
+    if getattr(schema, "is_tensor_spec", lambda: False)():
+        return []
+    return [str(name) for name in schema.input_names()]
+
+
+def as_series(output: Any, index: pd.Index) -> pd.Series:
+    """A model's output as one value per row: a 1-column result is squeezed; a row of several
+    values (class probabilities) becomes a list. Raises PredictorError when the number of rows
+    differs from the input's."""
+    if isinstance(output, pd.DataFrame):
+        output = output.iloc[:, 0] if output.shape[1] == 1 else output.to_numpy()
+    if isinstance(output, pd.Series):
+        output = output.to_numpy()
+    if hasattr(output, "detach"):  # a torch tensor from a custom pyfunc
+        output = output.detach().cpu().numpy()
+    values = np.asarray(output) if not isinstance(output, np.ndarray) else output
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim == 0 or len(values) != len(index):
+        raise PredictorError(f"the model returned {values.shape} for {len(index)} row(s)")
+    if values.ndim > 1:
+        return pd.Series([row.tolist() for row in values], index=index, name=PREDICTION_COLUMN)
+    return pd.Series(values, index=index, name=PREDICTION_COLUMN)
+
+
+def json_value(value: Any) -> Any:
+    """A prediction as JSON: numpy scalars as Python ones, NaN and infinities as None."""
+    if isinstance(value, list):
+        return [json_value(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
