@@ -108,10 +108,15 @@ def _load_mlflow(path: Path, name: str) -> Predictor:
         model = mlflow.pyfunc.load_model(str(path))
     except Exception as exc:  # a missing flavor package, a torn directory: the version cannot load
         raise PredictorError(f"{name} does not load: {type(exc).__name__}: {exc}") from exc
-    columns = input_columns(model.metadata.get_input_schema())
+    schema = model.metadata.get_input_schema()
+    columns = input_columns(schema)
+    dtypes = _column_dtypes(schema)
 
     def score(frame: pd.DataFrame) -> pd.Series:
         inputs = frame[columns] if columns else frame
+        # JSON numbers arrive as int64/float64; MLflow refuses an unsafe cast (float64 to a
+        # float32 column), which the signature itself asks for.
+        inputs = inputs.astype({name: dtype for name, dtype in dtypes.items() if name in inputs.columns})
         return as_series(model.predict(inputs), frame.index)
 
     return Predictor(name, MLFLOW_MODEL, "cpu", score)
@@ -125,6 +130,21 @@ def input_columns(schema: Any) -> list[str]:
     if getattr(schema, "is_tensor_spec", lambda: False)():
         return []
     return [str(name) for name in schema.input_names()]
+
+
+# MLflow ColSpec types -> the numpy dtype a column is cast to before predicting.
+_NUMPY_TYPES = {"float": "float32", "double": "float64", "integer": "int32", "long": "int64"}
+
+
+def _column_dtypes(schema: Any) -> dict[str, str]:
+    if not input_columns(schema):
+        return {}
+    found = {}
+    for spec in schema.inputs:
+        dtype = _NUMPY_TYPES.get(str(getattr(getattr(spec, "type", None), "name", "")))
+        if dtype is not None and spec.name is not None:
+            found[str(spec.name)] = dtype
+    return found
 
 
 def as_series(output: Any, index: pd.Index) -> pd.Series:
