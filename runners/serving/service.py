@@ -98,6 +98,8 @@ def route_by_alias(model: RegisteredModel, alias: str) -> Route:
 
 def route_by_number(model: RegisteredModel, number: int) -> Route:
     """Version ``number`` of ``model`` (not deleted). Http404 when there is none."""
+    if not 1 <= number < 2**31:  # past the column's range: no such version, on every database
+        raise Http404(f"model {model.name} has no version {number}")
     version = (
         ModelVersion.objects.filter(model=model, version=number)
         .exclude(status=ModelVersion.Status.DELETED)
