@@ -433,3 +433,50 @@ def test_alias_moved_by_an_approved_promotion_while_requests_arrive(
     assert {status for status, _ in answers} == {200}
     assert {version for _, version in answers} == {1, 2}
     assert after_move == [2] * 5
+
+
+def test_a_monitor_of_served_predictions_checks_drift_over_the_logged_rows(
+    staged, scientist, client_for, bike_frame, settings
+):
+    from monitoring.engine import CheckConfig, build_profile, run_check
+    from monitoring.execute import execute_drift_check
+    from monitoring.models import CheckState, DriftCheck
+
+    settings.STEWARD_PREDICT_MAX_ROWS = 1000
+    client = client_for(scientist)
+    served = bike_frame[bike_frame["yr"] == 1].iloc[:600]
+    answer = client.post(alias_url(), {"rows": rows_of(served, 600)}, format="json")
+    assert answer.status_code == 200
+    created = client.post(
+        "/api/monitors/",
+        {
+            "model_version": staged.pk,
+            "name": "online",
+            "source": "served",
+            "served_hours": 2,
+            "columns": BIKE_FEATURES,
+            "min_sample_size": 100,
+            "check_performance": False,
+        },
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+
+    ran = client.post(f"/api/monitors/{created.json()['id']}/run/")
+    assert ran.status_code in (200, 201, 202), ran.content
+    check = DriftCheck.objects.get()
+    state = execute_drift_check(check.pk, make_report=False)
+
+    check.refresh_from_db()
+    assert state == CheckState.SUCCEEDED, check.error
+    assert check.window["rows"] == 600
+    current = check.current_dataset_version
+    assert (current.dataset.name, current.row_count) == ("bike-demand-served", 600)
+    reference = bike_frame[bike_frame["yr"] == 0]
+    logged = pd.DataFrame.from_records(rows_of(served, 600))
+    logged["prediction"] = answer.json()["predictions"]
+    config = CheckConfig(columns=tuple(BIKE_FEATURES), min_sample_size=100)
+    expected = run_check(build_profile(reference), logged, config)
+    assert [c["column"] for c in check.drifted_columns] == [
+        c.column for c in expected.columns if c.is_drifted
+    ]
