@@ -204,11 +204,12 @@ def do_run_monitor(
         else:
             versions = window_of(monitor)
         if not versions:
-            source = {
+            sources: dict[str, str] = {
                 CurrentSource.PREDICTIONS: f"inference outputs of {monitor.model_version}",
                 CurrentSource.SERVED: f"online predictions of {monitor.model_version} logged in the last "
                 f"{monitor.served_hours} hours",
-            }.get(monitor.source, f"versions of dataset {monitor.current_dataset}")
+            }
+            source = sources.get(monitor.source, f"versions of dataset {monitor.current_dataset}")
             raise ValidationError({"source": f"there are no {source} to check yet"})
         check = DriftCheck.objects.create(
             team_id=monitor.team_id,

@@ -20,7 +20,7 @@ from governance.models import ApiToken, ModelAlias, ModelVersion, RegisteredMode
 from governance.permissions import CHANGE, PREDICT
 from runners.models import Prediction, PredictionRole, ServingPolicy
 from runners.serving import service
-from runners.serving.rows import RowsError, parse_rows
+from runners.serving.rows import Rows, RowsError, parse_rows
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -91,8 +91,8 @@ def do_predict(
             True,
         )
     service.ensure_predictable(version)
-    frame = parse_rows(body, service.input_columns(version), settings.STEWARD_PREDICT_MAX_ROWS)
-    predictions, latency_ms = service.score(version, frame)
+    rows = parse_rows(body, service.input_columns(version), settings.STEWARD_PREDICT_MAX_ROWS)
+    predictions, latency_ms = service.score(version, rows)
     answer = PredictAnswer(
         predictions=predictions,
         prediction_ids=[str(uuid.uuid4()) for _ in predictions],
@@ -101,20 +101,21 @@ def do_predict(
         alias=route.alias,
         is_canary=is_canary,
     )
-    shadow = _shadow(route, frame) if route.shadow_version_id else None
+    shadow = _shadow(route, rows) if route.shadow_version_id else None
     if random.random() < settings.STEWARD_PREDICTION_LOG_SAMPLE:
-        _log(registered_model, version, route.alias, frame, answer, latency_ms, actor, shadow)
+        _log(registered_model, version, route.alias, rows, answer, latency_ms, actor, shadow)
     return answer
 
 
-def _shadow(route: service.Route, frame: Any) -> tuple[ModelVersion, list[Any], float] | None:
-    """The shadow version's predictions of ``frame``, or None when it fails (logged: a shadow
+def _shadow(route: service.Route, rows: Rows) -> tuple[ModelVersion, list[Any], float] | None:
+    """The shadow version's predictions of ``rows``, or None when it fails (logged: a shadow
     never fails the request it shadows)."""
     try:
         version = ModelVersion.objects.select_related("model").get(pk=route.shadow_version_id)
         service.ensure_predictable(version)
         columns = service.input_columns(version)
-        rows = frame if columns is None else frame.reindex(columns=[c.name for c in columns])
+        if columns is not None:
+            rows = Rows(rows.records, [column.name for column in columns])
         predictions, latency_ms = service.score(version, rows)
     except Exception:
         logger.warning(
@@ -128,15 +129,15 @@ def _log(
     model: RegisteredModel,
     version: ModelVersion,
     alias: str,
-    frame: Any,
+    rows: Rows,
     answer: PredictAnswer,
     latency_ms: float,
     actor: User,
     shadow: tuple[ModelVersion, list[Any], float] | None,
 ) -> None:
-    features = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    features = rows.records
     now = timezone.now()
-    rows = [
+    logged = [
         Prediction(
             prediction_id=prediction_id,
             registered_model=model,
@@ -156,7 +157,7 @@ def _log(
     ]
     if shadow is not None:
         shadow_version, outputs, shadow_ms = shadow
-        rows += [
+        logged += [
             Prediction(
                 prediction_id=prediction_id,
                 registered_model=model,
@@ -172,7 +173,7 @@ def _log(
             for prediction_id, row, output in zip(answer.prediction_ids, features, outputs, strict=True)
         ]
     # Telemetry like a job's log, not a change anyone made: not audited, one insert per request.
-    Prediction.objects.bulk_create(rows)
+    Prediction.objects.bulk_create(logged)
 
 
 def _version_of(model: RegisteredModel, version: ModelVersion | None, role: str) -> ModelVersion | None:

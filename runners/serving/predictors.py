@@ -32,12 +32,28 @@ class PredictorError(ValueError):
 class Predictor:
     """A loaded model: ``predict(frame)`` is one prediction per row of ``frame``, aligned with its
     index (regression: the target's units; classification: the class label); ``name`` is the
-    version, ``device`` where it runs. Raises PredictorError for rows it cannot score."""
+    version, ``device`` where it runs. Raises PredictorError for rows it cannot score.
+    ``score_records``, when set, scores JSON records already checked against the signature
+    without building a DataFrame (online prediction's few rows: pandas costs more than the model)."""
 
     name: str
     flavor: str
     device: str
     score: Callable[[pd.DataFrame], pd.Series] = field(repr=False)
+    score_records: Callable[[list[dict[str, Any]]], list[Any]] | None = field(default=None, repr=False)
+
+    def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
+        """One prediction per record ({column: value}), as ``predict`` would give for them."""
+        if not records:
+            raise PredictorError("no rows to predict on")
+        if self.score_records is None:
+            return self.predict(pd.DataFrame.from_records(records)).tolist()
+        try:
+            return self.score_records(records)
+        except PredictorError:
+            raise
+        except Exception as exc:
+            raise PredictorError(f"{self.name} could not predict: {type(exc).__name__}: {exc}") from exc
 
     def predict(self, frame: pd.DataFrame) -> pd.Series:
         if frame.empty:
@@ -96,7 +112,60 @@ def _load_tabular(path: Path, sha256: str, name: str) -> Predictor:
         except TrainingError as exc:
             raise PredictorError(str(exc)) from exc
 
-    return Predictor(name, STEWARD_TABULAR, str(loaded.device), score)
+    encode = records_encoder(loaded.preprocessing)
+
+    def score_records(records: list[dict[str, Any]]) -> list[Any]:
+        return inference.predict_encoded(encode(records), loaded).tolist()
+
+    return Predictor(name, STEWARD_TABULAR, str(loaded.device), score, score_records)
+
+
+def records_encoder(preprocessing: dict[str, Any]) -> Callable[[list[dict[str, Any]]], np.ndarray]:
+    """``runners.training.encode_features`` for JSON records ({column: value}) without pandas:
+    numbers standardised by the training mean and std (missing or not a number: the mean, 0),
+    categories one-hot by ``str(value)`` (unseen or missing: all zeros). Raises PredictorError
+    naming a feature absent from a record."""
+    plan: list[tuple[str, int, Any]] = []  # (column, offset, (mean, std) or {category: index})
+    width = 0
+    for column in preprocessing["features"]:
+        if column in preprocessing["numeric"]:
+            stats = preprocessing["numeric"][column]
+            plan.append((column, width, (float(stats["mean"]), float(stats["std"]))))
+            width += 1
+        else:
+            categories = preprocessing["categorical"][column]
+            plan.append((column, width, {str(c): i for i, c in enumerate(categories)}))
+            width += len(categories)
+
+    def encode(records: list[dict[str, Any]]) -> np.ndarray:
+        x = np.zeros((len(records), width), dtype=np.float32)
+        for row, record in enumerate(records):
+            for column, offset, how in plan:
+                if column not in record:
+                    raise PredictorError(f"column {column!r} missing from the data")
+                value = record[column]
+                if isinstance(how, tuple):
+                    number = _as_number(value)
+                    if number is not None:
+                        x[row, offset] = (number - how[0]) / how[1]
+                elif value is not None:
+                    code = how.get(str(value))
+                    if code is not None:
+                        x[row, offset + code] = 1.0
+        return x
+
+    return encode
+
+
+def _as_number(value: Any) -> float | None:
+    """``pd.to_numeric(errors="coerce")`` of one value, infinities and NaN as missing."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def _load_mlflow(path: Path, name: str) -> Predictor:

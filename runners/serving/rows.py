@@ -31,6 +31,18 @@ _MLFLOW_TYPES = {
 
 
 @dataclass(frozen=True)
+class Rows:
+    """Checked rows: ``records`` ({column: value}, JSON values) and the ``columns`` in the
+    signature's order (row 0's keys when the version names none)."""
+
+    records: list[dict[str, Any]]
+    columns: list[str]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self.records, columns=self.columns)
+
+
+@dataclass(frozen=True)
 class Column:
     """An input column: its ``name``, the JSON ``kind`` of its values (number, string, boolean,
     any) and whether every row must carry it."""
@@ -114,9 +126,9 @@ def _check_value(value: Any, column: Column, row: int) -> None:
         raise RowsError(f"{where}: empty string")
 
 
-def parse_rows(body: Any, columns: list[Column] | None, max_rows: int) -> pd.DataFrame:
-    """The rows of ``body`` (``{"rows": [...]}`` or ``{"dataframe_records": [...]}``) as a
-    DataFrame with ``columns``' order. Rows are numbered from 0 in messages. Raises RowsError for
+def parse_rows(body: Any, columns: list[Column] | None, max_rows: int) -> Rows:
+    """The rows of ``body`` (``{"rows": [...]}`` or ``{"dataframe_records": [...]}``), checked
+    against ``columns``. Rows are numbered from 0 in messages. Raises RowsError for
     no rows, more than ``max_rows`` (413), a row that is not an object, a missing, extra, null,
     non-finite or ill-typed value."""
     records = _records(body)
@@ -149,5 +161,5 @@ def parse_rows(body: Any, columns: list[Column] | None, max_rows: int) -> pd.Dat
                     raise RowsError(f"row {number}: missing column {column.name!r}")
                 continue
             _check_value(record[column.name], column, number)
-    order = [column.name for column in columns] if columns is not None else first_keys
-    return pd.DataFrame.from_records(records, columns=order)
+    order = [column.name for column in columns] if columns is not None else list(first_keys or [])
+    return Rows(records, order)

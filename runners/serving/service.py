@@ -25,10 +25,9 @@ from governance.names import name_key
 from governance.permissions import VIEW
 from runners.models import ServingPolicy
 from runners.serving import predictors, supervisor
-from runners.serving.rows import Column, columns_of
+from runners.serving.rows import Column, Rows, columns_of
 
 if TYPE_CHECKING:
-    import pandas as pd
     from django.contrib.auth.models import User
 
 IN_PROCESS = "in_process"
@@ -90,9 +89,9 @@ def route_by_alias(model: RegisteredModel, alias: str) -> Route:
     return Route(
         found.model_version,
         alias,
-        found.canary_id,  # type: ignore[attr-defined]
-        found.canary_percent or 0,  # type: ignore[attr-defined]
-        found.shadow_id,  # type: ignore[attr-defined]
+        found.canary_id,
+        found.canary_percent or 0,
+        found.shadow_id,
     )
 
 
@@ -176,17 +175,16 @@ def served_by(version: ModelVersion) -> str:
     return IN_PROCESS if version.flavor == predictors.STEWARD_TABULAR else MODEL_SERVER
 
 
-def score(version: ModelVersion, frame: pd.DataFrame) -> tuple[list[Any], float]:
-    """(JSON predictions of ``frame``'s rows, milliseconds taken) by ``version``. Raises
+def score(version: ModelVersion, rows: Rows) -> tuple[list[Any], float]:
+    """(JSON predictions of ``rows``, milliseconds taken) by ``version``. Raises
     ValidationError when the version refuses the rows or does not load;
     supervisor.ServerError when its model server fails for another reason."""
     started = time.perf_counter()
     try:
         if served_by(version) == IN_PROCESS:
-            values = [predictors.json_value(v) for v in _cache.get(version).predict(frame).tolist()]
+            values = [predictors.json_value(v) for v in _cache.get(version).predict_records(rows.records)]
         else:
-            records = frame.to_dict(orient="records")
-            values = supervisor.predict(server_spec(version), records, list(frame.columns))
+            values = supervisor.predict(server_spec(version), rows.records, rows.columns)
     except predictors.PredictorError as exc:
         raise ValidationError({"rows": str(exc)}) from exc
     except supervisor.ServerError as exc:
