@@ -21,4 +21,6 @@ urlpatterns = [
     path("jobs/<int:pk>/release/", views.job_release, name="job_release"),
     path("usage/", views.usage, name="usage"),
     path("model-versions/<int:pk>/infer/", views.model_version_infer, name="model_version_infer"),
+    path("models/<int:pk>/serving/", views.model_serving, name="model_serving"),
+    path("models/<int:pk>/prediction-tokens/", views.prediction_token_create, name="prediction_token_create"),
 ]

@@ -85,6 +85,8 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("model_delete", model_version.model_id),
         ("model_version_detail", model_version.pk),
         ("model_version_infer", model_version.pk),
+        ("model_serving", model_version.model_id),
+        ("prediction_token_create", model_version.model_id),
         ("drift_check_request", model_version.pk),
         ("job_detail", job.pk),
         ("job_progress", job.pk),

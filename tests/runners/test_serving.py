@@ -480,3 +480,30 @@ def test_a_monitor_of_served_predictions_checks_drift_over_the_logged_rows(
     assert [c["column"] for c in check.drifted_columns] == [
         c.column for c in expected.columns if c.is_drifted
     ]
+
+
+def test_the_serving_page_sets_a_policy_and_creates_a_prediction_token(
+    staged, second_version, scientist, owner, viewer, outsider, client
+):
+    page = f"/models/{staged.model_id}/serving/"
+    tokens = f"/models/{staged.model_id}/prediction-tokens/"
+    client.force_login(scientist)
+    assert "Set serving policy" in client.get(page).content.decode()
+
+    posted = client.post(page, {"alias": "staging", "shadow_version": second_version.pk, "canary_percent": 0})
+    refused = client.post(tokens, {"name": "shop"})
+
+    assert posted.status_code == 302
+    assert ServingPolicy.objects.get().shadow_version == second_version
+    assert refused.status_code == 403
+    client.force_login(owner)
+    created = client.post(tokens, {"name": "shop"})
+    token = ApiToken.objects.get(scope=TokenScope.PREDICT)
+    assert created.status_code == 200
+    assert token.prefix in created.content.decode()
+    assert created["Cache-Control"] == "no-store"
+    client.force_login(viewer)
+    assert client.post(page, {"alias": "staging", "canary_percent": 0}).status_code == 403
+    client.force_login(outsider)
+    assert client.get(page).status_code == 404
+    assert ServingPolicy.objects.count() == 1
