@@ -49,11 +49,15 @@ class _PredictView(APIView):
             return Response(
                 {"detail": f"unknown query parameter(s): {', '.join(unknown)}; known: team"}, status=400
             )
-        model = service.find_model(request.user, name, request.query_params.get("team"))
         token = request.auth if isinstance(request.auth, ApiToken) else None
         try:
             answer = actions.do_predict(
-                registered_model=model, body=request.data, actor=request.user, token=token, **route
+                name=name,
+                team_slug=request.query_params.get("team"),
+                body=request.data,
+                actor=request.user,
+                token=token,
+                **route,
             )
         except RowsError as exc:
             return Response({"rows": [str(exc)]}, status=exc.status)

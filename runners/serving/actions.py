@@ -62,34 +62,33 @@ def ensure_may_predict(actor: User, model: RegisteredModel, token: ApiToken | No
 
 def do_predict(
     *,
-    registered_model: RegisteredModel,
+    name: str,
     body: Any,
     actor: User,
+    team_slug: str | None = None,
     alias: str | None = None,
     version_number: int | None = None,
     token: ApiToken | None = None,
 ) -> PredictAnswer:
-    """Score the rows of ``body`` with the version ``alias`` points at (its policy's canary
-    answers ``canary_percent`` % of requests; its shadow scores the same rows, logged, never
-    returned, its failure never fails the request) or with version ``version_number``.
+    """Score the rows of ``body`` with model ``name`` (among ``actor``'s; ``team_slug`` picks
+    among several teams'): the version ``alias`` points at now (its policy's canary answers
+    ``canary_percent`` % of requests; its shadow scores the same rows, logged, never returned,
+    its failure never fails the request) or version ``version_number``.
 
     Logs each row as a Prediction (one bulk insert) when the request is sampled
-    (``STEWARD_PREDICTION_LOG_SAMPLE``); prediction ids are returned either way. Raises
-    PermissionDenied without ``predict``; RowsError (400/413) for rows that do not fit the
-    version's signature; ValidationError when the version cannot predict on them; Http404 for
-    an unknown alias or version.
+    (``STEWARD_PREDICTION_LOG_SAMPLE``); prediction ids are returned either way. Raises Http404
+    for a model out of sight or an unknown alias or version; ValidationError for a name that
+    several teams hold; PermissionDenied without ``predict`` (or with another model's
+    prediction token); RowsError (400/413) for rows that do not fit the version's signature;
+    ValidationError when the version cannot predict on them.
     """
+    registered_model, route = service.resolve(actor, name, team_slug, alias)
     ensure_may_predict(actor, registered_model, token)
-    if alias is not None:
-        route = service.route_by_alias(registered_model, alias)
-    else:
+    if route is None:
         route = service.route_by_number(registered_model, int(version_number or 0))
     version, is_canary = route.version, False
     if route.canary_version_id and route.canary_percent and random.random() * 100 < route.canary_percent:
-        version, is_canary = (
-            ModelVersion.objects.select_related("model").get(pk=route.canary_version_id),
-            True,
-        )
+        version, is_canary = service.version_by_id(route.canary_version_id), True
     service.ensure_predictable(version)
     rows = parse_rows(body, service.input_columns(version), settings.STEWARD_PREDICT_MAX_ROWS)
     predictions, latency_ms = service.score(version, rows)
@@ -111,7 +110,7 @@ def _shadow(route: service.Route, rows: Rows) -> tuple[ModelVersion, list[Any], 
     """The shadow version's predictions of ``rows``, or None when it fails (logged: a shadow
     never fails the request it shadows)."""
     try:
-        version = ModelVersion.objects.select_related("model").get(pk=route.shadow_version_id)
+        version = service.version_by_id(int(route.shadow_version_id or 0))
         service.ensure_predictable(version)
         columns = service.input_columns(version)
         if columns is not None:

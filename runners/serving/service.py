@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import OuterRef, Subquery
+from django.db import connection
 from django.http import Http404
 
-from governance.models import ModelAlias, ModelVersion, RegisteredModel
+from governance.models import ModelAlias, ModelVersion, RegisteredModel, Team
 from governance.names import name_key
-from governance.permissions import VIEW
+from governance.permissions import VIEW, AllTeams, team_scope
 from runners.models import ServingPolicy
 from runners.serving import predictors, supervisor
 from runners.serving.rows import Column, Rows, columns_of
@@ -48,51 +48,90 @@ class Route:
     shadow_version_id: int | None = None
 
 
-def find_model(user: User, name: str, team_slug: str | None) -> RegisteredModel:
-    """The live model called ``name`` (by its name key) among those ``user`` may view; ``team_slug``
-    picks among several teams' models of that name. Http404 when none; ValidationError (400)
-    naming the teams when several and no team was given."""
-    found = list(
-        RegisteredModel.objects.restrict(user, VIEW)
-        .filter(name_key=name_key(name), deleted_at__isnull=True)
-        .select_related("team")
-        .order_by("team__slug")
+def _lookup_sql() -> str:
+    """One query: the live models with a name key, their team's slug, the version an alias of
+    theirs points at and that alias's serving policy (LEFT JOINs: none of either is NULLs)."""
+    model, team = RegisteredModel._meta.db_table, Team._meta.db_table
+    alias, policy = ModelAlias._meta.db_table, ServingPolicy._meta.db_table
+    version = ModelVersion._meta.db_table
+    # Only Django's own table names are interpolated; the values are parameters.
+    return (
+        f"SELECT m.id, m.team_id, m.name, t.slug, a.model_version_id, v.sha256, p.canary_version_id, "  # noqa: S608
+        f"p.canary_percent, p.shadow_version_id FROM {model} m JOIN {team} t ON t.id = m.team_id "
+        f"LEFT JOIN {alias} a ON a.model_id = m.id AND a.name = %s "
+        f"LEFT JOIN {version} v ON v.id = a.model_version_id "
+        f"LEFT JOIN {policy} p ON p.registered_model_id = m.id AND p.alias = a.name "
+        "WHERE m.name_key = %s AND m.deleted_at IS NULL ORDER BY t.slug"
     )
+
+
+def resolve(
+    user: User, name: str, team_slug: str | None, alias: str | None
+) -> tuple[RegisteredModel, Route | None]:
+    """The live model called ``name`` (by its name key) among those ``user`` may view
+    (``governance.permissions.team_scope``), and, given ``alias``, the version it points at NOW
+    with its serving policy: one query per request (issue 17: a moved alias is served at once),
+    written in SQL because compiling the ORM's form of it cost more than the prediction.
+
+    ``team_slug`` picks among several teams' models of that name. The model is a light instance
+    (pk, team_id, name). Raises Http404 when no visible model has the name or it has no such
+    alias; ValidationError (400) naming the teams when several match and no team was given.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_lookup_sql(), [alias or "", name_key(name)])
+        found = cursor.fetchall()
+    scope = team_scope(user, VIEW)
+    found = [row for row in found if isinstance(scope, AllTeams) or row[1] in scope]
     if team_slug is not None:
-        found = [model for model in found if model.team.slug == team_slug]
+        found = [row for row in found if row[3] == team_slug]
     if not found:
         raise Http404(f"no model named {name!r}")
     if len(found) > 1:
-        teams = ", ".join(model.team.slug for model in found)
+        teams = ", ".join(row[3] for row in found)
         raise ValidationError(
             {"team": f"several teams have a model named {name!r} ({teams}); add ?team=<slug>"}
         )
-    return found[0]
+    model_id, team_id, model_name, _slug, version_id, sha256, canary_id, canary_percent, shadow_id = found[0]
+    model = RegisteredModel(pk=model_id, team_id=team_id, name=model_name)
+    if alias is None:
+        return model, None
+    if version_id is None:
+        raise Http404(f"model {model_name} has no alias {alias!r}")
+    return model, Route(version_by_id(version_id, sha256), alias, canary_id, canary_percent or 0, shadow_id)
 
 
-def route_by_alias(model: RegisteredModel, alias: str) -> Route:
-    """The version ``alias`` points at now, with its serving policy, in one query. Http404 when
-    the model has no such alias."""
-    policy = ServingPolicy.objects.filter(registered_model=model, alias=OuterRef("name"))
-    found = (
-        ModelAlias.objects.filter(model=model, name=alias)
-        .select_related("model_version")
-        .annotate(
-            canary_id=Subquery(policy.values("canary_version_id")[:1]),
-            canary_percent=Subquery(policy.values("canary_percent")[:1]),
-            shadow_id=Subquery(policy.values("shadow_version_id")[:1]),
-        )
-        .first()
-    )
-    if found is None:
-        raise Http404(f"model {model.name} has no alias {alias!r}")
-    return Route(
-        found.model_version,
-        alias,
-        found.canary_id,
-        found.canary_percent or 0,
-        found.shadow_id,
-    )
+class _VersionCache:
+    """Model versions by id and sha256, read once per process: what serving reads of one (its
+    number, artifact, flavor, signature) never changes after registration; the sha256 (read by
+    the request's one query) guards against an id that names other content (a restored
+    database)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.lock = threading.Lock()
+        self.size = size
+        self.found: OrderedDict[int, ModelVersion] = OrderedDict()
+
+    def get(self, pk: int, sha256: str) -> ModelVersion:
+        with self.lock:
+            version = self.found.get(pk)
+        if version is None or version.sha256 != sha256:
+            version = ModelVersion.objects.select_related("model").get(pk=pk)
+            with self.lock:
+                self.found[pk] = version
+                while len(self.found) > self.size:
+                    self.found.popitem(last=False)
+        return version
+
+
+_versions = _VersionCache()
+
+
+def version_by_id(pk: int, sha256: str | None = None) -> ModelVersion:
+    """Model version ``pk`` (with its model): given its ``sha256``, from this process's cache
+    after the first read; without, read now (a canary or shadow: one query when used)."""
+    if sha256 is None:
+        return ModelVersion.objects.select_related("model").get(pk=pk)
+    return _versions.get(pk, sha256)
 
 
 def route_by_number(model: RegisteredModel, number: int) -> Route:
