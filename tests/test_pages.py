@@ -131,7 +131,7 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 48
+    assert len(pages) == 50
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200
