@@ -77,6 +77,8 @@ def resolve(
     (pk, team_id, name). Raises Http404 when no visible model has the name or it has no such
     alias; ValidationError (400) naming the teams when several match and no team was given.
     """
+    if "\x00" in name or "\x00" in (alias or ""):  # no name holds one; PostgreSQL refuses it
+        raise Http404(f"no model named {name!r}")
     with connection.cursor() as cursor:
         cursor.execute(_lookup_sql(), [alias or "", name_key(name)])
         found = cursor.fetchall()
