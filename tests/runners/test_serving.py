@@ -215,12 +215,15 @@ def test_prediction_token_predicts_with_its_model_only(staged, owner, client_for
     other_model = client.post(alias_url(name="bike-other"), {"rows": rows_of(bike_frame, 1)}, format="json")
     datasets = client.get("/api/datasets/")
     jobs = client.post("/api/jobs/", {}, format="json")
+    mlflow_api = client.get("/api/2.0/mlflow/registered-models/search")
 
     assert predicted.status_code == 200
     assert other_model.status_code == 403
     assert "another model" in other_model.json()["detail"]
     assert datasets.status_code == jobs.status_code == 403
     assert "prediction token" in datasets.json()["detail"]
+    assert mlflow_api.status_code == 403
+    assert "prediction token" in mlflow_api.json()["message"]
     assert Prediction.objects.count() == 1
 
 
