@@ -7,6 +7,7 @@ from governance.api import views as governance
 from lineage.api.views import LineageView
 from monitoring.api import views as monitoring
 from runners.api import code as code
+from runners.api import serving
 from runners.api import views as runners
 
 router = DefaultRouter()
@@ -27,6 +28,7 @@ router.register("job-schedules", runners.JobScheduleViewSet)
 router.register("budgets", runners.BudgetViewSet)
 router.register("code-projects", code.CodeProjectViewSet)
 router.register("code-versions", code.CodeVersionViewSet)
+router.register("serving-policies", serving.ServingPolicyViewSet)
 router.register("drift-checks", monitoring.DriftCheckViewSet)
 router.register("alerts", monitoring.AlertViewSet)
 router.register("monitors", monitoring.MonitorViewSet)
@@ -51,8 +53,21 @@ urlpatterns = [
         name="codeversion-file",
     ),
     path("code-templates/", code.CodeTemplateListView.as_view(), name="code-templates"),
+    # Online prediction (issue 17): by the model's name, as MLflow's clients name models.
+    path(
+        "models/<str:name>/aliases/<str:alias>/predict",
+        serving.PredictByAliasView.as_view(),
+        name="predict_by_alias",
+    ),
+    path(
+        "models/<str:name>/versions/<int:version>/predict",
+        serving.PredictByVersionView.as_view(),
+        name="predict_by_version",
+    ),
+    path(
+        "models/<int:pk>/prediction-tokens/", serving.PredictionTokenView.as_view(), name="prediction_tokens"
+    ),
     path("", include(router.urls)),
-    # STAND-IN until the coderun slice's log action (matched first, above) is merged: delete then.
     path("lineage/", LineageView.as_view(), name="lineage"),
     path("usage/", runners.UsageView.as_view(), name="usage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),

@@ -258,6 +258,15 @@ STEWARD_SANDBOX = env.str("STEWARD_SANDBOX", default="auto")
 STEWARD_SANDBOX_UID = env.int("STEWARD_SANDBOX_UID", default=65534)
 # Online prediction: the share of requests logged as Prediction rows (1.0: every one).
 STEWARD_PREDICTION_LOG_SAMPLE = env.float("STEWARD_PREDICTION_LOG_SAMPLE", default=1.0)
+# At most this many rows per predict request (413 past it).
+STEWARD_PREDICT_MAX_ROWS = env.int("STEWARD_PREDICT_MAX_ROWS", default=1000)
+# Model servers (flavors whose loading runs code): their sockets, locks and logs live in this
+# folder (a short path: a unix socket's is at most 107 bytes); each stops after this many idle
+# seconds, computes with this many threads and may take this long to load its model.
+STEWARD_MODEL_SERVER_DIR = Path(env.str("STEWARD_MODEL_SERVER_DIR", default=str(VAR_DIR / "model-servers")))
+STEWARD_MODEL_SERVER_IDLE_S = env.float("STEWARD_MODEL_SERVER_IDLE_S", default=900.0)
+STEWARD_MODEL_SERVER_THREADS = env.int("STEWARD_MODEL_SERVER_THREADS", default=1)
+STEWARD_MODEL_SERVER_START_TIMEOUT_S = env.float("STEWARD_MODEL_SERVER_START_TIMEOUT_S", default=120.0)
 # Ed25519 key signing audit checkpoints: a PEM in the environment, else this file, generated
 # (mode 0600) on first use. Keep it out of backups of the database it vouches for.
 STEWARD_AUDIT_SIGNING_KEY = env.str("STEWARD_AUDIT_SIGNING_KEY", default="", multiline=True)

@@ -13,19 +13,21 @@ from django.db import models
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
 
-Action = Literal["view", "change", "manage", "approve"]
+Action = Literal["view", "change", "manage", "approve", "predict"]
 
 VIEW: Action = "view"
 CHANGE: Action = "change"
 MANAGE: Action = "manage"
 APPROVE: Action = "approve"
+# Online prediction with the team's models (issue 17): the model owners and data scientists.
+PREDICT: Action = "predict"
 
 # Team role -> actions it allows on the team's objects. "change" registers data, submits jobs,
 # runs drift checks, acknowledges alerts and requests promotions; "manage" changes the team's
 # members; "approve" decides promotion requests. docs/permissions.md is the matrix, tested cell by cell.
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    "model_owner": frozenset({VIEW, CHANGE, MANAGE}),
-    "data_scientist": frozenset({VIEW, CHANGE}),
+    "model_owner": frozenset({VIEW, CHANGE, MANAGE, PREDICT}),
+    "data_scientist": frozenset({VIEW, CHANGE, PREDICT}),
     "approver": frozenset({VIEW, APPROVE}),
     "viewer": frozenset({VIEW}),
 }

@@ -44,6 +44,9 @@ class MonitorForm(ScopedForm):
     window_versions = forms.IntegerField(
         min_value=1, initial=1, help_text="Newest dataset versions per check."
     )
+    served_hours = forms.IntegerField(
+        min_value=1, initial=24, help_text="Online predictions source: hours of logged rows per check."
+    )
     reference_dataset_version = forms.ModelChoiceField(
         queryset=DatasetVersion.objects.select_related("dataset"),
         required=False,

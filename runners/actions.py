@@ -24,6 +24,8 @@ from runners.budgets import hold_reason
 from runners.launcher import Limits
 from runners.lifecycle import Lifecycle
 from runners.models import TERMINAL_STATES, Job, JobBackend, JobKind, JobSchedule, JobState
+from runners.serving.predictors import refusal
+from runners.serving.rows import columns_of
 from runners.specs import (
     SUBMISSION_FIELDS,
     SpecError,
@@ -176,7 +178,8 @@ def _check_inference_spec(spec: Any, dataset_version: DatasetVersion, model_vers
         spec.get("resources"), settings.STEWARD_RESOURCE_CLASSES, settings.STEWARD_DEFAULT_RESOURCE_CLASS
     )
     columns = dataset_version.column_names
-    missing = [c for c in model_version.signature.get("features", []) if c not in columns]
+    expected = columns_of(model_version.signature, model_version.flavor_details) or []
+    missing = [c.name for c in expected if c.is_required and c.name not in columns]
     if missing:
         raise SpecError(
             f"dataset version lacks the model's feature column(s) {', '.join(map(repr, missing))}"
@@ -244,16 +247,11 @@ def check_submission(
             raise ValidationError({"model_version": "an inference job needs a model version"})
         if model_version.status == ModelVersion.Status.DELETED or model_version.model.deleted_at is not None:
             raise ValidationError({"model_version": f"{model_version} was deleted"})
-        if model_version.flavor != ModelVersion.Flavor.STEWARD_TABULAR:
-            # Only Steward's own artifact loads without running code (weights_only); an MLflow
-            # model directory, ONNX or a bare state dict needs its own runtime (issue 17).
-            raise ValidationError(
-                {
-                    "model_version": f"{model_version} is a {model_version.get_flavor_display()} model; "
-                    "inference jobs run Steward's tabular models only (load other flavors with their "
-                    "own runtime, e.g. mlflow.pyfunc.load_model)"
-                }
-            )
+        why = refusal(model_version.flavor)
+        if why:
+            # Every flavor that can predict runs (issue 17); a bare state dict or an unknown
+            # file cannot, whatever runtime the child has.
+            raise ValidationError({"model_version": f"{model_version}: {why}"})
         team_id = model_version.model.team_id
     else:
         raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer"})

@@ -20,7 +20,8 @@ reports events, writes checkpoints and the artifact; another rank reports only i
 
 The task (JSON): ``kind`` (train / infer), ``data`` {path, format, filename, name, where},
 ``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
-``checkpoint_every``, ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256, name}.
+``checkpoint_every``, ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256,
+name, flavor}.
 """
 
 from __future__ import annotations
@@ -157,21 +158,27 @@ def _train(task: dict[str, Any], report: Reporter, stop_requested: list[bool]) -
 
 
 def _infer(task: dict[str, Any], report: Reporter) -> None:
-    from runners import inference
+    from runners.serving import predictors
 
     model = task["model"]
-    loaded = inference.load_checked(Path(model["path"]).read_bytes(), model["sha256"], model["name"])
+    # Any flavor (issue 17): an MLflow model's loading runs its code, here in the child only.
+    loaded = predictors.load(
+        Path(model["path"]),
+        flavor=model.get("flavor", predictors.STEWARD_TABULAR),
+        sha256=model["sha256"],
+        name=model["name"],
+    )
     rows = _load_rows(task["data"], report)
     report(
         "log",
-        message=f"predicting {len(rows)} rows with {model['name']} on {loaded.device}",
-        device=str(loaded.device),
+        message=f"predicting {len(rows)} rows with {model['name']} ({loaded.flavor}) on {loaded.device}",
+        device=loaded.device,
     )
     output = rows.copy()
-    output[inference.PREDICTION_COLUMN] = inference.predict(rows, loaded)
+    output[predictors.PREDICTION_COLUMN] = loaded.predict(rows)
     report("log", message=f"writing {len(output)} predictions")
     Path(task["output"]).write_bytes(datafiles.write_frame(output, task["data"]["format"]))
-    report("result", rows=len(output), device=str(loaded.device))
+    report("result", rows=len(output), device=loaded.device)
 
 
 def _gpu_usage(started: float, world_size: int) -> dict[str, float | None]:
@@ -208,9 +215,17 @@ def main(argv: list[str]) -> int:
     _die_with_parent()
     started = time.monotonic()
     from runners.inference import ArtifactError
+    from runners.serving.predictors import PredictorError
     from runners.training import TrainingError
 
-    user_errors = (SpecError, TrainingError, ArtifactError, datafiles.DataFileError, FileNotFoundError)
+    user_errors = (
+        SpecError,
+        TrainingError,
+        ArtifactError,
+        PredictorError,
+        datafiles.DataFileError,
+        FileNotFoundError,
+    )
     try:
         import torch
 

@@ -368,6 +368,7 @@ def _run_inference(job: Job, attempt: int, devices: list[str]) -> None:
                 "path": str(model_version.path),
                 "sha256": model_version.sha256,
                 "name": str(model_version),
+                "flavor": model_version.flavor,
             },
             "output": str(path),
         }
@@ -445,6 +446,7 @@ def predict_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Seri
                 "path": str(model_version.path),
                 "sha256": model_version.sha256,
                 "name": str(model_version),
+                "flavor": model_version.flavor,
             },
             "output": str(output),
         }

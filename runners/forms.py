@@ -151,3 +151,27 @@ class BudgetForm(ScopedForm):
         field.queryset = Team.objects.restrict(user, MANAGE)  # type: ignore[attr-defined]
         teams = list(field.queryset[:2])  # type: ignore[attr-defined]
         field.initial = teams[0].pk if len(teams) == 1 else None
+
+
+class ServingPolicyForm(forms.Form):
+    """An alias's serving policy (issue 17); the version choices are the model's own."""
+
+    alias = forms.CharField(max_length=255, initial="production")
+    canary_version = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), required=False)
+    canary_percent = forms.IntegerField(min_value=0, max_value=100, initial=0, help_text="% of requests.")
+    shadow_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), required=False, help_text="Scores every request, never answers."
+    )
+
+    def __init__(self, *args, model: RegisteredModel, **kwargs):
+        super().__init__(*args, **kwargs)
+        versions = ModelVersion.objects.filter(model=model, status=ModelVersion.Status.READY).select_related(
+            "model"
+        )
+        for name in ("canary_version", "shadow_version"):
+            self.fields[name].queryset = versions  # type: ignore[attr-defined]
+
+
+class PredictionTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Which application calls with it.")
+    expires_in_days = forms.IntegerField(min_value=1, max_value=3650, required=False)

@@ -59,7 +59,15 @@ def predict(frame: pd.DataFrame, model: LoadedModel, batch_size: int = 65536) ->
     """
     if frame.empty:
         raise TrainingError("no rows to predict on")
-    x = encode_features(frame, model.preprocessing)
+    return predict_encoded(encode_features(frame, model.preprocessing), model, frame.index, batch_size)
+
+
+def predict_encoded(
+    x: np.ndarray, model: LoadedModel, index: pd.Index | None = None, batch_size: int = 65536
+) -> pd.Series:
+    """``predict`` of rows already encoded (``encode_features``: float32, rows x encoded width);
+    ``index`` labels them (default 0..n-1). Online prediction encodes its few rows without pandas."""
+    index = pd.RangeIndex(len(x)) if index is None else index
     outputs = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -69,6 +77,6 @@ def predict(frame: pd.DataFrame, model: LoadedModel, batch_size: int = 65536) ->
     target = model.preprocessing["target"]
     if target["task"] == "regression":
         values = output.squeeze(1).numpy().astype(np.float64) * target["std"] + target["mean"]
-        return pd.Series(values, index=frame.index, name=PREDICTION_COLUMN)
+        return pd.Series(values, index=index, name=PREDICTION_COLUMN)
     classes = np.array(target["classes"], dtype=object)
-    return pd.Series(classes[output.argmax(1).numpy()], index=frame.index, name=PREDICTION_COLUMN)
+    return pd.Series(classes[output.argmax(1).numpy()], index=index, name=PREDICTION_COLUMN)

@@ -10,8 +10,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
-from governance.models import ModelVersion
+from governance.models import ModelVersion, RegisteredModel
 from governance.permissions import ALL_TEAMS, MANAGE, VIEW, team_scope
 from governance.views.helpers import (
     button_view,
@@ -27,7 +28,14 @@ from governance.views.helpers import (
 from runners import actions, budgets, schedules
 from runners.accounting import budget_lines, month_start, parse_month, usage_rows
 from runners.filtersets import JobFilterSet, JobScheduleFilterSet
-from runners.forms import BudgetForm, InferenceJobForm, JobScheduleForm, TrainingJobForm
+from runners.forms import (
+    BudgetForm,
+    InferenceJobForm,
+    JobScheduleForm,
+    PredictionTokenForm,
+    ServingPolicyForm,
+    TrainingJobForm,
+)
 from runners.models import Job, JobKind, JobSchedule
 from runners.permissions import may_cancel_job, may_change_job_schedule, may_release_job
 from runners.queries import SERIES_POINTS_MAX
@@ -297,4 +305,84 @@ def job_schedule_button(request: HttpRequest, pk: int, verb: str) -> HttpRespons
         back=schedule.get_absolute_url(),
         success_message=message.format(schedule=schedule),
         success=lambda _: "job_schedule_list" if verb == "delete" else schedule.get_absolute_url(),
+    )
+
+
+@login_required
+def model_serving(request: HttpRequest, pk: int) -> HttpResponse:
+    """A model's online serving (issue 17): its aliases' policies, the predict URLs; POST sets a
+    policy (``do_set_serving_policy``); a second form creates a prediction token."""
+    from runners.serving.actions import do_set_serving_policy
+
+    model = visible_or_404(request, RegisteredModel.objects.select_related("team"), pk)
+    form = ServingPolicyForm(request.POST or None, model=model)
+    return form_view(
+        request,
+        form,
+        lambda data: do_set_serving_policy(registered_model=model, actor=request.user, **data),
+        success=lambda policy: model_serving_url(model),
+        success_message=lambda policy: f"Serving of {model.name}@{policy.alias} set.",
+        render_page=lambda form, status: _serving_page(
+            request, model, form, PredictionTokenForm(), None, status
+        ),
+    )
+
+
+def model_serving_url(model: RegisteredModel) -> str:
+    from django.urls import reverse
+
+    return reverse("model_serving", args=[model.pk])
+
+
+def _serving_page(request, model, form, token_form, created, status: int) -> HttpResponse:
+    from governance.models import ModelAlias
+    from runners.models import ServingPolicy
+
+    response = render(
+        request,
+        "runners/model_serving.html",
+        {
+            "section": "models",
+            "model": model,
+            "form": form,
+            "token_form": token_form,
+            "aliases": ModelAlias.objects.filter(model=model).select_related("model_version"),
+            "policies": ServingPolicy.objects.filter(registered_model=model).select_related(
+                "canary_version", "shadow_version", "updated_by"
+            ),
+            "new_token": created[0] if created else None,
+            "new_secret": created[1] if created else None,
+        },
+        status=status,
+    )
+    if created:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+def prediction_token_create(request: HttpRequest, pk: int) -> HttpResponse:
+    """POST: a token that may only predict with this model; its secret is shown on this answer only."""
+    from governance.actions.tokens import do_create_prediction_token
+
+    model = visible_or_404(request, RegisteredModel.objects.select_related("team"), pk)
+    token_form = PredictionTokenForm(request.POST or None)
+
+    def create(data: dict[str, Any]):
+        days = data.get("expires_in_days")
+        expires_at = timezone.now() + datetime.timedelta(days=days) if days else None
+        return do_create_prediction_token(
+            registered_model=model, name=data["name"], expires_at=expires_at, actor=request.user
+        )
+
+    return form_view(
+        request,
+        token_form,
+        create,
+        success=lambda created: _serving_page(
+            request, model, ServingPolicyForm(model=model), PredictionTokenForm(), created, 200
+        ),
+        render_page=lambda form, status: _serving_page(
+            request, model, ServingPolicyForm(model=model), form, None, status
+        ),
     )

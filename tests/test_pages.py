@@ -90,6 +90,8 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("model_delete", model_version.model_id),
         ("model_version_detail", model_version.pk),
         ("model_version_infer", model_version.pk),
+        ("model_serving", model_version.model_id),
+        ("prediction_token_create", model_version.model_id),
         ("drift_check_request", model_version.pk),
         ("job_detail", job.pk),
         ("job_progress", job.pk),
@@ -142,7 +144,7 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 53
+    assert len(pages) == 55
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200

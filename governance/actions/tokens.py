@@ -10,9 +10,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance import tokens
-from governance.actions.checks import ensure_active
+from governance.actions.checks import ensure_active, ensure_can
 from governance.audit import record_audit_event
-from governance.models import ApiToken, TokenScope
+from governance.models import ApiToken, RegisteredModel, TokenScope
+from governance.permissions import MANAGE
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -59,6 +60,61 @@ def do_create_api_token(
                 "name": token.name,
                 "prefix": token.prefix,
                 "is_read_only": is_read_only,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
+    return token, secret
+
+
+def do_create_prediction_token(
+    *,
+    registered_model: RegisteredModel,
+    name: str,
+    expires_at: datetime.datetime | None = None,
+    actor: User | None,
+) -> tuple[ApiToken, str]:
+    """A token that may only predict with ``registered_model`` (issue 17: ``TokenScope.PREDICT``),
+    for an application that calls the predict endpoints; it belongs to ``actor`` and acts with
+    their ``predict`` permission. Only the model's owners (``manage`` on its team: model owners,
+    platform admins) create one. Returns it with its secret, which is never stored. Raises
+    ValidationError for a blank name, a past expiry or a deleted model; PermissionDenied otherwise.
+    """
+    name = name.strip() if isinstance(name, str) else ""
+    if not name:
+        raise ValidationError({"name": "a token needs a name"})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "the expiry must be in the future"})
+    secret = tokens.new_secret()
+    with transaction.atomic():
+        model = RegisteredModel.objects.select_for_update().get(pk=registered_model.pk)
+        if actor is None:
+            raise PermissionDenied("a prediction token belongs to a user")
+        ensure_can(actor, MANAGE, model.team_id)
+        ensure_active(actor)
+        if model.deleted_at is not None:
+            raise ValidationError({"registered_model": f"model {model.name} was deleted"})
+        token = ApiToken.objects.create(
+            user=actor,
+            name=name[:100],
+            prefix=tokens.visible_prefix(secret),
+            key_hash=tokens.hash_secret(secret),
+            # It writes nothing: the authentication lets it POST to the predict endpoints only.
+            is_read_only=False,
+            expires_at=expires_at,
+            scope=TokenScope.PREDICT,
+            registered_model=model,
+        )
+        record_audit_event(
+            actor=actor,
+            action="api_token.create_prediction_token",
+            obj=token,
+            object_repr=f"prediction token {token.prefix}… of {model.name}",
+            team_id=model.team_id,
+            after={
+                "user": actor.get_username(),
+                "name": token.name,
+                "prefix": token.prefix,
+                "registered_model": model.pk,
                 "expires_at": expires_at.isoformat() if expires_at else None,
             },
         )

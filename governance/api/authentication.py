@@ -31,6 +31,18 @@ class JobTokenRefused(exceptions.PermissionDenied):
     """A job token on Steward's own API: it serves only its run's MLflow API (issue 17)."""
 
 
+class PredictOnlyToken(exceptions.PermissionDenied):
+    default_detail = "a prediction token may only call the predict endpoints of its model"
+
+
+def accepts_prediction_tokens(request) -> bool:
+    """Whether the view ``request`` resolved to takes prediction tokens (its class sets
+    ``accepts_prediction_tokens``; issue 17): the predict endpoints only."""
+    match = getattr(getattr(request, "_request", request), "resolver_match", None)
+    view = getattr(getattr(match, "func", None), "cls", None)
+    return bool(getattr(view, "accepts_prediction_tokens", False))
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     """Authenticates ``ApiToken`` secrets; ``request.auth`` is the ``ApiToken``.
 
@@ -59,6 +71,8 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             raise JobTokenRefused(refusal(token.job_id))
         if token.is_read_only and request.method not in SAFE_METHODS:
             raise ReadOnlyToken()
+        if token.scope == TokenScope.PREDICT and not accepts_prediction_tokens(request):
+            raise PredictOnlyToken()
         record_use(token, timezone.now())
         return token.user, token
 

@@ -8,9 +8,11 @@ or failed, once). Its outcome is recorded with the alert it raises or clears, in
 from __future__ import annotations
 
 import datetime
+import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
@@ -196,13 +198,18 @@ def do_run_monitor(
             Monitor.objects.select_for_update().select_related("model_version__model").get(pk=monitor.pk)
         )
         ensure_can(actor, CHANGE, monitor.team_id)
-        versions = window_of(monitor)
+        if monitor.source == CurrentSource.SERVED:
+            served = served_predictions(monitor, now)
+            versions = [] if served is None else [served]
+        else:
+            versions = window_of(monitor)
         if not versions:
-            source = (
-                f"inference outputs of {monitor.model_version}"
-                if monitor.source == CurrentSource.PREDICTIONS
-                else f"versions of dataset {monitor.current_dataset}"
-            )
+            sources: dict[str, str] = {
+                CurrentSource.PREDICTIONS: f"inference outputs of {monitor.model_version}",
+                CurrentSource.SERVED: f"online predictions of {monitor.model_version} logged in the last "
+                f"{monitor.served_hours} hours",
+            }
+            source = sources.get(monitor.source, f"versions of dataset {monitor.current_dataset}")
             raise ValidationError({"source": f"there are no {source} to check yet"})
         check = DriftCheck.objects.create(
             team_id=monitor.team_id,
@@ -242,6 +249,63 @@ def do_run_monitor(
         )
         transaction.on_commit(lambda: enqueue_drift_check(check.pk))
     return check
+
+
+def served_predictions(monitor: Monitor, now: datetime.datetime) -> DatasetVersion | None:
+    """The rows online prediction logged for the monitor's model version (role served) in the
+    ``served_hours`` before ``now``, registered as the next version of dataset
+    ``<model>-served`` (features as sent, the ``prediction`` column as answered), so the check
+    reads them like any current data and its window names what it read (issue 17). None when
+    nothing was logged. Runs inside the caller's transaction (``do_run_monitor``)."""
+    import pandas as pd
+
+    from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+    from governance.models import Dataset
+    from governance.names import name_key
+    from runners.models import Prediction, PredictionRole
+
+    since = now - datetime.timedelta(hours=monitor.served_hours)
+    logged = list(
+        Prediction.objects.filter(
+            model_version=monitor.model_version,
+            role=PredictionRole.SERVED,
+            created_at__gt=since,
+            created_at__lte=now,
+        )
+        .order_by("created_at", "id")
+        .values_list("features", "output")
+    )
+    if not logged:
+        return None
+    frame = pd.DataFrame.from_records([features for features, _output in logged])
+    frame["prediction"] = [output for _features, output in logged]
+    model = monitor.model_version.model
+    name = f"{model.name}-served"
+    dataset = Dataset.objects.filter(team_id=model.team_id, name_key=name_key(name)).first()
+    if dataset is None:
+        dataset = do_create_dataset(
+            team=model.team,
+            name=name,
+            description=f"Online predictions of {model.name}, as monitors read them",
+            actor=None,
+            on_behalf_of=monitor.created_by,
+        )
+    with tempfile.TemporaryDirectory(prefix="steward-served-") as folder:
+        path = Path(folder) / "served.csv"
+        frame.to_csv(path, index=False)
+        return do_register_dataset_version(
+            dataset=dataset,
+            file_path=path,
+            filename=f"{name}-{now:%Y%m%dT%H%M%S}.csv",
+            source=DatasetVersion.Source.JOB,
+            description=(
+                f"{len(frame)} online predictions of {monitor.model_version} logged from "
+                f"{since.isoformat(timespec='seconds')} to {now.isoformat(timespec='seconds')}, "
+                f"read by monitor {monitor.name}"
+            ),
+            actor=None,
+            on_behalf_of=monitor.created_by,
+        )
 
 
 def enqueue_drift_check(check_id: int) -> bool:

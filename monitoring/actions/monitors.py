@@ -49,7 +49,7 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
             errors["current_dataset"] = "choose the dataset whose uploaded versions are checked"
         elif actor is not None and not can(actor, VIEW, monitor.current_dataset.team_id, fresh=True):
             errors["current_dataset"] = "you may not read this dataset"
-    elif monitor.source == CurrentSource.PREDICTIONS:
+    elif monitor.source in (CurrentSource.PREDICTIONS, CurrentSource.SERVED):
         monitor.current_dataset = None
     else:
         errors["source"] = f"unknown source {monitor.source!r}"

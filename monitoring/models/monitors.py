@@ -25,6 +25,7 @@ MONITOR_FIELDS = (
     "source",
     "current_dataset",
     "window_versions",
+    "served_hours",
     "columns",
     "methods",
     "thresholds",
@@ -48,6 +49,7 @@ MONITOR_RELATIONS = frozenset({"reference_dataset_version", "current_dataset", "
 
 MONITOR_BOUNDS = (
     ("window_versions", 1, 1000, "dataset versions"),
+    ("served_hours", 1, 366 * 24, "hours"),
     ("schedule_minutes", 1, 366 * 24 * 60, "minutes"),
     ("reopen_within_hours", 0, 366 * 24, "hours"),
     ("auto_resolve_after", 0, 10_000, "clean checks"),
@@ -58,6 +60,12 @@ MONITOR_BOUNDS = (
 class CurrentSource(models.TextChoices):
     PREDICTIONS = "predictions", "The model version's inference outputs"
     DATASET = "dataset", "Uploaded batches of a dataset"
+    # Issue 17: the rows online prediction logged (runners.Prediction) in the last served_hours.
+    SERVED = "served", "Online predictions logged in the last hours"
+
+
+# Sources that read no dataset of their own: the model version's outputs.
+MODEL_OUTPUT_SOURCES = (CurrentSource.PREDICTIONS, CurrentSource.SERVED)
 
 
 class Monitor(models.Model):
@@ -74,6 +82,9 @@ class Monitor(models.Model):
     )
     window_versions = models.PositiveSmallIntegerField(
         default=1, help_text="How many of the source's newest dataset versions one check reads."
+    )
+    served_hours = models.PositiveIntegerField(
+        default=24, help_text="Source served: a check reads the predictions logged this many hours back."
     )
     columns = models.JSONField(default=list, blank=True)
     methods = models.JSONField(default=dict, blank=True, help_text="Column -> engine method.")
@@ -142,7 +153,7 @@ class Monitor(models.Model):
             # Uploaded batches need their dataset; predictions come from lineage and name none.
             models.CheckConstraint(
                 condition=Q(source=CurrentSource.DATASET, current_dataset__isnull=False)
-                | Q(source=CurrentSource.PREDICTIONS, current_dataset__isnull=True),
+                | Q(source__in=MODEL_OUTPUT_SOURCES, current_dataset__isnull=True),
                 name="monitor_source_matches_current_dataset",
             ),
             in_choices("severity", Severity, "monitor_severity_valid"),
@@ -171,7 +182,7 @@ class Monitor(models.Model):
             errors["performance_tolerance"] = "must be in [0, 1)"
         if self.source == CurrentSource.DATASET and self.current_dataset_id is None:
             errors["current_dataset"] = "choose the dataset whose uploaded versions are checked"
-        elif self.source == CurrentSource.PREDICTIONS and self.current_dataset_id is not None:
+        elif self.source in MODEL_OUTPUT_SOURCES and self.current_dataset_id is not None:
             errors["current_dataset"] = "a monitor of the model's predictions reads no dataset"
         if errors:
             raise ValidationError(errors)

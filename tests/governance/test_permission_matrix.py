@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework.test import APIClient
 
+from governance.actions.aliases import do_set_alias
 from governance.actions.model_versions import do_register_model_version
 from governance.actions.promotions import do_request_promotion
 from governance.actions.teams import do_set_membership
@@ -48,7 +49,7 @@ from monitoring.models import Alert, DriftCheck
 from runners.actions import do_submit_job
 from runners.budgets import do_create_budget, do_delete_budget
 from runners.code_versions import do_create_code_project, do_register_code_version
-from runners.models import Budget, CodeProject, CodeVersion, Job
+from runners.models import Budget, CodeProject, CodeVersion, Job, Prediction, ServingPolicy
 from tests.conftest import PASSWORD
 from tests.governance.conftest import PERSONAS
 from tests.runners.code_helpers import FILES, upload, zip_of
@@ -123,6 +124,8 @@ def matrix_world(world, admin, scientist, bike_training_result):
     )
     world.staging_request = do_request_promotion(model_version=version_2, alias="staging", actor=sam)
     world.nina = nina
+    # An unprotected alias of v1 for the serving rows (issue 17).
+    do_set_alias(model=world.model, alias="live", version=world.model_version, actor=scientist)
     world.nina_token, _ = do_create_api_token(user=nina, name="nina's", actor=nina)
     # A job held by a spent budget (a limit of 0), then the budget removed: other rows submit freely.
     budget = do_create_budget(team=world.team, monthly_limit="0", actor=admin)
@@ -161,6 +164,8 @@ def _fingerprint() -> dict[str, list[dict]]:
         Budget,
         CodeProject,
         CodeVersion,
+        ServingPolicy,
+        Prediction,
     ]
     return {model.__name__: list(model.objects.order_by("pk").values()) for model in models}
 
@@ -330,6 +335,41 @@ def submit_job(ctx: Ctx) -> str:
         "spec": {"target": "cnt", "features": ["temp", "hr"], "epochs": 1},
     }
     return _write(ctx, lambda: ctx.client.post("/api/jobs/", body, format="json"), 201, "job.submit")
+
+
+@check
+def predict(ctx: Ctx) -> str:
+    """Online prediction (issue 17): telemetry, not a change, so a Prediction row and no audit event."""
+    w = ctx.world
+    row = {feature: 1 for feature in w.model_version.signature["features"]}
+    url = f"/api/models/{w.model.name}/versions/{w.model_version.version}/predict"
+    last, logged = _last_event_id(), Prediction.objects.count()
+    response = ctx.client.post(url, {"rows": [row]}, format="json")
+    if response.status_code != 200:
+        return _refusal(response)
+    assert _events_since(last) == []
+    assert Prediction.objects.count() == logged + 1
+    return "yes"
+
+
+@check
+def set_serving_policy(ctx: Ctx) -> str:
+    w = ctx.world
+    body = {"registered_model": w.model.pk, "alias": "live", "shadow_version": w.model_version.pk}
+    return _write(
+        ctx, lambda: ctx.client.post("/api/serving-policies/", body, format="json"), 201, "serving_policy.set"
+    )
+
+
+@check
+def create_prediction_token(ctx: Ctx) -> str:
+    url = f"/api/models/{ctx.world.model.pk}/prediction-tokens/"
+    return _write(
+        ctx,
+        lambda: ctx.client.post(url, {"name": "checkout"}, format="json"),
+        201,
+        "api_token.create_prediction_token",
+    )
 
 
 @check

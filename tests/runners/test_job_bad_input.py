@@ -188,8 +188,9 @@ def test_missing_target_values_fail_the_training_job_naming_column_and_row(
 def test_inference_with_a_model_of_another_flavor_is_400_and_no_job(
     client_for, scientist, dataset_version, registered_model, tmp_path
 ):
-    """Only Steward's tabular artifact loads without running code; a bare state dict (or an MLflow
-    model directory) is refused at submission, not failed later inside the worker."""
+    """A bare state dict holds weights without the model's code: it cannot predict, so it is
+    refused at submission naming its flavor, not failed later inside the worker (issue 17: every
+    flavor that can predict runs)."""
     import torch
 
     from governance.actions.model_versions import do_register_model_version_from_artifact
@@ -211,8 +212,9 @@ def test_inference_with_a_model_of_another_flavor_is_400_and_no_job(
     assert response.status_code == 400
     assert response.json() == {
         "model_version": [
-            f"{version} is a PyTorch state dict model; inference jobs run Steward's tabular models only "
-            "(load other flavors with their own runtime, e.g. mlflow.pyfunc.load_model)"
+            f"{version}: a pytorch_state_dict model cannot predict: a bare PyTorch state dict holds "
+            "weights without the model's code; register an MLflow model directory (MLmodel) or a "
+            "Steward tabular model"
         ]
     }
     assert Job.objects.count() == 0

@@ -276,6 +276,8 @@ def _authenticate(request: HttpRequest, *, writes: bool) -> Any:
                 state = scope.state if scope is not None else "gone"
                 raise Unauthenticated(f"This job token's run (job #{token.job_id}) is not running ({state}).")
             request.job_scope = scope  # type: ignore[attr-defined]
+        if token.scope == TokenScope.PREDICT:  # issue 17: it predicts with its model, nothing else
+            raise PermissionDenied("a prediction token may only call the predict endpoints of its model")
         record_use(token, timezone.now())
         return token.user
     if scheme == "basic" and credentials:

@@ -1,0 +1,197 @@
+"""Starting, finding and stopping model servers (``runners.serving.server``), one per model
+version per host (issue 17). A plain module (no Django): the caller passes the settings.
+
+The first request for a version takes a file lock next to the socket, so of all the web
+processes of the host one starts the server while the others wait and then use it; a server that
+died is started again by the next request; a server stops itself when idle. It starts with a
+clean environment (none of the web process's secrets: database URL, secret key, signing key,
+broker URL) in its own session, so it outlives the web worker that started it and no signal to
+that worker's group reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runners.serving import server
+
+# What the server's environment keeps of the web process's: where programs and Python live, the
+# locale. Nothing else passes (no DATABASE_URL, DJANGO_SECRET_KEY, STEWARD_AUDIT_SIGNING_KEY...).
+_KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
+
+
+class ServerError(RuntimeError):
+    """The model server could not be started or did not answer; ``is_user_error`` when the
+    version itself does not load or cannot predict on the rows."""
+
+    def __init__(self, message: str, *, is_user_error: bool = False):
+        super().__init__(message)
+        self.is_user_error = is_user_error
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One version's server: ``key`` names its files in ``folder`` (socket, lock, config, log);
+    ``model`` is {path, flavor, sha256, name}; ``idle_s`` until it stops itself, ``threads``
+    it computes with, ``start_timeout_s`` to load the model, ``request_timeout_s`` per request."""
+
+    folder: Path
+    key: str
+    model: dict[str, str]
+    idle_s: float
+    threads: int = 1
+    start_timeout_s: float = 120.0
+    request_timeout_s: float = 60.0
+    code_root: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])
+
+    @property
+    def socket_path(self) -> Path:
+        return self.folder / f"{self.key}.sock"
+
+    def file(self, suffix: str) -> Path:
+        return self.folder / f"{self.key}.{suffix}"
+
+
+def server_command(config_path: Path) -> list[str]:
+    """The command line of a model server. The one place it is built: wrapping it in the code
+    sandbox (``runners.sandbox``, bubblewrap) happens here."""
+    return [sys.executable, "-m", "runners.serving.server", str(config_path)]
+
+
+def clean_environment(spec: ServerSpec) -> dict[str, str]:
+    """The server's whole environment: the kept variables, Python's path to Steward's code, and
+    one thread for every numeric library (the model server's own ``threads`` for torch)."""
+    env = {name: os.environ[name] for name in _KEPT_VARIABLES if name in os.environ}
+    threads = str(spec.threads)
+    return env | {
+        "PYTHONPATH": str(spec.code_root),
+        "HOME": str(spec.folder),
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _start(spec: ServerSpec) -> None:
+    """Start the server (the caller holds the lock) and wait until its socket appears. Raises
+    ServerError with the end of its log when it exits first or takes too long."""
+    spec.socket_path.unlink(missing_ok=True)
+    config = spec.file("json")
+    config.write_text(
+        json.dumps(
+            {
+                "socket": str(spec.socket_path),
+                "model": spec.model,
+                "idle_s": spec.idle_s,
+                "threads": spec.threads,
+            }
+        )
+    )
+    log = spec.file("log")
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            server_command(config),
+            cwd=spec.code_root,
+            env=clean_environment(spec),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    spec.file("pid").write_text(str(process.pid))
+    deadline = time.monotonic() + spec.start_timeout_s
+    while not spec.socket_path.exists():
+        code = process.poll()
+        if code is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            message = " | ".join(tail) or f"exit status {code}"
+            raise ServerError(
+                f"the model server of {spec.model['name']} stopped: {message}",
+                is_user_error="model server:" in message,
+            )
+        if time.monotonic() > deadline:
+            _kill(process.pid)
+            raise ServerError(
+                f"the model server of {spec.model['name']} did not start in {spec.start_timeout_s:.0f} s"
+            )
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _locked(spec: ServerSpec):
+    spec.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with spec.file("lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ask(spec: ServerSpec, rows: list[dict[str, Any]], columns: list[str] | None) -> Any:
+    return server.request(str(spec.socket_path), rows, columns, spec.request_timeout_s)
+
+
+def predict(spec: ServerSpec, rows: list[dict[str, Any]], columns: list[str] | None) -> list[Any]:
+    """The predictions of ``rows`` by ``spec``'s server, started first when none answers (once
+    more if it dies during the request). Raises ServerError when it cannot start or answers an
+    error (``is_user_error`` for the model's own refusal of the rows)."""
+    answer = None
+    for _attempt in range(2):
+        try:
+            answer = _ask(spec, rows, columns)
+            break
+        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+            with _locked(spec):
+                # Another process may have started it while this one waited for the lock.
+                try:
+                    answer = _ask(spec, rows, columns)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+                    _start(spec)
+        except OSError as exc:  # a timeout: the server is alive but stuck on this request
+            raise ServerError(f"the model server of {spec.model['name']} did not answer: {exc}") from exc
+    if answer is None:
+        raise ServerError(f"the model server of {spec.model['name']} does not answer")
+    if "error" in answer:
+        raise ServerError(answer["error"], is_user_error=bool(answer.get("is_user_error")))
+    return list(answer["predictions"])
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+
+
+def stop_all(folder: Path) -> int:
+    """Stop every model server whose files are in ``folder`` (tests, shutdown); how many."""
+    stopped = 0
+    for pid_file in Path(folder).glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            _kill(int(pid_file.read_text()))
+            stopped += 1
+        pid_file.unlink(missing_ok=True)
+        pid_file.with_suffix(".sock").unlink(missing_ok=True)
+    return stopped
+
+
+def server_pid(spec: ServerSpec) -> int | None:
+    """The process id of ``spec``'s server if one was started and is alive."""
+    try:
+        pid = int(spec.file("pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid

@@ -1,0 +1,211 @@
+"""Any flavor (issue 17), with models logged and registered by the real ``mlflow`` client
+against a live Steward: inference jobs on an MLflow sklearn and an MLflow pytorch model version
+produce a predictions dataset version with lineage; online prediction of a code-executing flavor
+goes through its model server (clean environment, own session, restarted when dead, stopped
+when idle); a flavor that cannot predict is refused at submission naming the flavor."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from governance.actions.model_versions import do_register_model_version_from_artifact
+from governance.datafiles import read_frame
+from governance.models import ModelVersion
+from lineage.models import LineageEdge
+from runners.models import Job, JobState
+from runners.serving import supervisor
+from runners.serving.service import server_spec
+from tests.conftest import run_job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FEATURES = ["temp", "hum", "windspeed", "hr"]
+SECRETS = ("DATABASE_URL", "DJANGO_SECRET_KEY", "STEWARD_AUDIT_SIGNING_KEY", "CELERY_BROKER_URL")
+
+
+@pytest.fixture
+def model_servers(settings):
+    """Model servers in a short-named folder (a socket path has at most 107 bytes), stopped after."""
+    folder = Path(tempfile.mkdtemp(prefix="ms-", dir="/tmp"))
+    settings.STEWARD_MODEL_SERVER_DIR = folder
+    yield folder
+    supervisor.stop_all(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def sklearn_version(mlflow_env, bike_frame) -> tuple[ModelVersion, object]:
+    """A linear regression on 400 real hours, logged and registered through the mlflow client
+    (cloudpickle: loading it executes code); returns the version and the fitted model."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.linear_model import LinearRegression
+
+    rows = bike_frame.iloc[:400]
+    model = LinearRegression().fit(rows[FEATURES], rows["cnt"])
+    mlflow.set_experiment("serving")
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name="bike-sklearn",
+            input_example=rows[FEATURES].iloc[:2],
+            serialization_format="cloudpickle",
+        )
+    return ModelVersion.objects.get(model__name="bike-sklearn"), model
+
+
+def _infer(version: ModelVersion, dataset_version, scientist) -> Job:
+    return run_job(
+        kind="infer", dataset_version=dataset_version, model_version=version, spec={}, actor=scientist
+    )
+
+
+def _assert_predictions_dataset(
+    job: Job, version: ModelVersion, dataset_version, expected: np.ndarray
+) -> None:
+    output = job.output_dataset_version
+    frame = read_frame(output.path, output.format, output.original_filename)
+    assert len(frame) == dataset_version.row_count
+    np.testing.assert_allclose(frame["prediction"].to_numpy(dtype=float), expected, rtol=1e-4)
+    edges = set(LineageEdge.objects.values_list("source_type", "source_id", "target_type", "target_id"))
+    assert {
+        ("model_version", version.pk, "job", job.pk),
+        ("dataset_version", dataset_version.pk, "job", job.pk),
+        ("job", job.pk, "dataset_version", output.pk),
+    } <= edges
+
+
+def test_inference_job_on_an_mlflow_sklearn_version(sklearn_version, dataset_version, scientist, bike_frame):
+    version, model = sklearn_version
+    assert (version.flavor, version.executes_code) == ("mlflow_model", True)
+
+    job = _infer(version, dataset_version, scientist)
+
+    assert (job.state, job.metrics["rows"]) == (JobState.SUCCEEDED, float(len(bike_frame)))
+    _assert_predictions_dataset(job, version, dataset_version, model.predict(bike_frame[FEATURES]))
+
+
+def test_inference_job_on_an_mlflow_pytorch_version(mlflow_env, dataset_version, scientist, bike_frame):
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(len(FEATURES), 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    example = bike_frame[FEATURES].iloc[:2].astype("float32")
+    mlflow.set_experiment("serving-torch")
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            net,
+            name="net",
+            registered_model_name="bike-torch",
+            serialization_format="pickle",
+            input_example=example,
+        )
+    version = ModelVersion.objects.get(model__name="bike-torch")
+
+    job = _infer(version, dataset_version, scientist)
+
+    with torch.no_grad():
+        expected = net(torch.tensor(bike_frame[FEATURES].to_numpy(dtype="float32"))).numpy().reshape(-1)
+    assert job.state == JobState.SUCCEEDED
+    _assert_predictions_dataset(job, version, dataset_version, expected)
+
+
+def test_a_flavor_that_cannot_predict_is_refused_at_submission(
+    registered_model, dataset_version, scientist, client_for, tmp_path
+):
+    import torch
+
+    path = tmp_path / "weights.pt"
+    torch.save(torch.nn.Linear(3, 1).state_dict(), path)
+    version = do_register_model_version_from_artifact(
+        model=registered_model, artifact_path=path, source="upload", actor=scientist
+    )
+
+    response = client_for(scientist).post(
+        "/api/jobs/",
+        {"kind": "infer", "dataset_version": dataset_version.pk, "model_version": version.pk, "spec": {}},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "pytorch_state_dict" in response.json()["model_version"][0]
+    assert not Job.objects.filter(kind="infer").exists()
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_online_prediction_through_the_model_server(
+    sklearn_version, scientist, client_for, bike_frame, model_servers, settings, monkeypatch
+):
+    version, model = sklearn_version
+    for name in SECRETS:  # what the web process holds must not reach the server
+        monkeypatch.setenv(name, f"secret-{name.lower()}")
+    rows = json.loads(bike_frame[FEATURES].iloc[:5].to_json(orient="records"))
+    client = client_for(scientist)
+    url = "/api/models/bike-sklearn/versions/1/predict"
+
+    first = client.post(url, {"rows": rows}, format="json")
+
+    assert first.status_code == 200, first.content
+    assert first.json()["served_by"] == "model_server"
+    np.testing.assert_allclose(first.json()["predictions"], model.predict(pd.DataFrame(rows)), rtol=1e-9)
+    pid = supervisor.server_pid(server_spec(version))
+    assert pid is not None
+    assert pid != os.getpid()
+    assert os.getsid(pid) == pid  # its own session
+    environment = _environment_of(pid)
+    assert not set(SECRETS) & set(environment)
+    assert not any(value.startswith("secret-") for value in environment.values())
+
+    # Killed: the next request starts it again.
+    os.kill(pid, signal.SIGKILL)
+    again = client.post(url, {"rows": rows[:1]}, format="json")
+    assert again.status_code == 200
+    restarted = supervisor.server_pid(server_spec(version))
+    assert restarted is not None
+    assert restarted != pid
+
+    # A row the signature refuses never reaches the server.
+    missing = client.post(url, {"rows": [{"temp": 0.5, "hum": 0.5, "windspeed": 0.1}]}, format="json")
+    assert missing.status_code == 400
+    assert "missing column 'hr'" in missing.json()["rows"][0]
+
+
+def test_an_idle_model_server_stops_itself(sklearn_version, scientist, client_for, model_servers, settings):
+    version, _model = sklearn_version
+    settings.STEWARD_MODEL_SERVER_IDLE_S = 1.0
+    row = {"temp": 0.3, "hum": 0.6, "windspeed": 0.2, "hr": 8}
+
+    assert (
+        client_for(scientist)
+        .post("/api/models/bike-sklearn/versions/1/predict", {"rows": [row]}, format="json")
+        .status_code
+        == 200
+    )
+    pid = supervisor.server_pid(server_spec(version))
+    assert pid is not None
+    deadline = time.monotonic() + 60
+    while supervisor.server_pid(server_spec(version)) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it: this test process started it
+
+    assert supervisor.server_pid(server_spec(version)) is None
+    assert not server_spec(version).socket_path.exists()
