@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -121,6 +121,25 @@ class ComputeLost(ComputeError):
 
 class LimitExceeded(ComputeError):
     """The run went over one of its ``Limits`` and was stopped."""
+
+
+# What a child keeps of its parent's environment: what finding programs, libraries, locale and GPUs
+# needs, never a secret (the database URL, secret and signing keys, broker and storage credentials
+# stay in the worker and the web process). A model whose loading executes code, a user's code, a
+# model server: whatever runs in a child reads only this (issue 17).
+KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH")
+KEPT_PREFIXES = ("CUDA_", "NVIDIA_", "NCCL_")
+
+
+def clean_environment(parent: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """The environment of a child process: the ``KEPT_VARIABLES`` and ``KEPT_PREFIXES`` of
+    ``parent`` (``os.environ``), then ``extra``."""
+    kept = {
+        name: value
+        for name, value in parent.items()
+        if name in KEPT_VARIABLES or name.startswith(KEPT_PREFIXES)
+    }
+    return kept | extra
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -264,12 +283,14 @@ class Launch:
         task_file.write_text(json.dumps(self.task))
         # Each rank gets its share of the job's threads (runners.child sets torch's count to it).
         threads = str(max(1, self.limits.threads // self.ranks))
-        env = os.environ | {
-            "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
+        env = clean_environment(
+            os.environ,
+            HOME=str(self.workdir),
+            OMP_NUM_THREADS=threads,
+            MKL_NUM_THREADS=threads,
             # Always set: an empty list hides every GPU from a CPU job on a GPU host.
-            "CUDA_VISIBLE_DEVICES": ",".join(self.devices),
-        }
+            CUDA_VISIBLE_DEVICES=",".join(self.devices),
+        )
         with open(self.workdir / "child.stderr", "w+b") as stderr:
             process = subprocess.Popen(  # noqa: S603 - our interpreter, our module, our file
                 self.command(task_file),

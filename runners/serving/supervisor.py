@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runners import launcher
 from runners.serving import server
 
 # What the server's environment keeps of the web process's: where programs and Python live, the
 # locale. Nothing else passes (no DATABASE_URL, DJANGO_SECRET_KEY, STEWARD_AUDIT_SIGNING_KEY...).
-_KEPT_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
 
 
 class ServerError(RuntimeError):
@@ -71,16 +71,16 @@ def server_command(config_path: Path) -> list[str]:
 def clean_environment(spec: ServerSpec) -> dict[str, str]:
     """The server's whole environment: the kept variables, Python's path to Steward's code, and
     one thread for every numeric library (the model server's own ``threads`` for torch)."""
-    env = {name: os.environ[name] for name in _KEPT_VARIABLES if name in os.environ}
     threads = str(spec.threads)
-    return env | {
-        "PYTHONPATH": str(spec.code_root),
-        "HOME": str(spec.folder),
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "OPENBLAS_NUM_THREADS": threads,
-        "PYTHONUNBUFFERED": "1",
-    }
+    return launcher.clean_environment(
+        os.environ,
+        PYTHONPATH=str(spec.code_root),
+        HOME=str(spec.folder),
+        OMP_NUM_THREADS=threads,
+        MKL_NUM_THREADS=threads,
+        OPENBLAS_NUM_THREADS=threads,
+        PYTHONUNBUFFERED="1",
+    )
 
 
 def _start(spec: ServerSpec) -> None:

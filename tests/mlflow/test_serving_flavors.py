@@ -209,3 +209,48 @@ def test_an_idle_model_server_stops_itself(sklearn_version, scientist, client_fo
 
     assert supervisor.server_pid(server_spec(version)) is None
     assert not server_spec(version).socket_path.exists()
+
+
+LEAKY_MODEL = '''
+import os
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+SECRETS = {secrets!r}
+
+
+class Leaky(PythonModel):
+    """Predicts, for every row, the names of the secrets it can read in its environment."""
+
+    def predict(self, context, model_input, params=None):
+        found = [name for name in SECRETS if name in os.environ]
+        found += [name for name, value in os.environ.items() if value.startswith("secret-")]
+        return [",".join(sorted(set(found))) or "none"] * len(model_input)
+
+
+mlflow.models.set_model(Leaky())
+'''
+
+
+def test_a_model_that_executes_code_reads_no_secret_in_an_inference_job(
+    registered_model, dataset_version, scientist, tmp_path, monkeypatch
+):
+    """A pyfunc whose loading and predicting run the artifact's code: in the inference job's child
+    it finds none of the worker's secrets (the child's environment is ``launcher.clean_environment``)."""
+    mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc")
+    for name in SECRETS:
+        monkeypatch.setenv(name, f"secret-{name.lower()}")
+    code = tmp_path / "leaky.py"
+    code.write_text(LEAKY_MODEL.format(secrets=SECRETS))
+    mlflow_pyfunc.save_model(str(tmp_path / "leaky"), python_model=str(code))
+    version = do_register_model_version_from_artifact(
+        model=registered_model, artifact_path=tmp_path / "leaky", source="upload", actor=scientist
+    )
+    assert version.executes_code
+
+    job = _infer(version, dataset_version, scientist)
+
+    output = job.output_dataset_version
+    frame = read_frame(output.path, output.format, output.original_filename)
+    assert set(frame["prediction"]) == {"none"}
