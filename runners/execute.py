@@ -26,11 +26,10 @@ from django.utils import timezone
 
 import governance
 from governance import datafiles
-from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.datasets import dataset_named, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
 from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import Dataset, DatasetVersion, ModelVersion
-from governance.names import name_key
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
@@ -404,17 +403,12 @@ def _run_inference(job: Job, attempt: int, devices: list[str]) -> None:
 
 def _predictions_dataset(job: Job) -> Dataset:
     name = job.spec.get("output_dataset") or f"{job.model_version.model.name}-predictions"
-    # Names are unique per team (issue 9): another team's dataset of that name is none of this job's business.
-    dataset = Dataset.objects.select_for_update().filter(team_id=job.team_id, name_key=name_key(name)).first()
-    if dataset is None:
-        return do_create_dataset(
-            team=job.team,
-            name=name,
-            description=f"Predictions of {job.model_version.model.name}",
-            actor=None,
-            on_behalf_of=job.created_by,
-        )
-    return dataset
+    return dataset_named(
+        job.team,
+        name,
+        description=f"Predictions of {job.model_version.model.name}",
+        on_behalf_of=job.created_by,
+    )
 
 
 def predict_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Series:
@@ -666,17 +660,9 @@ def _register_outputs(job: Job, files: dict[str, Path]) -> list[DatasetVersion]:
     if absent), on behalf of the submitter; the caller's fenced transaction holds them all."""
     produced = []
     for name, path in files.items():
-        dataset = (
-            Dataset.objects.select_for_update().filter(team_id=job.team_id, name_key=name_key(name)).first()
+        dataset = dataset_named(
+            job.team, name, description=f"Written by code run #{job.pk}", on_behalf_of=job.created_by
         )
-        if dataset is None:
-            dataset = do_create_dataset(
-                team=job.team,
-                name=name,
-                description=f"Written by code run #{job.pk}",
-                actor=None,
-                on_behalf_of=job.created_by,
-            )
         try:
             version = do_register_dataset_version(
                 dataset=dataset,

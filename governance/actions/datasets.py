@@ -114,6 +114,20 @@ def describe_schema_change(change: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def dataset_named(team: Team, name: str, *, description: str, on_behalf_of: User | None) -> Dataset:
+    """The team's dataset called ``name`` (NFKC case folded), locked for the caller's
+    transaction, or a new one the system creates on behalf of ``on_behalf_of`` with
+    ``description``: where a job's or a check's outputs go (predictions, a code run's declared
+    outputs, served rows). Other teams' names are never consulted. ValidationError when ``name``
+    breaks the name rule."""
+    dataset = Dataset.objects.select_for_update().filter(team_id=team.pk, name_key=name_key(name)).first()
+    if dataset is not None:
+        return dataset
+    return do_create_dataset(
+        team=team, name=name, description=description, actor=None, on_behalf_of=on_behalf_of
+    )
+
+
 def do_register_dataset_version(
     *,
     dataset: Dataset,

@@ -259,9 +259,7 @@ def served_predictions(monitor: Monitor, now: datetime.datetime) -> DatasetVersi
     nothing was logged. Runs inside the caller's transaction (``do_run_monitor``)."""
     import pandas as pd
 
-    from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-    from governance.models import Dataset
-    from governance.names import name_key
+    from governance.actions.datasets import dataset_named, do_register_dataset_version
     from runners.models import Prediction, PredictionRole
 
     since = now - datetime.timedelta(hours=monitor.served_hours)
@@ -281,15 +279,12 @@ def served_predictions(monitor: Monitor, now: datetime.datetime) -> DatasetVersi
     frame["prediction"] = [output for _features, output in logged]
     model = monitor.model_version.model
     name = f"{model.name}-served"
-    dataset = Dataset.objects.filter(team_id=model.team_id, name_key=name_key(name)).first()
-    if dataset is None:
-        dataset = do_create_dataset(
-            team=model.team,
-            name=name,
-            description=f"Online predictions of {model.name}, as monitors read them",
-            actor=None,
-            on_behalf_of=monitor.created_by,
-        )
+    dataset = dataset_named(
+        model.team,
+        name,
+        description=f"Online predictions of {model.name}, as monitors read them",
+        on_behalf_of=monitor.created_by,
+    )
     with tempfile.TemporaryDirectory(prefix="steward-served-") as folder:
         path = Path(folder) / "served.csv"
         frame.to_csv(path, index=False)
