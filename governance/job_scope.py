@@ -9,12 +9,19 @@ acting for the run's submitter. It may use the MLflow API of its own run only:
 * the logged models whose source run is its job: create, get, finalize, tag, delete, artifacts;
 * the registry: create a registered model in the job's team, create a model version whose source
   is its run's output, and read, describe or tag the versions it registered
-  (``model-versions/search`` answers those only).
+  (``model-versions/search`` answers those only);
+* the model versions the job was GIVEN as inputs (``models`` of the code run): read only, their
+  description (``model-versions/get``), download URI and stored files through the artifact proxy,
+  and their registered model (``registered-models/get``, showing only the versions it may read,
+  no aliases: the client checks the model before a download URI), which is what
+  ``mlflow.pyfunc.load_model("models:/<name>/<version>")`` and
+  ``mlflow.artifacts.download_artifacts`` call; never tagged, described, aliased or deleted.
 
 Everything else is 403 PERMISSION_DENIED naming this rule: other runs and experiments, creating
-experiments or runs, deleting or restoring runs, reading registered models or versions it did
-not register, aliases and stages (people promote, code does not), and every DRF endpoint. A job
-token whose run is not running is dead (401), like a revoked or expired one.
+experiments or runs, deleting or restoring runs, reading registered models, reading versions it
+did not register and was not given, writing to given ones, aliases and stages (people promote,
+code does not), and every DRF endpoint. A job token whose run is not running is dead (401), like
+a revoked or expired one.
 
 Governance imports no other app, so runners registers how a job's scope is read
 (``register_job_scope_loader`` in ``RunnersConfig.ready``), as it registers source resolvers.
@@ -26,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 
 RULE = "a job token may only use the MLflow API of its own run (job #{job_id})"
 
@@ -39,12 +47,14 @@ def refusal(job_id: int | None) -> str:
 class JobScope:
     """What the token of code run ``job_id`` may reach: the run, its ``team_id`` (where it may
     register models), its ``experiment_id`` (None: the run is no MLflow run) and its ``state``
-    (a job state's value; the token lives while it is ``running``)."""
+    (a job state's value; the token lives while it is ``running``); ``model_versions``: the pks
+    of the model versions the job was given as inputs, which it may read."""
 
     job_id: int
     team_id: int
     experiment_id: int | None
     state: str
+    model_versions: frozenset[int] = frozenset()
 
     @property
     def is_live(self) -> bool:
@@ -76,6 +86,21 @@ class JobScope:
         """``what`` (a logged model, a model version, a registration source) came from the run."""
         if source_job_id != self.job_id:
             raise self.refuse(f"{what} is not an output of its run")
+
+    def readable_versions(self) -> Q:
+        """The model versions (a filter on ``ModelVersion``) it may read: those its run registered
+        and those the job was given; the same rule as ``ensure_readable``."""
+        return Q(source_job_id=self.job_id) | Q(pk__in=sorted(self.model_versions))
+
+    def ensure_readable(self, version_pk: int | None, source_job_id: int | None, what: str) -> None:
+        """``what`` (model version ``version_pk``, None when not found) may be read: its run
+        registered it, or the job was given it as an input (issue 17). A missing version is refused
+        the same way as one outside the scope, so a refusal says nothing of what exists."""
+        if source_job_id is not None and source_job_id == self.job_id:
+            return
+        if version_pk is not None and version_pk in self.model_versions:
+            return
+        raise self.refuse(f"{what} is neither an output of its run nor a model version the job was given")
 
 
 JobScopeLoader = Callable[[int], JobScope | None]

@@ -2,8 +2,9 @@
 
 A code run runs an entry point of a ``CodeVersion`` (its ``MLproject`` command, parameters
 substituted) in a sandbox (``runners.sandbox``, run by ``runners.execute``), with the dataset
-versions it asked for as local files and, for data preparation, the dataset names it declares it
-will write. Its inputs, outputs and experiment are of the code's team.
+versions it asked for as local files, the model versions it was given (readable through its job
+token, for batch inference) and, for data preparation, the dataset names it declares it will
+write. Its inputs, outputs and experiment are of the code's team.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime
 import math
 import re
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -21,7 +23,7 @@ from django.utils import timezone
 
 from governance.actions.checks import checked_name, ensure_can
 from governance.actions.teams import TEAM_TAG
-from governance.models import DatasetVersion, Team
+from governance.models import DatasetVersion, ModelVersion, Team
 from governance.names import name_key
 from governance.permissions import CHANGE, VIEW
 from runners import windows
@@ -45,7 +47,34 @@ def input_variable(name: str) -> str:
     return "STEWARD_INPUT_" + name.upper().replace("-", "_")
 
 
-def _check_names(names: list[str], field: str) -> None:
+def model_variable(name: str) -> str:
+    """The environment variable holding given model ``name``'s URI: ``STEWARD_MODEL_<NAME>``,
+    upper case, ``-`` as ``_``."""
+    return "STEWARD_MODEL_" + name.upper().replace("-", "_")
+
+
+def model_uri(version: ModelVersion) -> str:
+    """The ``models:/<model name>/<version>`` URI the mlflow client loads ``version`` by
+    (``version.model`` is read)."""
+    return f"models:/{version.model.name}/{version.version}"
+
+
+def model_parameters(
+    declared: dict[str, dict[str, Any]], parameters: dict[str, Any], uris: dict[str, str]
+) -> dict[str, str]:
+    """The values that replace parameters naming a given model: a ``uri`` or ``string``
+    parameter whose value is the name of a given model becomes that model's URI (``uris``:
+    {model name: ``models:/...``}). Returns {parameter: URI}."""
+    return {
+        pname: uris[value]
+        for pname, value in parameters.items()
+        if declared.get(pname, {}).get("type", "string") in ("uri", "string")
+        and isinstance(value, str)
+        and value in uris
+    }
+
+
+def _check_names(names: list[str], field: str, variable: Callable[[str], str] = input_variable) -> None:
     bad = [name for name in names if not isinstance(name, str) or not RUN_NAME.fullmatch(name)]
     if bad:
         raise ValidationError(
@@ -53,11 +82,42 @@ def _check_names(names: list[str], field: str) -> None:
         )
     seen: dict[str, str] = {}
     for name in names:
-        other = seen.setdefault(input_variable(name), name)
+        other = seen.setdefault(variable(name), name)
         if other != name:
-            raise ValidationError(
-                {field: f"{other!r} and {name!r} name the same variable {input_variable(name)}"}
-            )
+            raise ValidationError({field: f"{other!r} and {name!r} name the same variable {variable(name)}"})
+
+
+def _check_models(models: Any, inputs: dict[str, DatasetVersion]) -> None:
+    """The shape and names of ``models`` (before any lookup): names as inputs' names, none also
+    an input's (a parameter naming it would be ambiguous)."""
+    if not isinstance(models, dict):
+        raise ValidationError({"models": "expected a JSON object of name: model version id"})
+    _check_names(list(models), "models", model_variable)
+    shared = sorted(set(models) & set(inputs))
+    if shared:
+        raise ValidationError(
+            {"models": f"name(s) {', '.join(map(repr, shared))} also name dataset inputs; use distinct names"}
+        )
+
+
+def _check_given_models(models: dict[str, ModelVersion], team_id: int, actor: User) -> None:
+    """Each given model version is one ``actor`` may view, live, and of the code's team.
+    Raises ValidationError on ``models`` naming the entry."""
+    visible = {
+        found.pk: found
+        for found in ModelVersion.objects.restrict(actor, VIEW)
+        .filter(pk__in=[v.pk for v in models.values()])
+        .select_related("model")
+    }
+    for name, version in sorted(models.items()):
+        fresh = visible.get(version.pk)
+        if fresh is None:
+            raise ValidationError({"models": f"{name}: no model version {version.pk}"})
+        if fresh.status == ModelVersion.Status.DELETED or fresh.model.deleted_at is not None:
+            raise ValidationError({"models": f"{name}: {fresh} is deleted"})
+        if fresh.model.team_id != team_id:
+            # Like dataset inputs: what a run reads stays in the code's team.
+            raise ValidationError({"models": f"{name}: {fresh} belongs to another team than the code"})
 
 
 def _number(value: Any, kind: type, pname: str) -> int | float:
@@ -168,6 +228,7 @@ def do_submit_code_run(
     entry_point: str,
     parameters: dict[str, Any] | None = None,
     inputs: dict[str, DatasetVersion] | None = None,
+    models: dict[str, ModelVersion] | None = None,
     outputs: dict[str, Any] | None = None,
     experiment_name: str | None = None,
     spec: Any = None,
@@ -178,13 +239,17 @@ def do_submit_code_run(
 
     ``parameters``: values for the entry point's declared parameters (``checked_parameters``);
     ``inputs``: {name: dataset version} given to the code as files (names ``[A-Za-z0-9_-]{1,64}``;
-    versions the actor may view, of the code's team); ``outputs``: ``{"datasets": [names]}``, the
+    versions the actor may view, of the code's team); ``models``: {name: model version} the run may
+    read through its job token (same name rule, distinct from the inputs' names; live versions the
+    actor may view, of the code's team): a ``uri`` or ``string`` parameter whose value is such a
+    name becomes ``models:/<model>/<version>``, also in ``$STEWARD_MODEL_<NAME>``;
+    ``outputs``: ``{"datasets": [names]}``, the
     dataset versions a data preparation run writes (registered in the team when it succeeds);
     ``experiment_name``: the team's MLflow experiment the run logs to (created if absent; the code
     project's name by default); ``spec``: limits, resources, backend (local only), start window.
-    The job's ``spec`` keeps {entry_point, parameters, inputs: {name: id}, outputs, limits,
-    resources, window}. Raises ValidationError naming the field; PermissionDenied without CHANGE
-    on the team.
+    The job's ``spec`` keeps {entry_point, parameters, inputs: {name: id}, models: {name: id},
+    outputs, limits, resources, window}. Raises ValidationError naming the field; PermissionDenied
+    without CHANGE on the team.
     """
     parameters = parameters if parameters is not None else {}
     inputs = inputs or {}
@@ -202,6 +267,8 @@ def do_submit_code_run(
     if not isinstance(inputs, dict):
         raise ValidationError({"inputs": "expected a JSON object of name: dataset version id"})
     _check_names(list(inputs), "inputs")
+    models = models if models is not None else {}
+    _check_models(models, inputs)
     if not isinstance(outputs, dict) or set(outputs) - {"datasets"}:
         raise ValidationError({"outputs": 'expected {"datasets": [names]}'})
     output_names = outputs.get("datasets") or []
@@ -229,10 +296,12 @@ def do_submit_code_run(
             if version.dataset.team_id != team_id:
                 # A run's inputs and outputs stay in one team, like a training job's.
                 raise ValidationError({"inputs": f"{name}: {version} belongs to another team than the code"})
+        _check_given_models(models, team_id, actor)
         run_spec = {
             "entry_point": entry_point,
             "parameters": values,
             "inputs": {name: version.pk for name, version in sorted(inputs.items())},
+            "models": {name: version.pk for name, version in sorted(models.items())},
             "outputs": {"datasets": list(output_names)},
             **submission.spec,
         }

@@ -498,10 +498,39 @@ def _prepare_workdir(job: Job, tmp: Path, uid: int | None) -> dict[str, Path]:
     return paths
 
 
+def _given_models(job: Job) -> dict[str, str]:
+    """The model versions the run was given, as {name: ``models:/<model>/<version>``}, read now
+    (a renamed model's current name). Raises ComputeError naming one that was deleted since the
+    submission, or that its submitter may no longer see: the run cannot read it."""
+    given: dict[str, int] = job.spec.get("models") or {}
+    found = {
+        version.pk: version
+        for version in ModelVersion.objects.restrict(job.created_by)
+        .filter(pk__in=list(given.values()))
+        .select_related("model")
+    }
+    uris = {}
+    for name, pk in sorted(given.items()):
+        version = found.get(pk)
+        if version is None or version.status == ModelVersion.Status.DELETED or version.model.deleted_at:
+            shown = f"{version} is deleted" if version is not None else f"model version {pk} is gone"
+            raise launcher.ComputeError(f"model input {name!r}: {shown}; the run cannot read it")
+        uris[name] = code_runs.model_uri(version)
+    return uris
+
+
 def _code_env(
-    job: Job, mode: str, tmp: Path, devices: list[str], threads: int, token: str, input_paths: dict[str, Path]
+    job: Job,
+    mode: str,
+    tmp: Path,
+    devices: list[str],
+    threads: int,
+    token: str,
+    input_paths: dict[str, Path],
+    model_uris: dict[str, str],
 ) -> dict[str, str]:
-    """The code's whole environment (issue 17): nothing of the worker's, so none of its secrets."""
+    """The code's whole environment (issue 17): nothing of the worker's, so none of its secrets;
+    ``STEWARD_INPUT_<NAME>`` per input file, ``STEWARD_MODEL_<NAME>`` per given model's URI."""
     where = sandbox.layout(mode, tmp, Path(__file__).resolve().parent.parent)
     inside = {name: where.inputs / path.name for name, path in input_paths.items()}
     home = str(sandbox.INSIDE_TMP) if mode == "bwrap" else str(tmp / "home")
@@ -529,6 +558,7 @@ def _code_env(
         "MLFLOW_EXPERIMENT_ID": str(job.experiment_id or ""),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     }
+    env |= {code_runs.model_variable(name): uri for name, uri in model_uris.items()}
     return env | {code_runs.input_variable(name): str(path) for name, path in inside.items()}
 
 
@@ -540,7 +570,9 @@ def _api_target() -> tuple[str, int]:
 
 def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
     """Run a code version's entry point in the sandbox (issue 17); at success register the
-    dataset versions it declared, with lineage, in one fenced transaction."""
+    dataset versions it declared, with lineage (code version, dataset and model inputs -> job ->
+    outputs), in one fenced transaction. A given model version deleted since the submission
+    fails the run before its code starts."""
     try:
         mode = sandbox.resolve_mode(settings.STEWARD_SANDBOX)
     except sandbox.SandboxError as exc:
@@ -553,13 +585,14 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
     expires = timezone.now() + datetime.timedelta(
         seconds=(limits.wall_time_s or settings.STEWARD_JOB_MAX_WALL_TIME_S or 86400) + 300
     )
+    model_uris = _given_models(job)
     with _workdir(job, attempt) as tmp:
         input_paths = _prepare_workdir(job, tmp, uid)
         # One token per attempt: a new attempt ends the previous one's.
         do_revoke_job_tokens(job_id=job.pk)
         _, token = do_issue_job_token(job_id=job.pk, user=job.created_by, expires_at=expires)
         try:
-            env = _code_env(job, mode, tmp, devices, limits.threads, token, input_paths)
+            env = _code_env(job, mode, tmp, devices, limits.threads, token, input_paths, model_uris)
             where = sandbox.layout(mode, tmp, Path(__file__).resolve().parent.parent)
             entry = job.code_version.entry_points[job.entry_point]
             parameters = job.spec.get("parameters") or {}
@@ -570,6 +603,8 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
                 for pname, value in parameters.items()
                 if declared.get(pname, {}).get("type") == "path" and value in input_paths
             }
+            # A uri or string parameter naming a given model is its models:/ URI.
+            paths |= code_runs.model_parameters(declared, parameters, model_uris)
             line = code_runs.command_line(entry["command"], parameters, paths)
             _append_log(job.pk, attempt, f"sandbox: {mode}; running {job.entry_point}: {line}")
             command = sandbox.build(
@@ -615,6 +650,10 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
             edges += [
                 (NodeRef("dataset_version", item.dataset_version_id), job_node, Relation.INPUT)
                 for item in job.datasets.filter(role=JobDatasetRole.INPUT)
+            ]
+            edges += [
+                (NodeRef("model_version", pk), job_node, Relation.INPUT)
+                for pk in sorted((job.spec.get("models") or {}).values())
             ]
             edges += [(job_node, NodeRef("dataset_version", v.pk), Relation.OUTPUT) for v in produced]
             do_record_edges(edges)

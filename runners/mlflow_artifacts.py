@@ -82,7 +82,8 @@ def locate(
 ) -> ArtifactPlace:
     """Resolve an artifact path for ``user``; ``writes`` asks for CHANGE on the team (and refuses
     registered versions, which are immutable). With ``job_scope`` (a job token, issue 17) only
-    its run's, its logged models' and its model versions' files are reachable. Raises
+    its run's, its logged models' and its model versions' files, and those of the model versions
+    its job was given (read-only), are reachable. Raises
     ValidationError for a malformed path, ObjectDoesNotExist for an unknown or invisible owner,
     PermissionDenied for a write without CHANGE or outside the job's scope."""
     parts = checked_path(raw_path)
@@ -95,7 +96,11 @@ def locate(
             raise missing
         version = ModelVersion.objects.restrict(user).select_related("model").filter(pk=version_pk).first()
         if job_scope is not None:
-            job_scope.ensure_output(version.source_job_id if version else None, f"model version {parts[2]!r}")
+            job_scope.ensure_readable(
+                version.pk if version else None,
+                version.source_job_id if version else None,
+                f"model version {parts[2]!r}",
+            )
         if version is None or version.status == ModelVersion.Status.DELETED:
             raise missing
         return ArtifactPlace(relative="/".join(parts[3:]), team_id=version.model.team_id, version=version)

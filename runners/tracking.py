@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from governance.actions.checks import checked_name, ensure_can
@@ -95,12 +96,20 @@ def job_scope_of(job_id: int) -> JobScope | None:
     """The scope of code run ``job_id``'s token (``governance.job_scope``); None if no such run.
     Registered as governance's job scope loader in ``RunnersConfig.ready``."""
     found = (
-        Job.objects.filter(pk=job_id, kind=JobKind.CODE).values("team_id", "experiment_id", "state").first()
+        Job.objects.filter(pk=job_id, kind=JobKind.CODE)
+        .values("team_id", "experiment_id", "state", given=F("spec__models"))
+        .first()
     )
     if found is None:
         return None
+    # The model versions it was given (``runners.code_runs``): {name: model version pk}.
+    given = found["given"] if isinstance(found["given"], dict) else {}
     return JobScope(
-        job_id=job_id, team_id=found["team_id"], experiment_id=found["experiment_id"], state=found["state"]
+        job_id=job_id,
+        team_id=found["team_id"],
+        experiment_id=found["experiment_id"],
+        state=found["state"],
+        model_versions=frozenset(pk for pk in given.values() if isinstance(pk, int)),
     )
 
 

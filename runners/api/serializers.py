@@ -84,7 +84,7 @@ class JobSubmitSerializer(serializers.Serializer):
 
 class CodeRunSubmitSerializer(serializers.Serializer):
     """A code run (issue 17): an entry point of a code version with its parameters, its input
-    dataset versions by name, the datasets it writes, its experiment and ``spec`` (limits,
+    dataset versions and model versions by name, the datasets it writes, its experiment and ``spec`` (limits,
     resources, backend, start window)."""
 
     kind = serializers.ChoiceField(choices=[JobKind.CODE])
@@ -96,6 +96,16 @@ class CodeRunSubmitSerializer(serializers.Serializer):
         required=False,
         default=dict,
         help_text="name -> dataset version id; the code finds it at $STEWARD_INPUT_<NAME>.",
+    )
+    models = serializers.DictField(
+        child=RestrictedPrimaryKeyRelatedField(queryset=ModelVersion.objects.all()),
+        required=False,
+        default=dict,
+        help_text=(
+            "name -> model version id the code may read through its job token; a uri or string "
+            "parameter whose value is the name becomes models:/<model>/<version>, also in "
+            "$STEWARD_MODEL_<NAME>."
+        ),
     )
     outputs = serializers.JSONField(required=False, default=dict, help_text='{"datasets": [names]}')
     experiment_name = serializers.CharField(required=False, allow_null=True, max_length=500)

@@ -13,8 +13,9 @@ as MLflow does (each version's deletion audited). A model the user may not view 
 RESOURCE_DOES_NOT_EXIST, exactly as one that does not exist.
 
 A job token (issue 17, ``governance.job_scope``) may create a registered model in its job's team,
-register versions from its run's output, and read, describe and tag the versions it registered;
-the other endpoints refuse it.
+register versions from its run's output, read, describe and tag the versions it registered, and
+read (get, download URI, their model) the versions its job was given; the other endpoints refuse
+it.
 """
 
 from __future__ import annotations
@@ -145,9 +146,10 @@ def lookup_version(user, name: str, version: Any, *, team_id: int | None = None)
     return found
 
 
-def request_version(request: HttpRequest, params: Params) -> ModelVersion:
+def request_version(request: HttpRequest, params: Params, *, reads: bool = False) -> ModelVersion:
     """The version the request's ``name`` and ``version`` name; for a job token, only one its run
-    registered (another, or a missing one, is the same PermissionDenied: no existence oracle)."""
+    registered, or (``reads``: the endpoint changes nothing) one the job was given as an input
+    (another, or a missing one, is the same PermissionDenied: no existence oracle)."""
     name, number = require(params, "name"), require(params, "version")
     scope = job_scope(request)
     if scope is None:
@@ -156,9 +158,12 @@ def request_version(request: HttpRequest, params: Params) -> ModelVersion:
         version: ModelVersion | None = lookup_version(actor(request), name, number, team_id=scope.team_id)
     except ResourceDoesNotExist:
         version = None
-    scope.ensure_output(
-        version.source_job_id if version else None, f"version {number[:20]} of {name[:100]!r}"
-    )
+    what = f"version {number[:20]} of {name[:100]!r}"
+    source_job_id = version.source_job_id if version else None
+    if reads:
+        scope.ensure_readable(version.pk if version else None, source_job_id, what)
+    else:
+        scope.ensure_output(source_job_id, what)
     assert version is not None
     return version
 
@@ -324,9 +329,32 @@ def create_registered_model(request: HttpRequest, params: Params) -> dict:
     return {"registered_model": registered_models_json([model], created=True)[0]}
 
 
-@mlflow_endpoint("GET")
+@mlflow_endpoint("GET", for_job_token=True)
 def get_registered_model(request: HttpRequest, params: Params) -> dict:
-    return {"registered_model": registered_model_json(lookup_model(actor(request), require(params, "name")))}
+    name = require(params, "name")
+    scope = job_scope(request)
+    if scope is None:
+        return {"registered_model": registered_model_json(lookup_model(actor(request), name))}
+    # A job token: a model of its team holding a version it may read (the client asks for the
+    # model before a version's download URI), shown with those versions only and no aliases.
+    try:
+        model: RegisteredModel | None = lookup_model(actor(request), name, team_id=scope.team_id)
+    except ResourceDoesNotExist:
+        model = None
+    readable = set(
+        ModelVersion.objects.filter(model=model)
+        .exclude(status=ModelVersion.Status.DELETED)
+        .filter(scope.readable_versions())
+        .values_list("version", flat=True)
+        if model is not None
+        else ()
+    )
+    if model is None or not readable:
+        raise scope.refuse(f"model {name[:100]!r} holds no version its run registered or the job was given")
+    answer = registered_model_json(model)
+    answer["latest_versions"] = [v for v in answer["latest_versions"] if int(v["version"]) in readable]
+    answer["aliases"] = []
+    return {"registered_model": answer}
 
 
 @mlflow_endpoint("POST")
@@ -498,7 +526,7 @@ def create_model_version(request: HttpRequest, params: Params) -> dict:
 
 @mlflow_endpoint("GET", for_job_token=True)
 def get_model_version(request: HttpRequest, params: Params) -> dict:
-    version = request_version(request, params)
+    version = request_version(request, params, reads=True)
     return {"model_version": model_version_json(version, aliases=_version_aliases(version))}
 
 
@@ -541,7 +569,7 @@ def transition_model_version_stage(request: HttpRequest, params: Params) -> dict
 
 @mlflow_endpoint("GET", for_job_token=True)
 def get_model_version_download_uri(request: HttpRequest, params: Params) -> dict:
-    version = request_version(request, params)
+    version = request_version(request, params, reads=True)
     return {"artifact_uri": ARTIFACT_URI.format(pk=version.pk)}
 
 
