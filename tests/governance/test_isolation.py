@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from config.api_urls import router
+from governance.actions.aliases import do_set_alias
 from governance.actions.promotions import do_request_promotion
 from governance.actions.tokens import do_create_api_token
 from governance.api.base import RestrictedViewSetMixin
@@ -19,6 +20,7 @@ from runners.budgets import do_create_budget
 from runners.code_versions import do_create_code_project, do_register_code_version
 from runners.models import Job
 from runners.schedules import do_create_job_schedule
+from runners.serving.actions import do_set_serving_policy
 from tests.conftest import PASSWORD
 from tests.governance.conftest import fingerprint
 from tests.runners.code_helpers import zip_of
@@ -44,6 +46,10 @@ def targets(world, admin, scientist, compliance_officer):
     code_version = do_register_code_version(
         code_project, archive=zip_of({"train.py": b"print(1)\n"}), actor=scientist
     )
+    do_set_alias(model=world.model, alias="staging", version=world.model_version, actor=scientist)
+    serving_policy = do_set_serving_policy(
+        registered_model=world.model, alias="staging", shadow_version=world.model_version, actor=scientist
+    )
     return {
         "team": world.team.pk,
         "membership": Membership.objects.get(user=scientist).pk,
@@ -63,6 +69,7 @@ def targets(world, admin, scientist, compliance_officer):
         "budget": budget.pk,
         "codeproject": code_project.pk,
         "codeversion": code_version.pk,
+        "servingpolicy": serving_policy.pk,
     }
 
 
