@@ -45,8 +45,15 @@ class MonitorForm(ScopedForm):
         min_value=1, initial=1, help_text="Newest dataset versions per check."
     )
     served_hours = forms.IntegerField(
-        min_value=1, initial=24, help_text="Online predictions source: hours of logged rows per check."
+        min_value=1,
+        initial=24,
+        required=False,
+        help_text="Online predictions source: hours of logged rows per check (24 when empty).",
     )
+    def clean_served_hours(self) -> int:
+        # Optional: forms written before the served source (and scripts posting them) leave it out.
+        return self.cleaned_data.get("served_hours") or 24
+
     reference_dataset_version = forms.ModelChoiceField(
         queryset=DatasetVersion.objects.select_related("dataset"),
         required=False,
