@@ -482,10 +482,11 @@ class Launch:
 
 def _read_lines(stream: Any, name: str, events: queue.Queue[dict[str, Any] | None]) -> None:
     """Turn each line of a command's ``name`` stream into an ``output`` event; None at its end.
-    Bytes that are not UTF-8 are replaced; a line longer than ``OUTPUT_LINE_BYTES`` is split."""
+    Bytes that are not UTF-8, and NUL (PostgreSQL's text refuses it), are replaced; a line longer
+    than ``OUTPUT_LINE_BYTES`` is split."""
     try:
         while raw := stream.readline(OUTPUT_LINE_BYTES):
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            text = raw.decode("utf-8", "replace").rstrip("\r\n").replace("\x00", "\ufffd")
             events.put({"event": "output", "stream": name, "text": text})
     finally:
         events.put(None)
