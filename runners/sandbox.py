@@ -229,13 +229,14 @@ def build(
     args += ["/bin/sh", "-c", inner]
     if api_target is None:
         return Command(args, {"PATH": "/usr/bin:/bin"}, workdir)
-    # The worker's end of the proxy, in the run's process group (stopped with it); bwrap starts
-    # once its socket exists.
+    # The worker's end of the proxy, in the run's process group (stopped with it), and killed when
+    # its parent (this shell, then bwrap, which dies with the worker) dies: a killed worker left it
+    # listening for ever. bwrap starts once its socket exists.
     host, port = api_target
     socket_path = shlex.quote(str(workdir / "run" / API_SOCKET))
     proxy_log = shlex.quote(str(workdir / "proxy.log"))
     outer = (
-        f"{SOCAT} UNIX-LISTEN:{socket_path},fork,mode=0666 "
+        f"{SETPRIV} --pdeathsig KILL {SOCAT} UNIX-LISTEN:{socket_path},fork,mode=0666 "
         f"TCP:{shlex.quote(host)}:{port} </dev/null >/dev/null 2>>{proxy_log} &\n"
         f"n=0; while [ ! -S {socket_path} ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n"
         'exec "$@"'
