@@ -106,3 +106,30 @@ def test_a_code_making_files_without_end_is_stopped(team, scientist, settings):
     assert state == "failed"
     assert "STEWARD_CODE_OUTPUT_MAX_FILES (50)" in job.error
     assert "never stopped" not in log
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        'os.symlink("/etc/passwd", f"{out}/leak.csv")',
+        'open(f"{out}/mine.csv", "w").write("a\\n1\\n"); os.link(f"{out}/mine.csv", f"{out}/leak.csv")',
+    ],
+    ids=["symlink", "hardlink"],
+)
+@pytest.mark.django_db
+def test_an_output_that_is_a_link_fails_the_run_and_registers_nothing(team, scientist, make):
+    """The worker reads outputs with its own rights: a link would let the code publish a file it
+    cannot read (a host file in none mode) as a dataset version of its team."""
+    state, job, _log = _run(
+        team,
+        scientist,
+        f"""
+        import os
+        out = os.path.join(os.environ["STEWARD_OUTPUT_DIR"], "datasets")
+        {make}
+        """,
+        outputs={"datasets": ["leak"]},
+    )
+    assert state == "failed"
+    assert job.error == "output datasets/leak.csv: not a regular file"
+    assert not Dataset.objects.filter(team=team, name="leak").exists()
