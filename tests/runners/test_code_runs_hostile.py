@@ -133,3 +133,29 @@ def test_an_output_that_is_a_link_fails_the_run_and_registers_nothing(team, scie
     assert state == "failed"
     assert job.error == "output datasets/leak.csv: not a regular file"
     assert not Dataset.objects.filter(team=team, name="leak").exists()
+
+
+@pytest.mark.django_db
+def test_a_megabyte_line_is_whole_in_the_log_but_cut_in_the_tail_and_the_error(team, scientist, client_for):
+    """Output comes in 64 KiB pieces of a long line: 50 of them made a 3 MB ``log_tail``, sent
+    with the job in every list, and 20 on stderr a 1.3 MB error."""
+    state, job, log = _run(
+        team,
+        scientist,
+        """
+        import sys
+        print("x" * 2**20)
+        print("e" * 2**20, file=sys.stderr)
+        sys.exit(1)
+        """,
+    )
+    assert state == "failed"
+    whole = log.replace("\n", "")  # the line comes in 64 KiB pieces, each a line of the log
+    assert "x" * 2**20 in whole
+    assert "e" * 2**20 in whole
+    listed = client_for(scientist).get("/api/jobs/").json()["results"]
+    [shown] = [row for row in listed if row["id"] == job.pk]
+    assert shown["log_tail"].count("x") <= 50 * 1000
+    assert "x" * 1000 in shown["log_tail"]
+    assert len(shown["error"]) < 25 * 1000
+    assert "e" * 1000 in shown["error"]
