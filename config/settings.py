@@ -250,6 +250,10 @@ STEWARD_CODE_MAX_BYTES = env.int("STEWARD_CODE_MAX_BYTES", default=50 * 2**20)
 STEWARD_CODE_TEMPLATES_DIR = BASE_DIR / "runners" / "workloads"
 # A job's whole log (stdout and stderr of its code, Steward's own lines) is kept up to this size.
 STEWARD_JOB_LOG_MAX_BYTES = env.int("STEWARD_JOB_LOG_MAX_BYTES", default=10 * 2**20)
+# A code run's output and home folders live on the worker's disk: at most this many bytes and
+# entries (files and folders), checked every poll; over either, the run is stopped and fails.
+STEWARD_CODE_OUTPUT_MAX_BYTES = env.int("STEWARD_CODE_OUTPUT_MAX_BYTES", default=10 * 2**30)
+STEWARD_CODE_OUTPUT_MAX_FILES = env.int("STEWARD_CODE_OUTPUT_MAX_FILES", default=10_000)
 # How user code is confined: "bwrap" (bubblewrap: own mount, PID, IPC and network namespaces,
 # uid 65534, only its inputs, output and temporary folders, network only to STEWARD_API_URL),
 # "none" (a clean environment and its own process group only; docs/operations.md says what then

@@ -38,6 +38,12 @@ MAX_FILES = 5000
 SKIPPED_PARTS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".ipynb_checkpoints", ".mypy_cache"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 PARAMETER_TYPES = ("string", "float", "int", "path", "uri")
+# YAML aliases repeat a mapping for free: without these bounds a 100 KB MLproject whose entry points
+# all alias one mapping of 2,000 parameters unfolded into 4 million of them (168 MB of JSON, 12 s).
+MAX_ENTRY_POINTS = 100
+MAX_PARAMETERS = 100
+# A run names its entry point in at most this many characters (the jobs API's field).
+ENTRY_POINT_MAX_CHARS = 100
 
 
 class CodeError(ValueError):
@@ -320,9 +326,11 @@ def entry_points(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
 
     Follows MLflow Projects: parameters are ``{name: type}`` or ``{name: {type, default}}``,
     and a command names them as ``{name}``. Raises CodeError naming the field of ``MLproject``
-    that is wrong: unreadable YAML, no ``entry_points`` mapping, an entry point without a
-    command, an unknown parameter type, a default not of its type, or a placeholder in a
-    command that names no declared parameter.
+    that is wrong: unreadable YAML, no ``entry_points`` mapping, more than ``MAX_ENTRY_POINTS``
+    entry points or ``MAX_PARAMETERS`` parameters in one, a name longer than
+    ``ENTRY_POINT_MAX_CHARS`` or holding a control or bidirectional character, an entry point
+    without a command, an unknown parameter type, a default not of its type, a NUL in a command
+    or default, or a placeholder in a command that names no declared parameter.
     """
     mlproject = find_mlproject(files)
     if mlproject is None:
@@ -340,16 +348,30 @@ def entry_points(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
         raise CodeError(f"{mlproject}: not readable YAML ({str(exc)[:300]})") from exc
     if not isinstance(project, dict) or not isinstance(project.get("entry_points"), dict):
         raise CodeError(f"{mlproject}: needs an entry_points mapping")
+    if len(project["entry_points"]) > MAX_ENTRY_POINTS:
+        raise CodeError(f"{mlproject}: entry_points: more than {MAX_ENTRY_POINTS}")
     found = {}
     for name, raw in project["entry_points"].items():
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or not name.isprintable()  # no control nor bidirectional character (Cc, Cf)
+            or len(name) > ENTRY_POINT_MAX_CHARS
+        ):
+            raise CodeError(
+                f"{mlproject}: entry_points: {str(name)[:ENTRY_POINT_MAX_CHARS]!r} is not a name "
+                f"(1 to {ENTRY_POINT_MAX_CHARS} printable characters)"
+            )
         where = f"{mlproject}: entry_points.{name}"
-        if not isinstance(name, str) or not name.strip():
-            raise CodeError(f"{mlproject}: entry_points: {name!r} is not a name")
         if not isinstance(raw, dict) or not isinstance(raw.get("command"), str) or not raw["command"].strip():
             raise CodeError(f"{where}: needs a command")
         declared = raw.get("parameters") or {}
         if not isinstance(declared, dict):
             raise CodeError(f"{where}.parameters: a mapping of name to type")
+        if len(declared) > MAX_PARAMETERS:
+            raise CodeError(f"{where}.parameters: more than {MAX_PARAMETERS}")
+        if "\x00" in raw["command"]:
+            raise CodeError(f"{where}.command: a NUL character (no text field stores one)")
         parameters = {}
         for pname, spec in declared.items():
             pwhere = f"{where}.parameters.{pname}"
@@ -362,7 +384,10 @@ def entry_points(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
             ptype = spec.get("type", "string")
             if ptype not in PARAMETER_TYPES:
                 raise CodeError(f"{pwhere}: type {ptype!r} is not one of {', '.join(PARAMETER_TYPES)}")
-            parameters[pname] = {"type": ptype, "default": _default(pwhere, ptype, spec.get("default"))}
+            default = _default(pwhere, ptype, spec.get("default"))
+            if isinstance(default, str) and "\x00" in default:
+                raise CodeError(f"{pwhere}.default: a NUL character (no text field stores one)")
+            parameters[pname] = {"type": ptype, "default": default}
         unknown = sorted(set(_PLACEHOLDER.findall(raw["command"])) - set(parameters))
         if unknown:
             raise CodeError(f"{where}.command: {{{unknown[0]}}} names no declared parameter")

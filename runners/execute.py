@@ -562,6 +562,46 @@ def _code_env(
     return env | {code_runs.input_variable(name): str(path) for name, path in inside.items()}
 
 
+def _folder_use(folders: list[Path], most_entries: int) -> tuple[int, int]:
+    """(bytes allocated on disk, entries) under ``folders``, links not followed; stops counting
+    past ``most_entries`` entries."""
+    used = entries = 0
+    pending = list(folders)
+    while pending and entries <= most_entries:
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as found:
+            for entry in found:
+                entries += 1
+                with contextlib.suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    used += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(Path(entry.path))
+    return used, entries
+
+
+def _disk_guard(folders: list[Path]) -> Callable[[], None]:
+    """What a code run checks every poll: its folders on the worker's disk (output, home) hold at
+    most ``STEWARD_CODE_OUTPUT_MAX_BYTES`` and ``STEWARD_CODE_OUTPUT_MAX_FILES`` entries, else
+    LimitExceeded stops it (a code filling the disk would stop every job of the worker)."""
+    most_bytes = settings.STEWARD_CODE_OUTPUT_MAX_BYTES
+    most_entries = settings.STEWARD_CODE_OUTPUT_MAX_FILES
+
+    def check() -> None:
+        used, entries = _folder_use(folders, most_entries)
+        if used > most_bytes:
+            raise launcher.LimitExceeded(
+                f"the code wrote more than STEWARD_CODE_OUTPUT_MAX_BYTES ({most_bytes} bytes) "
+                "to its output and home folders; stopped"
+            )
+        if entries > most_entries:
+            raise launcher.LimitExceeded(
+                f"the code made more than STEWARD_CODE_OUTPUT_MAX_FILES ({most_entries}) files "
+                "and folders in its output and home folders; stopped"
+            )
+
+    return check
+
+
 def _api_target() -> tuple[str, int]:
     parsed = urllib.parse.urlsplit(settings.STEWARD_API_URL)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -619,8 +659,15 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
                 api_target=_api_target(),
                 api_port=SANDBOX_API_PORT,
                 uid=settings.STEWARD_SANDBOX_UID,
+                # /tmp and /dev/shm hold together at most the job's memory limit.
+                tmpfs_bytes=limits.memory_mb * 2**19 if limits.memory_mb else None,
             )
             buffer = joblog.LogBuffer(job.pk, attempt)
+            guard = _disk_guard([tmp / "output", tmp / "home"])
+
+            def every_poll() -> None:
+                buffer.flush()
+                guard()
 
             def on_event(event: dict[str, Any]) -> None:
                 if event.get("event") == "output":
@@ -635,7 +682,7 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
                     on_event,
                     devices,
                     command=command,
-                    every_poll=buffer.flush,
+                    every_poll=every_poll,
                 )
             finally:
                 with contextlib.suppress(ClaimLost):

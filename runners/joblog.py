@@ -1,6 +1,7 @@
 """A job's whole log (issue 17): its code's stdout and stderr and Steward's own lines, stored in
 order as ``JobLogChunk`` rows, bounded by ``STEWARD_JOB_LOG_MAX_BYTES``; ``Job.log_tail`` keeps
-the last ``LOG_TAIL_LINES`` lines for the pages that show a glance. Telemetry, not audited."""
+the last ``LOG_TAIL_LINES`` lines (each cut at ``LOG_TAIL_LINE_CHARS``) for the pages that show a
+glance. Telemetry, not audited."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from runners.lifecycle import ClaimLost
 from runners.models import Job, JobLogChunk
 
 LOG_TAIL_LINES = 50
+# Each line of the tail is cut to this many characters (the whole log keeps it whole): a code
+# printing 64 KiB pieces of one long line made a 3 MB tail, sent with the job in every list.
+LOG_TAIL_LINE_CHARS = 1000
 STEWARD_STREAM = "steward"
 TRUNCATED_NOTE = "log truncated at {limit} bytes; later output is not kept"
 TRUNCATED_PREFIX = "log truncated at "
@@ -78,6 +82,7 @@ def write_log(job_id: int, attempt: int, lines: Sequence[tuple[str, str]], **fie
     with transaction.atomic():
         job = Job.objects.only("log_tail").get(pk=job_id)
         tail = [*job.log_tail.splitlines(), *(text for _, text in lines)][-LOG_TAIL_LINES:]
+        tail = [text[:LOG_TAIL_LINE_CHARS] for text in tail]
         fields |= {"log_tail": "\n".join(tail), "heartbeat_at": timezone.now()}
         if not JOBS.record_progress(job_id, attempt, **fields):
             raise ClaimLost(f"job {job_id} no longer runs as attempt {attempt}")

@@ -49,6 +49,7 @@ CHECKPOINT_GLOB = "epoch-*.pt"
 STDERR_TAIL_CHARS = 2000
 # How many of a command's last stderr lines its failure message quotes.
 STDERR_TAIL_LINES = 20
+STDERR_LINE_CHARS = 1000
 # A command's death by one of these (the OOM killer's SIGKILL, a crash) is not the input's fault.
 LOST_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS})
 # A longer line of a command's output is split into pieces of this many bytes.
@@ -492,7 +493,8 @@ class Launch:
         code = process.returncode
         if code == 0:
             return {"event": "result", "exit_code": 0}
-        tail = "\n".join(self._stderr_tail)
+        # Each line cut like the log's tail: the message is the job's error, shown in its lists.
+        tail = "\n".join(line[:STDERR_LINE_CHARS] for line in self._stderr_tail)
         last = f"; its last stderr lines:\n{tail}" if tail else ""
         # A shell (and bwrap) reports its child's death by signal N as the exit status 128 + N.
         signum = -code if code is not None and code < 0 else (code or 0) - 128
@@ -503,10 +505,11 @@ class Launch:
 
 def _read_lines(stream: Any, name: str, events: queue.Queue[dict[str, Any] | None]) -> None:
     """Turn each line of a command's ``name`` stream into an ``output`` event; None at its end.
-    Bytes that are not UTF-8 are replaced; a line longer than ``OUTPUT_LINE_BYTES`` is split."""
+    Bytes that are not UTF-8, and NUL (PostgreSQL's text refuses it), are replaced; a line longer
+    than ``OUTPUT_LINE_BYTES`` is split."""
     try:
         while raw := stream.readline(OUTPUT_LINE_BYTES):
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            text = raw.decode("utf-8", "replace").rstrip("\r\n").replace("\x00", "\ufffd")
             events.put({"event": "output", "stream": name, "text": text})
     finally:
         events.put(None)

@@ -169,6 +169,7 @@ def build(
     api_target: tuple[str, int] | None,
     api_port: int,
     uid: int,
+    tmpfs_bytes: int | None = None,
 ) -> Command:
     """The ``Command`` running ``run_line`` (a /bin/sh command line) in the code folder under
     ``mode`` (``bwrap`` or ``none``) with exactly ``env``.
@@ -177,7 +178,9 @@ def build(
     ``steward_packages``: Steward's plain packages to expose read-only (bwrap mode);
     ``api_target``: Steward's API (host, port) that the sandbox's loopback ``api_port`` forwards
     to (bwrap mode; None: no API). ``uid`` (and the same gid): the user the code runs as when the
-    worker is root.
+    worker is root. ``tmpfs_bytes``: the size of each of the sandbox's ``/tmp`` and ``/dev/shm``
+    (tmpfs pages are memory that no process's RSS shows, so the memory limit would not see them;
+    None: the kernel's default, half the host's memory each).
     """
     as_root = os.geteuid() == 0
     if mode == "none":
@@ -206,8 +209,9 @@ def build(
     args += ["--ro-bind", str(workdir / "inputs"), str(INSIDE_INPUTS)]
     args += ["--bind", str(workdir / "output"), str(INSIDE_OUTPUT)]
     args += [*_mkdirs(INSIDE_RUN, made), "--ro-bind", str(workdir / "run"), str(INSIDE_RUN)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", str(INSIDE_SHM)]
-    args += ["--perms", "1777", "--tmpfs", str(INSIDE_TMP), "--chdir", str(INSIDE_CODE)]
+    size = ["--size", str(tmpfs_bytes)] if tmpfs_bytes is not None else []
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size, "--tmpfs", str(INSIDE_SHM)]
+    args += ["--perms", "1777", *size, "--tmpfs", str(INSIDE_TMP), "--chdir", str(INSIDE_CODE)]
     inner = run_line
     if api_target is not None:
         # The sandbox's end of the API proxy; the run waits (at most 5 s) until it listens, read
@@ -225,13 +229,14 @@ def build(
     args += ["/bin/sh", "-c", inner]
     if api_target is None:
         return Command(args, {"PATH": "/usr/bin:/bin"}, workdir)
-    # The worker's end of the proxy, in the run's process group (stopped with it); bwrap starts
-    # once its socket exists.
+    # The worker's end of the proxy, in the run's process group (stopped with it), and killed when
+    # its parent (this shell, then bwrap, which dies with the worker) dies: a killed worker left it
+    # listening for ever. bwrap starts once its socket exists.
     host, port = api_target
     socket_path = shlex.quote(str(workdir / "run" / API_SOCKET))
     proxy_log = shlex.quote(str(workdir / "proxy.log"))
     outer = (
-        f"{SOCAT} UNIX-LISTEN:{socket_path},fork,mode=0666 "
+        f"{SETPRIV} --pdeathsig KILL {SOCAT} UNIX-LISTEN:{socket_path},fork,mode=0666 "
         f"TCP:{shlex.quote(host)}:{port} </dev/null >/dev/null 2>>{proxy_log} &\n"
         f"n=0; while [ ! -S {socket_path} ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n"
         'exec "$@"'

@@ -48,6 +48,13 @@ def _zip_bomb(size: int) -> bytes:
     return raw.getvalue()
 
 
+def _alias_bomb(parameters: int, entry_points: int) -> str:
+    """An MLproject whose ``entry_points`` all alias one mapping of ``parameters`` parameters."""
+    declared = "".join(f"    p{i}: {{type: int, default: {i}}}\n" for i in range(parameters))
+    aliases = "".join(f"  e{i}: *entry\n" for i in range(entry_points))
+    return f"x: &entry\n  command: python train.py\n  parameters:\n{declared}entry_points:\n{aliases}"
+
+
 def _lying_zip() -> bytes:
     """A member whose header declares 10 bytes but whose data inflates to 5 MB."""
     raw = io.BytesIO()
@@ -145,6 +152,33 @@ HOSTILE = {
     "undeclared placeholder": (
         _mlproject("entry_points:\n  main:\n    command: python train.py {epochs}\n"),
         "MLproject: entry_points.main.command: {epochs} names no declared parameter",
+    ),
+    "yaml aliases unfolding parameters": (
+        _mlproject(_alias_bomb(codefiles.MAX_PARAMETERS + 1, 2)),
+        f"MLproject: entry_points.e0.parameters: more than {codefiles.MAX_PARAMETERS}",
+    ),
+    "yaml aliases unfolding entry points": (
+        _mlproject(_alias_bomb(1, codefiles.MAX_ENTRY_POINTS + 1)),
+        f"MLproject: entry_points: more than {codefiles.MAX_ENTRY_POINTS}",
+    ),
+    "nul in a command": (
+        _mlproject('entry_points: {main: {command: "python train.py \\0"}}\n'),
+        "MLproject: entry_points.main.command: a NUL character",
+    ),
+    "nul in a default": (
+        _mlproject(
+            'entry_points: {main: {command: "python train.py {a}", '
+            'parameters: {a: {type: string, default: "x\\0"}}}}\n'
+        ),
+        "MLproject: entry_points.main.parameters.a.default: a NUL character",
+    ),
+    "bidirectional control in an entry point's name": (
+        _mlproject('entry_points: {"ma\\u202ein": {command: "python train.py"}}\n'),
+        "MLproject: entry_points: 'ma\\u202ein' is not a name (1 to 100 printable characters)",
+    ),
+    "entry point name longer than a run may name": (
+        _mlproject("entry_points: {" + "m" * 101 + ": {command: python train.py}}\n"),
+        "MLproject: entry_points: '" + "m" * 100 + "' is not a name",
     ),
     "no entry point at all": (
         zip_of({"README.md": b"# hi\n"}),
