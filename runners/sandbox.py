@@ -200,6 +200,12 @@ def build(
     if not as_root:
         args += ["--uid", str(uid), "--gid", str(uid)]
     args += system_binds()
+    # The sandbox's own /tmp and /dev/shm first: a virtualenv or Steward's packages living under
+    # /tmp (a checkout in /tmp) are bound on top of them, not hidden by them.
+    size = ["--size", str(tmpfs_bytes)] if tmpfs_bytes is not None else []
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size, "--tmpfs", str(INSIDE_SHM)]
+    args += ["--perms", "1777", *size, "--tmpfs", str(INSIDE_TMP), "--chdir", str(INSIDE_CODE)]
+    made.add(INSIDE_TMP)
     for folder in python_dirs():
         args += [*_mkdirs(folder, made), "--ro-bind", str(folder), str(folder)]
     for package in steward_packages:
@@ -209,9 +215,6 @@ def build(
     args += ["--ro-bind", str(workdir / "inputs"), str(INSIDE_INPUTS)]
     args += ["--bind", str(workdir / "output"), str(INSIDE_OUTPUT)]
     args += [*_mkdirs(INSIDE_RUN, made), "--ro-bind", str(workdir / "run"), str(INSIDE_RUN)]
-    size = ["--size", str(tmpfs_bytes)] if tmpfs_bytes is not None else []
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size, "--tmpfs", str(INSIDE_SHM)]
-    args += ["--perms", "1777", *size, "--tmpfs", str(INSIDE_TMP), "--chdir", str(INSIDE_CODE)]
     inner = run_line
     if api_target is not None:
         # The sandbox's end of the API proxy; the run waits (at most 5 s) until it listens, read

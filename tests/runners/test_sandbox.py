@@ -214,3 +214,39 @@ def test_auto_falls_back_to_none_where_bubblewrap_cannot_run_and_bwrap_refuses(t
         sandbox.resolve_mode("bwrap", bwrap=missing)
     with pytest.raises(sandbox.SandboxError, match="STEWARD_SANDBOX is 'docker'; one of auto, bwrap, none"):
         sandbox.resolve_mode("docker")
+
+
+@needs_bwrap
+def test_an_interpreter_under_tmp_stays_visible_in_the_sandbox(tmp_path, monkeypatch):
+    """A checkout (and so its virtualenv) under /tmp, as CI's clone is: the sandbox's own /tmp
+    must not hide it. Here a folder under pytest's /tmp stands for the interpreter's prefix."""
+    prefix = tmp_path / "venv"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "marker").write_text("seen\n")
+    monkeypatch.setattr(sandbox, "python_dirs", lambda: [prefix])
+    workdir = tmp_path / "work"
+    for folder in ("code", "inputs", "output", "run"):
+        (workdir / folder).mkdir(parents=True)
+    command = sandbox.build(
+        "bwrap",
+        run_line=f"cat {prefix / 'bin' / 'marker'}; ls -d /tmp",
+        env={"PATH": "/usr/bin:/bin"},
+        workdir=workdir,
+        steward_packages=[],
+        api_target=None,
+        api_port=5000,
+        uid=65534,
+    )
+    import subprocess
+
+    done = subprocess.run(  # noqa: S603 - bwrap with the arguments the sandbox built
+        command.argv,
+        env=command.env,
+        cwd=command.cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["seen", "/tmp"]
