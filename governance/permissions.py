@@ -165,12 +165,13 @@ def _restrict_platform_role_grants(queryset, user, action: Action):
 
 def _restrict_api_tokens(queryset, user, action: Action):
     # Tokens are personal, even to admins: deactivating a user is how an admin stops theirs.
-    # Only personal tokens (scope user): a code run's token lives and dies with its run (issue 17).
+    # Personal and prediction tokens (listed and revoked by their user); not a code run's token,
+    # which lives and dies with its run (issue 17).
     from governance.models import TokenScope  # governance.models imports this module
 
     if not user.is_authenticated:
         return queryset.none()
-    return queryset.filter(user=user, scope=TokenScope.USER)
+    return queryset.filter(user=user).exclude(scope=TokenScope.JOB)
 
 
 # Rows that belong to no team, and so have no ``team_scope``: how each is restricted.

@@ -288,6 +288,8 @@ class ApiTokenSerializer(serializers.ModelSerializer):
             "name",
             "prefix",
             "is_read_only",
+            "scope",
+            "registered_model",
             "state",
             "expires_at",
             "last_used_at",

@@ -54,6 +54,8 @@ def test_creating_a_token_shows_the_secret_once_and_stores_only_its_hash(client_
         "name": "nightly",
         "prefix": secret[:12],
         "is_read_only": False,
+        "scope": "user",
+        "registered_model": None,
         "state": "active",
         "expires_at": None,
         "last_used_at": None,

@@ -227,6 +227,26 @@ def test_prediction_token_predicts_with_its_model_only(staged, owner, client_for
     assert Prediction.objects.count() == 1
 
 
+def test_a_prediction_token_is_listed_and_revoked_by_its_owner(staged, owner, client_for, bike_frame):
+    """A leaked prediction token can be stopped: it is in its owner's token list, revocable there."""
+    owner_client = client_for(owner)
+    created = owner_client.post(
+        f"/api/models/{staged.model_id}/prediction-tokens/", {"name": "checkout app"}, format="json"
+    ).json()
+    listed = {row["id"]: row for row in owner_client.get("/api/tokens/").json()["results"]}
+    assert listed[created["id"]]["scope"] == "predict"
+    assert listed[created["id"]]["registered_model"] == staged.model_id
+    token_client = _token_client(created["token"])
+    assert token_client.post(alias_url(), {"rows": rows_of(bike_frame, 1)}, format="json").status_code == 200
+
+    revoked = owner_client.post(f"/api/tokens/{created['id']}/revoke/")
+
+    assert revoked.status_code == 200, revoked.content
+    again = token_client.post(alias_url(), {"rows": rows_of(bike_frame, 1)}, format="json")
+    assert again.status_code == 401
+    assert "revoked" in again.json()["detail"]
+
+
 def test_only_model_owners_create_prediction_tokens(staged, scientist, viewer, outsider, client_for):
     url = f"/api/models/{staged.model_id}/prediction-tokens/"
 
