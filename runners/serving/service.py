@@ -232,4 +232,14 @@ def score(version: ModelVersion, rows: Rows) -> tuple[list[Any], float]:
         if exc.is_user_error:
             raise ValidationError({"rows": str(exc)}) from exc
         raise
+    # NaN or an infinity (json_value makes them None): inputs far outside what the model saw
+    # overflow it. Refused, not answered or logged as a number nobody can use.
+    unusable = [str(row) for row, value in enumerate(values) if value is None]
+    if unusable:
+        raise ValidationError(
+            {
+                "rows": f"row(s) {', '.join(unusable[:10])}: the prediction is not a finite number "
+                "(an input far outside the values the model was trained on?)"
+            }
+        )
     return values, (time.perf_counter() - started) * 1000.0

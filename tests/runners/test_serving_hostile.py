@@ -63,6 +63,18 @@ def test_empty_nan_infinity_and_shapes(client, row):
     refused(client, '["rows"]', raw=True)
 
 
+def test_a_value_that_overflows_the_model_is_a_400_not_logged(client, row):
+    """1e38 is a valid JSON number, but standardised into float32 it overflows: the prediction is
+    not a number, so the answer is a 400 saying so, and nothing is logged."""
+    body = refused(client, {"rows": [row, {**row, "temp": 1e38}]})
+
+    assert body["rows"] == [
+        "row(s) 1: the prediction is not a finite number (an input far outside the values the model "
+        "was trained on?)"
+    ]
+    assert not Prediction.objects.exists()
+
+
 def test_more_rows_than_the_setting_is_413(client, row, settings):
     settings.STEWARD_PREDICT_MAX_ROWS = 3
 
