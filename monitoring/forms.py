@@ -50,6 +50,7 @@ class MonitorForm(ScopedForm):
         required=False,
         help_text="Online predictions source: hours of logged rows per check (24 when empty).",
     )
+
     def clean_served_hours(self) -> int:
         # Optional: forms written before the served source (and scripts posting them) leave it out.
         return self.cleaned_data.get("served_hours") or 24

@@ -55,6 +55,11 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
         errors["source"] = f"unknown source {monitor.source!r}"
     if not monitor.columns:
         monitor.columns = default_columns(monitor.model_version, reference)
+        if monitor.source == CurrentSource.SERVED:
+            # Served rows are what callers sent: the features, never the target (labels come
+            # later, joined on the prediction id).
+            target = monitor.model_version.signature.get("target")
+            monitor.columns = [column for column in monitor.columns if column != target]
     missing = [column for column in monitor.columns if column not in reference.column_names]
     if missing:
         errors["columns"] = (

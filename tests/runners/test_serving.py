@@ -458,6 +458,18 @@ def test_alias_moved_by_an_approved_promotion_while_requests_arrive(
     assert after_move == [2] * 5
 
 
+def test_a_served_monitor_compares_the_features_by_default_not_the_target(staged, scientist, client_for):
+    created = client_for(scientist).post(
+        "/api/monitors/",
+        {"model_version": staged.pk, "name": "online", "source": "served"},
+        format="json",
+    )
+
+    assert created.status_code == 201, created.content
+    assert created.json()["columns"] == staged.signature["features"]
+    assert "cnt" not in created.json()["columns"]
+
+
 def test_a_monitor_of_served_predictions_checks_drift_over_the_logged_rows(
     staged, scientist, client_for, bike_frame, settings
 ):
