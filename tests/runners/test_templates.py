@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -23,13 +25,15 @@ import pytest
 from django.conf import settings
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.datafiles import read_frame
 from governance.models import DatasetVersion, ModelVersion
 from runners import codefiles
 from runners.code_runs import do_submit_code_run
 from runners.code_versions import do_create_code_project, do_register_code_version
 from runners.execute import execute_job
 from runners.models import Job, JobDatasetRole, JobState, RunMetric
-from tests.conftest import BIKE_FEATURES, BIKE_HOURLY
+from runners.serving import supervisor
+from tests.conftest import BIKE_FEATURES, BIKE_HOURLY, run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,6 +140,33 @@ def code_runs_reach(steward_server, settings):
     """Code runs' code reaches the live Steward (the sandbox proxies to STEWARD_API_URL)."""
     settings.STEWARD_API_URL = steward_server.url
     return steward_server
+
+
+@pytest.fixture
+def model_servers(settings):
+    """Model servers in a short-named folder (a socket path has at most 107 bytes), stopped after."""
+    folder = Path(tempfile.mkdtemp(prefix="ms-", dir="/tmp"))
+    settings.STEWARD_MODEL_SERVER_DIR = folder
+    yield folder
+    supervisor.stop_all(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def predict_online(client, name: str, rows: list[dict[str, object]]) -> list[object]:
+    """``POST /api/models/<name>/versions/1/predict`` with ``rows``; it must answer 200 from
+    the version's model server. Returns the predictions."""
+    response = client.post(f"/api/models/{name}/versions/1/predict", {"rows": rows}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["served_by"] == "model_server"
+    return response.json()["predictions"]
+
+
+def infer(version: ModelVersion, dataset_version: DatasetVersion, user) -> pd.DataFrame:
+    """An inference job of ``version`` on ``dataset_version`` run through the worker's plain
+    function; returns its predictions dataset (the rows with a ``prediction`` column)."""
+    job = run_job(kind="infer", dataset_version=dataset_version, model_version=version, spec={}, actor=user)
+    output = job.output_dataset_version
+    return read_frame(output.path, output.format, output.original_filename)
 
 
 def start_run(client, experiment: str) -> str:
@@ -252,8 +283,8 @@ def test_threads_come_from_the_environment(tmp_path):
     assert "STEWARD_THREADS: expected a positive integer, got 'many'" in refused.stderr
 
 
-def test_vision_template_prepares_trains_registers_and_predicts(
-    code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist
+def test_vision_template_prepares_trains_registers_serves_and_predicts(
+    code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist, client_for, model_servers
 ):
     # A data preparation run writes scikit-learn's digits as a dataset version of the team.
     prepare = code_run(team, scientist, "vision", "prepare", {}, {}, outputs=["digits"])
@@ -282,12 +313,26 @@ def test_vision_template_prepares_trains_registers_and_predicts(
     assert job.metrics["accuracy"] > 0.9
     assert set(job.metrics) >= {f"recall_{digit}" for digit in range(10)}
 
-    # Registered with mlflow.pytorch: a model whose loading executes code.
+    # Registered as an MLflow pyfunc (its loading executes code) that takes the pixel columns:
+    # the version's signature lists them as its features.
     version = ModelVersion.objects.get(model__name="digits-cnn")
     assert (version.version, version.flavor, version.executes_code) == (1, "mlflow_model", True)
-    assert "pytorch" in version.flavor_details["flavors"]
+    assert "python_function" in version.flavor_details["flavors"]
+    assert version.signature["features"] == [f"p{i}" for i in range(64)]
     assert version.source_job_id == job.pk
     assert version.training_dataset_version == prepared
+
+    # Online prediction: real images as JSON rows of integer intensities, digits back.
+    shown = digits.sample(40, random_state=3)
+    rows = shown.drop(columns=["label"]).to_dict(orient="records")
+    labels = predict_online(client_for(scientist), "digits-cnn", rows)
+    assert len(labels) == 40
+    assert (pd.Series(labels, index=shown.index) == shown["label"]).mean() > 0.9
+
+    # An inference job on the digits' dataset version: a prediction per image, mostly right.
+    predicted = infer(version, prepared, scientist)
+    assert len(predicted) == 1797
+    assert (predicted["prediction"] == predicted["label"]).mean() > 0.9
 
     # Batch inference with the registered version on images it did not see in that order.
     sample = digits.sample(300, random_state=7)
@@ -311,8 +356,8 @@ def test_vision_template_prepares_trains_registers_and_predicts(
     assert (predictions["prediction"] == predictions["label"]).mean() > 0.9
 
 
-def test_text_template_trains_registers_and_predicts(
-    code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist
+def test_text_template_trains_registers_serves_and_predicts(
+    code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist, client_for, model_servers
 ):
     corpus = pd.read_csv(SPAM)
     assert corpus.shape == (6046, 2)
@@ -337,8 +382,22 @@ def test_text_template_trains_registers_and_predicts(
     assert job.metrics["recall_spam"] > 0.8
     assert job.metrics["precision_spam"] > 0.8
 
+    # An MLflow pyfunc taking the text column: the signature's one feature, a string.
     version = ModelVersion.objects.get(model__name="spam-filter")
     assert (version.flavor, version.executes_code, version.source_job_id) == ("mlflow_model", True, job.pk)
+    assert "python_function" in version.flavor_details["flavors"]
+    assert version.signature == {"features": ["text"], "categorical": ["text"]}
+
+    # Online prediction: raw messages in, tokenized by the template's own code, labels out.
+    shown = corpus.iloc[5::60]
+    labels = predict_online(client_for(scientist), "spam-filter", shown[["text"]].to_dict(orient="records"))
+    assert set(labels) <= {"ham", "spam"}
+    assert (pd.Series(labels, index=shown.index) == shown["label"]).mean() > 0.9
+
+    # An inference job on the corpus's dataset version.
+    predicted = infer(version, spam, scientist)
+    assert len(predicted) == len(corpus)
+    assert (predicted["prediction"] == predicted["label"]).mean() > 0.9
 
     # The reference rows carry the numeric text features a drift monitor compares.
     reference_version = job.datasets.get(role=JobDatasetRole.OUTPUT).dataset_version

@@ -2,7 +2,7 @@
 classifier (``--model-uri models:/<name>/<version>``); writes the rows with ``chars``, ``tokens``
 (the monitored features), ``prediction`` and ``confidence`` to output dataset ``predictions``.
 
-The model is loaded with ``mlflow.pytorch.load_model``, which unpickles it: this runs only as a
+The model is loaded with ``mlflow.pyfunc.load_model``, which unpickles it: this runs only as a
 code run, inside its sandbox, never in Steward's web or worker processes."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--text-column", default="text")
     args = parser.parse_args(argv)
     workload_env.set_torch_threads()
-    import mlflow.pytorch
+    import mlflow.pyfunc
     from textclf import text_features
 
     try:
@@ -28,7 +28,9 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"text_column: column {args.text_column!r} is not in the dataset")
     except (workload_env.WorkloadError, ValueError) as exc:
         return workload_env.fail(str(exc))
-    model = mlflow.pytorch.load_model(args.model_uri, map_location="cpu")
+    # The registered wrapper (textclf.TextClassifier): its network's probabilities give the
+    # confidence that the pyfunc's predict (the label alone) does not.
+    model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model().model
     probabilities = model.probabilities(rows[args.text_column].fillna("").astype(str).tolist())
     output = text_features(rows, args.text_column)
     output["prediction"] = [model.classes[i] for i in probabilities.argmax(1).tolist()]

@@ -1,5 +1,6 @@
-"""Tokens, their hashing and the bag-of-words classifier, shared by this template's entry points.
-Logged with the model (``code_paths``), so a model server loads it without the template."""
+"""Tokens, their hashing, the bag-of-words classifier and its pyfunc wrapper, shared by this
+template's entry points. Logged with the model (``code_paths``), so a model server or an inference
+child loads it without the template."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import zlib
 from typing import Any
 
+import mlflow.pyfunc
 import torch
 from torch import nn
 
@@ -69,3 +71,26 @@ def text_features(frame: Any, column: str) -> Any:
     out["chars"] = texts.str.len()
     out["tokens"] = texts.map(lambda text: len(tokens(text)))
     return out
+
+
+class TextClassifier(mlflow.pyfunc.PythonModel):
+    """The classifier as an MLflow pyfunc that takes a COLUMN: a DataFrame with column ``text``
+    in (tokenized and hashed here, as in training), the class label (a string per row) out."""
+
+    def __init__(self, model: BagOfWords, column: str = "text"):
+        self.model = model
+        self.column = column
+
+    def texts(self, frame: Any) -> list[str]:
+        """Column ``self.column`` of ``frame`` as strings (missing as empty).
+        Raises ValueError naming the column when it is absent."""
+        if self.column not in frame.columns:
+            raise ValueError(f"column {self.column!r} missing: the text to classify")
+        return frame[self.column].fillna("").astype(str).tolist()
+
+    # No type hints on purpose: MLflow reads predict's hints as a schema of its own (and warns
+    # at every load); the column signature logged with the model is the one that holds.
+    def predict(self, context, model_input, params=None):
+        """The label of each row of ``model_input`` (a DataFrame), as a list of strings."""
+        probabilities = self.model.probabilities(self.texts(model_input))
+        return [self.model.classes[i] for i in probabilities.argmax(1).tolist()]

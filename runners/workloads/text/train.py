@@ -3,7 +3,8 @@
 
 Logs its parameters, per-epoch training loss and validation accuracy (the epoch is the step),
 the final evaluation (accuracy, log loss, macro F1, per-class precision and recall), registers the
-model with ``mlflow.pytorch.log_model`` (its code logged beside it) and writes the validation rows
+model as an MLflow pyfunc that takes the text column and answers the label
+(``textclf.TextClassifier``, its code logged beside it) and writes the validation rows
 with ``chars``, ``tokens`` and ``prediction`` as output dataset ``reference`` (a drift monitor's
 reference data).
 """
@@ -51,9 +52,10 @@ def main(argv: list[str]) -> int:
     args = arguments(argv)
     threads = workload_env.set_torch_threads()
     import mlflow
-    import mlflow.pytorch
+    import mlflow.pyfunc
     import torch
-    from textclf import BagOfWords, batch, text_features
+    from mlflow.models import infer_signature
+    from textclf import BagOfWords, TextClassifier, batch, text_features
     from torch import nn
 
     if min(args.epochs, args.batch_size, args.dimensions) < 1 or not 16 <= args.buckets <= 2**22:
@@ -111,13 +113,17 @@ def main(argv: list[str]) -> int:
         mlflow.flush_async_logging()
         predicted = logits.argmax(1).tolist()
         mlflow.log_metrics({"log_loss": record["val_loss"], **evaluate(y[val].tolist(), predicted, classes)})
-        ids, offsets = batch(texts[:2], args.buckets)
-        mlflow.pytorch.log_model(
-            model,
+        # A pyfunc that takes the text COLUMN (not tensors): served and inferred on plain rows,
+        # tokenized and hashed by this template's own code, logged beside it.
+        classifier = TextClassifier(model, args.text_column)
+        example = frame[[args.text_column]].iloc[:5].fillna("").astype(str)
+        mlflow.pyfunc.log_model(
             name="model",
+            python_model=classifier,
             registered_model_name=args.model_name,
-            code_paths=["textclf.py"],  # the class and the tokenizer, for whoever loads it
-            serialization_format="pickle",
+            signature=infer_signature(example, classifier.predict(None, example)),
+            code_paths=["textclf.py"],  # the wrapper, the class and the tokenizer
+            # Stated, not inferred: inferring loads the model in yet another process.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         reference = text_features(frame.iloc[val], args.text_column)

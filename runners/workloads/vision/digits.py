@@ -1,9 +1,12 @@
-"""The digits' layout and the CNN, shared by this template's entry points (plain torch: no
-torchvision, which does not import on Steward's workers)."""
+"""The digits' layout, the CNN and its pyfunc wrapper, shared by this template's entry points
+(plain torch: no torchvision, which does not import on Steward's workers). Logged with the model
+(``code_paths``), so a model server or an inference child loads the wrapper without the template."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import mlflow.pyfunc
 
 PIXELS = [f"p{i}" for i in range(64)]
 LABEL = "label"
@@ -39,3 +42,26 @@ def network() -> Any:
         nn.ReLU(),
         nn.Linear(64, 10),
     )
+
+
+class DigitsClassifier(mlflow.pyfunc.PythonModel):
+    """The CNN as an MLflow pyfunc that takes COLUMNS: a DataFrame with p0..p63 (0..16) in, the
+    digit (int64, one per row) out, so online prediction and inference jobs send plain rows."""
+
+    def __init__(self, network: Any):
+        self.network = network
+
+    def probabilities(self, frame: Any) -> Any:
+        """Softmax probabilities (rows x 10, a torch tensor) of ``frame``'s images.
+        Raises ValueError naming a missing pixel column."""
+        import torch
+
+        self.network.eval()
+        with torch.no_grad():
+            return torch.softmax(self.network(images(frame)), dim=1)
+
+    # No type hints on purpose: MLflow reads predict's hints as a schema of its own (and warns
+    # at every load); the column signature logged with the model is the one that holds.
+    def predict(self, context, model_input, params=None):
+        """The digit of each row of ``model_input`` (a DataFrame), as an int64 array."""
+        return self.probabilities(model_input).argmax(1).numpy()

@@ -2,15 +2,13 @@
 (``--model-uri models:/<name>/<version>``); writes the rows with a ``prediction`` column and the
 model's ``confidence`` (its top softmax probability) to output dataset ``predictions``.
 
-The model is loaded with ``mlflow.pytorch.load_model``, which unpickles it: this runs only as a
+The model is loaded with ``mlflow.pyfunc.load_model``, which unpickles it: this runs only as a
 code run, inside its sandbox, never in Steward's web or worker processes."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-from digits import images
 
 from runners import workload_env
 
@@ -20,18 +18,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model-uri", required=True)
     args = parser.parse_args(argv)
     workload_env.set_torch_threads()
-    import mlflow.pytorch
-    import torch
+    import mlflow.pyfunc
 
     try:
         rows = workload_env.read_input("data")
-        x = images(rows)
-    except (workload_env.WorkloadError, ValueError) as exc:
+    except workload_env.WorkloadError as exc:
         return workload_env.fail(str(exc))
-    model = mlflow.pytorch.load_model(args.model_uri, map_location="cpu")
-    model.eval()
-    with torch.no_grad():
-        probabilities = torch.softmax(model(x), dim=1)
+    # The registered wrapper (digits.DigitsClassifier): its probabilities give the confidence
+    # that the pyfunc's predict (the label alone) does not.
+    classifier = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
+    try:
+        probabilities = classifier.probabilities(rows)
+    except ValueError as exc:
+        return workload_env.fail(str(exc))
     output = rows.copy()
     output["prediction"] = probabilities.argmax(1).numpy()
     output["confidence"] = probabilities.max(1).values.numpy()

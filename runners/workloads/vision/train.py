@@ -1,8 +1,9 @@
 """Train the digits CNN on input ``train``, evaluate it and register it (issue 17's vision template).
 
 Logs its parameters, per-epoch training loss and validation accuracy (with the epoch as step),
-the final evaluation (accuracy, log loss, per-class recall) and registers the model with
-``mlflow.pytorch.log_model`` under ``--model-name``.
+the final evaluation (accuracy, log loss, per-class recall) and registers the model
+under ``--model-name`` as an MLflow pyfunc that takes the pixel columns p0..p63 and answers the
+digit (``digits.DigitsClassifier``, its code logged beside it).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from digits import LABEL, images, network
+from digits import LABEL, PIXELS, DigitsClassifier, images, network
 
 from runners import workload_env
 
@@ -30,8 +31,9 @@ def main(argv: list[str]) -> int:
     args = arguments(argv)
     threads = workload_env.set_torch_threads()
     import mlflow
-    import mlflow.pytorch
+    import mlflow.pyfunc
     import torch
+    from mlflow.models import infer_signature
     from torch import nn
 
     if args.epochs < 1 or args.batch_size < 1 or not 0.05 <= args.validation_fraction <= 0.5:
@@ -90,13 +92,17 @@ def main(argv: list[str]) -> int:
             if shown.any():
                 evaluation[f"recall_{digit}"] = float((predicted[shown] == digit).float().mean())
         mlflow.log_metrics(evaluation)
-        mlflow.pytorch.log_model(
-            model,
+        # A pyfunc that takes the pixel COLUMNS (not a tensor): served and inferred on plain
+        # rows, its signature names the 64 features. Example rows are real images, as floats so
+        # integer and fractional intensities both pass the signature.
+        classifier = DigitsClassifier(model)
+        example = frame[PIXELS].iloc[:5].astype("float64")
+        mlflow.pyfunc.log_model(
             name="model",
+            python_model=classifier,
             registered_model_name=args.model_name,
-            input_example=x[:2].numpy(),
-            # The whole module pickled (mlflow's "pt2" export fixes the batch size it was traced at).
-            serialization_format="pickle",
+            signature=infer_signature(example, classifier.predict(None, example)),
+            code_paths=["digits.py"],  # the wrapper and the network, for whoever loads it
             # Stated, not inferred: inferring loads the model in yet another process.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
