@@ -1,29 +1,36 @@
-"""Runner overhead (issue 17): the same training through a Steward job and as a bare loop.
+"""Runner overhead (issue 17): the tabular template through a code-run job vs a bare PyTorch loop.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/steward CELERY_BROKER_URL=redis://127.0.0.1:6379/5 \\
         .venv/bin/python benchmarks/bench_runner_overhead.py
-    ... --rounds 3 --epochs 15 --threads 2 --template --keep
+    ... --rounds 3 --epochs 2,20 --threads 2 --no-engine --keep
 
-The training is the demo's (``config.demo.TRAINING_SPEC``: the MLP of ``runners.training`` on the
-2011 rows of the hourly bike data, 15 epochs), with ``--threads`` torch threads on both sides.
+The training is the tabular template's (``runners/workloads/tabular``, entry point ``train``: the
+MLP of ``runners.training``) on the whole hourly bike data (17,379 rows: 13,903 trained on, 3,476
+validated), the demo's features, ``--threads`` torch threads on every side. Each ``--epochs``
+value is one training size (the default 20 is the template's own default, about half a minute of
+training here; 2 shows the fixed cost).
 
 (a) Bare loop: a fresh ``python`` process that imports torch, reads hour.csv with the registry's
-    reader, keeps the 2011 rows, preprocesses and trains with ``runners.training.train``: timed
-    from its start to its exit by this process, and split by the process itself (imports, data,
-    training).
-(b) Job: ``POST /api/jobs/`` (a data scientist's read-write token, RBAC, validation, audit) of the
-    same spec -> a real Celery worker (``celery -A config worker``, prefork, one slot, the
-    product's settings) claims it, runs the child (``runners.child``), registers the model
-    version with its lineage -> the job succeeded: from the POST's start to the row's
-    ``finished_at``; split into dispatch (POST -> ``started_at``), the child's wall time (its
-    accounting: ``wall_time_s``) and the worker's own time around it.
-(c) ``--template``: the tabular template (``runners/workloads/tabular``, entry point ``train``) as
-    a code run executes it, with the environment ``runners.workload_env`` documents, logging to
-    a Steward served by ``manage.py runserver`` on the scratch database. Code-run *jobs* (API ->
-    worker -> sandbox) are not in this build yet: when they are, (c) should submit one instead.
+    reader, builds the same spec as the template's ``train.py`` and trains with
+    ``runners.training.train``: timed from its start to its exit by this process, and split by
+    the process itself (imports, data, training).
+(b) Code run, as users run it: the template registered once as a code version
+    (``POST /api/code-versions/ {"project", "template": "tabular"}``), then per run
+    ``POST /api/jobs/ {"kind": "code", "entry_point": "train", ...}`` to Steward under gunicorn
+    (``bin/up``'s configuration) -> a real Celery worker (prefork, one slot) claims it, lays out
+    the workdir, issues the job token, starts the sandbox (bubblewrap + the socat API proxy where
+    the host allows it, ``STEWARD_SANDBOX``), streams the log, and the template logs its params,
+    metrics and artifact and registers the model version through the MLflow API at
+    ``STEWARD_API_URL`` (this gunicorn) -> the job succeeded: from the POST's start to the row's
+    ``finished_at``.
+(c) Engine alone (not with ``--no-engine``): the built-in training job (``"kind": "train"``,
+    ``runners.child``) of the same spec on the same dataset version, through the same API and
+    worker.
 
-Rounds alternate (a), (b) and (c), so the machine's other load hits each alike; the medians are
-printed, with the overhead (b / a - 1, goal <= 2 %) and the load average.
+Rounds alternate (a), (b), (c) at each size, so the machine's other load hits each alike. Medians
+are printed, in wall time (the goal's measure: overhead = job / bare - 1, goal <= 2 %) and in CPU
+time (this process's children; the worker's and gunicorn's whole process trees, so the sandbox,
+proxy, API requests and database writes are counted), with the load average.
 """
 
 from __future__ import annotations
@@ -31,9 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
-import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -57,8 +63,20 @@ from scratch_db import drop_database, recreate_database
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "steward_bench_overhead"
 GOAL_OVERHEAD = 0.02
+GIT = shutil.which("git") or "git"
+# The training: the demo's columns, the template's parameters (MLproject names).
+PARAMETERS: dict[str, Any] = {
+    "target": "cnt",
+    "features": "season,mnth,hr,weekday,weathersit,holiday,workingday,temp,hum,windspeed",
+    "categorical": "season,mnth,hr,weekday,weathersit",
+    "batch_size": 128,
+    "learning_rate": 0.003,
+    "seed": 7,
+    "model_name": "bike-template",
+}
 
-# The bare loop, run as its own process: the same imports, reader, row filter and training.
+# The bare loop, run as its own process: the template's imports, reader, spec and training,
+# without Steward around it.
 BARE = r"""
 import json, sys, time
 from pathlib import Path
@@ -72,13 +90,30 @@ imported = time.perf_counter()
 path = Path(sys.argv[3])
 frame = datafiles.read_frame(path, "csv", path.name)
 spec = parse_spec(json.loads(sys.argv[1]), list(frame.columns))
-rows = datafiles.apply_where(frame, spec.where)
 read = time.perf_counter()
-result = training.train(rows, spec)
+result = training.train(frame, spec)
 trained = time.perf_counter()
 print(json.dumps({"imports": imported - began, "data": read - imported, "training": trained - read,
                   "rmse": result.metrics["rmse"]}))
 """
+
+
+def training_spec(epochs: int) -> dict[str, Any]:
+    """The spec the template's ``train.py`` builds from ``PARAMETERS`` and ``epochs`` (its other
+    parameters at their MLproject defaults)."""
+    return {
+        "target": PARAMETERS["target"],
+        "features": PARAMETERS["features"].split(","),
+        "categorical": PARAMETERS["categorical"].split(","),
+        "task": "auto",
+        "epochs": epochs,
+        "batch_size": PARAMETERS["batch_size"],
+        "learning_rate": PARAMETERS["learning_rate"],
+        "hidden_layers": [64, 32],
+        "validation_fraction": 0.2,
+        "seed": PARAMETERS["seed"],
+        "checkpoint_every": 0,
+    }
 
 
 def _children_cpu_s() -> float:
@@ -87,36 +122,109 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of process ``pid`` and every process below it, including the children they
-    reaped (``/proc/<pid>/stat`` utime + stime + cutime + cstime): a worker's own time, its pool's
-    and its jobs' children's once they ended."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for each in [pid, *_descendants(pid)]:
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(value) for value in fields[11:15])
-    return total / ticks
+def _own_cpu_ticks(pid: int) -> int | None:
+    """Clock ticks of user + system time process ``pid`` used itself (children not included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
 
 
-def training_spec(epochs: int, threads: int) -> dict[str, Any]:
-    """The demo's training spec with ``epochs`` and the job's ``threads`` (its limits)."""
-    from config.demo import TRAINING_SPEC
+class TreeCpu:
+    """CPU seconds used by processes ``roots`` and everything below them while sampled.
 
-    return {**TRAINING_SPEC, "epochs": epochs, "limits": {"threads": threads}}
+    Each process's own time is read from /proc every ``sample()`` and the last value kept, so a
+    process that ended still counts up to its last sample (at most one sampling step of it is
+    lost; one that lived less than a step is missed). Reaped children's times (``cutime``) are not
+    used: a code run's sandbox (bubblewrap's PID namespace) does not hand its processes' times
+    up to the worker, so the tree is sampled instead."""
+
+    def __init__(self, roots: tuple[int, ...]):
+        self.roots = roots
+        self.start: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self.sample()
+        self.start = dict(self.last)
+
+    def sample(self) -> None:
+        for pid in [*self.roots, *(child for root in self.roots for child in _descendants(root))]:
+            ticks = _own_cpu_ticks(pid)
+            if ticks is not None:
+                self.last[pid] = ticks
+
+    def seconds(self) -> float:
+        used = sum(ticks - self.start.get(pid, 0) for pid, ticks in self.last.items())
+        return used / os.sysconf("SC_CLK_TCK")
 
 
-def run_bare(spec: dict[str, Any], threads: int) -> dict[str, float]:
-    """One bare run: its wall seconds from start to exit, and its own split."""
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Steward:
+    """Steward under gunicorn as ``bin/up`` serves it (2 gthread workers x 4 threads), on the
+    scratch database (the environment ``_setup_django`` set); ``post`` calls its API as dana."""
+
+    def __init__(self, workdir: Path, port: int, token: str):
+        import requests
+
+        self.url = f"http://127.0.0.1:{port}"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.log = (workdir / "gunicorn.log").open("wb")
+        self.process = subprocess.Popen(  # noqa: S603 - our gunicorn serving Steward
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "config.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--worker-class",
+                "gthread",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=os.environ,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start; see its log")
+            time.sleep(0.2)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` as JSON; the answer's JSON. Raises RuntimeError unless 2xx."""
+        answer = self.session.post(f"{self.url}{path}", json=body, timeout=120)
+        if answer.status_code >= 300:
+            raise RuntimeError(f"POST {path} answered {answer.status_code}: {answer.text[:500]}")
+        return dict(answer.json())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def run_bare(epochs: int, threads: int) -> dict[str, float]:
+    """One bare run: its wall and CPU seconds from start to exit, and its own split."""
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    bare_spec = {key: value for key, value in spec.items() if key != "limits"}
     cpu = _children_cpu_s()
     began = time.perf_counter()
     done = subprocess.run(  # noqa: S603 - our interpreter and our script
-        [sys.executable, "-c", BARE, json.dumps(bare_spec), str(threads), str(DATA)],
+        [sys.executable, "-c", BARE, json.dumps(training_spec(epochs)), str(threads), str(DATA)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -127,140 +235,59 @@ def run_bare(spec: dict[str, Any], threads: int) -> dict[str, float]:
     return {"wall": wall, "cpu": _children_cpu_s() - cpu, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def run_job(world: World, spec: dict[str, Any], worker_pid: int) -> dict[str, float]:
-    """One job through the API and a worker: seconds from the POST's start to ``finished_at``;
-    CPU seconds of the POST (this process) and of the worker's process tree (its child included)."""
+def run_job(steward: Steward, body: dict[str, Any], worker_pid: int) -> dict[str, float]:
+    """One job POSTed to Steward and run by the worker: seconds from the POST's start to
+    ``finished_at``; CPU seconds of the worker's and gunicorn's process trees over that time."""
     from runners.models import Job
 
-    cpu = tree_cpu_s(worker_pid)
-    own = time.process_time()
-    job_id, began, _answered = world.submit(spec)
-    own = time.process_time() - own
-    _wait("finished", lambda: Job.objects.filter(pk=job_id, finished_at__isnull=False).exists(), step_s=0.05)
+    cpu = TreeCpu((worker_pid, steward.process.pid))
+    began = time.time()
+    job_id = steward.post("/api/jobs/", body)["id"]
+
+    def finished() -> bool:
+        cpu.sample()
+        return Job.objects.filter(pk=job_id, finished_at__isnull=False).exists()
+
+    _wait("finished", finished, step_s=0.1)
     time.sleep(0.5)  # the pool reaps the child and acknowledges the task
-    cpu = tree_cpu_s(worker_pid) - cpu + own
+    cpu.sample()
     job = Job.objects.get(pk=job_id)
     if job.state != "succeeded":
-        raise RuntimeError(f"job {job_id} {job.state}: {job.error}")
+        raise RuntimeError(f"job {job_id} {job.state}: {job.error}\n{job.log_tail}")
     started, finished = job.started_at.timestamp(), job.finished_at.timestamp()
+    child = float(job.wall_time_s or 0.0)
     return {
         "wall": finished - began,
-        "cpu": cpu,
-        "child_cpu": float(job.cpu_time_s or 0.0),
+        "cpu": cpu.seconds(),
         "dispatch": started - began,
-        "child": float(job.wall_time_s or 0.0),
-        "worker": finished - started - float(job.wall_time_s or 0.0),
-        "rmse": job.metrics["rmse"],
+        "child": child,
+        "worker": finished - started - child,
+        "rmse": float(job.metrics.get("rmse", "nan")),
     }
 
 
-class Server:
-    """``manage.py runserver`` on the scratch database (the environment ``_setup_django`` set)."""
-
-    def __init__(self, workdir: Path):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (workdir / "runserver.log").open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - our interpreter running Django
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
-            cwd=ROOT,
-            env=os.environ | {"DEBUG": "false"},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+def _template_at(ref: str, workdir: Path) -> Path:
+    """A code root holding ``tabular-before/``: the tabular template's files as of git ``ref``."""
+    root = workdir / "code-root"
+    folder = root / "tabular-before"
+    folder.mkdir(parents=True)
+    names = subprocess.run(  # noqa: S603 - git on our repository
+        [GIT, "ls-tree", "--name-only", f"{ref}:runners/workloads/tabular"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in names:
+        (folder / name).write_bytes(
+            subprocess.run(  # noqa: S603 - git on our repository
+                [GIT, "show", f"{ref}:runners/workloads/tabular/{name}"],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            ).stdout
         )
-        deadline = time.monotonic() + 120
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("runserver did not start; see its log")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.log.close()
-
-
-def template_command(spec: dict[str, Any], model_name: str) -> str:
-    """The tabular template's ``train`` command for ``spec``, filled in as MLflow Projects does."""
-    from runners import codefiles
-
-    folder = ROOT / "runners" / "workloads" / "tabular"
-    files = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
-    entry = codefiles.entry_points(files)["train"]
-    values = {name: parameter["default"] for name, parameter in entry["parameters"].items()}
-    values |= {
-        "target": spec["target"],
-        "features": ",".join(spec["features"]),
-        "categorical": ",".join(spec.get("categorical") or []),
-        "epochs": spec["epochs"],
-        "batch_size": spec["batch_size"],
-        "learning_rate": spec["learning_rate"],
-        "seed": spec["seed"],
-        "model_name": model_name,
-    }
-    return re.sub(r"\{(\w+)\}", lambda m: shlex.quote(str(values[m.group(1)])), entry["command"])
-
-
-def run_template(
-    world: World, server: Server, spec: dict[str, Any], threads: int, data: Path
-) -> dict[str, float]:
-    """One run of the tabular template as a code run executes it: a tracked run started through
-    the MLflow API, the entry point's command under /bin/sh in the template's folder, with a
-    clean environment; seconds from the run's creation to the command's exit."""
-    from governance.actions.tokens import do_create_api_token
-
-    _token, secret = do_create_api_token(
-        user=world.dana, name="template", is_read_only=False, actor=world.dana
-    )
-    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
-    import requests
-
-    cpu = _children_cpu_s() + tree_cpu_s(server.process.pid)
-    began = time.perf_counter()
-    created = requests.post(
-        f"{server.url}/api/2.0/mlflow/experiments/create",
-        json={"name": f"overhead-{time.time_ns()}"},
-        headers=headers,
-        timeout=60,
-    )
-    experiment_id = created.json()["experiment_id"]
-    run = requests.post(
-        f"{server.url}/api/2.0/mlflow/runs/create",
-        json={"experiment_id": experiment_id},
-        headers=headers,
-        timeout=60,
-    )
-    run_id = run.json()["run"]["info"]["run_id"]
-    with tempfile.TemporaryDirectory(prefix="bench-template-") as out:
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            "HOME": out,
-            "PYTHONPATH": str(ROOT),
-            "STEWARD_THREADS": str(threads),
-            "OMP_NUM_THREADS": str(threads),
-            "STEWARD_OUTPUT_DIR": out,
-            "STEWARD_INPUT_TRAIN": str(data),
-            "MLFLOW_TRACKING_URI": server.url,
-            "MLFLOW_TRACKING_TOKEN": secret,
-            "MLFLOW_RUN_ID": run_id,
-            "MLFLOW_EXPERIMENT_ID": experiment_id,
-        }
-        subprocess.run(  # noqa: S603 - the template's command, as its MLproject says
-            ["/bin/sh", "-c", template_command(spec, "bike-template")],
-            cwd=ROOT / "runners" / "workloads" / "tabular",
-            env=env,
-            capture_output=True,
-            check=True,
-            timeout=1800,
-        )
-    wall = time.perf_counter() - began
-    return {"wall": wall, "cpu": _children_cpu_s() + tree_cpu_s(server.process.pid) - cpu}
+    return root
 
 
 def main() -> None:
@@ -268,11 +295,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", default="2,20", help="training sizes, comma-separated epochs")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--template", action="store_true", help="also run the tabular template (c)")
+    parser.add_argument("--no-engine", action="store_true", help="skip the built-in training job (c)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--before", metavar="REF", help="also run the tabular template as of git REF (b'), to compare"
+    )
     args = parser.parse_args()
+    sizes = [int(value) for value in args.epochs.split(",")]
     url = os.environ.get("DATABASE_URL", "")
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if not url.startswith("postgres") or not broker.startswith("redis"):
@@ -281,51 +312,100 @@ def main() -> None:
         f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs"
     )
     recreate_database(url, BENCH_DB)
-    figures: dict[str, list[dict[str, float]]] = {"bare": [], "job": [], "template": []}
+    paths = (
+        ["bare", "code run"] + (["before"] if args.before else []) + ([] if args.no_engine else ["engine"])
+    )
+    figures: dict[int, dict[str, list[dict[str, float]]]] = {size: {p: [] for p in paths} for size in sizes}
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         workdir = Path(tmp)
         fleet = Fleet(workdir)
-        server = None
+        steward = None
         try:
+            port = _free_port()
+            if args.before:
+                os.environ["STEWARD_CODE_ROOTS"] = (
+                    f"{ROOT / 'runners' / 'workloads'},{_template_at(args.before, workdir)}"
+                )
+            # The worker gives code runs this API (through the sandbox's proxy).
+            os.environ["STEWARD_API_URL"] = f"http://127.0.0.1:{port}"
             _setup_django(url, broker, workdir, BENCH_DB)
             _purge_queue()
             world = World()
-            spec = training_spec(args.epochs, args.threads)
-            if args.template:
-                server = Server(workdir)
-            worker = fleet.worker("overhead").pid
-            run_job(world, {**spec, "epochs": 1}, worker)  # warm: the worker's first job imports its modules
-            for round_ in range(1, args.rounds + 1):
-                figures["bare"].append(run_bare(spec, args.threads))
-                figures["job"].append(run_job(world, spec, worker))
-                if server is not None:
-                    figures["template"].append(run_template(world, server, spec, args.threads, DATA))
-                walls = ", ".join(
-                    f"{name} {rows[-1]['wall']:.2f} s ({rows[-1]['cpu']:.2f} CPU s)"
-                    for name, rows in figures.items()
-                    if rows
+            from governance.actions.tokens import do_create_api_token
+
+            _token, secret = do_create_api_token(
+                user=world.dana, name="overhead", is_read_only=False, actor=world.dana
+            )
+            steward = Steward(workdir, port, secret)
+            team = world.model.team_id
+            project = steward.post("/api/code-projects/", {"team": team, "name": "tabular"})["id"]
+            versions = {
+                "code run": steward.post("/api/code-versions/", {"project": project, "template": "tabular"})
+            }
+            if args.before:
+                versions["before"] = steward.post(
+                    "/api/code-versions/", {"project": project, "directory": "tabular-before"}
                 )
-                print(f"  round {round_}: {walls}")
+            worker = fleet.worker("overhead").pid
+
+            def code_run(epochs: int, path: str = "code run") -> dict[str, Any]:
+                return {
+                    "kind": "code",
+                    "code_version": versions[path]["id"],
+                    "entry_point": "train",
+                    "parameters": PARAMETERS | {"epochs": epochs},
+                    "inputs": {"train": world.version.pk},
+                    "spec": {"limits": {"threads": args.threads}},
+                }
+
+            def engine(epochs: int) -> dict[str, Any]:
+                spec = {k: v for k, v in training_spec(epochs).items() if k != "checkpoint_every"}
+                return {
+                    "kind": "train",
+                    "dataset_version": world.version.pk,
+                    "registered_model": world.model.pk,
+                    "spec": spec | {"limits": {"threads": args.threads}},
+                }
+
+            # Warm: the worker's first jobs import their modules; gunicorn's workers theirs.
+            for path in versions:
+                run_job(steward, code_run(1, path), worker)
+            if not args.no_engine:
+                run_job(steward, engine(1), worker)
+            for round_ in range(1, args.rounds + 1):
+                for size in sizes:
+                    rows = figures[size]
+                    rows["bare"].append(run_bare(size, args.threads))
+                    for path in versions:
+                        rows[path].append(run_job(steward, code_run(size, path), worker))
+                    if not args.no_engine:
+                        rows["engine"].append(run_job(steward, engine(size), worker))
+                    walls = ", ".join(
+                        f"{name} {runs[-1]['wall']:.2f} s ({runs[-1]['cpu']:.2f} CPU s)"
+                        for name, runs in rows.items()
+                    )
+                    print(f"  round {round_}, {size} epochs: {walls}", flush=True)
         finally:
-            if server is not None:
-                server.stop()
+            if steward is not None:
+                steward.stop()
             fleet.stop()
             if not args.keep:
                 drop_database(url, BENCH_DB)
-    report(figures, args)
-    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for size in sizes:
+        report(size, figures[size], args)
+    print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
 
-def report(figures: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
-    """Medians, and the overhead both in wall time (the goal's measure) and in CPU time (the
-    honest one on a shared machine: other processes' load stretches wall times unevenly)."""
-    bare, job = figures["bare"], figures["job"]
+def report(epochs: int, figures: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    """Medians at one training size, and the overheads in wall time (the goal's measure) and in
+    CPU time (the steadier one on a shared machine: others' load stretches wall times unevenly)."""
+    bare = figures["bare"]
     print(
-        f"\nthe demo's training, {args.epochs} epochs, {args.threads} thread(s), "
+        f"\nthe tabular template's training, {epochs} epochs on hour.csv, {args.threads} thread(s), "
         f"medians of {args.rounds} rounds"
     )
     print(
@@ -333,26 +413,22 @@ def report(figures: dict[str, list[dict[str, float]]], args: argparse.Namespace)
         f"(imports {_median(bare, 'imports'):.2f} s, data {_median(bare, 'data'):.3f} s, "
         f"training {_median(bare, 'training'):.2f} s; rmse {_median(bare, 'rmse'):.1f})"
     )
-    print(
-        f"  (b) Steward job    {_median(job, 'wall'):7.2f} s, {_median(job, 'cpu'):6.2f} CPU s   "
-        f"(dispatch {_median(job, 'dispatch'):.3f} s, child {_median(job, 'child'):.2f} s and "
-        f"{_median(job, 'child_cpu'):.2f} CPU s, worker around it {_median(job, 'worker'):.3f} s; "
-        f"rmse {_median(job, 'rmse'):.1f})"
-    )
-    for measure in ("wall", "cpu"):
-        ratio = _median(job, measure) / _median(bare, measure)
-        verdict = "meets" if ratio - 1 <= GOAL_OVERHEAD else "misses"
+    before = f"(b') at {args.before}"
+    for label, name in (("(b) code run", "code run"), (before, "before"), ("(c) engine alone", "engine")):
+        job = figures.get(name)
+        if not job:
+            continue
         print(
-            f"  job / bare ({measure}): x{ratio:.3f}, overhead {100 * (ratio - 1):+.1f} % "
-            f"({verdict} the goal <= {100 * GOAL_OVERHEAD:.0f} %)"
+            f"  {label:<18} {_median(job, 'wall'):7.2f} s, {_median(job, 'cpu'):6.2f} CPU s   "
+            f"(dispatch {_median(job, 'dispatch'):.3f} s, child {_median(job, 'child'):.2f} s, "
+            f"worker around it {_median(job, 'worker'):.3f} s; rmse {_median(job, 'rmse'):.1f})"
         )
-    if figures["template"]:
         for measure in ("wall", "cpu"):
-            ratio = _median(figures["template"], measure) / _median(bare, measure)
+            ratio = _median(job, measure) / _median(bare, measure)
+            verdict = "meets" if ratio - 1 <= GOAL_OVERHEAD else "misses"
             print(
-                f"  (c) tabular template logging to Steward over HTTP ({measure}): "
-                f"{_median(figures['template'], measure):.2f} s, x{ratio:.3f} the bare loop "
-                f"({100 * (ratio - 1):+.1f} %; the server's CPU included)"
+                f"      {name} / bare ({measure}): x{ratio:.3f}, overhead {100 * (ratio - 1):+.1f} % "
+                f"({verdict} the goal <= {100 * GOAL_OVERHEAD:.0f} %)"
             )
 
 

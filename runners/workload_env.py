@@ -18,7 +18,10 @@ sandbox's read-only bind of Steward's packages; nothing here imports torch, so i
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +133,93 @@ def register_artifact(name: str, run_id: str, artifact_path: str) -> str:
             raise
     version = client.create_model_version(name, f"runs:/{run_id}/{artifact_path}", run_id=run_id)
     return str(version.version)
+
+
+# log-batch limits of the MLflow REST API (Steward's too): per request.
+MAX_BATCH_METRICS = 1000
+MAX_BATCH_PARAMS = 100
+
+
+class BackgroundRunLog:
+    """The run's parameters and per-step metrics sent to its MLflow run by a thread of their own,
+    so that training never waits for ``import mlflow`` (about 2 CPU seconds) nor for the server.
+
+    The thread imports mlflow and makes an ``MlflowClient`` as soon as this object is made, then
+    sends what ``log_params`` / ``log_metrics`` queued, everything queued meanwhile in one
+    ``log_batch`` request (epochs that end while a request is in flight go together). The run is
+    ``MLFLOW_RUN_ID`` (a code run's job), else one created in ``MLFLOW_EXPERIMENT_ID`` (else the
+    default experiment) when the first values are sent. ``finish`` sends the rest and returns
+    ``(client, run_id)`` for the calls that must follow training (artifacts, registration).
+
+    An error of the thread (server unreachable, a refused value) is raised by the next
+    ``log_params``/``log_metrics`` call and by ``finish``: training stops at the next step."""
+
+    def __init__(self) -> None:
+        self.run_id = os.environ.get("MLFLOW_RUN_ID", "")
+        self.client: Any = None
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[tuple[dict[str, str], list[tuple[str, float, int, int]]] | None] = (
+            queue.Queue()
+        )
+        self._thread = threading.Thread(target=self._work, name="steward-run-log", daemon=True)
+        self._thread.start()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Queue ``params`` (values sent as strings). Raises the thread's error, if any."""
+        self._raise()
+        self._queue.put(({key: str(value) for key, value in params.items()}, []))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Queue ``metrics`` at ``step``, stamped now (milliseconds since the epoch). Raises the
+        thread's error, if any."""
+        self._raise()
+        stamp = int(time.time() * 1000)
+        self._queue.put(({}, [(key, float(value), stamp, step) for key, value in metrics.items()]))
+
+    def finish(self) -> tuple[Any, str]:
+        """Wait until everything queued is sent; ``(MlflowClient, run id)``. Raises the thread's
+        error (``mlflow.exceptions.MlflowException`` with the server's message, or ImportError)."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+        return self.client, self.run_id
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        try:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient()
+            done = False
+            while not done:
+                items = [self._queue.get()]
+                while not self._queue.empty():
+                    items.append(self._queue.get())
+                done = items[-1] is None
+                params: dict[str, str] = {}
+                metrics: list[tuple[str, float, int, int]] = []
+                for item in items:
+                    if item is not None:
+                        params |= item[0]
+                        metrics += item[1]
+                if params or metrics:
+                    self._send(params, metrics)
+        except BaseException as exc:  # handed to the training thread, which raises it
+            self._error = exc
+
+    def _send(self, params: dict[str, str], metrics: list[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric, Param
+
+        if not self.run_id:
+            experiment = os.environ.get("MLFLOW_EXPERIMENT_ID") or "0"
+            self.run_id = self.client.create_run(experiment).info.run_id
+        pairs = [Param(key, value) for key, value in params.items()]
+        points = [Metric(key, value, stamp, step) for key, value, stamp, step in metrics]
+        while pairs or points:
+            self.client.log_batch(
+                self.run_id, metrics=points[:MAX_BATCH_METRICS], params=pairs[:MAX_BATCH_PARAMS]
+            )
+            pairs, points = pairs[MAX_BATCH_PARAMS:], points[MAX_BATCH_METRICS:]

@@ -35,7 +35,9 @@ def arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = arguments(argv)
     threads = workload_env.set_torch_threads()
-    import mlflow
+    # mlflow is imported, and the run's values sent, by a thread of their own: training does not
+    # wait for either (issue 17's runner overhead).
+    log = workload_env.BackgroundRunLog()
 
     from runners import training
     from runners.specs import SpecError, parse_spec
@@ -60,45 +62,41 @@ def main(argv: list[str]) -> int:
     except (workload_env.WorkloadError, SpecError, ValueError) as exc:
         return workload_env.fail(str(exc))
     print(f"training on {len(frame)} rows, {len(spec.features)} features, {threads} thread(s)", flush=True)
+    log.log_params(
+        {
+            "target": spec.target,
+            "features": ",".join(spec.features),
+            "categorical": ",".join(spec.categorical or []),
+            "task": spec.task,
+            "epochs": spec.epochs,
+            "batch_size": spec.batch_size,
+            "learning_rate": spec.learning_rate,
+            "hidden_layers": ",".join(map(str, spec.hidden_layers)),
+            "validation_fraction": spec.validation_fraction,
+            "seed": spec.seed,
+            "threads": threads,
+        }
+    )
 
-    with mlflow.start_run() as run:
-        mlflow.log_params(
-            {
-                "target": spec.target,
-                "features": ",".join(spec.features),
-                "categorical": ",".join(spec.categorical or []),
-                "task": spec.task,
-                "epochs": spec.epochs,
-                "batch_size": spec.batch_size,
-                "learning_rate": spec.learning_rate,
-                "hidden_layers": ",".join(map(str, spec.hidden_layers)),
-                "validation_fraction": spec.validation_fraction,
-                "seed": spec.seed,
-                "threads": threads,
-            }
-        )
+    def on_epoch(epoch: int, epochs: int, record: dict[str, float]) -> None:
+        metrics = {key: value for key, value in record.items() if key != "epoch"}
+        log.log_metrics(metrics, step=epoch)
+        print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
 
-        def on_epoch(epoch: int, epochs: int, record: dict[str, float]) -> None:
-            # Queued, sent by mlflow's background thread: an epoch does not wait for the server.
-            metrics = {key: value for key, value in record.items() if key != "epoch"}
-            mlflow.log_metrics(metrics, step=epoch, synchronous=False)
-            print(
-                f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True
-            )
-
-        try:
-            result = training.train(frame, spec, on_epoch)
-        except training.TrainingError as exc:
-            return workload_env.fail(str(exc))
-        mlflow.flush_async_logging()
-        # The evaluation on the validation rows, in the target's units (rmse, mae, r2 or accuracy).
-        mlflow.log_metrics(result.metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.pt"
-            path.write_bytes(result.artifact)
-            mlflow.log_artifact(str(path))
-        version = workload_env.register_artifact(args.model_name, run.info.run_id, "model.pt")
-        print(f"registered {args.model_name} version {version}", flush=True)
+    try:
+        result = training.train(frame, spec, on_epoch)
+    except training.TrainingError as exc:
+        return workload_env.fail(str(exc))
+    # The evaluation on the validation rows, in the target's units (rmse, mae, r2 or accuracy).
+    log.log_metrics(result.metrics, step=0)
+    client, run_id = log.finish()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        path.write_bytes(result.artifact)
+        client.log_artifact(run_id, str(path))
+    version = workload_env.register_artifact(args.model_name, run_id, "model.pt")
+    client.set_terminated(run_id)
+    print(f"registered {args.model_name} version {version}", flush=True)
     return 0
 
 
