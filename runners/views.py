@@ -36,7 +36,7 @@ from runners.forms import (
     ServingPolicyForm,
     TrainingJobForm,
 )
-from runners.models import Job, JobKind, JobSchedule
+from runners.models import Job, JobDatasetRole, JobKind, JobSchedule
 from runners.permissions import may_cancel_job, may_change_job_schedule, may_release_job
 from runners.queries import SERIES_POINTS_MAX
 
@@ -50,6 +50,7 @@ JOB_RELATIONS = (
     "output_dataset_version__dataset",
     "experiment",
     "schedule",
+    "code_version__project",
 )
 
 
@@ -104,7 +105,31 @@ def _job_page(request: HttpRequest, job: Job, status: int = 200) -> HttpResponse
         "currency": settings.STEWARD_CURRENCY,
         "series_points_max": SERIES_POINTS_MAX,
     }
+    if job.kind == JobKind.CODE:
+        context |= _code_run_context(request, job)
     return render(request, "runners/job_detail.html", context, status=status)
+
+
+def _code_run_context(request: HttpRequest, job: Job) -> dict[str, Any]:
+    """What a code run read and wrote, read only: its input and output dataset versions
+    (``JobDataset``), the model versions it was given (``spec["models"]``, {name: id}) and those it
+    registered (``source_job_id``). Versions the user may not view are left out."""
+    given = (job.spec or {}).get("models") or {}
+    ids = [pk for pk in given.values() if isinstance(pk, int) and not isinstance(pk, bool)]
+    found = ModelVersion.objects.restrict(request.user).select_related("model").in_bulk(ids)
+    datasets = list(job.datasets.select_related("dataset_version__dataset"))
+    written = {item.name: item.dataset_version for item in datasets if item.role == JobDatasetRole.OUTPUT}
+    # Outputs by the names the run was asked to write: those not registered yet show as such.
+    asked = ((job.spec or {}).get("outputs") or {}).get("datasets") or []
+    return {
+        "code_inputs": [item for item in datasets if item.role == JobDatasetRole.INPUT],
+        "code_outputs": [(name, written.get(name)) for name in [*asked, *sorted(set(written) - set(asked))]],
+        "given_models": [(name, found.get(pk)) for name, pk in sorted(given.items())],
+        "registered_versions": ModelVersion.objects.restrict(request.user)
+        .filter(source_job_id=job.pk)
+        .select_related("model")
+        .order_by("model__name", "version"),
+    }
 
 
 @login_required

@@ -14,7 +14,7 @@ from governance.models import AuditEvent
 from lineage.actions import do_record_edges
 from lineage.nodes import NodeRef
 from runners.code_versions import do_create_code_project, do_register_code_version
-from runners.models import CodeProject, CodeVersion, Job
+from runners.models import CodeProject, CodeVersion, Job, JobDataset, JobDatasetRole
 from tests.runners.code_helpers import FILES, write_tree, zip_of
 
 
@@ -209,3 +209,64 @@ def test_a_viewer_sees_no_run_form_and_a_post_is_refused(client, project, scient
     )
     assert refused.status_code == 403
     assert Job.objects.count() == 0
+
+
+def test_the_job_page_of_a_code_run_shows_what_it_read_and_wrote(
+    client,
+    project,
+    scientist,
+    viewer,
+    dataset_version,
+    current_dataset_version,
+    registered_version,
+    bike_training_result,
+):
+    from governance.actions.model_versions import do_register_model_version
+    from runners.code_runs import do_submit_code_run
+
+    version = do_register_code_version(project, archive=zip_of(FILES), actor=scientist)
+    job = do_submit_code_run(
+        code_version=version,
+        entry_point="main",
+        parameters={"data": "bike", "epochs": 2},
+        inputs={"bike": dataset_version},
+        models={"base": registered_version},
+        outputs={"datasets": ["cleaned", "features"]},
+        actor=scientist,
+    )
+    # What the run's work records when it succeeds: one output written, one version registered.
+    JobDataset.objects.create(
+        job=job, role=JobDatasetRole.OUTPUT, name="cleaned", dataset_version=current_dataset_version
+    )
+    produced = do_register_model_version(
+        model=registered_version.model,
+        artifact_bytes=bike_training_result.artifact,
+        metrics=bike_training_result.metrics,
+        signature=bike_training_result.signature,
+        training_spec=registered_version.training_spec,
+        training_dataset_version=dataset_version,
+        source_job_id=job.pk,
+        actor=None,
+        on_behalf_of=scientist,
+    )
+    client.force_login(viewer)
+
+    page = client.get(job.get_absolute_url()).content.decode()
+
+    assert f'<dd><a href="{version.get_absolute_url()}">{version}</a></dd>' in page
+    assert "<dt>Entry point</dt><dd><code>main</code></dd>" in page
+    assert "<code>epochs=2</code>, <code>lr=0.01</code>, <code>data=bike</code>" in page
+    assert (
+        f'<dt>Input <code>bike</code></dt><dd><a href="{dataset_version.get_absolute_url()}">'
+        f"{dataset_version}</a></dd>" in page
+    )
+    assert (
+        f'<dt>Model <code>base</code></dt><dd><a href="{registered_version.get_absolute_url()}">'
+        f"{registered_version}</a></dd>" in page
+    )
+    assert (
+        f'<dt>Output <code>cleaned</code></dt><dd><a href="{current_dataset_version.get_absolute_url()}">'
+        f"{current_dataset_version}</a></dd>" in page
+    )
+    assert '<dt>Output <code>features</code></dt><dd><span class="muted">not written yet</span></dd>' in page
+    assert f'<dt>Registered</dt><dd><a href="{produced.get_absolute_url()}">{produced}</a></dd>' in page
