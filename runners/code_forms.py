@@ -65,8 +65,9 @@ class CodeRunForm(forms.Form):
             # The first entry point's defaults, so a run of a template is one click; parameters
             # without a default are left out (the action names them when they are missing).
             declared = points[names[0]].get("parameters") or {}
+            # By name: PostgreSQL's jsonb keeps no declaration order, so this reads the same on both.
             self.fields["parameters"].initial = {
-                pname: p["default"] for pname, p in declared.items() if p.get("default") is not None
+                pname: p["default"] for pname, p in sorted(declared.items()) if p.get("default") is not None
             }
 
     def _resolved(self, field: str, queryset: QuerySet) -> dict[str, Any]:

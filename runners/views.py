@@ -123,6 +123,8 @@ def _code_run_context(request: HttpRequest, job: Job) -> dict[str, Any]:
     # Outputs by the names the run was asked to write: those not registered yet show as such.
     asked = ((job.spec or {}).get("outputs") or {}).get("datasets") or []
     return {
+        # By name: jsonb (PostgreSQL) keeps no order of the keys.
+        "code_parameters": sorted(((job.spec or {}).get("parameters") or {}).items()),
         "code_inputs": [item for item in datasets if item.role == JobDatasetRole.INPUT],
         "code_outputs": [(name, written.get(name)) for name in [*asked, *sorted(set(written) - set(asked))]],
         "given_models": [(name, found.get(pk)) for name, pk in sorted(given.items())],

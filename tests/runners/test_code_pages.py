@@ -255,7 +255,7 @@ def test_the_job_page_of_a_code_run_shows_what_it_read_and_wrote(
 
     assert f'<dd><a href="{version.get_absolute_url()}">{version}</a></dd>' in page
     assert "<dt>Entry point</dt><dd><code>main</code></dd>" in page
-    assert "<code>epochs=2</code>, <code>lr=0.01</code>, <code>data=bike</code>" in page
+    assert "<code>data=bike</code>, <code>epochs=2</code>, <code>lr=0.01</code>" in page
     assert (
         f'<dt>Input <code>bike</code></dt><dd><a href="{dataset_version.get_absolute_url()}">'
         f"{dataset_version}</a></dd>" in page
