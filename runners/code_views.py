@@ -17,10 +17,10 @@ from governance.keyset import MAX_BIGINT
 from governance.permissions import CHANGE, can
 from governance.queries import by_name_with_versions
 from governance.views.helpers import filtered_list, form_view, may_create_in_any_team, visible_or_404
-from runners import code_versions, codefiles
-from runners.code_forms import CodeProjectForm, CodeVersionForm
+from runners import code_runs, code_versions, codefiles
+from runners.code_forms import CodeProjectForm, CodeRunForm, CodeVersionForm
 from runners.filtersets import CodeProjectFilterSet
-from runners.models import CodeProject, CodeVersion
+from runners.models import CodeProject, CodeVersion, Job
 
 SECTION = "code"
 
@@ -91,16 +91,47 @@ def _version(request: HttpRequest, pk: int) -> CodeVersion:
 @login_required
 def code_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One immutable version: sha256, source, entry points and their parameters, files, lineage,
-    and the other versions of its project to compare it with."""
+    the other versions of its project to compare it with and, for those who may change the team,
+    a form to run it; POST queues the run (``do_submit_code_run``, as the API) and redirects to
+    the job page, or shows the refusal on the form (400, 403)."""
     version = _version(request, pk)
-    others = (
-        CodeVersion.objects.restrict(request.user)
-        .filter(project=version.project_id)
-        .exclude(pk=version.pk)
-        .only("id", "version", "project")
+
+    def submit(data: dict[str, Any]) -> Job:
+        return code_runs.do_submit_code_run(
+            code_version=version,
+            entry_point=data["entry_point"],
+            parameters=data["parameters"],
+            inputs=data["inputs"],
+            models=data["models"],
+            outputs=data["outputs"],
+            experiment_name=data["experiment_name"],
+            actor=request.user,
+        )
+
+    def page() -> dict[str, Any]:
+        # Older versions first, so "compare with" reads a (this one) -> b (the chosen one) either way.
+        others = (
+            CodeVersion.objects.restrict(request.user)
+            .filter(project=version.project_id)
+            .exclude(pk=version.pk)
+            .only("id", "version", "project")
+            .order_by("version")
+        )
+        return {
+            "section": SECTION,
+            "version": version,
+            "others": others,
+            "may_run": can(request.user, CHANGE, version.project.team_id),
+        }
+
+    return form_view(
+        request,
+        CodeRunForm(request.POST or None, version=version, user=request.user),
+        submit,
+        success_message=lambda job: f"Queued {job}.",
+        template="runners/code_version_detail.html",
+        context=page,
     )
-    context = {"section": SECTION, "version": version, "others": others}
-    return render(request, "runners/code_version_detail.html", context)
 
 
 @login_required

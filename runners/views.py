@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -13,7 +14,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from governance.models import ModelVersion, RegisteredModel
-from governance.permissions import ALL_TEAMS, MANAGE, VIEW, team_scope
+from governance.permissions import ALL_TEAMS, CHANGE, MANAGE, VIEW, can, team_scope
 from governance.views.helpers import (
     button_view,
     filtered_list,
@@ -36,7 +37,7 @@ from runners.forms import (
     ServingPolicyForm,
     TrainingJobForm,
 )
-from runners.models import Job, JobKind, JobSchedule
+from runners.models import Job, JobDatasetRole, JobKind, JobSchedule
 from runners.permissions import may_cancel_job, may_change_job_schedule, may_release_job
 from runners.queries import SERIES_POINTS_MAX
 
@@ -50,6 +51,7 @@ JOB_RELATIONS = (
     "output_dataset_version__dataset",
     "experiment",
     "schedule",
+    "code_version__project",
 )
 
 
@@ -104,7 +106,33 @@ def _job_page(request: HttpRequest, job: Job, status: int = 200) -> HttpResponse
         "currency": settings.STEWARD_CURRENCY,
         "series_points_max": SERIES_POINTS_MAX,
     }
+    if job.kind == JobKind.CODE:
+        context |= _code_run_context(request, job)
     return render(request, "runners/job_detail.html", context, status=status)
+
+
+def _code_run_context(request: HttpRequest, job: Job) -> dict[str, Any]:
+    """What a code run read and wrote, read only: its input and output dataset versions
+    (``JobDataset``), the model versions it was given (``spec["models"]``, {name: id}) and those it
+    registered (``source_job_id``). Versions the user may not view are left out."""
+    given = (job.spec or {}).get("models") or {}
+    ids = [pk for pk in given.values() if isinstance(pk, int) and not isinstance(pk, bool)]
+    found = ModelVersion.objects.restrict(request.user).select_related("model").in_bulk(ids)
+    datasets = list(job.datasets.select_related("dataset_version__dataset"))
+    written = {item.name: item.dataset_version for item in datasets if item.role == JobDatasetRole.OUTPUT}
+    # Outputs by the names the run was asked to write: those not registered yet show as such.
+    asked = ((job.spec or {}).get("outputs") or {}).get("datasets") or []
+    return {
+        # By name: jsonb (PostgreSQL) keeps no order of the keys.
+        "code_parameters": sorted(((job.spec or {}).get("parameters") or {}).items()),
+        "code_inputs": [item for item in datasets if item.role == JobDatasetRole.INPUT],
+        "code_outputs": [(name, written.get(name)) for name in [*asked, *sorted(set(written) - set(asked))]],
+        "given_models": [(name, found.get(pk)) for name, pk in sorted(given.items())],
+        "registered_versions": ModelVersion.objects.restrict(request.user)
+        .filter(source_job_id=job.pk)
+        .select_related("model")
+        .order_by("model__name", "version"),
+    }
 
 
 @login_required
@@ -315,12 +343,15 @@ def model_serving(request: HttpRequest, pk: int) -> HttpResponse:
     from runners.serving.actions import do_set_serving_policy
 
     model = visible_or_404(request, RegisteredModel.objects.select_related("team"), pk)
-    form = ServingPolicyForm(request.POST or None, model=model)
+    if request.method == "POST":
+        form = ServingPolicyForm(request.POST, model=model)
+    else:
+        form = _policy_form(model, request.GET.get("alias"))
     return form_view(
         request,
         form,
         lambda data: do_set_serving_policy(registered_model=model, actor=request.user, **data),
-        success=lambda policy: model_serving_url(model),
+        success=lambda policy: f"{model_serving_url(model)}?{urlencode({'alias': policy.alias})}",
         success_message=lambda policy: f"Serving of {model.name}@{policy.alias} set.",
         render_page=lambda form, status: _serving_page(
             request, model, form, PredictionTokenForm(), None, status
@@ -332,6 +363,23 @@ def model_serving_url(model: RegisteredModel) -> str:
     from django.urls import reverse
 
     return reverse("model_serving", args=[model.pk])
+
+
+def _policy_form(model: RegisteredModel, alias: str | None = None) -> ServingPolicyForm:
+    """The unbound policy form of ``alias`` (``production`` when not given) filled with its current
+    policy: resubmitting it unchanged keeps the canary and the shadow rather than clearing them."""
+    from runners.models import ServingPolicy
+
+    alias = (alias or "").strip() or "production"
+    policy = ServingPolicy.objects.filter(registered_model=model, alias=alias).first()
+    initial: dict[str, Any] = {"alias": alias}
+    if policy is not None:
+        initial |= {
+            "canary_version": policy.canary_version_id,
+            "canary_percent": policy.canary_percent,
+            "shadow_version": policy.shadow_version_id,
+        }
+    return ServingPolicyForm(model=model, initial=initial)
 
 
 def _serving_page(request, model, form, token_form, created, status: int) -> HttpResponse:
@@ -352,6 +400,9 @@ def _serving_page(request, model, form, token_form, created, status: int) -> Htt
             ),
             "new_token": created[0] if created else None,
             "new_secret": created[1] if created else None,
+            # The actions decide; these only spare a form that would be refused.
+            "may_set_policy": can(request.user, CHANGE, model.team_id),
+            "may_create_token": can(request.user, MANAGE, model.team_id),
         },
         status=status,
     )
@@ -380,9 +431,9 @@ def prediction_token_create(request: HttpRequest, pk: int) -> HttpResponse:
         token_form,
         create,
         success=lambda created: _serving_page(
-            request, model, ServingPolicyForm(model=model), PredictionTokenForm(), created, 200
+            request, model, _policy_form(model), PredictionTokenForm(), created, 200
         ),
         render_page=lambda form, status: _serving_page(
-            request, model, ServingPolicyForm(model=model), form, None, status
+            request, model, _policy_form(model), form, None, status
         ),
     )

@@ -4,6 +4,7 @@ file, and two versions' diff with added and removed lines marked."""
 from __future__ import annotations
 
 import html
+import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -13,7 +14,7 @@ from governance.models import AuditEvent
 from lineage.actions import do_record_edges
 from lineage.nodes import NodeRef
 from runners.code_versions import do_create_code_project, do_register_code_version
-from runners.models import CodeProject, CodeVersion
+from runners.models import CodeProject, CodeVersion, Job, JobDataset, JobDatasetRole
 from tests.runners.code_helpers import FILES, write_tree, zip_of
 
 
@@ -109,7 +110,11 @@ def test_the_version_page_shows_sha_entry_points_files_and_the_runs_that_used_it
         f'<a href="/code-versions/{version.pk}/files/lib/features.py"><code>lib/features.py</code></a>'
         in page
     )
-    assert f'<option value="{other.pk}">v2</option>' in page
+    # From v1, the newer v2 is on the right (b); from v2, the older v1 is on the left (a).
+    compare = reverse("code_version_compare")
+    assert f'<a href="{compare}?a={version.pk}&amp;b={other.pk}">v2</a>' in page
+    newer = client.get(other.get_absolute_url()).content.decode()
+    assert f'<a href="{compare}?a={version.pk}&amp;b={other.pk}">v1</a>' in newer
     assert f'<a href="{job.get_absolute_url()}">{job}</a>' in page  # downstream in the lineage panel
 
 
@@ -148,3 +153,120 @@ def test_the_diff_page_marks_added_removed_and_changed_files_and_lines(client, p
     assert f'<tr class="diff-added"><td class="line">{added_line}</td></tr>' in page
     assert bad.status_code == 400
     assert "missing or not an id: b" in bad.content.decode()
+
+
+def test_a_scientist_runs_a_version_from_its_page_and_errors_land_on_the_form(
+    client, project, scientist, dataset_version
+):
+    version = do_register_code_version(project, archive=zip_of(FILES), actor=scientist)
+    client.force_login(scientist)
+    url = version.get_absolute_url()
+
+    page = client.get(url).content.decode()
+    # The first entry point's defaults are prefilled; "data" has none and is left out.
+    assert html.escape('{"epochs": 3, "lr": 0.01}') in page
+    missing = client.post(url, {"entry_point": "main", "parameters": '{"epochs": 2}'})
+    unknown = client.post(
+        url, {"entry_point": "main", "parameters": '{"data": "bike"}', "inputs": '{"bike": 0}'}
+    )
+    ran = client.post(
+        url,
+        {
+            "entry_point": "main",
+            "parameters": '{"epochs": 2, "data": "bike"}',
+            "inputs": json.dumps({"bike": dataset_version.pk}),
+            "outputs": "cleaned, features",
+            "experiment_name": "from-the-page",
+        },
+    )
+
+    assert missing.status_code == 400
+    assert "missing parameter(s) data (no default)" in missing.content.decode()
+    assert unknown.status_code == 400
+    assert html.escape("bike: expected an id (a positive integer), got 0") in unknown.content.decode()
+    job = Job.objects.get()
+    assert (ran.status_code, ran["Location"]) == (302, job.get_absolute_url())
+    assert (job.kind, job.code_version, job.entry_point, job.state) == (
+        "code",
+        version,
+        "main",
+        "queued",
+    )
+    assert job.spec["parameters"] == {"epochs": 2, "lr": 0.01, "data": "bike"}
+    assert job.spec["inputs"] == {"bike": dataset_version.pk}
+    assert job.spec["outputs"] == {"datasets": ["cleaned", "features"]}
+    assert job.experiment.name == "from-the-page"
+
+
+def test_a_viewer_sees_no_run_form_and_a_post_is_refused(client, project, scientist, viewer, dataset_version):
+    version = do_register_code_version(project, archive=zip_of(FILES), actor=scientist)
+    client.force_login(viewer)
+
+    assert "<h2>Run</h2>" not in client.get(version.get_absolute_url()).content.decode()
+    refused = client.post(
+        version.get_absolute_url(),
+        {"entry_point": "evaluate", "inputs": json.dumps({"bike": dataset_version.pk})},
+    )
+    assert refused.status_code == 403
+    assert Job.objects.count() == 0
+
+
+def test_the_job_page_of_a_code_run_shows_what_it_read_and_wrote(
+    client,
+    project,
+    scientist,
+    viewer,
+    dataset_version,
+    current_dataset_version,
+    registered_version,
+    bike_training_result,
+):
+    from governance.actions.model_versions import do_register_model_version
+    from runners.code_runs import do_submit_code_run
+
+    version = do_register_code_version(project, archive=zip_of(FILES), actor=scientist)
+    job = do_submit_code_run(
+        code_version=version,
+        entry_point="main",
+        parameters={"data": "bike", "epochs": 2},
+        inputs={"bike": dataset_version},
+        models={"base": registered_version},
+        outputs={"datasets": ["cleaned", "features"]},
+        actor=scientist,
+    )
+    # What the run's work records when it succeeds: one output written, one version registered.
+    JobDataset.objects.create(
+        job=job, role=JobDatasetRole.OUTPUT, name="cleaned", dataset_version=current_dataset_version
+    )
+    produced = do_register_model_version(
+        model=registered_version.model,
+        artifact_bytes=bike_training_result.artifact,
+        metrics=bike_training_result.metrics,
+        signature=bike_training_result.signature,
+        training_spec=registered_version.training_spec,
+        training_dataset_version=dataset_version,
+        source_job_id=job.pk,
+        actor=None,
+        on_behalf_of=scientist,
+    )
+    client.force_login(viewer)
+
+    page = client.get(job.get_absolute_url()).content.decode()
+
+    assert f'<dd><a href="{version.get_absolute_url()}">{version}</a></dd>' in page
+    assert "<dt>Entry point</dt><dd><code>main</code></dd>" in page
+    assert "<code>data=bike</code>, <code>epochs=2</code>, <code>lr=0.01</code>" in page
+    assert (
+        f'<dt>Input <code>bike</code></dt><dd><a href="{dataset_version.get_absolute_url()}">'
+        f"{dataset_version}</a></dd>" in page
+    )
+    assert (
+        f'<dt>Model <code>base</code></dt><dd><a href="{registered_version.get_absolute_url()}">'
+        f"{registered_version}</a></dd>" in page
+    )
+    assert (
+        f'<dt>Output <code>cleaned</code></dt><dd><a href="{current_dataset_version.get_absolute_url()}">'
+        f"{current_dataset_version}</a></dd>" in page
+    )
+    assert '<dt>Output <code>features</code></dt><dd><span class="muted">not written yet</span></dd>' in page
+    assert f'<dt>Registered</dt><dd><a href="{produced.get_absolute_url()}">{produced}</a></dd>' in page

@@ -150,6 +150,8 @@ def test_log_streams_and_metrics_plot_while_the_job_runs_then_polling_stops(page
         add_chunk(job, "stdout", f"batch {index}\n")
     expect(text).to_contain_text("batch 59\n")
     assert text.evaluate("box => box.scrollHeight - box.scrollTop - box.clientHeight") < 8
+    # At the end there is nothing to jump to: the button is hidden, not merely marked so.
+    expect(page.locator("[data-log-follow]")).to_be_hidden()
     text.evaluate("box => { box.scrollTop = 0; }")
     add_chunk(job, "stdout", "after scrolling up\n")
     expect(text).to_contain_text("after scrolling up\n")

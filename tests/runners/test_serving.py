@@ -6,6 +6,7 @@ keep arriving."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -542,3 +543,48 @@ def test_the_serving_page_sets_a_policy_and_creates_a_prediction_token(
     client.force_login(outsider)
     assert client.get(page).status_code == 404
     assert ServingPolicy.objects.count() == 1
+
+
+def _select(page: str, name: str) -> str:
+    """The HTML of the form's ``<select name=...>``."""
+    return re.search(rf'<select name="{name}".*?</select>', page, re.S).group(0)
+
+
+def test_the_policy_form_shows_the_alias_current_policy_and_only_to_who_may_use_it(
+    staged, second_version, scientist, owner, viewer, client
+):
+    page = f"/models/{staged.model_id}/serving/"
+    client.force_login(scientist)
+    posted = client.post(
+        page, {"alias": "staging", "canary_version": second_version.pk, "canary_percent": 20}
+    )
+
+    assert (posted.status_code, posted["Location"]) == (302, f"{page}?alias=staging")
+    shown = client.get(posted["Location"]).content.decode()
+    # Prefilled with the policy just set: submitting it again keeps the canary.
+    assert f'<option value="{second_version.pk}" selected>' in _select(shown, "canary_version")
+    assert "selected>" not in _select(shown, "shadow_version").replace('value="" selected>', "")
+    assert 'name="canary_percent" value="20"' in shown
+    assert 'name="alias" value="staging"' in shown
+    assert '<a href="?alias=staging">Edit policy</a>' in shown
+    resubmitted = client.post(
+        page, {"alias": "staging", "canary_version": second_version.pk, "canary_percent": 20}
+    )
+    assert resubmitted.status_code == 302
+    policy = ServingPolicy.objects.get()
+    assert (policy.canary_version, policy.canary_percent) == (second_version, 20)
+    # Another alias has no policy: an empty form.
+    other = client.get(f"{page}?alias=production").content.decode()
+    assert 'name="canary_percent" value="0"' in other
+    assert "selected>" not in _select(other, "canary_version").replace('value="" selected>', "")
+    # A data scientist sets policies; only a model owner creates prediction tokens.
+    assert "Create prediction token" not in shown
+    client.force_login(owner)
+    as_owner = client.get(page).content.decode()
+    assert "Set serving policy" in as_owner
+    assert "Create prediction token" in as_owner
+    client.force_login(viewer)
+    as_viewer = client.get(page).content.decode()
+    assert "Set serving policy" not in as_viewer
+    assert "Create prediction token" not in as_viewer
+    assert "Edit policy" not in as_viewer
