@@ -213,6 +213,21 @@ def rss_mb(pids: list[int]) -> float:
     return total_kb / PAGE_MB
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds each of ``pids`` has used so far (``/proc/<pid>/stat`` fields 14
+    and 15, in clock ticks); a process that ended meanwhile is left out."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # After the command: state is field 3, so utime (14) and stime (15) are [11] and [12].
+            found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 class Launch:
     """One run of ``task`` (a JSON-able dict for ``runners.child``) in a child process.
 
@@ -242,6 +257,9 @@ class Launch:
         self.plain = command
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._groups: set[int] = set()  # every process group of the run seen so far
+        # CPU seconds last seen per process of the run: a sandbox's own PID namespace keeps its
+        # processes' CPU time from reaching wait4 (issue 17), so the samples are the floor.
+        self._cpu_seen: dict[int, float] = {}
 
     def command(self, task_file: Path) -> list[str]:
         """The child's command line: ``python -m runners.child <task.json>``, under torchrun
@@ -390,6 +408,7 @@ class Launch:
                 check()
                 running = run_processes(pgid)
                 self._groups.update(group for _, group in running)
+                self._cpu_seen.update(cpu_seconds([pid for pid, _ in running]))
                 self.usage.peak_rss_mb = max(self.usage.peak_rss_mb, rss_mb([pid for pid, _ in running]))
                 elapsed = time.monotonic() - started
                 limits = self.limits
@@ -441,7 +460,9 @@ class Launch:
         if pid == 0:
             return False
         process.returncode = os.waitstatus_to_exitcode(status)
-        self.usage.cpu_time_s = rusage.ru_utime + rusage.ru_stime
+        # wait4 counts the child and what it reaped; the samples count what it could not (the
+        # processes of a sandbox's PID namespace): whichever saw more.
+        self.usage.cpu_time_s = max(rusage.ru_utime + rusage.ru_stime, sum(self._cpu_seen.values()))
         # ru_maxrss is in kilobytes on Linux: the largest single process of the run.
         self.usage.peak_rss_mb = max(self.usage.peak_rss_mb, rusage.ru_maxrss / PAGE_MB)
         return True

@@ -250,3 +250,29 @@ def test_an_interpreter_under_tmp_stays_visible_in_the_sandbox(tmp_path, monkeyp
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["seen", "/tmp"]
+
+
+@needs_bwrap
+@pytest.mark.django_db
+def test_a_sandboxed_runs_cpu_time_is_accounted(team, scientist):
+    """The sandbox's PID namespace keeps its processes' CPU time from the worker's wait4: the
+    launcher's samples count it, so accounting (and cost) see what the code used."""
+    code = make_code_version(
+        team,
+        scientist,
+        {
+            "burn.py": """
+                import time
+                start = time.process_time()
+                while time.process_time() - start < 1.5:
+                    pass
+                print("burnt", round(time.process_time() - start, 1), flush=True)
+            """
+        },
+    )
+    job = do_submit_code_run(code_version=code, entry_point="burn.py", actor=scientist)
+
+    assert execute_job(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
+    job.refresh_from_db()
+    assert "sandbox: bwrap" in job.log_tail
+    assert job.cpu_time_s >= 1.0
