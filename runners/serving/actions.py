@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance.actions.checks import check_alias_name, ensure_can
+from governance.actions.checks import check_alias_name, ensure_can, is_protected_alias
 from governance.audit import record_audit_event, snapshot
 from governance.models import ApiToken, ModelAlias, ModelVersion, RegisteredModel, TokenScope
 from governance.permissions import CHANGE, PREDICT
@@ -200,7 +200,8 @@ def do_set_serving_policy(
     % (0-100) of requests, ``shadow_version`` scores every request without answering; None and 0
     turn them off. Audited as ``serving_policy.set``. Raises ValidationError for an alias the
     model does not have, a version of another model or one not ready or that cannot predict, a
-    percentage out of range or without a canary version; PermissionDenied without ``change``.
+    percentage out of range or without a canary version; PermissionDenied without ``change``,
+    or for a canary on a protected alias (``Team.protected_aliases``: four eyes).
     """
     alias = check_alias_name(alias)
     if (
@@ -220,6 +221,15 @@ def do_set_serving_policy(
             raise ValidationError({"alias": f"model {model.name} has no alias {alias!r}"})
         canary = _version_of(model, canary_version, "canary")
         shadow = _version_of(model, shadow_version, "shadow")
+        if canary is not None and is_protected_alias(model.team.protected_aliases, alias):
+            # A canary answers real requests in the alias's name: on a protected alias that would
+            # serve an unapproved version to a share of its traffic, past the four eyes. A shadow
+            # answers nobody, so it stays allowed.
+            raise PermissionDenied(
+                f"alias {alias!r} is protected in team {model.team.name}: what answers its requests "
+                "changes only through an approved promotion request, so it takes no canary (a shadow "
+                "is allowed; try the canary on an unprotected alias such as staging)"
+            )
         policy = ServingPolicy.objects.select_for_update().filter(registered_model=model, alias=alias).first()
         before = snapshot(policy)
         if policy is None:

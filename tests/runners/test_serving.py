@@ -288,6 +288,33 @@ def test_canary_answers_its_share_and_is_logged_as_canary(
     assert AuditEvent.objects.filter(action="serving_policy.set").count() == 2
 
 
+def test_a_protected_alias_takes_a_shadow_but_no_canary(
+    staged, second_version, scientist, owner, approver, client_for
+):
+    """Four eyes: a canary answers real requests in the alias's name, so on ``production`` it would
+    serve an unapproved version; a shadow answers nobody."""
+    do_approve_promotion(
+        promotion_request=do_request_promotion(model_version=staged, actor=scientist),
+        actor=approver,
+    )
+    client = client_for(owner)
+    body = {"registered_model": staged.model_id, "alias": "production"}
+
+    canary = client.post(
+        "/api/serving-policies/",
+        {**body, "canary_version": second_version.pk, "canary_percent": 10},
+        format="json",
+    )
+    shadow = client.post(
+        "/api/serving-policies/", {**body, "shadow_version": second_version.pk}, format="json"
+    )
+
+    assert canary.status_code == 403
+    assert "protected" in canary.json()["detail"]
+    assert shadow.status_code == 201, shadow.content
+    assert ServingPolicy.objects.get(alias="production").canary_version is None
+
+
 def test_a_canary_share_splits_requests_between_both_versions(
     staged, second_version, scientist, client_for, bike_frame
 ):
