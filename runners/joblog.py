@@ -58,6 +58,26 @@ def log_state(job_id: int) -> LogState:
     return LogState(found["last"] or 0, found["size"] or 0, bool(found["notes"]))
 
 
+# The state each (job, attempt) this process writes left its log in: the attempt is the only
+# writer while it holds its claim (a lost claim raises before anything is written), so the sum
+# over every chunk is read once per attempt, not on every poll of a growing log.
+_written: dict[tuple[int, int], LogState] = {}
+_WRITTEN_MAX = 256
+
+
+def _state_for(job_id: int, attempt: int) -> LogState:
+    """The job's ``LogState``: what this process last wrote for the attempt when the log still
+    ends at that chunk (one indexed look at the last ``seq``), else summed again."""
+    known = _written.get((job_id, attempt))
+    if known is not None:
+        last = JobLogChunk.objects.filter(job_id=job_id).aggregate(last=Max("seq"))["last"] or 0
+        if last == known.last_seq:
+            return known
+    if len(_written) >= _WRITTEN_MAX:
+        _written.clear()
+    return log_state(job_id)
+
+
 def _grouped(lines: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     """Consecutive lines of one stream together: one chunk each."""
     groups: list[tuple[str, list[str]]] = []
@@ -79,6 +99,9 @@ def write_log(job_id: int, attempt: int, lines: Sequence[tuple[str, str]], **fie
     Raises ClaimLost when the job no longer runs under ``attempt``: nothing is written.
     """
     limit = settings.STEWARD_JOB_LOG_MAX_BYTES
+    # Inside a caller's transaction this write may still be rolled back: nothing is remembered.
+    remember = not transaction.get_connection().in_atomic_block
+    written: LogState | None = None
     with transaction.atomic():
         job = Job.objects.only("log_tail").get(pk=job_id)
         tail = [*job.log_tail.splitlines(), *(text for _, text in lines)][-LOG_TAIL_LINES:]
@@ -88,7 +111,7 @@ def write_log(job_id: int, attempt: int, lines: Sequence[tuple[str, str]], **fie
             raise ClaimLost(f"job {job_id} no longer runs as attempt {attempt}")
         if not lines:
             return
-        state = log_state(job_id)
+        state = _state_for(job_id, attempt) if remember else log_state(job_id)
         if state.is_truncated:
             return
         seq, size, now = state.last_seq, state.size_bytes, timezone.now()
@@ -127,6 +150,9 @@ def write_log(job_id: int, attempt: int, lines: Sequence[tuple[str, str]], **fie
                 )
                 break
         JobLogChunk.objects.bulk_create(chunks)
+        written = LogState(seq, size, size > limit)
+    if remember and written is not None:
+        _written[(job_id, attempt)] = written
 
 
 def chunks_after(job_id: int, after: int, limit: int = PAGE_CHUNKS) -> list[JobLogChunk]:
