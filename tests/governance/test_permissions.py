@@ -465,6 +465,8 @@ def test_token_endpoint_trades_a_password_for_a_new_named_token(scientist):
         "name": "nightly",
         "prefix": issued.json()["token"][:12],
         "is_read_only": False,
+        "scope": "user",
+        "registered_model": None,
         "state": "active",
         "expires_at": None,
         "last_used_at": None,
