@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
+def _stored(secret: str, **fields: object) -> ApiToken:
+    """A new ApiToken row for ``secret``: only its visible prefix and its SHA-256 are stored."""
+    return ApiToken.objects.create(
+        prefix=tokens.visible_prefix(secret), key_hash=tokens.hash_secret(secret), **fields
+    )
+
+
 def do_create_api_token(
     *,
     user: User,
@@ -42,11 +49,10 @@ def do_create_api_token(
         if actor is None or actor.pk != user.pk:
             raise PermissionDenied("API tokens are created by their own user")
         ensure_active(user)
-        token = ApiToken.objects.create(
+        token = _stored(
+            secret,
             user=user,
             name=name[:100],
-            prefix=tokens.visible_prefix(secret),
-            key_hash=tokens.hash_secret(secret),
             is_read_only=is_read_only,
             expires_at=expires_at,
         )
@@ -93,11 +99,10 @@ def do_create_prediction_token(
         ensure_active(actor)
         if model.deleted_at is not None:
             raise ValidationError({"registered_model": f"model {model.name} was deleted"})
-        token = ApiToken.objects.create(
+        token = _stored(
+            secret,
             user=actor,
             name=name[:100],
-            prefix=tokens.visible_prefix(secret),
-            key_hash=tokens.hash_secret(secret),
             # It writes nothing: the authentication lets it POST to the predict endpoints only.
             is_read_only=False,
             expires_at=expires_at,
@@ -152,11 +157,10 @@ def do_issue_job_token(
     """
     secret = tokens.new_secret()
     with transaction.atomic():
-        token = ApiToken.objects.create(
+        token = _stored(
+            secret,
             user=user,
             name=f"job {job_id}",
-            prefix=tokens.visible_prefix(secret),
-            key_hash=tokens.hash_secret(secret),
             is_read_only=False,
             expires_at=expires_at,
             scope=TokenScope.JOB,
