@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -324,6 +325,23 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 CELERY_BROKER_CONNECTION_TIMEOUT = 4
 # No static route for runners.tasks.run_job: each job is sent to its resource class's queue
 # (STEWARD_RESOURCE_CLASSES; runners.actions.job_queue). Drift checks use the default queue.
+# Drift checks (issue 11). A check past TIME_LIMIT seconds fails with the reason (checked between its
+# stages, on any pool); Celery's hard limit (below) kills one stuck inside a stage, and the stale
+# sweep then runs it again or fails it. The evidently report is a separate task after the verdict:
+# on a seeded sample of at most REPORT_MAX_ROWS rows per side, in a child process killed past
+# REPORT_TIME_LIMIT seconds (the report fails, the check stands); REPORT_ENABLED=false turns it off.
+STEWARD_DRIFT_CHECK_TIME_LIMIT_S = env.float("STEWARD_DRIFT_CHECK_TIME_LIMIT_S", default=600.0)
+STEWARD_DRIFT_REPORT_ENABLED = env.bool("STEWARD_DRIFT_REPORT_ENABLED", default=True)
+STEWARD_DRIFT_REPORT_MAX_ROWS = env.int("STEWARD_DRIFT_REPORT_MAX_ROWS", default=50_000)
+STEWARD_DRIFT_REPORT_TIME_LIMIT_S = env.float("STEWARD_DRIFT_REPORT_TIME_LIMIT_S", default=300.0)
+if STEWARD_DRIFT_CHECK_TIME_LIMIT_S <= 0 or STEWARD_DRIFT_REPORT_TIME_LIMIT_S <= 0:
+    raise ImproperlyConfigured("STEWARD_DRIFT_CHECK_TIME_LIMIT_S and _REPORT_TIME_LIMIT_S must be > 0")
+if STEWARD_DRIFT_REPORT_MAX_ROWS < 1:
+    raise ImproperlyConfigured("STEWARD_DRIFT_REPORT_MAX_ROWS must be at least 1")
+CELERY_TASK_ANNOTATIONS = {
+    "monitoring.tasks.run_drift_check": {"time_limit": STEWARD_DRIFT_CHECK_TIME_LIMIT_S + 60},
+    "monitoring.tasks.build_drift_report": {"time_limit": STEWARD_DRIFT_REPORT_TIME_LIMIT_S + 120},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     # A job or drift check whose worker died runs again elsewhere (see STEWARD_JOB_STALE_SWEEP_S):

@@ -8,8 +8,11 @@ columns reaches ``drift_share`` (evidently's default 0.5).
 
 from __future__ import annotations
 
+import json
 import math
+import multiprocessing
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pandas as pd
 from evidently import Report
@@ -66,15 +69,21 @@ def _inert_frame(frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
     return frame
 
 
-def _sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
-    return frame.sample(n=MAX_REPORT_ROWS, random_state=seed) if len(frame) > MAX_REPORT_ROWS else frame
+def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """A seeded random sample of at most ``max_rows`` rows of ``frame`` (the frame itself if smaller)."""
+    return frame.sample(n=max_rows, random_state=seed) if len(frame) > max_rows else frame
 
 
 def compare(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], drift_share: float = 0.5
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    drift_share: float = 0.5,
+    max_rows: int = MAX_REPORT_ROWS,
 ) -> DriftResult:
     """Per-column drift of ``current`` against ``reference`` over ``columns``, plus the HTML report.
 
+    Each side is sampled (seeded) down to ``max_rows`` rows first; ``sampled_rows`` says so.
     Raises DriftInputError if a side is empty, a column is missing from a side, or a column
     holds no values on a side (evidently would abort the whole report on it).
     """
@@ -95,8 +104,11 @@ def compare(
             raise DriftInputError(
                 f"column(s) {', '.join(map(repr, empty))} have no values in the {side} data"
             )
-    sampled = max(len(reference), len(current)) > MAX_REPORT_ROWS
-    reference, current = _sample(reference[columns], 0), _sample(current[columns], 1)
+    sampled = max(len(reference), len(current)) > max_rows
+    reference, current = (
+        sample_rows(reference[columns], max_rows, 0),
+        sample_rows(current[columns], max_rows, 1),
+    )
     safe_names = {column: _inert(str(column)) for column in columns}
     original_names = {safe: column for column, safe in safe_names.items()}
     snapshot = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True).run(
@@ -130,6 +142,61 @@ def compare(
         drifted_count=drifted,
         drifted_fraction=fraction,
         is_dataset_drift=bool(results) and fraction >= drift_share,
-        sampled_rows=MAX_REPORT_ROWS if sampled else None,
+        sampled_rows=max_rows if sampled else None,
         html=snapshot.get_html_str(as_iframe=False),
     )
+
+
+class ReportTimeout(Exception):
+    """The report's child process ran past its time limit and was killed."""
+
+
+def _compare_in_child(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], drift_share: float, out: str
+) -> None:
+    # Runs in a spawned process: the outcome goes to files, so nothing but paths crosses back.
+    folder = Path(out)
+    try:
+        result = compare(
+            reference, current, columns, drift_share, max_rows=max(len(reference), len(current), 1)
+        )
+    except DriftInputError as exc:
+        (folder / "input_error.txt").write_text(str(exc))
+        return
+    except Exception as exc:  # reported by the parent as the report's error
+        (folder / "error.txt").write_text(f"{type(exc).__name__}: {exc}")
+        return
+    (folder / "report.html").write_text(result.html, encoding="utf-8")
+    (folder / "result.json").write_text(json.dumps({"columns": result.columns_as_dicts()}))
+
+
+def compare_with_time_limit(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    drift_share: float,
+    time_limit_s: float,
+    folder: Path,
+) -> tuple[Path, list[dict]]:
+    """``compare`` in a child process killed after ``time_limit_s`` seconds (issue 11: evidently
+    took 507 s on one high-cardinality column). Returns (path of the HTML in ``folder``, per-column
+    verdicts). Raises ReportTimeout past the limit, DriftInputError for frames evidently cannot
+    compare, RuntimeError if the child died. Spawned, not forked: the caller may hold threads and
+    database connections a fork would copy."""
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(
+        target=_compare_in_child, args=(reference, current, columns, drift_share, str(folder)), daemon=True
+    )
+    child.start()
+    child.join(time_limit_s)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        raise ReportTimeout(f"the report ran past its time limit of {time_limit_s:g} s and was stopped")
+    if (folder / "input_error.txt").exists():
+        raise DriftInputError((folder / "input_error.txt").read_text())
+    if (folder / "error.txt").exists():
+        raise RuntimeError((folder / "error.txt").read_text())
+    if child.exitcode != 0 or not (folder / "result.json").exists():
+        raise RuntimeError(f"the report's process ended with exit code {child.exitcode}")
+    return folder / "report.html", json.loads((folder / "result.json").read_text())["columns"]

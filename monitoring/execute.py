@@ -11,8 +11,11 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
 - performance drift, when the window holds labels (the model's target column) beside its
   predictions: MAE/RMSE or accuracy/F1/ROC AUC against the validation metrics recorded on the
   model version, or, for metrics training did not record, the same metric on the reference rows;
-- the evidently report, for people, on a bounded sample (``monitoring.drift``); if evidently
-  cannot make it (e.g. a column with no values) the engine's verdicts stand and the reason is shown.
+- the evidently report, for people, is not made here: once the verdict is stored and the alert
+  raised, ``monitoring.reports`` builds it in its own task (issue 11).
+
+A check past ``STEWARD_DRIFT_CHECK_TIME_LIMIT_S`` fails with the reason; the limit is checked at
+each stage, where progress is recorded, so it holds on any worker pool.
 
 ``predictor`` (``predict_with_model``: the model runtime of ``runners``) and ``retrainer``
 (``monitoring.actions.retraining.submit_retraining``) are passed in by the task layer, so a check
@@ -22,9 +25,9 @@ can run without them (no prediction drift; no retraining).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +35,8 @@ import pandas as pd
 from django.conf import settings
 from django.utils import timezone
 
-from governance import artifacts, datafiles
+from governance import datafiles
 from governance.models import DatasetVersion, ModelVersion
-from monitoring import drift
 from monitoring.actions.checks import DRIFT_CHECKS, CheckOutcome, do_finish_drift_check, record_check_progress
 from monitoring.actions.deliveries import deliver_due_notifications
 from monitoring.actions.escalations import do_escalate_alert
@@ -54,14 +56,41 @@ PREDICTION_COLUMN = "prediction"
 # (model version, reference rows) -> predictions aligned with the rows.
 Predictor = Callable[[ModelVersion, pd.DataFrame], pd.Series]
 
+
+class CheckTimeLimit(Exception):
+    """The check ran past ``STEWARD_DRIFT_CHECK_TIME_LIMIT_S``; the message names the stage."""
+
+
 # ComputeError: the model's child stopped with its message (e.g. the artifact changed on disk).
-USER_ERRORS = (datafiles.DataFileError, datafiles.RowFilterError, FileNotFoundError, ComputeError)
+USER_ERRORS = (
+    datafiles.DataFileError,
+    datafiles.RowFilterError,
+    FileNotFoundError,
+    ComputeError,
+    CheckTimeLimit,
+)
 
 
 def predict_with_model(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Series:
     """The model version's predictions on ``rows`` (its artifact's sha256 checked first), made in
     a child process: the worker never loads torch (issue 16, ``runners.execute.predict_in_child``)."""
     return predict_in_child(model_version, rows)
+
+
+class _Stages:
+    """Records a running check's progress and enforces its time limit between stages."""
+
+    def __init__(self, check_id: int, limit_s: float):
+        self.check_id, self.limit_s = check_id, limit_s
+        self.deadline = time.monotonic() + limit_s
+
+    def __call__(self, progress: float, stage: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise CheckTimeLimit(
+                f"the check ran past its time limit of {self.limit_s:g} s (STEWARD_DRIFT_CHECK_TIME_LIMIT_S) "
+                f"before: {stage}"
+            )
+        record_check_progress(self.check_id, progress, stage)
 
 
 def _frame(version: DatasetVersion, where: dict | None = None) -> pd.DataFrame:
@@ -90,6 +119,8 @@ def execute_drift_check(
 ) -> str:
     """Run drift check ``check_id`` once; redelivery of a finished or claimed check does nothing.
 
+    ``make_report=False`` never asks for the evidently report; otherwise it is queued (its own
+    task, after the verdict) when the check's config and ``STEWARD_DRIFT_REPORT_ENABLED`` say so.
     Returns the check's state afterwards. A check found running is left alone while its heartbeat
     is fresh and run again when its worker died (``runners.lifecycle``); its outcome is recorded
     only while it still runs under this delivery's attempt.
@@ -129,27 +160,24 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
     options = _options(check)
     config = CheckConfig.from_dict(options["engine"])
     reference_rows = _Once(lambda: _frame(check.reference_dataset_version, check.reference_where))
+    stage = _Stages(check.pk, settings.STEWARD_DRIFT_CHECK_TIME_LIMIT_S)
 
-    record_check_progress(check.pk, 0.05, "profiling the reference (once per dataset version)")
+    stage(0.05, "profiling the reference (once per dataset version)")
     row = profile_row(check.reference_dataset_version, check.reference_where)
     profile, _ = ensure_profile(row, lambda: (build_profile(reference_rows()), {}))
 
     ids = check.window.get("dataset_versions") or [check.current_dataset_version_id]
     versions = {version.pk: version for version in DatasetVersion.objects.filter(pk__in=ids)}
-    record_check_progress(check.pk, 0.3, f"reading {len(ids)} dataset version(s) of the window")
+    stage(0.3, f"reading {len(ids)} dataset version(s) of the window")
     current = pd.concat([_frame(versions[pk]) for pk in ids], ignore_index=True)
 
-    record_check_progress(check.pk, 0.5, f"comparing {len(config.columns or ())} columns")
+    stage(0.5, f"comparing {len(config.columns or ())} columns")
     result = run_check(profile, current, config)
 
-    record_check_progress(check.pk, 0.6, "prediction and performance drift")
+    stage(0.6, "prediction and performance drift")
     prediction, baseline = _prediction_drift(check, current, config, options, predictor, reference_rows)
     performance = _performance(check, current, config, options, baseline)
-
-    report, evidently_results, sampled, report_error = "", [], None, ""
-    if make_report:
-        record_check_progress(check.pk, 0.8, "rendering the evidently report")
-        report, evidently_results, sampled, report_error = _report(check, reference_rows(), current)
+    stage(0.95, "recording the verdict")
     outcome = CheckOutcome(
         results=[column.to_dict() for column in result.columns],
         is_dataset_drift=result.is_dataset_drift,
@@ -158,12 +186,12 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
         prediction=prediction,
         performance=performance,
         is_performance_drift=None if performance is None else performance["status"] == "drift",
-        evidently_results=evidently_results,
-        sampled_rows=sampled,
-        report_error=report_error,
+        wants_report=make_report
+        and options.get("make_report", True)
+        and settings.STEWARD_DRIFT_REPORT_ENABLED,
     )
     DriftCheck.objects.filter(pk=check.pk).update(reference_profile=row)
-    return outcome, report
+    return outcome, ""
 
 
 def _prediction_drift(
@@ -259,22 +287,6 @@ def _performance(
     degraded = sorted(name for name, values in compared.items() if values["is_degraded"])
     message = f"worse than baseline: {', '.join(degraded)}" if degraded else "within tolerance"
     return base | {"status": "drift" if degraded else "ok", "message": message, "metrics": compared}
-
-
-def _report(
-    check: DriftCheck, reference: pd.DataFrame, current: pd.DataFrame
-) -> tuple[str, list[dict], int | None, str]:
-    """(report path, evidently's per-column verdicts, sampled rows, why there is no report)."""
-    columns = [c for c in check.columns if c in reference.columns and c in current.columns]
-    try:
-        result = drift.compare(reference, current, columns, check.drift_share)
-    except Exception as exc:
-        if not isinstance(exc, drift.DriftInputError):
-            logger.exception("evidently report of drift check %s failed", check.pk)
-        return "", [], None, f"evidently could not make its report: {exc}"
-    html = result.html.encode("utf-8")
-    path = artifacts.store_bytes(html, hashlib.sha256(html).hexdigest(), "reports", ".html")
-    return path, result.columns_as_dicts(), result.sampled_rows, ""
 
 
 def prepare_reference_profiles(monitor_id: int, *, predictor: Predictor | None = None) -> list[str]:

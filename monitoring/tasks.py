@@ -23,6 +23,7 @@ from monitoring.execute import (
     run_escalations,
 )
 from monitoring.models import Monitor
+from monitoring.reports import execute_drift_report
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ logger = logging.getLogger(__name__)
 @shared_task(name="monitoring.tasks.run_drift_check")
 def run_drift_check(check_id: int) -> str:
     return execute_drift_check(check_id, predictor=predict_with_model, retrainer=submit_retraining)
+
+
+@shared_task(name="monitoring.tasks.build_drift_report")
+def build_drift_report(check_id: int) -> str:
+    """The evidently report of a finished check (issue 11): never changes its verdict or state."""
+    return execute_drift_report(check_id)
 
 
 @shared_task(name="monitoring.tasks.redispatch_queued_drift_checks")

@@ -48,7 +48,7 @@ def _evidence(check: DriftCheck) -> dict[str, Any]:
     return {
         "check_id": check.pk,
         "check_url": f"{base}{check.get_absolute_url()}",
-        "report_url": f"{base}{reverse('drift_check_report', args=[check.pk])}" if check.report else "",
+        "report_url": f"{base}{reverse('drift_check_report', args=[check.pk])}" if check.has_report else "",
         "runbook_url": monitor.runbook_url if monitor else "",
         "monitor": monitor.name if monitor else "",
         "reference": {

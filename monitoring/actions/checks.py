@@ -8,6 +8,7 @@ or failed, once). Its outcome is recorded with the alert it raises or clears, in
 from __future__ import annotations
 
 import datetime
+import logging
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -24,13 +25,15 @@ from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW
 from monitoring.actions.alerts import record_breach, record_clean_check
-from monitoring.engine import CheckConfig
-from monitoring.models import CheckState, CurrentSource, DriftCheck, Monitor
+from monitoring.engine import CheckConfig, ConfigError
+from monitoring.models import CheckState, CurrentSource, DriftCheck, Monitor, ReportState
 from monitoring.queries import window_of
 from runners.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
 
 # A check is one run of the shared worker lifecycle; its failures also end its progress bar.
 DRIFT_CHECKS: Lifecycle[DriftCheck] = Lifecycle(
@@ -65,6 +68,8 @@ class CheckOutcome:
     evidently_results: list[dict] = field(default_factory=list)
     sampled_rows: int | None = None
     report_error: str = ""
+    # The worker asks for the evidently report, built by its own task once the verdict is stored.
+    wants_report: bool = False
 
     @classmethod
     def from_evidently(cls, result: Any) -> CheckOutcome:
@@ -90,32 +95,39 @@ def default_columns(model_version: ModelVersion, *versions: DatasetVersion) -> l
     return [column for column in wanted if column and column in present]
 
 
-def engine_config(
-    columns: list[str],
-    drift_share: float,
-    min_sample_size: int | None = None,
-    methods: dict | None = None,
-    thresholds: dict | None = None,
-) -> dict:
-    """The engine's CheckConfig as a dict. Raises ValidationError naming the bad field."""
+# The engine options a check request or a monitor may set beside its columns and drift share.
+ENGINE_OPTIONS = (
+    "min_sample_size",
+    "methods",
+    "thresholds",
+    "column_kinds",
+    "weights",
+    "multiple_testing",
+    "top_k",
+)
+
+
+def engine_config(columns: list[str], drift_share: float, **options: Any) -> dict:
+    """The engine's CheckConfig as a dict; ``options`` are ``ENGINE_OPTIONS`` (None or empty:
+    the engine's default). Raises ValidationError naming the bad field."""
+    unknown = sorted(set(options) - set(ENGINE_OPTIONS))
+    if unknown:
+        raise ValidationError({unknown[0]: f"unknown engine option(s): {', '.join(unknown)}"})
     values: dict[str, Any] = {"columns": tuple(columns), "drift_share": drift_share}
-    if min_sample_size is not None:
-        values["min_sample_size"] = min_sample_size
-    if methods:
-        values["methods"] = dict(methods)
-    if thresholds:
-        values["thresholds"] = dict(thresholds)
+    values.update({name: value for name, value in options.items() if value is not None and value != {}})
+    for name in ("methods", "thresholds", "column_kinds", "weights"):
+        if name in values:
+            if not isinstance(values[name], dict):
+                raise ValidationError({name: "must be an object of column -> value"})
+            stray = sorted(set(values[name]) - set(columns))
+            if stray:
+                raise ValidationError({name: f"{', '.join(map(repr, stray))} is not a checked column"})
     try:
         return CheckConfig(**values).to_dict()
+    except ConfigError as exc:
+        raise ValidationError({exc.field: str(exc)}) from exc
     except (ValueError, TypeError) as exc:
-        message = str(exc)
-        field_of = {
-            "drift_share": "drift_share",
-            "min_sample_size": "min_sample_size",
-            "threshold": "thresholds",
-        }
-        key = next((field for word, field in field_of.items() if word in message), "methods")
-        raise ValidationError({key: message}) from exc
+        raise ValidationError({"detail": str(exc)}) from exc
 
 
 def do_request_drift_check(
@@ -125,12 +137,16 @@ def do_request_drift_check(
     actor: User,
     columns: list[str] | None = None,
     drift_share: float = 0.5,
+    make_report: bool = True,
+    **engine_options: Any,
 ) -> DriftCheck:
     """Queue a drift check of ``current_dataset_version`` against the version's training data.
 
-    The reference is the training dataset version with the training spec's row filter. Raises
-    ValidationError when the version has no training dataset, a named column is absent from
-    either side, or ``drift_share`` is outside (0, 1]; PermissionDenied without the right.
+    The reference is the training dataset version with the training spec's row filter.
+    ``engine_options`` are ``ENGINE_OPTIONS`` (min sample size, methods, thresholds, column kinds,
+    weights, multiple testing, top k); ``make_report=False`` skips the evidently report. Raises
+    ValidationError naming the field when the version has no training dataset, a named column is
+    absent from either side, or an option is invalid; PermissionDenied without the right.
     """
     reference = model_version.training_dataset_version
     if reference is None:
@@ -150,10 +166,11 @@ def do_request_drift_check(
     if not columns:
         raise ValidationError({"columns": "the two dataset versions share none of the model's columns"})
     config = {
-        "engine": engine_config(columns, drift_share),
+        "engine": engine_config(columns, drift_share, **engine_options),
         "check_predictions": True,
         "check_performance": True,
         "performance_tolerance": 0.1,
+        "make_report": bool(make_report),
     }
     with transaction.atomic():
         ensure_can(actor, CHANGE, model_version.model.team_id)
@@ -174,6 +191,26 @@ def do_request_drift_check(
         record_audit_event(actor=actor, action="drift_check.request", obj=check, after=snapshot(check))
         transaction.on_commit(lambda: enqueue_drift_check(check.pk))
     return check
+
+
+def monitor_engine_config(monitor: Monitor) -> dict:
+    """The engine config of a monitor's checks (its per-column settings of checked columns; those
+    of ``prediction`` go to the prediction check). Raises ValidationError naming the field."""
+
+    def of_columns(values: dict) -> dict:
+        return {k: v for k, v in values.items() if k in monitor.columns}
+
+    return engine_config(
+        monitor.columns,
+        monitor.drift_share,
+        min_sample_size=monitor.min_sample_size,
+        methods=of_columns(monitor.methods),
+        thresholds=of_columns(monitor.thresholds),
+        column_kinds=of_columns(monitor.column_kinds),
+        weights=of_columns(monitor.weights),
+        multiple_testing=monitor.multiple_testing,
+        top_k=monitor.top_k,
+    )
 
 
 def _window(versions: Sequence[DatasetVersion]) -> dict[str, Any]:
@@ -221,13 +258,8 @@ def do_run_monitor(
             window=_window(versions),
             columns=monitor.columns,
             config={
-                "engine": engine_config(
-                    monitor.columns,
-                    monitor.drift_share,
-                    monitor.min_sample_size,
-                    {k: v for k, v in monitor.methods.items() if k in monitor.columns},
-                    {k: v for k, v in monitor.thresholds.items() if k in monitor.columns},
-                ),
+                "engine": monitor_engine_config(monitor),
+                "make_report": monitor.make_report,
                 "check_predictions": monitor.check_predictions,
                 "check_performance": monitor.check_performance,
                 "performance_tolerance": monitor.performance_tolerance,
@@ -303,6 +335,69 @@ def served_predictions(monitor: Monitor, now: datetime.datetime) -> DatasetVersi
         )
 
 
+def _report_state(report: str, result: CheckOutcome) -> str:
+    if result.wants_report:
+        return ReportState.QUEUED
+    if report:
+        return ReportState.SUCCEEDED
+    return ReportState.FAILED if result.report_error else ReportState.NOT_REQUESTED
+
+
+# The evidently report (issue 11): its own task, after the verdict is stored and the alert raised.
+REPORT_TASK = "monitoring.tasks.build_drift_report"
+
+
+def enqueue_drift_report(check_id: int) -> bool:
+    """Send the report task of a check whose report is queued; a broker outage fails the report
+    (never the check) with the reason. True if it was sent. Sent by name: tasks sit above actions."""
+    from celery import current_app
+
+    try:
+        current_app.send_task(REPORT_TASK, args=[check_id], retry=False)
+    except Exception as exc:
+        logger.warning("could not enqueue the report of drift check %s", check_id, exc_info=True)
+        record_drift_report(check_id, error=f"could not reach the task broker to build the report: {exc}")
+        return False
+    return True
+
+
+def claim_drift_report(check_id: int) -> bool:
+    """queued -> running with a conditional UPDATE; False if another delivery has it or it is done."""
+    return bool(
+        DriftCheck.objects.filter(pk=check_id, report_state=ReportState.QUEUED).update(
+            report_state=ReportState.RUNNING
+        )
+    )
+
+
+def record_drift_report(
+    check_id: int,
+    *,
+    report: str = "",
+    evidently_results: list[dict] | None = None,
+    sampled_rows: int | None = None,
+    error: str = "",
+) -> bool:
+    """Store a report (``report``: its artifact path) or why there is none (``error``), once: only a
+    queued or running report is written. The check's verdict and state are untouched (the report is
+    for people; issue 11). Not audited, like progress. True if written."""
+    fields: dict[str, Any] = {"report_error": error[:4000]}
+    if error:
+        fields["report_state"] = ReportState.FAILED
+    else:
+        fields.update(
+            report_state=ReportState.SUCCEEDED,
+            report=report,
+            evidently_results=evidently_results or [],
+            sampled_rows=sampled_rows,
+        )
+    return bool(
+        DriftCheck.objects.filter(
+            pk=check_id, report_state__in=[ReportState.QUEUED, ReportState.RUNNING]
+        ).update(**fields)
+    )
+
+
 def enqueue_drift_check(check_id: int) -> bool:
     """Send the check's task; a broker outage leaves it queued with ``dispatch_error`` for
     ``do_redispatch_queued_drift_checks`` (issue 16). True if it was sent."""
@@ -370,9 +465,12 @@ def do_finish_drift_check(
             sampled_rows=result.sampled_rows,
             report=report,
             report_error=result.report_error[:4000],
+            report_state=_report_state(report, result),
         )
         if not changed:
             return check
+        if check.report_state == ReportState.QUEUED:
+            transaction.on_commit(lambda: enqueue_drift_report(check_id))
         if check.is_breach or check.monitor_id is not None:
             # Serialise alert decisions per dedup key: two checks finishing together must not
             # both open an alert (the partial unique constraint would fail the second).

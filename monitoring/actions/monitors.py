@@ -19,7 +19,7 @@ from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW, can
-from monitoring.actions.checks import default_columns, engine_config
+from monitoring.actions.checks import default_columns, monitor_engine_config
 from monitoring.models import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
 from runners.beat import keep_periodic_task
 
@@ -68,19 +68,20 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
     elif not monitor.columns:
         errors["columns"] = "the reference holds none of the model's columns"
     allowed = {*monitor.columns, "prediction"}
-    for name in ("methods", "thresholds"):
-        stray = sorted(set(getattr(monitor, name)) - allowed)
+    per_column = ("methods", "thresholds", "column_kinds", "weights")
+    for name in per_column:
+        value = getattr(monitor, name)
+        if not isinstance(value, dict):
+            errors[name] = "must be an object of column -> value"
+            continue
+        takes_prediction = name in ("methods", "thresholds")
+        stray = sorted(set(value) - (allowed if takes_prediction else set(monitor.columns)))
         if stray:
-            errors[name] = f"{', '.join(map(repr, stray))} is not a monitored column or 'prediction'"
-    if "columns" not in errors and "methods" not in errors and "thresholds" not in errors:
+            also = " or 'prediction'" if takes_prediction else ""
+            errors[name] = f"{', '.join(map(repr, stray))} is not a monitored column{also}"
+    if "columns" not in errors and not errors.keys() & set(per_column):
         try:
-            engine_config(
-                monitor.columns,
-                monitor.drift_share,
-                monitor.min_sample_size,
-                monitor.methods,
-                monitor.thresholds,
-            )
+            monitor_engine_config(monitor)
         except ValidationError as exc:
             errors.update({key: messages[0] for key, messages in exc.message_dict.items()})
     # Upper bounds keep every value inside what timedelta and beat's schedules can represent: a

@@ -64,6 +64,7 @@ class DriftCheckSerializer(serializers.ModelSerializer):
             "evidently_results",
             "sampled_rows",
             "report_url",
+            "report_state",
             "report_error",
             "error",
             "retrain_job_id",
@@ -87,6 +88,29 @@ class DriftCheckRequestSerializer(serializers.Serializer):
     current_dataset_version = RestrictedPrimaryKeyRelatedField(queryset=DatasetVersion.objects.all())
     columns = serializers.ListField(child=serializers.CharField(), required=False, allow_empty=False)
     drift_share = serializers.FloatField(required=False, default=0.5, min_value=0.0, max_value=1.0)
+    # The engine's options (issue 11); their values are validated by the engine (400 naming the field).
+    min_sample_size = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000_000)
+    methods = serializers.DictField(
+        child=serializers.CharField(), required=False, help_text="Column -> method."
+    )
+    thresholds = serializers.DictField(
+        child=serializers.FloatField(), required=False, help_text="Column -> threshold."
+    )
+    column_kinds = serializers.DictField(
+        child=serializers.ChoiceField(choices=["categorical", "numeric"]),
+        required=False,
+        help_text="Column -> kind, overriding the rule (integers with at most 20 values are categories).",
+    )
+    weights = serializers.DictField(
+        child=serializers.FloatField(min_value=0.0),
+        required=False,
+        help_text="Column -> weight in the share.",
+    )
+    multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
+    top_k = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    make_report = serializers.BooleanField(
+        required=False, default=True, help_text="Build the evidently report after the verdict."
+    )
 
 
 class AlertEventSerializer(serializers.ModelSerializer):
@@ -187,6 +211,11 @@ class MonitorSerializer(serializers.ModelSerializer):
     columns = serializers.ListField(child=serializers.CharField(), required=False)
     methods = serializers.DictField(child=serializers.CharField(), required=False)
     thresholds = serializers.DictField(child=serializers.FloatField(), required=False)
+    column_kinds = serializers.DictField(
+        child=serializers.ChoiceField(choices=["categorical", "numeric"]), required=False
+    )
+    weights = serializers.DictField(child=serializers.FloatField(min_value=0.0), required=False)
+    multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
     reference_where = serializers.DictField(required=False)
     retrain_where = serializers.DictField(required=False)
 

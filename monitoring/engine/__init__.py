@@ -5,7 +5,15 @@
 - ``check``: ``run_check(reference_profile, current_chunks, config) -> CheckResult``.
 """
 
-from monitoring.engine.check import CheckConfig, CheckResult, ColumnResult, Status, count_tested, run_check
+from monitoring.engine.check import (
+    CheckConfig,
+    CheckResult,
+    ColumnResult,
+    ConfigError,
+    Status,
+    count_tested,
+    run_check,
+)
 from monitoring.engine.profile import ColumnKind, ColumnProfile, DatasetProfile, build_profile
 
 __all__ = [
@@ -14,6 +22,7 @@ __all__ = [
     "ColumnKind",
     "ColumnProfile",
     "ColumnResult",
+    "ConfigError",
     "DatasetProfile",
     "Status",
     "build_profile",

@@ -23,6 +23,20 @@ absent from the reference are reported by name and share; a column that fails re
 the others go on; the dataset drifts when the share of drifted columns among those with a verdict
 (``ok`` or ``drift``) is at least ``drift_share``.
 
+Column rules that must not change verdicts by accident (issue 11):
+
+- a column with no values on either side is ``no_data``: it has no verdict and does not dilute the
+  dataset share (a column emptied or filled in the current window is still missing-rate drift);
+- a high-cardinality categorical (more than ``profile.MAX_CATEGORIES`` values) is compared on the
+  reference's ``top_k`` most frequent values plus one "other" bucket, and the result reports the
+  share of "other" on both sides (``other_share``, ``reference_other_share``);
+- integer columns with at most ``profile.INTEGER_CATEGORY_LIMIT`` = 20 distinct reference values are
+  categories; ``column_kinds`` overrides the kind per column ("categorical" or "numeric");
+- ``multiple_testing="bh"``: the p-values of the columns tested by K-S, chi-square or Z are adjusted
+  by Benjamini & Hochberg (1995), "Controlling the false discovery rate", JRSS B 57: 289-300, and each
+  adjusted p-value is compared with the column's threshold (distance methods and the missing-rate
+  test are left as they are); ``weights`` weigh each column in the dataset share (default 1).
+
 ``DEFAULT_MIN_SAMPLE_SIZE`` = 2,000 comes from calibration with no drift and a reference just above
 1,000 rows (where the distance methods take over): the normed Wasserstein distance then crosses 0.1
 in 1-4 % of 2,000-value windows of normal, lognormal, exponential, uniform and Student-t(3) data,
@@ -34,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +73,12 @@ SMALL_REFERENCE_ROWS = 1_000  # evidently: p-value tests at or below, distances 
 FEW_VALUES = 5  # evidently: numeric columns with at most this many values are tested as categories
 MAX_UNSEEN_REPORTED = 20
 METHODS = ("ks", "wasserstein", "psi", "jensenshannon", "chisquare", "z", "missing_rate")
+COLUMN_KINDS = ("categorical", "numeric")
+MULTIPLE_TESTING = ("none", "bh")
+# 50 values + "other": under no drift the Jensen-Shannon distance of a 2,000-row window stays near
+# sqrt(k / (8 n ln 2)) ~ 0.07, well below its 0.12 threshold (benchmarks/bench_drift_rules.py).
+DEFAULT_TOP_K = 50
+OTHER = "<other>"
 _CATEGORY_METHODS = frozenset({"psi", "jensenshannon", "chisquare", "z", "missing_rate"})
 
 
@@ -70,6 +90,7 @@ class Status(StrEnum):
     INSUFFICIENT_DATA = "insufficient_data"
     SKIPPED = "skipped"
     ERROR = "error"
+    NO_DATA = "no_data"
 
 
 # The statuses that give a verdict: the drift share is the drifted fraction of these columns.
@@ -85,12 +106,23 @@ def count_tested(results: Iterable[Mapping[str, Any]]) -> int:
     return sum(1 for result in results if result.get("status", Status.OK) in TESTED)
 
 
+class ConfigError(ValueError):
+    """An invalid ``CheckConfig`` value; ``field`` names the config field at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class CheckConfig:
     """What to compare and how; every field has evidently's default or ours (see the module docstring).
 
     ``methods`` / ``thresholds`` override per column (method names in ``METHODS``); ``columns`` limits
-    the check to those reference columns (None: all). Raises ValueError on an invalid value.
+    the check to those reference columns (None: all); ``column_kinds`` maps a column to "categorical"
+    or "numeric"; ``top_k`` is the number of values a high-cardinality column is compared on;
+    ``multiple_testing`` is "none" or "bh"; ``weights`` maps a column to its weight (>= 0) in the
+    dataset share. Raises ``ConfigError`` (a ValueError naming the field) on an invalid value.
     """
 
     drift_share: float = DEFAULT_DRIFT_SHARE
@@ -101,29 +133,57 @@ class CheckConfig:
     missing_rate_alpha: float = DEFAULT_MISSING_RATE_ALPHA
     missing_rate_min_change: float = DEFAULT_MISSING_RATE_MIN_CHANGE
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    column_kinds: Mapping[str, str] = field(default_factory=dict)
+    top_k: int = DEFAULT_TOP_K
+    multiple_testing: str = "none"
+    weights: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 0 < self.drift_share <= 1:
-            raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
-        if self.min_sample_size < 1:
-            raise ValueError(f"min_sample_size must be at least 1, got {self.min_sample_size}")
-        if self.chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be at least 1, got {self.chunk_rows}")
+        if not _is_number(self.drift_share) or not 0 < self.drift_share <= 1:
+            raise ConfigError("drift_share", f"drift_share must be in (0, 1], got {self.drift_share}")
+        if not _is_int(self.min_sample_size) or self.min_sample_size < 1:
+            raise ConfigError(
+                "min_sample_size", f"min_sample_size must be an integer >= 1, got {self.min_sample_size}"
+            )
+        if not _is_int(self.chunk_rows) or self.chunk_rows < 1:
+            raise ConfigError("chunk_rows", f"chunk_rows must be an integer >= 1, got {self.chunk_rows}")
         if not 0 < self.missing_rate_alpha < 1 or not 0 <= self.missing_rate_min_change <= 1:
-            raise ValueError("missing_rate_alpha must be in (0, 1) and missing_rate_min_change in [0, 1]")
+            raise ConfigError(
+                "missing_rate_alpha",
+                "missing_rate_alpha must be in (0, 1) and missing_rate_min_change in [0, 1]",
+            )
         for column, method in self.methods.items():
             if method not in METHODS:
-                raise ValueError(f"unknown method {method!r} for column {column!r}; choose from {METHODS}")
+                raise ConfigError(
+                    "methods", f"unknown method {method!r} for column {column!r}; choose from {METHODS}"
+                )
         for column, threshold in self.thresholds.items():
-            if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold >= 0):
-                raise ValueError(f"threshold for column {column!r} must be a finite number >= 0")
+            if not (_is_number(threshold) and math.isfinite(threshold) and threshold >= 0):
+                raise ConfigError(
+                    "thresholds", f"threshold for column {column!r} must be a finite number >= 0"
+                )
+        for column, kind in self.column_kinds.items():
+            if kind not in COLUMN_KINDS:
+                raise ConfigError(
+                    "column_kinds", f"unknown kind {kind!r} for column {column!r}; choose from {COLUMN_KINDS}"
+                )
+        if not _is_int(self.top_k) or not 1 <= self.top_k <= 1000:
+            raise ConfigError("top_k", f"top_k must be an integer from 1 to 1000, got {self.top_k}")
+        if self.multiple_testing not in MULTIPLE_TESTING:
+            raise ConfigError(
+                "multiple_testing",
+                f"unknown multiple_testing {self.multiple_testing!r}; choose from {MULTIPLE_TESTING}",
+            )
+        for column, weight in self.weights.items():
+            if not (_is_number(weight) and math.isfinite(weight) and weight >= 0):
+                raise ConfigError("weights", f"weight for column {column!r} must be a finite number >= 0")
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CheckConfig:
         """Config from a JSON-able mapping with the field names. Raises ValueError on unknown keys."""
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+            raise ConfigError(sorted(unknown)[0], f"unknown config keys: {sorted(unknown)}")
         values = dict(data)
         if values.get("columns") is not None:
             values["columns"] = tuple(values["columns"])
@@ -132,9 +192,18 @@ class CheckConfig:
     def to_dict(self) -> dict:
         """JSON-able dict of the fields."""
         data = asdict(self)
-        data["methods"], data["thresholds"] = dict(self.methods), dict(self.thresholds)
+        for name in ("methods", "thresholds", "column_kinds", "weights"):
+            data[name] = dict(getattr(self, name))
         data["columns"] = None if self.columns is None else list(self.columns)
         return data
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -146,6 +215,10 @@ class ColumnResult:
     binned summary was used; ``error_bound`` then bounds the error of D (K-S) or of the distance
     (Wasserstein), or is None where no bound is derived (PSI, Jensen-Shannon). Rates are shares of
     rows in [0, 1]; ``unseen_categories`` lists up to 20 ``{"value", "share"}`` of the current window.
+    A high-cardinality column was compared on its ``top_k`` values plus "other", whose shares of the
+    reference and current values are ``reference_other_share`` / ``other_share``. ``adjusted_score``
+    is the Benjamini-Hochberg adjusted p-value when the check asked for it (then compared with the
+    threshold instead of ``score``); ``weight`` is the column's weight in the dataset share.
     """
 
     column: str
@@ -168,6 +241,11 @@ class ColumnResult:
     current_inf_count: int = 0
     unseen_categories: tuple[dict, ...] = ()
     unseen_share: float | None = None
+    top_k: int | None = None
+    other_share: float | None = None
+    reference_other_share: float | None = None
+    adjusted_score: float | None = None
+    weight: float = 1.0
 
     @property
     def is_drifted(self) -> bool:
@@ -272,9 +350,13 @@ def run_check(
         except Exception as exc:  # report it on the column; the other columns keep their verdicts
             kind = reference.kind.value if reference is not None else "unknown"
             results.append(ColumnResult(name, kind, Status.ERROR, f"{type(exc).__name__}: {exc}"))
+    if config.multiple_testing == "bh":
+        results = _benjamini_hochberg(results)
+    results = [replace(r, weight=float(config.weights.get(r.column, 1.0))) for r in results]
     tested = [r for r in results if r.status in TESTED]
     drifted = sum(r.is_drifted for r in tested)
-    share = drifted / len(tested) if tested else 0.0
+    total_weight = sum(r.weight for r in tested)
+    share = sum(r.weight for r in tested if r.is_drifted) / total_weight if total_weight else 0.0
     return CheckResult(
         columns=tuple(results),
         reference_rows=reference_profile.rows,
@@ -302,6 +384,7 @@ def _evaluate(
         return ColumnResult(name, kind.value, Status.ERROR, f"reference: {reference.error}")
     if kind == ColumnKind.EXCLUDED:
         return ColumnResult(name, kind.value, Status.SKIPPED, reference.excluded_reason or "excluded")
+    kind = _overridden_kind(name, reference, config)
     if current is None or current.error is not None:
         message = current.error if current is not None else "no current data"
         return ColumnResult(name, kind.value, Status.ERROR, f"current: {message}")
@@ -316,6 +399,12 @@ def _evaluate(
     if rows < config.min_sample_size:
         message = f"the current window has {rows} rows; the minimum is {config.min_sample_size}"
         return ColumnResult(status=Status.INSUFFICIENT_DATA, message=message, **base)
+    if reference.count == 0 and current.count == 0:
+        # Nothing to compare on either side: no verdict, so the column cannot dilute the share.
+        base.update(reference_missing_rate=1.0, current_missing_rate=1.0)
+        return ColumnResult(
+            status=Status.NO_DATA, message="no values in the reference or the current data", **base
+        )
 
     missing = _missing_rate(reference, current, config)
     base.update(missing.fields)
@@ -334,15 +423,22 @@ def _evaluate(
             return _missing_only_result(kind, missing, base, config, note=message)
         return ColumnResult(status=Status.INSUFFICIENT_DATA, message=message, **base)
 
-    outcome = _value_test(kind, reference, current, method)
+    top = _top_k(reference, current, config.top_k) if _is_high_cardinality(kind, reference) else None
+    outcome = _value_test(kind, reference, current, method, top)
     threshold = config.thresholds.get(name, methods.DEFAULT_THRESHOLDS[outcome.method])
     value_drift = methods.is_drift(outcome.method, outcome.score, threshold)
-    unseen, unseen_share = _unseen(kind, reference, current)
+    unseen, unseen_share = _unseen(kind, reference, current) if top is None else ((), None)
     parts = [_describe(outcome.method, outcome.score, threshold, value_drift)]
     if missing.is_drift:
         parts.append(missing.message)
     if unseen_share:
         parts.append(f"{unseen_share:.1%} of current values are categories unseen in the reference")
+    if top is not None:
+        base.update(top_k=top.k, other_share=top.current_other, reference_other_share=top.reference_other)
+        parts.append(
+            f"compared on the top {top.k} values; other values: {top.reference_other:.1%} of the "
+            f"reference, {top.current_other:.1%} of the current window"
+        )
     return ColumnResult(
         status=Status.DRIFT if value_drift or missing.is_drift else Status.OK,
         message="; ".join(parts),
@@ -428,8 +524,98 @@ def _sketches(reference: ColumnProfile, current: ColumnProfile) -> tuple[Numeric
     return reference.sketch, current.sketch
 
 
+def _overridden_kind(name: str, reference: ColumnProfile, config: CheckConfig) -> ColumnKind:
+    """The reference's kind, or the one ``config.column_kinds`` sets. Raises ValueError when the
+    values cannot be read that way (strings as numbers, binned numbers as categories)."""
+    wanted = config.column_kinds.get(name)
+    if wanted is None:
+        return reference.kind
+    if wanted == "numeric":
+        if reference.sketch is None or reference.family == "datetime":
+            raise ValueError(
+                f"column {name!r} holds {reference.family} values and cannot be compared as numbers"
+            )
+        return ColumnKind.NUMERIC
+    if reference.counts is None and (reference.sketch is None or not reference.sketch.is_exact):
+        raise ValueError(
+            f"column {name!r} has more than 10000 distinct values and cannot be compared as categories"
+        )
+    return ColumnKind.CATEGORICAL
+
+
+def _is_high_cardinality(kind: ColumnKind, reference: ColumnProfile) -> bool:
+    return kind == ColumnKind.CATEGORICAL and reference.is_over_limit and bool(reference.counts)
+
+
+@dataclass(frozen=True)
+class _TopK:
+    """Counts on the reference's ``k`` most frequent values plus ``OTHER``, on both sides."""
+
+    k: int
+    reference_counts: dict[str, float]
+    current_counts: dict[str, float]
+    reference_other: float
+    current_other: float
+
+
+def _top_k(reference: ColumnProfile, current: ColumnProfile, k: int) -> _TopK:
+    ranked = sorted(reference.category_counts().items(), key=lambda item: (-item[1], item[0]))
+    top = [key for key, _value in ranked[:k]]
+    cur_all = current.category_counts()
+    ref = {key: float(value) for key, value in ranked[:k]}
+    cur = {key: float(cur_all.get(key, 0.0)) for key in top}
+    # "other" is everything else with a value, including the values the profile no longer tracks.
+    ref[OTHER] = max(reference.count - sum(ref.values()), 0.0)
+    cur[OTHER] = max(current.count - sum(cur.values()), 0.0)
+    return _TopK(
+        k=len(top),
+        reference_counts=ref,
+        current_counts=cur,
+        reference_other=ref[OTHER] / reference.count if reference.count else 0.0,
+        current_other=cur[OTHER] / current.count if current.count else 0.0,
+    )
+
+
+def _benjamini_hochberg(results: list[ColumnResult]) -> list[ColumnResult]:
+    """Adjust the p-values of the value tests (K-S, chi-square, Z) of the tested columns together.
+
+    Adjusted p_(i) = min over j >= i of p_(j) * m / j (the step-up rule as adjusted p-values, as in
+    R's ``p.adjust(method="BH")``), capped at 1; a column's value verdict is then its adjusted
+    p-value against its threshold. A missing-rate drift stands on its own test.
+    """
+    indices = [
+        i
+        for i, r in enumerate(results)
+        if r.status in TESTED and r.method in methods.P_VALUE_METHODS and r.score is not None
+    ]
+    if not indices:
+        return results
+    p_values = np.array([results[i].score for i in indices], dtype=float)
+    m = p_values.size
+    order = np.argsort(p_values, kind="stable")
+    scaled = p_values[order] * m / np.arange(1, m + 1)
+    adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    adjusted = np.empty(m)
+    adjusted[order] = adjusted_sorted
+    out = list(results)
+    for i, q in zip(indices, adjusted, strict=True):
+        r = results[i]
+        value_drift = methods.is_drift(str(r.method), float(q), float(r.threshold or 0.0))
+        drifted = value_drift or r.is_missing_rate_drift
+        verdict = "drift" if value_drift else "no drift"
+        message = f"{r.message}; Benjamini-Hochberg adjusted p-value {float(q):.4g} ({verdict})"
+        out[i] = replace(
+            r, adjusted_score=float(q), status=Status.DRIFT if drifted else Status.OK, message=message
+        )
+    return out
+
+
 def _value_test(
-    kind: ColumnKind, reference: ColumnProfile, current: ColumnProfile, method: str | None
+    kind: ColumnKind,
+    reference: ColumnProfile,
+    current: ColumnProfile,
+    method: str | None,
+    top: _TopK | None = None,
 ) -> methods.MethodResult:
     numeric = reference.sketch is not None and kind != ColumnKind.CATEGORICAL
     if numeric:
@@ -441,7 +627,10 @@ def _value_test(
         else:
             n_values = FEW_VALUES + 1
     else:
-        ref_counts, cur_counts = _value_counts(reference), _value_counts(current)
+        if top is not None:
+            ref_counts, cur_counts = top.reference_counts, top.current_counts
+        else:
+            ref_counts, cur_counts = _value_counts(reference), _value_counts(current)
         n_values = len({k for k, v in ref_counts.items() if v} | {k for k, v in cur_counts.items() if v})
     small = reference.count <= SMALL_REFERENCE_ROWS
     if method is None:
@@ -475,7 +664,8 @@ def _value_test(
         return methods.MethodResult(method, score, None, exact, 0.0 if exact else None)
     if numeric and not both_exact:
         raise ValueError(f"{method} needs categories, and the column has more than 10000 distinct values")
-    ref_counts, cur_counts = _value_counts(reference), _value_counts(current)
+    if numeric or top is None:
+        ref_counts, cur_counts = _value_counts(reference), _value_counts(current)
     keys = sorted(set(ref_counts) | set(cur_counts), key=_sort_key)
     ref = np.array([ref_counts.get(k, 0.0) for k in keys])
     cur = np.array([cur_counts.get(k, 0.0) for k in keys])

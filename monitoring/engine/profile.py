@@ -11,14 +11,22 @@ keeps the row count, the missing count (null, NaN, NaT; ``inf`` is counted apart
 - strings, categories and booleans: the count of each value (keys are ``str(value)``).
 
 Column kinds follow evidently's inference (``evidently/core/datasets.py: infer_column_type``) where it
-is sound: floats are numeric; integers with at most 10 distinct values are categorical; strings with
-more than half of their values distinct are text, which we exclude. Unlike evidently we also profile
-booleans, nullable (``Int64``, ``boolean``) and unsigned columns, and datetimes. Excluded columns
-carry a reason: a row index ("all values unique"), free text, or more than ``MAX_CATEGORIES`` values.
+is sound: floats are numeric; strings with more than half of their values distinct are text, which we
+exclude. Integer columns with at most ``INTEGER_CATEGORY_LIMIT`` = 20 distinct reference values are
+categorical (evidently says 10; issue 11): codes such as months (12), weekdays, weather or education
+levels (16) are categories, so a new code is named, while hours of the day (24) and counts stay
+numeric. A check may override the kind per column (``CheckConfig.column_kinds``). Unlike evidently we
+also profile booleans, nullable (``Int64``, ``boolean``) and unsigned columns, and datetimes. Excluded
+columns carry a reason: a row index ("all values unique") or free text.
+
+A string column with more than ``MAX_CATEGORIES`` values is "high cardinality" (``is_over_limit``):
+the profile keeps the counts of its ``MAX_CATEGORIES`` most frequent values and lumps the rest into
+``other_count`` (after each chunk and merge, so a value dropped early and seen again later restarts
+from zero: the kept counts are lower bounds, exact for values that were never dropped); the check
+then compares its top-k values plus "other" (issue 11) instead of skipping the column.
 
 Size bounds of ``to_dict()``: a numeric column at most ~262 KB (see ``sketch``), a categorical column
-at most ``MAX_CATEGORIES`` keys with their counts (a column with more is excluded and its counts
-dropped), plus a few hundred bytes of counters per column.
+at most ``MAX_CATEGORIES`` keys with their counts, plus a few hundred bytes of counters per column.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import pandas as pd
 from monitoring.engine.sketch import NumericSketch
 
 PROFILE_VERSION = 1
-INTEGER_CATEGORY_LIMIT = 10  # evidently's INTEGER_CARDINALITY_LIMIT
+INTEGER_CATEGORY_LIMIT = 20  # evidently's INTEGER_CARDINALITY_LIMIT is 10; see the module docstring
 MAX_CATEGORIES = 10_000
 MAX_UNSEEN_CATEGORIES = 1_000  # per current window; further new categories are counted together
 OTHER_UNSEEN = "<other unseen categories>"
@@ -132,6 +140,10 @@ class ColumnProfile:
     last_value: float | None = None
     is_row_index: bool = True
     is_over_limit: bool = False
+    # High cardinality only: rows of the values dropped from ``counts``, and how many values were
+    # dropped (with repeats, so ``len(counts) + dropped_categories`` bounds the distinct values).
+    other_count: float = 0.0
+    dropped_categories: int = 0
     error: str | None = None
     # Current windows only: the family is the reference's, new categories beyond
     # MAX_UNSEEN_CATEGORIES are counted together in unseen_overflow.
@@ -208,9 +220,10 @@ class ColumnProfile:
         if self.family == "int" and self.is_row_index and self.count >= 3 and self.count == self.rows:
             return "all values unique: a row index (each value is the previous one plus 1)"
         if self.family == "string":
-            if self.is_over_limit:
+            if self.is_over_limit and not self.counts:
+                # Profiles stored before issue 11 dropped a high-cardinality column's counts.
                 return f"high cardinality: more than {MAX_CATEGORIES} distinct values"
-            distinct = len(self.counts or {})
+            distinct = len(self.counts or {}) + self.dropped_categories
             if self.count and distinct > TEXT_DISTINCT_SHARE * self.count:
                 if distinct == self.count:
                     return "all values unique"
@@ -318,7 +331,7 @@ class ColumnProfile:
         counts, missing = _category_counts(series)
         self.rows += len(series)
         self.missing += missing
-        if self.is_over_limit or self.counts is None:
+        if self.counts is None:
             return
         tracked_limit = len(self.known_categories or ()) + MAX_UNSEEN_CATEGORIES
         for key, value in counts.items():
@@ -328,9 +341,19 @@ class ColumnProfile:
                 self.unseen_overflow += value
             else:
                 self.counts[key] = value
-        if not self.is_current and len(self.counts) > MAX_CATEGORIES:
-            self.is_over_limit = True
-            self.counts = {}
+        if not self.is_current:
+            self._keep_top_categories()
+
+    def _keep_top_categories(self) -> None:
+        """Keep the ``MAX_CATEGORIES`` most frequent values; the rest go to ``other_count``."""
+        if self.counts is None or len(self.counts) <= MAX_CATEGORIES:
+            return
+        self.is_over_limit = True
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        self.counts = dict(ranked[:MAX_CATEGORIES])
+        dropped = ranked[MAX_CATEGORIES:]
+        self.other_count += sum(value for _key, value in dropped)
+        self.dropped_categories += len(dropped)
 
     def _reset(self, family: str, dtype: str) -> None:
         rows, missing = self.rows, self.missing
@@ -367,13 +390,11 @@ class ColumnProfile:
                 self.last_value = other.last_value
         elif self.counts is not None and other.counts is not None:
             self.is_over_limit = self.is_over_limit or other.is_over_limit
-            if not self.is_over_limit:
-                for key, value in other.counts.items():
-                    self.counts[key] = self.counts.get(key, 0.0) + value
-                if len(self.counts) > MAX_CATEGORIES:
-                    self.is_over_limit = True
-            if self.is_over_limit:
-                self.counts = {}
+            for key, value in other.counts.items():
+                self.counts[key] = self.counts.get(key, 0.0) + value
+            self.other_count += other.other_count
+            self.dropped_categories += other.dropped_categories
+            self._keep_top_categories()
         self.rows += other.rows
         self.missing += other.missing
         self.infinite += other.infinite
@@ -399,6 +420,8 @@ class ColumnProfile:
             "last_value": self.last_value,
             "is_row_index": self.is_row_index,
             "is_over_limit": self.is_over_limit,
+            "other_count": self.other_count,
+            "dropped_categories": self.dropped_categories,
             "error": self.error,
         }
 
@@ -420,6 +443,8 @@ class ColumnProfile:
             last_value=data["last_value"],
             is_row_index=bool(data["is_row_index"]),
             is_over_limit=bool(data["is_over_limit"]),
+            other_count=float(data.get("other_count", 0.0)),
+            dropped_categories=int(data.get("dropped_categories", 0)),
             error=data["error"],
         )
 

@@ -17,7 +17,7 @@ from monitoring.models.alerts import (
     Notification,
     NotificationState,
 )
-from monitoring.models.checks import CheckState, DriftCheck, ProfileState, ReferenceProfile
+from monitoring.models.checks import CheckState, DriftCheck, ProfileState, ReferenceProfile, ReportState
 from monitoring.models.monitors import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
 from monitoring.models.routing import (
     MAX_DELAY_MINUTES,
@@ -52,5 +52,6 @@ __all__ = [
     "NotificationState",
     "ProfileState",
     "ReferenceProfile",
+    "ReportState",
     "Severity",
 ]

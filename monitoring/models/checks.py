@@ -23,6 +23,16 @@ class CheckState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class ReportState(models.TextChoices):
+    """The evidently report of a check: built by its own task after the verdict (issue 11)."""
+
+    NOT_REQUESTED = "not_requested", "Not requested"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
 class ProfileState(models.TextChoices):
     PENDING = "pending", "Pending"
     BUILDING = "building", "Building"
@@ -112,6 +122,9 @@ class DriftCheck(Delivered):
     report = models.CharField(
         max_length=500, blank=True, help_text="Evidently HTML, relative to artifact root."
     )
+    report_state = models.CharField(
+        max_length=16, choices=ReportState.choices, default=ReportState.NOT_REQUESTED
+    )
     report_error = models.TextField(blank=True)
     error = models.TextField(blank=True)
     # A real key (issue 8): ``retrain_job_id`` is its column; a deleted job leaves NULL.
@@ -193,6 +206,11 @@ class DriftCheck(Delivered):
     @property
     def is_finished(self) -> bool:
         return self.state in (CheckState.SUCCEEDED, CheckState.FAILED)
+
+    @property
+    def has_report(self) -> bool:
+        """An evidently report exists or is being built (its own task, after the verdict)."""
+        return bool(self.report) or self.report_state in (ReportState.QUEUED, ReportState.RUNNING)
 
     @property
     def drifted_columns(self) -> list[dict]:

@@ -31,6 +31,11 @@ MONITOR_FIELDS = (
     "thresholds",
     "drift_share",
     "min_sample_size",
+    "column_kinds",
+    "weights",
+    "multiple_testing",
+    "top_k",
+    "make_report",
     "check_predictions",
     "check_performance",
     "performance_tolerance",
@@ -54,6 +59,7 @@ MONITOR_BOUNDS = (
     ("reopen_within_hours", 0, 366 * 24, "hours"),
     ("auto_resolve_after", 0, 10_000, "clean checks"),
     ("min_sample_size", 1, 1_000_000_000, "rows"),
+    ("top_k", 1, 1000, "values"),
 )
 
 
@@ -91,6 +97,21 @@ class Monitor(models.Model):
     thresholds = models.JSONField(default=dict, blank=True, help_text="Column -> threshold.")
     drift_share = models.FloatField(default=0.5)
     min_sample_size = models.PositiveIntegerField(default=2000)
+    # Column rules (issue 11, monitoring.engine.check): kinds and weights per column, multiple-testing
+    # control, and how many values of a high-cardinality column are compared.
+    column_kinds = models.JSONField(
+        default=dict, blank=True, help_text='Column -> "categorical" or "numeric" (overrides the rule).'
+    )
+    weights = models.JSONField(default=dict, blank=True, help_text="Column -> weight in the dataset share.")
+    multiple_testing = models.CharField(
+        max_length=8, default="none", help_text='"bh": Benjamini-Hochberg on the p-value tests.'
+    )
+    top_k = models.PositiveSmallIntegerField(
+        default=50, help_text="Values a high-cardinality column is compared on, plus one 'other'."
+    )
+    make_report = models.BooleanField(
+        default=True, help_text="Build the evidently report after each check (a separate task)."
+    )
     check_predictions = models.BooleanField(default=True)
     check_performance = models.BooleanField(default=True)
     performance_tolerance = models.FloatField(
@@ -157,6 +178,9 @@ class Monitor(models.Model):
                 name="monitor_source_matches_current_dataset",
             ),
             in_choices("severity", Severity, "monitor_severity_valid"),
+            models.CheckConstraint(
+                condition=Q(multiple_testing__in=("none", "bh")), name="monitor_multiple_testing_valid"
+            ),
         ]
 
     def __str__(self) -> str:

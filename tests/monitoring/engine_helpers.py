@@ -41,8 +41,8 @@ def evidently_verdicts(reference: pd.DataFrame, current: pd.DataFrame) -> dict[s
     return out
 
 
-def assert_same_verdicts(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
-    ours = run_check(build_profile(reference), current)
+def assert_same_verdicts(reference: pd.DataFrame, current: pd.DataFrame, config: dict | None = None) -> dict:
+    ours = run_check(build_profile(reference), current, config)
     json.dumps(ours.to_dict())
     theirs = evidently_verdicts(reference, current)
     compared = {}

@@ -19,6 +19,7 @@ from monitoring.actions.checks import claim_drift_check, do_request_drift_check
 from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, CheckState, DriftCheck, ReferenceProfile
+from monitoring.reports import execute_drift_report
 from tests.conftest import DRIFT_COLUMNS, mail_count
 from tests.monitoring.conftest import register_frame
 
@@ -167,9 +168,23 @@ def test_check_decides_with_the_engine_and_shows_evidently_beside_it(
     assert check.columns == DRIFT_COLUMNS
     assert (check.reference_where, check.window["rows"]) == ({"yr": 0}, 8734)
 
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         state = execute_drift_check(check.pk)
-        assert not mail_dir.exists()  # the email waits for the commit
+    check.refresh_from_db()
+    # The verdict is stored and the alert raised before the report is even asked for (issue 11).
+    assert (check.state, check.report_state, check.report, check.evidently_results) == (
+        "succeeded",
+        "queued",
+        "",
+        [],
+    )
+    assert Alert.objects.count() == 1
+    assert not mail_dir.exists()  # the email waits for the commit
+    assert len(callbacks) == 3  # the report's task, the first escalation step, then its delivery
+    for callback in callbacks[1:]:  # the report is built below by its task's plain function
+        callback()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert execute_drift_report(check.pk) == "succeeded"
 
     check.refresh_from_db()
     reference = build_profile(bike_frame[bike_frame["yr"] == 0])
@@ -177,7 +192,6 @@ def test_check_decides_with_the_engine_and_shows_evidently_beside_it(
         reference, bike_frame[bike_frame["yr"] == 1], CheckConfig(columns=tuple(DRIFT_COLUMNS))
     )
     assert state == CheckState.SUCCEEDED
-    assert len(callbacks) == 2  # the first escalation step, then its delivery
     assert check.results == [column.to_dict() for column in expected.columns]
     assert [(c["column"], c["method"], c["threshold"]) for c in check.drifted_columns] == [
         ("hum", "wasserstein", 0.1),
@@ -304,8 +318,11 @@ def test_an_empty_column_is_drift_by_missing_rate_and_the_others_keep_their_verd
     check = _request(registered_version, current, scientist)
 
     assert execute_drift_check(check.pk) == CheckState.SUCCEEDED
+    # The report fails on its own; the check and its verdicts stay as they are.
+    assert execute_drift_report(check.pk) == "failed"
 
     check.refresh_from_db()
+    assert check.state == CheckState.SUCCEEDED
     hum = next(c for c in check.results if c["column"] == "hum")
     assert (hum["status"], hum["method"], hum["reference_missing_rate"], hum["current_missing_rate"]) == (
         "drift",
@@ -532,12 +549,15 @@ def test_report_endpoint_returns_the_evidently_html(
     check = _request(registered_version, current_dataset_version, scientist)
     queued = client_for(viewer).get(f"/api/drift-checks/{check.pk}/report/")
     execute_drift_check(check.pk)
+    building = client_for(viewer).get(f"/api/drift-checks/{check.pk}/report/")
+    execute_drift_report(check.pk)
     check.refresh_from_db()
 
     response = client_for(viewer).get(f"/api/drift-checks/{check.pk}/report/")
     hidden = client_for(outsider).get(f"/api/drift-checks/{check.pk}/report/")
 
     assert (queued.status_code, queued.json()) == (404, {"detail": "this drift check has no report (yet)"})
+    assert building.status_code == 404  # the verdict is in; the report's task has not run yet
     assert response.status_code == 200
     assert response["Content-Type"] == "text/html"
     assert b"".join(response.streaming_content) == (settings.ARTIFACT_ROOT / check.report).read_bytes()

@@ -45,9 +45,12 @@ def test_all_null_column():
     assert profile.columns["v"].kind == ColumnKind.NUMERIC
     both_null = run_check(profile, pd.DataFrame({"v": np.full(2000, np.nan), "w": np.arange(2000) % 7 * 1.5}))
     v = both_null.column("v")
-    assert (v.status, v.method, v.score) == (Status.OK, "missing_rate", 1.0)
+    # No values on either side: no verdict, and not counted in the dataset share (issue 11).
+    assert (v.status, v.method, v.score) == (Status.NO_DATA, None, None)
+    assert v.message == "no values in the reference or the current data"
     assert (v.reference_missing_rate, v.current_missing_rate) == (1.0, 1.0)
     assert both_null.column("w").status == Status.OK  # the other column is unaffected
+    assert (both_null.number_of_columns, both_null.share_of_drifted_columns) == (1, 0.0)
     filled = run_check(profile, pd.DataFrame({"v": np.ones(2000), "w": np.zeros(2000)})).column("v")
     assert (filled.status, filled.method, filled.is_missing_rate_drift) == (
         Status.DRIFT,
