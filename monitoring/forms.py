@@ -79,6 +79,27 @@ class MonitorForm(ScopedForm):
     min_sample_size = forms.IntegerField(
         min_value=1, initial=2000, help_text="Fewer current values: insufficient data."
     )
+    column_kinds = JSONObjectField(
+        help_text='Per column, categorical or numeric, e.g. {"mnth": "numeric"} (integers with at most '
+        "20 values are categories)."
+    )
+    weights = JSONObjectField(help_text='Per column, its weight in the drift share, e.g. {"cnt": 2}.')
+    multiple_testing = forms.ChoiceField(
+        choices=[("none", "None"), ("bh", "Benjamini-Hochberg")],
+        initial="none",
+        required=False,
+        help_text="Control of false alarms over the p-value tests.",
+    )
+    top_k = forms.IntegerField(
+        min_value=1,
+        max_value=1000,
+        initial=50,
+        required=False,
+        help_text="Values a many-valued category is compared on.",
+    )
+    make_report = forms.BooleanField(
+        required=False, initial=True, help_text="Build the evidently report after each check."
+    )
     check_predictions = forms.BooleanField(required=False, initial=True)
     check_performance = forms.BooleanField(
         required=False, initial=True, help_text="When the data holds labels."
@@ -113,6 +134,9 @@ class MonitorForm(ScopedForm):
         """Keyword arguments for ``do_create_monitor`` / ``do_update_monitor``."""
         data = dict(self.cleaned_data)
         data["columns"] = comma_list(data["columns"])
+        for name in ("top_k", "multiple_testing"):
+            if data.get(name) in (None, ""):
+                data.pop(name, None)  # the monitor's default
         if data["reference_dataset_version"] is None:
             # The training data, with the training spec's row filter unless one was typed.
             data.pop("reference_dataset_version")

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
+from celery.contrib.testing.worker import start_worker
 
+import config.celery
 from governance.actions.datasets import do_create_dataset
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, DriftCheck
@@ -283,3 +287,61 @@ def test_a_check_past_its_time_limit_fails_with_the_reason(
         "the check ran past its time limit of 1e-06 s (STEWARD_DRIFT_CHECK_TIME_LIMIT_S)"
     )
     assert (check.progress, check.stage, check.results, Alert.objects.count()) == (1.0, "failed", [], 0)
+
+
+# Through a real worker ------------------------------------------------------------------------
+WORKER_QUEUE = "steward-tests-drift-report"
+
+
+@pytest.fixture
+def report_worker():
+    """A real Celery worker (solo pool, in a thread) on the configured broker and a queue of its own."""
+    app = config.celery.app
+    saved = app.conf.task_routes
+    app.conf.update(task_routes={"*": {"queue": WORKER_QUEUE}})
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_declare(WORKER_QUEUE)
+            conn.default_channel.queue_purge(WORKER_QUEUE)
+        with start_worker(
+            app, pool="solo", perform_ping_check=False, queues=[WORKER_QUEUE], shutdown_timeout=60
+        ):
+            yield
+    finally:
+        app.conf.update(task_routes=saved)
+
+
+def _wait_for(what: str, condition, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} within {timeout_s} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_stores_the_verdict_then_builds_the_report(
+    report_worker, client_for, scientist, registered_version, current_dataset_version, settings
+):
+    response = client_for(scientist).post(
+        "/api/drift-checks/",
+        {"model_version": registered_version.pk, "current_dataset_version": current_dataset_version.pk},
+        format="json",
+    )
+    check_id = response.json()["id"]
+
+    _wait_for("reported", lambda: DriftCheck.objects.get(pk=check_id).report_state in ("succeeded", "failed"))
+
+    check = DriftCheck.objects.get(pk=check_id)
+    assert (check.state, check.drifted_count, check.report_state, check.report_error) == (
+        "succeeded",
+        2,
+        "succeeded",
+        "",
+    )
+    assert (settings.ARTIFACT_ROOT / check.report).read_text().lstrip().lower().startswith("<!doctype html>")
+    assert [c["column"] for c in check.evidently_results] == DRIFT_COLUMNS
+    # The alert was raised with the verdict, before the report existed, and links to it.
+    alert = Alert.objects.get()
+    assert alert.drift_check_id == check_id
+    assert alert.evidence["report_url"].endswith(f"/drift-checks/{check_id}/report/")
