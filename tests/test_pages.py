@@ -14,6 +14,7 @@ from monitoring.actions.monitors import do_create_monitor
 from monitoring.actions.policies import do_create_escalation_policy
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert
+from monitoring.reports import execute_drift_report
 from runners.actions import do_submit_job
 from runners.code_versions import do_create_code_project, do_register_code_version
 from runners.models import Job, JobKind
@@ -33,6 +34,7 @@ def world(model_version, current_dataset_version, scientist, owner):
         model_version=model_version, current_dataset_version=current_dataset_version, actor=scientist
     )
     assert execute_drift_check(check.pk) == "succeeded"
+    assert execute_drift_report(check.pk) == "succeeded"  # its own task since issue 11
     check.refresh_from_db()
     team = model_version.model.team
     channel = do_create_channel(

@@ -330,3 +330,43 @@ def test_current_window_memory_does_not_grow_with_rows():
         categories.add(pd.Series([f"new-{i}-{j}" for j in range(MAX_CATEGORIES // 4)]))
     assert len(categories.counts) <= 2 + 1_000
     assert categories.count == 5 * (MAX_CATEGORIES // 4)
+
+
+# -- column rules of issue 11 ---------------------------------------------------------------------
+def test_benjamini_hochberg_adjusted_p_values_equal_scipys():
+    rng = np.random.default_rng(12)
+    reference = pd.DataFrame({f"x{i}": rng.normal(0, 1, 800) for i in range(6)})
+    current = pd.DataFrame({f"x{i}": rng.normal(0.04 * i, 1, 2500) for i in range(6)})
+    profile = build_profile(reference)
+
+    plain = run_check(profile, current)
+    controlled = run_check(profile, current, {"multiple_testing": "bh"})
+
+    p_values = [c.score for c in plain.columns]
+    assert [c.method for c in plain.columns] == ["ks"] * 6
+    assert [c.adjusted_score for c in controlled.columns] == pytest.approx(
+        list(stats.false_discovery_control(p_values, method="bh")), rel=1e-12
+    )
+    assert [c.status for c in controlled.columns] == [
+        Status.DRIFT if q <= 0.05 else Status.OK for q in stats.false_discovery_control(p_values)
+    ]
+
+
+def test_a_high_cardinality_profile_keeps_its_top_values_within_the_bound():
+    rng = np.random.default_rng(13)
+    # Zipf-like: about 15,700 distinct values in 60,000 rows, a few frequent ones.
+    values = np.minimum(rng.zipf(1.1, 60_000), 10**7).astype(str)
+    frame = pd.DataFrame({"code": values})
+    whole = build_profile(frame)
+    chunked = build_profile(frame, chunk_rows=7_000)
+    column = whole.columns["code"]
+
+    assert (column.kind, column.is_over_limit, len(column.counts)) == ("categorical", True, MAX_CATEGORIES)
+    assert column.other_count + sum(column.counts.values()) == 60_000
+    top = pd.Series(values).value_counts().head(50)
+    assert {k: column.counts[k] for k in top.index} == top.astype(float).to_dict()
+    # In chunks, the frequent values are never dropped: the same top counts.
+    assert {k: chunked.columns["code"].counts[k] for k in top.index} == top.astype(float).to_dict()
+    assert len(json.dumps(whole.to_dict())) < 400_000
+    result = run_check(whole, frame.sample(5_000, random_state=1)).column("code")
+    assert (result.status, result.top_k, result.unseen_categories) == (Status.OK, 50, ())
