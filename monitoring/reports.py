@@ -26,11 +26,14 @@ from monitoring.models import DriftCheck
 logger = logging.getLogger(__name__)
 
 
-def _sampled_frame(version: DatasetVersion, columns: list[str], max_rows: int, seed: int, where=None):
+def _sampled_frame(
+    version: DatasetVersion, columns: list[str], max_rows: int, seed: int, where: dict | None = None
+) -> tuple[pd.DataFrame, int]:
+    """A seeded sample of at most ``max_rows`` rows of the version's ``columns``, and its row count."""
     frame = datafiles.read_frame(version.path, version.format, version.original_filename or version.file)
     if where:
         frame = datafiles.apply_where(frame, datafiles.check_where(where, list(frame.columns)))
-    return drift.sample_rows(frame[[c for c in columns if c in frame.columns]], max_rows, seed)
+    return drift.sample_rows(frame[[c for c in columns if c in frame.columns]], max_rows, seed), len(frame)
 
 
 def execute_drift_report(check_id: int) -> str:
@@ -44,17 +47,15 @@ def execute_drift_report(check_id: int) -> str:
     check = DriftCheck.objects.select_related("reference_dataset_version").get(pk=check_id)
     max_rows = settings.STEWARD_DRIFT_REPORT_MAX_ROWS
     try:
-        reference = _sampled_frame(
+        reference, reference_rows = _sampled_frame(
             check.reference_dataset_version, check.columns, max_rows, 0, check.reference_where
         )
         ids = check.window.get("dataset_versions") or [check.current_dataset_version_id]
         versions = {version.pk: version for version in DatasetVersion.objects.filter(pk__in=ids)}
+        parts = [_sampled_frame(versions[pk], check.columns, max_rows, 1) for pk in ids]
+        current_rows = sum(rows for _frame, rows in parts)
         current = drift.sample_rows(
-            pd.concat(
-                [_sampled_frame(versions[pk], check.columns, max_rows, 1) for pk in ids], ignore_index=True
-            ),
-            max_rows,
-            1,
+            pd.concat([frame for frame, _rows in parts], ignore_index=True), max_rows, 1
         )
         columns = [c for c in check.columns if c in reference.columns and c in current.columns]
         with tempfile.TemporaryDirectory(prefix="steward-report-") as folder:
@@ -75,6 +76,6 @@ def execute_drift_report(check_id: int) -> str:
         record_drift_report(check_id, error=f"evidently could not make its report: {exc}")
     else:
         path = artifacts.store_bytes(html, hashlib.sha256(html).hexdigest(), "reports", ".html")
-        sampled = max_rows if max(check.window.get("rows") or 0, len(reference)) > max_rows else None
+        sampled = max_rows if max(reference_rows, current_rows) > max_rows else None
         record_drift_report(check_id, report=path, evidently_results=results, sampled_rows=sampled)
     return DriftCheck.objects.values_list("report_state", flat=True).get(pk=check_id)

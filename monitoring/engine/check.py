@@ -411,11 +411,9 @@ def _evaluate(
     base.update(missing.fields)
     method = config.methods.get(name)
     missing_only = method == "missing_rate" or (kind == ColumnKind.DATETIME and method is None)
-    if not missing_only and (reference.count == 0 or current.count == 0):
-        missing_only = reference.count == 0 and current.count == 0
-        if not missing_only and not missing.is_drift:
-            side = "the reference" if reference.count == 0 else "the current window"
-            return ColumnResult(status=Status.INSUFFICIENT_DATA, message=f"{side} has no values", **base)
+    if not missing_only and min(reference.count, current.count) == 0 and not missing.is_drift:
+        side = "the reference" if reference.count == 0 else "the current window"
+        return ColumnResult(status=Status.INSUFFICIENT_DATA, message=f"{side} has no values", **base)
     if missing_only or (missing.is_drift and min(reference.count, current.count) == 0):
         return _missing_only_result(kind, missing, base, config)
     if current.count < config.min_sample_size:

@@ -345,3 +345,30 @@ def test_a_real_worker_stores_the_verdict_then_builds_the_report(
     alert = Alert.objects.get()
     assert alert.drift_check_id == check_id
     assert alert.evidence["report_url"].endswith(f"/drift-checks/{check_id}/report/")
+
+
+def test_the_report_reads_a_bounded_sample(
+    client_for,
+    scientist,
+    registered_version,
+    current_dataset_version,
+    settings,
+    django_capture_on_commit_callbacks,
+):
+    settings.STEWARD_DRIFT_REPORT_MAX_ROWS = 2000
+    response = client_for(scientist).post(
+        "/api/drift-checks/",
+        {"model_version": registered_version.pk, "current_dataset_version": current_dataset_version.pk},
+        format="json",
+    )
+    check_id = response.json()["id"]
+    with django_capture_on_commit_callbacks(execute=False):
+        execute_drift_check(check_id)
+
+    assert execute_drift_report(check_id) == "succeeded"
+
+    check = DriftCheck.objects.get(pk=check_id)
+    assert (check.sampled_rows, check.report_error) == (2000, "")
+    assert [c["column"] for c in check.evidently_results] == DRIFT_COLUMNS
+    # The verdicts are the engine's on every row, whatever the report sampled.
+    assert (check.drifted_count, check.window["rows"]) == (2, 8734)
