@@ -268,6 +268,11 @@ def product_path(repeats: int) -> None:
                     time.sleep(0.01)
                 if verdict_at is None or report_at is None:
                     raise RuntimeError(f"check {check_id} did not finish within 600 s")
+                check = DriftCheck.objects.get(pk=check_id)
+                if (check.state, check.report_state) != ("succeeded", "succeeded"):
+                    raise RuntimeError(
+                        f"check {check_id}: {check.state} {check.error}; report {check.report_error}"
+                    )
                 if index:
                     verdicts.append(verdict_at - began)
                     reports.append(report_at - began)

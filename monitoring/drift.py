@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -151,15 +154,14 @@ class ReportTimeout(Exception):
     """The report's child process ran past its time limit and was killed."""
 
 
-def _compare_in_child(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], drift_share: float, out: str
-) -> None:
-    # Runs in a spawned process: the outcome goes to files, so nothing but paths crosses back.
-    folder = Path(out)
+def _compare_in_child(folder: Path) -> None:
+    """The child's side: frames and options from ``folder``, the outcome written back there."""
+    job = json.loads((folder / "job.json").read_text())
+    reference = pd.read_pickle(folder / "reference.pkl")  # noqa: S301 - written by our parent
+    current = pd.read_pickle(folder / "current.pkl")  # noqa: S301 - written by our parent
     try:
-        result = compare(
-            reference, current, columns, drift_share, max_rows=max(len(reference), len(current), 1)
-        )
+        rows = max(len(reference), len(current), 1)
+        result = compare(reference, current, job["columns"], job["drift_share"], max_rows=rows)
     except DriftInputError as exc:
         (folder / "input_error.txt").write_text(str(exc))
         return
@@ -181,22 +183,45 @@ def compare_with_time_limit(
     """``compare`` in a child process killed after ``time_limit_s`` seconds (issue 11: evidently
     took 507 s on one high-cardinality column). Returns (path of the HTML in ``folder``, per-column
     verdicts). Raises ReportTimeout past the limit, DriftInputError for frames evidently cannot
-    compare, RuntimeError if the child died. Spawned, not forked: the caller may hold threads and
-    database connections a fork would copy."""
-    context = multiprocessing.get_context("spawn")
-    child = context.Process(
-        target=_compare_in_child, args=(reference, current, columns, drift_share, str(folder)), daemon=True
-    )
-    child.start()
-    child.join(time_limit_s)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        raise ReportTimeout(f"the report ran past its time limit of {time_limit_s:g} s and was stopped")
+    compare, RuntimeError if the child failed. A new interpreter (``python -m monitoring.drift``),
+    not ``multiprocessing``: a prefork Celery worker's pool processes are daemons, which may not
+    have multiprocessing children, and a fork would copy the worker's threads and connections."""
+    reference.to_pickle(folder / "reference.pkl")
+    current.to_pickle(folder / "current.pkl")
+    (folder / "job.json").write_text(json.dumps({"columns": list(columns), "drift_share": drift_share}))
+    root = Path(__file__).resolve().parent.parent
+    # Only what the interpreter needs: the worker's own settings and secrets stay with it.
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(folder),  # caches a library may write go with the report's scratch folder
+        "PYTHONPATH": str(root),
+    }
+    with (folder / "child.log").open("wb") as log:
+        child = subprocess.Popen(  # noqa: S603 - our interpreter running our module
+            [sys.executable, "-m", "monitoring.drift", str(folder)],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            child.wait(time_limit_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise ReportTimeout(
+                f"the report ran past its time limit of {time_limit_s:g} s and was stopped"
+            ) from None
     if (folder / "input_error.txt").exists():
         raise DriftInputError((folder / "input_error.txt").read_text())
     if (folder / "error.txt").exists():
         raise RuntimeError((folder / "error.txt").read_text())
-    if child.exitcode != 0 or not (folder / "result.json").exists():
-        raise RuntimeError(f"the report's process ended with exit code {child.exitcode}")
+    if child.returncode != 0 or not (folder / "result.json").exists():
+        tail = (folder / "child.log").read_text(errors="replace")[-500:]
+        raise RuntimeError(f"the report's process ended with exit code {child.returncode}: {tail}")
     return folder / "report.html", json.loads((folder / "result.json").read_text())["columns"]
+
+
+if __name__ == "__main__":
+    _compare_in_child(Path(sys.argv[1]))
