@@ -530,12 +530,17 @@ def do_log_batch(
             job.run_name = new_tags["mlflow.runName"][:RUN_NAME_MAX]
         # The same point logged again is one point, as in MLflow's SQL store (whose key is
         # run, key, timestamp, step, value): MLflow 3 re-sends a run's metrics for a logged model.
+        # Only the stored points that could be one of these (same key, step and timestamp) are
+        # read: reading every point of the keys made each batch cost the run's whole history.
         seen = set()
         if points:
             seen = set(
-                RunMetric.objects.filter(job=job, key__in={p.key for p in points}).values_list(
-                    "key", "timestamp_ms", "step", "value"
-                )
+                RunMetric.objects.filter(
+                    job=job,
+                    key__in={p.key for p in points},
+                    step__in={p.step for p in points},
+                    timestamp_ms__in={p.timestamp_ms for p in points},
+                ).values_list("key", "timestamp_ms", "step", "value")
             )
         fresh = []
         for p in points:

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners import launcher
+from runners import launcher, sandbox
 from runners.serving import server
 
 # What the server's environment keeps of the web process's: where programs and Python live, the
@@ -53,19 +54,42 @@ class ServerSpec:
     start_timeout_s: float = 120.0
     request_timeout_s: float = 60.0
     code_root: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])
+    # "bwrap": the server runs in bubblewrap (``runners.sandbox.confine_server``); "none": a
+    # clean environment and a session of its own only. ``sandbox_uid``: its user under a root web
+    # process (STEWARD_SANDBOX_UID).
+    sandbox: str = "none"
+    sandbox_uid: int = 65534
+
+    @property
+    def home(self) -> Path:
+        """The server's own folder (its socket, config and home): the only one it may write."""
+        return self.folder / self.key
 
     @property
     def socket_path(self) -> Path:
-        return self.folder / f"{self.key}.sock"
+        return self.home / "server.sock"
 
     def file(self, suffix: str) -> Path:
         return self.folder / f"{self.key}.{suffix}"
 
 
-def server_command(config_path: Path) -> list[str]:
-    """The command line of a model server. The one place it is built: wrapping it in the code
-    sandbox (``runners.sandbox``, bubblewrap) happens here."""
-    return [sys.executable, "-m", "runners.serving.server", str(config_path)]
+def server_command(spec: ServerSpec, config_path: Path, model_path: Path) -> list[str]:
+    """The command line of ``spec``'s model server: the one place it is built. In bwrap mode
+    the server loads the model (a pickle runs the model's own code) seeing only Python, Steward's
+    plain packages, the model's files (read-only) and its own folder, with no network at all and
+    as an unprivileged user (``runners.sandbox.confine_server``)."""
+    if spec.sandbox != "bwrap":
+        return [sys.executable, "-m", "runners.serving.server", str(config_path)]
+    env = clean_environment(spec) | {"PYTHONPATH": str(sandbox.INSIDE_STEWARD), "HOME": str(spec.home)}
+    env["PATH"] = f"{sandbox.python_bin()}:/usr/bin:/bin"
+    return sandbox.confine_server(
+        [str(sandbox.python_bin() / "python"), "-m", "runners.serving.server", str(config_path)],
+        env=env,
+        steward_packages=[spec.code_root / "runners", spec.code_root / "governance"],
+        read_only=[model_path.resolve()],
+        writable=[spec.home],
+        uid=spec.sandbox_uid,
+    )
 
 
 def clean_environment(spec: ServerSpec) -> dict[str, str]:
@@ -86,13 +110,20 @@ def clean_environment(spec: ServerSpec) -> dict[str, str]:
 def _start(spec: ServerSpec) -> None:
     """Start the server (the caller holds the lock) and wait until its socket appears. Raises
     ServerError with the end of its log when it exits first or takes too long."""
+    spec.home.mkdir(mode=0o700, exist_ok=True)
+    model = dict(spec.model)
+    if spec.sandbox == "bwrap" and os.geteuid() == 0:
+        # The server drops to the sandbox's user, which must create its socket here and read
+        # the model: the artifact store's files are its owner's alone (0600), so it gets a copy.
+        model["path"] = str(_copy_for(spec, Path(spec.model["path"])))
+        os.chown(spec.home, spec.sandbox_uid, spec.sandbox_uid)
     spec.socket_path.unlink(missing_ok=True)
-    config = spec.file("json")
+    config = spec.home / "server.json"
     config.write_text(
         json.dumps(
             {
                 "socket": str(spec.socket_path),
-                "model": spec.model,
+                "model": model,
                 "idle_s": spec.idle_s,
                 "threads": spec.threads,
             }
@@ -101,7 +132,7 @@ def _start(spec: ServerSpec) -> None:
     log = spec.file("log")
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            server_command(config),
+            server_command(spec, config, Path(model["path"])),
             cwd=spec.code_root,
             env=clean_environment(spec),
             stdin=subprocess.DEVNULL,
@@ -127,6 +158,22 @@ def _start(spec: ServerSpec) -> None:
                 f"the model server of {spec.model['name']} did not start in {spec.start_timeout_s:.0f} s"
             )
         time.sleep(0.05)
+
+
+def _copy_for(spec: ServerSpec, source: Path) -> Path:
+    """A copy of the model file or folder ``source`` in the server's folder, owned by the
+    sandbox's user; made again each start (a start is rare: once per version, host and idle
+    period)."""
+    target = spec.home / "model" / source.name
+    shutil.rmtree(target.parent, ignore_errors=True)
+    target.parent.mkdir(mode=0o700)
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=False)
+    else:
+        shutil.copyfile(source, target)
+    for path in [target.parent, target, *(target.rglob("*") if target.is_dir() else [])]:
+        os.chown(path, spec.sandbox_uid, spec.sandbox_uid, follow_symlinks=False)
+    return target
 
 
 @contextlib.contextmanager
@@ -183,7 +230,7 @@ def stop_all(folder: Path) -> int:
             _kill(int(pid_file.read_text()))
             stopped += 1
         pid_file.unlink(missing_ok=True)
-        pid_file.with_suffix(".sock").unlink(missing_ok=True)
+        (pid_file.with_suffix("") / "server.sock").unlink(missing_ok=True)
     return stopped
 
 

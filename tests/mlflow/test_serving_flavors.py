@@ -174,8 +174,9 @@ def test_online_prediction_through_the_model_server(
     assert not set(SECRETS) & set(environment)
     assert not any(value.startswith("secret-") for value in environment.values())
 
-    # Killed: the next request starts it again.
-    os.kill(pid, signal.SIGKILL)
+    # Killed (its process group: the server and, in the sandbox, bubblewrap around it): the
+    # next request starts it again.
+    os.killpg(pid, signal.SIGKILL)
     again = client.post(url, {"rows": rows[:1]}, format="json")
     assert again.status_code == 200
     restarted = supervisor.server_pid(server_spec(version))
@@ -254,3 +255,90 @@ def test_a_model_that_executes_code_reads_no_secret_in_an_inference_job(
     output = job.output_dataset_version
     frame = read_frame(output.path, output.format, output.original_filename)
     assert set(frame["prediction"]) == {"none"}
+
+
+PRYING_MODEL = '''
+import os
+import socket
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+TARGETS = {targets!r}
+
+
+class Prying(PythonModel):
+    """Predicts, for every row, what of the host it could read or reach."""
+
+    def predict(self, context, model_input, params=None):
+        found = []
+        for label, path in TARGETS["files"].items():
+            try:
+                with open(path, "rb") as handle:
+                    handle.read(1)
+                found.append("read " + label)
+            except OSError:
+                pass
+        for label, (host, port) in TARGETS["ports"].items():
+            try:
+                socket.create_connection((host, port), timeout=2).close()
+                found.append("reached " + label)
+            except OSError:
+                pass
+        return [";".join(found) or "nothing"] * len(model_input)
+
+
+mlflow.models.set_model(Prying())
+'''
+
+
+def test_a_served_model_that_executes_code_sees_nothing_of_the_host(
+    sklearn_version, registered_model, scientist, client_for, model_servers, settings, tmp_path
+):
+    """A pyfunc served online runs its own code in the model server: in the sandbox (bubblewrap,
+    STEWARD_SANDBOX=auto where the host allows it) it cannot read the web host's files (a
+    root-only key file, the project's code and settings, another version's artifact) nor reach
+    the database, the broker or Steward's own port. The same model served without the sandbox
+    reads and reaches them: the probe can fail."""
+    from runners import sandbox
+
+    if not sandbox.bwrap_usable():
+        pytest.skip("bubblewrap is not usable on this host (CI installs it): nothing to confine with")
+    mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc")
+    other, _model = sklearn_version
+    key_file = tmp_path / "signing_key.pem"
+    key_file.write_text("-----BEGIN PRIVATE KEY-----")
+    key_file.chmod(0o600)
+    targets = {
+        "files": {
+            "the key file": str(key_file),
+            "the settings": str(Path(settings.BASE_DIR) / "config" / "settings.py"),
+            "another version's artifact": str(next(p for p in Path(other.path).rglob("*") if p.is_file())),
+        },
+        "ports": {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)},
+    }
+    code = tmp_path / "prying.py"
+    code.write_text(PRYING_MODEL.format(targets=targets))
+    mlflow_pyfunc.save_model(str(tmp_path / "prying"), python_model=str(code))
+    version = do_register_model_version_from_artifact(
+        model=registered_model, artifact_path=tmp_path / "prying", source="upload", actor=scientist
+    )
+    assert version.executes_code
+    url = f"/api/models/{registered_model.name}/versions/{version.version}/predict"
+    client = client_for(scientist)
+
+    settings.STEWARD_SANDBOX = "bwrap"
+    confined = client.post(url, {"rows": [{"x": 1}]}, format="json")
+
+    assert confined.status_code == 200, confined.content
+    assert confined.json()["predictions"] == ["nothing"]
+
+    supervisor.stop_all(model_servers)
+    time.sleep(0.5)
+    settings.STEWARD_SANDBOX = "none"
+    free = client.post(url, {"rows": [{"x": 1}]}, format="json")
+
+    assert free.status_code == 200, free.content
+    seen = free.json()["predictions"][0]
+    assert "read the settings" in seen
+    assert "reached PostgreSQL" in seen or "reached Redis" in seen
