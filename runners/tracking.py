@@ -656,8 +656,10 @@ def do_record_run_output(job_id: int, version: ModelVersion) -> None:
     """Record the lineage edge run -> model version for a version registered from run ``job_id``
     (its artifacts or its logged model). Runs inside the registration's transaction
     (``governance.sources.ResolvedSource.on_registered``); the registration's own audit event
-    covers it, like the edges a training job records."""
+    covers it, like the edges a training job records. The first version a run registers is also
+    its ``output_model_version`` (the job page's and API's "output"), as a training job's is."""
     do_record_edges([(NodeRef("job", job_id), NodeRef.of(version), Relation.OUTPUT)])
+    Job.objects.filter(pk=job_id, output_model_version__isnull=True).update(output_model_version=version)
 
 
 # --- Logged models (MLflow 3) --------------------------------------------------------------

@@ -226,6 +226,8 @@ def test_tabular_template_trains_registers_and_predicts(
     assert version.signature["target"] == "cnt"
     assert version.signature["features"] == BIKE_FEATURES
     assert version.training_dataset_version == dataset_version
+    job.refresh_from_db()
+    assert job.output_model_version == version
 
     # Batch inference with that version, by its models:/ URI, in another run.
     predict_run = start_run(mlflow_client, "tabular-template-predict")
