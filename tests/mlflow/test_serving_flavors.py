@@ -212,6 +212,21 @@ def test_an_idle_model_server_stops_itself(sklearn_version, scientist, client_fo
     assert not server_spec(version).socket_path.exists()
 
 
+def _pyfunc_version(code_text: str, name: str, tmp_path: Path, registered_model, scientist) -> ModelVersion:
+    """A version of ``registered_model``: an MLflow pyfunc whose code is ``code_text`` (its
+    loading runs that code), saved with the real mlflow and registered as an upload."""
+    import mlflow.pyfunc
+
+    code = tmp_path / f"{name}.py"
+    code.write_text(code_text)
+    mlflow.pyfunc.save_model(str(tmp_path / name), python_model=str(code))
+    version = do_register_model_version_from_artifact(
+        model=registered_model, artifact_path=tmp_path / name, source="upload", actor=scientist
+    )
+    assert version.executes_code
+    return version
+
+
 LEAKY_MODEL = '''
 import os
 
@@ -239,16 +254,11 @@ def test_a_model_that_executes_code_reads_no_secret_in_an_inference_job(
 ):
     """A pyfunc whose loading and predicting run the artifact's code: in the inference job's child
     it finds none of the worker's secrets (the child's environment is ``launcher.clean_environment``)."""
-    mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc")
     for name in SECRETS:
         monkeypatch.setenv(name, f"secret-{name.lower()}")
-    code = tmp_path / "leaky.py"
-    code.write_text(LEAKY_MODEL.format(secrets=SECRETS))
-    mlflow_pyfunc.save_model(str(tmp_path / "leaky"), python_model=str(code))
-    version = do_register_model_version_from_artifact(
-        model=registered_model, artifact_path=tmp_path / "leaky", source="upload", actor=scientist
+    version = _pyfunc_version(
+        LEAKY_MODEL.format(secrets=SECRETS), "leaky", tmp_path, registered_model, scientist
     )
-    assert version.executes_code
 
     job = _infer(version, dataset_version, scientist)
 
@@ -304,7 +314,6 @@ def test_a_served_model_that_executes_code_sees_nothing_of_the_host(
 
     if not sandbox.bwrap_usable():
         pytest.skip("bubblewrap is not usable on this host (CI installs it): nothing to confine with")
-    mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc")
     other, _model = sklearn_version
     key_file = tmp_path / "signing_key.pem"
     key_file.write_text("-----BEGIN PRIVATE KEY-----")
@@ -317,13 +326,9 @@ def test_a_served_model_that_executes_code_sees_nothing_of_the_host(
         },
         "ports": {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)},
     }
-    code = tmp_path / "prying.py"
-    code.write_text(PRYING_MODEL.format(targets=targets))
-    mlflow_pyfunc.save_model(str(tmp_path / "prying"), python_model=str(code))
-    version = do_register_model_version_from_artifact(
-        model=registered_model, artifact_path=tmp_path / "prying", source="upload", actor=scientist
+    version = _pyfunc_version(
+        PRYING_MODEL.format(targets=targets), "prying", tmp_path, registered_model, scientist
     )
-    assert version.executes_code
     url = f"/api/models/{registered_model.name}/versions/{version.version}/predict"
     client = client_for(scientist)
 
