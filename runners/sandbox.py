@@ -23,6 +23,7 @@ capability gone; an unprivileged worker's bwrap maps its own uid to ``uid`` insi
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -67,9 +68,11 @@ class Layout:
     steward: Path  # the folder holding Steward's plain packages, for PYTHONPATH
 
 
+@functools.lru_cache(maxsize=8)
 def bwrap_usable(bwrap: str = BWRAP) -> bool:
     """Whether ``bwrap`` can create its namespaces on this host (``--unshare-all`` for an
-    unprivileged worker; the same without a user namespace for root) and ``socat`` is there."""
+    unprivileged worker; the same without a user namespace for root) and ``socat`` is there.
+    Probed once per process (a probe is a process start, paid by every job otherwise)."""
     if not (Path(bwrap).is_file() and Path(SOCAT).is_file()):
         return False
     unshare = _unshare_flags()

@@ -9,7 +9,6 @@ runs code, is predicted by its model server (``runners.serving.supervisor``), ne
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections import OrderedDict
@@ -215,16 +214,11 @@ def server_spec(version: ModelVersion) -> supervisor.ServerSpec:
     )
 
 
-@functools.cache
-def _resolved_sandbox(asked: str) -> str:
-    return sandbox.resolve_mode(asked)
-
-
 def server_sandbox() -> str:
-    """``STEWARD_SANDBOX`` made concrete for model servers (bwrap where usable), probed once per
-    process. Raises supervisor.ServerError for ``bwrap`` on a host where it cannot run."""
+    """``STEWARD_SANDBOX`` made concrete for model servers (bwrap where usable). Raises
+    supervisor.ServerError for ``bwrap`` on a host where it cannot run."""
     try:
-        return _resolved_sandbox(settings.STEWARD_SANDBOX)
+        return sandbox.resolve_mode(settings.STEWARD_SANDBOX)
     except sandbox.SandboxError as exc:
         raise supervisor.ServerError(f"no model server can start: {exc}") from exc
 
