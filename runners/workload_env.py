@@ -18,6 +18,7 @@ sandbox's read-only bind of Steward's packages; nothing here imports torch, so i
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import sys
@@ -127,6 +128,26 @@ class TrackingError(RuntimeError):
         self.error_code = error_code
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: the request carries the run's token, which goes to Steward only."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirected to {newurl}; not followed", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def json_metric_value(value: float) -> float | str:
+    """A metric value as MLflow's JSON writes it: a number, or "NaN" / "Infinity" /
+    "-Infinity" (strict JSON has no literal for them)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
 class TrackingApi:
     """The few calls of the MLflow REST API a template makes, over the standard library.
 
@@ -182,7 +203,7 @@ class TrackingApi:
 
     def _send(self, request: urllib.request.Request) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310 - http(s) only
+            with _OPENER.open(request, timeout=self.timeout_s) as answer:
                 raw = answer.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -196,7 +217,12 @@ class TrackingApi:
                 raise TrackingError(f"HTTP {exc.code}: {raw[:300]!r}") from None
         except OSError as exc:
             raise TrackingError(f"{request.full_url}: {exc}") from exc
-        return dict(json.loads(raw)) if raw.strip() else {}
+        try:
+            return dict(json.loads(raw)) if raw.strip() else {}
+        except (ValueError, TypeError):
+            raise TrackingError(
+                f"{request.full_url}: the answer is not a JSON object: {raw[:300]!r}"
+            ) from None
 
     def register(self, name: str, run_id: str, artifact_path: str) -> str:
         """Register the run's artifact ``artifact_path`` (a file or folder it logged) as the next
@@ -261,7 +287,10 @@ class BackgroundRunLog:
         thread's error, if any."""
         self._raise()
         stamp = int(time.time() * 1000)
-        points = [{"key": k, "value": float(v), "timestamp": stamp, "step": step} for k, v in metrics.items()]
+        points = [
+            {"key": k, "value": json_metric_value(float(v)), "timestamp": stamp, "step": step}
+            for k, v in metrics.items()
+        ]
         self._queue.put(({}, points))
 
     def finish(self) -> tuple[TrackingApi, str]:

@@ -90,15 +90,18 @@ def main(argv: list[str]) -> int:
         result = training.train(frame, spec, on_epoch)
     except (training.TrainingError, workload_env.TrackingError) as exc:
         return workload_env.fail(str(exc))
-    # The evaluation on the validation rows, in the target's units (rmse, mae, r2 or accuracy).
-    log.log_metrics(result.metrics, step=0)
-    api, run_id = log.finish()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt"
-        path.write_bytes(result.artifact)
-        api.upload(run_id, path)
-    version = api.register(args.model_name, run_id, "model.pt")
-    api.finish_run(run_id)
+    try:
+        # The evaluation on the validation rows, in the target's units (rmse, mae, r2 or accuracy).
+        log.log_metrics(result.metrics, step=0)
+        api, run_id = log.finish()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            path.write_bytes(result.artifact)
+            api.upload(run_id, path)
+        version = api.register(args.model_name, run_id, "model.pt")
+        api.finish_run(run_id)
+    except workload_env.TrackingError as exc:
+        return workload_env.fail(f"Steward's MLflow API: {exc}")
     print(f"registered {args.model_name} version {version}", flush=True)
     return 0
 
