@@ -223,24 +223,22 @@ def confine_server(
     env: dict[str, str],
     steward_packages: list[Path],
     read_only: list[Path],
-    writable: list[Path],
     uid: int,
 ) -> list[str]:
     """The command line running ``argv`` (a long-lived server: a model server loading a
-    code-executing flavor) in bwrap: no network at all (its clients reach it through a Unix
-    socket in a ``writable`` folder), exactly ``env``, Steward's plain packages under
-    /opt/steward, ``read_only`` and ``writable`` paths bound at their own paths and nothing else
-    of the host: not the project root, ``var/``, the database or the secret key files. It
-    outlives its starter (no ``--die-with-parent``; it stops itself when idle). As ``uid`` when
-    the caller is root. Started in a session of its own (``start_new_session``), its process
-    group holds bwrap and the server: signalling the group stops both."""
+    code-executing flavor) in bwrap: no network at all (it serves a Unix socket passed to it
+    open), exactly ``env``, Steward's plain packages under /opt/steward, the ``read_only`` paths
+    bound at their own paths, a tmpfs /tmp, and nothing else of the host: not the project root,
+    ``var/``, the database or the secret key files; nothing of the host writable. ``argv`` is
+    the PID namespace's first process (``--as-pid-1``): when it ends, every process it started
+    ends. It outlives its starter (no ``--die-with-parent``; it stops itself when idle). As
+    ``uid`` when the caller is root. Started in a session of its own (``start_new_session``),
+    its process group holds bwrap and the server: signalling the group stops both."""
     made: set[Path] = set()
     args = _confined_root(env, uid, None, made, steward_packages, die_with_parent=False)
     for path in read_only:
         args += [*_mkdirs(path, made), "--ro-bind", str(path), str(path)]
-    for path in writable:
-        args += [*_mkdirs(path, made), "--bind", str(path), str(path)]
-    return [*args, "--chdir", "/", *_dropped_to(uid), *argv]
+    return [*args, "--as-pid-1", "--chdir", "/", *_dropped_to(uid), *argv]
 
 
 def build(

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -209,7 +210,9 @@ def test_an_idle_model_server_stops_itself(sklearn_version, scientist, client_fo
             os.waitpid(pid, os.WNOHANG)  # reap it: this test process started it
 
     assert supervisor.server_pid(server_spec(version)) is None
-    assert not server_spec(version).socket_path.exists()
+    # Nobody listens any more: the next request is refused, and starts a fresh server.
+    with pytest.raises((ConnectionRefusedError, FileNotFoundError)), socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(str(server_spec(version).socket_path))
 
 
 def _pyfunc_version(code_text: str, name: str, tmp_path: Path, registered_model, scientist) -> ModelVersion:
@@ -269,7 +272,10 @@ def test_a_model_that_executes_code_reads_no_secret_in_an_inference_job(
 
 PRYING_MODEL = '''
 import os
+import signal
 import socket
+import subprocess
+import sys
 
 import mlflow
 from mlflow.pyfunc import PythonModel
@@ -295,6 +301,20 @@ class Prying(PythonModel):
                 found.append("reached " + label)
             except OSError:
                 pass
+        # The host folders it sees: where its config lies (a link planted there would be
+        # followed by the web process) and its model. (Its home is the sandbox's own tmpfs.)
+        for label, folder in (
+            ("beside its config", os.path.dirname(sys.argv[-1])),
+            ("in its model", os.path.dirname(os.path.abspath(__file__))),
+        ):
+            try:
+                os.symlink("/etc/passwd", os.path.join(folder, "planted"))
+                found.append("wrote " + label)
+            except OSError:
+                pass
+        # A process of its own that leaves the server's process group and ignores SIGTERM.
+        ignore = lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)  # noqa: E731
+        subprocess.Popen(["sleep", TARGETS["sleep"]], start_new_session=True, preexec_fn=ignore)
         return [";".join(found) or "nothing"] * len(model_input)
 
 
@@ -325,6 +345,7 @@ def test_a_served_model_that_executes_code_sees_nothing_of_the_host(
             "another version's artifact": str(next(p for p in Path(other.path).rglob("*") if p.is_file())),
         },
         "ports": {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)},
+        "sleep": f"{os.getpid()}.25",  # names the process the model leaves behind
     }
     version = _pyfunc_version(
         PRYING_MODEL.format(targets=targets), "prying", tmp_path, registered_model, scientist
@@ -337,13 +358,39 @@ def test_a_served_model_that_executes_code_sees_nothing_of_the_host(
 
     assert confined.status_code == 200, confined.content
     assert confined.json()["predictions"] == ["nothing"]
-
+    assert not list(model_servers.rglob("planted"))
+    # What the model started ends with its server, though it left the group and ignores SIGTERM.
+    assert _processes_running(targets["sleep"], wait_s=0)
     supervisor.stop_all(model_servers)
-    time.sleep(0.5)
+    assert not _processes_running(targets["sleep"])
+
     settings.STEWARD_SANDBOX = "none"
-    free = client.post(url, {"rows": [{"x": 1}]}, format="json")
+    try:
+        free = client.post(url, {"rows": [{"x": 1}]}, format="json")
+    finally:
+        supervisor.stop_all(model_servers)
+        for pid in _processes_running(targets["sleep"]):  # unconfined, it outlives the server
+            os.kill(pid, signal.SIGKILL)
 
     assert free.status_code == 200, free.content
     seen = free.json()["predictions"][0]
     assert "read the settings" in seen
     assert "reached PostgreSQL" in seen or "reached Redis" in seen
+    assert "wrote beside its config" in seen
+
+
+def _processes_running(argument: str, wait_s: float = 5.0) -> list[int]:
+    """Pids of the live processes whose command line holds ``argument``, waiting up to
+    ``wait_s`` for them to be gone (a killed process takes a moment to end)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes():
+                    state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+                    if state not in (b"Z", b"X"):
+                        found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
