@@ -321,7 +321,7 @@ def _flag_reused(run: OpenLineageRun, event: ParsedEvent, actor: User) -> EventR
     """Record that another job sent ``run``'s runId (once per job) and merge nothing."""
     claimant = {"namespace": event.job_namespace, "name": event.job_name}
     reason = (
-        f"run.runId {event.run_id} already belongs to job {run.job.namespace}/{run.job.name}; "
+        f"{event.run_id} already belongs to job {run.job.namespace}/{run.job.name}; "
         f"the event from job {event.job_namespace}/{event.job_name} was flagged and not merged"
     )
     if not any({k: e.get(k) for k in claimant} == claimant for e in run.reused_by):

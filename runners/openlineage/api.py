@@ -152,7 +152,7 @@ class LineageBatchView(IngestView):
                 )
                 continue
             if result.outcome == "conflict":
-                failed.append({"index": index, "reason": result.reason, "retriable": False})
+                failed.append({"index": index, "reason": f"run.runId: {result.reason}", "retriable": False})
             else:
                 successful += 1
         failed.sort(key=lambda f: f["index"])
