@@ -147,10 +147,18 @@ def _apply(event: ParsedEvent, body: dict[str, Any], *, team: Team, actor: User)
     if event.kind == "JobEvent":
         _record_uses(team, event, actor, job=job)
         return EventResult("applied")
-    if run is None:
-        run = _new_run(team, job, event, actor)
-    _advance_run(run, event, actor)
-    _record_uses(team, event, actor, run=run)
+    new_run = None if run is not None else _new_run(team, job, event, actor)
+    if new_run is None:
+        if run is None:  # inserted meanwhile by a concurrent request: lock it now
+            run = OpenLineageRun.objects.select_for_update(of=("self",)).get(team=team, run_id=event.run_id)
+        _advance_run(run, event, actor)
+    else:
+        run = new_run
+    # The job's definition feeds its run, as a code version feeds a code run's job.
+    job_edge: list[tuple[NodeRef, NodeRef, str]] = [
+        (NodeRef("openlineage_job", job.pk), NodeRef("openlineage_run", run.pk), Relation.INPUT)
+    ]
+    _record_uses(team, event, actor, run=run, extra_edges=job_edge if new_run is not None else [])
     return EventResult("applied")
 
 
@@ -252,50 +260,60 @@ def _merge_job_facets(job: OpenLineageJob, event: ParsedEvent, actor: User) -> N
         )
 
 
-def _new_run(team: Team, job: OpenLineageJob, event: ParsedEvent, actor: User) -> OpenLineageRun:
+def _new_run(team: Team, job: OpenLineageJob, event: ParsedEvent, actor: User) -> OpenLineageRun | None:
+    """Insert the run with this first event already applied (one statement, one audit event);
+    None when another request inserted it first (the caller then locks and advances that row)."""
     now = timezone.now()
+    assert event.run_id is not None  # a RunEvent's, checked by parse_event
+    run = OpenLineageRun(team=team, job=job, run_id=event.run_id, created_at=now, updated_at=now)
+    _apply_to_run(run, event)
     new_id = _insert_ignore(
         OpenLineageRun,
         {
             "team_id": team.pk,
             "job_id": job.pk,
-            "run_id": event.run_id,
-            "state": RunState.NONE,
-            "facets": _json({}),
-            "facet_times": _json({}),
+            "run_id": run.run_id,
+            "state": run.state,
+            "state_at": run.state_at,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "facets": _json(run.facets),
+            "facet_times": _json(run.facet_times),
             "reused_by": _json([]),
             "created_at": now,
             "updated_at": now,
         },
         ("team_id", "run_id"),
     )
-    run = (
-        OpenLineageRun.objects.select_for_update(of=("self",))
-        .select_related("job")
-        .get(team=team, run_id=event.run_id)
-    )
-    if new_id is not None:
-        record_audit_event(actor=actor, action="openlineage_run.create", obj=run, after=snapshot(run))
-        # The job's definition feeds its run, as a code version feeds a code run's job.
-        do_record_edges(
-            [(NodeRef("openlineage_job", job.pk), NodeRef("openlineage_run", run.pk), Relation.INPUT)]
-        )
+    if new_id is None:
+        return None
+    run.pk = new_id
+    run._state.adding = False
+    record_audit_event(actor=actor, action="openlineage_run.create", obj=run, after=snapshot(run))
     return run
 
 
-def _advance_run(run: OpenLineageRun, event: ParsedEvent, actor: User) -> None:
-    """Apply one event's state and facets to ``run`` (locked), auditing a state change."""
-    before = snapshot(run)
+def _apply_to_run(run: OpenLineageRun, event: ParsedEvent) -> bool:
+    """Apply one event's state, times and facets to ``run`` in memory; whether anything changed."""
     changed = merge_facets(run.facets, run.facet_times, event.run_facets, event.event_time)
     new_state = event.event_type if event.event_type in RunState.values and event.event_type else None
-    if new_state is not None and _wins(run, new_state, event.event_time):
-        run.state, run.state_at = new_state, event.event_time
-        changed = True
+    if (
+        new_state is not None
+        and _wins(run, new_state, event.event_time)
+        and (run.state, run.state_at) != (new_state, event.event_time)
+    ):
+        run.state, run.state_at, changed = new_state, event.event_time, True
     if event.event_type == RunState.START and (run.started_at is None or event.event_time < run.started_at):
         run.started_at, changed = event.event_time, True
     if new_state in TERMINAL_RUN_STATES and run.state == new_state and run.ended_at != event.event_time:
         run.ended_at, changed = event.event_time, True
-    if not changed:
+    return changed
+
+
+def _advance_run(run: OpenLineageRun, event: ParsedEvent, actor: User) -> None:
+    """Apply one event to ``run`` (locked) and save it, auditing a change of its recorded fields."""
+    before = snapshot(run)
+    if not _apply_to_run(run, event):
         return
     run.updated_at = timezone.now()
     run.save(
@@ -396,53 +414,58 @@ def _record_uses(
     *,
     run: OpenLineageRun | None = None,
     job: OpenLineageJob | None = None,
+    extra_edges: list[tuple[NodeRef, NodeRef, str]] | None = None,
 ) -> None:
     """Link the event's inputs and outputs to ``run`` (or static ``job``), matched to Steward
-    dataset versions where they name one, and record the new lineage edges."""
-    sent = [(DatasetRole.INPUT, d) for d in event.inputs] + [(DatasetRole.OUTPUT, d) for d in event.outputs]
-    if not sent:
-        return
-    versions = {(d.namespace, d.name): _steward_version(actor, d) for _role, d in sent}
-    external = [d for _role, d in sent if versions[(d.namespace, d.name)] is None]
-    held = _datasets(team, external, event.event_time, actor) if external else {}
-    owner = NodeRef("openlineage_run", run.pk) if run is not None else NodeRef("openlineage_job", job.pk)  # type: ignore[union-attr]
-    edges = []
-    table = OpenLineageDatasetUse._meta.db_table
-    owner_column = "run_id" if run is not None else "job_id"
-    for role, dataset in sent:
-        version = versions[(dataset.namespace, dataset.name)]
-        node = (
-            NodeRef("dataset_version", version.pk)
-            if version is not None
-            else NodeRef("openlineage_dataset", held[(dataset.namespace, dataset.name)].pk)
-        )
-        facets = {**dataset.facets, **dataset.input_facets, **dataset.output_facets}
-        # One upsert per dataset: a use seen before keeps its row and gains the new facets;
+    dataset versions where they name one, and record the new lineage edges (plus ``extra_edges``)."""
+    edges = list(extra_edges or [])
+    # One row per (role, dataset): a dataset named twice in one event is one use, facets merged.
+    sent: dict[tuple[str, str, str], ParsedDataset] = {}
+    facets: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for role, datasets in ((DatasetRole.INPUT, event.inputs), (DatasetRole.OUTPUT, event.outputs)):
+        for d in datasets:
+            key = (str(role), d.namespace, d.name)
+            sent[key] = d
+            facets[key] = {**facets.get(key, {}), **d.facets, **d.input_facets, **d.output_facets}
+    if sent:
+        versions = {(d.namespace, d.name): _steward_version(actor, d) for d in sent.values()}
+        external = [d for d in sent.values() if versions[(d.namespace, d.name)] is None]
+        held = _datasets(team, external, event.event_time, actor) if external else {}
+        owner = NodeRef("openlineage_run", run.pk) if run is not None else NodeRef("openlineage_job", job.pk)  # type: ignore[union-attr]
+        nodes: dict[tuple[str, str, str], NodeRef] = {}
+        rows: list[Any] = []
+        for key, dataset in sent.items():
+            version = versions[(dataset.namespace, dataset.name)]
+            external_id = None if version is not None else held[(dataset.namespace, dataset.name)].pk
+            nodes[key] = (
+                NodeRef("dataset_version", version.pk)
+                if version is not None
+                else NodeRef("openlineage_dataset", external_id)  # type: ignore[arg-type]
+            )
+            rows += [team.pk, owner.id, key[0], key[1], key[2], external_id, version.pk if version else None]
+            rows.append(_json(facets[key]))
+        owner_column = "run_id" if run is not None else "job_id"
+        table = OpenLineageDatasetUse._meta.db_table
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s::jsonb)"] * len(sent))
+        # One upsert for all: a use seen before keeps its row and gains the new facets;
         # (xmax = 0) is PostgreSQL's "this row was inserted", so edges are recorded once.
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} AS u (team_id, {owner_column}, role, namespace, name, dataset_id, "  # noqa: S608
-                "dataset_version_id, facets) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) "
+                f"dataset_version_id, facets) VALUES {values} "
                 f"ON CONFLICT ({owner_column}, role, namespace, name) DO UPDATE "
                 "SET facets = u.facets || EXCLUDED.facets WHERE EXCLUDED.facets <> '{}'::jsonb "
-                "RETURNING (xmax = 0)",
-                [
-                    team.pk,
-                    owner.id,
-                    role,
-                    dataset.namespace,
-                    dataset.name,
-                    node.id if node.type == "openlineage_dataset" else None,
-                    version.pk if version is not None else None,
-                    _json(facets),
-                ],
+                "RETURNING role, namespace, name, (xmax = 0)",
+                rows,
             )
-            row = cursor.fetchone()
-        if row is not None and row[0]:
-            edge = (
-                (node, owner, Relation.INPUT) if role == DatasetRole.INPUT else (owner, node, Relation.OUTPUT)
+            inserted = [(role, ns, name) for role, ns, name, is_new in cursor.fetchall() if is_new]
+        for key in inserted:
+            node = nodes[key]
+            edges.append(
+                (node, owner, Relation.INPUT)
+                if key[0] == DatasetRole.INPUT
+                else (owner, node, Relation.OUTPUT)
             )
-            edges.append(edge)
     do_record_edges(edges)
 
 
