@@ -110,6 +110,38 @@ def run_events(index: int, prefix: str) -> list:
     ]
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def server_cpu(master: int) -> tuple[float, float]:
+    """CPU seconds so far of gunicorn (master + workers) and of the PostgreSQL backends serving the
+    scratch database: where the time goes while the shared machine's load varies."""
+    gunicorn = postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if int(entry.name) == master or ppid == master:
+            gunicorn += _proc_cpu(int(entry.name))
+        elif cmdline.startswith("postgres:") and BENCH_DB in cmdline:
+            postgres += _proc_cpu(int(entry.name))
+    return gunicorn, postgres
+
+
 def threaded(threads: int, work) -> tuple[float, float]:
     """Run ``work(thread_index)`` in ``threads`` threads; (wall seconds, this process's CPU seconds)."""
     cpu = resource.getrusage(resource.RUSAGE_SELF)
@@ -178,8 +210,9 @@ def batch_endpoint(base: str, secret: str, runs: int, threads: int, size: int) -
     return len(bodies), wall, cpu
 
 
-def in_process(runs: int) -> tuple[int, float, float]:
-    """The action alone (parse + apply), one thread: events/s and SQL statements per event."""
+def in_process(runs: int) -> tuple[int, float, float, float, float]:
+    """The action alone (parse + apply), one thread: (events, wall s, SQL statements per event,
+    this process's CPU s, its PostgreSQL backend's CPU s)."""
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -193,11 +226,15 @@ def in_process(runs: int) -> tuple[int, float, float]:
     bodies = [
         json.loads(Serde.to_json(e)) for pair in (run_events(i, "inproc") for i in range(runs)) for e in pair
     ]
-    began = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    began, cpu, db = time.perf_counter(), time.process_time(), _proc_cpu(backend)
     with CaptureQueriesContext(connection) as queries:
         for body in bodies:
             do_ingest_events([(parse_event(body), body)], team=team, actor=dana)
-    return len(bodies), time.perf_counter() - began, len(queries) / len(bodies)
+    wall = time.perf_counter() - began
+    return len(bodies), wall, len(queries) / len(bodies), time.process_time() - cpu, _proc_cpu(backend) - db
 
 
 def main() -> None:
@@ -222,25 +259,33 @@ def main() -> None:
                 f"load average {os.getloadavg()[0]:.1f}"
             )
             single_endpoint(base, secret, 20, args.threads)  # warm-up: connections, imports
-            for name, (events, wall, cpu) in (
+            phases = (
                 (
                     "single: real client, POST /api/v1/lineage",
-                    single_endpoint(base, secret, args.runs, args.threads),
+                    lambda: single_endpoint(base, secret, args.runs, args.threads),
                 ),
                 (
                     f"batch: {args.batch} per POST /api/v1/lineage/batch",
-                    batch_endpoint(base, secret, args.runs, args.threads, args.batch),
+                    lambda: batch_endpoint(base, secret, args.runs, args.threads, args.batch),
                 ),
-            ):
+            )
+            for name, phase in phases:
+                server_before = server_cpu(gunicorn.pid)
+                events, wall, cpu = phase()
+                web, db = (a - b for a, b in zip(server_cpu(gunicorn.pid), server_before, strict=True))
                 rate = events / wall
+                per_event = (cpu + web + db) / events
                 print(
                     f"{name}: {events} events in {wall:.2f} s = {rate:,.0f} events/s "
-                    f"(goal >= {GOAL:,}: {rate / GOAL:.2f}x); client CPU {cpu / wall:.2f} cores"
+                    f"(goal >= {GOAL:,}: {rate / GOAL:.2f}x)\n    CPU ms per event: client "
+                    f"{cpu / events * 1000:.2f}, gunicorn {web / events * 1000:.2f}, PostgreSQL "
+                    f"{db / events * 1000:.2f}; at that cost 2 idle cores: {2 / per_event:,.0f} events/s"
                 )
-            events, wall, per_event = in_process(args.runs)
+            events, wall, statements, cpu, db = in_process(args.runs)
             print(
-                f"action alone, in process, 1 thread: {events / wall:,.0f} events/s, "
-                f"{wall / events * 1000:.2f} ms and {per_event:.1f} SQL statements per event"
+                f"action alone, in process, 1 thread: {events / wall:,.0f} events/s, {statements:.1f} SQL "
+                f"statements per event; CPU ms per event: Python {cpu / events * 1000:.2f}, "
+                f"PostgreSQL {db / events * 1000:.2f}"
             )
     finally:
         if gunicorn is not None:
