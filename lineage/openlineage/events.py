@@ -96,7 +96,10 @@ def gzip_body(data: bytes) -> bytes:
 
 
 def load_json(data: bytes) -> Any:
-    """The JSON value of ``data``; raises EventError("body", ...) for text that is not JSON."""
+    """The JSON value of ``data``; raises EventError("body", ...) for text that is not JSON, or
+    that holds a NUL character (PostgreSQL's jsonb and text cannot store one)."""
+    if b"\\u0000" in data or b"\x00" in data:
+        raise EventError("body", "must not contain NUL characters (\\u0000)")
     try:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:

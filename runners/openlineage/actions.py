@@ -374,7 +374,8 @@ def _datasets(
             )
     if keys - found.keys():
         found = _held_datasets(team, keys)
-    for sent in datasets:
+    # Sorted, so two events locking the same datasets lock them in one order (no deadlock).
+    for sent in sorted(datasets, key=lambda d: (d.namespace, d.name)):
         if sent.facets:
             _merge_dataset_facets(found[(sent.namespace, sent.name)], sent.facets, at, actor)
     return found

@@ -96,6 +96,15 @@ def test_bad_json_and_bad_gzip_are_400s(scientist):
     assert nothing_stored()
 
 
+def test_a_nul_character_is_a_400_not_a_database_error(scientist):
+    event = run_event()
+    event["run"]["facets"] = {"acme_x": {"_producer": "urn:x", "_schemaURL": "urn:y", "v": "a\x00b"}}
+    answer = post(token(scientist), event)
+    assert answer.status_code == 400
+    assert list(answer.json()) == ["body"]
+    assert nothing_stored()
+
+
 def test_a_huge_body_and_a_gzip_bomb_are_413s(scientist, settings):
     settings.STEWARD_OPENLINEAGE_MAX_BODY_BYTES = 64 * 1024
     secret = token(scientist)
