@@ -94,7 +94,8 @@ class OpenLineageRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.job.name} run {str(self.run_id)[:8]}"
+        # No job name: lineage lists describe many runs at once, one query per node type.
+        return f"run {str(self.run_id)[:8]}"
 
     def get_absolute_url(self) -> str:
         return reverse("openlineage_run_detail", args=[self.pk])
