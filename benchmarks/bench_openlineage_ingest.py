@@ -122,10 +122,11 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def server_cpu(master: int) -> tuple[float, float]:
-    """CPU seconds so far of gunicorn (master + workers) and of the PostgreSQL backends serving the
-    scratch database: where the time goes while the shared machine's load varies."""
-    gunicorn = postgres = 0.0
+def server_cpu(master: int) -> dict[int, tuple[str, float]]:
+    """``{pid: (kind, CPU seconds so far)}`` of gunicorn (master + workers) and of the PostgreSQL
+    backends serving the scratch database: where the time goes while the shared machine's load
+    varies."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -134,12 +135,23 @@ def server_cpu(master: int) -> tuple[float, float]:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if int(entry.name) == master or ppid == master:
-            gunicorn += _proc_cpu(int(entry.name))
+        pid, ppid = int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])
+        if pid == master or ppid == master:
+            found[pid] = ("gunicorn", _proc_cpu(pid))
         elif cmdline.startswith("postgres:") and BENCH_DB in cmdline:
-            postgres += _proc_cpu(int(entry.name))
-    return gunicorn, postgres
+            found[pid] = ("postgres", _proc_cpu(pid))
+    return found
+
+
+def cpu_used(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> tuple[float, float]:
+    """(gunicorn, PostgreSQL) CPU seconds between two ``server_cpu`` samples; a process that
+    ended meanwhile (a closed database connection) is not counted, so this is a lower bound."""
+    totals = {"gunicorn": 0.0, "postgres": 0.0}
+    for pid, (kind, seconds) in after.items():
+        totals[kind] += seconds - before.get(pid, (kind, 0.0))[1]
+    return totals["gunicorn"], totals["postgres"]
 
 
 def threaded(threads: int, work) -> tuple[float, float]:
@@ -272,7 +284,7 @@ def main() -> None:
             for name, phase in phases:
                 server_before = server_cpu(gunicorn.pid)
                 events, wall, cpu = phase()
-                web, db = (a - b for a, b in zip(server_cpu(gunicorn.pid), server_before, strict=True))
+                web, db = cpu_used(server_before, server_cpu(gunicorn.pid))
                 rate = events / wall
                 per_event = (cpu + web + db) / events
                 print(
