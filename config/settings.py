@@ -167,6 +167,10 @@ STEWARD_IMPORT_ROOTS = [
 ]
 STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=512 * 1024 * 1024)
 STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_000)
+# OpenLineage ingest (issue 10): a request body, after gunzipping, is refused (413) past this
+# size; a batch holds at most this many events.
+STEWARD_OPENLINEAGE_MAX_BODY_BYTES = env.int("STEWARD_OPENLINEAGE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+STEWARD_OPENLINEAGE_MAX_BATCH = env.int("STEWARD_OPENLINEAGE_MAX_BATCH", default=1000)
 # A model version's upload (a file, or an archive's extracted content): refused past this size.
 STEWARD_MAX_MODEL_BYTES = env.int("STEWARD_MAX_MODEL_BYTES", default=2 * 1024 * 1024 * 1024)
 # A running job or drift check touches its heartbeat every INTERVAL seconds, from a thread of its

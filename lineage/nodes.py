@@ -21,6 +21,10 @@ NODE_MODELS: dict[str, str] = {
     "external_dataset": "runners.ExternalDataset",
     # The code a code run ran (issue 17): code version + dataset versions -> job -> outputs.
     "code_version": "runners.CodeVersion",
+    # OpenLineage ingest (issue 10): external jobs, their runs, and datasets matching no version.
+    "openlineage_job": "runners.OpenLineageJob",
+    "openlineage_run": "runners.OpenLineageRun",
+    "openlineage_dataset": "runners.OpenLineageDataset",
 }
 
 
