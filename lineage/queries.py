@@ -1,78 +1,127 @@
-"""Walking the lineage graph upstream or downstream, restricted to what the user may see."""
+"""Walking the lineage graph upstream or downstream, restricted to what the user may see.
+
+One walk is one SQL statement: a recursive CTE over ``LineageEdge`` (PostgreSQL and SQLite both
+run ``WITH RECURSIVE``) whose recursive step only follows an edge into a node the user may view,
+so another team's node is neither shown nor walked through. Why a CTE and not a closure table:
+``docs/architecture.md`` (lineage).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from django.db.models import Q, QuerySet
+from django.apps import apps
+from django.db import connection
+from django.db.models import QuerySet
 
 from lineage.models import LineageEdge, Relation
-from lineage.nodes import NodeRef, visible_nodes
+from lineage.nodes import NODE_MODELS, NodeRef, visible_nodes
 
 Direction = Literal["upstream", "downstream", "both"]
-MAX_DEPTH = 10
+MAX_DEPTH = 20
 
 
-def walk(user, root: NodeRef, direction: Direction = "both", depth: int = 3) -> dict:
-    """Breadth-first walk from ``root`` up to ``depth`` hops.
+def walk(
+    user,
+    root: NodeRef,
+    direction: Direction = "both",
+    depth: int = 3,
+    *,
+    types: frozenset[str] | set[str] | None = None,
+) -> dict:
+    """Every node within ``depth`` hops of ``root`` the user may view, nearest first.
 
     Returns ``{"root": key, "nodes": [{id, type, label, url, distance}], "edges": [{source,
-    target, relation}]}``. Nodes the user may not view are left out and not walked through, so
-    the graph never reveals another team's objects. Raises LookupError if ``root`` is not
-    visible. Queries: 2 per hop (edges, then one per node type present).
+    target, relation}]}``; ``distance`` is the fewest hops from the root. Nodes the user may not
+    view are left out and not walked through, so the graph never reveals another team's
+    objects. ``"both"`` joins an upstream and a downstream walk (one mixed walk would also
+    reach siblings: other outputs of the root's inputs). ``types``, when given, keeps only nodes
+    of those types (and the root) in the answer and the edges between them; the walk itself
+    still passes through every visible node. Raises LookupError if ``root`` is not visible and
+    ValueError for a depth outside 1..``MAX_DEPTH``. Queries: 1 (the root) + 1 per direction
+    (the CTE, nodes and edges in one statement) + 1 per node type reached (labels).
     """
     if not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth must be between 1 and {MAX_DEPTH}")
-    if direction == "both":
-        # Two separate walks: one mixed walk would also reach siblings (other outputs of inputs).
-        up, down = walk(user, root, "upstream", depth), walk(user, root, "downstream", depth)
-        nodes = {node["id"]: node for node in down["nodes"]} | {node["id"]: node for node in up["nodes"]}
-        both = {(e["source"], e["target"], e["relation"]): e for e in up["edges"] + down["edges"]}
-        ordered = sorted(nodes.values(), key=lambda node: node["distance"])
-        return {"root": root.key, "nodes": ordered, "edges": list(both.values())}
-    seen = visible_nodes(user, {root})
-    if root not in seen:
+    described = visible_nodes(user, {root})
+    if root not in described:
         raise LookupError(f"no lineage node {root.key}")
-    distance = {root: 0}
-    edges: dict[tuple, dict] = {}
-    frontier = {root}
-    for hop in range(1, depth + 1):
-        if not frontier:
-            break
-        found = _edges_touching(frontier, direction)
-        candidates: set[NodeRef] = set()
+    sides = ("upstream", "downstream") if direction == "both" else (direction,)
+    distance: dict[NodeRef, int] = {}
+    edges: dict[tuple[str, str, str], dict] = {}
+    for side in sides:
+        reached, found = _reach(user, root, side, depth)
+        for ref, hops in reached.items():
+            distance[ref] = min(hops, distance.get(ref, hops))
         for edge in found:
-            source = NodeRef(edge.source_type, edge.source_id)
-            target = NodeRef(edge.target_type, edge.target_id)
-            candidates.update(ref for ref in (source, target) if ref not in seen)
-        seen.update(visible_nodes(user, candidates))
-        next_frontier = set()
-        for edge in found:
-            source = NodeRef(edge.source_type, edge.source_id)
-            target = NodeRef(edge.target_type, edge.target_id)
-            if source in seen and target in seen:
-                edges[(source, target, edge.relation)] = {
-                    "source": source.key,
-                    "target": target.key,
-                    "relation": edge.relation,
-                }
-                for ref in (source, target):
-                    if ref not in distance:
-                        distance[ref] = hop
-                        next_frontier.add(ref)
-        frontier = next_frontier
-    reached = [dict(seen[ref], distance=dist) for ref, dist in sorted(distance.items(), key=lambda i: i[1])]
-    return {"root": root.key, "nodes": reached, "edges": list(edges.values())}
+            edges[(edge["source"], edge["target"], edge["relation"])] = edge
+    # The CTE checked visibility with ids only; labels come from the same restricted querysets.
+    described.update(visible_nodes(user, set(distance) - {root}))
+    if types:
+        kept = {ref for ref in distance if ref.type in types or ref == root}
+        distance = {ref: hops for ref, hops in distance.items() if ref in kept}
+        keys = {ref.key for ref in kept}
+        edges = {k: e for k, e in edges.items() if e["source"] in keys and e["target"] in keys}
+    nodes = [
+        dict(described[ref], distance=hops)
+        for ref, hops in sorted(distance.items(), key=lambda item: (item[1], item[0].type, item[0].id))
+        if ref in described
+    ]
+    return {"root": root.key, "nodes": nodes, "edges": list(edges.values())}
 
 
-def _edges_touching(frontier: set[NodeRef], direction: Direction) -> list[LineageEdge]:
-    condition = Q()
-    for ref in frontier:
-        if direction == "upstream":
-            condition |= Q(target_type=ref.type, target_id=ref.id)
-        else:
-            condition |= Q(source_type=ref.type, source_id=ref.id)
-    return list(LineageEdge.objects.filter(condition))
+def _visible_condition(user, alias: str) -> tuple[str, list]:
+    """SQL true when the node ``<alias>_type``/``<alias>_id`` is one ``user`` may view: per node
+    type, the id is in the model's ``objects.restrict(user)`` (no subquery where the restriction
+    keeps every row, as for platform admins and compliance officers)."""
+    clauses, params = [], []
+    for node_type, label in NODE_MODELS.items():
+        queryset = apps.get_model(label).objects.restrict(user)
+        if not queryset.query.where:
+            clauses.append(f"{alias}_type = %s")
+            params.append(node_type)
+            continue
+        sql, sub_params = queryset.order_by().values("pk").query.get_compiler(connection=connection).as_sql()
+        clauses.append(f"({alias}_type = %s AND {alias}_id IN ({sql}))")
+        params.extend([node_type, *sub_params])
+    return "(" + " OR ".join(clauses) + ")", params
+
+
+def _reach(user, root: NodeRef, direction: str, depth: int) -> tuple[dict[NodeRef, int], list[dict]]:
+    """The visible nodes ``depth`` hops from ``root`` one way, with their fewest hops, and the
+    edges walked (from a node nearer than ``depth`` to a reached node), in one statement."""
+    edge_table = LineageEdge._meta.db_table
+    near, far = ("target", "source") if direction == "upstream" else ("source", "target")
+    visible, visible_params = _visible_condition(user, f"e.{far}")
+    # UNION (not UNION ALL) drops a node met again at the same distance, so a diamond in the
+    # graph is walked once per distance, not once per path.
+    sql = f"""
+        WITH RECURSIVE reach(node_type, node_id, distance) AS (
+            SELECT CAST(%s AS VARCHAR(32)), CAST(%s AS BIGINT), 0
+            UNION
+            SELECT e.{far}_type, e.{far}_id, r.distance + 1
+            FROM reach r
+            JOIN {edge_table} e ON e.{near}_type = r.node_type AND e.{near}_id = r.node_id
+            WHERE r.distance < %s AND {visible}
+        ),
+        best AS (SELECT node_type, node_id, MIN(distance) AS distance FROM reach GROUP BY node_type, node_id)
+        SELECT 'node', node_type, node_id, distance, NULL, NULL, NULL FROM best
+        UNION ALL
+        SELECT 'edge', e.source_type, e.source_id, NULL, e.target_type, e.target_id, e.relation
+        FROM {edge_table} e
+        JOIN best n ON n.node_type = e.{near}_type AND n.node_id = e.{near}_id AND n.distance < %s
+        JOIN best f ON f.node_type = e.{far}_type AND f.node_id = e.{far}_id
+    """  # noqa: S608 (table and column names are Django's and this module's, values are parameters)
+    reached: dict[NodeRef, int] = {}
+    edges: list[dict] = []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [root.type, root.id, depth, *visible_params, depth])
+        for kind, a_type, a_id, hops, b_type, b_id, relation in cursor.fetchall():
+            if kind == "node":
+                reached[NodeRef(a_type, a_id)] = hops
+            else:
+                edges.append({"source": f"{a_type}:{a_id}", "target": f"{b_type}:{b_id}", "relation": relation})
+    return reached, edges
 
 
 PANEL_DEPTH = 3
@@ -80,10 +129,11 @@ PANEL_DEPTH = 3
 
 def lineage_of(user, obj) -> dict[str, list[dict]]:
     """Visible nodes upstream and downstream of ``obj`` (a node row), nearest first, for the
-    lineage panel (``includes/lineage.html``): ``{"upstream": [node], "downstream": [node]}``,
-    each node ``{id, type, label, url, distance, kind}``, ``PANEL_DEPTH`` hops at most."""
+    lineage panel (``includes/lineage.html``): ``{"upstream": [node], "downstream": [node],
+    "root": key}``, each node ``{id, type, label, url, distance, kind}``, ``PANEL_DEPTH`` hops at
+    most."""
     root = NodeRef.of(obj)
-    sides = {}
+    sides: dict = {"root": root.key}
     for direction in ("upstream", "downstream"):
         graph = walk(user, root, direction, PANEL_DEPTH)
         sides[direction] = [
