@@ -4,7 +4,7 @@ from rest_framework.routers import DefaultRouter
 
 from governance.api import access, audit, compare, promotions
 from governance.api import views as governance
-from lineage.api.views import LineageView
+from lineage.api.views import ImpactView, LineageView, MarquezLineageView
 from monitoring.api import views as monitoring
 from runners.api import code as code
 from runners.api import serving
@@ -69,6 +69,9 @@ urlpatterns = [
     ),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
+    path("lineage/impact/", ImpactView.as_view(), name="lineage-impact"),
+    # Marquez's read (issue 10); the OpenLineage ingest's POST shares the path.
+    path("v1/lineage", MarquezLineageView.as_view(), name="marquez-lineage"),
     path("usage/", runners.UsageView.as_view(), name="usage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

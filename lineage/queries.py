@@ -120,25 +120,34 @@ def _reach(user, root: NodeRef, direction: str, depth: int) -> tuple[dict[NodeRe
             if kind == "node":
                 reached[NodeRef(a_type, a_id)] = hops
             else:
-                edges.append({"source": f"{a_type}:{a_id}", "target": f"{b_type}:{b_id}", "relation": relation})
+                edges.append(
+                    {"source": f"{a_type}:{a_id}", "target": f"{b_type}:{b_id}", "relation": relation}
+                )
     return reached, edges
 
 
 PANEL_DEPTH = 3
 
 
-def lineage_of(user, obj) -> dict[str, list[dict]]:
+def lineage_of(user, obj) -> dict:
     """Visible nodes upstream and downstream of ``obj`` (a node row), nearest first, for the
-    lineage panel (``includes/lineage.html``): ``{"upstream": [node], "downstream": [node],
-    "root": key}``, each node ``{id, type, label, url, distance, kind}``, ``PANEL_DEPTH`` hops at
-    most."""
+    lineage panel (``includes/lineage.html``): ``{"root": key, "upstream": [node],
+    "downstream": [node], "graph": {root, nodes, edges}}``, each listed node ``{id, type, label,
+    url, distance, kind}``, ``PANEL_DEPTH`` hops at most; ``graph`` joins both sides for the
+    drawing."""
     root = NodeRef.of(obj)
     sides: dict = {"root": root.key}
+    nodes: dict[str, dict] = {}
+    edges: dict[tuple, dict] = {}
     for direction in ("upstream", "downstream"):
         graph = walk(user, root, direction, PANEL_DEPTH)
         sides[direction] = [
             dict(node, kind=node["type"].replace("_", " ")) for node in graph["nodes"] if node["distance"]
         ]
+        nodes.update({node["id"]: node for node in graph["nodes"]})
+        edges.update({(e["source"], e["target"], e["relation"]): e for e in graph["edges"]})
+    ordered = sorted(nodes.values(), key=lambda node: node["distance"])
+    sides["graph"] = {"root": root.key, "nodes": ordered, "edges": list(edges.values())}
     return sides
 
 
