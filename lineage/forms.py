@@ -20,7 +20,8 @@ class GraphQueryForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Built per form: node types added after import (OpenLineage's) are choices too.
-        self.fields["types"].choices = [  # type: ignore[attr-defined](t, t.replace("_", " ")) for t in NODE_MODELS]
+        choices = [(t, t.replace("_", " ")) for t in NODE_MODELS]
+        self.fields["types"].choices = choices  # type: ignore[attr-defined]
 
     def clean_node(self) -> NodeRef:
         try:
