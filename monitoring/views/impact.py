@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -48,7 +49,7 @@ def lineage_impact(request: HttpRequest) -> HttpResponse:
         context.update(
             root=root,
             drawing=layout(report["root"], report["nodes"], report["edges"]),
-            export_query=f"node={root['id']}&depth={form.cleaned_data['depth']}",
+            export_query=urlencode({"node": root["id"], "depth": form.cleaned_data["depth"]}),
         )
     return render(request, "lineage/impact.html", context, status=status)
 
