@@ -1,9 +1,8 @@
 """Walking the lineage graph upstream or downstream, restricted to what the user may see.
 
-One walk is one SQL statement: a recursive CTE over ``LineageEdge`` (PostgreSQL and SQLite both
-run ``WITH RECURSIVE``) whose recursive step only follows an edge into a node the user may view,
-so another team's node is neither shown nor walked through. Why a CTE and not a closure table:
-``docs/architecture.md`` (lineage).
+A walk is breadth first, one SQL statement per hop, and each statement only follows an edge into
+a node the user may view, so another team's node is neither shown nor walked through. Why not a
+recursive CTE (measured) or a closure table: ``docs/architecture.md`` (lineage).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Literal
 
 from django.apps import apps
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from lineage.models import LineageEdge, Relation
 from lineage.nodes import NODE_MODELS, NodeRef, visible_nodes
@@ -38,8 +37,8 @@ def walk(
     reach siblings: other outputs of the root's inputs). ``types``, when given, keeps only nodes
     of those types (and the root) in the answer and the edges between them; the walk itself
     still passes through every visible node. Raises LookupError if ``root`` is not visible and
-    ValueError for a depth outside 1..``MAX_DEPTH``. Queries: 1 (the root) + 1 per direction
-    (the CTE, nodes and edges in one statement) + 1 per node type reached (labels).
+    ValueError for a depth outside 1..``MAX_DEPTH``. Queries: 1 (the root) + 1 per hop and
+    direction (edges and visibility in one statement) + 1 per node type reached (labels).
     """
     if not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth must be between 1 and {MAX_DEPTH}")
@@ -55,7 +54,7 @@ def walk(
             distance[ref] = min(hops, distance.get(ref, hops))
         for edge in found:
             edges[(edge["source"], edge["target"], edge["relation"])] = edge
-    # The CTE checked visibility with ids only; labels come from the same restricted querysets.
+    # The walk checked visibility with ids only; labels come from the same restricted querysets.
     described.update(visible_nodes(user, set(distance) - {root}))
     if types:
         kept = {ref for ref in distance if ref.type in types or ref == root}
@@ -73,7 +72,9 @@ def walk(
 def _visible_condition(user, alias: str) -> tuple[str, list]:
     """SQL true when the node ``<alias>_type``/``<alias>_id`` is one ``user`` may view: per node
     type, the id is in the model's ``objects.restrict(user)`` (no subquery where the restriction
-    keeps every row, as for platform admins and compliance officers)."""
+    keeps every row, as for platform admins and compliance officers). Written as ``EXISTS`` over
+    the restricted rows so PostgreSQL looks each candidate up by primary key instead of hashing
+    every visible row of the type on each walk."""
     clauses, params = [], []
     for node_type, label in NODE_MODELS.items():
         queryset = apps.get_model(label).objects.restrict(user)
@@ -81,49 +82,54 @@ def _visible_condition(user, alias: str) -> tuple[str, list]:
             clauses.append(f"{alias}_type = %s")
             params.append(node_type)
             continue
-        sql, sub_params = queryset.order_by().values("pk").query.get_compiler(connection=connection).as_sql()
-        clauses.append(f"({alias}_type = %s AND {alias}_id IN ({sql}))")
+        visible = queryset.order_by().values(visible_id=F("pk"))
+        sql, sub_params = visible.query.get_compiler(connection=connection).as_sql()
+        clauses.append(
+            f"({alias}_type = %s AND EXISTS (SELECT 1 FROM ({sql}) v WHERE v.visible_id = {alias}_id))"  # noqa: S608
+        )
         params.extend([node_type, *sub_params])
     return "(" + " OR ".join(clauses) + ")", params
 
 
 def _reach(user, root: NodeRef, direction: str, depth: int) -> tuple[dict[NodeRef, int], list[dict]]:
-    """The visible nodes ``depth`` hops from ``root`` one way, with their fewest hops, and the
-    edges walked (from a node nearer than ``depth`` to a reached node), in one statement."""
+    """The visible nodes within ``depth`` hops of ``root`` one way, with their fewest hops, and
+    the edges walked (from a node nearer than ``depth`` to a visible node).
+
+    Breadth first, one statement per hop: the frontier's edges whose far node the user may view
+    (``_visible_condition``, checked in the same statement). Each node is expanded once, at its
+    fewest hops; why not a recursive CTE: ``docs/architecture.md`` (lineage).
+    """
     edge_table = LineageEdge._meta.db_table
     near, far = ("target", "source") if direction == "upstream" else ("source", "target")
     visible, visible_params = _visible_condition(user, f"e.{far}")
-    # UNION (not UNION ALL) drops a node met again at the same distance, so a diamond in the
-    # graph is walked once per distance, not once per path.
-    sql = f"""
-        WITH RECURSIVE reach(node_type, node_id, distance) AS (
-            SELECT CAST(%s AS VARCHAR(32)), CAST(%s AS BIGINT), 0
-            UNION
-            SELECT e.{far}_type, e.{far}_id, r.distance + 1
-            FROM reach r
-            JOIN {edge_table} e ON e.{near}_type = r.node_type AND e.{near}_id = r.node_id
-            WHERE r.distance < %s AND {visible}
-        ),
-        best AS (SELECT node_type, node_id, MIN(distance) AS distance FROM reach GROUP BY node_type, node_id)
-        SELECT 'node', node_type, node_id, distance, NULL, NULL, NULL FROM best
-        UNION ALL
-        SELECT 'edge', e.source_type, e.source_id, NULL, e.target_type, e.target_id, e.relation
-        FROM {edge_table} e
-        JOIN best n ON n.node_type = e.{near}_type AND n.node_id = e.{near}_id AND n.distance < %s
-        JOIN best f ON f.node_type = e.{far}_type AND f.node_id = e.{far}_id
-    """  # noqa: S608 (table and column names are Django's and this module's, values are parameters)
-    reached: dict[NodeRef, int] = {}
+    distance = {root: 0}
     edges: list[dict] = []
+    frontier = {root}
     with connection.cursor() as cursor:
-        cursor.execute(sql, [root.type, root.id, depth, *visible_params, depth])
-        for kind, a_type, a_id, hops, b_type, b_id, relation in cursor.fetchall():
-            if kind == "node":
-                reached[NodeRef(a_type, a_id)] = hops
-            else:
-                edges.append(
-                    {"source": f"{a_type}:{a_id}", "target": f"{b_type}:{b_id}", "relation": relation}
-                )
-    return reached, edges
+        for hop in range(1, depth + 1):
+            if not frontier:
+                break
+            by_type: dict[str, list[int]] = {}
+            for ref in frontier:
+                by_type.setdefault(ref.type, []).append(ref.id)
+            clauses, params = [], []
+            for node_type, ids in by_type.items():
+                clauses.append(f"(e.{near}_type = %s AND e.{near}_id IN ({', '.join(['%s'] * len(ids))}))")
+                params.extend([node_type, *ids])
+            cursor.execute(
+                f"SELECT e.source_type, e.source_id, e.target_type, e.target_id, e.relation "  # noqa: S608
+                f"FROM {edge_table} e WHERE ({' OR '.join(clauses)}) AND {visible}",
+                [*params, *visible_params],
+            )
+            frontier = set()
+            for source_type, source_id, target_type, target_id, relation in cursor.fetchall():
+                source, target = NodeRef(source_type, source_id), NodeRef(target_type, target_id)
+                edges.append({"source": source.key, "target": target.key, "relation": relation})
+                reached = target if direction == "downstream" else source
+                if reached not in distance:
+                    distance[reached] = hop
+                    frontier.add(reached)
+    return distance, edges
 
 
 PANEL_DEPTH = 3
