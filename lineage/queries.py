@@ -11,7 +11,7 @@ from typing import Literal
 
 from django.apps import apps
 from django.db import connection
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 
 from lineage.models import LineageEdge, Relation
 from lineage.nodes import NODE_MODELS, NodeRef, visible_nodes
@@ -69,26 +69,18 @@ def walk(
     return {"root": root.key, "nodes": nodes, "edges": list(edges.values())}
 
 
-def _visible_condition(user, alias: str) -> tuple[str, list]:
-    """SQL true when the node ``<alias>_type``/``<alias>_id`` is one ``user`` may view: per node
-    type, the id is in the model's ``objects.restrict(user)`` (no subquery where the restriction
-    keeps every row, as for platform admins and compliance officers). Written as ``EXISTS`` over
-    the restricted rows so PostgreSQL looks each candidate up by primary key instead of hashing
-    every visible row of the type on each walk."""
-    clauses, params = [], []
+def _visible_branches(user) -> list[tuple[str, str, list]]:
+    """Per node type: ``(type, SQL of the ids user may view or "", params)``; "" where the
+    restriction keeps every row (platform admins, compliance officers)."""
+    branches = []
     for node_type, label in NODE_MODELS.items():
         queryset = apps.get_model(label).objects.restrict(user)
         if not queryset.query.where:
-            clauses.append(f"{alias}_type = %s")
-            params.append(node_type)
+            branches.append((node_type, "", []))
             continue
-        visible = queryset.order_by().values(visible_id=F("pk"))
-        sql, sub_params = visible.query.get_compiler(connection=connection).as_sql()
-        clauses.append(
-            f"({alias}_type = %s AND EXISTS (SELECT 1 FROM ({sql}) v WHERE v.visible_id = {alias}_id))"  # noqa: S608
-        )
-        params.extend([node_type, *sub_params])
-    return "(" + " OR ".join(clauses) + ")", params
+        sql, params = queryset.order_by().values("pk").query.get_compiler(connection=connection).as_sql()
+        branches.append((node_type, sql, list(params)))
+    return branches
 
 
 def _reach(user, root: NodeRef, direction: str, depth: int) -> tuple[dict[NodeRef, int], list[dict]]:
@@ -96,12 +88,12 @@ def _reach(user, root: NodeRef, direction: str, depth: int) -> tuple[dict[NodeRe
     the edges walked (from a node nearer than ``depth`` to a visible node).
 
     Breadth first, one statement per hop: the frontier's edges whose far node the user may view
-    (``_visible_condition``, checked in the same statement). Each node is expanded once, at its
+    (``_visible_branches``, checked in the same statement). Each node is expanded once, at its
     fewest hops; why not a recursive CTE: ``docs/architecture.md`` (lineage).
     """
     edge_table = LineageEdge._meta.db_table
     near, far = ("target", "source") if direction == "upstream" else ("source", "target")
-    visible, visible_params = _visible_condition(user, f"e.{far}")
+    branches = _visible_branches(user)
     distance = {root: 0}
     edges: list[dict] = []
     frontier = {root}
@@ -112,15 +104,23 @@ def _reach(user, root: NodeRef, direction: str, depth: int) -> tuple[dict[NodeRe
             by_type: dict[str, list[int]] = {}
             for ref in frontier:
                 by_type.setdefault(ref.type, []).append(ref.id)
-            clauses, params = [], []
+            clauses, frontier_params = [], []
             for node_type, ids in by_type.items():
                 clauses.append(f"(e.{near}_type = %s AND e.{near}_id IN ({', '.join(['%s'] * len(ids))}))")
-                params.extend([node_type, *ids])
-            cursor.execute(
-                f"SELECT e.source_type, e.source_id, e.target_type, e.target_id, e.relation "  # noqa: S608
-                f"FROM {edge_table} e WHERE ({' OR '.join(clauses)}) AND {visible}",
-                [*params, *visible_params],
-            )
+                frontier_params.extend([node_type, *ids])
+            # One branch per node type the far end may have: a plain IN (restricted ids) outside
+            # any OR lets PostgreSQL look each candidate up by primary key (a semi-join).
+            selects, params = [], []
+            for node_type, visible_sql, visible_params in branches:
+                where = f"({' OR '.join(clauses)}) AND e.{far}_type = %s"
+                if visible_sql:
+                    where += f" AND e.{far}_id IN ({visible_sql})"
+                selects.append(
+                    "SELECT e.source_type, e.source_id, e.target_type, e.target_id, e.relation "  # noqa: S608
+                    f"FROM {edge_table} e WHERE {where}"
+                )
+                params.extend([*frontier_params, node_type, *visible_params])
+            cursor.execute(" UNION ALL ".join(selects), params)
             frontier = set()
             for source_type, source_id, target_type, target_id, relation in cursor.fetchall():
                 source, target = NodeRef(source_type, source_id), NodeRef(target_type, target_id)
