@@ -58,6 +58,8 @@ ENDPOINTS = {
     "/api/job-schedules/{id}/resume/",
     "/api/jobs/{id}/release/",
     "/api/lineage/",
+    "/api/lineage/impact/",
+    "/api/v1/lineage",
     "/api/memberships/",
     "/api/memberships/{id}/",
     "/api/model-versions/",
