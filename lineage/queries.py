@@ -72,7 +72,7 @@ def walk(
 def _visible_branches(user) -> list[tuple[str, str, list]]:
     """Per node type: ``(type, SQL of the ids user may view or "", params)``; "" where the
     restriction keeps every row (platform admins, compliance officers)."""
-    branches = []
+    branches: list[tuple[str, str, list]] = []
     for node_type, label in NODE_MODELS.items():
         queryset = apps.get_model(label).objects.restrict(user)
         if not queryset.query.where:
