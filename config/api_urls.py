@@ -4,7 +4,7 @@ from rest_framework.routers import DefaultRouter
 
 from governance.api import access, audit, compare, promotions
 from governance.api import views as governance
-from lineage.api.views import LineageView
+from lineage.api.views import ImpactView, LineageView
 from monitoring.api import views as monitoring
 from runners.api import code as code
 from runners.api import serving
@@ -70,7 +70,9 @@ urlpatterns = [
     ),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
-    # OpenLineage (issue 10): the spec's paths, so a client's OPENLINEAGE_URL is the site root.
+    path("lineage/impact/", ImpactView.as_view(), name="lineage-impact"),
+    # OpenLineage (issue 10): the spec's paths, so a client's OPENLINEAGE_URL is the site root;
+    # GET on v1/lineage is Marquez's read of the graph, POST the ingest.
     path("v1/lineage", openlineage.LineageEventView.as_view(), name="openlineage_ingest"),
     path("v1/lineage/batch", openlineage.LineageBatchView.as_view(), name="openlineage_ingest_batch"),
     path("openlineage/jobs/<int:pk>/", openlineage.OpenLineageJobView.as_view(), name="openlineage-job"),

@@ -64,7 +64,8 @@ def visible_nodes(user, refs: set[NodeRef]) -> dict[NodeRef, dict]:
         by_type.setdefault(ref.type, set()).add(ref.id)
     for node_type, ids in by_type.items():
         model = apps.get_model(NODE_MODELS[node_type])
-        for obj in model.objects.restrict(user).filter(pk__in=ids):
+        # select_related(): labels (``str``) read the non-null relations; one query per type.
+        for obj in model.objects.restrict(user).filter(pk__in=ids).select_related():
             ref = NodeRef(node_type, obj.pk)
             described[ref] = {
                 "id": ref.key,

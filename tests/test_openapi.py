@@ -64,6 +64,7 @@ ENDPOINTS = {
     "/api/openlineage/jobs/{id}/",
     "/api/openlineage/runs/{id}/",
     "/api/openlineage/datasets/{id}/",
+    "/api/lineage/impact/",
     "/api/memberships/",
     "/api/memberships/{id}/",
     "/api/model-versions/",

@@ -94,7 +94,7 @@ def _pages(world) -> list[tuple[str, bool]]:
     dataset_version, model_version = world["dataset_version"], world["model_version"]
     job, check, alert = world["job"], world["check"], world["alert"]
     lists = ["dashboard", "dataset_list", "model_list", "job_list", "usage", "drift_check_list", "alert_list"]
-    lists.append("job_schedule_list")
+    lists += ["job_schedule_list", "lineage_explorer"]
     objects = [
         ("dataset_detail", dataset_version.dataset_id),
         ("dataset_version_detail", dataset_version.pk),
@@ -141,7 +141,21 @@ def _pages(world) -> list[tuple[str, bool]]:
         [(reverse(name), False) for name in [*lists, "audit_event_list"]]
         + [(reverse(name, args=[pk]), True) for name, pk in objects]
         + [(url, True) for url in code_pages]
+        + [(url, True) for url in _lineage_pages(dataset_version)]
     )
+
+
+def _lineage_pages(dataset_version) -> list[str]:
+    """The explorer, the graph fragment, the impact page and its exports, about the data."""
+    query = f"?node=dataset_version:{dataset_version.pk}"
+    names = [
+        "lineage_explorer",
+        "lineage_graph",
+        "lineage_impact",
+        "lineage_impact_csv",
+        "lineage_impact_json",
+    ]
+    return [reverse(name) + query for name in names]
 
 
 MONITOR_PAGES = [
@@ -163,7 +177,9 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 59  # 55 + the OpenLineage list, job, run and dataset pages (issue 10)
+    # 55 + the OpenLineage list, job, run and dataset pages and the lineage explorer, its node
+    # fragment, the impact page and its exports (issue 10).
+    assert len(pages) == 65
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from lineage.api.views import MarquezLineageView
 from lineage.openlineage.events import BodyTooLarge, EventError, decode_body, load_json, parse_event
 from runners.openlineage.actions import TEAM_HEADER, IngestRefused, do_ingest_events, ingest_team
 from runners.openlineage.models import (
@@ -91,7 +92,8 @@ class IngestView(APIView):
 
 
 class LineageEventView(IngestView):
-    """``POST /api/v1/lineage``: one RunEvent, JobEvent or DatasetEvent.
+    """``POST /api/v1/lineage``: one RunEvent, JobEvent or DatasetEvent. ``GET`` on the same path
+    is Marquez's read of the graph around a node (``lineage.api.views.MarquezLineageView``).
 
     200 ``{"status": "applied" | "duplicate"}``; 400 naming the bad field; 409 when the runId
     belongs to another job (flagged on the run, not merged); 413 past the size limit.
@@ -115,6 +117,8 @@ class LineageEventView(IngestView):
         if result.outcome == "conflict":
             return Response({"run.runId": [result.reason]}, status=status.HTTP_409_CONFLICT)
         return Response({"status": result.outcome})
+
+    get = MarquezLineageView.get
 
 
 class LineageBatchView(IngestView):
