@@ -336,6 +336,38 @@ def test_a_job_cancelled_before_it_started_emits_abort(
     assert (abort["eventType"], abort["run"]["runId"]) == ("ABORT", emit.run_id(f"jobs/{job_id}"))
 
 
+def test_a_data_preparation_code_run_emits_its_input_and_the_dataset_version_it_wrote(
+    worker, receiver, team, scientist, dataset_version
+):
+    from runners.code_runs import do_submit_code_run
+    from tests.runners.code_fixtures import make_code_version
+    from tests.runners.test_code_runs import PREPARE
+
+    os.environ["OPENLINEAGE_URL"] = receiver.url
+    code = make_code_version(team, scientist, PREPARE)
+
+    job = do_submit_code_run(
+        code_version=code,
+        entry_point="prepare",
+        parameters={"hours": "hours"},
+        inputs={"hours": dataset_version},
+        outputs={"datasets": ["bike-daily"]},
+        actor=scientist,
+    )
+
+    assert _wait_job(job.pk).state == JobState.SUCCEEDED, Job.objects.get(pk=job.pk).error
+    start, complete = (_valid(event) for event in receiver.wait_for(2))
+    source = f"datasets/{team.slug}/{dataset_version.dataset.name}@v1"
+    assert [(e["eventType"], _names(e["inputs"]), _names(e["outputs"])) for e in (start, complete)] == [
+        ("START", [source], []),
+        ("COMPLETE", [source], [f"datasets/{team.slug}/bike-daily@v1"]),
+    ]
+    assert complete["job"]["name"] == f"{team.slug}.code.bike-code.prepare"  # project.entry point
+    assert complete["job"]["facets"]["jobType"]["jobType"] == "CODE"
+    fields = complete["outputs"][0]["facets"]["schema"]["fields"]
+    assert [field["name"] for field in fields] == ["dteday", "cnt"]
+
+
 def test_a_drift_check_emits_start_and_complete_with_the_versions_it_compared(
     model_version, worker, receiver, team, scientist, dataset_version
 ):
