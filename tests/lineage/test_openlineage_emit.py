@@ -11,6 +11,7 @@ fetch nothing from the network.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gzip
 import json
@@ -19,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -197,14 +198,37 @@ def openlineage_env() -> Iterator[None]:
     os.environ.update(saved)
 
 
+# A queue of the tests' own (as tests/test_lifecycle.py): a development worker consuming the
+# default queue of the same broker must not take these tasks.
+QUEUE = "steward-tests-openlineage"
+
+
+@contextlib.contextmanager
+def _worker(settings, before: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """A real Celery worker on the tests' queue, which every task (jobs of resource class cpu,
+    drift checks, the OpenLineage send task) is routed to; one task at a time. ``before`` runs
+    once the routes are set, before the worker starts."""
+    app = config.celery.app
+    settings.STEWARD_RESOURCE_CLASSES = {"cpu": {"queue": QUEUE, "gpus": 0, "price_per_hour": 0.10}}
+    saved = app.conf.task_routes
+    app.conf.update(task_routes={"*": {"queue": QUEUE}})
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_declare(QUEUE)
+            conn.default_channel.queue_purge(QUEUE)
+        before()
+        with start_worker(app, pool="solo", perform_ping_check=False, queues=[QUEUE], shutdown_timeout=60):
+            yield
+    finally:
+        app.conf.update(task_routes=saved)
+
+
 @pytest.fixture
 def worker(openlineage_env, settings) -> Iterator[None]:
-    """A real Celery worker on the default queue: it runs the jobs (resource class cpu), drift
-    checks and the OpenLineage send task, one at a time. A fixture that runs a job itself
-    (``model_version``) comes before it, or the worker would take that job too."""
+    """``_worker`` for the whole test. A fixture that runs a job itself (``model_version``) comes
+    before it, or the worker would take that job too."""
     settings.STEWARD_OPENLINEAGE_RETRY_BACKOFF_S = 0.2
-    app = config.celery.app
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["celery"], shutdown_timeout=60):
+    with _worker(settings):
         yield
 
 
@@ -323,15 +347,17 @@ def test_a_job_cancelled_before_it_started_emits_abort(
     training_spec,
     settings,
 ):
-    settings.STEWARD_OPENLINEAGE_RETRY_BACKOFF_S = 0.2
     os.environ["OPENLINEAGE_URL"] = receiver.url
     client = client_for(scientist)
-    job_id = _submit_training(client, dataset_version, registered_model, training_spec)
+    submitted = []
 
-    assert client.post(f"/api/jobs/{job_id}/cancel/").status_code == 200
+    def submit_and_cancel() -> None:
+        submitted.append(_submit_training(client, dataset_version, registered_model, training_spec))
+        assert client.post(f"/api/jobs/{submitted[0]}/cancel/").status_code == 200
 
-    with start_worker(config.celery.app, pool="solo", perform_ping_check=False, queues=["celery"]):
+    with _worker(settings, before=submit_and_cancel):  # the job's task, then the ABORT's send
         (abort,) = (_valid(event) for event in receiver.wait_for(1))
+    job_id = submitted[0]
     assert Job.objects.get(pk=job_id).state == JobState.CANCELLED
     assert (abort["eventType"], abort["run"]["runId"]) == ("ABORT", emit.run_id(f"jobs/{job_id}"))
 
