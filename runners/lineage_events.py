@@ -71,6 +71,8 @@ def _job_name(job: Job) -> str:
         return f"{team}.infer.{job.model_version.model.name}"
     if job.kind == JobKind.CODE and job.code_version is not None:
         return f"{team}.code.{job.code_version.project.name}.{job.entry_point}"
+    if job.kind == JobKind.TRACKED and job.experiment is not None:
+        return f"{team}.mlflow.{job.experiment.name}"
     return f"{team}.{job.kind}.{job.run_name or job.pk}"
 
 
@@ -86,6 +88,7 @@ def describe_job(job_id: int, state: str) -> emit.RunTransition | None:
         "dataset_version__dataset__team",
         "model_version__model__team",
         "code_version__project",
+        "experiment",
         "output_model_version__model__team",
         "output_dataset_version__dataset__team",
     ).get(pk=job_id)
@@ -105,6 +108,17 @@ def describe_job(job_id: int, state: str) -> emit.RunTransition | None:
             outputs.append(model_version_ref(job.output_model_version))
         if job.output_dataset_version is not None and job.kind != JobKind.CODE:
             outputs.append(dataset_version_ref(job.output_dataset_version))
+    if job.kind == JobKind.TRACKED:
+        # An MLflow client's run: the Steward dataset versions it logged as inputs, and the model
+        # versions registered from it so far.
+        logged = job.run_inputs.filter(dataset_version__isnull=False).order_by("pk")
+        inputs += [
+            dataset_version_ref(item.dataset_version)
+            for item in logged.select_related("dataset_version__dataset__team")
+        ]
+        if job.state == JobState.SUCCEEDED:
+            registered = ModelVersion.objects.filter(source_job_id=job.pk).select_related("model__team")
+            outputs += [model_version_ref(version) for version in registered.order_by("pk")]
     for item in job.datasets.select_related("dataset_version__dataset__team").order_by("pk"):
         if item.role == JobDatasetRole.INPUT:
             inputs.append(dataset_version_ref(item.dataset_version))

@@ -37,6 +37,7 @@ from lineage.openlineage import emit
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.models import DriftCheck
 from runners.models import Job, JobState
+from tests.mlflow.conftest import api_token, mlflow_client, mlflow_env, steward_server  # noqa: F401
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -392,6 +393,28 @@ def test_a_data_preparation_code_run_emits_its_input_and_the_dataset_version_it_
     assert complete["job"]["facets"]["jobType"]["jobType"] == "CODE"
     fields = complete["outputs"][0]["facets"]["schema"]["fields"]
     assert [field["name"] for field in fields] == ["dteday", "cnt"]
+
+
+def test_an_mlflow_clients_tracked_run_emits_start_and_complete(
+    worker,
+    receiver,
+    mlflow_client,  # noqa: F811 - the fixture imported above
+    team,
+):
+    os.environ["OPENLINEAGE_URL"] = receiver.url
+    experiment_id = mlflow_client.create_experiment("bike-tuning")
+
+    run = mlflow_client.create_run(experiment_id, run_name="lr-0.01")
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+
+    start, complete = (_valid(event) for event in receiver.wait_for(2))
+    job = Job.objects.get(kind="tracked")
+    assert [(e["eventType"], e["run"]["runId"], e["job"]["name"]) for e in (start, complete)] == [
+        ("START", emit.run_id(f"jobs/{job.pk}"), f"{team.slug}.mlflow.bike-tuning"),
+        ("COMPLETE", emit.run_id(f"jobs/{job.pk}"), f"{team.slug}.mlflow.bike-tuning"),
+    ]
+    assert complete["job"]["facets"]["jobType"]["jobType"] == "TRACKED"
+    assert complete["eventTime"] == job.finished_at.isoformat()
 
 
 def test_a_drift_check_emits_start_and_complete_with_the_versions_it_compared(
