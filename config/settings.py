@@ -374,6 +374,16 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_TIMEZONE = TIME_ZONE
+# The OpenLineage emit task (issue 10) is sent by name; the worker imports its module here.
+CELERY_IMPORTS = ["lineage.openlineage.tasks"]
+
+# OpenLineage emit (issue 10): Steward's jobs and drift checks send RunEvents through the
+# openlineage-python client, which reads its own standard environment (OPENLINEAGE_URL,
+# OPENLINEAGE_CONFIG, OPENLINEAGE__TRANSPORT__*, OPENLINEAGE_DISABLED); none set: nothing is
+# emitted. The job namespace of the events, and the Celery retries of a send (backoff doubles).
+STEWARD_OPENLINEAGE_NAMESPACE = env.str("STEWARD_OPENLINEAGE_NAMESPACE", default="steward")
+STEWARD_OPENLINEAGE_MAX_RETRIES = env.int("STEWARD_OPENLINEAGE_MAX_RETRIES", default=6)
+STEWARD_OPENLINEAGE_RETRY_BACKOFF_S = env.float("STEWARD_OPENLINEAGE_RETRY_BACKOFF_S", default=10.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

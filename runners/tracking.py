@@ -37,6 +37,7 @@ from governance.permissions import CHANGE, RestrictedQuerySet
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
+from runners.lineage_events import announce_job
 from runners.models import (
     TERMINAL_STATES,
     Experiment,
@@ -319,6 +320,7 @@ def do_start_run(
         job.tags.setdefault("mlflow.runName", job.run_name)
         job.save(update_fields=["run_name", "tags"])
         record_audit_event(actor=actor, action="run.start", obj=job, after=snapshot(job))
+        announce_job(job.pk, JobState.RUNNING)  # an OpenLineage START, when configured (issue 10)
     return job
 
 
@@ -400,6 +402,7 @@ def do_update_run(
             job.save(update_fields=fields)
         if ended:
             record_audit_event(actor=actor, action="run.end", obj=job, before=before, after=_run_record(job))
+            announce_job(job.pk, job.state)
     return job
 
 
