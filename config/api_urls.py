@@ -4,11 +4,12 @@ from rest_framework.routers import DefaultRouter
 
 from governance.api import access, audit, compare, promotions
 from governance.api import views as governance
-from lineage.api.views import LineageView
+from lineage.api.views import ImpactView, LineageView
 from monitoring.api import views as monitoring
 from runners.api import code as code
 from runners.api import serving
 from runners.api import views as runners
+from runners.openlineage import api as openlineage
 
 router = DefaultRouter()
 router.register("teams", governance.TeamViewSet)
@@ -69,6 +70,18 @@ urlpatterns = [
     ),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
+    path("lineage/impact/", ImpactView.as_view(), name="lineage-impact"),
+    # OpenLineage (issue 10): the spec's paths, so a client's OPENLINEAGE_URL is the site root;
+    # GET on v1/lineage is Marquez's read of the graph, POST the ingest.
+    path("v1/lineage", openlineage.LineageEventView.as_view(), name="openlineage_ingest"),
+    path("v1/lineage/batch", openlineage.LineageBatchView.as_view(), name="openlineage_ingest_batch"),
+    path("openlineage/jobs/<int:pk>/", openlineage.OpenLineageJobView.as_view(), name="openlineage-job"),
+    path("openlineage/runs/<int:pk>/", openlineage.OpenLineageRunView.as_view(), name="openlineage-run"),
+    path(
+        "openlineage/datasets/<int:pk>/",
+        openlineage.OpenLineageDatasetView.as_view(),
+        name="openlineage-dataset",
+    ),
     path("usage/", runners.UsageView.as_view(), name="usage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

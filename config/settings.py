@@ -168,6 +168,10 @@ STEWARD_IMPORT_ROOTS = [
 ]
 STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=512 * 1024 * 1024)
 STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_000)
+# OpenLineage ingest (issue 10): a request body, after gunzipping, is refused (413) past this
+# size; a batch holds at most this many events.
+STEWARD_OPENLINEAGE_MAX_BODY_BYTES = env.int("STEWARD_OPENLINEAGE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+STEWARD_OPENLINEAGE_MAX_BATCH = env.int("STEWARD_OPENLINEAGE_MAX_BATCH", default=1000)
 # A model version's upload (a file, or an archive's extracted content): refused past this size.
 STEWARD_MAX_MODEL_BYTES = env.int("STEWARD_MAX_MODEL_BYTES", default=2 * 1024 * 1024 * 1024)
 # A running job or drift check touches its heartbeat every INTERVAL seconds, from a thread of its
@@ -388,6 +392,16 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_TIMEZONE = TIME_ZONE
+# The OpenLineage emit task (issue 10) is sent by name; the worker imports its module here.
+CELERY_IMPORTS = ["lineage.openlineage.tasks"]
+
+# OpenLineage emit (issue 10): Steward's jobs and drift checks send RunEvents through the
+# openlineage-python client, which reads its own standard environment (OPENLINEAGE_URL,
+# OPENLINEAGE_CONFIG, OPENLINEAGE__TRANSPORT__*, OPENLINEAGE_DISABLED); none set: nothing is
+# emitted. The job namespace of the events, and the Celery retries of a send (backoff doubles).
+STEWARD_OPENLINEAGE_NAMESPACE = env.str("STEWARD_OPENLINEAGE_NAMESPACE", default="steward")
+STEWARD_OPENLINEAGE_MAX_RETRIES = env.int("STEWARD_OPENLINEAGE_MAX_RETRIES", default=6)
+STEWARD_OPENLINEAGE_RETRY_BACKOFF_S = env.float("STEWARD_OPENLINEAGE_RETRY_BACKOFF_S", default=10.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

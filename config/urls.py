@@ -8,6 +8,7 @@ urlpatterns = [
     path("", include("governance.urls")),
     path("", include("runners.urls")),
     path("", include("monitoring.urls")),
+    path("", include("lineage.urls")),
 ]
 
 # JSON in MLflow's shape for requests under /api/2.0/mlflow* that fail before reaching a view;

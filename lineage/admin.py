@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from lineage.models import LineageEdge
+from lineage.models import LineageEdge, OpenLineageEmitFailure
 
 
 @admin.register(LineageEdge)
@@ -20,4 +20,20 @@ class LineageEdgeAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(OpenLineageEmitFailure)
+class OpenLineageEmitFailureAdmin(admin.ModelAdmin):
+    """OpenLineage events of Steward's runs that were not delivered (issue 10): for looking, and
+    deleting once dealt with; they are written only by ``lineage.openlineage.emit``."""
+
+    list_display = ["failed_at", "event_type", "job_name", "run_id", "error"]
+    list_filter = ["event_type"]
+    search_fields = ["job_name", "run_id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -32,3 +32,19 @@ class LineageEdge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_type}:{self.source_id} -[{self.relation}]-> {self.target_type}:{self.target_id}"
+
+
+class OpenLineageEmitFailure(models.Model):
+    """An OpenLineage event of Steward's own runs that could not be delivered after its retries
+    (issue 10): kept with the reason, for a look and a resend; counted on ``/metrics``
+    (``steward_openlineage_emit_failures_total``). Telemetry, not a governed object."""
+
+    run_id = models.UUIDField(db_index=True)
+    event_type = models.CharField(max_length=16)
+    job_name = models.CharField(max_length=500)
+    payload = models.JSONField(help_text="The RunTransition as sent to the task (emit.RunTransition).")
+    error = models.TextField()
+    failed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.event_type} of {self.job_name} ({self.run_id}) not delivered"

@@ -21,6 +21,10 @@ NODE_MODELS: dict[str, str] = {
     "external_dataset": "runners.ExternalDataset",
     # The code a code run ran (issue 17): code version + dataset versions -> job -> outputs.
     "code_version": "runners.CodeVersion",
+    # OpenLineage ingest (issue 10): external jobs, their runs, and datasets matching no version.
+    "openlineage_job": "runners.OpenLineageJob",
+    "openlineage_run": "runners.OpenLineageRun",
+    "openlineage_dataset": "runners.OpenLineageDataset",
 }
 
 
@@ -60,7 +64,8 @@ def visible_nodes(user, refs: set[NodeRef]) -> dict[NodeRef, dict]:
         by_type.setdefault(ref.type, set()).add(ref.id)
     for node_type, ids in by_type.items():
         model = apps.get_model(NODE_MODELS[node_type])
-        for obj in model.objects.restrict(user).filter(pk__in=ids):
+        # select_related(): labels (``str``) read the non-null relations; one query per type.
+        for obj in model.objects.restrict(user).filter(pk__in=ids).select_related():
             ref = NodeRef(node_type, obj.pk)
             described[ref] = {
                 "id": ref.key,

@@ -17,6 +17,7 @@ from django.db.models import Count, OuterRef, Subquery
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from lineage.openlineage.emit import EmitCollector
 from monitoring.models import UNRESOLVED, Alert, CheckState, DriftCheck, Notification, Severity
 from runners.metrics import PREFIX, JobCollector
 
@@ -123,4 +124,5 @@ def registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StewardCollector())
     registry.register(JobCollector())
+    registry.register(EmitCollector())
     return registry

@@ -22,7 +22,8 @@ from governance.permissions import CHANGE, MANAGE
 from runners import kubernetes, windows
 from runners.budgets import hold_reason
 from runners.launcher import Limits
-from runners.lifecycle import Lifecycle
+from runners.lifecycle import CANCELLED, Lifecycle
+from runners.lineage_events import announce_job
 from runners.models import TERMINAL_STATES, Job, JobBackend, JobKind, JobSchedule, JobState
 from runners.serving.predictors import refusal
 from runners.serving.rows import columns_of
@@ -64,6 +65,8 @@ JOBS: Lifecycle[Job] = Lifecycle(
     # Each job goes to its resource class's queue, on the first send and on every re-send.
     queue_field="resource_class",
     queue_for=lambda resource_class: job_queue(resource_class),
+    # Each start and end is an OpenLineage RunEvent when a receiver is configured (issue 10).
+    on_transition=announce_job,
 )
 
 INFERENCE_SPEC_FIELDS = frozenset({"where", "output_dataset", "limits", "resources"}) | SUBMISSION_FIELDS
@@ -409,6 +412,8 @@ def do_cancel_job(*, job: Job, actor: User) -> Job:
         job.is_cancel_requested = True
         job.save(update_fields=["state", "finished_at", "error", "is_cancel_requested", "hold_reason"])
         record_audit_event(actor=actor, action="job.cancel", obj=job, before=before, after=snapshot(job))
+        if job.state == JobState.CANCELLED:
+            JOBS.announce(job.pk, CANCELLED)
     return job
 
 

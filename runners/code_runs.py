@@ -134,6 +134,26 @@ def _number(value: Any, kind: type, pname: str) -> int | float:
     return number
 
 
+def _check_paths(declared: dict[str, dict[str, Any]], values: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """A ``path`` parameter names one of the run's inputs (the worker gives its file) or a file
+    of the code's own folder (relative, no ``..``): an absolute path or one leaving the folder is
+    nothing the run can read in its sandbox, so it is refused now rather than failing the run.
+    Raises ValidationError naming the parameter."""
+    for pname, declaration in declared.items():
+        if declaration.get("type") != "path" or values.get(pname) in inputs:
+            continue
+        value = str(values.get(pname, ""))
+        parts = value.replace("\\", "/").split("/")
+        if not value or value.startswith("/") or ".." in parts:
+            named = ", ".join(sorted(inputs)) or "none given"
+            raise ValidationError(
+                {
+                    "parameters": f"{pname}: a path parameter names one of the run's inputs ({named}) "
+                    f"or a file inside the code's folder, got {value[:200]!r}"
+                }
+            )
+
+
 def checked_parameters(declared: dict[str, dict[str, Any]], given: Any) -> dict[str, Any]:
     """The entry point's parameters with ``given`` values (``MLproject`` types: ``float``,
     ``int``, ``string``, ``path``, ``uri``) and defaults for the rest. Raises ValidationError
@@ -269,6 +289,7 @@ def do_submit_code_run(
     _check_names(list(inputs), "inputs")
     models = models if models is not None else {}
     _check_models(models, inputs)
+    _check_paths(entry_points[entry_point].get("parameters") or {}, values, inputs)
     if not isinstance(outputs, dict) or set(outputs) - {"datasets"}:
         raise ValidationError({"outputs": 'expected {"datasets": [names]}'})
     output_names = outputs.get("datasets") or []

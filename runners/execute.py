@@ -686,7 +686,7 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
                 )
             finally:
                 with contextlib.suppress(ClaimLost):
-                    buffer.flush()
+                    buffer.flush(force=True)
         finally:
             do_revoke_job_tokens(job_id=job.pk)
         outputs = _declared_outputs(job, tmp / "output", attempt)

@@ -96,6 +96,9 @@ class Lifecycle(Generic[Row]):
     # raises LookupError (its message: the reason) for a row no queue takes: the row fails.
     queue_field: str | None = None
     queue_for: Callable[[Any], str] | None = None
+    # Told ``(row id, state)`` inside the transaction of each start (running, every attempt) and
+    # end (a terminal state): the kind's OpenLineage emission (issue 10) hangs here.
+    on_transition: Callable[[int, str], None] | None = None
 
     @property
     def rows(self) -> models.QuerySet[Row]:
@@ -206,6 +209,7 @@ class Lifecycle(Generic[Row]):
             if not claimed:
                 return None
             row = self.rows.get(pk=row_id)
+            self.announce(row_id, RUNNING)
             if self.audit_start:
                 record_audit_event(
                     actor=None,
@@ -227,6 +231,7 @@ class Lifecycle(Generic[Row]):
             ).update(started_at=now, heartbeat_at=now, attempt=attempt + 1, **self.on_claim(now))
             if not claimed:
                 return None
+            self.announce(row_id, RUNNING)
             row = self.rows.get(pk=row_id)
             record_audit_event(
                 actor=None,
@@ -386,7 +391,14 @@ class Lifecycle(Generic[Row]):
             before=before,
             after=snapshot(row),
         )
+        self.announce(row_id, state)
         return row, True
+
+    def announce(self, row_id: int, state: str) -> None:
+        """Tell ``on_transition`` that the row reached ``state`` (call it in the transaction that
+        moved it; what it sends waits for the commit)."""
+        if self.on_transition is not None:
+            self.on_transition(row_id, state)
 
     def fail(
         self,

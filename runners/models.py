@@ -736,3 +736,14 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"prediction {self.prediction_id} by {self.model_version}"
+
+
+# External OpenLineage jobs, runs and datasets (issue 10), in their own module; imported here so
+# the runners app registers them.
+from runners.openlineage.models import (  # noqa: E402, F401
+    OpenLineageDataset,
+    OpenLineageDatasetUse,
+    OpenLineageEvent,
+    OpenLineageJob,
+    OpenLineageRun,
+)

@@ -23,6 +23,7 @@ capability gone; an unprivileged worker's bwrap maps its own uid to ``uid`` insi
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -67,9 +68,11 @@ class Layout:
     steward: Path  # the folder holding Steward's plain packages, for PYTHONPATH
 
 
+@functools.lru_cache(maxsize=8)
 def bwrap_usable(bwrap: str = BWRAP) -> bool:
     """Whether ``bwrap`` can create its namespaces on this host (``--unshare-all`` for an
-    unprivileged worker; the same without a user namespace for root) and ``socat`` is there."""
+    unprivileged worker; the same without a user namespace for root) and ``socat`` is there.
+    Probed once per process (a probe is a process start, paid by every job otherwise)."""
     if not (Path(bwrap).is_file() and Path(SOCAT).is_file()):
         return False
     unshare = _unshare_flags()
@@ -159,6 +162,85 @@ def python_bin() -> Path:
     return Path(sys.prefix).resolve() / "bin"
 
 
+def _confined_root(
+    env: dict[str, str],
+    uid: int,
+    tmpfs_bytes: int | None,
+    made: set[Path],
+    steward_packages: list[Path],
+    *,
+    die_with_parent: bool,
+) -> list[str]:
+    """bwrap's arguments up to the process's own binds: namespaces, exactly ``env``, the uid
+    mapping (unprivileged worker), the system's read-only binds, /proc, /dev, a tmpfs /tmp and
+    /dev/shm of ``tmpfs_bytes`` each, the interpreter's prefixes and Steward's plain packages."""
+    args = [BWRAP, *_unshare_flags()]
+    if die_with_parent:
+        # A job's run: with its worker. It also gets a session of its own (no terminal to push
+        # input into); a server keeps bwrap's process group so that stopping the group stops it.
+        args += ["--die-with-parent", "--new-session"]
+    args.append("--clearenv")
+    for name, value in sorted(env.items()):
+        args += ["--setenv", name, value]
+    if os.geteuid() != 0:
+        args += ["--uid", str(uid), "--gid", str(uid)]
+    args += system_binds()
+    # The sandbox's own /tmp and /dev/shm first: a virtualenv or Steward's packages living under
+    # /tmp (a checkout in /tmp) are bound on top of them, not hidden by them.
+    size = ["--size", str(tmpfs_bytes)] if tmpfs_bytes is not None else []
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size, "--tmpfs", str(INSIDE_SHM)]
+    args += ["--perms", "1777", *size, "--tmpfs", str(INSIDE_TMP)]
+    made.add(INSIDE_TMP)
+    for folder in python_dirs():
+        args += [*_mkdirs(folder, made), "--ro-bind", str(folder), str(folder)]
+    for package in steward_packages:
+        inside = INSIDE_STEWARD / package.name
+        args += [*_mkdirs(inside, made), "--ro-bind", str(package), str(inside)]
+    return args
+
+
+def _dropped_to(uid: int) -> list[str]:
+    """A root worker's sandbox starts its process through ``setpriv`` as ``uid`` with every
+    capability gone (there is no user namespace to do it); nothing for an unprivileged one."""
+    if os.geteuid() != 0:
+        return []
+    return [
+        SETPRIV,
+        "--reuid",
+        str(uid),
+        "--regid",
+        str(uid),
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
+
+
+def confine_server(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    steward_packages: list[Path],
+    read_only: list[Path],
+    uid: int,
+) -> list[str]:
+    """The command line running ``argv`` (a long-lived server: a model server loading a
+    code-executing flavor) in bwrap: no network at all (it serves a Unix socket passed to it
+    open), exactly ``env``, Steward's plain packages under /opt/steward, the ``read_only`` paths
+    bound at their own paths, a tmpfs /tmp, and nothing else of the host: not the project root,
+    ``var/``, the database or the secret key files; nothing of the host writable. ``argv`` is
+    the PID namespace's first process (``--as-pid-1``): when it ends, every process it started
+    ends. It outlives its starter (no ``--die-with-parent``; it stops itself when idle). As
+    ``uid`` when the caller is root. Started in a session of its own (``start_new_session``),
+    its process group holds bwrap and the server: signalling the group stops both."""
+    made: set[Path] = set()
+    args = _confined_root(env, uid, None, made, steward_packages, die_with_parent=False)
+    for path in read_only:
+        args += [*_mkdirs(path, made), "--ro-bind", str(path), str(path)]
+    return [*args, "--as-pid-1", "--chdir", "/", *_dropped_to(uid), *argv]
+
+
 def build(
     mode: str,
     *,
@@ -194,23 +276,8 @@ def build(
     if mode != "bwrap":
         raise SandboxError(f"unknown sandbox mode {mode!r}")
     made: set[Path] = set()
-    args = [BWRAP, *_unshare_flags(), "--die-with-parent", "--new-session", "--clearenv"]
-    for name, value in sorted(env.items()):
-        args += ["--setenv", name, value]
-    if not as_root:
-        args += ["--uid", str(uid), "--gid", str(uid)]
-    args += system_binds()
-    # The sandbox's own /tmp and /dev/shm first: a virtualenv or Steward's packages living under
-    # /tmp (a checkout in /tmp) are bound on top of them, not hidden by them.
-    size = ["--size", str(tmpfs_bytes)] if tmpfs_bytes is not None else []
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size, "--tmpfs", str(INSIDE_SHM)]
-    args += ["--perms", "1777", *size, "--tmpfs", str(INSIDE_TMP), "--chdir", str(INSIDE_CODE)]
-    made.add(INSIDE_TMP)
-    for folder in python_dirs():
-        args += [*_mkdirs(folder, made), "--ro-bind", str(folder), str(folder)]
-    for package in steward_packages:
-        inside = INSIDE_STEWARD / package.name
-        args += [*_mkdirs(inside, made), "--ro-bind", str(package), str(inside)]
+    args = _confined_root(env, uid, tmpfs_bytes, made, steward_packages, die_with_parent=True)
+    args += ["--chdir", str(INSIDE_CODE)]
     args += [*_mkdirs(INSIDE_CODE, made), "--ro-bind", str(workdir / "code"), str(INSIDE_CODE)]
     args += ["--ro-bind", str(workdir / "inputs"), str(INSIDE_INPUTS)]
     args += ["--bind", str(workdir / "output"), str(INSIDE_OUTPUT)]
@@ -226,10 +293,7 @@ def build(
             "&& [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n"
         )
         inner = listen + run_line
-    if as_root:
-        args += [SETPRIV, "--reuid", str(uid), "--regid", str(uid), "--clear-groups"]
-        args += ["--inh-caps=-all", "--bounding-set=-all", "--"]
-    args += ["/bin/sh", "-c", inner]
+    args += [*_dropped_to(uid), "/bin/sh", "-c", inner]
     if api_target is None:
         return Command(args, {"PATH": "/usr/bin:/bin"}, workdir)
     # The worker's end of the proxy, in the run's process group (stopped with it), and killed when

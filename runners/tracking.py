@@ -37,6 +37,7 @@ from governance.permissions import CHANGE, RestrictedQuerySet
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
+from runners.lineage_events import announce_job
 from runners.models import (
     TERMINAL_STATES,
     Experiment,
@@ -319,6 +320,7 @@ def do_start_run(
         job.tags.setdefault("mlflow.runName", job.run_name)
         job.save(update_fields=["run_name", "tags"])
         record_audit_event(actor=actor, action="run.start", obj=job, after=snapshot(job))
+        announce_job(job.pk, JobState.RUNNING)  # an OpenLineage START, when configured (issue 10)
     return job
 
 
@@ -400,6 +402,7 @@ def do_update_run(
             job.save(update_fields=fields)
         if ended:
             record_audit_event(actor=actor, action="run.end", obj=job, before=before, after=_run_record(job))
+            announce_job(job.pk, job.state)
     return job
 
 
@@ -530,12 +533,17 @@ def do_log_batch(
             job.run_name = new_tags["mlflow.runName"][:RUN_NAME_MAX]
         # The same point logged again is one point, as in MLflow's SQL store (whose key is
         # run, key, timestamp, step, value): MLflow 3 re-sends a run's metrics for a logged model.
+        # Only the stored points that could be one of these (same key, step and timestamp) are
+        # read: reading every point of the keys made each batch cost the run's whole history.
         seen = set()
         if points:
             seen = set(
-                RunMetric.objects.filter(job=job, key__in={p.key for p in points}).values_list(
-                    "key", "timestamp_ms", "step", "value"
-                )
+                RunMetric.objects.filter(
+                    job=job,
+                    key__in={p.key for p in points},
+                    step__in={p.step for p in points},
+                    timestamp_ms__in={p.timestamp_ms for p in points},
+                ).values_list("key", "timestamp_ms", "step", "value")
             )
         fresh = []
         for p in points:
@@ -651,8 +659,10 @@ def do_record_run_output(job_id: int, version: ModelVersion) -> None:
     """Record the lineage edge run -> model version for a version registered from run ``job_id``
     (its artifacts or its logged model). Runs inside the registration's transaction
     (``governance.sources.ResolvedSource.on_registered``); the registration's own audit event
-    covers it, like the edges a training job records."""
+    covers it, like the edges a training job records. The first version a run registers is also
+    its ``output_model_version`` (the job page's and API's "output"), as a training job's is."""
     do_record_edges([(NodeRef("job", job_id), NodeRef.of(version), Relation.OUTPUT)])
+    Job.objects.filter(pk=job_id, output_model_version__isnull=True).update(output_model_version=version)
 
 
 # --- Logged models (MLflow 3) --------------------------------------------------------------

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from runners import code_views, views
+from runners.openlineage import views as openlineage_views
 
 urlpatterns = [
     path("jobs/", views.job_list, name="job_list"),
@@ -20,6 +21,18 @@ urlpatterns = [
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/release/", views.job_release, name="job_release"),
     path("usage/", views.usage, name="usage"),
+    path("openlineage/", openlineage_views.openlineage_list, name="openlineage_list"),
+    path(
+        "openlineage/jobs/<int:pk>/", openlineage_views.openlineage_job_detail, name="openlineage_job_detail"
+    ),
+    path(
+        "openlineage/runs/<int:pk>/", openlineage_views.openlineage_run_detail, name="openlineage_run_detail"
+    ),
+    path(
+        "openlineage/datasets/<int:pk>/",
+        openlineage_views.openlineage_dataset_detail,
+        name="openlineage_dataset_detail",
+    ),
     path("code/", code_views.code_project_list, name="code_project_list"),
     path("code/<int:pk>/", code_views.code_project_detail, name="code_project_detail"),
     path("code-versions/compare/", code_views.code_version_compare, name="code_version_compare"),

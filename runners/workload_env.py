@@ -17,11 +17,16 @@ sandbox's read-only bind of Steward's packages; nothing here imports torch, so i
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import queue
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -114,25 +119,133 @@ def fail(message: str) -> int:
     return 2
 
 
-def register_artifact(name: str, run_id: str, artifact_path: str) -> str:
-    """Register the run's artifact ``artifact_path`` (a file or folder it logged) as the next
-    version of registered model ``name`` (created when absent) through Steward's MLflow API;
-    returns the version number. ``mlflow.register_model`` cannot: for a ``runs:/`` URI without an
-    ``MLmodel`` it looks for an MLflow logged model, so the version is created from the
-    ``runs:/<run>/<path>`` source itself, which Steward resolves and detects the flavor of
-    (``governance.flavors``: a Steward tabular artifact is ``steward_tabular``).
-    Raises ``mlflow.exceptions.MlflowException`` with the server's message."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+class TrackingError(RuntimeError):
+    """Steward's MLflow API refused a call or could not be reached; the message is the server's
+    (``error_code: message``) or the connection's error."""
 
-    client = MlflowClient()
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    version = client.create_model_version(name, f"runs:/{run_id}/{artifact_path}", run_id=run_id)
-    return str(version.version)
+    def __init__(self, message: str, error_code: str = ""):
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: the request carries the run's token, which goes to Steward only."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirected to {newurl}; not followed", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def json_metric_value(value: float) -> float | str:
+    """A metric value as MLflow's JSON writes it: a number, or "NaN" / "Infinity" /
+    "-Infinity" (strict JSON has no literal for them)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+class TrackingApi:
+    """The few calls of the MLflow REST API a template makes, over the standard library.
+
+    ``import mlflow`` costs about 2 CPU seconds and 3 s of wall time on a 2-core machine: as much
+    as the first epochs of a small training, and on the CPUs the training uses (issue 17's runner
+    overhead). The templates log, upload and register through this instead; users' code uses the
+    ``mlflow`` client against the same endpoints. Reads the client's own variables:
+    ``MLFLOW_TRACKING_URI`` (http or https), ``MLFLOW_TRACKING_TOKEN`` (a bearer token)."""
+
+    def __init__(self, tracking_uri: str | None = None, token: str | None = None, timeout_s: float = 120.0):
+        uri = tracking_uri if tracking_uri is not None else os.environ.get("MLFLOW_TRACKING_URI", "")
+        if not uri.startswith(("http://", "https://")):
+            raise WorkloadError(f"MLFLOW_TRACKING_URI: expected an http(s) URL of Steward, got {uri!r}")
+        self.base = uri.rstrip("/")
+        secret = token if token is not None else os.environ.get("MLFLOW_TRACKING_TOKEN", "")
+        self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, endpoint: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``method`` ``/api/2.0/mlflow/<endpoint>`` with ``body`` as JSON (a GET's as its query);
+        the answer's JSON. Raises TrackingError with the server's error code and message."""
+        url = f"{self.base}/api/2.0/mlflow/{endpoint}"
+        data = None
+        headers = dict(self.headers)
+        if method == "GET" and body:
+            url += "?" + urllib.parse.urlencode(body)
+        elif body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        # The scheme is http(s), checked when made.
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+        return self._send(request)
+
+    def upload(self, run_id: str, path: Path, artifact_path: str = "") -> None:
+        """Upload file ``path`` to the run's artifacts (under ``artifact_path``), through the
+        artifact proxy as ``mlflow-artifacts:/`` runs do. Raises TrackingError."""
+        location = self.call("GET", "runs/get", {"run_id": run_id})["run"]["info"]["artifact_uri"]
+        prefix = "mlflow-artifacts:"
+        if not location.startswith(prefix):
+            raise TrackingError(f"run {run_id}: artifact location {location!r} is not the artifact proxy")
+        where = "/".join(
+            part for part in (location[len(prefix) :].strip("/"), artifact_path, path.name) if part
+        )
+        headers = dict(self.headers) | {"Content-Length": str(path.stat().st_size)}
+        with path.open("rb") as body:
+            request = urllib.request.Request(  # noqa: S310 - http(s), checked when made
+                f"{self.base}/api/2.0/mlflow-artifacts/artifacts/{urllib.parse.quote(where)}",
+                data=body,
+                headers=headers,
+                method="PUT",
+            )
+            self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> dict[str, Any]:
+        try:
+            with _OPENER.open(request, timeout=self.timeout_s) as answer:
+                raw = answer.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                error = json.loads(raw)
+                raise TrackingError(
+                    f"{error.get('error_code', exc.code)}: {error.get('message', '')}",
+                    str(error.get("error_code", "")),
+                ) from None
+            except (ValueError, AttributeError):
+                raise TrackingError(f"HTTP {exc.code}: {raw[:300]!r}") from None
+        except OSError as exc:
+            raise TrackingError(f"{request.full_url}: {exc}") from exc
+        try:
+            return dict(json.loads(raw)) if raw.strip() else {}
+        except (ValueError, TypeError):
+            raise TrackingError(
+                f"{request.full_url}: the answer is not a JSON object: {raw[:300]!r}"
+            ) from None
+
+    def register(self, name: str, run_id: str, artifact_path: str) -> str:
+        """Register the run's artifact ``artifact_path`` (a file or folder it logged) as the next
+        version of registered model ``name`` (created when absent); returns the version number.
+        The version is created from the ``runs:/<run>/<path>`` source, which Steward resolves and
+        detects the flavor of (``governance.flavors``: a Steward tabular artifact is
+        ``steward_tabular``); ``mlflow.register_model`` would look for an MLflow logged model.
+        Raises TrackingError with the server's message."""
+        try:
+            self.call("POST", "registered-models/create", {"name": name})
+        except TrackingError as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        body = {"name": name, "source": f"runs:/{run_id}/{artifact_path}", "run_id": run_id}
+        return str(self.call("POST", "model-versions/create", body)["model_version"]["version"])
+
+    def finish_run(self, run_id: str) -> None:
+        """Mark the run FINISHED now. Raises TrackingError."""
+        self.call(
+            "POST",
+            "runs/update",
+            {"run_id": run_id, "status": "FINISHED", "end_time": int(time.time() * 1000)},
+        )
 
 
 # log-batch limits of the MLflow REST API (Steward's too): per request.
@@ -142,25 +255,25 @@ MAX_BATCH_PARAMS = 100
 
 class BackgroundRunLog:
     """The run's parameters and per-step metrics sent to its MLflow run by a thread of their own,
-    so that training never waits for ``import mlflow`` (about 2 CPU seconds) nor for the server.
+    so that training never waits for the server.
 
-    The thread imports mlflow and makes an ``MlflowClient`` as soon as this object is made, then
-    sends what ``log_params`` / ``log_metrics`` queued, everything queued meanwhile in one
-    ``log_batch`` request (epochs that end while a request is in flight go together). The run is
-    ``MLFLOW_RUN_ID`` (a code run's job), else one created in ``MLFLOW_EXPERIMENT_ID`` (else the
-    default experiment) when the first values are sent. ``finish`` sends the rest and returns
-    ``(client, run_id)`` for the calls that must follow training (artifacts, registration).
+    ``log_params`` / ``log_metrics`` queue; the thread sends what queued in one ``log-batch``
+    request (``TrackingApi``), at most one request per ``interval_s`` seconds (epochs that end
+    meanwhile go together: a fast training is not a request per epoch, and the job page's charts
+    still move every ``interval_s``). The run is ``MLFLOW_RUN_ID`` (a code run's job), else one
+    created in ``MLFLOW_EXPERIMENT_ID`` (else the default experiment) when the first values are
+    sent. ``finish`` sends the rest and returns ``(TrackingApi, run_id)`` for the calls that must
+    follow training (artifacts, registration).
 
-    An error of the thread (server unreachable, a refused value) is raised by the next
-    ``log_params``/``log_metrics`` call and by ``finish``: training stops at the next step."""
+    An error of the thread (server unreachable, a refused value: TrackingError) is raised by the
+    next ``log_params``/``log_metrics`` call and by ``finish``: training stops at the next step."""
 
-    def __init__(self) -> None:
+    def __init__(self, api: TrackingApi | None = None, interval_s: float = 1.0) -> None:
+        self.api = api or TrackingApi()
         self.run_id = os.environ.get("MLFLOW_RUN_ID", "")
-        self.client: Any = None
+        self.interval_s = interval_s
         self._error: BaseException | None = None
-        self._queue: queue.Queue[tuple[dict[str, str], list[tuple[str, float, int, int]]] | None] = (
-            queue.Queue()
-        )
+        self._queue: queue.Queue[tuple[dict[str, str], list[dict[str, Any]]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="steward-run-log", daemon=True)
         self._thread.start()
 
@@ -174,15 +287,19 @@ class BackgroundRunLog:
         thread's error, if any."""
         self._raise()
         stamp = int(time.time() * 1000)
-        self._queue.put(({}, [(key, float(value), stamp, step) for key, value in metrics.items()]))
+        points = [
+            {"key": k, "value": json_metric_value(float(v)), "timestamp": stamp, "step": step}
+            for k, v in metrics.items()
+        ]
+        self._queue.put(({}, points))
 
-    def finish(self) -> tuple[Any, str]:
-        """Wait until everything queued is sent; ``(MlflowClient, run id)``. Raises the thread's
-        error (``mlflow.exceptions.MlflowException`` with the server's message, or ImportError)."""
+    def finish(self) -> tuple[TrackingApi, str]:
+        """Wait until everything queued is sent; ``(TrackingApi, run id)``. Raises the thread's
+        error (TrackingError with the server's message)."""
         self._queue.put(None)
         self._thread.join()
         self._raise()
-        return self.client, self.run_id
+        return self.api, self.run_id
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -190,17 +307,19 @@ class BackgroundRunLog:
 
     def _work(self) -> None:
         try:
-            from mlflow import MlflowClient
-
-            self.client = MlflowClient()
             done = False
             while not done:
                 items = [self._queue.get()]
-                while not self._queue.empty():
-                    items.append(self._queue.get())
+                # Gather for interval_s after the first item, unless the end comes first.
+                until = time.monotonic() + self.interval_s
+                while items[-1] is not None and (wait := until - time.monotonic()) > 0:
+                    try:
+                        items.append(self._queue.get(timeout=wait))
+                    except queue.Empty:
+                        break
                 done = items[-1] is None
                 params: dict[str, str] = {}
-                metrics: list[tuple[str, float, int, int]] = []
+                metrics: list[dict[str, Any]] = []
                 for item in items:
                     if item is not None:
                         params |= item[0]
@@ -210,16 +329,22 @@ class BackgroundRunLog:
         except BaseException as exc:  # handed to the training thread, which raises it
             self._error = exc
 
-    def _send(self, params: dict[str, str], metrics: list[tuple[str, float, int, int]]) -> None:
-        from mlflow.entities import Metric, Param
-
+    def _send(self, params: dict[str, str], metrics: list[dict[str, Any]]) -> None:
         if not self.run_id:
             experiment = os.environ.get("MLFLOW_EXPERIMENT_ID") or "0"
-            self.run_id = self.client.create_run(experiment).info.run_id
-        pairs = [Param(key, value) for key, value in params.items()]
-        points = [Metric(key, value, stamp, step) for key, value, stamp, step in metrics]
-        while pairs or points:
-            self.client.log_batch(
-                self.run_id, metrics=points[:MAX_BATCH_METRICS], params=pairs[:MAX_BATCH_PARAMS]
+            created = self.api.call(
+                "POST", "runs/create", {"experiment_id": experiment, "start_time": int(time.time() * 1000)}
             )
-            pairs, points = pairs[MAX_BATCH_PARAMS:], points[MAX_BATCH_METRICS:]
+            self.run_id = created["run"]["info"]["run_id"]
+        pairs = [{"key": key, "value": value} for key, value in params.items()]
+        while pairs or metrics:
+            self.api.call(
+                "POST",
+                "runs/log-batch",
+                {
+                    "run_id": self.run_id,
+                    "metrics": metrics[:MAX_BATCH_METRICS],
+                    "params": pairs[:MAX_BATCH_PARAMS],
+                },
+            )
+            pairs, metrics = pairs[MAX_BATCH_PARAMS:], metrics[MAX_BATCH_METRICS:]

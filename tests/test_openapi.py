@@ -58,6 +58,13 @@ ENDPOINTS = {
     "/api/job-schedules/{id}/resume/",
     "/api/jobs/{id}/release/",
     "/api/lineage/",
+    # OpenLineage ingest (issue 10) and the external objects' reads.
+    "/api/v1/lineage",
+    "/api/v1/lineage/batch",
+    "/api/openlineage/jobs/{id}/",
+    "/api/openlineage/runs/{id}/",
+    "/api/openlineage/datasets/{id}/",
+    "/api/lineage/impact/",
     "/api/memberships/",
     "/api/memberships/{id}/",
     "/api/model-versions/",

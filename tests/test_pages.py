@@ -8,6 +8,7 @@ import pytest
 from django.urls import reverse
 
 from governance.models import AuditEvent
+from lineage.openlineage.events import parse_event
 from monitoring.actions.channels import do_create_channel
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.actions.monitors import do_create_monitor
@@ -17,7 +18,8 @@ from monitoring.models import Alert
 from monitoring.reports import execute_drift_report
 from runners.actions import do_submit_job
 from runners.code_versions import do_create_code_project, do_register_code_version
-from runners.models import Job, JobKind
+from runners.models import Job, JobKind, OpenLineageDataset, OpenLineageRun
+from runners.openlineage.actions import do_ingest_events
 from runners.schedules import do_create_job_schedule
 from tests.conftest import wrong_page_answers
 from tests.runners.code_helpers import FILES, zip_of
@@ -60,7 +62,18 @@ def world(model_version, current_dataset_version, scientist, owner):
         actor=scientist,
     )
     code_project = do_create_code_project(team=team, name="trainer", actor=scientist)
+    # An external OpenLineage run (issue 10): its job, run and output dataset have pages.
+    ol_event = {
+        "eventType": "COMPLETE",
+        "eventTime": "2026-12-01T08:00:00Z",
+        "run": {"runId": "0193f3a0-0000-7000-8000-000000000001"},
+        "job": {"namespace": "airflow", "name": "daily"},
+        "outputs": [{"namespace": "s3://lake", "name": "daily.parquet"}],
+    }
+    do_ingest_events([(parse_event(ol_event), ol_event)], team=team, actor=scientist)
     return {
+        "ol_run": OpenLineageRun.objects.select_related("job").get(),
+        "ol_dataset": OpenLineageDataset.objects.get(),
         "code_project": code_project,
         "code_version": do_register_code_version(code_project, archive=zip_of(FILES), actor=scientist),
         "monitor": monitor,
@@ -83,7 +96,7 @@ def _pages(world) -> list[tuple[str, bool]]:
     dataset_version, model_version = world["dataset_version"], world["model_version"]
     job, check, alert = world["job"], world["check"], world["alert"]
     lists = ["dashboard", "dataset_list", "model_list", "job_list", "usage", "drift_check_list", "alert_list"]
-    lists.append("job_schedule_list")
+    lists += ["job_schedule_list", "lineage_explorer"]
     objects = [
         ("dataset_detail", dataset_version.dataset_id),
         ("dataset_version_detail", dataset_version.pk),
@@ -116,6 +129,12 @@ def _pages(world) -> list[tuple[str, bool]]:
     lists += ["channel_list", "escalation_policy_list", "escalation_policy_create", "code_project_list"]
     code_version = world["code_version"]
     objects += [("code_project_detail", world["code_project"].pk), ("code_version_detail", code_version.pk)]
+    lists.append("openlineage_list")
+    objects += [
+        ("openlineage_run_detail", world["ol_run"].pk),
+        ("openlineage_job_detail", world["ol_run"].job_id),
+        ("openlineage_dataset_detail", world["ol_dataset"].pk),
+    ]
     code_pages = [
         reverse("code_version_file", args=[code_version.pk, "lib/features.py"]),
         f"{reverse('code_version_compare')}?a={code_version.pk}&b={code_version.pk}",
@@ -124,7 +143,21 @@ def _pages(world) -> list[tuple[str, bool]]:
         [(reverse(name), False) for name in [*lists, "audit_event_list"]]
         + [(reverse(name, args=[pk]), True) for name, pk in objects]
         + [(url, True) for url in code_pages]
+        + [(url, True) for url in _lineage_pages(dataset_version)]
     )
+
+
+def _lineage_pages(dataset_version) -> list[str]:
+    """The explorer, the graph fragment, the impact page and its exports, about the data."""
+    query = f"?node=dataset_version:{dataset_version.pk}"
+    names = [
+        "lineage_explorer",
+        "lineage_graph",
+        "lineage_impact",
+        "lineage_impact_csv",
+        "lineage_impact_json",
+    ]
+    return [reverse(name) + query for name in names]
 
 
 MONITOR_PAGES = [
@@ -146,7 +179,9 @@ CHANNEL_PAGES = ["channel_detail", "channel_enable", "channel_disable", "channel
 
 def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
-    assert len(pages) == 55
+    # 55 + the OpenLineage list, job, run and dataset pages and the lineage explorer, its node
+    # fragment, the impact page and its exports (issue 10).
+    assert len(pages) == 65
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200

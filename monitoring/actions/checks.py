@@ -26,6 +26,7 @@ from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW
 from monitoring.actions.alerts import record_breach, record_clean_check
 from monitoring.engine import CheckConfig, ConfigError
+from monitoring.lineage_events import announce_drift_check
 from monitoring.models import CheckState, CurrentSource, DriftCheck, Monitor, ReportState
 from monitoring.queries import window_of
 from runners.lifecycle import Lifecycle
@@ -46,6 +47,8 @@ DRIFT_CHECKS: Lifecycle[DriftCheck] = Lifecycle(
     undelivered_error="sent to the task queue {count} times and no worker started it",
     on_claim=lambda now: {"stage": "starting", "progress": 0.0},
     on_fail={"progress": 1.0, "stage": "failed"},
+    # Each start and end is an OpenLineage RunEvent when a receiver is configured (issue 10).
+    on_transition=announce_drift_check,
 )
 
 

@@ -1,22 +1,24 @@
 """The model server of one model version whose loading runs code (issue 17): started by
 ``runners.serving.supervisor`` as ``python -m runners.serving.server <config.json>`` with a clean
-environment, in its own session, listening on a unix socket.
+environment, in its own session (in bubblewrap where the host allows it).
 
 No Django and no database: it loads the version (``predictors.load``: for an MLflow model that
-unpickles, which is why it happens here and not in the web process), then answers requests, one
-JSON line each way per connection: ``{"rows": [{column: value}, ...]}`` ->
-``{"predictions": [...]}`` or ``{"error": message, "is_user_error": bool}``. It binds a temporary
-name and renames it onto the socket path once the model is loaded, so a socket that exists is a
-server ready to answer. It exits after ``idle_s`` seconds without a request.
+unpickles, which is why it happens here and not in the web process), then answers requests on the
+listening Unix socket its supervisor bound and passed it open, one JSON line each way per
+connection: ``{"rows": [{column: value}, ...]}`` -> ``{"predictions": [...]}`` or ``{"error":
+message, "is_user_error": bool}``. Once the model is loaded it writes "ready" on the pipe it was
+given (the supervisor then names the socket where requests look for it). It exits after
+``idle_s`` seconds without a request, or on SIGTERM.
 
-The config (JSON): ``socket``, ``model`` {path, flavor, sha256, name}, ``idle_s``, ``threads``.
+The config (JSON): ``listen_fd``, ``ready_fd``, ``model`` {path, flavor, sha256, name},
+``idle_s``, ``threads``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import signal
 import socket
 import socketserver
 import sys
@@ -54,33 +56,37 @@ class _Handler(socketserver.StreamRequestHandler):
 
 
 class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """A threading unix-socket server holding one loaded predictor."""
+    """A threading unix-socket server holding one loaded predictor, serving ``listening`` (a
+    bound, listening socket its supervisor passed it)."""
 
     daemon_threads = True
 
-    def __init__(self, path: str, predictor: predictors.Predictor):
+    def __init__(self, listening: socket.socket, predictor: predictors.Predictor):
         self.predictor = predictor
         self.predict_lock = threading.Lock()
         self.last_request = time.monotonic()
-        super().__init__(path, _Handler)
+        super().__init__("", _Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listening
 
     def touch(self) -> None:
         self.last_request = time.monotonic()
 
 
-def _stop_when_idle(server: ModelServer, idle_s: float, socket_path: str) -> None:
+def _stop_when_idle(server: ModelServer, idle_s: float) -> None:
     while True:
         time.sleep(min(idle_s, 5.0))
         if time.monotonic() - server.last_request >= idle_s:
-            # Unlinked first: a new request starts a fresh server instead of reaching this one.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(socket_path)
-            server.shutdown()
-            return
+            # The listening socket closes with the process: the next request is refused and
+            # starts a fresh server. _exit: threads the model's code started do not keep it.
+            os._exit(0)
 
 
 def main(argv: list[str]) -> int:
-    """Serve the config in ``argv[1]`` until idle; 1 (reason on stderr) when the model does not load."""
+    """Serve the config in ``argv[1]`` until idle or SIGTERM; 1 (reason on stderr) when the model
+    does not load."""
+    # As a PID namespace's first process a signal without a handler is ignored: SIGTERM must end it.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     config = json.loads(Path(argv[1]).read_text())
     model = config["model"]
     try:
@@ -93,15 +99,11 @@ def main(argv: list[str]) -> int:
     torch = sys.modules.get("torch")
     if torch is not None:  # a pytorch flavor: its default is a thread per core (issue 17)
         torch.set_num_threads(int(config.get("threads") or 1))
-    socket_path = config["socket"]
-    staging = f"{socket_path}.{os.getpid()}"
-    server = ModelServer(staging, predictor)
-    os.chmod(staging, 0o600)
-    os.replace(staging, socket_path)
-    print(f"model server: {model['name']} ready on {socket_path}", file=sys.stderr, flush=True)
-    threading.Thread(
-        target=_stop_when_idle, args=(server, float(config["idle_s"]), socket_path), daemon=True
-    ).start()
+    server = ModelServer(socket.socket(fileno=int(config["listen_fd"])), predictor)
+    os.write(int(config["ready_fd"]), b"ready\n")
+    os.close(int(config["ready_fd"]))
+    print(f"model server: {model['name']} ready", file=sys.stderr, flush=True)
+    threading.Thread(target=_stop_when_idle, args=(server, float(config["idle_s"])), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

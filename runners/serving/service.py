@@ -23,6 +23,7 @@ from django.http import Http404
 from governance.models import ModelAlias, ModelVersion, RegisteredModel, Team
 from governance.names import name_key
 from governance.permissions import VIEW, AllTeams, team_scope
+from runners import sandbox
 from runners.models import ServingPolicy
 from runners.serving import predictors, supervisor
 from runners.serving.rows import Column, Rows, columns_of
@@ -208,7 +209,18 @@ def server_spec(version: ModelVersion) -> supervisor.ServerSpec:
         idle_s=settings.STEWARD_MODEL_SERVER_IDLE_S,
         threads=settings.STEWARD_MODEL_SERVER_THREADS,
         start_timeout_s=settings.STEWARD_MODEL_SERVER_START_TIMEOUT_S,
+        sandbox=server_sandbox(),
+        sandbox_uid=settings.STEWARD_SANDBOX_UID,
     )
+
+
+def server_sandbox() -> str:
+    """``STEWARD_SANDBOX`` made concrete for model servers (bwrap where usable). Raises
+    supervisor.ServerError for ``bwrap`` on a host where it cannot run."""
+    try:
+        return sandbox.resolve_mode(settings.STEWARD_SANDBOX)
+    except sandbox.SandboxError as exc:
+        raise supervisor.ServerError(f"no model server can start: {exc}") from exc
 
 
 def served_by(version: ModelVersion) -> str:

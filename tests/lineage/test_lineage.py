@@ -207,7 +207,8 @@ def test_a_job_cannot_join_two_teams_graphs(model_version, admin, team, other_te
             {
                 "node": [
                     "unknown node type 'pipeline'; "
-                    "one of dataset_version, model_version, job, external_dataset, code_version"
+                    "one of dataset_version, model_version, job, external_dataset, code_version, "
+                    "openlineage_job, openlineage_run, openlineage_dataset"
                 ]
             },
         ),
@@ -241,8 +242,8 @@ def test_a_job_cannot_join_two_teams_graphs(model_version, admin, team, other_te
             {"depth": ["Ensure this value is greater than or equal to 1."]},
         ),
         (
-            {"node": "model_version:1", "depth": 11},
-            {"depth": ["Ensure this value is less than or equal to 10."]},
+            {"node": "model_version:1", "depth": 21},
+            {"depth": ["Ensure this value is less than or equal to 20."]},
         ),
         ({"node": "model_version:1", "depth": "deep"}, {"depth": ["A valid integer is required."]}),
     ],

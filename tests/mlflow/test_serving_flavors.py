@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -174,8 +175,9 @@ def test_online_prediction_through_the_model_server(
     assert not set(SECRETS) & set(environment)
     assert not any(value.startswith("secret-") for value in environment.values())
 
-    # Killed: the next request starts it again.
-    os.kill(pid, signal.SIGKILL)
+    # Killed (its process group: the server and, in the sandbox, bubblewrap around it): the
+    # next request starts it again.
+    os.killpg(pid, signal.SIGKILL)
     again = client.post(url, {"rows": rows[:1]}, format="json")
     assert again.status_code == 200
     restarted = supervisor.server_pid(server_spec(version))
@@ -208,7 +210,24 @@ def test_an_idle_model_server_stops_itself(sklearn_version, scientist, client_fo
             os.waitpid(pid, os.WNOHANG)  # reap it: this test process started it
 
     assert supervisor.server_pid(server_spec(version)) is None
-    assert not server_spec(version).socket_path.exists()
+    # Nobody listens any more: the next request is refused, and starts a fresh server.
+    with pytest.raises((ConnectionRefusedError, FileNotFoundError)), socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(str(server_spec(version).socket_path))
+
+
+def _pyfunc_version(code_text: str, name: str, tmp_path: Path, registered_model, scientist) -> ModelVersion:
+    """A version of ``registered_model``: an MLflow pyfunc whose code is ``code_text`` (its
+    loading runs that code), saved with the real mlflow and registered as an upload."""
+    import mlflow.pyfunc
+
+    code = tmp_path / f"{name}.py"
+    code.write_text(code_text)
+    mlflow.pyfunc.save_model(str(tmp_path / name), python_model=str(code))
+    version = do_register_model_version_from_artifact(
+        model=registered_model, artifact_path=tmp_path / name, source="upload", actor=scientist
+    )
+    assert version.executes_code
+    return version
 
 
 LEAKY_MODEL = '''
@@ -238,19 +257,140 @@ def test_a_model_that_executes_code_reads_no_secret_in_an_inference_job(
 ):
     """A pyfunc whose loading and predicting run the artifact's code: in the inference job's child
     it finds none of the worker's secrets (the child's environment is ``launcher.clean_environment``)."""
-    mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc")
     for name in SECRETS:
         monkeypatch.setenv(name, f"secret-{name.lower()}")
-    code = tmp_path / "leaky.py"
-    code.write_text(LEAKY_MODEL.format(secrets=SECRETS))
-    mlflow_pyfunc.save_model(str(tmp_path / "leaky"), python_model=str(code))
-    version = do_register_model_version_from_artifact(
-        model=registered_model, artifact_path=tmp_path / "leaky", source="upload", actor=scientist
+    version = _pyfunc_version(
+        LEAKY_MODEL.format(secrets=SECRETS), "leaky", tmp_path, registered_model, scientist
     )
-    assert version.executes_code
 
     job = _infer(version, dataset_version, scientist)
 
     output = job.output_dataset_version
     frame = read_frame(output.path, output.format, output.original_filename)
     assert set(frame["prediction"]) == {"none"}
+
+
+PRYING_MODEL = '''
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+TARGETS = {targets!r}
+
+
+class Prying(PythonModel):
+    """Predicts, for every row, what of the host it could read or reach."""
+
+    def predict(self, context, model_input, params=None):
+        found = []
+        for label, path in TARGETS["files"].items():
+            try:
+                with open(path, "rb") as handle:
+                    handle.read(1)
+                found.append("read " + label)
+            except OSError:
+                pass
+        for label, (host, port) in TARGETS["ports"].items():
+            try:
+                socket.create_connection((host, port), timeout=2).close()
+                found.append("reached " + label)
+            except OSError:
+                pass
+        # The host folders it sees: where its config lies (a link planted there would be
+        # followed by the web process) and its model. (Its home is the sandbox's own tmpfs.)
+        for label, folder in (
+            ("beside its config", os.path.dirname(sys.argv[-1])),
+            ("in its model", os.path.dirname(os.path.abspath(__file__))),
+        ):
+            try:
+                os.symlink("/etc/passwd", os.path.join(folder, "planted"))
+                found.append("wrote " + label)
+            except OSError:
+                pass
+        # A process of its own that leaves the server's process group and ignores SIGTERM.
+        ignore = lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)  # noqa: E731
+        subprocess.Popen(["sleep", TARGETS["sleep"]], start_new_session=True, preexec_fn=ignore)
+        return [";".join(found) or "nothing"] * len(model_input)
+
+
+mlflow.models.set_model(Prying())
+'''
+
+
+def test_a_served_model_that_executes_code_sees_nothing_of_the_host(
+    sklearn_version, registered_model, scientist, client_for, model_servers, settings, tmp_path
+):
+    """A pyfunc served online runs its own code in the model server: in the sandbox (bubblewrap,
+    STEWARD_SANDBOX=auto where the host allows it) it cannot read the web host's files (a
+    root-only key file, the project's code and settings, another version's artifact) nor reach
+    the database, the broker or Steward's own port. The same model served without the sandbox
+    reads and reaches them: the probe can fail."""
+    from runners import sandbox
+
+    if not sandbox.bwrap_usable():
+        pytest.skip("bubblewrap is not usable on this host (CI installs it): nothing to confine with")
+    other, _model = sklearn_version
+    key_file = tmp_path / "signing_key.pem"
+    key_file.write_text("-----BEGIN PRIVATE KEY-----")
+    key_file.chmod(0o600)
+    targets = {
+        "files": {
+            "the key file": str(key_file),
+            "the settings": str(Path(settings.BASE_DIR) / "config" / "settings.py"),
+            "another version's artifact": str(next(p for p in Path(other.path).rglob("*") if p.is_file())),
+        },
+        "ports": {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)},
+        "sleep": f"{os.getpid()}.25",  # names the process the model leaves behind
+    }
+    version = _pyfunc_version(
+        PRYING_MODEL.format(targets=targets), "prying", tmp_path, registered_model, scientist
+    )
+    url = f"/api/models/{registered_model.name}/versions/{version.version}/predict"
+    client = client_for(scientist)
+
+    settings.STEWARD_SANDBOX = "bwrap"
+    confined = client.post(url, {"rows": [{"x": 1}]}, format="json")
+
+    assert confined.status_code == 200, confined.content
+    assert confined.json()["predictions"] == ["nothing"]
+    assert not list(model_servers.rglob("planted"))
+    # What the model started ends with its server, though it left the group and ignores SIGTERM.
+    assert _processes_running(targets["sleep"], wait_s=0)
+    supervisor.stop_all(model_servers)
+    assert not _processes_running(targets["sleep"])
+
+    settings.STEWARD_SANDBOX = "none"
+    try:
+        free = client.post(url, {"rows": [{"x": 1}]}, format="json")
+    finally:
+        supervisor.stop_all(model_servers)
+        for pid in _processes_running(targets["sleep"]):  # unconfined, it outlives the server
+            os.kill(pid, signal.SIGKILL)
+
+    assert free.status_code == 200, free.content
+    seen = free.json()["predictions"][0]
+    assert "read the settings" in seen
+    assert "reached PostgreSQL" in seen or "reached Redis" in seen
+    assert "wrote beside its config" in seen
+
+
+def _processes_running(argument: str, wait_s: float = 5.0) -> list[int]:
+    """Pids of the live processes whose command line holds ``argument``, waiting up to
+    ``wait_s`` for them to be gone (a killed process takes a moment to end)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes():
+                    state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+                    if state not in (b"Z", b"X"):
+                        found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)

@@ -106,6 +106,11 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         "steward_job_queued_oldest_age_seconds 0.0",
         "steward_job_waiting_for_window 0.0",
         "steward_job_dispatches_total 0.0",
+        # OpenLineage events of Steward's runs not delivered (issue 10).
+        'steward_openlineage_emit_failures_total{event_type="START"} 0.0',
+        'steward_openlineage_emit_failures_total{event_type="COMPLETE"} 0.0',
+        'steward_openlineage_emit_failures_total{event_type="FAIL"} 0.0',
+        'steward_openlineage_emit_failures_total{event_type="ABORT"} 0.0',
     ]
     assert Alert.objects.get().severity == "critical"
 
@@ -146,7 +151,10 @@ def test_metrics_show_how_long_the_oldest_job_has_waited_and_the_dispatches(
 
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
-    assert [line for line in _steward_lines(response) if "duration" not in line][-3:] == [
+    job_lines = [
+        line for line in _steward_lines(response) if "duration" not in line and "openlineage" not in line
+    ]
+    assert job_lines[-3:] == [
         "steward_job_queued_oldest_age_seconds 1800.0",
         "steward_job_waiting_for_window 1.0",
         "steward_job_dispatches_total 6.0",
@@ -188,8 +196,8 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
 
     # 1 newest check per model version, 2 checks by state, 3 open alerts, 4 notifications,
     # 5 job durations, 6 usage by team and class, 7 budgets with this month's spend,
-    # 8 oldest queued job and dispatches
-    with django_assert_num_queries(8):
+    # 8 oldest queued job and dispatches, 9 undelivered OpenLineage events by type
+    with django_assert_num_queries(9):
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200

@@ -335,6 +335,11 @@ def test_code_runs_are_submitted_through_the_jobs_api(
         "input name": ({"inputs": {"bad name": dataset_version.pk}}, "'bad name': 1 to 64 of"),
         "output name": ({"outputs": {"datasets": ["a/b"]}}, "'a/b': 1 to 64 of"),
         "backend": ({"spec": {"backend": "ray"}}, "backend"),
+        "absolute path": (
+            {"parameters": {"hours": "/etc/passwd"}},
+            "hours: a path parameter names one of the run's inputs (hours) or a file inside",
+        ),
+        "leaving path": ({"parameters": {"hours": "data/../../x.csv"}}, "hours: a path parameter names"),
     }
     for case, (change, message) in refusals.items():
         answer = client.post("/api/jobs/", body | change, format="json")

@@ -76,6 +76,34 @@ def test_the_sandboxs_tmp_and_shm_hold_at_most_the_jobs_memory_limit(team, scien
     assert "wrote 100 MiB" not in log
 
 
+@pytest.mark.django_db
+def test_a_child_process_over_the_memory_limit_stops_the_run(team, scientist):
+    """Memory a code run's own children hold counts: a child started after the run began (found
+    through its parent's children between the worker's whole scans of the process table) that
+    grows past the limit stops the run with its peak."""
+    state, job, log = _run(
+        team,
+        scientist,
+        r"""
+        import subprocess, sys, time
+        time.sleep(0.8)
+        print("starting the child", flush=True)
+        subprocess.run([sys.executable, "-c",
+                        "import time; blocks = []\n"
+                        "for _ in range(60):\n"
+                        "    blocks.append(bytearray(10 * 2**20)); time.sleep(0.05)\n"
+                        "time.sleep(30)"])
+        print("the child ended", flush=True)
+        """,
+        spec={"limits": {"memory_mb": 300, "wall_time_s": 120}},
+    )
+    assert state == "failed"
+    assert "exceeded the memory limit of 300 MB" in job.error
+    assert "starting the child" in log
+    assert "the child ended" not in log
+    assert job.peak_rss_mb > 300
+
+
 FILL = """
 import os, time
 out = os.environ["STEWARD_OUTPUT_DIR"]

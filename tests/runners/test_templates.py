@@ -11,6 +11,8 @@ environment a code run gives (``runners.workload_env``).
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import re
 import shlex
@@ -18,7 +20,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -226,6 +230,8 @@ def test_tabular_template_trains_registers_and_predicts(
     assert version.signature["target"] == "cnt"
     assert version.signature["features"] == BIKE_FEATURES
     assert version.training_dataset_version == dataset_version
+    job.refresh_from_db()
+    assert job.output_model_version == version
 
     # Batch inference with that version, by its models:/ URI, in another run.
     predict_run = start_run(mlflow_client, "tabular-template-predict")
@@ -281,6 +287,67 @@ def test_threads_come_from_the_environment(tmp_path):
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False, timeout=120
     )
     assert "STEWARD_THREADS: expected a positive integer, got 'many'" in refused.stderr
+
+
+class _Misbehaving(http.server.BaseHTTPRequestHandler):
+    """What a broken proxy in front of Steward answers (Steward itself answers JSON and never
+    redirects): a stand-in for the faults the templates' REST client must name."""
+
+    seen: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append((self.path, self.headers.get("Authorization", ""), body))
+        if self.path.endswith("runs/log-batch"):
+            self._answer(200, b"{}", "application/json")
+        elif self.path.endswith("registered-models/create"):
+            self._answer(200, b"<html>a login page</html>", "text/html")
+        elif self.path.endswith("model-versions/create"):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/steal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._answer(403, b"<html>nope</html>", "text/html")
+
+    def _answer(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_templates_rest_client_names_what_went_wrong(monkeypatch):
+    """The tabular template's MLflow REST client (``workload_env.TrackingApi``): a non-JSON
+    answer, a redirect (never followed: the token goes to Steward only) and an HTML error are each
+    a TrackingError naming it; NaN and infinities are sent as MLflow's JSON strings."""
+    from runners import workload_env
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = workload_env.TrackingApi(f"http://127.0.0.1:{server.server_port}", token="run-token")
+        with pytest.raises(workload_env.TrackingError, match="not a JSON object: b'<html>a login page"):
+            api.call("POST", "registered-models/create", {"name": "m"})
+        with pytest.raises(workload_env.TrackingError, match="HTTP 302"):
+            api.call("POST", "model-versions/create", {"name": "m"})
+        with pytest.raises(workload_env.TrackingError, match="HTTP 403: b'<html>nope"):
+            api.call("POST", "runs/update", {"run_id": "1"})
+        monkeypatch.setenv("MLFLOW_RUN_ID", "7")  # a code run's: the job's run
+        log = workload_env.BackgroundRunLog(api, interval_s=0.0)
+        log.log_metrics({"loss": float("nan"), "big": float("inf"), "ok": 1.5}, step=3)
+        log.finish()
+    finally:
+        server.shutdown()
+    assert [path for path, _, _ in _Misbehaving.seen].count("/steal") == 0
+    assert {auth for _, auth, _ in _Misbehaving.seen} == {"Bearer run-token"}
+    batch = json.loads(next(body for path, _, body in _Misbehaving.seen if path.endswith("log-batch")))
+    assert {m["key"]: m["value"] for m in batch["metrics"]} == {"loss": "NaN", "big": "Infinity", "ok": 1.5}
+    assert {m["step"] for m in batch["metrics"]} == {3}
 
 
 def test_vision_template_prepares_trains_registers_serves_and_predicts(

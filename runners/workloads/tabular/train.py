@@ -35,9 +35,12 @@ def arguments(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = arguments(argv)
     threads = workload_env.set_torch_threads()
-    # mlflow is imported, and the run's values sent, by a thread of their own: training does not
-    # wait for either (issue 17's runner overhead).
-    log = workload_env.BackgroundRunLog()
+    # The run's values are sent by a thread of their own, over the standard library: training
+    # waits neither for the server nor for ``import mlflow`` (issue 17's runner overhead).
+    try:
+        log = workload_env.BackgroundRunLog()
+    except workload_env.WorkloadError as exc:
+        return workload_env.fail(str(exc))
 
     from runners import training
     from runners.specs import SpecError, parse_spec
@@ -85,17 +88,20 @@ def main(argv: list[str]) -> int:
 
     try:
         result = training.train(frame, spec, on_epoch)
-    except training.TrainingError as exc:
+    except (training.TrainingError, workload_env.TrackingError) as exc:
         return workload_env.fail(str(exc))
-    # The evaluation on the validation rows, in the target's units (rmse, mae, r2 or accuracy).
-    log.log_metrics(result.metrics, step=0)
-    client, run_id = log.finish()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt"
-        path.write_bytes(result.artifact)
-        client.log_artifact(run_id, str(path))
-    version = workload_env.register_artifact(args.model_name, run_id, "model.pt")
-    client.set_terminated(run_id)
+    try:
+        # The evaluation on the validation rows, in the target's units (rmse, mae, r2 or accuracy).
+        log.log_metrics(result.metrics, step=0)
+        api, run_id = log.finish()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            path.write_bytes(result.artifact)
+            api.upload(run_id, path)
+        version = api.register(args.model_name, run_id, "model.pt")
+        api.finish_run(run_id)
+    except workload_env.TrackingError as exc:
+        return workload_env.fail(f"Steward's MLflow API: {exc}")
     print(f"registered {args.model_name} version {version}", flush=True)
     return 0
 
