@@ -132,28 +132,14 @@ def critical_path(repeats: int) -> None:
 
 
 def _setup_django(workdir: Path) -> str:
-    from scratch_db import recreate_database, scratch_url  # benchmarks/ is on sys.path
+    """The scratch database on ``DATABASE_URL``'s server, set up as ``bench_jobs`` sets its own
+    (production settings, migrated); returns the server's URL (to drop the database after)."""
+    from bench_jobs import _setup_django as setup  # benchmarks/ is on sys.path
+    from scratch_db import recreate_database
 
     url = os.environ["DATABASE_URL"]
     recreate_database(url, BENCH_DB)
-    os.environ.update(
-        {
-            "DATABASE_URL": scratch_url(url, BENCH_DB),
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "STEWARD_VAR_DIR": str(workdir / "var"),
-            "STEWARD_AUDIT_SIGNING_KEY_FILE": str(workdir / "audit_signing_key.pem"),
-            "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    setup(url, os.environ.get("CELERY_BROKER_URL") or "filesystem://localhost/", workdir, BENCH_DB)
     return url
 
 
