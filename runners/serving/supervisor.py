@@ -195,7 +195,14 @@ def _await_ready(spec: ServerSpec, process: subprocess.Popen[bytes], ready: int,
         if waited:
             if os.read(ready, 64).startswith(b"ready"):
                 return
-            process.wait(timeout=spec.request_timeout_s)
+            # The pipe closed without a word: the server is ending (or its model's code closed it).
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill(process.pid)
+                raise ServerError(
+                    f"the model server of {spec.model['name']} closed its ready pipe without starting"
+                ) from None
         code = process.poll()
         if code is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
