@@ -168,44 +168,50 @@ def _log_event(event: ParsedEvent, body: dict[str, Any], *, team: Team, actor: U
     One INSERT ... ON CONFLICT DO NOTHING: the unique (team, body hash) decides, race-free.
     """
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    table = OpenLineageEvent._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (team_id, received_at, event_time, kind, event_type, run_id, "  # noqa: S608
-            "job_namespace, job_name, producer, body, body_sha256, submitted_by_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s) "
-            "ON CONFLICT (team_id, body_sha256) DO NOTHING RETURNING id",
-            [
-                team.pk,
-                timezone.now(),
-                event.event_time,
-                event.kind,
-                event.event_type or "",
-                event.run_id,
-                event.job_namespace,
-                event.job_name,
-                event.producer,
-                text,
-                digest,
-                actor.pk,
-            ],
-        )
-        return cursor.fetchone() is not None
+    values = {
+        "team_id": team.pk,
+        "received_at": timezone.now(),
+        "event_time": event.event_time,
+        "kind": event.kind,
+        "event_type": event.event_type or "",
+        "run_id": event.run_id,
+        "job_namespace": event.job_namespace,
+        "job_name": event.job_name,
+        "producer": event.producer,
+        "body": JsonText(text),
+        "body_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "submitted_by_id": actor.pk,
+    }
+    return _insert_ignore(OpenLineageEvent, values, ("team_id", "body_sha256")) is not None
 
 
 def _insert_ignore(
     model: type[models.Model], values: dict[str, Any], conflict: tuple[str, ...]
 ) -> int | None:
-    """INSERT one row unless ``conflict`` columns clash; the new id, or None when it existed."""
+    """INSERT one row unless ``conflict`` columns clash; the new id, or None when it existed.
+
+    ``values`` maps column names to Python values, prepared as the model's fields store them
+    (raw SQL gets no help from the ORM: SQLite keeps a UUID as 32 hex digits and a datetime as
+    naive UTC text); a ``JsonText`` is bound as jsonb on PostgreSQL, as text on SQLite.
+    """
     table = model._meta.db_table
     columns = ", ".join(values)
-    marks = ", ".join("%s::jsonb" if isinstance(v, JsonText) else "%s" for v in values.values())
+    jsonb = connection.vendor == "postgresql"
+    marks, params = [], []
+    for column, value in values.items():
+        if isinstance(value, JsonText):
+            marks.append("%s::jsonb" if jsonb else "%s")
+            params.append(value)
+        else:
+            field = model._meta.get_field(column)
+            assert isinstance(field, models.Field), column  # a concrete column, not a relation's reverse
+            marks.append("%s")
+            params.append(field.get_db_prep_value(value, connection))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(marks)}) "  # noqa: S608
             f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING id",
-            list(values.values()),
+            params,
         )
         row = cursor.fetchone()
     return row[0] if row else None
@@ -433,6 +439,19 @@ def _record_uses(
         external = [d for d in sent.values() if versions[(d.namespace, d.name)] is None]
         held = _datasets(team, external, event.event_time, actor) if external else {}
         owner = NodeRef("openlineage_run", run.pk) if run is not None else NodeRef("openlineage_job", job.pk)  # type: ignore[union-attr]
+        owner_column = "run_id" if run is not None else "job_id"
+        postgres = connection.vendor == "postgresql"
+        if postgres:  # a use seen before gains the new facets in the upsert itself (jsonb's ||)
+            merge = "u.facets || EXCLUDED.facets WHERE EXCLUDED.facets <> '{}'::jsonb"
+        else:
+            # SQLite has no ||: merge here. It lets one writer in at a time, and a writer whose
+            # read went stale is refused (busy), so no facet is lost either way.
+            uses = OpenLineageDatasetUse.objects.filter(**{owner_column: owner.id}).values_list(
+                "role", "namespace", "name", "facets"
+            )
+            before = {(role, ns, name): old for role, ns, name, old in uses}
+            facets = {key: {**before.get(key, {}), **new} for key, new in facets.items()}
+            merge = "EXCLUDED.facets"
         nodes: dict[tuple[str, str, str], NodeRef] = {}
         rows: list[Any] = []
         for key, dataset in sent.items():
@@ -445,23 +464,19 @@ def _record_uses(
             )
             rows += [team.pk, owner.id, key[0], key[1], key[2], external_id, version.pk if version else None]
             rows.append(_json(facets[key]))
-        owner_column = "run_id" if run is not None else "job_id"
         table = OpenLineageDatasetUse._meta.db_table
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s::jsonb)"] * len(sent))
-        # One upsert for all: a use seen before keeps its row and gains the new facets;
-        # (xmax = 0) is PostgreSQL's "this row was inserted", so edges are recorded once.
+        facets_mark = "%s::jsonb" if postgres else "%s"
+        values = ", ".join([f"(%s, %s, %s, %s, %s, %s, %s, {facets_mark})"] * len(sent))
+        # One upsert for all: a use seen before keeps its row and gains the new facets. Every
+        # use's edge is offered again; do_record_edges skips those already recorded.
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} AS u (team_id, {owner_column}, role, namespace, name, dataset_id, "  # noqa: S608
                 f"dataset_version_id, facets) VALUES {values} "
-                f"ON CONFLICT ({owner_column}, role, namespace, name) DO UPDATE "
-                "SET facets = u.facets || EXCLUDED.facets WHERE EXCLUDED.facets <> '{}'::jsonb "
-                "RETURNING role, namespace, name, (xmax = 0)",
+                f"ON CONFLICT ({owner_column}, role, namespace, name) DO UPDATE SET facets = {merge}",
                 rows,
             )
-            inserted = [(role, ns, name) for role, ns, name, is_new in cursor.fetchall() if is_new]
-        for key in inserted:
-            node = nodes[key]
+        for key, node in nodes.items():
             edges.append(
                 (node, owner, Relation.INPUT)
                 if key[0] == DatasetRole.INPUT
