@@ -78,8 +78,9 @@ def _submit(dataset_version, registered_model, scientist, spec) -> Job:
 def test_a_child_killed_mid_training_runs_again_from_its_checkpoint_and_registers_one_version(
     dataset_version, registered_model, scientist, training_spec
 ):
-    # Few enough log lines that "resuming" stays in the 50-line tail.
-    spec = training_spec | {"epochs": 30, "batch_size": 32, "checkpoint_every": 5}
+    # Few enough log lines that "resuming" stays in the 50-line tail; batches of 128 leave the
+    # killer ~25 epochs (seconds) between the first checkpoint and the end.
+    spec = training_spec | {"epochs": 30, "batch_size": 128, "checkpoint_every": 5}
     job = _submit(dataset_version, registered_model, scientist, spec)
     has_checkpoint = lambda: any(checkpoint_folder(job.pk).glob("epoch-*.pt"))  # noqa: E731
 
