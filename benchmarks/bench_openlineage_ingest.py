@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_serving import start_gunicorn  # benchmarks/ is on sys.path
+from bench_serving import _free_port, start_gunicorn  # benchmarks/ is on sys.path
 from scratch_db import drop_database, recreate_database, scratch_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,6 +249,61 @@ def in_process(runs: int) -> tuple[int, float, float, float, float]:
     return len(bodies), wall, len(queries) / len(bodies), time.process_time() - cpu, _proc_cpu(backend) - db
 
 
+# The ceiling: a WSGI app that reads each request and answers 201 without looking at it.
+NOOP_RECEIVER = """def application(environ, start_response):
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("201 Created", [("Content-Length", "0")])
+    return [b""]
+"""
+
+
+def ceiling(workdir: Path, args: argparse.Namespace) -> float:
+    """Events/s of the real client (same threads, same gunicorn) against ``NOOP_RECEIVER``: what
+    the client and HTTP alone allow on this machine, whatever the server does. Prints it."""
+    import subprocess
+
+    import requests
+
+    (workdir / "noop_receiver.py").write_text(NOOP_RECEIVER)
+    port = _free_port()
+    command = [
+        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        "noop_receiver:application",
+        "--pythonpath",
+        str(workdir),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.server_threads),
+        "--worker-class",
+        "gthread",
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(command, cwd=workdir)  # noqa: S603
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                requests.post(base + "/api/v1/lineage", data=b"{}", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+        single_endpoint(base, "unused", 20, args.threads)  # warm-up
+        events, wall, cpu = single_endpoint(base, "unused", args.runs, args.threads)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rate = events / wall
+    print(
+        f"ceiling: the same client against a receiver that does nothing: {rate:,.0f} events/s "
+        f"(goal >= {GOAL:,}: {rate / GOAL:.2f}x); client CPU {cpu / events * 1000:.2f} ms per event"
+    )
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=500, help="runs per phase (2 events each)")
@@ -281,11 +336,13 @@ def main() -> None:
                     lambda: batch_endpoint(base, secret, args.runs, args.threads, args.batch),
                 ),
             )
+            rates = []
             for name, phase in phases:
                 server_before = server_cpu(gunicorn.pid)
                 events, wall, cpu = phase()
                 web, db = cpu_used(server_before, server_cpu(gunicorn.pid))
                 rate = events / wall
+                rates.append(rate)
                 per_event = (cpu + web + db) / events
                 print(
                     f"{name}: {events} events in {wall:.2f} s = {rate:,.0f} events/s "
@@ -293,6 +350,8 @@ def main() -> None:
                     f"{cpu / events * 1000:.2f}, gunicorn {web / events * 1000:.2f}, PostgreSQL "
                     f"{db / events * 1000:.2f}; at that cost 2 idle cores: {2 / per_event:,.0f} events/s"
                 )
+            ceiling_rate = ceiling(workdir, args)
+            print(f"    Steward's single endpoint: {rates[0] / ceiling_rate:.2f}x that ceiling")
             events, wall, statements, cpu, db = in_process(args.runs)
             print(
                 f"action alone, in process, 1 thread: {events / wall:,.0f} events/s, {statements:.1f} SQL "

@@ -188,11 +188,19 @@ class DatasetVersion(models.Model):
         ]
         ordering = ["dataset__name", "-version"]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("dataset__name", "version")
+    lineage_url_name = "dataset_version_detail"
+
     def __str__(self) -> str:
-        return f"{self.dataset.name} v{self.version}"
+        return self.lineage_label(self.dataset.name, self.version)
 
     def get_absolute_url(self) -> str:
-        return reverse("dataset_version_detail", args=[self.pk])
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(dataset_name: str, version: int) -> str:
+        return f"{dataset_name} v{version}"
 
     def clean(self) -> None:
         """The schema lists each column once, by name, in file order (``datafiles.summarize``)."""
@@ -336,11 +344,19 @@ class ModelVersion(models.Model):
         ]
         ordering = ["model__name", "-version"]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("model__name", "version")
+    lineage_url_name = "model_version_detail"
+
     def __str__(self) -> str:
-        return f"{self.model.name} v{self.version}"
+        return self.lineage_label(self.model.name, self.version)
 
     def get_absolute_url(self) -> str:
-        return reverse("model_version_detail", args=[self.pk])
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(model_name: str, version: int) -> str:
+        return f"{model_name} v{version}"
 
     @property
     def team(self) -> Team:

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.apps import apps
 
-from lineage.nodes import NodeRef
+from lineage.nodes import NodeRef, with_ids
 from lineage.queries import MAX_DEPTH, walk
 
 
@@ -74,12 +74,9 @@ def impact(user, root: NodeRef, depth: int = MAX_DEPTH) -> dict:
             parents = {_row_id(n): n for n in frontier if n["type"] == attachment.parent_type}
             if not parents:
                 continue
-            rows = (
-                apps.get_model(attachment.model)
-                .objects.restrict(user)
-                .filter(**{f"{attachment.parent_field}__in": list(parents)}, **attachment.filters)
-                .select_related()
-            )
+            restricted = apps.get_model(attachment.model).objects.restrict(user)
+            rows = with_ids(restricted, list(parents), attachment.parent_field)
+            rows = rows.filter(**attachment.filters).select_related().order_by()
             for row in rows:
                 parent = parents[getattr(row, f"{attachment.parent_field}_id")]
                 key = f"{attachment.node_type}:{row.pk}"

@@ -1,20 +1,21 @@
 """Walking the lineage graph upstream or downstream, restricted to what the user may see.
 
-A walk is breadth first, one SQL statement per hop, and each statement only follows an edge into
-a node the user may view, so another team's node is neither shown nor walked through. Why not a
-recursive CTE (measured) or a closure table: ``docs/architecture.md`` (lineage).
+The edges come from this process's in-memory index (``lineage.graph``: synced with the table
+before each walk); which nodes the user may see comes from the database, one query per node type
+(``visible_nodes``: each type's ``restrict(user)``). Another team's node is neither shown nor
+walked through. Why not a per-hop SQL walk, a recursive CTE or a closure table:
+``docs/architecture.md`` (lineage).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from django.apps import apps
-from django.db import connection
 from django.db.models import QuerySet
 
+from lineage.graph import edge_index
 from lineage.models import LineageEdge, Relation
-from lineage.nodes import NODE_MODELS, NodeRef, visible_nodes
+from lineage.nodes import NodeRef, visible_nodes
 
 Direction = Literal["upstream", "downstream", "both"]
 MAX_DEPTH = 20
@@ -37,25 +38,36 @@ def walk(
     reach siblings: other outputs of the root's inputs). ``types``, when given, keeps only nodes
     of those types (and the root) in the answer and the edges between them; the walk itself
     still passes through every visible node. Raises LookupError if ``root`` is not visible and
-    ValueError for a depth outside 1..``MAX_DEPTH``. Queries: 1 (the root) + 1 per hop and
-    direction (edges and visibility in one statement) + 1 per node type reached (labels).
+    ValueError for a depth outside 1..``MAX_DEPTH``.
+
+    How: the nodes within ``depth`` hops whatever their team are found in memory; one query per
+    node type among them keeps those the user may view (with their labels); the walk is then
+    repeated through those only. Queries: 2 (the index's sync) + 1 per node type reached.
     """
     if not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth must be between 1 and {MAX_DEPTH}")
-    described = visible_nodes(user, {root})
+    index = edge_index()
+    sides = ("upstream", "downstream") if direction == "both" else (direction,)
+    candidates: set[int] = set()
+    for side in sides:
+        candidates.update(index.reach((root.type, root.id), side, depth)[0])
+    ref_of = {code: NodeRef(*index.node_of(code)) for code in candidates}
+    described = visible_nodes(user, set(ref_of.values()) | {root})
     if root not in described:
         raise LookupError(f"no lineage node {root.key}")
-    sides = ("upstream", "downstream") if direction == "both" else (direction,)
+    allowed = {code for code, ref in ref_of.items() if ref in described}
+    key_of = {code: ref_of[code].key for code in allowed}
     distance: dict[NodeRef, int] = {}
     edges: dict[tuple[str, str, str], dict] = {}
     for side in sides:
-        reached, found = _reach(user, root, side, depth)
-        for ref, hops in reached.items():
+        reached, found = index.reach((root.type, root.id), side, depth, allowed)
+        for code, hops in reached.items():
+            ref = ref_of[code]
             distance[ref] = min(hops, distance.get(ref, hops))
-        for edge in found:
-            edges[(edge["source"], edge["target"], edge["relation"])] = edge
-    # The walk checked visibility with ids only; labels come from the same restricted querysets.
-    described.update(visible_nodes(user, set(distance) - {root}))
+        for source, target, relation in found:
+            name = index.relation_of(relation)
+            edge = {"source": key_of[source], "target": key_of[target], "relation": name}
+            edges[(edge["source"], edge["target"], name)] = edge
     if types:
         kept = {ref for ref in distance if ref.type in types or ref == root}
         distance = {ref: hops for ref, hops in distance.items() if ref in kept}
@@ -67,69 +79,6 @@ def walk(
         if ref in described
     ]
     return {"root": root.key, "nodes": nodes, "edges": list(edges.values())}
-
-
-def _visible_branches(user) -> list[tuple[str, str, list]]:
-    """Per node type: ``(type, SQL of the ids user may view or "", params)``; "" where the
-    restriction keeps every row (platform admins, compliance officers)."""
-    branches: list[tuple[str, str, list]] = []
-    for node_type, label in NODE_MODELS.items():
-        queryset = apps.get_model(label).objects.restrict(user)
-        if not queryset.query.where:
-            branches.append((node_type, "", []))
-            continue
-        sql, params = queryset.order_by().values("pk").query.get_compiler(connection=connection).as_sql()
-        branches.append((node_type, sql, list(params)))
-    return branches
-
-
-def _reach(user, root: NodeRef, direction: str, depth: int) -> tuple[dict[NodeRef, int], list[dict]]:
-    """The visible nodes within ``depth`` hops of ``root`` one way, with their fewest hops, and
-    the edges walked (from a node nearer than ``depth`` to a visible node).
-
-    Breadth first, one statement per hop: the frontier's edges whose far node the user may view
-    (``_visible_branches``, checked in the same statement). Each node is expanded once, at its
-    fewest hops; why not a recursive CTE: ``docs/architecture.md`` (lineage).
-    """
-    edge_table = LineageEdge._meta.db_table
-    near, far = ("target", "source") if direction == "upstream" else ("source", "target")
-    branches = _visible_branches(user)
-    distance = {root: 0}
-    edges: list[dict] = []
-    frontier = {root}
-    with connection.cursor() as cursor:
-        for hop in range(1, depth + 1):
-            if not frontier:
-                break
-            by_type: dict[str, list[int]] = {}
-            for ref in frontier:
-                by_type.setdefault(ref.type, []).append(ref.id)
-            clauses, frontier_params = [], []
-            for node_type, ids in by_type.items():
-                clauses.append(f"(e.{near}_type = %s AND e.{near}_id IN ({', '.join(['%s'] * len(ids))}))")
-                frontier_params.extend([node_type, *ids])
-            # One branch per node type the far end may have: a plain IN (restricted ids) outside
-            # any OR lets PostgreSQL look each candidate up by primary key (a semi-join).
-            selects, params = [], []
-            for node_type, visible_sql, visible_params in branches:
-                where = f"({' OR '.join(clauses)}) AND e.{far}_type = %s"
-                if visible_sql:
-                    where += f" AND e.{far}_id IN ({visible_sql})"
-                selects.append(
-                    "SELECT e.source_type, e.source_id, e.target_type, e.target_id, e.relation "  # noqa: S608
-                    f"FROM {edge_table} e WHERE {where}"
-                )
-                params.extend([*frontier_params, node_type, *visible_params])
-            cursor.execute(" UNION ALL ".join(selects), params)
-            frontier = set()
-            for source_type, source_id, target_type, target_id, relation in cursor.fetchall():
-                source, target = NodeRef(source_type, source_id), NodeRef(target_type, target_id)
-                edges.append({"source": source.key, "target": target.key, "relation": relation})
-                reached = target if direction == "downstream" else source
-                if reached not in distance:
-                    distance[reached] = hop
-                    frontier.add(reached)
-    return distance, edges
 
 
 PANEL_DEPTH = 3

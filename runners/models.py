@@ -206,13 +206,22 @@ class Job(Delivered):
             ),
         ]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("kind", "run_name", "pk")
+    lineage_url_name = "job_detail"
+
     def __str__(self) -> str:
-        if self.kind == JobKind.TRACKED:
-            return f"Tracked run {self.run_name or self.mlflow_run_id} (#{self.pk})"
-        return f"{self.get_kind_display()} job #{self.pk}"
+        return self.lineage_label(self.kind, self.run_name, self.pk)
 
     def get_absolute_url(self) -> str:
-        return reverse("job_detail", args=[self.pk])
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(kind: str, run_name: str, pk: int) -> str:
+        if kind == JobKind.TRACKED:
+            # A tracked run's MLflow run id is its job id (``mlflow_run_id``).
+            return f"Tracked run {run_name or pk} (#{pk})"
+        return f"{JobKind(kind).label} job #{pk}"
 
     @property
     def mlflow_run_id(self) -> str:
@@ -341,12 +350,20 @@ class ExternalDataset(models.Model):
             models.UniqueConstraint(fields=["team", "name", "digest"], name="unique_external_dataset"),
         ]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("name", "digest")
+    # No page of its own: the run that first read it says where it came from.
+    lineage_url_name, lineage_url_column = "job_detail", "first_run_id"
+
     def __str__(self) -> str:
-        return f"{self.name} ({self.digest}, external)"
+        return self.lineage_label(self.name, self.digest)
 
     def get_absolute_url(self) -> str:
-        # No page of its own: the run that first read it says where it came from.
-        return self.first_run.get_absolute_url()
+        return reverse(self.lineage_url_name, args=[self.first_run_id])
+
+    @staticmethod
+    def lineage_label(name: str, digest: str) -> str:
+        return f"{name} ({digest}, external)"
 
 
 class RunInput(models.Model):
@@ -588,11 +605,19 @@ class CodeVersion(models.Model):
             ),
         ]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("project__name", "version")
+    lineage_url_name = "code_version_detail"
+
     def __str__(self) -> str:
-        return f"{self.project.name} v{self.version}"
+        return self.lineage_label(self.project.name, self.version)
 
     def get_absolute_url(self) -> str:
-        return reverse("code_version_detail", args=[self.pk])
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(project_name: str, version: int) -> str:
+        return f"{project_name} v{version}"
 
     @property
     def path(self):

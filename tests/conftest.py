@@ -25,6 +25,7 @@ from governance.actions.model_versions import do_register_model_version
 from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.models import DatasetVersion, PlatformRole, TeamRole
+from lineage.graph import reset_edge_index
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
 from runners.specs import parse_spec
 
@@ -91,6 +92,16 @@ def _audit_maintenance_during_flush():
     BaseDatabaseOperations.execute_sql_flush = execute_sql_flush
     yield
     BaseDatabaseOperations.execute_sql_flush = original
+
+
+@pytest.fixture(autouse=True)
+def _fresh_edge_index():
+    """TEST ONLY: forget the in-memory lineage edges after each test. A test's rows are rolled
+    back, which committed data never is, and SQLite then hands the same ids out again, so an
+    index kept across tests would hold edges that no longer exist under ids it will not re-read
+    (``lineage.graph``)."""
+    yield
+    reset_edge_index()
 
 
 @pytest.fixture(autouse=True)

@@ -51,11 +51,19 @@ class OpenLineageJob(models.Model):
             models.UniqueConstraint(fields=["team", "namespace", "name"], name="unique_openlineage_job"),
         ]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("namespace", "name")
+    lineage_url_name = "openlineage_job_detail"
+
     def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return self.lineage_label(self.namespace, self.name)
 
     def get_absolute_url(self) -> str:
-        return reverse("openlineage_job_detail", args=[self.pk])
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(namespace: str, name: str) -> str:
+        return f"{namespace}/{name}"
 
 
 class OpenLineageRun(models.Model):
@@ -93,12 +101,20 @@ class OpenLineageRun(models.Model):
             ),
         ]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("run_id",)
+    lineage_url_name = "openlineage_run_detail"
+
     def __str__(self) -> str:
-        # No job name: lineage lists describe many runs at once, one query per node type.
-        return f"run {str(self.run_id)[:8]}"
+        return self.lineage_label(self.run_id)
 
     def get_absolute_url(self) -> str:
-        return reverse("openlineage_run_detail", args=[self.pk])
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(run_id) -> str:
+        # No job name: lineage lists describe many runs at once, one query per node type.
+        return f"run {str(run_id)[:8]}"
 
 
 class OpenLineageDataset(models.Model):
@@ -123,11 +139,19 @@ class OpenLineageDataset(models.Model):
             models.UniqueConstraint(fields=["team", "namespace", "name"], name="unique_openlineage_dataset"),
         ]
 
+    # lineage.nodes.visible_nodes labels hundreds of nodes from these columns, without instances.
+    lineage_label_columns = ("namespace", "name")
+    lineage_url_name = "openlineage_dataset_detail"
+
     def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return self.lineage_label(self.namespace, self.name)
 
     def get_absolute_url(self) -> str:
-        return reverse("openlineage_dataset_detail", args=[self.pk])
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(namespace: str, name: str) -> str:
+        return f"{namespace}/{name}"
 
     @property
     def column_lineage(self) -> dict:
