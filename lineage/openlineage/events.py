@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime
 import gzip
 import json
+import math
+import re
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -97,13 +99,37 @@ def gzip_body(data: bytes) -> bytes:
 
 def load_json(data: bytes) -> Any:
     """The JSON value of ``data``; raises EventError("body", ...) for text that is not JSON, or
-    that holds a NUL character (PostgreSQL's jsonb and text cannot store one)."""
+    that holds what no database column can store: a NUL character (PostgreSQL's jsonb and text
+    cannot), NaN or an infinite number (JSON has none; Python's parser accepts them), an unpaired
+    UTF-16 surrogate escape (not a character: it cannot be encoded to store or hash)."""
     if b"\\u0000" in data or b"\x00" in data:
         raise EventError("body", "must not contain NUL characters (\\u0000)")
     try:
-        return json.loads(data)
+        value = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
+    except EventError:
+        raise
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventError("body", f"not valid JSON ({exc})") from exc
+    if _SURROGATE_ESCAPE.search(data):  # rare: look closer only then
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise EventError("body", "must not contain unpaired surrogates (\\ud800-\\udfff)") from exc
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constant(name: str) -> Any:
+    raise EventError("body", f"{name} is not a JSON number (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise EventError("body", f"number {text[:40]} is out of range (numbers must be finite)")
+    return number
 
 
 def event_kind(event: dict[str, Any]) -> EventKind:
@@ -166,7 +192,12 @@ def parse_event_time(value: Any) -> datetime.datetime:
         moment = datetime.datetime.fromisoformat(value)
     except ValueError as exc:
         raise EventError("eventTime", f"not an ISO 8601 date-time: {value!r:.60}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+    try:  # stored and ordered in UTC: 0001-01-01T00:00+14:00 has no UTC date
+        moment.astimezone(datetime.UTC)
+    except OverflowError as exc:
+        raise EventError("eventTime", f"out of range once converted to UTC: {value!r:.60}") from exc
+    return moment
 
 
 def _run_id(value: Any) -> uuid.UUID:

@@ -441,15 +441,15 @@ def _record_uses(
         owner = NodeRef("openlineage_run", run.pk) if run is not None else NodeRef("openlineage_job", job.pk)  # type: ignore[union-attr]
         owner_column = "run_id" if run is not None else "job_id"
         postgres = connection.vendor == "postgresql"
+        uses = OpenLineageDatasetUse.objects.filter(**{owner_column: owner.id}).values_list(
+            "role", "namespace", "name", "facets"
+        )
+        before = {(role, ns, name): old for role, ns, name, old in uses}
         if postgres:  # a use seen before gains the new facets in the upsert itself (jsonb's ||)
             merge = "u.facets || EXCLUDED.facets WHERE EXCLUDED.facets <> '{}'::jsonb"
         else:
             # SQLite has no ||: merge here. It lets one writer in at a time, and a writer whose
             # read went stale is refused (busy), so no facet is lost either way.
-            uses = OpenLineageDatasetUse.objects.filter(**{owner_column: owner.id}).values_list(
-                "role", "namespace", "name", "facets"
-            )
-            before = {(role, ns, name): old for role, ns, name, old in uses}
             facets = {key: {**before.get(key, {}), **new} for key, new in facets.items()}
             merge = "EXCLUDED.facets"
         nodes: dict[tuple[str, str, str], NodeRef] = {}
@@ -467,8 +467,9 @@ def _record_uses(
         table = OpenLineageDatasetUse._meta.db_table
         facets_mark = "%s::jsonb" if postgres else "%s"
         values = ", ".join([f"(%s, %s, %s, %s, %s, %s, %s, {facets_mark})"] * len(sent))
-        # One upsert for all: a use seen before keeps its row and gains the new facets. Every
-        # use's edge is offered again; do_record_edges skips those already recorded.
+        # One upsert for all: a use seen before keeps its row, and the dataset it resolved to
+        # then, and gains the new facets; only a new use gets an edge (the run's dataset list and
+        # its graph name the same datasets).
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {table} AS u (team_id, {owner_column}, role, namespace, name, dataset_id, "  # noqa: S608
@@ -477,6 +478,8 @@ def _record_uses(
                 rows,
             )
         for key, node in nodes.items():
+            if key in before:
+                continue
             edges.append(
                 (node, owner, Relation.INPUT)
                 if key[0] == DatasetRole.INPUT

@@ -288,3 +288,75 @@ def test_pages_of_external_objects_render_for_the_team(scientist, viewer, client
     dataset_page = client.get(OpenLineageDataset.objects.get().get_absolute_url()).content.decode()
     assert "rides.cnt" in dataset_page
     assert str(run_id) in client.get(reverse("openlineage_list")).content.decode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'"v": NaN', "NaN is not a JSON number"),
+        (b'"v": -Infinity', "-Infinity is not a JSON number"),
+        (b'"v": 1e999', "number 1e999 is out of range"),
+        (b'"v": "a\\ud800b"', "unpaired surrogates"),
+    ],
+)
+def test_what_no_column_can_store_is_a_400_not_a_retry(scientist, raw, message):
+    """NaN, infinities and unpaired surrogates are not JSON text a database can store or hash; a
+    503 "try again" would have the client resend an event that can never land."""
+    facet = b'{"acme": {"_producer": "urn:x", "_schemaURL": "urn:y", ' + raw + b"}}"
+    body = json.dumps(run_event()).encode().replace(b'"run": {', b'"run": {"facets": ' + facet + b", ")
+    answer = post(token(scientist), None, raw=body)
+    assert answer.status_code == 400, answer.content
+    assert message in answer.json()["body"][0]
+    batch = post(token(scientist), None, BATCH, raw=b"[" + body + b"]")
+    assert batch.status_code == 400
+    assert nothing_stored()
+
+
+def test_a_surrogate_pair_is_a_character_and_is_kept(scientist):
+    body = json.dumps(run_event(job="caf\U0001f600")).encode()  # ensure_ascii: a \\ud83d\\ude00 pair
+    assert b"\\ud83d\\ude00" in body
+    assert post(token(scientist), None, raw=body).json() == {"status": "applied"}
+    assert OpenLineageJob.objects.get().name == "caf\U0001f600"
+
+
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-23:59"])
+def test_an_event_time_with_no_utc_date_is_a_400_and_fails_only_itself_in_a_batch(scientist, time):
+    secret = token(scientist)
+    answer = post(secret, run_event(time=time))
+    assert answer.status_code == 400
+    assert "out of range once converted to UTC" in answer.json()["eventTime"][0]
+    batch = post(secret, [run_event(job="a"), run_event(job="b", time=time), run_event(job="c")], BATCH)
+    assert batch.status_code == 200
+    summary = batch.json()
+    assert (summary["summary"]["successful"], summary["summary"]["non_retriable"]) == (2, 1)
+    assert [(f["index"], f["retriable"]) for f in summary["failed_events"]] == [(1, False)]
+    assert sorted(OpenLineageJob.objects.values_list("name", flat=True)) == ["a", "c"]
+
+
+def test_a_use_keeps_the_dataset_it_resolved_to_in_the_list_and_the_graph(scientist, dataset, tmp_path):
+    """A run named a Steward dataset version before it existed (an external dataset then); the
+    version is registered; the run's next event names it again. The use keeps its first
+    resolution, and the graph says the same as the run's dataset list (no second edge)."""
+    from governance.actions.datasets import do_register_dataset_version
+    from governance.models import DatasetVersion
+
+    secret = token(scientist)
+    start = run_event(inputs=())
+    start["inputs"] = [{"namespace": "steward://testserver", "name": f"{dataset.name}@v1"}]
+    assert post(secret, start).json() == {"status": "applied"}
+    path = tmp_path / "v1.csv"
+    path.write_text("a,b\n1,2\n")
+    source = DatasetVersion.Source.PATH
+    do_register_dataset_version(
+        dataset=dataset, file_path=path, filename=path.name, source=source, actor=scientist
+    )
+    complete = dict(start, eventType="COMPLETE", eventTime="2026-12-01T09:00:00Z")
+    assert post(secret, complete).json() == {"status": "applied"}
+    run = OpenLineageRun.objects.get()
+    into_run = LineageEdge.objects.filter(
+        target_type="openlineage_run",
+        target_id=run.pk,
+        source_type__in=["openlineage_dataset", "dataset_version"],
+    )
+    assert list(into_run.values_list("source_type", flat=True)) == ["openlineage_dataset"]
+    assert list(run.datasets.values_list("dataset_id", flat=True)) == [into_run.get().source_id]
