@@ -53,13 +53,15 @@ class EdgeIndex:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._reset()
-
-    def _reset(self) -> None:
+        # The codes of node types and relations outlive a reset: a walk that began before one
+        # still decodes the codes it holds.
         self._types: dict[str, int] = {}
         self._type_names: list[str] = []
         self._relations: dict[str, int] = {}
         self._relation_names: list[str] = []
+        self._reset()
+
+    def _reset(self) -> None:
         # node code -> [neighbour code * RELATION_SLOTS + relation code]
         self._downstream: dict[int, list[int]] = {}
         self._upstream: dict[int, list[int]] = {}
