@@ -120,5 +120,5 @@ def _url_maker(url_name: str) -> Callable[[int], str]:
     """``pk -> reverse(url_name, args=[pk])`` for a URL whose only argument is an integer id."""
     prefix, found, suffix = reverse(url_name, args=[_URL_SENTINEL]).rpartition(_URL_SENTINEL)
     if not found:
-        raise ValueError(f"URL {url_name!r} does not end in its id argument")
+        raise ValueError(f"URL {url_name!r} does not contain its id argument")
     return lambda pk: f"{prefix}{pk}{suffix}"

@@ -196,11 +196,10 @@ def _insert_ignore(
     """
     table = model._meta.db_table
     columns = ", ".join(values)
-    jsonb = connection.vendor == "postgresql"
     marks, params = [], []
     for column, value in values.items():
         if isinstance(value, JsonText):
-            marks.append("%s::jsonb" if jsonb else "%s")
+            marks.append(_json_mark())
             params.append(value)
         else:
             field = model._meta.get_field(column)
@@ -219,6 +218,11 @@ def _insert_ignore(
 
 class JsonText(str):
     """A JSON document to bind as jsonb in the raw statements above."""
+
+
+def _json_mark() -> str:
+    """The placeholder of a ``JsonText``: cast to jsonb on PostgreSQL, JSON text as is on SQLite."""
+    return "%s::jsonb" if connection.vendor == "postgresql" else "%s"
 
 
 def _json(value: Any) -> JsonText:
@@ -440,12 +444,12 @@ def _record_uses(
         held = _datasets(team, external, event.event_time, actor) if external else {}
         owner = NodeRef("openlineage_run", run.pk) if run is not None else NodeRef("openlineage_job", job.pk)  # type: ignore[union-attr]
         owner_column = "run_id" if run is not None else "job_id"
-        postgres = connection.vendor == "postgresql"
         uses = OpenLineageDatasetUse.objects.filter(**{owner_column: owner.id}).values_list(
             "role", "namespace", "name", "facets"
         )
         before = {(role, ns, name): old for role, ns, name, old in uses}
-        if postgres:  # a use seen before gains the new facets in the upsert itself (jsonb's ||)
+        if connection.vendor == "postgresql":
+            # A use seen before gains the new facets in the upsert itself (jsonb's ||).
             merge = "u.facets || EXCLUDED.facets WHERE EXCLUDED.facets <> '{}'::jsonb"
         else:
             # SQLite has no ||: merge here. It lets one writer in at a time, and a writer whose
@@ -465,8 +469,7 @@ def _record_uses(
             rows += [team.pk, owner.id, key[0], key[1], key[2], external_id, version.pk if version else None]
             rows.append(_json(facets[key]))
         table = OpenLineageDatasetUse._meta.db_table
-        facets_mark = "%s::jsonb" if postgres else "%s"
-        values = ", ".join([f"(%s, %s, %s, %s, %s, %s, %s, {facets_mark})"] * len(sent))
+        values = ", ".join([f"(%s, %s, %s, %s, %s, %s, %s, {_json_mark()})"] * len(sent))
         # One upsert for all: a use seen before keeps its row, and the dataset it resolved to
         # then, and gains the new facets; only a new use gets an edge (the run's dataset list and
         # its graph name the same datasets).
