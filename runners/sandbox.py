@@ -46,6 +46,11 @@ INSIDE_RUN = Path("/run/steward")
 INSIDE_TMP = Path("/tmp")  # noqa: S108 - a tmpfs of the sandbox's own
 INSIDE_SHM = Path("/dev/shm")  # noqa: S108 - likewise
 API_SOCKET = "api.sock"
+# How the launch waits for each end of the API proxy to listen: a check every WAIT_STEP_S seconds,
+# at most WAIT_STEPS times (5 s). Each socat is ready in a few milliseconds: a 50 ms step cost a
+# code run ~0.1 s at its start (issue 17's runner overhead), a 5 ms one a fork of sleep per step.
+WAIT_STEP_S = "0.005"
+WAIT_STEPS = 1000
 # What bwrap mode does not give in none mode: the warning line on the job's log.
 NONE_WARNING = (
     "sandbox: none (bubblewrap is not usable here); the code runs with a clean environment in its "
@@ -290,7 +295,7 @@ def build(
             f"{SOCAT} TCP-LISTEN:{api_port},bind=127.0.0.1,fork,reuseaddr "
             f"UNIX-CONNECT:{INSIDE_RUN / API_SOCKET} </dev/null >/dev/null 2>&1 &\n"
             f"n=0; while ! grep -q ':{api_port:04X} 00000000:0000 0A' /proc/net/tcp "
-            "&& [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n"
+            f"&& [ $n -lt {WAIT_STEPS} ]; do sleep {WAIT_STEP_S}; n=$((n+1)); done\n"
         )
         inner = listen + run_line
     args += [*_dropped_to(uid), "/bin/sh", "-c", inner]
@@ -305,7 +310,8 @@ def build(
     outer = (
         f"{SETPRIV} --pdeathsig KILL {SOCAT} UNIX-LISTEN:{socket_path},fork,mode=0666 "
         f"TCP:{shlex.quote(host)}:{port} </dev/null >/dev/null 2>>{proxy_log} &\n"
-        f"n=0; while [ ! -S {socket_path} ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n"
+        f"n=0; while [ ! -S {socket_path} ] && [ $n -lt {WAIT_STEPS} ]; "
+        f"do sleep {WAIT_STEP_S}; n=$((n+1)); done\n"
         'exec "$@"'
     )
     return Command(["/bin/sh", "-c", outer, "sandbox", *args], {"PATH": "/usr/bin:/bin"}, workdir)

@@ -17,6 +17,7 @@ sandbox's read-only bind of Steward's packages; nothing here imports torch, so i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -165,6 +166,7 @@ class TrackingApi:
         secret = token if token is not None else os.environ.get("MLFLOW_TRACKING_TOKEN", "")
         self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self.timeout_s = timeout_s
+        self._artifact_uris: dict[str, str] = {}
 
     def call(self, method: str, endpoint: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """``method`` ``/api/2.0/mlflow/<endpoint>`` with ``body`` as JSON (a GET's as its query);
@@ -184,7 +186,7 @@ class TrackingApi:
     def upload(self, run_id: str, path: Path, artifact_path: str = "") -> None:
         """Upload file ``path`` to the run's artifacts (under ``artifact_path``), through the
         artifact proxy as ``mlflow-artifacts:/`` runs do. Raises TrackingError."""
-        location = self.call("GET", "runs/get", {"run_id": run_id})["run"]["info"]["artifact_uri"]
+        location = self.artifact_uri(run_id)
         prefix = "mlflow-artifacts:"
         if not location.startswith(prefix):
             raise TrackingError(f"run {run_id}: artifact location {location!r} is not the artifact proxy")
@@ -200,6 +202,14 @@ class TrackingApi:
                 method="PUT",
             )
             self._send(request)
+
+    def artifact_uri(self, run_id: str) -> str:
+        """The run's artifact location (``runs/get``), read once per run: it never changes.
+        Raises TrackingError."""
+        if run_id not in self._artifact_uris:
+            answer = self.call("GET", "runs/get", {"run_id": run_id})
+            self._artifact_uris[run_id] = str(answer["run"]["info"]["artifact_uri"])
+        return self._artifact_uris[run_id]
 
     def _send(self, request: urllib.request.Request) -> dict[str, Any]:
         try:
@@ -231,12 +241,18 @@ class TrackingApi:
         detects the flavor of (``governance.flavors``: a Steward tabular artifact is
         ``steward_tabular``); ``mlflow.register_model`` would look for an MLflow logged model.
         Raises TrackingError with the server's message."""
+        body = {"name": name, "source": f"runs:/{run_id}/{artifact_path}", "run_id": run_id}
+        # The version first: retraining a model that exists is the usual case (one request).
+        try:
+            return str(self.call("POST", "model-versions/create", body)["model_version"]["version"])
+        except TrackingError as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
         try:
             self.call("POST", "registered-models/create", {"name": name})
-        except TrackingError as exc:
+        except TrackingError as exc:  # made meanwhile by another run
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        body = {"name": name, "source": f"runs:/{run_id}/{artifact_path}", "run_id": run_id}
         return str(self.call("POST", "model-versions/create", body)["model_version"]["version"])
 
     def finish_run(self, run_id: str) -> None:
@@ -326,6 +342,10 @@ class BackgroundRunLog:
                         metrics += item[1]
                 if params or metrics:
                     self._send(params, metrics)
+                    # Read while training runs, so the upload after training needs no lookup;
+                    # a failure here is the upload's to report (it asks again).
+                    with contextlib.suppress(TrackingError):
+                        self.api.artifact_uri(self.run_id)
         except BaseException as exc:  # handed to the training thread, which raises it
             self._error = exc
 

@@ -350,6 +350,38 @@ def test_the_templates_rest_client_names_what_went_wrong(monkeypatch):
     assert {m["step"] for m in batch["metrics"]} == {3}
 
 
+def test_the_templates_rest_client_registers_new_and_existing_models(
+    mlflow_env, mlflow_client, api_token, scientist, tmp_path
+):
+    """``TrackingApi.register`` against the live Steward: the first version of a model it has to
+    create, the next of one that exists (one request), and a refusal that is not "no such model"
+    (a read-only token) raised as it is, not taken for a missing model."""
+    from runners import training, workload_env
+    from runners.specs import parse_spec
+
+    frame = pd.read_csv(BIKE_HOURLY, nrows=300)
+    spec = parse_spec({"target": "cnt", "features": BIKE_FEATURES, "epochs": 1}, list(frame.columns))
+    artifact = tmp_path / "model.pt"
+    artifact.write_bytes(training.train(frame, spec).artifact)
+    run_id = start_run(mlflow_client, "template-client")
+
+    api = workload_env.TrackingApi()
+    api.upload(run_id, artifact)
+    assert api.register("bike-client", run_id, "model.pt") == "1"
+    assert api.register("bike-client", run_id, "model.pt") == "2"
+    versions = ModelVersion.objects.filter(model__name="bike-client").order_by("version")
+    assert [(v.version, v.flavor, v.source_job_id) for v in versions] == [
+        (1, "steward_tabular", int(run_id)),
+        (2, "steward_tabular", int(run_id)),
+    ]
+
+    read_only = workload_env.TrackingApi(token=api_token(scientist, read_only=True))
+    with pytest.raises(workload_env.TrackingError) as refused:
+        read_only.register("bike-client-2", run_id, "model.pt")
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    assert not ModelVersion.objects.filter(model__name="bike-client-2").exists()
+
+
 def test_vision_template_prepares_trains_registers_serves_and_predicts(
     code_runs_reach, mlflow_env, mlflow_client, tmp_path, team, scientist, client_for, model_servers
 ):
