@@ -1,5 +1,6 @@
+from csp.decorators import csp_update
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
 from governance.api import access, audit, compare, promotions
@@ -10,6 +11,9 @@ from runners.api import code as code
 from runners.api import serving
 from runners.api import views as runners
 from runners.openlineage import api as openlineage
+
+# The hash of the one <style> element Swagger UI (drf-spectacular-sidecar's copy) adds to its page.
+SWAGGER_UI_STYLE = "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"
 
 router = DefaultRouter()
 router.register("teams", governance.TeamViewSet)
@@ -85,5 +89,12 @@ urlpatterns = [
     path("usage/", runners.UsageView.as_view(), name="usage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger_ui"),
+    # The split view serves Swagger UI's start-up script from a URL, not inline (the site's CSP);
+    # Swagger UI adds one <style> element of its own, allowed by its hash alone (a new Swagger UI
+    # with another one fails tests/test_csp_browser.py, which names the new hash).
+    path(
+        "docs/",
+        csp_update({"style-src": [SWAGGER_UI_STYLE]})(SpectacularSwaggerSplitView.as_view(url_name="schema")),
+        name="swagger_ui",
+    ),
 ]

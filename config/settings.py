@@ -36,6 +36,26 @@ SECRET_KEY = _secret_key()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# HTTPS (issue 13): each of Django's own settings read from the environment by its own name, off
+# by default (the embedded set-up serves plain HTTP on localhost). docs/operations.md lists the
+# production environment; `manage.py check --deploy --fail-level WARNING` passes with it.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Probes and the Prometheus scraper reach the web tier on its plain-HTTP port inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Behind a TLS-terminating proxy: the header it sets on HTTPS requests, "HTTP_X_FORWARDED_PROTO,https"
+# (only where the proxy strips that header from clients: otherwise a client could claim HTTPS).
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER: expected 'HTTP_X_FORWARDED_PROTO,https'")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if _proxy_ssl_header else None
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -53,6 +73,8 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "django_htmx",
+    "csp",
+    "health_check",
     "governance",
     "lineage",
     "runners",
@@ -70,11 +92,34 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "governance.middleware.RequestIDMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the 429 answer.
     "axes.middleware.AxesMiddleware",
 ]
+
+# Content-Security-Policy on every response (django-csp, issue 13): scripts, styles and fonts
+# from Steward's own static files only (no page has an inline script, style or event handler;
+# the API docs load their start-up script from a URL of their own), images also as data: URIs
+# (the charts' and Swagger UI's icons), no plugins, no <base>, forms posting to Steward only, and
+# no framing but the drift check page framing its report. A view that sets its own policy keeps
+# it (the evidently report: monitoring.reports.REPORT_CSP).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "frame-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -283,6 +328,11 @@ STEWARD_AUDIT_SIGNING_KEY_FILE = env.str(
     "STEWARD_AUDIT_SIGNING_KEY_FILE", default=str(VAR_DIR / "audit_signing_key.pem")
 )
 STEWARD_AUDIT_SEQUENCE_INTERVAL_S = env.float("STEWARD_AUDIT_SEQUENCE_INTERVAL_S", default=10.0)
+# /health/ reports the sequencer as failing when an audit event has waited longer than this for
+# its leaf (config.health; beat runs the sequencer every STEWARD_AUDIT_SEQUENCE_INTERVAL_S).
+STEWARD_HEALTH_SEQUENCER_LAG_S = env.float(
+    "STEWARD_HEALTH_SEQUENCER_LAG_S", default=max(60.0, 6 * STEWARD_AUDIT_SEQUENCE_INTERVAL_S)
+)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

@@ -1,7 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from config.health import HealthView, LivenessView, ReadinessView
+
 urlpatterns = [
+    # Probes and monitoring (issue 13): no login; see config/health.py.
+    path("health/", HealthView.as_view(), name="health"),
+    path("health/live/", LivenessView.as_view(), name="health_live"),
+    path("health/ready/", ReadinessView.as_view(), name="health_ready"),
     path("", include("config.mlflow_urls")),
     path("api/", include("config.api_urls")),
     path("admin/", admin.site.urls),

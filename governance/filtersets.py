@@ -41,9 +41,13 @@ class UtcIsoDateTimeField(IsoDateTimeField):
 
     def to_python(self, value: object) -> datetime.datetime | None:
         parsed = super().to_python(value)
-        if parsed is not None and not is_utc_representable(parsed):
+        if parsed is None:
+            return None
+        if not is_utc_representable(parsed):
             raise forms.ValidationError(self.error_messages["out_of_range"], code="out_of_range")
-        return parsed
+        # In UTC: Python takes offsets up to +-23:59, PostgreSQL only up to +-15:59 (a +16:00
+        # sent as given was a 500, issue 13).
+        return parsed.astimezone(datetime.UTC)
 
 
 class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):

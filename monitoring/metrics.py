@@ -17,9 +17,10 @@ from django.db.models import Count, OuterRef, Subquery
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from governance.metrics import AuditCollector
 from lineage.openlineage.emit import EmitCollector
 from monitoring.models import UNRESOLVED, Alert, CheckState, DriftCheck, Notification, Severity
-from runners.metrics import PREFIX, JobCollector
+from runners.metrics import PREFIX, BrokerCollector, JobCollector, ServingCollector
 
 
 def _latest_checks() -> list[DriftCheck]:
@@ -35,6 +36,7 @@ def _latest_checks() -> list[DriftCheck]:
         .only(
             "results",
             "prediction",
+            "performance",
             "is_dataset_drift",
             "finished_at",
             "model_version__version",
@@ -70,10 +72,24 @@ class StewardCollector(Collector):
             "1 when the newest check's share of drifted columns reached drift_share.",
             labels=["model", "model_version"],
         )
+        performance = GaugeMetricFamily(
+            f"{PREFIX}_model_performance",
+            "A model quality metric on the newest check's labelled rows (rmse, mae, r2, accuracy...).",
+            labels=["model", "model_version", "metric"],
+        )
+        degraded = GaugeMetricFamily(
+            f"{PREFIX}_model_performance_degraded",
+            "1 when the metric is worse than its baseline beyond the monitor's tolerance.",
+            labels=["model", "model_version", "metric"],
+        )
         for check in _latest_checks():
             version = check.model_version
             model, number = version.model.name, str(version.version)
             dataset.add_metric([model, number], float(bool(check.is_dataset_drift)))
+            for metric, values in sorted(((check.performance or {}).get("metrics") or {}).items()):
+                if values.get("current") is not None:
+                    performance.add_metric([model, number, metric], float(values["current"]))
+                    degraded.add_metric([model, number, metric], float(bool(values.get("is_degraded"))))
             for result in [*check.results, *([check.prediction] if check.prediction else [])]:
                 if result.get("score") is None or result.get("method") is None:
                     continue
@@ -82,14 +98,23 @@ class StewardCollector(Collector):
                 if result.get("threshold") is not None:
                     threshold.add_metric(values, float(result["threshold"]))
                 drifted.add_metric(values, float(bool(result.get("is_drifted"))))
-        yield from (score, threshold, drifted, dataset)
+        yield from (score, threshold, drifted, dataset, performance, degraded)
 
     def _checks(self) -> Iterator:
-        family = CounterMetricFamily(f"{PREFIX}_drift_checks", "Drift checks by state.", labels=["state"])
+        # Finished checks only ever grow (a counter); queued and running ones come and go (a
+        # gauge). One family for both was a "counter" that went down (issue 13).
+        finished = CounterMetricFamily(
+            f"{PREFIX}_drift_checks_finished", "Drift checks finished, by outcome.", labels=["outcome"]
+        )
+        in_flight = GaugeMetricFamily(
+            f"{PREFIX}_drift_checks_in_flight", "Drift checks queued or running.", labels=["state"]
+        )
         counts = dict(DriftCheck.objects.order_by().values_list("state").annotate(n=Count("id")))
-        for state in CheckState.values:
-            family.add_metric([state], float(counts.get(state, 0)))
-        yield family
+        for state in (CheckState.SUCCEEDED, CheckState.FAILED):
+            finished.add_metric([state], float(counts.get(state, 0)))
+        for state in (CheckState.QUEUED, CheckState.RUNNING):
+            in_flight.add_metric([state], float(counts.get(state, 0)))
+        yield from (finished, in_flight)
 
     def _alerts(self) -> Iterator:
         family = GaugeMetricFamily(
@@ -125,4 +150,7 @@ def registry() -> CollectorRegistry:
     registry.register(StewardCollector())
     registry.register(JobCollector())
     registry.register(EmitCollector())
+    registry.register(ServingCollector())
+    registry.register(AuditCollector())
+    registry.register(BrokerCollector())
     return registry

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 from django.conf import settings
+from django.http import FileResponse, Http404
 
 from governance import artifacts, datafiles
 from governance.models import DatasetVersion
@@ -24,6 +25,29 @@ from monitoring.actions.checks import claim_drift_report, record_drift_report
 from monitoring.models import DriftCheck
 
 logger = logging.getLogger(__name__)
+
+# The stored HTML embeds values from uploaded data: its inline scripts may render it, but it may
+# reach no network at all, and only Steward's own pages may frame it. Sent wherever the report is
+# served (the page's frame and the API), instead of the site's policy (django-csp keeps a header a
+# view has set). (A sandboxed, opaque-origin frame would be stricter, but evidently's scripts read
+# localStorage unguarded and render nothing there.)
+REPORT_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+    "img-src data: blob:; font-src data:; frame-ancestors 'self'"
+)
+
+
+def report_response(check: DriftCheck) -> FileResponse:
+    """The check's stored evidently HTML as a response carrying ``REPORT_CSP``. Raises Http404
+    when the check has no report (not asked for, still building, failed, or its file is gone)."""
+    path = artifacts.resolve(check.report) if check.report else None
+    if path is None or not path.is_file():
+        raise Http404("this drift check has no report (yet)")
+    response = FileResponse(
+        path.open("rb"), content_type="text/html; charset=utf-8", filename=f"drift-check-{check.pk}.html"
+    )
+    response["Content-Security-Policy"] = REPORT_CSP
+    return response
 
 
 def _sampled_frame(

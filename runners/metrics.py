@@ -10,9 +10,12 @@ GPU seconds per team and resource class); budgets with their month-to-date spend
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Iterator
+from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.db.models.functions import Coalesce, Greatest
@@ -21,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from runners.accounting import accounted_jobs, budget_lines
-from runners.models import Job
+from runners.models import Job, Prediction
 
 # Seconds; a training job on the demo takes tens of seconds, real ones hours.
 JOB_DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -135,3 +138,76 @@ class JobCollector(Collector):
             limit.add_metric([line["team"].slug], float(line["limit"]))
             spent.add_metric([line["team"].slug], line["spent"])
         yield from (limit, spent)
+
+
+class ServingCollector(Collector):
+    """``steward_predictions_total``: prediction rows logged by online prediction (issue 17), by
+    model, version and role (served, shadow); sampled requests only (``STEWARD_PREDICTION_LOG_SAMPLE``).
+    One aggregate query per scrape."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            f"{PREFIX}_predictions",
+            "Predictions logged by online prediction, by model, version and role.",
+            labels=["model", "model_version", "role"],
+        )
+        rows = (
+            Prediction.objects.order_by()
+            .values_list("model_version__model__name", "model_version__version", "role")
+            .annotate(n=Count("id"))
+            .order_by("model_version__model__name", "model_version__version", "role")
+        )
+        for model, version, role, n in rows:
+            family.add_metric([model, str(version), role], float(n))
+        yield family
+
+
+class BrokerCollector(Collector):
+    """The broker and the workers, asked at each scrape (issue 13):
+
+    - ``steward_queue_messages{queue}``: messages waiting in each job queue of
+      ``STEWARD_RESOURCE_CLASSES`` (and Celery's default queue, where drift checks and housekeeping
+      go), read with a passive queue declaration, which Redis, RabbitMQ and the filesystem
+      transport all answer; a queue the broker does not know yet counts 0.
+    - ``steward_workers``: Celery workers answering a ping within ``PING_TIMEOUT_S``.
+    - ``steward_broker_up``: 1 when the broker took the connection, else 0 (and nothing else).
+    """
+
+    PING_TIMEOUT_S = 1.0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(f"{PREFIX}_broker_up", "1 when the broker accepted this scrape's connection.")
+        depth = GaugeMetricFamily(
+            f"{PREFIX}_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
+        )
+        workers = GaugeMetricFamily(f"{PREFIX}_workers", "Celery workers answering a ping.")
+        queues = sorted(
+            {str(spec["queue"]) for spec in settings.STEWARD_RESOURCE_CLASSES.values()}
+            | {current_app.conf.task_default_queue}
+        )
+        try:
+            with current_app.connection_for_read() as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+                for queue in queues:
+                    depth.add_metric([queue], float(_waiting(connection, queue)))
+            answers = current_app.control.ping(timeout=self.PING_TIMEOUT_S)
+        except Exception:  # any transport's failure: the scrape reports the broker down
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        workers.add_metric([], float(len(answers)))
+        yield from (up, depth, workers)
+
+
+def _waiting(connection: Any, queue: str) -> int:
+    """Messages waiting in ``queue`` (0 for a queue the broker has not declared). A channel of
+    its own: an AMQP broker closes the channel that asked passively for an unknown queue."""
+    channel = connection.channel()
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except connection.channel_errors:
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()

@@ -5,13 +5,11 @@ a 404); writes go through ``monitoring.actions``, which re-check the right in th
 """
 
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from governance import artifacts
 from governance.api.base import RestrictedCreateViewSet, RestrictedReadOnlyViewSet, RestrictedViewSetMixin
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.actions.channels import do_create_channel, do_rotate_channel_secret, do_update_channel
@@ -51,6 +49,7 @@ from monitoring.filtersets import (
     NotificationFilterSet,
 )
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
+from monitoring.reports import report_response
 
 
 class DriftCheckViewSet(RestrictedCreateViewSet):
@@ -70,10 +69,7 @@ class DriftCheckViewSet(RestrictedCreateViewSet):
     @extend_schema(responses={(200, "text/html"): OpenApiResponse(description="The evidently HTML report")})
     @action(detail=True, methods=["get"])
     def report(self, request, pk=None):
-        check = self.get_object()
-        if not check.report:
-            raise Http404("this drift check has no report (yet)")
-        return FileResponse(artifacts.resolve(check.report).open("rb"), content_type="text/html")
+        return report_response(self.get_object())
 
 
 class AlertViewSet(RestrictedReadOnlyViewSet):

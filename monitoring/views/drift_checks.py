@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from governance import artifacts
 from governance.models import ModelVersion
 from governance.views.helpers import filtered_list, form_page, form_view, visible_or_404
 from monitoring.actions.checks import do_request_drift_check
@@ -17,12 +16,8 @@ from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet
 from monitoring.forms import DriftCheckForm
 from monitoring.models import Alert, DriftCheck
+from monitoring.reports import report_response
 from monitoring.views.relations import CHECK_RELATIONS
-
-REPORT_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
-    "img-src data: blob:; font-src data:; frame-ancestors 'self'"
-)
 
 
 @login_required
@@ -87,18 +82,6 @@ def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @xframe_options_sameorigin
 def drift_check_report(request: HttpRequest, pk: int) -> FileResponse:
-    """The stored evidently HTML, framed by the drift check page.
-
-    The HTML embeds values from uploaded data; its CSP lets its inline scripts render but
-    reach no network at all. (A sandboxed, opaque-origin frame would be stricter, but
-    evidently's scripts read localStorage unguarded and render nothing there.)
-    """
-    check = visible_or_404(request, DriftCheck.objects.all(), pk)
-    path = artifacts.resolve(check.report) if check.report else None
-    if path is None or not path.is_file():
-        raise Http404("this drift check has no report")
-    response = FileResponse(
-        path.open("rb"), content_type="text/html; charset=utf-8", filename=f"drift-check-{check.pk}.html"
-    )
-    response["Content-Security-Policy"] = REPORT_CSP
-    return response
+    """The stored evidently HTML, framed by the drift check page, with its own CSP
+    (``monitoring.reports.REPORT_CSP``)."""
+    return report_response(visible_or_404(request, DriftCheck.objects.all(), pk))

@@ -7,6 +7,7 @@ invalid filters."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 from pathlib import Path
 from urllib.parse import urlencode
@@ -263,6 +264,35 @@ def test_filters_at_the_ends_of_utc_still_work(dataset, client_for, compliance_o
 
     assert [[row["id"] for row in rows] for rows in answers] == [everything, [], []]
     assert len(everything) == 4  # the team, the scientist's membership, the officer's role, the dataset
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/audit-events/", "/api/audit-events/export.csv", "/api/audit-events/export.json"]
+)
+def test_offsets_python_takes_but_postgresql_does_not_are_converted_to_utc(
+    dataset, client_for, compliance_officer, url
+):
+    # +16:00 to +23:59 parse in Python; PostgreSQL's timestamptz takes offsets up to +-15:59 only,
+    # so a time sent as given was a 500 (issue 13). Converted to UTC first, they filter as meant.
+    sequence_audit_events()  # the exports need a checkpoint
+    client = client_for(compliance_officer)
+    newest = AuditEvent.objects.order_by("-timestamp").first()
+    assert newest is not None
+    just_after = (newest.timestamp + datetime.timedelta(seconds=1)).astimezone(
+        datetime.timezone(datetime.timedelta(hours=23, minutes=59))
+    )
+    far_east = just_after.isoformat()
+    far_west = just_after.astimezone(datetime.timezone(datetime.timedelta(hours=-16))).isoformat()
+
+    after_all = client.get(url, {"since": far_east})
+    before_now = client.get(url, {"until": far_west})
+    beyond = client.get(url, {"since": "2026-01-01T00:00:00+24:00"})
+
+    assert (after_all.status_code, before_now.status_code) == (200, 200)
+    if url == "/api/audit-events/":
+        assert after_all.json()["results"] == []
+        assert len(before_now.json()["results"]) == AuditEvent.objects.count()
+    assert answer(beyond) == (400, {"since": ["Enter a valid date/time."]})
 
 
 # Ids and tree sizes in paths and query strings -----------------------------------------------

@@ -544,7 +544,7 @@ def test_viewer_cannot_acknowledge_or_resolve(client_for, drifted_check, viewer)
 
 
 def test_report_endpoint_returns_the_evidently_html(
-    client_for, viewer, outsider, registered_version, current_dataset_version, scientist, settings
+    client, client_for, viewer, outsider, registered_version, current_dataset_version, scientist, settings
 ):
     check = _request(registered_version, current_dataset_version, scientist)
     queued = client_for(viewer).get(f"/api/drift-checks/{check.pk}/report/")
@@ -558,9 +558,19 @@ def test_report_endpoint_returns_the_evidently_html(
 
     assert (queued.status_code, queued.json()) == (404, {"detail": "this drift check has no report (yet)"})
     assert building.status_code == 404  # the verdict is in; the report's task has not run yet
+    client.force_login(viewer)
+    page_copy = client.get(f"/drift-checks/{check.pk}/report/")
     assert response.status_code == 200
-    assert response["Content-Type"] == "text/html"
+    assert response["Content-Type"] == "text/html; charset=utf-8"
     assert b"".join(response.streaming_content) == (settings.ARTIFACT_ROOT / check.report).read_bytes()
+    # Both copies carry the report's own policy, not the site's (issue 13): its inline scripts
+    # run, nothing reaches the network, only Steward frames it.
+    assert page_copy.status_code == 200
+    for served in (response, page_copy):
+        assert served["Content-Security-Policy"] == (
+            "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+            "img-src data: blob:; font-src data:; frame-ancestors 'self'"
+        )
     assert client_for(viewer).get(f"/api/drift-checks/{check.pk}/").json()["report_url"] == (
         f"/api/drift-checks/{check.pk}/report/"
     )

@@ -9,12 +9,21 @@ from __future__ import annotations
 import datetime
 import http.server
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+import config.celery
+from governance.models import AuditEvent
 from monitoring import grafana
 from monitoring.models import Alert
 from runners.actions import do_submit_job
@@ -31,8 +40,27 @@ def scrape_token(settings):
     return TOKEN
 
 
+# What the broker answers at the scrape (issue 13): tested on their own, below.
+BROKER_FAMILIES = ("steward_broker_up", "steward_queue_messages", "steward_workers")
+
+
 def _steward_lines(response) -> list[str]:
-    return [line for line in response.content.decode().splitlines() if line.startswith("steward_")]
+    """Steward's samples, without the broker's (their values depend on the broker's state)."""
+    return [
+        line
+        for line in response.content.decode().splitlines()
+        if line.startswith("steward_") and not line.startswith(BROKER_FAMILIES)
+    ]
+
+
+def _samples(response) -> dict[str, float]:
+    """Every ``steward_`` sample of a scrape: {name with labels: value}."""
+    found = {}
+    for line in response.content.decode().splitlines():
+        if line.startswith("steward_"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
 
 
 def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
@@ -77,10 +105,10 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         f'steward_drift_column_drifted{{column="temp",method="wasserstein",{model}}} 0.0',
         f'steward_drift_column_drifted{{column="hum",method="wasserstein",{model}}} 1.0',
         f"steward_drift_dataset_drifted{{{model}}} 1.0",
-        'steward_drift_checks_total{state="queued"} 0.0',
-        'steward_drift_checks_total{state="running"} 0.0',
-        'steward_drift_checks_total{state="succeeded"} 1.0',
-        'steward_drift_checks_total{state="failed"} 1.0',
+        'steward_drift_checks_finished_total{outcome="succeeded"} 1.0',
+        'steward_drift_checks_finished_total{outcome="failed"} 1.0',
+        'steward_drift_checks_in_flight{state="queued"} 0.0',
+        'steward_drift_checks_in_flight{state="running"} 0.0',
         'steward_open_alerts{severity="warning",state="open"} 0.0',
         'steward_open_alerts{severity="warning",state="acknowledged"} 0.0',
         'steward_open_alerts{severity="critical",state="open"} 1.0',
@@ -111,6 +139,8 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         'steward_openlineage_emit_failures_total{event_type="COMPLETE"} 0.0',
         'steward_openlineage_emit_failures_total{event_type="FAIL"} 0.0',
         'steward_openlineage_emit_failures_total{event_type="ABORT"} 0.0',
+        # The audit sequencer has not run: every event waits, and there is no checkpoint yet.
+        f"steward_audit_unsequenced_events {float(AuditEvent.objects.count())}",
     ]
     assert Alert.objects.get().severity == "critical"
 
@@ -152,7 +182,9 @@ def test_metrics_show_how_long_the_oldest_job_has_waited_and_the_dispatches(
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     job_lines = [
-        line for line in _steward_lines(response) if "duration" not in line and "openlineage" not in line
+        line
+        for line in _steward_lines(response)
+        if line.startswith("steward_job_") and "duration" not in line
     ]
     assert job_lines[-3:] == [
         "steward_job_queued_oldest_age_seconds 1800.0",
@@ -196,11 +228,88 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
 
     # 1 newest check per model version, 2 checks by state, 3 open alerts, 4 notifications,
     # 5 job durations, 6 usage by team and class, 7 budgets with this month's spend,
-    # 8 oldest queued job and dispatches, 9 undelivered OpenLineage events by type
-    with django_assert_num_queries(9):
+    # 8 oldest queued job and dispatches, 9 undelivered OpenLineage events by type, 10 predictions
+    # by version, 11 the newest sequenced audit event, 12 events above it, 13 the newest checkpoint
+    with django_assert_num_queries(13):
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_metrics_count_waiting_messages_live_workers_and_a_broker_that_is_down(
+    client, scrape_token, settings, tmp_path, monkeypatch
+):
+    """Issue 13: the real broker's queues and a real worker, then a broker nobody listens on."""
+    app = config.celery.app
+    waiting, idle = f"metrics-waiting-{uuid.uuid4().hex[:8]}", f"metrics-idle-{uuid.uuid4().hex[:8]}"
+    settings.STEWARD_RESOURCE_CLASSES = {
+        "cpu": {"queue": waiting, "gpus": 0, "price_per_hour": 0.1},
+        "idle": {"queue": idle, "gpus": 0, "price_per_hour": 0.1},
+    }
+    for n in range(3):  # nobody consumes this queue: they wait
+        app.send_task("runners.tasks.run_job", args=[10**9 + n], queue=waiting)
+
+    def scrape() -> dict[str, float]:
+        response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        assert response.status_code == 200
+        return _samples(response)
+
+    env = os.environ | {"CELERY_BROKER_URL": app.conf.broker_url}
+    worker = subprocess.Popen(  # noqa: S603 - our interpreter running Celery, on the idle queue only
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config.celery",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            idle,
+            "-n",
+            f"metrics-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
+    )
+    try:
+        before = scrape()
+        deadline = time.monotonic() + 60
+        with_worker = scrape()
+        while with_worker["steward_workers"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with_worker = scrape()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(waiting)
+
+    assert before["steward_broker_up"] == 1.0
+    assert before[f'steward_queue_messages{{queue="{waiting}"}}'] == 3.0
+    assert before[f'steward_queue_messages{{queue="{idle}"}}'] == 0.0
+    assert with_worker["steward_workers"] == 1.0
+    assert with_worker[f'steward_queue_messages{{queue="{waiting}"}}'] == 3.0  # not its queue
+
+    nowhere = f"redis://127.0.0.1:{_closed_port()}/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", nowhere)
+    monkeypatch.setattr(app.conf, "broker_url", nowhere)
+    down = scrape()
+    assert down["steward_broker_up"] == 0.0
+    assert not [name for name in down if name.startswith(("steward_queue_messages", "steward_workers"))]
 
 
 # grafana_sync against a stand-in for Grafana's HTTP API ---------------------------------------
