@@ -7,7 +7,9 @@ Both are idempotent upserts keyed by fixed uids (``DATASOURCE_UID``, ``DASHBOARD
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError
@@ -16,6 +18,7 @@ DATASOURCE_UID = "steward-prometheus"
 DATASOURCE_NAME = "Steward Prometheus"
 DASHBOARD_UID = "steward-monitoring"
 DASHBOARD_TITLE = "Steward: drift, alerts and jobs"
+DASHBOARD_FILE = Path(__file__).resolve().parent / "dashboards" / "steward.json"
 
 
 @dataclass(frozen=True)
@@ -37,113 +40,15 @@ def datasource_spec(prometheus_url: str) -> dict:
     }
 
 
-def _panel(panel_id: int, title: str, kind: str, expr: str, legend: str, x: int, y: int, w: int = 12) -> dict:
-    return {
-        "id": panel_id,
-        "type": kind,
-        "title": title,
-        "datasource": {"type": "prometheus", "uid": DATASOURCE_UID},
-        "gridPos": {"x": x, "y": y, "w": w, "h": 8},
-        "targets": [
-            {
-                "refId": "A",
-                "datasource": {"type": "prometheus", "uid": DATASOURCE_UID},
-                "expr": expr,
-                "legendFormat": legend,
-            }
-        ],
-    }
-
-
-def _panels() -> list[dict]:
-    """The dashboard's six panels, laid out on Grafana's 24-column grid."""
-    return [
-        _panel(
-            1,
-            "Drift score by column (newest check)",
-            "timeseries",
-            'steward_drift_score{model=~"$model"}',
-            "{{model}} v{{model_version}} {{column}} ({{method}})",
-            0,
-            0,
-        ),
-        _panel(
-            2,
-            "Drifted columns",
-            "timeseries",
-            'sum by (model, model_version) (steward_drift_column_drifted{model=~"$model"})',
-            "{{model}} v{{model_version}}",
-            12,
-            0,
-        ),
-        _panel(
-            3,
-            "Open alerts by severity",
-            "stat",
-            "sum by (severity) (steward_open_alerts)",
-            "{{severity}}",
-            0,
-            8,
-            8,
-        ),
-        _panel(
-            4,
-            "Drift checks per hour",
-            "timeseries",
-            "sum by (outcome) (increase(steward_drift_checks_finished_total[1h]))",
-            "{{outcome}}",
-            8,
-            8,
-            8,
-        ),
-        _panel(
-            5,
-            "Failed notifications per hour",
-            "timeseries",
-            'sum by (kind) (increase(steward_notifications_total{state="failed"}[1h]))',
-            "{{kind}}",
-            16,
-            8,
-            8,
-        ),
-        _panel(
-            6,
-            "Job duration p95 (s)",
-            "timeseries",
-            "histogram_quantile(0.95, sum by (le, kind) (rate(steward_job_duration_seconds_bucket[1h])))",
-            "{{kind}}",
-            0,
-            16,
-            24,
-        ),
-    ]
-
-
 def dashboard_spec() -> dict:
-    """The dashboard JSON (Grafana's dashboard model, schemaVersion 39)."""
-    return {
-        "uid": DASHBOARD_UID,
-        "title": DASHBOARD_TITLE,
-        "tags": ["steward"],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "refresh": "1m",
-        "time": {"from": "now-7d", "to": "now"},
-        "templating": {
-            "list": [
-                {
-                    "name": "model",
-                    "type": "query",
-                    "datasource": {"type": "prometheus", "uid": DATASOURCE_UID},
-                    "query": "label_values(steward_drift_score, model)",
-                    "includeAll": True,
-                    "multi": True,
-                    "current": {"text": "All", "value": "$__all"},
-                }
-            ]
-        },
-        "panels": _panels(),
-    }
+    """The dashboard JSON (Grafana's dashboard model, schemaVersion 39) shipped in
+    ``monitoring/dashboards/steward.json``: edit it there, or export it from Grafana after changing
+    it there; ``grafana_sync`` provisions it as it is. Raises ValueError when its uid is not
+    ``DASHBOARD_UID`` (a second dashboard would be created beside the first)."""
+    spec = json.loads(DASHBOARD_FILE.read_text())
+    if spec.get("uid") != DASHBOARD_UID:
+        raise ValueError(f"{DASHBOARD_FILE}: the dashboard's uid must be {DASHBOARD_UID!r}")
+    return dict(spec)
 
 
 def sync(grafana_url: str, token: str, prometheus_url: str, timeout_s: float = 10.0) -> SyncResult:
