@@ -396,7 +396,9 @@ CELERY_TASK_ANNOTATIONS = {
     "monitoring.tasks.run_drift_check": {"time_limit": STEWARD_DRIFT_CHECK_TIME_LIMIT_S + 60},
     "monitoring.tasks.build_drift_report": {"time_limit": STEWARD_DRIFT_REPORT_TIME_LIMIT_S + 120},
 }
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, sending only while it holds the beat lock (config.beat):
+# a second beat process stands by instead of sending every periodic task twice (issue 13).
+CELERY_BEAT_SCHEDULER = "config.beat:LeaderScheduler"
 CELERY_BEAT_SCHEDULE = {
     # A job or drift check whose worker died runs again elsewhere (see STEWARD_JOB_STALE_SWEEP_S):
     # one indexed query per sweep when nothing is stale.
