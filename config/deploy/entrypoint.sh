@@ -1,0 +1,26 @@
+#!/bin/sh
+# The image's entry point (config/deploy/Dockerfile): the first argument names the process.
+set -eu
+case "${1:-web}" in
+    web)
+        # About one worker per core, threads to overlap database waits (docs/operations.md).
+        exec gunicorn config.wsgi --bind "0.0.0.0:${PORT:-8000}" \
+            --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" --worker-class gthread \
+            --limit-request-line 65536 --access-logfile - --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}"
+        ;;
+    worker)
+        # worker -Q gpu --concurrency 1 ...: the rest are celery worker's options.
+        shift
+        exec celery -A config worker --loglevel "${LOG_LEVEL:-INFO}" "$@"
+        ;;
+    beat)
+        exec celery -A config beat --loglevel "${LOG_LEVEL:-INFO}" --pidfile= \
+            --schedule "${STEWARD_VAR_DIR:-/var/lib/steward}/celerybeat-schedule"
+        ;;
+    migrate)
+        exec python manage.py migrate --noinput
+        ;;
+    *)
+        exec "$@"
+        ;;
+esac
