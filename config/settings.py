@@ -172,13 +172,26 @@ LOGIN_REDIRECT_URL = "dashboard"
 # Login throttling (django-axes), for the login page and POST /api/auth/token/ alike: the
 # standalone backend refuses a locked-out (username, client address) pair before ModelBackend
 # checks the password. The pair, not the username alone, so nobody can lock a colleague out
-# from elsewhere. The address is REMOTE_ADDR: behind a reverse proxy every client shares the
-# proxy's, which makes the lock per username (stricter, never weaker).
+# from elsewhere. The address is REMOTE_ADDR, or the client's behind STEWARD_PROXY_COUNT proxies
+# (governance.lockout.client_address): behind an uncounted proxy every client shares the proxy's.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("STEWARD_LOGIN_FAILURE_LIMIT", default=5)
+# Password spraying (issue 13): an address is locked too once its failures across every username
+# reach this many within the cool-off (governance.lockout.SprayAwareHandler).
+AXES_HANDLER = "governance.lockout.SprayAwareHandler"
+STEWARD_LOGIN_ADDRESS_FAILURE_LIMIT = env.int("STEWARD_LOGIN_ADDRESS_FAILURE_LIMIT", default=30)
+if STEWARD_LOGIN_ADDRESS_FAILURE_LIMIT < AXES_FAILURE_LIMIT:
+    raise ImproperlyConfigured(
+        "STEWARD_LOGIN_ADDRESS_FAILURE_LIMIT must be at least STEWARD_LOGIN_FAILURE_LIMIT"
+    )
+# The client's address behind STEWARD_PROXY_COUNT reverse proxies (each appends to
+# X-Forwarded-For; 0: none, REMOTE_ADDR is the client). Set it to the proxies you run, never more:
+# a client could otherwise choose its own address.
+STEWARD_PROXY_COUNT = env.int("STEWARD_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "governance.lockout.client_address"
 AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("STEWARD_LOGIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True

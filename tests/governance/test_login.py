@@ -61,6 +61,53 @@ def test_the_lock_holds_the_pair_only_and_lifts_after_the_cool_off(client, scien
     assert (after_cool_off.status_code, after_cool_off["Location"]) == (302, "/")
 
 
+def test_password_spraying_locks_the_address_across_usernames(client, scientist, settings):
+    """Issue 13: one password tried on many usernames stays under every pair's limit; the
+    address's total is limited too (STEWARD_LOGIN_ADDRESS_FAILURE_LIMIT), for that address only."""
+    settings.STEWARD_LOGIN_ADDRESS_FAILURE_LIMIT = 12
+    sprayer = Client()
+    answers = [_login(sprayer, f"user-{n}", "Winter2026!", address="10.9.9.9").status_code for n in range(12)]
+    right_password = _login(sprayer, "dana", PASSWORD, address="10.9.9.9")
+    elsewhere = _login(Client(), "dana", PASSWORD, address="10.0.0.8")
+
+    # Each username failed once (never 5 times); the twelfth failure from the address locks it.
+    assert answers == [200] * 11 + [429]
+    assert right_password.status_code == 429
+    assert LOCKED in right_password.content.decode()
+    assert (elsewhere.status_code, elsewhere["Location"]) == (302, "/")
+
+    AccessAttempt.objects.update(attempt_time=timezone.now() - datetime.timedelta(minutes=16))
+    after_cool_off = _login(Client(), "dana", PASSWORD, address="10.9.9.9")
+    assert after_cool_off.status_code == 302, after_cool_off.content.decode()[-600:]
+    assert after_cool_off["Location"] == "/"
+
+
+def test_behind_a_counted_proxy_the_sprayer_alone_is_locked(client, scientist, settings):
+    """With STEWARD_PROXY_COUNT=1 (one proxy appends the client to X-Forwarded-For), clients that
+    share the proxy's REMOTE_ADDR are told apart: the sprayer's address is locked, not the proxy's."""
+    settings.STEWARD_LOGIN_ADDRESS_FAILURE_LIMIT = 6
+    settings.STEWARD_PROXY_COUNT = 1
+
+    def via_proxy(client_address: str, username: str, password: str):
+        return Client().post(
+            reverse("login"),
+            {"username": username, "password": password},
+            REMOTE_ADDR="10.0.0.1",
+            # What one nginx sends: the address it was reached from, after whatever the client
+            # claimed itself (a forged left part is not believed).
+            HTTP_X_FORWARDED_FOR=f"192.0.2.250, {client_address}",
+        )
+
+    answers = [via_proxy("203.0.113.7", f"user-{n}", "Winter2026!").status_code for n in range(6)]
+    sprayer = via_proxy("203.0.113.7", "dana", PASSWORD)
+    colleague = via_proxy("198.51.100.4", "dana", PASSWORD)
+
+    assert answers == [200] * 5 + [429]
+    assert sprayer.status_code == 429
+    assert (colleague.status_code, colleague["Location"]) == (302, "/")
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"203.0.113.7"}
+
+
 def test_a_successful_login_resets_the_failures(client, scientist):
     for n in range(4):
         _login(client, "dana", f"guess-{n}")
