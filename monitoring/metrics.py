@@ -17,6 +17,7 @@ from django.db.models import Count, OuterRef, Subquery
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from governance.http_metrics import HttpCollector
 from governance.metrics import AuditCollector
 from lineage.openlineage.emit import EmitCollector
 from monitoring.models import UNRESOLVED, Alert, CheckState, DriftCheck, Notification, Severity
@@ -153,4 +154,5 @@ def registry() -> CollectorRegistry:
     registry.register(ServingCollector())
     registry.register(AuditCollector())
     registry.register(BrokerCollector())
+    registry.register(HttpCollector())
     return registry

@@ -23,6 +23,8 @@ import pytest
 import yaml
 from django.conf import settings
 
+from tests.runners.test_durable_worker import _database_url
+
 ROOT = Path(settings.BASE_DIR)
 DEPLOY = ROOT / "config" / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -160,24 +162,48 @@ def test_the_entry_point_serves_the_web_tier_and_runs_any_command(tmp_path):
     assert (other.returncode, other.stdout) == (0, "any command\n")
 
     port = _free_port()
+    counts = tmp_path / "prometheus"
     web = subprocess.Popen(  # noqa: S603 - the image's entry point, from this checkout
         [str(ENTRYPOINT), "web"],
         cwd=ROOT,
-        env=env | {"PORT": str(port), "WEB_WORKERS": "1", "WEB_THREADS": "2"},
+        env=env
+        | {
+            "PORT": str(port),
+            "WEB_WORKERS": "2",
+            "WEB_THREADS": "2",
+            "DATABASE_URL": _database_url(),
+            "STEWARD_METRICS_TOKEN": "scrape-me-0123456789",
+            "PROMETHEUS_MULTIPROC_DIR": str(counts),
+        },
         stdout=(tmp_path / "web.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live/", timeout=5) as answer:
+                with urllib.request.urlopen(f"{base}/health/live/", timeout=5) as answer:  # noqa: S310
                     assert answer.status == 200
                     break
             except OSError:
                 assert web.poll() is None, (tmp_path / "web.log").read_text()
                 assert time.monotonic() < deadline, (tmp_path / "web.log").read_text()
                 time.sleep(0.5)
+        # Issue 13's HTTP metrics: two gunicorn workers answer; /metrics sums both.
+        for _ in range(20):
+            with urllib.request.urlopen(f"{base}/login/", timeout=10) as answer:  # noqa: S310
+                assert answer.status == 200
+        scrape = urllib.request.Request(  # noqa: S310 - http to the server started above
+            f"{base}/metrics", headers={"Authorization": "Bearer scrape-me-0123456789"}
+        )
+        with urllib.request.urlopen(scrape, timeout=30) as answer:  # noqa: S310
+            exposition = answer.read().decode()
     finally:
         web.terminate()
         web.wait(timeout=30)
+
+    assert 'steward_http_requests_total{method="GET",route="login/",status="200"} 20.0' in exposition
+    assert 'steward_http_request_duration_seconds_count{method="GET",route="login/"} 20.0' in exposition
+    # Each worker process kept its own file: the 20 were counted in two processes, then summed.
+    assert len({path.name.rsplit("_", 1)[-1] for path in counts.glob("counter_*.db")}) == 2

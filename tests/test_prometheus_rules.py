@@ -44,7 +44,7 @@ def test_the_alerting_rules_load_and_pass_their_unit_tests(promtool):
     tested = _run(promtool, "test", "rules", "alerts_test.yml", cwd=ROOT / "tests" / "prometheus")
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
 
@@ -84,4 +84,4 @@ def test_the_shipped_dashboard_queries_parse_and_name_only_metrics_steward_expor
     # A counter's samples end in _total, a histogram's in _bucket/_count/_sum; the family does not.
     base = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in named}
     assert base <= exported, f"the dashboard queries metrics Steward does not export: {base - exported}"
-    assert len(queries) == 11
+    assert len(queries) == 13

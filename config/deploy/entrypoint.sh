@@ -3,6 +3,11 @@
 set -eu
 case "${1:-web}" in
     web)
+        # gunicorn's workers count HTTP requests into files here, summed by /metrics; per pod
+        # (/tmp), emptied at start so counters begin at zero with the process tree.
+        PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/steward-prometheus}"
+        export PROMETHEUS_MULTIPROC_DIR
+        rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
         # About one worker per core, threads to overlap database waits (docs/operations.md).
         exec gunicorn config.wsgi --bind "0.0.0.0:${PORT:-8000}" \
             --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" --worker-class gthread \

@@ -40,8 +40,9 @@ def scrape_token(settings):
     return TOKEN
 
 
-# What the broker answers at the scrape (issue 13): tested on their own, below.
-BROKER_FAMILIES = ("steward_broker_up", "steward_queue_messages", "steward_workers")
+# What the broker answers at the scrape, and the process's HTTP counts (issue 13): tested on
+# their own, below.
+BROKER_FAMILIES = ("steward_broker_up", "steward_queue_messages", "steward_workers", "steward_http_")
 
 
 def _steward_lines(response) -> list[str]:
@@ -234,6 +235,33 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200
+
+
+def test_http_requests_are_counted_and_timed_by_url_pattern(client, scrape_token, scientist):
+    def scrape() -> dict[str, float]:
+        return _samples(client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))
+
+    models = 'method="GET",route="models/",status="200"'
+    unmatched = 'method="GET",route="<unmatched>",status="404"'
+    before = scrape()
+    client.force_login(scientist)
+    for _ in range(3):
+        assert client.get("/models/").status_code == 200
+    assert client.get("/no/such/page/").status_code == 404
+    brewed = client.generic("BREW", "/models/").status_code
+    after = scrape()
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta(f"steward_http_requests_total{{{models}}}") == 3.0
+    assert delta(f"steward_http_requests_total{{{unmatched}}}") == 1.0
+    # Methods outside HTTP's usual set count as "other": a client cannot add label values.
+    assert delta(f'steward_http_requests_total{{method="other",route="models/",status="{brewed}"}}') == 1.0
+    assert delta('steward_http_request_duration_seconds_count{method="GET",route="models/"}') == 3.0
+    assert (
+        delta('steward_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="models/"}') == 3.0
+    )
 
 
 def _closed_port() -> int:
