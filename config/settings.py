@@ -480,7 +480,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.KeysetCursorPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular, with the 400/401/403/404 answers each operation can give (issue 13).
+    "DEFAULT_SCHEMA_CLASS": "governance.api.schema.StewardAutoSchema",
     "EXCEPTION_HANDLER": "governance.api.exceptions.exception_handler",
     # ?format= is a filter on dataset versions (csv/parquet), not DRF's renderer switch.
     "URL_FORMAT_OVERRIDE": None,

@@ -368,6 +368,8 @@ class ObtainApiTokenView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    # The login throttle's answer (governance.api.schema documents it).
+    error_codes = ("429",)
 
     @extend_schema(request=ObtainApiTokenSerializer, responses={201: NewApiTokenSerializer}, auth=[])
     def post(self, request):

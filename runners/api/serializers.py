@@ -71,7 +71,9 @@ class JobSerializer(serializers.ModelSerializer):
 class JobSubmitSerializer(serializers.Serializer):
     """Training: ``registered_model`` + ``spec`` {target, features, ...}; inference: ``model_version``."""
 
-    kind = serializers.ChoiceField(choices=JobKind.choices)
+    # Code runs have their own serializer (CodeRunSubmitSerializer) and tracked runs come from an
+    # MLflow client: one kind per request shape, so the API schema's oneOf picks exactly one.
+    kind = serializers.ChoiceField(choices=[(k.value, k.label) for k in (JobKind.TRAIN, JobKind.INFER)])
     dataset_version = RestrictedPrimaryKeyRelatedField(queryset=DatasetVersion.objects.all())
     registered_model = RestrictedPrimaryKeyRelatedField(
         queryset=RegisteredModel.objects.all(), required=False, allow_null=True

@@ -49,7 +49,11 @@ class JobViewSet(RestrictedCreateViewSet):
         request={
             "application/json": PolymorphicProxySerializer(
                 component_name="JobSubmission",
-                serializers=[JobSubmitSerializer, CodeRunSubmitSerializer],
+                serializers={
+                    JobKind.TRAIN.value: JobSubmitSerializer,
+                    JobKind.INFER.value: JobSubmitSerializer,
+                    JobKind.CODE.value: CodeRunSubmitSerializer,
+                },
                 resource_type_field_name="kind",
             )
         },
