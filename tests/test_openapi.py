@@ -131,3 +131,37 @@ def test_schema_builds_and_validates_without_warnings(tmp_path, capsys):
         "scheme": "bearer",
         "description": "An API token from POST /api/auth/token/ or the API tokens page.",
     }
+
+
+def test_every_operation_documents_its_error_answers(tmp_path):
+    """Issue 13: each operation lists the 4xx it can give, in the error shape; a schema that
+    documents a success code only leaves clients guessing (and schemathesis flags each answer)."""
+    path = tmp_path / "schema.yml"
+    call_command("spectacular", "--file", str(path))
+    schema = yaml.safe_load(path.read_text())
+    operations = {
+        (route, method): operation["responses"]
+        for route, item in schema["paths"].items()
+        for method, operation in item.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+
+    public = {("/api/audit/public-key/", "get"), ("/api/audit/verifier.py", "get")}
+    for (route, method), responses in operations.items():
+        if (route, method) in public:
+            continue
+        if (route, method) not in {("/api/auth/token/", "post"), ("/api/v1/lineage", "get")}:
+            assert {"401", "403"} <= set(responses), (route, method)
+        if "{" in route:
+            assert "404" in responses, (route, method)
+        if method in ("post", "put", "patch"):
+            assert "400" in responses, (route, method)
+    assert "429" in operations[("/api/auth/token/", "post")]
+    error = operations[("/api/models/{id}/", "get")]["404"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/Error"}
+    # An alert's history is one list, not pages; blank URLs and absent users are documented.
+    events = operations[("/api/alerts/{id}/events/", "get")]["200"]["content"]["application/json"]
+    assert events["schema"]["type"] == "array"
+    alert = schema["components"]["schemas"]["Alert"]["properties"]
+    assert {"type": "string", "enum": [""]} in alert["runbook_url"]["anyOf"]
+    assert alert["acknowledged_by"]["nullable"] is True

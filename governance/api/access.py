@@ -174,7 +174,8 @@ class MembershipSerializer(serializers.ModelSerializer):
 
 
 class MembershipRoleSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=TeamRole.choices)
+    # Optional, as PATCH is partial: a PATCH without it changes nothing (issue 13).
+    role = serializers.ChoiceField(choices=TeamRole.choices, required=False)
 
 
 class MembershipFilterSet(RestrictedFilterSet):
@@ -227,8 +228,13 @@ class MembershipViewSet(
     def partial_update(self, request, *args, **kwargs):
         membership = self.get_object()
         data = self.validated(request, MembershipRoleSerializer)
-        role = data["role"]
-        do_set_membership(user=membership.user, team=membership.team, role=role, actor=request.user)
+        if "role" in data:
+            do_set_membership(
+                user=membership.user, team=membership.team, role=data["role"], actor=request.user
+            )
+        else:
+            # Nothing to change, but only those who could change it learn that it is there to change.
+            ensure_can(request.user, MANAGE, membership.team_id)
         return Response(MembershipSerializer(self.refetch(membership)).data)
 
     def perform_destroy(self, instance):

@@ -113,9 +113,11 @@ class RestrictedCreateViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, v
 
 
 class UsernameField(serializers.SlugRelatedField):
-    """A user, read-only, shown by username (who created, owns, decided or acknowledged)."""
+    """A user, read-only, shown by username (who created, owns, decided or acknowledged); null
+    when nobody did yet (an alert nobody acknowledged), and the API schema says so (issue 13)."""
 
     def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
         super().__init__(slug_field="username", read_only=True, **kwargs)
 
 

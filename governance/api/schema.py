@@ -15,10 +15,11 @@ A code an operation declares itself (``@extend_schema(responses=...)``) is kept 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
 ERROR_COMPONENT = "Error"
@@ -42,9 +43,23 @@ DESCRIPTIONS = {
 
 
 class StewardAutoSchema(AutoSchema):
-    """drf-spectacular's AutoSchema with Steward's 400/401/403/404 answers (module docstring)."""
+    """drf-spectacular's AutoSchema with Steward's 400/401/403/404 answers (module docstring), and
+    optional URL and email fields documented as what they hold: a URL or address, or "" when
+    none was given (a blank ``URLField`` answers "", which the plain ``format: uri`` refuses)."""
 
-    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:  # type: ignore[override]
+    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> Any:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if (
+            isinstance(field, serializers.URLField | serializers.EmailField)
+            and _may_be_blank(field)
+            and isinstance(schema, dict)
+            and schema.get("format")
+        ):
+            described = {key: schema.pop(key) for key in ("description", "readOnly") if key in schema}
+            return {"anyOf": [schema, {"type": "string", "enum": [""]}], **described}
+        return schema
+
+    def _get_response_bodies(self, direction: Literal["request", "response"] = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)
         for code in self._error_codes():
             responses.setdefault(code, self._error_response(code))
@@ -72,3 +87,17 @@ class StewardAutoSchema(AutoSchema):
             "description": DESCRIPTIONS[code],
             "content": {"application/json": {"schema": component.ref}},
         }
+
+
+def _may_be_blank(field: serializers.CharField) -> bool:
+    """Whether ``field`` may hold "": it allows it, or it is a read-only copy of a model field
+    with ``blank=True`` (DRF drops ``allow_blank`` from read-only fields it builds)."""
+    if field.allow_blank:
+        return True
+    model = getattr(getattr(field.parent, "Meta", None), "model", None)
+    if not field.read_only or model is None:
+        return False
+    try:
+        return bool(model._meta.get_field(field.source).blank)
+    except Exception:  # a source that is not a model field (a property, a dotted path)
+        return False

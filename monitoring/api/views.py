@@ -98,7 +98,8 @@ class AlertViewSet(RestrictedReadOnlyViewSet):
         return Response(AlertSerializer(do_resolve_alert(alert=self.get_object(), actor=request.user)).data)
 
     @extend_schema(responses={200: AlertEventSerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    # The whole history as one list (an alert has tens of events): no pages, and the schema says so.
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def events(self, request, pk=None):
         alert = self.get_object()
         return Response(AlertEventSerializer(alert.events.select_related("actor"), many=True).data)

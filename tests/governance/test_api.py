@@ -373,6 +373,11 @@ def test_server_owned_fields_cannot_be_patched_in(
     membership.refresh_from_db()
     assert changed.status_code == 200
     assert (membership.user, membership.team, membership.role) == (scientist, world.team, "viewer")
+    # PATCH is partial (issue 13): without a role it changes nothing and records nothing.
+    events = AuditEvent.objects.count()
+    unchanged = client_for(admin).patch(f"/api/memberships/{membership.pk}/", {}, format="json")
+    assert (unchanged.status_code, unchanged.json()["role"]) == (200, "viewer")
+    assert AuditEvent.objects.count() == events
     assert list(get_user_model().objects.filter(is_staff=True)) == [admin]
 
 
