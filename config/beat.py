@@ -11,9 +11,10 @@ restarting a beat pod can briefly run two. So every beat process takes a lock be
 - SQLite (one machine by nature): an exclusive ``flock`` on ``var/beat.lock``, released by the
   kernel when the process ends.
 
-A standby runs the scheduler's start-up like the leader and then only tries the lock; the
-schedule's state (each entry's last run) is in the database, so the one that takes over carries on
-where the other stopped.
+A standby runs the scheduler's start-up like the leader and then only tries the lock. The leader
+saves each entry's last run after every task it sends (``CELERY_BEAT_SYNC_EVERY`` = 1), and a
+beat that takes the lock reads the schedule again from the database before sending, so it carries
+on where the other stopped instead of sending again what was just sent.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ class LeaderScheduler(DatabaseScheduler):
             self.is_leader = leader
             if leader:
                 logger.warning("beat lock taken: this beat sends the scheduled tasks")
+                # Read every entry's last run again: the one it held since start-up is stale
+                # (the previous leader sent tasks since, and saved each send: beat_sync_every).
+                self._initial_read = True
+                self._heap = None
             else:
                 logger.warning("beat lock held elsewhere: this beat stands by")
         if not leader:

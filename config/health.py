@@ -15,23 +15,39 @@ credential. Anyone may call them: probes have no session or token.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Max
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from health_check import checks
 from health_check.base import HealthCheck
-from health_check.checks import Database
 from health_check.exceptions import ServiceUnavailable
-from health_check.views import HealthCheckView
+from health_check.views import HealthCheckView, MediaType
 
 from config.celery import app
-from governance.models import AuditEvent
+from governance.models import AuditEvent, AuditLeaf
+
+
+@dataclasses.dataclass
+class Database(checks.Database):
+    """The library's ``SELECT 1``, answering without the driver's message (which names the
+    database host: these answers are public)."""
+
+    def run(self) -> None:  # type: ignore[override]  # the library runs a plain run() in a thread
+        try:
+            super().run()
+        except ServiceUnavailable as exc:
+            raise ServiceUnavailable("the database does not answer") from exc
 
 
 @dataclasses.dataclass
@@ -78,8 +94,12 @@ class AuditSequencer(HealthCheck):
 
     def run(self) -> None:  # type: ignore[override]  # the library runs a plain run() in a thread
         try:
+            # Indexed reads only (an anti-join over the whole log grew with it): the oldest event
+            # above the newest sequenced one. One committed late below it is not seen here; the
+            # sequencer takes it all the same.
+            newest = AuditLeaf.objects.aggregate(newest=Max("event_id"))["newest"] or 0
             oldest = (
-                AuditEvent.objects.filter(leaf__isnull=True)
+                AuditEvent.objects.filter(id__gt=newest)
                 .order_by("id")
                 .values_list("timestamp", flat=True)
                 .first()
@@ -101,15 +121,36 @@ class AuditSequencer(HealthCheck):
 
 
 class _Probe(HealthCheckView):
-    """django-health-check's view answering 503, not 500, when a check fails."""
+    """django-health-check's view answering 503, not 500, when a check fails; checks run in a
+    pool of their own that the answer does not wait for, and any ``Accept`` header is taken."""
 
     async def get(  # type: ignore[override]  # the library's view is async
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
+        try:
+            list(MediaType.parse_header(request.META.get("HTTP_ACCEPT", "*/*")))  # a generator
+        except ValueError:
+            # The library's parser refuses some legal headers (text/html; charset="utf-8") and
+            # raises on malformed ones: a probe must never get a 500 for its Accept header.
+            request.META["HTTP_ACCEPT"] = "application/json"
+            request.__dict__.pop("headers", None)  # a cached view of META, read again
         response: HttpResponse = await super().get(request, *args, **kwargs)
         if response.status_code == 500:
             response.status_code = 503
         return response
+
+    @contextlib.contextmanager
+    def get_executor(self) -> Iterator[ThreadPoolExecutor]:
+        """A pool per request, left without waiting: a dependency that accepts a connection and
+        never answers keeps its check's thread blocked, but the check is reported as timed out
+        (the library's timeout) and the answer goes out. With the event loop's default pool,
+        closing the loop waited for that thread, so the request (and, after a few, the whole
+        web process) hung with it."""
+        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health-check")
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class LivenessView(_Probe):

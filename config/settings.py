@@ -41,7 +41,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # production environment; `manage.py check --deploy --fail-level WARNING` passes with it.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 # Probes and the Prometheus scraper reach the web tier on its plain-HTTP port inside the cluster.
-SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+SECURE_REDIRECT_EXEMPT = [r"^health(/|$)", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
@@ -86,6 +86,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: counts and times every answer, redirects and 429s included (issue 13).
     "governance.http_metrics.HttpMetricsMiddleware",
+    # Probes and pod scrapes by IP address reach /health/ and /metrics (governance.middleware).
+    "governance.middleware.ProbeHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -152,6 +154,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file (not :memory:) so a Celery worker thread in the tests sees the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A server that takes the connection and never answers fails it after this many seconds
+    # instead of holding a request (or a health check) for ever (issue 13).
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "connect_timeout", env.int("STEWARD_DB_CONNECT_TIMEOUT", default=10)
+    )
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Persistent connections: opening a PostgreSQL connection per request (Django's default, 0) costs
 # more than a whole registry read (benchmarks/bench_registry.py). Each web thread keeps its own for
@@ -414,6 +423,9 @@ CELERY_TASK_ANNOTATIONS = {
 # django-celery-beat's database scheduler, sending only while it holds the beat lock (config.beat):
 # a second beat process stands by instead of sending every periodic task twice (issue 13).
 CELERY_BEAT_SCHEDULER = "config.beat:LeaderScheduler"
+# Each entry's last run is saved after every task sent (not every 3 minutes): a beat taking over
+# from one that died reads it, and does not send again what the other just sent.
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_BEAT_SCHEDULE = {
     # A job or drift check whose worker died runs again elsewhere (see STEWARD_JOB_STALE_SWEEP_S):
     # one indexed query per sweep when nothing is stale.

@@ -1,10 +1,12 @@
-"""Gives every request a server-generated id that its audit events carry."""
+"""Request middleware: a server-generated id that audit events carry; the host of probes."""
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from governance.audit import request_id_var
@@ -30,3 +32,31 @@ class RequestIDMiddleware:
             request_id_var.reset(token)
         response["X-Request-ID"] = request.request_id
         return response
+
+
+# Paths a kubelet or a Prometheus pod scrape reaches by the pod's IP address.
+PROBE_PATHS = ("/health/", "/metrics")
+
+
+class ProbeHostMiddleware:
+    """Lets probes and scrapes that address a pod by its IP reach ``/health/...`` and
+    ``/metrics``: Prometheus' pod scrapes and kubelets send ``Host: <pod IP>:<port>``, which no
+    ``ALLOWED_HOSTS`` can list (pod IPs change), so Django answered 400. For those paths only, a
+    Host that is an IP address is replaced by the first allowed host. They build no link from the
+    host, which is what the check protects (a reset mail or redirect to an attacker's host)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        allowed = settings.ALLOWED_HOSTS
+        if request.path.startswith(PROBE_PATHS) and allowed and "*" not in allowed:
+            host = request.META.get("HTTP_HOST", "")
+            bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            try:
+                ipaddress.ip_address(bare.strip("[]"))
+            except ValueError:
+                pass
+            else:
+                request.META["HTTP_HOST"] = allowed[0].lstrip(".")
+        return self.get_response(request)

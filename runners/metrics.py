@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import current_app
@@ -174,6 +175,7 @@ class BrokerCollector(Collector):
     """
 
     PING_TIMEOUT_S = 1.0
+    BROKER_TIMEOUT_S = 5.0
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(f"{PREFIX}_broker_up", "1 when the broker accepted this scrape's connection.")
@@ -185,19 +187,32 @@ class BrokerCollector(Collector):
             {str(spec["queue"]) for spec in settings.STEWARD_RESOURCE_CLASSES.values()}
             | {current_app.conf.task_default_queue}
         )
+        # In a thread the scrape does not wait for past BROKER_TIMEOUT_S: a broker that takes the
+        # connection and never answers would otherwise hold /metrics (and its web thread).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-broker")
         try:
-            with current_app.connection_for_read() as connection:
-                connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
-                for queue in queues:
-                    depth.add_metric([queue], float(_waiting(connection, queue)))
-            answers = current_app.control.ping(timeout=self.PING_TIMEOUT_S)
-        except Exception:  # any transport's failure: the scrape reports the broker down
+            waiting, answers = pool.submit(_ask_broker, queues, self.PING_TIMEOUT_S).result(
+                timeout=self.BROKER_TIMEOUT_S
+            )
+        except Exception:  # any transport's failure, or no answer in time: the broker is down
             up.add_metric([], 0.0)
             yield up
             return
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         up.add_metric([], 1.0)
-        workers.add_metric([], float(len(answers)))
+        for queue, count in waiting.items():
+            depth.add_metric([queue], float(count))
+        workers.add_metric([], float(answers))
         yield from (up, depth, workers)
+
+
+def _ask_broker(queues: list[str], ping_timeout_s: float) -> tuple[dict[str, int], int]:
+    """({queue: messages waiting}, workers answering a ping). Raises the transport's errors."""
+    with current_app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+        waiting = {queue: _waiting(connection, queue) for queue in queues}
+    return waiting, len(current_app.control.ping(timeout=ping_timeout_s))
 
 
 def _waiting(connection: Any, queue: str) -> int:

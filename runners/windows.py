@@ -88,7 +88,8 @@ def parse_not_before(raw: Any) -> datetime.datetime:
     if not MOST_PAST <= moment <= MOST_FUTURE:
         # Far enough from year 1 and 9999 that converting to UTC (and the database) cannot overflow.
         raise SpecError(f"not_before: between years 1970 and 9000, got {raw!r}")
-    return moment
+    # In UTC: PostgreSQL takes offsets up to +-15:59 only (a +16:00 could not be stored).
+    return moment.astimezone(datetime.UTC)
 
 
 def window_opening(window: dict[str, str], now: datetime.datetime) -> datetime.datetime:

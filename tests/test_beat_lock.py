@@ -5,6 +5,7 @@ the first sends, and takes over when the first is killed.
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 import config.celery
 from tests.runners.test_durable_worker import _database_url
@@ -63,12 +66,21 @@ def _wait_for(log: Path, text: str, timeout_s: float = 60) -> None:
 
 
 def test_a_second_beat_stands_by_and_takes_over_when_the_first_dies(tmp_path):
+    # Due a few seconds in, after the first beat's first sends, then every minute: the first beat
+    # sends it; both beats read it at their start, before that send.
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="probe-resend",
+        task="governance.tasks.sequence_audit_events",
+        interval=every_minute,
+        last_run_at=timezone.now() - datetime.timedelta(seconds=55),
+    )
     first, first_log = _beat(tmp_path, "first")
     second = None
     try:
         _wait_for(first_log, "beat lock taken")
-        _wait_for(first_log, SENT)
         second, second_log = _beat(tmp_path, "second")
+        _wait_for(first_log, f"{SENT} probe-resend")
         _wait_for(second_log, "beat lock held elsewhere: this beat stands by")
         sent_by_first = first_log.read_text().count(SENT)
         time.sleep(4)  # the sequencer's entry fell due about four times meanwhile
@@ -79,6 +91,10 @@ def test_a_second_beat_stands_by_and_takes_over_when_the_first_dies(tmp_path):
         first.wait(timeout=30)
         _wait_for(second_log, "beat lock taken: this beat sends the scheduled tasks", timeout_s=30)
         _wait_for(second_log, SENT, timeout_s=30)
+        # The probe's last run, as the second read it at its start, was before the first sent it:
+        # taking over, it reads the schedule again and does not send it a second time so soon.
+        time.sleep(2)
+        assert f"{SENT} probe-resend" not in second_log.read_text()
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:

@@ -53,3 +53,17 @@ def test_the_drift_report_runs_framed_under_its_own_policy(
     frame = page.frame_locator("iframe.report")
     # Evidently draws its report with inline scripts: text appears only if they ran.
     expect(frame.locator("body")).to_contain_text("hum", timeout=30_000)
+    # Sandboxed: a script in the report can read neither the page around it nor, with the
+    # viewer's session, Steward's API.
+    (report,) = [f for f in page.frames if f.url.endswith(f"/drift-checks/{check.pk}/report/")]
+    reached = report.evaluate(
+        """async () => {
+            const out = {};
+            try { out.parent = parent.document.title; } catch (e) { out.parent = "blocked"; }
+            try { out.api = (await fetch("/api/tokens/")).status; } catch (e) { out.api = "blocked"; }
+            return out;
+        }"""
+    )
+    assert reached == {"parent": "blocked", "api": "blocked"}
+    # Those two refusals were the point; any other is still a failure of the page fixture.
+    page.csp_refused[:] = [line for line in page.csp_refused if "/api/tokens/" not in line]

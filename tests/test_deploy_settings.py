@@ -8,11 +8,14 @@ audit event the sequencer has not reached), never a mocked check.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,115 @@ def test_every_page_carries_a_strict_content_security_policy(client, compliance_
         assert policy["object-src"] == "'none'", path
         assert policy["base-uri"] == "'none'", path
         assert policy["frame-ancestors"] == "'none'", path
+
+
+class _SilentServer:
+    """A TCP server that accepts connections and never answers a byte (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.port = int(self.socket.getsockname()[1])
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.socket.accept()
+                self.held.append(connection)
+
+    def close(self) -> None:
+        for connection in self.held:
+            connection.close()
+        self.socket.close()
+
+
+def test_a_broker_that_never_answers_is_reported_in_seconds_not_waited_for(
+    client, monkeypatch, settings, scrape_settings
+):
+    silent = _SilentServer()
+    try:
+        nowhere = f"redis://127.0.0.1:{silent.port}/0"
+        monkeypatch.setenv("CELERY_BROKER_URL", nowhere)
+        monkeypatch.setattr(app.conf, "broker_url", nowhere)
+        began = time.monotonic()
+        status, answer = health(client, "/health/ready/")
+        ready_s = time.monotonic() - began
+        began = time.monotonic()
+        scraped = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scrape_settings}")
+        scrape_s = time.monotonic() - began
+    finally:
+        silent.close()
+
+    assert status == 503
+    assert "Timed out" in by_check(answer)["Broker"]
+    assert ready_s < 30  # the check's own limit is 5 s; it used to hang for good
+    assert scraped.status_code == 200
+    assert "steward_broker_up 0.0" in scraped.content.decode()
+    assert scrape_s < 30
+
+
+@pytest.mark.parametrize("accept", ["garbage", "application/json;", 'text/html; charset="utf-8"'])
+def test_any_accept_header_gets_an_answer_never_a_500(client, accept):
+    response = client.get("/health/live/", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200
+
+
+def test_a_database_failure_is_named_without_its_host(client):
+    from django.db import connections
+
+    wrapper = connections["default"]
+    if wrapper.vendor != "postgresql":
+        pytest.skip("the host is PostgreSQL's (SQLite has none)")
+    real = wrapper.settings_dict["HOST"]
+    wrapper.settings_dict["HOST"] = "db-secret-host.invalid"
+    try:
+        # The check opens a connection of its own from these settings.
+        from health_check.exceptions import ServiceUnavailable
+
+        from config.health import Database
+
+        with pytest.raises(ServiceUnavailable) as failed:
+            Database().run()
+    finally:
+        wrapper.settings_dict["HOST"] = real
+
+    assert str(failed.value) == "Unavailable: the database does not answer"
+    assert "db-secret-host" not in str(failed.value)
+
+
+@pytest.fixture
+def scrape_settings(settings) -> str:
+    settings.STEWARD_METRICS_TOKEN = "scrape-me-0123456789"
+    return settings.STEWARD_METRICS_TOKEN
+
+
+def test_probes_and_pod_scrapes_by_ip_address_are_answered_other_pages_are_not(
+    client, settings, scrape_settings
+):
+    """Kubelets and Prometheus pod scrapes send Host: <pod IP>:<port>, which ALLOWED_HOSTS
+    cannot list; /health/ and /metrics answer them, every other page still refuses that host."""
+    settings.ALLOWED_HOSTS = ["steward.example.org"]
+    pod = "10.244.1.7:8000"
+
+    live = client.get("/health/live/", HTTP_HOST=pod, HTTP_ACCEPT="application/json")
+    scrape = client.get("/metrics", HTTP_HOST=pod, HTTP_AUTHORIZATION=f"Bearer {scrape_settings}")
+    login = client.get("/login/", HTTP_HOST=pod)
+    spoofed = client.get("/health/live/", HTTP_HOST="evil.example", HTTP_ACCEPT="application/json")
+
+    assert (live.status_code, scrape.status_code) == (200, 200)
+    assert login.status_code == 400
+    assert spoofed.status_code == 400  # only addresses are mapped, never another name
+
+
+def test_the_health_page_for_people_keeps_the_site_policy(client):
+    page = client.get("/health/ready/", HTTP_ACCEPT="text/html")
+
+    assert page.status_code == 200
+    assert "All checks pass" in page.content.decode()
+    assert "<style" not in page.content.decode()  # the library's page had an inline style
+    assert "'unsafe" not in page["Content-Security-Policy"]

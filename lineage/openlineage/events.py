@@ -194,10 +194,10 @@ def parse_event_time(value: Any) -> datetime.datetime:
         raise EventError("eventTime", f"not an ISO 8601 date-time: {value!r:.60}") from exc
     moment = moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
     try:  # stored and ordered in UTC: 0001-01-01T00:00+14:00 has no UTC date
-        moment.astimezone(datetime.UTC)
+        # In UTC: PostgreSQL takes offsets up to +-15:59 only (a +16:00 was a 503 "try again").
+        return moment.astimezone(datetime.UTC)
     except OverflowError as exc:
         raise EventError("eventTime", f"out of range once converted to UTC: {value!r:.60}") from exc
-    return moment
 
 
 def _run_id(value: Any) -> uuid.UUID:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
@@ -81,7 +81,7 @@ def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @xframe_options_sameorigin
-def drift_check_report(request: HttpRequest, pk: int) -> FileResponse:
+def drift_check_report(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The stored evidently HTML, framed by the drift check page, with its own CSP
     (``monitoring.reports.REPORT_CSP``)."""
     return report_response(visible_or_404(request, DriftCheck.objects.all(), pk))

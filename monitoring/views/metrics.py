@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,4 +34,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         response = HttpResponse("a bearer token or a platform-wide role is needed\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="steward-metrics"'
         return response
-    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
+    try:
+        exposition = generate_latest(metrics.registry())
+    except DatabaseError:
+        # Most values are read from the database: without it there is no honest number to give.
+        return HttpResponse("the database does not answer; see /health/ready/\n", status=503)
+    return HttpResponse(exposition, content_type=CONTENT_TYPE_LATEST)

@@ -4,6 +4,7 @@ in test_openlineage_client.py."""
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import uuid
@@ -186,6 +187,18 @@ def test_the_same_event_twice_changes_nothing(scientist):
         LineageEdge.objects.count(),
         OpenLineageEvent.objects.count(),
     ) == counts
+
+
+@pytest.mark.parametrize("offset", ["+16:00", "-23:59", "+23:59"])
+def test_event_times_with_offsets_postgresql_cannot_store_are_taken_in_utc(scientist, offset):
+    """Issue 13: Python reads offsets up to +-23:59, PostgreSQL stores up to +-15:59; such an
+    event was a 503 telling the client to retry what could never succeed."""
+    secret = token(scientist)
+    answer = post(secret, run_event(time=f"2026-12-01T08:00:00{offset}"))
+
+    assert (answer.status_code, answer.json()) == (200, {"status": "applied"})
+    expected = datetime.datetime.fromisoformat(f"2026-12-01T08:00:00{offset}")
+    assert OpenLineageEvent.objects.get().event_time == expected
 
 
 def test_a_terminal_state_wins_over_later_non_terminal_events(scientist):

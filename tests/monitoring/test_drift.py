@@ -19,7 +19,7 @@ from monitoring.actions.checks import claim_drift_check, do_request_drift_check
 from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, CheckState, DriftCheck, ReferenceProfile
-from monitoring.reports import execute_drift_report
+from monitoring.reports import STORAGE_SHIM, execute_drift_report
 from tests.conftest import DRIFT_COLUMNS, mail_count
 from tests.monitoring.conftest import register_frame
 
@@ -562,14 +562,20 @@ def test_report_endpoint_returns_the_evidently_html(
     page_copy = client.get(f"/drift-checks/{check.pk}/report/")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/html; charset=utf-8"
-    assert b"".join(response.streaming_content) == (settings.ARTIFACT_ROOT / check.report).read_bytes()
+    stored = (settings.ARTIFACT_ROOT / check.report).read_bytes()
+    served_html = b"".join(response.streaming_content)
+    # The stored report, with the storage stand-in its sandbox needs right after <head>.
+    assert served_html.replace(STORAGE_SHIM, b"", 1) == stored
+    head = served_html.index(b"<head>") + len(b"<head>")
+    assert served_html[head : head + len(STORAGE_SHIM)] == STORAGE_SHIM
     # Both copies carry the report's own policy, not the site's (issue 13): its inline scripts
-    # run, nothing reaches the network, only Steward frames it.
+    # run sandboxed (an opaque origin: nothing of Steward's to read), nothing reaches the network,
+    # only Steward frames it.
     assert page_copy.status_code == 200
     for served in (response, page_copy):
         assert served["Content-Security-Policy"] == (
-            "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
-            "img-src data: blob:; font-src data:; frame-ancestors 'self'"
+            "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+            "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; frame-ancestors 'self'"
         )
     assert client_for(viewer).get(f"/api/drift-checks/{check.pk}/").json()["report_url"] == (
         f"/api/drift-checks/{check.pk}/report/"

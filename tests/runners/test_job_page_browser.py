@@ -71,6 +71,7 @@ def page(chromium, live_server):
             else None
         ),
     )
+    page.csp_refused = refused  # a test that provokes a refusal on purpose takes it off this list
     yield page
     context.close()
     assert not refused, "the page broke its Content-Security-Policy:\n" + "\n".join(refused)
