@@ -209,6 +209,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_CALLABLE = "governance.lockout.lockout_response"
 LOGOUT_REDIRECT_URL = "login"
+# A new API token expires after this many days unless its creator picks another expiry or never.
+STEWARD_API_TOKEN_DAYS = env.int("STEWARD_API_TOKEN_DAYS", default=90)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")

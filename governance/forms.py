@@ -226,7 +226,7 @@ class ApiTokenForm(forms.Form):
         required=False, initial=True, label="Read-only", help_text="Refused on any request that changes data."
     )
     expires_in_days = forms.TypedChoiceField(
-        choices=EXPIRY_CHOICES, coerce=int, empty_value=None, required=False, label="Expires"
+        choices=EXPIRY_CHOICES, coerce=int, empty_value=None, required=False, label="Expires", initial="90"
     )
 
 

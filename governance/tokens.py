@@ -9,6 +9,7 @@ and a fast hash lets every request find its token by an indexed equality lookup.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import secrets
 
@@ -31,3 +32,12 @@ def hash_secret(secret: str) -> str:
 def visible_prefix(secret: str) -> str:
     """The first ``VISIBLE_CHARS`` characters, shown beside the token in lists."""
     return secret[:VISIBLE_CHARS]
+
+
+def default_expiry() -> datetime.datetime:
+    """When a new API token expires unless its creator says otherwise (``None`` for never):
+    ``STEWARD_API_TOKEN_DAYS`` days from now (issue 14: tokens used to default to never)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    return timezone.now() + datetime.timedelta(days=settings.STEWARD_API_TOKEN_DAYS)

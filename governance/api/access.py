@@ -22,6 +22,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance import tokens
 from governance.actions.checks import ensure_can
 from governance.actions.teams import (
     do_grant_platform_role,
@@ -316,7 +317,8 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 class ApiTokenCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     is_read_only = serializers.BooleanField(default=True)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    # Left out: in STEWARD_API_TOKEN_DAYS (90) days; null: never.
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=tokens.default_expiry)
 
 
 class NewApiTokenSerializer(ApiTokenSerializer):

@@ -257,6 +257,8 @@ class AuditPublicKeyView(APIView):
         key = signing_key()
         response = HttpResponse(key.public_key_pem, content_type="application/x-pem-file")
         response["X-Audit-Key-Id"] = key.key_id
+        # Saved as the name docs/operations.md's verify command uses (a browser said "download").
+        response["Content-Disposition"] = 'attachment; filename="steward.pem"'
         return response
 
 

@@ -170,6 +170,7 @@ def test_the_public_key_is_published_without_login(api, db):
     assert response["Content-Type"] == "application/x-pem-file"
     assert response.content.decode() == key.public_key_pem
     assert response["X-Audit-Key-Id"] == key.key_id
+    assert response["Content-Disposition"] == 'attachment; filename="steward.pem"'
 
 
 def test_the_verifier_is_merkle_py_without_login(api, db):

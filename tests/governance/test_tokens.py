@@ -57,11 +57,13 @@ def test_creating_a_token_shows_the_secret_once_and_stores_only_its_hash(client_
         "scope": "user",
         "registered_model": None,
         "state": "active",
-        "expires_at": None,
+        "expires_at": created.json()["expires_at"],
         "last_used_at": None,
         "revoked_at": None,
         "created_at": created.json()["created_at"],
     }
+    # No expiry asked for: 90 days (STEWARD_API_TOKEN_DAYS), not never (issue 14).
+    assert round((token.expires_at - token.created_at).total_seconds() / 86400) == 90
     assert secret.startswith("stw_")
     assert len(secret) == 47
     assert token.key_hash == hashlib.sha256(secret.encode()).hexdigest()
@@ -73,9 +75,11 @@ def test_creating_a_token_shows_the_secret_once_and_stores_only_its_hash(client_
         "name": "nightly",
         "prefix": secret[:12],
         "is_read_only": False,
-        "expires_at": None,
+        "expires_at": token.expires_at.isoformat(),
     }
     assert secret not in str(event.after)
+    never = client.post("/api/tokens/", {"name": "forever", "expires_at": None}, format="json")
+    assert (never.status_code, never.json()["expires_at"]) == (201, None)
     assert token.key_hash not in str(event.after)
 
 
