@@ -261,14 +261,15 @@ def test_drift_check_page_highlights_drifted_columns_and_frames_the_report(clien
     for column in drifted:
         assert f'<tr class="drifted">\n                <td><code>{column}</code></td>' in page
     assert f"{check.drifted_count} of {len(check.results)}</strong> columns drifted" in page
-    assert f'<iframe class="report" src="/drift-checks/{check.pk}/report/"' in page
+    assert f'<iframe class="report" sandbox="allow-scripts" src="/drift-checks/{check.pk}/report/"' in page
     assert 'hx-trigger="every 2s"' not in page  # finished: no polling
 
     report = client.get(reverse("drift_check_report", args=[check.pk]))
     assert report.status_code == 200
     assert report["Content-Type"] == "text/html; charset=utf-8"
     assert report["X-Frame-Options"] == "SAMEORIGIN"
-    assert report["Content-Security-Policy"].startswith("default-src 'none'; ")  # no network
+    # Sandboxed (an opaque origin) and no network (issue 13).
+    assert report["Content-Security-Policy"].startswith("sandbox allow-scripts; default-src 'none'; ")
     assert b"<html" in b"".join(report.streaming_content)
 
 
