@@ -208,11 +208,17 @@ class BrokerCollector(Collector):
 
 
 def _ask_broker(queues: list[str], ping_timeout_s: float) -> tuple[dict[str, int], int]:
-    """({queue: messages waiting}, workers answering a ping). Raises the transport's errors."""
+    """({queue: messages waiting}, workers answering a ping). Raises the transport's errors.
+
+    One connection of its own for everything, closed before returning: the ping on the app's
+    pooled connections left them open in the web process, and a process it forks later (the
+    audit verifier's workers) closed its copies of them at fork (Celery's after-fork clean-up),
+    talking over the parent's sockets and hanging both."""
     with current_app.connection_for_read() as connection:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
         waiting = {queue: _waiting(connection, queue) for queue in queues}
-    return waiting, len(current_app.control.ping(timeout=ping_timeout_s))
+        answers = current_app.control.ping(timeout=ping_timeout_s, connection=connection)
+    return waiting, len(answers)
 
 
 def _waiting(connection: Any, queue: str) -> int:
