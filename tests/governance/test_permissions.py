@@ -468,11 +468,13 @@ def test_token_endpoint_trades_a_password_for_a_new_named_token(scientist):
         "scope": "user",
         "registered_model": None,
         "state": "active",
-        "expires_at": None,
+        "expires_at": issued.json()["expires_at"],
         "last_used_at": None,
         "revoked_at": None,
         "created_at": issued.json()["created_at"],
     }
+    # No expiry asked for: STEWARD_API_TOKEN_DAYS (90) days (issue 14).
+    assert round((token.expires_at - token.created_at).total_seconds() / 86400) == 90
     assert (token.user, token.key_hash) == (scientist, tokens.hash_secret(issued.json()["token"]))
     assert (refused.status_code, refused.json()) == (
         400,
