@@ -49,7 +49,7 @@ from monitoring.filtersets import (
     NotificationFilterSet,
 )
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
-from monitoring.reports import report_response
+from monitoring.report_http import report_response
 
 
 class DriftCheckViewSet(RestrictedCreateViewSet):

@@ -16,7 +16,7 @@ from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet
 from monitoring.forms import DriftCheckForm
 from monitoring.models import Alert, DriftCheck
-from monitoring.reports import report_response
+from monitoring.report_http import report_response
 from monitoring.views.relations import CHECK_RELATIONS
 
 

@@ -19,7 +19,8 @@ from monitoring.actions.checks import claim_drift_check, do_request_drift_check
 from monitoring.engine import CheckConfig, DatasetProfile, build_profile, run_check
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, AlertState, CheckState, DriftCheck, ReferenceProfile
-from monitoring.reports import STORAGE_SHIM, execute_drift_report
+from monitoring.report_http import STORAGE_SHIM
+from monitoring.reports import execute_drift_report
 from tests.conftest import DRIFT_COLUMNS, mail_count
 from tests.monitoring.conftest import register_frame
 

@@ -127,16 +127,19 @@ def test_predict_names_a_missing_feature(bike_training_result, bike_frame):
         inference.predict(bike_frame.head(0), model)
 
 
-def test_same_seed_gives_identical_artifact_and_metrics(bike_training_result, bike_frame):
+def test_same_seed_gives_identical_artifact_and_metrics(bike_frame):
     rows = bike_frame[bike_frame["yr"] == 0]
 
+    # Both runs here, under one torch thread count: the session's fixture may have trained under
+    # another (a test before this one may set it), and the float sums then differ in the last bit.
+    first = training.train(rows, _spec(bike_frame))
     again = training.train(rows, _spec(bike_frame))
     other_seed = training.train(rows, _spec(bike_frame, seed=2))
 
-    assert again.artifact == bike_training_result.artifact
-    assert again.metrics == bike_training_result.metrics
-    assert again.history == bike_training_result.history
-    assert other_seed.artifact != bike_training_result.artifact
+    assert again.artifact == first.artifact
+    assert again.metrics == first.metrics
+    assert again.history == first.history
+    assert other_seed.artifact != first.artifact
 
 
 def test_on_epoch_sees_every_epoch_and_can_stop_training(bike_frame):
