@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -390,3 +391,11 @@ def wrong_page_answers(
                 wrong.append((persona, url, status))
         client.logout()
     return wrong
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now (bound, then released): for a server a test starts,
+    or as a broker or database address that refuses connections for real."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 import yaml
 from django.conf import settings
 
+from tests.conftest import free_port
 from tests.runners.test_durable_worker import _database_url
 
 ROOT = Path(settings.BASE_DIR)
@@ -141,12 +141,6 @@ def test_the_compose_file_wires_every_service_to_one_image_and_known_commands():
     assert steward["web"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_entry_point_serves_the_web_tier_and_runs_any_command(tmp_path):
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -161,7 +155,7 @@ def test_the_entry_point_serves_the_web_tier_and_runs_any_command(tmp_path):
     )
     assert (other.returncode, other.stdout) == (0, "any command\n")
 
-    port = _free_port()
+    port = free_port()
     counts = tmp_path / "prometheus"
     web = subprocess.Popen(  # noqa: S603 - the image's entry point, from this checkout
         [str(ENTRYPOINT), "web"],

@@ -24,6 +24,7 @@ from django.conf import settings as django_settings
 from config.celery import app
 from governance.actions.teams import do_create_team
 from governance.tasks import sequence_audit_events
+from tests.conftest import free_port
 
 ROOT = Path(django_settings.BASE_DIR)
 
@@ -42,13 +43,6 @@ def by_check(answer: dict[str, str]) -> dict[str, str]:
     return {key.split("(")[0]: value for key, value in answer.items()}
 
 
-def closed_port() -> int:
-    """A local TCP port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_liveness_answers_without_a_login_or_any_dependency(client):
     assert health(client, "/health/live/") == (200, {})
 
@@ -63,7 +57,7 @@ def test_readiness_checks_the_database_the_broker_and_the_artifact_store(client)
 def test_readiness_is_503_naming_an_unreachable_broker(client, monkeypatch):
     # A Redis URL on a port nobody listens on: the connection is refused for real. (Celery reads
     # CELERY_BROKER_URL from the environment before its configuration.)
-    nowhere = f"redis://127.0.0.1:{closed_port()}/0"
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
     monkeypatch.setenv("CELERY_BROKER_URL", nowhere)
     monkeypatch.setattr(app.conf, "broker_url", nowhere)
 

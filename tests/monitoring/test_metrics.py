@@ -11,7 +11,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from monitoring.models import Alert
 from runners.actions import do_submit_job
 from runners.budgets import do_create_budget
 from runners.models import Job
+from tests.conftest import free_port
 from tests.monitoring.conftest import BREACH, T0, finish_check
 
 TOKEN = "scrape-me-0123456789"
@@ -264,12 +264,6 @@ def test_http_requests_are_counted_and_timed_by_url_pattern(client, scrape_token
     )
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_metrics_count_waiting_messages_live_workers_and_a_broker_that_is_down(
@@ -332,7 +326,7 @@ def test_metrics_count_waiting_messages_live_workers_and_a_broker_that_is_down(
     assert with_worker["steward_workers"] == 1.0
     assert with_worker[f'steward_queue_messages{{queue="{waiting}"}}'] == 3.0  # not its queue
 
-    nowhere = f"redis://127.0.0.1:{_closed_port()}/0"
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
     monkeypatch.setenv("CELERY_BROKER_URL", nowhere)
     monkeypatch.setattr(app.conf, "broker_url", nowhere)
     down = scrape()

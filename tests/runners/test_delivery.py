@@ -18,6 +18,7 @@ import config.celery
 from governance.models import AuditEvent, ModelVersion
 from runners import tasks
 from runners.models import Job, JobState
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -53,18 +54,12 @@ class ThrowawayRedis:
             self.process = None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def redis_broker(settings, monkeypatch):
     """Point the Celery app at a throwaway Redis (see ``unreachable_broker`` in test_jobs.py)."""
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not on PATH: this test stops and starts a real Redis broker")
-    redis = ThrowawayRedis(_free_port())
+    redis = ThrowawayRedis(free_port())
     redis.start()
     app = config.celery.app
     url = f"redis://127.0.0.1:{redis.port}/0"

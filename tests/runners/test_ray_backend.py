@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,18 +31,13 @@ from runners.execute import execute_job
 from runners.launcher import Limits
 from runners.models import Job, JobState
 from runners.ray_backend import RayLaunch, parse_log_lines
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.ray
 
 # Generous: waits end as soon as the state is reached; only a hung cluster takes this long.
 START_WAIT_S = 180
 WAIT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_until(what: str, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
@@ -73,16 +67,16 @@ def ray_address() -> Iterator[str]:
     from ray.job_submission import JobSubmissionClient
 
     temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
-    dashboard_port = _free_port()
+    dashboard_port = free_port()
     command = [str(ray), "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1"]
-    command += ["--port", str(_free_port()), "--dashboard-port", str(dashboard_port)]
+    command += ["--port", str(free_port()), "--dashboard-port", str(dashboard_port)]
     command += ["--dashboard-host", "127.0.0.1", "--include-dashboard=true", "--disable-usage-stats"]
-    command += ["--ray-client-server-port", str(_free_port())]
+    command += ["--ray-client-server-port", str(free_port())]
     command += [
         "--dashboard-agent-listen-port",
-        str(_free_port()),
+        str(free_port()),
         "--metrics-export-port",
-        str(_free_port()),
+        str(free_port()),
     ]
     command += ["--object-store-memory", str(100 * 2**20), "--temp-dir", temp_dir]
     # The entry point's "python" is this environment's: it has torch, pandas and pyarrow.
