@@ -189,6 +189,32 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Single sign-on by OpenID Connect (issue 13; governance.oidc, the rule in governance.actions.sso):
+# on when OIDC_RP_CLIENT_ID is set. mozilla-django-oidc's own setting names; the provider's
+# endpoints are given one by one (the library does no discovery). Local logins keep working
+# beside it, for break-glass admins.
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default="")
+STEWARD_OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+if STEWARD_OIDC_ENABLED:
+    OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET")
+    OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+    OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT")
+    OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT")
+    OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT")
+    AUTHENTICATION_BACKENDS.append("governance.oidc.StewardOIDCBackend")
+# The ID token's "iss" must equal this (the library does not check it).
+STEWARD_OIDC_ISSUER = env.str("STEWARD_OIDC_ISSUER", default="")
+if STEWARD_OIDC_ENABLED and not STEWARD_OIDC_ISSUER:
+    raise ImproperlyConfigured("STEWARD_OIDC_ISSUER: the identity provider's issuer, as its ID tokens say")
+OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env.int("OIDC_TIMEOUT", default=10)
+LOGIN_REDIRECT_URL_FAILURE = "/login/"
+# Which groups give which team and platform roles (JSON; the rule in governance.actions.sso).
+STEWARD_OIDC_GROUPS_CLAIM = env.str("STEWARD_OIDC_GROUPS_CLAIM", default="groups")
+STEWARD_OIDC_ROLE_MAP = env.str("STEWARD_OIDC_ROLE_MAP", default="")
+STEWARD_OIDC_LOGIN_LABEL = env.str("STEWARD_OIDC_LOGIN_LABEL", default="Log in with single sign-on")
 AXES_FAILURE_LIMIT = env.int("STEWARD_LOGIN_FAILURE_LIMIT", default=5)
 # Password spraying (issue 13): an address is locked too once its failures across every username
 # reach this many within the cool-off (governance.lockout.SprayAwareHandler).

@@ -78,6 +78,29 @@ class Membership(models.Model):
         return f"{self.user} is {self.get_role_display()} in {self.team}"
 
 
+class ExternalIdentity(models.Model):
+    """The Steward login an OpenID Connect identity (issuer, subject) signs in as (issue 13).
+
+    Made at the identity's first single sign-on; never matched by username or email, so an
+    identity provider can never take over a local account that happens to share a name.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="external_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="one_login_per_external_identity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"
+
+
 class PlatformRoleGrant(models.Model):
     """A platform-wide role: admin (everything) or compliance officer (read everything)."""
 

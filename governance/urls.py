@@ -1,11 +1,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from governance import oidc
 from governance.views import audit, compare, people, promotions, registry, tokens
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", oidc.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("oidc/authenticate/", oidc.authenticate_view, name="oidc_authentication_init"),
+    path("oidc/callback/", oidc.callback_view, name="oidc_authentication_callback"),
     path("datasets/", registry.dataset_list, name="dataset_list"),
     path("datasets/<int:pk>/", registry.dataset_detail, name="dataset_detail"),
     path("dataset-versions/<int:pk>/", registry.dataset_version_detail, name="dataset_version_detail"),

@@ -61,21 +61,34 @@ def do_set_membership(*, user: User, team: Team, role: str, actor: User | None) 
         ensure_can(actor, MANAGE, team.pk)
         ensure_not_self(actor, user)
         ensure_active(user)
-        membership = Membership.objects.select_for_update().filter(user=user, team=team).first()
-        before = {"role": membership.role} if membership else None
-        if membership is None:
-            membership = Membership.objects.create(user=user, team=team, role=role)
-        else:
-            membership.role = role
-            membership.save(update_fields=["role"])
-        record_audit_event(
-            actor=actor,
-            action="membership.grant",
-            obj=membership,
-            object_repr=f"{user.get_username()} in {team.name}",
-            before=before,
-            after={"user": user.get_username(), "team": team.name, "role": role},
-        )
+        return write_membership(user=user, team=team, role=role, actor=actor)
+
+
+def write_membership(
+    *, user: User, team: Team, role: str, actor: User | None, source: dict | None = None
+) -> Membership:
+    """Create or change ``user``'s membership of ``team`` and record it; no permission check.
+
+    For actions that have made their own check (``do_set_membership``; single sign-on, whose
+    rule is the role map). ``source`` joins the event's after-state (where the change came
+    from). Runs inside the caller's transaction.
+    """
+    membership = Membership.objects.select_for_update().filter(user=user, team=team).first()
+    before = {"role": membership.role} if membership else None
+    if membership is None:
+        membership = Membership.objects.create(user=user, team=team, role=role)
+    else:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    record_audit_event(
+        actor=actor,
+        action="membership.grant",
+        obj=membership,
+        object_repr=f"{user.get_username()} in {team.name}",
+        before=before,
+        after={"user": user.get_username(), "team": team.name, "role": role, **(source or {})},
+        on_behalf_of=user if actor is None else None,
+    )
     return membership
 
 
@@ -87,15 +100,22 @@ def do_revoke_membership(*, membership: Membership, actor: User | None) -> None:
         )
         ensure_can(actor, MANAGE, membership.team_id)
         ensure_not_self(actor, membership.user)
-        user, team = membership.user, membership.team
-        record_audit_event(
-            actor=actor,
-            action="membership.revoke",
-            obj=membership,
-            object_repr=f"{user.get_username()} in {team.name}",
-            before={"user": user.get_username(), "team": team.name, "role": membership.role},
-        )
-        membership.delete()
+        delete_membership(membership=membership, actor=actor)
+
+
+def delete_membership(*, membership: Membership, actor: User | None, source: dict | None = None) -> None:
+    """Record and delete a locked ``membership``; no permission check (see ``write_membership``)."""
+    user, team = membership.user, membership.team
+    record_audit_event(
+        actor=actor,
+        action="membership.revoke",
+        obj=membership,
+        object_repr=f"{user.get_username()} in {team.name}",
+        before={"user": user.get_username(), "team": team.name, "role": membership.role},
+        after=source,
+        on_behalf_of=user if actor is None else None,
+    )
+    membership.delete()
 
 
 def do_grant_platform_role(*, user: User, role: str, actor: User | None) -> PlatformRoleGrant:
@@ -107,15 +127,24 @@ def do_grant_platform_role(*, user: User, role: str, actor: User | None) -> Plat
         ensure_admin(actor)
         ensure_not_self(actor, user)
         ensure_active(user)
-        grant, created = PlatformRoleGrant.objects.get_or_create(user=user, role=role)
-        if created:
-            record_audit_event(
-                actor=actor,
-                action="platform_role.grant",
-                obj=grant,
-                object_repr=f"{user.get_username()} as {role}",
-                after={"user": user.get_username(), "role": role},
-            )
+        return write_platform_role(user=user, role=role, actor=actor)
+
+
+def write_platform_role(
+    *, user: User, role: str, actor: User | None, source: dict | None = None
+) -> PlatformRoleGrant:
+    """Grant ``role`` to ``user`` if not held, recording it; no permission check (see
+    ``write_membership``)."""
+    grant, created = PlatformRoleGrant.objects.get_or_create(user=user, role=role)
+    if created:
+        record_audit_event(
+            actor=actor,
+            action="platform_role.grant",
+            obj=grant,
+            object_repr=f"{user.get_username()} as {role}",
+            after={"user": user.get_username(), "role": role, **(source or {})},
+            on_behalf_of=user if actor is None else None,
+        )
     return grant
 
 
@@ -126,15 +155,24 @@ def do_revoke_platform_role(*, grant: PlatformRoleGrant, actor: User | None) -> 
         lock_platform_admins()
         grant = PlatformRoleGrant.objects.select_for_update().select_related("user").get(pk=grant.pk)
         ensure_not_self(actor, grant.user)
-        record_audit_event(
-            actor=actor,
-            action="platform_role.revoke",
-            obj=grant,
-            object_repr=f"{grant.user.get_username()} as {grant.role}",
-            before={"user": grant.user.get_username(), "role": grant.role},
-        )
-        grant.delete()
-        ensure_an_admin_remains()
+        delete_platform_role(grant=grant, actor=actor)
+
+
+def delete_platform_role(*, grant: PlatformRoleGrant, actor: User | None, source: dict | None = None) -> None:
+    """Record and delete a locked ``grant``, then refuse (PermissionDenied, rolling the caller's
+    transaction back) if no active platform admin remains; no permission check. The caller holds
+    ``lock_platform_admins``."""
+    record_audit_event(
+        actor=actor,
+        action="platform_role.revoke",
+        obj=grant,
+        object_repr=f"{grant.user.get_username()} as {grant.role}",
+        before={"user": grant.user.get_username(), "role": grant.role},
+        after=source,
+        on_behalf_of=grant.user if actor is None else None,
+    )
+    grant.delete()
+    ensure_an_admin_remains()
 
 
 # The tag that names the team (by slug) of an MLflow experiment or registered model (issue 9).

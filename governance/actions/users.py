@@ -35,7 +35,7 @@ def do_create_user(*, username: str, email: str = "", password: str | None = Non
     user_model = get_user_model()
     with transaction.atomic():
         ensure_admin(actor)
-        username = _valid_username(user_model, username)
+        username = valid_username(user_model, username)
         # The normalised name: the raw one would miss "aaron" and end on the unique constraint.
         if user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).exists():
             raise ValidationError({"username": f"user {username!r} already exists"})
@@ -50,7 +50,7 @@ def do_create_user(*, username: str, email: str = "", password: str | None = Non
     return user
 
 
-def _valid_username(user_model, username: str) -> str:
+def valid_username(user_model, username: str) -> str:
     """``username`` NFKC-normalised, then re-validated (ValidationError on ``username``).
 
     Normalising can lengthen a name (one ligature becomes several letters) or yield characters
