@@ -26,6 +26,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,15 +49,37 @@ def _locust() -> Path:
     return binary
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident megabytes of process ``pid`` and everything below it."""
+def _tree_rss_mb(pid: int, *, command: str = "") -> float:
+    """Resident megabytes of process ``pid`` and everything below it whose command line contains
+    ``command`` (for the worker, "celery": its pool, not the training jobs that come and go)."""
     total = 0
     for member in [pid, *_descendants(pid)]:
         try:
+            if command and command not in Path(f"/proc/{member}/cmdline").read_text():
+                continue
             total += int(Path(f"/proc/{member}/statm").read_text().split()[1])
         except (OSError, IndexError, ValueError):
             continue
     return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler(threading.Thread):
+    """Samples the web and worker trees' RSS every ``every`` seconds while the load runs, so
+    "flat" is judged on the curve, not on two points."""
+
+    def __init__(self, web: int, worker: int, every: float = 30.0):
+        super().__init__(daemon=True)
+        self.web, self.worker, self.every = web, worker, every
+        self.samples: list[tuple[float, float, float]] = []
+        self.stopped = threading.Event()
+        self.began = time.monotonic()
+
+    def sample(self) -> tuple[float, float]:
+        return _tree_rss_mb(self.web), _tree_rss_mb(self.worker, command="celery")
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.samples.append((time.monotonic() - self.began, *self.sample()))
 
 
 def main() -> None:
@@ -145,14 +168,21 @@ def main() -> None:
 
         print(f"warm-up: {args.warmup} s ...", flush=True)
         run_locust(args.warmup, workdir / "warmup")
-        rss_start = (_tree_rss_mb(gunicorn.pid), _tree_rss_mb(worker))
+        sampler = RssSampler(gunicorn.pid, worker)
+        rss_start = sampler.sample()
         load_start = os.getloadavg()
         print(f"load: {args.duration} s, {args.users} users ...", flush=True)
         began = time.monotonic()
+        sampler.start()
         run_locust(args.duration, workdir / "load")
         elapsed = time.monotonic() - began
-        rss_end = (_tree_rss_mb(gunicorn.pid), _tree_rss_mb(worker))
+        sampler.stopped.set()
+        rss_end = sampler.sample()
         report(workdir / "load_stats.csv", elapsed, rss_start, rss_end, load_start)
+        print(
+            "RSS over the load (s: web MB, worker MB): "
+            + ", ".join(f"{at:.0f}: {web:.0f}, {pool:.0f}" for at, web, pool in sampler.samples)
+        )
     finally:
         if gunicorn is not None:
             gunicorn.terminate()
@@ -180,7 +210,8 @@ def report(
         )
     print(
         f"\nRSS web (gunicorn tree): {rss_start[0]:.0f} MB after the warm-up, {rss_end[0]:.0f} MB at the end"
-        f"\nRSS worker (celery tree): {rss_start[1]:.0f} MB after the warm-up, {rss_end[1]:.0f} MB at the end"
+        f"\nRSS worker (celery processes, not jobs): {rss_start[1]:.0f} MB after the warm-up,"
+        f" {rss_end[1]:.0f} MB at the end"
     )
 
 
