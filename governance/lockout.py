@@ -47,6 +47,15 @@ def client_address(request: HttpRequest) -> str | None:
 class SprayAwareHandler(AxesDatabaseHandler):
     """Axes' database handler, counting an address's failures across every username too."""
 
+    def user_login_failed(self, sender, credentials: dict, request=None, **kwargs) -> None:
+        """Count failed password logins only. A failed single sign-on (``authenticate`` called
+        with the callback's nonce and code verifier, no username) guessed no password; counted,
+        every sign-on from one address would share one (no username, address) pair, and five
+        failures of anyone's would lock everyone there out of single sign-on."""
+        if "username" not in (credentials or {}):
+            return
+        super().user_login_failed(sender, credentials, request, **kwargs)
+
     def get_failures(self, request: HttpRequest, credentials: dict | None = None) -> int:
         """The failure count axes compares with ``AXES_FAILURE_LIMIT``: the pair's own, or the
         address's total scaled so that it reaches the limit exactly when the total reaches

@@ -22,6 +22,12 @@ case "${1:-web}" in
         exec celery -A config beat --loglevel "${LOG_LEVEL:-INFO}" --pidfile= \
             --schedule "${STEWARD_VAR_DIR:-/var/lib/steward}/celerybeat-schedule"
         ;;
+    healthcheck)
+        # The image's HEALTHCHECK: the web process's liveness on its own port.
+        exec python -c 'import os, sys, urllib.request
+url = "http://127.0.0.1:%s/health/live/" % os.environ.get("PORT", "8000")
+sys.exit(urllib.request.urlopen(url, timeout=4).status != 200)'
+        ;;
     migrate)
         exec python manage.py migrate --noinput
         ;;

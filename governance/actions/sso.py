@@ -74,8 +74,13 @@ class RoleMap:
         teams: dict[str, dict[str, list[str]]] = {}
         platform: dict[str, list[str]] = {}
         for group, targets in raw.items():
-            for target in [targets] if isinstance(targets, str) else targets:
-                kind, _, rest = str(target).partition(":")
+            listed = [targets] if isinstance(targets, str) else targets
+            if not isinstance(listed, list) or not all(isinstance(target, str) for target in listed):
+                raise ValueError(
+                    f"STEWARD_OIDC_ROLE_MAP[{group!r}]: a target string or a list of them, not {targets!r}"
+                )
+            for target in listed:
+                kind, _, rest = target.partition(":")
                 if kind == "team" and rest.count(":") == 1:
                     slug, role = rest.split(":")
                     if not slug or role not in TeamRole.values:
@@ -142,6 +147,14 @@ def do_sso_login(*, issuer: str, subject: str, claims: dict[str, Any]) -> User:
     groups = groups_from_claims(claims)
     email = claims.get("email")
     email = email if isinstance(email, str) else ""
+    # The columns' own limits, refused here rather than by the database mid-transaction.
+    for name, value, limit in (
+        ("iss", issuer, ExternalIdentity._meta.get_field("issuer").max_length),
+        ("sub", subject, ExternalIdentity._meta.get_field("subject").max_length),
+        ("email", email, user_model._meta.get_field("email").max_length),
+    ):
+        if limit is not None and len(value) > limit:
+            raise ValidationError({name: f"the {name} claim is longer than {limit} characters"})
     try:
         with transaction.atomic():
             identity = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +21,7 @@ from governance.models import (
     Team,
 )
 from monitoring.models import Alert
+from tests.governance import sso_helpers
 from tests.governance.audit_helpers import grow_log
 
 PERSONAS = ["admin", "owner", "scientist", "approver", "viewer", "outsider", "compliance_officer"]
@@ -126,3 +128,30 @@ def log(team, admin, compliance_officer) -> list[AuditEvent]:
 def result_ids(response) -> list[int]:
     """The ids of a paginated list response's page, in order."""
     return [row["id"] for row in response.json()["results"]]
+
+
+# Single sign-on (tests/governance/test_sso*.py): each module starts its provider_process.
+@pytest.fixture
+def provider(provider_process):
+    provider_process.reset()
+    return provider_process
+
+
+@pytest.fixture
+def sso(settings, provider):
+    """Single sign-on on, as the environment of docs/operations.md sets it."""
+    settings.OIDC_RP_CLIENT_ID = sso_helpers.CLIENT_ID
+    settings.OIDC_RP_CLIENT_SECRET = sso_helpers.CLIENT_SECRET
+    settings.STEWARD_OIDC_ENABLED = True
+    settings.STEWARD_OIDC_ISSUER = provider.issuer
+    settings.OIDC_OP_AUTHORIZATION_ENDPOINT = f"{provider.issuer}/authorize/"
+    settings.OIDC_OP_TOKEN_ENDPOINT = f"{provider.issuer}/token/"
+    settings.OIDC_OP_USER_ENDPOINT = f"{provider.issuer}/userinfo/"
+    settings.OIDC_OP_JWKS_ENDPOINT = f"{provider.issuer}/.well-known/jwks.json"
+    settings.OIDC_RP_SCOPES = "openid email profile groups"
+    settings.STEWARD_OIDC_ROLE_MAP = json.dumps(sso_helpers.ROLE_MAP)
+    settings.AUTHENTICATION_BACKENDS = [
+        *settings.AUTHENTICATION_BACKENDS,
+        "governance.oidc.StewardOIDCBackend",
+    ]
+    return provider
