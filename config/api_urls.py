@@ -88,6 +88,7 @@ urlpatterns = [
     ),
     path("usage/", runners.UsageView.as_view(), name="usage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
+    path("auth/password/", access.OwnPasswordView.as_view(), name="api_own_password"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script from a URL, not inline (the site's CSP);
     # Swagger UI adds one <style> element of its own, allowed by its hash alone (a new Swagger UI

@@ -247,3 +247,32 @@ class PromotionDecisionForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="Required to reject."
     )
+
+
+class _TwicePasswordForm(forms.Form):
+    """A new password typed twice; the actions validate it (``governance.actions.passwords``)."""
+
+    new_field = "password"
+
+    def clean(self):
+        data = super().clean()
+        first, again = data.get(self.new_field), data.get(f"{self.new_field}_again")
+        if first and again and first != again:
+            self.add_error(f"{self.new_field}_again", "the two passwords differ")
+        return data
+
+
+class SetPasswordForm(_TwicePasswordForm):
+    """An admin sets another user's password."""
+
+    password = forms.CharField(widget=forms.PasswordInput, strip=False)
+    password_again = forms.CharField(widget=forms.PasswordInput, strip=False, label="Password, again")
+
+
+class OwnPasswordForm(_TwicePasswordForm):
+    """A user changes their own password."""
+
+    new_field = "new_password"
+    old_password = forms.CharField(widget=forms.PasswordInput, strip=False, label="Current password")
+    new_password = forms.CharField(widget=forms.PasswordInput, strip=False)
+    new_password_again = forms.CharField(widget=forms.PasswordInput, strip=False, label="New password, again")

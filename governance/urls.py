@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from governance import oidc
-from governance.views import audit, compare, people, promotions, registry, tokens
+from governance.views import account, audit, compare, people, promotions, registry, tokens
 
 urlpatterns = [
     path("login/", oidc.LoginView.as_view(), name="login"),
@@ -22,7 +22,14 @@ urlpatterns = [
     # People and roles (admin pages), the user's API tokens, four-eyes promotion.
     path("people/", people.people, name="people"),
     path("people/users/", people.user_list, name="user_list"),
+    path("people/users/<int:pk>/password/", people.user_password, name="user_password"),
     path("people/users/<int:pk>/deactivate/", people.user_deactivate, name="user_deactivate"),
+    path("account/password/", account.password_change, name="password_change"),
+    path(
+        "account/reset/<uidb64>/<token>/",
+        account.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
     path("people/users/<int:pk>/reactivate/", people.user_reactivate, name="user_reactivate"),
     path("people/teams/", people.team_list, name="team_list"),
     path("people/teams/<int:pk>/", people.team_detail, name="team_detail"),

@@ -22,6 +22,7 @@ ENDPOINTS = {
     "/api/audit/consistency/",
     "/api/audit/public-key/",
     "/api/audit/verifier.py",
+    "/api/auth/password/",
     "/api/auth/token/",
     "/api/budgets/",
     "/api/budgets/{id}/",
@@ -109,6 +110,8 @@ ENDPOINTS = {
     "/api/users/{id}/",
     "/api/users/{id}/deactivate/",
     "/api/users/{id}/reactivate/",
+    "/api/users/{id}/send-password-reset/",
+    "/api/users/{id}/set-password/",
 }
 
 

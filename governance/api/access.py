@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 
 from governance import tokens
 from governance.actions.checks import ensure_can
+from governance.actions.passwords import do_change_own_password, do_send_password_reset, do_set_password
 from governance.actions.teams import (
     do_grant_platform_role,
     do_revoke_membership,
@@ -106,6 +107,38 @@ class UserFilterSet(RestrictedFilterSet):
         fields = ["is_active", "q"]
 
 
+def _password_field() -> serializers.CharField:
+    return serializers.CharField(write_only=True, style={"input_type": "password"}, trim_whitespace=False)
+
+
+class SetPasswordSerializer(serializers.Serializer):
+    password = _password_field()
+
+
+class PasswordResetSentSerializer(serializers.Serializer):
+    sent_to = serializers.EmailField(read_only=True)
+
+
+class OwnPasswordSerializer(serializers.Serializer):
+    old_password = _password_field()
+    new_password = _password_field()
+
+
+class OwnPasswordView(APIView):
+    """Change one's own password (the current one proves it is you); ends one's sessions."""
+
+    @extend_schema(request=OwnPasswordSerializer, responses={204: None})
+    def post(self, request):
+        serializer = OwnPasswordSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        do_change_own_password(
+            user=request.user,
+            old_password=serializer.validated_data["old_password"],
+            new_password=serializer.validated_data["new_password"],
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class UserViewSet(RestrictedCreateViewSet):
     """Users the requester may see; platform admins create, deactivate and reactivate them."""
 
@@ -135,6 +168,21 @@ class UserViewSet(RestrictedCreateViewSet):
             actor=request.user,
         )
         return Response(self._render(user), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=SetPasswordSerializer, responses={200: UserSerializer})
+    @action(detail=True, methods=["post"], url_path="set-password")
+    def set_password(self, request, pk=None):
+        """Set the user's password (platform admins; not their own: POST /api/auth/password/)."""
+        data = self.validated(request, SetPasswordSerializer)
+        user = do_set_password(user=self.get_object(), password=data["password"], actor=request.user)
+        return Response(self._render(user))
+
+    @extend_schema(request=None, responses={200: PasswordResetSentSerializer})
+    @action(detail=True, methods=["post"], url_path="send-password-reset")
+    def send_password_reset(self, request, pk=None):
+        """Email the user a one-use link to set their password (platform admins)."""
+        sent_to = do_send_password_reset(user=self.get_object(), actor=request.user)
+        return Response({"sent_to": sent_to})
 
     @extend_schema(request=None, responses={200: UserSerializer})
     @action(detail=True, methods=["post"])

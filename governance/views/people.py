@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from governance.actions.passwords import do_send_password_reset, do_set_password
 from governance.actions.teams import (
     do_create_team,
     do_grant_platform_role,
@@ -27,7 +28,13 @@ from governance.actions.teams import (
     do_set_membership,
 )
 from governance.actions.users import do_create_user, do_deactivate_user, do_reactivate_user
-from governance.forms import MembershipGrantForm, PlatformRoleGrantForm, TeamCreateForm, UserCreateForm
+from governance.forms import (
+    MembershipGrantForm,
+    PlatformRoleGrantForm,
+    SetPasswordForm,
+    TeamCreateForm,
+    UserCreateForm,
+)
 from governance.models import Membership, PlatformRoleGrant, Team
 from governance.permissions import MANAGE, grant_refusal, is_platform_admin, restrict
 from governance.views.helpers import button_view, form_view, paginate, visible_or_404
@@ -187,6 +194,30 @@ def _user_transition(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
         back=reverse("user_list"),
         success_message=f"{name} {verb}d.",
         refused=lambda status: _user_list_page(request, UserCreateForm(), status),
+    )
+
+
+@login_required
+def user_password(request: HttpRequest, pk: int) -> HttpResponse:
+    """A platform admin sets a user's password, or (POST ``send_reset``) emails them a link to
+    set it themselves."""
+    target = visible_or_404(request, get_user_model().objects.all(), pk)
+    name = target.get_username()
+    sending = request.method == "POST" and "send_reset" in request.POST
+    # The link's button posts no fields: a bare form, where a refusal's reason lands.
+    form = forms.Form(request.POST) if sending else SetPasswordForm(request.POST or None)
+    return form_view(
+        request,
+        form,
+        (lambda data: do_send_password_reset(user=target, actor=request.user))
+        if sending
+        else (lambda data: do_set_password(user=target, password=data["password"], actor=request.user)),
+        success=lambda result: "user_list",
+        success_message=lambda result: (
+            f"A link to set a password went to {result}." if sending else f"{name}'s password is set."
+        ),
+        template="governance/user_password.html",
+        context=lambda: {"section": "people", "target": target, "title": f"Password of {name}"},
     )
 
 
