@@ -442,6 +442,30 @@ class AuditEvent(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("audit_event_detail", args=[self.pk])
 
+    # The page of each kind of object an event can name, for links from the trail.
+    OBJECT_PAGES = {
+        "dataset": "dataset_detail",
+        "datasetversion": "dataset_version_detail",
+        "registeredmodel": "model_detail",
+        "modelversion": "model_version_detail",
+        "job": "job_detail",
+        "driftcheck": "drift_check_detail",
+        "alert": "alert_detail",
+    }
+
+    def object_url(self) -> str | None:
+        """The page of the object the event names, when it has one (it may since be deleted:
+        the page then answers 404)."""
+        page = self.OBJECT_PAGES.get(self.object_type)
+        return reverse(page, args=[int(self.object_id)]) if page and self.object_id.isdigit() else None
+
+    def role_change(self) -> str:
+        """ "viewer → model_owner" for a grant that changed a role ("" otherwise): a change of
+        role is recorded as a grant with the old role before it."""
+        if self.action == "membership.grant" and self.before and self.after and "role" in self.before:
+            return f"{self.before['role']} → {self.after.get('role')}"
+        return ""
+
     def delete(self, *args, **kwargs):
         raise PermissionError("audit events are append-only")
 

@@ -8,7 +8,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import reverse
 
 from governance.audit.proofs import may_audit
 from governance.audit.verify import verify_event
@@ -19,15 +18,6 @@ from governance.models import AuditEvent
 from governance.views.helpers import PAGE_SIZE, pretty_json, visible_or_404
 
 # Audit object types that have a page of their own (``AuditEvent.object_type`` is the model name).
-OBJECT_PAGES = {
-    "dataset": "dataset_detail",
-    "datasetversion": "dataset_version_detail",
-    "registeredmodel": "model_detail",
-    "modelversion": "model_version_detail",
-    "job": "job_detail",
-    "driftcheck": "drift_check_detail",
-    "alert": "alert_detail",
-}
 
 
 @login_required
@@ -104,13 +94,10 @@ def audit_event_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One event: who on behalf of whom, the object, before/after side by side, the changed keys,
     and whether it verifies against the latest signed checkpoint (``verify_event``)."""
     event = visible_or_404(request, AuditEvent.objects.select_related("team", "leaf", "personal_data"), pk)
-    object_url = None
-    if event.object_type in OBJECT_PAGES and event.object_id.isdigit():
-        object_url = reverse(OBJECT_PAGES[event.object_type], args=[int(event.object_id)])
     context = {
         "section": "audit",
         "event": event,
-        "object_url": object_url,
+        "object_url": event.object_url(),
         "before_json": pretty_json(event.before) if event.before is not None else "",
         "after_json": pretty_json(event.after) if event.after is not None else "",
         "changes": _changes(event.before, event.after),

@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from governance.actions.datasets import do_create_dataset
+from governance.actions.teams import do_set_membership
 from governance.audit.erasure import do_erase_personal_data
 from governance.audit.sequencer import sequence_audit_events
 from governance.keyset import InvalidCursor, cursor_of, keyset_page, parse_cursor
@@ -208,3 +209,20 @@ def test_an_event_page_beyond_bigint_is_a_404(client, dataset, compliance_office
     client.force_login(compliance_officer)
 
     assert client.get(f"/audit/{BEYOND_BIGINT}/").status_code == 404
+
+
+def test_the_trail_links_objects_and_shows_a_role_change_as_one(
+    client, admin, team, viewer, dataset, compliance_officer
+):
+    do_set_membership(user=viewer, team=team, role="approver", actor=admin)
+    client.force_login(compliance_officer)
+
+    listing = _page(client)
+
+    assert f'<a href="{reverse("dataset_detail", args=[dataset.pk])}">{dataset.name}</a>' in listing
+    assert "role viewer → approver" in listing
+    change = AuditEvent.objects.filter(action="membership.grant").latest("pk")
+    detail = client.get(change.get_absolute_url()).content.decode()
+    assert "changed: viewer → approver" in detail
+    first_grant = AuditEvent.objects.filter(action="membership.grant").earliest("pk")
+    assert "changed:" not in client.get(first_grant.get_absolute_url()).content.decode()
