@@ -118,9 +118,15 @@ class RegisteredModelForm(ScopedForm):
 
 
 def style_audit_filters(form: forms.Form, user: AbstractBaseUser) -> None:
-    """Give the audit trail's filter form date pickers and a team select instead of raw ids."""
-    for name, label in (("since", "Since"), ("until", "Until")):
-        form.fields[name].widget = forms.DateTimeInput(attrs={"type": "datetime-local"})
+    """Give the audit trail's filter form UTC time fields and a team select instead of raw ids.
+
+    Plain text, not the browser's datetime picker: that shows the browser's locale (a 12-hour
+    clock in some) beside a trail shown in UTC on a 24-hour clock. An offset may be typed.
+    """
+    for name, label in (("since", "Since (UTC)"), ("until", "Until (UTC)")):
+        form.fields[name].widget = forms.DateTimeInput(
+            attrs={"placeholder": "2026-01-31 17:45", "inputmode": "numeric", "spellcheck": "false"}
+        )
         form.fields[name].label = label
     teams = Team.objects.restrict(user, VIEW)
     form.fields["team"].widget = forms.Select(choices=[("", "Any team"), *((t.pk, t.name) for t in teams)])

@@ -226,3 +226,15 @@ def test_the_trail_links_objects_and_shows_a_role_change_as_one(
     assert "changed: viewer → approver" in detail
     first_grant = AuditEvent.objects.filter(action="membership.grant").earliest("pk")
     assert "changed:" not in client.get(first_grant.get_absolute_url()).content.decode()
+
+
+def test_the_time_filters_are_utc_on_a_24_hour_clock(client, compliance_officer, dataset):
+    client.force_login(compliance_officer)
+    page = _page(client)
+    assert "Since (UTC)" in page
+    assert "Until (UTC)" in page
+    assert 'type="datetime-local"' not in page
+    event = AuditEvent.objects.latest("pk")
+    stamp = event.timestamp.strftime("%Y-%m-%d %H:%M")
+    assert stamp in page  # the trail's own clock, as typed into the filter
+    assert event.get_absolute_url() in _page(client, since=stamp)
