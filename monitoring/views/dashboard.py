@@ -14,6 +14,7 @@ from governance.models import (
     ModelVersion,
     PlatformRoleGrant,
     RegisteredModel,
+    TeamRole,
 )
 from governance.permissions import is_platform_admin, platform_roles
 from monitoring.models import UNRESOLVED, Alert
@@ -30,9 +31,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         .filter(state__in=UNRESOLVED)
         .select_related("model_version__model", "owner")
     )
+    my_alerts = unresolved.filter(owner=user)
     context = {
         "section": "dashboard",
-        "my_alerts": unresolved.filter(owner=user),
+        "my_alerts": my_alerts,
+        # Only for people alerts can escalate to: a model owner (or whoever holds one anyway). A
+        # compliance officer or an admin without a team has no models, and the panel meant nothing.
+        "show_my_alerts": Membership.objects.filter(user=user, role=TeamRole.MODEL_OWNER).exists()
+        or my_alerts.exists(),
         "team_alerts": unresolved.exclude(owner=user)[:10],
         "recent_jobs": Job.objects.restrict(user).select_related(*JOB_TABLE_RELATIONS)[:8],
         "recent_versions": ModelVersion.objects.restrict(user)
