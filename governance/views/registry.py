@@ -19,7 +19,7 @@ from governance.actions.registered_models import (
 from governance.artifacts import staged_upload
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm
-from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
+from governance.models import AuditEvent, Dataset, DatasetVersion, ModelAlias, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE, can
 from governance.queries import by_name_with_versions
 from governance.views.helpers import (
@@ -168,9 +168,22 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .select_related("training_dataset_version__dataset")
     )
     columns = metric_columns(versions)
+    aliases = list(
+        ModelAlias.objects.restrict(request.user).filter(model=model).select_related("model_version")
+    )
+    # Who moved each alias last: its newest move in the audit log (the same rows the trail shows).
+    moves = AuditEvent.objects.restrict(request.user).filter(
+        action="model_alias.move",
+        object_type="modelalias",
+        object_id__in=[str(alias.pk) for alias in aliases],
+    )
+    last_move: dict[str, AuditEvent] = {}
+    for event in moves.order_by("-id"):
+        last_move.setdefault(event.object_id, event)
     context = {
         "section": "models",
         "model": model,
+        "aliases": [(alias, last_move.get(str(alias.pk))) for alias in sorted(aliases, key=lambda a: a.name)],
         "may_change": can(request.user, CHANGE, model.team_id),
         "metric_columns": columns,
         "version_rows": [(v, [v.metrics.get(c) for c in columns]) for v in versions],

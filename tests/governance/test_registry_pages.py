@@ -1,7 +1,8 @@
-"""The model page's archive and delete buttons (issue 9), through the UI."""
+"""The model page (issues 9, 14): archive and delete buttons, and which version holds each alias."""
 
 from django.urls import reverse
 
+from governance.actions.aliases import do_set_alias
 from governance.models import AuditEvent, ModelVersion, RegisteredModel
 from tests.governance.test_registry_lifecycle import upload_version
 
@@ -45,3 +46,20 @@ def test_a_viewer_sees_no_buttons_and_is_refused(client, viewer, registered_mode
 
     assert reverse("model_delete", args=[registered_model.pk]) not in page
     assert RegisteredModel.objects.get().deleted_at is None
+
+
+def test_the_model_page_says_which_version_holds_each_alias_and_who_moved_it(
+    client, scientist, viewer, registered_model, registered_version
+):
+    page = reverse("model_detail", args=[registered_model.pk])
+    client.force_login(viewer)
+    assert "No aliases" in client.get(page).content.decode()
+
+    do_set_alias(model=registered_model, alias="staging", version=registered_version, actor=scientist)
+    shown = client.get(page).content.decode()
+
+    move = AuditEvent.objects.get(action="model_alias.move")
+    assert "<code>staging</code>" in shown
+    assert f'<a href="{registered_version.get_absolute_url()}">v{registered_version.version}</a>' in shown
+    assert f'href="{move.get_absolute_url()}"' in shown
+    assert f"<td>{scientist.get_username()}</td>" in shown
