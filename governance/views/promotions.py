@@ -22,6 +22,7 @@ from governance.actions.promotions import (
     do_reject_promotion,
     do_request_promotion,
 )
+from governance.compare import compare_model_versions
 from governance.forms import PromotionDecisionForm, PromotionRequestForm
 from governance.models import ModelAlias, ModelVersion, PromotionRequest
 from governance.permissions import (
@@ -99,18 +100,35 @@ def _detail_page(
 ) -> HttpResponse:
     user = request.user
     is_pending = promotion.state == PromotionRequest.State.PENDING
+    current = (
+        ModelAlias.objects.filter(model=promotion.model_version.model_id, name=promotion.alias)
+        .select_related("model_version__model", "model_version__training_dataset_version__dataset")
+        .first()
+    )
+    candidate = promotion.model_version
+    holder = current.model_version if current and current.model_version_id != candidate.pk else None
     context = {
         "section": "promotions",
         "promotion": promotion,
-        "current": ModelAlias.objects.filter(model=promotion.model_version.model_id, name=promotion.alias)
-        .select_related("model_version")
-        .first(),
+        "current": current,
+        # What an approver decides on: the candidate beside the version the alias holds now.
+        "holder": holder,
+        "comparison": compare_model_versions(candidate, holder) if holder else None,
+        "candidate_alerts": _open_alerts(candidate, user),
+        "holder_alerts": _open_alerts(holder, user) if holder else [],
         # Which buttons to show; the actions ask the same rules again inside their transaction.
         "may_decide": is_pending and not promotion_decision_refusal(user, promotion),
         "may_cancel": is_pending and may_cancel_promotion(user, promotion),
         "form": form or PromotionDecisionForm(),
     }
     return render(request, "governance/promotion_detail.html", context, status=status)
+
+
+def _open_alerts(version, user) -> list:
+    """The version's unresolved alerts the user may see, worst first (through the reverse
+    accessor: governance does not import monitoring)."""
+    alerts = version.alerts.restrict(user).unresolved().select_related("model_version__model", "owner")
+    return list(alerts.order_by("severity", "-last_seen_at")[:10])
 
 
 @login_required

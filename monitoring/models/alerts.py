@@ -32,6 +32,13 @@ class AlertState(models.TextChoices):
 UNRESOLVED = (AlertState.OPEN, AlertState.ACKNOWLEDGED)
 
 
+class AlertQuerySet(RestrictedQuerySet):
+    def unresolved(self) -> AlertQuerySet:
+        """Open or acknowledged alerts. Reached from governance through the reverse accessors
+        (``model_version.alerts.unresolved()``), which may not import monitoring (layers)."""
+        return self.filter(state__in=UNRESOLVED)
+
+
 class AlertKind(models.TextChoices):
     DRIFT = "drift", "Drift"
     # A team's month-to-date job cost passed its budget (issue 16): no model version, no check.
@@ -94,7 +101,7 @@ class Alert(models.Model):
         "runners.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
-    objects = RestrictedQuerySet.as_manager()
+    objects = AlertQuerySet.as_manager()
     team_scope = "team"
     audit_fields = (
         "kind",

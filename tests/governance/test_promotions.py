@@ -19,6 +19,7 @@ from governance.actions.promotions import (
 )
 from governance.actions.teams import do_grant_platform_role, do_set_membership
 from governance.models import AuditEvent, ModelAlias, PlatformRole, PromotionRequest, TeamRole
+from monitoring.models import Alert
 from tests.conftest import PASSWORD
 
 FOUR_EYES = "four eyes: the requester may not decide their own promotion request"
@@ -459,3 +460,30 @@ def test_a_viewer_gets_no_request_form(client, viewer, registered_version):
     assert "Request promotion" not in page
     assert response.status_code == 403
     assert not PromotionRequest.objects.exists()
+
+
+def test_the_approver_sees_the_candidate_beside_production_with_its_open_alerts(
+    client, scientist, owner, approver, registered_version, version_2, drifted_check
+):
+    held = do_request_promotion(model_version=version_2, actor=scientist)
+    do_approve_promotion(promotion_request=held, actor=approver)
+    candidate = do_request_promotion(model_version=registered_version, actor=owner)
+    alert = Alert.objects.get(drift_check=drifted_check)  # opened on the candidate by the check
+    client.force_login(approver)
+
+    page = client.get(reverse("promotion_detail", args=[candidate.pk])).content.decode()
+
+    assert "The candidate and production now" in page
+    assert f"production now: {version_2}" in page
+    metric = next(iter(registered_version.metrics))
+    assert f"<code>{metric}</code>" in page
+    assert "<th>unresolved alerts</th><td>1</td><td>0</td>" in page
+    assert alert.title in page
+    assert f"?a={registered_version.pk}&amp;b={version_2.pk}" in page
+
+
+def test_a_first_promotion_has_nothing_to_compare_with(client, scientist, approver, registered_version):
+    first = do_request_promotion(model_version=registered_version, actor=scientist)
+    client.force_login(approver)
+    page = client.get(reverse("promotion_detail", args=[first.pk])).content.decode()
+    assert "No version holds production yet" in page
