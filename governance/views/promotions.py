@@ -26,11 +26,11 @@ from governance.compare import compare_model_versions
 from governance.forms import PromotionDecisionForm, PromotionRequestForm
 from governance.models import ModelAlias, ModelVersion, PromotionRequest
 from governance.permissions import (
-    APPROVE,
     may_cancel_promotion,
     may_request_promotion,
     promotion_decision_refusal,
 )
+from governance.queries import promotions_awaiting_decision
 from governance.views.helpers import form_view, paginate, visible_or_404
 
 if TYPE_CHECKING:
@@ -85,10 +85,7 @@ def promotion_list(request: HttpRequest) -> HttpResponse:
     pending = visible.filter(state=PromotionRequest.State.PENDING)
     context = {
         "section": "promotions",
-        # The queryset form of ``promotion_decision_refusal``: approvers of the team, not the requester.
-        "awaiting": pending.filter(pk__in=PromotionRequest.objects.restrict(user, APPROVE)).exclude(
-            requested_by=user
-        ),
+        "awaiting": promotions_awaiting_decision(user).select_related(*RELATIONS),
         "mine": pending.filter(requested_by=user),
         "page_obj": paginate(request, visible),
     }

@@ -17,6 +17,7 @@ from governance.models import (
     TeamRole,
 )
 from governance.permissions import is_platform_admin, platform_roles
+from governance.queries import promotions_awaiting_decision
 from monitoring.models import UNRESOLVED, Alert
 from monitoring.views.relations import JOB_TABLE_RELATIONS
 from runners.models import Job, JobState
@@ -34,6 +35,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     my_alerts = unresolved.filter(owner=user)
     context = {
         "section": "dashboard",
+        # An approver's dashboard item: the requests waiting for their decision (issue 14).
+        "awaiting_promotions": promotions_awaiting_decision(user).select_related(
+            "model_version__model", "requested_by", "decided_by"
+        )[:10],
         "my_alerts": my_alerts,
         # Only for people alerts can escalate to: a model owner (or whoever holds one anyway). A
         # compliance officer or an admin without a team has no models, and the panel meant nothing.

@@ -487,3 +487,18 @@ def test_a_first_promotion_has_nothing_to_compare_with(client, scientist, approv
     client.force_login(approver)
     page = client.get(reverse("promotion_detail", args=[first.pk])).content.decode()
     assert "No version holds production yet" in page
+
+
+def test_an_approvers_dashboard_lists_the_requests_waiting_for_them(
+    client, scientist, approver, registered_version
+):
+    waiting = do_request_promotion(model_version=registered_version, actor=scientist)
+    client.force_login(approver)
+    page = client.get("/").content.decode()
+    assert "Promotion requests waiting for your decision" in page
+    assert f'href="{reverse("promotion_detail", args=[waiting.pk])}"' in page
+    client.force_login(scientist)  # the requester decides nothing of their own
+    assert "Promotion requests waiting for your decision" not in client.get("/").content.decode()
+    do_approve_promotion(promotion_request=waiting, actor=approver)
+    client.force_login(approver)
+    assert "Promotion requests waiting for your decision" not in client.get("/").content.decode()
