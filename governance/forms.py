@@ -255,6 +255,10 @@ class PromotionDecisionForm(forms.Form):
     )
 
 
+# Browsers must not fill these in with the saved password of whoever is typing (an admin's own).
+NEW_PASSWORD = forms.PasswordInput(attrs={"autocomplete": "new-password"})
+
+
 class _TwicePasswordForm(forms.Form):
     """A new password typed twice; the actions validate it (``governance.actions.passwords``)."""
 
@@ -271,14 +275,18 @@ class _TwicePasswordForm(forms.Form):
 class SetPasswordForm(_TwicePasswordForm):
     """An admin sets another user's password."""
 
-    password = forms.CharField(widget=forms.PasswordInput, strip=False)
-    password_again = forms.CharField(widget=forms.PasswordInput, strip=False, label="Password, again")
+    password = forms.CharField(widget=NEW_PASSWORD, strip=False)
+    password_again = forms.CharField(widget=NEW_PASSWORD, strip=False, label="Password, again")
 
 
 class OwnPasswordForm(_TwicePasswordForm):
     """A user changes their own password."""
 
     new_field = "new_password"
-    old_password = forms.CharField(widget=forms.PasswordInput, strip=False, label="Current password")
-    new_password = forms.CharField(widget=forms.PasswordInput, strip=False)
-    new_password_again = forms.CharField(widget=forms.PasswordInput, strip=False, label="New password, again")
+    old_password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        strip=False,
+        label="Current password",
+    )
+    new_password = forms.CharField(widget=NEW_PASSWORD, strip=False)
+    new_password_again = forms.CharField(widget=NEW_PASSWORD, strip=False, label="New password, again")

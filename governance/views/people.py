@@ -162,7 +162,9 @@ def user_list(request: HttpRequest) -> HttpResponse:
 
 def _user_list_page(request: HttpRequest, form: forms.Form, status: int) -> HttpResponse:
     user = request.user
-    users = restrict(get_user_model().objects.order_by("username"), user).prefetch_related(
+    users = restrict(
+        get_user_model().objects.order_by("username").select_related("external_identity"), user
+    ).prefetch_related(
         Prefetch("memberships", queryset=Membership.objects.restrict(user).select_related("team")),
         Prefetch("platform_roles", queryset=restrict(PlatformRoleGrant.objects.all(), user)),
     )

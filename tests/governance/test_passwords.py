@@ -169,3 +169,14 @@ def test_a_link_needs_an_address_and_an_admin(admin, owner, scientist, client_fo
     assert client_for(admin).post(f"/api/users/{owner.pk}/send-password-reset/").status_code == 400
     assert client_for(owner).post(f"/api/users/{scientist.pk}/send-password-reset/").status_code == 403
     assert mail.outbox == []
+
+
+def test_the_users_page_offers_a_password_only_to_local_logins(client, admin, owner, scientist):
+    ExternalIdentity.objects.create(user=owner, issuer="https://idp.example", subject="olivia-1")
+    client.force_login(admin)
+    page = client.get("/people/users/").content.decode()
+    assert f'href="/people/users/{scientist.pk}/password/"' in page
+    assert f'href="/people/users/{owner.pk}/password/"' not in page
+    assert "single sign-on" in page
+    form = client.get(f"/people/users/{scientist.pk}/password/").content.decode()
+    assert form.count('autocomplete="new-password"') == 2  # never the admin's own saved password
