@@ -217,6 +217,8 @@ STEWARD_OIDC_GROUPS_CLAIM = env.str("STEWARD_OIDC_GROUPS_CLAIM", default="groups
 STEWARD_OIDC_ROLE_MAP = env.str("STEWARD_OIDC_ROLE_MAP", default="")
 STEWARD_OIDC_LOGIN_LABEL = env.str("STEWARD_OIDC_LOGIN_LABEL", default="Log in with single sign-on")
 AXES_FAILURE_LIMIT = env.int("STEWARD_LOGIN_FAILURE_LIMIT", default=5)
+# Its start-up banner ("AXES: BEGIN ...") on every manage.py command and process says nothing useful.
+AXES_VERBOSE = False
 # Password spraying (issue 13): an address is locked too once its failures across every username
 # reach this many within the cool-off (governance.lockout.SprayAwareHandler).
 AXES_HANDLER = "governance.lockout.SprayAwareHandler"
