@@ -70,7 +70,9 @@ def do_send_password_reset(*, user: User, actor: User | None) -> str:
     """
     with transaction.atomic():
         ensure_admin(actor)
-        user = _locked(user)
+        # Read, not locked: the mail server is waited on below (up to EMAIL_TIMEOUT), and a lock
+        # on the user's row would hold up their logins (last_login) for that long.
+        user = get_user_model().objects.get(pk=user.pk)
         _ensure_local(user, field="user")
         if not user.email:
             raise ValidationError({"user": f"{user.get_username()} has no email address to send a link to"})
