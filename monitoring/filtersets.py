@@ -1,7 +1,10 @@
 """Filters shared by the monitoring API and UI lists (choices restricted to what the user may view)."""
 
+import django_filters
+from django.db.models import QuerySet
+
 from governance.filtersets import RestrictedFilterSet
-from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
+from monitoring.models import Alert, AlertState, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
 
 
 class DriftCheckFilterSet(RestrictedFilterSet):
@@ -11,6 +14,17 @@ class DriftCheckFilterSet(RestrictedFilterSet):
 
 
 class AlertFilterSet(RestrictedFilterSet):
+    # "Unresolved" (open or acknowledged) is what a person works on: an acknowledged alert is
+    # still breaching, and a list of only the open ones hid it (issue 14).
+    state = django_filters.ChoiceFilter(
+        choices=[("unresolved", "Unresolved (open or acknowledged)"), *AlertState.choices],
+        method="filter_state",
+    )
+
+    def filter_state(self, queryset: QuerySet[Alert], name: str, value: str) -> QuerySet[Alert]:
+        """``unresolved`` is open or acknowledged; any other value is that one state."""
+        return queryset.unresolved() if value == "unresolved" else queryset.filter(state=value)
+
     class Meta:
         model = Alert
         fields = ["kind", "state", "severity", "model_version", "monitor", "owner", "team"]

@@ -21,7 +21,7 @@ from governance.audit import record_audit_event, snapshot
 from monitoring.actions.escalations import do_escalate_alert
 from monitoring.actions.history import add_alert_event
 from monitoring.engine import count_tested
-from monitoring.models import UNRESOLVED, Alert, AlertEventKind, AlertState, DriftCheck, Monitor, Severity
+from monitoring.models import UNRESOLVED, Alert, AlertEventKind, AlertState, DriftCheck, Monitor
 from monitoring.permissions import may_handle_alert
 
 if TYPE_CHECKING:
@@ -68,37 +68,34 @@ def _evidence(check: DriftCheck) -> dict[str, Any]:
 
 
 def _headline(check: DriftCheck) -> tuple[str, str]:
-    """The alert's title and its one-line-per-finding summary."""
-    drifted = check.drifted_columns
-    tested = count_tested(check.results)
-    title = f"Data drift on {check.model_version}: {len(drifted)} of {tested} columns"
+    """The alert's title, naming what breached (data, prediction, performance drift, in the
+    check's own words), and its one-line-per-finding summary."""
     lines = [
         f"{c['column']}: {c['method']} = {_fmt(c['score'])} (threshold {_fmt(c['threshold'])})"
-        for c in drifted
+        for c in check.drifted_columns
     ]
+    breached = [verdict for verdict in check.verdicts if verdict.status in ("drift", "warning")]
     prediction = check.prediction or {}
     if prediction.get("is_drifted"):
-        title += ", prediction drift"
         lines.append(
             f"prediction: {prediction['method']} = {_fmt(prediction['score'])} "
             f"(threshold {_fmt(prediction['threshold'])})"
         )
+    degraded = []
     for name, values in (check.performance or {}).get("metrics", {}).items():
         if values["is_degraded"]:
             change = values["change"]
             worse = f" ({change:+.0%})" if change is not None else ""
-            title += f", {name} {_fmt(values['current'])}{worse}"
+            degraded.append(f"{name} {_fmt(values['current'])}{worse}")
             lines.append(
                 f"{name}: {_fmt(values['current'])} against baseline {_fmt(values['baseline'])}{worse}"
             )
+    # The performance verdict names the metrics; the title gives their values too.
+    breached = [v._replace(detail=", ".join(degraded)) if v.kind == "performance" else v for v in breached]
+    first, *rest = breached
+    title = f"{first.name} on {check.model_version}" + (f": {first.detail}" if first.detail else "")
+    title += "".join(f"; {v.name.lower()}" + (f": {v.detail}" if v.detail else "") for v in rest)
     return title[:300], "\n".join(lines)
-
-
-def _severity(check: DriftCheck) -> str:
-    """Critical when the dataset or its performance drifted; otherwise the monitor's severity."""
-    if check.is_dataset_drift or check.is_performance_drift:
-        return Severity.CRITICAL
-    return check.monitor.severity if check.monitor is not None else Severity.WARNING
 
 
 def record_breach(check: DriftCheck, now: datetime.datetime) -> Alert:
@@ -149,15 +146,13 @@ def record_breach(check: DriftCheck, now: datetime.datetime) -> Alert:
 def _repeat_alert(alert: Alert, check: DriftCheck, now: datetime.datetime) -> Alert:
     """One more breach of an unresolved alert: counted, its evidence replaced; escalation goes on."""
     title, summary = _headline(check)
-    severity = _severity(check)
     before = snapshot(alert)
     alert.occurrences += 1
     alert.last_seen_at = now
     alert.drift_check = check
     alert.title, alert.summary, alert.evidence = title, summary, _evidence(check)
     alert.clean_checks = 0
-    if severity == Severity.CRITICAL:
-        alert.severity = severity
+    alert.severity = check.breach_severity
     alert.save()
     add_alert_event(alert, AlertEventKind.REPEAT, at=now, check=check, note=title)
     record_audit_event(
@@ -179,7 +174,7 @@ def _reopen_alert(alert: Alert, monitor: Monitor, check: DriftCheck, now: dateti
     alert.occurrences += 1
     alert.drift_check = check
     alert.evidence = _evidence(check)
-    alert.severity = _severity(check)
+    alert.severity = check.breach_severity
     alert.clean_checks = 0
     alert.acknowledged_by = alert.acknowledged_at = alert.resolved_by = alert.resolved_at = None
     alert.snoozed_until = alert.snoozed_by = None
@@ -202,7 +197,7 @@ def _open_alert(check: DriftCheck, key: str, now: datetime.datetime) -> Alert:
         dedup_key=key,
         drift_check=check,
         owner=check.model_version.model.owner,
-        severity=_severity(check),
+        severity=check.breach_severity,
         title=title,
         summary=summary,
         evidence=_evidence(check),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -11,9 +13,25 @@ from django.utils import timezone
 
 from governance.models import DatasetVersion, ModelVersion, Team
 from governance.permissions import RestrictedQuerySet
+from monitoring.engine import count_tested
 from monitoring.models.monitors import Monitor
-from monitoring.models.rules import DRIFT_SHARE_IN_RANGE, drift_share_valid, in_choices
+from monitoring.models.rules import DRIFT_SHARE_IN_RANGE, Severity, drift_share_valid, in_choices
 from runners.models import Delivered
+
+
+class Verdict(NamedTuple):
+    """One of a check's verdicts: ``kind`` (data, prediction, performance), ``status`` (drift,
+    warning, no-drift, not-measured: the badge's CSS suffix), and its words: ``name`` and a
+    ``detail`` that says how much."""
+
+    kind: str
+    status: str
+    name: str
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}: {self.detail}" if self.detail else self.name
 
 
 class CheckState(models.TextChoices):
@@ -215,6 +233,53 @@ class DriftCheck(Delivered):
     @property
     def drifted_columns(self) -> list[dict]:
         return [result for result in self.results if result.get("is_drifted")]
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """The check's three verdicts, each on its own (issue 14, one verdict language): data drift
+        (the columns; "dataset drift" once the drifted share reaches ``drift_share``), prediction
+        drift and performance drift. A kind the check did not measure says so; none while running.
+        """
+        if self.state != CheckState.SUCCEEDED:
+            return []
+        tested = count_tested(self.results)
+        drifted = self.drifted_count or 0
+        if self.is_dataset_drift:
+            data = Verdict("data", "drift", "Dataset drift", f"{drifted} of {tested} columns")
+        elif drifted:
+            data = Verdict("data", "warning", "Data drift", f"{drifted} of {tested} columns")
+        else:
+            data = Verdict("data", "no-drift", "No data drift")
+        prediction = self.prediction or {}
+        if not prediction or prediction.get("is_drifted") is None:
+            predicted = Verdict("prediction", "not-measured", "Prediction drift not measured")
+        elif prediction["is_drifted"]:
+            predicted = Verdict("prediction", "drift", "Prediction drift")
+        else:
+            predicted = Verdict("prediction", "no-drift", "No prediction drift")
+        if self.is_performance_drift is None:
+            performance = Verdict("performance", "not-measured", "Performance not measured")
+        elif self.is_performance_drift:
+            worse = [
+                name
+                for name, values in (self.performance or {}).get("metrics", {}).items()
+                if values["is_degraded"]
+            ]
+            performance = Verdict("performance", "drift", "Performance drift", ", ".join(worse))
+        else:
+            performance = Verdict("performance", "no-drift", "No performance drift")
+        return [data, predicted, performance]
+
+    @property
+    def breach_severity(self) -> str:
+        """The severity of the alert this check raises when it breaches (``is_breach``): the
+        monitor's severity, so monitor, check and alert agree (issue 14); a check run by hand, with
+        no monitor, is critical when the dataset or its performance drifted, otherwise a warning."""
+        if self.monitor is not None:
+            return self.monitor.severity
+        if self.is_dataset_drift or self.is_performance_drift:
+            return Severity.CRITICAL
+        return Severity.WARNING
 
     @property
     def is_breach(self) -> bool:

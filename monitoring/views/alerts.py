@@ -11,16 +11,16 @@ from governance.views.helpers import button_view, filtered_list, form_page, perf
 from monitoring.actions.alerts import do_acknowledge_alert, do_resolve_alert, do_snooze_alert
 from monitoring.filtersets import AlertFilterSet
 from monitoring.forms import SnoozeForm
-from monitoring.models import Alert, AlertState, Notification
+from monitoring.models import Alert, Notification
 from monitoring.permissions import may_handle_alert
 from monitoring.views.relations import ALERT_RELATIONS
 
 
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
-    """Alerts, opening on the open ones (``?state=`` shows every state)."""
+    """Alerts, opening on the unresolved ones, open or acknowledged (``?state=`` shows every state)."""
     data = request.GET.copy()
-    data.setdefault("state", AlertState.OPEN)
+    data.setdefault("state", "unresolved")
     queryset = Alert.objects.restrict(request.user).select_related(*ALERT_RELATIONS)
     context = {"section": "alerts", **filtered_list(request, AlertFilterSet, queryset, data)}
     return render(request, "monitoring/alert_list.html", context)

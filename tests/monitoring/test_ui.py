@@ -354,7 +354,8 @@ def test_a_monitor_fires_on_2012_the_owner_acknowledges_and_an_unacknowledged_al
 
     alert = Alert.objects.get()
     check.refresh_from_db()
-    assert (alert.monitor, alert.state, alert.severity) == (monitor, "open", "critical")
+    # The monitor's severity, though its performance drifted (monitor, check and alert agree).
+    assert (alert.monitor, alert.state, alert.severity) == (monitor, "open", "warning")
     assert [c["column"] for c in check.drifted_columns] == ["hum", "cnt"]
     assert check.is_performance_drift is True
     # By email ...
