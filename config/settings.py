@@ -497,6 +497,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60.0},
     },
+    # Emails approvers each pending promotion request once (issue 14); also enqueued per request.
+    "notify-approvers": {
+        "task": "governance.tasks.notify_approvers",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
     # Expires before the next run is due, so a busy worker never runs a backlog of them.
     "sequence-audit-events": {
         "task": "governance.tasks.sequence_audit_events",

@@ -247,6 +247,11 @@ class PromotionRequestForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="What the approver should know."
     )
+    acknowledge_alerts = forms.BooleanField(
+        required=False,
+        label="I have read this version's unresolved critical alerts and request it anyway",
+        help_text="Needed only when the version has one; the approver sees what you acknowledged.",
+    )
 
 
 class PromotionDecisionForm(forms.Form):

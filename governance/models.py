@@ -668,6 +668,14 @@ class PromotionRequest(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     decision_reason = models.TextField(blank=True)
+    acknowledged_alerts = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='The unresolved critical alerts the requester acknowledged: [{"id", "title", "state"}].',
+    )
+    approvers_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the team's approvers were emailed (actions.promotions)."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -681,6 +689,7 @@ class PromotionRequest(models.Model):
         "requested_by_id",
         "decided_by_id",
         "decision_reason",
+        "acknowledged_alerts",
     )
 
     class Meta:

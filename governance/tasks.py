@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from governance.actions import promotions
 from governance.audit import sequencer
 
 
@@ -11,3 +12,10 @@ def sequence_audit_events() -> int:
     leaves and sign a checkpoint (``audit.sequencer.sequence_audit_events``). Idempotent; returns
     the number of events sequenced."""
     return sequencer.sequence_audit_events().sequenced
+
+
+@shared_task(name="governance.tasks.notify_approvers", ignore_result=True)
+def notify_approvers() -> int:
+    """Email approvers the promotion requests awaiting them (``actions.promotions.notify_approvers``);
+    each new request enqueues it, and beat runs it every minute for any whose enqueue failed."""
+    return promotions.notify_approvers()

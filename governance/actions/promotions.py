@@ -3,19 +3,31 @@ reject, cancel. Which aliases need it is the team's ``protected_aliases`` (``act
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime
+import logging
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from governance.actions.checks import check_alias_name
 from governance.audit import record_audit_event, snapshot
-from governance.models import ModelAlias, ModelVersion, PromotionRequest, RegisteredModel
+from governance.models import ModelAlias, ModelVersion, PromotionRequest, RegisteredModel, TeamRole
 from governance.permissions import may_cancel_promotion, may_request_promotion, promotion_decision_refusal
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+NOTIFY_TASK = "governance.tasks.notify_approvers"
+
+# monitoring's Severity.CRITICAL, by value: governance does not import monitoring.
+CRITICAL = "critical"
 
 
 def ensure_may_hold_alias(model: RegisteredModel, version: ModelVersion) -> None:
@@ -31,20 +43,65 @@ def ensure_may_hold_alias(model: RegisteredModel, version: ModelVersion) -> None
         raise ValidationError({"model_version": f"{version} is {version.status}, not ready"})
 
 
+def critical_alerts(version: ModelVersion) -> list[dict[str, Any]]:
+    """The version's unresolved critical alerts, oldest first, as the request records them:
+    ``[{"id", "title", "state"}]``. Reached through the alerts' reverse accessor and their
+    ``unresolved()`` query, so governance does not import monitoring."""
+    alerts = version.alerts.unresolved().filter(severity=CRITICAL).order_by("id")
+    return [{"id": alert.pk, "title": alert.title, "state": alert.state} for alert in alerts]
+
+
+def _enqueue_notify_approvers() -> None:
+    """Send the notification task by name (tasks sit above actions); a broker outage is logged,
+    and beat's next run of the same task sends the mail."""
+    from celery import current_app
+
+    try:
+        current_app.send_task(NOTIFY_TASK, retry=False)
+    except Exception:
+        logger.warning("could not enqueue the approvers' mail; beat's next run sends it", exc_info=True)
+
+
 def open_promotion_request(
-    *, model: RegisteredModel, version: ModelVersion, alias: str, reason: str, actor: User
+    *,
+    model: RegisteredModel,
+    version: ModelVersion,
+    alias: str,
+    reason: str,
+    actor: User,
+    acknowledge_alerts: bool = False,
 ) -> tuple[PromotionRequest, bool]:
     """The pending request for ``version`` to hold ``alias`` (created, audited, if none is pending)
     and whether it was created. The caller holds the model's lock in its transaction and has
-    checked the alias name and that the version may hold an alias."""
+    checked the alias name and that the version may hold an alias.
+
+    A version with an unresolved critical alert is asked for only with ``acknowledge_alerts``
+    (issue 14): the alerts acknowledged are stored on the request and in its audit event, for the
+    approver to read. Without it, ValidationError naming the alerts.
+    """
     pending = PromotionRequest.objects.filter(
         model_version=version, alias=alias, state=PromotionRequest.State.PENDING
     ).first()
     if pending is not None:
         return pending, False
+    alerts = critical_alerts(version)
+    if alerts and not acknowledge_alerts:
+        listed = "; ".join(f"#{alert['id']} {alert['title']}" for alert in alerts)
+        raise ValidationError(
+            {
+                "acknowledge_alerts": f"{version} has unresolved critical alerts ({listed}); "
+                "read them, then request again acknowledging them (acknowledge_alerts)"
+            }
+        )
     request = PromotionRequest.objects.create(
-        model_version=version, alias=alias, reason=reason.strip(), requested_by=actor
+        model_version=version,
+        alias=alias,
+        reason=reason.strip(),
+        requested_by=actor,
+        acknowledged_alerts=alerts,
     )
+    # Told once committed; beat's run of the same task catches a request whose enqueue failed.
+    transaction.on_commit(_enqueue_notify_approvers)
     record_audit_event(
         actor=actor,
         action="promotion_request.create",
@@ -56,14 +113,20 @@ def open_promotion_request(
 
 
 def do_request_promotion(
-    *, model_version: ModelVersion, alias: str = "production", reason: str = "", actor: User | None
+    *,
+    model_version: ModelVersion,
+    alias: str = "production",
+    reason: str = "",
+    actor: User | None,
+    acknowledge_alerts: bool = False,
 ) -> PromotionRequest:
     """Ask for ``model_version`` to hold ``alias`` (any name under MLflow's alias rule,
     ``checks.check_alias_name``); the team's model owners and data scientists (and platform
     admins) may ask. An approver other than the requester must approve.
 
     Raises ValidationError for an invalid alias name, an archived or deleted version or model, a
-    version that already holds the alias, or a pending request for the same version and alias.
+    version that already holds the alias, a pending request for the same version and alias, or
+    unresolved critical alerts on the version without ``acknowledge_alerts``.
     """
     alias = check_alias_name(alias)
     with transaction.atomic():
@@ -75,7 +138,12 @@ def do_request_promotion(
         if ModelAlias.objects.filter(model=model, name=alias, model_version=version).exists():
             raise ValidationError({"alias": f"{version} already holds {alias}"})
         request, created = open_promotion_request(
-            model=model, version=version, alias=alias, reason=reason, actor=actor
+            model=model,
+            version=version,
+            alias=alias,
+            reason=reason,
+            actor=actor,
+            acknowledge_alerts=acknowledge_alerts,
         )
         if not created:
             raise ValidationError(
@@ -202,3 +270,79 @@ def do_cancel_promotion(*, promotion_request: PromotionRequest, actor: User | No
         _ensure_pending(request)
         _decide(request, PromotionRequest.State.CANCELLED, "", actor, model)
     return request
+
+
+def notify_approvers(*, now: datetime.datetime | None = None, limit: int = 50) -> int:
+    """Email the team's approvers (active, with an address, not the requester) each pending
+    request they have not been told of; returns how many requests were notified.
+
+    Beat runs it every minute and each new request enqueues it once committed, so a request made
+    while the broker was down is still announced. At least once: each request is claimed with a
+    row lock (``skip_locked``: two workers never both send it), the mail sent, then
+    ``approvers_notified_at`` stamped and audited (``promotion_request.notify``) in the same
+    transaction; a crash between the send and the commit sends it again. A mail server that
+    refuses leaves the request for the next run. Nobody to tell (no approver with an address) is
+    recorded too, so the audit trail shows that nobody was told.
+    """
+    now = now or timezone.now()
+    base = settings.STEWARD_BASE_URL.rstrip("/")
+    sent = 0
+    ids = list(
+        PromotionRequest.objects.filter(
+            state=PromotionRequest.State.PENDING, approvers_notified_at__isnull=True
+        ).values_list("pk", flat=True)[:limit]
+    )
+    for request_id in ids:
+        with transaction.atomic():
+            request = (
+                PromotionRequest.objects.select_for_update(skip_locked=True)
+                .filter(
+                    pk=request_id, state=PromotionRequest.State.PENDING, approvers_notified_at__isnull=True
+                )
+                .select_related("model_version__model__team", "requested_by")
+                .first()
+            )
+            if request is None:
+                continue
+            version, team = request.model_version, request.model_version.model.team
+            recipients = sorted(
+                get_user_model()
+                .objects.filter(
+                    is_active=True, memberships__team_id=team.pk, memberships__role=TeamRole.APPROVER
+                )
+                .exclude(pk=request.requested_by_id)
+                .exclude(email="")
+                .values_list("email", flat=True)
+            )
+            if recipients:
+                alerts = "".join(
+                    f"\nUnresolved critical alert #{alert['id']} (acknowledged by the requester): "
+                    f"{alert['title']}"
+                    for alert in request.acknowledged_alerts
+                )
+                try:
+                    send_mail(
+                        subject=f"[Steward] Promotion to decide: {version} to {request.alias}",
+                        message=(
+                            f"{request.requested_by.get_username()} asks for {version} to become "
+                            f"{request.alias} in team {team.name}.\n"
+                            f"Reason: {request.reason or '(none given)'}{alerts}\n\n"
+                            f"Decide at {base}{reverse('promotion_detail', args=[request.pk])}\n"
+                            "You get this mail as an approver of the team."
+                        ),
+                        from_email=None,
+                        recipient_list=recipients,
+                    )
+                except OSError:  # SMTP refused, unreachable or timed out: the next run tries again
+                    continue
+            request.approvers_notified_at = now
+            request.save(update_fields=["approvers_notified_at"])
+            record_audit_event(
+                actor=None,
+                action="promotion_request.notify",
+                obj=request,
+                team_id=team.pk,
+                after={"notified": recipients, "approvers_notified_at": now.isoformat()},
+            )
+            sent += 1
+    return sent

@@ -42,6 +42,11 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="model_version.version", read_only=True)
     alias = serializers.CharField(default="production", max_length=255, validators=[_alias_rule])
     reason = serializers.CharField(required=False, allow_blank=True, default="")
+    acknowledge_alerts = serializers.BooleanField(
+        write_only=True,
+        default=False,
+        help_text="Request a version with unresolved critical alerts anyway (they are recorded).",
+    )
     requested_by = UsernameField()
     decided_by = UsernameField()
 
@@ -56,13 +61,15 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
             "alias",
             "state",
             "reason",
+            "acknowledge_alerts",
+            "acknowledged_alerts",
             "requested_by",
             "created_at",
             "decided_by",
             "decided_at",
             "decision_reason",
         ]
-        read_only_fields = ["state", "created_at", "decided_at", "decision_reason"]
+        read_only_fields = ["state", "acknowledged_alerts", "created_at", "decided_at", "decision_reason"]
 
 
 class DecisionSerializer(serializers.Serializer):
@@ -97,6 +104,7 @@ class PromotionRequestViewSet(RestrictedCreateViewSet):
             alias=data["alias"],
             reason=data["reason"],
             actor=self.request.user,
+            acknowledge_alerts=data["acknowledge_alerts"],
         )
         serializer.instance = self.refetch(request)
 

@@ -17,6 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from governance.actions.promotions import (
+    critical_alerts,
     do_approve_promotion,
     do_cancel_promotion,
     do_reject_promotion,
@@ -61,18 +62,23 @@ def promotion_request_create(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         PromotionRequestForm(request.POST or None),
         lambda data: do_request_promotion(
-            model_version=version, alias=data["alias"], reason=data["reason"], actor=request.user
+            model_version=version,
+            alias=data["alias"],
+            reason=data["reason"],
+            actor=request.user,
+            acknowledge_alerts=data["acknowledge_alerts"],
         ),
         success=lambda promotion: reverse("promotion_detail", args=[promotion.pk]),
         success_message=lambda promotion: (
             f"Requested {version} to {promotion.alias}; an approver must now decide."
         ),
-        template="generic/form.html",
+        template="governance/promotion_request_form.html",
         context=lambda: {
             "section": "models",
             "title": f"Promote {version}",
             "submit_label": "Request promotion",
             "cancel_url": version.get_absolute_url(),
+            "critical_alerts": critical_alerts(version),
         },
     )
 

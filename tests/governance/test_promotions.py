@@ -92,6 +92,7 @@ def test_request_then_approval_by_another_approver_moves_the_alias(
         "alias": "production",
         "state": "pending",
         "reason": "rmse 0.9 on 2011 hold-out",
+        "acknowledged_alerts": [],
         "requested_by": "dana",
         "created_at": requested.json()["created_at"],
         "decided_by": None,
@@ -114,6 +115,7 @@ def test_request_then_approval_by_another_approver_moves_the_alias(
         "requested_by_id": scientist.pk,
         "decided_by_id": None,
         "decision_reason": "",
+        "acknowledged_alerts": [],
     }
     approved_snapshot = {
         **request_snapshot,
