@@ -190,8 +190,32 @@ def test_the_htmx_table_with_an_invalid_filter_lists_nothing(client, dataset, vi
 
     assert response.status_code == 400
     assert " ".join(response.content.decode().split()) == (
-        '<div id="audit-table"> <p class="empty">No events listed: correct the filters.</p> </div>'
+        '<div id="audit-table"> <p class="empty">No events listed: correct the filters.</p> </div> '
+        '<nav id="audit-exports" class="presets exports" aria-label="Exports" hx-swap-oob="true"> </nav>'
     )
+
+
+def test_the_htmx_table_brings_the_export_links_of_its_filters(client, dataset, compliance_officer):
+    """Typing a filter swaps the table alone; the export links above it came with the page and
+    kept its filters, so "Export JSON bundle" under a filtered table exported the whole log (issue
+    14, found by the officer's browser journey). The htmx answer now swaps them out of band."""
+    client.force_login(compliance_officer)
+
+    response = client.get(
+        reverse("audit_event_list"), {"action": "dataset.", "q": "bike"}, headers={"HX-Request": "true"}
+    )
+
+    assert response.status_code == 200
+    nav = response.content.decode().split("</div>")[-1]
+    assert nav.strip().startswith(
+        '<nav id="audit-exports" class="presets exports" aria-label="Exports" hx-swap-oob="true">'
+    )
+    assert 'href="/api/audit-events/export.csv?action=dataset.&amp;q=bike"' in nav
+    assert 'href="/api/audit-events/export.json?action=dataset.&amp;q=bike"' in nav
+    # The whole page has the same links in place, not out of band.
+    page = _page(client, action="dataset.", q="bike")
+    assert '<nav id="audit-exports" class="presets exports" aria-label="Exports">' in page
+    assert "hx-swap-oob" not in page
 
 
 def test_a_page_link_naming_an_id_beyond_bigint_is_broken(client, dataset, compliance_officer):
