@@ -190,7 +190,8 @@ def test_the_htmx_table_with_an_invalid_filter_lists_nothing(client, dataset, vi
 
     assert response.status_code == 400
     assert " ".join(response.content.decode().split()) == (
-        '<div id="audit-table"> <p class="empty">No events listed: correct the filters.</p> </div> '
+        '<div id="audit-table"> <p class="empty">No events listed: correct the filters.</p> '
+        '<ul class="errorlist"><li>Since (UTC): Enter a valid date/time.</li></ul> </div> '
         '<nav id="audit-exports" class="presets exports" aria-label="Exports" hx-swap-oob="true"> </nav>'
     )
 
