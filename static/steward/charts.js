@@ -1,17 +1,29 @@
 /*
- * Steward's line charts (templates/includes/line_chart.html), drawn with the vendored uPlot.
+ * Steward's charts, all drawn with the vendored uPlot (issue 14: one library, used one way).
  *
- * An element with data-line-charts polls its data-source, an endpoint answering
+ * Step curves (templates/includes/line_chart.html): an element with data-line-charts either polls
+ * its data-source, an endpoint answering
  *   {"series": {key: [{"step", "value"}]}, "next": {...}, "reset", "finished"}
  * (GET /api/jobs/<id>/metrics/), passing each answer's `next` back as the query of the next
- * poll, every data-poll-ms ms until `finished`. It draws one step curve per metric key; keys that
+ * poll, every data-poll-ms ms until `finished`, or, with data-series (the id of a json_script
+ * element holding {key: [{"step", "value"}]}), draws those once. It draws one step curve per metric key; keys that
  * differ only by a train/val/test prefix share a chart ("train_loss" and "val_loss" -> "loss").
  * A value of null (NaN) is a gap. Each chart's <figure> says what it drew in data-keys and
  * data-points, and its caption gives the latest values in words.
+ *
+ * Other charts (templates/includes/chart.html, payloads of governance.charts.chart): a <figure>
+ * with data-chart-data (the id of a json_script element) is drawn once as a line or bar chart
+ * ({"kind", "x": {"label", "values", "labels", "time"}, "y": {"label"},
+ *   "series": [{"label", "values", "threshold"}]}); threshold series are dashed lines. The figure
+ * gets data-points (the non-null values drawn, thresholds aside). Content htmx swaps in
+ * (the drift check page refreshes itself while the check runs) is drawn when it arrives.
  * Text from the server is only ever set as textContent.
  */
 (function () {
   "use strict";
+  // Each include of a chart names this file; the first copy does the work.
+  if (window.stewardCharts) return;
+  window.stewardCharts = true;
 
   var ROLE = /^(train|training|val|valid|validation|test|eval)[_\/.\-]/i;
   var ROLE_COLOURS = { train: "#1f5fbf", training: "#1f5fbf", val: "#c0541b", valid: "#c0541b",
@@ -58,6 +70,14 @@
   };
 
   LineCharts.prototype.start = function () {
+    var embedded = this.root.getAttribute("data-series");
+    if (embedded !== null) {
+      var source = document.getElementById(embedded);
+      var series = source ? JSON.parse(source.textContent) : {};
+      // Empty: the server's "No data yet" stays.
+      if (Object.keys(series).length) this.take({ series: series, next: null });
+      return;
+    }
     this.root.setAttribute("data-polling", "true");
     this.poll();
   };
@@ -197,15 +217,94 @@
     }
   };
 
-  function startAll() {
-    var roots = document.querySelectorAll("[data-line-charts]");
+  // A chart of an embedded payload: a line or bar chart over x positions with labels.
+  function Chart(figure) {
+    this.figure = figure;
+    this.canvas = figure.querySelector(".chart-canvas");
+    var source = document.getElementById(figure.getAttribute("data-chart-data"));
+    this.data = source ? JSON.parse(source.textContent) : null;
+    this.plot = null;
+  }
+
+  Chart.prototype.draw = function () {
+    var data = this.data;
+    if (!this.canvas || !data || !data.x.values.length) return;
+    var drawn = 0;
+    var columns = [data.x.values];
+    for (var i = 0; i < data.series.length; i++) {
+      columns.push(data.series[i].values);
+      if (!data.series[i].threshold) {
+        drawn += data.series[i].values.filter(function (v) { return v !== null; }).length;
+      }
+    }
+    this.plot = new uPlot(this.options(), columns, this.canvas);
+    this.figure.setAttribute("data-points", String(drawn));
+  };
+
+  Chart.prototype.options = function () {
+    var data = this.data;
+    var isBar = data.kind === "bar";
+    var labels = new Map();
+    data.x.values.forEach(function (value, index) { labels.set(value, data.x.labels[index]); });
+    var xAxis = { label: data.x.label };
+    if (!data.x.time) {
+      // Whole-number positions (steps, versions, bars) named by their labels, never in between.
+      xAxis.incrs = isBar ? [1] : STEP_TICKS;
+      xAxis.values = function (u, splits) {
+        return splits.map(function (v) { return labels.has(v) ? labels.get(v) : ""; });
+      };
+    }
+    var scales = { x: { time: !!data.x.time } };
+    // Bars stand on zero and need half a position of room at each end.
+    if (isBar) {
+      scales.x.range = function (u, min, max) { return [min - 0.5, max + 0.5]; };
+      scales.y = { range: function (u, min, max) { return [0, Math.max(max, 1) * 1.1]; } };
+    }
+    var index = 0;
+    var series = [{ label: data.x.label, value: function (u, v) { return labels.has(v) ? labels.get(v) : v; } }];
+    data.series.forEach(function (s) {
+      if (s.threshold) {
+        series.push({ label: s.label, stroke: "#b42318", width: 1.5, dash: [6, 4], points: { show: false } });
+      } else {
+        var stroke = COLOURS[index++ % COLOURS.length];
+        series.push(isBar
+          ? { label: s.label, stroke: stroke, fill: stroke + "99", width: 1, paths: uPlot.paths.bars({ size: [0.6, 48] }), points: { show: false } }
+          : { label: s.label, stroke: stroke, width: 1.5 });
+      }
+    });
+    return {
+      width: Math.max(this.canvas.clientWidth, 240),
+      height: HEIGHT,
+      scales: scales,
+      axes: [xAxis, { label: data.y.label, values: function (u, splits) { return splits.map(formatNumber); } }],
+      series: series,
+    };
+  };
+
+  Chart.prototype.resize = function () {
+    if (this.plot) this.plot.setSize({ width: Math.max(this.canvas.clientWidth, 240), height: HEIGHT });
+  };
+
+  function startAll(root) {
+    var roots = root.querySelectorAll("[data-line-charts]:not([data-started])");
     for (var i = 0; i < roots.length; i++) {
+      roots[i].setAttribute("data-started", "");
       var charts = new LineCharts(roots[i]);
       window.addEventListener("resize", charts.resize.bind(charts));
       charts.start();
     }
+    var figures = root.querySelectorAll("figure[data-chart-data]:not([data-started])");
+    for (var f = 0; f < figures.length; f++) {
+      figures[f].setAttribute("data-started", "");
+      var chart = new Chart(figures[f]);
+      window.addEventListener("resize", chart.resize.bind(chart));
+      chart.draw();
+    }
   }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", startAll);
-  else startAll();
+  function startPage() { startAll(document); }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", startPage);
+  else startPage();
+  document.addEventListener("htmx:load", startPage);
 })();
