@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import math
+from collections.abc import Sequence
+from typing import Any
 
 from django.db.models import Q, QuerySet
 
 from governance.models import DatasetVersion, ModelVersion
 from lineage.nodes import NodeRef
 from lineage.queries import outputs_of_runs_reading
-from monitoring.models import Alert, AlertState, CurrentSource, Monitor
+from monitoring.engine import methods
+from monitoring.models import Alert, AlertState, CheckState, CurrentSource, DriftCheck, Monitor
 
 
 def predictions_of(model_version: ModelVersion) -> QuerySet[DatasetVersion]:
@@ -50,3 +54,99 @@ def due_alert_ids(now: datetime.datetime) -> list[int]:
         .order_by("next_escalation_at", "id")
         .values_list("pk", flat=True)
     )
+
+
+# -- charts (issue 14) ---------------------------------------------------------------------------
+# A check's bar chart shows at most this many columns (the most drifted); a monitor's charts the
+# last this many finished checks.
+CHART_COLUMNS_MAX = 50
+CHART_CHECKS_MAX = 100
+# Relative scores are drawn up to this many times the threshold (a p-value of 0 is infinitely far).
+RELATIVE_SCORE_CAP = 10.0
+# Methods whose score is a p-value: drift when it is small (monitoring.engine.methods.is_drift).
+P_VALUE_METHODS = methods.P_VALUE_METHODS | {"missing_rate"}
+
+
+def relative_score(method: str | None, score: float | None, threshold: float | None) -> float | None:
+    """How far a column's score is past its threshold, as one number for every method: 1 is the
+    threshold, above 1 drifted. Distances (PSI, Wasserstein, ...) read ``score / threshold``;
+    p-values read ``log(score) / log(threshold)``, which is 1 at the threshold and grows as the
+    p-value shrinks. Capped at ``RELATIVE_SCORE_CAP``; None without a comparable score.
+
+    Why not the raw scores: one check mixes p-values (drift below 0.05) and distances (drift above
+    0.1 or 0.16) on different scales and in opposite directions, so raw bars against one axis
+    would say nothing; each bar against its own threshold is what the verdict is."""
+    if score is None or threshold is None or not math.isfinite(score) or not math.isfinite(threshold):
+        return None
+    if method in P_VALUE_METHODS:
+        if not 0 < threshold < 1 or score < 0:
+            return None
+        ratio = RELATIVE_SCORE_CAP if score == 0 else math.log(min(score, 1.0)) / math.log(threshold)
+    elif threshold > 0:
+        ratio = score / threshold
+    else:
+        return None
+    return min(max(ratio, 0.0), RELATIVE_SCORE_CAP)
+
+
+def _compared_score(result: dict) -> float | None:
+    # The Benjamini-Hochberg adjusted p-value, when the check asked for it, is what met the threshold.
+    adjusted = result.get("adjusted_score")
+    return adjusted if adjusted is not None else result.get("score")
+
+
+def column_scores(check: DriftCheck) -> list[dict[str, Any]]:
+    """A finished check's tested columns, most drifted first, at most ``CHART_COLUMNS_MAX``:
+    ``{"column", "method", "score", "threshold", "relative", "is_drifted"}`` (``score`` the one
+    compared with the threshold; ``relative`` from ``relative_score``). Untested columns (too few
+    values, no method) are left out."""
+    rows = []
+    for result in check.results:
+        score = _compared_score(result)
+        relative = relative_score(result.get("method"), score, result.get("threshold"))
+        if relative is None:
+            continue
+        rows.append(
+            {
+                "column": str(result.get("column")),
+                "method": result.get("method"),
+                "score": score,
+                "threshold": result.get("threshold"),
+                "relative": relative,
+                "is_drifted": bool(result.get("is_drifted")),
+            }
+        )
+    rows.sort(key=lambda row: (-row["relative"], row["column"]))
+    return rows[:CHART_COLUMNS_MAX]
+
+
+def recent_checks(monitor: Monitor) -> list[DriftCheck]:
+    """The last ``CHART_CHECKS_MAX`` succeeded checks of ``monitor``, oldest first (one query)."""
+    newest = (
+        DriftCheck.objects.filter(monitor=monitor, state=CheckState.SUCCEEDED)
+        .order_by("-created_at", "-id")
+        .only("pk", "created_at", "drifted_fraction", "drift_share", "results")[:CHART_CHECKS_MAX]
+    )
+    return list(reversed(newest))
+
+
+def column_history(checks: Sequence[DriftCheck], column: str) -> list[dict[str, Any]]:
+    """``column``'s result in each of ``checks``: ``{"check", "method", "score", "threshold"}``
+    (``score`` and ``threshold`` None where the check did not test it)."""
+    history = []
+    for check in checks:
+        found: dict[str, Any] = next((r for r in check.results if r.get("column") == column), {})
+        history.append(
+            {
+                "check": check,
+                "method": found.get("method"),
+                "score": _compared_score(found),
+                "threshold": found.get("threshold"),
+            }
+        )
+    return history
+
+
+def checked_columns(checks: Sequence[DriftCheck]) -> list[str]:
+    """The columns tested by any of ``checks``, by name."""
+    return sorted({str(r["column"]) for check in checks for r in check.results if r.get("method")})

@@ -87,6 +87,17 @@ def month_bounds(first_day: datetime.date) -> tuple[datetime.datetime, datetime.
     )
 
 
+def months_before(first_day: datetime.date, count: int) -> datetime.date:
+    """The first day of the month ``count`` months before ``first_day``'s (``count`` >= 0)."""
+    index = first_day.year * 12 + first_day.month - 1 - count
+    return datetime.date(index // 12, index % 12 + 1, 1)
+
+
+def month_labels(last: datetime.date, count: int) -> list[str]:
+    """``count`` months up to ``last``'s, oldest first, as ``YYYY-MM`` (the x axis of a chart)."""
+    return [f"{months_before(last, back):%Y-%m}" for back in range(count - 1, -1, -1)]
+
+
 def accounted_jobs() -> QuerySet[Job]:
     """The jobs whose compute Steward paid for: all but tracked runs, unordered (for aggregates)."""
     return Job.objects.exclude(kind=JobKind.TRACKED).order_by()
@@ -113,22 +124,24 @@ def usage_rows(
     *,
     group_by: Sequence[str] = ("team",),
     month: datetime.date | None = None,
+    months: int = 1,
     team_slug: str | None = None,
 ) -> list[dict[str, Any]]:
     """Usage rolled up by ``group_by`` (a subset of ``DIMENSIONS``) over the jobs ``user`` may view.
 
     Each row: ``{team, model, month, jobs, wall_time_s, cpu_time_s, gpu_time_s, cost, currency}``;
     a dimension not grouped by is None (``model`` groups by team too), ``month`` reads
-    ``YYYY-MM``, times are seconds, ``cost`` is in ``currency``. ``month`` (a first day) and
-    ``team_slug`` narrow the jobs. One query. Raises ValueError for an unknown dimension.
+    ``YYYY-MM``, times are seconds, ``cost`` is in ``currency``. ``month`` (a first day; with
+    ``months``, the last of that many months up to it) and ``team_slug`` narrow the jobs. One
+    query. Raises ValueError for an unknown dimension.
     """
     unknown = sorted(set(group_by) - set(DIMENSIONS))
     if unknown or not group_by:
         raise ValueError(f"group_by: one or more of {', '.join(DIMENSIONS)}; not {', '.join(unknown)}")
     jobs = Job.objects.restrict(user).exclude(kind=JobKind.TRACKED).order_by()
     if month is not None:
-        start, end = month_bounds(month)
-        jobs = jobs.filter(created_at__gte=start, created_at__lt=end)
+        start = month_bounds(months_before(month, months - 1))[0]
+        jobs = jobs.filter(created_at__gte=start, created_at__lt=month_bounds(month)[1])
     if team_slug:
         jobs = jobs.filter(team__slug=team_slug)
     keys: dict[str, Any] = {}

@@ -45,9 +45,11 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _thinned_run_metrics(job: Job, after: int, up_to: int, keys: list[str] | None) -> dict[str, list[Point]]:
+def _thinned_run_metrics(
+    job: Job, after: int, up_to: int, keys: list[str] | None, bound_points: int = SERIES_POINTS_MAX
+) -> dict[str, list[Point]]:
     """``job``'s RunMetric points with ``after < id <= up_to`` (of ``keys`` when given), per key,
-    ordered by step, timestamp and id, each key thinned to at most ``SERIES_POINTS_MAX`` points.
+    ordered by step, timestamp and id, each key thinned to at most ``bound_points`` points.
 
     Of a key's n points the i-th (from 0) is kept when ``i * (M - 1) mod (n - 1) < M - 1`` (M the
     bound): exactly M points evenly spaced, the first and the last among them, and all of them
@@ -57,7 +59,7 @@ def _thinned_run_metrics(job: Job, after: int, up_to: int, keys: list[str] | Non
     if keys is not None:
         rows = rows.filter(key__in=keys)
     per_key: dict[str, Any] = {"partition_by": [F("key")]}
-    bound = SERIES_POINTS_MAX - 1
+    bound = bound_points - 1
     kept = (
         rows.annotate(
             position=Window(RowNumber(), order_by=[F("step"), F("timestamp_ms"), F("id")], **per_key),
@@ -129,3 +131,30 @@ def metric_series(job: Job, cursor: SeriesCursor = SeriesCursor()) -> dict[str, 
         "reset": reset,
         "series_left_out": len(logged_keys) - SERIES_MAX if logged_keys is not None else 0,
     }
+
+
+# Per series on a page that embeds its curves (a model version's training run): the page carries
+# them and a table of them, so fewer than a live chart polls.
+CURVE_POINTS_MAX = 200
+
+
+def _thin(points: list[Point], bound: int) -> list[Point]:
+    """At most ``bound`` of ``points``, evenly spaced, the first and last kept (the rule of
+    ``_thinned_run_metrics``, in Python for the per-epoch history)."""
+    size = len(points)
+    if size <= bound:
+        return points
+    return [point for i, point in enumerate(points) if (i * (bound - 1)) % (size - 1) < bound - 1]
+
+
+def metric_curves(job: Job, points_max: int = CURVE_POINTS_MAX) -> dict[str, list[Point]]:
+    """All of ``job``'s step curves at once, for a page that embeds them: ``{key: [{"step",
+    "value", "timestamp_ms"}]}`` as in ``metric_series``, at most ``SERIES_MAX`` logged keys and
+    ``points_max`` points per key (evenly thinned). Two queries."""
+    up_to = RunMetric.objects.filter(job=job).aggregate(last=Max("id"))["last"]
+    keys = sorted(job.metrics)[:SERIES_MAX] if len(job.metrics) > SERIES_MAX else None
+    series = _thinned_run_metrics(job, 0, up_to, keys, points_max) if up_to is not None else {}
+    history = job.history if isinstance(job.history, list) else []
+    for key, points in _history_series(history).items():
+        series.setdefault(key, []).extend(points)
+    return {key: _thin(points, points_max) for key, points in series.items()}

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from governance.charts import Series, chart, step_table
 from governance.models import ModelVersion, RegisteredModel
 from governance.permissions import ALL_TEAMS, CHANGE, MANAGE, VIEW, can, team_scope
 from governance.views.helpers import (
@@ -27,7 +28,7 @@ from governance.views.helpers import (
     visible_or_404,
 )
 from runners import actions, budgets, schedules
-from runners.accounting import budget_lines, month_start, parse_month, usage_rows
+from runners.accounting import budget_lines, month_labels, month_start, parse_month, usage_rows
 from runners.filtersets import JobFilterSet, JobScheduleFilterSet
 from runners.forms import (
     BudgetForm,
@@ -39,7 +40,7 @@ from runners.forms import (
 )
 from runners.models import Job, JobDatasetRole, JobKind, JobSchedule
 from runners.permissions import may_cancel_job, may_change_job_schedule, may_release_job
-from runners.queries import SERIES_POINTS_MAX
+from runners.queries import SERIES_POINTS_MAX, metric_curves
 
 HISTORY_ORDER = ["epoch", "train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "val_accuracy"]
 JOB_RELATIONS = (
@@ -105,6 +106,8 @@ def _job_page(request: HttpRequest, job: Job, status: int = 200) -> HttpResponse
         "run_inputs": job.run_inputs.select_related("dataset_version__dataset", "external_dataset"),
         "currency": settings.STEWARD_CURRENCY,
         "series_points_max": SERIES_POINTS_MAX,
+        # The curves as they are now, as a table for screen readers and readers without JavaScript.
+        "curve_table": step_table(metric_curves(job)) if job.kind != JobKind.INFER else None,
     }
     if job.kind == JobKind.CODE:
         context |= _code_run_context(request, job)
@@ -206,6 +209,29 @@ def _month_param(request: HttpRequest) -> datetime.date:
         return month_start()
 
 
+# The usage page's chart: this many months up to the one shown, the teams that cost most.
+USAGE_CHART_MONTHS = 12
+USAGE_CHART_TEAMS = 10
+
+
+def cost_chart(rows: list[dict[str, Any]], months: list[str]) -> dict[str, Any]:
+    """Cost per team and month (``usage_rows`` grouped by team and month) as a line chart over
+    ``months`` (``YYYY-MM``, oldest first): one series per team, the ``USAGE_CHART_TEAMS`` that
+    cost most over them; a month without jobs costs 0."""
+    cost: dict[str, dict[str, float]] = {}
+    for row in rows:
+        cost.setdefault(row["team"], {})[row["month"]] = row["cost"]
+    teams = sorted(cost, key=lambda team: (-sum(cost[team].values()), team))[:USAGE_CHART_TEAMS]
+    return chart(
+        "line",
+        x_label="month",
+        x=list(range(len(months))),
+        x_labels=months,
+        series=[Series(team, [cost[team].get(month, 0.0) for month in months]) for team in teams],
+        y_label=f"cost ({settings.STEWARD_CURRENCY})",
+    )
+
+
 @login_required
 def usage(request: HttpRequest) -> HttpResponse:
     """A month's job cost per team and per model, and each team's budget line; POST sets a
@@ -222,6 +248,18 @@ def usage(request: HttpRequest) -> HttpResponse:
             "team_slug": team_slug or "",
             "per_team": usage_rows(request.user, group_by=["team"], month=month, team_slug=team_slug),
             "per_model": usage_rows(request.user, group_by=["model"], month=month, team_slug=team_slug),
+            "cost_chart": cost_chart(
+                usage_rows(
+                    request.user,
+                    group_by=["team", "month"],
+                    month=month,
+                    months=USAGE_CHART_MONTHS,
+                    team_slug=team_slug,
+                ),
+                month_labels(month, USAGE_CHART_MONTHS),
+            ),
+            "usage_chart_months": USAGE_CHART_MONTHS,
+            "usage_chart_teams": USAGE_CHART_TEAMS,
             "budgets": [line for line in lines if not team_slug or line["team"].slug == team_slug],
             "is_this_month": month == month_start(),
             "may_set_budget": bool(team_scope(request.user, MANAGE)),

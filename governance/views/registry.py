@@ -17,6 +17,7 @@ from governance.actions.registered_models import (
     do_unarchive_registered_model,
 )
 from governance.artifacts import staged_upload
+from governance.charts import CHART_POINTS_MAX, Series, chart
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm
 from governance.models import AuditEvent, Dataset, DatasetVersion, ModelAlias, ModelVersion, RegisteredModel
@@ -154,6 +155,31 @@ def model_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+# A model page draws at most this many metrics' histories (the first in the versions table's order).
+HISTORY_METRICS_MAX = 8
+
+
+def metric_history_charts(versions: list[ModelVersion], columns: list[str]) -> list[tuple[str, str, dict]]:
+    """``(metric, element id, chart)`` for each of the first ``HISTORY_METRICS_MAX`` of ``columns``: the
+    metric's value in each of the newest ``CHART_POINTS_MAX`` of ``versions``, x = version number
+    (a version without it, or with a non-number, is a gap)."""
+    ordered = sorted(versions, key=lambda version: version.version)[-CHART_POINTS_MAX:]
+    return [
+        (
+            name,
+            f"metric-history-{index}",
+            chart(
+                "line",
+                x_label="version",
+                x=[version.version for version in ordered],
+                x_labels=[f"v{version.version}" for version in ordered],
+                series=[Series(name, [version.metrics.get(name) for version in ordered])],
+            ),
+        )
+        for index, name in enumerate(columns[:HISTORY_METRICS_MAX], start=1)
+    ]
+
+
 @login_required
 def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A model's versions side by side with their validation metrics, and its training jobs."""
@@ -187,6 +213,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_change": can(request.user, CHANGE, model.team_id),
         "metric_columns": columns,
         "version_rows": [(v, [v.metrics.get(c) for c in columns]) for v in versions],
+        "metric_charts": metric_history_charts(versions, columns),
         # The reverse accessor keeps governance from importing runners (DESIGN: layers).
         "training_jobs": model.training_jobs.restrict(request.user).select_related(
             "created_by", "registered_model", "dataset_version__dataset"

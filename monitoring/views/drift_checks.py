@@ -9,13 +9,15 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
+from governance.charts import Series, chart
 from governance.models import ModelVersion
 from governance.views.helpers import filtered_list, form_page, form_view, visible_or_404
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet
 from monitoring.forms import DriftCheckForm
-from monitoring.models import Alert, DriftCheck
+from monitoring.models import Alert, CheckState, DriftCheck
+from monitoring.queries import CHART_COLUMNS_MAX, column_scores
 from monitoring.report_http import report_response
 from monitoring.views.relations import CHECK_RELATIONS
 
@@ -60,6 +62,30 @@ def _side_by_side(check: DriftCheck) -> list[dict]:
     return sorted(rows, key=lambda r: (not r.get("is_drifted"), r["column"]))
 
 
+def score_chart(check: DriftCheck) -> dict | None:
+    """A succeeded check's bar chart: each tested column's score relative to its own threshold
+    (``monitoring.queries.relative_score``; 1 is the threshold), most drifted first, with the raw
+    score and threshold in its table. None before the check has succeeded."""
+    if check.state != CheckState.SUCCEEDED:
+        return None
+    rows = column_scores(check)
+    return chart(
+        "bar",
+        x_label="column (method)",
+        x=list(range(len(rows))),
+        x_labels=[f"{row['column']} ({row['method']})" for row in rows],
+        series=[
+            Series("score ÷ threshold", [row["relative"] for row in rows]),
+            Series("threshold", [1.0] * len(rows), is_threshold=True),
+        ],
+        y_label="times its threshold",
+        table_only=[
+            Series("score", [row["score"] for row in rows]),
+            Series("its threshold", [row["threshold"] for row in rows]),
+        ],
+    )
+
+
 @login_required
 def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The engine's per-column verdicts (evidently's beside them), prediction and performance
@@ -75,6 +101,8 @@ def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tested_count": count_tested(check.results),
         "performance_rows": sorted(performance.get("metrics", {}).items()),
         "alerts": Alert.objects.restrict(request.user).filter(drift_check=check),
+        "score_chart": score_chart(check),
+        "score_columns_max": CHART_COLUMNS_MAX,
     }
     return render(request, "monitoring/drift_check_detail.html", context)
 

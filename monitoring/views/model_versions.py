@@ -7,6 +7,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from governance.charts import step_table
 from governance.models import ModelVersion
 from governance.views.helpers import metric_rows, pretty_json, visible_or_404
 from governance.views.promotions import promotion_panel
@@ -17,6 +18,7 @@ from monitoring.permissions import may_monitor_model_version
 from monitoring.views.relations import JOB_TABLE_RELATIONS
 from runners.forms import InferenceJobForm
 from runners.models import Job
+from runners.queries import CURVE_POINTS_MAX, metric_curves
 
 
 @login_required
@@ -33,9 +35,14 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     source_job = None
     if version.source_job_id is not None:
         source_job = Job.objects.restrict(user).filter(pk=version.source_job_id).first()
+    # The training run's step curves (a built-in job's epochs, or what an MLflow client logged).
+    curves = metric_curves(source_job) if source_job is not None else {}
     context = {
         "section": "models",
         "version": version,
+        "curves": curves,
+        "curve_table": step_table(curves),
+        "curve_points_max": CURVE_POINTS_MAX,
         "metrics": metric_rows(version.metrics),
         "signature": version.signature,
         "training_spec_json": pretty_json(version.training_spec),

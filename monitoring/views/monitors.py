@@ -8,7 +8,9 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
+from governance.charts import Series, chart
 from governance.models import ModelVersion
 from governance.views.helpers import button_view, form_page, form_view, pretty_json, visible_or_404
 from monitoring.actions.checks import do_run_monitor
@@ -22,6 +24,14 @@ from monitoring.actions.monitors import (
 from monitoring.forms import MonitorForm
 from monitoring.models import Alert, DriftCheck, Monitor
 from monitoring.permissions import may_change_monitor
+from monitoring.queries import (
+    CHART_CHECKS_MAX,
+    P_VALUE_METHODS,
+    checked_columns,
+    column_history,
+    column_scores,
+    recent_checks,
+)
 from monitoring.views.relations import MONITOR_RELATIONS
 
 
@@ -51,6 +61,68 @@ def monitor_create(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+def _when(check: DriftCheck) -> str:
+    return f"{timezone.localtime(check.created_at):%Y-%m-%d %H:%M} (#{check.pk})"
+
+
+def _column_caption(column: str | None, methods: list[str]) -> str:
+    if column is None:
+        return "Score of a column per check"
+    # p-values drift at or below their threshold (K-S) or below it, distances at or above it.
+    where = "below" if methods and all(m in P_VALUE_METHODS for m in methods) else "at or above"
+    tested = ", ".join(methods) or "untested"
+    return f"Score of {column} per check ({tested}); drifted {where} the dashed threshold"
+
+
+def monitor_charts(monitor: Monitor, asked_column: str | None) -> dict[str, Any]:
+    """The monitor page's charts over its last ``CHART_CHECKS_MAX`` succeeded checks: the share of
+    drifted columns against the monitor's drift share (``share_chart``), and one column's score
+    against its threshold (``column_chart``; ``asked_column`` when it was checked, else the most
+    drifted column of the newest check). Also ``columns`` (the choices) and ``column``."""
+    checks = recent_checks(monitor)
+    x = [check.created_at.timestamp() for check in checks]
+    labels = [_when(check) for check in checks]
+    share_chart = chart(
+        "line",
+        x_label="check",
+        x=x,
+        x_labels=labels,
+        series=[
+            Series("drifted share", [check.drifted_fraction for check in checks]),
+            Series("drift share threshold", [check.drift_share for check in checks], is_threshold=True),
+        ],
+        y_label="share of columns",
+        x_time=True,
+    )
+    columns = checked_columns(checks)
+    column = asked_column if asked_column in columns else None
+    if column is None and checks:
+        newest = column_scores(checks[-1])
+        column = newest[0]["column"] if newest else (columns[0] if columns else None)
+    history = column_history(checks, column) if column else []
+    methods = sorted({point["method"] for point in history if point["method"]})
+    column_chart = chart(
+        "line",
+        x_label="check",
+        x=x if column else [],
+        x_labels=labels if column else [],
+        series=[
+            Series("score", [point["score"] for point in history]),
+            Series("threshold", [point["threshold"] for point in history], is_threshold=True),
+        ],
+        y_label=", ".join(methods),
+        x_time=True,
+    )
+    return {
+        "share_chart": share_chart,
+        "column_chart": column_chart,
+        "columns": columns,
+        "column": column,
+        "column_caption": _column_caption(column, methods),
+        "chart_checks_max": CHART_CHECKS_MAX,
+    }
+
+
 @login_required
 def monitor_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A monitor: its settings, open alert, recent checks and the buttons to run, pause or edit it."""
@@ -75,6 +147,7 @@ def monitor_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 "retrain_where": monitor.retrain_where,
             }
         ),
+        **monitor_charts(monitor, request.GET.get("column")),
     }
     return render(request, "monitoring/monitor_detail.html", context)
 
