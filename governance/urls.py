@@ -19,9 +19,11 @@ urlpatterns = [
     path("model-versions/compare/", compare.model_version_compare, name="model_version_compare"),
     path("audit/", audit.audit_event_list, name="audit_event_list"),
     path("audit/<int:pk>/", audit.audit_event_detail, name="audit_event_detail"),
+    path("audit/<int:pk>/proof.json", audit.audit_event_proof, name="audit_event_proof"),
     # People and roles (admin pages), the user's API tokens, four-eyes promotion.
     path("people/", people.people, name="people"),
     path("people/users/", people.user_list, name="user_list"),
+    path("people/users/<int:pk>/", people.user_detail, name="user_detail"),
     path("people/users/<int:pk>/password/", people.user_password, name="user_password"),
     path("people/users/<int:pk>/deactivate/", people.user_deactivate, name="user_deactivate"),
     path("account/password/", account.password_change, name="password_change"),

@@ -1,23 +1,24 @@
-"""The audit trail pages: events filtered in keyset pages, one event with its verification."""
+"""The audit trail pages: events filtered in keyset pages, one event with its changes, its
+neighbours, its object's history and its verification, and its proof as a download."""
 
 from __future__ import annotations
 
-import json
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
-from governance.audit.proofs import may_audit
+from governance import audit_export
+from governance.audit.proofs import latest_checkpoint, may_audit
+from governance.audit.trail import event_changes, event_neighbours, object_history, object_history_url
 from governance.audit.verify import verify_event
 from governance.filtersets import AuditEventFilterSet
 from governance.forms import style_audit_filters
 from governance.keyset import InvalidCursor, KeysetPage, keyset_page
 from governance.models import AuditEvent
-from governance.views.helpers import PAGE_SIZE, pretty_json, visible_or_404
-
-# Audit object types that have a page of their own (``AuditEvent.object_type`` is the model name).
+from governance.views.helpers import PAGE_SIZE, visible_or_404
 
 
 @login_required
@@ -70,39 +71,60 @@ def audit_event_list(request: HttpRequest) -> HttpResponse:
     return render(request, "governance/audit_event_list.html", context, status=status)
 
 
-def _changes(before: dict | None, after: dict | None) -> list[dict[str, str]]:
-    """Keys whose value differs between ``before`` and ``after``: added, removed or changed."""
-    before, after = before or {}, after or {}
-    rows = []
-    for key in sorted(set(before) | set(after)):
-        if key in before and key in after and before[key] == after[key]:
-            continue
-        change = "changed" if key in before and key in after else ("added" if key in after else "removed")
-        rows.append(
-            {
-                "key": key,
-                "change": change,
-                "before": json.dumps(before[key], default=str) if key in before else "",
-                "after": json.dumps(after[key], default=str) if key in after else "",
-            }
-        )
-    return rows
-
-
 @login_required
 def audit_event_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """One event: who on behalf of whom, the object, before/after side by side, the changed keys,
-    and whether it verifies against the latest signed checkpoint (``verify_event``)."""
+    """One event: who on behalf of whom (linked where the viewer may see them), the object, one
+    table of its changes (foreign keys named), the older and newer events, the other events on
+    its object, and whether it verifies against the latest signed checkpoint (``verify_event``)."""
     event = visible_or_404(request, AuditEvent.objects.select_related("team", "leaf", "personal_data"), pk)
+    older, newer = event_neighbours(event, request.user)
+    history, is_history_cut = object_history(event, request.user)
+    verification = verify_event(event)
+    auditor = may_audit(request.user)
     context = {
         "section": "audit",
         "event": event,
         "object_url": event.object_url(),
-        "before_json": pretty_json(event.before) if event.before is not None else "",
-        "after_json": pretty_json(event.after) if event.after is not None else "",
-        "changes": _changes(event.before, event.after),
-        "verification": verify_event(event),
-        # Leaf indexes and tree sizes count every team's events: auditors only.
-        "may_audit": may_audit(request.user),
+        "changes": event_changes(event, request.user),
+        "older": older,
+        "newer": newer,
+        "history": history,
+        "is_history_cut": is_history_cut,
+        "history_url": object_history_url(event),
+        "verification": verification,
+        # Leaf indexes, tree sizes and proofs count every team's events: auditors only.
+        "may_audit": auditor,
+        "may_download_proof": auditor and verification.proof is not None,
     }
     return render(request, "governance/audit_event_detail.html", context)
+
+
+@login_required
+def audit_event_proof(request: HttpRequest, pk: int) -> HttpResponse:
+    """The event's leaf and inclusion proof with the latest signed checkpoint and the public key,
+    as a one-event bundle (``audit_export.bundle_chunks``) that ``merkle.py verify`` checks
+    offline; saved as ``audit-event-<id>-proof.json``. Auditors only, like the proof API (403);
+    409 before the event is sequenced and covered by a checkpoint."""
+    if not may_audit(request.user):
+        raise PermissionDenied("only compliance officers and platform admins may read the audit tree")
+    event = visible_or_404(request, AuditEvent.objects.select_related("leaf", "personal_data"), pk)
+    checkpoint = latest_checkpoint()
+    leaf = getattr(event, "leaf", None)
+    if checkpoint is None or leaf is None or leaf.leaf_index >= checkpoint.tree_size:
+        return HttpResponse(
+            "This event is not sequenced yet; the sequencer gives it a leaf within seconds.\n",
+            status=409,
+            content_type="text/plain; charset=utf-8",
+        )
+    chunks = audit_export.bundle_chunks(
+        AuditEvent.objects.filter(pk=event.pk).select_related("leaf", "personal_data"),
+        checkpoint,
+        # Not empty: the bundle does not claim the whole log (merkle.verify_bundle's completeness).
+        filters={"event_id": str(event.pk)},
+        verifier_url=request.build_absolute_uri(reverse("audit_verifier")),
+        public_key_url=request.build_absolute_uri(reverse("audit_public_key")),
+        unsequenced=0,
+    )
+    response = StreamingHttpResponse(chunks, content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="audit-event-{event.pk}-proof.json"'
+    return response

@@ -18,6 +18,7 @@ from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.http import urlencode
 
 from governance.actions.passwords import do_send_password_reset, do_set_password
 from governance.actions.teams import (
@@ -158,6 +159,29 @@ def user_list(request: HttpRequest) -> HttpResponse:
         success_message=lambda created: f"Created user {created.get_username()}.",
         render_page=lambda form, status: _user_list_page(request, form, status),
     )
+
+
+@login_required
+def user_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One user the viewer may see (404 otherwise): their state, platform roles, the memberships
+    the viewer may see, and links to the audit trail of what they did and what was done to them
+    (the audit event page links its actor here, issue 14)."""
+    target = visible_or_404(request, get_user_model().objects.all(), pk)
+    trail = reverse("audit_event_list")
+    context = {
+        "section": "people",
+        "target": target,
+        "memberships": Membership.objects.restrict(request.user)
+        .filter(user=target)
+        .select_related("team")
+        .order_by("team__name"),
+        "platform_roles": restrict(PlatformRoleGrant.objects.filter(user=target), request.user).order_by(
+            "role"
+        ),
+        "actions_url": f"{trail}?{urlencode({'actor': target.get_username()})}",
+        "events_url": f"{trail}?{urlencode({'object_type': 'user', 'object_id': target.pk})}",
+    }
+    return render(request, "governance/user_detail.html", context)
 
 
 def _user_list_page(request: HttpRequest, form: forms.Form, status: int) -> HttpResponse:
