@@ -8,30 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from django.db.models import Max
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from governance.models import AuditCheckpoint, AuditEvent, AuditLeaf
+from governance.audit.trail import unsequenced_backlog
+from governance.models import AuditCheckpoint
 
 PREFIX = "steward"
 
 
 class AuditCollector(Collector):
-    """``steward_audit_unsequenced_events``: events above the newest sequenced one (an index range
-    scan; an event committed late below it is not counted, the sequencer takes it all the same);
+    """``steward_audit_unsequenced_events``: ``audit.trail.unsequenced_backlog`` (the count the
+    compliance officer's dashboard shows);
     ``steward_audit_checkpoint_age_seconds``: seconds since the newest signed checkpoint (absent
     before the first). Together they tell a stalled sequencer (beat or its worker gone: the
     backlog grows while the checkpoint ages) from an idle one (no backlog)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        newest_sequenced = AuditLeaf.objects.aggregate(newest=Max("event_id"))["newest"] or 0
         backlog = GaugeMetricFamily(
             f"{PREFIX}_audit_unsequenced_events",
             "Audit events waiting for the sequencer (above the newest sequenced one).",
         )
-        backlog.add_metric([], float(AuditEvent.objects.filter(id__gt=newest_sequenced).count()))
+        backlog.add_metric([], float(unsequenced_backlog()))
         yield backlog
         newest = AuditCheckpoint.objects.order_by("-tree_size").values_list("timestamp", flat=True).first()
         age = GaugeMetricFamily(

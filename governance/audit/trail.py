@@ -1,6 +1,6 @@
 """Read helpers of the audit trail's pages (issue 14): an event's changes as one diff with its
 foreign keys named and linked as far as the viewer may see them, its neighbours in the trail,
-and the other events on its object.
+the other events on its object, and the trail's state for the compliance officer's dashboard.
 
 Every row shown goes through ``permissions.restrict``: an object outside the viewer's scope is
 shown as the bare id it was recorded with, never by name.
@@ -19,10 +19,13 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Max
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from governance.models import AuditEvent
+from governance.audit.keys import signing_key
+from governance.audit.proofs import is_checkpoint_signed, latest_checkpoint
+from governance.models import AuditCheckpoint, AuditEvent, AuditLeaf
 from governance.permissions import ALL_TEAMS, restrict, team_scope
 
 if TYPE_CHECKING:
@@ -221,3 +224,30 @@ def object_history_url(event: AuditEvent) -> str:
     """The audit trail filtered to ``event``'s object."""
     query = urlencode({"object_type": event.object_type, "object_id": event.object_id})
     return f"{reverse('audit_event_list')}?{query}"
+
+
+def unsequenced_backlog() -> int:
+    """Events above the newest sequenced one (an index range scan; an event committed late
+    below it is not counted, the sequencer takes it all the same)."""
+    newest_sequenced = AuditLeaf.objects.aggregate(newest=Max("event_id"))["newest"] or 0
+    return AuditEvent.objects.filter(id__gt=newest_sequenced).count()
+
+
+@dataclass(frozen=True)
+class TrailStatus:
+    """The audit log at a glance: its newest signed checkpoint (None before the first), whether
+    that checkpoint's signature is valid under this server's key, and the sequencer's backlog."""
+
+    checkpoint: AuditCheckpoint | None
+    is_signed: bool
+    backlog: int
+
+
+def trail_status() -> TrailStatus:
+    """The newest checkpoint, its Ed25519 signature checked with this server's key, and the
+    number of events waiting for the sequencer. Three indexed reads, whatever the log's size;
+    ``manage.py audit_verify`` checks every leaf."""
+    checkpoint = latest_checkpoint()
+    key = signing_key()
+    is_signed = checkpoint is not None and is_checkpoint_signed(checkpoint, {key.key_id: key.public_key_pem})
+    return TrailStatus(checkpoint, is_signed, unsequenced_backlog())

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from governance.audit.trail import trail_status
 from governance.models import (
     AuditEvent,
     Dataset,
@@ -65,5 +66,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         context["memberships"] = Membership.objects.restrict(user).select_related("user", "team")
         context["platform_grants"] = PlatformRoleGrant.objects.select_related("user").order_by("role")
     if "compliance_officer" in platform_roles(user):
-        context["recent_events"] = AuditEvent.objects.restrict(user)[:10]
+        # What they act on (issue 14): whether the trail is signed and keeping up, and what changed.
+        context["trail"] = trail_status()
+        context["recent_events"] = AuditEvent.objects.restrict(user).select_related("team")[:10]
     return render(request, "monitoring/dashboard.html", context)

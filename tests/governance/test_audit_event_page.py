@@ -1,6 +1,7 @@
 """The compliance officer's audit event page (issue 14): one table of changes with foreign keys
 named and linked as far as the viewer may see them, linked actors, older/newer events, the
-object's history, the event's proof as a download verified offline."""
+object's history, the event's proof as a download verified offline, and the dashboard's trail
+panel."""
 
 from __future__ import annotations
 
@@ -281,3 +282,34 @@ def test_the_proof_is_for_auditors_and_sequenced_events_only(
     assert response.status_code == 409
     assert "Download proof" not in _page(client, waiting)
     assert client.get(reverse("audit_event_proof", args=[waiting.pk + 1000])).status_code == 404
+
+
+# The compliance officer's dashboard ------------------------------------------------------------
+
+
+def test_the_compliance_officers_dashboard_shows_the_trails_checkpoint_and_backlog(
+    client, admin, team, owner, compliance_officer
+):
+    client.force_login(compliance_officer)
+    page = client.get("/").content.decode()
+    trail = _section(page, "The audit trail's integrity")
+    assert '<span class="badge badge-queued">None yet</span>' in trail
+    assert "the sequencer has not signed a checkpoint" in trail
+
+    checkpoint = sequence_audit_events()
+    do_create_dataset(team=team, name="after-the-checkpoint", actor=admin)
+    page = client.get("/").content.decode()
+    trail = _section(page, "The audit trail's integrity")
+    assert '<span class="badge badge-succeeded">Signature valid</span>' in trail
+    assert f"{checkpoint.tree_size} events, signed" in trail
+    assert "<dt>Waiting for the sequencer</dt><dd>1 event</dd>" in trail
+    latest = AuditEvent.objects.latest("pk")
+    assert f'<a href="/audit/{latest.pk}/">' in _section(page, "Latest audit events")
+
+    with raw_sql() as cursor:
+        cursor.execute("UPDATE governance_auditcheckpoint SET tree_size = tree_size + 1")
+    trail = _section(client.get("/").content.decode(), "The audit trail's integrity")
+    assert '<span class="badge badge-failed">Signature invalid</span>' in trail
+
+    client.force_login(owner)
+    assert "The audit trail's integrity" not in client.get("/").content.decode()
