@@ -18,6 +18,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 VAR_DIR = Path(env.str("STEWARD_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+# Exists while manage.py load_demo runs; every page then says the demo is loading.
+STEWARD_DEMO_LOADING_MARKER = VAR_DIR / "demo-loading"
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -138,6 +140,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context.demo_loading",
             ],
         },
     },
