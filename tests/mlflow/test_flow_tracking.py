@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from django.test import Client
 from mlflow.exceptions import MlflowException
 
 from governance.models import AuditEvent, ModelVersion
 from lineage.models import LineageEdge
 from runners.models import ExternalDataset, Job, JobKind, JobState, LoggedModel, RunInput, RunMetric
+from tests.test_charts import page
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,6 +124,12 @@ def test_sklearn_run_logged_registered_and_loaded_by_alias(
     assert version.source == f"models:/{info.model_id}"
     assert version.metrics == {"loss": 3.5, "rmse_train": 120.5}
     assert version.training_spec["params"]["model"] == "linear"
+    # The version's page charts the curves logged through MLflow (issue 14), with their table.
+    table = page(Client(), scientist, version.get_absolute_url()).tables[
+        "Training and validation metrics by step"
+    ]
+    assert table[0][:2] == ["step", "loss"]
+    assert [row[:2] for row in table[1:]] == [["0", "9"], ["1", "5"], ["2", "3.5"]]
     assert (version.flavor, version.executes_code, version.is_directory) == ("mlflow_model", True, True)
 
     # Lineage: external dataset -> run -> model version.
