@@ -63,3 +63,13 @@ def test_the_model_page_says_which_version_holds_each_alias_and_who_moved_it(
     assert f'<a href="{registered_version.get_absolute_url()}">v{registered_version.version}</a>' in shown
     assert f'href="{move.get_absolute_url()}"' in shown
     assert f"<td>{scientist.get_username()}</td>" in shown
+
+
+def test_the_model_pages_history_link_lists_the_models_own_events(client, viewer, registered_model):
+    client.force_login(viewer)
+    shown = client.get(reverse("model_detail", args=[registered_model.pk])).content.decode()
+    history = f"/audit/?object_type=registeredmodel&amp;object_id={registered_model.pk}"
+    assert f'href="{history}"' in shown
+    trail = client.get(history.replace("&amp;", "&")).content.decode()
+    created = AuditEvent.objects.get(action="registered_model.create", object_id=str(registered_model.pk))
+    assert f'href="{created.get_absolute_url()}"' in trail
