@@ -75,6 +75,16 @@ class DemoResult:
     drift_check: DriftCheck
 
 
+def plain(value: object) -> str:
+    """A metric as people read it: 4 significant digits, thousands grouped, never in exponent
+    form (``:.3g`` printed an MSE of 12345 as 1.23e+04, issue 14)."""
+    if not isinstance(value, int | float) or value != value:  # not a number, or NaN
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.6f}"
+
+
 class DemoTimeout(RuntimeError):
     pass
 
@@ -132,7 +142,8 @@ def run_demo(
         timeout_s, say, kind=JobKind.TRAIN, registered_model=model, spec=TRAINING_SPEC, **inputs
     )
     model_version = training.output_model_version
-    say(f"registered {model_version}: {', '.join(f'{k}={v:.3g}' for k, v in model_version.metrics.items())}")
+    metrics = ", ".join(f"{key}={plain(value)}" for key, value in model_version.metrics.items())
+    say(f"registered {model_version}: {metrics}")
     say("predicting the 2012 rows")
     inference = _run_job(
         timeout_s, say, kind=JobKind.INFER, model_version=model_version, spec=PREDICT_SPEC, **inputs
@@ -199,6 +210,8 @@ def _check_predictions(team, dana, olivia, model_version, timeout_s: float, say)
     monitor = do_create_monitor(
         model_version=model_version,
         name="predictions",
+        # What the owner chose: its alerts are critical (monitor, check and alert agree, issue 14).
+        severity="critical",
         escalation_policy=policy,
         schedule_minutes=24 * 60,
         actor=dana,

@@ -8,6 +8,7 @@ so. Nothing is eager: ``run_demo`` submits through the actions and waits on the 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import Counter
 
@@ -138,6 +139,11 @@ def test_demo_lifecycle_through_a_real_worker(worker, mail_dir):
     message = mail.read_text()
     assert "To: olivia@example.com" in message
     assert "Subject: [Steward] Data drift on bike-demand v1: 2 of 12 columns" in message
+    (registered,) = [line for line in lines if line.startswith("registered ")]
+    # Metrics as people read them: no exponent form (an MSE of 12345 was "1.23e+04").
+    values = [pair.split("=")[1] for pair in registered.split(": ", 1)[1].split(", ")]
+    assert values
+    assert all(re.fullmatch(r"-?[\d,]+(\.\d+)?", value) for value in values), registered
     assert lines[-2] == f"drift check #{check.pk}: 2 of 12 columns drifted (hum, cnt)"
     assert lines[-1] == f"alert #{alert.pk} for olivia: {alert.title}"
 
