@@ -282,6 +282,11 @@ class DriftCheck(Delivered):
         return Severity.WARNING
 
     @property
+    def breach_severity_label(self) -> str:
+        """``breach_severity`` as its alert's badge says it ("Critical"), not its stored value."""
+        return str(Severity(self.breach_severity).label)
+
+    @property
     def is_breach(self) -> bool:
         """Whether this finished check raises an alert: a drifted column, prediction or metric."""
         return bool(

@@ -80,9 +80,13 @@ def test_a_performance_breach_is_called_so_with_the_monitors_severity(
         ("no-drift", "No data drift"),
         ("not-measured", "Prediction drift not measured"),
         ("drift", "Performance drift: mae"),
-        ("critical", "critical"),
+        ("critical", "Critical"),
     ]
     assert "(the monitor's)" in page
+    # The check names its severity as its alert's page does (it said "critical" beside the
+    # alert's "Critical", as if they were two severities).
+    alert_page = client.get(alert.get_absolute_url()).content.decode()
+    assert ("critical", "Critical") in _badges(alert_page)
     # The monitor's page lists the check with the same three verdicts.
     monitor_page = client.get(critical_monitor.get_absolute_url()).content.decode()
     assert ("drift", "Performance drift: mae") in _badges(monitor_page)
