@@ -90,7 +90,7 @@ def open_promotion_request(
         raise ValidationError(
             {
                 "acknowledge_alerts": f"{version} has unresolved critical alerts ({listed}); "
-                "read them, then request again acknowledging them (acknowledge_alerts)"
+                "read them, then request again acknowledging them"
             }
         )
     request = PromotionRequest.objects.create(

@@ -23,6 +23,7 @@ from governance.actions.promotions import (
     do_reject_promotion,
     do_request_promotion,
 )
+from governance.charts import format_number
 from governance.compare import compare_model_versions
 from governance.forms import PromotionDecisionForm, PromotionRequestForm
 from governance.models import ModelAlias, ModelVersion, PromotionRequest
@@ -116,7 +117,7 @@ def _detail_page(
         "current": current,
         # What an approver decides on: the candidate beside the version the alias holds now.
         "holder": holder,
-        "comparison": compare_model_versions(candidate, holder) if holder else None,
+        "comparison": _shown(compare_model_versions(candidate, holder)) if holder else None,
         "candidate_alerts": _open_alerts(candidate, user),
         "holder_alerts": _open_alerts(holder, user) if holder else [],
         # Which buttons to show; the actions ask the same rules again inside their transaction.
@@ -125,6 +126,18 @@ def _detail_page(
         "form": form or PromotionDecisionForm(),
     }
     return render(request, "governance/promotion_detail.html", context, status=status)
+
+
+def _shown(comparison: dict[str, Any]) -> dict[str, Any]:
+    """The comparison with its metrics as people read them: floats to four significant digits
+    (``governance.charts.format_number``, as the charts write them), not the 16 digits a
+    float's repr carries; whether a row differs is still decided on the values recorded."""
+
+    def shown(value: Any) -> Any:
+        return format_number(value) if isinstance(value, float) else value
+
+    metrics = [dict(row, a=shown(row["a"]), b=shown(row["b"])) for row in comparison["metrics"]]
+    return dict(comparison, metrics=metrics)
 
 
 def _open_alerts(version, user) -> list:

@@ -71,6 +71,7 @@ def test_the_web_form_lists_the_alerts_and_needs_the_box_ticked(
     assert "Unresolved critical alerts" in page
     assert f'href="/alerts/{critical_alert.pk}/"' in page
     assert "read them, then request again acknowledging them" in page
+    assert "(acknowledge_alerts)" not in page  # the API's field name meant nothing on the page
     assert not PromotionRequest.objects.exists()
 
     made = client.post(url, {"alias": "production", "reason": "better on 2012", "acknowledge_alerts": "on"})

@@ -18,6 +18,7 @@ from governance.actions.promotions import (
     do_request_promotion,
 )
 from governance.actions.teams import do_grant_platform_role, do_set_membership
+from governance.charts import format_number
 from governance.models import AuditEvent, ModelAlias, PlatformRole, PromotionRequest, TeamRole
 from monitoring.models import Alert
 from tests.conftest import PASSWORD
@@ -479,6 +480,10 @@ def test_the_approver_sees_the_candidate_beside_production_with_its_open_alerts(
     assert f"production now: {version_2}" in page
     metric = next(iter(registered_version.metrics))
     assert f"<code>{metric}</code>" in page
+    # Metrics read to four significant digits, as the charts write them, not a float's 16.
+    rmse = registered_version.metrics["rmse"]
+    assert f"<td>{format_number(rmse)}</td><td>1</td>" in page
+    assert str(rmse) not in page
     assert "<th>unresolved alerts</th><td>1</td><td>0</td>" in page
     assert alert.title in page
     assert f"?a={registered_version.pk}&amp;b={version_2.pk}" in page
