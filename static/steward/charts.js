@@ -15,7 +15,8 @@
  * with data-chart-data (the id of a json_script element) is drawn once as a line or bar chart
  * ({"kind", "x": {"label", "values", "labels", "time"}, "y": {"label"},
  *   "series": [{"label", "values", "threshold"}]}); threshold series are dashed lines. The figure
- * gets data-points (the non-null values drawn, thresholds aside). Content htmx swaps in
+ * gets data-points (the non-null values drawn, thresholds aside); a bar chart also data-x-labels,
+ * "slanted" when its labels would not fit level under their bars. Content htmx swaps in
  * (the drift check page refreshes itself while the check runs) is drawn when it arrives.
  * Text from the server is only ever set as textContent.
  */
@@ -30,6 +31,9 @@
     validation: "#c0541b", test: "#1e7b46", eval: "#1e7b46" };
   var COLOURS = ["#1f5fbf", "#c0541b", "#1e7b46", "#7a3fb0", "#8a5a00", "#0f7c8c"];
   var HEIGHT = 220;
+  var X_AXIS_SIZE = 50; // uPlot's default height of the x axis
+  // uPlot's axis font, to measure the bars' labels with.
+  var AXIS_FONT = '12px system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans", sans-serif';
   // Steps are whole numbers: ticks at 1, 2, 5 times powers of ten, never between two steps.
   var STEP_TICKS = [];
   for (var power = 1; power <= 1e15; power *= 10) STEP_TICKS.push(power, 2 * power, 5 * power);
@@ -224,6 +228,7 @@
     var source = document.getElementById(figure.getAttribute("data-chart-data"));
     this.data = source ? JSON.parse(source.textContent) : null;
     this.plot = null;
+    this.height = HEIGHT;
   }
 
   Chart.prototype.draw = function () {
@@ -254,6 +259,7 @@
         return splits.map(function (v) { return labels.has(v) ? labels.get(v) : ""; });
       };
     }
+    if (isBar) this.slantLabels(xAxis);
     var scales = { x: { time: !!data.x.time } };
     // Bars stand on zero and need half a position of room at each end.
     if (isBar) {
@@ -274,15 +280,36 @@
     });
     return {
       width: Math.max(this.canvas.clientWidth, 240),
-      height: HEIGHT,
+      height: this.height,
       scales: scales,
       axes: [xAxis, { label: data.y.label, values: function (u, splits) { return splits.map(formatNumber); } }],
       series: series,
     };
   };
 
+  // Bar labels ("cnt (wasserstein)") wider than their bar's slot ran into each other, unreadable:
+  // they are then slanted at 45 degrees, with room below the axis for the longest. The figure
+  // says which (data-x-labels="level" or "slanted").
+  Chart.prototype.slantLabels = function (xAxis) {
+    var labels = this.data.x.labels;
+    var context = document.createElement("canvas").getContext("2d");
+    context.font = AXIS_FONT;
+    var widest = 0;
+    labels.forEach(function (label) { widest = Math.max(widest, context.measureText(label).width); });
+    // The plot leaves about 60 px of the width to the y axis.
+    var slot = (Math.max(this.canvas.clientWidth, 240) - 60) / Math.max(labels.length, 1);
+    var slanted = widest > 0.9 * slot;
+    if (slanted) {
+      // Each label ends at its bar and runs down to the left; the plot keeps its height.
+      xAxis.rotate = 45;
+      xAxis.size = Math.ceil(widest * Math.SQRT1_2) + 24;
+      this.height = HEIGHT + xAxis.size - X_AXIS_SIZE;
+    }
+    this.figure.setAttribute("data-x-labels", slanted ? "slanted" : "level");
+  };
+
   Chart.prototype.resize = function () {
-    if (this.plot) this.plot.setSize({ width: Math.max(this.canvas.clientWidth, 240), height: HEIGHT });
+    if (this.plot) this.plot.setSize({ width: Math.max(this.canvas.clientWidth, 240), height: this.height });
   };
 
   function startAll(root) {
