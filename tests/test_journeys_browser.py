@@ -24,12 +24,23 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core import mail
 from django.utils import timezone
 
 from governance.actions.datasets import do_create_dataset
+from governance.actions.model_versions import do_register_model_version
+from governance.actions.promotions import do_approve_promotion, do_request_promotion
 from governance.actions.registered_models import do_create_registered_model
 from governance.audit.sequencer import sequence_audit_events
-from governance.models import AuditEvent, Membership
+from governance.charts import format_number
+from governance.models import AuditEvent, Membership, ModelVersion, PromotionRequest
+from governance.tasks import notify_approvers
+from monitoring.actions.alerts import do_acknowledge_alert
+from monitoring.actions.checks import do_run_monitor
+from monitoring.actions.monitors import do_create_monitor
+from monitoring.execute import execute_drift_check
+from monitoring.models import Alert, CurrentSource, DriftCheck, Severity
+from monitoring.queries import column_scores
 from tests.runners.test_job_page_browser import chromium, log_in, page  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -345,3 +356,321 @@ def test_the_admin_creates_a_user_sets_a_password_grants_and_revokes_a_role(
         "trail",
         "priya-logged-in",
     ]
+
+
+# The model owner and the approver ----------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    """A model with a production version (v1, promoted through an approved request) and a newer
+    v2 whose critical monitor's real drift check of the 2012 rows breached and opened an alert."""
+
+    production: ModelVersion
+    version: ModelVersion
+    check: DriftCheck
+    alert: Alert
+
+
+@pytest.fixture
+def candidate(
+    registered_version,
+    dataset_version,
+    current_dataset_version,
+    bike_training_result,
+    scientist,
+    owner,
+    approver,
+) -> Candidate:
+    v1 = registered_version
+    first = do_request_promotion(model_version=v1, reason="first release", actor=scientist)
+    do_approve_promotion(promotion_request=first, decision_reason="baseline", actor=approver)
+    # v2: the same network retrained; it validated a little better than v1.
+    metrics = dict(bike_training_result.metrics)
+    metrics["rmse"] = round(metrics["rmse"] * 0.9, 4)
+    v2 = do_register_model_version(
+        model=v1.model,
+        artifact_bytes=bike_training_result.artifact,
+        metrics=metrics,
+        signature=bike_training_result.signature,
+        training_spec=v1.training_spec,
+        training_dataset_version=dataset_version,
+        source_job_id=None,
+        actor=None,
+        on_behalf_of=scientist,
+    )
+    monitor = do_create_monitor(
+        model_version=v2,
+        name="hourly",
+        source=CurrentSource.DATASET,
+        current_dataset=current_dataset_version.dataset,
+        severity=Severity.CRITICAL,
+        actor=scientist,
+    )
+    check = do_run_monitor(monitor=monitor, actor=scientist)
+    assert execute_drift_check(check.pk, make_report=False) == "succeeded"
+    check.refresh_from_db()
+    alert = Alert.objects.get(drift_check=check)
+    assert (alert.severity, alert.state, alert.owner) == ("critical", "open", owner)
+    return Candidate(production=v1, version=v2, check=check, alert=alert)
+
+
+def test_the_model_owner_reads_the_alert_acknowledges_it_and_requests_promotion(
+    page,  # noqa: F811
+    candidate,
+    owner,
+):
+    from playwright.sync_api import expect
+
+    alert, check, v2 = candidate.alert, candidate.check, candidate.version
+    main_nav = page.get_by_role("navigation", name="Main")
+    messages = page.locator("ul.messages")
+    journey = Journey.start("model-owner")
+    log_in(page, owner)
+
+    # The dashboard puts the alert on her models first.
+    mine = page.locator("section.panel").filter(
+        has=page.get_by_role("heading", name="Unresolved alerts on your models")
+    )
+    assert table_rows(mine.locator("table"))[0][:4] == [alert.title, "Critical", "Open", "olivia"]
+    journey.shot(page, "dashboard")
+
+    main_nav.get_by_role("link", name="Alerts").click()
+    expect(page.locator("h1")).to_have_text("Alerts")
+    rows = table_rows(page.locator("main table"))
+    assert [row[:4] for row in rows] == [[alert.title, "Critical", "Open", "olivia"]]
+    journey.shot(page, "alerts")
+
+    page.get_by_role("link", name=alert.title).click()
+    expect(page.locator("h1")).to_have_text(f"Alert #{alert.pk} {alert.title}")
+    journey.shot(page, "alert")
+
+    page.get_by_role("link", name=f"drift check #{check.pk}").first.click()
+    expect(page.locator("h1")).to_have_text(f"Drift check #{check.pk} {v2}")
+
+    # The verdict, one badge per kind of drift: two of the twelve columns drifted (hum and cnt,
+    # under half of them: data drift, not dataset drift); the 2012 rows carry no predictions.
+    verdict = page.locator("section.panel").filter(has=page.get_by_role("heading", name="Verdict"))
+    expect(verdict.locator(".badge")).to_have_text(
+        [
+            "Succeeded",
+            f"Data drift: {check.drifted_count} of 12 columns",
+            "Prediction drift not measured",
+            "Performance not measured",
+            "Critical",
+        ]
+    )
+    assert check.drifted_count == 2
+    expect(verdict).to_contain_text(f"Raised alert #{alert.pk}.")
+    # The scores against their thresholds: a bar per tested column, drawn, with its figures.
+    scores = column_scores(check)
+    figure = page.locator("#drift-scores")
+    expect(figure.locator(".uplot canvas")).to_have_count(1)
+    expect(figure).to_have_attribute("data-points", str(len(scores)))
+    expect(figure.locator("figcaption")).to_have_text("Drift score ÷ threshold per column")
+    # Twelve labels as long as "weathersit (jensenshannon)" do not fit level under their bars.
+    expect(figure).to_have_attribute("data-x-labels", "slanted")
+    # ... and the chart grows by their room instead of squashing the bars (220 px otherwise).
+    assert figure.locator(".uplot canvas").evaluate("canvas => canvas.clientHeight") > 220
+    figure.get_by_text("Table", exact=True).click()
+    shown = table_rows(figure.locator("details.chart-table table"))
+    assert shown == [
+        [
+            f"{row['column']} ({row['method']})",
+            format_number(row["relative"]),
+            "1",
+            format_number(row["score"]),
+            format_number(row["threshold"]),
+        ]
+        for row in scores
+    ]
+    assert [row[0] for row in shown[:2]] == ["cnt (wasserstein)", "hum (wasserstein)"]
+    assert all(float(row[1]) >= 1 for row in shown[:2])
+    assert all(float(row[1]) < 1 for row in shown[2:])
+    journey.shot(page, "drift-check")
+
+    # Back to the alert, which she acknowledges: it stays on her list, acknowledged.
+    page.go_back()
+    expect(page.locator("h1")).to_have_text(f"Alert #{alert.pk} {alert.title}")
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(messages).to_have_text(f"Alert #{alert.pk} acknowledged.")
+    summary = page.locator("dl.summary")
+    expect(summary.locator("dt:text-is('State') + dd")).to_have_text("Acknowledged")
+    expect(summary.locator("dt:text-is('Acknowledged') + dd")).to_contain_text("by olivia")
+    expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    journey.shot(page, "alert-acknowledged")
+    main_nav.get_by_role("link", name="Alerts").click()
+    expect(page.get_by_label("State")).to_have_value("unresolved")
+    assert [row[:4] for row in table_rows(page.locator("main table"))] == [
+        [alert.title, "Critical", "Acknowledged", "olivia"]
+    ]
+    journey.shot(page, "alerts-acknowledged")
+
+    # v2's page: she asks for production. Without the acknowledgement the request is refused
+    # and the page lists the critical alert, still unresolved.
+    page.get_by_role("link", name=alert.title).click()
+    page.locator("dl.summary").get_by_role("link", name=str(v2)).click()
+    expect(page.locator("h1")).to_have_text(f"Model version {v2}")
+    panel = page.locator("section.panel").filter(
+        has=page.get_by_role("heading", name="Aliases and promotion")
+    )
+    expect(panel.locator("p").first).to_have_text("production → v1")
+    panel.locator("summary", has_text="Request promotion").click()
+    journey.shot(page, "version")
+    panel.get_by_label("Reason").fill("rmse 10% lower; the 2012 drift is demand growth, not a fault")
+    panel.get_by_role("button", name="Request promotion").click()
+    expect(page.locator("h1")).to_have_text(f"Promote {v2}")
+    warning = page.locator("#critical-alerts")
+    expect(warning.locator("li")).to_have_text([f"Alert #{alert.pk}: {alert.title} (acknowledged)"])
+    expect(warning.get_by_role("link", name=f"Alert #{alert.pk}")).to_have_attribute(
+        "href", alert.get_absolute_url()
+    )
+    expect(page.locator("form .errorlist")).to_have_text(
+        f"{v2} has unresolved critical alerts (#{alert.pk} {alert.title}); "
+        "read them, then request again acknowledging them"
+    )
+    assert not PromotionRequest.objects.filter(model_version=v2).exists()
+    journey.shot(page, "request-refused")
+
+    page.get_by_label("I have read this version's unresolved critical alerts").check()
+    page.get_by_role("button", name="Request promotion").click()
+    promotion = PromotionRequest.objects.get(model_version=v2)
+    expect(page.locator("h1")).to_have_text(f"Promotion request #{promotion.pk} {v2} to production")
+    expect(messages).to_have_text(f"Requested {v2} to production; an approver must now decide.")
+    summary = page.locator("dl.summary")
+    expect(summary.locator("dt:text-is('State') + dd")).to_have_text("Pending")
+    expect(summary.locator("dt:text-is('Reason') + dd")).to_have_text(
+        "rmse 10% lower; the 2012 drift is demand growth, not a fault"
+    )
+    expect(summary.locator("dd.acknowledged-alerts")).to_contain_text(f"alert #{alert.pk}")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    journey.shot(page, "request-made")
+    assert promotion.acknowledged_alerts == [{"id": alert.pk, "title": alert.title, "state": "acknowledged"}]
+
+    assert journey.taken == [
+        "dashboard",
+        "alerts",
+        "alert",
+        "drift-check",
+        "alert-acknowledged",
+        "alerts-acknowledged",
+        "version",
+        "request-refused",
+        "request-made",
+    ]
+
+
+def test_the_approver_reads_the_context_of_a_request_and_approves_it(
+    page,  # noqa: F811
+    candidate,
+    owner,
+    approver,
+    live_server,
+    settings,
+):
+    from playwright.sync_api import expect
+
+    settings.STEWARD_BASE_URL = live_server.url  # the links in the mail lead to this server
+    alert, v1, v2 = candidate.alert, candidate.production, candidate.version
+    # The owner acknowledged the alert and asked for production, as in her journey.
+    do_acknowledge_alert(alert=alert, actor=owner)
+    promotion = do_request_promotion(
+        model_version=v2, reason="rmse 10% lower", actor=owner, acknowledge_alerts=True
+    )
+    url = f"{live_server.url}/promotions/{promotion.pk}/"
+
+    # The approvers' mail: the beat task sends it once, to the approver only, with the link.
+    before = len(mail.outbox)  # the alert's own mail to olivia went out when it opened
+    assert notify_approvers() == 1
+    (message,) = mail.outbox[before:]
+    assert message.to == [approver.email]
+    assert message.subject == f"[Steward] Promotion to decide: {v2} to production"
+    assert f"olivia asks for {v2} to become production in team Mobility." in message.body
+    assert (
+        f"Unresolved critical alert #{alert.pk} (acknowledged by the requester): {alert.title}"
+        in message.body
+    )
+    (link,) = [
+        line.removeprefix("Decide at ") for line in message.body.splitlines() if line.startswith("Decide at ")
+    ]
+    assert link == url
+
+    journey = Journey.start("approver")
+    messages = page.locator("ul.messages")
+    log_in(page, approver)
+    waiting = page.locator("section.panel").filter(
+        has=page.get_by_role("heading", name="Promotion requests waiting for your decision")
+    )
+    assert [row[:6] for row in table_rows(waiting.locator("table"))] == [
+        [f"#{promotion.pk}", str(v2), "production", "Pending", "olivia", "—"]
+    ]
+    journey.shot(page, "dashboard")
+
+    # The link in the mail opens the request.
+    page.goto(link)
+    expect(page.locator("h1")).to_have_text(f"Promotion request #{promotion.pk} {v2} to production")
+    summary = page.locator("dl.summary")
+    expect(summary.locator("dt:text-is('State') + dd")).to_have_text("Pending")
+    expect(summary.locator("dt:text-is('production now') + dd")).to_have_text(str(v1))
+    expect(summary.locator("dt:text-is('Requested') + dd")).to_contain_text("by olivia")
+    expect(summary.locator("dt:text-is('Reason') + dd")).to_have_text("rmse 10% lower")
+    acknowledged = summary.locator("dd.acknowledged-alerts")
+    expect(acknowledged.locator(".badge")).to_have_text("Critical")
+    expect(acknowledged).to_contain_text(
+        f"the requester acknowledged alert #{alert.pk} ({alert.title}) when asking"
+    )
+    expect(acknowledged.get_by_role("link", name=f"alert #{alert.pk}")).to_have_attribute(
+        "href", alert.get_absolute_url()
+    )
+    # The candidate beside production: metrics, training data, unresolved alerts.
+    context = page.locator("section.panel").filter(
+        has=page.get_by_role("heading", name="The candidate and production now")
+    )
+    expect(context.locator("table.compare thead th")).to_have_text(
+        ["", f"candidate {v2}", f"production now: {v1}", ""]
+    )
+    rows = {row[0]: row[1:] for row in table_rows(context.locator("table.compare"))}
+    assert rows["rmse"] == [format_number(v2.metrics["rmse"]), format_number(v1.metrics["rmse"]), "differs"]
+    assert rows["mae"] == [format_number(v1.metrics["mae"])] * 2 + [""]
+    training = v1.training_dataset_version
+    assert rows["training data: dataset"] == ["bike-sharing-hourly", "bike-sharing-hourly", ""]
+    assert rows["training data: sha256"] == [training.sha256, training.sha256, ""]
+    assert rows["unresolved alerts"] == ["1", "0", ""]
+    # All of it within the page: the hashes wrap in their cells (the table was pushed 170 px past
+    # the panel, with its "differs" badge out of sight) and the badge stays on one line.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    differs = context.locator("table.compare .badge")
+    expect(differs).to_have_text(["differs"])
+    badge_height = differs.bounding_box()["height"]
+    assert badge_height < 1.5 * acknowledged.locator(".badge").bounding_box()["height"]
+    candidate_alerts = context.locator("table").filter(has=page.locator("th", has_text="Severity"))
+    assert [row[:4] for row in table_rows(candidate_alerts)] == [
+        [alert.title, "Critical", "Acknowledged", "olivia"]
+    ]
+    journey.shot(page, "request")
+
+    # She approves with a reason; production moves to v2 at once.
+    decision = page.locator("section.panel").filter(has=page.get_by_role("heading", name="Your decision"))
+    decision.get_by_label("Reason").fill("drift explained by 2012 demand growth; alert stays with olivia")
+    decision.get_by_role("button", name="Approve").click()
+    expect(messages).to_have_text(f"Promotion request #{promotion.pk} approved; {v2} now holds production.")
+    summary = page.locator("dl.summary")
+    expect(summary.locator("dt:text-is('State') + dd")).to_have_text("Approved")
+    expect(summary.locator("dt:text-is('production now') + dd")).to_have_text(str(v2))
+    expect(summary.locator("dt:text-is('Approved') + dd")).to_contain_text("by aaron")
+    expect(summary.locator("dt:text-is('Decision reason') + dd")).to_have_text(
+        "drift explained by 2012 demand growth; alert stays with olivia"
+    )
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    journey.shot(page, "approved")
+
+    # The model's page: the alias moved, and who moved it.
+    summary.get_by_role("link", name=str(v2)).first.click()
+    page.locator("dl.summary").get_by_role("link", name=v2.model.name).click()
+    expect(page.locator("h1")).to_have_text(f"Model {v2.model.name}")
+    aliases = page.locator("section.panel").filter(has=page.get_by_role("heading", name="Aliases"))
+    (production,) = table_rows(aliases.locator("table"))
+    assert [production[0], production[1], production[3]] == ["production protected", "v2", "aaron"]
+    journey.shot(page, "model")
+
+    assert journey.taken == ["dashboard", "request", "approved", "model"]
