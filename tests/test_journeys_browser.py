@@ -665,6 +665,10 @@ def test_the_approver_reads_the_context_of_a_request_and_approves_it(
         "drift explained by 2012 demand growth; alert stays with olivia"
     )
     expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    # The panel said "No version holds production yet" here, of the version that had just got it.
+    expect(page.locator("section.panel h2 + p.muted").first).to_have_text(
+        f"{v2} holds production now: nothing to compare with."
+    )
     journey.shot(page, "approved")
 
     # The model's page: the alias moved, and who moved it.

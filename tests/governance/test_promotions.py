@@ -494,6 +494,11 @@ def test_a_first_promotion_has_nothing_to_compare_with(client, scientist, approv
     client.force_login(approver)
     page = client.get(reverse("promotion_detail", args=[first.pk])).content.decode()
     assert "No version holds production yet" in page
+    # Once approved, the version holds the alias: the page says so, not that nobody does.
+    do_approve_promotion(promotion_request=first, actor=approver)
+    page = client.get(reverse("promotion_detail", args=[first.pk])).content.decode()
+    assert f"{registered_version} holds production now: nothing to compare with." in page
+    assert "No version holds production yet" not in page
 
 
 def test_an_approvers_dashboard_lists_the_requests_waiting_for_them(
