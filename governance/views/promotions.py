@@ -52,6 +52,7 @@ def promotion_panel(user: AbstractBaseUser | AnonymousUser, version: ModelVersio
         .select_related(*RELATIONS)[:20],
         "may_request_promotion": may_request_promotion(user, version.model.team_id),
         "promotion_form": PromotionRequestForm(),
+        "critical_alerts": critical_alerts(version),
     }
 
 

@@ -63,6 +63,10 @@ def test_the_web_form_lists_the_alerts_and_needs_the_box_ticked(
 ):
     client.force_login(scientist)
     url = reverse("promotion_request_create", args=[registered_version.pk])
+    # The version's page lists them beside its request form already.
+    version_page = client.get(registered_version.get_absolute_url()).content.decode()
+    assert "Unresolved critical alerts:" in version_page
+    assert f'<a href="/alerts/{critical_alert.pk}/">alert #{critical_alert.pk}</a>' in version_page
 
     refused = client.post(url, {"alias": "production", "reason": "better on 2012"})
 
