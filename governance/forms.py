@@ -117,6 +117,22 @@ class RegisteredModelForm(ScopedForm):
         self.fields["owner"].initial = user.pk
 
 
+class ModelVersionCardForm(forms.Form):
+    """A version's description and the model card items its owner writes (issue 12)."""
+
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    intended_purpose = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        required=False,
+        help_text="What the version is for, who uses its predictions and for which decisions.",
+    )
+    known_limitations = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        required=False,
+        help_text="Where it must not be used, known failure modes, populations the training data lacks.",
+    )
+
+
 def style_audit_filters(form: forms.Form, user: AbstractBaseUser) -> None:
     """Give the audit trail's filter form UTC time fields and a team select instead of raw ids.
 

@@ -327,6 +327,12 @@ class ModelVersion(models.Model):
         help_text="Where it came from: an upload, a path, an MLflow URI.",
     )
     description = models.TextField(blank=True)
+    # The model card's Annex IV items the owner writes (issue 12): per version, since a retrained
+    # version may serve another purpose or carry other limits than the one before it.
+    intended_purpose = models.TextField(blank=True, help_text="What this version is for, and for whom.")
+    known_limitations = models.TextField(
+        blank=True, help_text="Where it must not be used, known failure modes, data it was not trained on."
+    )
     tags = models.JSONField(default=dict, blank=True, help_text="MLflow-style tags: {key: value}, strings.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -348,6 +354,8 @@ class ModelVersion(models.Model):
         "flavor",
         "executes_code",
         "description",
+        "intended_purpose",
+        "known_limitations",
         "tags",
     )
 

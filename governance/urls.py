@@ -17,6 +17,7 @@ urlpatterns = [
     path("models/<int:pk>/archive/", registry.model_archive, name="model_archive"),
     path("models/<int:pk>/delete/", registry.model_delete, name="model_delete"),
     path("model-versions/compare/", compare.model_version_compare, name="model_version_compare"),
+    path("model-versions/<int:pk>/card/", registry.model_version_card, name="model_version_card"),
     path("audit/", audit.audit_event_list, name="audit_event_list"),
     path("audit/<int:pk>/", audit.audit_event_detail, name="audit_event_detail"),
     path("audit/<int:pk>/proof.json", audit.audit_event_proof, name="audit_event_proof"),

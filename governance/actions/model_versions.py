@@ -234,14 +234,35 @@ def _save_version(
     record_audit_event(actor=actor, action=action, obj=version, before=before, after=snapshot(version))
 
 
-def do_update_model_version(*, version: ModelVersion, description: str, actor: User | None) -> ModelVersion:
-    """Set the version's description (at most ``limits.DESCRIPTION_MAX`` characters)."""
-    description = checked_description(description)
+def do_update_model_version(
+    *,
+    version: ModelVersion,
+    description: str | None = None,
+    intended_purpose: str | None = None,
+    known_limitations: str | None = None,
+    actor: User | None,
+) -> ModelVersion:
+    """Set the version's description and its model card's ``intended_purpose`` and
+    ``known_limitations`` (each at most ``limits.DESCRIPTION_MAX`` characters); a field passed
+    as None keeps its value. One ``model_version.update`` event when anything changed, none
+    otherwise. ValidationError for a value too long or not a string."""
+    wanted = {
+        name: checked_description(value, field=name)
+        for name, value in (
+            ("description", description),
+            ("intended_purpose", intended_purpose),
+            ("known_limitations", known_limitations),
+        )
+        if value is not None
+    }
     with transaction.atomic():
         model, version = _lock_version(version, actor)
-        before = snapshot(version)
-        version.description = description
-        _save_version(model, version, ["description"], "model_version.update", before, actor)
+        changed = [name for name, value in wanted.items() if getattr(version, name) != value]
+        if changed:
+            before = snapshot(version)
+            for name in changed:
+                setattr(version, name, wanted[name])
+            _save_version(model, version, changed, "model_version.update", before, actor)
     return version
 
 

@@ -295,6 +295,8 @@ class ModelVersionSerializer(_AliasesOfRows, serializers.ModelSerializer):
             "is_directory",
             "source",
             "description",
+            "intended_purpose",
+            "known_limitations",
             "tags",
             "aliases",
             "created_by",
@@ -325,6 +327,8 @@ class ModelVersionSerializer(_AliasesOfRows, serializers.ModelSerializer):
             "is_directory": instance.is_directory,
             "source": instance.source,
             "description": instance.description,
+            "intended_purpose": instance.intended_purpose,
+            "known_limitations": instance.known_limitations,
             "tags": instance.tags,
             "aliases": self.get_aliases(instance),
             "created_by": created_by.username if created_by is not None else None,
@@ -365,7 +369,19 @@ class ModelVersionCreateSerializer(serializers.Serializer):
 
 
 class ModelVersionUpdateSerializer(StrictSerializer):
-    description = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    """PATCH of a version: its ``description`` and the model card's ``intended_purpose`` and
+    ``known_limitations`` (issue 12); at least one of them."""
+
+    description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    intended_purpose = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    known_limitations = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError(
+                "send at least one of description, intended_purpose, known_limitations"
+            )
+        return attrs
 
 
 class TagValueSerializer(serializers.Serializer):

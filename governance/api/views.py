@@ -269,8 +269,8 @@ class RegisteredModelViewSet(RestrictedCreateViewSet):
 
 
 class ModelVersionViewSet(RestrictedCreateViewSet):
-    """Model versions: register (upload or source), read, PATCH (description), DELETE (soft: the
-    number is never reused, its aliases go), archive/unarchive and tags."""
+    """Model versions: register (upload or source), read, PATCH (description, model card), DELETE
+    (soft: the number is never reused, its aliases go), archive/unarchive and tags."""
 
     queryset = (
         ModelVersion.objects.exclude(status=ModelVersion.Status.DELETED)
@@ -308,12 +308,10 @@ class ModelVersionViewSet(RestrictedCreateViewSet):
 
     @extend_schema(request=ModelVersionUpdateSerializer, responses={200: ModelVersionSerializer})
     def partial_update(self, request, *args, **kwargs):
-        """Set the ``description``."""
+        """Set the ``description``, ``intended_purpose`` or ``known_limitations``."""
         version = self.get_object()
         data = self.validated(request, ModelVersionUpdateSerializer)
-        return self._answer(
-            do_update_model_version(version=version, description=data["description"], actor=request.user)
-        )
+        return self._answer(do_update_model_version(version=version, **data, actor=request.user))
 
     @extend_schema(responses={204: None})
     def destroy(self, request, *args, **kwargs):

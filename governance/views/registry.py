@@ -10,6 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.model_versions import do_update_model_version
 from governance.actions.registered_models import (
     do_archive_registered_model,
     do_create_registered_model,
@@ -19,13 +20,14 @@ from governance.actions.registered_models import (
 from governance.artifacts import staged_upload
 from governance.charts import CHART_POINTS_MAX, Series, chart
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
-from governance.forms import DatasetForm, DatasetVersionUploadForm, RegisteredModelForm
+from governance.forms import DatasetForm, DatasetVersionUploadForm, ModelVersionCardForm, RegisteredModelForm
 from governance.models import AuditEvent, Dataset, DatasetVersion, ModelAlias, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE, can
 from governance.queries import by_name_with_versions
 from governance.views.helpers import (
     button_view,
     filtered_list,
+    form_page,
     form_view,
     may_create_in_any_team,
     metric_columns,
@@ -269,4 +271,26 @@ def model_delete(request: HttpRequest, pk: int) -> HttpResponse:
         back=model.get_absolute_url(),
         success_message=f"Deleted the model {model.name}.",
         success=lambda _model: reverse("model_list"),
+    )
+
+
+@login_required
+def model_version_card(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET shows, POST saves a version's description, intended purpose and known limitations
+    (``do_update_model_version``: audited, CHANGE on the team re-checked inside)."""
+    version = visible_or_404(
+        request, ModelVersion.objects.exclude(status=ModelVersion.Status.DELETED).select_related("model"), pk
+    )
+    initial = {
+        "description": version.description,
+        "intended_purpose": version.intended_purpose,
+        "known_limitations": version.known_limitations,
+    }
+    return form_view(
+        request,
+        ModelVersionCardForm(request.POST or None, initial=initial),
+        lambda data: do_update_model_version(version=version, **data, actor=request.user),
+        success_message=lambda saved: f"Saved the model card of {saved}.",
+        template="generic/form.html",
+        context=lambda: form_page("models", f"Model card of {version}", "Save", version.get_absolute_url()),
     )

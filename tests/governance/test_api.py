@@ -114,6 +114,8 @@ def test_model_version_detail(client_for, viewer, registered_version, dataset_ve
         "is_directory": False,
         "source": "",
         "description": "",
+        "intended_purpose": "",
+        "known_limitations": "",
         "tags": {},
         "aliases": [],
         "created_by": "dana",
