@@ -7,6 +7,7 @@ from governance.api import access, audit, compare, promotions
 from governance.api import views as governance
 from lineage.api.views import ImpactView, LineageView
 from monitoring.api import views as monitoring
+from monitoring.api.evidence import EvidencePackView
 from runners.api import code as code
 from runners.api import serving
 from runners.api import views as runners
@@ -52,6 +53,7 @@ urlpatterns = [
     # Before the router, whose detail route would read "compare" as a version id.
     path("model-versions/compare/", compare.ModelVersionCompareView.as_view(), name="modelversion-compare"),
     path("code-versions/compare/", code.CodeVersionCompareView.as_view(), name="codeversion-compare"),
+    path("model-versions/<int:pk>/evidence/", EvidencePackView.as_view(), name="modelversion-evidence"),
     path(
         "code-versions/<int:pk>/files/<path:path>",
         code.CodeVersionViewSet.as_view({"get": "file"}),

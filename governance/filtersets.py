@@ -5,9 +5,10 @@ import unicodedata
 
 import django_filters
 from django import forms
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django_filters.fields import IsoDateTimeField
 
+from governance.audit.subjects import events_about_model_version
 from governance.forms import restrict_choices
 from governance.keyset import MAX_BIGINT, is_utc_representable
 from governance.models import AuditEvent, Dataset, DatasetVersion, ModelVersion, RegisteredModel
@@ -82,10 +83,30 @@ class AuditEventFilterSet(RestrictedFilterSet):
     since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
     until = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
     q = django_filters.CharFilter(method="search", label="Text")
+    # "Everything about this model version" (issue 12), by relation; an id outside the user's
+    # teams is the same 400 as an unknown one (the choices are restricted).
+    model_version = django_filters.ModelChoiceFilter(
+        queryset=ModelVersion.objects.all(), method="about_model_version", label="About model version (id)"
+    )
 
     class Meta:
         model = AuditEvent
-        fields = ["actor", "action", "object_type", "object_id", "team", "since", "until", "q"]
+        fields = [
+            "actor",
+            "action",
+            "object_type",
+            "object_id",
+            "team",
+            "since",
+            "until",
+            "q",
+            "model_version",
+        ]
+
+    def about_model_version(
+        self, queryset: QuerySet[AuditEvent], name: str, value: ModelVersion
+    ) -> QuerySet[AuditEvent]:
+        return events_about_model_version(queryset, value)
 
     def search(self, queryset, name, value):
         return queryset.filter(

@@ -147,6 +147,8 @@ def style_audit_filters(form: forms.Form, user: AbstractBaseUser) -> None:
     teams = Team.objects.restrict(user, VIEW)
     form.fields["team"].widget = forms.Select(choices=[("", "Any team"), *((t.pk, t.name) for t in teams)])
     form.fields["q"].widget.attrs["placeholder"] = "object, actor or action"
+    # A version's id (its page links here): a select of every version would be thousands long.
+    form.fields["model_version"].widget = forms.NumberInput(attrs={"min": 1})
 
 
 def style_filters(form: forms.Form) -> None:

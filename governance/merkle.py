@@ -5,7 +5,7 @@ This one file is both the app's tree engine and the script that outside auditors
 it uses the standard library only; Ed25519 signing and verification import ``cryptography``
 lazily, inside the functions that need it. Python 3.10 or later.
 
-    python merkle.py verify BUNDLE.json
+    python merkle.py verify BUNDLE.json      (an audit bundle, or a model version's evidence pack)
 
 Hashes (RFC 9162 section 2.1.1; identical to RFC 6962 section 2.1)::
 
@@ -1094,16 +1094,197 @@ def verify_bundle(
     )
 
 
+# --- evidence packs (issue 12): a model version's model card, lineage and audit bundle, signed --
+
+EVIDENCE_PACK_FORMAT = "steward-evidence-pack/1"
+# The parts a pack's digests name, each top-level key of a part on its own, so that a verifier
+# says which item was edited ("model_card.metrics"), not only that the pack changed.
+PACK_PARTS = ("model_version", "model_card", "lineage", "audit_bundle")
+_PACK_UNSIGNED = ("pack_sha256", "signature")
+
+
+def pack_digests(pack: Mapping[str, Any]) -> dict[str, str]:
+    """``{"part.key": hex SHA-256 of canonical_json(value)}`` for each key of each of
+    ``PACK_PARTS`` that is an object (``{"part": ...}`` for one that is not). Raises as
+    ``canonical_json`` does."""
+    digests = {}
+    for part in PACK_PARTS:
+        value = pack.get(part)
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for key, item in items:
+            name = part if key is None else f"{part}.{key}"
+            digests[name] = _sha256(canonical_json(item)).hexdigest()
+    return digests
+
+
+def pack_sha256(pack: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON of ``pack`` without ``pack_sha256`` and ``signature``
+    (its digests included). Raises as ``canonical_json`` does."""
+    signed = {key: value for key, value in pack.items() if key not in _PACK_UNSIGNED}
+    return _sha256(canonical_json(signed)).hexdigest()
+
+
+def pack_signing_body(pack_hash_hex: str) -> bytes:
+    """What a pack's Ed25519 signature covers: the format line and its ``pack_sha256``
+    (``"steward-evidence-pack/1\n<hex>\n"``), so that no checkpoint body can pass for it."""
+    return f"{EVIDENCE_PACK_FORMAT}\n{pack_hash_hex}\n".encode("ascii")
+
+
+def _digest_problems(pack: Mapping[str, Any]) -> list[str]:
+    stated = pack.get("digests")
+    if not isinstance(stated, Mapping):
+        return ["digests: missing or not a JSON object"]
+    try:
+        actual = pack_digests(pack)
+    except (TypeError, ValueError) as exc:
+        return [f"the pack cannot be hashed ({exc})"]
+    problems = []
+    for name in sorted(set(stated) | set(actual)):
+        if name not in stated:
+            problems.append(f"{name}: added after signing (no signed digest covers it)")
+        elif name not in actual:
+            problems.append(f"{name}: removed after signing")
+        elif stated[name] != actual[name]:
+            problems.append(f"{name}: edited after signing (its sha256 differs from the signed digest)")
+    return problems
+
+
+@dataclass(frozen=True)
+class PackReport:
+    """The verdict on an evidence pack: its parts against their signed digests, its hash, its
+    Ed25519 signature, then its audit bundle (``BundleReport``, None when unreadable)."""
+
+    subject: str
+    digest_problems: list[str]
+    hash_problem: str
+    is_signature_valid: bool
+    signature_detail: str
+    key_id: str
+    is_key_pinned: bool
+    bundle: BundleReport | None
+    bundle_problem: str = ""
+
+    @property
+    def is_verified(self) -> bool:
+        return (
+            not self.digest_problems
+            and not self.hash_problem
+            and self.is_signature_valid
+            and self.bundle is not None
+            and self.bundle.is_verified
+        )
+
+    def lines(self) -> list[str]:
+        signature = "valid" if self.is_signature_valid else f"INVALID ({self.signature_detail})"
+        pinned = self.is_key_pinned
+        source = "pinned with --public-key" if pinned else "the bundle's own; pin it with --public-key"
+        lines = [
+            f"evidence pack: {self.subject}",
+            f"pack signature: {signature}; public key sha256 {self.key_id} ({source})",
+        ]
+        lines += [f"pack: FAILED: {problem}" for problem in self.digest_problems]
+        if self.hash_problem:
+            lines.append(f"pack: FAILED: {self.hash_problem}")
+        if self.bundle is not None:
+            lines += ["audit bundle:", *("  " + line for line in self.bundle.lines())]
+        else:
+            lines.append(f"audit bundle: FAILED: {self.bundle_problem}")
+        if self.is_verified and self.bundle is not None:
+            lines.append(
+                f"OK: evidence pack verified (parts, pack_sha256, signature, "
+                f"{len(self.bundle.events)} of {len(self.bundle.events)} events)"
+            )
+            return lines
+        problems = [*self.digest_problems]
+        if self.hash_problem:
+            problems.append(self.hash_problem)
+        if not self.is_signature_valid:
+            problems.append(f"the pack signature is invalid ({self.signature_detail})")
+        if self.bundle is None:
+            problems.append(f"the audit bundle is unusable ({self.bundle_problem})")
+        elif not self.bundle.is_verified:
+            problems.append("the audit bundle " + self.bundle.lines()[-1].removeprefix("FAILED: "))
+        lines.append("FAILED: " + "; ".join(problems))
+        return lines
+
+
+def verify_evidence_pack(pack: Mapping[str, Any], pinned_public_key_pem: str | None = None) -> PackReport:
+    """Verify an evidence pack offline: each part against its signed digest (naming the edited
+    item), ``pack_sha256`` against the whole, its Ed25519 signature over ``pack_signing_body``
+    with ``pinned_public_key_pem`` (else the key in its audit bundle), then its ``audit_bundle``
+    as ``verify_bundle`` does (checkpoint signature, every event's leaf and inclusion proof).
+
+    Pack shape: ``{"format": EVIDENCE_PACK_FORMAT, "model_version": {...}, "model_card": {...},
+    "lineage": {...}, "audit_bundle": {bundle}, "digests": {"part.key": hex}, "pack_sha256":
+    hex, "signature": {"algorithm": "Ed25519", "key_id": hex, "value": base64}}``. Raises
+    BundleError for another format; every other fault is reported, not raised.
+    """
+    if pack.get("format") != EVIDENCE_PACK_FORMAT:
+        raise BundleError(f"not an evidence pack (format is not {EVIDENCE_PACK_FORMAT})")
+    subject = pack.get("model_version")
+    subject_text = (
+        f"{subject.get('model')} v{subject.get('version')} (model version {subject.get('id')})"
+        if isinstance(subject, Mapping)
+        else "unnamed"
+    )
+    stated_hash = pack.get("pack_sha256")
+    try:
+        actual_hash = pack_sha256(pack)
+    except (TypeError, ValueError) as exc:
+        actual_hash = f"unhashable ({exc})"
+    hash_problem = "" if stated_hash == actual_hash else "pack_sha256 does not match the pack's content"
+    bundle = pack.get("audit_bundle")
+    pem = pinned_public_key_pem
+    if pem is None and isinstance(bundle, Mapping) and isinstance(bundle.get("public_key_pem"), str):
+        pem = bundle["public_key_pem"]
+    is_valid, detail, key_id = False, "no public key: pass --public-key", ""
+    signature = pack.get("signature")
+    if pem is not None:
+        key_id = public_key_id(pem)
+        try:
+            if not isinstance(signature, Mapping) or not isinstance(stated_hash, str):
+                raise ValueError("the pack has no signature object or no pack_sha256")
+            value = base64.b64decode(str(signature.get("value", "")), validate=True)
+            is_valid = verify_checkpoint(pem, pack_signing_body(stated_hash), value)
+            detail = "" if is_valid else "does not match the public key"
+        except (binascii.Error, ValueError) as exc:
+            is_valid, detail = False, f"unreadable signature or key: {exc}"
+        named_key = signature.get("key_id") if isinstance(signature, Mapping) else None
+        if is_valid and named_key is not None and named_key != key_id:
+            is_valid, detail = False, f"the pack names key {named_key}, not this one"
+    report: BundleReport | None = None
+    bundle_problem = ""
+    if isinstance(bundle, Mapping):
+        try:
+            report = verify_bundle(bundle, pinned_public_key_pem)
+        except BundleError as exc:
+            bundle_problem = str(exc)
+    else:
+        bundle_problem = "audit_bundle is missing or not a JSON object"
+    return PackReport(
+        subject_text,
+        _digest_problems(pack),
+        hash_problem,
+        is_valid,
+        detail,
+        key_id,
+        pinned_public_key_pem is not None,
+        report,
+        bundle_problem,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``merkle.py verify [--public-key PEM] [--complete] BUNDLE.json``: exit 0 if everything verifies, 1 if
-    anything fails (naming the first failing leaf index), 2 if the bundle or key cannot be read."""
+    anything fails (naming the first failing leaf index), 2 if the bundle or key cannot be read.
+    An evidence pack (``"format": "steward-evidence-pack/1"``) is verified as a pack instead."""
     parser = argparse.ArgumentParser(
         prog="merkle.py",
         description="Verify a Steward audit bundle offline (RFC 9162 Merkle proofs, Ed25519).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="verify an exported audit bundle")
-    verify.add_argument("bundle", type=Path, help="the bundle JSON file")
+    verify = commands.add_parser("verify", help="verify an exported audit bundle or evidence pack")
+    verify.add_argument("bundle", type=Path, help="the bundle (or evidence pack) JSON file")
     verify.add_argument(
         "--public-key",
         type=Path,
@@ -1119,7 +1300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         pinned = args.public_key.read_text(encoding="ascii") if args.public_key is not None else None
-        report = verify_bundle(load_bundle(args.bundle), pinned, require_complete=args.complete)
+        document = load_bundle(args.bundle)
+        report: BundleReport | PackReport
+        if document.get("format") == EVIDENCE_PACK_FORMAT:
+            report = verify_evidence_pack(document, pinned)
+        else:
+            report = verify_bundle(document, pinned, require_complete=args.complete)
     except (OSError, BundleError, UnicodeDecodeError) as exc:
         print(f"cannot verify {args.bundle}: {exc}", file=sys.stderr)
         return 2

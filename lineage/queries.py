@@ -123,3 +123,11 @@ def outputs_of_runs_reading(source: NodeRef, *, run_type: str, output_type: str)
     return LineageEdge.objects.filter(
         source_type=run_type, source_id__in=runs, target_type=output_type, relation=Relation.OUTPUT
     ).values("target_id")
+
+
+def runs_writing(target: NodeRef, *, run_type: str = "job") -> QuerySet:
+    """Ids of the ``run_type`` nodes that wrote ``target`` (``run -[output]-> target``): the
+    training runs of a model version. A lazy values queryset of ``source_id``, for ``pk__in=``."""
+    return LineageEdge.objects.filter(
+        source_type=run_type, target_type=target.type, target_id=target.id, relation=Relation.OUTPUT
+    ).values("source_id")

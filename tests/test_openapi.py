@@ -71,6 +71,7 @@ ENDPOINTS = {
     "/api/model-versions/",
     "/api/model-versions/{id}/",
     "/api/model-versions/{id}/archive/",
+    "/api/model-versions/{id}/evidence/",
     "/api/model-versions/{id}/tags/{key}/",
     "/api/model-versions/{id}/unarchive/",
     "/api/model-versions/compare/",

@@ -57,6 +57,10 @@ def audit_event_list(request: HttpRequest) -> HttpResponse:
         "is_filter_valid": is_filter_valid,
         "export_query": filters.urlencode(),
         "may_audit": may_audit(request.user),
+        # Set when the trail is "everything about this model version" (issue 12).
+        "about_version": filterset.form.cleaned_data.get("model_version")
+        if filterset.is_bound and is_filter_valid
+        else None,
         "presets": [
             ("Role changes", "?action=membership."),
             ("Platform roles", "?action=platform_role."),

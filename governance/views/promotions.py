@@ -23,6 +23,7 @@ from governance.actions.promotions import (
     do_reject_promotion,
     do_request_promotion,
 )
+from governance.audit.proofs import may_audit
 from governance.charts import format_number
 from governance.compare import compare_model_versions
 from governance.forms import PromotionDecisionForm, PromotionRequestForm
@@ -125,6 +126,8 @@ def _detail_page(
         "may_decide": is_pending and not promotion_decision_refusal(user, promotion),
         "may_cancel": is_pending and may_cancel_promotion(user, promotion),
         "form": form or PromotionDecisionForm(),
+        # The evidence pack carries inclusion proofs: for those who may read the tree (issue 12).
+        "may_download_evidence": may_audit(user),
     }
     return render(request, "governance/promotion_detail.html", context, status=status)
 

@@ -9,9 +9,11 @@ from django.shortcuts import render
 
 from governance.charts import step_table
 from governance.models import ModelVersion
+from governance.permissions import CHANGE, can
 from governance.views.helpers import metric_rows, pretty_json, visible_or_404
 from governance.views.promotions import promotion_panel
 from lineage.queries import lineage_of
+from monitoring.evidence import may_download_evidence
 from monitoring.forms import DriftCheckForm
 from monitoring.models import UNRESOLVED, Alert, DriftCheck, Monitor
 from monitoring.permissions import may_monitor_model_version
@@ -60,6 +62,9 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .filter(model_version=version)
         .select_related(*JOB_TABLE_RELATIONS)[:10],
         "may_change": may_monitor_model_version(user, version),
+        "may_edit_card": can(user, CHANGE, version.model.team_id)
+        and version.status != ModelVersion.Status.DELETED,
+        "may_download_evidence": may_download_evidence(user, version),
         # "Compare with...": the model's other versions (same team, so visible).
         "other_versions": version.model.versions.exclude(pk=version.pk)
         .exclude(status=ModelVersion.Status.DELETED)
