@@ -1,0 +1,173 @@
+"""From a frame and a model's predictions to the labelled rows metrics are computed on, refusing
+what cannot be evaluated with an ``EvaluationError`` that names the field and the count.
+
+Choices (issue 15's bad inputs): rows whose target is missing are dropped before the model is
+asked and counted; rows whose prediction is missing (a NaN or None label, or a NaN probability) are
+dropped and counted, and the metrics are those of the rest; every prediction missing is an error.
+No Django, no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runners.evaluation.metrics import Rows
+from runners.evaluation.spec import EvaluationError, EvaluationSpec, Predict, Predictions
+
+MAX_LISTED = 10
+MAX_DETAIL = 300
+
+
+def as_text(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Class labels as text (object array, None where missing), so a class 1 read from CSV and a
+    model's 1.0 are the same class."""
+    series = pd.Series(values)
+    text = series.astype(str)
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        numbers = series.astype("float64")
+        finite = numbers[np.isfinite(numbers)]
+        if (finite == np.round(finite)).all():
+            text = numbers.fillna(0).astype("int64").astype(str)
+    return text.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+
+
+def _listed(values: Any) -> str:
+    values = [repr(value) for value in list(values)[:MAX_LISTED]]
+    return ", ".join(values) + (" ..." if len(values) == MAX_LISTED else "")
+
+
+def check_frame(frame: Any, spec: EvaluationSpec) -> list[str]:
+    """The feature columns; raises ``EvaluationError`` for an empty frame or an absent column."""
+    if not isinstance(frame, pd.DataFrame):
+        raise EvaluationError("frame", f"give a pandas DataFrame, not {type(frame).__name__}")
+    if frame.empty:
+        raise EvaluationError("frame", "the frame has no rows")
+    columns = set(frame.columns)
+    named = {
+        "target": (spec.target,),
+        "features": spec.features or (),
+        "sensitive_attributes": spec.sensitive_attributes,
+        "slice_columns": spec.slice_columns,
+    }
+    for field, wanted in named.items():
+        absent = [column for column in wanted if column not in columns]
+        if absent:
+            raise EvaluationError(
+                field,
+                f"column {_listed(absent)} not in the frame, whose columns are {_listed(frame.columns)}",
+            )
+    if spec.features is not None:
+        return list(spec.features)
+    return [column for column in frame.columns if column != spec.target]
+
+
+def check_target(truth: pd.Series, spec: EvaluationSpec) -> None:
+    """Refuse a target the task cannot use: no labelled row, a non-numeric regression target, a
+    single class, a positive label that is not a class."""
+    if truth.empty:
+        raise EvaluationError("target", f"every row's {spec.target!r} is missing")
+    if spec.task == "regression":
+        if not pd.api.types.is_numeric_dtype(truth) or pd.api.types.is_bool_dtype(truth):
+            raise EvaluationError("target", f"a regression needs a numeric target; {spec.target!r} is not")
+        return
+    classes = pd.unique(as_text(truth))
+    if spec.positive_label is not None and spec.positive_label not in classes:
+        near = [label for label in classes if str(label).strip() == spec.positive_label.strip()]
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise EvaluationError(
+            "positive_label",
+            f"{spec.positive_label!r} is not a class of {spec.target!r} ({_listed(classes)}){hint}",
+        )
+    if len(classes) < 2:
+        raise EvaluationError(
+            "target",
+            f"only one class ({classes[0]!r}) in {len(truth)} labelled rows: classification metrics need two",
+        )
+
+
+def call_predictor(predict: Predict, features: pd.DataFrame) -> Predictions:
+    """The model's predictions for ``features``, checked for shape and probability range.
+
+    A model that raises is reported as ``EvaluationError("predictor", ...)`` with its error: the
+    gate records why it could not evaluate rather than failing its job.
+    """
+    try:
+        predictions = predict(features)
+    except Exception as exc:  # the model is user code: any failure is the model's, reported
+        # Bounded: a library's error can run to paragraphs, and this lands in a JSON report.
+        detail = str(exc) if len(str(exc)) <= MAX_DETAIL else str(exc)[:MAX_DETAIL] + " ..."
+        raise EvaluationError("predictor", f"the model failed: {type(exc).__name__}: {detail}") from exc
+    if not isinstance(predictions, Predictions):
+        raise EvaluationError("predictor", f"returned {type(predictions).__name__}, not Predictions")
+    rows = len(features)
+    labels = np.asarray(predictions.labels)
+    if labels.ndim != 1 or labels.shape[0] != rows:
+        raise EvaluationError("predictions", f"{labels.shape} labels for {rows} rows; give one per row")
+    proba = predictions.proba
+    if proba is not None:
+        try:
+            proba = np.asarray(proba, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise EvaluationError("predictions", f"probabilities are not numbers: {exc}") from exc
+        if proba.ndim != 1 or proba.shape[0] != rows:
+            raise EvaluationError(
+                "predictions",
+                f"{proba.shape} probabilities for {rows} rows; give the positive class's, one per row",
+            )
+        outside = int(np.sum((proba < 0) | (proba > 1)))
+        if outside:
+            raise EvaluationError("predictions", f"{outside} probabilities outside [0, 1]")
+    return Predictions(labels=labels, proba=proba)
+
+
+def label_rows(truth: pd.Series, predictions: Predictions, spec: EvaluationSpec) -> tuple[Rows, np.ndarray]:
+    """The labelled rows and the mask (shape (rows,)) of those with a prediction.
+
+    Raises ``EvaluationError("predictions", ...)`` when every prediction is missing, or when a
+    regression's predictions are not numbers.
+    """
+    if spec.task == "regression":
+        try:
+            predicted = pd.to_numeric(pd.Series(predictions.labels), errors="raise").to_numpy(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise EvaluationError("predictions", f"regression predictions must be numbers: {exc}") from exc
+        kept = np.isfinite(predicted)
+        _refuse_all_missing(kept)
+        rows = Rows("regression", truth.to_numpy(np.float64)[kept], predicted[kept])
+        return rows, kept
+    predicted_text = as_text(predictions.labels)
+    kept = pd.notna(predicted_text)
+    if predictions.proba is not None:
+        kept &= np.isfinite(predictions.proba)
+    _refuse_all_missing(kept)
+    truth_text = as_text(truth)[kept]
+    # The positive class stays a class even when its rows all lost their prediction.
+    extra = set() if spec.positive_label is None else {spec.positive_label}
+    classes = tuple(sorted(set(truth_text) | set(predicted_text[kept]) | extra))
+    index = {label: position for position, label in enumerate(classes)}
+    positive = None if spec.positive_label is None else index[spec.positive_label]
+    unavailable = None
+    if positive is None:
+        unavailable = (
+            "multiclass evaluation: probability metrics need positive_label (one class against the rest)"
+        )
+    elif predictions.proba is None:
+        unavailable = "the model gives no probabilities"
+    rows = Rows(
+        "classification",
+        np.array([index[label] for label in truth_text], dtype=np.int64),
+        np.array([index[label] for label in predicted_text[kept]], dtype=np.int64),
+        classes=classes,
+        positive=positive,
+        proba=None if predictions.proba is None or positive is None else predictions.proba[kept],
+        unavailable=unavailable,
+    )
+    return rows, kept
+
+
+def _refuse_all_missing(kept: np.ndarray) -> None:
+    if not kept.any():
+        raise EvaluationError("predictions", f"all {kept.size} predictions are missing (NaN)")
