@@ -74,17 +74,17 @@ def check_target(truth: pd.Series, spec: EvaluationSpec) -> None:
             raise EvaluationError("target", f"a regression needs a numeric target; {spec.target!r} is not")
         return
     classes = pd.unique(as_text(truth))
+    if len(classes) < 2:
+        raise EvaluationError(
+            "target",
+            f"only one class ({classes[0]!r}) in {len(truth)} labelled rows: classification metrics need two",
+        )
     if spec.positive_label is not None and spec.positive_label not in classes:
         near = [label for label in classes if str(label).strip() == spec.positive_label.strip()]
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise EvaluationError(
             "positive_label",
             f"{spec.positive_label!r} is not a class of {spec.target!r} ({_listed(classes)}){hint}",
-        )
-    if len(classes) < 2:
-        raise EvaluationError(
-            "target",
-            f"only one class ({classes[0]!r}) in {len(truth)} labelled rows: classification metrics need two",
         )
 
 
