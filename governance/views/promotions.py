@@ -122,6 +122,8 @@ def _detail_page(
         "comparison": _shown(compare_model_versions(candidate, holder)) if holder else None,
         "candidate_alerts": _open_alerts(candidate, user),
         "holder_alerts": _open_alerts(holder, user) if holder else [],
+        "candidate_check": _latest_check(candidate, user),
+        "holder_check": _latest_check(holder, user) if holder else None,
         # Which buttons to show; the actions ask the same rules again inside their transaction.
         "may_decide": is_pending and not promotion_decision_refusal(user, promotion),
         "may_cancel": is_pending and may_cancel_promotion(user, promotion),
@@ -149,6 +151,13 @@ def _open_alerts(version, user) -> list:
     accessor: governance does not import monitoring)."""
     alerts = version.alerts.restrict(user).unresolved().select_related("model_version__model", "owner")
     return list(alerts.order_by("severity", "-last_seen_at")[:10])
+
+
+def _latest_check(version, user):
+    """The version's newest finished drift check the user may see, for its verdicts (through the
+    reverse accessor: governance does not import monitoring); None without one."""
+    checks = version.drift_checks.restrict(user).filter(state="succeeded")
+    return checks.order_by("-finished_at", "-id").first()
 
 
 @login_required

@@ -485,6 +485,14 @@ def test_the_approver_sees_the_candidate_beside_production_with_its_open_alerts(
     assert f"<td>{format_number(rmse)}</td><td>1</td>" in page
     assert str(rmse) not in page
     assert "<th>unresolved alerts</th><td>1</td><td>0</td>" in page
+    # The newest drift check of each, with its verdicts, and the signatures side by side.
+    assert f'<a href="{drifted_check.get_absolute_url()}">#{drifted_check.pk}</a>' in page
+    assert "Data drift: 2 of 12 columns" in page
+    assert "<th>drift, newest check</th>" in page
+    assert "no check yet" in page  # production's version has none
+    assert registered_version.signature
+    for key in registered_version.signature:
+        assert f"signature: <code>{key}</code>" in page
     assert alert.title in page
     assert f"?a={registered_version.pk}&amp;b={version_2.pk}" in page
 
