@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -272,6 +273,28 @@ def do_cancel_promotion(*, promotion_request: PromotionRequest, actor: User | No
     return request
 
 
+def _approver_addresses(team_id: int, requester_id: int) -> list[str]:
+    """The addresses of ``team_id``'s active approvers other than the requester, sorted. An
+    address that is not one (an identity provider's claim is stored as given: a newline in it
+    made Django refuse the whole mail) is left out and logged, so the others are still told."""
+    emails = (
+        get_user_model()
+        .objects.filter(is_active=True, memberships__team_id=team_id, memberships__role=TeamRole.APPROVER)
+        .exclude(pk=requester_id)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    addresses = []
+    for email in sorted(emails):
+        try:
+            validate_email(email)
+        except ValidationError:
+            logger.warning("approver address %r is not an email address; not mailed", email)
+            continue
+        addresses.append(email)
+    return addresses
+
+
 def notify_approvers(*, now: datetime.datetime | None = None, limit: int = 50) -> int:
     """Email the team's approvers (active, with an address, not the requester) each pending
     request they have not been told of; returns how many requests were notified.
@@ -281,7 +304,9 @@ def notify_approvers(*, now: datetime.datetime | None = None, limit: int = 50) -
     row lock (``skip_locked``: two workers never both send it), the mail sent, then
     ``approvers_notified_at`` stamped and audited (``promotion_request.notify``) in the same
     transaction; a crash between the send and the commit sends it again. A mail server that
-    refuses leaves the request for the next run. Nobody to tell (no approver with an address) is
+    refuses leaves the request for the next run, as does one whose mail Django cannot compose
+    (logged; the others are still sent). An approver whose address is not one is not mailed
+    (``_approver_addresses``). Nobody to tell (no approver with an address) is
     recorded too, so the audit trail shows that nobody was told.
     """
     now = now or timezone.now()
@@ -305,15 +330,7 @@ def notify_approvers(*, now: datetime.datetime | None = None, limit: int = 50) -
             if request is None:
                 continue
             version, team = request.model_version, request.model_version.model.team
-            recipients = sorted(
-                get_user_model()
-                .objects.filter(
-                    is_active=True, memberships__team_id=team.pk, memberships__role=TeamRole.APPROVER
-                )
-                .exclude(pk=request.requested_by_id)
-                .exclude(email="")
-                .values_list("email", flat=True)
-            )
+            recipients = _approver_addresses(team.pk, request.requested_by_id)
             if recipients:
                 alerts = "".join(
                     f"\nUnresolved critical alert #{alert['id']} (acknowledged by the requester): "
@@ -334,6 +351,13 @@ def notify_approvers(*, now: datetime.datetime | None = None, limit: int = 50) -
                         recipient_list=recipients,
                     )
                 except OSError:  # SMTP refused, unreachable or timed out: the next run tries again
+                    continue
+                except ValueError:
+                    # A header Django refuses (BadHeaderError): this request is left for the next
+                    # run, and the others are still sent (an exception here stopped every run).
+                    logger.exception(
+                        "could not compose the approvers' mail of promotion request #%s", request.pk
+                    )
                     continue
             request.approvers_notified_at = now
             request.save(update_fields=["approvers_notified_at"])
