@@ -238,7 +238,8 @@ class DriftCheck(Delivered):
     def verdicts(self) -> list[Verdict]:
         """The check's three verdicts, each on its own (issue 14, one verdict language): data drift
         (the columns; "dataset drift" once the drifted share reaches ``drift_share``), prediction
-        drift and performance drift. A kind the check did not measure says so; none while running.
+        drift and performance drift. A kind the check did not measure (for data, no column got a
+        verdict) says so; none while running.
         """
         if self.state != CheckState.SUCCEEDED:
             return []
@@ -248,6 +249,9 @@ class DriftCheck(Delivered):
             data = Verdict("data", "drift", "Dataset drift", f"{drifted} of {tested} columns")
         elif drifted:
             data = Verdict("data", "warning", "Data drift", f"{drifted} of {tested} columns")
+        elif not tested:
+            # Every column too short, empty or failed: no column said "no drift" either.
+            data = Verdict("data", "not-measured", "Data drift not measured", "no column tested")
         else:
             data = Verdict("data", "no-drift", "No data drift")
         prediction = self.prediction or {}

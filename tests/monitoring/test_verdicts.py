@@ -13,7 +13,7 @@ from monitoring.actions.alerts import do_acknowledge_alert
 from monitoring.actions.checks import CheckOutcome
 from monitoring.actions.monitors import do_create_monitor
 from monitoring.models import Alert, CurrentSource
-from tests.monitoring.conftest import CLEAN, T0, finish_check
+from tests.monitoring.conftest import CLEAN, HUM_DRIFT, T0, TEMP_OK, finish_check
 
 pytestmark = pytest.mark.django_db
 
@@ -129,3 +129,19 @@ def test_the_alert_list_keeps_acknowledged_alerts_in_view(client, monitor, scien
     # The API takes the same filter.
     answer = client.get("/api/alerts/?state=unresolved").json()
     assert [row["id"] for row in answer["results"]] == [alert.pk]
+
+
+def test_a_check_that_tested_no_column_does_not_say_no_data_drift(monitor, scientist):
+    # Every column too short or empty: it said "No data drift" though no column had a verdict.
+    untested = CheckOutcome(
+        results=[
+            dict(TEMP_OK, status="insufficient_data", is_drifted=False, score=None, method=None),
+            dict(HUM_DRIFT, status="no_data", is_drifted=False, score=None, method=None),
+        ],
+        is_dataset_drift=False,
+        drifted_count=0,
+        drifted_fraction=0.0,
+    )
+    check = finish_check(monitor, untested, T0, scientist)
+    data = check.verdicts[0]
+    assert (data.status, data.label) == ("not-measured", "Data drift not measured: no column tested")
