@@ -18,7 +18,7 @@ from governance.tasks import notify_approvers
 from monitoring.actions.checks import CheckOutcome, do_finish_drift_check, do_request_drift_check
 from monitoring.models import Alert
 from tests.conftest import PASSWORD, _user
-from tests.monitoring.conftest import BREACH, T0, finish_check
+from tests.monitoring.conftest import BREACH, HUM_DRIFT, T0, TEMP_OK, finish_check
 
 pytestmark = pytest.mark.django_db
 
@@ -185,3 +185,37 @@ def test_a_recorded_id_out_of_range_is_shown_bare(
     for viewer in (compliance_officer, scientist):
         client.force_login(viewer)
         assert client.get(f"/audit/{event.pk}/").status_code == 200
+
+
+# 5. Charts with odd figures and names.
+
+
+def test_charts_take_odd_scores_and_hostile_names(client, monitor, scientist, owner):
+    hostile = "</script><script>alert(1)</script>"
+    odd = CheckOutcome(
+        results=[
+            # JSON columns hold no NaN or infinity (the engine stores them as null).
+            dict(HUM_DRIFT, column=hostile, score=None, threshold=0.1),
+            dict(HUM_DRIFT, column="negative", score=-1.0, threshold=0.0),
+            dict(HUM_DRIFT, column="huge", score=1e308, threshold=1e-308),
+            *(dict(TEMP_OK, column=f"c{i}") for i in range(300)),
+        ],
+        is_dataset_drift=True,
+        drifted_count=3,
+        drifted_fraction=0.01,
+        prediction={"column": "prediction"},
+        performance={"metrics": {}},
+        is_performance_drift=False,
+    )
+    check = finish_check(monitor, odd, T0, scientist)
+    client.force_login(owner)
+    for path in (
+        check.get_absolute_url(),
+        monitor.get_absolute_url(),
+        f"{monitor.get_absolute_url()}?column={hostile}",
+        f"{monitor.get_absolute_url()}?column=huge",
+        Alert.objects.get().get_absolute_url(),
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert "<script>alert(1)" not in answer.content.decode()
