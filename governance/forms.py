@@ -254,6 +254,14 @@ class ApiTokenForm(forms.Form):
     )
 
 
+class AlertAcknowledgementField(forms.TypedMultipleChoiceField):
+    """Alert ids ticked on the page: any id is taken (an alert resolved since the page was shown
+    is not an error); the action decides whether they cover the alerts open now."""
+
+    def valid_value(self, value: Any) -> bool:
+        return str(value).isascii() and str(value).isdigit() and len(str(value)) <= 19
+
+
 class PromotionRequestForm(forms.Form):
     # Any alias name; the action checks MLflow's alias rule (issue 9).
     alias = forms.CharField(
@@ -265,11 +273,25 @@ class PromotionRequestForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="What the approver should know."
     )
-    acknowledge_alerts = forms.BooleanField(
+    acknowledge_alerts = AlertAcknowledgementField(
         required=False,
-        label="I have read this version's unresolved critical alerts and request it anyway",
-        help_text="Needed only when the version has one; the approver sees what you acknowledged.",
+        coerce=int,
+        widget=forms.CheckboxSelectMultiple,
+        label="I have read these unresolved critical alerts and request this version anyway",
+        help_text="The approver sees what you acknowledged.",
     )
+
+    def __init__(self, *args: Any, critical_alerts: list[dict[str, Any]] | None = None, **kwargs: Any):
+        """``critical_alerts`` (``actions.promotions.critical_alerts``): one box each, so an alert
+        raised after the page was shown is one the requester has not ticked (issue 14). Without
+        any, no boxes."""
+        super().__init__(*args, **kwargs)
+        if critical_alerts:
+            self.fields["acknowledge_alerts"].choices = [
+                (alert["id"], f"Alert #{alert['id']}: {alert['title']}") for alert in critical_alerts
+            ]
+        else:
+            del self.fields["acknowledge_alerts"]
 
 
 class PromotionDecisionForm(forms.Form):

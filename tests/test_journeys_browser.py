@@ -535,7 +535,8 @@ def test_the_model_owner_reads_the_alert_acknowledges_it_and_requests_promotion(
     assert not PromotionRequest.objects.filter(model_version=v2).exists()
     journey.shot(page, "request-refused")
 
-    page.get_by_label("I have read this version's unresolved critical alerts").check()
+    # One box per alert she read: an alert raised since would be one she has not ticked.
+    page.get_by_label(f"Alert #{alert.pk}: {alert.title}").check()
     page.get_by_role("button", name="Request promotion").click()
     promotion = PromotionRequest.objects.get(model_version=v2)
     expect(page.locator("h1")).to_have_text(f"Promotion request #{promotion.pk} {v2} to production")
@@ -639,10 +640,17 @@ def test_the_approver_reads_the_context_of_a_request_and_approves_it(
     assert rows["training data: dataset"] == ["bike-sharing-hourly", "bike-sharing-hourly", ""]
     assert rows["training data: sha256"] == [training.sha256, training.sha256, ""]
     assert rows["unresolved alerts"] == ["1", "0", ""]
+    # Each one's newest drift check with its verdicts: v2's breached, v1 has none.
+    assert rows["drift, newest check"] == [
+        f"#{candidate.check.pk} Data drift: 2 of 12 columns Prediction drift not measured "
+        "Performance not measured",
+        "no check yet",
+        "",
+    ]
     # All of it within the page: the hashes wrap in their cells (the table was pushed 170 px past
     # the panel, with its "differs" badge out of sight) and the badge stays on one line.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    differs = context.locator("table.compare .badge")
+    differs = context.locator("table.compare tr.differs .badge")
     expect(differs).to_have_text(["differs"])
     badge_height = differs.bounding_box()["height"]
     assert badge_height < 1.5 * acknowledged.locator(".badge").bounding_box()["height"]

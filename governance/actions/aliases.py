@@ -99,6 +99,7 @@ def do_set_alias(
             alias=alias,
             reason=f"asked to set alias {alias} directly",
             actor=actor,
+            door="alias",
         )
         approvers = team_approvers(model.team_id)
     # Raised after the commit: the request stays open for the approvers.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -70,15 +71,20 @@ def open_promotion_request(
     alias: str,
     reason: str,
     actor: User,
-    acknowledge_alerts: bool = False,
+    acknowledge_alerts: bool | Collection[int] = False,
+    door: str = "request",
 ) -> tuple[PromotionRequest, bool]:
     """The pending request for ``version`` to hold ``alias`` (created, audited, if none is pending)
     and whether it was created. The caller holds the model's lock in its transaction and has
     checked the alias name and that the version may hold an alias.
 
     A version with an unresolved critical alert is asked for only with ``acknowledge_alerts``
-    (issue 14): the alerts acknowledged are stored on the request and in its audit event, for the
-    approver to read. Without it, ValidationError naming the alerts.
+    (issue 14): True acknowledges those unresolved now; a collection of alert ids (the boxes a
+    person ticked on the page they read) must hold every one of them, so an alert raised after
+    the page was shown is refused, not acknowledged unseen. The alerts acknowledged are stored on
+    the request and in its audit event, for the approver to read. Otherwise ValidationError naming
+    the alerts; ``door="alias"`` (setting a protected alias, which cannot acknowledge) says where
+    to request instead.
     """
     pending = PromotionRequest.objects.filter(
         model_version=version, alias=alias, state=PromotionRequest.State.PENDING
@@ -86,13 +92,21 @@ def open_promotion_request(
     if pending is not None:
         return pending, False
     alerts = critical_alerts(version)
-    if alerts and not acknowledge_alerts:
-        listed = "; ".join(f"#{alert['id']} {alert['title']}" for alert in alerts)
+    if acknowledge_alerts is True:
+        unread = []
+    else:
+        ticked = set() if acknowledge_alerts is False else set(acknowledge_alerts)
+        unread = [alert for alert in alerts if alert["id"] not in ticked]
+    if unread:
+        listed = "; ".join(f"#{alert['id']} {alert['title']}" for alert in unread)
+        how = (
+            "this door cannot acknowledge them: request the promotion on the version's page or with "
+            "POST /api/promotion-requests/ and acknowledge_alerts"
+            if door == "alias"
+            else "read them, then request again acknowledging them"
+        )
         raise ValidationError(
-            {
-                "acknowledge_alerts": f"{version} has unresolved critical alerts ({listed}); "
-                "read them, then request again acknowledging them"
-            }
+            {"acknowledge_alerts": f"{version} has unresolved critical alerts ({listed}); {how}"}
         )
     request = PromotionRequest.objects.create(
         model_version=version,
@@ -119,7 +133,7 @@ def do_request_promotion(
     alias: str = "production",
     reason: str = "",
     actor: User | None,
-    acknowledge_alerts: bool = False,
+    acknowledge_alerts: bool | Collection[int] = False,
 ) -> PromotionRequest:
     """Ask for ``model_version`` to hold ``alias`` (any name under MLflow's alias rule,
     ``checks.check_alias_name``); the team's model owners and data scientists (and platform

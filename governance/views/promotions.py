@@ -44,6 +44,7 @@ RELATIONS = ("model_version__model__team", "requested_by", "decided_by")
 
 def promotion_panel(user: AbstractBaseUser | AnonymousUser, version: ModelVersion) -> dict[str, Any]:
     """Context for ``includes/promotions_panel.html`` on a model version's page."""
+    alerts = critical_alerts(version)
     return {
         "aliases": ModelAlias.objects.restrict(user)
         .filter(model=version.model_id)
@@ -52,8 +53,8 @@ def promotion_panel(user: AbstractBaseUser | AnonymousUser, version: ModelVersio
         .filter(model_version=version)
         .select_related(*RELATIONS)[:20],
         "may_request_promotion": may_request_promotion(user, version.model.team_id),
-        "promotion_form": PromotionRequestForm(),
-        "critical_alerts": critical_alerts(version),
+        "promotion_form": PromotionRequestForm(critical_alerts=alerts),
+        "critical_alerts": alerts,
     }
 
 
@@ -61,15 +62,17 @@ def promotion_panel(user: AbstractBaseUser | AnonymousUser, version: ModelVersio
 def promotion_request_create(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask for model version ``pk`` to hold an alias; GET shows the form on its own page."""
     version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
+    alerts = critical_alerts(version)
     return form_view(
         request,
-        PromotionRequestForm(request.POST or None),
+        PromotionRequestForm(request.POST or None, critical_alerts=alerts),
         lambda data: do_request_promotion(
             model_version=version,
             alias=data["alias"],
             reason=data["reason"],
             actor=request.user,
-            acknowledge_alerts=data["acknowledge_alerts"],
+            # The boxes ticked: an alert raised after the page was shown is not among them.
+            acknowledge_alerts=data.get("acknowledge_alerts", []),
         ),
         success=lambda promotion: reverse("promotion_detail", args=[promotion.pk]),
         success_message=lambda promotion: (
@@ -81,7 +84,7 @@ def promotion_request_create(request: HttpRequest, pk: int) -> HttpResponse:
             "title": f"Promote {version}",
             "submit_label": "Request promotion",
             "cancel_url": version.get_absolute_url(),
-            "critical_alerts": critical_alerts(version),
+            "critical_alerts": alerts,
         },
     )
 

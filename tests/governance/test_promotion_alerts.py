@@ -15,8 +15,9 @@ from governance.models import AuditEvent, PromotionRequest
 from governance.tasks import notify_approvers
 from monitoring.actions.alerts import do_acknowledge_alert
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
-from monitoring.models import Alert
-from tests.monitoring.conftest import BREACH
+from monitoring.actions.monitors import do_create_monitor
+from monitoring.models import Alert, CurrentSource
+from tests.monitoring.conftest import BREACH, T0, finish_check
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +79,11 @@ def test_the_web_form_lists_the_alerts_and_needs_the_box_ticked(
     assert "(acknowledge_alerts)" not in page  # the API's field name meant nothing on the page
     assert not PromotionRequest.objects.exists()
 
-    made = client.post(url, {"alias": "production", "reason": "better on 2012", "acknowledge_alerts": "on"})
+    # One box per alert, by id: ticking an alert acknowledges that alert.
+    assert f'name="acknowledge_alerts" value="{critical_alert.pk}"' in page
+    made = client.post(
+        url, {"alias": "production", "reason": "better on 2012", "acknowledge_alerts": [critical_alert.pk]}
+    )
     promotion = PromotionRequest.objects.get()
     assert made["Location"] == reverse("promotion_detail", args=[promotion.pk])
 
@@ -148,3 +153,51 @@ def test_a_mail_server_that_is_down_leaves_the_request_for_the_next_run(
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     assert notify_approvers() == 1
     assert [message.to for message in mail.outbox] == [[approver.email]]
+
+
+def test_an_alert_raised_after_the_page_was_read_is_not_acknowledged_unseen(
+    client, scientist, registered_version, current_dataset_version, critical_alert
+):
+    client.force_login(scientist)
+    url = reverse("promotion_request_create", args=[registered_version.pk])
+    assert f'value="{critical_alert.pk}"' in client.get(url).content.decode()
+    # While she reads, a critical monitor breaches: a second alert, one she has not seen.
+    monitor = do_create_monitor(
+        model_version=registered_version,
+        name="critical",
+        source=CurrentSource.DATASET,
+        current_dataset=current_dataset_version.dataset,
+        severity="critical",
+        actor=scientist,
+    )
+    finish_check(monitor, BREACH, T0, scientist)
+    raised = Alert.objects.exclude(pk=critical_alert.pk).get()
+
+    refused = client.post(url, {"alias": "production", "acknowledge_alerts": [critical_alert.pk]})
+
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    assert f"(#{raised.pk} {raised.title})" in page  # only the unseen one is named
+    assert f"#{critical_alert.pk} " not in page.split("errorlist")[1]
+    assert not PromotionRequest.objects.exists()
+    # The page now offers both boxes; ticking both makes the request.
+    assert f'value="{raised.pk}"' in page
+    made = client.post(url, {"alias": "production", "acknowledge_alerts": [critical_alert.pk, raised.pk]})
+    assert made.status_code == 302
+    assert {a["id"] for a in PromotionRequest.objects.get().acknowledged_alerts} == {
+        critical_alert.pk,
+        raised.pk,
+    }
+
+
+def test_the_alias_door_says_where_the_alerts_can_be_acknowledged(
+    client_for, scientist, registered_version, critical_alert
+):
+    answer = client_for(scientist).put(
+        f"/api/models/{registered_version.model_id}/aliases/production/",
+        {"version": registered_version.version},
+        format="json",
+    )
+    assert answer.status_code == 400
+    assert "this door cannot acknowledge them" in answer.json()["acknowledge_alerts"][0]
+    assert "POST /api/promotion-requests/" in answer.json()["acknowledge_alerts"][0]
