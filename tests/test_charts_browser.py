@@ -63,6 +63,11 @@ def test_each_pages_charts_are_drawn(page, model_version, current_dataset_versio
     page.goto(monitor.get_absolute_url())
     drawn(page, "#drift-share", 1)
     drawn(page, "#column-score", 1)
+    # A lone check: the time axis spans a day each side (it ran over years), and the threshold,
+    # a line of one point that drew nothing, is drawn across the plot.
+    for chart in ("#drift-share", "#column-score"):
+        expect(page.locator(chart)).to_have_attribute("data-x-span", str(2 * 86400))
+        expect(page.locator(chart)).to_have_attribute("data-thresholds-across", "1")
     monitored.refresh_from_db()
     most = column_scores(monitored)[0]["column"]
     expect(page.locator("#column-score figcaption")).to_contain_text(f"Score of {most} per check")

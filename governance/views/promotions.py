@@ -122,7 +122,8 @@ def _detail_page(
         "current": current,
         # What an approver decides on: the candidate beside the version the alias holds now.
         "holder": holder,
-        "comparison": _shown(compare_model_versions(candidate, holder)) if holder else None,
+        # Without a holder, the candidate's own figures (compared with itself: one column shown).
+        "comparison": _shown(compare_model_versions(candidate, holder or candidate)),
         "candidate_alerts": _open_alerts(candidate, user),
         "holder_alerts": _open_alerts(holder, user) if holder else [],
         "candidate_check": _latest_check(candidate, user),

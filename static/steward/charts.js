@@ -266,24 +266,65 @@
       scales.x.range = function (u, min, max) { return [min - 0.5, max + 0.5]; };
       scales.y = { range: function (u, min, max) { return [0, Math.max(max, 1) * 1.1]; } };
     }
+    // One position (a monitor's first check): uPlot would stretch the axis over years and a line
+    // of one point draws nothing, so the axis gets a day (or a step) each side, values show as
+    // points, and each threshold is drawn across the plot by the hook below.
+    var single = !isBar && data.x.values.length === 1;
+    if (single) {
+      // A fixed range: uPlot widens a zero-width time range its own way whatever range function
+      // it is given.
+      var pad = data.x.time ? 86400 : 1;
+      var at = data.x.values[0];
+      scales.x.auto = false;
+      scales.x.range = [at - pad, at + pad];
+    }
     var index = 0;
     var series = [{ label: data.x.label, value: function (u, v) { return labels.has(v) ? labels.get(v) : v; } }];
+    var acrossPlot = [];
     data.series.forEach(function (s) {
       if (s.threshold) {
         series.push({ label: s.label, stroke: "#b42318", width: 1.5, dash: [6, 4], points: { show: false } });
+        if (single && s.values[0] !== null) acrossPlot.push(s.values[0]);
       } else {
         var stroke = COLOURS[index++ % COLOURS.length];
         series.push(isBar
           ? { label: s.label, stroke: stroke, fill: stroke + "99", width: 1, paths: uPlot.paths.bars({ size: [0.6, 48] }), points: { show: false } }
-          : { label: s.label, stroke: stroke, width: 1.5 });
+          : single
+            ? { label: s.label, stroke: stroke, width: 1.5, points: { show: true, size: 7 } }
+            : { label: s.label, stroke: stroke, width: 1.5 });
       }
     });
+    var figure = this.figure;
+    figure.setAttribute("data-thresholds-across", String(acrossPlot.length));
+    // What the x axis spans (seconds on a time axis), once uPlot has set it: for whoever checks
+    // a lone point's axis.
+    var hooks = { setScale: [function (u, key) {
+      if (key === "x") figure.setAttribute("data-x-span", String(u.scales.x.max - u.scales.x.min));
+    }] };
+    if (acrossPlot.length) {
+      hooks.draw = [function (u) {
+        var ctx = u.ctx;
+        ctx.save();
+        ctx.strokeStyle = "#b42318";
+        ctx.lineWidth = 1.5 * devicePixelRatio;
+        ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
+        acrossPlot.forEach(function (value) {
+          var y = u.valToPos(value, "y", true);
+          ctx.beginPath();
+          ctx.moveTo(u.bbox.left, y);
+          ctx.lineTo(u.bbox.left + u.bbox.width, y);
+          ctx.stroke();
+        });
+        ctx.restore();
+      }];
+    }
     return {
       width: Math.max(this.canvas.clientWidth, 240),
       height: this.height,
       scales: scales,
       axes: [xAxis, { label: data.y.label, values: function (u, splits) { return splits.map(formatNumber); } }],
       series: series,
+      hooks: hooks,
     };
   };
 

@@ -502,6 +502,11 @@ def test_a_first_promotion_has_nothing_to_compare_with(client, scientist, approv
     client.force_login(approver)
     page = client.get(reverse("promotion_detail", args=[first.pk])).content.decode()
     assert "No version holds production yet" in page
+    # Still, the approver reads the candidate's own figures: one column, no "differs".
+    metric, value = next(iter(registered_version.metrics.items()))
+    assert f"<th><code>{metric}</code></th><td>{format_number(value)}</td></tr>" in page
+    assert '<th>drift, newest check</th><td><span class="muted">no check yet</span></td></tr>' in page
+    assert "differs" not in page
     # Once approved, the version holds the alias: the page says so, not that nobody does.
     do_approve_promotion(promotion_request=first, actor=approver)
     page = client.get(reverse("promotion_detail", args=[first.pk])).content.decode()
