@@ -8,6 +8,8 @@ from monitoring.models import Alert, AlertState, Channel, DriftCheck, Escalation
 
 
 class DriftCheckFilterSet(RestrictedFilterSet):
+    is_dataset_drift = django_filters.BooleanFilter(label="Dataset drifted")
+
     class Meta:
         model = DriftCheck
         fields = ["model_version", "monitor", "state", "is_dataset_drift", "team"]

@@ -121,11 +121,11 @@ def test_the_event_page_marks_a_sequenced_event_verified(
 
     page = _event_page(client, event)
     assert '<span class="badge badge-succeeded">Verified</span>' in page
-    assert "(leaf 2 of 5)" in page
+    assert "(leaf index 2, counted from 0 as RFC 6962 does, in a tree of 5)" in page
     client.force_login(scientist)
     page = _event_page(client, event)
     assert '<span class="badge badge-succeeded">Verified</span>' in page
-    assert "(leaf 2 of 5)" not in page  # tree positions count every team's events
+    assert "leaf index 2" not in page  # tree positions count every team's events
 
 
 def test_the_event_page_shows_a_tampered_event_failing(client, dataset, compliance_officer):

@@ -67,7 +67,7 @@ def test_a_scientist_creates_and_edits_a_monitor_on_the_version_page(client, reg
         60,
     )
     assert f'<a href="/monitors/{monitor.pk}/">nightly</a>' in page
-    assert "every 60 min" in page
+    assert "hourly" in page
 
 
 def test_the_monitor_form_names_the_bad_field(client, registered_version, scientist):

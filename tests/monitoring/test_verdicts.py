@@ -145,3 +145,15 @@ def test_a_check_that_tested_no_column_does_not_say_no_data_drift(monitor, scien
     check = finish_check(monitor, untested, T0, scientist)
     data = check.verdicts[0]
     assert (data.status, data.label) == ("not-measured", "Data drift not measured: no column tested")
+
+
+def test_a_monitor_says_its_schedule_and_row_filter_as_people_read_them(client, monitor, owner, scientist):
+    from monitoring.actions.monitors import do_update_monitor
+
+    do_update_monitor(monitor=monitor, actor=scientist, schedule_minutes=1440, reference_where={"yr": 0})
+    client.force_login(owner)
+    page = client.get(monitor.get_absolute_url()).content.decode()
+    assert "<dt>Schedule</dt><dd>daily" in page
+    assert "where <code>{&quot;yr&quot;: 0}</code>" in page
+    listed = client.get(monitor.model_version.get_absolute_url()).content.decode()
+    assert "<td>daily</td>" in listed
