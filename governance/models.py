@@ -398,6 +398,103 @@ class ModelVersion(models.Model):
         return settings.ARTIFACT_ROOT / self.artifact
 
 
+class Evaluation(models.Model):
+    """One evaluation of a model version on a dataset version (issue 15): the evaluation engine's
+    spec and results (``runners.evaluation``: ``EvaluationSpec.to_dict()``,
+    ``EvaluationResult.to_dict()``), and, when a champion held the target alias, the champion's
+    results on the same rows and the differences (``Comparison.to_dict()["differences"]``).
+
+    Written only by ``actions.evaluations.do_record_evaluation``; immutable after. A self-reported
+    evaluation (logged with the MLflow client) is shown but never satisfies a promotion gate.
+    """
+
+    class Source(models.TextChoices):
+        STEWARD = "steward", "Evaluated by Steward"
+        SELF_REPORTED = "self_reported", "Self-reported"
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="evaluations")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="evaluations")
+    dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="evaluations"
+    )
+    # The evaluation job lives in runners/, which governance must not import (as source_job_id).
+    job_id = models.PositiveBigIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.STEWARD)
+    spec = models.JSONField(default=dict, help_text="The EvaluationSpec as JSON (EvaluationSpec.to_dict()).")
+    results = models.JSONField(help_text="EvaluationResult.to_dict(): metrics with intervals, curves, ...")
+    champion_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="champion_evaluations"
+    )
+    champion_results = models.JSONField(null=True, blank=True)
+    comparison = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Per metric: {"candidate", "champion", "difference", "ci_low", "ci_high", "is_worse", ..}.',
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = (
+        "team_id",
+        "model_version_id",
+        "dataset_version_id",
+        "job_id",
+        "source",
+        "champion_version_id",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(source__in=["steward", "self_reported"]),
+                name="evaluation_source_is_known",
+                violation_error_message="unknown evaluation source",
+            ),
+            # Steward evaluates on a registered dataset version; a self-reported one may name none.
+            models.CheckConstraint(
+                condition=Q(source="self_reported") | Q(dataset_version__isnull=False),
+                name="evaluation_by_steward_has_dataset_version",
+                violation_error_message="an evaluation by Steward names its dataset version",
+            ),
+            models.CheckConstraint(
+                condition=Q(champion_version__isnull=True) | ~Q(champion_version=F("model_version")),
+                name="evaluation_champion_is_another_version",
+                violation_error_message="a version is not its own champion",
+            ),
+        ]
+        indexes = [models.Index(fields=["model_version", "-created_at"], name="evaluation_version_idx")]
+        ordering = ["-created_at", "-id"]
+
+    # lineage.nodes.visible_nodes labels nodes from these columns, without instances.
+    lineage_label_columns = ("pk", "model_version__model__name", "model_version__version")
+    lineage_url_name = "evaluation_detail"
+
+    def __str__(self) -> str:
+        return self.lineage_label(self.pk, self.model_version.model.name, self.model_version.version)
+
+    def get_absolute_url(self) -> str:
+        return reverse(self.lineage_url_name, args=[self.pk])
+
+    @staticmethod
+    def lineage_label(pk: int | None, model_name: str, version: int) -> str:
+        return f"Evaluation #{pk} of {ModelVersion.lineage_label(model_name, version)}"
+
+    @property
+    def is_self_reported(self) -> bool:
+        return self.source == self.Source.SELF_REPORTED
+
+    @property
+    def primary_metric(self) -> str | None:
+        """The primary metric's name as the engine reported it (None for a self-reported one
+        that did not say)."""
+        value = self.results.get("primary_metric") if isinstance(self.results, dict) else None
+        return value if isinstance(value, str) else None
+
+
 class AuditEventQuerySet(RestrictedQuerySet):
     def update(self, **kwargs):
         raise PermissionError("audit events are append-only")
@@ -459,6 +556,7 @@ class AuditEvent(models.Model):
         "job": "job_detail",
         "driftcheck": "drift_check_detail",
         "alert": "alert_detail",
+        "evaluation": "evaluation_detail",
     }
 
     def object_url(self) -> str | None:

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from governance import oidc
-from governance.views import account, audit, compare, people, promotions, registry, tokens
+from governance.views import account, audit, compare, evaluations, people, promotions, registry, tokens
 
 urlpatterns = [
     path("login/", oidc.LoginView.as_view(), name="login"),
@@ -18,6 +18,7 @@ urlpatterns = [
     path("models/<int:pk>/delete/", registry.model_delete, name="model_delete"),
     path("model-versions/compare/", compare.model_version_compare, name="model_version_compare"),
     path("model-versions/<int:pk>/card/", registry.model_version_card, name="model_version_card"),
+    path("evaluations/<int:pk>/", evaluations.evaluation_detail, name="evaluation_detail"),
     path("audit/", audit.audit_event_list, name="audit_event_list"),
     path("audit/<int:pk>/", audit.audit_event_detail, name="audit_event_detail"),
     path("audit/<int:pk>/proof.json", audit.audit_event_proof, name="audit_event_proof"),

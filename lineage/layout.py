@@ -33,6 +33,7 @@ SHAPES = {
     "model_alias": "tag",
     "monitor": "watch",
     "alert": "alarm",
+    "evaluation": "watch",
 }
 COLOURS = {
     "dataset_version": "#2b6cb0",
@@ -43,6 +44,7 @@ COLOURS = {
     "model_alias": "#0f766e",
     "monitor": "#9c4221",
     "alert": "#c53030",
+    "evaluation": "#805ad5",
 }
 _PALETTE = ("#4a5568", "#805ad5", "#d53f8c", "#319795", "#dd6b20", "#3182ce")
 

@@ -31,6 +31,8 @@ NODE_MODELS: dict[str, str] = {
     "openlineage_job": "runners.OpenLineageJob",
     "openlineage_run": "runners.OpenLineageRun",
     "openlineage_dataset": "runners.OpenLineageDataset",
+    # An evaluation (issue 15): model version + dataset version -> evaluation.
+    "evaluation": "governance.Evaluation",
 }
 
 

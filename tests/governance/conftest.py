@@ -155,3 +155,12 @@ def sso(settings, provider):
         "governance.oidc.StewardOIDCBackend",
     ]
     return provider
+
+
+@pytest.fixture(scope="session")
+def adult_evaluations():
+    """The engine's real evaluations of four adult-income models (``evaluation_helpers``); ~15 s
+    once a session."""
+    from tests.governance.evaluation_helpers import adult_evaluations as build
+
+    return build()

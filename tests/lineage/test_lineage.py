@@ -208,7 +208,7 @@ def test_a_job_cannot_join_two_teams_graphs(model_version, admin, team, other_te
                 "node": [
                     "unknown node type 'pipeline'; "
                     "one of dataset_version, model_version, job, external_dataset, code_version, "
-                    "openlineage_job, openlineage_run, openlineage_dataset"
+                    "openlineage_job, openlineage_run, openlineage_dataset, evaluation"
                 ]
             },
         ),
