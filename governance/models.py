@@ -754,6 +754,42 @@ class ModelAlias(models.Model):
         return f"{self.model.name}@{self.name}"
 
 
+class PromotionGatePolicy(models.Model):
+    """The conditions a version must meet before an approver moves one of the team's protected
+    aliases to it (issue 15's promotion gates): ``conditions`` is a list of ``{"kind", ...}``
+    checked by ``actions.gates.check_conditions`` and evaluated by ``actions.gates.gate_results``.
+
+    A row per (team, alias) rather than a JSON field on Team: each policy has its own audit
+    trail, API row and page, is restricted like every team-owned row, and the protected list
+    (four eyes) stays a separate decision from what a version must show (gates). No row: the
+    alias needs four eyes only, exactly as before gates existed.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="gate_policies")
+    alias = models.CharField(max_length=255)
+    conditions = models.JSONField(
+        default=list, help_text='[{"kind": "metric_bound", "metric": "f1", "min": 0.5}, ...]'
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("team_id", "alias", "conditions")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "alias"], name="one_gate_policy_per_alias")]
+        ordering = ["team__name", "alias"]
+
+    def __str__(self) -> str:
+        return f"Gates of {self.alias} in {self.team.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("gate_policy_detail", args=[self.pk])
+
+
 class PromotionRequest(models.Model):
     """A request to move an alias to a version; approved by an approver other than the requester."""
 
@@ -782,6 +818,22 @@ class PromotionRequest(models.Model):
     approvers_notified_at = models.DateTimeField(
         null=True, blank=True, help_text="When the team's approvers were emailed (actions.promotions)."
     )
+    # Promotion gates (issue 15): what the gates said when the request was made, then at each
+    # decision; the evaluation they read. An override of failing gates is recorded by a first
+    # approver with a written reason and moves the alias only when a second approver approves.
+    gate_results = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"kind", "passed", "detail"}] at the last check (actions.gates).',
+    )
+    evaluation = models.ForeignKey(
+        "Evaluation", null=True, blank=True, on_delete=models.PROTECT, related_name="promotion_requests"
+    )
+    override_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    override_reason = models.TextField(blank=True)
+    override_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -797,9 +849,25 @@ class PromotionRequest(models.Model):
         "decision_reason",
         "acknowledged_alerts",
     )
+    # Added to its audit snapshots only when the alias has gates (actions.promotions), so a team
+    # without a gate policy records exactly what it did before issue 15.
+    gate_audit_fields = ("gate_results", "evaluation_id", "override_by_id", "override_reason")
 
     class Meta:
         constraints = [
+            # An override of failing gates needs two approvers besides the requester (issue 15).
+            models.CheckConstraint(
+                condition=Q(override_by__isnull=True) | ~Q(override_by=F("requested_by")),
+                name="promotion_override_not_by_requester",
+                violation_error_message="the requester may not override the gates of their own request",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="approved")
+                | Q(override_by__isnull=True)
+                | ~Q(decided_by=F("override_by")),
+                name="promotion_override_second_approver",
+                violation_error_message="a second approver, not the one who overrode, approves an override",
+            ),
             # Pending until decided: who decided and when are set exactly when it is not pending.
             models.CheckConstraint(
                 condition=(Q(state="pending") & Q(decided_by__isnull=True) & Q(decided_at__isnull=True))

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.actions.checks import check_alias_name, ensure_can, is_protected_alias
+from governance.actions.gates import describe_failures, gate_results
 from governance.actions.promotions import ensure_may_hold_alias, move_alias, open_promotion_request
 from governance.actions.registered_models import lock_live_model
 from governance.audit import record_audit_event, snapshot
@@ -102,12 +103,19 @@ def do_set_alias(
             door="alias",
         )
         approvers = team_approvers(model.team_id)
+        failing = describe_failures(gate_results(target, alias))
     # Raised after the commit: the request stays open for the approvers.
     raise AliasProtected(
         f"alias {alias!r} of model {model.name} is protected in team {model.team.name}: it moves only "
         f"through an approved promotion request; promotion request #{request.pk} ({target} -> {alias}) "
         f"is pending; who may approve it: {', '.join(approvers) or 'no approver yet in this team'} "
-        "(any approver of the team other than the requester)",
+        "(any approver of the team other than the requester)"
+        + (
+            "; its promotion gates fail, so approval is refused until they pass or two approvers "
+            f"override: {failing}"
+            if failing
+            else ""
+        ),
         request,
         approvers,
     )

@@ -1,5 +1,12 @@
 """Four-eyes promotion of any alias: request, approve (the alias moves in the same transaction),
-reject, cancel. Which aliases need it is the team's ``protected_aliases`` (``actions.aliases``)."""
+reject, cancel. Which aliases need it is the team's ``protected_aliases`` (``actions.aliases``).
+
+Promotion gates (issue 15, ``actions.gates``): where the team has a gate policy for the alias, the
+request records the gates' results when it is made, and approval re-evaluates them. While a gate
+fails, approval is refused unless an approver overrides with a written reason; the override is
+recorded (``promotion_request.override``) and the alias moves only when a second approver, neither
+the requester nor the one who overrode, approves.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from governance.actions.checks import check_alias_name
+from governance.actions.gates import (
+    GateResult,
+    critical_alerts,
+    describe_failures,
+    failing_gates,
+    gate_results,
+    newest_evaluation,
+)
 from governance.audit import record_audit_event, snapshot
 from governance.models import ModelAlias, ModelVersion, PromotionRequest, RegisteredModel, TeamRole
 from governance.permissions import may_cancel_promotion, may_request_promotion, promotion_decision_refusal
@@ -25,11 +40,21 @@ from governance.permissions import may_cancel_promotion, may_request_promotion, 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+__all__ = [
+    "critical_alerts",
+    "do_approve_promotion",
+    "do_cancel_promotion",
+    "do_reject_promotion",
+    "do_request_promotion",
+    "ensure_may_hold_alias",
+    "move_alias",
+    "notify_approvers",
+    "open_promotion_request",
+    "request_snapshot",
+]
+
 logger = logging.getLogger(__name__)
 NOTIFY_TASK = "governance.tasks.notify_approvers"
-
-# monitoring's Severity.CRITICAL, by value: governance does not import monitoring.
-CRITICAL = "critical"
 
 
 def ensure_may_hold_alias(model: RegisteredModel, version: ModelVersion) -> None:
@@ -43,14 +68,6 @@ def ensure_may_hold_alias(model: RegisteredModel, version: ModelVersion) -> None
         )
     if version.status != ModelVersion.Status.READY:
         raise ValidationError({"model_version": f"{version} is {version.status}, not ready"})
-
-
-def critical_alerts(version: ModelVersion) -> list[dict[str, Any]]:
-    """The version's unresolved critical alerts, oldest first, as the request records them:
-    ``[{"id", "title", "state"}]``. Reached through the alerts' reverse accessor and their
-    ``unresolved()`` query, so governance does not import monitoring."""
-    alerts = version.alerts.unresolved().filter(severity=CRITICAL).order_by("id")
-    return [{"id": alert.pk, "title": alert.title, "state": alert.state} for alert in alerts]
 
 
 def _enqueue_notify_approvers() -> None:
@@ -108,12 +125,15 @@ def open_promotion_request(
         raise ValidationError(
             {"acknowledge_alerts": f"{version} has unresolved critical alerts ({listed}); {how}"}
         )
+    gates = gate_results(version, alias)
     request = PromotionRequest.objects.create(
         model_version=version,
         alias=alias,
         reason=reason.strip(),
         requested_by=actor,
         acknowledged_alerts=alerts,
+        gate_results=[gate.as_dict() for gate in gates],
+        evaluation=newest_evaluation(version) if gates else None,
     )
     # Told once committed; beat's run of the same task catches a request whose enqueue failed.
     transaction.on_commit(_enqueue_notify_approvers)
@@ -122,9 +142,27 @@ def open_promotion_request(
         action="promotion_request.create",
         obj=request,
         team_id=model.team_id,
-        after=snapshot(request),
+        after=request_snapshot(request),
     )
     return request, True
+
+
+def request_snapshot(request: PromotionRequest) -> dict[str, Any]:
+    """The request's audit snapshot: its ``audit_fields``, and its gate fields when its alias has
+    gates (a request without gates is recorded as it was before issue 15)."""
+    out = snapshot(request) or {}
+    if request.gate_results or request.override_by_id:
+        out |= _gate_fields(request)
+    return out
+
+
+def _gate_fields(request: PromotionRequest) -> dict[str, Any]:
+    return {
+        "gate_results": request.gate_results,
+        "evaluation_id": request.evaluation_id,
+        "override_by_id": request.override_by_id,
+        "override_reason": request.override_reason,
+    }
 
 
 def do_request_promotion(
@@ -199,31 +237,57 @@ _DECISION_EVENTS: dict[str, str] = {
 }
 
 
-def _decide(request: PromotionRequest, state: str, decision_reason: str, actor: User | None, model) -> None:
-    before = snapshot(request)
+def _decide(
+    request: PromotionRequest,
+    state: str,
+    decision_reason: str,
+    actor: User | None,
+    model,
+    gates: list[GateResult] | None = None,
+) -> None:
+    before = request_snapshot(request)
     request.state = state
     request.decided_by = actor
     request.decided_at = timezone.now()
     request.decision_reason = decision_reason.strip()
-    request.save(update_fields=["state", "decided_by", "decided_at", "decision_reason"])
+    fields = ["state", "decided_by", "decided_at", "decision_reason"]
+    if gates:
+        request.gate_results = [gate.as_dict() for gate in gates]
+        fields.append("gate_results")
+    request.save(update_fields=fields)
     record_audit_event(
         actor=actor,
         action=_DECISION_EVENTS[state],
         obj=request,
         team_id=model.team_id,
         before=before,
-        after=snapshot(request),
+        after=request_snapshot(request),
     )
 
 
 def do_approve_promotion(
-    *, promotion_request: PromotionRequest, decision_reason: str = "", actor: User | None
+    *,
+    promotion_request: PromotionRequest,
+    decision_reason: str = "",
+    override_reason: str = "",
+    actor: User | None,
 ) -> PromotionRequest:
     """Approve a pending request and move its alias to its version, atomically.
 
     The approver holds the approver role in the model's team and is not the requester. The
     model row is locked, so concurrent approvals of one alias apply one after the other, and the
     unique (model, alias) constraint keeps one version per alias whatever happens.
+
+    Gates (``actions.gates``), re-evaluated now: while one fails, ValidationError on ``gates``
+    naming each failing gate, unless
+
+    - ``override_reason`` is given and no override covering these gates is recorded: the
+      override is recorded (``override_by``, ``override_reason``, audited
+      ``promotion_request.override``) and the request stays pending for a second approver;
+    - an override covering the failing gates is recorded by another approver: the request is
+      approved (PermissionDenied when ``actor`` recorded the override: two people must agree).
+
+    A gate that fails since the override was recorded is not covered: a new override is needed.
     """
     with transaction.atomic():
         request, model = _lock_pending_request(promotion_request)
@@ -231,9 +295,59 @@ def do_approve_promotion(
         _ensure_pending(request)
         version = request.model_version
         ensure_may_hold_alias(model, version)
-        _decide(request, PromotionRequest.State.APPROVED, decision_reason, actor, model)
+        gates = gate_results(version, request.alias)
+        failing = failing_gates(gates)
+        if failing and not _override_covers(request, failing):
+            if not override_reason.strip():
+                raise ValidationError(
+                    {
+                        "gates": f"{describe_failures(gates)}. Approval is refused while a gate fails; "
+                        "an approver may override with a written reason (override_reason), which a "
+                        "second approver must then approve"
+                    }
+                )
+            _record_override(request, override_reason, actor, model, gates)
+            return request
+        if failing and actor is not None and actor.pk == request.override_by_id:
+            raise PermissionDenied(
+                "four eyes on an override: you recorded the override of the failing gates; "
+                "a second approver (not the requester) must approve"
+            )
+        _decide(request, PromotionRequest.State.APPROVED, decision_reason, actor, model, gates)
         move_alias(model, request.alias, version, actor)
     return request
+
+
+def _override_covers(request: PromotionRequest, failing: list[GateResult]) -> bool:
+    """Whether the recorded override was made while each of ``failing``'s kinds failed."""
+    if request.override_by_id is None:
+        return False
+    overridden = {gate["kind"] for gate in request.gate_results if gate.get("passed") is False}
+    return {gate.kind for gate in failing} <= overridden
+
+
+def _record_override(
+    request: PromotionRequest, reason: str, actor: User | None, model, gates: list[GateResult]
+) -> None:
+    """The first approver's override of the failing ``gates``: recorded and audited; the request
+    stays pending for a second approver."""
+    before = request_snapshot(request)
+    request.override_by = actor
+    request.override_reason = reason.strip()
+    request.override_at = timezone.now()
+    request.gate_results = [gate.as_dict() for gate in gates]
+    request.evaluation = newest_evaluation(request.model_version)
+    request.save(
+        update_fields=["override_by", "override_reason", "override_at", "gate_results", "evaluation"]
+    )
+    record_audit_event(
+        actor=actor,
+        action="promotion_request.override",
+        obj=request,
+        team_id=model.team_id,
+        before=before,
+        after=request_snapshot(request),
+    )
 
 
 def move_alias(model: RegisteredModel, name: str, version: ModelVersion, actor: User | None) -> ModelAlias:

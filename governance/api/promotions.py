@@ -49,6 +49,13 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     )
     requested_by = UsernameField()
     decided_by = UsernameField()
+    gate_results = serializers.JSONField(
+        read_only=True,
+        help_text='Present when the alias has promotion gates: [{"kind", "passed", "detail"}] at the '
+        "last check (request, override or approval).",
+    )
+    override_by = UsernameField(help_text="Present when the alias has gates: who overrode failing gates.")
+    override_reason = serializers.CharField(read_only=True)
 
     class Meta:
         model = PromotionRequest
@@ -68,12 +75,46 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
             "decided_by",
             "decided_at",
             "decision_reason",
+            "gate_results",
+            "evaluation",
+            "override_by",
+            "override_reason",
+            "override_at",
         ]
-        read_only_fields = ["state", "acknowledged_alerts", "created_at", "decided_at", "decision_reason"]
+        read_only_fields = [
+            "state",
+            "acknowledged_alerts",
+            "created_at",
+            "decided_at",
+            "decision_reason",
+            "evaluation",
+            "override_at",
+        ]
+
+    GATE_FIELDS = ("gate_results", "evaluation", "override_by", "override_reason", "override_at")
+
+    def to_representation(self, instance: PromotionRequest) -> dict[str, Any]:
+        """The gate fields only for a request whose alias has gates: a team without gates sees the
+        answer it saw before issue 15."""
+        data = super().to_representation(instance)
+        if not instance.gate_results and instance.override_by_id is None:
+            for name in self.GATE_FIELDS:
+                data.pop(name, None)
+        return data
 
 
 class DecisionSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ApprovalSerializer(DecisionSerializer):
+    override_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Override failing promotion gates, in writing: the first approver's override is "
+        "recorded and the request stays pending until a second approver approves.",
+    )
 
 
 class RejectionSerializer(serializers.Serializer):
@@ -93,7 +134,9 @@ class PromotionRequestViewSet(RestrictedCreateViewSet):
     requester approves (which moves the alias) or rejects with a reason; the requester cancels.
     """
 
-    queryset = PromotionRequest.objects.select_related("model_version__model", "requested_by", "decided_by")
+    queryset = PromotionRequest.objects.select_related(
+        "model_version__model", "requested_by", "decided_by", "override_by"
+    )
     serializer_class = PromotionRequestSerializer
     filterset_class = PromotionRequestFilterSet
 
@@ -115,14 +158,17 @@ class PromotionRequestViewSet(RestrictedCreateViewSet):
         """Approve or reject: the reason checked by ``reasons``, then ``decide(...)`` (an action)."""
         promotion = self.get_object()
         data = self.validated(request, reasons)
-        reason = data["reason"]
-        decide(promotion_request=promotion, decision_reason=reason, actor=request.user)
+        extra = {"override_reason": data["override_reason"]} if "override_reason" in data else {}
+        decide(promotion_request=promotion, decision_reason=data["reason"], actor=request.user, **extra)
         return self._answer(promotion)
 
-    @extend_schema(request=DecisionSerializer, responses={200: PromotionRequestSerializer})
+    @extend_schema(request=ApprovalSerializer, responses={200: PromotionRequestSerializer})
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
-        return self._decide(request, DecisionSerializer, do_approve_promotion)
+        """Approve (the alias moves). While a promotion gate fails: 400 naming each failing gate,
+        unless ``override_reason`` is given, which records the override (still pending) for a
+        second approver to approve."""
+        return self._decide(request, ApprovalSerializer, do_approve_promotion)
 
     @extend_schema(request=RejectionSerializer, responses={200: PromotionRequestSerializer})
     @action(detail=True, methods=["post"])

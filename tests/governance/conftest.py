@@ -9,7 +9,11 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.actions.model_versions import do_register_model_version
+from governance.actions.evaluations import do_record_evaluation
+from governance.actions.model_versions import (
+    do_register_model_version,
+    do_register_model_version_from_artifact,
+)
 from governance.actions.registered_models import do_create_registered_model
 from governance.models import (
     ApiToken,
@@ -21,6 +25,7 @@ from governance.models import (
     Team,
 )
 from monitoring.models import Alert
+from tests.conftest import ADULT
 from tests.governance import sso_helpers
 from tests.governance.audit_helpers import grow_log
 
@@ -164,3 +169,53 @@ def adult_evaluations():
     from tests.governance.evaluation_helpers import adult_evaluations as build
 
     return build()
+
+
+@pytest.fixture
+def adult_version(team, scientist) -> DatasetVersion:
+    dataset = do_create_dataset(team=team, name="adult-income", actor=scientist)
+    return do_register_dataset_version(
+        dataset=dataset,
+        file_path=ADULT,
+        filename="adult.csv",
+        source=DatasetVersion.Source.PATH,
+        actor=scientist,
+    )
+
+
+@pytest.fixture
+def adult_versions(team, owner, scientist, tmp_path):
+    """Versions 1-4 of model ``income`` (the champion, full, mitigated again, weak), registered
+    from files (the evaluation reads the engine's numbers, not these bytes)."""
+    model = do_create_registered_model(team=team, name="income", owner=owner, actor=scientist)
+    versions = {}
+    for name in ("mitigated", "full", "mitigated_again", "weak"):
+        path = tmp_path / f"{name}.txt"
+        path.write_text(f"adult income model {name}\n")
+        versions[name] = do_register_model_version_from_artifact(
+            model=model, artifact_path=path, source=f"test:{name}", actor=scientist
+        )
+    return versions
+
+
+@pytest.fixture
+def record_adult_evaluation(adult_evaluations, adult_versions, adult_version, scientist):
+    """``record(name)``: the engine's evaluation of candidate ``name`` (``full``,
+    ``mitigated_again``, ``weak``) against the champion ``mitigated``, recorded as the evaluation
+    job does (the system on behalf of the scientist)."""
+
+    def record(name: str):
+        comparison = adult_evaluations.comparisons[name]
+        return do_record_evaluation(
+            model_version=adult_versions[name],
+            dataset_version=adult_version,
+            spec=adult_evaluations.spec,
+            results=comparison["candidate"],
+            champion_version=adult_versions["mitigated"],
+            champion_results=comparison["champion"],
+            comparison=comparison["differences"],
+            actor=None,
+            on_behalf_of=scientist,
+        )
+
+    return record

@@ -8,38 +8,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.evaluations import do_record_evaluation
-from governance.actions.model_versions import do_register_model_version_from_artifact
-from governance.actions.registered_models import do_create_registered_model
 from governance.models import AuditEvent, DatasetVersion, Evaluation
 from lineage.models import LineageEdge
 from tests.conftest import ADULT
-
-
-@pytest.fixture
-def adult_version(team, scientist) -> DatasetVersion:
-    dataset = do_create_dataset(team=team, name="adult-income", actor=scientist)
-    return do_register_dataset_version(
-        dataset=dataset,
-        file_path=ADULT,
-        filename="adult.csv",
-        source=DatasetVersion.Source.PATH,
-        actor=scientist,
-    )
-
-
-@pytest.fixture
-def adult_versions(team, owner, scientist, tmp_path):
-    """Versions 1-4 of model ``income`` (the champion, full, mitigated again, weak), registered
-    from files (the evaluation reads the engine's numbers, not these bytes)."""
-    model = do_create_registered_model(team=team, name="income", owner=owner, actor=scientist)
-    versions = {}
-    for name in ("mitigated", "full", "mitigated_again", "weak"):
-        path = tmp_path / f"{name}.txt"
-        path.write_text(f"adult income model {name}\n")
-        versions[name] = do_register_model_version_from_artifact(
-            model=model, artifact_path=path, source=f"test:{name}", actor=scientist
-        )
-    return versions
 
 
 def test_record_stores_the_engines_results_audits_and_links_lineage(

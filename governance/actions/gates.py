@@ -1,0 +1,411 @@
+"""Promotion gates (issue 15): what a version must show before one of the team's protected aliases
+moves to it, per (team, alias) in ``PromotionGatePolicy``; set by the team's managers
+(``do_set_gate_policy``), evaluated by ``gate_results`` against the version's newest evaluation by
+Steward, the stored champion comparison and the version's open alerts.
+
+Condition kinds (each ``{"kind": ..., parameters}``):
+
+- ``metric_bound`` ``{metric, min?, max?}``: the metric's value within the bounds.
+- ``not_worse_than_champion`` ``{metrics: [...] | "all"}``: no listed metric is worse than the
+  champion's (the version holding the alias) beyond the paired bootstrap interval
+  (``is_worse`` of the stored comparison: the whole interval on the worse side of 0).
+- ``fairness_ratio_at_least`` ``{value}``: each sensitive attribute's demographic-parity ratio
+  (Fairlearn's min/max selection rate; the four-fifths rule is 0.8) at least ``value``.
+- ``robustness_drop_at_most`` ``{value}``: each perturbation's drop of the primary metric (in its
+  units, positive = worse) at most ``value``; a perturbation the model failed on fails.
+- ``no_open_critical_alert`` ``{}``: no unresolved critical alert on the version.
+- ``evaluation_max_age_days`` ``{days}``: the evaluation is at most ``days`` days old.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from governance.actions.checks import check_alias_name, ensure_can, is_protected_alias
+from governance.audit import record_audit_event, snapshot
+from governance.models import Evaluation, ModelAlias, ModelVersion, PromotionGatePolicy, Team
+from governance.permissions import MANAGE
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+# The evaluation engine's metric names (runners.evaluation.spec: REGRESSION_METRICS +
+# CLASSIFICATION_METRICS), kept here because governance does not import runners; a test checks
+# that the two lists agree.
+EVALUATION_METRICS = (
+    "rmse",
+    "mae",
+    "r2",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "calibration_error",
+)
+# monitoring's Severity.CRITICAL, by value: governance does not import monitoring.
+CRITICAL = "critical"
+MAX_CONDITIONS = 50
+
+# Kind -> (required parameters, optional parameters).
+CONDITION_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "metric_bound": (frozenset({"metric"}), frozenset({"min", "max"})),
+    "not_worse_than_champion": (frozenset({"metrics"}), frozenset()),
+    "fairness_ratio_at_least": (frozenset({"value"}), frozenset()),
+    "robustness_drop_at_most": (frozenset({"value"}), frozenset()),
+    "no_open_critical_alert": (frozenset(), frozenset()),
+    "evaluation_max_age_days": (frozenset({"days"}), frozenset()),
+}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One condition's verdict: ``passed`` True, False (blocks approval) or None (does not apply,
+    e.g. no champion to compare with; does not block); ``detail`` says what was read."""
+
+    kind: str
+    passed: bool | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _metric_name(where: str, metric: Any) -> str:
+    if metric not in EVALUATION_METRICS:
+        raise ValidationError(
+            {"conditions": f"{where}: unknown metric {metric!r}; one of {', '.join(EVALUATION_METRICS)}"}
+        )
+    return str(metric)
+
+
+def _check_condition(position: int, condition: Any) -> dict[str, Any]:
+    where = f"condition {position}"
+    if not isinstance(condition, dict):
+        raise ValidationError({"conditions": f"{where}: an object with a 'kind', not {condition!r:.60}"})
+    kind = condition.get("kind")
+    if kind not in CONDITION_KINDS:
+        raise ValidationError(
+            {"conditions": f"{where}: unknown kind {kind!r}; one of {', '.join(CONDITION_KINDS)}"}
+        )
+    where = f"{where} ({kind})"
+    required, optional = CONDITION_KINDS[kind]
+    given = set(condition) - {"kind"}
+    if missing := sorted(required - given):
+        raise ValidationError({"conditions": f"{where}: {', '.join(missing)} required"})
+    if unknown := sorted(given - required - optional):
+        allowed = sorted(required | optional)
+        raise ValidationError(
+            {
+                "conditions": f"{where}: unknown parameter {unknown[0]!r}; "
+                f"it takes {', '.join(allowed) or 'none'}"
+            }
+        )
+    out = dict(condition)
+    if kind == "metric_bound":
+        out["metric"] = _metric_name(where, condition["metric"])
+        if "min" not in given and "max" not in given:
+            raise ValidationError({"conditions": f"{where}: give min, max or both"})
+        for bound in ("min", "max"):
+            if bound in given and not _is_number(condition[bound]):
+                raise ValidationError({"conditions": f"{where}: {bound} must be a number"})
+        if "min" in given and "max" in given and condition["min"] > condition["max"]:
+            raise ValidationError({"conditions": f"{where}: min is above max"})
+    elif kind == "not_worse_than_champion":
+        metrics = condition["metrics"]
+        if metrics != "all":
+            if not isinstance(metrics, list) or not metrics:
+                raise ValidationError({"conditions": f'{where}: metrics is a list of metric names or "all"'})
+            out["metrics"] = sorted({_metric_name(where, metric) for metric in metrics})
+    elif kind == "fairness_ratio_at_least":
+        if not _is_number(condition["value"]) or not 0 < condition["value"] <= 1:
+            raise ValidationError(
+                {"conditions": f"{where}: value is a ratio above 0 and at most 1 (0.8: four fifths)"}
+            )
+    elif kind == "robustness_drop_at_most":
+        if not _is_number(condition["value"]) or condition["value"] < 0:
+            raise ValidationError(
+                {"conditions": f"{where}: value is a number of at least 0 (the metric's units)"}
+            )
+    elif kind == "evaluation_max_age_days":
+        days = condition["days"]
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise ValidationError({"conditions": f"{where}: days is a whole number of at least 1"})
+    return out
+
+
+def check_conditions(conditions: Any) -> list[dict[str, Any]]:
+    """``conditions`` validated (see the module docstring for the kinds); ValidationError on
+    ``conditions`` naming the position (from 1), the kind and what is wrong. A kind other than
+    ``metric_bound`` appears at most once."""
+    if not isinstance(conditions, list):
+        raise ValidationError({"conditions": 'a list of conditions, each {"kind": ..., ...}'})
+    if len(conditions) > MAX_CONDITIONS:
+        raise ValidationError({"conditions": f"at most {MAX_CONDITIONS} conditions, not {len(conditions)}"})
+    checked = [_check_condition(position, condition) for position, condition in enumerate(conditions, 1)]
+    kinds = [condition["kind"] for condition in checked if condition["kind"] != "metric_bound"]
+    if repeated := sorted({kind for kind in kinds if kinds.count(kind) > 1}):
+        raise ValidationError({"conditions": f"{repeated[0]} appears more than once; give it once"})
+    return checked
+
+
+def do_set_gate_policy(
+    *, team: Team, alias: str, conditions: list[dict[str, Any]], actor: User | None
+) -> PromotionGatePolicy:
+    """Set the gates of ``team``'s protected ``alias`` (created if new; an empty list leaves four
+    eyes only). The team's managers (model owners, platform admins: MANAGE) only; audited
+    ``gate_policy.set`` with the conditions before and after.
+
+    ValidationError for an alias that is not protected in the team (gates apply to promotion
+    requests, which only protected aliases have) or invalid conditions (``check_conditions``);
+    PermissionDenied without MANAGE.
+    """
+    alias = check_alias_name(alias)
+    checked = check_conditions(conditions)
+    with transaction.atomic():
+        team = Team.objects.select_for_update().get(pk=team.pk)
+        ensure_can(actor, MANAGE, team.pk)
+        if not is_protected_alias(team.protected_aliases, alias):
+            raise ValidationError(
+                {
+                    "alias": f"alias {alias!r} is not protected in team {team.name} (protected: "
+                    f"{', '.join(team.protected_aliases) or 'none'}); protect it first, gates apply "
+                    "to promotion requests"
+                }
+            )
+        policy = PromotionGatePolicy.objects.select_for_update().filter(team=team, alias=alias).first()
+        before = snapshot(policy)
+        if policy is None:
+            policy = PromotionGatePolicy(team=team, alias=alias)
+        elif policy.conditions == checked:
+            return policy
+        policy.conditions = checked
+        policy.updated_by = actor
+        policy.updated_at = timezone.now()
+        policy.save()
+        record_audit_event(
+            actor=actor,
+            action="gate_policy.set",
+            obj=policy,
+            team_id=team.pk,
+            before=before,
+            after=snapshot(policy),
+        )
+    return policy
+
+
+def gate_policy(team_id: int, alias: str) -> PromotionGatePolicy | None:
+    """The policy of ``alias`` in team ``team_id`` (compared under the alias's name key, like
+    protection), or None."""
+    for policy in PromotionGatePolicy.objects.filter(team_id=team_id):
+        if is_protected_alias([policy.alias], alias):
+            return policy
+    return None
+
+
+def critical_alerts(version: ModelVersion) -> list[dict[str, Any]]:
+    """The version's unresolved critical alerts, oldest first: ``[{"id", "title", "state"}]``.
+    Reached through the alerts' reverse accessor and their ``unresolved()`` query, so governance
+    does not import monitoring."""
+    alerts = version.alerts.unresolved().filter(severity=CRITICAL).order_by("id")
+    return [{"id": alert.pk, "title": alert.title, "state": alert.state} for alert in alerts]
+
+
+def newest_evaluation(
+    version: ModelVersion, *, source: str | None = Evaluation.Source.STEWARD
+) -> Evaluation | None:
+    """The version's newest evaluation (by Steward unless ``source`` is None: any)."""
+    evaluations = Evaluation.objects.filter(model_version=version)
+    if source is not None:
+        evaluations = evaluations.filter(source=source)
+    return (
+        evaluations.select_related("champion_version__model", "dataset_version__dataset")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _metric_bound(condition: dict[str, Any], evaluation: Evaluation) -> GateResult:
+    metric = condition["metric"]
+    bounds = " and ".join(
+        f"{'≥' if bound == 'min' else '≤'} {condition[bound]:g}"
+        for bound in ("min", "max")
+        if bound in condition
+    )
+    entry = evaluation.results.get("metrics", {}).get(metric)
+    if entry is None or entry.get("value") is None:
+        reason = (entry or {}).get("reason") or "not measured"
+        return GateResult(
+            "metric_bound",
+            False,
+            f"{metric} must be {bounds}; evaluation #{evaluation.pk} has no value ({reason})",
+        )
+    value = entry["value"]
+    passed = condition.get("min", -math.inf) <= value <= condition.get("max", math.inf)
+    interval = (
+        f" (CI {_number(entry.get('ci_low'))} to {_number(entry.get('ci_high'))})"
+        if entry.get("ci_low") is not None
+        else ""
+    )
+    return GateResult("metric_bound", passed, f"{metric} = {value:.4g}{interval}, must be {bounds}")
+
+
+def _champion(condition: dict[str, Any], evaluation: Evaluation, holder: ModelVersion | None) -> GateResult:
+    kind = "not_worse_than_champion"
+    if holder is None:
+        return GateResult(kind, None, "no version holds the alias yet: no champion to compare with")
+    if evaluation.champion_version_id != holder.pk or not evaluation.comparison:
+        compared = (
+            f"compared with {evaluation.champion_version}"
+            if evaluation.champion_version_id
+            else "has no champion comparison"
+        )
+        return GateResult(
+            kind,
+            False,
+            f"evaluation #{evaluation.pk} {compared}, but the champion is {holder}; evaluate against it",
+        )
+    differences = evaluation.comparison
+    wanted = condition["metrics"]
+    names = sorted(differences) if wanted == "all" else wanted
+    worse, unknown = [], []
+    for name in names:
+        entry = differences.get(name)
+        if entry is None or entry.get("difference") is None:
+            if wanted != "all":
+                unknown.append(name)
+            continue
+        if entry.get("is_worse"):
+            worse.append(
+                f"{name} {_number(entry['candidate'])} vs {_number(entry['champion'])} (difference "
+                f"{_number(entry['difference'])}, CI {_number(entry.get('ci_low'))} "
+                f"to {_number(entry.get('ci_high'))})"
+            )
+    if worse or unknown:
+        parts = [f"worse than {holder} beyond the interval: {'; '.join(worse)}"] if worse else []
+        parts += [f"not compared: {', '.join(unknown)}"] if unknown else []
+        return GateResult(kind, False, ". ".join(parts))
+    return GateResult(kind, True, f"no metric of {', '.join(names)} worse than {holder} beyond its interval")
+
+
+def _fairness(condition: dict[str, Any], evaluation: Evaluation) -> GateResult:
+    kind, bound = "fairness_ratio_at_least", condition["value"]
+    fairness = evaluation.results.get("fairness") or {}
+    if not fairness:
+        return GateResult(kind, False, f"evaluation #{evaluation.pk} measured no sensitive attribute")
+    ratios = {
+        attribute: (values or {}).get("demographic_parity_ratio") for attribute, values in fairness.items()
+    }
+    failing = [attribute for attribute, ratio in ratios.items() if ratio is None or ratio < bound]
+    listed = ", ".join(f"{attribute} {_number(ratio)}" for attribute, ratio in ratios.items())
+    if failing:
+        return GateResult(
+            kind, False, f"demographic-parity ratio below {bound:g} on {', '.join(failing)} ({listed})"
+        )
+    return GateResult(kind, True, f"demographic-parity ratio at least {bound:g} on each attribute ({listed})")
+
+
+def _robustness(condition: dict[str, Any], evaluation: Evaluation) -> GateResult:
+    kind, bound = "robustness_drop_at_most", condition["value"]
+    probes = evaluation.results.get("robustness") or []
+    if not probes:
+        return GateResult(kind, False, f"evaluation #{evaluation.pk} ran no robustness probe")
+    failing, listed = [], []
+    for probe in probes:
+        name, drop = probe.get("perturbation"), probe.get("drop")
+        if probe.get("error") or drop is None:
+            failing.append(f"{name}: {probe.get('error') or 'no value'}")
+            continue
+        listed.append(f"{name} {drop:.4g}")
+        if drop > bound:
+            failing.append(f"{name} drops {probe.get('metric')} by {drop:.4g}")
+    if failing:
+        return GateResult(kind, False, f"drop above {bound:g}: {'; '.join(failing)}")
+    return GateResult(kind, True, f"every drop at most {bound:g} ({', '.join(listed)})")
+
+
+def _alerts(version: ModelVersion) -> GateResult:
+    alerts = critical_alerts(version)
+    if alerts:
+        listed = "; ".join(f"#{alert['id']} {alert['title']}" for alert in alerts)
+        return GateResult(
+            "no_open_critical_alert", False, f"{version} has unresolved critical alerts: {listed}"
+        )
+    return GateResult("no_open_critical_alert", True, f"{version} has no unresolved critical alert")
+
+
+def _age(condition: dict[str, Any], evaluation: Evaluation) -> GateResult:
+    days = condition["days"]
+    age = (timezone.now() - evaluation.created_at).total_seconds() / 86400
+    detail = f"evaluation #{evaluation.pk} is {age:.1f} days old; at most {days}"
+    return GateResult("evaluation_max_age_days", age <= days, detail)
+
+
+def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
+    """Each condition of the gate policy of ``version``'s team for ``alias``, in the policy's
+    order; [] when the alias has no policy (four eyes only).
+
+    Reads the version's newest evaluation by Steward (a self-reported one never satisfies a gate:
+    the detail says so) and, for the champion comparison, the version that holds ``alias`` now.
+    Without an evaluation every condition but ``no_open_critical_alert`` fails with "no
+    evaluation of <version> yet".
+    """
+    model = version.model
+    policy = gate_policy(model.team_id, alias)
+    if policy is None or not policy.conditions:
+        return []
+    evaluation = newest_evaluation(version)
+    missing = f"no evaluation of {version} yet"
+    if evaluation is None and newest_evaluation(version, source=Evaluation.Source.SELF_REPORTED) is not None:
+        missing += " (only self-reported ones, which never satisfy a gate: run an evaluation in Steward)"
+    current = (
+        ModelAlias.objects.filter(model_id=version.model_id, name=alias)
+        .select_related("model_version__model")
+        .first()
+    )
+    holder = current.model_version if current is not None and current.model_version_id != version.pk else None
+    results = []
+    for condition in policy.conditions:
+        kind = condition["kind"]
+        if kind == "no_open_critical_alert":
+            results.append(_alerts(version))
+        elif evaluation is None:
+            results.append(GateResult(kind, False, missing))
+        elif kind == "metric_bound":
+            results.append(_metric_bound(condition, evaluation))
+        elif kind == "not_worse_than_champion":
+            results.append(_champion(condition, evaluation, holder))
+        elif kind == "fairness_ratio_at_least":
+            results.append(_fairness(condition, evaluation))
+        elif kind == "robustness_drop_at_most":
+            results.append(_robustness(condition, evaluation))
+        elif kind == "evaluation_max_age_days":
+            results.append(_age(condition, evaluation))
+    return results
+
+
+def failing_gates(results: list[GateResult]) -> list[GateResult]:
+    """The results that block approval (``passed`` is False)."""
+    return [result for result in results if result.passed is False]
+
+
+def describe_failures(results: list[GateResult]) -> str:
+    """ "gate <kind> fails: <detail>; ..." for the failing results, "" when none fails."""
+    return "; ".join(f"gate {result.kind} fails: {result.detail}" for result in failing_gates(results))
