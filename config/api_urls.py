@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
-from governance.api import access, audit, compare, promotions
+from governance.api import access, audit, compare, evaluations, promotions
 from governance.api import views as governance
 from lineage.api.views import ImpactView, LineageView
 from monitoring.api import views as monitoring
@@ -27,6 +27,8 @@ router.register("dataset-versions", governance.DatasetVersionViewSet)
 router.register("models", governance.RegisteredModelViewSet)
 router.register("model-versions", governance.ModelVersionViewSet)
 router.register("promotion-requests", promotions.PromotionRequestViewSet)
+router.register("evaluations", evaluations.EvaluationViewSet)
+router.register("gate-policies", evaluations.GatePolicyViewSet)
 router.register("audit-events", audit.AuditEventViewSet)
 router.register("audit/checkpoints", audit.AuditCheckpointViewSet)
 router.register("jobs", runners.JobViewSet)

@@ -298,6 +298,19 @@ class PromotionDecisionForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), required=False, help_text="Required to reject."
     )
+    override_reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        label="Override failing gates",
+        help_text="Why the failing promotion gates may be overridden. Your override is recorded and "
+        "audited; a second approver must then approve.",
+    )
+
+    def __init__(self, *args: Any, show_override: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Offered only while a gate fails (issue 15): otherwise there is nothing to override.
+        if not show_override:
+            del self.fields["override_reason"]
 
 
 # Browsers must not fill these in with the saved password of whoever is typing (an admin's own).
@@ -335,3 +348,23 @@ class OwnPasswordForm(_TwicePasswordForm):
     )
     new_password = forms.CharField(widget=NEW_PASSWORD, strip=False)
     new_password_again = forms.CharField(widget=NEW_PASSWORD, strip=False, label="New password, again")
+
+
+class GatePolicyForm(forms.Form):
+    """The gates of one protected alias (issue 15), conditions as JSON; the action validates them."""
+
+    team = forms.ModelChoiceField(queryset=Team.objects.none())
+    alias = forms.CharField(max_length=255, initial="production")
+    conditions = forms.JSONField(
+        widget=forms.Textarea(attrs={"rows": 8}),
+        initial=list,
+        help_text='A list, e.g. [{"kind": "metric_bound", "metric": "f1", "min": 0.5}, '
+        '{"kind": "fairness_ratio_at_least", "value": 0.8}, {"kind": "no_open_critical_alert"}]. '
+        "Kinds: metric_bound, not_worse_than_champion, fairness_ratio_at_least, "
+        "robustness_drop_at_most, no_open_critical_alert, evaluation_max_age_days.",
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Only the teams the user manages: the action re-checks MANAGE inside its transaction.
+        self.fields["team"].queryset = Team.objects.restrict(user, "manage")

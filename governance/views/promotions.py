@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from governance.actions.gates import gate_results, newest_evaluation
 from governance.actions.promotions import (
     critical_alerts,
     do_approve_promotion,
@@ -34,12 +35,13 @@ from governance.permissions import (
     promotion_decision_refusal,
 )
 from governance.queries import promotions_awaiting_decision
+from governance.views.evaluations import comparison_rows, metric_rows
 from governance.views.helpers import form_view, paginate, visible_or_404
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-RELATIONS = ("model_version__model__team", "requested_by", "decided_by")
+RELATIONS = ("model_version__model__team", "requested_by", "decided_by", "override_by", "evaluation")
 
 
 def promotion_panel(user: AbstractBaseUser | AnonymousUser, version: ModelVersion) -> dict[str, Any]:
@@ -116,7 +118,23 @@ def _detail_page(
     )
     candidate = promotion.model_version
     holder = current.model_version if current and current.model_version_id != candidate.pk else None
+    # Gates (issue 15): as they stand now while pending (approval re-evaluates them), else as
+    # they were at the decision.
+    gates = (
+        [gate.as_dict() for gate in gate_results(candidate, promotion.alias)]
+        if is_pending
+        else promotion.gate_results
+    )
+    gates_fail = any(gate["passed"] is False for gate in gates)
+    evaluation = newest_evaluation(candidate) if is_pending else promotion.evaluation
     context = {
+        "gates": gates,
+        "gates_fail": gates_fail,
+        "snapshot_gates": promotion.gate_results if is_pending else [],
+        "evaluation": evaluation,
+        "evaluation_metrics": metric_rows(evaluation.results) if evaluation else [],
+        "evaluation_comparison": comparison_rows(evaluation) if evaluation else [],
+        "awaits_second_approver": is_pending and promotion.override_by_id is not None,
         "section": "promotions",
         "promotion": promotion,
         "current": current,
@@ -131,7 +149,7 @@ def _detail_page(
         # Which buttons to show; the actions ask the same rules again inside their transaction.
         "may_decide": is_pending and not promotion_decision_refusal(user, promotion),
         "may_cancel": is_pending and may_cancel_promotion(user, promotion),
-        "form": form or PromotionDecisionForm(),
+        "form": form or PromotionDecisionForm(show_override=gates_fail),
         # The evidence pack carries inclusion proofs: for those who may read the tree (issue 12).
         "may_download_evidence": may_audit(user),
     }
@@ -184,7 +202,10 @@ def _decide(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
         reason = data.get("reason", "")
         if verb == "approve":
             return do_approve_promotion(
-                promotion_request=promotion, decision_reason=reason, actor=request.user
+                promotion_request=promotion,
+                decision_reason=reason,
+                override_reason=data.get("override_reason", ""),
+                actor=request.user,
             )
         if verb == "reject":
             return do_reject_promotion(
@@ -202,7 +223,12 @@ def _decide(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
         PromotionDecisionForm(request.POST),
         run,
         success=lambda done: redirect("promotion_detail", pk=pk),
-        success_message=lambda done: f"Promotion request #{promotion.pk} {PAST[verb]}{moved}.",
+        success_message=lambda done: (
+            f"Override of the failing gates recorded on promotion request #{promotion.pk}; a second "
+            "approver must now approve."
+            if done.state == PromotionRequest.State.PENDING
+            else f"Promotion request #{promotion.pk} {PAST[verb]}{moved}."
+        ),
         render_page=refused,
     )
 

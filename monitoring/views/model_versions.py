@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from governance.charts import step_table
-from governance.models import ModelVersion
+from governance.models import Evaluation, ModelVersion
 from governance.permissions import CHANGE, can
 from governance.views.helpers import metric_rows, pretty_json, visible_or_404
 from governance.views.promotions import promotion_panel
@@ -58,6 +58,10 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .filter(model_version=version)
         .select_related("model_version__model", "current_dataset_version__dataset")[:20],
         "alerts": Alert.objects.restrict(user).filter(model_version=version).select_related("owner")[:20],
+        # Issue 15: its evaluations, newest first (self-reported ones marked on the page).
+        "evaluations": Evaluation.objects.restrict(user)
+        .filter(model_version=version)
+        .select_related("dataset_version__dataset", "champion_version__model")[:20],
         "inference_jobs": Job.objects.restrict(user)
         .filter(model_version=version)
         .select_related(*JOB_TABLE_RELATIONS)[:10],
