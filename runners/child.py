@@ -9,7 +9,8 @@ printed goes to stderr):
 - ``{"event": "checkpoint", "epoch", "path"}``; ``{"event": "stopped", "epoch", "checkpoint"}``
   (asked to stop by SIGUSR1: the soft time limit)
 - ``{"event": "result", ...}`` (training: ``artifact``, ``metrics``, ``signature``, ``device``;
-  inference: ``rows``, ``device``) or ``{"event": "error", "message", "is_user_error"}``
+  inference: ``rows``, ``device``; serving: ``requests``, ``rows``, ``device``) or
+  ``{"event": "error", "message", "is_user_error"}``
 - ``{"event": "usage", "gpu_time_s", "peak_gpu_mem_mb", "cpu_time_s", "peak_rss_mb"}`` before it
   exits (GPU figures None without a GPU; CPU seconds and peak RSS of this process and its
   children, for a parent that cannot ``wait4`` it: the Ray backend).
@@ -18,10 +19,18 @@ Under torchrun (a training job on several GPUs, ``runners.launcher``) every rank
 module: each joins the process group and trains its share (``runners.training``); rank 0 alone
 reports events, writes checkpoints and the artifact; another rank reports only its error.
 
-The task (JSON): ``kind`` (train / infer), ``data`` {path, format, filename, name, where},
+The task (JSON): ``kind`` (train / infer / serve), ``data`` {path, format, filename, name, where},
 ``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
 ``checkpoint_every``, ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256,
 name, flavor}.
+
+Serving (issue 15's evaluation jobs: the worker evaluates, the model predicts here): ``models``
+{key: {path, sha256, name, flavor}} are loaded, ``{"event": "ready", "models": {key: flavor}}``
+is reported, then each stdin line ``{"id", "model", "rows", "output", "positive_label"}`` is
+answered by writing ``output`` (parquet: ``prediction`` and, when the model gives the positive
+class's probability, ``proba``) and reporting ``{"event": "predicted", "id"}``, or
+``{"event": "predict_failed", "id", "message"}`` when the model cannot predict those rows (a
+model failing on perturbed rows is a finding, not the end of the run). At EOF: the result.
 """
 
 from __future__ import annotations
@@ -181,6 +190,45 @@ def _infer(task: dict[str, Any], report: Reporter) -> None:
     report("result", rows=len(output), device=loaded.device)
 
 
+def _serve(task: dict[str, Any], report: Reporter, requests: TextIO) -> None:
+    import pandas as pd
+
+    from runners.serving import predictors
+
+    loaded = {
+        key: predictors.load(
+            Path(model["path"]), flavor=model["flavor"], sha256=model["sha256"], name=model["name"]
+        )
+        for key, model in task["models"].items()
+    }
+    devices = sorted({predictor.device for predictor in loaded.values()})
+    report(
+        "ready",
+        models={key: predictor.flavor for key, predictor in loaded.items()},
+        device=",".join(devices),
+    )
+    answered = rows = 0
+    for line in requests:
+        request = json.loads(line)
+        predictor = loaded[request["model"]]
+        try:
+            frame = datafiles.read_frame(Path(request["rows"]), "parquet", "rows.parquet")
+            output = pd.DataFrame({predictors.PREDICTION_COLUMN: predictor.predict(frame).to_numpy()})
+            if request.get("positive_label") is not None:
+                proba = predictor.predict_proba(frame, request["positive_label"])
+                if proba is not None:
+                    output["proba"] = proba
+            Path(request["output"]).write_bytes(datafiles.write_frame(output, "parquet"))
+        except (predictors.PredictorError, datafiles.DataFileError, TypeError, ValueError) as exc:
+            # TypeError / ValueError: pyarrow refusing what the model returned (mixed types).
+            report("predict_failed", id=request["id"], message=str(exc))
+        else:
+            report("predicted", id=request["id"])
+            answered += 1
+            rows += len(frame)
+    report("result", requests=answered, rows=rows, device=",".join(devices))
+
+
 def _gpu_usage(started: float, world_size: int) -> dict[str, float | None]:
     """GPU seconds (the run's wall time on each of its ``world_size`` GPUs: a rank holds its GPU
     throughout) and this process's peak GPU memory in MB (rank 0's under DDP, where each rank's
@@ -233,6 +281,8 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(max(1, int(task["threads"]) // world_size))
         if task["kind"] == "train":
             _train(task, report, stop_requested)
+        elif task["kind"] == "serve":
+            _serve(task, report, sys.stdin)
         else:
             _infer(task, report)
         return 0

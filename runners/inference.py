@@ -62,6 +62,28 @@ def predict(frame: pd.DataFrame, model: LoadedModel, batch_size: int = 65536) ->
     return predict_encoded(encode_features(frame, model.preprocessing), model, frame.index, batch_size)
 
 
+def predict_proba(
+    frame: pd.DataFrame, model: LoadedModel, positive_label: str, batch_size: int = 65536
+) -> np.ndarray | None:
+    """The probability of class ``positive_label`` for every row of ``frame``, shape (rows,):
+    the softmax of the classifier's outputs (its ``CrossEntropyLoss`` logits) at that class's
+    column. None for a regression or a class the model was not trained on (``classes`` hold the
+    training target's values as text, e.g. ``" >50K"`` with its space)."""
+    target = model.preprocessing["target"]
+    if target["task"] != "classification" or positive_label not in target["classes"]:
+        return None
+    if frame.empty:
+        raise TrainingError("no rows to predict on")
+    x = encode_features(frame, model.preprocessing)
+    column = list(target["classes"]).index(positive_label)
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(x[start : start + batch_size]).to(model.device)
+            outputs.append(torch.softmax(model.module(batch), dim=1)[:, column].cpu())
+    return torch.cat(outputs).numpy().astype(np.float64)
+
+
 def predict_encoded(
     x: np.ndarray, model: LoadedModel, index: pd.Index | None = None, batch_size: int = 65536
 ) -> pd.Series:

@@ -20,6 +20,10 @@ A run may also be a plain ``Command`` (issue 17: a user's code, usually inside
 its exit status is the outcome (0: success). The process group, limits, cancel and usage are the
 same code for both.
 
+A serving child (``serves=True``, issue 15's evaluation jobs) also reads requests, one JSON line
+each, on its stdin: ``send`` writes one from another thread of the parent while ``run`` follows the
+child, and ``close_input`` ends them (the child then reports its result and exits).
+
 The child writes JSON-lines events on its stdout (see ``runners.child``); the parent reads them
 from a thread and, every ``poll_s``, calls its ``check`` (cancel, lost claim), samples the run's
 resident memory from ``/proc`` and enforces the wall-time limits. Stopping is SIGTERM to the
@@ -297,6 +301,7 @@ class Launch:
         devices: Sequence[str] = (),
         *,
         command: Command | None = None,
+        serves: bool = False,
     ):
         self.task = {**task, "threads": limits.threads}
         self.limits = limits
@@ -311,6 +316,31 @@ class Launch:
         # CPU seconds last seen per process of the run: a sandbox's own PID namespace keeps its
         # processes' CPU time from reaching wait4 (issue 17), so the samples are the floor.
         self._cpu_seen: dict[int, float] = {}
+        self.serves = serves
+        self._input: Any = None  # a serving child's stdin, once started
+        self._input_lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write ``message`` as one JSON line to a serving child's stdin (any thread). Raises
+        ComputeError when the child is not reading (not started, ended, or its input closed)."""
+        with self._input_lock:
+            if self._input is None:
+                raise ComputeError("the prediction process is not running", is_user_error=False)
+            try:
+                self._input.write(json.dumps(message).encode() + b"\n")
+                self._input.flush()
+            except (OSError, ValueError) as exc:
+                raise ComputeError(
+                    f"the prediction process stopped reading: {exc}", is_user_error=False
+                ) from exc
+
+    def close_input(self) -> None:
+        """End a serving child's requests (EOF on its stdin); harmless when already closed."""
+        with self._input_lock:
+            if self._input is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._input.close()
+                self._input = None
 
     def command(self, task_file: Path) -> list[str]:
         """The child's command line: ``python -m runners.child <task.json>``, under torchrun
@@ -364,13 +394,19 @@ class Launch:
         with open(self.workdir / "child.stderr", "w+b") as stderr:
             process = subprocess.Popen(  # noqa: S603 - our interpreter, our module, our file
                 self.command(task_file),
+                stdin=subprocess.PIPE if self.serves else None,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,
                 env=env,
                 cwd=Path(__file__).resolve().parent.parent,
             )
-            return self._follow(process, stderr, on_event, check, poll_s, grace_s)
+            with self._input_lock:
+                self._input = process.stdin
+            try:
+                return self._follow(process, stderr, on_event, check, poll_s, grace_s)
+            finally:
+                self.close_input()
 
     def _run_plain(
         self,

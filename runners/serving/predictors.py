@@ -41,6 +41,8 @@ class Predictor:
     device: str
     score: Callable[[pd.DataFrame], pd.Series] = field(repr=False)
     score_records: Callable[[list[dict[str, Any]]], list[Any]] | None = field(default=None, repr=False)
+    # The probability of one class per row (issue 15's evaluation); None: the model gives none.
+    score_proba: Callable[[pd.DataFrame, str], np.ndarray | None] | None = field(default=None, repr=False)
 
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
         """One prediction per record ({column: value}), as ``predict`` would give for them."""
@@ -64,6 +66,32 @@ class Predictor:
             raise
         except Exception as exc:  # the model's own error on these rows is the caller's input problem
             raise PredictorError(f"{self.name} could not predict: {type(exc).__name__}: {exc}") from exc
+
+    def predict_proba(self, frame: pd.DataFrame, positive_label: str) -> np.ndarray | None:
+        """The probability of class ``positive_label`` (compared as text) for every row of
+        ``frame``, shape (rows,); None when the model gives no probabilities (a regression, a
+        model without ``predict_proba``) or does not know that class. Raises PredictorError as
+        ``predict`` does."""
+        if self.score_proba is None:
+            return None
+        if frame.empty:
+            raise PredictorError("no rows to predict on")
+        try:
+            return self.score_proba(frame, positive_label)
+        except PredictorError:
+            raise
+        except Exception as exc:
+            raise PredictorError(f"{self.name} could not predict: {type(exc).__name__}: {exc}") from exc
+
+
+def class_column(classes: Any, positive_label: str) -> int | None:
+    """The position of ``positive_label`` among a model's ``classes`` compared as text (a class
+    1 and "1" are one class, as the evaluation engine reads them); None when absent."""
+    for position, label in enumerate(np.asarray(classes).tolist()):
+        text = str(int(label)) if isinstance(label, float) and label.is_integer() else str(label)
+        if text == positive_label:
+            return position
+    return None
 
 
 def refusal(flavor: str) -> str:
@@ -117,7 +145,15 @@ def _load_tabular(path: Path, sha256: str, name: str) -> Predictor:
     def score_records(records: list[dict[str, Any]]) -> list[Any]:
         return inference.predict_encoded(encode(records), loaded).tolist()
 
-    return Predictor(name, STEWARD_TABULAR, str(loaded.device), score, score_records)
+    def score_proba(frame: pd.DataFrame, positive_label: str) -> np.ndarray | None:
+        from runners.training import TrainingError
+
+        try:
+            return inference.predict_proba(frame, loaded, positive_label)
+        except TrainingError as exc:
+            raise PredictorError(str(exc)) from exc
+
+    return Predictor(name, STEWARD_TABULAR, str(loaded.device), score, score_records, score_proba)
 
 
 def records_encoder(preprocessing: dict[str, Any]) -> Callable[[list[dict[str, Any]]], np.ndarray]:
@@ -188,7 +224,23 @@ def _load_mlflow(path: Path, name: str) -> Predictor:
         inputs = inputs.astype({name: dtype for name, dtype in dtypes.items() if name in inputs.columns})
         return as_series(model.predict(inputs), frame.index)
 
-    return Predictor(name, MLFLOW_MODEL, "cpu", score)
+    def score_proba(frame: pd.DataFrame, positive_label: str) -> np.ndarray | None:
+        # The flavor's own model (a fitted sklearn estimator or pipeline): pyfunc's predict gives
+        # labels only. A custom pyfunc, or a model without predict_proba, gives no probabilities.
+        try:
+            raw = model.get_raw_model()
+        except NotImplementedError:  # a flavor that keeps its model to itself (a custom pyfunc)
+            return None
+        if not hasattr(raw, "predict_proba") or not hasattr(raw, "classes_"):
+            return None
+        column = class_column(raw.classes_, positive_label)
+        if column is None:
+            return None
+        inputs = frame[columns] if columns else frame
+        inputs = inputs.astype({name: dtype for name, dtype in dtypes.items() if name in inputs.columns})
+        return np.asarray(raw.predict_proba(inputs), dtype=np.float64)[:, column]
+
+    return Predictor(name, MLFLOW_MODEL, "cpu", score, score_proba=score_proba)
 
 
 def input_columns(schema: Any) -> list[str]:
