@@ -19,7 +19,7 @@ from governance.audit import record_audit_event, snapshot
 from governance.datafiles import unstorable
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel, Team
 from governance.permissions import CHANGE, MANAGE
-from runners import kubernetes, windows
+from runners import evaluation_jobs, kubernetes, windows
 from runners.budgets import hold_reason
 from runners.launcher import Limits
 from runners.lifecycle import CANCELLED, Lifecycle
@@ -218,12 +218,15 @@ def check_submission(
     model_version: ModelVersion | None = None,
     now: datetime.datetime | None = None,
 ) -> Submission:
-    """Validate a training or inference job before it is queued (``do_submit_job``; a job
-    schedule checks its template with it too). No permission check: the caller's action does it.
+    """Validate a training, inference or evaluation job before it is queued (``do_submit_job``;
+    a job schedule checks its template with it too). No permission check: the caller's action
+    does it.
 
     Training needs ``registered_model`` (the new version goes there) and a spec valid for the
-    dataset's columns; inference needs ``model_version`` and a dataset holding its features.
-    Either spec may ask for ``resources`` (a class of ``STEWARD_RESOURCE_CLASSES`` and its GPUs,
+    dataset's columns; inference needs ``model_version`` and a dataset holding its features;
+    evaluation needs ``model_version`` and an evaluation spec whose columns the dataset holds
+    (``runners.evaluation_jobs.check_evaluation_spec``; it runs on the local backend only).
+    Each spec may ask for ``resources`` (a class of ``STEWARD_RESOURCE_CLASSES`` and its GPUs,
     ``runners.specs.parse_resources``): stored on the job, they pick its queue. Either may name
     its ``backend`` (see ``job_backend``; the class's own by default), stored on the job, not the
     spec. The spec's ``start_window`` / ``not_before`` give ``not_before`` (``now`` inside the
@@ -245,9 +248,10 @@ def check_submission(
                 }
             )
         team_id = registered_model.team_id
-    elif kind == JobKind.INFER:
+    elif kind in (JobKind.INFER, JobKind.EVALUATE):
         if model_version is None:
-            raise ValidationError({"model_version": "an inference job needs a model version"})
+            noun = "an inference" if kind == JobKind.INFER else "an evaluation"
+            raise ValidationError({"model_version": f"{noun} job needs a model version"})
         if model_version.status == ModelVersion.Status.DELETED or model_version.model.deleted_at is not None:
             raise ValidationError({"model_version": f"{model_version} was deleted"})
         why = refusal(model_version.flavor)
@@ -257,7 +261,7 @@ def check_submission(
             raise ValidationError({"model_version": f"{model_version}: {why}"})
         team_id = model_version.model.team_id
     else:
-        raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer"})
+        raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer, evaluate"})
     try:
         asked_backend, spec = split_backend(spec)
         if kind == JobKind.TRAIN:
@@ -269,9 +273,21 @@ def check_submission(
                 classes=settings.STEWARD_RESOURCE_CLASSES,
                 default_class=settings.STEWARD_DEFAULT_RESOURCE_CLASS,
             ).as_dict()
+        elif kind == JobKind.EVALUATE and model_version is not None:
+            checked = evaluation_jobs.check_evaluation_spec(
+                spec,
+                dataset_version,
+                model_version,
+                maxima=limit_maxima(model_version.model.team),
+                classes=settings.STEWARD_RESOURCE_CLASSES,
+                default_class=settings.STEWARD_DEFAULT_RESOURCE_CLASS,
+            )
         elif model_version is not None:  # always, for an inference job (checked above)
             checked = _check_inference_spec(spec, dataset_version, model_version)
         backend = job_backend(asked_backend, checked["resources"]["class"])
+        if kind == JobKind.EVALUATE and backend != JobBackend.LOCAL:
+            # The engine runs in the worker beside the child that predicts (issue 15).
+            raise SpecError(f"backend: an evaluation job runs on its worker (local), not {backend!r}")
         window, not_before = windows.start_time(spec, now or timezone.now())
     except SpecError as exc:
         raise ValidationError({"spec": str(exc)}) from exc
@@ -296,8 +312,8 @@ def do_submit_job(
     schedule: JobSchedule | None = None,
     now: datetime.datetime | None = None,
 ) -> Job:
-    """Validate and queue a training or inference job; the task is sent after commit, or, when
-    the spec asks for a start window, by the sweeper once the window opens (issue 16).
+    """Validate and queue a training, inference or evaluation job; the task is sent after commit,
+    or, when the spec asks for a start window, by the sweeper once the window opens (issue 16).
 
     ``schedule``: the recurring job that fired it; ``now``: the submission time (tests pass it to
     place a job inside or outside its window). See ``check_submission`` for the rules. Raises

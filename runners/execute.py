@@ -27,14 +27,25 @@ from django.utils import timezone
 import governance
 from governance import datafiles
 from governance.actions.datasets import dataset_named, do_register_dataset_version
+from governance.actions.evaluations import do_record_evaluation
 from governance.actions.model_versions import do_register_model_version
 from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import Dataset, DatasetVersion, ModelVersion
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
-from runners import accounting, code_runs, code_versions, joblog, launcher, ray_backend, sandbox
+from runners import (
+    accounting,
+    code_runs,
+    code_versions,
+    evaluation_jobs,
+    joblog,
+    launcher,
+    ray_backend,
+    sandbox,
+)
 from runners.actions import JOBS, do_succeed_job, job_limits
+from runners.child_predictions import ChildPredictions
 from runners.lifecycle import RUNNING, Cancelled, ClaimLost
 from runners.models import CodeVersion, Job, JobBackend, JobDataset, JobDatasetRole, JobKind
 from runners.specs import SpecError, parse_spec
@@ -84,6 +95,8 @@ def execute_job(job_id: int, worker: str = "") -> str:
                 _run_training(job, attempt, devices)
             elif job.kind == JobKind.CODE:
                 _run_code(job, attempt, devices)
+            elif job.kind == JobKind.EVALUATE:
+                _run_evaluation(job, attempt, devices)
             else:
                 _run_inference(job, attempt, devices)
 
@@ -153,10 +166,12 @@ def _runner(
     workdir: Path,
     devices: list[str],
     command: launcher.Command | None = None,
+    serves: bool = False,
 ) -> launcher.Launch | ray_backend.RayLaunch:
-    """The job's backend for one attempt: a child of this worker, or a Ray job (issue 16)."""
-    if job.backend != JobBackend.RAY:
-        return launcher.Launch(task, limits, workdir, devices, command=command)
+    """The job's backend for one attempt: a child of this worker, or a Ray job (issue 16); a
+    serving child (``serves``, an evaluation's) is always this worker's."""
+    if job.backend != JobBackend.RAY or serves:
+        return launcher.Launch(task, limits, workdir, devices, command=command, serves=serves)
     if not settings.STEWARD_RAY_ADDRESS:
         raise launcher.ComputeError(
             "the job runs on the ray backend but STEWARD_RAY_ADDRESS is not set on this worker",
@@ -187,14 +202,17 @@ def _launch(
     *,
     command: launcher.Command | None = None,
     every_poll: Callable[[], None] | None = None,
+    serving: Callable[[launcher.Launch, Callable[[], dict[str, Any]]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run ``task`` (or a code run's ``command``) on the job's backend under its limits, seeing
     ``devices`` only (a local run; Ray gives its own GPUs); its usage is added to the job's
     accounting whatever the outcome. ``every_poll`` runs before each cancel/claim check (a code
-    run writes its buffered log then). Returns the child's result event."""
+    run writes its buffered log then). ``serving``: the task is a serving child's, and
+    ``serving(launch, follow)`` talks to it while ``follow()`` follows it (an evaluation's
+    ``ChildPredictions.run``). Returns the child's result event."""
     limits = job_limits(job)
     Job.objects.filter(pk=job.pk, attempt=attempt).update(limits=limits.as_dict())
-    run = _runner(job, attempt, task, limits, workdir, devices, command)
+    run = _runner(job, attempt, task, limits, workdir, devices, command, serves=serving is not None)
     checker = _checker(job.pk, attempt)
 
     def check() -> None:
@@ -202,8 +220,13 @@ def _launch(
             every_poll()
         checker()
 
-    try:
+    def follow() -> dict[str, Any]:
         return run.run(on_event, check, poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S)
+
+    try:
+        if serving is not None and isinstance(run, launcher.Launch):
+            return serving(run, follow)
+        return follow()
     finally:
         _record_usage(job.pk, attempt, run.usage)
 
@@ -399,6 +422,125 @@ def _run_inference(job: Job, attempt: int, devices: list[str]) -> None:
                 metrics={"rows": float(result["rows"])},
                 device=str(result["device"]),
             )
+
+
+def _model_task(model_version: ModelVersion) -> dict[str, Any]:
+    return {
+        "path": str(model_version.path),
+        "sha256": model_version.sha256,
+        "name": str(model_version),
+        "flavor": model_version.flavor,
+    }
+
+
+def _run_evaluation(job: Job, attempt: int, devices: list[str]) -> None:
+    """Evaluate the job's model version (and its champion) on its dataset version (issue 15).
+
+    The rows are read here and the engine (``runners.evaluation``: pandas, NumPy, scikit-learn,
+    Fairlearn) runs here; every prediction, of any flavor, comes from a serving child
+    (``ChildPredictions``), so this worker never imports torch nor loads a user's pickle, and the
+    model's code cannot reach the figures that judge it. What cannot be evaluated (a column the
+    data lacks, one class, every prediction missing) fails the job with the engine's message.
+    At success the evaluation is recorded (``do_record_evaluation``, on behalf of the
+    submitter), with lineage model version(s) + dataset version -> job, in one fenced transaction.
+    """
+    # Imported here: scikit-learn and Fairlearn are not loaded by a worker that never evaluates.
+    from runners.evaluation import EvaluationError, evaluate, evaluate_pair
+
+    model_version, dataset_version = job.model_version, job.dataset_version
+    try:
+        spec = evaluation_jobs.evaluation_spec(job.spec)
+    except EvaluationError as exc:
+        raise launcher.ComputeError(str(exc)) from exc
+    champion = None
+    if job.spec.get("champion_version"):
+        champion = ModelVersion.objects.select_related("model").get(pk=job.spec["champion_version"])
+    frame = datafiles.read_frame(
+        dataset_version.path,
+        dataset_version.format,
+        dataset_version.original_filename or dataset_version.file,
+    )
+    frame = datafiles.apply_where(frame, job.spec.get("where") or {})
+    compared = f", against {champion} ({job.spec['champion_alias']})" if champion is not None else ""
+    _append_log(
+        job.pk, attempt, f"evaluating {model_version} on {len(frame)} rows of {dataset_version}{compared}"
+    )
+    models = {"candidate": _model_task(model_version)}
+    if champion is not None:
+        models["champion"] = _model_task(champion)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if not predictions.on_event(event) and event.get("event") == "log":
+            _append_log(job.pk, attempt, event["message"])
+
+    def work(client: ChildPredictions) -> Any:
+        started = time.monotonic()
+        candidate = client.predictor("candidate", spec.positive_label)
+        if champion is None:
+            outcome: Any = evaluate(frame, candidate, spec)
+        else:
+            outcome = evaluate_pair(frame, candidate, client.predictor("champion", spec.positive_label), spec)
+        return outcome, time.monotonic() - started
+
+    with _workdir(job, attempt) as tmp:
+        predictions = ChildPredictions(tmp)
+
+        def serving(run: launcher.Launch, follow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+            value, result = predictions.run(run, follow, work)
+            return {**result, "evaluated": value}
+
+        try:
+            result = _launch(
+                job, attempt, {"kind": "serve", "models": models}, tmp, on_event, devices, serving=serving
+            )
+        except EvaluationError as exc:
+            raise launcher.ComputeError(str(exc)) from exc
+    outcome, seconds = result["evaluated"]
+    if champion is None:
+        results, champion_results, comparison = outcome.to_dict(), None, None
+    else:
+        results, champion_results = outcome.candidate.to_dict(), outcome.champion.to_dict()
+        comparison = outcome.to_dict()["differences"]
+    rows = results["rows"]
+    _append_log(
+        job.pk,
+        attempt,
+        f"evaluated {rows} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):.0f} rows/s), "
+        f"{result['requests']} prediction requests",
+        progress=0.95,
+    )
+    with JOBS.fenced(job.pk, attempt):
+        do_record_evaluation(
+            model_version=model_version,
+            dataset_version=dataset_version,
+            spec=spec.to_dict(),
+            results=results,
+            job_id=job.pk,
+            champion_version=champion,
+            champion_results=champion_results,
+            comparison=comparison,
+            actor=None,
+            on_behalf_of=job.created_by,
+        )
+        job_node = NodeRef("job", job.pk)
+        inputs = [model_version.pk] + ([champion.pk] if champion is not None else [])
+        do_record_edges(
+            [(NodeRef("model_version", pk), job_node, Relation.INPUT) for pk in inputs]
+            + [(NodeRef("dataset_version", dataset_version.pk), job_node, Relation.INPUT)]
+        )
+        headline = {
+            name: entry["value"] for name, entry in results["metrics"].items() if entry["value"] is not None
+        }
+        do_succeed_job(
+            job.pk,
+            metrics={
+                **headline,
+                "rows": float(rows),
+                "evaluation_s": seconds,
+                "rows_per_s": rows / max(seconds, 1e-9),
+            },
+            device=str(result["device"]),
+        )
 
 
 def _predictions_dataset(job: Job) -> Dataset:

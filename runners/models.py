@@ -20,6 +20,9 @@ class JobKind(models.TextChoices):
     # A user's own code version run by a worker in a sandbox (issue 17): it logs through the
     # MLflow API with a token scoped to the job; training, data preparation, evaluation alike.
     CODE = "code", "Code run"
+    # A model version scored on a dataset version (issue 15): the evaluation engine in the
+    # worker, the model's predictions in the child; champion/challenger when an alias is held.
+    EVALUATE = "evaluate", "Evaluation"
 
 
 class JobState(models.TextChoices):
@@ -178,6 +181,10 @@ class Job(Delivered):
             models.CheckConstraint(
                 condition=~models.Q(kind=JobKind.INFER) | models.Q(model_version__isnull=False),
                 name="job_infer_has_model_version",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind=JobKind.EVALUATE) | models.Q(model_version__isnull=False),
+                name="job_evaluate_has_model_version",
             ),
             models.CheckConstraint(
                 condition=models.Q(kind__in=[JobKind.TRACKED, JobKind.CODE])
