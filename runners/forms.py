@@ -97,6 +97,57 @@ class InferenceJobForm(ScopedForm):
         return spec
 
 
+class EvaluationJobForm(ScopedForm):
+    """An evaluation job (issue 15): the fields a model owner sets; the API takes every field of
+    ``runners.evaluation.EvaluationSpec``. ``do_submit_job`` validates them against the data."""
+
+    dataset_version = DatasetVersionChoiceField(
+        label="Data to evaluate on", help_text="Labelled rows: held-out data, or the newest labelled data."
+    )
+    target = forms.CharField(max_length=200, help_text="The label column.")
+    task = forms.ChoiceField(choices=[("classification", "Classification"), ("regression", "Regression")])
+    # Not stripped: class labels keep their spaces (the adult data's " >50K").
+    positive_label = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=200,
+        help_text="Classification: the class decided on, exactly as in the data (fairness needs it).",
+    )
+    sensitive_attributes = forms.CharField(
+        required=False, help_text="Columns to report fairness across, separated by commas (e.g. sex, race)."
+    )
+    slice_columns = forms.CharField(
+        required=False, help_text="Columns to report metrics per value of, separated by commas."
+    )
+    champion_alias = forms.CharField(
+        required=False,
+        max_length=255,
+        initial="production",
+        help_text="Also evaluate the version holding this alias on the same rows and compare (empty: none).",
+    )
+    where = JSONObjectField(
+        label="Row filter",
+        widget=forms.TextInput(attrs={"placeholder": '{"split": "test"}'}),
+        help_text="Evaluate only rows matching this JSON object of column: value (optional).",
+    )
+
+    def spec(self) -> dict[str, Any]:
+        """The evaluation job's spec for ``do_submit_job`` (``runners.evaluation_jobs``)."""
+        data = self.cleaned_data
+        spec: dict[str, Any] = {
+            "task": data["task"],
+            "target": data["target"].strip(),
+            "sensitive_attributes": comma_list(data["sensitive_attributes"]),
+            "slice_columns": comma_list(data["slice_columns"]),
+            "champion_alias": data["champion_alias"].strip() or None,
+        }
+        if data["positive_label"] != "":
+            spec["positive_label"] = data["positive_label"]
+        if data["where"]:
+            spec["where"] = data["where"]
+        return spec
+
+
 class JobScheduleForm(ScopedForm):
     """A recurring job: a model (training) or model version (inference), a dataset whose latest
     version each firing uses, the spec as JSON and a cron expression."""

@@ -39,6 +39,7 @@ urlpatterns = [
     path("code-versions/<int:pk>/", code_views.code_version_detail, name="code_version_detail"),
     path("code-versions/<int:pk>/files/<path:path>", code_views.code_version_file, name="code_version_file"),
     path("model-versions/<int:pk>/infer/", views.model_version_infer, name="model_version_infer"),
+    path("model-versions/<int:pk>/evaluate/", views.model_version_evaluate, name="model_version_evaluate"),
     path("models/<int:pk>/serving/", views.model_serving, name="model_serving"),
     path("models/<int:pk>/prediction-tokens/", views.prediction_token_create, name="prediction_token_create"),
 ]

@@ -1,4 +1,4 @@
-"""Job pages: submit training and inference, follow a job live, cancel it."""
+"""Job pages: submit training, inference and evaluation, follow a job live, cancel it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from governance.charts import Series, chart, step_table
-from governance.models import ModelVersion, RegisteredModel
+from governance.models import Evaluation, ModelVersion, RegisteredModel
 from governance.permissions import ALL_TEAMS, CHANGE, MANAGE, VIEW, can, team_scope
 from governance.views.helpers import (
     button_view,
@@ -32,13 +32,14 @@ from runners.accounting import budget_lines, month_labels, month_start, parse_mo
 from runners.filtersets import JobFilterSet, JobScheduleFilterSet
 from runners.forms import (
     BudgetForm,
+    EvaluationJobForm,
     InferenceJobForm,
     JobScheduleForm,
     PredictionTokenForm,
     ServingPolicyForm,
     TrainingJobForm,
 )
-from runners.models import Job, JobDatasetRole, JobKind, JobSchedule
+from runners.models import Job, JobDatasetRole, JobKind, JobSchedule, JobState
 from runners.permissions import may_cancel_job, may_change_job_schedule, may_release_job
 from runners.queries import SERIES_POINTS_MAX, metric_curves
 
@@ -88,7 +89,12 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 def _progress_context(request: HttpRequest, job: Job) -> dict:
     columns, rows = table_of(job.history, HISTORY_ORDER)
+    evaluation = None
+    if job.kind == JobKind.EVALUATE and job.state == JobState.SUCCEEDED:
+        # The record the job wrote (issue 15); governance keeps the job's id, not a foreign key.
+        evaluation = Evaluation.objects.restrict(request.user).filter(job_id=job.pk).first()
     return {
+        "evaluation": evaluation,
         "job": job,
         "history_columns": columns,
         "history_rows": rows,
@@ -301,6 +307,30 @@ def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
         template="generic/form.html",
         context=lambda: form_page(
             "models", f"Run inference with {model_version}", "Run inference", model_version.get_absolute_url()
+        ),
+    )
+
+
+@login_required
+def model_version_evaluate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Evaluate a model version on a dataset version (an evaluation job, issue 15), with the
+    champion compared when an alias is named; GET shows the form."""
+    model_version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
+    form = EvaluationJobForm(request.POST or None, user=request.user)
+    return form_view(
+        request,
+        form,
+        lambda data: actions.do_submit_job(
+            kind=JobKind.EVALUATE,
+            dataset_version=data["dataset_version"],
+            model_version=model_version,
+            spec=form.spec(),
+            actor=request.user,
+        ),
+        success_message=lambda job: f"Submitted {job}: {job.state_detail}.",
+        template="generic/form.html",
+        context=lambda: form_page(
+            "models", f"Evaluate {model_version}", "Evaluate", model_version.get_absolute_url()
         ),
     )
 

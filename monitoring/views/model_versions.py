@@ -18,8 +18,8 @@ from monitoring.forms import DriftCheckForm
 from monitoring.models import UNRESOLVED, Alert, DriftCheck, Monitor
 from monitoring.permissions import may_monitor_model_version
 from monitoring.views.relations import JOB_TABLE_RELATIONS
-from runners.forms import InferenceJobForm
-from runners.models import Job
+from runners.forms import EvaluationJobForm, InferenceJobForm
+from runners.models import Job, JobKind
 from runners.queries import CURVE_POINTS_MAX, metric_curves
 
 
@@ -63,7 +63,10 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .filter(model_version=version)
         .select_related("dataset_version__dataset", "champion_version__model")[:20],
         "inference_jobs": Job.objects.restrict(user)
-        .filter(model_version=version)
+        .filter(model_version=version, kind=JobKind.INFER)
+        .select_related(*JOB_TABLE_RELATIONS)[:10],
+        "evaluation_jobs": Job.objects.restrict(user)
+        .filter(model_version=version, kind=JobKind.EVALUATE)
         .select_related(*JOB_TABLE_RELATIONS)[:10],
         "may_change": may_monitor_model_version(user, version),
         "may_edit_card": can(user, CHANGE, version.model.team_id)
@@ -75,6 +78,21 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .order_by("-version"),
         "drift_form": DriftCheckForm(user=user),
         "infer_form": InferenceJobForm(user=user),
+        "evaluate_form": EvaluationJobForm(
+            user=user, initial=_evaluation_initial(version), auto_id="id_evaluate_%s"
+        ),
         **promotion_panel(user, version),
     }
     return render(request, "monitoring/model_version_detail.html", context)
+
+
+def _evaluation_initial(version: ModelVersion) -> dict[str, object]:
+    """The evaluation form's first values from the version's signature (a Steward model's target
+    and task): the owner fills in what the data says (positive label, sensitive attributes)."""
+    signature = version.signature if isinstance(version.signature, dict) else {}
+    initial: dict[str, object] = {"champion_alias": "production"}
+    if signature.get("target"):
+        initial["target"] = signature["target"]
+    if signature.get("task") in ("classification", "regression"):
+        initial["task"] = signature["task"]
+    return initial

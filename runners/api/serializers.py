@@ -69,11 +69,15 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobSubmitSerializer(serializers.Serializer):
-    """Training: ``registered_model`` + ``spec`` {target, features, ...}; inference: ``model_version``."""
+    """Training: ``registered_model`` + ``spec`` {target, features, ...}; inference:
+    ``model_version``; evaluation: ``model_version`` + ``spec`` {task, target, positive_label,
+    sensitive_attributes, slice_columns, ..., champion_alias, where} (issue 15)."""
 
     # Code runs have their own serializer (CodeRunSubmitSerializer) and tracked runs come from an
     # MLflow client: one kind per request shape, so the API schema's oneOf picks exactly one.
-    kind = serializers.ChoiceField(choices=[(k.value, k.label) for k in (JobKind.TRAIN, JobKind.INFER)])
+    kind = serializers.ChoiceField(
+        choices=[(k.value, k.label) for k in (JobKind.TRAIN, JobKind.INFER, JobKind.EVALUATE)]
+    )
     dataset_version = RestrictedPrimaryKeyRelatedField(queryset=DatasetVersion.objects.all())
     registered_model = RestrictedPrimaryKeyRelatedField(
         queryset=RegisteredModel.objects.all(), required=False, allow_null=True

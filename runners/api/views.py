@@ -37,7 +37,7 @@ def refuse_unknown_query_params(request, serializer_class) -> None:
 
 
 class JobViewSet(RestrictedCreateViewSet):
-    """Submit training and inference jobs, follow their progress, cancel them."""
+    """Submit training, inference and evaluation jobs, follow their progress, cancel them."""
 
     queryset = Job.objects.select_related("created_by")
     serializer_class = JobSerializer
@@ -52,6 +52,7 @@ class JobViewSet(RestrictedCreateViewSet):
                 serializers={
                     JobKind.TRAIN.value: JobSubmitSerializer,
                     JobKind.INFER.value: JobSubmitSerializer,
+                    JobKind.EVALUATE.value: JobSubmitSerializer,
                     JobKind.CODE.value: CodeRunSubmitSerializer,
                 },
                 resource_type_field_name="kind",
