@@ -28,10 +28,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from governance.actions.checks import checked_name, ensure_can
+from governance.actions.evaluations import do_record_evaluation
 from governance.actions.teams import TEAM_TAG, default_team
 from governance.audit import record_audit_event, snapshot
 from governance.job_scope import JobScope
-from governance.models import DatasetVersion, ModelVersion, Team
+from governance.models import DatasetVersion, Evaluation, ModelVersion, Team
 from governance.names import name_key
 from governance.permissions import CHANGE, RestrictedQuerySet
 from lineage.actions import do_record_edges
@@ -403,6 +404,7 @@ def do_update_run(
         if ended:
             record_audit_event(actor=actor, action="run.end", obj=job, before=before, after=_run_record(job))
             announce_job(job.pk, job.state)
+            do_record_self_reported_evaluations(job, actor=actor)
     return job
 
 
@@ -663,6 +665,61 @@ def do_record_run_output(job_id: int, version: ModelVersion) -> None:
     its ``output_model_version`` (the job page's and API's "output"), as a training job's is."""
     do_record_edges([(NodeRef("job", job_id), NodeRef.of(version), Relation.OUTPUT)])
     Job.objects.filter(pk=job_id, output_model_version__isnull=True).update(output_model_version=version)
+    # A version registered from a run that already ended with its evaluation logged (issue 15).
+    job = Job.objects.get(pk=job_id)
+    do_record_self_reported_evaluations(job, actor=None, versions=[version])
+
+
+# The input contexts (``mlflow.log_input(dataset, context=...)``) that say a run evaluated; MLflow's
+# own ``mlflow.evaluate`` logs its data with "evaluation".
+EVALUATION_CONTEXTS = frozenset({"evaluation", "eval", "test"})
+
+
+def do_record_self_reported_evaluations(
+    job: Job, *, actor: User | None, versions: list[ModelVersion] | None = None
+) -> list[Evaluation]:
+    """Record what a tracked run reported about its own model (issue 15) as self-reported
+    evaluations: when the run succeeded, logged an input whose context is one of
+    ``EVALUATION_CONTEXTS`` and has finite metrics, each version it registered (``versions``, by
+    default those whose ``source_job_id`` is the run) gets one ``Evaluation`` (source
+    ``self_reported``) holding the run's latest metric values, without intervals, on the input's
+    dataset version when its digest matched one (else none). Once per run and version; audited
+    through ``do_record_evaluation`` (``actor``, or the system on behalf of the run's creator).
+    Self-reported evaluations are shown, never trusted by a promotion gate."""
+    if job.kind != JobKind.TRACKED or job.state != JobState.SUCCEEDED:
+        return []
+    data = job.run_inputs.filter(context__in=EVALUATION_CONTEXTS).select_related("dataset_version").first()
+    metrics = {
+        key: value
+        for key, value in (job.metrics or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    if data is None or not metrics:
+        return []
+    if versions is None:
+        versions = list(ModelVersion.objects.filter(source_job_id=job.pk).order_by("pk"))
+    done = set(
+        Evaluation.objects.filter(job_id=job.pk, source=Evaluation.Source.SELF_REPORTED).values_list(
+            "model_version_id", flat=True
+        )
+    )
+    recorded = []
+    for version in versions:
+        if version.pk in done or version.status == ModelVersion.Status.DELETED:
+            continue
+        recorded.append(
+            do_record_evaluation(
+                model_version=version,
+                dataset_version=data.dataset_version,
+                spec={"context": data.context, "input": data.name, "digest": data.digest},
+                results={"metrics": dict(sorted(metrics.items()))},
+                source=Evaluation.Source.SELF_REPORTED,
+                job_id=job.pk,
+                actor=actor,
+                on_behalf_of=None if actor is not None else job.created_by,
+            )
+        )
+    return recorded
 
 
 # --- Logged models (MLflow 3) --------------------------------------------------------------

@@ -103,6 +103,7 @@ def _pages(world) -> list[tuple[str, bool]]:
         ("model_delete", model_version.model_id),
         ("model_version_detail", model_version.pk),
         ("model_version_infer", model_version.pk),
+        ("model_version_evaluate", model_version.pk),
         ("model_serving", model_version.model_id),
         ("prediction_token_create", model_version.model_id),
         ("drift_check_request", model_version.pk),
@@ -180,7 +181,8 @@ def test_every_page_for_every_persona(client, request, world):
     pages = _pages(world)
     # 55 + the OpenLineage list, job, run and dataset pages and the lineage explorer, its node
     # fragment, the impact page and its exports (issue 10); a user's page (issue 14).
-    assert len(pages) == 66
+    # The evaluate form of a model version (issue 15).
+    assert len(pages) == 67
 
     def expected(persona: str, is_team_object: bool) -> int:
         return 404 if is_team_object and persona == "outsider" else 200
