@@ -24,7 +24,7 @@ from governance.audit.keys import signing_key
 from governance.audit.leaf import iso_timestamp
 from governance.audit.proofs import latest_checkpoint, may_audit
 from governance.audit.subjects import events_about_model_version
-from governance.models import AuditEvent, ModelVersion, PromotionRequest
+from governance.models import AuditEvent, Evaluation, ModelVersion, PromotionRequest
 from lineage.nodes import NodeRef
 from lineage.queries import PANEL_DEPTH, runs_writing, walk
 from monitoring.models import Alert, DriftCheck, Monitor
@@ -62,8 +62,9 @@ def model_version_subjects(version: ModelVersion) -> Q:
     """The audit events about ``version``, by relation: its own row (registration, description,
     model card, tags, archive, delete); its training dataset version's registration; its
     training jobs; the inference jobs that ran it; its monitors, drift checks and alerts; its
-    promotion requests; and every alias move onto or off it (the alias row outlives the move,
-    so the recorded ``model_version_id`` decides). One query per kind of related row."""
+    promotion requests; its evaluations (issue 15; the evaluation jobs are among the jobs that
+    ran it); and every alias move onto or off it (the alias row outlives the move, so the
+    recorded ``model_version_id`` decides). One query per kind of related row."""
     objects: dict[str, list[str]] = {
         "modelversion": [str(version.pk)],
         "job": _ids(training_jobs(version)) + _ids(Job.objects.filter(model_version=version)),
@@ -71,6 +72,7 @@ def model_version_subjects(version: ModelVersion) -> Q:
         "driftcheck": _ids(DriftCheck.objects.filter(model_version=version)),
         "alert": _ids(Alert.objects.filter(model_version=version)),
         "promotionrequest": _ids(PromotionRequest.objects.filter(model_version=version)),
+        "evaluation": _ids(Evaluation.objects.filter(model_version=version)),
     }
     if version.training_dataset_version_id is not None:
         objects["datasetversion"] = [str(version.training_dataset_version_id)]
@@ -116,6 +118,27 @@ def _training_data(version: ModelVersion) -> list[dict[str, Any]]:
             "registered_at": _when(data.created_at),
             "registered_by": _username(data.created_by),
         }
+    ]
+
+
+def _evaluations(version: ModelVersion) -> list[dict[str, Any]]:
+    """The version's evaluations (issue 15), oldest first: who measured (Steward's job or the
+    client, self-reported), on which data, against which champion, and the metric values (the
+    intervals, slices and fairness stay on the evaluation's page and API)."""
+    return [
+        {
+            "evaluation_id": evaluation.pk,
+            "source": str(evaluation.source),
+            "dataset_version_id": evaluation.dataset_version_id,
+            "job_id": evaluation.job_id,
+            "champion_version_id": evaluation.champion_version_id,
+            "primary_metric": evaluation.primary_metric,
+            "metrics": {
+                name: entry.get("value") for name, entry in (evaluation.results.get("metrics") or {}).items()
+            },
+            "recorded_at": _when(evaluation.created_at),
+        }
+        for evaluation in Evaluation.objects.filter(model_version=version).order_by("pk")
     ]
 
 
@@ -264,6 +287,7 @@ def model_card(version: ModelVersion, viewer: User | AnonymousUser) -> dict[str,
             }
             for job in training_jobs(version).select_related("created_by").order_by("pk")
         ],
+        "evaluations": _evaluations(version),
         "human_oversight": {"approvals": _approvals(version)},
         "monitoring": _monitoring(version),
         "changes": _changes(version, viewer),

@@ -16,9 +16,11 @@ import pytest
 from governance.actions.aliases import do_set_alias, do_set_protected_aliases
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version_from_artifact
+from governance.audit.leaf import iso_timestamp
 from governance.datafiles import read_frame
 from governance.models import AuditEvent, DatasetVersion, Evaluation, ModelVersion
 from lineage.models import LineageEdge
+from monitoring.evidence import model_card, model_version_subjects
 from runners.actions import do_submit_job
 from runners.execute import execute_job
 from runners.models import Job, JobKind, JobState
@@ -157,6 +159,23 @@ def test_an_evaluation_job_records_metrics_slices_and_fairness_for_sex_and_race(
     page.force_login(scientist)
     body = page.get(f"/jobs/{job.pk}/").content.decode()
     assert f'href="{evaluation.get_absolute_url()}"' in body
+
+    # The evidence pack (issue 12) holds the evaluation and its job's events.
+    assert model_card(adult_model_version, scientist)["evaluations"] == [
+        {
+            "evaluation_id": evaluation.pk,
+            "source": "steward",
+            "dataset_version_id": adult_dataset_version.pk,
+            "job_id": job.pk,
+            "champion_version_id": None,
+            "primary_metric": "f1",
+            "metrics": {name: entry["value"] for name, entry in results["metrics"].items()},
+            "recorded_at": iso_timestamp(evaluation.created_at),
+        }
+    ]
+    about = AuditEvent.objects.filter(model_version_subjects(adult_model_version))
+    assert {"evaluation.record", "job.submit", "job.succeed"} <= set(about.values_list("action", flat=True))
+    assert about.filter(object_type="evaluation", object_id=str(evaluation.pk)).count() == 1
 
 
 def test_champion_challenger_compares_two_trained_versions_on_the_same_rows(
