@@ -27,7 +27,6 @@ from django.utils import timezone
 import governance
 from governance import datafiles
 from governance.actions.datasets import dataset_named, do_register_dataset_version
-from governance.actions.evaluations import do_record_evaluation
 from governance.actions.model_versions import do_register_model_version
 from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import Dataset, DatasetVersion, ModelVersion
@@ -46,6 +45,7 @@ from runners import (
 )
 from runners.actions import JOBS, do_succeed_job, job_limits
 from runners.child_predictions import ChildPredictions
+from runners.evaluation_records import record_evaluation
 from runners.lifecycle import RUNNING, Cancelled, ClaimLost
 from runners.models import CodeVersion, Job, JobBackend, JobDataset, JobDatasetRole, JobKind
 from runners.specs import SpecError, parse_spec
@@ -441,7 +441,7 @@ def _run_evaluation(job: Job, attempt: int, devices: list[str]) -> None:
     (``ChildPredictions``), so this worker never imports torch nor loads a user's pickle, and the
     model's code cannot reach the figures that judge it. What cannot be evaluated (a column the
     data lacks, one class, every prediction missing) fails the job with the engine's message.
-    At success the evaluation is recorded (``do_record_evaluation``, on behalf of the
+    At success the evaluation is recorded (``record_evaluation``, on behalf of the
     submitter), with lineage model version(s) + dataset version -> job, in one fenced transaction.
     """
     # Imported here: scikit-learn and Fairlearn are not loaded by a worker that never evaluates.
@@ -510,7 +510,7 @@ def _run_evaluation(job: Job, attempt: int, devices: list[str]) -> None:
         progress=0.95,
     )
     with JOBS.fenced(job.pk, attempt):
-        do_record_evaluation(
+        record_evaluation(
             model_version=model_version,
             dataset_version=dataset_version,
             spec=spec.to_dict(),

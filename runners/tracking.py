@@ -28,7 +28,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from governance.actions.checks import checked_name, ensure_can
-from governance.actions.evaluations import do_record_evaluation
 from governance.actions.teams import TEAM_TAG, default_team
 from governance.audit import record_audit_event, snapshot
 from governance.job_scope import JobScope
@@ -38,6 +37,7 @@ from governance.permissions import CHANGE, RestrictedQuerySet
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
+from runners.evaluation_records import record_evaluation
 from runners.lineage_events import announce_job
 from runners.models import (
     TERMINAL_STATES,
@@ -684,7 +684,7 @@ def do_record_self_reported_evaluations(
     default those whose ``source_job_id`` is the run) gets one ``Evaluation`` (source
     ``self_reported``) holding the run's latest metric values, without intervals, on the input's
     dataset version when its digest matched one (else none). Once per run and version; audited
-    through ``do_record_evaluation`` (``actor``, or the system on behalf of the run's creator).
+    through ``record_evaluation`` (``actor``, or the system on behalf of the run's creator).
     Self-reported evaluations are shown, never trusted by a promotion gate."""
     if job.kind != JobKind.TRACKED or job.state != JobState.SUCCEEDED:
         return []
@@ -708,7 +708,7 @@ def do_record_self_reported_evaluations(
         if version.pk in done or version.status == ModelVersion.Status.DELETED:
             continue
         recorded.append(
-            do_record_evaluation(
+            record_evaluation(
                 model_version=version,
                 dataset_version=data.dataset_version,
                 spec={"context": data.context, "input": data.name, "digest": data.digest},

@@ -3,8 +3,8 @@ reports about a model version on a dataset version, stored, audited and joined i
 
 The numbers come from ``runners.evaluation`` (``EvaluationResult.to_dict()``,
 ``Comparison.to_dict()["differences"]``); governance stores them as JSON and never imports the
-engine. Lineage edges are recorded in the action's transaction through ``lineage.actions`` (the
-one import of lineage by governance; see ``pyproject.toml``'s layers contract).
+engine. Its lineage edges are recorded by the caller in the same transaction
+(``runners.evaluation_records.record_evaluation``): governance imports no other app.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, Evaluation, ModelVersion
 from governance.permissions import CHANGE
-from lineage.actions import do_record_edges
-from lineage.models import Relation
-from lineage.nodes import NodeRef
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -99,9 +96,9 @@ def do_record_evaluation(
     on_behalf_of: User | None = None,
 ) -> Evaluation:
     """Store an evaluation of ``model_version`` on ``dataset_version``, audited
-    (``evaluation.record``) and in lineage (model version, dataset version and champion -[input]->
-    evaluation; the job -[output]-> evaluation), all in one transaction (the caller's when it has
-    one, so a job commits its success and its evaluation together).
+    (``evaluation.record``), in one transaction (the caller's when it has one, so a job commits
+    its success and its evaluation together). Its lineage edges are the caller's to record in that
+    transaction: ``runners.evaluation_records.record_evaluation`` does both.
 
     - ``spec``: ``EvaluationSpec.to_dict()`` (self-reported: whatever the client said, may be {}).
     - ``results``: ``EvaluationResult.to_dict()``; it must hold ``metrics``, ``{name: {"value",
@@ -178,15 +175,6 @@ def do_record_evaluation(
             team_id=team_id,
             after={**(snapshot(evaluation) or {}), "metrics": _metric_values(results)},
         )
-        node = NodeRef.of(evaluation)
-        edges = [(NodeRef.of(version), node, Relation.INPUT.value)]
-        if dataset is not None:
-            edges.append((NodeRef.of(dataset), node, Relation.INPUT.value))
-        if champion is not None:
-            edges.append((NodeRef.of(champion), node, Relation.INPUT.value))
-        if job_id is not None:
-            edges.append((NodeRef("job", job_id), node, Relation.OUTPUT.value))
-        do_record_edges(edges)
     return evaluation
 
 

@@ -9,7 +9,6 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.actions.evaluations import do_record_evaluation
 from governance.actions.model_versions import (
     do_register_model_version,
     do_register_model_version_from_artifact,
@@ -25,6 +24,7 @@ from governance.models import (
     Team,
 )
 from monitoring.models import Alert
+from runners.evaluation_records import record_evaluation
 from tests.conftest import ADULT
 from tests.governance import sso_helpers
 from tests.governance.audit_helpers import grow_log
@@ -206,7 +206,7 @@ def record_adult_evaluation(adult_evaluations, adult_versions, adult_version, sc
 
     def record(name: str):
         comparison = adult_evaluations.comparisons[name]
-        return do_record_evaluation(
+        return record_evaluation(
             model_version=adult_versions[name],
             dataset_version=adult_version,
             spec=adult_evaluations.spec,

@@ -1,4 +1,4 @@
-"""Evaluation records (issue 15): do_record_evaluation stores the engine's real results, audits
+"""Evaluation records (issue 15): record_evaluation stores the engine's real results, audits
 them and joins them into lineage; refusals change nothing."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.actions.evaluations import do_record_evaluation
 from governance.models import AuditEvent, DatasetVersion, Evaluation
 from lineage.models import LineageEdge
+from runners.evaluation_records import record_evaluation
 from tests.conftest import ADULT
 
 
@@ -19,7 +19,7 @@ def test_record_stores_the_engines_results_audits_and_links_lineage(
     full = adult_evaluations.comparisons["full"]
     candidate, champion = adult_versions["full"], adult_versions["mitigated"]
 
-    evaluation = do_record_evaluation(
+    evaluation = record_evaluation(
         model_version=candidate,
         dataset_version=adult_version,
         spec=adult_evaluations.spec,
@@ -75,7 +75,7 @@ def test_record_stores_the_engines_results_audits_and_links_lineage(
 
 
 def test_self_reported_needs_no_dataset_and_takes_bare_numbers(adult_versions, scientist):
-    evaluation = do_record_evaluation(
+    evaluation = record_evaluation(
         model_version=adult_versions["weak"],
         dataset_version=None,
         spec={},
@@ -138,7 +138,7 @@ def test_invalid_records_are_refused_and_nothing_is_stored(
     }
     events = AuditEvent.objects.count()
     with pytest.raises(ValidationError) as refused:
-        do_record_evaluation(**arguments)
+        record_evaluation(**arguments)
     assert refused.value.message_dict == {field: [message]}
     assert (Evaluation.objects.count(), AuditEvent.objects.count(), LineageEdge.objects.count()) == (
         0,
@@ -158,11 +158,11 @@ def test_another_teams_dataset_or_user_is_refused(adult_versions, outsider, othe
     )
     arguments = {"model_version": adult_versions["weak"], "spec": {}, "results": {"metrics": {"f1": 0.5}}}
     with pytest.raises(ValidationError) as refused:
-        do_record_evaluation(dataset_version=fraud_version, actor=scientist, **arguments)
+        record_evaluation(dataset_version=fraud_version, actor=scientist, **arguments)
     assert refused.value.message_dict == {
         "dataset_version": ["the dataset version belongs to another team than the model"]
     }
     for user in (outsider, viewer):
         with pytest.raises(PermissionDenied):
-            do_record_evaluation(dataset_version=None, source="self_reported", actor=user, **arguments)
+            record_evaluation(dataset_version=None, source="self_reported", actor=user, **arguments)
     assert Evaluation.objects.count() == 0

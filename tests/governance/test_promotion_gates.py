@@ -11,12 +11,12 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.test import Client
 
-from governance.actions.evaluations import do_record_evaluation
 from governance.actions.gates import EVALUATION_METRICS, do_set_gate_policy, gate_results
 from governance.actions.promotions import do_approve_promotion, do_request_promotion
 from governance.actions.teams import do_set_membership
 from governance.actions.tokens import do_create_api_token
 from governance.models import AuditEvent, ModelAlias, PromotionGatePolicy, PromotionRequest, TeamRole
+from runners.evaluation_records import record_evaluation
 from tests.conftest import PASSWORD
 
 CONDITIONS = [
@@ -167,7 +167,7 @@ def test_no_evaluation_or_only_a_self_reported_one_fails_every_evaluation_gate(
         for gate in gate_results(weak, "production")
         if gate.kind != "no_open_critical_alert"
     } == {(False, "no evaluation of income v4 yet")}
-    do_record_evaluation(
+    record_evaluation(
         model_version=weak,
         dataset_version=None,
         spec={},
