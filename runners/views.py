@@ -288,16 +288,18 @@ def usage(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
-def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
-    """Predict a dataset version with a model version (an inference job); GET shows the form."""
+def _model_version_job(
+    request: HttpRequest, pk: int, kind: str, form_class: Any, title: str, submit: str
+) -> HttpResponse:
+    """A job of ``kind`` on model version ``pk`` and the dataset version its form names: the
+    form's page on GET, ``do_submit_job`` on POST (inference and evaluation alike)."""
     model_version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
-    form = InferenceJobForm(request.POST or None, user=request.user)
+    form = form_class(request.POST or None, user=request.user)
     return form_view(
         request,
         form,
         lambda data: actions.do_submit_job(
-            kind=JobKind.INFER,
+            kind=kind,
             dataset_version=data["dataset_version"],
             model_version=model_version,
             spec=form.spec(),
@@ -306,8 +308,16 @@ def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
         success_message=lambda job: f"Submitted {job}: {job.state_detail}.",
         template="generic/form.html",
         context=lambda: form_page(
-            "models", f"Run inference with {model_version}", "Run inference", model_version.get_absolute_url()
+            "models", f"{title} {model_version}", submit, model_version.get_absolute_url()
         ),
+    )
+
+
+@login_required
+def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
+    """Predict a dataset version with a model version (an inference job); GET shows the form."""
+    return _model_version_job(
+        request, pk, JobKind.INFER, InferenceJobForm, "Run inference with", "Run inference"
     )
 
 
@@ -315,24 +325,7 @@ def model_version_infer(request: HttpRequest, pk: int) -> HttpResponse:
 def model_version_evaluate(request: HttpRequest, pk: int) -> HttpResponse:
     """Evaluate a model version on a dataset version (an evaluation job, issue 15), with the
     champion compared when an alias is named; GET shows the form."""
-    model_version = visible_or_404(request, ModelVersion.objects.select_related("model"), pk)
-    form = EvaluationJobForm(request.POST or None, user=request.user)
-    return form_view(
-        request,
-        form,
-        lambda data: actions.do_submit_job(
-            kind=JobKind.EVALUATE,
-            dataset_version=data["dataset_version"],
-            model_version=model_version,
-            spec=form.spec(),
-            actor=request.user,
-        ),
-        success_message=lambda job: f"Submitted {job}: {job.state_detail}.",
-        template="generic/form.html",
-        context=lambda: form_page(
-            "models", f"Evaluate {model_version}", "Evaluate", model_version.get_absolute_url()
-        ),
-    )
+    return _model_version_job(request, pk, JobKind.EVALUATE, EvaluationJobForm, "Evaluate", "Evaluate")
 
 
 SCHEDULE_RELATIONS = ("team", "dataset", "registered_model", "model_version__model", "last_job", "created_by")
