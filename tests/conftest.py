@@ -321,6 +321,19 @@ def current_dataset_version(team, scientist, bike_2012_csv) -> DatasetVersion:
 
 
 @pytest.fixture
+def adult_version(team, scientist) -> DatasetVersion:
+    """The adult census data (``ADULT``) registered as the first version of dataset "adult"."""
+    dataset = do_create_dataset(team=team, name="adult", actor=scientist)
+    return do_register_dataset_version(
+        dataset=dataset,
+        file_path=ADULT,
+        filename="adult.csv",
+        source=DatasetVersion.Source.PATH,
+        actor=scientist,
+    )
+
+
+@pytest.fixture
 def drifted_check(registered_version, current_dataset_version, scientist, bike_drift_result):
     """A finished drift check of the 2012 rows (hum and cnt drift) and the alert it opened."""
     check = do_request_drift_check(

@@ -25,7 +25,6 @@ from governance.models import (
 )
 from monitoring.models import Alert
 from runners.evaluation_records import record_evaluation
-from tests.conftest import ADULT
 from tests.governance import sso_helpers
 from tests.governance.audit_helpers import grow_log
 
@@ -169,18 +168,6 @@ def adult_evaluations():
     from tests.governance.evaluation_helpers import adult_evaluations as build
 
     return build()
-
-
-@pytest.fixture
-def adult_version(team, scientist) -> DatasetVersion:
-    dataset = do_create_dataset(team=team, name="adult-income", actor=scientist)
-    return do_register_dataset_version(
-        dataset=dataset,
-        file_path=ADULT,
-        filename="adult.csv",
-        source=DatasetVersion.Source.PATH,
-        actor=scientist,
-    )
 
 
 @pytest.fixture

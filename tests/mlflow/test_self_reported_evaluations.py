@@ -9,8 +9,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.models import AuditEvent, DatasetVersion, Evaluation, ModelVersion
+from governance.models import AuditEvent, Evaluation, ModelVersion
 from lineage.models import LineageEdge
 from runners.models import Job
 from tests.conftest import ADULT
@@ -18,18 +17,6 @@ from tests.conftest import ADULT
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FEATURES = ["age", "education-num", "hours-per-week"]
-
-
-@pytest.fixture
-def adult_version(team, scientist) -> DatasetVersion:
-    dataset = do_create_dataset(team=team, name="adult", actor=scientist)
-    return do_register_dataset_version(
-        dataset=dataset,
-        file_path=ADULT,
-        filename="adult.csv",
-        source=DatasetVersion.Source.PATH,
-        actor=scientist,
-    )
 
 
 def _log_run(context: str, registered_model_name: str) -> str:

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from governance.actions.aliases import do_set_alias, do_set_protected_aliases
-from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version_from_artifact
 from governance.audit.leaf import iso_timestamp
 from governance.datafiles import read_frame
-from governance.models import AuditEvent, DatasetVersion, Evaluation, ModelVersion
+from governance.models import AuditEvent, Evaluation, ModelVersion
 from lineage.models import LineageEdge
 from monitoring.evidence import model_card, model_version_subjects
 from runners.actions import do_submit_job
@@ -45,18 +44,6 @@ def evaluation_spec(**extra) -> dict:
     }
 
 
-@pytest.fixture
-def adult_dataset_version(team, scientist) -> DatasetVersion:
-    dataset = do_create_dataset(team=team, name="adult", actor=scientist)
-    return do_register_dataset_version(
-        dataset=dataset,
-        file_path=ADULT,
-        filename="adult.csv",
-        source=DatasetVersion.Source.PATH,
-        actor=scientist,
-    )
-
-
 def _train(version_data, registered_model, scientist, **extra) -> ModelVersion:
     spec = {
         "target": "label",
@@ -79,9 +66,9 @@ def _train(version_data, registered_model, scientist, **extra) -> ModelVersion:
 
 
 @pytest.fixture
-def adult_model_version(adult_dataset_version, registered_model, scientist) -> ModelVersion:
+def adult_model_version(adult_version, registered_model, scientist) -> ModelVersion:
     """Version 1 of a classifier trained by a real training job on the adult data."""
-    return _train(adult_dataset_version, registered_model, scientist)
+    return _train(adult_version, registered_model, scientist)
 
 
 def _evaluate(model_version, dataset_version, scientist, **spec) -> Job:
@@ -98,15 +85,15 @@ def _evaluate(model_version, dataset_version, scientist, **spec) -> Job:
 
 
 def test_an_evaluation_job_records_metrics_slices_and_fairness_for_sex_and_race(
-    adult_model_version, adult_dataset_version, scientist, client_for
+    adult_model_version, adult_version, scientist, client_for
 ):
-    job = _evaluate(adult_model_version, adult_dataset_version, scientist)
+    job = _evaluate(adult_model_version, adult_version, scientist)
 
     assert (job.state, job.error) == (JobState.SUCCEEDED, "")
     evaluation = Evaluation.objects.get()
     assert (evaluation.model_version, evaluation.dataset_version, evaluation.job_id, evaluation.source) == (
         adult_model_version,
-        adult_dataset_version,
+        adult_version,
         job.pk,
         "steward",
     )
@@ -149,10 +136,10 @@ def test_an_evaluation_job_records_metrics_slices_and_fairness_for_sex_and_race(
     edges = set(LineageEdge.objects.values_list("source_type", "source_id", "target_type", "target_id"))
     assert {
         ("model_version", adult_model_version.pk, "job", job.pk),
-        ("dataset_version", adult_dataset_version.pk, "job", job.pk),
+        ("dataset_version", adult_version.pk, "job", job.pk),
         ("job", job.pk, "evaluation", evaluation.pk),
         ("model_version", adult_model_version.pk, "evaluation", evaluation.pk),
-        ("dataset_version", adult_dataset_version.pk, "evaluation", evaluation.pk),
+        ("dataset_version", adult_version.pk, "evaluation", evaluation.pk),
     } <= edges
 
     page = client_for(scientist)
@@ -165,7 +152,7 @@ def test_an_evaluation_job_records_metrics_slices_and_fairness_for_sex_and_race(
         {
             "evaluation_id": evaluation.pk,
             "source": "steward",
-            "dataset_version_id": adult_dataset_version.pk,
+            "dataset_version_id": adult_version.pk,
             "job_id": job.pk,
             "champion_version_id": None,
             "primary_metric": "f1",
@@ -179,13 +166,13 @@ def test_an_evaluation_job_records_metrics_slices_and_fairness_for_sex_and_race(
 
 
 def test_champion_challenger_compares_two_trained_versions_on_the_same_rows(
-    adult_model_version, adult_dataset_version, registered_model, scientist, owner, admin, team
+    adult_model_version, adult_version, registered_model, scientist, owner, admin, team
 ):
-    challenger = _train(adult_dataset_version, registered_model, scientist, epochs=2, hidden_layers=[32])
+    challenger = _train(adult_version, registered_model, scientist, epochs=2, hidden_layers=[32])
     do_set_protected_aliases(team=team, aliases=[], actor=admin)
     do_set_alias(model=registered_model, alias="production", version=adult_model_version, actor=owner)
 
-    job = _evaluate(challenger, adult_dataset_version, scientist)
+    job = _evaluate(challenger, adult_version, scientist)
 
     # No alias named: production, held by another version, is the champion by default.
     assert (job.state, job.spec["champion_alias"], job.spec["champion_version"]) == (
@@ -209,7 +196,7 @@ def test_champion_challenger_compares_two_trained_versions_on_the_same_rows(
         ("model_version", adult_model_version.pk, "evaluation", evaluation.pk),
     } <= edges
     # The version holding the alias evaluated against itself is no comparison: none is made.
-    again = _evaluate(adult_model_version, adult_dataset_version, scientist)
+    again = _evaluate(adult_model_version, adult_version, scientist)
     assert (again.state, again.spec["champion_version"]) == (JobState.SUCCEEDED, None)
 
 
@@ -253,12 +240,12 @@ def _code_version(tmp_path: Path, registered_model, scientist, *, missing: bool 
 
 
 def test_a_code_executing_flavor_is_evaluated_only_in_a_child_process(
-    adult_dataset_version, registered_model, scientist, tmp_path
+    adult_version, registered_model, scientist, tmp_path
 ):
     version = _code_version(tmp_path, registered_model, scientist)
     loaded_before = set(sys.modules)
 
-    job = _evaluate(version, adult_dataset_version, scientist, champion_alias=None)
+    job = _evaluate(version, adult_version, scientist, champion_alias=None)
 
     assert (job.state, job.error) == (JobState.SUCCEEDED, "")
     pids = {int(line) for line in (tmp_path / "loaded-by.txt").read_text().split()}
@@ -281,20 +268,20 @@ def test_a_code_executing_flavor_is_evaluated_only_in_a_child_process(
 
 
 def test_nan_predictions_fail_the_job_with_the_engines_message(
-    adult_dataset_version, registered_model, scientist, tmp_path
+    adult_version, registered_model, scientist, tmp_path
 ):
     version = _code_version(tmp_path, registered_model, scientist, missing=True)
 
-    job = _evaluate(version, adult_dataset_version, scientist, champion_alias=None)
+    job = _evaluate(version, adult_version, scientist, champion_alias=None)
 
     assert (job.state, job.error) == (JobState.FAILED, "predictions: all 32561 predictions are missing (NaN)")
     assert not Evaluation.objects.exists()
 
 
 def test_single_class_rows_fail_the_job_with_the_engines_message(
-    adult_model_version, adult_dataset_version, scientist
+    adult_model_version, adult_version, scientist
 ):
-    job = _evaluate(adult_model_version, adult_dataset_version, scientist, where={"label": " <=50K"})
+    job = _evaluate(adult_model_version, adult_version, scientist, where={"label": " <=50K"})
 
     assert (job.state, job.error) == (
         JobState.FAILED,
@@ -304,14 +291,14 @@ def test_single_class_rows_fail_the_job_with_the_engines_message(
 
 
 def test_an_absent_sensitive_attribute_is_refused_at_submission_naming_the_field(
-    adult_model_version, adult_dataset_version, scientist, client_for
+    adult_model_version, adult_version, scientist, client_for
 ):
     response = client_for(scientist).post(
         "/api/jobs/",
         {
             "kind": "evaluate",
             "model_version": adult_model_version.pk,
-            "dataset_version": adult_dataset_version.pk,
+            "dataset_version": adult_version.pk,
             "spec": evaluation_spec(sensitive_attributes=["gender"]),
         },
         format="json",
@@ -320,7 +307,7 @@ def test_an_absent_sensitive_attribute_is_refused_at_submission_naming_the_field
     assert response.status_code == 400
     assert response.json() == {
         "spec": [
-            f"sensitive_attributes: column 'gender' not in dataset version {adult_dataset_version}, "
+            f"sensitive_attributes: column 'gender' not in dataset version {adult_version}, "
             "whose columns are 'age', 'workclass', 'fnlwgt', 'education', 'education-num', "
             "'marital-status', 'occupation', 'relationship', 'race', 'sex' ..."
         ]
@@ -329,7 +316,7 @@ def test_an_absent_sensitive_attribute_is_refused_at_submission_naming_the_field
 
 
 def test_the_jobs_api_submits_an_evaluation_and_refuses_bad_fields(
-    adult_model_version, adult_dataset_version, scientist, client_for
+    adult_model_version, adult_version, scientist, client_for
 ):
     client = client_for(scientist)
 
@@ -339,7 +326,7 @@ def test_the_jobs_api_submits_an_evaluation_and_refuses_bad_fields(
             {
                 "kind": "evaluate",
                 "model_version": adult_model_version.pk,
-                "dataset_version": adult_dataset_version.pk,
+                "dataset_version": adult_version.pk,
                 "spec": spec,
             },
             format="json",
