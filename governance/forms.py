@@ -363,6 +363,14 @@ class GatePolicyForm(forms.Form):
         "Kinds: metric_bound, not_worse_than_champion, fairness_ratio_at_least, "
         "robustness_drop_at_most, no_open_critical_alert, evaluation_max_age_days.",
     )
+    evaluation = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Optional: the evaluation a promotion request starts when the candidate has none young "
+        'enough, e.g. {"dataset": 3, "task": "classification", "target": "label", "positive_label": "1", '
+        '"sensitive_attributes": ["sex"], "slice_columns": ["region"]} (dataset: an id; its newest '
+        "version is evaluated on). Empty: none is started.",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

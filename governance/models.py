@@ -770,6 +770,14 @@ class PromotionGatePolicy(models.Model):
     conditions = models.JSONField(
         default=list, help_text='[{"kind": "metric_bound", "metric": "f1", "min": 0.5}, ...]'
     )
+    # The evaluation a promotion request starts when the candidate has none young enough (issue
+    # 15): {"dataset": <dataset id>, "task", "target", "positive_label"?, "sensitive_attributes"?,
+    # "slice_columns"?}, checked by ``actions.gates.check_evaluation_setting``; {} starts none.
+    evaluation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='{"dataset": 3, "task": "classification", "target": "label", ...} or {} (none).',
+    )
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -834,6 +842,11 @@ class PromotionRequest(models.Model):
     )
     override_reason = models.TextField(blank=True)
     override_at = models.DateTimeField(null=True, blank=True)
+    # The evaluation job the request started (its gate policy's ``evaluation`` setting, issue 15):
+    # a plain id, as ModelVersion.source_job_id (governance does not import runners), or why it
+    # could not be started.
+    evaluation_job_id = models.PositiveBigIntegerField(null=True, blank=True)
+    evaluation_job_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
 

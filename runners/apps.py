@@ -17,3 +17,8 @@ class RunnersConfig(AppConfig):
         register_source_resolver("mlflow-artifacts", mlflow_sources.resolve_mlflow_artifacts_uri)
         # A job token's scope is its code run's (issue 17); governance reads it through this.
         register_job_scope_loader(tracking.job_scope_of)
+        # A promotion request starts the evaluation its gates read (issue 15) through runners.
+        from governance.evaluation_starter import register_evaluation_starter
+        from runners.promotion_evaluations import start_evaluation
+
+        register_evaluation_starter(start_evaluation)

@@ -15,6 +15,10 @@ Condition kinds (each ``{"kind": ..., parameters}``):
   units, positive = worse) at most ``value``; a perturbation the model failed on fails.
 - ``no_open_critical_alert`` ``{}``: no unresolved critical alert on the version.
 - ``evaluation_max_age_days`` ``{days}``: the evaluation is at most ``days`` days old.
+
+The policy's optional ``evaluation`` setting (``check_evaluation_setting``) names the dataset and
+the evaluation spec a promotion request evaluates the candidate with when it has no evaluation
+young enough (``actions.promotions``; the job itself is submitted by runners).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from django.utils import timezone
 
 from governance.actions.checks import check_alias_name, ensure_can, is_protected_alias
 from governance.audit import record_audit_event, snapshot
-from governance.models import Evaluation, ModelAlias, ModelVersion, PromotionGatePolicy, Team
+from governance.models import Dataset, Evaluation, ModelAlias, ModelVersion, PromotionGatePolicy, Team
 from governance.permissions import MANAGE
 
 if TYPE_CHECKING:
@@ -55,6 +59,10 @@ EVALUATION_METRICS = (
 # monitoring's Severity.CRITICAL, by value: governance does not import monitoring.
 CRITICAL = "critical"
 MAX_CONDITIONS = 50
+# The evaluation setting's fields: the dataset, then the engine's EvaluationSpec fields a policy
+# may fix (runners.evaluation.spec; its full checks run when the job is submitted).
+EVALUATION_TASKS = ("classification", "regression")
+EVALUATION_FIELDS = ("dataset", "task", "target", "positive_label", "sensitive_attributes", "slice_columns")
 
 # Kind -> (required parameters, optional parameters).
 CONDITION_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -162,12 +170,84 @@ def check_conditions(conditions: Any) -> list[dict[str, Any]]:
     return checked
 
 
+def _column_names(field: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(name, str) and name.strip() for name in value):
+        raise ValidationError({"evaluation": f"{field}: a list of column names"})
+    if len(set(value)) != len(value):
+        raise ValidationError({"evaluation": f"{field}: a column appears more than once"})
+    return list(value)
+
+
+def check_evaluation_setting(setting: Any, team: Team) -> dict[str, Any]:
+    """The policy's ``evaluation`` setting checked for shape: {} or None (no evaluation is
+    started), else ``{"dataset": <id of one of team's datasets>, "task": "classification" |
+    "regression", "target": <column>, "positive_label"?: <class as text>,
+    "sensitive_attributes"?: [columns], "slice_columns"?: [columns]}``. ValidationError on
+    ``evaluation`` naming the field. The columns are checked against the dataset's newest version
+    when the job is submitted (the engine's checks)."""
+    if setting is None or setting == {}:
+        return {}
+    if not isinstance(setting, dict):
+        raise ValidationError({"evaluation": 'an object {"dataset": <id>, "task", "target", ...} or {}'})
+    if unknown := sorted(set(setting) - set(EVALUATION_FIELDS)):
+        raise ValidationError(
+            {"evaluation": f"unknown field {unknown[0]!r}; the fields are {', '.join(EVALUATION_FIELDS)}"}
+        )
+    if missing := [name for name in ("dataset", "task", "target") if name not in setting]:
+        raise ValidationError({"evaluation": f"{', '.join(missing)} required"})
+    dataset = setting["dataset"]
+    if isinstance(dataset, bool) or not isinstance(dataset, int):
+        raise ValidationError({"evaluation": "dataset: a dataset id"})
+    if not Dataset.objects.filter(pk=dataset, team=team).exists():
+        raise ValidationError({"evaluation": f"dataset: no dataset #{dataset} in team {team.name}"})
+    task = setting["task"]
+    if task not in EVALUATION_TASKS:
+        raise ValidationError({"evaluation": f"task: {task!r} is not one of {', '.join(EVALUATION_TASKS)}"})
+    target = setting["target"]
+    if not isinstance(target, str) or not target.strip():
+        raise ValidationError({"evaluation": "target: name the label column"})
+    out: dict[str, Any] = {"dataset": dataset, "task": task, "target": target}
+    label = setting.get("positive_label")
+    if label is not None:
+        if task == "regression":
+            raise ValidationError({"evaluation": "positive_label: a regression has no positive label"})
+        if isinstance(label, int) and not isinstance(label, bool):
+            label = str(label)
+        if not isinstance(label, str):
+            raise ValidationError({"evaluation": "positive_label: give the positive class as text"})
+        out["positive_label"] = label
+    for field in ("sensitive_attributes", "slice_columns"):
+        if setting.get(field) is not None:
+            names = _column_names(field, setting[field])
+            if target in names:
+                raise ValidationError({"evaluation": f"{field}: the target {target!r} cannot be one of them"})
+            out[field] = names
+    if out.get("sensitive_attributes") and task == "classification" and "positive_label" not in out:
+        raise ValidationError({"evaluation": "positive_label: fairness needs the positive class"})
+    return out
+
+
+def policy_snapshot(policy: PromotionGatePolicy | None) -> dict[str, Any] | None:
+    """The policy's audit snapshot: its ``audit_fields``, and its ``evaluation`` setting when it
+    has one (a policy without is recorded as before the setting existed)."""
+    out = snapshot(policy)
+    if policy is not None and out is not None and policy.evaluation:
+        out["evaluation"] = policy.evaluation
+    return out
+
+
 def do_set_gate_policy(
-    *, team: Team, alias: str, conditions: list[dict[str, Any]], actor: User | None
+    *,
+    team: Team,
+    alias: str,
+    conditions: list[dict[str, Any]],
+    actor: User | None,
+    evaluation: dict[str, Any] | None = None,
 ) -> PromotionGatePolicy:
     """Set the gates of ``team``'s protected ``alias`` (created if new; an empty list leaves four
-    eyes only). The team's managers (model owners, platform admins: MANAGE) only; audited
-    ``gate_policy.set`` with the conditions before and after.
+    eyes only) and its ``evaluation`` setting (None or {}: no evaluation is started by a
+    request; ``check_evaluation_setting``). The team's managers (model owners, platform admins:
+    MANAGE) only; audited ``gate_policy.set`` with the conditions before and after.
 
     ValidationError for an alias that is not protected in the team (gates apply to promotion
     requests, which only protected aliases have) or invalid conditions (``check_conditions``);
@@ -186,13 +266,15 @@ def do_set_gate_policy(
                     "to promotion requests"
                 }
             )
+        setting = check_evaluation_setting(evaluation, team)
         policy = PromotionGatePolicy.objects.select_for_update().filter(team=team, alias=alias).first()
-        before = snapshot(policy)
+        before = policy_snapshot(policy)
         if policy is None:
             policy = PromotionGatePolicy(team=team, alias=alias)
-        elif policy.conditions == checked:
+        elif policy.conditions == checked and policy.evaluation == setting:
             return policy
         policy.conditions = checked
+        policy.evaluation = setting
         policy.updated_by = actor
         policy.updated_at = timezone.now()
         policy.save()
@@ -202,7 +284,7 @@ def do_set_gate_policy(
             obj=policy,
             team_id=team.pk,
             before=before,
-            after=snapshot(policy),
+            after=policy_snapshot(policy),
         )
     return policy
 
@@ -214,6 +296,21 @@ def gate_policy(team_id: int, alias: str) -> PromotionGatePolicy | None:
         if is_protected_alias([policy.alias], alias):
             return policy
     return None
+
+
+def needs_evaluation(version: ModelVersion, policy: PromotionGatePolicy | None) -> bool:
+    """Whether a request for ``version`` under ``policy`` starts an evaluation: the policy has an
+    ``evaluation`` setting and the version has no evaluation by Steward, or none younger than the
+    policy's ``evaluation_max_age_days`` (without that condition any evaluation is reused)."""
+    if policy is None or not policy.evaluation:
+        return False
+    evaluation = newest_evaluation(version)
+    if evaluation is None:
+        return True
+    for condition in policy.conditions:
+        if condition["kind"] == "evaluation_max_age_days":
+            return _age(condition, evaluation).passed is False
+    return False
 
 
 def critical_alerts(version: ModelVersion) -> list[dict[str, Any]]:

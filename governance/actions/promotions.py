@@ -30,10 +30,13 @@ from governance.actions.gates import (
     critical_alerts,
     describe_failures,
     failing_gates,
+    gate_policy,
     gate_results,
+    needs_evaluation,
     newest_evaluation,
 )
 from governance.audit import record_audit_event, snapshot
+from governance.evaluation_starter import start_request_evaluation
 from governance.models import ModelAlias, ModelVersion, PromotionRequest, RegisteredModel, TeamRole
 from governance.permissions import may_cancel_promotion, may_request_promotion, promotion_decision_refusal
 
@@ -102,6 +105,10 @@ def open_promotion_request(
     the request and in its audit event, for the approver to read. Otherwise ValidationError naming
     the alerts; ``door="alias"`` (setting a protected alias, which cannot acknowledge) says where
     to request instead.
+
+    Where the alias's gate policy has an ``evaluation`` setting and the version has no evaluation
+    young enough (``gates.needs_evaluation``), the evaluation is started once the request commits
+    (``governance.evaluation_starter``); the gates are checked again at approval.
     """
     pending = PromotionRequest.objects.filter(
         model_version=version, alias=alias, state=PromotionRequest.State.PENDING
@@ -137,6 +144,13 @@ def open_promotion_request(
     )
     # Told once committed; beat's run of the same task catches a request whose enqueue failed.
     transaction.on_commit(_enqueue_notify_approvers)
+    # Runs the evaluation the gates read when none is young enough (issue 15), once committed:
+    # the job is submitted by runners' registered starter, and its id or why it could not be
+    # started is recorded on the request.
+    if needs_evaluation(version, policy := gate_policy(model.team_id, alias)):
+        assert policy is not None
+        setting = dict(policy.evaluation)
+        transaction.on_commit(lambda: start_request_evaluation(request.pk, setting))
     record_audit_event(
         actor=actor,
         action="promotion_request.create",

@@ -82,11 +82,18 @@ class GatePolicySerializer(serializers.ModelSerializer):
         '"fairness_ratio_at_least", "value": 0.8}, ...]; kinds: metric_bound, not_worse_than_champion, '
         "fairness_ratio_at_least, robustness_drop_at_most, no_open_critical_alert, evaluation_max_age_days."
     )
+    evaluation = serializers.JSONField(
+        required=False,
+        default=dict,
+        help_text="The evaluation a promotion request starts when the candidate has none young enough: "
+        '{"dataset": <dataset id: its newest version>, "task": "classification", "target": "label", '
+        '"positive_label": "1", "sensitive_attributes": [...], "slice_columns": [...]}; {}: none.',
+    )
     updated_by = UsernameField()
 
     class Meta:
         model = PromotionGatePolicy
-        fields = ["id", "team", "alias", "conditions", "updated_by", "updated_at"]
+        fields = ["id", "team", "alias", "conditions", "evaluation", "updated_by", "updated_at"]
         read_only_fields = ["updated_at"]
         # Setting an existing (team, alias) replaces its conditions: the action decides, not a
         # uniqueness check here.
@@ -113,6 +120,10 @@ class GatePolicyViewSet(RestrictedReadOnlyViewSet):
         """Create or replace the gates of ``alias`` in ``team`` (an empty list: four eyes only)."""
         data = self.validated(request)
         policy = do_set_gate_policy(
-            team=data["team"], alias=data["alias"], conditions=data["conditions"], actor=request.user
+            team=data["team"],
+            alias=data["alias"],
+            conditions=data["conditions"],
+            evaluation=data.get("evaluation"),
+            actor=request.user,
         )
         return Response(GatePolicySerializer(self.refetch(policy)).data)

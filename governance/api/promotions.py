@@ -56,6 +56,14 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     )
     override_by = UsernameField(help_text="Present when the alias has gates: who overrode failing gates.")
     override_reason = serializers.CharField(read_only=True)
+    evaluation_job_id = serializers.IntegerField(
+        read_only=True,
+        help_text="Present when the alias has gates: the evaluation job the request started (its gate "
+        "policy's evaluation setting), or null.",
+    )
+    evaluation_job_error = serializers.CharField(
+        read_only=True, help_text="Present when the alias has gates: why the evaluation could not be started."
+    )
 
     class Meta:
         model = PromotionRequest
@@ -80,6 +88,8 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
             "override_by",
             "override_reason",
             "override_at",
+            "evaluation_job_id",
+            "evaluation_job_error",
         ]
         read_only_fields = [
             "state",
@@ -91,7 +101,15 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
             "override_at",
         ]
 
-    GATE_FIELDS = ("gate_results", "evaluation", "override_by", "override_reason", "override_at")
+    GATE_FIELDS = (
+        "gate_results",
+        "evaluation",
+        "override_by",
+        "override_reason",
+        "override_at",
+        "evaluation_job_id",
+        "evaluation_job_error",
+    )
 
     def to_representation(self, instance: PromotionRequest) -> dict[str, Any]:
         """The gate fields only for a request whose alias has gates: a team without gates sees the

@@ -274,7 +274,11 @@ def gate_policy_list(request: HttpRequest) -> HttpResponse:
         request,
         GatePolicyForm(request.POST or None, user=request.user),
         lambda data: do_set_gate_policy(
-            team=data["team"], alias=data["alias"], conditions=data["conditions"], actor=request.user
+            team=data["team"],
+            alias=data["alias"],
+            conditions=data["conditions"],
+            evaluation=data.get("evaluation"),
+            actor=request.user,
         ),
         success_message=lambda policy: f"Set the gates of {policy.alias} in {policy.team.name}.",
         template="governance/gate_policy_list.html",
@@ -286,12 +290,21 @@ def gate_policy_list(request: HttpRequest) -> HttpResponse:
 def gate_policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One policy's conditions; its team's managers edit them here."""
     policy = visible_or_404(request, PromotionGatePolicy.objects.select_related("team", "updated_by"), pk)
-    initial = {"team": policy.team, "alias": policy.alias, "conditions": policy.conditions}
+    initial = {
+        "team": policy.team,
+        "alias": policy.alias,
+        "conditions": policy.conditions,
+        "evaluation": policy.evaluation,
+    }
     return form_view(
         request,
         GatePolicyForm(request.POST or None, initial=initial, user=request.user),
         lambda data: do_set_gate_policy(
-            team=data["team"], alias=data["alias"], conditions=data["conditions"], actor=request.user
+            team=data["team"],
+            alias=data["alias"],
+            conditions=data["conditions"],
+            evaluation=data.get("evaluation"),
+            actor=request.user,
         ),
         success_message=lambda saved: f"Set the gates of {saved.alias} in {saved.team.name}.",
         template="governance/gate_policy_detail.html",

@@ -28,7 +28,7 @@ from governance.audit.proofs import may_audit
 from governance.charts import format_number
 from governance.compare import compare_model_versions
 from governance.forms import PromotionDecisionForm, PromotionRequestForm
-from governance.models import ModelAlias, ModelVersion, PromotionRequest
+from governance.models import Evaluation, ModelAlias, ModelVersion, PromotionRequest
 from governance.permissions import (
     may_cancel_promotion,
     may_request_promotion,
@@ -127,7 +127,13 @@ def _detail_page(
     )
     gates_fail = any(gate["passed"] is False for gate in gates)
     evaluation = newest_evaluation(candidate) if is_pending else promotion.evaluation
+    job_evaluation = (
+        Evaluation.objects.filter(job_id=promotion.evaluation_job_id).first()
+        if promotion.evaluation_job_id
+        else None
+    )
     context = {
+        "job_evaluation": job_evaluation,
         "gates": gates,
         "gates_fail": gates_fail,
         "snapshot_gates": promotion.gate_results if is_pending else [],
