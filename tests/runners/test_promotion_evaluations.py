@@ -105,7 +105,8 @@ def test_a_request_without_an_evaluation_starts_one_job_on_the_datasets_newest_v
         "evaluation_job_error": "",
     }
     page = _page(scientist, request.pk)
-    assert f'<a href="/jobs/{job.pk}/">Evaluation job #{job.pk}</a> is running' in page
+    started = "was started for this request and has recorded no evaluation yet"
+    assert f'<a href="/jobs/{job.pk}/">Evaluation job #{job.pk}</a> {started}' in page
     assert "the gates are checked again at approval" in page
 
     # A second request for the same version and alias is refused (one is pending): no second job.
