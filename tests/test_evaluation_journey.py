@@ -24,13 +24,7 @@ import pytest
 from governance.charts import format_number
 from governance.models import Evaluation, ModelVersion, PromotionRequest, RegisteredModel
 from runners.execute import execute_job
-from tests.runners.test_evaluation_jobs import (  # noqa: F401 (adult_dataset_version: a fixture)
-    CATEGORICAL,
-    NUMERIC,
-    POSITIVE,
-    adult_dataset_version,
-    evaluation_spec,
-)
+from tests.runners.test_evaluation_jobs import CATEGORICAL, NUMERIC, POSITIVE, evaluation_spec
 
 WEAK_FEATURES = ["age", "education-num", "hours-per-week"]
 # Compared with the champion on both: the gate blocks a version worse on either beyond the
@@ -157,7 +151,7 @@ def _events(client, **filters) -> list[tuple[str, str, str, str]]:
 
 
 def test_two_trained_versions_are_evaluated_and_the_gate_blocks_the_worse_one(
-    adult_dataset_version,  # noqa: F811
+    adult_version,
     team,
     owner,
     approver,
@@ -173,16 +167,16 @@ def test_two_trained_versions_are_evaluated_and_the_gate_blocks_the_worse_one(
 
     v1 = _train(
         as_owner,
-        adult_dataset_version,
+        adult_version,
         registered_model,
         features=NUMERIC + CATEGORICAL,
         categorical=CATEGORICAL,
     )
-    v2 = _train(as_owner, adult_dataset_version, registered_model, features=WEAK_FEATURES)
+    v2 = _train(as_owner, adult_version, registered_model, features=WEAK_FEATURES)
     assert (v1.version, v2.version) == (1, 2)
 
     # v1 first: no version holds production, so there is no champion to compare with.
-    first = _evaluate(as_owner, v1, adult_dataset_version)
+    first = _evaluate(as_owner, v1, adult_version)
     assert (first["champion_version"], first["comparison"], first["results"]["rows"]) == (None, None, 32561)
     assert first["spec"]["sensitive_attributes"] == ["sex", "race"]
     assert first["results"]["positive_label"] == POSITIVE
@@ -235,7 +229,7 @@ def test_two_trained_versions_are_evaluated_and_the_gate_blocks_the_worse_one(
     assert alias == {"production": v1.pk}
 
     # v2, evaluated now, is compared with the champion (production = v1) on the same rows.
-    second = _evaluate(as_owner, v2, adult_dataset_version)
+    second = _evaluate(as_owner, v2, adult_version)
     assert second["champion_version"] == v1.pk
     assert second["champion_results"]["rows"] == second["results"]["rows"] == 32561
     comparison = second["comparison"]
