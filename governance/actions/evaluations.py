@@ -50,6 +50,13 @@ def _checked_json(name: str, value: Any, *, required: bool) -> Any:
     return value
 
 
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _metric_entry(metric: str, entry: Any) -> dict[str, Any]:
     """One metric as the engine writes it, ``{"value", "ci_low", "ci_high", "reason"}``; a bare
     number (what MLflow's ``log_metric`` gives a self-reported evaluation) becomes the value with
@@ -64,7 +71,7 @@ def _metric_entry(metric: str, entry: Any) -> dict[str, Any]:
     for bound in ("value", "ci_low", "ci_high"):
         number = out[bound]
         if number is not None and (
-            isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number)
+            isinstance(number, bool) or not isinstance(number, int | float) or not _finite(number)
         ):
             raise ValidationError({"results": f"metric {metric!r}: {bound} must be a finite number or null"})
     return out

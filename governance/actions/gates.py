@@ -89,7 +89,12 @@ class GateResult:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (JSON allows 10**400)
+        return False
 
 
 def _metric_name(where: str, metric: Any) -> str:

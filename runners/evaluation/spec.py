@@ -18,6 +18,11 @@ LABEL_METRICS = ("accuracy", "precision", "recall", "f1")
 PROBABILITY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
 CLASSIFICATION_METRICS = LABEL_METRICS + PROBABILITY_METRICS
 # Direction of each metric: the comparison and the slice order read it (lower RMSE is better).
+# Bounds on the work one spec asks for: each bootstrap resample and importance repeat re-scores
+# every row, and each slice bin is a slice; past these a job only burns its time limit.
+MAX_BOOTSTRAP_RESAMPLES = 10_000
+MAX_IMPORTANCE_REPEATS = 100
+MAX_SLICE_BINS = 100
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss", "brier", "calibration_error"})
 
 
@@ -119,12 +124,12 @@ class EvaluationSpec:
                 raise EvaluationError(name, f"the target {self.target!r} cannot be one of them")
         if self.features is not None and not self.features:
             raise EvaluationError("features", "give at least one feature, or leave it out for all")
-        self._check_int("slice_bins", 2)
+        self._check_int("slice_bins", 2, MAX_SLICE_BINS)
         self._check_int("min_slice_rows", 1)
         self._check_int("max_slices", 1)
-        self._check_int("bootstrap_resamples", 0)
+        self._check_int("bootstrap_resamples", 0, MAX_BOOTSTRAP_RESAMPLES)
         self._check_int("seed", 0)
-        self._check_int("importance_repeats", 0)
+        self._check_int("importance_repeats", 0, MAX_IMPORTANCE_REPEATS)
         self._check_int("importance_max_rows", 10)
         self._check_int("max_rows", 10)
         if not isinstance(self.robustness, bool):
@@ -142,10 +147,12 @@ class EvaluationSpec:
         if self.primary_metric == "roc_auc" and self.positive_label is None:
             raise EvaluationError("primary_metric", "roc_auc needs positive_label (binary evaluation)")
 
-    def _check_int(self, name: str, minimum: int) -> None:
+    def _check_int(self, name: str, minimum: int, maximum: int | None = None) -> None:
         value = getattr(self, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise EvaluationError(name, f"give a whole number of at least {minimum}, not {value!r}")
+            raise EvaluationError(name, f"give a whole number of at least {minimum}, not {value!r:.40}")
+        if maximum is not None and value > maximum:
+            raise EvaluationError(name, f"give a whole number of at most {maximum:,}, not {value:,}"[:160])
 
     def _check_share(self, name: str, *, low_open: bool) -> None:
         value = getattr(self, name)
@@ -186,4 +193,9 @@ class EvaluationSpec:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (JSON allows 10**400)
+        return False
