@@ -311,7 +311,7 @@ def do_approve_promotion(
         ensure_may_hold_alias(model, version)
         gates = gate_results(version, request.alias)
         failing = failing_gates(gates)
-        if failing and not _override_covers(request, failing):
+        if failing and not _override_covers(request, gates):
             if not override_reason.strip():
                 raise ValidationError(
                     {
@@ -332,12 +332,19 @@ def do_approve_promotion(
     return request
 
 
-def _override_covers(request: PromotionRequest, failing: list[GateResult]) -> bool:
-    """Whether the recorded override was made while each of ``failing``'s kinds failed."""
+def _override_covers(request: PromotionRequest, gates: list[GateResult]) -> bool:
+    """Whether the recorded override was made while each gate failing now failed: compared by
+    position in the policy and kind (``metric_bound`` may appear several times, so the kind alone
+    would let an override of one bound cover another)."""
     if request.override_by_id is None:
         return False
-    overridden = {gate["kind"] for gate in request.gate_results if gate.get("passed") is False}
-    return {gate.kind for gate in failing} <= overridden
+    overridden = {
+        (position, gate["kind"])
+        for position, gate in enumerate(request.gate_results)
+        if gate.get("passed") is False
+    }
+    failing = {(position, gate.kind) for position, gate in enumerate(gates) if gate.passed is False}
+    return failing <= overridden
 
 
 def _record_override(
