@@ -226,7 +226,7 @@ def test_two_trained_versions_are_evaluated_and_the_gate_blocks_the_worse_one(
     assert approved.status_code == 200, approved.content
     assert approved.json()["state"] == "approved"
     alias = as_owner.get(f"/api/models/{registered_model.pk}/").json()["aliases"]
-    assert alias == {"production": v1.pk}
+    assert alias == {"production": v1.version}
 
     # v2, evaluated now, is compared with the champion (production = v1) on the same rows.
     second = _evaluate(as_owner, v2, adult_version)
@@ -273,7 +273,7 @@ def test_two_trained_versions_are_evaluated_and_the_gate_blocks_the_worse_one(
     assert ("gate fairness_ratio_at_least fails" in message) == bool(unfair)
     assert "evaluation_max_age_days" not in message
     assert PromotionRequest.objects.get(pk=second_request["id"]).state == "pending"
-    assert as_owner.get(f"/api/models/{registered_model.pk}/").json()["aliases"] == {"production": v1.pk}
+    assert as_owner.get(f"/api/models/{registered_model.pk}/").json()["aliases"] == {"production": v1.version}
 
     # The audit trail, read through the API by the owner.
     evaluations = {row.pk: row.model_version_id for row in Evaluation.objects.all()}

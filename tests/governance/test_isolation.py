@@ -12,12 +12,14 @@ from rest_framework.test import APIClient
 
 from config.api_urls import router
 from governance.actions.aliases import do_set_alias
+from governance.actions.gates import do_set_gate_policy
 from governance.actions.promotions import do_request_promotion
 from governance.actions.tokens import do_create_api_token
 from governance.api.base import RestrictedViewSetMixin
 from governance.models import AuditEvent, DatasetVersion, Membership, PlatformRole, PlatformRoleGrant
 from runners.budgets import do_create_budget
 from runners.code_versions import do_create_code_project, do_register_code_version
+from runners.evaluation_records import record_evaluation
 from runners.models import Job
 from runners.schedules import do_create_job_schedule
 from runners.serving.actions import do_set_serving_policy
@@ -50,6 +52,18 @@ def targets(world, admin, scientist, compliance_officer):
     serving_policy = do_set_serving_policy(
         registered_model=world.model, alias="staging", shadow_version=world.model_version, actor=scientist
     )
+    # Issue 15: an evaluation record and a gate policy.
+    evaluation = record_evaluation(
+        model_version=world.model_version,
+        dataset_version=None,
+        spec={},
+        results={"metrics": {"f1": 0.5}},
+        source="self_reported",
+        actor=scientist,
+    )
+    gate_policy = do_set_gate_policy(
+        team=world.team, alias="production", conditions=[{"kind": "no_open_critical_alert"}], actor=admin
+    )
     return {
         "team": world.team.pk,
         "membership": Membership.objects.get(user=scientist).pk,
@@ -70,6 +84,8 @@ def targets(world, admin, scientist, compliance_officer):
         "codeproject": code_project.pk,
         "codeversion": code_version.pk,
         "servingpolicy": serving_policy.pk,
+        "evaluation": evaluation.pk,
+        "promotiongatepolicy": gate_policy.pk,
     }
 
 
