@@ -273,16 +273,21 @@ def gate_policy_list(request: HttpRequest) -> HttpResponse:
     return form_view(
         request,
         GatePolicyForm(request.POST or None, user=request.user),
-        lambda data: do_set_gate_policy(
-            team=data["team"],
-            alias=data["alias"],
-            conditions=data["conditions"],
-            evaluation=data.get("evaluation"),
-            actor=request.user,
-        ),
+        lambda data: _set_policy(request, data),
         success_message=lambda policy: f"Set the gates of {policy.alias} in {policy.team.name}.",
         template="governance/gate_policy_list.html",
         context=page,
+    )
+
+
+def _set_policy(request: HttpRequest, data: dict[str, Any]) -> PromotionGatePolicy:
+    """``do_set_gate_policy`` from a valid ``GatePolicyForm`` (the list's form and a policy's page)."""
+    return do_set_gate_policy(
+        team=data["team"],
+        alias=data["alias"],
+        conditions=data["conditions"],
+        evaluation=data.get("evaluation"),
+        actor=request.user,
     )
 
 
@@ -299,13 +304,7 @@ def gate_policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return form_view(
         request,
         GatePolicyForm(request.POST or None, initial=initial, user=request.user),
-        lambda data: do_set_gate_policy(
-            team=data["team"],
-            alias=data["alias"],
-            conditions=data["conditions"],
-            evaluation=data.get("evaluation"),
-            actor=request.user,
-        ),
+        lambda data: _set_policy(request, data),
         success_message=lambda saved: f"Set the gates of {saved.alias} in {saved.team.name}.",
         template="governance/gate_policy_detail.html",
         context=lambda: {
