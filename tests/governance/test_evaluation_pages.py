@@ -3,6 +3,8 @@ figures; another team gets 404."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -153,3 +155,19 @@ def test_gate_policy_pages(full_evaluation, owner, viewer, outsider):
     assert 'name="conditions"' not in html
     assert 'name="conditions"' in _client(owner).get(reverse("gate_policy_list")).content.decode()
     assert _client(outsider).get(reverse("gate_policy_detail", args=[policy.pk])).status_code == 404
+
+
+def test_an_owner_sets_the_gates_on_the_policys_page(full_evaluation, owner, team):
+    policy = PromotionGatePolicy.objects.get()
+    saved = _client(owner).post(
+        reverse("gate_policy_detail", args=[policy.pk]),
+        {
+            "team": team.pk,
+            "alias": policy.alias,
+            "conditions": json.dumps([{"kind": "no_open_critical_alert"}]),
+            "evaluation": "",
+        },
+    )
+    assert saved.status_code == 302, saved.content.decode()[-2000:]
+    policy.refresh_from_db()
+    assert (policy.conditions, policy.updated_by) == ([{"kind": "no_open_critical_alert"}], owner)
