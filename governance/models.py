@@ -767,6 +767,9 @@ class PromotionGatePolicy(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="gate_policies")
     alias = models.CharField(max_length=255)
+    # governance.names.name_key(alias), unique per team: "Production" and "production" are one
+    # protected alias (actions.checks.is_protected_alias), so they can have only one policy.
+    alias_key = models.CharField(max_length=255)
     conditions = models.JSONField(
         default=list, help_text='[{"kind": "metric_bound", "metric": "f1", "min": 0.5}, ...]'
     )
@@ -788,7 +791,9 @@ class PromotionGatePolicy(models.Model):
     audit_fields = ("team_id", "alias", "conditions")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["team", "alias"], name="one_gate_policy_per_alias")]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "alias_key"], name="one_gate_policy_per_alias_key")
+        ]
         ordering = ["team__name", "alias"]
 
     def __str__(self) -> str:

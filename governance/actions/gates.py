@@ -34,6 +34,7 @@ from django.utils import timezone
 from governance.actions.checks import check_alias_name, ensure_can, is_protected_alias
 from governance.audit import record_audit_event, snapshot
 from governance.models import Dataset, Evaluation, ModelAlias, ModelVersion, PromotionGatePolicy, Team
+from governance.names import name_key
 from governance.permissions import MANAGE
 
 if TYPE_CHECKING:
@@ -272,10 +273,14 @@ def do_set_gate_policy(
                 }
             )
         setting = check_evaluation_setting(evaluation, team)
-        policy = PromotionGatePolicy.objects.select_for_update().filter(team=team, alias=alias).first()
+        # One policy per protected alias, whatever its spelling: "Production" sets the policy of
+        # "production", stored under the protected list's spelling.
+        key = name_key(alias)
+        alias = next(name for name in team.protected_aliases if name_key(name) == key)
+        policy = PromotionGatePolicy.objects.select_for_update().filter(team=team, alias_key=key).first()
         before = policy_snapshot(policy)
         if policy is None:
-            policy = PromotionGatePolicy(team=team, alias=alias)
+            policy = PromotionGatePolicy(team=team, alias=alias, alias_key=key)
         elif policy.conditions == checked and policy.evaluation == setting:
             return policy
         policy.conditions = checked
@@ -297,10 +302,22 @@ def do_set_gate_policy(
 def gate_policy(team_id: int, alias: str) -> PromotionGatePolicy | None:
     """The policy of ``alias`` in team ``team_id`` (compared under the alias's name key, like
     protection), or None."""
-    for policy in PromotionGatePolicy.objects.filter(team_id=team_id):
-        if is_protected_alias([policy.alias], alias):
-            return policy
-    return None
+    return PromotionGatePolicy.objects.filter(team_id=team_id, alias_key=name_key(alias)).first()
+
+
+def policy_dataset(policy: PromotionGatePolicy) -> int | None:
+    """The dataset a policy's gates are judged on: its ``evaluation`` setting's dataset, or None
+    (any dataset) for a policy without one. An evaluation on another dataset (an easier one)
+    never satisfies that policy's gates."""
+    dataset = (policy.evaluation or {}).get("dataset")
+    return dataset if isinstance(dataset, int) else None
+
+
+def judged_evaluation(version: ModelVersion, alias: str) -> Evaluation | None:
+    """The evaluation the gates of ``alias`` read for ``version``: its newest by Steward, on the
+    policy's dataset when the policy names one (without a policy: its newest); None if none."""
+    policy = gate_policy(version.model.team_id, alias)
+    return newest_evaluation(version, dataset_id=policy_dataset(policy) if policy else None)
 
 
 def needs_evaluation(version: ModelVersion, policy: PromotionGatePolicy | None) -> bool:
@@ -309,7 +326,7 @@ def needs_evaluation(version: ModelVersion, policy: PromotionGatePolicy | None) 
     policy's ``evaluation_max_age_days`` (without that condition any evaluation is reused)."""
     if policy is None or not policy.evaluation:
         return False
-    evaluation = newest_evaluation(version)
+    evaluation = newest_evaluation(version, dataset_id=policy_dataset(policy))
     if evaluation is None:
         return True
     for condition in policy.conditions:
@@ -327,12 +344,15 @@ def critical_alerts(version: ModelVersion) -> list[dict[str, Any]]:
 
 
 def newest_evaluation(
-    version: ModelVersion, *, source: str | None = Evaluation.Source.STEWARD
+    version: ModelVersion, *, source: str | None = Evaluation.Source.STEWARD, dataset_id: int | None = None
 ) -> Evaluation | None:
-    """The version's newest evaluation (by Steward unless ``source`` is None: any)."""
+    """The version's newest evaluation (by Steward unless ``source`` is None: any), on a version
+    of dataset ``dataset_id`` when given."""
     evaluations = Evaluation.objects.filter(model_version=version)
     if source is not None:
         evaluations = evaluations.filter(source=source)
+    if dataset_id is not None:
+        evaluations = evaluations.filter(dataset_version__dataset_id=dataset_id)
     return (
         evaluations.select_related("champion_version__model", "dataset_version__dataset")
         .order_by("-created_at", "-id")
@@ -465,7 +485,8 @@ def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
     order; [] when the alias has no policy (four eyes only).
 
     Reads the version's newest evaluation by Steward (a self-reported one never satisfies a gate:
-    the detail says so) and, for the champion comparison, the version that holds ``alias`` now.
+    the detail says so), on the policy's dataset when its ``evaluation`` setting names one
+    (``policy_dataset``), and, for the champion comparison, the version that holds ``alias`` now.
     Without an evaluation every condition but ``no_open_critical_alert`` fails with "no
     evaluation of <version> yet".
     """
@@ -473,10 +494,18 @@ def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
     policy = gate_policy(model.team_id, alias)
     if policy is None or not policy.conditions:
         return []
-    evaluation = newest_evaluation(version)
+    dataset_id = policy_dataset(policy)
+    evaluation = newest_evaluation(version, dataset_id=dataset_id)
     missing = f"no evaluation of {version} yet"
-    if evaluation is None and newest_evaluation(version, source=Evaluation.Source.SELF_REPORTED) is not None:
+    if dataset_id is not None:
+        dataset = Dataset.objects.filter(pk=dataset_id).values_list("name", flat=True).first()
+        missing = f"no evaluation of {version} on dataset {dataset or f'#{dataset_id}'} (the policy's) yet"
+    self_reported = Evaluation.Source.SELF_REPORTED
+    others = newest_evaluation(version, source=self_reported, dataset_id=dataset_id)
+    if evaluation is None and others is not None:
         missing += " (only self-reported ones, which never satisfy a gate: run an evaluation in Steward)"
+    elif evaluation is None and dataset_id is not None and newest_evaluation(version) is not None:
+        missing += "; evaluations on other datasets do not count"
     current = (
         ModelAlias.objects.filter(model_id=version.model_id, name=alias)
         .select_related("model_version__model")

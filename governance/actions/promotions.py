@@ -32,8 +32,8 @@ from governance.actions.gates import (
     failing_gates,
     gate_policy,
     gate_results,
+    judged_evaluation,
     needs_evaluation,
-    newest_evaluation,
 )
 from governance.audit import record_audit_event, snapshot
 from governance.evaluation_starter import start_request_evaluation
@@ -140,7 +140,7 @@ def open_promotion_request(
         requested_by=actor,
         acknowledged_alerts=alerts,
         gate_results=[gate.as_dict() for gate in gates],
-        evaluation=newest_evaluation(version) if gates else None,
+        evaluation=judged_evaluation(version, alias) if gates else None,
     )
     # Told once committed; beat's run of the same task catches a request whose enqueue failed.
     transaction.on_commit(_enqueue_notify_approvers)
@@ -357,7 +357,7 @@ def _record_override(
     request.override_reason = reason.strip()
     request.override_at = timezone.now()
     request.gate_results = [gate.as_dict() for gate in gates]
-    request.evaluation = newest_evaluation(request.model_version)
+    request.evaluation = judged_evaluation(request.model_version, request.alias)
     request.save(
         update_fields=["override_by", "override_reason", "override_at", "gate_results", "evaluation"]
     )

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from governance.actions.gates import gate_results, newest_evaluation
+from governance.actions.gates import gate_results, judged_evaluation
 from governance.actions.promotions import (
     critical_alerts,
     do_approve_promotion,
@@ -126,7 +126,7 @@ def _detail_page(
         else promotion.gate_results
     )
     gates_fail = any(gate["passed"] is False for gate in gates)
-    evaluation = newest_evaluation(candidate) if is_pending else promotion.evaluation
+    evaluation = judged_evaluation(candidate, promotion.alias) if is_pending else promotion.evaluation
     job_evaluation = (
         Evaluation.objects.filter(job_id=promotion.evaluation_job_id).first()
         if promotion.evaluation_job_id

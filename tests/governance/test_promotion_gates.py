@@ -307,3 +307,77 @@ def test_only_managers_set_gates_and_only_on_protected_aliases(team, owner, scie
         {"team_id": team.pk, "alias": "production", "conditions": CONDITIONS[:1]},
     )
     assert policy.conditions == CONDITIONS[:1]
+
+
+def test_a_look_alike_alias_sets_the_one_policy_of_its_protected_alias(gated, team, owner, client_for):
+    """ "Production" is the protected "production" (four eyes compare name keys), so setting its
+    gates replaces that policy instead of adding a second one whose order decides which applies."""
+    response = client_for(owner).put(
+        "/api/gate-policies/set/",
+        {"team": team.pk, "alias": "Production", "conditions": [{"kind": "no_open_critical_alert"}]},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["id"], response.json()["alias"]) == (gated.pk, "production")
+    assert list(PromotionGatePolicy.objects.values_list("alias", "conditions")) == [
+        ("production", [{"kind": "no_open_critical_alert"}])
+    ]
+    fullwidth_alias = "".join(chr(ord(c) + 0xFEE0) for c in "PRODUCTION")  # "ＰＲＯＤＵＣＴＩＯＮ"  # noqa: RUF003
+    fullwidth = do_set_gate_policy(team=team, alias=fullwidth_alias, conditions=CONDITIONS, actor=owner)
+    assert (fullwidth.pk, PromotionGatePolicy.objects.count()) == (gated.pk, 1)
+    event = AuditEvent.objects.filter(action="gate_policy.set").latest("id")
+    assert (event.before["conditions"], event.after["conditions"]) == (
+        [{"kind": "no_open_critical_alert"}],
+        CONDITIONS,
+    )
+
+
+def test_gates_read_only_an_evaluation_on_the_policys_dataset(
+    gated, team, owner, scientist, adult_versions, adult_version, record_adult_evaluation
+):
+    """A policy that names its evaluation dataset is judged on that dataset: an evaluation of the
+    candidate on any other (an easier one) satisfies none of its gates."""
+    from governance.actions.datasets import do_create_dataset
+
+    holdout = do_create_dataset(team=team, name="adult-holdout", actor=scientist)
+    setting = {"dataset": holdout.pk, "task": "classification", "target": "income", "positive_label": ">50K"}
+    do_set_gate_policy(team=team, alias="production", conditions=CONDITIONS, evaluation=setting, actor=owner)
+    evaluation = record_adult_evaluation("mitigated_again")  # on dataset "adult", not the policy's
+
+    results = gate_results(adult_versions["mitigated_again"], "production")
+    assert {(gate.passed, gate.detail) for gate in results if gate.kind != "no_open_critical_alert"} == {
+        (
+            False,
+            "no evaluation of income v3 on dataset adult-holdout (the policy's) yet; evaluations on "
+            "other datasets do not count",
+        )
+    }
+
+    setting["dataset"] = adult_version.dataset_id
+    do_set_gate_policy(team=team, alias="production", conditions=CONDITIONS, evaluation=setting, actor=owner)
+    request = do_request_promotion(model_version=adult_versions["mitigated_again"], actor=scientist)
+    assert request.evaluation == evaluation
+    assert all(gate["passed"] for gate in request.gate_results)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_the_policy_that_applied_where_look_alikes_shared_an_alias(team, owner):
+    """Before the alias key, "Production" and "production" could each have a policy and the first
+    by alias applied; the migration keys them and keeps that one."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("governance", "0014_promotion_evaluation_jobs")])
+    old = executor.loader.project_state([("governance", "0014_promotion_evaluation_jobs")]).apps
+    policies = old.get_model("governance", "PromotionGatePolicy")
+    for alias, kind in (("production", "no_open_critical_alert"), ("Production", "evaluation_max_age_days")):
+        policies.objects.create(team_id=team.pk, alias=alias, conditions=[{"kind": kind, "days": 3}])
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("governance"))
+
+    assert list(PromotionGatePolicy.objects.values_list("alias", "alias_key", "conditions")) == [
+        ("Production", "production", [{"kind": "evaluation_max_age_days", "days": 3}])
+    ]
