@@ -1,9 +1,24 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from config.health import HealthView, LivenessView, ReadinessView
 
+
+class FaviconView(RedirectView):
+    """/favicon.ico -> the static icon, resolved per request: with hashed static names
+    (production's manifest) ``static()`` must not run when the URLs are imported."""
+
+    permanent = False
+
+    def get_redirect_url(self, *args, **kwargs) -> str:
+        return static("steward/favicon.svg")
+
+
 urlpatterns = [
+    # Browsers and crawlers ask for /favicon.ico whatever the page links; one answer, not a 404.
+    path("favicon.ico", FaviconView.as_view()),
     # Probes and monitoring (issue 13): no login; see config/health.py.
     path("health/", HealthView.as_view(), name="health"),
     path("health/live/", LivenessView.as_view(), name="health_live"),
