@@ -5,6 +5,7 @@ import unicodedata
 
 import django_filters
 from django import forms
+from django.apps import apps
 from django.db.models import Q, QuerySet
 from django_filters.fields import IsoDateTimeField
 
@@ -70,6 +71,15 @@ class IdFilter(django_filters.NumberFilter):
         return None  # max_value above is the bound; NumberFilter's 1e50 would add a second message
 
 
+def object_type_choices() -> list[tuple[str, str]]:
+    """``[(object_type, label)]`` for each object type the audit log holds, by label: the model's
+    verbose name where the type is a model's name ("model version"), else the type itself. One
+    ``DISTINCT`` over the ``(object_type, object_id)`` index."""
+    names = {model._meta.model_name: str(model._meta.verbose_name) for model in apps.get_models()}
+    types = AuditEvent.objects.order_by().values_list("object_type", flat=True).distinct()
+    return sorted(((kind, names.get(kind, kind)) for kind in types if kind), key=lambda pair: pair[1])
+
+
 class AuditEventFilterSet(RestrictedFilterSet):
     """Audit trail filters for the API list, its exports and the UI page. Every value is
     validated to fit the database (ids within bigint, times within UTC's range), so bad input is
@@ -77,7 +87,9 @@ class AuditEventFilterSet(RestrictedFilterSet):
 
     actor = django_filters.CharFilter(field_name="actor_label", label="Actor (username or system)")
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
-    object_type = django_filters.CharFilter()
+    # A chooser on the page (issue 12: "not free text"), a plain value for scripts: a type that
+    # has no event yet lists nothing rather than refusing the query.
+    object_type = django_filters.CharFilter(label="Object type")
     object_id = django_filters.CharFilter()
     team = IdFilter(field_name="team_id")
     since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
@@ -102,6 +114,22 @@ class AuditEventFilterSet(RestrictedFilterSet):
             "q",
             "model_version",
         ]
+
+    @property
+    def form(self):
+        if not hasattr(self, "_form"):
+            form = super().form
+            chosen = form.data.get("object_type") or ""
+
+            def choices() -> list[tuple[str, str]]:
+                types = object_type_choices()
+                if chosen and chosen not in dict(types):  # a link to a type with no event stays shown
+                    types.append((chosen, chosen))
+                return [("", "any"), *types]
+
+            # A callable: the query runs when the page renders the chooser, never for the API.
+            form.fields["object_type"].widget = forms.Select(choices=choices)
+        return self._form
 
     def about_model_version(
         self, queryset: QuerySet[AuditEvent], name: str, value: ModelVersion

@@ -313,3 +313,30 @@ def test_the_compliance_officers_dashboard_shows_the_trails_checkpoint_and_backl
 
     client.force_login(owner)
     assert "The audit trail's integrity" not in client.get("/").content.decode()
+
+
+def test_the_trail_filters_by_object_type_with_a_chooser_of_the_logged_types(
+    client, admin, team, viewer, compliance_officer
+):
+    """Issue 12: the object type is chosen, not typed: the chooser lists the types the log holds
+    by name, and choosing one lists exactly its events; a script's type with no event lists none."""
+    do_set_membership(user=viewer, team=team, role=TeamRole.APPROVER, actor=admin)
+    do_create_dataset(team=team, name="chosen", actor=admin)
+    client.force_login(compliance_officer)
+
+    page = client.get("/audit/").content.decode()
+    chooser = re.search(r'<select name="object_type"[^>]*>(.*?)</select>', page, re.S)
+    assert chooser is not None, "no object type chooser on the trail"
+    options = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', chooser.group(1))
+    logged = set(AuditEvent.objects.values_list("object_type", flat=True))
+    assert options[0] == ("", "any")
+    assert {value for value, _ in options[1:]} == logged
+    assert ("dataset", "dataset") in options
+    assert ("membership", "membership") in options
+    assert [label for _, label in options[1:]] == sorted(label for _, label in options[1:])
+
+    listed = client.get("/audit/", {"object_type": "dataset"})
+    assert [event.action for event in listed.context["page"].rows] == ["dataset.create"]
+    assert 'value="dataset" selected' in listed.content.decode()
+    none = client.get("/api/audit-events/", {"object_type": "driftcheck"})
+    assert (none.status_code, none.json()["results"]) == (200, [])
