@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -35,6 +35,38 @@ def _alias_rule(value: str) -> None:
         raise serializers.ValidationError(exc.message_dict["alias"]) from exc
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "integer", "minimum": 1}}]}
+)
+class AlertAcknowledgementField(serializers.Field):
+    """``acknowledge_alerts``: true (every unresolved critical alert, as they are now), false, or
+    the ids of the alerts the client read (``open_promotion_request``: an alert raised after the
+    list was read is refused by name, not acknowledged unseen). Booleans also as DRF's
+    ``BooleanField`` spells them ("true", "0"...); anything else is a 400."""
+
+    default_error_messages = {
+        "invalid": "true, false, or a list of alert ids (integers); got {value!r}",
+    }
+
+    def to_internal_value(self, data: Any) -> bool | list[int]:
+        if isinstance(data, bool):
+            return data
+        if isinstance(data, str) and data in serializers.BooleanField.TRUE_VALUES:
+            return True
+        if isinstance(data, str) and data in serializers.BooleanField.FALSE_VALUES:
+            return False
+        # A bool is an int in Python: [true] is not alert #1.
+        if isinstance(data, list) and all(
+            isinstance(item, int) and not isinstance(item, bool) and item > 0 for item in data
+        ):
+            return list(dict.fromkeys(data))
+        self.fail("invalid", value=data)
+        raise AssertionError  # fail() raises; for the type checker
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class PromotionRequestSerializer(serializers.ModelSerializer):
     model_version = RestrictedPrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
     model = serializers.IntegerField(source="model_version.model_id", read_only=True)
@@ -42,10 +74,11 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="model_version.version", read_only=True)
     alias = serializers.CharField(default="production", max_length=255, validators=[_alias_rule])
     reason = serializers.CharField(required=False, allow_blank=True, default="")
-    acknowledge_alerts = serializers.BooleanField(
+    acknowledge_alerts = AlertAcknowledgementField(
         write_only=True,
         default=False,
-        help_text="Request a version with unresolved critical alerts anyway (they are recorded).",
+        help_text="Request a version with unresolved critical alerts anyway (they are recorded): true, "
+        "or the ids of the alerts read, so that one raised since is refused by name.",
     )
     requested_by = UsernameField()
     decided_by = UsernameField()

@@ -190,6 +190,71 @@ def test_an_alert_raised_after_the_page_was_read_is_not_acknowledged_unseen(
     }
 
 
+def test_a_script_acknowledges_the_alert_ids_it_read_and_one_raised_since_is_refused_by_name(
+    client_for, scientist, registered_version, current_dataset_version, critical_alert
+):
+    client = client_for(scientist)
+    query = {"model_version": registered_version.pk, "severity": "critical", "state": "unresolved"}
+    read = [row["id"] for row in client.get("/api/alerts/", query).json()["results"]]
+    assert read == [critical_alert.pk]
+    # Between the script's read and its request, a critical monitor breaches.
+    monitor = do_create_monitor(
+        model_version=registered_version,
+        name="critical",
+        source=CurrentSource.DATASET,
+        current_dataset=current_dataset_version.dataset,
+        severity="critical",
+        actor=scientist,
+    )
+    finish_check(monitor, BREACH, T0, scientist)
+    raised = Alert.objects.exclude(pk=critical_alert.pk).get()
+    events = AuditEvent.objects.count()
+
+    refused = client.post(
+        "/api/promotion-requests/",
+        {"model_version": registered_version.pk, "acknowledge_alerts": read},
+        format="json",
+    )
+
+    assert refused.status_code == 400
+    (message,) = refused.json()["acknowledge_alerts"]
+    assert message == (
+        f"{registered_version} has unresolved critical alerts (#{raised.pk} {raised.title}); "
+        "read them, then request again acknowledging them"
+    )
+    assert (PromotionRequest.objects.count(), AuditEvent.objects.count()) == (0, events)
+    made = client.post(
+        "/api/promotion-requests/",
+        {"model_version": registered_version.pk, "acknowledge_alerts": [*read, raised.pk]},
+        format="json",
+    )
+    assert made.status_code == 201, made.json()
+    assert sorted(alert["id"] for alert in made.json()["acknowledged_alerts"]) == sorted(
+        [critical_alert.pk, raised.pk]
+    )
+    event = AuditEvent.objects.get(action="promotion_request.create")
+    assert sorted(alert["id"] for alert in event.after["acknowledged_alerts"]) == sorted(
+        [critical_alert.pk, raised.pk]
+    )
+
+
+@pytest.mark.parametrize("value", [[0], [-3], ["x"], [1.5], [[1]]])
+def test_an_alert_id_list_with_a_non_id_is_a_400(
+    client_for, scientist, registered_version, critical_alert, value
+):
+    answer = client_for(scientist).post(
+        "/api/promotion-requests/",
+        {"model_version": registered_version.pk, "acknowledge_alerts": value},
+        format="json",
+    )
+
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"acknowledge_alerts": [f"true, false, or a list of alert ids (integers); got {value!r}"]},
+    )
+    assert not PromotionRequest.objects.exists()
+
+
 def test_the_alias_door_says_where_the_alerts_can_be_acknowledged(
     client_for, scientist, registered_version, critical_alert
 ):
