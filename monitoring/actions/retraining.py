@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.audit import record_audit_event, snapshot
-from governance.models import DatasetVersion
+from governance.queries import newest_labelled_version
 from monitoring.models import Alert, AlertEvent, AlertEventKind, AlertState, CheckState, DriftCheck, Monitor
 from runners.actions import do_submit_job
 
@@ -48,28 +48,18 @@ def do_record_retraining(
     return alert
 
 
-def retraining_data(monitor: Monitor) -> DatasetVersion:
-    """The dataset version a monitor retrains on: the newest version of its reference's dataset
-    that holds the model's target and features. Raises ValidationError when none does."""
-    model_version = monitor.model_version
-    needed = {model_version.signature.get("target"), *model_version.signature.get("features", [])} - {None}
-    versions = DatasetVersion.objects.filter(dataset_id=monitor.reference_dataset_version.dataset_id)
-    for version in versions.order_by("-version"):
-        if needed <= set(version.column_names):
-            return version
-    raise ValidationError(f"no version of {monitor.reference_dataset_version.dataset} holds the labels")
-
-
 def submit_retraining(monitor: Monitor, check: DriftCheck) -> int:
     """Submit a training job of the monitored model on the newest labelled data; returns its id.
 
-    The data is the newest version of the reference's dataset that holds the model's target and
-    features; the spec is the version's training spec with the monitor's ``retrain_where``. The job
-    is submitted as the monitor's creator (their rights are re-checked); the version it registers
-    waits for approval like any other. Raises ValidationError when there is nothing to train on.
+    The data is the newest labelled data of the reference's dataset
+    (``governance.queries.newest_labelled_version``: its newest version holding the model's target
+    and features, the rule scheduled evaluations follow too); the spec is the version's training
+    spec with the monitor's ``retrain_where``. The job is submitted as the monitor's creator
+    (their rights are re-checked); the version it registers waits for approval like any other,
+    through the alias's promotion gates. Raises ValidationError when there is nothing to train on.
     """
     model_version = monitor.model_version
-    newest = retraining_data(monitor)
+    newest = newest_labelled_version(monitor.reference_dataset_version.dataset, model_version)
     if monitor.created_by is None:
         raise ValidationError("the monitor's creator no longer exists; nobody to submit the job as")
     spec = dict(model_version.training_spec or {}, where=monitor.retrain_where or {})
