@@ -149,22 +149,35 @@ class EvaluationJobForm(ScopedForm):
 
 
 class JobScheduleForm(ScopedForm):
-    """A recurring job: a model (training) or model version (inference), a dataset whose latest
-    version each firing uses, the spec as JSON and a cron expression."""
+    """A recurring job: a model (training), a model version (inference, evaluation) or an alias of
+    a model (evaluation of its holder at each firing), a dataset whose latest version each firing
+    uses (an evaluation: its newest labelled version), the spec as JSON and a cron expression."""
 
     name = forms.CharField(max_length=200)
-    kind = forms.ChoiceField(choices=[(JobKind.TRAIN, "Training"), (JobKind.INFER, "Inference")])
+    kind = forms.ChoiceField(
+        choices=[(JobKind.TRAIN, "Training"), (JobKind.INFER, "Inference"), (JobKind.EVALUATE, "Evaluation")]
+    )
     dataset = forms.ModelChoiceField(
-        queryset=Dataset.objects.all(), help_text="Each run uses its latest version."
+        queryset=Dataset.objects.all(),
+        help_text="Each run uses its latest version; an evaluation its newest version holding the "
+        "target and the model's features.",
     )
     registered_model = forms.ModelChoiceField(
         queryset=RegisteredModel.objects.filter(deleted_at__isnull=True),
         required=False,
         label="Model",
-        help_text="Training: the new versions are registered here.",
+        help_text="Training: the new versions are registered here. Evaluation of an alias: its model.",
     )
     model_version = forms.ModelChoiceField(
-        queryset=ModelVersion.objects.select_related("model"), required=False, help_text="Inference."
+        queryset=ModelVersion.objects.select_related("model"),
+        required=False,
+        help_text="Inference, or the evaluation of one version.",
+    )
+    model_alias = forms.CharField(
+        required=False,
+        max_length=255,
+        label="Alias",
+        help_text="Evaluation: evaluate whoever holds this alias of the model at each run (e.g. production).",
     )
     spec = JSONObjectField(
         widget=forms.Textarea(

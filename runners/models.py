@@ -455,9 +455,12 @@ class LoggedModel(models.Model):
 
 
 class JobSchedule(models.Model):
-    """A recurring job (issue 16): retraining or batch scoring on a cron schedule. Each firing
-    submits a job through the same action as a person would (RBAC, limits, budget, audit), on the
-    dataset's latest version at that time; ``periodic_task`` is its django-celery-beat entry."""
+    """A recurring job (issue 16): retraining, batch scoring or evaluation (issue 15) on a cron
+    schedule. Each firing submits a job through the same action as a person would (RBAC, limits,
+    budget, audit), on the dataset's latest version at that time (an evaluation: its newest
+    labelled version); ``periodic_task`` is its django-celery-beat entry. An evaluation names a
+    model version, or a model and ``model_alias`` resolved at each firing (whoever holds
+    ``production`` then)."""
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="job_schedules")
     name = models.CharField(max_length=200)
@@ -469,6 +472,8 @@ class JobSchedule(models.Model):
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="job_schedules"
     )
+    # Evaluation only: the alias of ``registered_model`` whose holder each firing evaluates.
+    model_alias = models.CharField(max_length=255, blank=True, default="")
     spec = models.JSONField(default=dict)
     cron = models.CharField(max_length=100, help_text="Five cron fields: minute hour day month weekday.")
     cron_timezone = models.CharField(max_length=64, default="UTC")
@@ -492,6 +497,7 @@ class JobSchedule(models.Model):
         "dataset_id",
         "registered_model_id",
         "model_version_id",
+        "model_alias",
         "spec",
         "cron",
         "cron_timezone",
@@ -503,7 +509,12 @@ class JobSchedule(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["team", "name"], name="unique_job_schedule_name_per_team"),
             models.CheckConstraint(
-                condition=models.Q(kind__in=[JobKind.TRAIN, JobKind.INFER]), name="job_schedule_kind_valid"
+                condition=models.Q(kind__in=[JobKind.TRAIN, JobKind.INFER, JobKind.EVALUATE]),
+                name="job_schedule_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(model_alias="") | models.Q(kind=JobKind.EVALUATE),
+                name="job_schedule_alias_only_for_evaluation",
             ),
         ]
 

@@ -6,6 +6,11 @@ expression read in its timezone. Its django-celery-beat ``PeriodicTask`` (``runn
 dataset's latest version, as the schedule's creator (their rights and limits apply then, not when
 it was created). A firing never stacks a job on one still queued, held or running, and a firing
 that cannot submit records why; both are audited and shown on the schedule.
+
+An evaluation schedule (issue 15) evaluates a model version, or whoever holds an alias of a model
+(``model_alias``, e.g. ``production``), on the newest labelled data of its dataset
+(``governance.queries.newest_labelled_version``, the rule retraining on drift follows); both are
+resolved at each firing.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance.actions.checks import ensure_can
+from governance.actions.checks import check_alias_name, ensure_can
 from governance.audit import record_audit_event, snapshot
-from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel
+from governance.models import Dataset, DatasetVersion, ModelAlias, ModelVersion, RegisteredModel
 from governance.permissions import CHANGE
+from governance.queries import newest_labelled_version
 from runners.actions import check_submission, do_submit_job
 from runners.beat import Cron, keep_periodic_task
 from runners.models import TERMINAL_STATES, Job, JobKind, JobSchedule
@@ -36,12 +42,82 @@ logger = logging.getLogger(__name__)
 FIRE_TASK = "runners.tasks.fire_job_schedule"
 # What a person may set on a schedule (the kind is fixed once created: a training schedule's
 # template is not an inference job's).
-SCHEDULE_FIELDS = ("name", "dataset", "registered_model", "model_version", "spec", "cron", "cron_timezone")
+SCHEDULE_FIELDS = (
+    "name",
+    "dataset",
+    "registered_model",
+    "model_version",
+    "model_alias",
+    "spec",
+    "cron",
+    "cron_timezone",
+)
 
 
 def latest_version(dataset: Dataset) -> DatasetVersion | None:
     """The dataset's newest version (highest number), or None when it has none."""
     return DatasetVersion.objects.filter(dataset=dataset).order_by("-version").first()
+
+
+def evaluated_version(schedule: JobSchedule) -> ModelVersion | None:
+    """The model version the schedule's job runs with: its ``model_version``, or, for an evaluation
+    of an alias, the version holding ``model_alias`` on ``registered_model`` now (None for a
+    training schedule). Raises ValidationError on ``model_alias`` when the model has no such
+    alias."""
+    if not schedule.model_alias:
+        return schedule.model_version
+    model = schedule.registered_model
+    held = (
+        ModelAlias.objects.filter(model=model, name=schedule.model_alias)
+        .select_related("model_version__model")
+        .first()
+    )
+    if held is None:
+        raise ValidationError({"model_alias": f"model {model} has no alias {schedule.model_alias!r} now"})
+    return held.model_version
+
+
+def job_data(schedule: JobSchedule, model_version: ModelVersion | None) -> DatasetVersion | None:
+    """The dataset version the schedule's job runs on now: for an evaluation, the newest labelled
+    data of its dataset for ``model_version`` (``newest_labelled_version``, with the spec's
+    ``target``; ValidationError on ``dataset`` when no version holds the label and features);
+    otherwise the dataset's latest version, or None when it has none."""
+    if schedule.kind != JobKind.EVALUATE or model_version is None:
+        return latest_version(schedule.dataset)
+    target = schedule.spec.get("target") if isinstance(schedule.spec, dict) else None
+    try:
+        return newest_labelled_version(
+            schedule.dataset, model_version, target=target if isinstance(target, str) else None
+        )
+    except ValidationError as exc:
+        raise ValidationError({"dataset": exc.messages}) from exc
+
+
+def _check_subject(schedule: JobSchedule, errors: dict[str, str]) -> None:
+    """Which model or model version the kind needs (the other is cleared); adds to ``errors``."""
+    schedule.model_alias = (schedule.model_alias or "").strip()
+    if schedule.model_alias and schedule.kind != JobKind.EVALUATE:
+        errors["model_alias"] = "only an evaluation schedule follows an alias; this one names its model"
+    if schedule.kind == JobKind.TRAIN:
+        schedule.model_version = None
+    elif schedule.kind == JobKind.INFER or (schedule.kind == JobKind.EVALUATE and not schedule.model_alias):
+        schedule.registered_model = None
+    elif schedule.kind == JobKind.EVALUATE:
+        try:
+            check_alias_name(schedule.model_alias)
+        except ValidationError as exc:
+            errors["model_alias"] = " ".join(exc.message_dict["alias"])
+        if schedule.model_version is not None:
+            errors["model_version"] = (
+                "an evaluation schedule names a model version or an alias of a model (model_alias), not both"
+            )
+        elif schedule.registered_model is None:
+            alias = schedule.model_alias
+            errors["registered_model"] = f"the alias {alias!r} needs the model whose alias it is"
+        elif _unusable(schedule):
+            errors["registered_model"] = _unusable(schedule)
+    else:
+        errors["kind"] = f"one of train, infer, evaluate; got {schedule.kind!r}"
 
 
 def _clean_schedule(schedule: JobSchedule) -> None:
@@ -62,15 +138,11 @@ def _clean_schedule(schedule: JobSchedule) -> None:
     if isinstance(schedule.spec, dict) and "not_before" in schedule.spec:
         # A fixed instant would be in the past from the second firing on; a window recurs.
         errors["spec"] = "not_before: a schedule cannot start its jobs at one fixed time; use start_window"
-    if schedule.kind == JobKind.TRAIN:
-        schedule.model_version = None
-    elif schedule.kind == JobKind.INFER:
-        schedule.registered_model = None
-    else:
-        errors["kind"] = f"one of train, infer; got {schedule.kind!r}"
+    _check_subject(schedule, errors)
     if errors:
         raise ValidationError(errors)
-    newest = latest_version(schedule.dataset)
+    model_version = evaluated_version(schedule)
+    newest = job_data(schedule, model_version)
     if newest is None:
         raise ValidationError({"dataset": f"{schedule.dataset} has no version yet; upload one first"})
     # The template must make a valid job today (its latest data, its model); each firing checks again.
@@ -79,8 +151,8 @@ def _clean_schedule(schedule: JobSchedule) -> None:
             kind=schedule.kind,
             dataset_version=newest,
             spec=schedule.spec,
-            registered_model=schedule.registered_model,
-            model_version=schedule.model_version,
+            registered_model=schedule.registered_model if schedule.kind == JobKind.TRAIN else None,
+            model_version=model_version,
         )
     except ValidationError as exc:
         # The schedule names a dataset, not one of its versions.
@@ -131,12 +203,15 @@ def do_create_job_schedule(
     cron_timezone: str = "UTC",
     registered_model: RegisteredModel | None = None,
     model_version: ModelVersion | None = None,
+    model_alias: str = "",
     is_enabled: bool = True,
 ) -> JobSchedule:
     """Create a recurring job and its beat entry (enabled unless ``is_enabled`` is False).
 
-    Training needs ``registered_model``, inference ``model_version``; the spec must make a valid
-    job on the dataset's latest version now. Raises ValidationError naming the field (a ``cron``
+    Training needs ``registered_model``, inference ``model_version``; evaluation
+    ``model_version``, or ``registered_model`` and ``model_alias`` (held now). The spec must make
+    a valid job now on the dataset's latest version (an evaluation: its newest labelled version,
+    else a ValidationError on ``dataset``). Raises ValidationError naming the field (a ``cron``
     celery's crontab does not parse, an unknown ``cron_timezone``...); PermissionDenied without
     the CHANGE right on the model's team.
     """
@@ -146,6 +221,7 @@ def do_create_job_schedule(
         dataset=dataset,
         registered_model=registered_model,
         model_version=model_version,
+        model_alias=model_alias,
         spec=spec if spec is not None else {},
         cron=cron,
         cron_timezone=cron_timezone,
@@ -268,9 +344,11 @@ def do_fire_job_schedule(schedule_id: int, *, now: datetime.datetime | None = No
     - ``job_schedule.skip``: paused, or its previous job is still queued, held or running (a
       firing does not stack a second one);
     - ``job_schedule.fire_fail``: its model or model version was deleted or archived, its dataset
-      has no version, or the submission was refused (the creator lost the right, the latest data
-      lacks a column the spec names...);
-    - ``job_schedule.fire``: the job submitted, as the creator, on the dataset's latest version.
+      has no version, an evaluation's alias is held by nobody or no version of its dataset holds
+      the label and the model's features, or the submission was refused (the creator lost the
+      right, the latest data lacks a column the spec names...);
+    - ``job_schedule.fire``: the job submitted, as the creator, on the dataset's latest version
+      (an evaluation: of the alias's holder now, on the newest labelled version).
 
     The schedule row is locked for the firing, so two deliveries of one firing submit one job.
     A schedule deleted meanwhile is a no-op (None, nothing recorded).
@@ -296,7 +374,13 @@ def do_fire_job_schedule(schedule_id: int, *, now: datetime.datetime | None = No
             _record_firing(schedule, now, "job_schedule.skip", outcome, None)
             return None
         reason = _unusable(schedule)
-        newest = latest_version(schedule.dataset)
+        model_version, newest = schedule.model_version, None
+        if not reason:
+            try:
+                model_version = evaluated_version(schedule)
+                newest = job_data(schedule, model_version)
+            except ValidationError as exc:
+                reason = _reason(exc)
         if not reason and newest is None:
             reason = f"its dataset {schedule.dataset} has no version"
         job = None
@@ -307,8 +391,8 @@ def do_fire_job_schedule(schedule_id: int, *, now: datetime.datetime | None = No
                     dataset_version=newest,
                     spec=schedule.spec,
                     actor=schedule.created_by,
-                    registered_model=schedule.registered_model,
-                    model_version=schedule.model_version,
+                    registered_model=schedule.registered_model if schedule.kind == JobKind.TRAIN else None,
+                    model_version=model_version,
                     schedule=schedule,
                     now=now,
                 )
@@ -321,5 +405,6 @@ def do_fire_job_schedule(schedule_id: int, *, now: datetime.datetime | None = No
         if job is None:
             _record_firing(schedule, now, "job_schedule.fire_fail", f"failed: {reason}", None)
             return None
-        _record_firing(schedule, now, "job_schedule.fire", f"submitted job #{job.pk} on {newest}", job)
+        of = f" of {model_version}" if schedule.kind == JobKind.EVALUATE else ""
+        _record_firing(schedule, now, "job_schedule.fire", f"submitted job #{job.pk}{of} on {newest}", job)
     return job

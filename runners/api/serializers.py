@@ -137,17 +137,34 @@ class JobLogSerializer(serializers.Serializer):
 
 class JobScheduleSerializer(serializers.ModelSerializer):
     """A recurring job: the template of the jobs it submits and its cron schedule. The kind is
-    fixed once created; pause and resume switch ``is_enabled``."""
+    fixed once created; pause and resume switch ``is_enabled``. An evaluation names a model
+    version, or a model and ``model_alias`` whose holder each firing evaluates."""
 
-    kind = serializers.ChoiceField(choices=[JobKind.TRAIN, JobKind.INFER])
+    kind = serializers.ChoiceField(choices=[JobKind.TRAIN, JobKind.INFER, JobKind.EVALUATE])
     dataset = RestrictedPrimaryKeyRelatedField(
-        queryset=Dataset.objects.all(), help_text="Each firing runs on its latest version."
+        queryset=Dataset.objects.all(),
+        help_text="Each firing runs on its latest version; an evaluation on its newest version holding "
+        "the spec's target and the model's features.",
     )
     registered_model = RestrictedPrimaryKeyRelatedField(
-        queryset=RegisteredModel.objects.all(), required=False, allow_null=True, help_text="Training."
+        queryset=RegisteredModel.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Training; an evaluation of an alias (model_alias) of this model.",
     )
     model_version = RestrictedPrimaryKeyRelatedField(
-        queryset=ModelVersion.objects.all(), required=False, allow_null=True, help_text="Inference."
+        queryset=ModelVersion.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Inference; an evaluation of this one version.",
+    )
+    model_alias = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=255,
+        default="",
+        help_text="Evaluation: the alias of registered_model whose holder each firing evaluates "
+        "(e.g. production).",
     )
     spec = serializers.JSONField(required=False, default=dict)
     cron = serializers.CharField(
@@ -166,6 +183,7 @@ class JobScheduleSerializer(serializers.ModelSerializer):
             "dataset",
             "registered_model",
             "model_version",
+            "model_alias",
             "spec",
             "cron",
             "cron_timezone",
