@@ -26,9 +26,11 @@ name, flavor}.
 
 Serving (issue 15's evaluation jobs: the worker evaluates, the model predicts here): ``models``
 {key: {path, sha256, name, flavor}} are loaded, ``{"event": "ready", "models": {key: flavor}}``
-is reported, then each stdin line ``{"id", "model", "rows", "output", "positive_label"}`` is
-answered by writing ``output`` (parquet: ``prediction`` and, when the model gives the positive
-class's probability, ``proba``) and reporting ``{"event": "predicted", "id"}``, or
+is reported, then each stdin line ``{"id", "model", "rows", "output", "positive_label",
+"class_probabilities"}`` is answered by writing ``output`` (parquet: ``prediction`` and, when the
+model gives the positive class's probability, ``proba``; without a positive label and with
+``class_probabilities`` (a column prefix), each class's probability as a column named the prefix
+and the class, when the model gives them) and reporting ``{"event": "predicted", "id"}``, or
 ``{"event": "predict_failed", "id", "message"}`` when the model cannot predict those rows (a
 model failing on perturbed rows is a finding, not the end of the run). At EOF: the result.
 """
@@ -218,6 +220,11 @@ def _serve(task: dict[str, Any], report: Reporter, requests: TextIO) -> None:
                 proba = predictor.predict_proba(frame, request["positive_label"])
                 if proba is not None:
                     output["proba"] = proba
+            elif request.get("class_probabilities"):
+                each = predictor.predict_class_proba(frame)
+                if each is not None:
+                    for label in each.columns:
+                        output[f"{request['class_probabilities']}{label}"] = each[label].to_numpy()
             Path(request["output"]).write_bytes(datafiles.write_frame(output, "parquet"))
         except (predictors.PredictorError, datafiles.DataFileError, TypeError, ValueError) as exc:
             # TypeError / ValueError: pyarrow refusing what the model returned (mixed types).

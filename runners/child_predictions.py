@@ -30,6 +30,8 @@ from runners.evaluation import Predict, Predictions
 
 T = TypeVar("T")
 ANSWERS = frozenset({"ready", "predicted", "predict_failed"})
+# The prefix of the answer's columns of each class's probability (the child is told it).
+CLASS_PROBA_PREFIX = "proba:"
 
 
 class PredictionFailed(Exception):
@@ -62,9 +64,10 @@ class ChildPredictions:
             raise PredictionFailed("the prediction process ended")
         return answer
 
-    def predictor(self, model: str, positive_label: str | None) -> Predict:
+    def predictor(self, model: str, positive_label: str | None, *, each_class: bool = False) -> Predict:
         """The predictor protocol over the child's ``model`` (a key of its task's ``models``);
-        asks for ``positive_label``'s probability when given."""
+        asks for ``positive_label``'s probability when given, else, with ``each_class`` (a
+        multiclass evaluation), every class's (``Predictions.classes`` names the columns)."""
 
         def predict(frame: pd.DataFrame) -> Predictions:
             if self._is_gone or self.launch is None:
@@ -78,6 +81,7 @@ class ChildPredictions:
                 "rows": str(rows),
                 "output": str(output),
                 "positive_label": positive_label,
+                "class_probabilities": CLASS_PROBA_PREFIX if each_class and positive_label is None else None,
             }
             try:
                 self.launch.send(request)
@@ -90,8 +94,14 @@ class ChildPredictions:
             finally:
                 rows.unlink(missing_ok=True)
             output.unlink(missing_ok=True)
-            proba = answered["proba"].to_numpy(np.float64) if "proba" in answered.columns else None
-            return Predictions(labels=answered["prediction"].to_numpy(), proba=proba)
+            labels = answered["prediction"].to_numpy()
+            if "proba" in answered.columns:
+                return Predictions(labels=labels, proba=answered["proba"].to_numpy(np.float64))
+            each = [column for column in answered.columns if column.startswith(CLASS_PROBA_PREFIX)]
+            if each:
+                classes = tuple(column[len(CLASS_PROBA_PREFIX) :] for column in each)
+                return Predictions(labels, answered[each].to_numpy(np.float64), classes)
+            return Predictions(labels=labels)
 
         return predict
 

@@ -475,11 +475,13 @@ def _run_evaluation(job: Job, attempt: int, devices: list[str]) -> None:
 
     def work(client: ChildPredictions) -> Any:
         started = time.monotonic()
-        candidate = client.predictor("candidate", spec.positive_label)
+        each_class = spec.task == "classification"  # used only without a positive label
+        candidate = client.predictor("candidate", spec.positive_label, each_class=each_class)
         if champion is None:
             outcome: Any = evaluate(frame, candidate, spec)
         else:
-            outcome = evaluate_pair(frame, candidate, client.predictor("champion", spec.positive_label), spec)
+            other = client.predictor("champion", spec.positive_label, each_class=each_class)
+            outcome = evaluate_pair(frame, candidate, other, spec)
         return outcome, time.monotonic() - started
 
     with _workdir(job, attempt) as tmp:

@@ -72,16 +72,29 @@ def predict_proba(
     target = model.preprocessing["target"]
     if target["task"] != "classification" or positive_label not in target["classes"]:
         return None
+    found = predict_class_proba(frame, model, batch_size)
+    assert found is not None  # a classification
+    return found[1][:, list(target["classes"]).index(positive_label)]
+
+
+def predict_class_proba(
+    frame: pd.DataFrame, model: LoadedModel, batch_size: int = 65536
+) -> tuple[list[str], np.ndarray] | None:
+    """Every class's probability for every row of ``frame``: (the classes as text, in the
+    training target's order; the softmax of the logits, shape (rows, classes), float64). None for
+    a regression. Raises TrainingError naming a feature column missing from ``frame``."""
+    target = model.preprocessing["target"]
+    if target["task"] != "classification":
+        return None
     if frame.empty:
         raise TrainingError("no rows to predict on")
     x = encode_features(frame, model.preprocessing)
-    column = list(target["classes"]).index(positive_label)
     outputs = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             batch = torch.from_numpy(x[start : start + batch_size]).to(model.device)
-            outputs.append(torch.softmax(model.module(batch), dim=1)[:, column].cpu())
-    return torch.cat(outputs).numpy().astype(np.float64)
+            outputs.append(torch.softmax(model.module(batch), dim=1).cpu())
+    return list(target["classes"]), torch.cat(outputs).numpy().astype(np.float64)
 
 
 def predict_encoded(

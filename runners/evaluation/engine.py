@@ -36,8 +36,10 @@ class EvaluationResult:
       "prediction_missing"}`` counts (``rows`` + their sum = the frame's rows).
     - ``metrics``: ``{name: {"value", "ci_low", "ci_high", "reason"}}``; regression ``rmse``,
       ``mae`` (target units), ``r2``; classification ``accuracy``, ``precision``, ``recall``, ``f1``
-      (of the positive class; macro averages without one), ``roc_auc``, ``pr_auc``, ``log_loss``
-      (nats), ``brier``, ``calibration_error``. Intervals: percentile bootstrap at the spec's
+      (of the positive class; macro averages without one, plus ``precision_weighted``,
+      ``recall_weighted``, ``f1_weighted``), ``roc_auc``, ``pr_auc``, ``log_loss`` (nats),
+      ``brier``, ``calibration_error`` (multiclass: one-vs-rest macro, of the top class; see
+      ``metrics``). Intervals: percentile bootstrap at the spec's
       confidence over ``bootstrap_resamples`` seeded resamples.
     - ``curves``: see ``metrics.curves``; ``confusion_matrix``: ``{"labels", "matrix"}``, rows the
       true class, columns the predicted (scikit-learn's ``confusion_matrix`` order), classification.
@@ -251,21 +253,24 @@ def _subset(predictions: Predictions, mask: np.ndarray) -> Predictions:
     return Predictions(
         labels=np.asarray(predictions.labels)[mask],
         proba=None if predictions.proba is None else predictions.proba[mask],
+        classes=predictions.classes,
     )
 
 
 def sklearn_predictor(model: Any, positive_label: str | None = None) -> Predict:
     """The predictor protocol over a fitted scikit-learn estimator or pipeline: ``predict`` for the
-    labels and, for a classifier that has ``predict_proba`` and knows ``positive_label``, that
-    class's column of it."""
+    labels and, for a classifier that has ``predict_proba``, the column of ``positive_label`` when
+    it knows that class, or without ``positive_label`` every class's (``classes_``)."""
 
     def predict(frame: pd.DataFrame) -> Predictions:
         labels = np.asarray(model.predict(frame))
-        proba = None
-        if positive_label is not None and hasattr(model, "predict_proba"):
-            column = np.flatnonzero(as_text(np.asarray(model.classes_)) == positive_label)
-            if column.size:
-                proba = np.asarray(model.predict_proba(frame))[:, column[0]]
+        if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+            return Predictions(labels=labels)
+        classes = as_text(np.asarray(model.classes_))
+        if positive_label is None:
+            return Predictions(labels, np.asarray(model.predict_proba(frame)), tuple(classes))
+        column = np.flatnonzero(classes == positive_label)
+        proba = np.asarray(model.predict_proba(frame))[:, column[0]] if column.size else None
         return Predictions(labels=labels, proba=proba)
 
     return predict

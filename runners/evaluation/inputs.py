@@ -51,6 +51,7 @@ def check_frame(frame: Any, spec: EvaluationSpec) -> list[str]:
         "features": spec.features or (),
         "sensitive_attributes": spec.sensitive_attributes,
         "slice_columns": spec.slice_columns,
+        "image": spec.image_columns(),
     }
     for field, wanted in named.items():
         absent = [column for column in wanted if column not in columns]
@@ -59,9 +60,18 @@ def check_frame(frame: Any, spec: EvaluationSpec) -> list[str]:
                 field,
                 f"column {_listed(absent)} not in the frame, whose columns are {_listed(frame.columns)}",
             )
-    if spec.features is not None:
-        return list(spec.features)
-    return [column for column in frame.columns if column != spec.target]
+    features = (
+        list(spec.features) if spec.features is not None else [c for c in frame.columns if c != spec.target]
+    )
+    check_image_features(spec, features)
+    return features
+
+
+def check_image_features(spec: EvaluationSpec, features: list[str]) -> None:
+    """Every pixel column of the spec's ``image`` is a feature; raises ``EvaluationError("image")``."""
+    outside = [column for column in spec.image_columns() if column not in set(features)]
+    if outside:
+        raise EvaluationError("image", f"pixel column {_listed(outside)} is not among the features")
 
 
 def check_target(truth: pd.Series, spec: EvaluationSpec) -> None:
@@ -107,20 +117,29 @@ def call_predictor(predict: Predict, features: pd.DataFrame) -> Predictions:
     if labels.ndim != 1 or labels.shape[0] != rows:
         raise EvaluationError("predictions", f"{labels.shape} labels for {rows} rows; give one per row")
     proba = predictions.proba
+    classes = None if predictions.classes is None else tuple(as_text(np.asarray(predictions.classes)))
     if proba is not None:
         try:
             proba = np.asarray(proba, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise EvaluationError("predictions", f"probabilities are not numbers: {exc}") from exc
-        if proba.ndim != 1 or proba.shape[0] != rows:
+        if classes is None and (proba.ndim != 1 or proba.shape[0] != rows):
             raise EvaluationError(
                 "predictions",
                 f"{proba.shape} probabilities for {rows} rows; give the positive class's, one per row",
             )
+        if classes is not None and proba.shape != (rows, len(classes)):
+            raise EvaluationError(
+                "predictions",
+                f"{proba.shape} probabilities for {rows} rows of {len(classes)} classes; "
+                "give one per row and class",
+            )
+        if classes is not None and len(set(classes)) != len(classes):
+            raise EvaluationError("predictions", f"a class is named twice among {_listed(classes)}")
         outside = int(np.sum((proba < 0) | (proba > 1)))
         if outside:
             raise EvaluationError("predictions", f"{outside} probabilities outside [0, 1]")
-    return Predictions(labels=labels, proba=proba)
+    return Predictions(labels=labels, proba=proba, classes=classes)
 
 
 def label_rows(truth: pd.Series, predictions: Predictions, spec: EvaluationSpec) -> tuple[Rows, np.ndarray]:
@@ -140,32 +159,78 @@ def label_rows(truth: pd.Series, predictions: Predictions, spec: EvaluationSpec)
         return rows, kept
     predicted_text = as_text(predictions.labels)
     kept = pd.notna(predicted_text)
-    if predictions.proba is not None:
-        kept &= np.isfinite(predictions.proba)
+    proba = predictions.proba
+    if proba is not None:
+        kept &= np.isfinite(proba) if proba.ndim == 1 else np.isfinite(proba).all(axis=1)
     _refuse_all_missing(kept)
     truth_text = as_text(truth)[kept]
-    # The positive class stays a class even when its rows all lost their prediction.
+    # The positive class stays a class even when its rows all lost their prediction; the
+    # model's classes stay classes when the rows lack some (one-vs-rest reads every column).
     extra = set() if spec.positive_label is None else {spec.positive_label}
-    classes = tuple(sorted(set(truth_text) | set(predicted_text[kept]) | extra))
+    seen = set(truth_text) | set(predicted_text[kept])
+    multiclass_proba = spec.positive_label is None and proba is not None and proba.ndim == 2
+    if multiclass_proba and predictions.classes is not None:
+        extra |= set(predictions.classes)
+    classes = tuple(sorted(seen | extra))
     index = {label: position for position, label in enumerate(classes)}
     positive = None if spec.positive_label is None else index[spec.positive_label]
     unavailable = None
-    if positive is None:
-        unavailable = (
-            "multiclass evaluation: probability metrics need positive_label (one class against the rest)"
-        )
-    elif predictions.proba is None:
+    if proba is None:
         unavailable = "the model gives no probabilities"
+    elif positive is not None and proba.ndim == 2:
+        proba = _class_column(proba, predictions.classes, spec.positive_label)
+        if proba is None:
+            unavailable = f"the model gives no probability for the positive class {spec.positive_label!r}"
+    elif positive is None and proba.ndim == 1:
+        unavailable = "multiclass evaluation: the model gives one class's probability, not each class's"
+        proba = None
+    elif positive is None:
+        proba, unavailable = _class_matrix(proba[kept], predictions.classes, seen, classes)
+    if proba is not None and proba.ndim == 1:
+        proba = proba[kept]
     rows = Rows(
         "classification",
         np.array([index[label] for label in truth_text], dtype=np.int64),
         np.array([index[label] for label in predicted_text[kept]], dtype=np.int64),
         classes=classes,
         positive=positive,
-        proba=None if predictions.proba is None or positive is None else predictions.proba[kept],
+        proba=None if unavailable else proba,
         unavailable=unavailable,
     )
     return rows, kept
+
+
+def _class_column(proba: np.ndarray, classes: tuple[str, ...] | None, label: str | None) -> np.ndarray | None:
+    """The column of ``label`` in the (rows, classes) ``proba``; None when it has none."""
+    positions = [i for i, name in enumerate(classes or ()) if name == label]
+    return proba[:, positions[0]] if positions else None
+
+
+# A row of class probabilities may miss 1 by float rounding (a float32 softmax), not more.
+SUM_TOLERANCE = 1e-4
+
+
+def _class_matrix(
+    proba: np.ndarray, model_classes: tuple[str, ...] | None, seen: set[str], classes: tuple[str, ...]
+) -> tuple[np.ndarray | None, str | None]:
+    """The (rows, len(classes)) probabilities in ``classes`` order, or None and why not: a class
+    of the rows (truth or predicted) without a column, or rows that do not sum to 1."""
+    assert model_classes is not None  # call_predictor refuses a matrix without its classes
+    lacking = sorted(seen - set(model_classes))
+    if lacking:
+        return None, (
+            f"the model gives no probability for class {_listed(lacking)} of the evaluated rows "
+            f"(its classes: {_listed(model_classes)})"
+        )
+    sums = proba.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1) > SUM_TOLERANCE)
+    if off.size:
+        return None, (
+            f"the model's class probabilities do not sum to 1 on {off.size} rows "
+            f"(e.g. {sums[off[0]]:.4g}), so they are not probabilities"
+        )
+    order = [model_classes.index(label) for label in classes]
+    return proba[:, order], None
 
 
 def _refuse_all_missing(kept: np.ndarray) -> None:

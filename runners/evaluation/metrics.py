@@ -11,6 +11,15 @@ check it): ``roc_auc_score`` (trapezoids over distinct thresholds), ``average_pr
 clipped to [eps, 1 - eps]), ``brier_score_loss``, ``r2_score``; the calibration error is the
 expected calibration error over ``calibration_curve``'s 10 uniform bins (Naeini et al. 2015):
 the row-weighted mean of |fraction positive - mean probability| per bin.
+
+Multiclass (no positive class) with each class's probability: ``roc_auc`` and ``pr_auc`` are the
+unweighted means over the model's classes of the one-vs-rest values (``roc_auc_score(...,
+multi_class="ovr", average="macro")``, ``average_precision_score`` of the binarised truth,
+``average="macro"``), undefined when a class has no row or every row; ``log_loss`` is
+``log_loss(..., labels=classes)``; ``brier`` is ``brier_score_loss(..., labels=classes)`` (the
+mean over rows of the summed squared differences to the one-hot truth, not halved); the
+calibration error is that of the top class: the confidence is the highest probability and a row
+counts as positive when that class is the truth (Guo et al. 2017), over the same 10 bins.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from runners.evaluation.spec import LOWER_IS_BETTER, PROBABILITY_METRICS
+from runners.evaluation.spec import LABEL_METRICS, LOWER_IS_BETTER, PROBABILITY_METRICS, WEIGHTED_METRICS
 
 CALIBRATION_BINS = 10
 MAX_CURVE_POINTS = 200
@@ -40,7 +49,9 @@ class Rows:
     Regression: ``truth`` and ``predicted`` are float arrays (rows,). Classification: they are
     indices into ``classes`` (the class labels as text); ``positive`` is the positive class's index
     (binary evaluation: that class against the rest) or None (multiclass, macro averages);
-    ``proba`` the positive class's probability, or None with ``unavailable`` saying why.
+    ``proba`` the positive class's probability, shape (rows,); or, multiclass, each class's,
+    shape (rows, len(classes)), columns in ``classes`` order; or None with ``unavailable`` saying
+    why.
     """
 
     task: str
@@ -67,7 +78,9 @@ class Rows:
     def metric_names(self) -> tuple[str, ...]:
         if self.task == "regression":
             return ("rmse", "mae", "r2")
-        names: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")
+        names: tuple[str, ...] = LABEL_METRICS
+        if self.positive is None:
+            names += WEIGHTED_METRICS
         return names + PROBABILITY_METRICS
 
 
@@ -87,6 +100,8 @@ def metric_values(rows: Rows, weights: np.ndarray) -> dict[str, np.ndarray]:
             values[name] = np.full(weights.shape[0], np.nan)
         if rows.proba is not None and rows.positive is not None:
             values.update(_probability(rows, weights, total))
+        elif rows.proba is not None:
+            values.update(_multiclass_probability(rows, weights, total))
         return values
 
 
@@ -133,23 +148,27 @@ def _macro(rows: Rows, weights: np.ndarray) -> dict[str, np.ndarray]:
     recall = np.where(actual > 0, tp / actual, 0.0)
     f1 = np.where(predicted + actual > 0, 2 * tp / (predicted + actual), 0.0)
     classes_present = present.sum(axis=1)
+    # average="weighted": each class by its rows (the truth's count), so absent classes weigh 0.
+    support = actual / actual.sum(axis=1, keepdims=True)
     return {
         "accuracy": tp.sum(axis=1) / counts.sum(axis=(1, 2)),
         "precision": (precision * present).sum(axis=1) / classes_present,
         "recall": (recall * present).sum(axis=1) / classes_present,
         "f1": (f1 * present).sum(axis=1) / classes_present,
+        "precision_weighted": (precision * support).sum(axis=1),
+        "recall_weighted": (recall * support).sum(axis=1),
+        "f1_weighted": (f1 * support).sum(axis=1),
     }
 
 
-def _probability(rows: Rows, weights: np.ndarray, total: np.ndarray) -> dict[str, np.ndarray]:
-    assert rows.proba is not None
-    proba = rows.proba
-    actual = (rows.truth == rows.positive).astype(np.float64)
-    # ROC and PR: cumulative weighted positives and negatives down the scores, read at the last
-    # row of each run of equal scores (scikit-learn's distinct thresholds).
-    order = np.argsort(-proba, kind="mergesort")
-    ranked = proba[order]
-    ends = np.r_[np.flatnonzero(np.diff(ranked)), rows.size - 1]
+def _ranking(scores: np.ndarray, actual: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC AUC and average precision of ``scores`` (rows,) for the 0/1 ``actual`` (rows,) under
+    each weighting (k, rows); NaN where undefined (no positive row, or for ROC no negative)."""
+    # Cumulative weighted positives and negatives down the scores, read at the last row of each
+    # run of equal scores (scikit-learn's distinct thresholds).
+    order = np.argsort(-scores, kind="mergesort")
+    ranked = scores[order]
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), scores.shape[0] - 1]
     ranked_weights = weights[:, order]
     tps = np.cumsum(ranked_weights * actual[order], axis=1)[:, ends]
     fps = np.cumsum(ranked_weights * (1 - actual[order]), axis=1)[:, ends]
@@ -161,22 +180,57 @@ def _probability(rows: Rows, weights: np.ndarray, total: np.ndarray) -> dict[str
     recall_steps = np.diff(np.hstack([np.zeros_like(positives), tps]), axis=1) / positives
     pr_auc = (recall_steps * precision).sum(axis=1)
     both_classes = (positives[:, 0] > 0) & (negatives[:, 0] > 0)
+    return np.where(both_classes, roc_auc, np.nan), np.where(positives[:, 0] > 0, pr_auc, np.nan)
 
+
+def _calibration_error(confidence: np.ndarray, actual: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Expected calibration error of ``confidence`` (rows,) against the 0/1 ``actual`` (rows,)
+    over ``CALIBRATION_BINS`` uniform bins, under each weighting (k, rows)."""
+    size = confidence.shape[0]
+    bins = np.searchsorted(np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1], confidence)
+    in_bin = sparse.csr_matrix((np.ones(size), (np.arange(size), bins)), shape=(size, CALIBRATION_BINS))
+    bin_proba = np.asarray((in_bin.multiply(confidence[:, None]).T @ weights.T).T)
+    bin_actual = np.asarray((in_bin.multiply(actual[:, None]).T @ weights.T).T)
+    total: np.ndarray = weights.sum(axis=1)
+    return np.abs(bin_actual - bin_proba).sum(axis=1) / total
+
+
+def _multiclass_probability(rows: Rows, weights: np.ndarray, total: np.ndarray) -> dict[str, np.ndarray]:
+    assert rows.proba is not None
+    assert rows.proba.ndim == 2
+    proba = rows.proba
+    onehot = np.zeros_like(proba)
+    onehot[np.arange(rows.size), rows.truth] = 1.0
+    # One-vs-rest per class; the macro mean is NaN when any class's value is (as scikit-learn's).
+    ranked = [_ranking(proba[:, c], onehot[:, c], weights) for c in range(proba.shape[1])]
+    eps = np.finfo(np.float64).eps
+    chosen = np.clip(proba, eps, 1 - eps)[np.arange(rows.size), rows.truth]
+    top = proba.argmax(axis=1)
+    return {
+        "roc_auc": np.mean([auc for auc, _ in ranked], axis=0),
+        "pr_auc": np.mean([ap for _, ap in ranked], axis=0),
+        "log_loss": weights @ -np.log(chosen) / total,
+        "brier": weights @ ((proba - onehot) ** 2).sum(axis=1) / total,
+        "calibration_error": _calibration_error(
+            proba[np.arange(rows.size), top], (top == rows.truth).astype(np.float64), weights
+        ),
+    }
+
+
+def _probability(rows: Rows, weights: np.ndarray, total: np.ndarray) -> dict[str, np.ndarray]:
+    assert rows.proba is not None
+    proba = rows.proba
+    actual = (rows.truth == rows.positive).astype(np.float64)
+    roc_auc, pr_auc = _ranking(proba, actual, weights)
     eps = np.finfo(np.float64).eps
     clipped = np.clip(proba, eps, 1 - eps)
     losses = -(actual * np.log(clipped) + (1 - actual) * np.log(1 - clipped))
-    bins = np.searchsorted(np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1], proba)
-    in_bin = sparse.csr_matrix(
-        (np.ones(rows.size), (np.arange(rows.size), bins)), shape=(rows.size, CALIBRATION_BINS)
-    )
-    bin_proba = np.asarray((in_bin.multiply(proba[:, None]).T @ weights.T).T)
-    bin_actual = np.asarray((in_bin.multiply(actual[:, None]).T @ weights.T).T)
     return {
-        "roc_auc": np.where(both_classes, roc_auc, np.nan),
-        "pr_auc": np.where(positives[:, 0] > 0, pr_auc, np.nan),
+        "roc_auc": roc_auc,
+        "pr_auc": pr_auc,
         "log_loss": weights @ losses / total,
         "brier": weights @ (proba - actual) ** 2 / total,
-        "calibration_error": np.abs(bin_actual - bin_proba).sum(axis=1) / total,
+        "calibration_error": _calibration_error(proba, actual, weights),
     }
 
 
@@ -210,6 +264,8 @@ def undefined_reason(name: str, rows: Rows) -> str:
     if name in PROBABILITY_METRICS:
         if rows.unavailable:
             return rows.unavailable
+        if rows.positive is None and name in ("roc_auc", "pr_auc"):
+            return "one-vs-rest needs rows of every class the model gives a probability for"
         if name in ("roc_auc",):
             return "needs rows of both the positive class and the rest"
         if name == "pr_auc":
@@ -246,7 +302,8 @@ def curves(rows: Rows) -> dict[str, Any]:
 
     Classification with probabilities: ``roc`` (fpr, tpr, threshold; scikit-learn's
     ``roc_curve``), ``pr`` (recall, precision, threshold; ``precision_recall_curve``),
-    ``calibration`` (per non-empty uniform bin: mean probability, fraction positive, rows).
+    ``calibration`` (per non-empty uniform bin: mean probability, fraction positive, rows);
+    multiclass, only ``calibration``, of the top class's probability against being right.
     Regression: ``residuals``, a histogram of truth - prediction (bin edges in the target's units)
     and its 5/25/50/75/95th percentiles.
     """
@@ -265,8 +322,13 @@ def curves(rows: Rows) -> dict[str, Any]:
                 "std": float(residuals.std()),
             }
         }
-    if rows.proba is None or rows.positive is None:
+    if rows.proba is None:
         return {}
+    if rows.positive is None:
+        # Multiclass: the top class's calibration (its probability against being right).
+        top = rows.proba.argmax(axis=1)
+        confidence = rows.proba[np.arange(rows.size), top]
+        return {"calibration": _calibration_curve(confidence, (top == rows.truth).astype(np.float64))}
     actual = (rows.truth == rows.positive).astype(int)
     out: dict[str, Any] = {}
     if 0 < actual.sum() < rows.size:
@@ -286,14 +348,18 @@ def curves(rows: Rows) -> dict[str, Any]:
             "precision": precision[keep].tolist(),
             "threshold": [finite_or_none(value) for value in thresholds[keep]],
         }
-    bins = np.searchsorted(np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1], rows.proba)
+    out["calibration"] = _calibration_curve(rows.proba, actual.astype(np.float64))
+    return out
+
+
+def _calibration_curve(proba: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
+    bins = np.searchsorted(np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1], proba)
     count = np.bincount(bins, minlength=CALIBRATION_BINS)
-    proba_sum = np.bincount(bins, weights=rows.proba, minlength=CALIBRATION_BINS)
+    proba_sum = np.bincount(bins, weights=proba, minlength=CALIBRATION_BINS)
     actual_sum = np.bincount(bins, weights=actual, minlength=CALIBRATION_BINS)
     filled = count > 0
-    out["calibration"] = {
+    return {
         "mean_probability": (proba_sum[filled] / count[filled]).tolist(),
         "fraction_positive": (actual_sum[filled] / count[filled]).tolist(),
         "rows": count[filled].tolist(),
     }
-    return out

@@ -4,7 +4,14 @@ No Django, no torch.
 Robustness, each perturbation drawn once from the spec's seed, on the feature columns it fits:
 - ``gaussian_noise``: numeric columns + N(0, (noise_scale * column std)²);
 - ``missing_values``: a ``missing_share`` of each column's values set missing;
-- ``category_swap``: a ``swap_share`` of each categorical column's values set to its most frequent.
+- ``category_swap``: a ``swap_share`` of each categorical column's values set to its most frequent;
+- with the spec's ``image`` (pixel columns on a grid; the tabular perturbations leave those
+  columns alone): ``image_noise``, every pixel + N(0, (noise_scale * intensity range)²), the range
+  being the pixels' min to max over the evaluated rows, clipped to it; ``image_shift``, each image
+  moved ``shift_pixels`` up, down, left or right (one direction per image, drawn), the uncovered
+  pixels set to the minimum intensity (the background); ``image_rotation``, each image turned
+  ``rotation_degrees`` one way or the other (drawn) about its centre, nearest pixel, the corners
+  brought in set to the background.
 Reported as the primary metric clean and perturbed and their ``drop``, signed so that a positive
 drop is a worse model (clean - perturbed for scores, perturbed - clean for errors). A model that
 cannot predict on the perturbed rows (many cannot take a missing value) gets that perturbation's
@@ -48,8 +55,10 @@ def _perturbations(
 ) -> Iterator[tuple[str, float, list[str], pd.DataFrame]]:
     generator = np.random.default_rng(spec.seed)
     rows = len(features)
-    numeric = [column for column in features.columns if _is_numeric(features[column])]
-    categorical = [column for column in features.columns if column not in numeric]
+    pixels = spec.image_columns()
+    tabular = [column for column in features.columns if column not in set(pixels)]
+    numeric = [column for column in tabular if _is_numeric(features[column])]
+    categorical = [column for column in tabular if column not in numeric]
     if spec.noise_scale > 0 and numeric:
         noisy = features.copy()
         for column in numeric:
@@ -57,11 +66,11 @@ def _perturbations(
             scale = spec.noise_scale * float(np.nan_to_num(values.std()))
             noisy[column] = values + generator.normal(0.0, 1.0, rows) * scale
         yield "gaussian_noise", spec.noise_scale, numeric, noisy
-    if spec.missing_share > 0:
+    if spec.missing_share > 0 and tabular:
         holed = features.copy()
-        for column in features.columns:
+        for column in tabular:
             holed[column] = features[column].mask(generator.random(rows) < spec.missing_share)
-        yield "missing_values", spec.missing_share, list(features.columns), holed
+        yield "missing_values", spec.missing_share, tabular, holed
     if spec.swap_share > 0 and categorical:
         swapped = features.copy()
         for column in categorical:
@@ -71,6 +80,69 @@ def _perturbations(
                     generator.random(rows) < spec.swap_share, modes.iloc[0]
                 )
         yield "category_swap", spec.swap_share, categorical, swapped
+    if spec.image is not None:
+        yield from _image_perturbations(features, spec, pixels, generator)
+
+
+def _image_perturbations(
+    features: pd.DataFrame, spec: EvaluationSpec, pixels: list[str], generator: np.random.Generator
+) -> Iterator[tuple[str, float, list[str], pd.DataFrame]]:
+    assert spec.image is not None
+    height, width = spec.image["height"], spec.image["width"]
+    try:
+        images = features[pixels].to_numpy(np.float64).reshape(-1, height, width)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationError("image", f"the pixel columns are not all numbers: {exc}") from exc
+    finite = images[np.isfinite(images)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+
+    def frame_of(changed: np.ndarray) -> pd.DataFrame:
+        out = features.copy()
+        out[pixels] = changed.reshape(len(features), -1)
+        return out
+
+    if spec.noise_scale > 0:
+        noise = generator.normal(0.0, spec.noise_scale * (high - low), images.shape)
+        yield "image_noise", spec.noise_scale, pixels, frame_of(np.clip(images + noise, low, high))
+    shift = spec.image["shift_pixels"]
+    if shift > 0:
+        yield "image_shift", float(shift), pixels, frame_of(_shifted(images, shift, low, generator))
+    degrees = spec.image["rotation_degrees"]
+    if degrees > 0:
+        yield "image_rotation", float(degrees), pixels, frame_of(_rotated(images, degrees, low, generator))
+
+
+def _shifted(images: np.ndarray, shift: int, background: float, generator: np.random.Generator) -> np.ndarray:
+    """Each image of ``images`` (n, height, width) moved ``shift`` pixels in a drawn direction."""
+    direction = generator.integers(0, 4, images.shape[0])
+    out = np.full_like(images, background)
+    out[direction == 0, :-shift, :] = images[direction == 0, shift:, :]  # up
+    out[direction == 1, shift:, :] = images[direction == 1, :-shift, :]  # down
+    out[direction == 2, :, :-shift] = images[direction == 2, :, shift:]  # left
+    out[direction == 3, :, shift:] = images[direction == 3, :, :-shift]  # right
+    return out
+
+
+def _rotated(
+    images: np.ndarray, degrees: float, background: float, generator: np.random.Generator
+) -> np.ndarray:
+    """Each image of ``images`` (n, height, width) turned ``degrees`` clockwise or counter-clockwise
+    (drawn) about its centre: each output pixel takes the nearest source pixel."""
+    _, height, width = images.shape
+    sign = np.where(generator.random(images.shape[0]) < 0.5, -1.0, 1.0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    out = np.full_like(images, background)
+    for turn in (-1.0, 1.0):
+        chosen = sign == turn
+        angle = np.deg2rad(turn * degrees)
+        source_y = np.rint(cy + (y - cy) * np.cos(angle) - (x - cx) * np.sin(angle)).astype(int)
+        source_x = np.rint(cx + (y - cy) * np.sin(angle) + (x - cx) * np.cos(angle)).astype(int)
+        inside = (source_y >= 0) & (source_y < height) & (source_x >= 0) & (source_x < width)
+        turned = out[chosen]
+        turned[:, inside] = images[chosen][:, source_y[inside], source_x[inside]]
+        out[chosen] = turned
+    return out
 
 
 def robustness(

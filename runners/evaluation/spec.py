@@ -15,8 +15,15 @@ TASKS = ("regression", "classification")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 # Label-based metrics need only the predicted class; the rest need the positive class's probability.
 LABEL_METRICS = ("accuracy", "precision", "recall", "f1")
+# Multiclass only (no positive_label): scikit-learn's average="weighted" (by each class's rows).
+WEIGHTED_METRICS = ("precision_weighted", "recall_weighted", "f1_weighted")
 PROBABILITY_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "calibration_error")
-CLASSIFICATION_METRICS = LABEL_METRICS + PROBABILITY_METRICS
+CLASSIFICATION_METRICS = LABEL_METRICS + WEIGHTED_METRICS + PROBABILITY_METRICS
+# The image layout's bounds (pixels per side) and its keys.
+MAX_IMAGE_SIDE = 4096
+# One column per pixel: past this a frame is not a table any more (and the names alone cost).
+MAX_IMAGE_PIXELS = 65_536
+IMAGE_FIELDS = frozenset({"columns", "prefix", "height", "width", "shift_pixels", "rotation_degrees"})
 # Direction of each metric: the comparison and the slice order read it (lower RMSE is better).
 # Bounds on the work one spec asks for: each bootstrap resample and importance repeat re-scores
 # every row, and each slice bin is a slice; past these a job only burns its time limit.
@@ -42,12 +49,15 @@ class Predictions:
 
     ``labels``: shape (rows,), the predicted class (classification) or value (regression); a
     missing prediction is NaN/None. ``proba``: shape (rows,), the probability of the spec's
-    ``positive_label``, or None when the model gives no probabilities (ROC AUC, PR AUC, log loss,
-    Brier score and calibration are then reported as not available).
+    ``positive_label``; or, with ``classes`` (the model's classes as text), shape
+    (rows, len(classes)), each class's probability (a multiclass evaluation's); or None when the
+    model gives no probabilities (ROC AUC, PR AUC, log loss, Brier score and calibration are then
+    reported as not available, with that reason).
     """
 
     labels: np.ndarray
     proba: np.ndarray | None = None
+    classes: tuple[str, ...] | None = None
 
 
 # The predictor protocol: the frame's feature columns in, one prediction per row out.
@@ -61,8 +71,16 @@ class EvaluationSpec:
     - ``task``: ``"regression"`` or ``"classification"``; ``target``: the label column.
     - ``positive_label``: the class the gate cares about (compared as text, e.g. ``" >50K"`` in the
       adult data, which keeps its leading spaces). Given, classification is binary, that class
-      against the rest. None: multiclass, macro-averaged precision/recall/F1 and no probability
-      metrics (the predictor's ``proba`` is one class's). Fairness needs it.
+      against the rest (one-vs-rest on a multiclass target). None: multiclass, macro- and
+      weighted-averaged precision/recall/F1, and, when the model gives each class's probability,
+      one-vs-rest macro ROC AUC and PR AUC, multiclass log loss and Brier score, and the
+      calibration error of the top class's probability. Fairness needs it: selection rates are of
+      one class, so a multiclass target's fairness is that of ``positive_label`` against the rest.
+    - ``image``: the feature columns that are one grayscale image per row, row-major:
+      ``{"columns": [...]}`` or ``{"prefix": "p"}`` (columns ``p0`` .. ``p{height*width-1}``),
+      ``height``, ``width`` (pixels), optional ``shift_pixels`` (default 1) and
+      ``rotation_degrees`` (default 15; 0: no rotation). Robustness then perturbs those columns as
+      images (noise scaled by the intensity range, a shift, a rotation) instead of as numbers.
     - ``features``: the columns the predictor is given (default: every column but the target).
     - ``sensitive_attributes``: columns to report fairness across; ``slice_columns``: columns to
       report metrics per value of (numeric ones with more than ``slice_bins`` values are cut into
@@ -99,6 +117,7 @@ class EvaluationSpec:
     importance_max_rows: int = 5_000
     max_rows: int = 200_000
     primary_metric: str | None = None
+    image: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -111,7 +130,9 @@ class EvaluationSpec:
             raise EvaluationError("positive_label", "give the positive class as text")
         if self.sensitive_attributes and self.task == "classification" and self.positive_label is None:
             raise EvaluationError(
-                "positive_label", "fairness (selection rates, equalized odds) needs the positive class"
+                "positive_label",
+                "fairness (selection rates, equalized odds) needs the positive class; for a "
+                "multiclass target name one class, evaluated against the rest",
             )
         for name in ("features", "sensitive_attributes", "slice_columns"):
             value = getattr(self, name)
@@ -144,8 +165,8 @@ class EvaluationSpec:
             object.__setattr__(self, "primary_metric", "rmse" if self.task == "regression" else "f1")
         elif self.primary_metric not in allowed:
             raise EvaluationError("primary_metric", f"for {self.task} choose one of {', '.join(allowed)}")
-        if self.primary_metric == "roc_auc" and self.positive_label is None:
-            raise EvaluationError("primary_metric", "roc_auc needs positive_label (binary evaluation)")
+        if self.image is not None:
+            object.__setattr__(self, "image", _check_image(self.image, self.target))
 
     def _check_int(self, name: str, minimum: int, maximum: int | None = None) -> None:
         value = getattr(self, name)
@@ -158,6 +179,14 @@ class EvaluationSpec:
         value = getattr(self, name)
         if not _is_number(value) or not (0 < value < 1 if low_open else 0 <= value < 1):
             raise EvaluationError(name, f"give a share {'between 0 and 1' if low_open else 'from 0 to 1'}")
+
+    def image_columns(self) -> list[str]:
+        """The image's pixel columns, row-major ([] without ``image``)."""
+        if self.image is None:
+            return []
+        if "columns" in self.image:
+            return list(self.image["columns"])
+        return [f"{self.image['prefix']}{i}" for i in range(self.image["height"] * self.image["width"])]
 
     @property
     def metric(self) -> str:
@@ -190,6 +219,63 @@ class EvaluationSpec:
         if isinstance(values.get("positive_label"), int) and not isinstance(values["positive_label"], bool):
             values["positive_label"] = str(values["positive_label"])
         return cls(**values)
+
+
+def _check_image(image: Any, target: str) -> dict[str, Any]:
+    """``image`` normalised (defaults filled in); raises ``EvaluationError("image", ...)``."""
+    if not isinstance(image, Mapping):
+        raise EvaluationError("image", 'give an object: {"prefix" or "columns", "height", "width"}')
+    unknown = sorted(set(image) - IMAGE_FIELDS)
+    if unknown:
+        raise EvaluationError(
+            "image", f"unknown key {unknown[0]!r:.40}; the keys are {', '.join(sorted(IMAGE_FIELDS))}"
+        )
+    out = {"shift_pixels": 1, "rotation_degrees": 15, **image}
+    for side in ("height", "width"):
+        value = out.get(side)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGE_SIDE:
+            raise EvaluationError(
+                "image", f"{side}: give a whole number of pixels from 1 to {MAX_IMAGE_SIDE}"
+            )
+    pixels = out["height"] * out["width"]
+    if pixels > MAX_IMAGE_PIXELS:
+        raise EvaluationError("image", f"{pixels:,} pixels: at most {MAX_IMAGE_PIXELS:,} pixel columns")
+    if ("columns" in out) == ("prefix" in out):
+        raise EvaluationError("image", "give either columns (the pixel columns, row-major) or prefix")
+    if "columns" in out:
+        columns = out["columns"]
+        if isinstance(columns, str) or not isinstance(columns, list | tuple):
+            raise EvaluationError("image", "columns: give a list of column names")
+        if not all(isinstance(column, str) for column in columns):
+            raise EvaluationError("image", "columns: give a list of column names")
+        if len(columns) != pixels:
+            raise EvaluationError(
+                "image",
+                f"columns: {len(columns)} columns for a {out['height']}x{out['width']} image "
+                f"of {pixels} pixels",
+            )
+        if len(set(columns)) != len(columns):
+            raise EvaluationError("image", "columns: a column is named twice")
+        if target in columns:
+            raise EvaluationError("image", f"columns: the target {target!r} cannot be a pixel")
+        out["columns"] = list(columns)
+    elif not isinstance(out["prefix"], str) or not out["prefix"]:
+        raise EvaluationError(
+            "image", 'prefix: give the pixel columns\' common prefix, e.g. "p" for p0, p1, ...'
+        )
+    shift = out["shift_pixels"]
+    if (
+        isinstance(shift, bool)
+        or not isinstance(shift, int)
+        or not 0 <= shift < max(out["height"], out["width"])
+    ):
+        raise EvaluationError(
+            "image", "shift_pixels: give a whole number of pixels, 0 or more, under the image's side"
+        )
+    rotation = out["rotation_degrees"]
+    if not _is_number(rotation) or not 0 <= rotation <= 180:
+        raise EvaluationError("image", "rotation_degrees: give a number of degrees from 0 to 180")
+    return out
 
 
 def _is_number(value: Any) -> bool:

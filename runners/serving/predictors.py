@@ -43,6 +43,8 @@ class Predictor:
     score_records: Callable[[list[dict[str, Any]]], list[Any]] | None = field(default=None, repr=False)
     # The probability of one class per row (issue 15's evaluation); None: the model gives none.
     score_proba: Callable[[pd.DataFrame, str], np.ndarray | None] | None = field(default=None, repr=False)
+    # Every class's probability per row (a multiclass evaluation); None: the model gives none.
+    score_class_proba: Callable[[pd.DataFrame], pd.DataFrame | None] | None = field(default=None, repr=False)
 
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
         """One prediction per record ({column: value}), as ``predict`` would give for them."""
@@ -83,12 +85,48 @@ class Predictor:
         except Exception as exc:
             raise PredictorError(f"{self.name} could not predict: {type(exc).__name__}: {exc}") from exc
 
+    def predict_class_proba(self, frame: pd.DataFrame) -> pd.DataFrame | None:
+        """Every class's probability for every row of ``frame``: shape (rows, classes), one
+        column per class named by the class as text (a class 1 is ``"1"``); None when the model
+        gives no probabilities. Raises PredictorError as ``predict`` does, and when the answer
+        has the wrong number of rows."""
+        if self.score_class_proba is None:
+            return None
+        if frame.empty:
+            raise PredictorError("no rows to predict on")
+        try:
+            found = self.score_class_proba(frame)
+        except PredictorError:
+            raise
+        except Exception as exc:
+            raise PredictorError(f"{self.name} could not predict: {type(exc).__name__}: {exc}") from exc
+        if found is not None and len(found) != len(frame):
+            raise PredictorError(f"{self.name} gave {len(found)} rows of probabilities for {len(frame)} rows")
+        return found
+
+
+def class_names(classes: Any) -> list[str]:
+    """A model's classes as text, as the evaluation engine reads labels (a class 1.0 is "1")."""
+    return [
+        str(int(label)) if isinstance(label, float) and label.is_integer() else str(label)
+        for label in np.asarray(classes).tolist()
+    ]
+
+
+def class_frame(proba: Any, classes: Any) -> pd.DataFrame:
+    """``proba`` (rows x classes) as a frame of float64 columns named ``class_names(classes)``.
+    Raises PredictorError when the shapes disagree."""
+    values = np.asarray(proba, dtype=np.float64)
+    names = class_names(classes)
+    if values.ndim != 2 or values.shape[1] != len(names):
+        raise PredictorError(f"probabilities of shape {values.shape} for {len(names)} classes")
+    return pd.DataFrame(values, columns=names)
+
 
 def class_column(classes: Any, positive_label: str) -> int | None:
     """The position of ``positive_label`` among a model's ``classes`` compared as text (a class
     1 and "1" are one class, as the evaluation engine reads them); None when absent."""
-    for position, label in enumerate(np.asarray(classes).tolist()):
-        text = str(int(label)) if isinstance(label, float) and label.is_integer() else str(label)
+    for position, text in enumerate(class_names(classes)):
         if text == positive_label:
             return position
     return None
@@ -153,7 +191,18 @@ def _load_tabular(path: Path, sha256: str, name: str) -> Predictor:
         except TrainingError as exc:
             raise PredictorError(str(exc)) from exc
 
-    return Predictor(name, STEWARD_TABULAR, str(loaded.device), score, score_records, score_proba)
+    def score_class_proba(frame: pd.DataFrame) -> pd.DataFrame | None:
+        from runners.training import TrainingError
+
+        try:
+            found = inference.predict_class_proba(frame, loaded)
+        except TrainingError as exc:
+            raise PredictorError(str(exc)) from exc
+        return None if found is None else class_frame(found[1], found[0])
+
+    return Predictor(
+        name, STEWARD_TABULAR, str(loaded.device), score, score_records, score_proba, score_class_proba
+    )
 
 
 def records_encoder(preprocessing: dict[str, Any]) -> Callable[[list[dict[str, Any]]], np.ndarray]:
@@ -224,23 +273,50 @@ def _load_mlflow(path: Path, name: str) -> Predictor:
         inputs = inputs.astype({name: dtype for name, dtype in dtypes.items() if name in inputs.columns})
         return as_series(model.predict(inputs), frame.index)
 
-    def score_proba(frame: pd.DataFrame, positive_label: str) -> np.ndarray | None:
-        # The flavor's own model (a fitted sklearn estimator or pipeline): pyfunc's predict gives
-        # labels only. A custom pyfunc, or a model without predict_proba, gives no probabilities.
-        try:
-            raw = model.get_raw_model()
-        except NotImplementedError:  # a flavor that keeps its model to itself (a custom pyfunc)
-            return None
-        if not hasattr(raw, "predict_proba") or not hasattr(raw, "classes_"):
-            return None
-        column = class_column(raw.classes_, positive_label)
-        if column is None:
+    def score_class_proba(frame: pd.DataFrame) -> pd.DataFrame | None:
+        # pyfunc's predict gives labels only. The probabilities come from the flavor's own model
+        # (a fitted sklearn estimator or pipeline: predict_proba and classes_) or, for a custom
+        # pyfunc, from its PythonModel's predict_proba(model_input): a DataFrame with one column
+        # per class, named by the class (or an array, with the PythonModel's classes_). Any
+        # other model gives none.
+        owner = _probability_owner(model)
+        if owner is None:
             return None
         inputs = frame[columns] if columns else frame
         inputs = inputs.astype({name: dtype for name, dtype in dtypes.items() if name in inputs.columns})
-        return np.asarray(raw.predict_proba(inputs), dtype=np.float64)[:, column]
+        found = owner.predict_proba(inputs)
+        if isinstance(found, pd.DataFrame):
+            return class_frame(found.to_numpy(), found.columns)
+        if hasattr(found, "detach"):  # a torch tensor from a custom pyfunc
+            found = found.detach().cpu().numpy()
+        if not hasattr(owner, "classes_"):
+            raise PredictorError("predict_proba gave an array without classes_ to name its columns")
+        return class_frame(found, owner.classes_)
 
-    return Predictor(name, MLFLOW_MODEL, "cpu", score, score_proba=score_proba)
+    def score_proba(frame: pd.DataFrame, positive_label: str) -> np.ndarray | None:
+        found = score_class_proba(frame)
+        if found is None or positive_label not in found.columns:
+            return None
+        return found[positive_label].to_numpy()
+
+    return Predictor(
+        name, MLFLOW_MODEL, "cpu", score, score_proba=score_proba, score_class_proba=score_class_proba
+    )
+
+
+def _probability_owner(model: Any) -> Any:
+    """What gives an MLflow model's class probabilities (see ``score_class_proba``), or None."""
+    try:
+        raw = model.get_raw_model()
+    except NotImplementedError:  # a custom pyfunc keeps its model to itself
+        raw = None
+    if raw is not None and hasattr(raw, "predict_proba") and hasattr(raw, "classes_"):
+        return raw
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # not a custom pyfunc (MLflow raises its MlflowException)
+        return None
+    return python_model if callable(getattr(python_model, "predict_proba", None)) else None
 
 
 def input_columns(schema: Any) -> list[str]:

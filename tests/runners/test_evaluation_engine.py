@@ -271,7 +271,7 @@ def test_bootstrap_intervals_hold_the_estimate_and_repeat_with_the_seed(adult, l
     assert first.metrics["f1"]["ci_low"] != other.metrics["f1"]["ci_low"]
 
 
-def test_multiclass_gives_macro_averages_and_says_why_probabilities_are_absent(bike):
+def test_multiclass_gives_macro_averages_and_one_vs_rest_probability_metrics(bike):
     frame = pd.read_csv(BIKE_HOURLY)
     columns = ["temp", "hum", "mnth"]
     model = LogisticRegression(max_iter=300).fit(frame[columns], frame["season"])
@@ -282,14 +282,9 @@ def test_multiclass_gives_macro_averages_and_says_why_probabilities_are_absent(b
         expected = reference(frame["season"], predicted, average="macro", zero_division=0)
         assert result.metrics[name]["value"] == pytest.approx(expected), name
     assert result.metrics["accuracy"]["value"] == pytest.approx(accuracy_score(frame["season"], predicted))
-    assert result.metrics["roc_auc"] == {
-        "value": None,
-        "ci_low": None,
-        "ci_high": None,
-        "reason": (
-            "multiclass evaluation: probability metrics need positive_label (one class against the rest)"
-        ),
-    }
+    # scikit-learn's predict_proba gives each season's probability: one-vs-rest macro ROC AUC.
+    expected_auc = roc_auc_score(frame["season"], model.predict_proba(frame[columns]), multi_class="ovr")
+    assert result.metrics["roc_auc"]["value"] == pytest.approx(expected_auc)
     assert result.confusion_matrix["labels"] == ["1", "2", "3", "4"]
 
 

@@ -339,7 +339,10 @@ def test_the_jobs_api_submits_an_evaluation_and_refuses_bad_fields(
         "spec": ["champion_alias: model bike-demand has no alias 'staging'"]
     }
     assert post(evaluation_spec(positive_label=None)).json() == {
-        "spec": ["positive_label: fairness (selection rates, equalized odds) needs the positive class"]
+        "spec": [
+            "positive_label: fairness (selection rates, equalized odds) needs the positive class; "
+            "for a multiclass target name one class, evaluated against the rest"
+        ]
     }
     response = post(evaluation_spec())
     assert response.status_code == 201
