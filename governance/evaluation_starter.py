@@ -5,8 +5,9 @@ evaluation by Steward young enough, the request starts one once it is committed.
 Evaluation jobs live in runners and governance imports no other app, so the starter is registered
 by runners (``RunnersConfig.ready`` registers ``runners.promotion_evaluations.start_evaluation``),
 as monitoring registers the audit subjects finder. Governance resolves the dataset's newest
-version, calls the starter and records on the request the job it started, or why none was: a
-refused submission or a broker outage never loses the request.
+labelled version (``queries.newest_labelled_version``), calls the starter and records on the
+request the job it started, or why none was: a refused submission or a broker outage never loses
+the request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from governance.audit import record_audit_event
-from governance.models import DatasetVersion, PromotionRequest
+from governance.models import Dataset, DatasetVersion, PromotionRequest
+from governance.queries import newest_labelled_version
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +65,22 @@ def start_request_evaluation(request_id: int, setting: dict[str, Any]) -> None:
         return
     job_id, error = None, ""
     dataset_id = int(setting.get("dataset") or 0)
-    dataset_version = (
-        DatasetVersion.objects.filter(
-            dataset_id=dataset_id, dataset__team_id=request.model_version.model.team_id
-        )
-        .select_related("dataset")
-        .order_by("-version")
-        .first()
-    )
+    dataset = Dataset.objects.filter(pk=dataset_id, team_id=request.model_version.model.team_id).first()
+    dataset_version: DatasetVersion | None = None
+    if dataset is None:
+        error = f"dataset #{dataset_id} of the gate policy is not in the team"
+    else:
+        # The newest labelled data: a newer upload without the label (predictions to score
+        # later) is passed over, as a scheduled evaluation and a retraining pass it over.
+        try:
+            dataset_version = newest_labelled_version(
+                dataset, request.model_version, target=setting.get("target")
+            )
+        except ValidationError as exc:
+            error = _reason(exc)
     if not _starter:
         error = "no evaluation runner is installed"
-    elif dataset_version is None:
-        error = f"dataset #{dataset_id} of the gate policy has no version in the team"
-    else:
+    elif dataset_version is not None:
         spec = {key: value for key, value in setting.items() if key != "dataset"}
         try:
             job_id = _starter[0](request, dataset_version, spec)

@@ -1,6 +1,6 @@
 """A promotion request runs or reuses the evaluation its gates read (issue 15): where the alias's
 gate policy names an evaluation and the candidate has none young enough, the request starts one
-evaluation job (through ``do_submit_job``, on behalf of the requester) on the newest version of
+evaluation job (through ``do_submit_job``, on behalf of the requester) on the newest labelled version of
 the policy's dataset, and its page says so; a refused submission leaves the request with the
 reason. Through the API and the pages; the bike-sharing model trained once a session."""
 
@@ -167,12 +167,46 @@ def test_a_refused_submission_leaves_the_request_with_the_reason(
     assert not Job.objects.filter(kind=JobKind.EVALUATE).exists()
     request = PromotionRequest.objects.get(pk=data["id"])
     assert (request.state, request.evaluation_job_id) == ("pending", None)
-    assert "target: column 'riders' not in dataset version" in request.evaluation_job_error
-    assert str(newest_version) in request.evaluation_job_error
+    assert request.evaluation_job_error == (
+        f"no version of dataset {newest_version.dataset.name} holds the label and features of "
+        f"{registered_version} (its newest, {newest_version}, lacks 'riders')"
+    )
     page = _page(scientist, request.pk)
     assert "The evaluation could not be started:" in page
     assert "riders" in page
     assert f'href="/model-versions/{registered_version.pk}/evaluate/"' in page
+
+
+def test_the_evaluation_runs_on_the_newest_labelled_version_passing_over_an_unlabelled_upload(
+    set_policy,
+    registered_version,
+    newest_version,
+    scientist,
+    client_for,
+    django_capture_on_commit_callbacks,
+    bike_2012_csv,
+    tmp_path,
+):
+    """Rows to score later (no label yet) uploaded after the labelled ones are not what a gate
+    judges on: the request evaluates on the newest version that holds the label."""
+    import pandas as pd
+
+    unlabelled = tmp_path / "hour-2012-unlabelled.csv"
+    pd.read_csv(bike_2012_csv).drop(columns=["cnt"]).to_csv(unlabelled, index=False)
+    do_register_dataset_version(
+        dataset=newest_version.dataset,
+        file_path=unlabelled,
+        filename=unlabelled.name,
+        source=DatasetVersion.Source.PATH,
+        actor=scientist,
+    )
+    set_policy({"task": "regression", "target": "cnt"})
+
+    data = _request(client_for, scientist, registered_version, django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(kind=JobKind.EVALUATE)
+    assert job.dataset_version == newest_version
+    assert PromotionRequest.objects.get(pk=data["id"]).evaluation_job_id == job.pk
 
 
 def test_the_evaluation_setting_is_checked_for_shape(team, owner, client_for, dataset_version, other_team):
