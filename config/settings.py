@@ -271,6 +271,18 @@ STEWARD_IMPORT_ROOTS = [
 ]
 STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=512 * 1024 * 1024)
 STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_000)
+# PII scan of each new dataset version (issue 12; governance.actions.pii): at most MAX_ROWS rows
+# (a sample seeded by the file's hash beyond that), failed past TIME_LIMIT seconds; rows in
+# groups smaller than K_THRESHOLD over the quasi-identifiers count as at risk; sent to QUEUE.
+STEWARD_PII_SCAN_MAX_ROWS = env.int("STEWARD_PII_SCAN_MAX_ROWS", default=100_000)
+STEWARD_PII_SCAN_TIME_LIMIT_S = env.float("STEWARD_PII_SCAN_TIME_LIMIT_S", default=300.0)
+STEWARD_PII_K_THRESHOLD = env.int("STEWARD_PII_K_THRESHOLD", default=5)
+STEWARD_PII_SCAN_QUEUE = env.str("STEWARD_PII_SCAN_QUEUE", default="celery")
+if STEWARD_PII_SCAN_MAX_ROWS < 1 or STEWARD_PII_SCAN_TIME_LIMIT_S <= 0 or STEWARD_PII_K_THRESHOLD < 2:
+    raise ImproperlyConfigured(
+        "STEWARD_PII_SCAN_MAX_ROWS must be >= 1, STEWARD_PII_SCAN_TIME_LIMIT_S > 0, "
+        "STEWARD_PII_K_THRESHOLD >= 2"
+    )
 # OpenLineage ingest (issue 10): a request body, after gunzipping, is refused (413) past this
 # size; a batch holds at most this many events.
 STEWARD_OPENLINEAGE_MAX_BODY_BYTES = env.int("STEWARD_OPENLINEAGE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
@@ -456,6 +468,8 @@ if STEWARD_DRIFT_REPORT_MAX_ROWS < 1:
 CELERY_TASK_ANNOTATIONS = {
     "monitoring.tasks.run_drift_check": {"time_limit": STEWARD_DRIFT_CHECK_TIME_LIMIT_S + 60},
     "monitoring.tasks.build_drift_report": {"time_limit": STEWARD_DRIFT_REPORT_TIME_LIMIT_S + 120},
+    # The scan checks its own limit between columns; this kills one stuck inside a column.
+    "governance.tasks.scan_dataset_version_pii": {"time_limit": STEWARD_PII_SCAN_TIME_LIMIT_S + 60},
 }
 # django-celery-beat's database scheduler, sending only while it holds the beat lock (config.beat):
 # a second beat process stands by instead of sending every periodic task twice (issue 13).

@@ -361,7 +361,7 @@ class GatePolicyForm(forms.Form):
         help_text='A list, e.g. [{"kind": "metric_bound", "metric": "f1", "min": 0.5}, '
         '{"kind": "fairness_ratio_at_least", "value": 0.8}, {"kind": "no_open_critical_alert"}]. '
         "Kinds: metric_bound, not_worse_than_champion, fairness_ratio_at_least, "
-        "robustness_drop_at_most, no_open_critical_alert, evaluation_max_age_days.",
+        "robustness_drop_at_most, no_open_critical_alert, evaluation_max_age_days, pii_policy_satisfied.",
     )
     evaluation = forms.JSONField(
         required=False,

@@ -244,6 +244,82 @@ class DatasetVersion(models.Model):
         return settings.ARTIFACT_ROOT / self.file
 
 
+class PiiScan(models.Model):
+    """The personal-data scan of one dataset version (issue 12): queued when the version is
+    registered, run by a background task on a bounded sample (``governance.pii.scan_frame``),
+    done with its report or failed with the reason. Written only by ``actions.pii``; each run's
+    outcome is audited (``pii.scan``). A version without a done scan has unresolved PII."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    dataset_version = models.OneToOneField(DatasetVersion, on_delete=models.PROTECT, related_name="pii_scan")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    reason = models.TextField(blank=True, help_text="Why the scan failed.")
+    report = models.JSONField(
+        default=dict, blank=True, help_text="governance.pii.scan_frame's report: findings, k-anonymity, ..."
+    )
+    rows_scanned = models.PositiveBigIntegerField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "dataset_version__dataset__team"
+    audit_fields = ("dataset_version_id", "status", "reason", "rows_scanned")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "done", "failed"]),
+                name="pii_scan_status_is_known",
+                violation_error_message="unknown PII scan status",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="failed") | ~Q(reason=""),
+                name="pii_scan_failure_has_reason",
+                violation_error_message="a failed PII scan says why",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"PII scan of {self.dataset_version}"
+
+    @property
+    def team(self) -> Team:
+        return self.dataset_version.dataset.team
+
+    @property
+    def findings(self) -> list[dict]:
+        return list((self.report or {}).get("findings", []))
+
+
+class PiiPolicy(models.Model):
+    """What a team lets jobs do with each kind of personal data (issue 12): ``rules`` maps a
+    kind (``governance.pii.ALL_KINDS``) or ``"default"`` to ``block`` or ``allow``. No row:
+    everything is allowed (as before PII scans existed). Set by ``actions.pii.do_set_pii_policy``."""
+
+    team = models.OneToOneField(Team, on_delete=models.PROTECT, related_name="pii_policy")
+    rules = models.JSONField(default=dict, help_text='{"default": "allow", "us_ssn": "block", ...}')
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("team_id", "rules")
+
+    def __str__(self) -> str:
+        return f"PII policy of {self.team.name}"
+
+
 class RegisteredModel(models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="registered_models")
     name = models.CharField(max_length=200)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from governance.actions import promotions
+from governance.actions import pii, promotions
 from governance.audit import sequencer
 
 
@@ -19,3 +19,10 @@ def notify_approvers() -> int:
     """Email approvers the promotion requests awaiting them (``actions.promotions.notify_approvers``);
     each new request enqueues it, and beat runs it every minute for any whose enqueue failed."""
     return promotions.notify_approvers()
+
+
+@shared_task(name="governance.tasks.scan_dataset_version_pii", ignore_result=True)
+def scan_dataset_version_pii(scan_id: int) -> str | None:
+    """Scan a dataset version for personal data (``actions.pii.run_pii_scan``); sent once the
+    version's registration commits. Idempotent; returns the scan's final status."""
+    return pii.run_pii_scan(scan_id)

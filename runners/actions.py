@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from governance.actions.checks import ensure_can
+from governance.actions.pii import pii_refusal
 from governance.audit import record_audit_event, snapshot
 from governance.datafiles import unstorable
 from governance.models import DatasetVersion, ModelVersion, RegisteredModel, Team
@@ -316,8 +317,10 @@ def do_submit_job(
     or, when the spec asks for a start window, by the sweeper once the window opens (issue 16).
 
     ``schedule``: the recurring job that fired it; ``now``: the submission time (tests pass it to
-    place a job inside or outside its window). See ``check_submission`` for the rules. Raises
-    ValidationError naming the bad field or column; PermissionDenied without the right.
+    place a job inside or outside its window). See ``check_submission`` for the rules. A training
+    or inference job on a version its team's PII policy blocks (``governance.actions.pii.
+    pii_refusal``: blocked findings, or an unresolved scan) is refused. Raises ValidationError
+    naming the bad field, column or PII finding; PermissionDenied without the right.
     """
     submission = check_submission(
         kind=kind,
@@ -329,6 +332,10 @@ def do_submit_job(
     )
     with transaction.atomic():
         ensure_can(actor, CHANGE, submission.team_id)
+        # Issue 12: personal data the team's policy blocks never reaches a training or an
+        # inference run (checked after the permission, so an outsider learns nothing of it).
+        if kind in (JobKind.TRAIN, JobKind.INFER) and (why := pii_refusal(dataset_version)):
+            raise ValidationError({"dataset_version": why})
         return queue_job(
             submission,
             kind=kind,

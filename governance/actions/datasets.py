@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from governance import artifacts, datafiles
 from governance.actions.checks import SAME_NAME, checked_name, ensure_can, next_version
+from governance.actions.pii import queue_pii_scan
 from governance.audit import record_audit_event, snapshot
 from governance.limits import checked_description
 from governance.models import Dataset, DatasetVersion, Team
@@ -192,6 +193,8 @@ def do_register_dataset_version(
             obj=version,
             after=snapshot(version),
         )
+        # Issue 12: every new version is scanned for personal data by a worker once committed.
+        queue_pii_scan(version, requested_by=actor or on_behalf_of)
     return version
 
 

@@ -15,6 +15,8 @@ Condition kinds (each ``{"kind": ..., parameters}``):
   units, positive = worse) at most ``value``; a perturbation the model failed on fails.
 - ``no_open_critical_alert`` ``{}``: no unresolved critical alert on the version.
 - ``evaluation_max_age_days`` ``{days}``: the evaluation is at most ``days`` days old.
+- ``pii_policy_satisfied`` ``{}``: the version's training dataset version has a done PII scan
+  and no finding its team's PII policy blocks (``actions.pii.pii_gate``; issue 12).
 
 The policy's optional ``evaluation`` setting (``check_evaluation_setting``) names the dataset and
 the evaluation spec a promotion request evaluates the candidate with when it has no evaluation
@@ -32,6 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.actions.checks import check_alias_name, ensure_can, is_protected_alias
+from governance.actions.pii import pii_gate
 from governance.audit import record_audit_event, snapshot
 from governance.models import Dataset, Evaluation, ModelAlias, ModelVersion, PromotionGatePolicy, Team
 from governance.names import name_key
@@ -76,6 +79,7 @@ CONDITION_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "robustness_drop_at_most": (frozenset({"value"}), frozenset()),
     "no_open_critical_alert": (frozenset(), frozenset()),
     "evaluation_max_age_days": (frozenset({"days"}), frozenset()),
+    "pii_policy_satisfied": (frozenset(), frozenset()),
 }
 
 
@@ -483,6 +487,11 @@ def _age(condition: dict[str, Any], evaluation: Evaluation) -> GateResult:
     return GateResult("evaluation_max_age_days", age <= days, detail)
 
 
+def _pii(version: ModelVersion) -> GateResult:
+    passed, detail = pii_gate(version.training_dataset_version)
+    return GateResult("pii_policy_satisfied", passed, detail)
+
+
 def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
     """Each condition of the gate policy of ``version``'s team for ``alias``, in the policy's
     order; [] when the alias has no policy (four eyes only).
@@ -490,8 +499,8 @@ def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
     Reads the version's newest evaluation by Steward (a self-reported one never satisfies a gate:
     the detail says so), on the policy's dataset when its ``evaluation`` setting names one
     (``policy_dataset``), and, for the champion comparison, the version that holds ``alias`` now.
-    Without an evaluation every condition but ``no_open_critical_alert`` fails with "no
-    evaluation of <version> yet".
+    Without an evaluation every condition but ``no_open_critical_alert`` and
+    ``pii_policy_satisfied`` (which read no evaluation) fails with "no evaluation of <version> yet".
     """
     model = version.model
     policy = gate_policy(model.team_id, alias)
@@ -520,6 +529,8 @@ def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
         kind = condition["kind"]
         if kind == "no_open_critical_alert":
             results.append(_alerts(version))
+        elif kind == "pii_policy_satisfied":
+            results.append(_pii(version))
         elif evaluation is None:
             results.append(GateResult(kind, False, missing))
         elif kind == "metric_bound":

@@ -80,7 +80,8 @@ class GatePolicySerializer(serializers.ModelSerializer):
     conditions = serializers.JSONField(
         help_text='[{"kind": "metric_bound", "metric": "f1", "min": 0.5}, {"kind": '
         '"fairness_ratio_at_least", "value": 0.8}, ...]; kinds: metric_bound, not_worse_than_champion, '
-        "fairness_ratio_at_least, robustness_drop_at_most, no_open_critical_alert, evaluation_max_age_days."
+        "fairness_ratio_at_least, robustness_drop_at_most, no_open_critical_alert, evaluation_max_age_days, "
+        "pii_policy_satisfied."
     )
     evaluation = serializers.JSONField(
         required=False,

@@ -16,6 +16,7 @@ from governance.models import (
     DatasetVersion,
     ModelAlias,
     ModelVersion,
+    PiiScan,
     RegisteredModel,
     Team,
 )
@@ -417,3 +418,30 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "task_id",
         ]
         read_only_fields = fields
+
+
+class PiiScanSerializer(serializers.ModelSerializer):
+    """A dataset version's PII scan (issue 12): status, the reason it failed, the report
+    (``governance.pii.scan_frame``: findings with masked examples, k-anonymity) and when."""
+
+    class Meta:
+        model = PiiScan
+        fields = [
+            "id",
+            "dataset_version",
+            "status",
+            "reason",
+            "rows_scanned",
+            "report",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class PiiPolicySerializer(serializers.Serializer):
+    rules = serializers.JSONField(
+        help_text='Kind (or "default") -> "block" or "allow", e.g. {"default": "allow", "us_ssn": "block", '
+        '"race_ethnicity": "block"}; no policy allows everything.'
+    )

@@ -22,6 +22,7 @@ from governance.actions.model_versions import (
     do_unarchive_model_version,
     do_update_model_version,
 )
+from governance.actions.pii import do_request_pii_scan, do_set_pii_policy
 from governance.actions.registered_models import (
     do_archive_registered_model,
     do_create_registered_model,
@@ -44,6 +45,8 @@ from governance.api.serializers import (
     ModelVersionCreateSerializer,
     ModelVersionSerializer,
     ModelVersionUpdateSerializer,
+    PiiPolicySerializer,
+    PiiScanSerializer,
     ProtectedAliasesSerializer,
     RegisteredModelSerializer,
     RegisteredModelUpdateSerializer,
@@ -61,6 +64,8 @@ from governance.models import (
     Dataset,
     DatasetVersion,
     ModelVersion,
+    PiiPolicy,
+    PiiScan,
     RegisteredModel,
     Team,
 )
@@ -95,6 +100,18 @@ class TeamViewSet(RestrictedCreateViewSet):
         data = self.validated(request, ProtectedAliasesSerializer)
         do_set_protected_aliases(team=team, aliases=data["protected_aliases"], actor=request.user)
         return Response(TeamSerializer(self.refetch(team)).data)
+
+    @extend_schema(request=PiiPolicySerializer, responses={200: PiiPolicySerializer})
+    @action(detail=True, methods=["get", "put"], url_path="pii-policy")
+    def pii_policy(self, request, pk=None):
+        """The team's PII policy (issue 12): GET reads it ({} allows everything); PUT sets it
+        (team managers), e.g. {"rules": {"us_ssn": "block", "race_ethnicity": "block"}}."""
+        team = self.get_object()
+        if request.method == "PUT":
+            data = self.validated(request, PiiPolicySerializer)
+            do_set_pii_policy(team=team, rules=data["rules"], actor=request.user)
+        policy = PiiPolicy.objects.filter(team=team).first()
+        return Response({"rules": policy.rules if policy is not None else {}})
 
 
 class DatasetViewSet(RestrictedCreateViewSet):
@@ -157,6 +174,23 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
         version = self.get_object()
         name = version.original_filename or f"{version.dataset.name}-v{version.version}.{version.format}"
         return FileResponse(version.path.open("rb"), as_attachment=True, filename=name)
+
+    @extend_schema(request=None, responses={200: PiiScanSerializer, 202: PiiScanSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def pii(self, request, pk=None):
+        """The version's PII scan (issue 12): GET its status and report (404 when it has none:
+        registered before scans existed); POST scans it again (202; 400 while one is pending)."""
+        version = self.get_object()
+        if request.method == "POST":
+            scan = do_request_pii_scan(dataset_version=version, actor=request.user)
+            return Response(PiiScanSerializer(scan).data, status=status.HTTP_202_ACCEPTED)
+        scan = PiiScan.objects.filter(dataset_version=version).first()
+        if scan is None:
+            return Response(
+                {"detail": f"{version} has no PII scan; POST here to scan it"},
+                status=status.HTTP_404_NOT_FOUND,
+            )
+        return Response(PiiScanSerializer(scan).data)
 
 
 def _alias_protected(exc: AliasProtected) -> Response:

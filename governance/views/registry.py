@@ -21,7 +21,15 @@ from governance.artifacts import staged_upload
 from governance.charts import CHART_POINTS_MAX, Series, chart
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
 from governance.forms import DatasetForm, DatasetVersionUploadForm, ModelVersionCardForm, RegisteredModelForm
-from governance.models import AuditEvent, Dataset, DatasetVersion, ModelAlias, ModelVersion, RegisteredModel
+from governance.models import (
+    AuditEvent,
+    Dataset,
+    DatasetVersion,
+    ModelAlias,
+    ModelVersion,
+    PiiScan,
+    RegisteredModel,
+)
 from governance.permissions import CHANGE, can
 from governance.queries import by_name_with_versions
 from governance.views.helpers import (
@@ -118,6 +126,7 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "version": version,
         "download_url": reverse("datasetversion-download", args=[version.pk]),
         "trained_model_versions": trained,
+        "pii_scan": PiiScan.objects.filter(dataset_version=version).first(),
     }
     return render(request, "governance/dataset_version_detail.html", context)
 
