@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_update_model_version
+from governance.actions.pii import pii_refusal
 from governance.actions.registered_models import (
     do_archive_registered_model,
     do_create_registered_model,
@@ -127,6 +128,8 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "download_url": reverse("datasetversion-download", args=[version.pk]),
         "trained_model_versions": trained,
         "pii_scan": PiiScan.objects.filter(dataset_version=version).first(),
+        # What a training or inference job on it would be told (issue 12), before anyone tries.
+        "pii_refusal": pii_refusal(version),
     }
     return render(request, "governance/dataset_version_detail.html", context)
 

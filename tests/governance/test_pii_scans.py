@@ -182,6 +182,12 @@ def test_a_training_job_on_blocked_findings_is_refused_naming_columns_and_kinds(
         },
     )
     assert Job.objects.count() == 1
+    # The version's page says so before anyone submits (the UI's job form calls the same action).
+    browser = Client()
+    browser.force_login(scientist)
+    page = browser.get(f"/dataset-versions/{adult_version.pk}/").content.decode()
+    assert "Training and inference refused: adult v1 holds personal data team" in page
+    assert "column &#x27;race&#x27; (race_ethnicity); column &#x27;sex&#x27; (sex_gender)" in page
     do_set_pii_policy(team=team, rules={"us_ssn": "block"}, actor=owner)
     assert _train(client, adult_version, registered_model).status_code == 201
 

@@ -253,7 +253,7 @@ def test_the_api_approves_with_an_override_reason(
             [{"kind": "vibes"}],
             "condition 1: unknown kind 'vibes'; one of metric_bound, not_worse_than_champion, "
             "fairness_ratio_at_least, robustness_drop_at_most, no_open_critical_alert, "
-            "evaluation_max_age_days",
+            "evaluation_max_age_days, pii_policy_satisfied",
         ),
         (
             [{"kind": "metric_bound", "metric": "auc", "min": 0.7}],
