@@ -297,3 +297,27 @@ def test_an_upload_is_scanned_by_a_real_worker(pii_worker, team, scientist, clie
     assert (body["status"], body["rows_scanned"]) == ("done", 32561)
     assert body["report"]["special_categories"] == {"race": "race_ethnicity", "sex": "sex_gender"}
     assert AuditEvent.objects.filter(action="pii.scan", actor=None).count() == 1
+
+
+def test_an_inference_job_waits_for_the_scan_when_the_policy_blocks_by_default(
+    dataset_version, registered_version, team, owner, scientist, client_for
+):
+    do_set_pii_policy(team=team, rules={"default": "block"}, actor=owner)
+    body = {"kind": "infer", "dataset_version": dataset_version.pk, "model_version": registered_version.pk}
+    client = client_for(scientist)
+
+    pending = client.post("/api/jobs/", {**body, "spec": {}}, format="json")
+    assert (pending.status_code, pending.json()) == (
+        400,
+        {
+            "dataset_version": [
+                f"the PII scan of {dataset_version} is queued, not done; wait for it: team "
+                f"{team.name}'s PII policy blocks some kinds"
+            ]
+        },
+    )
+    scan = _scanned(dataset_version)
+    # The bike rentals hold no personal data: with the scan done, even "block everything" allows them.
+    assert scan.report["findings"] == []
+    accepted = client.post("/api/jobs/", {**body, "spec": {}}, format="json")
+    assert (accepted.status_code, Job.objects.get().kind) == (201, "infer")
