@@ -234,9 +234,9 @@ def name_tokens(column: str) -> list[str]:
 
 _NAME_SIGNALS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     # kind: (single words that name it, joined words that name it)
-    "email": (frozenset({"email", "mail", "e-mail"}), ("emailaddress",)),
-    "phone": (frozenset({"phone", "telephone", "mobile", "cell", "tel", "fax"}), ("phonenumber",)),
-    "credit_card": (frozenset({"pan"}), ("creditcard", "cardnumber", "ccnumber", "cardno")),
+    "email": (frozenset({"email"}), ("emailaddress",)),
+    "phone": (frozenset({"phone", "telephone", "mobile", "tel", "fax"}), ("phonenumber",)),
+    "credit_card": (frozenset(), ("creditcard", "cardnumber", "ccnumber", "cardno")),
     "iban": (frozenset({"iban"}), ("bankaccount", "accountnumber")),
     "us_ssn": (frozenset({"ssn"}), ("socialsecurity", "socialsecuritynumber")),
     "ip_address": (frozenset({"ip", "ipv4", "ipv6"}), ("ipaddress", "ipaddr", "clientip")),
@@ -251,7 +251,7 @@ _NAME_SIGNALS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "religion": (frozenset({"religion", "religious", "faith", "denomination"}), ()),
     "health": (
         frozenset({"health", "diagnosis", "disease", "illness", "disability", "medical", "medication",
-                   "icd", "icd10", "symptoms", "condition", "bmi", "hiv", "pregnant", "pregnancy"}),
+                   "icd", "icd10", "symptoms", "bmi", "hiv", "pregnant", "pregnancy"}),
         ("bloodtype", "medicalcondition", "healthstatus"),
     ),
     "sexual_orientation": (frozenset({"orientation", "sexuality"}), ("sexualorientation",)),
@@ -262,7 +262,7 @@ _NAME_SIGNALS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
         frozenset({"country", "nationality", "citizenship", "birthplace"}),
         ("nativecountry", "countryofbirth", "countryoforigin"),
     ),
-    "occupation": (frozenset({"occupation", "profession", "job", "jobtitle"}), ("jobtitle",)),
+    "occupation": (frozenset({"occupation", "profession", "jobtitle"}), ("jobtitle", "job")),
     "marital_status": (frozenset({"marital"}), ("maritalstatus", "civilstatus")),
 }  # fmt: skip
 
@@ -273,6 +273,8 @@ def kinds_by_name(column: str) -> set[str]:
     joined = "".join(tokens)
     found = set()
     for kind, (words, joins) in _NAME_SIGNALS.items():
+        # A joined name matches whole ("job" is a job, "job_id" is not), or inside a longer name
+        # when it is long enough not to be a word of something else ("customer_firstname").
         if words & set(tokens) or joined in joins or any(join in joined for join in joins if len(join) > 8):
             found.add(kind)
     # A column called just "name" (or "<something> name" naming a person) is a person's name;
@@ -281,7 +283,6 @@ def kinds_by_name(column: str) -> set[str]:
         found.add("person_name")
     if "date_of_birth" in found or ("birth" in tokens and "date" in tokens):
         found.add("date_of_birth")
-        found.discard("native_country") if "country" not in tokens else None
     return found
 
 

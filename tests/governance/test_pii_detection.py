@@ -242,3 +242,25 @@ def test_the_time_limit_stops_a_scan_between_columns(adult_frame):
     with pytest.raises(pii.ScanTimeout) as stopped:
         pii.scan_frame(adult_frame, pii.Limits(time_limit_s=1e-9))
     assert str(stopped.value) == "time limit of 1e-09 s reached after 0 of 15 columns"
+
+
+def test_column_names_as_a_signal():
+    names = {
+        "customer_email": {"email"},
+        "dateOfBirth": {"date_of_birth"},
+        "first_name": {"person_name"},
+        "name": {"person_name"},
+        "native-country": {"native_country"},
+        "ssn": {"us_ssn"},
+        "job": {"occupation"},
+        # Words that are part of other names are not findings.
+        "job_id": set(),
+        "filename": set(),
+        "hostname": set(),
+        "cell_type": set(),
+        "weather_condition": set(),
+    }
+    assert {name: pii.kinds_by_name(name) for name in names} == names
+    # A name alone is reported (signal "name") even when no value matches.
+    findings = pii.scan_column("ssn", pd.Series(["n/a", "unknown", "withheld"]))
+    assert [(f["kind"], f["signal"], f["count"]) for f in findings] == [("us_ssn", "name", 0)]
