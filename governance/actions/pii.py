@@ -70,19 +70,25 @@ def enqueue_pii_scan(scan_id: int) -> bool:
 
 def do_request_pii_scan(*, dataset_version: DatasetVersion, actor: User) -> PiiScan:
     """Scan ``dataset_version`` again (a failed scan, a version registered before scans existed,
-    detectors that improved): its scan row back to queued, audited ``pii_scan.request``, sent
-    once committed. ValidationError when a scan is already queued or running; PermissionDenied
-    without the right to change the dataset's team."""
+    a send lost to a broker outage, a worker that died mid-scan): its scan row back to queued,
+    audited ``pii_scan.request``, sent once committed (a second delivery of a queued scan finds
+    nothing to claim). ValidationError while a scan is running and younger than its time limit
+    plus a minute; PermissionDenied without the right to change the dataset's team."""
     with transaction.atomic():
         ensure_can(actor, CHANGE, dataset_version.dataset.team_id)
         scan = PiiScan.objects.select_for_update().filter(dataset_version=dataset_version).first()
         before = snapshot(scan)
+        now = timezone.now()
         if scan is None:
             scan = PiiScan(dataset_version=dataset_version)
-        elif scan.status in (PiiScan.Status.QUEUED, PiiScan.Status.RUNNING):
-            raise ValidationError({"status": f"the PII scan of {dataset_version} is already {scan.status}"})
+        elif scan.status == PiiScan.Status.RUNNING and scan.started_at is not None:
+            running_s = (now - scan.started_at).total_seconds()
+            if running_s <= settings.STEWARD_PII_SCAN_TIME_LIMIT_S + 60:
+                raise ValidationError(
+                    {"status": f"the PII scan of {dataset_version} is running (for {running_s:.0f} s)"}
+                )
         scan.status, scan.reason, scan.report, scan.rows_scanned = PiiScan.Status.QUEUED, "", {}, None
-        scan.requested_by, scan.created_at = actor, timezone.now()
+        scan.requested_by, scan.created_at = actor, now
         scan.started_at = scan.finished_at = None
         scan.save()
         record_audit_event(

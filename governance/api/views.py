@@ -179,7 +179,7 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
     @action(detail=True, methods=["get", "post"])
     def pii(self, request, pk=None):
         """The version's PII scan (issue 12): GET its status and report (404 when it has none:
-        registered before scans existed); POST scans it again (202; 400 while one is pending)."""
+        registered before scans existed); POST scans it again (202; 400 while one is running)."""
         version = self.get_object()
         if request.method == "POST":
             scan = do_request_pii_scan(dataset_version=version, actor=request.user)
