@@ -319,13 +319,18 @@ class Experiment(models.Model):
 
 class RunMetric(models.Model):
     """One point of a tracked run's metric history (MLflow's ``Metric``). ``value`` NULL is NaN
-    (SQLite cannot store NaN; MLflow allows it); ``Job.metrics`` keeps each key's latest value."""
+    (SQLite cannot store NaN; MLflow allows it); ``Job.metrics`` keeps each key's latest value.
+    ``dataset_name``/``dataset_digest``: the dataset MLflow 3 logged the point against
+    (``mlflow.log_metric(..., dataset=...)``, every metric of ``mlflow.evaluate``), blank when
+    none; they make a self-reported evaluation's metrics (issue 15)."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metric_history")
     key = models.CharField(max_length=250)
     value = models.FloatField(null=True)
     timestamp_ms = models.BigIntegerField()
     step = models.BigIntegerField(default=0)
+    dataset_name = models.CharField(max_length=500, blank=True, default="")
+    dataset_digest = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["step", "timestamp_ms", "id"]

@@ -438,11 +438,14 @@ class MetricPoint:
     value: float
     timestamp_ms: int
     step: int
+    dataset_name: str = ""
+    dataset_digest: str = ""
 
 
 def parse_metric(raw: Any) -> MetricPoint:
-    """One MLflow metric ``{"key", "value", "timestamp", "step"}``: value a number (NaN and
-    infinities allowed, as MLflow: JSON's "NaN", "Infinity", "-Infinity" strings too).
+    """One MLflow metric ``{"key", "value", "timestamp", "step"}``, with MLflow 3's optional
+    ``dataset_name`` and ``dataset_digest`` (the dataset it was computed on): value a number (NaN
+    and infinities allowed, as MLflow: JSON's "NaN", "Infinity", "-Infinity" strings too).
     ValidationError on ``metrics`` naming what is wrong."""
     if not isinstance(raw, dict):
         raise ValidationError({"metrics": "each metric is an object with key, value, timestamp and step"})
@@ -460,7 +463,14 @@ def parse_metric(raw: Any) -> MetricPoint:
         raise ValidationError({"metrics": f"metric {key!r}: timestamp and step must be integers"}) from None
     if not (-(2**63) <= timestamp < 2**63 and -(2**63) <= step < 2**63):
         raise ValidationError({"metrics": f"metric {key!r}: timestamp and step must fit 64 bits"})
-    return MetricPoint(key, float(value), timestamp, step)
+    return MetricPoint(
+        key,
+        float(value),
+        timestamp,
+        step,
+        dataset_name=_checked_value(raw.get("dataset_name"), "metrics", 500),
+        dataset_digest=_checked_value(raw.get("dataset_digest"), "metrics", 64),
+    )
 
 
 def json_number(value: float | None) -> float | str:
@@ -553,7 +563,15 @@ def do_log_batch(
             if point not in seen:
                 seen.add(point)
                 fresh.append(
-                    RunMetric(job=job, key=point[0], value=point[3], timestamp_ms=point[1], step=point[2])
+                    RunMetric(
+                        job=job,
+                        key=point[0],
+                        value=point[3],
+                        timestamp_ms=point[1],
+                        step=point[2],
+                        dataset_name=p.dataset_name,
+                        dataset_digest=p.dataset_digest,
+                    )
                 )
         RunMetric.objects.bulk_create(fresh)
         for key in {p.key for p in points}:
@@ -670,32 +688,85 @@ def do_record_run_output(job_id: int, version: ModelVersion) -> None:
     do_record_self_reported_evaluations(job, actor=None, versions=[version])
 
 
-# The input contexts (``mlflow.log_input(dataset, context=...)``) that say a run evaluated; MLflow's
-# own ``mlflow.evaluate`` logs its data with "evaluation".
+# The input contexts (``mlflow.log_input(dataset, context=...)``) that say a run evaluated on an
+# input, and those that say it trained on one. MLflow 3's ``mlflow.evaluate`` logs its data with
+# no context (or its ``metric_prefix``) but logs every metric against the dataset.
 EVALUATION_CONTEXTS = frozenset({"evaluation", "eval", "test"})
+TRAINING_CONTEXTS = frozenset({"training", "train"})
+# The run's artifact-root files a self-reported evaluation names (mlflow.evaluate's plots and
+# tables are written there); more are left out, the run keeps them all.
+EVALUATION_ARTIFACTS_MAX = 50
+
+
+def _finite_latest(points: Any) -> dict[str, float]:
+    """``{key: value}`` of each key's latest point (highest step, then timestamp, as
+    ``Job.metrics``) among ``points`` (RunMetric rows), keeping finite values only."""
+    latest: dict[str, float | None] = {}
+    for key, value in points.order_by("key", "-step", "-timestamp_ms", "-id").values_list("key", "value"):
+        latest.setdefault(key, value)
+    return {key: value for key, value in latest.items() if value is not None and math.isfinite(value)}
+
+
+def _evaluation_data(job: Job) -> tuple[RunInput, dict[str, float]] | None:
+    """The input a run evaluated on and the metrics it reported on it (issue 15), or None.
+
+    An input whose points were logged against it (MLflow 3's metric ``dataset_name`` and
+    ``dataset_digest``, as ``mlflow.evaluate`` logs them) gives those points' latest values,
+    unless its context says the run trained on it; else the first input with an evaluation
+    context gives all the run's latest finite metrics (points logged without a dataset, as
+    MLflow 2 clients log them). Evaluation-context inputs are tried first."""
+    inputs = sorted(
+        job.run_inputs.exclude(context__in=TRAINING_CONTEXTS).select_related("dataset_version"),
+        key=lambda run_input: (run_input.context not in EVALUATION_CONTEXTS, run_input.pk),
+    )
+    for run_input in inputs:
+        metrics = _finite_latest(
+            job.metric_history.filter(dataset_name=run_input.name, dataset_digest=run_input.digest)
+        )
+        if metrics:
+            return run_input, metrics
+    for run_input in inputs:
+        if run_input.context in EVALUATION_CONTEXTS:
+            metrics = {
+                key: value
+                for key, value in (job.metrics or {}).items()
+                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            }
+            return (run_input, metrics) if metrics else None
+    return None
+
+
+def _run_root_artifacts(job: Job) -> list[str]:
+    """The ``mlflow-artifacts:/`` URIs of the files at the run's artifact root, sorted, at most
+    ``EVALUATION_ARTIFACTS_MAX`` (folders, such as a logged model's, are left out)."""
+    location = run_artifact_location(job)
+    root = artifact_dir(location)
+    if not root.is_dir():
+        return []
+    names = sorted(path.name for path in root.iterdir() if path.is_file())
+    return [f"{location}/{name}" for name in names[:EVALUATION_ARTIFACTS_MAX]]
 
 
 def do_record_self_reported_evaluations(
     job: Job, *, actor: User | None, versions: list[ModelVersion] | None = None
 ) -> list[Evaluation]:
     """Record what a tracked run reported about its own model (issue 15) as self-reported
-    evaluations: when the run succeeded, logged an input whose context is one of
-    ``EVALUATION_CONTEXTS`` and has finite metrics, each version it registered (``versions``, by
-    default those whose ``source_job_id`` is the run) gets one ``Evaluation`` (source
-    ``self_reported``) holding the run's latest metric values, without intervals, on the input's
-    dataset version when its digest matched one (else none). Once per run and version; audited
-    through ``record_evaluation`` (``actor``, or the system on behalf of the run's creator).
-    Self-reported evaluations are shown, never trusted by a promotion gate."""
+    evaluations: when the run succeeded and reported metrics on one of its inputs (metrics logged
+    against the input's dataset, as ``mlflow.evaluate`` logs them, or an input whose context is
+    one of ``EVALUATION_CONTEXTS`` with the run's metrics; see ``_evaluation_data``), each version
+    it registered (``versions``, by default those whose ``source_job_id`` is the run) gets one
+    ``Evaluation`` (source ``self_reported``) holding those metrics' latest values, without
+    intervals, on the input's dataset version when its digest matched one (else none), and in
+    ``results["artifacts"]`` the URIs of the files at the run's artifact root (where
+    ``mlflow.evaluate`` logs its plots and tables) when there are any. Once per run and version;
+    audited through ``record_evaluation`` (``actor``, or the system on behalf of the run's
+    creator). Self-reported evaluations are shown, never trusted by a promotion gate."""
     if job.kind != JobKind.TRACKED or job.state != JobState.SUCCEEDED:
         return []
-    data = job.run_inputs.filter(context__in=EVALUATION_CONTEXTS).select_related("dataset_version").first()
-    metrics = {
-        key: value
-        for key, value in (job.metrics or {}).items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    }
-    if data is None or not metrics:
+    found = _evaluation_data(job)
+    if found is None:
         return []
+    data, metrics = found
     if versions is None:
         versions = list(ModelVersion.objects.filter(source_job_id=job.pk).order_by("pk"))
     done = set(
@@ -703,23 +774,26 @@ def do_record_self_reported_evaluations(
             "model_version_id", flat=True
         )
     )
-    recorded = []
-    for version in versions:
-        if version.pk in done or version.status == ModelVersion.Status.DELETED:
-            continue
-        recorded.append(
-            record_evaluation(
-                model_version=version,
-                dataset_version=data.dataset_version,
-                spec={"context": data.context, "input": data.name, "digest": data.digest},
-                results={"metrics": dict(sorted(metrics.items()))},
-                source=Evaluation.Source.SELF_REPORTED,
-                job_id=job.pk,
-                actor=actor,
-                on_behalf_of=None if actor is not None else job.created_by,
-            )
+    pending = [v for v in versions if v.pk not in done and v.status != ModelVersion.Status.DELETED]
+    if not pending:
+        return []
+    results: dict[str, Any] = {"metrics": dict(sorted(metrics.items()))}
+    artifacts = _run_root_artifacts(job)
+    if artifacts:
+        results["artifacts"] = artifacts
+    return [
+        record_evaluation(
+            model_version=version,
+            dataset_version=data.dataset_version,
+            spec={"context": data.context, "input": data.name, "digest": data.digest},
+            results=results,
+            source=Evaluation.Source.SELF_REPORTED,
+            job_id=job.pk,
+            actor=actor,
+            on_behalf_of=None if actor is not None else job.created_by,
         )
-    return recorded
+        for version in pending
+    ]
 
 
 # --- Logged models (MLflow 3) --------------------------------------------------------------

@@ -36,6 +36,10 @@ def metric_json(point: RunMetric, run_id: str | None = None) -> dict[str, Any]:
         "timestamp": point.timestamp_ms,
         "step": point.step,
     }
+    if point.dataset_digest:
+        # MLflow 3: the dataset the point was computed on (mlflow.evaluate's metrics, issue 15).
+        answer["dataset_name"] = point.dataset_name
+        answer["dataset_digest"] = point.dataset_digest
     if run_id:
         answer["run_id"] = run_id
     return answer
