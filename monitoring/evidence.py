@@ -20,11 +20,12 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from governance import audit_export, merkle
+from governance.actions.pii import pii_gate
 from governance.audit.keys import signing_key
 from governance.audit.leaf import iso_timestamp
 from governance.audit.proofs import latest_checkpoint, may_audit
 from governance.audit.subjects import events_about_model_version
-from governance.models import AuditEvent, Evaluation, ModelVersion, PromotionRequest
+from governance.models import AuditEvent, Evaluation, ModelVersion, PiiScan, PromotionRequest
 from lineage.nodes import NodeRef
 from lineage.queries import PANEL_DEPTH, runs_writing, walk
 from monitoring.models import Alert, DriftCheck, Monitor
@@ -32,11 +33,6 @@ from runners.models import Job
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
-
-PII_NOT_BUILT = (
-    "Steward does not scan dataset versions for personal data yet (issue 12): this section is "
-    "empty on purpose, not because no personal data was found."
-)
 
 
 class NothingSequenced(RuntimeError):
@@ -119,6 +115,30 @@ def _training_data(version: ModelVersion) -> list[dict[str, Any]]:
             "registered_by": _username(data.created_by),
         }
     ]
+
+
+def _pii_report(version: ModelVersion) -> dict[str, Any]:
+    """The PII scan of the version's training data (issue 12) as the pack states it: the scan's
+    status and report (examples masked), and the team policy's verdict on it, in the words of the
+    ``pii_policy_satisfied`` gate. ``status`` is ``"no_training_data"`` when the version names no
+    training dataset version and ``"not_scanned"`` when that version has no scan."""
+    data = version.training_dataset_version
+    if data is None:
+        return {"status": "no_training_data", "dataset_version_id": None}
+    scan = PiiScan.objects.filter(dataset_version=data).first()
+    is_satisfied, verdict = pii_gate(data)
+    if scan is None:
+        return {"status": "not_scanned", "dataset_version_id": data.pk, "policy_verdict": verdict}
+    return {
+        "status": str(scan.status),
+        "dataset_version_id": data.pk,
+        "rows_scanned": scan.rows_scanned,
+        "finished_at": _when(scan.finished_at),
+        "reason": scan.reason,
+        "report": scan.report,
+        "policy_satisfied": is_satisfied,
+        "policy_verdict": verdict,
+    }
 
 
 def _evaluations(version: ModelVersion) -> list[dict[str, Any]]:
@@ -248,9 +268,9 @@ def _changes(version: ModelVersion, viewer: User | AnonymousUser) -> list[dict[s
 
 def model_card(version: ModelVersion, viewer: User | AnonymousUser) -> dict[str, Any]:
     """The Annex IV items Steward knows of ``version``, from its rows: what it is, the owner's
-    intended purpose and known limitations, training data fingerprints, the (not yet built) PII
-    report, metrics, params, signature, training jobs, approvals (who, when, why), monitors,
-    drift checks and alerts, and the version's own changes."""
+    intended purpose and known limitations, training data fingerprints, the training data's PII
+    report and the policy's verdict on it, metrics, params, signature, training jobs, approvals
+    (who, when, why), monitors, drift checks and alerts, and the version's own changes."""
     model = version.model
     return {
         "model": {
@@ -271,7 +291,7 @@ def model_card(version: ModelVersion, viewer: User | AnonymousUser) -> dict[str,
         "intended_purpose": version.intended_purpose,
         "known_limitations": version.known_limitations,
         "training_data": _training_data(version),
-        "pii_report": {"status": "not_available", "findings": [], "note": PII_NOT_BUILT},
+        "pii_report": _pii_report(version),
         "metrics": version.metrics,
         "params": version.training_spec,
         "signature": version.signature,

@@ -14,9 +14,11 @@ from django.test import Client
 
 from governance.actions.aliases import do_set_alias
 from governance.actions.model_versions import do_register_model_version
+from governance.actions.pii import run_pii_scan
 from governance.actions.promotions import do_approve_promotion, do_request_promotion
+from governance.audit.leaf import iso_timestamp
 from governance.audit.sequencer import sequence_audit_events
-from governance.models import AuditEvent
+from governance.models import AuditEvent, PiiScan
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
 from tests.governance.audit_helpers import body
 
@@ -118,6 +120,8 @@ def test_the_pack_verifies_offline_and_names_every_tampering(
     evidenced, compliance_officer, client_for, tmp_path
 ):
     client = client_for(compliance_officer)
+    # The training data's PII scan (issue 12), run as the worker runs it.
+    assert run_pii_scan(evidenced.training_dataset_version.pii_scan.pk) == "done"
 
     response = client.get(f"/api/model-versions/{evidenced.pk}/evidence/")
 
@@ -130,7 +134,17 @@ def test_the_pack_verifies_offline_and_names_every_tampering(
     assert card["training_data"][0]["sha256"] == data.sha256
     assert card["training_data"][0]["rows"] == data.row_count
     assert card["training_data"][0]["columns"] == data.schema
-    assert card["pii_report"]["status"] == "not_available"
+    scan = PiiScan.objects.get(dataset_version=data)
+    assert card["pii_report"] == {
+        "status": "done",
+        "dataset_version_id": data.pk,
+        "rows_scanned": scan.rows_scanned,
+        "finished_at": iso_timestamp(scan.finished_at),
+        "reason": "",
+        "report": scan.report,
+        "policy_satisfied": True,
+        "policy_verdict": f"the PII scan of {data} found no personal data by its team's policy",
+    }
     assert card["metrics"] == evidenced.metrics
     assert [job["job_id"] for job in card["training_jobs"]] == [evidenced.source_job_id]
     (approval,) = card["human_oversight"]["approvals"]
