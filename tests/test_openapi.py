@@ -110,6 +110,7 @@ ENDPOINTS = {
     "/api/teams/{id}/",
     "/api/teams/{id}/pii-policy/",
     "/api/teams/{id}/protected-aliases/",
+    "/api/teams/{id}/records-of-processing/",
     "/api/tokens/",
     "/api/tokens/{id}/",
     "/api/tokens/{id}/revoke/",

@@ -1,4 +1,6 @@
 from django.http import FileResponse
+from django.utils.text import slugify
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -69,6 +71,7 @@ from governance.models import (
     RegisteredModel,
     Team,
 )
+from governance.processing_records import processing_record
 from governance.queries import by_name_with_versions
 
 TAG_KEY = OpenApiParameter("key", str, OpenApiParameter.PATH, description="The tag's key.")
@@ -100,6 +103,17 @@ class TeamViewSet(RestrictedCreateViewSet):
         data = self.validated(request, ProtectedAliasesSerializer)
         do_set_protected_aliases(team=team, aliases=data["protected_aliases"], actor=request.user)
         return Response(TeamSerializer(self.refetch(team)).data)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"], url_path="records-of-processing")
+    def records_of_processing(self, request, pk=None):
+        """The team's GDPR Art. 30 record of processing (issue 12): per dataset, its purposes,
+        the personal data its PII scans found, recipients, retention and security measures
+        (``governance.processing_records``). Whoever may view the team; a JSON attachment."""
+        team = self.get_object()
+        response = Response(processing_record(team))
+        response["Content-Disposition"] = f'attachment; filename="art30-{slugify(team.name) or team.pk}.json"'
+        return response
 
     @extend_schema(request=PiiPolicySerializer, responses={200: PiiPolicySerializer})
     @action(detail=True, methods=["get", "put"], url_path="pii-policy")
