@@ -11,6 +11,9 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
 - performance drift, when the window holds labels (the model's target column) beside its
   predictions: MAE/RMSE or accuracy/F1/ROC AUC against the validation metrics recorded on the
   model version, or, for metrics training did not record, the same metric on the reference rows;
+- multivariate drift, when the check asks for it (``monitoring.engine.multivariate``): the raw
+  reference rows against the window's, sampled, within ``STEWARD_MULTIVARIATE_TIME_LIMIT_S``. It is
+  its own verdict; it does not change the column share or the dataset verdict;
 - the evidently report, for people, is not made here: once the verdict is stored and the alert
   raised, ``monitoring.reports`` builds it in its own task (issue 11).
 
@@ -44,6 +47,7 @@ from monitoring.actions.retraining import Retrainer, retrain_if_opened
 from monitoring.engine import CheckConfig, build_profile, run_check
 from monitoring.engine import performance as perf
 from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
+from monitoring.engine.multivariate import run_multivariate
 from monitoring.models import DriftCheck, Monitor, Notification
 from monitoring.profiles import ensure_profile, profile_row
 from monitoring.queries import due_alert_ids
@@ -174,6 +178,21 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
     stage(0.5, f"comparing {len(config.columns or ())} columns")
     result = run_check(profile, current, config)
 
+    multivariate = []
+    if config.multivariate:
+        stage(0.55, f"multivariate drift: {', '.join(config.multivariate)}")
+        multivariate = [
+            test.to_dict()
+            for test in run_multivariate(
+                reference_rows(),
+                current,
+                config.multivariate,
+                columns=config.columns,
+                max_rows=config.multivariate_max_rows,
+                time_limit_s=settings.STEWARD_MULTIVARIATE_TIME_LIMIT_S,
+            )
+        ]
+
     stage(0.6, "prediction and performance drift")
     prediction, baseline = _prediction_drift(check, current, config, options, predictor, reference_rows)
     performance = _performance(check, current, config, options, baseline)
@@ -186,6 +205,7 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
         prediction=prediction,
         performance=performance,
         is_performance_drift=None if performance is None else performance["status"] == "drift",
+        multivariate=multivariate,
         wants_report=make_report
         and options.get("make_report", True)
         and settings.STEWARD_DRIFT_REPORT_ENABLED,

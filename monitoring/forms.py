@@ -97,6 +97,12 @@ class MonitorForm(ScopedForm):
         required=False,
         help_text="Values a many-valued category is compared on.",
     )
+    multivariate = forms.MultipleChoiceField(
+        choices=[("domain_classifier", "Domain classifier"), ("pca", "PCA reconstruction error")],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Multivariate drift tests beside the columns (a flipped correlation).",
+    )
     make_report = forms.BooleanField(
         required=False, initial=True, help_text="Build the evidently report after each check."
     )

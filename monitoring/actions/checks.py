@@ -68,6 +68,8 @@ class CheckOutcome:
     prediction: dict | None = None
     performance: dict | None = None
     is_performance_drift: bool | None = None
+    # One dict per multivariate test asked (``MultivariateResult.to_dict``); its own verdict.
+    multivariate: list[dict] = field(default_factory=list)
     evidently_results: list[dict] = field(default_factory=list)
     sampled_rows: int | None = None
     report_error: str = ""
@@ -107,6 +109,8 @@ ENGINE_OPTIONS = (
     "weights",
     "multiple_testing",
     "top_k",
+    "multivariate",
+    "multivariate_max_rows",
 )
 
 
@@ -118,6 +122,8 @@ def engine_config(columns: list[str], drift_share: float, **options: Any) -> dic
         raise ValidationError({unknown[0]: f"unknown engine option(s): {', '.join(unknown)}"})
     values: dict[str, Any] = {"columns": tuple(columns), "drift_share": drift_share}
     values.update({name: value for name, value in options.items() if value is not None and value != {}})
+    if isinstance(values.get("multivariate"), list):
+        values["multivariate"] = tuple(values["multivariate"])
     for name in ("methods", "thresholds", "column_kinds", "weights"):
         if name in values:
             if not isinstance(values[name], dict):
@@ -147,7 +153,8 @@ def do_request_drift_check(
 
     The reference is the training dataset version with the training spec's row filter.
     ``engine_options`` are ``ENGINE_OPTIONS`` (min sample size, methods, thresholds, column kinds,
-    weights, multiple testing, top k); ``make_report=False`` skips the evidently report. Raises
+    weights, multiple testing, top k, multivariate tests and their rows); ``make_report=False``
+    skips the evidently report. Raises
     ValidationError naming the field when the version has no training dataset, a named column is
     absent from either side, or an option is invalid; PermissionDenied without the right.
     """
@@ -213,6 +220,7 @@ def monitor_engine_config(monitor: Monitor) -> dict:
         weights=of_columns(monitor.weights),
         multiple_testing=monitor.multiple_testing,
         top_k=monitor.top_k,
+        multivariate=monitor.multivariate,
     )
 
 
@@ -464,6 +472,7 @@ def do_finish_drift_check(
             prediction=result.prediction,
             performance=result.performance,
             is_performance_drift=result.is_performance_drift,
+            multivariate=result.multivariate,
             evidently_results=result.evidently_results,
             sampled_rows=result.sampled_rows,
             report=report,

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import Dataset, DatasetVersion, ModelVersion, Team, TeamRole
 from governance.permissions import VIEW
+from monitoring.engine.multivariate import TESTS as MULTIVARIATE_TESTS
 from monitoring.models import (
     MONITOR_FIELDS,
     Alert,
@@ -61,6 +62,7 @@ class DriftCheckSerializer(serializers.ModelSerializer):
             "prediction",
             "performance",
             "is_performance_drift",
+            "multivariate",
             "evidently_results",
             "sampled_rows",
             "report_url",
@@ -108,6 +110,14 @@ class DriftCheckRequestSerializer(serializers.Serializer):
     )
     multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
     top_k = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    multivariate = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(MULTIVARIATE_TESTS)),
+        required=False,
+        help_text="Multivariate drift tests to run beside the columns (none by default).",
+    )
+    multivariate_max_rows = serializers.IntegerField(
+        required=False, min_value=100, max_value=1_000_000, help_text="Rows sampled per side (default 5000)."
+    )
     make_report = serializers.BooleanField(
         required=False, default=True, help_text="Build the evidently report after the verdict."
     )
@@ -216,6 +226,9 @@ class MonitorSerializer(serializers.ModelSerializer):
     )
     weights = serializers.DictField(child=serializers.FloatField(min_value=0.0), required=False)
     multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
+    multivariate = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(MULTIVARIATE_TESTS)), required=False
+    )
     reference_where = serializers.DictField(required=False)
     retrain_where = serializers.DictField(required=False)
 

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.engine import methods
+from monitoring.engine import multivariate as multivariate_engine
 from monitoring.engine.profile import (
     DEFAULT_CHUNK_ROWS,
     ColumnKind,
@@ -123,7 +124,9 @@ class CheckConfig:
     the check to those reference columns (None: all); ``column_kinds`` maps a column to "categorical"
     or "numeric"; ``top_k`` is the number of values a high-cardinality column is compared on;
     ``multiple_testing`` is "none" or "bh"; ``weights`` maps a column to its weight (>= 0) in the
-    dataset share. Raises ``ConfigError`` (a ValueError naming the field) on an invalid value.
+    dataset share; ``multivariate`` names the multivariate tests to run beside the columns' (none by
+    default; ``monitoring.engine.multivariate.TESTS``) on at most ``multivariate_max_rows`` rows a
+    side. Raises ``ConfigError`` (a ValueError naming the field) on an invalid value.
     """
 
     drift_share: float = DEFAULT_DRIFT_SHARE
@@ -138,6 +141,8 @@ class CheckConfig:
     top_k: int = DEFAULT_TOP_K
     multiple_testing: str = "none"
     weights: Mapping[str, float] = field(default_factory=dict)
+    multivariate: tuple[str, ...] = ()
+    multivariate_max_rows: int = multivariate_engine.DEFAULT_MAX_ROWS
 
     def __post_init__(self) -> None:
         if not _is_number(self.drift_share) or not 0 < self.drift_share <= 1:
@@ -178,6 +183,23 @@ class CheckConfig:
         for column, weight in self.weights.items():
             if not (_is_number(weight) and math.isfinite(weight) and weight >= 0):
                 raise ConfigError("weights", f"weight for column {column!r} must be a finite number >= 0")
+        tests = self.multivariate
+        if (
+            not isinstance(tests, tuple | list)
+            or not all(test in multivariate_engine.TESTS for test in tests)
+            or len(set(tests)) != len(tests)
+        ):
+            raise ConfigError(
+                "multivariate",
+                f"multivariate must be a list of distinct tests from {multivariate_engine.TESTS}, "
+                f"got {self.multivariate!r}",
+            )
+        if not _is_int(self.multivariate_max_rows) or not 100 <= self.multivariate_max_rows <= 1_000_000:
+            raise ConfigError(
+                "multivariate_max_rows",
+                "multivariate_max_rows must be an integer from 100 to 1000000, "
+                f"got {self.multivariate_max_rows}",
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CheckConfig:
@@ -188,6 +210,8 @@ class CheckConfig:
         values = dict(data)
         if values.get("columns") is not None:
             values["columns"] = tuple(values["columns"])
+        if isinstance(values.get("multivariate"), list):
+            values["multivariate"] = tuple(values["multivariate"])
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -196,6 +220,7 @@ class CheckConfig:
         for name in ("methods", "thresholds", "column_kinds", "weights"):
             data[name] = dict(getattr(self, name))
         data["columns"] = None if self.columns is None else list(self.columns)
+        data["multivariate"] = list(self.multivariate)
         return data
 
 

@@ -133,6 +133,11 @@ class DriftCheck(Delivered):
     prediction = models.JSONField(null=True, blank=True, help_text="The prediction column's result.")
     performance = models.JSONField(null=True, blank=True, help_text="Metrics against the baseline.")
     is_performance_drift = models.BooleanField(null=True)
+    multivariate = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Multivariate drift results (monitoring.engine.multivariate), one per test asked.",
+    )
     evidently_results = models.JSONField(
         default=list, blank=True, help_text="Evidently's verdicts, for people."
     )
@@ -236,10 +241,10 @@ class DriftCheck(Delivered):
 
     @property
     def verdicts(self) -> list[Verdict]:
-        """The check's three verdicts, each on its own (issue 14, one verdict language): data drift
-        (the columns; "dataset drift" once the drifted share reaches ``drift_share``), prediction
-        drift and performance drift. A kind the check did not measure (for data, no column got a
-        verdict) says so; none while running.
+        """The check's three verdicts (a fourth with multivariate tests), each on its own (issue 14,
+        one verdict language): data drift (the columns; "dataset drift" once the drifted share
+        reaches ``drift_share``), prediction drift and performance drift. A kind the check did not
+        measure (for data, no column got a verdict) says so; none while running.
         """
         if self.state != CheckState.SUCCEEDED:
             return []
@@ -272,7 +277,23 @@ class DriftCheck(Delivered):
             performance = Verdict("performance", "drift", "Performance drift", ", ".join(worse))
         else:
             performance = Verdict("performance", "no-drift", "No performance drift")
-        return [data, predicted, performance]
+        verdicts = [data, predicted, performance]
+        if self.multivariate:
+            verdicts.append(self.multivariate_verdict)
+        return verdicts
+
+    @property
+    def multivariate_verdict(self) -> Verdict:
+        """The multivariate tests' verdict, its own badge (issue 11): drift when any test asked
+        found drift. It does not count toward the column share, the dataset verdict or the alert:
+        the tests are opt-in and new, and a drifted column already says which column moved."""
+        tests = self.multivariate or []
+        drifted = [test["test"] for test in tests if test.get("status") == "drift"]
+        if drifted:
+            return Verdict("multivariate", "drift", "Multivariate drift", ", ".join(drifted))
+        if any(test.get("status") == "ok" for test in tests):
+            return Verdict("multivariate", "no-drift", "No multivariate drift")
+        return Verdict("multivariate", "not-measured", "Multivariate drift not measured")
 
     @property
     def breach_severity(self) -> str:

@@ -35,6 +35,7 @@ MONITOR_FIELDS = (
     "weights",
     "multiple_testing",
     "top_k",
+    "multivariate",
     "make_report",
     "check_predictions",
     "check_performance",
@@ -108,6 +109,11 @@ class Monitor(models.Model):
     )
     top_k = models.PositiveSmallIntegerField(
         default=50, help_text="Values a high-cardinality column is compared on, plus one 'other'."
+    )
+    multivariate = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Multivariate drift tests to run beside the columns: "domain_classifier", "pca".',
     )
     make_report = models.BooleanField(
         default=True, help_text="Build the evidently report after each check (a separate task)."
