@@ -137,9 +137,17 @@ class EvaluationSpec:
         for name in ("features", "sensitive_attributes", "slice_columns"):
             value = getattr(self, name)
             if value is None:
+                if name != "features":  # JSON null: none asked for (features: every column)
+                    object.__setattr__(self, name, ())
                 continue
-            if isinstance(value, str) or not all(isinstance(column, str) for column in value):
+            # A list (JSON) or tuple only: a number is not iterable, and a string or an object
+            # would be read as its characters or keys.
+            if not isinstance(value, list | tuple) or not all(isinstance(column, str) for column in value):
                 raise EvaluationError(name, "give a list of column names")
+            if len(set(value)) != len(value):
+                # A repeated column is evaluated again for each repeat (a fairness frame, a slice
+                # set): work without information.
+                raise EvaluationError(name, "a column appears more than once")
             object.__setattr__(self, name, tuple(value))
             if self.target in value:
                 raise EvaluationError(name, f"the target {self.target!r} cannot be one of them")

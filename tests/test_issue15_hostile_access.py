@@ -1,0 +1,229 @@
+"""Hostile review of issue 15, second pass: who may read and write evaluations, evaluation jobs,
+gate policies and overrides; what an evaluation job does with odd inputs; faults while it runs.
+
+The model is an MLflow "model from code" (a rule on ``x``) evaluated by real evaluation jobs
+(``do_submit_job`` / the jobs API, the worker's ``execute_job`` with its serving child) on a
+small CSV registered through the actions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.model_versions import do_register_model_version_from_artifact
+from governance.actions.registered_models import do_create_registered_model
+from governance.models import DatasetVersion, Evaluation, ModelVersion
+from runners.actions import do_submit_job
+from runners.execute import execute_job
+from runners.models import Job, JobKind, JobState
+
+JOBS = "/api/jobs/"
+
+# A model from code: "yes" where x > 5, else "no"; NaN where the row's x is missing.
+RULE_MODEL = """
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+class Rule(PythonModel):
+    def predict(self, context, model_input, params=None):
+        x = model_input["x"].astype(float)
+        return np.where(x.isna(), None, np.where(x > 5, "yes", "no"))
+
+
+mlflow.models.set_model(Rule())
+"""
+
+
+def _rows(count: int = 200) -> str:
+    lines = ["x,sex,group,label"]
+    for i in range(count):
+        x = i % 11
+        label = "yes" if (x > 5) != (i % 7 == 0) else "no"
+        lines.append(f"{x},{'F' if i % 2 else 'M'},{'a' if i % 3 else 'b'},{label}")
+    return "\n".join(lines) + "\n"
+
+
+def _register(team, scientist, tmp_path: Path, name: str, text: str) -> DatasetVersion:
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text)
+    dataset = do_create_dataset(team=team, name=name, actor=scientist)
+    return do_register_dataset_version(
+        dataset=dataset,
+        file_path=path,
+        filename=path.name,
+        source=DatasetVersion.Source.PATH,
+        actor=scientist,
+    )
+
+
+@pytest.fixture
+def rows(team, scientist, tmp_path) -> DatasetVersion:
+    return _register(team, scientist, tmp_path, "rows", _rows())
+
+
+@pytest.fixture
+def rule_version(team, owner, scientist, tmp_path) -> ModelVersion:
+    import mlflow.pyfunc
+
+    code = tmp_path / "rule_on_x.py"
+    code.write_text(RULE_MODEL)
+    mlflow.pyfunc.save_model(str(tmp_path / "rule"), python_model=str(code))
+    model = do_create_registered_model(team=team, name="rule", owner=owner, actor=scientist)
+    return do_register_model_version_from_artifact(
+        model=model, artifact_path=tmp_path / "rule", source="upload", actor=scientist
+    )
+
+
+def spec(**extra) -> dict:
+    return {
+        "task": "classification",
+        "target": "label",
+        "positive_label": "yes",
+        "features": ["x"],
+        "sensitive_attributes": ["sex"],
+        "slice_columns": ["group"],
+        "bootstrap_resamples": 20,
+        "importance_repeats": 1,
+        "champion_alias": None,
+        **extra,
+    }
+
+
+def _post(client, version, data, body) -> dict:
+    response = client.post(
+        JOBS,
+        {"kind": "evaluate", "model_version": version.pk, "dataset_version": data.pk, "spec": body},
+        format="json",
+    )
+    return response
+
+
+def _evaluate(version, data, user, **extra) -> Job:
+    job = do_submit_job(
+        kind=JobKind.EVALUATE, dataset_version=data, model_version=version, spec=spec(**extra), actor=user
+    )
+    execute_job(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+# --- Spec fields of the wrong type ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sensitive_attributes", 5),
+        ("slice_columns", 5),
+        ("features", 5),
+        ("sensitive_attributes", {"sex": 1}),
+        ("sensitive_attributes", "sex"),
+        ("sensitive_attributes", ["sex"] * 10_000),
+        ("slice_columns", ["group", "group"]),
+        ("target", ["label"]),
+        ("task", {"a": 1}),
+        ("primary_metric", ["f1"]),
+        ("positive_label", 1.5),
+        ("where", "label == 'yes'"),
+        ("champion_alias", 5),
+    ],
+)
+def test_spec_fields_of_the_wrong_type_are_a_400_naming_the_field(
+    client_for, scientist, rule_version, rows, field, value
+):
+    response = _post(client_for(scientist), rule_version, rows, spec(**{field: value}))
+    assert response.status_code == 400, response.content
+    assert response.json()["spec"][0].startswith(f"{field}:"), response.json()
+    assert not Job.objects.exists()
+
+
+def test_null_sensitive_attributes_and_slices_mean_none(client_for, scientist, rule_version, rows):
+    response = _post(
+        client_for(scientist), rule_version, rows, spec(sensitive_attributes=None, slice_columns=None)
+    )
+    assert response.status_code == 201, response.content
+    stored = response.json()["spec"]
+    assert (stored["sensitive_attributes"], stored["slice_columns"]) == ([], [])
+
+
+def test_a_repeated_column_is_refused_precisely(client_for, scientist, rule_version, rows):
+    response = _post(client_for(scientist), rule_version, rows, spec(sensitive_attributes=["sex", "sex"]))
+    assert response.json() == {"spec": ["sensitive_attributes: a column appears more than once"]}
+
+
+# --- Who may read and write ------------------------------------------------------------------
+
+
+def test_a_viewer_and_an_approver_may_not_submit_an_evaluation(
+    client_for, viewer, approver, rule_version, rows
+):
+    for user in (viewer, approver):
+        response = _post(client_for(user), rule_version, rows, spec())
+        assert response.status_code == 403, response.content
+    assert not Job.objects.exists()
+
+
+def test_an_outsider_cannot_evaluate_read_or_filter_another_teams_evaluations(
+    client_for, scientist, outsider, rule_version, rows, other_team, tmp_path
+):
+    job = _evaluate(rule_version, rows, scientist)
+    assert (job.state, job.error) == (JobState.SUCCEEDED, "")
+    evaluation = Evaluation.objects.get()
+    client = client_for(outsider)
+    # Submitting on the team's model and data: the ids are not visible, nothing is said of them.
+    response = _post(client, rule_version, rows, spec(sensitive_attributes=["gender"]))
+    assert response.status_code == 400
+    assert set(response.json()) == {"dataset_version", "model_version"}
+    assert "gender" not in str(response.json())
+    assert client.get(f"/api/evaluations/{evaluation.pk}/").status_code == 404
+    assert client.get("/api/evaluations/").json()["results"] == []
+    for query in (f"model_version={rule_version.pk}", f"dataset_version={rows.pk}", "source=steward"):
+        answer = client.get(f"/api/evaluations/?{query}")
+        assert answer.status_code in (200, 400)
+        assert "results" not in answer.json() or answer.json()["results"] == []
+    assert client.get(f"/api/jobs/{job.pk}/").status_code == 404
+    page = Client()
+    page.force_login(outsider)
+    assert page.get(f"/evaluations/{evaluation.pk}/").status_code == 404
+    # The audit trail's evaluation.record event is the team's only.
+    events = client.get("/api/audit-events/?action=evaluation.record").json()
+    assert events["results"] == []
+
+
+def test_a_viewer_reads_the_teams_evaluation(client_for, scientist, viewer, rule_version, rows):
+    _evaluate(rule_version, rows, scientist)
+    evaluation = Evaluation.objects.get()
+    body = client_for(viewer).get(f"/api/evaluations/{evaluation.pk}/").json()
+    assert (body["model_version"], body["dataset_version"], body["source"]) == (
+        rule_version.pk,
+        rows.pk,
+        "steward",
+    )
+    # Evaluations are written by jobs and the MLflow door only: the API has no write.
+    for method in ("post", "put", "patch", "delete"):
+        url = "/api/evaluations/" if method == "post" else f"/api/evaluations/{evaluation.pk}/"
+        assert getattr(client_for(scientist), method)(url, {}, format="json").status_code == 405
+
+
+def test_gate_policies_are_set_by_the_teams_managers_only(
+    client_for, team, owner, scientist, approver, viewer, outsider, other_team
+):
+    from governance.actions.aliases import do_set_protected_aliases
+
+    do_set_protected_aliases(team=team, aliases=["production"], actor=owner)
+    body = {"team": team.pk, "alias": "production", "conditions": [{"kind": "no_open_critical_alert"}]}
+    for user in (scientist, approver, viewer):
+        response = client_for(user).put("/api/gate-policies/set/", body, format="json")
+        assert response.status_code == 403, (user, response.content)
+    response = client_for(outsider).put("/api/gate-policies/set/", body, format="json")
+    assert response.status_code == 400
+    assert "team" in response.json()
+    assert client_for(owner).put("/api/gate-policies/set/", body, format="json").status_code == 200
+    assert client_for(outsider).get("/api/gate-policies/").json()["results"] == []
+    assert client_for(viewer).get("/api/gate-policies/").json()["results"][0]["alias"] == "production"
