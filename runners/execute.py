@@ -455,6 +455,13 @@ def _run_evaluation(job: Job, attempt: int, devices: list[str]) -> None:
     champion = None
     if job.spec.get("champion_version"):
         champion = ModelVersion.objects.select_related("model").get(pk=job.spec["champion_version"])
+    # Checked at submission, but a version may be deleted while its job waits: say so before
+    # paying for predictions the record would then refuse.
+    for role, version in (("model_version", model_version), ("champion_version", champion)):
+        if version is not None and version.status == ModelVersion.Status.DELETED:
+            raise launcher.ComputeError(
+                f"{role}: {version} was deleted after the job was submitted; nothing is evaluated"
+            )
     frame = datafiles.read_frame(
         dataset_version.path,
         dataset_version.format,
@@ -512,18 +519,22 @@ def _run_evaluation(job: Job, attempt: int, devices: list[str]) -> None:
         progress=0.95,
     )
     with JOBS.fenced(job.pk, attempt):
-        record_evaluation(
-            model_version=model_version,
-            dataset_version=dataset_version,
-            spec=spec.to_dict(),
-            results=results,
-            job_id=job.pk,
-            champion_version=champion,
-            champion_results=champion_results,
-            comparison=comparison,
-            actor=None,
-            on_behalf_of=job.created_by,
-        )
+        try:
+            record_evaluation(
+                model_version=model_version,
+                dataset_version=dataset_version,
+                spec=spec.to_dict(),
+                results=results,
+                job_id=job.pk,
+                champion_version=champion,
+                champion_results=champion_results,
+                comparison=comparison,
+                actor=None,
+                on_behalf_of=job.created_by,
+            )
+        except ValidationError as exc:  # e.g. the version was deleted while it was evaluated
+            why = "; ".join(exc.messages)
+            raise launcher.ComputeError(f"the evaluation was not recorded: {why}") from exc
         job_node = NodeRef("job", job.pk)
         inputs = [model_version.pk] + ([champion.pk] if champion is not None else [])
         do_record_edges(

@@ -227,3 +227,106 @@ def test_gate_policies_are_set_by_the_teams_managers_only(
     assert client_for(owner).put("/api/gate-policies/set/", body, format="json").status_code == 200
     assert client_for(outsider).get("/api/gate-policies/").json()["results"] == []
     assert client_for(viewer).get("/api/gate-policies/").json()["results"][0]["alias"] == "production"
+
+
+# --- What the job meets when it runs ---------------------------------------------------------
+
+
+def test_a_where_that_keeps_no_row_fails_the_job_with_the_reason(scientist, rule_version, rows):
+    job = _evaluate(rule_version, rows, scientist, where={"group": "zzz"})
+    assert job.state == JobState.FAILED
+    assert "no row" in job.error or "0 rows" in job.error, job.error
+    assert not job.error.startswith("internal error"), job.error
+    assert not Evaluation.objects.exists()
+
+
+def test_missing_labels_are_dropped_and_counted(team, scientist, rule_version, tmp_path):
+    text = _rows().replace(",yes\n", ",\n", 30)
+    data = _register(team, scientist, tmp_path, "holes", text)
+    job = _evaluate(rule_version, data, scientist)
+    assert (job.state, job.error) == (JobState.SUCCEEDED, "")
+    results = Evaluation.objects.get().results
+    assert results["dropped"]["target_missing"] == 30
+    assert results["rows"] == 170
+
+
+def test_no_label_at_all_fails_the_job_with_the_reason(team, scientist, rule_version, tmp_path):
+    text = "x,sex,group,label\n" + "".join(f"{i % 11},F,a,\n" for i in range(50))
+    data = _register(team, scientist, tmp_path, "unlabelled", text)
+    job = _evaluate(rule_version, data, scientist, sensitive_attributes=[], slice_columns=[])
+    assert job.state == JobState.FAILED
+    assert job.error.startswith("target:"), job.error
+
+
+def test_a_slice_or_group_emptied_by_where_is_not_a_crash(scientist, rule_version, rows):
+    job = _evaluate(rule_version, rows, scientist, where={"sex": "F"})
+    assert (job.state, job.error) == (JobState.SUCCEEDED, "")
+    results = Evaluation.objects.get().results
+    assert [group["group"] for group in results["fairness"]["sex"]["groups"]] == ["F"]
+
+
+def test_unicode_column_names_are_evaluated(team, scientist, rule_version, tmp_path):
+    text = _rows().replace("x,sex,group,label", "x,Geschlecht/性别,grüppe 🚲,label", 1)
+    data = _register(team, scientist, tmp_path, "unicode", text)
+    job = _evaluate(
+        rule_version, data, scientist, sensitive_attributes=["Geschlecht/性别"], slice_columns=["grüppe 🚲"]
+    )
+    assert (job.state, job.error) == (JobState.SUCCEEDED, "")
+    evaluation = Evaluation.objects.get()
+    assert list(evaluation.results["fairness"]) == ["Geschlecht/性别"]
+    page = Client()
+    page.force_login(scientist)
+    assert "Geschlecht/性别" in page.get(f"/evaluations/{evaluation.pk}/").content.decode()
+
+
+def test_a_version_deleted_while_its_evaluation_waited_fails_it_naming_the_version(
+    scientist, owner, rule_version, rows
+):
+    from governance.actions.model_versions import do_delete_model_version
+
+    job = do_submit_job(
+        kind=JobKind.EVALUATE, dataset_version=rows, model_version=rule_version, spec=spec(), actor=scientist
+    )
+    do_delete_model_version(version=rule_version, actor=owner)
+    execute_job(job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.error) == (
+        JobState.FAILED,
+        f"model_version: {rule_version} was deleted after the job was submitted; nothing is evaluated",
+    )
+    assert not Evaluation.objects.exists()
+
+
+def test_a_duplicate_delivery_of_a_finished_evaluation_does_nothing(scientist, rule_version, rows):
+    job = _evaluate(rule_version, rows, scientist)
+    assert job.state == JobState.SUCCEEDED
+    assert execute_job(job.pk) == JobState.SUCCEEDED
+    assert Evaluation.objects.count() == 1
+
+
+def test_a_champion_deleted_while_the_evaluation_waited_fails_it_naming_the_champion(
+    scientist, owner, rule_version, rows, tmp_path
+):
+    from governance.actions.aliases import do_set_alias
+    from governance.actions.model_versions import do_delete_model_version
+
+    challenger = do_register_model_version_from_artifact(
+        model=rule_version.model, artifact_path=tmp_path / "rule", source="upload", actor=scientist
+    )
+    do_set_alias(model=rule_version.model, alias="staging", version=rule_version, actor=owner)
+    job = do_submit_job(
+        kind=JobKind.EVALUATE,
+        dataset_version=rows,
+        model_version=challenger,
+        spec=spec(champion_alias="staging"),
+        actor=scientist,
+    )
+    assert job.spec["champion_version"] == rule_version.pk
+    do_delete_model_version(version=rule_version, actor=owner)
+    execute_job(job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.error) == (
+        JobState.FAILED,
+        f"champion_version: {rule_version} was deleted after the job was submitted; nothing is evaluated",
+    )
+    assert not Evaluation.objects.exists()
