@@ -149,3 +149,44 @@ def test_a_noise_scale_too_large_for_a_float_is_an_evaluation_error():
     with pytest.raises(EvaluationError) as caught:
         EvaluationSpec.from_dict({"task": "classification", "target": "label", "noise_scale": 10**400})
     assert caught.value.field == "noise_scale"
+
+
+def test_an_override_does_not_cover_a_gate_the_policy_replaced_at_the_same_position(
+    candidate, small_data, team, owner, scientist, approver, second_approver, client_for
+):
+    """Approver one overrides "f1 >= 0.5"; the owner then replaces that gate with "accuracy >=
+    0.95", which nobody overrode: the second approver's approval is refused naming it."""
+    do_set_gate_policy(
+        team=team,
+        alias="production",
+        conditions=[{"kind": "metric_bound", "metric": "f1", "min": 0.5}],
+        actor=owner,
+    )
+    record_evaluation(
+        model_version=candidate,
+        dataset_version=small_data,
+        spec={},
+        results=_results(f1=0.1, accuracy=0.9),
+        actor=None,
+        on_behalf_of=scientist,
+    )
+    request = do_request_promotion(model_version=candidate, actor=scientist)
+    approve = f"/api/promotion-requests/{request.pk}/approve/"
+    overridden = client_for(approver).post(approve, {"override_reason": "f1 is fine here"}, format="json")
+    assert (overridden.status_code, overridden.json()["override_by"]) == (200, approver.username)
+    do_set_gate_policy(
+        team=team,
+        alias="production",
+        conditions=[{"kind": "metric_bound", "metric": "accuracy", "min": 0.95}],
+        actor=owner,
+    )
+
+    response = client_for(second_approver).post(approve, {}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["gates"][0].startswith(
+        "gate metric_bound fails: accuracy = 0.9, must be ≥ 0.95. Approval is refused while a gate fails"
+    )
+    request.refresh_from_db()
+    assert request.state == PromotionRequest.State.PENDING
+    assert not ModelAlias.objects.filter(name="production").exists()

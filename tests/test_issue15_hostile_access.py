@@ -330,3 +330,58 @@ def test_a_champion_deleted_while_the_evaluation_waited_fails_it_naming_the_cham
         f"champion_version: {rule_version} was deleted after the job was submitted; nothing is evaluated",
     )
     assert not Evaluation.objects.exists()
+
+
+# --- Faults ----------------------------------------------------------------------------------
+
+
+def _after(seconds: float):
+    """A ``ChildKiller`` readiness: true ``seconds`` after it is first asked (the child is up)."""
+    import time
+
+    first: list[float] = []
+
+    def ready() -> bool:
+        first[:] = first or [time.monotonic()]
+        return time.monotonic() - first[0] >= seconds
+
+    return ready
+
+
+def test_an_evaluation_whose_child_is_killed_runs_again_and_records_one_evaluation(
+    scientist, rule_version, rows
+):
+    from governance.models import AuditEvent
+    from tests.runners.test_child_lost import ChildKiller
+
+    job = do_submit_job(
+        kind=JobKind.EVALUATE, dataset_version=rows, model_version=rule_version, spec=spec(), actor=scientist
+    )
+    with ChildKiller(job.pk, _after(1.0), times=1) as killer:
+        first = execute_job(job.pk)
+    assert (first, killer.kills) == (JobState.QUEUED, 1)
+    retry = AuditEvent.objects.get(object_type="job", object_id=str(job.pk), action="job.retry")
+    assert retry.after["reason"].startswith("the job's process was killed by signal 9 without a result")
+    assert not Evaluation.objects.exists()
+
+    assert execute_job(job.pk) == JobState.SUCCEEDED
+    assert Evaluation.objects.filter(job_id=job.pk).count() == 1
+
+
+def test_an_evaluation_whose_child_is_killed_every_time_fails_with_the_reason(
+    scientist, rule_version, rows, settings
+):
+    from tests.runners.test_child_lost import ChildKiller
+
+    most = settings.STEWARD_JOB_MAX_ATTEMPTS
+    job = do_submit_job(
+        kind=JobKind.EVALUATE, dataset_version=rows, model_version=rule_version, spec=spec(), actor=scientist
+    )
+    with ChildKiller(job.pk, lambda: True, times=most):
+        states = [execute_job(job.pk) for _ in range(most)]
+    assert states == [JobState.QUEUED] * (most - 1) + [JobState.FAILED]
+    job.refresh_from_db()
+    assert job.error.startswith("the job's process was killed by signal 9 without a result")
+    assert job.error.endswith(f"(attempt {most} of {most}; not retried again)")
+    assert not Evaluation.objects.exists()
+    assert execute_job(job.pk) == JobState.FAILED

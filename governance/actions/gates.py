@@ -26,7 +26,7 @@ young enough (``actions.promotions``; the job itself is submitted by runners).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
@@ -86,11 +86,14 @@ CONDITION_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 @dataclass(frozen=True)
 class GateResult:
     """One condition's verdict: ``passed`` True, False (blocks approval) or None (does not apply,
-    e.g. no champion to compare with; does not block); ``detail`` says what was read."""
+    e.g. no champion to compare with; does not block); ``detail`` says what was read;
+    ``condition``: the policy's condition judged (``gate_results`` sets it), so that an override
+    is known to cover this condition and not one the policy put in its place since."""
 
     kind: str
     passed: bool | None
     detail: str
+    condition: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -524,26 +527,36 @@ def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
         .first()
     )
     holder = current.model_version if current is not None and current.model_version_id != version.pk else None
-    results = []
-    for condition in policy.conditions:
-        kind = condition["kind"]
-        if kind == "no_open_critical_alert":
-            results.append(_alerts(version))
-        elif kind == "pii_policy_satisfied":
-            results.append(_pii(version))
-        elif evaluation is None:
-            results.append(GateResult(kind, False, missing))
-        elif kind == "metric_bound":
-            results.append(_metric_bound(condition, evaluation))
-        elif kind == "not_worse_than_champion":
-            results.append(_champion(condition, evaluation, holder))
-        elif kind == "fairness_ratio_at_least":
-            results.append(_fairness(condition, evaluation))
-        elif kind == "robustness_drop_at_most":
-            results.append(_robustness(condition, evaluation))
-        elif kind == "evaluation_max_age_days":
-            results.append(_age(condition, evaluation))
-    return results
+    return [
+        replace(_gate_result(condition, version, evaluation, holder, missing), condition=condition)
+        for condition in policy.conditions
+    ]
+
+
+def _gate_result(
+    condition: dict[str, Any],
+    version: ModelVersion,
+    evaluation: Evaluation | None,
+    holder: ModelVersion | None,
+    missing: str,
+) -> GateResult:
+    """One condition's verdict (``gate_results``); its ``condition`` is set by the caller."""
+    kind = condition["kind"]
+    if kind == "no_open_critical_alert":
+        return _alerts(version)
+    if kind == "pii_policy_satisfied":
+        return _pii(version)
+    if evaluation is None:
+        return GateResult(kind, False, missing)
+    if kind == "metric_bound":
+        return _metric_bound(condition, evaluation)
+    if kind == "not_worse_than_champion":
+        return _champion(condition, evaluation, holder)
+    if kind == "fairness_ratio_at_least":
+        return _fairness(condition, evaluation)
+    if kind == "robustness_drop_at_most":
+        return _robustness(condition, evaluation)
+    return _age(condition, evaluation)
 
 
 def failing_gates(results: list[GateResult]) -> list[GateResult]:

@@ -11,6 +11,7 @@ the requester nor the one who overrode, approves.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
@@ -332,19 +333,30 @@ def do_approve_promotion(
     return request
 
 
+def _gate_key(position: int, kind: str, condition: dict[str, Any] | None) -> tuple[int, str, str]:
+    return position, kind, json.dumps(condition, sort_keys=True)
+
+
 def _override_covers(request: PromotionRequest, gates: list[GateResult]) -> bool:
     """Whether the recorded override was made while each gate failing now failed: compared by
-    position in the policy and kind (``metric_bound`` may appear several times, so the kind alone
-    would let an override of one bound cover another)."""
+    position in the policy, kind and the condition itself (``metric_bound`` may appear several
+    times, so the kind alone would let an override of one bound cover another, and the position
+    and kind alone one the policy put in its place since). Gate results recorded before they held
+    their condition are compared by position and kind."""
     if request.override_by_id is None:
         return False
-    overridden = {
-        (position, gate["kind"])
-        for position, gate in enumerate(request.gate_results)
-        if gate.get("passed") is False
-    }
-    failing = {(position, gate.kind) for position, gate in enumerate(gates) if gate.passed is False}
-    return failing <= overridden
+    overridden = set()
+    for position, gate in enumerate(request.gate_results):
+        if gate.get("passed") is False:
+            overridden.add(_gate_key(position, gate["kind"], gate.get("condition")))
+            if "condition" not in gate:  # recorded before gate results held their condition
+                overridden.add((position, gate["kind"], "*"))
+    failing = [(position, gate) for position, gate in enumerate(gates) if gate.passed is False]
+    return all(
+        _gate_key(position, gate.kind, gate.condition) in overridden
+        or (position, gate.kind, "*") in overridden
+        for position, gate in failing
+    )
 
 
 def _record_override(

@@ -84,8 +84,8 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
     decided_by = UsernameField()
     gate_results = serializers.JSONField(
         read_only=True,
-        help_text='Present when the alias has promotion gates: [{"kind", "passed", "detail"}] at the '
-        "last check (request, override or approval).",
+        help_text='Present when the alias has promotion gates: [{"kind", "passed", "detail", "condition"}] '
+        "at the last check (request, override or approval); condition: the policy's condition judged.",
     )
     override_by = UsernameField(help_text="Present when the alias has gates: who overrode failing gates.")
     override_reason = serializers.CharField(read_only=True)
