@@ -385,3 +385,101 @@ def test_an_evaluation_whose_child_is_killed_every_time_fails_with_the_reason(
     assert job.error.endswith(f"(attempt {most} of {most}; not retried again)")
     assert not Evaluation.objects.exists()
     assert execute_job(job.pk) == JobState.FAILED
+
+
+def test_a_job_token_can_neither_read_nor_write_evaluations_gates_or_evaluation_jobs(
+    team, owner, scientist, rule_version, rows
+):
+    from rest_framework.test import APIClient
+
+    from governance.actions.aliases import do_set_protected_aliases
+    from runners.tracking import do_create_experiment
+    from tests.mlflow.test_job_tokens import job_token, make_code_run
+
+    do_set_protected_aliases(team=team, aliases=["production"], actor=owner)
+    _evaluate(rule_version, rows, scientist)
+    evaluation = Evaluation.objects.get()
+    run = make_code_run(team, scientist, experiment=do_create_experiment(name="runs", actor=scientist))
+    client = APIClient(HTTP_AUTHORIZATION=f"Bearer {job_token(run)}")
+    rule = f"a job token may only use the MLflow API of its own run (job #{run.pk})"
+
+    answers = [
+        client.get("/api/evaluations/"),
+        client.get(f"/api/evaluations/{evaluation.pk}/"),
+        client.get("/api/gate-policies/"),
+        client.put(
+            "/api/gate-policies/set/",
+            {"team": team.pk, "alias": "production", "conditions": []},
+            format="json",
+        ),
+        _post(client, rule_version, rows, spec()),
+    ]
+
+    assert [answer.status_code for answer in answers] == [403] * 5
+    assert all(rule in answer.json()["detail"] for answer in answers)
+    assert Job.objects.filter(kind=JobKind.EVALUATE).count() == 1
+    assert Evaluation.objects.count() == 1
+
+
+def test_an_evaluation_of_the_teams_model_on_another_teams_data_is_refused(
+    client_for, admin, scientist, rule_version, other_team, tmp_path
+):
+    """A scientist who may also read the other team's data still cannot join it to the model."""
+    from governance.actions.teams import do_set_membership
+    from governance.models import TeamRole
+
+    do_set_membership(user=scientist, team=other_team, role=TeamRole.DATA_SCIENTIST, actor=admin)
+    theirs = _register(other_team, scientist, tmp_path, "theirs", _rows())
+    response = _post(client_for(scientist), rule_version, theirs, spec())
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "dataset_version": ["the dataset version belongs to another team than the model"]
+    }
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["champion_alias", "positive_label"])
+def test_a_nul_character_in_a_spec_text_is_a_400(client_for, scientist, rule_version, rows, field):
+    """PostgreSQL stores no NUL: the API's handler answers 400, no job is written."""
+    response = _post(client_for(scientist), rule_version, rows, spec(**{field: "yes\x00"}))
+    assert (response.status_code, response.json()) == (
+        400,
+        {"detail": "a value in the request cannot be stored"},
+    )
+    assert not Job.objects.exists()
+
+
+def test_read_only_tokens_set_no_gate_approve_nothing_and_submit_no_evaluation(
+    team, owner, scientist, approver, rule_version, rows
+):
+    from rest_framework.test import APIClient
+
+    from governance.actions.aliases import do_set_protected_aliases
+    from governance.actions.promotions import do_request_promotion
+    from governance.actions.tokens import do_create_api_token
+    from governance.models import PromotionGatePolicy, PromotionRequest
+
+    do_set_protected_aliases(team=team, aliases=["production"], actor=owner)
+    request = do_request_promotion(model_version=rule_version, actor=scientist)
+
+    def reader(user) -> APIClient:
+        _, secret = do_create_api_token(user=user, name="read", actor=user)
+        return APIClient(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+    answers = [
+        reader(owner).put(
+            "/api/gate-policies/set/",
+            {"team": team.pk, "alias": "production", "conditions": []},
+            format="json",
+        ),
+        _post(reader(scientist), rule_version, rows, spec()),
+        reader(approver).post(
+            f"/api/promotion-requests/{request.pk}/approve/", {"override_reason": "x"}, format="json"
+        ),
+    ]
+
+    assert [answer.status_code for answer in answers] == [403, 403, 403]
+    assert not PromotionGatePolicy.objects.exists()
+    assert not Job.objects.exists()
+    request.refresh_from_db()
+    assert (request.state, request.override_by) == (PromotionRequest.State.PENDING, None)
