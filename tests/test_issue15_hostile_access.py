@@ -483,3 +483,30 @@ def test_read_only_tokens_set_no_gate_approve_nothing_and_submit_no_evaluation(
     assert not Job.objects.exists()
     request.refresh_from_db()
     assert (request.state, request.override_by) == (PromotionRequest.State.PENDING, None)
+
+
+def test_an_identifier_as_sensitive_attribute_fails_at_once_and_as_slice_column_is_quick(
+    team, scientist, rule_version, tmp_path
+):
+    import time
+
+    lines = _rows(3000).splitlines()
+    text = "\n".join([lines[0] + ",id"] + [f"{line},row-{i}" for i, line in enumerate(lines[1:])]) + "\n"
+    data = _register(team, scientist, tmp_path, "with-ids", text)
+
+    job = _evaluate(rule_version, data, scientist, sensitive_attributes=["id"])
+    assert (job.state, job.error) == (
+        JobState.FAILED,
+        "sensitive_attributes: column 'id' has 3,000 distinct values; fairness compares at most 100 "
+        "groups (a category such as sex or race): bin it into a new column, or report it with "
+        "slice_columns",
+    )
+    assert not Evaluation.objects.exists()
+
+    started = time.monotonic()
+    job = _evaluate(rule_version, data, scientist, slice_columns=["id"], robustness=False)
+    assert (job.state, job.error) == (JobState.SUCCEEDED, "")
+    slices = Evaluation.objects.get().results["slices"]
+    assert (len(slices["items"]), slices["left_out"]) == (50, 2950)
+    assert all(item["too_small"] and item["rows"] == 1 for item in slices["items"])
+    assert time.monotonic() - started < 60

@@ -19,6 +19,10 @@ from runners.evaluation.spec import EvaluationError, EvaluationSpec, Predict, Pr
 
 MAX_LISTED = 10
 MAX_DETAIL = 300
+# Fairness compares groups of people (sex, race, an age band): an attribute with more distinct
+# values is an identifier or a measurement, whose per-group table (one entry per value, kept in
+# the results) only costs time and, past a few thousand, more JSON than a record may hold.
+MAX_FAIRNESS_GROUPS = 100
 
 
 def as_text(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -40,7 +44,8 @@ def _listed(values: Any) -> str:
 
 
 def check_frame(frame: Any, spec: EvaluationSpec) -> list[str]:
-    """The feature columns; raises ``EvaluationError`` for an empty frame or an absent column."""
+    """The feature columns; raises ``EvaluationError`` for an empty frame, an absent column or a
+    sensitive attribute with more than ``MAX_FAIRNESS_GROUPS`` distinct values."""
     if not isinstance(frame, pd.DataFrame):
         raise EvaluationError("frame", f"give a pandas DataFrame, not {type(frame).__name__}")
     if frame.empty:
@@ -59,6 +64,15 @@ def check_frame(frame: Any, spec: EvaluationSpec) -> list[str]:
             raise EvaluationError(
                 field,
                 f"column {_listed(absent)} not in the frame, whose columns are {_listed(frame.columns)}",
+            )
+    for column in spec.sensitive_attributes:
+        groups = frame[column].nunique(dropna=False)
+        if groups > MAX_FAIRNESS_GROUPS:
+            raise EvaluationError(
+                "sensitive_attributes",
+                f"column {column!r} has {groups:,} distinct values; fairness compares at most "
+                f"{MAX_FAIRNESS_GROUPS} groups (a category such as sex or race): bin it into a new "
+                "column, or report it with slice_columns",
             )
     features = (
         list(spec.features) if spec.features is not None else [c for c in frame.columns if c != spec.target]

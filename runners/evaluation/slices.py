@@ -40,13 +40,24 @@ def slices(frame: pd.DataFrame, rows: Rows, spec: EvaluationSpec) -> dict[str, A
         labels, empty = slice_labels(frame[column].reset_index(drop=True), spec.slice_bins)
         for value in empty:
             items.append({"column": column, "value": value, "rows": 0, "too_small": True, "metrics": None})
-        for value in sorted(set(labels), key=lambda label: (label == MISSING_GROUP, label)):
-            mask = labels == value
-            size = int(mask.sum())
+        # The rows of each value from one sort (a value per row, e.g. an id column, made a mask
+        # per value quadratic: minutes on 20,000 rows).
+        values_found, inverse = np.unique(labels, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        ends = np.cumsum(np.bincount(inverse, minlength=len(values_found)))
+        positions = {
+            str(value): order[end - count : end]
+            for value, end, count in zip(
+                values_found, ends, np.bincount(inverse, minlength=len(values_found)), strict=True
+            )
+        }
+        for value in sorted(positions, key=lambda label: (label == MISSING_GROUP, label)):
+            index = positions[value]
+            size = len(index)
             item: dict[str, Any] = {"column": column, "value": value, "rows": size, "too_small": True}
             item["metrics"] = None
             if size >= spec.min_slice_rows:
-                values = metric_values(rows.take(mask), np.ones((1, size)))
+                values = metric_values(rows.take(index), np.ones((1, size)))
                 item["too_small"] = False
                 item["metrics"] = {name: finite_or_none(values[name][0]) for name in rows.metric_names()}
             items.append(item)
