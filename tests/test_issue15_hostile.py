@@ -190,3 +190,66 @@ def test_an_override_does_not_cover_a_gate_the_policy_replaced_at_the_same_posit
     request.refresh_from_db()
     assert request.state == PromotionRequest.State.PENDING
     assert not ModelAlias.objects.filter(name="production").exists()
+
+
+def test_a_comparison_without_bootstrap_intervals_fails_the_champion_gate(
+    candidate, small_data, team, owner, scientist, approver, tmp_path
+):
+    """bootstrap_resamples 0 gives no interval, so the engine marks nothing "worse": the gate
+    must not read that as "not worse" for a candidate far below the champion."""
+    import numpy as np
+    import pandas as pd
+
+    from runners.evaluation import Predictions, evaluate_pair
+
+    do_approve_promotion(
+        promotion_request=do_request_promotion(model_version=candidate, actor=scientist), actor=approver
+    )
+    path = tmp_path / "model-2.txt"
+    path.write_text("a worse model\n")
+    challenger = do_register_model_version_from_artifact(
+        model=candidate.model, artifact_path=path, source="t", actor=scientist
+    )
+    do_set_gate_policy(
+        team=team,
+        alias="production",
+        conditions=[{"kind": "not_worse_than_champion", "metrics": "all"}],
+        actor=owner,
+    )
+    frame = pd.DataFrame({"x": np.arange(200) % 10, "label": np.where(np.arange(200) % 10 > 4, "1", "0")})
+    spec = EvaluationSpec(
+        task="classification",
+        target="label",
+        positive_label="1",
+        features=("x",),
+        bootstrap_resamples=0,
+        robustness=False,
+        importance_repeats=0,
+    )
+    right = lambda rows: Predictions(labels=np.where(rows["x"] > 4, "1", "0"))  # noqa: E731
+    wrong = lambda rows: Predictions(labels=np.where(rows["x"] > 4, "0", "1"))  # noqa: E731
+    compared = evaluate_pair(frame, wrong, right, spec).to_dict()
+    assert compared["differences"]["accuracy"]["difference"] == -1.0
+    assert compared["differences"]["accuracy"]["is_worse"] is False  # no interval: never "worse"
+    record_evaluation(
+        model_version=challenger,
+        dataset_version=small_data,
+        spec=spec.to_dict(),
+        results=compared["candidate"],
+        champion_version=candidate,
+        champion_results=compared["champion"],
+        comparison=compared["differences"],
+        actor=None,
+        on_behalf_of=scientist,
+    )
+
+    request = do_request_promotion(model_version=challenger, actor=scientist)
+
+    [gate] = request.gate_results
+    assert (gate["kind"], gate["passed"]) == ("not_worse_than_champion", False)
+    assert gate["detail"] == (
+        "no confidence interval (evaluated without bootstrap resamples): accuracy, f1, precision, recall"
+    )
+    with pytest.raises(ValidationError) as caught:
+        do_approve_promotion(promotion_request=request, actor=approver)
+    assert "gate not_worse_than_champion fails: no confidence interval" in str(caught.value)

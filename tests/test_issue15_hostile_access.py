@@ -510,3 +510,35 @@ def test_an_identifier_as_sensitive_attribute_fails_at_once_and_as_slice_column_
     assert (len(slices["items"]), slices["left_out"]) == (50, 2950)
     assert all(item["too_small"] and item["rows"] == 1 for item in slices["items"])
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_delivery_while_the_evaluation_runs_leaves_it_alone(scientist, rule_version, rows):
+    import threading
+    import time
+
+    job = do_submit_job(
+        kind=JobKind.EVALUATE, dataset_version=rows, model_version=rule_version, spec=spec(), actor=scientist
+    )
+    states: list[str] = []
+
+    def first() -> None:
+        from django.db import connection
+
+        try:
+            states.append(execute_job(job.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while Job.objects.get(pk=job.pk).state != JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = execute_job(job.pk)
+    thread.join()
+
+    assert (second, states) == (JobState.RUNNING, [JobState.SUCCEEDED])
+    job.refresh_from_db()
+    assert (job.state, job.attempt) == (JobState.SUCCEEDED, 1)
+    assert Evaluation.objects.filter(job_id=job.pk).count() == 1

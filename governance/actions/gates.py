@@ -8,7 +8,8 @@ Condition kinds (each ``{"kind": ..., parameters}``):
 - ``metric_bound`` ``{metric, min?, max?}``: the metric's value within the bounds.
 - ``not_worse_than_champion`` ``{metrics: [...] | "all"}``: no listed metric is worse than the
   champion's (the version holding the alias) beyond the paired bootstrap interval
-  (``is_worse`` of the stored comparison: the whole interval on the worse side of 0).
+  (``is_worse`` of the stored comparison: the whole interval on the worse side of 0); a compared
+  metric without an interval (no bootstrap resamples) fails, since nothing then says "worse".
 - ``fairness_ratio_at_least`` ``{value}``: each sensitive attribute's demographic-parity ratio
   (Fairlearn's min/max selection rate; the four-fifths rule is 0.8) at least ``value``.
 - ``robustness_drop_at_most`` ``{value}``: each perturbation's drop of the primary metric (in its
@@ -417,12 +418,17 @@ def _champion(condition: dict[str, Any], evaluation: Evaluation, holder: ModelVe
     differences = evaluation.comparison
     wanted = condition["metrics"]
     names = sorted(differences) if wanted == "all" else wanted
-    worse, unknown = [], []
+    worse, unknown, unsure = [], [], []
     for name in names:
         entry = differences.get(name)
         if entry is None or entry.get("difference") is None:
             if wanted != "all":
                 unknown.append(name)
+            continue
+        if entry.get("ci_low") is None or entry.get("ci_high") is None:
+            # No interval (an evaluation with bootstrap_resamples 0): "is_worse" is then never
+            # set, which would pass any candidate, however much worse.
+            unsure.append(name)
             continue
         if entry.get("is_worse"):
             worse.append(
@@ -430,9 +436,14 @@ def _champion(condition: dict[str, Any], evaluation: Evaluation, holder: ModelVe
                 f"{_number(entry['difference'])}, CI {_number(entry.get('ci_low'))} "
                 f"to {_number(entry.get('ci_high'))})"
             )
-    if worse or unknown:
+    if worse or unknown or unsure:
         parts = [f"worse than {holder} beyond the interval: {'; '.join(worse)}"] if worse else []
         parts += [f"not compared: {', '.join(unknown)}"] if unknown else []
+        parts += (
+            [f"no confidence interval (evaluated without bootstrap resamples): {', '.join(unsure)}"]
+            if unsure
+            else []
+        )
         return GateResult(kind, False, ". ".join(parts))
     return GateResult(kind, True, f"no metric of {', '.join(names)} worse than {holder} beyond its interval")
 
