@@ -542,3 +542,32 @@ def test_a_second_delivery_while_the_evaluation_runs_leaves_it_alone(scientist, 
     job.refresh_from_db()
     assert (job.state, job.attempt) == (JobState.SUCCEEDED, 1)
     assert Evaluation.objects.filter(job_id=job.pk).count() == 1
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [
+        '{"dataset": %d, "task": "classification", "target": "label\\u0000"}',
+        '{"dataset": %d, "task": "classification", "target": "label", "positive_label": "y\\u0000"}',
+        '{"dataset": %d, "task": "classification", "target": "label", "slice_columns": ["g\\u0000"]}',
+    ],
+)
+def test_a_gate_policys_evaluation_setting_with_a_nul_is_a_400_form_error(team, owner, rows, evaluation):
+    from governance.actions.aliases import do_set_protected_aliases
+    from governance.models import PromotionGatePolicy
+
+    do_set_protected_aliases(team=team, aliases=["production"], actor=owner)
+    page = Client(raise_request_exception=False)
+    page.force_login(owner)
+    response = page.post(
+        "/gate-policies/",
+        {
+            "team": team.pk,
+            "alias": "production",
+            "conditions": '[{"kind": "no_open_critical_alert"}]',
+            "evaluation": evaluation % rows.dataset_id,
+        },
+    )
+    assert response.status_code == 400, response.status_code
+    assert "<li>a value in the request cannot be stored</li>" in response.content.decode()
+    assert not PromotionGatePolicy.objects.exists()
