@@ -758,7 +758,9 @@ def do_record_self_reported_evaluations(
     ``Evaluation`` (source ``self_reported``) holding those metrics' latest values, without
     intervals, on the input's dataset version when its digest matched one (else none), and in
     ``results["artifacts"]`` the URIs of the files at the run's artifact root (where
-    ``mlflow.evaluate`` logs its plots and tables) when there are any. Once per run and version;
+    ``mlflow.evaluate`` logs its plots and tables) when there are any; a version of another team's
+    model than that dataset version's gets none (the record would join two teams' rows). Once per
+    run and version;
     audited through ``record_evaluation`` (``actor``, or the system on behalf of the run's
     creator). Self-reported evaluations are shown, never trusted by a promotion gate."""
     if job.kind != JobKind.TRACKED or job.state != JobState.SUCCEEDED:
@@ -768,13 +770,24 @@ def do_record_self_reported_evaluations(
         return []
     data, metrics = found
     if versions is None:
-        versions = list(ModelVersion.objects.filter(source_job_id=job.pk).order_by("pk"))
+        registered = ModelVersion.objects.filter(source_job_id=job.pk).select_related("model")
+        versions = list(registered.order_by("pk"))
     done = set(
         Evaluation.objects.filter(job_id=job.pk, source=Evaluation.Source.SELF_REPORTED).values_list(
             "model_version_id", flat=True
         )
     )
-    pending = [v for v in versions if v.pk not in done and v.status != ModelVersion.Status.DELETED]
+    data_team = data.dataset_version.dataset.team_id if data.dataset_version is not None else None
+    pending = [
+        version
+        for version in versions
+        if version.pk not in done
+        and version.status != ModelVersion.Status.DELETED
+        # A version registered into another team's model than the run's data: the record would
+        # join two teams' rows and is refused, which failed the run's end (or the registration)
+        # with it. Self-reported evaluations are information; none is recorded.
+        and (data_team is None or version.model.team_id == data_team)
+    ]
     if not pending:
         return []
     results: dict[str, Any] = {"metrics": dict(sorted(metrics.items()))}

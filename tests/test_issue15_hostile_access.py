@@ -571,3 +571,43 @@ def test_a_gate_policys_evaluation_setting_with_a_nul_is_a_400_form_error(team, 
     assert response.status_code == 400, response.status_code
     assert "<li>a value in the request cannot be stored</li>" in response.content.decode()
     assert not PromotionGatePolicy.objects.exists()
+
+
+# A model whose predictions never come (a deadlock, a remote call that hangs).
+HANGING_MODEL = """
+import time
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Hang(PythonModel):
+    def predict(self, context, model_input, params=None):
+        time.sleep(3600)
+
+
+mlflow.models.set_model(Hang())
+"""
+
+
+def test_a_model_that_never_answers_fails_its_evaluation_at_the_wall_time_limit(
+    team, owner, scientist, rows, tmp_path
+):
+    import time
+
+    import mlflow.pyfunc
+
+    code = tmp_path / "hang.py"
+    code.write_text(HANGING_MODEL)
+    mlflow.pyfunc.save_model(str(tmp_path / "hang"), python_model=str(code))
+    model = do_create_registered_model(team=team, name="hang", owner=owner, actor=scientist)
+    version = do_register_model_version_from_artifact(
+        model=model, artifact_path=tmp_path / "hang", source="upload", actor=scientist
+    )
+    started = time.monotonic()
+    job = _evaluate(version, rows, scientist, limits={"wall_time_s": 20})
+    assert job.state == JobState.FAILED
+    assert "20" in job.error, job.error
+    assert "wall" in job.error, job.error
+    assert time.monotonic() - started < 90
+    assert not Evaluation.objects.exists()
