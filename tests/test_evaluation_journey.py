@@ -111,6 +111,10 @@ def _assert_page_shows(html: str, evaluation: dict) -> None:
             str(item["value"]).strip(),
             str(item["rows"]),
             format_number(item["metrics"][primary]),
+            # No interval where no resample gave a value (a slice without a positive row).
+            " to ".join(map(format_number, item["intervals"][primary]))
+            if None not in item["intervals"][primary]
+            else "",
         ]
         for item in results["slices"]["items"]
         if not item.get("too_small")

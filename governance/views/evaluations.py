@@ -201,17 +201,23 @@ def evaluation_charts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def slice_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The slices, worst first as the engine ordered them: column, value, rows, the primary
-    metric's value (or why none)."""
+    metric's value (or why none) and its bootstrap interval ("" for evaluations recorded before
+    slices had intervals)."""
     metric = results.get("primary_metric")
     rows = []
     for item in (results.get("slices") or {}).get("items") or []:
         value = (item.get("metrics") or {}).get(metric) if item.get("metrics") else None
+        low, high = ((item.get("intervals") or {}).get(metric) or [None, None])[:2]
+        interval = ""
+        if finite(low) is not None and finite(high) is not None:
+            interval = f"{format_number(finite(low))} to {format_number(finite(high))}"
         rows.append(
             {
                 "column": item.get("column"),
                 "value": item.get("value"),
                 "rows": item.get("rows"),
                 "metric": "too few rows" if item.get("too_small") else format_number(finite(value)),
+                "interval": interval,
             }
         )
     return rows

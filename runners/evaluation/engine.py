@@ -17,9 +17,9 @@ from runners.evaluation.metrics import (
     bootstrap_weights,
     curves,
     finite_or_none,
+    metric_estimates,
     metric_values,
     percentile_interval,
-    undefined_reason,
 )
 from runners.evaluation.probes import importance, robustness
 from runners.evaluation.slices import slices
@@ -205,23 +205,7 @@ def _evaluate(frame: pd.DataFrame, predict: Predict, spec: EvaluationSpec) -> _E
 
 
 def _metrics(rows: Rows, spec: EvaluationSpec) -> dict[str, dict[str, Any]]:
-    point = metric_values(rows, np.ones((1, rows.size)))
-    names = rows.metric_names()
-    samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for weights in bootstrap_weights(rows.size, spec.bootstrap_resamples, spec.seed):
-        for name, values in metric_values(rows, weights).items():
-            samples[name].append(values)
-    out = {}
-    for name in names:
-        value = finite_or_none(point[name][0])
-        low, high = _interval(samples[name], spec) if value is not None else (None, None)
-        out[name] = {
-            "value": value,
-            "ci_low": low,
-            "ci_high": high,
-            "reason": None if value is not None else undefined_reason(name, rows),
-        }
-    return out
+    return metric_estimates(rows, spec.bootstrap_resamples, spec.seed, spec.confidence)
 
 
 def _interval(chunks: list[np.ndarray], spec: EvaluationSpec) -> tuple[float | None, float | None]:

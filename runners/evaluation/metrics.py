@@ -259,6 +259,32 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float |
     return float(low), float(high)
 
 
+def metric_estimates(rows: Rows, resamples: int, seed: int, confidence: float) -> dict[str, dict[str, Any]]:
+    """Every metric of ``rows`` with its percentile bootstrap interval over ``resamples`` seeded
+    resamples: ``{name: {"value", "ci_low", "ci_high", "reason"}}``; ``value`` None (with the
+    ``reason``, ``undefined_reason``) when the metric has none on these rows, and no interval
+    then. The whole evaluation's metrics and each slice's come from here."""
+    point = metric_values(rows, np.ones((1, rows.size)))
+    names = rows.metric_names()
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for weights in bootstrap_weights(rows.size, resamples, seed):
+        for name, values in metric_values(rows, weights).items():
+            samples[name].append(values)
+    out = {}
+    for name in names:
+        value = finite_or_none(point[name][0])
+        low, high = (None, None)
+        if value is not None and samples[name]:
+            low, high = percentile_interval(np.concatenate(samples[name]), confidence)
+        out[name] = {
+            "value": value,
+            "ci_low": low,
+            "ci_high": high,
+            "reason": None if value is not None else undefined_reason(name, rows),
+        }
+    return out
+
+
 def undefined_reason(name: str, rows: Rows) -> str:
     """Why ``name`` has no value on ``rows`` (the point estimate was NaN)."""
     if name in PROBABILITY_METRICS:

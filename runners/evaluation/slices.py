@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from runners.evaluation.fairness import MISSING_GROUP, group_labels
-from runners.evaluation.metrics import Rows, finite_or_none, metric_values
+from runners.evaluation.metrics import Rows, metric_estimates
 from runners.evaluation.spec import LOWER_IS_BETTER, EvaluationSpec
 
 
@@ -34,7 +34,9 @@ def slice_labels(values: pd.Series, bins: int) -> tuple[np.ndarray, list[str]]:
 
 def slices(frame: pd.DataFrame, rows: Rows, spec: EvaluationSpec) -> dict[str, Any]:
     """``{"items": [...], "left_out": n}`` for the slice columns of ``frame`` (the evaluated rows,
-    aligned with ``rows``). Each item: column, value, rows, too_small, metrics {name: value}."""
+    aligned with ``rows``). Each item: column, value, rows, too_small, metrics {name: value} and,
+    for a slice not too small, intervals {name: [low, high]} (``metric_estimates``; None where
+    no resample gave a value)."""
     items: list[dict[str, Any]] = []
     for column in spec.slice_columns:
         labels, empty = slice_labels(frame[column].reset_index(drop=True), spec.slice_bins)
@@ -57,9 +59,16 @@ def slices(frame: pd.DataFrame, rows: Rows, spec: EvaluationSpec) -> dict[str, A
             item: dict[str, Any] = {"column": column, "value": value, "rows": size, "too_small": True}
             item["metrics"] = None
             if size >= spec.min_slice_rows:
-                values = metric_values(rows.take(index), np.ones((1, size)))
+                # The same seeded resampling as the whole evaluation's, within the slice: a
+                # slice's value comes with how far chance alone moves it.
+                estimates = metric_estimates(
+                    rows.take(index), spec.bootstrap_resamples, spec.seed, spec.confidence
+                )
                 item["too_small"] = False
-                item["metrics"] = {name: finite_or_none(values[name][0]) for name in rows.metric_names()}
+                item["metrics"] = {name: estimate["value"] for name, estimate in estimates.items()}
+                item["intervals"] = {
+                    name: [estimate["ci_low"], estimate["ci_high"]] for name, estimate in estimates.items()
+                }
             items.append(item)
     items.sort(key=lambda item: _worst_first(item, spec.metric))
     return {"items": items[: spec.max_slices], "left_out": max(0, len(items) - spec.max_slices)}

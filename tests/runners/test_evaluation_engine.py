@@ -306,6 +306,29 @@ def test_slices_come_worst_first_and_small_ones_are_marked(adult, logistic):
     assert result.slices["left_out"] == 0
 
 
+def test_each_slice_has_the_percentile_bootstrap_interval_of_scikit_learns_values(adult, logistic):
+    """A slice's interval: the same seeded resampling within its rows, each resample's value
+    scikit-learn's with the resample's counts as weights, then the 2.5th and 97.5th percentiles."""
+    test = adult[1]
+    spec = _spec(slice_columns=["sex"], bootstrap_resamples=40, seed=3)
+    result = evaluate(test, sklearn_predictor(logistic, POSITIVE), spec)
+    actual, guessed, proba = _truth_and_scores(logistic, test)
+
+    for item in result.slices["items"]:
+        index = np.flatnonzero(test["sex"].astype(str).to_numpy() == item["value"])
+        assert item["rows"] == len(index)
+        f1s, aucs = [], []
+        for weights in bootstrap_weights(len(index), 40, seed=3):
+            for weight in weights:
+                f1s.append(f1_score(actual[index], guessed[index], sample_weight=weight))
+                aucs.append(roc_auc_score(actual[index], proba[index], sample_weight=weight))
+        assert item["metrics"]["f1"] == pytest.approx(f1_score(actual[index], guessed[index]))
+        assert item["intervals"]["f1"] == pytest.approx(list(np.percentile(f1s, [2.5, 97.5])))
+        assert item["intervals"]["roc_auc"] == pytest.approx(list(np.percentile(aucs, [2.5, 97.5])))
+        low, high = item["intervals"]["f1"]
+        assert low < item["metrics"]["f1"] < high
+
+
 def test_robustness_drops_grow_with_the_noise_and_a_model_without_missing_values_is_told(
     adult, boosted, logistic
 ):
