@@ -611,3 +611,50 @@ def test_a_model_that_never_answers_fails_its_evaluation_at_the_wall_time_limit(
     assert "wall" in job.error, job.error
     assert time.monotonic() - started < 90
     assert not Evaluation.objects.exists()
+
+
+def test_only_the_teams_approvers_other_than_the_requester_may_override(
+    client_for, team, owner, scientist, viewer, outsider, admin, compliance_officer, rule_version
+):
+    from governance.actions.aliases import do_set_protected_aliases
+    from governance.actions.gates import do_set_gate_policy
+    from governance.actions.promotions import do_request_promotion
+    from governance.models import PromotionRequest
+
+    do_set_protected_aliases(team=team, aliases=["production"], actor=owner)
+    do_set_gate_policy(
+        team=team,
+        alias="production",
+        conditions=[{"kind": "metric_bound", "metric": "f1", "min": 0.9}],
+        actor=owner,
+    )
+    request = do_request_promotion(model_version=rule_version, actor=scientist)
+    approve = f"/api/promotion-requests/{request.pk}/approve/"
+    body = {"override_reason": "trust me"}
+
+    personas = {
+        "scientist": scientist,
+        "owner": owner,
+        "viewer": viewer,
+        "outsider": outsider,
+        "admin": admin,
+        "compliance_officer": compliance_officer,
+    }
+    answers = {name: client_for(user).post(approve, body, format="json") for name, user in personas.items()}
+
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {
+        "scientist": 403,
+        "owner": 403,
+        "viewer": 403,
+        "outsider": 404,
+        "admin": 403,
+        "compliance_officer": 403,
+    }
+    assert answers["viewer"].json()["detail"] == "only an approver of team Mobility may decide promotions"
+    request.refresh_from_db()
+    assert (request.state, request.override_by, request.override_reason) == (
+        PromotionRequest.State.PENDING,
+        None,
+        "",
+    )
