@@ -523,7 +523,8 @@ def _run_evaluation(job: Job, attempt: int, devices: list[str]) -> None:
             record_evaluation(
                 model_version=model_version,
                 dataset_version=dataset_version,
-                spec=spec.to_dict(),
+                # With the rows it kept: a gate policy counts only evaluations of all its rows.
+                spec=dict(spec.to_dict(), where=job.spec.get("where") or {}),
                 results=results,
                 job_id=job.pk,
                 champion_version=champion,

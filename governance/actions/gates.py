@@ -316,6 +316,10 @@ def gate_policy(team_id: int, alias: str) -> PromotionGatePolicy | None:
     return PromotionGatePolicy.objects.filter(team_id=team_id, alias_key=name_key(alias)).first()
 
 
+# How many of a version's evaluations on the policy's dataset are read for one that conforms.
+POLICY_EVALUATIONS_READ = 50
+
+
 def policy_dataset(policy: PromotionGatePolicy) -> int | None:
     """The dataset a policy's gates are judged on: its ``evaluation`` setting's dataset, or None
     (any dataset) for a policy without one. An evaluation on another dataset (an easier one)
@@ -324,11 +328,66 @@ def policy_dataset(policy: PromotionGatePolicy) -> int | None:
     return dataset if isinstance(dataset, int) else None
 
 
+def nonconformity(evaluation: Evaluation, setting: dict[str, Any]) -> str:
+    """Why ``evaluation`` is not the evaluation a policy's ``evaluation`` setting asks for ("" when
+    it is): the requester picks an evaluation's spec and rows, so one on a favourable subset (a
+    ``where`` filter, a sample), without the policy's sensitive attributes or of another target
+    would pass gates the policy's own evaluation fails. Evaluations recorded before their spec
+    carried ``where`` count as unfiltered."""
+    spec = evaluation.spec or {}
+    if spec.get("target") != setting.get("target"):
+        return f"its target is {spec.get('target')!r}, the policy's {setting.get('target')!r}"
+    label = setting.get("positive_label")
+    if label is not None and str(spec.get("positive_label")) != label:
+        return f"its positive label is {spec.get('positive_label')!r}, the policy's {label!r}"
+    lacking = [
+        name
+        for name in setting.get("sensitive_attributes") or []
+        if name not in spec.get("sensitive_attributes", [])
+    ]
+    if lacking:
+        return f"it leaves out the sensitive attribute(s) {', '.join(map(repr, lacking))}"
+    if spec.get("where"):
+        return f"it evaluated only the rows where {spec['where']}"
+    sampled = ((evaluation.results or {}).get("dropped") or {}).get("sampled_out") or 0
+    if sampled:
+        return f"it left {sampled:,} rows out by sampling (max_rows)"
+    return ""
+
+
+def policy_evaluation(
+    version: ModelVersion, policy: PromotionGatePolicy | None
+) -> tuple[Evaluation | None, str]:
+    """The evaluation ``policy``'s gates read for ``version``, and why a newer one does not count.
+
+    With the policy's ``evaluation`` setting: the newest evaluation by Steward on its dataset that
+    conforms to it (``nonconformity``); the reason names the newest one passed over, if any.
+    Without (or without a policy): the version's newest evaluation by Steward, and ""."""
+    if policy is None or not policy.evaluation:
+        return newest_evaluation(version), ""
+    setting = policy.evaluation
+    evaluations = (
+        Evaluation.objects.filter(
+            model_version=version,
+            source=Evaluation.Source.STEWARD,
+            dataset_version__dataset_id=setting["dataset"],  # check_evaluation_setting: an id
+        )
+        .select_related("champion_version__model", "dataset_version__dataset")
+        .order_by("-created_at", "-id")
+    )
+    passed_over = ""
+    for evaluation in evaluations[:POLICY_EVALUATIONS_READ]:
+        why = nonconformity(evaluation, setting)
+        if not why:
+            return evaluation, passed_over
+        passed_over = passed_over or f"evaluation #{evaluation.pk} does not count: {why}"
+    return None, passed_over
+
+
 def judged_evaluation(version: ModelVersion, alias: str) -> Evaluation | None:
-    """The evaluation the gates of ``alias`` read for ``version``: its newest by Steward, on the
-    policy's dataset when the policy names one (without a policy: its newest); None if none."""
-    policy = gate_policy(version.model.team_id, alias)
-    return newest_evaluation(version, dataset_id=policy_dataset(policy) if policy else None)
+    """The evaluation the gates of ``alias`` read for ``version`` (``policy_evaluation``); None if
+    none."""
+    return policy_evaluation(version, gate_policy(version.model.team_id, alias))[0]
 
 
 def needs_evaluation(version: ModelVersion, policy: PromotionGatePolicy | None) -> bool:
@@ -337,7 +396,7 @@ def needs_evaluation(version: ModelVersion, policy: PromotionGatePolicy | None) 
     policy's ``evaluation_max_age_days`` (without that condition any evaluation is reused)."""
     if policy is None or not policy.evaluation:
         return False
-    evaluation = newest_evaluation(version, dataset_id=policy_dataset(policy))
+    evaluation, _ = policy_evaluation(version, policy)
     if evaluation is None:
         return True
     for condition in policy.conditions:
@@ -521,14 +580,16 @@ def gate_results(version: ModelVersion, alias: str) -> list[GateResult]:
     if policy is None or not policy.conditions:
         return []
     dataset_id = policy_dataset(policy)
-    evaluation = newest_evaluation(version, dataset_id=dataset_id)
+    evaluation, passed_over = policy_evaluation(version, policy)
     missing = f"no evaluation of {version} yet"
     if dataset_id is not None:
         dataset = Dataset.objects.filter(pk=dataset_id).values_list("name", flat=True).first()
         missing = f"no evaluation of {version} on dataset {dataset or f'#{dataset_id}'} (the policy's) yet"
     self_reported = Evaluation.Source.SELF_REPORTED
     others = newest_evaluation(version, source=self_reported, dataset_id=dataset_id)
-    if evaluation is None and others is not None:
+    if evaluation is None and passed_over:
+        missing = f"{missing.removesuffix(' yet')} as the policy asks for it yet; {passed_over}"
+    elif evaluation is None and others is not None:
         missing += " (only self-reported ones, which never satisfy a gate: run an evaluation in Steward)"
     elif evaluation is None and dataset_id is not None and newest_evaluation(version) is not None:
         missing += "; evaluations on other datasets do not count"

@@ -243,6 +243,7 @@ def test_the_pii_gate_through_a_promotion_request(
             "kind": "pii_policy_satisfied",
             "passed": False,
             "detail": f"the PII scan of {adult_version} is queued, not done; wait for it",
+            "condition": {"kind": "pii_policy_satisfied"},
         }
     ]
     client_for(scientist).post(f"/api/promotion-requests/{pending['id']}/cancel/", {}, format="json")
@@ -252,7 +253,9 @@ def test_the_pii_gate_through_a_promotion_request(
     detail = (
         f"{adult_version} holds personal data its team's PII policy blocks: column 'race' (race_ethnicity)"
     )
-    assert blocked["gate_results"] == [{"kind": "pii_policy_satisfied", "passed": False, "detail": detail}]
+    assert blocked["gate_results"] == [
+        {"kind": "pii_policy_satisfied", "passed": False, "detail": detail, "condition": gates[0]}
+    ]
     approval = client_for(approver).post(f"/api/promotion-requests/{blocked['id']}/approve/", format="json")
     assert (approval.status_code, approval.json()) == (
         400,
@@ -274,6 +277,7 @@ def test_the_pii_gate_through_a_promotion_request(
             "passed": True,
             "detail": f"the PII scan of {adult_version} found age, marital_status, native_country, "
             "occupation, race_ethnicity, sex_gender, all allowed by its team's policy",
+            "condition": {"kind": "pii_policy_satisfied"},
         }
     ]
     approved = client_for(approver).post(f"/api/promotion-requests/{passing['id']}/approve/", format="json")

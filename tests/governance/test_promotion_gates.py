@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.test import Client
 
-from governance.actions.gates import EVALUATION_METRICS, do_set_gate_policy, gate_results
+from governance.actions.gates import EVALUATION_METRICS, do_set_gate_policy, gate_results, policy_evaluation
 from governance.actions.promotions import do_approve_promotion, do_request_promotion
 from governance.actions.teams import do_set_membership
 from governance.actions.tokens import do_create_api_token
@@ -341,7 +341,7 @@ def test_gates_read_only_an_evaluation_on_the_policys_dataset(
     from governance.actions.datasets import do_create_dataset
 
     holdout = do_create_dataset(team=team, name="adult-holdout", actor=scientist)
-    setting = {"dataset": holdout.pk, "task": "classification", "target": "income", "positive_label": ">50K"}
+    setting = {"dataset": holdout.pk, "task": "classification", "target": "label", "positive_label": " >50K"}
     do_set_gate_policy(team=team, alias="production", conditions=CONDITIONS, evaluation=setting, actor=owner)
     evaluation = record_adult_evaluation("mitigated_again")  # on dataset "adult", not the policy's
 
@@ -381,3 +381,62 @@ def test_the_migration_keeps_the_policy_that_applied_where_look_alikes_shared_an
     assert list(PromotionGatePolicy.objects.values_list("alias", "alias_key", "conditions")) == [
         ("Production", "production", [{"kind": "evaluation_max_age_days", "days": 3}])
     ]
+
+
+def test_gates_count_only_an_evaluation_as_the_policy_asks_for_it(
+    gated, team, owner, scientist, adult_versions, adult_version, adult_evaluations, record_adult_evaluation
+):
+    """The requester picks an evaluation's spec and rows: one of a favourable subset (``where``),
+    a sample, or without the policy's sensitive attribute passes over, and the gates say which and
+    why; the newest that conforms is read."""
+    setting = {
+        "dataset": adult_version.dataset_id,
+        "task": "classification",
+        "target": "label",
+        "positive_label": " >50K",
+        "sensitive_attributes": ["sex"],
+    }
+    do_set_gate_policy(team=team, alias="production", conditions=CONDITIONS, evaluation=setting, actor=owner)
+    policy = PromotionGatePolicy.objects.get(pk=gated.pk)
+    conforming = record_adult_evaluation("mitigated_again")
+    candidate = adult_versions["mitigated_again"]
+    comparison = adult_evaluations.comparisons["mitigated_again"]
+
+    def record(spec_changes=None, dropped=None):
+        results = dict(comparison["candidate"])
+        if dropped:
+            results["dropped"] = {**results["dropped"], **dropped}
+        return record_evaluation(
+            model_version=candidate,
+            dataset_version=adult_version,
+            spec={**adult_evaluations.spec, **(spec_changes or {})},
+            results=results,
+            actor=None,
+            on_behalf_of=scientist,
+        )
+
+    cases = [
+        ({"where": {"sex": " Male"}}, None, "it evaluated only the rows where {'sex': ' Male'}"),
+        ({"sensitive_attributes": []}, None, "it leaves out the sensitive attribute(s) 'sex'"),
+        (None, {"sampled_out": 9000}, "it left 9,000 rows out by sampling (max_rows)"),
+    ]
+    for spec_changes, dropped, why in cases:
+        passed_over = record(spec_changes, dropped)
+        request_gates = gate_results(candidate, "production")
+        assert all(gate.passed for gate in request_gates), [gate.detail for gate in request_gates]
+        assert policy_evaluation(candidate, policy) == (
+            conforming,
+            f"evaluation #{passed_over.pk} does not count: {why}",
+        )
+
+    conforming.delete()
+    details = {
+        gate.detail for gate in gate_results(candidate, "production") if gate.kind != "no_open_critical_alert"
+    }
+    assert len(details) == 1
+    (detail,) = details
+    assert detail.startswith(
+        f"no evaluation of {candidate} on dataset adult (the policy's) as the policy asks for it yet; "
+        "evaluation #"
+    )
+    assert detail.endswith("does not count: it left 9,000 rows out by sampling (max_rows)")
