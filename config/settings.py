@@ -8,6 +8,7 @@ task results in the database, artifacts under ``var/artifacts/``. ``DATABASE_URL
 import datetime
 import os
 import secrets
+import ssl
 import sys
 from pathlib import Path
 
@@ -435,6 +436,19 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_control_dir),
         "store_processed": False,
     }
+# Encryption in transit to the broker (issue 12): a rediss:// or amqps:// URL is TLS, and the
+# broker's certificate is verified (CERT_REQUIRED) against the system's CAs or the one in
+# STEWARD_BROKER_CA_FILE. Redis (redis-py) and RabbitMQ (py-amqp) name the same options differently.
+STEWARD_BROKER_CA_FILE = env.str("STEWARD_BROKER_CA_FILE", default="")
+CELERY_BROKER_USE_SSL: dict[str, object] | bool = False  # Celery's default: plain TCP
+if CELERY_BROKER_URL.startswith("rediss://"):
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if STEWARD_BROKER_CA_FILE:
+        CELERY_BROKER_USE_SSL["ssl_ca_certs"] = STEWARD_BROKER_CA_FILE
+elif CELERY_BROKER_URL.startswith("amqps://"):
+    CELERY_BROKER_USE_SSL = {"cert_reqs": ssl.CERT_REQUIRED}
+    if STEWARD_BROKER_CA_FILE:
+        CELERY_BROKER_USE_SSL["ca_certs"] = STEWARD_BROKER_CA_FILE
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"
