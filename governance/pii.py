@@ -198,11 +198,49 @@ def kinds_in_value(value: str) -> set[str]:
 # --- masking -------------------------------------------------------------------------------
 
 
+# Where each kind found in values sits inside a cell: in free text, only these spans keep the
+# kind's masked shape and every other letter and digit is hidden.
+_SPANS: dict[str, tuple[re.Pattern[str], ...]] = {
+    "email": (_EMAIL,),
+    "us_ssn": (_SSN,),
+    "credit_card": (_CARD,),
+    "iban": (re.compile(_IBAN.pattern, re.IGNORECASE),),
+    "ip_address": (_IPV4, _IPV6),
+    "phone": (_PHONE,),
+}
+
+
+def _hidden(text: str) -> str:
+    return "".join("*" if char.isalnum() else char for char in text)
+
+
 def mask(value: str, kind: str) -> str:
     """``value`` with what identifies a person hidden, keeping its shape so a reader sees what
     was found: ``j***@e***.com``, ``***-**-6789``, ``DE** **** **** **** **30 00`` (the last four
-    characters of numbers), ``192.*.*.*``, ``J*** D***``; dates keep their separators only."""
+    characters of numbers), ``192.*.*.*``, ``J*** D***``; dates keep their separators only. In
+    free text (a cell holding more than the identifier) the identifiers are masked so and every
+    other letter and digit is hidden: ``*** ** ***: a***@e***.com``."""
     value = value.strip()[:80]
+    spans = sorted(
+        match.span()
+        for pattern in _SPANS.get(kind, ())
+        for match in pattern.finditer(value)
+        if match.group() and kind in kinds_in_value(match.group())
+    )
+    if not spans and kind in _SPANS and " " in value:
+        return _hidden(value)  # free text where no match stands alone (a name run into an IBAN)
+    if spans and spans[0] != (0, len(value)):
+        pieces, position = [], 0
+        for start, end in spans:
+            if start < position:
+                continue  # overlapping matches (IPv4 inside IPv6): the first one masks them
+            pieces += [_hidden(value[position:start]), _mask_whole(value[start:end], kind)]
+            position = end
+        return "".join(pieces) + _hidden(value[position:])
+    return _mask_whole(value, kind)
+
+
+def _mask_whole(value: str, kind: str) -> str:
     if kind == "email" and "@" in value:
         local, _, domain = value.partition("@")
         host, _, tld = domain.rpartition(".")

@@ -1,0 +1,148 @@
+"""Hostile review of PII scans and policies (issue 12): hostile files through the worker's
+function, the API and the page; policy bodies and roles through the API; every door a job that
+reads a dataset version comes in by."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.pii import run_pii_scan
+from governance.actions.teams import do_set_membership
+from governance.models import AuditEvent, DatasetVersion, PiiPolicy, PiiScan, TeamRole
+
+pytestmark = pytest.mark.django_db
+
+
+def _register(team, actor, tmp_path: Path, name: str, text: str) -> DatasetVersion:
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text, encoding="utf-8")
+    dataset = do_create_dataset(team=team, name=name, actor=actor)
+    return do_register_dataset_version(
+        dataset=dataset, file_path=path, filename=path.name, source=DatasetVersion.Source.PATH, actor=actor
+    )
+
+
+def _scan(version: DatasetVersion) -> PiiScan:
+    scan = PiiScan.objects.get(dataset_version=version)
+    assert run_pii_scan(scan.pk) == "done"
+    scan.refresh_from_db()
+    return scan
+
+
+def test_masked_examples_of_free_text_hide_the_words_around_the_identifier(
+    team, scientist, tmp_path, client_for
+):
+    """The email mask kept everything after the cell's last dot and the IP mask everything before
+    the address's first separator: a note's patient name and diagnosis came back unmasked."""
+    rows = [
+        f'{i},"mail{i}@example.com. Patient Jane Roe has HIV","Jane Roe logged in from 10.0.{i}.1"'
+        for i in range(20)
+    ]
+    version = _register(team, scientist, tmp_path, "notes", "id,note,log\n" + "\n".join(rows) + "\n")
+    _scan(version)
+
+    body = client_for(scientist).get(f"/api/dataset-versions/{version.pk}/pii/").json()
+    findings = {(f["column"], f["kind"]): f["examples"] for f in body["report"]["findings"]}
+    assert findings[("note", "email")][0] == "m***@e***.com. ******* **** *** *** ***"
+    assert findings[("log", "ip_address")][0] == "**** *** ****** ** **** 10.*.*.*"
+    text = json.dumps([example for examples in findings.values() for example in examples])
+    for secret in ("Jane", "Roe", "HIV", "example", "mail0"):
+        assert secret not in text
+
+
+def test_a_hostile_file_is_escaped_on_the_page_and_its_examples_masked(team, scientist, tmp_path):
+    header = '"<script>alert(1)</script>email","<b>name</b>",ssn'
+    rows = [
+        f'"<img src=x onerror=alert({i})>a{i}@evil.example","<i>Bob</i>",078-05-112{i % 10}'
+        for i in range(30)
+    ]
+    version = _register(team, scientist, tmp_path, "hostile", header + "\n" + "\n".join(rows) + "\n")
+    scan = _scan(version)
+    kinds = {(f["column"], f["kind"]) for f in scan.report["findings"]}
+    assert ("<script>alert(1)</script>email", "email") in kinds
+    assert ("ssn", "us_ssn") in kinds
+
+    browser = Client()
+    browser.force_login(scientist)
+    page = browser.get(f"/dataset-versions/{version.pk}/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;email" in page
+    assert "<script>alert(1)" not in page
+    assert "<img src=x" not in page
+    assert "078-05-112" not in page
+
+
+def test_a_wide_file_of_long_cells_is_scanned_within_bounds(team, scientist, tmp_path, settings):
+    """2,000 columns and cells of 20,000 characters: the scan finishes, or fails at its time
+    limit with the reason, never hangs or stores a report it cannot."""
+    settings.STEWARD_PII_SCAN_TIME_LIMIT_S = 30
+    header = ",".join(f"c{i}" for i in range(2000))
+    row = ",".join("7" for _ in range(2000))
+    long_row = ",".join(["@a." * 6000 + "x"] + ["1"] * 1999)
+    version = _register(team, scientist, tmp_path, "wide", "\n".join([header, row, long_row, row]) + "\n")
+    scan = PiiScan.objects.get(dataset_version=version)
+    assert run_pii_scan(scan.pk) == "done"
+    scan.refresh_from_db()
+    assert scan.report["columns_scanned"] == 2000
+    assert scan.report["findings"] == []
+
+
+BAD_RULES = {
+    "list": ([["us_ssn", "block"]], 'an object of kind -> "block" or "allow"'),
+    "string": ("block", 'an object of kind -> "block" or "allow"'),
+    "null": (None, "This field may not be null."),
+    "unknown kind": ({"passport": "block"}, "unknown kind 'passport'"),
+    "NUL in kind": ({"us_ssn\x00": "block"}, "unknown kind 'us_ssn\\x00'"),
+    "NUL in rule": ({"us_ssn": "block\x00"}, "us_ssn: 'block\\x00' is not one of block, allow"),
+    "number": ({"us_ssn": 1}, "us_ssn: '1' is not one of block, allow"),
+    "object": ({"us_ssn": {"rule": "block"}}, "is not one of block, allow"),
+    "not built": ({"us_ssn": "mask"}, "us_ssn: 'mask' is not built yet"),
+    "case": ({"us_ssn": "BLOCK"}, "us_ssn: 'BLOCK' is not one of block, allow"),
+    "huge": ({f"k{i}": "block" for i in range(10_000)}, "unknown kind 'k0'"),
+}
+
+
+def test_bad_policy_bodies_are_400s_naming_the_problem(team, owner, client_for):
+    client = client_for(owner)
+    url = f"/api/teams/{team.pk}/pii-policy/"
+    for case, (rules, message) in BAD_RULES.items():
+        answer = client.put(url, {"rules": rules}, format="json")
+        assert answer.status_code == 400, case
+        assert message in " ".join(answer.json()["rules"]), (case, answer.json())
+    assert not PiiPolicy.objects.exists()
+    assert client.put(url, {}, format="json").status_code == 400
+    assert not AuditEvent.objects.filter(action="pii_policy.set").exists()
+
+
+def test_only_the_teams_managers_set_the_policy_or_rescan(
+    team, other_team, admin, owner, scientist, viewer, outsider, client_for, tmp_path
+):
+    other_owner = _other_owner(admin, other_team)
+    url = f"/api/teams/{team.pk}/pii-policy/"
+    body = {"rules": {"default": "allow"}}
+    assert client_for(scientist).put(url, body, format="json").status_code == 403
+    assert client_for(viewer).put(url, body, format="json").status_code == 403
+    assert client_for(outsider).put(url, body, format="json").status_code == 404
+    assert client_for(other_owner).put(url, body, format="json").status_code == 404
+    assert client_for(other_owner).get(url).status_code == 404
+    assert client_for(viewer).get(url).json() == {"rules": {}}
+    assert not PiiPolicy.objects.exists()
+
+    version = _register(team, scientist, tmp_path, "small", "a,b\n1,2\n")
+    scan_url = f"/api/dataset-versions/{version.pk}/pii/"
+    assert client_for(other_owner).post(scan_url).status_code == 404
+    assert client_for(outsider).post(scan_url).status_code == 404
+    assert client_for(viewer).post(scan_url).status_code == 403
+    assert not AuditEvent.objects.filter(action="pii_scan.request").exists()
+
+
+def _other_owner(admin, other_team):
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_user("mallory")
+    do_set_membership(user=user, team=other_team, role=TeamRole.MODEL_OWNER, actor=admin)
+    return user
