@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.actions.checks import checked_name, ensure_can
+from governance.actions.pii import pii_refusal
 from governance.actions.teams import TEAM_TAG
 from governance.models import DatasetVersion, ModelVersion, Team
 from governance.names import name_key
@@ -268,7 +269,9 @@ def do_submit_code_run(
     ``experiment_name``: the team's MLflow experiment the run logs to (created if absent; the code
     project's name by default); ``spec``: limits, resources, backend (local only), start window.
     The job's ``spec`` keeps {entry_point, parameters, inputs: {name: id}, models: {name: id},
-    outputs, limits, resources, window}. Raises ValidationError naming the field; PermissionDenied
+    outputs, limits, resources, window}. An input the team's PII policy refuses (``governance.
+    actions.pii.pii_refusal``) is a ValidationError on ``inputs``. Raises ValidationError naming
+    the field; PermissionDenied
     without CHANGE on the team.
     """
     parameters = parameters if parameters is not None else {}
@@ -317,6 +320,9 @@ def do_submit_code_run(
             if version.dataset.team_id != team_id:
                 # A run's inputs and outputs stay in one team, like a training job's.
                 raise ValidationError({"inputs": f"{name}: {version} belongs to another team than the code"})
+            if why := pii_refusal(version):
+                # User code reads its inputs like a training job: the team's PII policy holds.
+                raise ValidationError({"inputs": f"{name}: {why}"})
         _check_given_models(models, team_id, actor)
         run_spec = {
             "entry_point": entry_point,

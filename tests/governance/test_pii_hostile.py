@@ -11,9 +11,11 @@ import pytest
 from django.test import Client
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.actions.pii import run_pii_scan
+from governance.actions.pii import do_set_pii_policy, run_pii_scan
 from governance.actions.teams import do_set_membership
 from governance.models import AuditEvent, DatasetVersion, PiiPolicy, PiiScan, TeamRole
+from runners.models import Job
+from tests.runners.code_fixtures import make_code_version
 
 pytestmark = pytest.mark.django_db
 
@@ -146,3 +148,34 @@ def _other_owner(admin, other_team):
     user = User.objects.create_user("mallory")
     do_set_membership(user=user, team=other_team, role=TeamRole.MODEL_OWNER, actor=admin)
     return user
+
+
+def test_a_code_run_is_refused_an_input_the_policy_blocks(team, owner, scientist, tmp_path, client_for):
+    """A code run reads its inputs in the sandbox like a training job: the policy refused training
+    and inference on a version holding a blocked SSN column but let user code read it."""
+    rows = [f"{i},078-05-{1120 + i}" for i in range(20)]
+    version = _register(team, scientist, tmp_path, "people", "id,ssn\n" + "\n".join(rows) + "\n")
+    code = make_code_version(
+        team,
+        scientist,
+        {"probe.py": "print(1)", "MLproject": "entry_points: {main: {command: python probe.py}}"},
+    )
+    body = {"kind": "code", "code_version": code.pk, "entry_point": "main", "inputs": {"people": version.pk}}
+    client = client_for(scientist)
+    assert client.post("/api/jobs/", body, format="json").status_code == 201
+    do_set_pii_policy(team=team, rules={"us_ssn": "block"}, actor=owner)
+
+    pending = client.post("/api/jobs/", body, format="json")
+    assert pending.status_code == 400
+    assert f"people: the PII scan of {version} is queued, not done" in json.dumps(pending.json())
+    _scan(version)
+    refused = client.post("/api/jobs/", body, format="json")
+    assert refused.json() == {
+        "inputs": [
+            f"people: {version} holds personal data team {team.name}'s PII policy blocks: "
+            "column 'ssn' (us_ssn)"
+        ]
+    }
+    assert Job.objects.filter(kind="code").count() == 1
+    do_set_pii_policy(team=team, rules={"us_ssn": "allow"}, actor=owner)
+    assert client.post("/api/jobs/", body, format="json").status_code == 201
