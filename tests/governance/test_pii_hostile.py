@@ -179,3 +179,35 @@ def test_a_code_run_is_refused_an_input_the_policy_blocks(team, owner, scientist
     assert Job.objects.filter(kind="code").count() == 1
     do_set_pii_policy(team=team, rules={"us_ssn": "allow"}, actor=owner)
     assert client.post("/api/jobs/", body, format="json").status_code == 201
+
+
+def test_the_art30_record_costs_the_same_queries_for_many_datasets_and_only_its_teams_read_it(
+    team, other_team, admin, scientist, viewer, outsider, compliance_officer, client_for, tmp_path
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = f"/api/teams/{team.pk}/records-of-processing/"
+    _register(team, scientist, tmp_path, "first", "email\na@b.example\n")
+    client = client_for(viewer)
+    client.get(url)  # the user's platform roles are read once and kept on the user
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(url).status_code == 200
+    for i in range(6):
+        version = _register(
+            team, scientist, tmp_path, f"more{i}", "ssn\n078-05-1120\n078-05-1121\n078-05-1122\n"
+        )
+        _scan(version)
+    foreign = _register(other_team, outsider, tmp_path, "secret-fraud", "ssn\n078-05-1120\n")
+    _scan(foreign)
+    with CaptureQueriesContext(connection) as seven:
+        body = client.get(url).json()
+    assert len(seven.captured_queries) == len(one.captured_queries)
+    assert [activity["dataset"] for activity in body["activities"]] == ["first"] + [
+        f"more{i}" for i in range(6)
+    ]
+    assert "secret-fraud" not in json.dumps(body)
+    assert body["activities"][1]["personal_data"]["kinds"] == {"us_ssn": ["ssn"]}
+    assert client_for(compliance_officer).get(url).status_code == 200
+    assert client_for(outsider).get(url).status_code == 404
+    assert client_for(_other_owner(admin, other_team)).get(url).status_code == 404
