@@ -252,7 +252,7 @@ def _mask_whole(value: str, kind: str) -> str:
     if kind in ("person_name",) or kind in SPECIAL_CATEGORIES or kind in QUASI_IDENTIFIER_KINDS:
         return " ".join(f"{word[:1]}***" for word in value.split())
     if kind == "date_of_birth":
-        return re.sub(r"[0-9A-Za-z]", "*", value)
+        return _hidden(value)  # every letter and digit, not only ASCII ones (Cyrillic, Arabic digits)
     # Numbers (card, IBAN, SSN, phone): every letter or digit but the last four hidden; an
     # IBAN keeps its country code.
     keep_head = 2 if kind == "iban" else 0

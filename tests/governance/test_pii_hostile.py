@@ -211,3 +211,18 @@ def test_the_art30_record_costs_the_same_queries_for_many_datasets_and_only_its_
     assert client_for(compliance_officer).get(url).status_code == 200
     assert client_for(outsider).get(url).status_code == 404
     assert client_for(_other_owner(admin, other_team)).get(url).status_code == 404
+
+
+def test_a_birth_date_column_of_non_ascii_text_is_masked(team, scientist, tmp_path, client_for):
+    """The date-of-birth mask hid only [0-9A-Za-z]: names in Cyrillic or dates in Arabic-Indic
+    digits in a column called dob came back as they were."""
+    rows = ["Иван Петров", "Мария Иванова", "\u0661\u0669\u0669\u0660-\u0660\u0665-\u0660\u0661"] * 5
+    version = _register(
+        team, scientist, tmp_path, "births", "id,dob\n" + "\n".join(f"{i},{v}" for i, v in enumerate(rows))
+    )
+    _scan(version)
+
+    body = client_for(scientist).get(f"/api/dataset-versions/{version.pk}/pii/").json()
+    (finding,) = [f for f in body["report"]["findings"] if f["column"] == "dob"]
+    assert (finding["kind"], finding["signal"]) == ("date_of_birth", "name")
+    assert finding["examples"] == ["**** ******", "***** *******", "****-**-**"]
