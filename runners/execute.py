@@ -28,6 +28,7 @@ import governance
 from governance import datafiles
 from governance.actions.datasets import dataset_named, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
+from governance.actions.pii import pii_refusal
 from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import Dataset, DatasetVersion, ModelVersion
 from lineage.actions import do_record_edges
@@ -78,6 +79,8 @@ def execute_job(job_id: int, worker: str = "") -> str:
 
     def body(attempt: int) -> None:
         job = Job.objects.get(pk=job_id)
+        if why := _pii_refusal(job):
+            raise SpecError(why)
         if job.backend == JobBackend.RAY:
             # The cluster places the run and gives it its GPUs; this worker's slot is not used.
             devices: list[str] = []
@@ -101,6 +104,27 @@ def execute_job(job_id: int, worker: str = "") -> str:
                 _run_inference(job, attempt, devices)
 
     return JOBS.run(job_id, body, user_errors=USER_ERRORS, retry_errors=(launcher.ComputeLost,))
+
+
+def _pii_refusal(job: Job) -> str | None:
+    """Why the team's PII policy refuses ``job``'s input data now, or None: the refusal at
+    submission (``runners.actions.do_submit_job``, ``runners.code_runs``) is asked again when the
+    job starts, since a policy set or tightened while the job waited (a start window, a budget
+    hold, a queue) holds for it too. Training and inference read their dataset version, a code
+    run its inputs; an evaluation is not refused (as at submission)."""
+    if job.kind in (JobKind.TRAIN, JobKind.INFER) and job.dataset_version_id is not None:
+        versions = [job.dataset_version]
+    elif job.kind == JobKind.CODE:
+        inputs = job.datasets.filter(role=JobDatasetRole.INPUT).select_related(
+            "dataset_version__dataset__team"
+        )
+        versions = [link.dataset_version for link in inputs]
+    else:
+        return None
+    for version in versions:
+        if why := pii_refusal(version):
+            return f"refused when it started: {why}"
+    return None
 
 
 def checkpoint_folder(job_id: int) -> Path:

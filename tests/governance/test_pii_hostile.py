@@ -226,3 +226,41 @@ def test_a_birth_date_column_of_non_ascii_text_is_masked(team, scientist, tmp_pa
     (finding,) = [f for f in body["report"]["findings"] if f["column"] == "dob"]
     assert (finding["kind"], finding["signal"]) == ("date_of_birth", "name")
     assert finding["examples"] == ["**** ******", "***** *******", "****-**-**"]
+
+
+def test_a_job_queued_before_the_policy_blocked_its_data_is_refused_when_it_starts(
+    adult_version, registered_model, team, owner, scientist, client_for
+):
+    """The refusal was asked only at submission: a training job or code run queued before the
+    team blocked race (waiting in a start window, a budget hold, a queue) still read the data."""
+    from runners.execute import execute_job
+
+    client = client_for(scientist)
+    train = {
+        "kind": "train",
+        "dataset_version": adult_version.pk,
+        "registered_model": registered_model.pk,
+        "spec": {"target": "label", "features": ["age", "hours-per-week"], "epochs": 1},
+    }
+    files = {"probe.py": "print(1)", "MLproject": "entry_points: {main: {command: python probe.py}}"}
+    code = make_code_version(team, scientist, files)
+    run = {
+        "kind": "code",
+        "code_version": code.pk,
+        "entry_point": "main",
+        "inputs": {"adult": adult_version.pk},
+    }
+    queued = [client.post("/api/jobs/", body, format="json") for body in (train, run)]
+    assert [answer.status_code for answer in queued] == [201, 201]
+    do_set_pii_policy(team=team, rules={"race_ethnicity": "block"}, actor=owner)
+    _scan(adult_version)
+
+    for answer in queued:
+        job_id = answer.json()["id"]
+        assert execute_job(job_id) == "failed"
+        job = Job.objects.get(pk=job_id)
+        assert job.error == (
+            f"refused when it started: {adult_version} holds personal data team {team.name}'s PII "
+            "policy blocks: column 'race' (race_ethnicity)"
+        )
+        assert job.output_model_version_id is None
