@@ -4,6 +4,8 @@ the drift check page and a real worker."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -201,6 +203,14 @@ def test_a_check_asked_for_multivariate_drift_stores_and_shows_it(
         (["nope"], None),
         ("pca", None),
         (["pca", "pca"], "multivariate must be a list of distinct tests"),
+        # Hostile review (issue 11): odd JSON types are 400s naming the field, never a 500.
+        ([None], None),
+        ([{"pca": True}], None),
+        ([["pca"]], None),
+        (5, None),
+        (None, None),
+        ({"pca": True}, None),
+        (["pca\x00"], None),
     ],
 )
 def test_bad_multivariate_options_are_400_naming_the_field(
@@ -280,3 +290,29 @@ def test_a_real_worker_runs_the_multivariate_tests(
         ("pca", "drift"),
     ]
     assert check.verdicts[-1].label == "Multivariate drift: domain_classifier, pca"
+
+
+def test_infinities_one_row_and_an_id_column_give_a_verdict_or_a_reason():
+    """Hostile review (issue 11): infinite values, a single row, and a categorical column with a
+    distinct value per row (200,000 ids) are bounded and never raise."""
+    rng = np.random.default_rng(0)
+    rows = 200_000
+    reference = pd.DataFrame(
+        {
+            "id": [f"user-{i}" for i in range(rows)],
+            "x": rng.normal(size=rows),
+            "all_inf": np.where(rng.random(rows) < 0.5, np.inf, -np.inf),
+        }
+    )
+    current = reference.assign(x=reference["x"].where(rng.random(rows) < 0.9, np.inf))
+
+    started = time.monotonic()
+    tested = run_multivariate(reference, current, permutations=20)
+    one = run_multivariate(reference.head(1), current.head(1))
+
+    assert time.monotonic() - started < 60
+    assert [(r.status, r.features, r.excluded, r.reference_rows) for r in tested] == [
+        ("drift", 2, ("all_inf",), 5000),
+        ("drift", 2, ("all_inf",), 5000),
+    ]
+    assert [r.status for r in one] == ["insufficient_data"] * 2
