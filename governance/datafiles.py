@@ -152,15 +152,20 @@ def schema_of(frame: pd.DataFrame) -> list[dict[str, str]]:
 def summarize(path: Path, filename: str, max_bytes: int, max_rows: int) -> FileSummary:
     """Validate ``path`` and describe it: format, SHA-256, size, row count, schema.
 
-    Raises DataFileError if it is larger than ``max_bytes``, not CSV/Parquet, malformed or empty.
+    Raises DataFileError if it is larger than ``max_bytes``, not CSV/Parquet, malformed or empty,
+    or names a column with a NUL character.
     """
     size = path.stat().st_size
     if size > max_bytes:
         raise DataFileError(f"{filename}: {size} bytes is more than the limit of {max_bytes} bytes")
     fmt = detect_format(path, filename)
     frame = read_frame(path, fmt, filename, max_rows=max_rows)
+    schema = schema_of(frame)
+    if problem := unstorable(schema):
+        # A Parquet file may name a column with a NUL, which PostgreSQL's jsonb refuses.
+        raise DataFileError(f"{filename}: its column names cannot be stored: {problem}")
     return FileSummary(
-        format=fmt, sha256=sha256_of(path), size_bytes=size, row_count=len(frame), schema=schema_of(frame)
+        format=fmt, sha256=sha256_of(path), size_bytes=size, row_count=len(frame), schema=schema
     )
 
 

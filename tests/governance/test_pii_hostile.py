@@ -264,3 +264,23 @@ def test_a_job_queued_before_the_policy_blocked_its_data_is_refused_when_it_star
             "policy blocks: column 'race' (race_ethnicity)"
         )
         assert job.output_model_version_id is None
+
+
+def test_a_nul_in_a_parquet_column_name_is_a_400_not_a_500(team, scientist, tmp_path, client_for):
+    """A Parquet file may name a column with a NUL, which PostgreSQL's jsonb refuses: the
+    registration stored it in the schema and answered 500."""
+    import pandas as pd
+
+    client = client_for(scientist)
+    dataset = do_create_dataset(team=team, name="nul", actor=scientist)
+    named = tmp_path / "named.parquet"
+    pd.DataFrame({"email\x00": ["a@mail.example"] * 5}).to_parquet(named)
+    with named.open("rb") as handle:
+        answer = client.post(
+            "/api/dataset-versions/", {"dataset": dataset.pk, "file": handle}, format="multipart"
+        )
+    assert answer.status_code == 400
+    assert "named.parquet: its column names cannot be stored: text may not contain NUL characters" in str(
+        answer.json()
+    )
+    assert not DatasetVersion.objects.exists()
