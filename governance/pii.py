@@ -219,8 +219,9 @@ def mask(value: str, kind: str) -> str:
     was found: ``j***@e***.com``, ``***-**-6789``, ``DE** **** **** **** **30 00`` (the last four
     characters of numbers), ``192.*.*.*``, ``J*** D***``; dates keep their separators only. In
     free text (a cell holding more than the identifier) the identifiers are masked so and every
-    other letter and digit is hidden: ``*** ** ***: a***@e***.com``."""
-    value = value.strip()[:80]
+    other letter and digit is hidden: ``*** ** ***: a***@e***.com``. NUL characters (which a
+    Parquet cell may hold and PostgreSQL's jsonb refuses) are dropped."""
+    value = value.replace("\x00", "").strip()[:80]
     spans = sorted(
         match.span()
         for pattern in _SPANS.get(kind, ())

@@ -284,3 +284,25 @@ def test_a_nul_in_a_parquet_column_name_is_a_400_not_a_500(team, scientist, tmp_
         answer.json()
     )
     assert not DatasetVersion.objects.exists()
+
+
+def test_nul_in_parquet_cells_is_masked_away_not_a_failed_scan(team, scientist, tmp_path, client_for):
+    """Cells with a NUL failed the scan (the masked examples kept it and jsonb refuses it), so a
+    blocking policy refused the version for ever."""
+    import pandas as pd
+
+    dataset = do_create_dataset(team=team, name="nul", actor=scientist)
+    cells = tmp_path / "cells.parquet"
+    pd.DataFrame({"contact": [f"a{i}@mail.example\x00" for i in range(20)]}).to_parquet(cells)
+    with cells.open("rb") as handle:
+        answer = client_for(scientist).post(
+            "/api/dataset-versions/", {"dataset": dataset.pk, "file": handle}, format="multipart"
+        )
+    assert answer.status_code == 201, answer.json()
+    scan = _scan(DatasetVersion.objects.get())
+    (finding,) = scan.report["findings"]
+    assert (finding["column"], finding["kind"], finding["examples"][0]) == (
+        "contact",
+        "email",
+        "a***@m***.example",
+    )
