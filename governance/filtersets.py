@@ -121,11 +121,16 @@ class AuditEventFilterSet(RestrictedFilterSet):
             form = super().form
             chosen = form.data.get("object_type") or ""
 
+            cached: list[tuple[str, str]] = []
+
             def choices() -> list[tuple[str, str]]:
-                types = object_type_choices()
-                if chosen and chosen not in dict(types):  # a link to a type with no event stays shown
-                    types.append((chosen, chosen))
-                return [("", "any"), *types]
+                # Rendering iterates the choices more than once: one query, on first use.
+                if not cached:
+                    types = object_type_choices()
+                    if chosen and chosen not in dict(types):  # a link to a type with no event stays shown
+                        types.append((chosen, chosen))
+                    cached.extend([("", "any"), *types])
+                return cached
 
             # A callable: the query runs when the page renders the chooser, never for the API.
             form.fields["object_type"].widget = forms.Select(choices=choices)
