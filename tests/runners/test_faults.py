@@ -10,6 +10,7 @@ unless a test needs one that runs until it is stopped (batch size 1).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -149,9 +150,16 @@ def _actions(job_id: int) -> list[str]:
 
 
 def _queued_messages(queue: str) -> int:
-    """Messages waiting in the queue's Redis lists (one per priority level kombu uses)."""
+    """Job messages waiting in the queue's Redis lists (one per priority level kombu uses). Other
+    tasks share the queue (a registered dataset version's PII scan), so only ``run_job``'s count."""
     client = redis.Redis.from_url(config.celery.app.conf.broker_url)
-    return sum(client.llen(key) for key in client.keys(f"{queue}*") if client.type(key) == b"list")
+    messages = [
+        json.loads(raw)
+        for key in client.keys(f"{queue}*")
+        if client.type(key) == b"list"
+        for raw in client.lrange(key, 0, -1)
+    ]
+    return sum(message["headers"].get("task") == "runners.tasks.run_job" for message in messages)
 
 
 def _drop_queued_messages(queue: str) -> None:
