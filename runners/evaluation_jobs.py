@@ -14,7 +14,7 @@ from typing import Any
 
 from governance.models import DatasetVersion, ModelAlias, ModelVersion
 from runners.evaluation import EvaluationError, EvaluationSpec
-from runners.evaluation.inputs import check_image_features
+from runners.evaluation.inputs import absent_columns, check_image_features
 from runners.serving.predictors import refusal
 from runners.serving.rows import columns_of
 from runners.specs import SUBMISSION_FIELDS, SpecError, parse_limits, parse_resources, where_from_spec
@@ -43,22 +43,15 @@ def check_columns(evaluation: EvaluationSpec, dataset_version: DatasetVersion) -
     features) is one of ``dataset_version``'s; raises ``EvaluationError`` naming the field, the
     column and the version (the engine checks the frame again when it runs)."""
     columns = dataset_version.column_names
-    named = {
-        "target": (evaluation.target,),
-        "features": evaluation.features or (),
-        "sensitive_attributes": evaluation.sensitive_attributes,
-        "slice_columns": evaluation.slice_columns,
-        "image": evaluation.image_columns(),
-    }
-    for field, wanted in named.items():
-        absent = [column for column in wanted if column not in columns]
-        if absent:
-            which = "column" if len(absent) == 1 else "columns"
-            raise EvaluationError(
-                field,
-                f"{which} {_listed(absent)} not in dataset version {dataset_version}, "
-                f"whose columns are {_listed(columns)}",
-            )
+    absent = absent_columns(evaluation, columns)
+    if absent is not None:
+        field, names = absent
+        which = "column" if len(names) == 1 else "columns"
+        raise EvaluationError(
+            field,
+            f"{which} {_listed(names)} not in dataset version {dataset_version}, "
+            f"whose columns are {_listed(columns)}",
+        )
     check_image_features(
         evaluation, list(evaluation.features or [c for c in columns if c != evaluation.target])
     )

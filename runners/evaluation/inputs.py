@@ -50,21 +50,13 @@ def check_frame(frame: Any, spec: EvaluationSpec) -> list[str]:
         raise EvaluationError("frame", f"give a pandas DataFrame, not {type(frame).__name__}")
     if frame.empty:
         raise EvaluationError("frame", "the frame has no rows")
-    columns = set(frame.columns)
-    named = {
-        "target": (spec.target,),
-        "features": spec.features or (),
-        "sensitive_attributes": spec.sensitive_attributes,
-        "slice_columns": spec.slice_columns,
-        "image": spec.image_columns(),
-    }
-    for field, wanted in named.items():
-        absent = [column for column in wanted if column not in columns]
-        if absent:
-            raise EvaluationError(
-                field,
-                f"column {_listed(absent)} not in the frame, whose columns are {_listed(frame.columns)}",
-            )
+    absent = absent_columns(spec, frame.columns)
+    if absent is not None:
+        field, names = absent
+        raise EvaluationError(
+            field,
+            f"column {_listed(names)} not in the frame, whose columns are {_listed(frame.columns)}",
+        )
     for column in spec.sensitive_attributes:
         groups = frame[column].nunique(dropna=False)
         if groups > MAX_FAIRNESS_GROUPS:
@@ -79,6 +71,25 @@ def check_frame(frame: Any, spec: EvaluationSpec) -> list[str]:
     )
     check_image_features(spec, features)
     return features
+
+
+def absent_columns(spec: EvaluationSpec, columns: Any) -> tuple[str, list[str]] | None:
+    """The first spec field (``target``, ``features``, ``sensitive_attributes``, ``slice_columns``,
+    ``image``) naming columns not among ``columns``, with those columns; None when all are there.
+    One rule for the frame (``check_frame``) and for a dataset version's schema at submission."""
+    present = set(columns)
+    named = {
+        "target": (spec.target,),
+        "features": spec.features or (),
+        "sensitive_attributes": spec.sensitive_attributes,
+        "slice_columns": spec.slice_columns,
+        "image": spec.image_columns(),
+    }
+    for field, wanted in named.items():
+        absent = [column for column in wanted if column not in present]
+        if absent:
+            return field, absent
+    return None
 
 
 def check_image_features(spec: EvaluationSpec, features: list[str]) -> None:
