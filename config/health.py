@@ -68,11 +68,23 @@ class Broker(HealthCheck):
 
 @dataclasses.dataclass
 class ArtifactStore(HealthCheck):
-    """The artifact store (``STEWARD_ARTIFACT_ROOT``) takes a write: a file is created, read back
-    and removed under it."""
+    """The artifact store takes a write: a file is created, read back and removed under
+    ``STEWARD_ARTIFACT_ROOT`` (direct mode) or under the local copies' folder
+    ``STEWARD_ARTIFACT_CACHE`` (managed mode, ``governance.storage``), and in managed mode the
+    backend answers a lookup (S3: a HEAD request, so reachability and credentials)."""
 
     def run(self) -> None:  # type: ignore[override]  # the library runs a plain run() in a thread
-        root = settings.ARTIFACT_ROOT
+        from governance import storage
+        from governance.storage.store import backend
+
+        direct = storage.is_direct()
+        root = settings.ARTIFACT_ROOT if direct else settings.STEWARD_ARTIFACT_CACHE
+        if not direct:
+            try:
+                backend().exists(".health-probe")
+            except Exception as exc:  # any backend's failure: boto3, botocore or the OS
+                name = type(exc).__name__
+                raise ServiceUnavailable(f"the artifact store does not answer ({name})") from exc
         try:
             root.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=root, prefix=".health-", delete=True) as probe:

@@ -262,6 +262,19 @@ STORAGES = {
 }
 
 ARTIFACT_ROOT = Path(env.str("STEWARD_ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts"))).resolve()
+# The artifact store (issue 12, governance/storage/): empty = plain files under ARTIFACT_ROOT;
+# file:///path or s3://bucket/prefix (endpoint and credentials from the standard AWS_* variables).
+STEWARD_ARTIFACT_URL = env.str("STEWARD_ARTIFACT_URL", default="")
+# Key-encryption keys for envelope encryption at rest: "id:base64key[,id:base64key...]", the first
+# one active (wraps new data keys); or a file holding the same. Unset: artifacts are not encrypted.
+STEWARD_ARTIFACT_KEYS = env.str("STEWARD_ARTIFACT_KEYS", default="")
+STEWARD_ARTIFACT_KEYS_FILE = env.str("STEWARD_ARTIFACT_KEYS_FILE", default="")
+# Local plaintext copies of stored artifacts (managed mode), made on first read; a scratch disk.
+STEWARD_ARTIFACT_CACHE = Path(
+    env.str("STEWARD_ARTIFACT_CACHE", default=str(VAR_DIR / "artifact-cache"))
+).resolve()
+# Uploads to S3 above this size go in parts of this size (S3's minimum part is 5 MiB).
+STEWARD_S3_MULTIPART_BYTES = env.int("STEWARD_S3_MULTIPART_BYTES", default=64 * 1024 * 1024)
 # Server-side folders a dataset version may be registered from by path (besides uploads).
 STEWARD_IMPORT_ROOTS = [
     Path(p).resolve()

@@ -1,8 +1,10 @@
-"""Content-addressed artifact storage under ``settings.ARTIFACT_ROOT``.
+"""Content-addressed artifacts: model files and directories, archives, uploads.
 
-Files are written to a temporary name and renamed into place, so a reader never sees half a
-file; the name is the SHA-256, so writing the same content twice is harmless (an interrupted
-registration leaves at most an unreferenced file, never a row pointing at a missing one).
+Stored through ``governance.storage`` (plain files under ``settings.ARTIFACT_ROOT`` by default;
+an object store and encryption at rest when configured). Files are written to a temporary name
+and renamed into place, so a reader never sees half a file; the key is the SHA-256, so writing
+the same content twice is harmless (an interrupted registration leaves at most an unreferenced
+object, never a row pointing at a missing one).
 """
 
 from __future__ import annotations
@@ -24,22 +26,18 @@ from typing import BinaryIO
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 
+from governance import storage
+
+# One definition of a file's hash, the store's; re-exported for this module's callers.
+from governance.storage.store import file_sha256 as file_sha256
+
 
 def store_file(source: Path, sha256: str, kind: str, suffix: str) -> str:
-    """Copy ``source`` into the store; returns the path relative to ARTIFACT_ROOT."""
-    relative = Path(kind) / sha256[:2] / f"{sha256}{suffix}"
-    target = settings.ARTIFACT_ROOT / relative
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return relative.as_posix()
+    """Store ``source`` (whose sha256 is ``sha256``) through ``governance.storage``; returns its
+    key, the path relative to ARTIFACT_ROOT in direct mode."""
+    relative = (Path(kind) / sha256[:2] / f"{sha256}{suffix}").as_posix()
+    storage.put_file(source, relative, sha256)
+    return relative
 
 
 def store_bytes(data: bytes, sha256: str, kind: str, suffix: str) -> str:
@@ -53,8 +51,8 @@ def store_bytes(data: bytes, sha256: str, kind: str, suffix: str) -> str:
 
 
 def resolve(relative: str) -> Path:
-    """Absolute path of a stored artifact."""
-    return settings.ARTIFACT_ROOT / relative
+    """A local, readable path of a stored artifact (``governance.storage.local_path``)."""
+    return storage.local_path(relative)
 
 
 @contextlib.contextmanager
@@ -83,15 +81,6 @@ class ArtifactRefused(ValidationError):
 
     def __init__(self, message: str):
         super().__init__({"artifact": message})
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def safe_suffix(path: Path) -> str:
@@ -134,7 +123,9 @@ def store_directory(path: Path, kind: str) -> tuple[str, str, int]:
     sha256 = manifest_sha256(manifest)
     relative = Path(kind) / sha256[:2] / sha256
     target = settings.ARTIFACT_ROOT / relative
-    if not target.exists():
+    if not storage.is_direct():
+        storage.put_directory(path, relative.as_posix())
+    elif not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
         try:
@@ -157,7 +148,7 @@ def store_directory(path: Path, kind: str) -> tuple[str, str, int]:
 def version_files(version) -> list[tuple[str, int]]:
     """``[(relative path, size in bytes)]`` of a model version's stored artifact, sorted: every
     file of a directory version, or the one file of a file version (under its stored name)."""
-    root = settings.ARTIFACT_ROOT / version.artifact
+    root = version.path
     if version.is_directory:
         return [
             (item.relative_to(root).as_posix(), item.stat().st_size)
@@ -180,7 +171,7 @@ def open_version_file(version, relative_path: str) -> BinaryIO:
         or "\\" in relative_path
     ):
         raise ValidationError({"path": f"{relative_path[:200]!r} is not a path inside the artifact"})
-    root = (settings.ARTIFACT_ROOT / version.artifact).resolve()
+    root = version.path.resolve()
     if version.is_directory:
         candidate = (root / pure).resolve()
         if not candidate.is_relative_to(root):

@@ -1,10 +1,11 @@
 """Domain errors to HTTP answers, defined once for the API and the web UI (issue 8).
 
 An action refuses with PermissionDenied (403) or ValidationError (400); a data file that is not
-valid raises DataFileError (400); a concurrent change that slips past the locks ends on a unique
-constraint, IntegrityError (409). ``governance.api.exceptions`` sends the answer's body as JSON,
-``governance.views.helpers`` puts the same messages on the form or the page. Anything else is a
-bug and stays a 500.
+valid raises DataFileError (400); an erased artifact is gone (410) and one that fails its
+integrity check conflicts with its record (409); a concurrent change that slips past the locks
+ends on a unique constraint, IntegrityError (409). ``governance.api.exceptions`` sends the
+answer's body as JSON, ``governance.views.helpers`` puts the same messages on the form or the
+page. Anything else is a bug and stays a 500.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DataError, IntegrityError
 
 from governance.datafiles import DataFileError
+from governance.storage import ArtifactErased, ArtifactStoreUnavailable, ArtifactUnreadable
 
 # The key for messages about the whole request rather than one field (DRF's convention).
 DETAIL = "detail"
@@ -46,6 +48,13 @@ def error_answer(exc: BaseException) -> ErrorAnswer | None:
     if isinstance(exc, RecursionError):
         # A JSON body nested past Python's recursion limit (the parser or a validator gives up).
         return ErrorAnswer(400, {DETAIL: "the request body is nested too deeply"})
+    if isinstance(exc, ArtifactErased):
+        return ErrorAnswer(410, {DETAIL: str(exc)})
+    if isinstance(exc, ArtifactStoreUnavailable):
+        return ErrorAnswer(503, {DETAIL: f"{exc}; try again later"})
+    if isinstance(exc, ArtifactUnreadable):
+        # The request was fine; the stored bytes are not what was registered (counted, audited).
+        return ErrorAnswer(409, {DETAIL: str(exc)})
     if isinstance(exc, IntegrityError):
         return ErrorAnswer(409, {DETAIL: CONFLICT})
     if isinstance(exc, DataError):

@@ -102,6 +102,15 @@ class DatasetVersionUploadForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
 
 
+class DatasetVersionEraseForm(forms.Form):
+    """Erase a dataset version (GDPR Art. 17): why, kept in the audit event."""
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="The request or rule behind the erasure (e.g. a data subject's request number).",
+    )
+
+
 class RegisteredModelForm(ScopedForm):
     team = forms.ModelChoiceField(queryset=Team.objects.all())
     name = forms.CharField(max_length=200)

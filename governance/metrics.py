@@ -1,19 +1,21 @@
-"""Prometheus metrics of the audit log's sequencer, read from the database when scraped (issue 13).
+"""Prometheus metrics of the audit log's sequencer (issue 13) and of the artifact store (issue 12),
+read from the database when scraped.
 
-``monitoring.metrics.registry`` registers ``AuditCollector`` beside the other collectors. Two
-indexed reads per scrape, whatever the size of the log.
+``monitoring.metrics.registry`` registers ``AuditCollector`` and ``StorageCollector`` beside the
+other collectors. Two indexed reads per scrape for the audit log, one aggregate for the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from governance.audit.trail import unsequenced_backlog
-from governance.models import AuditCheckpoint
+from governance.models import AuditCheckpoint, StoredObject
 
 PREFIX = "steward"
 
@@ -39,3 +41,40 @@ class AuditCollector(Collector):
         if newest is not None:
             age.add_metric([], (timezone.now() - newest).total_seconds())
         yield age
+
+
+class StorageCollector(Collector):
+    """``steward_artifact_integrity_failures_total``: reads of a stored artifact that failed
+    authentication or its sha256, by any process (counted on the artifact's record, so a
+    worker's failure shows in the web tier's scrape); ``steward_artifact_objects`` and
+    ``steward_artifact_bytes`` by state (encrypted, plain, shredded). Managed mode only: direct
+    mode keeps no records."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        totals = StoredObject.objects.aggregate(
+            failures=Sum("integrity_failures"),
+            shredded=Count("pk", filter=Q(shredded_at__isnull=False)),
+            encrypted=Count("pk", filter=Q(shredded_at__isnull=True, wrapped_key__isnull=False)),
+            plain=Count("pk", filter=Q(shredded_at__isnull=True, wrapped_key__isnull=True)),
+            encrypted_bytes=Sum("size_bytes", filter=Q(shredded_at__isnull=True, wrapped_key__isnull=False)),
+            plain_bytes=Sum("size_bytes", filter=Q(shredded_at__isnull=True, wrapped_key__isnull=True)),
+        )
+        failures = CounterMetricFamily(
+            f"{PREFIX}_artifact_integrity_failures",
+            "Reads of a stored artifact that failed authentication or its sha256 "
+            "(tampered, swapped or truncated).",
+        )
+        failures.add_metric([], float(totals["failures"] or 0))
+        yield failures
+        objects = GaugeMetricFamily(
+            f"{PREFIX}_artifact_objects", "Objects in the artifact store, by state.", labels=["state"]
+        )
+        size = GaugeMetricFamily(
+            f"{PREFIX}_artifact_bytes", "Plaintext bytes in the artifact store, by state.", labels=["state"]
+        )
+        for state in ("encrypted", "plain", "shredded"):
+            objects.add_metric([state], float(totals[state] or 0))
+        for state in ("encrypted", "plain"):
+            size.add_metric([state], float(totals[f"{state}_bytes"] or 0))
+        yield objects
+        yield size

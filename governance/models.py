@@ -190,6 +190,14 @@ class DatasetVersion(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
 
+    # Erasure (GDPR Art. 17, ``governance.actions.datasets.do_erase_dataset_version``): when, by
+    # whom and why; the bytes are destroyed, the row and its audit trail stay.
+    erased_at = models.DateTimeField(null=True, blank=True)
+    erased_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    erasure_reason = models.TextField(blank=True)
+
     objects = RestrictedQuerySet.as_manager()
     team_scope = "dataset__team"
     audit_fields = ("dataset_id", "version", "file", "format", "sha256", "size_bytes", "row_count", "source")
@@ -241,7 +249,42 @@ class DatasetVersion(models.Model):
 
     @property
     def path(self):
-        return settings.ARTIFACT_ROOT / self.file
+        """A local, readable path of the version's file (``governance.storage.local_path``).
+        ArtifactErased once the version is erased; ArtifactCorrupt/ArtifactMissing when the
+        store cannot give it back as registered."""
+        from governance import storage
+
+        if self.erased_at is not None:
+            raise storage.ArtifactErased(
+                self.file, f"{self} was erased on {self.erased_at:%Y-%m-%d %H:%M} UTC (GDPR Art. 17)"
+            )
+        return storage.local_path(self.file)
+
+
+class StoredObject(models.Model):
+    """One object of the artifact store in managed mode (issue 12, ``governance.storage``): the
+    content's sha256 and size, where it was put, and its data key wrapped by a key-encryption
+    key (empty when stored unencrypted). Erasure clears the wrapped key (crypto-shredding); the
+    row stays, so what was stored, and when it was destroyed, can still be proven."""
+
+    key = models.CharField(
+        max_length=500, unique=True, help_text="Path-like key in the store (kind/ab/sha256.suffix)."
+    )
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    is_directory = models.BooleanField(default=False)
+    location = models.CharField(max_length=500, blank=True, help_text="The backend it was put in.")
+    kek_id = models.CharField(
+        max_length=64, blank=True, help_text="The key-encryption key that wraps its data key."
+    )
+    wrapped_key = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    shredded_at = models.DateTimeField(null=True, blank=True)
+    integrity_failures = models.PositiveIntegerField(default=0)
+    last_integrity_failure = models.CharField(max_length=500, blank=True)
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class PiiScan(models.Model):
@@ -471,7 +514,11 @@ class ModelVersion(models.Model):
 
     @property
     def path(self):
-        return settings.ARTIFACT_ROOT / self.artifact
+        """A local, readable path of the artifact (a file or a directory;
+        ``governance.storage.local_path``)."""
+        from governance import storage
+
+        return storage.local_path(self.artifact)
 
 
 class Evaluation(models.Model):

@@ -12,6 +12,7 @@ urlpatterns = [
     path("datasets/", registry.dataset_list, name="dataset_list"),
     path("datasets/<int:pk>/", registry.dataset_detail, name="dataset_detail"),
     path("dataset-versions/<int:pk>/", registry.dataset_version_detail, name="dataset_version_detail"),
+    path("dataset-versions/<int:pk>/erase/", registry.dataset_version_erase, name="dataset_version_erase"),
     path("models/", registry.model_list, name="model_list"),
     path("models/<int:pk>/", registry.model_detail, name="model_detail"),
     path("models/<int:pk>/archive/", registry.model_archive, name="model_archive"),

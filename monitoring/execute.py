@@ -38,7 +38,7 @@ import pandas as pd
 from django.conf import settings
 from django.utils import timezone
 
-from governance import datafiles
+from governance import datafiles, storage
 from governance.models import DatasetVersion, ModelVersion
 from monitoring.actions.checks import DRIFT_CHECKS, CheckOutcome, do_finish_drift_check, record_check_progress
 from monitoring.actions.deliveries import deliver_due_notifications
@@ -72,6 +72,7 @@ USER_ERRORS = (
     FileNotFoundError,
     ComputeError,
     CheckTimeLimit,
+    storage.ArtifactUnreadable,
 )
 
 

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from governance.http_metrics import HttpCollector
-from governance.metrics import AuditCollector
+from governance.metrics import AuditCollector, StorageCollector
 from lineage.openlineage.emit import EmitCollector
 from monitoring.models import UNRESOLVED, Alert, CheckState, DriftCheck, Notification, Severity
 from runners.metrics import PREFIX, BrokerCollector, JobCollector, ServingCollector
@@ -153,6 +153,7 @@ def registry() -> CollectorRegistry:
     registry.register(EmitCollector())
     registry.register(ServingCollector())
     registry.register(AuditCollector())
+    registry.register(StorageCollector())
     registry.register(BrokerCollector())
     registry.register(HttpCollector())
     return registry

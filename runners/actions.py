@@ -263,6 +263,9 @@ def check_submission(
         team_id = model_version.model.team_id
     else:
         raise ValidationError({"kind": f"unknown job kind {kind!r}; one of train, infer, evaluate"})
+    if dataset_version.erased_at is not None:
+        erased = f"{dataset_version.erased_at:%Y-%m-%d}"
+        raise ValidationError({"dataset_version": f"{dataset_version} was erased on {erased} (GDPR Art. 17)"})
     try:
         asked_backend, spec = split_backend(spec)
         if kind == JobKind.TRAIN:

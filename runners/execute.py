@@ -25,7 +25,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 import governance
-from governance import datafiles
+from governance import datafiles, storage
 from governance.actions.datasets import dataset_named, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
 from governance.actions.pii import pii_refusal
@@ -60,7 +60,14 @@ POLL_S = 0.5
 
 # Errors that mean the input is wrong: the job fails with the message, no traceback needed.
 # The compute runs in a child process (runners.launcher), which reports its errors as messages.
-USER_ERRORS = (SpecError, launcher.ComputeError, datafiles.DataFileError, FileNotFoundError)
+# ArtifactUnreadable: an input erased, tampered with or missing in the store (issue 12).
+USER_ERRORS = (
+    SpecError,
+    launcher.ComputeError,
+    datafiles.DataFileError,
+    FileNotFoundError,
+    storage.ArtifactUnreadable,
+)
 
 
 def execute_job(job_id: int, worker: str = "") -> str:

@@ -644,10 +644,10 @@ class CodeVersion(models.Model):
 
     @property
     def path(self):
-        """The archive's absolute path in the artifact store."""
-        from pathlib import Path
+        """A local, readable path of the archive (``governance.storage.local_path``)."""
+        from governance import storage
 
-        return Path(settings.ARTIFACT_ROOT) / self.file
+        return storage.local_path(self.file)
 
 
 class JobDatasetRole(models.TextChoices):

@@ -40,6 +40,7 @@ ENDPOINTS = {
     "/api/dataset-versions/{id}/",
     "/api/dataset-versions/{id}/download/",
     "/api/dataset-versions/{id}/pii/",
+    "/api/dataset-versions/{id}/erase/",
     "/api/datasets/",
     "/api/datasets/{id}/",
     "/api/drift-checks/",

@@ -1,4 +1,5 @@
-"""Datasets and their versions (files): create, update, register a version (schema change checked)."""
+"""Datasets and their versions (files): create, update, register a version (schema change
+checked), erase a version (GDPR Art. 17)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance import artifacts, datafiles
+from governance import artifacts, datafiles, storage
 from governance.actions.checks import SAME_NAME, checked_name, ensure_can, next_version
 from governance.actions.pii import queue_pii_scan
 from governance.audit import record_audit_event, snapshot
 from governance.limits import checked_description
 from governance.models import Dataset, DatasetVersion, Team
 from governance.names import name_key
-from governance.permissions import CHANGE
+from governance.permissions import CHANGE, MANAGE, restrict
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -195,6 +196,63 @@ def do_register_dataset_version(
         )
         # Issue 12: every new version is scanned for personal data by a worker once committed.
         queue_pii_scan(version, requested_by=actor or on_behalf_of)
+    return version
+
+
+def do_erase_dataset_version(*, dataset_version: DatasetVersion, reason: str, actor: User) -> DatasetVersion:
+    """Erase a dataset version (GDPR Art. 17, the right to erasure): its stored bytes are
+    destroyed (``governance.storage.shred``: the data key, so every copy of the ciphertext is
+    unreadable, or the file itself when artifacts are not encrypted), the row stays with who,
+    when and why, and one ``dataset_version.erase`` event records it. Jobs and checks that need
+    the file are refused from then on, naming the erasure.
+
+    Team managers only (PermissionDenied). ValidationError: no ``reason``; already erased; the
+    same bytes are registered as another version not erased (the store keeps identical content
+    once; erase those versions first, or the erasure would destroy theirs too)."""
+    why = (reason or "").strip()
+    if not why:
+        raise ValidationError({"reason": "say why the version is erased (the audit event keeps it)"})
+    why = checked_description(why)
+    with transaction.atomic():
+        version = (
+            DatasetVersion.objects.select_for_update().select_related("dataset").get(pk=dataset_version.pk)
+        )
+        ensure_can(actor, MANAGE, version.dataset.team_id)
+        if version.erased_at is not None:
+            raise ValidationError(
+                {"detail": f"{version} was already erased on {version.erased_at:%Y-%m-%d %H:%M} UTC"}
+            )
+        sharing = DatasetVersion.objects.filter(file=version.file, erased_at__isnull=True).exclude(
+            pk=version.pk
+        )
+        if sharing.exists():
+            named = ", ".join(str(other) for other in restrict(sharing.select_related("dataset"), actor)[:5])
+            raise ValidationError(
+                {
+                    "detail": f"the same bytes are registered as {sharing.count()} other version(s) "
+                    "not erased"
+                    + (f" ({named})" if named else "")
+                    + "; erase those first, or this erasure would destroy theirs too"
+                }
+            )
+        before = {"erased_at": None, "erasure_reason": "", "file": version.file, "sha256": version.sha256}
+        version.erased_at, version.erased_by, version.erasure_reason = timezone.now(), actor, why
+        version.save(update_fields=["erased_at", "erased_by", "erasure_reason"])
+        destroyed = storage.shred(version.file)
+        record_audit_event(
+            actor=actor,
+            action="dataset_version.erase",
+            obj=version,
+            before=before,
+            after={
+                "erased_at": version.erased_at.isoformat(),
+                "erasure_reason": why,
+                "file": version.file,
+                "sha256": version.sha256,
+                "bytes_destroyed": destroyed,
+                "crypto_shredded": not storage.is_direct(),
+            },
+        )
     return version
 
 

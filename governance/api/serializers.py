@@ -101,6 +101,7 @@ class DatasetSerializer(serializers.ModelSerializer):
 class DatasetVersionSerializer(serializers.ModelSerializer):
     dataset_name = serializers.CharField(source="dataset.name", read_only=True)
     created_by = UsernameField()
+    erased_by = UsernameField()
 
     class Meta:
         model = DatasetVersion
@@ -120,8 +121,17 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
             "description",
             "created_by",
             "created_at",
+            "erased_at",
+            "erased_by",
+            "erasure_reason",
         ]
         read_only_fields = fields
+
+
+class DatasetVersionEraseSerializer(StrictSerializer):
+    """POST .../erase/: why the version is erased (kept in its audit event)."""
+
+    reason = serializers.CharField(trim_whitespace=False)
 
 
 class DatasetUpdateSerializer(StrictSerializer):

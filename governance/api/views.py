@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from governance.actions.aliases import AliasProtected, do_delete_alias, do_set_alias, do_set_protected_aliases
 from governance.actions.datasets import (
     do_create_dataset,
+    do_erase_dataset_version,
     do_register_dataset_version,
     do_update_dataset,
     resolve_import_path,
@@ -43,6 +44,7 @@ from governance.api.serializers import (
     DatasetSerializer,
     DatasetUpdateSerializer,
     DatasetVersionCreateSerializer,
+    DatasetVersionEraseSerializer,
     DatasetVersionSerializer,
     ModelVersionCreateSerializer,
     ModelVersionSerializer,
@@ -188,6 +190,17 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
         version = self.get_object()
         name = version.original_filename or f"{version.dataset.name}-v{version.version}.{version.format}"
         return FileResponse(version.path.open("rb"), as_attachment=True, filename=name)
+
+    @extend_schema(request=DatasetVersionEraseSerializer, responses={200: DatasetVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def erase(self, request, pk=None):
+        """Erase the version (GDPR Art. 17; team managers): its bytes destroyed, the row and its
+        audit trail kept; ``{"reason": "..."}``. Its download answers 410 from then on."""
+        data = self.validated(request, DatasetVersionEraseSerializer)
+        version = do_erase_dataset_version(
+            dataset_version=self.get_object(), reason=data["reason"], actor=request.user
+        )
+        return Response(DatasetVersionSerializer(version).data)
 
     @extend_schema(request=None, responses={200: PiiScanSerializer, 202: PiiScanSerializer})
     @action(detail=True, methods=["get", "post"])

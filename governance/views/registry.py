@@ -9,7 +9,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.datasets import (
+    do_create_dataset,
+    do_erase_dataset_version,
+    do_register_dataset_version,
+)
 from governance.actions.model_versions import do_update_model_version
 from governance.actions.pii import pii_refusal
 from governance.actions.registered_models import (
@@ -21,7 +25,13 @@ from governance.actions.registered_models import (
 from governance.artifacts import staged_upload
 from governance.charts import CHART_POINTS_MAX, Series, chart
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
-from governance.forms import DatasetForm, DatasetVersionUploadForm, ModelVersionCardForm, RegisteredModelForm
+from governance.forms import (
+    DatasetForm,
+    DatasetVersionEraseForm,
+    DatasetVersionUploadForm,
+    ModelVersionCardForm,
+    RegisteredModelForm,
+)
 from governance.models import (
     AuditEvent,
     Dataset,
@@ -30,8 +40,9 @@ from governance.models import (
     ModelVersion,
     PiiScan,
     RegisteredModel,
+    StoredObject,
 )
-from governance.permissions import CHANGE, can
+from governance.permissions import CHANGE, MANAGE, can
 from governance.queries import by_name_with_versions
 from governance.views.helpers import (
     button_view,
@@ -114,7 +125,7 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     imports no other app (issue 8 layering).
     """
     version = visible_or_404(
-        request, DatasetVersion.objects.select_related("dataset__team", "created_by"), pk
+        request, DatasetVersion.objects.select_related("dataset__team", "created_by", "erased_by"), pk
     )
     trained = (
         ModelVersion.objects.restrict(request.user)
@@ -130,8 +141,27 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "pii_scan": PiiScan.objects.filter(dataset_version=version).first(),
         # What a training or inference job on it would be told (issue 12), before anyone tries.
         "pii_refusal": pii_refusal(version),
+        "stored": StoredObject.objects.filter(key=version.file).first(),
+        "may_erase": version.erased_at is None and can(request.user, MANAGE, version.dataset.team_id),
     }
     return render(request, "governance/dataset_version_detail.html", context)
+
+
+@login_required
+def dataset_version_erase(request: HttpRequest, pk: int) -> HttpResponse:
+    """Erase a dataset version (GDPR Art. 17; team managers): asks why, then destroys its bytes."""
+    version = visible_or_404(request, DatasetVersion.objects.select_related("dataset__team"), pk)
+    back = reverse("dataset_version_detail", args=[version.pk])
+    return form_view(
+        request,
+        DatasetVersionEraseForm(request.POST or None),
+        lambda data: do_erase_dataset_version(
+            dataset_version=version, reason=data["reason"], actor=request.user
+        ),
+        success_message=lambda erased: f"Erased {erased}: its stored bytes are destroyed.",
+        template="generic/form.html",
+        context=lambda: form_page("datasets", f"Erase {version}", "Erase", back),
+    )
 
 
 # Models ---------------------------------------------------------------------------------------

@@ -145,6 +145,9 @@ def test_upload_csv_registers_version_1_with_hash_schema_and_rows(client_for, sc
         "description": "March",
         "created_by": "dana",
         "created_at": body["created_at"],
+        "erased_at": None,
+        "erased_by": None,
+        "erasure_reason": "",
     }
     assert version.file == f"datasets/{sha[:2]}/{sha}.csv"
     assert (settings.ARTIFACT_ROOT / version.file).read_bytes() == content

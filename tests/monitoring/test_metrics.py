@@ -142,6 +142,13 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         'steward_openlineage_emit_failures_total{event_type="ABORT"} 0.0',
         # The audit sequencer has not run: every event waits, and there is no checkpoint yet.
         f"steward_audit_unsequenced_events {float(AuditEvent.objects.count())}",
+        # The artifact store (issue 12): direct mode (the default) keeps no records.
+        "steward_artifact_integrity_failures_total 0.0",
+        'steward_artifact_objects{state="encrypted"} 0.0',
+        'steward_artifact_objects{state="plain"} 0.0',
+        'steward_artifact_objects{state="shredded"} 0.0',
+        'steward_artifact_bytes{state="encrypted"} 0.0',
+        'steward_artifact_bytes{state="plain"} 0.0',
     ]
     # The monitor's severity (monitor, check and alert agree, issue 14).
     assert (monitor.severity, Alert.objects.get().severity) == ("warning", "warning")
@@ -231,8 +238,9 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
     # 1 newest check per model version, 2 checks by state, 3 open alerts, 4 notifications,
     # 5 job durations, 6 usage by team and class, 7 budgets with this month's spend,
     # 8 oldest queued job and dispatches, 9 undelivered OpenLineage events by type, 10 predictions
-    # by version, 11 the newest sequenced audit event, 12 events above it, 13 the newest checkpoint
-    with django_assert_num_queries(13):
+    # by version, 11 the newest sequenced audit event, 12 events above it, 13 the newest checkpoint,
+    # 14 the artifact store's totals
+    with django_assert_num_queries(14):
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200

@@ -1,0 +1,36 @@
+"""The artifact store (issue 12): one interface for every app's artifacts, on the filesystem or
+S3-compatible object storage, envelope-encrypted when key-encryption keys are configured.
+
+``governance.artifacts`` (content addressing, archives, model files) stores and reads through
+``store``; ``envelope`` is the plain cryptography, ``backends`` where the bytes live.
+"""
+
+from governance.storage.store import (
+    ArtifactCorrupt,
+    ArtifactErased,
+    ArtifactMissing,
+    ArtifactStoreUnavailable,
+    ArtifactUnreadable,
+    is_direct,
+    keyring,
+    local_path,
+    put_directory,
+    put_file,
+    rewrap_all,
+    shred,
+)
+
+__all__ = [
+    "ArtifactCorrupt",
+    "ArtifactErased",
+    "ArtifactMissing",
+    "ArtifactStoreUnavailable",
+    "ArtifactUnreadable",
+    "is_direct",
+    "keyring",
+    "local_path",
+    "put_directory",
+    "put_file",
+    "rewrap_all",
+    "shred",
+]

@@ -1,0 +1,403 @@
+"""The artifact store (issue 12): every app's artifacts go in and come out through here.
+
+Two modes, chosen by the environment:
+
+- **direct** (the embedded default: no ``STEWARD_ARTIFACT_URL``, no key-encryption keys):
+  artifacts are plain files under ``ARTIFACT_ROOT``, read in place, as before.
+- **managed** (an object store, ``STEWARD_ARTIFACT_URL=s3://bucket/prefix``, and/or envelope
+  encryption, ``STEWARD_ARTIFACT_KEYS`` / ``STEWARD_ARTIFACT_KEYS_FILE``): each artifact is one
+  object in the backend (a directory is one tar), encrypted with its own data key when a keyring
+  is set, and recorded as a ``StoredObject`` (its sha256, size, the wrapped data key). Readers
+  get a local plaintext copy (``local_path``): decrypted and verified against the record into
+  ``STEWARD_ARTIFACT_CACHE`` on first use, so a job, the web tier or a model server reads a file
+  as before. A copy that fails to authenticate or to match its sha256 is never placed: the read
+  raises ArtifactCorrupt naming the artifact, the failure is counted on the record
+  (``/metrics``) and audited.
+
+Keys are content-addressed (``kind/ab/<sha256><suffix>``), so storing the same bytes twice is
+one object; a record is written under a row lock, so two writers never leave an object encrypted
+under one data key and recorded under another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from governance.storage import envelope
+from governance.storage.backends import Backend, FilesystemBackend, ObjectMissing, backend_for_url
+
+logger = logging.getLogger(__name__)
+
+# Read and hashed in chunks of this size: nothing holds a whole artifact in memory.
+_COPY_BYTES = 1024 * 1024
+
+
+class ArtifactUnreadable(Exception):
+    """A stored artifact that cannot be read; the message names it and says why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"artifact {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ArtifactCorrupt(ArtifactUnreadable):
+    """Its bytes fail authentication or their sha256 (a flipped byte, a swapped or truncated file)."""
+
+
+class ArtifactMissing(ArtifactUnreadable):
+    """No record or no object (never stored here, or deleted behind Steward's back)."""
+
+
+class ArtifactStoreUnavailable(ArtifactUnreadable):
+    """The backend did not answer (object storage down or unreachable): try again later."""
+
+
+class ArtifactErased(ArtifactUnreadable):
+    """Erased (GDPR Art. 17): its data key is destroyed, its bytes unreadable everywhere."""
+
+
+@functools.lru_cache(maxsize=8)
+def _backend(url: str, root: str, threshold: int, endpoint: str) -> Backend:
+    return backend_for_url(url, Path(root), threshold)
+
+
+def backend() -> Backend:
+    """The configured backend (one per configuration, S3 endpoint and process)."""
+    return _backend(
+        settings.STEWARD_ARTIFACT_URL,
+        str(settings.ARTIFACT_ROOT),
+        settings.STEWARD_S3_MULTIPART_BYTES,
+        os.environ.get("AWS_ENDPOINT_URL", ""),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _keyring(text: str, path: str, stamp: int) -> envelope.Keyring | None:
+    if path:
+        text = Path(path).read_text()
+    return envelope.Keyring.parse(text) if text.strip() else None
+
+
+def keyring() -> envelope.Keyring | None:
+    """The key-encryption keys (``STEWARD_ARTIFACT_KEYS_FILE`` wins over ``STEWARD_ARTIFACT_KEYS``),
+    or None when artifacts are not encrypted. KeyringError names a malformed entry; a file that
+    changes is read again (a rotation adds its new key there)."""
+    path = settings.STEWARD_ARTIFACT_KEYS_FILE
+    stamp = Path(path).stat().st_mtime_ns if path else 0
+    return _keyring(settings.STEWARD_ARTIFACT_KEYS, path, stamp)
+
+
+def is_direct() -> bool:
+    """Plain files read in place under ARTIFACT_ROOT: no object store URL and no keyring."""
+    return not settings.STEWARD_ARTIFACT_URL and keyring() is None
+
+
+def cache_root() -> Path:
+    return Path(settings.STEWARD_ARTIFACT_CACHE)
+
+
+def _binding(key: str, sha256: str) -> bytes:
+    return envelope.associated_data(key, sha256)
+
+
+def put_file(source: Path, key: str, sha256: str, *, is_directory: bool = False) -> None:
+    """Store the local file ``source`` (whose sha256 is ``sha256``) under ``key``.
+
+    Direct mode: copied under ARTIFACT_ROOT unless already there. Managed: encrypted (when a
+    keyring is set) into a temporary file beside the cache, put in the backend, recorded. A key
+    already stored and readable is left alone; one that was erased is stored afresh under a new
+    data key (the same bytes given again are a new copy, not the erased one restored)."""
+    from governance.models import StoredObject
+
+    if is_direct():
+        target = Path(settings.ARTIFACT_ROOT) / key
+        if not target.exists():
+            FilesystemBackend(Path(settings.ARTIFACT_ROOT)).put(key, source)
+        return
+    store = backend()
+    ring = keyring()
+    with transaction.atomic():
+        record, created = StoredObject.objects.select_for_update().get_or_create(
+            key=key,
+            defaults={"sha256": sha256, "size_bytes": source.stat().st_size, "is_directory": is_directory},
+        )
+        with _store_answers(key, "did not answer"):
+            present = not created and record.shredded_at is None and store.exists(key)
+        if present:
+            return
+        kek_id, wrapped = "", None
+        with _store_answers(key, "did not take it"):
+            if ring is None:
+                store.put(key, source)
+            else:
+                data_key = envelope.new_data_key()
+                with _scratch_file() as scratch:
+                    with source.open("rb") as plain, scratch.open("wb") as sealed:
+                        envelope.encrypt_stream(plain, sealed, data_key, _binding(key, sha256))
+                    store.put(key, scratch)
+                kek_id, wrapped = envelope.wrap(ring, data_key, _binding(key, sha256))
+        record.sha256, record.size_bytes, record.is_directory = sha256, source.stat().st_size, is_directory
+        record.kek_id, record.wrapped_key, record.location = kek_id, wrapped, store.location
+        record.shredded_at = None
+        record.save()
+
+
+def put_directory(path: Path, key: str) -> None:
+    """Store the directory ``path`` under ``key``: as it is in direct mode, as one tar object
+    in managed mode (``local_path`` extracts it)."""
+    if is_direct():
+        raise RuntimeError("put_directory is for managed mode; direct mode copies the tree in place")
+    with _scratch_file() as bundle:
+        with tarfile.open(bundle, "w") as tar:
+            for item in sorted(path.rglob("*")):
+                if item.is_file():
+                    tar.add(item, arcname=item.relative_to(path).as_posix(), recursive=False)
+        put_file(bundle, key, file_sha256(bundle), is_directory=True)
+
+
+def local_path(key: str) -> Path:
+    """A local, plaintext, verified path of the artifact ``key``: in place (direct mode) or its
+    copy in the cache, made on first use. ArtifactErased, ArtifactMissing or ArtifactCorrupt
+    (counted and audited) when it cannot be read."""
+    if is_direct():
+        return Path(settings.ARTIFACT_ROOT) / key
+    target = cache_root() / key
+    if target.exists():
+        return target
+    return _materialize(key, target)
+
+
+def _materialize(key: str, target: Path) -> Path:
+    from governance.models import StoredObject
+
+    record = StoredObject.objects.filter(key=key).first()
+    if record is None:
+        raise ArtifactMissing(key, "the store holds no record of it")
+    if record.shredded_at is not None:
+        raise ArtifactErased(
+            key, f"it was erased on {record.shredded_at:%Y-%m-%d %H:%M} UTC; its data key is destroyed"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    tmp = Path(tmp_name)
+    try:
+        with _store_answers(key, "did not give it back"):
+            try:
+                source = backend().open(key)
+            except ObjectMissing:
+                raise ArtifactMissing(key, f"no object at {record.location or backend().location}") from None
+        with os.fdopen(fd, "wb") as plain, source, _store_answers(key, "broke off while reading it"):
+            if record.wrapped_key is not None:
+                ring = keyring()
+                if ring is None:
+                    raise ArtifactUnreadable(key, "it is encrypted and no key-encryption key is configured")
+                try:
+                    data_key = envelope.unwrap(
+                        ring, record.kek_id, bytes(record.wrapped_key), _binding(key, record.sha256)
+                    )
+                    envelope.decrypt_stream(
+                        source, plain, data_key, _binding(key, record.sha256), digest.update
+                    )
+                except envelope.KeyringError as exc:
+                    raise ArtifactUnreadable(key, str(exc)) from None
+                except envelope.EnvelopeError as exc:
+                    _integrity_failure(record, str(exc))
+            else:
+                for chunk in iter(lambda: source.read(_COPY_BYTES), b""):
+                    plain.write(chunk)
+                    digest.update(chunk)
+        if digest.hexdigest() != record.sha256:
+            _integrity_failure(
+                record,
+                f"its bytes hash to {digest.hexdigest()[:12]}..., not the recorded {record.sha256[:12]}...",
+            )
+        if record.is_directory:
+            return _extract(tmp, target)
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _store_answers(key: str, failed: str) -> Iterator[None]:
+    """The backend's own errors (connection refused, timeouts, S3 errors other than a missing
+    key) as ArtifactStoreUnavailable naming the artifact and the store; Steward's pass through."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ArtifactUnreadable:
+        raise
+    except (Boto3Error, BotoCoreError, ClientError, ConnectionError, TimeoutError) as exc:
+        raise ArtifactStoreUnavailable(
+            key, f"the artifact store {backend().location} {failed}: {exc}"
+        ) from None
+
+
+def _extract(bundle: Path, target: Path) -> Path:
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
+    try:
+        with tarfile.open(bundle) as tar:
+            # The "data" filter refuses links, absolute names and ".." (the tar is ours, and
+            # authenticated, but the filter costs nothing).
+            tar.extractall(staging, filter="data")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not target.exists():  # another reader placed the same directory first
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _integrity_failure(record, reason: str) -> None:
+    """Count and audit a failed read of ``record``, then raise ArtifactCorrupt."""
+    from governance.audit import record_audit_event
+    from governance.models import StoredObject
+
+    message = f"its stored bytes fail their integrity check: {reason}"
+    with transaction.atomic():
+        StoredObject.objects.filter(pk=record.pk).update(
+            integrity_failures=F("integrity_failures") + 1, last_integrity_failure=message[:500]
+        )
+        record_audit_event(
+            actor=None,
+            action="artifact.integrity_failure",
+            object_type="storedobject",
+            object_id=record.pk,
+            object_repr=record.key,
+            after={
+                "key": record.key,
+                "sha256": record.sha256,
+                "location": record.location,
+                "reason": reason[:500],
+            },
+        )
+    raise ArtifactCorrupt(record.key, message)
+
+
+def shred(key: str) -> bool:
+    """Destroy ``key``'s data key and delete its object and this machine's cached copy.
+
+    Managed mode: the record keeps its sha256 and size (the audit trail's proofs still name
+    them) but no wrapped key, so any copy of the ciphertext (a replica, a backup, a cold tier)
+    stays unreadable. Direct mode: the file is deleted. Returns whether anything was there.
+    Runs inside the caller's transaction (the erasure's)."""
+    from governance.models import StoredObject
+
+    cached = cache_root() / key
+    if cached.is_dir():
+        shutil.rmtree(cached, ignore_errors=True)
+    else:
+        cached.unlink(missing_ok=True)
+    if is_direct():
+        target = Path(settings.ARTIFACT_ROOT) / key
+        existed = target.exists()
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        return existed
+    record = StoredObject.objects.select_for_update().filter(key=key).first()
+    if record is None or record.shredded_at is not None:
+        return False
+    StoredObject.objects.filter(pk=record.pk).update(wrapped_key=None, kek_id="", shredded_at=timezone.now())
+    # The key is gone once this commits; the object is deleted after, and a deletion that
+    # fails leaves only ciphertext nobody can read.
+    transaction.on_commit(lambda: _delete_quietly(key))
+    return True
+
+
+def _delete_quietly(key: str) -> None:
+    try:
+        backend().delete(key)
+    except Exception:
+        # The data key is already destroyed: what stays is ciphertext nobody can read.
+        logger.warning("artifact %s: shredded, but deleting its object failed", key, exc_info=True)
+
+
+def rewrap_all(batch: int = 500) -> dict[str, int]:
+    """Re-wrap every data key not under the active KEK with it, without touching the data.
+
+    Batches of ``batch`` records, each in its transaction with one audit event
+    (``artifact_keys.rewrap``: how many, from which KEK ids, to which). Returns the counts by
+    previous KEK id. KeyringError when the keyring lacks a KEK a record names (nothing of that
+    batch changes); RuntimeError when no keyring is configured."""
+    from governance.audit import record_audit_event
+    from governance.models import StoredObject
+
+    ring = keyring()
+    if ring is None:
+        raise RuntimeError(
+            "no key-encryption keys are configured (STEWARD_ARTIFACT_KEYS or STEWARD_ARTIFACT_KEYS_FILE)"
+        )
+    counts: dict[str, int] = {}
+    while True:
+        with transaction.atomic():
+            records = list(
+                StoredObject.objects.select_for_update()
+                .filter(wrapped_key__isnull=False, shredded_at__isnull=True)
+                .exclude(kek_id=ring.active)
+                .order_by("pk")[:batch]
+            )
+            if not records:
+                return counts
+            moved: dict[str, int] = {}
+            for record in records:
+                binding = _binding(record.key, record.sha256)
+                data_key = envelope.unwrap(ring, record.kek_id, bytes(record.wrapped_key or b""), binding)
+                moved[record.kek_id] = moved.get(record.kek_id, 0) + 1
+                record.kek_id, record.wrapped_key = envelope.wrap(ring, data_key, binding)
+            StoredObject.objects.bulk_update(records, ["kek_id", "wrapped_key"])
+            record_audit_event(
+                actor=None,
+                action="artifact_keys.rewrap",
+                object_type="keyring",
+                object_id=ring.active,
+                object_repr=f"key-encryption key {ring.active}",
+                after={"rewrapped": len(records), "from": moved, "to": ring.active},
+            )
+            for kek_id, count in moved.items():
+                counts[kek_id] = counts.get(kek_id, 0) + count
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_COPY_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _scratch_file() -> Iterator[Path]:
+    """A temporary file path in the cache's folder (the same disk as the copies), removed after."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=root, prefix=".scratch-")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
