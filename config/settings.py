@@ -269,6 +269,10 @@ STEWARD_ARTIFACT_URL = env.str("STEWARD_ARTIFACT_URL", default="")
 # one active (wraps new data keys); or a file holding the same. Unset: artifacts are not encrypted.
 STEWARD_ARTIFACT_KEYS = env.str("STEWARD_ARTIFACT_KEYS", default="")
 STEWARD_ARTIFACT_KEYS_FILE = env.str("STEWARD_ARTIFACT_KEYS_FILE", default="")
+# Or a key of HashiCorp Vault's transit engine (created with derived=true) wraps the data keys:
+# its name and the engine's mount; VAULT_ADDR and VAULT_TOKEN as Vault's CLI reads them.
+STEWARD_ARTIFACT_VAULT_KEY = env.str("STEWARD_ARTIFACT_VAULT_KEY", default="")
+STEWARD_ARTIFACT_VAULT_MOUNT = env.str("STEWARD_ARTIFACT_VAULT_MOUNT", default="transit")
 # Local plaintext copies of stored artifacts (managed mode), made on first read; a scratch disk.
 STEWARD_ARTIFACT_CACHE = Path(
     env.str("STEWARD_ARTIFACT_CACHE", default=str(VAR_DIR / "artifact-cache"))

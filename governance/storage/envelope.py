@@ -47,6 +47,10 @@ class KeyringError(ValueError):
     """A keyring that cannot be read: the message names the entry and what is wrong."""
 
 
+class KeyServiceError(Exception):
+    """The key service (Vault) did not answer or refused: the message says which and why."""
+
+
 @dataclass(frozen=True)
 class Keyring:
     """Key-encryption keys by id; ``active`` wraps new data keys, the others only unwrap (kept
@@ -79,6 +83,22 @@ class Keyring:
         if not keys:
             raise KeyringError("the keyring holds no key")
         return cls(active=next(iter(keys)), keys=keys)
+
+    def wrap(self, data_key: bytes, binding: bytes) -> tuple[str, bytes]:
+        """``(kek id, wrapped data key)`` under the active KEK (``wrap``)."""
+        return wrap(self, data_key, binding)
+
+    def unwrap(self, kek_id: str, wrapped: bytes, binding: bytes) -> bytes:
+        """The data key (``unwrap``)."""
+        return unwrap(self, kek_id, wrapped, binding)
+
+    def needs_rewrap(self, kek_id: str, wrapped: bytes) -> bool:
+        """Whether a data key wrapped by ``kek_id`` should move to the active KEK."""
+        return kek_id != self.active
+
+    def rewrap(self, kek_id: str, wrapped: bytes, binding: bytes) -> tuple[str, bytes]:
+        """The data key wrapped again under the active KEK."""
+        return self.wrap(self.unwrap(kek_id, wrapped, binding), binding)
 
     @staticmethod
     def new_entry(key_id: str) -> str:

@@ -39,6 +39,10 @@ from django.utils import timezone
 
 from governance.storage import envelope
 from governance.storage.backends import Backend, FilesystemBackend, ObjectMissing, backend_for_url
+from governance.storage.vault import VaultTransit
+
+# Wraps and unwraps data keys: a local keyring or Vault's transit engine (same methods).
+KekProvider = envelope.Keyring | VaultTransit
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +97,24 @@ def _keyring(text: str, path: str, stamp: int) -> envelope.Keyring | None:
     return envelope.Keyring.parse(text) if text.strip() else None
 
 
-def keyring() -> envelope.Keyring | None:
-    """The key-encryption keys (``STEWARD_ARTIFACT_KEYS_FILE`` wins over ``STEWARD_ARTIFACT_KEYS``),
-    or None when artifacts are not encrypted. KeyringError names a malformed entry; a file that
-    changes is read again (a rotation adds its new key there)."""
+@functools.lru_cache(maxsize=8)
+def _vault(key_name: str, mount_point: str, url: str, token: str) -> VaultTransit:
+    return VaultTransit(key_name, mount_point, url, token)
+
+
+def keyring() -> KekProvider | None:
+    """The key-encryption key provider, or None when artifacts are not encrypted: Vault's transit
+    key ``STEWARD_ARTIFACT_VAULT_KEY`` (at ``VAULT_ADDR`` with ``VAULT_TOKEN``) when set, else the
+    local keyring (``STEWARD_ARTIFACT_KEYS_FILE`` wins over ``STEWARD_ARTIFACT_KEYS``).
+    KeyringError names a malformed entry; a file that changes is read again (a rotation adds its
+    new key there)."""
+    if settings.STEWARD_ARTIFACT_VAULT_KEY:
+        return _vault(
+            settings.STEWARD_ARTIFACT_VAULT_KEY,
+            settings.STEWARD_ARTIFACT_VAULT_MOUNT,
+            os.environ.get("VAULT_ADDR", "http://127.0.0.1:8200"),
+            os.environ.get("VAULT_TOKEN", ""),
+        )
     path = settings.STEWARD_ARTIFACT_KEYS_FILE
     stamp = Path(path).stat().st_mtime_ns if path else 0
     return _keyring(settings.STEWARD_ARTIFACT_KEYS, path, stamp)
@@ -146,11 +164,12 @@ def put_file(source: Path, key: str, sha256: str, *, is_directory: bool = False)
                 store.put(key, source)
             else:
                 data_key = envelope.new_data_key()
+                # Wrapped first: a key service that refuses leaves nothing stored.
+                kek_id, wrapped = ring.wrap(data_key, _binding(key, sha256))
                 with _scratch_file() as scratch:
                     with source.open("rb") as plain, scratch.open("wb") as sealed:
                         envelope.encrypt_stream(plain, sealed, data_key, _binding(key, sha256))
                     store.put(key, scratch)
-                kek_id, wrapped = envelope.wrap(ring, data_key, _binding(key, sha256))
         record.sha256, record.size_bytes, record.is_directory = sha256, source.stat().st_size, is_directory
         record.kek_id, record.wrapped_key, record.location = kek_id, wrapped, store.location
         record.shredded_at = None
@@ -208,8 +227,8 @@ def _materialize(key: str, target: Path) -> Path:
                 if ring is None:
                     raise ArtifactUnreadable(key, "it is encrypted and no key-encryption key is configured")
                 try:
-                    data_key = envelope.unwrap(
-                        ring, record.kek_id, bytes(record.wrapped_key), _binding(key, record.sha256)
+                    data_key = ring.unwrap(
+                        record.kek_id, bytes(record.wrapped_key), _binding(key, record.sha256)
                     )
                     envelope.decrypt_stream(
                         source, plain, data_key, _binding(key, record.sha256), digest.update
@@ -238,7 +257,8 @@ def _materialize(key: str, target: Path) -> Path:
 @contextlib.contextmanager
 def _store_answers(key: str, failed: str) -> Iterator[None]:
     """The backend's own errors (connection refused, timeouts, S3 errors other than a missing
-    key) as ArtifactStoreUnavailable naming the artifact and the store; Steward's pass through."""
+    key) and the key service's as ArtifactStoreUnavailable naming the artifact and the store;
+    Steward's pass through."""
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -246,6 +266,8 @@ def _store_answers(key: str, failed: str) -> Iterator[None]:
         yield
     except ArtifactUnreadable:
         raise
+    except envelope.KeyServiceError as exc:
+        raise ArtifactStoreUnavailable(key, str(exc)) from None
     except (Boto3Error, BotoCoreError, ClientError, ConnectionError, TimeoutError) as exc:
         raise ArtifactStoreUnavailable(
             key, f"the artifact store {backend().location} {failed}: {exc}"
@@ -337,45 +359,56 @@ def _delete_quietly(key: str) -> None:
 
 
 def rewrap_all(batch: int = 500) -> dict[str, int]:
-    """Re-wrap every data key not under the active KEK with it, without touching the data.
+    """Move every data key not under the active KEK (a local keyring's first key, or a Vault
+    transit key's newest version) to it, without touching the data.
 
-    Batches of ``batch`` records, each in its transaction with one audit event
-    (``artifact_keys.rewrap``: how many, from which KEK ids, to which). Returns the counts by
-    previous KEK id. KeyringError when the keyring lacks a KEK a record names (nothing of that
-    batch changes); RuntimeError when no keyring is configured."""
+    Records in batches of ``batch``, each in its transaction with one audit event
+    (``artifact_keys.rewrap``: how many, from which KEK ids, to which) when it moved any. Returns
+    the counts by previous KEK id. KeyringError when the keyring lacks a KEK a record names;
+    KeyServiceError when Vault refuses (that batch changes nothing); RuntimeError when no keys
+    are configured."""
     from governance.audit import record_audit_event
     from governance.models import StoredObject
 
     ring = keyring()
     if ring is None:
         raise RuntimeError(
-            "no key-encryption keys are configured (STEWARD_ARTIFACT_KEYS or STEWARD_ARTIFACT_KEYS_FILE)"
+            "no key-encryption keys are configured "
+            "(STEWARD_ARTIFACT_KEYS, STEWARD_ARTIFACT_KEYS_FILE or STEWARD_ARTIFACT_VAULT_KEY)"
         )
     counts: dict[str, int] = {}
+    after_pk = 0
     while True:
         with transaction.atomic():
             records = list(
                 StoredObject.objects.select_for_update()
-                .filter(wrapped_key__isnull=False, shredded_at__isnull=True)
-                .exclude(kek_id=ring.active)
+                .filter(wrapped_key__isnull=False, shredded_at__isnull=True, pk__gt=after_pk)
                 .order_by("pk")[:batch]
             )
             if not records:
                 return counts
+            after_pk = records[-1].pk
             moved: dict[str, int] = {}
+            changed = []
             for record in records:
-                binding = _binding(record.key, record.sha256)
-                data_key = envelope.unwrap(ring, record.kek_id, bytes(record.wrapped_key or b""), binding)
+                wrapped = bytes(record.wrapped_key or b"")
+                if not ring.needs_rewrap(record.kek_id, wrapped):
+                    continue
                 moved[record.kek_id] = moved.get(record.kek_id, 0) + 1
-                record.kek_id, record.wrapped_key = envelope.wrap(ring, data_key, binding)
-            StoredObject.objects.bulk_update(records, ["kek_id", "wrapped_key"])
+                record.kek_id, record.wrapped_key = ring.rewrap(
+                    record.kek_id, wrapped, _binding(record.key, record.sha256)
+                )
+                changed.append(record)
+            if not changed:
+                continue
+            StoredObject.objects.bulk_update(changed, ["kek_id", "wrapped_key"])
             record_audit_event(
                 actor=None,
                 action="artifact_keys.rewrap",
                 object_type="keyring",
                 object_id=ring.active,
                 object_repr=f"key-encryption key {ring.active}",
-                after={"rewrapped": len(records), "from": moved, "to": ring.active},
+                after={"rewrapped": len(changed), "from": moved, "to": ring.active},
             )
             for kek_id, count in moved.items():
                 counts[kek_id] = counts.get(kek_id, 0) + count

@@ -499,3 +499,107 @@ def test_a_model_directory_is_one_encrypted_object_and_reads_back_file_by_file(
     assert version_files(version) == [("MLmodel", 31), ("data/weights.bin", 2 * 1024 * 1024)]
     with open_version_file(version, "data/weights.bin") as handle:
         assert handle.read() == bytes(range(256)) * 8192
+
+
+# --- Vault's transit engine as the key-encryption key (a stand-in server: see vault_standin) ----
+
+VAULT_TOKEN = "steward-vault-token"
+
+
+@pytest.fixture
+def vault(settings, monkeypatch):
+    """``tests/vault_standin.py`` as a server process (no Vault server can be installed here), a
+    derived transit key ``steward-artifacts`` made through hvac, and Steward configured to wrap
+    data keys with it. Yields ``(server process, hvac client)``."""
+    import hvac
+    import requests
+
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 - our interpreter running the stand-in
+        [sys.executable, str(Path(__file__).parent.parent / "vault_standin.py"), str(port), VAULT_TOKEN],
+    )
+    monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("VAULT_TOKEN", VAULT_TOKEN)
+    client = hvac.Client(url=f"http://127.0.0.1:{port}", token=VAULT_TOKEN)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.secrets.transit.create_key(name="steward-artifacts", derived=True)
+            break
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.1)
+    settings.STEWARD_ARTIFACT_VAULT_KEY = "steward-artifacts"
+    yield server, client
+    server.kill()
+    server.wait(timeout=10)
+
+
+def test_vault_wraps_the_data_keys_and_rotates_them_without_the_data(
+    vault, settings, client_for, dataset, scientist
+):
+    _server, vault_client = vault
+    version = _register(dataset, scientist)
+    record = StoredObject.objects.get(key=version.file)
+    assert record.kek_id == "vault:steward-artifacts"
+    assert bytes(record.wrapped_key).startswith(b"vault:v1:")
+    sealed = _stored(settings, version).read_bytes()
+    assert sealed.startswith(MAGIC)
+    _forget_copies(settings)
+    assert b"".join(_download(client_for(scientist), version).streaming_content) == BIKE_HOURLY.read_bytes()
+
+    vault_client.secrets.transit.rotate_key(name="steward-artifacts")
+    assert (
+        _call("rotate_artifact_keys")
+        == "re-wrapped data keys under vault:steward-artifacts: 1 from vault:steward-artifacts\n"
+    )
+    record.refresh_from_db()
+    assert bytes(record.wrapped_key).startswith(b"vault:v2:")
+    assert _stored(settings, version).read_bytes() == sealed
+    assert _call("rotate_artifact_keys") == "re-wrapped data keys under vault:steward-artifacts: none\n"
+    _forget_copies(settings)
+    assert b"".join(_download(client_for(scientist), version).streaming_content) == BIKE_HOURLY.read_bytes()
+
+
+def test_a_vault_wrapped_key_moved_to_another_artifact_does_not_unwrap(
+    vault, settings, client_for, dataset, scientist
+):
+    hour = _register(dataset, scientist)
+    adult = _register(dataset, scientist, ADULT, "adult.csv")
+    StoredObject.objects.filter(key=adult.file).update(
+        wrapped_key=StoredObject.objects.get(key=hour.file).wrapped_key
+    )
+    _forget_copies(settings)
+
+    response = _download(client_for(scientist), adult)
+
+    assert response.status_code == 409
+    assert "does not unwrap in Vault" in response.json()["detail"]
+    assert StoredObject.objects.get(key=adult.file).integrity_failures == 1
+
+
+def test_vault_down_or_refusing_loses_nothing(vault, settings, client_for, dataset, scientist, monkeypatch):
+    server, _client = vault
+    version = _register(dataset, scientist)
+    monkeypatch.setenv("VAULT_TOKEN", "a-wrong-token")
+    _forget_copies(settings)
+    refused = _download(client_for(scientist), version)
+    assert refused.status_code == 503
+    assert "Forbidden" in refused.json()["detail"]
+
+    monkeypatch.setenv("VAULT_TOKEN", VAULT_TOKEN)
+    server.kill()
+    server.wait(timeout=10)
+    down = _download(client_for(scientist), version)
+    assert down.status_code == 503
+    assert "did not answer transit/decrypt/steward-artifacts" in down.json()["detail"]
+    upload = client_for(scientist).post(
+        "/api/dataset-versions/",
+        {"dataset": dataset.pk, "file": SimpleUploadedFile("day.csv", b"a,b\n1,2\n3,4\n")},
+        format="multipart",
+    )
+    assert upload.status_code == 503
+    assert list(DatasetVersion.objects.values_list("pk", flat=True)) == [version.pk]
+    assert StoredObject.objects.count() == 1

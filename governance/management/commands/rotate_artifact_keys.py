@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from governance import storage
-from governance.storage.envelope import Keyring, KeyringError
+from governance.storage.envelope import Keyring, KeyringError, KeyServiceError
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
             raise CommandError("--batch is at least 1")
         try:
             counts = storage.rewrap_all(batch=batch)
-        except (KeyringError, RuntimeError) as exc:
+        except (KeyringError, KeyServiceError, RuntimeError) as exc:
             raise CommandError(str(exc)) from exc
         ring = storage.keyring()
         assert ring is not None  # rewrap_all refused otherwise
