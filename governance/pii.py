@@ -448,18 +448,30 @@ def _finding(
     }
 
 
-def scan_column(name: str, values: pd.Series, today: pd.Timestamp | None = None) -> list[dict[str, Any]]:
+# How many distinct values are read between two looks at the clock.
+_DEADLINE_EVERY = 256
+
+
+def scan_column(
+    name: str, values: pd.Series, today: pd.Timestamp | None = None, *, deadline: float | None = None
+) -> list[dict[str, Any]]:
     """The findings of one column (``values`` as text, missing cells dropped by the caller):
     ``[{"column", "kind", "category": identifier|special_category|quasi_identifier, "signal":
     name|values|name+values, "count": cells, "share": of non-empty cells, "examples": masked,
-    "is_quasi_identifier"}]``, one per kind."""
+    "is_quasi_identifier"}]``, one per kind. ScanTimeout once ``time.monotonic()`` passes
+    ``deadline`` while its distinct values are read (a free-text column can hold millions)."""
     today = today or pd.Timestamp.now()
     total = len(values)
     by_name = kinds_by_name(name)
     # Each distinct value is read once (categorical columns repeat a few values many times).
     counts: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
-    for value, count in values.value_counts(sort=False).items():
+    distinct = values.value_counts(sort=False)
+    for index, (value, count) in enumerate(distinct.items()):
+        if deadline is not None and index % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+            raise ScanTimeout(
+                f"within column {name[:100]!r}, after {index:,} of {len(distinct):,} distinct values"
+            )
         kinds = kinds_in_value(value)
         if "phone" in by_name and _BARE_PHONE.fullmatch(value):
             kinds.add("phone")  # a bare digit run is a phone number where the column says so
@@ -541,7 +553,7 @@ def scan_frame(frame: pd.DataFrame, limits: Limits, *, rows_total: int | None = 
     "k_anonymity": (``k_anonymity``) or None, "duration_s"}``. A table longer than
     ``limits.max_rows`` is sampled with ``limits.seed`` (the same rows each time).
 
-    Raises ScanTimeout when ``limits.time_limit_s`` passes between two columns.
+    Raises ScanTimeout when ``limits.time_limit_s`` passes, between two columns or within one.
     """
     started = time.monotonic()
     rows_total = len(frame) if rows_total is None else rows_total
@@ -559,7 +571,10 @@ def scan_frame(frame: pd.DataFrame, limits: Limits, *, rows_total: int | None = 
         raw = sample[column]
         values = raw[raw.notna()].astype(str).str.strip()
         values = values[(values != "") & (values != "?")]
-        findings.extend(scan_column(str(column), values, today))
+        try:
+            findings.extend(scan_column(str(column), values, today, deadline=started + limits.time_limit_s))
+        except ScanTimeout as exc:
+            raise ScanTimeout(f"time limit of {limits.time_limit_s:g} s reached {exc}") from None
     special = {f["column"]: f["kind"] for f in findings if f["category"] == "special_category"}
     quasi = list(dict.fromkeys(f["column"] for f in findings if f["is_quasi_identifier"]))
     risk = k_anonymity(sample.astype("string").apply(lambda s: s.str.strip()), quasi, limits.k_threshold)

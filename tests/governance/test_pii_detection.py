@@ -264,3 +264,18 @@ def test_column_names_as_a_signal():
     # A name alone is reported (signal "name") even when no value matches.
     findings = pii.scan_column("ssn", pd.Series(["n/a", "unknown", "withheld"]))
     assert [(f["kind"], f["signal"], f["count"]) for f in findings] == [("us_ssn", "name", 0)]
+
+
+def test_the_time_limit_stops_a_scan_within_a_long_column():
+    """A column of 200,000 distinct free-text cells: the limit holds inside it, not only between
+    columns (the first column starts well inside the limit)."""
+    notes = pd.DataFrame(
+        {"note": [f"visit {i}: patient reached at +44 20 7946 {i:04d}" for i in range(200_000)]}
+    )
+
+    with pytest.raises(pii.ScanTimeout) as stopped:
+        pii.scan_frame(notes, pii.Limits(time_limit_s=0.05, max_rows=200_000))
+
+    message = str(stopped.value)
+    assert message.startswith("time limit of 0.05 s reached within column 'note', after ")
+    assert message.endswith(" of 200,000 distinct values")
