@@ -147,6 +147,63 @@ def column_history(checks: Sequence[DriftCheck], column: str) -> list[dict[str, 
     return history
 
 
+# At most this many checks in one drift history answer (``drift_history``).
+HISTORY_CHECKS_MAX = 1000
+
+
+def drift_history(
+    monitor: Monitor, *, column: str | None = None, limit: int = CHART_CHECKS_MAX
+) -> list[dict[str, Any]]:
+    """The monitor's succeeded checks, oldest first, the newest ``limit`` (at most
+    ``HISTORY_CHECKS_MAX``), for trend charts and scripts (issue 11): per check its id, when it
+    was made and finished, the dataset verdict (``is_dataset_drift``, ``drifted_fraction``,
+    ``drift_share``), the performance verdict, and per tested column (only ``column`` when
+    given) ``{"method", "score", "threshold", "is_drifted", "status"}``, ``score`` being the value
+    compared with the threshold (the adjusted p-value under Benjamini-Hochberg). One query."""
+    newest = (
+        DriftCheck.objects.filter(monitor=monitor, state=CheckState.SUCCEEDED)
+        .order_by("-created_at", "-id")
+        .only(
+            "pk",
+            "created_at",
+            "finished_at",
+            "is_dataset_drift",
+            "drifted_fraction",
+            "drift_share",
+            "is_performance_drift",
+            "results",
+            "current_dataset_version_id",
+        )[: max(1, min(limit, HISTORY_CHECKS_MAX))]
+    )
+    history = []
+    for check in reversed(newest):
+        columns = {
+            str(result["column"]): {
+                "method": result.get("method"),
+                "score": _compared_score(result),
+                "threshold": result.get("threshold"),
+                "is_drifted": bool(result.get("is_drifted")),
+                "status": result.get("status"),
+            }
+            for result in check.results
+            if result.get("column") is not None and (column is None or result.get("column") == column)
+        }
+        history.append(
+            {
+                "check": check.pk,
+                "created_at": check.created_at,
+                "finished_at": check.finished_at,
+                "current_dataset_version": check.current_dataset_version_id,
+                "is_dataset_drift": check.is_dataset_drift,
+                "drifted_fraction": check.drifted_fraction,
+                "drift_share": check.drift_share,
+                "is_performance_drift": check.is_performance_drift,
+                "columns": columns,
+            }
+        )
+    return history
+
+
 def checked_columns(checks: Sequence[DriftCheck]) -> list[str]:
     """The columns tested by any of ``checks``, by name."""
     return sorted({str(r["column"]) for check in checks for r in check.results if r.get("method")})

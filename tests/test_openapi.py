@@ -90,6 +90,7 @@ ENDPOINTS = {
     "/api/models/{id}/unarchive/",
     "/api/monitors/",
     "/api/monitors/{id}/",
+    "/api/monitors/{id}/drift-history/",
     "/api/monitors/{id}/pause/",
     "/api/monitors/{id}/resume/",
     "/api/monitors/{id}/run/",

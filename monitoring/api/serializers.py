@@ -203,6 +203,35 @@ class NotificationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class DriftHistoryColumnSerializer(serializers.Serializer):
+    method = serializers.CharField(allow_null=True)
+    score = serializers.FloatField(allow_null=True)
+    threshold = serializers.FloatField(allow_null=True)
+    is_drifted = serializers.BooleanField()
+    status = serializers.CharField(allow_null=True)
+
+
+class DriftHistoryPointSerializer(serializers.Serializer):
+    """One succeeded check of a monitor in its drift history (``monitoring.queries.drift_history``)."""
+
+    check = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    current_dataset_version = serializers.IntegerField()
+    is_dataset_drift = serializers.BooleanField(allow_null=True)
+    drifted_fraction = serializers.FloatField(allow_null=True)
+    drift_share = serializers.FloatField()
+    is_performance_drift = serializers.BooleanField(allow_null=True)
+    columns = serializers.DictField(child=DriftHistoryColumnSerializer())
+
+
+class DriftHistoryQuerySerializer(serializers.Serializer):
+    """``?column=`` (one column only) and ``?limit=`` (the newest checks, 1-1000, default 100)."""
+
+    column = serializers.CharField(required=False, max_length=500)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+
+
 class MonitorSerializer(serializers.ModelSerializer):
     """Read and write shape of a monitor; ``model_version`` is fixed once created."""
 

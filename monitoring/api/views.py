@@ -36,6 +36,8 @@ from monitoring.api.serializers import (
     ChannelWriteSerializer,
     DriftCheckRequestSerializer,
     DriftCheckSerializer,
+    DriftHistoryPointSerializer,
+    DriftHistoryQuerySerializer,
     EscalationPolicySerializer,
     MonitorSerializer,
     NotificationSerializer,
@@ -49,6 +51,7 @@ from monitoring.filtersets import (
     NotificationFilterSet,
 )
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
+from monitoring.queries import drift_history
 from monitoring.report_http import report_response
 
 
@@ -141,6 +144,22 @@ class MonitorViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
         check = do_run_monitor(monitor=self.get_object(), actor=request.user)
         check.refresh_from_db()
         return Response(DriftCheckSerializer(check).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[DriftHistoryQuerySerializer], responses={200: DriftHistoryPointSerializer(many=True)}
+    )
+    @action(detail=True, methods=["get"], url_path="drift-history", pagination_class=None, filter_backends=[])
+    def drift_history(self, request, pk=None):
+        """The monitor's succeeded checks, oldest first (issue 11): per check the dataset verdict
+        and each column's method, score, threshold and verdict; ``?column=`` keeps one column,
+        ``?limit=`` the newest N (default 100, at most 1000). 400 naming a bad parameter."""
+        monitor = self.get_object()
+        query = DriftHistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        points = drift_history(
+            monitor, column=query.validated_data.get("column"), limit=query.validated_data["limit"]
+        )
+        return Response(DriftHistoryPointSerializer(points, many=True).data)
 
     @extend_schema(request=None, responses={200: MonitorSerializer})
     @action(detail=True, methods=["post"])
