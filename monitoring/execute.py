@@ -14,6 +14,9 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
 - multivariate drift, when the check asks for it (``monitoring.engine.multivariate``): the raw
   reference rows against the window's, sampled, within ``STEWARD_MULTIVARIATE_TIME_LIMIT_S``. It is
   its own verdict; it does not change the column share or the dataset verdict;
+- text and embedding columns (``column_kinds``: "text" / "embedding"), tested on bounded samples of
+  the raw rows by MMD with a permutation test (``monitoring.engine.embedding``), within the same
+  time limit; they count in the column share like any column;
 - the evidently report, for people, is not made here: once the verdict is stored and the alert
   raised, ``monitoring.reports`` builds it in its own task (issue 11).
 
@@ -44,7 +47,7 @@ from monitoring.actions.checks import DRIFT_CHECKS, CheckOutcome, do_finish_drif
 from monitoring.actions.deliveries import deliver_due_notifications
 from monitoring.actions.escalations import do_escalate_alert
 from monitoring.actions.retraining import Retrainer, retrain_if_opened
-from monitoring.engine import CheckConfig, build_profile, run_check
+from monitoring.engine import CheckConfig, build_profile, compare_raw_columns, raw_row_columns, run_check
 from monitoring.engine import performance as perf
 from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
 from monitoring.engine.multivariate import run_multivariate
@@ -176,8 +179,14 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
     stage(0.3, f"reading {len(ids)} dataset version(s) of the window")
     current = pd.concat([_frame(versions[pk]) for pk in ids], ignore_index=True)
 
+    raw_results = []
+    if raw := raw_row_columns(config):
+        # Text and embedding columns: MMD on bounded samples of the raw rows of both sides.
+        stage(0.45, f"text and embedding drift: {', '.join(raw)}")
+        deadline = time.monotonic() + settings.STEWARD_MULTIVARIATE_TIME_LIMIT_S
+        raw_results = compare_raw_columns(reference_rows(), current, config, deadline=deadline)
     stage(0.5, f"comparing {len(config.columns or ())} columns")
-    result = run_check(profile, current, config)
+    result = run_check(profile, current, config, raw_results=raw_results)
 
     multivariate = []
     if config.multivariate:

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import Dataset, DatasetVersion, ModelVersion, Team, TeamRole
 from governance.permissions import VIEW
+from monitoring.engine.check import COLUMN_KINDS
 from monitoring.engine.multivariate import TESTS as MULTIVARIATE_TESTS
 from monitoring.models import (
     MONITOR_FIELDS,
@@ -99,9 +100,10 @@ class DriftCheckRequestSerializer(serializers.Serializer):
         child=serializers.FloatField(), required=False, help_text="Column -> threshold."
     )
     column_kinds = serializers.DictField(
-        child=serializers.ChoiceField(choices=["categorical", "numeric"]),
+        child=serializers.ChoiceField(choices=COLUMN_KINDS),
         required=False,
-        help_text="Column -> kind, overriding the rule (integers with at most 20 values are categories).",
+        help_text="Column -> kind, overriding the rule (integers with at most 20 values are categories); "
+        '"text" (documents) and "embedding" (vectors) columns are compared by MMD on raw rows.',
     )
     weights = serializers.DictField(
         child=serializers.FloatField(min_value=0.0),
@@ -250,9 +252,7 @@ class MonitorSerializer(serializers.ModelSerializer):
     columns = serializers.ListField(child=serializers.CharField(), required=False)
     methods = serializers.DictField(child=serializers.CharField(), required=False)
     thresholds = serializers.DictField(child=serializers.FloatField(), required=False)
-    column_kinds = serializers.DictField(
-        child=serializers.ChoiceField(choices=["categorical", "numeric"]), required=False
-    )
+    column_kinds = serializers.DictField(child=serializers.ChoiceField(choices=COLUMN_KINDS), required=False)
     weights = serializers.DictField(child=serializers.FloatField(min_value=0.0), required=False)
     multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
     multivariate = serializers.ListField(

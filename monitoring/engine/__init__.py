@@ -2,7 +2,9 @@
 
 - ``profile``: ``build_profile(data) -> DatasetProfile`` (JSON-able, mergeable across chunks).
 - ``methods``: K-S, Wasserstein (normed), PSI, Jensen-Shannon, chi-square, Z and missing-rate tests.
-- ``check``: ``run_check(reference_profile, current_chunks, config) -> CheckResult``.
+- ``check``: ``run_check(reference_profile, current_chunks, config) -> CheckResult``;
+  ``compare_raw_columns`` for text and embedding columns (``embedding``: MMD).
+- ``multivariate``: the domain classifier and PCA reconstruction tests.
 """
 
 from monitoring.engine.check import (
@@ -11,7 +13,9 @@ from monitoring.engine.check import (
     ColumnResult,
     ConfigError,
     Status,
+    compare_raw_columns,
     count_tested,
+    raw_row_columns,
     run_check,
 )
 from monitoring.engine.profile import ColumnKind, ColumnProfile, DatasetProfile, build_profile
@@ -26,6 +30,8 @@ __all__ = [
     "DatasetProfile",
     "Status",
     "build_profile",
+    "compare_raw_columns",
     "count_tested",
+    "raw_row_columns",
     "run_check",
 ]

@@ -33,6 +33,11 @@ Column rules that must not change verdicts by accident (issue 11):
   share of "other" on both sides (``other_share``, ``reference_other_share``);
 - integer columns with at most ``profile.INTEGER_CATEGORY_LIMIT`` = 20 distinct reference values are
   categories; ``column_kinds`` overrides the kind per column ("categorical" or "numeric");
+- ``column_kinds`` may also declare a column "text" (documents) or "embedding" (vectors): the
+  profile-based tests cannot compare those, so ``run_check`` leaves them ``skipped`` and
+  ``compare_raw_columns`` tests them on raw rows by MMD with a permutation test
+  (``monitoring.engine.embedding``), whose results ``run_check`` takes as ``raw_results`` and
+  counts like any other column's;
 - ``multiple_testing="bh"``: the p-values of the columns tested by K-S, chi-square or Z are adjusted
   by Benjamini & Hochberg (1995), "Controlling the false discovery rate", JRSS B 57: 289-300, and each
   adjusted p-value is compared with the column's threshold (distance methods and the missing-rate
@@ -56,6 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from monitoring.engine import embedding as embedding_engine
 from monitoring.engine import methods
 from monitoring.engine import multivariate as multivariate_engine
 from monitoring.engine.profile import (
@@ -74,8 +80,9 @@ DEFAULT_MISSING_RATE_MIN_CHANGE = 0.05
 SMALL_REFERENCE_ROWS = 1_000  # evidently: p-value tests at or below, distances above
 FEW_VALUES = 5  # evidently: numeric columns with at most this many values are tested as categories
 MAX_UNSEEN_REPORTED = 20
+RAW_ROWS_PENDING = "compared on raw rows (text or embedding): no result yet"
 METHODS = ("ks", "wasserstein", "psi", "jensenshannon", "chisquare", "z", "missing_rate")
-COLUMN_KINDS = ("categorical", "numeric")
+COLUMN_KINDS = ("categorical", "numeric", *embedding_engine.KINDS)
 MULTIPLE_TESTING = ("none", "bh")
 # 50 values + "other": under no drift the Jensen-Shannon distance of a 2,000-row window stays near
 # sqrt(k / (8 n ln 2)) ~ 0.07, well below its 0.12 threshold (benchmarks/bench_drift_rules.py).
@@ -338,20 +345,27 @@ def run_check(
     reference_profile: DatasetProfile,
     current_chunks: pd.DataFrame | Iterable[pd.DataFrame],
     config: CheckConfig | Mapping | None = None,
+    *,
+    raw_results: Iterable[ColumnResult] = (),
 ) -> CheckResult:
     """Compare a current window with a reference profile, column by column.
 
     ``current_chunks``: a DataFrame (read in slices of ``config.chunk_rows``) or an iterable of
     DataFrame chunks with the reference's column names; it is read once. Memory beyond one chunk is
-    bounded by the reference profile's size. Raises ValueError for an invalid config and TypeError
-    if a chunk is not a DataFrame; everything about a column is reported in its result.
+    bounded by the reference profile's size. ``raw_results``: the results of text and embedding
+    columns (``compare_raw_columns``), used as they are and counted in the dataset verdict. Raises
+    ValueError for an invalid config and TypeError if a chunk is not a DataFrame; everything about
+    a column is reported in its result.
     """
     if not isinstance(config, CheckConfig):
         config = CheckConfig.from_dict(config or {})
+    given = {result.column: result for result in raw_results}
     names = list(config.columns) if config.columns is not None else list(reference_profile.columns)
     accumulators: dict[str, ColumnProfile] = {}
     for name in names:
         reference = reference_profile.columns.get(name)
+        if name in raw_row_columns(config):
+            continue  # documents and vectors are not profiled (compare_raw_columns)
         if reference is not None and reference.error is None and reference.kind != ColumnKind.EXCLUDED:
             accumulators[name] = ColumnProfile.for_current(reference)
     rows = 0
@@ -371,11 +385,22 @@ def run_check(
     results = []
     for name in names:
         reference = reference_profile.columns.get(name)
+        if name in given:  # a text or embedding column, tested on raw rows
+            results.append(given[name])
+            continue
         try:
             results.append(_evaluate(name, reference, accumulators.get(name), rows, config))
         except Exception as exc:  # report it on the column; the other columns keep their verdicts
             kind = reference.kind.value if reference is not None else "unknown"
             results.append(ColumnResult(name, kind, Status.ERROR, f"{type(exc).__name__}: {exc}"))
+    return _verdict(results, config, reference_profile.rows, rows)
+
+
+def _verdict(
+    results: list[ColumnResult], config: CheckConfig, reference_rows: int, current_rows: int
+) -> CheckResult:
+    """The dataset verdict over ``results``: Benjamini-Hochberg when asked, the weights, and the
+    weighted share of drifted tested columns against ``config.drift_share``."""
     if config.multiple_testing == "bh":
         results = _benjamini_hochberg(results)
     results = [replace(r, weight=float(config.weights.get(r.column, 1.0))) for r in results]
@@ -385,14 +410,68 @@ def run_check(
     share = sum(r.weight for r in tested if r.is_drifted) / total_weight if total_weight else 0.0
     return CheckResult(
         columns=tuple(results),
-        reference_rows=reference_profile.rows,
-        current_rows=rows,
+        reference_rows=reference_rows,
+        current_rows=current_rows,
         drift_share=config.drift_share,
         number_of_columns=len(tested),
         number_of_drifted_columns=drifted,
         share_of_drifted_columns=share,
         is_dataset_drift=bool(tested) and share >= config.drift_share,
     )
+
+
+def raw_row_columns(config: CheckConfig) -> dict[str, str]:
+    """The columns ``config`` declares text or embedding: ``{column: kind}`` (those
+    ``compare_raw_columns`` tests)."""
+    return {name: kind for name, kind in config.column_kinds.items() if kind in embedding_engine.KINDS}
+
+
+def compare_raw_columns(
+    reference: pd.DataFrame, current: pd.DataFrame, config: CheckConfig, *, deadline: float | None = None
+) -> list[ColumnResult]:
+    """Test each text or embedding column of ``config`` on the raw rows of both sides
+    (``embedding.compare_column``: MMD with a permutation test, at most
+    ``config.multivariate_max_rows`` rows a side, seeded; the column's threshold or 0.05 as alpha).
+    A column absent from either side is an error result naming the side."""
+    out = []
+    for name, kind in raw_row_columns(config).items():
+        missing = [
+            side for side, frame in (("reference", reference), ("current", current)) if name not in frame
+        ]
+        if missing:
+            out.append(
+                ColumnResult(
+                    name, kind, Status.ERROR, f"column {name!r} is missing from the {missing[0]} data"
+                )
+            )
+            continue
+        alpha = float(config.thresholds.get(name, embedding_engine.DEFAULT_ALPHA))
+        outcome = embedding_engine.compare_column(
+            kind,
+            reference[name],
+            current[name],
+            max_rows=min(config.multivariate_max_rows, embedding_engine.DEFAULT_MAX_ROWS),
+            alpha=alpha,
+            deadline=deadline,
+        )
+        status = {"ok": Status.OK, "drift": Status.DRIFT, "insufficient_data": Status.INSUFFICIENT_DATA}.get(
+            outcome.status, Status.ERROR
+        )
+        out.append(
+            ColumnResult(
+                name,
+                kind,
+                status,
+                outcome.message,
+                method="mmd" if outcome.p_value is not None else None,
+                score=outcome.p_value,
+                threshold=alpha,
+                statistic=outcome.mmd2,
+                reference_count=outcome.reference_rows,
+                current_count=outcome.current_rows,
+            )
+        )
+    return out
 
 
 # -- one column -----------------------------------------------------------------------------------
@@ -405,6 +484,9 @@ def _evaluate(
 ) -> ColumnResult:
     if reference is None:
         return ColumnResult(name, "unknown", Status.ERROR, f"column {name!r} is not in the reference profile")
+    if config.column_kinds.get(name) in embedding_engine.KINDS:
+        # Documents and vectors are compared on raw rows (``compare_raw_columns``), not profiles.
+        return ColumnResult(name, config.column_kinds[name], Status.SKIPPED, RAW_ROWS_PENDING)
     kind = reference.kind
     if reference.error is not None:
         return ColumnResult(name, kind.value, Status.ERROR, f"reference: {reference.error}")

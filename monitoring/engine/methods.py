@@ -46,7 +46,8 @@ DEFAULT_THRESHOLDS = {
     "psi": 0.1,
     "jensenshannon": JS_BASE2_EQUIVALENT_THRESHOLD,
 }
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
+# "mmd": the permutation p-value of a text or embedding column (``monitoring.engine.embedding``).
+P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "mmd"})
 
 
 @dataclass(frozen=True)

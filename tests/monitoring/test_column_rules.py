@@ -181,7 +181,7 @@ def test_benjamini_hochberg_and_weights_decide_the_dataset_verdict(
         ("methods", {"hum": "nope"}),
         ("thresholds", {"hum": -1}),
         ("min_sample_size", 0),
-        ("column_kinds", {"hum": "text"}),
+        ("column_kinds", {"hum": "image"}),
         ("column_kinds", {"no-such-column": "numeric"}),
         ("weights", {"hum": -1}),
         ("multiple_testing", "bonferroni"),
