@@ -277,6 +277,9 @@ STEWARD_ARTIFACT_VAULT_MOUNT = env.str("STEWARD_ARTIFACT_VAULT_MOUNT", default="
 STEWARD_ARTIFACT_CACHE = Path(
     env.str("STEWARD_ARTIFACT_CACHE", default=str(VAR_DIR / "artifact-cache"))
 ).resolve()
+# The cold tier (issue 12, retention): a second store holding artifacts unused for a team's
+# cold_after_days, gzip-compressed; file:///path or s3://bucket/prefix, empty = VAR_DIR/artifacts-cold.
+STEWARD_ARTIFACT_COLD_URL = env.str("STEWARD_ARTIFACT_COLD_URL", default="")
 # Uploads to S3 above this size go in parts of this size (S3's minimum part is 5 MiB).
 STEWARD_S3_MULTIPART_BYTES = env.int("STEWARD_S3_MULTIPART_BYTES", default=64 * 1024 * 1024)
 # Server-side folders a dataset version may be registered from by path (besides uploads).
@@ -554,6 +557,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.notify_approvers",
         "schedule": 60.0,
         "options": {"expires": 60.0},
+    },
+    # Teams' retention policies (issue 12): cold moves and deletions, once a day; idempotent.
+    "apply-retention": {
+        "task": "governance.tasks.apply_retention",
+        "schedule": 24 * 3600.0,
+        "options": {"expires": 3600.0},
     },
     # Expires before the next run is due, so a busy worker never runs a backlog of them.
     "sequence-audit-events": {

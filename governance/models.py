@@ -197,6 +197,13 @@ class DatasetVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     erasure_reason = models.TextField(blank=True)
+    # Legal hold (issue 12, ``actions.retention.do_set_legal_hold``): while set, the retention
+    # lifecycle never deletes the version (litigation, an authority's request).
+    legal_hold_at = models.DateTimeField(null=True, blank=True)
+    legal_hold_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    legal_hold_reason = models.TextField(blank=True)
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "dataset__team"
@@ -261,6 +268,11 @@ class DatasetVersion(models.Model):
         return storage.local_path(self.file)
 
 
+class Tier(models.TextChoices):
+    HOT = "hot", "Hot"
+    COLD = "cold", "Cold (compressed; restored on first read)"
+
+
 class StoredObject(models.Model):
     """One object of the artifact store in managed mode (issue 12, ``governance.storage``): the
     content's sha256 and size, where it was put, and its data key wrapped by a key-encryption
@@ -282,9 +294,41 @@ class StoredObject(models.Model):
     shredded_at = models.DateTimeField(null=True, blank=True)
     integrity_failures = models.PositiveIntegerField(default=0)
     last_integrity_failure = models.CharField(max_length=500, blank=True)
+    # Tiering (issue 12, ``governance.storage.move_to_cold``): a cold object lives gzip-compressed
+    # in the cold store (``STEWARD_ARTIFACT_COLD_URL``) and nowhere hot; the first read restores it.
+    tier = models.CharField(max_length=8, choices=Tier.choices, default=Tier.HOT)
+    last_read_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time a reader asked for it (to the hour); null: never read."
+    )
+    cold_size_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Its compressed size in the cold store (while cold)."
+    )
+    moved_to_cold_at = models.DateTimeField(null=True, blank=True)
+    restored_at = models.DateTimeField(null=True, blank=True)
+    last_restore_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long the last restore from the cold tier took."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(tier__in=["hot", "cold"]),
+                name="stored_object_tier_is_known",
+                violation_error_message="unknown storage tier",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def is_cold(self) -> bool:
+        return self.tier == Tier.COLD
+
+    @property
+    def unused_since(self):
+        """When it was last read, or stored when never read: what ``cold_after_days`` counts from."""
+        return self.last_read_at or self.created_at
 
 
 class PiiScan(models.Model):
@@ -361,6 +405,84 @@ class PiiPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"PII policy of {self.team.name}"
+
+
+class RetentionKind(models.TextChoices):
+    """What a retention rule applies to. Dataset versions are ``datasets`` when uploaded or
+    registered from a path, ``predictions`` when a job wrote them (inference outputs, a code
+    run's declared outputs: ``DatasetVersion.Source.JOB``)."""
+
+    DATASETS = "datasets", "Datasets"
+    PREDICTIONS = "predictions", "Predictions (job outputs)"
+
+
+# EU AI Act Art. 12 and Art. 19(1): logs of a high-risk system are kept at least six months.
+AUDIT_EVENTS_MIN_DAYS = 183
+
+
+class RetentionPolicy(models.Model):
+    """A team's retention (issue 12): per kind, days unused before its artifacts move to the
+    cold tier and days after registration before they are deleted (``RetentionRule``), and how
+    long its audit events are kept (never under ``AUDIT_EVENTS_MIN_DAYS``; null: for ever).
+    No row: everything is kept hot for ever. Set by ``actions.retention.do_set_retention_policy``;
+    applied daily by ``actions.retention.apply_retention``."""
+
+    team = models.OneToOneField(Team, on_delete=models.PROTECT, related_name="retention_policy")
+    audit_events_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Days audit events are kept (at least 183); null: for ever."
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+    audit_fields = ("team_id", "audit_events_days")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(audit_events_days__isnull=True) | Q(audit_events_days__gte=AUDIT_EVENTS_MIN_DAYS),
+                name="retention_audit_events_at_least_six_months",
+                violation_error_message="audit events are kept at least 183 days (EU AI Act Art. 12)",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"retention policy of {self.team.name}"
+
+    def rules_by_kind(self) -> dict[str, dict[str, int | None]]:
+        """``{kind: {"cold_after_days": n | None, "delete_after_days": m | None}}``."""
+        return {
+            rule.kind: {"cold_after_days": rule.cold_after_days, "delete_after_days": rule.delete_after_days}
+            for rule in self.rules.order_by("kind")
+        }
+
+
+class RetentionRule(models.Model):
+    """One kind's periods in a team's ``RetentionPolicy``; null days: never."""
+
+    policy = models.ForeignKey(RetentionPolicy, on_delete=models.CASCADE, related_name="rules")
+    kind = models.CharField(max_length=16, choices=RetentionKind.choices)
+    cold_after_days = models.PositiveIntegerField(null=True, blank=True)
+    delete_after_days = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "kind"], name="unique_retention_rule_kind"),
+            models.CheckConstraint(
+                condition=Q(cold_after_days__isnull=True) | Q(cold_after_days__gte=1),
+                name="retention_cold_after_at_least_a_day",
+            ),
+            models.CheckConstraint(
+                condition=Q(delete_after_days__isnull=True) | Q(delete_after_days__gte=1),
+                name="retention_delete_after_at_least_a_day",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: cold after {self.cold_after_days}, delete after {self.delete_after_days}"
 
 
 class RegisteredModel(models.Model):

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from governance.actions import pii, promotions
+from governance.actions import pii, promotions, retention
 from governance.audit import sequencer
 
 
@@ -26,3 +26,10 @@ def scan_dataset_version_pii(scan_id: int) -> str | None:
     """Scan a dataset version for personal data (``actions.pii.run_pii_scan``); sent once the
     version's registration commits. Idempotent; returns the scan's final status."""
     return pii.run_pii_scan(scan_id)
+
+
+@shared_task(name="governance.tasks.apply_retention", ignore_result=True)
+def apply_retention() -> dict[str, int]:
+    """Beat runs this daily: apply every team's retention policy
+    (``actions.retention.apply_retention``). Idempotent; returns the run's counts."""
+    return retention.apply_retention()

@@ -52,6 +52,7 @@ def _isolated_storage(settings, tmp_path):
     """Each test writes artifacts and mail under its own temporary folder."""
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.STEWARD_ARTIFACT_CACHE = tmp_path / "artifact-cache"
+    settings.STEWARD_ARTIFACT_COLD_URL = f"file://{tmp_path / 'artifacts-cold'}"
     settings.EMAIL_FILE_PATH = str(tmp_path / "mail")
     settings.STEWARD_IMPORT_ROOTS = [SHARED_DATA.resolve(), (Path(settings.BASE_DIR) / "demo_data").resolve()]
 

@@ -199,14 +199,17 @@ def do_register_dataset_version(
     return version
 
 
-def do_erase_dataset_version(*, dataset_version: DatasetVersion, reason: str, actor: User) -> DatasetVersion:
+def do_erase_dataset_version(
+    *, dataset_version: DatasetVersion, reason: str, actor: User | None
+) -> DatasetVersion:
     """Erase a dataset version (GDPR Art. 17, the right to erasure): its stored bytes are
     destroyed (``governance.storage.shred``: the data key, so every copy of the ciphertext is
     unreadable, or the file itself when artifacts are not encrypted), the row stays with who,
     when and why, and one ``dataset_version.erase`` event records it. Jobs and checks that need
     the file are refused from then on, naming the erasure.
 
-    Team managers only (PermissionDenied). ValidationError: no ``reason``; already erased; the
+    Team managers only (PermissionDenied); ``actor`` None is the system (a team's retention
+    policy, ``actions.retention.apply_retention``). ValidationError: no ``reason``; already erased; the
     same bytes are registered as another version not erased (the store keeps identical content
     once; erase those versions first, or the erasure would destroy theirs too)."""
     why = (reason or "").strip()
@@ -226,7 +229,8 @@ def do_erase_dataset_version(*, dataset_version: DatasetVersion, reason: str, ac
             pk=version.pk
         )
         if sharing.exists():
-            named = ", ".join(str(other) for other in restrict(sharing.select_related("dataset"), actor)[:5])
+            visible = sharing if actor is None else restrict(sharing, actor)
+            named = ", ".join(str(other) for other in visible.select_related("dataset")[:5])
             raise ValidationError(
                 {
                     "detail": f"the same bytes are registered as {sharing.count()} other version(s) "

@@ -124,6 +124,8 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
             "erased_at",
             "erased_by",
             "erasure_reason",
+            "legal_hold_at",
+            "legal_hold_reason",
         ]
         read_only_fields = fields
 
@@ -455,3 +457,25 @@ class PiiPolicySerializer(serializers.Serializer):
         help_text='Kind (or "default") -> "block" or "allow", e.g. {"default": "allow", "us_ssn": "block", '
         '"race_ethnicity": "block"}; no policy allows everything.'
     )
+
+
+class RetentionPolicySerializer(serializers.Serializer):
+    """A team's retention policy (issue 12)."""
+
+    audit_events_days = serializers.IntegerField(
+        allow_null=True,
+        required=False,
+        default=None,
+        help_text="Days the team's audit events are kept: at least 183 (EU AI Act Art. 12); null: for ever.",
+    )
+    rules = serializers.JSONField(
+        help_text='Kind -> periods in days (null: never), e.g. {"datasets": {"cold_after_days": 30, '
+        '"delete_after_days": 365}, "predictions": {"cold_after_days": 7, "delete_after_days": 90}}; '
+        "a kind left out stays hot for ever."
+    )
+
+
+class LegalHoldSerializer(StrictSerializer):
+    """POST .../legal-hold/: why the version is held (kept in its audit event)."""
+
+    reason = serializers.CharField(trim_whitespace=False)

@@ -36,6 +36,7 @@ from governance.actions.registered_models import (
     do_unarchive_registered_model,
     do_update_registered_model,
 )
+from governance.actions.retention import do_clear_legal_hold, do_set_legal_hold, do_set_retention_policy
 from governance.actions.teams import do_create_team
 from governance.api.base import RestrictedCreateViewSet
 from governance.api.serializers import (
@@ -46,6 +47,7 @@ from governance.api.serializers import (
     DatasetVersionCreateSerializer,
     DatasetVersionEraseSerializer,
     DatasetVersionSerializer,
+    LegalHoldSerializer,
     ModelVersionCreateSerializer,
     ModelVersionSerializer,
     ModelVersionUpdateSerializer,
@@ -54,6 +56,7 @@ from governance.api.serializers import (
     ProtectedAliasesSerializer,
     RegisteredModelSerializer,
     RegisteredModelUpdateSerializer,
+    RetentionPolicySerializer,
     TagValueSerializer,
     TeamSerializer,
 )
@@ -71,6 +74,7 @@ from governance.models import (
     PiiPolicy,
     PiiScan,
     RegisteredModel,
+    RetentionPolicy,
     Team,
 )
 from governance.processing_records import processing_record
@@ -128,6 +132,26 @@ class TeamViewSet(RestrictedCreateViewSet):
             do_set_pii_policy(team=team, rules=data["rules"], actor=request.user)
         policy = PiiPolicy.objects.filter(team=team).first()
         return Response({"rules": policy.rules if policy is not None else {}})
+
+    @extend_schema(request=RetentionPolicySerializer, responses={200: RetentionPolicySerializer})
+    @action(detail=True, methods=["get", "put"], url_path="retention-policy")
+    def retention_policy(self, request, pk=None):
+        """The team's retention policy (issue 12): GET reads it (no rules: everything stays hot
+        for ever); PUT replaces it (team managers), e.g. {"audit_events_days": 365, "rules":
+        {"datasets": {"cold_after_days": 30, "delete_after_days": 365}}}. Applied daily."""
+        team = self.get_object()
+        if request.method == "PUT":
+            data = self.validated(request, RetentionPolicySerializer)
+            do_set_retention_policy(
+                team=team,
+                rules=data["rules"],
+                audit_events_days=data["audit_events_days"],
+                actor=request.user,
+            )
+        policy = RetentionPolicy.objects.filter(team=team).prefetch_related("rules").first()
+        if policy is None:
+            return Response({"audit_events_days": None, "rules": {}})
+        return Response({"audit_events_days": policy.audit_events_days, "rules": policy.rules_by_kind()})
 
 
 class DatasetViewSet(RestrictedCreateViewSet):
@@ -201,6 +225,19 @@ class DatasetVersionViewSet(RestrictedCreateViewSet):
             dataset_version=self.get_object(), reason=data["reason"], actor=request.user
         )
         return Response(DatasetVersionSerializer(version).data)
+
+    @extend_schema(request=LegalHoldSerializer, responses={200: DatasetVersionSerializer})
+    @action(detail=True, methods=["post", "delete"], url_path="legal-hold")
+    def legal_hold(self, request, pk=None):
+        """Legal hold (issue 12; team managers): POST {"reason": "..."} holds the version (no
+        retention policy deletes it), DELETE lifts the hold. Both audited."""
+        version = self.get_object()
+        if request.method == "POST":
+            data = self.validated(request, LegalHoldSerializer)
+            version = do_set_legal_hold(dataset_version=version, reason=data["reason"], actor=request.user)
+        else:
+            version = do_clear_legal_hold(dataset_version=version, actor=request.user)
+        return Response(DatasetVersionSerializer(self.refetch(version)).data)
 
     @extend_schema(request=None, responses={200: PiiScanSerializer, 202: PiiScanSerializer})
     @action(detail=True, methods=["get", "post"])

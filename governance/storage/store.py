@@ -23,18 +23,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import hashlib
 import logging
 import os
 import shutil
 import tarfile
 import tempfile
+import time
+import zlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from governance.storage import envelope
@@ -120,6 +124,20 @@ def keyring() -> KekProvider | None:
     return _keyring(settings.STEWARD_ARTIFACT_KEYS, path, stamp)
 
 
+# An object in the cold tier is its stored bytes gzip-compressed, under its key plus this suffix.
+COLD_SUFFIX = ".gz"
+
+
+def cold_backend() -> Backend:
+    """The cold tier's store (``STEWARD_ARTIFACT_COLD_URL``; empty: ``VAR_DIR/artifacts-cold``)."""
+    return _backend(
+        settings.STEWARD_ARTIFACT_COLD_URL,
+        str(Path(settings.VAR_DIR) / "artifacts-cold"),
+        settings.STEWARD_S3_MULTIPART_BYTES,
+        os.environ.get("AWS_ENDPOINT_URL", ""),
+    )
+
+
 def is_direct() -> bool:
     """Plain files read in place under ARTIFACT_ROOT: no object store URL and no keyring."""
     return not settings.STEWARD_ARTIFACT_URL and keyring() is None
@@ -155,7 +173,8 @@ def put_file(source: Path, key: str, sha256: str, *, is_directory: bool = False)
             defaults={"sha256": sha256, "size_bytes": source.stat().st_size, "is_directory": is_directory},
         )
         with _store_answers(key, "did not answer"):
-            present = not created and record.shredded_at is None and store.exists(key)
+            # A cold object is stored (its first read restores it): the same bytes again are no news.
+            present = not created and record.shredded_at is None and (record.is_cold or store.exists(key))
         if present:
             return
         kek_id, wrapped = "", None
@@ -195,10 +214,22 @@ def local_path(key: str) -> Path:
     (counted and audited) when it cannot be read."""
     if is_direct():
         return Path(settings.ARTIFACT_ROOT) / key
+    _note_read(key)
     target = cache_root() / key
     if target.exists():
         return target
     return _materialize(key, target)
+
+
+def _note_read(key: str) -> None:
+    """Record that ``key`` was read (what a retention policy's ``cold_after_days`` counts from),
+    to the hour: one indexed UPDATE that writes nothing when it was noted in the last hour."""
+    from governance.models import StoredObject
+
+    now = timezone.now()
+    StoredObject.objects.filter(key=key).filter(
+        Q(last_read_at__isnull=True) | Q(last_read_at__lt=now - timedelta(hours=1))
+    ).update(last_read_at=now)
 
 
 def _materialize(key: str, target: Path) -> Path:
@@ -211,6 +242,8 @@ def _materialize(key: str, target: Path) -> Path:
         raise ArtifactErased(
             key, f"it was erased on {record.shredded_at:%Y-%m-%d %H:%M} UTC; its data key is destroyed"
         )
+    if record.is_cold:
+        record = _restore(key)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
@@ -353,9 +386,132 @@ def shred(key: str) -> bool:
 def _delete_quietly(key: str) -> None:
     try:
         backend().delete(key)
+        cold_backend().delete(key + COLD_SUFFIX)
     except Exception:
         # The data key is already destroyed: what stays is ciphertext nobody can read.
         logger.warning("artifact %s: shredded, but deleting its object failed", key, exc_info=True)
+
+
+def move_to_cold(key: str):
+    """Move ``key``'s object to the cold tier: its stored bytes (the ciphertext when encrypted:
+    the data key and the record's binding stay as they are) gzip-compressed into the cold store
+    (``cold_backend``); the hot object and this machine's cached copy are removed once the
+    caller's transaction commits. Returns the updated ``StoredObject``, or None when there is
+    nothing to move (direct mode, no record, erased, already cold). ArtifactMissing when the hot
+    object is gone; ArtifactStoreUnavailable when a store does not answer (nothing changes).
+    Runs inside the caller's transaction (the retention lifecycle's, with its audit event)."""
+    from governance.models import StoredObject, Tier
+
+    if is_direct():
+        return None
+    record = StoredObject.objects.select_for_update().filter(key=key).first()
+    if record is None or record.shredded_at is not None or record.is_cold:
+        return None
+    with _scratch_file() as packed:
+        with _store_answers(key, "did not give it back"):
+            try:
+                source = backend().open(key)
+            except ObjectMissing:
+                raise ArtifactMissing(key, f"no object at {backend().location}") from None
+        with (
+            source,
+            gzip.open(packed, "wb", compresslevel=6) as sink,
+            _store_answers(key, "broke off while reading it"),
+        ):
+            shutil.copyfileobj(source, sink, _COPY_BYTES)
+        with _store_answers(key, "(the cold tier) did not take it"):
+            cold_backend().put(key + COLD_SUFFIX, packed)
+        record.cold_size_bytes = packed.stat().st_size
+    record.tier, record.moved_to_cold_at = Tier.COLD, timezone.now()
+    record.save(update_fields=["tier", "cold_size_bytes", "moved_to_cold_at"])
+    transaction.on_commit(lambda: _evict_hot(key))
+    return record
+
+
+def _evict_hot(key: str) -> None:
+    cached = cache_root() / key
+    if cached.is_dir():
+        shutil.rmtree(cached, ignore_errors=True)
+    else:
+        cached.unlink(missing_ok=True)
+    try:
+        backend().delete(key)
+    except Exception:
+        # The cold copy is the record's; a hot leftover only costs space until it is deleted.
+        logger.warning(
+            "artifact %s: moved to the cold tier, but deleting its hot object failed", key, exc_info=True
+        )
+
+
+def _restore(key: str):
+    """Bring ``key`` back from the cold tier to the hot store (decompressed, as it was stored),
+    mark it hot with how long that took, audit ``artifact.restore``; the cold copy is deleted
+    once that commits. The row lock makes concurrent readers wait for one restore. Returns the
+    updated record; ArtifactCorrupt when the cold copy does not decompress."""
+    from governance.models import StoredObject
+
+    started = time.monotonic()
+    try:
+        return _restore_locked(key, started)
+    except _ColdCopyBroken as broken:
+        # Counted and audited outside the restore's transaction, which rolled back.
+        _integrity_failure(StoredObject.objects.get(key=key), f"its cold copy does not decompress: {broken}")
+        raise
+
+
+class _ColdCopyBroken(Exception):
+    pass
+
+
+def _restore_locked(key: str, started: float):
+    from governance.audit import record_audit_event
+    from governance.models import StoredObject, Tier
+
+    with transaction.atomic():
+        record = StoredObject.objects.select_for_update().get(key=key)
+        if not record.is_cold:  # another reader restored it while this one waited
+            return record
+        with _scratch_file() as plain:
+            with _store_answers(key, "(the cold tier) did not give it back"):
+                try:
+                    source = cold_backend().open(key + COLD_SUFFIX)
+                except ObjectMissing:
+                    raise ArtifactMissing(
+                        key, f"no object at {cold_backend().location} (cold tier)"
+                    ) from None
+            try:
+                with (
+                    source,
+                    gzip.GzipFile(fileobj=source, mode="rb") as unpacked,
+                    plain.open("wb") as sink,
+                    _store_answers(key, "(the cold tier) broke off while reading it"),
+                ):
+                    shutil.copyfileobj(unpacked, sink, _COPY_BYTES)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                raise _ColdCopyBroken(str(exc)) from None
+            with _store_answers(key, "did not take it back from the cold tier"):
+                backend().put(key, plain)
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        record.tier, record.cold_size_bytes = Tier.HOT, None
+        record.restored_at, record.last_restore_ms = timezone.now(), elapsed_ms
+        record.save(update_fields=["tier", "cold_size_bytes", "restored_at", "last_restore_ms"])
+        record_audit_event(
+            actor=None,
+            action="artifact.restore",
+            object_type="storedobject",
+            object_id=record.pk,
+            object_repr=record.key,
+            after={"key": record.key, "tier": Tier.HOT, "restore_ms": elapsed_ms},
+        )
+        transaction.on_commit(lambda: _delete_cold_quietly(key))
+    return record
+
+
+def _delete_cold_quietly(key: str) -> None:
+    try:
+        cold_backend().delete(key + COLD_SUFFIX)
+    except Exception:
+        logger.warning("artifact %s: restored, but deleting its cold copy failed", key, exc_info=True)
 
 
 def rewrap_all(batch: int = 500) -> dict[str, int]:

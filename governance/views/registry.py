@@ -22,6 +22,7 @@ from governance.actions.registered_models import (
     do_delete_registered_model,
     do_unarchive_registered_model,
 )
+from governance.actions.retention import expires_at
 from governance.artifacts import staged_upload
 from governance.charts import CHART_POINTS_MAX, Series, chart
 from governance.filtersets import DatasetFilterSet, RegisteredModelFilterSet
@@ -40,6 +41,7 @@ from governance.models import (
     ModelVersion,
     PiiScan,
     RegisteredModel,
+    RetentionPolicy,
     StoredObject,
 )
 from governance.permissions import CHANGE, MANAGE, can
@@ -125,7 +127,9 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     imports no other app (issue 8 layering).
     """
     version = visible_or_404(
-        request, DatasetVersion.objects.select_related("dataset__team", "created_by", "erased_by"), pk
+        request,
+        DatasetVersion.objects.select_related("dataset__team", "created_by", "erased_by", "legal_hold_by"),
+        pk,
     )
     trained = (
         ModelVersion.objects.restrict(request.user)
@@ -142,6 +146,11 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # What a training or inference job on it would be told (issue 12), before anyone tries.
         "pii_refusal": pii_refusal(version),
         "stored": StoredObject.objects.filter(key=version.file).first(),
+        # Retention (issue 12): when the team's policy deletes it (None: never, or held).
+        "expires_at": expires_at(
+            version,
+            RetentionPolicy.objects.filter(team_id=version.dataset.team_id).prefetch_related("rules").first(),
+        ),
         "may_erase": version.erased_at is None and can(request.user, MANAGE, version.dataset.team_id),
     }
     return render(request, "governance/dataset_version_detail.html", context)

@@ -20,9 +20,10 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from prometheus_client.utils import floatToGoString
 
 import config.celery
-from governance.models import AuditEvent
+from governance.models import AuditEvent, DatasetVersion, ModelVersion
 from monitoring import grafana
 from monitoring.models import Alert
 from runners.actions import do_submit_job
@@ -98,6 +99,9 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
     buckets = ["1.0", "5.0", "15.0", "60.0", "300.0", "900.0", "3600.0", "14400.0", "86400.0", "+Inf"]
     succeeded = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
     failed = [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    team_bytes = sum(v.size_bytes for v in DatasetVersion.objects.all()) + sum(
+        v.size_bytes for v in ModelVersion.objects.all()
+    )
     assert _steward_lines(response) == [
         f'steward_drift_score{{column="temp",method="wasserstein",{model}}} 0.0806',
         f'steward_drift_score{{column="hum",method="wasserstein",{model}}} 0.1713',
@@ -149,6 +153,9 @@ def test_metrics_report_drift_checks_alerts_notifications_and_job_durations(
         'steward_artifact_objects{state="shredded"} 0.0',
         'steward_artifact_bytes{state="encrypted"} 0.0',
         'steward_artifact_bytes{state="plain"} 0.0',
+        # Per team and tier (retention): the hourly and 2012 files and the model, as registered.
+        'steward_artifact_team_objects{team="Mobility",tier="hot"} 3.0',
+        f'steward_artifact_team_bytes{{team="Mobility",tier="hot"}} {floatToGoString(team_bytes)}',
     ]
     # The monitor's severity (monitor, check and alert agree, issue 14).
     assert (monitor.severity, Alert.objects.get().severity) == ("warning", "warning")
@@ -239,8 +246,9 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
     # 5 job durations, 6 usage by team and class, 7 budgets with this month's spend,
     # 8 oldest queued job and dispatches, 9 undelivered OpenLineage events by type, 10 predictions
     # by version, 11 the newest sequenced audit event, 12 events above it, 13 the newest checkpoint,
-    # 14 the artifact store's totals
-    with django_assert_num_queries(14):
+    # 14 the artifact store's totals, 15-16 the keys of live dataset and model versions by team,
+    # 17 the store's records (tier and sizes by key)
+    with django_assert_num_queries(17):
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200
