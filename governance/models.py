@@ -410,10 +410,12 @@ class PiiPolicy(models.Model):
 class RetentionKind(models.TextChoices):
     """What a retention rule applies to. Dataset versions are ``datasets`` when uploaded or
     registered from a path, ``predictions`` when a job wrote them (inference outputs, a code
-    run's declared outputs: ``DatasetVersion.Source.JOB``)."""
+    run's declared outputs: ``DatasetVersion.Source.JOB``); ``reports`` are drift checks'
+    evidently reports (monitoring registers them: ``actions.retention.RetentionSubject``)."""
 
     DATASETS = "datasets", "Datasets"
     PREDICTIONS = "predictions", "Predictions (job outputs)"
+    REPORTS = "reports", "Drift reports"
 
 
 # EU AI Act Art. 12 and Art. 19(1): logs of a high-risk system are kept at least six months.

@@ -13,12 +13,14 @@ refused under six months (EU AI Act Art. 12).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from governance import storage
@@ -248,49 +250,98 @@ def _move_to_cold(key: str, *, team_id: int, kind: str, days: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RetentionSubject:
+    """How the lifecycle finds and deletes one kind's artifacts. ``live_keys(team_id)``: the
+    storage keys of the team's live artifacts of the kind (a one-column queryset, used as an IN
+    subquery); ``expire(team_id, registered_before, reason)``: delete (as the system, audited,
+    honouring legal holds) those registered before then; returns ``{"deleted", "held",
+    "skipped"}``. Other apps register theirs (drift reports: ``monitoring.apps``), as governance
+    imports no other app."""
+
+    live_keys: Callable[[int], QuerySet]
+    expire: Callable[[int, datetime, str], dict[str, int]]
+
+
+_SUBJECTS: dict[str, RetentionSubject] = {}
+
+
+def register_retention_subject(kind: str, subject: RetentionSubject) -> None:
+    """Make ``kind``'s artifacts subject to teams' retention rules (called from an AppConfig)."""
+    _SUBJECTS[kind] = subject
+
+
+def _live_versions(team_id: int, kind: str):
+    return DatasetVersion.objects.filter(
+        dataset__team_id=team_id, source__in=KIND_SOURCES[RetentionKind(kind)], erased_at__isnull=True
+    )
+
+
+def _expire_versions(kind: str) -> Callable[[int, datetime, str], dict[str, int]]:
+    def expire(team_id: int, registered_before: datetime, reason: str) -> dict[str, int]:
+        due = _live_versions(team_id, kind).filter(created_at__lte=registered_before)
+        counts = {"deleted": 0, "held": due.filter(legal_hold_at__isnull=False).count(), "skipped": 0}
+        for version in due.filter(legal_hold_at__isnull=True).order_by("pk"):
+            try:
+                do_erase_dataset_version(dataset_version=version, reason=reason, actor=None)
+            except ValidationError as exc:
+                logger.warning("retention: %s not erased: %s", version, "; ".join(exc.messages))
+                counts["skipped"] += 1
+            else:
+                counts["deleted"] += 1
+        return counts
+
+    return expire
+
+
+def _version_keys(kind: str) -> Callable[[int], QuerySet]:
+    def live_keys(team_id: int) -> QuerySet:
+        return _live_versions(team_id, kind).values("file")
+
+    return live_keys
+
+
+for _kind in KIND_SOURCES:
+    register_retention_subject(
+        _kind, RetentionSubject(live_keys=_version_keys(_kind), expire=_expire_versions(_kind))
+    )
+
+
 def apply_retention(now: datetime | None = None) -> dict[str, int]:
     """Apply every team's retention policy as of ``now`` (default: now); the daily beat task.
 
-    Per rule: live versions of the kind registered at least ``delete_after_days`` before ``now``
-    and not under legal hold are erased (``do_erase_dataset_version`` by the system, one
-    ``dataset_version.erase`` event each); then objects of the kind unused (last read, else
-    stored) for ``cold_after_days`` move to the cold tier (one ``artifact.move_to_cold`` event
-    each; managed mode only: direct mode's plain files have no record to tier). One
-    ``retention.apply`` event records the run's counts. Idempotent: what was done is not done
-    again. Returns ``{"deleted", "moved_to_cold", "held", "skipped"}``; skipped counts versions
-    whose erasure was refused (the same bytes held by another live version) and objects a store
-    could not move (logged; tried again next run)."""
+    Per rule: live artifacts of the kind registered at least ``delete_after_days`` before
+    ``now`` and not under legal hold are deleted by their kind's ``RetentionSubject`` (dataset
+    versions through ``do_erase_dataset_version`` by the system, one ``dataset_version.erase``
+    event each); then objects of the kind unused (last read, else stored) for
+    ``cold_after_days`` move to the cold tier (one ``artifact.move_to_cold`` event each; managed
+    mode only: direct mode's plain files have no record to tier). One ``retention.apply`` event
+    records the run's counts. Idempotent: what was done is not done again. Returns
+    ``{"deleted", "moved_to_cold", "held", "skipped"}``; skipped counts deletions refused (the
+    same bytes held by another live version) and objects a store could not move (logged; tried
+    again next run)."""
     now = now or timezone.now()
     counts = {"deleted": 0, "moved_to_cold": 0, "held": 0, "skipped": 0}
     tiering = not storage.is_direct()
     rules = RetentionRule.objects.select_related("policy").order_by("policy__team_id", "kind")
     for rule in rules:
         team_id = rule.policy.team_id
-        live = DatasetVersion.objects.filter(
-            dataset__team_id=team_id,
-            source__in=KIND_SOURCES[RetentionKind(rule.kind)],
-            erased_at__isnull=True,
-        )
+        subject = _SUBJECTS.get(rule.kind)
+        if subject is None:
+            logger.warning("retention: no app registered the kind %r; its rule is not applied", rule.kind)
+            continue
         if rule.delete_after_days is not None:
-            due = live.filter(created_at__lte=now - timedelta(days=rule.delete_after_days))
-            counts["held"] += due.filter(legal_hold_at__isnull=False).count()
-            for version in due.filter(legal_hold_at__isnull=True).order_by("pk"):
-                try:
-                    do_erase_dataset_version(
-                        dataset_version=version,
-                        reason=f"retention policy: {rule.kind} are deleted {rule.delete_after_days} days "
-                        "after registration",
-                        actor=None,
-                    )
-                except ValidationError as exc:
-                    logger.warning("retention: %s not erased: %s", version, "; ".join(exc.messages))
-                    counts["skipped"] += 1
-                else:
-                    counts["deleted"] += 1
+            reason = (
+                f"retention policy: {rule.kind} are deleted {rule.delete_after_days} days after registration"
+            )
+            for name, count in subject.expire(
+                team_id, now - timedelta(days=rule.delete_after_days), reason
+            ).items():
+                counts[name] += count
         if rule.cold_after_days is not None and tiering:
             cutoff = now - timedelta(days=rule.cold_after_days)
             unused = StoredObject.objects.filter(
-                key__in=live.values("file"), tier=Tier.HOT, shredded_at__isnull=True
+                key__in=subject.live_keys(team_id), tier=Tier.HOT, shredded_at__isnull=True
             ).filter(Q(last_read_at__lt=cutoff) | Q(last_read_at__isnull=True, created_at__lt=cutoff))
             for key in unused.order_by("pk").values_list("key", flat=True):
                 try:

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
             name='RetentionRule',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('datasets', 'Datasets'), ('predictions', 'Predictions (job outputs)')], max_length=16)),
+                ('kind', models.CharField(choices=[('datasets', 'Datasets'), ('predictions', 'Predictions (job outputs)'), ('reports', 'Drift reports')], max_length=16)),
                 ('cold_after_days', models.PositiveIntegerField(blank=True, null=True)),
                 ('delete_after_days', models.PositiveIntegerField(blank=True, null=True)),
             ],

@@ -7,6 +7,7 @@ encryption at rest on, on the real filesystem backends (hot and cold under the t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -17,9 +18,12 @@ from django.utils import timezone
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.retention import apply_retention
+from governance.artifacts import store_bytes
 from governance.models import AuditEvent, DatasetVersion, RetentionPolicy, StoredObject
 from governance.storage.envelope import MAGIC, Keyring
 from governance.storage.store import COLD_SUFFIX
+from monitoring.actions.checks import record_drift_report
+from monitoring.models import DriftCheck, ReportState
 from tests.conftest import BIKE_HOURLY, _real_data
 
 BIKE_DAILY = _real_data("bike-sharing/day.csv")
@@ -259,3 +263,42 @@ def test_metrics_show_storage_per_team_and_tier(
     assert _metric(text, "steward_artifact_team_bytes", "Mobility", "cold") == cold_daily.cold_size_bytes
     assert _metric(text, "steward_artifact_team_objects", "Fraud", "cold") == 1
     assert _metric(text, "steward_artifact_team_bytes", "Fraud", "hot") is None
+
+
+def test_drift_reports_follow_the_reports_rule(
+    settings, client_for, client, team, owner, scientist, drifted_check, django_capture_on_commit_callbacks
+):
+    html = b"<html><head><title>drift</title></head><body>hum and cnt drifted</body></html>"
+    # As when its monitor asks for a report: the worker claims it, stores the HTML, records it.
+    DriftCheck.objects.filter(pk=drifted_check.pk).update(report_state=ReportState.QUEUED)
+    key = store_bytes(html, hashlib.sha256(html).hexdigest(), "reports", ".html")
+    assert record_drift_report(drifted_check.pk, report=key)
+    rules = {"reports": {"cold_after_days": 10, "delete_after_days": 60}}
+    assert _set_policy(client_for(owner), team, rules).status_code == 200
+    now = timezone.now()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert apply_retention(now + timedelta(days=11))["moved_to_cold"] == 1
+    assert StoredObject.objects.get(key=key).tier == "cold"
+    client.force_login(scientist)
+    _forget_copies(settings)
+    page = client.get(f"/drift-checks/{drifted_check.pk}/report/")
+    assert page.status_code == 200
+    assert b"hum and cnt drifted" in b"".join(page.streaming_content)
+    assert StoredObject.objects.get(key=key).tier == "hot"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = apply_retention(now + timedelta(days=61))
+
+    assert counts == {"deleted": 1, "moved_to_cold": 0, "held": 0, "skipped": 0}
+    drifted_check.refresh_from_db()
+    assert drifted_check.report == ""
+    assert (
+        drifted_check.report_error
+        == "deleted: retention policy: reports are deleted 60 days after registration"
+    )
+    assert drifted_check.results  # the verdict stays
+    assert StoredObject.objects.get(key=key).shredded_at is not None
+    event = AuditEvent.objects.get(action="drift_report.delete")
+    assert (event.actor_id, event.object_id, event.before) == (None, str(drifted_check.pk), {"report": key})
+    assert client.get(f"/drift-checks/{drifted_check.pk}/report/").status_code == 404
