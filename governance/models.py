@@ -458,7 +458,7 @@ class RetentionPolicy(models.Model):
         """``{kind: {"cold_after_days": n | None, "delete_after_days": m | None}}``."""
         return {
             rule.kind: {"cold_after_days": rule.cold_after_days, "delete_after_days": rule.delete_after_days}
-            for rule in self.rules.order_by("kind")
+            for rule in sorted(self.rules.all(), key=lambda rule: rule.kind)
         }
 
 

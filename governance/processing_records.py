@@ -17,7 +17,16 @@ from typing import Any
 from django.utils import timezone
 
 from governance.audit.leaf import iso_timestamp
-from governance.models import Dataset, Membership, ModelVersion, PiiPolicy, PiiScan, Team
+from governance.models import (
+    AUDIT_EVENTS_MIN_DAYS,
+    Dataset,
+    Membership,
+    ModelVersion,
+    PiiPolicy,
+    PiiScan,
+    RetentionPolicy,
+    Team,
+)
 
 SCHEMA = "steward-art30-record/1"
 # Art. 30(1)(f) and (e): what the record says while Steward has no retention policy and sends no
@@ -59,9 +68,9 @@ def processing_record(team: Team) -> dict[str, Any]:
     "activities": [one per dataset, by name: {"dataset", "purposes", "personal_data",
     "recipients", "retention", "transfers", "security_measures", "versions"}]}``.
 
-    Reads only ``team``'s rows; the caller checked that the requester may view the team. Four
+    Reads only ``team``'s rows; the caller checked that the requester may view the team. Six
     queries whatever the number of datasets (datasets with versions, scans, trained model
-    versions, members)."""
+    versions, members, the PII policy, the retention policy with its rules)."""
     datasets = list(Dataset.objects.filter(team=team).prefetch_related("versions").order_by("name"))
     version_ids = [version.pk for dataset in datasets for version in dataset.versions.all()]
     scans = {
@@ -81,6 +90,7 @@ def processing_record(team: Team) -> dict[str, Any]:
         .order_by("user__username")
     ]
     policy = PiiPolicy.objects.filter(team=team).first()
+    retention = _retention(RetentionPolicy.objects.filter(team=team).prefetch_related("rules").first())
     activities = []
     for dataset in datasets:
         versions = sorted(dataset.versions.all(), key=lambda version: version.version)
@@ -110,7 +120,7 @@ def processing_record(team: Team) -> dict[str, Any]:
                         for version in models
                     ],
                 },
-                "retention": NO_RETENTION,
+                "retention": retention,
                 "transfers": NO_TRANSFERS,
                 "security_measures": SECURITY,
                 "versions": [
@@ -131,3 +141,22 @@ def processing_record(team: Team) -> dict[str, Any]:
         "pii_policy": policy.rules if policy is not None else {},
         "activities": activities,
     }
+
+
+def _retention(policy: RetentionPolicy | None) -> str:
+    """Art. 30(1)(f): the team's retention policy for dataset versions, in words."""
+    rules = policy.rules_by_kind() if policy is not None else {}
+    parts = []
+    for kind in ("datasets", "predictions"):
+        periods = rules.get(kind, {})
+        if periods.get("delete_after_days") is None:
+            continue
+        text = f"{kind}: deleted {periods['delete_after_days']} days after registration"
+        if periods.get("cold_after_days") is not None:
+            text += f", moved to cold storage after {periods['cold_after_days']} days unused"
+        parts.append(text)
+    if not parts:
+        return NO_RETENTION
+    audit_days = policy.audit_events_days if policy is not None else None
+    kept = f"{audit_days} days" if audit_days else f"for ever (at least {AUDIT_EVENTS_MIN_DAYS} days)"
+    return "; ".join(parts) + f", unless under legal hold; audit events kept {kept}"

@@ -178,6 +178,10 @@ def test_legal_hold_prevents_deletion_and_the_policy_deletes_the_rest_by_kind(
     rules = {"datasets": {"delete_after_days": 90}, "predictions": {"cold_after_days": 7}}
     assert _set_policy(client_for(owner), team, rules, 400).status_code == 200
     hold_url = f"/api/dataset-versions/{held.pk}/legal-hold/"
+    record = client_for(scientist).get(f"/api/teams/{team.pk}/records-of-processing/").json()
+    assert {activity["retention"] for activity in record["activities"]} == {
+        "datasets: deleted 90 days after registration, unless under legal hold; audit events kept 400 days"
+    }
 
     assert client_for(scientist).post(hold_url, {"reason": "x"}, format="json").status_code == 403
     assert client_for(owner).post(hold_url, {"reason": " "}, format="json").status_code == 400
@@ -302,3 +306,48 @@ def test_drift_reports_follow_the_reports_rule(
     event = AuditEvent.objects.get(action="drift_report.delete")
     assert (event.actor_id, event.object_id, event.before) == (None, str(drifted_check.pk), {"report": key})
     assert client.get(f"/drift-checks/{drifted_check.pk}/report/").status_code == 404
+
+
+def test_a_damaged_cold_copy_is_refused_naming_the_artifact_and_audited(
+    settings, client_for, team, dataset, owner, scientist, django_capture_on_commit_callbacks
+):
+    version = _register(dataset, scientist, BIKE_HOURLY)
+    _set_policy(client_for(owner), team, {"datasets": {"cold_after_days": 1}})
+    with django_capture_on_commit_callbacks(execute=True):
+        apply_retention(timezone.now() + timedelta(days=2))
+    cold = _cold(settings, version)
+    cold.write_bytes(cold.read_bytes()[: cold.stat().st_size // 2])  # truncated in the cold store
+    _forget_copies(settings)
+
+    response = _download(client_for(scientist), version)
+
+    assert response.status_code == 409
+    assert version.file in response.json()["detail"]
+    assert "cold copy does not decompress" in response.json()["detail"]
+    record = StoredObject.objects.get(key=version.file)
+    assert (record.tier, record.integrity_failures) == ("cold", 1)
+    assert not _hot(settings, version).exists()
+    assert (
+        AuditEvent.objects.filter(action="artifact.integrity_failure", object_repr=version.file).count() == 1
+    )
+    assert not AuditEvent.objects.filter(action="artifact.restore").exists()
+
+
+def test_direct_mode_deletes_by_policy_and_tiers_nothing(
+    settings, client_for, team, dataset, owner, scientist
+):
+    settings.STEWARD_ARTIFACT_KEYS = ""  # direct mode: plain files, no records
+    version = _register(dataset, scientist, BIKE_HOURLY)
+    rules = {"datasets": {"cold_after_days": 1, "delete_after_days": 30}}
+    assert _set_policy(client_for(owner), team, rules).status_code == 200
+
+    assert apply_retention(timezone.now() + timedelta(days=2)) == {
+        "deleted": 0,
+        "moved_to_cold": 0,
+        "held": 0,
+        "skipped": 0,
+    }
+    assert _hot(settings, version).read_bytes() == BIKE_HOURLY.read_bytes()
+    assert apply_retention(timezone.now() + timedelta(days=31))["deleted"] == 1
+    assert not _hot(settings, version).exists()
+    assert DatasetVersion.objects.get(pk=version.pk).erased_at is not None
