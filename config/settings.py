@@ -299,6 +299,10 @@ STEWARD_PII_SCAN_MAX_ROWS = env.int("STEWARD_PII_SCAN_MAX_ROWS", default=100_000
 STEWARD_PII_SCAN_TIME_LIMIT_S = env.float("STEWARD_PII_SCAN_TIME_LIMIT_S", default=300.0)
 STEWARD_PII_K_THRESHOLD = env.int("STEWARD_PII_K_THRESHOLD", default=5)
 STEWARD_PII_SCAN_QUEUE = env.str("STEWARD_PII_SCAN_QUEUE", default="celery")
+# The key of the keyed hash a "hash" rule writes (HMAC-SHA256; governance.actions.pii.hash_key):
+# empty derives one from SECRET_KEY. Changing either changes every hash, so joins across protected
+# copies made before and after the change no longer match.
+STEWARD_PII_HASH_KEY = env.str("STEWARD_PII_HASH_KEY", default="")
 if STEWARD_PII_SCAN_MAX_ROWS < 1 or STEWARD_PII_SCAN_TIME_LIMIT_S <= 0 or STEWARD_PII_K_THRESHOLD < 2:
     raise ImproperlyConfigured(
         "STEWARD_PII_SCAN_MAX_ROWS must be >= 1, STEWARD_PII_SCAN_TIME_LIMIT_S > 0, "

@@ -167,6 +167,7 @@ class DatasetVersion(models.Model):
         UPLOAD = "upload", "Uploaded"
         PATH = "path", "Registered from a server path"
         JOB = "job", "Written by a job"
+        PROTECTED = "protected", "Protected copy under a PII policy"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
     version = models.PositiveIntegerField()
@@ -204,6 +205,17 @@ class DatasetVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     legal_hold_reason = models.TextField(blank=True)
+
+    # A protected copy (issue 12, ``runners.pii_protection``): the version whose personal data it
+    # masks, hashes or drops, and how, per column; jobs naming the source read this one instead.
+    protects = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="protected_versions"
+    )
+    pii_protection = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='What was done to the source\'s columns: {"column": "mask" | "hash" | "drop"}.',
+    )
 
     objects = RestrictedQuerySet.as_manager()
     team_scope = "dataset__team"

@@ -26,6 +26,8 @@ none is installed in this project (see the closing note of the PII change).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import re
 import time
@@ -595,3 +597,50 @@ def scan_frame(frame: pd.DataFrame, limits: Limits, *, rows_total: int | None = 
 def seed_of(sha256: str) -> int:
     """A sampling seed from a file's SHA-256 hex: the same file is sampled the same way."""
     return int(sha256[:8], 16) if sha256 else 0
+
+
+# --- protection (a team's mask, hash and drop rules) ---------------------------------------
+
+# Kinds whose values have a fixed format: a mask keeps the separators (``***-**-****``) since the
+# length says nothing about the person. Other values (names, emails, categories) become MASK
+# whole: a length would tell "White" from "Asian-Pac-Islander".
+_FORMATTED_KINDS = frozenset({"us_ssn", "credit_card", "iban", "phone", "ip_address", "date_of_birth"})
+MASK = "***"
+# How much each rule hides, to pick one per column holding several kinds and to tell whether a
+# protected copy still satisfies a tightened policy.
+PROTECTION_STRENGTH = {"hash": 1, "mask": 2, "drop": 3}
+
+
+def mask_value(value: str, kind: str) -> str:
+    """``value`` masked whole for a protected copy: every letter and digit hidden in a cell that
+    is just a formatted identifier (``***-**-****``), ``MASK`` otherwise. Unlike ``mask`` (report
+    examples) nothing of the value is kept."""
+    whole = kind == "date_of_birth" or any(pattern.fullmatch(value) for pattern in _SPANS.get(kind, ()))
+    # Free text holding an identifier is masked whole too: its hidden words would keep their lengths.
+    return _hidden(value) if kind in _FORMATTED_KINDS and whole else MASK
+
+
+def hash_value(value: str, key: bytes) -> str:
+    """HMAC-SHA256 of ``value`` (UTF-8) under ``key`` (RFC 2104), as 64 hex digits: the same value
+    hashes the same under the same key, so a hashed column still joins across files."""
+    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def protect_frame(frame: pd.DataFrame, plan: dict[str, tuple[str, str]], key: bytes) -> pd.DataFrame:
+    """A copy of ``frame`` with ``plan`` applied, ``{column: (rule, kind)}``: ``drop`` removes the
+    column; ``mask`` (``mask_value``) and ``hash`` (``hash_value``) rewrite every non-missing cell
+    of it as text (the scan samples rows, so a column is protected whole, not the cells it saw);
+    a hashed value is stripped first, as the scan reads it. Missing cells and empty strings stay.
+    Columns not in ``plan`` are untouched."""
+    protected = frame.drop(columns=[column for column, (rule, _) in plan.items() if rule == "drop"])
+    for column, (rule, kind) in plan.items():
+        if rule == "drop" or column not in protected.columns:
+            continue
+        values = protected[column]
+        present = values.notna() & (values.astype(str) != "")
+        if rule == "mask":
+            rewritten = values[present].astype(str).map(lambda value, kind=kind: mask_value(value, kind))
+        else:
+            rewritten = values[present].astype(str).map(lambda value: hash_value(value.strip(), key))
+        protected[column] = values.astype(object).where(~present, rewritten)
+    return protected

@@ -8,6 +8,9 @@ class Relation(models.TextChoices):
     # OpenLineage's vocabulary: a run reads inputs and writes outputs.
     INPUT = "input", "Input of"
     OUTPUT = "output", "Output of"
+    # A dataset version made from another without a run: a protected copy under a team's PII
+    # policy (issue 12) is derived from the version it protects.
+    DERIVED = "derived", "Derived into"
 
 
 class LineageEdge(models.Model):

@@ -26,6 +26,7 @@ from runners.launcher import Limits
 from runners.lifecycle import CANCELLED, Lifecycle
 from runners.lineage_events import announce_job
 from runners.models import TERMINAL_STATES, Job, JobBackend, JobKind, JobSchedule, JobState
+from runners.pii_protection import readable_version
 from runners.serving.predictors import refusal
 from runners.serving.rows import columns_of
 from runners.specs import (
@@ -320,10 +321,12 @@ def do_submit_job(
     or, when the spec asks for a start window, by the sweeper once the window opens (issue 16).
 
     ``schedule``: the recurring job that fired it; ``now``: the submission time (tests pass it to
-    place a job inside or outside its window). See ``check_submission`` for the rules. A training
-    or inference job on a version its team's PII policy blocks (``governance.actions.pii.
-    pii_refusal``: blocked findings, or an unresolved scan) is refused. Raises ValidationError
-    naming the bad field, column or PII finding; PermissionDenied without the right.
+    place a job inside or outside its window). See ``check_submission`` for the rules. A job on
+    a version its team's PII policy masks, hashes or drops reads its protected copy instead
+    (``runners.pii_protection``; made if missing, its spec checked again against it); one its
+    policy blocks (``governance.actions.pii.pii_refusal``: blocked findings, or an unresolved
+    scan) is refused, whatever its kind. Raises ValidationError naming the bad field, column or
+    PII finding; PermissionDenied without the right.
     """
     submission = check_submission(
         kind=kind,
@@ -335,9 +338,27 @@ def do_submit_job(
     )
     with transaction.atomic():
         ensure_can(actor, CHANGE, submission.team_id)
-        # Issue 12: personal data the team's policy blocks never reaches a training or an
-        # inference run (checked after the permission, so an outsider learns nothing of it).
-        if kind in (JobKind.TRAIN, JobKind.INFER) and (why := pii_refusal(dataset_version)):
+        # Issue 12: personal data the team's policy blocks never reaches a run, and what it
+        # protects is read through the protected copy (checked after the permission, so an
+        # outsider learns nothing of it).
+        readable = readable_version(dataset_version, actor=actor, field="dataset_version")
+        if readable != dataset_version:
+            try:
+                submission = check_submission(
+                    kind=kind,
+                    dataset_version=readable,
+                    spec=spec,
+                    registered_model=registered_model,
+                    model_version=model_version,
+                    now=now,
+                )
+            except ValidationError as exc:
+                problems = "; ".join(exc.messages)
+                raise ValidationError(
+                    {"dataset_version": f"on {readable}, the protected copy jobs read: {problems}"}
+                ) from exc
+            dataset_version = readable
+        if why := pii_refusal(dataset_version):
             raise ValidationError({"dataset_version": why})
         return queue_job(
             submission,

@@ -30,6 +30,7 @@ from governance.permissions import CHANGE, VIEW
 from runners import windows
 from runners.actions import Submission, job_backend, limit_maxima, queue_job
 from runners.models import CodeVersion, Experiment, Job, JobBackend, JobDataset, JobDatasetRole, JobKind
+from runners.pii_protection import readable_version
 from runners.specs import SUBMISSION_FIELDS, SpecError, parse_limits, parse_resources, split_backend
 from runners.tracking import do_create_experiment
 
@@ -269,8 +270,9 @@ def do_submit_code_run(
     ``experiment_name``: the team's MLflow experiment the run logs to (created if absent; the code
     project's name by default); ``spec``: limits, resources, backend (local only), start window.
     The job's ``spec`` keeps {entry_point, parameters, inputs: {name: id}, models: {name: id},
-    outputs, limits, resources, window}. An input the team's PII policy refuses (``governance.
-    actions.pii.pii_refusal``) is a ValidationError on ``inputs``. Raises ValidationError naming
+    outputs, limits, resources, window}. An input its team's PII policy masks, hashes or drops is
+    given as its protected copy (``runners.pii_protection``); one the policy refuses
+    (``governance.actions.pii.pii_refusal``) is a ValidationError on ``inputs``. Raises ValidationError naming
     the field; PermissionDenied
     without CHANGE on the team.
     """
@@ -314,15 +316,18 @@ def do_submit_code_run(
             .filter(pk__in=[v.pk for v in inputs.values()])
             .values_list("pk", flat=True)
         )
+        readable: dict[str, DatasetVersion] = {}
         for name, version in inputs.items():
             if version.pk not in visible:
                 raise ValidationError({"inputs": f"{name}: no dataset version {version.pk}"})
             if version.dataset.team_id != team_id:
                 # A run's inputs and outputs stay in one team, like a training job's.
                 raise ValidationError({"inputs": f"{name}: {version} belongs to another team than the code"})
+            # User code reads its inputs like a training job: the team's PII policy holds.
+            version = readable[name] = readable_version(version, actor=actor, field="inputs")
             if why := pii_refusal(version):
-                # User code reads its inputs like a training job: the team's PII policy holds.
                 raise ValidationError({"inputs": f"{name}: {why}"})
+        inputs = readable
         _check_given_models(models, team_id, actor)
         run_spec = {
             "entry_point": entry_point,

@@ -28,7 +28,7 @@ import governance
 from governance import datafiles, storage
 from governance.actions.datasets import dataset_named, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version
-from governance.actions.pii import pii_refusal
+from governance.actions.pii import describe_plan, pii_refusal
 from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import Dataset, DatasetVersion, ModelVersion
 from lineage.actions import do_record_edges
@@ -88,6 +88,15 @@ def execute_job(job_id: int, worker: str = "") -> str:
         job = Job.objects.get(pk=job_id)
         if why := _pii_refusal(job):
             raise SpecError(why)
+        for version in _input_versions(job):
+            if version.protects_id is not None:
+                # Issue 12: say which data the run reads in place of the one the user named.
+                _append_log(
+                    job_id,
+                    attempt,
+                    f"reads {version}, the protected copy of {version.protects} under team "
+                    f"{version.dataset.team.name}'s PII policy ({describe_plan(version.pii_protection)})",
+                )
         if job.backend == JobBackend.RAY:
             # The cluster places the run and gives it its GPUs; this worker's slot is not used.
             devices: list[str] = []
@@ -113,22 +122,22 @@ def execute_job(job_id: int, worker: str = "") -> str:
     return JOBS.run(job_id, body, user_errors=USER_ERRORS, retry_errors=(launcher.ComputeLost,))
 
 
+def _input_versions(job: Job) -> list[DatasetVersion]:
+    # Training, inference and evaluation read their dataset version, a code run its inputs.
+    if job.kind == JobKind.CODE:
+        inputs = job.datasets.filter(role=JobDatasetRole.INPUT).select_related(
+            "dataset_version__dataset__team"
+        )
+        return [link.dataset_version for link in inputs]
+    return [job.dataset_version] if job.dataset_version_id is not None else []
+
+
 def _pii_refusal(job: Job) -> str | None:
     """Why the team's PII policy refuses ``job``'s input data now, or None: the refusal at
     submission (``runners.actions.do_submit_job``, ``runners.code_runs``) is asked again when the
     job starts, since a policy set or tightened while the job waited (a start window, a budget
-    hold, a queue) holds for it too. Training and inference read their dataset version, a code
-    run its inputs; an evaluation is not refused (as at submission)."""
-    if job.kind in (JobKind.TRAIN, JobKind.INFER) and job.dataset_version_id is not None:
-        versions = [job.dataset_version]
-    elif job.kind == JobKind.CODE:
-        inputs = job.datasets.filter(role=JobDatasetRole.INPUT).select_related(
-            "dataset_version__dataset__team"
-        )
-        versions = [link.dataset_version for link in inputs]
-    else:
-        return None
-    for version in versions:
+    hold, a queue) holds for it too; so is a protected copy made under rules since tightened."""
+    for version in _input_versions(job):
         if why := pii_refusal(version):
             return f"refused when it started: {why}"
     return None

@@ -139,6 +139,8 @@ def do_register_dataset_version(
     description: str = "",
     actor: User | None,
     on_behalf_of: User | None = None,
+    protects: DatasetVersion | None = None,
+    pii_protection: dict[str, str] | None = None,
 ) -> DatasetVersion:
     """Validate a CSV/Parquet file, store it by content hash and register it as the next version.
 
@@ -147,7 +149,8 @@ def do_register_dataset_version(
     previous version's. Raises ``datafiles.DataFileError`` (nothing registered) when the file is
     not valid; ValidationError on ``schema`` naming the added/removed/retyped columns when the
     dataset is schema-locked and the columns differ; PermissionDenied when the actor may not
-    change the dataset's team.
+    change the dataset's team. ``protects`` and ``pii_protection``: for a protected copy
+    (``runners.pii_protection``), the version it protects and the rule applied to each column.
     """
     description = checked_description(description)
     ensure_can(actor, CHANGE, dataset.team_id)
@@ -186,6 +189,8 @@ def do_register_dataset_version(
             description=description,
             created_by=actor or on_behalf_of,
             created_at=timezone.now(),
+            protects=protects,
+            pii_protection=pii_protection or {},
         )
         record_audit_event(
             actor=actor,

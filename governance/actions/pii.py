@@ -8,14 +8,19 @@ the row with a conditional UPDATE (a redelivered task does nothing), reads a bou
 file and stores the report of ``governance.pii.scan_frame``, or the reason it failed; the outcome
 is audited as ``pii.scan`` by the system (actor None).
 
-A team's policy says, per kind (``governance.pii.ALL_KINDS``) or by ``default``, ``block`` or
-``allow``. A team without a policy allows everything, as before scans existed. Masking, keyed
-hashing and dropping columns into a derived dataset version are not built yet: the policy refuses
-them with a message saying so.
+A team's policy says, per kind (``governance.pii.ALL_KINDS``) or by ``default``, ``block``,
+``mask``, ``hash`` (keyed HMAC-SHA256, so joins still work), ``drop`` or ``allow``. A team without
+a policy allows everything, as before scans existed. A version whose findings are all allowed or
+protected (mask, hash, drop; ``protection_plan``) is read by jobs through its protected copy, a
+derived dataset version that ``runners.pii_protection`` makes (it records the lineage edge, which
+governance may not import); ``pii_refusal`` refuses the source itself and accepts a copy made
+under rules at least as strict as the team's current ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +41,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCAN_TASK = "governance.tasks.scan_dataset_version_pii"
-BLOCK, ALLOW = "block", "allow"
-RULES = (BLOCK, ALLOW)
-NOT_BUILT = ("mask", "hash", "drop")
+BLOCK, ALLOW, MASK, HASH, DROP = "block", "allow", "mask", "hash", "drop"
+RULES = (BLOCK, MASK, HASH, DROP, ALLOW)
+PROTECTIONS = (MASK, HASH, DROP)
 DEFAULT = "default"
+RULES_IN_WORDS = "block, mask, hash, drop, allow"
 
 
 # --- scans ---------------------------------------------------------------------------------
@@ -161,24 +167,19 @@ def run_pii_scan(scan_id: int) -> str | None:
 
 def check_pii_rules(rules: Any) -> dict[str, str]:
     """``rules`` validated: an object mapping ``default`` or a kind of ``governance.pii.ALL_KINDS``
-    to ``block`` or ``allow``. ValidationError on ``rules`` naming the key and what is wrong."""
+    to one of ``RULES``. ValidationError on ``rules`` naming the key and what is wrong."""
     if not isinstance(rules, dict):
-        raise ValidationError({"rules": 'an object of kind -> "block" or "allow", e.g. {"us_ssn": "block"}'})
+        raise ValidationError(
+            {"rules": f'an object of kind -> one of {RULES_IN_WORDS}, e.g. {{"us_ssn": "hash"}}'}
+        )
     checked = {}
     for kind, rule in rules.items():
         if kind != DEFAULT and kind not in pii.ALL_KINDS:
             raise ValidationError(
                 {"rules": f"unknown kind {str(kind)[:60]!r}; one of {DEFAULT}, {', '.join(pii.ALL_KINDS)}"}
             )
-        if rule in NOT_BUILT:
-            raise ValidationError(
-                {
-                    "rules": f"{kind}: {rule!r} is not built yet (no derived dataset version is made); "
-                    "use block or allow"
-                }
-            )
         if rule not in RULES:
-            raise ValidationError({"rules": f"{kind}: {str(rule)[:60]!r} is not one of block, allow"})
+            raise ValidationError({"rules": f"{kind}: {str(rule)[:60]!r} is not one of {RULES_IN_WORDS}"})
         checked[str(kind)] = str(rule)
     return checked
 
@@ -216,9 +217,59 @@ def team_rules(team_id: int) -> dict[str, str]:
     return dict(policy.rules) if policy is not None else {}
 
 
+def rule_of(kind: str, rules: dict[str, str]) -> str:
+    """The rule ``rules`` give ``kind``: its own, else the default, else allow."""
+    return rules.get(kind, rules.get(DEFAULT, ALLOW))
+
+
 def is_blocked(kind: str, rules: dict[str, str]) -> bool:
     """Whether ``rules`` block ``kind`` (its own rule, else the default, else allow)."""
-    return rules.get(kind, rules.get(DEFAULT, ALLOW)) == BLOCK
+    return rule_of(kind, rules) == BLOCK
+
+
+def protection_plan(scan: PiiScan, rules: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """What ``rules`` ask of a done ``scan``'s columns: ``{column: (rule, kind)}`` for each column
+    holding a kind whose rule is mask, hash or drop; a column holding several such kinds gets the
+    strictest rule (drop > mask > hash; ``governance.pii.PROTECTION_STRENGTH``) and the kind that
+    asked for it. Columns in report order; {} when nothing is to be protected."""
+    plan: dict[str, tuple[str, str]] = {}
+    for finding in scan.findings:
+        rule = rule_of(finding["kind"], rules)
+        if rule not in PROTECTIONS:
+            continue
+        held = plan.get(finding["column"])
+        if held is None or pii.PROTECTION_STRENGTH[rule] > pii.PROTECTION_STRENGTH[held[0]]:
+            plan[finding["column"]] = (rule, finding["kind"])
+    return plan
+
+
+def describe_plan(plan: dict[str, Any]) -> str:
+    """ "column 'race' (hash); column 'sex' (mask)", columns sorted (a stored plan is jsonb, whose
+    keys keep no order): ``plan`` values are rules or (rule, kind)."""
+    return "; ".join(
+        f"column {column!r} ({rule if isinstance(rule, str) else rule[0]})"
+        for column, rule in sorted(plan.items())
+    )
+
+
+def hash_key() -> bytes:
+    """The key of the ``hash`` rule: ``STEWARD_PII_HASH_KEY``, or one derived from ``SECRET_KEY``
+    with HKDF-SHA256 (RFC 5869, extract then one block of expand) so that the hashes are not
+    HMACs under the secret key itself."""
+    if settings.STEWARD_PII_HASH_KEY:
+        return settings.STEWARD_PII_HASH_KEY.encode("utf-8")
+    prk = hmac.new(b"steward.pii", settings.SECRET_KEY.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.new(prk, b"pii hash key\x01", hashlib.sha256).digest()
+
+
+def is_protected_enough(version: DatasetVersion, plan: dict[str, tuple[str, str]]) -> bool:
+    """Whether protected copy ``version`` applied, to each column of ``plan``, a rule at least as
+    strict as the plan's (a copy masked when the policy now says hash still hides enough)."""
+    applied = version.pii_protection or {}
+    return all(
+        column in applied and pii.PROTECTION_STRENGTH[applied[column]] >= pii.PROTECTION_STRENGTH[rule]
+        for column, (rule, _) in plan.items()
+    )
 
 
 def blocked_findings(scan: PiiScan, rules: dict[str, str]) -> list[dict[str, Any]]:
@@ -247,22 +298,56 @@ def _scan_state(version: DatasetVersion) -> tuple[PiiScan | None, str]:
 
 def pii_refusal(version: DatasetVersion) -> str | None:
     """Why a job may not read ``version`` under its team's PII policy, or None when it may: the
-    policy blocks a kind the scan found (the message names columns and kinds), or it blocks any
-    kind and the scan is missing, queued, running or failed (unresolved). A team without a
-    policy, or one that blocks nothing, lets every version be read."""
+    policy blocks a kind the scan found (the message names columns and kinds); it blocks or
+    protects any kind and the scan is missing, queued, running or failed (unresolved); it masks,
+    hashes or drops a kind the scan found (the message names the columns: jobs read the
+    protected copy instead, ``runners.pii_protection``). A protected copy is judged by its
+    source's scan: refused when that holds blocked findings, or when the copy is less strict than
+    the current policy. A team without a policy, or one that allows everything, lets every
+    version be read."""
     rules = team_rules(version.dataset.team_id)
-    if not any(rule == BLOCK for rule in rules.values()):
+    team = version.dataset.team.name
+    source = version.protects if version.protects is not None else version
+    if source is version and all(rule == ALLOW for rule in rules.values()):
         return None
-    scan, unresolved = _scan_state(version)
+    scan, unresolved = _scan_state(source)
     if unresolved or scan is None:
-        return f"{unresolved}: team {version.dataset.team.name}'s PII policy blocks some kinds"
+        acts = "blocks" if any(rule == BLOCK for rule in rules.values()) else "protects"
+        return f"{unresolved}: team {team}'s PII policy {acts} some kinds"
     blocked = blocked_findings(scan, rules)
     if blocked:
+        return f"{source} holds personal data team {team}'s PII policy blocks: {describe_findings(blocked)}"
+    plan = protection_plan(scan, rules)
+    if source is not version:
+        if is_protected_enough(version, plan):
+            return None
         return (
-            f"{version} holds personal data team {version.dataset.team.name}'s PII policy blocks: "
-            f"{describe_findings(blocked)}"
+            f"{version} was protected under older rules ({describe_plan(version.pii_protection)}); "
+            f"team {team}'s PII policy now asks for {describe_plan(plan)}: submit the job on {source} "
+            "to read a current protected copy"
+        )
+    if plan:
+        return (
+            f"{version} holds personal data team {team}'s PII policy protects: {describe_plan(plan)}; "
+            "jobs read its protected copy (submit the job again to use it)"
         )
     return None
+
+
+def protection_needed(version: DatasetVersion) -> dict[str, tuple[str, str]]:
+    """The plan (``protection_plan``) a protected copy of ``version`` must follow for a job to
+    read it: {} when ``version`` is itself a protected copy, when its team's policy protects
+    nothing it holds, or when the scan is unresolved or holds blocked findings (``pii_refusal``
+    refuses those; no copy helps)."""
+    if version.protects_id is not None:
+        return {}
+    rules = team_rules(version.dataset.team_id)
+    if not any(rule in PROTECTIONS for rule in rules.values()):
+        return {}
+    scan, unresolved = _scan_state(version)
+    if unresolved or scan is None or blocked_findings(scan, rules):
+        return {}
+    return protection_plan(scan, rules)
 
 
 def pii_gate(version: DatasetVersion | None) -> tuple[bool, str]:
@@ -271,13 +356,29 @@ def pii_gate(version: DatasetVersion | None) -> tuple[bool, str]:
     and kinds, or says the scan is missing, pending or failed."""
     if version is None:
         return False, "the version names no training dataset version: its data cannot be shown PII-clean"
+    if version.protects_id is not None:
+        why = pii_refusal(version)
+        if why:
+            return False, why
+        applied = describe_plan(version.pii_protection)
+        return (
+            True,
+            f"{version} is the protected copy of {version.protects} ({applied}) its team's policy asks for",
+        )
     scan, unresolved = _scan_state(version)
     if unresolved or scan is None:
         return False, unresolved
-    blocked = blocked_findings(scan, team_rules(version.dataset.team_id))
+    rules = team_rules(version.dataset.team_id)
+    blocked = blocked_findings(scan, rules)
     if blocked:
         return False, (
             f"{version} holds personal data its team's PII policy blocks: {describe_findings(blocked)}"
+        )
+    plan = protection_plan(scan, rules)
+    if plan:
+        return False, (
+            f"{version} holds personal data its team's PII policy protects ({describe_plan(plan)}): "
+            "the model read it unprotected; train on the protected copy"
         )
     kinds = sorted({finding["kind"] for finding in scan.findings})
     found = f"found {', '.join(kinds)}, all allowed" if kinds else "found no personal data"

@@ -94,16 +94,19 @@ def test_a_wide_file_of_long_cells_is_scanned_within_bounds(team, scientist, tmp
 
 
 BAD_RULES = {
-    "list": ([["us_ssn", "block"]], 'an object of kind -> "block" or "allow"'),
-    "string": ("block", 'an object of kind -> "block" or "allow"'),
+    "list": ([["us_ssn", "block"]], "an object of kind -> one of block, mask, hash, drop, allow"),
+    "string": ("block", "an object of kind -> one of block, mask, hash, drop, allow"),
     "null": (None, "This field may not be null."),
     "unknown kind": ({"passport": "block"}, "unknown kind 'passport'"),
     "NUL in kind": ({"us_ssn\x00": "block"}, "unknown kind 'us_ssn\\x00'"),
-    "NUL in rule": ({"us_ssn": "block\x00"}, "us_ssn: 'block\\x00' is not one of block, allow"),
-    "number": ({"us_ssn": 1}, "us_ssn: '1' is not one of block, allow"),
-    "object": ({"us_ssn": {"rule": "block"}}, "is not one of block, allow"),
-    "not built": ({"us_ssn": "mask"}, "us_ssn: 'mask' is not built yet"),
-    "case": ({"us_ssn": "BLOCK"}, "us_ssn: 'BLOCK' is not one of block, allow"),
+    "NUL in rule": (
+        {"us_ssn": "block\x00"},
+        "us_ssn: 'block\\x00' is not one of block, mask, hash, drop, allow",
+    ),
+    "number": ({"us_ssn": 1}, "us_ssn: '1' is not one of block, mask, hash, drop, allow"),
+    "object": ({"us_ssn": {"rule": "block"}}, "is not one of block, mask, hash, drop, allow"),
+    "unknown rule": ({"us_ssn": "encrypt"}, "us_ssn: 'encrypt' is not one of block, mask, hash, drop, allow"),
+    "case": ({"us_ssn": "BLOCK"}, "us_ssn: 'BLOCK' is not one of block, mask, hash, drop, allow"),
     "huge": ({f"k{i}": "block" for i in range(10_000)}, "unknown kind 'k0'"),
 }
 
