@@ -385,3 +385,36 @@ class GatePolicyForm(forms.Form):
         super().__init__(*args, **kwargs)
         # Only the teams the user manages: the action re-checks MANAGE inside its transaction.
         self.fields["team"].queryset = Team.objects.restrict(user, "manage")
+
+
+class PiiPolicyForm(forms.Form):
+    """A team's PII policy (issue 12): the default rule and one select per kind ("" = the
+    default). ``rules(cleaned_data)`` is what ``do_set_pii_policy`` validates again."""
+
+    RULE_CHOICES = [
+        ("allow", "allow"),
+        ("block", "block: jobs refused"),
+        ("mask", "mask: jobs read a masked copy"),
+        ("hash", "hash: keyed hash, joins still work"),
+        ("drop", "drop: column removed from the copy"),
+    ]
+
+    default = forms.ChoiceField(
+        choices=RULE_CHOICES, initial="allow", help_text="For every kind left on default."
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        from governance.pii import ALL_KINDS
+
+        super().__init__(*args, **kwargs)
+        for kind in ALL_KINDS:
+            self.fields[kind] = forms.ChoiceField(
+                choices=[("", "(default)"), *self.RULE_CHOICES], required=False, label=kind
+            )
+
+    @staticmethod
+    def rules(data: dict[str, Any]) -> dict[str, str]:
+        """The cleaned ``data`` as policy rules: the default, and each kind given its own rule."""
+        return {"default": data["default"]} | {
+            name: rule for name, rule in data.items() if name != "default" and rule
+        }

@@ -40,6 +40,7 @@ urlpatterns = [
     path("people/users/<int:pk>/reactivate/", people.user_reactivate, name="user_reactivate"),
     path("people/teams/", people.team_list, name="team_list"),
     path("people/teams/<int:pk>/", people.team_detail, name="team_detail"),
+    path("people/teams/<int:pk>/pii-policy/", people.team_pii_policy, name="team_pii_policy"),
     path("people/memberships/<int:pk>/revoke/", people.membership_revoke, name="membership_revoke"),
     path(
         "people/platform-roles/<int:pk>/revoke/",

@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from governance.actions.passwords import do_send_password_reset, do_set_password
+from governance.actions.pii import do_set_pii_policy
 from governance.actions.teams import (
     do_create_team,
     do_grant_platform_role,
@@ -31,13 +32,14 @@ from governance.actions.teams import (
 from governance.actions.users import do_create_user, do_deactivate_user, do_reactivate_user
 from governance.forms import (
     MembershipGrantForm,
+    PiiPolicyForm,
     PlatformRoleGrantForm,
     SetPasswordForm,
     TeamCreateForm,
     UserCreateForm,
 )
-from governance.models import Membership, PlatformRoleGrant, Team
-from governance.permissions import MANAGE, grant_refusal, is_platform_admin, restrict
+from governance.models import Membership, PiiPolicy, PlatformRoleGrant, Team
+from governance.permissions import MANAGE, can, grant_refusal, is_platform_admin, restrict
 from governance.views.helpers import button_view, form_view, paginate, visible_or_404
 
 # Who has which role ---------------------------------------------------------------------------
@@ -299,6 +301,30 @@ def _team_page(
         "form": form or MembershipGrantForm(user=request.user, initial={"team": team.pk}),
     }
     return render(request, "governance/team_detail.html", context, status=status)
+
+
+@login_required
+def team_pii_policy(request: HttpRequest, pk: int) -> HttpResponse:
+    """A team's PII policy (issue 12), a select per kind; its managers set it here."""
+    team = visible_or_404(request, Team.objects.all(), pk)
+    policy = PiiPolicy.objects.filter(team=team).select_related("updated_by").first()
+    rules = dict(policy.rules) if policy is not None else {}
+    initial = {"default": rules.get("default", "allow")} | {k: v for k, v in rules.items() if k != "default"}
+    return form_view(
+        request,
+        PiiPolicyForm(request.POST or None, initial=initial),
+        lambda data: do_set_pii_policy(team=team, rules=PiiPolicyForm.rules(data), actor=request.user),
+        success=lambda saved: reverse("team_pii_policy", args=[saved.team_id]),
+        success_message=lambda saved: f"Set the PII policy of {team.name}.",
+        template="governance/pii_policy.html",
+        context=lambda: {
+            "section": "people",
+            "team": team,
+            "policy": policy,
+            "rules": sorted(rules.items()),
+            "may_manage": can(request.user, MANAGE, team.pk),
+        },
+    )
 
 
 @login_required

@@ -15,7 +15,7 @@ from governance.actions.datasets import (
     do_register_dataset_version,
 )
 from governance.actions.model_versions import do_update_model_version
-from governance.actions.pii import pii_refusal
+from governance.actions.pii import describe_plan, pii_refusal, protection_needed
 from governance.actions.registered_models import (
     do_archive_registered_model,
     do_create_registered_model,
@@ -137,14 +137,17 @@ def dataset_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .exclude(status=ModelVersion.Status.DELETED)
         .select_related("model")
     )
+    plan = protection_needed(version)
     context = {
         "section": "datasets",
         "version": version,
         "download_url": reverse("datasetversion-download", args=[version.pk]),
         "trained_model_versions": trained,
         "pii_scan": PiiScan.objects.filter(dataset_version=version).first(),
-        # What a training or inference job on it would be told (issue 12), before anyone tries.
-        "pii_refusal": pii_refusal(version),
+        # What a job on it would be told (issue 12), before anyone tries: refused, or reading a
+        # protected copy instead (masked, hashed or dropped columns).
+        "pii_refusal": pii_refusal(version) if not plan else "",
+        "pii_plan": describe_plan(plan),
         "stored": StoredObject.objects.filter(key=version.file).first(),
         # Retention (issue 12): when the team's policy deletes it (None: never, or held).
         "expires_at": expires_at(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from django.test import Client
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.pii import do_set_pii_policy, run_pii_scan
@@ -119,6 +120,16 @@ def test_a_training_job_on_the_adult_data_trains_on_its_protected_copy(
         "reads adult-protected v1, the protected copy of adult v1 under team Mobility's PII policy "
         "(column 'native-country' (drop); column 'race' (hash); column 'sex' (mask))"
     ) in "".join(whole_log(job.pk))
+    browser = Client()
+    browser.force_login(scientist)
+    source_page = browser.get(f"/dataset-versions/{adult_version.pk}/").content.decode()
+    assert (
+        "Jobs on it read its protected copy, as the team's PII policy asks: column &#x27;native"
+        in source_page
+    )
+    assert "Training and inference refused" not in source_page
+    copy_page = browser.get(f"/dataset-versions/{copy.pk}/").content.decode()
+    assert f'A protected copy of <a href="/dataset-versions/{adult_version.pk}/">adult v1</a>' in copy_page
     # The next job on the same version reads the same copy: none is made twice.
     again = do_submit_job(
         kind=JobKind.TRAIN,
@@ -327,3 +338,33 @@ def test_evaluation_jobs_obey_the_policy(adult_classifier, adult_version, team, 
     copy = DatasetVersion.objects.get(protects=adult_version)
     assert accepted.json()["dataset_version"] == copy.pk
     assert copy.pii_protection == {"race": "hash"}
+
+
+def test_managers_set_the_policy_on_its_page_and_others_only_read_it(team, owner, viewer, outsider):
+    url = f"/people/teams/{team.pk}/pii-policy/"
+    browser = Client()
+    browser.force_login(owner)
+    assert 'name="race_ethnicity"' in browser.get(url).content.decode()
+
+    done = browser.post(url, {"default": "allow", "race_ethnicity": "hash", "us_ssn": "block", "email": ""})
+
+    assert (done.status_code, done["Location"]) == (302, url)
+    assert PiiPolicy.objects.get(team=team).rules == {
+        "default": "allow",
+        "race_ethnicity": "hash",
+        "us_ssn": "block",
+    }
+    page = browser.get(url).content.decode()
+    assert "<td><code>race_ethnicity</code></td><td>hash</td>" in page
+    assert 'name="us_ssn"' in page
+    reader = Client()
+    reader.force_login(viewer)
+    shown = reader.get(url).content.decode()
+    assert "<td><code>us_ssn</code></td><td>block</td>" in shown
+    assert 'name="us_ssn"' not in shown  # no form for a viewer
+    assert reader.post(url, {"default": "block"}).status_code == 403
+    assert PiiPolicy.objects.get(team=team).rules["default"] == "allow"
+    assert AuditEvent.objects.filter(action="pii_policy.set").count() == 1
+    stranger = Client()
+    stranger.force_login(outsider)
+    assert stranger.get(url).status_code == 404
