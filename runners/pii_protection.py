@@ -124,6 +124,8 @@ def readable_version(dataset_version: DatasetVersion, *, actor: User, field: str
     team's policy masks, hashes or drops some of it (made if missing), else itself (which
     ``pii_refusal`` may still refuse). A source file that cannot be read is a ValidationError on
     ``field``; call it inside the submission's transaction, after its permission check."""
+    if not protection_needed(dataset_version):
+        return dataset_version  # no lock on the version for the common case: nothing to protect
     try:
         copy = do_protect_dataset_version(dataset_version=dataset_version, actor=actor)
     except (datafiles.DataFileError, OSError) as exc:

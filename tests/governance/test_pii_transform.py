@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.actions.pii import do_set_pii_policy, run_pii_scan
+from governance.actions.pii import do_set_pii_policy, pii_gate, run_pii_scan
 from governance.models import AuditEvent, DatasetVersion, PiiPolicy, PiiScan
 from lineage.models import LineageEdge
 from runners.actions import do_submit_job
@@ -24,6 +24,7 @@ from runners.joblog import whole_log
 from runners.models import Job, JobKind
 from runners.pii_protection import do_protect_dataset_version
 from tests.conftest import run_job
+from tests.runners.code_fixtures import make_code_version
 
 ADULT_RULES = {"race_ethnicity": "hash", "sex_gender": "mask", "native_country": "drop"}
 TRAIN_SPEC = {"target": "label", "features": ["age", "hours-per-week"], "epochs": 1}
@@ -368,3 +369,49 @@ def test_managers_set_the_policy_on_its_page_and_others_only_read_it(team, owner
     stranger = Client()
     stranger.force_login(outsider)
     assert stranger.get(url).status_code == 404
+
+
+def test_a_code_run_is_given_the_protected_copy_of_its_input(team, owner, scientist, tmp_path, client_for):
+    dataset = do_create_dataset(team=team, name="people", actor=scientist)
+    rows = "".join(f"{i},person{i}@example.org,078-05-{1120 + i}\n" for i in range(20))
+    version = _register(dataset, tmp_path, scientist, "people.csv", "id,email,ssn\n" + rows)
+    do_set_pii_policy(team=team, rules={"email": "hash", "us_ssn": "drop"}, actor=owner)
+    code = make_code_version(
+        team,
+        scientist,
+        {"probe.py": "print(1)", "MLproject": "entry_points: {main: {command: python probe.py}}"},
+    )
+    body = {"kind": "code", "code_version": code.pk, "entry_point": "main", "inputs": {"people": version.pk}}
+
+    answer = client_for(scientist).post("/api/jobs/", body, format="json")
+
+    assert answer.status_code == 201
+    job = Job.objects.get(pk=answer.json()["id"])
+    copy = DatasetVersion.objects.get(protects=version)
+    assert [(link.name, link.dataset_version) for link in job.datasets.all()] == [("people", copy)]
+    assert job.spec["inputs"] == {"people": copy.pk}
+    assert list(_frame(copy).columns) == ["id", "email"]
+
+
+def test_the_promotion_gate_passes_a_model_of_the_copy_and_fails_one_of_the_raw_data(
+    adult_version, team, owner, scientist
+):
+    do_set_pii_policy(team=team, rules={"sex_gender": "mask"}, actor=owner)
+    _scanned(adult_version)
+    copy = do_protect_dataset_version(dataset_version=adult_version, actor=scientist)
+
+    assert pii_gate(adult_version) == (
+        False,
+        "adult v1 holds personal data its team's PII policy protects (column 'sex' (mask)): the model "
+        "read it unprotected; train on the protected copy",
+    )
+    assert pii_gate(copy) == (
+        True,
+        "adult-protected v1 is the protected copy of adult v1 (column 'sex' (mask)) its team's policy "
+        "asks for",
+    )
+    do_set_pii_policy(team=team, rules={"sex_gender": "block"}, actor=owner)
+    assert pii_gate(copy) == (
+        False,
+        f"adult v1 holds personal data team {team.name}'s PII policy blocks: column 'sex' (sex_gender)",
+    )
