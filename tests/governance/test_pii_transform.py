@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
-from governance.actions.pii import do_set_pii_policy, pii_gate, run_pii_scan
+from governance.actions.pii import do_set_pii_policy, hash_key, pii_gate, run_pii_scan
 from governance.models import AuditEvent, DatasetVersion, PiiPolicy, PiiScan
 from lineage.models import LineageEdge
 from runners.actions import do_submit_job
@@ -415,3 +415,16 @@ def test_the_promotion_gate_passes_a_model_of_the_copy_and_fails_one_of_the_raw_
         False,
         f"adult v1 holds personal data team {team.name}'s PII policy blocks: column 'sex' (sex_gender)",
     )
+
+
+def test_the_hash_key_is_the_setting_or_derived_from_the_secret_key(settings):
+    settings.STEWARD_PII_HASH_KEY = ""
+    settings.SECRET_KEY = "one-secret"
+    prk = hmac.new(b"steward.pii", b"one-secret", hashlib.sha256).digest()
+    derived = hmac.new(prk, b"pii hash key\x01", hashlib.sha256).digest()
+
+    assert hash_key() == derived  # HKDF-SHA256 (RFC 5869), not the secret key itself
+    settings.SECRET_KEY = "another-secret"
+    assert hash_key() != derived
+    settings.STEWARD_PII_HASH_KEY = "explicit"
+    assert hash_key() == b"explicit"
