@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0017_artifact_store_and_erasure'),
+        ('governance', '0018_retention_tiers_and_legal_holds'),
     ]
 
     operations = [
