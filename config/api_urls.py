@@ -91,6 +91,7 @@ urlpatterns = [
         name="openlineage-dataset",
     ),
     path("usage/", runners.UsageView.as_view(), name="usage-api"),
+    path("usage/storage/", runners.StorageUsageView.as_view(), name="usage-storage-api"),
     path("auth/token/", access.ObtainApiTokenView.as_view(), name="api_token"),
     path("auth/password/", access.OwnPasswordView.as_view(), name="api_own_password"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -368,6 +368,12 @@ STEWARD_DEFAULT_RESOURCE_CLASS = env.str("STEWARD_DEFAULT_RESOURCE_CLASS", defau
 # worker started for a GPU class's queue: `STEWARD_WORKER_GPUS=0,1 celery ... -Q gpu-2`.
 STEWARD_WORKER_GPUS = env.str("STEWARD_WORKER_GPUS", default="")
 STEWARD_CURRENCY = env.str("STEWARD_CURRENCY", default="USD")
+# Storage in the cost roll-up (issue 12): price of a GiB-month of artifacts per tier, in
+# STEWARD_CURRENCY (defaults near object storage's list prices: a standard and an archive class).
+STEWARD_STORAGE_PRICE_PER_GIB_MONTH = {
+    "hot": env.float("STEWARD_STORAGE_PRICE_HOT_GIB_MONTH", default=0.023),
+    "cold": env.float("STEWARD_STORAGE_PRICE_COLD_GIB_MONTH", default=0.004),
+}
 # The Ray cluster the "ray" backend submits to (its dashboard/Jobs API address); empty: none.
 STEWARD_RAY_ADDRESS = env.str("STEWARD_RAY_ADDRESS", default="")
 # Kubernetes (issue 16): GET /api/jobs/<id>/kubernetes-manifest/ renders a job as a batch/v1 Job

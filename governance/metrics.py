@@ -15,7 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from governance.audit.trail import unsequenced_backlog
-from governance.models import AuditCheckpoint, DatasetVersion, ModelVersion, StoredObject, Tier
+from governance.models import AuditCheckpoint, StoredObject, Team
+from governance.queries import storage_by_team
 
 PREFIX = "steward"
 
@@ -90,41 +91,12 @@ class StorageCollector(Collector):
             "Stored objects a team's live dataset and model versions hold, by tier.",
             labels=["team", "tier"],
         )
-        for (team, tier), (count, size) in sorted(storage_by_team().items()):
+        names = dict(Team.objects.values_list("pk", "name"))
+        by_name = sorted(
+            (names[team_id], tier, totals) for (team_id, tier), totals in storage_by_team().items()
+        )
+        for team, tier, (count, size) in by_name:
             team_objects.add_metric([team, tier], float(count))
             team_bytes.add_metric([team, tier], float(size))
         yield team_objects
         yield team_bytes
-
-
-def storage_by_team() -> dict[tuple[str, str], tuple[int, int]]:
-    """``{(team name, tier): (objects, bytes)}`` of the artifacts the team's live (not erased,
-    not deleted) dataset and model versions hold, each stored object once per team; bytes are
-    the stored size when hot (the record's, or the row's in direct mode) and the compressed size
-    when cold. Three queries: the teams' keys, the records of those keys."""
-    keys: dict[str, set[str]] = {}
-    sizes: dict[str, int] = {}
-    dataset_files = DatasetVersion.objects.filter(erased_at__isnull=True).values_list(
-        "dataset__team__name", "file", "size_bytes"
-    )
-    model_files = ModelVersion.objects.exclude(status=ModelVersion.Status.DELETED).values_list(
-        "model__team__name", "artifact", "size_bytes"
-    )
-    for rows in (dataset_files, model_files):
-        for team, key, size in rows.iterator():
-            keys.setdefault(team, set()).add(key)
-            sizes[key] = size
-    records = {
-        key: (tier, size, cold_size)
-        for key, tier, size, cold_size in StoredObject.objects.filter(shredded_at__isnull=True).values_list(
-            "key", "tier", "size_bytes", "cold_size_bytes"
-        )
-    }
-    totals: dict[tuple[str, str], tuple[int, int]] = {}
-    for team, team_keys in keys.items():
-        for key in team_keys:
-            tier, size, cold_size = records.get(key, (Tier.HOT, sizes[key], None))
-            stored = cold_size if tier == Tier.COLD and cold_size is not None else size
-            count, total = totals.get((team, str(tier)), (0, 0))
-            totals[(team, str(tier))] = (count + 1, total + stored)
-    return totals

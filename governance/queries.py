@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from django.core.exceptions import ValidationError
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from governance.models import Dataset, DatasetVersion, ModelVersion, PromotionRequest
+from governance.models import Dataset, DatasetVersion, ModelVersion, PromotionRequest, StoredObject, Tier
 from governance.permissions import APPROVE
 
 
@@ -67,3 +69,40 @@ def newest_labelled_version(
         f"no version of dataset {dataset.name} holds the label and features of {model_version} "
         f"(its newest, {newest}, lacks {', '.join(map(repr, lacking))})"
     )
+
+
+def storage_by_team(team_ids: Collection[int] | None = None) -> dict[tuple[int, str], tuple[int, int]]:
+    """``{(team id, tier): (objects, bytes)}`` of the artifacts the team's live (not erased,
+    not deleted) dataset and model versions hold, each stored object once per team; bytes are
+    the stored size when hot (the record's, or the row's in direct mode) and the compressed size
+    when cold. ``team_ids``: only those teams (None: all). Three queries: the teams' keys, the
+    records of those keys. (``/metrics`` and the storage cost roll-up read it.)"""
+    keys: dict[int, set[str]] = {}
+    sizes: dict[str, int] = {}
+    dataset_files = DatasetVersion.objects.filter(erased_at__isnull=True)
+    model_files = ModelVersion.objects.exclude(status=ModelVersion.Status.DELETED)
+    if team_ids is not None:
+        dataset_files = dataset_files.filter(dataset__team_id__in=team_ids)
+        model_files = model_files.filter(model__team_id__in=team_ids)
+    rows_of = (
+        dataset_files.values_list("dataset__team_id", "file", "size_bytes"),
+        model_files.values_list("model__team_id", "artifact", "size_bytes"),
+    )
+    for rows in rows_of:
+        for team, key, size in rows.iterator():
+            keys.setdefault(team, set()).add(key)
+            sizes[key] = size
+    records = {
+        key: (tier, size, cold_size)
+        for key, tier, size, cold_size in StoredObject.objects.filter(shredded_at__isnull=True).values_list(
+            "key", "tier", "size_bytes", "cold_size_bytes"
+        )
+    }
+    totals: dict[tuple[int, str], tuple[int, int]] = {}
+    for team, team_keys in keys.items():
+        for key in team_keys:
+            tier, size, cold_size = records.get(key, (Tier.HOT, sizes[key], None))
+            stored = cold_size if tier == Tier.COLD and cold_size is not None else size
+            count, total = totals.get((team, str(tier)), (0, 0))
+            totals[(team, str(tier))] = (count + 1, total + stored)
+    return totals

@@ -1,5 +1,6 @@
 """Accounting (issue 16): what a job's compute costs, and the rollups of cost per team, model and
-month that the API, the usage page, ``/metrics`` and the budgets read.
+month that the API, the usage page, ``/metrics`` and the budgets read; and what each team's
+stored artifacts cost a month (issue 12, ``storage_rows``).
 
 A job counts in the month it was submitted (``created_at``, in ``TIME_ZONE``): its cost grows with
 each attempt, but it stays in one month's rollup. Tracked MLflow runs ran elsewhere and are left
@@ -19,6 +20,9 @@ from django.db.models import Count, F, FloatField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
 
+from governance.models import Team
+from governance.permissions import ALL_TEAMS, VIEW, team_scope
+from governance.queries import storage_by_team
 from runners.models import Budget, Job, JobKind
 
 if TYPE_CHECKING:
@@ -177,6 +181,41 @@ def usage_rows(
         }
         for row in rows
     ]
+
+
+GIB = 1024**3
+
+
+def storage_rows(user: User | AnonymousUser, *, team_slug: str | None = None) -> list[dict[str, Any]]:
+    """What the artifacts of the teams ``user`` may view take and cost a month, per team and tier
+    (``governance.queries.storage_by_team``: live dataset and model versions, each stored object
+    once per team, cold ones at their compressed size).
+
+    Each row: ``{team, tier, objects, bytes, price_per_gib_month, monthly_cost, currency}``,
+    sorted by team slug then tier; the price is ``STEWARD_STORAGE_PRICE_PER_GIB_MONTH`` of the
+    tier (a GiB is 2**30 bytes, as object stores bill). ``team_slug`` narrows to one team.
+    """
+    scope = team_scope(user, VIEW)
+    teams = Team.objects.all() if scope is ALL_TEAMS else Team.objects.filter(pk__in=scope)
+    if team_slug:
+        teams = teams.filter(slug=team_slug)
+    slugs = dict(teams.values_list("pk", "slug"))
+    prices = settings.STEWARD_STORAGE_PRICE_PER_GIB_MONTH
+    rows = []
+    for (team_id, tier), (objects, size) in storage_by_team(list(slugs)).items():
+        price = float(prices.get(tier, 0.0))
+        rows.append(
+            {
+                "team": slugs[team_id],
+                "tier": tier,
+                "objects": objects,
+                "bytes": size,
+                "price_per_gib_month": price,
+                "monthly_cost": round(size / GIB * price, 6),
+                "currency": settings.STEWARD_CURRENCY,
+            }
+        )
+    return sorted(rows, key=lambda row: (row["team"], row["tier"]))
 
 
 def budget_lines(

@@ -28,7 +28,7 @@ from governance.views.helpers import (
     visible_or_404,
 )
 from runners import actions, budgets, schedules
-from runners.accounting import budget_lines, month_labels, month_start, parse_month, usage_rows
+from runners.accounting import budget_lines, month_labels, month_start, parse_month, storage_rows, usage_rows
 from runners.filtersets import JobFilterSet, JobScheduleFilterSet
 from runners.forms import (
     BudgetForm,
@@ -254,6 +254,7 @@ def usage(request: HttpRequest) -> HttpResponse:
             "team_slug": team_slug or "",
             "per_team": usage_rows(request.user, group_by=["team"], month=month, team_slug=team_slug),
             "per_model": usage_rows(request.user, group_by=["model"], month=month, team_slug=team_slug),
+            "storage": storage_rows(request.user, team_slug=team_slug),
             "cost_chart": cost_chart(
                 usage_rows(
                     request.user,

@@ -119,6 +119,7 @@ ENDPOINTS = {
     "/api/tokens/{id}/",
     "/api/tokens/{id}/revoke/",
     "/api/usage/",
+    "/api/usage/storage/",
     "/api/users/",
     "/api/users/{id}/",
     "/api/users/{id}/deactivate/",

@@ -18,7 +18,7 @@ from governance.audit import record_audit_event, snapshot
 from governance.limits import checked_description
 from governance.models import Dataset, DatasetVersion, Team
 from governance.names import name_key
-from governance.permissions import CHANGE, MANAGE, restrict
+from governance.permissions import CHANGE, MANAGE, VIEW, can
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -213,10 +213,13 @@ def do_erase_dataset_version(
     when and why, and one ``dataset_version.erase`` event records it. Jobs and checks that need
     the file are refused from then on, naming the erasure.
 
+    The store keeps identical bytes once, so the other versions registered with the same bytes
+    are erased with it (one event each, naming the version asked for) when ``actor`` manages
+    all their teams; otherwise nothing is erased and the refusal names the versions it may see.
+
     Team managers only (PermissionDenied); ``actor`` None is the system (a team's retention
-    policy, ``actions.retention.apply_retention``). ValidationError: no ``reason``; already erased; the
-    same bytes are registered as another version not erased (the store keeps identical content
-    once; erase those versions first, or the erasure would destroy theirs too)."""
+    policy, ``actions.retention.apply_retention``), which never erases a version sharing its bytes.
+    ValidationError: no ``reason``; already erased; shared bytes it may not erase."""
     why = (reason or "").strip()
     if not why:
         raise ValidationError({"reason": "say why the version is erased (the audit event keeps it)"})
@@ -230,38 +233,51 @@ def do_erase_dataset_version(
             raise ValidationError(
                 {"detail": f"{version} was already erased on {version.erased_at:%Y-%m-%d %H:%M} UTC"}
             )
-        sharing = DatasetVersion.objects.filter(file=version.file, erased_at__isnull=True).exclude(
-            pk=version.pk
+        sharing = list(
+            DatasetVersion.objects.select_for_update()
+            .select_related("dataset")
+            .filter(file=version.file, erased_at__isnull=True)
+            .exclude(pk=version.pk)
+            .order_by("pk")
         )
-        if sharing.exists():
-            visible = sharing if actor is None else restrict(sharing, actor)
-            named = ", ".join(str(other) for other in visible.select_related("dataset")[:5])
+        if sharing and (
+            actor is None or not all(can(actor, MANAGE, other.dataset.team_id) for other in sharing)
+        ):
+            visible = [
+                str(other)
+                for other in sharing
+                if actor is not None and can(actor, VIEW, other.dataset.team_id)
+            ]
+            named = f" ({', '.join(visible[:5])})" if visible else ""
             raise ValidationError(
                 {
-                    "detail": f"the same bytes are registered as {sharing.count()} other version(s) "
-                    "not erased"
-                    + (f" ({named})" if named else "")
-                    + "; erase those first, or this erasure would destroy theirs too"
+                    "detail": f"the same bytes are registered as {len(sharing)} other version(s){named} "
+                    "that this erasure would destroy too, and you may not erase them all; "
+                    "ask their teams' managers"
                 }
             )
-        before = {"erased_at": None, "erasure_reason": "", "file": version.file, "sha256": version.sha256}
-        version.erased_at, version.erased_by, version.erasure_reason = timezone.now(), actor, why
-        version.save(update_fields=["erased_at", "erased_by", "erasure_reason"])
+        now = timezone.now()
         destroyed = storage.shred(version.file)
-        record_audit_event(
-            actor=actor,
-            action="dataset_version.erase",
-            obj=version,
-            before=before,
-            after={
-                "erased_at": version.erased_at.isoformat(),
-                "erasure_reason": why,
-                "file": version.file,
-                "sha256": version.sha256,
-                "bytes_destroyed": destroyed,
-                "crypto_shredded": not storage.is_direct(),
-            },
-        )
+        for erased in (version, *sharing):
+            before = {"erased_at": None, "erasure_reason": "", "file": erased.file, "sha256": erased.sha256}
+            erased.erased_at, erased.erased_by, erased.erasure_reason = now, actor, why
+            erased.save(update_fields=["erased_at", "erased_by", "erasure_reason"])
+            record_audit_event(
+                actor=actor,
+                action="dataset_version.erase",
+                obj=erased,
+                before=before,
+                after={
+                    "erased_at": now.isoformat(),
+                    "erasure_reason": why,
+                    "file": erased.file,
+                    "sha256": erased.sha256,
+                    "bytes_destroyed": destroyed,
+                    "crypto_shredded": not storage.is_direct(),
+                    # The version asked for; another one here shared its bytes.
+                    "requested_version": version.pk,
+                },
+            )
     return version
 
 

@@ -205,6 +205,12 @@ class JobScheduleSerializer(serializers.ModelSerializer):
         ]
 
 
+class StorageQuerySerializer(serializers.Serializer):
+    """The query string of ``GET /api/usage/storage/``."""
+
+    team = serializers.SlugField(required=False, help_text="A team's slug: only its artifacts.")
+
+
 class UsageQuerySerializer(serializers.Serializer):
     """The query string of ``GET /api/usage/``."""
 
@@ -244,6 +250,18 @@ class UsageRowSerializer(serializers.Serializer):
     cpu_time_s = serializers.FloatField()
     gpu_time_s = serializers.FloatField()
     cost = serializers.FloatField()
+    currency = serializers.CharField()
+
+
+class StorageRowSerializer(serializers.Serializer):
+    """A team's stored artifacts in one tier and what they cost a month."""
+
+    team = serializers.CharField()
+    tier = serializers.CharField(help_text="hot or cold")
+    objects = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    price_per_gib_month = serializers.FloatField()
+    monthly_cost = serializers.FloatField()
     currency = serializers.CharField()
 
 

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from governance.api.base import RestrictedCreateViewSet, RestrictedViewSetMixin
 from runners import actions, budgets, code_runs, joblog, schedules
-from runners.accounting import usage_rows
+from runners.accounting import storage_rows, usage_rows
 from runners.api.serializers import (
     BudgetSerializer,
     CodeRunSubmitSerializer,
@@ -19,6 +19,8 @@ from runners.api.serializers import (
     JobSubmitSerializer,
     MetricSeriesQuerySerializer,
     MetricSeriesSerializer,
+    StorageQuerySerializer,
+    StorageRowSerializer,
     UsageQuerySerializer,
     UsageRowSerializer,
 )
@@ -198,6 +200,21 @@ class UsageView(APIView):
             request.user, group_by=params["group_by"], month=params.get("month"), team_slug=params.get("team")
         )
         return Response(rows)
+
+
+class StorageUsageView(APIView):
+    """What the stored artifacts of the teams you may view take and cost a month, per team and
+    tier (issue 12): live dataset and model versions, cold ones compressed."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("team", str, description="a team's slug")],
+        responses={200: StorageRowSerializer(many=True)},
+    )
+    def get(self, request):
+        refuse_unknown_query_params(request, StorageQuerySerializer)
+        query = StorageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(storage_rows(request.user, team_slug=query.validated_data.get("team")))
 
 
 class BudgetViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):

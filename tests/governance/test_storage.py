@@ -327,22 +327,39 @@ def test_erasure_without_encryption_deletes_the_file(settings, client_for, datas
     assert AuditEvent.objects.get(action="dataset_version.erase").after["crypto_shredded"] is False
 
 
-def test_erasure_refuses_while_another_version_holds_the_same_bytes(
-    keys, client_for, team, dataset, scientist, owner
+def test_erasure_takes_the_versions_sharing_its_bytes_when_the_manager_may_erase_them_all(
+    keys, client_for, admin, team, other_team, dataset, scientist, owner, outsider
 ):
     version = _register(dataset, scientist)
     twin = _register(do_create_dataset(team=team, name="bike-copy", actor=scientist), scientist)
     assert twin.file == version.file
+    elsewhere = _register(do_create_dataset(team=other_team, name="bike-fraud", actor=outsider), outsider)
 
-    response = client_for(owner).post(
+    # Another team holds the same bytes: refused whole, and that team's version is not named.
+    refused = client_for(owner).post(
+        f"/api/dataset-versions/{version.pk}/erase/", {"reason": "Art. 17"}, format="json"
+    )
+    assert refused.status_code == 400
+    detail = refused.json()["detail"][0]
+    assert "2 other version(s) (bike-copy v1)" in detail
+    assert "bike-fraud" not in detail
+    assert StoredObject.objects.get(key=version.file).wrapped_key is not None
+    assert not DatasetVersion.objects.filter(erased_at__isnull=False).exists()
+
+    # A platform admin manages both teams: all three versions are erased together.
+    done = client_for(admin).post(
         f"/api/dataset-versions/{version.pk}/erase/", {"reason": "Art. 17"}, format="json"
     )
 
-    assert response.status_code == 400
-    detail = response.json()["detail"][0]
-    assert "bike-copy v1" in detail
-    assert "erase those first" in detail
-    assert StoredObject.objects.get(key=version.file).wrapped_key is not None
+    assert done.status_code == 200
+    erased = AuditEvent.objects.filter(action="dataset_version.erase").order_by("object_id")
+    assert [(int(e.object_id), e.after["requested_version"]) for e in erased] == [
+        (version.pk, version.pk),
+        (twin.pk, version.pk),
+        (elsewhere.pk, version.pk),
+    ]
+    assert DatasetVersion.objects.get(pk=elsewhere.pk).erased_by == admin
+    assert StoredObject.objects.get(key=version.file).wrapped_key is None
 
 
 # --- S3-compatible object storage, against moto's emulator run as a server -------------------
