@@ -423,11 +423,14 @@ class RetentionKind(models.TextChoices):
     """What a retention rule applies to. Dataset versions are ``datasets`` when uploaded or
     registered from a path, ``predictions`` when a job wrote them (inference outputs, a code
     run's declared outputs: ``DatasetVersion.Source.JOB``); ``reports`` are drift checks'
-    evidently reports (monitoring registers them: ``actions.retention.RetentionSubject``)."""
+    evidently reports (monitoring registers them: ``actions.retention.RetentionSubject``);
+    ``logs`` are jobs' output logs (runners registers them; rows in the database, so they have
+    no cold tier, only deletion)."""
 
     DATASETS = "datasets", "Datasets"
     PREDICTIONS = "predictions", "Predictions (job outputs)"
     REPORTS = "reports", "Drift reports"
+    LOGS = "logs", "Job logs"
 
 
 # EU AI Act Art. 12 and Art. 19(1): logs of a high-risk system are kept at least six months.

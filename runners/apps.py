@@ -22,3 +22,11 @@ class RunnersConfig(AppConfig):
         from runners.promotion_evaluations import start_evaluation
 
         register_evaluation_starter(start_evaluation)
+        # Job logs follow teams' retention rules for "logs" (issue 12).
+        from governance.actions.retention import RetentionSubject, register_retention_subject
+        from governance.models import RetentionKind
+        from runners.joblog import do_expire_job_logs, live_log_keys
+
+        register_retention_subject(
+            RetentionKind.LOGS, RetentionSubject(live_keys=live_log_keys, expire=do_expire_job_logs)
+        )

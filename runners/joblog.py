@@ -5,6 +5,7 @@ glance. Telemetry, not audited."""
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -12,12 +13,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Func, IntegerField, Max, Q, Sum
+from django.db.models import Count, Func, IntegerField, Max, Q, QuerySet, Sum
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from runners.actions import JOBS
 from runners.lifecycle import ClaimLost
-from runners.models import Job, JobLogChunk
+from runners.models import TERMINAL_STATES, Job, JobLogChunk
 
 LOG_TAIL_LINES = 50
 # Each line of the tail is cut to this many characters (the whole log keeps it whole): a code
@@ -192,3 +194,41 @@ class LogBuffer:
         lines, self.lines = self.lines, []
         write_log(self.job_id, self.attempt, lines)
         self.written = time.monotonic()
+
+
+def live_log_keys(team_id: int) -> QuerySet:
+    """No storage keys: job logs are rows, not stored objects, so nothing of them moves to the
+    cold tier (the retention lifecycle asks every kind)."""
+    return JobLogChunk.objects.none().values("text")
+
+
+def do_expire_job_logs(team_id: int, registered_before: datetime.datetime, reason: str) -> dict[str, int]:
+    """Delete the output logs of team ``team_id``'s jobs that ended before ``registered_before``
+    (a job still running or queued keeps its log, whatever its age), as the system: one
+    ``job_log.delete`` audit event per job, naming how many chunks and characters went and why.
+    The job, its state, error and metrics stay. Returns ``{"deleted": jobs, "held": 0,
+    "skipped": 0}`` (logs have no legal hold)."""
+    from governance.audit import record_audit_event
+
+    ended = Job.objects.filter(
+        team_id=team_id, finished_at__lte=registered_before, state__in=TERMINAL_STATES
+    ).filter(log_chunks__isnull=False)
+    deleted = 0
+    for job_id in ended.order_by("pk").values_list("pk", flat=True).distinct():
+        with transaction.atomic():
+            job = Job.objects.select_for_update().get(pk=job_id)
+            totals = JobLogChunk.objects.filter(job=job).aggregate(
+                chunks=Count("pk"), characters=Sum(Length("text"))
+            )
+            if not totals["chunks"]:
+                continue  # another run deleted it meanwhile
+            JobLogChunk.objects.filter(job=job).delete()
+            record_audit_event(
+                actor=None,
+                action="job_log.delete",
+                obj=job,
+                before={"log_chunks": totals["chunks"], "log_characters": totals["characters"] or 0},
+                after={"log_chunks": 0, "reason": reason},
+            )
+            deleted += 1
+    return {"deleted": deleted, "held": 0, "skipped": 0}

@@ -86,6 +86,13 @@ def check_retention_rules(rules: Any) -> dict[str, dict[str, int | None]]:
                     {"rules": f"{kind}.{name}: whole days from 1 to {MAX_DAYS}, or null (never)"}
                 )
             entry[name] = days
+        if kind == RetentionKind.LOGS and entry.get("cold_after_days") is not None:
+            raise ValidationError(
+                {
+                    "rules": "logs.cold_after_days: job logs are database rows, with no cold tier; "
+                    "set delete_after_days only"
+                }
+            )
         checked[kind] = entry
     return checked
 
