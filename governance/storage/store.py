@@ -217,8 +217,22 @@ def local_path(key: str) -> Path:
     _note_read(key)
     target = cache_root() / key
     if target.exists():
-        return target
+        # A copy another machine's erasure could not reach: the record says whether it may
+        # still be read, and an erased one is removed from this machine on sight.
+        from governance.models import StoredObject
+
+        record = StoredObject.objects.filter(key=key).values_list("shredded_at").first()
+        if record is not None and record[0] is None:
+            return target
+        _remove_copy(target)
     return _materialize(key, target)
+
+
+def _remove_copy(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _note_read(key: str) -> None:
@@ -360,11 +374,7 @@ def shred(key: str) -> bool:
     Runs inside the caller's transaction (the erasure's)."""
     from governance.models import StoredObject
 
-    cached = cache_root() / key
-    if cached.is_dir():
-        shutil.rmtree(cached, ignore_errors=True)
-    else:
-        cached.unlink(missing_ok=True)
+    _remove_copy(cache_root() / key)
     if is_direct():
         target = Path(settings.ARTIFACT_ROOT) / key
         existed = target.exists()
@@ -429,11 +439,7 @@ def move_to_cold(key: str):
 
 
 def _evict_hot(key: str) -> None:
-    cached = cache_root() / key
-    if cached.is_dir():
-        shutil.rmtree(cached, ignore_errors=True)
-    else:
-        cached.unlink(missing_ok=True)
+    _remove_copy(cache_root() / key)
     try:
         backend().delete(key)
     except Exception:

@@ -86,9 +86,9 @@ def test_the_policy_refuses_audit_events_under_six_months_and_only_managers_set_
     short = _set_policy(client_for(owner), team, rules, audit_events_days=182)
     assert short.status_code == 400
     assert "183 days" in short.json()["audit_events_days"][0]
-    unknown = _set_policy(client_for(owner), team, {"logs": {"delete_after_days": 30}}, 365)
+    unknown = _set_policy(client_for(owner), team, {"models": {"delete_after_days": 30}}, 365)
     assert unknown.status_code == 400
-    assert "unknown kind 'logs'" in unknown.json()["rules"][0]
+    assert "unknown kind 'models'" in unknown.json()["rules"][0]
     zero = _set_policy(client_for(owner), team, {"datasets": {"cold_after_days": 0}}, 365)
     assert zero.status_code == 400
     assert "datasets.cold_after_days" in zero.json()["rules"][0]
