@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from governance.charts import step_table
-from governance.models import Evaluation, ModelVersion
+from governance.models import Evaluation, ModelVersion, StoredObject
 from governance.permissions import CHANGE, can
 from governance.views.helpers import metric_rows, pretty_json, visible_or_404
 from governance.views.promotions import promotion_panel
@@ -72,6 +72,8 @@ def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_edit_card": can(user, CHANGE, version.model.team_id)
         and version.status != ModelVersion.Status.DELETED,
         "may_download_evidence": may_download_evidence(user, version),
+        # How its artifact is kept (issue 12): encryption, location, tier; None in direct mode.
+        "stored": StoredObject.objects.filter(key=version.artifact).first(),
         # "Compare with...": the model's other versions (same team, so visible).
         "other_versions": version.model.versions.exclude(pk=version.pk)
         .exclude(status=ModelVersion.Status.DELETED)

@@ -643,3 +643,22 @@ def test_a_copy_cached_on_another_machine_is_not_served_after_erasure_and_is_rem
     with pytest.raises(storage.ArtifactErased):
         storage.local_path(version.file)
     assert not other_copy.exists()
+
+
+def test_the_model_version_page_says_how_its_artifact_is_kept(keys, client, team, owner, scientist, tmp_path):
+    from governance.actions.model_versions import do_register_model_version_from_artifact
+    from governance.actions.registered_models import do_create_registered_model
+
+    artifact = tmp_path / "model.bin"
+    artifact.write_bytes(b"weights" * 100)
+    model = do_create_registered_model(team=team, name="kept", owner=owner, actor=scientist)
+    version = do_register_model_version_from_artifact(
+        model=model, artifact_path=artifact, source="test:kept", actor=scientist
+    )
+    client.force_login(scientist)
+
+    page = client.get(f"/model-versions/{version.pk}/").content.decode()
+
+    assert "encrypted at rest (AES-256-GCM, data key wrapped by <code>k1</code>)" in page
+    assert "<dt>Tier</dt><dd>hot" in page
+    assert "model versions have no retention period" in page
