@@ -75,9 +75,14 @@ class ArtifactStore(HealthCheck):
 
     def run(self) -> None:  # type: ignore[override]  # the library runs a plain run() in a thread
         from governance import storage
+        from governance.storage.envelope import KeyringError
         from governance.storage.store import backend
 
-        direct = storage.is_direct()
+        try:
+            direct = storage.is_direct()
+        except KeyringError as exc:
+            # No artifact can be read or written without the keyring: not ready.
+            raise ServiceUnavailable("the artifact store's key-encryption keys cannot be read") from exc
         root = settings.ARTIFACT_ROOT if direct else settings.STEWARD_ARTIFACT_CACHE
         if not direct:
             try:

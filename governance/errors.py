@@ -18,6 +18,7 @@ from django.db import DataError, IntegrityError
 
 from governance.datafiles import DataFileError
 from governance.storage import ArtifactErased, ArtifactStoreUnavailable, ArtifactUnreadable
+from governance.storage.envelope import KeyringError
 
 # The key for messages about the whole request rather than one field (DRF's convention).
 DETAIL = "detail"
@@ -52,6 +53,13 @@ def error_answer(exc: BaseException) -> ErrorAnswer | None:
         return ErrorAnswer(410, {DETAIL: str(exc)})
     if isinstance(exc, ArtifactStoreUnavailable):
         return ErrorAnswer(503, {DETAIL: f"{exc}; try again later"})
+    if isinstance(exc, KeyringError):
+        # The deployment's keyring is malformed or missing (every artifact read and write needs
+        # it to choose the mode): the server's fault, not the request's, and one an operator
+        # fixes; the message names the entry by position, never key material.
+        return ErrorAnswer(
+            503, {DETAIL: f"the artifact store's key-encryption keys cannot be used: {exc}; try again later"}
+        )
     if isinstance(exc, ArtifactUnreadable):
         # The request was fine; the stored bytes are not what was registered (counted, audited).
         return ErrorAnswer(409, {DETAIL: str(exc)})

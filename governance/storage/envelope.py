@@ -65,12 +65,12 @@ class Keyring:
         entries); the first entry is active. Each key is 32 bytes (AES-256). KeyringError naming
         the bad entry otherwise."""
         keys: dict[str, bytes] = {}
-        for entry in text.replace(",", " ").split():
+        for number, entry in enumerate(text.replace(",", " ").split(), start=1):
             key_id, sep, encoded = entry.partition(":")
             if not sep or not key_id or not key_id.replace("-", "").replace("_", "").isalnum():
-                raise KeyringError(
-                    f"entry {entry[:20]!r}... is not id:base64key (id of letters, digits, - or _)"
-                )
+                # Named by position only: the entry's text may be key material (an id forgotten,
+                # a key pasted alone), and this message reaches logs and error answers.
+                raise KeyringError(f"entry {number} is not id:base64key (id of letters, digits, - or _)")
             if key_id in keys:
                 raise KeyringError(f"key id {key_id!r} appears twice")
             try:

@@ -120,8 +120,16 @@ def keyring() -> KekProvider | None:
             os.environ.get("VAULT_TOKEN", ""),
         )
     path = settings.STEWARD_ARTIFACT_KEYS_FILE
-    stamp = Path(path).stat().st_mtime_ns if path else 0
-    return _keyring(settings.STEWARD_ARTIFACT_KEYS, path, stamp)
+    try:
+        stamp = Path(path).stat().st_mtime_ns if path else 0
+        return _keyring(settings.STEWARD_ARTIFACT_KEYS, path, stamp)
+    except OSError as exc:
+        # A keyring file missing or unreadable (a secrets mount not there yet) is the same kind
+        # of fault as a malformed one: one exception type for callers to answer (a 503), without
+        # the file's path in the message.
+        raise envelope.KeyringError(
+            f"the keyring file (STEWARD_ARTIFACT_KEYS_FILE) cannot be read: {exc.strerror or exc}"
+        ) from None
 
 
 # An object in the cold tier is its stored bytes gzip-compressed, under its key plus this suffix.

@@ -1,0 +1,131 @@
+"""The artifact store (issue 12) under attack and fault: crafted objects, a broken keyring, a
+read racing an erasure, leaked file descriptors, a rotation that meets a damaged record, a
+switch from plain files to managed mode, and an erasure that tells one team about another's
+data. Through the API, the registry's actions, ``governance.storage`` and ``manage.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from governance.actions.datasets import (
+    do_register_dataset_version,
+)
+from governance.models import DatasetVersion
+from governance.storage import envelope
+from governance.storage.envelope import CHUNK_BYTES, TAG_BYTES, Keyring
+from tests.conftest import BIKE_HOURLY
+
+
+@pytest.fixture
+def keys(settings):
+    """Encryption at rest on, with one key-encryption key ``k1``; the keyring entry returned."""
+    entry = Keyring.new_entry("k1")
+    settings.STEWARD_ARTIFACT_KEYS = entry
+    return entry
+
+
+def _register(dataset, actor, path: Path = BIKE_HOURLY, name: str = "hour.csv") -> DatasetVersion:
+    return do_register_dataset_version(
+        dataset=dataset, file_path=path, filename=name, source=DatasetVersion.Source.PATH, actor=actor
+    )
+
+
+def _download(client, version: DatasetVersion):
+    return client.get(f"/api/dataset-versions/{version.pk}/download/")
+
+
+def _forget_copies(settings) -> None:
+    shutil.rmtree(settings.STEWARD_ARTIFACT_CACHE, ignore_errors=True)
+
+
+# --- Crafted objects ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "craft",
+    [
+        "huge chunk size",
+        "chunk size changed",
+        "zero length",
+        "trailing bytes",
+        "chunks reordered",
+        "last chunk dropped",
+    ],
+)
+def test_a_crafted_object_is_refused_and_nothing_is_placed(
+    keys, settings, client_for, dataset, scientist, craft
+):
+    version = _register(dataset, scientist)
+    stored = Path(settings.ARTIFACT_ROOT) / version.file
+    sealed = stored.read_bytes()
+    header, body = sealed[:12], sealed[12:]
+    record = CHUNK_BYTES + TAG_BYTES
+    crafted = {
+        "huge chunk size": header[:8] + (0xFFFFFFFF).to_bytes(4, "big") + body,
+        "chunk size changed": header[:8] + (CHUNK_BYTES // 2).to_bytes(4, "big") + body,
+        "zero length": b"",
+        "trailing bytes": sealed + b"\0" * 17,
+        "chunks reordered": header + body[record:] + body[:record],
+        "last chunk dropped": header + body[:record],
+    }[craft]
+    stored.write_bytes(crafted)
+    _forget_copies(settings)
+
+    response = _download(client_for(scientist), version)
+
+    assert response.status_code == 409
+    assert version.file in response.json()["detail"]
+    assert not (Path(settings.STEWARD_ARTIFACT_CACHE) / version.file).exists()
+
+
+def test_an_empty_artifact_round_trips_and_an_appended_tag_is_refused(tmp_path):
+    import io
+
+    key, aad = envelope.new_data_key(), b"binding"
+    sealed = io.BytesIO()
+    envelope.encrypt_stream(io.BytesIO(b""), sealed, key, aad)
+    out = io.BytesIO()
+    assert envelope.decrypt_stream(io.BytesIO(sealed.getvalue()), out, key, aad) == 0
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.decrypt_stream(
+            io.BytesIO(sealed.getvalue() + sealed.getvalue()[12:]), io.BytesIO(), key, aad
+        )
+
+
+# --- A broken keyring: the web tier answers 503, never a 500, and never echoes key material ------
+
+
+@pytest.mark.parametrize("broken", ["bad entry", "missing file", "short key"])
+def test_a_broken_keyring_file_is_a_503_naming_no_key_material(
+    keys, settings, tmp_path, client_for, dataset, scientist, broken
+):
+    version = _register(dataset, scientist)
+    _forget_copies(settings)
+    secret = keys.split(":", 1)[1]
+    ring_file = tmp_path / "keyring"
+    if broken == "bad entry":
+        ring_file.write_text("k.1:" + secret + "\n")  # an id with a dot: refused by the parser
+    elif broken == "short key":
+        ring_file.write_text(secret + "\n")  # the id forgotten: the key alone
+    settings.STEWARD_ARTIFACT_KEYS = ""
+    settings.STEWARD_ARTIFACT_KEYS_FILE = str(ring_file)
+    client = client_for(scientist)
+
+    download = _download(client, version)
+    with BIKE_HOURLY.open("rb") as handle:
+        upload = client.post(
+            "/api/dataset-versions/", {"dataset": dataset.pk, "file": handle}, format="multipart"
+        )
+
+    for response in (download, upload):
+        assert response.status_code == 503, response.content[:300]
+        detail = str(response.json())
+        assert "key-encryption key" in detail
+        assert secret[:8] not in detail
+    ready = client.get("/health/ready/", HTTP_ACCEPT="application/json")
+    assert ready.status_code == 503
+    assert "key-encryption keys cannot be read" in ready.content.decode()
