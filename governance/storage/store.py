@@ -270,13 +270,16 @@ def _materialize(key: str, target: Path) -> Path:
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
     tmp = Path(tmp_name)
+    # Closed on every path: a read refused before the copy starts (no object, a store that does
+    # not answer) must not leave the descriptor open, or a web process runs out of them.
+    plain = os.fdopen(fd, "wb")
     try:
         with _store_answers(key, "did not give it back"):
             try:
                 source = backend().open(key)
             except ObjectMissing:
                 raise ArtifactMissing(key, f"no object at {record.location or backend().location}") from None
-        with os.fdopen(fd, "wb") as plain, source, _store_answers(key, "broke off while reading it"):
+        with plain, source, _store_answers(key, "broke off while reading it"):
             if record.wrapped_key is not None:
                 ring = keyring()
                 if ring is None:
@@ -306,6 +309,7 @@ def _materialize(key: str, target: Path) -> Path:
         os.replace(tmp, target)
         return target
     finally:
+        plain.close()
         tmp.unlink(missing_ok=True)
 
 

@@ -6,6 +6,7 @@ data. Through the API, the registry's actions, ``governance.storage`` and ``mana
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,24 @@ def test_a_broken_keyring_file_is_a_503_naming_no_key_material(
     ready = client.get("/health/ready/", HTTP_ACCEPT="application/json")
     assert ready.status_code == 503
     assert "key-encryption keys cannot be read" in ready.content.decode()
+
+
+# --- Descriptors ----------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_reads_of_a_missing_object_leak_no_file_descriptor(keys, settings, client_for, dataset, scientist):
+    version = _register(dataset, scientist)
+    (Path(settings.ARTIFACT_ROOT) / version.file).unlink()  # deleted behind Steward's back
+    _forget_copies(settings)
+    client = client_for(scientist)
+    assert _download(client, version).status_code == 409  # warm up: imports, connections
+    before = _open_fds()
+
+    for _ in range(25):
+        assert _download(client, version).status_code == 409
+
+    assert _open_fds() - before < 5
