@@ -225,22 +225,35 @@ def local_path(key: str) -> Path:
     _note_read(key)
     target = cache_root() / key
     if target.exists():
-        # A copy another machine's erasure could not reach: the record says whether it may
-        # still be read, and an erased one is removed from this machine on sight.
-        from governance.models import StoredObject
+        # A copy made before an erasure (on this machine by a read that raced it, or on a machine
+        # the erasure did not run on) must not outlive it: the record decides, not the cache.
+        _refuse_if_erased(key, target)
+        return target
+    placed = _materialize(key, target)
+    # An erasure that committed while this copy was being made: its own clean-up may have run
+    # before the copy was placed.
+    _refuse_if_erased(key, placed)
+    return placed
 
-        record = StoredObject.objects.filter(key=key).values_list("shredded_at").first()
-        if record is not None and record[0] is None:
-            return target
-        _remove_copy(target)
-    return _materialize(key, target)
+
+def _refuse_if_erased(key: str, copy: Path) -> None:
+    """ArtifactErased, after deleting the local ``copy``, when ``key``'s record is shredded."""
+    from governance.models import StoredObject
+
+    shredded_at = StoredObject.objects.filter(key=key).values_list("shredded_at", flat=True).first()
+    if shredded_at is not None:
+        _drop_copy(copy)
+        raise ArtifactErased(
+            key, f"it was erased on {shredded_at:%Y-%m-%d %H:%M} UTC; its data key is destroyed"
+        )
 
 
-def _remove_copy(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
+def _drop_copy(copy: Path) -> None:
+    """Delete a local plaintext copy (a file or an extracted directory), if any."""
+    if copy.is_dir():
+        shutil.rmtree(copy, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
 
 
 def _note_read(key: str) -> None:
@@ -386,7 +399,8 @@ def shred(key: str) -> bool:
     Runs inside the caller's transaction (the erasure's)."""
     from governance.models import StoredObject
 
-    _remove_copy(cache_root() / key)
+    cached = cache_root() / key
+    _drop_copy(cached)
     if is_direct():
         target = Path(settings.ARTIFACT_ROOT) / key
         existed = target.exists()
@@ -402,6 +416,9 @@ def shred(key: str) -> bool:
     # The key is gone once this commits; the object is deleted after, and a deletion that
     # fails leaves only ciphertext nobody can read.
     transaction.on_commit(lambda: _delete_quietly(key))
+    # Again once committed: a read that raced this erasure may have placed a copy since (it then
+    # also refuses itself, see local_path).
+    transaction.on_commit(lambda: _drop_copy(cached))
     return True
 
 
@@ -451,7 +468,7 @@ def move_to_cold(key: str):
 
 
 def _evict_hot(key: str) -> None:
-    _remove_copy(cache_root() / key)
+    _drop_copy(cache_root() / key)
     try:
         backend().delete(key)
     except Exception:

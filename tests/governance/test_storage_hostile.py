@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
+from governance import storage
 from governance.actions.datasets import (
+    do_erase_dataset_version,
     do_register_dataset_version,
 )
 from governance.models import DatasetVersion
 from governance.storage import envelope
+from governance.storage.backends import FilesystemBackend
 from governance.storage.envelope import CHUNK_BYTES, TAG_BYTES, Keyring
 from tests.conftest import BIKE_HOURLY
 
@@ -132,7 +136,7 @@ def test_a_broken_keyring_file_is_a_503_naming_no_key_material(
     assert "key-encryption keys cannot be read" in ready.content.decode()
 
 
-# --- Descriptors ----------------------------------------------------------------
+# --- Descriptors, races ----------------------------------------------------------------
 
 
 def _open_fds() -> int:
@@ -151,3 +155,58 @@ def test_reads_of_a_missing_object_leak_no_file_descriptor(keys, settings, clien
         assert _download(client, version).status_code == 409
 
     assert _open_fds() - before < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_racing_an_erasure_leaves_no_plaintext_copy(
+    keys, settings, monkeypatch, dataset, scientist, owner
+):
+    version = _register(dataset, scientist)
+    _forget_copies(settings)
+    opened, erased = threading.Event(), threading.Event()
+    real_open = FilesystemBackend.open
+
+    def open_then_wait(self, key):
+        # The reader has the object open (and its record, with the data key) when the erasure commits.
+        handle = real_open(self, key)
+        opened.set()
+        erased.wait(timeout=30)
+        return handle
+
+    monkeypatch.setattr(FilesystemBackend, "open", open_then_wait)
+    outcome: list[object] = []
+
+    def read() -> None:
+        from django.db import connection
+
+        try:
+            outcome.append(storage.local_path(version.file))
+        except storage.ArtifactUnreadable as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert opened.wait(timeout=30)
+    do_erase_dataset_version(dataset_version=version, reason="subject request", actor=owner)
+    erased.set()
+    reader.join(timeout=30)
+
+    assert isinstance(outcome[0], storage.ArtifactErased)
+    assert not (Path(settings.STEWARD_ARTIFACT_CACHE) / version.file).exists()
+
+
+def test_another_machines_cached_copy_is_not_served_after_an_erasure(
+    keys, settings, tmp_path, dataset, scientist, owner
+):
+    version = _register(dataset, scientist)
+    settings.STEWARD_ARTIFACT_CACHE = tmp_path / "worker-cache"  # a worker read it first
+    assert storage.local_path(version.file).read_bytes() == BIKE_HOURLY.read_bytes()
+    settings.STEWARD_ARTIFACT_CACHE = tmp_path / "web-cache"  # the web tier erases it
+    do_erase_dataset_version(dataset_version=version, reason="subject request", actor=owner)
+    settings.STEWARD_ARTIFACT_CACHE = tmp_path / "worker-cache"
+
+    with pytest.raises(storage.ArtifactErased):
+        storage.local_path(version.file)
+    assert not (tmp_path / "worker-cache" / version.file).exists()
