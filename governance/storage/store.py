@@ -555,7 +555,9 @@ def rewrap_all(batch: int = 500) -> dict[str, int]:
 
     Records in batches of ``batch``, each in its transaction with one audit event
     (``artifact_keys.rewrap``: how many, from which KEK ids, to which) when it moved any. Returns
-    the counts by previous KEK id. KeyringError when the keyring lacks a KEK a record names;
+    the counts by previous KEK id. ArtifactCorrupt naming the records whose wrapped key does not
+    authenticate, after every other one is re-wrapped; KeyringError when the keyring lacks a
+    KEK a record names;
     KeyServiceError when Vault refuses (that batch changes nothing); RuntimeError when no keys
     are configured."""
     from governance.audit import record_audit_event
@@ -568,6 +570,7 @@ def rewrap_all(batch: int = 500) -> dict[str, int]:
             "(STEWARD_ARTIFACT_KEYS, STEWARD_ARTIFACT_KEYS_FILE or STEWARD_ARTIFACT_VAULT_KEY)"
         )
     counts: dict[str, int] = {}
+    damaged: list[str] = []
     after_pk = 0
     while True:
         with transaction.atomic():
@@ -577,6 +580,15 @@ def rewrap_all(batch: int = 500) -> dict[str, int]:
                 .order_by("pk")[:batch]
             )
             if not records:
+                if damaged:
+                    named = ", ".join(damaged[:10]) + (
+                        f" and {len(damaged) - 10} more" if len(damaged) > 10 else ""
+                    )
+                    raise ArtifactCorrupt(
+                        named,
+                        "its wrapped data key does not authenticate, so it stays under its old "
+                        "key-encryption key (every other data key was re-wrapped)",
+                    )
                 return counts
             after_pk = records[-1].pk
             moved: dict[str, int] = {}
@@ -585,10 +597,17 @@ def rewrap_all(batch: int = 500) -> dict[str, int]:
                 wrapped = bytes(record.wrapped_key or b"")
                 if not ring.needs_rewrap(record.kek_id, wrapped):
                     continue
+                try:
+                    new_kek, new_wrapped = ring.rewrap(
+                        record.kek_id, wrapped, _binding(record.key, record.sha256)
+                    )
+                except envelope.EnvelopeError:
+                    # One damaged record (its artifact is unreadable anyway) must not block the
+                    # rotation of every other one: skipped, named once the rest is done.
+                    damaged.append(record.key)
+                    continue
                 moved[record.kek_id] = moved.get(record.kek_id, 0) + 1
-                record.kek_id, record.wrapped_key = ring.rewrap(
-                    record.kek_id, wrapped, _binding(record.key, record.sha256)
-                )
+                record.kek_id, record.wrapped_key = new_kek, new_wrapped
                 changed.append(record)
             if not changed:
                 continue

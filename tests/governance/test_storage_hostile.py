@@ -12,17 +12,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from governance import storage
 from governance.actions.datasets import (
     do_erase_dataset_version,
     do_register_dataset_version,
 )
-from governance.models import DatasetVersion
+from governance.models import DatasetVersion, StoredObject
 from governance.storage import envelope
 from governance.storage.backends import FilesystemBackend
 from governance.storage.envelope import CHUNK_BYTES, TAG_BYTES, Keyring
-from tests.conftest import BIKE_HOURLY
+from tests.conftest import ADULT, BIKE_HOURLY
 
 
 @pytest.fixture
@@ -136,7 +137,7 @@ def test_a_broken_keyring_file_is_a_503_naming_no_key_material(
     assert "key-encryption keys cannot be read" in ready.content.decode()
 
 
-# --- Descriptors, races ----------------------------------------------------------------
+# --- Descriptors, races, rotation ----------------------------------------------------------------
 
 
 def _open_fds() -> int:
@@ -210,3 +211,25 @@ def test_another_machines_cached_copy_is_not_served_after_an_erasure(
     with pytest.raises(storage.ArtifactErased):
         storage.local_path(version.file)
     assert not (tmp_path / "worker-cache" / version.file).exists()
+
+
+def test_rotation_meeting_a_damaged_wrapped_key_says_which_and_rotates_the_rest(
+    keys, settings, tmp_path, dataset, scientist
+):
+    first = _register(dataset, scientist)
+    second = _register(dataset, scientist, ADULT, "adult.csv")
+    damaged = StoredObject.objects.get(key=first.file)
+    wrapped = bytearray(bytes(damaged.wrapped_key))
+    wrapped[-1] ^= 0x01
+    StoredObject.objects.filter(pk=damaged.pk).update(wrapped_key=bytes(wrapped))
+    ring_file = tmp_path / "keyring"
+    ring_file.write_text(Keyring.new_entry("k2") + "\n" + keys + "\n")
+    settings.STEWARD_ARTIFACT_KEYS = ""
+    settings.STEWARD_ARTIFACT_KEYS_FILE = str(ring_file)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("rotate_artifact_keys", "--batch", "1")
+
+    assert first.file in str(refused.value)
+    assert StoredObject.objects.get(key=second.file).kek_id == "k2"
+    assert StoredObject.objects.get(key=first.file).kek_id == "k1"

@@ -30,7 +30,7 @@ class Command(BaseCommand):
             raise CommandError("--batch is at least 1")
         try:
             counts = storage.rewrap_all(batch=batch)
-        except (KeyringError, KeyServiceError, RuntimeError) as exc:
+        except (KeyringError, KeyServiceError, storage.ArtifactUnreadable, RuntimeError) as exc:
             raise CommandError(str(exc)) from exc
         ring = storage.keyring()
         assert ring is not None  # rewrap_all refused otherwise
