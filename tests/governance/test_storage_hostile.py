@@ -392,3 +392,33 @@ def test_a_missing_bucket_is_a_503_for_an_upload_and_a_read_and_registers_nothin
     assert "no-such-bucket" in upload.json()["detail"]
     assert DatasetVersion.objects.count() == 1
     assert StoredObject.objects.count() == 1
+
+
+# --- Other readers of stored artifacts answer as the registry's API does ------------------------
+
+
+def test_the_mlflow_artifact_api_answers_a_tampered_or_unavailable_model_file_without_a_500(
+    keys, settings, tmp_path, client, registered_version, scientist
+):
+    import base64
+
+    from tests.conftest import PASSWORD
+
+    stored = Path(settings.ARTIFACT_ROOT) / registered_version.artifact
+    sealed = bytearray(stored.read_bytes())
+    sealed[40] ^= 0x01
+    stored.write_bytes(bytes(sealed))
+    _forget_copies(settings)
+    url = (
+        "/api/2.0/mlflow-artifacts/artifacts/steward/model-versions/"
+        f"{registered_version.pk}/{Path(registered_version.artifact).name}"
+    )
+    basic = "Basic " + base64.b64encode(f"{scientist.username}:{PASSWORD}".encode()).decode()
+
+    tampered = client.get(url, HTTP_AUTHORIZATION=basic)
+    settings.STEWARD_ARTIFACT_KEYS_FILE = str(tmp_path / "no-keyring")
+    no_keys = client.get(url, HTTP_AUTHORIZATION=basic)
+
+    assert tampered.status_code == 409, tampered.content[:300]
+    assert registered_version.artifact in tampered.json()["message"]
+    assert no_keys.status_code == 503, no_keys.content[:300]

@@ -59,9 +59,11 @@ from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from governance.api.authentication import InvalidToken, authenticate_secret, record_use
-from governance.errors import CONFLICT
+from governance.errors import CONFLICT, DETAIL, error_answer
 from governance.job_scope import JobScope, load_job_scope
 from governance.models import TokenScope
+from governance.storage import ArtifactUnreadable
+from governance.storage.envelope import KeyringError
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -80,6 +82,7 @@ UNAUTHENTICATED = "UNAUTHENTICATED"
 ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
 RESOURCE_CONFLICT = "RESOURCE_CONFLICT"
 INTERNAL_ERROR = "INTERNAL_ERROR"
+TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
 
 NUL_REFUSED = "The request holds a NUL character, which no field accepts."
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -318,6 +321,16 @@ def _answer_for(request: HttpRequest, exc: Exception) -> JsonResponse:
         return error_response(RESOURCE_CONFLICT, CONFLICT, 409)
     if isinstance(exc, DataError):
         return error_response(INVALID_PARAMETER_VALUE, "A value in the request cannot be stored.", 400)
+    if isinstance(exc, ArtifactUnreadable | KeyringError):
+        # A stored artifact that cannot be given back (issue 12): the registry's own answer
+        # (governance.errors: 409 tampered or missing, 410 erased, 503 store or keys down), in
+        # MLflow's shape, rather than an internal error.
+        answer = error_answer(exc)
+        if answer is not None:
+            codes = {409: RESOURCE_CONFLICT, 410: RESOURCE_DOES_NOT_EXIST, 503: TEMPORARILY_UNAVAILABLE}
+            return error_response(
+                codes.get(answer.status, INTERNAL_ERROR), str(answer.body[DETAIL]), answer.status
+            )
     # A bug. Still MLflow's JSON shape (the client shows the message); the traceback goes to the log.
     logger.exception("MLflow API %s %s failed", request.method, request.path, exc_info=exc)
     return error_response(INTERNAL_ERROR, "Internal error; the server log has the details.", 500)
