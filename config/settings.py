@@ -102,6 +102,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "governance.middleware.RequestIDMiddleware",
+    # A page's artifact store fault (tampered, erased, store or keys down): 409/410/503, not 500.
+    "governance.middleware.ArtifactErrorMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the 429 answer.
     "axes.middleware.AxesMiddleware",
 ]

@@ -60,3 +60,32 @@ class ProbeHostMiddleware:
             else:
                 request.META["HTTP_HOST"] = allowed[0].lstrip(".")
         return self.get_response(request)
+
+
+class ArtifactErrorMiddleware:
+    """Pages that read a stored artifact (a code version's files, a drift report, a model's
+    files) answer a fault of the artifact store (issue 12, ``governance.storage``) as the API
+    does (``governance.errors``: 409 tampered or missing, 410 erased, 503 store or keys down),
+    with the message, instead of a 500. The API and the MLflow API answer them themselves."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """The answer for a storage fault; None (Django's own handling) for anything else."""
+        from governance.errors import DETAIL, error_answer
+        from governance.storage import ArtifactUnreadable
+        from governance.storage.envelope import KeyringError
+
+        if not isinstance(exception, ArtifactUnreadable | KeyringError):
+            return None
+        answer = error_answer(exception)
+        if answer is None:
+            return None
+        # Plain text: the message names the artifact's storage key; nothing to render as HTML.
+        return HttpResponse(
+            str(answer.body[DETAIL]), status=answer.status, content_type="text/plain; charset=utf-8"
+        )

@@ -422,3 +422,26 @@ def test_the_mlflow_artifact_api_answers_a_tampered_or_unavailable_model_file_wi
     assert tampered.status_code == 409, tampered.content[:300]
     assert registered_version.artifact in tampered.json()["message"]
     assert no_keys.status_code == 503, no_keys.content[:300]
+
+
+def test_web_pages_reading_a_tampered_or_unavailable_artifact_answer_409_or_503_not_500(
+    keys, settings, tmp_path, team, scientist
+):
+    from tests.runners.code_fixtures import make_code_version
+
+    version = make_code_version(team, scientist, {"train.py": "print('hello')\n"})
+    stored = Path(settings.ARTIFACT_ROOT) / version.file
+    sealed = bytearray(stored.read_bytes())
+    sealed[40] ^= 0x01
+    stored.write_bytes(bytes(sealed))
+    _forget_copies(settings)
+    browser = Client()
+    browser.force_login(scientist)
+
+    file_page = browser.get(f"/code-versions/{version.pk}/files/train.py")
+    settings.STEWARD_ARTIFACT_KEYS_FILE = str(tmp_path / "no-keyring")
+    keys_gone = browser.get(f"/code-versions/{version.pk}/files/train.py")
+
+    assert file_page.status_code == 409, file_page.content[:300]
+    assert version.file in file_page.content.decode()
+    assert keys_gone.status_code == 503
