@@ -445,3 +445,61 @@ def test_web_pages_reading_a_tampered_or_unavailable_artifact_answer_409_or_503_
     assert file_page.status_code == 409, file_page.content[:300]
     assert version.file in file_page.content.decode()
     assert keys_gone.status_code == 503
+
+
+# --- Directory artifacts with odd members; rotation stopped by a missing key ----------------------
+
+
+def test_a_model_directory_with_odd_member_names_reads_back_exactly(
+    keys, settings, tmp_path, team, owner, scientist
+):
+    from governance.actions.model_versions import do_register_model_version_from_artifact
+    from governance.actions.registered_models import do_create_registered_model
+    from governance.artifacts import open_version_file, version_files
+
+    folder = tmp_path / "model"
+    odd = {
+        "MLmodel": b"flavors:\n  python_function: {}\n",
+        "-leading dash.txt": b"dash",
+        "sp ace/ünï cødé.bin": bytes(range(256)),
+        "deep/" * 20 + "leaf": b"deep",
+        "empty": b"",
+        ".hidden": b"dot",
+        "looks..like..dots": b"dots",
+    }
+    for name, data in odd.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / "only-a-folder").mkdir()
+    model = do_create_registered_model(team=team, name="odd-model", owner=owner, actor=scientist)
+    version = do_register_model_version_from_artifact(
+        model=model, artifact_path=folder, source="test:odd", actor=scientist
+    )
+    _forget_copies(settings)
+
+    assert dict(version_files(version)) == {name: len(data) for name, data in odd.items()}
+    for name, data in odd.items():
+        with open_version_file(version, name) as handle:
+            assert handle.read() == data
+    cached = Path(settings.STEWARD_ARTIFACT_CACHE) / version.artifact
+    assert all(item.resolve().is_relative_to(cached.resolve()) for item in cached.rglob("*"))
+
+
+def test_a_rotation_stopped_by_a_missing_key_keeps_earlier_batches_and_changes_nothing_after(
+    keys, settings, tmp_path, dataset, scientist
+):
+    first = _register(dataset, scientist)
+    settings.STEWARD_ARTIFACT_KEYS = Keyring.new_entry("k0")
+    second = _register(dataset, scientist, ADULT, "adult.csv")  # wrapped by k0
+    ring_file = tmp_path / "keyring"
+    ring_file.write_text(Keyring.new_entry("k2") + "\n" + keys + "\n")  # k0 forgotten
+    settings.STEWARD_ARTIFACT_KEYS = ""
+    settings.STEWARD_ARTIFACT_KEYS_FILE = str(ring_file)
+
+    with pytest.raises(CommandError, match="no key 'k0'"):
+        call_command("rotate_artifact_keys", "--batch", "1")
+
+    assert StoredObject.objects.get(key=first.file).kek_id == "k2"
+    assert StoredObject.objects.get(key=second.file).kek_id == "k0"
+    _forget_copies(settings)
+    assert storage.local_path(first.file).read_bytes() == BIKE_HOURLY.read_bytes()
