@@ -395,8 +395,8 @@ def shred(key: str) -> bool:
 
     Managed mode: the record keeps its sha256 and size (the audit trail's proofs still name
     them) but no wrapped key, so any copy of the ciphertext (a replica, a backup, a cold tier)
-    stays unreadable. Direct mode: the file is deleted. Returns whether anything was there.
-    Runs inside the caller's transaction (the erasure's)."""
+    stays unreadable. Direct mode: the file is deleted once the caller's transaction commits.
+    Returns whether anything was there. Runs inside the caller's transaction (the erasure's)."""
     from governance.models import StoredObject
 
     cached = cache_root() / key
@@ -404,10 +404,9 @@ def shred(key: str) -> bool:
     if is_direct():
         target = Path(settings.ARTIFACT_ROOT) / key
         existed = target.exists()
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+        # Deleted once the erasure commits: a plain file is the only copy, and an erasure that
+        # rolls back (its audit event not written) must leave the version's bytes in place.
+        transaction.on_commit(lambda: _drop_copy(target))
         return existed
     record = StoredObject.objects.select_for_update().filter(key=key).first()
     if record is None or record.shredded_at is not None:

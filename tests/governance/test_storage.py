@@ -313,13 +313,16 @@ def test_erasure_destroys_the_data_key_and_keeps_the_record(
     assert "was erased" in job.json()["dataset_version"][0]
 
 
-def test_erasure_without_encryption_deletes_the_file(settings, client_for, dataset, scientist, owner):
+def test_erasure_without_encryption_deletes_the_file(
+    settings, client_for, dataset, scientist, owner, django_capture_on_commit_callbacks
+):
     version = _register(dataset, scientist)
     assert _stored(settings, version).read_bytes() == BIKE_HOURLY.read_bytes()  # direct mode: plain
 
-    response = client_for(owner).post(
-        f"/api/dataset-versions/{version.pk}/erase/", {"reason": "Art. 17"}, format="json"
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the file goes once the erasure commits
+        response = client_for(owner).post(
+            f"/api/dataset-versions/{version.pk}/erase/", {"reason": "Art. 17"}, format="json"
+        )
 
     assert response.status_code == 200
     assert not _stored(settings, version).exists()

@@ -503,3 +503,25 @@ def test_a_rotation_stopped_by_a_missing_key_keeps_earlier_batches_and_changes_n
     assert StoredObject.objects.get(key=second.file).kek_id == "k0"
     _forget_copies(settings)
     assert storage.local_path(first.file).read_bytes() == BIKE_HOURLY.read_bytes()
+
+
+def test_an_erasure_that_fails_to_commit_deletes_no_file_in_direct_mode(
+    settings, monkeypatch, dataset, scientist, owner
+):
+    from django.db import DatabaseError
+
+    import governance.actions.datasets as datasets_actions
+
+    version = _register(dataset, scientist)  # direct mode: a plain file under ARTIFACT_ROOT
+    stored = Path(settings.ARTIFACT_ROOT) / version.file
+
+    def audit_fails(**kwargs):
+        raise DatabaseError("the audit log's insert failed")
+
+    monkeypatch.setattr(datasets_actions, "record_audit_event", audit_fails)
+    with pytest.raises(DatabaseError):
+        do_erase_dataset_version(dataset_version=version, reason="subject request", actor=owner)
+
+    version.refresh_from_db()
+    assert version.erased_at is None  # rolled back: not erased...
+    assert stored.read_bytes() == BIKE_HOURLY.read_bytes()  # ...so its file is still there
