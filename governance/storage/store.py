@@ -329,8 +329,8 @@ def _materialize(key: str, target: Path) -> Path:
 @contextlib.contextmanager
 def _store_answers(key: str, failed: str) -> Iterator[None]:
     """The backend's own errors (connection refused, timeouts, S3 errors other than a missing
-    key) and the key service's as ArtifactStoreUnavailable naming the artifact and the store;
-    Steward's pass through."""
+    key, a filesystem's OSError) and the key service's as ArtifactStoreUnavailable naming the
+    artifact and the store; Steward's pass through."""
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -340,9 +340,16 @@ def _store_answers(key: str, failed: str) -> Iterator[None]:
         raise
     except envelope.KeyServiceError as exc:
         raise ArtifactStoreUnavailable(key, str(exc)) from None
-    except (Boto3Error, BotoCoreError, ClientError, ConnectionError, TimeoutError) as exc:
+    except (Boto3Error, BotoCoreError, ClientError) as exc:
         raise ArtifactStoreUnavailable(
             key, f"the artifact store {backend().location} {failed}: {exc}"
+        ) from None
+    except OSError as exc:
+        # Connection and timeout errors, and a filesystem backend's own (a full disk, a folder
+        # not writable or not there, a stale NFS handle): the store's fault, not the request's.
+        # Its strerror only: the OS's message names the server's paths.
+        raise ArtifactStoreUnavailable(
+            key, f"the artifact store {backend().location} {failed}: {exc.strerror or type(exc).__name__}"
         ) from None
 
 

@@ -525,3 +525,24 @@ def test_an_erasure_that_fails_to_commit_deletes_no_file_in_direct_mode(
     version.refresh_from_db()
     assert version.erased_at is None  # rolled back: not erased...
     assert stored.read_bytes() == BIKE_HOURLY.read_bytes()  # ...so its file is still there
+
+
+def test_an_object_folder_that_cannot_be_written_or_read_is_a_503_and_registers_nothing(
+    keys, settings, tmp_path, client_for, dataset, scientist
+):
+    stored = _register(dataset, scientist)
+    _forget_copies(settings)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the object store's folder should be")
+    settings.STEWARD_ARTIFACT_URL = f"file://{blocker}/objects"  # every path under it: ENOTDIR
+    client = client_for(scientist)
+
+    with ADULT.open("rb") as handle:
+        upload = client.post(
+            "/api/dataset-versions/", {"dataset": dataset.pk, "file": handle}, format="multipart"
+        )
+    read = _download(client, stored)
+
+    assert upload.status_code == 503, upload.content[:300]
+    assert read.status_code == 503, read.content[:300]
+    assert DatasetVersion.objects.count() == 1
