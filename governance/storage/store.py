@@ -279,9 +279,16 @@ def _materialize(key: str, target: Path) -> Path:
         )
     if record.is_cold:
         record = _restore(key)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    except OSError as exc:
+        # This machine's scratch disk (full, read-only, not mounted): a fault of the deployment
+        # that passes, like a store that does not answer; the setting's name, not its path.
+        raise ArtifactStoreUnavailable(
+            key, f"the local copies' folder (STEWARD_ARTIFACT_CACHE) cannot be written: {exc.strerror}"
+        ) from None
     digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
     tmp = Path(tmp_name)
     # Closed on every path: a read refused before the copy starts (no object, a store that does
     # not answer) must not leave the descriptor open, or a web process runs out of them.

@@ -546,3 +546,17 @@ def test_an_object_folder_that_cannot_be_written_or_read_is_a_503_and_registers_
     assert upload.status_code == 503, upload.content[:300]
     assert read.status_code == 503, read.content[:300]
     assert DatasetVersion.objects.count() == 1
+
+
+def test_a_cache_folder_that_cannot_be_written_is_a_503_not_a_500(
+    keys, settings, tmp_path, client_for, dataset, scientist
+):
+    stored = _register(dataset, scientist)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the local copies' folder should be")
+    settings.STEWARD_ARTIFACT_CACHE = blocker / "cache"
+
+    read = _download(client_for(scientist), stored)
+
+    assert read.status_code == 503, read.content[:300]
+    assert "STEWARD_ARTIFACT_CACHE" in read.json()["detail"]
