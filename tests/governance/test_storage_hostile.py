@@ -560,3 +560,42 @@ def test_a_cache_folder_that_cannot_be_written_is_a_503_not_a_500(
 
     assert read.status_code == 503, read.content[:300]
     assert "STEWARD_ARTIFACT_CACHE" in read.json()["detail"]
+
+
+# --- Swapped records and objects ------------------------------------------------------------------
+
+
+def test_wrapped_keys_swapped_between_records_are_refused_as_tampering(
+    keys, settings, client_for, dataset, scientist
+):
+    hour = _register(dataset, scientist)
+    adult = _register(dataset, scientist, ADULT, "adult.csv")
+    a, b = StoredObject.objects.get(key=hour.file), StoredObject.objects.get(key=adult.file)
+    StoredObject.objects.filter(pk=a.pk).update(wrapped_key=bytes(b.wrapped_key))
+    StoredObject.objects.filter(pk=b.pk).update(wrapped_key=bytes(a.wrapped_key))
+    _forget_copies(settings)
+    client = client_for(scientist)
+
+    for version in (hour, adult):
+        response = _download(client, version)
+        assert response.status_code == 409
+        assert "wrapped data key does not authenticate" in response.json()["detail"]
+    assert not any(Path(settings.STEWARD_ARTIFACT_CACHE).rglob("*.csv"))
+
+
+def test_unencrypted_managed_objects_swapped_fail_their_sha256(
+    settings, tmp_path, client_for, dataset, scientist
+):
+    settings.STEWARD_ARTIFACT_URL = f"file://{tmp_path / 'objects'}"  # managed, no keys: plain objects
+    hour = _register(dataset, scientist)
+    adult = _register(dataset, scientist, ADULT, "adult.csv")
+    hour_object, adult_object = tmp_path / "objects" / hour.file, tmp_path / "objects" / adult.file
+    hour_bytes = hour_object.read_bytes()
+    hour_object.write_bytes(adult_object.read_bytes())
+    adult_object.write_bytes(hour_bytes)
+    _forget_copies(settings)
+
+    response = _download(client_for(scientist), hour)
+
+    assert response.status_code == 409
+    assert "not the recorded" in response.json()["detail"]
