@@ -334,7 +334,7 @@ def test_a_damaged_cold_copy_is_refused_naming_the_artifact_and_audited(
 
 
 def test_direct_mode_deletes_by_policy_and_tiers_nothing(
-    settings, client_for, team, dataset, owner, scientist
+    settings, client_for, team, dataset, owner, scientist, django_capture_on_commit_callbacks
 ):
     settings.STEWARD_ARTIFACT_KEYS = ""  # direct mode: plain files, no records
     version = _register(dataset, scientist, BIKE_HOURLY)
@@ -348,6 +348,7 @@ def test_direct_mode_deletes_by_policy_and_tiers_nothing(
         "skipped": 0,
     }
     assert _hot(settings, version).read_bytes() == BIKE_HOURLY.read_bytes()
-    assert apply_retention(timezone.now() + timedelta(days=31))["deleted"] == 1
+    with django_capture_on_commit_callbacks(execute=True):  # the file goes once the erasure commits
+        assert apply_retention(timezone.now() + timedelta(days=31))["deleted"] == 1
     assert not _hot(settings, version).exists()
     assert DatasetVersion.objects.get(pk=version.pk).erased_at is not None

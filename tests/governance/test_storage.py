@@ -625,29 +625,6 @@ def test_vault_down_or_refusing_loses_nothing(vault, settings, client_for, datas
     assert StoredObject.objects.count() == 1
 
 
-def test_a_copy_cached_on_another_machine_is_not_served_after_erasure_and_is_removed(
-    keys, settings, tmp_path, client_for, dataset, scientist, owner
-):
-    version = _register(dataset, scientist)
-    # Another machine read it first: its own scratch disk holds a decrypted copy.
-    settings.STEWARD_ARTIFACT_CACHE = tmp_path / "other-machine-cache"
-    other_copy = version.path
-    assert other_copy.read_bytes() == BIKE_HOURLY.read_bytes()
-    # This machine erases it (its own cache elsewhere): the other copy is out of its reach.
-    settings.STEWARD_ARTIFACT_CACHE = tmp_path / "this-machine-cache"
-    erased = client_for(owner).post(
-        f"/api/dataset-versions/{version.pk}/erase/", {"reason": "Art. 17"}, format="json"
-    )
-    assert erased.status_code == 200
-    assert other_copy.exists()
-
-    # Back on the other machine: the record refuses the copy, which is removed on sight.
-    settings.STEWARD_ARTIFACT_CACHE = tmp_path / "other-machine-cache"
-    with pytest.raises(storage.ArtifactErased):
-        storage.local_path(version.file)
-    assert not other_copy.exists()
-
-
 def test_the_model_version_page_says_how_its_artifact_is_kept(keys, client, team, owner, scientist, tmp_path):
     from governance.actions.model_versions import do_register_model_version_from_artifact
     from governance.actions.registered_models import do_create_registered_model
