@@ -160,7 +160,11 @@ def do_register_dataset_version(
         max_bytes=settings.STEWARD_MAX_DATASET_BYTES,
         max_rows=settings.STEWARD_MAX_DATASET_ROWS,
     )
-    stored = artifacts.store_file(file_path, summary.sha256, "datasets", f".{summary.format}")
+    # Content-addressed within the team only: identical bytes of two teams are two objects, so an
+    # erasure destroys only its own team's copy and tells nothing of what other teams hold.
+    stored = artifacts.store_file(
+        file_path, summary.sha256, f"datasets/{dataset.team_id}", f".{summary.format}"
+    )
     with transaction.atomic():
         # Lock the parent so two registrations racing for the same dataset get 1..n without gaps.
         dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)

@@ -216,6 +216,84 @@ def put_directory(path: Path, key: str) -> None:
         put_file(bundle, key, file_sha256(bundle), is_directory=True)
 
 
+# The content-addressed kinds under ARTIFACT_ROOT that direct mode wrote; the other folders
+# (mlflow/, checkpoints/, ray/) are working areas, not stored objects.
+STORED_KINDS = ("datasets", "models", "code", "reports")
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def plain_artifacts(root: Path) -> Iterator[tuple[str, Path, bool]]:
+    """``(key, path, is_directory)`` of every artifact direct mode stored under ``root``: a file
+    named ``<sha256><suffix>`` or a directory named ``<sha256>`` (a model directory), under the
+    ``STORED_KINDS`` folders at any depth; temporary ``.incoming-``/``.scratch-`` names skipped."""
+    for kind in STORED_KINDS:
+        pending = [root / kind]
+        while pending:
+            folder = pending.pop()
+            if not folder.is_dir():
+                continue
+            for item in sorted(folder.iterdir()):
+                if item.name.startswith(".") or item.is_symlink():
+                    continue
+                is_sha = len(item.name) >= 64 and set(item.name[:64]) <= _SHA256_HEX
+                if item.is_dir() and is_sha and len(item.name) == 64:
+                    yield item.relative_to(root).as_posix(), item, True
+                elif item.is_dir():
+                    pending.append(item)
+                elif is_sha:
+                    yield item.relative_to(root).as_posix(), item, False
+
+
+def import_plain_artifacts(*, remove_plain: bool = False) -> dict[str, int]:
+    """Bring the artifacts direct mode stored under ``ARTIFACT_ROOT`` into the managed store
+    (after keys or an object store are switched on): each one without a record is stored
+    (encrypted when a keyring is set; a directory as its tar) and recorded. On a filesystem
+    backend rooted at ``ARTIFACT_ROOT`` the plaintext is replaced by the stored object in place;
+    elsewhere (S3) it stays unless ``remove_plain``. Audited once (``artifact.import``, counts).
+    Returns ``{"imported", "already", "failed"}``. RuntimeError in direct mode."""
+    from governance.audit import record_audit_event
+    from governance.models import StoredObject
+
+    if is_direct():
+        raise RuntimeError(
+            "artifacts are in direct mode: set STEWARD_ARTIFACT_KEYS(_FILE) or STEWARD_ARTIFACT_URL first"
+        )
+    root = Path(settings.ARTIFACT_ROOT)
+    store = backend()
+    in_place = isinstance(store, FilesystemBackend) and store.root == root
+    counts = {"imported": 0, "already": 0, "failed": 0}
+    for key, path, is_directory in list(plain_artifacts(root)):
+        if StoredObject.objects.filter(key=key).exists():
+            counts["already"] += 1
+            continue
+        try:
+            if is_directory:
+                # The object takes the directory's place on an in-place backend: move it aside.
+                aside = path.with_name(f".import-{path.name}")
+                os.replace(path, aside)
+                put_directory(aside, key)
+                shutil.rmtree(aside)
+            else:
+                put_file(path, key, file_sha256(path))
+                if remove_plain and not in_place:
+                    path.unlink()
+        except (ArtifactUnreadable, OSError):
+            logger.exception("import_plain_artifacts: %s was not imported", key)
+            counts["failed"] += 1
+            continue
+        counts["imported"] += 1
+    with transaction.atomic():
+        record_audit_event(
+            actor=None,
+            action="artifact.import",
+            object_type="artifactstore",
+            object_id="",
+            object_repr=f"artifact store {backend().location}",
+            after={**counts, "encrypted": keyring() is not None, "location": backend().location},
+        )
+    return counts
+
+
 def local_path(key: str) -> Path:
     """A local, plaintext, verified path of the artifact ``key``: in place (direct mode) or its
     copy in the cache, made on first use. ArtifactErased, ArtifactMissing or ArtifactCorrupt
@@ -272,7 +350,11 @@ def _materialize(key: str, target: Path) -> Path:
 
     record = StoredObject.objects.filter(key=key).first()
     if record is None:
-        raise ArtifactMissing(key, "the store holds no record of it")
+        raise ArtifactMissing(
+            key,
+            "the store holds no record of it (stored before managed mode was switched on? "
+            "run manage.py import_plain_artifacts)",
+        )
     if record.shredded_at is not None:
         raise ArtifactErased(
             key, f"it was erased on {record.shredded_at:%Y-%m-%d %H:%M} UTC; its data key is destroyed"

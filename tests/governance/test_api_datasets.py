@@ -148,8 +148,10 @@ def test_upload_csv_registers_version_1_with_hash_schema_and_rows(client_for, sc
         "erased_at": None,
         "erased_by": None,
         "erasure_reason": "",
+        "legal_hold_at": None,
+        "legal_hold_reason": "",
     }
-    assert version.file == f"datasets/{sha[:2]}/{sha}.csv"
+    assert version.file == f"datasets/{dataset.team_id}/{sha[:2]}/{sha}.csv"
     assert (settings.ARTIFACT_ROOT / version.file).read_bytes() == content
     event = AuditEvent.objects.get(action="dataset_version.register")
     assert event.after["sha256"] == sha

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from governance.actions.datasets import (
 from governance.models import DatasetVersion, StoredObject, TeamRole
 from governance.storage import envelope
 from governance.storage.backends import FilesystemBackend
-from governance.storage.envelope import CHUNK_BYTES, TAG_BYTES, Keyring
+from governance.storage.envelope import CHUNK_BYTES, MAGIC, TAG_BYTES, Keyring
 from tests.conftest import ADULT, BIKE_HOURLY
 from tests.governance.test_storage import s3  # noqa: F401 - the moto S3 server fixture
 
@@ -298,12 +299,6 @@ def test_the_same_bytes_registered_after_an_erasure_are_a_new_copy_and_the_erase
     assert _download(client, erased).status_code == 410
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="identical bytes are one object across teams, and the erasure refusal counts every "
-    "team's versions holding them: a manager learns whether another team holds given bytes. "
-    "Needs per-team keys or erasure that keeps bytes other teams hold; not fixed here",
-)
 def test_an_erasure_refusal_tells_nothing_about_another_teams_data(
     keys, client_for, dataset, scientist, admin, other_team
 ):
@@ -318,23 +313,45 @@ def test_an_erasure_refusal_tells_nothing_about_another_teams_data(
     )
 
     assert response.status_code == 200  # as it would be were the bytes nobody else's
+    # Dataset bytes are content-addressed per team: the victim's copy is a separate object.
+    victim = DatasetVersion.objects.get(dataset=dataset)
+    assert victim.file != guess.file
+    assert _download(client_for(scientist), victim).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="switching a deployment from direct to managed mode (keys or an object store) leaves "
-    "every artifact stored before without a StoredObject row: each read is refused as missing; "
-    "no import command exists and the docs do not say so",
-)
-def test_artifacts_stored_before_encryption_was_switched_on_still_read(
-    settings, client_for, dataset, scientist
+def test_artifacts_stored_before_encryption_was_switched_on_are_imported_and_read(
+    settings, tmp_path, client_for, team, owner, dataset, scientist
 ):
+    from django.core.management import call_command
+
+    from governance.actions.model_versions import do_register_model_version_from_artifact
+    from governance.actions.registered_models import do_create_registered_model
+
     version = _register(dataset, scientist)  # direct mode: a plain file
+    folder = tmp_path / "model"
+    (folder / "data").mkdir(parents=True)
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    (folder / "data" / "weights.bin").write_bytes(b"w" * 5000)
+    model = do_create_registered_model(team=team, name="before", owner=owner, actor=scientist)
+    model_version = do_register_model_version_from_artifact(
+        model=model, artifact_path=folder, source="test:before", actor=scientist
+    )
     settings.STEWARD_ARTIFACT_KEYS = Keyring.new_entry("k1")
 
-    response = _download(client_for(scientist), version)
+    refused = _download(client_for(scientist), version)
+    assert refused.status_code == 409
+    assert "run manage.py import_plain_artifacts" in refused.json()["detail"]
 
-    assert response.status_code == 200
+    out = StringIO()
+    call_command("import_plain_artifacts", stdout=out)
+    assert out.getvalue() == "imported 2, already recorded 0, failed 0\n"
+    assert (Path(settings.ARTIFACT_ROOT) / version.file).read_bytes().startswith(MAGIC)  # in place
+    assert b"".join(_download(client_for(scientist), version).streaming_content) == BIKE_HOURLY.read_bytes()
+    assert (model_version.path / "data" / "weights.bin").read_bytes() == b"w" * 5000
+    assert StoredObject.objects.get(key=model_version.artifact).is_directory
+    again = StringIO()
+    call_command("import_plain_artifacts", stdout=again)
+    assert again.getvalue() == "imported 0, already recorded 2, failed 0\n"
 
 
 # --- Concurrent writers, S3 faults --------------------------------------------------------------
