@@ -238,12 +238,9 @@ def _move_to_cold(key: str, *, team_id: int, kind: str, days: int) -> bool:
         record = storage.move_to_cold(key)
         if record is None:
             return False
-        record_audit_event(
-            actor=None,
-            action="artifact.move_to_cold",
-            object_type="storedobject",
-            object_id=record.pk,
-            object_repr=record.key,
+        storage.audit_stored_object(
+            record,
+            "artifact.move_to_cold",
             team_id=team_id,
             before={"tier": Tier.HOT},
             after={

@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -460,9 +461,32 @@ def _extract(bundle: Path, target: Path) -> Path:
     return target
 
 
+def audit_stored_object(
+    record: Any,
+    action: str,
+    *,
+    after: dict[str, Any],
+    before: dict[str, Any] | None = None,
+    team_id: int | None = None,
+) -> None:
+    """One audit event about the stored object ``record`` by the system, in the caller's
+    transaction (integrity failures, restores, moves to the cold tier)."""
+    from governance.audit import record_audit_event
+
+    record_audit_event(
+        actor=None,
+        action=action,
+        object_type="storedobject",
+        object_id=record.pk,
+        object_repr=record.key,
+        team_id=team_id,
+        before=before,
+        after=after,
+    )
+
+
 def _integrity_failure(record, reason: str) -> None:
     """Count and audit a failed read of ``record``, then raise ArtifactCorrupt."""
-    from governance.audit import record_audit_event
     from governance.models import StoredObject
 
     message = f"its stored bytes fail their integrity check: {reason}"
@@ -470,12 +494,9 @@ def _integrity_failure(record, reason: str) -> None:
         StoredObject.objects.filter(pk=record.pk).update(
             integrity_failures=F("integrity_failures") + 1, last_integrity_failure=message[:500]
         )
-        record_audit_event(
-            actor=None,
-            action="artifact.integrity_failure",
-            object_type="storedobject",
-            object_id=record.pk,
-            object_repr=record.key,
+        audit_stored_object(
+            record,
+            "artifact.integrity_failure",
             after={
                 "key": record.key,
                 "sha256": record.sha256,
@@ -594,7 +615,6 @@ class _ColdCopyBroken(Exception):
 
 
 def _restore_locked(key: str, started: float):
-    from governance.audit import record_audit_event
     from governance.models import StoredObject, Tier
 
     with transaction.atomic():
@@ -625,12 +645,9 @@ def _restore_locked(key: str, started: float):
         record.tier, record.cold_size_bytes = Tier.HOT, None
         record.restored_at, record.last_restore_ms = timezone.now(), elapsed_ms
         record.save(update_fields=["tier", "cold_size_bytes", "restored_at", "last_restore_ms"])
-        record_audit_event(
-            actor=None,
-            action="artifact.restore",
-            object_type="storedobject",
-            object_id=record.pk,
-            object_repr=record.key,
+        audit_stored_object(
+            record,
+            "artifact.restore",
             after={"key": record.key, "tier": Tier.HOT, "restore_ms": elapsed_ms},
         )
         transaction.on_commit(lambda: _delete_cold_quietly(key))

@@ -251,7 +251,7 @@ def test_metrics_show_storage_per_team_and_tier(
     hourly = _register(dataset, scientist, BIKE_HOURLY)
     daily = _register(dataset, scientist, BIKE_DAILY)
     fraud = do_create_dataset(team=other_team, name="daily", actor=outsider)
-    _register(fraud, outsider, BIKE_DAILY)  # the same bytes as Mobility's: one object, counted for each
+    theirs = _register(fraud, outsider, BIKE_DAILY)  # the same bytes as Mobility's, an object of Fraud's
     _set_policy(client_for(owner), team, {"datasets": {"cold_after_days": 30}})
     StoredObject.objects.filter(key=hourly.file).update(last_read_at=timezone.now())
     apply_retention(timezone.now() + timedelta(days=31))  # both of Mobility's move: unused for 30 days
@@ -265,8 +265,11 @@ def test_metrics_show_storage_per_team_and_tier(
     assert _metric(text, "steward_artifact_team_bytes", "Mobility", "hot") == BIKE_HOURLY.stat().st_size
     assert _metric(text, "steward_artifact_team_objects", "Mobility", "cold") == 1
     assert _metric(text, "steward_artifact_team_bytes", "Mobility", "cold") == cold_daily.cold_size_bytes
-    assert _metric(text, "steward_artifact_team_objects", "Fraud", "cold") == 1
-    assert _metric(text, "steward_artifact_team_bytes", "Fraud", "hot") is None
+    # Fraud has no policy: its copy (dataset bytes are per team) stays hot.
+    assert theirs.file != daily.file
+    assert _metric(text, "steward_artifact_team_objects", "Fraud", "hot") == 1
+    assert _metric(text, "steward_artifact_team_bytes", "Fraud", "hot") == BIKE_DAILY.stat().st_size
+    assert _metric(text, "steward_artifact_team_objects", "Fraud", "cold") is None
 
 
 def test_drift_reports_follow_the_reports_rule(
