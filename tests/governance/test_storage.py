@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,40 +22,16 @@ from django.core.management import call_command
 from django.test import Client
 
 from governance import storage
-from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.datasets import do_create_dataset
 from governance.models import AuditEvent, DatasetVersion, StoredObject
 from governance.storage.envelope import CHUNK_BYTES, MAGIC, TAG_BYTES, Keyring
 from tests.conftest import ADULT, BIKE_HOURLY, free_port, small_training_spec
+from tests.governance.storage_helpers import download as _download
+from tests.governance.storage_helpers import forget_copies as _forget_copies
+from tests.governance.storage_helpers import register_version as _register
+from tests.governance.storage_helpers import stored_path as _stored
 
 BIKE_HEADER = b"instant,dteday,season"
-
-
-@pytest.fixture
-def keys(settings):
-    """Encryption at rest on, with one key-encryption key ``k1``; the keyring entry returned."""
-    entry = Keyring.new_entry("k1")
-    settings.STEWARD_ARTIFACT_KEYS = entry
-    return entry
-
-
-def _register(dataset, scientist, path: Path = BIKE_HOURLY, name: str = "hour.csv") -> DatasetVersion:
-    return do_register_dataset_version(
-        dataset=dataset, file_path=path, filename=name, source=DatasetVersion.Source.PATH, actor=scientist
-    )
-
-
-def _stored(settings, version: DatasetVersion) -> Path:
-    """The object's bytes on the filesystem backend (ciphertext when encrypted)."""
-    return Path(settings.ARTIFACT_ROOT) / version.file
-
-
-def _forget_copies(settings) -> None:
-    """Drop this machine's decrypted copies, as a fresh worker would start."""
-    shutil.rmtree(settings.STEWARD_ARTIFACT_CACHE, ignore_errors=True)
-
-
-def _download(client, version: DatasetVersion):
-    return client.get(f"/api/dataset-versions/{version.pk}/download/")
 
 
 def test_dataset_is_encrypted_at_rest_and_reads_back_whole(keys, settings, client_for, dataset, scientist):
@@ -356,44 +331,6 @@ def test_erasure_takes_the_team_versions_sharing_its_bytes_and_never_another_tea
 
 
 # --- S3-compatible object storage, against moto's emulator run as a server -------------------
-
-
-@pytest.fixture
-def s3(settings, monkeypatch, tmp_path):
-    """A moto S3 server on a free port with bucket ``steward-test``; artifacts go to
-    ``s3://steward-test/artifacts``, uploads over 5 MiB in parts. Yields the server's process."""
-    import boto3
-
-    port = free_port()
-    server = subprocess.Popen(  # noqa: S603 - the venv's own moto_server
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "steward",
-        "AWS_SECRET_ACCESS_KEY": "steward-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.create_bucket(Bucket="steward-test")
-            break
-        except Exception:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise
-            time.sleep(0.2)
-    settings.STEWARD_ARTIFACT_URL = "s3://steward-test/artifacts"
-    settings.STEWARD_S3_MULTIPART_BYTES = 5 * 1024 * 1024
-    yield server
-    server.kill()
-    server.wait(timeout=10)
 
 
 def test_s3_holds_encrypted_objects_uploaded_in_parts(

@@ -7,7 +7,6 @@ data. Through the API, the registry's actions, ``governance.storage`` and ``mana
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from io import StringIO
 from pathlib import Path
@@ -20,37 +19,15 @@ from governance import storage
 from governance.actions.datasets import (
     do_create_dataset,
     do_erase_dataset_version,
-    do_register_dataset_version,
 )
 from governance.models import DatasetVersion, StoredObject, TeamRole
 from governance.storage import envelope
 from governance.storage.backends import FilesystemBackend
 from governance.storage.envelope import CHUNK_BYTES, MAGIC, TAG_BYTES, Keyring
 from tests.conftest import ADULT, BIKE_HOURLY
-from tests.governance.test_storage import s3  # noqa: F401 - the moto S3 server fixture
-
-
-@pytest.fixture
-def keys(settings):
-    """Encryption at rest on, with one key-encryption key ``k1``; the keyring entry returned."""
-    entry = Keyring.new_entry("k1")
-    settings.STEWARD_ARTIFACT_KEYS = entry
-    return entry
-
-
-def _register(dataset, actor, path: Path = BIKE_HOURLY, name: str = "hour.csv") -> DatasetVersion:
-    return do_register_dataset_version(
-        dataset=dataset, file_path=path, filename=name, source=DatasetVersion.Source.PATH, actor=actor
-    )
-
-
-def _download(client, version: DatasetVersion):
-    return client.get(f"/api/dataset-versions/{version.pk}/download/")
-
-
-def _forget_copies(settings) -> None:
-    shutil.rmtree(settings.STEWARD_ARTIFACT_CACHE, ignore_errors=True)
-
+from tests.governance.storage_helpers import download as _download
+from tests.governance.storage_helpers import forget_copies as _forget_copies
+from tests.governance.storage_helpers import register_version as _register
 
 # --- Crafted objects ---------------------------------------------------------------------------
 
