@@ -172,7 +172,9 @@ def decrypt_stream(
     if len(header) != _HEADER.size:
         raise EnvelopeError("it is shorter than its header (truncated)")
     magic, chunk_bytes = _HEADER.unpack(header)
-    if magic != MAGIC or not 0 < chunk_bytes <= 64 * 1024 * 1024:
+    # The header is not authenticated: a chunk size above what Steward writes is refused before
+    # a buffer of that size is read (a crafted 64 MiB one cost that much memory per read).
+    if magic != MAGIC or not 0 < chunk_bytes <= CHUNK_BYTES:
         raise EnvelopeError("it is not an encrypted Steward artifact (bad header)")
     cipher = AESGCM(data_key)
     record_bytes = chunk_bytes + TAG_BYTES

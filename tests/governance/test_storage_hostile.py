@@ -36,6 +36,7 @@ from tests.governance.storage_helpers import register_version as _register
     "craft",
     [
         "huge chunk size",
+        "a 64 MiB chunk size",
         "chunk size changed",
         "zero length",
         "trailing bytes",
@@ -53,6 +54,8 @@ def test_a_crafted_object_is_refused_and_nothing_is_placed(
     record = CHUNK_BYTES + TAG_BYTES
     crafted = {
         "huge chunk size": header[:8] + (0xFFFFFFFF).to_bytes(4, "big") + body,
+        # Refused from the header alone, before a 64 MiB buffer is read.
+        "a 64 MiB chunk size": header[:8] + (64 * 1024 * 1024).to_bytes(4, "big") + body,
         "chunk size changed": header[:8] + (CHUNK_BYTES // 2).to_bytes(4, "big") + body,
         "zero length": b"",
         "trailing bytes": sealed + b"\0" * 17,
