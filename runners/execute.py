@@ -132,6 +132,21 @@ def _input_versions(job: Job) -> list[DatasetVersion]:
     return [job.dataset_version] if job.dataset_version_id is not None else []
 
 
+def _refuse_erased_input(job: Job) -> None:
+    """SpecError when the job's dataset version was erased while the job ran (GDPR Art. 17):
+    what it made from the data is not registered. The row lock orders this with the erasure's
+    own (``do_erase_dataset_version``): an erasure that commits first is seen here; one that
+    comes after finds a registered output, like any model trained before an erasure."""
+    if job.dataset_version_id is None:
+        return
+    version = DatasetVersion.objects.select_for_update().get(pk=job.dataset_version_id)
+    if version.erased_at is not None:
+        raise SpecError(
+            f"its input {version} was erased while it ran ({version.erased_at:%Y-%m-%d %H:%M} UTC, "
+            "GDPR Art. 17): what it made from it is not registered"
+        )
+
+
 def _pii_refusal(job: Job) -> str | None:
     """Why the team's PII policy refuses ``job``'s input data now, or None: the refusal at
     submission (``runners.actions.do_submit_job``, ``runners.code_runs``) is asked again when the
@@ -386,6 +401,7 @@ def _run_training(job: Job, attempt: int, devices: list[str]) -> None:
                 progress.flush()
         artifact = Path(result["artifact"]).read_bytes()
     with JOBS.fenced(job.pk, attempt):
+        _refuse_erased_input(job)
         version = do_register_model_version(
             model=job.registered_model,
             artifact_bytes=artifact,
@@ -438,6 +454,7 @@ def _run_inference(job: Job, attempt: int, devices: list[str]) -> None:
             job, attempt, task, Path(tmp), lambda event: _on_inference_event(job, attempt, event), devices
         )
         with JOBS.fenced(job.pk, attempt):
+            _refuse_erased_input(job)
             dataset = _predictions_dataset(job)
             predictions = do_register_dataset_version(
                 dataset=dataset,
