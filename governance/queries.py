@@ -92,11 +92,13 @@ def storage_by_team(team_ids: Collection[int] | None = None) -> dict[tuple[int, 
         for team, key, size in rows.iterator():
             keys.setdefault(team, set()).add(key)
             sizes[key] = size
+    live = StoredObject.objects.filter(shredded_at__isnull=True)
+    if team_ids is not None:
+        # Only the asked teams' records (the usage roll-up of one team read the whole store).
+        live = live.filter(key__in=sizes.keys())
     records = {
         key: (tier, size, cold_size)
-        for key, tier, size, cold_size in StoredObject.objects.filter(shredded_at__isnull=True).values_list(
-            "key", "tier", "size_bytes", "cold_size_bytes"
-        )
+        for key, tier, size, cold_size in live.values_list("key", "tier", "size_bytes", "cold_size_bytes")
     }
     totals: dict[tuple[int, str], tuple[int, int]] = {}
     for team, team_keys in keys.items():

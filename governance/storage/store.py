@@ -301,13 +301,14 @@ def local_path(key: str) -> Path:
     (counted and audited) when it cannot be read."""
     if is_direct():
         return Path(settings.ARTIFACT_ROOT) / key
-    _note_read(key)
     target = cache_root() / key
     if target.exists():
         # A copy made before an erasure (on this machine by a read that raced it, or on a machine
         # the erasure did not run on) must not outlive it: the record decides, not the cache.
-        _refuse_if_erased(key, target)
+        # One read of the record serves that and the read's note (the hot path: a cached copy).
+        _refuse_if_erased(key, target, note_read=True)
         return target
+    _note_read(key)
     placed = _materialize(key, target)
     # An erasure that committed while this copy was being made: its own clean-up may have run
     # before the copy was placed.
@@ -315,11 +316,17 @@ def local_path(key: str) -> Path:
     return placed
 
 
-def _refuse_if_erased(key: str, copy: Path) -> None:
-    """ArtifactErased, after deleting the local ``copy``, when ``key``'s record is shredded."""
+def _refuse_if_erased(key: str, copy: Path, *, note_read: bool = False) -> None:
+    """ArtifactErased, after deleting the local ``copy``, when ``key``'s record is shredded;
+    with ``note_read``, also records the read when the last note is over an hour old
+    (``_note_read``'s rule, without its UPDATE when the note is fresh)."""
     from governance.models import StoredObject
 
-    shredded_at = StoredObject.objects.filter(key=key).values_list("shredded_at", flat=True).first()
+    row = StoredObject.objects.filter(key=key).values_list("shredded_at", "last_read_at").first()
+    shredded_at, last_read_at = row if row is not None else (None, None)
+    stale = last_read_at is None or last_read_at < timezone.now() - timedelta(hours=1)
+    if note_read and row is not None and shredded_at is None and stale:
+        _note_read(key)
     if shredded_at is not None:
         _drop_copy(copy)
         raise ArtifactErased(
