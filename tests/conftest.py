@@ -9,6 +9,9 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from governance.actions.model_versions import do_register_model_version
 from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_create_team, do_grant_platform_role, do_set_membership
 from governance.models import DatasetVersion, PlatformRole, TeamRole
+from governance.storage.envelope import Keyring
 from lineage.graph import reset_edge_index
 from monitoring.actions.checks import do_finish_drift_check, do_request_drift_check
 from runners.specs import parse_spec
@@ -414,3 +418,52 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+# --- The artifact store (issue 12): encryption on; S3 through moto's emulator -------------------
+
+
+@pytest.fixture
+def keys(settings):
+    """Encryption at rest on, with one key-encryption key ``k1``; the keyring entry returned."""
+    entry = Keyring.new_entry("k1")
+    settings.STEWARD_ARTIFACT_KEYS = entry
+    return entry
+
+
+@pytest.fixture
+def s3(settings, monkeypatch, tmp_path):
+    """A moto S3 server on a free port with bucket ``steward-test``; artifacts go to
+    ``s3://steward-test/artifacts``, uploads over 5 MiB in parts. Yields the server's process."""
+    import boto3
+
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 - the venv's own moto_server
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "steward",
+        "AWS_SECRET_ACCESS_KEY": "steward-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket="steward-test")
+            break
+        except Exception:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(0.2)
+    settings.STEWARD_ARTIFACT_URL = "s3://steward-test/artifacts"
+    settings.STEWARD_S3_MULTIPART_BYTES = 5 * 1024 * 1024
+    yield server
+    server.kill()
+    server.wait(timeout=10)

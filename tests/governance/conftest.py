@@ -4,10 +4,6 @@ the artifact store's fixtures (``keys``: encryption on; ``s3``: moto's S3 emulat
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -28,10 +24,8 @@ from governance.models import (
     PromotionRequest,
     Team,
 )
-from governance.storage.envelope import Keyring
 from monitoring.models import Alert
 from runners.evaluation_records import record_evaluation
-from tests.conftest import free_port
 from tests.governance import sso_helpers
 from tests.governance.audit_helpers import grow_log
 
@@ -213,52 +207,3 @@ def record_adult_evaluation(adult_evaluations, adult_versions, adult_version, sc
         )
 
     return record
-
-
-# --- The artifact store (issue 12): encryption on; S3 through moto's emulator -------------------
-
-
-@pytest.fixture
-def keys(settings):
-    """Encryption at rest on, with one key-encryption key ``k1``; the keyring entry returned."""
-    entry = Keyring.new_entry("k1")
-    settings.STEWARD_ARTIFACT_KEYS = entry
-    return entry
-
-
-@pytest.fixture
-def s3(settings, monkeypatch, tmp_path):
-    """A moto S3 server on a free port with bucket ``steward-test``; artifacts go to
-    ``s3://steward-test/artifacts``, uploads over 5 MiB in parts. Yields the server's process."""
-    import boto3
-
-    port = free_port()
-    server = subprocess.Popen(  # noqa: S603 - the venv's own moto_server
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "steward",
-        "AWS_SECRET_ACCESS_KEY": "steward-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.create_bucket(Bucket="steward-test")
-            break
-        except Exception:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise
-            time.sleep(0.2)
-    settings.STEWARD_ARTIFACT_URL = "s3://steward-test/artifacts"
-    settings.STEWARD_S3_MULTIPART_BYTES = 5 * 1024 * 1024
-    yield server
-    server.kill()
-    server.wait(timeout=10)
