@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from governance import artifacts, datafiles, storage
@@ -220,9 +221,13 @@ def do_erase_dataset_version(
     The store keeps identical bytes once, so the other versions registered with the same bytes
     are erased with it (one event each, naming the version asked for) when ``actor`` manages
     all their teams; otherwise nothing is erased and the refusal names the versions it may see.
+    Its protected copies (``runners.pii_protection``: the same personal data masked, hashed or
+    with columns dropped, derived from it) are erased with it too, and theirs, and the versions
+    sharing their bytes, under the same rule.
 
     Team managers only (PermissionDenied); ``actor`` None is the system (a team's retention
-    policy, ``actions.retention.apply_retention``), which never erases a version sharing its bytes.
+    policy, ``actions.retention.apply_retention``), which erases protected copies but never a
+    version that merely shares its bytes.
     ValidationError: no ``reason``; already erased; shared bytes it may not erase."""
     why = (reason or "").strip()
     if not why:
@@ -237,52 +242,75 @@ def do_erase_dataset_version(
             raise ValidationError(
                 {"detail": f"{version} was already erased on {version.erased_at:%Y-%m-%d %H:%M} UTC"}
             )
-        sharing = list(
-            DatasetVersion.objects.select_for_update()
-            .select_related("dataset")
-            .filter(file=version.file, erased_at__isnull=True)
-            .exclude(pk=version.pk)
-            .order_by("pk")
-        )
-        if sharing and (
-            actor is None or not all(can(actor, MANAGE, other.dataset.team_id) for other in sharing)
+        sharing, copies = _erased_with(version)
+        others = sharing + copies
+        if (sharing and actor is None) or (
+            actor is not None and not all(can(actor, MANAGE, other.dataset.team_id) for other in others)
         ):
             visible = [
                 str(other)
-                for other in sharing
+                for other in others
                 if actor is not None and can(actor, VIEW, other.dataset.team_id)
             ]
             named = f" ({', '.join(visible[:5])})" if visible else ""
+            taken = (
+                f"this erasure takes {len(others)} other version(s){named} with it (versions sharing "
+                "its bytes and its protected copies)"
+                if copies
+                else f"the same bytes are registered as {len(others)} other version(s){named} "
+                "that this erasure would destroy too"
+            )
             raise ValidationError(
-                {
-                    "detail": f"the same bytes are registered as {len(sharing)} other version(s){named} "
-                    "that this erasure would destroy too, and you may not erase them all; "
-                    "ask their teams' managers"
-                }
+                {"detail": f"{taken}, and you may not erase them all; ask their teams' managers"}
             )
         now = timezone.now()
-        destroyed = storage.shred(version.file)
-        for erased in (version, *sharing):
+        destroyed = {file: storage.shred(file) for file in dict.fromkeys(v.file for v in (version, *others))}
+        copy_of = {copy.pk: copy.protects_id for copy in copies}
+        for erased in (version, *others):
             before = {"erased_at": None, "erasure_reason": "", "file": erased.file, "sha256": erased.sha256}
             erased.erased_at, erased.erased_by, erased.erasure_reason = now, actor, why
             erased.save(update_fields=["erased_at", "erased_by", "erasure_reason"])
+            after = {
+                "erased_at": now.isoformat(),
+                "erasure_reason": why,
+                "file": erased.file,
+                "sha256": erased.sha256,
+                "bytes_destroyed": destroyed[erased.file],
+                "crypto_shredded": not storage.is_direct(),
+                # The version asked for; another one here shared its bytes or was its copy.
+                "requested_version": version.pk,
+            }
+            if erased.pk in copy_of:
+                after["protected_copy_of"] = copy_of[erased.pk]
             record_audit_event(
-                actor=actor,
-                action="dataset_version.erase",
-                obj=erased,
-                before=before,
-                after={
-                    "erased_at": now.isoformat(),
-                    "erasure_reason": why,
-                    "file": erased.file,
-                    "sha256": erased.sha256,
-                    "bytes_destroyed": destroyed,
-                    "crypto_shredded": not storage.is_direct(),
-                    # The version asked for; another one here shared its bytes.
-                    "requested_version": version.pk,
-                },
+                actor=actor, action="dataset_version.erase", obj=erased, before=before, after=after
             )
     return version
+
+
+def _erased_with(version: DatasetVersion) -> tuple[list[DatasetVersion], list[DatasetVersion]]:
+    """What erasing ``version`` destroys with it, locked, in the order found: ``(sharing,
+    copies)``, the live versions that share the bytes of one erased, and the protected copies
+    of one erased (``DatasetVersion.protects``), to a fixed point (a copy's copies, the versions
+    sharing a copy's bytes)."""
+    sharing: list[DatasetVersion] = []
+    copies: list[DatasetVersion] = []
+    seen = {version.pk}
+    pending = [version]
+    while pending:
+        current = pending.pop(0)
+        related = (
+            DatasetVersion.objects.select_for_update()
+            .select_related("dataset")
+            .filter(Q(file=current.file) | Q(protects=current), erased_at__isnull=True)
+            .exclude(pk__in=seen)
+            .order_by("pk")
+        )
+        for other in related:
+            seen.add(other.pk)
+            (copies if other.protects_id == current.pk else sharing).append(other)
+            pending.append(other)
+    return sharing, copies
 
 
 def resolve_import_path(raw: str) -> Path:

@@ -14,7 +14,11 @@ import pandas as pd
 import pytest
 from django.test import Client
 
-from governance.actions.datasets import do_create_dataset, do_register_dataset_version
+from governance.actions.datasets import (
+    do_create_dataset,
+    do_erase_dataset_version,
+    do_register_dataset_version,
+)
 from governance.actions.pii import do_set_pii_policy, hash_key, pii_gate, run_pii_scan
 from governance.models import AuditEvent, DatasetVersion, PiiPolicy, PiiScan
 from lineage.models import LineageEdge
@@ -23,7 +27,7 @@ from runners.execute import execute_job
 from runners.joblog import whole_log
 from runners.models import Job, JobKind
 from runners.pii_protection import do_protect_dataset_version
-from tests.conftest import run_job
+from tests.conftest import ADULT, run_job
 from tests.runners.code_fixtures import make_code_version
 
 ADULT_RULES = {"race_ethnicity": "hash", "sex_gender": "mask", "native_country": "drop"}
@@ -428,3 +432,48 @@ def test_the_hash_key_is_the_setting_or_derived_from_the_secret_key(settings):
     assert hash_key() != derived
     settings.STEWARD_PII_HASH_KEY = "explicit"
     assert hash_key() == b"explicit"
+
+
+def test_erasing_a_version_erases_its_protected_copy_and_the_system_may_too(
+    keys, adult_version, team, owner, scientist, client_for, settings, tmp_path
+):
+    settings.STEWARD_PII_HASH_KEY = "test-key"
+    do_set_pii_policy(team=team, rules=ADULT_RULES, actor=owner)
+    copy = do_protect_dataset_version(dataset_version=_scanned(adult_version), actor=scientist)
+    assert copy is not None
+    assert client_for(scientist).get(f"/api/dataset-versions/{copy.pk}/download/").status_code == 200
+
+    answer = client_for(owner).post(
+        f"/api/dataset-versions/{adult_version.pk}/erase/", {"reason": "subject request"}, format="json"
+    )
+
+    assert answer.status_code == 200, answer.content
+    copy.refresh_from_db()
+    assert copy.erased_at is not None
+    assert copy.erasure_reason == "subject request"
+    # The copy's own data key is destroyed: its bytes are gone for every reader.
+    gone = client_for(scientist).get(f"/api/dataset-versions/{copy.pk}/download/")
+    assert gone.status_code == 410, gone.content
+    events = {
+        event.object_id: event.after for event in AuditEvent.objects.filter(action="dataset_version.erase")
+    }
+    assert set(events) == {str(adult_version.pk), str(copy.pk)}
+    assert events[str(copy.pk)]["protected_copy_of"] == adult_version.pk
+    assert events[str(copy.pk)]["requested_version"] == adult_version.pk
+    assert "protected_copy_of" not in events[str(adult_version.pk)]
+
+    # The system (a retention policy) erases a version's protected copy with it as well.
+    sample = tmp_path / "adult-sample.csv"
+    sample.write_text("".join(Path(ADULT).read_text().splitlines(keepends=True)[:300]))
+    dataset = do_create_dataset(team=team, name="adult-sample", actor=scientist)
+    again = _scanned(
+        do_register_dataset_version(
+            dataset=dataset, file_path=sample, filename="a.csv", source="path", actor=scientist
+        )
+    )
+    second_copy = do_protect_dataset_version(dataset_version=again, actor=scientist)
+    assert second_copy is not None
+    do_erase_dataset_version(dataset_version=again, reason="retention: delete after 30 days", actor=None)
+    second_copy.refresh_from_db()
+    assert second_copy.erased_at is not None
+    assert second_copy.erased_by is None
