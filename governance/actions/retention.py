@@ -321,11 +321,12 @@ def apply_retention(now: datetime | None = None) -> dict[str, int]:
     ``cold_after_days`` move to the cold tier (one ``artifact.move_to_cold`` event each; managed
     mode only: direct mode's plain files have no record to tier). One ``retention.apply`` event
     records the run's counts. Idempotent: what was done is not done again. Returns
-    ``{"deleted", "moved_to_cold", "held", "skipped"}``; skipped counts deletions refused (the
-    same bytes held by another live version) and objects a store could not move (logged; tried
-    again next run)."""
+    ``{"deleted", "moved_to_cold", "held", "skipped", "swept"}``; skipped counts deletions
+    refused (the same bytes held by another live version) and objects a store could not move
+    (logged; tried again next run); swept, the partial files writers killed mid-write left
+    behind (``storage.sweep_leftovers``)."""
     now = now or timezone.now()
-    counts = {"deleted": 0, "moved_to_cold": 0, "held": 0, "skipped": 0}
+    counts = {"deleted": 0, "moved_to_cold": 0, "held": 0, "skipped": 0, "swept": 0}
     tiering = not storage.is_direct()
     rules = RetentionRule.objects.select_related("policy").order_by("policy__team_id", "kind")
     for rule in rules:
@@ -355,6 +356,7 @@ def apply_retention(now: datetime | None = None) -> dict[str, int]:
                     counts["skipped"] += 1
                 else:
                     counts["moved_to_cold"] += int(moved)
+    counts["swept"] = storage.sweep_leftovers()
     with transaction.atomic():
         record_audit_event(
             actor=None,

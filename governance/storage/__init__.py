@@ -21,6 +21,7 @@ from governance.storage.store import (
     put_file,
     rewrap_all,
     shred,
+    sweep_leftovers,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "put_file",
     "rewrap_all",
     "shred",
+    "sweep_leftovers",
 ]

@@ -217,9 +217,9 @@ def put_directory(path: Path, key: str) -> None:
         put_file(bundle, key, file_sha256(bundle), is_directory=True)
 
 
-# The content-addressed kinds under ARTIFACT_ROOT that direct mode wrote; the other folders
-# (mlflow/, checkpoints/, ray/) are working areas, not stored objects.
-STORED_KINDS = ("datasets", "models", "code", "reports")
+# The content-addressed kinds under ARTIFACT_ROOT that direct mode wrote (runs: tracked runs'
+# files, ``runners.run_artifacts``); the other folders (checkpoints/, ray/) are working areas.
+STORED_KINDS = ("datasets", "models", "code", "reports", "runs")
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 
@@ -741,6 +741,41 @@ def rewrap_all(batch: int = 500) -> dict[str, int]:
             )
             for kek_id, count in moved.items():
                 counts[kek_id] = counts.get(kek_id, 0) + count
+
+
+# The names a writer gives what it has not finished (a file being received, encrypted or
+# gathered); a process killed mid-write leaves them behind.
+LEFTOVER_PREFIXES = (".incoming-", ".scratch-", ".gathered-")
+
+
+def sweep_leftovers(older_than: timedelta = timedelta(days=1)) -> int:
+    """Delete what writers killed mid-write left behind (``LEFTOVER_PREFIXES``: partial
+    uploads, half-encrypted scratch files, gathered copies; plaintext, some of them) under
+    ``ARTIFACT_ROOT``, the local copies' folder and a filesystem cold tier, when last modified
+    more than ``older_than`` ago (a writer at work touches its file; a day is far beyond any
+    write). Returns how many files and folders were deleted. The daily retention task runs it."""
+    cutoff = time.time() - older_than.total_seconds()
+    roots = {Path(settings.ARTIFACT_ROOT), cache_root()}
+    for store in (backend(), cold_backend()):
+        if isinstance(store, FilesystemBackend):
+            roots.add(store.root)
+    swept = 0
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in [*dirs, *files]:
+                path = Path(folder) / name
+                if not name.startswith(LEFTOVER_PREFIXES):
+                    continue
+                try:
+                    if path.lstat().st_mtime >= cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+                _drop_copy(path)
+                swept += 1
+            # A leftover folder is gone: not walked into.
+            dirs[:] = [name for name in dirs if not name.startswith(LEFTOVER_PREFIXES)]
+    return swept
 
 
 def file_sha256(path: Path) -> str:

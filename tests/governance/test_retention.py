@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_an_unused_version_moves_to_cold_and_a_download_restores_the_same_bytes(
     with django_capture_on_commit_callbacks(execute=True):  # the hot object goes once the move commits
         counts = apply_retention(now + timedelta(days=31))
 
-    assert counts == {"deleted": 0, "moved_to_cold": 1, "held": 0, "skipped": 0}
+    assert counts == {"deleted": 0, "moved_to_cold": 1, "held": 0, "skipped": 0, "swept": 0}
     record = StoredObject.objects.get(key=version.file)
     assert record.tier == "cold"
     assert not _hot(settings, version).exists()
@@ -211,7 +212,7 @@ def test_legal_hold_prevents_deletion_and_the_policy_deletes_the_rest_by_kind(
 
     counts = apply_retention(timezone.now() + timedelta(days=91))
 
-    assert counts == {"deleted": 1, "moved_to_cold": 1, "held": 1, "skipped": 0}
+    assert counts == {"deleted": 1, "moved_to_cold": 1, "held": 1, "skipped": 0, "swept": 0}
     expiring.refresh_from_db()
     assert expiring.erased_at is not None
     assert expiring.erased_by is None
@@ -297,7 +298,7 @@ def test_drift_reports_follow_the_reports_rule(
     with django_capture_on_commit_callbacks(execute=True):
         counts = apply_retention(now + timedelta(days=61))
 
-    assert counts == {"deleted": 1, "moved_to_cold": 0, "held": 0, "skipped": 0}
+    assert counts == {"deleted": 1, "moved_to_cold": 0, "held": 0, "skipped": 0, "swept": 0}
     drifted_check.refresh_from_db()
     assert drifted_check.report == ""
     assert (
@@ -349,9 +350,38 @@ def test_direct_mode_deletes_by_policy_and_tiers_nothing(
         "moved_to_cold": 0,
         "held": 0,
         "skipped": 0,
+        "swept": 0,
     }
     assert _hot(settings, version).read_bytes() == BIKE_HOURLY.read_bytes()
     with django_capture_on_commit_callbacks(execute=True):  # the file goes once the erasure commits
         assert apply_retention(timezone.now() + timedelta(days=31))["deleted"] == 1
     assert not _hot(settings, version).exists()
     assert DatasetVersion.objects.get(pk=version.pk).erased_at is not None
+
+
+def test_the_daily_run_sweeps_what_killed_writers_left_and_nothing_else(settings, dataset, scientist):
+    version = _register(dataset, scientist, BIKE_HOURLY)
+    stored = Path(settings.ARTIFACT_ROOT) / version.file
+    cache = Path(settings.STEWARD_ARTIFACT_CACHE)
+    cache.mkdir(parents=True, exist_ok=True)
+    two_days_ago = (timezone.now() - timedelta(days=2)).timestamp()
+    partial_upload = stored.parent / ".incoming-abc123"
+    half_encrypted = cache / ".scratch-def456"
+    gathered = cache / ".gathered-789" / "model"
+    fresh = cache / ".incoming-being-written"
+    for leftover in (partial_upload, half_encrypted, gathered / "MLmodel", fresh):
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"plaintext of a killed write")
+    for old in (partial_upload, half_encrypted, gathered / "MLmodel", gathered, gathered.parent):
+        os.utime(old, (two_days_ago, two_days_ago))
+
+    counts = apply_retention()
+
+    assert counts["swept"] == 3
+    assert not partial_upload.exists()
+    assert not half_encrypted.exists()
+    assert not gathered.parent.exists()
+    assert fresh.exists()  # a write still under way is left alone
+    assert stored.exists()
+    event = AuditEvent.objects.filter(action="retention.apply").latest("pk")
+    assert event.after["swept"] == 3
