@@ -26,7 +26,9 @@ class ResolvedSource:
     the metrics and parameters to record with the version, and the dataset version it was trained
     on (``training_dataset_version_id``, when the job says). ``on_registered(version)``, when
     set, runs inside the registration's transaction: the resolver's app records what it knows of
-    the new version (runners: the lineage edge run -> version), which governance cannot import."""
+    the new version (runners: the lineage edge run -> version), which governance cannot import.
+    ``release()``, when set, is called once the caller is done with ``path`` (a resolver that
+    gathered the files into a temporary folder removes it)."""
 
     path: Path
     source_job_id: int | None = None
@@ -34,6 +36,7 @@ class ResolvedSource:
     params: dict[str, Any] = field(default_factory=dict)
     training_dataset_version_id: int | None = None
     on_registered: Callable[[Any], None] | None = None
+    release: Callable[[], None] | None = None
 
 
 Resolver = Callable[..., ResolvedSource]

@@ -8,7 +8,7 @@ resolvers that register versions from runs (``runs:/``, ``models:/m-...``, ``mlf
 * ``steward/model-versions/<model version pk>/<path>``: a registered version's stored files
   (read-only, served through ``governance.artifacts.open_version_file``).
 
-The first two are directories under ``ARTIFACT_ROOT/mlflow`` (``runners.tracking.artifact_dir``).
+The first two are recorded file by file in the artifact store (``runners.run_artifacts``).
 An object the user may not view is ObjectDoesNotExist (404, not 403: no existence oracle); a path
 with ``..``, ``.``, empty segments, a backslash or a NUL is a ValidationError (400).
 """
@@ -16,7 +16,6 @@ with ``..``, ``.``, empty segments, a backslash or a NUL is a ValidationError (4
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -25,7 +24,8 @@ from governance.actions.checks import ensure_can
 from governance.models import ModelVersion
 from governance.permissions import CHANGE
 from runners.models import Job, LoggedModel, LoggedModelStatus
-from runners.tracking import artifact_dir, decimal_pk, mlflow_runs, run_artifact_location, run_pk
+from runners.run_artifacts import artifact_prefix, joined
+from runners.tracking import decimal_pk, mlflow_runs, run_artifact_location, run_pk
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -37,21 +37,22 @@ NOT_FOUND = "no artifact {path!r} that you may see"
 
 @dataclass(frozen=True)
 class ArtifactPlace:
-    """A resolved artifact path: the owning ``run`` or ``logged_model`` (files under ``root``),
-    or a registered ``version`` (read-only); ``relative`` is the path inside it ("" = its root)."""
+    """A resolved artifact path: the owning ``run`` or ``logged_model`` (files under the path
+    ``prefix``), or a registered ``version`` (read-only); ``relative`` is the path inside it
+    ("" = its root)."""
 
     relative: str
     team_id: int
-    root: Path | None = None
+    prefix: str = ""
     run: Job | None = None
     logged_model: LoggedModel | None = None
     version: ModelVersion | None = None
 
     @property
-    def local_path(self) -> Path:
-        """The local file or directory (not for versions)."""
-        assert self.root is not None
-        return self.root / self.relative if self.relative else self.root
+    def path(self) -> str:
+        """Its full path in ``runners.run_artifacts`` (not for versions)."""
+        assert self.prefix
+        return joined(self.prefix, self.relative)
 
     @property
     def source_job_id(self) -> int | None:
@@ -126,7 +127,7 @@ def locate(
             place = ArtifactPlace(
                 relative="/".join(parts[5:]),
                 team_id=model.experiment.team_id,
-                root=artifact_dir(model.artifact_location),
+                prefix=artifact_prefix(model.artifact_location),
                 logged_model=model,
             )
         elif parts[3] == "artifacts":
@@ -143,7 +144,7 @@ def locate(
             place = ArtifactPlace(
                 relative="/".join(parts[4:]),
                 team_id=run.team_id,
-                root=artifact_dir(run_artifact_location(run)),
+                prefix=artifact_prefix(run_artifact_location(run)),
                 run=run,
             )
         else:

@@ -8,15 +8,17 @@ the actor must be able to view what the source names (else ObjectDoesNotExist, a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 
 from governance.sources import ResolvedSource
+from runners import run_artifacts
 from runners.mlflow_artifacts import ArtifactPlace, checked_path, locate
 from runners.models import Job, JobDataset, JobDatasetRole, JobKind, LoggedModel
-from runners.tracking import artifact_dir, do_record_run_output, mlflow_runs, run_artifact_location, run_pk
+from runners.tracking import do_record_run_output, mlflow_runs, run_artifact_location, run_pk
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -55,10 +57,15 @@ def _run_record(job: Job | None, extra_params: dict[str, Any] | None = None) -> 
     }
 
 
-def _existing(path, source: str):
-    if not path.exists():
+def _gathered(path: str, source: str, record: dict[str, Any]) -> ResolvedSource:
+    """The source's files gathered locally (``run_artifacts.gathered``), released by the caller
+    once registered; ValidationError when nothing was uploaded at ``path``."""
+    stack = contextlib.ExitStack()
+    local = stack.enter_context(run_artifacts.gathered(path))
+    if local is None:
+        stack.close()
         raise ValidationError({"source": f"{source[:200]!r} names no artifact that was uploaded"})
-    return path
+    return ResolvedSource(path=local, release=stack.close, **record)
 
 
 def resolve_runs_uri(source: str, *, actor: User | None) -> ResolvedSource:
@@ -72,8 +79,8 @@ def resolve_runs_uri(source: str, *, actor: User | None) -> ResolvedSource:
     job = run.first()
     if job is None:
         raise ObjectDoesNotExist(f"no run {run_id!r} that you may see")
-    path = _existing(artifact_dir(run_artifact_location(job)) / relative.strip("/"), source)
-    return ResolvedSource(path=path, **_run_record(job))
+    prefix = run_artifacts.artifact_prefix(run_artifact_location(job))
+    return _gathered(run_artifacts.joined(prefix, relative.strip("/")), source, _run_record(job))
 
 
 def resolve_models_uri(source: str, *, actor: User | None) -> ResolvedSource:
@@ -93,8 +100,8 @@ def resolve_models_uri(source: str, *, actor: User | None) -> ResolvedSource:
     model = models.first()
     if model is None:
         raise ObjectDoesNotExist(f"no logged model {model_id!r} that you may see")
-    path = _existing(artifact_dir(model.artifact_location), source)
-    return ResolvedSource(path=path, **_run_record(model.source_run, model.params))
+    prefix = run_artifacts.artifact_prefix(model.artifact_location)
+    return _gathered(prefix, source, _run_record(model.source_run, model.params))
 
 
 def resolve_mlflow_artifacts_uri(source: str, *, actor: User | None) -> ResolvedSource:
@@ -106,4 +113,4 @@ def resolve_mlflow_artifacts_uri(source: str, *, actor: User | None) -> Resolved
         raise ValidationError({"source": "register a new version from a run's or logged model's artifacts"})
     job = place.run or (place.logged_model.source_run if place.logged_model else None)
     extra = place.logged_model.params if place.logged_model else None
-    return ResolvedSource(path=_existing(place.local_path, source), **_run_record(job, extra))
+    return _gathered(place.path, source, _run_record(job, extra))

@@ -459,6 +459,30 @@ class LoggedModel(models.Model):
         return f"{self.name} ({self.id})"
 
 
+class RunArtifact(models.Model):
+    """One file of a tracked run's or a logged model's artifacts (issue 9), by its MLflow path
+    (``experiments/<id>/<run id>/artifacts/<file>``, ``experiments/<id>/models/<m-...>/
+    artifacts/<file>``), and the stored object that holds its bytes (issue 12: content-addressed
+    through ``governance.storage``, so encrypted and in object storage when those are set).
+    Directories are the paths' prefixes, as in an object store. ``runners.run_artifacts``."""
+
+    path = models.CharField(max_length=1000, unique=True)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+")
+    key = models.CharField(max_length=500, help_text="The stored object's key (runs/<team>/ab/<sha256>).")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    objects = RestrictedQuerySet.as_manager()
+    team_scope = "team"
+
+    class Meta:
+        ordering = ["path"]
+
+    def __str__(self) -> str:
+        return self.path
+
+
 class JobSchedule(models.Model):
     """A recurring job (issue 16): retraining, batch scoring or evaluation (issue 15) on a cron
     schedule. Each firing submits a job through the same action as a person would (RBAC, limits,

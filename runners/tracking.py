@@ -8,8 +8,8 @@ running run. They are telemetry, like a job's heartbeat and per-epoch history (o
 metric point would flood the audit log and its Merkle tree); the run's end event records the
 final parameters and metrics, and the metric history itself is kept in ``RunMetric``.
 
-Artifacts of runs and logged models live under ``ARTIFACT_ROOT/mlflow/<artifact path>`` while the
-run writes them (not content-addressed); registering a version copies them content-addressed.
+Artifacts of runs and logged models are stored file by file in the artifact store, recorded by
+their MLflow path (``runners.run_artifacts``); registering a version copies them into the version.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import datetime
 import math
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -37,6 +35,7 @@ from governance.permissions import CHANGE, RestrictedQuerySet
 from lineage.actions import do_record_edges
 from lineage.models import Relation
 from lineage.nodes import NodeRef
+from runners import run_artifacts
 from runners.evaluation_records import record_evaluation
 from runners.lineage_events import announce_job
 from runners.models import (
@@ -126,11 +125,6 @@ def decimal_pk(raw: object) -> int | None:
 def run_pk(run_id: object) -> int | None:
     """The job id an MLflow run id names (its decimal digits), None when it cannot name one."""
     return decimal_pk(run_id)
-
-
-def artifact_dir(location: str) -> Path:
-    """The local directory of an ``mlflow-artifacts:/<path>`` location under ARTIFACT_ROOT/mlflow."""
-    return settings.ARTIFACT_ROOT / "mlflow" / location.removeprefix("mlflow-artifacts:/").strip("/")
 
 
 def run_artifact_location(job: Job) -> str:
@@ -740,10 +734,7 @@ def _run_root_artifacts(job: Job) -> list[str]:
     """The ``mlflow-artifacts:/`` URIs of the files at the run's artifact root, sorted, at most
     ``EVALUATION_ARTIFACTS_MAX`` (folders, such as a logged model's, are left out)."""
     location = run_artifact_location(job)
-    root = artifact_dir(location)
-    if not root.is_dir():
-        return []
-    names = sorted(path.name for path in root.iterdir() if path.is_file())
+    names = run_artifacts.root_files(run_artifacts.artifact_prefix(location))
     return [f"{location}/{name}" for name in names[:EVALUATION_ARTIFACTS_MAX]]
 
 

@@ -191,25 +191,29 @@ def do_register_model_version_from_source(
     from governance.sources import resolve_source
 
     resolved = resolve_source(source, actor=actor)
-    if job_scope is not None:
-        job_scope.ensure_team(model.team_id, f"model {model.name!r}")
-        job_scope.ensure_output(resolved.source_job_id, f"source {source[:200]!r}")
-    with transaction.atomic():
-        version = do_register_model_version_from_artifact(
-            model=model,
-            artifact_path=resolved.path,
-            source=source,
-            source_job_id=resolved.source_job_id,
-            metrics=resolved.metrics,
-            training_spec={"params": resolved.params} if resolved.params else None,
-            training_dataset_version_id=resolved.training_dataset_version_id,
-            description=description,
-            tags=tags,
-            actor=actor,
-            on_behalf_of=on_behalf_of,
-        )
-        if resolved.on_registered is not None:
-            resolved.on_registered(version)
+    try:
+        if job_scope is not None:
+            job_scope.ensure_team(model.team_id, f"model {model.name!r}")
+            job_scope.ensure_output(resolved.source_job_id, f"source {source[:200]!r}")
+        with transaction.atomic():
+            version = do_register_model_version_from_artifact(
+                model=model,
+                artifact_path=resolved.path,
+                source=source,
+                source_job_id=resolved.source_job_id,
+                metrics=resolved.metrics,
+                training_spec={"params": resolved.params} if resolved.params else None,
+                training_dataset_version_id=resolved.training_dataset_version_id,
+                description=description,
+                tags=tags,
+                actor=actor,
+                on_behalf_of=on_behalf_of,
+            )
+            if resolved.on_registered is not None:
+                resolved.on_registered(version)
+    finally:
+        if resolved.release is not None:
+            resolved.release()
     return version
 
 

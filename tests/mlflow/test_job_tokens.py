@@ -31,11 +31,10 @@ from runners.models import (
 )
 from runners.tracking import (
     CODE_STATUS_TAG,
-    artifact_dir,
     do_create_experiment,
     do_create_logged_model,
-    run_artifact_location,
 )
+from tests.mlflow.artifact_helpers import plant_folder, run_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -161,8 +160,7 @@ def test_code_logs_to_its_own_run_and_registers_a_version(
         (1, 2.5),
         (2, 1.25),
     ]
-    stored = artifact_dir(run_artifact_location(code_run)) / "notes.txt"
-    assert stored.read_text() == "fitted on three points\n"
+    assert run_file(code_run, "notes.txt") == b"fitted on three points\n"
     assert [f.path for f in mlflow_client.list_artifacts(str(code_run.pk))] == ["notes.txt"]
 
     # The version: from the job, with its metrics and params, trained on its "train" input.
@@ -320,10 +318,8 @@ def test_another_teams_version_is_refused_like_a_missing_one(
 def test_registering_another_runs_artifacts_is_refused(
     code_env, code_run, team, scientist, experiment, steward_server, sklearn_model_dir
 ):
-    import shutil
-
     other = make_code_run(team, scientist, experiment=experiment)
-    shutil.copytree(sklearn_model_dir, artifact_dir(run_artifact_location(other)) / "model")
+    plant_folder(other, sklearn_model_dir, "model")
     created = call(
         steward_server, code_env, "POST", "/api/2.0/mlflow/registered-models/create", json={"name": "stolen"}
     )
@@ -388,7 +384,7 @@ def test_artifacts_of_another_run_are_refused(
         data=b"intruder",
     )
     assert put.status_code == 403
-    assert not (artifact_dir(run_artifact_location(other)) / "x.txt").exists()
+    assert run_file(other, "x.txt") is None
     listing = call(steward_server, code_env, "GET", base, params={"path": f"experiments/{experiment.pk}"})
     assert listing.status_code == 403
     own = call(
@@ -399,7 +395,7 @@ def test_artifacts_of_another_run_are_refused(
         data=b"mine",
     )
     assert own.status_code == 200
-    assert (artifact_dir(run_artifact_location(code_run)) / "ok.txt").read_bytes() == b"mine"
+    assert run_file(code_run, "ok.txt") == b"mine"
 
 
 def test_drf_refuses_a_job_token(code_env, code_run, steward_server, dataset_version):

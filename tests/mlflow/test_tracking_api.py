@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import math
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,8 +16,8 @@ from mlflow.exceptions import MlflowException
 
 from governance.models import AuditEvent
 from runners.actions import do_fail_stale_jobs, do_redispatch_queued_jobs
-from runners.models import Experiment, Job, LoggedModel, RunMetric
-from runners.tracking import artifact_dir, run_artifact_location
+from runners.models import Experiment, Job, LoggedModel, RunArtifact, RunMetric
+from tests.mlflow.artifact_helpers import run_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -195,7 +196,7 @@ def test_another_team_cannot_read_the_run_or_its_artifacts(
         mlflow_client.log_metric(run.info.run_id, "x", 1.0)
     assert refused.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     job = Job.objects.get(pk=int(run.info.run_id))
-    assert not (artifact_dir(run_artifact_location(job)) / "planted.txt").exists()
+    assert run_file(job, "planted.txt") is None
     assert not RunMetric.objects.exists()
 
 
@@ -213,7 +214,6 @@ def test_artifact_proxy_refuses_traversal_and_oversized_uploads(
 ):
     token = mlflow_env["MLFLOW_TRACKING_TOKEN"]
     job = Job.objects.get(pk=int(run.info.run_id))
-    root = artifact_dir(run_artifact_location(job))
     for endpoint in (f"{artifact_url(run)}/%2E%2E/%2E%2E/escaped.txt", f"{artifact_url(run)}/a//b.txt"):
         answer = call(steward_server, token, "PUT", endpoint, data=b"x")
         assert answer.status_code == 400, (endpoint, answer.text)
@@ -226,19 +226,19 @@ def test_artifact_proxy_refuses_traversal_and_oversized_uploads(
         params={"path": f"experiments/{job.experiment_id}/{job.mlflow_run_id}/artifacts/../../.."},
     )
     assert listing.status_code == 400
-    assert not (root.parent / "escaped.txt").exists()
-    assert not (root.parent.parent / "escaped.txt").exists()
+    assert not RunArtifact.objects.filter(path__contains="escaped").exists()
 
     settings.STEWARD_MAX_MODEL_BYTES = 10
     too_big = call(steward_server, token, "PUT", f"{artifact_url(run)}/big.bin", data=b"x" * 11)
     assert too_big.status_code == 400
     assert "at most 10 bytes" in too_big.json()["message"]
-    assert not (root / "big.bin").exists()
-    # Nothing left behind, not even the refused upload's temporary file.
-    assert not root.exists() or list(root.iterdir()) == []
+    assert run_file(job, "big.bin") is None
+    # Nothing left behind, not even the refused upload's scratch file.
+    assert not RunArtifact.objects.exists()
+    assert not list(Path(settings.STEWARD_ARTIFACT_CACHE).glob(".incoming-*"))
     fits = call(steward_server, token, "PUT", f"{artifact_url(run)}/small.bin", data=b"x" * 10)
     assert fits.status_code == 200
-    assert (root / "small.bin").read_bytes() == b"x" * 10
+    assert run_file(job, "small.bin") == b"x" * 10
 
 
 def test_logged_model_create_finalize_search_and_tags(mlflow_client, run):

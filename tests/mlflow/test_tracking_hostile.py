@@ -5,14 +5,16 @@ contradictory batches, finalized logged models and the ``steward.team`` tag on r
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from django.conf import settings
 from mlflow.exceptions import MlflowException
 
-from runners.models import Job
-from runners.tracking import artifact_dir, run_artifact_location
+from runners.models import Job, RunArtifact
+from tests.mlflow.artifact_helpers import run_file, run_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,7 +64,6 @@ def raw_put(steward_server, token: str, path: str, headers: dict[str, str], body
 
 def test_an_interrupted_upload_is_refused_and_keeps_the_stored_file(steward_server, token, run):
     job = Job.objects.get(pk=int(run.info.run_id))
-    target = artifact_dir(run_artifact_location(job)) / "model.bin"
     good = call(steward_server, token, "PUT", f"{artifact_url(run)}/model.bin", data=b"good" * 100)
     assert good.status_code == 200
     status, answer = raw_put(
@@ -70,8 +71,10 @@ def test_an_interrupted_upload_is_refused_and_keeps_the_stored_file(steward_serv
     )
     assert status == 400, answer
     assert b"ended after 1000 of 100000 bytes" in answer
-    assert target.read_bytes() == b"good" * 100
-    assert [p.name for p in target.parent.iterdir()] == ["model.bin"]  # no temporary file left
+    assert run_file(job, "model.bin") == b"good" * 100
+    assert list(RunArtifact.objects.values_list("path", flat=True)) == [run_path(job, "model.bin")]
+    # No scratch file left behind on the local copies' disk.
+    assert not list(Path(settings.STEWARD_ARTIFACT_CACHE).glob(".incoming-*"))
 
 
 def test_an_upload_without_content_length_is_411(steward_server, token, run):
@@ -79,7 +82,7 @@ def test_an_upload_without_content_length_is_411(steward_server, token, run):
     chunked = call(steward_server, token, "PUT", f"{artifact_url(run)}/c.bin", data=iter([b"abc", b"def"]))
     assert chunked.status_code == 411, chunked.text
     assert chunked.json()["error_code"] == "LENGTH_REQUIRED"
-    assert not (artifact_dir(run_artifact_location(job)) / "c.bin").exists()
+    assert run_file(job, "c.bin") is None
 
 
 def test_a_file_cannot_be_a_directory_of_another_upload(steward_server, token, run):

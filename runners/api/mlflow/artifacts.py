@@ -1,8 +1,8 @@
 """The artifact proxy, ``/api/2.0/mlflow-artifacts/artifacts/<path>`` (issue 9): what MLflow's
 ``mlflow-artifacts:/`` repository calls (``mlflow/store/artifact/http_artifact_repo.py``).
 
-* ``PUT artifacts/<path>``: the body is the file, streamed to a temporary file beside its target
-  and renamed into place only when all ``Content-Length`` bytes came (never half a file); refused
+* ``PUT artifacts/<path>``: the body is the file, streamed to a scratch file and stored
+  (``runners.run_artifacts``) only when all ``Content-Length`` bytes came (never half a file); refused
   past ``STEWARD_MAX_MODEL_BYTES``, without a ``Content-Length`` (411), or when the body ends early.
 * ``GET artifacts/<path>``: the file, streamed.
 * ``GET artifacts?path=<dir>``: ``{"files": [{"path": name, "is_dir", "file_size"}]}`` directly
@@ -18,18 +18,17 @@ files (``locate``'s ``job_scope``).
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from governance.api.mlflow.base import MlflowError, _answer_for, _authenticate, endpoint_not_found, job_scope
 from governance.artifacts import open_version_file, version_files
+from runners import run_artifacts
 from runners.mlflow_artifacts import ArtifactPlace, locate
 from runners.tracking import decimal_pk
 
@@ -51,8 +50,8 @@ def _artifact_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 
 def _upload(request: HttpRequest, path: str) -> HttpResponse:
     place = locate(path, request.user, writes=True, job_scope=job_scope(request))
-    if not place.relative:
-        raise ValidationError({"path": "name a file to upload under the run's or model's artifacts"})
+    # Refused before the body is read; checked again when it is stored (a racing upload).
+    run_artifacts.refuse_conflicts(place.prefix, place.relative)
     limit = settings.STEWARD_MAX_MODEL_BYTES
     # The length is required: without it (a chunked body) Django's WSGI request reads nothing, and
     # with it a body that ends early is told apart from a complete file.
@@ -67,33 +66,22 @@ def _upload(request: HttpRequest, path: str) -> HttpResponse:
         raise ValidationError(
             {"path": f"an artifact file has at most {limit} bytes; this one has {declared}"}
         )
-    target = place.local_path
-    if target.is_dir():
-        raise ValidationError({"path": f"{place.relative!r} is a directory"})
-    for parent in target.relative_to(place.root).parents if place.root else ():
-        if (place.root / parent).is_file():
-            raise ValidationError(
-                {"path": f"{place.relative!r}: {parent.as_posix()!r} is a file, not a directory"}
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-    try:
+    with run_artifacts.received_file() as (handle, received):
         written = 0
-        with os.fdopen(fd, "wb") as handle:
-            while chunk := request.read(CHUNK):
-                written += len(chunk)
-                if written > limit:
-                    raise ValidationError({"path": f"an artifact file has at most {limit} bytes"})
-                handle.write(chunk)
+        while chunk := request.read(CHUNK):
+            written += len(chunk)
+            if written > limit:
+                raise ValidationError({"path": f"an artifact file has at most {limit} bytes"})
+            handle.write(chunk)
+        handle.flush()
         if written != declared:
             # The client went away mid-upload: keep whatever file was there.
             raise ValidationError(
                 {"path": f"the upload ended after {written} of {declared} bytes; nothing was stored"}
             )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        run_artifacts.do_store_file(
+            prefix=place.prefix, relative=place.relative, team_id=place.team_id, source=received
+        )
     return JsonResponse({})
 
 
@@ -103,10 +91,7 @@ def _download(request: HttpRequest, path: str) -> HttpResponse:
     if place.version is not None:
         handle = open_version_file(place.version, place.relative)
         return FileResponse(handle, as_attachment=True, filename=name)
-    local = place.local_path
-    if not local.is_file():
-        raise ObjectDoesNotExist(f"no artifact file {path[:200]!r}")
-    return FileResponse(local.open("rb"), as_attachment=True, filename=name)
+    return FileResponse(run_artifacts.open_file(place.path), as_attachment=True, filename=name)
 
 
 @_artifact_view
@@ -131,16 +116,7 @@ def _children(place: ArtifactPlace) -> list[dict[str, Any]]:
                 {"path": head, "is_dir": True} if rest else {"path": head, "is_dir": False, "file_size": size}
             )
         return [entries[name] for name in sorted(entries)]
-    local = place.local_path
-    if not local.is_dir():
-        return []
-    return [
-        {"path": item.name, "is_dir": True}
-        if item.is_dir()
-        else {"path": item.name, "is_dir": False, "file_size": item.stat().st_size}
-        for item in sorted(local.iterdir())
-        if not item.name.startswith(".incoming-") and not item.is_symlink()
-    ]
+    return run_artifacts.children(place.path)
 
 
 @_artifact_view

@@ -1,0 +1,221 @@
+"""The files of tracked runs and logged models (issue 9), kept in the artifact store (issue 12).
+
+An MLflow client uploads a run's or a logged model's artifacts file by file through the artifact
+proxy (``runners.api.mlflow.artifacts``). Each file is stored content-addressed through
+``governance.storage`` under ``runs/<team id>/ab/<sha256><suffix>``, so it is encrypted at rest
+and kept in object storage when those are configured, like every other artifact, and recorded
+as a ``RunArtifact`` row naming its MLflow path. Directories are the paths' prefixes, as in an
+object store: listing a folder, telling a file from a folder and gathering a folder to register
+it read the rows, never a local tree that only one machine would have.
+
+Paths are MLflow's without the scheme: ``experiments/<id>/<run id>/artifacts/<file>`` and
+``experiments/<id>/models/<m-...>/artifacts/<file>``. Who may reach a path is decided before,
+by ``runners.mlflow_artifacts.locate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from governance import storage
+from governance.artifacts import safe_suffix, store_file
+from runners.models import RunArtifact
+
+# A path longer than this cannot be recorded (the column's width): refused with a 400.
+PATH_MAX = 1000
+_CHUNK = 1024 * 1024
+
+
+def artifact_prefix(location: str) -> str:
+    """The path prefix of an ``mlflow-artifacts:/<path>`` location (``experiments/<id>/...``)."""
+    return location.removeprefix("mlflow-artifacts:").strip("/")
+
+
+def joined(prefix: str, relative: str) -> str:
+    """``prefix/relative``, or ``prefix`` when ``relative`` is empty (the root itself)."""
+    return f"{prefix}/{relative}" if relative else prefix
+
+
+def find(path: str) -> RunArtifact | None:
+    """The file recorded at ``path``, or None (a folder, or nothing)."""
+    return RunArtifact.objects.filter(path=path).first()
+
+
+def _under(path: str):
+    return RunArtifact.objects.filter(path__startswith=f"{path}/")
+
+
+def is_folder(path: str) -> bool:
+    """Whether some file is recorded under ``path/``."""
+    return _under(path).exists()
+
+
+def refuse_conflicts(prefix: str, relative: str) -> None:
+    """ValidationError when ``relative`` names no file (empty), is a folder, one of its parent
+    folders is a file, or the whole path is longer than ``PATH_MAX``."""
+    if not relative:
+        raise ValidationError({"path": "name a file to upload under the run's or model's artifacts"})
+    path = joined(prefix, relative)
+    if len(path) > PATH_MAX:
+        raise ValidationError({"path": f"an artifact path has at most {PATH_MAX} characters"})
+    if is_folder(path):
+        raise ValidationError({"path": f"{relative!r} is a directory"})
+    parts = relative.split("/")
+    parents = [joined(prefix, "/".join(parts[:depth])) for depth in range(1, len(parts))]
+    clash = RunArtifact.objects.filter(path__in=parents).values_list("path", flat=True).first()
+    if clash is not None:
+        raise ValidationError(
+            {"path": f"{relative!r}: {clash[len(prefix) + 1 :]!r} is a file, not a directory"}
+        )
+
+
+@contextlib.contextmanager
+def received_file() -> Iterator[tuple[IO[bytes], Path]]:
+    """A scratch file to receive an upload into, on the local copies' disk; removed after."""
+    folder = Path(settings.STEWARD_ARTIFACT_CACHE)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+    except OSError as exc:
+        # This machine's scratch disk (full, read-only): the deployment's fault, a 503 that passes.
+        raise storage.ArtifactStoreUnavailable(
+            "upload", f"the local copies' folder (STEWARD_ARTIFACT_CACHE) cannot be written: {exc.strerror}"
+        ) from None
+    try:
+        with os.fdopen(fd, "w+b") as handle:
+            yield handle, Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def do_store_file(*, prefix: str, relative: str, team_id: int, source: Path) -> RunArtifact:
+    """Store the local file ``source`` as ``relative`` under the artifact root ``prefix`` of a
+    run or logged model of team ``team_id``; a file already there is replaced (MLflow's
+    semantics: the last upload wins). The object is stored before the row is written, so a
+    failure leaves at most an unreferenced object, never a row without bytes.
+
+    ValidationError when ``relative`` is empty, a folder, under a file, or the whole path is
+    longer than ``PATH_MAX``; ArtifactStoreUnavailable when the store does not take it."""
+    refuse_conflicts(prefix, relative)
+    path = joined(prefix, relative)
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    sha256 = digest.hexdigest()
+    key = store_file(source, sha256, f"runs/{team_id}", safe_suffix(Path(relative)))
+    with transaction.atomic():
+        # Checked again under the write: an upload of ``a/b`` that raced one of ``a``.
+        refuse_conflicts(prefix, relative)
+        found, _ = RunArtifact.objects.select_for_update().update_or_create(
+            path=path,
+            defaults={
+                "team_id": team_id,
+                "key": key,
+                "sha256": sha256,
+                "size_bytes": size,
+                "uploaded_at": timezone.now(),
+            },
+        )
+    return found
+
+
+def open_file(path: str) -> IO[bytes]:
+    """The file at ``path``, opened for reading (a verified local copy of the stored object).
+    ObjectDoesNotExist when no file is recorded there; the store's ArtifactUnreadable errors
+    (tampered 409, store down 503) as they are."""
+    found = find(path)
+    if found is None:
+        raise ObjectDoesNotExist(f"no artifact file {path[:200]!r}")
+    return storage.local_path(found.key).open("rb")
+
+
+def children(path: str) -> list[dict[str, Any]]:
+    """MLflow's listing of the folder ``path``: ``{"path": name, "is_dir": True}`` or
+    ``{"path": name, "is_dir": False, "file_size": bytes}`` for each entry directly under it,
+    sorted by name; [] for a file or nothing."""
+    entries: dict[str, dict[str, Any]] = {}
+    start = len(path) + 1
+    for full, size in _under(path).values_list("path", "size_bytes"):
+        head, _, rest = full[start:].partition("/")
+        entries[head] = (
+            {"path": head, "is_dir": True} if rest else {"path": head, "is_dir": False, "file_size": size}
+        )
+    return [entries[name] for name in sorted(entries)]
+
+
+def root_files(prefix: str) -> list[str]:
+    """The names of the files directly under ``prefix`` (not in its folders), sorted."""
+    return [entry["path"] for entry in children(prefix) if not entry["is_dir"]]
+
+
+@contextlib.contextmanager
+def gathered(path: str) -> Iterator[Path | None]:
+    """A local copy of what ``path`` names, for registering it as a model version: the file
+    under its own name, or a folder holding every file under it, each a verified copy of its
+    stored object, in a temporary folder removed after; None when nothing is recorded there."""
+    single = find(path)
+    name = path.rsplit("/", 1)[-1]
+    files = (
+        [(name, single.key)]
+        if single
+        else [(full[len(path) + 1 :], key) for full, key in _under(path).values_list("path", "key")]
+    )
+    if not files:
+        yield None
+        return
+    cache = Path(settings.STEWARD_ARTIFACT_CACHE)
+    cache.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=cache, prefix=".gathered-"))
+    try:
+        for relative, key in files:
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stored = storage.local_path(key)
+            try:
+                # Usually the same disk: a link costs nothing, and registration only reads it.
+                os.link(stored, target)
+            except OSError:
+                shutil.copyfile(stored, target)
+        yield folder / name if single else folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def adopt_legacy_tree(root: Path) -> int:
+    """Store and record the files an earlier Steward kept as a plain tree under ``root``
+    (``ARTIFACT_ROOT/mlflow/experiments/...``), each under its team (its experiment's), then
+    remove the tree's copy; a path already recorded is left to its record. Returns how many
+    files were adopted. Run once by migration ``runners/0013``; files of unknown experiments
+    stay where they are."""
+    from runners.models import Experiment
+
+    teams = dict(Experiment.objects.values_list("pk", "team_id"))
+    adopted = 0
+    for item in sorted((root / "experiments").rglob("*")) if (root / "experiments").is_dir() else ():
+        if not item.is_file() or item.is_symlink() or item.name.startswith(".incoming-"):
+            continue
+        path = item.relative_to(root).as_posix()
+        experiment = path.split("/")[1]
+        team_id = teams.get(int(experiment)) if experiment.isdigit() else None
+        if team_id is None or RunArtifact.objects.filter(path=path).exists():
+            continue
+        prefix, _, relative = path.partition("/artifacts/")
+        do_store_file(prefix=f"{prefix}/artifacts", relative=relative, team_id=team_id, source=item)
+        item.unlink()
+        adopted += 1
+    return adopted
