@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from governance.actions.checks import checked_name, ensure_can
@@ -43,6 +43,8 @@ from runners.models import (
     Experiment,
     ExternalDataset,
     Job,
+    JobDataset,
+    JobDatasetRole,
     JobKind,
     JobState,
     LifecycleStage,
@@ -674,7 +676,33 @@ def do_record_run_output(job_id: int, version: ModelVersion) -> None:
     (its artifacts or its logged model). Runs inside the registration's transaction
     (``governance.sources.ResolvedSource.on_registered``); the registration's own audit event
     covers it, like the edges a training job records. The first version a run registers is also
-    its ``output_model_version`` (the job page's and API's "output"), as a training job's is."""
+    its ``output_model_version`` (the job page's and API's "output"), as a training job's is.
+
+    ValidationError, which rolls the registration back, when one of the run's inputs (a code
+    run's given dataset versions, a tracked run's logged inputs that matched one) was erased
+    (GDPR Art. 17): what a run made from erased data is not registered, as a training job's
+    is not (``runners.execute``). The inputs are locked, so an erasure orders with this."""
+    inputs = (
+        DatasetVersion.objects.select_for_update()
+        .filter(
+            Q(
+                pk__in=JobDataset.objects.filter(job_id=job_id, role=JobDatasetRole.INPUT).values(
+                    "dataset_version"
+                )
+            )
+            | Q(pk__in=RunInput.objects.filter(job_id=job_id).values("dataset_version"))
+            | Q(pk__in=Job.objects.filter(pk=job_id).values("dataset_version"))
+        )
+        .order_by("pk")
+    )
+    erased = next((version for version in inputs if version.erased_at is not None), None)
+    if erased is not None:
+        raise ValidationError(
+            {
+                "source": f"run {job_id} read {erased}, which was erased on "
+                f"{erased.erased_at:%Y-%m-%d %H:%M} UTC (GDPR Art. 17): what it made is not registered"
+            }
+        )
     do_record_edges([(NodeRef("job", job_id), NodeRef.of(version), Relation.OUTPUT)])
     Job.objects.filter(pk=job_id, output_model_version__isnull=True).update(output_model_version=version)
     # A version registered from a run that already ended with its evaluation logged (issue 15).

@@ -12,6 +12,7 @@ import requests
 from django.utils import timezone
 from mlflow.exceptions import MlflowException
 
+from governance.actions.datasets import do_erase_dataset_version
 from governance.actions.model_versions import do_register_model_version_from_artifact
 from governance.actions.tokens import do_issue_job_token, do_revoke_job_tokens
 from governance.models import ApiToken, AuditEvent, ModelVersion, TokenScope
@@ -471,3 +472,34 @@ def test_training_input_is_the_first_without_one_named_train(team, scientist, ex
     job = make_code_run(team, scientist, experiment=experiment, inputs=[("rides", dataset_version)])
     assert training_input(job) == dataset_version.pk
     assert training_input(make_code_run(team, scientist, experiment=experiment)) is None
+
+
+def test_a_code_run_whose_input_was_erased_registers_nothing(
+    code_env, code_run, mlflow_client, dataset_version, owner, steward_server, sklearn_model_dir
+):
+    """GDPR Art. 17 (issue 12): the code's own registration, through MLflow with its job token,
+    is refused once the data it was given is erased while it runs; nothing is half-registered."""
+    plant_folder(code_run, sklearn_model_dir, "model")
+    do_erase_dataset_version(dataset_version=dataset_version, reason="subject request", actor=owner)
+    created = call(
+        steward_server,
+        code_env,
+        "POST",
+        "/api/2.0/mlflow/registered-models/create",
+        json={"name": "from-erased"},
+    )
+    assert created.status_code == 200
+
+    answer = call(
+        steward_server,
+        code_env,
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        json={"name": "from-erased", "source": f"runs:/{code_run.pk}/model", "run_id": str(code_run.pk)},
+    )
+
+    assert answer.status_code == 400, answer.text
+    assert f"run {code_run.pk} read {dataset_version}, which was erased on" in answer.json()["message"]
+    assert not ModelVersion.objects.filter(model__name="from-erased").exists()
+    assert not LineageEdge.objects.filter(source_type="job", source_id=code_run.pk).exists()
+    assert not AuditEvent.objects.filter(action="model_version.register").exists()
