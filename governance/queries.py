@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
@@ -71,11 +71,25 @@ def newest_labelled_version(
     )
 
 
+# Other apps' holders of stored objects (runners: tracked runs' files), registered from their
+# ``AppConfig.ready`` (governance never imports them): ``holder(team_ids)`` gives
+# ``(team id, key, size in bytes)`` rows of the objects the teams hold (team_ids None: all teams).
+StorageHolder = Callable[[Collection[int] | None], Iterable[tuple[int, str, int]]]
+_STORAGE_HOLDERS: list[StorageHolder] = []
+
+
+def register_storage_holder(holder: StorageHolder) -> None:
+    """Count what ``holder`` reports in ``storage_by_team`` (once per holder function)."""
+    if holder not in _STORAGE_HOLDERS:
+        _STORAGE_HOLDERS.append(holder)
+
+
 def storage_by_team(team_ids: Collection[int] | None = None) -> dict[tuple[int, str], tuple[int, int]]:
     """``{(team id, tier): (objects, bytes)}`` of the artifacts the team's live (not erased,
-    not deleted) dataset and model versions hold, each stored object once per team; bytes are
+    not deleted) dataset and model versions hold, and those other apps' registered holders
+    report (``register_storage_holder``), each stored object once per team; bytes are
     the stored size when hot (the record's, or the row's in direct mode) and the compressed size
-    when cold. ``team_ids``: only those teams (None: all). Three queries: the teams' keys, the
+    when cold. ``team_ids``: only those teams (None: all). Three queries, and one per registered holder: the teams' keys, the
     records of those keys. (``/metrics`` and the storage cost roll-up read it.)"""
     keys: dict[int, set[str]] = {}
     sizes: dict[str, int] = {}
@@ -84,12 +98,13 @@ def storage_by_team(team_ids: Collection[int] | None = None) -> dict[tuple[int, 
     if team_ids is not None:
         dataset_files = dataset_files.filter(dataset__team_id__in=team_ids)
         model_files = model_files.filter(model__team_id__in=team_ids)
-    rows_of = (
-        dataset_files.values_list("dataset__team_id", "file", "size_bytes"),
-        model_files.values_list("model__team_id", "artifact", "size_bytes"),
-    )
+    rows_of: list[Iterable[tuple[int, str, int]]] = [
+        dataset_files.values_list("dataset__team_id", "file", "size_bytes").iterator(),
+        model_files.values_list("model__team_id", "artifact", "size_bytes").iterator(),
+        *(holder(team_ids) for holder in _STORAGE_HOLDERS),
+    ]
     for rows in rows_of:
-        for team, key, size in rows.iterator():
+        for team, key, size in rows:
             keys.setdefault(team, set()).add(key)
             sizes[key] = size
     live = StoredObject.objects.filter(shredded_at__isnull=True)

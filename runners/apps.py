@@ -30,3 +30,8 @@ class RunnersConfig(AppConfig):
         register_retention_subject(
             RetentionKind.LOGS, RetentionSubject(live_keys=live_log_keys, expire=do_expire_job_logs)
         )
+        # Tracked runs' files count in their team's storage (/metrics, the cost roll-up).
+        from governance.queries import register_storage_holder
+        from runners.run_artifacts import stored_rows
+
+        register_storage_holder(stored_rows)

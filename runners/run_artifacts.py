@@ -20,7 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -194,6 +194,15 @@ def gathered(path: str) -> Iterator[Path | None]:
         yield folder / name if single else folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def stored_rows(team_ids: Collection[int] | None) -> Iterator[tuple[int, str, int]]:
+    """``(team id, key, size)`` of every recorded run file of ``team_ids`` (None: all teams):
+    what the teams' runs hold in the store (``governance.queries.register_storage_holder``)."""
+    files = RunArtifact.objects.all()
+    if team_ids is not None:
+        files = files.filter(team_id__in=team_ids)
+    return files.values_list("team_id", "key", "size_bytes").iterator()
 
 
 def adopt_legacy_tree(root: Path) -> int:

@@ -246,9 +246,10 @@ def test_metrics_cost_the_same_queries_for_any_number_of_rows(
     # 5 job durations, 6 usage by team and class, 7 budgets with this month's spend,
     # 8 oldest queued job and dispatches, 9 undelivered OpenLineage events by type, 10 predictions
     # by version, 11 the newest sequenced audit event, 12 events above it, 13 the newest checkpoint,
-    # 14 the artifact store's totals, 15-16 the keys of live dataset and model versions by team,
-    # 17 the store's records (tier and sizes by key), 18 the teams' names for their labels
-    with django_assert_num_queries(18):
+    # 14 the artifact store's totals, 15-17 the keys of live dataset and model versions and of
+    # tracked runs' files by team, 18 the store's records (tier and sizes by key), 19 the teams'
+    # names for their labels
+    with django_assert_num_queries(19):
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
     assert response.status_code == 200

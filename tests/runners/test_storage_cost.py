@@ -84,3 +84,23 @@ def test_the_usage_page_shows_the_storage_table(stored, client, scientist):
     assert "<h2>Storage" in page
     assert "<td>mobility</td><td>hot</td>" in page
     assert "fraud" not in page
+
+
+def test_a_tracked_runs_files_count_in_its_teams_storage(stored, client_for, scientist, team, tmp_path):
+    """Files logged to a run (``runners.run_artifacts``) are the team's stored objects too."""
+    from runners import run_artifacts
+    from runners.tracking import do_create_experiment, do_start_run, run_artifact_location
+
+    bike, _ = stored
+    experiment = do_create_experiment(name="sized", actor=scientist)
+    run = do_start_run(experiment=experiment, actor=scientist)
+    logged = tmp_path / "weights.bin"
+    logged.write_bytes(b"w" * 5000)
+    prefix = run_artifacts.artifact_prefix(run_artifact_location(run))
+    run_artifacts.do_store_file(prefix=prefix, relative="weights.bin", team_id=team.pk, source=logged)
+
+    rows = client_for(scientist).get("/api/usage/storage/").json()
+
+    assert [(row["team"], row["objects"], row["bytes"]) for row in rows] == [
+        ("mobility", 2, bike.size_bytes + 5000)
+    ]
