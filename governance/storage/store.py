@@ -218,7 +218,9 @@ def put_directory(path: Path, key: str) -> None:
 
 
 # The content-addressed kinds under ARTIFACT_ROOT that direct mode wrote (runs: tracked runs'
-# files, ``runners.run_artifacts``); the other folders (checkpoints/, ray/) are working areas.
+# files, ``runners.run_artifacts``); the other folders (ray/, and direct mode's checkpoints/) are
+# working areas, not stored objects. Managed mode's checkpoints/ objects are stored and recorded
+# as they are written (runners.checkpoints).
 STORED_KINDS = ("datasets", "models", "code", "reports", "runs")
 _SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -543,6 +545,55 @@ def shred(key: str) -> bool:
     # also refuses itself, see local_path).
     transaction.on_commit(lambda: _drop_copy(cached))
     return True
+
+
+def delete(key: str) -> bool:
+    """Delete the artifact ``key`` for good: its object (hot and cold tier), its record and this
+    machine's cached copy. For working artifacts nothing refers to once they have served (a
+    training job's checkpoints, ``runners.checkpoints``); an artifact that evidence or an erasure
+    names is shredded instead (``shred``: its record stays, as proof).
+
+    Direct mode: the file (or directory) under ``ARTIFACT_ROOT``. Returns whether a record (or,
+    direct, a file) was there. ArtifactStoreUnavailable when the backend does not answer: the
+    record is kept, so a later call finds the object again."""
+    from governance.models import StoredObject
+
+    _drop_copy(cache_root() / key)
+    if is_direct():
+        target = Path(settings.ARTIFACT_ROOT) / key
+        existed = target.exists()
+        _drop_copy(target)
+        return existed
+    with transaction.atomic():
+        record = StoredObject.objects.select_for_update().filter(key=key).first()
+        with _store_answers(key, "did not delete it"):
+            # The object first: a record deleted before its object would leave bytes no one lists.
+            backend().delete(key)
+            if record is not None and record.is_cold:
+                cold_backend().delete(key + COLD_SUFFIX)
+        if record is not None:
+            record.delete()
+    return record is not None
+
+
+def delete_prefix(prefix: str) -> int:
+    """``delete`` every artifact whose key starts with ``prefix``, a folder-like prefix ending
+    with ``/`` (so ``checkpoints/job-1/`` never takes ``checkpoints/job-12/``'s). Managed mode:
+    the recorded keys; direct mode: the files under ``ARTIFACT_ROOT/<prefix>``, then the folder.
+    Returns how many were deleted. ValueError for a prefix without its ``/``;
+    ArtifactStoreUnavailable as ``delete`` (those deleted before stay deleted)."""
+    from governance.models import StoredObject
+
+    if not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/"):
+        raise ValueError(f"a key prefix names a folder, relative and ending with '/': {prefix!r}")
+    if is_direct():
+        folder = Path(settings.ARTIFACT_ROOT) / prefix
+        count = sum(1 for item in folder.rglob("*") if item.is_file()) if folder.is_dir() else 0
+        shutil.rmtree(folder, ignore_errors=True)
+        _drop_copy(cache_root() / prefix)
+        return count
+    keys = list(StoredObject.objects.filter(key__startswith=prefix).values_list("key", flat=True))
+    return sum(delete(key) for key in keys)
 
 
 def _delete_quietly(key: str) -> None:

@@ -569,3 +569,47 @@ def test_the_model_version_page_says_how_its_artifact_is_kept(keys, client, team
     assert "encrypted at rest (AES-256-GCM, data key wrapped by <code>k1</code>)" in page
     assert "<dt>Tier</dt><dd>hot" in page
     assert "model versions have no retention period" in page
+
+
+def test_delete_prefix_removes_a_folder_s_objects_records_and_cached_copies_and_nothing_else(
+    db, keys, s3, settings, tmp_path
+):
+    import boto3
+
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"w" * 5000)
+    sha = storage.file_sha256(source)
+    taken = ["checkpoints/job-1/epoch-00001.pt", "checkpoints/job-1/epoch-00002.pt"]
+    kept = "checkpoints/job-12/epoch-00001.pt"  # job-1/ is a folder: job-12's are not under it
+    for key in [*taken, kept]:
+        storage.put_file(source, key, sha)
+    cached = storage.local_path(taken[1])
+    assert cached.read_bytes() == source.read_bytes()
+
+    assert storage.delete_prefix("checkpoints/job-1/") == 2
+
+    assert list(StoredObject.objects.values_list("key", flat=True)) == [kept]
+    assert not cached.exists()
+    listed = boto3.client("s3").list_objects_v2(Bucket="steward-test")["Contents"]
+    assert [item["Key"] for item in listed] == [f"artifacts/{kept}"]
+    with pytest.raises(storage.ArtifactMissing):
+        storage.local_path(taken[0])
+    assert storage.local_path(kept).read_bytes() == source.read_bytes()
+    assert storage.delete(taken[0]) is False  # already gone: nothing to delete, no error
+    with pytest.raises(ValueError, match="ending with '/'"):
+        storage.delete_prefix("checkpoints/job-1")
+
+
+def test_delete_prefix_in_direct_mode_removes_the_folder_under_the_artifact_root(db, settings):
+    folder = settings.ARTIFACT_ROOT / "checkpoints" / "job-3"
+    folder.mkdir(parents=True)
+    (folder / "epoch-00004.pt").write_bytes(b"plain")
+    other = settings.ARTIFACT_ROOT / "checkpoints" / "job-30"
+    other.mkdir()
+    (other / "epoch-00001.pt").write_bytes(b"plain")
+
+    assert storage.delete_prefix("checkpoints/job-3/") == 1
+
+    assert not folder.exists()
+    assert (other / "epoch-00001.pt").read_bytes() == b"plain"
+    assert StoredObject.objects.count() == 0
