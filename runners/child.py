@@ -21,7 +21,8 @@ reports events, writes checkpoints and the artifact; another rank reports only i
 
 The task (JSON): ``kind`` (train / infer / serve), ``data`` {path, format, filename, name, where},
 ``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
-``checkpoint_every``, ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256,
+``checkpoint_every``, ``checkpoint_prune`` (keep only the latest checkpoint file; default true),
+``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256,
 name, flavor}.
 
 Serving (issue 15's evaluation jobs: the worker evaluates, the model predicts here): ``models``
@@ -131,6 +132,7 @@ def _train(task: dict[str, Any], report: Reporter, stop_requested: list[bool]) -
         else:
             report("resumed", epoch=int(resume["epoch"]), history=resume["history"])
     folder = Path(task["checkpoint_dir"])
+    prune = bool(task.get("checkpoint_prune", True))
 
     def on_checkpoint(epoch: int, state: dict[str, Any]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,9 @@ def _train(task: dict[str, Any], report: Reporter, stop_requested: list[bool]) -
         partial = path.with_suffix(".partial")
         torch.save(state, partial)
         os.replace(partial, path)  # a worker killed mid-write leaves no torn checkpoint
-        for older in folder.glob("epoch-*.pt"):
+        # Not when the worker stores each checkpoint (managed mode): it removes them once stored,
+        # and one pruned here before its event was read would never be.
+        for older in folder.glob("epoch-*.pt") if prune else ():
             if older != path:
                 older.unlink(missing_ok=True)
         report("checkpoint", epoch=epoch, path=str(path))

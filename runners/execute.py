@@ -36,6 +36,7 @@ from lineage.models import Relation
 from lineage.nodes import NodeRef
 from runners import (
     accounting,
+    checkpoints,
     code_runs,
     code_versions,
     evaluation_jobs,
@@ -45,6 +46,7 @@ from runners import (
     sandbox,
 )
 from runners.actions import JOBS, do_succeed_job, job_limits
+from runners.checkpoints import checkpoint_folder as checkpoint_folder
 from runners.child_predictions import ChildPredictions
 from runners.evaluation_records import record_evaluation
 from runners.lifecycle import RUNNING, Cancelled, ClaimLost
@@ -156,11 +158,6 @@ def _pii_refusal(job: Job) -> str | None:
         if why := pii_refusal(version):
             return f"refused when it started: {why}"
     return None
-
-
-def checkpoint_folder(job_id: int) -> Path:
-    """Where job ``job_id``'s training checkpoints live in the artifact store."""
-    return Path(settings.ARTIFACT_ROOT) / "checkpoints" / f"job-{job_id}"
 
 
 def _append_log(job_id: int, attempt: int, line: str | list[str], **fields: Any) -> None:
@@ -368,7 +365,8 @@ class _TrainingProgress:
             if time.monotonic() - self.written >= POLL_S:
                 self.flush()
         elif kind == "checkpoint":
-            self.lines.append(f"checkpoint saved at epoch {event['epoch']}")
+            # Managed mode stores it (encrypted) and removes the plaintext; see runners.checkpoints.
+            self.lines.append(checkpoints.keep(self.job_id, event["epoch"], Path(event["path"])))
 
     def flush(self) -> None:
         if not self.lines and not self.fields:
@@ -381,15 +379,18 @@ class _TrainingProgress:
 
 def _run_training(job: Job, attempt: int, devices: list[str]) -> None:
     spec = parse_spec(job.spec, job.dataset_version.column_names)
-    folder = checkpoint_folder(job.pk)
-    resume = launcher.latest_checkpoint(folder)
     with _workdir(job, attempt) as tmp:
+        folder = checkpoints.folder(job.pk, Path(tmp))
+        resume, unusable = checkpoints.resume(job.pk, folder)
+        if unusable:
+            _append_log(job.pk, attempt, unusable)
         task = {
             "kind": "train",
             "data": _data_task(job),
             "spec": spec.as_dict(),
             "checkpoint_dir": str(folder),
             "checkpoint_every": spec.checkpoint_every,
+            "checkpoint_prune": not checkpoints.is_stored(),
             "resume": str(resume) if resume else None,
             "output": str(Path(tmp) / "model.pt"),
         }
@@ -424,7 +425,7 @@ def _run_training(job: Job, attempt: int, devices: list[str]) -> None:
             job.pk, output_model_version=version, metrics=result["metrics"], device=result["device"]
         )
     # The version is registered: the checkpoints have served (kept after a failure, for a look).
-    shutil.rmtree(folder, ignore_errors=True)
+    checkpoints.discard(job.pk)
 
 
 def _on_inference_event(job: Job, attempt: int, event: dict[str, Any]) -> None:

@@ -22,7 +22,8 @@ from django.db import connection
 from django.utils import timezone
 
 import config.celery
-from governance.models import ModelVersion
+from governance.models import ModelVersion, StoredObject
+from governance.storage.envelope import MAGIC
 from runners import tasks
 from runners.joblog import whole_log
 from runners.models import Job, JobState
@@ -76,12 +77,13 @@ def start_worker(settings, tmp_path) -> Iterator[Callable[[str], subprocess.Pope
     }
     started: list[subprocess.Popen] = []
 
-    def start(name: str) -> subprocess.Popen:
+    def start(name: str, **extra_env: str) -> subprocess.Popen:
+        """``extra_env``: variables this worker's process gets on top of the others'."""
         command = [sys.executable, "-m", "celery", "-A", "config.celery", "worker", "--pool", "solo"]
         command += ["-Q", queue, "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "info"]
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(  # noqa: S603 - our interpreter running Celery
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=django_settings.BASE_DIR
+            command, env=env | extra_env, stdout=log, stderr=subprocess.STDOUT, cwd=django_settings.BASE_DIR
         )
         started.append(process)
         return process
@@ -180,4 +182,54 @@ def test_a_killed_worker_s_job_resumes_from_its_checkpoint_on_another_worker(
     second_attempt = log.split(resumed[0], 1)[1]
     assert f"epoch {k}/{epochs} " not in second_attempt
     assert f"epoch {k + 1}/{epochs} " in second_attempt
+    assert list(ModelVersion.objects.values_list("version", "source_job_id")) == [(1, job_id)]
+
+
+def test_a_killed_worker_s_job_resumes_from_its_encrypted_checkpoint_on_a_machine_without_its_cache(
+    keys, start_worker, client_for, scientist, dataset_version, registered_model, training_spec, tmp_path
+):
+    """Managed mode (issue 12): the checkpoint is stored encrypted, and the second worker (its own
+    cache, as another machine's) resumes from it through the store, not from a shared folder."""
+    client = client_for(scientist)
+    first = start_worker("w1", STEWARD_ARTIFACT_KEYS=keys, STEWARD_ARTIFACT_CACHE=str(tmp_path / "cache-w1"))
+    epochs = 40
+    spec = training_spec | {"epochs": epochs, "batch_size": 128, "checkpoint_every": 2}
+    job_id = _submit(client, dataset_version, registered_model, spec)
+    prefix = f"checkpoints/job-{job_id}/"
+    _wait_until("checkpoint stored", lambda: StoredObject.objects.filter(key__startswith=prefix).exists())
+
+    compute = _children(first.pid)
+    first.kill()
+    first.wait()
+    for pid in compute:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    stored = StoredObject.objects.filter(key__startswith=prefix).order_by("-key").first()
+    assert stored is not None
+    assert (stored.kek_id, bool(stored.wrapped_key)) == ("k1", True)
+    assert (django_settings.ARTIFACT_ROOT / stored.key).read_bytes()[: len(MAGIC)] == MAGIC
+    start_worker("w2", STEWARD_ARTIFACT_KEYS=keys, STEWARD_ARTIFACT_CACHE=str(tmp_path / "cache-w2"))
+    _wait_until(
+        "stale",
+        lambda: Job.objects.filter(
+            pk=job_id, heartbeat_at__lt=timezone.now() - timedelta(seconds=4)
+        ).exists(),
+    )
+    assert tasks.fail_stale_jobs() == []
+    _wait_until("finished", lambda: _state(job_id) in (JobState.SUCCEEDED, JobState.FAILED))
+
+    job = Job.objects.get(pk=job_id)
+    assert (job.state, job.error, job.attempt) == (JobState.SUCCEEDED, "", 2)
+    log = "".join(whole_log(job_id))
+    resumed = [line for line in log.splitlines() if line.startswith("resuming from epoch ")]
+    assert len(resumed) == 1
+    k = int(resumed[0].split()[3])
+    assert k % 2 == 0
+    assert 2 <= k < epochs
+    assert [record["epoch"] for record in job.history] == list(range(1, epochs + 1))
+    assert f"epoch {k + 1}/{epochs} " in log.split(resumed[0], 1)[1]
+    # Registered: the job's checkpoint records and objects are gone; no plaintext copy in a cache.
+    assert not StoredObject.objects.filter(key__startswith=prefix).exists()
+    assert list((django_settings.ARTIFACT_ROOT / "checkpoints").rglob("*.pt")) == []
+    assert [path for path in tmp_path.glob("cache-w*/checkpoints/**/*.pt")] == []
     assert list(ModelVersion.objects.values_list("version", "source_job_id")) == [(1, job_id)]
