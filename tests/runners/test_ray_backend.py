@@ -26,12 +26,14 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
-from governance.models import AuditEvent, ModelVersion
+from governance.models import AuditEvent, ModelVersion, StoredObject
+from governance.storage.envelope import MAGIC
 from runners.execute import execute_job
 from runners.launcher import Limits
 from runners.models import Job, JobState
 from runners.ray_backend import RayLaunch, parse_log_lines
 from tests.conftest import free_port
+from tests.runners.test_checkpoints_stored import PlaintextWatch
 
 pytestmark = pytest.mark.ray
 
@@ -265,6 +267,37 @@ def test_a_ray_training_job_succeeds_with_one_version_its_logs_and_accounting(
     )
     assert again.run(events.append, lambda: None, poll_s=0.1)["metrics"] == job.metrics
     assert [event["epoch"] for event in events if event["event"] == "epoch"] == [1, 2, 3]
+
+
+def test_a_ray_training_job_in_managed_mode_stores_its_checkpoints_encrypted(
+    keys, ray_settings, client_for, scientist, dataset_version, registered_model, training_spec
+):
+    """Issue 12: the child on Ray writes its checkpoints into the run's folder, the worker stores
+    each through the artifact store and removes the plaintext; all deleted after registration."""
+    spec = training_spec | {"backend": "ray", "checkpoint_every": 1}
+    submitted = _submit(client_for(scientist), dataset_version.pk, registered_model, spec)
+
+    root = Path(ray_settings.ARTIFACT_ROOT)
+    with PlaintextWatch(root, submitted["id"]) as watch:
+        assert execute_job(submitted["id"]) == JobState.SUCCEEDED
+
+    # Plaintext only in the Ray run's folder (the nodes share it: a checkpoint until it is
+    # stored, the model until it is registered), never in checkpoints/: that holds ciphertext.
+    job = Job.objects.get(pk=submitted["id"])
+    assert {path.split("/", 2)[1] for path in watch.plaintext} == {job.backend_job_id}, watch.plaintext
+    assert any("/checkpoints/epoch-" in path for path in watch.plaintext), watch.plaintext
+    assert watch.objects, "no checkpoint object was seen while the job ran"
+    assert all(head == MAGIC for head in watch.objects.values()), watch.objects
+    assert [line for line in job.log_tail.splitlines() if line.startswith("checkpoint")] == [
+        "checkpoint saved at epoch 1",
+        "checkpoint saved at epoch 2",
+    ]
+    assert not StoredObject.objects.filter(key__startswith=f"checkpoints/job-{job.pk}/").exists()
+    assert not (root / "ray" / job.backend_job_id).exists()
+    assert list((root / "checkpoints").rglob("*.pt")) == []
+    # No torch file (a zip: "PK") in plaintext anywhere under the root, the model's included.
+    assert [path for path in root.rglob("*") if path.is_file() and path.read_bytes()[:2] == b"PK"] == []
+    assert list(ModelVersion.objects.values_list("source_job_id", flat=True)) == [job.pk]
 
 
 def test_a_ray_training_job_on_bad_data_fails_with_the_child_s_message(
