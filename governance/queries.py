@@ -89,8 +89,9 @@ def storage_by_team(team_ids: Collection[int] | None = None) -> dict[tuple[int, 
     not deleted) dataset and model versions hold, and those other apps' registered holders
     report (``register_storage_holder``), each stored object once per team; bytes are
     the stored size when hot (the record's, or the row's in direct mode) and the compressed size
-    when cold. ``team_ids``: only those teams (None: all). Three queries, and one per registered holder: the teams' keys, the
-    records of those keys. (``/metrics`` and the storage cost roll-up read it.)"""
+    when cold. ``team_ids``: only those teams (None: all). Three queries and one per registered
+    holder: the teams' keys, the records of those keys. (``/metrics`` and the storage cost
+    roll-up read it.)"""
     keys: dict[int, set[str]] = {}
     sizes: dict[str, int] = {}
     dataset_files = DatasetVersion.objects.filter(erased_at__isnull=True)
