@@ -31,11 +31,13 @@ from django.utils import timezone
 
 from governance import storage
 from governance.artifacts import safe_suffix, store_file
-from runners.models import RunArtifact
+from runners.models import LoggedModel, LoggedModelStatus, RunArtifact
 
 # A path longer than this cannot be recorded (the column's width): refused with a 400.
 PATH_MAX = 1000
 _CHUNK = 1024 * 1024
+# The advisory lock space of the writes under an artifact root (``_lock_prefix``).
+_LOCK_SPACE = "steward.run_artifacts"
 
 
 def artifact_prefix(location: str) -> str:
@@ -100,14 +102,46 @@ def received_file() -> Iterator[tuple[IO[bytes], Path]]:
         Path(name).unlink(missing_ok=True)
 
 
-def do_store_file(*, prefix: str, relative: str, team_id: int, source: Path) -> RunArtifact:
+def _lock_prefix(prefix: str) -> None:
+    """Serialise the writes under one run's or logged model's artifact root until this
+    transaction ends: two uploads racing (``a`` and ``a/b``) each see the other's row when they
+    check, so no path is ever both a file and a folder."""
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # Two int4 keys: a lock space apart from the single-bigint locks (the audit sequencer).
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", [_LOCK_SPACE, prefix])
+
+
+def refuse_finalized(logged_model_id: str) -> None:
+    """ValidationError when the logged model is finalized (READY): its artifacts are read-only.
+    Locks its row until this transaction ends, so a finalization waits for an upload being
+    recorded, and an upload that was under way when the model was finalized is refused."""
+    status = (
+        LoggedModel.objects.select_for_update()
+        .filter(pk=logged_model_id)
+        .values_list("status", flat=True)
+        .first()
+    )
+    if status == LoggedModelStatus.READY:
+        raise ValidationError(
+            {"path": f"logged model {logged_model_id} is finalized: its artifacts are read-only"}
+        )
+
+
+def do_store_file(
+    *, prefix: str, relative: str, team_id: int, source: Path, logged_model_id: str | None = None
+) -> RunArtifact:
     """Store the local file ``source`` as ``relative`` under the artifact root ``prefix`` of a
     run or logged model of team ``team_id``; a file already there is replaced (MLflow's
     semantics: the last upload wins). The object is stored before the row is written, so a
-    failure leaves at most an unreferenced object, never a row without bytes.
+    failure leaves at most an unreferenced object, never a row without bytes. With
+    ``logged_model_id`` (the root is that logged model's), the model must still be unfinalized
+    when the row is written (``refuse_finalized``): an upload takes time.
 
-    ValidationError when ``relative`` is empty, a folder, under a file, or the whole path is
-    longer than ``PATH_MAX``; ArtifactStoreUnavailable when the store does not take it."""
+    ValidationError when ``relative`` is empty, a folder, under a file, the whole path is
+    longer than ``PATH_MAX``, or the logged model was finalized; ArtifactStoreUnavailable when
+    the store does not take it."""
     refuse_conflicts(prefix, relative)
     path = joined(prefix, relative)
     digest = hashlib.sha256()
@@ -119,7 +153,11 @@ def do_store_file(*, prefix: str, relative: str, team_id: int, source: Path) -> 
     sha256 = digest.hexdigest()
     key = store_file(source, sha256, f"runs/{team_id}", safe_suffix(Path(relative)))
     with transaction.atomic():
-        # Checked again under the write: an upload of ``a/b`` that raced one of ``a``.
+        if logged_model_id is not None:
+            refuse_finalized(logged_model_id)
+        # Checked again under the write, with the root's other writes waiting: an upload of
+        # ``a/b`` that raced one of ``a``.
+        _lock_prefix(prefix)
         refuse_conflicts(prefix, relative)
         found, _ = RunArtifact.objects.select_for_update().update_or_create(
             path=path,

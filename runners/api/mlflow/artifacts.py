@@ -80,7 +80,11 @@ def _upload(request: HttpRequest, path: str) -> HttpResponse:
                 {"path": f"the upload ended after {written} of {declared} bytes; nothing was stored"}
             )
         run_artifacts.do_store_file(
-            prefix=place.prefix, relative=place.relative, team_id=place.team_id, source=received
+            prefix=place.prefix,
+            relative=place.relative,
+            team_id=place.team_id,
+            source=received,
+            logged_model_id=place.logged_model.pk if place.logged_model is not None else None,
         )
     return JsonResponse({})
 
