@@ -804,7 +804,13 @@ def sweep_leftovers(older_than: timedelta = timedelta(days=1)) -> int:
     uploads, half-encrypted scratch files, gathered copies; plaintext, some of them) under
     ``ARTIFACT_ROOT``, the local copies' folder and a filesystem cold tier, when last modified
     more than ``older_than`` ago (a writer at work touches its file; a day is far beyond any
-    write). Returns how many files and folders were deleted. The daily retention task runs it."""
+    write). Returns how many files and folders were deleted. The daily retention task runs it.
+
+    Only where writers leave them: a root's top level (the local copies' scratch files) and the
+    folders of the ``STORED_KINDS`` trees beside the stored objects, never inside a stored
+    directory (a model's files, named by its sha256, or their extracted copy): those names are
+    the user's, and a model may hold a file called ``.scratch-notes``. Working areas
+    (checkpoints/, ray/, a legacy mlflow/ tree) hold users' files too and are not walked."""
     cutoff = time.time() - older_than.total_seconds()
     roots = {Path(settings.ARTIFACT_ROOT), cache_root()}
     for store in (backend(), cold_backend()):
@@ -812,20 +818,41 @@ def sweep_leftovers(older_than: timedelta = timedelta(days=1)) -> int:
             roots.add(store.root)
     swept = 0
     for root in roots:
-        for folder, dirs, files in os.walk(root):
-            for name in [*dirs, *files]:
-                path = Path(folder) / name
-                if not name.startswith(LEFTOVER_PREFIXES):
-                    continue
-                try:
-                    if path.lstat().st_mtime >= cutoff:
-                        continue
-                except FileNotFoundError:
-                    continue
-                _drop_copy(path)
-                swept += 1
-            # A leftover folder is gone: not walked into.
-            dirs[:] = [name for name in dirs if not name.startswith(LEFTOVER_PREFIXES)]
+        swept += _sweep_folder(root, cutoff)
+        for kind in STORED_KINDS:
+            for folder, dirs, _files in os.walk(root / kind):
+                swept += _sweep_folder(Path(folder), cutoff)
+                # A leftover folder is gone; a stored directory is the user's: neither walked into.
+                dirs[:] = [
+                    name
+                    for name in dirs
+                    if not name.startswith(LEFTOVER_PREFIXES) and not _is_stored_directory(name)
+                ]
+    return swept
+
+
+def _is_stored_directory(name: str) -> bool:
+    """Whether a folder of a ``STORED_KINDS`` tree is a stored directory (named by its sha256)."""
+    return len(name) == 64 and set(name) <= _SHA256_HEX
+
+
+def _sweep_folder(folder: Path, cutoff: float) -> int:
+    """Delete the leftovers directly in ``folder`` last modified before ``cutoff``; how many."""
+    swept = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(LEFTOVER_PREFIXES):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        _drop_copy(Path(entry.path))
+        swept += 1
     return swept
 
 
