@@ -227,8 +227,9 @@ def do_erase_dataset_version(
 
     Team managers only (PermissionDenied); ``actor`` None is the system (a team's retention
     policy, ``actions.retention.apply_retention``), which erases protected copies but never a
-    version that merely shares its bytes.
-    ValidationError: no ``reason``; already erased; shared bytes it may not erase."""
+    version that merely shares its bytes, nor anything when one of them is under legal hold.
+    ValidationError: no ``reason``; already erased; shared bytes it may not erase; a hold the
+    system may not break."""
     why = (reason or "").strip()
     if not why:
         raise ValidationError({"reason": "say why the version is erased (the audit event keeps it)"})
@@ -262,6 +263,13 @@ def do_erase_dataset_version(
             )
             raise ValidationError(
                 {"detail": f"{taken}, and you may not erase them all; ask their teams' managers"}
+            )
+        held = [str(other) for other in (version, *others) if other.legal_hold_at is not None]
+        if actor is None and held:
+            # The system's retention never breaks a hold, also not through a copy it would take
+            # along (a manager's own erasure may: the GDPR and the hold are theirs to weigh).
+            raise ValidationError(
+                {"detail": f"{', '.join(held[:5])} is under legal hold; the system erases none of it"}
             )
         now = timezone.now()
         destroyed = {file: storage.shred(file) for file in dict.fromkeys(v.file for v in (version, *others))}
