@@ -217,21 +217,35 @@ def gathered(path: str) -> Iterator[Path | None]:
         yield None
         return
     cache = Path(settings.STEWARD_ARTIFACT_CACHE)
-    cache.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(dir=cache, prefix=".gathered-"))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=cache, prefix=".gathered-"))
+    except OSError as exc:
+        raise _scratch_unwritable(exc) from None
     try:
         for relative, key in files:
             target = folder / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
             stored = storage.local_path(key)
             try:
-                # Usually the same disk: a link costs nothing, and registration only reads it.
-                os.link(stored, target)
-            except OSError:
-                shutil.copyfile(stored, target)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    # Usually the same disk: a link costs nothing, and registration only reads it.
+                    os.link(stored, target)
+                except OSError:
+                    shutil.copyfile(stored, target)
+            except OSError as exc:
+                # A full or failing scratch disk: the deployment's fault, a 503 that passes.
+                raise _scratch_unwritable(exc) from None
         yield folder / name if single else folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _scratch_unwritable(exc: OSError) -> storage.ArtifactStoreUnavailable:
+    # The setting's name and the OS's reason only: the message reaches clients, the path is the server's.
+    return storage.ArtifactStoreUnavailable(
+        "gather", f"the local copies' folder (STEWARD_ARTIFACT_CACHE) cannot be written: {exc.strerror}"
+    )
 
 
 def stored_rows(team_ids: Collection[int] | None) -> Iterator[tuple[int, str, int]]:

@@ -8,6 +8,7 @@ whole run or nothing, a tampered object among many, the object store killed mid-
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import threading
@@ -420,3 +421,62 @@ def test_a_huge_listing_answers_every_entry_once(steward_server, token, run):
     assert all(entry["is_dir"] for entry in files[:-1])
     inner = call(steward_server, token, "GET", ARTIFACTS, params={"path": f"{root}/big/07"}).json()["files"]
     assert len(inner) == 125
+
+
+def test_the_daily_sweep_during_a_live_upload_leaves_it_whole(keys, steward_server, token, run, settings):
+    """The sweep runs while an upload streams into its scratch file: the fresh file is left
+    alone, the upload completes and stores its bytes, and a day-old leftover beside it goes."""
+    from governance.storage import sweep_leftovers
+
+    job = Job.objects.get(pk=int(run.info.run_id))
+    cache = Path(settings.STEWARD_ARTIFACT_CACHE)
+    cache.mkdir(parents=True, exist_ok=True)
+    killed = cache / ".incoming-killed-yesterday"
+    killed.write_bytes(b"plaintext of a killed upload")
+    stamp = time.time() - 2 * 86400
+    os.utime(killed, (stamp, stamp))
+    body = b"live upload " * 1000
+    url = f"{ARTIFACTS}/{root_of(run)}/live.bin"
+    sock = _partial_put(steward_server, token, url, body[:4000], len(body))
+    try:
+        deadline = time.monotonic() + 10
+        while not [p for p in cache.glob(".incoming-*") if p != killed]:
+            assert time.monotonic() < deadline, "the upload never started its scratch file"
+            time.sleep(0.05)
+        assert sweep_leftovers() == 1
+        status = _finish(sock, body[4000:])
+    finally:
+        sock.close()
+    assert status == 200
+    assert not killed.exists()
+    assert run_file(job, "live.bin") == body
+    assert leftovers(settings) == []
+
+
+def test_registering_with_the_local_copies_folder_unwritable_is_503(
+    steward_server, token, run, mlflow_client, settings, tmp_path
+):
+    """Direct mode reads the stored files in place, but gathering a registration's files needs
+    the local copies' folder: a folder that cannot be made is the deployment's fault (503), not
+    an internal error."""
+    root = root_of(run)
+    assert (
+        call(steward_server, token, "PUT", f"{ARTIFACTS}/{root}/MLmodel", data=b"flavors: {}\n").status_code
+        == 200
+    )
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    settings.STEWARD_ARTIFACT_CACHE = blocker / "cache"
+    mlflow_client.create_registered_model("no-scratch")
+    answer = call(
+        steward_server,
+        token,
+        "POST",
+        "/api/2.0/mlflow/model-versions/create",
+        json={"name": "no-scratch", "source": f"runs:/{run.info.run_id}/MLmodel", "run_id": run.info.run_id},
+    )
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert "STEWARD_ARTIFACT_CACHE" in answer.json()["message"]
+    assert str(tmp_path) not in answer.text
+    assert not ModelVersion.objects.filter(model__name="no-scratch").exists()
