@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -32,6 +33,8 @@ from django.utils import timezone
 from governance import storage
 from governance.artifacts import safe_suffix, store_file
 from runners.models import LoggedModel, LoggedModelStatus, RunArtifact
+
+logger = logging.getLogger(__name__)
 
 # A path longer than this cannot be recorded (the column's width): refused with a 400.
 PATH_MAX = 1000
@@ -261,8 +264,8 @@ def adopt_legacy_tree(root: Path) -> int:
     """Store and record the files an earlier Steward kept as a plain tree under ``root``
     (``ARTIFACT_ROOT/mlflow/experiments/...``), each under its team (its experiment's), then
     remove the tree's copy; a path already recorded is left to its record. Returns how many
-    files were adopted. Run once by migration ``runners/0013``; files of unknown experiments
-    stay where they are."""
+    files were adopted. Run once by migration ``runners/0013``; files of unknown experiments,
+    and those that are no artifact path ``do_store_file`` takes, stay where they are."""
     from runners.models import Experiment
 
     teams = dict(Experiment.objects.values_list("pk", "team_id"))
@@ -276,7 +279,14 @@ def adopt_legacy_tree(root: Path) -> int:
         if team_id is None or RunArtifact.objects.filter(path=path).exists():
             continue
         prefix, _, relative = path.partition("/artifacts/")
-        do_store_file(prefix=f"{prefix}/artifacts", relative=relative, team_id=team_id, source=item)
+        try:
+            do_store_file(prefix=f"{prefix}/artifacts", relative=relative, team_id=team_id, source=item)
+        except ValidationError as exc:
+            # Not an artifact path (outside an artifacts/ folder, too long, a file where a folder
+            # was recorded): left where it is, like an unknown experiment's file, rather than
+            # failing the migration and with it the upgrade.
+            logger.warning("adopt_legacy_tree: %s left in place: %s", path[:200], "; ".join(exc.messages))
+            continue
         item.unlink()
         adopted += 1
     return adopted

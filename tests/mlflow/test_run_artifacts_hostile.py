@@ -480,3 +480,36 @@ def test_registering_with_the_local_copies_folder_unwritable_is_503(
     assert "STEWARD_ARTIFACT_CACHE" in answer.json()["message"]
     assert str(tmp_path) not in answer.text
     assert not ModelVersion.objects.filter(model__name="no-scratch").exists()
+
+
+def test_an_odd_legacy_tree_is_adopted_around_what_is_no_artifact(keys, settings, mlflow_client):
+    """Migration runners/0013 on a tree with a stray file outside artifacts/, a path over the
+    limit and a file recorded where the tree has a folder: those stay where they are, the rest is
+    adopted, and the migration does not fail (which would block the upgrade)."""
+    experiment_id = mlflow_client.create_experiment("odd-legacy")
+    run_id = mlflow_client.create_run(experiment_id).info.run_id
+    job = Job.objects.get(pk=int(run_id))
+    legacy = Path(settings.ARTIFACT_ROOT) / "mlflow"
+    base = legacy / f"experiments/{experiment_id}/{run_id}"
+    good = base / "artifacts/metrics/loss.csv"
+    stray = base / "meta.yaml"
+    too_long = base / "artifacts" / "/".join(["d" * 200] * 5) / "f.txt"
+    under_file = base / "artifacts/model/MLmodel"
+    for item in (good, stray, too_long, under_file):
+        item.parent.mkdir(parents=True, exist_ok=True)
+        item.write_bytes(b"legacy " + item.name.encode())
+    # "model" is already recorded as a file (an upload after the tree was left behind).
+    with run_artifacts.received_file() as (handle, received):
+        handle.write(b"a file named model")
+        handle.flush()
+        run_artifacts.do_store_file(
+            prefix=run_path(job, "").rstrip("/"), relative="model", team_id=job.team_id, source=received
+        )
+
+    assert run_artifacts.adopt_legacy_tree(legacy) == 1
+
+    assert run_file(job, "metrics/loss.csv") == b"legacy loss.csv"
+    assert not good.exists()
+    for left in (stray, too_long, under_file):
+        assert left.exists(), left
+    assert run_file(job, "model") == b"a file named model"
