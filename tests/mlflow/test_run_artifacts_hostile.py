@@ -513,3 +513,57 @@ def test_an_odd_legacy_tree_is_adopted_around_what_is_no_artifact(keys, settings
     for left in (stray, too_long, under_file):
         assert left.exists(), left
     assert run_file(job, "model") == b"a file named model"
+
+
+def test_odd_requests_are_answered_never_with_an_internal_error(steward_server, token, run):
+    root = root_of(run)
+    experiment = run.info.experiment_id
+    odd_paths = [
+        f"experiments/{experiment}/99999999999999999999999999/artifacts/x",
+        f"experiments/{'9' * 40}/{run.info.run_id}/artifacts/x",
+        f"experiments/{experiment}/%F0%9F%92%A9/artifacts/x",
+        f"experiments/{experiment}/models/m-{'z' * 2000}/artifacts/x",
+        f"experiments/{experiment}/models/%00/artifacts/x",
+        f"experiments/{experiment}/models",
+        "experiments",
+        "steward/model-versions/99999999999999999999999/x",
+        "steward/model-versions/-1/x",
+        f"{root}/{'%C3%A9' * 1000}",
+    ]
+    for path in odd_paths:
+        for method, url, kwargs in (
+            ("GET", f"{ARTIFACTS}/{path}", {}),
+            ("PUT", f"{ARTIFACTS}/{path}", {"data": b"x"}),
+            ("GET", ARTIFACTS, {"params": {"path": requests.utils.unquote(path)}}),
+        ):
+            answer = call(steward_server, token, method, url, **kwargs)
+            assert answer.status_code in (200, 400, 403, 404), (
+                method,
+                path[:80],
+                answer.status_code,
+                answer.text,
+            )
+            assert answer.headers["Content-Type"].startswith("application/json"), (method, path[:80])
+    for length in ("-1", "1e3", "+1", "0x1", "1,1", "99999999999999999999999999999"):
+        answer = raw_status(steward_server, token, f"{ARTIFACTS}/{root}/cl.bin", length, b"x")
+        assert answer in (400, 411, 413), (length, answer)
+    assert call(steward_server, token, "GET", ARTIFACTS, params={"path": root}).json() == {"files": []}
+
+
+def raw_status(steward_server, token: str, path: str, length: str, body: bytes) -> int:
+    """A PUT with the given Content-Length header sent as it is; the answer's status."""
+    url = urlsplit(steward_server.url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        head = [
+            f"PUT {path} HTTP/1.1",
+            f"Host: {url.netloc}",
+            f"Authorization: Bearer {token}",
+            f"Content-Length: {length}",
+            "Connection: close",
+        ]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
