@@ -196,7 +196,9 @@ def _finish(sock: socket.socket, rest: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
-def test_a_logged_model_finalized_during_an_upload_keeps_its_files(steward_server, token, mlflow_client, run):
+def test_a_logged_model_finalized_during_an_upload_keeps_its_files(
+    steward_server, token, mlflow_client, run, settings
+):
     from mlflow.entities import LoggedModelStatus as ClientStatus
 
     model = mlflow_client.create_logged_model(
@@ -208,12 +210,13 @@ def test_a_logged_model_finalized_during_an_upload_keeps_its_files(steward_serve
     body = b"tampered after finalizing"
     sock = _partial_put(steward_server, token, url, body[:5], len(body))
     try:
+        # The upload has passed its checks once it receives the body into its scratch file.
         deadline = time.monotonic() + 10
-        # The upload has passed its checks once the server is waiting for the body.
-        time.sleep(0.5)
+        while not list(Path(settings.STEWARD_ARTIFACT_CACHE).glob(".incoming-*")):
+            assert time.monotonic() < deadline, "the upload never started its scratch file"
+            time.sleep(0.05)
         mlflow_client.finalize_logged_model(model.model_id, ClientStatus.READY)
         assert LoggedModel.objects.get(pk=model.model_id).status == LoggedModelStatus.READY
-        assert time.monotonic() < deadline
         status = _finish(sock, body[5:])
     finally:
         sock.close()
