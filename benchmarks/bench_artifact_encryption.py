@@ -28,14 +28,13 @@ import argparse
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import bench_registry  # benchmarks/ is on sys.path
-from bench_registry import MLFLOW, Server, _free_port, make_users, setup_django
+from bench_registry import MLFLOW, Server, make_users, setup_django, start_steward
 from scratch_db import drop_database, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,46 +46,16 @@ MB = 1_000_000
 
 
 def start_server(workdir: Path, mode: str, keys: str) -> Server:
-    """Steward under gunicorn with its own artifact folders; ``keys`` empty = the plain default."""
-    port = _free_port()
-    log = workdir / f"steward-{mode}.log"
-    env = dict(os.environ)
-    env.update(
-        {
-            "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "LOG_LEVEL": "WARNING",
-            "STEWARD_ARTIFACT_ROOT": str(workdir / mode / "artifacts"),
-            "STEWARD_ARTIFACT_CACHE": str(workdir / mode / "cache"),
-            "STEWARD_ARTIFACT_KEYS": keys,
-            "STEWARD_MAX_MODEL_BYTES": str(8 * 1024**3),
-        }
-    )
-    command = [
-        str(ROOT / ".venv" / "bin" / "gunicorn"),
-        "config.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--threads",
-        "2",
-        "--worker-class",
-        "gthread",
-        # A 1 GB body takes longer than gunicorn's default 30 s worker timeout on a busy machine.
-        "--timeout",
-        "900",
-        "--log-level",
-        "warning",
-    ]
-    with log.open("w") as out:
-        process = subprocess.Popen(  # noqa: S603 - our gunicorn
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env
-        )
-    server = Server(f"Steward ({mode})", port, process, log)
-    server.wait_ready("/api/2.0/mlflow/experiments/search", timeout_s=60)
-    return server
+    """Steward under gunicorn (1 worker x 2 threads) with its own artifact folders; ``keys`` empty
+    is the plain default."""
+    extra = {
+        "STEWARD_ARTIFACT_ROOT": str(workdir / mode / "artifacts"),
+        "STEWARD_ARTIFACT_CACHE": str(workdir / mode / "cache"),
+        "STEWARD_ARTIFACT_KEYS": keys,
+        "STEWARD_MAX_MODEL_BYTES": str(8 * 1024**3),
+    }
+    # A 1 GB body takes longer than gunicorn's default 30 s worker timeout on a busy machine.
+    return start_steward(workdir, 1, 2, extra_env=extra, label=mode, worker_timeout_s=900)
 
 
 def measure_server(server: Server, token: str, source: Path, cache: Path, rounds: int) -> dict[str, float]:
@@ -95,7 +64,7 @@ def measure_server(server: Server, token: str, source: Path, cache: Path, rounds
 
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
-    name = f"crypto-{server.name.split('(')[1].rstrip(')')}-{secrets.token_hex(4)}"
+    name = f"crypto-{secrets.token_hex(4)}"
     experiment = session.post(f"{server.url}{MLFLOW}/experiments/create", json={"name": name}, timeout=60)
     experiment.raise_for_status()
     experiment_id = experiment.json()["experiment_id"]

@@ -150,9 +150,10 @@ def start_mlflow(workdir: Path, workers: int) -> Server:
     return server
 
 
-def steward_env(workdir: Path) -> dict[str, str]:
+def steward_env(workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the Steward server: production settings (DEBUG off, a SECRET_KEY,
-    ALLOWED_HOSTS), the scratch database, a scratch var/ and the import root holding the source."""
+    ALLOWED_HOSTS), the scratch database, a scratch var/ and the import root holding the source;
+    ``extra`` on top."""
     env = dict(os.environ)
     env.update(
         {
@@ -160,15 +161,26 @@ def steward_env(workdir: Path) -> dict[str, str]:
             "SECRET_KEY": secrets.token_urlsafe(50),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "WARNING",
+            **(extra or {}),
         }
     )
     return env
 
 
-def start_steward(workdir: Path, workers: int, threads: int) -> Server:
-    """Steward under gunicorn as ``bin/up`` serves it (gthread workers), production settings."""
+def start_steward(
+    workdir: Path,
+    workers: int,
+    threads: int,
+    *,
+    extra_env: dict[str, str] | None = None,
+    label: str = "",
+    worker_timeout_s: int = 30,
+) -> Server:
+    """Steward under gunicorn as ``bin/up`` serves it (gthread workers), production settings;
+    ``extra_env`` on top of ``steward_env``; ``worker_timeout_s`` is gunicorn's ``--timeout``."""
     port = _free_port()
-    log = workdir / f"steward-{workers}x{threads}.log"
+    label = label or f"{workers}x{threads}"
+    log = workdir / f"steward-{label}.log"
     command = [
         str(ROOT / ".venv" / "bin" / "gunicorn"),
         "config.wsgi",
@@ -180,14 +192,16 @@ def start_steward(workdir: Path, workers: int, threads: int) -> Server:
         str(threads),
         "--worker-class",
         "gthread",
+        "--timeout",
+        str(worker_timeout_s),
         "--log-level",
         "warning",
     ]
     with log.open("w") as out:
         process = subprocess.Popen(  # noqa: S603 - our gunicorn
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=steward_env(workdir)
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=steward_env(workdir, extra_env)
         )
-    server = Server(f"Steward (gunicorn {workers} workers x {threads} threads)", port, process, log)
+    server = Server(f"Steward ({label}, gunicorn {workers} workers x {threads} threads)", port, process, log)
     server.wait_ready("/api/2.0/mlflow/registered-models/search", timeout_s=60)
     return server
 
