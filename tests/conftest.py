@@ -262,6 +262,19 @@ def run_job(**submit):
     return job
 
 
+def submit_training(dataset_version, registered_model, actor, spec):
+    """A training job submitted through ``do_submit_job`` (not run)."""
+    from runners.actions import do_submit_job
+
+    return do_submit_job(
+        kind="train",
+        dataset_version=dataset_version,
+        registered_model=registered_model,
+        spec=spec,
+        actor=actor,
+    )
+
+
 # Expensive, database-free results computed once per session; tests register them through the
 # actions (cheap) so each test still starts from an empty database.
 

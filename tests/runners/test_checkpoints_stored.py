@@ -16,24 +16,14 @@ import pytest
 
 from governance.models import AuditEvent, ModelVersion, StoredObject
 from governance.storage.envelope import MAGIC
-from runners.actions import do_submit_job
 from runners.execute import execute_job
 from runners.joblog import whole_log
-from runners.models import Job, JobKind, JobState
+from runners.models import Job, JobState
+from tests.conftest import submit_training
 from tests.runners.test_child_lost import ChildKiller
 
 # The first bytes of a file torch.save writes (a zip archive).
 TORCH_ZIP_MAGIC = b"PK"
-
-
-def _submit(dataset_version, registered_model, scientist, spec) -> Job:
-    return do_submit_job(
-        kind=JobKind.TRAIN,
-        dataset_version=dataset_version,
-        registered_model=registered_model,
-        spec=spec,
-        actor=scientist,
-    )
 
 
 def _objects(root: Path, job_id: int) -> list[Path]:
@@ -81,7 +71,7 @@ def test_managed_checkpoints_are_stored_encrypted_and_deleted_after_success(
 ):
     root = Path(settings.ARTIFACT_ROOT)
     spec = training_spec | {"epochs": 3, "checkpoint_every": 1}
-    job = _submit(dataset_version, registered_model, scientist, spec)
+    job = submit_training(dataset_version, registered_model, scientist, spec)
 
     with PlaintextWatch(root, job.pk) as watch:
         assert execute_job(job.pk) == JobState.SUCCEEDED
@@ -121,7 +111,7 @@ def test_a_new_attempt_resumes_from_the_encrypted_stored_checkpoint_on_a_machine
     keys, dataset_version, registered_model, scientist, resumable_spec, settings
 ):
     root = Path(settings.ARTIFACT_ROOT)
-    job = _submit(dataset_version, registered_model, scientist, resumable_spec)
+    job = submit_training(dataset_version, registered_model, scientist, resumable_spec)
     _first_attempt_killed_after_a_stored_checkpoint(job, root)
 
     # One recorded checkpoint (older ones deleted as newer ones are stored), ciphertext, its data
@@ -156,7 +146,7 @@ def test_a_tampered_stored_checkpoint_is_refused_and_the_attempt_starts_from_epo
     keys, dataset_version, registered_model, scientist, resumable_spec, settings
 ):
     root = Path(settings.ARTIFACT_ROOT)
-    job = _submit(dataset_version, registered_model, scientist, resumable_spec)
+    job = submit_training(dataset_version, registered_model, scientist, resumable_spec)
     _first_attempt_killed_after_a_stored_checkpoint(job, root)
     record = StoredObject.objects.get(key__startswith=f"checkpoints/job-{job.pk}/")
     stored = root / record.key
@@ -186,7 +176,7 @@ def test_a_checkpoint_the_store_does_not_take_is_logged_and_the_training_goes_on
     root = Path(settings.ARTIFACT_ROOT)
     # The filesystem backend cannot make its checkpoints/ folder: a file has that name.
     (root / "checkpoints").write_bytes(b"not a folder")
-    job = _submit(dataset_version, registered_model, scientist, training_spec | {"epochs": 2})
+    job = submit_training(dataset_version, registered_model, scientist, training_spec | {"epochs": 2})
 
     assert execute_job(job.pk) == JobState.SUCCEEDED
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from governance.models import AuditEvent, ModelVersion
-from runners.actions import do_submit_job
 from runners.execute import checkpoint_folder, execute_job
-from runners.models import Job, JobKind, JobState
+from runners.models import JobState
+from tests.conftest import submit_training
 
 
 def _child_pids(job_id: int) -> list[int]:
@@ -65,23 +65,13 @@ class ChildKiller:
         self.thread.join()
 
 
-def _submit(dataset_version, registered_model, scientist, spec) -> Job:
-    return do_submit_job(
-        kind=JobKind.TRAIN,
-        dataset_version=dataset_version,
-        registered_model=registered_model,
-        spec=spec,
-        actor=scientist,
-    )
-
-
 def test_a_child_killed_mid_training_runs_again_from_its_checkpoint_and_registers_one_version(
     dataset_version, registered_model, scientist, training_spec
 ):
     # Few enough log lines that "resuming" stays in the 50-line tail; batches of 128 leave the
     # killer ~25 epochs (seconds) between the first checkpoint and the end.
     spec = training_spec | {"epochs": 30, "batch_size": 128, "checkpoint_every": 5}
-    job = _submit(dataset_version, registered_model, scientist, spec)
+    job = submit_training(dataset_version, registered_model, scientist, spec)
     has_checkpoint = lambda: any(checkpoint_folder(job.pk).glob("epoch-*.pt"))  # noqa: E731
 
     with ChildKiller(job.pk, has_checkpoint, times=1) as killer:
@@ -103,7 +93,7 @@ def test_a_child_killed_mid_training_runs_again_from_its_checkpoint_and_register
 def test_a_child_killed_on_every_attempt_fails_after_the_last_one_with_the_reason(
     dataset_version, registered_model, scientist, training_spec, settings
 ):
-    job = _submit(dataset_version, registered_model, scientist, training_spec | {"epochs": 60})
+    job = submit_training(dataset_version, registered_model, scientist, training_spec | {"epochs": 60})
 
     states = []
     with ChildKiller(job.pk, lambda: True, times=settings.STEWARD_JOB_MAX_ATTEMPTS):

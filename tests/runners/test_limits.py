@@ -11,19 +11,9 @@ import pytest
 from django.conf import settings
 
 from governance.models import ModelVersion
-from runners.actions import do_submit_job
 from runners.execute import checkpoint_folder, execute_job
-from runners.models import Job, JobKind, JobState
-
-
-def _submit(dataset_version, registered_model, scientist, spec) -> Job:
-    return do_submit_job(
-        kind=JobKind.TRAIN,
-        dataset_version=dataset_version,
-        registered_model=registered_model,
-        spec=spec,
-        actor=scientist,
-    )
+from runners.models import Job, JobState
+from tests.conftest import submit_training
 
 
 @pytest.mark.parametrize(
@@ -86,7 +76,9 @@ def test_a_job_over_its_memory_limit_is_killed_with_its_peak(
     dataset_version, registered_model, scientist, training_spec
 ):
     # 64 MB: less than the interpreter with torch and pandas loaded, a real overrun.
-    job = _submit(dataset_version, registered_model, scientist, training_spec | {"limits": {"memory_mb": 64}})
+    job = submit_training(
+        dataset_version, registered_model, scientist, training_spec | {"limits": {"memory_mb": 64}}
+    )
 
     assert execute_job(job.pk) == JobState.FAILED
 
@@ -100,7 +92,7 @@ def test_a_job_over_its_memory_limit_is_killed_with_its_peak(
 
 def test_a_job_over_its_hard_wall_time_is_killed(dataset_version, registered_model, scientist, training_spec):
     spec = training_spec | {"epochs": 1000, "batch_size": 1, "limits": {"wall_time_s": 1}}
-    job = _submit(dataset_version, registered_model, scientist, spec)
+    job = submit_training(dataset_version, registered_model, scientist, spec)
 
     assert execute_job(job.pk) == JobState.FAILED
 
@@ -114,7 +106,9 @@ def test_the_soft_wall_time_saves_a_checkpoint_and_stops(
     dataset_version, registered_model, scientist, training_spec
 ):
     spec = training_spec | {"epochs": 1000, "batch_size": 64, "checkpoint_every": 0}
-    job = _submit(dataset_version, registered_model, scientist, spec | {"limits": {"soft_wall_time_s": 1}})
+    job = submit_training(
+        dataset_version, registered_model, scientist, spec | {"limits": {"soft_wall_time_s": 1}}
+    )
 
     assert execute_job(job.pk) == JobState.FAILED
 
