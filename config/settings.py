@@ -576,6 +576,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 3600.0,
         "options": {"expires": 3600.0},
     },
+    # The stored bytes of tracked runs' files a later upload replaced (issue 12), once a day.
+    "collect-run-artifacts": {
+        "task": "runners.tasks.collect_run_artifacts",
+        "schedule": 24 * 3600.0,
+        "options": {"expires": 3600.0},
+    },
     # Expires before the next run is due, so a busy worker never runs a backlog of them.
     "sequence-audit-events": {
         "task": "governance.tasks.sequence_audit_events",

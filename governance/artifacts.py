@@ -32,10 +32,15 @@ from governance import storage
 from governance.storage.store import file_sha256 as file_sha256
 
 
+def content_key(sha256: str, kind: str, suffix: str) -> str:
+    """The store's key of content ``sha256`` of ``kind``: ``kind/ab/<sha256><suffix>``."""
+    return (Path(kind) / sha256[:2] / f"{sha256}{suffix}").as_posix()
+
+
 def store_file(source: Path, sha256: str, kind: str, suffix: str) -> str:
     """Store ``source`` (whose sha256 is ``sha256``) through ``governance.storage``; returns its
-    key, the path relative to ARTIFACT_ROOT in direct mode."""
-    relative = (Path(kind) / sha256[:2] / f"{sha256}{suffix}").as_posix()
+    key (``content_key``), the path relative to ARTIFACT_ROOT in direct mode."""
+    relative = content_key(sha256, kind, suffix)
     storage.put_file(source, relative, sha256)
     return relative
 

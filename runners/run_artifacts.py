@@ -16,12 +16,12 @@ by ``runners.mlflow_artifacts.locate``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,16 +31,21 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance import storage
-from governance.artifacts import safe_suffix, store_file
+from governance.artifacts import content_key, safe_suffix, store_file
+from governance.audit import record_audit_event
+from governance.models import StoredObject
 from runners.models import LoggedModel, LoggedModelStatus, RunArtifact
 
 logger = logging.getLogger(__name__)
 
 # A path longer than this cannot be recorded (the column's width): refused with a 400.
 PATH_MAX = 1000
-_CHUNK = 1024 * 1024
 # The advisory lock space of the writes under an artifact root (``_lock_prefix``).
 _LOCK_SPACE = "steward.run_artifacts"
+_OBJECT_LOCK_SPACE = "steward.run_artifact_objects"
+# An object no row refers to (the bytes of an overwritten file) is deleted once it is this old;
+# younger ones may be an upload's between its storing and its row.
+UNREFERENCED_GRACE = timedelta(days=1)
 
 
 def artifact_prefix(location: str) -> str:
@@ -105,15 +110,28 @@ def received_file() -> Iterator[tuple[IO[bytes], Path]]:
         Path(name).unlink(missing_ok=True)
 
 
-def _lock_prefix(prefix: str) -> None:
-    """Serialise the writes under one run's or logged model's artifact root until this
-    transaction ends: two uploads racing (``a`` and ``a/b``) each see the other's row when they
-    check, so no path is ever both a file and a folder."""
+def _advisory_lock(space: str, name: str) -> None:
+    """Hold a PostgreSQL advisory lock on ``(space, name)`` until this transaction ends; SQLite
+    (the embedded default) serialises its writers anyway."""
     connection = transaction.get_connection()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             # Two int4 keys: a lock space apart from the single-bigint locks (the audit sequencer).
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", [_LOCK_SPACE, prefix])
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", [space, name])
+
+
+def _lock_prefix(prefix: str) -> None:
+    """Serialise the writes under one run's or logged model's artifact root until this
+    transaction ends: two uploads racing (``a`` and ``a/b``) each see the other's row when they
+    check, so no path is ever both a file and a folder."""
+    _advisory_lock(_LOCK_SPACE, prefix)
+
+
+def _lock_object(key: str) -> None:
+    """Serialise the uses of the stored object ``key`` until this transaction ends: an upload
+    that stores (or finds) it and records a row, against ``do_collect_unreferenced`` deleting
+    it, so no row is ever written for bytes just deleted."""
+    _advisory_lock(_OBJECT_LOCK_SPACE, key)
 
 
 def refuse_finalized(logged_model_id: str) -> None:
@@ -133,29 +151,35 @@ def refuse_finalized(logged_model_id: str) -> None:
 
 
 def do_store_file(
-    *, prefix: str, relative: str, team_id: int, source: Path, logged_model_id: str | None = None
+    *,
+    prefix: str,
+    relative: str,
+    team_id: int,
+    source: Path,
+    logged_model_id: str | None = None,
+    sha256: str | None = None,
 ) -> RunArtifact:
     """Store the local file ``source`` as ``relative`` under the artifact root ``prefix`` of a
     run or logged model of team ``team_id``; a file already there is replaced (MLflow's
     semantics: the last upload wins). The object is stored before the row is written, so a
     failure leaves at most an unreferenced object, never a row without bytes. With
     ``logged_model_id`` (the root is that logged model's), the model must still be unfinalized
-    when the row is written (``refuse_finalized``): an upload takes time.
+    when the row is written (``refuse_finalized``): an upload takes time. ``sha256``: the
+    file's, when the caller hashed it as it arrived (else it is read once more to hash it).
 
     ValidationError when ``relative`` is empty, a folder, under a file, the whole path is
     longer than ``PATH_MAX``, or the logged model was finalized; ArtifactStoreUnavailable when
     the store does not take it."""
     refuse_conflicts(prefix, relative)
     path = joined(prefix, relative)
-    digest = hashlib.sha256()
-    size = 0
-    with source.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    sha256 = digest.hexdigest()
-    key = store_file(source, sha256, f"runs/{team_id}", safe_suffix(Path(relative)))
+    size = source.stat().st_size
+    sha256 = sha256 or storage.file_sha256(source)
+    key = content_key(sha256, f"runs/{team_id}", safe_suffix(Path(relative)))
     with transaction.atomic():
+        # Stored inside the transaction that records it, under the object's lock: a collection
+        # of unreferenced objects waits, or has finished and the object is stored afresh.
+        _lock_object(key)
+        store_file(source, sha256, f"runs/{team_id}", safe_suffix(Path(relative)))
         if logged_model_id is not None:
             refuse_finalized(logged_model_id)
         # Checked again under the write, with the root's other writes waiting: an upload of
@@ -258,6 +282,56 @@ def stored_rows(team_ids: Collection[int] | None) -> Iterator[tuple[int, str, in
     if team_ids is not None:
         files = files.filter(team_id__in=team_ids)
     return files.values_list("team_id", "key", "size_bytes").iterator()
+
+
+def _stored_run_objects(older_than: datetime) -> list[str]:
+    """The keys of the stored run objects last written before ``older_than``: the records
+    (managed mode) or the files under ``ARTIFACT_ROOT/runs`` (direct mode)."""
+    if not storage.is_direct():
+        return list(
+            StoredObject.objects.filter(
+                key__startswith="runs/", created_at__lt=older_than, shredded_at__isnull=True
+            ).values_list("key", flat=True)
+        )
+    root = Path(settings.ARTIFACT_ROOT)
+    cutoff = older_than.timestamp()
+    return [
+        item.relative_to(root).as_posix()
+        for item in (root / "runs").rglob("*")
+        if item.is_file() and not item.name.startswith(".") and item.stat().st_mtime < cutoff
+    ]
+
+
+def do_collect_unreferenced(*, now: datetime | None = None) -> int:
+    """Delete the stored run objects no ``RunArtifact`` refers to any more (the bytes of files
+    overwritten by a later upload) once they are ``UNREFERENCED_GRACE`` old; each one under its
+    object lock, checked again there, so an upload reusing the same bytes either waits or finds
+    them gone and stores them afresh. One ``run_artifacts.collect`` audit event when any was
+    deleted. Returns how many. ArtifactStoreUnavailable when the store does not answer (those
+    deleted before stay deleted). The daily beat task runs it."""
+    cutoff = (now or timezone.now()) - UNREFERENCED_GRACE
+    referenced = set(RunArtifact.objects.values_list("key", flat=True).distinct())
+    deleted: list[str] = []
+    for key in _stored_run_objects(cutoff):
+        if key in referenced:
+            continue
+        with transaction.atomic():
+            _lock_object(key)
+            if RunArtifact.objects.filter(key=key).exists():
+                continue
+            if storage.delete(key):
+                deleted.append(key)
+    if deleted:
+        with transaction.atomic():
+            record_audit_event(
+                actor=None,
+                action="run_artifacts.collect",
+                object_type="artifactstore",
+                object_id="",
+                object_repr="tracked runs' unreferenced files",
+                after={"deleted": len(deleted), "keys": deleted[:100]},
+            )
+    return len(deleted)
 
 
 def adopt_legacy_tree(root: Path) -> int:

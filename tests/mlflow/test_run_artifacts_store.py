@@ -7,12 +7,16 @@ plain tree are adopted into the store."""
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
+import pytest
 import requests
+from django.utils import timezone
 
-from governance.models import ModelVersion, StoredObject
+from governance.models import AuditEvent, ModelVersion, StoredObject
+from governance.storage.envelope import Keyring
 from runners import run_artifacts
 from runners.models import Job, RunArtifact
 from tests.mlflow.artifact_helpers import run_file, run_path
@@ -170,3 +174,48 @@ def test_an_earlier_plain_tree_is_adopted_into_the_store(keys, settings, mlflow_
     assert _plain_files(Path(settings.ARTIFACT_ROOT) / "runs") == []
     # Run again (a migration re-applied): nothing twice.
     assert run_artifacts.adopt_legacy_tree(legacy) == 0
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_an_overwritten_files_old_bytes_are_collected_a_day_later_and_nothing_else(
+    encrypted, settings, mlflow_env, mlflow_client, tmp_path
+):
+    if encrypted:
+        settings.STEWARD_ARTIFACT_KEYS = Keyring.new_entry("k1")
+    experiment_id = mlflow_client.create_experiment("overwrites")
+    run_id = mlflow_client.create_run(experiment_id).info.run_id
+    job = Job.objects.get(pk=int(run_id))
+    drafts = {}
+    for name in ("first", "second", "third"):
+        drafts[name] = tmp_path / name / "notes.txt"
+        drafts[name].parent.mkdir()
+        drafts[name].write_bytes(f"{name} draft\n".encode())
+
+    def key_of(relative: str) -> str:
+        return RunArtifact.objects.get(path=run_path(job, relative)).key
+
+    mlflow_client.log_artifact(run_id, str(drafts["first"]))
+    mlflow_client.log_artifact(run_id, str(drafts["first"]), "kept")  # the same bytes elsewhere
+    first = key_of("notes.txt")
+    mlflow_client.log_artifact(run_id, str(drafts["second"]))  # replaces notes.txt
+    second = key_of("notes.txt")
+    mlflow_client.log_artifact(run_id, str(drafts["third"]))  # replaces it again
+    assert first != second != key_of("notes.txt")
+
+    # Within a day nothing goes: an upload may be between storing its bytes and its row.
+    assert run_artifacts.do_collect_unreferenced() == 0
+    later = timezone.now() + timedelta(days=2)
+
+    # The second draft's bytes are referenced no more; the first's still are (kept/).
+    assert run_artifacts.do_collect_unreferenced(now=later) == 1
+
+    assert not (Path(settings.ARTIFACT_ROOT) / second).exists()
+    assert not StoredObject.objects.filter(key=second).exists()
+    assert run_file(job, "notes.txt") == b"third draft\n"
+    assert run_file(job, "kept/notes.txt") == b"first draft\n"
+    assert AuditEvent.objects.get(action="run_artifacts.collect").after == {"deleted": 1, "keys": [second]}
+    # The same bytes uploaded again are stored afresh, and kept while referenced.
+    mlflow_client.log_artifact(run_id, str(drafts["second"]), "back")
+    assert run_artifacts.do_collect_unreferenced(now=later) == 0
+    shutil.rmtree(settings.STEWARD_ARTIFACT_CACHE, ignore_errors=True)
+    assert run_file(job, "back/notes.txt") == b"second draft\n"

@@ -18,6 +18,7 @@ files (``locate``'s ``job_scope``).
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -68,11 +69,15 @@ def _upload(request: HttpRequest, path: str) -> HttpResponse:
         )
     with run_artifacts.received_file() as (handle, received):
         written = 0
+        # Hashed as it arrives: the store needs the sha256, and a second read of a large file
+        # would cost as much as receiving it.
+        digest = hashlib.sha256()
         while chunk := request.read(CHUNK):
             written += len(chunk)
             if written > limit:
                 raise ValidationError({"path": f"an artifact file has at most {limit} bytes"})
             handle.write(chunk)
+            digest.update(chunk)
         handle.flush()
         if written != declared:
             # The client went away mid-upload: keep whatever file was there.
@@ -85,6 +90,7 @@ def _upload(request: HttpRequest, path: str) -> HttpResponse:
             team_id=place.team_id,
             source=received,
             logged_model_id=place.logged_model.pk if place.logged_model is not None else None,
+            sha256=digest.hexdigest(),
         )
     return JsonResponse({})
 
