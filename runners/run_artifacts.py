@@ -135,16 +135,19 @@ def _lock_object(key: str) -> None:
 
 
 def refuse_finalized(logged_model_id: str) -> None:
-    """ValidationError when the logged model is finalized (READY): its artifacts are read-only.
-    Locks its row until this transaction ends, so a finalization waits for an upload being
-    recorded, and an upload that was under way when the model was finalized is refused."""
-    status = (
+    """ValidationError when the logged model is finalized (READY): its artifacts are read-only;
+    ObjectDoesNotExist when it was deleted. Locks its row until this transaction ends, so a
+    finalization or a deletion waits for an upload being recorded, and an upload that was under
+    way when the model was finalized or deleted is refused."""
+    found = (
         LoggedModel.objects.select_for_update()
         .filter(pk=logged_model_id)
-        .values_list("status", flat=True)
+        .values_list("status", "deleted_at")
         .first()
     )
-    if status == LoggedModelStatus.READY:
+    if found is None or found[1] is not None:
+        raise ObjectDoesNotExist(f"logged model {logged_model_id} was deleted")
+    if found[0] == LoggedModelStatus.READY:
         raise ValidationError(
             {"path": f"logged model {logged_model_id} is finalized: its artifacts are read-only"}
         )

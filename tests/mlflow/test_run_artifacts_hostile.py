@@ -196,8 +196,9 @@ def _finish(sock: socket.socket, rest: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
-def test_a_logged_model_finalized_during_an_upload_keeps_its_files(
-    steward_server, token, mlflow_client, run, settings
+@pytest.mark.parametrize("closing", ["finalized", "deleted"])
+def test_a_logged_model_finalized_or_deleted_during_an_upload_keeps_its_files(
+    closing, steward_server, token, mlflow_client, run, settings
 ):
     from mlflow.entities import LoggedModelStatus as ClientStatus
 
@@ -215,13 +216,18 @@ def test_a_logged_model_finalized_during_an_upload_keeps_its_files(
         while not list(Path(settings.STEWARD_ARTIFACT_CACHE).glob(".incoming-*")):
             assert time.monotonic() < deadline, "the upload never started its scratch file"
             time.sleep(0.05)
-        mlflow_client.finalize_logged_model(model.model_id, ClientStatus.READY)
-        assert LoggedModel.objects.get(pk=model.model_id).status == LoggedModelStatus.READY
+        if closing == "finalized":
+            mlflow_client.finalize_logged_model(model.model_id, ClientStatus.READY)
+            assert LoggedModel.objects.get(pk=model.model_id).status == LoggedModelStatus.READY
+        else:
+            mlflow_client.delete_logged_model(model.model_id)
+            assert LoggedModel.objects.get(pk=model.model_id).deleted_at is not None
         status = _finish(sock, body[5:])
     finally:
         sock.close()
-    assert status == 400
-    assert call(steward_server, token, "GET", url).content == b"flavors: {}"
+    assert status == (400 if closing == "finalized" else 404)
+    stored = RunArtifact.objects.get(path=f"{location}/MLmodel")
+    assert run_artifacts.open_file(stored.path).read() == b"flavors: {}"
 
 
 def test_outsiders_viewers_and_other_runs_job_tokens(
