@@ -17,10 +17,9 @@ from governance.actions.datasets import do_create_dataset, do_register_dataset_v
 from governance.actions.registered_models import do_create_registered_model
 from governance.actions.teams import do_set_membership
 from governance.models import AuditEvent, DatasetVersion, TeamRole
-from runners.actions import do_submit_job
 from runners.execute import execute_job
 from runners.models import Budget, Job, JobState
-from tests.conftest import BIKE_HOURLY, _user
+from tests.conftest import BIKE_HOURLY, _user, submit_training
 
 PRICE = 36.0  # per hour: a second of wall time costs 0.01
 
@@ -34,20 +33,10 @@ def priced(settings):
     settings.STEWARD_CURRENCY = "EUR"
 
 
-def _submit(dataset_version, registered_model, actor, spec) -> Job:
-    return do_submit_job(
-        kind="train",
-        dataset_version=dataset_version,
-        registered_model=registered_model,
-        spec=spec,
-        actor=actor,
-    )
-
-
 def test_a_finished_job_costs_its_wall_hours_at_its_class_price(
     priced, dataset_version, registered_model, scientist, training_spec, client_for
 ):
-    job = _submit(dataset_version, registered_model, scientist, training_spec)
+    job = submit_training(dataset_version, registered_model, scientist, training_spec)
 
     assert execute_job(job.pk) == JobState.SUCCEEDED
 
@@ -62,7 +51,7 @@ def test_a_killed_job_s_compute_is_paid_for_too(
     priced, dataset_version, registered_model, scientist, training_spec
 ):
     spec = training_spec | {"epochs": 1000, "batch_size": 1, "limits": {"wall_time_s": 1}}
-    job = _submit(dataset_version, registered_model, scientist, spec)
+    job = submit_training(dataset_version, registered_model, scientist, spec)
 
     assert execute_job(job.pk) == JobState.FAILED
 
@@ -111,7 +100,7 @@ def usage_jobs(dataset_version, registered_model, scientist, training_spec, frau
         (april, 10, 9, 0.25, None),
     ):
         _ran(
-            _submit(dataset_version, registered_model, scientist, training_spec),
+            submit_training(dataset_version, registered_model, scientist, training_spec),
             at=at,
             wall=wall,
             cpu=cpu,
@@ -119,7 +108,9 @@ def usage_jobs(dataset_version, registered_model, scientist, training_spec, frau
             gpu=gpu,
         )
     fraud_version, fraud = fraud_model
-    _ran(_submit(fraud_version, fraud, outsider, training_spec), at=march, wall=360, cpu=300, cost=8.0)
+    _ran(
+        submit_training(fraud_version, fraud, outsider, training_spec), at=march, wall=360, cpu=300, cost=8.0
+    )
 
 
 def _row(team, model, month, jobs, wall, cpu, gpu, cost) -> dict:
@@ -278,7 +269,7 @@ def spent_budget(
         "/api/budgets/", {"team": registered_model.team_id, "monthly_limit": "1.00"}, format="json"
     )
     assert response.status_code == 201
-    job = _submit(dataset_version, registered_model, scientist, training_spec)
+    job = submit_training(dataset_version, registered_model, scientist, training_spec)
     assert execute_job(job.pk) == JobState.SUCCEEDED
     job.refresh_from_db()
     assert job.cost >= 1.0
@@ -318,7 +309,7 @@ def test_a_team_past_its_budget_has_its_next_job_held_with_the_reason_and_not_se
 
 @pytest.fixture
 def held_job(spent_budget, dataset_version, registered_model, scientist, training_spec) -> Job:
-    job = _submit(dataset_version, registered_model, scientist, training_spec)
+    job = submit_training(dataset_version, registered_model, scientist, training_spec)
     assert job.state == JobState.HELD
     return job
 
@@ -373,7 +364,9 @@ def test_raising_the_limit_does_not_release_held_jobs_but_admits_new_ones(
 
     held_job.refresh_from_db()
     assert held_job.state == JobState.HELD
-    assert _submit(dataset_version, registered_model, scientist, training_spec).state == JobState.QUEUED
+    assert (
+        submit_training(dataset_version, registered_model, scientist, training_spec).state == JobState.QUEUED
+    )
 
 
 def test_a_held_job_can_be_cancelled(held_job, client_for, scientist):

@@ -8,8 +8,7 @@ from __future__ import annotations
 from governance.actions.datasets import do_erase_dataset_version
 from governance.models import ModelVersion
 from runners import execute
-from runners.actions import do_submit_job
-from tests.conftest import small_training_spec
+from tests.conftest import small_training_spec, submit_training
 
 
 def test_a_training_whose_input_is_erased_while_it_runs_registers_nothing(
@@ -23,13 +22,7 @@ def test_a_training_whose_input_is_erased_while_it_runs_registers_nothing(
         return result
 
     monkeypatch.setattr(execute, "_launch", launch_then_erase)
-    job = do_submit_job(
-        kind="train",
-        dataset_version=dataset_version,
-        registered_model=registered_model,
-        spec=small_training_spec(),
-        actor=scientist,
-    )
+    job = submit_training(dataset_version, registered_model, scientist, small_training_spec())
 
     assert execute.execute_job(job.pk) == "failed"
 
