@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.utils.html import escape
 
 import config.celery
 from governance.actions.datasets import do_create_dataset
@@ -42,7 +43,7 @@ def _by_column(check: DriftCheck) -> dict[str, dict]:
 
 
 def test_an_all_null_column_is_no_data_and_not_counted(
-    client_for, scientist, registered_version, dataset, bike_frame, tmp_path
+    client, client_for, scientist, registered_version, dataset, bike_frame, tmp_path
 ):
     # atemp emptied on both sides (e.g. a sensor that was never installed): 2011 vs 2012.
     rows_2011 = bike_frame[bike_frame["yr"] == 0].assign(atemp=np.nan)
@@ -71,6 +72,12 @@ def test_an_all_null_column_is_no_data_and_not_counted(
     # hum and cnt drift among the 11 columns with a verdict (it was 2 of 12 with atemp "ok").
     assert [c["column"] for c in check.drifted_columns] == ["hum", "cnt"]
     assert (check.drifted_count, check.drifted_fraction) == (2, 2 / 11)
+    # The check's page says so too: 2 of the 11 tested columns, atemp's row "no_data".
+    client.force_login(scientist)
+    page = client.get(check.get_absolute_url()).content.decode()
+    assert "<strong>2 of 11</strong> columns drifted" in page
+    assert "<td>no_data</td>" in page
+    assert "no values in the reference or the current data" in page
 
 
 def test_integer_codes_are_categories_and_the_kind_can_be_overridden(
@@ -100,7 +107,7 @@ def test_integer_codes_are_categories_and_the_kind_can_be_overridden(
 
 
 def test_a_high_cardinality_column_is_tested_on_its_top_values(
-    client_for, scientist, registered_version, team, tmp_path
+    client, client_for, scientist, registered_version, team, tmp_path
 ):
     # occupation | native country | age | hours a week: 11,208 values in the adult data's 32,561 rows.
     adult = pd.read_csv(ADULT)
@@ -112,7 +119,7 @@ def test_a_high_cardinality_column_is_tested_on_its_top_values(
     census = do_create_dataset(team=team, name="adult", actor=scientist)
     reference = register_frame(census, keyed, tmp_path / "adult.csv", scientist)
     samples = do_create_dataset(team=team, name="adult-batches", actor=scientist)
-    client = client_for(scientist)
+    api = client_for(scientist)
     monitor = {
         "model_version": registered_version.pk,
         "reference_dataset_version": reference.pk,
@@ -122,9 +129,9 @@ def test_a_high_cardinality_column_is_tested_on_its_top_values(
     }
 
     register_frame(samples, keyed.sample(10_000, random_state=3), tmp_path / "random.csv", scientist)
-    same = _by_column(_monitor_check(client, {**monitor, "name": "random"}))["profile"]
+    same = _by_column(_monitor_check(api, {**monitor, "name": "random"}))["profile"]
     register_frame(samples, keyed[keyed["age"] > 50], tmp_path / "over-50.csv", scientist)
-    older = _by_column(_monitor_check(client, {**monitor, "name": "over 50", "top_k": 20}))["profile"]
+    older = _by_column(_monitor_check(api, {**monitor, "name": "over 50", "top_k": 20}))["profile"]
 
     # Skipped before issue 11 ("high cardinality"); now compared on the top 50 (20) values + other.
     assert (same["kind"], same["status"], same["method"], same["top_k"]) == (
@@ -139,6 +146,12 @@ def test_a_high_cardinality_column_is_tested_on_its_top_values(
         1 - keyed.loc[keyed["age"] > 50, "profile"].isin(keyed["profile"].value_counts().index[:20]).mean()
     )
     assert "compared on the top 20 values" in older["message"]
+    # The page shows the column's method and its message with the share of "other".
+    check = DriftCheck.objects.filter(monitor__name="over 50").get()
+    client.force_login(scientist)
+    page = client.get(check.get_absolute_url()).content.decode()
+    assert "<code>profile</code>" in page
+    assert escape(older["message"]) in page
 
 
 def test_benjamini_hochberg_and_weights_decide_the_dataset_verdict(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from django.utils.html import escape
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.actions.model_versions import do_register_model_version_from_artifact
@@ -78,18 +79,18 @@ def _column(check: DriftCheck, name: str) -> dict:
 
 
 def test_a_text_column_drifts_from_ham_to_spam_and_not_between_two_ham_samples(
-    mails, client_for, team, owner, scientist, tmp_path
+    mails, client, client_for, team, owner, scientist, tmp_path
 ):
     dataset = do_create_dataset(team=team, name="mail", actor=scientist)
     reference = _register(dataset, pd.DataFrame({"text": mails["ham"]}), tmp_path / "ham.csv", scientist)
     same = _register(dataset, pd.DataFrame({"text": mails["ham2"]}), tmp_path / "ham2.csv", scientist)
     spam = _register(dataset, pd.DataFrame({"text": mails["spam"]}), tmp_path / "spam.csv", scientist)
     model_version = _model_on(reference, team, owner, scientist, tmp_path)
-    client = client_for(scientist)
+    api = client_for(scientist)
     options = {"columns": ["text"], "column_kinds": {"text": "text"}}
 
-    quiet = _check(client, model_version, same, **options)
-    drifted = _check(client, model_version, spam, **options)
+    quiet = _check(api, model_version, same, **options)
+    drifted = _check(api, model_version, spam, **options)
 
     assert (quiet.state, drifted.state) == ("succeeded", "succeeded")
     calm, moved = _column(quiet, "text"), _column(drifted, "text")
@@ -102,6 +103,13 @@ def test_a_text_column_drifts_from_ham_to_spam_and_not_between_two_ham_samples(
     assert (moved["reference_count"], moved["current_count"]) == (ROWS, ROWS)
     # It counts in the dataset verdict like any column: 1 of 1 drifted.
     assert (drifted.drifted_count, drifted.is_dataset_drift, quiet.is_dataset_drift) == (1, True, False)
+    # The page shows the text column's row: kind, method, verdict, the sample sizes in its message.
+    client.force_login(scientist)
+    page = client.get(drifted.get_absolute_url()).content.decode()
+    assert "<td>text</td>" in page
+    assert "<td>mmd</td>" in page
+    assert "<strong>drifted</strong>" in page
+    assert escape(moved["message"]) in page
 
 
 def test_an_embedding_column_in_parquet_drifts_and_bad_vectors_are_the_columns_error(
