@@ -292,8 +292,14 @@ STEWARD_IMPORT_ROOTS = [
         default=[str(BASE_DIR / "demo_data"), str(BASE_DIR.parent / "shared" / "data")],
     )
 ]
-STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=512 * 1024 * 1024)
-STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=10_000_000)
+# Dataset files are read in chunks (governance.datafiles.iter_frames; issue 11), so these guard the
+# artifact store's disk and a check's running time, not memory: larger files are refused with a 400.
+STEWARD_MAX_DATASET_BYTES = env.int("STEWARD_MAX_DATASET_BYTES", default=16 * 1024**3)
+STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=1_000_000_000)
+# Rows per chunk when a file is streamed (registration, checks, profiles, reports): the memory bound.
+STEWARD_DATA_CHUNK_ROWS = env.int("STEWARD_DATA_CHUNK_ROWS", default=250_000)
+if STEWARD_DATA_CHUNK_ROWS < 1:
+    raise ImproperlyConfigured("STEWARD_DATA_CHUNK_ROWS must be at least 1")
 # PII scan of each new dataset version (issue 12; governance.actions.pii): at most MAX_ROWS rows
 # (a sample seeded by the file's hash beyond that), failed past TIME_LIMIT seconds; rows in
 # groups smaller than K_THRESHOLD over the quasi-identifiers count as at risk; sent to QUEUE.

@@ -12,10 +12,12 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,6 +99,126 @@ def _check_header(path: Path, filename: str) -> list[str]:
 
 
 _PANDAS_LINE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+# Rows per chunk when streaming a file: ~200 MB at 25 float columns, whatever the file's length.
+DEFAULT_CHUNK_ROWS = 1_000_000
+
+
+def _csv_error(filename: str, exc: Exception) -> DataFileError:
+    """The DataFileError for a pandas CSV failure, naming the line where pandas names it."""
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return DataFileError(f"{filename}: the file is empty")
+    if isinstance(exc, UnicodeDecodeError):
+        return DataFileError(f"{filename}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    found = _PANDAS_LINE.search(str(exc))
+    if found:
+        expected, line, saw = found.groups()
+        return DataFileError(f"{filename}: line {line} has {saw} fields, the header has {expected}")
+    return DataFileError(f"{filename}: not valid CSV ({exc})")
+
+
+def unified_dtype(first: str, second: str) -> str:
+    """The dtype pandas gives a whole CSV column whose chunks were read as ``first`` and ``second``:
+    the same dtype stays; int64 with float64 is float64; anything else mixed is object (strings,
+    booleans with numbers or with a chunk of only missing values, which reads as float64)."""
+    if first == second:
+        return first
+    if {first, second} <= {"int64", "float64"}:
+        return "float64"
+    return "object"
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Numbers read from a chunk of a column that is text in the whole file, as text again."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        text = values.astype(str)
+    else:
+        text = values.map(lambda v: str(int(v)) if float(v).is_integer() else repr(float(v)))
+    return text.where(values.notna()).astype(object)
+
+
+def _unify(chunk: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    """``chunk`` with each column cast to its whole-file dtype (``dtypes``, the stored schema), so
+    every chunk of a CSV file has the dtypes of the whole-file read: ints of a float column become
+    floats; numbers in a text column become text (as pandas writes them: "1e3" reads back as
+    "1000.0"); booleans of an object column stay booleans, as in the whole-file read."""
+    changed = {}
+    for name in chunk.columns:
+        target = dtypes.get(str(name))
+        have = str(chunk[name].dtype)
+        if target is None or target == have:
+            continue
+        values = chunk[name]
+        if target == "float64" and have in ("int64", "bool"):
+            changed[name] = values.astype("float64")
+        elif target == "object" and have in ("int64", "float64", "uint64"):
+            changed[name] = _as_text(values)
+        elif target == "object":
+            changed[name] = values.astype(object)
+    return chunk.assign(**changed) if changed else chunk
+
+
+def _parquet_file(path: Path, filename: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:
+        raise DataFileError(f"{filename}: unreadable Parquet file ({exc})") from exc
+
+
+def iter_frames(
+    path: Path,
+    fmt: str,
+    filename: str | None = None,
+    *,
+    columns: list[str] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    dtypes: dict[str, str] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Yield the file's rows as DataFrames of at most ``chunk_rows`` rows, in file order; memory
+    is bounded by one chunk (Parquet: one row group's column chunks, then ``chunk_rows`` rows).
+
+    ``columns``: read only these (in file order; a name the file lacks is skipped). ``dtypes``:
+    ``{column: dtype}`` of the whole-file read (a dataset version's schema): each CSV chunk is cast
+    to it (``_unify``), so chunks agree with one another; without it each CSV chunk has the dtypes
+    pandas infers on that chunk. Index labels run on across chunks (0..n-1 over the file), as in
+    the whole-file read. Raises DataFileError as ``read_frame`` does, at the chunk where the file
+    goes wrong (a CSV line with too many fields, a corrupt Parquet page), possibly after earlier
+    chunks were yielded. A file with a header and no rows yields one empty chunk.
+    """
+    filename = filename or path.name
+    start = 0
+    if fmt == "parquet":
+        parquet = _parquet_file(path, filename)
+        schema = parquet.schema_arrow
+        wanted = None if columns is None else [name for name in schema.names if name in set(columns)]
+        if wanted is not None:
+            schema = pa.schema([schema.field(name) for name in wanted], metadata=schema.metadata)
+        try:
+            yielded = False
+            for batch in parquet.iter_batches(
+                batch_size=chunk_rows, columns=wanted, use_pandas_metadata=False
+            ):
+                # Through a Table with the file's schema: pandas metadata restores dtypes (categories).
+                frame = pa.Table.from_batches([batch], schema=schema).to_pandas()
+                frame.index = pd.RangeIndex(start, start + len(frame))
+                start += len(frame)
+                yielded = True
+                yield frame
+            if not yielded:
+                yield schema.empty_table().to_pandas()
+        except (OSError, pa.ArrowException) as exc:
+            # Corrupt pages pass the footer check; duplicate column names fail schema unification.
+            raise DataFileError(f"{filename}: unreadable Parquet data ({exc})") from exc
+        return
+    header = _check_header(path, filename)
+    usecols = None if columns is None else [name for name in header if name in set(columns)]
+    try:
+        with pd.read_csv(path, chunksize=chunk_rows, usecols=usecols) as reader:
+            for frame in reader:
+                if dtypes:
+                    frame = _unify(frame, dtypes)
+                yield frame
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise _csv_error(filename, exc) from exc
 
 
 def read_frame(
@@ -104,14 +226,12 @@ def read_frame(
 ) -> pd.DataFrame:
     """Load the whole file as a DataFrame, raising DataFileError with the line that is wrong.
 
-    ``max_rows``: refuse files with more data rows than this (guards memory on huge uploads).
+    ``max_rows``: refuse files with more data rows than this. For large files prefer
+    ``iter_frames`` (streamed): this holds the whole file in memory.
     """
     filename = filename or path.name
     if fmt == "parquet":
-        try:
-            metadata = pq.ParquetFile(path).metadata
-        except Exception as exc:
-            raise DataFileError(f"{filename}: unreadable Parquet file ({exc})") from exc
+        metadata = _parquet_file(path, filename).metadata
         if max_rows is not None and metadata.num_rows > max_rows:
             raise DataFileError(f"{filename}: {metadata.num_rows} rows is more than the limit of {max_rows}")
         try:
@@ -123,18 +243,8 @@ def read_frame(
         _check_header(path, filename)
         try:
             frame = pd.read_csv(path, low_memory=False, nrows=None if max_rows is None else max_rows + 1)
-        except pd.errors.EmptyDataError as exc:
-            raise DataFileError(f"{filename}: the file is empty") from exc
-        except pd.errors.ParserError as exc:
-            found = _PANDAS_LINE.search(str(exc))
-            if found:
-                expected, line, saw = found.groups()
-                raise DataFileError(
-                    f"{filename}: line {line} has {saw} fields, the header has {expected}"
-                ) from exc
-            raise DataFileError(f"{filename}: not valid CSV ({exc})") from exc
-        except UnicodeDecodeError as exc:
-            raise DataFileError(f"{filename}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise _csv_error(filename, exc) from exc
         if max_rows is not None and len(frame) > max_rows:
             raise DataFileError(f"{filename}: more than the limit of {max_rows} rows")
     if frame.shape[1] == 0:
@@ -149,24 +259,106 @@ def schema_of(frame: pd.DataFrame) -> list[dict[str, str]]:
     return [{"name": str(name), "dtype": str(dtype)} for name, dtype in frame.dtypes.items()]
 
 
-def summarize(path: Path, filename: str, max_bytes: int, max_rows: int) -> FileSummary:
-    """Validate ``path`` and describe it: format, SHA-256, size, row count, schema.
+def dtypes_of(schema: list[dict[str, str]]) -> dict[str, str]:
+    """``{column: dtype}`` of a stored schema (``schema_of``), for ``iter_frames(dtypes=...)``."""
+    return {item["name"]: item["dtype"] for item in schema}
 
-    Raises DataFileError if it is larger than ``max_bytes``, not CSV/Parquet, malformed or empty,
-    or names a column with a NUL character.
+
+def summarize(
+    path: Path, filename: str, max_bytes: int, max_rows: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> FileSummary:
+    """Validate ``path`` and describe it: format, SHA-256, size, row count, schema, reading it once
+    in chunks of ``chunk_rows`` rows (memory bounded by one chunk, whatever the file's length).
+
+    The schema is the whole-file read's (``read_frame``): CSV chunk dtypes are unified
+    (``unified_dtype``); Parquet's comes from its footer, and every page is still decoded, so a
+    corrupt page is refused here. Raises DataFileError if it is larger than ``max_bytes`` or has
+    more than ``max_rows`` rows, is not CSV/Parquet, malformed or empty, or names a column with a
+    NUL character.
     """
     size = path.stat().st_size
     if size > max_bytes:
         raise DataFileError(f"{filename}: {size} bytes is more than the limit of {max_bytes} bytes")
     fmt = detect_format(path, filename)
-    frame = read_frame(path, fmt, filename, max_rows=max_rows)
-    schema = schema_of(frame)
+    if fmt == "parquet":
+        rows = _parquet_file(path, filename).metadata.num_rows
+        if rows > max_rows:
+            raise DataFileError(f"{filename}: {rows} rows is more than the limit of {max_rows}")
+    schema: list[dict[str, str]] | None = None
+    rows = 0
+    for chunk in iter_frames(path, fmt, filename, chunk_rows=chunk_rows):
+        chunk_schema = schema_of(chunk)
+        if schema is None:
+            schema = chunk_schema
+        elif [c["name"] for c in schema] == [c["name"] for c in chunk_schema]:
+            schema = [
+                {"name": a["name"], "dtype": unified_dtype(a["dtype"], b["dtype"])}
+                for a, b in zip(schema, chunk_schema, strict=True)
+            ]
+        rows += len(chunk)
+        if rows > max_rows:
+            raise DataFileError(f"{filename}: more than the limit of {max_rows} rows")
+    if not schema:
+        raise DataFileError(f"{filename}: no columns")
+    if rows == 0:
+        raise DataFileError(f"{filename}: has a header but no data rows")
     if problem := unstorable(schema):
         # A Parquet file may name a column with a NUL, which PostgreSQL's jsonb refuses.
         raise DataFileError(f"{filename}: its column names cannot be stored: {problem}")
-    return FileSummary(
-        format=fmt, sha256=sha256_of(path), size_bytes=size, row_count=len(frame), schema=schema
-    )
+    return FileSummary(format=fmt, sha256=sha256_of(path), size_bytes=size, row_count=rows, schema=schema)
+
+
+class RowSampler:
+    """A uniform random sample of at most ``max_rows`` rows of the chunks ``add``ed to it, taken
+    while they stream by; memory is bounded by one chunk plus the sample.
+
+    Bottom-k sampling: each row draws a random key (``numpy.random.default_rng(seed)``, in row
+    order, so the sample does not depend on how the rows are chunked) and the rows with the
+    ``max_rows`` smallest keys are kept; every subset of that size is equally likely. With at most
+    ``max_rows`` rows in all, the sample is every row, in order.
+    """
+
+    def __init__(self, max_rows: int, seed: int, columns: list[str] | None = None):
+        self.max_rows, self.columns = max_rows, columns
+        self.rows = 0
+        self._rng = np.random.default_rng(seed)
+        self._kept: pd.DataFrame | None = None
+        self._keys = np.empty(0)
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """Offer the next rows (``columns`` of them, those the chunk has) to the sample."""
+        if self.columns is not None:
+            chunk = chunk[[c for c in chunk.columns if c in self.columns]]
+        keys = self._rng.random(len(chunk))
+        positions = np.arange(self.rows, self.rows + len(chunk))
+        self.rows += len(chunk)
+        if len(self._keys) >= self.max_rows:
+            # Only rows that beat the current k-th key can enter: later chunks add few rows.
+            better = keys < self._keys.max()
+            chunk, keys, positions = chunk[better], keys[better], positions[better]
+        chunk = chunk.set_axis(positions)
+        if self._kept is None:
+            self._kept = chunk
+        elif len(chunk):
+            self._kept = pd.concat([self._kept, chunk])
+        self._keys = np.concatenate([self._keys, keys])
+        if len(self._keys) > self.max_rows:
+            best = np.argpartition(self._keys, self.max_rows - 1)[: self.max_rows]
+            self._kept, self._keys = self._kept.iloc[best], self._keys[best]
+
+    def frame(self) -> pd.DataFrame:
+        """The sample so far, in stream order, indexed by row position in the stream."""
+        return pd.DataFrame() if self._kept is None else self._kept.sort_index()
+
+
+def sample_frames(
+    chunks: Iterable[pd.DataFrame], max_rows: int, seed: int, columns: list[str] | None = None
+) -> tuple[pd.DataFrame, int]:
+    """``RowSampler`` over ``chunks``: the sample (at most ``max_rows`` rows) and the rows seen."""
+    sampler = RowSampler(max_rows, seed, columns)
+    for chunk in chunks:
+        sampler.add(chunk)
+    return sampler.frame(), sampler.rows
 
 
 def write_frame(frame: pd.DataFrame, fmt: str) -> bytes:

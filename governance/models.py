@@ -1,5 +1,8 @@
 """Registry (datasets, models, their versions), teams and roles, and the audit log."""
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -8,6 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from governance.permissions import RestrictedQuerySet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # A SHA-256 digest as Steward stores it: 64 lowercase hex digits (hashlib's hexdigest()).
 SHA256_HEX = r"^[0-9a-f]{64}$"
@@ -278,6 +284,38 @@ class DatasetVersion(models.Model):
                 self.file, f"{self} was erased on {self.erased_at:%Y-%m-%d %H:%M} UTC (GDPR Art. 17)"
             )
         return storage.local_path(self.file)
+
+    def iter_frames(
+        self,
+        where: dict | None = None,
+        *,
+        columns: list[str] | None = None,
+        chunk_rows: int | None = None,
+    ) -> "Iterator[pd.DataFrame]":
+        """The version's rows streamed in chunks of ``chunk_rows`` (``STEWARD_DATA_CHUNK_ROWS``)
+        rows, cast to its stored schema (``datafiles.iter_frames``), each chunk filtered by the row
+        filter ``where``; only ``columns`` (and the filter's) when given. At least one chunk, empty
+        when every row is filtered out. Raises RowFilterError / DataFileError as it reads, and
+        what ``path`` raises. Memory: one chunk, whatever the file's length (issue 11)."""
+        from governance import datafiles
+
+        where = datafiles.check_where(where, self.column_names) if where else {}
+        wanted = None if columns is None else list(dict.fromkeys([*columns, *where]))
+        last = None
+        for chunk in datafiles.iter_frames(
+            self.path,
+            self.format,
+            self.original_filename or self.file,
+            columns=wanted,
+            chunk_rows=chunk_rows or settings.STEWARD_DATA_CHUNK_ROWS,
+            dtypes=datafiles.dtypes_of(self.schema),
+        ):
+            last = datafiles.apply_where(chunk, where) if where else chunk
+            if len(last):
+                yield last
+                last = None
+        if last is not None:  # every row filtered out: one empty chunk with the columns
+            yield last
 
 
 class Tier(models.TextChoices):

@@ -553,7 +553,8 @@ def scan_frame(frame: pd.DataFrame, limits: Limits, *, rows_total: int | None = 
     ``{"rows_total", "rows_scanned", "is_sampled", "seed", "columns_scanned", "findings": [...]
     (``scan_column``), "special_categories": {column: kind}, "quasi_identifiers": [columns],
     "k_anonymity": (``k_anonymity``) or None, "duration_s"}``. A table longer than
-    ``limits.max_rows`` is sampled with ``limits.seed`` (the same rows each time).
+    ``limits.max_rows`` is sampled with ``limits.seed`` (the same rows each time); ``rows_total``:
+    the rows of the whole table when ``frame`` is already a sample of it.
 
     Raises ScanTimeout when ``limits.time_limit_s`` passes, between two columns or within one.
     """
@@ -583,7 +584,7 @@ def scan_frame(frame: pd.DataFrame, limits: Limits, *, rows_total: int | None = 
     return {
         "rows_total": int(rows_total),
         "rows_scanned": len(sample),
-        "is_sampled": len(sample) < len(frame),
+        "is_sampled": len(sample) < rows_total,
         "seed": limits.seed,
         "columns_scanned": int(sample.shape[1]),
         "findings": findings,

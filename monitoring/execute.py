@@ -31,10 +31,11 @@ can run without them (no prediction drift; no retraining).
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -102,8 +103,50 @@ class _Stages:
 
 
 def _frame(version: DatasetVersion, where: dict | None = None) -> pd.DataFrame:
-    frame = datafiles.read_frame(version.path, version.format, version.original_filename or version.file)
-    return datafiles.apply_where(frame, datafiles.check_where(where, list(frame.columns))) if where else frame
+    """All of the version's rows (filtered): only for the model's predictions on the reference."""
+    return pd.concat(list(version.iter_frames(where)), ignore_index=True)
+
+
+class _Window:
+    """The current window streamed once into the engine, keeping on the side what needs raw rows:
+    a bounded uniform sample (``datafiles.RowSampler``) of the columns that text, embedding and
+    multivariate tests read, and all rows of the few columns prediction and performance drift
+    need (``prediction`` and the target). Memory: one chunk, the sample and those columns."""
+
+    def __init__(
+        self,
+        chunks: Iterable[pd.DataFrame],
+        whole: list[str],
+        sampler: datafiles.RowSampler | None,
+        progress: Callable[[int], None],
+    ):
+        self._chunks, self._whole, self.sampler, self._progress = chunks, whole, sampler, progress
+        self._kept: list[pd.DataFrame] = []
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        rows = 0
+        for chunk in self._chunks:
+            # Progress and the time limit between chunks: a long window cannot overrun unseen.
+            self._progress(rows)
+            rows += len(chunk)
+            if self.sampler is not None:
+                self.sampler.add(chunk)
+            self._kept.append(chunk[[c for c in self._whole if c in chunk.columns]])
+            yield chunk
+
+    def kept(self) -> pd.DataFrame:
+        """All rows read of the kept columns (``prediction``, the target), in order."""
+        return pd.concat(self._kept, ignore_index=True) if self._kept else pd.DataFrame()
+
+
+class _Lazy:
+    """An iterable computed when first iterated (raw-row results, once the window was read)."""
+
+    def __init__(self, compute: Callable[[], Iterable[Any]]):
+        self._compute = compute
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._compute())
 
 
 class _Once:
@@ -169,24 +212,59 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
     config = CheckConfig.from_dict(options["engine"])
     reference_rows = _Once(lambda: _frame(check.reference_dataset_version, check.reference_where))
     stage = _Stages(check.pk, settings.STEWARD_DRIFT_CHECK_TIME_LIMIT_S)
+    chunk_rows = config.chunk_rows
 
     stage(0.05, "profiling the reference (once per dataset version)")
     row = profile_row(check.reference_dataset_version, check.reference_where)
-    profile, _ = ensure_profile(row, lambda: (build_profile(reference_rows()), {}))
+    profile, _ = ensure_profile(
+        row,
+        lambda: (
+            build_profile(
+                check.reference_dataset_version.iter_frames(check.reference_where, chunk_rows=chunk_rows)
+            ),
+            {},
+        ),
+    )
 
     ids = check.window.get("dataset_versions") or [check.current_dataset_version_id]
     versions = {version.pk: version for version in DatasetVersion.objects.filter(pk__in=ids)}
-    stage(0.3, f"reading {len(ids)} dataset version(s) of the window")
-    current = pd.concat([_frame(versions[pk]) for pk in ids], ignore_index=True)
+    total_rows = max(1, sum(version.row_count for version in versions.values()))
+    raw = raw_row_columns(config)
+    # Issue 11: the window is streamed; raw rows are bounded samples of both sides, seeded.
+    sampled = _sampled_columns(config, raw)
+    sampler = None if sampled == [] else datafiles.RowSampler(config.multivariate_max_rows, 1, sampled)
+    target = check.model_version.signature.get("target")
+    window = _Window(
+        itertools.chain.from_iterable(versions[pk].iter_frames(chunk_rows=chunk_rows) for pk in ids),
+        [PREDICTION_COLUMN, *([target] if target else [])],
+        sampler,
+        lambda rows: stage(
+            0.3 + 0.2 * min(1.0, rows / total_rows), f"read {rows} of {total_rows} rows of the window"
+        ),
+    )
+    reference_sample = _Once(
+        lambda: datafiles.sample_frames(
+            check.reference_dataset_version.iter_frames(check.reference_where, chunk_rows=chunk_rows),
+            config.multivariate_max_rows,
+            0,
+            sampled,
+        )[0]
+    )
 
-    raw_results = []
-    if raw := raw_row_columns(config):
+    def raw_results() -> list:
+        if not raw:
+            return []
         # Text and embedding columns: MMD on bounded samples of the raw rows of both sides.
         stage(0.45, f"text and embedding drift: {', '.join(raw)}")
         deadline = time.monotonic() + settings.STEWARD_MULTIVARIATE_TIME_LIMIT_S
-        raw_results = compare_raw_columns(reference_rows(), current, config, deadline=deadline)
-    stage(0.5, f"comparing {len(config.columns or ())} columns")
-    result = run_check(profile, current, config, raw_results=raw_results)
+        return compare_raw_columns(reference_sample(), _sample_of(window), config, deadline=deadline)
+
+    stage(
+        0.3,
+        f"reading {len(ids)} dataset version(s) of the window, comparing {len(config.columns or ())} columns",
+    )
+    result = run_check(profile, window, config, raw_results=_Lazy(raw_results))
+    current = window.kept()
 
     multivariate = []
     if config.multivariate:
@@ -194,8 +272,8 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
         multivariate = [
             test.to_dict()
             for test in run_multivariate(
-                reference_rows(),
-                current,
+                reference_sample(),
+                _sample_of(window),
                 config.multivariate,
                 columns=config.columns,
                 max_rows=config.multivariate_max_rows,
@@ -222,6 +300,18 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
     )
     DriftCheck.objects.filter(pk=check.pk).update(reference_profile=row)
     return outcome, ""
+
+
+def _sampled_columns(config: CheckConfig, raw: dict[str, str]) -> list[str] | None:
+    """The columns the bounded samples keep: [] when nothing needs raw rows, None for all (a
+    multivariate test over every column)."""
+    if config.multivariate:
+        return None if config.columns is None else list(dict.fromkeys([*config.columns, *raw]))
+    return list(raw)
+
+
+def _sample_of(window: _Window) -> pd.DataFrame:
+    return window.sampler.frame() if window.sampler is not None else pd.DataFrame()
 
 
 def _prediction_drift(
@@ -327,7 +417,10 @@ def prepare_reference_profiles(monitor_id: int, *, predictor: Predictor | None =
     )
     reference_rows = _Once(lambda: _frame(monitor.reference_dataset_version, monitor.reference_where))
     rows = [profile_row(monitor.reference_dataset_version, monitor.reference_where)]
-    ensure_profile(rows[0], lambda: (build_profile(reference_rows()), {}))
+    ensure_profile(
+        rows[0],
+        lambda: (build_profile(monitor.reference_dataset_version.iter_frames(monitor.reference_where)), {}),
+    )
     if predictor is not None and monitor.check_predictions:
         model_version = monitor.model_version
         rows.append(profile_row(monitor.reference_dataset_version, monitor.reference_where, model_version))

@@ -29,11 +29,9 @@ logger = logging.getLogger(__name__)
 def _sampled_frame(
     version: DatasetVersion, columns: list[str], max_rows: int, seed: int, where: dict | None = None
 ) -> tuple[pd.DataFrame, int]:
-    """A seeded sample of at most ``max_rows`` rows of the version's ``columns``, and its row count."""
-    frame = datafiles.read_frame(version.path, version.format, version.original_filename or version.file)
-    if where:
-        frame = datafiles.apply_where(frame, datafiles.check_where(where, list(frame.columns)))
-    return drift.sample_rows(frame[[c for c in columns if c in frame.columns]], max_rows, seed), len(frame)
+    """A seeded uniform sample of at most ``max_rows`` rows of the version's ``columns``, taken
+    while its file streams by (``datafiles.RowSampler``), and the number of rows read."""
+    return datafiles.sample_frames(version.iter_frames(where, columns=columns), max_rows, seed, columns)
 
 
 def execute_drift_report(check_id: int) -> str:

@@ -160,6 +160,7 @@ def do_register_dataset_version(
         filename,
         max_bytes=settings.STEWARD_MAX_DATASET_BYTES,
         max_rows=settings.STEWARD_MAX_DATASET_ROWS,
+        chunk_rows=settings.STEWARD_DATA_CHUNK_ROWS,
     )
     # Content-addressed within the team only: identical bytes of two teams are two objects, so an
     # erasure destroys only its own team's copy and tells nothing of what other teams hold.

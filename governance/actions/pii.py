@@ -132,8 +132,10 @@ def run_pii_scan(scan_id: int) -> str | None:
     report: dict[str, Any] | None = None
     reason = ""
     try:
-        frame = datafiles.read_frame(version.path, version.format, version.original_filename or None)
-        report = pii.scan_frame(frame, scan_limits(version), rows_total=version.row_count)
+        limits = scan_limits(version)
+        # Issue 11: only the sample the scan reads is held, taken while the file streams by.
+        sample, rows = datafiles.sample_frames(version.iter_frames(), limits.max_rows, limits.seed)
+        report = pii.scan_frame(sample, limits, rows_total=rows)
     except pii.ScanTimeout as exc:
         reason = str(exc)
     except (datafiles.DataFileError, OSError) as exc:

@@ -353,13 +353,13 @@ def run_check(
     ``current_chunks``: a DataFrame (read in slices of ``config.chunk_rows``) or an iterable of
     DataFrame chunks with the reference's column names; it is read once. Memory beyond one chunk is
     bounded by the reference profile's size. ``raw_results``: the results of text and embedding
-    columns (``compare_raw_columns``), used as they are and counted in the dataset verdict. Raises
+    columns (``compare_raw_columns``), used as they are and counted in the dataset verdict; it is
+    iterated after the chunks. Raises
     ValueError for an invalid config and TypeError if a chunk is not a DataFrame; everything about
     a column is reported in its result.
     """
     if not isinstance(config, CheckConfig):
         config = CheckConfig.from_dict(config or {})
-    given = {result.column: result for result in raw_results}
     names = list(config.columns) if config.columns is not None else list(reference_profile.columns)
     accumulators: dict[str, ColumnProfile] = {}
     for name in names:
@@ -382,6 +382,8 @@ def run_check(
                 current.add(chunk[by_name[name]])
             except Exception as exc:  # one column's bad values must not stop the others
                 current.error = f"{type(exc).__name__}: {exc}"
+    # Read after the chunks: the caller may compute them from samples taken while they streamed.
+    given = {result.column: result for result in raw_results}
     results = []
     for name in names:
         reference = reference_profile.columns.get(name)
