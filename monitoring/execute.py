@@ -212,7 +212,7 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
     config = CheckConfig.from_dict(options["engine"])
     reference_rows = _Once(lambda: _frame(check.reference_dataset_version, check.reference_where))
     stage = _Stages(check.pk, settings.STEWARD_DRIFT_CHECK_TIME_LIMIT_S)
-    chunk_rows = config.chunk_rows
+    chunk_rows = settings.STEWARD_DATA_CHUNK_ROWS
 
     stage(0.05, "profiling the reference (once per dataset version)")
     row = profile_row(check.reference_dataset_version, check.reference_where)

@@ -167,3 +167,80 @@ def test_the_dataset_page_answers_409_when_a_concurrent_request_took_the_name(
     assert response.context["form"].non_field_errors() == [CONFLICT]
     assert list(Dataset.objects.values_list("name", "description")) == [(dataset.name, dataset.description)]
     assert AuditEvent.objects.count() == events
+
+
+# Issue 11: files are read in chunks of STEWARD_DATA_CHUNK_ROWS rows; what goes wrong past the
+# first chunk is named as precisely, and the schema is the whole-file read's.
+
+
+def _two_row_groups(tmp_path) -> bytes:
+    path = tmp_path / "groups.parquet"
+    pd.DataFrame({"a": range(1000), "b": [f"v{i}" for i in range(1000)]}).to_parquet(
+        path, index=False, row_group_size=500, compression=None
+    )
+    return path.read_bytes()
+
+
+def test_a_malformed_line_past_the_first_chunk_is_400_naming_it(client_for, scientist, dataset, settings):
+    settings.STEWARD_DATA_CHUNK_ROWS = 3
+    content = b"a,b\n" + b"1,2\n" * 10 + b"3,4,5\n" + b"6,7\n"
+
+    response = _upload(client_for(scientist), dataset, "late.csv", content)
+
+    assert response.status_code == 400
+    assert response.json() == {"file": ["late.csv: line 12 has 3 fields, the header has 2"]}
+    assert DatasetVersion.objects.count() == 0
+
+
+def test_a_corrupt_page_in_a_later_row_group_is_400(client_for, scientist, dataset, settings, tmp_path):
+    settings.STEWARD_DATA_CHUNK_ROWS = 100
+    content = bytearray(_two_row_groups(tmp_path))
+    # The footer is intact (it describes both groups); the second group's pages are garbage.
+    start = content.index(b"v500")
+    content[start - 64 : start + 4000] = b"\xff" * len(content[start - 64 : start + 4000])
+
+    response = _upload(client_for(scientist), dataset, "corrupt.parquet", bytes(content))
+
+    assert response.status_code == 400
+    (message,) = response.json()["file"]
+    assert message.startswith("corrupt.parquet: unreadable Parquet data (")
+    assert DatasetVersion.objects.count() == 0
+
+
+def test_chunk_dtypes_unify_to_the_whole_file_schema(client_for, scientist, dataset, settings, tmp_path):
+    settings.STEWARD_DATA_CHUNK_ROWS = 2
+    # Per two-row chunk: ints then floats (float64), ints then text (object), bools then a chunk
+    # of missing values (object), ints throughout (int64).
+    content = b"f,t,b,i\n1,1,True,1\n2,2,False,2\n3.5,x,,3\n4,y,,4\n"
+    (tmp_path / "mixed.csv").write_bytes(content)
+    whole = pd.read_csv(tmp_path / "mixed.csv", low_memory=False)
+
+    response = _upload(client_for(scientist), dataset, "mixed.csv", content)
+
+    assert response.status_code == 201
+    version = DatasetVersion.objects.get()
+    assert version.schema == [{"name": str(n), "dtype": str(d)} for n, d in whole.dtypes.items()]
+    assert [c["dtype"] for c in version.schema] == ["float64", "object", "object", "int64"]
+    assert version.row_count == 4
+    # Streamed back, every chunk has the stored schema's dtypes and the whole-file values.
+    chunks = list(version.iter_frames())
+    assert len(chunks) == 2
+    assert all(list(chunk.dtypes.astype(str)) == [c["dtype"] for c in version.schema] for chunk in chunks)
+    pd.testing.assert_frame_equal(pd.concat(chunks), whole)
+
+
+@pytest.mark.parametrize("name", ["adult/adult.csv", "bike-sharing/hour.csv"])
+def test_streamed_summary_and_rows_equal_the_whole_file_read(name, settings):
+    from governance import datafiles
+
+    path = settings.BASE_DIR.parent / "shared" / "data" / name
+    whole = datafiles.read_frame(path, "csv")
+
+    summary = datafiles.summarize(path, path.name, 10**12, 10**12, chunk_rows=5_000)
+    chunks = list(
+        datafiles.iter_frames(path, "csv", chunk_rows=5_000, dtypes=datafiles.dtypes_of(summary.schema))
+    )
+
+    assert (summary.schema, summary.row_count) == (datafiles.schema_of(whole), len(whole))
+    assert len(chunks) == -(-len(whole) // 5_000)
+    pd.testing.assert_frame_equal(pd.concat(chunks), whole)
