@@ -300,6 +300,11 @@ STEWARD_MAX_DATASET_ROWS = env.int("STEWARD_MAX_DATASET_ROWS", default=1_000_000
 STEWARD_DATA_CHUNK_ROWS = env.int("STEWARD_DATA_CHUNK_ROWS", default=250_000)
 if STEWARD_DATA_CHUNK_ROWS < 1:
     raise ImproperlyConfigured("STEWARD_DATA_CHUNK_ROWS must be at least 1")
+# A monitor's Parquet reference of more rows than this is profiled in parts of about this many rows
+# on several workers, merged by a chord (monitoring.profiles.profile_parts); 0 turns it off.
+STEWARD_PROFILE_FANOUT_ROWS = env.int("STEWARD_PROFILE_FANOUT_ROWS", default=0)
+if STEWARD_PROFILE_FANOUT_ROWS < 0:
+    raise ImproperlyConfigured("STEWARD_PROFILE_FANOUT_ROWS must be >= 0")
 # PII scan of each new dataset version (issue 12; governance.actions.pii): at most MAX_ROWS rows
 # (a sample seeded by the file's hash beyond that), failed past TIME_LIMIT seconds; rows in
 # groups smaller than K_THRESHOLD over the quasi-identifiers count as at risk; sent to QUEUE.

@@ -164,6 +164,12 @@ def _parquet_file(path: Path, filename: str) -> pq.ParquetFile:
         raise DataFileError(f"{filename}: unreadable Parquet file ({exc})") from exc
 
 
+def row_group_rows(path: Path, filename: str | None = None) -> list[int]:
+    """The number of rows of each row group of a Parquet file (from its footer)."""
+    metadata = _parquet_file(path, filename or path.name).metadata
+    return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+
+
 def iter_frames(
     path: Path,
     fmt: str,
@@ -172,6 +178,7 @@ def iter_frames(
     columns: list[str] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     dtypes: dict[str, str] | None = None,
+    row_groups: list[int] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Yield the file's rows as DataFrames of at most ``chunk_rows`` rows, in file order; memory
     is bounded by one chunk (Parquet: one row group's column chunks, then ``chunk_rows`` rows).
@@ -180,7 +187,9 @@ def iter_frames(
     ``{column: dtype}`` of the whole-file read (a dataset version's schema): each CSV chunk is cast
     to it (``_unify``), so chunks agree with one another; without it each CSV chunk has the dtypes
     pandas infers on that chunk. Index labels run on across chunks (0..n-1 over the file), as in
-    the whole-file read. Raises DataFileError as ``read_frame`` does, at the chunk where the file
+    the whole-file read (from the first row group read). ``row_groups``: a Parquet file's row
+    groups to read (a part of the file, for profiles built in parts). Raises DataFileError as
+    ``read_frame`` does, at the chunk where the file
     goes wrong (a CSV line with too many fields, a corrupt Parquet page), possibly after earlier
     chunks were yielded. A file with a header and no rows yields one empty chunk.
     """
@@ -195,7 +204,7 @@ def iter_frames(
         try:
             yielded = False
             for batch in parquet.iter_batches(
-                batch_size=chunk_rows, columns=wanted, use_pandas_metadata=False
+                batch_size=chunk_rows, row_groups=row_groups, columns=wanted, use_pandas_metadata=False
             ):
                 # Through a Table with the file's schema: pandas metadata restores dtypes (categories).
                 frame = pa.Table.from_batches([batch], schema=schema).to_pandas()

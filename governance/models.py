@@ -291,11 +291,13 @@ class DatasetVersion(models.Model):
         *,
         columns: list[str] | None = None,
         chunk_rows: int | None = None,
+        row_groups: list[int] | None = None,
     ) -> "Iterator[pd.DataFrame]":
         """The version's rows streamed in chunks of ``chunk_rows`` (``STEWARD_DATA_CHUNK_ROWS``)
         rows, cast to its stored schema (``datafiles.iter_frames``), each chunk filtered by the row
         filter ``where``; only ``columns`` (and the filter's) when given. At least one chunk, empty
-        when every row is filtered out. Raises RowFilterError / DataFileError as it reads, and
+        when every row is filtered out. ``row_groups``: only these row groups of a Parquet file.
+        Raises RowFilterError / DataFileError as it reads, and
         what ``path`` raises. Memory: one chunk, whatever the file's length (issue 11)."""
         from governance import datafiles
 
@@ -309,6 +311,7 @@ class DatasetVersion(models.Model):
             columns=wanted,
             chunk_rows=chunk_rows or settings.STEWARD_DATA_CHUNK_ROWS,
             dtypes=datafiles.dtypes_of(self.schema),
+            row_groups=row_groups,
         ):
             last = datafiles.apply_where(chunk, where) if where else chunk
             if len(last):

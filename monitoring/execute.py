@@ -52,8 +52,8 @@ from monitoring.engine import CheckConfig, build_profile, compare_raw_columns, r
 from monitoring.engine import performance as perf
 from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
 from monitoring.engine.multivariate import run_multivariate
-from monitoring.models import DriftCheck, Monitor, Notification
-from monitoring.profiles import ensure_profile, profile_row
+from monitoring.models import DriftCheck, Monitor, Notification, ReferenceProfile
+from monitoring.profiles import claim_build, ensure_profile, profile_parts, profile_row
 from monitoring.queries import due_alert_ids
 from runners.execute import predict_in_child
 from runners.launcher import ComputeError
@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 PREDICTION_COLUMN = "prediction"
 # (model version, reference rows) -> predictions aligned with the rows.
 Predictor = Callable[[ModelVersion, pd.DataFrame], pd.Series]
+# (claimed reference profile row, row groups of each part) -> None: profiles the parts elsewhere.
+FanOut = Callable[[ReferenceProfile, list[list[int]]], None]
 
 
 class CheckTimeLimit(Exception):
@@ -409,18 +411,32 @@ def _performance(
     return base | {"status": "drift" if degraded else "ok", "message": message, "metrics": compared}
 
 
-def prepare_reference_profiles(monitor_id: int, *, predictor: Predictor | None = None) -> list[str]:
+def prepare_reference_profiles(
+    monitor_id: int, *, predictor: Predictor | None = None, fan_out: FanOut | None = None
+) -> list[str]:
     """Build a monitor's reference profiles ahead of its first check (the data's, and with a
-    ``predictor`` its model's predictions on the reference rows); returns their states."""
+    ``predictor`` its model's predictions on the reference rows); returns their states.
+
+    With ``fan_out`` (the task layer's chord), a Parquet reference of more than
+    ``STEWARD_PROFILE_FANOUT_ROWS`` rows is profiled in parts on several workers instead
+    (``monitoring.profiles.profile_parts``): the row is claimed here and stored by the chord's
+    callback; its state is then "building"."""
     monitor = Monitor.objects.select_related("model_version", "reference_dataset_version__dataset").get(
         pk=monitor_id
     )
     reference_rows = _Once(lambda: _frame(monitor.reference_dataset_version, monitor.reference_where))
     rows = [profile_row(monitor.reference_dataset_version, monitor.reference_where)]
-    ensure_profile(
-        rows[0],
-        lambda: (build_profile(monitor.reference_dataset_version.iter_frames(monitor.reference_where)), {}),
-    )
+    parts = profile_parts(monitor.reference_dataset_version, settings.STEWARD_PROFILE_FANOUT_ROWS)
+    if fan_out is not None and parts and claim_build(rows[0]):
+        fan_out(rows[0], parts)
+    else:
+        ensure_profile(
+            rows[0],
+            lambda: (
+                build_profile(monitor.reference_dataset_version.iter_frames(monitor.reference_where)),
+                {},
+            ),
+        )
     if predictor is not None and monitor.check_predictions:
         model_version = monitor.model_version
         rows.append(profile_row(monitor.reference_dataset_version, monitor.reference_where, model_version))

@@ -12,13 +12,14 @@ import datetime
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from django.db.models import Q
 from django.utils import timezone
 
+from governance import datafiles
 from governance.models import DatasetVersion, ModelVersion
-from monitoring.engine import DatasetProfile
+from monitoring.engine import DatasetProfile, build_profile
 from monitoring.models import ProfileState, ReferenceProfile
 
 logger = logging.getLogger(__name__)
@@ -59,29 +60,87 @@ def ensure_profile(row: ReferenceProfile, build: Callable[[], Built]) -> tuple[D
     row.refresh_from_db()
     if row.state == ProfileState.READY:
         return DatasetProfile.from_dict(row.profile), row.baseline_metrics
-    now = timezone.now()
-    claimable = Q(state__in=[ProfileState.PENDING, ProfileState.FAILED]) | Q(
-        state=ProfileState.BUILDING, started_at__lt=now - STALE_BUILD
-    )
-    claimed = ReferenceProfile.objects.filter(claimable, pk=row.pk).update(
-        state=ProfileState.BUILDING, started_at=now, error=""
-    )
+    claimed = claim_build(row)
     try:
         profile, baseline = build()
     except Exception as exc:
         if claimed:
-            ReferenceProfile.objects.filter(pk=row.pk).update(
-                state=ProfileState.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000]
-            )
+            fail_build(row.pk, exc)
         raise
     if claimed:
-        ReferenceProfile.objects.filter(pk=row.pk).update(
-            state=ProfileState.READY,
-            profile=profile.to_dict(),
-            baseline_metrics=baseline,
-            rows=profile.rows,
-            built_at=timezone.now(),
-        )
+        store_build(row.pk, profile, baseline)
     else:
         logger.info("reference profile %s is being built elsewhere; used a private copy", row.pk)
     return profile, baseline
+
+
+def claim_build(row: ReferenceProfile) -> bool:
+    """Claim the row's build (pending/failed, or building but stalled -> building); True if this
+    caller now builds it (conditional UPDATE: one claimer wins)."""
+    now = timezone.now()
+    claimable = Q(state__in=[ProfileState.PENDING, ProfileState.FAILED]) | Q(
+        state=ProfileState.BUILDING, started_at__lt=now - STALE_BUILD
+    )
+    return bool(
+        ReferenceProfile.objects.filter(claimable, pk=row.pk).update(
+            state=ProfileState.BUILDING, started_at=now, error=""
+        )
+    )
+
+
+def store_build(row_id: int, profile: DatasetProfile, baseline: dict) -> None:
+    """Store a claimed build's profile: the row is ready."""
+    ReferenceProfile.objects.filter(pk=row_id).update(
+        state=ProfileState.READY,
+        profile=profile.to_dict(),
+        baseline_metrics=baseline,
+        rows=profile.rows,
+        built_at=timezone.now(),
+    )
+
+
+def fail_build(row_id: int, exc: BaseException) -> None:
+    """Mark a claimed build failed with the reason (a later check or monitor retries)."""
+    ReferenceProfile.objects.filter(pk=row_id).update(
+        state=ProfileState.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000]
+    )
+
+
+# Profiles in parts (issue 11): a large Parquet reference is profiled one part (a run of row groups)
+# per Celery task and the parts are merged in file order (``DatasetProfile.merge``) by a chord.
+
+
+def profile_parts(version: DatasetVersion, fanout_rows: int) -> list[list[int]]:
+    """The version's Parquet row groups in runs of about ``fanout_rows`` rows, one per part; []
+    when it is not split: ``fanout_rows`` 0, a CSV file (its rows have no cheap boundaries), at
+    most ``fanout_rows`` rows, or a single part."""
+    if fanout_rows <= 0 or version.format != "parquet" or version.row_count <= fanout_rows:
+        return []
+    parts: list[list[int]] = [[]]
+    rows = 0
+    for index, count in enumerate(datafiles.row_group_rows(version.path, version.original_filename or None)):
+        if parts[-1] and rows + count > fanout_rows:
+            parts.append([])
+            rows = 0
+        parts[-1].append(index)
+        rows += count
+    return parts if len(parts) > 1 else []
+
+
+def build_profile_part(version: DatasetVersion, where: dict | None, row_groups: list[int]) -> dict:
+    """The profile (``to_dict``) of the rows of ``row_groups`` that pass ``where``, streamed."""
+    return build_profile(version.iter_frames(where, row_groups=row_groups)).to_dict()
+
+
+def merged_profile(parts: Iterable[dict]) -> DatasetProfile:
+    """Profiles of consecutive parts of one dataset (``to_dict``s, in file order), merged."""
+    merged: DatasetProfile | None = None
+    for part in parts:
+        profile = DatasetProfile.from_dict(part)
+        if merged is None:
+            merged = profile
+        else:
+            merged.merge(profile)
+    if merged is None:
+        raise ValueError("no parts to merge")
+    return merged

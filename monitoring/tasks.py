@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import chord, shared_task
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from governance.models import DatasetVersion
+from monitoring import profiles
 from monitoring.actions.budgets import do_check_budgets
 from monitoring.actions.checks import (
     do_recover_stale_drift_checks,
@@ -22,7 +24,7 @@ from monitoring.execute import (
     prepare_reference_profiles,
     run_escalations,
 )
-from monitoring.models import Monitor
+from monitoring.models import Monitor, ReferenceProfile
 from monitoring.reports import execute_drift_report
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,33 @@ def build_reference_profiles(monitor_id: int) -> list[str]:
     """Profile a new monitor's references ahead of its first check; nothing if it is gone."""
     if not Monitor.objects.filter(pk=monitor_id).exists():
         return []
-    return prepare_reference_profiles(monitor_id, predictor=predict_with_model)
+    return prepare_reference_profiles(monitor_id, predictor=predict_with_model, fan_out=fan_out_profile)
+
+
+def fan_out_profile(row: ReferenceProfile, parts: list[list[int]]) -> None:
+    """Profile each part of a claimed reference on any worker, then merge and store them (a chord)."""
+    chord(profile_reference_part.s(row.dataset_version_id, row.where, row_groups) for row_groups in parts)(
+        store_reference_profile.s(row.pk)
+    )
+
+
+@shared_task(name="monitoring.tasks.profile_reference_part")
+def profile_reference_part(dataset_version_id: int, where: dict, row_groups: list[int]) -> dict:
+    """The profile (a JSON dict) of some row groups of a reference (``profiles.build_profile_part``)."""
+    version = DatasetVersion.objects.get(pk=dataset_version_id)
+    return profiles.build_profile_part(version, where, row_groups)
+
+
+@shared_task(name="monitoring.tasks.store_reference_profile")
+def store_reference_profile(parts: list[dict], row_id: int) -> str:
+    """The chord's callback: merge the parts in file order and store the profile; returns its state."""
+    try:
+        merged = profiles.merged_profile(parts)
+    except Exception as exc:
+        profiles.fail_build(row_id, exc)
+        raise
+    profiles.store_build(row_id, merged, {})
+    return ReferenceProfile.objects.values_list("state", flat=True).get(pk=row_id)
 
 
 @shared_task(name="monitoring.tasks.escalate_alerts")

@@ -382,7 +382,8 @@ class ColumnProfile:
             if other.count:
                 self._merge_moments(self.count, other.count, other.mean, other.m2)
                 self.sketch.merge(other.sketch)
-            joins = self.last_value is None or other.first_value == self.last_value + 1.0
+            # A part with no rows (every row filtered out) neither breaks nor extends a row index.
+            joins = self.last_value is None or other.first_value == self.last_value + 1.0 or not other.rows
             self.is_row_index = self.is_row_index and other.is_row_index and joins
             if self.first_value is None:
                 self.first_value = other.first_value

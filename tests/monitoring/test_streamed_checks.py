@@ -3,16 +3,22 @@ as the in-memory engine does on the same rows, however the rows are chunked."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pandas as pd
 import pytest
+from celery.contrib.testing.worker import start_worker
 
+import config.celery
 from governance import datafiles
+from governance.actions.datasets import do_register_dataset_version
+from governance.models import DatasetVersion
+from monitoring import profiles, tasks
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.engine import CheckConfig, build_profile, run_check
 from monitoring.execute import execute_drift_check
-from monitoring.models import ReferenceProfile
+from monitoring.models import ProfileState, ReferenceProfile
 from tests.conftest import DRIFT_COLUMNS
 
 
@@ -121,3 +127,82 @@ def test_row_sampler_is_uniform_and_independent_of_chunking():
     first, last = sum(kept[i] for i in range(100)), sum(kept[i] for i in range(900, 1_000))
     assert abs(first - 2_000) < 300
     assert abs(last - 2_000) < 300
+
+
+# Profiles in parts (STEWARD_PROFILE_FANOUT_ROWS) -------------------------------------------------
+FANOUT_QUEUE = "steward-tests-profile-fanout"
+
+
+def _close(actual, expected, path: str = "") -> None:
+    """``actual`` equals ``expected``, floats to 1e-9 (moments merged in another order)."""
+    if isinstance(expected, dict):
+        assert sorted(actual) == sorted(expected), path
+        for key in expected:
+            _close(actual[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), path
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _close(a, e, f"{path}[{i}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-9, abs=1e-12), path
+    else:
+        assert actual == expected, path
+
+
+def _parquet_bike(dataset, bike_frame, tmp_path, actor) -> DatasetVersion:
+    path = tmp_path / "hour.parquet"
+    bike_frame.to_parquet(path, index=False, row_group_size=1_000)
+    return do_register_dataset_version(
+        dataset=dataset, file_path=path, filename=path.name, source=DatasetVersion.Source.UPLOAD, actor=actor
+    )
+
+
+def test_a_reference_profiled_in_parts_equals_the_single_pass_profile(
+    dataset, scientist, bike_frame, tmp_path
+):
+    version = _parquet_bike(dataset, bike_frame, tmp_path, scientist)
+
+    parts = profiles.profile_parts(version, 5_000)
+    merged = profiles.merged_profile(profiles.build_profile_part(version, {"yr": 0}, part) for part in parts)
+
+    assert parts == [list(range(i, min(i + 5, 18))) for i in range(0, 18, 5)]
+    assert profiles.profile_parts(version, 0) == profiles.profile_parts(version, 20_000) == []
+    _close(merged.to_dict(), build_profile(bike_frame[bike_frame["yr"] == 0]).to_dict())
+
+
+@pytest.fixture
+def fanout_worker():
+    """A real Celery worker (solo pool, in a thread) on the configured broker, a queue of its own."""
+    app = config.celery.app
+    saved = app.conf.task_routes
+    app.conf.update(task_routes={"*": {"queue": FANOUT_QUEUE}})
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_declare(FANOUT_QUEUE)
+            conn.default_channel.queue_purge(FANOUT_QUEUE)
+        with start_worker(
+            app, pool="solo", perform_ping_check=False, queues=[FANOUT_QUEUE], shutdown_timeout=60
+        ):
+            yield
+    finally:
+        app.conf.update(task_routes=saved)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_chord_on_a_real_worker_profiles_the_parts_and_stores_the_merge(
+    fanout_worker, dataset, scientist, bike_frame, tmp_path
+):
+    version = _parquet_bike(dataset, bike_frame, tmp_path, scientist)
+    row = profiles.profile_row(version, {"yr": 0})
+    assert profiles.claim_build(row)
+
+    tasks.fan_out_profile(row, profiles.profile_parts(version, 5_000))
+
+    deadline = time.monotonic() + 300
+    while ReferenceProfile.objects.get(pk=row.pk).state != ProfileState.READY:
+        assert time.monotonic() < deadline, "the merged profile was not stored within 300 s"
+        time.sleep(0.2)
+    row.refresh_from_db()
+    assert row.rows == 8_645
+    _close(row.profile, build_profile(bike_frame[bike_frame["yr"] == 0]).to_dict())
