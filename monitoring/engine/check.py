@@ -360,30 +360,58 @@ def run_check(
     """
     if not isinstance(config, CheckConfig):
         config = CheckConfig.from_dict(config or {})
-    names = list(config.columns) if config.columns is not None else list(reference_profile.columns)
+    accumulators = current_accumulators(reference_profile, config)
+    rows = 0
+    for chunk in iter_chunks(current_chunks, config.chunk_rows):
+        rows += len(chunk)
+        add_current_chunk(accumulators, chunk)
+    return evaluate_current(reference_profile, accumulators, rows, config, raw_results=raw_results)
+
+
+def current_accumulators(reference_profile: DatasetProfile, config: CheckConfig) -> dict[str, ColumnProfile]:
+    """Empty current profiles (``ColumnProfile.for_current``) of the columns ``config`` compares.
+
+    ``run_check`` and ``monitoring.engine.windows`` (one set per window or segment) fill them with
+    ``add_current_chunk`` and judge them with ``evaluate_current``.
+    """
     accumulators: dict[str, ColumnProfile] = {}
+    names = list(config.columns) if config.columns is not None else list(reference_profile.columns)
     for name in names:
         reference = reference_profile.columns.get(name)
         if name in raw_row_columns(config):
             continue  # documents and vectors are not profiled (compare_raw_columns)
         if reference is not None and reference.error is None and reference.kind != ColumnKind.EXCLUDED:
             accumulators[name] = ColumnProfile.for_current(reference)
-    rows = 0
-    for chunk in iter_chunks(current_chunks, config.chunk_rows):
-        rows += len(chunk)
-        by_name = {str(label): label for label in chunk.columns}
-        for name, current in accumulators.items():
-            if current.error is not None:
-                continue
-            if name not in by_name:
-                current.error = f"column {name!r} is missing from the current data"
-                continue
-            try:
-                current.add(chunk[by_name[name]])
-            except Exception as exc:  # one column's bad values must not stop the others
-                current.error = f"{type(exc).__name__}: {exc}"
-    # Read after the chunks: the caller may compute them from samples taken while they streamed.
+    return accumulators
+
+
+def add_current_chunk(accumulators: Mapping[str, ColumnProfile], chunk: pd.DataFrame) -> None:
+    """Add one chunk of current rows to each accumulator; a column missing from the chunk or with
+    unusable values gets an ``error`` (reported on its result) and the others go on."""
+    by_name = {str(label): label for label in chunk.columns}
+    for name, current in accumulators.items():
+        if current.error is not None:
+            continue
+        if name not in by_name:
+            current.error = f"column {name!r} is missing from the current data"
+            continue
+        try:
+            current.add(chunk[by_name[name]])
+        except Exception as exc:  # one column's bad values must not stop the others
+            current.error = f"{type(exc).__name__}: {exc}"
+
+
+def evaluate_current(
+    reference_profile: DatasetProfile,
+    accumulators: Mapping[str, ColumnProfile],
+    rows: int,
+    config: CheckConfig,
+    *,
+    raw_results: Iterable[ColumnResult] = (),
+) -> CheckResult:
+    """The verdict on filled accumulators of ``rows`` current rows: each column, then the dataset."""
     given = {result.column: result for result in raw_results}
+    names = list(config.columns) if config.columns is not None else list(reference_profile.columns)
     results = []
     for name in names:
         reference = reference_profile.columns.get(name)
