@@ -17,6 +17,8 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
 - text and embedding columns (``column_kinds``: "text" / "embedding"), tested on bounded samples of
   the raw rows by MMD with a permutation test (``monitoring.engine.embedding``), within the same
   time limit; they count in the column share like any column;
+- windows and segments, when the check asks (``monitoring.engine.windows``): a verdict per time
+  window and per segment beside the whole window's, which they do not change;
 - the evidently report, for people, is not made here: once the verdict is stored and the alert
   raised, ``monitoring.reports`` builds it in its own task (issue 11).
 
@@ -52,6 +54,7 @@ from monitoring.engine import CheckConfig, build_profile, compare_raw_columns, r
 from monitoring.engine import performance as perf
 from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
 from monitoring.engine.multivariate import run_multivariate
+from monitoring.engine.windows import judge_groups
 from monitoring.models import DriftCheck, Monitor, Notification, ReferenceProfile
 from monitoring.profiles import claim_build, ensure_profile, profile_parts, profile_row
 from monitoring.queries import due_alert_ids
@@ -236,8 +239,12 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
     sampled = _sampled_columns(config, raw)
     sampler = None if sampled == [] else datafiles.RowSampler(config.multivariate_max_rows, 1, sampled)
     target = check.model_version.signature.get("target")
+
+    def window_chunks() -> Iterator[pd.DataFrame]:
+        return itertools.chain.from_iterable(versions[pk].iter_frames(chunk_rows=chunk_rows) for pk in ids)
+
     window = _Window(
-        itertools.chain.from_iterable(versions[pk].iter_frames(chunk_rows=chunk_rows) for pk in ids),
+        window_chunks(),
         [PREDICTION_COLUMN, *([target] if target else [])],
         sampler,
         lambda rows: stage(
@@ -283,6 +290,18 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
             )
         ]
 
+    groups = {}
+    if options.get("groups"):
+        stage(0.58, "windows and segments")
+        # A second pass over the window's files: the first kept only what every check needs.
+        groups = judge_groups(
+            profile,
+            window_chunks(),
+            config,
+            options["groups"],
+            lambda: check.reference_dataset_version.iter_frames(check.reference_where, chunk_rows=chunk_rows),
+        )
+
     stage(0.6, "prediction and performance drift")
     prediction, baseline = _prediction_drift(check, current, config, options, predictor, reference_rows)
     performance = _performance(check, current, config, options, baseline)
@@ -296,6 +315,7 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
         performance=performance,
         is_performance_drift=None if performance is None else performance["status"] == "drift",
         multivariate=multivariate,
+        groups=groups,
         wants_report=make_report
         and options.get("make_report", True)
         and settings.STEWARD_DRIFT_REPORT_ENABLED,

@@ -103,6 +103,16 @@ class MonitorForm(ScopedForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="Multivariate drift tests beside the columns (a flipped correlation).",
     )
+    time_window = JSONObjectField(
+        help_text='Verdicts per time window, e.g. {"column": "dteday", "every": "month"} (every: hour, '
+        'day, week, month; "rolling": 7 for 7 buckets moving by one).'
+    )
+    segment_by = JSONObjectField(
+        help_text='Verdicts per segment, e.g. {"column": "season", "top": 10} (the rest: "<other>").'
+    )
+    alert_on_groups = forms.BooleanField(
+        required=False, help_text="A drifted window or segment raises the alert (default: shown only)."
+    )
     make_report = forms.BooleanField(
         required=False, initial=True, help_text="Build the evidently report after each check."
     )

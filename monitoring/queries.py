@@ -207,3 +207,28 @@ def drift_history(
 def checked_columns(checks: Sequence[DriftCheck]) -> list[str]:
     """The columns tested by any of ``checks``, by name."""
     return sorted({str(r["column"]) for check in checks for r in check.results if r.get("method")})
+
+
+def group_trend(check: DriftCheck) -> dict[str, Any]:
+    """A check's verdicts per time window and segment (issue 11) for its API and page.
+
+    ``{"check", "state", "alert_on_groups", "is_drift", "columns": [compared columns, in the check's
+    order], "windows": {config, "windows": [GroupResult dicts, oldest first], "unparsed_rows",
+    "unparsed_examples", "error", "message"} | None, "segments": {config, "segments": [...],
+    "error"} | None}``; each group has its verdict, the share of drifted columns (the trend) and,
+    per column, its status, method, score and threshold. Windows and segments are None when the
+    check asked for none or has not finished.
+    """
+    groups = check.groups or {}
+    windows, segments = groups.get("windows"), groups.get("segments")
+    listed = [*((windows or {}).get("windows") or []), *((segments or {}).get("segments") or [])]
+    names = {name for group in listed for name in group.get("columns", {})}
+    return {
+        "check": check.pk,
+        "state": check.state,
+        "alert_on_groups": bool(groups.get("alert_on_groups")),
+        "is_drift": bool(groups.get("is_drift")),
+        "columns": [column for column in check.columns if column in names],
+        "windows": windows,
+        "segments": segments,
+    }

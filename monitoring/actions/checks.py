@@ -26,6 +26,7 @@ from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW
 from monitoring.actions.alerts import record_breach, record_clean_check
 from monitoring.engine import CheckConfig, ConfigError
+from monitoring.engine.windows import GroupConfig
 from monitoring.lineage_events import announce_drift_check
 from monitoring.models import CheckState, CurrentSource, DriftCheck, Monitor, ReportState
 from monitoring.queries import window_of
@@ -75,6 +76,8 @@ class CheckOutcome:
     report_error: str = ""
     # The worker asks for the evidently report, built by its own task once the verdict is stored.
     wants_report: bool = False
+    # Verdicts per time window and segment (``GroupsResult.to_dict``), when the check asked.
+    groups: dict = field(default_factory=dict)
 
     @classmethod
     def from_evidently(cls, result: Any) -> CheckOutcome:
@@ -139,6 +142,49 @@ def engine_config(columns: list[str], drift_share: float, **options: Any) -> dic
         raise ValidationError({"detail": str(exc)}) from exc
 
 
+# What a check request or a monitor may ask of windows and segments (``monitoring.engine.windows``).
+GROUP_OPTIONS = ("time_window", "segment_by", "alert_on_groups")
+
+
+def group_config(
+    time_window: Any = None,
+    segment_by: Any = None,
+    alert_on_groups: Any = False,
+    *,
+    reference: DatasetVersion | None = None,
+    current: DatasetVersion | None = None,
+) -> dict:
+    """The windows and segments a check judges, as the dict its config stores (``{}``: none).
+
+    ``time_window``: ``{"column", "every", "rolling", "max_windows"}``; ``segment_by``: a column
+    name or ``{"column", "top"}`` (empty values: none). The timestamp column must be in ``current``
+    and the segment column in ``reference`` when given. Raises ValidationError naming the field.
+    """
+    try:
+        config = GroupConfig.from_dict(
+            {
+                "time_window": time_window or None,
+                "segment_by": segment_by or None,
+                "alert_on_groups": alert_on_groups,
+            }
+        )
+    except ConfigError as exc:
+        raise ValidationError({exc.field: str(exc)}) from exc
+    except TypeError as exc:  # a key of the wrong kind, e.g. a number as a column name
+        raise ValidationError({"time_window" if time_window else "segment_by": str(exc)}) from exc
+    if config.is_empty:
+        return {}
+    if config.time_window and current is not None and config.time_window.column not in current.column_names:
+        raise ValidationError(
+            {"time_window": f"{config.time_window.column!r} is not a column of the current data {current}"}
+        )
+    if config.segment_by and reference is not None and config.segment_by.column not in reference.column_names:
+        raise ValidationError(
+            {"segment_by": f"{config.segment_by.column!r} is not a column of the reference {reference}"}
+        )
+    return config.to_dict()
+
+
 def do_request_drift_check(
     *,
     model_version: ModelVersion,
@@ -147,6 +193,9 @@ def do_request_drift_check(
     columns: list[str] | None = None,
     drift_share: float = 0.5,
     make_report: bool = True,
+    time_window: dict | None = None,
+    segment_by: dict | str | None = None,
+    alert_on_groups: bool = False,
     **engine_options: Any,
 ) -> DriftCheck:
     """Queue a drift check of ``current_dataset_version`` against the version's training data.
@@ -154,7 +203,8 @@ def do_request_drift_check(
     The reference is the training dataset version with the training spec's row filter.
     ``engine_options`` are ``ENGINE_OPTIONS`` (min sample size, methods, thresholds, column kinds,
     weights, multiple testing, top k, multivariate tests and their rows); ``make_report=False``
-    skips the evidently report. Raises
+    skips the evidently report; ``time_window``, ``segment_by`` and ``alert_on_groups`` ask for
+    verdicts per window and segment (``group_config``). Raises
     ValidationError naming the field when the version has no training dataset, a named column is
     absent from either side, or an option is invalid; PermissionDenied without the right.
     """
@@ -182,6 +232,11 @@ def do_request_drift_check(
         "performance_tolerance": 0.1,
         "make_report": bool(make_report),
     }
+    groups = group_config(
+        time_window, segment_by, alert_on_groups, reference=reference, current=current_dataset_version
+    )
+    if groups:
+        config["groups"] = groups
     with transaction.atomic():
         ensure_can(actor, CHANGE, model_version.model.team_id)
         ensure_can(actor, VIEW, current_dataset_version.dataset.team_id)
@@ -276,6 +331,7 @@ def do_run_monitor(
                 "performance_tolerance": monitor.performance_tolerance,
                 "prediction_method": monitor.methods.get("prediction"),
                 "prediction_threshold": monitor.thresholds.get("prediction"),
+                "groups": group_config(monitor.time_window, monitor.segment_by, monitor.alert_on_groups),
             },
             drift_share=monitor.drift_share,
             created_by=actor or monitor.created_by,
@@ -475,6 +531,7 @@ def do_finish_drift_check(
             multivariate=result.multivariate,
             evidently_results=result.evidently_results,
             sampled_rows=result.sampled_rows,
+            groups=result.groups,
             report=report,
             report_error=result.report_error[:4000],
             report_state=_report_state(report, result),

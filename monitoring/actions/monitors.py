@@ -19,7 +19,7 @@ from governance.actions.checks import ensure_can
 from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW, can
-from monitoring.actions.checks import default_columns, monitor_engine_config
+from monitoring.actions.checks import default_columns, group_config, monitor_engine_config
 from monitoring.models import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
 from runners.beat import keep_periodic_task
 
@@ -84,6 +84,15 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
             monitor_engine_config(monitor)
         except ValidationError as exc:
             errors.update({key: messages[0] for key, messages in exc.message_dict.items()})
+    try:
+        # Stored as the engine reads them (a segment column's name becomes {"column", "top"}).
+        groups = group_config(
+            monitor.time_window, monitor.segment_by, monitor.alert_on_groups, reference=reference
+        )
+        monitor.time_window = groups.get("time_window") or {}
+        monitor.segment_by = groups.get("segment_by") or {}
+    except ValidationError as exc:
+        errors.update({key: messages[0] for key, messages in exc.message_dict.items()})
     # Upper bounds keep every value inside what timedelta and beat's schedules can represent: a
     # 10**18-minute schedule or reopen window raised OverflowError in beat and in every check.
     for name, low, high, unit in MONITOR_BOUNDS:

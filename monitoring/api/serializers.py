@@ -66,6 +66,7 @@ class DriftCheckSerializer(serializers.ModelSerializer):
             "multivariate",
             "evidently_results",
             "sampled_rows",
+            "groups",
             "report_url",
             "report_state",
             "report_error",
@@ -123,6 +124,35 @@ class DriftCheckRequestSerializer(serializers.Serializer):
     make_report = serializers.BooleanField(
         required=False, default=True, help_text="Build the evidently report after the verdict."
     )
+    # Windows and segments (issue 11); their values are validated by the engine (400 naming the field).
+    time_window = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='Verdicts per time window, e.g. {"column": "dteday", "every": "month"}: every hour, '
+        'day, week or month (UTC calendar buckets); "rolling": n buckets per window (moving by one); '
+        '"max_windows" (default 100, at most 1000).',
+    )
+    segment_by = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='Verdicts per segment of a categorical column: "season" or {"column": "season", "top": 10} '
+        '(its top reference values, the rest as "<other>"); each against the same segment of the reference.',
+    )
+    alert_on_groups = serializers.BooleanField(
+        required=False, default=False, help_text="A drifted window or segment raises the alert too."
+    )
+
+
+class DriftCheckGroupsSerializer(serializers.Serializer):
+    """A check's verdicts per time window and segment (``monitoring.queries.group_trend``)."""
+
+    check = serializers.IntegerField()
+    state = serializers.CharField()
+    alert_on_groups = serializers.BooleanField()
+    is_drift = serializers.BooleanField()
+    columns = serializers.ListField(child=serializers.CharField())
+    windows = serializers.JSONField(allow_null=True)
+    segments = serializers.JSONField(allow_null=True)
 
 
 class AlertEventSerializer(serializers.ModelSerializer):
@@ -257,6 +287,12 @@ class MonitorSerializer(serializers.ModelSerializer):
     multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
     multivariate = serializers.ListField(
         child=serializers.ChoiceField(choices=list(MULTIVARIATE_TESTS)), required=False
+    )
+    time_window = serializers.JSONField(
+        required=False, help_text='e.g. {"column": "dteday", "every": "month"}'
+    )
+    segment_by = serializers.JSONField(
+        required=False, help_text='e.g. "season" or {"column": "season", "top": 10}'
     )
     reference_where = serializers.DictField(required=False)
     retrain_where = serializers.DictField(required=False)

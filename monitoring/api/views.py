@@ -34,6 +34,7 @@ from monitoring.api.serializers import (
     ChannelSerializer,
     ChannelUpdateSerializer,
     ChannelWriteSerializer,
+    DriftCheckGroupsSerializer,
     DriftCheckRequestSerializer,
     DriftCheckSerializer,
     DriftHistoryPointSerializer,
@@ -51,7 +52,7 @@ from monitoring.filtersets import (
     NotificationFilterSet,
 )
 from monitoring.models import Alert, Channel, DriftCheck, EscalationPolicy, Monitor, Notification
-from monitoring.queries import drift_history
+from monitoring.queries import drift_history, group_trend
 from monitoring.report_http import report_response
 
 
@@ -73,6 +74,12 @@ class DriftCheckViewSet(RestrictedCreateViewSet):
     @action(detail=True, methods=["get"])
     def report(self, request, pk=None):
         return report_response(self.get_object())
+
+    @extend_schema(responses={200: DriftCheckGroupsSerializer})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def windows(self, request, pk=None):
+        """The check's verdicts per time window and segment, and the trend over windows."""
+        return Response(DriftCheckGroupsSerializer(group_trend(self.get_object())).data)
 
 
 class AlertViewSet(RestrictedReadOnlyViewSet):

@@ -32,7 +32,7 @@ span from the first to the last bucket; a rolling check keeps ``rolling - 1`` bu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -635,3 +635,19 @@ def run_groups(
         except GroupLimitError as exc:
             result.segments = SegmentsResult(segments.segments, error=str(exc))
     return result
+
+
+def judge_groups(
+    reference_profile: DatasetProfile,
+    current_chunks: pd.DataFrame | Iterable[pd.DataFrame],
+    config: CheckConfig,
+    groups: Mapping,
+    reference_rows: Callable[[], pd.DataFrame | Iterable[pd.DataFrame]],
+) -> dict:
+    """``run_groups`` as a check runs it: the stored config in, the JSON result out; the reference
+    rows (a callable, so they are read only when segments need them) are asked for only then."""
+    config_ = GroupConfig.from_dict(groups)
+    reference = reference_rows() if config_.segment_by is not None else None
+    return run_groups(
+        reference_profile, current_chunks, config, config_, reference_chunks=reference
+    ).to_dict()

@@ -141,6 +141,12 @@ class DriftCheck(Delivered):
     evidently_results = models.JSONField(
         default=list, blank=True, help_text="Evidently's verdicts, for people."
     )
+    groups = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Verdicts per time window and segment (monitoring.engine.windows.GroupsResult); "
+        "empty when the check asked for none.",
+    )
     sampled_rows = models.PositiveIntegerField(null=True, help_text="Rows per side in the evidently report.")
     report = models.CharField(
         max_length=500, blank=True, help_text="Evidently HTML, relative to artifact root."
@@ -280,6 +286,8 @@ class DriftCheck(Delivered):
         verdicts = [data, predicted, performance]
         if self.multivariate:
             verdicts.append(self.multivariate_verdict)
+        if self.groups:
+            verdicts.append(self.groups_verdict)
         return verdicts
 
     @property
@@ -294,6 +302,30 @@ class DriftCheck(Delivered):
         if any(test.get("status") == "ok" for test in tests):
             return Verdict("multivariate", "no-drift", "No multivariate drift")
         return Verdict("multivariate", "not-measured", "Multivariate drift not measured")
+
+    @property
+    def drifted_groups(self) -> list[dict]:
+        """The windows and segments whose own dataset verdict is drift (``GroupResult.to_dict``)."""
+        groups = self.groups or {}
+        listed = [
+            *((groups.get("windows") or {}).get("windows") or []),
+            *((groups.get("segments") or {}).get("segments") or []),
+        ]
+        return [group for group in listed if group.get("status") == "drift"]
+
+    @property
+    def groups_verdict(self) -> Verdict:
+        """The windows' and segments' verdict (issue 11), its own badge: "drift" when a group
+        drifted and the check raises its alert on groups (``alert_on_groups``), else a warning
+        that is shown and kept in history without an alert. The dataset verdict stays the whole
+        window's."""
+        drifted = self.drifted_groups
+        if drifted:
+            names = ", ".join(group["label"] for group in drifted[:5])
+            more = f" and {len(drifted) - 5} more" if len(drifted) > 5 else ""
+            status = "drift" if self.groups.get("alert_on_groups") else "warning"
+            return Verdict("groups", status, "Drift in windows or segments", f"{names}{more}")
+        return Verdict("groups", "no-drift", "No drift in windows or segments")
 
     @property
     def breach_severity(self) -> str:
@@ -313,7 +345,11 @@ class DriftCheck(Delivered):
 
     @property
     def is_breach(self) -> bool:
-        """Whether this finished check raises an alert: a drifted column, prediction or metric."""
+        """Whether this finished check raises an alert: a drifted column, prediction or metric, or
+        a drifted window or segment when the check asked for that (``alert_on_groups``)."""
         return bool(
-            self.drifted_count or (self.prediction or {}).get("is_drifted") or self.is_performance_drift
+            self.drifted_count
+            or (self.prediction or {}).get("is_drifted")
+            or self.is_performance_drift
+            or ((self.groups or {}).get("alert_on_groups") and self.drifted_groups)
         )

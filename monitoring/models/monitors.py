@@ -36,6 +36,9 @@ MONITOR_FIELDS = (
     "multiple_testing",
     "top_k",
     "multivariate",
+    "time_window",
+    "segment_by",
+    "alert_on_groups",
     "make_report",
     "check_predictions",
     "check_performance",
@@ -114,6 +117,22 @@ class Monitor(models.Model):
         default=list,
         blank=True,
         help_text='Multivariate drift tests to run beside the columns: "domain_classifier", "pca".',
+    )
+    # Windows and segments (issue 11, monitoring.engine.windows): verdicts per group beside the
+    # whole window's; {} asks for none.
+    time_window = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Windows of a timestamp column, e.g. {"column": "dteday", "every": "month"} '
+        '(every: hour, day, week, month; "rolling": n buckets; "max_windows").',
+    )
+    segment_by = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Segments of a categorical column, e.g. {"column": "season", "top": 10}.',
+    )
+    alert_on_groups = models.BooleanField(
+        default=False, help_text="A drifted window or segment raises the alert (default: shown only)."
     )
     make_report = models.BooleanField(
         default=True, help_text="Build the evidently report after each check (a separate task)."

@@ -17,7 +17,7 @@ from monitoring.engine import count_tested
 from monitoring.filtersets import DriftCheckFilterSet
 from monitoring.forms import DriftCheckForm
 from monitoring.models import Alert, CheckState, DriftCheck
-from monitoring.queries import CHART_COLUMNS_MAX, column_scores
+from monitoring.queries import CHART_COLUMNS_MAX, column_scores, group_trend, relative_score
 from monitoring.report_http import report_response
 from monitoring.views.relations import CHECK_RELATIONS
 
@@ -86,6 +86,69 @@ def score_chart(check: DriftCheck) -> dict | None:
     )
 
 
+def _group_rows(groups: list[dict], columns: list[str]) -> list[dict]:
+    """Each window or segment with one cell per column: its score and whether it drifted."""
+    rows = []
+    for group in groups:
+        cells = []
+        for name in columns:
+            result = group["columns"].get(name) or {}
+            cells.append(
+                {
+                    "score": result.get("score"),
+                    "status": result.get("status"),
+                    "is_drifted": result.get("status") == "drift",
+                }
+            )
+        rows.append(dict(group, cells=cells))
+    return rows
+
+
+def groups_context(check: DriftCheck) -> dict | None:
+    """The page's windows and segments (issue 11): tables of verdicts and scores per group, and a
+    line chart of the share of drifted columns per window (the trend) against the check's drift
+    share, with each column's score per window in its table. None when the check asked for none."""
+    if not check.groups:
+        return None
+    trend = group_trend(check)
+    columns = trend["columns"]
+    windows = trend["windows"] or {}
+    segments = trend["segments"] or {}
+    listed = windows.get("windows") or []
+    window_chart = None
+    if listed:
+        window_chart = chart(
+            "line",
+            x_label="window",
+            x=list(range(len(listed))),
+            x_labels=[window["label"] for window in listed],
+            series=[
+                Series("share of drifted columns", [window["share_of_drifted_columns"] for window in listed]),
+                Series("drift share", [check.drift_share] * len(listed), is_threshold=True),
+            ],
+            y_label="share of drifted columns",
+            table_only=[
+                Series(
+                    f"{name} score ÷ threshold",
+                    [
+                        relative_score(c.get("method"), c.get("score"), c.get("threshold"))
+                        for c in (window["columns"].get(name) or {} for window in listed)
+                    ],
+                )
+                for name in columns
+            ],
+        )
+    return {
+        "trend": trend,
+        "columns": columns,
+        "windows": windows,
+        "segments": segments,
+        "window_rows": _group_rows(listed, columns),
+        "segment_rows": _group_rows(segments.get("segments") or [], columns),
+        "window_chart": window_chart,
+    }
+
+
 @login_required
 def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The engine's per-column verdicts (evidently's beside them), prediction and performance
@@ -103,6 +166,7 @@ def drift_check_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "alerts": Alert.objects.restrict(request.user).filter(drift_check=check),
         "score_chart": score_chart(check),
         "score_columns_max": CHART_COLUMNS_MAX,
+        "groups": groups_context(check),
     }
     return render(request, "monitoring/drift_check_detail.html", context)
 
