@@ -47,6 +47,7 @@ ENDPOINTS = {
     "/api/drift-checks/",
     "/api/drift-checks/{id}/",
     "/api/drift-checks/{id}/report/",
+    "/api/drift-checks/{id}/windows/",
     "/api/escalation-policies/",
     "/api/escalation-policies/{id}/",
     "/api/jobs/",

@@ -245,3 +245,38 @@ def test_a_segment_column_of_numbers_or_absent_is_reported(bike):
     assert numeric.segments.error.startswith("the segment column 'temp' is numeric")
     assert absent.segments.error == "the segment column 'season' is not in the current data"
     assert no_column.windows.error == "the timestamp column 'when' is not in the current data"
+
+
+def test_rolling_windows_on_a_binned_reference_judge_as_the_rows_read_at_once():
+    # More than 10,000 distinct values: the reference is binned and each day is counted on its
+    # grid, so the days of a window merge by adding counts (no approximation).
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"x": rng.normal(size=30_000), "c": rng.choice(list("abc"), 30_000)})
+    days = pd.Timestamp("2025-03-01", tz="UTC") + pd.to_timedelta(
+        rng.integers(0, 10 * 86_400, 20_000), unit="s"
+    )
+    current = pd.DataFrame(
+        {"x": rng.normal(0.3, 1, 20_000), "c": rng.choice(list("abd"), 20_000), "at": days}
+    )
+    profile = build_profile(reference)
+    config = {"columns": ["x", "c"], "min_sample_size": 100}
+
+    result = run_groups(
+        profile, current, config, {"time_window": {"column": "at", "every": "day", "rolling": 3}}
+    )
+
+    windows = result.windows.windows
+    assert [w.label for w in windows][:2] == ["2025-03-01 to 2025-03-03", "2025-03-02 to 2025-03-04"]
+    assert len(windows) == 8
+    for window in (windows[0], windows[-1]):
+        rows = current[(current["at"] >= window.start[:-1]) & (current["at"] < window.end[:-1])]
+        direct = run_check(profile, rows, config)
+        assert window.rows == len(rows)
+        for name in ("x", "c"):
+            merged, alone = window.result.column(name), direct.column(name)
+            assert (merged.status, merged.method, merged.current_count) == (
+                alone.status,
+                alone.method,
+                alone.current_count,
+            )
+            assert merged.score == pytest.approx(alone.score, rel=1e-12)
