@@ -227,3 +227,24 @@ def test_a_real_worker_stores_the_windows(
     check = DriftCheck.objects.get(pk=check_id)
     assert (check.state, check.error) == ("succeeded", "")
     assert [w["label"] for w in check.groups["windows"]["windows"]] == MONTHS_2012
+
+
+def test_more_windows_than_allowed_leave_the_check_standing_with_the_reason(
+    client, client_for, scientist, registered_version, current_dataset_version
+):
+    client.force_login(scientist)
+    response = _request(
+        client_for(scientist),
+        registered_version,
+        current_dataset_version,
+        time_window={"column": "dteday", "every": "day", "max_windows": 30},
+    )
+
+    assert execute_drift_check(response.json()["id"], make_report=False) == "succeeded"
+
+    check = DriftCheck.objects.get(pk=response.json()["id"])
+    assert check.groups["windows"]["windows"] == []
+    assert "time_window.max_windows" in check.groups["windows"]["error"]
+    assert check.drifted_count == 2  # the whole data's verdict, as always
+    page = client.get(check.get_absolute_url()).content.decode()
+    assert "raise time_window.max_windows (at most 1000)" in page
