@@ -38,6 +38,29 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
+# The features an alert names for a drifted multivariate test: those that drive it most.
+MULTIVARIATE_FEATURES_NAMED = 3
+MULTIVARIATE_STATISTICS = {"domain_classifier": "ROC AUC", "pca": "reconstruction error"}
+
+
+def _drivers(test: dict) -> list[str]:
+    return [item["feature"] for item in test.get("top_features") or []][:MULTIVARIATE_FEATURES_NAMED]
+
+
+def _multivariate_line(test: dict) -> str:
+    """One drifted multivariate test in words: its statistic against its bound, what drives it."""
+    statistic = MULTIVARIATE_STATISTICS.get(test["test"], "statistic")
+    if test.get("lower_bound") is not None:
+        bound = f"outside {_fmt(test['lower_bound'])} to {_fmt(test.get('threshold'))}"
+    else:
+        bound = f"threshold {_fmt(test.get('threshold'))}"
+    p_value = f", p = {_fmt(test['p_value'])}" if test.get("p_value") is not None else ""
+    drivers = ", ".join(_drivers(test)) or "no single feature"
+    return (
+        f"{test['test']}: {statistic} = {_fmt(test.get('statistic'))} ({bound}{p_value}); driven by {drivers}"
+    )
+
+
 def _evidence(check: DriftCheck) -> dict[str, Any]:
     """What the alert shows and sends: drifted columns vs thresholds, windows, links."""
     base = settings.STEWARD_BASE_URL.rstrip("/")
@@ -64,12 +87,30 @@ def _evidence(check: DriftCheck) -> dict[str, Any]:
         "performance": {
             name: values for name, values in performance.get("metrics", {}).items() if values["is_degraded"]
         },
+        "multivariate": [
+            {
+                key: test.get(key)
+                for key in (
+                    "test",
+                    "statistic",
+                    "threshold",
+                    "lower_bound",
+                    "p_value",
+                    "top_features",
+                    "reference_rows",
+                    "current_rows",
+                    "message",
+                )
+            }
+            for test in check.drifted_multivariate
+        ],
     }
 
 
 def _headline(check: DriftCheck) -> tuple[str, str]:
-    """The alert's title, naming what breached (data, prediction, performance drift, in the
-    check's own words), and its one-line-per-finding summary."""
+    """The alert's title, naming what breached (data, prediction, performance, multivariate drift,
+    in the check's own words; a multivariate test with the features driving it), and its
+    one-line-per-finding summary."""
     lines = [
         f"{c['column']}: {c['method']} = {_fmt(c['score'])} (threshold {_fmt(c['threshold'])})"
         for c in check.drifted_columns
@@ -90,8 +131,15 @@ def _headline(check: DriftCheck) -> tuple[str, str]:
             lines.append(
                 f"{name}: {_fmt(values['current'])} against baseline {_fmt(values['baseline'])}{worse}"
             )
-    # The performance verdict names the metrics; the title gives their values too.
-    breached = [v._replace(detail=", ".join(degraded)) if v.kind == "performance" else v for v in breached]
+    tests = check.drifted_multivariate
+    lines.extend(_multivariate_line(test) for test in tests)
+    joint = ", ".join(
+        f"{test['test']} ({', '.join(_drivers(test)) or 'no single feature'})" for test in tests
+    )
+    # The performance verdict names the metrics; the title gives their values too. A multivariate
+    # verdict names its tests; the title names the features driving each.
+    details = {"performance": ", ".join(degraded), "multivariate": joint}
+    breached = [v._replace(detail=details[v.kind]) if v.kind in details else v for v in breached]
     first, *rest = breached
     title = f"{first.name} on {check.model_version}" + (f": {first.detail}" if first.detail else "")
     title += "".join(f"; {v.name.lower()}" + (f": {v.detail}" if v.detail else "") for v in rest)

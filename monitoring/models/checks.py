@@ -291,12 +291,17 @@ class DriftCheck(Delivered):
         return verdicts
 
     @property
+    def drifted_multivariate(self) -> list[dict]:
+        """The multivariate tests (``MultivariateResult.to_dict``) that found drift."""
+        return [test for test in self.multivariate or [] if test.get("status") == "drift"]
+
+    @property
     def multivariate_verdict(self) -> Verdict:
         """The multivariate tests' verdict, its own badge (issue 11): drift when any test asked
-        found drift. It does not count toward the column share, the dataset verdict or the alert:
-        the tests are opt-in and new, and a drifted column already says which column moved."""
+        found drift. A drift raises the alert (``is_breach``) but does not count toward the column
+        share or the dataset verdict: the tests see the rows as a whole, not a column."""
         tests = self.multivariate or []
-        drifted = [test["test"] for test in tests if test.get("status") == "drift"]
+        drifted = [test["test"] for test in self.drifted_multivariate]
         if drifted:
             return Verdict("multivariate", "drift", "Multivariate drift", ", ".join(drifted))
         if any(test.get("status") == "ok" for test in tests):
@@ -331,7 +336,8 @@ class DriftCheck(Delivered):
     def breach_severity(self) -> str:
         """The severity of the alert this check raises when it breaches (``is_breach``): the
         monitor's severity, so monitor, check and alert agree (issue 14); a check run by hand, with
-        no monitor, is critical when the dataset or its performance drifted, otherwise a warning."""
+        no monitor, is critical when the dataset or its performance drifted, otherwise (drifted
+        columns short of the share, prediction or multivariate drift) a warning."""
         if self.monitor is not None:
             return self.monitor.severity
         if self.is_dataset_drift or self.is_performance_drift:
@@ -346,10 +352,12 @@ class DriftCheck(Delivered):
     @property
     def is_breach(self) -> bool:
         """Whether this finished check raises an alert: a drifted column, prediction or metric, or
-        a drifted window or segment when the check asked for that (``alert_on_groups``)."""
+        a multivariate test that found drift, or a drifted window or segment when the check asked
+        for that (``alert_on_groups``) (issue 11)."""
         return bool(
             self.drifted_count
             or (self.prediction or {}).get("is_drifted")
             or self.is_performance_drift
+            or self.drifted_multivariate
             or ((self.groups or {}).get("alert_on_groups") and self.drifted_groups)
         )
