@@ -16,7 +16,9 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
   its own verdict; it does not change the column share or the dataset verdict;
 - text and embedding columns (``column_kinds``: "text" / "embedding"), tested on bounded samples of
   the raw rows by MMD with a permutation test (``monitoring.engine.embedding``), within the same
-  time limit; they count in the column share like any column;
+  time limit; they count in the column share like any column. So does a Steward vision model's
+  image (``column_kinds``: "image"), whose sampled rows ``embedder`` turns into the model's
+  penultimate-layer activations in a child process (``embed_with_model``);
 - windows and segments, when the check asks (``monitoring.engine.windows``): a verdict per time
   window and per segment beside the whole window's, which they do not change;
 - the evidently report, for people, is not made here: once the verdict is stored and the alert
@@ -25,14 +27,16 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
 A check past ``STEWARD_DRIFT_CHECK_TIME_LIMIT_S`` fails with the reason; the limit is checked at
 each stage, where progress is recorded, so it holds on any worker pool.
 
-``predictor`` (``predict_with_model``: the model runtime of ``runners``) and ``retrainer``
-(``monitoring.actions.retraining.submit_retraining``) are passed in by the task layer, so a check
-can run without them (no prediction drift; no retraining).
+``predictor`` (``predict_with_model``: the model runtime of ``runners``), ``embedder``
+(``embed_with_model``) and ``retrainer`` (``monitoring.actions.retraining.submit_retraining``) are
+passed in by the task layer, so a check can run without them (no prediction drift; an image
+skipped; no retraining).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import logging
 import math
@@ -40,6 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.utils import timezone
@@ -50,7 +55,14 @@ from monitoring.actions.checks import DRIFT_CHECKS, CheckOutcome, do_finish_drif
 from monitoring.actions.deliveries import deliver_due_notifications
 from monitoring.actions.escalations import do_escalate_alert
 from monitoring.actions.retraining import Retrainer, retrain_if_opened
-from monitoring.engine import CheckConfig, build_profile, compare_raw_columns, raw_row_columns, run_check
+from monitoring.engine import (
+    CheckConfig,
+    build_profile,
+    compare_raw_columns,
+    raw_data_columns,
+    raw_row_columns,
+    run_check,
+)
 from monitoring.engine import performance as perf
 from monitoring.engine.check import DEFAULT_MIN_SAMPLE_SIZE
 from monitoring.engine.multivariate import run_multivariate
@@ -58,7 +70,7 @@ from monitoring.engine.windows import judge_groups
 from monitoring.models import DriftCheck, Monitor, Notification, ReferenceProfile
 from monitoring.profiles import claim_build, ensure_profile, profile_parts, profile_row
 from monitoring.queries import due_alert_ids
-from runners.execute import predict_in_child
+from runners.execute import embed_in_child, predict_in_child
 from runners.launcher import ComputeError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +80,8 @@ PREDICTION_COLUMN = "prediction"
 Predictor = Callable[[ModelVersion, pd.DataFrame], pd.Series]
 # (claimed reference profile row, row groups of each part) -> None: profiles the parts elsewhere.
 FanOut = Callable[[ReferenceProfile, list[list[int]]], None]
+# (model version, rows) -> the model's penultimate-layer activations, one vector per row.
+Embedder = Callable[[ModelVersion, pd.DataFrame], np.ndarray]
 
 
 class CheckTimeLimit(Exception):
@@ -89,6 +103,12 @@ def predict_with_model(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Se
     """The model version's predictions on ``rows`` (its artifact's sha256 checked first), made in
     a child process: the worker never loads torch (issue 16, ``runners.execute.predict_in_child``)."""
     return predict_in_child(model_version, rows)
+
+
+def embed_with_model(model_version: ModelVersion, rows: pd.DataFrame) -> np.ndarray:
+    """The vision model version's penultimate-layer activations of ``rows`` (rows x dimensions),
+    computed in a child process like its predictions (``runners.execute.embed_in_child``)."""
+    return embed_in_child(model_version, rows)
 
 
 class _Stages:
@@ -172,6 +192,7 @@ def execute_drift_check(
     predictor: Predictor | None = None,
     retrainer: Retrainer | None = None,
     make_report: bool = True,
+    embedder: Embedder | None = None,
 ) -> str:
     """Run drift check ``check_id`` once; redelivery of a finished or claimed check does nothing.
 
@@ -190,7 +211,7 @@ def execute_drift_check(
             "model_version__model", "monitor", "reference_dataset_version__dataset"
         ).get(pk=check_id)
         with DRIFT_CHECKS.heartbeat(check_id, settings.STEWARD_JOB_HEARTBEAT_INTERVAL_S, attempt):
-            outcome, report = _run(check, predictor, make_report)
+            outcome, report = _run(check, predictor, make_report, embedder)
         with DRIFT_CHECKS.fenced(check_id, attempt):
             do_finish_drift_check(check_id, result=outcome, report=report)
 
@@ -212,7 +233,9 @@ def _options(check: DriftCheck) -> dict:
     return options
 
 
-def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> tuple[CheckOutcome, str]:
+def _run(
+    check: DriftCheck, predictor: Predictor | None, make_report: bool, embedder: Embedder | None = None
+) -> tuple[CheckOutcome, str]:
     options = _options(check)
     config = CheckConfig.from_dict(options["engine"])
     reference_rows = _Once(lambda: _frame(check.reference_dataset_version, check.reference_where))
@@ -266,7 +289,10 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
         # Text and embedding columns: MMD on bounded samples of the raw rows of both sides.
         stage(0.45, f"text and embedding drift: {', '.join(raw)}")
         deadline = time.monotonic() + settings.STEWARD_MULTIVARIATE_TIME_LIMIT_S
-        return compare_raw_columns(reference_sample(), _sample_of(window), config, deadline=deadline)
+        embed = None if embedder is None else functools.partial(embedder, check.model_version)
+        return compare_raw_columns(
+            reference_sample(), _sample_of(window), config, deadline=deadline, embed=embed
+        )
 
     stage(
         0.3,
@@ -327,9 +353,11 @@ def _run(check: DriftCheck, predictor: Predictor | None, make_report: bool) -> t
 def _sampled_columns(config: CheckConfig, raw: dict[str, str]) -> list[str] | None:
     """The columns the bounded samples keep: [] when nothing needs raw rows, None for all (a
     multivariate test over every column)."""
+    # An image's rows are its pixel columns (raw_data_columns), not a column named after it.
+    pixels = raw_data_columns(config)
     if config.multivariate:
-        return None if config.columns is None else list(dict.fromkeys([*config.columns, *raw]))
-    return list(raw)
+        return None if config.columns is None else list(dict.fromkeys([*config.columns, *pixels]))
+    return pixels
 
 
 def _sample_of(window: _Window) -> pd.DataFrame:

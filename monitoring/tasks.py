@@ -19,6 +19,7 @@ from monitoring.actions.checks import (
 )
 from monitoring.actions.retraining import submit_retraining
 from monitoring.execute import (
+    embed_with_model,
     execute_drift_check,
     predict_with_model,
     prepare_reference_profiles,
@@ -32,7 +33,9 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="monitoring.tasks.run_drift_check")
 def run_drift_check(check_id: int) -> str:
-    return execute_drift_check(check_id, predictor=predict_with_model, retrainer=submit_retraining)
+    return execute_drift_check(
+        check_id, predictor=predict_with_model, retrainer=submit_retraining, embedder=embed_with_model
+    )
 
 
 @shared_task(name="monitoring.tasks.build_drift_report")

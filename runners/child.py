@@ -9,7 +9,7 @@ printed goes to stderr):
 - ``{"event": "checkpoint", "epoch", "path"}``; ``{"event": "stopped", "epoch", "checkpoint"}``
   (asked to stop by SIGUSR1: the soft time limit)
 - ``{"event": "result", ...}`` (training: ``artifact``, ``metrics``, ``signature``, ``device``;
-  inference: ``rows``, ``device``; serving: ``requests``, ``rows``, ``device``) or
+  inference and embedding: ``rows``, ``device``; serving: ``requests``, ``rows``, ``device``) or
   ``{"event": "error", "message", "is_user_error"}``
 - ``{"event": "usage", "gpu_time_s", "peak_gpu_mem_mb", "cpu_time_s", "peak_rss_mb"}`` before it
   exits (GPU figures None without a GPU; CPU seconds and peak RSS of this process and its
@@ -19,11 +19,13 @@ Under torchrun (a training job on several GPUs, ``runners.launcher``) every rank
 module: each joins the process group and trains its share (``runners.training``); rank 0 alone
 reports events, writes checkpoints and the artifact; another rank reports only its error.
 
-The task (JSON): ``kind`` (train / infer / serve), ``data`` {path, format, filename, name, where},
+The task (JSON): ``kind`` (train / infer / embed / serve), ``data`` {path, format, filename, name, where},
 ``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
 ``checkpoint_every``, ``checkpoint_prune`` (keep only the latest checkpoint file; default true),
 ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256,
-name, flavor}.
+name, flavor}. Embedding (image drift, issue 11) takes the same ``model`` and writes, instead of
+the predictions, the model's penultimate-layer activations of each row as columns ``e0``, ``e1``...
+(``predictors.Predictor.embeddings``: only a Steward vision model gives them).
 
 Serving (issue 15's evaluation jobs: the worker evaluates, the model predicts here): ``models``
 {key: {path, sha256, name, flavor}} are loaded, ``{"event": "ready", "models": {key: flavor}}``
@@ -196,6 +198,27 @@ def _infer(task: dict[str, Any], report: Reporter) -> None:
     report("result", rows=len(output), device=loaded.device)
 
 
+def _embed(task: dict[str, Any], report: Reporter) -> None:
+    import pandas as pd
+
+    from runners.serving import predictors
+
+    model = task["model"]
+    loaded = predictors.load(
+        Path(model["path"]), flavor=model["flavor"], sha256=model["sha256"], name=model["name"]
+    )
+    rows = _load_rows(task["data"], report)
+    report(
+        "log",
+        message=f"embedding {len(rows)} rows with {model['name']} ({loaded.flavor})",
+        device=loaded.device,
+    )
+    vectors = loaded.embeddings(rows)
+    output = pd.DataFrame(vectors, columns=[f"e{i}" for i in range(vectors.shape[1])])
+    Path(task["output"]).write_bytes(datafiles.write_frame(output, "parquet"))
+    report("result", rows=len(output), device=loaded.device)
+
+
 def _serve(task: dict[str, Any], report: Reporter, requests: TextIO) -> None:
     import pandas as pd
 
@@ -294,6 +317,8 @@ def main(argv: list[str]) -> int:
             _train(task, report, stop_requested)
         elif task["kind"] == "serve":
             _serve(task, report, sys.stdin)
+        elif task["kind"] == "embed":
+            _embed(task, report)
         else:
             _infer(task, report)
         return 0

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -633,16 +634,33 @@ def predict_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Seri
     The artifact's sha256 is checked first. Raises ``launcher.ComputeError`` with the child's
     message (a changed artifact, a missing feature column, no rows).
     """
+    predicted = _in_child("infer", model_version, rows)[PREDICTION_COLUMN]
+    return pd.Series(predicted.to_numpy(), index=rows.index, name=PREDICTION_COLUMN)
+
+
+def embed_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> np.ndarray:
+    """The model version's own embedding of each row of ``rows`` (its penultimate layer's
+    activations; image drift, issue 11), shape (rows, dimensions), computed in a child process as
+    ``predict_in_child`` predicts: the user's pickle is loaded there, never in the worker.
+
+    Raises ``launcher.ComputeError`` with the child's message (a changed artifact, a model that
+    gives no embeddings, a missing pixel column)."""
+    return _in_child("embed", model_version, rows).to_numpy(dtype=np.float64)
+
+
+def _in_child(kind: str, model_version: ModelVersion, rows: pd.DataFrame) -> pd.DataFrame:
+    """Run ``runners.child``'s ``kind`` task (infer or embed) of ``model_version`` on ``rows`` on
+    the CPU under the settings' default limits; returns the frame it wrote."""
     limits = launcher.Limits(
         wall_time_s=settings.STEWARD_JOB_WALL_TIME_S or None,
         memory_mb=settings.STEWARD_JOB_MEMORY_MB or None,
         threads=settings.STEWARD_JOB_THREADS,
     )
-    with tempfile.TemporaryDirectory(prefix="steward-predict-") as tmp:
-        source, output = Path(tmp) / "rows.parquet", Path(tmp) / "predictions.parquet"
+    with tempfile.TemporaryDirectory(prefix=f"steward-{kind}-") as tmp:
+        source, output = Path(tmp) / "rows.parquet", Path(tmp) / "output.parquet"
         source.write_bytes(datafiles.write_frame(rows, "parquet"))
         task = {
-            "kind": "infer",
+            "kind": kind,
             "data": {
                 "path": str(source),
                 "format": "parquet",
@@ -661,8 +679,7 @@ def predict_in_child(model_version: ModelVersion, rows: pd.DataFrame) -> pd.Seri
         launcher.Launch(task, limits, Path(tmp)).run(
             lambda event: None, lambda: None, poll_s=POLL_S, grace_s=settings.STEWARD_JOB_KILL_GRACE_S
         )
-        predicted = datafiles.read_frame(output, "parquet", output.name)[PREDICTION_COLUMN]
-    return pd.Series(predicted.to_numpy(), index=rows.index, name=PREDICTION_COLUMN)
+        return datafiles.read_frame(output, "parquet", output.name)
 
 
 # A code run's API proxy listens on this loopback port inside its sandbox (its own network).

@@ -14,7 +14,8 @@ from typing import Any
 from django.db.models import Count, F, Max, Window
 from django.db.models.functions import Greatest, RowNumber
 
-from runners.models import Job, RunMetric
+from governance.models import ModelVersion
+from runners.models import CodeSource, Job, JobKind, RunMetric
 
 # At most this many points of one series in one answer: a longer series is thinned evenly (its
 # first and last points kept), so a run that logs every batch for a day still draws in a browser.
@@ -158,3 +159,22 @@ def metric_curves(job: Job, points_max: int = CURVE_POINTS_MAX) -> dict[str, lis
     for key, points in _history_series(history).items():
         series.setdefault(key, []).extend(points)
     return {key: _thin(points, points_max) for key, points in series.items()}
+
+
+# The shipped template whose models are Steward vision models (issue 17; image drift, issue 11).
+VISION_TEMPLATE = "vision"
+
+
+def is_vision_model(model_version: ModelVersion) -> bool:
+    """Whether ``model_version`` is a Steward vision model: an MLflow model registered by a code
+    run of the shipped vision template (its pyfunc wrapper keeps its torch network, whose
+    penultimate layer ``runners.serving.predictors.penultimate_layer`` reads in a child). Read
+    from the database only: the model's pickle is never loaded to decide."""
+    if model_version.flavor != ModelVersion.Flavor.MLFLOW_MODEL or model_version.source_job_id is None:
+        return False
+    return Job.objects.filter(
+        pk=model_version.source_job_id,
+        kind=JobKind.CODE,
+        code_version__source=CodeSource.TEMPLATE,
+        code_version__source_path=VISION_TEMPLATE,
+    ).exists()

@@ -27,10 +27,12 @@ from governance.permissions import CHANGE, VIEW
 from monitoring.actions.alerts import record_breach, record_clean_check
 from monitoring.engine import CheckConfig, ConfigError
 from monitoring.engine.windows import GroupConfig
+from monitoring.engine.embedding import IMAGE
 from monitoring.lineage_events import announce_drift_check
 from monitoring.models import CheckState, CurrentSource, DriftCheck, Monitor, ReportState
 from monitoring.queries import window_of
 from runners.lifecycle import Lifecycle
+from runners.queries import VISION_TEMPLATE, is_vision_model
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -117,9 +119,17 @@ ENGINE_OPTIONS = (
 )
 
 
-def engine_config(columns: list[str], drift_share: float, **options: Any) -> dict:
+def engine_config(
+    columns: list[str],
+    drift_share: float,
+    *,
+    image_columns: dict[str, list[str]] | None = None,
+    **options: Any,
+) -> dict:
     """The engine's CheckConfig as a dict; ``options`` are ``ENGINE_OPTIONS`` (None or empty:
-    the engine's default). Raises ValidationError naming the bad field."""
+    the engine's default); ``image_columns`` the pixel columns of each image ``column_kinds``
+    names (``image_columns``), whose threshold and weight may be set like a column's. Raises
+    ValidationError naming the bad field."""
     unknown = sorted(set(options) - set(ENGINE_OPTIONS))
     if unknown:
         raise ValidationError({unknown[0]: f"unknown engine option(s): {', '.join(unknown)}"})
@@ -127,13 +137,16 @@ def engine_config(columns: list[str], drift_share: float, **options: Any) -> dic
     values.update({name: value for name, value in options.items() if value is not None and value != {}})
     if isinstance(values.get("multivariate"), list):
         values["multivariate"] = tuple(values["multivariate"])
+    images = set(image_columns or {})
     for name in ("methods", "thresholds", "column_kinds", "weights"):
         if name in values:
             if not isinstance(values[name], dict):
                 raise ValidationError({name: "must be an object of column -> value"})
-            stray = sorted(set(values[name]) - set(columns))
+            stray = sorted(set(values[name]) - set(columns) - (set() if name == "methods" else images))
             if stray:
                 raise ValidationError({name: f"{', '.join(map(repr, stray))} is not a checked column"})
+    if image_columns:
+        values["image_columns"] = {name: tuple(pixels) for name, pixels in image_columns.items()}
     try:
         return CheckConfig(**values).to_dict()
     except ConfigError as exc:
@@ -185,6 +198,59 @@ def group_config(
     return config.to_dict()
 
 
+def image_columns(
+    model_version: ModelVersion,
+    column_kinds: Any,
+    columns: Sequence[str],
+    versions: Sequence[tuple[str, DatasetVersion]],
+) -> dict[str, list[str]]:
+    """The pixel columns of the image ``column_kinds`` names (kind "image"; issue 11: images are
+    compared through the model's own penultimate layer): the model's input columns, as its
+    signature names them, which every one of ``versions`` (``(side, version)``) must hold.
+
+    Raises ValidationError on ``column_kinds`` when the model is not a Steward vision model
+    (``runners.queries.is_vision_model``), when more than one image is named, when the image's
+    name is a checked or pixel column, or when a side lacks a pixel column. ``{}`` when no image is named
+    (a malformed ``column_kinds`` is ``engine_config``'s to refuse)."""
+    if not isinstance(column_kinds, dict):
+        return {}
+    images = [name for name, kind in column_kinds.items() if kind == IMAGE]
+    if not images:
+        return {}
+    named = ", ".join(map(repr, images))
+    if not is_vision_model(model_version):
+        raise ValidationError(
+            {
+                "column_kinds": f"{named} is an image, compared through the model's own embeddings (its "
+                f"penultimate layer): only a Steward vision model gives them (a version registered by a "
+                f"run of the {VISION_TEMPLATE} template), and {model_version} is not one"
+            }
+        )
+    if len(images) > 1:
+        raise ValidationError({"column_kinds": f"{named}: a vision model reads one image; name one"})
+    pixels = [str(column) for column in model_version.signature.get("features") or []]
+    if not pixels:
+        raise ValidationError({"column_kinds": f"{model_version}'s signature names no input columns"})
+    if images[0] in columns or images[0] in pixels:
+        raise ValidationError(
+            {
+                "column_kinds": f"{named} is a column: name the image apart from the checked columns and "
+                "its pixels (the model's input columns)"
+            }
+        )
+    for side, version in versions:
+        missing = [column for column in pixels if column not in version.column_names]
+        if missing:
+            shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
+            raise ValidationError(
+                {
+                    "column_kinds": f"image {images[0]!r}: the model's input column(s) {shown} are not in "
+                    f"the {side} dataset version {version}"
+                }
+            )
+    return {images[0]: pixels}
+
+
 def do_request_drift_check(
     *,
     model_version: ModelVersion,
@@ -202,9 +268,10 @@ def do_request_drift_check(
 
     The reference is the training dataset version with the training spec's row filter.
     ``engine_options`` are ``ENGINE_OPTIONS`` (min sample size, methods, thresholds, column kinds,
-    weights, multiple testing, top k, multivariate tests and their rows); ``make_report=False``
-    skips the evidently report; ``time_window``, ``segment_by`` and ``alert_on_groups`` ask for
-    verdicts per window and segment (``group_config``). Raises
+    weights, multiple testing, top k, multivariate tests and their rows); a column kind "image"
+    names the model's image (``image_columns``); ``make_report=False`` skips the evidently report;
+    ``time_window``, ``segment_by`` and ``alert_on_groups`` ask for verdicts per window and segment
+    (``group_config``). Raises
     ValidationError naming the field when the version has no training dataset, a named column is
     absent from either side, or an option is invalid; PermissionDenied without the right.
     """
@@ -225,8 +292,14 @@ def do_request_drift_check(
                 raise ValidationError({"columns": f"{names} not in the {side} dataset version {version}"})
     if not columns:
         raise ValidationError({"columns": "the two dataset versions share none of the model's columns"})
+    images = image_columns(
+        model_version,
+        engine_options.get("column_kinds"),
+        columns,
+        [("reference", reference), ("current", current_dataset_version)],
+    )
     config = {
-        "engine": engine_config(columns, drift_share, **engine_options),
+        "engine": engine_config(columns, drift_share, image_columns=images, **engine_options),
         "check_predictions": True,
         "check_performance": True,
         "performance_tolerance": 0.1,
@@ -262,12 +335,20 @@ def monitor_engine_config(monitor: Monitor) -> dict:
     """The engine config of a monitor's checks (its per-column settings of checked columns; those
     of ``prediction`` go to the prediction check). Raises ValidationError naming the field."""
 
+    images = image_columns(
+        monitor.model_version,
+        monitor.column_kinds,
+        monitor.columns,
+        [("reference", monitor.reference_dataset_version)],
+    )
+
     def of_columns(values: dict) -> dict:
-        return {k: v for k, v in values.items() if k in monitor.columns}
+        return {k: v for k, v in values.items() if k in monitor.columns or k in images}
 
     return engine_config(
         monitor.columns,
         monitor.drift_share,
+        image_columns=images,
         min_sample_size=monitor.min_sample_size,
         methods=of_columns(monitor.methods),
         thresholds=of_columns(monitor.thresholds),

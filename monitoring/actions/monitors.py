@@ -20,6 +20,7 @@ from governance.audit import record_audit_event, snapshot
 from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW, can
 from monitoring.actions.checks import default_columns, group_config, monitor_engine_config
+from monitoring.engine.embedding import IMAGE
 from monitoring.models import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
 from runners.beat import keep_periodic_task
 
@@ -68,6 +69,10 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
     elif not monitor.columns:
         errors["columns"] = "the reference holds none of the model's columns"
     allowed = {*monitor.columns, "prediction"}
+    # An image (column kind "image") is named apart from the columns; it takes a threshold and a
+    # weight like a column (monitor_engine_config checks the model gives embeddings).
+    kinds = monitor.column_kinds if isinstance(monitor.column_kinds, dict) else {}
+    images = {name for name, kind in kinds.items() if kind == IMAGE}
     per_column = ("methods", "thresholds", "column_kinds", "weights")
     for name in per_column:
         value = getattr(monitor, name)
@@ -75,7 +80,10 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
             errors[name] = "must be an object of column -> value"
             continue
         takes_prediction = name in ("methods", "thresholds")
-        stray = sorted(set(value) - (allowed if takes_prediction else set(monitor.columns)))
+        known = (allowed if takes_prediction else set(monitor.columns)) | (
+            images if name != "methods" else set()
+        )
+        stray = sorted(set(value) - known)
         if stray:
             also = " or 'prediction'" if takes_prediction else ""
             errors[name] = f"{', '.join(map(repr, stray))} is not a monitored column{also}"

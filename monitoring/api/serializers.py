@@ -104,7 +104,9 @@ class DriftCheckRequestSerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=COLUMN_KINDS),
         required=False,
         help_text="Column -> kind, overriding the rule (integers with at most 20 values are categories); "
-        '"text" (documents) and "embedding" (vectors) columns are compared by MMD on raw rows.',
+        '"text" (documents) and "embedding" (vectors) columns are compared by MMD on raw rows; a name '
+        'of kind "image" (not a column) is a Steward vision model\'s image, its input columns, compared '
+        "through the model's penultimate layer.",
     )
     weights = serializers.DictField(
         child=serializers.FloatField(min_value=0.0),

@@ -3,7 +3,7 @@
 - ``profile``: ``build_profile(data) -> DatasetProfile`` (JSON-able, mergeable across chunks).
 - ``methods``: K-S, Wasserstein (normed), PSI, Jensen-Shannon, chi-square, Z and missing-rate tests.
 - ``check``: ``run_check(reference_profile, current_chunks, config) -> CheckResult``;
-  ``compare_raw_columns`` for text and embedding columns (``embedding``: MMD).
+  ``compare_raw_columns`` for text and embedding columns and images (``embedding``: MMD).
 - ``multivariate``: the domain classifier and PCA reconstruction tests.
 """
 
@@ -15,6 +15,7 @@ from monitoring.engine.check import (
     Status,
     compare_raw_columns,
     count_tested,
+    raw_data_columns,
     raw_row_columns,
     run_check,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "build_profile",
     "compare_raw_columns",
     "count_tested",
+    "raw_data_columns",
     "raw_row_columns",
     "run_check",
 ]

@@ -38,6 +38,11 @@ Column rules that must not change verdicts by accident (issue 11):
   ``compare_raw_columns`` tests them on raw rows by MMD with a permutation test
   (``monitoring.engine.embedding``), whose results ``run_check`` takes as ``raw_results`` and
   counts like any other column's;
+- ``column_kinds`` may name an **image** ("image"): not a column but a name for the columns the
+  model reads as one image (``image_columns``: its pixels, set from the model's signature by the
+  caller). ``compare_raw_columns`` embeds both sides' sampled rows with the model's own
+  penultimate layer (an ``embed`` function the caller gives) and tests the vectors as an
+  embedding column; the result carries the image's name and counts like a column;
 - ``multiple_testing="bh"``: the p-values of the columns tested by K-S, chi-square or Z are adjusted
   by Benjamini & Hochberg (1995), "Controlling the false discovery rate", JRSS B 57: 289-300, and each
   adjusted p-value is compared with the column's threshold (distance methods and the missing-rate
@@ -53,7 +58,7 @@ far lower. ``tests/monitoring/test_engine.py`` checks the rates at this size.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -82,7 +87,10 @@ FEW_VALUES = 5  # evidently: numeric columns with at most this many values are t
 MAX_UNSEEN_REPORTED = 20
 RAW_ROWS_PENDING = "compared on raw rows (text or embedding): no result yet"
 METHODS = ("ks", "wasserstein", "psi", "jensenshannon", "chisquare", "z", "missing_rate")
-COLUMN_KINDS = ("categorical", "numeric", *embedding_engine.KINDS)
+COLUMN_KINDS = ("categorical", "numeric", *embedding_engine.KINDS, embedding_engine.IMAGE)
+# (the rows to embed) -> one vector per row: a model's own embedding of images (compare_raw_columns).
+Embed = Callable[[pd.DataFrame], np.ndarray]
+NO_EMBEDDER = "no model runtime in this process to embed the images"
 MULTIPLE_TESTING = ("none", "bh")
 # 50 values + "other": under no drift the Jensen-Shannon distance of a 2,000-row window stays near
 # sqrt(k / (8 n ln 2)) ~ 0.07, well below its 0.12 threshold (benchmarks/bench_drift_rules.py).
@@ -133,7 +141,8 @@ class CheckConfig:
     ``multiple_testing`` is "none" or "bh"; ``weights`` maps a column to its weight (>= 0) in the
     dataset share; ``multivariate`` names the multivariate tests to run beside the columns' (none by
     default; ``monitoring.engine.multivariate.TESTS``) on at most ``multivariate_max_rows`` rows a
-    side. Raises ``ConfigError`` (a ValueError naming the field) on an invalid value.
+    side; ``image_columns`` maps each name ``column_kinds`` declares an "image" to the columns that
+    hold its pixels. Raises ``ConfigError`` (a ValueError naming the field) on an invalid value.
     """
 
     drift_share: float = DEFAULT_DRIFT_SHARE
@@ -150,6 +159,7 @@ class CheckConfig:
     weights: Mapping[str, float] = field(default_factory=dict)
     multivariate: tuple[str, ...] = ()
     multivariate_max_rows: int = multivariate_engine.DEFAULT_MAX_ROWS
+    image_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _is_number(self.drift_share) or not 0 < self.drift_share <= 1:
@@ -179,6 +189,23 @@ class CheckConfig:
             if kind not in COLUMN_KINDS:
                 raise ConfigError(
                     "column_kinds", f"unknown kind {kind!r} for column {column!r}; choose from {COLUMN_KINDS}"
+                )
+        images = {name for name, kind in self.column_kinds.items() if kind == embedding_engine.IMAGE}
+        given = sorted(self.image_columns) if isinstance(self.image_columns, Mapping) else self.image_columns
+        if not isinstance(self.image_columns, Mapping) or given != sorted(images):
+            raise ConfigError(
+                "column_kinds",
+                f"each image needs its pixel columns: images {sorted(images)}, "
+                f"pixel columns given for {given!r}",
+            )
+        for name, pixels in self.image_columns.items():
+            if (
+                not isinstance(pixels, tuple | list)
+                or not pixels
+                or not all(isinstance(c, str) and c for c in pixels)
+            ):
+                raise ConfigError(
+                    "column_kinds", f"image {name!r}: its pixel columns must be a list of names"
                 )
         if not _is_int(self.top_k) or not 1 <= self.top_k <= 1000:
             raise ConfigError("top_k", f"top_k must be an integer from 1 to 1000, got {self.top_k}")
@@ -219,6 +246,11 @@ class CheckConfig:
             values["columns"] = tuple(values["columns"])
         if isinstance(values.get("multivariate"), list):
             values["multivariate"] = tuple(values["multivariate"])
+        if isinstance(values.get("image_columns"), Mapping):
+            values["image_columns"] = {
+                name: tuple(pixels) if isinstance(pixels, list) else pixels
+                for name, pixels in values["image_columns"].items()
+            }
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -228,6 +260,7 @@ class CheckConfig:
             data[name] = dict(getattr(self, name))
         data["columns"] = None if self.columns is None else list(self.columns)
         data["multivariate"] = list(self.multivariate)
+        data["image_columns"] = {name: list(pixels) for name, pixels in self.image_columns.items()}
         return data
 
 
@@ -353,8 +386,9 @@ def run_check(
     ``current_chunks``: a DataFrame (read in slices of ``config.chunk_rows``) or an iterable of
     DataFrame chunks with the reference's column names; it is read once. Memory beyond one chunk is
     bounded by the reference profile's size. ``raw_results``: the results of text and embedding
-    columns (``compare_raw_columns``), used as they are and counted in the dataset verdict; it is
-    iterated after the chunks. Raises
+    columns and images (``compare_raw_columns``), used as they are and counted in the dataset
+    verdict; it is iterated after the chunks, and an image's result follows the columns (its name
+    is none of theirs). Raises
     ValueError for an invalid config and TypeError if a chunk is not a DataFrame; everything about
     a column is reported in its result.
     """
@@ -423,6 +457,7 @@ def evaluate_current(
         except Exception as exc:  # report it on the column; the other columns keep their verdicts
             kind = reference.kind.value if reference is not None else "unknown"
             results.append(ColumnResult(name, kind, Status.ERROR, f"{type(exc).__name__}: {exc}"))
+    results.extend(given[name] for name in config.image_columns if name in given and name not in names)
     return _verdict(results, config, reference_profile.rows, rows)
 
 
@@ -451,48 +486,78 @@ def _verdict(
 
 
 def raw_row_columns(config: CheckConfig) -> dict[str, str]:
-    """The columns ``config`` declares text or embedding: ``{column: kind}`` (those
+    """The columns ``config`` declares text or embedding, and its images: ``{name: kind}`` (those
     ``compare_raw_columns`` tests)."""
-    return {name: kind for name, kind in config.column_kinds.items() if kind in embedding_engine.KINDS}
+    raw = (*embedding_engine.KINDS, embedding_engine.IMAGE)
+    return {name: kind for name, kind in config.column_kinds.items() if kind in raw}
+
+
+def raw_data_columns(config: CheckConfig) -> list[str]:
+    """The data columns ``compare_raw_columns`` reads: the text and embedding columns, and each
+    image's pixel columns, in config order without repeats (what a sample of raw rows must keep)."""
+    names: dict[str, None] = {}
+    for name, kind in raw_row_columns(config).items():
+        for column in config.image_columns[name] if kind == embedding_engine.IMAGE else (name,):
+            names[column] = None
+    return list(names)
 
 
 def compare_raw_columns(
-    reference: pd.DataFrame, current: pd.DataFrame, config: CheckConfig, *, deadline: float | None = None
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    config: CheckConfig,
+    *,
+    deadline: float | None = None,
+    embed: Embed | None = None,
 ) -> list[ColumnResult]:
-    """Test each text or embedding column of ``config`` on the raw rows of both sides
-    (``embedding.compare_column``: MMD with a permutation test, at most
-    ``config.multivariate_max_rows`` rows a side, seeded; the column's threshold or 0.05 as alpha).
-    A column absent from either side is an error result naming the side."""
+    """Test each text or embedding column and each image of ``config`` on the raw rows of both
+    sides (``embedding.compare_column`` / ``compare_images``: MMD with a permutation test, at most
+    ``config.multivariate_max_rows`` and 1,000 rows a side, seeded; the column's threshold or 0.05
+    as alpha). An image's rows are embedded by ``embed`` (the model's penultimate layer); without
+    one its result is ``skipped``. A column absent from either side is an error result naming the
+    side (for an image, its first missing pixel columns)."""
     out = []
+    max_rows = min(config.multivariate_max_rows, embedding_engine.DEFAULT_MAX_ROWS)
     for name, kind in raw_row_columns(config).items():
+        wanted = list(config.image_columns[name]) if kind == embedding_engine.IMAGE else [name]
         missing = [
-            side for side, frame in (("reference", reference), ("current", current)) if name not in frame
+            (side, [column for column in wanted if column not in frame])
+            for side, frame in (("reference", reference), ("current", current))
         ]
+        missing = [(side, columns) for side, columns in missing if columns]
         if missing:
-            out.append(
-                ColumnResult(
-                    name, kind, Status.ERROR, f"column {name!r} is missing from the {missing[0]} data"
-                )
+            side, columns = missing[0]
+            what = (
+                f"column {name!r}"
+                if kind != embedding_engine.IMAGE
+                else (f"image {name!r}: column(s) {', '.join(map(repr, columns[:5]))}")
             )
+            out.append(ColumnResult(name, kind, Status.ERROR, f"{what} missing from the {side} data"))
             continue
         alpha = float(config.thresholds.get(name, embedding_engine.DEFAULT_ALPHA))
-        outcome = embedding_engine.compare_column(
-            kind,
-            reference[name],
-            current[name],
-            max_rows=min(config.multivariate_max_rows, embedding_engine.DEFAULT_MAX_ROWS),
-            alpha=alpha,
-            deadline=deadline,
-        )
+        if kind == embedding_engine.IMAGE:
+            if embed is None:
+                out.append(ColumnResult(name, kind, Status.SKIPPED, NO_EMBEDDER))
+                continue
+            outcome = embedding_engine.compare_images(
+                reference[wanted], current[wanted], embed, max_rows=max_rows, alpha=alpha, deadline=deadline
+            )
+        else:
+            outcome = embedding_engine.compare_column(
+                kind, reference[name], current[name], max_rows=max_rows, alpha=alpha, deadline=deadline
+            )
         status = {"ok": Status.OK, "drift": Status.DRIFT, "insufficient_data": Status.INSUFFICIENT_DATA}.get(
             outcome.status, Status.ERROR
         )
+        message = outcome.message
+        if kind == embedding_engine.IMAGE and outcome.dimensions:
+            message += f"; the model's {outcome.dimensions}-dimensional embeddings of the images"
         out.append(
             ColumnResult(
                 name,
                 kind,
                 status,
-                outcome.message,
+                message,
                 method="mmd" if outcome.p_value is not None else None,
                 score=outcome.p_value,
                 threshold=alpha,

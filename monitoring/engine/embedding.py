@@ -16,6 +16,10 @@ shuffles of the pooled rows give its null distribution, and the p-value is
   bigrams hashed into ``2**14`` buckets (scikit-learn's ``HashingVectorizer``), TF-IDF weighted
   and reduced to ``TEXT_DIMENSIONS`` by a truncated SVD, both fitted on the pooled sample (so the
   embedding does not favour either side), then L2-normalised.
+- an **image** is several columns (its pixels) that one model reads as one input. The rows are
+  embedded by the model itself (``compare_images``: its penultimate layer, computed by whoever
+  calls, for a Steward vision model in the model's own child process), so the test compares what
+  the model sees; rows with a missing pixel are dropped.
 
 A domain classifier (logistic regression, 5-fold cross-validated ROC AUC) on the same vectors is
 reported beside the MMD as a second, readable figure of how separable the sides are; the verdict
@@ -26,13 +30,14 @@ No Django imports.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 KINDS = ("text", "embedding")
+IMAGE = "image"
 DEFAULT_MAX_ROWS = 1_000  # per side: a 2,000 x 2,000 kernel, about 1 s for 200 permutations
 DEFAULT_PERMUTATIONS = 200
 DEFAULT_ALPHA = 0.05
@@ -173,12 +178,7 @@ def compare_column(
     sides = [_sample(values.dropna(), max_rows, rng) for values in (reference, current)]
     base = EmbeddingOutcome("ok", alpha=alpha, reference_rows=len(sides[0]), current_rows=len(sides[1]))
     if min(len(side) for side in sides) < MIN_ROWS:
-        return replace(
-            base,
-            status="insufficient_data",
-            message=f"not enough non-empty cells: {len(sides[0])} reference and {len(sides[1])} current; "
-            f"each side needs at least {MIN_ROWS}",
-        )
+        return _too_few(base, "non-empty cells")
     try:
         if kind == "text":
             x, y = text_vectors(sides[0].astype(str).tolist(), sides[1].astype(str).tolist(), seed)
@@ -186,12 +186,75 @@ def compare_column(
             x, y = as_vectors(sides[0]), as_vectors(sides[1])
             if x.shape[1] != y.shape[1]:
                 raise ValueError(f"reference vectors have {x.shape[1]} dimensions, current ones {y.shape[1]}")
+    except ValueError as exc:
+        return replace(base, status="error", message=str(exc))
+    return compare_vectors(x, y, base, permutations=permutations, seed=seed, deadline=deadline)
+
+
+def compare_images(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    embed: Callable[[pd.DataFrame], np.ndarray],
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
+    deadline: float | None = None,
+) -> EmbeddingOutcome:
+    """Compare the images of ``reference`` and ``current`` (each a frame of exactly the image's
+    pixel columns) through ``embed``: rows with a missing pixel are dropped, each side is sampled
+    (seeded) to at most ``max_rows`` rows, and ``embed`` is called once on both samples stacked
+    (reference rows first), returning one vector per row, shape (rows, dimensions). The vectors
+    are then compared as an embedding column is (MMD permutation test, classifier AUC).
+
+    Whatever ``embed`` raises (the model cannot run on these rows) is reported as ``error`` with
+    its message, so the other columns keep their verdicts."""
+    rng = np.random.default_rng(seed)
+    sides = [_sample_rows(frame.dropna(), max_rows, rng) for frame in (reference, current)]
+    base = EmbeddingOutcome("ok", alpha=alpha, reference_rows=len(sides[0]), current_rows=len(sides[1]))
+    if min(len(side) for side in sides) < MIN_ROWS:
+        return _too_few(base, "complete images (rows with every pixel)")
+    if deadline is not None and time.monotonic() > deadline:
+        return replace(
+            base, status="time_limit", message="stopped at its time limit before embedding the images"
+        )
+    try:
+        vectors = np.asarray(embed(pd.concat(sides, ignore_index=True)), dtype=float)
+    except Exception as exc:  # the model's failure on these rows is this column's result
+        return replace(base, status="error", message=f"could not embed the images: {exc}")
+    rows = len(sides[0]) + len(sides[1])
+    if vectors.ndim != 2 or len(vectors) != rows:
+        return replace(
+            base,
+            status="error",
+            message=f"the model gave embeddings of shape {vectors.shape} for {rows} images",
+        )
+    if not np.isfinite(vectors).all():
+        return replace(base, status="error", message="the model's embeddings hold NaN or infinite values")
+    x, y = vectors[: len(sides[0])], vectors[len(sides[0]) :]
+    return compare_vectors(x, y, base, permutations=permutations, seed=seed, deadline=deadline)
+
+
+def compare_vectors(
+    x: np.ndarray,
+    y: np.ndarray,
+    base: EmbeddingOutcome,
+    *,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    deadline: float | None = None,
+) -> EmbeddingOutcome:
+    """The MMD permutation test and the classifier AUC of vectors ``x`` (reference, (n, d)) and
+    ``y`` (current, (m, d)); ``base`` carries the row counts and ``alpha``."""
+    try:
         mmd2, p_value = mmd_permutation_test(x, y, permutations, seed, deadline)
         auc = classifier_auc(x, y, seed)
     except EmbeddingTimeLimit as exc:
         return replace(base, status="time_limit", message=str(exc))
     except ValueError as exc:
         return replace(base, status="error", message=str(exc))
+    alpha = base.alpha
     drifted = p_value < alpha
     comparison = "<" if drifted else ">="
     return replace(
@@ -206,8 +269,24 @@ def compare_column(
     )
 
 
+def _too_few(base: EmbeddingOutcome, what: str) -> EmbeddingOutcome:
+    return replace(
+        base,
+        status="insufficient_data",
+        message=f"not enough {what}: {base.reference_rows} reference and {base.current_rows} current; "
+        f"each side needs at least {MIN_ROWS}",
+    )
+
+
 def _sample(values: pd.Series, max_rows: int, rng: np.random.Generator) -> pd.Series:
     if len(values) <= max_rows:
         return values.reset_index(drop=True)
     picked = np.sort(rng.choice(len(values), size=max_rows, replace=False))
     return values.iloc[picked].reset_index(drop=True)
+
+
+def _sample_rows(frame: pd.DataFrame, max_rows: int, rng: np.random.Generator) -> pd.DataFrame:
+    if len(frame) <= max_rows:
+        return frame.reset_index(drop=True)
+    picked = np.sort(rng.choice(len(frame), size=max_rows, replace=False))
+    return frame.iloc[picked].reset_index(drop=True)

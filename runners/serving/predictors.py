@@ -45,6 +45,8 @@ class Predictor:
     score_proba: Callable[[pd.DataFrame, str], np.ndarray | None] | None = field(default=None, repr=False)
     # Every class's probability per row (a multiclass evaluation); None: the model gives none.
     score_class_proba: Callable[[pd.DataFrame], pd.DataFrame | None] | None = field(default=None, repr=False)
+    # The penultimate layer's activations per row (image drift, issue 11); None: not a vision model.
+    score_embeddings: Callable[[pd.DataFrame], np.ndarray] | None = field(default=None, repr=False)
 
     def predict_records(self, records: list[dict[str, Any]]) -> list[Any]:
         """One prediction per record ({column: value}), as ``predict`` would give for them."""
@@ -102,6 +104,27 @@ class Predictor:
             raise PredictorError(f"{self.name} could not predict: {type(exc).__name__}: {exc}") from exc
         if found is not None and len(found) != len(frame):
             raise PredictorError(f"{self.name} gave {len(found)} rows of probabilities for {len(frame)} rows")
+        return found
+
+    def embeddings(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's own embedding of each row of ``frame``: the activations of its penultimate
+        layer, shape (rows, dimensions), float64. Raises PredictorError for a model that gives
+        none (only a Steward vision model does), for rows it cannot read, and for a wrong shape."""
+        if self.score_embeddings is None:
+            raise PredictorError(
+                f"{self.name} gives no embeddings: only a Steward vision model (an MLflow pyfunc of the "
+                "vision template, whose torch network is its 'network') exposes its penultimate layer"
+            )
+        if frame.empty:
+            raise PredictorError("no rows to embed")
+        try:
+            found = np.asarray(self.score_embeddings(frame), dtype=np.float64)
+        except PredictorError:
+            raise
+        except Exception as exc:
+            raise PredictorError(f"{self.name} could not embed: {type(exc).__name__}: {exc}") from exc
+        if found.ndim != 2 or len(found) != len(frame):
+            raise PredictorError(f"{self.name} gave embeddings of shape {found.shape} for {len(frame)} rows")
         return found
 
 
@@ -299,9 +322,54 @@ def _load_mlflow(path: Path, name: str) -> Predictor:
             return None
         return found[positive_label].to_numpy()
 
+    def score_embeddings(frame: pd.DataFrame) -> np.ndarray:
+        inputs = frame[columns] if columns else frame
+        inputs = inputs.astype({name: dtype for name, dtype in dtypes.items() if name in inputs.columns})
+        return penultimate_layer(model, inputs)
+
     return Predictor(
-        name, MLFLOW_MODEL, "cpu", score, score_proba=score_proba, score_class_proba=score_class_proba
+        name,
+        MLFLOW_MODEL,
+        "cpu",
+        score,
+        score_proba=score_proba,
+        score_class_proba=score_class_proba,
+        score_embeddings=score_embeddings,
     )
+
+
+# Rows per forward pass when embedding: bounds the activations held at once.
+EMBED_BATCH_ROWS = 1024
+
+
+def penultimate_layer(model: Any, inputs: pd.DataFrame) -> np.ndarray:
+    """What enters the last layer of a Steward vision model's network (its penultimate layer's
+    activations), one row per row of ``inputs``, float64. The vision template's pyfunc wrapper
+    (``runners/workloads/vision/digits.py``) keeps its torch ``nn.Sequential`` as ``network`` and
+    computes ``probabilities(frame)`` with it; a forward pre-hook on the network's last layer reads
+    that layer's input, so versions registered before this function existed are read alike.
+    Raises PredictorError for any other model."""
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # not a custom pyfunc (MLflow raises its MlflowException)
+        python_model = None
+    network: Any = getattr(python_model, "network", None)
+    layers = list(network.children()) if callable(getattr(network, "children", None)) else []
+    if len(layers) < 2 or not callable(getattr(python_model, "probabilities", None)):
+        raise PredictorError(
+            "the model gives no embeddings: only a Steward vision model (the vision template's pyfunc, "
+            "a torch network of several layers as its 'network') exposes its penultimate layer"
+        )
+    import torch
+
+    captured: list[Any] = []
+    handle = layers[-1].register_forward_pre_hook(lambda _layer, args: captured.append(args[0].detach()))
+    try:
+        for start in range(0, len(inputs), EMBED_BATCH_ROWS):
+            python_model.probabilities(inputs.iloc[start : start + EMBED_BATCH_ROWS])
+    finally:
+        handle.remove()
+    return torch.cat(captured).reshape(len(inputs), -1).cpu().numpy().astype(np.float64)
 
 
 def _probability_owner(model: Any) -> Any:
