@@ -138,17 +138,39 @@ def test_a_vision_models_images_drift_through_its_own_embeddings(
     }
     assert DriftCheck.objects.count() == 0
 
+    # A monitor of the rotated batches names the image too.
+    monitor = api.post(
+        "/api/monitors/",
+        {
+            "model_version": version.pk,
+            "name": "images",
+            "source": "dataset",
+            "current_dataset": shifted.dataset_id,
+            **IMAGE,
+        },
+        format="json",
+    )
+    assert monitor.status_code == 201, monitor.json()
+    assert monitor.json()["column_kinds"] == {"digit": "image"}
+
     with drift_worker():
         same = request(digits)
         turned = request(shifted)
         assert (same.status_code, turned.status_code) == (201, 201), (same.json(), turned.json())
-        ids = [same.json()["id"], turned.json()["id"]]
+        watched = api.post(f"/api/monitors/{monitor.json()['id']}/run/")
+        ids = [same.json()["id"], turned.json()["id"], watched.json()["id"]]
         _wait_for(
             "finished",
-            lambda: DriftCheck.objects.filter(pk__in=ids, state__in=["succeeded", "failed"]).count() == 2,
+            lambda: DriftCheck.objects.filter(pk__in=ids, state__in=["succeeded", "failed"]).count() == 3,
         )
 
-    clean, drifted = (DriftCheck.objects.get(pk=pk) for pk in ids)
+    clean, drifted, monitored = (DriftCheck.objects.get(pk=pk) for pk in ids)
+    assert monitored.config["engine"]["image_columns"] == {"digit": PIXELS}
+    assert (monitored.state, _image(monitored)["status"], _image(monitored)["score"]) == (
+        "succeeded",
+        "drift",
+        pytest.approx(1 / 201),
+    )
     assert clean.config["engine"]["image_columns"] == {"digit": PIXELS}
     for check in (clean, drifted):
         assert (check.state, check.error) == ("succeeded", "")
@@ -176,8 +198,9 @@ def test_a_vision_models_images_drift_through_its_own_embeddings(
     assert _image(drifted)["score"] == pytest.approx(1 / 201)
     assert "classifier AUC" in _image(drifted)["message"]
     assert (drifted.results[0]["status"], drifted.drifted_count, drifted.is_dataset_drift) == ("ok", 1, True)
-    alert = Alert.objects.get()
+    alert = Alert.objects.get(dedup_key=f"model_version:{version.pk}")
     assert (alert.drift_check_id, alert.title) == (drifted.pk, f"Dataset drift on {version}: 1 of 2 columns")
+    assert Alert.objects.get(monitor_id=monitor.json()["id"]).drift_check_id == monitored.pk
     assert alert.summary.startswith("digit: mmd = 0.004975 (threshold 0.05)")
 
     browser = Client()
