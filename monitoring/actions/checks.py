@@ -26,8 +26,8 @@ from governance.models import DatasetVersion, ModelVersion
 from governance.permissions import CHANGE, VIEW
 from monitoring.actions.alerts import record_breach, record_clean_check
 from monitoring.engine import CheckConfig, ConfigError
-from monitoring.engine.windows import GroupConfig
 from monitoring.engine.embedding import IMAGE
+from monitoring.engine.windows import GroupConfig
 from monitoring.lineage_events import announce_drift_check
 from monitoring.models import CheckState, CurrentSource, DriftCheck, Monitor, ReportState
 from monitoring.queries import window_of
