@@ -120,3 +120,208 @@ def compare(
             "is_degraded": is_degraded(metric, value, base, tolerance),
         }
     return out
+
+
+# --- Significance of a metric change (issue 11): a bootstrap confidence interval ---------------
+
+# Tests a monitor may ask for: "bootstrap" (the default of new monitors) or the flat "tolerance".
+PERFORMANCE_TESTS = ("bootstrap", "tolerance")
+DEFAULT_RESAMPLES = 1000
+DEFAULT_MAX_ROWS = 20_000  # regression rows resampled (a seeded sample beyond)
+
+
+def _confusion(truth: np.ndarray, predicted: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Counts of (true class, predicted class), shape (classes, classes)."""
+    k = len(classes)
+    t, p = np.searchsorted(classes, truth), np.searchsorted(classes, predicted)
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k).astype(np.float64)
+
+
+def _from_confusions(metric: str, counts: np.ndarray) -> np.ndarray:
+    """``metric`` of each confusion matrix in ``counts`` (shape (B, k, k)), as
+    ``classification_metrics`` computes it from rows (NaN ROC AUC where no class has both)."""
+    n = counts.sum(axis=(1, 2))
+    tp = np.diagonal(counts, axis1=1, axis2=2)
+    if metric == "accuracy":
+        return tp.sum(axis=1) / n
+    fp = counts.sum(axis=1) - tp  # column sums: predicted as the class
+    fn = counts.sum(axis=2) - tp  # row sums: truly the class
+    if metric == "f1":
+        denominator = 2 * tp + fp + fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 1.0)
+        return f1.mean(axis=1)
+    if metric == "roc_auc":
+        tn = n[:, None] - tp - fp - fn
+        usable = (tp + fn > 0) & (fp + tn > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = (1 + tp / (tp + fn) - fp / (fp + tn)) / 2
+        auc = np.where(usable, auc, 0.0)
+        used = usable.sum(axis=1)
+        return np.where(used > 0, auc.sum(axis=1) / np.maximum(used, 1), np.nan)
+    raise ValueError(f"unknown classification metric {metric!r}")
+
+
+class _Side:
+    """One side's labelled rows, ready to be resampled: a confusion matrix (classification:
+    resampling rows is a multinomial draw over its cells, whatever the row count) or per-row
+    errors (regression: at most ``max_rows`` of them, a seeded sample beyond)."""
+
+    def __init__(self, task: str, truth: pd.Series, predicted: pd.Series, classes, max_rows: int, rng):
+        self.task, self.rows = task, len(truth)
+        if task == "classification":
+            self.counts = _confusion(truth.astype(str).to_numpy(), predicted.astype(str).to_numpy(), classes)
+        else:
+            error = pd.to_numeric(predicted, errors="raise").to_numpy(np.float64) - pd.to_numeric(
+                truth, errors="raise"
+            ).to_numpy(np.float64)
+            if len(error) > max_rows:
+                error = rng.choice(error, size=max_rows, replace=False)
+            self.error = error
+
+    def resampled(
+        self, metric: str, resamples: int, rng: np.random.Generator, size: int | None = None
+    ) -> np.ndarray:
+        """``metric`` on ``resamples`` bootstrap resamples of the rows (of ``size`` rows each:
+        default as many as there are; regression: at most the rows kept)."""
+        if self.task == "classification":
+            total = int(self.counts.sum())
+            cells = rng.multinomial(size or total, self.counts.ravel() / total, size=resamples)
+            k = self.counts.shape[0]
+            return _from_confusions(metric, cells.reshape(resamples, k, k).astype(np.float64))
+        out = np.empty(resamples)
+        rows = min(size or len(self.error), len(self.error))
+        chunk = max(1, 2_000_000 // max(1, rows))  # bounded memory per step
+        for start in range(0, resamples, chunk):
+            step = min(chunk, resamples - start)
+            drawn = self.error[rng.integers(0, len(self.error), size=(step, rows))]
+            out[start : start + step] = (
+                np.abs(drawn).mean(axis=1) if metric == "mae" else np.sqrt((drawn**2).mean(axis=1))
+            )
+        return out
+
+
+def bootstrap_compare(
+    task: str,
+    current: tuple[pd.Series, pd.Series],
+    baselines: Mapping[str, tuple[float, str]],
+    *,
+    reference: tuple[pd.Series, pd.Series] | None = None,
+    baseline_rows: Mapping[str, int] | None = None,
+    alpha: float = 0.05,
+    min_effect: float = 0.0,
+    resamples: int = DEFAULT_RESAMPLES,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """Per metric of ``task`` with a finite baseline: the metric change and its bootstrap
+    confidence interval, and whether it is a significant worsening.
+
+    ``current`` and ``reference`` are (labels, predictions) of labelled rows. With ``reference``
+    both sides are resampled (the difference of two estimates). Without it the baseline is the
+    value of ``baselines`` (e.g. the validation metric training recorded); when ``baseline_rows``
+    says on how many rows it was measured, its own sampling error is approximated by resampling
+    the current rows at that size (the current rows' spread standing in for the validation
+    rows'), else the baseline is taken as exact and only the current rows' error counts (a
+    slightly liberal test when the baseline came from few rows). The interval is the percentile interval
+    ``[q(alpha), q(1 - alpha)]`` of ``current - baseline`` over ``resamples`` resamples (seeded),
+    a ``1 - 2 alpha`` two-sided interval: a metric is degraded when the whole interval lies on the
+    bad side of ``min_effect * |baseline|`` (above it for an error metric, below minus it for a
+    score), a one-sided test at level ``alpha``. Returns ``compare``'s keys plus ``difference``,
+    ``ci_low``, ``ci_high``, ``ci_level`` and ``test`` ("bootstrap").
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    if min_effect < 0 or not math.isfinite(min_effect):
+        raise ValueError(f"min_effect must be a finite number >= 0, got {min_effect}")
+    if resamples < 10:
+        raise ValueError(f"resamples must be at least 10, got {resamples}")
+    rng = np.random.default_rng(seed)
+    truth, predicted = current
+    if len(truth) == 0:
+        raise ValueError("no labelled rows")
+    classes = None
+    if task == "classification":
+        seen = [truth, predicted, *(reference or ())]
+        classes = np.unique(np.concatenate([series.astype(str).to_numpy() for series in seen]))
+    now = _Side(task, truth, predicted, classes, max_rows, rng)
+    before = (
+        _Side(task, reference[0], reference[1], classes, max_rows, rng)
+        if reference is not None and len(reference[0])
+        else None
+    )
+    values = compute_metrics(task, truth, predicted)
+    out: dict[str, dict] = {}
+    for metric, value in values.items():
+        baseline = baselines.get(metric)
+        if baseline is None or not math.isfinite(value) or not math.isfinite(baseline[0]):
+            continue
+        base, source = baseline
+        differences = now.resampled(metric, resamples, rng)
+        if before is not None:
+            differences = differences - before.resampled(metric, resamples, rng)
+        elif (baseline_rows or {}).get(metric):
+            # The baseline's noise: a resample of baseline_rows rows around the current value.
+            noise = now.resampled(metric, resamples, rng, size=int((baseline_rows or {})[metric])) - value
+            differences = differences - (base + noise)
+        else:
+            differences = differences - base
+        differences = differences[np.isfinite(differences)]
+        if len(differences) < 10:
+            continue
+        low, high = (float(q) for q in np.quantile(differences, [alpha, 1 - alpha]))
+        margin = min_effect * abs(base)
+        degraded = low > margin if metric in ERROR_METRICS else high < -margin
+        out[metric] = {
+            "current": value,
+            "baseline": base,
+            "baseline_source": source,
+            "change": value / base - 1 if base else None,
+            "difference": value - base,
+            "ci_low": low,
+            "ci_high": high,
+            "ci_level": 1 - 2 * alpha,
+            "is_degraded": bool(degraded),
+            "test": "bootstrap",
+        }
+    return out
+
+
+# --- Estimated performance without labels (issue 11): NannyML's CBPE idea ---------------------
+
+
+def estimate_classification(
+    predicted: pd.Series, confidence: pd.Series, classes: list[str] | None = None
+) -> dict[str, float]:
+    """Accuracy (and, for two classes, macro F1) expected from the model's confidence in the class
+    it predicted: with calibrated confidences, a row predicted ``c`` with confidence ``p`` is right
+    with probability ``p``, so the expected accuracy is the mean confidence, and the expected
+    confusion matrix (for two classes: ``p`` to TP of ``c``, ``1 - p`` to FP of ``c`` and FN of
+    the other class) gives the expected F1 (the ratio of expectations, as CBPE computes it).
+
+    Rows without a finite confidence in [0, 1] are left out. ``classes`` (as text) tells a
+    binary model whose window happens to predict one class only. Returns ``{"accuracy",
+    "accuracy_sd", "rows"}`` (``accuracy_sd``: the standard deviation of the realized accuracy
+    around the estimate from the rows' own randomness, ``sqrt(sum p (1 - p)) / n``) and ``"f1"``
+    for two classes. Raises ValueError when no row is usable.
+    """
+    p = pd.to_numeric(confidence, errors="coerce").to_numpy(np.float64)
+    usable = np.isfinite(p) & (p >= 0) & (p <= 1) & predicted.notna().to_numpy()
+    p, labels = p[usable], predicted[usable].astype(str).to_numpy()
+    if len(p) == 0:
+        raise ValueError("no rows with a confidence in [0, 1]")
+    out = {
+        "accuracy": float(p.mean()),
+        "accuracy_sd": float(math.sqrt(float((p * (1 - p)).sum())) / len(p)),
+        "rows": float(len(p)),
+    }
+    names = sorted(set(classes or ()) | set(labels))
+    if len(names) == 2:
+        f1s = []
+        for name in names:
+            mine = labels == name
+            tp, fp = float(p[mine].sum()), float((1 - p[mine]).sum())
+            fn = float((1 - p[~mine]).sum())  # rows given to the other class, wrongly
+            f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+        out["f1"] = float(np.mean(f1s))
+    return out
