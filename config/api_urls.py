@@ -8,6 +8,7 @@ from governance.api import views as governance
 from lineage.api.views import ImpactView, LineageView
 from monitoring.api import views as monitoring
 from monitoring.api.evidence import EvidencePackView
+from monitoring.api.labels import LabelView
 from runners.api import code as code
 from runners.api import serving
 from runners.api import views as runners
@@ -76,6 +77,8 @@ urlpatterns = [
     path(
         "models/<int:pk>/prediction-tokens/", serving.PredictionTokenView.as_view(), name="prediction_tokens"
     ),
+    # Late labels (issue 11), by the model's id like its prediction tokens.
+    path("models/<int:pk>/labels/", LabelView.as_view(), name="model_labels"),
     path("", include(router.urls)),
     path("lineage/", LineageView.as_view(), name="lineage"),
     path("lineage/impact/", ImpactView.as_view(), name="lineage-impact"),

@@ -428,6 +428,8 @@ STEWARD_SANDBOX_UID = env.int("STEWARD_SANDBOX_UID", default=65534)
 STEWARD_PREDICTION_LOG_SAMPLE = env.float("STEWARD_PREDICTION_LOG_SAMPLE", default=1.0)
 # At most this many rows per predict request (413 past it).
 STEWARD_PREDICT_MAX_ROWS = env.int("STEWARD_PREDICT_MAX_ROWS", default=1000)
+# Late labels (issue 11): at most this many rows per delivery (JSON body or uploaded file).
+STEWARD_LABELS_MAX_ROWS = env.int("STEWARD_LABELS_MAX_ROWS", default=100_000)
 # Model servers (flavors whose loading runs code): their sockets, locks and logs live in this
 # folder (a short path: a unix socket's is at most 107 bytes); each stops after this many idle
 # seconds, computes with this many threads and may take this long to load its model.

@@ -51,6 +51,7 @@ from django.utils import timezone
 
 from governance import datafiles, storage
 from governance.models import DatasetVersion, ModelVersion
+from monitoring import performance as late_labels
 from monitoring.actions.checks import DRIFT_CHECKS, CheckOutcome, do_finish_drift_check, record_check_progress
 from monitoring.actions.deliveries import deliver_due_notifications
 from monitoring.actions.escalations import do_escalate_alert
@@ -339,7 +340,9 @@ def _run(
         drifted_fraction=result.share_of_drifted_columns,
         prediction=prediction,
         performance=performance,
-        is_performance_drift=None if performance is None else performance["status"] == "drift",
+        is_performance_drift=None
+        if performance is None or performance["status"] == "estimated_only"
+        else performance["status"] == "drift",
         multivariate=multivariate,
         groups=groups,
         wants_report=make_report
@@ -421,16 +424,44 @@ def _metrics_on(model_version: ModelVersion, rows: pd.DataFrame, predictions: pd
 def _performance(
     check: DriftCheck, current: pd.DataFrame, config: CheckConfig, options: dict, reference_metrics: dict
 ) -> dict | None:
-    """Metrics on the window's labelled rows against their baselines, or None without labels."""
+    """Metrics on the window's labelled rows against their baselines, or None when nothing can be
+    said. Labels are the target column of the rows, or late labels joined on the prediction id
+    (served rows) or on the monitor's ``label_key`` (``monitoring.performance``); the test is
+    the bootstrap's or the flat tolerance's (``performance_test``). A classification whose rows
+    carry the model's confidence also gets its estimated performance (``estimated: true``), with
+    or without labels."""
     model_version = check.model_version
     task, target = model_version.signature.get("task"), model_version.signature.get("target")
     if not options["check_performance"] or not target or task not in ("regression", "classification"):
         return None
-    if target not in current.columns or PREDICTION_COLUMN not in current.columns:
+    if PREDICTION_COLUMN not in current.columns:
         return None
-    truth, predicted = perf.labelled(current[target], current[PREDICTION_COLUMN])
-    base = {"task": task, "target": target, "rows": len(truth), "tolerance": options["performance_tolerance"]}
+    test = options.get("performance_test", "tolerance")
+    truth_values, coverage = late_labels.join(check, current, target, options.get("label_key") or "")
+    estimate = late_labels.estimate(task, current, model_version)
+    base = {
+        "task": task,
+        "target": target,
+        "test": test,
+        "tolerance": options["performance_tolerance"],
+        "coverage": coverage,
+        **({"estimated": estimate} if estimate else {}),
+    }
+    if test == "bootstrap":
+        base |= {
+            "alpha": options.get("performance_alpha", 0.05),
+            "min_effect": options.get("performance_min_effect", 0.0),
+        }
+    truth, predicted = (
+        perf.labelled(truth_values, current[PREDICTION_COLUMN]) if truth_values is not None else ([], [])
+    )
+    base["rows"] = len(truth)
     if len(truth) == 0:
+        if estimate:
+            message = (
+                f"no labelled rows; estimated accuracy {estimate['accuracy']:.3f} from the model's confidence"
+            )
+            return base | {"status": "estimated_only", "message": message, "metrics": {}}
         return None
     minimum = config.min_sample_size or DEFAULT_MIN_SAMPLE_SIZE
     if len(truth) < minimum:
@@ -444,7 +475,28 @@ def _performance(
     }
     for name, value in reference_metrics.items():
         baselines.setdefault(name, (float(value), "reference rows"))
-    compared = perf.compare(metrics, baselines, options["performance_tolerance"])
+    if test == "bootstrap":
+        # Training records on how many rows it measured the validation metrics: their own
+        # sampling error then widens the interval (monitoring.engine.performance.bootstrap_compare).
+        validation_rows = model_version.metrics.get("validation_rows")
+        sized = (
+            {name: int(validation_rows) for name, (_v, source) in baselines.items() if source == "validation"}
+            if isinstance(validation_rows, int | float) and validation_rows >= 1
+            else {}
+        )
+        compared = perf.bootstrap_compare(
+            task,
+            (truth, predicted),
+            baselines,
+            baseline_rows=sized,
+            alpha=options.get("performance_alpha", 0.05),
+            min_effect=options.get("performance_min_effect", 0.0),
+            resamples=perf.DEFAULT_RESAMPLES,
+            max_rows=perf.DEFAULT_MAX_ROWS,
+            seed=check.pk,  # the same check gives the same interval when run again
+        )
+    else:
+        compared = perf.compare(metrics, baselines, options["performance_tolerance"])
     for name, value in metrics.items():
         if name not in compared:
             compared[name] = {
@@ -455,7 +507,10 @@ def _performance(
                 "is_degraded": False,
             }
     degraded = sorted(name for name, values in compared.items() if values["is_degraded"])
-    message = f"worse than baseline: {', '.join(degraded)}" if degraded else "within tolerance"
+    if degraded:
+        message = f"worse than baseline: {', '.join(degraded)}"
+    else:
+        message = "no significant worsening" if test == "bootstrap" else "within tolerance"
     return base | {"status": "drift" if degraded else "ok", "message": message, "metrics": compared}
 
 

@@ -120,8 +120,23 @@ class MonitorForm(ScopedForm):
     check_performance = forms.BooleanField(
         required=False, initial=True, help_text="When the data holds labels."
     )
+    performance_test = forms.ChoiceField(
+        choices=[("bootstrap", "Bootstrap confidence interval"), ("tolerance", "Flat tolerance")],
+        required=False,
+        initial="bootstrap",
+        help_text="Bootstrap: drift when the change is significant (one-sided, at alpha).",
+    )
     performance_tolerance = forms.FloatField(
-        initial=0.1, help_text="Relative worsening of a metric that counts."
+        initial=0.1, help_text="Tolerance test: relative worsening of a metric that counts."
+    )
+    performance_alpha = forms.FloatField(
+        required=False, initial=0.05, help_text="Bootstrap: the test's level (a 1 - 2 alpha interval)."
+    )
+    performance_min_effect = forms.FloatField(
+        required=False, initial=0.0, help_text="Bootstrap: the smallest relative worsening that counts."
+    )
+    label_key = forms.CharField(
+        required=False, max_length=255, help_text="Late labels of batch outputs: the key column they name."
     )
     severity = forms.ChoiceField(choices=Severity.choices, initial=Severity.WARNING)
     runbook_url = forms.URLField(required=False, max_length=500)
@@ -150,7 +165,13 @@ class MonitorForm(ScopedForm):
         """Keyword arguments for ``do_create_monitor`` / ``do_update_monitor``."""
         data = dict(self.cleaned_data)
         data["columns"] = comma_list(data["columns"])
-        for name in ("top_k", "multiple_testing"):
+        for name in (
+            "top_k",
+            "multiple_testing",
+            "performance_test",
+            "performance_alpha",
+            "performance_min_effect",
+        ):
             if data.get(name) in (None, ""):
                 data.pop(name, None)  # the monitor's default
         if data["reference_dataset_version"] is None:

@@ -23,8 +23,10 @@ The task (JSON): ``kind`` (train / infer / embed / serve), ``data`` {path, forma
 ``threads``, ``output`` (file to write); training: ``spec``, ``checkpoint_dir``,
 ``checkpoint_every``, ``checkpoint_prune`` (keep only the latest checkpoint file; default true),
 ``resume`` (a checkpoint file or null); inference: ``model`` {path, sha256,
-name, flavor}. Embedding (image drift, issue 11) takes the same ``model`` and writes, instead of
-the predictions, the model's penultimate-layer activations of each row as columns ``e0``, ``e1``...
+name, flavor}; it writes the rows with ``prediction`` and, for a model that gives class
+probabilities, ``confidence`` (the predicted class's; monitors estimate accuracy from it).
+Embedding (image drift, issue 11) takes the same ``model`` and writes, instead of the
+predictions, the model's penultimate-layer activations of each row as columns ``e0``, ``e1``...
 (``predictors.Predictor.embeddings``: only a Steward vision model gives them).
 
 Serving (issue 15's evaluation jobs: the worker evaluates, the model predicts here): ``models``
@@ -193,6 +195,15 @@ def _infer(task: dict[str, Any], report: Reporter) -> None:
     )
     output = rows.copy()
     output[predictors.PREDICTION_COLUMN] = loaded.predict(rows)
+    # A classifier's probability of the class it predicted (issue 11): monitors estimate its
+    # accuracy from it while labels are late (CBPE). Models without probabilities write none.
+    try:
+        each = loaded.predict_class_proba(rows)
+    except predictors.PredictorError as exc:  # the predictions stand; only the confidence is missing
+        report("log", message=f"no confidence column: {exc}")
+        each = None
+    if each is not None and len(each.columns):
+        output["confidence"] = each.to_numpy(dtype="float64").max(axis=1)
     report("log", message=f"writing {len(output)} predictions")
     Path(task["output"]).write_bytes(datafiles.write_frame(output, task["data"]["format"]))
     report("result", rows=len(output), device=loaded.device)

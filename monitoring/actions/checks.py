@@ -410,6 +410,10 @@ def do_run_monitor(
                 "check_predictions": monitor.check_predictions,
                 "check_performance": monitor.check_performance,
                 "performance_tolerance": monitor.performance_tolerance,
+                "performance_test": monitor.performance_test,
+                "performance_alpha": monitor.performance_alpha,
+                "performance_min_effect": monitor.performance_min_effect,
+                "label_key": monitor.label_key,
                 "prediction_method": monitor.methods.get("prediction"),
                 "prediction_threshold": monitor.thresholds.get("prediction"),
                 "groups": group_config(monitor.time_window, monitor.segment_by, monitor.alert_on_groups),
@@ -451,12 +455,14 @@ def served_predictions(monitor: Monitor, now: datetime.datetime) -> DatasetVersi
             created_at__lte=now,
         )
         .order_by("created_at", "id")
-        .values_list("features", "output")
+        .values_list("features", "output", "prediction_id")
     )
     if not logged:
         return None
-    frame = pd.DataFrame.from_records([features for features, _output in logged])
-    frame["prediction"] = [output for _features, output in logged]
+    frame = pd.DataFrame.from_records([features for features, _output, _id in logged])
+    frame["prediction"] = [output for _features, output, _id in logged]
+    # Late labels join on it (issue 11); not a monitored column (the monitor's columns are features).
+    frame["prediction_id"] = [str(prediction_id) for _features, _output, prediction_id in logged]
     model = monitor.model_version.model
     name = f"{model.name}-served"
     dataset = dataset_named(

@@ -22,6 +22,7 @@ from governance.permissions import CHANGE, VIEW, can
 from monitoring.actions.checks import default_columns, group_config, monitor_engine_config
 from monitoring.engine.embedding import IMAGE
 from monitoring.models import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
+from monitoring.models.monitors import performance_test_errors
 from runners.beat import keep_periodic_task
 
 if TYPE_CHECKING:
@@ -111,6 +112,10 @@ def _clean_monitor(monitor: Monitor, actor: User | None) -> None:
         errors["schedule_minutes"] = "must be at least 1 minute, or empty to run only on request"
     if not 0 <= monitor.performance_tolerance < 1:
         errors["performance_tolerance"] = "must be in [0, 1)"
+    errors.update(performance_test_errors(monitor))
+    if monitor.label_key and monitor.label_key not in {*reference.column_names, "prediction_id"}:
+        # The outputs of batch inference copy the reference's columns, so the key is one of them.
+        errors["label_key"] = f"{monitor.label_key!r} is not a column of the reference {reference}"
     if monitor.escalation_policy is not None and monitor.escalation_policy.team_id != monitor.team_id:
         errors["escalation_policy"] = "the policy belongs to another team"
     if monitor.retrain_on_drift:

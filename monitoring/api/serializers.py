@@ -24,6 +24,7 @@ from monitoring.models import (
     Notification,
     Severity,
 )
+from monitoring.models.monitors import PERFORMANCE_TESTS
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -114,6 +115,7 @@ class DriftCheckRequestSerializer(serializers.Serializer):
         help_text="Column -> weight in the share.",
     )
     multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
+    performance_test = serializers.ChoiceField(choices=list(PERFORMANCE_TESTS), required=False)
     top_k = serializers.IntegerField(required=False, min_value=1, max_value=1000)
     multivariate = serializers.ListField(
         child=serializers.ChoiceField(choices=list(MULTIVARIATE_TESTS)),
@@ -287,6 +289,7 @@ class MonitorSerializer(serializers.ModelSerializer):
     column_kinds = serializers.DictField(child=serializers.ChoiceField(choices=COLUMN_KINDS), required=False)
     weights = serializers.DictField(child=serializers.FloatField(min_value=0.0), required=False)
     multiple_testing = serializers.ChoiceField(choices=["none", "bh"], required=False)
+    performance_test = serializers.ChoiceField(choices=list(PERFORMANCE_TESTS), required=False)
     multivariate = serializers.ListField(
         child=serializers.ChoiceField(choices=list(MULTIVARIATE_TESTS)), required=False
     )

@@ -4,7 +4,8 @@ every model; the rest of the code imports them from here.
 
 ``monitors`` (Monitor and its bounds), ``checks`` (DriftCheck, ReferenceProfile: the drift engine's
 cached summary of a reference), ``routing`` (Channel, EscalationPolicy, EscalationLevel),
-``alerts`` (Alert, AlertEvent, Notification), ``rules`` (what several share).
+``alerts`` (Alert, AlertEvent, Notification), ``labels`` (PredictionLabel: late labels),
+``rules`` (what several share).
 """
 
 from monitoring.models.alerts import (
@@ -18,6 +19,7 @@ from monitoring.models.alerts import (
     NotificationState,
 )
 from monitoring.models.checks import CheckState, DriftCheck, ProfileState, ReferenceProfile, ReportState
+from monitoring.models.labels import LabelKind, PredictionLabel
 from monitoring.models.monitors import MONITOR_BOUNDS, MONITOR_FIELDS, CurrentSource, Monitor
 from monitoring.models.routing import (
     MAX_DELAY_MINUTES,
@@ -47,9 +49,11 @@ __all__ = [
     "DriftCheck",
     "EscalationLevel",
     "EscalationPolicy",
+    "LabelKind",
     "Monitor",
     "Notification",
     "NotificationState",
+    "PredictionLabel",
     "ProfileState",
     "ReferenceProfile",
     "ReportState",

@@ -43,6 +43,10 @@ MONITOR_FIELDS = (
     "check_predictions",
     "check_performance",
     "performance_tolerance",
+    "performance_test",
+    "performance_alpha",
+    "performance_min_effect",
+    "label_key",
     "severity",
     "runbook_url",
     "escalation_policy",
@@ -65,6 +69,21 @@ MONITOR_BOUNDS = (
     ("min_sample_size", 1, 1_000_000_000, "rows"),
     ("top_k", 1, 1000, "values"),
 )
+
+
+PERFORMANCE_TESTS = ("bootstrap", "tolerance")
+
+
+def performance_test_errors(monitor: Monitor) -> dict[str, str]:
+    """The performance test's settings that are out of range, field -> message."""
+    errors = {}
+    if monitor.performance_test not in PERFORMANCE_TESTS:
+        errors["performance_test"] = f"must be one of {', '.join(PERFORMANCE_TESTS)}"
+    if not 0 < monitor.performance_alpha < 0.5:
+        errors["performance_alpha"] = "must be in (0, 0.5)"
+    if not 0 <= monitor.performance_min_effect < 1:
+        errors["performance_min_effect"] = "must be in [0, 1)"
+    return errors
 
 
 class CurrentSource(models.TextChoices):
@@ -142,6 +161,26 @@ class Monitor(models.Model):
     performance_tolerance = models.FloatField(
         default=0.1, help_text="Relative worsening of a metric against its baseline that counts as drift."
     )
+    # Issue 11: performance drift by a bootstrap confidence interval of the metric change (the
+    # default of new monitors; monitors made before keep "tolerance", the flat relative worsening).
+    performance_test = models.CharField(
+        max_length=16,
+        default="bootstrap",
+        help_text='"bootstrap": drift when the metric change\'s confidence interval excludes zero on the bad '
+        'side; "tolerance": when worse than performance_tolerance.',
+    )
+    performance_alpha = models.FloatField(
+        default=0.05, help_text="Bootstrap: the one-sided level of the test (a 1 - 2 alpha interval)."
+    )
+    performance_min_effect = models.FloatField(
+        default=0.0, help_text="Bootstrap: the smallest relative worsening that counts, besides significance."
+    )
+    label_key = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Late labels of batch outputs: the column whose value a label names (served rows: "
+        "the prediction id).",
+    )
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
     runbook_url = models.URLField(max_length=500, blank=True)
     escalation_policy = models.ForeignKey(
@@ -204,6 +243,14 @@ class Monitor(models.Model):
             ),
             in_choices("severity", Severity, "monitor_severity_valid"),
             models.CheckConstraint(
+                condition=Q(performance_test__in=PERFORMANCE_TESTS), name="monitor_performance_test_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(performance_alpha__gt=0, performance_alpha__lt=0.5)
+                & Q(performance_min_effect__gte=0, performance_min_effect__lt=1),
+                name="monitor_performance_alpha_and_effect_in_range",
+            ),
+            models.CheckConstraint(
                 condition=Q(multiple_testing__in=("none", "bh")), name="monitor_multiple_testing_valid"
             ),
         ]
@@ -229,6 +276,7 @@ class Monitor(models.Model):
             errors["drift_share"] = f"must be in (0, 1], got {self.drift_share}"
         if not 0 <= self.performance_tolerance < 1:
             errors["performance_tolerance"] = "must be in [0, 1)"
+        errors.update(performance_test_errors(self))
         if self.source == CurrentSource.DATASET and self.current_dataset_id is None:
             errors["current_dataset"] = "choose the dataset whose uploaded versions are checked"
         elif self.source in MODEL_OUTPUT_SOURCES and self.current_dataset_id is not None:

@@ -45,6 +45,10 @@ def _refused(row, changes: dict, field: str) -> None:
         ({"drift_share": 1.5}, "drift_share"),
         ({"performance_tolerance": 1.0}, "performance_tolerance"),
         ({"performance_tolerance": -0.1}, "performance_tolerance"),
+        ({"performance_test": "ttest"}, "performance_test"),
+        ({"performance_alpha": 0.5}, "performance_alpha"),
+        ({"performance_alpha": 0.0}, "performance_alpha"),
+        ({"performance_min_effect": 1.0}, "performance_min_effect"),
         ({"source": "dataset"}, "current_dataset"),
     ],
 )

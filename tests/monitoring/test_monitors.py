@@ -261,11 +261,26 @@ def test_predictions_drift_and_performance_against_the_training_baseline(
     error = current["prediction"] - current["cnt"]
     mae, rmse = float(np.abs(error).mean()), float(np.sqrt((error**2).mean()))
     baseline = registered_version.metrics
+    # A new monitor tests the change by bootstrap (issue 11): each metric's interval of the
+    # difference to the validation baseline lies wholly above zero (an error metric: worse is up).
+    intervals = {
+        name: {key: values.pop(key) for key in ("difference", "ci_low", "ci_high", "ci_level", "test")}
+        for name, values in check.performance["metrics"].items()
+    }
+    for name, value in (("mae", mae), ("rmse", rmse)):
+        found = intervals[name]
+        assert found["difference"] == pytest.approx(value - baseline[name])
+        assert 0 < found["ci_low"] < found["difference"] < found["ci_high"]
+        assert (found["ci_level"], found["test"]) == (pytest.approx(0.9), "bootstrap")
     assert check.performance == {
         "task": "regression",
         "target": "cnt",
         "rows": 8734,
+        "test": "bootstrap",
+        "alpha": 0.05,
+        "min_effect": 0.0,
         "tolerance": 0.1,
+        "coverage": {"rows": 8734, "labelled": 8734, "share": 1.0, "late_labels": 0, "joined_on": ""},
         "status": "drift",
         "message": "worse than baseline: mae, rmse",
         "metrics": {
