@@ -787,6 +787,9 @@ class Prediction(models.Model):
     is_canary = models.BooleanField(default=False)
     features = models.JSONField(help_text="The row as sent: column -> value.")
     output = models.JSONField(help_text="The prediction.")
+    confidence = models.FloatField(
+        null=True, blank=True, help_text="A classifier's probability of the predicted class (issue 11)."
+    )
     latency_ms = models.FloatField(null=True, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -455,14 +455,16 @@ def served_predictions(monitor: Monitor, now: datetime.datetime) -> DatasetVersi
             created_at__lte=now,
         )
         .order_by("created_at", "id")
-        .values_list("features", "output", "prediction_id")
+        .values_list("features", "output", "prediction_id", "confidence")
     )
     if not logged:
         return None
-    frame = pd.DataFrame.from_records([features for features, _output, _id in logged])
-    frame["prediction"] = [output for _features, output, _id in logged]
+    frame = pd.DataFrame.from_records([row[0] for row in logged])
+    frame["prediction"] = [row[1] for row in logged]
     # Late labels join on it (issue 11); not a monitored column (the monitor's columns are features).
-    frame["prediction_id"] = [str(prediction_id) for _features, _output, prediction_id in logged]
+    frame["prediction_id"] = [str(row[2]) for row in logged]
+    if any(row[3] is not None for row in logged):
+        frame["confidence"] = [row[3] for row in logged]  # a classifier's: estimated accuracy
     model = monitor.model_version.model
     name = f"{model.name}-served"
     dataset = dataset_named(

@@ -136,6 +136,8 @@ def _log(
 ) -> None:
     features = rows.records
     now = timezone.now()
+    # Computed for the logged rows only (a sampled request), after the answer was made.
+    confidence = service.confidences(version, rows) or [None] * len(features)
     logged = [
         Prediction(
             prediction_id=prediction_id,
@@ -146,12 +148,13 @@ def _log(
             is_canary=answer.is_canary,
             features=row,
             output=output,
+            confidence=probability,
             latency_ms=latency_ms,
             requested_by=actor,
             created_at=now,
         )
-        for prediction_id, row, output in zip(
-            answer.prediction_ids, features, answer.predictions, strict=True
+        for prediction_id, row, output, probability in zip(
+            answer.prediction_ids, features, answer.predictions, confidence, strict=True
         )
     ]
     if shadow is not None:

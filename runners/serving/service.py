@@ -9,6 +9,7 @@ runs code, is predicted by its model server (``runners.serving.supervisor``), ne
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,8 @@ from runners.serving.rows import Column, Rows, columns_of
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
 
 IN_PROCESS = "in_process"
 MODEL_SERVER = "model_server"
@@ -226,6 +229,25 @@ def server_sandbox() -> str:
 def served_by(version: ModelVersion) -> str:
     """``in_process`` for Steward's own flavor, ``model_server`` for the flavors whose loading runs code."""
     return IN_PROCESS if version.flavor == predictors.STEWARD_TABULAR else MODEL_SERVER
+
+
+def confidences(version: ModelVersion, rows: Rows) -> list[float | None] | None:
+    """The probability of the class predicted for each row (issue 11: monitors estimate a
+    classifier's accuracy from it while labels are late), or None: a regression, a model that
+    gives no probabilities, or a flavor served by a model server (its protocol answers the
+    predictions only). Never fails: a logged row simply carries none."""
+    if served_by(version) != IN_PROCESS or version.signature.get("task") != "classification":
+        return None
+    try:
+        import pandas as pd
+
+        found = _cache.get(version).predict_class_proba(pd.DataFrame.from_records(rows.records))
+    except Exception:
+        logger.warning("no confidences from %s", version, exc_info=True)
+        return None
+    if found is None or not len(found.columns):
+        return None
+    return [float(value) for value in found.to_numpy(dtype="float64").max(axis=1)]
 
 
 def score(version: ModelVersion, rows: Rows) -> tuple[list[Any], float]:

@@ -233,33 +233,42 @@ def test_batch_outputs_join_labels_uploaded_as_a_file_by_a_key_column(
     assert "ci_low" not in check.performance["metrics"]["mae"]
 
 
-def test_the_estimated_accuracy_of_an_adult_classifier_is_close_to_the_realized_one(
-    adult_version, registered_model, scientist, client_for, client
-):
+ADULT_FEATURES = [
+    "age",
+    "education-num",
+    "hours-per-week",
+    "capital-gain",
+    "sex",
+    "relationship",
+    "occupation",
+]
+
+
+@pytest.fixture
+def adult_classifier(adult_version, registered_model, scientist):
+    """A classifier of the adult data's income label, trained on its White rows by a job."""
     spec = {
         "target": "label",
-        "features": [
-            "age",
-            "education-num",
-            "hours-per-week",
-            "capital-gain",
-            "sex",
-            "relationship",
-            "occupation",
-        ],
+        "features": ADULT_FEATURES,
         "categorical": ["sex", "relationship", "occupation"],
         "epochs": 3,
         "batch_size": 256,
         "seed": 1,
         "where": {"race": " White"},
     }
-    version = run_job(
+    return run_job(
         kind="train",
         dataset_version=adult_version,
         registered_model=registered_model,
         spec=spec,
         actor=scientist,
     ).output_model_version
+
+
+def test_the_estimated_accuracy_of_an_adult_classifier_is_close_to_the_realized_one(
+    adult_classifier, adult_version, scientist, client_for, client
+):
+    version = adult_classifier
     outputs = run_job(
         kind="infer",
         dataset_version=adult_version,
@@ -320,3 +329,39 @@ def test_cbpe_expects_the_mean_confidence():
     assert estimate["rows"] == 3
     # a: TP 1.9, FP 0.1, FN 0.4 (b's row wrongly b); b: TP 0.6, FP 0.4, FN 0.1.
     assert estimate["f1"] == pytest.approx((3.8 / (3.8 + 0.5) + 1.2 / (1.2 + 0.5)) / 2)
+
+
+def test_served_classifier_rows_carry_their_confidence_and_get_an_estimate(
+    adult_classifier, scientist, client_for, settings
+):
+    from tests.conftest import ADULT
+
+    settings.STEWARD_PREDICT_MAX_ROWS = 1000
+    do_set_alias(model=adult_classifier.model, alias="staging", version=adult_classifier, actor=scientist)
+    adult = pd.read_csv(ADULT)
+    rows = adult[adult["race"] == " Black"].iloc[:800].reset_index(drop=True)
+    api = client_for(scientist)
+    answer = api.post(ALIAS_URL, {"rows": rows[ADULT_FEATURES].to_dict("records")}, format="json")
+    assert answer.status_code == 200, answer.content
+    ids = answer.json()["prediction_ids"]
+    body = [{"prediction_id": ids[i], "label": rows["label"][i]} for i in range(800)]
+    assert api.post(labels_url(adult_classifier), {"labels": body}, format="json").json()["created"] == 800
+    created = api.post(
+        "/api/monitors/",
+        {"model_version": adult_classifier.pk, "name": "online", "source": "served", "min_sample_size": 100},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    api.post(f"/api/monitors/{created.json()['id']}/run/")
+    check = DriftCheck.objects.get()
+
+    assert execute_drift_check(check.pk, make_report=False) == CheckState.SUCCEEDED
+    check.refresh_from_db()
+    served = pd.read_csv(check.current_dataset_version.path)
+    assert served["confidence"].between(0.5, 1).all()
+    performance = check.performance
+    realized = float((served["prediction"] == rows["label"]).mean())
+    assert performance["coverage"]["late_labels"] == 800
+    assert performance["metrics"]["accuracy"]["current"] == pytest.approx(realized)
+    assert performance["estimated"]["accuracy"] == pytest.approx(realized, abs=0.05)
+    assert api.get(f"/api/drift-checks/{check.pk}/").json()["performance"]["estimated"]["estimated"] is True
