@@ -82,6 +82,7 @@ ENDPOINTS = {
     "/api/models/",
     "/api/models/{id}/",
     "/api/models/{id}/prediction-tokens/",
+    "/api/models/{id}/labels/",
     "/api/models/{name}/aliases/{alias}/predict",
     "/api/models/{name}/versions/{version}/predict",
     "/api/serving-policies/",

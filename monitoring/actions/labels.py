@@ -74,6 +74,8 @@ def _label_value(value: Any, row: int) -> Any:
     if isinstance(value, str):
         if not value.strip():
             raise ValidationError({"labels": f"row {row}: the label is empty"})
+        if "\x00" in value:  # PostgreSQL stores no NUL character in text or JSON
+            raise ValidationError({"labels": f"row {row}: the label holds a NUL character"})
         if len(value) > MAX_LABEL_LENGTH:
             raise ValidationError(
                 {"labels": f"row {row}: the label is longer than {MAX_LABEL_LENGTH} characters"}
@@ -109,6 +111,8 @@ def _key_of(entry: Any, row: int) -> tuple[str, str]:
     if isinstance(key, bool) or not isinstance(key, str | int | float):
         raise ValidationError({"labels": f"row {row}: the key must be a text or a number"})
     text = str(key)
+    if "\x00" in text:
+        raise ValidationError({"labels": f"row {row}: the key holds a NUL character"})
     if not text.strip() or len(text) > MAX_KEY_LENGTH:
         raise ValidationError({"labels": f"row {row}: the key must be 1 to {MAX_KEY_LENGTH} characters"})
     return LabelKind.KEY, text
@@ -185,13 +189,13 @@ def do_receive_labels(
             for key in unknown:
                 del parsed[(LabelKind.PREDICTION_ID, key)]
         now = timezone.now()
-        existing = {
-            (label.kind, label.key): label
-            for kind in LabelKind.values
-            for label in PredictionLabel.objects.filter(
-                registered_model=model, kind=kind, key__in=[key for k, key in parsed if k == kind]
-            )
-        }
+        existing: dict[tuple[str, str], PredictionLabel] = {}
+        for kind in LabelKind.values:
+            keys = [key for k, key in parsed if k == kind]
+            for start in range(0, len(keys), 5000):  # bounded IN lists, like the join's reads
+                chunk = keys[start : start + 5000]
+                for label in PredictionLabel.objects.filter(registered_model=model, kind=kind, key__in=chunk):
+                    existing[(label.kind, label.key)] = label
         created, changed = [], []
         for (kind, key), value in parsed.items():
             found = existing.get((kind, key))

@@ -40,6 +40,14 @@ class LabelReceiptSerializer(serializers.Serializer):
     unknown_prediction_ids = serializers.ListField(child=serializers.UUIDField())
 
 
+class LabelSummarySerializer(serializers.Serializer):
+    registered_model = serializers.IntegerField()
+    labels = serializers.IntegerField()
+    by_prediction_id = serializers.IntegerField()
+    by_key = serializers.IntegerField()
+    last_received_at = serializers.DateTimeField(allow_null=True)
+
+
 class LabelView(APIView):
     parser_classes = [JSONParser, MultiPartParser]
 
@@ -53,10 +61,10 @@ class LabelView(APIView):
             raise Http404("no such model")
         return model
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: LabelSummarySerializer})
     def get(self, request, pk: int) -> Response:
         """How many late labels the model holds (by prediction id, by key) and the newest's time."""
-        return Response(labels.label_summary(self._model(request, pk)))
+        return Response(LabelSummarySerializer(labels.label_summary(self._model(request, pk))).data)
 
     @extend_schema(request=LabelRequestSerializer, responses={200: LabelReceiptSerializer})
     def post(self, request, pk: int) -> Response:

@@ -373,6 +373,13 @@ def create_prediction_token(ctx: Ctx) -> str:
 
 
 @check
+def post_labels(ctx: Ctx) -> str:
+    url = f"/api/models/{ctx.world.model.pk}/labels/"
+    body = {"labels": [{"key": "17", "label": 3}]}
+    return _write(ctx, lambda: ctx.client.post(url, body, format="json"), 200, "labels.receive")
+
+
+@check
 def request_drift_check(ctx: Ctx) -> str:
     w = ctx.world
     body = {"model_version": w.model_version.pk, "current_dataset_version": w.current_dataset_version.pk}

@@ -99,6 +99,9 @@ def test_labels_are_stored_once_and_unknown_ids_are_reported(
             "row 1: key 7 has two different labels",
         ),
         ({"labels": [{"key": "x", "label": 1}] * 11}, "11 rows is more than the limit of 10"),
+        ({"labels": [{"key": "a\x00b", "label": 1}]}, "row 0: the key holds a NUL character"),
+        ({"labels": [{"key": "7", "label": "a\x00"}]}, "row 0: the label holds a NUL character"),
+        ({"labels": {"key": "7", "label": 1}}, "expected a non-empty list"),
     ],
 )
 def test_bad_deliveries_are_refused_with_the_row(
