@@ -8,9 +8,12 @@ reference profile (built once per dataset version and row filter, ``monitoring.p
   (``predictor``), and cached as a profile beside the data's. We do not compare with the training
   target instead: a regression model's predictions are smoother than its target, so that
   comparison shows "drift" on the training data itself;
-- performance drift, when the window holds labels (the model's target column) beside its
-  predictions: MAE/RMSE or accuracy/F1/ROC AUC against the validation metrics recorded on the
-  model version, or, for metrics training did not record, the same metric on the reference rows;
+- performance drift, when the window holds labels beside its predictions (the model's target
+  column, or late labels joined on the served rows' prediction id or the monitor's label key:
+  ``monitoring.performance``): MAE/RMSE or accuracy/F1/ROC AUC against the validation metrics
+  recorded on the model version, or, for metrics training did not record, the same metric on the
+  reference rows; by a bootstrap interval of the change or the flat tolerance
+  (``performance_test``); a classifier's rows with ``confidence`` also get CBPE's estimate;
 - multivariate drift, when the check asks for it (``monitoring.engine.multivariate``): the raw
   reference rows against the window's, sampled, within ``STEWARD_MULTIVARIATE_TIME_LIMIT_S``. It is
   its own verdict; it does not change the column share or the dataset verdict;

@@ -18,6 +18,7 @@ from monitoring.engine import performance as perf
 from monitoring.execute import execute_drift_check
 from monitoring.models import CheckState, DriftCheck, PredictionLabel
 from tests.conftest import BIKE_FEATURES, run_job
+from tests.monitoring.test_column_rules import _wait_for, report_worker  # noqa: F401 (a fixture)
 
 ALIAS_URL = "/api/models/bike-demand/aliases/staging/predict"
 
@@ -368,3 +369,40 @@ def test_served_classifier_rows_carry_their_confidence_and_get_an_estimate(
     assert performance["metrics"]["accuracy"]["current"] == pytest.approx(realized)
     assert performance["estimated"]["accuracy"] == pytest.approx(realized, abs=0.05)
     assert api.get(f"/api/drift-checks/{check.pk}/").json()["performance"]["estimated"]["estimated"] is True
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_joins_late_labels_posted_after_the_predictions(
+    report_worker,  # noqa: F811
+    registered_version,
+    served,
+    scientist,
+    client_for,
+):
+    rows, ids = served
+    api = client_for(scientist)
+    body = [{"prediction_id": ids[i], "label": int(rows["cnt"][i])} for i in range(300)]
+    assert api.post(labels_url(registered_version), {"labels": body}, format="json").status_code == 200
+    created = api.post(
+        "/api/monitors/",
+        {
+            "model_version": registered_version.pk,
+            "name": "online",
+            "source": "served",
+            "min_sample_size": 100,
+            "make_report": False,
+        },
+        format="json",
+    )
+    ran = api.post(f"/api/monitors/{created.json()['id']}/run/")
+    check_id = ran.json()["id"]
+
+    _wait_for("finished", lambda: DriftCheck.objects.get(pk=check_id).state in ("succeeded", "failed"))
+
+    check = DriftCheck.objects.get(pk=check_id)
+    assert (check.state, check.error) == ("succeeded", "")
+    coverage = check.performance["coverage"]
+    assert (coverage["rows"], coverage["labelled"], coverage["late_labels"]) == (600, 300, 300)
+    assert check.performance["test"] == "bootstrap"
+    assert {"ci_low", "ci_high"} <= set(check.performance["metrics"]["mae"])
