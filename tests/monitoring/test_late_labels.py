@@ -406,3 +406,39 @@ def test_a_real_worker_joins_late_labels_posted_after_the_predictions(
     assert (coverage["rows"], coverage["labelled"], coverage["late_labels"]) == (600, 300, 300)
     assert check.performance["test"] == "bootstrap"
     assert {"ci_low", "ci_high"} <= set(check.performance["metrics"]["mae"])
+
+
+def test_the_monitor_form_sets_the_performance_test_and_the_label_key(client, registered_version, scientist):
+    from django.urls import reverse
+
+    from monitoring.models import Monitor
+    from tests.monitoring.test_ui import MONITOR_FORM
+
+    client.force_login(scientist)
+    form = MONITOR_FORM | {
+        "check_performance": "on",
+        "performance_test": "bootstrap",
+        "performance_alpha": 0.01,
+        "performance_min_effect": 0.05,
+        "label_key": "instant",
+    }
+
+    created = client.post(reverse("monitor_create", args=[registered_version.pk]), form)
+    refused = client.post(
+        reverse("monitor_create", args=[registered_version.pk]),
+        form | {"name": "n2", "performance_alpha": 0.7},
+    )
+
+    assert created.status_code == 302
+    monitor = Monitor.objects.get()
+    assert (monitor.performance_test, monitor.performance_alpha, monitor.performance_min_effect) == (
+        "bootstrap",
+        0.01,
+        0.05,
+    )
+    assert monitor.label_key == "instant"
+    assert refused.status_code == 400  # the form again, with the field's error
+    assert "must be in (0, 0.5)" in refused.content.decode()
+    page = client.get(monitor.get_absolute_url()).content.decode()
+    assert "by a bootstrap test at alpha 0.01 (at least 5% worse)" in page
+    assert "late labels joined on <code>instant</code>" in page
