@@ -21,6 +21,12 @@ Usage::
    server's and the worker's process trees (the sum of VmRSS over each tree, sampled every 50 ms
    from /proc; and the largest VmHWM of one process). Goal <= 1 GB each.
 
+3. Fan-out (``--fanout-rows``, 0 to skip; ``--fanout-only`` runs just this, no database): the
+   reference profile of a ``--rows`` Parquet file in one pass against its parts (runs of row
+   groups of about ``--fanout-rows`` rows, ``monitoring.profiles.profile_parts``' rule) profiled in
+   a pool of one process per core and merged, as the chord does on that many workers (without
+   the broker's few milliseconds per task).
+
 A scratch database (``steward_bench_drift_product`` on DATABASE_URL's server) is created and
 dropped; the worker's broker queue is purged: give it a Redis db of its own.
 """
@@ -230,6 +236,48 @@ def product_path(rows: int, workdir: Path, base: str, headers: dict[str, str], t
     }
 
 
+def _profile_part(path: str, row_groups: list[int]) -> dict:
+    from governance import datafiles
+    from monitoring.engine import build_profile
+
+    return build_profile(datafiles.iter_frames(Path(path), "parquet", row_groups=row_groups)).to_dict()
+
+
+def fanout(rows: int, fanout_rows: int, workdir: Path) -> None:
+    """Single-pass profile against parts profiled in a process pool and merged; prints both."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from governance import datafiles
+    from monitoring.engine import DatasetProfile
+
+    path = write_side("reference", rows, workdir / "fanout.parquet")
+    parts: list[list[int]] = [[]]
+    counted = 0
+    for index, count in enumerate(datafiles.row_group_rows(path)):
+        if parts[-1] and counted + count > fanout_rows:
+            parts.append([])
+            counted = 0
+        parts[-1].append(index)
+        counted += count
+    started = time.perf_counter()
+    single = _profile_part(str(path), list(range(sum(len(p) for p in parts))))
+    single_s = time.perf_counter() - started
+    workers = os.cpu_count() or 1
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        profiles = list(pool.map(_profile_part, [str(path)] * len(parts), parts))
+    merged = DatasetProfile.from_dict(profiles[0])
+    for part in profiles[1:]:
+        merged.merge(DatasetProfile.from_dict(part))
+    parts_s = time.perf_counter() - started
+    assert merged.rows == single["rows"] == rows
+    print(f"\nreference profile of {rows:,} rows (Parquet), {os.cpu_count()} cores:")
+    print(f"  one pass:                                {single_s:8.2f} s")
+    print(f"  {len(parts)} parts on {workers} processes + merge:       {parts_s:8.2f} s")
+    print(f"  speed-up: {single_s / parts_s:.2f}x (load {os.getloadavg()[0]:.1f})")
+    path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per side for the speed run")
@@ -237,7 +285,13 @@ def main() -> None:
         "--memory-rows", type=int, default=0, help="rows per side for the memory run (0: skip)"
     )
     parser.add_argument("--no-evidently", action="store_true", help="skip evidently and the engine alone")
+    parser.add_argument("--fanout-rows", type=int, default=0, help="rows per profile part (0: skip)")
+    parser.add_argument("--fanout-only", action="store_true", help="only the fan-out measurement")
     args = parser.parse_args()
+    if args.fanout_only:
+        with tempfile.TemporaryDirectory(prefix="bench-drift-fanout-") as folder:
+            fanout(args.rows, args.fanout_rows or max(1, args.rows // 4), Path(folder))
+        return
 
     with tempfile.TemporaryDirectory(prefix="bench-drift-product-") as folder:
         workdir = Path(folder)
@@ -302,6 +356,8 @@ def main() -> None:
                         f"{peak.hwm / 2**20:6.0f} MiB (one process's VmHWM); "
                         f"goal <= {GOAL_PEAK_RSS / 2**20:.0f} MiB"
                     )
+            if args.fanout_rows:
+                fanout(args.rows, args.fanout_rows, workdir)
             print(f"machine load at end: {os.getloadavg()[0]:.1f}")
         finally:
             if worker is not None:
