@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -103,15 +104,24 @@ class PeakRss:
 
     def __init__(self, pid: int):
         self.pid, self.peak, self.hwm = pid, 0, 0
+        self.phases: dict[str, int] = {}  # phase -> peak tree sum during it
+        self._phase, self._phase_peak = "", 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             pids = _tree(self.pid)
-            self.peak = max(self.peak, sum(_status(pid, "VmRSS") for pid in pids))
+            now = sum(_status(pid, "VmRSS") for pid in pids)
+            self.peak, self._phase_peak = max(self.peak, now), max(self._phase_peak, now)
+            if self._phase:
+                self.phases[self._phase] = self._phase_peak
             self.hwm = max([self.hwm, *(_status(pid, "VmHWM") for pid in pids)])
             time.sleep(0.05)
+
+    def phase(self, name: str) -> None:
+        """Start phase ``name``: its peak is kept apart in ``phases``."""
+        self._phase, self._phase_peak = name, 0
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -207,8 +217,17 @@ def _check(session, base: str, model_version: int, current: int) -> tuple[dict, 
     return body, elapsed
 
 
-def product_path(rows: int, workdir: Path, base: str, headers: dict[str, str], team: int, label: str) -> dict:
-    """Upload both sides, register the model, run one check; times and the check's verdicts."""
+def product_path(
+    rows: int,
+    workdir: Path,
+    base: str,
+    headers: dict[str, str],
+    team: int,
+    label: str,
+    phase: Callable[[str], None] = lambda name: None,
+) -> dict:
+    """Upload both sides, register the model, run one check; times and the check's verdicts.
+    ``phase(name)`` is called as each phase starts (the memory run's per-phase peaks)."""
     import requests
 
     session = requests.Session()
@@ -217,10 +236,13 @@ def product_path(rows: int, workdir: Path, base: str, headers: dict[str, str], t
     reference_file = write_side("reference", rows, workdir / f"reference-{label}.parquet")
     current_file = write_side("current", rows, workdir / f"current-{label}.parquet")
     generate_s = time.perf_counter() - started
+    phase("uploads")
     reference, upload_reference_s = _upload(session, base, team, f"reference-{label}", reference_file)
     current, upload_current_s = _upload(session, base, team, f"current-{label}", current_file)
+    phase("PII scans")
     pii_wait_s = _wait_for_pii_scans([reference, current])
     model_version = _model_version(reference)
+    phase("drift check")
     body, check_s = _check(session, base, model_version, current)
     reference_file.unlink()
     current_file.unlink()
@@ -346,7 +368,16 @@ def main() -> None:
 
             if args.memory_rows:
                 with PeakRss(server.process.pid) as web, PeakRss(worker.pid) as work:
-                    memory = product_path(args.memory_rows, workdir, server.url, headers, team, "memory")
+                    for peak in (web, work):
+                        peak.phase("idle, generating the files")
+
+                    def phase(name: str) -> None:
+                        web.phase(name)
+                        work.phase(name)
+
+                    memory = product_path(
+                        args.memory_rows, workdir, server.url, headers, team, "memory", phase
+                    )
                 print(f"\nproduct path, {args.memory_rows:,} rows per side (Parquet):")
                 for key in ("upload_reference_s", "upload_current_s", "pii_wait_s", "check_s"):
                     print(f"  {key:22} {memory[key]:9.2f} s")
@@ -356,6 +387,8 @@ def main() -> None:
                         f"{peak.hwm / 2**20:6.0f} MiB (one process's VmHWM); "
                         f"goal <= {GOAL_PEAK_RSS / 2**20:.0f} MiB"
                     )
+                    for phase_name, phase_peak in peak.phases.items():
+                        print(f"    {phase_name:30} {phase_peak / 2**20:8.0f} MiB (tree sum)")
             if args.fanout_rows:
                 fanout(args.rows, args.fanout_rows, workdir)
             print(f"machine load at end: {os.getloadavg()[0]:.1f}")

@@ -160,7 +160,8 @@ class _Window:
             rows += len(chunk)
             if self.sampler is not None:
                 self.sampler.add(chunk)
-            self._kept.append(chunk[[c for c in self._whole if c in chunk.columns]])
+            if PREDICTION_COLUMN in chunk.columns:  # without predictions the target is not needed
+                self._kept.append(chunk[[c for c in self._whole if c in chunk.columns]])
             yield chunk
 
     def kept(self) -> pd.DataFrame:
