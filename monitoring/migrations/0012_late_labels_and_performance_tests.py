@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('django_celery_beat', '0019_alter_periodictasks_options'),
         ('governance', '0020_retention_logs_kind'),
-        ('monitoring', '0010_multivariate_drift'),
+        ('monitoring', '0011_windows_and_segments'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
