@@ -140,7 +140,9 @@ class _Window:
     """The current window streamed once into the engine, keeping on the side what needs raw rows:
     a bounded uniform sample (``datafiles.RowSampler``) of the columns that text, embedding and
     multivariate tests read, and all rows of the few columns prediction and performance drift
-    need (``prediction`` and the target). Memory: one chunk, the sample and those columns."""
+    need (``prediction``, the target, and what late labels join on and the estimate reads:
+    ``prediction_id``, the monitor's ``label_key``, ``confidence``). Memory: one chunk, the sample
+    and those columns."""
 
     def __init__(
         self,
@@ -165,7 +167,7 @@ class _Window:
             yield chunk
 
     def kept(self) -> pd.DataFrame:
-        """All rows read of the kept columns (``prediction``, the target), in order."""
+        """All rows read of the kept columns, in order."""
         return pd.concat(self._kept, ignore_index=True) if self._kept else pd.DataFrame()
 
 
@@ -273,7 +275,14 @@ def _run(
 
     window = _Window(
         window_chunks(),
-        [PREDICTION_COLUMN, *([target] if target else [])],
+        # Late labels join on the prediction id or the monitor's key; the estimate reads confidence.
+        [
+            PREDICTION_COLUMN,
+            *([target] if target else []),
+            late_labels.PREDICTION_ID_COLUMN,
+            late_labels.CONFIDENCE_COLUMN,
+            *([options["label_key"]] if options.get("label_key") else []),
+        ],
         sampler,
         lambda rows: stage(
             0.3 + 0.2 * min(1.0, rows / total_rows), f"read {rows} of {total_rows} rows of the window"
