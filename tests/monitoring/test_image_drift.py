@@ -18,7 +18,6 @@ from django.test import Client
 
 import config.celery
 from governance.actions.datasets import do_create_dataset
-from governance.models import ModelVersion
 from monitoring.engine import (
     CheckConfig,
     ConfigError,
@@ -29,11 +28,10 @@ from monitoring.engine import (
 )
 from monitoring.engine.embedding import mmd_permutation_test
 from monitoring.models import Alert, DriftCheck
-from runners.code_runs import do_submit_code_run
 from runners.execute import embed_in_child
 from tests.monitoring.conftest import register_frame
 from tests.monitoring.test_column_rules import _wait_for
-from tests.runners.test_model_inputs import ran, template
+from tests.runners.test_model_inputs import trained_vision_model
 
 PIXELS = [f"p{i}" for i in range(64)]
 QUEUE = "image-drift-worker"
@@ -80,22 +78,7 @@ def test_a_vision_models_images_drift_through_its_own_embeddings(
     team, scientist, live_server, settings, client_for, tmp_path
 ):
     settings.STEWARD_API_URL = live_server.url
-    code = template(team, scientist, "vision")
-    digits = ran(
-        do_submit_code_run(
-            code_version=code, entry_point="prepare", outputs={"datasets": ["digits"]}, actor=scientist
-        )
-    ).output_dataset_version
-    ran(
-        do_submit_code_run(
-            code_version=code,
-            entry_point="train",
-            parameters={"epochs": 4, "model_name": "digits-cnn"},
-            inputs={"train": digits},
-            actor=scientist,
-        )
-    )
-    version = ModelVersion.objects.get(model__name="digits-cnn")
+    digits, version = trained_vision_model(team, scientist)
     assert version.training_dataset_version == digits
     frame = pd.read_csv(digits.path)
     shifted = register_frame(

@@ -59,6 +59,27 @@ def ran(job: Job) -> Job:
     return job
 
 
+def trained_vision_model(team, user, model_name: str = "digits-cnn") -> tuple[DatasetVersion, ModelVersion]:
+    """The vision template's digits (its ``prepare`` entry point) and its CNN trained on them for 4
+    epochs by a code run, as ``user`` runs them; the model version is registered as ``model_name``."""
+    code = template(team, user, "vision")
+    digits = ran(
+        do_submit_code_run(
+            code_version=code, entry_point="prepare", outputs={"datasets": ["digits"]}, actor=user
+        )
+    ).output_dataset_version
+    ran(
+        do_submit_code_run(
+            code_version=code,
+            entry_point="train",
+            parameters={"epochs": 4, "model_name": model_name},
+            inputs={"train": digits},
+            actor=user,
+        )
+    )
+    return digits, ModelVersion.objects.get(model__name=model_name)
+
+
 def edges_into(job: Job) -> set[tuple[str, int, str]]:
     return set(
         LineageEdge.objects.filter(target_type="job", target_id=job.pk).values_list(

@@ -28,11 +28,10 @@ from sklearn.preprocessing import label_binarize
 
 from governance.actions.datasets import do_create_dataset, do_register_dataset_version
 from governance.models import DatasetVersion, Evaluation, ModelVersion
-from runners.code_runs import do_submit_code_run
 from runners.execute import execute_job
 from runners.models import Job, JobKind, JobState
 from tests.conftest import run_job
-from tests.runners.test_model_inputs import log_of, ran, template
+from tests.runners.test_model_inputs import log_of, trained_vision_model
 
 PIXELS = [f"p{i}" for i in range(64)]
 IMAGE = {"prefix": "p", "height": 8, "width": 8}
@@ -80,22 +79,7 @@ def test_the_vision_templates_cnn_is_evaluated_with_multiclass_metrics_and_image
     team, scientist, live_server, settings, client_for
 ):
     settings.STEWARD_API_URL = live_server.url
-    code = template(team, scientist, "vision")
-    digits = ran(
-        do_submit_code_run(
-            code_version=code, entry_point="prepare", outputs={"datasets": ["digits"]}, actor=scientist
-        )
-    ).output_dataset_version
-    ran(
-        do_submit_code_run(
-            code_version=code,
-            entry_point="train",
-            parameters={"epochs": 4, "model_name": "digits-cnn"},
-            inputs={"train": digits},
-            actor=scientist,
-        )
-    )
-    version = ModelVersion.objects.get(model__name="digits-cnn")
+    digits, version = trained_vision_model(team, scientist)
     client = client_for(scientist)
     spec = {"task": "classification", "target": "label", "image": IMAGE, **FAST}
 
