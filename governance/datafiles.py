@@ -81,7 +81,9 @@ def detect_format(path: Path, filename: str) -> str:
 
 def _check_header(path: Path, filename: str) -> list[str]:
     try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        # utf-8-sig: a byte order mark is not part of the first name (pandas drops it too, so
+        # "\ufeffa,a" would otherwise pass this check and be read as columns a and a.1).
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
             header = next(csv.reader(handle), [])
     except csv.Error as exc:
         raise DataFileError(f"{filename}: line 1 is not a valid CSV header ({exc})") from exc
@@ -90,12 +92,17 @@ def _check_header(path: Path, filename: str) -> list[str]:
     blank = [i + 1 for i, name in enumerate(header) if not name.strip()]
     if blank:
         raise DataFileError(f"{filename}: line 1: column {blank[0]} has no name")
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise DataFileError(f"{filename}: line 1: column name {name!r} appears twice")
-        seen.add(name)
+    _refuse_twice(header, filename, "line 1: ")
     return header
+
+
+def _refuse_twice(names: Iterable[str], filename: str, where: str = "") -> None:
+    """Raise DataFileError naming the first column name that appears twice."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataFileError(f"{filename}: {where}column name {name!r} appears twice")
+        seen.add(name)
 
 
 _PANDAS_LINE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -198,6 +205,9 @@ def iter_frames(
     if fmt == "parquet":
         parquet = _parquet_file(path, filename)
         schema = parquet.schema_arrow
+        # Batches of a file naming a column twice read fine (only a whole-table read refuses
+        # them), and pandas then holds two columns under one name: refuse before any chunk.
+        _refuse_twice(schema.names, filename)
         wanted = None if columns is None else [name for name in schema.names if name in set(columns)]
         if wanted is not None:
             schema = pa.schema([schema.field(name) for name in wanted], metadata=schema.metadata)
@@ -215,7 +225,7 @@ def iter_frames(
             if not yielded:
                 yield schema.empty_table().to_pandas()
         except (OSError, pa.ArrowException) as exc:
-            # Corrupt pages pass the footer check; duplicate column names fail schema unification.
+            # Corrupt pages pass the footer check.
             raise DataFileError(f"{filename}: unreadable Parquet data ({exc})") from exc
         return
     header = _check_header(path, filename)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -159,7 +160,9 @@ def rows_of_file(path: Path, filename: str) -> list[dict[str, Any]]:
     frame = frame[[*keys, "label"]].astype(object)
     frame = frame.where(frame.notna(), None)  # NaN and empty cells: no value, refused by the rules
     return [
-        {name: (value.item() if hasattr(value, "item") else value) for name, value in record.items()}
+        # numpy scalars as Python values; a Parquet list cell (an array) stays an array and is
+        # refused by the rules, naming its row.
+        {name: (value.item() if isinstance(value, np.generic) else value) for name, value in record.items()}
         for record in frame.to_dict("records")
     ]
 

@@ -1,0 +1,103 @@
+"""Issue 11, hostile: malformed data files, label deliveries and window options are refused with a
+precise 4xx (or a check that stands with the reason), never a 500 or a half-written row."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from governance.models import AuditEvent, DatasetVersion
+from monitoring.actions.checks import do_request_drift_check
+from monitoring.execute import execute_drift_check
+from monitoring.models import PredictionLabel
+from tests.monitoring.conftest import register_frame
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _upload(client, dataset, name: str, content: bytes):
+    return client.post(
+        "/api/dataset-versions/",
+        {"dataset": dataset.pk, "file": SimpleUploadedFile(name, content)},
+        format="multipart",
+    )
+
+
+def test_a_parquet_file_naming_a_column_twice_is_400_and_nothing_is_registered(
+    client_for, scientist, dataset
+):
+    table = pa.table([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"])
+
+    response = _upload(client_for(scientist), dataset, "twice.parquet", _parquet(table))
+
+    assert response.status_code == 400, response.content
+    assert "column name 'a' appears twice" in str(response.json())
+    assert DatasetVersion.objects.count() == 0
+    assert not AuditEvent.objects.filter(action="dataset_version.register").exists()
+
+
+def test_a_csv_header_with_a_byte_order_mark_is_read_without_it(client_for, scientist, dataset):
+    client = client_for(scientist)
+
+    twice = _upload(client, dataset, "bom-twice.csv", "\ufeffa,a\n1,2\n".encode())
+    once = _upload(client, dataset, "bom.csv", "\ufeffa,b\n1,2\n".encode())
+
+    assert twice.status_code == 400, twice.content
+    assert "column name 'a' appears twice" in str(twice.json())
+    assert once.status_code == 201, once.content
+    assert DatasetVersion.objects.get().schema == [
+        {"name": "a", "dtype": "int64"},
+        {"name": "b", "dtype": "int64"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "label",
+    [pa.array([[1, 2]]), pa.array([[]], pa.list_(pa.int64())), pa.array([{"x": 1}])],
+    ids=["list", "empty-list", "struct"],
+)
+def test_a_parquet_label_that_is_not_a_scalar_is_400_naming_the_row(
+    client_for, scientist, registered_version, label
+):
+    table = pa.table({"key": pa.array(["k1"]), "label": label})
+
+    response = client_for(scientist).post(
+        f"/api/models/{registered_version.model_id}/labels/",
+        {"file": SimpleUploadedFile("labels.parquet", _parquet(table))},
+        format="multipart",
+    )
+
+    assert response.status_code == 400, response.content
+    assert "row 0: the label must be a number, a text or a boolean" in str(response.json())
+    assert PredictionLabel.objects.count() == 0
+    assert not AuditEvent.objects.filter(action="labels.receive").exists()
+
+
+def test_a_column_that_turns_to_text_in_a_late_chunk_is_stored_as_text_and_checked(
+    registered_version, current_dataset_version, scientist, bike_frame, settings, tmp_path
+):
+    settings.STEWARD_DATA_CHUNK_ROWS = 1_000
+    rows = bike_frame[bike_frame["yr"] == 1].head(3000).astype({"temp": object}).reset_index(drop=True)
+    rows.loc[2500:, "temp"] = "hot"  # numbers for two chunks and a half, then text
+    version = register_frame(current_dataset_version.dataset, rows, tmp_path / "turns.csv", scientist)
+    check = do_request_drift_check(
+        model_version=registered_version, current_dataset_version=version, actor=scientist, make_report=False
+    )
+
+    assert version.row_count == 3000
+    assert {item["name"]: item["dtype"] for item in version.schema}["temp"] == "object"
+    assert execute_drift_check(check.pk, make_report=False) == "succeeded"
+    check.refresh_from_db()
+    # The column's own verdict says why it was not judged; the others are.
+    temp = next(result for result in check.results if result["column"] == "temp")
+    assert (temp["status"], temp["is_drifted"]) == ("error", False)
+    assert 'Unable to parse string "hot"' in temp["message"]
+    assert {result["status"] for result in check.results if result["column"] != "temp"} <= {"ok", "drift"}
