@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import chord, shared_task
 from django.conf import settings
@@ -79,8 +80,10 @@ def build_reference_profiles(monitor_id: int) -> list[str]:
 
 def fan_out_profile(row: ReferenceProfile, parts: list[list[int]]) -> None:
     """Profile each part of a claimed reference on any worker, then merge and store them (a chord)."""
+    # A part that fails never calls the merge: its errback marks the row failed with the reason,
+    # so the row does not say "building" until it goes stale (and a later check claims it again).
     chord(profile_reference_part.s(row.dataset_version_id, row.where, row_groups) for row_groups in parts)(
-        store_reference_profile.s(row.pk)
+        store_reference_profile.s(row.pk).on_error(reference_profile_failed.s(row.pk))
     )
 
 
@@ -101,6 +104,12 @@ def store_reference_profile(parts: list[dict], row_id: int) -> str:
         raise
     profiles.store_build(row_id, merged, {})
     return ReferenceProfile.objects.values_list("state", flat=True).get(pk=row_id)
+
+
+@shared_task(name="monitoring.tasks.reference_profile_failed")
+def reference_profile_failed(request: Any, exc: BaseException, traceback: Any, row_id: int) -> None:
+    """The chord's errback (a part or the merge failed): the row is failed, with the reason."""
+    profiles.fail_build(row_id, exc)
 
 
 @shared_task(name="monitoring.tasks.escalate_alerts")

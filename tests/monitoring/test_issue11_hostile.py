@@ -4,17 +4,21 @@ precise 4xx (or a check that stands with the reason), never a 500 or a half-writ
 from __future__ import annotations
 
 import io
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from governance import datafiles
 from governance.models import AuditEvent, DatasetVersion
+from monitoring import profiles, tasks
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.execute import execute_drift_check
-from monitoring.models import PredictionLabel
+from monitoring.models import Alert, DriftCheck, PredictionLabel, ProfileState, ReferenceProfile
 from tests.monitoring.conftest import register_frame
+from tests.monitoring.test_streamed_checks import _parquet_bike, fanout_worker  # noqa: F401 (a fixture)
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -101,3 +105,63 @@ def test_a_column_that_turns_to_text_in_a_late_chunk_is_stored_as_text_and_check
     assert (temp["status"], temp["is_drifted"]) == ("error", False)
     assert 'Unable to parse string "hot"' in temp["message"]
     assert {result["status"] for result in check.results if result["column"] != "temp"} <= {"ok", "drift"}
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fanout_worker")
+def test_a_part_that_fails_on_a_real_worker_marks_the_profile_failed_with_the_reason(
+    dataset, scientist, bike_frame, tmp_path, monkeypatch
+):
+    version = _parquet_bike(dataset, bike_frame, tmp_path, scientist)
+    row = profiles.profile_row(version, {"yr": 0})
+    assert profiles.claim_build(row)
+    real = profiles.build_profile_part
+
+    def second_part_breaks(version, where, row_groups):
+        if row_groups[0] != 0:
+            raise datafiles.DataFileError("hour.parquet: unreadable Parquet data (a corrupt page)")
+        return real(version, where, row_groups)
+
+    monkeypatch.setattr(profiles, "build_profile_part", second_part_breaks)  # the worker is a thread
+
+    tasks.fan_out_profile(row, profiles.profile_parts(version, 5_000))
+
+    deadline = time.monotonic() + 60
+    while ReferenceProfile.objects.get(pk=row.pk).state == ProfileState.BUILDING:
+        assert time.monotonic() < deadline, "the failed build still says building after 60 s"
+        time.sleep(0.2)
+    row.refresh_from_db()
+    assert row.state == ProfileState.FAILED
+    assert "a corrupt page" in row.error
+    # A later check claims the failed row again and builds it.
+    assert profiles.claim_build(row)
+
+
+def test_multivariate_tests_short_of_rows_raise_no_alert(
+    registered_version, batch_version, scientist, client_for
+):
+    api = client_for(scientist)
+    small = batch_version(60)
+
+    response = api.post(
+        "/api/drift-checks/",
+        {
+            "model_version": registered_version.pk,
+            "current_dataset_version": small.pk,
+            "make_report": False,
+            "multivariate": ["domain_classifier", "pca"],
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert execute_drift_check(response.json()["id"], make_report=False) == "succeeded"
+
+    check = DriftCheck.objects.get(pk=response.json()["id"])
+    assert [(test["test"], test["status"]) for test in check.multivariate] == [
+        ("domain_classifier", "insufficient_data"),
+        ("pca", "insufficient_data"),
+    ]
+    assert check.drifted_count == 0
+    assert (check.is_breach, Alert.objects.count()) == (False, 0)
+    assert check.multivariate_verdict.status == "not-measured"
