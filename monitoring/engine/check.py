@@ -626,6 +626,13 @@ def _evaluate(
 
     top = _top_k(reference, current, config.top_k) if _is_many_valued(kind, reference, config.top_k) else None
     outcome = _value_test(kind, reference, current, method, top)
+    if not math.isfinite(outcome.score):
+        # A NaN score compares as "no drift": values near float's limit (an overflowed std) would
+        # pass as ok. Reported on the column instead (``evaluate_current`` keeps the others).
+        raise ValueError(
+            f"{outcome.method}: the score is not a finite number (reference std {reference.std:.4g}); "
+            "the values are too large to compare, rescale the column"
+        )
     threshold = config.thresholds.get(name, methods.DEFAULT_THRESHOLDS[outcome.method])
     value_drift = methods.is_drift(outcome.method, outcome.score, threshold)
     # A pruned profile no longer knows every reference value: "unseen" would be a guess.

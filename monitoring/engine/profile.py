@@ -118,6 +118,11 @@ def _category_counts(series: pd.Series) -> tuple[dict[str, float], int]:
     return out, missing
 
 
+def _finite_or_none(value: float) -> float | None:
+    """``value``, or None when it is NaN or infinite (not storable as JSON)."""
+    return value if math.isfinite(value) else None
+
+
 def _integer_key(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
@@ -412,9 +417,11 @@ class ColumnProfile:
             "rows": self.rows,
             "missing": self.missing,
             "infinite": self.infinite,
-            "mean": self.mean,
-            "m2": self.m2,
-            "std": None if math.isnan(self.std) else self.std,
+            # Values near float's limit overflow the moments (NaN/inf), which JSON and PostgreSQL's
+            # jsonb refuse: stored as null, read back as NaN (the check then reports the column).
+            "mean": _finite_or_none(self.mean),
+            "m2": _finite_or_none(self.m2),
+            "std": _finite_or_none(self.std),
             "sketch": None if self.sketch is None else self.sketch.to_dict(),
             "counts": None if self.counts is None else dict(sorted(self.counts.items())),
             "first_value": self.first_value,
@@ -436,8 +443,8 @@ class ColumnProfile:
             rows=int(data["rows"]),
             missing=int(data["missing"]),
             infinite=int(data["infinite"]),
-            mean=float(data["mean"]),
-            m2=float(data["m2"]),
+            mean=math.nan if data["mean"] is None else float(data["mean"]),
+            m2=math.nan if data["m2"] is None else float(data["m2"]),
             sketch=None if data["sketch"] is None else NumericSketch.from_dict(data["sketch"]),
             counts=None if data["counts"] is None else {str(k): float(v) for k, v in data["counts"].items()},
             first_value=data["first_value"],

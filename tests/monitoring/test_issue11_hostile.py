@@ -4,8 +4,11 @@ precise 4xx (or a check that stands with the reason), never a 500 or a half-writ
 from __future__ import annotations
 
 import io
+import json
 import time
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +18,8 @@ from governance import datafiles
 from governance.models import AuditEvent, DatasetVersion
 from monitoring import profiles, tasks
 from monitoring.actions.checks import do_request_drift_check
+from monitoring.engine import build_profile, run_check
+from monitoring.engine.profile import DatasetProfile
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, DriftCheck, PredictionLabel, ProfileState, ReferenceProfile
 from tests.monitoring.conftest import register_frame
@@ -165,3 +170,27 @@ def test_multivariate_tests_short_of_rows_raise_no_alert(
     assert check.drifted_count == 0
     assert (check.is_breach, Alert.objects.count()) == (False, 0)
     assert check.multivariate_verdict.status == "not-measured"
+
+
+def test_values_near_the_float_limit_are_an_error_on_the_column_and_the_profile_stores(
+    dataset_version, bike_frame
+):
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"big": rng.choice([1e308, -1e308, 0.0, 1.0], 3000), "x": rng.normal(size=3000)})
+    profile = build_profile(reference)
+
+    # The profile is storable (a reference profile row is jsonb): overflowed moments become null.
+    stored = json.loads(json.dumps(profile.to_dict(), allow_nan=False))
+    assert stored["columns"][0]["mean"] is None
+    row = profiles.profile_row(dataset_version, {})
+    profiles.ensure_profile(row, lambda: (profile, {}))
+    row.refresh_from_db()
+    assert row.state == ProfileState.READY
+
+    # Halved values are drift that a NaN score would have passed as "ok".
+    current = reference.assign(big=reference["big"] / 2, x=rng.normal(size=3000))
+    result = run_check(DatasetProfile.from_dict(row.profile), current, {"min_sample_size": 10})
+    big, x = result.columns
+    assert (big.status.value, big.is_drifted) == ("error", False)
+    assert "the score is not a finite number" in big.message
+    assert x.status.value == "ok"
