@@ -26,6 +26,25 @@ REGRESSION_METRICS = ("mae", "rmse")
 CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc")
 
 
+def class_text(values: pd.Series) -> np.ndarray:
+    """Class labels as text (an object array), an integral number as its integer: a target column
+    with missing cells reads as floats (1.0), late labels and predictions are 1, and all are class
+    "1" (``str`` alone made them two classes: a labelled window scored accuracy 0)."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        numbers = values.to_numpy(np.float64)
+        if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
+            return numbers.astype(np.int64).astype(str).astype(object)
+    if values.dtype == object:
+        return np.array([_one_class_text(value) for value in values.tolist()], dtype=object)
+    return values.astype(str).to_numpy(dtype=object)
+
+
+def _one_class_text(value: object) -> str:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def labelled(y_true: pd.Series, y_pred: pd.Series) -> tuple[pd.Series, pd.Series]:
     """The rows where both the label and the prediction are present (not null/NaN/inf)."""
     mask = y_true.notna() & y_pred.notna()
@@ -55,8 +74,8 @@ def classification_metrics(y_true: pd.Series, y_pred: pd.Series) -> dict[str, fl
     """
     if len(y_true) == 0:
         raise ValueError("no labelled rows")
-    truth = y_true.astype(str).to_numpy()
-    predicted = y_pred.astype(str).to_numpy()
+    truth = class_text(y_true)
+    predicted = class_text(y_pred)
     classes = np.union1d(truth, predicted)
     f1s, aucs = [], []
     for label in classes:
@@ -170,7 +189,7 @@ class _Side:
     def __init__(self, task: str, truth: pd.Series, predicted: pd.Series, classes, max_rows: int, rng):
         self.task, self.rows = task, len(truth)
         if task == "classification":
-            self.counts = _confusion(truth.astype(str).to_numpy(), predicted.astype(str).to_numpy(), classes)
+            self.counts = _confusion(class_text(truth), class_text(predicted), classes)
         else:
             error = pd.to_numeric(predicted, errors="raise").to_numpy(np.float64) - pd.to_numeric(
                 truth, errors="raise"
@@ -243,7 +262,7 @@ def bootstrap_compare(
     classes = None
     if task == "classification":
         seen = [truth, predicted, *(reference or ())]
-        classes = np.unique(np.concatenate([series.astype(str).to_numpy() for series in seen]))
+        classes = np.unique(np.concatenate([class_text(series) for series in seen]))
     now = _Side(task, truth, predicted, classes, max_rows, rng)
     before = (
         _Side(task, reference[0], reference[1], classes, max_rows, rng)
@@ -307,7 +326,7 @@ def estimate_classification(
     """
     p = pd.to_numeric(confidence, errors="coerce").to_numpy(np.float64)
     usable = np.isfinite(p) & (p >= 0) & (p <= 1) & predicted.notna().to_numpy()
-    p, labels = p[usable], predicted[usable].astype(str).to_numpy()
+    p, labels = p[usable], class_text(predicted[usable])
     if len(p) == 0:
         raise ValueError("no rows with a confidence in [0, 1]")
     out = {

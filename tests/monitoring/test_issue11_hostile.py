@@ -19,6 +19,7 @@ from governance.models import AuditEvent, DatasetVersion
 from monitoring import profiles, tasks
 from monitoring.actions.checks import do_request_drift_check
 from monitoring.engine import build_profile, run_check
+from monitoring.engine import performance as perf
 from monitoring.engine.profile import DatasetProfile
 from monitoring.execute import execute_drift_check
 from monitoring.models import Alert, DriftCheck, PredictionLabel, ProfileState, ReferenceProfile
@@ -194,3 +195,21 @@ def test_values_near_the_float_limit_are_an_error_on_the_column_and_the_profile_
     assert (big.status.value, big.is_drifted) == ("error", False)
     assert "the score is not a finite number" in big.message
     assert x.status.value == "ok"
+
+
+def test_a_target_column_with_missing_cells_scores_its_classes_as_the_predictions_do():
+    # A batch's target column with empty cells (the rows whose labels come late) reads as floats;
+    # the model predicts 1 and late labels are 1: all three are one class.
+    truth = pd.Series([1.0, 0.0, np.nan, 1.0] * 50)
+    joined = pd.Series([1, 0.0, None, True] * 50, dtype=object)  # late labels over the own column
+    predicted = pd.Series([1, 0, 1, 1] * 50)
+
+    metrics = perf.compute_metrics("classification", *perf.labelled(truth, predicted))
+    compared = perf.bootstrap_compare(
+        "classification", perf.labelled(truth, predicted), {"accuracy": (0.9, "validation")}
+    )
+    mixed = perf.compute_metrics("classification", *perf.labelled(joined, predicted.astype(str)))
+
+    assert (metrics["accuracy"], metrics["f1"]) == (1.0, 1.0)
+    assert (compared["accuracy"]["current"], compared["accuracy"]["is_degraded"]) == (1.0, False)
+    assert mixed["accuracy"] == pytest.approx(2 / 3)  # True is a class of its own, not 1
