@@ -110,8 +110,25 @@ _PANDAS_LINE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 DEFAULT_CHUNK_ROWS = 1_000_000
 
 
-def _csv_error(filename: str, exc: Exception) -> DataFileError:
-    """The DataFileError for a pandas CSV failure, naming the line where pandas names it."""
+def _file_line(path: Path, line: int) -> int:
+    """The line of the file where pandas' ``line`` starts: pandas counts a quoted field's newlines
+    as no line, so a file whose fields hold newlines would otherwise be named a wrong line."""
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            reader = csv.reader(handle)
+            previous = 0
+            for number, _row in enumerate(reader, start=1):
+                if number == line:
+                    return previous + 1
+                previous = reader.line_num
+    except csv.Error:  # a field past csv's size limit: pandas' count is the best there is
+        pass
+    return line
+
+
+def _csv_error(filename: str, exc: Exception, path: Path | None = None) -> DataFileError:
+    """The DataFileError for a pandas CSV failure, naming the line where pandas names it (the
+    file's own line when ``path`` is given)."""
     if isinstance(exc, pd.errors.EmptyDataError):
         return DataFileError(f"{filename}: the file is empty")
     if isinstance(exc, UnicodeDecodeError):
@@ -119,6 +136,8 @@ def _csv_error(filename: str, exc: Exception) -> DataFileError:
     found = _PANDAS_LINE.search(str(exc))
     if found:
         expected, line, saw = found.groups()
+        if path is not None:
+            line = str(_file_line(path, int(line)))
         return DataFileError(f"{filename}: line {line} has {saw} fields, the header has {expected}")
     return DataFileError(f"{filename}: not valid CSV ({exc})")
 
@@ -231,13 +250,15 @@ def iter_frames(
     header = _check_header(path, filename)
     usecols = None if columns is None else [name for name in header if name in set(columns)]
     try:
-        with pd.read_csv(path, chunksize=chunk_rows, usecols=usecols) as reader:
+        # index_col=False: rows with one field more than the header (a trailing comma on every data
+        # row) would otherwise make the first column the index and shift every value one column.
+        with pd.read_csv(path, chunksize=chunk_rows, usecols=usecols, index_col=False) as reader:
             for frame in reader:
                 if dtypes:
                     frame = _unify(frame, dtypes)
                 yield frame
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise _csv_error(filename, exc) from exc
+        raise _csv_error(filename, exc, path) from exc
 
 
 def read_frame(
@@ -261,9 +282,11 @@ def read_frame(
     else:
         _check_header(path, filename)
         try:
-            frame = pd.read_csv(path, low_memory=False, nrows=None if max_rows is None else max_rows + 1)
+            frame = pd.read_csv(
+                path, low_memory=False, nrows=None if max_rows is None else max_rows + 1, index_col=False
+            )
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise _csv_error(filename, exc) from exc
+            raise _csv_error(filename, exc, path) from exc
         if max_rows is not None and len(frame) > max_rows:
             raise DataFileError(f"{filename}: more than the limit of {max_rows} rows")
     if frame.shape[1] == 0:

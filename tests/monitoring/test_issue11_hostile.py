@@ -213,3 +213,26 @@ def test_a_target_column_with_missing_cells_scores_its_classes_as_the_prediction
     assert (metrics["accuracy"], metrics["f1"]) == (1.0, 1.0)
     assert (compared["accuracy"]["current"], compared["accuracy"]["is_degraded"]) == (1.0, False)
     assert mixed["accuracy"] == pytest.approx(2 / 3)  # True is a class of its own, not 1
+
+
+def test_a_bad_csv_row_after_quoted_newlines_is_named_by_its_line_in_the_file(
+    client_for, scientist, dataset, settings
+):
+    settings.STEWARD_DATA_CHUNK_ROWS = 3
+    rows = "".join(f'{i},"first\nsecond"\n' for i in range(10))  # each record spans two lines
+    content = f"id,note\n{rows}10,x,extra\n".encode()
+
+    response = _upload(client_for(scientist), dataset, "notes.csv", content)
+
+    assert response.status_code == 400, response.content
+    assert "notes.csv: line 22 has 3 fields, the header has 2" in str(response.json())
+    assert DatasetVersion.objects.count() == 0
+
+
+def test_a_trailing_comma_on_every_data_row_keeps_the_values_in_their_columns(client_for, scientist, dataset):
+    response = _upload(client_for(scientist), dataset, "trailing.csv", b"a,b\n1,2,\n3,4,\n")
+
+    assert response.status_code == 201, response.content
+    version = DatasetVersion.objects.get()
+    assert version.schema == [{"name": "a", "dtype": "int64"}, {"name": "b", "dtype": "int64"}]
+    assert pd.concat(version.iter_frames()).to_dict("records") == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
