@@ -464,7 +464,7 @@ def test_the_model_owner_reads_the_alert_acknowledges_it_and_requests_promotion(
         ]
     )
     assert check.drifted_count == 2
-    expect(verdict).to_contain_text(f"Raised alert #{alert.pk}.")
+    expect(verdict).to_contain_text(f"Raised alert #{alert.pk} ({alert.title}).")
     # The scores against their thresholds: a bar per tested column, drawn, with its figures.
     scores = column_scores(check)
     figure = page.locator("#drift-scores")
