@@ -16,12 +16,12 @@ from django import forms
 from django.contrib import messages
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from governance.errors import DETAIL, error_answer
 from governance.forms import style_filters
-from governance.models import ModelVersion, Team
+from governance.models import ModelVersion, RegisteredModel, Team
 from governance.permissions import CHANGE, VIEW, restrict
 
 if TYPE_CHECKING:
@@ -38,6 +38,19 @@ def visible_or_404(request: HttpRequest, queryset: QuerySet, pk: int) -> Any:
     """The row ``pk`` of ``queryset`` if ``request.user`` may view it (``permissions.restrict``:
     team-owned rows, users, platform role grants, API tokens), else Http404."""
     return get_object_or_404(restrict(queryset, request.user, VIEW), pk=pk)
+
+
+def visible_model_or_404(request: HttpRequest, pk: int) -> RegisteredModel:
+    """The registered model ``pk``, not deleted, if ``request.user`` may view it; else Http404
+    ("no such model": the API's answer for a model that is absent or not the caller's to see)."""
+    model = (
+        restrict(RegisteredModel.objects.filter(deleted_at__isnull=True), request.user, VIEW)
+        .filter(pk=pk)
+        .first()
+    )
+    if model is None:
+        raise Http404("no such model")
+    return model
 
 
 def _add_errors(form: forms.Form, errors: Mapping[str, list[str]]) -> None:

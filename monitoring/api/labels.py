@@ -6,15 +6,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.models import RegisteredModel
-from governance.permissions import VIEW
+from governance.views.helpers import visible_model_or_404
 from monitoring.actions import labels
 
 
@@ -51,27 +49,17 @@ class LabelSummarySerializer(serializers.Serializer):
 class LabelView(APIView):
     parser_classes = [JSONParser, MultiPartParser]
 
-    def _model(self, request, pk: int) -> RegisteredModel:
-        model = (
-            RegisteredModel.objects.restrict(request.user, VIEW)
-            .filter(pk=pk, deleted_at__isnull=True)
-            .first()
-        )
-        if model is None:
-            raise Http404("no such model")
-        return model
-
     @extend_schema(responses={200: LabelSummarySerializer})
     def get(self, request, pk: int) -> Response:
         """How many late labels the model holds (by prediction id, by key) and the newest's time."""
-        return Response(LabelSummarySerializer(labels.label_summary(self._model(request, pk))).data)
+        return Response(LabelSummarySerializer(labels.label_summary(visible_model_or_404(request, pk))).data)
 
     @extend_schema(request=LabelRequestSerializer, responses={200: LabelReceiptSerializer})
     def post(self, request, pk: int) -> Response:
         """Deliver labels: ``{"labels": [{"prediction_id": ..., "label": ...} or {"key": ..., "label":
         ...}]}``, or a multipart ``file``. Idempotent: a label delivered again is counted
         ``unchanged``; unknown prediction ids are reported, not stored."""
-        model = self._model(request, pk)
+        model = visible_model_or_404(request, pk)
         upload = request.FILES.get("file")
         if upload is not None:
             with tempfile.TemporaryDirectory(prefix="steward-labels-") as folder:

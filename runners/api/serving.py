@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -14,7 +13,7 @@ from rest_framework.views import APIView
 from governance.actions.tokens import do_create_prediction_token
 from governance.api.base import RestrictedCreateViewSet, RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import ApiToken, ModelVersion, RegisteredModel
-from governance.permissions import VIEW
+from governance.views.helpers import visible_model_or_404
 from runners.models import ServingPolicy
 from runners.serving import actions, service, supervisor
 from runners.serving.rows import RowsError
@@ -151,13 +150,7 @@ class PredictionTokenView(APIView):
     @extend_schema(request=PredictionTokenRequestSerializer, responses={201: PredictionTokenSerializer})
     def post(self, request, pk: int) -> Response:
         """Create a token that may only predict with this model (its model owners only)."""
-        model = (
-            RegisteredModel.objects.restrict(request.user, VIEW)
-            .filter(pk=pk, deleted_at__isnull=True)
-            .first()
-        )
-        if model is None:
-            raise Http404("no such model")
+        model = visible_model_or_404(request, pk)
         body = PredictionTokenRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         token, secret = do_create_prediction_token(
