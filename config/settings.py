@@ -418,6 +418,11 @@ STEWARD_JOB_LOG_MAX_BYTES = env.int("STEWARD_JOB_LOG_MAX_BYTES", default=10 * 2*
 # entries (files and folders), checked every poll; over either, the run is stopped and fails.
 STEWARD_CODE_OUTPUT_MAX_BYTES = env.int("STEWARD_CODE_OUTPUT_MAX_BYTES", default=10 * 2**30)
 STEWARD_CODE_OUTPUT_MAX_FILES = env.int("STEWARD_CODE_OUTPUT_MAX_FILES", default=10_000)
+# How often a running code run's live telemetry is written: its buffered stdout/stderr lines (by
+# the worker) and its per-step metrics (by the templates' background sender, which reads it as
+# the job's STEWARD_LIVE_FLUSH_S). The job page reads both every 1.5-2 s; writing more often only
+# takes CPU from the training beside it (issue 17's runner overhead).
+STEWARD_LIVE_FLUSH_S = env.float("STEWARD_LIVE_FLUSH_S", default=2.0)
 # How user code is confined: "bwrap" (bubblewrap: own mount, PID, IPC and network namespaces,
 # uid 65534, only its inputs, output and temporary folders, network only to STEWARD_API_URL),
 # "none" (a clean environment and its own process group only; docs/operations.md says what then

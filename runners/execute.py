@@ -778,6 +778,7 @@ def _code_env(
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "STEWARD_THREADS": str(threads),
+        "STEWARD_LIVE_FLUSH_S": str(settings.STEWARD_LIVE_FLUSH_S),
         # Always set: an empty list hides every GPU from a CPU job on a GPU host.
         "CUDA_VISIBLE_DEVICES": ",".join(devices),
         "STEWARD_JOB_ID": str(job.pk),
@@ -893,7 +894,7 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
                 # /tmp and /dev/shm hold together at most the job's memory limit.
                 tmpfs_bytes=limits.memory_mb * 2**19 if limits.memory_mb else None,
             )
-            buffer = joblog.LogBuffer(job.pk, attempt)
+            buffer = joblog.LogBuffer(job.pk, attempt, settings.STEWARD_LIVE_FLUSH_S)
             guard = _disk_guard([tmp / "output", tmp / "home"])
 
             def every_poll() -> None:

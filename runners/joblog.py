@@ -175,10 +175,11 @@ def whole_log(job_id: int) -> Iterator[str]:
 class LogBuffer:
     """Lines of a running code run gathered between writes: ``flush`` writes them in one insert
     (``write_log``) when ``interval_s`` has passed since the last write (the job page reads the
-    log every second or two; a write per 0.5 s poll cost the worker CPU the training needs, issue
-    17's runner overhead); ``flush(force=True)`` writes whatever is pending (the run's end)."""
+    log every 1.5 s; a write per 0.5 s poll cost the worker CPU the training needs, issue 17's
+    runner overhead: the worker passes ``STEWARD_LIVE_FLUSH_S``); ``flush(force=True)`` writes
+    whatever is pending (the run's end)."""
 
-    def __init__(self, job_id: int, attempt: int, interval_s: float = 1.0):
+    def __init__(self, job_id: int, attempt: int, interval_s: float):
         self.job_id = job_id
         self.attempt = attempt
         self.interval_s = interval_s

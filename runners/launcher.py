@@ -492,8 +492,8 @@ class Launch:
                             with contextlib.suppress(ProcessLookupError, PermissionError):
                                 os.killpg(group, signal.SIGKILL)
                     continue
-                if eof:
-                    time.sleep(min(poll_s, 0.05))
+                if eof and self._exits_within(process, min(poll_s, 0.05)):
+                    continue  # reaped: the next pass ends the loop
                 check()
                 if polls % SCAN_EVERY_POLLS == 0 or not CHILDREN_FILES:
                     running = run_processes(pgid)
@@ -562,6 +562,17 @@ class Launch:
         self.usage.cpu_time_s = max(rusage.ru_utime + rusage.ru_stime, sum(self._cpu_seen.values()))
         # ru_maxrss is in kilobytes on Linux: the largest single process of the run.
         self.usage.peak_rss_mb = max(self.usage.peak_rss_mb, rusage.ru_maxrss / PAGE_MB)
+        return True
+
+    def _exits_within(self, process: subprocess.Popen[bytes], seconds: float) -> bool:
+        """Whether the child exits (and is reaped) within ``seconds``. Its output has ended, so its
+        exit is usually a moment away: polled every 2 ms rather than slept through (a fixed 50 ms
+        sleep here was part of every job's wall time, issue 17's runner overhead)."""
+        until = time.monotonic() + seconds
+        while not self._reap(process, block=False):
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0.002)
         return True
 
     def _stop(self, process: subprocess.Popen[bytes], pgid: int, grace_s: float) -> None:

@@ -52,6 +52,20 @@ def threads() -> int:
     return int(raw)
 
 
+def live_flush_s() -> float:
+    """Seconds between the run's live metric requests: ``STEWARD_LIVE_FLUSH_S`` as the worker
+    gives it (its setting, default 2), else 2 outside a code run. Raises WorkloadError when the
+    variable is not a non-negative number."""
+    raw = os.environ.get("STEWARD_LIVE_FLUSH_S", "2")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise WorkloadError(f"STEWARD_LIVE_FLUSH_S must be a number of seconds >= 0, got {raw!r}")
+    return value
+
+
 def set_torch_threads() -> int:
     """Set torch's intra-op threads from ``threads()`` (first thing a template does, before any
     tensor work: torch sizes its pool on first use); returns the count. Imports torch."""
@@ -270,24 +284,25 @@ MAX_BATCH_PARAMS = 100
 
 
 class BackgroundRunLog:
-    """The run's parameters and per-step metrics sent to its MLflow run by a thread of their own,
-    so that training never waits for the server.
+    """The run's parameters and per-step metrics sent to its MLflow run by a thread of their own, so that
+    training never waits for the server.
 
     ``log_params`` / ``log_metrics`` queue; the thread sends what queued in one ``log-batch``
-    request (``TrackingApi``), at most one request per ``interval_s`` seconds (epochs that end
-    meanwhile go together: a fast training is not a request per epoch, and the job page's charts
-    still move every ``interval_s``). The run is ``MLFLOW_RUN_ID`` (a code run's job), else one
-    created in ``MLFLOW_EXPERIMENT_ID`` (else the default experiment) when the first values are
-    sent. ``finish`` sends the rest and returns ``(TrackingApi, run_id)`` for the calls that must
-    follow training (artifacts, registration).
+    request (``TrackingApi``), at most one request per ``interval_s`` seconds, by default
+    ``live_flush_s()`` (epochs that end meanwhile go together: a fast training is not a request per
+    epoch, and the job page's charts still move every ``interval_s``). The run is ``MLFLOW_RUN_ID``
+    (a code run's job), else one created in ``MLFLOW_EXPERIMENT_ID`` (else the default experiment)
+    when the first values are sent. ``finish`` sends the rest and returns ``(TrackingApi, run_id)``
+    for the calls that must follow training (artifacts, registration).
 
     An error of the thread (server unreachable, a refused value: TrackingError) is raised by the
     next ``log_params``/``log_metrics`` call and by ``finish``: training stops at the next step."""
 
-    def __init__(self, api: TrackingApi | None = None, interval_s: float = 1.0) -> None:
+    def __init__(self, api: TrackingApi | None = None, interval_s: float | None = None) -> None:
         self.api = api or TrackingApi()
         self.run_id = os.environ.get("MLFLOW_RUN_ID", "")
-        self.interval_s = interval_s
+        # A code run's is the worker's STEWARD_LIVE_FLUSH_S (the same setting paces its log).
+        self.interval_s = interval_s if interval_s is not None else live_flush_s()
         self._error: BaseException | None = None
         self._queue: queue.Queue[tuple[dict[str, str], list[dict[str, Any]]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="steward-run-log", daemon=True)

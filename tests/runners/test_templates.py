@@ -350,6 +350,35 @@ def test_the_templates_rest_client_names_what_went_wrong(monkeypatch):
     assert {m["step"] for m in batch["metrics"]} == {3}
 
 
+def test_the_templates_metrics_are_paced_by_the_workers_live_flush_setting(monkeypatch):
+    """``BackgroundRunLog`` sends at most one log-batch per ``STEWARD_LIVE_FLUSH_S`` (the worker's
+    setting, given to code runs): steps logged meanwhile go in one request, ended early by
+    ``finish``; a value that is not a number of seconds is refused naming the variable."""
+    from runners import workload_env
+
+    class Counting(_Misbehaving):
+        seen: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = workload_env.TrackingApi(f"http://127.0.0.1:{server.server_port}", token="run-token")
+        monkeypatch.setenv("MLFLOW_RUN_ID", "7")
+        monkeypatch.setenv("STEWARD_LIVE_FLUSH_S", "60")
+        log = workload_env.BackgroundRunLog(api)
+        assert log.interval_s == 60.0
+        for step in range(1, 6):
+            log.log_metrics({"loss": 1.0 / step}, step=step)
+        log.finish()
+        monkeypatch.setenv("STEWARD_LIVE_FLUSH_S", "soon")
+        with pytest.raises(workload_env.WorkloadError, match="STEWARD_LIVE_FLUSH_S must be a number"):
+            workload_env.BackgroundRunLog(api)
+    finally:
+        server.shutdown()
+    batches = [json.loads(body) for path, _, body in Counting.seen if path.endswith("log-batch")]
+    assert [[m["step"] for m in batch["metrics"]] for batch in batches] == [[1, 2, 3, 4, 5]]
+
+
 def test_the_templates_rest_client_registers_new_and_existing_models(
     mlflow_env, mlflow_client, api_token, scientist, tmp_path
 ):
