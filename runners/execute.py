@@ -916,6 +916,9 @@ def _run_code(job: Job, attempt: int, devices: list[str]) -> None:
                     command=command,
                     every_poll=every_poll,
                 )
+                # The bound holds for what is registered, whatever the last poll saw: a code that
+                # writes its output and exits between two polls is measured here.
+                guard()
             finally:
                 with contextlib.suppress(ClaimLost):
                     buffer.flush(force=True)

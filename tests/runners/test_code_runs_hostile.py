@@ -137,6 +137,45 @@ def test_a_code_making_files_without_end_is_stopped(team, scientist, settings):
 
 
 @pytest.mark.parametrize(
+    ("setting", "write"),
+    [
+        (
+            "STEWARD_CODE_OUTPUT_MAX_BYTES",
+            'open(f"{out}/datasets/big.csv", "w").write("a\\n" + "1\\n" * 2**22)',
+        ),
+        ("STEWARD_CODE_OUTPUT_MAX_FILES", '[os.makedirs(f"{out}/tree/{i}") for i in range(200)]'),
+    ],
+    ids=["bytes", "files"],
+)
+@pytest.mark.django_db
+def test_a_code_going_over_the_output_bounds_just_before_it_exits_is_failed(
+    team, scientist, settings, setting, write
+):
+    """The bounds hold for what the run leaves, not only for what a poll happened to see: a code
+    that writes past them in one go and exits at once (no poll between) fails and registers
+    nothing. The launcher reaps a child whose output ended without a last poll (issue 17's
+    runner overhead), so the worker measures the folders once more after the run."""
+    settings.STEWARD_CODE_OUTPUT_MAX_BYTES = 4 * 2**20
+    settings.STEWARD_CODE_OUTPUT_MAX_FILES = 50
+    state, job, log = _run(
+        team,
+        scientist,
+        f"""
+        import os
+        out = os.environ["STEWARD_OUTPUT_DIR"]
+        os.makedirs(f"{{out}}/datasets", exist_ok=True)
+        {write}
+        print("wrote")
+        """,
+        outputs={"datasets": ["big"]} if setting.endswith("BYTES") else {},
+    )
+    assert state == "failed", job.error
+    assert setting in job.error
+    assert "wrote\n" in log
+    assert not Dataset.objects.filter(team=team, name="big").exists()
+
+
+@pytest.mark.parametrize(
     "make",
     [
         'os.symlink("/etc/passwd", f"{out}/leak.csv")',
