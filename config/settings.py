@@ -422,7 +422,16 @@ STEWARD_CODE_OUTPUT_MAX_FILES = env.int("STEWARD_CODE_OUTPUT_MAX_FILES", default
 # the worker) and its per-step metrics (by the templates' background sender, which reads it as
 # the job's STEWARD_LIVE_FLUSH_S). The job page reads both every 1.5-2 s; writing more often only
 # takes CPU from the training beside it (issue 17's runner overhead).
-STEWARD_LIVE_FLUSH_S = env.float("STEWARD_LIVE_FLUSH_S", default=2.0)
+# Parsed here, not by env.float: that drops every character but digits, "," "." "-" ("1e3" read
+# as 13 s) and names no variable when it then fails. A bad value would otherwise reach every code
+# run and fail each template run there (runners.workload_env.live_flush_s).
+_live_flush = env.str("STEWARD_LIVE_FLUSH_S", default="2")
+try:
+    STEWARD_LIVE_FLUSH_S = float(_live_flush)
+except ValueError:
+    STEWARD_LIVE_FLUSH_S = -1.0
+if not 0 <= STEWARD_LIVE_FLUSH_S < float("inf"):
+    raise ImproperlyConfigured(f"STEWARD_LIVE_FLUSH_S must be a number of seconds >= 0, got {_live_flush!r}")
 # How user code is confined: "bwrap" (bubblewrap: own mount, PID, IPC and network namespaces,
 # uid 65534, only its inputs, output and temporary folders, network only to STEWARD_API_URL),
 # "none" (a clean environment and its own process group only; docs/operations.md says what then

@@ -55,13 +55,13 @@ def threads() -> int:
 def live_flush_s() -> float:
     """Seconds between the run's live metric requests: ``STEWARD_LIVE_FLUSH_S`` as the worker
     gives it (its setting, default 2), else 2 outside a code run. Raises WorkloadError when the
-    variable is not a non-negative number."""
+    variable is not a finite number >= 0 (infinite: no metric would be sent before ``finish``)."""
     raw = os.environ.get("STEWARD_LIVE_FLUSH_S", "2")
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0:
+    if not 0 <= value < float("inf"):
         raise WorkloadError(f"STEWARD_LIVE_FLUSH_S must be a number of seconds >= 0, got {raw!r}")
     return value
 
