@@ -29,6 +29,11 @@ STEWARD_STREAM = "steward"
 TRUNCATED_NOTE = "log truncated at {limit} bytes; later output is not kept"
 TRUNCATED_PREFIX = "log truncated at "
 PAGE_CHUNKS = 1000
+# What a LogBuffer holds at most before it writes, whatever its interval: the worker's memory
+# (its estimate: a line's characters and ~100 bytes of Python objects). A code printing short
+# lines fast (``yes``) held ~50 MB per second of interval in the worker.
+BUFFER_MAX_BYTES = 4 * 2**20
+LINE_OVERHEAD_BYTES = 100
 
 
 class OctetLength(Func):
@@ -177,22 +182,28 @@ class LogBuffer:
     (``write_log``) when ``interval_s`` has passed since the last write (the job page reads the
     log every 1.5 s; a write per 0.5 s poll cost the worker CPU the training needs, issue 17's
     runner overhead: the worker passes ``STEWARD_LIVE_FLUSH_S``); ``flush(force=True)`` writes
-    whatever is pending (the run's end)."""
+    whatever is pending (the run's end). ``add`` writes at once when the pending lines reach
+    ``BUFFER_MAX_BYTES``: the interval paces the writes, it does not size the worker's memory."""
 
     def __init__(self, job_id: int, attempt: int, interval_s: float):
         self.job_id = job_id
         self.attempt = attempt
         self.interval_s = interval_s
         self.lines: list[tuple[str, str]] = []
+        self.pending_bytes = 0
         self.written = 0.0
 
     def add(self, stream: str, text: str) -> None:
         self.lines.append((stream, text))
+        self.pending_bytes += len(text) + LINE_OVERHEAD_BYTES
+        if self.pending_bytes >= BUFFER_MAX_BYTES:
+            self.flush(force=True)
 
     def flush(self, *, force: bool = False) -> None:
         if not self.lines or (not force and time.monotonic() - self.written < self.interval_s):
             return
         lines, self.lines = self.lines, []
+        self.pending_bytes = 0
         write_log(self.job_id, self.attempt, lines)
         self.written = time.monotonic()
 

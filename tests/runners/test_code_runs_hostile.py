@@ -229,3 +229,27 @@ def test_a_megabyte_line_is_whole_in_the_log_but_cut_in_the_tail_and_the_error(t
     assert "x" * 1000 in shown["log_tail"]
     assert len(shown["error"]) < 25 * 1000
     assert "e" * 1000 in shown["error"]
+
+
+@pytest.mark.django_db
+def test_a_fast_printing_code_is_written_as_it_goes_whatever_the_live_interval(team, scientist, settings):
+    """The worker holds a code run's lines between two log writes: paced by time alone
+    (STEWARD_LIVE_FLUSH_S), a code printing short lines fast held tens of MB per second of
+    interval in the worker (not under the job's memory limit). Past a few MB of pending lines
+    the worker writes them at once: a run printing ~8 MB under a 1e9 s interval is stored in
+    several writes, and whole."""
+    settings.STEWARD_LIVE_FLUSH_S = 1e9
+    state, job, log = _run(
+        team,
+        scientist,
+        """
+        import sys
+        for i in range(200_000):
+            sys.stdout.write(f"line {i:08d} " + "x" * 24 + "\\n")
+        """,
+    )
+    assert state == "succeeded", job.error
+    assert log.count("\n") >= 200_000
+    assert "line 00199999 " in log
+    writes = JobLogChunk.objects.filter(job=job, stream="stdout").values("created_at").distinct()
+    assert writes.count() > 1
