@@ -188,6 +188,16 @@ def test_own_code_from_upload_to_a_served_canary_and_a_monitor(
         + Prediction.objects.filter(model_version=second).count()
         == 40
     )
+    # The signature types "hr" as an integer (long): 5.9 is refused, not scored as 5; 5.0 is 5.
+    fractional = client.post(
+        "/api/models/bike-sgd/aliases/staging/predict", {"rows": [{**rows[0], "hr": 5.9}]}, format="json"
+    )
+    assert fractional.status_code == 400, fractional.content
+    assert fractional.json()["rows"] == ["row 0, column 'hr': expected an integer, got 5.9"]
+    whole = client.post(
+        "/api/models/bike-sgd/aliases/staging/predict", {"rows": [{**rows[0], "hr": 5.0}]}, format="json"
+    )
+    assert whole.status_code == 200, whole.content
 
     # 5. A monitor of version 1 reads what it served as its current data.
     monitor = client.post(

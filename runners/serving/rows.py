@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 NUMBER = "number"
+INTEGER = "integer"
 STRING = "string"
 BOOLEAN = "boolean"
 ANY = "any"
@@ -23,8 +24,8 @@ ANY = "any"
 _MLFLOW_TYPES = {
     "double": NUMBER,
     "float": NUMBER,
-    "long": NUMBER,
-    "integer": NUMBER,
+    "long": INTEGER,
+    "integer": INTEGER,
     "string": STRING,
     "boolean": BOOLEAN,
 }
@@ -44,8 +45,8 @@ class Rows:
 
 @dataclass(frozen=True)
 class Column:
-    """An input column: its ``name``, the JSON ``kind`` of its values (number, string, boolean,
-    any) and whether every row must carry it."""
+    """An input column: its ``name``, the JSON ``kind`` of its values (number, integer, string,
+    boolean, any) and whether every row must carry it."""
 
     name: str
     kind: str
@@ -62,13 +63,27 @@ class RowsError(ValueError):
 
 def columns_of(signature: dict[str, Any], flavor_details: dict[str, Any]) -> list[Column] | None:
     """The input columns of a version: a Steward signature's ``features`` (``categorical`` ones
-    take strings or numbers, the others numbers), else the named columns of the MLmodel
-    signature in ``flavor_details``; None when neither names its columns (a tensor signature or
-    none: rows are passed as sent)."""
+    take strings or numbers, the others numbers; integers only where the MLmodel signature types
+    the column as an integer), else the named columns of the MLmodel signature in
+    ``flavor_details``; None when neither names its columns (a tensor signature or none: rows are
+    passed as sent)."""
+    mlflow_columns = _mlflow_columns(flavor_details)
     features = signature.get("features") if isinstance(signature, dict) else None
-    if features:
-        categorical = set(signature.get("categorical") or [])
-        return [Column(str(name), ANY if name in categorical else NUMBER) for name in features]
+    if not features:
+        return mlflow_columns
+    categorical = set(signature.get("categorical") or [])
+    # A model logged by users' code gets its MLmodel columns as features (so drift checks work);
+    # the model casts an integer column before predicting, so 5.9 would be scored as 5.
+    integers = {column.name for column in mlflow_columns or [] if column.kind == INTEGER}
+    return [
+        Column(str(name), ANY if name in categorical else INTEGER if name in integers else NUMBER)
+        for name in features
+    ]
+
+
+def _mlflow_columns(flavor_details: dict[str, Any]) -> list[Column] | None:
+    """The named columns of the MLmodel signature in ``flavor_details``, typed; None without one
+    (a tensor signature, none, or one that cannot be read)."""
     mlmodel = (flavor_details or {}).get("signature") or {}
     inputs = mlmodel.get("inputs") if isinstance(mlmodel, dict) else None
     if isinstance(inputs, str):
@@ -114,8 +129,12 @@ def _check_value(value: Any, column: Column, row: int) -> None:
         raise RowsError(f"{where}: null; send a value")
     if isinstance(value, float) and not math.isfinite(value):
         raise RowsError(f"{where}: {value} is not a finite number")
-    if column.kind == NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):
+    if column.kind in (NUMBER, INTEGER) and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise RowsError(f"{where}: expected a number, got {type(value).__name__} {value!r:.40}")
+    if column.kind == INTEGER and isinstance(value, float) and not value.is_integer():
+        # The model casts the column to its integer type: 5.9 would be scored as 5 (MLflow's
+        # own schema check refuses that cast too).
+        raise RowsError(f"{where}: expected an integer, got {value!r}")
     if column.kind == STRING and not isinstance(value, str):
         raise RowsError(f"{where}: expected a string, got {type(value).__name__}")
     if column.kind == BOOLEAN and not isinstance(value, bool):
