@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ParseError
@@ -110,6 +112,23 @@ class RestrictedReadOnlyViewSet(RestrictedViewSetMixin, viewsets.ReadOnlyModelVi
 # docstring: drf-spectacular describes operations with the first docstring in the MRO, the mixin's.)
 class RestrictedCreateViewSet(RestrictedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     pass
+
+
+class KnownFieldsMixin:
+    """A serializer that refuses a body's field it does not read: a 400 naming each unknown field
+    and the known ones. A misspelt optional field (``output`` for ``outputs``) was dropped, and the
+    request succeeded without what it asked for."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            fields = self.fields  # type: ignore[attr-defined]
+            unknown = sorted(set(data) - set(fields))
+            if unknown:
+                known = ", ".join(sorted(name for name, field in fields.items() if not field.read_only))
+                raise serializers.ValidationError(
+                    {name: [f"unknown field; known: {known}"] for name in unknown}
+                )
+        return super().to_internal_value(data)  # type: ignore[misc]
 
 
 class UsernameField(serializers.SlugRelatedField):

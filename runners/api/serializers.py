@@ -2,7 +2,7 @@ import datetime
 
 from rest_framework import serializers
 
-from governance.api.base import RestrictedPrimaryKeyRelatedField, UsernameField
+from governance.api.base import KnownFieldsMixin, RestrictedPrimaryKeyRelatedField, UsernameField
 from governance.models import Dataset, DatasetVersion, ModelVersion, RegisteredModel, Team
 from runners.accounting import DIMENSIONS, parse_month
 from runners.models import Budget, CodeVersion, Job, JobKind, JobLogChunk, JobSchedule
@@ -68,7 +68,7 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class JobSubmitSerializer(serializers.Serializer):
+class JobSubmitSerializer(KnownFieldsMixin, serializers.Serializer):
     """Training: ``registered_model`` + ``spec`` {target, features, ...}; inference:
     ``model_version``; evaluation: ``model_version`` + ``spec`` {task, target, positive_label,
     sensitive_attributes, slice_columns, ..., champion_alias, where} (issue 15)."""
@@ -88,7 +88,7 @@ class JobSubmitSerializer(serializers.Serializer):
     spec = serializers.JSONField(required=False, default=dict)
 
 
-class CodeRunSubmitSerializer(serializers.Serializer):
+class CodeRunSubmitSerializer(KnownFieldsMixin, serializers.Serializer):
     """A code run (issue 17): an entry point of a code version with its parameters, its input
     dataset versions and model versions by name, the datasets it writes, its experiment and ``spec`` (limits,
     resources, backend, start window)."""

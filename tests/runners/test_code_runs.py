@@ -340,6 +340,12 @@ def test_code_runs_are_submitted_through_the_jobs_api(
             "hours: a path parameter names one of the run's inputs (hours) or a file inside",
         ),
         "leaving path": ({"parameters": {"hours": "data/../../x.csv"}}, "hours: a path parameter names"),
+        # A misspelt field is refused, not dropped (the run would succeed and register nothing).
+        "misspelt field": (
+            {"output": {"datasets": ["bike-daily"]}},
+            '"output": ["unknown field; known: code_version, entry_point, experiment_name, inputs, kind, '
+            'models, outputs, parameters, spec"]',
+        ),
     }
     for case, (change, message) in refusals.items():
         answer = client.post("/api/jobs/", body | change, format="json")

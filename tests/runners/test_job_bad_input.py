@@ -76,6 +76,23 @@ def test_bad_training_spec_is_400_naming_it_and_no_job(
     assert AuditEvent.objects.count() == events
 
 
+def test_a_field_the_job_api_does_not_read_is_400_naming_it_and_no_job(
+    client_for, scientist, dataset_version, registered_model
+):
+    body = {
+        "kind": "train",
+        "dataset_version": dataset_version.pk,
+        "registered_model": registered_model.pk,
+        "spec": _spec(),
+    }
+    response = client_for(scientist).post("/api/jobs/", body | {"experiment": "bikes"}, format="json")
+
+    assert response.status_code == 400
+    known = "dataset_version, kind, model_version, registered_model, spec"
+    assert response.json() == {"experiment": [f"unknown field; known: {known}"]}
+    assert Job.objects.count() == 0
+
+
 def test_training_job_without_a_model_is_400(client_for, scientist, dataset_version):
     response = client_for(scientist).post(
         "/api/jobs/", {"kind": "train", "dataset_version": dataset_version.pk, "spec": _spec()}, format="json"
