@@ -349,25 +349,30 @@ def test_dataset_version_body_cannot_set_number_hash_or_source(client_for, world
 def test_job_body_cannot_set_state_team_creator_or_outputs(
     client_for, world, scientist, outsider, training_spec
 ):
-    response = client_for(scientist).post(
-        "/api/jobs/",
-        {
-            "kind": "train",
-            "dataset_version": world.dataset_version.pk,
-            "registered_model": world.model.pk,
-            "spec": training_spec,
-            "state": "succeeded",
-            "team": world.other_team.pk,
-            "created_by": outsider.pk,
-            "output_model_version": world.model_version.pk,
-            "is_cancel_requested": True,
-            "progress": 1,
-        },
-        format="json",
-    )
+    """Fields the submission does not read are refused by name (a 400, no job), never applied."""
+    body = {
+        "kind": "train",
+        "dataset_version": world.dataset_version.pk,
+        "registered_model": world.model.pk,
+        "spec": training_spec,
+    }
+    forged = {
+        "state": "succeeded",
+        "team": world.other_team.pk,
+        "created_by": outsider.pk,
+        "output_model_version": world.model_version.pk,
+        "is_cancel_requested": True,
+        "progress": 1,
+    }
+    jobs = Job.objects.count()
+    refused = client_for(scientist).post("/api/jobs/", body | forged, format="json")
 
-    job = Job.objects.get(pk=response.json()["id"])
+    assert refused.status_code == 400
+    assert sorted(refused.json()) == sorted(forged)
+    assert Job.objects.count() == jobs
+    response = client_for(scientist).post("/api/jobs/", body, format="json")
     assert response.status_code == 201
+    job = Job.objects.get(pk=response.json()["id"])
     assert (job.state, job.team, job.created_by) == (JobState.QUEUED, world.team, scientist)
     assert (job.output_model_version, job.is_cancel_requested, job.progress) == (None, False, 0.0)
 
