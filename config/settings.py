@@ -15,6 +15,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from runners import live
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -418,20 +420,13 @@ STEWARD_JOB_LOG_MAX_BYTES = env.int("STEWARD_JOB_LOG_MAX_BYTES", default=10 * 2*
 # entries (files and folders), checked every poll; over either, the run is stopped and fails.
 STEWARD_CODE_OUTPUT_MAX_BYTES = env.int("STEWARD_CODE_OUTPUT_MAX_BYTES", default=10 * 2**30)
 STEWARD_CODE_OUTPUT_MAX_FILES = env.int("STEWARD_CODE_OUTPUT_MAX_FILES", default=10_000)
-# How often a running code run's live telemetry is written: its buffered stdout/stderr lines (by
-# the worker) and its per-step metrics (by the templates' background sender, which reads it as
-# the job's STEWARD_LIVE_FLUSH_S). The job page reads both every 1.5-2 s; writing more often only
-# takes CPU from the training beside it (issue 17's runner overhead).
-# Parsed here, not by env.float: that drops every character but digits, "," "." "-" ("1e3" read
-# as 13 s) and names no variable when it then fails. A bad value would otherwise reach every code
-# run and fail each template run there (runners.workload_env.live_flush_s).
-_live_flush = env.str("STEWARD_LIVE_FLUSH_S", default="2")
+# How often a running code run's live telemetry is written (runners.live): its buffered log lines
+# and its templates' metric batches. Parsed there, not by env.float: that drops every character
+# but digits, "," "." "-" ("1e3" read as 13 s) and names no variable when it then fails.
 try:
-    STEWARD_LIVE_FLUSH_S = float(_live_flush)
-except ValueError:
-    STEWARD_LIVE_FLUSH_S = -1.0
-if not 0 <= STEWARD_LIVE_FLUSH_S < float("inf"):
-    raise ImproperlyConfigured(f"STEWARD_LIVE_FLUSH_S must be a number of seconds >= 0, got {_live_flush!r}")
+    STEWARD_LIVE_FLUSH_S = live.parse_flush_s(env.str(live.VARIABLE, default=live.DEFAULT))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 # How user code is confined: "bwrap" (bubblewrap: own mount, PID, IPC and network namespaces,
 # uid 65534, only its inputs, output and temporary folders, network only to STEWARD_API_URL),
 # "none" (a clean environment and its own process group only; docs/operations.md says what then

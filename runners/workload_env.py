@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from governance import datafiles
+from runners import live
 
 # Used when STEWARD_THREADS is absent (the template run by hand): the settings' default.
 DEFAULT_THREADS = min(4, os.cpu_count() or 1)
@@ -55,15 +56,11 @@ def threads() -> int:
 def live_flush_s() -> float:
     """Seconds between the run's live metric requests: ``STEWARD_LIVE_FLUSH_S`` as the worker
     gives it (its setting, default 2), else 2 outside a code run. Raises WorkloadError when the
-    variable is not a finite number >= 0 (infinite: no metric would be sent before ``finish``)."""
-    raw = os.environ.get("STEWARD_LIVE_FLUSH_S", "2")
+    variable is not a finite number >= 0 (``runners.live.parse_flush_s``)."""
     try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise WorkloadError(f"STEWARD_LIVE_FLUSH_S must be a number of seconds >= 0, got {raw!r}")
-    return value
+        return live.parse_flush_s(os.environ.get(live.VARIABLE, live.DEFAULT))
+    except ValueError as exc:
+        raise WorkloadError(str(exc)) from None
 
 
 def set_torch_threads() -> int:
@@ -284,8 +281,8 @@ MAX_BATCH_PARAMS = 100
 
 
 class BackgroundRunLog:
-    """The run's parameters and per-step metrics sent to its MLflow run by a thread of their own, so that
-    training never waits for the server.
+    """The run's parameters and per-step metrics sent to its MLflow run by a thread of their own,
+    so that training never waits for the server.
 
     ``log_params`` / ``log_metrics`` queue; the thread sends what queued in one ``log-batch``
     request (``TrackingApi``), at most one request per ``interval_s`` seconds, by default
